@@ -1,0 +1,42 @@
+#!/usr/bin/env node
+// Runs the suites with node's own test runner (through tsx) in ONE invocation, so the closing summary counts all.
+// Usage: node scripts/test.mjs [unit|lab|interop ...] [-- extra node --test args]
+import { spawnSync } from 'node:child_process';
+import { readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+
+const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const wanted = suites.length ? suites : ['unit', 'interop', 'lab'];
+
+function collect(dir) {
+  let out = [];
+  let entries = [];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const name of entries.sort()) {
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out = out.concat(collect(p));
+    else if (name.endsWith('.test.ts')) out.push(p);
+  }
+  return out;
+}
+
+const files = wanted.flatMap((s) => collect(join('test', s)));
+if (files.length === 0) {
+  console.error('no test files found');
+  process.exit(1);
+}
+const concurrency = process.env.NATPUNCH_TEST_CONCURRENCY ?? '2';
+const args = [
+  '--import', 'tsx',
+  '--test',
+  `--test-concurrency=${concurrency}`,
+  '--test-timeout=600000',
+  '--test-reporter=spec',
+  ...files,
+];
+const res = spawnSync(process.execPath, args, { stdio: 'inherit' });
+process.exit(res.status ?? 1);

@@ -1,0 +1,73 @@
+import type { Command } from 'commander';
+import { isNatpunchError } from '../util/errors.js';
+
+export interface GlobalOptions {
+  debug?: boolean;
+}
+
+/**
+ * Wraps a command action: a NatpunchError (or any error) becomes one line on stderr and exit code 1; the stack only
+ * with --debug. Commands print results to stdout, progress to stderr.
+ */
+export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void) {
+  return async (...args: A): Promise<void> => {
+    try {
+      await fn(...args);
+    } catch (err) {
+      const cmd = args[args.length - 1] as Command | undefined;
+      const debug = Boolean(cmd?.optsWithGlobals?.().debug) || process.env.NATPUNCH_DEBUG === '1';
+      printError(err, debug);
+      process.exitCode = 1;
+    }
+  };
+}
+
+export function printError(err: unknown, debug: boolean): void {
+  if (debug && err instanceof Error) {
+    process.stderr.write(`${err.stack ?? err.message}\n`);
+    return;
+  }
+  const code = isNatpunchError(err) ? ` [${err.code}]` : '';
+  const message = err instanceof Error ? err.message : String(err);
+  process.stderr.write(`natpunch: ${message.split('\n')[0]}${code}\n`);
+}
+
+/** Progress lines go to stderr so stdout stays clean for data and --json. */
+export function progress(quiet: boolean | undefined, line: string): void {
+  if (!quiet) process.stderr.write(`${line}\n`);
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** Parses "host", "host:port", "[v6]:port" into parts; `defaultPort` when none is given. */
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  if (v6) return { host: v6[1]!, port: v6[2] ? checkPort(v6[2], text) : defaultPort };
+  const colons = text.split(':').length - 1;
+  if (colons === 1) {
+    const [host, port] = text.split(':');
+    return { host: host!, port: checkPort(port!, text) };
+  }
+  return { host: text, port: defaultPort };
+}
+
+export function checkPort(text: string, context = text): number {
+  const port = Number(text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port in "${context}"`);
+  return port;
+}
+
+/** commander argParser for integer options with bounds. */
+export function intOption(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new (class extends Error {
+        override name = 'InvalidArgumentError';
+      })(`${name} must be an integer from ${min} to ${max}`);
+    }
+    return n;
+  };
+}

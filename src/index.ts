@@ -1,0 +1,10 @@
+/**
+ * natpunch public API. Everything an embedding application uses is exported from here.
+ */
+export { NatpunchError, isNatpunchError } from './util/errors.js';
+export type { NatpunchErrorCode } from './util/errors.js';
+export { sleep, timeoutSignal, throwIfAborted } from './util/abort.js';
+export { createLogger, silentLogger } from './util/log.js';
+export type { Logger } from './util/log.js';
+export { NodeDatagramTransport } from './net/datagram.js';
+export type { DatagramTransport, DatagramListener, RemoteInfo } from './net/datagram.js';
