@@ -6,7 +6,7 @@ import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { NodeDatagramTransport } from '../net/datagram.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { CHANNEL_DATA_HEADER, isValidChannel, TurnStreamFramer } from '../wire/channel-data.js';
+import { CHANNEL_DATA_HEADER, CHANNEL_MIN, TurnStreamFramer } from '../wire/channel-data.js';
 import {
   AllocationQuota,
   candidateKeys,
@@ -97,6 +97,11 @@ export interface TurnServerOptions {
   unauthRate?: number;
   unauthBurst?: number;
   software?: string;
+  /**
+   * Accept RFC 5766 channel numbers 0x5000..0x7FFF too (default true: coturn's and other older clients use them;
+   * RFC 8656 §12 reserves them only to avoid DTLS-SRTP collisions, which a TURN server port does not carry).
+   */
+  legacyChannels?: boolean;
   logger?: Logger;
 }
 
@@ -236,6 +241,7 @@ export class TurnServer {
   #tidCounter = 0;
   readonly #tidPrefix = randomBytes(8);
   #closed = false;
+  readonly #maxChannelByte: number;
 
   constructor(options: TurnServerOptions) {
     if (!options?.credentials) throw new NatpunchError('BAD_ARGUMENT', 'a TURN server needs credentials (a users file or an auth secret)');
@@ -244,6 +250,7 @@ export class TurnServer {
     this.#log = options.logger ?? silentLogger;
     this.relayAddress = options.relayAddress ?? defaultRelayAddress();
     this.relayAddress6 = options.relayAddress6;
+    this.#maxChannelByte = options.legacyChannels === false ? 0x4f : 0x7f;
     this.#policy =
       options.policy ??
       new DefaultPeerPolicy({
@@ -271,7 +278,7 @@ export class TurnServer {
   handleUdp(transport: DatagramTransport, msg: Buffer, rinfo: RemoteInfo): boolean {
     if (this.#closed || msg.length < 4) return false;
     const b0 = msg[0]!;
-    if (b0 >= 0x40 && b0 <= 0x4f) {
+    if (b0 >= 0x40 && b0 <= this.#maxChannelByte) {
       // RFC 8656 §12.5 (UDP): header only; Length beyond the datagram → drop; extra bytes are padding.
       const alloc = this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port);
       if (!alloc) return true;
@@ -512,7 +519,10 @@ export class TurnServer {
     const auth = this.#authenticate(client, m, fingerprint);
     if (!auth) return;
     const reply = (b: StunBuilder) => client.send(this.#sign(b, auth));
-    const fail = (code: number, reason: string) => reply(new StunBuilder(m.method, Cls.Error, m.tid).error(code, reason));
+    const fail = (code: number, reason: string) => {
+      this.#log.debug({ client: `${client.address}:${client.port}`, method: m.method, code, reason }, 'turn request refused');
+      reply(new StunBuilder(m.method, Cls.Error, m.tid).error(code, reason));
+    };
 
     if (m.method === Method.Allocate) {
       if (existing) return fail(437, 'Allocation Mismatch');
@@ -847,7 +857,8 @@ export class TurnServer {
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     if (!cn || cn.length !== 4 || peers.length !== 1 || alloc.transport !== 'udp') return fail(400, 'Bad Request');
     const number = cn.readUInt16BE(0);
-    if (!isValidChannel(number)) return fail(400, 'Bad Request');
+    // RFC 8656 §12: 0x4000..0x4FFF; RFC 5766 clients use up to 0x7FFF (accepted unless legacyChannels is false).
+    if (number < CHANNEL_MIN || number > (this.#maxChannelByte << 8 | 0xff)) return fail(400, 'Bad Request');
     const peer = peers[0]!;
     const code = this.#checkPeer(alloc, peer);
     if (code === 403) return fail(403, 'Forbidden');

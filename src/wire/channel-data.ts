@@ -12,6 +12,11 @@
 /** RFC 8656 §12: the channel numbers a client may bind. 0x5000..0xFFFF are reserved (RFC 7983 collisions). */
 export const CHANNEL_MIN = 0x4000;
 export const CHANNEL_MAX = 0x4fff;
+/**
+ * RFC 5766 §11 allowed 0x4000..0x7FFF and older clients (coturn's turnutils_uclient among them) still bind channels
+ * above 0x4FFF; a server may accept them (first byte 0x40..0x7F) where nothing else shares those first bytes.
+ */
+export const CHANNEL_MAX_RFC5766 = 0x7fff;
 /** RFC 8656 §12.4: 2-byte channel number + 2-byte length. */
 export const CHANNEL_DATA_HEADER = 4;
 /** The largest payload the 16-bit Length field can describe. */
@@ -83,7 +88,8 @@ export function streamFrameSize(buf: Uint8Array, offset = 0): number {
   const avail = buf.length - offset;
   if (avail < 1) return 0;
   const b0 = buf[offset]!;
-  if (b0 >= 0x40 && b0 <= 0x4f) {
+  // ChannelData (0x40..0x7F: RFC 8656's 0x40..0x4F plus the RFC 5766 range older clients use).
+  if (b0 >= 0x40 && b0 <= 0x7f) {
     if (avail < CHANNEL_DATA_HEADER) return 0;
     const length = (buf[offset + 2]! << 8) | buf[offset + 3]!;
     const size = channelDataStreamSize(length);
