@@ -427,7 +427,8 @@ export class TurnServer {
     this.#closed = true;
     clearInterval(this.#sweeper);
     for (const d of this.#detach.splice(0)) d();
-    for (const a of [...this.#tcpAllocs.values()]) this.#removeAllocation(a);
+    for (const a of this.#allAllocations()) this.#removeAllocation(a);
+    this.#udp.clear();
     for (const r of this.#reservations.values()) r.socket.close();
     this.#reservations.clear();
     for (const s of this.#tcpClients) s.destroy();
@@ -1101,11 +1102,15 @@ export class TurnServer {
     }
   }
 
-  #sweep(): void {
-    const now = Date.now();
+  #allAllocations(): Allocation[] {
     const all: Allocation[] = [...this.#tcpAllocs.values()];
     for (const byAddr of this.#udp.values()) for (const ports of byAddr.values()) all.push(...ports.values());
-    for (const a of all) {
+    return all;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const a of this.#allAllocations()) {
       if (a.expires < now) {
         this.#log.info({ user: a.username }, 'turn allocation expired');
         this.#removeAllocation(a);

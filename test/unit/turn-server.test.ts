@@ -262,3 +262,17 @@ test('100k fuzzed TURN messages and ChannelData do not crash the server, which s
   assert.equal(sent.length, before + 1);
   assert.equal(errorInfo(parseStun(sent[before]!)!)?.code, 401);
 });
+
+test('close() releases every relay socket (the relayed port can be bound again)', async () => {
+  const server = new TurnServer({ credentials: users, relayAddress: '127.0.0.1', realm: 'test' });
+  const { port } = await server.listen({ address: '127.0.0.1', port: 0 });
+  const { client } = await udpClient(port);
+  const alloc = await client.allocate();
+  server.close();
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((resolve, reject) => {
+    s.once('error', reject);
+    s.bind(alloc.relayed[0]!.port, '127.0.0.1', () => resolve());
+  });
+  s.close();
+});
