@@ -62,6 +62,39 @@ export class Agent {
     await this.request('udp.send', { sock, host, port, data });
   }
 
+  /** Sends on a connected socket (see udpConnect); ICMP errors then arrive as `udp.error` events (nextUdpError). */
+  async udpSendConnected(sock: number, data = 'probe'): Promise<void> {
+    await this.request('udp.send', { sock, data });
+  }
+
+  /** Next `udp.error` event (e.g. ECONNREFUSED from an ICMP port unreachable) on a connected socket. */
+  nextUdpError(sock: number, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ ev: 'udp.error'; sock: number; code: string }> {
+    return this.proc.next((m) => m.ev === 'udp.error' && m.sock === sock, opts) as Promise<never>;
+  }
+
+  /**
+   * On a connected socket: sends `tries` datagrams and reports the first socket error the kernel attaches to it
+   * (ICMP port/host unreachable → ECONNREFUSED / EHOSTUNREACH), whether it surfaces on a send or as an event;
+   * undefined when none arrives within `waitMs`.
+   */
+  async udpProbeError(sock: number, opts: { tries?: number; waitMs?: number; data?: string } = {}): Promise<string | undefined> {
+    let code: string | undefined;
+    for (let i = 0; i < (opts.tries ?? 2) && code === undefined; i++) {
+      try {
+        await this.udpSendConnected(sock, opts.data ?? 'probe');
+      } catch (err) {
+        if (err instanceof NatpunchError && err.details?.code) code = String(err.details.code);
+        else throw err;
+      }
+      if (code === undefined) {
+        const ev = await this.nextUdpError(sock, { timeoutMs: i === 0 ? 100 : (opts.waitMs ?? 700) }).catch(() => undefined);
+        code = ev?.code;
+      }
+    }
+    this.proc.drain((m) => m.ev === 'udp.error' && m.sock === sock);
+    return code;
+  }
+
   async udpConnect(sock: number, host: string, port: number): Promise<void> {
     await this.request('udp.connect', { sock, host, port });
   }

@@ -607,6 +607,9 @@ export class Lab {
       'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || true',
       'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6 2>/dev/null || true',
       'ip link set lo up',
+      // No ICMP rate limiting: tests send few packets, but they must see every error the NAT profile allows.
+      'echo 0 > /proc/sys/net/ipv4/icmp_ratelimit',
+      'echo 1000000 > /proc/sys/net/ipv4/icmp_msgs_per_sec 2>/dev/null || true',
     ];
     const sysctl = (key: string, value: string | number) => L.push(`echo ${value} > /proc/sys/${key.replace(/\./g, '/')}`);
     if (node.kind === 'internet') {

@@ -151,7 +151,7 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
     L.push('    iifname "wan" icmp type { destination-unreachable, time-exceeded, parameter-problem } drop');
   }
   // Nothing from outside gets in unless conntrack or one of the DNAT rules above let it.
-  L.push('    iifname "wan" ct state new ct status != dnat drop');
+  L.push('    iifname "wan" ct state new ct status & dnat == 0 drop');
   L.push('  }');
 
   L.push('  chain input { type filter hook input priority filter; policy accept;');
