@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import { formatIp, parseIp } from './ip.js';
 
 /**
@@ -98,12 +99,25 @@ export function parseStun(buf: Buffer): StunMsg | null {
   const cls = ((type & 0x0010) >> 4) | ((type & 0x0100) >> 7);
   const attrs: Attr[] = [];
   let off = HEADER;
+  // RFC 8489 §14.5/§14.6/§14.7: after MESSAGE-INTEGRITY only MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count, after
+  // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT, after FINGERPRINT nothing: anything else there is not authenticated
+  // and is ignored (an attacker could append an XOR-PEER-ADDRESS).
+  let stage = 0;
   while (off < buf.length) {
     if (off + 4 > buf.length) return null;
     const at = buf.readUInt16BE(off);
     const al = buf.readUInt16BE(off + 2);
     if (off + 4 + al > buf.length) return null;
-    attrs.push({ type: at, offset: off + 4, length: al });
+    const keep =
+      stage === 0 ||
+      (stage === 1 && (at === A.MESSAGE_INTEGRITY_SHA256 || at === A.FINGERPRINT)) ||
+      (stage === 2 && at === A.FINGERPRINT);
+    if (keep) {
+      attrs.push({ type: at, offset: off + 4, length: al });
+      if (at === A.MESSAGE_INTEGRITY) stage = Math.max(stage, 1);
+      else if (at === A.MESSAGE_INTEGRITY_SHA256) stage = Math.max(stage, 2);
+      else if (at === A.FINGERPRINT) stage = 3;
+    }
     off += 4 + ((al + 3) & ~3);
     if (attrs.length > 64) return null;
   }
@@ -185,20 +199,9 @@ export function xorAddressValue(peer: Peer, tid: Uint8Array): Buffer {
 // ---------------------------------------------------------------------------------------------------------------
 // Integrity and fingerprint (RFC 8489 §14.5, §14.6, §14.7)
 
-const CRC_TABLE = (() => {
-  const t = new Int32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c;
-  }
-  return t;
-})();
-
+/** CRC-32 (ISO 3309, as RFC 8489 §14.7 asks) of buf[0..end), with zlib's native implementation. */
 export function crc32(buf: Uint8Array, end = buf.length): number {
-  let c = -1;
-  for (let i = 0; i < end; i++) c = CRC_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ -1) >>> 0;
+  return zlibCrc32(end === buf.length ? buf : buf.subarray(0, end)) >>> 0;
 }
 
 /**
