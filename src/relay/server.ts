@@ -69,6 +69,8 @@ export const DEFAULT_UNAUTH_RATE = 50;
 export const DEFAULT_UNAUTH_BURST = 200;
 /** Over TCP, datagrams to the client are dropped rather than queued beyond this many buffered bytes. */
 export const TCP_MAX_BUFFERED = 1 << 20;
+/** Kernel buffer size asked for each relay socket (a limit, not an allocation). */
+export const RELAY_SOCKET_BUFFER_BYTES = 1 << 20;
 /** How often expired allocations, permissions and channels are swept. */
 export const SWEEP_INTERVAL_MS = 1000;
 
@@ -400,6 +402,12 @@ export class TurnServer {
     const address = options.address ?? '0.0.0.0';
     const udp = await NodeDatagramTransport.bind({ port: options.port ?? 0, address });
     this.#ownTransports.push(udp);
+    try {
+      udp.socket.setRecvBufferSize(4 * RELAY_SOCKET_BUFFER_BYTES);
+      udp.socket.setSendBufferSize(4 * RELAY_SOCKET_BUFFER_BYTES);
+    } catch {
+      // capped by the kernel
+    }
     const port = udp.address().port;
     const off = udp.onMessage((msg, rinfo) => {
       if (this.handleUdp(udp, msg, rinfo)) return;
@@ -452,7 +460,7 @@ export class TurnServer {
             const hdr = Buffer.allocUnsafe(4);
             hdr.writeUInt16BE(channel, 0);
             hdr.writeUInt16BE(data.length, 2);
-            raw.send([hdr, data], port, address, noop);
+            raw.send([hdr, data], port, address);
           }
         : (channel, data) => {
             const out = Buffer.allocUnsafe(4 + data.length);
@@ -731,6 +739,13 @@ export class TurnServer {
       s.bind(port, address, () => {
         s.removeAllListeners('error');
         s.on('error', noop);
+        try {
+          // Bursts from many peers should queue in the kernel, not drop, while the event loop is busy.
+          s.setRecvBufferSize(RELAY_SOCKET_BUFFER_BYTES);
+          s.setSendBufferSize(RELAY_SOCKET_BUFFER_BYTES);
+        } catch {
+          // capped by net.core.rmem_max / wmem_max: not fatal
+        }
         resolve(s);
       });
     });
@@ -923,7 +938,8 @@ export class TurnServer {
     }
     const sock = alloc.socketFor(address);
     if (!sock) return;
-    sock.send(data, port, address, noop);
+    // No callback: the socket's 'error' handler absorbs failures, and Node skips the send-completion wrap.
+    sock.send(data, port, address);
     this.stats.packetsToPeer++;
     this.stats.bytesToPeer += data.length;
   }
