@@ -547,7 +547,7 @@ export class StunTcpClient {
         });
         s.once('error', (err) => {
           d.signal.removeEventListener('abort', onAbort);
-          reject(new NatpunchError('STUN_TIMEOUT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, { cause: err }));
+          reject(new NatpunchError('STUN_CONNECT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, { cause: err }));
         });
       });
       socket.setNoDelay(true);
