@@ -48,7 +48,8 @@ export class ServerUdpSocket implements DatagramTransport {
 
   send(msg: Uint8Array, port: number, address: string): void {
     if (this.#closed) return;
-    this.socket.send(msg, port, address, () => {});
+    // No callback: errors surface as 'error' (ignored above); saves a closure per packet on the hot path.
+    this.socket.send(msg, port, address);
   }
 
   onMessage(listener: DatagramListener): () => void {
