@@ -620,9 +620,20 @@ export interface StunBindingOptions extends StunRequestOptions {
   logger?: Logger;
 }
 
+/** "host", "host:port", "[v6]:port" or a bare IPv6 address. */
+export function splitHostPort(text: string): { host: string; port: number } {
+  const bracket = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text);
+  if (bracket) return { host: bracket[1]!, port: bracket[2] ? Number(bracket[2]) : DEFAULT_STUN_PORT };
+  const colon = text.lastIndexOf(':');
+  if (colon > 0 && text.indexOf(':') === colon && /^\d{1,5}$/.test(text.slice(colon + 1))) {
+    return { host: text.slice(0, colon), port: Number(text.slice(colon + 1)) };
+  }
+  return { host: text, port: DEFAULT_STUN_PORT };
+}
+
 /** Resolves "host" or "host:port"-style input to an IP endpoint (DNS lookup only for names). */
 export async function resolveStunServer(server: string | { host: string; port?: number }, signal?: AbortSignal): Promise<StunEndpoint> {
-  const { host, port } = typeof server === 'string' ? { host: server, port: DEFAULT_STUN_PORT } : server;
+  const { host, port } = typeof server === 'string' ? splitHostPort(server) : server;
   if (net.isIP(host)) return { address: host, port: port ?? DEFAULT_STUN_PORT };
   signal?.throwIfAborted();
   try {

@@ -366,5 +366,7 @@ test('stunBinding over UDP opens and closes its own socket', async () => {
   assert.ok(isNatpunchError(r, 'STUN_TIMEOUT'));
   const ok = await stunBinding({ host: '127.0.0.1', port: s.address().port }, FAST);
   assert.equal(ok.mapped.port, ok.local.port);
+  const text = await stunBinding(`127.0.0.1:${s.address().port}`, FAST); // "host:port" strings work too
+  assert.equal(text.mapped.port, text.local.port);
   server.close();
 });
