@@ -147,7 +147,8 @@ export class LongTermAuthState {
 
   /** Takes REALM/NONCE/PASSWORD-ALGORITHMS from a 401 or 438 response. */
   update(challenge: StunMessage): void {
-    const realm = challenge.get(Realm);
+    // A 438 may omit REALM (§9.2.5 only requires a new NONCE); keep the one we have.
+    const realm = challenge.get(Realm) ?? (this.realm || undefined);
     const nonce = challenge.get(Nonce);
     if (realm === undefined || nonce === undefined) {
       throw new NatpunchError('STUN_ERROR_RESPONSE', 'server asked for credentials without REALM and NONCE');
