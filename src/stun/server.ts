@@ -284,7 +284,8 @@ export class StunServer {
       via = udp.group[index]!;
       other = localAddress(udp.group[udp.index ^ 3]!);
     }
-    const origin = via ? localAddress(via) : tcpLocal!;
+    // getsockname() per request is not free: only when an attribute needs it.
+    const origin = (): TransportAddress => (via ? localAddress(via) : tcpLocal!);
 
     // Required part first, optional parts in the order they are dropped to respect the amplification bound.
     const required: AttributeInit[] = [];
@@ -292,12 +293,12 @@ export class StunServer {
     if (req.legacy) {
       // RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS (the latter only with an alternate).
       required.push(attr(MappedAddress, from));
-      optional.push([attr(SourceAddress, origin)]);
+      optional.push([attr(SourceAddress, origin())]);
       if (other) optional.push([attr(ChangedAddress, other)]);
     } else {
       required.push(attr(XorMappedAddress, from)); // §14.2
       if (rfc5780) {
-        optional.push([attr(ResponseOrigin, origin)]); // RFC 5780 §7.3
+        optional.push([attr(ResponseOrigin, origin())]); // RFC 5780 §7.3
         if (other) optional.push([attr(OtherAddress, other)]); // RFC 5780 §7.4
       }
     }
