@@ -374,6 +374,10 @@ export class StunClient {
     const matchSource = options.matchSource ?? true;
     return (build, accept, signal) =>
       new Promise<StunResponse>((resolve, reject) => {
+        if (signal.aborted) {
+          reject(signal.reason);
+          return;
+        }
         const tid = createTransactionId();
         const key = transactionKey(tid);
         const packet = build(tid);

@@ -268,6 +268,12 @@ test('times out with STUN_TIMEOUT after Rc sends, honours the overall deadline a
   const p = client.binding(to, { signal: ac.signal });
   setTimeout(() => ac.abort(), 10);
   await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  // An already-aborted signal fails at once (nothing is sent).
+  await new Promise((r) => setTimeout(r, 30)); // let earlier datagrams land
+  const before = seen;
+  await assert.rejects(client.binding(to, { signal: AbortSignal.abort() }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(seen, before);
   const pending = client.binding(to);
   client.close();
   await assert.rejects(pending, (e: unknown) => isNatpunchError(e, 'ABORTED'));
