@@ -35,7 +35,7 @@ export type {
   StunBindingOptions,
 } from './stun/client.js';
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
-export type { StunServerOptions, StunServerCounters, Rfc5780Sockets } from './stun/server.js';
+export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
 export type { ServeConfig, ServerHandle, TcpHandler, Endpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';

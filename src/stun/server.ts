@@ -66,6 +66,23 @@ export interface StunServerCounters {
   drops: number;
 }
 
+/** Where a request came in, for method handlers (TURN). */
+export interface StunRequestContext {
+  from: TransportAddress;
+  transport: 'udp' | 'tcp';
+  /** UDP: the socket it arrived on (answer from it). */
+  udp?: DatagramTransport;
+  /** TCP: the connection it arrived on. */
+  tcp?: net.Socket;
+}
+
+/**
+ * Handles requests and indications of one method (TURN registers Allocate, Refresh, Send, ...). Return the reply's
+ * bytes to have the server send them back the way the request came, or undefined when there is nothing to send
+ * (or the handler answers later itself). Handlers own their attribute checks and amplification rules.
+ */
+export type StunMethodHandler = (msg: StunMessage, ctx: StunRequestContext) => Uint8Array | undefined;
+
 export interface StunServerOptions {
   logger?: Logger;
   /** SOFTWARE attribute; '' for none. Default 'natpunch'. */
@@ -114,6 +131,7 @@ export class StunServer {
   readonly #factor: number;
   readonly #detach = new Set<() => void>();
   readonly #tcp = new Set<net.Socket>();
+  readonly #methods = new Map<number, StunMethodHandler>();
   #closed = false;
 
   constructor(options: StunServerOptions = {}) {
@@ -129,6 +147,14 @@ export class StunServer {
 
   get tcpConnections(): number {
     return this.#tcp.size;
+  }
+
+  /** Routes requests and indications of `method` to `handler` (RFC 8489 messages only). Returns an unregister function. */
+  registerMethod(method: number, handler: StunMethodHandler): () => void {
+    this.#methods.set(method, handler);
+    return () => {
+      if (this.#methods.get(method) === handler) this.#methods.delete(method);
+    };
   }
 
   /** Serves STUN on a UDP transport (plain RFC 8489 mode). Returns a function that detaches it again. */
@@ -158,7 +184,7 @@ export class StunServer {
     const from: TransportAddress = { family: familyOf(normalizeAddress(rinfo.address)), address: normalizeAddress(rinfo.address), port: rinfo.port };
     let reply: Reply | undefined;
     try {
-      reply = this.#handle(buf, from, role, undefined);
+      reply = this.#handle(buf, from, role, undefined, undefined);
     } catch (err) {
       // Never let one packet take the server down.
       this.counters.drops++;
@@ -209,7 +235,7 @@ export class StunServer {
         if (f.kind !== 'stun') continue; // ChannelData belongs to TURN, which is not on this connection
         let reply: Reply | undefined;
         try {
-          reply = this.#handle(f.data, from, undefined, local);
+          reply = this.#handle(f.data, from, undefined, local, socket);
         } catch (err) {
           this.counters.drops++;
           this.#log.warn({ err, from }, 'stun: request handling failed');
@@ -223,7 +249,13 @@ export class StunServer {
   }
 
   /** Processes one STUN message; returns the reply to send, or undefined to stay silent. */
-  #handle(buf: Uint8Array, from: TransportAddress, udp: UdpRole | undefined, tcpLocal: TransportAddress | undefined): Reply | undefined {
+  #handle(
+    buf: Uint8Array,
+    from: TransportAddress,
+    udp: UdpRole | undefined,
+    tcpLocal: TransportAddress | undefined,
+    tcpSocket: net.Socket | undefined,
+  ): Reply | undefined {
     let req: StunMessage;
     try {
       // RFC 8489 §12: accept RFC 3489 requests (no magic cookie) and answer them in kind.
@@ -235,6 +267,16 @@ export class StunServer {
     if (!req.legacy && checkFingerprint(req) === 'invalid') {
       this.counters.drops++;
       return undefined; // §7.3 / §14.7: not a STUN message for us
+    }
+    const handler = req.legacy ? undefined : this.#methods.get(req.method);
+    if (handler && (req.cls === StunClass.Request || req.cls === StunClass.Indication)) {
+      if (req.cls === StunClass.Request) this.counters.requests++;
+      const bytes = handler(req, udp ? { from, transport: 'udp', udp: udp.transport } : { from, transport: 'tcp', tcp: tcpSocket });
+      if (!bytes) return undefined;
+      // Count by the reply's class bits (RFC 8489 §5: C1 is bit 8, C0 bit 4 of the type).
+      if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) this.counters.errors++;
+      else this.counters.responses++;
+      return { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
     }
     if (req.cls !== StunClass.Request) {
       // §6.3.2: indications get no response; responses to a server are stray.

@@ -380,3 +380,30 @@ test('stunBinding over UDP opens and closes its own socket', async () => {
   assert.equal(text.mapped.port, text.local.port);
   server.close();
 });
+
+test('other methods can be served through registerMethod (the hook TURN uses); unregistered they get 400', async () => {
+  const s = await udp();
+  const server = new StunServer();
+  server.attachUdp(s);
+  const seen: string[] = [];
+  const off = server.registerMethod(0x003, (req, ctx) => {
+    seen.push(`${ctx.transport} ${ctx.from.address}`);
+    return encodeStun({
+      cls: StunClass.SuccessResponse,
+      method: req.method,
+      transactionId: req.transactionId,
+      attributes: [attr(XorMappedAddress, ctx.from)],
+    });
+  });
+  const client = new StunClient(await udp());
+  const to = { address: '127.0.0.1', port: s.address().port };
+  const r = await client.request(to, { ...FAST, method: 0x003 });
+  assert.equal(r.message.method, 0x003);
+  assert.deepEqual(seen, ['udp 127.0.0.1']);
+  off();
+  await assert.rejects(client.request(to, { ...FAST, method: 0x003 }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
+  assert.equal(server.counters.responses, 1);
+  assert.equal(server.counters.errors, 1);
+  client.close();
+  server.close();
+});
