@@ -151,6 +151,30 @@ function codecBench(): { opsPerSecond: number; iterations: number } {
   return { opsPerSecond: iterations / s, iterations };
 }
 
+function serverPathBench(): { opsPerSecond: number; iterations: number } {
+  // StunServer's whole per-datagram path (decode, checks, response encode) without the socket: a stub transport.
+  let sent = 0;
+  let listener: ((msg: Buffer, rinfo: { address: string; port: number; family: 'IPv4' }) => void) | undefined;
+  const stub = {
+    closed: false,
+    send: () => void sent++,
+    onMessage: (l: typeof listener) => ((listener = l), () => {}),
+    address: () => ({ address: '127.0.0.1', port: 3478, family: 'IPv4' }),
+  };
+  const server = new StunServer();
+  server.attachUdp(stub as never);
+  const req = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: createTransactionId() });
+  const rinfo = { address: '127.0.0.1', port: 40000, family: 'IPv4' as const };
+  for (let i = 0; i < 50_000; i++) listener!(req, rinfo);
+  const iterations = 500_000;
+  const t0 = performance.now();
+  for (let i = 0; i < iterations; i++) listener!(req, rinfo);
+  const s = (performance.now() - t0) / 1000;
+  server.close();
+  if (sent !== 550_000) throw new Error('server stub did not answer every request');
+  return { opsPerSecond: iterations / s, iterations };
+}
+
 const results: Record<string, unknown> = {
   date: new Date().toISOString(),
   node: process.version,
@@ -161,10 +185,12 @@ const results: Record<string, unknown> = {
   load: { sockets: SOCKETS, inFlightPerSocket: WINDOW, warmupMs: WARMUP_MS, durationMs: DURATION_MS, request: '20-byte Binding request' },
 };
 
-void StunServer; // (the server under test runs as `natpunch serve` in its own process)
 const codec = codecBench();
 results.codec = { decodeEncodePerSecond: Math.round(codec.opsPerSecond), iterations: codec.iterations };
 console.log(`codec: ${Math.round(codec.opsPerSecond).toLocaleString('en')} decode+encode/s`);
+const serverPath = serverPathBench();
+results.serverPathWithoutSockets = { requestsPerSecond: Math.round(serverPath.opsPerSecond), iterations: serverPath.iterations };
+console.log(`server path without sockets: ${Math.round(serverPath.opsPerSecond).toLocaleString('en')} requests/s`);
 
 const natpunch = await benchServer('natpunch serve', (port) => {
   const [cmd, args] = pinned(1, process.execPath, [join(root, 'bin', 'natpunch.js'), 'serve', '--port', String(port), '--address', '127.0.0.1']);
@@ -241,6 +267,10 @@ as much as the servers).
 
 Codec: ${fmt(codec.opsPerSecond)} decode + FINGERPRINT check + encode (with XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT)
 per second on one core.
+
+StunServer's whole per-request path without sockets (decode, checks, response encode, stub send):
+${fmt(serverPath.opsPerSecond)} requests/s on one core, i.e. ${(1e6 / serverPath.opsPerSecond).toFixed(1)} µs per request. Everything
+above that per request is Node's dgram receive and send.
 
 What bounds natpunch: one \`recvmsg\` and one \`sendmsg\` system call per packet through Node's dgram (no
 \`recvmmsg\`/\`sendmmsg\` batching, no SO_REUSEPORT fan-out in Node 20), plus a JS callback, a Buffer allocation per

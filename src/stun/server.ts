@@ -126,7 +126,8 @@ function localAddress(t: DatagramTransport): TransportAddress {
 export class StunServer {
   readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0 };
   readonly #log: Logger;
-  readonly #software: string;
+  /** SOFTWARE, encoded once (RFC 8489 §14.14). */
+  readonly #softwareAttr?: AttributeInit;
   readonly #registry: StunRegistry;
   readonly #factor: number;
   readonly #detach = new Set<() => void>();
@@ -136,7 +137,8 @@ export class StunServer {
 
   constructor(options: StunServerOptions = {}) {
     this.#log = options.logger ?? silentLogger;
-    this.#software = options.software ?? DEFAULT_SOFTWARE;
+    const software = options.software ?? DEFAULT_SOFTWARE;
+    if (software) this.#softwareAttr = { type: Attr.SOFTWARE, value: Software.encode(software, { transactionId: new Uint8Array(12) }) };
     this.#registry = options.registry ?? coreRegistry;
     this.#factor = options.maxAmplification ?? STUN_MAX_AMPLIFICATION;
   }
@@ -181,7 +183,8 @@ export class StunServer {
 
   #onDatagram(role: UdpRole, buf: Buffer, rinfo: RemoteInfo): void {
     if (this.#closed || buf.length === 0 || buf[0]! > 3) return; // RFC 7983: not STUN, someone else's
-    const from: TransportAddress = { family: familyOf(normalizeAddress(rinfo.address)), address: normalizeAddress(rinfo.address), port: rinfo.port };
+    const address = normalizeAddress(rinfo.address);
+    const from: TransportAddress = { family: familyOf(address), address, port: rinfo.port };
     let reply: Reply | undefined;
     try {
       reply = this.#handle(buf, from, role, undefined, undefined);
@@ -326,26 +329,23 @@ export class StunServer {
       via = udp.group[index]!;
       other = localAddress(udp.group[udp.index ^ 3]!);
     }
-    // getsockname() per request is not free: only when an attribute needs it.
-    const origin = (): TransportAddress => (via ? localAddress(via) : tcpLocal!);
-
-    // Required part first, optional parts in the order they are dropped to respect the amplification bound.
+    // Required part first, optional parts in the order they are dropped to respect the amplification bound
+    // (getsockname() for the origin only when an attribute needs it).
     const required: AttributeInit[] = [];
-    const optional: AttributeInit[][] = [];
+    const optional: AttributeInit[] = [];
     if (req.legacy) {
       // RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS (the latter only with an alternate).
       required.push(attr(MappedAddress, from));
-      optional.push([attr(SourceAddress, origin())]);
-      if (other) optional.push([attr(ChangedAddress, other)]);
+      if (other) optional.push(attr(ChangedAddress, other));
+      optional.push(attr(SourceAddress, via ? localAddress(via) : tcpLocal!));
     } else {
       required.push(attr(XorMappedAddress, from)); // §14.2
       if (rfc5780) {
-        optional.push([attr(ResponseOrigin, origin())]); // RFC 5780 §7.3
-        if (other) optional.push([attr(OtherAddress, other)]); // RFC 5780 §7.4
+        if (other) optional.push(attr(OtherAddress, other)); // RFC 5780 §7.4
+        optional.push(attr(ResponseOrigin, via ? localAddress(via) : tcpLocal!)); // RFC 5780 §7.3
       }
+      if (this.#softwareAttr) optional.push(this.#softwareAttr);
     }
-    optional.reverse();
-    if (this.#software && !req.legacy) optional.push([attr(Software, this.#software)]);
 
     const reply = this.#fit(req, StunClass.SuccessResponse, required, optional, bound, fingerprint, paddingLength);
     if (!reply) {
@@ -361,14 +361,14 @@ export class StunServer {
     req: StunMessage,
     cls: StunClass,
     required: AttributeInit[],
-    optional: AttributeInit[][],
+    optional: AttributeInit[],
     bound: number,
     fingerprint: boolean,
     paddingLength = 0,
   ): Buffer | undefined {
     const tid = req.legacy ? req.raw.subarray(4, 20) : req.transactionId;
     for (let keep = optional.length; keep >= 0; keep--) {
-      const attributes = [...required, ...optional.slice(0, keep).flat()];
+      const attributes = keep === 0 ? required : required.concat(keep === optional.length ? optional : optional.slice(0, keep));
       let out = encodeStun({ cls, method: req.method, transactionId: tid, attributes }, { fingerprint });
       if (paddingLength > 0) {
         // RFC 5780 §7.6: pad the response like the request, within the amplification bound.
@@ -388,7 +388,7 @@ export class StunServer {
   #error(req: StunMessage, code: number, bound: number, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
     const text = reason ?? ERROR_REASONS[code] ?? 'Error';
     const required = [attr(ErrorCodeAttr, { code, reason: text }), ...extra];
-    const optional = this.#software && !req.legacy ? [[attr(Software, this.#software)]] : [];
+    const optional = this.#softwareAttr && !req.legacy ? [this.#softwareAttr] : [];
     let bytes = this.#fit(req, StunClass.ErrorResponse, required, optional, bound, fingerprint);
     // Still too big (long UNKNOWN-ATTRIBUTES list vs. a tiny request): try without the reason phrase.
     if (!bytes) bytes = this.#fit(req, StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code, reason: '' }), ...extra], [], bound, fingerprint);
