@@ -73,11 +73,11 @@ async function ipv6Available(): Promise<boolean> {
   }
 }
 
-function listenTcp(address: string, port: number): Promise<net.Server> {
+function listenTcp(address: string, port: number, ipv6Only: boolean): Promise<net.Server> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer({ noDelay: true });
     srv.once('error', reject);
-    srv.listen({ host: address, port, ipv6Only: address.includes(':'), exclusive: true }, () => {
+    srv.listen({ host: address, port, ipv6Only, exclusive: true }, () => {
       srv.off('error', reject);
       resolve(srv);
     });
@@ -94,12 +94,15 @@ async function bindAll(addresses: string[], port: number, tcp: boolean): Promise
     const udp: ServerUdpSocket[] = [];
     const tcps: net.Server[] = [];
     let chosen = port;
+    // '::' is IPv6-only when an IPv4 address is served by its own socket, dual-stack otherwise.
+    const hasV4 = addresses.some((a) => !a.includes(':'));
     try {
       for (const address of addresses) {
-        const s = await ServerUdpSocket.bind(address, chosen, { bufferBytes: SERVER_UDP_BUFFER_BYTES });
+        const ipv6Only = address.includes(':') && hasV4;
+        const s = await ServerUdpSocket.bind(address, chosen, { bufferBytes: SERVER_UDP_BUFFER_BYTES, ipv6Only });
         udp.push(s);
         chosen = s.address().port;
-        if (tcp) tcps.push(await listenTcp(address, chosen));
+        if (tcp) tcps.push(await listenTcp(address, chosen, ipv6Only));
       }
       return { udp, tcp: tcps, port: chosen };
     } catch (err) {

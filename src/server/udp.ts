@@ -21,9 +21,10 @@ export class ServerUdpSocket implements DatagramTransport {
     });
   }
 
-  static async bind(address: string, port: number, options: { bufferBytes?: number } = {}): Promise<ServerUdpSocket> {
+  /** `ipv6Only` (for '::') lets a separate 0.0.0.0 socket share the port; without it '::' is dual-stack. */
+  static async bind(address: string, port: number, options: { bufferBytes?: number; ipv6Only?: boolean } = {}): Promise<ServerUdpSocket> {
     const v6 = address.includes(':');
-    const socket = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6, reuseAddr: false });
+    const socket = dgram.createSocket({ type: v6 ? 'udp6' : 'udp4', ipv6Only: v6 && (options.ipv6Only ?? true), reuseAddr: false });
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
       socket.bind(port, address, () => {

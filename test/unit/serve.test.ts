@@ -121,3 +121,16 @@ test('`natpunch serve --json` prints one JSON line, `natpunch stun` reads the ma
   assert.notEqual(bad.code, 0);
   assert.equal(bad.stderr.trim().split('\n').length <= 2, true);
 });
+
+test('`--address ::` alone is dual-stack: IPv4 clients get their IPv4 address back', async () => {
+  const h = await startServer({ port: 0, addresses: ['::'] });
+  try {
+    const port = h.udp[0]!.port;
+    for (const tcp of [false, true]) {
+      const r = await stunBinding({ host: '127.0.0.1', port }, { tcp, timeoutMs: 3000 });
+      assert.deepEqual(r.mapped, { family: 'IPv4', address: '127.0.0.1', port: r.local.port });
+    }
+  } finally {
+    await h.close();
+  }
+});
