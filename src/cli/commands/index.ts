@@ -4,5 +4,6 @@ import type { Command } from 'commander';
 type Register = (program: Command) => void;
 
 export const commands: Array<() => Promise<{ register: Register }>> = [
-  // e.g. () => import('./serve.js'),
+  () => import('./serve.js'),
+  () => import('./stun.js'),
 ];
