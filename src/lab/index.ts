@@ -44,7 +44,7 @@
  */
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, writeFileSync, mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NatpunchError } from '../util/errors.js';
@@ -499,10 +499,17 @@ export class Lab {
     if (!this.topology.links[link]) {
       throw new NatpunchError('BAD_ARGUMENT', `no lab link "${link}" (links: ${Object.keys(this.topology.links).join(', ')})`);
     }
-    const next = resolveShape(shape, this.#state.links[link]);
+    const prev = this.#state.links[link]!;
+    const next = resolveShape(shape, prev);
     this.#state.links[link] = next;
     const l = this.topology.links[link]!;
-    await Promise.all([l.child, l.parent].map((node) => this.#applyShape(node)));
+    try {
+      await Promise.all([l.child, l.parent].map((node) => this.#applyShape(node)));
+    } catch (err) {
+      this.#state.links[link] = prev;
+      await Promise.allSettled([l.child, l.parent].map((node) => this.#applyShape(node)));
+      throw err;
+    }
     this.#save();
     return { ...next };
   }
@@ -676,6 +683,8 @@ EOF`);
     if (old) {
       killRecorded(old, 'SIGKILL');
       delete this.#state.delayers[node];
+      // its queue is free only once its netlink socket is closed (the new delayer also retries on EBUSY)
+      for (let i = 0; i < 100 && processRunning(old); i++) await new Promise((r) => setTimeout(r, 10));
     }
     if (plan.delayerArgs.length > 0) {
       const bin = await ensureDelayer(signal);
@@ -717,6 +726,18 @@ EOF`);
     const start = processStartTime(child.pid);
     if (start !== undefined) rec.start = start;
     return rec;
+  }
+}
+
+/** True while the recorded process exists and is not a zombie. */
+function processRunning(rec: ProcRecord): boolean {
+  const start = processStartTime(rec.pid);
+  if (start === undefined || (rec.start !== undefined && start !== rec.start)) return false;
+  try {
+    const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }
 
