@@ -44,7 +44,7 @@
  */
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NatpunchError } from '../util/errors.js';
@@ -84,6 +84,9 @@ export type { UdpDatagram, Reflection } from './agent.js';
 export { labUnavailableReason } from './sys.js';
 export type { ExecResult } from './sys.js';
 
+/** A state-less lab namespace is only treated as a leftover once it is this old (it may belong to a lab being built
+ * with another state directory). */
+export const ORPHAN_MIN_AGE_MS = 60_000;
 /** Default bound for Lab.up(). */
 export const LAB_UP_TIMEOUT_MS = 60_000;
 /** Default bound for lab.exec(). */
@@ -189,7 +192,7 @@ export class Lab {
     }
 
     // Crashed runs' leftovers go first (only labs whose owner is dead; never a live lab).
-    await Lab.cleanupAll({ detached: false }).catch(() => {});
+    await Lab.cleanupAll({ detached: false, orphans: false }).catch(() => {});
 
     const dir = stateDir();
     const id = newId();
@@ -259,11 +262,11 @@ export class Lab {
   }
 
   /**
-   * Removes leftovers: labs whose owner process died, plus detached (CLI) labs unless `detached: false`, plus lab
-   * namespaces no state file accounts for. Labs owned by a live process are kept unless `all: true`.
-   * Returns the ids removed.
+   * Removes leftovers: labs whose owner process died, detached (CLI) labs unless `detached: false`, and (unless
+   * `orphans: false`) lab namespaces no state file accounts for that are older than ORPHAN_MIN_AGE_MS and have no
+   * process inside. Labs owned by a live process are kept unless `all: true`. Returns the ids removed.
    */
-  static async cleanupAll(opts: { detached?: boolean; all?: boolean } = {}): Promise<string[]> {
+  static async cleanupAll(opts: { detached?: boolean; orphans?: boolean; all?: boolean } = {}): Promise<string[]> {
     const removed: string[] = [];
     const dir = stateDir();
     const known = new Set<string>();
@@ -278,7 +281,8 @@ export class Lab {
       removeFile(join(dir, s.id));
       removed.push(s.id);
     }
-    // Namespaces of labs with no state file at all (state removed by hand, or a foreign state dir).
+    if (opts.orphans === false) return removed;
+    // Namespaces of labs with no state file here (removed by hand, or made with another NATPUNCH_LAB_DIR).
     const orphans = new Map<string, string[]>();
     for (const ns of nsList) {
       const m = LAB_NS_RE.exec(ns);
@@ -287,13 +291,11 @@ export class Lab {
       orphans.get(m[1]!)!.push(ns);
     }
     for (const [id, list] of orphans) {
-      // Only remove state-less namespaces when asked for everything, or when nothing in them is alive.
       let busy = false;
-      if (!opts.all) {
-        for (const ns of list) {
-          const r = await run('ip', ['netns', 'pids', ns]);
-          if (r.stdout.trim()) busy = true;
-        }
+      for (const ns of list) {
+        const age = Date.now() - (statSafe(`/run/netns/${ns}`) ?? Date.now());
+        const r = await run('ip', ['netns', 'pids', ns]);
+        if (r.stdout.trim() || age < ORPHAN_MIN_AGE_MS) busy = true;
       }
       if (busy) continue;
       for (const ns of list) await destroyNamespace(ns);
@@ -726,6 +728,14 @@ EOF`);
     const start = processStartTime(child.pid);
     if (start !== undefined) rec.start = start;
     return rec;
+  }
+}
+
+function statSafe(path: string): number | undefined {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return undefined;
   }
 }
 
