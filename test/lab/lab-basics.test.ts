@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
 
@@ -14,10 +15,11 @@ function rootLinks(): string[] {
     .sort();
 }
 
+/** Running (a zombie waiting to be reaped by init counts as gone). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
   } catch {
     return false;
   }
@@ -88,5 +90,54 @@ describe('NAT lab lifecycle', { skip }, () => {
     for (let i = 0; i < 20 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(pids.filter(alive), [], 'processes left behind');
     assert.ok(!Lab.list().some((s) => s.id === lab.id), 'state file left behind');
+  });
+});
+
+describe('NAT lab crash clean-up', { skip }, () => {
+  test('Lab.cleanupAll() removes the namespaces and processes of a lab whose owner was killed', async () => {
+    const { spawn } = await import('node:child_process');
+    const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'np-crash-'));
+    const script = join(dir, 'crash.mts');
+    const labUrl = new URL('../../src/lab/index.ts', import.meta.url).href;
+    writeFileSync(
+      script,
+      `import { Lab } from ${JSON.stringify(labUrl)};
+const lab = await Lab.up({ links: { natA: { delayMs: 5 } } });
+const agent = await lab.agent('b');
+console.log(JSON.stringify({ id: lab.id, pids: [agent.proc.pid, ...Object.values(lab.state.delayers).map((d) => d.pid)] }));
+setInterval(() => {}, 1000);
+`,
+    );
+    const tsx = import.meta.resolve('tsx');
+    const child = spawn(process.execPath, ['--import', tsx, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        const timer = setTimeout(() => reject(new Error('crash script did not start')), 30_000);
+        child.stdout!.on('data', (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes('\n')) {
+            clearTimeout(timer);
+            resolve(buf.split('\n')[0]!);
+          }
+        });
+        child.once('exit', () => reject(new Error('crash script exited early')));
+      });
+      const { id, pids } = JSON.parse(line) as { id: string; pids: number[] };
+      child.kill('SIGKILL'); // no down(), no exit hook: a crash
+      await new Promise((r) => child.once('exit', r));
+      assert.ok(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(`np${id}-`), 'leftovers expected');
+      const removed = await Lab.cleanupAll({ detached: false });
+      assert.ok(removed.includes(id), `cleanupAll removed ${removed.join(', ')}`);
+      assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(`np${id}-`));
+      for (let i = 0; i < 20 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(pids.filter(alive), []);
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
