@@ -27,6 +27,18 @@
  * }
  * ```
  * Scripts run with the same Node and, for .ts files, tsx: `node --import tsx script.ts args...`, cwd unchanged.
+ * A script is any program printing one JSON object per line; e.g. test/lab/fixtures/peer.ts:
+ *   import { createInterface } from 'node:readline';
+ *   console.log(JSON.stringify({ type: 'ready' }));
+ *   for await (const line of createInterface({ input: process.stdin })) { const cmd = JSON.parse(line); ... }
+ * Keep sending loops bounded, and exit when stdin closes (proc.close() ends stdin, then SIGTERM, then SIGKILL).
+ *
+ * Agent (probe) methods: udpBind({port, address, reflect}), udpSend, udpExchange (send until answered, bounded),
+ * udpReflect (what address:port the peer saw), udpConnect + udpSendConnected + udpProbeError (ICMP errors as
+ * ECONNREFUSED/EHOSTUNREACH), nextUdp, drainUdp, tcpListen, tcpConnect (→ ok | ECONNREFUSED | ETIMEDOUT), tcpSend,
+ * closeSocket, and request(op, args) for the raw protocol (agent-script.ts).
+ * Lab helpers for assertions: lab.outsideDrops() (packets dropped for leaving the lab), lab.conntrack(router),
+ * lab.nat(router), lab.link(name), lab.state. Lab.up(topologySpec) takes a custom topology (topology.ts).
  * Never hard-code addresses: use lab.addr(host) (primary address), lab.addrs(host), lab.publicAddr(router) (its WAN
  * address), lab.externalAddr(host) (the outermost public address it appears as), lab.lanAddr(router).
  *
@@ -172,7 +184,8 @@ export class Lab {
   }
 
   /** Builds a lab. Throws NatpunchError('NOT_ROOT') when not root / no `ip netns`. */
-  static async up(opts: LabOptions = {}): Promise<Lab> {
+  static async up(optsOrTopology: LabOptions | TopologySpec = {}): Promise<Lab> {
+    const opts: LabOptions = isTopologySpec(optsOrTopology) ? { topology: optsOrTopology } : optsOrTopology;
     const reason = labUnavailableReason();
     if (reason) throw new NatpunchError('NOT_ROOT', `${reason}; run as root (sudo)`);
     const log = opts.logger ?? silentLogger;
@@ -729,6 +742,10 @@ EOF`);
     if (start !== undefined) rec.start = start;
     return rec;
   }
+}
+
+function isTopologySpec(x: LabOptions | TopologySpec): x is TopologySpec {
+  return typeof (x as TopologySpec).routers === 'object' && typeof (x as TopologySpec).hosts === 'object';
 }
 
 function statSafe(path: string): number | undefined {
