@@ -649,7 +649,7 @@ export class Lab {
       }
       L.push(`nft -f - <<'EOF'
 table ip npinet {
-  set lab { type ipv4_addr; flags interval; elements = { ${topo.publicPrefixes.join(', ')} } }
+  set lab { type ipv4_addr; flags interval; auto-merge; elements = { ${topo.publicPrefixes.join(', ')} } }
   counter outside {}
   chain prerouting { type filter hook prerouting priority raw; policy accept;
     ip daddr != @lab counter name "outside" drop

@@ -99,7 +99,7 @@ export interface ResolvedTopology {
   order: string[];
   /** prefixes routed in the internet (every other destination is dropped there) */
   publicPrefixes: string[];
-  /** routes the internet namespace needs: prefix -> next hop */
+  /** addresses of the internet namespace, one per attached node (the default gateway of that node) */
   internetAddrs: Array<{ ifname: string; cidr: string }>;
 }
 
