@@ -49,6 +49,29 @@ describe('NAT lab basics', { skip }, () => {
     assert.equal(seen2?.from, lab.publicAddr('natA'));
   });
 
+  test('lab.node runs a script in a namespace with JSON lines both ways; nodeCode runs a snippet', async () => {
+    const fixture = new URL('./fixtures/echo-peer.ts', import.meta.url).pathname;
+    const server = lab.node('server', fixture, ['srv']);
+    const ready = await server.next((m) => m.type === 'ready');
+    assert.equal(ready.name, 'srv');
+    const peer = lab.node('b', fixture, ['b']);
+    await peer.next((m) => m.type === 'ready');
+    peer.send({ send: 'hello', host: lab.addr('server'), port: ready.port });
+    const seen = await server.next((m) => m.type === 'datagram');
+    assert.equal(seen.from, lab.publicAddr('natB'));
+    const echo = await peer.next((m) => m.type === 'datagram');
+    assert.equal(echo.text, 'echo:hello');
+    await peer.close();
+    await server.close();
+    assert.equal(peer.running, false);
+
+    const snippet = lab.nodeCode('a2', "import os from 'node:os'; console.log(JSON.stringify({ ifs: Object.keys(os.networkInterfaces()) }));");
+    const msg = await snippet.next();
+    assert.deepEqual((msg.ifs as string[]).sort(), ['eth0', 'lo']);
+    const r = await lab.exec('a2', ['sh', '-c', 'echo out; echo err >&2; exit 4']);
+    assert.deepEqual(r, { stdout: 'out\n', stderr: 'err\n', code: 4 });
+  });
+
   test('traffic addressed outside the lab is dropped inside the internet namespace', async () => {
     const before = await lab.outsideDrops();
     const a = await lab.agent('a');
