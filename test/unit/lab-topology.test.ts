@@ -59,6 +59,10 @@ test('NAT rulesets differ where the behaviours differ', () => {
   assert.doesNotMatch(rs({ hairpin: false }), /iifname "lan" ip daddr/);
   assert.match(rs({ forwardIcmpErrors: false }), /destination-unreachable/);
   assert.match(rs({ mappingTimeoutSec: 7 }), /timeout 7s/);
+  // only LAN-initiated flows teach the endpoint-independent map (not replies of flows let in from outside)
+  for (const line of rs('restricted-cone').split('\n').filter((l) => l.includes('update @'))) {
+    assert.match(line, /iifname "lan" oifname "wan" ct direction original/);
+  }
 });
 
 test('link shapes: validation and the per-namespace plan', () => {
