@@ -47,6 +47,10 @@
  *   natA 198.51.100.10, LAN 10.1.0.0/24: a 10.1.0.10, a2 10.1.0.11
  *   natB 203.0.113.10,  LAN 10.2.0.0/24: b 10.2.0.10
  *   cgn 192.0.2.130, LAN 100.64.0.0/10 (RFC 6598): natC 100.64.0.10, LAN 10.3.0.0/24: c 10.3.0.10
+ * Interfaces: hosts have `eth0`; routers have `wan` (uplink) and `lan` (a bridge over ports p0, p1, ... to their
+ * hosts), so e.g. miniupnpd in a router is started with ext_ifname=wan, listening_ip=lan; the internet namespace has
+ * i0, i1, ... . Each router's rules are the nftables table `ip npnat` (link shaping uses `ip npshape` and the
+ * iptables-nft raw table); other programs may add their own tables.
  * Links are named after their lower node ('a' = a↔natA, 'natA' = natA↔internet). The internet namespace routes
  * only the lab's public prefixes and drops (and counts, see outsideDrops()) everything else: no lab packet can
  * reach the machine's real network, there is no veth into the root namespace.

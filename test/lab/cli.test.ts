@@ -49,12 +49,28 @@ describe('natpunch lab CLI', { skip }, () => {
     const failing = await cli(['lab', 'exec', 'b', '--', 'sh', '-c', 'exit 3']);
     assert.equal(failing.code, 3, 'exit code of the command is passed through');
 
+    const nat = await cli(['lab', 'nat', 'natA', 'udp-blocked', '--stealth']);
+    assert.equal(nat.code, 0, nat.stderr);
+    const link = await cli(['lab', 'link', 'a', '--loss', '3']);
+    assert.equal(link.code, 0, link.stderr);
+
     const status = await cli(['lab', 'status', '--json']);
     assert.equal(status.code, 0, status.stderr);
-    const st = JSON.parse(status.stdout) as { labs: Array<{ id: string; shapedLinks: Record<string, { delayMs: number }> }> };
+    const st = JSON.parse(status.stdout) as {
+      labs: Array<{
+        id: string;
+        shapedLinks: Record<string, { delayMs: number; lossPct: number }>;
+        nodes: Array<{ name: string; nat?: { type: string; stealth: boolean } }>;
+      }>;
+    };
     assert.equal(st.labs.length, 1);
     assert.equal(st.labs[0]!.id, lab.id);
     assert.equal(st.labs[0]!.shapedLinks.natA?.delayMs, 5);
+    assert.equal(st.labs[0]!.shapedLinks.a?.lossPct, 3);
+    assert.deepEqual(
+      [st.labs[0]!.nodes.find((n) => n.name === 'natA')?.nat?.type, st.labs[0]!.nodes.find((n) => n.name === 'natA')?.nat?.stealth],
+      ['udp-blocked', true],
+    );
 
     const down = await cli(['lab', 'down']);
     assert.equal(down.code, 0, down.stderr);

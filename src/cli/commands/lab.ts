@@ -138,6 +138,56 @@ export function register(program: Command): void {
     );
 
   lab
+    .command('nat')
+    .description('switch a router\'s NAT behaviour while the lab runs (flushes its mappings)')
+    .argument('<router>', 'natA, natB (cgn, natC with --double-nat)')
+    .argument('<type>', NAT_TYPES.join(' | '), natType)
+    .option('--stealth', 'drop unsolicited packets silently instead of RST / ICMP unreachable')
+    .option('--no-hairpin', 'disable hairpinning')
+    .option('--no-port-preservation', 'allocate external ports from the NAT pool instead of keeping the local port')
+    .option('--no-icmp-errors', 'do not forward ICMP errors to LAN hosts')
+    .option('--mapping-timeout <s>', 'UDP mapping lifetime in seconds', number('--mapping-timeout', 1, 86400))
+    .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
+    .action(
+      action(async (router: string, type: NatType, opts: { stealth?: boolean; hairpin: boolean; portPreservation: boolean; icmpErrors: boolean; mappingTimeout?: number; lab?: string }) => {
+        requireLab();
+        const l = currentLab(opts.lab);
+        const nat = await l.setNat(router, {
+          type,
+          stealth: Boolean(opts.stealth),
+          hairpin: opts.hairpin,
+          portPreservation: opts.portPreservation,
+          forwardIcmpErrors: opts.icmpErrors,
+          ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
+        });
+        progress(false, `${router}: ${JSON.stringify(nat)}`);
+      }),
+    );
+
+  lab
+    .command('link')
+    .description('change a link\'s conditions while the lab runs (links are named after their lower node: a, natA, ...)')
+    .argument('<link>', 'natA, natB, server, a, a2, b (cgn, natC, c with --double-nat)')
+    .option('--delay <ms>', 'one-way delay, each direction', number('--delay', 0, 60000))
+    .option('--jitter <ms>', 'jitter ± ms', number('--jitter', 0, 60000))
+    .option('--loss <pct>', 'random loss, each direction', number('--loss', 0, 100))
+    .option('--rate <mbit>', 'bandwidth limit, 0 = none', number('--rate', 0, 100000))
+    .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
+    .action(
+      action(async (link: string, opts: { delay?: number; jitter?: number; loss?: number; rate?: number; lab?: string }) => {
+        requireLab();
+        const l = currentLab(opts.lab);
+        const shape = await l.setLink(link, {
+          ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
+          ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
+          ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
+          ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
+        });
+        progress(false, `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`);
+      }),
+    );
+
+  lab
     .command('status')
     .description('show the running lab: hosts, addresses, NAT types, link conditions')
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
