@@ -15,7 +15,7 @@
  *   const a = await lab.agent('a');
  *   const { sock } = await a.udpBind();
  *   const seen = await a.udpReflect(sock, lab.addr('server'), port);          // { from: natA's public addr, port }
- *   // 2) your own script: stdout JSON lines become messages; stdin gets lab.send() lines
+ *   // 2) your own script: stdout JSON lines become messages; stdin gets proc.send() lines
  *   const p = lab.node('b', new URL('./fixtures/peer.ts', import.meta.url).pathname, ['--to', lab.publicAddr('natA')]);
  *   const msg = await p.next((m) => m.type === 'connected', { timeoutMs: 10_000 });
  *   // 3) any command
