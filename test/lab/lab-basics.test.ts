@@ -164,3 +164,37 @@ setInterval(() => {}, 1000);
     }
   });
 });
+
+describe('NAT lab custom topology', { skip }, () => {
+  test('a declarative topology: nested NATs, a public host with an address outside its link prefix', async () => {
+    const lab = await Lab.up({
+      topology: {
+        routers: {
+          isp: { on: 'internet', wan: '203.0.113.50/24', lan: '10.50.0.0/16', nat: { type: 'full-cone' } },
+          home: { on: 'isp', lan: '10.60.0.0/24', nat: 'symmetric-random' },
+        },
+        hosts: {
+          pub: { on: 'internet', addrs: ['198.51.100.7/24', '192.0.2.77/24'] },
+          laptop: { on: 'home' },
+        },
+      },
+    });
+    try {
+      assert.deepEqual(lab.routers.sort(), ['home', 'isp']);
+      assert.equal(lab.addr('laptop'), '10.60.0.10');
+      assert.equal(lab.publicAddr('home'), '10.50.0.10');
+      assert.equal(lab.externalAddr('laptop'), '203.0.113.50');
+      assert.equal(lab.nat('home').type, 'symmetric-random');
+      const pub = await lab.agent('pub');
+      const laptop = await lab.agent('laptop');
+      const { sock } = await laptop.udpBind();
+      for (const addr of lab.addrs('pub')) {
+        const { port } = await pub.udpBind({ reflect: true, address: addr });
+        const seen = await laptop.udpReflect(sock, addr, port);
+        assert.equal(seen?.from, '203.0.113.50', `via ${addr}`);
+      }
+    } finally {
+      await lab.down();
+    }
+  });
+});

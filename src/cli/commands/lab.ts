@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
-import { Lab, labUnavailableReason, NAT_TYPES, type LabState, type NatType } from '../../lab/index.js';
+import { Lab, labUnavailableReason, NAT_TYPES, type LabState, type NatType, type TopologySpec } from '../../lab/index.js';
 import { NatpunchError } from '../../util/errors.js';
 import { action, printJson, progress } from '../util.js';
 
@@ -78,10 +79,25 @@ export function register(program: Command): void {
     .option('--loss <pct>', 'random loss on the same links, each direction', number('--loss', 0, 100))
     .option('--rate <mbit>', 'bandwidth limit on the same links', number('--rate', 0, 100000))
     .option('--double-nat', 'also start cgn (carrier-grade NAT, 100.64.0.0/10) with natC and host c behind it')
+    .option('--topology <file>', 'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see README)')
     .option('--json', 'print the lab as JSON')
     .action(
-      action(async (opts: { a?: NatType; b?: NatType; delay?: number; jitter?: number; loss?: number; rate?: number; doubleNat?: boolean; json?: boolean }) => {
+      action(async (opts: { a?: NatType; b?: NatType; delay?: number; jitter?: number; loss?: number; rate?: number; doubleNat?: boolean; topology?: string; json?: boolean }) => {
         requireLab();
+        let topology: TopologySpec | undefined;
+        if (opts.topology) {
+          try {
+            topology = JSON.parse(readFileSync(opts.topology, 'utf8')) as TopologySpec;
+          } catch (err) {
+            throw new NatpunchError('BAD_ARGUMENT', `cannot read topology ${opts.topology}: ${(err as Error).message}`);
+          }
+          if (!topology || typeof topology.routers !== 'object' || typeof topology.hosts !== 'object') {
+            throw new NatpunchError('BAD_ARGUMENT', `topology ${opts.topology} needs "routers" and "hosts" objects`);
+          }
+          if (opts.a || opts.b || opts.doubleNat || opts.delay !== undefined || opts.jitter !== undefined || opts.loss !== undefined || opts.rate !== undefined) {
+            throw new NatpunchError('BAD_ARGUMENT', '--topology sets NATs in the file; use `natpunch lab nat` / `lab link` afterwards');
+          }
+        }
         const running = Lab.list().filter((s) => s.detached && s.ready);
         if (running.length > 0) {
           throw new NatpunchError('LAB', `lab ${running[running.length - 1]!.id} is already up; run \`natpunch lab down\` first`);
@@ -95,6 +111,7 @@ export function register(program: Command): void {
         const links = Object.keys(shape).length ? { natA: shape, natB: shape } : undefined;
         const l = await Lab.up({
           detached: true,
+          ...(topology ? { topology } : {}),
           doubleNat: Boolean(opts.doubleNat),
           nat: { ...(opts.a ? { natA: opts.a } : {}), ...(opts.b ? { natB: opts.b } : {}) },
           ...(links ? { links } : {}),
@@ -102,7 +119,7 @@ export function register(program: Command): void {
         if (opts.json) printJson(summary(l.state));
         else {
           printHuman(l.state);
-          progress(false, 'try: natpunch lab exec a -- ip route    |    natpunch lab down');
+          progress(false, `try: natpunch lab exec ${l.hosts.find((h) => h !== 'server') ?? l.hosts[0]} -- ip route    |    natpunch lab down`);
         }
       }),
     );
