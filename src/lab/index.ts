@@ -175,6 +175,8 @@ export class Lab {
   #state: LabState;
   #statePath: string;
   #procs = new Set<LabProcess>();
+  /** per-namespace queue: changes to one namespace (rules, delayer) never interleave */
+  #queues = new Map<string, Promise<unknown>>();
   #log: Logger;
   #down = false;
   #onExit: (() => void) | undefined;
@@ -688,13 +690,32 @@ EOF`);
     return L.join('\n');
   }
 
-  async #applyNat(router: string, nat: ResolvedNatOptions): Promise<void> {
+  #applyNat(router: string, nat: ResolvedNatOptions): Promise<void> {
+    return this.#serial(router, () => this.#applyNatNow(router, nat));
+  }
+
+  async #applyNatNow(router: string, nat: ResolvedNatOptions): Promise<void> {
     const node = this.topology.nodes[router]!;
     const script = [...conntrackTimeouts(nat), `nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`].join('\n');
     await mustRun('ip', ['netns', 'exec', this.ns(router), 'sh', '-e', '-c', script]);
   }
 
-  async #applyShape(node: string, signal?: AbortSignal): Promise<void> {
+  #serial<T>(node: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#queues.get(node) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => {});
+    this.#queues.set(node, settled);
+    void settled.then(() => {
+      if (this.#queues.get(node) === settled) this.#queues.delete(node);
+    });
+    return next;
+  }
+
+  #applyShape(node: string, signal?: AbortSignal): Promise<void> {
+    return this.#serial(node, () => this.#applyShapeNow(node, signal));
+  }
+
+  async #applyShapeNow(node: string, signal?: AbortSignal): Promise<void> {
     const plan = planNamespace(this.topology, this.#state.links, node);
     const ns = this.ns(node);
     await mustRun('ip', ['netns', 'exec', ns, 'sh', '-e', '-c', plan.script], signal ? { signal } : {});
