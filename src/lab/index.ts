@@ -16,18 +16,21 @@
  *   const { sock } = await a.udpBind();
  *   const seen = await a.udpReflect(sock, lab.addr('server'), port);          // { from: natA's public addr, port }
  *   // 2) your own script: stdout JSON lines become messages; stdin gets proc.send() lines
- *   const p = lab.node('b', new URL('./fixtures/peer.ts', import.meta.url).pathname, ['--to', lab.publicAddr('natA')]);
- *   const msg = await p.next((m) => m.type === 'connected', { timeoutMs: 10_000 });
+ *   const p = lab.node('b', new URL('./fixtures/echo-peer.ts', import.meta.url).pathname, ['b']);
+ *   const msg = await p.next((m) => m.type === 'ready', { timeoutMs: 10_000 });  // default timeout 10 s
+ *   p.send({ send: 'hi', host: lab.addr('server'), port: 3478 });               // one JSON line on its stdin
  *   // 3) any command
- *   const { stdout, code } = await lab.exec('a', ['ip', 'route']);
+ *   const { stdout, code } = await lab.exec('a', ['ip', 'route']);              // bounded (30 s), never throws on exit code
+ *   const proc = lab.spawn('server', ['turnserver', '-n', '--listening-ip', lab.addr('server')]);  // LabProcess; .child
  *   await lab.setNat('natA', { type: 'restricted-cone', hairpin: false });  // flushes natA's conntrack
+ *   await lab.setNat('natA', { stealth: true }, true);                        // merge into the current options
  *   await lab.setLink('natB', { delayMs: 50, jitterMs: 5, lossPct: 1, rateMbit: 10 });
  * } finally {
  *   await lab.down();                                  // kills every process, deletes every namespace
  * }
  * ```
  * Scripts run with the same Node and, for .ts files, tsx: `node --import tsx script.ts args...`, cwd unchanged.
- * A script is any program printing one JSON object per line; e.g. test/lab/fixtures/peer.ts:
+ * A script is any program printing one JSON object per line; e.g. test/lab/fixtures/echo-peer.ts:
  *   import { createInterface } from 'node:readline';
  *   console.log(JSON.stringify({ type: 'ready' }));
  *   for await (const line of createInterface({ input: process.stdin })) { const cmd = JSON.parse(line); ... }
