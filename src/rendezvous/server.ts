@@ -162,7 +162,7 @@ function sameEndpoint(c: Candidate, e: Endpoint): boolean {
 function withReflexive(own: readonly Candidate[], observed: readonly Endpoint[]): Candidate[] {
   // An observed address that is also one of the peer's own (a public host address) keeps its own, better type.
   const extra = observed.filter((e) => !own.some((c) => sameEndpoint(c, e))).map(srflxCandidate);
-  const keep = dedupeCandidates(own);
+  const keep = dedupeCandidates([...own]);
   return dedupeCandidates([...keep.slice(0, MAX_CANDIDATES - extra.length), ...extra]);
 }
 
