@@ -31,8 +31,8 @@ import {
 
 /**
  * Request timing over UDP: first retransmission after 250 ms, doubling (RFC 8489 §6.2.1's scheme with a shorter RTO,
- * as the rendezvous server is one round trip away and answers at once), 4 transmissions, then 2 s for a last answer
- * (≈ 3.75 s) before falling back to TCP. Every request is bounded overall by DEFAULT_REQUEST_TIMEOUT_MS.
+ * as the rendezvous server is one round trip away and answers at once), 4 transmissions at 0, 0.25, 0.75 and 1.75 s,
+ * then 2 s more for an answer (3.75 s) before falling back to TCP. Every request is bounded overall by DEFAULT_REQUEST_TIMEOUT_MS.
  */
 export const DEFAULT_INITIAL_RTO_MS = 250;
 export const DEFAULT_MAX_RTO_MS = 2_000;
@@ -498,8 +498,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         }
         this.#transport.send(bytes, this.#server.port, ip);
         sent++;
-        // The wait after the last transmission is as long as the maximum RTO.
-        timer = setTimeout(tick, sent >= this.#maxTx ? Math.max(rto, DEFAULT_MAX_RTO_MS) : rto);
+        timer = setTimeout(tick, rto);
         rto = Math.min(rto * 2, DEFAULT_MAX_RTO_MS);
       };
       tick();

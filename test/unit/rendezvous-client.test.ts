@@ -1,0 +1,133 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { NodeDatagramTransport } from '../../src/net/datagram.js';
+import { isNatpunchError } from '../../src/util/errors.js';
+import type { ConnectOffer } from '../../src/rendezvous/client.js';
+import { Bag, once, startServer, waitFor, type TestServer } from './rendezvous-harness.js';
+
+async function deadUdpPort(): Promise<number> {
+  const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const port = t.address().port;
+  t.close();
+  return port;
+}
+
+test('the server measures RTT to a registered peer (PING/PONG) and the client reports its own', async () => {
+  const srv = await startServer();
+  const bag = new Bag();
+  try {
+    const c = await bag.client(srv);
+    const reg = await c.register();
+    assert.ok(reg.rttMs !== undefined && reg.rttMs >= 0);
+    await waitFor(() => srv.server.stats().rttSamples === 1);
+    assert.ok((await c.ping()) >= 0);
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('after a server restart the client re-registers by itself', async () => {
+  let srv: TestServer | undefined = await startServer({ refreshIntervalMs: 200 });
+  const port = srv.port;
+  const bag = new Bag();
+  try {
+    const alice = await bag.client(srv, { name: 'alice' });
+    await alice.register();
+    await srv.close();
+    srv = await startServer({ refreshIntervalMs: 200 }, port);
+    const fresh = srv;
+    assert.equal(fresh.server.stats().registrations, 0);
+    const probe = await bag.client(fresh);
+    await waitFor(async () => {
+      try {
+        return (await probe.lookup('alice')).name === 'alice';
+      } catch (e) {
+        if (isNatpunchError(e, 'PEER_NOT_FOUND')) return false;
+        throw e;
+      }
+    }, 5000, 50);
+    assert.equal(fresh.server.stats().registrations, 1);
+    assert.equal(alice.via, 'udp');
+  } finally {
+    await bag.close();
+    await srv?.close();
+  }
+});
+
+test('UDP blocked: the client falls back to TCP, registers, and receives and sends connect requests over it', async () => {
+  const srv = await startServer();
+  const bag = new Bag();
+  try {
+    const blocked = await bag.client({ port: await deadUdpPort(), tcpPort: srv.tcpPort }, { name: 'walled', initialRtoMs: 50, maxTransmissions: 3 });
+    const reg = await blocked.register();
+    assert.equal(reg.via, 'tcp');
+    assert.equal(blocked.via, 'tcp');
+    assert.equal(reg.reflexive.transport, 'tcp');
+    assert.equal(srv.server.stats().tcpAccepted, 1);
+
+    // A UDP peer reaches the TCP-registered one; the notification is pushed down the TCP connection.
+    const open = await bag.client(srv, { name: 'open' });
+    await open.register();
+    const incoming = once<ConnectOffer>(blocked, 'connect-request');
+    const offer = await open.requestConnect('walled');
+    const notify = await incoming;
+    assert.equal(notify.via, 'tcp');
+    assert.deepEqual(notify.connectionId, offer.connectionId);
+    assert.ok(offer.candidates.some((c) => c.type === 'srflx' && c.transport === 'tcp'));
+
+    // And the other way round, over the same TCP connection (no second UDP timeout).
+    const toOpen = once<ConnectOffer>(open, 'connect-request');
+    const back = await blocked.requestConnect('open');
+    assert.equal(back.via, 'tcp');
+    assert.equal((await toOpen).peerName, 'walled');
+    assert.equal((await blocked.lookup('open')).name, 'open');
+    assert.equal(srv.server.stats().tcpAccepted, 1);
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('when the TCP connection drops, a TCP client reconnects and re-registers by itself', async () => {
+  const srv = await startServer({ refreshIntervalMs: 60_000 });
+  const bag = new Bag();
+  const { RendezvousServer } = await import('../../src/rendezvous/server.js');
+  const replacement = new RendezvousServer({ refreshIntervalMs: 60_000 });
+  try {
+    const blocked = await bag.client({ port: await deadUdpPort(), tcpPort: srv.tcpPort }, { name: 'walled', initialRtoMs: 50, maxTransmissions: 2 });
+    await blocked.register();
+    // A server restart behind the same TCP listener: the old one drops its connections, new ones go to the new one.
+    srv.tcp.removeAllListeners('connection');
+    srv.tcp.on('connection', (s) => replacement.handleTcp(s));
+    srv.server.close();
+    await waitFor(() => replacement.stats().registrations === 1, 5000, 50);
+    assert.equal(blocked.via, 'tcp');
+  } finally {
+    replacement.close();
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('bounded failures: TIMEOUT without fallback, RENDEZVOUS when TCP is refused too, ABORTED on abort, closed client', async () => {
+  const bag = new Bag();
+  try {
+    const dead = await deadUdpPort();
+    const noFallback = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 20, maxTransmissions: 2, tcpFallback: false });
+    await assert.rejects(noFallback.register(), (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
+    const refused = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 20, maxTransmissions: 2 });
+    await assert.rejects(refused.lookup('x'), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && /TCP/.test(e.message));
+    const slow = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 1000, maxTransmissions: 5 });
+    await assert.rejects(slow.ping(AbortSignal.timeout(50)), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+    const overall = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 1000, maxTransmissions: 5, requestTimeoutMs: 60 });
+    await assert.rejects(overall.ping(), (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
+    const closing = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 1000, maxTransmissions: 5 });
+    const pending = closing.ping();
+    closing.close();
+    await assert.rejects(pending, (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+    await assert.rejects(closing.register(), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+  } finally {
+    await bag.close();
+  }
+});
