@@ -300,3 +300,78 @@ test('responder notifications are retransmitted until acknowledged', async () =>
     await srv.close();
   }
 });
+
+test('start times follow the RTTs: initiator at once (default) or both aligned (sync)', async () => {
+  for (const schedule of ['initiator-first', 'sync'] as const) {
+    const srv = await startServer({ schedule });
+    const bag = new Bag();
+    try {
+      const { decodeRendezvous } = await import('../../src/wire/rendezvous.js');
+      // Raw peers report their RTTs and never answer the server's PING, so the reported values are used.
+      const responder = generateKeyPair();
+      const rt = await bag.transport();
+      const notifies: ConnectNotifyMessage[] = [];
+      rt.onMessage((msg) => {
+        const m = decodeRendezvous(msg);
+        if (m.type === 'connect-notify') notifies.push(m);
+      });
+      const reg = encodeRendezvous({ type: 'register', requestId: 1, publicKey: responder.publicKey, name: 'far', reachable: false, rttMs: 100, candidates: [] }, responder.secretKey);
+      assert.equal((await exchange(rt, srv.port, reg, 1)).type, 'registered');
+      const initiator = generateKeyPair();
+      const it = await bag.transport();
+      const near = encodeRendezvous({ type: 'connect', requestId: 2, publicKey: initiator.publicKey, reachable: false, target: { name: 'far' }, connectionId: Buffer.alloc(16, 1), rttMs: 20, candidates: [] }, initiator.secretKey);
+      const answer = (await exchange(it, srv.port, near, 2)) as ConnectNotifyMessage;
+      await waitFor(() => notifies.length > 0);
+      if (schedule === 'initiator-first') {
+        assert.equal(answer.startDelayMs, 0);
+        assert.equal(notifies[0]!.startDelayMs, 0);
+      } else {
+        // Both learn of it 50 ms (half the larger RTT) after the server sends.
+        assert.equal(answer.startDelayMs, 40);
+        assert.equal(notifies[0]!.startDelayMs, 0);
+      }
+      // The reverse: a far initiator and a near responder; the responder waits in both schedules.
+      const nearPeer = generateKeyPair();
+      const nt = await bag.transport();
+      const nearNotifies: ConnectNotifyMessage[] = [];
+      nt.onMessage((msg) => {
+        const m = decodeRendezvous(msg);
+        if (m.type === 'connect-notify') nearNotifies.push(m);
+      });
+      const reg2 = encodeRendezvous({ type: 'register', requestId: 3, publicKey: nearPeer.publicKey, name: 'near', reachable: false, rttMs: 20, candidates: [] }, nearPeer.secretKey);
+      assert.equal((await exchange(nt, srv.port, reg2, 3)).type, 'registered');
+      const far = encodeRendezvous({ type: 'connect', requestId: 4, publicKey: initiator.publicKey, reachable: false, target: { name: 'near' }, connectionId: Buffer.alloc(16, 2), rttMs: 100, candidates: [] }, initiator.secretKey);
+      const answer2 = (await exchange(it, srv.port, far, 4)) as ConnectNotifyMessage;
+      await waitFor(() => nearNotifies.length > 0);
+      assert.equal(answer2.startDelayMs, 0);
+      assert.equal(nearNotifies[0]!.startDelayMs, 40);
+    } finally {
+      await bag.close();
+      await srv.close();
+    }
+  }
+});
+
+test('memory bounds: a full registry and too many TCP connections are refused', async () => {
+  const srv = await startServer({ maxPeers: 2, maxTcpConnections: 1 });
+  const bag = new Bag();
+  try {
+    await (await bag.client(srv)).register();
+    await (await bag.client(srv)).register();
+    const third = await bag.client(srv);
+    await assert.rejects(third.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && e.details?.serverCode === 'SERVER_FULL');
+    assert.equal(srv.server.stats().serverFull, 1);
+    const a = connect(srv.tcpPort, '127.0.0.1');
+    a.on('error', () => {});
+    await once(a, 'connect');
+    await waitFor(() => srv.server.stats().tcpAccepted === 1);
+    const b = connect(srv.tcpPort, '127.0.0.1');
+    b.on('error', () => {});
+    await once(b, 'close');
+    assert.equal(srv.server.stats().tcpRejected, 1);
+    a.destroy();
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
