@@ -38,6 +38,8 @@ export const DEFAULT_INITIAL_RTO_MS = 250;
 export const DEFAULT_MAX_RTO_MS = 2_000;
 export const DEFAULT_MAX_TRANSMISSIONS = 4;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/** Transmissions of a registration over UDP while on TCP, to notice UDP working again. */
+export const UDP_REPROBE_TRANSMISSIONS = 2;
 /** After a failed refresh, try again this soon (bounded by the refresh interval). */
 export const REFRESH_RETRY_MS = 2_000;
 /** How many recent connection ids are remembered to drop retransmitted notifications. */
@@ -245,6 +247,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
           this.keyPair.secretKey,
         ),
       signal,
+      true,
     );
     if (msg.type === 'error') throw serverError(msg, 'registration');
     if (msg.type !== 'registered') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a registration`);
@@ -434,7 +437,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   }
 
   /** One request/answer exchange: UDP with retransmissions, then TCP when UDP stays silent. */
-  async #request(build: (requestId: number) => Buffer, signal?: AbortSignal): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
+  async #request(build: (requestId: number) => Buffer, signal?: AbortSignal, probeUdp = false): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
     const closeSignal = this.#closer.signal;
     const parent = signal ? AbortSignal.any([signal, closeSignal]) : closeSignal;
     const t = timeoutSignal(this.#timeoutMs, parent);
@@ -442,10 +445,22 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       await this.#resolveServer(t.signal);
       if (this.#mode === 'udp' || !this.#tcpFallback) {
         try {
-          return await this.#udpExchange(build, t.signal);
+          return await this.#udpExchange(build, t.signal, this.#maxTx);
         } catch (err) {
           if (!this.#tcpFallback || !isNatpunchError(err, 'TIMEOUT') || t.signal.aborted) throw err;
           this.#log.info({ server: this.#server }, 'rendezvous: no answer over UDP, trying TCP');
+        }
+      } else if (probeUdp) {
+        // On TCP, registrations try UDP again briefly: the UDP mapping is what punching needs, and UDP may have been
+        // blocked only for a while.
+        try {
+          const res = await this.#udpExchange(build, t.signal, UDP_REPROBE_TRANSMISSIONS);
+          this.#log.info({ server: this.#server }, 'rendezvous: UDP works again, leaving TCP');
+          this.#mode = 'udp';
+          this.#tcp?.end();
+          return res;
+        } catch (err) {
+          if (!isNatpunchError(err, 'TIMEOUT') || t.signal.aborted) throw err;
         }
       }
       const res = await this.#tcpExchange(build, t.signal);
@@ -457,7 +472,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     }
   }
 
-  #udpExchange(build: (requestId: number) => Buffer, signal: AbortSignal): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
+  #udpExchange(build: (requestId: number) => Buffer, signal: AbortSignal, maxTx: number): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
     const requestId = this.#newRequestId();
     const bytes = build(requestId);
     const ip = this.#serverIp!;
@@ -491,7 +506,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         },
       });
       const tick = () => {
-        if (sent >= this.#maxTx) {
+        if (sent >= maxTx) {
           finish();
           reject(new NatpunchError('TIMEOUT', `no answer from rendezvous server ${this.#server.host}:${this.#server.port} over UDP after ${sent} tries`));
           return;

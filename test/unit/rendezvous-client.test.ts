@@ -131,3 +131,73 @@ test('bounded failures: TIMEOUT without fallback, RENDEZVOUS when TCP is refused
     await bag.close();
   }
 });
+
+test('a client on TCP moves back to UDP at its next refresh once UDP answers', async () => {
+  const { RendezvousServer } = await import('../../src/rendezvous/server.js');
+  const { createServer } = await import('node:net');
+  const udp = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const server = new RendezvousServer({ refreshIntervalMs: 200 });
+  const tcp = createServer((s) => server.handleTcp(s));
+  await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', () => resolve()));
+  const bag = new Bag();
+  try {
+    const tcpPort = (tcp.address() as { port: number }).port;
+    // The UDP port exists but nobody answers on it yet (as if filtered).
+    const c = await bag.client({ port: udp.address().port, tcpPort }, { name: 'mover', initialRtoMs: 50, maxTransmissions: 2 });
+    assert.equal((await c.register()).via, 'tcp');
+    server.attach(udp);
+    await waitFor(() => c.via === 'udp' && c.registration?.via === 'udp', 5000, 50);
+    assert.equal(c.registration?.reflexive.transport, 'udp');
+    const probe = await bag.client({ port: udp.address().port, tcpPort });
+    const found = await probe.lookup('mover');
+    assert.ok(found.candidates.some((x) => x.transport === 'udp' && x.port === c.registration?.reflexive.port));
+  } finally {
+    await bag.close();
+    server.close();
+    udp.close();
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  }
+});
+
+test('a live server survives 3000 mutated and random datagrams and still answers', async () => {
+  const srv = await startServer({ rateLimit: { perSecond: 100_000, burst: 100_000 } });
+  const bag = new Bag();
+  try {
+    const { encodeRendezvous } = await import('../../src/wire/rendezvous.js');
+    const { generateKeyPair } = await import('../../src/session/identity.js');
+    const k = generateKeyPair();
+    const valid = [
+      encodeRendezvous({ type: 'register', requestId: 1, publicKey: k.publicKey, name: 'fuzz', reachable: false, rttMs: 1, candidates: [{ type: 'host', transport: 'udp', address: '10.0.0.1', port: 9, priority: 1 }] }, k.secretKey),
+      encodeRendezvous({ type: 'connect', requestId: 2, publicKey: k.publicKey, reachable: false, target: { name: 'fuzz' }, connectionId: Buffer.alloc(16), rttMs: 1, candidates: [] }, k.secretKey),
+      encodeRendezvous({ type: 'lookup', requestId: 3, target: { name: 'fuzz' } }),
+      encodeRendezvous({ type: 'notify-ack', requestId: 4, connectionId: Buffer.alloc(16) }),
+      encodeRendezvous({ type: 'pong', requestId: 5, echo: 1, time: 1 }),
+    ];
+    const t = await bag.transport();
+    let seed = 12345;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let i = 0; i < 3000; i++) {
+      const b = Buffer.from(valid[rand(valid.length)]!);
+      for (let k2 = 0, n = rand(4); k2 < n; k2++) b[1 + rand(b.length - 1)] = rand(256);
+      t.send(i % 7 === 0 ? b.subarray(0, rand(b.length)) : b, srv.port, '127.0.0.1');
+      if (i % 100 === 99) await new Promise((r) => setImmediate(r));
+    }
+    // Loopback may drop some of a burst; most arrive.
+    let last = -1;
+    await waitFor(() => {
+      const now = srv.server.stats().received;
+      const settled = now === last;
+      last = now;
+      return settled && now > 1000;
+    }, 5000, 100);
+    const c = await bag.client(srv);
+    assert.ok((await c.ping()) >= 0);
+    assert.equal(srv.server.stats().internalErrors, 0);
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
