@@ -413,20 +413,37 @@ export class RendezvousServer {
     }
   }
 
-  /** Token bucket per source IP (both transports). Refill is continuous; one token per message. */
-  #take(channel: Channel, bytes: Buffer): boolean {
-    const now = this.#now();
-    let b = this.#buckets.get(channel.ip);
+  /** The token bucket of an IP address, refilled (continuously) up to now. */
+  #bucket(ip: string, now: number): Bucket {
+    let b = this.#buckets.get(ip);
     if (!b) {
       if (this.#buckets.size >= this.#maxRateSources) {
         const oldest = this.#buckets.keys().next().value;
         if (oldest !== undefined) this.#buckets.delete(oldest);
       }
       b = { tokens: this.#rate.burst, last: now, lastErrorAt: 0 };
-      this.#buckets.set(channel.ip, b);
+      this.#buckets.set(ip, b);
     }
     b.tokens = Math.min(this.#rate.burst, b.tokens + ((now - b.last) / 1000) * this.#rate.perSecond);
     b.last = now;
+    return b;
+  }
+
+  /**
+   * Charges a destination for an unsolicited message (a responder's CONNECT_NOTIFY), so no address can be flooded
+   * through the server by many initiators: what the server pushes to an IP is bounded by the same rate.
+   */
+  #charge(ip: string): boolean {
+    const b = this.#bucket(ip, this.#now());
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Token bucket per source IP (both transports); one token per message. */
+  #take(channel: Channel, bytes: Buffer): boolean {
+    const now = this.#now();
+    const b = this.#bucket(channel.ip, now);
     if (b.tokens >= 1) {
       b.tokens -= 1;
       return true;
@@ -580,6 +597,10 @@ export class RendezvousServer {
     if (!target || !delivery) {
       this.#stats.notFound++;
       return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
+    }
+    if (!this.#charge(delivery.channel.ip)) {
+      this.#stats.rateLimited++;
+      return this.#error(channel, msg, 'RATE_LIMITED', 'that peer is being contacted too often; retry shortly', 1000);
     }
     if (this.#pending.size >= this.#maxPending) {
       this.#stats.serverFull++;

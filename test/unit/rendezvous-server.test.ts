@@ -375,3 +375,31 @@ test('memory bounds: a full registry and too many TCP connections are refused', 
     await srv.close();
   }
 });
+
+test('a responder cannot be flooded with notifications by many initiators', async () => {
+  const srv = await startServer({ rateLimit: { perSecond: 0.01, burst: 6 } });
+  const bag = new Bag();
+  try {
+    const { NodeDatagramTransport } = await import('../../src/net/datagram.js');
+    const bind = async (address: string) => bag.add(await NodeDatagramTransport.bind({ address }));
+    const target = await bag.client(srv, { name: 'target', transport: await bind('127.0.0.2') });
+    await target.register();
+    const results: string[] = [];
+    for (let i = 3; i < 10; i++) {
+      const initiator = await bag.client(srv, { transport: await bind(`127.0.0.${i}`) });
+      try {
+        await initiator.requestConnect('target');
+        results.push('ok');
+      } catch (e) {
+        results.push(isNatpunchError(e, 'RENDEZVOUS') ? String(e.details?.serverCode) : String(e));
+      }
+    }
+    // Each initiator has a fresh bucket; the target's bucket (register, pong, acks and notifications) runs dry.
+    assert.ok(results.includes('ok'));
+    assert.ok(results.includes('RATE_LIMITED'), results.join(','));
+    assert.ok(results.every((r) => r === 'ok' || r === 'RATE_LIMITED'), results.join(','));
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
