@@ -27,8 +27,8 @@ export type {
   Endpoint,
   Target as RendezvousTarget,
 } from './wire/rendezvous.js';
-export { RendezvousServer } from './rendezvous/server.js';
-export type { RendezvousServerOptions, RendezvousStats, StartSchedule } from './rendezvous/server.js';
+export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
+export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
 export { MemoryRegistry } from './rendezvous/registry.js';
 export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
 export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';

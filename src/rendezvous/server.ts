@@ -765,3 +765,30 @@ function typeCode(type: string): number {
 function describe(target: Target): string {
   return 'key' in target ? `key ${hex(target.key).slice(0, 16)}…` : `"${target.name}"`;
 }
+
+/** What `serve` (or any embedding server) offers services: shared UDP sockets and TCP dispatch by first byte. */
+export interface ServiceHost {
+  readonly sockets: readonly DatagramTransport[];
+  registerTcpHandler(match: (firstByte: number) => boolean, handler: (socket: Socket, head: Buffer) => void): () => void;
+}
+
+/**
+ * Runs a RendezvousServer on a host's shared sockets: it attaches to every UDP socket (it only reads datagrams whose
+ * first byte is 0xF0) and takes the TCP connections whose first byte is 0xF0. `close()` undoes both and stops it.
+ */
+export function attachRendezvous(host: ServiceHost, options: RendezvousServerOptions = {}): { server: RendezvousServer; close(): void } {
+  const server = new RendezvousServer(options);
+  const detach = host.sockets.map((s) => server.attach(s));
+  const unregister = host.registerTcpHandler(
+    (b) => b === FirstByte.RENDEZVOUS,
+    (socket, head) => server.handleTcp(socket, head),
+  );
+  return {
+    server,
+    close() {
+      unregister();
+      for (const d of detach) d();
+      server.close();
+    },
+  };
+}

@@ -403,3 +403,65 @@ test('a responder cannot be flooded with notifications by many initiators', asyn
     await srv.close();
   }
 });
+
+test('attachRendezvous shares a host\'s UDP socket and TCP port with another protocol (first-byte dispatch)', async () => {
+  const { attachRendezvous } = await import('../../src/rendezvous/server.js');
+  const { NodeDatagramTransport } = await import('../../src/net/datagram.js');
+  const { createServer } = await import('node:net');
+  const udp = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  // Another service on the same socket: echoes STUN-range datagrams and answers STUN-range TCP with "stun".
+  udp.onMessage((msg, rinfo) => {
+    if (msg[0]! <= 3) udp.send(msg, rinfo.port, rinfo.address);
+  });
+  const handlers: Array<{ match: (b: number) => boolean; handler: (s: import('node:net').Socket, head: Buffer) => void }> = [
+    { match: (b) => b <= 3, handler: (s) => s.end('stun') },
+  ];
+  const tcp = createServer((sock) => {
+    sock.on('error', () => {});
+    sock.once('data', (head: Buffer) => {
+      for (let i = handlers.length - 1; i >= 0; i--) if (handlers[i]!.match(head[0]!)) return handlers[i]!.handler(sock, head);
+      sock.destroy();
+    });
+  });
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', () => r()));
+  const host = {
+    sockets: [udp],
+    registerTcpHandler(match: (b: number) => boolean, handler: (s: import('node:net').Socket, head: Buffer) => void) {
+      const e = { match, handler };
+      handlers.push(e);
+      return () => handlers.splice(handlers.indexOf(e), 1);
+    },
+  };
+  const rdv = attachRendezvous(host);
+  const bag = new Bag();
+  try {
+    const port = udp.address().port;
+    const tcpPort = (tcp.address() as { port: number }).port;
+    const alice = await bag.client({ port, tcpPort }, { name: 'alice' });
+    assert.equal((await alice.register()).via, 'udp');
+    // The other service still gets its datagrams.
+    const t = await bag.transport();
+    const echoed = new Promise<Buffer>((r) => t.onMessage((m) => r(m)));
+    t.send(Buffer.from([0x00, 0x01, 0xaa]), port, '127.0.0.1');
+    assert.deepEqual(await echoed, Buffer.from([0x00, 0x01, 0xaa]));
+    // TCP: a rendezvous client whose UDP is blocked is dispatched to the rendezvous by its first byte 0xF0.
+    const walled = await bag.client({ port: await (async () => {
+      const d = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+      const p = d.address().port;
+      d.close();
+      return p;
+    })(), tcpPort }, { initialRtoMs: 30, maxTransmissions: 2 });
+    assert.equal((await walled.lookup('alice')).name, 'alice');
+    assert.equal(walled.via, 'tcp');
+    assert.equal(rdv.server.stats().tcpAccepted, 1);
+    rdv.close();
+    assert.equal(handlers.length, 1);
+    const after = await bag.client({ port, tcpPort }, { initialRtoMs: 30, maxTransmissions: 2, tcpFallback: false });
+    await assert.rejects(after.ping(), (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
+  } finally {
+    rdv.close();
+    await bag.close();
+    udp.close();
+    await new Promise<void>((r) => tcp.close(() => r()));
+  }
+});
