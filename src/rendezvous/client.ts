@@ -190,6 +190,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #seen = new Map<string, true>();
   #closer = new AbortController();
   #closed = false;
+  /** Server clock minus local clock, learned when the server called a timestamp stale. */
+  #clockOffset = 0;
+  #lastTimestamp = 0;
 
   constructor(options: RendezvousClientOptions) {
     super();
@@ -232,13 +235,14 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#checkOpen();
     const candidates = this.#gather();
     const reachable = this.#reachable();
-    const { msg, via, rttMs } = await this.#request(
+    const { msg, via, rttMs } = await this.#signedRequest(
       (requestId) =>
         encodeRendezvous(
           {
             type: 'register',
             requestId,
             publicKey: this.keyPair.publicKey,
+            timestamp: this.#timestamp(),
             ...(this.name !== undefined ? { name: this.name } : {}),
             reachable,
             rttMs: Math.min(0xffff, Math.round(this.#rtt ?? 0)),
@@ -299,13 +303,14 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     if (connectionId.length !== CONNECTION_ID_BYTES) throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
     const candidates = options.candidates ? dedupeCandidates(options.candidates).slice(0, MAX_CANDIDATES - 1) : this.#gather();
     const reachable = this.#reachable();
-    const { msg, via } = await this.#request(
+    const { msg, via } = await this.#signedRequest(
       (requestId) =>
         encodeRendezvous(
           {
             type: 'connect',
             requestId,
             publicKey: this.keyPair.publicKey,
+            timestamp: this.#timestamp(),
             reachable,
             target,
             connectionId,
@@ -315,6 +320,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
           this.keyPair.secretKey,
         ),
       options.signal,
+      false,
     );
     const who = typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey);
     if (msg.type === 'error') throw serverError(msg, `connection to ${who}`);
@@ -346,7 +352,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#pending.clear();
     if (this.#registered && this.#serverIp) {
       try {
-        const bye = encodeRendezvous({ type: 'unregister', requestId: 0, publicKey: this.keyPair.publicKey }, this.keyPair.secretKey);
+        const bye = encodeRendezvous({ type: 'unregister', requestId: 0, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() }, this.keyPair.secretKey);
         if (this.#mode === 'tcp' && this.#tcp && !this.#tcp.destroyed) this.#tcp.write(frameTcp(bye));
         else this.#transport.send(bye, this.#server.port, this.#serverIp);
       } catch {
@@ -365,6 +371,31 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   }
 
   // -------------------------------------------------------------------------------------------------------------
+
+  /** Signed-message timestamps: the server's clock as best known, strictly increasing (the server requires it). */
+  #timestamp(): number {
+    this.#lastTimestamp = Math.max(Math.round(Date.now() + this.#clockOffset), this.#lastTimestamp + 1);
+    return this.#lastTimestamp;
+  }
+
+  /**
+   * Runs a signed request; when the server calls its timestamp stale (a local clock off by more than the server's
+   * window), learns the server's clock from a PING and tries once more.
+   */
+  async #signedRequest(build: (requestId: number) => Buffer, signal: AbortSignal | undefined, probeUdp: boolean) {
+    const first = await this.#request(build, signal, probeUdp);
+    if (first.msg.type !== 'error' || first.msg.code !== 'STALE') return first;
+    const t0 = Date.now();
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }), signal);
+    if (msg.type !== 'pong') return first;
+    const t1 = Date.now();
+    const offset = msg.time - (t0 + t1) / 2;
+    if (Math.abs(offset - this.#clockOffset) < 1000) return first; // the clock was not the problem
+    this.#log.info({ offsetMs: Math.round(offset) }, 'rendezvous: local clock differs from the server; compensating');
+    this.#clockOffset = offset;
+    this.#lastTimestamp = 0;
+    return this.#request(build, signal, probeUdp);
+  }
 
   #checkOpen(): void {
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed');

@@ -514,7 +514,9 @@ export class RendezvousServer {
     if (!this.#admit(msg, channel)) return;
     const now = this.#now();
     const existing = await this.registry.get(msg.publicKey, now);
-    if (existing && msg.timestamp < existing.lastTimestamp) {
+    // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its nonce has
+    // left the bounded replay cache.
+    if (existing && msg.timestamp <= existing.lastTimestamp) {
       this.#stats.stale++;
       return this.#error(channel, msg, 'STALE', 'a newer registration for this key exists');
     }
@@ -694,6 +696,13 @@ export class RendezvousServer {
 
   async #unregister(msg: UnregisterMessage, channel: Channel): Promise<void> {
     if (!this.#admit(msg, channel)) return;
+    const existing = await this.registry.get(msg.publicKey, this.#now());
+    if (!existing) return;
+    if (msg.timestamp <= existing.lastTimestamp) {
+      // Older than the live registration: a replay of a withdrawal from before it.
+      this.#stats.stale++;
+      return;
+    }
     if (await this.registry.delete(msg.publicKey)) this.#stats.unregistrations++;
     this.#unbind(hex(msg.publicKey));
   }

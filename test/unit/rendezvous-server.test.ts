@@ -465,3 +465,51 @@ test('attachRendezvous shares a host\'s UDP socket and TCP port with another pro
     await new Promise<void>((r) => tcp.close(() => r()));
   }
 });
+
+test('an old registration replayed after its nonce left the bounded cache is still refused (timestamps only move forward)', async () => {
+  const srv = await startServer({ maxNonces: 1 });
+  const bag = new Bag();
+  try {
+    const peer = generateKeyPair();
+    const owner = await bag.transport();
+    const attacker = await bag.transport();
+    const t = Date.now();
+    const first = encodeRendezvous({ type: 'register', requestId: 1, publicKey: peer.publicKey, reachable: false, rttMs: 0, candidates: [], timestamp: t }, peer.secretKey);
+    const second = encodeRendezvous({ type: 'register', requestId: 2, publicKey: peer.publicKey, reachable: false, rttMs: 0, candidates: [], timestamp: t + 1 }, peer.secretKey);
+    assert.equal((await exchange(owner, srv.port, first, 1)).type, 'registered');
+    assert.equal((await exchange(owner, srv.port, second, 2)).type, 'registered');
+    const replay = (await exchange(attacker, srv.port, first, 1)) as ErrorMessage;
+    assert.equal(replay.code, 'STALE');
+    // A replayed withdrawal from before the live registration is ignored too.
+    const bye = encodeRendezvous({ type: 'unregister', requestId: 3, publicKey: peer.publicKey, timestamp: t }, peer.secretKey);
+    attacker.send(bye, srv.port, '127.0.0.1');
+    const probe = await bag.client(srv);
+    await waitFor(() => srv.server.stats().stale === 2);
+    assert.deepEqual((await probe.lookup(peer.publicKey)).publicKey, peer.publicKey);
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('a client whose clock is off learns the server clock and registers anyway', async () => {
+  const srv = await startServer({ now: () => Date.now() + 120_000 });
+  const bag = new Bag();
+  try {
+    const c = await bag.client(srv, { name: 'skewed' });
+    const reg = await c.register();
+    assert.ok(Math.abs(reg.serverTime - Date.now() - 120_000) < 5000);
+    assert.equal(srv.server.stats().stale, 1);
+    const other = await bag.client(srv);
+    const found = await other.lookup('skewed');
+    const offer = once<import('../../src/rendezvous/client.js').ConnectOffer>(c, 'connect-request');
+    await other.requestConnect(found.publicKey);
+    assert.equal((await offer).role, 'responder');
+    // Later signed messages use the learned offset: no further stale answers for the skewed client.
+    await c.register();
+    assert.equal(srv.server.stats().stale, 2, 'the other client (same clock) needed one correction too');
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
