@@ -42,6 +42,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 export const UDP_REPROBE_TRANSMISSIONS = 2;
 /** After a failed refresh, try again this soon (bounded by the refresh interval). */
 export const REFRESH_RETRY_MS = 2_000;
+/** Other addresses of a multihomed server that answered us. */
+const MAX_SERVER_SOURCES = 8;
 /** How many recent connection ids are remembered to drop retransmitted notifications. */
 const SEEN_NOTIFY_CAP = 256;
 
@@ -188,6 +190,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #registered: RegisterResult | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   #seen = new Map<string, true>();
+  #serverSources = new Set<string>();
   #closer = new AbortController();
   #closed = false;
   /** Server clock minus local clock, learned when the server called a timestamp stale. */
@@ -652,13 +655,22 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
 
   #onDatagram(msg: Buffer, rinfo: RemoteInfo): void {
     if (this.#closed || msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return;
-    // Only the server speaks rendezvous to us.
-    if (!this.#serverIp || rinfo.port !== this.#server.port || unmapV4(rinfo.address) !== unmapV4(this.#serverIp)) return;
+    // Only the server speaks rendezvous to us. A server bound to a wildcard address on a multihomed host may answer
+    // from another of its addresses: an answer to a pending request (its 32-bit id matches) teaches us that address;
+    // unsolicited messages (notifications, pings) are taken only from known server addresses.
+    if (!this.#serverIp || rinfo.port !== this.#server.port) return;
+    const from = unmapV4(rinfo.address);
+    const known = from === unmapV4(this.#serverIp) || this.#serverSources.has(from);
     let decoded: RendezvousMessage;
     try {
       decoded = decodeRendezvous(msg);
     } catch {
       return;
+    }
+    if (!known) {
+      const isAnswer = decoded.type !== 'ping' && !(decoded.type === 'connect-notify' && decoded.role === 'responder');
+      if (!isAnswer || this.#pending.get(decoded.requestId)?.via !== 'udp') return;
+      if (this.#serverSources.size < MAX_SERVER_SOURCES) this.#serverSources.add(from);
     }
     this.#onMessage(decoded, 'udp');
   }

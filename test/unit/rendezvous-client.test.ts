@@ -201,3 +201,39 @@ test('a live server survives 3000 mutated and random datagrams and still answers
     await srv.close();
   }
 });
+
+test('a wildcard-bound server answering from another of its addresses is accepted; strangers cannot push', async () => {
+  const { RendezvousServer } = await import('../../src/rendezvous/server.js');
+  const { encodeRendezvous } = await import('../../src/wire/rendezvous.js');
+  const { generateKeyPair } = await import('../../src/session/identity.js');
+  // Bound to 0.0.0.0: a request to 127.0.0.2 is answered from 127.0.0.1 (the kernel picks the source).
+  const udp = await NodeDatagramTransport.bind({ address: '0.0.0.0' });
+  const server = new RendezvousServer();
+  server.attach(udp);
+  const bag = new Bag();
+  try {
+    const port = udp.address().port;
+    const { RendezvousClient } = await import('../../src/rendezvous/client.js');
+    const mk = async (name?: string) =>
+      bag.add(new RendezvousClient({ transport: await bag.transport(), server: { host: '127.0.0.2', port }, keyPair: generateKeyPair(), tcpFallback: false, initialRtoMs: 100, ...(name ? { name } : {}) }));
+    const b = await mk('carol');
+    assert.equal((await b.register()).via, 'udp');
+    const a = await mk();
+    const incoming = once<import('../../src/rendezvous/client.js').ConnectOffer>(b, 'connect-request');
+    await a.requestConnect('carol');
+    assert.equal((await incoming).role, 'responder');
+    // A notification from another port (not the server) is ignored.
+    const stranger = await bag.transport();
+    let got = 0;
+    b.on('connect-request', () => got++);
+    const forged = encodeRendezvous({ type: 'connect-notify', requestId: 9, connectionId: Buffer.alloc(16, 9), role: 'responder', mode: 'connect', peerKey: generateKeyPair().publicKey, startDelayMs: 0, serverTime: 0, candidates: [] });
+    const bAddr = (b as unknown as { registration: { reflexive: { port: number } } }).registration.reflexive.port;
+    stranger.send(forged, bAddr, '127.0.0.1');
+    assert.ok((await b.ping()) >= 0); // a round trip later, the forged one would have been handled
+    assert.equal(got, 0);
+  } finally {
+    await bag.close();
+    server.close();
+    udp.close();
+  }
+});
