@@ -16,7 +16,7 @@ export {
   TcpFrameDecoder,
   isValidName,
   RENDEZVOUS_VERSION,
-  MAX_CANDIDATES,
+  MAX_CANDIDATES as RENDEZVOUS_MAX_CANDIDATES,
   MessageType as RendezvousMessageType,
   ErrorCode as RendezvousErrorCode,
 } from './wire/rendezvous.js';
@@ -24,7 +24,7 @@ export type {
   RendezvousMessage,
   ConnectMode,
   ConnectRole,
-  Endpoint,
+  Endpoint as RendezvousEndpoint,
   Target as RendezvousTarget,
 } from './wire/rendezvous.js';
 export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
@@ -33,3 +33,14 @@ export { MemoryRegistry } from './rendezvous/registry.js';
 export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
 export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
 export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
+export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
+export type {
+  LabOptions,
+  LabState,
+  TopologySpec,
+  NatType,
+  NatOptions,
+  ResolvedNatOptions,
+  LinkShape,
+  ExecResult,
+} from './lab/index.js';
