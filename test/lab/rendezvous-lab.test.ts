@@ -24,8 +24,8 @@ describe('rendezvous through NATs', { skip }, () => {
     await lab?.down();
   });
 
-  async function peer(host: string, name: string): Promise<{ proc: LabProcess; reg: Json }> {
-    const proc = lab.node(host, FIXTURE, ['peer', '--server', `${lab.addr('server')}:${PORT}`, '--name', name]);
+  async function peer(host: string, name: string, extra: string[] = []): Promise<{ proc: LabProcess; reg: Json }> {
+    const proc = lab.node(host, FIXTURE, ['peer', '--server', `${lab.addr('server')}:${PORT}`, '--name', name, ...extra]);
     const m = await proc.next((x) => x.ev === 'registered' || x.ev === 'error' || x.ev === 'fatal', { timeoutMs: 15_000 });
     assert.equal(m.ev, 'registered', JSON.stringify(m));
     return { proc, reg: m };
@@ -74,6 +74,27 @@ describe('rendezvous through NATs', { skip }, () => {
       const notify = (await a.proc.next((m) => m.ev === 'notify', { timeoutMs: 10_000 })).offer as Json;
       assert.equal(notify.via, 'tcp');
       assert.equal(notify.peerName, 'open');
+    } finally {
+      await a.proc.close();
+      await b.proc.close();
+      await lab.setNat('natA', 'port-restricted-cone');
+    }
+  });
+
+  test('connection reversal: a peer behind a full-cone NAT flagged reachable only listens; the other connects', async () => {
+    await lab.setNat('natA', 'full-cone');
+    const a = await peer('a', 'cone', ['--reachable']);
+    const b = await peer('b', 'dialer');
+    try {
+      assert.equal(a.reg.reg.reachable, true);
+      b.proc.send({ cmd: 'connect', to: 'cone' });
+      const offer = (await b.proc.next((m) => m.ev === 'offer', { timeoutMs: 10_000 })).offer as Json;
+      const notify = (await a.proc.next((m) => m.ev === 'notify', { timeoutMs: 10_000 })).offer as Json;
+      assert.equal(offer.mode, 'connect');
+      assert.equal(notify.mode, 'await');
+      // a sent nothing towards b, yet b's probes arrive through natA (full cone: the registration's mapping is open).
+      const heard = await a.proc.next((m) => m.ev === 'probe', { timeoutMs: 10_000 });
+      assert.deepEqual(heard.from, { address: lab.publicAddr('natB'), port: b.reg.reg.reflexive.port });
     } finally {
       await a.proc.close();
       await b.proc.close();
