@@ -261,8 +261,8 @@ test('the per-source rate limit engages and answers RATE_LIMITED', async () => {
     await waitFor(() => replies.some((r) => r.type === 'error'));
     off();
     const pongs = replies.filter((r) => r.type === 'pong').length;
-    assert.ok(pongs >= 5 && pongs <= 7, `pongs ${pongs}`);
-    assert.ok(srv.server.stats().rateLimited >= 23);
+    assert.ok(pongs >= 5 && pongs <= 10, `pongs ${pongs}`); // burst 5, plus at most a few refilled under load
+    assert.ok(srv.server.stats().rateLimited >= 20);
     // Another source is not affected.
     const other = await bag.client(srv);
     assert.ok((await other.ping()) >= 0);
