@@ -8,6 +8,31 @@ export { createLogger, silentLogger } from './util/log.js';
 export type { Logger } from './util/log.js';
 export { NodeDatagramTransport } from './net/datagram.js';
 export type { DatagramTransport, DatagramListener, RemoteInfo } from './net/datagram.js';
+export {
+  encodeRendezvous,
+  decodeRendezvous,
+  verifyRendezvous,
+  frameTcp,
+  TcpFrameDecoder,
+  isValidName,
+  RENDEZVOUS_VERSION,
+  MAX_CANDIDATES as RENDEZVOUS_MAX_CANDIDATES,
+  MessageType as RendezvousMessageType,
+  ErrorCode as RendezvousErrorCode,
+} from './wire/rendezvous.js';
+export type {
+  RendezvousMessage,
+  ConnectMode,
+  ConnectRole,
+  Endpoint as RendezvousEndpoint,
+  Target as RendezvousTarget,
+} from './wire/rendezvous.js';
+export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
+export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
+export { MemoryRegistry } from './rendezvous/registry.js';
+export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
+export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
+export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
 export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
 export type {
   LabOptions,
