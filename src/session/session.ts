@@ -357,12 +357,14 @@ export class Session extends EventEmitter {
   /** Points the session at a new remote address (path migration); streams and data in flight survive. */
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
-    await this.#endpoint.changeRemote(this.#udx, remote.port, remote.address);
+    const changed = this.#endpoint.changeRemote(this.#udx, remote.port, remote.address);
     this.#path = { ...this.#path, ...path, remote: { address: remote.address, port: remote.port } };
     this.#lastReceived = Date.now();
+    // Announce the new path at once: libudx completes the change only once data in flight is acknowledged.
+    this.#sendPathProbe();
+    await changed;
     this.#logger.info({ remote }, 'session path changed');
     this.emit('path', this.path);
-    this.#sendPathProbe();
     this.#sendPing();
   }
 

@@ -281,3 +281,62 @@ test('a silent peer ends the session with SESSION_LOST on open streams (no hang)
     await p.close();
   }
 });
+
+/** A two-sided UDP forwarder standing in for a NAT mapping between `inner` and `outer` (both loopback ports). */
+async function mapping(inner: number, outer: number) {
+  const dgram = await import('node:dgram');
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  sock.on('message', (msg, rinfo) => {
+    if (rinfo.port === inner) sock.send(msg, outer, '127.0.0.1');
+    else if (rinfo.port === outer) sock.send(msg, inner, '127.0.0.1');
+  });
+  return { port: sock.address().port, close: () => new Promise<void>((r) => sock.close(() => r())) };
+}
+
+test('a rebound mapping between writes: the peer follows an authenticated path probe and the stream carries on', async () => {
+  const p = await endpoints();
+  const n1 = await mapping(p.b.address().port, p.a.address().port);
+  const n2 = await mapping(p.b.address().port, p.a.address().port);
+  try {
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const ids = streamIdsFor(randomBytes(16));
+    // No keepalive in flight when the mapping changes: libudx resends packets in flight to their old address.
+    const common = { keepAliveMs: 60_000, idleTimeoutMs: 120_000, handshakeTimeoutMs: 5000 };
+    const [sa, sb] = await Promise.all([
+      Session.establish({ endpoint: p.a, isInitiator: true, keyPair: ka, remote: { address: '127.0.0.1', port: n1.port },
+        localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: kb.publicKey, ...common }),
+      Session.establish({ endpoint: p.b, isInitiator: false, keyPair: kb, remote: { address: '127.0.0.1', port: n1.port },
+        localStreamId: ids.responder, remoteStreamId: ids.initiator, ...common }),
+    ]);
+    // A forged probe from elsewhere (wrong key) must not move the session.
+    const forger = await UdxEndpoint.bind({ address: '127.0.0.1' });
+    const forged = Buffer.alloc(38, 7);
+    forged[0] = 0xf1;
+    forged[1] = 0x10;
+    forger.send(forged, p.a.address().port, '127.0.0.1');
+    await forger.close();
+
+    const incoming = once(sb, 'stream') as Promise<[MuxStream]>;
+    const s = sa.openStream();
+    const data = randomBytes(2 * 1024 * 1024);
+    s.write(data.subarray(0, 1024 * 1024));
+    const [r] = await incoming;
+    const got = readAll(r);
+    while (r.bytesReceived < 1024 * 1024) await new Promise((res) => setTimeout(res, 20));
+    await new Promise((res) => setTimeout(res, 200)); // let the acks come back
+    const moved = once(sa, 'path') as Promise<[{ remote: { port: number } }]>;
+    await n1.close(); // the old mapping is gone; B's traffic now leaves through n2
+    await sb.migrate({ address: '127.0.0.1', port: n2.port });
+    const [path] = await moved;
+    assert.equal(path.remote.port, n2.port);
+    s.end(data.subarray(1024 * 1024));
+    assert.equal(sha(await got), sha(data));
+    await Promise.all([sa.close(), sb.close()]);
+  } finally {
+    await n1.close().catch(() => {});
+    await n2.close();
+    await p.close();
+  }
+});
