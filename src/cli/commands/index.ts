@@ -5,4 +5,7 @@ type Register = (program: Command) => void;
 
 export const commands: Array<() => Promise<{ register: Register }>> = [
   // e.g. () => import('./serve.js'),
+  () => import('./connect.js'),
+  () => import('./keygen.js'),
+  () => import('./listen.js'),
 ];
