@@ -27,14 +27,15 @@ export const FrameType = {
 
 export const MUX_VERSION = 1;
 export const FRAME_HEADER_BYTES = 5;
-/** Largest DATA payload per frame: a few UDX packets (MTU ~1200), small enough to interleave streams fairly. */
-export const MAX_FRAME_PAYLOAD = 16 * 1024;
+/** Largest DATA payload per frame: big enough to keep per-message costs low, small enough to interleave streams. */
+export const MAX_FRAME_PAYLOAD = 64 * 1024;
 /** Largest frame accepted from the peer; anything bigger is a protocol violation and ends the session. */
 export const MAX_FRAME_BYTES = FRAME_HEADER_BYTES + MAX_FRAME_PAYLOAD;
-/** Initial per-stream credit: 256 KiB covers ~20 ms at 100 Mbit/s before the first CREDIT arrives. */
-export const DEFAULT_STREAM_WINDOW = 256 * 1024;
-/** Streams a peer may have open at once in one session; more are reset. */
-export const DEFAULT_MAX_STREAMS = 1024;
+/** Per-stream credit: 1 MiB covers the bandwidth-delay product of 100 Mbit/s at 80 ms RTT (one window in flight). */
+export const DEFAULT_STREAM_WINDOW = 1024 * 1024;
+/** Streams a peer may have open at once in one session; more are reset. With the window this bounds a session's
+ *  receive buffers (256 × 1 MiB worst case with every reader paused). */
+export const DEFAULT_MAX_STREAMS = 256;
 
 export function encodeFrame(type: number, id: number, payload?: Uint8Array): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + (payload?.length ?? 0));
