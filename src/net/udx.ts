@@ -52,6 +52,8 @@ function loadUdx(): UdxCtor {
 
 /** Largest stream id libudx accepts: ids are u32 on the wire; 0 is kept out of use so "unset" stays visible. */
 const MAX_STREAM_ID = 0xffffffff;
+/** close() waits this long for libudx to finish the streams' close handshakes. */
+export const CLOSE_WAIT_MS = 2_000;
 
 /**
  * ONE UDP socket (a udx-native socket) per peer. It is a DatagramTransport for STUN, rendezvous and probes
@@ -167,14 +169,24 @@ export class UdxEndpoint implements DatagramTransport {
     if (pending) await pending;
   }
 
-  /** Destroys the streams still open on this socket, then closes it. */
+  /**
+   * Destroys the streams still open on this socket, then closes it. A stream whose peer vanished keeps retrying its
+   * close handshake inside libudx for several seconds; this resolves after at most CLOSE_WAIT_MS regardless and
+   * the socket finishes closing in the background.
+   */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
-    for (const s of this.#streams.values()) s.destroy();
-    this.#closing = this.socket.close().then(() => {
-      this.#closed = true;
-    });
     this.#closed = true;
+    for (const s of this.#streams.values()) s.destroy();
+    const closed = this.socket.close();
+    this.#closing = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, CLOSE_WAIT_MS);
+      timer.unref();
+      void closed.then(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     return this.#closing;
   }
 }

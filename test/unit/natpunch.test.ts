@@ -123,7 +123,7 @@ test('a rendezvous that swaps keys gets nowhere: the probe key does not match an
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const meant = generateKeyPair();
-  const listener = await listen({ keyPair: kb, bind: LOOPBACK });
+  const listener = await listen({ keyPair: kb, bind: LOOPBACK, checkTimeoutMs: 800 });
   try {
     const { session } = await directConnect(listener, ka, meant.publicKey, { checkTimeoutMs: 800 });
     assert.equal(session.status, 'rejected');

@@ -335,8 +335,9 @@ test('a rebound mapping between writes: the peer follows an authenticated path p
     assert.equal(sha(await got), sha(data));
     await Promise.all([sa.close(), sb.close()]);
   } finally {
+    // Sockets first: a UDX stream's close handshake needs its path (libudx retries it for seconds otherwise).
+    await p.close();
     await n1.close().catch(() => {});
     await n2.close();
-    await p.close();
   }
 });
