@@ -19,3 +19,14 @@ export { ConnectivityChecks, runChecks, deriveCheckKey } from './traversal/check
 export type { CheckOptions, CheckResult, PairReport } from './traversal/checks.js';
 export { connect, listen, Listener, defaultCandidates, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
 export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory } from './natpunch.js';
+export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
+export type {
+  LabOptions,
+  LabState,
+  TopologySpec,
+  NatType,
+  NatOptions,
+  ResolvedNatOptions,
+  LinkShape,
+  ExecResult,
+} from './lab/index.js';
