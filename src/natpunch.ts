@@ -58,6 +58,9 @@ interface CommonOptions {
   keyPair: KeyPair;
   /** Local UDP address to bind (default 0.0.0.0, any port). */
   bind?: { address?: string; port?: number };
+  /** Use this socket instead of binding one (e.g. one that already learned its mapping with STUN). Whoever passes
+   *  it keeps owning it: closing the session or listener does not close it. */
+  endpoint?: UdxEndpoint;
   /** Our candidates; default: host candidates of the bound address (for a wildcard bind: the interfaces). */
   candidates?: Candidate[];
   keepAliveMs?: number;
@@ -224,7 +227,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode)');
   }
   const { signal, dispose } = timeoutSignal(options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, options.signal);
-  const endpoint = await UdxEndpoint.bind(options.bind ?? {});
+  const ownsEndpoint = !options.endpoint;
+  const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let rendezvous: RendezvousLike | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
@@ -235,7 +239,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (options.peer) {
       session = await attempt({
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
-        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint: true,
+        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
         track: (c) => checks.push(c),
       });
     } else {
@@ -255,14 +259,14 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         if (!again.peerKey.equals(offer.peerKey)) throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');
         const r = await punch({
           endpoint, role: 'initiator', connectionId: again.connectionId, peerKey: offer.peerKey, local, remote: again.candidates,
-          keyPair: options.keyPair, options, signal: rsignal, logger, ownsEndpoint: true, track: (c) => checks.push(c),
+          keyPair: options.keyPair, options, signal: rsignal, logger, ownsEndpoint, track: (c) => checks.push(c),
           ...(again.startAt !== undefined ? { startAt: again.startAt } : {}),
         });
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
       session = await attempt({
         endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: offer.candidates,
-        keyPair: options.keyPair, options, signal, logger, ownsEndpoint: true, recover, track: (c) => checks.push(c),
+        keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
       });
     }
@@ -275,7 +279,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   } catch (err) {
     lingering();
     rendezvous?.close();
-    await endpoint.close().catch(() => {});
+    if (ownsEndpoint) await endpoint.close().catch(() => {});
     if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') {
       throw new NatpunchError('TIMEOUT', `no session with the peer within ${options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`, { cause: err });
     }
@@ -301,11 +305,13 @@ export class Listener extends EventEmitter {
   #attempts = new Set<AbortController>();
   #closed = false;
   #reflexive: { address: string; port: number } | null = null;
-  #onOffer = (offer: ConnectOfferLike) => this.acceptOffer(offer);
+  #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
+  #ownsEndpoint: boolean;
 
   /** @internal use listen() */
-  constructor(endpoint: UdxEndpoint, local: Candidate[], options: ListenOptions) {
+  constructor(endpoint: UdxEndpoint, local: Candidate[], options: ListenOptions, ownsEndpoint = true) {
     super();
+    this.#ownsEndpoint = ownsEndpoint;
     this.endpoint = endpoint;
     this.publicKey = options.keyPair.publicKey;
     this.#options = options;
@@ -407,25 +413,26 @@ export class Listener extends EventEmitter {
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
     for (const c of this.#checks) c.close();
     await Promise.all([...this.#sessions].map((s) => s.close()));
-    await this.endpoint.close();
+    if (this.#ownsEndpoint) await this.endpoint.close();
     this.emit('close');
   }
 }
 
 /** Listens for sessions: binds one UDP socket, registers it with the rendezvous (when given) and accepts. */
 export async function listen(options: ListenOptions): Promise<Listener> {
-  const endpoint = await UdxEndpoint.bind(options.bind ?? {});
+  const ownsEndpoint = !options.endpoint;
+  const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const local = options.candidates ?? (await defaultCandidates(endpoint));
-    const listener = new Listener(endpoint, local, options);
+    const listener = new Listener(endpoint, local, options, ownsEndpoint);
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();
       throw err;
     });
     return listener;
   } catch (err) {
-    await endpoint.close().catch(() => {});
+    if (ownsEndpoint) await endpoint.close().catch(() => {});
     throw err;
   }
 }
