@@ -49,27 +49,28 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
   });
 
   /** One connection from `from` (connect) to `to` (listen); resolves with both sides' reports. */
-  async function trial(from: string, to: string, opts: { hostCandidates?: boolean; checkTimeoutMs?: number } = {}): Promise<[Result, Result]> {
+  async function trial(from: string, to: string, opts: { hostCandidates?: boolean; checkTimeoutMs?: number; size?: number; during?: () => Promise<void> } = {}): Promise<[Result, Result]> {
     const id = randomBytes(4).toString('hex');
     const stun = { host: lab.addr('server'), port: STUN_PORT };
     for (const h of [from, to]) peers[h]!.send({ cmd: 'prepare', trial: id, stun, hostCandidates: opts.hostCandidates ?? true });
     const cands = await Promise.all([from, to].map((h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
     const connectionId = randomBytes(16).toString('hex');
-    const common = { cmd: 'go', trial: id, connectionId, size: SIZE, ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}) };
+    const common = { cmd: 'go', trial: id, connectionId, size: opts.size ?? SIZE, ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}) };
     peers[to]!.send({ ...common, role: 'listen', peerKey: keys[from], candidates: cands[0]!.candidates });
     peers[from]!.send({ ...common, role: 'connect', peerKey: keys[to], candidates: cands[1]!.candidates });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
     const [ra, rb] = await Promise.all([
-      peers[from]!.next(done, { timeoutMs: 40_000 }) as unknown as Promise<Result>,
-      peers[to]!.next(done, { timeoutMs: 40_000 }) as unknown as Promise<Result>,
+      peers[from]!.next(done, { timeoutMs: 60_000 }) as unknown as Promise<Result>,
+      peers[to]!.next(done, { timeoutMs: 60_000 }) as unknown as Promise<Result>,
+      opts.during?.(),
     ]);
     return [ra, rb];
   }
 
-  function assertTransfer([ra, rb]: [Result, Result]): void {
+  function assertTransfer([ra, rb]: [Result, Result], size = SIZE): void {
     assert.equal(ra.type, 'result', `connecting side: ${ra.code} ${ra.message}`);
     assert.equal(rb.type, 'result', `listening side: ${rb.code} ${rb.message}`);
-    assert.equal(ra.bytes, SIZE);
+    assert.equal(ra.bytes, size);
     assert.equal(ra.gotHash, rb.sentHash, 'listener → connector data intact');
     assert.equal(rb.gotHash, ra.sentHash, 'connector → listener data intact');
   }
@@ -108,6 +109,38 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
     const r = await trial('a', 'a2', { hostCandidates: false });
     assertTransfer(r);
     assert.equal(r[0].path!.remote.address, lab.publicAddr('natA'));
+  });
+
+  test('5% loss on both NAT uplinks: still punched, data intact', async () => {
+    await lab.setNat('natA', 'port-restricted-cone');
+    await lab.setNat('natB', 'port-restricted-cone');
+    await lab.setLink('natA', { lossPct: 5 });
+    await lab.setLink('natB', { lossPct: 5 });
+    try {
+      for (let i = 0; i < Math.max(2, TRIALS); i++) assertTransfer(await trial('a', 'b'));
+    } finally {
+      await lab.setLink('natA', { lossPct: 0 });
+      await lab.setLink('natB', { lossPct: 0 });
+    }
+  });
+
+  test('NAT rebinding mid-transfer (conntrack flushed on the router): the transfer completes', async () => {
+    await lab.setNat('natA', 'port-restricted-cone');
+    await lab.setNat('natB', 'port-restricted-cone');
+    const size = 8 * 1024 * 1024;
+    await lab.setLink('natB', { rateMbit: 40 }); // ~2 s per direction: the flush lands mid-transfer
+    try {
+      const r = await trial('a', 'b', {
+        size,
+        during: async () => {
+          await new Promise((res) => setTimeout(res, 1000));
+          await lab.setNat('natB', 'port-restricted-cone'); // flushes natB's conntrack: every mapping is gone
+        },
+      });
+      assertTransfer(r, size);
+    } finally {
+      await lab.setLink('natB', { rateMbit: 0 });
+    }
   });
 
   test('symmetric on both sides fails fast with PUNCH_FAILED and the candidates tried', async () => {
