@@ -8,4 +8,7 @@ export const commands: Array<() => Promise<{ register: Register }>> = [
   () => import('./stun.js'),
   // e.g. () => import('./serve.js'),
   () => import('./lab.js'),
+  () => import('./connect.js'),
+  () => import('./keygen.js'),
+  () => import('./listen.js'),
 ];
