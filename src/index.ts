@@ -16,3 +16,14 @@ export { analyseAllocation } from './discovery/allocation.js';
 export type { AllocationPattern, AllocationReport } from './discovery/allocation.js';
 export type { LifetimeResult } from './discovery/lifetime.js';
 export type { PortMappingPresence } from './discovery/portmap-probe.js';
+export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
+export type {
+  LabOptions,
+  LabState,
+  TopologySpec,
+  NatType,
+  NatOptions,
+  ResolvedNatOptions,
+  LinkShape,
+  ExecResult,
+} from './lab/index.js';
