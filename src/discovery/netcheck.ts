@@ -266,6 +266,9 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     // ---- t=0: first packets, in a fixed order (see header) -------------------------------------------------------
     progress({ probe: 'udp', state: 'start' });
     const testI = s1 ? v4Servers.map((s) => s1.prober.request(s.ep, { schedule, signal })) : [];
+    // ALG check (RFC 5780 §4.9): the same socket asks again the RFC 3489 way, whose answer carries a plain
+    // MAPPED-ADDRESS (modern servers put only XOR-MAPPED-ADDRESS in modern answers).
+    const legacyI = s1 && primary ? s1.prober.request(primary, { legacy: true, schedule, signal }) : Promise.resolve(undefined);
     const helperI = helper && primary ? helper.prober.request(primary, { schedule, signal }) : Promise.resolve(undefined);
     if (f1 && primary) progress({ probe: 'filtering', state: 'start' });
     const filterBoth = f1 && primary ? f1.prober.request(primary, { changeIp: true, changePort: true, schedule, signal }) : Promise.resolve(undefined);
@@ -400,7 +403,7 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       return { t1, t2, t3, localPort: first.localPort, others: others.map(mappedOf), why: undefined as string | undefined };
     })();
 
-    const [answers, mappingR, hairpinning, tcpR, ipv6R, portMapping, fBoth, fPort, allocR] = await Promise.all([
+    const [answers, mappingR, hairpinning, tcpR, ipv6R, portMapping, fBoth, fPort, allocR, legacyA] = await Promise.all([
       testIDone,
       mappingP,
       hairpinP,
@@ -413,6 +416,7 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
         if (allocAnswers.length) progress({ probe: 'allocation', state: 'done' });
         return r;
       }),
+      legacyI,
     ]);
     if (fBoth !== undefined || fPort !== undefined || (f1 && primary)) progress({ probe: 'filtering', state: 'done' });
     if (options.signal?.aborted) throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
@@ -528,8 +532,10 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     // XOR'd copy, so the two disagree.
     let alg: boolean | null = null;
     const withBoth = [...answers, mappingR.x2, mappingR.x3].find((a) => a?.ok && a.mapped && a.xorMapped);
+    const x1Xor = answers[0]?.ok ? answers[0].xorMapped : undefined;
     if (withBoth) alg = !sameEndpoint(withBoth.mapped, withBoth.xorMapped);
-    else if (anyAnswer) why('udp.alg', 'no server answer carried both MAPPED-ADDRESS and XOR-MAPPED-ADDRESS');
+    else if (x1Xor && legacyA?.ok && legacyA.mapped) alg = !sameEndpoint(legacyA.mapped, x1Xor);
+    else if (anyAnswer) why('udp.alg', 'no answer carried a plain MAPPED-ADDRESS to compare with XOR-MAPPED-ADDRESS');
 
     // ---- TCP -----------------------------------------------------------------------------------------------------
     const t1 = mappedOf(tcpR.t1);

@@ -82,7 +82,7 @@ export class BindingProber {
     options: BindingRequestOptions & { schedule?: ProbeSchedule; signal?: AbortSignal } = {},
   ): Promise<BindingAnswer | undefined> {
     const schedule = options.schedule ?? PROBE_SCHEDULE;
-    const txid = newTransactionId();
+    const txid = newTransactionId(options.legacy);
     const key = txid.toString('hex');
     const packet = encodeBindingRequest(txid, options);
     const started = Date.now();

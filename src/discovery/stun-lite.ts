@@ -36,6 +36,11 @@ export interface BindingRequestOptions {
   changePort?: boolean;
   /** RFC 5780 §7.5: ask the server to answer to this port (at our source IP). */
   responsePort?: number;
+  /**
+   * An RFC 3489 request (no magic cookie: the 128-bit transaction id fills bytes 4-19), which servers answer with the
+   * plain MAPPED-ADDRESS — the copy an address-rewriting ALG can recognise (used for ALG detection).
+   */
+  legacy?: boolean;
 }
 
 export interface BindingResponse {
@@ -49,9 +54,17 @@ export interface BindingResponse {
   error?: { code: number; reason: string };
 }
 
-export function newTransactionId(): Buffer {
-  return randomBytes(12);
+/** 96-bit id (RFC 8489 §5), or for a legacy request 128 bits that do not start with the magic cookie. */
+export function newTransactionId(legacy = false): Buffer {
+  if (!legacy) return randomBytes(12);
+  const id = randomBytes(16);
+  if (id.readUInt32BE(0) === MAGIC_COOKIE) id[0]! ^= 0xff;
+  return id;
 }
+
+/** RFC 8489 §14.14: SOFTWARE in our requests. It also raises servers' amplification bound (responses are capped at a
+ * multiple of the request size), so OTHER-ADDRESS and RESPONSE-ORIGIN are not dropped from answers. */
+export const PROBE_SOFTWARE = 'natpunch netcheck';
 
 /** RFC 8489 §5 header + §14 attributes (each padded to 4 bytes). */
 export function encodeBindingRequest(transactionId: Uint8Array, options: BindingRequestOptions = {}): Buffer {
@@ -72,12 +85,25 @@ export function encodeBindingRequest(transactionId: Uint8Array, options: Binding
     a.writeUInt16BE(options.responsePort, 4);
     attrs.push(a);
   }
+  if (!options.legacy) {
+    const sw = Buffer.from(PROBE_SOFTWARE, 'utf8');
+    const a = Buffer.alloc(4 + sw.length + ((4 - (sw.length % 4)) % 4));
+    a.writeUInt16BE(ATTR.SOFTWARE, 0);
+    a.writeUInt16BE(sw.length, 2);
+    sw.copy(a, 4);
+    attrs.push(a);
+  }
   const body = Buffer.concat(attrs);
   const header = Buffer.alloc(HEADER);
   header.writeUInt16BE(BINDING_REQUEST, 0);
   header.writeUInt16BE(body.length, 2);
-  header.writeUInt32BE(MAGIC_COOKIE, 4);
-  Buffer.from(transactionId).copy(header, 8);
+  if (options.legacy) {
+    // RFC 3489 §11.1: a 128-bit transaction id right after the length.
+    Buffer.from(transactionId).copy(header, 4, 0, 16);
+  } else {
+    header.writeUInt32BE(MAGIC_COOKIE, 4);
+    Buffer.from(transactionId).copy(header, 8);
+  }
   return Buffer.concat([header, body]);
 }
 
@@ -93,10 +119,12 @@ export function decodeBindingResponse(msg: Uint8Array): BindingResponse | undefi
   const buf = Buffer.from(msg.buffer, msg.byteOffset, msg.byteLength);
   const type = buf.readUInt16BE(0);
   const length = buf.readUInt16BE(2);
-  if (buf.readUInt32BE(4) !== MAGIC_COOKIE || length % 4 !== 0 || HEADER + length > buf.length) return undefined;
+  if (length % 4 !== 0 || HEADER + length > buf.length) return undefined;
   if (type !== BINDING_SUCCESS && type !== BINDING_ERROR) return undefined;
+  // Without the cookie it is an RFC 3489 response: bytes 4-19 are its transaction id (and nothing is XOR'd).
+  const legacy = buf.readUInt32BE(4) !== MAGIC_COOKIE;
   const txid = buf.subarray(8, 20);
-  const out: BindingResponse = { transactionId: txid.toString('hex'), ok: type === BINDING_SUCCESS };
+  const out: BindingResponse = { transactionId: buf.subarray(legacy ? 4 : 8, 20).toString('hex'), ok: type === BINDING_SUCCESS };
   let off = HEADER;
   const end = HEADER + length;
   while (off + 4 <= end) {
@@ -107,7 +135,7 @@ export function decodeBindingResponse(msg: Uint8Array): BindingResponse | undefi
     const value = buf.subarray(v, v + len);
     switch (t) {
       case ATTR.XOR_MAPPED_ADDRESS:
-        out.xorMapped ??= decodeAddress(value, txid, true);
+        if (!legacy) out.xorMapped ??= decodeAddress(value, txid, true);
         break;
       case ATTR.MAPPED_ADDRESS:
         out.mapped ??= decodeAddress(value, txid, false);
