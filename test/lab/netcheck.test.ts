@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
 import type { NatReport } from '../../src/discovery/netcheck.js';
 
-const STUN_PORT = 3478; // natpunch serve: primary port (alternate = +1)
+const STUN_PORT = 3478; // natpunch's StunServer: primary port (alternate = +1)
 const COTURN_PORT = 4478; // coturn: primary port (alternate = +1)
 const RUNS = 3;
 
@@ -121,10 +121,9 @@ describe('netcheck in the NAT lab', { skip }, () => {
       '-L', ip1!, '-L', ip2!, '-p', String(COTURN_PORT), '--alt-listening-port', String(COTURN_PORT + 1),
       '--log-file', 'stdout', '--simple-log', '--pidfile', '/dev/null',
     ]);
-    lab.spawn('server', [
-      process.execPath, fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url)), 'serve',
-      '--address', ip1!, '--alt-address', ip2!, '--port', String(STUN_PORT),
-    ]);
+    // natpunch's StunServer in RFC 5780 mode on the same two addresses.
+    const ours = lab.node('server', fileURLToPath(new URL('./fixtures/stun-server.ts', import.meta.url)), [ip1!, ip2!, String(STUN_PORT)]);
+    await ours.next((m) => m.ready === true, { timeoutMs: 20_000 });
     runner = lab.node('a', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
     await waitForServer(natpunchServer);
     await waitForServer(coturnServer);
