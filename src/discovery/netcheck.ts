@@ -41,15 +41,18 @@ import { BindingProber, PROBE_SCHEDULE, tcpBinding, type BindingAnswer, type Pro
 
 /** RFC 8489 §18.6 / RFC 5780 §9: the default STUN port. */
 export const DEFAULT_STUN_PORT = 3478;
-/** Hard cap on a run without --lifetime; the plan itself ends in ~2.1 s plus RTTs. */
+/** Hard cap on a run without --lifetime; the plan itself ends in ~1.5 s plus a few RTTs. */
 export const NETCHECK_DEFAULT_TIMEOUT_MS = 5000;
 /** Fresh sockets for the allocation pattern; 5 give 4 steps, enough to tell a steady delta from chance. */
 export const ALLOCATION_SAMPLES = 5;
-/** TCP connect + answer bound (a SYN lost once costs Linux 1 s before it retries). */
-export const TCP_BUDGET_MS = 2500;
+/** TCP probes' shared bound: Test I over TCP plus the second round to the other addresses (a lost SYN costs Linux
+ * 1 s before it retries, so under heavy loss TCP may end undetermined rather than stretch the run). */
+export const TCP_BUDGET_MS = 2000;
+/** The second TCP round always gets at least this long (one connect + answer at a few hundred ms RTT). */
+export const TCP_MIN_SECOND_ROUND_MS = 500;
 /** Hairpin probes: sent at these offsets until one arrives; the exchange gives up at HAIRPIN_BUDGET_MS. */
-export const HAIRPIN_SENDS_MS = [0, 100, 250, 450, 700, 1000, 1300];
-export const HAIRPIN_BUDGET_MS = 1800;
+export const HAIRPIN_SENDS_MS = [0, 100, 250, 400, 550, 700, 850, 1000, 1150];
+export const HAIRPIN_BUDGET_MS = 1400;
 /** DNS resolution of --server names. */
 export const RESOLVE_TIMEOUT_MS = 1500;
 /** Lifetime search default upper bound: RFC 4787 REQ-5 says a mapping must live at least 2 min (5 min recommended). */
@@ -381,6 +384,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     const tcpP = (async () => {
       if (options.tcp === false || !primary) return { t1: undefined, t2: undefined, t3: undefined, localPort: undefined, others: [] as Array<Endpoint | undefined>, why: 'TCP probe disabled or no IPv4 server' };
       progress({ probe: 'tcp', state: 'start' });
+      // One budget for both TCP rounds, so a slow connect cannot stretch the run.
+      const tcpDeadline = Date.now() + TCP_BUDGET_MS;
       const first = await tcpBinding(primary, { timeoutMs: TCP_BUDGET_MS, signal, localAddress: options.localAddress });
       const t1 = first.answer;
       if (!t1 || !first.localPort) {
@@ -390,7 +395,12 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       const udpOther = (await testIDone)[0]?.otherAddress;
       const other = t1.otherAddress ?? udpOther;
       const again = (dest: Endpoint) =>
-        tcpBinding(dest, { localPort: first.localPort, timeoutMs: TCP_BUDGET_MS, signal, localAddress: options.localAddress }).then((r) => r.answer);
+        tcpBinding(dest, {
+          localPort: first.localPort,
+          timeoutMs: Math.max(TCP_MIN_SECOND_ROUND_MS, tcpDeadline - Date.now()),
+          signal,
+          localAddress: options.localAddress,
+        }).then((r) => r.answer);
       let t2: BindingAnswer | undefined;
       let t3: BindingAnswer | undefined;
       let others: Array<BindingAnswer | undefined> = [];

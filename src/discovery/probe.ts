@@ -18,9 +18,9 @@ import {
 
 /**
  * Retransmission for probes. RFC 8489 §6.2.1 lets a client derive RTO from measured RTTs instead of the 500 ms
- * default; netcheck's whole run must fit in ~3 s, so it starts at 100 ms (5x a 20 ms RTT), doubles, caps at 200 ms and
- * gives up after 2 s: 11 sends of a ~28-byte packet. That many because verdicts rest on answers arriving: with 10%
- * loss on each of 3 links a round trip is lost 47% of the time, eleven in a row 0.03%.
+ * default; netcheck's whole run must fit in ~3 s, so it starts at 100 ms (5x a 20 ms RTT), grows to 150 ms and gives
+ * up after 1.5 s: 11 sends of a ~44-byte packet. That many because verdicts rest on answers arriving: with 10% loss
+ * on each of 3 links a round trip is lost 47% of the time, eleven in a row 0.03%.
  */
 export interface ProbeSchedule {
   rtoMs: number;
@@ -28,7 +28,7 @@ export interface ProbeSchedule {
   budgetMs: number;
 }
 
-export const PROBE_SCHEDULE: ProbeSchedule = { rtoMs: 100, maxRtoMs: 200, budgetMs: 2000 };
+export const PROBE_SCHEDULE: ProbeSchedule = { rtoMs: 100, maxRtoMs: 150, budgetMs: 1500 };
 
 export interface BindingAnswer extends BindingResponse {
   /** Where the response came from (for CHANGE-REQUEST this is the server's other address). */

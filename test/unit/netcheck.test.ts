@@ -302,7 +302,7 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
     }
     decodeBindingResponse(buf);
   }
-  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 300, 500, 700, 900, 1100, 1300, 1500, 1700, 1900]);
+  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 250, 400, 550, 700, 850, 1000, 1150, 1300, 1450]);
 });
 
 test('CLI: natpunch netcheck --json prints the report; the table ends with the verdict; bad flags exit 1', async () => {
