@@ -44,6 +44,14 @@ export { ConnectivityChecks, runChecks, deriveCheckKey } from './traversal/check
 export type { CheckOptions, CheckResult, PairReport } from './traversal/checks.js';
 export { connect, listen, Listener, defaultCandidates, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
 export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory } from './natpunch.js';
+export { netcheck, parseServer, verdictOf, mappingFromServers } from './discovery/netcheck.js';
+export type { NatReport, NetcheckOptions, NetcheckServer, NetcheckProgress, Difficulty } from './discovery/netcheck.js';
+export { classifyMapping, classifyFiltering, classicName } from './discovery/classify.js';
+export type { MappingBehaviour, FilteringBehaviour, ClassicNatType, Endpoint } from './discovery/classify.js';
+export { analyseAllocation } from './discovery/allocation.js';
+export type { AllocationPattern, AllocationReport } from './discovery/allocation.js';
+export type { LifetimeResult } from './discovery/lifetime.js';
+export type { PortMappingPresence } from './discovery/portmap-probe.js';
 export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
 export type {
   LabOptions,

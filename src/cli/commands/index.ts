@@ -11,4 +11,5 @@ export const commands: Array<() => Promise<{ register: Register }>> = [
   () => import('./connect.js'),
   () => import('./keygen.js'),
   () => import('./listen.js'),
+  () => import('./netcheck.js'),
 ];
