@@ -41,7 +41,7 @@ if (res.status === 0) {
   console.log('natpunch: native addon built (TCP hole punching and raw ICMP available)');
 } else {
   const why = res.error ? String(res.error.message) : `node-gyp exited with ${res.status}`;
-  const tail = `${res.stdout ?? ''}\n${res.stderr ?? ''}`.split('\n').filter((l) => /error|ERR!/i.test(l)).slice(-8).join('\n');
+  const tail = `${res.stdout ?? ''}\n${res.stderr ?? ''}`.split('\n').filter((l) => /error|ERR! stack/i.test(l) && !/ERR! (System|command|cwd|node|\$npm|not ok)/.test(l)).slice(0, 8).join('\n');
   try {
     writeFileSync(errorFile, `${why}\n${tail}\n`);
   } catch {

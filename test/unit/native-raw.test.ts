@@ -1,0 +1,44 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomInt } from 'node:crypto';
+import { RawSocket } from '../../src/net/raw.js';
+import { decodeIcmpPacket, encodeEcho } from '../../src/wire/icmp.js';
+import { isNatpunchError } from '../../src/util/errors.js';
+
+const noAddon = process.env.NATPUNCH_NO_ADDON === '1';
+const isRoot = process.getuid?.() === 0;
+
+test('raw ICMP: an echo request to 127.0.0.1 comes back as an echo reply with its source address', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, async () => {
+  const sock = RawSocket.open();
+  try {
+    const identifier = randomInt(1, 0xffff);
+    const reply = new Promise<{ from: string; sequence: number; data: string }>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no echo reply within 3 s')), 3000);
+      sock.onMessage((packet, rinfo) => {
+        const d = decodeIcmpPacket(packet);
+        if (d?.icmp.kind === 'echo-reply' && d.icmp.identifier === identifier) {
+          clearTimeout(timer);
+          resolve({ from: rinfo.address, sequence: d.icmp.sequence, data: Buffer.from(d.icmp.data).toString() });
+        }
+      });
+    });
+    assert.equal(sock.send(encodeEcho({ identifier, sequence: 3, data: Buffer.from('natpunch raw') }), '127.0.0.1'), true);
+    const got = await reply;
+    assert.equal(got.from, '127.0.0.1');
+    assert.equal(got.sequence, 3);
+    assert.equal(got.data, 'natpunch raw');
+  } finally {
+    sock.close();
+  }
+});
+
+test('without CAP_NET_RAW a raw socket fails with NOT_ROOT', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : isRoot ? 'running as root' : false }, () => {
+  assert.throws(() => RawSocket.open(), (e: unknown) => isNatpunchError(e, 'NOT_ROOT'));
+});
+
+test('a closed raw socket refuses to send and close is idempotent', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, () => {
+  const sock = RawSocket.open();
+  sock.close();
+  sock.close();
+  assert.throws(() => sock.send(encodeEcho({ identifier: 1, sequence: 1 }), '127.0.0.1'), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+});
