@@ -63,6 +63,11 @@ export interface TcpPunchOptions {
   acceptFrom?: 'candidates' | 'any';
   /** Listener already open on P (reuseport); by default one is opened and closed again. */
   listener?: net.Server;
+  /**
+   * false: do not listen on P, only connect. Then a connection can only come from our SYN reaching the peer's
+   * listener or from SYNs crossing (simultaneous open); tests use it to exercise simultaneous open deliberately.
+   */
+  listen?: boolean;
   timeoutMs?: number;
   attemptTimeoutMs?: number;
   retryDelayMs?: number;
@@ -104,8 +109,9 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
   const candidateAddresses = new Set(options.candidates.map((c) => c.address.replace(/^::ffff:/, '')));
   const byKey = new Map(options.candidates.map((c) => [key(c.address, c.port), c]));
 
-  const listener = options.listener ?? (await listenReusePort({ address: localAddress, port: options.localPort, addon }));
-  const ownsListener = !options.listener;
+  const listen = options.listen ?? true;
+  const listener = !listen ? undefined : (options.listener ?? (await listenReusePort({ address: localAddress, port: options.localPort, addon })));
+  const ownsListener = listen && !options.listener;
   const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
 
   let settled = false;
@@ -119,12 +125,12 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
     const finish = (result: TcpPunchResult | NatpunchError) => {
       if (settled) return;
       settled = true;
-      listener.off('connection', onAccept);
+      listener?.off('connection', onAccept);
       for (const p of pending) p.cancel();
       pending.clear();
       for (const s of waiting) if (!(result instanceof NatpunchError) && s === result.socket) continue; else s.destroy();
       waiting.clear();
-      if (ownsListener) listener.close();
+      if (ownsListener) listener?.close();
       signal.removeEventListener('abort', onAbort);
       dispose();
       if (result instanceof NatpunchError) reject(result);
@@ -195,7 +201,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       const known = byKey.get(key(address, socket.remotePort ?? 0));
       onConnection(socket, known ?? { type: 'prflx', address, port: socket.remotePort ?? 0 }, 'accept');
     };
-    listener.on('connection', onAccept);
+    listener?.on('connection', onAccept);
 
     const attempt = async (candidate: TcpPunchCandidate, ttl: number | undefined, lifetimeMs: number): Promise<net.Socket | null> => {
       const k = key(candidate.address, candidate.port);
