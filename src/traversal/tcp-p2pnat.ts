@@ -11,8 +11,13 @@
  *
  * STUNT #2 (Guha & Francis, "Characterization and Measurement of TCP Traversal through NATs and Firewalls", IMC
  * 2005): a side given `lowTtl` sends SYNs whose TTL passes its own NAT(s) but expires before the peer's NAT (so no
- * RST comes back), which leaves a mapping in its NAT; it then only accepts, and the peer's ordinary SYN is let in.
- * The TTL comes from discoverNatHops() (tcp-stunt.ts).
+ * RST comes back), which leaves a mapping in its NAT; the peer's ordinary SYN is then let in. The TTL comes from
+ * discoverNatHops() (tcp-stunt.ts). Right after the low-TTL SYN has left, the socket's TTL is raised again, so when
+ * the peer's SYN meets it still in SYN_SENT (the router's ICMP Time Exceeded did not come back: many NATs drop it)
+ * the SYN-ACK of the simultaneous open travels all the way and carries the sequence number the NAT saw. When the
+ * Time Exceeded does come back, Linux aborts the connect (EHOSTUNREACH) and the peer's SYN lands on the listener
+ * instead, whose SYN-ACK has a fresh sequence number: a NAT that tracks TCP windows (Linux conntrack) drops that
+ * SYN-ACK as invalid (measured in the lab; see README), which is what NATBlaster/STUNT #1 address.
  *
  * Several connections may complete at once (one per candidate, or connect + accept). Both sides must use the same
  * one, so the `controlling` side takes the first, writes one nomination byte on it and closes the rest; the
@@ -37,9 +42,8 @@ export const TCP_PUNCH_DEFAULTS = {
   retryDelayMs: 200,
   /** Attempts per candidate. */
   maxAttempts: 40,
-  /** STUNT #2: how long a low-TTL SYN's socket lives (its SYN is gone by then) and how often one is re-sent. */
-  stuntSynLifetimeMs: 300,
-  stuntRefreshMs: 1_500,
+  /** STUNT #2: pause before the next low-TTL SYN when the last one's connect failed (ICMP Time Exceeded). */
+  stuntRefreshMs: 1_000,
 } as const;
 
 /** First byte the controlling side writes on the chosen connection; natpunch's probe byte (src/net/demux.ts). */
@@ -203,6 +207,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
     };
     listener?.on('connection', onAccept);
 
+    const defaultTtl = options.lowTtl === undefined ? undefined : systemDefaultTtl(addon);
     const attempt = async (candidate: TcpPunchCandidate, ttl: number | undefined, lifetimeMs: number): Promise<net.Socket | null> => {
       const k = key(candidate.address, candidate.port);
       let pc: PendingConnect;
@@ -213,6 +218,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
           localAddress,
           localPort: options.localPort,
           ttl,
+          ttlAfterSyn: ttl === undefined ? undefined : defaultTtl,
           timeoutMs: lifetimeMs,
           signal,
           addon,
@@ -239,9 +245,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       for (let n = 0; n < maxAttempts && !settled; n++) {
         if (connectedKeys.has(k)) return; // an accepted connection already holds this 4-tuple
         const stunt = options.lowTtl !== undefined;
-        const socket = stunt
-          ? await attempt(candidate, options.lowTtl, TCP_PUNCH_DEFAULTS.stuntSynLifetimeMs)
-          : await attempt(candidate, undefined, attemptTimeoutMs);
+        const socket = stunt ? await attempt(candidate, options.lowTtl, attemptTimeoutMs) : await attempt(candidate, undefined, attemptTimeoutMs);
         if (socket) {
           onConnection(socket, candidate, 'connect');
           return;
@@ -259,4 +263,14 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       void runCandidate(c);
     }
   });
+}
+
+/** The TTL a new socket gets (net.ipv4.ip_default_ttl), read from a throw-away socket. */
+function systemDefaultTtl(addon: NativeAddon): number {
+  const fd = addon.tcpSocket(4);
+  try {
+    return addon.getTtl(fd);
+  } finally {
+    addon.close(fd);
+  }
 }
