@@ -24,6 +24,7 @@
  * `controlled` side keeps every connection until one carries the nomination byte (RFC 8445 §8.1.1 uses the same
  * roles for ICE). Who the peer is gets proved later by the session handshake, never by this layer.
  */
+import { isIP } from 'node:net';
 import type net from 'node:net';
 import { NatpunchError } from '../util/errors.js';
 import { sleep, timeoutSignal } from '../util/abort.js';
@@ -101,6 +102,11 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
   const addon = options.addon ?? loadAddon('TCP hole punching');
   const log = options.logger ?? silentLogger;
   if (options.candidates.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'tcpPunch needs at least one candidate');
+  for (const c of options.candidates) {
+    if (isIP(c.address) === 0 || !Number.isInteger(c.port) || c.port < 1 || c.port > 65535) {
+      throw new NatpunchError('BAD_ARGUMENT', `tcpPunch: candidate ${JSON.stringify(c.address)}:${c.port} is not a numeric IP address and port`);
+    }
+  }
   if (!Number.isInteger(options.localPort) || options.localPort < 1 || options.localPort > 65535) {
     throw new NatpunchError('BAD_ARGUMENT', `tcpPunch needs the local port in use (got ${options.localPort})`);
   }
@@ -259,7 +265,13 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       }
     };
 
+    // A socket bound to an IPv4 address cannot reach an IPv6 candidate (and vice versa): those are skipped.
+    const localFamily = isIP(localAddress);
     for (const c of options.candidates) {
+      if (isIP(c.address) !== localFamily) {
+        lastError.set(key(c.address, c.port), `skipped (local address ${localAddress} is IPv${localFamily})`);
+        continue;
+      }
       void runCandidate(c);
     }
   });

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { RawSocket } from '../../src/net/raw.js';
-import { decodeIcmpPacket, encodeEcho } from '../../src/wire/icmp.js';
+import { decodeIcmpPacket, encodeEcho, encodeIpv4, IPPROTO_ICMP } from '../../src/wire/icmp.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
 const noAddon = process.env.NATPUNCH_NO_ADDON === '1';
@@ -41,4 +41,30 @@ test('a closed raw socket refuses to send and close is idempotent', { skip: noAd
   sock.close();
   sock.close();
   assert.throws(() => sock.send(encodeEcho({ identifier: 1, sequence: 1 }), '127.0.0.1'), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+});
+
+test('raw ICMP with IP_HDRINCL: a hand-built IPv4 packet is sent as is and answered', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, async () => {
+  // The ICMP hole punching client builds whole packets like this (a forged Time Exceeded quoting another packet).
+  const sock = RawSocket.open({ headerIncluded: true });
+  try {
+    const identifier = randomInt(1, 0xffff);
+    const reply = new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no echo reply within 3 s')), 3000);
+      sock.onMessage((packet) => {
+        const d = decodeIcmpPacket(packet);
+        if (d?.icmp.kind === 'echo-reply' && d.icmp.identifier === identifier) {
+          clearTimeout(timer);
+          resolve(d.ip.ttl);
+        }
+      });
+    });
+    const packet = encodeIpv4(
+      { source: '127.0.0.1', destination: '127.0.0.1', protocol: IPPROTO_ICMP, ttl: 9, identification: identifier },
+      encodeEcho({ identifier, sequence: 1 }),
+    );
+    assert.equal(sock.send(packet, '127.0.0.1'), true);
+    assert.ok((await reply) > 0);
+  } finally {
+    sock.close();
+  }
 });

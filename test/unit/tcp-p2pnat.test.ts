@@ -96,4 +96,6 @@ test('inbound connections from addresses that are not candidates are dropped', {
 test('bad arguments are refused before any socket is opened', { skip }, async () => {
   await assert.rejects(tcpPunch({ localPort: 1234, candidates: [], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
   await assert.rejects(tcpPunch({ localPort: 0, candidates: [{ address: LO, port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: 'peer.example', port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: LO, port: 70000 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
 });
