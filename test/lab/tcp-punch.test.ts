@@ -8,9 +8,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type NatType } from '../../src/lab/index.js';
 import type { LabProcess } from '../../src/lab/proc.js';
+import { addonStatus } from '../../src/net/native.js';
 
 const FIXTURE = new URL('./fixtures/tcp-peer.ts', import.meta.url).pathname;
-const skip = labUnavailableReason() || (process.env.NATPUNCH_NO_ADDON === '1' ? 'NATPUNCH_NO_ADDON=1' : false);
+const addon = addonStatus();
+const skip = labUnavailableReason() || (addon.available ? false : `native addon unavailable: ${addon.reason}`);
 const CONES: NatType[] = ['full-cone', 'restricted-cone', 'port-restricted-cone'];
 const STEP_MS = 20_000;
 

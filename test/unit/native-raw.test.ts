@@ -4,11 +4,13 @@ import { randomInt } from 'node:crypto';
 import { RawSocket } from '../../src/net/raw.js';
 import { decodeIcmpPacket, encodeEcho, encodeIpv4, IPPROTO_ICMP } from '../../src/wire/icmp.js';
 import { isNatpunchError } from '../../src/util/errors.js';
+import { addonStatus } from '../../src/net/native.js';
 
-const noAddon = process.env.NATPUNCH_NO_ADDON === '1';
+const addon = addonStatus();
+const noAddon = !addon.available;
 const isRoot = process.getuid?.() === 0;
 
-test('raw ICMP: an echo request to 127.0.0.1 comes back as an echo reply with its source address', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, async () => {
+test('raw ICMP: an echo request to 127.0.0.1 comes back as an echo reply with its source address', { skip: noAddon ? `native addon unavailable: ${addon.available ? '' : addon.reason}` : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, async () => {
   const sock = RawSocket.open();
   try {
     const identifier = randomInt(1, 0xffff);
@@ -32,18 +34,18 @@ test('raw ICMP: an echo request to 127.0.0.1 comes back as an echo reply with it
   }
 });
 
-test('without CAP_NET_RAW a raw socket fails with NOT_ROOT', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : isRoot ? 'running as root' : false }, () => {
+test('without CAP_NET_RAW a raw socket fails with NOT_ROOT', { skip: noAddon ? `native addon unavailable: ${addon.available ? '' : addon.reason}` : isRoot ? 'running as root' : false }, () => {
   assert.throws(() => RawSocket.open(), (e: unknown) => isNatpunchError(e, 'NOT_ROOT'));
 });
 
-test('a closed raw socket refuses to send and close is idempotent', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, () => {
+test('a closed raw socket refuses to send and close is idempotent', { skip: noAddon ? `native addon unavailable: ${addon.available ? '' : addon.reason}` : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, () => {
   const sock = RawSocket.open();
   sock.close();
   sock.close();
   assert.throws(() => sock.send(encodeEcho({ identifier: 1, sequence: 1 }), '127.0.0.1'), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
 });
 
-test('raw ICMP with IP_HDRINCL: a hand-built IPv4 packet is sent as is and answered', { skip: noAddon ? 'NATPUNCH_NO_ADDON=1' : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, async () => {
+test('raw ICMP with IP_HDRINCL: a hand-built IPv4 packet is sent as is and answered', { skip: noAddon ? `native addon unavailable: ${addon.available ? '' : addon.reason}` : !isRoot ? 'needs root (CAP_NET_RAW)' : false }, async () => {
   // The ICMP hole punching client builds whole packets like this (a forged Time Exceeded quoting another packet).
   const sock = RawSocket.open({ headerIncluded: true });
   try {

@@ -2,12 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { once } from 'node:events';
-import { loadAddon } from '../../src/net/native.js';
+import { addonStatus, loadAddon } from '../../src/net/native.js';
 import { bindReusePort, connectFrom } from '../../src/net/tcp.js';
 import { tcpPunch } from '../../src/traversal/tcp-p2pnat.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
-const skip = process.env.NATPUNCH_NO_ADDON === '1' ? 'NATPUNCH_NO_ADDON=1' : false;
+const addon = addonStatus();
+const skip = addon.available ? false : addon.reason;
 const LO = '127.0.0.1';
 
 function freePort(): number {

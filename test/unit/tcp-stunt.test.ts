@@ -2,8 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { discoverNatHops, NatHopCache, type NatHops } from '../../src/traversal/tcp-stunt.js';
 import { isNatpunchError } from '../../src/util/errors.js';
+import { addonStatus } from '../../src/net/native.js';
 
-const skip = process.env.NATPUNCH_NO_ADDON === '1' ? 'NATPUNCH_NO_ADDON=1' : false;
+const addon = addonStatus();
+const skip = addon.available ? false : addon.reason;
 
 test('a public address that is our own means no NAT: zero hops, no probe sent', { skip }, async () => {
   const r = await discoverNatHops({ publicAddress: '127.0.0.1' });
