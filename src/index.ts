@@ -94,3 +94,15 @@ export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodH
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
 export type { ServeConfig, ServerHandle, TcpHandler, Endpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
+// TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
+export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
+export type { AddonStatus, NativeAddon, NativeAddress } from './net/native.js';
+export { bindReusePort, connectFrom, getTtl, listenReusePort, setTtl, socketFd, startConnect } from './net/tcp.js';
+export type { ConnectFromOptions, ListenOptions, PendingConnect } from './net/tcp.js';
+export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
+export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
+export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
+export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './traversal/tcp-p2pnat.js';
+export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversal/tcp-stunt.js';
+export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
+export * as icmp from './wire/icmp.js';
