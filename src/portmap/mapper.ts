@@ -213,7 +213,19 @@ export class PortMapper extends EventEmitter {
    * all at once. Bounded by the probe schedule (1.75 s) and the SSDP window (2.5 s) plus one HTTP exchange.
    */
   probe(signal?: AbortSignal): Promise<PortMapProbe> {
-    this.#probe ??= this.#runProbe(signal);
+    if (!this.#probe) {
+      const p = this.#runProbe(signal);
+      this.#probe = p;
+      // Only a probe that found something is worth remembering; otherwise the next map() asks again.
+      p.then(
+        (r) => {
+          if (!r.pcp.answered && !r.natpmp.answered && !r.upnp.answered && this.#probe === p) this.#probe = undefined;
+        },
+        () => {
+          if (this.#probe === p) this.#probe = undefined;
+        },
+      );
+    }
     return this.#probe;
   }
 

@@ -136,8 +136,8 @@ export async function httpExchange(
           res.on('data', (c: Buffer) => {
             size += c.length;
             if (size > maxBytes) {
-              res.destroy();
               reject(new NatpunchError('PORTMAP', `UPnP: answer from ${url.href} exceeds the ${maxBytes}-byte cap`));
+              res.destroy();
               return;
             }
             chunks.push(c);
@@ -489,7 +489,9 @@ export class UpnpIgdClient {
       });
     }
     if (res.status !== 200) throw new NatpunchError('PORTMAP', `UPnP ${action}: gateway answered HTTP ${res.status}`);
-    const out = obj(soapBody?.[`${action}Response`]);
+    const raw = soapBody?.[`${action}Response`];
+    // An action without out-arguments answers an empty element.
+    const out = raw === '' ? {} : obj(raw);
     if (!out) throw new NatpunchError('PORTMAP', `UPnP ${action}: answer has no ${action}Response element`);
     const result: Record<string, string> = {};
     for (const [k, v] of Object.entries(out)) result[k] = str(v) ?? '';
