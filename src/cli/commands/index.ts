@@ -5,4 +5,5 @@ type Register = (program: Command) => void;
 
 export const commands: Array<() => Promise<{ register: Register }>> = [
   // e.g. () => import('./serve.js'),
+  () => import('./map.js'),
 ];
