@@ -9,7 +9,7 @@ export type { Logger } from './util/log.js';
 export { NodeDatagramTransport } from './net/datagram.js';
 export type { DatagramTransport, DatagramListener, RemoteInfo } from './net/datagram.js';
 export { PortMapper, probePortMapping, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
-export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe } from './portmap/mapper.js';
+export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
 export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';
 export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';

@@ -118,7 +118,7 @@ export class PortMapper extends EventEmitter {
   #entries = new Set<Entry>();
   #probe: Promise<PortMapProbe> | undefined;
   #closed = false;
-  #closing: Promise<void> | undefined;
+  #closing: Promise<CloseResult> | undefined;
 
   constructor(opts: PortMapperOptions = {}) {
     super();
@@ -556,10 +556,10 @@ export class PortMapper extends EventEmitter {
   }
 
   /**
-   * Deletes every mapping (bounded by CLOSE_TIMEOUT_MS in all) and releases sockets and timers. Failures to
-   * delete are logged and returned, never thrown: close() always finishes.
+   * Deletes every mapping (bounded by CLOSE_TIMEOUT_MS in all) and releases sockets and timers. Never throws:
+   * the result lists what was deleted and what could not be (so a caller can tell the user).
    */
-  close(opts: { timeoutMs?: number } = {}): Promise<void> {
+  close(opts: { timeoutMs?: number } = {}): Promise<CloseResult> {
     this.#closing ??= (async () => {
       this.#closed = true;
       const entries = [...this.#entries];
@@ -570,12 +570,17 @@ export class PortMapper extends EventEmitter {
       }
       this.#listener?.close();
       const t = timeoutSignal(opts.timeoutMs ?? CLOSE_TIMEOUT_MS);
+      const result: CloseResult = { deleted: [], failed: [] };
       try {
         await Promise.all(entries.map((e) => e.renewing?.catch(() => {})));
         const results = await Promise.allSettled(entries.map((e) => this.#delete(e, t.signal)));
         results.forEach((r, i) => {
-          if (r.status === 'rejected') {
-            this.#logger.warn({ err: (r.reason as Error).message, mapping: entries[i]!.mapping }, 'could not delete mapping');
+          const mapping = entries[i]!.mapping;
+          if (r.status === 'fulfilled') result.deleted.push(mapping);
+          else {
+            const error = r.reason instanceof Error ? r.reason : new Error(String(r.reason));
+            result.failed.push({ mapping, error });
+            this.#logger.warn({ err: error.message, mapping }, 'could not delete mapping');
           }
         });
       } finally {
@@ -583,9 +588,15 @@ export class PortMapper extends EventEmitter {
         this.#pcp?.close();
         this.#natpmp?.close();
       }
+      return result;
     })();
     return this.#closing;
   }
+}
+
+export interface CloseResult {
+  deleted: PortMapping[];
+  failed: Array<{ mapping: PortMapping; error: Error }>;
 }
 
 function probeError(err: unknown, protocol: 'pcp' | 'natpmp'): ProtocolProbe {

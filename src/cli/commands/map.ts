@@ -48,6 +48,7 @@ export function register(program: Command): void {
         const onSignal = () => stop.abort();
         process.once('SIGINT', onSignal);
         process.once('SIGTERM', onSignal);
+        let closed = false;
         try {
           progress(opts.json, `natpunch: mapping ${opts.tcp ? 'tcp' : 'udp'} port ${port} on ${await mapper.gateway()}…`);
           const m = await mapper.map(
@@ -63,12 +64,21 @@ export function register(program: Command): void {
           mapper.on('lost', (r: PortMapping, err: Error) => progress(opts.json, `natpunch: mapping expired (${err.message}); still retrying`));
           if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
           progress(opts.json, 'natpunch: deleting the mapping…');
+          const result = await mapper.close();
+          closed = true;
+          if (result.failed.length > 0) {
+            const f = result.failed[0]!;
+            throw new NatpunchError(
+              'PORTMAP',
+              `could not delete ${f.mapping.transport} ${f.mapping.externalAddress}:${f.mapping.externalPort} on the gateway (${f.error.message}); it expires by itself${f.mapping.lifetime ? ` within ${f.mapping.lifetime} s` : ' only when the gateway restarts'}`,
+            );
+          }
+          progress(opts.json, 'natpunch: mapping deleted');
         } finally {
-          await mapper.close();
+          if (!closed) await mapper.close();
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);
         }
-        progress(opts.json, 'natpunch: mapping deleted');
       }),
     );
 }
