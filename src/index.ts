@@ -8,6 +8,17 @@ export { createLogger, silentLogger } from './util/log.js';
 export type { Logger } from './util/log.js';
 export { NodeDatagramTransport } from './net/datagram.js';
 export type { DatagramTransport, DatagramListener, RemoteInfo } from './net/datagram.js';
+export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
+export type {
+  LabOptions,
+  LabState,
+  TopologySpec,
+  NatType,
+  NatOptions,
+  ResolvedNatOptions,
+  LinkShape,
+  ExecResult,
+} from './lab/index.js';
 export { PortMapper, probePortMapping, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
 export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
 export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';

@@ -1,0 +1,671 @@
+/**
+ * STUN client transactions (RFC 8489 §6.2, §6.3.3, §9).
+ *
+ * UDP: runs over a DatagramTransport the caller owns (the hole-punching code later sends from the same socket), so
+ * it registers a listener and ignores every packet whose first byte is not STUN's (0..3, RFC 7983). Requests are
+ * retransmitted per §6.2.1 (RTO doubling, Rc sends, last wait Rm × RTO), responses are matched by transaction id
+ * and source address, FINGERPRINT is checked when present, and late or spoofed responses are dropped.
+ * TCP: one request per write on a stream framed per §6.2.2, no retransmission, 39.5 s timeout.
+ * Long-term credentials (§9.2): the first request goes without, a 401 with REALM and NONCE is answered with
+ * USERNAME/REALM/NONCE and MESSAGE-INTEGRITY(-SHA256); 438 Stale Nonce retries with the new nonce. TURN reuses this.
+ */
+import dgram from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import net from 'node:net';
+import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
+import { NodeDatagramTransport } from '../net/datagram.js';
+import { NatpunchError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import {
+  attr,
+  type AttributeInit,
+  checkFingerprint,
+  createTransactionId,
+  decodeStun,
+  DEFAULT_STUN_PORT,
+  encodeStun,
+  type EncodeOptions,
+  ErrorCode,
+  ErrorCodeAttr,
+  longTermKey,
+  MappedAddress,
+  Nonce,
+  nonceFeatures,
+  normalizeAddress,
+  OtherAddress,
+  PasswordAlgorithm,
+  PasswordAlgorithmAttr,
+  PasswordAlgorithms,
+  type PasswordAlgorithmName,
+  Realm,
+  ResponseOrigin,
+  SecurityFeature,
+  shortTermKey,
+  Software,
+  StunClass,
+  type StunMessage,
+  StunMethod,
+  StunFramer,
+  transactionKey,
+  type TransportAddress,
+  Username,
+  verifyIntegrity,
+  verifyIntegritySha256,
+  XorMappedAddress,
+} from '../wire/stun/index.js';
+
+/** RFC 8489 §6.2.1: initial retransmission timeout. */
+export const STUN_RTO_MS = 500;
+/** RFC 8489 §6.2.1: number of requests sent before giving up. */
+export const STUN_RC = 7;
+/** RFC 8489 §6.2.1: the last wait is Rm × RTO. With the defaults a transaction fails after 39.5 s. */
+export const STUN_RM = 16;
+/** RFC 8489 §6.2.2: a TCP transaction fails after 39.5 s without a response. */
+export const STUN_TCP_TIMEOUT_MS = 39_500;
+/** RFC 8489 §9.2.5/§9.2.4: at most this many authentication retries (401 then 438s) per request. */
+export const STUN_MAX_AUTH_RETRIES = 3;
+
+export interface StunEndpoint {
+  address: string;
+  port: number;
+}
+
+export type StunCredentials =
+  | { kind: 'short-term'; username: string; password: string }
+  | { kind: 'long-term'; username: string; password: string };
+
+export interface StunRequestOptions {
+  signal?: AbortSignal;
+  /** Overall deadline in ms (bounds all retransmissions and auth retries). Default: the RFC schedule. */
+  timeoutMs?: number;
+  /** Default Binding. */
+  method?: number;
+  attributes?: readonly AttributeInit[];
+  credentials?: StunCredentials;
+  /** Add FINGERPRINT (RFC 8489 §14.7). Default true. */
+  fingerprint?: boolean;
+  /** Accept the response only from the address it was sent to (§6.3.3 hygiene). Default true; RFC 5780 probes with
+   *  CHANGE-REQUEST set this to false because the answer comes from the alternate address. */
+  matchSource?: boolean;
+  rtoMs?: number;
+  rc?: number;
+  rm?: number;
+}
+
+export interface StunResponse {
+  message: StunMessage;
+  /** Where the response came from. */
+  from: StunEndpoint;
+  /** Time from the first transmission to the response, in ms. */
+  rttMs: number;
+  /** How many times the (last) request was sent. */
+  transmissions: number;
+}
+
+export interface BindingResult {
+  /** XOR-MAPPED-ADDRESS (or MAPPED-ADDRESS from old servers): our address as the server saw it. */
+  mapped: TransportAddress;
+  server: StunEndpoint;
+  from: StunEndpoint;
+  rttMs: number;
+  /** RFC 5780 §7.3/§7.4 when the server sent them. */
+  responseOrigin?: TransportAddress;
+  otherAddress?: TransportAddress;
+  software?: string;
+  message: StunMessage;
+}
+
+export interface StunClientOptions {
+  logger?: Logger;
+  /** SOFTWARE attribute for requests; none by default. */
+  software?: string;
+  rtoMs?: number;
+  rc?: number;
+  rm?: number;
+}
+
+/** Long-term credential state per server (§9.2.4): realm, nonce, algorithm and the derived key. */
+export class LongTermAuthState {
+  realm: string;
+  nonce: string;
+  algorithm: PasswordAlgorithmName;
+  /** The server's PASSWORD-ALGORITHMS, echoed back when the nonce cookie says it offers the feature (§9.2.4). */
+  offeredAlgorithms?: Array<{ algorithm: number; params: Uint8Array }>;
+  readonly username: string;
+  #password: string;
+  key: Uint8Array;
+
+  constructor(username: string, password: string, challenge: StunMessage) {
+    this.username = username;
+    this.#password = password;
+    this.realm = '';
+    this.nonce = '';
+    this.algorithm = 'MD5';
+    this.key = new Uint8Array(0);
+    this.update(challenge);
+  }
+
+  /** Takes REALM/NONCE/PASSWORD-ALGORITHMS from a 401 or 438 response. */
+  update(challenge: StunMessage): void {
+    const realm = challenge.get(Realm);
+    const nonce = challenge.get(Nonce);
+    if (realm === undefined || nonce === undefined) {
+      throw new NatpunchError('STUN_ERROR_RESPONSE', 'server asked for credentials without REALM and NONCE');
+    }
+    this.realm = realm;
+    this.nonce = nonce;
+    const features = nonceFeatures(nonce) ?? 0;
+    const offered = (features & SecurityFeature.PasswordAlgorithms) !== 0 ? challenge.get(PasswordAlgorithms) : undefined;
+    this.offeredAlgorithms = offered;
+    // §9.2.4: pick the first algorithm we support from the server's list; MD5 when there is none.
+    const pick = offered?.find((a) => a.algorithm === PasswordAlgorithm.SHA256 || a.algorithm === PasswordAlgorithm.MD5);
+    this.algorithm = pick?.algorithm === PasswordAlgorithm.SHA256 ? 'SHA-256' : 'MD5';
+    this.key = longTermKey(this.username, this.realm, this.#password, this.algorithm);
+  }
+
+  attributes(): AttributeInit[] {
+    const out: AttributeInit[] = [attr(Username, this.username), attr(Realm, this.realm), attr(Nonce, this.nonce)];
+    if (this.offeredAlgorithms) {
+      out.push(attr(PasswordAlgorithms, this.offeredAlgorithms));
+      out.push(
+        attr(PasswordAlgorithmAttr, {
+          algorithm: this.algorithm === 'SHA-256' ? PasswordAlgorithm.SHA256 : PasswordAlgorithm.MD5,
+          params: new Uint8Array(0),
+        }),
+      );
+    }
+    return out;
+  }
+
+  encodeOptions(): EncodeOptions {
+    return this.algorithm === 'SHA-256' ? { integritySha256: this.key } : { integrity: this.key };
+  }
+
+  verify(msg: StunMessage): boolean {
+    return this.algorithm === 'SHA-256' ? verifyIntegritySha256(msg, this.key) : verifyIntegrity(msg, this.key);
+  }
+}
+
+/** One attempt: send a request built for a fresh transaction id, resolve with the (success or error) response. */
+type Transact = (
+  build: (tid: Uint8Array) => Uint8Array,
+  accept: (msg: StunMessage) => boolean,
+  signal: AbortSignal,
+) => Promise<StunResponse>;
+
+function endpointText(e: StunEndpoint): string {
+  return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+function errorFrom(server: StunEndpoint, msg: StunMessage): NatpunchError {
+  let code = 0;
+  let reason = '';
+  try {
+    const ec = msg.get(ErrorCodeAttr);
+    code = ec?.code ?? 0;
+    reason = ec?.reason ?? '';
+  } catch {
+    reason = 'malformed ERROR-CODE';
+  }
+  return new NatpunchError('STUN_ERROR_RESPONSE', `${endpointText(server)} answered ${code} ${reason}`.trim(), {
+    details: { code, reason, response: msg },
+  });
+}
+
+/**
+ * Runs a request with the §9 credential logic on top of a transport-specific single transaction.
+ * `authCache` remembers long-term state per server so later requests (TURN refreshes) go authenticated at once.
+ */
+async function runRequest(
+  server: StunEndpoint,
+  options: StunRequestOptions,
+  software: string | undefined,
+  transact: Transact,
+  authCache: Map<string, LongTermAuthState>,
+  signal: AbortSignal,
+): Promise<StunResponse> {
+  const method = options.method ?? StunMethod.Binding;
+  const base = [...(options.attributes ?? [])];
+  if (software !== undefined) base.push(attr(Software, software));
+  const fingerprint = options.fingerprint ?? true;
+  const creds = options.credentials;
+  const cacheKey = `${endpointText(server)}|${creds?.username ?? ''}`;
+  let longTerm = creds?.kind === 'long-term' ? authCache.get(cacheKey) : undefined;
+  const shortKey = creds?.kind === 'short-term' ? shortTermKey(creds.password) : undefined;
+
+  for (let attempt = 0; ; attempt++) {
+    const lt = longTerm;
+    const build = (tid: Uint8Array) => {
+      const attributes = [...base];
+      let enc: EncodeOptions = { fingerprint };
+      if (shortKey && creds) {
+        attributes.push(attr(Username, creds.username)); // §9.1.2
+        enc = { ...enc, integrity: shortKey };
+      } else if (lt) {
+        attributes.push(...lt.attributes()); // §9.2.4
+        enc = { ...enc, ...lt.encodeOptions() };
+      }
+      return encodeStun({ cls: StunClass.Request, method, transactionId: tid, attributes }, enc);
+    };
+    // §9.1.3/§9.2.5: a success response to an authenticated request must carry valid integrity, else it is
+    // discarded (as if lost). Error responses are taken as they are (401/438 carry none).
+    const accept = (msg: StunMessage) => {
+      if (msg.cls !== StunClass.SuccessResponse) return true;
+      if (shortKey) return verifyIntegrity(msg, shortKey);
+      if (lt) return lt.verify(msg);
+      return true;
+    };
+    const res = await transact(build, accept, signal);
+    const msg = res.message;
+    if (msg.cls === StunClass.SuccessResponse) return res;
+    let code = 0;
+    try {
+      code = msg.get(ErrorCodeAttr)?.code ?? 0;
+    } catch {
+      /* reported below */
+    }
+    const canRetry = creds?.kind === 'long-term' && attempt < STUN_MAX_AUTH_RETRIES;
+    if (canRetry && (code === ErrorCode.Unauthorized || code === ErrorCode.StaleNonce)) {
+      // §9.2.5: 401 without credentials sent, or 438 (new nonce): retry with the new challenge. A 401 to a request
+      // that already carried credentials means they are wrong: retry only if the realm or nonce changed.
+      if (code === ErrorCode.Unauthorized && lt && msg.get(Nonce) === lt.nonce && msg.get(Realm) === lt.realm) {
+        authCache.delete(cacheKey);
+        throw errorFrom(server, msg);
+      }
+      try {
+        if (longTerm) longTerm.update(msg);
+        else longTerm = new LongTermAuthState(creds.username, creds.password, msg);
+      } catch (err) {
+        throw err instanceof NatpunchError ? err : errorFrom(server, msg);
+      }
+      authCache.set(cacheKey, longTerm);
+      continue;
+    }
+    throw errorFrom(server, msg);
+  }
+}
+
+/** Combines the caller's signal with an overall deadline; the returned signal's reason is STUN_TIMEOUT. */
+function deadline(server: StunEndpoint, timeoutMs: number | undefined, parent: AbortSignal | undefined) {
+  const controller = new AbortController();
+  const timer =
+    timeoutMs === undefined
+      ? undefined
+      : setTimeout(
+          () => controller.abort(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+  const onAbort = () => controller.abort(new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }));
+  if (parent?.aborted) onAbort();
+  else parent?.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    dispose() {
+      if (timer) clearTimeout(timer);
+      parent?.removeEventListener('abort', onAbort);
+    },
+  };
+}
+
+interface Pending {
+  server: StunEndpoint;
+  matchSource: boolean;
+  accept: (msg: StunMessage) => boolean;
+  resolve: (msg: StunMessage, from: StunEndpoint) => void;
+}
+
+/** STUN client over a caller-owned UDP transport. close() stops listening; it does not close the transport. */
+export class StunClient {
+  readonly #transport: DatagramTransport;
+  readonly #log: Logger;
+  readonly #software?: string;
+  readonly #rto: number;
+  readonly #rc: number;
+  readonly #rm: number;
+  readonly #pending = new Map<string, Pending>();
+  readonly #auth = new Map<string, LongTermAuthState>();
+  readonly #close = new AbortController();
+  readonly #unsubscribe: () => void;
+
+  constructor(transport: DatagramTransport, options: StunClientOptions = {}) {
+    this.#transport = transport;
+    this.#log = options.logger ?? silentLogger;
+    this.#software = options.software;
+    this.#rto = options.rtoMs ?? STUN_RTO_MS;
+    this.#rc = options.rc ?? STUN_RC;
+    this.#rm = options.rm ?? STUN_RM;
+    this.#unsubscribe = transport.onMessage((msg, rinfo) => this.#onMessage(msg, rinfo));
+  }
+
+  get closed(): boolean {
+    return this.#close.signal.aborted;
+  }
+
+  #onMessage(buf: Buffer, rinfo: RemoteInfo): void {
+    if (buf.length < 20 || buf[0]! > 3) return; // RFC 7983: not STUN
+    let msg: StunMessage;
+    try {
+      msg = decodeStun(buf);
+    } catch {
+      return; // §6.3: malformed, silently discarded
+    }
+    if (msg.cls !== StunClass.SuccessResponse && msg.cls !== StunClass.ErrorResponse) return;
+    const p = this.#pending.get(msg.transactionKey);
+    if (!p) return; // unknown or late (transaction already done)
+    const from = { address: normalizeAddress(rinfo.address), port: rinfo.port };
+    if (p.matchSource && (from.port !== p.server.port || from.address !== normalizeAddress(p.server.address))) {
+      this.#log.debug({ from, expected: p.server }, 'stun: response from unexpected source ignored');
+      return;
+    }
+    if (checkFingerprint(msg) === 'invalid') return; // §7.3: FINGERPRINT present and wrong: not for us
+    if (!p.accept(msg)) {
+      this.#log.debug({ from }, 'stun: response failed integrity check, ignored');
+      return;
+    }
+    p.resolve(msg, from);
+  }
+
+  /** One retransmitted transaction (§6.2.1). */
+  #transact(server: StunEndpoint, options: StunRequestOptions): Transact {
+    const rto = options.rtoMs ?? this.#rto;
+    const rc = options.rc ?? this.#rc;
+    const rm = options.rm ?? this.#rm;
+    const matchSource = options.matchSource ?? true;
+    return (build, accept, signal) =>
+      new Promise<StunResponse>((resolve, reject) => {
+        const tid = createTransactionId();
+        const key = transactionKey(tid);
+        const packet = build(tid);
+        const started = performance.now();
+        let sent = 0;
+        let timer: NodeJS.Timeout | undefined;
+        const finish = () => {
+          if (timer) clearTimeout(timer);
+          this.#pending.delete(key);
+          signal.removeEventListener('abort', onAbort);
+        };
+        const onAbort = () => {
+          finish();
+          reject(signal.reason);
+        };
+        const transmit = () => {
+          if (this.#transport.closed) {
+            finish();
+            reject(new NatpunchError('SOCKET_CLOSED', 'the STUN client\'s socket was closed'));
+            return;
+          }
+          this.#transport.send(packet, server.port, server.address);
+          sent++;
+          // Wait RTO, 2·RTO, 4·RTO, ... between sends; after the Rc-th send wait Rm·RTO, then fail.
+          const wait = sent < rc ? rto * 2 ** (sent - 1) : rto * rm;
+          timer = setTimeout(() => {
+            if (sent < rc) transmit();
+            else {
+              finish();
+              const total = Math.round(performance.now() - started);
+              reject(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} after ${sent} requests (${total} ms)`));
+            }
+          }, wait);
+        };
+        this.#pending.set(key, {
+          server,
+          matchSource,
+          accept,
+          resolve: (message, from) => {
+            finish();
+            resolve({ message, from, rttMs: performance.now() - started, transmissions: sent });
+          },
+        });
+        signal.addEventListener('abort', onAbort, { once: true });
+        transmit();
+      });
+  }
+
+  /** Sends a request and resolves with the success response; error responses reject with STUN_ERROR_RESPONSE. */
+  async request(server: StunEndpoint, options: StunRequestOptions = {}): Promise<StunResponse> {
+    if (this.closed) throw new NatpunchError('SOCKET_CLOSED', 'STUN client is closed');
+    const closeSignal = this.#close.signal;
+    const parent = options.signal ? AbortSignal.any([options.signal, closeSignal]) : closeSignal;
+    const d = deadline(server, options.timeoutMs, parent);
+    try {
+      return await runRequest(server, options, this.#software, this.#transact(server, options), this.#auth, d.signal);
+    } finally {
+      d.dispose();
+    }
+  }
+
+  /** A Binding request; resolves with the mapped address. */
+  async binding(server: StunEndpoint, options: StunRequestOptions = {}): Promise<BindingResult> {
+    const res = await this.request(server, { ...options, method: StunMethod.Binding });
+    return bindingResult(server, res);
+  }
+
+  /** Stops listening and rejects pending requests with ABORTED. The transport stays open (the caller owns it). */
+  close(): void {
+    if (this.closed) return;
+    this.#close.abort();
+    this.#unsubscribe();
+  }
+}
+
+export function bindingResult(server: StunEndpoint, res: StunResponse): BindingResult {
+  const m = res.message;
+  let mapped: TransportAddress | undefined;
+  try {
+    mapped = m.get(XorMappedAddress) ?? m.get(MappedAddress);
+  } catch (err) {
+    throw new NatpunchError('STUN_DECODE', `${endpointText(server)} sent a malformed mapped address`, { cause: err });
+  }
+  if (!mapped) throw new NatpunchError('STUN_DECODE', `${endpointText(server)} answered without a mapped address`);
+  const optional = <T>(f: () => T | undefined): T | undefined => {
+    try {
+      return f();
+    } catch {
+      return undefined;
+    }
+  };
+  const result: BindingResult = { mapped, server, from: res.from, rttMs: res.rttMs, message: m };
+  const responseOrigin = optional(() => m.get(ResponseOrigin));
+  const otherAddress = optional(() => m.get(OtherAddress));
+  const software = optional(() => m.get(Software));
+  if (responseOrigin) result.responseOrigin = responseOrigin;
+  if (otherAddress) result.otherAddress = otherAddress;
+  if (software !== undefined) result.software = software;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// TCP
+
+export interface StunTcpClientOptions extends StunClientOptions {
+  signal?: AbortSignal;
+  /** Connect timeout; default STUN_TCP_TIMEOUT_MS. */
+  timeoutMs?: number;
+  localAddress?: string;
+}
+
+/**
+ * STUN over one TCP connection (§6.2.2). Requests are not retransmitted (TCP is reliable); a transaction fails after
+ * 39.5 s. ChannelData frames on the stream are handed to `onChannelData` listeners (TURN over TCP).
+ */
+export class StunTcpClient {
+  readonly socket: net.Socket;
+  readonly server: StunEndpoint;
+  readonly #framer = new StunFramer();
+  readonly #pending = new Map<string, { accept: (m: StunMessage) => boolean; resolve: (m: StunMessage) => void }>();
+  readonly #auth = new Map<string, LongTermAuthState>();
+  readonly #close = new AbortController();
+  readonly #software?: string;
+  readonly #channelListeners = new Set<(channel: number, data: Uint8Array) => void>();
+
+  constructor(socket: net.Socket, server: StunEndpoint, options: StunClientOptions = {}) {
+    this.socket = socket;
+    this.server = server;
+    this.#software = options.software;
+    socket.on('data', (chunk: Buffer) => {
+      let frames;
+      try {
+        frames = this.#framer.push(chunk);
+      } catch {
+        this.close(); // the stream is not STUN: nothing sensible can follow
+        return;
+      }
+      for (const f of frames) {
+        if (f.kind === 'channel-data') {
+          for (const l of this.#channelListeners) l(f.channel, f.data);
+          continue;
+        }
+        let msg: StunMessage;
+        try {
+          msg = decodeStun(f.data);
+        } catch {
+          continue;
+        }
+        if (msg.cls !== StunClass.SuccessResponse && msg.cls !== StunClass.ErrorResponse) continue;
+        const p = this.#pending.get(msg.transactionKey);
+        if (!p || checkFingerprint(msg) === 'invalid' || !p.accept(msg)) continue;
+        p.resolve(msg);
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => this.#close.abort(new NatpunchError('SOCKET_CLOSED', 'the STUN TCP connection closed')));
+  }
+
+  static async connect(server: StunEndpoint, options: StunTcpClientOptions = {}): Promise<StunTcpClient> {
+    const d = deadline(server, options.timeoutMs ?? STUN_TCP_TIMEOUT_MS, options.signal);
+    try {
+      const socket = await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect({ host: server.address, port: server.port, localAddress: options.localAddress });
+        const onAbort = () => {
+          s.destroy();
+          reject(d.signal.reason);
+        };
+        d.signal.addEventListener('abort', onAbort, { once: true });
+        s.once('connect', () => {
+          d.signal.removeEventListener('abort', onAbort);
+          resolve(s);
+        });
+        s.once('error', (err) => {
+          d.signal.removeEventListener('abort', onAbort);
+          reject(new NatpunchError('STUN_TIMEOUT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, { cause: err }));
+        });
+      });
+      socket.setNoDelay(true);
+      return new StunTcpClient(socket, server, options);
+    } finally {
+      d.dispose();
+    }
+  }
+
+  onChannelData(listener: (channel: number, data: Uint8Array) => void): () => void {
+    this.#channelListeners.add(listener);
+    return () => this.#channelListeners.delete(listener);
+  }
+
+  get closed(): boolean {
+    return this.#close.signal.aborted;
+  }
+
+  #transact: Transact = (build, accept, signal) =>
+    new Promise<StunResponse>((resolve, reject) => {
+      const tid = createTransactionId();
+      const key = transactionKey(tid);
+      const started = performance.now();
+      const all = AbortSignal.any([signal, this.#close.signal]);
+      const timer = setTimeout(
+        () => done(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP within ${STUN_TCP_TIMEOUT_MS} ms`)),
+        STUN_TCP_TIMEOUT_MS,
+      );
+      const onAbort = () => done(all.reason);
+      const done = (err?: unknown, msg?: StunMessage) => {
+        clearTimeout(timer);
+        this.#pending.delete(key);
+        all.removeEventListener('abort', onAbort);
+        if (msg) resolve({ message: msg, from: this.server, rttMs: performance.now() - started, transmissions: 1 });
+        else reject(err);
+      };
+      if (all.aborted) return done(all.reason);
+      all.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(key, { accept, resolve: (m) => done(undefined, m) });
+      this.socket.write(build(tid));
+    });
+
+  async request(options: StunRequestOptions = {}): Promise<StunResponse> {
+    if (this.closed) throw new NatpunchError('SOCKET_CLOSED', 'the STUN TCP connection is closed');
+    const d = deadline(this.server, options.timeoutMs, options.signal);
+    try {
+      return await runRequest(this.server, options, this.#software, this.#transact, this.#auth, d.signal);
+    } finally {
+      d.dispose();
+    }
+  }
+
+  async binding(options: StunRequestOptions = {}): Promise<BindingResult> {
+    return bindingResult(this.server, await this.request({ ...options, method: StunMethod.Binding }));
+  }
+
+  close(): void {
+    if (!this.closed) this.#close.abort(new NatpunchError('ABORTED', 'STUN TCP client closed'));
+    this.socket.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Convenience
+
+export interface StunBindingOptions extends StunRequestOptions {
+  tcp?: boolean;
+  /** Local address to bind the temporary socket to. */
+  localAddress?: string;
+  logger?: Logger;
+}
+
+/** Resolves "host" or "host:port"-style input to an IP endpoint (DNS lookup only for names). */
+export async function resolveStunServer(server: string | { host: string; port?: number }, signal?: AbortSignal): Promise<StunEndpoint> {
+  const { host, port } = typeof server === 'string' ? { host: server, port: DEFAULT_STUN_PORT } : server;
+  if (net.isIP(host)) return { address: host, port: port ?? DEFAULT_STUN_PORT };
+  signal?.throwIfAborted();
+  try {
+    const found = await lookup(host);
+    return { address: found.address, port: port ?? DEFAULT_STUN_PORT };
+  } catch (err) {
+    throw new NatpunchError('BAD_ARGUMENT', `cannot resolve STUN server "${host}"`, { cause: err });
+  }
+}
+
+/**
+ * One Binding request from a temporary socket (UDP, or TCP with `tcp: true`), closed afterwards. For long-lived
+ * use, create a StunClient on your own socket instead.
+ */
+export async function stunBinding(
+  server: string | { host: string; port?: number },
+  options: StunBindingOptions = {},
+): Promise<BindingResult & { local: StunEndpoint }> {
+  const endpoint = await resolveStunServer(server, options.signal);
+  if (options.tcp) {
+    const client = await StunTcpClient.connect(endpoint, {
+      signal: options.signal,
+      timeoutMs: options.timeoutMs,
+      localAddress: options.localAddress,
+      logger: options.logger,
+    });
+    try {
+      const result = await client.binding(options);
+      const local = { address: normalizeAddress(client.socket.localAddress ?? ''), port: client.socket.localPort ?? 0 };
+      return { ...result, local };
+    } finally {
+      client.close();
+    }
+  }
+  const type: dgram.SocketType = endpoint.address.includes(':') ? 'udp6' : 'udp4';
+  const transport = await NodeDatagramTransport.bind({ type, address: options.localAddress });
+  const client = new StunClient(transport, { logger: options.logger });
+  try {
+    const result = await client.binding(endpoint, options);
+    const a = transport.address();
+    return { ...result, local: { address: normalizeAddress(a.address), port: a.port } };
+  } finally {
+    client.close();
+    transport.close();
+  }
+}

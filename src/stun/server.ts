@@ -1,0 +1,368 @@
+/**
+ * STUN server (RFC 8489 §6.3, RFC 5780 §6-7, RFC 3489 backwards compatibility per RFC 8489 §12).
+ *
+ * It never owns sockets: it ATTACHES to DatagramTransports and TCP connections it is handed (by `serve`), and ignores
+ * every datagram whose first byte is not STUN's (RFC 7983: 0..3), because rendezvous (0xF0) and TURN ChannelData
+ * share port 3478. Garbage in the STUN range is dropped silently; well-formed requests it cannot serve get 400 or
+ * 420 with UNKNOWN-ATTRIBUTES.
+ *
+ * Amplification rule (UDP only; TCP's handshake proves the client's address): a response to an unauthenticated
+ * request is at most STUN_MAX_AMPLIFICATION (3) times the size of the request. Optional attributes are dropped
+ * to fit, in this order: SOFTWARE, RESPONSE-ORIGIN, OTHER-ADDRESS; PADDING (RFC 5780 §7.6) is echoed only up to
+ * the bound. A response that still does not fit is not sent. PADDING together with RESPONSE-PORT is refused (400),
+ * and RESPONSE-PORT only redirects to another port of the requester's own address.
+ */
+import type net from 'node:net';
+import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import {
+  attr,
+  Attr,
+  type AttributeInit,
+  ChangedAddress,
+  ChangeRequest,
+  checkFingerprint,
+  coreRegistry,
+  decodeStun,
+  encodeStun,
+  ErrorCode,
+  ErrorCodeAttr,
+  ERROR_REASONS,
+  familyOf,
+  MappedAddress,
+  normalizeAddress,
+  OtherAddress,
+  Padding,
+  ResponseOrigin,
+  ResponsePort,
+  Software,
+  SourceAddress,
+  StunClass,
+  StunFramer,
+  type StunMessage,
+  StunMethod,
+  type StunRegistry,
+  type TransportAddress,
+  UnknownAttributes,
+  XorMappedAddress,
+} from '../wire/stun/index.js';
+
+/** Responses to unauthenticated UDP requests are at most this many times the request's size (see module comment). */
+export const STUN_MAX_AMPLIFICATION = 3;
+/** Idle TCP connections are closed after this long (RFC 8489 §6.2.2 asks for at least 10 s after a response). */
+export const STUN_TCP_IDLE_MS = 30_000;
+/** At most this many concurrent TCP connections per server; more are refused. */
+export const STUN_MAX_TCP_CONNECTIONS = 1024;
+export const DEFAULT_SOFTWARE = 'natpunch';
+
+export interface StunServerCounters {
+  /** STUN requests accepted for processing. */
+  requests: number;
+  /** Success responses sent. */
+  responses: number;
+  /** Error responses sent. */
+  errors: number;
+  /** STUN-range datagrams/frames dropped: malformed, bad FINGERPRINT, not a request, or too large to answer. */
+  drops: number;
+}
+
+export interface StunServerOptions {
+  logger?: Logger;
+  /** SOFTWARE attribute; '' for none. Default 'natpunch'. */
+  software?: string;
+  /** Attribute table used to decide 420 Unknown Attribute. Default: the core table. */
+  registry?: StunRegistry;
+  /** Override STUN_MAX_AMPLIFICATION. */
+  maxAmplification?: number;
+}
+
+/**
+ * The four RFC 5780 sockets: primary/alternate IP × primary/alternate port, all the same family, each bound to a
+ * specific address (not a wildcard), since RESPONSE-ORIGIN and OTHER-ADDRESS name them.
+ */
+export interface Rfc5780Sockets {
+  primary: DatagramTransport; // (A, P)
+  altPort: DatagramTransport; // (A, P2)
+  altIp: DatagramTransport; // (B, P)
+  altBoth: DatagramTransport; // (B, P2)
+}
+
+interface UdpRole {
+  transport: DatagramTransport;
+  /** In RFC 5780 mode: the 2×2 group and this socket's index (bit 1 = alternate IP, bit 0 = alternate port). */
+  group?: DatagramTransport[];
+  index?: number;
+}
+
+interface Reply {
+  bytes: Buffer;
+  /** UDP only: the socket to answer from (RFC 5780 CHANGE-REQUEST) and the port to answer to (RESPONSE-PORT). */
+  via?: DatagramTransport;
+  port?: number;
+}
+
+function localAddress(t: DatagramTransport): TransportAddress {
+  const a = t.address();
+  return { family: familyOf(a.address), address: normalizeAddress(a.address), port: a.port };
+}
+
+export class StunServer {
+  readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0 };
+  readonly #log: Logger;
+  readonly #software: string;
+  readonly #registry: StunRegistry;
+  readonly #factor: number;
+  readonly #detach = new Set<() => void>();
+  readonly #tcp = new Set<net.Socket>();
+  #closed = false;
+
+  constructor(options: StunServerOptions = {}) {
+    this.#log = options.logger ?? silentLogger;
+    this.#software = options.software ?? DEFAULT_SOFTWARE;
+    this.#registry = options.registry ?? coreRegistry;
+    this.#factor = options.maxAmplification ?? STUN_MAX_AMPLIFICATION;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  get tcpConnections(): number {
+    return this.#tcp.size;
+  }
+
+  /** Serves STUN on a UDP transport (plain RFC 8489 mode). Returns a function that detaches it again. */
+  attachUdp(transport: DatagramTransport): () => void {
+    return this.#attach({ transport });
+  }
+
+  /** Serves RFC 5780 behaviour discovery on four sockets. Returns a function that detaches all four. */
+  attachRfc5780(sockets: Rfc5780Sockets): () => void {
+    const group = [sockets.primary, sockets.altPort, sockets.altIp, sockets.altBoth];
+    const offs = group.map((transport, index) => this.#attach({ transport, group, index }));
+    return () => offs.forEach((off) => off());
+  }
+
+  #attach(role: UdpRole): () => void {
+    const off = role.transport.onMessage((msg, rinfo) => this.#onDatagram(role, msg, rinfo));
+    const detach = () => {
+      off();
+      this.#detach.delete(detach);
+    };
+    this.#detach.add(detach);
+    return detach;
+  }
+
+  #onDatagram(role: UdpRole, buf: Buffer, rinfo: RemoteInfo): void {
+    if (this.#closed || buf.length === 0 || buf[0]! > 3) return; // RFC 7983: not STUN, someone else's
+    const from: TransportAddress = { family: familyOf(normalizeAddress(rinfo.address)), address: normalizeAddress(rinfo.address), port: rinfo.port };
+    let reply: Reply | undefined;
+    try {
+      reply = this.#handle(buf, from, role, undefined);
+    } catch (err) {
+      // Never let one packet take the server down.
+      this.counters.drops++;
+      this.#log.warn({ err, from }, 'stun: request handling failed');
+      return;
+    }
+    if (!reply) return;
+    const via = reply.via ?? role.transport;
+    // Send to the address as the socket reported it (keeps IPv4-mapped form on dual-stack sockets).
+    via.send(reply.bytes, reply.port ?? rinfo.port, rinfo.address);
+  }
+
+  /**
+   * Serves STUN on a TCP connection (RFC 8489 §6.2.2). `head` is data already read from it (the serve dispatcher
+   * reads the first bytes to pick a protocol). The server closes the connection on framing errors, idle timeout
+   * and close().
+   */
+  handleTcp(socket: net.Socket, head?: Uint8Array): void {
+    if (this.#closed || this.#tcp.size >= STUN_MAX_TCP_CONNECTIONS) {
+      socket.destroy();
+      return;
+    }
+    this.#tcp.add(socket);
+    const framer = new StunFramer();
+    const from: TransportAddress = {
+      family: familyOf(normalizeAddress(socket.remoteAddress ?? '0.0.0.0')),
+      address: normalizeAddress(socket.remoteAddress ?? '0.0.0.0'),
+      port: socket.remotePort ?? 0,
+    };
+    const local: TransportAddress = {
+      family: familyOf(normalizeAddress(socket.localAddress ?? '0.0.0.0')),
+      address: normalizeAddress(socket.localAddress ?? '0.0.0.0'),
+      port: socket.localPort ?? 0,
+    };
+    socket.setTimeout(STUN_TCP_IDLE_MS, () => socket.destroy());
+    socket.on('error', () => {});
+    socket.on('close', () => this.#tcp.delete(socket));
+    const onData = (chunk: Uint8Array) => {
+      let frames;
+      try {
+        frames = framer.push(chunk);
+      } catch {
+        this.counters.drops++;
+        socket.destroy(); // not a STUN stream (§6.2.2 framing lost)
+        return;
+      }
+      for (const f of frames) {
+        if (f.kind !== 'stun') continue; // ChannelData belongs to TURN, which is not on this connection
+        let reply: Reply | undefined;
+        try {
+          reply = this.#handle(f.data, from, undefined, local);
+        } catch (err) {
+          this.counters.drops++;
+          this.#log.warn({ err, from }, 'stun: request handling failed');
+          continue;
+        }
+        if (reply && !socket.destroyed) socket.write(reply.bytes);
+      }
+    };
+    socket.on('data', onData);
+    if (head && head.length > 0) onData(head);
+  }
+
+  /** Processes one STUN message; returns the reply to send, or undefined to stay silent. */
+  #handle(buf: Uint8Array, from: TransportAddress, udp: UdpRole | undefined, tcpLocal: TransportAddress | undefined): Reply | undefined {
+    let req: StunMessage;
+    try {
+      // RFC 8489 §12: accept RFC 3489 requests (no magic cookie) and answer them in kind.
+      req = decodeStun(buf, { allowLegacy: true });
+    } catch {
+      this.counters.drops++;
+      return undefined; // §6.3: silently discarded
+    }
+    if (!req.legacy && checkFingerprint(req) === 'invalid') {
+      this.counters.drops++;
+      return undefined; // §7.3 / §14.7: not a STUN message for us
+    }
+    if (req.cls !== StunClass.Request) {
+      // §6.3.2: indications get no response; responses to a server are stray.
+      if (req.cls !== StunClass.Indication) this.counters.drops++;
+      return undefined;
+    }
+    this.counters.requests++;
+    const rfc5780 = udp?.group !== undefined;
+    const bound = udp ? buf.length * this.#factor : Infinity;
+    const fingerprint = !req.legacy && req.has(Attr.FINGERPRINT);
+
+    // §6.3.1: unknown comprehension-required attributes -> 420. Without RFC 5780 mode its attributes are unknown too.
+    const unknown = req.unknownComprehensionRequired(this.#registry);
+    if (!rfc5780) {
+      for (const t of [Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING]) if (req.has(t) && !unknown.includes(t)) unknown.push(t);
+    }
+    if (unknown.length > 0) {
+      return this.#error(req, ErrorCode.UnknownAttribute, bound, fingerprint, [attr(UnknownAttributes, unknown)]);
+    }
+    if (req.method !== StunMethod.Binding) return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Unsupported Method');
+
+    let change = { changeIp: false, changePort: false };
+    let responsePort: number | undefined;
+    let paddingLength = 0;
+    try {
+      change = req.get(ChangeRequest) ?? change;
+      responsePort = req.get(ResponsePort);
+      paddingLength = req.getRaw(Attr.PADDING)?.value.length ?? 0;
+    } catch {
+      return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Malformed Attribute');
+    }
+    if (!udp && (change.changeIp || change.changePort || responsePort !== undefined)) {
+      // RFC 5780 §6.1: CHANGE-REQUEST and RESPONSE-PORT only make sense over UDP.
+      return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'UDP Only');
+    }
+    if (responsePort !== undefined && paddingLength > 0) {
+      // RFC 5780 §6.1: PADDING with RESPONSE-PORT would let anyone aim large packets at another port.
+      return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'PADDING With RESPONSE-PORT');
+    }
+    if (responsePort === 0) return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Bad RESPONSE-PORT');
+
+    // RFC 5780 §6.1: answer from the socket differing in IP and/or port as CHANGE-REQUEST asks.
+    let via = udp?.transport;
+    let other: TransportAddress | undefined;
+    if (udp?.group && udp.index !== undefined) {
+      const index = udp.index ^ (change.changeIp ? 2 : 0) ^ (change.changePort ? 1 : 0);
+      via = udp.group[index]!;
+      other = localAddress(udp.group[udp.index ^ 3]!);
+    }
+    const origin = via ? localAddress(via) : tcpLocal!;
+
+    // Required part first, optional parts in the order they are dropped to respect the amplification bound.
+    const required: AttributeInit[] = [];
+    const optional: AttributeInit[][] = [];
+    if (req.legacy) {
+      // RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS (the latter only with an alternate).
+      required.push(attr(MappedAddress, from));
+      optional.push([attr(SourceAddress, origin)]);
+      if (other) optional.push([attr(ChangedAddress, other)]);
+    } else {
+      required.push(attr(XorMappedAddress, from)); // §14.2
+      if (rfc5780) {
+        optional.push([attr(ResponseOrigin, origin)]); // RFC 5780 §7.3
+        if (other) optional.push([attr(OtherAddress, other)]); // RFC 5780 §7.4
+      }
+    }
+    optional.reverse();
+    if (this.#software && !req.legacy) optional.push([attr(Software, this.#software)]);
+
+    const reply = this.#fit(req, StunClass.SuccessResponse, required, optional, bound, fingerprint, paddingLength);
+    if (!reply) {
+      this.counters.drops++;
+      return undefined;
+    }
+    this.counters.responses++;
+    return { bytes: reply, via, port: responsePort };
+  }
+
+  /** Encodes with as many optional attributes as fit under `bound` (dropping from the end of `optional`). */
+  #fit(
+    req: StunMessage,
+    cls: StunClass,
+    required: AttributeInit[],
+    optional: AttributeInit[][],
+    bound: number,
+    fingerprint: boolean,
+    paddingLength = 0,
+  ): Buffer | undefined {
+    const tid = req.legacy ? req.raw.subarray(4, 20) : req.transactionId;
+    for (let keep = optional.length; keep >= 0; keep--) {
+      const attributes = [...required, ...optional.slice(0, keep).flat()];
+      let out = encodeStun({ cls, method: req.method, transactionId: tid, attributes }, { fingerprint });
+      if (paddingLength > 0) {
+        // RFC 5780 §7.6: pad the response like the request, within the amplification bound.
+        const room = Math.floor(Math.min(paddingLength, bound - out.length - 4) / 4) * 4;
+        if (room > 0) {
+          out = encodeStun(
+            { cls, method: req.method, transactionId: tid, attributes: [...attributes, attr(Padding, new Uint8Array(room))] },
+            { fingerprint },
+          );
+        }
+      }
+      if (out.length <= bound) return out;
+    }
+    return undefined;
+  }
+
+  #error(req: StunMessage, code: number, bound: number, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
+    const text = reason ?? ERROR_REASONS[code] ?? 'Error';
+    const required = [attr(ErrorCodeAttr, { code, reason: text }), ...extra];
+    const optional = this.#software && !req.legacy ? [[attr(Software, this.#software)]] : [];
+    let bytes = this.#fit(req, StunClass.ErrorResponse, required, optional, bound, fingerprint);
+    // Still too big (long UNKNOWN-ATTRIBUTES list vs. a tiny request): try without the reason phrase.
+    if (!bytes) bytes = this.#fit(req, StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code, reason: '' }), ...extra], [], bound, fingerprint);
+    if (!bytes) {
+      this.counters.drops++;
+      return undefined;
+    }
+    this.counters.errors++;
+    return { bytes };
+  }
+
+  /** Detaches from every transport and closes the TCP connections it serves. Transports stay open (serve owns them). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const detach of [...this.#detach]) detach();
+    for (const s of this.#tcp) s.destroy();
+    this.#tcp.clear();
+  }
+}
