@@ -12,4 +12,5 @@ export const commands: Array<() => Promise<{ register: Register }>> = [
   () => import('./keygen.js'),
   () => import('./listen.js'),
   () => import('./netcheck.js'),
+  () => import('./map.js'),
 ];
