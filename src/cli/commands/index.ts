@@ -13,4 +13,5 @@ export const commands: Array<() => Promise<{ register: Register }>> = [
   () => import('./listen.js'),
   () => import('./netcheck.js'),
   () => import('./map.js'),
+  () => import('./turn.js'),
 ];
