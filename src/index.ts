@@ -92,13 +92,13 @@ export type {
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
 export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
-export type { ServeConfig, ServerHandle, TcpHandler, Endpoint } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, Endpoint as ServeEndpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
 // TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
 export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
 export type { AddonStatus, NativeAddon, NativeAddress } from './net/native.js';
 export { bindReusePort, connectFrom, getTtl, listenReusePort, setTtl, socketFd, startConnect } from './net/tcp.js';
-export type { ConnectFromOptions, ListenOptions, PendingConnect } from './net/tcp.js';
+export type { ConnectFromOptions, ListenOptions as TcpListenOptions, PendingConnect } from './net/tcp.js';
 export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
 export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
 export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
