@@ -89,6 +89,8 @@ export interface TurnServerOptions {
   /** Used when `policy` is not given. */
   allowPeers?: readonly string[];
   denyPeers?: readonly string[];
+  /** More addresses of this server to refuse as peers (listening addresses); relay addresses are always included. */
+  ownAddresses?: readonly string[];
   maxAllocationsPerUser?: number;
   maxAllocations?: number;
   /** Per-allocation relay bandwidth cap in bytes/s each way combined (0 = none). */
@@ -258,7 +260,7 @@ export class TurnServer {
       new DefaultPeerPolicy({
         allow: options.allowPeers,
         deny: options.denyPeers,
-        ownAddresses: [this.relayAddress, ...(this.relayAddress6 ? [this.relayAddress6] : [])],
+        ownAddresses: [this.relayAddress, ...(this.relayAddress6 ? [this.relayAddress6] : []), ...(options.ownAddresses ?? [])],
       });
     this.#nonces = new NonceManager({ lifetimeSeconds: options.nonceLifetime, features: SecurityFeature.PASSWORD_ALGORITHMS });
     this.#quota = new AllocationQuota(
@@ -448,7 +450,9 @@ export class TurnServer {
   // Requests
 
   #udpEndpoint(transport: DatagramTransport, rinfo: RemoteInfo): ClientEndpoint {
-    const raw = transport instanceof NodeDatagramTransport ? transport.socket : null;
+    // Transports over a node:dgram socket (NodeDatagramTransport, serve's ServerUdpSocket) get the two-buffer send.
+    const maybe = (transport as { socket?: unknown }).socket;
+    const raw = maybe instanceof dgram.Socket ? maybe : null;
     const { address, port } = rinfo;
     return {
       kind: 'udp',

@@ -1,10 +1,15 @@
 import type { Command } from 'commander';
+import { attachTurn } from '../../relay/attach.js';
+import { defaultRelayAddress } from '../../relay/server.js';
 import { startServer } from '../../server/serve.js';
+import { turnRegistry } from '../../wire/turn.js';
+import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
 import { action, intOption } from '../util.js';
 
-interface ServeOptions {
+interface ServeOptions extends TurnFlags {
+  turn?: boolean;
   port: number;
   address?: string[];
   altAddress?: string;
@@ -19,7 +24,7 @@ function show(e: { address: string; port: number }): string {
 }
 
 export function register(program: Command): void {
-  program
+  const serve = program
     .command('serve')
     .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address) on UDP and TCP')
     .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
@@ -27,6 +32,8 @@ export function register(program: Command): void {
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--json', 'print where it listens as one JSON line')
+    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret');
+  addTurnServerOptions(serve)
     .action(
       action(async (opts: ServeOptions, cmd: Command) => {
         const debug = Boolean(cmd.optsWithGlobals().debug);
@@ -38,10 +45,36 @@ export function register(program: Command): void {
           altAddress: opts.altAddress,
           altPort: opts.altPort,
           logger,
+          // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
+          ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
         });
+        let turn: ReturnType<typeof turnServerFromFlags> | undefined;
+        let detachTurn: (() => void) | undefined;
+        if (opts.turn) {
+          try {
+            // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
+            const specific = (opts.address ?? []).filter((a) => !a.includes(':') && a !== '0.0.0.0');
+            const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
+            turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
+              ownAddresses: handle.udp.map((e) => e.address).filter((a) => a !== '0.0.0.0' && a !== '::'),
+            });
+            detachTurn = attachTurn(handle, turn);
+          } catch (err) {
+            await handle.close();
+            throw err;
+          }
+        } else if (opts.users || opts.authSecret) {
+          logger.warn('--users/--auth-secret given without --turn: TURN is not running');
+        }
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null })}\n`,
+            `${JSON.stringify({
+              event: 'listening',
+              udp: handle.udp,
+              tcp: handle.tcp,
+              rfc5780: handle.rfc5780 ?? null,
+              turn: turn ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null } : null,
+            })}\n`,
           );
         } else {
           const lines = [
@@ -50,6 +83,7 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
+            turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
           ].filter(Boolean);
           process.stdout.write(`${lines.join('\n')}\n`);
         }
@@ -58,6 +92,9 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
+            detachTurn?.();
+            if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
+            turn?.close();
             void handle.close().then(resolve, resolve);
           };
           const onInt = () => stop('SIGINT');
