@@ -9,11 +9,15 @@ import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js'
 import { Session, streamIdsFor, type Allow, type SessionPath } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
+import { RelayPath, parseRelaySpec } from './relay/path.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
 /** connect() as a whole: rendezvous exchange, checks (10 s) and handshake. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
+ *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
+export const DEFAULT_RELAY_HOLD_MS = 1_500;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -72,7 +76,16 @@ interface CommonOptions {
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
 }
 
+/** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
+ *  on the same endpoint (its candidate then already went to the peer). connect() owns it either way: it is released
+ *  when the session takes a direct path, or when the relayed session closes. */
+export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string };
+
 export interface ConnectOptions extends CommonOptions {
+  /** TURN fallback: when no direct pair answers within `relayHoldMs`, the session runs through this relay, still
+   *  end-to-end encrypted (the relay sees only ciphertext). */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** The peer's name or key (hex or bytes), through the rendezvous. */
   to?: string | Uint8Array;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
@@ -139,6 +152,8 @@ export async function defaultCandidates(endpoint: UdxEndpoint): Promise<Candidat
 }
 
 function pathKind(result: CheckResult): SessionPath['kind'] {
+  // Through a TURN relay when either end of the nominated pair is a relayed address.
+  if (result.remoteCandidate.type === 'relay' || result.localCandidate?.type === 'relay') return 'relay';
   return result.kind;
 }
 
@@ -230,16 +245,37 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let rendezvous: RendezvousLike | null = null;
+  let relay: RelayPath | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
+  /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
+  const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
+    if (!relay) return remote;
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    relay.hold(options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    return [...remote, ...proxied];
+  };
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    let local = options.candidates ?? (await defaultCandidates(endpoint));
+    if (options.relay) {
+      relay =
+        options.relay instanceof RelayPath
+          ? options.relay
+          : await RelayPath.open({
+              transport: endpoint,
+              ...(typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay),
+              signal,
+              logger,
+            });
+      local = dedupeCandidates([...local, relay.candidate()]);
+    }
     let session: Session;
     if (options.peer) {
       session = await attempt({
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
-        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
+        local, remote: await withRelay(options.peer.candidates), keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
         track: (c) => checks.push(c),
       });
     } else {
@@ -265,20 +301,28 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
       session = await attempt({
-        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: offer.candidates,
+        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
         keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
       });
     }
+    const usedRelay = relay;
+    if (usedRelay && session.path.kind !== 'relay') {
+      // Direct won the race: release the allocation now.
+      relay = null;
+      void usedRelay.close();
+    }
     session.once('close', () => {
       lingering();
       rendezvous?.close();
+      void relay?.close();
     });
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     return session;
   } catch (err) {
     lingering();
     rendezvous?.close();
+    await relay?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
     if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') {
       throw new NatpunchError('TIMEOUT', `no session with the peer within ${options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`, { cause: err });

@@ -33,6 +33,8 @@ export const REFRESH_MARGIN_S = 60;
 export const PERMISSION_REFRESH_MS = 240_000;
 /** RFC 8656 §12: channels last 600 s; refresh a minute early (ChannelBind also refreshes the permission). */
 export const CHANNEL_REFRESH_MS = 540_000;
+/** After a failed channel setup, datagrams to that peer are dropped for this long before trying again. */
+export const SETUP_RETRY_MS = 5_000;
 /** Datagrams queued for a peer while its permission/channel is being set up. */
 export const MAX_QUEUED_PER_PEER = 64;
 
@@ -83,6 +85,8 @@ interface Pending {
 }
 
 interface PeerState {
+  /** When setting up a channel to this peer last failed (403 by policy, …): no retry for a while. */
+  failedAt: number;
   channel: number | null;
   permissionAt: number;
   channelAt: number;
@@ -388,7 +392,7 @@ export class TurnClient {
     const k = peerKey(p);
     let st = this.#peers.get(k);
     if (!st) {
-      st = { channel: null, permissionAt: 0, channelAt: 0, setup: null, queue: [] };
+      st = { failedAt: 0, channel: null, permissionAt: 0, channelAt: 0, setup: null, queue: [] };
       this.#peers.set(k, st);
     }
     return st;
@@ -413,11 +417,18 @@ export class TurnClient {
     }
     if (st.permissionAt > 0 && !st.setup) {
       this.#write(this.sendIndication(data, peer));
+    } else if (st.failedAt > 0 && Date.now() - st.failedAt < SETUP_RETRY_MS) {
+      return; // the server refused this peer moments ago: drop rather than ask again per datagram
     } else if (st.queue.length < MAX_QUEUED_PER_PEER) st.queue.push(Buffer.from(data));
     if (!st.setup) {
       st.setup = this.bindChannel(peer)
-        .then(() => undefined)
-        .catch((err) => this.#log.warn({ err, peer }, 'turn channel setup failed'))
+        .then(() => {
+          st.failedAt = 0;
+        })
+        .catch((err) => {
+          st.failedAt = Date.now();
+          this.#log.warn({ err, peer }, 'turn channel setup failed');
+        })
         .finally(() => {
           st.setup = null;
           const q = st.queue.splice(0);
