@@ -146,6 +146,12 @@ interface Channel {
 
 interface Permission {
   expires: number;
+  /**
+   * Granted only because the peer IP is one of this server's relay addresses (two clients of this server relaying
+   * to each other, as two browsers forced to relay do): traffic is then limited to the relay port range, so the
+   * permission cannot reach other services on the server's own address.
+   */
+  relayOnly: boolean;
   /** Channels to peers at this IP, by peer port. */
   channels: Map<number, Channel> | null;
 }
@@ -829,11 +835,23 @@ export class TurnServer {
     reply(new StunBuilder(Method.Refresh, Cls.Success, m.tid).u32(A.LIFETIME, lifetime));
   }
 
-  /** Checks one XOR-PEER-ADDRESS against family and policy; returns an error code or 0. */
+  #isRelayIp(address: string): boolean {
+    return address === this.relayAddress || (this.relayAddress6 !== undefined && address === this.relayAddress6);
+  }
+
+  #inRelayRange(port: number): boolean {
+    return port >= (this.#opts.minPort ?? DEFAULT_MIN_PORT) && port <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT);
+  }
+
+  /**
+   * Checks one XOR-PEER-ADDRESS against family and policy; returns an error code, 0 (allowed) or -1 (allowed as
+   * relay-to-relay only: one of our relay addresses, traffic limited to the relay port range).
+   */
   #checkPeer(alloc: Allocation, peer: Peer | null): number {
     if (!peer) return 400;
     if (!alloc.hasFamily(peer.address)) return 443;
     const decision = this.#policy.check(peer.address);
+    if (decision !== 'allowed' && decision !== 'denied-by-config' && this.#isRelayIp(peer.address)) return -1;
     if (decision !== 'allowed') {
       this.stats.deniedPeers++;
       this.#log.warn({ user: alloc.username, peer: peer.address, decision }, 'turn peer refused by policy');
@@ -842,10 +860,10 @@ export class TurnServer {
     return 0;
   }
 
-  #permission(alloc: Allocation, ip: string, now: number): Permission {
+  #permission(alloc: Allocation, ip: string, now: number, relayOnly = false): Permission {
     let p = alloc.permissions.get(ip);
     if (!p) {
-      p = { expires: 0, channels: null };
+      p = { expires: 0, channels: null, relayOnly };
       alloc.permissions.set(ip, p);
       this.stats.permissions++;
     }
@@ -857,18 +875,20 @@ export class TurnServer {
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     if (peers.length === 0) return fail(400, 'Bad Request');
     // RFC 8656 §9.2: all addresses are checked before any permission is installed.
+    const relayOnly = new Set<string>();
     for (const p of peers) {
       const code = this.#checkPeer(alloc, p);
       if (code === 403) return fail(403, 'Forbidden');
       if (code === 443) return fail(443, 'Peer Address Family Mismatch');
-      if (code) return fail(400, 'Bad Request');
+      if (code === -1) relayOnly.add(p!.address);
+      else if (code) return fail(400, 'Bad Request');
     }
     const fresh = new Set(peers.map((p) => p!.address)).size;
     if (alloc.permissions.size + fresh > MAX_PERMISSIONS_PER_ALLOCATION && peers.some((p) => !alloc.permissions.has(p!.address))) {
       return fail(508, 'Insufficient Capacity');
     }
     const now = Date.now();
-    for (const p of peers) this.#permission(alloc, p!.address, now);
+    for (const p of peers) this.#permission(alloc, p!.address, now, relayOnly.has(p!.address));
     reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
   }
 
@@ -883,7 +903,11 @@ export class TurnServer {
     const code = this.#checkPeer(alloc, peer);
     if (code === 403) return fail(403, 'Forbidden');
     if (code === 443) return fail(443, 'Peer Address Family Mismatch');
-    if (code || !peer) return fail(400, 'Bad Request');
+    if ((code && code !== -1) || !peer) return fail(400, 'Bad Request');
+    if (code === -1 && !this.#inRelayRange(peer.port)) {
+      this.stats.deniedPeers++;
+      return fail(403, 'Forbidden');
+    }
     const now = Date.now();
     // RFC 8656 §11.2: a channel is bound to one peer and a peer to one channel.
     const bound = alloc.channels.get(number);
@@ -892,7 +916,7 @@ export class TurnServer {
     const other = existingPerm?.channels?.get(peer.port);
     if (other && other.number !== number) return fail(400, 'Bad Request');
     if (!bound && alloc.channels.size >= MAX_CHANNELS_PER_ALLOCATION) return fail(508, 'Insufficient Capacity');
-    const perm = this.#permission(alloc, peer.address, now);
+    const perm = this.#permission(alloc, peer.address, now, code === -1);
     if (bound) {
       bound.expires = now + CHANNEL_LIFETIME_S * 1000;
     } else {
@@ -918,6 +942,10 @@ export class TurnServer {
     const perm = alloc.permissions.get(peer.address);
     if (!perm || perm.expires < now) {
       this.stats.droppedNoPermission++;
+      return;
+    }
+    if (perm.relayOnly && !this.#inRelayRange(peer.port)) {
+      this.stats.deniedPeers++;
       return;
     }
     this.#toPeer(alloc, peer.address, peer.port, data, now);
@@ -958,6 +986,10 @@ export class TurnServer {
     }
     if (alloc.bucket && !alloc.bucket.take(msg.length, now)) {
       this.stats.droppedBandwidth++;
+      return;
+    }
+    if (perm.relayOnly && !this.#inRelayRange(rinfo.port)) {
+      this.stats.droppedNoPermission++;
       return;
     }
     const ch = perm.channels?.get(rinfo.port);
@@ -1015,8 +1047,8 @@ export class TurnServer {
     const peer = peers[0];
     if (peers.length !== 1 || !peer) return fail(400, 'Bad Request');
     const code = this.#checkPeer(alloc, peer);
-    if (code === 403) return fail(403, 'Forbidden');
-    if (code) return fail(443, 'Peer Address Family Mismatch');
+    if (code === 403 || (code === -1 && !this.#inRelayRange(peer.port))) return fail(403, 'Forbidden');
+    if (code > 0) return fail(443, 'Peer Address Family Mismatch');
     for (const c of alloc.tcpConns.values()) {
       if (c.peer.address === peer.address && c.peer.port === peer.port) return fail(446, 'Connection Already Exists');
     }
@@ -1044,7 +1076,7 @@ export class TurnServer {
         return;
       }
       // The connection to the peer also acts as a permission for its address (RFC 6062 §5.2).
-      this.#permission(alloc, peer.address, Date.now());
+      this.#permission(alloc, peer.address, Date.now(), code === -1);
       const conn = this.#trackPeerConn(alloc, socket, peer);
       const id = Buffer.alloc(4);
       id.writeUInt32BE(conn.id, 0);
