@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { DatagramListener, DatagramTransport, RemoteInfo } from '../net/datagram.js';
@@ -125,6 +126,8 @@ export class TurnClient {
   #refreshTimer: NodeJS.Timeout | null = null;
   #maintTimer: NodeJS.Timeout | null = null;
   #closed = false;
+  /** Opens another stream connection to the server (RFC 6062 data connections). */
+  #dial: () => net.Socket = () => net.connect({ host: this.server.address, port: this.server.port });
 
   constructor(options: TurnClientOptions, tcp?: net.Socket) {
     this.#opts = options;
@@ -153,10 +156,27 @@ export class TurnClient {
 
   /** A client over a TCP connection to the server (owned by the client; closed by close()). */
   static async connectTcp(options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal }): Promise<TurnClient> {
-    const socket = net.connect({ host: options.server.address, port: options.server.port });
+    const dial = () => net.connect({ host: options.server.address, port: options.server.port });
+    const socket = dial();
     socket.setNoDelay(true);
     await waitConnect(socket, options.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS, options.signal);
-    return new TurnClient(options, socket);
+    const client = new TurnClient(options, socket);
+    client.#dial = dial;
+    return client;
+  }
+
+  /**
+   * A client over TLS ("turns:", RFC 8656 §3.1; default port 5349). `tls` holds the usual node:tls options (ca,
+   * servername, rejectUnauthorized...). RFC 6062 data connections use TLS too.
+   */
+  static async connectTls(options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal; tls?: tls.ConnectionOptions }): Promise<TurnClient> {
+    const dial = () => tls.connect({ host: options.server.address, port: options.server.port, minVersion: 'TLSv1.2', ...options.tls });
+    const socket = dial();
+    socket.setNoDelay(true);
+    await waitConnect(socket, options.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS, options.signal, 'secureConnect');
+    const client = new TurnClient(options, socket);
+    client.#dial = dial;
+    return client;
   }
 
   get overTcp(): boolean {
@@ -513,10 +533,10 @@ export class TurnClient {
   async bindConnection(connectionId: number, signal?: AbortSignal): Promise<net.Socket> {
     if (!this.#key) throw new NatpunchError('TURN', 'allocate() first');
     const timeoutMs = this.#opts.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;
-    const socket = net.connect({ host: this.server.address, port: this.server.port });
+    const socket = this.#dial();
     socket.setNoDelay(true);
     try {
-      await waitConnect(socket, timeoutMs, signal);
+      await waitConnect(socket, timeoutMs, signal, socket instanceof tls.TLSSocket ? 'secureConnect' : 'connect');
       const id = Buffer.alloc(4);
       id.writeUInt32BE(connectionId, 0);
       for (let attempt = 0; attempt < 2; attempt++) {
@@ -614,11 +634,11 @@ function normalizeIp(address: string): string {
 
 function noop(): void {}
 
-function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal, event: 'connect' | 'secureConnect' = 'connect'): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = (err?: unknown) => {
       clearTimeout(t);
-      socket.off('connect', onConnect);
+      socket.off(event, onConnect);
       socket.off('error', onError);
       signal?.removeEventListener('abort', onAbort);
       if (err) {
@@ -630,7 +650,7 @@ function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal
     const onError = (e: Error) => done(new NatpunchError('TURN', `cannot connect to TURN server: ${e.message}`, { cause: e }));
     const onAbort = () => done(new NatpunchError('ABORTED', 'operation aborted'));
     const t = setTimeout(() => done(new NatpunchError('TIMEOUT', 'TCP connect to TURN server timed out')), timeoutMs);
-    socket.once('connect', onConnect);
+    socket.once(event, onConnect);
     socket.once('error', onError);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });

@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { attachTurn } from '../../relay/attach.js';
 import { defaultRelayAddress } from '../../relay/server.js';
+import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { NatpunchError } from '../../util/errors.js';
 import { turnRegistry } from '../../wire/turn.js';
 import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
@@ -10,6 +12,9 @@ import { action, intOption } from '../util.js';
 
 interface ServeOptions extends TurnFlags {
   turn?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsPort?: number;
   port: number;
   address?: string[];
   altAddress?: string;
@@ -32,7 +37,10 @@ export function register(program: Command): void {
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--json', 'print where it listens as one JSON line')
-    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret');
+    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
+    .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
+    .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
+    .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
   addTurnServerOptions(serve)
     .action(
       action(async (opts: ServeOptions, cmd: Command) => {
@@ -50,6 +58,11 @@ export function register(program: Command): void {
         });
         let turn: ReturnType<typeof turnServerFromFlags> | undefined;
         let detachTurn: (() => void) | undefined;
+        let turnTls: TurnTlsHandle | undefined;
+        if ((opts.tlsCert || opts.tlsKey) && !(opts.turn && opts.tlsCert && opts.tlsKey)) {
+          await handle.close();
+          throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, with --turn');
+        }
         if (opts.turn) {
           try {
             // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
@@ -59,7 +72,17 @@ export function register(program: Command): void {
               ownAddresses: handle.udp.map((e) => e.address).filter((a) => a !== '0.0.0.0' && a !== '::'),
             });
             detachTurn = attachTurn(handle, turn);
+            if (opts.tlsCert && opts.tlsKey) {
+              turnTls = await listenTurnTls(turn, {
+                addresses: handle.tcp.map((e) => e.address),
+                port: opts.tlsPort ?? DEFAULT_TURNS_PORT,
+                certFile: opts.tlsCert,
+                keyFile: opts.tlsKey,
+              });
+            }
           } catch (err) {
+            detachTurn?.();
+            turn?.close();
             await handle.close();
             throw err;
           }
@@ -73,7 +96,9 @@ export function register(program: Command): void {
               udp: handle.udp,
               tcp: handle.tcp,
               rfc5780: handle.rfc5780 ?? null,
-              turn: turn ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null } : null,
+              turn: turn
+                ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+                : null,
             })}\n`,
           );
         } else {
@@ -84,6 +109,7 @@ export function register(program: Command): void {
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
+            turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
           ].filter(Boolean);
           process.stdout.write(`${lines.join('\n')}\n`);
         }
@@ -93,6 +119,7 @@ export function register(program: Command): void {
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
             detachTurn?.();
+            void turnTls?.close();
             if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
             turn?.close();
             void handle.close().then(resolve, resolve);
