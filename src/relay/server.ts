@@ -67,6 +67,10 @@ export const MAX_CHANNELS_PER_ALLOCATION = 256;
 /** Unauthenticated/failed requests per second per source IP, and burst (RFC 8656 §21.1.3 DoS). */
 export const DEFAULT_UNAUTH_RATE = 50;
 export const DEFAULT_UNAUTH_BURST = 200;
+/** Concurrent TURN TCP/TLS connections (each costs a socket and a framer). */
+export const DEFAULT_MAX_TCP_CONNECTIONS = 4096;
+/** A TCP/TLS connection without an allocation is closed after this long without traffic. */
+export const TCP_IDLE_TIMEOUT_MS = 60_000;
 /** Over TCP, datagrams to the client are dropped rather than queued beyond this many buffered bytes. */
 export const TCP_MAX_BUFFERED = 1 << 20;
 /** Kernel buffer size asked for each relay socket (a limit, not an allocation). */
@@ -106,6 +110,8 @@ export interface TurnServerOptions {
    * RFC 8656 §12 reserves them only to avoid DTLS-SRTP collisions, which a TURN server port does not carry).
    */
   legacyChannels?: boolean;
+  /** Concurrent TCP/TLS client connections (default 4096). */
+  maxTcpConnections?: number;
   logger?: Logger;
 }
 
@@ -329,12 +335,17 @@ export class TurnServer {
    * `head` is whatever the dispatcher already read. The server closes the socket when done.
    */
   handleTcp(socket: net.Socket, head?: Buffer): void {
-    if (this.#closed) {
+    if (this.#closed || this.#tcpClients.size >= (this.#opts.maxTcpConnections ?? DEFAULT_MAX_TCP_CONNECTIONS)) {
       socket.destroy();
       return;
     }
     this.#tcpClients.add(socket);
     socket.setNoDelay(true);
+    // A connection without an allocation (or a pending RFC 6062 bind) may not sit idle; with one, the allocation's
+    // lifetime governs and the sweep closes the connection when it expires.
+    socket.setTimeout(TCP_IDLE_TIMEOUT_MS, () => {
+      if (!this.#tcpAllocs.has(socket)) socket.destroy();
+    });
     const framer = new TurnStreamFramer();
     const address = normalizeIp(socket.remoteAddress ?? '');
     const port = socket.remotePort ?? 0;
@@ -1125,6 +1136,7 @@ export class TurnServer {
     return () => {
       // From here on both connections are a plain byte pipe (RFC 6062 §5.4).
       this.#tcpClients.delete(socket);
+      socket.setTimeout(0);
       socket.on('close', () => conn.socket.destroy());
       conn.socket.on('close', () => socket.destroy());
       socket.pipe(conn.socket);
@@ -1165,7 +1177,10 @@ export class TurnServer {
     for (const a of this.#allAllocations()) {
       if (a.expires < now) {
         this.#log.info({ user: a.username }, 'turn allocation expired');
+        const sock = a.client.kind === 'tcp' ? [...this.#tcpAllocs].find(([, x]) => x === a)?.[0] : undefined;
         this.#removeAllocation(a);
+        // RFC 8656 §3.1 (TCP): the control connection goes with its allocation.
+        sock?.end();
         continue;
       }
       for (const [n, ch] of a.channels) {
