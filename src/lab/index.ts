@@ -687,8 +687,9 @@ EOF`);
         if (l.parent === name) L.push(`ip link set ${l.parentIf} master lan`, `ip link set ${l.parentIf} up`);
       }
       const nat = this.#state.nat[name]!;
-      L.push(...conntrackTimeouts(nat));
+      // rules first: loading them pulls in nf_conntrack, whose per-namespace timeout sysctls are set next
       L.push(`nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`);
+      L.push(...conntrackTimeouts(nat));
     }
     return L.join('\n');
   }
@@ -699,7 +700,7 @@ EOF`);
 
   async #applyNatNow(router: string, nat: ResolvedNatOptions): Promise<void> {
     const node = this.topology.nodes[router]!;
-    const script = [...conntrackTimeouts(nat), `nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`].join('\n');
+    const script = [`nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`, ...conntrackTimeouts(nat)].join('\n');
     await mustRun('ip', ['netns', 'exec', this.ns(router), 'sh', '-e', '-c', script]);
   }
 
