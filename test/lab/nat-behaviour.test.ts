@@ -101,6 +101,26 @@ describe('NAT behaviours', { skip }, () => {
     }
   });
 
+  test('mapping: TCP connections are mapped like UDP (preserved port for cone, a new port per destination for symmetric)', async () => {
+    const l1 = await server.tcpListen({ address: S['11'].addr });
+    const l2 = await server.tcpListen({ address: S['21'].addr });
+    for (const type of ['port-restricted-cone', 'symmetric-random'] as const) {
+      await lab.setNat('natA', { type });
+      const localPort = 40000 + Math.floor(Math.random() * 10000);
+      const seen: number[] = [];
+      for (const [addr, l] of [[S['11'].addr, l1], [S['21'].addr, l2]] as const) {
+        const c = await a.tcpConnect(addr, l.port, { localPort });
+        assert.ok(c.ok, `${type}: connect to ${addr}`);
+        const acc = await server.proc.next((m) => m.ev === 'tcp.accept' && m.sock === l.sock);
+        assert.equal(acc.from, lab.publicAddr('natA'));
+        seen.push(Number(acc.port));
+        await a.closeSocket(c.conn);
+      }
+      if (type === 'port-restricted-cone') assert.deepEqual(seen, [localPort, localPort]);
+      else assert.notEqual(seen[0], seen[1], `${type}: ${seen.join(', ')}`);
+    }
+  });
+
   test('allocation: port preservation keeps the local port; without it ports come from the NAT pool', async () => {
     const on = await fresh({ type: 'port-restricted-cone', portPreservation: true });
     assert.equal(await mapped(a, on.sock, S['11']), on.port);
