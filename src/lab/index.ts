@@ -258,6 +258,7 @@ export class Lab {
 
   /** Re-opens a lab by id from its state file (another process, e.g. the CLI). */
   static attach(id: string, opts: { logger?: Logger } = {}): Lab {
+    if (!/^[a-z0-9]{5}$/.test(id)) throw new NatpunchError('BAD_ARGUMENT', `invalid lab id "${id}"`);
     const path = join(stateDir(), `${id}.json`);
     const state = readJson<LabState>(path);
     if (!state || state.version !== 1) throw new NatpunchError('LAB', `no lab "${id}" (state file ${path} missing)`);
@@ -274,6 +275,13 @@ export class Lab {
       if (s && s.version === 1) out.push(s);
     }
     return out.sort((x, y) => x.createdAt.localeCompare(y.createdAt));
+  }
+
+  /** Removes a lab's state file only (for labs whose namespaces are already gone). */
+  static forget(id: string): void {
+    if (!/^[a-z0-9]{5}$/.test(id)) throw new NatpunchError('BAD_ARGUMENT', `invalid lab id "${id}"`);
+    removeFile(join(stateDir(), `${id}.json`));
+    removeFile(join(stateDir(), id));
   }
 
   /** Whether a recorded lab's owner process is still alive (detached labs: never "alive"). */
