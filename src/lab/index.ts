@@ -64,7 +64,7 @@
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -604,6 +604,7 @@ export class Lab {
         spawnSync('ip', ['netns', 'del', ns], { timeout: 5000 });
       }
       removeFile(this.#statePath);
+      removeFile(join(dirname(this.#statePath), this.id));
     };
     process.on('exit', this.#onExit);
   }
