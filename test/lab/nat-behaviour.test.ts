@@ -61,7 +61,7 @@ describe('NAT behaviours', { skip }, () => {
   }
 
   async function mapped(agent: Agent, sock: number, to: Endpoint): Promise<number> {
-    const r = await agent.udpReflect(sock, to.addr, to.port, { tries: 4, intervalMs: 400 });
+    const r = await agent.udpReflect(sock, to.addr, to.port, { tries: 6, intervalMs: 500 });
     assert.ok(r, `no reflection from ${to.addr}:${to.port}`);
     return r.port;
   }
