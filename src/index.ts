@@ -98,7 +98,7 @@ export { ServerUdpSocket } from './server/udp.js';
 export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
 export type { AddonStatus, NativeAddon, NativeAddress } from './net/native.js';
 export { bindReusePort, connectFrom, getTtl, listenReusePort, setTtl, socketFd, startConnect } from './net/tcp.js';
-export type { ConnectFromOptions, ListenOptions as TcpListenOptions, PendingConnect } from './net/tcp.js';
+export type { ConnectFromOptions, TcpListenOptions, PendingConnect } from './net/tcp.js';
 export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
 export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
 export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
