@@ -217,6 +217,12 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     assert.equal(r2.viaIcmp, true);
     // hop 1 is natC's LAN side, read from the raw ICMP socket
     assert.equal(hops[0]?.router, lab.lanAddr('natC'));
+    // Without the raw socket (an unprivileged process): the kernel's EHOSTUNREACH tells the same story.
+    const plain = lab.node('c', FIXTURE, ['ttl', lab.externalAddr('c'), 'noraw']);
+    const r3 = await plain.next((m) => m.type === 'ttl' || m.type === 'failed', { timeoutMs: STEP_MS });
+    assert.equal(r3.type, 'ttl', JSON.stringify(r3));
+    assert.equal(r3.natHops, 2);
+    assert.equal(r3.viaIcmp, false);
     matrix.push(`TTL discovery: a ${r1.natHops} hop(s), c ${r2.natHops} hop(s) (${hops.map((h) => `${h.ttl}:${h.outcome}${h.router ? `@${h.router}` : ''}`).join(' ')})`);
   });
 
