@@ -200,6 +200,21 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     }
   });
 
+  test('symmetric-random ↔ full-cone: the full cone lets the symmetric side\'s fresh mapping in, both directions', async () => {
+    await lab.setNat('natA', 'symmetric-random');
+    await lab.setNat('natB', 'full-cone');
+    for (const first of ['a', 'b'] as const) {
+      const o = await punch('a', 'b', { first, gapMs: 300 });
+      record(`symmetric-random ↔ full-cone, ${first} first`, o);
+      assert.ok(o.ok, JSON.stringify(o));
+      assert.equal(o.aData, 'hello from b');
+      assert.equal(o.bData, 'hello from a');
+      // a's SYN left natA from a port nobody had seen: b accepted it as a peer-reflexive candidate.
+      assert.equal(o.b.direction, 'accept');
+      assert.equal((o.b.candidate as { type: string }).type, 'prflx');
+    }
+  });
+
   test('TTL discovery: one hop behind one NAT, two behind NAT + CGN', async () => {
     const one = lab.node('a', FIXTURE, ['ttl', lab.externalAddr('a')]);
     const r1 = await one.next((m) => m.type === 'ttl' || m.type === 'failed', { timeoutMs: STEP_MS });
