@@ -97,6 +97,10 @@ export interface ConnectOptions extends CommonOptions {
 }
 
 export interface ListenOptions extends CommonOptions {
+  /** TURN relay for incoming connections too (see ConnectOptions.relay): needed when this side cannot be reached
+   *  directly even by a relayed peer, e.g. when its UDP is blocked. The listener owns it and releases it on close. */
+  relay?: RelayPath;
+  relayHoldMs?: number;
   /** A name to claim on the rendezvous. */
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
@@ -251,9 +255,9 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
   const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
     if (!relay) return remote;
+    relay.hold(options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
     const permitted = await relay.permit(remote, signal);
     const proxied = await relay.proxied(remote, permitted);
-    relay.hold(options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
     return [...remote, ...proxied];
   };
   try {
@@ -368,7 +372,7 @@ export class Listener extends EventEmitter {
     const srflx: Candidate[] = this.#reflexive
       ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
       : [];
-    return dedupeCandidates([...this.#local, ...srflx]);
+    return dedupeCandidates([...this.#local, ...srflx, ...(this.#options.relay ? [this.#options.relay.candidate()] : [])]);
   }
 
   get reflexive(): { address: string; port: number } | null {
@@ -418,7 +422,7 @@ export class Listener extends EventEmitter {
     try {
       const session = await attempt({
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
-        local: this.candidates, remote: offer.candidates, keyPair: this.#options.keyPair,
+        local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
@@ -449,9 +453,20 @@ export class Listener extends EventEmitter {
   }
 
   /** Stops accepting, closes every session it accepted and the socket. */
+  /** With a relay: the peer's candidates reached through it too (see connect()). */
+  async #withRelay(remote: Candidate[], signal: AbortSignal): Promise<Candidate[]> {
+    const relay = this.#options.relay;
+    if (!relay || relay.closed) return remote;
+    relay.hold(this.#options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    void this.#options.relay?.close();
     this.#rendezvous?.off('connect-request', this.#onOffer);
     this.#rendezvous?.close();
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));

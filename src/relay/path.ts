@@ -18,6 +18,11 @@ export interface RelayPathOptions {
   server: { address: string; port: number };
   username: string;
   password: string;
+  /**
+   * Reach the TURN server over TCP instead of from the punching socket (RFC 8656 §3.1: a UDP relayed address
+   * controlled over TCP) — for networks that block UDP. Peers still see an ordinary UDP relayed address.
+   */
+  tcp?: boolean;
   signal?: AbortSignal;
   timeoutMs?: number;
   logger?: Logger;
@@ -25,6 +30,8 @@ export interface RelayPathOptions {
 
 interface Proxy {
   peer: Peer;
+  /** Relayed traffic through this proxy is dropped until then (the direct paths' head start). */
+  holdUntil: number;
   socket: dgram.Socket | null;
   port: number;
   pending: Buffer[];
@@ -66,14 +73,16 @@ export class RelayPath {
   /** Allocates on the TURN server over `transport` (401 → credentials, RFC 8656 §7). */
   static async open(options: RelayPathOptions): Promise<RelayPath> {
     const logger = options.logger ?? silentLogger;
-    const client = new TurnClient({
+    const base = {
       server: options.server,
       username: options.username,
       password: options.password,
-      transport: options.transport,
       logger,
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
-    });
+    };
+    const client = options.tcp
+      ? await TurnClient.connectTcp({ ...base, ...(options.signal ? { signal: options.signal } : {}) })
+      : new TurnClient({ ...base, transport: options.transport });
     try {
       const family = options.transport.address().family === 'IPv6' ? 'IPv6' : 'IPv4';
       const alloc = await client.allocate({ ...(options.signal ? { signal: options.signal } : {}), ...(family === 'IPv6' ? { family } : {}) });
@@ -95,7 +104,8 @@ export class RelayPath {
    */
   async permit(candidates: readonly Candidate[], signal?: AbortSignal): Promise<string[]> {
     const v6 = this.relayed.address.includes(':');
-    const ips = [...new Set(candidates.filter((c) => c.transport === 'udp' && c.type !== 'relay' && c.address.includes(':') === v6).map((c) => c.address))];
+    // The peer's own relayed address counts too (both sides relayed, e.g. both behind UDP-blocking firewalls).
+    const ips = [...new Set(candidates.filter((c) => c.transport === 'udp' && c.address.includes(':') === v6 && !this.#isOurs(c)).map((c) => c.address))];
     const results = await Promise.allSettled(ips.map((ip) => this.client.createPermission([ip], signal)));
     const ok = ips.filter((_, i) => results[i]!.status === 'fulfilled');
     this.#log.debug({ ok, refused: ips.filter((ip) => !ok.includes(ip)) }, 'relay permissions');
@@ -109,14 +119,21 @@ export class RelayPath {
   async proxied(candidates: readonly Candidate[], permitted: readonly string[]): Promise<Candidate[]> {
     const out: Candidate[] = [];
     for (const c of candidates) {
-      if (c.type === 'relay' || !permitted.includes(c.address)) continue;
+      if (this.#isOurs(c) || !permitted.includes(c.address)) continue;
       const p = await this.#proxy({ address: c.address, port: c.port });
       if (p) out.push({ type: 'relay', transport: 'udp', address: '127.0.0.1', port: p.port, priority: candidatePriority('relay') });
     }
     return out;
   }
 
-  /** Drops relayed traffic (both ways) for `ms`: direct paths get a head start. */
+  #isOurs(c: Candidate): boolean {
+    return c.address === this.relayed.address && c.port === this.relayed.port;
+  }
+
+  /**
+   * Proxies created from now on (by `proxied()`, or for peers that show up through the relay) drop relayed traffic
+   * for `ms`: direct paths get a head start. Proxies of sessions already running are not affected.
+   */
   hold(ms: number): void {
     this.#holdUntil = Date.now() + ms;
   }
@@ -136,7 +153,7 @@ export class RelayPath {
     const existing = this.#byPeer.get(key);
     if (existing) return existing;
     if (this.#closed || this.#byPeer.size >= MAX_RELAY_PROXIES) return null;
-    const proxy: Proxy = { peer, socket: null, port: 0, pending: [] };
+    const proxy: Proxy = { peer, holdUntil: this.#holdUntil, socket: null, port: 0, pending: [] };
     this.#byPeer.set(key, proxy);
     const socket = dgram.createSocket('udp4');
     socket.on('error', () => {});
@@ -150,20 +167,18 @@ export class RelayPath {
     this.#byPort.set(proxy.port, proxy);
     socket.on('message', (msg, rinfo) => {
       // Only the punching socket may use the proxy.
-      if (rinfo.port !== this.#deliverTo.port || this.#holding()) return;
+      if (rinfo.port !== this.#deliverTo.port || Date.now() < proxy.holdUntil) return;
       this.client.send(msg, proxy.peer);
     });
     for (const d of proxy.pending.splice(0)) socket.send(d, this.#deliverTo.port, this.#deliverTo.address);
     return proxy;
   }
 
-  #holding(): boolean {
-    return this.#holdUntil > 0 && Date.now() < this.#holdUntil;
-  }
-
   #fromPeer(data: Buffer, peer: Peer): void {
-    if (this.#closed || this.#holding()) return;
+    if (this.#closed) return;
     const proxy = this.#byPeer.get(`${peer.address}|${peer.port}`);
+    if (proxy && Date.now() < proxy.holdUntil) return;
+    if (!proxy && Date.now() < this.#holdUntil) return;
     if (proxy?.socket) {
       proxy.socket.send(data, this.#deliverTo.port, this.#deliverTo.address);
       return;

@@ -43,12 +43,13 @@ describe('TURN relay fallback in the NAT lab', { skip }, () => {
     await lab?.down();
   });
 
-  async function trial(): Promise<[Result, Result]> {
+  /** `relayB`: the listener relays too; `tcp`: both reach the TURN server over TCP (their UDP is blocked). */
+  async function trial(opts: { relayB?: boolean; tcp?: boolean } = {}): Promise<[Result, Result]> {
     const id = randomBytes(4).toString('hex');
     const stun = { host: lab.addr('server'), port: PORT };
-    const relay = { server: { address: lab.addr('server'), port: PORT }, username: 'peer', password: 'secret' };
+    const relay = { server: { address: lab.addr('server'), port: PORT }, username: 'peer', password: 'secret', ...(opts.tcp ? { tcp: true } : {}) };
     peers.a!.send({ cmd: 'prepare', trial: id, stun, relay });
-    peers.b!.send({ cmd: 'prepare', trial: id, stun });
+    peers.b!.send({ cmd: 'prepare', trial: id, stun, ...(opts.relayB ? { relay } : {}) });
     const [ca, cb] = await Promise.all(['a', 'b'].map((h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
     const connectionId = randomBytes(16).toString('hex');
     const common = { cmd: 'go', trial: id, connectionId, size: SIZE };
@@ -74,6 +75,15 @@ describe('TURN relay fallback in the NAT lab', { skip }, () => {
     assert.equal(r[0].path!.kind, 'relay');
     assert.equal(r[1].path!.kind, 'relay');
     assert.equal(r[1].path!.remote.address, lab.addr('server'), 'the listener talks to the relayed address');
+  });
+
+  test('UDP blocked on both sides: both relay over TCP to the TURN server, relay to relay, data hashed both ways', async () => {
+    await lab.setNat('natA', 'udp-blocked');
+    await lab.setNat('natB', 'udp-blocked');
+    const r = await trial({ relayB: true, tcp: true });
+    assertTransfer(r);
+    assert.equal(r[0].path!.kind, 'relay');
+    assert.equal(r[1].path!.kind, 'relay');
   });
 
   test('port-restricted cones on both sides: the direct path wins over the configured relay', async () => {
