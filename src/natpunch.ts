@@ -99,7 +99,7 @@ export interface ConnectOptions extends CommonOptions {
 export interface ListenOptions extends CommonOptions {
   /** TURN relay for incoming connections too (see ConnectOptions.relay): needed when this side cannot be reached
    *  directly even by a relayed peer, e.g. when its UDP is blocked. The listener owns it and releases it on close. */
-  relay?: RelayPath;
+  relay?: RelayOption;
   relayHoldMs?: number;
   /** A name to claim on the rendezvous. */
   name?: string;
@@ -372,7 +372,8 @@ export class Listener extends EventEmitter {
     const srflx: Candidate[] = this.#reflexive
       ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
       : [];
-    return dedupeCandidates([...this.#local, ...srflx, ...(this.#options.relay ? [this.#options.relay.candidate()] : [])]);
+    const relay = this.#relay();
+    return dedupeCandidates([...this.#local, ...srflx, ...(relay ? [relay.candidate()] : [])]);
   }
 
   get reflexive(): { address: string; port: number } | null {
@@ -454,8 +455,12 @@ export class Listener extends EventEmitter {
 
   /** Stops accepting, closes every session it accepted and the socket. */
   /** With a relay: the peer's candidates reached through it too (see connect()). */
+  #relay(): RelayPath | null {
+    return this.#options.relay instanceof RelayPath ? this.#options.relay : null;
+  }
+
   async #withRelay(remote: Candidate[], signal: AbortSignal): Promise<Candidate[]> {
-    const relay = this.#options.relay;
+    const relay = this.#relay();
     if (!relay || relay.closed) return remote;
     relay.hold(this.#options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
     const permitted = await relay.permit(remote, signal);
@@ -466,7 +471,7 @@ export class Listener extends EventEmitter {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    void this.#options.relay?.close();
+    void this.#relay()?.close();
     this.#rendezvous?.off('connect-request', this.#onOffer);
     this.#rendezvous?.close();
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
@@ -484,6 +489,10 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const local = options.candidates ?? (await defaultCandidates(endpoint));
+    if (options.relay && !(options.relay instanceof RelayPath)) {
+      const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
+      options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
+    }
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();

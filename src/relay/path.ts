@@ -210,8 +210,12 @@ export class RelayPath {
   }
 }
 
-/** "user:pass@host:port" or {server, username, password} → RelayPathOptions minus transport. */
-export function parseRelaySpec(spec: string): { server: { address: string; port: number }; username: string; password: string } {
+/** "user:password@host[:port][?transport=tcp]" → RelayPathOptions minus transport. */
+export function parseRelaySpec(text: string): { server: { address: string; port: number }; username: string; password: string; tcp?: boolean } {
+  const q = text.lastIndexOf('?transport=');
+  const spec = q >= 0 ? text.slice(0, q) : text;
+  const via = q >= 0 ? text.slice(q + '?transport='.length) : 'udp';
+  if (via !== 'udp' && via !== 'tcp') throw new NatpunchError('BAD_ARGUMENT', `relay "${text}": transport must be udp or tcp`);
   const at = spec.lastIndexOf('@');
   if (at <= 0) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": expected user:password@host[:port]`);
   const cred = spec.slice(0, at);
@@ -230,5 +234,5 @@ export function parseRelaySpec(spec: string): { server: { address: string; port:
     if (parts.length === 2) port = Number(parts[1]);
   }
   if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": bad port`);
-  return { server: { address, port }, username: cred.slice(0, colon), password: cred.slice(colon + 1) };
+  return { server: { address, port }, username: cred.slice(0, colon), password: cred.slice(colon + 1), ...(via === 'tcp' ? { tcp: true } : {}) };
 }

@@ -26,6 +26,7 @@ test('parseRelaySpec reads user:password@host[:port]', () => {
   assert.deepEqual(parseRelaySpec('u:p:w@192.0.2.1:5000'), { server: { address: '192.0.2.1', port: 5000 }, username: 'u', password: 'p:w' });
   assert.deepEqual(parseRelaySpec('u:p@[2001:db8::1]'), { server: { address: '2001:db8::1', port: 3478 }, username: 'u', password: 'p' });
   assert.throws(() => parseRelaySpec('nope'), /user:password@host/);
+  assert.deepEqual(parseRelaySpec('u:p@192.0.2.1?transport=tcp'), { server: { address: '192.0.2.1', port: 3478 }, username: 'u', password: 'p', tcp: true });
 });
 
 test('connect() falls back to the TURN relay when no direct pair answers; the session is encrypted end to end over it', async () => {

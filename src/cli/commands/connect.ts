@@ -24,7 +24,7 @@ export function register(program: Command): void {
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--relay <user:password@host[:port]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
+    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (peer: string, opts: ConnectOpts) => {
       const print = progressPrinter(opts.json);
