@@ -751,7 +751,8 @@ export class TurnServer {
   }
 
   async #bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket | null> {
-    const s = dgram.createSocket({ type, reuseAddr: false });
+    // Peers are always IP literals: skip dgram's per-send dns.lookup (and its nextTick) with an identity lookup.
+    const s = dgram.createSocket({ type, reuseAddr: false, lookup: literalLookup });
     return new Promise((resolve) => {
       s.once('error', () => {
         s.close();
@@ -1211,6 +1212,12 @@ export class TurnServer {
 const PASSWORD_ALGORITHMS_VALUE = Buffer.from([0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]);
 
 function noop(): void {}
+
+/** dgram `lookup` for addresses that are already IP literals (the relay never sends to names). */
+function literalLookup(address: string, family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  const fam = typeof family === 'number' ? family : typeof family === 'object' && family && 'family' in family ? Number((family as { family: unknown }).family) : 0;
+  callback(null, address, fam || (address.includes(':') ? 6 : 4));
+}
 
 /** '::ffff:1.2.3.4' → '1.2.3.4' so policy and permissions see one spelling. */
 export function normalizeIp(address: string): string {
