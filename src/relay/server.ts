@@ -249,6 +249,7 @@ export class TurnServer {
   readonly #tcpAllocs = new Map<net.Socket, Allocation>();
   readonly #reservations = new Map<string, { socket: dgram.Socket; expires: number }>();
   readonly #connIds = new Map<number, { alloc: Allocation; conn: PeerConnection }>();
+  readonly #pendingAllocs = new Set<string>();
   readonly #tcpClients = new Set<net.Socket>();
   readonly #detach: Array<() => void> = [];
   readonly #ownTransports: NodeDatagramTransport[] = [];
@@ -556,7 +557,15 @@ export class TurnServer {
 
     if (m.method === Method.Allocate) {
       if (existing) return fail(437, 'Allocation Mismatch');
-      this.#allocate(client, m, auth, reply, fail, setAlloc);
+      // One Allocate at a time per 5-tuple: relay sockets are bound asynchronously, and a second request in that
+      // window must not create a second allocation. The client's retransmission gets the answer (cached above).
+      const pendingKey = `${client.kind}|${client.address}|${client.port}`;
+      if (this.#pendingAllocs.has(pendingKey)) return;
+      this.#pendingAllocs.add(pendingKey);
+      this.#allocate(client, m, auth, reply, fail, (a) => {
+        this.#pendingAllocs.delete(pendingKey);
+        setAlloc(a);
+      }, () => this.#pendingAllocs.delete(pendingKey));
       return;
     }
     if (!existing) return fail(437, 'Allocation Mismatch');
@@ -652,46 +661,62 @@ export class TurnServer {
     reply: (b: StunBuilder) => void,
     fail: (code: number, reason: string) => void,
     setAlloc: (a: Allocation | null) => void,
+    settled: () => void,
   ): void {
+    // Every exit below must call settled() (directly or through done/undo) so the 5-tuple may allocate again.
+    const failNow = (code: number, reason: string) => {
+      settled();
+      fail(code, reason);
+    };
     // RFC 8656 §7.2 step 3 / RFC 6062 §5.1: REQUESTED-TRANSPORT is required; 17 = UDP, 6 = TCP (over TCP only).
     const rt = attrValue(m, A.REQUESTED_TRANSPORT);
-    if (!rt || rt.length !== 4) return fail(400, 'Bad Request');
+    if (!rt || rt.length !== 4) return failNow(400, 'Bad Request');
     const transport = rt[0] === 17 ? 'udp' : rt[0] === 6 ? 'tcp' : null;
-    if (!transport) return fail(442, 'Unsupported Transport Protocol');
-    if (transport === 'tcp' && client.kind !== 'tcp') return fail(400, 'Bad Request');
+    if (!transport) return failNow(442, 'Unsupported Transport Protocol');
+    if (transport === 'tcp' && client.kind !== 'tcp') return failNow(400, 'Bad Request');
     const evenPort = attrValue(m, A.EVEN_PORT);
     const token = attrValue(m, A.RESERVATION_TOKEN);
     const raf = attrValue(m, A.REQUESTED_ADDRESS_FAMILY);
     const aaf = attrValue(m, A.ADDITIONAL_ADDRESS_FAMILY);
     // RFC 8656 §7.2 steps 4-6: mutually exclusive attributes.
-    if (token && (evenPort || raf || aaf)) return fail(400, 'Bad Request');
-    if (raf && aaf) return fail(400, 'Bad Request');
-    if (transport === 'tcp' && (evenPort || token || aaf)) return fail(400, 'Bad Request');
+    if (token && (evenPort || raf || aaf)) return failNow(400, 'Bad Request');
+    if (raf && aaf) return failNow(400, 'Bad Request');
+    if (transport === 'tcp' && (evenPort || token || aaf)) return failNow(400, 'Bad Request');
     let families: Array<'IPv4' | 'IPv6'> = ['IPv4'];
     let addressError = false;
     if (raf) {
-      if (raf.length !== 4 || (raf[0] !== 1 && raf[0] !== 2)) return fail(440, 'Address Family not Supported');
+      if (raf.length !== 4 || (raf[0] !== 1 && raf[0] !== 2)) return failNow(440, 'Address Family not Supported');
       if (raf[0] === 2) {
-        if (!this.relayAddress6) return fail(440, 'Address Family not Supported');
+        if (!this.relayAddress6) return failNow(440, 'Address Family not Supported');
         families = ['IPv6'];
       }
     }
     if (aaf) {
       // RFC 8656 §7.2 step 6: ADDITIONAL-ADDRESS-FAMILY must be IPv6.
-      if (aaf.length !== 4 || aaf[0] !== 2) return fail(400, 'Bad Request');
+      if (aaf.length !== 4 || aaf[0] !== 2) return failNow(400, 'Bad Request');
       if (this.relayAddress6) families = ['IPv4', 'IPv6'];
       else addressError = true;
     }
     const lifetime = this.#lifetime(m) || (this.#opts.defaultLifetime ?? DEFAULT_LIFETIME_S);
     const q = this.#quota.acquire(auth.username);
-    if (q !== 'ok') return fail(486, 'Allocation Quota Reached');
+    if (q !== 'ok') return failNow(486, 'Allocation Quota Reached');
     const rate = this.#opts.bandwidth ?? 0;
     const alloc = new Allocation(client, auth.username, auth.key, auth.integrity, transport, rate > 0 ? new TokenBucket(rate, rate) : null, () => {
       this.#quota.release(auth.username);
       setAlloc(null);
     });
     const done = (reservationToken?: Buffer) => {
-      if (this.#closed || alloc.closed) return;
+      settled();
+      if (this.#closed || alloc.closed) {
+        // The server closed while the relay sockets were being bound.
+        if (!alloc.closed) {
+          alloc.closed = true;
+          this.#quota.release(auth.username);
+          for (const s of alloc.sockets) s.close();
+          alloc.tcpServer?.close();
+        }
+        return;
+      }
       alloc.expires = Date.now() + lifetime * 1000;
       setAlloc(alloc);
       if (transport === 'tcp') this.#tcpAllocsCount(1);
@@ -719,6 +744,7 @@ export class TurnServer {
       this.#log.info({ user: auth.username, client: `${client.address}:${client.port}`, relayed: alloc.relayed, transport }, 'turn allocation');
     };
     const undo = (code: number, reason: string) => {
+      settled();
       this.#quota.release(auth.username);
       alloc.closed = true;
       for (const s of alloc.sockets) s.close();
@@ -790,6 +816,11 @@ export class TurnServer {
       for (let attempt = 0; attempt < 64 && !sock; attempt++) {
         const port = this.#randomPort(even);
         sock = await this.#bindUdp(type, address, port);
+        if (sock && reserve && fam === families[0] && this.#reservations.size >= (this.#opts.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS)) {
+          // Reserved ports count against the same bound as allocations.
+          sock.close();
+          throw new Error('too many reservations');
+        }
         if (sock && reserve && fam === families[0]) {
           // RFC 8656 §7.2 step 5: R bit → also hold port+1 and hand out a RESERVATION-TOKEN for it.
           const next = port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;

@@ -313,3 +313,30 @@ test('two clients relay to each other through their relayed addresses by default
   assert.equal(leaked, false);
   assert.equal(server.stats.deniedPeers, before + 1);
 });
+
+test('two Allocates racing on one 5-tuple create one allocation (the second is dropped or 437)', async () => {
+  const { server, port } = await startServer();
+  const sock = dgram.createSocket('udp4');
+  cleanups.push(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const first = peerMessage(sock);
+  sock.send(new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).finish(), port, '127.0.0.1');
+  const challenge = parseStun((await first).msg)!;
+  const nonce = attrText(challenge, A.NONCE)!;
+  const { longTermKey } = await import('../../src/relay/auth.js');
+  const key = longTermKey('alice', 'test', 'wonderland');
+  const signed = () =>
+    new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
+      .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
+      .text(A.USERNAME, 'alice').text(A.REALM, 'test').text(A.NONCE, nonce)
+      .finish({ key });
+  const replies: Buffer[] = [];
+  sock.on('message', (m) => replies.push(m));
+  sock.send(signed(), port, '127.0.0.1');
+  sock.send(signed(), port, '127.0.0.1');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(server.stats.allocations, 1);
+  const classes = replies.map((r) => parseStun(r)!.cls);
+  assert.equal(classes.filter((c) => c === Cls.Success).length, 1);
+  for (const r of replies) if (parseStun(r)!.cls === Cls.Error) assert.equal(errorInfo(parseStun(r)!)?.code, 437);
+});
