@@ -125,3 +125,25 @@ test('`natpunch serve --json` reports the rendezvous; --no-rendezvous turns it o
     }
   }
 });
+
+test('on a dual-stack serve socket, IPv4 peers are told plain IPv4 addresses (not ::ffff:), over UDP and TCP', async () => {
+  const h = await startServer({ port: 0, addresses: ['::'] });
+  const bag = new Bag();
+  try {
+    const port = h.udp[0]!.port;
+    const c = await bag.client({ port, tcpPort: port }, { name: 'v4' });
+    const reg = await c.register();
+    assert.equal(reg.reflexive.address, '127.0.0.1');
+    const walled = await bag.client({ port: await deadUdpPort(bag), tcpPort: port }, { initialRtoMs: 30, maxTransmissions: 2 });
+    const found = await walled.lookup('v4');
+    assert.ok(found.candidates.every((x) => !x.address.startsWith('::ffff:')));
+    assert.equal(walled.via, 'tcp');
+    const incoming = once<import('../../src/rendezvous/client.js').ConnectOffer>(c, 'connect-request');
+    await walled.requestConnect('v4');
+    const notify = await incoming;
+    assert.ok(notify.candidates.some((x) => x.type === 'srflx' && x.transport === 'tcp' && x.address === '127.0.0.1'));
+  } finally {
+    await bag.close();
+    await h.close();
+  }
+});
