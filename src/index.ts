@@ -44,6 +44,14 @@ export { ConnectivityChecks, runChecks, deriveCheckKey } from './traversal/check
 export type { CheckOptions, CheckResult, PairReport } from './traversal/checks.js';
 export { connect, listen, Listener, defaultCandidates, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
 export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory } from './natpunch.js';
+export { netcheck, parseServer, verdictOf, mappingFromServers } from './discovery/netcheck.js';
+export type { NatReport, NetcheckOptions, NetcheckServer, NetcheckProgress, Difficulty } from './discovery/netcheck.js';
+export { classifyMapping, classifyFiltering, classicName } from './discovery/classify.js';
+export type { MappingBehaviour, FilteringBehaviour, ClassicNatType, Endpoint } from './discovery/classify.js';
+export { analyseAllocation } from './discovery/allocation.js';
+export type { AllocationPattern, AllocationReport } from './discovery/allocation.js';
+export type { LifetimeResult } from './discovery/lifetime.js';
+export type { PortMappingPresence } from './discovery/portmap-probe.js';
 export { Lab, Agent, LabProcess, labUnavailableReason, defaultTopology, NAT_TYPES } from './lab/index.js';
 export type {
   LabOptions,
@@ -84,5 +92,24 @@ export type {
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
 export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
-export type { ServeConfig, ServerHandle, TcpHandler, Endpoint } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, Endpoint as ServeEndpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
+// TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
+export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
+export type { AddonStatus, NativeAddon, NativeAddress } from './net/native.js';
+export { bindReusePort, connectFrom, getTtl, listenReusePort, setTtl, socketFd, startConnect } from './net/tcp.js';
+export type { ConnectFromOptions, ListenOptions as TcpListenOptions, PendingConnect } from './net/tcp.js';
+export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
+export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
+export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
+export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './traversal/tcp-p2pnat.js';
+export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversal/tcp-stunt.js';
+export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
+export * as icmp from './wire/icmp.js';
+export { PortMapper, probePortMapping, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
+export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
+export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';
+export { defaultGateway } from './portmap/common.js';
+export { NatPmpClient } from './portmap/natpmp.js';
+export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
+export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';

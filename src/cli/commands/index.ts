@@ -6,9 +6,11 @@ type Register = (program: Command) => void;
 export const commands: Array<() => Promise<{ register: Register }>> = [
   () => import('./serve.js'),
   () => import('./stun.js'),
-  // e.g. () => import('./serve.js'),
   () => import('./lab.js'),
   () => import('./connect.js'),
   () => import('./keygen.js'),
   () => import('./listen.js'),
+  () => import('./netcheck.js'),
+  () => import('./map.js'),
+  () => import('./turn.js'),
 ];
