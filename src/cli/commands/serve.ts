@@ -20,6 +20,8 @@ interface ServeOptions extends TurnFlags {
   altAddress?: string;
   altPort?: number;
   json?: boolean;
+  /** false with --no-rendezvous */
+  rendezvous: boolean;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -31,11 +33,12 @@ function show(e: { address: string; port: number }): string {
 export function register(program: Command): void {
   const serve = program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address) on UDP and TCP')
+    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP')
     .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
     .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
+    .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
     .option('--json', 'print where it listens as one JSON line')
     .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
     .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
@@ -55,6 +58,7 @@ export function register(program: Command): void {
           logger,
           // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
           ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
+          ...(opts.rendezvous ? {} : { rendezvous: false as const }),
         });
         let turn: ReturnType<typeof turnServerFromFlags> | undefined;
         let detachTurn: (() => void) | undefined;
@@ -96,6 +100,7 @@ export function register(program: Command): void {
               udp: handle.udp,
               tcp: handle.tcp,
               rfc5780: handle.rfc5780 ?? null,
+              rendezvous: Boolean(handle.rendezvous),
               turn: turn
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
@@ -108,6 +113,7 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
+            handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
             turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
           ].filter(Boolean);
