@@ -104,3 +104,39 @@ test('with a relay configured, a working direct path still wins and the allocati
     turn.close();
   }
 });
+
+test('through serve (rendezvous + TURN on one port): the relay candidate reaches the peer in the offer; direct still wins', async () => {
+  const { startServer } = await import('../../src/server/serve.js');
+  const { attachTurn } = await import('../../src/relay/attach.js');
+  const { turnRegistry } = await import('../../src/wire/turn.js');
+  const h = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const turn = new TurnServer({ credentials: new UsersFileStore('peer:secret\n'), relayAddress: '127.0.0.1' });
+  const detach = attachTurn(h, turn);
+  const port = h.udp[0]!.port;
+  const rendezvous = `127.0.0.1:${port}`;
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const offers: Candidate[][] = [];
+  const listener = await listen({
+    keyPair: kb, bind: { address: '127.0.0.1' }, rendezvous, name: 'bob', allow: [ka.publicKey],
+    onProgress: (p) => {
+      if (p.phase === 'offer') offers.push(p.candidates);
+    },
+  });
+  let session: Session | null = null;
+  try {
+    const accepted = new Promise<Session>((resolve) => listener.once('session', resolve));
+    session = await connect({ keyPair: ka, bind: { address: '127.0.0.1' }, rendezvous, to: 'bob', relay: `peer:secret@127.0.0.1:${port}`, timeoutMs: 15_000 });
+    await accepted;
+    assert.ok(offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'), 'the offer carried our relayed address');
+    assert.notEqual(session.path.kind, 'relay');
+    for (let i = 0; i < 40 && turn.stats.allocations > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(turn.stats.allocations, 0, 'direct won: allocation released');
+  } finally {
+    await session?.close().catch(() => {});
+    await listener.close();
+    detach();
+    turn.close();
+    await h.close();
+  }
+});
