@@ -51,6 +51,8 @@ import {
 export const STUN_MAX_AMPLIFICATION = 3;
 /** Idle TCP connections are closed after this long (RFC 8489 §6.2.2 asks for at least 10 s after a response). */
 export const STUN_TCP_IDLE_MS = 30_000;
+/** A TCP connection whose unsent responses exceed this is closed (the client is not reading). */
+export const STUN_TCP_MAX_UNSENT_BYTES = 256 * 1024;
 /** At most this many concurrent TCP connections per server; more are refused. */
 export const STUN_MAX_TCP_CONNECTIONS = 1024;
 export const DEFAULT_SOFTWARE = 'natpunch';
@@ -244,7 +246,14 @@ export class StunServer {
           this.#log.warn({ err, from }, 'stun: request handling failed');
           continue;
         }
-        if (reply && !socket.destroyed) socket.write(reply.bytes);
+        if (!reply || socket.destroyed) continue;
+        // A client that sends but never reads must not make us buffer without bound.
+        if (socket.writableLength > STUN_TCP_MAX_UNSENT_BYTES) {
+          this.counters.drops++;
+          socket.destroy();
+          return;
+        }
+        socket.write(reply.bytes);
       }
     };
     socket.on('data', onData);
