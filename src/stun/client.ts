@@ -511,8 +511,10 @@ export class StunTcpClient {
       let frames;
       try {
         frames = this.#framer.push(chunk);
-      } catch {
-        this.close(); // the stream is not STUN: nothing sensible can follow
+      } catch (err) {
+        // The stream is not STUN: nothing sensible can follow. Pending requests fail with the reason.
+        this.#close.abort(err);
+        socket.destroy();
         return;
       }
       for (const f of frames) {

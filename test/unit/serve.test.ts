@@ -18,7 +18,7 @@ test('startServer answers STUN on UDP and TCP on one port, IPv4 and IPv6, and re
       const t = await stunBinding({ host, port }, { tcp: true, timeoutMs: 3000 });
       assert.equal(t.mapped.address, host);
     }
-    assert.equal(h.stun.counters.responses, 4);
+    assert.ok(h.stun.counters.responses >= 4); // a busy machine may cause a retransmission
   } finally {
     await h.close();
   }

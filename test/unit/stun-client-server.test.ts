@@ -59,7 +59,9 @@ function nextDatagram(t: T, ms = 2000): Promise<{ msg: Buffer; rinfo: { address:
   });
 }
 
-const FAST = { rtoMs: 50, rc: 3, rm: 4 }; // 50 + 100 + 200 ms: fails within 350 ms
+// Shorter than the RFC's 39.5 s so a broken test fails fast; retransmissions can still happen on a busy machine,
+// so counter assertions below allow for them.
+const FAST = { rtoMs: 250, rc: 4, rm: 4 }; // 250 + 500 + 1000 + 1000 ms
 
 test('binding over UDP returns the client\'s own address as XOR-MAPPED-ADDRESS (IPv4 and IPv6)', async () => {
   for (const host of ['127.0.0.1', '::1']) {
@@ -74,7 +76,8 @@ test('binding over UDP returns the client\'s own address as XOR-MAPPED-ADDRESS (
     assert.equal(r.software, 'natpunch');
     assert.equal(r.otherAddress, undefined);
     assert.equal(checkFingerprint(r.message), 'valid'); // our requests carry FINGERPRINT, so the response does
-    assert.deepEqual(server.counters, { requests: 1, responses: 1, errors: 0, drops: 0 });
+    const c = server.counters;
+    assert.ok(c.requests >= 1 && c.responses === c.requests && c.errors === 0 && c.drops === 0, JSON.stringify(c));
     client.close();
     server.close();
   }
@@ -159,7 +162,7 @@ test('without RFC 5780 mode CHANGE-REQUEST is an unknown attribute: 420 with UNK
   );
   // An unknown method is a 400.
   await assert.rejects(client.request(to, { ...FAST, method: 0x0ab }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
-  assert.equal(server.counters.errors, 2);
+  assert.ok(server.counters.errors >= 2 && server.counters.responses === 0);
   client.close();
   server.close();
 });
@@ -402,8 +405,30 @@ test('other methods can be served through registerMethod (the hook TURN uses); u
   assert.deepEqual(seen, ['udp 127.0.0.1']);
   off();
   await assert.rejects(client.request(to, { ...FAST, method: 0x003 }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
-  assert.equal(server.counters.responses, 1);
-  assert.equal(server.counters.errors, 1);
+  assert.ok(server.counters.responses >= 1 && server.counters.errors >= 1);
   client.close();
   server.close();
+});
+
+test('STUN over TCP: a peer that sends non-STUN bytes fails pending requests at once; ChannelData frames reach listeners', async () => {
+  const tcp = net.createServer((sock) => {
+    sock.once('data', () => {
+      // ChannelData frame (RFC 8656 §12.5, padded over TCP), then garbage.
+      sock.write(Buffer.from([0x40, 0x01, 0x00, 0x03, 7, 8, 9, 0]));
+      setTimeout(() => sock.write(Buffer.from([0xf0, 0, 0, 0])), 20);
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  try {
+    const client = await StunTcpClient.connect({ address: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port });
+    const frames: Array<[number, number[]]> = [];
+    client.onChannelData((ch, data) => frames.push([ch, [...data]]));
+    await assert.rejects(client.binding({ timeoutMs: 5000 }), (e: unknown) => isNatpunchError(e, 'STUN_DECODE'));
+    assert.deepEqual(frames, [[0x4001, [7, 8, 9]]]);
+    assert.ok(client.closed);
+    client.close();
+  } finally {
+    await new Promise((r) => tcp.close(r));
+  }
 });
