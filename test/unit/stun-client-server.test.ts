@@ -31,6 +31,8 @@ import {
   verifyIntegritySha256,
   XorMappedAddress,
   ResponsePort,
+  coreRegistry,
+  uint32Codec,
 } from '../../src/wire/stun/index.js';
 
 type T = NodeDatagramTransport;
@@ -431,4 +433,30 @@ test('STUN over TCP: a peer that sends non-STUN bytes fails pending requests at 
   } finally {
     await new Promise((r) => tcp.close(r));
   }
+});
+
+test('a response with unknown comprehension-required attributes fails the transaction unless the registry knows them', async () => {
+  const fake = await udp();
+  fake.onMessage((msg, rinfo) => {
+    const req = decodeStun(msg);
+    fake.send(
+      encodeStun({
+        cls: StunClass.SuccessResponse,
+        method: req.method,
+        transactionId: req.transactionId,
+        attributes: [attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port }), { type: 0x7ff1, value: new Uint8Array(4) }],
+      }),
+      rinfo.port,
+      rinfo.address,
+    );
+  });
+  const to = { address: '127.0.0.1', port: fake.address().port };
+  const strict = new StunClient(await udp());
+  await assert.rejects(strict.binding(to, FAST), (e: unknown) => isNatpunchError(e, 'STUN_DECODE') && /0x7ff1/.test(e.message));
+  const registry = coreRegistry.extend();
+  registry.registerAttribute(0x7ff1, 'TEST-ATTRIBUTE', uint32Codec);
+  const aware = new StunClient(await udp(), { registry });
+  assert.equal((await aware.binding(to, FAST)).mapped.address, '127.0.0.1');
+  strict.close();
+  aware.close();
 });
