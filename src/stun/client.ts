@@ -308,7 +308,11 @@ function deadline(server: StunEndpoint, timeoutMs: number | undefined, parent: A
           () => controller.abort(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} within ${timeoutMs} ms`)),
           timeoutMs,
         );
-  const onAbort = () => controller.abort(new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }));
+  // A NatpunchError reason from an enclosing deadline (STUN_TIMEOUT) passes through; anything else is ABORTED.
+  const onAbort = () =>
+    controller.abort(
+      parent?.reason instanceof NatpunchError ? parent.reason : new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }),
+    );
   if (parent?.aborted) onAbort();
   else parent?.addEventListener('abort', onAbort, { once: true });
   return {
@@ -693,18 +697,19 @@ export async function stunBinding(
 ): Promise<BindingResult & { local: StunEndpoint }> {
   const endpoint = await resolveStunServer(server, options.signal);
   if (options.tcp) {
-    const client = await StunTcpClient.connect(endpoint, {
-      signal: options.signal,
-      timeoutMs: options.timeoutMs,
-      localAddress: options.localAddress,
-      logger: options.logger,
-    });
+    // One deadline for connect + transaction (the default is §6.2.2's 39.5 s).
+    const d = deadline(endpoint, options.timeoutMs ?? STUN_TCP_TIMEOUT_MS, options.signal);
     try {
-      const result = await client.binding(options);
-      const local = { address: normalizeAddress(client.socket.localAddress ?? ''), port: client.socket.localPort ?? 0 };
-      return { ...result, local };
+      const client = await StunTcpClient.connect(endpoint, { signal: d.signal, localAddress: options.localAddress, logger: options.logger });
+      try {
+        const result = await client.binding({ ...options, timeoutMs: undefined, signal: d.signal });
+        const local = { address: normalizeAddress(client.socket.localAddress ?? ''), port: client.socket.localPort ?? 0 };
+        return { ...result, local };
+      } finally {
+        client.close();
+      }
     } finally {
-      client.close();
+      d.dispose();
     }
   }
   const type: dgram.SocketType = endpoint.address.includes(':') ? 'udp6' : 'udp4';

@@ -460,3 +460,23 @@ test('a response with unknown comprehension-required attributes fails the transa
   strict.close();
   aware.close();
 });
+
+test('stunBinding over TCP: one deadline covers connect and transaction, reported as STUN_TIMEOUT', async () => {
+  // A TCP server that accepts and never answers.
+  const held: net.Socket[] = [];
+  const tcp = net.createServer((sock) => {
+    held.push(sock);
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  try {
+    const port = (tcp.address() as net.AddressInfo).port;
+    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, timeoutMs: 200 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 50);
+    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, signal: ac.signal }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  } finally {
+    held.forEach((s) => s.destroy());
+    await new Promise((r) => tcp.close(r));
+  }
+});
