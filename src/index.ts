@@ -36,6 +36,8 @@ export type {
 } from './stun/client.js';
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
 export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
+export { LongTermAuthenticator, DEFAULT_NONCE_LIFETIME_MS } from './stun/auth.js';
+export type { LongTermAuthOptions, AuthResult } from './stun/auth.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
 export type { ServeConfig, ServerHandle, TcpHandler, Endpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
