@@ -300,7 +300,8 @@ export class StunServer {
     const bound = udp ? buf.length * this.#factor : Infinity;
     const fingerprint = !req.legacy && req.has(Attr.FINGERPRINT);
 
-    // §6.3.1: unknown comprehension-required attributes -> 420. Without RFC 5780 mode its attributes are unknown too.
+    // §6.3.1: unknown comprehension-required attributes -> 420. Without RFC 5780 mode (and always over TCP, where
+    // changing address or port makes no sense) RFC 5780's request attributes count as unknown too.
     const unknown = req.unknownComprehensionRequired(this.#registry);
     if (!rfc5780) {
       for (const t of [Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING]) if (req.has(t) && !unknown.includes(t)) unknown.push(t);
@@ -319,10 +320,6 @@ export class StunServer {
       paddingLength = req.getRaw(Attr.PADDING)?.value.length ?? 0;
     } catch {
       return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Malformed Attribute');
-    }
-    if (!udp && (change.changeIp || change.changePort || responsePort !== undefined)) {
-      // RFC 5780 §6.1: CHANGE-REQUEST and RESPONSE-PORT only make sense over UDP.
-      return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'UDP Only');
     }
     if (responsePort !== undefined && paddingLength > 0) {
       // RFC 5780 §6.1: PADDING with RESPONSE-PORT would let anyone aim large packets at another port.
