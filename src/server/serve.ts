@@ -16,6 +16,8 @@ import { ServerUdpSocket } from './udp.js';
 export const DEFAULT_SERVE_ADDRESSES = ['0.0.0.0', '::'] as const;
 /** A TCP connection must send its first bytes within this time or it is closed. */
 export const TCP_FIRST_BYTE_TIMEOUT_MS = 10_000;
+/** Open TCP connections across all services; more are refused (file descriptors are finite). */
+export const SERVE_MAX_TCP_CONNECTIONS = 4096;
 /** Kernel socket buffers requested for server UDP sockets (bursts of requests). */
 export const SERVER_UDP_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Attempts at finding a port free on every address when port 0 (any) is asked for. */
@@ -145,7 +147,6 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   const sockets: ServerUdpSocket[] = [];
   const tcpServers: net.Server[] = [];
   const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
-  const pendingTcp = new Set<net.Socket>();
   const allTcp = new Set<net.Socket>();
   let rfc5780: ServerHandle['rfc5780'];
 
@@ -211,14 +212,15 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
 
   for (const srv of tcpServers) {
     srv.on('connection', (sock) => {
-      pendingTcp.add(sock);
+      sock.on('error', () => {});
+      if (allTcp.size >= SERVE_MAX_TCP_CONNECTIONS) {
+        sock.destroy();
+        return;
+      }
       allTcp.add(sock);
       sock.once('close', () => allTcp.delete(sock));
-      sock.on('error', () => {});
       sock.setTimeout(TCP_FIRST_BYTE_TIMEOUT_MS, () => sock.destroy());
-      sock.once('close', () => pendingTcp.delete(sock));
       sock.once('data', (head: Buffer) => {
-        pendingTcp.delete(sock);
         sock.setTimeout(0);
         const first = head[0]!;
         for (let i = handlers.length - 1; i >= 0; i--) {
