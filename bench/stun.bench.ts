@@ -6,7 +6,7 @@
 // servers get exactly one core. coturn still starts its threads, they share that core.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -215,7 +215,9 @@ if (TURNSERVER) {
       '--simple-log',
       `--pidfile=/tmp/natpunch-bench-turnserver-${port}.pid`,
     ]);
-    return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.once('exit', () => rmSync(`/tmp/natpunch-bench-turnserver-${port}.pid`, { force: true }));
+    return child;
   });
   console.log(`coturn: ${Math.round(coturn.rate).toLocaleString('en')} Binding/s (server CPU ${coturn.serverCpu?.toFixed(2)}, generator CPU ${coturn.generatorCpu.toFixed(2)})`);
   results.coturn = coturn;

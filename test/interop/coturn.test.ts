@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
@@ -110,6 +111,7 @@ async function startTurnserver(rfc5780 = false): Promise<{ child: import('node:c
     child.stdout!.resume();
     child.stderr!.resume();
     // Ready when it answers a Binding request (bounded).
+    child.once('exit', () => rmSync(`/tmp/natpunch-test-turnserver-${port}.pid`, { force: true }));
     for (let i = 0; i < 40 && child.exitCode === null; i++) {
       try {
         await stunBinding({ host: '127.0.0.1', port }, { timeoutMs: 250 });
