@@ -10,6 +10,7 @@ import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
 import { stunBinding, StunClient } from '../../src/stun/client.js';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { attr, ChangeRequest } from '../../src/wire/stun/index.js';
+import { loopbackHosts } from '../helpers/net.js';
 
 function which(bin: string): string | undefined {
   try {
@@ -32,7 +33,7 @@ async function serve(args: string[]) {
 const REFLEXIVE = /UDP reflexive addr: (\S+):(\d+)/g;
 
 test('turnutils_stunclient gets the right mapped address from `natpunch serve` (IPv4 and IPv6)', { skip: skipClient }, async () => {
-  for (const host of ['127.0.0.1', '::1']) {
+  for (const host of await loopbackHosts()) {
     const { child, info } = await serve(['--address', host]);
     try {
       const port = info.udp[0].port;

@@ -34,6 +34,7 @@ import {
   coreRegistry,
   uint32Codec,
 } from '../../src/wire/stun/index.js';
+import { loopbackHosts } from '../helpers/net.js';
 
 type T = NodeDatagramTransport;
 const opened: Array<{ close(): void }> = [];
@@ -66,7 +67,7 @@ function nextDatagram(t: T, ms = 2000): Promise<{ msg: Buffer; rinfo: { address:
 const FAST = { rtoMs: 250, rc: 4, rm: 4 }; // 250 + 500 + 1000 + 1000 ms
 
 test('binding over UDP returns the client\'s own address as XOR-MAPPED-ADDRESS (IPv4 and IPv6)', async () => {
-  for (const host of ['127.0.0.1', '::1']) {
+  for (const host of await loopbackHosts()) {
     const serverSock = await udp(host);
     const server = new StunServer();
     server.attachUdp(serverSock);
