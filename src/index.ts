@@ -39,5 +39,6 @@ export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodH
 export { LongTermAuthenticator, DEFAULT_NONCE_LIFETIME_MS } from './stun/auth.js';
 export type { LongTermAuthOptions, AuthResult } from './stun/auth.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
-export type { ServeConfig, ServerHandle, TcpHandler, Endpoint } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, Endpoint, ServeSocket } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
+export { UdxServerSocket } from './server/udx.js';

@@ -8,9 +8,10 @@ import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
 import { hasIPv6Loopback, loopbackHosts } from '../helpers/net.js';
 
-test('startServer answers STUN on UDP and TCP on one port, IPv4 and IPv6, and releases it on close()', async () => {
+for (const udp of ['udx', 'dgram'] as const) test(`startServer (${udp} sockets) answers STUN on UDP and TCP on one port, IPv4 and IPv6, and releases it on close()`, async () => {
   const hosts = await loopbackHosts();
-  const h = await startServer({ port: 0, addresses: hosts });
+  const h = await startServer({ port: 0, addresses: hosts, udp });
+  assert.equal(h.udpImplementation, udp);
   try {
     const port = h.udp[0]!.port;
     assert.ok(h.udp.every((e) => e.port === port) && h.tcp.every((e) => e.port === port));
@@ -25,7 +26,7 @@ test('startServer answers STUN on UDP and TCP on one port, IPv4 and IPv6, and re
     await h.close();
   }
   // The port is free again.
-  const again = await startServer({ port: h.udp[0]!.port, addresses: ['127.0.0.1'] });
+  const again = await startServer({ port: h.udp[0]!.port, addresses: ['127.0.0.1'], udp });
   await again.close();
 });
 

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { startServer } from '../../server/serve.js';
 import { createLogger } from '../../util/log.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
@@ -10,6 +10,7 @@ interface ServeOptions {
   altAddress?: string;
   altPort?: number;
   json?: boolean;
+  udp: 'auto' | 'udx' | 'dgram';
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -27,6 +28,11 @@ export function register(program: Command): void {
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--json', 'print where it listens as one JSON line')
+    .addOption(
+      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
+        .choices(['auto', 'udx', 'dgram'])
+        .default('auto'),
+    )
     .action(
       action(async (opts: ServeOptions, cmd: Command) => {
         const debug = Boolean(cmd.optsWithGlobals().debug);
@@ -37,6 +43,7 @@ export function register(program: Command): void {
           addresses: opts.address,
           altAddress: opts.altAddress,
           altPort: opts.altPort,
+          udp: opts.udp,
           logger,
         });
         if (opts.json) {
