@@ -48,12 +48,12 @@ export function register(program: Command): void {
         });
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null })}\n`,
+            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null, udpImplementation: handle.udpImplementation })}\n`,
           );
         } else {
           const lines = [
             `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,
-            handle.tcp.length ? `                     tcp ${handle.tcp.map(show).join(', ')}` : '',
+            handle.tcp.length ? `${' '.repeat('natpunch serve: STUN on '.length)}tcp ${handle.tcp.map(show).join(', ')}` : '',
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
