@@ -120,6 +120,10 @@ test('`natpunch serve --json` prints one JSON line, `natpunch stun` reads the ma
     const exit = await stop(child, 'SIGTERM');
     assert.equal(exit.code, 0);
   }
+  // RFC 5780 mode without a specific primary address: one-line error, non-zero exit.
+  const no5780 = await run(NATPUNCH, ['serve', '--port', '0', '--alt-address', '127.0.0.2']);
+  assert.notEqual(no5780.code, 0);
+  assert.match(no5780.stderr.trim().split('\n').pop()!, /^natpunch: .*--address.*\[BAD_ARGUMENT\]$/);
   const bad = await run(NATPUNCH, ['stun', '127.0.0.1:1', '--timeout', 'soon']);
   assert.notEqual(bad.code, 0);
   assert.equal(bad.stderr.trim().split('\n').length <= 2, true);
