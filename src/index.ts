@@ -91,8 +91,10 @@ export type {
 } from './stun/client.js';
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
 export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
+export { LongTermAuthenticator, DEFAULT_NONCE_LIFETIME_MS } from './stun/auth.js';
+export type { LongTermAuthOptions, AuthResult } from './stun/auth.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
-export type { ServeConfig, ServerHandle, TcpHandler, Endpoint as ServeEndpoint } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, ServeSocket, Endpoint as ServeEndpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
 // TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
 export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
@@ -115,3 +117,4 @@ export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
+export { UdxServerSocket } from './server/udx.js';

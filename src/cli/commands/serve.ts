@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { startServer } from '../../server/serve.js';
 import { createLogger } from '../../util/log.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
@@ -12,6 +12,7 @@ interface ServeOptions {
   json?: boolean;
   /** false with --no-rendezvous */
   rendezvous: boolean;
+  udp: 'auto' | 'udx' | 'dgram';
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -30,6 +31,11 @@ export function register(program: Command): void {
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
     .option('--json', 'print where it listens as one JSON line')
+    .addOption(
+      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
+        .choices(['auto', 'udx', 'dgram'])
+        .default('auto'),
+    )
     .action(
       action(async (opts: ServeOptions, cmd: Command) => {
         const debug = Boolean(cmd.optsWithGlobals().debug);
@@ -40,17 +46,18 @@ export function register(program: Command): void {
           addresses: opts.address,
           altAddress: opts.altAddress,
           altPort: opts.altPort,
+          udp: opts.udp,
           logger,
           ...(opts.rendezvous ? {} : { rendezvous: false as const }),
         });
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null, rendezvous: Boolean(handle.rendezvous) })}\n`,
+            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null, rendezvous: Boolean(handle.rendezvous), udpImplementation: handle.udpImplementation })}\n`,
           );
         } else {
           const lines = [
             `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,
-            handle.tcp.length ? `                     tcp ${handle.tcp.map(show).join(', ')}` : '',
+            handle.tcp.length ? `${' '.repeat('natpunch serve: STUN on '.length)}tcp ${handle.tcp.map(show).join(', ')}` : '',
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
