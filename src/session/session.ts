@@ -21,6 +21,10 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 3 * DEFAULT_KEEPALIVE_MS;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Datagrams ride in one UDX packet: 1200-byte UDX MTU minus UDX header (20) and secretbox overhead (24). */
 export const MAX_DATAGRAM_BYTES = 1150;
+/** Keepalive timer resolution. */
+const KEEPALIVE_TICK_MS = 500;
+/** First silence probe after this long without hearing from the peer (then 2×, 4× ... up to the keepalive). */
+export const SILENCE_PROBE_MS = 2_000;
 /** How long close() waits for the peer to acknowledge the end of the encrypted stream. */
 const CLOSE_GRACE_MS = 2_000;
 /** Probe kinds of the session's path keepalives on the 0xF1 channel (src/traversal/checks.ts uses 1..4). */
@@ -381,8 +385,14 @@ export class Session extends EventEmitter {
   #startKeepalive(): void {
     const keepAliveMs = this.#options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
     const idleMs = this.#options.idleTimeoutMs ?? Math.max(DEFAULT_IDLE_TIMEOUT_MS, 3 * keepAliveMs);
-    const tick = Math.max(50, Math.min(keepAliveMs, Math.floor(idleMs / 3)));
+    const tick = Math.max(50, Math.min(KEEPALIVE_TICK_MS, keepAliveMs, Math.floor(idleMs / 3)));
     let lastPing = Date.now();
+    // Silence probes: when the peer has been quiet for a while, announce ourselves with a path probe from our socket
+    // at growing intervals (2, 4, 8 s ... up to the keepalive). If our NAT lost its state (conntrack flushed) while
+    // we only receive, this outbound packet recreates the mapping so the peer's retransmissions get through again
+    // before libudx gives up (~12 s without acks).
+    let quietSince = this.#lastReceived;
+    let nextQuietProbe = SILENCE_PROBE_MS;
     this.#keepTimer = setInterval(() => {
       if (this.#closed) return;
       const now = Date.now();
@@ -390,6 +400,14 @@ export class Session extends EventEmitter {
         lastPing = now;
         this.#sendPing();
         this.#sendPathProbe();
+      }
+      if (this.#lastReceived !== quietSince) {
+        quietSince = this.#lastReceived;
+        nextQuietProbe = SILENCE_PROBE_MS;
+      } else if (now - quietSince >= nextQuietProbe) {
+        this.#sendPathProbe();
+        nextQuietProbe = Math.min(nextQuietProbe * 2, Math.max(SILENCE_PROBE_MS, keepAliveMs));
+        nextQuietProbe = Math.max(nextQuietProbe, now - quietSince + SILENCE_PROBE_MS);
       }
       if (now - this.#lastReceived > idleMs && !this.#recovering) void this.#onPathLost(idleMs);
     }, tick);

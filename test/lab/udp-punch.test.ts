@@ -49,13 +49,13 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
   });
 
   /** One connection from `from` (connect) to `to` (listen); resolves with both sides' reports. */
-  async function trial(from: string, to: string, opts: { hostCandidates?: boolean; checkTimeoutMs?: number; size?: number; during?: () => Promise<void> } = {}): Promise<[Result, Result]> {
+  async function trial(from: string, to: string, opts: { hostCandidates?: boolean; checkTimeoutMs?: number; size?: number; replySize?: number; during?: () => Promise<void> } = {}): Promise<[Result, Result]> {
     const id = randomBytes(4).toString('hex');
     const stun = { host: lab.addr('server'), port: STUN_PORT };
     for (const h of [from, to]) peers[h]!.send({ cmd: 'prepare', trial: id, stun, hostCandidates: opts.hostCandidates ?? true });
     const cands = await Promise.all([from, to].map((h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
     const connectionId = randomBytes(16).toString('hex');
-    const common = { cmd: 'go', trial: id, connectionId, size: opts.size ?? SIZE, ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}) };
+    const common = { cmd: 'go', trial: id, connectionId, size: opts.size ?? SIZE, ...(opts.replySize !== undefined ? { replySize: opts.replySize } : {}), ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}) };
     peers[to]!.send({ ...common, role: 'listen', peerKey: keys[from], candidates: cands[0]!.candidates });
     peers[from]!.send({ ...common, role: 'connect', peerKey: keys[to], candidates: cands[1]!.candidates });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
@@ -67,10 +67,11 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
     return [ra, rb];
   }
 
-  function assertTransfer([ra, rb]: [Result, Result], size = SIZE): void {
+  function assertTransfer([ra, rb]: [Result, Result], size = SIZE, replySize = size): void {
     assert.equal(ra.type, 'result', `connecting side: ${ra.code} ${ra.message}`);
     assert.equal(rb.type, 'result', `listening side: ${rb.code} ${rb.message}`);
-    assert.equal(ra.bytes, size);
+    assert.equal(ra.bytes, replySize);
+    assert.equal(rb.bytes, size);
     assert.equal(ra.gotHash, rb.sentHash, 'listener → connector data intact');
     assert.equal(rb.gotHash, ra.sentHash, 'connector → listener data intact');
   }
@@ -140,6 +141,32 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
       assertTransfer(r, size);
     } finally {
       await lab.setLink('natB', { rateMbit: 0 });
+    }
+  });
+
+  test('NAT rebinding under a one-way transfer: the receiver re-opens its NAT and the transfer completes', async () => {
+    await lab.setNat('natA', 'port-restricted-cone');
+    await lab.setNat('natB', 'port-restricted-cone');
+    const size = 8 * 1024 * 1024;
+    await lab.setLink('natB', { rateMbit: 40 });
+    try {
+      // b only receives: after the flush nothing leaves b's NAT unless the session sends on its own.
+      const r = await trial('a', 'b', {
+        size,
+        replySize: 0,
+        during: async () => {
+          await new Promise((res) => setTimeout(res, 1000));
+          // Cut natB's uplink until nothing is queued or in flight, flush the mappings, restore the link: now only
+          // a packet sent by b can re-open its NAT.
+          await lab.setLink('natB', { lossPct: 99.99 }); // (the lab's shaper takes at most 99.99)
+          await new Promise((res) => setTimeout(res, 1500));
+          await lab.setNat('natB', 'port-restricted-cone');
+          await lab.setLink('natB', { lossPct: 0 });
+        },
+      });
+      assertTransfer(r, size, 0);
+    } finally {
+      await lab.setLink('natB', { rateMbit: 0, lossPct: 0 });
     }
   });
 
