@@ -6,8 +6,8 @@ import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
-import { Session, streamIdsFor, type Allow, type SessionPath } from './session/session.js';
-import { ConnectivityChecks, deriveCheckKey, type CheckResult } from './traversal/checks.js';
+import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
+import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
@@ -161,13 +161,14 @@ interface Attempt {
   track?: (c: ConnectivityChecks) => void;
 }
 
-/** Punch (connectivity checks), then run the Noise handshake over the nominated pair. */
-async function punch(a: Attempt): Promise<CheckResult> {
-  if (a.startAt !== undefined) {
-    const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
-    if (wait > 0) await sleep(wait, a.signal);
-  }
-  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+/** Waits for the rendezvous' scheduled start, bounded. */
+async function waitStart(a: Attempt): Promise<void> {
+  if (a.startAt === undefined) return;
+  const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
+  if (wait > 0) await sleep(wait, a.signal);
+}
+
+function newChecks(a: Attempt): ConnectivityChecks {
   const checks = new ConnectivityChecks({
     transport: a.endpoint,
     role: a.role,
@@ -175,40 +176,87 @@ async function punch(a: Attempt): Promise<CheckResult> {
     key: deriveCheckKey(a.connectionId, a.keyPair.publicKey, a.peerKey),
     local: a.local,
     remote: a.remote,
+    nomination: 'implicit',
     signal: a.signal,
     logger: a.logger,
     ...(a.options.checkTimeoutMs !== undefined ? { timeoutMs: a.options.checkTimeoutMs } : {}),
   });
   a.track?.(checks);
-  const result = await checks.run();
+  return checks;
+}
+
+function pathOf(result: CheckResult): Partial<SessionPath> {
+  return { kind: pathKind(result), candidatePair: { local: result.localCandidate, remote: result.remoteCandidate }, rttMs: result.rttMs };
+}
+
+/** Initiator side of the punch: checks until the first pair works (implicit nomination: it is used at once). */
+async function punch(a: Attempt): Promise<CheckResult> {
+  await waitStart(a);
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const result = await newChecks(a).run();
   a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   return result;
 }
 
-async function attempt(a: Attempt): Promise<Session> {
-  const result = await punch(a);
-  const ids = streamIdsFor(a.connectionId);
-  const initiator = a.role === 'initiator';
-  return Session.establish({
+function sessionOptions(a: Attempt) {
+  return {
     endpoint: a.endpoint,
-    isInitiator: initiator,
     keyPair: a.keyPair,
-    remote: result.remote,
-    localStreamId: initiator ? ids.initiator : ids.responder,
-    remoteStreamId: initiator ? ids.responder : ids.initiator,
-    ...(initiator ? { expectedRemoteKey: a.peerKey } : { allow: a.allow }),
-    path: {
-      kind: pathKind(result),
-      candidatePair: { local: result.localCandidate, remote: result.remoteCandidate },
-      rttMs: result.rttMs,
-    },
     ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
     ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
-    ...(a.recover ? { recover: a.recover } : {}),
     ownsEndpoint: a.ownsEndpoint,
     logger: a.logger,
     signal: a.signal,
+  };
+}
+
+/**
+ * One connection attempt: checks, then the Noise handshake over the first pair that worked. The initiator starts
+ * the handshake as soon as a check succeeds; the responder's UDX stream waits (unconnected) and attaches itself to
+ * the address the initiator's first packet comes from, if that address passed an authenticated check.
+ */
+async function attempt(a: Attempt): Promise<Session> {
+  const ids = streamIdsFor(a.connectionId);
+  if (a.role === 'initiator') {
+    const result = await punch(a);
+    return Session.establish({
+      ...sessionOptions(a),
+      isInitiator: true,
+      remote: result.remote,
+      localStreamId: ids.initiator,
+      remoteStreamId: ids.responder,
+      expectedRemoteKey: a.peerKey,
+      path: pathOf(result),
+      ...(a.recover ? { recover: a.recover } : {}),
+    });
+  }
+  await waitStart(a);
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const checks = newChecks(a);
+  const udx = a.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
+  let result: CheckResult | null = null;
+  udx.once('connect', () => {
+    result = checks.select(udx.remoteHost!, udx.remotePort);
+    if (result) a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   });
+  const checksFailed = checks.run().then(
+    () => new Promise<never>(() => {}),
+    (err: unknown) => {
+      udx.destroy();
+      throw err;
+    },
+  );
+  const session = Session.establish({
+    ...sessionOptions(a),
+    isInitiator: false,
+    udxStream: udx,
+    localStreamId: ids.responder,
+    remoteStreamId: ids.initiator,
+    ...(a.allow !== undefined ? { allow: a.allow } : {}),
+    handshakeTimeoutMs: (a.options.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    path: () => (result ? pathOf(result) : {}),
+  });
+  return Promise.race([session, checksFailed]);
 }
 
 function toKey(to: string | Uint8Array): Buffer | null {

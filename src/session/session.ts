@@ -61,7 +61,10 @@ export interface SessionOptions {
   endpoint: UdxEndpoint;
   isInitiator: boolean;
   keyPair: KeyPair;
-  remote: { address: string; port: number };
+  /** Where the peer is. Optional when `udxStream` is given: then it is where that stream got connected to. */
+  remote?: { address: string; port: number };
+  /** A UDX stream made by the caller (e.g. UdxEndpoint.acceptStream, still waiting for the peer's first packet). */
+  udxStream?: UdxStream;
   /** UDX stream ids agreed by both ends (see streamIdsFor). */
   localStreamId: number;
   remoteStreamId: number;
@@ -69,7 +72,8 @@ export interface SessionOptions {
   expectedRemoteKey?: Uint8Array;
   /** Responder: who may connect (default: anyone). */
   allow?: Allow;
-  path?: Partial<SessionPath>;
+  /** Path details for session.path; a function is evaluated once the handshake is done. */
+  path?: Partial<SessionPath> | (() => Partial<SessionPath>);
   keepAliveMs?: number;
   idleTimeoutMs?: number;
   handshakeTimeoutMs?: number;
@@ -145,12 +149,13 @@ export class Session extends EventEmitter {
     this.publicKey = options.keyPair.publicKey;
     this.remotePublicKey = Buffer.from(noise.remotePublicKey!);
     const local = options.endpoint.address();
+    const given = typeof options.path === 'function' ? options.path() : options.path;
     this.#path = {
-      kind: options.path?.kind ?? 'direct',
-      local: options.path?.local ?? { address: local.address, port: local.port },
-      remote: { address: options.remote.address, port: options.remote.port },
-      candidatePair: options.path?.candidatePair ?? null,
-      rttMs: options.path?.rttMs ?? null,
+      kind: given?.kind ?? 'direct',
+      local: given?.local ?? { address: local.address, port: local.port },
+      remote: udx.remoteHost ? { address: udx.remoteHost, port: udx.remotePort } : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
+      candidatePair: given?.candidatePair ?? null,
+      rttMs: given?.rttMs ?? null,
     };
     // Path keepalive key and tag come from the Noise handshake hash: only the two ends know them.
     const hh = noise.handshakeHash!;
@@ -206,7 +211,11 @@ export class Session extends EventEmitter {
     const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
     const logger = options.logger ?? silentLogger;
     const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    const udx = options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote.port, options.remote.address);
+    if (!options.udxStream && !options.remote) {
+      return Promise.reject(new NatpunchError('BAD_ARGUMENT', 'a session needs the remote address or a UDX stream'));
+    }
+    const udx = options.udxStream ?? options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote!.port, options.remote!.address);
+    const where = () => (udx.remoteHost ? `${udx.remoteHost}:${udx.remotePort}` : 'the peer');
     const noise = new SecretStream(options.isInitiator, udx, { keyPair: options.keyPair });
     noise.on('error', () => {}); // handled through 'close' and the promise below
 
@@ -227,9 +236,9 @@ export class Session extends EventEmitter {
           reject(err);
         } else resolve(session!);
       };
-      const timer = setTimeout(() => finish(new NatpunchError('HANDSHAKE_FAILED', `no authenticated session with ${options.remote.address}:${options.remote.port} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => finish(new NatpunchError('HANDSHAKE_FAILED', `no authenticated session with ${where()} within ${timeoutMs} ms`)), timeoutMs);
       const onAbort = () => finish(new NatpunchError('ABORTED', 'session setup aborted', { cause: options.signal?.reason }));
-      const onClose = () => finish(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${options.remote.address}:${options.remote.port} closed during the handshake`));
+      const onClose = () => finish(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake`));
       const onEarlyData = (frame: Buffer) => {
         if (frames.length < 64) frames.push(frame);
       };
@@ -266,7 +275,7 @@ export class Session extends EventEmitter {
         if (options.isInitiator) {
           if (!Buffer.from(options.expectedRemoteKey!).equals(remoteKey)) {
             logger.warn({ expected: keyToId(options.expectedRemoteKey!), got: keyToId(remoteKey) }, 'responder key mismatch');
-            return finish(new NatpunchError('HANDSHAKE_FAILED', `the peer at ${options.remote.address}:${options.remote.port} proved key ${keyToId(remoteKey).slice(0, 16)}…, not the key we meant to reach (${keyToId(options.expectedRemoteKey!).slice(0, 16)}…); refusing`));
+            return finish(new NatpunchError('HANDSHAKE_FAILED', `the peer at ${where()} proved key ${keyToId(remoteKey).slice(0, 16)}…, not the key we meant to reach (${keyToId(options.expectedRemoteKey!).slice(0, 16)}…); refusing`));
           }
           // Wait for the responder's verdict (HELLO or REJECT) before handing out the session.
           noise.on('data', onEarlyData);
