@@ -44,10 +44,12 @@ try {
   }
 
   const connectMs: number[] = [];
+  const phases: Array<Record<string, number>> = [];
   const sessionMbps: number[] = [];
   for (let i = 0; i < RUNS; i++) {
     const small = await session(1, 1);
     connectMs.push(small.connectMs as number);
+    phases.push(Object.fromEntries(Object.entries(small).filter(([k]) => k.endsWith('Ms')).map(([k, v]) => [k, Math.round(v as number)])));
     const big = await session(BYTES, 0);
     sessionMbps.push((BYTES * 8) / ((big.transferMs as number) / 1000) / 1e6);
   }
@@ -73,7 +75,7 @@ try {
     sessionMbpsMedian: Number(median(sessionMbps).toFixed(1)),
     tcpMbpsMedian: Number(median(tcpMbps).toFixed(1)),
     ratio: Number((median(sessionMbps) / median(tcpMbps)).toFixed(3)),
-    raw: { connectMs, sessionMbps, tcpMbps },
+    raw: { connectMs, phases, sessionMbps, tcpMbps },
   };
   mkdirSync(join(here, 'results'), { recursive: true });
   writeFileSync(join(here, 'results', 'punch-lab.json'), `${JSON.stringify(result, null, 2)}\n`);
