@@ -14,6 +14,8 @@ import { candidatePriority, dedupeCandidates, type Candidate } from './traversal
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
 /** connect() as a whole: rendezvous exchange, checks (10 s) and handshake. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
+export const MAX_CONCURRENT_ATTEMPTS = 32;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -411,6 +413,12 @@ export class Listener extends EventEmitter {
   async acceptOffer(offer: ConnectOfferLike): Promise<Session | null> {
     if (this.#closed) return null;
     const peer = keyToId(offer.peerKey);
+    if (offer.role !== 'responder') return null; // our own requests' answers are not introductions to accept
+    if (this.#attempts.size >= MAX_CONCURRENT_ATTEMPTS) {
+      this.#logger.warn({ peer }, 'too many connection attempts in progress; dropping one');
+      this.emit('connection-error', new NatpunchError('RATE_LIMITED', `more than ${MAX_CONCURRENT_ATTEMPTS} connection attempts in progress`), peer);
+      return null;
+    }
     const progress = (p: Progress) => {
       this.#options.onProgress?.(p);
       this.emit('progress', p);

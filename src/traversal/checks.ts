@@ -12,7 +12,10 @@ import { candidateKey, candidatePriority, type Candidate } from './candidate.js'
  * Both peers send authenticated check requests to every remote candidate at once, paced, with retransmissions
  * (RFC 8445 §14.3 pacing, RFC 8489 §6.2.1 backoff). A response proves the pair works both ways. Requests from an
  * address we were not told of become peer-reflexive candidates (§7.3.1.3) and get a triggered check (§7.3.1.4).
- * The initiator (the controlling agent, §6.1.1) nominates the first pair that succeeded (§8.1.1) and both stop.
+ * The initiator (the controlling agent, §6.1.1) nominates the first pair that succeeded (§8.1.1) and both stop:
+ * either with a nominate/ack exchange, or (nomination: 'implicit', what connect()/listen() use) by starting the
+ * session on that pair at once, its first packet telling the responder which pair won (cf. aggressive nomination,
+ * RFC 5245 §8.1.1.2), which saves a round trip.
  *
  * Probe layout (all integers big-endian):
  *   0   u8   0xF1
