@@ -14,6 +14,8 @@ export interface UdxStream extends NodeJS.EventEmitter {
   /** Smoothed RTT in ms as libudx measures it (0 until the first ack). */
   readonly rtt: number;
   readonly mtu: number;
+  /** Bytes sent and not yet acknowledged. */
+  readonly inflight: number;
   readonly destroyed: boolean;
   readonly connected: boolean;
   connect(socket: unknown, remoteId: number, port: number, host: string): void;

@@ -30,6 +30,26 @@ const CLOSE_GRACE_MS = 2_000;
 /** Probe kinds of the session's path keepalives on the 0xF1 channel (src/traversal/checks.ts uses 1..4). */
 export const PATH_PROBE = 0x10;
 const PATH_PROBE_BYTES = 2 + 16 + 4 + 16;
+/** Probe kinds asking the peer to move the session to a new transport, and its answer. */
+const SWAP_REQ = 0x11;
+const SWAP_ACK = 0x12;
+const SWAP_REQUEST_INTERVAL_MS = 250;
+const SWAP_MAX_REQUESTS = 40;
+/** A move to a new path must complete within this long, or the session ends with SESSION_LOST. */
+export const SWAP_TIMEOUT_MS = 10_000;
+
+interface Swap {
+  gen: number;
+  remote: { address: string; port: number };
+  path: Partial<SessionPath> | undefined;
+  udx: UdxStream | null;
+  noise: NoiseStream | null;
+  sent: number;
+  resolve: () => void;
+  done: Promise<void>;
+  reqTimer: NodeJS.Timeout | null;
+  deadline: NodeJS.Timeout | null;
+}
 
 export type PathKind = 'lan' | 'direct' | 'relay';
 
@@ -81,6 +101,8 @@ export interface SessionOptions {
   recover?: (signal: AbortSignal) => Promise<{ address: string; port: number; path?: Partial<SessionPath> }>;
   /** Close the endpoint when the session closes. */
   ownsEndpoint?: boolean;
+  /** Always move to a new path with a fresh transport (tests; normally only when data is in flight). */
+  alwaysSwap?: boolean;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -117,7 +139,10 @@ export class Session extends EventEmitter {
   readonly isInitiator: boolean;
   #endpoint: UdxEndpoint;
   #udx: UdxStream;
-  #noise: NoiseStream;
+  #holder: { noise: NoiseStream };
+  #hh0: Buffer;
+  #gen = 0;
+  #swap: Swap | null = null;
   #mux: Mux;
   #path: SessionPath;
   #options: SessionOptions;
@@ -137,12 +162,18 @@ export class Session extends EventEmitter {
   #offProbe: () => void;
   #closing: Promise<void> | null = null;
 
-  private constructor(options: SessionOptions, udx: UdxStream, noise: NoiseStream, mux: Mux) {
+  get #noise(): NoiseStream {
+    return this.#holder.noise;
+  }
+
+  private constructor(options: SessionOptions, udx: UdxStream, holder: { noise: NoiseStream }, mux: Mux) {
     super();
+    const noise = holder.noise;
     this.#options = options;
     this.#endpoint = options.endpoint;
     this.#udx = udx;
-    this.#noise = noise;
+    this.#holder = holder;
+    this.#hh0 = Buffer.from(noise.handshakeHash!);
     this.#mux = mux;
     this.#logger = options.logger ?? silentLogger;
     this.isInitiator = options.isInitiator;
@@ -173,30 +204,40 @@ export class Session extends EventEmitter {
       this.#goodbye = true;
     });
     mux.on('protocol-error', (err: Error) => this.#die(err));
+    this.#attach(noise);
+    this.#startKeepalive();
+    this.#sendPing();
+  }
+
+  /** Listens to one encrypted transport; events from a transport that was swapped out are ignored. */
+  #attach(noise: NoiseStream): void {
+    const current = () => noise === this.#holder.noise;
     noise.on('data', (frame: Buffer) => {
+      if (!current()) return;
       this.#lastReceived = Date.now();
-      mux.onFrame(frame);
+      this.#mux.onFrame(frame);
     });
     noise.on('message', (buf: Buffer) => {
+      if (!current()) return;
       this.#lastReceived = Date.now();
       this.emit('datagram', Buffer.from(buf));
     });
     noise.on('end', () => {
       // The peer finished the encrypted stream: an orderly close.
-      if (!this.#closed) this.#die(new NatpunchError('SESSION_CLOSED', 'the peer closed the session'));
+      if (current() && !this.#closed) this.#die(new NatpunchError('SESSION_CLOSED', 'the peer closed the session'));
     });
     noise.on('close', () => {
-      if (!this.#closed) {
-        this.#die(this.#goodbye
-          ? new NatpunchError('SESSION_CLOSED', 'the peer closed the session')
-          : new NatpunchError('SESSION_LOST', 'the encrypted stream to the peer closed unexpectedly'));
-      }
+      if (!current() || this.#closed) return;
+      if (this.#swap && !this.#goodbye) return; // the old path died while we move to the new one
+      this.#die(this.#goodbye
+        ? new NatpunchError('SESSION_CLOSED', 'the peer closed the session')
+        : new NatpunchError('SESSION_LOST', 'the encrypted stream to the peer closed unexpectedly'));
     });
     noise.on('error', (err: Error) => {
-      if (!this.#closed) this.#die(new NatpunchError('SESSION_LOST', `session transport failed: ${err.message}`, { cause: err }));
+      if (!current() || this.#closed) return;
+      if (this.#swap) return;
+      this.#die(new NatpunchError('SESSION_LOST', `the path to the peer failed (${err.message}); no acknowledgements on ${this.#path.remote.address}:${this.#path.remote.port}`, { cause: err }));
     });
-    this.#startKeepalive();
-    this.#sendPing();
   }
 
   /**
@@ -246,24 +287,27 @@ export class Session extends EventEmitter {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       noise.on('close', onClose);
 
+      // The mux writes to whichever transport is current (a path change swaps it, see Session#completeSwap).
+      const holder = { noise };
       const sink = {
-        writeFrame: (f: Buffer) => noise.write(f),
+        writeFrame: (f: Buffer) => holder.noise.write(f),
         waitDrain: () => new Promise<void>((res) => {
+          const n = holder.noise;
           const done = () => {
-            noise.off('drain', done);
-            noise.off('close', done);
+            n.off('drain', done);
+            n.off('close', done);
             res();
           };
-          noise.on('drain', done);
-          noise.on('close', done);
+          n.on('drain', done);
+          n.on('close', done);
         }),
         get closed() {
-          return noise.destroyed || noise.destroying;
+          return holder.noise.destroyed || holder.noise.destroying;
         },
       };
 
       const makeSession = () => {
-        const session = new Session(options, udx, noise, mux!);
+        const session = new Session(options, udx, holder, mux!);
         noise.off('data', onEarlyData);
         for (const f of frames.splice(0)) mux!.onFrame(f);
         return session;
@@ -367,9 +411,18 @@ export class Session extends EventEmitter {
     });
   }
 
-  /** Points the session at a new remote address (path migration); streams and data in flight survive. */
+  /**
+   * Points the session at a new remote address (path migration); streams and data in flight survive. With nothing
+   * in flight the UDX stream is simply re-pointed (libudx changeRemote). Otherwise a new UDX stream and Noise
+   * handshake are set up on the new path and the streams resend what the peer did not get (libudx would keep
+   * resending packets in flight to the old, dead address).
+   */
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
+    if (this.#swap || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
+      await this.#startSwap(remote, path);
+      return;
+    }
     const changed = this.#endpoint.changeRemote(this.#udx, remote.port, remote.address);
     this.#path = { ...this.#path, ...path, remote: { address: remote.address, port: remote.port } };
     this.#lastReceived = Date.now();
@@ -379,6 +432,129 @@ export class Session extends EventEmitter {
     this.#logger.info({ remote }, 'session path changed');
     this.emit('path', this.path);
     this.#sendPing();
+  }
+
+  #resumeIds(gen: number): { initiator: number; responder: number } {
+    const g = Buffer.alloc(4);
+    g.writeUInt32BE(gen, 0);
+    return streamIdsFor(Buffer.concat([this.#hh0, Buffer.from('resume'), g]));
+  }
+
+  /** We learned the peer is now at `remote`: move the session there on a new transport. */
+  #startSwap(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
+    const cur = this.#swap;
+    if (cur && cur.remote.address === remote.address && cur.remote.port === remote.port) return cur.done;
+    if (cur) this.#dropSwap(cur);
+    const sw = this.#newSwap(this.#gen + 1, remote, path);
+    if (!this.isInitiator) this.#openSwapTransport(sw); // ready for the initiator's first handshake message
+    return sw.done;
+  }
+
+  #newSwap(gen: number, remote: { address: string; port: number }, path?: Partial<SessionPath>): Swap {
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const sw: Swap = { gen, remote: { ...remote }, path, udx: null, noise: null, sent: 0, resolve, done, reqTimer: null, deadline: null };
+    this.#swap = sw;
+    const sendReq = () => {
+      if (this.#swap !== sw || sw.sent++ >= SWAP_MAX_REQUESTS) return;
+      this.#sendSwapProbe(SWAP_REQ, gen, sw.remote);
+    };
+    sendReq();
+    sw.reqTimer = setInterval(sendReq, SWAP_REQUEST_INTERVAL_MS);
+    sw.reqTimer.unref();
+    sw.deadline = setTimeout(() => {
+      if (this.#swap !== sw) return;
+      this.#dropSwap(sw);
+      this.#die(new NatpunchError('SESSION_LOST', `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`));
+    }, SWAP_TIMEOUT_MS);
+    sw.deadline.unref();
+    this.#logger.info({ remote, gen }, 'moving the session to a new path');
+    return sw;
+  }
+
+  #dropSwap(sw: Swap): void {
+    if (sw.reqTimer) clearInterval(sw.reqTimer);
+    if (sw.deadline) clearTimeout(sw.deadline);
+    sw.noise?.destroy();
+    sw.udx?.destroy();
+    if (this.#swap === sw) this.#swap = null;
+    sw.resolve();
+  }
+
+  #openSwapTransport(sw: Swap): void {
+    if (sw.udx || this.#closed) return;
+    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const ids = this.#resumeIds(sw.gen);
+    try {
+      sw.udx = this.isInitiator
+        ? this.#endpoint.connectStream(ids.initiator, ids.responder, sw.remote.port, sw.remote.address)
+        : this.#endpoint.connectStream(ids.responder, ids.initiator, sw.remote.port, sw.remote.address);
+    } catch (err) {
+      this.#dropSwap(sw);
+      this.#die(new NatpunchError('SESSION_LOST', `cannot open the new path: ${(err as Error).message}`, { cause: err }));
+      return;
+    }
+    const noise = new SecretStream(this.isInitiator, sw.udx, { keyPair: this.#options.keyPair });
+    sw.noise = noise;
+    noise.on('error', () => {});
+    noise.once('handshake', () => {
+      if (this.#swap !== sw || this.#closed) return;
+      if (!noise.remotePublicKey || !Buffer.from(noise.remotePublicKey).equals(this.remotePublicKey)) {
+        this.#logger.warn('a different key answered on the new path; ignored');
+        this.#dropSwap(sw);
+        return;
+      }
+      this.#completeSwap(sw, noise);
+    });
+  }
+
+  #completeSwap(sw: Swap, noise: NoiseStream): void {
+    if (sw.reqTimer) clearInterval(sw.reqTimer);
+    if (sw.deadline) clearTimeout(sw.deadline);
+    this.#swap = null;
+    this.#gen = sw.gen;
+    const old = { noise: this.#holder.noise, udx: this.#udx };
+    this.#holder.noise = noise;
+    this.#udx = sw.udx!;
+    old.noise.destroy();
+    old.udx.destroy();
+    this.#attach(noise);
+    // First thing on the new transport: what we have of every stream, so the peer resends exactly the rest.
+    noise.write(this.#mux.beginResume());
+    this.#path = { ...this.#path, ...sw.path, remote: { ...sw.remote } };
+    this.#lastReceived = Date.now();
+    this.#logger.info({ remote: sw.remote, gen: sw.gen }, 'session moved to a new path');
+    this.emit('path', this.path);
+    this.#sendPing();
+    sw.resolve();
+  }
+
+  /** Swap probes (0xF1 0x11 request / 0x12 ack): tag(16) | generation(4) | HMAC(pathKey)[0..16]. */
+  #sendSwapProbe(kind: number, gen: number, to: { address: string; port: number }): void {
+    const b = Buffer.allocUnsafe(PATH_PROBE_BYTES);
+    b[0] = FirstByte.PROBE;
+    b[1] = kind;
+    this.#pathTag.copy(b, 2);
+    b.writeUInt32BE(gen, 18);
+    createHmac('sha256', this.#pathKey).update(b.subarray(0, 22)).digest().copy(b, 22, 0, 16);
+    this.#endpoint.send(b, to.port, to.address);
+  }
+
+  #onSwapProbe(kind: number, gen: number, from: { address: string; port: number }): void {
+    if (gen <= this.#gen) return; // a finished or older move
+    if (kind === SWAP_REQ) {
+      let sw = this.#swap;
+      if (!sw || sw.gen !== gen || sw.remote.address !== from.address || sw.remote.port !== from.port) {
+        if (sw) this.#dropSwap(sw);
+        sw = this.#newSwap(gen, from, { candidatePair: null });
+      }
+      this.#openSwapTransport(sw);
+      if (!this.isInitiator) this.#sendSwapProbe(SWAP_ACK, gen, from); // our stream is ready: start the handshake
+      return;
+    }
+    // SWAP_ACK: the responder's stream waits; the initiator opens its own and starts the handshake.
+    const sw = this.#swap;
+    if (sw && sw.gen === gen && this.isInitiator) this.#openSwapTransport(sw);
   }
 
   #sendPing(): number {
@@ -465,10 +641,16 @@ export class Session extends EventEmitter {
   }
 
   #onPathProbe(msg: Buffer, rinfo: RemoteInfo): void {
-    if (this.#closed || msg.length !== PATH_PROBE_BYTES || msg[0] !== FirstByte.PROBE || msg[1] !== PATH_PROBE) return;
+    if (this.#closed || msg.length !== PATH_PROBE_BYTES || msg[0] !== FirstByte.PROBE) return;
+    const kind = msg[1];
+    if (kind !== PATH_PROBE && kind !== SWAP_REQ && kind !== SWAP_ACK) return;
     if (!msg.subarray(2, 18).equals(this.#pathTag)) return;
     const mac = createHmac('sha256', this.#pathKey).update(msg.subarray(0, 22)).digest().subarray(0, 16);
     if (!timingSafeEqual(mac, msg.subarray(22))) return;
+    if (kind !== PATH_PROBE) {
+      this.#onSwapProbe(kind!, msg.readUInt32BE(18), { address: rinfo.address, port: rinfo.port });
+      return;
+    }
     const seq = msg.readUInt32BE(18);
     if (seq <= this.#pathSeqIn) return; // replayed or reordered
     this.#pathSeqIn = seq;
@@ -493,6 +675,7 @@ export class Session extends EventEmitter {
   }
 
   #teardown(): void {
+    if (this.#swap) this.#dropSwap(this.#swap);
     if (this.#keepTimer) clearInterval(this.#keepTimer);
     this.#keepTimer = null;
     this.#recovering?.abort();
