@@ -30,6 +30,7 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
   let lab: Lab;
   const peers: Record<string, LabProcess> = {};
   const keys: Record<string, string> = {};
+  let lastCandidates: Record<string, Array<{ type: string; port: number }>> = {};
 
   before(async () => {
     lab = await Lab.up();
@@ -54,6 +55,7 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
     const stun = { host: lab.addr('server'), port: STUN_PORT };
     for (const h of [from, to]) peers[h]!.send({ cmd: 'prepare', trial: id, stun, hostCandidates: opts.hostCandidates ?? true });
     const cands = await Promise.all([from, to].map((h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
+    lastCandidates = { [from]: cands[0]!.candidates as Array<{ type: string; port: number }>, [to]: cands[1]!.candidates as Array<{ type: string; port: number }> };
     const connectionId = randomBytes(16).toString('hex');
     const common = { cmd: 'go', trial: id, connectionId, size: opts.size ?? SIZE, ...(opts.replySize !== undefined ? { replySize: opts.replySize } : {}), ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}) };
     peers[to]!.send({ ...common, role: 'listen', peerKey: keys[from], candidates: cands[0]!.candidates });
@@ -165,6 +167,32 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
         },
       });
       assertTransfer(r, size, 0);
+    } finally {
+      await lab.setLink('natB', { rateMbit: 0, lossPct: 0 });
+    }
+  });
+
+  test('NAT rebinding to a new port mid-transfer: the session follows the new mapping and the transfer completes', async () => {
+    // natB allocates a fresh external port after the flush (no port preservation); natA filters by address only,
+    // so b's next packets (its silence probes) reach a from the new port and a moves the session there.
+    await lab.setNat('natA', 'restricted-cone');
+    await lab.setNat('natB', { type: 'port-restricted-cone', portPreservation: false });
+    const size = 8 * 1024 * 1024;
+    await lab.setLink('natB', { rateMbit: 40 });
+    try {
+      const r = await trial('a', 'b', {
+        size,
+        during: async () => {
+          await new Promise((res) => setTimeout(res, 1000));
+          await lab.setLink('natB', { lossPct: 99.99 });
+          await new Promise((res) => setTimeout(res, 1000));
+          await lab.setNat('natB', { type: 'port-restricted-cone', portPreservation: false });
+          await lab.setLink('natB', { lossPct: 0 });
+        },
+      });
+      assertTransfer(r, size);
+      const before = lastCandidates.b!.find((c) => c.type === 'srflx')!.port;
+      assert.notEqual(r[0].path!.remote.port, before, 'the session now uses natB\'s new port');
     } finally {
       await lab.setLink('natB', { rateMbit: 0, lossPct: 0 });
     }
