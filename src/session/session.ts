@@ -35,6 +35,8 @@ const SWAP_REQ = 0x11;
 const SWAP_ACK = 0x12;
 const SWAP_REQUEST_INTERVAL_MS = 250;
 const SWAP_MAX_REQUESTS = 40;
+/** After the transport died, a session waits this long for a new path (the peer's swap, or `recover`). */
+export const DEFAULT_RECONNECT_GRACE_MS = 20_000;
 /** A move to a new path must complete within this long, or the session ends with SESSION_LOST. */
 export const SWAP_TIMEOUT_MS = 10_000;
 
@@ -101,6 +103,8 @@ export interface SessionOptions {
   recover?: (signal: AbortSignal) => Promise<{ address: string; port: number; path?: Partial<SessionPath> }>;
   /** Close the endpoint when the session closes. */
   ownsEndpoint?: boolean;
+  /** When the transport dies, wait this long for a new path before ending the session (default 20 s; 0: never). */
+  reconnectGraceMs?: number;
   /** Always move to a new path with a fresh transport (tests; normally only when data is in flight). */
   alwaysSwap?: boolean;
   logger?: Logger;
@@ -155,6 +159,7 @@ export class Session extends EventEmitter {
   #pingSeq = 0;
   #pingSent = new Map<number, number>();
   #recovering: AbortController | null = null;
+  #lostTimer: NodeJS.Timeout | null = null;
   #pathKey: Buffer;
   #pathTag: Buffer;
   #pathSeqOut = 0;
@@ -228,15 +233,15 @@ export class Session extends EventEmitter {
     });
     noise.on('close', () => {
       if (!current() || this.#closed) return;
-      if (this.#swap && !this.#goodbye) return; // the old path died while we move to the new one
-      this.#die(this.#goodbye
-        ? new NatpunchError('SESSION_CLOSED', 'the peer closed the session')
-        : new NatpunchError('SESSION_LOST', 'the encrypted stream to the peer closed unexpectedly'));
+      if (this.#goodbye) {
+        this.#die(new NatpunchError('SESSION_CLOSED', 'the peer closed the session'));
+        return;
+      }
+      this.#transportLost(new NatpunchError('SESSION_LOST', 'the encrypted stream to the peer closed unexpectedly'));
     });
     noise.on('error', (err: Error) => {
       if (!current() || this.#closed) return;
-      if (this.#swap) return;
-      this.#die(new NatpunchError('SESSION_LOST', `the path to the peer failed (${err.message}); no acknowledgements on ${this.#path.remote.address}:${this.#path.remote.port}`, { cause: err }));
+      this.#transportLost(new NatpunchError('SESSION_LOST', `the path to the peer failed (${err.message}); no acknowledgements on ${this.#path.remote.address}:${this.#path.remote.port}`, { cause: err }));
     });
   }
 
@@ -293,6 +298,11 @@ export class Session extends EventEmitter {
         writeFrame: (f: Buffer) => holder.noise.write(f),
         waitDrain: () => new Promise<void>((res) => {
           const n = holder.noise;
+          if (n.destroyed || n.destroying) {
+            // The transport died: what is written now is kept by the streams and resent on the next path.
+            setTimeout(res, 50);
+            return;
+          }
           const done = () => {
             n.off('drain', done);
             n.off('close', done);
@@ -419,7 +429,7 @@ export class Session extends EventEmitter {
    */
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
-    if (this.#swap || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
+    if (this.#swap || this.#udx.destroyed || this.#noise.destroyed || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
       await this.#startSwap(remote, path);
       return;
     }
@@ -513,6 +523,8 @@ export class Session extends EventEmitter {
     if (sw.deadline) clearTimeout(sw.deadline);
     this.#swap = null;
     this.#gen = sw.gen;
+    if (this.#lostTimer) clearTimeout(this.#lostTimer);
+    this.#lostTimer = null;
     const old = { noise: this.#holder.noise, udx: this.#udx };
     this.#holder.noise = noise;
     this.#udx = sw.udx!;
@@ -599,6 +611,22 @@ export class Session extends EventEmitter {
     this.#keepTimer.unref();
   }
 
+  /**
+   * The transport died (libudx gave up on the path). The session lingers for reconnectGraceMs with its streams
+   * waiting: the peer may move it to a new path (swap probes), or we re-establish through `recover`.
+   */
+  #transportLost(err: NatpunchError): void {
+    if (this.#closed || this.#lostTimer) return;
+    if (this.#swap) return; // already moving to a new path
+    const grace = this.#options.reconnectGraceMs ?? DEFAULT_RECONNECT_GRACE_MS;
+    if (grace <= 0) return this.#die(err);
+    this.#logger.warn({ err: err.message, grace }, 'transport lost; waiting for a new path');
+    this.#lostTimer = setTimeout(() => this.#die(err), grace);
+    this.#lostTimer.unref();
+    if (this.#options.recover && !this.#recovering) void this.#onPathLost(0);
+    else this.emit('path-lost');
+  }
+
   async #onPathLost(idleMs: number): Promise<void> {
     this.#logger.warn({ remote: this.#path.remote, idleMs }, 'no traffic from the peer; path lost');
     this.emit('path-lost');
@@ -676,6 +704,8 @@ export class Session extends EventEmitter {
 
   #teardown(): void {
     if (this.#swap) this.#dropSwap(this.#swap);
+    if (this.#lostTimer) clearTimeout(this.#lostTimer);
+    this.#lostTimer = null;
     if (this.#keepTimer) clearInterval(this.#keepTimer);
     this.#keepTimer = null;
     this.#recovering?.abort();

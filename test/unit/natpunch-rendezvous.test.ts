@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { connect, listen, type ConnectOfferLike, type RendezvousFactory, type RendezvousLike } from '../../src/natpunch.js';
 import { generateKeyPair, keyToId, type KeyPair } from '../../src/session/identity.js';
 import type { Session } from '../../src/session/session.js';
@@ -20,16 +20,20 @@ class Hub {
   peers = new Map<string, { client: FakeClient; key: Buffer; name?: string }>();
   lie: Buffer | null = null;
   requests = 0;
+  /** Where the listener appears to be (a NAT mapping stand-in); default: its own socket. When set, the listener is
+   *  told no candidates of the connecting side (it learns them from the checks: peer-reflexive through the mapping). */
+  advertise: ((c: FakeClient) => number) | null = null;
   factory: RendezvousFactory = (init) => new FakeClient(this, init);
 }
 
 class FakeClient extends EventEmitter implements RendezvousLike {
-  constructor(private hub: Hub, private init: Parameters<RendezvousFactory>[0]) {
+  constructor(private hub: Hub, readonly init: Parameters<RendezvousFactory>[0]) {
     super();
   }
   srflx(): Candidate {
     const a = this.init.transport.address();
-    return { type: 'srflx', transport: 'udp', address: '127.0.0.1', port: a.port, priority: candidatePriority('srflx') };
+    const port = this.hub.advertise && this.init.name ? this.hub.advertise(this) : a.port;
+    return { type: 'srflx', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('srflx') };
   }
   async register() {
     this.hub.peers.set(this.init.name ?? keyToId(this.init.keyPair.publicKey), { client: this, key: this.init.keyPair.publicKey, ...(this.init.name ? { name: this.init.name } : {}) });
@@ -42,7 +46,7 @@ class FakeClient extends EventEmitter implements RendezvousLike {
     const target = this.hub.peers.get(typeof to === 'string' ? to : keyToId(to));
     if (!target) throw Object.assign(new Error('not found'), { code: 'PEER_NOT_FOUND' });
     const connectionId = randomBytes(16);
-    const mine = [...(options.candidates ?? []), this.srflx()];
+    const mine = this.hub.advertise ? [] : [...(options.candidates ?? []), this.srflx()];
     target.client.emit('connect-request', { connectionId, role: 'responder', peerKey: this.init.keyPair.publicKey, candidates: mine, startAt: Date.now() });
     return { connectionId, role: 'initiator', mode: 'punch', peerKey: this.hub.lie ?? target.key, ...(target.name ? { peerName: target.name } : {}), candidates: [target.client.srflx()], startAt: Date.now() };
   }
@@ -126,5 +130,62 @@ test('a listener serves several sessions on its one socket; closing it closes th
     for (const e of reasons) assert.ok(isNatpunchError(e, 'SESSION_CLOSED'), String(e));
   } finally {
     await listener.close();
+  }
+});
+
+/** A two-sided UDP forwarder standing in for a NAT mapping between `inner` and `outer` (loopback ports). */
+async function mapping(inner: number, outer: number) {
+  const dgram = await import('node:dgram');
+  const sock = dgram.createSocket('udp4');
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+  sock.on('message', (msg, rinfo) => {
+    if (rinfo.port === inner) sock.send(msg, outer, '127.0.0.1');
+    else if (rinfo.port === outer) sock.send(msg, inner, '127.0.0.1');
+  });
+  return { port: sock.address().port, close: () => new Promise<void>((r) => sock.close(() => r())) };
+}
+
+test('the path dies mid-transfer: the connecting side re-punches through the rendezvous and the transfer completes', async () => {
+  const hub = new Hub();
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const { UdxEndpoint } = await import('../../src/net/udx.js');
+  const epB = await UdxEndpoint.bind(LOOPBACK);
+  const listener = await alice(hub, ka);
+  const n1 = await mapping(listener.endpoint.address().port, epB.address().port);
+  const n2 = await mapping(listener.endpoint.address().port, epB.address().port);
+  let current = n1.port;
+  hub.advertise = () => current;
+  try {
+    const gotSession = once(listener, 'session') as Promise<[Session]>;
+    const session = await connect({ keyPair: kb, to: 'alice', rendezvous: hub.factory, endpoint: epB, keepAliveMs: 300, idleTimeoutMs: 1500 });
+    assert.equal(session.path.remote.port, n1.port);
+    const [remote] = await gotSession;
+    const received = new Promise<Buffer>((resolve) => remote.once('stream', (st: MuxStream) => void readAll(st).then(resolve)));
+    const data = randomBytes(4 * 1024 * 1024);
+    const st = session.openStream();
+    const requestsBefore = hub.requests;
+    const moved = once(session, 'path') as Promise<[{ remote: { port: number } }]>;
+    const writer = (async () => {
+      for (let off = 0; off < data.length; off += 64 * 1024) {
+        if (off === 1024 * 1024) {
+          current = n2.port; // the rendezvous will now see alice behind the new mapping
+          await n1.close(); // the old mapping dies with data in flight
+        }
+        if (!st.write(data.subarray(off, off + 64 * 1024))) await once(st, 'drain');
+      }
+      st.end();
+    })();
+    const [path] = await moved;
+    assert.equal(path.remote.port, n2.port);
+    assert.ok(hub.requests > requestsBefore, 'it went back to the rendezvous');
+    await writer;
+    assert.equal(createHash('sha256').update(await received).digest('hex'), createHash('sha256').update(data).digest('hex'));
+    await session.close();
+  } finally {
+    await listener.close();
+    await epB.close();
+    await n1.close().catch(() => {});
+    await n2.close();
   }
 });
