@@ -342,7 +342,7 @@ test('a rebound mapping between writes: the peer follows an authenticated path p
   }
 });
 
-test('a rebound mapping mid-transfer (data in flight both ways): the session moves to a new transport, nothing lost', async () => {
+for (const mover of ['responder', 'initiator'] as const) test(`a rebound mapping mid-transfer (data in flight both ways, the ${mover} moves): a new transport, nothing lost`, async () => {
   const p = await endpoints();
   const n1 = await mapping(p.b.address().port, p.a.address().port);
   const n2 = await mapping(p.b.address().port, p.a.address().port);
@@ -372,9 +372,10 @@ test('a rebound mapping mid-transfer (data in flight both ways): the session mov
     const bGot = readAll(r);
     r.end(down);
     while (r.bytesReceived < 1024 * 1024) await new Promise((res) => setTimeout(res, 5));
-    const moved = once(sa, 'path') as Promise<[{ remote: { port: number } }]>;
+    const follower = mover === 'responder' ? sa : sb;
+    const moved = once(follower, 'path') as Promise<[{ remote: { port: number } }]>;
     await n1.close(); // the old mapping dies with data in flight
-    void sb.migrate({ address: '127.0.0.1', port: n2.port });
+    void (mover === 'responder' ? sb : sa).migrate({ address: '127.0.0.1', port: n2.port });
     const [path] = await moved;
     assert.equal(path.remote.port, n2.port);
     await writer;
