@@ -475,7 +475,10 @@ export class Session extends EventEmitter {
     sw.deadline = setTimeout(() => {
       if (this.#swap !== sw) return;
       this.#dropSwap(sw);
-      this.#die(new NatpunchError('SESSION_LOST', `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`));
+      // A move that did not happen (say a replayed request) costs nothing while the current transport still works.
+      if (this.#noise.destroyed || this.#udx.destroyed || this.#lostTimer) {
+        this.#die(new NatpunchError('SESSION_LOST', `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`));
+      }
     }, SWAP_TIMEOUT_MS);
     sw.deadline.unref();
     this.#logger.info({ remote, gen }, 'moving the session to a new path');
