@@ -4,6 +4,7 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
+import { RendezvousClient } from './rendezvous/client.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
@@ -110,11 +111,7 @@ async function makeRendezvous(
   if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
     throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
-  const clientModule = './rendezvous/client.js';
-  const mod = (await import(clientModule)) as {
-    RendezvousClient: new (o: Record<string, unknown>) => RendezvousLike;
-  };
-  return new mod.RendezvousClient({
+  return new RendezvousClient({
     transport: init.transport,
     server,
     keyPair: init.keyPair,
@@ -124,11 +121,25 @@ async function makeRendezvous(
   });
 }
 
-/** Host candidates for an endpoint: its bound address, or the non-internal interface addresses for a wildcard. */
-export async function defaultCandidates(endpoint: UdxEndpoint): Promise<Candidate[]> {
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The rendezvous' host when it is given as an address or name, else null (a factory). */
+function rendezvousHost(spec: CommonOptions['rendezvous']): string | null {
+  if (!spec || typeof spec === 'function') return null;
+  return typeof spec === 'string' ? parseRendezvous(spec).host : spec.host;
+}
+
+/**
+ * Host candidates for an endpoint: its bound address, or for a wildcard bind the non-internal interface addresses
+ * (with `loopback`, only 127.0.0.1: a rendezvous on loopback means both peers are on this machine).
+ */
+export async function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?: boolean } = {}): Promise<Candidate[]> {
   const { networkInterfaces } = await import('node:os');
   const { address, port } = endpoint.address();
   if (address !== '0.0.0.0' && address !== '::') return [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }];
+  if (opts.loopback) return [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }];
   const out: Candidate[] = [];
   let pref = 65535;
   for (const list of Object.values(networkInterfaces())) {
@@ -284,7 +295,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   const lingering = () => checks.forEach((c) => c.close());
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    const rvHost = rendezvousHost(options.rendezvous);
+    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
     let session: Session;
     if (options.peer) {
       session = await attempt({
@@ -480,7 +492,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    const rvHost = rendezvousHost(options.rendezvous);
+    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();

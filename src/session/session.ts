@@ -191,7 +191,9 @@ export class Session extends EventEmitter {
       local: given?.local ?? { address: local.address, port: local.port },
       remote: udx.remoteHost ? { address: udx.remoteHost, port: udx.remotePort } : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
       candidatePair: given?.candidatePair ?? null,
-      rttMs: given?.rttMs ?? null,
+      // libudx's smoothed RTT after the handshake's round trips is a better figure than the check's (which may
+      // include the peer's start-up); PONGs keep it current.
+      rttMs: udx.rtt > 0 ? udx.rtt : (given?.rttMs ?? null),
     };
     // Path keepalive key and tag come from the Noise handshake hash: only the two ends know them.
     const hh = noise.handshakeHash!;
