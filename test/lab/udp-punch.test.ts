@@ -208,3 +208,67 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
     assert.equal(rb.type, 'error');
   });
 });
+
+describe('connect()/listen() through the real rendezvous in the NAT lab', { skip }, () => {
+  let lab: Lab;
+  const peers: Record<string, LabProcess> = {};
+  const RV_PORT = 3478;
+
+  before(async () => {
+    lab = await Lab.up();
+    const serve = lab.node('server', new URL('./fixtures/serve-node.ts', import.meta.url).pathname, [String(RV_PORT)]);
+    await serve.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
+    for (const host of ['a', 'a2', 'b']) peers[host] = lab.node(host, new URL('./fixtures/punch-peer.ts', import.meta.url).pathname);
+    for (const host of ['a', 'a2', 'b']) await peers[host]!.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
+  });
+
+  after(async () => {
+    await lab?.down();
+  });
+
+  async function rvTrial(from: string, to: string): Promise<[Result, Result]> {
+    const id = randomBytes(4).toString('hex');
+    const name = `peer-${id}`;
+    const server = `${lab.addr('server')}:${RV_PORT}`;
+    peers[to]!.send({ cmd: 'rv', trial: id, role: 'listen', server, name, size: SIZE });
+    await peers[to]!.next((m) => (m.type === 'listening' || m.type === 'error') && m.trial === id, { timeoutMs: 15_000 });
+    peers[from]!.send({ cmd: 'rv', trial: id, role: 'connect', server, name, size: SIZE });
+    const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
+    const [ra, rb] = await Promise.all([
+      peers[from]!.next(done, { timeoutMs: 60_000 }) as unknown as Promise<Result>,
+      peers[to]!.next(done, { timeoutMs: 60_000 }) as unknown as Promise<Result>,
+    ]);
+    return [ra, rb];
+  }
+
+  function ok([ra, rb]: [Result, Result]): void {
+    assert.equal(ra.type, 'result', `connecting side: ${ra.code} ${ra.message}`);
+    assert.equal(rb.type, 'result', `listening side: ${rb.code} ${rb.message}`);
+    assert.equal(ra.gotHash, rb.sentHash);
+    assert.equal(rb.gotHash, ra.sentHash);
+  }
+
+  test('by name across two port-restricted cone NATs: direct path, data hashed both ways', async () => {
+    await lab.setNat('natA', 'port-restricted-cone');
+    await lab.setNat('natB', 'port-restricted-cone');
+    const r = await rvTrial('a', 'b');
+    ok(r);
+    assert.equal(r[0].path!.kind, 'direct');
+    assert.equal(r[0].path!.remote.address, lab.publicAddr('natB'));
+  });
+
+  test('by name, both directions across full cone ↔ restricted cone', async () => {
+    await lab.setNat('natA', 'full-cone');
+    await lab.setNat('natB', 'restricted-cone');
+    ok(await rvTrial('a', 'b'));
+    ok(await rvTrial('b', 'a'));
+  });
+
+  test('by name behind the same NAT: the LAN path', async () => {
+    await lab.setNat('natA', 'port-restricted-cone');
+    const r = await rvTrial('a', 'a2');
+    ok(r);
+    assert.equal(r[0].path!.kind, 'lan');
+    assert.equal(r[0].path!.remote.address, lab.addr('a2'));
+  });
+});
