@@ -196,16 +196,23 @@ export class PortMapper extends EventEmitter {
 
   #onAnnouncement(a: GatewayAnnouncement): void {
     if (this.#closed) return;
-    let restarted = false;
-    if (a.protocol === 'pcp' && this.#pcp) restarted = this.#pcp.epoch.update(a.epoch);
-    if (a.protocol === 'natpmp' && this.#natpmp) restarted = this.#natpmp.epoch.update(a.epoch);
+    // One daemon serves PCP and NAT-PMP on port 5351 with one epoch (RFC 6887 Appendix A): an announcement in
+    // either protocol is checked against both trackers, so a PCP ANNOUNCE after a reboot also revives NAT-PMP
+    // mappings. A false alarm only costs an early renewal.
+    const restarted: PortMapProtocol[] = [];
+    if (this.#pcp?.epoch.update(a.epoch)) restarted.push('pcp');
+    if (this.#natpmp?.epoch.update(a.epoch)) restarted.push('natpmp');
     const addressChanged =
       a.protocol === 'natpmp' &&
       a.externalAddress !== undefined &&
       [...this.#entries].some((e) => e.mapping.protocol === 'natpmp' && e.mapping.externalAddress !== a.externalAddress);
-    this.#logger.debug({ a: { ...a, response: undefined }, restarted }, 'gateway announcement');
-    if (restarted) this.emit('restart', a.protocol);
-    if (restarted || addressChanged) this.#renewAll(a.protocol, 'announcement');
+    this.#logger.debug({ announcement: { protocol: a.protocol, epoch: a.epoch }, restarted }, 'gateway announcement');
+    for (const p of restarted) {
+      if (![...this.#entries].some((e) => e.mapping.protocol === p)) continue;
+      this.emit('restart', p);
+      this.#renewAll(p, 'announcement');
+    }
+    if (addressChanged && !restarted.includes('natpmp')) this.#renewAll('natpmp', 'address change');
   }
 
   /**
@@ -379,6 +386,7 @@ export class PortMapper extends EventEmitter {
       const nat = await this.#natpmpClient();
       const r = await nat.map({ transport: m.transport, internalPort: m.internalPort, externalPort: m.externalPort, lifetime: entry.requestedLifetime }, signal);
       restarted = r.gatewayRestarted;
+      this.#logger.debug({ protocol: 'natpmp', epoch: r.epoch, restarted }, 'NAT-PMP map answer');
       if (!m.externalAddress || restarted || !m.internalAddress) {
         const ext = await nat.externalAddress(signal);
         m.externalAddress = ext.address;
