@@ -172,6 +172,29 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     });
   }
 
+  test('a peer behind a symmetric-random NAT reaches a mapped peer behind another symmetric-random NAT directly', async () => {
+    // miniupnpd checked its address with STUN at start, while natA was a cone NAT (its own STUN traffic would be
+    // port-randomised too); now both LANs get symmetric-random NATs: no hole punching could pair them.
+    await lab.setNat('natA', 'symmetric-random');
+    await lab.setNat('natB', 'symmetric-random');
+    try {
+      const port = 41040;
+      await a.udpBind({ port, reflect: true });
+      const cli = mapCli(port, ['--lifetime', '30']);
+      const m = await mapped(cli);
+      const b = await lab.agent('b');
+      const { sock } = await b.udpBind();
+      const seen = await b.udpReflect(sock, publicAddr, m.externalPort as number, { tries: 3, intervalMs: 500 });
+      assert.ok(seen, 'b got no answer through the mapping');
+      assert.equal(seen.from, lab.publicAddr('natB'), 'a saw b through its NAT, directly (no relay)');
+      cli.kill('SIGINT');
+      assert.equal((await cli.exited).code, 0, cli.stderr);
+    } finally {
+      await lab.setNat('natA', 'port-restricted-cone');
+      await lab.setNat('natB', 'port-restricted-cone');
+    }
+  });
+
   test('stopping miniupnpd leaves its rules behind; the fixture removes them', async () => {
     await a.udpBind({ port: 41030, reflect: true });
     const cli = mapCli(41030, ['--protocol', 'natpmp', '--lifetime', '60']);
