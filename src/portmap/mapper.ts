@@ -74,7 +74,7 @@ export interface PortMapperOptions {
   /** UPnP port mapping description. */
   description?: string;
   /** Listen on UDP 5350 for the gateway's restart / address announcements (RFC 6887 §14.1.3, RFC 6886 §3.2.1). */
-  listenAnnounce?: boolean | { port?: number };
+  listenAnnounce?: boolean | { port?: number; address?: string };
   /** Renew mappings at half-life (default true). */
   renew?: boolean;
   logger?: Logger;
@@ -100,6 +100,8 @@ interface Entry {
   renewing?: Promise<void>;
   lost: boolean;
   removed: boolean;
+  /** NAT-PMP: ask for the external address again on the next renewal (after an address announcement). */
+  refreshAddress?: boolean;
 }
 
 /**
@@ -124,6 +126,11 @@ export class PortMapper extends EventEmitter {
     super();
     this.#opts = opts;
     this.#logger = opts.logger ?? silentLogger;
+  }
+
+  /** The local port of the announcement listener, once listening (listenAnnounce). */
+  get announcePort(): number | undefined {
+    return this.#listener?.port;
   }
 
   get mappings(): PortMapping[] {
@@ -185,6 +192,7 @@ export class PortMapper extends EventEmitter {
       this.#listener = await GatewayAnnounceListener.listen({
         gateway: await this.gateway(),
         port: typeof l === 'object' ? l.port : undefined,
+        address: typeof l === 'object' ? l.address : undefined,
         logger: this.#logger,
       });
       this.#listener.on('announcement', (a: GatewayAnnouncement) => this.#onAnnouncement(a));
@@ -212,7 +220,10 @@ export class PortMapper extends EventEmitter {
       this.emit('restart', p);
       this.#renewAll(p, 'announcement');
     }
-    if (addressChanged && !restarted.includes('natpmp')) this.#renewAll('natpmp', 'address change');
+    if (addressChanged && !restarted.includes('natpmp')) {
+      for (const e of this.#entries) if (e.mapping.protocol === 'natpmp') e.refreshAddress = true;
+      this.#renewAll('natpmp', 'address change');
+    }
   }
 
   /**
@@ -295,7 +306,7 @@ export class PortMapper extends EventEmitter {
     if (!Number.isInteger(lifetime) || lifetime < 1) throw new NatpunchError('BAD_ARGUMENT', 'lifetime must be a positive integer (seconds)');
     const transport = req.transport ?? 'udp';
     const gateway = await this.gateway();
-    void this.#startListener();
+    await this.#startListener();
 
     let order: PortMapProtocol[];
     if (req.protocol) order = [req.protocol];
@@ -387,7 +398,8 @@ export class PortMapper extends EventEmitter {
       const r = await nat.map({ transport: m.transport, internalPort: m.internalPort, externalPort: m.externalPort, lifetime: entry.requestedLifetime }, signal);
       restarted = r.gatewayRestarted;
       this.#logger.debug({ protocol: 'natpmp', epoch: r.epoch, restarted }, 'NAT-PMP map answer');
-      if (!m.externalAddress || restarted || !m.internalAddress) {
+      if (!m.externalAddress || restarted || !m.internalAddress || entry.refreshAddress) {
+        entry.refreshAddress = false;
         const ext = await nat.externalAddress(signal);
         m.externalAddress = ext.address;
         m.internalAddress ||= this.#opts.localAddress ?? (await localAddressFor(nat.gateway));
@@ -471,7 +483,7 @@ export class PortMapper extends EventEmitter {
     clearTimeout(entry.timer);
     const m = entry.mapping;
     // RFC 6886 §3.3 / RFC 6887 §11.2.1: renew at half the granted lifetime.
-    const half = entry.permanent ? PERMANENT_REFRESH_S * 500 : (m.lifetime * 1000) / 2;
+    const half = entry.permanent ? PERMANENT_REFRESH_S * 1000 : (m.lifetime * 1000) / 2;
     const delay = Math.max(MIN_RENEW_MS, delayMs ?? half);
     entry.timer = setTimeout(() => void this.#renew(entry, 'timer'), delay);
     entry.timer.unref?.();

@@ -29,6 +29,8 @@ export const SOAP_MAX_BYTES = 64 * 1024;
 export const HTTP_TIMEOUT_MS = 5000;
 /** An SSDP answer is one datagram of headers; anything larger is not one. */
 const SSDP_MAX_ANSWER = 4096;
+/** A LAN has a handful of gateways; more distinct answers than this are ignored (memory bound under a flood). */
+const SSDP_MAX_ANSWERS = 16;
 
 const SEARCH_TARGETS = [
   'urn:schemas-upnp-org:device:InternetGatewayDevice:2',
@@ -299,7 +301,7 @@ export async function ssdpSearch(o: SsdpOptions = {}): Promise<SsdpAnswer[]> {
     socket.on('message', (msg, rinfo) => {
       if (msg.length > SSDP_MAX_ANSWER) return;
       const a = parseSsdpAnswer(msg.toString('latin1'), rinfo.address);
-      if (!a || seen.has(a.location)) return;
+      if (!a || seen.has(a.location) || answers.length >= SSDP_MAX_ANSWERS) return;
       seen.add(a.location);
       answers.push(a);
     });

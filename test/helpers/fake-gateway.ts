@@ -40,11 +40,11 @@ export class FakeUdpGateway {
     this.mode = mode;
   }
 
-  static async start(mode: UdpMode): Promise<FakeUdpGateway> {
+  static async start(mode: UdpMode, address = '127.0.0.1'): Promise<FakeUdpGateway> {
     const g = new FakeUdpGateway(mode);
-    g.socket = dgram.createSocket('udp4');
+    g.socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
     g.socket.on('message', (msg, rinfo) => g.#onMessage(msg, rinfo));
-    await new Promise<void>((r) => g.socket.bind(0, '127.0.0.1', () => r()));
+    await new Promise<void>((r) => g.socket.bind(0, address, () => r()));
     return g;
   }
 
@@ -66,6 +66,12 @@ export class FakeUdpGateway {
   /** Sends an unsolicited PCP ANNOUNCE (RFC 6887 §14.1.3) to a listener port on loopback. */
   announce(port: number): void {
     const b = encodePcpResponse({ version: 2, opcode: 'announce', resultCode: 0, lifetime: 0, epoch: this.epoch(), options: [] });
+    this.socket.send(b, port, '127.0.0.1');
+  }
+
+  /** Sends an unsolicited NAT-PMP external-address announcement (RFC 6886 §3.2.1). */
+  announceNatPmp(port: number): void {
+    const b = encodeNatPmpResponse({ op: 'external-address', resultCode: 0, epoch: this.epoch(), externalAddress: this.externalAddress });
     this.socket.send(b, port, '127.0.0.1');
   }
 

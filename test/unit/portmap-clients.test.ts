@@ -197,3 +197,20 @@ test('default gateway comes from /proc/net/route', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('PCP client works over IPv6 (client and external addresses as plain IPv6, RFC 6887 §5)', async () => {
+  const gw = await FakeUdpGateway.start('pcp', '::1');
+  gw.externalAddress = '2001:db8::77';
+  const c = new PcpClient({ gateway: '::1', port: gw.port, retransmit: fast });
+  try {
+    assert.equal(await c.clientAddress(), '::1');
+    const m = await c.map({ transport: 'tcp', internalPort: 8080, lifetime: 60 });
+    assert.equal(m.externalAddress, '2001:db8::77');
+    assert.equal(m.internalAddress, '::1');
+    await c.unmap(m);
+    assert.equal(gw.mappings.size, 0);
+  } finally {
+    c.close();
+    gw.close();
+  }
+});

@@ -172,3 +172,42 @@ test('PortMapper rejects bad arguments and use after close', async () => {
 function timeout(ms: number): Promise<never> {
   return new Promise((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref());
 }
+
+test('PortMapper: an unsolicited PCP ANNOUNCE after a gateway reboot re-creates the mappings at once (RFC 6887 §14.1.3)', async () => {
+  const f = await fakes('pcp');
+  const pm = mapperFor(f.udp, undefined, { listenAnnounce: { port: 0, address: '127.0.0.1' } });
+  try {
+    await pm.map({ internalPort: 9100, lifetime: 3600 });
+    await pm.map({ internalPort: 9101, transport: 'tcp', lifetime: 3600 });
+    assert.ok(pm.announcePort);
+    f.udp.restart();
+    assert.equal(f.udp.mappings.size, 0);
+    const restarted = once(pm, 'restart');
+    f.udp.announce(pm.announcePort!);
+    assert.deepEqual(await Promise.race([restarted, timeout(5000)]), ['pcp']);
+    for (let i = 0; i < 50 && f.udp.mappings.size < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(f.udp.mappings.size, 2, 'both mappings are back');
+  } finally {
+    await pm.close();
+    await f.close();
+  }
+  assert.equal(f.udp.mappings.size, 0);
+});
+
+test('PortMapper: a NAT-PMP address announcement with a new external address updates the mapping (RFC 6886 §3.2.1)', async () => {
+  const f = await fakes('natpmp');
+  const pm = mapperFor(f.udp, undefined, { listenAnnounce: { port: 0, address: '127.0.0.1' } });
+  try {
+    const m = await pm.map({ internalPort: 9102, lifetime: 3600 });
+    assert.equal(m.externalAddress, '198.51.100.77');
+    f.udp.externalAddress = '198.51.100.99';
+    const changed = once(pm, 'changed');
+    f.udp.announceNatPmp(pm.announcePort!);
+    const [now, before] = (await Promise.race([changed, timeout(5000)])) as [PortMapping, { externalAddress: string }];
+    assert.equal(now.externalAddress, '198.51.100.99');
+    assert.equal(before.externalAddress, '198.51.100.77');
+  } finally {
+    await pm.close();
+    await f.close();
+  }
+});
