@@ -373,7 +373,15 @@ export class PortMapper extends EventEmitter {
       let r;
       try {
         r = await pcp.map(
-          { transport: m.transport, internalPort: m.internalPort, externalPort: m.externalPort, lifetime: entry.requestedLifetime, nonce: entry.nonce },
+          {
+            transport: m.transport,
+            internalPort: m.internalPort,
+            // RFC 6887 §11.2.1: a renewal suggests the external address and port assigned before.
+            externalPort: m.externalPort,
+            externalAddress: m.externalAddress || undefined,
+            lifetime: entry.requestedLifetime,
+            nonce: entry.nonce,
+          },
           signal,
         );
       } catch (err) {
