@@ -216,3 +216,17 @@ test('PCP client works over IPv6 (client and external addresses as plain IPv6, R
     gw.close();
   }
 });
+
+test('NAT-PMP client: concurrent mappings on one socket each get their own answer', async () => {
+  const gw = await FakeUdpGateway.start('natpmp');
+  const c = new NatPmpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: { initialMs: 200, attempts: 3 } });
+  try {
+    const ports = [7001, 7002, 7003, 7004];
+    const results = await Promise.all(ports.map((p) => c.map({ transport: 'udp', internalPort: p, lifetime: 60 })));
+    assert.deepEqual(results.map((r) => r.internalPort), ports);
+    assert.deepEqual(results.map((r) => r.externalPort), ports);
+  } finally {
+    c.close();
+    gw.close();
+  }
+});
