@@ -4,6 +4,7 @@
  * deletes every one of them on close().
  */
 import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
 import { NatpunchError, isNatpunchError } from '../util/errors.js';
 import { throwIfAborted, timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -252,6 +253,9 @@ export class PortMapper extends EventEmitter {
     const wanted = this.#opts.protocols ?? DEFAULT_PROTOCOL_ORDER;
     const schedule = this.#opts.probeRetransmit ?? PROBE_RETRANSMIT;
     const skipped: ProtocolProbe = { answered: false, ok: false, error: 'not tried' };
+    // NAT-PMP and natpunch's SSDP are IPv4-only; PCP speaks both.
+    const v6 = isIP(gateway) === 6;
+    const v4only: ProtocolProbe = { answered: false, ok: false, error: 'IPv4 only (the gateway is IPv6)' };
     const [pcp, natpmp, upnp] = await Promise.all([
       wanted.includes('pcp')
         ? (async (): Promise<ProtocolProbe> => {
@@ -263,7 +267,9 @@ export class PortMapper extends EventEmitter {
             }
           })()
         : skipped,
-      wanted.includes('natpmp')
+      v6 && wanted.includes('natpmp')
+        ? v4only
+        : wanted.includes('natpmp')
         ? (async (): Promise<ProtocolProbe> => {
             try {
               const r = await (await this.#natpmpClient()).externalAddress(signal, schedule);
@@ -273,7 +279,9 @@ export class PortMapper extends EventEmitter {
             }
           })()
         : skipped,
-      wanted.includes('upnp')
+      v6 && wanted.includes('upnp')
+        ? v4only
+        : wanted.includes('upnp')
         ? (async (): Promise<ProtocolProbe> => {
             let client: UpnpIgdClient;
             try {
@@ -650,6 +658,23 @@ export async function probePortMapping(
   } finally {
     await mapper.close();
   }
+}
+
+/**
+ * Makes SIGINT / SIGTERM delete the mapper's mappings before the process goes: the first such signal closes the
+ * mapper (bounded by CLOSE_TIMEOUT_MS), then re-raises the signal with the default action. Returns a function
+ * that removes the handlers. For applications that have no signal handling of their own; the CLI does its own.
+ */
+export function closeOnSignals(mapper: PortMapper, signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM']): () => void {
+  const handler = (sig: NodeJS.Signals) => {
+    remove();
+    void mapper.close().finally(() => process.kill(process.pid, sig));
+  };
+  const remove = () => {
+    for (const s of signals) process.off(s, handler);
+  };
+  for (const s of signals) process.once(s, handler);
+  return remove;
 }
 
 export { SSDP_TIMEOUT_MS };

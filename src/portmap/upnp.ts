@@ -505,7 +505,8 @@ export class UpnpIgdClient {
   async getExternalIPAddress(signal?: AbortSignal): Promise<string> {
     const r = await this.soap('GetExternalIPAddress', [], signal);
     const ip = r.NewExternalIPAddress?.trim() ?? '';
-    if (!isIP(ip)) throw new NatpunchError('PORTMAP', `UPnP: gateway has no usable external address ("${ip.slice(0, 60)}")`);
+    // Gateways without a WAN connection answer "" or 0.0.0.0.
+    if (!isIP(ip) || ip === '0.0.0.0' || ip === '::') throw new NatpunchError('PORTMAP', `UPnP: gateway has no usable external address ("${ip.slice(0, 60)}")`);
     return ip;
   }
 

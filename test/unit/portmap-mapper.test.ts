@@ -211,3 +211,35 @@ test('PortMapper: a NAT-PMP address announcement with a new external address upd
     await f.close();
   }
 });
+
+test('closeOnSignals: SIGTERM deletes the mappings, then the process dies of SIGTERM', async () => {
+  const { spawn } = await import('node:child_process');
+  const f = await fakes('pcp');
+  const child = spawn(process.execPath, ['--import', 'tsx', new URL('../helpers/map-child.ts', import.meta.url).pathname, String(f.udp.port), '9200'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const line = await Promise.race([once(child.stdout!, 'data'), timeout(15_000)]);
+    assert.match(String(line), /"mapped":9200/);
+    assert.equal(f.udp.mappings.size, 1);
+    child.kill('SIGTERM');
+    const [code, signal] = (await Promise.race([once(child, 'exit'), timeout(10_000)])) as [number | null, string | null];
+    assert.equal(signal, 'SIGTERM', `exit code ${code}`);
+    assert.equal(f.udp.mappings.size, 0, 'the mapping was deleted before the process went');
+  } finally {
+    child.kill('SIGKILL');
+    await f.close();
+  }
+});
+
+test('PortMapper over UPnP: a gateway that reports a conflict for every port gives up after a few tries, clearly', async () => {
+  const f = await fakes('silent', 'conflict');
+  const pm = mapperFor(f.udp, f.upnp, { protocols: ['upnp'] });
+  try {
+    await assert.rejects(pm.map({ internalPort: 9300 }), (e) => isNatpunchError(e, 'PORTMAP') && /ConflictInMappingEntry/.test(e.message));
+    assert.equal(f.upnp!.actions.filter((a) => a === 'AddPortMapping').length, 4, 'the asked port and 3 others');
+  } finally {
+    await pm.close();
+    await f.close();
+  }
+});
