@@ -106,7 +106,7 @@ export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole }
 export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversal/tcp-stunt.js';
 export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
 export * as icmp from './wire/icmp.js';
-export { PortMapper, probePortMapping, closeOnSignals, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
+export { PortMapper, probePortMapping, closeOnSignals, toCandidate, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
 export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
 export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';
 export { defaultGateway } from './portmap/common.js';

@@ -21,6 +21,7 @@ import {
 import { NatPmpClient } from './natpmp.js';
 import { GatewayAnnounceListener, PcpClient, UNSUPPORTED_VERSION_CODE, type GatewayAnnouncement } from './pcp.js';
 import { UpnpIgdClient, SSDP_TIMEOUT_MS, type UpnpClientOptions } from './upnp.js';
+import { candidatePriority, type Candidate } from '../traversal/candidate.js';
 
 /** Default order: PCP is the standard and a superset, NAT-PMP its predecessor, UPnP IGD the slow fallback. */
 export const DEFAULT_PROTOCOL_ORDER: readonly PortMapProtocol[] = ['pcp', 'natpmp', 'upnp'];
@@ -658,6 +659,20 @@ export async function probePortMapping(
   } finally {
     await mapper.close();
   }
+}
+
+/**
+ * A mapping as a connectivity candidate of type `mapped` (the gateway forwards its external address:port to us),
+ * for connect() / listen() to offer next to host and server-reflexive candidates.
+ */
+export function toCandidate(m: PortMapping, localPreference?: number): Candidate {
+  return {
+    type: 'mapped',
+    transport: m.transport,
+    address: m.externalAddress,
+    port: m.externalPort,
+    priority: candidatePriority('mapped', localPreference),
+  };
 }
 
 /**

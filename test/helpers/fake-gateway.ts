@@ -178,7 +178,9 @@ export type UpnpMode =
   | 'hang' // accepts the connection and never answers
   | 'dtd'
   | 'foreign-control-url'
-  | 'conflict'; // 718 for every AddPortMapping
+  | 'conflict' // 718 for every AddPortMapping
+  | 'trickle' // answers the description one byte every 50 ms, forever
+  | 'bad-soap'; // control URL answers 200 with garbage
 
 export class FakeUpnpGateway {
   http!: http.Server;
@@ -246,6 +248,12 @@ export class FakeUpnpGateway {
   #onHttp(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (this.mode === 'hang') return; // never answers
     if (req.method === 'GET' && req.url === '/rootDesc.xml') {
+      if (this.mode === 'trickle') {
+        res.writeHead(200, { 'Content-Type': 'text/xml' });
+        const t = setInterval(() => res.write(' '), 50);
+        res.on('close', () => clearInterval(t));
+        return;
+      }
       if (this.mode === 'redirect') {
         res.writeHead(302, { Location: 'http://192.0.2.1/evil.xml' }).end();
         return;
@@ -278,6 +286,10 @@ export class FakeUpnpGateway {
       return;
     }
     if (req.method === 'POST' && req.url === '/ctl/IPConn') {
+      if (this.mode === 'bad-soap') {
+        res.writeHead(200, { 'Content-Type': 'text/xml' }).end('<s:Envelope><s:Body><u:Oops>');
+        return;
+      }
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => this.#soap(req, Buffer.concat(chunks).toString(), res));

@@ -243,3 +243,14 @@ test('PortMapper over UPnP: a gateway that reports a conflict for every port giv
     await f.close();
   }
 });
+
+test('toCandidate turns a mapping into a `mapped` candidate ranked between host and server-reflexive', async () => {
+  const { toCandidate } = await import('../../src/portmap/mapper.js');
+  const { candidatePriority } = await import('../../src/traversal/candidate.js');
+  const c = toCandidate({
+    protocol: 'pcp', transport: 'udp', gateway: '10.0.0.1', internalAddress: '10.0.0.2', internalPort: 4000,
+    externalAddress: '198.51.100.7', externalPort: 4001, lifetime: 60, expiresAt: Date.now() + 60_000,
+  });
+  assert.deepEqual([c.type, c.transport, c.address, c.port], ['mapped', 'udp', '198.51.100.7', 4001]);
+  assert.ok(c.priority < candidatePriority('host') && c.priority > candidatePriority('srflx'));
+});
