@@ -152,6 +152,9 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
       const cli = mapCli(port, ['--lifetime', '4', '--protocol', protocol, '--debug']);
       const m = await mapped(cli);
       assert.ok(await gw.hasDnat(aAddr, port));
+      // Like a real gateway, the daemon has been up a while: then the epoch alone (RFC 6887 §8.5) reveals the
+      // reboot even if the multicast ANNOUNCE is missed (a reboot within ~2 s of a start is within its slack).
+      await until('miniupnpd to be up for 6 s', () => Date.now() - gw.startedAt > 6000, 10_000);
       // A reboot: the daemon stops, its rules and leases are gone, it starts again with a new epoch.
       await gw.stop();
       assert.equal(await gw.hasDnat(aAddr, port), false);
@@ -171,6 +174,36 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
       assert.equal(await gw.hasDnat(aAddr, port), false);
     });
   }
+
+  test('without the announcement listener, the epoch in a renewal answer alone reveals the reboot (NAT-PMP and PCP)', async () => {
+    const p = lab.nodeCode(
+      'a',
+      `const { PortMapper } = await import(process.argv[2]);
+       const pm = new PortMapper({ gateway: process.argv[3], listenAnnounce: false });
+       pm.on('restart', (protocol) => console.log(JSON.stringify({ event: 'restart', protocol })));
+       pm.on('renewed', (m) => console.log(JSON.stringify({ event: 'renewed', protocol: m.protocol })));
+       for (const [i, protocol] of ['natpmp', 'pcp'].entries()) {
+         await pm.map({ internalPort: 41050 + i, lifetime: 4, protocol });
+       }
+       console.log(JSON.stringify({ event: 'mapped' }));
+       process.stdin.on('data', async () => { await pm.close(); console.log(JSON.stringify({ event: 'closed' })); process.exit(0); });`,
+      [MAPPER, lab.lanAddr('natA')],
+    );
+    clis.push(p);
+    await p.next((m) => m.event === 'mapped', { timeoutMs: 20_000 });
+    await until('miniupnpd to be up for 6 s', () => Date.now() - gw.startedAt > 6000, 10_000);
+    await gw.stop();
+    gw.forgetLeases();
+    await gw.start();
+    const seen = new Set<unknown>();
+    for (let i = 0; i < 2; i++) seen.add((await p.next((m) => m.event === 'restart', { timeoutMs: 15_000 })).protocol);
+    assert.deepEqual([...seen].sort(), ['natpmp', 'pcp']);
+    await until('both mappings back', async () => (await gw.hasDnat(aAddr, 41050)) && (await gw.hasDnat(aAddr, 41051)), 15_000);
+    p.send({ close: true });
+    await p.next((m) => m.event === 'closed', { timeoutMs: 10_000 });
+    assert.equal(await gw.hasDnat(aAddr, 41050), false);
+    assert.equal(await gw.hasDnat(aAddr, 41051), false);
+  });
 
   test('a peer behind a symmetric-random NAT reaches a mapped peer behind another symmetric-random NAT directly', async () => {
     // miniupnpd checked its address with STUN at start, while natA was a cone NAT (its own STUN traffic would be
