@@ -175,9 +175,12 @@ export class PortMapper extends EventEmitter {
 
   #upnpClient(signal?: AbortSignal): Promise<UpnpIgdClient> {
     if (!this.#upnp) {
-      const p = this.gateway().then((gateway) =>
-        UpnpIgdClient.discover({ ...this.#opts.upnp, gateway, logger: this.#logger, signal }),
-      );
+      const p = this.gateway().then(async (gateway) => {
+        // Search from the interface that faces the gateway (multi-homed hosts), unless told otherwise.
+        const localAddress = this.#opts.localAddress ?? (await localAddressFor(gateway));
+        const ssdp = { localAddress, ...this.#opts.upnp?.ssdp };
+        return UpnpIgdClient.discover({ ...this.#opts.upnp, ssdp, gateway, logger: this.#logger, signal });
+      });
       this.#upnp = p;
       // A failed discovery may be retried later.
       p.catch(() => {
