@@ -228,6 +228,27 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     }
   });
 
+  test('upnp against an IGDv1 description: WANIPConnection:1 with AddPortMapping', async () => {
+    await gw.stop();
+    await gw.start({ igdV1: true });
+    try {
+      const port = 41060;
+      await a.udpBind({ port, reflect: true });
+      const cli = mapCli(port, ['--protocol', 'upnp', '--lifetime', '30']);
+      const m = await mapped(cli);
+      assert.ok(await reachable(m.externalPort as number));
+      const log = gw.proc!.stderr;
+      assert.match(log, /WANIPConnection:1#AddPortMapping/);
+      assert.doesNotMatch(log, /AddAnyPortMapping/);
+      cli.kill('SIGINT');
+      assert.equal((await cli.exited).code, 0, cli.stderr);
+      assert.equal(await gw.hasDnat(aAddr, port), false);
+    } finally {
+      await gw.stop();
+      await gw.start();
+    }
+  });
+
   test('stopping miniupnpd leaves its rules behind; the fixture removes them', async () => {
     await a.udpBind({ port: 41030, reflect: true });
     const cli = mapCli(41030, ['--protocol', 'natpmp', '--lifetime', '60']);
