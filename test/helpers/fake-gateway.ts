@@ -130,6 +130,22 @@ export class FakeUdpGateway {
       this.#send(encodePcpResponse({ version: 2, opcode: 'announce', resultCode, lifetime: 0, epoch: this.epoch(), options: [] }), rinfo);
       return;
     }
+    if (req.opcode === 'peer') {
+      // RFC 6887 §12.3: the answer echoes the peer data with the assigned external address and port.
+      this.#send(
+        encodePcpResponse({
+          version: 2,
+          opcode: 'peer',
+          resultCode,
+          lifetime: resultCode === 0 ? Math.min(req.lifetime, 3600) : 30,
+          epoch: this.epoch(),
+          options: [],
+          peer: { ...req.peer, externalPort: 42000 + (req.peer.internalPort % 1000), externalAddress: this.externalAddress },
+        }),
+        rinfo,
+      );
+      return;
+    }
     if (req.opcode !== 'map') return;
     const transport = req.map.protocol === 17 ? 'udp' : 'tcp';
     const key = `${transport}:${req.map.internalPort}`;

@@ -230,3 +230,16 @@ test('NAT-PMP client: concurrent mappings on one socket each get their own answe
     gw.close();
   }
 });
+
+test('PCP PEER learns the external address and port of one outbound flow (RFC 6887 §12)', async () => {
+  const gw = await FakeUdpGateway.start('pcp');
+  const c = new PcpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: fast });
+  try {
+    const p = await c.peer({ transport: 'udp', internalPort: 5005, remoteAddress: '203.0.113.9', remotePort: 3478, lifetime: 120 });
+    assert.deepEqual([p.externalAddress, p.externalPort, p.remoteAddress, p.remotePort, p.lifetime], ['198.51.100.77', 42005, '203.0.113.9', 3478, 120]);
+    assert.equal(gw.requests.at(-1)?.kind, 'pcp-peer');
+  } finally {
+    c.close();
+    gw.close();
+  }
+});
