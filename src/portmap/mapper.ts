@@ -647,19 +647,32 @@ function probeError(err: unknown, protocol: 'pcp' | 'natpmp'): ProtocolProbe {
   return { answered: false, ok: false, error: message };
 }
 
+/** Bound on probePortMapping() as a whole, ms (PCP/NAT-PMP need 1.75 s, SSDP 2.5 s plus two HTTP exchanges). */
+export const PROBE_TIMEOUT_MS = 4000;
+
 /**
  * Quick presence probe for netcheck: which port-mapping protocols the gateway answers. Opens nothing on the
- * gateway. Bounded: ~1.75 s for PCP/NAT-PMP, SSDP_TIMEOUT_MS + one HTTP exchange for UPnP.
+ * gateway. All three protocols are asked at once; bounded by `timeoutMs` (default PROBE_TIMEOUT_MS) in all.
  */
 export async function probePortMapping(
   opts: Pick<PortMapperOptions, 'gateway' | 'protocols' | 'gatewayPort' | 'probeRetransmit' | 'upnp' | 'logger' | 'localAddress'> & {
     signal?: AbortSignal;
+    timeoutMs?: number;
   } = {},
 ): Promise<PortMapProbe> {
+  const timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
+  const t = timeoutSignal(timeoutMs, opts.signal);
   const mapper = new PortMapper({ ...opts, renew: false });
   try {
-    return await mapper.probe(opts.signal);
+    const r = await mapper.probe(t.signal);
+    if (t.signal.aborted && !opts.signal?.aborted) {
+      for (const p of ['pcp', 'natpmp', 'upnp'] as const) {
+        if (!r[p].answered && /abort/i.test(r[p].error ?? '')) r[p].error = `no answer within ${timeoutMs} ms`;
+      }
+    }
+    return r;
   } finally {
+    t.dispose();
     await mapper.close();
   }
 }

@@ -147,11 +147,11 @@ export async function httpExchange(
           res.on('end', () =>
             resolve({ status, body: Buffer.concat(chunks).toString('utf8'), contentType: String(res.headers['content-type'] ?? '') }),
           );
-          res.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit)));
+          res.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit, req.signal)));
           res.on('aborted', () => reject(new NatpunchError('PORTMAP', `UPnP: ${url.href} closed the connection mid-answer`)));
         },
       );
-      r.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit)));
+      r.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit, req.signal)));
       r.end(body);
     });
   } finally {
@@ -159,14 +159,11 @@ export async function httpExchange(
   }
 }
 
-function wrapHttpError(err: unknown, url: URL, signal: AbortSignal, limit: number): NatpunchError {
+function wrapHttpError(err: unknown, url: URL, signal: AbortSignal, limit: number, parent?: AbortSignal): NatpunchError {
   if (isNatpunchError(err)) return err;
+  if (parent?.aborted) return new NatpunchError('ABORTED', `UPnP: request to ${url.href} aborted`, { cause: parent.reason });
   if (signal.aborted) {
-    const reason = signal.reason;
-    if (isNatpunchError(reason, 'TIMEOUT')) {
-      return new NatpunchError('TIMEOUT', `UPnP: ${url.href} did not answer within ${limit} ms`, { cause: err });
-    }
-    return new NatpunchError('ABORTED', `UPnP: request to ${url.href} aborted`, { cause: reason });
+    return new NatpunchError('TIMEOUT', `UPnP: ${url.href} did not answer within ${limit} ms`, { cause: err });
   }
   return new NatpunchError('PORTMAP', `UPnP: request to ${url.href} failed: ${(err as Error).message}`, { cause: err });
 }

@@ -254,3 +254,19 @@ test('toCandidate turns a mapping into a `mapped` candidate ranked between host 
   assert.deepEqual([c.type, c.transport, c.address, c.port], ['mapped', 'udp', '198.51.100.7', 4001]);
   assert.ok(c.priority < candidatePriority('host') && c.priority > candidatePriority('srflx'));
 });
+
+test('probePortMapping is bounded by its timeout even when the gateway hangs', async () => {
+  const f = await fakes('silent', 'hang');
+  try {
+    const p = await probePortMapping({
+      gateway: '127.0.0.1',
+      gatewayPort: f.udp.port,
+      timeoutMs: 600,
+      upnp: { ssdp: { address: '127.0.0.1', port: f.upnp!.ssdpPort, timeoutMs: 400 }, httpTimeoutMs: 5000 },
+    });
+    assert.deepEqual([p.pcp.answered, p.natpmp.answered, p.upnp.answered], [false, false, false]);
+    assert.match(p.upnp.error ?? '', /no answer within 600 ms/);
+  } finally {
+    await f.close();
+  }
+});
