@@ -123,6 +123,8 @@ export class PortMapper extends EventEmitter {
   #probe: Promise<PortMapProbe> | undefined;
   #closed = false;
   #closing: Promise<CloseResult> | undefined;
+  /** Aborted by close(): in-flight renewals stop at once so deletes can start. */
+  #background = new AbortController();
 
   constructor(opts: PortMapperOptions = {}) {
     super();
@@ -521,7 +523,7 @@ export class PortMapper extends EventEmitter {
     if (entry.removed || this.#closed) return Promise.resolve();
     const run = (async () => {
       try {
-        await this.#doMap(entry);
+        await this.#doMap(entry, this.#background.signal);
         entry.lost = false;
         this.#logger.debug({ why, mapping: entry.mapping }, 'mapping renewed');
         if (!entry.removed) this.emit('renewed', entry.mapping);
@@ -609,6 +611,7 @@ export class PortMapper extends EventEmitter {
         clearTimeout(e.timer);
       }
       this.#listener?.close();
+      this.#background.abort();
       const t = timeoutSignal(opts.timeoutMs ?? CLOSE_TIMEOUT_MS);
       const result: CloseResult = { deleted: [], failed: [] };
       try {

@@ -270,3 +270,21 @@ test('probePortMapping is bounded by its timeout even when the gateway hangs', a
     await f.close();
   }
 });
+
+test('close() does not wait for a renewal stuck on a gateway that went silent', async () => {
+  const f = await fakes('pcp');
+  // A long schedule: a renewal against a silent gateway would take ~10 s.
+  const pm = mapperFor(f.udp, undefined, { retransmit: { initialMs: 2000, attempts: 3 } });
+  try {
+    await pm.map({ internalPort: 9400, lifetime: 2 });
+    f.udp.mode = 'silent';
+    await new Promise((r) => setTimeout(r, 1300)); // the renewal at half-life is now in flight
+    // Without aborting the renewal, close() would sit behind it for seconds; the guard only catches a hang.
+    const r = await Promise.race([pm.close({ timeoutMs: 800 }), timeout(5000)]);
+    assert.equal(r.deleted.length, 0);
+    assert.equal(r.failed.length, 1, 'the silent gateway could not be told to delete');
+  } finally {
+    await pm.close();
+    await f.close();
+  }
+});
