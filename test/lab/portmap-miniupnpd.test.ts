@@ -249,6 +249,18 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     }
   });
 
+  test('behind a router without any port-mapping daemon, `natpunch map` fails with one clear line', async () => {
+    const cli = lab.node('b', CLI, ['map', '5000']);
+    clis.push(cli);
+    const exit = await Promise.race([
+      cli.exited,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`map did not give up: ${cli.stderr}`)), 20_000)),
+    ]);
+    assert.equal(exit.code, 1);
+    assert.match(cli.stderr, /natpunch: the gateway \S+ answers none of pcp, natpmp, upnp .*\[PORTMAP\]/);
+    assert.equal(cli.stderr.trim().split('\n').filter((l) => l.startsWith('natpunch: the gateway')).length, 1);
+  });
+
   test('stopping miniupnpd leaves its rules behind; the fixture removes them', async () => {
     await a.udpBind({ port: 41030, reflect: true });
     const cli = mapCli(41030, ['--protocol', 'natpmp', '--lifetime', '60']);
