@@ -249,6 +249,31 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     }
   });
 
+  test('a second LAN host asking for a taken external port gets another one (PCP, NAT-PMP, UPnP IGDv2)', async () => {
+    const a2 = await lab.agent('a2');
+    for (const [i, protocol] of (['pcp', 'natpmp', 'upnp'] as const).entries()) {
+      const port = 41070 + i;
+      await a.udpBind({ port, reflect: true });
+      await a2.udpBind({ port, reflect: true });
+      const first = mapCli(port, ['--protocol', protocol, '--lifetime', '30']);
+      const m1 = await mapped(first);
+      const second = lab.node('a2', CLI, ['map', String(port), '--json', '--protocol', protocol, '--lifetime', '30']);
+      clis.push(second);
+      const m2 = await mapped(second);
+      assert.equal(m1.externalPort, port);
+      assert.notEqual(m2.externalPort, m1.externalPort, `${protocol}: both hosts got external port ${m1.externalPort}`);
+      assert.equal(m2.internalAddress, lab.addr('a2'));
+      assert.ok(await gw.hasDnat(lab.addr('a2'), port));
+      assert.ok(await reachable(m2.externalPort as number), `${protocol}: a2 not reachable`);
+      for (const c of [first, second]) {
+        c.kill('SIGINT');
+        assert.equal((await c.exited).code, 0, c.stderr);
+      }
+      assert.equal(await gw.hasDnat(aAddr, port), false);
+      assert.equal(await gw.hasDnat(lab.addr('a2'), port), false);
+    }
+  });
+
   test('behind a router without any port-mapping daemon, `natpunch map` fails with one clear line', async () => {
     const cli = lab.node('b', CLI, ['map', '5000']);
     clis.push(cli);
