@@ -274,6 +274,31 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     }
   });
 
+  test('a gateway whose WAN address is in a reserved range refuses: each protocol\'s refusal is named clearly', async () => {
+    await gw.stop();
+    await gw.start({ stun: false });
+    try {
+      for (const [protocol, re] of [
+        ['pcp', /NO_RESOURCES/],
+        ['natpmp', /NETWORK_FAILURE/],
+        ['upnp', /UPnP error 501/],
+      ] as const) {
+        const cli = lab.node('a', CLI, ['map', '41080', '--protocol', protocol]);
+        clis.push(cli);
+        const exit = await Promise.race([
+          cli.exited,
+          new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${protocol}: no exit: ${cli.stderr}`)), 30_000)),
+        ]);
+        assert.equal(exit.code, 1, `${protocol}: ${cli.stderr}`);
+        assert.match(cli.stderr, re, protocol);
+        assert.match(cli.stderr, /\[PORTMAP\]/);
+      }
+    } finally {
+      await gw.stop();
+      await gw.start();
+    }
+  });
+
   test('behind a router without any port-mapping daemon, `natpunch map` fails with one clear line', async () => {
     const cli = lab.node('b', CLI, ['map', '5000']);
     clis.push(cli);
