@@ -91,8 +91,10 @@ export type {
 } from './stun/client.js';
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
 export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
+export { LongTermAuthenticator, DEFAULT_NONCE_LIFETIME_MS } from './stun/auth.js';
+export type { LongTermAuthOptions, AuthResult } from './stun/auth.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
-export type { ServeConfig, ServerHandle, TcpHandler, Endpoint as ServeEndpoint } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, ServeSocket, Endpoint as ServeEndpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
 // TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
 export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
@@ -108,8 +110,9 @@ export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './tr
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './traversal/tcp-predict.js';
 export type { TcpAllocationSample } from './traversal/tcp-predict.js';
 export * as icmp from './wire/icmp.js';
-export { PortMapper, probePortMapping, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
+export { PortMapper, probePortMapping, closeOnSignals, toCandidate, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
 export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
+export { PROBE_TIMEOUT_MS } from './portmap/mapper.js';
 export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';
 export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
@@ -136,3 +139,4 @@ export { DefaultPeerPolicy, DEFAULT_DENIED_PEERS } from './relay/policy.js';
 export type { PeerPolicy, PeerPolicyOptions, PeerDecision } from './relay/policy.js';
 export { turnRegistry, TurnMethod } from './wire/turn.js';
 export * as channelData from './wire/channel-data.js';
+export { UdxServerSocket } from './server/udx.js';

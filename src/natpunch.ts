@@ -4,10 +4,11 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
+import { RendezvousClient } from './rendezvous/client.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
-import { Session, streamIdsFor, type Allow, type SessionPath } from './session/session.js';
-import { ConnectivityChecks, deriveCheckKey, type CheckResult } from './traversal/checks.js';
+import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
+import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
 
@@ -18,6 +19,8 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 /** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
  *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
 export const DEFAULT_RELAY_HOLD_MS = 1_500;
+/** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
+export const MAX_CONCURRENT_ATTEMPTS = 32;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -125,11 +128,7 @@ async function makeRendezvous(
   if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
     throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
-  const clientModule = './rendezvous/client.js';
-  const mod = (await import(clientModule)) as {
-    RendezvousClient: new (o: Record<string, unknown>) => RendezvousLike;
-  };
-  return new mod.RendezvousClient({
+  return new RendezvousClient({
     transport: init.transport,
     server,
     keyPair: init.keyPair,
@@ -139,11 +138,25 @@ async function makeRendezvous(
   });
 }
 
-/** Host candidates for an endpoint: its bound address, or the non-internal interface addresses for a wildcard. */
-export async function defaultCandidates(endpoint: UdxEndpoint): Promise<Candidate[]> {
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The rendezvous' host when it is given as an address or name, else null (a factory). */
+function rendezvousHost(spec: CommonOptions['rendezvous']): string | null {
+  if (!spec || typeof spec === 'function') return null;
+  return typeof spec === 'string' ? parseRendezvous(spec).host : spec.host;
+}
+
+/**
+ * Host candidates for an endpoint: its bound address, or for a wildcard bind the non-internal interface addresses
+ * (with `loopback`, only 127.0.0.1: a rendezvous on loopback means both peers are on this machine).
+ */
+export async function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?: boolean } = {}): Promise<Candidate[]> {
   const { networkInterfaces } = await import('node:os');
   const { address, port } = endpoint.address();
   if (address !== '0.0.0.0' && address !== '::') return [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }];
+  if (opts.loopback) return [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }];
   const out: Candidate[] = [];
   let pref = 65535;
   for (const list of Object.values(networkInterfaces())) {
@@ -180,13 +193,14 @@ interface Attempt {
   track?: (c: ConnectivityChecks) => void;
 }
 
-/** Punch (connectivity checks), then run the Noise handshake over the nominated pair. */
-async function punch(a: Attempt): Promise<CheckResult> {
-  if (a.startAt !== undefined) {
-    const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
-    if (wait > 0) await sleep(wait, a.signal);
-  }
-  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+/** Waits for the rendezvous' scheduled start, bounded. */
+async function waitStart(a: Attempt): Promise<void> {
+  if (a.startAt === undefined) return;
+  const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
+  if (wait > 0) await sleep(wait, a.signal);
+}
+
+function newChecks(a: Attempt): ConnectivityChecks {
   const checks = new ConnectivityChecks({
     transport: a.endpoint,
     role: a.role,
@@ -194,40 +208,87 @@ async function punch(a: Attempt): Promise<CheckResult> {
     key: deriveCheckKey(a.connectionId, a.keyPair.publicKey, a.peerKey),
     local: a.local,
     remote: a.remote,
+    nomination: 'implicit',
     signal: a.signal,
     logger: a.logger,
     ...(a.options.checkTimeoutMs !== undefined ? { timeoutMs: a.options.checkTimeoutMs } : {}),
   });
   a.track?.(checks);
-  const result = await checks.run();
+  return checks;
+}
+
+function pathOf(result: CheckResult): Partial<SessionPath> {
+  return { kind: pathKind(result), candidatePair: { local: result.localCandidate, remote: result.remoteCandidate }, rttMs: result.rttMs };
+}
+
+/** Initiator side of the punch: checks until the first pair works (implicit nomination: it is used at once). */
+async function punch(a: Attempt): Promise<CheckResult> {
+  await waitStart(a);
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const result = await newChecks(a).run();
   a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   return result;
 }
 
-async function attempt(a: Attempt): Promise<Session> {
-  const result = await punch(a);
-  const ids = streamIdsFor(a.connectionId);
-  const initiator = a.role === 'initiator';
-  return Session.establish({
+function sessionOptions(a: Attempt) {
+  return {
     endpoint: a.endpoint,
-    isInitiator: initiator,
     keyPair: a.keyPair,
-    remote: result.remote,
-    localStreamId: initiator ? ids.initiator : ids.responder,
-    remoteStreamId: initiator ? ids.responder : ids.initiator,
-    ...(initiator ? { expectedRemoteKey: a.peerKey } : { allow: a.allow }),
-    path: {
-      kind: pathKind(result),
-      candidatePair: { local: result.localCandidate, remote: result.remoteCandidate },
-      rttMs: result.rttMs,
-    },
     ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
     ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
-    ...(a.recover ? { recover: a.recover } : {}),
     ownsEndpoint: a.ownsEndpoint,
     logger: a.logger,
     signal: a.signal,
+  };
+}
+
+/**
+ * One connection attempt: checks, then the Noise handshake over the first pair that worked. The initiator starts
+ * the handshake as soon as a check succeeds; the responder's UDX stream waits (unconnected) and attaches itself to
+ * the address the initiator's first packet comes from, if that address passed an authenticated check.
+ */
+async function attempt(a: Attempt): Promise<Session> {
+  const ids = streamIdsFor(a.connectionId);
+  if (a.role === 'initiator') {
+    const result = await punch(a);
+    return Session.establish({
+      ...sessionOptions(a),
+      isInitiator: true,
+      remote: result.remote,
+      localStreamId: ids.initiator,
+      remoteStreamId: ids.responder,
+      expectedRemoteKey: a.peerKey,
+      path: pathOf(result),
+      ...(a.recover ? { recover: a.recover } : {}),
+    });
+  }
+  await waitStart(a);
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const checks = newChecks(a);
+  const udx = a.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
+  let result: CheckResult | null = null;
+  udx.once('connect', () => {
+    result = checks.select(udx.remoteHost!, udx.remotePort);
+    if (result) a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   });
+  const checksFailed = checks.run().then(
+    () => new Promise<never>(() => {}),
+    (err: unknown) => {
+      udx.destroy();
+      throw err;
+    },
+  );
+  const session = Session.establish({
+    ...sessionOptions(a),
+    isInitiator: false,
+    udxStream: udx,
+    localStreamId: ids.responder,
+    remoteStreamId: ids.initiator,
+    ...(a.allow !== undefined ? { allow: a.allow } : {}),
+    handshakeTimeoutMs: (a.options.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    path: () => (result ? pathOf(result) : {}),
+  });
+  return Promise.race([session, checksFailed]);
 }
 
 function toKey(to: string | Uint8Array): Buffer | null {
@@ -262,7 +323,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   };
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    let local = options.candidates ?? (await defaultCandidates(endpoint));
+    const rvHost = rendezvousHost(options.rendezvous);
+    let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
     if (options.relay) {
       relay =
         options.relay instanceof RelayPath
@@ -412,6 +474,12 @@ export class Listener extends EventEmitter {
   async acceptOffer(offer: ConnectOfferLike): Promise<Session | null> {
     if (this.#closed) return null;
     const peer = keyToId(offer.peerKey);
+    if (offer.role !== 'responder') return null; // our own requests' answers are not introductions to accept
+    if (this.#attempts.size >= MAX_CONCURRENT_ATTEMPTS) {
+      this.#logger.warn({ peer }, 'too many connection attempts in progress; dropping one');
+      this.emit('connection-error', new NatpunchError('RATE_LIMITED', `more than ${MAX_CONCURRENT_ATTEMPTS} connection attempts in progress`), peer);
+      return null;
+    }
     const progress = (p: Progress) => {
       this.#options.onProgress?.(p);
       this.emit('progress', p);
@@ -488,7 +556,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    const rvHost = rendezvousHost(options.rendezvous);
+    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
     if (options.relay && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };

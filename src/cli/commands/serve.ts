@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { attachTurn } from '../../relay/attach.js';
 import { defaultRelayAddress } from '../../relay/server.js';
 import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
@@ -22,6 +22,7 @@ interface ServeOptions extends TurnFlags {
   json?: boolean;
   /** false with --no-rendezvous */
   rendezvous: boolean;
+  udp: 'auto' | 'udx' | 'dgram';
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -40,6 +41,11 @@ export function register(program: Command): void {
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
     .option('--json', 'print where it listens as one JSON line')
+    .addOption(
+      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
+        .choices(['auto', 'udx', 'dgram'])
+        .default('auto'),
+    )
     .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
     .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
     .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
@@ -55,6 +61,7 @@ export function register(program: Command): void {
           addresses: opts.address,
           altAddress: opts.altAddress,
           altPort: opts.altPort,
+          udp: opts.udp,
           logger,
           // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
           ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
@@ -101,6 +108,7 @@ export function register(program: Command): void {
               tcp: handle.tcp,
               rfc5780: handle.rfc5780 ?? null,
               rendezvous: Boolean(handle.rendezvous),
+              udpImplementation: handle.udpImplementation,
               turn: turn
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
@@ -109,7 +117,7 @@ export function register(program: Command): void {
         } else {
           const lines = [
             `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,
-            handle.tcp.length ? `                     tcp ${handle.tcp.map(show).join(', ')}` : '',
+            handle.tcp.length ? `${' '.repeat('natpunch serve: STUN on '.length)}tcp ${handle.tcp.map(show).join(', ')}` : '',
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
