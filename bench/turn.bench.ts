@@ -171,7 +171,7 @@ async function main(): Promise<void> {
     results.push(
       await benchServer('natpunch', peerPort, (port) => {
         const [cmd, args] = pinned(1, process.execPath, [
-          join(root, 'bin', 'natpunch.js'), 'serve', '--turn', '--port', String(port), '--address', '127.0.0.1',
+          join(root, 'bin', 'natpunch.js'), 'serve', '--turn', '--no-rendezvous', '--port', String(port), '--address', '127.0.0.1',
           '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000',
           '--min-port', '40000', '--max-port', '49999',
         ]);
@@ -198,7 +198,7 @@ async function main(): Promise<void> {
   const cpuRatio = theirs.packetsPerCpuSecond > 0 ? round(ours.packetsPerCpuSecond / theirs.packetsPerCpuSecond) : null;
   const out = {
     date: new Date().toISOString(),
-    machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? 'unknown', pinned: Boolean(TASKSET) },
+    machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? 'unknown', pinned: Boolean(TASKSET), loadAverage1m: round(os.loadavg()[0]!) },
     load: { generator: 'turnutils_uclient (UDP, channels) + turnutils_peer echo', clients: CLIENTS, messagesPerClient: MESSAGES, payloadBytes: SIZE },
     results,
     ratio,
@@ -211,7 +211,7 @@ async function main(): Promise<void> {
   const md = [
     '# TURN relay benchmark',
     '',
-    `${out.date}, ${out.machine.cpus} CPUs (${out.machine.model})${TASKSET ? ', server pinned to CPU 1, load to CPU 0' : ''}.`,
+    `${out.date}, ${out.machine.cpus} CPUs (${out.machine.model})${TASKSET ? ', server pinned to CPU 1, load to CPU 0' : ''}, load average ${out.machine.loadAverage1m} at the end (other work on the machine inflates loss and CPU figures).`,
     `Load: turnutils_uclient, ${CLIENTS} clients × ${MESSAGES} messages of ${SIZE} bytes over channels (-z 0 -c), echoed by turnutils_peer; one run each.`,
     'Relayed packets = datagrams the server forwarded in both directions (uclient sent + received).',
     '',
