@@ -119,3 +119,24 @@ export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
 export { UdxServerSocket } from './server/udx.js';
+// TURN relay (RFC 8656, RFC 6062): server, client, auth and peer policy
+export { TurnServer, DEFAULT_LIFETIME_S as TURN_DEFAULT_LIFETIME_S, PERMISSION_LIFETIME_S, CHANNEL_LIFETIME_S } from './relay/server.js';
+export type { TurnServerOptions, TurnStats } from './relay/server.js';
+export { TurnClient } from './relay/client.js';
+export type { TurnClientOptions, AllocateOptions, Allocation as TurnAllocation } from './relay/client.js';
+export { attachTurn } from './relay/attach.js';
+export type { TurnHost } from './relay/attach.js';
+export {
+  UsersFileStore,
+  SharedSecretStore,
+  CombinedStore,
+  NonceManager,
+  TokenBucket,
+  makeSharedSecretCredentials,
+  sharedSecretPassword,
+} from './relay/auth.js';
+export type { CredentialStore } from './relay/auth.js';
+export { DefaultPeerPolicy, DEFAULT_DENIED_PEERS } from './relay/policy.js';
+export type { PeerPolicy, PeerPolicyOptions, PeerDecision } from './relay/policy.js';
+export { turnRegistry, TurnMethod } from './wire/turn.js';
+export * as channelData from './wire/channel-data.js';

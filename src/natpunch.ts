@@ -10,6 +10,7 @@ import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js'
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
+import { RelayPath, parseRelaySpec } from './relay/path.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -17,6 +18,9 @@ export const DEFAULT_RENDEZVOUS_PORT = 3478;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 /** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
 export const MAX_CONCURRENT_ATTEMPTS = 32;
+/** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
+ *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
+export const DEFAULT_RELAY_HOLD_MS = 1_500;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -75,7 +79,16 @@ interface CommonOptions {
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
 }
 
+/** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
+ *  on the same endpoint (its candidate then already went to the peer). connect() owns it either way: it is released
+ *  when the session takes a direct path, or when the relayed session closes. */
+export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string };
+
 export interface ConnectOptions extends CommonOptions {
+  /** TURN fallback: when no direct pair answers within `relayHoldMs`, the session runs through this relay, still
+   *  end-to-end encrypted (the relay sees only ciphertext). */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** The peer's name or key (hex or bytes), through the rendezvous. */
   to?: string | Uint8Array;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
@@ -87,6 +100,10 @@ export interface ConnectOptions extends CommonOptions {
 }
 
 export interface ListenOptions extends CommonOptions {
+  /** TURN relay for incoming connections too (see ConnectOptions.relay): needed when this side cannot be reached
+   *  directly even by a relayed peer, e.g. when its UDP is blocked. The listener owns it and releases it on close. */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** A name to claim on the rendezvous. */
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
@@ -152,6 +169,8 @@ export async function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?
 }
 
 function pathKind(result: CheckResult): SessionPath['kind'] {
+  // Through a TURN relay when either end of the nominated pair is a relayed address.
+  if (result.remoteCandidate.type === 'relay' || result.localCandidate?.type === 'relay') return 'relay';
   return result.kind;
 }
 
@@ -291,17 +310,38 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let rendezvous: RendezvousLike | null = null;
+  let relay: RelayPath | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
+  /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
+  const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
+    if (!relay) return remote;
+    relay.hold(options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  };
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
-    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    if (options.relay) {
+      relay =
+        options.relay instanceof RelayPath
+          ? options.relay
+          : await RelayPath.open({
+              transport: endpoint,
+              ...(typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay),
+              signal,
+              logger,
+            });
+      local = dedupeCandidates([...local, relay.candidate()]);
+    }
     let session: Session;
     if (options.peer) {
       session = await attempt({
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
-        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
+        local, remote: await withRelay(options.peer.candidates), keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
         track: (c) => checks.push(c),
       });
     } else {
@@ -327,20 +367,28 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
       session = await attempt({
-        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: offer.candidates,
+        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
         keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
       });
     }
+    const usedRelay = relay;
+    if (usedRelay && session.path.kind !== 'relay') {
+      // Direct won the race: release the allocation now.
+      relay = null;
+      void usedRelay.close();
+    }
     session.once('close', () => {
       lingering();
       rendezvous?.close();
+      void relay?.close();
     });
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     return session;
   } catch (err) {
     lingering();
     rendezvous?.close();
+    await relay?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
     if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') {
       throw new NatpunchError('TIMEOUT', `no session with the peer within ${options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`, { cause: err });
@@ -386,7 +434,8 @@ export class Listener extends EventEmitter {
     const srflx: Candidate[] = this.#reflexive
       ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
       : [];
-    return dedupeCandidates([...this.#local, ...srflx]);
+    const relay = this.#relay();
+    return dedupeCandidates([...this.#local, ...srflx, ...(relay ? [relay.candidate()] : [])]);
   }
 
   get reflexive(): { address: string; port: number } | null {
@@ -442,7 +491,7 @@ export class Listener extends EventEmitter {
     try {
       const session = await attempt({
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
-        local: this.candidates, remote: offer.candidates, keyPair: this.#options.keyPair,
+        local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
@@ -473,9 +522,24 @@ export class Listener extends EventEmitter {
   }
 
   /** Stops accepting, closes every session it accepted and the socket. */
+  /** With a relay: the peer's candidates reached through it too (see connect()). */
+  #relay(): RelayPath | null {
+    return this.#options.relay instanceof RelayPath ? this.#options.relay : null;
+  }
+
+  async #withRelay(remote: Candidate[], signal: AbortSignal): Promise<Candidate[]> {
+    const relay = this.#relay();
+    if (!relay || relay.closed) return remote;
+    relay.hold(this.#options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    void this.#relay()?.close();
     this.#rendezvous?.off('connect-request', this.#onOffer);
     this.#rendezvous?.close();
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
@@ -494,6 +558,10 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
     const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    if (options.relay && !(options.relay instanceof RelayPath)) {
+      const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
+      options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
+    }
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { action, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
+import { parseRelaySpec } from '../../relay/path.js';
 
 interface ConnectOpts {
   rendezvous: string;
@@ -9,6 +10,7 @@ interface ConnectOpts {
   bind?: string;
   timeout?: number;
   keepalive?: number;
+  relay?: string;
   json?: boolean;
 }
 
@@ -22,6 +24,7 @@ export function register(program: Command): void {
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (peer: string, opts: ConnectOpts) => {
       const print = progressPrinter(opts.json);
@@ -35,6 +38,7 @@ export function register(program: Command): void {
         const session = await connect({
           keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
           signal: ac.signal, ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
