@@ -6,6 +6,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
 import type { NatReport } from '../../src/discovery/netcheck.js';
 
@@ -51,6 +54,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
   let natpunchServer: string;
   let coturnServer: string;
   let nextId = 1;
+  let tmp: string | undefined;
 
   /** Runs netcheck `runs` times in a row from host a (one process, see fixtures/netcheck-runner.ts). */
   async function netcheckFromA(server: string, runs: number, extra: Record<string, unknown> = {}): Promise<NatReport[]> {
@@ -113,13 +117,14 @@ describe('netcheck in the NAT lab', { skip }, () => {
   before(async () => {
     lab = await Lab.up({ nat: { natA: 'port-restricted-cone' } });
     const [ip1, ip2] = lab.addrs('server');
+    tmp = mkdtempSync(join(tmpdir(), 'natpunch-netcheck-'));
     natpunchServer = `${ip1}:${STUN_PORT}`;
     coturnServer = `${ip1}:${COTURN_PORT}`;
     // coturn in RFC 5780 mode: two listening IPs, explicit flags, no config file; lab.down() kills it by PID.
     lab.spawn('server', [
       'turnserver', '-n', '--no-cli', '--stun-only', '--no-tls', '--no-dtls', '--no-auth',
       '-L', ip1!, '-L', ip2!, '-p', String(COTURN_PORT), '--alt-listening-port', String(COTURN_PORT + 1),
-      '--log-file', 'stdout', '--simple-log', '--pidfile', '/dev/null',
+      '--log-file', 'stdout', '--simple-log', '--pidfile', join(tmp, 'turnserver.pid'),
     ]);
     // natpunch's StunServer in RFC 5780 mode on the same two addresses.
     const ours = lab.node('server', fileURLToPath(new URL('./fixtures/stun-server.ts', import.meta.url)), [ip1!, ip2!, String(STUN_PORT)]);
@@ -132,6 +137,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
   after(async () => {
     runner?.child.stdin?.end();
     await lab?.down();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
   for (const type of NAT_TYPES) {
@@ -182,5 +188,31 @@ describe('netcheck in the NAT lab', { skip }, () => {
     assert.ok(lt, JSON.stringify(r!.undetermined));
     assert.ok(lt.aliveAtS < 6 + 1, JSON.stringify(lt));
     assert.ok(lt.expiredByS !== null && lt.expiredByS >= 6, JSON.stringify(lt));
+  });
+
+  test('port-mapping presence: with miniupnpd on natA the gateway answers NAT-PMP, PCP and UPnP IGD', async () => {
+    await lab.setNat('natA', { type: 'port-restricted-cone' });
+    const conf = join(tmp!, 'miniupnpd.conf');
+    writeFileSync(
+      conf,
+      [
+        'ext_ifname=wan', 'listening_ip=lan', 'port=0', 'enable_natpmp=yes', 'enable_upnp=yes', 'secure_mode=no',
+        'uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b', 'allow 1024-65535 10.0.0.0/8 1024-65535', 'deny 0-65535 0.0.0.0/0 0-65535', '',
+      ].join('\n'),
+    );
+    // Inside natA's namespace only; stopped by PID below (and by lab.down() if the test fails first).
+    const mu = lab.spawn('natA', ['miniupnpd', '-d', '-f', conf, '-P', join(tmp!, 'miniupnpd.pid')]);
+    try {
+      let pm: NatReport['portMapping'] | undefined;
+      for (let i = 0; i < 10; i++) {
+        const [r] = await netcheckFromA(natpunchServer, 1);
+        pm = r!.portMapping;
+        if (pm.natPmp && pm.pcp && pm.upnp) break;
+        await new Promise((res) => setTimeout(res, 300));
+      }
+      assert.deepEqual(pm, { gateway: lab.lanAddr('natA'), natPmp: true, pcp: true, upnp: true }, mu.stderr.slice(-500));
+    } finally {
+      await mu.close();
+    }
   });
 });

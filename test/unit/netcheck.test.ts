@@ -339,3 +339,20 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
   }
   void spawnSync;
 });
+
+test('IPv6: a server with an IPv6 address gives the IPv6 public address (loopback ::1: no NAT)', async () => {
+  const v4 = await startRfc5780();
+  const v6 = await startPlain('::1');
+  try {
+    const r = await netcheck({ servers: [`127.0.0.1:${v4.port}`, `[::1]:${v6.port}`], ...quick, tcp: false });
+    assert.equal(r.ipv6.publicAddress?.address, '::1');
+    assert.equal(r.ipv6.behindNat, false);
+    const s6 = r.servers.find((s) => s.family === 6);
+    assert.equal(s6?.reachable, true);
+    assert.equal(r.udp.classic, 'open-internet', 'the IPv4 verdict still comes from the RFC 5780 server');
+    assert.ok(!r.undetermined.some((u) => u.what === 'ipv6'));
+  } finally {
+    await v4.close();
+    await v6.close();
+  }
+});
