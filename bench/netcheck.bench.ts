@@ -26,7 +26,7 @@ const rows: Array<{ profile: string; verdict: string; libraryMs: number[]; cliMs
 try {
   const [ip1, ip2] = lab.addrs('server');
   const server = `${ip1}:${PORT}`;
-  const srv = lab.node('server', join(root, 'test/lab/fixtures/stun-server.ts'), [ip1!, ip2!, String(PORT)]);
+  const srv = lab.node('server', join(root, 'test/lab/fixtures/stun-server-5780.ts'), [ip1!, ip2!, String(PORT)]);
   await srv.next((m) => m.ready === true, { timeoutMs: 20_000 });
   const runner = lab.node('a', join(root, 'test/lab/fixtures/netcheck-runner.ts'));
   let id = 0;

@@ -8,6 +8,42 @@ export { createLogger, silentLogger } from './util/log.js';
 export type { Logger } from './util/log.js';
 export { NodeDatagramTransport } from './net/datagram.js';
 export type { DatagramTransport, DatagramListener, RemoteInfo } from './net/datagram.js';
+export {
+  encodeRendezvous,
+  decodeRendezvous,
+  verifyRendezvous,
+  frameTcp,
+  TcpFrameDecoder,
+  isValidName,
+  RENDEZVOUS_VERSION,
+  MAX_CANDIDATES as RENDEZVOUS_MAX_CANDIDATES,
+  MessageType as RendezvousMessageType,
+  ErrorCode as RendezvousErrorCode,
+} from './wire/rendezvous.js';
+export type {
+  RendezvousMessage,
+  ConnectMode,
+  ConnectRole,
+  Endpoint as RendezvousEndpoint,
+  Target as RendezvousTarget,
+} from './wire/rendezvous.js';
+export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
+export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
+export { MemoryRegistry } from './rendezvous/registry.js';
+export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
+export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
+export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
+export { UdxEndpoint } from './net/udx.js';
+export type { UdxStream } from './net/udx.js';
+export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './session/identity.js';
+export type { KeyPair } from './session/identity.js';
+export { Session, streamIdsFor, isAllowed, DEFAULT_KEEPALIVE_MS, DEFAULT_IDLE_TIMEOUT_MS, MAX_DATAGRAM_BYTES } from './session/session.js';
+export type { SessionOptions, SessionPath, PathKind, Allow } from './session/session.js';
+export { MuxStream, DEFAULT_STREAM_WINDOW, MAX_FRAME_PAYLOAD } from './session/mux.js';
+export { ConnectivityChecks, runChecks, deriveCheckKey } from './traversal/checks.js';
+export type { CheckOptions, CheckResult, PairReport } from './traversal/checks.js';
+export { connect, listen, Listener, defaultCandidates, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
+export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory } from './natpunch.js';
 export { netcheck, parseServer, verdictOf, mappingFromServers } from './discovery/netcheck.js';
 export type { NatReport, NetcheckOptions, NetcheckServer, NetcheckProgress, Difficulty } from './discovery/netcheck.js';
 export { classifyMapping, classifyFiltering, classicName } from './discovery/classify.js';
@@ -27,3 +63,53 @@ export type {
   LinkShape,
   ExecResult,
 } from './lab/index.js';
+
+// STUN: wire codec (RFC 8489/5389/3489/5780), client transactions, server, and the `serve` composition.
+export * from './wire/stun/index.js';
+export {
+  StunClient,
+  StunTcpClient,
+  LongTermAuthState,
+  stunBinding,
+  resolveStunServer,
+  bindingResult,
+  STUN_RTO_MS,
+  STUN_RC,
+  STUN_RM,
+  STUN_TCP_TIMEOUT_MS,
+  STUN_MAX_AUTH_RETRIES,
+} from './stun/client.js';
+export type {
+  StunEndpoint,
+  StunCredentials,
+  StunRequestOptions,
+  StunResponse,
+  BindingResult,
+  StunClientOptions,
+  StunTcpClientOptions,
+  StunBindingOptions,
+} from './stun/client.js';
+export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
+export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
+export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, Endpoint as ServeEndpoint } from './server/serve.js';
+export { ServerUdpSocket } from './server/udp.js';
+// TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
+export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
+export type { AddonStatus, NativeAddon, NativeAddress } from './net/native.js';
+export { bindReusePort, connectFrom, getTtl, listenReusePort, setTtl, socketFd, startConnect } from './net/tcp.js';
+export type { ConnectFromOptions, ListenOptions as TcpListenOptions, PendingConnect } from './net/tcp.js';
+export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
+export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
+export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
+export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './traversal/tcp-p2pnat.js';
+export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversal/tcp-stunt.js';
+export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
+export * as icmp from './wire/icmp.js';
+export { PortMapper, probePortMapping, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
+export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
+export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';
+export { defaultGateway } from './portmap/common.js';
+export { NatPmpClient } from './portmap/natpmp.js';
+export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
+export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';

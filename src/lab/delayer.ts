@@ -87,17 +87,38 @@ static void sendmsg_or_die(char *buf, size_t len) {
     perror("delayer: sendto"); exit(1);
   }
 }
+/* Waits for the ACK of request seq; returns the netlink error (0 = ok). */
+static int wait_ack(uint32_t want) {
+  static char abuf[8192];
+  for (;;) {
+    ssize_t n = recv(fd, abuf, sizeof abuf, 0);
+    if (n < 0) { if (errno == EINTR || errno == ENOBUFS) continue; perror("delayer: recv ack"); exit(1); }
+    for (struct nlmsghdr *nh = (struct nlmsghdr *)abuf; NLMSG_OK(nh, (size_t)n); nh = NLMSG_NEXT(nh, n)) {
+      if (nh->nlmsg_type == NLMSG_ERROR && nh->nlmsg_seq == want) return ((struct nlmsgerr *)NLMSG_DATA(nh))->error;
+    }
+  }
+}
+/* Binds one queue; retries while a previous delayer still holds it (EBUSY until its socket is closed). */
 static void config(uint16_t queue) {
-  char buf[256]; size_t off = begin(buf, NFQNL_MSG_CONFIG, queue, 0);
-  struct nfqnl_msg_config_cmd cmd = { .command = NFQNL_CFG_CMD_BIND, .pf = htons(AF_INET) };
-  off = put_attr(buf, off, NFQA_CFG_CMD, &cmd, sizeof cmd);
-  sendmsg_or_die(buf, off);
-  off = begin(buf, NFQNL_MSG_CONFIG, queue, 0);
+  char buf[256];
+  for (int attempt = 0;; attempt++) {
+    size_t off = begin(buf, NFQNL_MSG_CONFIG, queue, NLM_F_ACK);
+    struct nfqnl_msg_config_cmd cmd = { .command = NFQNL_CFG_CMD_BIND, .pf = htons(AF_INET) };
+    off = put_attr(buf, off, NFQA_CFG_CMD, &cmd, sizeof cmd);
+    sendmsg_or_die(buf, off);
+    int err = wait_ack(seq);
+    if (err == 0) break;
+    if (err == -EBUSY && attempt < 100) { usleep(20000); continue; }
+    fprintf(stderr, "delayer: cannot bind queue %u: %s\n", queue, strerror(-err)); exit(1);
+  }
+  size_t off = begin(buf, NFQNL_MSG_CONFIG, queue, NLM_F_ACK);
   struct nfqnl_msg_config_params params = { .copy_range = htonl(0), .copy_mode = NFQNL_COPY_META };
   off = put_attr(buf, off, NFQA_CFG_PARAMS, &params, sizeof params);
   uint32_t maxlen = htonl(16384);
   off = put_attr(buf, off, NFQA_CFG_QUEUE_MAXLEN, &maxlen, sizeof maxlen);
   sendmsg_or_die(buf, off);
+  int err = wait_ack(seq);
+  if (err) { fprintf(stderr, "delayer: cannot configure queue %u: %s\n", queue, strerror(-err)); exit(1); }
 }
 static void verdict(struct item it) {
   char buf[128]; size_t off = begin(buf, NFQNL_MSG_VERDICT, it.queue, 0);

@@ -15,18 +15,33 @@
  *   const a = await lab.agent('a');
  *   const { sock } = await a.udpBind();
  *   const seen = await a.udpReflect(sock, lab.addr('server'), port);          // { from: natA's public addr, port }
- *   // 2) your own script: stdout JSON lines become messages; stdin gets lab.send() lines
- *   const p = lab.node('b', new URL('./fixtures/peer.ts', import.meta.url).pathname, ['--to', lab.publicAddr('natA')]);
- *   const msg = await p.next((m) => m.type === 'connected', { timeoutMs: 10_000 });
+ *   // 2) your own script: stdout JSON lines become messages; stdin gets proc.send() lines
+ *   const p = lab.node('b', new URL('./fixtures/echo-peer.ts', import.meta.url).pathname, ['b']);
+ *   const msg = await p.next((m) => m.type === 'ready', { timeoutMs: 10_000 });  // default timeout 10 s
+ *   p.send({ send: 'hi', host: lab.addr('server'), port: 3478 });               // one JSON line on its stdin
  *   // 3) any command
- *   const { stdout, code } = await lab.exec('a', ['ip', 'route']);
+ *   const { stdout, code } = await lab.exec('a', ['ip', 'route']);              // bounded (30 s), never throws on exit code
+ *   const proc = lab.spawn('server', ['turnserver', '-n', '--listening-ip', lab.addr('server')]);  // LabProcess; .child
  *   await lab.setNat('natA', { type: 'restricted-cone', hairpin: false });  // flushes natA's conntrack
+ *   await lab.setNat('natA', { stealth: true }, true);                        // merge into the current options
  *   await lab.setLink('natB', { delayMs: 50, jitterMs: 5, lossPct: 1, rateMbit: 10 });
  * } finally {
  *   await lab.down();                                  // kills every process, deletes every namespace
  * }
  * ```
  * Scripts run with the same Node and, for .ts files, tsx: `node --import tsx script.ts args...`, cwd unchanged.
+ * A script is any program printing one JSON object per line; e.g. test/lab/fixtures/echo-peer.ts:
+ *   import { createInterface } from 'node:readline';
+ *   console.log(JSON.stringify({ type: 'ready' }));
+ *   for await (const line of createInterface({ input: process.stdin })) { const cmd = JSON.parse(line); ... }
+ * Keep sending loops bounded, and exit when stdin closes (proc.close() ends stdin, then SIGTERM, then SIGKILL).
+ *
+ * Agent (probe) methods: udpBind({port, address, reflect}), udpSend, udpExchange (send until answered, bounded),
+ * udpReflect (what address:port the peer saw), udpConnect + udpSendConnected + udpProbeError (ICMP errors as
+ * ECONNREFUSED/EHOSTUNREACH), nextUdp, drainUdp, tcpListen, tcpConnect (→ ok | ECONNREFUSED | ETIMEDOUT), tcpSend,
+ * closeSocket, and request(op, args) for the raw protocol (agent-script.ts).
+ * Lab helpers for assertions: lab.outsideDrops() (packets dropped for leaving the lab), lab.conntrack(router),
+ * lab.nat(router), lab.link(name), lab.state. Lab.up(topologySpec) takes a custom topology (topology.ts).
  * Never hard-code addresses: use lab.addr(host) (primary address), lab.addrs(host), lab.publicAddr(router) (its WAN
  * address), lab.externalAddr(host) (the outermost public address it appears as), lab.lanAddr(router).
  *
@@ -35,6 +50,10 @@
  *   natA 198.51.100.10, LAN 10.1.0.0/24: a 10.1.0.10, a2 10.1.0.11
  *   natB 203.0.113.10,  LAN 10.2.0.0/24: b 10.2.0.10
  *   cgn 192.0.2.130, LAN 100.64.0.0/10 (RFC 6598): natC 100.64.0.10, LAN 10.3.0.0/24: c 10.3.0.10
+ * Interfaces: hosts have `eth0`; routers have `wan` (uplink) and `lan` (a bridge over ports p0, p1, ... to their
+ * hosts), so e.g. miniupnpd in a router is started with ext_ifname=wan, listening_ip=lan; the internet namespace has
+ * i0, i1, ... . Each router's rules are the nftables table `ip npnat` (link shaping uses `ip npshape` and the
+ * iptables-nft raw table); other programs may add their own tables.
  * Links are named after their lower node ('a' = a↔natA, 'natA' = natA↔internet). The internet namespace routes
  * only the lab's public prefixes and drops (and counts, see outsideDrops()) everything else: no lab packet can
  * reach the machine's real network, there is no veth into the root namespace.
@@ -44,7 +63,7 @@
  */
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { closeSync, openSync, writeFileSync, mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NatpunchError } from '../util/errors.js';
@@ -84,6 +103,9 @@ export type { UdpDatagram, Reflection } from './agent.js';
 export { labUnavailableReason } from './sys.js';
 export type { ExecResult } from './sys.js';
 
+/** A state-less lab namespace is only treated as a leftover once it is this old (it may belong to a lab being built
+ * with another state directory). */
+export const ORPHAN_MIN_AGE_MS = 60_000;
 /** Default bound for Lab.up(). */
 export const LAB_UP_TIMEOUT_MS = 60_000;
 /** Default bound for lab.exec(). */
@@ -156,6 +178,8 @@ export class Lab {
   #state: LabState;
   #statePath: string;
   #procs = new Set<LabProcess>();
+  /** per-namespace queue: changes to one namespace (rules, delayer) never interleave */
+  #queues = new Map<string, Promise<unknown>>();
   #log: Logger;
   #down = false;
   #onExit: (() => void) | undefined;
@@ -169,7 +193,8 @@ export class Lab {
   }
 
   /** Builds a lab. Throws NatpunchError('NOT_ROOT') when not root / no `ip netns`. */
-  static async up(opts: LabOptions = {}): Promise<Lab> {
+  static async up(optsOrTopology: LabOptions | TopologySpec = {}): Promise<Lab> {
+    const opts: LabOptions = isTopologySpec(optsOrTopology) ? { topology: optsOrTopology } : optsOrTopology;
     const reason = labUnavailableReason();
     if (reason) throw new NatpunchError('NOT_ROOT', `${reason}; run as root (sudo)`);
     const log = opts.logger ?? silentLogger;
@@ -189,7 +214,7 @@ export class Lab {
     }
 
     // Crashed runs' leftovers go first (only labs whose owner is dead; never a live lab).
-    await Lab.cleanupAll({ detached: false }).catch(() => {});
+    await Lab.cleanupAll({ detached: false, orphans: false }).catch(() => {});
 
     const dir = stateDir();
     const id = newId();
@@ -259,11 +284,11 @@ export class Lab {
   }
 
   /**
-   * Removes leftovers: labs whose owner process died, plus detached (CLI) labs unless `detached: false`, plus lab
-   * namespaces no state file accounts for. Labs owned by a live process are kept unless `all: true`.
-   * Returns the ids removed.
+   * Removes leftovers: labs whose owner process died, detached (CLI) labs unless `detached: false`, and (unless
+   * `orphans: false`) lab namespaces no state file accounts for that are older than ORPHAN_MIN_AGE_MS and have no
+   * process inside. Labs owned by a live process are kept unless `all: true`. Returns the ids removed.
    */
-  static async cleanupAll(opts: { detached?: boolean; all?: boolean } = {}): Promise<string[]> {
+  static async cleanupAll(opts: { detached?: boolean; orphans?: boolean; all?: boolean } = {}): Promise<string[]> {
     const removed: string[] = [];
     const dir = stateDir();
     const known = new Set<string>();
@@ -278,7 +303,8 @@ export class Lab {
       removeFile(join(dir, s.id));
       removed.push(s.id);
     }
-    // Namespaces of labs with no state file at all (state removed by hand, or a foreign state dir).
+    if (opts.orphans === false) return removed;
+    // Namespaces of labs with no state file here (removed by hand, or made with another NATPUNCH_LAB_DIR).
     const orphans = new Map<string, string[]>();
     for (const ns of nsList) {
       const m = LAB_NS_RE.exec(ns);
@@ -287,13 +313,11 @@ export class Lab {
       orphans.get(m[1]!)!.push(ns);
     }
     for (const [id, list] of orphans) {
-      // Only remove state-less namespaces when asked for everything, or when nothing in them is alive.
       let busy = false;
-      if (!opts.all) {
-        for (const ns of list) {
-          const r = await run('ip', ['netns', 'pids', ns]);
-          if (r.stdout.trim()) busy = true;
-        }
+      for (const ns of list) {
+        const age = Date.now() - (statSafe(`/run/netns/${ns}`) ?? Date.now());
+        const r = await run('ip', ['netns', 'pids', ns]);
+        if (r.stdout.trim() || age < ORPHAN_MIN_AGE_MS) busy = true;
       }
       if (busy) continue;
       for (const ns of list) await destroyNamespace(ns);
@@ -499,10 +523,17 @@ export class Lab {
     if (!this.topology.links[link]) {
       throw new NatpunchError('BAD_ARGUMENT', `no lab link "${link}" (links: ${Object.keys(this.topology.links).join(', ')})`);
     }
-    const next = resolveShape(shape, this.#state.links[link]);
+    const prev = this.#state.links[link]!;
+    const next = resolveShape(shape, prev);
     this.#state.links[link] = next;
     const l = this.topology.links[link]!;
-    await Promise.all([l.child, l.parent].map((node) => this.#applyShape(node)));
+    try {
+      await Promise.all([l.child, l.parent].map((node) => this.#applyShape(node)));
+    } catch (err) {
+      this.#state.links[link] = prev;
+      await Promise.allSettled([l.child, l.parent].map((node) => this.#applyShape(node)));
+      throw err;
+    }
     this.#save();
     return { ...next };
   }
@@ -627,7 +658,7 @@ export class Lab {
       }
       L.push(`nft -f - <<'EOF'
 table ip npinet {
-  set lab { type ipv4_addr; flags interval; elements = { ${topo.publicPrefixes.join(', ')} } }
+  set lab { type ipv4_addr; flags interval; auto-merge; elements = { ${topo.publicPrefixes.join(', ')} } }
   counter outside {}
   chain prerouting { type filter hook prerouting priority raw; policy accept;
     ip daddr != @lab counter name "outside" drop
@@ -662,13 +693,32 @@ EOF`);
     return L.join('\n');
   }
 
-  async #applyNat(router: string, nat: ResolvedNatOptions): Promise<void> {
+  #applyNat(router: string, nat: ResolvedNatOptions): Promise<void> {
+    return this.#serial(router, () => this.#applyNatNow(router, nat));
+  }
+
+  async #applyNatNow(router: string, nat: ResolvedNatOptions): Promise<void> {
     const node = this.topology.nodes[router]!;
     const script = [...conntrackTimeouts(nat), `nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`].join('\n');
     await mustRun('ip', ['netns', 'exec', this.ns(router), 'sh', '-e', '-c', script]);
   }
 
-  async #applyShape(node: string, signal?: AbortSignal): Promise<void> {
+  #serial<T>(node: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#queues.get(node) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.catch(() => {});
+    this.#queues.set(node, settled);
+    void settled.then(() => {
+      if (this.#queues.get(node) === settled) this.#queues.delete(node);
+    });
+    return next;
+  }
+
+  #applyShape(node: string, signal?: AbortSignal): Promise<void> {
+    return this.#serial(node, () => this.#applyShapeNow(node, signal));
+  }
+
+  async #applyShapeNow(node: string, signal?: AbortSignal): Promise<void> {
     const plan = planNamespace(this.topology, this.#state.links, node);
     const ns = this.ns(node);
     await mustRun('ip', ['netns', 'exec', ns, 'sh', '-e', '-c', plan.script], signal ? { signal } : {});
@@ -676,6 +726,8 @@ EOF`);
     if (old) {
       killRecorded(old, 'SIGKILL');
       delete this.#state.delayers[node];
+      // its queue is free only once its netlink socket is closed (the new delayer also retries on EBUSY)
+      for (let i = 0; i < 100 && processRunning(old); i++) await new Promise((r) => setTimeout(r, 10));
     }
     if (plan.delayerArgs.length > 0) {
       const bin = await ensureDelayer(signal);
@@ -717,6 +769,30 @@ EOF`);
     const start = processStartTime(child.pid);
     if (start !== undefined) rec.start = start;
     return rec;
+  }
+}
+
+function isTopologySpec(x: LabOptions | TopologySpec): x is TopologySpec {
+  return typeof (x as TopologySpec).routers === 'object' && typeof (x as TopologySpec).hosts === 'object';
+}
+
+function statSafe(path: string): number | undefined {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return undefined;
+  }
+}
+
+/** True while the recorded process exists and is not a zombie. */
+function processRunning(rec: ProcRecord): boolean {
+  const start = processStartTime(rec.pid);
+  if (start === undefined || (rec.start !== undefined && start !== rec.start)) return false;
+  try {
+    const stat = readFileSync(`/proc/${rec.pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
   }
 }
 

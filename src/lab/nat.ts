@@ -136,10 +136,13 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
   // After SNAT the reply tuple holds the external port: remember ext port -> internal endpoint (and the remote
   // address for restricted-cone). Refreshed by every outbound packet (RFC 4787 REQ-6).
   L.push('  chain learn { type filter hook postrouting priority srcnat + 1; policy accept;');
-  L.push('    oifname "wan" meta l4proto { udp, tcp } update @eim { meta l4proto . ct reply proto-dst timeout ' +
+  // Only LAN-initiated flows (original direction): replies of flows let in by DNAT must not add entries.
+  L.push('    iifname "lan" oifname "wan" ct direction original meta l4proto { udp, tcp } update @eim { meta l4proto . ct reply proto-dst timeout ' +
     `${t}s : ct original ip saddr . ct original proto-src }`);
   if (nat.type === 'restricted-cone') {
-    L.push(`    oifname "wan" meta l4proto { udp, tcp } update @adf { meta l4proto . ct reply proto-dst . ip daddr timeout ${t}s }`);
+    L.push(
+      `    iifname "lan" oifname "wan" ct direction original meta l4proto { udp, tcp } update @adf { meta l4proto . ct reply proto-dst . ip daddr timeout ${t}s }`,
+    );
   }
   L.push('  }');
 

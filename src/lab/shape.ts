@@ -105,7 +105,8 @@ export function planNamespace(topo: ResolvedTopology, shapes: Record<string, Res
       if (e.ns !== node) continue;
       const match = `iifname "${e.iif}"${e.mac ? ` ether saddr ${e.mac}` : ''}`;
       if (s.lossPct > 0) {
-        lossRules.push(`    ${match} numgen random mod 10000 < ${Math.round(s.lossPct * 100)} counter drop`);
+        const share = Math.round(s.lossPct * 100);
+        lossRules.push(share >= 10000 ? `    ${match} counter drop` : `    ${match} numgen random mod 10000 < ${share} counter drop`);
       }
       if (s.delayMs > 0 || s.jitterMs > 0) {
         const mac = e.mac ? ` -m mac --mac-source ${e.mac}` : '';

@@ -1,5 +1,5 @@
 import { NatpunchError } from '../util/errors.js';
-import type { NatOptions } from './nat.js';
+import type { NatOptions, NatType } from './nat.js';
 
 /**
  * Declarative lab topology. Every node is a network namespace. The special node "internet" is a plain router (no
@@ -25,7 +25,7 @@ export interface RouterSpec {
   /** LAN prefix, e.g. "10.1.0.0/24". */
   lan: string;
   /** NAT behaviour at start-up (default: port-restricted-cone, i.e. plain Linux masquerade). */
-  nat?: NatOptions;
+  nat?: NatOptions | NatType;
 }
 
 export interface HostSpec {
@@ -89,7 +89,7 @@ export interface ResolvedNode {
   /** routers only */
   lanCidr?: string;
   lanAddr?: string;
-  nat?: NatOptions;
+  nat?: NatOptions | NatType;
 }
 
 export interface ResolvedTopology {
@@ -99,7 +99,7 @@ export interface ResolvedTopology {
   order: string[];
   /** prefixes routed in the internet (every other destination is dropped there) */
   publicPrefixes: string[];
-  /** routes the internet namespace needs: prefix -> next hop */
+  /** addresses of the internet namespace, one per attached node (the default gateway of that node) */
   internetAddrs: Array<{ ifname: string; cidr: string }>;
 }
 

@@ -147,7 +147,8 @@ export class LongTermAuthState {
 
   /** Takes REALM/NONCE/PASSWORD-ALGORITHMS from a 401 or 438 response. */
   update(challenge: StunMessage): void {
-    const realm = challenge.get(Realm);
+    // A 438 may omit REALM (§9.2.5 only requires a new NONCE); keep the one we have.
+    const realm = challenge.get(Realm) ?? (this.realm || undefined);
     const nonce = challenge.get(Nonce);
     if (realm === undefined || nonce === undefined) {
       throw new NatpunchError('STUN_ERROR_RESPONSE', 'server asked for credentials without REALM and NONCE');
@@ -373,6 +374,10 @@ export class StunClient {
     const matchSource = options.matchSource ?? true;
     return (build, accept, signal) =>
       new Promise<StunResponse>((resolve, reject) => {
+        if (signal.aborted) {
+          reject(signal.reason);
+          return;
+        }
         const tid = createTransactionId();
         const key = transactionKey(tid);
         const packet = build(tid);
@@ -547,7 +552,7 @@ export class StunTcpClient {
         });
         s.once('error', (err) => {
           d.signal.removeEventListener('abort', onAbort);
-          reject(new NatpunchError('STUN_TIMEOUT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, { cause: err }));
+          reject(new NatpunchError('STUN_CONNECT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, { cause: err }));
         });
       });
       socket.setNoDelay(true);
@@ -620,9 +625,20 @@ export interface StunBindingOptions extends StunRequestOptions {
   logger?: Logger;
 }
 
+/** "host", "host:port", "[v6]:port" or a bare IPv6 address. */
+export function splitHostPort(text: string): { host: string; port: number } {
+  const bracket = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(text);
+  if (bracket) return { host: bracket[1]!, port: bracket[2] ? Number(bracket[2]) : DEFAULT_STUN_PORT };
+  const colon = text.lastIndexOf(':');
+  if (colon > 0 && text.indexOf(':') === colon && /^\d{1,5}$/.test(text.slice(colon + 1))) {
+    return { host: text.slice(0, colon), port: Number(text.slice(colon + 1)) };
+  }
+  return { host: text, port: DEFAULT_STUN_PORT };
+}
+
 /** Resolves "host" or "host:port"-style input to an IP endpoint (DNS lookup only for names). */
 export async function resolveStunServer(server: string | { host: string; port?: number }, signal?: AbortSignal): Promise<StunEndpoint> {
-  const { host, port } = typeof server === 'string' ? { host: server, port: DEFAULT_STUN_PORT } : server;
+  const { host, port } = typeof server === 'string' ? splitHostPort(server) : server;
   if (net.isIP(host)) return { address: host, port: port ?? DEFAULT_STUN_PORT };
   signal?.throwIfAborted();
   try {

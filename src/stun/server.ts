@@ -66,6 +66,23 @@ export interface StunServerCounters {
   drops: number;
 }
 
+/** Where a request came in, for method handlers (TURN). */
+export interface StunRequestContext {
+  from: TransportAddress;
+  transport: 'udp' | 'tcp';
+  /** UDP: the socket it arrived on (answer from it). */
+  udp?: DatagramTransport;
+  /** TCP: the connection it arrived on. */
+  tcp?: net.Socket;
+}
+
+/**
+ * Handles requests and indications of one method (TURN registers Allocate, Refresh, Send, ...). Return the reply's
+ * bytes to have the server send them back the way the request came, or undefined when there is nothing to send
+ * (or the handler answers later itself). Handlers own their attribute checks and amplification rules.
+ */
+export type StunMethodHandler = (msg: StunMessage, ctx: StunRequestContext) => Uint8Array | undefined;
+
 export interface StunServerOptions {
   logger?: Logger;
   /** SOFTWARE attribute; '' for none. Default 'natpunch'. */
@@ -109,16 +126,19 @@ function localAddress(t: DatagramTransport): TransportAddress {
 export class StunServer {
   readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0 };
   readonly #log: Logger;
-  readonly #software: string;
+  /** SOFTWARE, encoded once (RFC 8489 §14.14). */
+  readonly #softwareAttr?: AttributeInit;
   readonly #registry: StunRegistry;
   readonly #factor: number;
   readonly #detach = new Set<() => void>();
   readonly #tcp = new Set<net.Socket>();
+  readonly #methods = new Map<number, StunMethodHandler>();
   #closed = false;
 
   constructor(options: StunServerOptions = {}) {
     this.#log = options.logger ?? silentLogger;
-    this.#software = options.software ?? DEFAULT_SOFTWARE;
+    const software = options.software ?? DEFAULT_SOFTWARE;
+    if (software) this.#softwareAttr = { type: Attr.SOFTWARE, value: Software.encode(software, { transactionId: new Uint8Array(12) }) };
     this.#registry = options.registry ?? coreRegistry;
     this.#factor = options.maxAmplification ?? STUN_MAX_AMPLIFICATION;
   }
@@ -129,6 +149,14 @@ export class StunServer {
 
   get tcpConnections(): number {
     return this.#tcp.size;
+  }
+
+  /** Routes requests and indications of `method` to `handler` (RFC 8489 messages only). Returns an unregister function. */
+  registerMethod(method: number, handler: StunMethodHandler): () => void {
+    this.#methods.set(method, handler);
+    return () => {
+      if (this.#methods.get(method) === handler) this.#methods.delete(method);
+    };
   }
 
   /** Serves STUN on a UDP transport (plain RFC 8489 mode). Returns a function that detaches it again. */
@@ -155,10 +183,11 @@ export class StunServer {
 
   #onDatagram(role: UdpRole, buf: Buffer, rinfo: RemoteInfo): void {
     if (this.#closed || buf.length === 0 || buf[0]! > 3) return; // RFC 7983: not STUN, someone else's
-    const from: TransportAddress = { family: familyOf(normalizeAddress(rinfo.address)), address: normalizeAddress(rinfo.address), port: rinfo.port };
+    const address = normalizeAddress(rinfo.address);
+    const from: TransportAddress = { family: familyOf(address), address, port: rinfo.port };
     let reply: Reply | undefined;
     try {
-      reply = this.#handle(buf, from, role, undefined);
+      reply = this.#handle(buf, from, role, undefined, undefined);
     } catch (err) {
       // Never let one packet take the server down.
       this.counters.drops++;
@@ -209,7 +238,7 @@ export class StunServer {
         if (f.kind !== 'stun') continue; // ChannelData belongs to TURN, which is not on this connection
         let reply: Reply | undefined;
         try {
-          reply = this.#handle(f.data, from, undefined, local);
+          reply = this.#handle(f.data, from, undefined, local, socket);
         } catch (err) {
           this.counters.drops++;
           this.#log.warn({ err, from }, 'stun: request handling failed');
@@ -223,7 +252,13 @@ export class StunServer {
   }
 
   /** Processes one STUN message; returns the reply to send, or undefined to stay silent. */
-  #handle(buf: Uint8Array, from: TransportAddress, udp: UdpRole | undefined, tcpLocal: TransportAddress | undefined): Reply | undefined {
+  #handle(
+    buf: Uint8Array,
+    from: TransportAddress,
+    udp: UdpRole | undefined,
+    tcpLocal: TransportAddress | undefined,
+    tcpSocket: net.Socket | undefined,
+  ): Reply | undefined {
     let req: StunMessage;
     try {
       // RFC 8489 §12: accept RFC 3489 requests (no magic cookie) and answer them in kind.
@@ -235,6 +270,16 @@ export class StunServer {
     if (!req.legacy && checkFingerprint(req) === 'invalid') {
       this.counters.drops++;
       return undefined; // §7.3 / §14.7: not a STUN message for us
+    }
+    const handler = req.legacy ? undefined : this.#methods.get(req.method);
+    if (handler && (req.cls === StunClass.Request || req.cls === StunClass.Indication)) {
+      if (req.cls === StunClass.Request) this.counters.requests++;
+      const bytes = handler(req, udp ? { from, transport: 'udp', udp: udp.transport } : { from, transport: 'tcp', tcp: tcpSocket });
+      if (!bytes) return undefined;
+      // Count by the reply's class bits (RFC 8489 §5: C1 is bit 8, C0 bit 4 of the type).
+      if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) this.counters.errors++;
+      else this.counters.responses++;
+      return { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
     }
     if (req.cls !== StunClass.Request) {
       // §6.3.2: indications get no response; responses to a server are stray.
@@ -284,25 +329,23 @@ export class StunServer {
       via = udp.group[index]!;
       other = localAddress(udp.group[udp.index ^ 3]!);
     }
-    const origin = via ? localAddress(via) : tcpLocal!;
-
-    // Required part first, optional parts in the order they are dropped to respect the amplification bound.
+    // Required part first, optional parts in the order they are dropped to respect the amplification bound
+    // (getsockname() for the origin only when an attribute needs it).
     const required: AttributeInit[] = [];
-    const optional: AttributeInit[][] = [];
+    const optional: AttributeInit[] = [];
     if (req.legacy) {
       // RFC 3489 §11.2: MAPPED-ADDRESS, SOURCE-ADDRESS, CHANGED-ADDRESS (the latter only with an alternate).
       required.push(attr(MappedAddress, from));
-      optional.push([attr(SourceAddress, origin)]);
-      if (other) optional.push([attr(ChangedAddress, other)]);
+      if (other) optional.push(attr(ChangedAddress, other));
+      optional.push(attr(SourceAddress, via ? localAddress(via) : tcpLocal!));
     } else {
       required.push(attr(XorMappedAddress, from)); // §14.2
       if (rfc5780) {
-        optional.push([attr(ResponseOrigin, origin)]); // RFC 5780 §7.3
-        if (other) optional.push([attr(OtherAddress, other)]); // RFC 5780 §7.4
+        if (other) optional.push(attr(OtherAddress, other)); // RFC 5780 §7.4
+        optional.push(attr(ResponseOrigin, via ? localAddress(via) : tcpLocal!)); // RFC 5780 §7.3
       }
+      if (this.#softwareAttr) optional.push(this.#softwareAttr);
     }
-    optional.reverse();
-    if (this.#software && !req.legacy) optional.push([attr(Software, this.#software)]);
 
     const reply = this.#fit(req, StunClass.SuccessResponse, required, optional, bound, fingerprint, paddingLength);
     if (!reply) {
@@ -318,14 +361,14 @@ export class StunServer {
     req: StunMessage,
     cls: StunClass,
     required: AttributeInit[],
-    optional: AttributeInit[][],
+    optional: AttributeInit[],
     bound: number,
     fingerprint: boolean,
     paddingLength = 0,
   ): Buffer | undefined {
     const tid = req.legacy ? req.raw.subarray(4, 20) : req.transactionId;
     for (let keep = optional.length; keep >= 0; keep--) {
-      const attributes = [...required, ...optional.slice(0, keep).flat()];
+      const attributes = keep === 0 ? required : required.concat(keep === optional.length ? optional : optional.slice(0, keep));
       let out = encodeStun({ cls, method: req.method, transactionId: tid, attributes }, { fingerprint });
       if (paddingLength > 0) {
         // RFC 5780 §7.6: pad the response like the request, within the amplification bound.
@@ -345,7 +388,7 @@ export class StunServer {
   #error(req: StunMessage, code: number, bound: number, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
     const text = reason ?? ERROR_REASONS[code] ?? 'Error';
     const required = [attr(ErrorCodeAttr, { code, reason: text }), ...extra];
-    const optional = this.#software && !req.legacy ? [[attr(Software, this.#software)]] : [];
+    const optional = this.#softwareAttr && !req.legacy ? [this.#softwareAttr] : [];
     let bytes = this.#fit(req, StunClass.ErrorResponse, required, optional, bound, fingerprint);
     // Still too big (long UNKNOWN-ATTRIBUTES list vs. a tiny request): try without the reason phrase.
     if (!bytes) bytes = this.#fit(req, StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code, reason: '' }), ...extra], [], bound, fingerprint);

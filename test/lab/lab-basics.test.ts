@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
 
@@ -14,10 +15,11 @@ function rootLinks(): string[] {
     .sort();
 }
 
+/** Running (a zombie waiting to be reaped by init counts as gone). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
   } catch {
     return false;
   }
@@ -45,6 +47,29 @@ describe('NAT lab basics', { skip }, () => {
     const { port: port2 } = await server.udpBind({ reflect: true, address: lab.addrs('server')[1] });
     const seen2 = await a.udpReflect(sock, lab.addrs('server')[1]!, port2);
     assert.equal(seen2?.from, lab.publicAddr('natA'));
+  });
+
+  test('lab.node runs a script in a namespace with JSON lines both ways; nodeCode runs a snippet', async () => {
+    const fixture = new URL('./fixtures/echo-peer.ts', import.meta.url).pathname;
+    const server = lab.node('server', fixture, ['srv']);
+    const ready = await server.next((m) => m.type === 'ready');
+    assert.equal(ready.name, 'srv');
+    const peer = lab.node('b', fixture, ['b']);
+    await peer.next((m) => m.type === 'ready');
+    peer.send({ send: 'hello', host: lab.addr('server'), port: ready.port });
+    const seen = await server.next((m) => m.type === 'datagram');
+    assert.equal(seen.from, lab.publicAddr('natB'));
+    const echo = await peer.next((m) => m.type === 'datagram');
+    assert.equal(echo.text, 'echo:hello');
+    await peer.close();
+    await server.close();
+    assert.equal(peer.running, false);
+
+    const snippet = lab.nodeCode('a2', "import os from 'node:os'; console.log(JSON.stringify({ ifs: Object.keys(os.networkInterfaces()) }));");
+    const msg = await snippet.next();
+    assert.deepEqual((msg.ifs as string[]).sort(), ['eth0', 'lo']);
+    const r = await lab.exec('a2', ['sh', '-c', 'echo out; echo err >&2; exit 4']);
+    assert.deepEqual(r, { stdout: 'out\n', stderr: 'err\n', code: 4 });
   });
 
   test('traffic addressed outside the lab is dropped inside the internet namespace', async () => {
@@ -88,5 +113,88 @@ describe('NAT lab lifecycle', { skip }, () => {
     for (let i = 0; i < 20 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(pids.filter(alive), [], 'processes left behind');
     assert.ok(!Lab.list().some((s) => s.id === lab.id), 'state file left behind');
+  });
+});
+
+describe('NAT lab crash clean-up', { skip }, () => {
+  test('Lab.cleanupAll() removes the namespaces and processes of a lab whose owner was killed', async () => {
+    const { spawn } = await import('node:child_process');
+    const { writeFileSync, mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'np-crash-'));
+    const script = join(dir, 'crash.mts');
+    const labUrl = new URL('../../src/lab/index.ts', import.meta.url).href;
+    writeFileSync(
+      script,
+      `import { Lab } from ${JSON.stringify(labUrl)};
+const lab = await Lab.up({ links: { natA: { delayMs: 5 } } });
+const agent = await lab.agent('b');
+console.log(JSON.stringify({ id: lab.id, pids: [agent.proc.pid, ...Object.values(lab.state.delayers).map((d) => d.pid)] }));
+setInterval(() => {}, 1000);
+`,
+    );
+    const tsx = import.meta.resolve('tsx');
+    const child = spawn(process.execPath, ['--import', tsx, script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const line = await new Promise<string>((resolve, reject) => {
+        let buf = '';
+        const timer = setTimeout(() => reject(new Error('crash script did not start')), 30_000);
+        child.stdout!.on('data', (d: Buffer) => {
+          buf += d.toString();
+          if (buf.includes('\n')) {
+            clearTimeout(timer);
+            resolve(buf.split('\n')[0]!);
+          }
+        });
+        child.once('exit', () => reject(new Error('crash script exited early')));
+      });
+      const { id, pids } = JSON.parse(line) as { id: string; pids: number[] };
+      child.kill('SIGKILL'); // no down(), no exit hook: a crash
+      await new Promise((r) => child.once('exit', r));
+      assert.ok(execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(`np${id}-`), 'leftovers expected');
+      const removed = await Lab.cleanupAll({ detached: false });
+      assert.ok(removed.includes(id), `cleanupAll removed ${removed.join(', ')}`);
+      assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(`np${id}-`));
+      for (let i = 0; i < 20 && pids.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+      assert.deepEqual(pids.filter(alive), []);
+    } finally {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('NAT lab custom topology', { skip }, () => {
+  test('a declarative topology: nested NATs, a public host with an address outside its link prefix', async () => {
+    const lab = await Lab.up({
+      topology: {
+        routers: {
+          isp: { on: 'internet', wan: '203.0.113.50/24', lan: '10.50.0.0/16', nat: { type: 'full-cone' } },
+          home: { on: 'isp', lan: '10.60.0.0/24', nat: 'symmetric-random' },
+        },
+        hosts: {
+          pub: { on: 'internet', addrs: ['198.51.100.7/24', '192.0.2.77/24'] },
+          laptop: { on: 'home' },
+        },
+      },
+    });
+    try {
+      assert.deepEqual(lab.routers.sort(), ['home', 'isp']);
+      assert.equal(lab.addr('laptop'), '10.60.0.10');
+      assert.equal(lab.publicAddr('home'), '10.50.0.10');
+      assert.equal(lab.externalAddr('laptop'), '203.0.113.50');
+      assert.equal(lab.nat('home').type, 'symmetric-random');
+      const pub = await lab.agent('pub');
+      const laptop = await lab.agent('laptop');
+      const { sock } = await laptop.udpBind();
+      for (const addr of lab.addrs('pub')) {
+        const { port } = await pub.udpBind({ reflect: true, address: addr });
+        const seen = await laptop.udpReflect(sock, addr, port);
+        assert.equal(seen?.from, '203.0.113.50', `via ${addr}`);
+      }
+    } finally {
+      await lab.down();
+    }
   });
 });

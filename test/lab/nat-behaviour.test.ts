@@ -190,13 +190,16 @@ describe('NAT behaviours', { skip }, () => {
     }
   });
 
-  test('stealth: unsolicited TCP to the router is refused (RST) normally, ignored when stealth', async () => {
-    await lab.setNat('natA', { type: 'port-restricted-cone', stealth: false });
-    const loud = await b.tcpConnect(lab.publicAddr('natA'), 4444, { timeoutMs: 2000 });
-    assert.deepEqual(loud, { ok: false, code: 'ECONNREFUSED' });
-    await lab.setNat('natA', { type: 'port-restricted-cone', stealth: true });
-    const quiet = await b.tcpConnect(lab.publicAddr('natA'), 4444, { timeoutMs: 1000 });
-    assert.deepEqual(quiet, { ok: false, code: 'ETIMEDOUT' });
+  test('stealth: unsolicited TCP and UDP to the router are refused (RST / port unreachable) normally, ignored when stealth', async () => {
+    const { sock } = await server.udpBind();
+    await server.udpConnect(sock, lab.publicAddr('natA'), 4444);
+    for (const stealth of [false, true]) {
+      await lab.setNat('natA', { type: 'port-restricted-cone', stealth });
+      const tcp = await b.tcpConnect(lab.publicAddr('natA'), 4444, { timeoutMs: stealth ? 1000 : 2000 });
+      assert.deepEqual(tcp, { ok: false, code: stealth ? 'ETIMEDOUT' : 'ECONNREFUSED' }, `TCP, stealth ${stealth}`);
+      const udpErr = await server.udpProbeError(sock, { waitMs: SILENCE_MS });
+      assert.equal(udpErr, stealth ? undefined : 'ECONNREFUSED', `UDP, stealth ${stealth}`);
+    }
   });
 
   test('ICMP errors: a port unreachable from the server reaches a only when forwarding is on', async () => {

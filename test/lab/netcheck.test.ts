@@ -127,7 +127,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
       '--log-file', 'stdout', '--simple-log', '--pidfile', join(tmp, 'turnserver.pid'),
     ]);
     // natpunch's StunServer in RFC 5780 mode on the same two addresses.
-    const ours = lab.node('server', fileURLToPath(new URL('./fixtures/stun-server.ts', import.meta.url)), [ip1!, ip2!, String(STUN_PORT)]);
+    const ours = lab.node('server', fileURLToPath(new URL('./fixtures/stun-server-5780.ts', import.meta.url)), [ip1!, ip2!, String(STUN_PORT)]);
     await ours.next((m) => m.ready === true, { timeoutMs: 20_000 });
     runner = lab.node('a', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
     await waitForServer(natpunchServer);

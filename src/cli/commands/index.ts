@@ -4,6 +4,13 @@ import type { Command } from 'commander';
 type Register = (program: Command) => void;
 
 export const commands: Array<() => Promise<{ register: Register }>> = [
-  // e.g. () => import('./serve.js'),
+  () => import('./serve.js'),
+  () => import('./stun.js'),
+  () => import('./lab.js'),
+  () => import('./connect.js'),
+  () => import('./keygen.js'),
+  () => import('./listen.js'),
   () => import('./netcheck.js'),
+  () => import('./map.js'),
+  () => import('./turn.js'),
 ];

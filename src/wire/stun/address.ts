@@ -16,16 +16,25 @@ export const FAMILY_IPV4 = 0x01;
 export const FAMILY_IPV6 = 0x02;
 
 function parseIPv4Into(text: string, out: Uint8Array, offset: number): boolean {
-  const parts = text.split('.');
-  if (parts.length !== 4) return false;
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^\d{1,3}$/.test(p)) return false;
-    const n = Number(p);
-    if (n > 255) return false;
-    out[offset + i] = n;
+  // Hand-rolled (no regex, no split): this runs for every response the server sends.
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 0x2e; // virtual trailing '.'
+    if (c === 0x2e) {
+      if (digits === 0 || part > 3) return false;
+      out[offset + part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      value = value * 10 + (c - 0x30);
+      if (++digits > 3 || value > 255) return false;
+    } else {
+      return false;
+    }
   }
-  return true;
+  return part === 4;
 }
 
 /** Parses dotted-quad IPv4 text into 4 bytes; null when it is not one. */

@@ -1,0 +1,50 @@
+import type { Command } from 'commander';
+import { action, parseHostPort } from '../util.js';
+import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
+import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
+
+interface ConnectOpts {
+  rendezvous: string;
+  key?: string;
+  bind?: string;
+  timeout?: number;
+  keepalive?: number;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('connect')
+    .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style)')
+    .argument('<peer>', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters)')
+    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
+    .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
+    .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--json', 'progress as JSON lines on stderr')
+    .action(action(async (peer: string, opts: ConnectOpts) => {
+      const print = progressPrinter(opts.json);
+      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      const ac = new AbortController();
+      const stop = () => ac.abort();
+      process.once('SIGINT', stop);
+      try {
+        const session = await connect({
+          keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
+          signal: ac.signal, ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+        });
+        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
+        const stream = session.openStream();
+        try {
+          await pipeStdio(stream, session);
+        } finally {
+          await session.close();
+        }
+      } finally {
+        process.off('SIGINT', stop);
+      }
+    }));
+}

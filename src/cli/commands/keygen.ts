@@ -1,0 +1,24 @@
+import type { Command } from 'commander';
+import { action, printJson } from '../util.js';
+import { generateKeyPair, keyToId, saveKeyPair } from '../../session/identity.js';
+
+export function register(program: Command): void {
+  program
+    .command('keygen')
+    .description('create a peer key pair (Ed25519); the public key is the peer id')
+    .option('--out <file>', 'write the key file here (mode 0600; never overwrites); default: print it to stdout')
+    .option('--json', 'machine-readable output')
+    .action(action(async (opts: { out?: string; json?: boolean }) => {
+      const kp = generateKeyPair();
+      const id = keyToId(kp.publicKey);
+      if (opts.out) {
+        await saveKeyPair(opts.out, kp);
+        if (opts.json) printJson({ publicKey: id, file: opts.out });
+        else process.stdout.write(`wrote ${opts.out}\npublic key: ${id}\n`);
+        return;
+      }
+      // No file: the key file itself goes to stdout (`natpunch keygen > key.json`); the id to stderr.
+      printJson({ publicKey: id, secretKey: kp.secretKey.toString('hex') });
+      if (!opts.json) process.stderr.write(`public key: ${id}\n`);
+    }));
+}

@@ -1,0 +1,67 @@
+import type { Command } from 'commander';
+import { once } from 'node:events';
+import { action, parseHostPort } from '../util.js';
+import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
+import { isPeerId, keyToId } from '../../session/identity.js';
+import { NatpunchError } from '../../util/errors.js';
+import type { Session } from '../../session/session.js';
+import type { MuxStream } from '../../session/mux.js';
+import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
+
+interface ListenOpts {
+  name?: string;
+  rendezvous: string;
+  key?: string;
+  allow?: string[];
+  bind?: string;
+  keepalive?: number;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('listen')
+    .description('wait for one peer to connect and pipe stdin/stdout over the stream it opens (netcat style)')
+    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
+    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; default: anyone')
+    .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
+    .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--json', 'progress as JSON lines on stderr')
+    .action(action(async (opts: ListenOpts) => {
+      const print = progressPrinter(opts.json);
+      const allow = parseAllow(opts.allow);
+      for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
+      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      const listener = await listen({
+        keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
+        bind: { address: bind.host, port: bind.port }, onProgress: print,
+        ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+      });
+      const stop = () => void listener.close();
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      if (opts.json) print({ phase: 'listening', publicKey: keyToId(keyPair.publicKey), name: opts.name ?? null });
+      else process.stderr.write(`listening as ${opts.name ? `${opts.name} ` : ''}${keyToId(keyPair.publicKey)}${allow ? '' : ' (any key may connect; restrict with --allow)'}\n`);
+      listener.on('connection-error', (err: Error, peer: string) => {
+        process.stderr.write(`natpunch: connection from ${peer.slice(0, 16)}… failed: ${err.message}\n`);
+      });
+      try {
+        const closed = once(listener, 'close').then(() => {
+          throw new NatpunchError('ABORTED', 'stopped');
+        });
+        // One session, one stream: like `nc -l`.
+        const [session] = (await Promise.race([once(listener, 'session'), closed])) as [Session];
+        const [stream] = (await Promise.race([once(session, 'stream'), closed])) as [MuxStream];
+        await pipeStdio(stream, session);
+        await session.close();
+      } finally {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        await listener.close();
+      }
+    }));
+}

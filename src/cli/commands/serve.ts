@@ -1,0 +1,70 @@
+import type { Command } from 'commander';
+import { startServer } from '../../server/serve.js';
+import { createLogger } from '../../util/log.js';
+import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
+import { action, intOption } from '../util.js';
+
+interface ServeOptions {
+  port: number;
+  address?: string[];
+  altAddress?: string;
+  altPort?: number;
+  json?: boolean;
+}
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+function show(e: { address: string; port: number }): string {
+  return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+export function register(program: Command): void {
+  program
+    .command('serve')
+    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address) on UDP and TCP')
+    .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
+    .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
+    .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
+    .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
+    .option('--json', 'print where it listens as one JSON line')
+    .action(
+      action(async (opts: ServeOptions, cmd: Command) => {
+        const debug = Boolean(cmd.optsWithGlobals().debug);
+        // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
+        const logger = createLogger(debug ? 'debug' : 'info');
+        const handle = await startServer({
+          port: opts.port,
+          addresses: opts.address,
+          altAddress: opts.altAddress,
+          altPort: opts.altPort,
+          logger,
+        });
+        if (opts.json) {
+          process.stdout.write(
+            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null })}\n`,
+          );
+        } else {
+          const lines = [
+            `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,
+            handle.tcp.length ? `                     tcp ${handle.tcp.map(show).join(', ')}` : '',
+            handle.rfc5780
+              ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
+              : '',
+          ].filter(Boolean);
+          process.stdout.write(`${lines.join('\n')}\n`);
+        }
+        await new Promise<void>((resolve) => {
+          const stop = (signal: string) => {
+            process.off('SIGINT', onInt);
+            process.off('SIGTERM', onTerm);
+            logger.info({ signal }, 'serve: shutting down');
+            void handle.close().then(resolve, resolve);
+          };
+          const onInt = () => stop('SIGINT');
+          const onTerm = () => stop('SIGTERM');
+          process.on('SIGINT', onInt);
+          process.on('SIGTERM', onTerm);
+        });
+      }),
+    );
+}

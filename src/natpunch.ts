@@ -1,0 +1,438 @@
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { NatpunchError, isNatpunchError } from './util/errors.js';
+import { silentLogger, type Logger } from './util/log.js';
+import { sleep, timeoutSignal } from './util/abort.js';
+import { UdxEndpoint } from './net/udx.js';
+import type { DatagramTransport } from './net/datagram.js';
+import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
+import { Session, streamIdsFor, type Allow, type SessionPath } from './session/session.js';
+import { ConnectivityChecks, deriveCheckKey, type CheckResult } from './traversal/checks.js';
+import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
+
+/** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
+export const DEFAULT_RENDEZVOUS_PORT = 3478;
+/** connect() as a whole: rendezvous exchange, checks (10 s) and handshake. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/** Never wait longer than this for the rendezvous' scheduled start time. */
+const MAX_START_DELAY_MS = 5_000;
+
+/** What the composition needs from a rendezvous client (src/rendezvous/client.ts provides it). */
+export interface RendezvousLike {
+  register(signal?: AbortSignal): Promise<{ reflexive: { address: string; port: number } }>;
+  requestConnect(nameOrKey: string | Uint8Array, options: { connectionId?: Uint8Array; candidates?: Candidate[]; signal?: AbortSignal }): Promise<ConnectOfferLike>;
+  on(event: 'connect-request', listener: (offer: ConnectOfferLike) => void): unknown;
+  off(event: 'connect-request', listener: (offer: ConnectOfferLike) => void): unknown;
+  close(): void;
+}
+
+export interface ConnectOfferLike {
+  connectionId: Buffer;
+  role: 'initiator' | 'responder';
+  mode?: string;
+  peerKey: Buffer;
+  peerName?: string;
+  candidates: Candidate[];
+  /** Local clock time at which to start probing (both sides start together). */
+  startAt?: number;
+}
+
+export type RendezvousFactory = (init: {
+  transport: DatagramTransport;
+  keyPair: KeyPair;
+  name?: string;
+  candidates: () => Candidate[];
+  logger: Logger;
+}) => RendezvousLike;
+
+/** Progress of connect()/listen(), for CLIs and logs. */
+export type Progress =
+  | { phase: 'gathering'; local: { address: string; port: number } }
+  | { phase: 'registered'; reflexive: { address: string; port: number } }
+  | { phase: 'offer'; peer: string; peerName?: string; candidates: Candidate[]; role: 'initiator' | 'responder'; mode?: string }
+  | { phase: 'punching'; pairs: number }
+  | { phase: 'path'; kind: SessionPath['kind']; remote: { address: string; port: number }; type: string; rttMs: number | null }
+  | { phase: 'connected'; peer: string; rttMs: number | null };
+
+interface CommonOptions {
+  keyPair: KeyPair;
+  /** Local UDP address to bind (default 0.0.0.0, any port). */
+  bind?: { address?: string; port?: number };
+  /** Use this socket instead of binding one (e.g. one that already learned its mapping with STUN). Whoever passes
+   *  it keeps owning it: closing the session or listener does not close it. */
+  endpoint?: UdxEndpoint;
+  /** Our candidates; default: host candidates of the bound address (for a wildcard bind: the interfaces). */
+  candidates?: Candidate[];
+  keepAliveMs?: number;
+  idleTimeoutMs?: number;
+  checkTimeoutMs?: number;
+  logger?: Logger;
+  onProgress?: (p: Progress) => void;
+  /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
+  rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
+}
+
+export interface ConnectOptions extends CommonOptions {
+  /** The peer's name or key (hex or bytes), through the rendezvous. */
+  to?: string | Uint8Array;
+  /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
+  peer?: { publicKey: Uint8Array; candidates: Candidate[] };
+  /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
+  connectionId?: Uint8Array;
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface ListenOptions extends CommonOptions {
+  /** A name to claim on the rendezvous. */
+  name?: string;
+  /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
+  allow?: Allow;
+  signal?: AbortSignal;
+}
+
+function parseRendezvous(spec: string): { host: string; port: number } {
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(spec);
+  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : DEFAULT_RENDEZVOUS_PORT };
+  const parts = spec.split(':');
+  if (parts.length === 2) return { host: parts[0]!, port: Number(parts[1]) };
+  return { host: spec, port: DEFAULT_RENDEZVOUS_PORT };
+}
+
+async function makeRendezvous(
+  spec: NonNullable<CommonOptions['rendezvous']>,
+  init: Parameters<RendezvousFactory>[0],
+): Promise<RendezvousLike> {
+  if (typeof spec === 'function') return spec(init);
+  const server = typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
+    throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
+  }
+  const clientModule = './rendezvous/client.js';
+  const mod = (await import(clientModule)) as {
+    RendezvousClient: new (o: Record<string, unknown>) => RendezvousLike;
+  };
+  return new mod.RendezvousClient({
+    transport: init.transport,
+    server,
+    keyPair: init.keyPair,
+    ...(init.name !== undefined ? { name: init.name } : {}),
+    candidates: init.candidates,
+    logger: init.logger,
+  });
+}
+
+/** Host candidates for an endpoint: its bound address, or the non-internal interface addresses for a wildcard. */
+export async function defaultCandidates(endpoint: UdxEndpoint): Promise<Candidate[]> {
+  const { networkInterfaces } = await import('node:os');
+  const { address, port } = endpoint.address();
+  if (address !== '0.0.0.0' && address !== '::') return [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }];
+  const out: Candidate[] = [];
+  let pref = 65535;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (i.internal || i.family !== 'IPv4') continue;
+      out.push({ type: 'host', transport: 'udp', address: i.address, port, priority: candidatePriority('host', pref--) });
+    }
+  }
+  return dedupeCandidates(out);
+}
+
+function pathKind(result: CheckResult): SessionPath['kind'] {
+  return result.kind;
+}
+
+interface Attempt {
+  endpoint: UdxEndpoint;
+  role: 'initiator' | 'responder';
+  connectionId: Uint8Array;
+  peerKey: Buffer;
+  local: Candidate[];
+  remote: Candidate[];
+  keyPair: KeyPair;
+  allow?: Allow;
+  startAt?: number;
+  options: CommonOptions;
+  signal: AbortSignal;
+  logger: Logger;
+  recover?: (signal: AbortSignal) => Promise<{ address: string; port: number; path?: Partial<SessionPath> }>;
+  ownsEndpoint: boolean;
+  /** Checks keep answering the peer briefly after completion; whoever owns the attempt closes them. */
+  track?: (c: ConnectivityChecks) => void;
+}
+
+/** Punch (connectivity checks), then run the Noise handshake over the nominated pair. */
+async function punch(a: Attempt): Promise<CheckResult> {
+  if (a.startAt !== undefined) {
+    const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
+    if (wait > 0) await sleep(wait, a.signal);
+  }
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const checks = new ConnectivityChecks({
+    transport: a.endpoint,
+    role: a.role,
+    connectionId: a.connectionId,
+    key: deriveCheckKey(a.connectionId, a.keyPair.publicKey, a.peerKey),
+    local: a.local,
+    remote: a.remote,
+    signal: a.signal,
+    logger: a.logger,
+    ...(a.options.checkTimeoutMs !== undefined ? { timeoutMs: a.options.checkTimeoutMs } : {}),
+  });
+  a.track?.(checks);
+  const result = await checks.run();
+  a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
+  return result;
+}
+
+async function attempt(a: Attempt): Promise<Session> {
+  const result = await punch(a);
+  const ids = streamIdsFor(a.connectionId);
+  const initiator = a.role === 'initiator';
+  return Session.establish({
+    endpoint: a.endpoint,
+    isInitiator: initiator,
+    keyPair: a.keyPair,
+    remote: result.remote,
+    localStreamId: initiator ? ids.initiator : ids.responder,
+    remoteStreamId: initiator ? ids.responder : ids.initiator,
+    ...(initiator ? { expectedRemoteKey: a.peerKey } : { allow: a.allow }),
+    path: {
+      kind: pathKind(result),
+      candidatePair: { local: result.localCandidate, remote: result.remoteCandidate },
+      rttMs: result.rttMs,
+    },
+    ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
+    ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
+    ...(a.recover ? { recover: a.recover } : {}),
+    ownsEndpoint: a.ownsEndpoint,
+    logger: a.logger,
+    signal: a.signal,
+  });
+}
+
+function toKey(to: string | Uint8Array): Buffer | null {
+  if (typeof to !== 'string') return Buffer.from(to);
+  return isPeerId(to) ? idToKey(to) : null;
+}
+
+/**
+ * Connects to a peer and resolves with an authenticated session. Through a rendezvous (`to` + `rendezvous`):
+ * one UDP socket registers, asks for the introduction, punches and carries the session. Direct mode (`peer`):
+ * the caller provides the peer's key and candidates.
+ */
+export async function connect(options: ConnectOptions): Promise<Session> {
+  const logger = options.logger ?? silentLogger;
+  if (!options.peer && (options.to === undefined || !options.rendezvous)) {
+    throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode)');
+  }
+  const { signal, dispose } = timeoutSignal(options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, options.signal);
+  const ownsEndpoint = !options.endpoint;
+  const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
+  let rendezvous: RendezvousLike | null = null;
+  const checks: ConnectivityChecks[] = [];
+  const lingering = () => checks.forEach((c) => c.close());
+  try {
+    options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
+    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    let session: Session;
+    if (options.peer) {
+      session = await attempt({
+        endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
+        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
+        track: (c) => checks.push(c),
+      });
+    } else {
+      const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
+      rendezvous = rv;
+      const to = options.to!;
+      const offer = await rv.requestConnect(to, { candidates: local, signal });
+      const wanted = toKey(to);
+      if (wanted && !wanted.equals(offer.peerKey)) {
+        throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
+      }
+      options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
+      // Re-establish through the rendezvous when the path goes silent (NAT rebinding): a fresh punch to the same
+      // key; the session then migrates and announces its new path to the peer with an authenticated probe.
+      const recover = async (rsignal: AbortSignal) => {
+        const again = await rv.requestConnect(offer.peerKey, { candidates: local, signal: rsignal });
+        if (!again.peerKey.equals(offer.peerKey)) throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');
+        const r = await punch({
+          endpoint, role: 'initiator', connectionId: again.connectionId, peerKey: offer.peerKey, local, remote: again.candidates,
+          keyPair: options.keyPair, options, signal: rsignal, logger, ownsEndpoint, track: (c) => checks.push(c),
+          ...(again.startAt !== undefined ? { startAt: again.startAt } : {}),
+        });
+        return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
+      };
+      session = await attempt({
+        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: offer.candidates,
+        keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
+        ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
+      });
+    }
+    session.once('close', () => {
+      lingering();
+      rendezvous?.close();
+    });
+    options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
+    return session;
+  } catch (err) {
+    lingering();
+    rendezvous?.close();
+    if (ownsEndpoint) await endpoint.close().catch(() => {});
+    if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') {
+      throw new NatpunchError('TIMEOUT', `no session with the peer within ${options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`, { cause: err });
+    }
+    throw err;
+  } finally {
+    dispose();
+  }
+}
+
+/**
+ * Accepts sessions. Events: 'session' (Session), 'progress' (Progress), 'connection-error' (Error, peer id):
+ * a failed or refused incoming attempt (never fatal to the listener).
+ */
+export class Listener extends EventEmitter {
+  readonly endpoint: UdxEndpoint;
+  readonly publicKey: Buffer;
+  #options: ListenOptions;
+  #logger: Logger;
+  #local: Candidate[];
+  #rendezvous: RendezvousLike | null = null;
+  #sessions = new Set<Session>();
+  #checks = new Set<ConnectivityChecks>();
+  #attempts = new Set<AbortController>();
+  #closed = false;
+  #reflexive: { address: string; port: number } | null = null;
+  #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
+  #ownsEndpoint: boolean;
+
+  /** @internal use listen() */
+  constructor(endpoint: UdxEndpoint, local: Candidate[], options: ListenOptions, ownsEndpoint = true) {
+    super();
+    this.#ownsEndpoint = ownsEndpoint;
+    this.endpoint = endpoint;
+    this.publicKey = options.keyPair.publicKey;
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.#local = local;
+  }
+
+  /** Our candidates (host, plus the server-reflexive one once registered). */
+  get candidates(): Candidate[] {
+    const srflx: Candidate[] = this.#reflexive
+      ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
+      : [];
+    return dedupeCandidates([...this.#local, ...srflx]);
+  }
+
+  get reflexive(): { address: string; port: number } | null {
+    return this.#reflexive;
+  }
+
+  get sessions(): ReadonlySet<Session> {
+    return this.#sessions;
+  }
+
+  /** @internal */
+  async start(signal?: AbortSignal): Promise<void> {
+    if (!this.#options.rendezvous) return;
+    const progress = (p: Progress) => {
+      this.#options.onProgress?.(p);
+      this.emit('progress', p);
+    };
+    const rv = await makeRendezvous(this.#options.rendezvous, {
+      transport: this.endpoint,
+      keyPair: this.#options.keyPair,
+      ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
+      candidates: () => this.#local,
+      logger: this.#logger,
+    });
+    this.#rendezvous = rv;
+    rv.on('connect-request', this.#onOffer);
+    const reg = await rv.register(signal);
+    this.#reflexive = { address: reg.reflexive.address, port: reg.reflexive.port };
+    progress({ phase: 'registered', reflexive: this.#reflexive });
+  }
+
+  /**
+   * Handles one introduction (from the rendezvous, or handed over directly in direct mode): punch, then accept the
+   * Noise handshake, check `allow`, emit 'session'. Resolves with the session, or null when the attempt failed.
+   */
+  async acceptOffer(offer: ConnectOfferLike): Promise<Session | null> {
+    if (this.#closed) return null;
+    const peer = keyToId(offer.peerKey);
+    const progress = (p: Progress) => {
+      this.#options.onProgress?.(p);
+      this.emit('progress', p);
+    };
+    progress({ phase: 'offer', peer, ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'responder', ...(offer.mode ? { mode: offer.mode } : {}) });
+    const ac = new AbortController();
+    this.#attempts.add(ac);
+    const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
+    try {
+      const session = await attempt({
+        endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
+        local: this.candidates, remote: offer.candidates, keyPair: this.#options.keyPair,
+        ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
+        ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
+        options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
+        track: (c) => {
+          this.#checks.add(c);
+          setTimeout(() => this.#checks.delete(c), 60_000).unref();
+        },
+      });
+      if (this.#closed) {
+        await session.close();
+        return null;
+      }
+      this.#sessions.add(session);
+      session.once('close', () => this.#sessions.delete(session));
+      progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
+      this.emit('session', session);
+      return session;
+    } catch (err) {
+      // A peer that re-punched to resume an existing session never starts a handshake: not worth an error.
+      const resumed = [...this.#sessions].some((s) => s.remotePublicKey.equals(offer.peerKey)) && isNatpunchError(err, 'HANDSHAKE_FAILED');
+      this.#logger.info({ peer, err: (err as Error).message }, resumed ? 'resume punch finished' : 'incoming connection failed');
+      if (!resumed && !this.#closed) this.emit('connection-error', err, peer);
+      return null;
+    } finally {
+      dispose();
+      this.#attempts.delete(ac);
+    }
+  }
+
+  /** Stops accepting, closes every session it accepted and the socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#rendezvous?.off('connect-request', this.#onOffer);
+    this.#rendezvous?.close();
+    for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
+    for (const c of this.#checks) c.close();
+    await Promise.all([...this.#sessions].map((s) => s.close()));
+    if (this.#ownsEndpoint) await this.endpoint.close();
+    this.emit('close');
+  }
+}
+
+/** Listens for sessions: binds one UDP socket, registers it with the rendezvous (when given) and accepts. */
+export async function listen(options: ListenOptions): Promise<Listener> {
+  const ownsEndpoint = !options.endpoint;
+  const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
+  try {
+    options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
+    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    const listener = new Listener(endpoint, local, options, ownsEndpoint);
+    await listener.start(options.signal).catch(async (err: unknown) => {
+      await listener.close();
+      throw err;
+    });
+    return listener;
+  } catch (err) {
+    if (ownsEndpoint) await endpoint.close().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * Loads natpunch's optional N-API addon (native/: TCP sockets with SO_REUSEPORT, non-blocking connect, TTL control,
+ * raw sockets). Loading is lazy: nothing native is touched until a TCP/ICMP feature asks for it, so natpunch works
+ * without the addon (no TCP hole punching, no raw ICMP) and says why through NatpunchError('ADDON_UNAVAILABLE').
+ *
+ * `NATPUNCH_NO_ADDON=1` forces the addon off (tests of the fallback paths). `NATPUNCH_ADDON_PATH` points at a
+ * prebuilt natpunch.node elsewhere.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { NatpunchError } from '../util/errors.js';
+
+/** Address as the addon reports it (getsockname, getpeername, recvfrom). */
+export interface NativeAddress {
+  address: string;
+  port: number;
+  family: 'IPv4' | 'IPv6' | 'unknown';
+}
+
+/** A uv_poll_t on Node's loop. `events`: 1 readable, 2 writable. The watcher never closes the fd it watches. */
+export interface NativeFdWatcher {
+  start(events: number): void;
+  stop(): void;
+  close(): void;
+  ref(): void;
+  unref(): void;
+}
+
+/** The addon's surface (native/src/addon.cc). All calls are synchronous and non-blocking; errors carry `code`. */
+export interface NativeAddon {
+  tcpSocket(family: 4 | 6): number;
+  rawSocket(family: 4 | 6, protocol: number, headerIncluded: boolean): number;
+  bind(fd: number, address: string, port: number): void;
+  listen(fd: number, backlog: number): void;
+  /** true: connected at once; false: in progress (wait for writable, then socketError). */
+  connect(fd: number, address: string, port: number): boolean;
+  socketError(fd: number): string | null;
+  getSockName(fd: number): NativeAddress;
+  getPeerName(fd: number): NativeAddress | null;
+  setTtl(fd: number, ttl: number): void;
+  getTtl(fd: number): number;
+  /** Bytes sent, or -1 when the send buffer is full. */
+  sendTo(fd: number, data: Uint8Array, address: string, port?: number): number;
+  /** null when nothing is queued. */
+  recvFrom(fd: number, maxBytes?: number): (NativeAddress & { data: Buffer }) | null;
+  close(fd: number): void;
+  FdWatcher: new (fd: number, callback: (status: number, events: number) => void) => NativeFdWatcher;
+  abiVersion: number;
+}
+
+export const POLL_READABLE = 1;
+export const POLL_WRITABLE = 2;
+
+const ADDON_FILE = join('native', 'build', 'Release', 'natpunch.node');
+
+/** Walks up from this module (src/net or dist/src/net) to the package root holding native/. */
+function findPackageRoot(): string | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'native'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) break;
+    dir = up;
+  }
+  return undefined;
+}
+
+export type AddonStatus = { available: true; addon: NativeAddon } | { available: false; reason: string };
+
+/**
+ * Tries to load the addon and reports why not. Node's module cache keeps the loaded addon, so calling this again is
+ * cheap and natpunch keeps no state of its own here.
+ */
+export function addonStatus(): AddonStatus {
+  if (process.env.NATPUNCH_NO_ADDON === '1') {
+    return { available: false, reason: 'the native addon is disabled by NATPUNCH_NO_ADDON=1' };
+  }
+  if (process.platform !== 'linux') {
+    return { available: false, reason: `the native addon supports Linux only (this is ${process.platform})` };
+  }
+  const root = findPackageRoot();
+  const file = process.env.NATPUNCH_ADDON_PATH ?? (root ? join(root, ADDON_FILE) : undefined);
+  if (!file || !existsSync(file)) {
+    let detail = '';
+    if (root) {
+      try {
+        detail = `: ${readFileSync(join(root, 'native', 'build-error.txt'), 'utf8').split('\n')[0]}`;
+      } catch {
+        detail = '';
+      }
+    }
+    return {
+      available: false,
+      reason: `the native addon is not built${detail} (needs python3, make, g++ and the Node headers; run \`npm run build:native\`)`,
+    };
+  }
+  try {
+    const require = createRequire(import.meta.url);
+    const addon = require(file) as NativeAddon;
+    if (addon.abiVersion !== 1) return { available: false, reason: `native addon at ${file} is an incompatible build; rebuild it` };
+    return { available: true, addon };
+  } catch (err) {
+    return { available: false, reason: `the native addon failed to load: ${(err as Error).message}` };
+  }
+}
+
+/** The addon, or NatpunchError('ADDON_UNAVAILABLE') saying why it is missing and what it disables. */
+export function loadAddon(feature = 'TCP hole punching and raw ICMP'): NativeAddon {
+  const status = addonStatus();
+  if (status.available) return status.addon;
+  throw new NatpunchError('ADDON_UNAVAILABLE', `${feature} unavailable: ${status.reason}`, { details: { reason: status.reason } });
+}
+
+/** True when the addon loads (for callers choosing strategies; `auto` falls back to UDP when false). */
+export function addonAvailable(): boolean {
+  return addonStatus().available;
+}

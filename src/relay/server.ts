@@ -1,0 +1,1159 @@
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { networkInterfaces } from 'node:os';
+import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
+import { NodeDatagramTransport } from '../net/datagram.js';
+import { NatpunchError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { CHANNEL_DATA_HEADER, CHANNEL_MIN, TurnStreamFramer } from '../wire/channel-data.js';
+import {
+  AllocationQuota,
+  candidateKeys,
+  DEFAULT_REALM,
+  NonceManager,
+  PasswordAlgorithm,
+  SecurityFeature,
+  SourceRateLimiter,
+  TokenBucket,
+  type CredentialStore,
+  type PasswordAlgorithmId,
+} from './auth.js';
+import {
+  A,
+  attrText,
+  attrUint32,
+  attrValue,
+  attrXorAddresses,
+  Cls,
+  encodeDataIndication,
+  fingerprintOk,
+  findAttr,
+  integrityKind,
+  KNOWN_REQUIRED,
+  Method,
+  parseStun,
+  StunBuilder,
+  verifyIntegrity,
+  type Peer,
+  type StunMsg,
+} from './message.js';
+import { DefaultPeerPolicy, type PeerPolicy } from './policy.js';
+
+// Defaults, each from the RFC section that sets or suggests it.
+/** RFC 8656 §3.2 / §7.2: default allocation lifetime 10 minutes. */
+export const DEFAULT_LIFETIME_S = 600;
+/** RFC 8656 §7.2: the server may cap requested lifetimes; 1 hour is the usual cap. */
+export const MAX_LIFETIME_S = 3600;
+/** RFC 8656 §9: permissions last 300 s. */
+export const PERMISSION_LIFETIME_S = 300;
+/** RFC 8656 §12: channel bindings last 600 s. */
+export const CHANNEL_LIFETIME_S = 600;
+/** RFC 8656 §7.2 step 5: a reserved (EVEN-PORT R=1) port is held for about 30 s. */
+export const RESERVATION_LIFETIME_S = 30;
+/** RFC 6062 §5.3: a peer connection waits 30 s for its ConnectionBind. */
+export const CONNECTION_BIND_TIMEOUT_S = 30;
+/** RFC 6062 §5.2: how long a Connect waits for the peer's TCP handshake. */
+export const CONNECT_TIMEOUT_MS = 10_000;
+/** RFC 8656 §7.2: relayed ports come from the dynamic range 49152..65535 by default. */
+export const DEFAULT_MIN_PORT = 49152;
+export const DEFAULT_MAX_PORT = 65535;
+/** Quotas (RFC 8656 §7.2 step 10, 486): per user and in total. */
+export const DEFAULT_MAX_ALLOCATIONS_PER_USER = 10;
+export const DEFAULT_MAX_ALLOCATIONS = 1000;
+/** Per-allocation limits that bound memory: permissions and channels (508 Insufficient Capacity). */
+export const MAX_PERMISSIONS_PER_ALLOCATION = 256;
+export const MAX_CHANNELS_PER_ALLOCATION = 256;
+/** Unauthenticated/failed requests per second per source IP, and burst (RFC 8656 §21.1.3 DoS). */
+export const DEFAULT_UNAUTH_RATE = 50;
+export const DEFAULT_UNAUTH_BURST = 200;
+/** Over TCP, datagrams to the client are dropped rather than queued beyond this many buffered bytes. */
+export const TCP_MAX_BUFFERED = 1 << 20;
+/** How often expired allocations, permissions and channels are swept. */
+export const SWEEP_INTERVAL_MS = 1000;
+
+export interface TurnServerOptions {
+  /** Where keys come from (users file, shared secret, or your own). There is no unauthenticated mode. */
+  credentials: CredentialStore;
+  realm?: string;
+  /** IPv4 address relay sockets bind to and that XOR-RELAYED-ADDRESS names. Default: first non-internal IPv4. */
+  relayAddress?: string;
+  /** IPv6 relay address; enables REQUESTED-ADDRESS-FAMILY IPv6 and dual allocations. */
+  relayAddress6?: string;
+  minPort?: number;
+  maxPort?: number;
+  /** Peer permission policy; default DefaultPeerPolicy (safe defaults) with the relay addresses as own addresses. */
+  policy?: PeerPolicy;
+  /** Used when `policy` is not given. */
+  allowPeers?: readonly string[];
+  denyPeers?: readonly string[];
+  maxAllocationsPerUser?: number;
+  maxAllocations?: number;
+  /** Per-allocation relay bandwidth cap in bytes/s each way combined (0 = none). */
+  bandwidth?: number;
+  defaultLifetime?: number;
+  maxLifetime?: number;
+  nonceLifetime?: number;
+  unauthRate?: number;
+  unauthBurst?: number;
+  software?: string;
+  /**
+   * Accept RFC 5766 channel numbers 0x5000..0x7FFF too (default true: coturn's and other older clients use them;
+   * RFC 8656 §12 reserves them only to avoid DTLS-SRTP collisions, which a TURN server port does not carry).
+   */
+  legacyChannels?: boolean;
+  logger?: Logger;
+}
+
+export interface TurnStats {
+  allocations: number;
+  allocationsTotal: number;
+  tcpAllocations: number;
+  permissions: number;
+  channels: number;
+  packetsToPeer: number;
+  bytesToPeer: number;
+  packetsToClient: number;
+  bytesToClient: number;
+  droppedNoPermission: number;
+  droppedBandwidth: number;
+  deniedPeers: number;
+  authFailures: number;
+  rateLimited: number;
+  requests: number;
+}
+
+/** Where a client's messages come from and how to answer: one side of the 5-tuple (RFC 8656 §2). */
+interface ClientEndpoint {
+  readonly kind: 'udp' | 'tcp';
+  readonly address: string;
+  readonly port: number;
+  send(buf: Buffer): void;
+  /** ChannelData to the client without building it in one buffer when the transport allows. */
+  sendChannelData(channel: number, data: Buffer): void;
+}
+
+interface Channel {
+  number: number;
+  peer: Peer;
+  expires: number;
+  perm: Permission;
+}
+
+interface Permission {
+  expires: number;
+  /** Channels to peers at this IP, by peer port. */
+  channels: Map<number, Channel> | null;
+}
+
+interface PeerConnection {
+  id: number;
+  socket: net.Socket;
+  peer: Peer;
+  timer: NodeJS.Timeout | null;
+  bound: boolean;
+  pending: Buffer[];
+}
+
+class Allocation {
+  readonly permissions = new Map<string, Permission>();
+  readonly channels = new Map<number, Channel>();
+  readonly sockets: dgram.Socket[] = [];
+  tcpServer: net.Server | null = null;
+  readonly tcpConns = new Map<number, PeerConnection>();
+  relayed: Peer[] = [];
+  expires = 0;
+  lastTid: Buffer | null = null;
+  lastResponse: Buffer | null = null;
+  closed = false;
+  constructor(
+    readonly client: ClientEndpoint,
+    readonly username: string,
+    readonly key: Buffer,
+    readonly integrity: 'sha1' | 'sha256',
+    readonly transport: 'udp' | 'tcp',
+    readonly bucket: TokenBucket | null,
+    readonly onRemove: () => void,
+  ) {}
+
+  socketFor(address: string): dgram.Socket | undefined {
+    const v6 = address.includes(':');
+    for (let i = 0; i < this.sockets.length; i++) if (this.relayed[i]!.address.includes(':') === v6) return this.sockets[i];
+    return undefined;
+  }
+
+  hasFamily(address: string): boolean {
+    const v6 = address.includes(':');
+    return this.relayed.some((r) => r.address.includes(':') === v6);
+  }
+}
+
+interface AuthOk {
+  username: string;
+  key: Buffer;
+  integrity: 'sha1' | 'sha256';
+  fingerprint: boolean;
+}
+
+/**
+ * A TURN server (RFC 8656, RFC 6062 TCP allocations). It owns no listening socket of its own when attached to
+ * `natpunch serve`'s transports (`handleUdp` / `attachUdp`, `handleTcp`); `listen()` makes a standalone server.
+ * It owns the relay sockets of its allocations and closes them in `close()`.
+ */
+export class TurnServer {
+  readonly realm: string;
+  readonly stats: TurnStats = {
+    allocations: 0,
+    allocationsTotal: 0,
+    tcpAllocations: 0,
+    permissions: 0,
+    channels: 0,
+    packetsToPeer: 0,
+    bytesToPeer: 0,
+    packetsToClient: 0,
+    bytesToClient: 0,
+    droppedNoPermission: 0,
+    droppedBandwidth: 0,
+    deniedPeers: 0,
+    authFailures: 0,
+    rateLimited: 0,
+    requests: 0,
+  };
+  readonly relayAddress: string;
+  readonly relayAddress6: string | undefined;
+
+  readonly #opts: TurnServerOptions;
+  readonly #log: Logger;
+  readonly #policy: PeerPolicy;
+  readonly #nonces: NonceManager;
+  readonly #quota: AllocationQuota;
+  readonly #limiter: SourceRateLimiter;
+  /** UDP allocations by transport, client address, client port (no per-packet string keys). */
+  readonly #udp = new Map<DatagramTransport, Map<string, Map<number, Allocation>>>();
+  readonly #tcpAllocs = new Map<net.Socket, Allocation>();
+  readonly #reservations = new Map<string, { socket: dgram.Socket; expires: number }>();
+  readonly #connIds = new Map<number, { alloc: Allocation; conn: PeerConnection }>();
+  readonly #tcpClients = new Set<net.Socket>();
+  readonly #detach: Array<() => void> = [];
+  readonly #ownTransports: NodeDatagramTransport[] = [];
+  readonly #ownServers: net.Server[] = [];
+  #sweeper: NodeJS.Timeout;
+  #tidCounter = 0;
+  readonly #tidPrefix = randomBytes(8);
+  #closed = false;
+  readonly #maxChannelByte: number;
+
+  constructor(options: TurnServerOptions) {
+    if (!options?.credentials) throw new NatpunchError('BAD_ARGUMENT', 'a TURN server needs credentials (a users file or an auth secret)');
+    this.#opts = options;
+    this.realm = options.realm ?? DEFAULT_REALM;
+    this.#log = options.logger ?? silentLogger;
+    this.relayAddress = options.relayAddress ?? defaultRelayAddress();
+    this.relayAddress6 = options.relayAddress6;
+    this.#maxChannelByte = options.legacyChannels === false ? 0x4f : 0x7f;
+    this.#policy =
+      options.policy ??
+      new DefaultPeerPolicy({
+        allow: options.allowPeers,
+        deny: options.denyPeers,
+        ownAddresses: [this.relayAddress, ...(this.relayAddress6 ? [this.relayAddress6] : [])],
+      });
+    this.#nonces = new NonceManager({ lifetimeSeconds: options.nonceLifetime, features: SecurityFeature.PASSWORD_ALGORITHMS });
+    this.#quota = new AllocationQuota(
+      options.maxAllocationsPerUser ?? DEFAULT_MAX_ALLOCATIONS_PER_USER,
+      options.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS,
+    );
+    this.#limiter = new SourceRateLimiter(options.unauthRate ?? DEFAULT_UNAUTH_RATE, options.unauthBurst ?? DEFAULT_UNAUTH_BURST);
+    this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL_MS);
+    this.#sweeper.unref();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Transports
+
+  /**
+   * Offers one datagram that arrived on a shared UDP transport. Returns true when it was TURN's (a TURN method or
+   * ChannelData) and has been handled; false leaves it to the STUN server / other protocols (Binding included).
+   */
+  handleUdp(transport: DatagramTransport, msg: Buffer, rinfo: RemoteInfo): boolean {
+    if (this.#closed || msg.length < 4) return false;
+    const b0 = msg[0]!;
+    if (b0 >= 0x40 && b0 <= this.#maxChannelByte) {
+      // RFC 8656 §12.5 (UDP): header only; Length beyond the datagram → drop; extra bytes are padding.
+      const alloc = this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port);
+      if (!alloc) return true;
+      const length = (msg[2]! << 8) | msg[3]!;
+      if (length > msg.length - CHANNEL_DATA_HEADER) return true;
+      this.#channelToPeer(alloc, (b0 << 8) | msg[1]!, msg.subarray(CHANNEL_DATA_HEADER, CHANNEL_DATA_HEADER + length));
+      return true;
+    }
+    if (b0 > 3 || msg.length < 20) return false;
+    const method = ((msg[0]! << 8) | msg[1]!) & 0x3eef;
+    // Binding (method 1, any class) is the STUN server's; everything else with a TURN method is ours.
+    if (method === 0x001) return false;
+    const m = parseStun(msg);
+    // Malformed or not a TURN method: leave it to the STUN server, which answers or drops per RFC 8489.
+    if (!m || m.method < Method.Allocate || m.method > Method.ConnectionAttempt) return false;
+    const client = this.#udpEndpoint(transport, rinfo);
+    this.#onStun(client, m, () => this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port), (a) => this.#setUdpAlloc(transport, rinfo, a));
+    return true;
+  }
+
+  /** Registers on a transport (standalone use); returns the detach function. */
+  attachUdp(transport: DatagramTransport): () => void {
+    const off = transport.onMessage((msg, rinfo) => {
+      this.handleUdp(transport, msg, rinfo);
+    });
+    const detach = () => {
+      off();
+      const byAddr = this.#udp.get(transport);
+      if (byAddr) for (const ports of byAddr.values()) for (const a of ports.values()) this.#removeAllocation(a);
+      this.#udp.delete(transport);
+    };
+    this.#detach.push(detach);
+    return detach;
+  }
+
+  /**
+   * Takes over an accepted TCP (or TLS) connection whose first bytes are STUN/TURN (RFC 8656 §3.1, RFC 6062).
+   * `head` is whatever the dispatcher already read. The server closes the socket when done.
+   */
+  handleTcp(socket: net.Socket, head?: Buffer): void {
+    if (this.#closed) {
+      socket.destroy();
+      return;
+    }
+    this.#tcpClients.add(socket);
+    socket.setNoDelay(true);
+    const framer = new TurnStreamFramer();
+    const address = normalizeIp(socket.remoteAddress ?? '');
+    const port = socket.remotePort ?? 0;
+    const client: ClientEndpoint = {
+      kind: 'tcp',
+      address,
+      port,
+      send: (buf) => {
+        if (!socket.destroyed && socket.writableLength < TCP_MAX_BUFFERED) socket.write(buf);
+      },
+      sendChannelData: (channel, data) => {
+        if (socket.destroyed || socket.writableLength >= TCP_MAX_BUFFERED) return;
+        // RFC 8656 §12.5: over TCP the ChannelData message is padded to a multiple of 4.
+        const size = (CHANNEL_DATA_HEADER + data.length + 3) & ~3;
+        const out = Buffer.allocUnsafe(size);
+        out.writeUInt16BE(channel, 0);
+        out.writeUInt16BE(data.length, 2);
+        data.copy(out, 4);
+        out.fill(0, 4 + data.length);
+        socket.write(out);
+      },
+    };
+    let raw = false; // after ConnectionBind the connection carries the peer's bytes (RFC 6062 §5.4)
+    const onData = (chunk: Buffer) => {
+      if (raw) return;
+      const ok = framer.push(chunk, (frame) => {
+        if (raw) return;
+        if (frame[0]! >= 0x40) {
+          const alloc = this.#tcpAllocs.get(socket);
+          if (!alloc) return;
+          const length = frame.readUInt16BE(2);
+          this.#channelToPeer(alloc, frame.readUInt16BE(0), frame.subarray(4, 4 + length));
+          return;
+        }
+        const m = parseStun(frame);
+        if (!m) return;
+        if (m.method === Method.Binding && m.cls === Cls.Request) {
+          client.send(this.#bindingResponse(m, client));
+          return;
+        }
+        if (m.method === Method.ConnectionBind && m.cls === Cls.Request) {
+          const rest = this.#onConnectionBind(socket, client, m);
+          if (rest) {
+            raw = true;
+            socket.off('data', onData);
+            rest();
+          }
+          return;
+        }
+        this.#onStun(client, m, () => this.#tcpAllocs.get(socket), (a) => {
+          if (a) this.#tcpAllocs.set(socket, a);
+          else this.#tcpAllocs.delete(socket);
+        });
+      });
+      if (!ok) socket.destroy();
+    };
+    socket.on('data', onData);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.#tcpClients.delete(socket);
+      const alloc = this.#tcpAllocs.get(socket);
+      // RFC 8656 §3.1 / RFC 6062 §5.5: closing the control connection deletes the allocation.
+      if (alloc) this.#removeAllocation(alloc);
+    });
+    if (head && head.length) onData(head);
+  }
+
+  /**
+   * A standalone TURN server on `port` (UDP and TCP, one address): answers Binding itself. `natpunch serve` uses
+   * handleUdp/handleTcp on its shared sockets instead.
+   */
+  async listen(options: { port?: number; address?: string } = {}): Promise<{ address: string; port: number }> {
+    const address = options.address ?? '0.0.0.0';
+    const udp = await NodeDatagramTransport.bind({ port: options.port ?? 0, address });
+    this.#ownTransports.push(udp);
+    const port = udp.address().port;
+    const off = udp.onMessage((msg, rinfo) => {
+      if (this.handleUdp(udp, msg, rinfo)) return;
+      const m = msg[0]! <= 3 ? parseStun(msg) : null;
+      if (m && m.method === Method.Binding && m.cls === Cls.Request) {
+        udp.send(this.#bindingResponse(m, { address: rinfo.address, port: rinfo.port }), rinfo.port, rinfo.address);
+      }
+    });
+    this.#detach.push(off);
+    const server = net.createServer((s) => this.handleTcp(s));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, address, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', () => {});
+    this.#ownServers.push(server);
+    return { address, port };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const d of this.#detach.splice(0)) d();
+    for (const a of this.#allAllocations()) this.#removeAllocation(a);
+    this.#udp.clear();
+    for (const r of this.#reservations.values()) r.socket.close();
+    this.#reservations.clear();
+    for (const s of this.#tcpClients) s.destroy();
+    for (const t of this.#ownTransports) t.close();
+    for (const s of this.#ownServers) s.close();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Requests
+
+  #udpEndpoint(transport: DatagramTransport, rinfo: RemoteInfo): ClientEndpoint {
+    const raw = transport instanceof NodeDatagramTransport ? transport.socket : null;
+    const { address, port } = rinfo;
+    return {
+      kind: 'udp',
+      address: normalizeIp(address),
+      port,
+      send: (buf) => transport.send(buf, port, address),
+      sendChannelData: raw
+        ? (channel, data) => {
+            const hdr = Buffer.allocUnsafe(4);
+            hdr.writeUInt16BE(channel, 0);
+            hdr.writeUInt16BE(data.length, 2);
+            raw.send([hdr, data], port, address, noop);
+          }
+        : (channel, data) => {
+            const out = Buffer.allocUnsafe(4 + data.length);
+            out.writeUInt16BE(channel, 0);
+            out.writeUInt16BE(data.length, 2);
+            data.copy(out, 4);
+            transport.send(out, port, address);
+          },
+    };
+  }
+
+  #setUdpAlloc(transport: DatagramTransport, rinfo: RemoteInfo, alloc: Allocation | null): void {
+    let byAddr = this.#udp.get(transport);
+    if (!byAddr) this.#udp.set(transport, (byAddr = new Map()));
+    let ports = byAddr.get(rinfo.address);
+    if (alloc) {
+      if (!ports) byAddr.set(rinfo.address, (ports = new Map()));
+      ports.set(rinfo.port, alloc);
+    } else if (ports) {
+      ports.delete(rinfo.port);
+      if (ports.size === 0) byAddr.delete(rinfo.address);
+    }
+  }
+
+  #bindingResponse(m: StunMsg, client: { address: string; port: number }): Buffer {
+    // RFC 8489 §7.3.1: a Binding success response carries XOR-MAPPED-ADDRESS.
+    return new StunBuilder(Method.Binding, Cls.Success, m.tid)
+      .xorAddress(A.XOR_MAPPED_ADDRESS, { address: normalizeIp(client.address), port: client.port })
+      .finish({ fingerprint: true });
+  }
+
+  #onStun(
+    client: ClientEndpoint,
+    m: StunMsg,
+    current: () => Allocation | undefined,
+    setAlloc: (a: Allocation | null) => void,
+  ): void {
+    this.stats.requests++;
+    if (m.cls === Cls.Indication) {
+      if (m.method === Method.Send) {
+        const alloc = current();
+        if (alloc) this.#sendIndication(alloc, m);
+      }
+      return;
+    }
+    if (m.cls !== Cls.Request) return;
+    if (!fingerprintOk(m)) return; // RFC 8489 §7.3: a wrong FINGERPRINT means "not STUN": drop silently.
+    const fingerprint = findAttr(m, A.FINGERPRINT) !== undefined;
+    // RFC 8489 §7.3.1: unknown comprehension-required attributes → 420 (after auth would leak less, but the RFC
+    // orders this check first and the response is small).
+    const unknown = m.attrs.filter((a) => a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type)).map((a) => a.type);
+    if (unknown.length) {
+      if (!this.#limiter.allow(client.address, Date.now())) return;
+      const u = Buffer.alloc(unknown.length * 2);
+      unknown.forEach((t, i) => u.writeUInt16BE(t, i * 2));
+      client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(420, 'Unknown Attribute').add(A.UNKNOWN_ATTRIBUTES, u).finish({ fingerprint }));
+      return;
+    }
+    // Allocate retransmission (RFC 8656 §7.2): same 5-tuple and transaction id → the same success response.
+    const existing = current();
+    if (m.method === Method.Allocate && existing?.lastTid?.equals(m.tid) && existing.lastResponse) {
+      client.send(existing.lastResponse);
+      return;
+    }
+    const auth = this.#authenticate(client, m, fingerprint);
+    if (!auth) return;
+    const reply = (b: StunBuilder) => client.send(this.#sign(b, auth));
+    const fail = (code: number, reason: string) => {
+      this.#log.debug({ client: `${client.address}:${client.port}`, method: m.method, code, reason }, 'turn request refused');
+      reply(new StunBuilder(m.method, Cls.Error, m.tid).error(code, reason));
+    };
+
+    if (m.method === Method.Allocate) {
+      if (existing) return fail(437, 'Allocation Mismatch');
+      this.#allocate(client, m, auth, reply, fail, setAlloc);
+      return;
+    }
+    if (!existing) return fail(437, 'Allocation Mismatch');
+    // RFC 8656 §5: requests on an allocation must use the credentials that created it.
+    if (existing.username !== auth.username) return fail(441, 'Wrong Credentials');
+    switch (m.method) {
+      case Method.Refresh:
+        return this.#refresh(existing, m, reply, fail);
+      case Method.CreatePermission:
+        return this.#createPermission(existing, m, reply, fail);
+      case Method.ChannelBind:
+        return this.#channelBind(existing, m, reply, fail);
+      case Method.Connect:
+        return this.#connect(existing, m, reply, fail);
+      default:
+        return fail(400, 'Bad Request');
+    }
+  }
+
+  #sign(b: StunBuilder, auth: AuthOk): Buffer {
+    if (this.#opts.software) b.text(A.SOFTWARE, this.#opts.software);
+    return b.finish({ key: auth.key, integrity: auth.integrity, fingerprint: auth.fingerprint });
+  }
+
+  /**
+   * RFC 8489 §9.2.4 server side of long-term credentials. Sends the 400/401/438 itself and returns null when the
+   * request does not pass. Responses to unauthenticated requests are rate limited per source IP.
+   */
+  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean): AuthOk | null {
+    const now = Date.now();
+    const challenge = (code: 401 | 438, reason: string) => {
+      if (!this.#limiter.allow(client.address, now)) {
+        this.stats.rateLimited++;
+        return null;
+      }
+      const b = new StunBuilder(m.method, Cls.Error, m.tid)
+        .error(code, reason)
+        .text(A.REALM, this.realm)
+        .text(A.NONCE, this.#nonces.issue(client.address))
+        // RFC 8489 §9.2.4: with the password-algorithms bit set, PASSWORD-ALGORITHMS lists what we accept.
+        .add(A.PASSWORD_ALGORITHMS, PASSWORD_ALGORITHMS_VALUE);
+      if (this.#opts.software) b.text(A.SOFTWARE, this.#opts.software);
+      client.send(b.finish({ fingerprint }));
+      return null;
+    };
+    const bad = (reason: string) => {
+      if (this.#limiter.allow(client.address, now)) client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }));
+      return null;
+    };
+    const kind = integrityKind(m);
+    if (!kind) return challenge(401, 'Unauthorized');
+    const username = attrText(m, A.USERNAME);
+    const realm = attrText(m, A.REALM);
+    const nonce = attrText(m, A.NONCE);
+    if (username === undefined || realm === undefined || nonce === undefined) return bad('Bad Request');
+    const nonceState = this.#nonces.check(nonce, client.address);
+    if (nonceState === 'stale') return challenge(438, 'Stale Nonce');
+    if (nonceState === 'invalid' || realm !== this.realm) {
+      this.stats.authFailures++;
+      return challenge(401, 'Unauthorized');
+    }
+    // RFC 8489 §9.2.4 (bid-down protection): PASSWORD-ALGORITHMS must echo ours; PASSWORD-ALGORITHM picks one.
+    let algorithm: PasswordAlgorithmId = PasswordAlgorithm.MD5;
+    const algs = attrValue(m, A.PASSWORD_ALGORITHMS);
+    const alg = attrValue(m, A.PASSWORD_ALGORITHM);
+    if (algs || alg) {
+      if (!algs || !alg || !algs.equals(PASSWORD_ALGORITHMS_VALUE) || alg.length < 4) return bad('Bad Request');
+      const id = alg.readUInt16BE(0);
+      if (id !== PasswordAlgorithm.MD5 && id !== PasswordAlgorithm.SHA256) return bad('Bad Request');
+      algorithm = id;
+    }
+    for (const key of candidateKeys(this.#opts.credentials, username, this.realm, algorithm)) {
+      if (verifyIntegrity(m, key)) return { username, key, integrity: kind, fingerprint };
+    }
+    this.stats.authFailures++;
+    return challenge(401, 'Unauthorized');
+  }
+
+  #lifetime(m: StunMsg): number {
+    const def = this.#opts.defaultLifetime ?? DEFAULT_LIFETIME_S;
+    const max = this.#opts.maxLifetime ?? MAX_LIFETIME_S;
+    const requested = attrUint32(m, A.LIFETIME);
+    if (requested === undefined) return def;
+    if (requested === 0) return 0;
+    // RFC 8656 §7.2 step 9: min(requested, max), and not below the default.
+    return Math.max(def, Math.min(requested, max));
+  }
+
+  #allocate(
+    client: ClientEndpoint,
+    m: StunMsg,
+    auth: AuthOk,
+    reply: (b: StunBuilder) => void,
+    fail: (code: number, reason: string) => void,
+    setAlloc: (a: Allocation | null) => void,
+  ): void {
+    // RFC 8656 §7.2 step 3 / RFC 6062 §5.1: REQUESTED-TRANSPORT is required; 17 = UDP, 6 = TCP (over TCP only).
+    const rt = attrValue(m, A.REQUESTED_TRANSPORT);
+    if (!rt || rt.length !== 4) return fail(400, 'Bad Request');
+    const transport = rt[0] === 17 ? 'udp' : rt[0] === 6 ? 'tcp' : null;
+    if (!transport) return fail(442, 'Unsupported Transport Protocol');
+    if (transport === 'tcp' && client.kind !== 'tcp') return fail(400, 'Bad Request');
+    const evenPort = attrValue(m, A.EVEN_PORT);
+    const token = attrValue(m, A.RESERVATION_TOKEN);
+    const raf = attrValue(m, A.REQUESTED_ADDRESS_FAMILY);
+    const aaf = attrValue(m, A.ADDITIONAL_ADDRESS_FAMILY);
+    // RFC 8656 §7.2 steps 4-6: mutually exclusive attributes.
+    if (token && (evenPort || raf || aaf)) return fail(400, 'Bad Request');
+    if (raf && aaf) return fail(400, 'Bad Request');
+    if (transport === 'tcp' && (evenPort || token || aaf)) return fail(400, 'Bad Request');
+    let families: Array<'IPv4' | 'IPv6'> = ['IPv4'];
+    let addressError = false;
+    if (raf) {
+      if (raf.length !== 4 || (raf[0] !== 1 && raf[0] !== 2)) return fail(440, 'Address Family not Supported');
+      if (raf[0] === 2) {
+        if (!this.relayAddress6) return fail(440, 'Address Family not Supported');
+        families = ['IPv6'];
+      }
+    }
+    if (aaf) {
+      // RFC 8656 §7.2 step 6: ADDITIONAL-ADDRESS-FAMILY must be IPv6.
+      if (aaf.length !== 4 || aaf[0] !== 2) return fail(400, 'Bad Request');
+      if (this.relayAddress6) families = ['IPv4', 'IPv6'];
+      else addressError = true;
+    }
+    const lifetime = this.#lifetime(m) || (this.#opts.defaultLifetime ?? DEFAULT_LIFETIME_S);
+    const q = this.#quota.acquire(auth.username);
+    if (q !== 'ok') return fail(486, 'Allocation Quota Reached');
+    const rate = this.#opts.bandwidth ?? 0;
+    const alloc = new Allocation(client, auth.username, auth.key, auth.integrity, transport, rate > 0 ? new TokenBucket(rate, rate) : null, () => {
+      this.#quota.release(auth.username);
+      setAlloc(null);
+    });
+    const done = (reservationToken?: Buffer) => {
+      if (this.#closed || alloc.closed) return;
+      alloc.expires = Date.now() + lifetime * 1000;
+      setAlloc(alloc);
+      if (transport === 'tcp') this.#tcpAllocsCount(1);
+      this.stats.allocations++;
+      this.stats.allocationsTotal++;
+      const b = new StunBuilder(Method.Allocate, Cls.Success, m.tid);
+      for (const r of alloc.relayed) b.xorAddress(A.XOR_RELAYED_ADDRESS, r);
+      if (addressError) {
+        // RFC 8656 §18.12: ADDRESS-ERROR-CODE for the family we could not allocate.
+        const reason = Buffer.from('Address Family not Supported');
+        const v = Buffer.alloc(4 + reason.length);
+        v[0] = 2;
+        v[2] = 4;
+        v[3] = 40;
+        reason.copy(v, 4);
+        b.add(A.ADDRESS_ERROR_CODE, v);
+      }
+      b.u32(A.LIFETIME, lifetime);
+      if (reservationToken) b.add(A.RESERVATION_TOKEN, reservationToken);
+      b.xorAddress(A.XOR_MAPPED_ADDRESS, { address: client.address, port: client.port });
+      const res = this.#sign(b, auth);
+      alloc.lastTid = Buffer.from(m.tid);
+      alloc.lastResponse = res;
+      client.send(res);
+      this.#log.info({ user: auth.username, client: `${client.address}:${client.port}`, relayed: alloc.relayed, transport }, 'turn allocation');
+    };
+    const undo = (code: number, reason: string) => {
+      this.#quota.release(auth.username);
+      alloc.closed = true;
+      for (const s of alloc.sockets) s.close();
+      alloc.tcpServer?.close();
+      fail(code, reason);
+    };
+    if (transport === 'tcp') {
+      this.#openTcpRelay(alloc)
+        .then(() => done())
+        .catch(() => undo(508, 'Insufficient Capacity'));
+      return;
+    }
+    if (token) {
+      const r = this.#reservations.get(token.toString('hex'));
+      if (!r || r.expires < Date.now()) return undo(508, 'Insufficient Capacity');
+      this.#reservations.delete(token.toString('hex'));
+      this.#adoptRelaySocket(alloc, r.socket);
+      done();
+      return;
+    }
+    const wantEven = evenPort !== undefined;
+    const reserve = wantEven && evenPort.length >= 1 && (evenPort[0]! & 0x80) !== 0;
+    this.#openUdpRelays(alloc, families, wantEven, reserve)
+      .then((tokenBuf) => done(tokenBuf))
+      .catch(() => undo(508, 'Insufficient Capacity'));
+  }
+
+  #tcpAllocsCount(delta: number): void {
+    this.stats.tcpAllocations += delta;
+  }
+
+  async #bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket | null> {
+    const s = dgram.createSocket({ type, reuseAddr: false });
+    return new Promise((resolve) => {
+      s.once('error', () => {
+        s.close();
+        resolve(null);
+      });
+      s.bind(port, address, () => {
+        s.removeAllListeners('error');
+        s.on('error', noop);
+        resolve(s);
+      });
+    });
+  }
+
+  #randomPort(even: boolean): number {
+    const min = this.#opts.minPort ?? DEFAULT_MIN_PORT;
+    const max = this.#opts.maxPort ?? DEFAULT_MAX_PORT;
+    let p = min + Math.floor(Math.random() * (max - min + 1));
+    if (even && p % 2) p = p + 1 > max ? p - 1 : p + 1;
+    return p;
+  }
+
+  async #openUdpRelays(alloc: Allocation, families: Array<'IPv4' | 'IPv6'>, even: boolean, reserve: boolean): Promise<Buffer | undefined> {
+    let token: Buffer | undefined;
+    for (const fam of families) {
+      const address = fam === 'IPv4' ? this.relayAddress : this.relayAddress6!;
+      const type = fam === 'IPv4' ? 'udp4' : 'udp6';
+      let sock: dgram.Socket | null = null;
+      for (let attempt = 0; attempt < 64 && !sock; attempt++) {
+        const port = this.#randomPort(even);
+        sock = await this.#bindUdp(type, address, port);
+        if (sock && reserve && fam === families[0]) {
+          // RFC 8656 §7.2 step 5: R bit → also hold port+1 and hand out a RESERVATION-TOKEN for it.
+          const next = port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;
+          if (!next) {
+            sock.close();
+            sock = null;
+            continue;
+          }
+          token = randomBytes(8);
+          this.#reservations.set(token.toString('hex'), { socket: next, expires: Date.now() + RESERVATION_LIFETIME_S * 1000 });
+        }
+      }
+      if (!sock) throw new Error('no relay port');
+      this.#adoptRelaySocket(alloc, sock);
+    }
+    return token;
+  }
+
+  #adoptRelaySocket(alloc: Allocation, sock: dgram.Socket): void {
+    const a = sock.address();
+    alloc.sockets.push(sock);
+    alloc.relayed.push({ address: a.address, port: a.port });
+    sock.on('message', (msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
+  }
+
+  async #openTcpRelay(alloc: Allocation): Promise<void> {
+    for (let attempt = 0; attempt < 32; attempt++) {
+      const server = net.createServer({ pauseOnConnect: true }, (s) => this.#onPeerTcp(alloc, s));
+      const port = this.#randomPort(false);
+      const ok = await new Promise<boolean>((resolve) => {
+        server.once('error', () => resolve(false));
+        server.listen(port, this.relayAddress, () => resolve(true));
+      });
+      if (!ok) continue;
+      server.on('error', noop);
+      alloc.tcpServer = server;
+      alloc.relayed.push({ address: this.relayAddress, port });
+      return;
+    }
+    throw new Error('no relay port');
+  }
+
+  #refresh(alloc: Allocation, m: StunMsg, reply: (b: StunBuilder) => void, fail: (c: number, r: string) => void): void {
+    const raf = attrValue(m, A.REQUESTED_ADDRESS_FAMILY);
+    // RFC 8656 §7.3: a REQUESTED-ADDRESS-FAMILY naming a family this allocation does not have → 443.
+    if (raf && (raf.length !== 4 || !alloc.relayed.some((r) => (r.address.includes(':') ? 2 : 1) === raf[0]))) {
+      return fail(443, 'Peer Address Family Mismatch');
+    }
+    const lifetime = this.#lifetime(m);
+    if (lifetime === 0) {
+      this.#removeAllocation(alloc);
+    } else {
+      alloc.expires = Date.now() + lifetime * 1000;
+    }
+    reply(new StunBuilder(Method.Refresh, Cls.Success, m.tid).u32(A.LIFETIME, lifetime));
+  }
+
+  /** Checks one XOR-PEER-ADDRESS against family and policy; returns an error code or 0. */
+  #checkPeer(alloc: Allocation, peer: Peer | null): number {
+    if (!peer) return 400;
+    if (!alloc.hasFamily(peer.address)) return 443;
+    const decision = this.#policy.check(peer.address);
+    if (decision !== 'allowed') {
+      this.stats.deniedPeers++;
+      this.#log.warn({ user: alloc.username, peer: peer.address, decision }, 'turn peer refused by policy');
+      return 403;
+    }
+    return 0;
+  }
+
+  #permission(alloc: Allocation, ip: string, now: number): Permission {
+    let p = alloc.permissions.get(ip);
+    if (!p) {
+      p = { expires: 0, channels: null };
+      alloc.permissions.set(ip, p);
+      this.stats.permissions++;
+    }
+    p.expires = now + PERMISSION_LIFETIME_S * 1000;
+    return p;
+  }
+
+  #createPermission(alloc: Allocation, m: StunMsg, reply: (b: StunBuilder) => void, fail: (c: number, r: string) => void): void {
+    const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
+    if (peers.length === 0) return fail(400, 'Bad Request');
+    // RFC 8656 §9.2: all addresses are checked before any permission is installed.
+    for (const p of peers) {
+      const code = this.#checkPeer(alloc, p);
+      if (code === 403) return fail(403, 'Forbidden');
+      if (code === 443) return fail(443, 'Peer Address Family Mismatch');
+      if (code) return fail(400, 'Bad Request');
+    }
+    const fresh = new Set(peers.map((p) => p!.address)).size;
+    if (alloc.permissions.size + fresh > MAX_PERMISSIONS_PER_ALLOCATION && peers.some((p) => !alloc.permissions.has(p!.address))) {
+      return fail(508, 'Insufficient Capacity');
+    }
+    const now = Date.now();
+    for (const p of peers) this.#permission(alloc, p!.address, now);
+    reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
+  }
+
+  #channelBind(alloc: Allocation, m: StunMsg, reply: (b: StunBuilder) => void, fail: (c: number, r: string) => void): void {
+    const cn = attrValue(m, A.CHANNEL_NUMBER);
+    const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
+    if (!cn || cn.length !== 4 || peers.length !== 1 || alloc.transport !== 'udp') return fail(400, 'Bad Request');
+    const number = cn.readUInt16BE(0);
+    // RFC 8656 §12: 0x4000..0x4FFF; RFC 5766 clients use up to 0x7FFF (accepted unless legacyChannels is false).
+    if (number < CHANNEL_MIN || number > (this.#maxChannelByte << 8 | 0xff)) return fail(400, 'Bad Request');
+    const peer = peers[0]!;
+    const code = this.#checkPeer(alloc, peer);
+    if (code === 403) return fail(403, 'Forbidden');
+    if (code === 443) return fail(443, 'Peer Address Family Mismatch');
+    if (code || !peer) return fail(400, 'Bad Request');
+    const now = Date.now();
+    // RFC 8656 §11.2: a channel is bound to one peer and a peer to one channel.
+    const bound = alloc.channels.get(number);
+    if (bound && (bound.peer.address !== peer.address || bound.peer.port !== peer.port)) return fail(400, 'Bad Request');
+    const existingPerm = alloc.permissions.get(peer.address);
+    const other = existingPerm?.channels?.get(peer.port);
+    if (other && other.number !== number) return fail(400, 'Bad Request');
+    if (!bound && alloc.channels.size >= MAX_CHANNELS_PER_ALLOCATION) return fail(508, 'Insufficient Capacity');
+    const perm = this.#permission(alloc, peer.address, now);
+    if (bound) {
+      bound.expires = now + CHANNEL_LIFETIME_S * 1000;
+    } else {
+      const ch: Channel = { number, peer: { address: peer.address, port: peer.port }, expires: now + CHANNEL_LIFETIME_S * 1000, perm };
+      alloc.channels.set(number, ch);
+      (perm.channels ??= new Map()).set(peer.port, ch);
+      this.stats.channels++;
+    }
+    reply(new StunBuilder(Method.ChannelBind, Cls.Success, m.tid));
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Relaying
+
+  /** RFC 8656 §11.3/§12.6: client → peer through a Send indication (silently dropped without permission). */
+  #sendIndication(alloc: Allocation, m: StunMsg): void {
+    if (alloc.transport !== 'udp') return;
+    const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
+    const data = attrValue(m, A.DATA);
+    const peer = peers[0];
+    if (!peer || !data) return;
+    const now = Date.now();
+    const perm = alloc.permissions.get(peer.address);
+    if (!perm || perm.expires < now) {
+      this.stats.droppedNoPermission++;
+      return;
+    }
+    this.#toPeer(alloc, peer.address, peer.port, data, now);
+  }
+
+  /** RFC 8656 §12.6: ChannelData from the client; unknown/expired channel → drop. */
+  #channelToPeer(alloc: Allocation, number: number, data: Buffer): void {
+    const ch = alloc.channels.get(number);
+    if (!ch) return;
+    const now = Date.now();
+    if (ch.expires < now || ch.perm.expires < now) {
+      this.stats.droppedNoPermission++;
+      return;
+    }
+    this.#toPeer(alloc, ch.peer.address, ch.peer.port, data, now);
+  }
+
+  #toPeer(alloc: Allocation, address: string, port: number, data: Buffer, now: number): void {
+    if (alloc.bucket && !alloc.bucket.take(data.length, now)) {
+      this.stats.droppedBandwidth++;
+      return;
+    }
+    const sock = alloc.socketFor(address);
+    if (!sock) return;
+    sock.send(data, port, address, noop);
+    this.stats.packetsToPeer++;
+    this.stats.bytesToPeer += data.length;
+  }
+
+  /** RFC 8656 §11.5/§12.7: a datagram from a peer → ChannelData if a channel is bound, else a Data indication. */
+  #peerToClient(alloc: Allocation, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+    const now = Date.now();
+    const perm = alloc.permissions.get(rinfo.address);
+    if (!perm || perm.expires < now) {
+      this.stats.droppedNoPermission++;
+      return;
+    }
+    if (alloc.bucket && !alloc.bucket.take(msg.length, now)) {
+      this.stats.droppedBandwidth++;
+      return;
+    }
+    const ch = perm.channels?.get(rinfo.port);
+    if (ch && ch.expires >= now) {
+      alloc.client.sendChannelData(ch.number, msg);
+    } else {
+      const ind = encodeDataIndication({ address: rinfo.address, port: rinfo.port }, msg, this.#nextTid());
+      if (!ind) return;
+      alloc.client.send(ind);
+    }
+    this.stats.packetsToClient++;
+    this.stats.bytesToClient += msg.length;
+  }
+
+  #nextTid(): Buffer {
+    const tid = Buffer.allocUnsafe(12);
+    this.#tidPrefix.copy(tid, 0);
+    tid.writeUInt32BE((this.#tidCounter = (this.#tidCounter + 1) >>> 0), 8);
+    return tid;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // RFC 6062 TCP allocations
+
+  #newConnectionId(): number {
+    for (;;) {
+      const id = randomBytes(4).readUInt32BE(0);
+      if (id !== 0 && !this.#connIds.has(id)) return id;
+    }
+  }
+
+  #trackPeerConn(alloc: Allocation, socket: net.Socket, peer: Peer): PeerConnection {
+    const id = this.#newConnectionId();
+    const conn: PeerConnection = { id, socket, peer, timer: null, bound: false, pending: [] };
+    // RFC 6062 §5.3: if no ConnectionBind arrives within 30 s, close the peer connection.
+    conn.timer = setTimeout(() => {
+      if (!conn.bound) socket.destroy();
+    }, CONNECTION_BIND_TIMEOUT_S * 1000);
+    conn.timer.unref();
+    alloc.tcpConns.set(id, conn);
+    this.#connIds.set(id, { alloc, conn });
+    socket.on('error', noop);
+    socket.on('close', () => {
+      if (conn.timer) clearTimeout(conn.timer);
+      alloc.tcpConns.delete(id);
+      this.#connIds.delete(id);
+    });
+    return conn;
+  }
+
+  /** RFC 6062 §5.2: Connect → open a TCP connection to the peer, answer with CONNECTION-ID. */
+  #connect(alloc: Allocation, m: StunMsg, reply: (b: StunBuilder) => void, fail: (c: number, r: string) => void): void {
+    if (alloc.transport !== 'tcp') return fail(400, 'Bad Request');
+    const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
+    const peer = peers[0];
+    if (peers.length !== 1 || !peer) return fail(400, 'Bad Request');
+    const code = this.#checkPeer(alloc, peer);
+    if (code === 403) return fail(403, 'Forbidden');
+    if (code) return fail(443, 'Peer Address Family Mismatch');
+    for (const c of alloc.tcpConns.values()) {
+      if (c.peer.address === peer.address && c.peer.port === peer.port) return fail(446, 'Connection Already Exists');
+    }
+    const socket = net.connect({ host: peer.address, port: peer.port, localAddress: this.relayAddress });
+    socket.pause();
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      fail(447, 'Connection Timeout or Failure');
+    }, CONNECT_TIMEOUT_MS);
+    socket.once('error', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      fail(447, 'Connection Timeout or Failure');
+    });
+    socket.once('connect', () => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (alloc.closed) {
+        socket.destroy();
+        return;
+      }
+      // The connection to the peer also acts as a permission for its address (RFC 6062 §5.2).
+      this.#permission(alloc, peer.address, Date.now());
+      const conn = this.#trackPeerConn(alloc, socket, peer);
+      const id = Buffer.alloc(4);
+      id.writeUInt32BE(conn.id, 0);
+      reply(new StunBuilder(Method.Connect, Cls.Success, m.tid).add(A.CONNECTION_ID, id));
+    });
+  }
+
+  /** RFC 6062 §5.3: a peer connects to the relayed address; with a permission → ConnectionAttempt to the client. */
+  #onPeerTcp(alloc: Allocation, socket: net.Socket): void {
+    const address = normalizeIp(socket.remoteAddress ?? '');
+    const perm = alloc.permissions.get(address);
+    if (!perm || perm.expires < Date.now() || alloc.closed) {
+      this.stats.droppedNoPermission++;
+      socket.destroy();
+      return;
+    }
+    const peer = { address, port: socket.remotePort ?? 0 };
+    const conn = this.#trackPeerConn(alloc, socket, peer);
+    const id = Buffer.alloc(4);
+    id.writeUInt32BE(conn.id, 0);
+    const b = new StunBuilder(Method.ConnectionAttempt, Cls.Indication, randomBytes(12)).add(A.CONNECTION_ID, id).xorAddress(A.XOR_PEER_ADDRESS, peer);
+    alloc.client.send(b.finish({ fingerprint: true }));
+  }
+
+  /**
+   * RFC 6062 §5.4: ConnectionBind on a new TCP connection. On success returns a function that starts piping (the
+   * caller stops framing first); on failure answers with an error and returns null.
+   */
+  #onConnectionBind(socket: net.Socket, client: ClientEndpoint, m: StunMsg): (() => void) | null {
+    if (this.#tcpAllocs.has(socket)) {
+      client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(400, 'Bad Request').finish());
+      return null;
+    }
+    const auth = this.#authenticate(client, m, findAttr(m, A.FINGERPRINT) !== undefined);
+    if (!auth) return null;
+    const idv = attrValue(m, A.CONNECTION_ID);
+    const entry = idv && idv.length === 4 ? this.#connIds.get(idv.readUInt32BE(0)) : undefined;
+    if (!entry || entry.conn.bound || entry.alloc.username !== auth.username) {
+      client.send(this.#sign(new StunBuilder(m.method, Cls.Error, m.tid).error(400, 'Bad Request'), auth));
+      return null;
+    }
+    const { conn } = entry;
+    conn.bound = true;
+    if (conn.timer) clearTimeout(conn.timer);
+    socket.write(this.#sign(new StunBuilder(Method.ConnectionBind, Cls.Success, m.tid), auth));
+    return () => {
+      // From here on both connections are a plain byte pipe (RFC 6062 §5.4).
+      this.#tcpClients.delete(socket);
+      socket.on('close', () => conn.socket.destroy());
+      conn.socket.on('close', () => socket.destroy());
+      socket.pipe(conn.socket);
+      conn.socket.pipe(socket);
+      conn.socket.resume();
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Lifetimes
+
+  #removeAllocation(alloc: Allocation): void {
+    if (alloc.closed) return;
+    alloc.closed = true;
+    for (const s of alloc.sockets) s.close();
+    if (alloc.tcpServer) {
+      alloc.tcpServer.close();
+      this.stats.tcpAllocations--;
+    }
+    for (const c of alloc.tcpConns.values()) c.socket.destroy();
+    this.stats.permissions -= alloc.permissions.size;
+    this.stats.channels -= alloc.channels.size;
+    this.stats.allocations--;
+    alloc.onRemove();
+    if (alloc.transport === 'tcp' || alloc.client.kind === 'tcp') {
+      for (const [sock, a] of this.#tcpAllocs) if (a === alloc) this.#tcpAllocs.delete(sock);
+    }
+  }
+
+  #allAllocations(): Allocation[] {
+    const all: Allocation[] = [...this.#tcpAllocs.values()];
+    for (const byAddr of this.#udp.values()) for (const ports of byAddr.values()) all.push(...ports.values());
+    return all;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const a of this.#allAllocations()) {
+      if (a.expires < now) {
+        this.#log.info({ user: a.username }, 'turn allocation expired');
+        this.#removeAllocation(a);
+        continue;
+      }
+      for (const [n, ch] of a.channels) {
+        if (ch.expires < now) {
+          a.channels.delete(n);
+          ch.perm.channels?.delete(ch.peer.port);
+          this.stats.channels--;
+        }
+      }
+      for (const [ip, p] of a.permissions) {
+        if (p.expires < now && (!p.channels || p.channels.size === 0)) {
+          a.permissions.delete(ip);
+          this.stats.permissions--;
+        }
+      }
+    }
+    for (const [k, r] of this.#reservations) {
+      if (r.expires < now) {
+        r.socket.close();
+        this.#reservations.delete(k);
+      }
+    }
+    this.#limiter.sweep(now);
+  }
+}
+
+/** PASSWORD-ALGORITHMS value we offer (RFC 8489 §14.11): SHA-256 first, then MD5, no parameters. */
+const PASSWORD_ALGORITHMS_VALUE = Buffer.from([0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]);
+
+function noop(): void {}
+
+/** '::ffff:1.2.3.4' → '1.2.3.4' so policy and permissions see one spelling. */
+export function normalizeIp(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** The first non-internal IPv4 address of this machine, or 127.0.0.1. */
+export function defaultRelayAddress(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) if (i.family === 'IPv4' && !i.internal) return i.address;
+  }
+  return '127.0.0.1';
+}

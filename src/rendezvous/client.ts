@@ -1,0 +1,708 @@
+import { randomBytes } from 'node:crypto';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { EventEmitter } from 'node:events';
+import { connect as tcpConnect, isIP, type Socket } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
+import { FirstByte } from '../net/demux.js';
+import { idToKey, isPeerId, keyToId, type KeyPair } from '../session/identity.js';
+import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
+import { timeoutSignal } from '../util/abort.js';
+import { NatpunchError, isNatpunchError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import {
+  decodeRendezvous,
+  encodeRendezvous,
+  frameTcp,
+  hex,
+  isEncodableAddress,
+  isValidName,
+  CONNECTION_ID_BYTES,
+  MAX_CANDIDATES,
+  TcpFrameDecoder,
+  type ConnectMode,
+  type ConnectNotifyMessage,
+  type ConnectRole,
+  type Endpoint,
+  type ErrorMessage,
+  type RendezvousMessage,
+  type Target,
+} from '../wire/rendezvous.js';
+
+/**
+ * Request timing over UDP: first retransmission after 250 ms, doubling (RFC 8489 §6.2.1's scheme with a shorter RTO,
+ * as the rendezvous server is one round trip away and answers at once), 4 transmissions at 0, 0.25, 0.75 and 1.75 s,
+ * then 2 s more for an answer (3.75 s) before falling back to TCP. Every request is bounded overall by DEFAULT_REQUEST_TIMEOUT_MS.
+ */
+export const DEFAULT_INITIAL_RTO_MS = 250;
+export const DEFAULT_MAX_RTO_MS = 2_000;
+export const DEFAULT_MAX_TRANSMISSIONS = 4;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/** Transmissions of a registration over UDP while on TCP, to notice UDP working again. */
+export const UDP_REPROBE_TRANSMISSIONS = 2;
+/** After a failed refresh, try again this soon (bounded by the refresh interval). */
+export const REFRESH_RETRY_MS = 2_000;
+/** Other addresses of a multihomed server that answered us. */
+const MAX_SERVER_SOURCES = 8;
+/** How many recent connection ids are remembered to drop retransmitted notifications. */
+const SEEN_NOTIFY_CAP = 256;
+
+export interface RendezvousClientOptions {
+  /** The caller's socket: the same one the peer will punch from, so the server sees the mapping that matters. */
+  transport: DatagramTransport;
+  /** The server; `tcpPort` defaults to `port` (`natpunch serve` listens on both). */
+  server: { host: string; port: number; tcpPort?: number };
+  keyPair: KeyPair;
+  /** A name to claim ([a-z0-9._-]{1,63}); first come, bound to this key while the registration lives. */
+  name?: string;
+  /** The candidates to advertise; default: host candidates of the transport's address (interfaces when wildcard). */
+  candidates?: () => Candidate[];
+  /** This peer is reachable from anywhere (public address or full-cone NAT, e.g. from netcheck). */
+  reachable?: boolean | (() => boolean);
+  logger?: Logger;
+  /** Fall back to TCP when UDP gets no answer (default true). */
+  tcpFallback?: boolean;
+  /** Re-register before the registration expires (default true). */
+  autoRefresh?: boolean;
+  initialRtoMs?: number;
+  maxTransmissions?: number;
+  requestTimeoutMs?: number;
+}
+
+export interface RegisterResult {
+  /** The address the server saw this peer's messages come from (server-reflexive). */
+  reflexive: Endpoint;
+  refreshMs: number;
+  ttlMs: number;
+  serverTime: number;
+  /** The server judged this peer reachable (flagged, or its reflexive address is one of its host addresses). */
+  reachable: boolean;
+  /** RTT to the server measured on this exchange, when it was not retransmitted (RFC 6298 §3, Karn). */
+  rttMs?: number;
+  via: 'udp' | 'tcp';
+}
+
+export interface LookupResult {
+  publicKey: Buffer;
+  /** Hex of the public key. */
+  id: string;
+  name?: string;
+  reachable: boolean;
+  expiresInMs: number;
+  /** The peer's own candidates plus the server-reflexive address the server saw. */
+  candidates: Candidate[];
+}
+
+/** What the rendezvous tells each side of a connection (CONNECT_NOTIFY). */
+export interface ConnectOffer {
+  connectionId: Buffer;
+  role: ConnectRole;
+  /** 'punch': probe all pairs; 'connect': the peer is reachable, just connect; 'await': the peer will connect to you. */
+  mode: ConnectMode;
+  peerKey: Buffer;
+  peerId: string;
+  peerName?: string;
+  /** The peer's candidates, including the server-reflexive address the server observed. */
+  candidates: Candidate[];
+  startDelayMs: number;
+  /** Local clock (Date.now()) at which to start probing. */
+  startAt: number;
+  serverTime: number;
+  via: 'udp' | 'tcp';
+}
+
+export interface RendezvousClientEvents {
+  'connect-request': [offer: ConnectOffer];
+  registered: [result: RegisterResult];
+  'refresh-failed': [error: NatpunchError];
+}
+
+interface Pending {
+  via: 'udp' | 'tcp';
+  resolve: (msg: RendezvousMessage) => void;
+  reject: (err: unknown) => void;
+}
+
+function unmapV4(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+export function parseTarget(target: string | Uint8Array): Target {
+  if (typeof target !== 'string') {
+    if (target.length !== 32) throw new NatpunchError('BAD_ARGUMENT', 'a peer key is 32 bytes');
+    return { key: Buffer.from(target) };
+  }
+  if (isPeerId(target)) return { key: idToKey(target) };
+  if (isValidName(target)) return { name: target };
+  throw new NatpunchError('BAD_ARGUMENT', `"${target.slice(0, 80)}" is neither a peer key (64 hex characters) nor a name ([a-z0-9._-]{1,63})`);
+}
+
+/** Host candidates for a bound transport: its address, or every non-internal interface address for a wildcard. */
+export function hostCandidates(transport: DatagramTransport): Candidate[] {
+  const { address, port, family } = transport.address();
+  if (address !== '0.0.0.0' && address !== '::') {
+    return isEncodableAddress(address) ? [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }] : [];
+  }
+  const out: Candidate[] = [];
+  let pref = 65535;
+  for (const list of Object.values(networkInterfaces())) {
+    for (const i of list ?? []) {
+      if (i.internal) continue;
+      if (i.family === 'IPv6' && (family !== 'IPv6' || i.address.startsWith('fe80') || i.scopeid)) continue;
+      if (!isEncodableAddress(i.address)) continue;
+      out.push({ type: 'host', transport: 'udp', address: i.address, port, priority: candidatePriority('host', Math.max(0, pref--)) });
+    }
+  }
+  return dedupeCandidates(out).slice(0, MAX_CANDIDATES - 1);
+}
+
+function serverError(msg: ErrorMessage, what: string): NatpunchError {
+  const details = { serverCode: msg.code, retryAfterMs: msg.retryAfterMs };
+  if (msg.code === 'NOT_FOUND') return new NatpunchError('PEER_NOT_FOUND', `${what}: ${msg.message}`, { details });
+  return new NatpunchError('RENDEZVOUS', `rendezvous server refused ${what}: ${msg.message} [${msg.code}]`, { details });
+}
+
+/**
+ * A rendezvous client over the caller's UDP socket (it never owns it), with TCP fallback. Registers (signed by the
+ * peer key) and keeps the registration alive, looks peers up, asks for connections and hears about incoming ones.
+ */
+export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
+  readonly keyPair: KeyPair;
+  readonly name: string | undefined;
+  #transport: DatagramTransport;
+  #server: { host: string; port: number; tcpPort: number };
+  #serverIp: string | undefined;
+  #candidates: () => Candidate[];
+  #reachable: () => boolean;
+  #log: Logger;
+  #tcpFallback: boolean;
+  #autoRefresh: boolean;
+  #rto: number;
+  #maxTx: number;
+  #timeoutMs: number;
+
+  #pending = new Map<number, Pending>();
+  #off: () => void;
+  #mode: 'udp' | 'tcp' = 'udp';
+  #tcp: Socket | undefined;
+  #tcpReady: Promise<Socket> | undefined;
+  #rtt: number | undefined;
+  #registered: RegisterResult | undefined;
+  #refreshTimer: NodeJS.Timeout | undefined;
+  #seen = new Map<string, true>();
+  #serverSources = new Set<string>();
+  #closer = new AbortController();
+  #closed = false;
+  /** Server clock minus local clock, learned when the server called a timestamp stale. */
+  #clockOffset = 0;
+  #lastTimestamp = 0;
+
+  constructor(options: RendezvousClientOptions) {
+    super();
+    if (options.name !== undefined && !isValidName(options.name)) {
+      throw new NatpunchError('BAD_ARGUMENT', `name "${options.name.slice(0, 80)}" must match [a-z0-9._-]{1,63}`);
+    }
+    this.keyPair = options.keyPair;
+    this.name = options.name;
+    this.#transport = options.transport;
+    this.#server = { host: options.server.host, port: options.server.port, tcpPort: options.server.tcpPort ?? options.server.port };
+    this.#candidates = options.candidates ?? (() => hostCandidates(this.#transport));
+    const r = options.reachable;
+    this.#reachable = typeof r === 'function' ? r : () => Boolean(r);
+    this.#log = options.logger ?? silentLogger;
+    this.#tcpFallback = options.tcpFallback ?? true;
+    this.#autoRefresh = options.autoRefresh ?? true;
+    this.#rto = options.initialRtoMs ?? DEFAULT_INITIAL_RTO_MS;
+    this.#maxTx = options.maxTransmissions ?? DEFAULT_MAX_TRANSMISSIONS;
+    this.#timeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.#off = this.#transport.onMessage((msg: Buffer, rinfo: RemoteInfo) => this.#onDatagram(msg, rinfo));
+  }
+
+  /** The current registration, if any. */
+  get registration(): RegisterResult | undefined {
+    return this.#registered;
+  }
+
+  /** 'udp' normally; 'tcp' after UDP got no answer and TCP did. */
+  get via(): 'udp' | 'tcp' {
+    return this.#mode;
+  }
+
+  /** RTT to the server in ms, once measured. */
+  get rttMs(): number | undefined {
+    return this.#rtt;
+  }
+
+  /** Registers (or refreshes) this peer; with autoRefresh, keeps re-registering before expiry until close(). */
+  async register(signal?: AbortSignal): Promise<RegisterResult> {
+    this.#checkOpen();
+    const candidates = this.#gather();
+    const reachable = this.#reachable();
+    const { msg, via, rttMs } = await this.#signedRequest(
+      (requestId) =>
+        encodeRendezvous(
+          {
+            type: 'register',
+            requestId,
+            publicKey: this.keyPair.publicKey,
+            timestamp: this.#timestamp(),
+            ...(this.name !== undefined ? { name: this.name } : {}),
+            reachable,
+            rttMs: Math.min(0xffff, Math.round(this.#rtt ?? 0)),
+            candidates,
+          },
+          this.keyPair.secretKey,
+        ),
+      signal,
+      true,
+    );
+    if (msg.type === 'error') throw serverError(msg, 'registration');
+    if (msg.type !== 'registered') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a registration`);
+    const result: RegisterResult = {
+      reflexive: msg.reflexive,
+      refreshMs: msg.refreshMs,
+      ttlMs: msg.ttlMs,
+      serverTime: msg.serverTime,
+      reachable: msg.reachable,
+      via,
+    };
+    if (rttMs !== undefined) result.rttMs = rttMs;
+    this.#registered = result;
+    this.#log.debug({ reflexive: msg.reflexive, via }, 'rendezvous registered');
+    if (this.#autoRefresh) this.#scheduleRefresh(Math.max(50, Math.min(msg.refreshMs, msg.ttlMs * 0.75)));
+    this.emit('registered', result);
+    return result;
+  }
+
+  /** Finds a registered peer by name or key (hex or bytes). Throws PEER_NOT_FOUND when there is none. */
+  async lookup(nameOrKey: string | Uint8Array, signal?: AbortSignal): Promise<LookupResult> {
+    this.#checkOpen();
+    const target = parseTarget(nameOrKey);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }), signal);
+    if (msg.type === 'error') throw serverError(msg, `lookup of ${typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey)}`);
+    if (msg.type !== 'lookup-result') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a lookup`);
+    const out: LookupResult = {
+      publicKey: msg.publicKey,
+      id: keyToId(msg.publicKey),
+      reachable: msg.reachable,
+      expiresInMs: msg.expiresInMs,
+      candidates: msg.candidates,
+    };
+    if (msg.name !== undefined) out.name = msg.name;
+    return out;
+  }
+
+  /**
+   * Asks the server to introduce this peer to `nameOrKey`. The server sends the other side a CONNECT_NOTIFY
+   * ('connect-request' there) and answers here with this side's: the peer's candidates, role, mode and start time.
+   */
+  async requestConnect(
+    nameOrKey: string | Uint8Array,
+    options: { connectionId?: Uint8Array; candidates?: Candidate[]; signal?: AbortSignal } = {},
+  ): Promise<ConnectOffer> {
+    this.#checkOpen();
+    const target = parseTarget(nameOrKey);
+    const connectionId = Buffer.from(options.connectionId ?? randomBytes(CONNECTION_ID_BYTES));
+    if (connectionId.length !== CONNECTION_ID_BYTES) throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
+    const candidates = options.candidates ? dedupeCandidates(options.candidates).slice(0, MAX_CANDIDATES - 1) : this.#gather();
+    const reachable = this.#reachable();
+    const { msg, via } = await this.#signedRequest(
+      (requestId) =>
+        encodeRendezvous(
+          {
+            type: 'connect',
+            requestId,
+            publicKey: this.keyPair.publicKey,
+            timestamp: this.#timestamp(),
+            reachable,
+            target,
+            connectionId,
+            rttMs: Math.min(0xffff, Math.round(this.#rtt ?? 0)),
+            candidates,
+          },
+          this.keyPair.secretKey,
+        ),
+      options.signal,
+      false,
+    );
+    const who = typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey);
+    if (msg.type === 'error') throw serverError(msg, `connection to ${who}`);
+    if (msg.type !== 'connect-notify' || msg.role !== 'initiator' || !msg.connectionId.equals(connectionId)) {
+      throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a connect request`);
+    }
+    return this.#offer(msg, via);
+  }
+
+  /** Measures the RTT to the server (PING/PONG). */
+  async ping(signal?: AbortSignal): Promise<number> {
+    this.#checkOpen();
+    const started = Date.now();
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }), signal);
+    if (msg.type !== 'pong') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a ping`);
+    const rtt = Date.now() - msg.echo;
+    this.#rtt = rtt;
+    return rtt;
+  }
+
+  /** Stops refreshing, withdraws the registration (best effort, one message) and closes the TCP connection. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closer.abort(new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed'));
+    clearTimeout(this.#refreshTimer);
+    const err = new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed');
+    for (const p of this.#pending.values()) p.reject(err);
+    this.#pending.clear();
+    if (this.#registered && this.#serverIp) {
+      try {
+        const bye = encodeRendezvous({ type: 'unregister', requestId: 0, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() }, this.keyPair.secretKey);
+        if (this.#mode === 'tcp' && this.#tcp && !this.#tcp.destroyed) this.#tcp.write(frameTcp(bye));
+        else this.#transport.send(bye, this.#server.port, this.#serverIp);
+      } catch {
+        // best effort
+      }
+    }
+    this.#registered = undefined;
+    this.#off();
+    if (this.#tcp) {
+      const s = this.#tcp;
+      s.end();
+      setTimeout(() => s.destroy(), 1000).unref();
+    }
+    this.#tcp = undefined;
+    this.#tcpReady = undefined;
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  /** Signed-message timestamps: the server's clock as best known, strictly increasing (the server requires it). */
+  #timestamp(): number {
+    this.#lastTimestamp = Math.max(Math.round(Date.now() + this.#clockOffset), this.#lastTimestamp + 1);
+    return this.#lastTimestamp;
+  }
+
+  /**
+   * Runs a signed request; when the server calls its timestamp stale (a local clock off by more than the server's
+   * window), learns the server's clock from a PING and tries once more.
+   */
+  async #signedRequest(build: (requestId: number) => Buffer, signal: AbortSignal | undefined, probeUdp: boolean) {
+    const first = await this.#request(build, signal, probeUdp);
+    if (first.msg.type !== 'error' || first.msg.code !== 'STALE') return first;
+    const t0 = Date.now();
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }), signal);
+    if (msg.type !== 'pong') return first;
+    const t1 = Date.now();
+    const offset = msg.time - (t0 + t1) / 2;
+    if (Math.abs(offset - this.#clockOffset) < 1000) return first; // the clock was not the problem
+    this.#log.info({ offsetMs: Math.round(offset) }, 'rendezvous: local clock differs from the server; compensating');
+    this.#clockOffset = offset;
+    this.#lastTimestamp = 0;
+    return this.#request(build, signal, probeUdp);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed');
+  }
+
+  #gather(): Candidate[] {
+    const all = this.#candidates().filter((c) => isEncodableAddress(c.address) && c.port > 0 && c.port < 65536);
+    return dedupeCandidates(all).slice(0, MAX_CANDIDATES - 1);
+  }
+
+  #offer(msg: ConnectNotifyMessage, via: 'udp' | 'tcp'): ConnectOffer {
+    const offer: ConnectOffer = {
+      connectionId: msg.connectionId,
+      role: msg.role,
+      mode: msg.mode,
+      peerKey: msg.peerKey,
+      peerId: keyToId(msg.peerKey),
+      candidates: msg.candidates,
+      startDelayMs: msg.startDelayMs,
+      startAt: Date.now() + msg.startDelayMs,
+      serverTime: msg.serverTime,
+      via,
+    };
+    if (msg.peerName !== undefined) offer.peerName = msg.peerName;
+    return offer;
+  }
+
+  #scheduleRefresh(ms: number): void {
+    clearTimeout(this.#refreshTimer);
+    if (this.#closed) return;
+    this.#refreshTimer = setTimeout(() => {
+      this.register(this.#closer.signal).catch((err: unknown) => {
+        if (this.#closed) return;
+        const e = isNatpunchError(err) ? err : new NatpunchError('RENDEZVOUS', 'refresh failed', { cause: err });
+        this.#log.warn({ err: e.message }, 'rendezvous refresh failed');
+        this.emit('refresh-failed', e);
+        this.#scheduleRefresh(Math.min(REFRESH_RETRY_MS, this.#registered?.refreshMs ?? REFRESH_RETRY_MS));
+      });
+    }, ms);
+    this.#refreshTimer.unref();
+  }
+
+  async #resolveServer(signal: AbortSignal): Promise<string> {
+    if (this.#serverIp) return this.#serverIp;
+    const host = this.#server.host;
+    if (isIP(host)) {
+      this.#serverIp = host;
+      return host;
+    }
+    const family = this.#transport.address().family === 'IPv6' ? 6 : 4;
+    const res = await dnsLookup(host, { family }).catch((err: NodeJS.ErrnoException) => {
+      throw new NatpunchError('RENDEZVOUS', `cannot resolve rendezvous server ${host}: ${err.code ?? err.message}`);
+    });
+    if (signal.aborted) throw this.#abortError(signal);
+    this.#serverIp = res.address;
+    return res.address;
+  }
+
+  #abortError(signal: AbortSignal): NatpunchError {
+    const reason: unknown = signal.reason;
+    if (isNatpunchError(reason)) return reason;
+    return new NatpunchError('ABORTED', 'operation aborted', { cause: reason });
+  }
+
+  #newRequestId(): number {
+    let id: number;
+    do id = randomBytes(4).readUInt32BE(0);
+    while (id === 0 || this.#pending.has(id));
+    return id;
+  }
+
+  /** One request/answer exchange: UDP with retransmissions, then TCP when UDP stays silent. */
+  async #request(build: (requestId: number) => Buffer, signal?: AbortSignal, probeUdp = false): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
+    const closeSignal = this.#closer.signal;
+    const parent = signal ? AbortSignal.any([signal, closeSignal]) : closeSignal;
+    const t = timeoutSignal(this.#timeoutMs, parent);
+    try {
+      await this.#resolveServer(t.signal);
+      if (this.#mode === 'udp' || !this.#tcpFallback) {
+        try {
+          return await this.#udpExchange(build, t.signal, this.#maxTx);
+        } catch (err) {
+          if (!this.#tcpFallback || !isNatpunchError(err, 'TIMEOUT') || t.signal.aborted) throw err;
+          this.#log.info({ server: this.#server }, 'rendezvous: no answer over UDP, trying TCP');
+        }
+      } else if (probeUdp) {
+        // On TCP, registrations try UDP again briefly: the UDP mapping is what punching needs, and UDP may have been
+        // blocked only for a while.
+        try {
+          const res = await this.#udpExchange(build, t.signal, UDP_REPROBE_TRANSMISSIONS);
+          this.#log.info({ server: this.#server }, 'rendezvous: UDP works again, leaving TCP');
+          this.#mode = 'udp';
+          this.#tcp?.end();
+          return res;
+        } catch (err) {
+          if (!isNatpunchError(err, 'TIMEOUT') || t.signal.aborted) throw err;
+        }
+      }
+      const res = await this.#tcpExchange(build, t.signal);
+      if (this.#mode !== 'tcp') this.#log.info({ server: this.#server }, 'rendezvous: using TCP');
+      this.#mode = 'tcp';
+      return res;
+    } finally {
+      t.dispose();
+    }
+  }
+
+  #udpExchange(build: (requestId: number) => Buffer, signal: AbortSignal, maxTx: number): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
+    const requestId = this.#newRequestId();
+    const bytes = build(requestId);
+    const ip = this.#serverIp!;
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(this.#abortError(signal));
+      let sent = 0;
+      let rto = this.#rto;
+      let timer: NodeJS.Timeout | undefined;
+      const started = Date.now();
+      const finish = () => {
+        clearTimeout(timer);
+        this.#pending.delete(requestId);
+        signal.removeEventListener('abort', onAbort);
+      };
+      const onAbort = () => {
+        finish();
+        reject(this.#abortError(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(requestId, {
+        via: 'udp',
+        resolve: (msg) => {
+          finish();
+          const rttMs = sent === 1 ? Date.now() - started : undefined;
+          if (rttMs !== undefined) this.#rtt = rttMs;
+          resolve(rttMs === undefined ? { msg, via: 'udp' } : { msg, via: 'udp', rttMs });
+        },
+        reject: (err) => {
+          finish();
+          reject(err);
+        },
+      });
+      const tick = () => {
+        if (sent >= maxTx) {
+          finish();
+          reject(new NatpunchError('TIMEOUT', `no answer from rendezvous server ${this.#server.host}:${this.#server.port} over UDP after ${sent} tries`));
+          return;
+        }
+        this.#transport.send(bytes, this.#server.port, ip);
+        sent++;
+        timer = setTimeout(tick, rto);
+        rto = Math.min(rto * 2, DEFAULT_MAX_RTO_MS);
+      };
+      tick();
+    });
+  }
+
+  async #tcpExchange(build: (requestId: number) => Buffer, signal: AbortSignal): Promise<{ msg: RendezvousMessage; via: 'tcp'; rttMs?: number }> {
+    const socket = await this.#tcpSocket(signal);
+    const requestId = this.#newRequestId();
+    const bytes = build(requestId);
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(this.#abortError(signal));
+      const started = Date.now();
+      const finish = () => {
+        this.#pending.delete(requestId);
+        signal.removeEventListener('abort', onAbort);
+      };
+      const onAbort = () => {
+        finish();
+        reject(this.#abortError(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(requestId, {
+        via: 'tcp',
+        resolve: (msg) => {
+          finish();
+          const rttMs = Date.now() - started;
+          this.#rtt = rttMs;
+          resolve({ msg, via: 'tcp', rttMs });
+        },
+        reject: (err) => {
+          finish();
+          reject(err);
+        },
+      });
+      socket.write(frameTcp(bytes));
+    });
+  }
+
+  #tcpSocket(signal: AbortSignal): Promise<Socket> {
+    if (this.#tcp && !this.#tcp.destroyed && this.#tcpReady) return this.#tcpReady;
+    const socket = tcpConnect({ host: this.#serverIp!, port: this.#server.tcpPort });
+    socket.setNoDelay(true);
+    this.#tcp = socket;
+    const decoder = new TcpFrameDecoder();
+    socket.on('data', (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = decoder.push(chunk);
+      } catch {
+        socket.destroy();
+        return;
+      }
+      for (const f of frames) {
+        let msg: RendezvousMessage;
+        try {
+          msg = decodeRendezvous(f);
+        } catch {
+          continue;
+        }
+        this.#onMessage(msg, 'tcp');
+      }
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      if (this.#tcp === socket) {
+        this.#tcp = undefined;
+        this.#tcpReady = undefined;
+      }
+      const err = new NatpunchError('RENDEZVOUS', 'TCP connection to the rendezvous server closed');
+      for (const p of [...this.#pending.values()]) if (p.via === 'tcp') p.reject(err);
+      // The server pushes notifications over this connection: get it back soon.
+      if (!this.#closed && this.#registered && this.#mode === 'tcp' && this.#autoRefresh) this.#scheduleRefresh(500);
+    });
+    const ready = new Promise<Socket>((resolve, reject) => {
+      const onAbort = () => {
+        cleanup();
+        socket.destroy();
+        reject(this.#abortError(signal));
+      };
+      const onError = (err: NodeJS.ErrnoException) => {
+        cleanup();
+        reject(new NatpunchError('RENDEZVOUS', `cannot reach rendezvous server over TCP ${this.#server.host}:${this.#server.tcpPort}: ${err.code ?? err.message}`));
+      };
+      const onConnect = () => {
+        cleanup();
+        resolve(socket);
+      };
+      const cleanup = () => {
+        signal.removeEventListener('abort', onAbort);
+        socket.off('error', onError);
+        socket.off('connect', onConnect);
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      socket.once('error', onError);
+      socket.once('connect', onConnect);
+    });
+    this.#tcpReady = ready;
+    ready.catch(() => {
+      if (this.#tcpReady === ready) this.#tcpReady = undefined;
+    });
+    return ready;
+  }
+
+  #onDatagram(msg: Buffer, rinfo: RemoteInfo): void {
+    if (this.#closed || msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return;
+    // Only the server speaks rendezvous to us. A server bound to a wildcard address on a multihomed host may answer
+    // from another of its addresses: an answer to a pending request (its 32-bit id matches) teaches us that address;
+    // unsolicited messages (notifications, pings) are taken only from known server addresses.
+    if (!this.#serverIp || rinfo.port !== this.#server.port) return;
+    const from = unmapV4(rinfo.address);
+    const known = from === unmapV4(this.#serverIp) || this.#serverSources.has(from);
+    let decoded: RendezvousMessage;
+    try {
+      decoded = decodeRendezvous(msg);
+    } catch {
+      return;
+    }
+    if (!known) {
+      const isAnswer = decoded.type !== 'ping' && !(decoded.type === 'connect-notify' && decoded.role === 'responder');
+      if (!isAnswer || this.#pending.get(decoded.requestId)?.via !== 'udp') return;
+      if (this.#serverSources.size < MAX_SERVER_SOURCES) this.#serverSources.add(from);
+    }
+    this.#onMessage(decoded, 'udp');
+  }
+
+  #sendVia(via: 'udp' | 'tcp', bytes: Buffer): void {
+    if (via === 'tcp') {
+      if (this.#tcp && !this.#tcp.destroyed) this.#tcp.write(frameTcp(bytes));
+    } else if (this.#serverIp) {
+      this.#transport.send(bytes, this.#server.port, this.#serverIp);
+    }
+  }
+
+  #onMessage(msg: RendezvousMessage, via: 'udp' | 'tcp'): void {
+    if (this.#closed) return;
+    if (msg.type === 'ping') {
+      // The server measures its RTT to us (used to schedule simultaneous starts).
+      this.#sendVia(via, encodeRendezvous({ type: 'pong', requestId: msg.requestId, echo: msg.time, time: Date.now() }));
+      return;
+    }
+    if (msg.type === 'connect-notify' && msg.role === 'responder') {
+      this.#sendVia(via, encodeRendezvous({ type: 'notify-ack', requestId: msg.requestId, connectionId: msg.connectionId }));
+      const id = hex(msg.connectionId);
+      if (this.#seen.has(id)) return; // a retransmission
+      this.#seen.set(id, true);
+      if (this.#seen.size > SEEN_NOTIFY_CAP) this.#seen.delete(this.#seen.keys().next().value!);
+      this.emit('connect-request', this.#offer(msg, via));
+      return;
+    }
+    const p = this.#pending.get(msg.requestId);
+    if (!p) return;
+    if (msg.type === 'registered' || msg.type === 'lookup-result' || msg.type === 'connect-notify' || msg.type === 'error' || msg.type === 'pong') {
+      p.resolve(msg);
+    }
+  }
+}

@@ -1,0 +1,803 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
+import { FirstByte } from '../net/demux.js';
+import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
+import { isNatpunchError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import {
+  decodeRendezvous,
+  encodeRendezvous,
+  frameTcp,
+  hex,
+  isSignedMessage,
+  peekHeader,
+  verifyRendezvous,
+  MAX_CANDIDATES,
+  MessageType,
+  RENDEZVOUS_VERSION,
+  TcpFrameDecoder,
+  type ConnectMessage,
+  type ConnectMode,
+  type Endpoint,
+  type EncodableMessage,
+  type ErrorCodeName,
+  type LookupMessage,
+  type RegisterMessage,
+  type SignedMessage,
+  type Target,
+  type UnregisterMessage,
+} from '../wire/rendezvous.js';
+import { MemoryRegistry, DEFAULT_MAX_PEERS, type PeerRecord, type Registry } from './registry.js';
+
+/**
+ * Defaults. Registrations double as NAT keepalives towards the server (so it can push CONNECT_NOTIFY), so the refresh
+ * interval stays under the shortest common UDP mapping lifetime: RFC 4787 §4.3 (REQ-5) asks for ≥ 2 min, but
+ * deployed NATs often keep idle UDP mappings only ~30 s; 25 s is what RFC 8445 §11 / RFC 6263 keepalive guidance
+ * lands on. A registration lives for a few missed refreshes.
+ */
+export const DEFAULT_REFRESH_INTERVAL_MS = 25_000;
+export const DEFAULT_TTL_MS = 90_000;
+/** Signed messages older or newer than this (clock skew + transit) are stale. */
+export const DEFAULT_REPLAY_WINDOW_MS = 30_000;
+/** Token bucket per source IP: sustained messages per second and burst. A refreshing peer sends ~0.04/s. */
+export const DEFAULT_RATE_PER_SECOND = 20;
+export const DEFAULT_RATE_BURST = 40;
+export const DEFAULT_MAX_RATE_SOURCES = 65_536;
+export const DEFAULT_MAX_NONCES = 65_536;
+export const DEFAULT_MAX_PENDING_NOTIFIES = 10_000;
+export const DEFAULT_MAX_TCP_CONNECTIONS = 1024;
+/** Responder notifications are retransmitted until acknowledged (RFC 8489 §6.2.1 style doubling, shorter). */
+export const DEFAULT_NOTIFY_RTO_MS = 250;
+export const DEFAULT_NOTIFY_MAX_TRANSMISSIONS = 5;
+export const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
+/** Bytes queued on a TCP connection beyond which the client is too slow and is dropped. */
+export const MAX_TCP_BACKLOG_BYTES = 64 * 1024;
+
+export type StartSchedule = 'initiator-first' | 'sync';
+
+export interface RendezvousServerOptions {
+  registry?: Registry;
+  logger?: Logger;
+  refreshIntervalMs?: number;
+  ttlMs?: number;
+  replayWindowMs?: number;
+  rateLimit?: { perSecond: number; burst: number };
+  maxPeers?: number;
+  maxRateSources?: number;
+  maxNonces?: number;
+  maxPendingNotifies?: number;
+  maxTcpConnections?: number;
+  /** Idle TCP connections are closed after this long (default: the registration TTL). */
+  tcpIdleTimeoutMs?: number;
+  notifyRtoMs?: number;
+  notifyMaxTransmissions?: number;
+  sweepIntervalMs?: number;
+  /**
+   * 'initiator-first' (default): the initiator probes at once; the responder waits only as long as its notification
+   * would otherwise arrive before the initiator's, so neither side's first probes hit a closed NAT. 'sync': both
+   * start at the same moment, half the larger RTT after the server sends (DCUtR-style synchronisation).
+   */
+  schedule?: StartSchedule;
+  /** Clock (ms since the epoch); replaceable for tests. */
+  now?: () => number;
+}
+
+export interface RendezvousStats {
+  received: number;
+  sent: number;
+  malformed: number;
+  unknownType: number;
+  rateLimited: number;
+  badSignature: number;
+  stale: number;
+  replays: number;
+  retransmitsAnswered: number;
+  registrations: number;
+  refreshes: number;
+  unregistrations: number;
+  nameTaken: number;
+  lookups: number;
+  connects: number;
+  notifySent: number;
+  notifyRetransmits: number;
+  notifyAcked: number;
+  notifyGivenUp: number;
+  notFound: number;
+  serverFull: number;
+  expired: number;
+  pings: number;
+  rttSamples: number;
+  tcpAccepted: number;
+  tcpRejected: number;
+  internalErrors: number;
+  /** Gauges. */
+  peers: number;
+  pendingNotifies: number;
+  tcpOpen: number;
+}
+
+type Channel =
+  | { kind: 'udp'; transport: DatagramTransport; address: string; port: number; observed: Endpoint; ip: string }
+  | { kind: 'tcp'; socket: Socket; observed: Endpoint; ip: string };
+
+interface NonceEntry {
+  source: string;
+  signature: Buffer;
+  expiresAt: number;
+  response?: Buffer;
+}
+
+interface Bucket {
+  tokens: number;
+  last: number;
+  lastErrorAt: number;
+}
+
+interface PendingNotify {
+  bytes: Buffer;
+  channel: Channel;
+  transmissions: number;
+  timer: NodeJS.Timeout;
+}
+
+/** `::ffff:1.2.3.4` → `1.2.3.4`, so a peer on an IPv4 socket can use the address it is told. */
+function unmapV4(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+function channelSource(ch: Channel): string {
+  return `${ch.observed.transport}:${ch.observed.address}:${ch.observed.port}`;
+}
+
+function srflxCandidate(e: Endpoint): Candidate {
+  return { type: 'srflx', transport: e.transport, address: e.address, port: e.port, priority: candidatePriority('srflx') };
+}
+
+function sameEndpoint(c: Candidate, e: Endpoint): boolean {
+  return c.transport === e.transport && c.address === e.address && c.port === e.port;
+}
+
+/** Candidates to tell the other side: the peer's own, plus what the server observed, within MAX_CANDIDATES. */
+function withReflexive(own: readonly Candidate[], observed: readonly Endpoint[]): Candidate[] {
+  // An observed address that is also one of the peer's own (a public host address) keeps its own, better type.
+  const extra = observed.filter((e) => !own.some((c) => sameEndpoint(c, e))).map(srflxCandidate);
+  const keep = dedupeCandidates([...own]);
+  return dedupeCandidates([...keep.slice(0, MAX_CANDIDATES - extra.length), ...extra]);
+}
+
+/**
+ * The rendezvous server. It owns no sockets: `attach()` it to DatagramTransports (it ignores every datagram whose
+ * first byte is not 0xF0, so STUN and TURN can share the port) and hand it TCP connections with `handleTcp()`
+ * (the fallback for peers whose UDP is blocked; a rendezvous TCP connection's first byte is 0xF0).
+ *
+ * It only ever learns public keys, names and addresses: session keys and data never pass through it, and it cannot
+ * sign for a peer (registrations and connect requests are signed by the peer's Ed25519 key).
+ */
+export class RendezvousServer {
+  readonly registry: Registry;
+  #log: Logger;
+  #now: () => number;
+  #refreshMs: number;
+  #ttlMs: number;
+  #windowMs: number;
+  #rate: { perSecond: number; burst: number };
+  #maxRateSources: number;
+  #maxNonces: number;
+  #maxPending: number;
+  #maxTcp: number;
+  #tcpIdleMs: number;
+  #notifyRto: number;
+  #notifyMax: number;
+  #schedule: StartSchedule;
+  #maxPeers: number;
+
+  #detach = new Set<() => void>();
+  #tcp = new Map<Socket, Set<string>>();
+  #channels = new Map<string, { channel: Channel; rttMs?: number }>();
+  #nonces = new Map<string, NonceEntry>();
+  #buckets = new Map<string, Bucket>();
+  #pending = new Map<string, PendingNotify>();
+  #pings = new Map<number, { id: string; expiresAt: number }>();
+  #sweep: NodeJS.Timeout;
+  #closed = false;
+  #stats: Omit<RendezvousStats, 'peers' | 'pendingNotifies' | 'tcpOpen'> = {
+    received: 0,
+    sent: 0,
+    malformed: 0,
+    unknownType: 0,
+    rateLimited: 0,
+    badSignature: 0,
+    stale: 0,
+    replays: 0,
+    retransmitsAnswered: 0,
+    registrations: 0,
+    refreshes: 0,
+    unregistrations: 0,
+    nameTaken: 0,
+    lookups: 0,
+    connects: 0,
+    notifySent: 0,
+    notifyRetransmits: 0,
+    notifyAcked: 0,
+    notifyGivenUp: 0,
+    notFound: 0,
+    serverFull: 0,
+    expired: 0,
+    pings: 0,
+    rttSamples: 0,
+    tcpAccepted: 0,
+    tcpRejected: 0,
+    internalErrors: 0,
+  };
+
+  constructor(options: RendezvousServerOptions = {}) {
+    this.#maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
+    this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers });
+    this.#log = options.logger ?? silentLogger;
+    this.#now = options.now ?? Date.now;
+    this.#refreshMs = options.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS;
+    this.#ttlMs = options.ttlMs ?? DEFAULT_TTL_MS;
+    this.#windowMs = options.replayWindowMs ?? DEFAULT_REPLAY_WINDOW_MS;
+    this.#rate = options.rateLimit ?? { perSecond: DEFAULT_RATE_PER_SECOND, burst: DEFAULT_RATE_BURST };
+    this.#maxRateSources = options.maxRateSources ?? DEFAULT_MAX_RATE_SOURCES;
+    this.#maxNonces = options.maxNonces ?? DEFAULT_MAX_NONCES;
+    this.#maxPending = options.maxPendingNotifies ?? DEFAULT_MAX_PENDING_NOTIFIES;
+    this.#maxTcp = options.maxTcpConnections ?? DEFAULT_MAX_TCP_CONNECTIONS;
+    this.#tcpIdleMs = options.tcpIdleTimeoutMs ?? this.#ttlMs;
+    this.#notifyRto = options.notifyRtoMs ?? DEFAULT_NOTIFY_RTO_MS;
+    this.#notifyMax = options.notifyMaxTransmissions ?? DEFAULT_NOTIFY_MAX_TRANSMISSIONS;
+    this.#schedule = options.schedule ?? 'initiator-first';
+    this.#sweep = setInterval(() => void this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
+    this.#sweep.unref();
+  }
+
+  /** Starts answering rendezvous datagrams arriving on `transport`. Returns a function that detaches again. */
+  attach(transport: DatagramTransport): () => void {
+    const off = transport.onMessage((msg: Buffer, rinfo: RemoteInfo) => {
+      if (msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return; // STUN, TURN, probes: not ours
+      const observed: Endpoint = { transport: 'udp', address: unmapV4(rinfo.address), port: rinfo.port };
+      this.#receive(msg, { kind: 'udp', transport, address: rinfo.address, port: rinfo.port, observed, ip: observed.address });
+    });
+    const detach = () => {
+      off();
+      this.#detach.delete(detach);
+    };
+    this.#detach.add(detach);
+    return detach;
+  }
+
+  /**
+   * Serves one TCP connection (length-prefixed frames, see TcpFrameDecoder). `head` is whatever a dispatcher already
+   * read from the socket (starting with 0xF0). The server owns the socket from now on and destroys it on close().
+   */
+  handleTcp(socket: Socket, head?: Buffer): void {
+    if (this.#closed || this.#tcp.size >= this.#maxTcp || !socket.remoteAddress) {
+      this.#stats.tcpRejected++;
+      socket.destroy();
+      return;
+    }
+    this.#stats.tcpAccepted++;
+    const observed: Endpoint = { transport: 'tcp', address: unmapV4(socket.remoteAddress), port: socket.remotePort ?? 0 };
+    const channel: Channel = { kind: 'tcp', socket, observed, ip: observed.address };
+    this.#tcp.set(socket, new Set());
+    const decoder = new TcpFrameDecoder();
+    socket.setNoDelay(true);
+    socket.setTimeout(this.#tcpIdleMs, () => socket.destroy());
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      for (const id of this.#tcp.get(socket) ?? []) {
+        if (this.#channels.get(id)?.channel === channel) this.#channels.delete(id);
+      }
+      this.#tcp.delete(socket);
+    });
+    const onData = (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = decoder.push(chunk);
+      } catch {
+        this.#stats.malformed++;
+        socket.destroy();
+        return;
+      }
+      for (const f of frames) this.#receive(f, channel);
+    };
+    if (head?.length) onData(head);
+    socket.on('data', onData);
+  }
+
+  stats(): RendezvousStats {
+    return { ...this.#stats, peers: this.#channels.size, pendingNotifies: this.#pending.size, tcpOpen: this.#tcp.size };
+  }
+
+  /** Drops expired registrations, replay-cache entries, idle rate buckets and stale ping records. */
+  async sweep(): Promise<void> {
+    const now = this.#now();
+    try {
+      const gone = await this.registry.expire(now);
+      for (const key of gone) {
+        this.#stats.expired++;
+        this.#unbind(hex(key));
+      }
+    } catch (err) {
+      this.#stats.internalErrors++;
+      this.#log.warn({ err }, 'rendezvous registry expire failed');
+    }
+    for (const [n, e] of this.#nonces) if (e.expiresAt <= now) this.#nonces.delete(n);
+    for (const [ip, b] of this.#buckets) {
+      if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
+    }
+    for (const [id, p] of this.#pings) if (p.expiresAt <= now) this.#pings.delete(id);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#sweep);
+    for (const d of [...this.#detach]) d();
+    for (const s of this.#tcp.keys()) s.destroy();
+    this.#tcp.clear();
+    for (const p of this.#pending.values()) clearTimeout(p.timer);
+    this.#pending.clear();
+    this.#channels.clear();
+    this.#nonces.clear();
+    this.#buckets.clear();
+    this.#pings.clear();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  #receive(bytes: Buffer, channel: Channel): void {
+    if (this.#closed) return;
+    this.#stats.received++;
+    if (!this.#take(channel, bytes)) return;
+    let msg;
+    try {
+      msg = decodeRendezvous(bytes);
+    } catch (err) {
+      this.#stats.malformed++;
+      const h = peekHeader(bytes);
+      if (h && isNatpunchError(err)) {
+        const code: ErrorCodeName = h.version !== RENDEZVOUS_VERSION ? 'UNSUPPORTED_VERSION' : 'MALFORMED';
+        // Never answer with more bytes than arrived (no amplification from spoofed sources).
+        const reply = this.#errorBytes(h.requestId, h.type, code, err.message.slice(0, 80));
+        if (reply.length <= bytes.length) this.#send(channel, reply);
+      }
+      return;
+    }
+    this.#handle(msg, channel).catch((err: unknown) => {
+      this.#stats.internalErrors++;
+      this.#log.warn({ err }, 'rendezvous handler failed');
+    });
+  }
+
+  async #handle(msg: ReturnType<typeof decodeRendezvous>, channel: Channel): Promise<void> {
+    switch (msg.type) {
+      case 'ping':
+        this.#stats.pings++;
+        return this.#reply(channel, { type: 'pong', requestId: msg.requestId, echo: msg.time, time: this.#now() });
+      case 'pong': {
+        const p = this.#pings.get(msg.requestId);
+        if (!p) return;
+        this.#pings.delete(msg.requestId);
+        const entry = this.#channels.get(p.id);
+        const rtt = this.#now() - msg.echo;
+        if (entry && rtt >= 0 && rtt < 60_000) {
+          entry.rttMs = rtt;
+          this.#stats.rttSamples++;
+        }
+        return;
+      }
+      case 'notify-ack': {
+        const key = `${hex(msg.connectionId)}`;
+        const p = this.#pending.get(key);
+        if (p && channelSource(p.channel) === channelSource(channel)) {
+          clearTimeout(p.timer);
+          this.#pending.delete(key);
+          this.#stats.notifyAcked++;
+        }
+        return;
+      }
+      case 'register':
+        return this.#register(msg, channel);
+      case 'lookup':
+        return this.#lookup(msg, channel);
+      case 'connect':
+        return this.#connect(msg, channel);
+      case 'unregister':
+        return this.#unregister(msg, channel);
+      default:
+        // Server-to-client messages sent to the server.
+        this.#stats.unknownType++;
+        return;
+    }
+  }
+
+  /** The token bucket of an IP address, refilled (continuously) up to now. */
+  #bucket(ip: string, now: number): Bucket {
+    let b = this.#buckets.get(ip);
+    if (!b) {
+      if (this.#buckets.size >= this.#maxRateSources) {
+        const oldest = this.#buckets.keys().next().value;
+        if (oldest !== undefined) this.#buckets.delete(oldest);
+      }
+      b = { tokens: this.#rate.burst, last: now, lastErrorAt: 0 };
+      this.#buckets.set(ip, b);
+    }
+    b.tokens = Math.min(this.#rate.burst, b.tokens + ((now - b.last) / 1000) * this.#rate.perSecond);
+    b.last = now;
+    return b;
+  }
+
+  /**
+   * Charges a destination for an unsolicited message (a responder's CONNECT_NOTIFY), so no address can be flooded
+   * through the server by many initiators: what the server pushes to an IP is bounded by the same rate.
+   */
+  #charge(ip: string): boolean {
+    const b = this.#bucket(ip, this.#now());
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Token bucket per source IP (both transports); one token per message. */
+  #take(channel: Channel, bytes: Buffer): boolean {
+    const now = this.#now();
+    const b = this.#bucket(channel.ip, now);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return true;
+    }
+    this.#stats.rateLimited++;
+    // Tell the sender once a second at most, and never with more bytes than it sent.
+    const h = peekHeader(bytes);
+    if (h && now - b.lastErrorAt >= 1000) {
+      b.lastErrorAt = now;
+      const retryAfterMs = Math.ceil(((1 - b.tokens) / this.#rate.perSecond) * 1000);
+      const reply = this.#errorBytes(h.requestId, h.type, 'RATE_LIMITED', '', retryAfterMs);
+      if (reply.length <= bytes.length) this.#send(channel, reply);
+    }
+    return false;
+  }
+
+  /**
+   * Replay protection for signed messages: the signature must verify, the timestamp must be inside the window, and a
+   * nonce may be used once. A retransmission (same signature from the same source) gets the cached answer again;
+   * the same message from elsewhere is a replay. Returns true when the caller should go on.
+   */
+  #admit(msg: SignedMessage, channel: Channel): boolean {
+    const now = this.#now();
+    const nonce = hex(msg.nonce);
+    const seen = this.#nonces.get(nonce);
+    if (seen && msg.signature && seen.signature.equals(msg.signature)) {
+      if (seen.source === channelSource(channel)) {
+        if (seen.response) {
+          this.#stats.retransmitsAnswered++;
+          this.#send(channel, seen.response);
+        }
+        return false;
+      }
+    }
+    if (!verifyRendezvous(msg)) {
+      this.#stats.badSignature++;
+      this.#error(channel, msg, 'BAD_SIGNATURE', 'signature does not verify for the key in the message', 0, false);
+      return false;
+    }
+    if (Math.abs(now - msg.timestamp) > this.#windowMs) {
+      this.#stats.stale++;
+      this.#error(channel, msg, 'STALE', `timestamp is ${Math.round((now - msg.timestamp) / 1000)} s off the server clock; check the clock`, 0, false);
+      return false;
+    }
+    if (seen) {
+      this.#stats.replays++;
+      this.#error(channel, msg, 'REPLAY', 'this signed message was already used', 0, false);
+      return false;
+    }
+    if (this.#nonces.size >= this.#maxNonces) {
+      const oldest = this.#nonces.keys().next().value;
+      if (oldest !== undefined) this.#nonces.delete(oldest);
+    }
+    this.#nonces.set(nonce, {
+      source: channelSource(channel),
+      signature: Buffer.from(msg.signature!),
+      expiresAt: msg.timestamp + this.#windowMs + 1000,
+    });
+    return true;
+  }
+
+  #remember(msg: SignedMessage, response: Buffer): void {
+    const e = this.#nonces.get(hex(msg.nonce));
+    if (e) e.response = response;
+  }
+
+  async #register(msg: RegisterMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    const now = this.#now();
+    const existing = await this.registry.get(msg.publicKey, now);
+    // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its nonce has
+    // left the bounded replay cache.
+    if (existing && msg.timestamp <= existing.lastTimestamp) {
+      this.#stats.stale++;
+      return this.#error(channel, msg, 'STALE', 'a newer registration for this key exists');
+    }
+    const reflexive = channel.observed;
+    const reachable = msg.reachable || msg.candidates.some((c) => c.type === 'host' && sameEndpoint(c, reflexive));
+    const record: PeerRecord = {
+      publicKey: msg.publicKey,
+      candidates: dedupeCandidates(msg.candidates).slice(0, MAX_CANDIDATES - 1),
+      reflexive,
+      reachable,
+      registeredAt: existing?.registeredAt ?? now,
+      expiresAt: now + this.#ttlMs,
+      lastTimestamp: msg.timestamp,
+    };
+    if (msg.name !== undefined) record.name = msg.name;
+    const rtt = msg.rttMs || existing?.rttMs;
+    if (rtt) record.rttMs = rtt;
+    const result = await this.registry.put(record, now);
+    if (result === 'name-taken') {
+      this.#stats.nameTaken++;
+      return this.#error(channel, msg, 'NAME_TAKEN', `name "${msg.name}" is registered by another key`);
+    }
+    if (result === 'full') {
+      this.#stats.serverFull++;
+      return this.#error(channel, msg, 'SERVER_FULL', 'registry is full', 30_000);
+    }
+    if (existing) this.#stats.refreshes++;
+    else this.#stats.registrations++;
+    this.#bind(hex(msg.publicKey), channel);
+    const reply = encodeRendezvous({
+      type: 'registered',
+      requestId: msg.requestId,
+      reflexive,
+      refreshMs: this.#refreshMs,
+      ttlMs: this.#ttlMs,
+      serverTime: now,
+      reachable,
+    });
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+    this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
+    // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
+    if (this.#pings.size < this.#maxPeers) {
+      const requestId = randomBytes(4).readUInt32BE(0);
+      this.#pings.set(requestId, { id: hex(msg.publicKey), expiresAt: now + 10_000 });
+      this.#reply(channel, { type: 'ping', requestId, time: now });
+    }
+  }
+
+  async #resolve(target: Target, now: number): Promise<PeerRecord | undefined> {
+    return 'key' in target ? this.registry.get(target.key, now) : this.registry.getByName(target.name, now);
+  }
+
+  async #lookup(msg: LookupMessage, channel: Channel): Promise<void> {
+    this.#stats.lookups++;
+    const now = this.#now();
+    const r = await this.#resolve(msg.target, now);
+    if (!r) {
+      this.#stats.notFound++;
+      return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
+    }
+    const reply: EncodableMessage = {
+      type: 'lookup-result',
+      requestId: msg.requestId,
+      publicKey: r.publicKey,
+      reachable: r.reachable,
+      expiresInMs: Math.max(0, r.expiresAt - now),
+      candidates: withReflexive(r.candidates, [r.reflexive]),
+    };
+    if (r.name !== undefined) reply.name = r.name;
+    this.#reply(channel, reply);
+  }
+
+  async #connect(msg: ConnectMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    this.#stats.connects++;
+    const now = this.#now();
+    const target = await this.#resolve(msg.target, now);
+    const delivery = target && this.#channels.get(hex(target.publicKey));
+    if (!target || !delivery) {
+      this.#stats.notFound++;
+      return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
+    }
+    if (!this.#charge(delivery.channel.ip)) {
+      this.#stats.rateLimited++;
+      return this.#error(channel, msg, 'RATE_LIMITED', 'that peer is being contacted too often; retry shortly', 1000);
+    }
+    if (this.#pending.size >= this.#maxPending) {
+      this.#stats.serverFull++;
+      return this.#error(channel, msg, 'SERVER_FULL', 'too many connections being set up; retry shortly', 1000);
+    }
+    const initiator = await this.registry.get(msg.publicKey, now);
+    const observed: Endpoint[] = [channel.observed];
+    if (initiator && initiator.reflexive.transport === 'udp' && channel.observed.transport !== 'udp') observed.push(initiator.reflexive);
+    const initiatorCandidates = withReflexive(msg.candidates, observed);
+    const initiatorReachable =
+      msg.reachable || msg.candidates.some((c) => c.type === 'host' && sameEndpoint(c, channel.observed));
+
+    // Connection reversal (RFC 5128 §2.3): whoever cannot be reached connects to the one who can.
+    let initiatorMode: ConnectMode = 'punch';
+    let responderMode: ConnectMode = 'punch';
+    if (target.reachable) {
+      initiatorMode = 'connect';
+      responderMode = 'await';
+    } else if (initiatorReachable) {
+      initiatorMode = 'await';
+      responderMode = 'connect';
+    }
+
+    // Start times: each side learns of the connection half its RTT after the server sends.
+    const rttI = msg.rttMs || initiator?.rttMs || this.#channels.get(hex(msg.publicKey))?.rttMs || 0;
+    const rttR = delivery.rttMs || target.rttMs || 0;
+    let delayI = 0;
+    let delayR = Math.max(0, (rttI - rttR) / 2);
+    if (this.#schedule === 'sync') {
+      const oneWay = Math.max(rttI, rttR) / 2;
+      delayI = oneWay - rttI / 2;
+      delayR = oneWay - rttR / 2;
+    }
+
+    const notify: EncodableMessage = {
+      type: 'connect-notify',
+      requestId: randomBytes(4).readUInt32BE(0),
+      connectionId: msg.connectionId,
+      role: 'responder',
+      mode: responderMode,
+      peerKey: msg.publicKey,
+      startDelayMs: Math.min(0xffff, Math.round(delayR)),
+      serverTime: now,
+      candidates: initiatorCandidates,
+    };
+    if (initiator?.name !== undefined) notify.peerName = initiator.name;
+    const notifyBytes = encodeRendezvous(notify);
+    const pendingKey = hex(msg.connectionId);
+    const old = this.#pending.get(pendingKey);
+    if (old) clearTimeout(old.timer);
+    const pending: PendingNotify = { bytes: notifyBytes, channel: delivery.channel, transmissions: 0, timer: undefined as unknown as NodeJS.Timeout };
+    this.#pending.set(pendingKey, pending);
+    const transmit = () => {
+      if (this.#closed || this.#pending.get(pendingKey) !== pending) return;
+      if (pending.transmissions >= this.#notifyMax) {
+        this.#pending.delete(pendingKey);
+        this.#stats.notifyGivenUp++;
+        return;
+      }
+      if (pending.transmissions > 0) this.#stats.notifyRetransmits++;
+      pending.transmissions++;
+      this.#send(pending.channel, pending.bytes);
+      // Over TCP delivery is reliable: no retransmission, just forget it.
+      if (pending.channel.kind === 'tcp') {
+        this.#pending.delete(pendingKey);
+        return;
+      }
+      pending.timer = setTimeout(transmit, this.#notifyRto * 2 ** (pending.transmissions - 1));
+      pending.timer.unref();
+    };
+    this.#stats.notifySent++;
+    transmit();
+
+    const answer: EncodableMessage = {
+      type: 'connect-notify',
+      requestId: msg.requestId,
+      connectionId: msg.connectionId,
+      role: 'initiator',
+      mode: initiatorMode,
+      peerKey: target.publicKey,
+      startDelayMs: Math.min(0xffff, Math.round(delayI)),
+      serverTime: now,
+      candidates: withReflexive(target.candidates, [target.reflexive]),
+    };
+    if (target.name !== undefined) answer.peerName = target.name;
+    const reply = encodeRendezvous(answer);
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+    this.#log.debug({ from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR }, 'rendezvous connect');
+  }
+
+  async #unregister(msg: UnregisterMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    const existing = await this.registry.get(msg.publicKey, this.#now());
+    if (!existing) return;
+    if (msg.timestamp <= existing.lastTimestamp) {
+      // Older than the live registration: a replay of a withdrawal from before it.
+      this.#stats.stale++;
+      return;
+    }
+    if (await this.registry.delete(msg.publicKey)) this.#stats.unregistrations++;
+    this.#unbind(hex(msg.publicKey));
+  }
+
+  #bind(id: string, channel: Channel): void {
+    const prev = this.#channels.get(id);
+    if (prev?.channel.kind === 'tcp' && prev.channel !== channel) this.#tcp.get(prev.channel.socket)?.delete(id);
+    const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
+    const entry: { channel: Channel; rttMs?: number } = { channel };
+    if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
+    this.#channels.set(id, entry);
+    if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
+  }
+
+  #unbind(id: string): void {
+    const prev = this.#channels.get(id);
+    if (!prev) return;
+    if (prev.channel.kind === 'tcp') this.#tcp.get(prev.channel.socket)?.delete(id);
+    this.#channels.delete(id);
+  }
+
+  #errorBytes(requestId: number, inResponseTo: number, code: ErrorCodeName, message: string, retryAfterMs = 0): Buffer {
+    return encodeRendezvous({ type: 'error', requestId, code, inResponseTo: inResponseTo & 0xff, retryAfterMs, message });
+  }
+
+  /** Sends an ERROR answer; for admitted signed requests it is also what a retransmission gets. */
+  #error(channel: Channel, msg: { requestId: number; type: string }, code: ErrorCodeName, message: string, retryAfterMs = 0, remember = true): void {
+    const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, message, retryAfterMs);
+    if (remember && isSignedMessage(msg as never)) this.#remember(msg as SignedMessage, bytes);
+    this.#send(channel, bytes);
+  }
+
+  #reply(channel: Channel, msg: EncodableMessage): void {
+    this.#send(channel, encodeRendezvous(msg));
+  }
+
+  #send(channel: Channel, bytes: Buffer): void {
+    if (this.#closed) return;
+    this.#stats.sent++;
+    if (channel.kind === 'udp') {
+      channel.transport.send(bytes, channel.port, channel.address);
+      return;
+    }
+    const s = channel.socket;
+    if (s.destroyed) return;
+    if (s.writableLength > MAX_TCP_BACKLOG_BYTES) {
+      s.destroy();
+      return;
+    }
+    s.write(frameTcp(bytes));
+  }
+}
+
+function typeCode(type: string): number {
+  switch (type) {
+    case 'register':
+      return MessageType.REGISTER;
+    case 'lookup':
+      return MessageType.LOOKUP;
+    case 'connect':
+      return MessageType.CONNECT;
+    case 'unregister':
+      return MessageType.UNREGISTER;
+    default:
+      return 0;
+  }
+}
+
+function describe(target: Target): string {
+  return 'key' in target ? `key ${hex(target.key).slice(0, 16)}…` : `"${target.name}"`;
+}
+
+/** What `serve` (or any embedding server) offers services: shared UDP sockets and TCP dispatch by first byte. */
+export interface ServiceHost {
+  readonly sockets: readonly DatagramTransport[];
+  registerTcpHandler(match: (firstByte: number) => boolean, handler: (socket: Socket, head: Buffer) => void): () => void;
+}
+
+/**
+ * Runs a RendezvousServer on a host's shared sockets: it attaches to every UDP socket (it only reads datagrams whose
+ * first byte is 0xF0) and takes the TCP connections whose first byte is 0xF0. `close()` undoes both and stops it.
+ */
+export function attachRendezvous(host: ServiceHost, options: RendezvousServerOptions = {}): { server: RendezvousServer; close(): void } {
+  const server = new RendezvousServer(options);
+  const detach = host.sockets.map((s) => server.attach(s));
+  const unregister = host.registerTcpHandler(
+    (b) => b === FirstByte.RENDEZVOUS,
+    (socket, head) => server.handleTcp(socket, head),
+  );
+  return {
+    server,
+    close() {
+      unregister();
+      for (const d of detach) d();
+      server.close();
+    },
+  };
+}

@@ -1,0 +1,270 @@
+/**
+ * `serve`: composes the natpunch services on one port (default 3478, RFC 8489 §6.2) over UDP and TCP.
+ * It creates the sockets; services attach to them. UDP datagrams go to every attached service, each of which looks
+ * at the first byte (RFC 7983 style, src/net/demux.ts) and ignores what is not its own. TCP connections are
+ * dispatched once, by their first byte, to the handler registered for it (STUN now; rendezvous and TURN add theirs
+ * with `registerTcpHandler`).
+ */
+import net from 'node:net';
+import { StunServer, type StunServerOptions } from '../stun/server.js';
+import { NatpunchError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { DEFAULT_STUN_PORT, normalizeAddress } from '../wire/stun/index.js';
+import { ServerUdpSocket } from './udp.js';
+
+/** Where `serve` listens when no address is given: every IPv4 address, and every IPv6 address if the host has IPv6. */
+export const DEFAULT_SERVE_ADDRESSES = ['0.0.0.0', '::'] as const;
+/** A TCP connection must send its first bytes within this time or it is closed. */
+export const TCP_FIRST_BYTE_TIMEOUT_MS = 10_000;
+/** Kernel socket buffers requested for server UDP sockets (bursts of requests). */
+export const SERVER_UDP_BUFFER_BYTES = 4 * 1024 * 1024;
+/** Attempts at finding a port free on every address when port 0 (any) is asked for. */
+const PORT_ATTEMPTS = 20;
+
+export interface ServeConfig {
+  /** Port for UDP and TCP on every address. Default 3478; 0 picks a free one (tests). */
+  port?: number;
+  /** Addresses to listen on. Default 0.0.0.0 and :: (the latter skipped when the host has no IPv6). */
+  addresses?: string[];
+  /** RFC 5780 mode: a second IP address of this host. Needs exactly one `addresses` entry of the same family. */
+  altAddress?: string;
+  /** RFC 5780 mode: the alternate port. Default port + 1 (a free one when port is 0). */
+  altPort?: number;
+  /** Listen on TCP too. Default true. */
+  tcp?: boolean;
+  logger?: Logger;
+  stun?: Omit<StunServerOptions, 'logger'>;
+}
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+export type TcpHandler = (socket: net.Socket, head: Buffer) => void;
+
+export interface ServerHandle {
+  readonly stun: StunServer;
+  readonly udp: Endpoint[];
+  readonly tcp: Endpoint[];
+  /** Present in RFC 5780 mode. */
+  readonly rfc5780?: { primary: Endpoint; altPort: Endpoint; altIp: Endpoint; altBoth: Endpoint };
+  /** The UDP sockets, for services that attach later (rendezvous, TURN). */
+  readonly sockets: ServerUdpSocket[];
+  /**
+   * Routes TCP connections whose first byte satisfies `match` to `handler`. Later registrations win, so TURN can
+   * take over the STUN range (0..3) when it joins. Returns a function that unregisters.
+   */
+  registerTcpHandler(match: (firstByte: number) => boolean, handler: TcpHandler): () => void;
+  close(): Promise<void>;
+}
+
+function endpoint(address: string, port: number): Endpoint {
+  return { address: normalizeAddress(address) || address, port };
+}
+
+async function ipv6Available(): Promise<boolean> {
+  try {
+    const s = await ServerUdpSocket.bind('::1', 0);
+    s.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function listenTcp(address: string, port: number, ipv6Only: boolean): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer({ noDelay: true });
+    srv.once('error', reject);
+    srv.listen({ host: address, port, ipv6Only, exclusive: true }, () => {
+      srv.off('error', reject);
+      resolve(srv);
+    });
+  });
+}
+
+function isInUse(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'EADDRINUSE';
+}
+
+/** Binds UDP (and TCP) on `port` at every address; with port 0, finds one port free on all of them. */
+async function bindAll(addresses: string[], port: number, tcp: boolean): Promise<{ udp: ServerUdpSocket[]; tcp: net.Server[]; port: number }> {
+  for (let attempt = 0; attempt < (port === 0 ? PORT_ATTEMPTS : 1); attempt++) {
+    const udp: ServerUdpSocket[] = [];
+    const tcps: net.Server[] = [];
+    let chosen = port;
+    // '::' is IPv6-only when an IPv4 address is served by its own socket, dual-stack otherwise.
+    const hasV4 = addresses.some((a) => !a.includes(':'));
+    try {
+      for (const address of addresses) {
+        const ipv6Only = address.includes(':') && hasV4;
+        const s = await ServerUdpSocket.bind(address, chosen, { bufferBytes: SERVER_UDP_BUFFER_BYTES, ipv6Only });
+        udp.push(s);
+        chosen = s.address().port;
+        if (tcp) tcps.push(await listenTcp(address, chosen, ipv6Only));
+      }
+      return { udp, tcp: tcps, port: chosen };
+    } catch (err) {
+      udp.forEach((s) => s.close());
+      tcps.forEach((s) => s.close());
+      if (port === 0 && isInUse(err)) continue;
+      throw err;
+    }
+  }
+  throw new NatpunchError('BAD_ARGUMENT', `could not find a free port on ${addresses.join(', ')}`);
+}
+
+function bindError(err: unknown, what: string): NatpunchError {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const hint =
+    code === 'EADDRINUSE'
+      ? 'the port is in use (another STUN/TURN server?); pick another with --port'
+      : code === 'EADDRNOTAVAIL'
+        ? 'that address is not configured on this host'
+        : code === 'EACCES'
+          ? 'permission denied (ports below 1024 need root)'
+          : (err as Error)?.message ?? String(err);
+  return new NatpunchError('BAD_ARGUMENT', `cannot listen on ${what}: ${hint}`, { cause: err });
+}
+
+export async function startServer(config: ServeConfig = {}): Promise<ServerHandle> {
+  const log = config.logger ?? silentLogger;
+  const port = config.port ?? DEFAULT_STUN_PORT;
+  const useTcp = config.tcp ?? true;
+  let addresses = config.addresses?.length ? [...config.addresses] : [...DEFAULT_SERVE_ADDRESSES];
+  for (const a of [...addresses, ...(config.altAddress ? [config.altAddress] : [])]) {
+    if (!net.isIP(a)) throw new NatpunchError('BAD_ARGUMENT', `not an IP address: ${a}`);
+  }
+  if (!config.addresses?.length && !(await ipv6Available())) {
+    addresses = addresses.filter((a) => !a.includes(':'));
+    log.info('no IPv6 on this host; listening on IPv4 only');
+  }
+
+  const stun = new StunServer({ ...config.stun, logger: log });
+  const sockets: ServerUdpSocket[] = [];
+  const tcpServers: net.Server[] = [];
+  const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
+  const pendingTcp = new Set<net.Socket>();
+  const allTcp = new Set<net.Socket>();
+  let rfc5780: ServerHandle['rfc5780'];
+
+  const cleanup = () => {
+    stun.close();
+    sockets.forEach((s) => s.close());
+    tcpServers.forEach((s) => s.close());
+  };
+
+  try {
+    if (config.altAddress) {
+      // RFC 5780 §4.2 / §6: two addresses × two ports.
+      if (addresses.length !== 1) throw new NatpunchError('BAD_ARGUMENT', '--alt-address needs exactly one --address (the primary)');
+      const a = addresses[0]!;
+      const b = config.altAddress;
+      if (a.includes(':') !== b.includes(':')) throw new NatpunchError('BAD_ARGUMENT', '--address and --alt-address must be the same IP family');
+      if (net.isIP(a) && (a === '0.0.0.0' || a === '::')) throw new NatpunchError('BAD_ARGUMENT', 'RFC 5780 mode needs a specific --address, not a wildcard');
+      let done = false;
+      for (let attempt = 0; attempt < (port === 0 || config.altPort === 0 ? PORT_ATTEMPTS : 1) && !done; attempt++) {
+        let primary: Awaited<ReturnType<typeof bindAll>> | undefined;
+        let alt: Awaited<ReturnType<typeof bindAll>> | undefined;
+        try {
+          primary = await bindAll([a, b], port, useTcp);
+          const p2 = config.altPort ?? (port === 0 ? 0 : port + 1);
+          alt = await bindAll([a, b], p2, false);
+          if (alt.port === primary.port) throw Object.assign(new Error('same port'), { code: 'EADDRINUSE' });
+          sockets.push(...primary.udp, ...alt.udp);
+          tcpServers.push(...primary.tcp);
+          stun.attachRfc5780({ primary: primary.udp[0]!, altPort: alt.udp[0]!, altIp: primary.udp[1]!, altBoth: alt.udp[1]! });
+          rfc5780 = {
+            primary: endpoint(a, primary.port),
+            altPort: endpoint(a, alt.port),
+            altIp: endpoint(b, primary.port),
+            altBoth: endpoint(b, alt.port),
+          };
+          done = true;
+        } catch (err) {
+          primary?.udp.forEach((s) => s.close());
+          primary?.tcp.forEach((s) => s.close());
+          alt?.udp.forEach((s) => s.close());
+          if ((port === 0 || config.altPort === 0) && isInUse(err)) continue;
+          throw err instanceof NatpunchError ? err : bindError(err, `${a} and ${b}`);
+        }
+      }
+      if (!done) throw new NatpunchError('BAD_ARGUMENT', 'could not find free ports for RFC 5780 mode');
+    } else {
+      try {
+        const bound = await bindAll(addresses, port, useTcp);
+        sockets.push(...bound.udp);
+        tcpServers.push(...bound.tcp);
+      } catch (err) {
+        throw err instanceof NatpunchError ? err : bindError(err, `${addresses.join(', ')} port ${port}`);
+      }
+      for (const s of sockets) stun.attachUdp(s);
+    }
+  } catch (err) {
+    cleanup();
+    throw err;
+  }
+
+  // STUN owns the STUN range on TCP (RFC 8489 §6.2.2); the rendezvous (0xF0) and TURN register theirs later.
+  handlers.push({ match: (b) => b <= 3, handler: (sock, head) => stun.handleTcp(sock, head) });
+
+  for (const srv of tcpServers) {
+    srv.on('connection', (sock) => {
+      pendingTcp.add(sock);
+      allTcp.add(sock);
+      sock.once('close', () => allTcp.delete(sock));
+      sock.on('error', () => {});
+      sock.setTimeout(TCP_FIRST_BYTE_TIMEOUT_MS, () => sock.destroy());
+      sock.once('close', () => pendingTcp.delete(sock));
+      sock.once('data', (head: Buffer) => {
+        pendingTcp.delete(sock);
+        sock.setTimeout(0);
+        const first = head[0]!;
+        for (let i = handlers.length - 1; i >= 0; i--) {
+          if (handlers[i]!.match(first)) {
+            // The handler must attach its 'data' listener synchronously (or pause the socket) to see later chunks.
+            handlers[i]!.handler(sock, head);
+            return;
+          }
+        }
+        log.debug({ first, from: sock.remoteAddress }, 'serve: TCP connection with unknown first byte closed');
+        sock.destroy();
+      });
+    });
+  }
+
+  const udp = sockets.map((s) => endpoint(s.address().address, s.address().port));
+  const tcp = tcpServers.map((s) => {
+    const a = s.address() as net.AddressInfo;
+    return endpoint(a.address, a.port);
+  });
+  log.info({ udp, tcp, rfc5780: rfc5780 ?? null }, 'serve: listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    stun,
+    udp,
+    tcp,
+    ...(rfc5780 ? { rfc5780 } : {}),
+    sockets,
+    registerTcpHandler(match, handler) {
+      const entry = { match, handler };
+      handlers.push(entry);
+      return () => {
+        const i = handlers.indexOf(entry);
+        if (i >= 0) handlers.splice(i, 1);
+      };
+    },
+    close() {
+      closing ??= (async () => {
+        stun.close();
+        for (const s of allTcp) s.destroy();
+        await Promise.all(tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+        sockets.forEach((s) => s.close());
+        log.info({ counters: { ...stun.counters } }, 'serve: stopped');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,816 @@
+import { randomBytes } from 'node:crypto';
+import { isIPv4, isIPv6 } from 'node:net';
+import { FirstByte } from '../net/demux.js';
+import { sign, verify, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from '../session/identity.js';
+import type { Candidate, CandidateType } from '../traversal/candidate.js';
+import { NatpunchError } from '../util/errors.js';
+
+/**
+ * natpunch rendezvous messages: a pure codec, no I/O.
+ *
+ * Every message starts with a 7-byte header:
+ *   0      0xF0 (the rendezvous first byte, src/net/demux.ts; RFC 7983 §7 style demultiplexing)
+ *   1      version (1)
+ *   2      message type
+ *   3..6   request id (u32 BE): a response carries the id of its request; pushes from the server carry their own
+ * then a type-specific body (all integers big-endian). Signed messages (REGISTER, CONNECT, UNREGISTER) end with a
+ * 64-byte Ed25519 signature (RFC 8032 §5.1.6) over SIGNATURE_CONTEXT followed by every byte before the signature,
+ * header included, so neither the request id, a candidate nor a flag can be altered without the peer's key.
+ * A timestamp and a 16-byte random nonce let the server refuse replays outside a window.
+ *
+ * Sizes are bounded so a message always fits one unfragmented datagram (RFC 8085 §3.2: stay under the path MTU;
+ * 1200 bytes is what QUIC, RFC 9000 §14, assumes every path carries).
+ */
+
+export const RENDEZVOUS_VERSION = 1;
+export const HEADER_BYTES = 7;
+export const MAX_MESSAGE_BYTES = 1200;
+export const MAX_CANDIDATES = 16;
+export const MAX_NAME_LENGTH = 63;
+export const NONCE_BYTES = 16;
+export const CONNECTION_ID_BYTES = 16;
+export const MAX_ERROR_TEXT_BYTES = 200;
+/** Domain separation, so a rendezvous signature can never be mistaken for a signature over anything else. */
+export const SIGNATURE_CONTEXT = Buffer.from('natpunch/rendezvous/v1\0', 'latin1');
+
+/** Names are short, lowercase and unambiguous: a 64-hex-character peer key can never be a name (63 max). */
+export const NAME_PATTERN = /^[a-z0-9._-]{1,63}$/;
+
+export function isValidName(name: string): boolean {
+  return NAME_PATTERN.test(name);
+}
+
+export const MessageType = {
+  REGISTER: 0x01,
+  REGISTERED: 0x02,
+  LOOKUP: 0x03,
+  LOOKUP_RESULT: 0x04,
+  CONNECT: 0x05,
+  CONNECT_NOTIFY: 0x06,
+  ERROR: 0x07,
+  PING: 0x08,
+  PONG: 0x09,
+  NOTIFY_ACK: 0x0a,
+  UNREGISTER: 0x0b,
+} as const;
+
+export const ErrorCode = {
+  NOT_FOUND: 1,
+  RATE_LIMITED: 2,
+  BAD_SIGNATURE: 3,
+  STALE: 4,
+  MALFORMED: 5,
+  NAME_TAKEN: 6,
+  REPLAY: 7,
+  SERVER_FULL: 8,
+  UNSUPPORTED_VERSION: 9,
+} as const;
+export type ErrorCodeName = keyof typeof ErrorCode;
+const ERROR_NAMES = new Map<number, ErrorCodeName>(Object.entries(ErrorCode).map(([k, v]) => [v, k as ErrorCodeName]));
+
+/** How a peer should act on a CONNECT_NOTIFY (connection reversal, as in RFC 5128 §2.3). */
+export type ConnectMode =
+  | 'punch' // both sides probe each other's candidates at the same time
+  | 'connect' // the other side is publicly reachable: just connect to it
+  | 'await'; // you are reachable: the other side was told to connect to you (answer its checks)
+const MODES: readonly ConnectMode[] = ['punch', 'connect', 'await'];
+
+export type ConnectRole = 'initiator' | 'responder';
+const ROLES: readonly ConnectRole[] = ['initiator', 'responder'];
+
+const CANDIDATE_TYPES: readonly CandidateType[] = ['host', 'srflx', 'prflx', 'predicted', 'mapped', 'relay', 'icmp'];
+
+export interface Endpoint {
+  transport: 'udp' | 'tcp';
+  address: string;
+  port: number;
+}
+
+export type Target = { key: Buffer } | { name: string };
+
+interface Header {
+  requestId: number;
+}
+
+interface SignedFields {
+  timestamp: number;
+  nonce: Buffer;
+  /** Present on decoded messages. */
+  signature?: Buffer;
+  /** The bytes the signature covers (a view into the decoded input), present on decoded messages. */
+  signedPart?: Buffer;
+}
+
+export interface RegisterMessage extends Header, SignedFields {
+  type: 'register';
+  publicKey: Buffer;
+  name?: string;
+  /** The peer believes it is reachable from anywhere (public address or full-cone, e.g. from netcheck). */
+  reachable: boolean;
+  /** The peer's own measurement of its RTT to the server in ms, 0 when unknown. */
+  rttMs: number;
+  candidates: Candidate[];
+}
+
+export interface RegisteredMessage extends Header {
+  type: 'registered';
+  reflexive: Endpoint;
+  refreshMs: number;
+  ttlMs: number;
+  serverTime: number;
+  /** The server's judgement: flag set, or the reflexive address equals a host candidate. */
+  reachable: boolean;
+}
+
+export interface LookupMessage extends Header {
+  type: 'lookup';
+  target: Target;
+}
+
+export interface LookupResultMessage extends Header {
+  type: 'lookup-result';
+  publicKey: Buffer;
+  name?: string;
+  reachable: boolean;
+  expiresInMs: number;
+  candidates: Candidate[];
+}
+
+export interface ConnectMessage extends Header, SignedFields {
+  type: 'connect';
+  publicKey: Buffer;
+  reachable: boolean;
+  target: Target;
+  connectionId: Buffer;
+  rttMs: number;
+  candidates: Candidate[];
+}
+
+export interface ConnectNotifyMessage extends Header {
+  type: 'connect-notify';
+  connectionId: Buffer;
+  role: ConnectRole;
+  mode: ConnectMode;
+  peerKey: Buffer;
+  peerName?: string;
+  /** Start probing this many ms after receipt (0: at once). */
+  startDelayMs: number;
+  serverTime: number;
+  candidates: Candidate[];
+}
+
+export interface ErrorMessage extends Header {
+  type: 'error';
+  code: ErrorCodeName;
+  /** The MessageType value of the request this answers (0 when unknown). */
+  inResponseTo: number;
+  retryAfterMs: number;
+  message: string;
+}
+
+export interface PingMessage extends Header {
+  type: 'ping';
+  time: number;
+}
+
+export interface PongMessage extends Header {
+  type: 'pong';
+  echo: number;
+  time: number;
+}
+
+export interface NotifyAckMessage extends Header {
+  type: 'notify-ack';
+  connectionId: Buffer;
+}
+
+export interface UnregisterMessage extends Header, SignedFields {
+  type: 'unregister';
+  publicKey: Buffer;
+}
+
+export type RendezvousMessage =
+  | RegisterMessage
+  | RegisteredMessage
+  | LookupMessage
+  | LookupResultMessage
+  | ConnectMessage
+  | ConnectNotifyMessage
+  | ErrorMessage
+  | PingMessage
+  | PongMessage
+  | NotifyAckMessage
+  | UnregisterMessage;
+
+export type SignedMessage = RegisterMessage | ConnectMessage | UnregisterMessage;
+
+function decodeError(what: string): NatpunchError {
+  return new NatpunchError('RENDEZVOUS_DECODE', `malformed rendezvous message: ${what}`);
+}
+
+function encodeError(what: string): NatpunchError {
+  return new NatpunchError('BAD_ARGUMENT', `cannot encode rendezvous message: ${what}`);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// IP addresses: family byte 4 or 6, then 4 or 16 bytes in network order.
+
+export function isEncodableAddress(address: string): boolean {
+  return isIPv4(address) || (isIPv6(address) && !address.includes('%'));
+}
+
+function ipv4Bytes(address: string): number[] {
+  return address.split('.').map((p) => Number(p));
+}
+
+function ipv6Bytes(address: string): number[] {
+  let text = address;
+  let tail: number[] = [];
+  const lastColon = text.lastIndexOf(':');
+  if (text.slice(lastColon + 1).includes('.')) {
+    const v4 = ipv4Bytes(text.slice(lastColon + 1));
+    tail = [(v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!];
+    text = `${text.slice(0, lastColon + 1)}0:0`;
+  }
+  const [head, rest] = text.includes('::') ? text.split('::') : [text, undefined];
+  const parse = (s: string | undefined) => (s ? s.split(':').map((g) => parseInt(g, 16)) : []);
+  const left = parse(head);
+  const right = parse(rest);
+  const groups = rest === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  if (tail.length) {
+    groups[6] = tail[0]!;
+    groups[7] = tail[1]!;
+  }
+  const out: number[] = [];
+  for (const g of groups) out.push(g >> 8, g & 0xff);
+  return out;
+}
+
+/** RFC 5952 §4 canonical text: lowercase, leading zeros dropped, the longest run (≥ 2) of zero groups as "::". */
+function formatIpv6(bytes: Buffer): string {
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
+  // RFC 5952 §5: IPv4-mapped addresses keep the dotted quad.
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  }
+  let bestStart = -1;
+  let bestLen = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen && j - i >= 2) {
+      bestStart = i;
+      bestLen = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart < 0) return hex.join(':');
+  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+class Writer {
+  #buf = Buffer.alloc(MAX_MESSAGE_BYTES);
+  #pos = 0;
+
+  #room(n: number): void {
+    if (this.#pos + n > MAX_MESSAGE_BYTES) throw encodeError(`longer than ${MAX_MESSAGE_BYTES} bytes`);
+  }
+  u8(v: number): void {
+    this.#room(1);
+    this.#buf.writeUInt8(v, this.#pos);
+    this.#pos += 1;
+  }
+  u16(v: number): void {
+    this.#room(2);
+    this.#buf.writeUInt16BE(v, this.#pos);
+    this.#pos += 2;
+  }
+  u32(v: number): void {
+    this.#room(4);
+    this.#buf.writeUInt32BE(v, this.#pos);
+    this.#pos += 4;
+  }
+  u64(v: number): void {
+    if (!Number.isSafeInteger(v) || v < 0) throw encodeError(`bad 64-bit value ${v}`);
+    this.#room(8);
+    this.#buf.writeBigUInt64BE(BigInt(v), this.#pos);
+    this.#pos += 8;
+  }
+  bytes(b: Uint8Array, length: number, what: string): void {
+    if (b.length !== length) throw encodeError(`${what} must be ${length} bytes`);
+    this.#room(length);
+    this.#buf.set(b, this.#pos);
+    this.#pos += length;
+  }
+  shortString(text: string, max: number): void {
+    const b = Buffer.from(text, 'utf8');
+    const n = Math.min(b.length, max);
+    this.u8(n);
+    this.#room(n);
+    b.copy(this.#buf, this.#pos, 0, n);
+    this.#pos += n;
+  }
+  get length(): number {
+    return this.#pos;
+  }
+  /** A copy of what was written (the working buffer is reused by nobody, but keep the result exact-sized). */
+  finish(): Buffer {
+    return Buffer.from(this.#buf.subarray(0, this.#pos));
+  }
+  view(): Buffer {
+    return this.#buf.subarray(0, this.#pos);
+  }
+}
+
+class Reader {
+  #pos = 0;
+  constructor(readonly buf: Buffer) {}
+
+  #need(n: number, what: string): void {
+    if (this.#pos + n > this.buf.length) throw decodeError(`truncated ${what}`);
+  }
+  u8(what: string): number {
+    this.#need(1, what);
+    return this.buf[this.#pos++]!;
+  }
+  u16(what: string): number {
+    this.#need(2, what);
+    const v = this.buf.readUInt16BE(this.#pos);
+    this.#pos += 2;
+    return v;
+  }
+  u32(what: string): number {
+    this.#need(4, what);
+    const v = this.buf.readUInt32BE(this.#pos);
+    this.#pos += 4;
+    return v;
+  }
+  u64(what: string): number {
+    this.#need(8, what);
+    const v = this.buf.readBigUInt64BE(this.#pos);
+    this.#pos += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw decodeError(`${what} out of range`);
+    return Number(v);
+  }
+  /** A view into the input; callers copy what outlives the packet. */
+  bytes(n: number, what: string): Buffer {
+    this.#need(n, what);
+    const v = this.buf.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return v;
+  }
+  get pos(): number {
+    return this.#pos;
+  }
+  get remaining(): number {
+    return this.buf.length - this.#pos;
+  }
+}
+
+function writeAddress(w: Writer, address: string): void {
+  if (isIPv4(address)) {
+    w.u8(4);
+    for (const b of ipv4Bytes(address)) w.u8(b);
+  } else if (isIPv6(address) && !address.includes('%')) {
+    w.u8(6);
+    for (const b of ipv6Bytes(address)) w.u8(b);
+  } else {
+    throw encodeError(`not an IP address: "${address.slice(0, 60)}"`);
+  }
+}
+
+function readAddress(r: Reader): string {
+  const family = r.u8('address family');
+  if (family === 4) return [...r.bytes(4, 'IPv4 address')].join('.');
+  if (family === 6) return formatIpv6(r.bytes(16, 'IPv6 address'));
+  throw decodeError(`address family ${family}`);
+}
+
+function writePort(w: Writer, port: number): void {
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw encodeError(`bad port ${port}`);
+  w.u16(port);
+}
+
+function writeTransport(w: Writer, t: 'udp' | 'tcp'): void {
+  if (t !== 'udp' && t !== 'tcp') throw encodeError(`bad transport ${String(t)}`);
+  w.u8(t === 'udp' ? 0 : 1);
+}
+
+function readTransport(r: Reader): 'udp' | 'tcp' {
+  const t = r.u8('transport');
+  if (t === 0) return 'udp';
+  if (t === 1) return 'tcp';
+  throw decodeError(`transport ${t}`);
+}
+
+function writeEndpoint(w: Writer, e: Endpoint): void {
+  writeTransport(w, e.transport);
+  writeAddress(w, e.address);
+  writePort(w, e.port);
+}
+
+function readEndpoint(r: Reader): Endpoint {
+  const transport = readTransport(r);
+  const address = readAddress(r);
+  const port = r.u16('port');
+  return { transport, address, port };
+}
+
+// Candidate: type u8 | transport u8 | address | port u16 | priority u32 (RFC 8445 §5.1.2 priority, fits 32 bits)
+function writeCandidates(w: Writer, list: readonly Candidate[]): void {
+  if (list.length > MAX_CANDIDATES) throw encodeError(`more than ${MAX_CANDIDATES} candidates`);
+  w.u8(list.length);
+  for (const c of list) {
+    const t = CANDIDATE_TYPES.indexOf(c.type);
+    if (t < 0) throw encodeError(`candidate type ${String(c.type)}`);
+    w.u8(t);
+    writeTransport(w, c.transport);
+    writeAddress(w, c.address);
+    writePort(w, c.port);
+    if (!Number.isInteger(c.priority) || c.priority < 0 || c.priority > 0xffffffff) throw encodeError(`candidate priority ${c.priority}`);
+    w.u32(c.priority);
+  }
+}
+
+function readCandidates(r: Reader): Candidate[] {
+  const n = r.u8('candidate count');
+  if (n > MAX_CANDIDATES) throw decodeError(`${n} candidates (max ${MAX_CANDIDATES})`);
+  const out: Candidate[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = r.u8('candidate type');
+    const type = CANDIDATE_TYPES[t];
+    if (!type) throw decodeError(`candidate type ${t}`);
+    const transport = readTransport(r);
+    const address = readAddress(r);
+    const port = r.u16('candidate port');
+    const priority = r.u32('candidate priority');
+    out.push({ type, transport, address, port, priority });
+  }
+  return out;
+}
+
+function writeName(w: Writer, name: string | undefined): void {
+  if (name === undefined || name === '') return w.u8(0);
+  if (!isValidName(name)) throw encodeError(`name "${name.slice(0, 80)}" is not [a-z0-9._-]{1,63}`);
+  w.shortString(name, MAX_NAME_LENGTH);
+}
+
+function readName(r: Reader): string | undefined {
+  const n = r.u8('name length');
+  if (n === 0) return undefined;
+  if (n > MAX_NAME_LENGTH) throw decodeError(`name longer than ${MAX_NAME_LENGTH}`);
+  const name = r.bytes(n, 'name').toString('latin1');
+  if (!isValidName(name)) throw decodeError('name has characters outside [a-z0-9._-]');
+  return name;
+}
+
+function writeTarget(w: Writer, target: Target): void {
+  if ('key' in target) {
+    w.u8(1);
+    w.bytes(target.key, PUBLIC_KEY_BYTES, 'target key');
+  } else {
+    w.u8(2);
+    if (!target.name) throw encodeError('empty target name');
+    writeName(w, target.name);
+  }
+}
+
+function readTarget(r: Reader): Target {
+  const kind = r.u8('target kind');
+  if (kind === 1) return { key: Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'target key')) };
+  if (kind === 2) {
+    const name = readName(r);
+    if (!name) throw decodeError('empty target name');
+    return { name };
+  }
+  throw decodeError(`target kind ${kind}`);
+}
+
+function readFlags(r: Reader, allowed: number): number {
+  const f = r.u8('flags');
+  if (f & ~allowed) throw decodeError(`unknown flags 0x${f.toString(16)}`);
+  return f;
+}
+
+function readEnum<T>(r: Reader, values: readonly T[], what: string): T {
+  const v = r.u8(what);
+  const out = values[v];
+  if (out === undefined) throw decodeError(`${what} ${v}`);
+  return out;
+}
+
+function checkU(v: number, max: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > max) throw encodeError(`${what} ${v} out of range`);
+  return v;
+}
+
+const TYPE_CODE: Record<RendezvousMessage['type'], number> = {
+  register: MessageType.REGISTER,
+  registered: MessageType.REGISTERED,
+  lookup: MessageType.LOOKUP,
+  'lookup-result': MessageType.LOOKUP_RESULT,
+  connect: MessageType.CONNECT,
+  'connect-notify': MessageType.CONNECT_NOTIFY,
+  error: MessageType.ERROR,
+  ping: MessageType.PING,
+  pong: MessageType.PONG,
+  'notify-ack': MessageType.NOTIFY_ACK,
+  unregister: MessageType.UNREGISTER,
+};
+
+/** Fields a caller supplies to encode a signed message; timestamp and nonce are filled in when absent. */
+export type Unsigned<T extends SignedMessage> = Omit<T, 'signature' | 'signedPart' | 'timestamp' | 'nonce'> &
+  Partial<Pick<T, 'timestamp' | 'nonce'>>;
+
+export type EncodableMessage =
+  | Unsigned<RegisterMessage>
+  | Unsigned<ConnectMessage>
+  | Unsigned<UnregisterMessage>
+  | Exclude<RendezvousMessage, SignedMessage>;
+
+/**
+ * Encodes a message. REGISTER, CONNECT and UNREGISTER need the sender's secret key and are signed here
+ * (a fresh timestamp and nonce are used unless given).
+ */
+export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array): Buffer {
+  const w = new Writer();
+  const code = TYPE_CODE[msg.type];
+  if (code === undefined) throw encodeError(`unknown type ${String((msg as { type: unknown }).type)}`);
+  w.u8(FirstByte.RENDEZVOUS);
+  w.u8(RENDEZVOUS_VERSION);
+  w.u8(code);
+  w.u32(checkU(msg.requestId, 0xffffffff, 'request id'));
+  let signed = false;
+  const signedFields = (m: { timestamp?: number; nonce?: Buffer }) => {
+    w.u64(m.timestamp ?? Date.now());
+    w.bytes(m.nonce ?? randomBytes(NONCE_BYTES), NONCE_BYTES, 'nonce');
+    signed = true;
+  };
+  switch (msg.type) {
+    case 'register':
+      w.u8(msg.reachable ? 1 : 0);
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      writeName(w, msg.name);
+      signedFields(msg);
+      w.u16(checkU(Math.round(msg.rttMs), 0xffff, 'rtt'));
+      writeCandidates(w, msg.candidates);
+      break;
+    case 'registered':
+      writeEndpoint(w, msg.reflexive);
+      w.u32(checkU(msg.refreshMs, 0xffffffff, 'refresh interval'));
+      w.u32(checkU(msg.ttlMs, 0xffffffff, 'ttl'));
+      w.u64(msg.serverTime);
+      w.u8(msg.reachable ? 1 : 0);
+      break;
+    case 'lookup':
+      writeTarget(w, msg.target);
+      break;
+    case 'lookup-result':
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      writeName(w, msg.name);
+      w.u8(msg.reachable ? 1 : 0);
+      w.u32(checkU(msg.expiresInMs, 0xffffffff, 'expiry'));
+      writeCandidates(w, msg.candidates);
+      break;
+    case 'connect':
+      w.u8(msg.reachable ? 1 : 0);
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      writeTarget(w, msg.target);
+      w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
+      signedFields(msg);
+      w.u16(checkU(Math.round(msg.rttMs), 0xffff, 'rtt'));
+      writeCandidates(w, msg.candidates);
+      break;
+    case 'connect-notify':
+      w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
+      w.u8(ROLES.indexOf(msg.role));
+      w.u8(MODES.indexOf(msg.mode));
+      w.bytes(msg.peerKey, PUBLIC_KEY_BYTES, 'peer key');
+      writeName(w, msg.peerName);
+      w.u16(checkU(Math.round(msg.startDelayMs), 0xffff, 'start delay'));
+      w.u64(msg.serverTime);
+      writeCandidates(w, msg.candidates);
+      break;
+    case 'error': {
+      const c = ErrorCode[msg.code];
+      if (c === undefined) throw encodeError(`error code ${String(msg.code)}`);
+      w.u8(c);
+      w.u8(checkU(msg.inResponseTo, 0xff, 'inResponseTo'));
+      w.u32(checkU(msg.retryAfterMs, 0xffffffff, 'retry after'));
+      w.shortString(msg.message, MAX_ERROR_TEXT_BYTES);
+      break;
+    }
+    case 'ping':
+      w.u64(msg.time);
+      break;
+    case 'pong':
+      w.u64(msg.echo);
+      w.u64(msg.time);
+      break;
+    case 'notify-ack':
+      w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
+      break;
+    case 'unregister':
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      signedFields(msg);
+      break;
+  }
+  if (signed) {
+    if (!secretKey) throw encodeError(`${msg.type} must be signed: pass the secret key`);
+    // RFC 8032 §5.1.6: Ed25519 over the context and every byte before the signature.
+    const sig = sign(Buffer.concat([SIGNATURE_CONTEXT, w.view()]), secretKey);
+    w.bytes(sig, SIGNATURE_BYTES, 'signature');
+  }
+  return w.finish();
+}
+
+/**
+ * Decodes one message. Anything that is not a complete, well-formed version-1 message throws
+ * NatpunchError('RENDEZVOUS_DECODE'); nothing else is ever thrown. Byte fields are views into `input` except keys,
+ * nonces and connection ids, which are copied (they outlive the packet in registries and caches).
+ */
+export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
+  const buf = Buffer.isBuffer(input) ? input : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  if (buf.length > MAX_MESSAGE_BYTES) throw decodeError(`longer than ${MAX_MESSAGE_BYTES} bytes`);
+  const r = new Reader(buf);
+  if (r.u8('first byte') !== FirstByte.RENDEZVOUS) throw decodeError('first byte is not 0xF0');
+  const version = r.u8('version');
+  if (version !== RENDEZVOUS_VERSION) {
+    throw new NatpunchError('RENDEZVOUS_DECODE', `unsupported rendezvous version ${version}`, { details: { version } });
+  }
+  const type = r.u8('type');
+  const requestId = r.u32('request id');
+  const signedTail = (start: { timestamp: number; nonce: Buffer }) => {
+    const signedPart = buf.subarray(0, r.pos);
+    const signature = r.bytes(SIGNATURE_BYTES, 'signature');
+    return { ...start, signedPart, signature };
+  };
+  let msg: RendezvousMessage;
+  switch (type) {
+    case MessageType.REGISTER: {
+      const flags = readFlags(r, 1);
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const name = readName(r);
+      const timestamp = r.u64('timestamp');
+      const nonce = Buffer.from(r.bytes(NONCE_BYTES, 'nonce'));
+      const rttMs = r.u16('rtt');
+      const candidates = readCandidates(r);
+      const tail = signedTail({ timestamp, nonce });
+      msg = { type: 'register', requestId, reachable: (flags & 1) !== 0, publicKey, rttMs, candidates, ...tail };
+      if (name !== undefined) msg.name = name;
+      break;
+    }
+    case MessageType.REGISTERED: {
+      const reflexive = readEndpoint(r);
+      const refreshMs = r.u32('refresh interval');
+      const ttlMs = r.u32('ttl');
+      const serverTime = r.u64('server time');
+      const flags = readFlags(r, 1);
+      msg = { type: 'registered', requestId, reflexive, refreshMs, ttlMs, serverTime, reachable: (flags & 1) !== 0 };
+      break;
+    }
+    case MessageType.LOOKUP:
+      msg = { type: 'lookup', requestId, target: readTarget(r) };
+      break;
+    case MessageType.LOOKUP_RESULT: {
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const name = readName(r);
+      const flags = readFlags(r, 1);
+      const expiresInMs = r.u32('expiry');
+      const candidates = readCandidates(r);
+      msg = { type: 'lookup-result', requestId, publicKey, reachable: (flags & 1) !== 0, expiresInMs, candidates };
+      if (name !== undefined) msg.name = name;
+      break;
+    }
+    case MessageType.CONNECT: {
+      const flags = readFlags(r, 1);
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const target = readTarget(r);
+      const connectionId = Buffer.from(r.bytes(CONNECTION_ID_BYTES, 'connection id'));
+      const timestamp = r.u64('timestamp');
+      const nonce = Buffer.from(r.bytes(NONCE_BYTES, 'nonce'));
+      const rttMs = r.u16('rtt');
+      const candidates = readCandidates(r);
+      const tail = signedTail({ timestamp, nonce });
+      msg = { type: 'connect', requestId, reachable: (flags & 1) !== 0, publicKey, target, connectionId, rttMs, candidates, ...tail };
+      break;
+    }
+    case MessageType.CONNECT_NOTIFY: {
+      const connectionId = Buffer.from(r.bytes(CONNECTION_ID_BYTES, 'connection id'));
+      const role = readEnum(r, ROLES, 'role');
+      const mode = readEnum(r, MODES, 'mode');
+      const peerKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'peer key'));
+      const peerName = readName(r);
+      const startDelayMs = r.u16('start delay');
+      const serverTime = r.u64('server time');
+      const candidates = readCandidates(r);
+      msg = { type: 'connect-notify', requestId, connectionId, role, mode, peerKey, startDelayMs, serverTime, candidates };
+      if (peerName !== undefined) msg.peerName = peerName;
+      break;
+    }
+    case MessageType.ERROR: {
+      const c = r.u8('error code');
+      const code = ERROR_NAMES.get(c);
+      if (!code) throw decodeError(`error code ${c}`);
+      const inResponseTo = r.u8('inResponseTo');
+      const retryAfterMs = r.u32('retry after');
+      const n = r.u8('error text length');
+      if (n > MAX_ERROR_TEXT_BYTES) throw decodeError('error text too long');
+      const message = r.bytes(n, 'error text').toString('utf8');
+      msg = { type: 'error', requestId, code, inResponseTo, retryAfterMs, message };
+      break;
+    }
+    case MessageType.PING:
+      msg = { type: 'ping', requestId, time: r.u64('time') };
+      break;
+    case MessageType.PONG: {
+      const echo = r.u64('echo');
+      msg = { type: 'pong', requestId, echo, time: r.u64('time') };
+      break;
+    }
+    case MessageType.NOTIFY_ACK:
+      msg = { type: 'notify-ack', requestId, connectionId: Buffer.from(r.bytes(CONNECTION_ID_BYTES, 'connection id')) };
+      break;
+    case MessageType.UNREGISTER: {
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const timestamp = r.u64('timestamp');
+      const nonce = Buffer.from(r.bytes(NONCE_BYTES, 'nonce'));
+      msg = { type: 'unregister', requestId, publicKey, ...signedTail({ timestamp, nonce }) };
+      break;
+    }
+    default:
+      throw new NatpunchError('RENDEZVOUS_DECODE', `unknown rendezvous message type ${type}`, { details: { type } });
+  }
+  if (r.remaining !== 0) throw decodeError(`${r.remaining} trailing bytes`);
+  return msg;
+}
+
+/** Checks a decoded signed message's Ed25519 signature against the public key it names. */
+export function verifyRendezvous(msg: SignedMessage): boolean {
+  if (!msg.signature || !msg.signedPart) return false;
+  return verify(msg.signature, Buffer.concat([SIGNATURE_CONTEXT, msg.signedPart]), msg.publicKey);
+}
+
+export function isSignedMessage(msg: RendezvousMessage): msg is SignedMessage {
+  return msg.type === 'register' || msg.type === 'connect' || msg.type === 'unregister';
+}
+
+/** Reads the type and request id of something that starts like a rendezvous message, without decoding the body. */
+export function peekHeader(input: Uint8Array): { version: number; type: number; requestId: number } | undefined {
+  if (input.length < HEADER_BYTES || input[0] !== FirstByte.RENDEZVOUS) return undefined;
+  const b = Buffer.from(input.buffer, input.byteOffset, input.byteLength);
+  return { version: b[1]!, type: b[2]!, requestId: b.readUInt32BE(3) };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// TCP framing (fallback when UDP is blocked). Each frame is
+//   0xF0 | length u16 BE | one rendezvous message (length bytes, itself starting with 0xF0)
+// so a TCP connection's very first byte is 0xF0 (how `serve` tells rendezvous from STUN over TCP, RFC 8489 §6.2.2
+// frames STUN by its own length field) and every frame boundary can be checked.
+
+export const TCP_FRAME_HEADER_BYTES = 3;
+
+export function frameTcp(message: Uint8Array): Buffer {
+  if (message.length > MAX_MESSAGE_BYTES) throw encodeError('frame too long');
+  const out = Buffer.alloc(TCP_FRAME_HEADER_BYTES + message.length);
+  out[0] = FirstByte.RENDEZVOUS;
+  out.writeUInt16BE(message.length, 1);
+  out.set(message, TCP_FRAME_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Splits a TCP byte stream into messages. `push` returns the complete messages so far; a bad frame header throws
+ * NatpunchError('RENDEZVOUS_DECODE') and the caller closes the connection. Buffers at most one frame.
+ */
+export class TcpFrameDecoder {
+  #pending: Buffer = Buffer.alloc(0);
+
+  push(chunk: Uint8Array): Buffer[] {
+    this.#pending = this.#pending.length ? Buffer.concat([this.#pending, chunk]) : Buffer.from(chunk);
+    const out: Buffer[] = [];
+    while (this.#pending.length >= TCP_FRAME_HEADER_BYTES) {
+      if (this.#pending[0] !== FirstByte.RENDEZVOUS) throw decodeError('TCP frame does not start with 0xF0');
+      const len = this.#pending.readUInt16BE(1);
+      if (len > MAX_MESSAGE_BYTES || len < HEADER_BYTES) throw decodeError(`TCP frame length ${len}`);
+      if (this.#pending.length < TCP_FRAME_HEADER_BYTES + len) break;
+      out.push(Buffer.from(this.#pending.subarray(TCP_FRAME_HEADER_BYTES, TCP_FRAME_HEADER_BYTES + len)));
+      this.#pending = this.#pending.subarray(TCP_FRAME_HEADER_BYTES + len);
+    }
+    if (this.#pending.length > TCP_FRAME_HEADER_BYTES + MAX_MESSAGE_BYTES) throw decodeError('TCP frame buffer overflow');
+    return out;
+  }
+}
+
+/** The lowercase hex form, for map keys and logs. */
+export function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex');
+}

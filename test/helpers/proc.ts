@@ -1,0 +1,63 @@
+// Child-process helpers for tests: bounded waits, and clean-up by PID.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+
+export const NATPUNCH = new URL('../../bin/natpunch.js', import.meta.url).pathname;
+
+/** Starts a process and resolves with it and the first stdout line that satisfies `ready` (bounded by `ms`). */
+export async function startUntilLine(
+  cmd: string,
+  args: string[],
+  ready: (line: string) => boolean,
+  ms = 20_000,
+): Promise<{ child: ChildProcess; line: string; output: () => string }> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d) => (err += d));
+  const line = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      stop(child);
+      reject(new Error(`${cmd} not ready within ${ms} ms; stdout: ${out} stderr: ${err}`));
+    }, ms);
+    child.stdout!.on('data', (d) => {
+      out += d;
+      for (const l of out.split('\n')) {
+        if (ready(l)) {
+          clearTimeout(timer);
+          resolve(l);
+          return;
+        }
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} exited with ${code} before it was ready; stdout: ${out} stderr: ${err}`));
+    });
+  });
+  return { child, line, output: () => out + err };
+}
+
+/** Kills by PID (SIGTERM, then SIGKILL after `ms`) and waits for the exit. Resolves with the exit code/signal. */
+export async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', ms = 5000): Promise<{ code: number | null; signal: string | null }> {
+  if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const [code, sig] = await exited;
+  clearTimeout(timer);
+  return { code, signal: sig };
+}
+
+/** Runs a command to completion (bounded), collecting output. */
+export async function run(cmd: string, args: string[], ms = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => (stdout += d));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}

@@ -1,0 +1,140 @@
+// Interop with coturn (Debian package `coturn`): its STUN client against `natpunch serve`, and `natpunch stun`
+// against its turnserver. Everything runs on loopback; processes are killed by PID.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
+import { stunBinding } from '../../src/stun/client.js';
+
+function which(bin: string): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const STUNCLIENT = which('turnutils_stunclient');
+const TURNSERVER = which('turnserver');
+const skipClient = STUNCLIENT ? false : 'turnutils_stunclient not installed (apt-get install coturn)';
+const skipServer = TURNSERVER ? false : 'turnserver not installed (apt-get install coturn)';
+
+async function serve(args: string[]) {
+  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--json', ...args], (l) => l.startsWith('{'));
+  return { child, info: JSON.parse(line) };
+}
+
+const REFLEXIVE = /UDP reflexive addr: (\S+):(\d+)/g;
+
+test('turnutils_stunclient gets the right mapped address from `natpunch serve` (IPv4 and IPv6)', { skip: skipClient }, async () => {
+  for (const host of ['127.0.0.1', '::1']) {
+    const { child, info } = await serve(['--address', host]);
+    try {
+      const port = info.udp[0].port;
+      const r = await run(STUNCLIENT!, ['-p', String(port), host], 20_000);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const found = [...r.stdout.matchAll(REFLEXIVE)];
+      assert.ok(found.length > 0, `no reflexive address in: ${r.stdout}`);
+      for (const m of found) {
+        assert.equal(m[1], host);
+        assert.ok(Number(m[2]) > 0 && Number(m[2]) < 65536);
+      }
+    } finally {
+      assert.equal((await stop(child)).code, 0);
+    }
+  }
+});
+
+test('turnutils_stunclient -f (RFC 5780) against `natpunch serve --alt-address`: origins, other address, mapped address', { skip: skipClient }, async () => {
+  const { child, info } = await serve(['--address', '127.0.0.1', '--alt-address', '127.0.0.2', '--alt-port', '0']);
+  try {
+    const { primary, altBoth } = info.rfc5780;
+    const r = await run(STUNCLIENT!, ['-f', '-p', String(primary.port), '127.0.0.1'], 20_000);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const out = r.stdout;
+    // First response: from the primary socket, naming the alternate (other IP and port).
+    assert.ok(out.includes(`Response origin: : 127.0.0.1:${primary.port}`), out);
+    assert.ok(out.includes(`Other addr: : 127.0.0.2:${altBoth.port}`), out);
+    // The CHANGE-REQUEST (change IP and port) was answered from the alternate socket.
+    assert.ok(out.includes(`Response origin: : 127.0.0.2:${altBoth.port}`), out);
+    const found = [...out.matchAll(REFLEXIVE)];
+    assert.ok(found.length >= 2, out);
+    for (const m of found) assert.equal(m[1], '127.0.0.1');
+  } finally {
+    assert.equal((await stop(child)).code, 0);
+  }
+});
+
+/** A port free for both UDP and TCP on 127.0.0.1 right now. */
+async function freePort(): Promise<number> {
+  for (;;) {
+    const u = dgram.createSocket('udp4');
+    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
+    const port = u.address().port;
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+    u.close();
+    if (ok && port < 65000) return port;
+  }
+}
+
+async function startTurnserver(): Promise<{ child: import('node:child_process').ChildProcess; port: number }> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const { spawn } = await import('node:child_process');
+    const child = spawn(
+      TURNSERVER!,
+      [
+        '-n', // no config file
+        '--listening-ip=127.0.0.1',
+        `--listening-port=${port}`,
+        '--no-tls',
+        '--no-dtls',
+        '--stun-only',
+        '--no-cli',
+        '--log-file=stdout',
+        '--simple-log',
+        `--pidfile=/tmp/natpunch-test-turnserver-${port}.pid`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    child.stdout!.resume();
+    child.stderr!.resume();
+    // Ready when it answers a Binding request (bounded).
+    for (let i = 0; i < 40 && child.exitCode === null; i++) {
+      try {
+        await stunBinding({ host: '127.0.0.1', port }, { timeoutMs: 250 });
+        return { child, port };
+      } catch {
+        /* not up yet */
+      }
+    }
+    await stop(child);
+  }
+  throw new Error('turnserver did not come up');
+}
+
+test('`natpunch stun` gets a correct answer from coturn turnserver over UDP and TCP', { skip: skipServer }, async () => {
+  const { child, port } = await startTurnserver();
+  try {
+    for (const transport of ['udp', 'tcp']) {
+      const args = ['stun', `127.0.0.1:${port}`, '--json', '--timeout', '5000', ...(transport === 'tcp' ? ['--tcp'] : [])];
+      const r = await run(NATPUNCH, args);
+      assert.equal(r.code, 0, r.stderr);
+      const j = JSON.parse(r.stdout);
+      assert.equal(j.transport, transport);
+      assert.deepEqual(j.mapped, { family: 'IPv4', address: '127.0.0.1', port: j.local.port });
+      assert.match(j.software, /Coturn/i);
+    }
+    const plain = await run(NATPUNCH, ['stun', `127.0.0.1:${port}`]);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.match(plain.stdout.trim(), /^127\.0\.0\.1:\d+$/);
+  } finally {
+    await stop(child);
+  }
+});

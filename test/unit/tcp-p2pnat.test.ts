@@ -1,0 +1,102 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { once } from 'node:events';
+import { addonStatus, loadAddon } from '../../src/net/native.js';
+import { bindReusePort, connectFrom } from '../../src/net/tcp.js';
+import { tcpPunch } from '../../src/traversal/tcp-p2pnat.js';
+import { isNatpunchError } from '../../src/util/errors.js';
+
+const addon = addonStatus();
+const skip = addon.available ? false : addon.reason;
+const LO = '127.0.0.1';
+
+function freePort(): number {
+  const addon = loadAddon();
+  const fd = bindReusePort(LO, 0, addon);
+  const port = addon.getSockName(fd).port;
+  addon.close(fd);
+  return port;
+}
+
+function readOnce(s: net.Socket): Promise<string> {
+  return Promise.race([
+    once(s, 'data').then(([d]) => String(d)),
+    new Promise<string>((_, rej) => setTimeout(() => rej(new Error('no data within 5 s')), 5000).unref()),
+  ]);
+}
+
+test('both peers punch from their rendezvous ports and agree on one connection', { skip }, async () => {
+  // A stand-in rendezvous server: each peer's connection to it fixes the port P it then punches from.
+  const rendezvous = net.createServer((s) => s.on('error', () => {}));
+  rendezvous.listen(0, LO);
+  await once(rendezvous, 'listening');
+  const rport = (rendezvous.address() as net.AddressInfo).port;
+  const ra = await connectFrom({ address: LO, port: rport, localAddress: LO });
+  const rb = await connectFrom({ address: LO, port: rport, localAddress: LO });
+  const pa = ra.localPort!;
+  const pb = rb.localPort!;
+  try {
+    const [a, b] = await Promise.all([
+      tcpPunch({ localAddress: LO, localPort: pa, candidates: [{ address: LO, port: pb }], role: 'controlling', timeoutMs: 8000 }),
+      tcpPunch({ localAddress: LO, localPort: pb, candidates: [{ address: LO, port: pa }], role: 'controlled', timeoutMs: 8000 }),
+    ]);
+    try {
+      // The same TCP connection on both sides (there may have been two; nomination picked one).
+      assert.equal(a.socket.localPort, pa);
+      assert.equal(a.socket.remotePort, b.socket.localPort);
+      assert.equal(b.socket.remotePort, a.socket.localPort);
+      a.socket.write('ping');
+      assert.equal(await readOnce(b.socket), 'ping');
+      b.socket.write('pong');
+      assert.equal(await readOnce(a.socket), 'pong');
+      // The rendezvous connections on the same ports are untouched.
+      assert.equal(ra.destroyed, false);
+      assert.equal(rb.destroyed, false);
+    } finally {
+      a.socket.destroy();
+      b.socket.destroy();
+    }
+  } finally {
+    ra.destroy();
+    rb.destroy();
+    rendezvous.close();
+  }
+});
+
+test('an unreachable peer ends in PUNCH_FAILED within the time bound, naming the last error', { skip }, async () => {
+  const mine = freePort();
+  const nobody = freePort(); // nothing listens: every SYN is answered with RST
+  await assert.rejects(
+    tcpPunch({ localAddress: LO, localPort: mine, candidates: [{ address: LO, port: nobody }], role: 'controlling', timeoutMs: 800, retryDelayMs: 50 }),
+    (e: unknown) => isNatpunchError(e, 'PUNCH_FAILED') && /ECONNREFUSED/.test(e.message) && Number(e.details?.attempts) > 1,
+  );
+  // The port is free again: nothing was left bound or listening.
+  const s = net.createServer().listen(mine, LO);
+  await once(s, 'listening');
+  s.close();
+});
+
+test('punching stops with ABORTED when its signal fires', { skip }, async () => {
+  const ac = new AbortController();
+  const p = tcpPunch({ localAddress: LO, localPort: freePort(), candidates: [{ address: LO, port: freePort() }], role: 'controlled', signal: ac.signal });
+  setTimeout(() => ac.abort(), 100);
+  await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'ABORTED'));
+});
+
+test('inbound connections from addresses that are not candidates are dropped', { skip }, async () => {
+  const mine = freePort();
+  const p = tcpPunch({ localAddress: LO, localPort: mine, candidates: [{ address: '127.0.0.2', port: freePort() }], role: 'controlled', timeoutMs: 1500, retryDelayMs: 100 });
+  const stranger = net.connect({ port: mine, host: LO });
+  stranger.on('error', () => {});
+  const closed = once(stranger, 'close');
+  await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'PUNCH_FAILED'));
+  await closed;
+});
+
+test('bad arguments are refused before any socket is opened', { skip }, async () => {
+  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(tcpPunch({ localPort: 0, candidates: [{ address: LO, port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: 'peer.example', port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: LO, port: 70000 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+});
