@@ -554,7 +554,14 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     else if (t1) {
       if (tcpR.t2 || tcpR.t3) {
         tcpMapping = classifyMapping(t1, mappedOf(tcpR.t2), mappedOf(tcpR.t3));
-        if (tcpMapping === 'unknown') why('tcp.mapping', "no STUN-over-TCP answer from the server's other address");
+        if (tcpMapping === 'unknown' && tcpR.t2) {
+          // Servers that take TCP on their primary port only (natpunch serve) answer Test II but not Test III.
+          tcpMapping = 'address-and-port-dependent';
+          why(
+            'tcp.mapping',
+            "no STUN-over-TCP answer on the server's other port, so address-dependent and address-and-port-dependent mapping look the same; reported the harder one",
+          );
+        } else if (tcpMapping === 'unknown') why('tcp.mapping', "no STUN-over-TCP answer from the server's other address");
       } else if (tcpR.others.length) {
         tcpMapping = mappingFromServers(
           [{ server: primary!, mapped: t1 }, ...tcpR.others.map((m, i) => ({ server: v4Servers[i + 1]!.ep, mapped: m }))],

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
 import type { NatReport } from '../../src/discovery/netcheck.js';
 
-const STUN_PORT = 3478; // natpunch's StunServer: primary port (alternate = +1)
+const STUN_PORT = 3478; // natpunch serve: primary port (alternate = +1)
 const COTURN_PORT = 4478; // coturn: primary port (alternate = +1)
 const RUNS = 3;
 
@@ -126,9 +126,12 @@ describe('netcheck in the NAT lab', { skip }, () => {
       '-L', ip1!, '-L', ip2!, '-p', String(COTURN_PORT), '--alt-listening-port', String(COTURN_PORT + 1),
       '--log-file', 'stdout', '--simple-log', '--pidfile', join(tmp, 'turnserver.pid'),
     ]);
-    // natpunch's StunServer in RFC 5780 mode on the same two addresses.
-    const ours = lab.node('server', fileURLToPath(new URL('./fixtures/stun-server-5780.ts', import.meta.url)), [ip1!, ip2!, String(STUN_PORT)]);
-    await ours.next((m) => m.ready === true, { timeoutMs: 20_000 });
+    // `natpunch serve` in RFC 5780 mode on the same two addresses (lab.down() kills it by PID).
+    const ours = lab.spawn('server', [
+      process.execPath, fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url)), 'serve',
+      '--address', ip1!, '--alt-address', ip2!, '--port', String(STUN_PORT), '--json',
+    ]);
+    await ours.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
     runner = lab.node('a', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
     await waitForServer(natpunchServer);
     await waitForServer(coturnServer);
@@ -157,7 +160,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
       const [ours] = await netcheckFromA(natpunchServer, 1);
       const [theirs] = await netcheckFromA(coturnServer, 1);
       assertReport(theirs!, type, true);
-      // With UDP blocked, TCP mapping needs OTHER-ADDRESS over TCP: coturn sends it there, natpunch's server only over
+      // With UDP blocked, TCP mapping needs OTHER-ADDRESS over TCP: coturn sends it there, natpunch serve only over
       // UDP, so that one field may differ (netcheck then reports it undetermined, with the reason).
       const pick = (r: NatReport) => [
         r.udp.mapping, r.udp.filtering, r.udp.classic, r.udp.allocation.pattern, r.udp.hairpinning, r.difficulty,
