@@ -14,7 +14,7 @@ import {
   stunFrameLength,
   type BindingRequestOptions,
   type BindingResponse,
-} from './stun-lite.js';
+} from './binding.js';
 
 /**
  * Retransmission for probes. RFC 8489 §6.2.1 lets a client derive RTO from measured RTTs instead of the 500 ms
