@@ -1,8 +1,10 @@
 /**
  * Probe transactions for netcheck: one Binding request, retransmitted on a short schedule, answered or not within a
- * bounded budget. Unlike a normal STUN client, "no answer" is a result here (it is how filtering is measured), so
+ * bounded budget. Why not StunClient (src/stun/client.ts): there "no answer" is an error after the RFC 8489 schedule
+ * (500 ms doubling, 39.5 s), and its doubling cannot be capped — at a 1.5 s budget it would send 4 times, too few for
+ * verdicts that must hold under 10% loss per link. Here "no answer" is a result (it is how filtering is measured), so
  * probes resolve to `undefined` instead of throwing, and responses are accepted from ANY source address: RFC 5780
- * CHANGE-REQUEST answers come from the server's other address, matched by the 96-bit transaction id alone.
+ * CHANGE-REQUEST answers come from the server's other address, matched by the transaction id alone.
  */
 import net from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
