@@ -1,7 +1,9 @@
 /**
  * netcheck, run from host `a` behind natA, reports the behaviour natA was configured with — for every lab NAT type,
  * hairpinning on and off, three runs each; with 10% loss on every link of the path; and against coturn's turnserver
- * in RFC 5780 mode as well as against natpunch's own server. One lab for the whole file; natA switches at run time.
+ * in RFC 5780 mode as well as against `natpunch serve`; with two plain servers; the lifetime search; port-mapping
+ * presence with miniupnpd on natA; and the CLI itself in the namespace. One lab for the whole file; natA switches
+ * at run time.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -216,6 +218,39 @@ describe('netcheck in the NAT lab', { skip }, () => {
       assert.deepEqual(pm, { gateway: lab.lanAddr('natA'), natPmp: true, pcp: true, upnp: true }, mu.stderr.slice(-500));
     } finally {
       await mu.close();
+    }
+  });
+
+  test('the CLI in the namespace: natpunch netcheck --json prints the same kind of report', async () => {
+    await lab.setNat('natA', { type: 'symmetric-sequential', hairpin: true });
+    const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
+    const res = await lab.exec('a', [process.execPath, bin, 'netcheck', '--server', natpunchServer, '--json'], { timeoutMs: 30_000 });
+    assert.equal(res.code, 0, res.stderr);
+    assertReport(JSON.parse(res.stdout) as NatReport, 'symmetric-sequential', true);
+    assert.match(res.stderr, /netcheck: filtering/, 'progress on stderr');
+  });
+
+  test('two plain STUN servers (no RFC 5780): mapping by comparison, filtering undetermined with the reason', async () => {
+    const [ip1, ip2] = lab.addrs('server');
+    const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
+    const plain = [ip1!, ip2!].map((ip) => lab.spawn('server', [process.execPath, bin, 'serve', '--address', ip, '--port', '5478', '--json']));
+    try {
+      for (const p of plain) await p.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
+      for (const [type, mapping] of [['port-restricted-cone', 'endpoint-independent'], ['symmetric-random', 'address-and-port-dependent']] as const) {
+        await lab.setNat('natA', { type });
+        const id = nextId++;
+        runner.send({ id, servers: [`${ip1}:5478`, `${ip2}:5478`], runs: 1 });
+        const res = await runner.next((m) => m.id === id, { timeoutMs: 60_000 });
+        const r = (res.reports as NatReport[])[0]!;
+        const ctx = `${type}: ${JSON.stringify(r.undetermined)}`;
+        assert.deepEqual(r.servers.map((s) => [s.reachable, s.rfc5780]), [[true, false], [true, false]], ctx);
+        assert.equal(r.udp.mapping, mapping, ctx);
+        assert.equal(r.udp.filtering, 'unknown', ctx);
+        assert.match(r.undetermined.find((u) => u.what === 'udp.filtering')?.why ?? '', /not in RFC 5780 mode/, ctx);
+        assert.equal(r.difficulty, type === 'symmetric-random' ? 'hard' : 'easy', ctx);
+      }
+    } finally {
+      for (const p of plain) await p.close();
     }
   });
 });
