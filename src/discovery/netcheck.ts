@@ -276,6 +276,7 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     if (f1 && primary) progress({ probe: 'filtering', state: 'start' });
     const filterBoth = f1 && primary ? f1.prober.request(primary, { changeIp: true, changePort: true, schedule, signal }) : Promise.resolve(undefined);
     const filterPort = f2 && primary ? f2.prober.request(primary, { changePort: true, schedule, signal }) : Promise.resolve(undefined);
+    if (f1 && primary) void Promise.all([filterBoth, filterPort]).then(() => progress({ probe: 'filtering', state: 'done' }));
     if (alloc.length && primary) progress({ probe: 'allocation', state: 'start' });
     const allocAnswers = primary ? alloc.map((a) => a!.prober.request(primary, { schedule, signal })) : [];
 
@@ -296,7 +297,7 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       let sock;
       try {
         sock = await bindUdp('udp6');
-      } catch (err) {
+      } catch {
         return { publicAddress: null, behindNat: null, server };
       }
       const answer = await sock.prober.request(server.ep, { schedule, signal });
@@ -428,7 +429,6 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       }),
       legacyI,
     ]);
-    if (fBoth !== undefined || fPort !== undefined || (f1 && primary)) progress({ probe: 'filtering', state: 'done' });
     if (options.signal?.aborted) throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
     const timedOut = signal.aborted;
     if (timedOut) why('run', `hit the ${options.timeoutMs ?? NETCHECK_DEFAULT_TIMEOUT_MS} ms limit; results may be partial`);
@@ -447,7 +447,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
         rfc5780: !!a?.otherAddress,
         otherAddress: a?.otherAddress ?? null,
         software: a?.software ?? null,
-        rttMs: a && a.sends === 1 ? a.rttMs : a ? null : null,
+        // Karn's rule (RFC 6298 §3): an answer to a retransmitted request does not say which send it answers.
+        rttMs: a && a.sends === 1 ? a.rttMs : null,
         mappedAddress: mappedOf(a) ?? null,
       };
     });
