@@ -690,6 +690,13 @@ export function mappingFromServers(
 
 /** The one-line verdict and a coarse difficulty class for strategy choice. */
 export function verdictOf(r: Pick<NatReport, 'udp' | 'tcp'>): { difficulty: Difficulty; verdict: string } {
+  const v = baseVerdict(r);
+  // An ALG that rewrites addresses breaks protocols that carry them in the clear; XOR'd and encrypted ones pass.
+  if (r.udp.alg === true) v.verdict += ' (an ALG rewrites addresses in payloads)';
+  return v;
+}
+
+function baseVerdict(r: Pick<NatReport, 'udp' | 'tcp'>): { difficulty: Difficulty; verdict: string } {
   const u = r.udp;
   const hairpin = u.hairpinning === true ? ', hairpins' : u.hairpinning === false ? ', no hairpin' : '';
   if (u.blocked) {

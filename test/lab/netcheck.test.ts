@@ -253,4 +253,30 @@ describe('netcheck in the NAT lab', { skip }, () => {
       for (const p of plain) await p.close();
     }
   });
+
+  test('an ALG rewriting addresses in payloads is detected (MAPPED-ADDRESS and XOR-MAPPED-ADDRESS disagree)', async () => {
+    await lab.setNat('natA', { type: 'port-restricted-cone' });
+    // A crude ALG on natA: in answers to RFC 3489 requests (no magic cookie at payload byte 4) from the STUN port,
+    // overwrite MAPPED-ADDRESS's IPv4 address (payload bytes 28-31) with a's private address, as address-translating
+    // ALGs do. The UDP checksum is zeroed (allowed over IPv4, RFC 768) since the payload changed.
+    const rules = [
+      'table ip npalg {',
+      '  chain alg { type filter hook forward priority filter - 10; policy accept;',
+      `    iifname "wan" udp sport ${STUN_PORT} @th,96,32 != 0x2112a442 @th,288,32 set 0x0a01000a udp checksum set 0`,
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+    const add = await lab.exec('natA', ['nft', '-f', '-'], { input: rules });
+    assert.equal(add.code, 0, add.stderr);
+    try {
+      const [r] = await netcheckFromA(natpunchServer, 1);
+      assert.equal(r!.udp.alg, true, JSON.stringify(r!.undetermined));
+      assert.match(r!.verdict, /ALG/);
+      // The XOR'd copy survives, so the public address is still right.
+      assert.equal(r!.udp.publicAddress?.address, lab.publicAddr('natA'));
+    } finally {
+      await lab.exec('natA', ['nft', 'delete', 'table', 'ip', 'npalg']);
+    }
+  });
 });
