@@ -64,7 +64,7 @@
 import { spawn, spawnSync, type SpawnOptions } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -258,6 +258,7 @@ export class Lab {
 
   /** Re-opens a lab by id from its state file (another process, e.g. the CLI). */
   static attach(id: string, opts: { logger?: Logger } = {}): Lab {
+    if (!/^[a-z0-9]{5}$/.test(id)) throw new NatpunchError('BAD_ARGUMENT', `invalid lab id "${id}"`);
     const path = join(stateDir(), `${id}.json`);
     const state = readJson<LabState>(path);
     if (!state || state.version !== 1) throw new NatpunchError('LAB', `no lab "${id}" (state file ${path} missing)`);
@@ -274,6 +275,13 @@ export class Lab {
       if (s && s.version === 1) out.push(s);
     }
     return out.sort((x, y) => x.createdAt.localeCompare(y.createdAt));
+  }
+
+  /** Removes a lab's state file only (for labs whose namespaces are already gone). */
+  static forget(id: string): void {
+    if (!/^[a-z0-9]{5}$/.test(id)) throw new NatpunchError('BAD_ARGUMENT', `invalid lab id "${id}"`);
+    removeFile(join(stateDir(), `${id}.json`));
+    removeFile(join(stateDir(), id));
   }
 
   /** Whether a recorded lab's owner process is still alive (detached labs: never "alive"). */
@@ -596,6 +604,7 @@ export class Lab {
         spawnSync('ip', ['netns', 'del', ns], { timeout: 5000 });
       }
       removeFile(this.#statePath);
+      removeFile(join(dirname(this.#statePath), this.id));
     };
     process.on('exit', this.#onExit);
   }
@@ -687,8 +696,9 @@ EOF`);
         if (l.parent === name) L.push(`ip link set ${l.parentIf} master lan`, `ip link set ${l.parentIf} up`);
       }
       const nat = this.#state.nat[name]!;
-      L.push(...conntrackTimeouts(nat));
+      // rules first: loading them pulls in nf_conntrack, whose per-namespace timeout sysctls are set next
       L.push(`nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`);
+      L.push(...conntrackTimeouts(nat));
     }
     return L.join('\n');
   }
@@ -699,7 +709,7 @@ EOF`);
 
   async #applyNatNow(router: string, nat: ResolvedNatOptions): Promise<void> {
     const node = this.topology.nodes[router]!;
-    const script = [...conntrackTimeouts(nat), `nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`].join('\n');
+    const script = [`nft -f - <<'EOF'\n${natRuleset(nat, node.addrs[0]!)}EOF`, ...conntrackTimeouts(nat)].join('\n');
     await mustRun('ip', ['netns', 'exec', this.ns(router), 'sh', '-e', '-c', script]);
   }
 

@@ -16,6 +16,10 @@ if (skip) console.log(`# lab tests skipped: ${skip}`);
 
 /** How long a probe that must NOT arrive is waited for (it is sent twice). */
 const SILENCE_MS = 700;
+/** How long an ICMP error (surfacing as a socket error) is waited for. */
+const ERROR_WAIT_MS = 1200;
+/** How long a probe that must arrive is waited for. */
+const POSITIVE_WAIT_MS = 3000;
 
 interface Endpoint {
   sock: number;
@@ -57,16 +61,26 @@ describe('NAT behaviours', { skip }, () => {
   }
 
   async function mapped(agent: Agent, sock: number, to: Endpoint): Promise<number> {
-    const r = await agent.udpReflect(sock, to.addr, to.port, { tries: 4, intervalMs: 400 });
+    const r = await agent.udpReflect(sock, to.addr, to.port, { tries: 6, intervalMs: 500 });
     assert.ok(r, `no reflection from ${to.addr}:${to.port}`);
     return r.port;
   }
 
-  /** Which of the tagged probes arrived on (agent, sock) within SILENCE_MS. */
-  async function arrived(agent: Agent, sock: number, send: Array<() => Promise<void>>): Promise<Set<string>> {
+  /**
+   * Sends the tagged probes (twice) and returns which tags arrived on (agent, sock): waits up to POSITIVE_WAIT_MS for
+   * the `expected` ones, then SILENCE_MS more for any others.
+   */
+  async function arrived(agent: Agent, sock: number, send: Array<() => Promise<void>>, expected: string[] = []): Promise<Set<string>> {
     for (let i = 0; i < 2; i++) for (const s of send) await s();
+    const got = new Set<string>();
+    const deadline = Date.now() + POSITIVE_WAIT_MS;
+    while (expected.some((t) => !got.has(t)) && Date.now() < deadline) {
+      const d = await agent.nextUdp(sock, () => true, { timeoutMs: Math.max(1, deadline - Date.now()) }).catch(() => undefined);
+      if (d) got.add(d.data);
+    }
     await new Promise((r) => setTimeout(r, SILENCE_MS));
-    return new Set(agent.drainUdp(sock).map((d) => d.data));
+    for (const d of agent.drainUdp(sock)) got.add(d.data);
+    return got;
   }
 
   test('mapping: cone types reuse one external port for every destination (endpoint-independent)', async () => {
@@ -84,6 +98,26 @@ describe('NAT behaviours', { skip }, () => {
       assert.equal(new Set(ports).size, 3, `${type}: ${ports.join(', ')}`);
       // the mapping is stable for one destination
       assert.equal(await mapped(a, sock, S['11']), ports[0]);
+    }
+  });
+
+  test('mapping: TCP connections are mapped like UDP (preserved port for cone, a new port per destination for symmetric)', async () => {
+    const l1 = await server.tcpListen({ address: S['11'].addr });
+    const l2 = await server.tcpListen({ address: S['21'].addr });
+    for (const type of ['port-restricted-cone', 'symmetric-random'] as const) {
+      await lab.setNat('natA', { type });
+      const localPort = 40000 + Math.floor(Math.random() * 10000);
+      const seen: number[] = [];
+      for (const [addr, l] of [[S['11'].addr, l1], [S['21'].addr, l2]] as const) {
+        const c = await a.tcpConnect(addr, l.port, { localPort });
+        assert.ok(c.ok, `${type}: connect to ${addr}`);
+        const acc = await server.proc.next((m) => m.ev === 'tcp.accept' && m.sock === l.sock);
+        assert.equal(acc.from, lab.publicAddr('natA'));
+        seen.push(Number(acc.port));
+        await a.closeSocket(c.conn);
+      }
+      if (type === 'port-restricted-cone') assert.deepEqual(seen, [localPort, localPort]);
+      else assert.notEqual(seen[0], seen[1], `${type}: ${seen.join(', ')}`);
     }
   });
 
@@ -135,7 +169,7 @@ describe('NAT behaviours', { skip }, () => {
         () => server.udpSend(S['21'].sock, pub, ext, 'other-addr'),
         () => b.udpSend(bSock.sock, pub, ext, 'other-host'),
         () => server.udpSend(S['11'].sock, pub, ext, 'same-endpoint'),
-      ]);
+      ], [...allowed, 'same-endpoint']);
       assert.deepEqual([...got].filter((t) => t !== 'same-endpoint').sort(), [...allowed].sort(), type);
       assert.ok(got.has('same-endpoint'), `${type}: replies from the mapped destination must pass`);
     }
@@ -148,7 +182,7 @@ describe('NAT behaviours', { skip }, () => {
       const ext2 = await mapped(a2, s2.sock, S['11']);
       const s1 = await a.udpBind();
       const ext1 = await mapped(a, s1.sock, S['11']);
-      const got = await arrived(a2, s2.sock, [() => a.udpSend(s1.sock, lab.publicAddr('natA'), ext2, 'hairpin')]);
+      const got = await arrived(a2, s2.sock, [() => a.udpSend(s1.sock, lab.publicAddr('natA'), ext2, 'hairpin')], hairpin ? ['hairpin'] : []);
       assert.equal(got.has('hairpin'), hairpin, `hairpin ${hairpin}`);
       if (hairpin) {
         // the hairpinned datagram carries a's public mapping as its source
@@ -185,7 +219,7 @@ describe('NAT behaviours', { skip }, () => {
       await a.closeSocket(tcp.conn);
       // a connected socket sees the router's ICMP admin-prohibited only when not stealth
       await a.udpConnect(sock, S['11'].addr, S['11'].port);
-      const err = await a.udpProbeError(sock, { waitMs: SILENCE_MS });
+      const err = await a.udpProbeError(sock, { waitMs: ERROR_WAIT_MS });
       assert.equal(err, stealth ? undefined : 'EHOSTUNREACH', `stealth ${stealth}`);
     }
   });
@@ -197,7 +231,7 @@ describe('NAT behaviours', { skip }, () => {
       await lab.setNat('natA', { type: 'port-restricted-cone', stealth });
       const tcp = await b.tcpConnect(lab.publicAddr('natA'), 4444, { timeoutMs: stealth ? 1000 : 2000 });
       assert.deepEqual(tcp, { ok: false, code: stealth ? 'ETIMEDOUT' : 'ECONNREFUSED' }, `TCP, stealth ${stealth}`);
-      const udpErr = await server.udpProbeError(sock, { waitMs: SILENCE_MS });
+      const udpErr = await server.udpProbeError(sock, { waitMs: ERROR_WAIT_MS });
       assert.equal(udpErr, stealth ? undefined : 'ECONNREFUSED', `UDP, stealth ${stealth}`);
     }
   });
@@ -206,7 +240,7 @@ describe('NAT behaviours', { skip }, () => {
     for (const forwardIcmpErrors of [true, false]) {
       const { sock } = await fresh({ type: 'port-restricted-cone', forwardIcmpErrors });
       await a.udpConnect(sock, lab.addr('server'), 9); // nothing listens on port 9
-      const err = await a.udpProbeError(sock, { waitMs: SILENCE_MS });
+      const err = await a.udpProbeError(sock, { waitMs: ERROR_WAIT_MS });
       assert.equal(err, forwardIcmpErrors ? 'ECONNREFUSED' : undefined, `forwardIcmpErrors ${forwardIcmpErrors}`);
     }
   });

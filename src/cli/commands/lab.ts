@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { Lab, labUnavailableReason, NAT_TYPES, type LabState, type NatType, type TopologySpec } from '../../lab/index.js';
 import { NatpunchError } from '../../util/errors.js';
@@ -25,10 +25,20 @@ function number(name: string, min: number, max: number) {
   };
 }
 
+/** CLI labs whose namespaces still exist (a reboot or `ip netns del` leaves a stale state file: forget it). */
+function cliLabs(): LabState[] {
+  const out: LabState[] = [];
+  for (const s of Lab.list().filter((x) => x.detached && x.ready)) {
+    if (existsSync(`/run/netns/np${s.id}-internet`)) out.push(s);
+    else Lab.forget(s.id);
+  }
+  return out;
+}
+
 /** The CLI's lab: the most recent detached (CLI-made) lab recorded on this machine. */
 function currentLab(id?: string): Lab {
   if (id) return Lab.attach(id);
-  const cli = Lab.list().filter((s) => s.detached && s.ready);
+  const cli = cliLabs();
   const last = cli[cli.length - 1];
   if (!last) throw new NatpunchError('LAB', 'no lab is up; start one with `natpunch lab up`');
   return Lab.attach(last.id);
@@ -98,7 +108,7 @@ export function register(program: Command): void {
             throw new NatpunchError('BAD_ARGUMENT', '--topology sets NATs in the file; use `natpunch lab nat` / `lab link` afterwards');
           }
         }
-        const running = Lab.list().filter((s) => s.detached && s.ready);
+        const running = cliLabs();
         if (running.length > 0) {
           throw new NatpunchError('LAB', `lab ${running[running.length - 1]!.id} is already up; run \`natpunch lab down\` first`);
         }
