@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
+import { defaultTopology, Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
 import type { NatReport } from '../../src/discovery/netcheck.js';
 
 const STUN_PORT = 3478; // natpunch serve: primary port (alternate = +1)
@@ -117,7 +117,10 @@ describe('netcheck in the NAT lab', { skip }, () => {
   }
 
   before(async () => {
-    lab = await Lab.up({ nat: { natA: 'port-restricted-cone' } });
+    // The default topology plus `pub`, a host with a public address and no NAT (open internet / firewall cases).
+    const topology = defaultTopology();
+    topology.hosts.pub = { on: 'internet', addrs: ['192.0.2.200/26'] };
+    lab = await Lab.up({ topology, nat: { natA: 'port-restricted-cone' } });
     const [ip1, ip2] = lab.addrs('server');
     tmp = mkdtempSync(join(tmpdir(), 'natpunch-netcheck-'));
     natpunchServer = `${ip1}:${STUN_PORT}`;
@@ -277,6 +280,37 @@ describe('netcheck in the NAT lab', { skip }, () => {
       assert.equal(r!.udp.publicAddress?.address, lab.publicAddr('natA'));
     } finally {
       await lab.exec('natA', ['nft', 'delete', 'table', 'ip', 'npalg']);
+    }
+  });
+
+  test('no NAT: open internet; behind a stateful firewall that drops new inbound UDP: symmetric UDP firewall', async () => {
+    const pub = lab.node('pub', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
+    const once = async (): Promise<NatReport> => {
+      const id = nextId++;
+      pub.send({ id, servers: [natpunchServer], runs: 1 });
+      const res = await pub.next((m) => m.id === id, { timeoutMs: 60_000 });
+      if (typeof res.error === 'string') throw new Error(res.error);
+      return (res.reports as NatReport[])[0]!;
+    };
+    try {
+      const open = await once();
+      const ctx = (r: NatReport) => `${r.verdict} ${JSON.stringify(r.undetermined)}`;
+      assert.equal(open.udp.behindNat, false, ctx(open));
+      assert.equal(open.udp.publicAddress?.address, lab.addr('pub'), ctx(open));
+      assert.equal(open.udp.classic, 'open-internet', ctx(open));
+      assert.equal(open.difficulty, 'none', ctx(open));
+      assert.equal(open.udp.hairpinning, null, ctx(open));
+      const fw = ['table ip npfw {', '  chain input { type filter hook input priority filter; policy accept;', '    meta l4proto udp ct state new drop', '  }', '}', ''].join('\n');
+      const add = await lab.exec('pub', ['nft', '-f', '-'], { input: fw });
+      assert.equal(add.code, 0, add.stderr);
+      const walled = await once();
+      assert.equal(walled.udp.behindNat, false, ctx(walled));
+      assert.equal(walled.udp.mapping, 'endpoint-independent', ctx(walled));
+      assert.equal(walled.udp.filtering, 'address-and-port-dependent', ctx(walled));
+      assert.equal(walled.udp.classic, 'symmetric-udp-firewall', ctx(walled));
+    } finally {
+      pub.child.stdin?.end();
+      await pub.close();
     }
   });
 });
