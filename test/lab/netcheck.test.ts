@@ -2,8 +2,8 @@
  * netcheck, run from host `a` behind natA, reports the behaviour natA was configured with — for every lab NAT type,
  * hairpinning on and off, three runs each; with 10% loss on every link of the path; and against coturn's turnserver
  * in RFC 5780 mode as well as against `natpunch serve`; with two plain servers; the lifetime search; port-mapping
- * presence with miniupnpd on natA; and the CLI itself in the namespace. One lab for the whole file; natA switches
- * at run time.
+ * presence with miniupnpd on natA; ALG detection; open internet and a UDP firewall (host pub); double NAT (host c);
+ * and the CLI itself in the namespace. One lab for the whole file; natA switches at run time.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -117,9 +117,12 @@ describe('netcheck in the NAT lab', { skip }, () => {
   }
 
   before(async () => {
-    // The default topology plus `pub`, a host with a public address and no NAT (open internet / firewall cases).
-    const topology = defaultTopology();
-    topology.hosts.pub = { on: 'internet', addrs: ['192.0.2.200/26'] };
+    // The default topology with double NAT (c behind natC behind cgn) plus `pub`, a host with a public address and no
+    // NAT (open internet / firewall cases).
+    const topology = defaultTopology({ doubleNat: true });
+    // natB keeps the lower half of its /24 so pub gets a documentation prefix of its own (RFC 5737).
+    topology.routers.natB!.wan = '203.0.113.10/25';
+    topology.hosts.pub = { on: 'internet', addrs: ['203.0.113.200/25'] };
     lab = await Lab.up({ topology, nat: { natA: 'port-restricted-cone' } });
     const [ip1, ip2] = lab.addrs('server');
     tmp = mkdtempSync(join(tmpdir(), 'natpunch-netcheck-'));
@@ -311,6 +314,27 @@ describe('netcheck in the NAT lab', { skip }, () => {
     } finally {
       pub.child.stdin?.end();
       await pub.close();
+    }
+  });
+
+  test('double NAT (carrier-grade style): the outermost public address, the combined behaviour', async () => {
+    const c = lab.node('c', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
+    try {
+      const id = nextId++;
+      c.send({ id, servers: [natpunchServer], runs: 1 });
+      const res = await c.next((m) => m.id === id, { timeoutMs: 60_000 });
+      if (typeof res.error === 'string') throw new Error(res.error);
+      const r = (res.reports as NatReport[])[0]!;
+      const ctx = `${r.verdict} ${JSON.stringify(r.undetermined)}`;
+      assert.equal(r.udp.behindNat, true, ctx);
+      assert.equal(r.udp.publicAddress?.address, lab.externalAddr('c'), ctx);
+      // Two port-restricted cones in a row behave as one.
+      assert.equal(r.udp.classic, 'port-restricted-cone', ctx);
+      // The probe asks natC, the first gateway; nothing answers there.
+      assert.equal(r.portMapping.gateway, lab.lanAddr('natC'), ctx);
+    } finally {
+      c.child.stdin?.end();
+      await c.close();
     }
   });
 });
