@@ -458,7 +458,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
 
     // ---- UDP -----------------------------------------------------------------------------------------------------
     const x1 = mappedOf(answers[0]?.ok ? answers[0] : undefined);
-    const anyAnswer = answers.some((a) => a !== undefined);
+    // Any answer on any probe socket proves UDP gets through (under loss Test I alone may go unanswered).
+    const anyAnswer = [...answers, legacyA, fBoth, fPort, ...allocR].some((a) => a !== undefined);
     const udpBlocked = !haveV4 ? null : anyAnswer ? false : timedOut ? null : true;
     const publicAddresses: Endpoint[] = [];
     const addPublic = (e?: Endpoint) => {

@@ -303,7 +303,7 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
     }
     decodeBindingResponse(buf);
   }
-  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 250, 400, 550, 700, 850, 1000, 1150, 1300, 1450]);
+  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400]);
 });
 
 test('CLI: natpunch netcheck --json prints the report; the table ends with the verdict; bad flags exit 1', async () => {
