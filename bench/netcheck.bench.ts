@@ -5,6 +5,7 @@
  * Writes bench/results/netcheck.json and netcheck.md.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, labUnavailableReason, NAT_TYPES } from '../src/lab/index.js';
@@ -52,9 +53,12 @@ try {
 
 const out = join(here, 'results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'netcheck.json'), `${JSON.stringify({ rttMs: 20, runs: RUNS, date: new Date().toISOString(), rows }, null, 2)}\n`);
+writeFileSync(join(out, 'netcheck.json'), `${JSON.stringify({ rttMs: 20, runs: RUNS, date: new Date().toISOString(), loadavg: loadavg(), rows }, null, 2)}\n`);
 const md = [
   '# netcheck wall time per NAT profile (lab, 20 ms RTT, natpunch StunServer in RFC 5780 mode)',
+  '',
+  `Machine load average while measuring: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (2 cores). The CLI column includes Node`,
+  'start-up, tsx transpiling the sources and loading every command module.',
   '',
   '| profile | library (ms, 3 runs) | CLI incl. Node start-up (ms) | verdict |',
   '|---|---|---|---|',
