@@ -1,6 +1,6 @@
 /**
- * netcheck wall time per lab NAT profile at 20 ms RTT (10 ms each way on natA's uplink), against natpunch's
- * StunServer in RFC 5780 mode: the library call (3 runs, from one process) and the whole CLI
+ * netcheck wall time per lab NAT profile at 20 ms RTT (10 ms each way on natA's uplink), against
+ * `natpunch serve` in RFC 5780 mode: the library call (3 runs, from one process) and the whole CLI
  * (`node bin/natpunch.js netcheck --json`, Node start-up included). Needs root (the NAT lab).
  * Writes bench/results/netcheck.json and netcheck.md.
  */
@@ -27,8 +27,10 @@ const rows: Array<{ profile: string; verdict: string; libraryMs: number[]; cliMs
 try {
   const [ip1, ip2] = lab.addrs('server');
   const server = `${ip1}:${PORT}`;
-  const srv = lab.node('server', join(root, 'test/lab/fixtures/stun-server-5780.ts'), [ip1!, ip2!, String(PORT)]);
-  await srv.next((m) => m.ready === true, { timeoutMs: 20_000 });
+  const srv = lab.spawn('server', [
+    process.execPath, join(root, 'bin/natpunch.js'), 'serve', '--address', ip1!, '--alt-address', ip2!, '--port', String(PORT), '--json',
+  ]);
+  await srv.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
   const runner = lab.node('a', join(root, 'test/lab/fixtures/netcheck-runner.ts'));
   let id = 0;
   for (const type of NAT_TYPES) {
@@ -56,7 +58,7 @@ const out = join(here, 'results');
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'netcheck.json'), `${JSON.stringify({ rttMs: 20, runs: RUNS, date: new Date().toISOString(), loadavg: loadavg(), rows }, null, 2)}\n`);
 const md = [
-  '# netcheck wall time per NAT profile (lab, 20 ms RTT, natpunch StunServer in RFC 5780 mode)',
+  '# netcheck wall time per NAT profile (lab, 20 ms RTT, natpunch serve in RFC 5780 mode)',
   '',
   `Machine load average while measuring: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (2 cores). The CLI column includes Node`,
   'start-up, tsx transpiling the sources and loading every command module.',
