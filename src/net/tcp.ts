@@ -54,7 +54,7 @@ export function bindReusePort(address: string, port: number, addon: NativeAddon 
   return fd;
 }
 
-export interface ListenOptions {
+export interface TcpListenOptions {
   /** Local address; default 0.0.0.0. */
   address?: string;
   /** Local port; 0 picks one. Other reuseport sockets may share it. */
@@ -64,7 +64,7 @@ export interface ListenOptions {
 }
 
 /** A net.Server listening on a port that reuseport sockets (connectFrom) may share. */
-export async function listenReusePort(options: ListenOptions): Promise<net.Server> {
+export async function listenReusePort(options: TcpListenOptions): Promise<net.Server> {
   const addon = options.addon ?? loadAddon();
   const fd = bindReusePort(options.address ?? '0.0.0.0', options.port, addon);
   const server = net.createServer();

@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type NatType } from '../../src/lab/index.js';
 import type { LabProcess } from '../../src/lab/proc.js';
 import { addonStatus } from '../../src/net/native.js';
+import { predictTcpCandidates } from '../../src/traversal/tcp-predict.js';
 
 const FIXTURE = new URL('./fixtures/tcp-peer.ts', import.meta.url).pathname;
 const addon = addonStatus();
@@ -21,6 +22,7 @@ interface Mapped {
   localPort: number;
   address: string;
   port: number;
+  samples: Array<{ local: number; external: number }>;
 }
 interface Outcome {
   ok: boolean;
@@ -47,8 +49,8 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     await lab?.down();
   });
 
-  async function startPeer(host: string): Promise<{ proc: LabProcess; mapped: Mapped }> {
-    const proc = lab.node(host, FIXTURE, ['peer', host, lab.addr('server'), String(reflectPort)]);
+  async function startPeer(host: string, samples = 1): Promise<{ proc: LabProcess; mapped: Mapped }> {
+    const proc = lab.node(host, FIXTURE, ['peer', host, lab.addr('server'), String(reflectPort), String(samples)]);
     const msg = await proc.next((m) => m.type === 'mapped' || m.type === 'failed', { timeoutMs: STEP_MS });
     if (msg.type !== 'mapped') throw new Error(`${host}: ${JSON.stringify(msg)}`);
     return { proc, mapped: msg as unknown as Mapped };
@@ -58,18 +60,20 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
   async function punch(
     ha: string,
     hb: string,
-    opts: { first?: 'a' | 'b'; gapMs?: number; listen?: boolean; lowTtlA?: number; timeoutMs?: number } = {},
+    opts: { first?: 'a' | 'b'; gapMs?: number; listen?: boolean; lowTtlA?: number; timeoutMs?: number; predictA?: boolean } = {},
   ): Promise<Outcome> {
-    const [pa, pb] = await Promise.all([startPeer(ha), startPeer(hb)]);
+    const [pa, pb] = await Promise.all([startPeer(ha, opts.predictA ? 3 : 1), startPeer(hb)]);
     try {
-      // What the rendezvous would hand out: server-reflexive endpoint first, then the host endpoint.
-      const candidatesFor = (m: Mapped) => [
+      // What the rendezvous would hand out: server-reflexive endpoint first, then the host endpoint, then (port
+      // prediction) the ports a sequential NAT will give the next flows.
+      const candidatesFor = (m: Mapped, predict = false) => [
         { type: 'srflx', address: m.address, port: m.port },
         { type: 'host', address: m.localAddress, port: m.localPort },
+        ...(predict ? predictTcpCandidates(m.samples, m).candidates : []),
       ];
       const timeoutMs = opts.timeoutMs ?? 12_000;
       const cmdA = { type: 'punch', role: 'controlling', candidates: candidatesFor(pb.mapped), listen: opts.listen, lowTtl: opts.lowTtlA, timeoutMs };
-      const cmdB = { type: 'punch', role: 'controlled', candidates: candidatesFor(pa.mapped), listen: opts.listen, timeoutMs };
+      const cmdB = { type: 'punch', role: 'controlled', candidates: candidatesFor(pa.mapped, opts.predictA), listen: opts.listen, timeoutMs };
       const [first, second] = opts.first === 'b' ? [() => pb.proc.send(cmdB), () => pa.proc.send(cmdA)] : [() => pa.proc.send(cmdA), () => pb.proc.send(cmdB)];
       first();
       if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
@@ -167,6 +171,50 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     }
   });
 
+  test('port prediction: symmetric-sequential ↔ port-restricted (RST), started together over 20 ms uplinks', async () => {
+    await lab.setNat('natA', 'symmetric-sequential');
+    await lab.setNat('natB', 'port-restricted-cone');
+    await lab.setLink('natA', { delayMs: 20 });
+    await lab.setLink('natB', { delayMs: 20 });
+    try {
+      for (let trial = 0; trial < 2; trial++) {
+        const o = await punch('a', 'b', { predictA: true, gapMs: 0 });
+        record(`symmetric-sequential ↔ port-restricted (RST) with prediction, together, trial ${trial + 1}`, o);
+        assertConnected(o, 'a', 'b');
+        // b reached a through a port a's NAT had not allocated when the candidates were handed out.
+        assert.equal((o.b.candidate as { type: string }).type, 'predicted');
+      }
+    } finally {
+      await lab.setLink('natA', {});
+      await lab.setLink('natB', {});
+    }
+  });
+
+  test('port prediction: symmetric-sequential ↔ full-cone and ↔ silent port-restricted, a first by 300 ms', async () => {
+    await lab.setNat('natA', 'symmetric-sequential');
+    for (const natB of [{ type: 'full-cone' as const }, { type: 'port-restricted-cone' as const, stealth: true }]) {
+      await lab.setNat('natB', natB);
+      const o = await punch('a', 'b', { predictA: true, first: 'a', gapMs: 300 });
+      record(`symmetric-sequential ↔ ${natB.type}${'stealth' in natB ? ' (silent)' : ''} with prediction, a first`, o);
+      assertConnected(o, 'a', 'b');
+    }
+  });
+
+  test('symmetric-random ↔ full-cone: the full cone lets the symmetric side\'s fresh mapping in, both directions', async () => {
+    await lab.setNat('natA', 'symmetric-random');
+    await lab.setNat('natB', 'full-cone');
+    for (const first of ['a', 'b'] as const) {
+      const o = await punch('a', 'b', { first, gapMs: 300 });
+      record(`symmetric-random ↔ full-cone, ${first} first`, o);
+      assert.ok(o.ok, JSON.stringify(o));
+      assert.equal(o.aData, 'hello from b');
+      assert.equal(o.bData, 'hello from a');
+      // a's SYN left natA from a port nobody had seen: b accepted it as a peer-reflexive candidate.
+      assert.equal(o.b.direction, 'accept');
+      assert.equal((o.b.candidate as { type: string }).type, 'prflx');
+    }
+  });
+
   test('TTL discovery: one hop behind one NAT, two behind NAT + CGN', async () => {
     const one = lab.node('a', FIXTURE, ['ttl', lab.externalAddr('a')]);
     const r1 = await one.next((m) => m.type === 'ttl' || m.type === 'failed', { timeoutMs: STEP_MS });
@@ -184,6 +232,12 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     assert.equal(r2.viaIcmp, true);
     // hop 1 is natC's LAN side, read from the raw ICMP socket
     assert.equal(hops[0]?.router, lab.lanAddr('natC'));
+    // Without the raw socket (an unprivileged process): the kernel's EHOSTUNREACH tells the same story.
+    const plain = lab.node('c', FIXTURE, ['ttl', lab.externalAddr('c'), 'noraw']);
+    const r3 = await plain.next((m) => m.type === 'ttl' || m.type === 'failed', { timeoutMs: STEP_MS });
+    assert.equal(r3.type, 'ttl', JSON.stringify(r3));
+    assert.equal(r3.natHops, 2);
+    assert.equal(r3.viaIcmp, false);
     matrix.push(`TTL discovery: a ${r1.natHops} hop(s), c ${r2.natHops} hop(s) (${hops.map((h) => `${h.ttl}:${h.outcome}${h.router ? `@${h.router}` : ''}`).join(' ')})`);
   });
 

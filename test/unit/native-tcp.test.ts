@@ -191,3 +191,28 @@ test('FdWatcher reports writability of a fresh socket and can be closed from its
     remote.close();
   }
 });
+
+test('IPv6: a reuseport listener on ::1 and an outgoing connection from its port', { skip }, async () => {
+  let listener: net.Server;
+  try {
+    listener = await listenReusePort({ address: '::1', port: 0 });
+  } catch (err) {
+    if (/EADDRNOTAVAIL|EAFNOSUPPORT/.test(String((err as Error).message))) return; // no IPv6 loopback here
+    throw err;
+  }
+  const port = (listener.address() as net.AddressInfo).port;
+  const remote = net.createServer((s) => s.on('data', (d) => s.write(`v6:${d}`)));
+  remote.listen(0, '::1');
+  await once(remote, 'listening');
+  const s = await connectFrom({ address: '::1', port: (remote.address() as net.AddressInfo).port, localAddress: '::1', localPort: port, ttl: 7 });
+  try {
+    assert.equal(s.localPort, port);
+    assert.equal(getTtl(s), 7); // IPV6_UNICAST_HOPS
+    s.write('x');
+    assert.equal(await readOnce(s), 'v6:x');
+  } finally {
+    s.destroy();
+    listener.close();
+    remote.close();
+  }
+});

@@ -100,3 +100,28 @@ test('bad arguments are refused before any socket is opened', { skip }, async ()
   await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: 'peer.example', port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
   await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: LO, port: 70000 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
 });
+
+test('the controlled side drops a connection whose first byte is not the nomination and keeps waiting', { skip }, async () => {
+  const mine = freePort();
+  const p = tcpPunch({ localAddress: LO, localPort: mine, candidates: [{ address: LO, port: freePort() }], role: 'controlled', timeoutMs: 4000, retryDelayMs: 100 });
+  // Something at a candidate address that does not speak the nomination: dropped.
+  const wrong = net.connect({ port: mine, host: LO });
+  wrong.on('error', () => {});
+  await once(wrong, 'connect');
+  wrong.write('X');
+  await once(wrong, 'close');
+  // Then the real controlling peer: nominates, and whatever it sends next stays for the session.
+  const right = net.connect({ port: mine, host: LO });
+  right.on('error', () => {});
+  await once(right, 'connect');
+  right.write(Buffer.concat([Buffer.from([0xf1]), Buffer.from('session bytes')]));
+  const result = await p;
+  try {
+    assert.equal(result.direction, 'accept');
+    assert.equal(result.socket.remotePort, right.localPort);
+    assert.equal(await readOnce(result.socket), 'session bytes');
+  } finally {
+    result.socket.destroy();
+    right.destroy();
+  }
+});
