@@ -115,3 +115,38 @@ export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
+// Tunnels: expose / forward / socks over sessions (src/tunnel/).
+export {
+  expose,
+  linkTo,
+  TunnelExit,
+  PeerLink,
+  openTunnel,
+  TcpForwarder,
+  SocksServer,
+  DestinationPolicy,
+  socks5,
+  encodeTunnelRequest,
+  decodeTunnelRequest,
+  encodeTunnelReply,
+  decodeTunnelReply,
+  TUNNEL_VERSION,
+  DEFAULT_SESSION_WAIT_MS,
+  DEFAULT_REPLY_TIMEOUT_MS,
+  DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+} from './tunnel/index.js';
+export type {
+  ExposeHandle,
+  ExposeTarget,
+  TunnelExitOptions,
+  TunnelEvent,
+  LinkEvent,
+  PeerLinkOptions,
+  ConnectionEvent,
+  LocalListenOptions,
+  SocksServerOptions,
+  DestinationDecision,
+  Resolver as DestinationResolver,
+  TunnelRequest,
+  TunnelReply,
+} from './tunnel/index.js';
