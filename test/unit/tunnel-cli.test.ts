@@ -23,7 +23,7 @@ test('forward spec: LOCALPORT:PEER:REMOTEPORT and BIND:LOCALPORT:PEER:REMOTEPORT
   assert.deepEqual(parseForwardSpec('2222:homebox:22'), { bind: '127.0.0.1', localPort: 2222, peer: 'homebox', remotePort: 22 });
   assert.deepEqual(parseForwardSpec('0.0.0.0:8080:web:80'), { bind: '0.0.0.0', localPort: 8080, peer: 'web', remotePort: 80 });
   for (const bad of ['2222:homebox', '2222:homebox:0', 'x:homebox:22', '2222::22', '1:2:3:4:5', '2222:homebox:70000']) {
-    assert.throws(() => parseForwardSpec(bad), undefined, bad);
+    assert.throws(() => parseForwardSpec(bad), Error, bad);
   }
 });
 
@@ -31,7 +31,7 @@ test('expose targets: PORT means localhost; HOST:PORT and [v6]:PORT as given', (
   assert.deepEqual(parseTarget('22'), { host: 'localhost', port: 22 });
   assert.deepEqual(parseTarget('10.0.0.5:8080'), { host: '10.0.0.5', port: 8080 });
   assert.deepEqual(parseTarget('[::1]:22'), { host: '::1', port: 22 });
-  for (const bad of ['0', '99999', 'host', 'host:0']) assert.throws(() => parseTarget(bad), undefined, bad);
+  for (const bad of ['0', '99999', 'host', 'host:0']) assert.throws(() => parseTarget(bad), Error, bad);
 });
 
 test('--allow takes hex ids, key files and files of ids; rejects anything else', async () => {
