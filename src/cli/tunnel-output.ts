@@ -65,6 +65,15 @@ function human(e: Record<string, unknown>): string | null {
     }
     case 'accepted':
       return null;
+    case 'status': {
+      const st = ev as { sessions?: Array<{ peer: string; path: string; rttMs: number | null }>; peer?: string | null; path?: string | null; rttMs?: number | null; connections: number; bytesUp?: number; bytesDown?: number; bytesIn?: number; bytesOut?: number };
+      const sessions = st.sessions ?? (st.peer ? [{ peer: st.peer, path: st.path ?? '?', rttMs: st.rttMs ?? null }] : []);
+      const where = sessions.length
+        ? sessions.map((x) => `${short(x.peer)} ${x.path}${x.rttMs !== null ? ` rtt ${x.rttMs} ms` : ''}`).join(', ')
+        : 'no session';
+      const dirs = st.bytesUp !== undefined ? `${bytes(st.bytesUp)} up, ${bytes(st.bytesDown ?? 0)} down` : `${bytes(st.bytesIn ?? 0)} in, ${bytes(st.bytesOut ?? 0)} out`;
+      return `status: ${where}; ${st.connections} open connection${st.connections === 1 ? '' : 's'}; ${dirs}`;
+    }
     case 'session-closed': {
       const c = ev as { peer: string; error: string | null };
       return `session with ${short(c.peer)} closed${c.error ? `: ${c.error}` : ''}`;
@@ -137,6 +146,17 @@ export async function resolveAllow(values: string[] | undefined): Promise<string
     out.push(...keys.map((k) => k.toLowerCase()));
   }
   return out;
+}
+
+/** How often the commands print a status line (peer, path, RTT, connections, bytes); --status-interval overrides. */
+export const DEFAULT_STATUS_INTERVAL_S = 60;
+
+export function every(seconds: number | undefined, fn: () => void): () => void {
+  const s = seconds ?? DEFAULT_STATUS_INTERVAL_S;
+  if (!s || s <= 0) return () => {};
+  const t = setInterval(fn, s * 1000);
+  t.unref();
+  return () => clearInterval(t);
 }
 
 /** Runs until SIGINT/SIGTERM, then calls `close` (a second signal exits at once). */

@@ -51,6 +51,8 @@ export class TunnelExit extends EventEmitter {
   #sessions = new Map<Session, () => void>();
   #nextConn = 1;
   #closed = false;
+  #doneIn = 0;
+  #doneOut = 0;
 
   constructor(options: TunnelExitOptions = {}) {
     super();
@@ -70,6 +72,17 @@ export class TunnelExit extends EventEmitter {
   /** Connections being served right now. */
   get activeCount(): number {
     return this.#active.size;
+  }
+
+  /** Connections being served and bytes carried so far (from / to the peers). */
+  stats(): { connections: number; bytesIn: number; bytesOut: number } {
+    let bytesIn = this.#doneIn;
+    let bytesOut = this.#doneOut;
+    for (const e of this.#active) {
+      bytesIn += e.stream.bytesReceived;
+      bytesOut += e.stream.bytesSent;
+    }
+    return { connections: this.#active.size, bytesIn, bytesOut };
   }
 
   /** Serves the streams of `session` until it closes (or detach()). */
@@ -150,11 +163,16 @@ export class TunnelExit extends EventEmitter {
       const err = await done;
       this.#emit({ event: 'close', conn, peer, bytesIn: stream.bytesReceived, bytesOut: stream.bytesSent, error: err ? err.message : null });
     } finally {
+      const settle = () => {
+        if (!this.#active.delete(entry)) return;
+        this.#doneIn += stream.bytesReceived;
+        this.#doneOut += stream.bytesSent;
+      };
       if (!entry.socket) {
         // refused: the entry lives until the stream is gone
-        if (stream.destroyed) this.#active.delete(entry);
-        else stream.once('close', () => this.#active.delete(entry));
-      } else this.#active.delete(entry);
+        if (stream.destroyed) settle();
+        else stream.once('close', settle);
+      } else settle();
     }
   }
 

@@ -34,6 +34,8 @@ export abstract class LocalListener extends EventEmitter {
   #nextConn = 1;
   #closed = false;
   #listenOpts: LocalListenOptions;
+  #doneUp = 0;
+  #doneDown = 0;
 
   constructor(link: PeerLink, listen: LocalListenOptions, logger?: Logger) {
     super();
@@ -68,7 +70,22 @@ export abstract class LocalListener extends EventEmitter {
 
   protected track(stream: MuxStream): void {
     this.#streams.add(stream);
-    stream.once('close', () => this.#streams.delete(stream));
+    stream.once('close', () => {
+      this.#streams.delete(stream);
+      this.#doneUp += stream.bytesSent;
+      this.#doneDown += stream.bytesReceived;
+    });
+  }
+
+  /** Open connections and bytes carried so far (tunnel payload plus the small per-stream headers). */
+  stats(): { connections: number; bytesUp: number; bytesDown: number } {
+    let up = this.#doneUp;
+    let down = this.#doneDown;
+    for (const s of this.#streams) {
+      up += s.bytesSent;
+      down += s.bytesReceived;
+    }
+    return { connections: this.#sockets.size, bytesUp: up, bytesDown: down };
   }
 
   protected report(e: ConnectionEvent): void {
@@ -114,17 +131,20 @@ export abstract class LocalListener extends EventEmitter {
  */
 export class TcpForwarder extends LocalListener {
   readonly remotePort: number;
+  #label: string;
 
-  constructor(options: { link: PeerLink; remotePort: number; listen: LocalListenOptions; logger?: Logger }) {
+  /** `peerLabel` names the peer in events (default "peer"). */
+  constructor(options: { link: PeerLink; remotePort: number; listen: LocalListenOptions; peerLabel?: string; logger?: Logger }) {
     super(options.link, options.listen, options.logger);
     if (!Number.isInteger(options.remotePort) || options.remotePort < 1 || options.remotePort > 65535) {
       throw new NatpunchError('BAD_ARGUMENT', `bad remote port ${options.remotePort}`);
     }
     this.remotePort = options.remotePort;
+    this.#label = `${options.peerLabel ?? 'peer'}:${options.remotePort}`;
   }
 
   protected async handle(socket: Socket, conn: number, signal: AbortSignal): Promise<void> {
-    const target = `peer:${this.remotePort}`;
+    const target = this.#label;
     let session;
     try {
       session = await this.link.getSession({ signal });

@@ -8,7 +8,7 @@ import { DestinationPolicy } from '../../tunnel/policy.js';
 import type { ExposeTarget } from '../../tunnel/exit.js';
 import type { Session } from '../../session/session.js';
 import { keyFromOptions } from '../netcat.js';
-import { emitter, resolveAllow, untilSignal } from '../tunnel-output.js';
+import { emitter, every, resolveAllow, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
 
 interface ExposeOpts {
   name?: string;
@@ -18,6 +18,7 @@ interface ExposeOpts {
   allowDest?: string[];
   bind?: string;
   keepalive?: number;
+  statusInterval?: number;
   json?: boolean;
 }
 
@@ -45,6 +46,7 @@ export function register(program: Command): void {
     .option('--allow-dest <rule...>', 'where `socks` clients may go: CIDR:PORTS or HOST:PORTS (e.g. 10.0.0.0/24:80,443, db.lan:5432, 0.0.0.0/0:*); default: nowhere')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
+    .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
     .option('--json', 'events as JSON lines on stdout')
     .action(action(async (targetArgs: string[], opts: ExposeOpts) => {
       const emit = emitter(opts.json);
@@ -80,6 +82,13 @@ export function register(program: Command): void {
         process.stderr.write(`exposing ${what.join(', ')} as ${opts.name ? `${opts.name} ` : ''}${id}\n`);
         process.stderr.write(allow ? `allowed peers: ${allow.length}\n` : 'any key may connect (restrict with --allow)\n');
       }
-      await untilSignal(() => handle.close());
+      const stopStatus = every(opts.statusInterval, () => {
+        const sessions = [...handle.listener.sessions].map((s) => ({ peer: keyToId(s.remotePublicKey), path: s.path.kind, remote: s.path.remote, rttMs: s.path.rttMs }));
+        emit({ event: 'status', sessions, ...handle.exit.stats() });
+      });
+      await untilSignal(async () => {
+        stopStatus();
+        await handle.close();
+      });
     }));
 }

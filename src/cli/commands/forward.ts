@@ -6,7 +6,8 @@ import { linkTo } from '../../tunnel/index.js';
 import { TcpForwarder } from '../../tunnel/forward.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
 import { keyFromOptions } from '../netcat.js';
-import { emitter, untilSignal } from '../tunnel-output.js';
+import { emitter, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { keyToId } from '../../session/identity.js';
 
 interface ForwardOpts {
   rendezvous: string;
@@ -15,6 +16,7 @@ interface ForwardOpts {
   wait?: number;
   timeout?: number;
   keepalive?: number;
+  statusInterval?: number;
   json?: boolean;
 }
 
@@ -41,6 +43,7 @@ export function register(program: Command): void {
     .option('--wait <ms>', 'how long a new connection waits for the session before it is dropped', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
     .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
+    .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
     .option('--json', 'events as JSON lines on stdout')
     .action(action(async (specText: string, opts: ForwardOpts) => {
       const spec = parseForwardSpec(specText);
@@ -54,7 +57,7 @@ export function register(program: Command): void {
         onProgress: (p) => emit(p as unknown as Record<string, unknown>),
       });
       link.on('event', (e) => emit(e as Record<string, unknown>));
-      const fwd = new TcpForwarder({ link, remotePort: spec.remotePort, listen: { host: spec.bind, port: spec.localPort } });
+      const fwd = new TcpForwarder({ link, remotePort: spec.remotePort, peerLabel: spec.peer.length > 20 ? `${spec.peer.slice(0, 16)}…` : spec.peer, listen: { host: spec.bind, port: spec.localPort } });
       fwd.on('event', (e) => emit(e as Record<string, unknown>));
       await fwd.listen().catch(async (err: Error) => {
         await link.close();
@@ -62,7 +65,13 @@ export function register(program: Command): void {
       });
       if (!opts.json) process.stderr.write(`forwarding ${spec.bind}:${fwd.address.port} → ${spec.peer}:${spec.remotePort}\n`);
       link.start();
+      const stopStatus = every(opts.statusInterval, () => {
+        const s = link.session;
+        const p = s?.path;
+        emit({ event: 'status', peer: s ? keyToId(s.remotePublicKey) : null, path: p?.kind ?? null, remote: p?.remote ?? null, rttMs: p?.rttMs ?? null, ...fwd.stats() });
+      });
       await untilSignal(async () => {
+        stopStatus();
         await fwd.close();
         await link.close();
       });

@@ -6,7 +6,8 @@ import { linkTo } from '../../tunnel/index.js';
 import { SocksServer } from '../../tunnel/socks.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
 import { keyFromOptions } from '../netcat.js';
-import { emitter, untilSignal } from '../tunnel-output.js';
+import { emitter, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { keyToId } from '../../session/identity.js';
 
 interface SocksOpts {
   listen: string;
@@ -19,6 +20,7 @@ interface SocksOpts {
   wait?: number;
   timeout?: number;
   keepalive?: number;
+  statusInterval?: number;
   json?: boolean;
 }
 
@@ -36,6 +38,7 @@ export function register(program: Command): void {
     .option('--wait <ms>', 'how long a new connection waits for the session', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
     .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
+    .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
     .option('--json', 'events as JSON lines on stdout')
     .action(action(async (opts: SocksOpts) => {
       const listen = /^\d+$/.test(opts.listen) ? { host: '127.0.0.1', port: Number(opts.listen) } : parseHostPort(opts.listen, 1080);
@@ -62,7 +65,13 @@ export function register(program: Command): void {
       });
       if (!opts.json) process.stderr.write(`SOCKS5 on ${listen.host}:${server.address.port}${opts.user ? ' (username/password required)' : ''}, exiting via ${opts.via}\n`);
       link.start();
+      const stopStatus = every(opts.statusInterval, () => {
+        const s = link.session;
+        const p = s?.path;
+        emit({ event: 'status', peer: s ? keyToId(s.remotePublicKey) : null, path: p?.kind ?? null, remote: p?.remote ?? null, rttMs: p?.rttMs ?? null, ...server.stats() });
+      });
       await untilSignal(async () => {
+        stopStatus();
         await server.close();
         await link.close();
       });
