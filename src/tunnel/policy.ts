@@ -34,7 +34,19 @@ export interface DestinationDecision {
   error?: Error;
 }
 
+/** Name resolution on the exit is bounded (getaddrinfo alone may retry for much longer). */
+export const DEFAULT_RESOLVE_TIMEOUT_MS = 10_000;
+
 const defaultResolver: Resolver = async (host) => (await lookup(host, { verbatim: true })).address;
+
+function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new NatpunchError('TIMEOUT', `${what}: no answer within ${ms} ms`)), ms);
+    timer.unref();
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
 
 function parsePorts(text: string, spec: string): PortRange[] {
   if (text === '*') return [{ from: 1, to: 65535 }];
@@ -115,7 +127,7 @@ export class DestinationPolicy {
     if (!byName && !hasCidr) return { allowed: false };
     let address: string;
     try {
-      address = await this.#resolve(host);
+      address = await bounded(this.#resolve(host), DEFAULT_RESOLVE_TIMEOUT_MS, `resolving ${host}`);
     } catch (err) {
       return { allowed: false, error: err as Error };
     }
