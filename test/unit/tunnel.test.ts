@@ -30,7 +30,8 @@ interface Rig {
   close(): Promise<void>;
 }
 
-async function rig(exitOptions: ConstructorParameters<typeof TunnelExit>[0], opts: { waitMs?: number } = {}): Promise<Rig> {
+async function rig(exitOptions: ConstructorParameters<typeof TunnelExit>[0], opts: { waitMs?: number; failFirst?: number } = {}): Promise<Rig> {
+  let failures = opts.failFirst ?? 0;
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const exit = new TunnelExit(exitOptions);
@@ -41,6 +42,7 @@ async function rig(exitOptions: ConstructorParameters<typeof TunnelExit>[0], opt
   const link = new PeerLink({
     ...(opts.waitMs ? { waitMs: opts.waitMs } : {}),
     connect: async () => {
+      if (failures-- > 0) throw new Error('peer not reachable (simulated)');
       const a = await UdxEndpoint.bind({ address: '127.0.0.1' });
       const b = await UdxEndpoint.bind({ address: '127.0.0.1' });
       endpoints.push(a, b);
@@ -123,7 +125,7 @@ async function hashedRoundTrip(port: number, size: number, serverSize: number): 
   assert.equal(theirsOfTheirs, sha(body), 'server → client bytes intact');
 }
 
-test('forward: bytes hashed both ways through one session; 40 parallel connections share it', async () => {
+test('forward: bytes hashed both ways through one session; 40 parallel connections share it', { timeout: 60_000 }, async () => {
   const SERVER_SIZE = 200 * 1024;
   const target = await tcpServer(hashService(SERVER_SIZE));
   const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }] });
@@ -134,7 +136,7 @@ test('forward: bytes hashed both ways through one session; 40 parallel connectio
   assert.equal(r.events.filter((e) => e.event === 'open').length, 41);
 });
 
-test('forward: half-close propagates both ways (server FIN first, client keeps writing, then client FIN)', async () => {
+test('forward: half-close propagates both ways (server FIN first, client keeps writing, then client FIN)', { timeout: 60_000 }, async () => {
   const serverSaw = { afterOwnFin: '' };
   const target = await tcpServer((s) => {
     s.end('server done'); // FIN from the server first
@@ -156,7 +158,7 @@ test('forward: half-close propagates both ways (server FIN first, client keeps w
   assert.equal(serverSaw.afterOwnFin, 'client still talking');
 });
 
-test('forward: the exit only forwards to what it exposes; a refused port resets only that connection', async () => {
+test('forward: the exit only forwards to what it exposes; a refused port resets only that connection', { timeout: 60_000 }, async () => {
   const target = await tcpServer(hashService(10));
   const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }] });
   const bad = await forwarder(r, target.port === 65535 ? 65534 : target.port + 1);
@@ -175,7 +177,7 @@ test('forward: the exit only forwards to what it exposes; a refused port resets 
   assert.equal(r.responders.length, 1);
 });
 
-test('forward: a target resetting one connection closes only that one; the others complete', async () => {
+test('forward: a target resetting one connection closes only that one; the others complete', { timeout: 60_000 }, async () => {
   let n = 0;
   const target = await tcpServer((s) => {
     if (n++ === 0) {
@@ -198,7 +200,7 @@ test('forward: a target resetting one connection closes only that one; the other
   assert.equal(r.responders.length, 1);
 });
 
-test('forward: a lost session is re-established and a new connection waits for it instead of failing', async () => {
+test('forward: a lost session is re-established and a new connection waits for it instead of failing', { timeout: 60_000 }, async () => {
   const target = await tcpServer(hashService(1000));
   const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }] });
   const { port } = await forwarder(r, target.port);
@@ -212,7 +214,45 @@ test('forward: a lost session is re-established and a new connection waits for i
   assert.notEqual(r.link.session, first);
 });
 
-test('forward: a slow reader holds the writer back (memory bounded by windows, not by the transfer)', async () => {
+test('forward: connections made while the session cannot be established wait for it, then flow', { timeout: 60_000 }, async () => {
+  const target = await tcpServer(hashService(2000));
+  const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }] }, { failFirst: 2, waitMs: 15_000 });
+  const { port } = await forwarder(r, target.port);
+  const events: string[] = [];
+  r.link.on('event', (e: { event: string }) => events.push(e.event));
+  await Promise.all([hashedRoundTrip(port, 1000, 2000), hashedRoundTrip(port, 2000, 2000)]);
+  assert.ok(events.filter((e) => e === 'connect-failed').length >= 1, events.join(','));
+  assert.equal(r.responders.length, 1);
+});
+
+test('forward: with no session within --wait the connection is dropped (bounded), not hung', { timeout: 60_000 }, async () => {
+  const target = await tcpServer(hashService(10));
+  const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }] }, { failFirst: 1000, waitMs: 800 });
+  const { fwd, port } = await forwarder(r, target.port);
+  const failed = once(fwd, 'event').then(async function next(e): Promise<{ event: string; error?: string }> {
+    const ev = e[0] as { event: string; error?: string };
+    return ev.event === 'failed' ? ev : next(await once(fwd, 'event'));
+  });
+  const s = await dial(port);
+  s.on('data', () => {});
+  s.on('error', () => {});
+  await new Promise((res) => s.once('close', res));
+  const ev = await failed;
+  assert.match(String(ev.error), /no session with the peer within 800 ms: peer not reachable/);
+});
+
+test('forward: when the session dies, open connections are closed, never left hanging', { timeout: 60_000 }, async () => {
+  const target = await tcpServer((s) => s.write('hello')); // holds the connection open
+  const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }] });
+  const { port } = await forwarder(r, target.port);
+  const s = await dial(port);
+  s.on('error', () => {});
+  await once(s, 'data');
+  await r.responders[0]!.close();
+  await new Promise((res) => s.once('close', res)); // reset or closed: bounded by the test timeout, never hangs
+});
+
+test('forward: a slow reader holds the writer back (memory bounded by windows, not by the transfer)', { timeout: 60_000 }, async () => {
   const TOTAL = 32 * 1024 * 1024;
   let accepted = 0;
   const target = await tcpServer((s) => {
@@ -295,7 +335,7 @@ async function socksRig(allowDest: string[], auth?: { username: string; password
   return { r, port };
 }
 
-test('socks: CONNECT (no auth) reaches an allowed destination; bytes flow both ways', async () => {
+test('socks: CONNECT (no auth) reaches an allowed destination; bytes flow both ways', { timeout: 60_000 }, async () => {
   const target = await tcpServer(hashService(4096));
   const { port } = await socksRig([`127.0.0.0/8:${target.port}`]);
   const c = await socksClient(port);
@@ -312,7 +352,7 @@ test('socks: CONNECT (no auth) reaches an allowed destination; bytes flow both w
   assert.deepEqual(hashes, [sha(payload), sha(body)]);
 });
 
-test('socks: a domain name is resolved on the exit side and checked against its CIDR rules', async () => {
+test('socks: a domain name is resolved on the exit side and checked against its CIDR rules', { timeout: 60_000 }, async () => {
   const target = await tcpServer((s) => s.end('hi'));
   const { port } = await socksRig([`127.0.0.0/8:${target.port}`]);
   const c = await socksClient(port);
@@ -322,7 +362,7 @@ test('socks: a domain name is resolved on the exit side and checked against its 
   assert.equal((await c.recv(2)).toString(), 'hi');
 });
 
-test('socks: denied destination → 0x02, refused port → 0x05, BIND / UDP ASSOCIATE → 0x07, bad ATYP → 0x08', async () => {
+test('socks: denied destination → 0x02, refused port → 0x05, BIND / UDP ASSOCIATE → 0x07, bad ATYP → 0x08', { timeout: 60_000 }, async () => {
   const target = await tcpServer((s) => s.end());
   const closed = await tcpServer(() => {});
   const closedPort = closed.port;
@@ -345,7 +385,7 @@ test('socks: denied destination → 0x02, refused port → 0x05, BIND / UDP ASSO
   assert.equal(await attempt(Buffer.from([5, 1, 0, 7, 1, 2, 3, 4, 0, 80])), SocksReply.ADDRESS_TYPE_NOT_SUPPORTED);
 });
 
-test('socks: with --user/--password, RFC 1929 auth is required and checked', async () => {
+test('socks: with --user/--password, RFC 1929 auth is required and checked', { timeout: 60_000 }, async () => {
   const target = await tcpServer((s) => s.end('secret stuff'));
   const { port } = await socksRig([`127.0.0.1:${target.port}`], { username: 'alice', password: 'wonderland' });
   // Offering only "no auth": no acceptable method.
@@ -369,7 +409,7 @@ test('socks: with --user/--password, RFC 1929 auth is required and checked', asy
   assert.equal((await c3.recv(12)).toString(), 'secret stuff');
 });
 
-test('socks: garbage from a client closes that connection only', async () => {
+test('socks: garbage from a client closes that connection only', { timeout: 60_000 }, async () => {
   const target = await tcpServer((s) => s.end('ok'));
   const { port } = await socksRig([`127.0.0.1:${target.port}`]);
   const junk = await socksClient(port);
