@@ -25,9 +25,11 @@ const MiB = 1024 * 1024;
 /** The issue's 100 MiB down (3–13 s in the lab on a loaded 2-core machine), and a third of it up. */
 const BIG = Number(process.env.NATPUNCH_TUNNEL_BIG_MIB ?? 100) * MiB;
 const UP = Math.ceil(BIG / 3 / MiB) * MiB;
-/** The slow-reader transfer (the issue's 1 GiB, scaled): read at SLOW_RATE MiB/s while the service sends at full speed. */
-const SLOW = Number(process.env.NATPUNCH_TUNNEL_SLOW_MIB ?? 96) * MiB;
-const SLOW_RATE = 16;
+/** The slow-reader transfer (the issue's 1 GiB, scaled): the reader stops for SLOW_STALL_MS after the first chunk,
+ *  then reads at SLOW_RATE MiB/s, while the service sends as fast as the tunnel takes it (~8-25 MiB/s here). */
+const SLOW = Number(process.env.NATPUNCH_TUNNEL_SLOW_MIB ?? 64) * MiB;
+const SLOW_RATE = 8;
+const SLOW_STALL_MS = 3000;
 
 type Msg = Record<string, unknown>;
 
@@ -133,7 +135,7 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     assert.match(String(refused.reason), /not allowed/);
   });
 
-  test(`memory stays bounded while ${SLOW / MiB} MiB go to a slow reader (${SLOW_RATE} MiB/s)`, async () => {
+  test(`memory stays bounded while ${SLOW / MiB} MiB go to a slow reader (stalls ${SLOW_STALL_MS / 1000} s, then ${SLOW_RATE} MiB/s)`, async () => {
     const base = { forward: rssBytes(forward.pid), expose: rssBytes(expose.pid) };
     const peak = { ...base };
     const sampler = setInterval(() => {
@@ -141,7 +143,7 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
       peak.expose = Math.max(peak.expose, rssBytes(expose.pid));
     }, 100);
     try {
-      const r = await run({ cmd: 'download', port: FORWARD_PORT, size: SLOW, rateMBps: SLOW_RATE }, 170_000);
+      const r = await run({ cmd: 'download', port: FORWARD_PORT, size: SLOW, rateMBps: SLOW_RATE, stallMs: SLOW_STALL_MS }, 170_000);
       assert.equal(r.ok, true, JSON.stringify(r));
     } finally {
       clearInterval(sampler);
