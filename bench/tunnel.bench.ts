@@ -45,10 +45,11 @@ try {
   await saveKeyPair(join(dir, 'home.json'), home);
   await saveKeyPair(join(dir, 'laptop.json'), laptop);
   const rv = `${lab.addr('server')}:3478`;
-  const server = start('server', FIX('rendezvous-node.ts'), ['server', '--port', '3478']);
+  const server = start('server', BIN, ['serve', '--port', '3478', '--address', lab.addr('server'), '--json']);
+  await server.next((m) => m.event === 'listening', { timeoutMs: 30_000 });
   // The service listens on b's LAN address: the tunnel exit and the port forward reach the same socket.
   const web = start('b', FIX('tunnel-service.ts'), [lab.addr('b'), String(SERVICE_PORT)]);
-  for (const p of [server, web]) await p.next((m) => m.ev === 'ready', { timeoutMs: 20_000 });
+  await web.next((m) => m.ev === 'ready', { timeoutMs: 20_000 });
   // A port forward on natB for the direct baseline, in its own nftables table (the lab's is `ip npnat`).
   const nft = await lab.exec('natB', ['nft', '-f', '-'], {
     input: `table ip npbench {\n chain pre { type nat hook prerouting priority dstnat - 10; policy accept;\n  iifname "wan" tcp dport ${SERVICE_PORT} dnat to ${lab.addr('b')}:${SERVICE_PORT}\n }\n}\n`,

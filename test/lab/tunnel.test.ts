@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess } from '../../src/lab/index.js';
 import { generateKeyPair, keyToId, saveKeyPair } from '../../src/session/identity.js';
 
-// Tunnels across two NATs, with the real CLI: a rendezvous on the lab's public server, `natpunch expose` on b
+// Tunnels across two NATs, with the real CLI: `natpunch serve` (STUN + rendezvous) on the lab's public server, `natpunch expose` on b
 // (behind natB) in front of an HTTP service, `natpunch forward` and `natpunch socks` on a (behind natA), and an
 // application on a that only ever talks to 127.0.0.1. A second HTTP service runs on natB's LAN address: the SOCKS
 // exit reaches it because expose's --allow-dest names it, and nothing else.
@@ -73,10 +73,13 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     await saveKeyPair(join(dir, 'laptop.json'), laptop);
     const rv = `${lab.addr('server')}:${RV_PORT}`;
 
-    const server = start('server', FIX('rendezvous-node.ts'), ['server', '--port', String(RV_PORT)]);
+    // The rendezvous is `natpunch serve` itself (STUN + rendezvous), as in the README walk-through.
+    const server = start('server', BIN, ['serve', '--port', String(RV_PORT), '--address', lab.addr('server'), '--json']);
     const web = start('b', FIX('tunnel-service.ts'), ['127.0.0.1', String(SERVICE_PORT)]);
     const lanWeb = start('natB', FIX('tunnel-service.ts'), [lab.lanAddr('natB'), String(SERVICE_PORT)]);
-    for (const p of [server, web, lanWeb]) await p.next((m) => m.ev === 'ready', { timeoutMs: 20_000 });
+    const listening = await server.next((m) => m.event === 'listening', { timeoutMs: 30_000 });
+    assert.equal(listening.rendezvous, true, 'serve runs the rendezvous');
+    for (const p of [web, lanWeb]) await p.next((m) => m.ev === 'ready', { timeoutMs: 20_000 });
 
     expose = start('b', BIN, [
       'expose', String(SERVICE_PORT), '--name', 'homebox', '--rendezvous', rv, '--key', join(dir, 'home.json'),
