@@ -140,3 +140,38 @@ export { DefaultPeerPolicy, DEFAULT_DENIED_PEERS } from './relay/policy.js';
 export type { PeerPolicy, PeerPolicyOptions, PeerDecision } from './relay/policy.js';
 export { turnRegistry, TurnMethod } from './wire/turn.js';
 export * as channelData from './wire/channel-data.js';
+// Tunnels: expose / forward / socks over sessions (src/tunnel/).
+export {
+  expose,
+  linkTo,
+  TunnelExit,
+  PeerLink,
+  openTunnel,
+  TcpForwarder,
+  SocksServer,
+  DestinationPolicy,
+  socks5,
+  encodeTunnelRequest,
+  decodeTunnelRequest,
+  encodeTunnelReply,
+  decodeTunnelReply,
+  TUNNEL_VERSION,
+  DEFAULT_SESSION_WAIT_MS,
+  DEFAULT_REPLY_TIMEOUT_MS,
+  DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+} from './tunnel/index.js';
+export type {
+  ExposeHandle,
+  ExposeTarget,
+  TunnelExitOptions,
+  TunnelEvent,
+  LinkEvent,
+  PeerLinkOptions,
+  ConnectionEvent,
+  LocalListenOptions,
+  SocksServerOptions,
+  DestinationDecision,
+  Resolver as DestinationResolver,
+  TunnelRequest,
+  TunnelReply,
+} from './tunnel/index.js';
