@@ -38,6 +38,8 @@ export const DEFAULT_INITIAL_RTO_MS = 250;
 export const DEFAULT_MAX_RTO_MS = 2_000;
 export const DEFAULT_MAX_TRANSMISSIONS = 4;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/** While registered over TCP, the first re-registration (which tries UDP first) comes this soon, then backs off. */
+export const TCP_REPROBE_INITIAL_MS = 1_000;
 /** Transmissions of a registration over UDP while on TCP, to notice UDP working again. */
 export const UDP_REPROBE_TRANSMISSIONS = 2;
 /** After a failed refresh, try again this soon (bounded by the refresh interval). */
@@ -195,6 +197,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #closed = false;
   /** Server clock minus local clock, learned when the server called a timestamp stale. */
   #clockOffset = 0;
+  #tcpReprobeMs = TCP_REPROBE_INITIAL_MS;
   #lastTimestamp = 0;
 
   constructor(options: RendezvousClientOptions) {
@@ -269,7 +272,17 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     if (rttMs !== undefined) result.rttMs = rttMs;
     this.#registered = result;
     this.#log.debug({ reflexive: msg.reflexive, via }, 'rendezvous registered');
-    if (this.#autoRefresh) this.#scheduleRefresh(Math.max(50, Math.min(msg.refreshMs, msg.ttlMs * 0.75)));
+    let next = Math.max(50, Math.min(msg.refreshMs, msg.ttlMs * 0.75));
+    if (via === 'tcp') {
+      // UDP may only have been silent for a moment (a server restart straddling the retransmissions), and only a
+      // UDP registration gives the server the mapping punching needs: try UDP again soon, backing off to the
+      // refresh interval while it stays blocked.
+      next = Math.min(next, this.#tcpReprobeMs);
+      this.#tcpReprobeMs = Math.min(this.#tcpReprobeMs * 2, msg.refreshMs);
+    } else {
+      this.#tcpReprobeMs = TCP_REPROBE_INITIAL_MS;
+    }
+    if (this.#autoRefresh) this.#scheduleRefresh(next);
     this.emit('registered', result);
     return result;
   }

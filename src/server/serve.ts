@@ -2,10 +2,11 @@
  * `serve`: composes the natpunch services on one port (default 3478, RFC 8489 §6.2) over UDP and TCP.
  * It creates the sockets; services attach to them. UDP datagrams go to every attached service, each of which looks
  * at the first byte (RFC 7983 style, src/net/demux.ts) and ignores what is not its own. TCP connections are
- * dispatched once, by their first byte, to the handler registered for it (STUN now; rendezvous and TURN add theirs
- * with `registerTcpHandler`).
+ * dispatched once, by their first byte, to the handler registered for it (STUN 0..3, the rendezvous 0xF0; TURN adds
+ * its own with `registerTcpHandler`).
  */
 import net from 'node:net';
+import { attachRendezvous, type RendezvousServer, type RendezvousServerOptions } from '../rendezvous/server.js';
 import { StunServer, type StunServerOptions } from '../stun/server.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -34,6 +35,8 @@ export interface ServeConfig {
   tcp?: boolean;
   logger?: Logger;
   stun?: Omit<StunServerOptions, 'logger'>;
+  /** The rendezvous server on the same sockets (0xF0 datagrams and TCP connections). Default on; false disables. */
+  rendezvous?: false | Omit<RendezvousServerOptions, 'logger'>;
 }
 
 export interface Endpoint {
@@ -45,6 +48,8 @@ export type TcpHandler = (socket: net.Socket, head: Buffer) => void;
 
 export interface ServerHandle {
   readonly stun: StunServer;
+  /** Absent when started with `rendezvous: false`. */
+  readonly rendezvous?: RendezvousServer;
   readonly udp: Endpoint[];
   readonly tcp: Endpoint[];
   /** Present in RFC 5780 mode. */
@@ -208,6 +213,17 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
 
   // STUN owns the STUN range on TCP (RFC 8489 §6.2.2); the rendezvous (0xF0) and TURN register theirs later.
   handlers.push({ match: (b) => b <= 3, handler: (sock, head) => stun.handleTcp(sock, head) });
+  const registerTcpHandler = (match: (firstByte: number) => boolean, handler: TcpHandler): (() => void) => {
+    const entry = { match, handler };
+    handlers.push(entry);
+    return () => {
+      const i = handlers.indexOf(entry);
+      if (i >= 0) handlers.splice(i, 1);
+    };
+  };
+  // The rendezvous shares every UDP socket (it reads only 0xF0 datagrams) and takes TCP connections starting 0xF0.
+  const rendezvous =
+    config.rendezvous === false ? undefined : attachRendezvous({ sockets, registerTcpHandler }, { ...config.rendezvous, logger: log });
 
   for (const srv of tcpServers) {
     srv.on('connection', (sock) => {
@@ -239,30 +255,25 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     const a = s.address() as net.AddressInfo;
     return endpoint(a.address, a.port);
   });
-  log.info({ udp, tcp, rfc5780: rfc5780 ?? null }, 'serve: listening');
+  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous) }, 'serve: listening');
 
   let closing: Promise<void> | undefined;
   return {
     stun,
+    ...(rendezvous ? { rendezvous: rendezvous.server } : {}),
     udp,
     tcp,
     ...(rfc5780 ? { rfc5780 } : {}),
     sockets,
-    registerTcpHandler(match, handler) {
-      const entry = { match, handler };
-      handlers.push(entry);
-      return () => {
-        const i = handlers.indexOf(entry);
-        if (i >= 0) handlers.splice(i, 1);
-      };
-    },
+    registerTcpHandler,
     close() {
       closing ??= (async () => {
+        rendezvous?.close();
         stun.close();
         for (const s of allTcp) s.destroy();
         await Promise.all(tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
         sockets.forEach((s) => s.close());
-        log.info({ counters: { ...stun.counters } }, 'serve: stopped');
+        log.info({ counters: { ...stun.counters }, rendezvous: rendezvous?.server.stats() ?? null }, 'serve: stopped');
       })();
       return closing;
     },

@@ -102,3 +102,65 @@ describe('rendezvous through NATs', { skip }, () => {
     }
   });
 });
+
+describe('sessions through the rendezvous across NATs', { skip }, () => {
+  const SESSION_FIXTURE = new URL('./fixtures/rendezvous-session-peer.ts', import.meta.url).pathname;
+  let lab: Lab;
+  before(async () => {
+    lab = await Lab.up({ nat: { natA: 'port-restricted-cone', natB: 'port-restricted-cone' } });
+  });
+  after(async () => {
+    await lab?.down();
+  });
+
+  test('connect by name through NATs; the rendezvous restarts: the session carries on and the listener re-registers by itself', async () => {
+    const startRendezvous = async () => {
+      const p = lab.node('server', FIXTURE, ['server', '--port', String(PORT), '--refresh', '1000']);
+      await p.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
+      return p;
+    };
+    const rv = `${lab.addr('server')}:${PORT}`;
+    let server = await startRendezvous();
+    const bob = lab.node('b', SESSION_FIXTURE, ['listen', '--rendezvous', rv, '--name', 'bob']);
+    const alice = lab.node('a', SESSION_FIXTURE, ['connect', '--rendezvous', rv]);
+    const carol = lab.node('a2', SESSION_FIXTURE, ['connect', '--rendezvous', rv]);
+    try {
+      const listening = await bob.next((m) => m.ev === 'listening' || m.ev === 'fatal' || m.ev === 'error', { timeoutMs: 15_000 });
+      assert.equal(listening.ev, 'listening', JSON.stringify(listening));
+      assert.equal((listening.reflexive as Json).address, lab.publicAddr('natB'));
+      await alice.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
+      alice.send({ cmd: 'connect', to: 'bob' });
+      const connected = await alice.next((m) => m.ev === 'connected' || m.ev === 'error', { timeoutMs: 25_000 });
+      assert.equal(connected.ev, 'connected', JSON.stringify(connected));
+      assert.equal(connected.peer, listening.key);
+      assert.equal((connected.path as Json).remote.address, lab.publicAddr('natB'), 'a direct path through natB');
+      alice.send({ cmd: 'send', size: 512 * 1024 });
+      assert.equal((await alice.next((m) => m.ev === 'echo' || m.ev === 'error', { timeoutMs: 15_000 })).ok, true);
+
+      // The rendezvous goes away: the established session does not need it.
+      await server.close();
+      alice.send({ cmd: 'send', size: 256 * 1024 });
+      assert.equal((await alice.next((m) => m.ev === 'echo' || m.ev === 'error', { timeoutMs: 15_000 })).ok, true);
+
+      // A fresh rendezvous (empty registry) on the same address: bob re-registers by himself, over UDP from his
+      // punching socket (if his retransmissions straddled the restart he may pass through TCP for a moment).
+      server = await startRendezvous();
+      let record: Json | null = null;
+      for (let i = 0; i < 60 && (record?.transport !== 'udp'); i++) {
+        server.send({ cmd: 'lookup', name: 'bob' });
+        record = (await server.next((m) => m.ev === 'record', { timeoutMs: 5000 })).reflexive as Json | null;
+        if (record?.transport !== 'udp') await new Promise((res) => setTimeout(res, 250));
+      }
+      assert.deepEqual(record, { transport: 'udp', address: lab.publicAddr('natB'), port: (listening.reflexive as Json).port });
+      // So carol, a new peer, finds and reaches him.
+      await carol.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
+      carol.send({ cmd: 'connect', to: 'bob' });
+      const reached = await carol.next((m) => m.ev === 'connected' || m.ev === 'error', { timeoutMs: 25_000 });
+      assert.equal(reached.ev, 'connected', JSON.stringify(reached));
+      carol.send({ cmd: 'send', size: 64 * 1024 });
+      assert.equal((await carol.next((m) => m.ev === 'echo' || m.ev === 'error', { timeoutMs: 15_000 })).ok, true);
+    } finally {
+      await Promise.all([alice.close(), carol.close(), bob.close(), server.close()]);
+    }
+  });
+});

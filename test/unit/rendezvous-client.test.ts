@@ -237,3 +237,30 @@ test('a wildcard-bound server answering from another of its addresses is accepte
     udp.close();
   }
 });
+
+test('after a UDP hiccup pushes it to TCP, the client tries UDP again within seconds, not a refresh interval', async () => {
+  const { RendezvousServer } = await import('../../src/rendezvous/server.js');
+  const { createServer } = await import('node:net');
+  const udp = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const server = new RendezvousServer({ refreshIntervalMs: 60_000 });
+  let detach = server.attach(udp);
+  const tcp = createServer((s) => server.handleTcp(s));
+  await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', () => resolve()));
+  const bag = new Bag();
+  try {
+    const tcpPort = (tcp.address() as { port: number }).port;
+    const c = await bag.client({ port: udp.address().port, tcpPort }, { name: 'hiccup', initialRtoMs: 50, maxTransmissions: 2 });
+    assert.equal((await c.register()).via, 'udp');
+    detach(); // UDP goes silent for a moment
+    assert.equal((await c.register()).via, 'tcp');
+    detach = server.attach(udp);
+    await waitFor(() => c.via === 'udp' && c.registration?.via === 'udp', 5000, 50);
+    assert.equal(c.registration?.reflexive.transport, 'udp');
+  } finally {
+    detach();
+    await bag.close();
+    server.close();
+    udp.close();
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  }
+});

@@ -10,6 +10,8 @@ interface ServeOptions {
   altAddress?: string;
   altPort?: number;
   json?: boolean;
+  /** false with --no-rendezvous */
+  rendezvous: boolean;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -21,11 +23,12 @@ function show(e: { address: string; port: number }): string {
 export function register(program: Command): void {
   program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address) on UDP and TCP')
+    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address) and the rendezvous, on UDP and TCP')
     .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
     .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
+    .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
     .option('--json', 'print where it listens as one JSON line')
     .action(
       action(async (opts: ServeOptions, cmd: Command) => {
@@ -38,10 +41,11 @@ export function register(program: Command): void {
           altAddress: opts.altAddress,
           altPort: opts.altPort,
           logger,
+          ...(opts.rendezvous ? {} : { rendezvous: false as const }),
         });
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null })}\n`,
+            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null, rendezvous: Boolean(handle.rendezvous) })}\n`,
           );
         } else {
           const lines = [
@@ -50,6 +54,7 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
+            handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
           ].filter(Boolean);
           process.stdout.write(`${lines.join('\n')}\n`);
         }
