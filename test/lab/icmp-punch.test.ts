@@ -55,7 +55,7 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
   }
 
   /** Server on b, client on `clientHost`; resolves when the client finished (session + exchange) or failed. */
-  async function punch(opts: { clientHost?: string; timeoutMs?: number; allow?: string; source?: string } = {}): Promise<Outcome> {
+  async function punch(opts: { clientHost?: string; timeoutMs?: number; allow?: string; source?: string; viaConnect?: string } = {}): Promise<Outcome> {
     const server = start('b', ['server', String(PORT), PROBE, String(INTERVAL_MS), ...(opts.allow ? [opts.allow] : [])]);
     const client: { proc?: LabProcess } = {};
     try {
@@ -63,9 +63,9 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
       assert.equal(ready.type, 'ready', JSON.stringify(ready));
       const timeoutMs = opts.timeoutMs ?? OK_TIMEOUT_MS;
       const started = Date.now();
-      client.proc = start(opts.clientHost ?? 'server', [
-        'client', lab.publicAddr('natB'), String(PORT), PROBE, String(ready.publicKey), String(timeoutMs), ...(opts.source ? [opts.source] : []),
-      ]);
+      client.proc = start(opts.clientHost ?? 'server', opts.viaConnect
+        ? ['connect', lab.publicAddr('natB'), String(PORT), PROBE, String(ready.publicKey), opts.viaConnect]
+        : ['client', lab.publicAddr('natB'), String(PORT), PROBE, String(ready.publicKey), String(timeoutMs), ...(opts.source ? [opts.source] : [])]);
       const end = await client.proc.next((m) => m.type === 'done' || m.type === 'error', { timeoutMs: timeoutMs + STEP_MS });
       const elapsedMs = Date.now() - started;
       let serverDone: Msg | undefined;
@@ -154,6 +154,15 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     assert.equal(o.ok, false);
     assert.equal(o.client.code, 'PUNCH_FAILED');
     assert.ok(!o.serverEvents.some((m) => m.phase === 'icmp-knock'), 'nothing reached the server');
+  });
+
+  test('connect() falls back to the icmp candidate when the rendezvous cannot be reached', async () => {
+    await lab.setNat('natB', 'port-restricted-cone');
+    // Nothing listens on this port of the public host: the rendezvous is unreachable.
+    const o = await punch({ viaConnect: `${lab.addr('server')}:3999` });
+    record('natB port-restricted-cone, connect() with an unreachable rendezvous + icmp', o);
+    assertExchanged(o);
+    assert.equal(o.client.path && (o.client.path as { address: string }).address, lab.publicAddr('natB'));
   });
 
   test('the server accepts only allowed keys: a client with another key gets no session', async () => {

@@ -38,7 +38,7 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
-      if (opts.icmp !== undefined) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
+      if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
       if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
@@ -50,7 +50,10 @@ export function register(program: Command): void {
       try {
         const session = await connect({
           keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
-          signal: ac.signal, ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          signal: ac.signal,
+          // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
+          ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
+          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
