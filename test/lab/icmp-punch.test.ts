@@ -9,9 +9,13 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type NatOptions, type NatType } from '../../src/lab/index.js';
 import type { LabProcess } from '../../src/lab/proc.js';
 import { addonStatus } from '../../src/net/native.js';
-import { generateKeyPair, keyToId } from '../../src/session/identity.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { generateKeyPair, keyToId, saveKeyPair } from '../../src/session/identity.js';
 
 const FIXTURE = new URL('./fixtures/icmp-peer.ts', import.meta.url).pathname;
+const NATPUNCH = new URL('../../bin/natpunch.js', import.meta.url).pathname;
 const addon = addonStatus();
 const skip = labUnavailableReason() || (addon.available ? false : `native addon unavailable: ${addon.reason}`);
 const PROBE = '3.3.3.3';
@@ -74,6 +78,15 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     } finally {
       if (client.proc) await stop(client.proc);
       await stop(server);
+    }
+  }
+
+  async function waitFor(cond: () => boolean, p: LabProcess): Promise<void> {
+    const until = Date.now() + STEP_MS;
+    while (!cond()) {
+      if (!p.running) throw new Error(`${p.host} exited: ${p.stderr}`);
+      if (Date.now() > until) throw new Error(`timed out waiting on ${p.host}: ${p.stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 
@@ -163,6 +176,37 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     record('natB port-restricted-cone, connect() with an unreachable rendezvous + icmp', o);
     assertExchanged(o);
     assert.equal(o.client.path && (o.client.path as { address: string }).address, lab.publicAddr('natB'));
+  });
+
+  test('the CLI: `listen --icmp` behind natB and `connect --icmp` carry stdin both ways', async () => {
+    await lab.setNat('natB', 'port-restricted-cone');
+    const dir = mkdtempSync(join(tmpdir(), 'natpunch-icmp-'));
+    const serverKey = generateKeyPair();
+    const clientKey = generateKeyPair();
+    await saveKeyPair(join(dir, 'server.key'), serverKey);
+    await saveKeyPair(join(dir, 'client.key'), clientKey);
+    const listen = lab.spawn('b', [process.execPath, NATPUNCH, 'listen', '--icmp', '--icmp-probe-address', PROBE, '--icmp-interval', String(INTERVAL_MS),
+      '--port', String(PORT), '--key', join(dir, 'server.key'), '--allow', keyToId(clientKey.publicKey)]);
+    procs.add(listen);
+    let conn: LabProcess | undefined;
+    try {
+      listen.child.stdin!.end('from the server\n');
+      await waitFor(() => listen.stderr.includes('listening (ICMP)'), listen);
+      conn = lab.spawn('server', [process.execPath, NATPUNCH, 'connect', '--icmp', lab.publicAddr('natB'), '--port', String(PORT),
+        '--key', join(dir, 'client.key'), '--peer-key', keyToId(serverKey.publicKey), '--timeout', String(OK_TIMEOUT_MS)]);
+      procs.add(conn);
+      conn.child.stdin!.end('from the client\n');
+      const bound = (p: LabProcess) => Promise.race([p.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`${p.host} did not exit: ${p.stderr}`)), STEP_MS))]);
+      await Promise.all([bound(conn), bound(listen)]);
+      matrix.push(`CLI listen --icmp (natB port-restricted-cone) / connect --icmp: client got ${JSON.stringify(conn.lines)}, server got ${JSON.stringify(listen.lines)}`);
+      assert.deepEqual(conn.lines, ['from the server'], conn.stderr);
+      assert.deepEqual(listen.lines, ['from the client'], listen.stderr);
+      assert.match(conn.stderr, /connected: authenticated session/);
+    } finally {
+      if (conn) await stop(conn);
+      await stop(listen);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('the server accepts only allowed keys: a client with another key gets no session', async () => {
