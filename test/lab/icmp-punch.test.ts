@@ -252,10 +252,20 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     });
   });
 
-  test("client behind natA writing its NAT's public address as the source (the paper's variant): reported", async () => {
+  test("client behind natA writing its NAT's public address as the outer source (GNUnet's variant): natA drops it as a martian", async () => {
     await lab.setNat('natB', 'port-restricted-cone');
     await lab.setNat('natA', 'port-restricted-cone');
-    const o = await punch({ clientHost: 'a', timeoutMs: FAIL_TIMEOUT_MS, source: lab.publicAddr('natA') });
-    record(`natB port-restricted-cone, client behind natA, outer source = natA's public address`, o);
+    const counters = 'table ip npicmpseen {\n chain pre {\n type filter hook prerouting priority -400; policy accept;\n icmp type time-exceeded counter\n }\n' +
+      ' chain forwarded {\n type filter hook forward priority -400; policy accept;\n icmp type time-exceeded counter\n }\n}\n';
+    await withTable('natA', counters, async () => {
+      const o = await punch({ clientHost: 'a', timeoutMs: FAIL_TIMEOUT_MS, source: lab.publicAddr('natA') });
+      record(`natB port-restricted-cone, client behind natA, outer source = natA's public address`, o);
+      assert.equal(o.ok, false);
+      assert.ok(!o.serverEvents.some((m) => m.phase === 'icmp-knock'), 'nothing reached the server');
+      const seen = (await lab.exec('natA', ['nft', 'list', 'table', 'ip', 'npicmpseen'])).stdout;
+      const [pre, fwd] = [...seen.matchAll(/packets (\d+)/g)].map((m) => Number(m[1]));
+      assert.ok(pre! > 0, `natA received the forged errors: ${seen}`);
+      assert.equal(fwd, 0, "routing dropped them: a source address of natA's own arriving from the LAN is a martian (accept_local=0)");
+    });
   });
 });
