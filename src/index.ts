@@ -115,3 +115,8 @@ export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
+export {
+  listenIcmp, connectIcmp, IcmpListener, IcmpBeacon, IcmpKnocker, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_INTERVAL_MS,
+  DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
+} from './traversal/icmp.js';
+export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';
