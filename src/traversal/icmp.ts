@@ -51,6 +51,8 @@ export const DEFAULT_ICMP_CONNECT_TIMEOUT_MS = 20_000;
 export const ICMP_CHECK_TIMEOUT_MS = 12_000;
 /** After a failed attempt, knocks from the same address are ignored this long. */
 const RETRY_AFTER_MS = 2_000;
+/** Bound on the remembered failed addresses (forged knocks from many sources cannot grow memory). */
+const MAX_COOLDOWN_ENTRIES = 1_024;
 
 /** Fixed connection id: both ends derive the check key and the UDX stream ids from it. */
 export const ICMP_CONNECTION_ID = createHash('sha256').update('natpunch icmp hole punching v1').digest().subarray(0, 16);
@@ -342,7 +344,10 @@ export class IcmpListener extends EventEmitter {
       this.#o.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
       this.emit('session', session);
     } catch (err) {
-      this.#cooldown.set(k.address, Date.now() + RETRY_AFTER_MS);
+      const now = Date.now();
+      for (const [address, until] of this.#cooldown) if (until <= now) this.#cooldown.delete(address);
+      if (this.#cooldown.size >= MAX_COOLDOWN_ENTRIES) this.#cooldown.delete(this.#cooldown.keys().next().value!);
+      this.#cooldown.set(k.address, now + RETRY_AFTER_MS);
       this.#log.info({ from: k.address, err: (err as Error).message }, 'ICMP-punched connection failed');
       if (!this.#closed) this.emit('connection-error', err, k.address);
     } finally {

@@ -14,7 +14,12 @@ import {
   ICMP_TIME_EXCEEDED,
   IPPROTO_ICMP,
 } from '../../src/wire/icmp.js';
-import { ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE, IcmpBeacon, IcmpKnocker, connectIcmp } from '../../src/traversal/icmp.js';
+import { once } from 'node:events';
+import { ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE, IcmpBeacon, IcmpKnocker, connectIcmp, listenIcmp } from '../../src/traversal/icmp.js';
+import { addonStatus } from '../../src/net/native.js';
+import type { Session } from '../../src/session/session.js';
+import type { MuxStream } from '../../src/session/mux.js';
+import type { NatpunchError } from '../../src/util/errors.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { NATPUNCH } from '../helpers/proc.js';
 
@@ -116,4 +121,69 @@ const nobodyReason = (() => {
 
 test('as user nobody, `listen --icmp` fails with one line, no stack trace', { skip: nobodyReason }, () => {
   assertOneLine(withoutRaw(['listen', '--icmp'], 'nobody'));
+});
+
+const rawReason = (() => {
+  if (!addonStatus().available) return 'native addon unavailable';
+  if (process.getuid?.() !== 0) return 'raw sockets need root';
+  return false;
+})();
+
+test('on loopback: the listener learns the client from its forged Time Exceeded and both get one authenticated session', { skip: rawReason }, async () => {
+  // Loopback only: the server binds 127.0.0.1, the client 127.0.0.3 and writes that as the forged packet's source;
+  // the probe address 127.0.0.2 is local (the kernel answers the echo requests, which the beacon ignores).
+  const serverKey = generateKeyPair();
+  const clientKey = generateKeyPair();
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const progress: string[] = [];
+  const listener = await listenIcmp({
+    keyPair: serverKey, port, bindAddress: '127.0.0.1', probeAddress: '127.0.0.2', intervalMs: 100, allow: [clientKey.publicKey],
+    onProgress: (p) => progress.push(p.phase === 'icmp-knock' ? `knock ${p.from}` : p.phase),
+  });
+  try {
+    const accepted = once(listener, 'session') as Promise<[Session]>;
+    const session = await connectIcmp({
+      keyPair: clientKey, server: '127.0.0.1', port, bindAddress: '127.0.0.3', source: '127.0.0.3', probeAddress: '127.0.0.2',
+      peerKey: serverKey.publicKey, knockIntervalMs: 100, timeoutMs: 10_000,
+    });
+    const [theirs] = await accepted;
+    try {
+      assert.ok(session.remotePublicKey.equals(serverKey.publicKey));
+      assert.ok(theirs.remotePublicKey.equals(clientKey.publicKey));
+      assert.deepEqual(session.path.remote, { address: '127.0.0.1', port });
+      assert.ok(progress.includes('knock 127.0.0.3'), progress.join(', '));
+      assert.ok(listener.beacon.sent >= 1);
+      const stream = session.openStream();
+      const [incoming] = (await once(theirs, 'stream')) as [MuxStream];
+      // Closing the sessions ends the streams with an error; this test is done with them by then.
+      stream.on('error', () => {});
+      incoming.on('error', () => {});
+      stream.write('ping');
+      const [chunk] = (await once(incoming, 'data')) as [Buffer];
+      assert.equal(chunk.toString(), 'ping');
+      incoming.write('pong');
+      const [back] = (await once(stream, 'data')) as [Buffer];
+      assert.equal(back.toString(), 'pong');
+    } finally {
+      await session.close();
+    }
+  } finally {
+    await listener.close();
+  }
+});
+
+test('on loopback with no listener: connectIcmp fails with PUNCH_FAILED within its timeout, and aborts at once', { skip: rawReason }, async () => {
+  const port = 20_000 + Math.floor(Math.random() * 20_000);
+  const started = Date.now();
+  await assert.rejects(
+    connectIcmp({ keyPair: generateKeyPair(), server: '127.0.0.1', port, bindAddress: '127.0.0.3', probeAddress: '127.0.0.2', knockIntervalMs: 200, timeoutMs: 1_500 }),
+    (err: NatpunchError) => err.code === 'PUNCH_FAILED' && /Time Exceeded/.test(err.message),
+  );
+  assert.ok(Date.now() - started < 5_000);
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 100);
+  await assert.rejects(
+    connectIcmp({ keyPair: generateKeyPair(), server: '127.0.0.1', port, bindAddress: '127.0.0.3', probeAddress: '127.0.0.2', timeoutMs: 10_000, signal: ac.signal }),
+    { code: 'ABORTED' },
+  );
 });
