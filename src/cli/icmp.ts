@@ -9,10 +9,12 @@ import type { Session } from '../session/session.js';
 import type { MuxStream } from '../session/mux.js';
 import { NatpunchError } from '../util/errors.js';
 import { connectIcmp, listenIcmp, DEFAULT_ICMP_PUNCH_PORT, type IcmpProgress } from '../traversal/icmp.js';
+import { parseHostPort } from './util.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from './netcat.js';
 
 export interface IcmpListenCliOptions {
   key?: string;
+  bind?: string;
   allow?: string[];
   port?: number;
   icmpProbeAddress?: string;
@@ -23,6 +25,7 @@ export interface IcmpListenCliOptions {
 
 export interface IcmpConnectCliOptions {
   key?: string;
+  bind?: string;
   peerKey?: string;
   port?: number;
   icmpProbeAddress?: string;
@@ -59,6 +62,12 @@ function port(opts: { port?: number }): number {
   return p;
 }
 
+/** --bind's address (its port, if any, is ignored: --icmp uses the agreed --port). */
+function bindAddress(bind: string | undefined): { bindAddress?: string } {
+  if (!bind) return {};
+  return { bindAddress: parseHostPort(bind, 0).host };
+}
+
 function checkAddress(value: string | undefined, flag: string): void {
   if (value !== undefined && !isIPv4(value)) throw new NatpunchError('BAD_ARGUMENT', `${flag} must be an IPv4 address (got "${value.slice(0, 80)}")`);
 }
@@ -71,7 +80,7 @@ export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
   if (opts.icmpInterval !== undefined && !(opts.icmpInterval > 0)) throw new NatpunchError('BAD_ARGUMENT', '--icmp-interval must be a positive number of ms');
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const listener = await listenIcmp({
-    keyPair, port: port(opts), onProgress: print,
+    keyPair, port: port(opts), onProgress: print, ...bindAddress(opts.bind),
     ...(allow ? { allow } : {}),
     ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
     ...(opts.icmpInterval ? { intervalMs: opts.icmpInterval } : {}),
@@ -112,7 +121,7 @@ export async function runConnectIcmp(server: string, opts: IcmpConnectCliOptions
   process.once('SIGINT', stop);
   try {
     const session = await connectIcmp({
-      keyPair, server, port: port(opts), onProgress: print, signal: ac.signal,
+      keyPair, server, port: port(opts), onProgress: print, signal: ac.signal, ...bindAddress(opts.bind),
       ...(opts.peerKey ? { peerKey: idToKey(opts.peerKey) } : {}),
       ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
       ...(opts.icmpSource ? { source: opts.icmpSource } : {}),

@@ -25,7 +25,7 @@ export function register(program: Command): void {
   program
     .command('connect')
     .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style)')
-    .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); not with --icmp')
+    .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
     .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
     .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
     .option('--peer-key <hex>', '--icmp: the server\'s key; the session fails unless the server proves it')
