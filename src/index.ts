@@ -118,6 +118,7 @@ export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
+export { UdxServerSocket } from './server/udx.js';
 // TURN relay (RFC 8656, RFC 6062): server, client, auth and peer policy
 export { TurnServer, DEFAULT_LIFETIME_S as TURN_DEFAULT_LIFETIME_S, PERMISSION_LIFETIME_S, CHANNEL_LIFETIME_S } from './relay/server.js';
 export type { TurnServerOptions, TurnStats } from './relay/server.js';
@@ -139,4 +140,43 @@ export { DefaultPeerPolicy, DEFAULT_DENIED_PEERS } from './relay/policy.js';
 export type { PeerPolicy, PeerPolicyOptions, PeerDecision } from './relay/policy.js';
 export { turnRegistry, TurnMethod } from './wire/turn.js';
 export * as channelData from './wire/channel-data.js';
-export { UdxServerSocket } from './server/udx.js';
+// Tunnels: expose / forward / socks over sessions (src/tunnel/).
+export {
+  expose,
+  linkTo,
+  TunnelExit,
+  PeerLink,
+  openTunnel,
+  TcpForwarder,
+  SocksServer,
+  DestinationPolicy,
+  socks5,
+  encodeTunnelRequest,
+  decodeTunnelRequest,
+  encodeTunnelReply,
+  decodeTunnelReply,
+  TUNNEL_VERSION,
+  DEFAULT_SESSION_WAIT_MS,
+  DEFAULT_REPLY_TIMEOUT_MS,
+  DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+} from './tunnel/index.js';
+export type {
+  ExposeHandle,
+  ExposeTarget,
+  TunnelExitOptions,
+  TunnelEvent,
+  LinkEvent,
+  PeerLinkOptions,
+  ConnectionEvent,
+  LocalListenOptions,
+  SocksServerOptions,
+  DestinationDecision,
+  Resolver as DestinationResolver,
+  TunnelRequest,
+  TunnelReply,
+} from './tunnel/index.js';
+export {
+  listenIcmp, connectIcmp, IcmpListener, IcmpBeacon, IcmpKnocker, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_INTERVAL_MS,
+  DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
+} from './traversal/icmp.js';
+export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';

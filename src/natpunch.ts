@@ -16,11 +16,11 @@ import { RelayPath, parseRelaySpec } from './relay/path.js';
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
 /** connect() as a whole: rendezvous exchange, checks (10 s) and handshake. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
+export const MAX_CONCURRENT_ATTEMPTS = 32;
 /** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
  *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
 export const DEFAULT_RELAY_HOLD_MS = 1_500;
-/** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
-export const MAX_CONCURRENT_ATTEMPTS = 32;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -97,6 +97,10 @@ export interface ConnectOptions extends CommonOptions {
   connectionId?: Uint8Array;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** ICMP hole punching (src/traversal/icmp.ts) to a `listen --icmp` server behind this public IPv4 address, used
+   *  when no rendezvous is given or the rendezvous cannot be reached; `to`, when a key, is the server's key. Needs
+   *  root / CAP_NET_RAW; binds its own socket on the agreed port (not `endpoint`). */
+  icmp?: { server: string; port?: number; probeAddress?: string; source?: string; timeoutMs?: number };
 }
 
 export interface ListenOptions extends CommonOptions {
@@ -303,8 +307,9 @@ function toKey(to: string | Uint8Array): Buffer | null {
  */
 export async function connect(options: ConnectOptions): Promise<Session> {
   const logger = options.logger ?? silentLogger;
+  if (options.icmp && !options.peer && !options.rendezvous) return connectViaIcmp(options, logger);
   if (!options.peer && (options.to === undefined || !options.rendezvous)) {
-    throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode)');
+    throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode), or `icmp`');
   }
   const { signal, dispose } = timeoutSignal(options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, options.signal);
   const ownsEndpoint = !options.endpoint;
@@ -321,6 +326,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     const proxied = await relay.proxied(remote, permitted);
     return [...remote, ...proxied];
   };
+  let introduced = false;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
@@ -349,6 +355,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       rendezvous = rv;
       const to = options.to!;
       const offer = await rv.requestConnect(to, { candidates: local, signal });
+      introduced = true;
       const wanted = toKey(to);
       if (wanted && !wanted.equals(offer.peerKey)) {
         throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
@@ -390,6 +397,10 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     rendezvous?.close();
     await relay?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
+    if (options.icmp && !options.peer && !introduced && !options.signal?.aborted) {
+      logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
+      return connectViaIcmp(options, logger);
+    }
     if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') {
       throw new NatpunchError('TIMEOUT', `no session with the peer within ${options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`, { cause: err });
     }
@@ -397,6 +408,29 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   } finally {
     dispose();
   }
+}
+
+/** The `icmp` candidate inside connect(): ICMP hole punching to the server's public address (no rendezvous). */
+async function connectViaIcmp(options: ConnectOptions, logger: Logger): Promise<Session> {
+  const icmp = options.icmp!;
+  const peerKey = options.to !== undefined ? toKey(options.to) : null;
+  const { connectIcmp } = await import('./traversal/icmp.js');
+  return connectIcmp({
+    keyPair: options.keyPair,
+    server: icmp.server,
+    ...(peerKey ? { peerKey } : {}),
+    ...(icmp.port !== undefined ? { port: icmp.port } : {}),
+    ...(icmp.probeAddress !== undefined ? { probeAddress: icmp.probeAddress } : {}),
+    ...(icmp.source !== undefined ? { source: icmp.source } : {}),
+    ...(icmp.timeoutMs !== undefined ? { timeoutMs: icmp.timeoutMs } : {}),
+    ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
+    ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    logger,
+    onProgress: (p) => {
+      if (p.phase === 'path' || p.phase === 'connected') options.onProgress?.(p as Progress);
+    },
+  });
 }
 
 /**
