@@ -400,7 +400,12 @@ export class TurnServer {
           return;
         }
         const m = parseStun(frame);
-        if (!m) return;
+        if (!m) {
+          // Over a stream a frame that is not STUN means the framing is lost (RFC 8489 §6.2.2): close.
+          raw = true;
+          socket.destroy();
+          return;
+        }
         if (m.method === Method.Binding && m.cls === Cls.Request) {
           client.send(this.#bindingResponse(m, client));
           return;
