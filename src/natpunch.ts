@@ -7,7 +7,7 @@ import { UdxEndpoint } from './net/udx.js';
 import { RendezvousClient } from './rendezvous/client.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
-import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
+import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 
@@ -67,6 +67,11 @@ interface CommonOptions {
   /** Our candidates; default: host candidates of the bound address (for a wildcard bind: the interfaces). */
   candidates?: Candidate[];
   keepAliveMs?: number;
+  /**
+   * The NAT's UDP mapping lifetime when known (netcheck's lifetime measurement: `aliveAtS * 1000`). Without an
+   * explicit keepAliveMs, keepalives then run at half of it (at most the 15 s default, at least 1 s).
+   */
+  mappingLifetimeMs?: number;
   idleTimeoutMs?: number;
   checkTimeoutMs?: number;
   logger?: Logger;
@@ -211,11 +216,21 @@ async function punch(a: Attempt): Promise<CheckResult> {
   return result;
 }
 
+/** Keepalive interval: explicit, else half the measured mapping lifetime, else the session default (15 s). */
+export function keepAliveFor(options: { keepAliveMs?: number; mappingLifetimeMs?: number }): number | undefined {
+  if (options.keepAliveMs !== undefined) return options.keepAliveMs;
+  if (options.mappingLifetimeMs !== undefined && options.mappingLifetimeMs > 0) {
+    return Math.max(1_000, Math.min(DEFAULT_KEEPALIVE_MS, Math.floor(options.mappingLifetimeMs / 2)));
+  }
+  return undefined;
+}
+
 function sessionOptions(a: Attempt) {
+  const keepAliveMs = keepAliveFor(a.options);
   return {
     endpoint: a.endpoint,
     keyPair: a.keyPair,
-    ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
+    ...(keepAliveMs !== undefined ? { keepAliveMs } : {}),
     ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
     ownsEndpoint: a.ownsEndpoint,
     logger: a.logger,
