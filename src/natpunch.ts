@@ -10,6 +10,7 @@ import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js'
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
+import { RelayPath, parseRelaySpec } from './relay/path.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -17,6 +18,9 @@ export const DEFAULT_RENDEZVOUS_PORT = 3478;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
 /** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
 export const MAX_CONCURRENT_ATTEMPTS = 32;
+/** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
+ *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
+export const DEFAULT_RELAY_HOLD_MS = 1_500;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -80,7 +84,16 @@ interface CommonOptions {
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
 }
 
+/** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
+ *  on the same endpoint (its candidate then already went to the peer). connect() owns it either way: it is released
+ *  when the session takes a direct path, or when the relayed session closes. */
+export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string };
+
 export interface ConnectOptions extends CommonOptions {
+  /** TURN fallback: when no direct pair answers within `relayHoldMs`, the session runs through this relay, still
+   *  end-to-end encrypted (the relay sees only ciphertext). */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** The peer's name or key (hex or bytes), through the rendezvous. */
   to?: string | Uint8Array;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
@@ -89,9 +102,17 @@ export interface ConnectOptions extends CommonOptions {
   connectionId?: Uint8Array;
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** ICMP hole punching (src/traversal/icmp.ts) to a `listen --icmp` server behind this public IPv4 address, used
+   *  when no rendezvous is given or the rendezvous cannot be reached; `to`, when a key, is the server's key. Needs
+   *  root / CAP_NET_RAW; binds its own socket on the agreed port (not `endpoint`). */
+  icmp?: { server: string; port?: number; probeAddress?: string; source?: string; timeoutMs?: number };
 }
 
 export interface ListenOptions extends CommonOptions {
+  /** TURN relay for incoming connections too (see ConnectOptions.relay): needed when this side cannot be reached
+   *  directly even by a relayed peer, e.g. when its UDP is blocked. The listener owns it and releases it on close. */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** A name to claim on the rendezvous. */
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
@@ -157,6 +178,8 @@ export async function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?
 }
 
 function pathKind(result: CheckResult): SessionPath['kind'] {
+  // Through a TURN relay when either end of the nominated pair is a relayed address.
+  if (result.remoteCandidate.type === 'relay' || result.localCandidate?.type === 'relay') return 'relay';
   return result.kind;
 }
 
@@ -299,24 +322,47 @@ function toKey(to: string | Uint8Array): Buffer | null {
  */
 export async function connect(options: ConnectOptions): Promise<Session> {
   const logger = options.logger ?? silentLogger;
+  if (options.icmp && !options.peer && !options.rendezvous) return connectViaIcmp(options, logger);
   if (!options.peer && (options.to === undefined || !options.rendezvous)) {
-    throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode)');
+    throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode), or `icmp`');
   }
   const { signal, dispose } = timeoutSignal(options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, options.signal);
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let rendezvous: RendezvousLike | null = null;
+  let relay: RelayPath | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
+  /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
+  const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
+    if (!relay) return remote;
+    relay.hold(options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  };
+  let introduced = false;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
-    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    if (options.relay) {
+      relay =
+        options.relay instanceof RelayPath
+          ? options.relay
+          : await RelayPath.open({
+              transport: endpoint,
+              ...(typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay),
+              signal,
+              logger,
+            });
+      local = dedupeCandidates([...local, relay.candidate()]);
+    }
     let session: Session;
     if (options.peer) {
       session = await attempt({
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
-        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
+        local, remote: await withRelay(options.peer.candidates), keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
         track: (c) => checks.push(c),
       });
     } else {
@@ -324,6 +370,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       rendezvous = rv;
       const to = options.to!;
       const offer = await rv.requestConnect(to, { candidates: local, signal });
+      introduced = true;
       const wanted = toKey(to);
       if (wanted && !wanted.equals(offer.peerKey)) {
         throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
@@ -342,21 +389,33 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
       session = await attempt({
-        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: offer.candidates,
+        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
         keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
       });
     }
+    const usedRelay = relay;
+    if (usedRelay && session.path.kind !== 'relay') {
+      // Direct won the race: release the allocation now.
+      relay = null;
+      void usedRelay.close();
+    }
     session.once('close', () => {
       lingering();
       rendezvous?.close();
+      void relay?.close();
     });
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     return session;
   } catch (err) {
     lingering();
     rendezvous?.close();
+    await relay?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
+    if (options.icmp && !options.peer && !introduced && !options.signal?.aborted) {
+      logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
+      return connectViaIcmp(options, logger);
+    }
     if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') {
       throw new NatpunchError('TIMEOUT', `no session with the peer within ${options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS} ms`, { cause: err });
     }
@@ -364,6 +423,29 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   } finally {
     dispose();
   }
+}
+
+/** The `icmp` candidate inside connect(): ICMP hole punching to the server's public address (no rendezvous). */
+async function connectViaIcmp(options: ConnectOptions, logger: Logger): Promise<Session> {
+  const icmp = options.icmp!;
+  const peerKey = options.to !== undefined ? toKey(options.to) : null;
+  const { connectIcmp } = await import('./traversal/icmp.js');
+  return connectIcmp({
+    keyPair: options.keyPair,
+    server: icmp.server,
+    ...(peerKey ? { peerKey } : {}),
+    ...(icmp.port !== undefined ? { port: icmp.port } : {}),
+    ...(icmp.probeAddress !== undefined ? { probeAddress: icmp.probeAddress } : {}),
+    ...(icmp.source !== undefined ? { source: icmp.source } : {}),
+    ...(icmp.timeoutMs !== undefined ? { timeoutMs: icmp.timeoutMs } : {}),
+    ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
+    ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+    ...(options.signal ? { signal: options.signal } : {}),
+    logger,
+    onProgress: (p) => {
+      if (p.phase === 'path' || p.phase === 'connected') options.onProgress?.(p as Progress);
+    },
+  });
 }
 
 /**
@@ -401,7 +483,8 @@ export class Listener extends EventEmitter {
     const srflx: Candidate[] = this.#reflexive
       ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
       : [];
-    return dedupeCandidates([...this.#local, ...srflx]);
+    const relay = this.#relay();
+    return dedupeCandidates([...this.#local, ...srflx, ...(relay ? [relay.candidate()] : [])]);
   }
 
   get reflexive(): { address: string; port: number } | null {
@@ -457,7 +540,7 @@ export class Listener extends EventEmitter {
     try {
       const session = await attempt({
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
-        local: this.candidates, remote: offer.candidates, keyPair: this.#options.keyPair,
+        local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
@@ -488,9 +571,24 @@ export class Listener extends EventEmitter {
   }
 
   /** Stops accepting, closes every session it accepted and the socket. */
+  /** With a relay: the peer's candidates reached through it too (see connect()). */
+  #relay(): RelayPath | null {
+    return this.#options.relay instanceof RelayPath ? this.#options.relay : null;
+  }
+
+  async #withRelay(remote: Candidate[], signal: AbortSignal): Promise<Candidate[]> {
+    const relay = this.#relay();
+    if (!relay || relay.closed) return remote;
+    relay.hold(this.#options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    void this.#relay()?.close();
     this.#rendezvous?.off('connect-request', this.#onOffer);
     this.#rendezvous?.close();
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
@@ -509,6 +607,10 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
     const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    if (options.relay && !(options.relay instanceof RelayPath)) {
+      const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
+      options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
+    }
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();
