@@ -77,6 +77,8 @@ interface CommonOptions {
    */
   mappingLifetimeMs?: number;
   idleTimeoutMs?: number;
+  /** How long a session whose transport died waits for a new path before failing (default 20 s). */
+  reconnectGraceMs?: number;
   checkTimeoutMs?: number;
   logger?: Logger;
   onProgress?: (p: Progress) => void;
@@ -255,6 +257,7 @@ function sessionOptions(a: Attempt) {
     keyPair: a.keyPair,
     ...(keepAliveMs !== undefined ? { keepAliveMs } : {}),
     ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
+    ...(a.options.reconnectGraceMs !== undefined ? { reconnectGraceMs: a.options.reconnectGraceMs } : {}),
     ownsEndpoint: a.ownsEndpoint,
     logger: a.logger,
     signal: a.signal,
