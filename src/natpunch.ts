@@ -379,8 +379,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
       }
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
-      // Re-establish through the rendezvous when the path goes silent (NAT rebinding): a fresh punch to the same
-      // key; the session then migrates and announces its new path to the peer with an authenticated probe.
+      // Re-establish through the rendezvous when the path dies (NAT rebinding the peer's probes cannot get through):
+      // a fresh punch to the same key, then the session moves onto the punched pair (Session#migrate).
       const recover = async (rsignal: AbortSignal) => {
         const again = await rv.requestConnect(offer.peerKey, { candidates: local, signal: rsignal });
         if (!again.peerKey.equals(offer.peerKey)) throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');
