@@ -222,3 +222,39 @@ export function encodeTimeExceeded(quoted: Uint8Array, code = TIME_EXCEEDED_IN_T
   out.writeUInt16BE(internetChecksum(out), 2);
   return out;
 }
+
+/** What ICMP hole punching quotes: the server's echo request as it left the server's NAT (RFC 792 Echo). */
+export interface EchoQuote {
+  /** Source of the echo request: the server's public (NAT) address. */
+  source: string;
+  /** Where the echo request went: the unreachable probe address. */
+  destination: string;
+  identifier: number;
+  sequence: number;
+  /** TTL in the quoted header; a router that drops a datagram for TTL quotes it as it arrived (1). */
+  ttl?: number;
+}
+
+/**
+ * RFC 792 Time Exceeded (type 11, code 0) that a router would send for the server's echo request: the ICMP message
+ * (without the outer IP header) quoting a 20-byte IPv4 header + the 8-byte echo header (RFC 792: "Internet Header
+ * + 64 bits of Original Data Datagram"), every checksum computed (RFC 1071). The quoted datagram is exactly the
+ * 28-byte echo request the server sends (no echo data), as in the pwnat paper and tool.
+ */
+export function encodeEchoTimeExceeded(quote: EchoQuote): Buffer {
+  const echo = encodeEcho({ identifier: quote.identifier, sequence: quote.sequence });
+  const inner = encodeIpv4({ source: quote.source, destination: quote.destination, protocol: IPPROTO_ICMP, ttl: quote.ttl ?? 1 }, echo);
+  return encodeTimeExceeded(inner, TIME_EXCEEDED_IN_TRANSIT);
+}
+
+/**
+ * The echo request an ICMP hole punching server is waiting to hear about, read from a received Time Exceeded:
+ * null unless `msg` is a checksum-valid Time Exceeded (code 0) quoting an ICMP Echo Request.
+ */
+export function quotedEchoOf(msg: IcmpMessage): { destination: string; source: string; identifier: number; sequence: number } | null {
+  if (msg.kind !== 'time-exceeded' || msg.code !== TIME_EXCEEDED_IN_TRANSIT || !msg.checksumValid) return null;
+  const q = msg.quoted;
+  if (!q || q.header.protocol !== IPPROTO_ICMP || q.echoType !== ICMP_ECHO_REQUEST) return null;
+  if (q.echoIdentifier === undefined || q.echoSequence === undefined) return null;
+  return { destination: q.header.destination, source: q.header.source, identifier: q.echoIdentifier, sequence: q.echoSequence };
+}

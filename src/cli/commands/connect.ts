@@ -1,14 +1,25 @@
 import type { Command } from 'commander';
 import { action, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
+import { runConnectIcmp } from '../icmp.js';
+import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../traversal/icmp.js';
+import { isPeerId } from '../../session/identity.js';
+import { NatpunchError } from '../../util/errors.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
+import { parseRelaySpec } from '../../relay/path.js';
 
 interface ConnectOpts {
-  rendezvous: string;
+  rendezvous?: string;
+  icmp?: string;
+  peerKey?: string;
+  port?: number;
+  icmpProbeAddress?: string;
+  icmpSource?: string;
   key?: string;
   bind?: string;
   timeout?: number;
   keepalive?: number;
+  relay?: string;
   json?: boolean;
 }
 
@@ -16,14 +27,22 @@ export function register(program: Command): void {
   program
     .command('connect')
     .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style)')
-    .argument('<peer>', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters)')
-    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
+    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
+    .option('--peer-key <hex>', '--icmp: the server\'s key; the session fails unless the server proves it')
+    .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
+    .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
+    .option('--icmp-source <ip>', '--icmp: outer source address of the forged ICMP (e.g. our NAT\'s public address); default: the kernel\'s')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
     .option('--json', 'progress as JSON lines on stderr')
-    .action(action(async (peer: string, opts: ConnectOpts) => {
+    .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
+      if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
+      if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
@@ -34,7 +53,11 @@ export function register(program: Command): void {
       try {
         const session = await connect({
           keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
-          signal: ac.signal, ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          signal: ac.signal,
+          // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
+          ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
+          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();

@@ -6,15 +6,23 @@ import { isPeerId, keyToId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
 import type { Session } from '../../session/session.js';
 import type { MuxStream } from '../../session/mux.js';
+import { runListenIcmp } from '../icmp.js';
+import { DEFAULT_ICMP_INTERVAL_MS, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT, MIN_ICMP_INTERVAL_MS } from '../../traversal/icmp.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
+import { parseRelaySpec } from '../../relay/path.js';
 
 interface ListenOpts {
   name?: string;
-  rendezvous: string;
+  rendezvous?: string;
+  icmp?: boolean;
+  icmpProbeAddress?: string;
+  icmpInterval?: number;
+  port?: number;
   key?: string;
   allow?: string[];
   bind?: string;
   keepalive?: number;
+  relay?: string;
   json?: boolean;
 }
 
@@ -22,14 +30,21 @@ export function register(program: Command): void {
   program
     .command('listen')
     .description('wait for one peer to connect and pipe stdin/stdout over the stream it opens (netcat style)')
-    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--icmp', 'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`')
+    .option('--icmp-probe-address <ip>', `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
+    .option('--icmp-interval <ms>', `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`, (v) => Number(v))
+    .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
     .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
     .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; default: anyone')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn)')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (opts: ListenOpts) => {
+      if (opts.icmp) return runListenIcmp(opts);
+      if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
       const print = progressPrinter(opts.json);
       const allow = parseAllow(opts.allow);
       for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
@@ -40,6 +55,7 @@ export function register(program: Command): void {
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+        ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
