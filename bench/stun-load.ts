@@ -13,6 +13,8 @@ const warmupMs = Number(warmupText);
 const durationMs = Number(durationText);
 const serverPid = Number(serverPidText);
 const LOSS_MS = 200;
+/** USER_HZ: /proc reports CPU time in these ticks; 100 on every mainstream Linux build (getconf CLK_TCK). */
+const CLOCK_TICKS_PER_SECOND = 100;
 
 function cpuTicks(pid: number): number {
   if (!pid) return 0;
@@ -104,6 +106,6 @@ process.stdout.write(
     rate: answered / elapsed,
     losses,
     generatorCpu: (cpu.user + cpu.system) / 1e6 / elapsed,
-    serverCpu: serverPid ? serverTicks / 100 / elapsed : null,
+    serverCpu: serverPid ? serverTicks / CLOCK_TICKS_PER_SECOND / elapsed : null,
   })}\n`,
 );

@@ -6,7 +6,7 @@
 // servers get exactly one core. coturn still starts its threads, they share that core.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
@@ -215,7 +215,9 @@ if (TURNSERVER) {
       '--simple-log',
       `--pidfile=/tmp/natpunch-bench-turnserver-${port}.pid`,
     ]);
-    return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.once('exit', () => rmSync(`/tmp/natpunch-bench-turnserver-${port}.pid`, { force: true }));
+    return child;
   });
   console.log(`coturn: ${Math.round(coturn.rate).toLocaleString('en')} Binding/s (server CPU ${coturn.serverCpu?.toFixed(2)}, generator CPU ${coturn.generatorCpu.toFixed(2)})`);
   results.coturn = coturn;
@@ -272,9 +274,11 @@ StunServer's whole per-request path without sockets (decode, checks, response en
 ${fmt(serverPath.opsPerSecond)} requests/s on one core, i.e. ${(1e6 / serverPath.opsPerSecond).toFixed(1)} µs per request. Everything
 above that per request is Node's dgram receive and send.
 
-What bounds natpunch: one \`recvmsg\` and one \`sendmsg\` system call per packet through Node's dgram (no
-\`recvmmsg\`/\`sendmmsg\` batching, no SO_REUSEPORT fan-out in Node 20), plus a JS callback, a Buffer allocation per
-received datagram and per response, all on one event-loop thread. A server CPU near 1.00 means the server was the
+What bounds natpunch: \`natpunch serve\` runs on libudx sockets (udx-native; \`--udp dgram\` for node:dgram), which
+receive natively into a preallocated slab and send through libuv's \`uv_udp_try_send\`, but every packet still costs a
+receive and a send system call, a crossing into JavaScript, a response Buffer and the STUN work above, on one
+event-loop thread (no SO_REUSEPORT fan-out across cores in Node 20). coturn does the same work in C with no runtime
+in between. A server CPU near 1.00 means the server was the
 bottleneck; a generator CPU near 1.00 with a lower server CPU means the (equally Node-bound) generator was.
 `;
 writeFileSync(join(here, 'results', 'stun.md'), md);

@@ -1,4 +1,4 @@
-// TURN benchmark: relayed packets per second and Mbit/s through natpunch's TURN server and through coturn's
+// TURN benchmark: relayed packets per second and Mbit/s through `natpunch serve --turn` and through coturn's
 // turnserver, with the same load: coturn's turnutils_uclient (UDP allocations, channels) echoing off turnutils_peer,
 // all on loopback, one run each. Also the CPU time each server spent, so the cost per packet can be compared even
 // when the load generator is the bottleneck. Writes bench/results/turn.json and bench/results/turn.md.
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
     results.push(
       await benchServer('natpunch', peerPort, (port) => {
         const [cmd, args] = pinned(1, process.execPath, [
-          join(root, 'bin', 'natpunch.js'), 'turn', 'serve', '--port', String(port), '--address', '127.0.0.1',
+          join(root, 'bin', 'natpunch.js'), 'serve', '--turn', '--port', String(port), '--address', '127.0.0.1',
           '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000',
           '--min-port', '40000', '--max-port', '49999',
         ]);

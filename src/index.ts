@@ -91,8 +91,10 @@ export type {
 } from './stun/client.js';
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './stun/server.js';
 export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './stun/server.js';
+export { LongTermAuthenticator, DEFAULT_NONCE_LIFETIME_MS } from './stun/auth.js';
+export type { LongTermAuthOptions, AuthResult } from './stun/auth.js';
 export { startServer, DEFAULT_SERVE_ADDRESSES } from './server/serve.js';
-export type { ServeConfig, ServerHandle, TcpHandler, Endpoint as ServeEndpoint } from './server/serve.js';
+export type { ServeConfig, ServerHandle, TcpHandler, ServeSocket, Endpoint as ServeEndpoint } from './server/serve.js';
 export { ServerUdpSocket } from './server/udp.js';
 // TCP hole punching and raw sockets (native addon: native/; optional, see addonStatus())
 export { addonAvailable, addonStatus, loadAddon } from './net/native.js';
@@ -108,8 +110,9 @@ export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './tr
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './traversal/tcp-predict.js';
 export type { TcpAllocationSample } from './traversal/tcp-predict.js';
 export * as icmp from './wire/icmp.js';
-export { PortMapper, probePortMapping, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
+export { PortMapper, probePortMapping, closeOnSignals, toCandidate, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
 export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
+export { PROBE_TIMEOUT_MS } from './portmap/mapper.js';
 export type { PortMapping, PortMapProtocol, MapTransport, RetransmitSchedule } from './portmap/common.js';
 export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
@@ -120,3 +123,60 @@ export {
   DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
 } from './traversal/icmp.js';
 export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';
+export { UdxServerSocket } from './server/udx.js';
+// TURN relay (RFC 8656, RFC 6062): server, client, auth and peer policy
+export { TurnServer, DEFAULT_LIFETIME_S as TURN_DEFAULT_LIFETIME_S, PERMISSION_LIFETIME_S, CHANNEL_LIFETIME_S } from './relay/server.js';
+export type { TurnServerOptions, TurnStats } from './relay/server.js';
+export { TurnClient } from './relay/client.js';
+export type { TurnClientOptions, AllocateOptions, Allocation as TurnAllocation } from './relay/client.js';
+export { attachTurn } from './relay/attach.js';
+export type { TurnHost } from './relay/attach.js';
+export {
+  UsersFileStore,
+  SharedSecretStore,
+  CombinedStore,
+  NonceManager,
+  TokenBucket,
+  makeSharedSecretCredentials,
+  sharedSecretPassword,
+} from './relay/auth.js';
+export type { CredentialStore } from './relay/auth.js';
+export { DefaultPeerPolicy, DEFAULT_DENIED_PEERS } from './relay/policy.js';
+export type { PeerPolicy, PeerPolicyOptions, PeerDecision } from './relay/policy.js';
+export { turnRegistry, TurnMethod } from './wire/turn.js';
+export * as channelData from './wire/channel-data.js';
+// Tunnels: expose / forward / socks over sessions (src/tunnel/).
+export {
+  expose,
+  linkTo,
+  TunnelExit,
+  PeerLink,
+  openTunnel,
+  TcpForwarder,
+  SocksServer,
+  DestinationPolicy,
+  socks5,
+  encodeTunnelRequest,
+  decodeTunnelRequest,
+  encodeTunnelReply,
+  decodeTunnelReply,
+  TUNNEL_VERSION,
+  DEFAULT_SESSION_WAIT_MS,
+  DEFAULT_REPLY_TIMEOUT_MS,
+  DEFAULT_TARGET_CONNECT_TIMEOUT_MS,
+} from './tunnel/index.js';
+export type {
+  ExposeHandle,
+  ExposeTarget,
+  TunnelExitOptions,
+  TunnelEvent,
+  LinkEvent,
+  PeerLinkOptions,
+  ConnectionEvent,
+  LocalListenOptions,
+  SocksServerOptions,
+  DestinationDecision,
+  Resolver as DestinationResolver,
+  TunnelRequest,
+  TunnelReply,
+} from './tunnel/index.js';

@@ -4,16 +4,23 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
+import { RendezvousClient } from './rendezvous/client.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
-import { Session, streamIdsFor, type Allow, type SessionPath } from './session/session.js';
-import { ConnectivityChecks, deriveCheckKey, type CheckResult } from './traversal/checks.js';
+import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
+import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
+import { RelayPath, parseRelaySpec } from './relay/path.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
 /** connect() as a whole: rendezvous exchange, checks (10 s) and handshake. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
+/** A listener punches for at most this many introductions at once (each sends bounded probes); more are dropped. */
+export const MAX_CONCURRENT_ATTEMPTS = 32;
+/** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
+ *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
+export const DEFAULT_RELAY_HOLD_MS = 1_500;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -72,7 +79,16 @@ interface CommonOptions {
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
 }
 
+/** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
+ *  on the same endpoint (its candidate then already went to the peer). connect() owns it either way: it is released
+ *  when the session takes a direct path, or when the relayed session closes. */
+export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string };
+
 export interface ConnectOptions extends CommonOptions {
+  /** TURN fallback: when no direct pair answers within `relayHoldMs`, the session runs through this relay, still
+   *  end-to-end encrypted (the relay sees only ciphertext). */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** The peer's name or key (hex or bytes), through the rendezvous. */
   to?: string | Uint8Array;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
@@ -88,6 +104,10 @@ export interface ConnectOptions extends CommonOptions {
 }
 
 export interface ListenOptions extends CommonOptions {
+  /** TURN relay for incoming connections too (see ConnectOptions.relay): needed when this side cannot be reached
+   *  directly even by a relayed peer, e.g. when its UDP is blocked. The listener owns it and releases it on close. */
+  relay?: RelayOption;
+  relayHoldMs?: number;
   /** A name to claim on the rendezvous. */
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
@@ -112,11 +132,7 @@ async function makeRendezvous(
   if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
     throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
-  const clientModule = './rendezvous/client.js';
-  const mod = (await import(clientModule)) as {
-    RendezvousClient: new (o: Record<string, unknown>) => RendezvousLike;
-  };
-  return new mod.RendezvousClient({
+  return new RendezvousClient({
     transport: init.transport,
     server,
     keyPair: init.keyPair,
@@ -126,11 +142,25 @@ async function makeRendezvous(
   });
 }
 
-/** Host candidates for an endpoint: its bound address, or the non-internal interface addresses for a wildcard. */
-export async function defaultCandidates(endpoint: UdxEndpoint): Promise<Candidate[]> {
+function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}
+
+/** The rendezvous' host when it is given as an address or name, else null (a factory). */
+function rendezvousHost(spec: CommonOptions['rendezvous']): string | null {
+  if (!spec || typeof spec === 'function') return null;
+  return typeof spec === 'string' ? parseRendezvous(spec).host : spec.host;
+}
+
+/**
+ * Host candidates for an endpoint: its bound address, or for a wildcard bind the non-internal interface addresses
+ * (with `loopback`, only 127.0.0.1: a rendezvous on loopback means both peers are on this machine).
+ */
+export async function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?: boolean } = {}): Promise<Candidate[]> {
   const { networkInterfaces } = await import('node:os');
   const { address, port } = endpoint.address();
   if (address !== '0.0.0.0' && address !== '::') return [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }];
+  if (opts.loopback) return [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }];
   const out: Candidate[] = [];
   let pref = 65535;
   for (const list of Object.values(networkInterfaces())) {
@@ -143,6 +173,8 @@ export async function defaultCandidates(endpoint: UdxEndpoint): Promise<Candidat
 }
 
 function pathKind(result: CheckResult): SessionPath['kind'] {
+  // Through a TURN relay when either end of the nominated pair is a relayed address.
+  if (result.remoteCandidate.type === 'relay' || result.localCandidate?.type === 'relay') return 'relay';
   return result.kind;
 }
 
@@ -165,13 +197,14 @@ interface Attempt {
   track?: (c: ConnectivityChecks) => void;
 }
 
-/** Punch (connectivity checks), then run the Noise handshake over the nominated pair. */
-async function punch(a: Attempt): Promise<CheckResult> {
-  if (a.startAt !== undefined) {
-    const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
-    if (wait > 0) await sleep(wait, a.signal);
-  }
-  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+/** Waits for the rendezvous' scheduled start, bounded. */
+async function waitStart(a: Attempt): Promise<void> {
+  if (a.startAt === undefined) return;
+  const wait = Math.min(MAX_START_DELAY_MS, a.startAt - Date.now());
+  if (wait > 0) await sleep(wait, a.signal);
+}
+
+function newChecks(a: Attempt): ConnectivityChecks {
   const checks = new ConnectivityChecks({
     transport: a.endpoint,
     role: a.role,
@@ -179,40 +212,87 @@ async function punch(a: Attempt): Promise<CheckResult> {
     key: deriveCheckKey(a.connectionId, a.keyPair.publicKey, a.peerKey),
     local: a.local,
     remote: a.remote,
+    nomination: 'implicit',
     signal: a.signal,
     logger: a.logger,
     ...(a.options.checkTimeoutMs !== undefined ? { timeoutMs: a.options.checkTimeoutMs } : {}),
   });
   a.track?.(checks);
-  const result = await checks.run();
+  return checks;
+}
+
+function pathOf(result: CheckResult): Partial<SessionPath> {
+  return { kind: pathKind(result), candidatePair: { local: result.localCandidate, remote: result.remoteCandidate }, rttMs: result.rttMs };
+}
+
+/** Initiator side of the punch: checks until the first pair works (implicit nomination: it is used at once). */
+async function punch(a: Attempt): Promise<CheckResult> {
+  await waitStart(a);
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const result = await newChecks(a).run();
   a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   return result;
 }
 
-async function attempt(a: Attempt): Promise<Session> {
-  const result = await punch(a);
-  const ids = streamIdsFor(a.connectionId);
-  const initiator = a.role === 'initiator';
-  return Session.establish({
+function sessionOptions(a: Attempt) {
+  return {
     endpoint: a.endpoint,
-    isInitiator: initiator,
     keyPair: a.keyPair,
-    remote: result.remote,
-    localStreamId: initiator ? ids.initiator : ids.responder,
-    remoteStreamId: initiator ? ids.responder : ids.initiator,
-    ...(initiator ? { expectedRemoteKey: a.peerKey } : { allow: a.allow }),
-    path: {
-      kind: pathKind(result),
-      candidatePair: { local: result.localCandidate, remote: result.remoteCandidate },
-      rttMs: result.rttMs,
-    },
     ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
     ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
-    ...(a.recover ? { recover: a.recover } : {}),
     ownsEndpoint: a.ownsEndpoint,
     logger: a.logger,
     signal: a.signal,
+  };
+}
+
+/**
+ * One connection attempt: checks, then the Noise handshake over the first pair that worked. The initiator starts
+ * the handshake as soon as a check succeeds; the responder's UDX stream waits (unconnected) and attaches itself to
+ * the address the initiator's first packet comes from, if that address passed an authenticated check.
+ */
+async function attempt(a: Attempt): Promise<Session> {
+  const ids = streamIdsFor(a.connectionId);
+  if (a.role === 'initiator') {
+    const result = await punch(a);
+    return Session.establish({
+      ...sessionOptions(a),
+      isInitiator: true,
+      remote: result.remote,
+      localStreamId: ids.initiator,
+      remoteStreamId: ids.responder,
+      expectedRemoteKey: a.peerKey,
+      path: pathOf(result),
+      ...(a.recover ? { recover: a.recover } : {}),
+    });
+  }
+  await waitStart(a);
+  a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
+  const checks = newChecks(a);
+  const udx = a.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
+  let result: CheckResult | null = null;
+  udx.once('connect', () => {
+    result = checks.select(udx.remoteHost!, udx.remotePort);
+    if (result) a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   });
+  const checksFailed = checks.run().then(
+    () => new Promise<never>(() => {}),
+    (err: unknown) => {
+      udx.destroy();
+      throw err;
+    },
+  );
+  const session = Session.establish({
+    ...sessionOptions(a),
+    isInitiator: false,
+    udxStream: udx,
+    localStreamId: ids.responder,
+    remoteStreamId: ids.initiator,
+    ...(a.allow !== undefined ? { allow: a.allow } : {}),
+    handshakeTimeoutMs: (a.options.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    path: () => (result ? pathOf(result) : {}),
+  });
+  return Promise.race([session, checksFailed]);
 }
 
 function toKey(to: string | Uint8Array): Buffer | null {
@@ -235,17 +315,39 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let rendezvous: RendezvousLike | null = null;
+  let relay: RelayPath | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
   let introduced = false;
+  /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
+  const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
+    if (!relay) return remote;
+    relay.hold(options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  };
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    const rvHost = rendezvousHost(options.rendezvous);
+    let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    if (options.relay) {
+      relay =
+        options.relay instanceof RelayPath
+          ? options.relay
+          : await RelayPath.open({
+              transport: endpoint,
+              ...(typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay),
+              signal,
+              logger,
+            });
+      local = dedupeCandidates([...local, relay.candidate()]);
+    }
     let session: Session;
     if (options.peer) {
       session = await attempt({
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
-        local, remote: options.peer.candidates, keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
+        local, remote: await withRelay(options.peer.candidates), keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
         track: (c) => checks.push(c),
       });
     } else {
@@ -272,20 +374,28 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
       session = await attempt({
-        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: offer.candidates,
+        endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
         keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
       });
     }
+    const usedRelay = relay;
+    if (usedRelay && session.path.kind !== 'relay') {
+      // Direct won the race: release the allocation now.
+      relay = null;
+      void usedRelay.close();
+    }
     session.once('close', () => {
       lingering();
       rendezvous?.close();
+      void relay?.close();
     });
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     return session;
   } catch (err) {
     lingering();
     rendezvous?.close();
+    await relay?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
     if (options.icmp && !options.peer && !introduced && !options.signal?.aborted) {
       logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
@@ -358,7 +468,8 @@ export class Listener extends EventEmitter {
     const srflx: Candidate[] = this.#reflexive
       ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
       : [];
-    return dedupeCandidates([...this.#local, ...srflx]);
+    const relay = this.#relay();
+    return dedupeCandidates([...this.#local, ...srflx, ...(relay ? [relay.candidate()] : [])]);
   }
 
   get reflexive(): { address: string; port: number } | null {
@@ -397,6 +508,12 @@ export class Listener extends EventEmitter {
   async acceptOffer(offer: ConnectOfferLike): Promise<Session | null> {
     if (this.#closed) return null;
     const peer = keyToId(offer.peerKey);
+    if (offer.role !== 'responder') return null; // our own requests' answers are not introductions to accept
+    if (this.#attempts.size >= MAX_CONCURRENT_ATTEMPTS) {
+      this.#logger.warn({ peer }, 'too many connection attempts in progress; dropping one');
+      this.emit('connection-error', new NatpunchError('RATE_LIMITED', `more than ${MAX_CONCURRENT_ATTEMPTS} connection attempts in progress`), peer);
+      return null;
+    }
     const progress = (p: Progress) => {
       this.#options.onProgress?.(p);
       this.emit('progress', p);
@@ -408,7 +525,7 @@ export class Listener extends EventEmitter {
     try {
       const session = await attempt({
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
-        local: this.candidates, remote: offer.candidates, keyPair: this.#options.keyPair,
+        local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
@@ -439,9 +556,24 @@ export class Listener extends EventEmitter {
   }
 
   /** Stops accepting, closes every session it accepted and the socket. */
+  /** With a relay: the peer's candidates reached through it too (see connect()). */
+  #relay(): RelayPath | null {
+    return this.#options.relay instanceof RelayPath ? this.#options.relay : null;
+  }
+
+  async #withRelay(remote: Candidate[], signal: AbortSignal): Promise<Candidate[]> {
+    const relay = this.#relay();
+    if (!relay || relay.closed) return remote;
+    relay.hold(this.#options.relayHoldMs ?? DEFAULT_RELAY_HOLD_MS);
+    const permitted = await relay.permit(remote, signal);
+    const proxied = await relay.proxied(remote, permitted);
+    return [...remote, ...proxied];
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    void this.#relay()?.close();
     this.#rendezvous?.off('connect-request', this.#onOffer);
     this.#rendezvous?.close();
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
@@ -458,7 +590,12 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
-    const local = options.candidates ?? (await defaultCandidates(endpoint));
+    const rvHost = rendezvousHost(options.rendezvous);
+    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    if (options.relay && !(options.relay instanceof RelayPath)) {
+      const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
+      options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
+    }
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();

@@ -27,10 +27,10 @@ export function progressPrinter(json: boolean | undefined): (p: Progress | Recor
         process.stderr.write(`registered: the rendezvous sees us at ${e.reflexive.address}:${e.reflexive.port}\n`);
         break;
       case 'offer':
-        process.stderr.write(`peer ${e.peerName ? `${e.peerName} ` : ''}${e.peer.slice(0, 16)}…: ${e.candidates.length} candidates (${e.candidates.map((c) => `${c.type} ${c.address}:${c.port}`).join(', ')})\n`);
+        process.stderr.write(`peer ${e.peerName ? `${e.peerName} ` : ''}${e.peer.slice(0, 16)}…: ${e.candidates.length} candidate${e.candidates.length === 1 ? '' : 's'} (${e.candidates.map((c) => `${c.type} ${c.address}:${c.port}`).join(', ')})\n`);
         break;
       case 'punching':
-        process.stderr.write(`punching: checking ${e.pairs} candidate pairs\n`);
+        process.stderr.write(`punching: checking ${e.pairs} candidate pair${e.pairs === 1 ? '' : 's'}\n`);
         break;
       case 'path':
         process.stderr.write(`path chosen: ${e.kind} via ${e.type} ${e.remote.address}:${e.remote.port}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}\n`);

@@ -16,7 +16,7 @@ import { NodeDatagramTransport } from '../net/datagram.js';
 import { sleep } from '../util/abort.js';
 import type { Endpoint } from './classify.js';
 import { BindingProber, sendOffsets, type ProbeSchedule } from './probe.js';
-import { decodeBindingResponse, encodeBindingRequest, newTransactionId } from './stun-lite.js';
+import { decodeBindingResponse, encodeBindingRequest, newTransactionId } from './binding.js';
 
 export interface LifetimeResult {
   /** The longest idle time (s) after which a mapping still received. */

@@ -276,6 +276,7 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     if (f1 && primary) progress({ probe: 'filtering', state: 'start' });
     const filterBoth = f1 && primary ? f1.prober.request(primary, { changeIp: true, changePort: true, schedule, signal }) : Promise.resolve(undefined);
     const filterPort = f2 && primary ? f2.prober.request(primary, { changePort: true, schedule, signal }) : Promise.resolve(undefined);
+    if (f1 && primary) void Promise.all([filterBoth, filterPort]).then(() => progress({ probe: 'filtering', state: 'done' }));
     if (alloc.length && primary) progress({ probe: 'allocation', state: 'start' });
     const allocAnswers = primary ? alloc.map((a) => a!.prober.request(primary, { schedule, signal })) : [];
 
@@ -296,7 +297,7 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       let sock;
       try {
         sock = await bindUdp('udp6');
-      } catch (err) {
+      } catch {
         return { publicAddress: null, behindNat: null, server };
       }
       const answer = await sock.prober.request(server.ep, { schedule, signal });
@@ -428,7 +429,6 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       }),
       legacyI,
     ]);
-    if (fBoth !== undefined || fPort !== undefined || (f1 && primary)) progress({ probe: 'filtering', state: 'done' });
     if (options.signal?.aborted) throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
     const timedOut = signal.aborted;
     if (timedOut) why('run', `hit the ${options.timeoutMs ?? NETCHECK_DEFAULT_TIMEOUT_MS} ms limit; results may be partial`);
@@ -447,7 +447,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
         rfc5780: !!a?.otherAddress,
         otherAddress: a?.otherAddress ?? null,
         software: a?.software ?? null,
-        rttMs: a && a.sends === 1 ? a.rttMs : a ? null : null,
+        // Karn's rule (RFC 6298 §3): an answer to a retransmitted request does not say which send it answers.
+        rttMs: a && a.sends === 1 ? a.rttMs : null,
         mappedAddress: mappedOf(a) ?? null,
       };
     });
@@ -457,7 +458,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
 
     // ---- UDP -----------------------------------------------------------------------------------------------------
     const x1 = mappedOf(answers[0]?.ok ? answers[0] : undefined);
-    const anyAnswer = answers.some((a) => a !== undefined);
+    // Any answer on any probe socket proves UDP gets through (under loss Test I alone may go unanswered).
+    const anyAnswer = [...answers, legacyA, fBoth, fPort, ...allocR].some((a) => a !== undefined);
     const udpBlocked = !haveV4 ? null : anyAnswer ? false : timedOut ? null : true;
     const publicAddresses: Endpoint[] = [];
     const addPublic = (e?: Endpoint) => {
@@ -554,7 +556,14 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     else if (t1) {
       if (tcpR.t2 || tcpR.t3) {
         tcpMapping = classifyMapping(t1, mappedOf(tcpR.t2), mappedOf(tcpR.t3));
-        if (tcpMapping === 'unknown') why('tcp.mapping', "no STUN-over-TCP answer from the server's other address");
+        if (tcpMapping === 'unknown' && tcpR.t2) {
+          // Servers that take TCP on their primary port only (natpunch serve) answer Test II but not Test III.
+          tcpMapping = 'address-and-port-dependent';
+          why(
+            'tcp.mapping',
+            "no STUN-over-TCP answer on the server's other port, so address-dependent and address-and-port-dependent mapping look the same; reported the harder one",
+          );
+        } else if (tcpMapping === 'unknown') why('tcp.mapping', "no STUN-over-TCP answer from the server's other address");
       } else if (tcpR.others.length) {
         tcpMapping = mappingFromServers(
           [{ server: primary!, mapped: t1 }, ...tcpR.others.map((m, i) => ({ server: v4Servers[i + 1]!.ep, mapped: m }))],
@@ -682,6 +691,13 @@ export function mappingFromServers(
 
 /** The one-line verdict and a coarse difficulty class for strategy choice. */
 export function verdictOf(r: Pick<NatReport, 'udp' | 'tcp'>): { difficulty: Difficulty; verdict: string } {
+  const v = baseVerdict(r);
+  // An ALG that rewrites addresses breaks protocols that carry them in the clear; XOR'd and encrypted ones pass.
+  if (r.udp.alg === true) v.verdict += ' (an ALG rewrites addresses in payloads)';
+  return v;
+}
+
+function baseVerdict(r: Pick<NatReport, 'udp' | 'tcp'>): { difficulty: Difficulty; verdict: string } {
   const u = r.udp;
   const hairpin = u.hairpinning === true ? ', hairpins' : u.hairpinning === false ? ', no hairpin' : '';
   if (u.blocked) {

@@ -48,7 +48,10 @@ function natPmpRequest(): Buffer {
   return Buffer.from([0, 0]);
 }
 
-/** RFC 6887 §7.1 + §14.1: an ANNOUNCE request (version 2, opcode 0, lifetime 0) carrying our IPv4-mapped address. */
+/**
+ * RFC 6887 §7.1 + §14.1: an ANNOUNCE request (version 2, opcode 0, lifetime 0). The client address field should be
+ * our own; a server that disagrees answers ADDRESS_MISMATCH — still a PCP answer, which is all presence needs.
+ */
 function pcpAnnounce(clientIp: string): Buffer {
   const b = Buffer.alloc(24);
   b[0] = 2;
@@ -62,7 +65,7 @@ function pcpAnnounce(clientIp: string): Buffer {
 async function udpAsk(
   gateway: string,
   port: number,
-  packet: Buffer | ((localIp: string) => Buffer),
+  packet: Buffer,
   accept: (msg: Buffer) => boolean | undefined,
   signal: AbortSignal | undefined,
   multicast = false,
@@ -101,18 +104,10 @@ async function udpAsk(
       const verdict = accept(msg);
       if (verdict !== undefined) finish(verdict);
     });
-    const send = () => {
-      const data = typeof packet === 'function' ? packet(localIpTowards(socket)) : packet;
-      socket.send(data, port, gateway, () => {});
-    };
+    const send = () => socket.send(packet, port, gateway, () => {});
     for (const at of PORTMAP_PROBE_SENDS_MS) timers.push(setTimeout(send, at));
     timers.push(setTimeout(() => finish(false), PORTMAP_PROBE_BUDGET_MS));
   });
-}
-
-function localIpTowards(socket: dgram.Socket): string {
-  const a = socket.address().address;
-  return a === '0.0.0.0' ? '0.0.0.0' : a;
 }
 
 /**
@@ -125,10 +120,11 @@ export async function probePortMappingPresence(
   const gateway = options.gateway ?? (await defaultGateway());
   if (!gateway) return { gateway: null, natPmp: null, pcp: null, upnp: null };
   const [natPmp, pcp, upnp] = await Promise.all([
-    // RFC 6886 §3.2: response version 0, opcode 128 (+0); result 0 = success.
-    udpAsk(gateway, PORTMAP_SERVER_PORT, natPmpRequest(), (m) => (m.length >= 4 && m[0] === 0 && m[1] === 128 ? m.readUInt16BE(2) === 0 : undefined), options.signal),
+    // RFC 6886 §3.2: response version 0, opcode 128 (+0). Any result but 1 (Unsupported Version, what a PCP-only
+    // server answers, RFC 6887 §9) proves NAT-PMP is spoken — e.g. 3 (Network Failure) without a public address.
+    udpAsk(gateway, PORTMAP_SERVER_PORT, natPmpRequest(), (m) => (m.length >= 4 && m[0] === 0 && m[1] === 128 ? m.readUInt16BE(2) !== 1 : undefined), options.signal),
     // RFC 6887 §7.2: a PCP response has version 2 and the R bit set; a NAT-PMP-only server answers version 0 (§9).
-    udpAsk(gateway, PORTMAP_SERVER_PORT, () => pcpAnnounce('0.0.0.0'), (m) => (m.length >= 4 ? m[0] === 2 && (m[1]! & 0x80) !== 0 : undefined), options.signal),
+    udpAsk(gateway, PORTMAP_SERVER_PORT, pcpAnnounce('0.0.0.0'), (m) => (m.length >= 4 ? m[0] === 2 && (m[1]! & 0x80) !== 0 : undefined), options.signal),
     udpAsk(
       SSDP_ADDRESS,
       SSDP_PORT,

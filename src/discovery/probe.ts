@@ -1,8 +1,10 @@
 /**
  * Probe transactions for netcheck: one Binding request, retransmitted on a short schedule, answered or not within a
- * bounded budget. Unlike a normal STUN client, "no answer" is a result here (it is how filtering is measured), so
+ * bounded budget. Why not StunClient (src/stun/client.ts): there "no answer" is an error after the RFC 8489 schedule
+ * (500 ms doubling, 39.5 s), and its doubling cannot be capped — at a 1.5 s budget it would send 4 times, too few for
+ * verdicts that must hold under 10% loss per link. Here "no answer" is a result (it is how filtering is measured), so
  * probes resolve to `undefined` instead of throwing, and responses are accepted from ANY source address: RFC 5780
- * CHANGE-REQUEST answers come from the server's other address, matched by the 96-bit transaction id alone.
+ * CHANGE-REQUEST answers come from the server's other address, matched by the transaction id alone.
  */
 import net from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
@@ -14,13 +16,14 @@ import {
   stunFrameLength,
   type BindingRequestOptions,
   type BindingResponse,
-} from './stun-lite.js';
+} from './binding.js';
 
 /**
  * Retransmission for probes. RFC 8489 §6.2.1 lets a client derive RTO from measured RTTs instead of the 500 ms
- * default; netcheck's whole run must fit in ~3 s, so it starts at 100 ms (5x a 20 ms RTT), grows to 150 ms and gives
- * up after 1.5 s: 11 sends of a ~44-byte packet. That many because verdicts rest on answers arriving: with 10% loss
- * on each of 3 links a round trip is lost 47% of the time, eleven in a row 0.03%.
+ * default; netcheck's whole run must fit in ~3 s, so probes resend every 100 ms (5x a 20 ms RTT) and give up after
+ * 1.5 s: 15 sends of a ~70-byte packet, about 1 KB per probe. That many because verdicts rest on answers arriving:
+ * with 10% loss on each of 3 links a round trip is lost 47% of the time, and a run has about a dozen probes whose
+ * loss would change a verdict; 15 in a row are lost with probability 1e-5.
  */
 export interface ProbeSchedule {
   rtoMs: number;
@@ -28,7 +31,7 @@ export interface ProbeSchedule {
   budgetMs: number;
 }
 
-export const PROBE_SCHEDULE: ProbeSchedule = { rtoMs: 100, maxRtoMs: 150, budgetMs: 1500 };
+export const PROBE_SCHEDULE: ProbeSchedule = { rtoMs: 100, maxRtoMs: 100, budgetMs: 1500 };
 
 export interface BindingAnswer extends BindingResponse {
   /** Where the response came from (for CHANGE-REQUEST this is the server's other address). */

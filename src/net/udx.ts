@@ -14,7 +14,10 @@ export interface UdxStream extends NodeJS.EventEmitter {
   /** Smoothed RTT in ms as libudx measures it (0 until the first ack). */
   readonly rtt: number;
   readonly mtu: number;
+  /** Bytes sent and not yet acknowledged. */
+  readonly inflight: number;
   readonly destroyed: boolean;
+  readonly connected: boolean;
   connect(socket: unknown, remoteId: number, port: number, host: string): void;
   /** Resolves when the remote changed; returns null when the change completed synchronously (nothing in flight). */
   changeRemote(socket: unknown, remoteId: number, port: number, host: string): Promise<void> | null;
@@ -161,6 +164,42 @@ export class UdxEndpoint implements DatagramTransport {
       throw new NatpunchError('BAD_ARGUMENT', `cannot connect UDX stream to ${address}:${port}: ${(err as Error).message}`, { cause: err });
     }
     return stream;
+  }
+
+  /**
+   * Creates a UDX stream with local id `localId` that connects itself to the first address a packet for it comes
+   * from, if `accept(address, port)` agrees (libudx asks its firewall hook for packets to unconnected streams).
+   * Emits 'connect' on the stream when that happened. Packets from refused addresses are dropped.
+   */
+  acceptStream(localId: number, remoteId: number, accept: (address: string, port: number) => boolean): UdxStream {
+    if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
+    if (!Number.isInteger(localId) || localId <= 0 || localId > MAX_STREAM_ID) throw new NatpunchError('BAD_ARGUMENT', `bad stream id ${localId}`);
+    if (this.#streams.has(localId)) throw new NatpunchError('BAD_ARGUMENT', `stream id ${localId} is already in use on this socket`);
+    let stream: UdxStream | null = null;
+    const firewall = (_socket: unknown, port: number, host: string): boolean => {
+      if (!stream || stream.destroyed || this.#closed) return true;
+      let ok = false;
+      try {
+        ok = accept(host, port);
+      } catch {
+        ok = false;
+      }
+      if (!ok) return true; // firewalled: dropped
+      try {
+        stream.connect(this.socket, remoteId, port, host);
+      } catch {
+        return true;
+      }
+      return false;
+    };
+    stream = this.udx.createStream(localId, { firewall });
+    const s = stream;
+    this.#streams.set(localId, s);
+    s.once('close', () => {
+      if (this.#streams.get(localId) === s) this.#streams.delete(localId);
+    });
+    s.on('error', () => {});
+    return s;
   }
 
   /** Points an existing stream at a new remote address (NAT rebinding), keeping its state and data in flight. */

@@ -4,6 +4,7 @@
  * deletes every one of them on close().
  */
 import { EventEmitter } from 'node:events';
+import { isIP } from 'node:net';
 import { NatpunchError, isNatpunchError } from '../util/errors.js';
 import { throwIfAborted, timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -20,6 +21,7 @@ import {
 import { NatPmpClient } from './natpmp.js';
 import { GatewayAnnounceListener, PcpClient, UNSUPPORTED_VERSION_CODE, type GatewayAnnouncement } from './pcp.js';
 import { UpnpIgdClient, SSDP_TIMEOUT_MS, type UpnpClientOptions } from './upnp.js';
+import { candidatePriority, type Candidate } from '../traversal/candidate.js';
 
 /** Default order: PCP is the standard and a superset, NAT-PMP its predecessor, UPnP IGD the slow fallback. */
 export const DEFAULT_PROTOCOL_ORDER: readonly PortMapProtocol[] = ['pcp', 'natpmp', 'upnp'];
@@ -74,7 +76,7 @@ export interface PortMapperOptions {
   /** UPnP port mapping description. */
   description?: string;
   /** Listen on UDP 5350 for the gateway's restart / address announcements (RFC 6887 §14.1.3, RFC 6886 §3.2.1). */
-  listenAnnounce?: boolean | { port?: number };
+  listenAnnounce?: boolean | { port?: number; address?: string };
   /** Renew mappings at half-life (default true). */
   renew?: boolean;
   logger?: Logger;
@@ -100,6 +102,8 @@ interface Entry {
   renewing?: Promise<void>;
   lost: boolean;
   removed: boolean;
+  /** NAT-PMP: ask for the external address again on the next renewal (after an address announcement). */
+  refreshAddress?: boolean;
 }
 
 /**
@@ -119,11 +123,18 @@ export class PortMapper extends EventEmitter {
   #probe: Promise<PortMapProbe> | undefined;
   #closed = false;
   #closing: Promise<CloseResult> | undefined;
+  /** Aborted by close(): in-flight renewals stop at once so deletes can start. */
+  #background = new AbortController();
 
   constructor(opts: PortMapperOptions = {}) {
     super();
     this.#opts = opts;
     this.#logger = opts.logger ?? silentLogger;
+  }
+
+  /** The local port of the announcement listener, once listening (listenAnnounce). */
+  get announcePort(): number | undefined {
+    return this.#listener?.port;
   }
 
   get mappings(): PortMapping[] {
@@ -166,9 +177,12 @@ export class PortMapper extends EventEmitter {
 
   #upnpClient(signal?: AbortSignal): Promise<UpnpIgdClient> {
     if (!this.#upnp) {
-      const p = this.gateway().then((gateway) =>
-        UpnpIgdClient.discover({ ...this.#opts.upnp, gateway, logger: this.#logger, signal }),
-      );
+      const p = this.gateway().then(async (gateway) => {
+        // Search from the interface that faces the gateway (multi-homed hosts), unless told otherwise.
+        const localAddress = this.#opts.localAddress ?? (await localAddressFor(gateway));
+        const ssdp = { localAddress, ...this.#opts.upnp?.ssdp };
+        return UpnpIgdClient.discover({ ...this.#opts.upnp, ssdp, gateway, logger: this.#logger, signal });
+      });
       this.#upnp = p;
       // A failed discovery may be retried later.
       p.catch(() => {
@@ -185,6 +199,7 @@ export class PortMapper extends EventEmitter {
       this.#listener = await GatewayAnnounceListener.listen({
         gateway: await this.gateway(),
         port: typeof l === 'object' ? l.port : undefined,
+        address: typeof l === 'object' ? l.address : undefined,
         logger: this.#logger,
       });
       this.#listener.on('announcement', (a: GatewayAnnouncement) => this.#onAnnouncement(a));
@@ -196,16 +211,26 @@ export class PortMapper extends EventEmitter {
 
   #onAnnouncement(a: GatewayAnnouncement): void {
     if (this.#closed) return;
-    let restarted = false;
-    if (a.protocol === 'pcp' && this.#pcp) restarted = this.#pcp.epoch.update(a.epoch);
-    if (a.protocol === 'natpmp' && this.#natpmp) restarted = this.#natpmp.epoch.update(a.epoch);
+    // One daemon serves PCP and NAT-PMP on port 5351 with one epoch (RFC 6887 Appendix A): an announcement in
+    // either protocol is checked against both trackers, so a PCP ANNOUNCE after a reboot also revives NAT-PMP
+    // mappings. A false alarm only costs an early renewal.
+    const restarted: PortMapProtocol[] = [];
+    if (this.#pcp?.epoch.update(a.epoch)) restarted.push('pcp');
+    if (this.#natpmp?.epoch.update(a.epoch)) restarted.push('natpmp');
     const addressChanged =
       a.protocol === 'natpmp' &&
       a.externalAddress !== undefined &&
       [...this.#entries].some((e) => e.mapping.protocol === 'natpmp' && e.mapping.externalAddress !== a.externalAddress);
-    this.#logger.debug({ a: { ...a, response: undefined }, restarted }, 'gateway announcement');
-    if (restarted) this.emit('restart', a.protocol);
-    if (restarted || addressChanged) this.#renewAll(a.protocol, 'announcement');
+    this.#logger.debug({ announcement: { protocol: a.protocol, epoch: a.epoch }, restarted }, 'gateway announcement');
+    for (const p of restarted) {
+      if (![...this.#entries].some((e) => e.mapping.protocol === p)) continue;
+      this.emit('restart', p);
+      this.#renewAll(p, 'announcement');
+    }
+    if (addressChanged && !restarted.includes('natpmp')) {
+      for (const e of this.#entries) if (e.mapping.protocol === 'natpmp') e.refreshAddress = true;
+      this.#renewAll('natpmp', 'address change');
+    }
   }
 
   /**
@@ -234,6 +259,9 @@ export class PortMapper extends EventEmitter {
     const wanted = this.#opts.protocols ?? DEFAULT_PROTOCOL_ORDER;
     const schedule = this.#opts.probeRetransmit ?? PROBE_RETRANSMIT;
     const skipped: ProtocolProbe = { answered: false, ok: false, error: 'not tried' };
+    // NAT-PMP and natpunch's SSDP are IPv4-only; PCP speaks both.
+    const v6 = isIP(gateway) === 6;
+    const v4only: ProtocolProbe = { answered: false, ok: false, error: 'IPv4 only (the gateway is IPv6)' };
     const [pcp, natpmp, upnp] = await Promise.all([
       wanted.includes('pcp')
         ? (async (): Promise<ProtocolProbe> => {
@@ -245,7 +273,9 @@ export class PortMapper extends EventEmitter {
             }
           })()
         : skipped,
-      wanted.includes('natpmp')
+      v6 && wanted.includes('natpmp')
+        ? v4only
+        : wanted.includes('natpmp')
         ? (async (): Promise<ProtocolProbe> => {
             try {
               const r = await (await this.#natpmpClient()).externalAddress(signal, schedule);
@@ -255,7 +285,9 @@ export class PortMapper extends EventEmitter {
             }
           })()
         : skipped,
-      wanted.includes('upnp')
+      v6 && wanted.includes('upnp')
+        ? v4only
+        : wanted.includes('upnp')
         ? (async (): Promise<ProtocolProbe> => {
             let client: UpnpIgdClient;
             try {
@@ -288,7 +320,7 @@ export class PortMapper extends EventEmitter {
     if (!Number.isInteger(lifetime) || lifetime < 1) throw new NatpunchError('BAD_ARGUMENT', 'lifetime must be a positive integer (seconds)');
     const transport = req.transport ?? 'udp';
     const gateway = await this.gateway();
-    void this.#startListener();
+    await this.#startListener();
 
     let order: PortMapProtocol[];
     if (req.protocol) order = [req.protocol];
@@ -355,7 +387,15 @@ export class PortMapper extends EventEmitter {
       let r;
       try {
         r = await pcp.map(
-          { transport: m.transport, internalPort: m.internalPort, externalPort: m.externalPort, lifetime: entry.requestedLifetime, nonce: entry.nonce },
+          {
+            transport: m.transport,
+            internalPort: m.internalPort,
+            // RFC 6887 §11.2.1: a renewal suggests the external address and port assigned before.
+            externalPort: m.externalPort,
+            externalAddress: m.externalAddress || undefined,
+            lifetime: entry.requestedLifetime,
+            nonce: entry.nonce,
+          },
           signal,
         );
       } catch (err) {
@@ -379,7 +419,9 @@ export class PortMapper extends EventEmitter {
       const nat = await this.#natpmpClient();
       const r = await nat.map({ transport: m.transport, internalPort: m.internalPort, externalPort: m.externalPort, lifetime: entry.requestedLifetime }, signal);
       restarted = r.gatewayRestarted;
-      if (!m.externalAddress || restarted || !m.internalAddress) {
+      this.#logger.debug({ protocol: 'natpmp', epoch: r.epoch, restarted }, 'NAT-PMP map answer');
+      if (!m.externalAddress || restarted || !m.internalAddress || entry.refreshAddress) {
+        entry.refreshAddress = false;
         const ext = await nat.externalAddress(signal);
         m.externalAddress = ext.address;
         m.internalAddress ||= this.#opts.localAddress ?? (await localAddressFor(nat.gateway));
@@ -463,7 +505,7 @@ export class PortMapper extends EventEmitter {
     clearTimeout(entry.timer);
     const m = entry.mapping;
     // RFC 6886 §3.3 / RFC 6887 §11.2.1: renew at half the granted lifetime.
-    const half = entry.permanent ? PERMANENT_REFRESH_S * 500 : (m.lifetime * 1000) / 2;
+    const half = entry.permanent ? PERMANENT_REFRESH_S * 1000 : (m.lifetime * 1000) / 2;
     const delay = Math.max(MIN_RENEW_MS, delayMs ?? half);
     entry.timer = setTimeout(() => void this.#renew(entry, 'timer'), delay);
     entry.timer.unref?.();
@@ -481,7 +523,7 @@ export class PortMapper extends EventEmitter {
     if (entry.removed || this.#closed) return Promise.resolve();
     const run = (async () => {
       try {
-        await this.#doMap(entry);
+        await this.#doMap(entry, this.#background.signal);
         entry.lost = false;
         this.#logger.debug({ why, mapping: entry.mapping }, 'mapping renewed');
         if (!entry.removed) this.emit('renewed', entry.mapping);
@@ -569,6 +611,7 @@ export class PortMapper extends EventEmitter {
         clearTimeout(e.timer);
       }
       this.#listener?.close();
+      this.#background.abort();
       const t = timeoutSignal(opts.timeoutMs ?? CLOSE_TIMEOUT_MS);
       const result: CloseResult = { deleted: [], failed: [] };
       try {
@@ -607,21 +650,65 @@ function probeError(err: unknown, protocol: 'pcp' | 'natpmp'): ProtocolProbe {
   return { answered: false, ok: false, error: message };
 }
 
+/** Bound on probePortMapping() as a whole, ms (PCP/NAT-PMP need 1.75 s, SSDP 2.5 s plus two HTTP exchanges). */
+export const PROBE_TIMEOUT_MS = 4000;
+
 /**
  * Quick presence probe for netcheck: which port-mapping protocols the gateway answers. Opens nothing on the
- * gateway. Bounded: ~1.75 s for PCP/NAT-PMP, SSDP_TIMEOUT_MS + one HTTP exchange for UPnP.
+ * gateway. All three protocols are asked at once; bounded by `timeoutMs` (default PROBE_TIMEOUT_MS) in all.
  */
 export async function probePortMapping(
   opts: Pick<PortMapperOptions, 'gateway' | 'protocols' | 'gatewayPort' | 'probeRetransmit' | 'upnp' | 'logger' | 'localAddress'> & {
     signal?: AbortSignal;
+    timeoutMs?: number;
   } = {},
 ): Promise<PortMapProbe> {
+  const timeoutMs = opts.timeoutMs ?? PROBE_TIMEOUT_MS;
+  const t = timeoutSignal(timeoutMs, opts.signal);
   const mapper = new PortMapper({ ...opts, renew: false });
   try {
-    return await mapper.probe(opts.signal);
+    const r = await mapper.probe(t.signal);
+    if (t.signal.aborted && !opts.signal?.aborted) {
+      for (const p of ['pcp', 'natpmp', 'upnp'] as const) {
+        if (!r[p].answered && /abort/i.test(r[p].error ?? '')) r[p].error = `no answer within ${timeoutMs} ms`;
+      }
+    }
+    return r;
   } finally {
+    t.dispose();
     await mapper.close();
   }
+}
+
+/**
+ * A mapping as a connectivity candidate of type `mapped` (the gateway forwards its external address:port to us),
+ * for connect() / listen() to offer next to host and server-reflexive candidates.
+ */
+export function toCandidate(m: PortMapping, localPreference?: number): Candidate {
+  return {
+    type: 'mapped',
+    transport: m.transport,
+    address: m.externalAddress,
+    port: m.externalPort,
+    priority: candidatePriority('mapped', localPreference),
+  };
+}
+
+/**
+ * Makes SIGINT / SIGTERM delete the mapper's mappings before the process goes: the first such signal closes the
+ * mapper (bounded by CLOSE_TIMEOUT_MS), then re-raises the signal with the default action. Returns a function
+ * that removes the handlers. For applications that have no signal handling of their own; the CLI does its own.
+ */
+export function closeOnSignals(mapper: PortMapper, signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM']): () => void {
+  const handler = (sig: NodeJS.Signals) => {
+    remove();
+    void mapper.close().finally(() => process.kill(process.pid, sig));
+  };
+  const remove = () => {
+    for (const s of signals) process.off(s, handler);
+  };
+  for (const s of signals) process.once(s, handler);
+  return remove;
 }
 
 export { SSDP_TIMEOUT_MS };

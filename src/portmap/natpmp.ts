@@ -76,6 +76,7 @@ export class NatPmpClient {
     what: string,
     signal?: AbortSignal,
     schedule?: RetransmitSchedule,
+    accept: (res: NatPmpResponse) => boolean = () => true,
   ): Promise<Extract<NatPmpResponse, { op: T }>> {
     const socket = await this.#sock();
     const res = await udpTransaction({
@@ -91,7 +92,8 @@ export class NatPmpClient {
       parse: (msg) => {
         // §3.2 / §3.3: the answer's opcode is the request's + 128; others (e.g. §3.2.1 announcements) are not ours.
         if (msg.length < 2 || msg[0] !== 0 || msg[1] !== (expectOp | 0x80)) return undefined;
-        return decodeNatPmpResponse(msg);
+        const r = decodeNatPmpResponse(msg);
+        return accept(r) ? r : undefined;
       },
     });
     if (res.resultCode !== NatPmpResult.SUCCESS) {
@@ -144,10 +146,10 @@ export class NatPmpClient {
       op,
       `NAT-PMP map ${req.transport} ${req.internalPort}`,
       signal,
+      undefined,
+      // Answers carry no transaction id: one for another internal port (a concurrent request) is not ours.
+      (r) => r.op !== 'map' || r.internalPort === req.internalPort,
     );
-    if (res.internalPort !== req.internalPort) {
-      throw new NatpunchError('PORTMAP', `NAT-PMP: gateway answered for internal port ${res.internalPort}, not ${req.internalPort}`);
-    }
     if (res.externalPort === 0 || res.lifetime === 0) {
       throw new NatpunchError('PORTMAP', 'NAT-PMP: gateway answered success but assigned no port');
     }
@@ -170,6 +172,8 @@ export class NatPmpClient {
       op,
       `NAT-PMP delete ${req.transport} ${req.internalPort}`,
       signal,
+      undefined,
+      (r) => r.op !== 'map' || r.internalPort === req.internalPort,
     );
     this.epoch.update(res.epoch);
   }

@@ -29,6 +29,8 @@ export const SOAP_MAX_BYTES = 64 * 1024;
 export const HTTP_TIMEOUT_MS = 5000;
 /** An SSDP answer is one datagram of headers; anything larger is not one. */
 const SSDP_MAX_ANSWER = 4096;
+/** A LAN has a handful of gateways; more distinct answers than this are ignored (memory bound under a flood). */
+const SSDP_MAX_ANSWERS = 16;
 
 const SEARCH_TARGETS = [
   'urn:schemas-upnp-org:device:InternetGatewayDevice:2',
@@ -145,11 +147,11 @@ export async function httpExchange(
           res.on('end', () =>
             resolve({ status, body: Buffer.concat(chunks).toString('utf8'), contentType: String(res.headers['content-type'] ?? '') }),
           );
-          res.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit)));
+          res.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit, req.signal)));
           res.on('aborted', () => reject(new NatpunchError('PORTMAP', `UPnP: ${url.href} closed the connection mid-answer`)));
         },
       );
-      r.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit)));
+      r.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit, req.signal)));
       r.end(body);
     });
   } finally {
@@ -157,14 +159,11 @@ export async function httpExchange(
   }
 }
 
-function wrapHttpError(err: unknown, url: URL, signal: AbortSignal, limit: number): NatpunchError {
+function wrapHttpError(err: unknown, url: URL, signal: AbortSignal, limit: number, parent?: AbortSignal): NatpunchError {
   if (isNatpunchError(err)) return err;
+  if (parent?.aborted) return new NatpunchError('ABORTED', `UPnP: request to ${url.href} aborted`, { cause: parent.reason });
   if (signal.aborted) {
-    const reason = signal.reason;
-    if (isNatpunchError(reason, 'TIMEOUT')) {
-      return new NatpunchError('TIMEOUT', `UPnP: ${url.href} did not answer within ${limit} ms`, { cause: err });
-    }
-    return new NatpunchError('ABORTED', `UPnP: request to ${url.href} aborted`, { cause: reason });
+    return new NatpunchError('TIMEOUT', `UPnP: ${url.href} did not answer within ${limit} ms`, { cause: err });
   }
   return new NatpunchError('PORTMAP', `UPnP: request to ${url.href} failed: ${(err as Error).message}`, { cause: err });
 }
@@ -299,7 +298,7 @@ export async function ssdpSearch(o: SsdpOptions = {}): Promise<SsdpAnswer[]> {
     socket.on('message', (msg, rinfo) => {
       if (msg.length > SSDP_MAX_ANSWER) return;
       const a = parseSsdpAnswer(msg.toString('latin1'), rinfo.address);
-      if (!a || seen.has(a.location)) return;
+      if (!a || seen.has(a.location) || answers.length >= SSDP_MAX_ANSWERS) return;
       seen.add(a.location);
       answers.push(a);
     });
@@ -503,7 +502,8 @@ export class UpnpIgdClient {
   async getExternalIPAddress(signal?: AbortSignal): Promise<string> {
     const r = await this.soap('GetExternalIPAddress', [], signal);
     const ip = r.NewExternalIPAddress?.trim() ?? '';
-    if (!isIP(ip)) throw new NatpunchError('PORTMAP', `UPnP: gateway has no usable external address ("${ip.slice(0, 60)}")`);
+    // Gateways without a WAN connection answer "" or 0.0.0.0.
+    if (!isIP(ip) || ip === '0.0.0.0' || ip === '::') throw new NatpunchError('PORTMAP', `UPnP: gateway has no usable external address ("${ip.slice(0, 60)}")`);
     return ip;
   }
 

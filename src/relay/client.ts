@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { DatagramListener, DatagramTransport, RemoteInfo } from '../net/datagram.js';
@@ -33,6 +34,8 @@ export const REFRESH_MARGIN_S = 60;
 export const PERMISSION_REFRESH_MS = 240_000;
 /** RFC 8656 §12: channels last 600 s; refresh a minute early (ChannelBind also refreshes the permission). */
 export const CHANNEL_REFRESH_MS = 540_000;
+/** After a failed channel setup, datagrams to that peer are dropped for this long before trying again. */
+export const SETUP_RETRY_MS = 5_000;
 /** Datagrams queued for a peer while its permission/channel is being set up. */
 export const MAX_QUEUED_PER_PEER = 64;
 
@@ -83,6 +86,8 @@ interface Pending {
 }
 
 interface PeerState {
+  /** When setting up a channel to this peer last failed (403 by policy, …): no retry for a while. */
+  failedAt: number;
   channel: number | null;
   permissionAt: number;
   channelAt: number;
@@ -121,6 +126,8 @@ export class TurnClient {
   #refreshTimer: NodeJS.Timeout | null = null;
   #maintTimer: NodeJS.Timeout | null = null;
   #closed = false;
+  /** Opens another stream connection to the server (RFC 6062 data connections). */
+  #dial: () => net.Socket = () => net.connect({ host: this.server.address, port: this.server.port });
 
   constructor(options: TurnClientOptions, tcp?: net.Socket) {
     this.#opts = options;
@@ -149,10 +156,27 @@ export class TurnClient {
 
   /** A client over a TCP connection to the server (owned by the client; closed by close()). */
   static async connectTcp(options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal }): Promise<TurnClient> {
-    const socket = net.connect({ host: options.server.address, port: options.server.port });
+    const dial = () => net.connect({ host: options.server.address, port: options.server.port });
+    const socket = dial();
     socket.setNoDelay(true);
     await waitConnect(socket, options.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS, options.signal);
-    return new TurnClient(options, socket);
+    const client = new TurnClient(options, socket);
+    client.#dial = dial;
+    return client;
+  }
+
+  /**
+   * A client over TLS ("turns:", RFC 8656 §3.1; default port 5349). `tls` holds the usual node:tls options (ca,
+   * servername, rejectUnauthorized...). RFC 6062 data connections use TLS too.
+   */
+  static async connectTls(options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal; tls?: tls.ConnectionOptions }): Promise<TurnClient> {
+    const dial = () => tls.connect({ host: options.server.address, port: options.server.port, minVersion: 'TLSv1.2', ...options.tls });
+    const socket = dial();
+    socket.setNoDelay(true);
+    await waitConnect(socket, options.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS, options.signal, 'secureConnect');
+    const client = new TurnClient(options, socket);
+    client.#dial = dial;
+    return client;
   }
 
   get overTcp(): boolean {
@@ -388,7 +412,7 @@ export class TurnClient {
     const k = peerKey(p);
     let st = this.#peers.get(k);
     if (!st) {
-      st = { channel: null, permissionAt: 0, channelAt: 0, setup: null, queue: [] };
+      st = { failedAt: 0, channel: null, permissionAt: 0, channelAt: 0, setup: null, queue: [] };
       this.#peers.set(k, st);
     }
     return st;
@@ -413,11 +437,18 @@ export class TurnClient {
     }
     if (st.permissionAt > 0 && !st.setup) {
       this.#write(this.sendIndication(data, peer));
+    } else if (st.failedAt > 0 && Date.now() - st.failedAt < SETUP_RETRY_MS) {
+      return; // the server refused this peer moments ago: drop rather than ask again per datagram
     } else if (st.queue.length < MAX_QUEUED_PER_PEER) st.queue.push(Buffer.from(data));
     if (!st.setup) {
       st.setup = this.bindChannel(peer)
-        .then(() => undefined)
-        .catch((err) => this.#log.warn({ err, peer }, 'turn channel setup failed'))
+        .then(() => {
+          st.failedAt = 0;
+        })
+        .catch((err) => {
+          st.failedAt = Date.now();
+          this.#log.warn({ err, peer }, 'turn channel setup failed');
+        })
         .finally(() => {
           st.setup = null;
           const q = st.queue.splice(0);
@@ -502,10 +533,10 @@ export class TurnClient {
   async bindConnection(connectionId: number, signal?: AbortSignal): Promise<net.Socket> {
     if (!this.#key) throw new NatpunchError('TURN', 'allocate() first');
     const timeoutMs = this.#opts.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;
-    const socket = net.connect({ host: this.server.address, port: this.server.port });
+    const socket = this.#dial();
     socket.setNoDelay(true);
     try {
-      await waitConnect(socket, timeoutMs, signal);
+      await waitConnect(socket, timeoutMs, signal, socket instanceof tls.TLSSocket ? 'secureConnect' : 'connect');
       const id = Buffer.alloc(4);
       id.writeUInt32BE(connectionId, 0);
       for (let attempt = 0; attempt < 2; attempt++) {
@@ -603,11 +634,11 @@ function normalizeIp(address: string): string {
 
 function noop(): void {}
 
-function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal, event: 'connect' | 'secureConnect' = 'connect'): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = (err?: unknown) => {
       clearTimeout(t);
-      socket.off('connect', onConnect);
+      socket.off(event, onConnect);
       socket.off('error', onError);
       signal?.removeEventListener('abort', onAbort);
       if (err) {
@@ -619,7 +650,7 @@ function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal
     const onError = (e: Error) => done(new NatpunchError('TURN', `cannot connect to TURN server: ${e.message}`, { cause: e }));
     const onAbort = () => done(new NatpunchError('ABORTED', 'operation aborted'));
     const t = setTimeout(() => done(new NatpunchError('TIMEOUT', 'TCP connect to TURN server timed out')), timeoutMs);
-    socket.once('connect', onConnect);
+    socket.once(event, onConnect);
     socket.once('error', onError);
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });

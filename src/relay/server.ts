@@ -67,8 +67,14 @@ export const MAX_CHANNELS_PER_ALLOCATION = 256;
 /** Unauthenticated/failed requests per second per source IP, and burst (RFC 8656 §21.1.3 DoS). */
 export const DEFAULT_UNAUTH_RATE = 50;
 export const DEFAULT_UNAUTH_BURST = 200;
+/** Concurrent TURN TCP/TLS connections (each costs a socket and a framer). */
+export const DEFAULT_MAX_TCP_CONNECTIONS = 4096;
+/** A TCP/TLS connection without an allocation is closed after this long without traffic. */
+export const TCP_IDLE_TIMEOUT_MS = 60_000;
 /** Over TCP, datagrams to the client are dropped rather than queued beyond this many buffered bytes. */
 export const TCP_MAX_BUFFERED = 1 << 20;
+/** Kernel buffer size asked for each relay socket (a limit, not an allocation). */
+export const RELAY_SOCKET_BUFFER_BYTES = 1 << 20;
 /** How often expired allocations, permissions and channels are swept. */
 export const SWEEP_INTERVAL_MS = 1000;
 
@@ -87,6 +93,8 @@ export interface TurnServerOptions {
   /** Used when `policy` is not given. */
   allowPeers?: readonly string[];
   denyPeers?: readonly string[];
+  /** More addresses of this server to refuse as peers (listening addresses); relay addresses are always included. */
+  ownAddresses?: readonly string[];
   maxAllocationsPerUser?: number;
   maxAllocations?: number;
   /** Per-allocation relay bandwidth cap in bytes/s each way combined (0 = none). */
@@ -102,6 +110,8 @@ export interface TurnServerOptions {
    * RFC 8656 §12 reserves them only to avoid DTLS-SRTP collisions, which a TURN server port does not carry).
    */
   legacyChannels?: boolean;
+  /** Concurrent TCP/TLS client connections (default 4096). */
+  maxTcpConnections?: number;
   logger?: Logger;
 }
 
@@ -142,6 +152,12 @@ interface Channel {
 
 interface Permission {
   expires: number;
+  /**
+   * Granted only because the peer IP is one of this server's relay addresses (two clients of this server relaying
+   * to each other, as two browsers forced to relay do): traffic is then limited to the relay port range, so the
+   * permission cannot reach other services on the server's own address.
+   */
+  relayOnly: boolean;
   /** Channels to peers at this IP, by peer port. */
   channels: Map<number, Channel> | null;
 }
@@ -233,6 +249,7 @@ export class TurnServer {
   readonly #tcpAllocs = new Map<net.Socket, Allocation>();
   readonly #reservations = new Map<string, { socket: dgram.Socket; expires: number }>();
   readonly #connIds = new Map<number, { alloc: Allocation; conn: PeerConnection }>();
+  readonly #pendingAllocs = new Set<string>();
   readonly #tcpClients = new Set<net.Socket>();
   readonly #detach: Array<() => void> = [];
   readonly #ownTransports: NodeDatagramTransport[] = [];
@@ -256,7 +273,7 @@ export class TurnServer {
       new DefaultPeerPolicy({
         allow: options.allowPeers,
         deny: options.denyPeers,
-        ownAddresses: [this.relayAddress, ...(this.relayAddress6 ? [this.relayAddress6] : [])],
+        ownAddresses: [this.relayAddress, ...(this.relayAddress6 ? [this.relayAddress6] : []), ...(options.ownAddresses ?? [])],
       });
     this.#nonces = new NonceManager({ lifetimeSeconds: options.nonceLifetime, features: SecurityFeature.PASSWORD_ALGORITHMS });
     this.#quota = new AllocationQuota(
@@ -319,12 +336,17 @@ export class TurnServer {
    * `head` is whatever the dispatcher already read. The server closes the socket when done.
    */
   handleTcp(socket: net.Socket, head?: Buffer): void {
-    if (this.#closed) {
+    if (this.#closed || this.#tcpClients.size >= (this.#opts.maxTcpConnections ?? DEFAULT_MAX_TCP_CONNECTIONS)) {
       socket.destroy();
       return;
     }
     this.#tcpClients.add(socket);
     socket.setNoDelay(true);
+    // A connection without an allocation (or a pending RFC 6062 bind) may not sit idle; with one, the allocation's
+    // lifetime governs and the sweep closes the connection when it expires.
+    socket.setTimeout(TCP_IDLE_TIMEOUT_MS, () => {
+      if (!this.#tcpAllocs.has(socket)) socket.destroy();
+    });
     const framer = new TurnStreamFramer();
     const address = normalizeIp(socket.remoteAddress ?? '');
     const port = socket.remotePort ?? 0;
@@ -400,6 +422,12 @@ export class TurnServer {
     const address = options.address ?? '0.0.0.0';
     const udp = await NodeDatagramTransport.bind({ port: options.port ?? 0, address });
     this.#ownTransports.push(udp);
+    try {
+      udp.socket.setRecvBufferSize(4 * RELAY_SOCKET_BUFFER_BYTES);
+      udp.socket.setSendBufferSize(4 * RELAY_SOCKET_BUFFER_BYTES);
+    } catch {
+      // capped by the kernel
+    }
     const port = udp.address().port;
     const off = udp.onMessage((msg, rinfo) => {
       if (this.handleUdp(udp, msg, rinfo)) return;
@@ -440,7 +468,9 @@ export class TurnServer {
   // Requests
 
   #udpEndpoint(transport: DatagramTransport, rinfo: RemoteInfo): ClientEndpoint {
-    const raw = transport instanceof NodeDatagramTransport ? transport.socket : null;
+    // Transports over a node:dgram socket (NodeDatagramTransport, serve's ServerUdpSocket) get the two-buffer send.
+    const maybe = (transport as { socket?: unknown }).socket;
+    const raw = maybe instanceof dgram.Socket ? maybe : null;
     const { address, port } = rinfo;
     return {
       kind: 'udp',
@@ -452,7 +482,7 @@ export class TurnServer {
             const hdr = Buffer.allocUnsafe(4);
             hdr.writeUInt16BE(channel, 0);
             hdr.writeUInt16BE(data.length, 2);
-            raw.send([hdr, data], port, address, noop);
+            raw.send([hdr, data], port, address);
           }
         : (channel, data) => {
             const out = Buffer.allocUnsafe(4 + data.length);
@@ -527,7 +557,15 @@ export class TurnServer {
 
     if (m.method === Method.Allocate) {
       if (existing) return fail(437, 'Allocation Mismatch');
-      this.#allocate(client, m, auth, reply, fail, setAlloc);
+      // One Allocate at a time per 5-tuple: relay sockets are bound asynchronously, and a second request in that
+      // window must not create a second allocation. The client's retransmission gets the answer (cached above).
+      const pendingKey = `${client.kind}|${client.address}|${client.port}`;
+      if (this.#pendingAllocs.has(pendingKey)) return;
+      this.#pendingAllocs.add(pendingKey);
+      this.#allocate(client, m, auth, reply, fail, (a) => {
+        this.#pendingAllocs.delete(pendingKey);
+        setAlloc(a);
+      }, () => this.#pendingAllocs.delete(pendingKey));
       return;
     }
     if (!existing) return fail(437, 'Allocation Mismatch');
@@ -623,46 +661,62 @@ export class TurnServer {
     reply: (b: StunBuilder) => void,
     fail: (code: number, reason: string) => void,
     setAlloc: (a: Allocation | null) => void,
+    settled: () => void,
   ): void {
+    // Every exit below must call settled() (directly or through done/undo) so the 5-tuple may allocate again.
+    const failNow = (code: number, reason: string) => {
+      settled();
+      fail(code, reason);
+    };
     // RFC 8656 §7.2 step 3 / RFC 6062 §5.1: REQUESTED-TRANSPORT is required; 17 = UDP, 6 = TCP (over TCP only).
     const rt = attrValue(m, A.REQUESTED_TRANSPORT);
-    if (!rt || rt.length !== 4) return fail(400, 'Bad Request');
+    if (!rt || rt.length !== 4) return failNow(400, 'Bad Request');
     const transport = rt[0] === 17 ? 'udp' : rt[0] === 6 ? 'tcp' : null;
-    if (!transport) return fail(442, 'Unsupported Transport Protocol');
-    if (transport === 'tcp' && client.kind !== 'tcp') return fail(400, 'Bad Request');
+    if (!transport) return failNow(442, 'Unsupported Transport Protocol');
+    if (transport === 'tcp' && client.kind !== 'tcp') return failNow(400, 'Bad Request');
     const evenPort = attrValue(m, A.EVEN_PORT);
     const token = attrValue(m, A.RESERVATION_TOKEN);
     const raf = attrValue(m, A.REQUESTED_ADDRESS_FAMILY);
     const aaf = attrValue(m, A.ADDITIONAL_ADDRESS_FAMILY);
     // RFC 8656 §7.2 steps 4-6: mutually exclusive attributes.
-    if (token && (evenPort || raf || aaf)) return fail(400, 'Bad Request');
-    if (raf && aaf) return fail(400, 'Bad Request');
-    if (transport === 'tcp' && (evenPort || token || aaf)) return fail(400, 'Bad Request');
+    if (token && (evenPort || raf || aaf)) return failNow(400, 'Bad Request');
+    if (raf && aaf) return failNow(400, 'Bad Request');
+    if (transport === 'tcp' && (evenPort || token || aaf)) return failNow(400, 'Bad Request');
     let families: Array<'IPv4' | 'IPv6'> = ['IPv4'];
     let addressError = false;
     if (raf) {
-      if (raf.length !== 4 || (raf[0] !== 1 && raf[0] !== 2)) return fail(440, 'Address Family not Supported');
+      if (raf.length !== 4 || (raf[0] !== 1 && raf[0] !== 2)) return failNow(440, 'Address Family not Supported');
       if (raf[0] === 2) {
-        if (!this.relayAddress6) return fail(440, 'Address Family not Supported');
+        if (!this.relayAddress6) return failNow(440, 'Address Family not Supported');
         families = ['IPv6'];
       }
     }
     if (aaf) {
       // RFC 8656 §7.2 step 6: ADDITIONAL-ADDRESS-FAMILY must be IPv6.
-      if (aaf.length !== 4 || aaf[0] !== 2) return fail(400, 'Bad Request');
+      if (aaf.length !== 4 || aaf[0] !== 2) return failNow(400, 'Bad Request');
       if (this.relayAddress6) families = ['IPv4', 'IPv6'];
       else addressError = true;
     }
     const lifetime = this.#lifetime(m) || (this.#opts.defaultLifetime ?? DEFAULT_LIFETIME_S);
     const q = this.#quota.acquire(auth.username);
-    if (q !== 'ok') return fail(486, 'Allocation Quota Reached');
+    if (q !== 'ok') return failNow(486, 'Allocation Quota Reached');
     const rate = this.#opts.bandwidth ?? 0;
     const alloc = new Allocation(client, auth.username, auth.key, auth.integrity, transport, rate > 0 ? new TokenBucket(rate, rate) : null, () => {
       this.#quota.release(auth.username);
       setAlloc(null);
     });
     const done = (reservationToken?: Buffer) => {
-      if (this.#closed || alloc.closed) return;
+      settled();
+      if (this.#closed || alloc.closed) {
+        // The server closed while the relay sockets were being bound.
+        if (!alloc.closed) {
+          alloc.closed = true;
+          this.#quota.release(auth.username);
+          for (const s of alloc.sockets) s.close();
+          alloc.tcpServer?.close();
+        }
+        return;
+      }
       alloc.expires = Date.now() + lifetime * 1000;
       setAlloc(alloc);
       if (transport === 'tcp') this.#tcpAllocsCount(1);
@@ -690,6 +744,7 @@ export class TurnServer {
       this.#log.info({ user: auth.username, client: `${client.address}:${client.port}`, relayed: alloc.relayed, transport }, 'turn allocation');
     };
     const undo = (code: number, reason: string) => {
+      settled();
       this.#quota.release(auth.username);
       alloc.closed = true;
       for (const s of alloc.sockets) s.close();
@@ -722,7 +777,8 @@ export class TurnServer {
   }
 
   async #bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket | null> {
-    const s = dgram.createSocket({ type, reuseAddr: false });
+    // Peers are always IP literals: skip dgram's per-send dns.lookup (and its nextTick) with an identity lookup.
+    const s = dgram.createSocket({ type, reuseAddr: false, lookup: literalLookup });
     return new Promise((resolve) => {
       s.once('error', () => {
         s.close();
@@ -731,6 +787,13 @@ export class TurnServer {
       s.bind(port, address, () => {
         s.removeAllListeners('error');
         s.on('error', noop);
+        try {
+          // Bursts from many peers should queue in the kernel, not drop, while the event loop is busy.
+          s.setRecvBufferSize(RELAY_SOCKET_BUFFER_BYTES);
+          s.setSendBufferSize(RELAY_SOCKET_BUFFER_BYTES);
+        } catch {
+          // capped by net.core.rmem_max / wmem_max: not fatal
+        }
         resolve(s);
       });
     });
@@ -753,6 +816,11 @@ export class TurnServer {
       for (let attempt = 0; attempt < 64 && !sock; attempt++) {
         const port = this.#randomPort(even);
         sock = await this.#bindUdp(type, address, port);
+        if (sock && reserve && fam === families[0] && this.#reservations.size >= (this.#opts.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS)) {
+          // Reserved ports count against the same bound as allocations.
+          sock.close();
+          throw new Error('too many reservations');
+        }
         if (sock && reserve && fam === families[0]) {
           // RFC 8656 §7.2 step 5: R bit → also hold port+1 and hand out a RESERVATION-TOKEN for it.
           const next = port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;
@@ -810,11 +878,23 @@ export class TurnServer {
     reply(new StunBuilder(Method.Refresh, Cls.Success, m.tid).u32(A.LIFETIME, lifetime));
   }
 
-  /** Checks one XOR-PEER-ADDRESS against family and policy; returns an error code or 0. */
+  #isRelayIp(address: string): boolean {
+    return address === this.relayAddress || (this.relayAddress6 !== undefined && address === this.relayAddress6);
+  }
+
+  #inRelayRange(port: number): boolean {
+    return port >= (this.#opts.minPort ?? DEFAULT_MIN_PORT) && port <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT);
+  }
+
+  /**
+   * Checks one XOR-PEER-ADDRESS against family and policy; returns an error code, 0 (allowed) or -1 (allowed as
+   * relay-to-relay only: one of our relay addresses, traffic limited to the relay port range).
+   */
   #checkPeer(alloc: Allocation, peer: Peer | null): number {
     if (!peer) return 400;
     if (!alloc.hasFamily(peer.address)) return 443;
     const decision = this.#policy.check(peer.address);
+    if (decision !== 'allowed' && decision !== 'denied-by-config' && this.#isRelayIp(peer.address)) return -1;
     if (decision !== 'allowed') {
       this.stats.deniedPeers++;
       this.#log.warn({ user: alloc.username, peer: peer.address, decision }, 'turn peer refused by policy');
@@ -823,10 +903,10 @@ export class TurnServer {
     return 0;
   }
 
-  #permission(alloc: Allocation, ip: string, now: number): Permission {
+  #permission(alloc: Allocation, ip: string, now: number, relayOnly = false): Permission {
     let p = alloc.permissions.get(ip);
     if (!p) {
-      p = { expires: 0, channels: null };
+      p = { expires: 0, channels: null, relayOnly };
       alloc.permissions.set(ip, p);
       this.stats.permissions++;
     }
@@ -838,18 +918,20 @@ export class TurnServer {
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     if (peers.length === 0) return fail(400, 'Bad Request');
     // RFC 8656 §9.2: all addresses are checked before any permission is installed.
+    const relayOnly = new Set<string>();
     for (const p of peers) {
       const code = this.#checkPeer(alloc, p);
       if (code === 403) return fail(403, 'Forbidden');
       if (code === 443) return fail(443, 'Peer Address Family Mismatch');
-      if (code) return fail(400, 'Bad Request');
+      if (code === -1) relayOnly.add(p!.address);
+      else if (code) return fail(400, 'Bad Request');
     }
     const fresh = new Set(peers.map((p) => p!.address)).size;
     if (alloc.permissions.size + fresh > MAX_PERMISSIONS_PER_ALLOCATION && peers.some((p) => !alloc.permissions.has(p!.address))) {
       return fail(508, 'Insufficient Capacity');
     }
     const now = Date.now();
-    for (const p of peers) this.#permission(alloc, p!.address, now);
+    for (const p of peers) this.#permission(alloc, p!.address, now, relayOnly.has(p!.address));
     reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
   }
 
@@ -864,7 +946,11 @@ export class TurnServer {
     const code = this.#checkPeer(alloc, peer);
     if (code === 403) return fail(403, 'Forbidden');
     if (code === 443) return fail(443, 'Peer Address Family Mismatch');
-    if (code || !peer) return fail(400, 'Bad Request');
+    if ((code && code !== -1) || !peer) return fail(400, 'Bad Request');
+    if (code === -1 && !this.#inRelayRange(peer.port)) {
+      this.stats.deniedPeers++;
+      return fail(403, 'Forbidden');
+    }
     const now = Date.now();
     // RFC 8656 §11.2: a channel is bound to one peer and a peer to one channel.
     const bound = alloc.channels.get(number);
@@ -873,7 +959,7 @@ export class TurnServer {
     const other = existingPerm?.channels?.get(peer.port);
     if (other && other.number !== number) return fail(400, 'Bad Request');
     if (!bound && alloc.channels.size >= MAX_CHANNELS_PER_ALLOCATION) return fail(508, 'Insufficient Capacity');
-    const perm = this.#permission(alloc, peer.address, now);
+    const perm = this.#permission(alloc, peer.address, now, code === -1);
     if (bound) {
       bound.expires = now + CHANNEL_LIFETIME_S * 1000;
     } else {
@@ -901,6 +987,10 @@ export class TurnServer {
       this.stats.droppedNoPermission++;
       return;
     }
+    if (perm.relayOnly && !this.#inRelayRange(peer.port)) {
+      this.stats.deniedPeers++;
+      return;
+    }
     this.#toPeer(alloc, peer.address, peer.port, data, now);
   }
 
@@ -923,7 +1013,8 @@ export class TurnServer {
     }
     const sock = alloc.socketFor(address);
     if (!sock) return;
-    sock.send(data, port, address, noop);
+    // No callback: the socket's 'error' handler absorbs failures, and Node skips the send-completion wrap.
+    sock.send(data, port, address);
     this.stats.packetsToPeer++;
     this.stats.bytesToPeer += data.length;
   }
@@ -938,6 +1029,10 @@ export class TurnServer {
     }
     if (alloc.bucket && !alloc.bucket.take(msg.length, now)) {
       this.stats.droppedBandwidth++;
+      return;
+    }
+    if (perm.relayOnly && !this.#inRelayRange(rinfo.port)) {
+      this.stats.droppedNoPermission++;
       return;
     }
     const ch = perm.channels?.get(rinfo.port);
@@ -995,8 +1090,8 @@ export class TurnServer {
     const peer = peers[0];
     if (peers.length !== 1 || !peer) return fail(400, 'Bad Request');
     const code = this.#checkPeer(alloc, peer);
-    if (code === 403) return fail(403, 'Forbidden');
-    if (code) return fail(443, 'Peer Address Family Mismatch');
+    if (code === 403 || (code === -1 && !this.#inRelayRange(peer.port))) return fail(403, 'Forbidden');
+    if (code > 0) return fail(443, 'Peer Address Family Mismatch');
     for (const c of alloc.tcpConns.values()) {
       if (c.peer.address === peer.address && c.peer.port === peer.port) return fail(446, 'Connection Already Exists');
     }
@@ -1024,7 +1119,7 @@ export class TurnServer {
         return;
       }
       // The connection to the peer also acts as a permission for its address (RFC 6062 §5.2).
-      this.#permission(alloc, peer.address, Date.now());
+      this.#permission(alloc, peer.address, Date.now(), code === -1);
       const conn = this.#trackPeerConn(alloc, socket, peer);
       const id = Buffer.alloc(4);
       id.writeUInt32BE(conn.id, 0);
@@ -1073,6 +1168,7 @@ export class TurnServer {
     return () => {
       // From here on both connections are a plain byte pipe (RFC 6062 §5.4).
       this.#tcpClients.delete(socket);
+      socket.setTimeout(0);
       socket.on('close', () => conn.socket.destroy());
       conn.socket.on('close', () => socket.destroy());
       socket.pipe(conn.socket);
@@ -1113,7 +1209,10 @@ export class TurnServer {
     for (const a of this.#allAllocations()) {
       if (a.expires < now) {
         this.#log.info({ user: a.username }, 'turn allocation expired');
+        const sock = a.client.kind === 'tcp' ? [...this.#tcpAllocs].find(([, x]) => x === a)?.[0] : undefined;
         this.#removeAllocation(a);
+        // RFC 8656 §3.1 (TCP): the control connection goes with its allocation.
+        sock?.end();
         continue;
       }
       for (const [n, ch] of a.channels) {
@@ -1144,6 +1243,12 @@ export class TurnServer {
 const PASSWORD_ALGORITHMS_VALUE = Buffer.from([0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]);
 
 function noop(): void {}
+
+/** dgram `lookup` for addresses that are already IP literals (the relay never sends to names). */
+function literalLookup(address: string, family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  const fam = typeof family === 'number' ? family : typeof family === 'object' && family && 'family' in family ? Number((family as { family: unknown }).family) : 0;
+  callback(null, address, fam || (address.includes(':') ? 6 : 4));
+}
 
 /** '::ffff:1.2.3.4' → '1.2.3.4' so policy and permissions see one spelling. */
 export function normalizeIp(address: string): string {

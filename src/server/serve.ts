@@ -11,12 +11,20 @@ import { StunServer, type StunServerOptions } from '../stun/server.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { DEFAULT_STUN_PORT, normalizeAddress } from '../wire/stun/index.js';
+import type { DatagramTransport } from '../net/datagram.js';
 import { ServerUdpSocket } from './udp.js';
+import { loadUdx, UdxServerSocket } from './udx.js';
+
+/** A UDP socket owned by serve: a DatagramTransport it can close. */
+export type ServeSocket = DatagramTransport & { close(): void };
+type BindUdp = (address: string, port: number, options: { bufferBytes: number; ipv6Only: boolean }) => Promise<ServeSocket>;
 
 /** Where `serve` listens when no address is given: every IPv4 address, and every IPv6 address if the host has IPv6. */
 export const DEFAULT_SERVE_ADDRESSES = ['0.0.0.0', '::'] as const;
 /** A TCP connection must send its first bytes within this time or it is closed. */
 export const TCP_FIRST_BYTE_TIMEOUT_MS = 10_000;
+/** Open TCP connections across all services; more are refused (file descriptors are finite). */
+export const SERVE_MAX_TCP_CONNECTIONS = 4096;
 /** Kernel socket buffers requested for server UDP sockets (bursts of requests). */
 export const SERVER_UDP_BUFFER_BYTES = 4 * 1024 * 1024;
 /** Attempts at finding a port free on every address when port 0 (any) is asked for. */
@@ -33,6 +41,11 @@ export interface ServeConfig {
   altPort?: number;
   /** Listen on TCP too. Default true. */
   tcp?: boolean;
+  /**
+   * UDP socket implementation: 'udx' (libudx through udx-native: fewer CPU cycles per packet), 'dgram' (node:dgram),
+   * or 'auto' (udx when its native module loads, else dgram). Default 'auto'.
+   */
+  udp?: 'auto' | 'udx' | 'dgram';
   logger?: Logger;
   stun?: Omit<StunServerOptions, 'logger'>;
   /** The rendezvous server on the same sockets (0xF0 datagrams and TCP connections). Default on; false disables. */
@@ -55,7 +68,9 @@ export interface ServerHandle {
   /** Present in RFC 5780 mode. */
   readonly rfc5780?: { primary: Endpoint; altPort: Endpoint; altIp: Endpoint; altBoth: Endpoint };
   /** The UDP sockets, for services that attach later (rendezvous, TURN). */
-  readonly sockets: ServerUdpSocket[];
+  readonly sockets: ServeSocket[];
+  /** Which UDP implementation is in use. */
+  readonly udpImplementation: 'udx' | 'dgram';
   /**
    * Routes TCP connections whose first byte satisfies `match` to `handler`. Later registrations win, so TURN can
    * take over the STUN range (0..3) when it joins. Returns a function that unregisters.
@@ -94,9 +109,14 @@ function isInUse(err: unknown): boolean {
 }
 
 /** Binds UDP (and TCP) on `port` at every address; with port 0, finds one port free on all of them. */
-async function bindAll(addresses: string[], port: number, tcp: boolean): Promise<{ udp: ServerUdpSocket[]; tcp: net.Server[]; port: number }> {
+async function bindAll(
+  bindUdp: BindUdp,
+  addresses: string[],
+  port: number,
+  tcp: boolean,
+): Promise<{ udp: ServeSocket[]; tcp: net.Server[]; port: number }> {
   for (let attempt = 0; attempt < (port === 0 ? PORT_ATTEMPTS : 1); attempt++) {
-    const udp: ServerUdpSocket[] = [];
+    const udp: ServeSocket[] = [];
     const tcps: net.Server[] = [];
     let chosen = port;
     // '::' is IPv6-only when an IPv4 address is served by its own socket, dual-stack otherwise.
@@ -104,7 +124,7 @@ async function bindAll(addresses: string[], port: number, tcp: boolean): Promise
     try {
       for (const address of addresses) {
         const ipv6Only = address.includes(':') && hasV4;
-        const s = await ServerUdpSocket.bind(address, chosen, { bufferBytes: SERVER_UDP_BUFFER_BYTES, ipv6Only });
+        const s = await bindUdp(address, chosen, { bufferBytes: SERVER_UDP_BUFFER_BYTES, ipv6Only });
         udp.push(s);
         chosen = s.address().port;
         if (tcp) tcps.push(await listenTcp(address, chosen, ipv6Only));
@@ -146,11 +166,18 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     log.info('no IPv6 on this host; listening on IPv4 only');
   }
 
+  const wanted = config.udp ?? 'auto';
+  const udx = wanted === 'dgram' ? undefined : loadUdx();
+  if (wanted === 'udx' && !udx) throw new NatpunchError('ADDON_UNAVAILABLE', 'udx-native could not be loaded; use udp: "dgram"');
+  const udpImplementation = udx ? 'udx' : 'dgram';
+  const bindUdp: BindUdp = udx
+    ? async (address, port, options) => UdxServerSocket.bind(udx, address, port, options)
+    : (address, port, options) => ServerUdpSocket.bind(address, port, options);
+
   const stun = new StunServer({ ...config.stun, logger: log });
-  const sockets: ServerUdpSocket[] = [];
+  const sockets: ServeSocket[] = [];
   const tcpServers: net.Server[] = [];
   const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
-  const pendingTcp = new Set<net.Socket>();
   const allTcp = new Set<net.Socket>();
   let rfc5780: ServerHandle['rfc5780'];
 
@@ -173,9 +200,9 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         let primary: Awaited<ReturnType<typeof bindAll>> | undefined;
         let alt: Awaited<ReturnType<typeof bindAll>> | undefined;
         try {
-          primary = await bindAll([a, b], port, useTcp);
+          primary = await bindAll(bindUdp, [a, b], port, useTcp);
           const p2 = config.altPort ?? (port === 0 ? 0 : port + 1);
-          alt = await bindAll([a, b], p2, false);
+          alt = await bindAll(bindUdp, [a, b], p2, false);
           if (alt.port === primary.port) throw Object.assign(new Error('same port'), { code: 'EADDRINUSE' });
           sockets.push(...primary.udp, ...alt.udp);
           tcpServers.push(...primary.tcp);
@@ -198,7 +225,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
       if (!done) throw new NatpunchError('BAD_ARGUMENT', 'could not find free ports for RFC 5780 mode');
     } else {
       try {
-        const bound = await bindAll(addresses, port, useTcp);
+        const bound = await bindAll(bindUdp, addresses, port, useTcp);
         sockets.push(...bound.udp);
         tcpServers.push(...bound.tcp);
       } catch (err) {
@@ -227,14 +254,15 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
 
   for (const srv of tcpServers) {
     srv.on('connection', (sock) => {
-      pendingTcp.add(sock);
+      sock.on('error', () => {});
+      if (allTcp.size >= SERVE_MAX_TCP_CONNECTIONS) {
+        sock.destroy();
+        return;
+      }
       allTcp.add(sock);
       sock.once('close', () => allTcp.delete(sock));
-      sock.on('error', () => {});
       sock.setTimeout(TCP_FIRST_BYTE_TIMEOUT_MS, () => sock.destroy());
-      sock.once('close', () => pendingTcp.delete(sock));
       sock.once('data', (head: Buffer) => {
-        pendingTcp.delete(sock);
         sock.setTimeout(0);
         const first = head[0]!;
         for (let i = handlers.length - 1; i >= 0; i--) {
@@ -255,7 +283,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     const a = s.address() as net.AddressInfo;
     return endpoint(a.address, a.port);
   });
-  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous) }, 'serve: listening');
+  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), udpImplementation }, 'serve: listening');
 
   let closing: Promise<void> | undefined;
   return {
@@ -266,6 +294,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     ...(rfc5780 ? { rfc5780 } : {}),
     sockets,
     registerTcpHandler,
+    udpImplementation,
     close() {
       closing ??= (async () => {
         rendezvous?.close();
@@ -273,6 +302,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         for (const s of allTcp) s.destroy();
         await Promise.all(tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
         sockets.forEach((s) => s.close());
+        await Promise.all(sockets.map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)));
         log.info({ counters: { ...stun.counters }, rendezvous: rendezvous?.server.stats() ?? null }, 'serve: stopped');
       })();
       return closing;

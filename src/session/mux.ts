@@ -23,6 +23,7 @@ export const FrameType = {
   PING: 0x08, // payload: u32be sequence
   PONG: 0x09,
   GOODBYE: 0x0a, // the session is being closed on purpose
+  RESUME: 0x0b, // after a transport swap: u16 count, then per stream id u32, received u64, granted u64, flags u8
 } as const;
 
 export const MUX_VERSION = 1;
@@ -36,6 +37,7 @@ export const DEFAULT_STREAM_WINDOW = 1024 * 1024;
 /** Streams a peer may have open at once in one session; more are reset. With the window this bounds a session's
  *  receive buffers (256 × 1 MiB worst case with every reader paused). */
 export const DEFAULT_MAX_STREAMS = 256;
+const RESUME_ENTRY_BYTES = 21;
 
 export function encodeFrame(type: number, id: number, payload?: Uint8Array): Buffer {
   const buf = Buffer.allocUnsafe(FRAME_HEADER_BYTES + (payload?.length ?? 0));
@@ -64,33 +66,55 @@ export interface MuxOptions {
   maxStreams?: number;
 }
 
-/** One multiplexed stream: a Node Duplex. `destroy(err)` resets only this stream. */
+/** Per-stream state a peer reports in a RESUME frame. */
+export interface ResumeEntry {
+  id: number;
+  received: number;
+  granted: number;
+  gotEnd: boolean;
+}
+
+/**
+ * One multiplexed stream: a Node Duplex. `destroy(err)` resets only this stream.
+ * The sender keeps what it sent until the peer's credit shows it was consumed (at most one window), so after a
+ * transport swap (path change) it can resend exactly what the peer did not receive.
+ */
 export class MuxStream extends Duplex {
   readonly id: number;
   #mux: Mux;
-  #sendCredit: number;
   #creditWaiters: Array<() => void> = [];
   #received = 0;
   #granted: number;
   #window: number;
+  #sent = 0;
+  #peerGranted: number;
+  #retained: Array<{ off: number; buf: Buffer }> = [];
+  #openedByUs: boolean;
   #localEnded = false;
+  #endSent = false;
   #remoteEnded = false;
   #remoteReset = false;
   bytesSent = 0;
   bytesReceived = 0;
 
-  constructor(mux: Mux, id: number, window: number) {
+  constructor(mux: Mux, id: number, window: number, openedByUs: boolean) {
     super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 });
     this.id = id;
     this.#mux = mux;
     this.#window = window;
-    this.#sendCredit = window;
+    this.#peerGranted = window;
     this.#granted = window;
+    this.#openedByUs = openedByUs;
   }
 
   /** Bytes this side may still send before the peer grants more. */
   get sendCredit(): number {
-    return this.#sendCredit;
+    return this.#peerGranted - this.#sent;
+  }
+
+  /** Bytes kept for resending (sent, not yet known to be consumed by the peer). */
+  get retainedBytes(): number {
+    return this.#retained.reduce((n, e) => n + e.buf.length, 0);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
@@ -104,22 +128,31 @@ export class MuxStream extends Duplex {
   async #sendAll(chunk: Buffer): Promise<void> {
     let off = 0;
     while (off < chunk.length) {
-      while (this.#sendCredit === 0) {
+      await this.#mux.gate();
+      if (this.destroyed) throw new NatpunchError('STREAM_CLOSED', 'stream closed while sending');
+      const credit = this.sendCredit;
+      if (credit <= 0) {
         await new Promise<void>((resolve) => this.#creditWaiters.push(resolve));
-        if (this.destroyed) throw new NatpunchError('STREAM_CLOSED', 'stream closed while waiting to send');
+        continue;
       }
-      const n = Math.min(chunk.length - off, this.#sendCredit, MAX_FRAME_PAYLOAD);
-      this.#sendCredit -= n;
+      const n = Math.min(chunk.length - off, credit, MAX_FRAME_PAYLOAD);
+      const piece = chunk.subarray(off, off + n);
+      this.#retained.push({ off: this.#sent, buf: piece });
+      this.#sent += n;
       this.bytesSent += n;
-      await this.#mux.sendFrame(FrameType.DATA, this.id, chunk.subarray(off, off + n));
       off += n;
+      if (!this.#mux.writeData(this.id, piece)) await this.#mux.waitDrain();
     }
   }
 
   override _final(cb: (err?: Error | null) => void): void {
     this.#localEnded = true;
-    this.#mux.sendControl(FrameType.END, this.id);
-    cb();
+    // Behind the gate: during a transport swap the END must follow the resent data.
+    void this.#mux.gate().then(() => {
+      this.#endSent = true;
+      this.#mux.sendControl(FrameType.END, this.id);
+      cb();
+    });
   }
 
   override _read(): void {
@@ -131,6 +164,7 @@ export class MuxStream extends Duplex {
     if (!clean && !this.#remoteReset) {
       this.#mux.sendControl(FrameType.RESET, this.id, Buffer.from(err ? (err.message || 'error').slice(0, 200) : 'closed'));
     }
+    this.#retained = [];
     this.#wakeWriters();
     this.#mux.forget(this.id);
     cb(err);
@@ -153,6 +187,12 @@ export class MuxStream extends Duplex {
     }
   }
 
+  /** Drops retained data the peer has consumed (its grants run one window ahead of its consumption). */
+  #trim(): void {
+    const consumed = this.#peerGranted - this.#window;
+    while (this.#retained.length && this.#retained[0]!.off + this.#retained[0]!.buf.length <= consumed) this.#retained.shift();
+  }
+
   /** @internal frames from the peer */
   onData(payload: Buffer): void {
     if (this.#remoteEnded) return this.#violation('data after end');
@@ -164,8 +204,9 @@ export class MuxStream extends Duplex {
   }
 
   onCredit(n: number): void {
-    this.#sendCredit += n;
-    if (this.#sendCredit > 0x7fffffff) return this.#violation('credit overflow');
+    this.#peerGranted += n;
+    if (this.#peerGranted - this.#sent > 0x7fffffff) return this.#violation('credit overflow');
+    this.#trim();
     this.#wakeWriters();
   }
 
@@ -178,6 +219,46 @@ export class MuxStream extends Duplex {
   onReset(reason: string): void {
     this.#remoteReset = true;
     this.destroy(new NatpunchError('STREAM_RESET', `the peer reset the stream: ${reason}`));
+  }
+
+  /** @internal what this side has of the stream, for the RESUME frame */
+  resumeState(): ResumeEntry {
+    return { id: this.id, received: this.#received, granted: this.#granted, gotEnd: this.#remoteEnded };
+  }
+
+  /** @internal the peer's view after a transport swap: resend what it lacks (`entry` undefined: it lacks the stream). */
+  onResume(entry: ResumeEntry | undefined): void {
+    if (this.destroyed) return;
+    if (!entry) {
+      if (this.#openedByUs && this.#peerGranted === this.#window && this.#received === 0) {
+        // Our OPEN never arrived: open again and resend everything.
+        this.#mux.sendControl(FrameType.OPEN, this.id);
+        this.#resend(0);
+        if (this.#endSent) this.#mux.sendControl(FrameType.END, this.id);
+        return;
+      }
+      this.#remoteReset = true;
+      this.destroy(new NatpunchError('STREAM_RESET', 'the stream was closed by the peer while the path changed'));
+      return;
+    }
+    if (entry.received > this.#sent) return this.#violation('peer claims more data than was sent');
+    this.#peerGranted = Math.max(this.#peerGranted, entry.granted);
+    this.#trim();
+    this.#resend(entry.received);
+    if (this.#endSent && !entry.gotEnd) this.#mux.sendControl(FrameType.END, this.id);
+    this.#wakeWriters();
+  }
+
+  #resend(from: number): void {
+    const first = this.#retained[0];
+    if (from < this.#sent && (!first || first.off > from)) return this.#violation('data to resend was already released');
+    for (const e of this.#retained) {
+      const end = e.off + e.buf.length;
+      if (end <= from) continue;
+      for (let p = Math.max(0, from - e.off); p < e.buf.length; p += MAX_FRAME_PAYLOAD) {
+        this.#mux.writeData(this.id, e.buf.subarray(p, Math.min(p + MAX_FRAME_PAYLOAD, e.buf.length)));
+      }
+    }
   }
 
   #violation(what: string): void {
@@ -197,6 +278,9 @@ export class Mux extends EventEmitter {
   #maxStreams: number;
   #isInitiator: boolean;
   #dead: Error | null = null;
+  #gate: Promise<void> | null = null;
+  #openGate: (() => void) | null = null;
+  #highestPeerId = 0;
 
   constructor(sink: FrameSink, options: MuxOptions) {
     super();
@@ -216,17 +300,25 @@ export class Mux extends EventEmitter {
     if (this.#nextId > 0xfffffffd) throw new NatpunchError('PROTOCOL', 'stream ids exhausted for this session');
     const id = this.#nextId;
     this.#nextId += 2;
-    const stream = new MuxStream(this, id, this.#window);
+    const stream = new MuxStream(this, id, this.#window, true);
     this.#streams.set(id, stream);
     this.sendControl(FrameType.OPEN, id);
     return stream;
   }
 
-  /** Writes a frame, waiting while the encrypted channel is over its buffer limit. */
-  async sendFrame(type: number, id: number, payload?: Uint8Array): Promise<void> {
+  /** Resolves at once, or when a transport swap in progress has finished resending. */
+  gate(): Promise<void> {
+    return this.#gate ?? Promise.resolve();
+  }
+
+  /** Writes one DATA frame; false when the caller should wait for waitDrain(). */
+  writeData(id: number, payload: Uint8Array): boolean {
     if (this.#dead) throw this.#dead;
-    if (this.#sink.closed) throw new NatpunchError('SESSION_CLOSED', 'the session is closed');
-    if (!this.#sink.writeFrame(encodeFrame(type, id, payload))) await this.#sink.waitDrain();
+    return this.#sink.writeFrame(encodeFrame(FrameType.DATA, id, payload));
+  }
+
+  waitDrain(): Promise<void> {
+    return this.#sink.waitDrain();
   }
 
   /** Small control frames ignore backpressure (they are what relieves it). */
@@ -260,8 +352,9 @@ export class Mux extends EventEmitter {
           this.sendControl(FrameType.RESET, id, Buffer.from('too many streams'));
           return;
         }
-        const stream = new MuxStream(this, id, this.#window);
+        const stream = new MuxStream(this, id, this.#window, false);
         this.#streams.set(id, stream);
+        if (id > this.#highestPeerId) this.#highestPeerId = id;
         this.emit('stream', stream);
         return;
       }
@@ -298,15 +391,67 @@ export class Mux extends EventEmitter {
       case FrameType.GOODBYE:
         this.emit('goodbye');
         return;
+      case FrameType.RESUME:
+        this.#onResume(payload);
+        return;
       default:
         return; // unknown frame types are ignored so later versions can add some
     }
+  }
+
+  /**
+   * A new encrypted transport replaced the old one (path change). Closes the gate so no new data goes out, and
+   * returns the RESUME frame to send first on the new transport: what we received of each stream.
+   */
+  beginResume(): Buffer {
+    if (!this.#gate) this.#gate = new Promise<void>((resolve) => (this.#openGate = resolve));
+    const entries = [...this.#streams.values()].map((st) => st.resumeState());
+    const b = Buffer.alloc(2 + entries.length * RESUME_ENTRY_BYTES);
+    b.writeUInt16BE(entries.length, 0);
+    entries.forEach((e, i) => {
+      const o = 2 + i * RESUME_ENTRY_BYTES;
+      b.writeUInt32BE(e.id, o);
+      b.writeBigUInt64BE(BigInt(e.received), o + 4);
+      b.writeBigUInt64BE(BigInt(e.granted), o + 12);
+      b[o + 20] = e.gotEnd ? 1 : 0;
+    });
+    return encodeFrame(FrameType.RESUME, 0, b);
+  }
+
+  /** The peer's RESUME: resend what it lacks, reset what it has and we closed, then let new data flow again. */
+  #onResume(payload: Buffer): void {
+    if (payload.length < 2) return;
+    const count = payload.readUInt16BE(0);
+    if (payload.length !== 2 + count * RESUME_ENTRY_BYTES) {
+      this.emit('protocol-error', new NatpunchError('PROTOCOL', 'bad RESUME frame'));
+      return;
+    }
+    const theirs = new Map<number, ResumeEntry>();
+    for (let i = 0; i < count; i++) {
+      const o = 2 + i * RESUME_ENTRY_BYTES;
+      const id = payload.readUInt32BE(o);
+      theirs.set(id, { id, received: Number(payload.readBigUInt64BE(o + 4)), granted: Number(payload.readBigUInt64BE(o + 12)), gotEnd: payload[o + 20] === 1 });
+    }
+    for (const st of [...this.#streams.values()]) st.onResume(theirs.get(st.id));
+    const ours = this.#isInitiator ? 1 : 0;
+    for (const id of theirs.keys()) {
+      if (this.#streams.has(id)) continue;
+      // A stream of theirs we never heard of (its OPEN was lost): they will open it again. Anything else we closed.
+      if (id % 2 !== ours && id > this.#highestPeerId) continue;
+      this.sendControl(FrameType.RESET, id, Buffer.from('closed'));
+    }
+    const open = this.#openGate;
+    this.#gate = null;
+    this.#openGate = null;
+    open?.();
   }
 
   /** The session died: every open stream errors with `err` (never a silent hang). */
   fail(err: Error): void {
     if (this.#dead) return;
     this.#dead = err;
+    this.#openGate?.();
+    this.#gate = null;
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     for (const s of streams) s.destroy(err);
@@ -316,6 +461,8 @@ export class Mux extends EventEmitter {
   closeAll(): void {
     if (this.#dead) return;
     this.#dead = new NatpunchError('SESSION_CLOSED', 'the session is closed');
+    this.#openGate?.();
+    this.#gate = null;
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     for (const s of streams) s.destroy();

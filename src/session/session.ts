@@ -21,11 +21,37 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 3 * DEFAULT_KEEPALIVE_MS;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Datagrams ride in one UDX packet: 1200-byte UDX MTU minus UDX header (20) and secretbox overhead (24). */
 export const MAX_DATAGRAM_BYTES = 1150;
+/** Keepalive timer resolution. */
+const KEEPALIVE_TICK_MS = 500;
+/** First silence probe after this long without hearing from the peer (then 2×, 4× ... up to the keepalive). */
+export const SILENCE_PROBE_MS = 2_000;
 /** How long close() waits for the peer to acknowledge the end of the encrypted stream. */
 const CLOSE_GRACE_MS = 2_000;
 /** Probe kinds of the session's path keepalives on the 0xF1 channel (src/traversal/checks.ts uses 1..4). */
 export const PATH_PROBE = 0x10;
 const PATH_PROBE_BYTES = 2 + 16 + 4 + 16;
+/** Probe kinds asking the peer to move the session to a new transport, and its answer. */
+const SWAP_REQ = 0x11;
+const SWAP_ACK = 0x12;
+const SWAP_REQUEST_INTERVAL_MS = 250;
+const SWAP_MAX_REQUESTS = 40;
+/** After the transport died, a session waits this long for a new path (the peer's swap, or `recover`). */
+export const DEFAULT_RECONNECT_GRACE_MS = 20_000;
+/** A move to a new path must complete within this long, or the session ends with SESSION_LOST. */
+export const SWAP_TIMEOUT_MS = 10_000;
+
+interface Swap {
+  gen: number;
+  remote: { address: string; port: number };
+  path: Partial<SessionPath> | undefined;
+  udx: UdxStream | null;
+  noise: NoiseStream | null;
+  sent: number;
+  resolve: () => void;
+  done: Promise<void>;
+  reqTimer: NodeJS.Timeout | null;
+  deadline: NodeJS.Timeout | null;
+}
 
 export type PathKind = 'lan' | 'direct' | 'relay';
 
@@ -57,7 +83,10 @@ export interface SessionOptions {
   endpoint: UdxEndpoint;
   isInitiator: boolean;
   keyPair: KeyPair;
-  remote: { address: string; port: number };
+  /** Where the peer is. Optional when `udxStream` is given: then it is where that stream got connected to. */
+  remote?: { address: string; port: number };
+  /** A UDX stream made by the caller (e.g. UdxEndpoint.acceptStream, still waiting for the peer's first packet). */
+  udxStream?: UdxStream;
   /** UDX stream ids agreed by both ends (see streamIdsFor). */
   localStreamId: number;
   remoteStreamId: number;
@@ -65,7 +94,8 @@ export interface SessionOptions {
   expectedRemoteKey?: Uint8Array;
   /** Responder: who may connect (default: anyone). */
   allow?: Allow;
-  path?: Partial<SessionPath>;
+  /** Path details for session.path; a function is evaluated once the handshake is done. */
+  path?: Partial<SessionPath> | (() => Partial<SessionPath>);
   keepAliveMs?: number;
   idleTimeoutMs?: number;
   handshakeTimeoutMs?: number;
@@ -73,6 +103,10 @@ export interface SessionOptions {
   recover?: (signal: AbortSignal) => Promise<{ address: string; port: number; path?: Partial<SessionPath> }>;
   /** Close the endpoint when the session closes. */
   ownsEndpoint?: boolean;
+  /** When the transport dies, wait this long for a new path before ending the session (default 20 s; 0: never). */
+  reconnectGraceMs?: number;
+  /** Always move to a new path with a fresh transport (tests; normally only when data is in flight). */
+  alwaysSwap?: boolean;
   logger?: Logger;
   signal?: AbortSignal;
 }
@@ -109,7 +143,10 @@ export class Session extends EventEmitter {
   readonly isInitiator: boolean;
   #endpoint: UdxEndpoint;
   #udx: UdxStream;
-  #noise: NoiseStream;
+  #holder: { noise: NoiseStream };
+  #hh0: Buffer;
+  #gen = 0;
+  #swap: Swap | null = null;
   #mux: Mux;
   #path: SessionPath;
   #options: SessionOptions;
@@ -122,6 +159,7 @@ export class Session extends EventEmitter {
   #pingSeq = 0;
   #pingSent = new Map<number, number>();
   #recovering: AbortController | null = null;
+  #lostTimer: NodeJS.Timeout | null = null;
   #pathKey: Buffer;
   #pathTag: Buffer;
   #pathSeqOut = 0;
@@ -129,24 +167,33 @@ export class Session extends EventEmitter {
   #offProbe: () => void;
   #closing: Promise<void> | null = null;
 
-  private constructor(options: SessionOptions, udx: UdxStream, noise: NoiseStream, mux: Mux) {
+  get #noise(): NoiseStream {
+    return this.#holder.noise;
+  }
+
+  private constructor(options: SessionOptions, udx: UdxStream, holder: { noise: NoiseStream }, mux: Mux) {
     super();
+    const noise = holder.noise;
     this.#options = options;
     this.#endpoint = options.endpoint;
     this.#udx = udx;
-    this.#noise = noise;
+    this.#holder = holder;
+    this.#hh0 = Buffer.from(noise.handshakeHash!);
     this.#mux = mux;
     this.#logger = options.logger ?? silentLogger;
     this.isInitiator = options.isInitiator;
     this.publicKey = options.keyPair.publicKey;
     this.remotePublicKey = Buffer.from(noise.remotePublicKey!);
     const local = options.endpoint.address();
+    const given = typeof options.path === 'function' ? options.path() : options.path;
     this.#path = {
-      kind: options.path?.kind ?? 'direct',
-      local: options.path?.local ?? { address: local.address, port: local.port },
-      remote: { address: options.remote.address, port: options.remote.port },
-      candidatePair: options.path?.candidatePair ?? null,
-      rttMs: options.path?.rttMs ?? null,
+      kind: given?.kind ?? 'direct',
+      local: given?.local ?? { address: local.address, port: local.port },
+      remote: udx.remoteHost ? { address: udx.remoteHost, port: udx.remotePort } : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
+      candidatePair: given?.candidatePair ?? null,
+      // libudx's smoothed RTT after the handshake's round trips is a better figure than the check's (which may
+      // include the peer's start-up); PONGs keep it current.
+      rttMs: udx.rtt > 0 ? udx.rtt : (given?.rttMs ?? null),
     };
     // Path keepalive key and tag come from the Noise handshake hash: only the two ends know them.
     const hh = noise.handshakeHash!;
@@ -164,30 +211,40 @@ export class Session extends EventEmitter {
       this.#goodbye = true;
     });
     mux.on('protocol-error', (err: Error) => this.#die(err));
+    this.#attach(noise);
+    this.#startKeepalive();
+    this.#sendPing();
+  }
+
+  /** Listens to one encrypted transport; events from a transport that was swapped out are ignored. */
+  #attach(noise: NoiseStream): void {
+    const current = () => noise === this.#holder.noise;
     noise.on('data', (frame: Buffer) => {
+      if (!current()) return;
       this.#lastReceived = Date.now();
-      mux.onFrame(frame);
+      this.#mux.onFrame(frame);
     });
     noise.on('message', (buf: Buffer) => {
+      if (!current()) return;
       this.#lastReceived = Date.now();
       this.emit('datagram', Buffer.from(buf));
     });
     noise.on('end', () => {
       // The peer finished the encrypted stream: an orderly close.
-      if (!this.#closed) this.#die(new NatpunchError('SESSION_CLOSED', 'the peer closed the session'));
+      if (current() && !this.#closed) this.#die(new NatpunchError('SESSION_CLOSED', 'the peer closed the session'));
     });
     noise.on('close', () => {
-      if (!this.#closed) {
-        this.#die(this.#goodbye
-          ? new NatpunchError('SESSION_CLOSED', 'the peer closed the session')
-          : new NatpunchError('SESSION_LOST', 'the encrypted stream to the peer closed unexpectedly'));
+      if (!current() || this.#closed) return;
+      if (this.#goodbye) {
+        this.#die(new NatpunchError('SESSION_CLOSED', 'the peer closed the session'));
+        return;
       }
+      this.#transportLost(new NatpunchError('SESSION_LOST', 'the encrypted stream to the peer closed unexpectedly'));
     });
     noise.on('error', (err: Error) => {
-      if (!this.#closed) this.#die(new NatpunchError('SESSION_LOST', `session transport failed: ${err.message}`, { cause: err }));
+      if (!current() || this.#closed) return;
+      this.#transportLost(new NatpunchError('SESSION_LOST', `the path to the peer failed (${err.message}); no acknowledgements on ${this.#path.remote.address}:${this.#path.remote.port}`, { cause: err }));
     });
-    this.#startKeepalive();
-    this.#sendPing();
   }
 
   /**
@@ -202,7 +259,11 @@ export class Session extends EventEmitter {
     const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
     const logger = options.logger ?? silentLogger;
     const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    const udx = options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote.port, options.remote.address);
+    if (!options.udxStream && !options.remote) {
+      return Promise.reject(new NatpunchError('BAD_ARGUMENT', 'a session needs the remote address or a UDX stream'));
+    }
+    const udx = options.udxStream ?? options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote!.port, options.remote!.address);
+    const where = () => (udx.remoteHost ? `${udx.remoteHost}:${udx.remotePort}` : 'the peer');
     const noise = new SecretStream(options.isInitiator, udx, { keyPair: options.keyPair });
     noise.on('error', () => {}); // handled through 'close' and the promise below
 
@@ -223,9 +284,9 @@ export class Session extends EventEmitter {
           reject(err);
         } else resolve(session!);
       };
-      const timer = setTimeout(() => finish(new NatpunchError('HANDSHAKE_FAILED', `no authenticated session with ${options.remote.address}:${options.remote.port} within ${timeoutMs} ms`)), timeoutMs);
+      const timer = setTimeout(() => finish(new NatpunchError('HANDSHAKE_FAILED', `no authenticated session with ${where()} within ${timeoutMs} ms`)), timeoutMs);
       const onAbort = () => finish(new NatpunchError('ABORTED', 'session setup aborted', { cause: options.signal?.reason }));
-      const onClose = () => finish(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${options.remote.address}:${options.remote.port} closed during the handshake`));
+      const onClose = () => finish(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake`));
       const onEarlyData = (frame: Buffer) => {
         if (frames.length < 64) frames.push(frame);
       };
@@ -233,24 +294,32 @@ export class Session extends EventEmitter {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       noise.on('close', onClose);
 
+      // The mux writes to whichever transport is current (a path change swaps it, see Session#completeSwap).
+      const holder = { noise };
       const sink = {
-        writeFrame: (f: Buffer) => noise.write(f),
+        writeFrame: (f: Buffer) => holder.noise.write(f),
         waitDrain: () => new Promise<void>((res) => {
+          const n = holder.noise;
+          if (n.destroyed || n.destroying) {
+            // The transport died: what is written now is kept by the streams and resent on the next path.
+            setTimeout(res, 50);
+            return;
+          }
           const done = () => {
-            noise.off('drain', done);
-            noise.off('close', done);
+            n.off('drain', done);
+            n.off('close', done);
             res();
           };
-          noise.on('drain', done);
-          noise.on('close', done);
+          n.on('drain', done);
+          n.on('close', done);
         }),
         get closed() {
-          return noise.destroyed || noise.destroying;
+          return holder.noise.destroyed || holder.noise.destroying;
         },
       };
 
       const makeSession = () => {
-        const session = new Session(options, udx, noise, mux!);
+        const session = new Session(options, udx, holder, mux!);
         noise.off('data', onEarlyData);
         for (const f of frames.splice(0)) mux!.onFrame(f);
         return session;
@@ -262,7 +331,7 @@ export class Session extends EventEmitter {
         if (options.isInitiator) {
           if (!Buffer.from(options.expectedRemoteKey!).equals(remoteKey)) {
             logger.warn({ expected: keyToId(options.expectedRemoteKey!), got: keyToId(remoteKey) }, 'responder key mismatch');
-            return finish(new NatpunchError('HANDSHAKE_FAILED', `the peer at ${options.remote.address}:${options.remote.port} proved key ${keyToId(remoteKey).slice(0, 16)}…, not the key we meant to reach (${keyToId(options.expectedRemoteKey!).slice(0, 16)}…); refusing`));
+            return finish(new NatpunchError('HANDSHAKE_FAILED', `the peer at ${where()} proved key ${keyToId(remoteKey).slice(0, 16)}…, not the key we meant to reach (${keyToId(options.expectedRemoteKey!).slice(0, 16)}…); refusing`));
           }
           // Wait for the responder's verdict (HELLO or REJECT) before handing out the session.
           noise.on('data', onEarlyData);
@@ -354,9 +423,18 @@ export class Session extends EventEmitter {
     });
   }
 
-  /** Points the session at a new remote address (path migration); streams and data in flight survive. */
+  /**
+   * Points the session at a new remote address (path migration); streams and data in flight survive. With nothing
+   * in flight the UDX stream is simply re-pointed (libudx changeRemote). Otherwise a new UDX stream and Noise
+   * handshake are set up on the new path and the streams resend what the peer did not get (libudx would keep
+   * resending packets in flight to the old, dead address).
+   */
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
+    if (this.#swap || this.#udx.destroyed || this.#noise.destroyed || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
+      await this.#startSwap(remote, path);
+      return;
+    }
     const changed = this.#endpoint.changeRemote(this.#udx, remote.port, remote.address);
     this.#path = { ...this.#path, ...path, remote: { address: remote.address, port: remote.port } };
     this.#lastReceived = Date.now();
@@ -366,6 +444,134 @@ export class Session extends EventEmitter {
     this.#logger.info({ remote }, 'session path changed');
     this.emit('path', this.path);
     this.#sendPing();
+  }
+
+  #resumeIds(gen: number): { initiator: number; responder: number } {
+    const g = Buffer.alloc(4);
+    g.writeUInt32BE(gen, 0);
+    return streamIdsFor(Buffer.concat([this.#hh0, Buffer.from('resume'), g]));
+  }
+
+  /** We learned the peer is now at `remote`: move the session there on a new transport. */
+  #startSwap(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
+    const cur = this.#swap;
+    if (cur && cur.remote.address === remote.address && cur.remote.port === remote.port) return cur.done;
+    if (cur) this.#dropSwap(cur);
+    const sw = this.#newSwap(this.#gen + 1, remote, path);
+    if (!this.isInitiator) this.#openSwapTransport(sw); // ready for the initiator's first handshake message
+    return sw.done;
+  }
+
+  #newSwap(gen: number, remote: { address: string; port: number }, path?: Partial<SessionPath>): Swap {
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const sw: Swap = { gen, remote: { ...remote }, path, udx: null, noise: null, sent: 0, resolve, done, reqTimer: null, deadline: null };
+    this.#swap = sw;
+    const sendReq = () => {
+      if (this.#swap !== sw || sw.sent++ >= SWAP_MAX_REQUESTS) return;
+      this.#sendSwapProbe(SWAP_REQ, gen, sw.remote);
+    };
+    sendReq();
+    sw.reqTimer = setInterval(sendReq, SWAP_REQUEST_INTERVAL_MS);
+    sw.reqTimer.unref();
+    sw.deadline = setTimeout(() => {
+      if (this.#swap !== sw) return;
+      this.#dropSwap(sw);
+      // A move that did not happen (say a replayed request) costs nothing while the current transport still works.
+      if (this.#noise.destroyed || this.#udx.destroyed || this.#lostTimer) {
+        this.#die(new NatpunchError('SESSION_LOST', `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`));
+      }
+    }, SWAP_TIMEOUT_MS);
+    sw.deadline.unref();
+    this.#logger.info({ remote, gen }, 'moving the session to a new path');
+    return sw;
+  }
+
+  #dropSwap(sw: Swap): void {
+    if (sw.reqTimer) clearInterval(sw.reqTimer);
+    if (sw.deadline) clearTimeout(sw.deadline);
+    sw.noise?.destroy();
+    sw.udx?.destroy();
+    if (this.#swap === sw) this.#swap = null;
+    sw.resolve();
+  }
+
+  #openSwapTransport(sw: Swap): void {
+    if (sw.udx || this.#closed) return;
+    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const ids = this.#resumeIds(sw.gen);
+    try {
+      sw.udx = this.isInitiator
+        ? this.#endpoint.connectStream(ids.initiator, ids.responder, sw.remote.port, sw.remote.address)
+        : this.#endpoint.connectStream(ids.responder, ids.initiator, sw.remote.port, sw.remote.address);
+    } catch (err) {
+      this.#dropSwap(sw);
+      this.#die(new NatpunchError('SESSION_LOST', `cannot open the new path: ${(err as Error).message}`, { cause: err }));
+      return;
+    }
+    const noise = new SecretStream(this.isInitiator, sw.udx, { keyPair: this.#options.keyPair });
+    sw.noise = noise;
+    noise.on('error', () => {});
+    noise.once('handshake', () => {
+      if (this.#swap !== sw || this.#closed) return;
+      if (!noise.remotePublicKey || !Buffer.from(noise.remotePublicKey).equals(this.remotePublicKey)) {
+        this.#logger.warn('a different key answered on the new path; ignored');
+        this.#dropSwap(sw);
+        return;
+      }
+      this.#completeSwap(sw, noise);
+    });
+  }
+
+  #completeSwap(sw: Swap, noise: NoiseStream): void {
+    if (sw.reqTimer) clearInterval(sw.reqTimer);
+    if (sw.deadline) clearTimeout(sw.deadline);
+    this.#swap = null;
+    this.#gen = sw.gen;
+    if (this.#lostTimer) clearTimeout(this.#lostTimer);
+    this.#lostTimer = null;
+    const old = { noise: this.#holder.noise, udx: this.#udx };
+    this.#holder.noise = noise;
+    this.#udx = sw.udx!;
+    old.noise.destroy();
+    old.udx.destroy();
+    this.#attach(noise);
+    // First thing on the new transport: what we have of every stream, so the peer resends exactly the rest.
+    noise.write(this.#mux.beginResume());
+    this.#path = { ...this.#path, ...sw.path, remote: { ...sw.remote } };
+    this.#lastReceived = Date.now();
+    this.#logger.info({ remote: sw.remote, gen: sw.gen }, 'session moved to a new path');
+    this.emit('path', this.path);
+    this.#sendPing();
+    sw.resolve();
+  }
+
+  /** Swap probes (0xF1 0x11 request / 0x12 ack): tag(16) | generation(4) | HMAC(pathKey)[0..16]. */
+  #sendSwapProbe(kind: number, gen: number, to: { address: string; port: number }): void {
+    const b = Buffer.allocUnsafe(PATH_PROBE_BYTES);
+    b[0] = FirstByte.PROBE;
+    b[1] = kind;
+    this.#pathTag.copy(b, 2);
+    b.writeUInt32BE(gen, 18);
+    createHmac('sha256', this.#pathKey).update(b.subarray(0, 22)).digest().copy(b, 22, 0, 16);
+    this.#endpoint.send(b, to.port, to.address);
+  }
+
+  #onSwapProbe(kind: number, gen: number, from: { address: string; port: number }): void {
+    if (gen <= this.#gen) return; // a finished or older move
+    if (kind === SWAP_REQ) {
+      let sw = this.#swap;
+      if (!sw || sw.gen !== gen || sw.remote.address !== from.address || sw.remote.port !== from.port) {
+        if (sw) this.#dropSwap(sw);
+        sw = this.#newSwap(gen, from, { candidatePair: null });
+      }
+      this.#openSwapTransport(sw);
+      if (!this.isInitiator) this.#sendSwapProbe(SWAP_ACK, gen, from); // our stream is ready: start the handshake
+      return;
+    }
+    // SWAP_ACK: the responder's stream waits; the initiator opens its own and starts the handshake.
+    const sw = this.#swap;
+    if (sw && sw.gen === gen && this.isInitiator) this.#openSwapTransport(sw);
   }
 
   #sendPing(): number {
@@ -381,8 +587,14 @@ export class Session extends EventEmitter {
   #startKeepalive(): void {
     const keepAliveMs = this.#options.keepAliveMs ?? DEFAULT_KEEPALIVE_MS;
     const idleMs = this.#options.idleTimeoutMs ?? Math.max(DEFAULT_IDLE_TIMEOUT_MS, 3 * keepAliveMs);
-    const tick = Math.max(50, Math.min(keepAliveMs, Math.floor(idleMs / 3)));
+    const tick = Math.max(50, Math.min(KEEPALIVE_TICK_MS, keepAliveMs, Math.floor(idleMs / 3)));
     let lastPing = Date.now();
+    // Silence probes: when the peer has been quiet for a while, announce ourselves with a path probe from our socket
+    // at growing intervals (2, 4, 8 s ... up to the keepalive). If our NAT lost its state (conntrack flushed) while
+    // we only receive, this outbound packet recreates the mapping so the peer's retransmissions get through again
+    // before libudx gives up (~12 s without acks).
+    let quietSince = this.#lastReceived;
+    let nextQuietProbe = SILENCE_PROBE_MS;
     this.#keepTimer = setInterval(() => {
       if (this.#closed) return;
       const now = Date.now();
@@ -391,9 +603,33 @@ export class Session extends EventEmitter {
         this.#sendPing();
         this.#sendPathProbe();
       }
+      if (this.#lastReceived !== quietSince) {
+        quietSince = this.#lastReceived;
+        nextQuietProbe = SILENCE_PROBE_MS;
+      } else if (now - quietSince >= nextQuietProbe) {
+        this.#sendPathProbe();
+        nextQuietProbe = Math.min(nextQuietProbe * 2, Math.max(SILENCE_PROBE_MS, keepAliveMs));
+        nextQuietProbe = Math.max(nextQuietProbe, now - quietSince + SILENCE_PROBE_MS);
+      }
       if (now - this.#lastReceived > idleMs && !this.#recovering) void this.#onPathLost(idleMs);
     }, tick);
     this.#keepTimer.unref();
+  }
+
+  /**
+   * The transport died (libudx gave up on the path). The session lingers for reconnectGraceMs with its streams
+   * waiting: the peer may move it to a new path (swap probes), or we re-establish through `recover`.
+   */
+  #transportLost(err: NatpunchError): void {
+    if (this.#closed || this.#lostTimer) return;
+    if (this.#swap) return; // already moving to a new path
+    const grace = this.#options.reconnectGraceMs ?? DEFAULT_RECONNECT_GRACE_MS;
+    if (grace <= 0) return this.#die(err);
+    this.#logger.warn({ err: err.message, grace }, 'transport lost; waiting for a new path');
+    this.#lostTimer = setTimeout(() => this.#die(err), grace);
+    this.#lostTimer.unref();
+    if (this.#options.recover && !this.#recovering) void this.#onPathLost(0);
+    else this.emit('path-lost');
   }
 
   async #onPathLost(idleMs: number): Promise<void> {
@@ -438,10 +674,16 @@ export class Session extends EventEmitter {
   }
 
   #onPathProbe(msg: Buffer, rinfo: RemoteInfo): void {
-    if (this.#closed || msg.length !== PATH_PROBE_BYTES || msg[0] !== FirstByte.PROBE || msg[1] !== PATH_PROBE) return;
+    if (this.#closed || msg.length !== PATH_PROBE_BYTES || msg[0] !== FirstByte.PROBE) return;
+    const kind = msg[1];
+    if (kind !== PATH_PROBE && kind !== SWAP_REQ && kind !== SWAP_ACK) return;
     if (!msg.subarray(2, 18).equals(this.#pathTag)) return;
     const mac = createHmac('sha256', this.#pathKey).update(msg.subarray(0, 22)).digest().subarray(0, 16);
     if (!timingSafeEqual(mac, msg.subarray(22))) return;
+    if (kind !== PATH_PROBE) {
+      this.#onSwapProbe(kind!, msg.readUInt32BE(18), { address: rinfo.address, port: rinfo.port });
+      return;
+    }
     const seq = msg.readUInt32BE(18);
     if (seq <= this.#pathSeqIn) return; // replayed or reordered
     this.#pathSeqIn = seq;
@@ -466,6 +708,9 @@ export class Session extends EventEmitter {
   }
 
   #teardown(): void {
+    if (this.#swap) this.#dropSwap(this.#swap);
+    if (this.#lostTimer) clearTimeout(this.#lostTimer);
+    this.#lostTimer = null;
     if (this.#keepTimer) clearInterval(this.#keepTimer);
     this.#keepTimer = null;
     this.#recovering?.abort();

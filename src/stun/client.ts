@@ -41,6 +41,8 @@ import {
   ResponseOrigin,
   SecurityFeature,
   shortTermKey,
+  coreRegistry,
+  type StunRegistry,
   Software,
   StunClass,
   type StunMessage,
@@ -117,6 +119,9 @@ export interface BindingResult {
 
 export interface StunClientOptions {
   logger?: Logger;
+  /** Attributes this client understands (RFC 8489 §6.3.3: a response with unknown comprehension-required
+   *  attributes fails the transaction). Default: the core table; TURN passes its extended registry. */
+  registry?: StunRegistry;
   /** SOFTWARE attribute for requests; none by default. */
   software?: string;
   rtoMs?: number;
@@ -196,6 +201,13 @@ type Transact = (
 
 function endpointText(e: StunEndpoint): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+function unknownError(server: StunEndpoint, types: number[]): NatpunchError {
+  const list = types.map((t) => `0x${t.toString(16).padStart(4, '0')}`).join(', ');
+  return new NatpunchError('STUN_DECODE', `${endpointText(server)} answered with unknown comprehension-required attributes ${list}`, {
+    details: { unknownAttributes: types },
+  });
 }
 
 function errorFrom(server: StunEndpoint, msg: StunMessage): NatpunchError {
@@ -296,7 +308,11 @@ function deadline(server: StunEndpoint, timeoutMs: number | undefined, parent: A
           () => controller.abort(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} within ${timeoutMs} ms`)),
           timeoutMs,
         );
-  const onAbort = () => controller.abort(new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }));
+  // A NatpunchError reason from an enclosing deadline (STUN_TIMEOUT) passes through; anything else is ABORTED.
+  const onAbort = () =>
+    controller.abort(
+      parent?.reason instanceof NatpunchError ? parent.reason : new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }),
+    );
   if (parent?.aborted) onAbort();
   else parent?.addEventListener('abort', onAbort, { once: true });
   return {
@@ -313,6 +329,7 @@ interface Pending {
   matchSource: boolean;
   accept: (msg: StunMessage) => boolean;
   resolve: (msg: StunMessage, from: StunEndpoint) => void;
+  fail: (err: NatpunchError) => void;
 }
 
 /** STUN client over a caller-owned UDP transport. close() stops listening; it does not close the transport. */
@@ -327,6 +344,7 @@ export class StunClient {
   readonly #auth = new Map<string, LongTermAuthState>();
   readonly #close = new AbortController();
   readonly #unsubscribe: () => void;
+  readonly #registry: StunRegistry;
 
   constructor(transport: DatagramTransport, options: StunClientOptions = {}) {
     this.#transport = transport;
@@ -335,6 +353,7 @@ export class StunClient {
     this.#rto = options.rtoMs ?? STUN_RTO_MS;
     this.#rc = options.rc ?? STUN_RC;
     this.#rm = options.rm ?? STUN_RM;
+    this.#registry = options.registry ?? coreRegistry;
     this.#unsubscribe = transport.onMessage((msg, rinfo) => this.#onMessage(msg, rinfo));
   }
 
@@ -361,6 +380,12 @@ export class StunClient {
     if (checkFingerprint(msg) === 'invalid') return; // §7.3: FINGERPRINT present and wrong: not for us
     if (!p.accept(msg)) {
       this.#log.debug({ from }, 'stun: response failed integrity check, ignored');
+      return;
+    }
+    const unknown = msg.unknownComprehensionRequired(this.#registry);
+    if (unknown.length > 0) {
+      // §6.3.3/§6.3.4: a response we cannot fully understand fails the transaction.
+      p.fail(unknownError(p.server, unknown));
       return;
     }
     p.resolve(msg, from);
@@ -419,6 +444,10 @@ export class StunClient {
           resolve: (message, from) => {
             finish();
             resolve({ message, from, rttMs: performance.now() - started, transmissions: sent });
+          },
+          fail: (err) => {
+            finish();
+            reject(err);
           },
         });
         signal.addEventListener('abort', onAbort, { once: true });
@@ -497,7 +526,11 @@ export class StunTcpClient {
   readonly socket: net.Socket;
   readonly server: StunEndpoint;
   readonly #framer = new StunFramer();
-  readonly #pending = new Map<string, { accept: (m: StunMessage) => boolean; resolve: (m: StunMessage) => void }>();
+  readonly #pending = new Map<
+    string,
+    { accept: (m: StunMessage) => boolean; resolve: (m: StunMessage) => void; fail: (err: NatpunchError) => void }
+  >();
+  readonly #registry: StunRegistry;
   readonly #auth = new Map<string, LongTermAuthState>();
   readonly #close = new AbortController();
   readonly #software?: string;
@@ -507,12 +540,15 @@ export class StunTcpClient {
     this.socket = socket;
     this.server = server;
     this.#software = options.software;
+    this.#registry = options.registry ?? coreRegistry;
     socket.on('data', (chunk: Buffer) => {
       let frames;
       try {
         frames = this.#framer.push(chunk);
-      } catch {
-        this.close(); // the stream is not STUN: nothing sensible can follow
+      } catch (err) {
+        // The stream is not STUN: nothing sensible can follow. Pending requests fail with the reason.
+        this.#close.abort(err);
+        socket.destroy();
         return;
       }
       for (const f of frames) {
@@ -529,7 +565,9 @@ export class StunTcpClient {
         if (msg.cls !== StunClass.SuccessResponse && msg.cls !== StunClass.ErrorResponse) continue;
         const p = this.#pending.get(msg.transactionKey);
         if (!p || checkFingerprint(msg) === 'invalid' || !p.accept(msg)) continue;
-        p.resolve(msg);
+        const unknown = msg.unknownComprehensionRequired(this.#registry);
+        if (unknown.length > 0) p.fail(unknownError(this.server, unknown));
+        else p.resolve(msg);
       }
     });
     socket.on('error', () => {});
@@ -591,7 +629,7 @@ export class StunTcpClient {
       };
       if (all.aborted) return done(all.reason);
       all.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(key, { accept, resolve: (m) => done(undefined, m) });
+      this.#pending.set(key, { accept, resolve: (m) => done(undefined, m), fail: (err) => done(err) });
       this.socket.write(build(tid));
     });
 
@@ -659,18 +697,19 @@ export async function stunBinding(
 ): Promise<BindingResult & { local: StunEndpoint }> {
   const endpoint = await resolveStunServer(server, options.signal);
   if (options.tcp) {
-    const client = await StunTcpClient.connect(endpoint, {
-      signal: options.signal,
-      timeoutMs: options.timeoutMs,
-      localAddress: options.localAddress,
-      logger: options.logger,
-    });
+    // One deadline for connect + transaction (the default is §6.2.2's 39.5 s).
+    const d = deadline(endpoint, options.timeoutMs ?? STUN_TCP_TIMEOUT_MS, options.signal);
     try {
-      const result = await client.binding(options);
-      const local = { address: normalizeAddress(client.socket.localAddress ?? ''), port: client.socket.localPort ?? 0 };
-      return { ...result, local };
+      const client = await StunTcpClient.connect(endpoint, { signal: d.signal, localAddress: options.localAddress, logger: options.logger });
+      try {
+        const result = await client.binding({ ...options, timeoutMs: undefined, signal: d.signal });
+        const local = { address: normalizeAddress(client.socket.localAddress ?? ''), port: client.socket.localPort ?? 0 };
+        return { ...result, local };
+      } finally {
+        client.close();
+      }
     } finally {
-      client.close();
+      d.dispose();
     }
   }
   const type: dgram.SocketType = endpoint.address.includes(':') ? 'udp6' : 'udp4';

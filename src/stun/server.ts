@@ -51,6 +51,8 @@ import {
 export const STUN_MAX_AMPLIFICATION = 3;
 /** Idle TCP connections are closed after this long (RFC 8489 §6.2.2 asks for at least 10 s after a response). */
 export const STUN_TCP_IDLE_MS = 30_000;
+/** A TCP connection whose unsent responses exceed this is closed (the client is not reading). */
+export const STUN_TCP_MAX_UNSENT_BYTES = 256 * 1024;
 /** At most this many concurrent TCP connections per server; more are refused. */
 export const STUN_MAX_TCP_CONNECTIONS = 1024;
 export const DEFAULT_SOFTWARE = 'natpunch';
@@ -244,7 +246,14 @@ export class StunServer {
           this.#log.warn({ err, from }, 'stun: request handling failed');
           continue;
         }
-        if (reply && !socket.destroyed) socket.write(reply.bytes);
+        if (!reply || socket.destroyed) continue;
+        // A client that sends but never reads must not make us buffer without bound.
+        if (socket.writableLength > STUN_TCP_MAX_UNSENT_BYTES) {
+          this.counters.drops++;
+          socket.destroy();
+          return;
+        }
+        socket.write(reply.bytes);
       }
     };
     socket.on('data', onData);
@@ -291,7 +300,8 @@ export class StunServer {
     const bound = udp ? buf.length * this.#factor : Infinity;
     const fingerprint = !req.legacy && req.has(Attr.FINGERPRINT);
 
-    // §6.3.1: unknown comprehension-required attributes -> 420. Without RFC 5780 mode its attributes are unknown too.
+    // §6.3.1: unknown comprehension-required attributes -> 420. Without RFC 5780 mode (and always over TCP, where
+    // changing address or port makes no sense) RFC 5780's request attributes count as unknown too.
     const unknown = req.unknownComprehensionRequired(this.#registry);
     if (!rfc5780) {
       for (const t of [Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING]) if (req.has(t) && !unknown.includes(t)) unknown.push(t);
@@ -310,10 +320,6 @@ export class StunServer {
       paddingLength = req.getRaw(Attr.PADDING)?.value.length ?? 0;
     } catch {
       return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Malformed Attribute');
-    }
-    if (!udp && (change.changeIp || change.changePort || responsePort !== undefined)) {
-      // RFC 5780 §6.1: CHANGE-REQUEST and RESPONSE-PORT only make sense over UDP.
-      return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'UDP Only');
     }
     if (responsePort !== undefined && paddingLength > 0) {
       // RFC 5780 §6.1: PADDING with RESPONSE-PORT would let anyone aim large packets at another port.

@@ -12,7 +12,10 @@ import { candidateKey, candidatePriority, type Candidate } from './candidate.js'
  * Both peers send authenticated check requests to every remote candidate at once, paced, with retransmissions
  * (RFC 8445 §14.3 pacing, RFC 8489 §6.2.1 backoff). A response proves the pair works both ways. Requests from an
  * address we were not told of become peer-reflexive candidates (§7.3.1.3) and get a triggered check (§7.3.1.4).
- * The initiator (the controlling agent, §6.1.1) nominates the first pair that succeeded (§8.1.1) and both stop.
+ * The initiator (the controlling agent, §6.1.1) nominates the first pair that succeeded (§8.1.1) and both stop:
+ * either with a nominate/ack exchange, or (nomination: 'implicit', what connect()/listen() use) by starting the
+ * session on that pair at once, its first packet telling the responder which pair won (cf. aggressive nomination,
+ * RFC 5245 §8.1.1.2), which saves a round trip.
  *
  * Probe layout (all integers big-endian):
  *   0   u8   0xF1
@@ -39,6 +42,8 @@ export const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
 export const DEFAULT_LINGER_MS = 3_000;
 /** At most this many remote candidates are checked (bad input cannot make us flood). */
 export const MAX_REMOTE_CANDIDATES = 32;
+/** Implicit nomination: how long a working pair waits for a higher-priority one still being checked. */
+export const NOMINATION_GRACE_MS = 25;
 /** Nominations sent before a succeeded pair is given up. */
 const MAX_NOMINATIONS = 8;
 
@@ -59,6 +64,13 @@ export interface CheckOptions {
   maxRequestsPerPair?: number;
   timeoutMs?: number;
   lingerMs?: number;
+  /**
+   * 'ack' (default): the initiator sends a nomination and finishes on its acknowledgement; the responder finishes
+   * when nominated. 'implicit': the initiator finishes on the first pair that worked and uses it at once (the
+   * session's first packet is the nomination, saving a round trip); the responder finishes when its caller
+   * calls select() with the address that packet came from (see isValidated()).
+   */
+  nomination?: 'ack' | 'implicit';
   signal?: AbortSignal;
   logger?: Logger;
 }
@@ -93,6 +105,8 @@ interface Pair {
   state: PairReport['state'];
   requests: number;
   responses: number;
+  /** Authenticated requests received from this address. */
+  heard: number;
   nextAt: number;
   tx: Map<string, number>;
   rttMs: number | null;
@@ -180,6 +194,7 @@ export class ConnectivityChecks {
   #done = false;
   #closed = false;
   #nominating: { pair: Pair; tx: Buffer; sent: number; nextAt: number } | null = null;
+  #graceTimer: NodeJS.Timeout | null = null;
   #resolve: ((r: CheckResult) => void) | null = null;
   #reject: ((e: Error) => void) | null = null;
   #family: 4 | 6;
@@ -193,6 +208,7 @@ export class ConnectivityChecks {
       maxRequestsPerPair: DEFAULT_MAX_REQUESTS_PER_PAIR,
       timeoutMs: DEFAULT_CHECK_TIMEOUT_MS,
       lingerMs: DEFAULT_LINGER_MS,
+      nomination: 'ack',
       ...options,
     } as ResolvedOptions;
     if (options.key.length < 16) throw new NatpunchError('BAD_ARGUMENT', 'the check key must be at least 16 bytes');
@@ -208,7 +224,7 @@ export class ConnectivityChecks {
     const key = candidateKey(c);
     const existing = this.#pairs.find((p) => p.key === key);
     if (existing) return existing;
-    const pair: Pair = { candidate: c, key, state: 'waiting', requests: 0, responses: 0, nextAt, tx: new Map(), rttMs: null, mapped: null, via: null };
+    const pair: Pair = { candidate: c, key, state: 'waiting', requests: 0, responses: 0, heard: 0, nextAt, tx: new Map(), rttMs: null, mapped: null, via: null };
     const fam = isIP(c.address);
     if (c.transport !== 'udp') {
       pair.state = 'skipped';
@@ -354,6 +370,7 @@ export class ConnectivityChecks {
     this.#send(ProbeKind.RESPONSE, tx, from, from);
     if (this.#done) return;
     const pair = this.#pairFor(from);
+    pair.heard++;
     // Triggered check (RFC 8445 §7.3.1.4): the peer reached us from there, so check back at once.
     if ((pair.state === 'waiting' || pair.state === 'in-progress') && pair.requests < this.#o.maxRequestsPerPair) {
       pair.nextAt = Math.min(pair.nextAt, Date.now());
@@ -382,6 +399,22 @@ export class ConnectivityChecks {
     // RFC 8445 §8.1.1: the controlling agent picks a valid pair; natpunch takes the first that worked.
     const pair = this.#pairs.find((p) => p.state === 'succeeded');
     if (!pair) return;
+    if (this.#o.nomination === 'implicit') {
+      // Like RFC 8445's aggressive nomination: the pair is used at once; its first session packet nominates it.
+      // A better pair (say the LAN one when hairpinning also works) still being checked gets a short grace.
+      const better = this.#pairs.some((p) => p !== pair && p.candidate.priority > pair.candidate.priority && (p.state === 'waiting' || p.state === 'in-progress'));
+      if (better && !this.#graceTimer) {
+        this.#graceTimer = setTimeout(() => {
+          const best = this.#pairs.find((p) => p.state === 'succeeded');
+          if (best) this.#finish(best, best.via ?? best.candidate);
+        }, NOMINATION_GRACE_MS);
+        return;
+      }
+      if (this.#graceTimer && pair !== this.#pairs.find((p) => p.state === 'succeeded')) return;
+      if (better) return; // still within the grace: wait for the better pair or the timer
+      this.#finish(pair, pair.via ?? pair.candidate);
+      return;
+    }
     this.#nominating = { pair, tx: randomBytes(12), sent: 0, nextAt: 0 };
     this.#tick();
   }
@@ -431,6 +464,26 @@ export class ConnectivityChecks {
     return this.#result;
   }
 
+  /** True when `address:port` proved itself: it sent us an authenticated check or answered one of ours. */
+  isValidated(address: string, port: number): boolean {
+    const from = { address, port };
+    return this.#pairs.some((p) => (sameAddress(p.candidate, from) || (p.via !== null && sameAddress(p.via, from))) && (p.heard > 0 || p.state === 'succeeded'));
+  }
+
+  /**
+   * Responder with implicit nomination: the initiator's session arrived from `address:port`; finish with that pair.
+   * Returns null (and changes nothing) when the address never proved itself.
+   */
+  select(address: string, port: number): CheckResult | null {
+    if (this.#result) return this.#result;
+    if (this.#done || !this.isValidated(address, port)) return null;
+    const from = { address, port };
+    const pair = this.#pairFor(from);
+    pair.state = 'succeeded';
+    this.#finish(pair, from);
+    return this.#result;
+  }
+
   #fail(err: Error): void {
     if (this.#done) return;
     this.#done = true;
@@ -439,6 +492,8 @@ export class ConnectivityChecks {
   }
 
   #stopTimers(): void {
+    if (this.#graceTimer) clearTimeout(this.#graceTimer);
+    this.#graceTimer = null;
     if (this.#timer) clearInterval(this.#timer);
     if (this.#deadline) clearTimeout(this.#deadline);
     this.#timer = this.#deadline = null;

@@ -40,11 +40,11 @@ export class FakeUdpGateway {
     this.mode = mode;
   }
 
-  static async start(mode: UdpMode): Promise<FakeUdpGateway> {
+  static async start(mode: UdpMode, address = '127.0.0.1'): Promise<FakeUdpGateway> {
     const g = new FakeUdpGateway(mode);
-    g.socket = dgram.createSocket('udp4');
+    g.socket = dgram.createSocket(address.includes(':') ? 'udp6' : 'udp4');
     g.socket.on('message', (msg, rinfo) => g.#onMessage(msg, rinfo));
-    await new Promise<void>((r) => g.socket.bind(0, '127.0.0.1', () => r()));
+    await new Promise<void>((r) => g.socket.bind(0, address, () => r()));
     return g;
   }
 
@@ -66,6 +66,12 @@ export class FakeUdpGateway {
   /** Sends an unsolicited PCP ANNOUNCE (RFC 6887 §14.1.3) to a listener port on loopback. */
   announce(port: number): void {
     const b = encodePcpResponse({ version: 2, opcode: 'announce', resultCode: 0, lifetime: 0, epoch: this.epoch(), options: [] });
+    this.socket.send(b, port, '127.0.0.1');
+  }
+
+  /** Sends an unsolicited NAT-PMP external-address announcement (RFC 6886 §3.2.1). */
+  announceNatPmp(port: number): void {
+    const b = encodeNatPmpResponse({ op: 'external-address', resultCode: 0, epoch: this.epoch(), externalAddress: this.externalAddress });
     this.socket.send(b, port, '127.0.0.1');
   }
 
@@ -124,6 +130,22 @@ export class FakeUdpGateway {
       this.#send(encodePcpResponse({ version: 2, opcode: 'announce', resultCode, lifetime: 0, epoch: this.epoch(), options: [] }), rinfo);
       return;
     }
+    if (req.opcode === 'peer') {
+      // RFC 6887 §12.3: the answer echoes the peer data with the assigned external address and port.
+      this.#send(
+        encodePcpResponse({
+          version: 2,
+          opcode: 'peer',
+          resultCode,
+          lifetime: resultCode === 0 ? Math.min(req.lifetime, 3600) : 30,
+          epoch: this.epoch(),
+          options: [],
+          peer: { ...req.peer, externalPort: 42000 + (req.peer.internalPort % 1000), externalAddress: this.externalAddress },
+        }),
+        rinfo,
+      );
+      return;
+    }
     if (req.opcode !== 'map') return;
     const transport = req.map.protocol === 17 ? 'udp' : 'tcp';
     const key = `${transport}:${req.map.internalPort}`;
@@ -172,7 +194,9 @@ export type UpnpMode =
   | 'hang' // accepts the connection and never answers
   | 'dtd'
   | 'foreign-control-url'
-  | 'conflict'; // 718 for every AddPortMapping
+  | 'conflict' // 718 for every AddPortMapping
+  | 'trickle' // answers the description one byte every 50 ms, forever
+  | 'bad-soap'; // control URL answers 200 with garbage
 
 export class FakeUpnpGateway {
   http!: http.Server;
@@ -240,6 +264,12 @@ export class FakeUpnpGateway {
   #onHttp(req: http.IncomingMessage, res: http.ServerResponse): void {
     if (this.mode === 'hang') return; // never answers
     if (req.method === 'GET' && req.url === '/rootDesc.xml') {
+      if (this.mode === 'trickle') {
+        res.writeHead(200, { 'Content-Type': 'text/xml' });
+        const t = setInterval(() => res.write(' '), 50);
+        res.on('close', () => clearInterval(t));
+        return;
+      }
       if (this.mode === 'redirect') {
         res.writeHead(302, { Location: 'http://192.0.2.1/evil.xml' }).end();
         return;
@@ -272,6 +302,10 @@ export class FakeUpnpGateway {
       return;
     }
     if (req.method === 'POST' && req.url === '/ctl/IPConn') {
+      if (this.mode === 'bad-soap') {
+        res.writeHead(200, { 'Content-Type': 'text/xml' }).end('<s:Envelope><s:Body><u:Oops>');
+        return;
+      }
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => this.#soap(req, Buffer.concat(chunks).toString(), res));

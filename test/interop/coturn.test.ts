@@ -3,10 +3,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
-import { stunBinding } from '../../src/stun/client.js';
+import { stunBinding, StunClient } from '../../src/stun/client.js';
+import { NodeDatagramTransport } from '../../src/net/datagram.js';
+import { attr, ChangeRequest } from '../../src/wire/stun/index.js';
+import { loopbackHosts } from '../helpers/net.js';
 
 function which(bin: string): string | undefined {
   try {
@@ -29,7 +33,7 @@ async function serve(args: string[]) {
 const REFLEXIVE = /UDP reflexive addr: (\S+):(\d+)/g;
 
 test('turnutils_stunclient gets the right mapped address from `natpunch serve` (IPv4 and IPv6)', { skip: skipClient }, async () => {
-  for (const host of ['127.0.0.1', '::1']) {
+  for (const host of await loopbackHosts()) {
     const { child, info } = await serve(['--address', host]);
     try {
       const port = info.udp[0].port;
@@ -83,9 +87,10 @@ async function freePort(): Promise<number> {
   }
 }
 
-async function startTurnserver(): Promise<{ child: import('node:child_process').ChildProcess; port: number }> {
+async function startTurnserver(rfc5780 = false): Promise<{ child: import('node:child_process').ChildProcess; port: number }> {
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
+    const extra = rfc5780 ? ['--listening-ip=127.0.0.2', `--alt-listening-port=${port + 1}`] : [];
     const { spawn } = await import('node:child_process');
     const child = spawn(
       TURNSERVER!,
@@ -100,12 +105,14 @@ async function startTurnserver(): Promise<{ child: import('node:child_process').
         '--log-file=stdout',
         '--simple-log',
         `--pidfile=/tmp/natpunch-test-turnserver-${port}.pid`,
+        ...extra,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     child.stdout!.resume();
     child.stderr!.resume();
     // Ready when it answers a Binding request (bounded).
+    child.once('exit', () => rmSync(`/tmp/natpunch-test-turnserver-${port}.pid`, { force: true }));
     for (let i = 0; i < 40 && child.exitCode === null; i++) {
       try {
         await stunBinding({ host: '127.0.0.1', port }, { timeoutMs: 250 });
@@ -135,6 +142,31 @@ test('`natpunch stun` gets a correct answer from coturn turnserver over UDP and 
     assert.equal(plain.code, 0, plain.stderr);
     assert.match(plain.stdout.trim(), /^127\.0\.0\.1:\d+$/);
   } finally {
+    await stop(child);
+  }
+});
+
+test('StunClient RFC 5780 probes against coturn with two addresses: OTHER-ADDRESS and CHANGE-REQUEST answers', { skip: skipServer }, async () => {
+  const { child, port } = await startTurnserver(true);
+  const sock = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const client = new StunClient(sock);
+  try {
+    const to = { address: '127.0.0.1', port };
+    const first = await client.binding(to, { timeoutMs: 5000 });
+    assert.deepEqual(first.mapped, { family: 'IPv4', address: '127.0.0.1', port: sock.address().port });
+    assert.deepEqual(first.otherAddress, { family: 'IPv4', address: '127.0.0.2', port: port + 1 });
+    const cases = [
+      [{ changeIp: true, changePort: true }, '127.0.0.2', port + 1],
+      [{ changeIp: false, changePort: true }, '127.0.0.1', port + 1],
+      [{ changeIp: true, changePort: false }, '127.0.0.2', port],
+    ] as const;
+    for (const [change, address, fromPort] of cases) {
+      const r = await client.binding(to, { timeoutMs: 5000, matchSource: false, attributes: [attr(ChangeRequest, change)] });
+      assert.deepEqual(r.from, { address, port: fromPort }, JSON.stringify(change));
+    }
+  } finally {
+    client.close();
+    sock.close();
     await stop(child);
   }
 });

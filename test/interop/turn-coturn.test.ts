@@ -1,5 +1,5 @@
-// Interop with coturn (Debian package `coturn`, installed by .ci/run): its turnutils_uclient load-tests natpunch's
-// TURN server, and natpunch's TurnClient talks to coturn's turnserver. Everything runs on 127.0.0.1.
+// Interop with coturn (Debian package `coturn`, installed by .ci/run): its turnutils_uclient exercises
+// `natpunch serve --turn`, and natpunch's TurnClient talks to coturn's turnserver. Everything runs on 127.0.0.1.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -58,25 +58,28 @@ async function freePort(): Promise<number> {
   }
 }
 
-/** Starts `natpunch turn serve` on a random port; resolves with the port once it prints where it listens. */
+/** Starts `natpunch serve --turn` on a random port; resolves with the port from its --json "listening" line. */
 async function startNatpunch(args: string[]): Promise<{ proc: ChildProcess; port: number }> {
   const proc = track(
-    spawn(process.execPath, ['bin/natpunch.js', 'turn', 'serve', '--port', '0', '--address', '127.0.0.1', '--relay-address', '127.0.0.1', ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
+    spawn(process.execPath, ['bin/natpunch.js', 'serve', '--turn', '--port', '0', '--address', '127.0.0.1', '--json', ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
     }),
   );
+  let out = '';
   let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const port = await new Promise<number>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`natpunch turn serve did not start: ${err}`)), 20_000);
-    proc.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /listening on [^ ]+:(\d+)/.exec(err);
-      if (m) {
-        clearTimeout(t);
-        resolve(Number(m[1]));
-      }
+    const t = setTimeout(() => reject(new Error(`natpunch serve did not start: ${err}`)), 20_000);
+    proc.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.startsWith('{'));
+      if (!line) return;
+      clearTimeout(t);
+      const info = JSON.parse(line) as { udp: Array<{ port: number }>; turn: { relayAddress: string } | null };
+      if (!info.turn) reject(new Error('serve --turn did not report TURN'));
+      resolve(info.udp[0]!.port);
     });
-    proc.once('exit', (code) => reject(new Error(`natpunch turn serve exited with ${code}: ${err}`)));
+    proc.once('exit', (code) => reject(new Error(`natpunch serve exited with ${code}: ${err}`)));
   });
   return { proc, port };
 }
@@ -106,7 +109,7 @@ test('coturn turnutils_uclient against natpunch: UDP channels, Send indications,
   const users = join(dir, 'users');
   writeFileSync(users, 'alice:wonderland\n');
   // Relaying to 127.0.0.1 is denied by default; the test allows exactly loopback.
-  const { proc, port } = await startNatpunch(['--users', users, '--allow-peer', '127.0.0.0/8']);
+  const { proc, port } = await startNatpunch(['--users', users, '--relay-address', '127.0.0.1', '--allow-peer', '127.0.0.0/8']);
   const peerPort = await freePort();
   const peer = track(spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(peerPort)], { stdio: 'ignore' }));
   try {
@@ -134,7 +137,7 @@ test('coturn turnutils_uclient against natpunch: UDP channels, Send indications,
 });
 
 test('coturn turnutils_uclient with time-limited shared-secret credentials (-W) against natpunch --auth-secret', { skip }, async () => {
-  const { proc, port } = await startNatpunch(['--auth-secret', 'north-secret', '--allow-peer', '127.0.0.0/8']);
+  const { proc, port } = await startNatpunch(['--auth-secret', 'north-secret', '--relay-address', '127.0.0.1', '--allow-peer', '127.0.0.0/8']);
   try {
     const r = await uclient(['-W', 'north-secret', '-u', 'carol', '-p', String(port), '-y', '-n', '10', '-m', '1', '-z', '5', '127.0.0.1']);
     assert.ok(r.sent > 0, r.output.slice(-2000));

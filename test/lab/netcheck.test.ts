@@ -1,15 +1,20 @@
 /**
  * netcheck, run from host `a` behind natA, reports the behaviour natA was configured with — for every lab NAT type,
  * hairpinning on and off, three runs each; with 10% loss on every link of the path; and against coturn's turnserver
- * in RFC 5780 mode as well as against natpunch's own server. One lab for the whole file; natA switches at run time.
+ * in RFC 5780 mode as well as against `natpunch serve`; with two plain servers; the lifetime search; port-mapping
+ * presence with miniupnpd on natA; ALG detection; open internet and a UDP firewall (host pub); double NAT (host c);
+ * and the CLI itself in the namespace. One lab for the whole file; natA switches at run time.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
-import { Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { defaultTopology, Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
 import type { NatReport } from '../../src/discovery/netcheck.js';
 
-const STUN_PORT = 3478; // natpunch's StunServer: primary port (alternate = +1)
+const STUN_PORT = 3478; // natpunch serve: primary port (alternate = +1)
 const COTURN_PORT = 4478; // coturn: primary port (alternate = +1)
 const RUNS = 3;
 
@@ -51,6 +56,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
   let natpunchServer: string;
   let coturnServer: string;
   let nextId = 1;
+  let tmp: string | undefined;
 
   /** Runs netcheck `runs` times in a row from host a (one process, see fixtures/netcheck-runner.ts). */
   async function netcheckFromA(server: string, runs: number, extra: Record<string, unknown> = {}): Promise<NatReport[]> {
@@ -111,19 +117,29 @@ describe('netcheck in the NAT lab', { skip }, () => {
   }
 
   before(async () => {
-    lab = await Lab.up({ nat: { natA: 'port-restricted-cone' } });
+    // The default topology with double NAT (c behind natC behind cgn) plus `pub`, a host with a public address and no
+    // NAT (open internet / firewall cases).
+    const topology = defaultTopology({ doubleNat: true });
+    // natB keeps the lower half of its /24 so pub gets a documentation prefix of its own (RFC 5737).
+    topology.routers.natB!.wan = '203.0.113.10/25';
+    topology.hosts.pub = { on: 'internet', addrs: ['203.0.113.200/25'] };
+    lab = await Lab.up({ topology, nat: { natA: 'port-restricted-cone' } });
     const [ip1, ip2] = lab.addrs('server');
+    tmp = mkdtempSync(join(tmpdir(), 'natpunch-netcheck-'));
     natpunchServer = `${ip1}:${STUN_PORT}`;
     coturnServer = `${ip1}:${COTURN_PORT}`;
     // coturn in RFC 5780 mode: two listening IPs, explicit flags, no config file; lab.down() kills it by PID.
     lab.spawn('server', [
       'turnserver', '-n', '--no-cli', '--stun-only', '--no-tls', '--no-dtls', '--no-auth',
       '-L', ip1!, '-L', ip2!, '-p', String(COTURN_PORT), '--alt-listening-port', String(COTURN_PORT + 1),
-      '--log-file', 'stdout', '--simple-log', '--pidfile', '/dev/null',
+      '--log-file', 'stdout', '--simple-log', '--pidfile', join(tmp, 'turnserver.pid'),
     ]);
-    // natpunch's StunServer in RFC 5780 mode on the same two addresses.
-    const ours = lab.node('server', fileURLToPath(new URL('./fixtures/stun-server-5780.ts', import.meta.url)), [ip1!, ip2!, String(STUN_PORT)]);
-    await ours.next((m) => m.ready === true, { timeoutMs: 20_000 });
+    // `natpunch serve` in RFC 5780 mode on the same two addresses (lab.down() kills it by PID).
+    const ours = lab.spawn('server', [
+      process.execPath, fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url)), 'serve',
+      '--address', ip1!, '--alt-address', ip2!, '--port', String(STUN_PORT), '--json',
+    ]);
+    await ours.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
     runner = lab.node('a', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
     await waitForServer(natpunchServer);
     await waitForServer(coturnServer);
@@ -132,6 +148,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
   after(async () => {
     runner?.child.stdin?.end();
     await lab?.down();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
   for (const type of NAT_TYPES) {
@@ -151,7 +168,7 @@ describe('netcheck in the NAT lab', { skip }, () => {
       const [ours] = await netcheckFromA(natpunchServer, 1);
       const [theirs] = await netcheckFromA(coturnServer, 1);
       assertReport(theirs!, type, true);
-      // With UDP blocked, TCP mapping needs OTHER-ADDRESS over TCP: coturn sends it there, natpunch's server only over
+      // With UDP blocked, TCP mapping needs OTHER-ADDRESS over TCP: coturn sends it there, natpunch serve only over
       // UDP, so that one field may differ (netcheck then reports it undetermined, with the reason).
       const pick = (r: NatReport) => [
         r.udp.mapping, r.udp.filtering, r.udp.classic, r.udp.allocation.pattern, r.udp.hairpinning, r.difficulty,
@@ -182,5 +199,142 @@ describe('netcheck in the NAT lab', { skip }, () => {
     assert.ok(lt, JSON.stringify(r!.undetermined));
     assert.ok(lt.aliveAtS < 6 + 1, JSON.stringify(lt));
     assert.ok(lt.expiredByS !== null && lt.expiredByS >= 6, JSON.stringify(lt));
+  });
+
+  test('port-mapping presence: with miniupnpd on natA the gateway answers NAT-PMP, PCP and UPnP IGD', async () => {
+    await lab.setNat('natA', { type: 'port-restricted-cone' });
+    const conf = join(tmp!, 'miniupnpd.conf');
+    writeFileSync(
+      conf,
+      [
+        'ext_ifname=wan', 'listening_ip=lan', 'port=0', 'enable_natpmp=yes', 'enable_upnp=yes', 'secure_mode=no',
+        'uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b', 'allow 1024-65535 10.0.0.0/8 1024-65535', 'deny 0-65535 0.0.0.0/0 0-65535', '',
+      ].join('\n'),
+    );
+    // Inside natA's namespace only; stopped by PID below (and by lab.down() if the test fails first).
+    const mu = lab.spawn('natA', ['miniupnpd', '-d', '-f', conf, '-P', join(tmp!, 'miniupnpd.pid')]);
+    try {
+      let pm: NatReport['portMapping'] | undefined;
+      for (let i = 0; i < 10; i++) {
+        const [r] = await netcheckFromA(natpunchServer, 1);
+        pm = r!.portMapping;
+        if (pm.natPmp && pm.pcp && pm.upnp) break;
+        await new Promise((res) => setTimeout(res, 300));
+      }
+      assert.deepEqual(pm, { gateway: lab.lanAddr('natA'), natPmp: true, pcp: true, upnp: true }, mu.stderr.slice(-500));
+    } finally {
+      await mu.close();
+    }
+  });
+
+  test('the CLI in the namespace: natpunch netcheck --json prints the same kind of report', async () => {
+    await lab.setNat('natA', { type: 'symmetric-sequential', hairpin: true });
+    const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
+    const res = await lab.exec('a', [process.execPath, bin, 'netcheck', '--server', natpunchServer, '--json'], { timeoutMs: 30_000 });
+    assert.equal(res.code, 0, res.stderr);
+    assertReport(JSON.parse(res.stdout) as NatReport, 'symmetric-sequential', true);
+    assert.match(res.stderr, /netcheck: filtering/, 'progress on stderr');
+  });
+
+  test('two plain STUN servers (no RFC 5780): mapping by comparison, filtering undetermined with the reason', async () => {
+    const [ip1, ip2] = lab.addrs('server');
+    const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
+    const plain = [ip1!, ip2!].map((ip) => lab.spawn('server', [process.execPath, bin, 'serve', '--address', ip, '--port', '5478', '--json']));
+    try {
+      for (const p of plain) await p.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
+      for (const [type, mapping] of [['port-restricted-cone', 'endpoint-independent'], ['symmetric-random', 'address-and-port-dependent']] as const) {
+        await lab.setNat('natA', { type });
+        const id = nextId++;
+        runner.send({ id, servers: [`${ip1}:5478`, `${ip2}:5478`], runs: 1 });
+        const res = await runner.next((m) => m.id === id, { timeoutMs: 60_000 });
+        const r = (res.reports as NatReport[])[0]!;
+        const ctx = `${type}: ${JSON.stringify(r.undetermined)}`;
+        assert.deepEqual(r.servers.map((s) => [s.reachable, s.rfc5780]), [[true, false], [true, false]], ctx);
+        assert.equal(r.udp.mapping, mapping, ctx);
+        assert.equal(r.udp.filtering, 'unknown', ctx);
+        assert.match(r.undetermined.find((u) => u.what === 'udp.filtering')?.why ?? '', /not in RFC 5780 mode/, ctx);
+        assert.equal(r.difficulty, type === 'symmetric-random' ? 'hard' : 'easy', ctx);
+      }
+    } finally {
+      for (const p of plain) await p.close();
+    }
+  });
+
+  test('an ALG rewriting addresses in payloads is detected (MAPPED-ADDRESS and XOR-MAPPED-ADDRESS disagree)', async () => {
+    await lab.setNat('natA', { type: 'port-restricted-cone' });
+    // A crude ALG on natA: in answers to RFC 3489 requests (no magic cookie at payload byte 4) from the STUN port,
+    // overwrite MAPPED-ADDRESS's IPv4 address (payload bytes 28-31) with a's private address, as address-translating
+    // ALGs do. The UDP checksum is zeroed (allowed over IPv4, RFC 768) since the payload changed.
+    const rules = [
+      'table ip npalg {',
+      '  chain alg { type filter hook forward priority filter - 10; policy accept;',
+      `    iifname "wan" udp sport ${STUN_PORT} @th,96,32 != 0x2112a442 @th,288,32 set 0x0a01000a udp checksum set 0`,
+      '  }',
+      '}',
+      '',
+    ].join('\n');
+    const add = await lab.exec('natA', ['nft', '-f', '-'], { input: rules });
+    assert.equal(add.code, 0, add.stderr);
+    try {
+      const [r] = await netcheckFromA(natpunchServer, 1);
+      assert.equal(r!.udp.alg, true, JSON.stringify(r!.undetermined));
+      assert.match(r!.verdict, /ALG/);
+      // The XOR'd copy survives, so the public address is still right.
+      assert.equal(r!.udp.publicAddress?.address, lab.publicAddr('natA'));
+    } finally {
+      await lab.exec('natA', ['nft', 'delete', 'table', 'ip', 'npalg']);
+    }
+  });
+
+  test('no NAT: open internet; behind a stateful firewall that drops new inbound UDP: symmetric UDP firewall', async () => {
+    const pub = lab.node('pub', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
+    const once = async (): Promise<NatReport> => {
+      const id = nextId++;
+      pub.send({ id, servers: [natpunchServer], runs: 1 });
+      const res = await pub.next((m) => m.id === id, { timeoutMs: 60_000 });
+      if (typeof res.error === 'string') throw new Error(res.error);
+      return (res.reports as NatReport[])[0]!;
+    };
+    try {
+      const open = await once();
+      const ctx = (r: NatReport) => `${r.verdict} ${JSON.stringify(r.undetermined)}`;
+      assert.equal(open.udp.behindNat, false, ctx(open));
+      assert.equal(open.udp.publicAddress?.address, lab.addr('pub'), ctx(open));
+      assert.equal(open.udp.classic, 'open-internet', ctx(open));
+      assert.equal(open.difficulty, 'none', ctx(open));
+      assert.equal(open.udp.hairpinning, null, ctx(open));
+      const fw = ['table ip npfw {', '  chain input { type filter hook input priority filter; policy accept;', '    meta l4proto udp ct state new drop', '  }', '}', ''].join('\n');
+      const add = await lab.exec('pub', ['nft', '-f', '-'], { input: fw });
+      assert.equal(add.code, 0, add.stderr);
+      const walled = await once();
+      assert.equal(walled.udp.behindNat, false, ctx(walled));
+      assert.equal(walled.udp.mapping, 'endpoint-independent', ctx(walled));
+      assert.equal(walled.udp.filtering, 'address-and-port-dependent', ctx(walled));
+      assert.equal(walled.udp.classic, 'symmetric-udp-firewall', ctx(walled));
+    } finally {
+      pub.child.stdin?.end();
+      await pub.close();
+    }
+  });
+
+  test('double NAT (carrier-grade style): the outermost public address, the combined behaviour', async () => {
+    const c = lab.node('c', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
+    try {
+      const id = nextId++;
+      c.send({ id, servers: [natpunchServer], runs: 1 });
+      const res = await c.next((m) => m.id === id, { timeoutMs: 60_000 });
+      if (typeof res.error === 'string') throw new Error(res.error);
+      const r = (res.reports as NatReport[])[0]!;
+      const ctx = `${r.verdict} ${JSON.stringify(r.undetermined)}`;
+      assert.equal(r.udp.behindNat, true, ctx);
+      assert.equal(r.udp.publicAddress?.address, lab.externalAddr('c'), ctx);
+      // Two port-restricted cones in a row behave as one.
+      assert.equal(r.udp.classic, 'port-restricted-cone', ctx);
+      // The probe asks natC, the first gateway; nothing answers there.
+      assert.equal(r.portMapping.gateway, lab.lanAddr('natC'), ctx);
+    } finally {
+      c.child.stdin?.end();
+      await c.close();
+    }
   });
 });

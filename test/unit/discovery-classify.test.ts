@@ -42,3 +42,18 @@ test('allocation: preserving, sequential with delta, random, too few samples', (
   assert.equal(rnd.pattern, 'random');
   assert.equal(analyseAllocation([{ local: 1, external: 2 }]).pattern, 'unknown');
 });
+
+test('allocation: a sequential NAT seen through loss (one allocation out of order, another flow in between)', () => {
+  const at = (ports: number[]) => ports.map((p, i) => ({ local: 40000 + i * 7, external: p }));
+  // Sample 2's first packet was lost; its retransmission was allocated after the others.
+  const reordered = analyseAllocation(at([20001, 20005, 20002, 20003, 20004]));
+  assert.deepEqual([reordered.pattern, reordered.delta], ['sequential', 1]);
+  // Another flow took a port in between twice.
+  const gaps = analyseAllocation(at([20010, 20012, 20013, 20015, 20016]));
+  assert.equal(gaps.pattern, 'sequential');
+  assert.equal(gaps.delta, 1);
+  // A downward-counting allocator keeps its sign.
+  assert.deepEqual([analyseAllocation(at([30010, 30009, 30008, 30006])).pattern, analyseAllocation(at([30010, 30009, 30008, 30006])).delta], ['sequential', -1]);
+  // Random ports stay random even when two happen to be close.
+  assert.equal(analyseAllocation(at([41234, 41236, 60111, 2331, 33333])).pattern, 'random');
+});

@@ -101,11 +101,12 @@ test('an impostor that passes the checks (colluding with the rendezvous) is refu
       keyPair: ka, bind: LOOPBACK, connectionId, peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] }, timeoutMs: 8000,
       onProgress: (p) => {
         if (p.phase !== 'gathering') return;
-        checks = new ConnectivityChecks({ transport: ep, role: 'responder', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [], remote: [host(p.local.port)], timeoutMs: 5000 });
-        impostor = checks.run().then((r) => {
-          const ids = streamIdsFor(connectionId);
-          return Session.establish({ endpoint: ep, isInitiator: false, keyPair: mallory, remote: r.remote, localStreamId: ids.responder, remoteStreamId: ids.initiator, handshakeTimeoutMs: 3000 });
-        });
+        const c = new ConnectivityChecks({ transport: ep, role: 'responder', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [], remote: [host(p.local.port)], timeoutMs: 5000, nomination: 'implicit' });
+        checks = c;
+        c.run().catch(() => {});
+        const ids = streamIdsFor(connectionId);
+        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) => c.isValidated(address, port));
+        impostor = Session.establish({ endpoint: ep, isInitiator: false, keyPair: mallory, udxStream, localStreamId: ids.responder, remoteStreamId: ids.initiator, handshakeTimeoutMs: 5000 });
         impostor.catch(() => {});
       },
     });

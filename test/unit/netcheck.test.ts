@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { StunServer } from '../../src/stun/server.js';
 import { netcheck, parseServer, verdictOf, mappingFromServers, type NatReport } from '../../src/discovery/netcheck.js';
-import { decodeBindingResponse, encodeBindingRequest, newTransactionId } from '../../src/discovery/stun-lite.js';
+import { decodeBindingResponse, encodeBindingRequest, newTransactionId } from '../../src/discovery/binding.js';
 import { sendOffsets, PROBE_SCHEDULE } from '../../src/discovery/probe.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
@@ -279,13 +279,14 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
   const tid = newTransactionId();
   const req = encodeBindingRequest(tid, { changeIp: true, changePort: true, responsePort: 4321 });
   assert.equal(req.readUInt16BE(0), 0x0001);
-  assert.equal(req.readUInt16BE(2), 40, 'CHANGE-REQUEST + RESPONSE-PORT + SOFTWARE');
+  assert.equal(req.readUInt16BE(2), 48, 'CHANGE-REQUEST + RESPONSE-PORT + SOFTWARE + FINGERPRINT');
   assert.equal(req.readUInt32BE(4), 0x2112a442);
   assert.equal(req.readUInt16BE(20), 0x0003);
   assert.equal(req.readUInt32BE(24), 0x6);
   assert.equal(req.readUInt16BE(28), 0x0027);
   assert.equal(req.readUInt16BE(32), 4321);
   assert.equal(req.readUInt16BE(36), 0x8022);
+  assert.equal(req.readUInt16BE(60), 0x8028);
   const legacyId = newTransactionId(true);
   const legacy = encodeBindingRequest(legacyId, { legacy: true });
   assert.equal(legacy.length, 20, 'RFC 3489 request: header only');
@@ -302,7 +303,7 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
     }
     decodeBindingResponse(buf);
   }
-  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 250, 400, 550, 700, 850, 1000, 1150, 1300, 1450]);
+  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400]);
 });
 
 test('CLI: natpunch netcheck --json prints the report; the table ends with the verdict; bad flags exit 1', async () => {
@@ -338,4 +339,21 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
     await srv.close();
   }
   void spawnSync;
+});
+
+test('IPv6: a server with an IPv6 address gives the IPv6 public address (loopback ::1: no NAT)', async () => {
+  const v4 = await startRfc5780();
+  const v6 = await startPlain('::1');
+  try {
+    const r = await netcheck({ servers: [`127.0.0.1:${v4.port}`, `[::1]:${v6.port}`], ...quick, tcp: false });
+    assert.equal(r.ipv6.publicAddress?.address, '::1');
+    assert.equal(r.ipv6.behindNat, false);
+    const s6 = r.servers.find((s) => s.family === 6);
+    assert.equal(s6?.reachable, true);
+    assert.equal(r.udp.classic, 'open-internet', 'the IPv4 verdict still comes from the RFC 5780 server');
+    assert.ok(!r.undetermined.some((u) => u.what === 'ipv6'));
+  } finally {
+    await v4.close();
+    await v6.close();
+  }
 });

@@ -42,7 +42,9 @@ test('NAT-PMP client: external address, map, renew keeps the port, delete', asyn
 
 test('NAT-PMP client: a gateway reboot (epoch reset) is detected (RFC 6886 §3.6)', async () => {
   const gw = await FakeUdpGateway.start('natpmp');
-  const c = new NatPmpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: fast });
+  // NAT-PMP answers carry no transaction id: a slow schedule keeps a late duplicate of one answer from being
+  // taken for the next one on a loaded machine.
+  const c = new NatPmpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: { initialMs: 500, attempts: 3 } });
   try {
     assert.equal((await c.map({ transport: 'udp', internalPort: 5000, lifetime: 60 })).gatewayRestarted, false);
     gw.restart();
@@ -195,5 +197,49 @@ test('default gateway comes from /proc/net/route', async () => {
     assert.equal(await defaultGateway(join(dir, 'missing')), undefined);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('PCP client works over IPv6 (client and external addresses as plain IPv6, RFC 6887 §5)', async () => {
+  const gw = await FakeUdpGateway.start('pcp', '::1');
+  gw.externalAddress = '2001:db8::77';
+  const c = new PcpClient({ gateway: '::1', port: gw.port, retransmit: fast });
+  try {
+    assert.equal(await c.clientAddress(), '::1');
+    const m = await c.map({ transport: 'tcp', internalPort: 8080, lifetime: 60 });
+    assert.equal(m.externalAddress, '2001:db8::77');
+    assert.equal(m.internalAddress, '::1');
+    await c.unmap(m);
+    assert.equal(gw.mappings.size, 0);
+  } finally {
+    c.close();
+    gw.close();
+  }
+});
+
+test('NAT-PMP client: concurrent mappings on one socket each get their own answer', async () => {
+  const gw = await FakeUdpGateway.start('natpmp');
+  const c = new NatPmpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: { initialMs: 200, attempts: 3 } });
+  try {
+    const ports = [7001, 7002, 7003, 7004];
+    const results = await Promise.all(ports.map((p) => c.map({ transport: 'udp', internalPort: p, lifetime: 60 })));
+    assert.deepEqual(results.map((r) => r.internalPort), ports);
+    assert.deepEqual(results.map((r) => r.externalPort), ports);
+  } finally {
+    c.close();
+    gw.close();
+  }
+});
+
+test('PCP PEER learns the external address and port of one outbound flow (RFC 6887 §12)', async () => {
+  const gw = await FakeUdpGateway.start('pcp');
+  const c = new PcpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: fast });
+  try {
+    const p = await c.peer({ transport: 'udp', internalPort: 5005, remoteAddress: '203.0.113.9', remotePort: 3478, lifetime: 120 });
+    assert.deepEqual([p.externalAddress, p.externalPort, p.remoteAddress, p.remotePort, p.lifetime], ['198.51.100.77', 42005, '203.0.113.9', 3478, 120]);
+    assert.equal(gw.requests.at(-1)?.kind, 'pcp-peer');
+  } finally {
+    c.close();
+    gw.close();
   }
 });

@@ -101,3 +101,16 @@ test('SSDP answer and description parsing', () => {
   assert.throws(() => parseDeviceDescription('<root><device/></root>', 'http://10.0.0.1/'), (e) => isNatpunchError(e, 'PORTMAP'));
   assert.throws(() => parseDeviceDescription('<html></html>', 'http://10.0.0.1/'), (e) => isNatpunchError(e, 'PORTMAP'));
 });
+
+test('UPnP: a description trickled byte by byte is cut off by the whole-exchange timeout', async () => {
+  await withFake('trickle', async (g) => {
+    await assert.rejects(discover(g, { httpTimeoutMs: 400 }), (e) => isNatpunchError(e, 'TIMEOUT'));
+  });
+});
+
+test('UPnP: a SOAP answer that is not XML gives a clear PORTMAP error', async () => {
+  await withFake('bad-soap', async (g) => {
+    const c = await discover(g);
+    await assert.rejects(c.getExternalIPAddress(), (e) => isNatpunchError(e, 'PORTMAP') && /GetExternalIPAddress answer is not valid XML/.test(e.message));
+  });
+});

@@ -341,3 +341,50 @@ test('a rebound mapping between writes: the peer follows an authenticated path p
     await n2.close();
   }
 });
+
+for (const mover of ['responder', 'initiator'] as const) test(`a rebound mapping mid-transfer (data in flight both ways, the ${mover} moves): a new transport, nothing lost`, async () => {
+  const p = await endpoints();
+  const n1 = await mapping(p.b.address().port, p.a.address().port);
+  const n2 = await mapping(p.b.address().port, p.a.address().port);
+  try {
+    const ka = generateKeyPair();
+    const kb = generateKeyPair();
+    const ids = streamIdsFor(randomBytes(16));
+    const common = { keepAliveMs: 60_000, idleTimeoutMs: 120_000, handshakeTimeoutMs: 5000 };
+    const [sa, sb] = await Promise.all([
+      Session.establish({ endpoint: p.a, isInitiator: true, keyPair: ka, remote: { address: '127.0.0.1', port: n1.port },
+        localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: kb.publicKey, ...common }),
+      Session.establish({ endpoint: p.b, isInitiator: false, keyPair: kb, remote: { address: '127.0.0.1', port: n1.port },
+        localStreamId: ids.responder, remoteStreamId: ids.initiator, ...common }),
+    ]);
+    const incoming = once(sb, 'stream') as Promise<[MuxStream]>;
+    const s = sa.openStream();
+    const up = randomBytes(6 * 1024 * 1024);
+    const down = randomBytes(2 * 1024 * 1024);
+    const aGot = readAll(s);
+    const writer = (async () => {
+      for (let off = 0; off < up.length; off += 64 * 1024) {
+        if (!s.write(up.subarray(off, off + 64 * 1024))) await once(s, 'drain');
+      }
+      s.end();
+    })();
+    const [r] = await incoming;
+    const bGot = readAll(r);
+    r.end(down);
+    while (r.bytesReceived < 1024 * 1024) await new Promise((res) => setTimeout(res, 5));
+    const follower = mover === 'responder' ? sa : sb;
+    const moved = once(follower, 'path') as Promise<[{ remote: { port: number } }]>;
+    await n1.close(); // the old mapping dies with data in flight
+    void (mover === 'responder' ? sb : sa).migrate({ address: '127.0.0.1', port: n2.port });
+    const [path] = await moved;
+    assert.equal(path.remote.port, n2.port);
+    await writer;
+    assert.equal(sha(await bGot), sha(up), 'initiator → responder intact');
+    assert.equal(sha(await aGot), sha(down), 'responder → initiator intact');
+    await Promise.all([sa.close(), sb.close()]);
+  } finally {
+    await p.close();
+    await n1.close().catch(() => {});
+    await n2.close();
+  }
+});

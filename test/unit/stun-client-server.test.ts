@@ -31,7 +31,10 @@ import {
   verifyIntegritySha256,
   XorMappedAddress,
   ResponsePort,
+  coreRegistry,
+  uint32Codec,
 } from '../../src/wire/stun/index.js';
+import { loopbackHosts } from '../helpers/net.js';
 
 type T = NodeDatagramTransport;
 const opened: Array<{ close(): void }> = [];
@@ -59,10 +62,12 @@ function nextDatagram(t: T, ms = 2000): Promise<{ msg: Buffer; rinfo: { address:
   });
 }
 
-const FAST = { rtoMs: 50, rc: 3, rm: 4 }; // 50 + 100 + 200 ms: fails within 350 ms
+// Shorter than the RFC's 39.5 s so a broken test fails fast; retransmissions can still happen on a busy machine,
+// so counter assertions below allow for them.
+const FAST = { rtoMs: 250, rc: 4, rm: 4 }; // 250 + 500 + 1000 + 1000 ms
 
 test('binding over UDP returns the client\'s own address as XOR-MAPPED-ADDRESS (IPv4 and IPv6)', async () => {
-  for (const host of ['127.0.0.1', '::1']) {
+  for (const host of await loopbackHosts()) {
     const serverSock = await udp(host);
     const server = new StunServer();
     server.attachUdp(serverSock);
@@ -74,7 +79,8 @@ test('binding over UDP returns the client\'s own address as XOR-MAPPED-ADDRESS (
     assert.equal(r.software, 'natpunch');
     assert.equal(r.otherAddress, undefined);
     assert.equal(checkFingerprint(r.message), 'valid'); // our requests carry FINGERPRINT, so the response does
-    assert.deepEqual(server.counters, { requests: 1, responses: 1, errors: 0, drops: 0 });
+    const c = server.counters;
+    assert.ok(c.requests >= 1 && c.responses === c.requests && c.errors === 0 && c.drops === 0, JSON.stringify(c));
     client.close();
     server.close();
   }
@@ -159,7 +165,7 @@ test('without RFC 5780 mode CHANGE-REQUEST is an unknown attribute: 420 with UNK
   );
   // An unknown method is a 400.
   await assert.rejects(client.request(to, { ...FAST, method: 0x0ab }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
-  assert.equal(server.counters.errors, 2);
+  assert.ok(server.counters.errors >= 2 && server.counters.responses === 0);
   client.close();
   server.close();
 });
@@ -321,7 +327,9 @@ for (const algorithm of ['MD5', 'SHA-256'] as const) {
         if (algorithm === 'SHA-256') assert.equal(req.get(PasswordAlgorithmAttr)?.algorithm, 2);
         reply(StunClass.SuccessResponse, [attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port })], true);
       } else {
+        // Wrong credentials: a real server answers 401 again with the same realm and nonce.
         if (fresh) steps.push('bad');
+        reply(StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code: 401, reason: 'Unauthorized' }), attr(Realm, realm), attr(Nonce, nonce)], false);
       }
     });
     const client = new StunClient(await udp());
@@ -331,11 +339,11 @@ for (const algorithm of ['MD5', 'SHA-256'] as const) {
     // The next request goes authenticated at once (state cached per server).
     await client.binding(to, { ...FAST, credentials: { kind: 'long-term', username: 'alice', password: 'secret' } });
     assert.deepEqual(steps, ['challenge', 'ok', 'ok']);
-    // Wrong password: the server never accepts; the client gives up with the 401 once the nonce repeats.
+    // Wrong password: the client gives up with the 401 as soon as the challenge repeats (no endless retry).
     const wrong = new StunClient(await udp());
     await assert.rejects(
-      wrong.binding(to, { ...FAST, timeoutMs: 1500, credentials: { kind: 'long-term', username: 'alice', password: 'nope' } }),
-      (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT') || isNatpunchError(e, 'STUN_ERROR_RESPONSE'),
+      wrong.binding(to, { ...FAST, credentials: { kind: 'long-term', username: 'alice', password: 'nope' } }),
+      (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 401,
     );
     client.close();
     wrong.close();
@@ -372,7 +380,7 @@ test('stunBinding over UDP opens and closes its own socket', async () => {
   const server = new StunServer();
   server.attachUdp(s);
   const silent = await udp();
-  const r = await stunBinding({ host: '127.0.0.1', port: silent.address().port }, { ...FAST, timeoutMs: 2000 }).catch((e) => e);
+  const r = await stunBinding({ host: '127.0.0.1', port: silent.address().port }, { rtoMs: 50, rc: 2, rm: 2 }).catch((e) => e);
   assert.ok(isNatpunchError(r, 'STUN_TIMEOUT'));
   const ok = await stunBinding({ host: '127.0.0.1', port: s.address().port }, FAST);
   assert.equal(ok.mapped.port, ok.local.port);
@@ -402,8 +410,76 @@ test('other methods can be served through registerMethod (the hook TURN uses); u
   assert.deepEqual(seen, ['udp 127.0.0.1']);
   off();
   await assert.rejects(client.request(to, { ...FAST, method: 0x003 }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
-  assert.equal(server.counters.responses, 1);
-  assert.equal(server.counters.errors, 1);
+  assert.ok(server.counters.responses >= 1 && server.counters.errors >= 1);
   client.close();
   server.close();
+});
+
+test('STUN over TCP: a peer that sends non-STUN bytes fails pending requests at once; ChannelData frames reach listeners', async () => {
+  const tcp = net.createServer((sock) => {
+    sock.once('data', () => {
+      // ChannelData frame (RFC 8656 §12.5, padded over TCP), then garbage.
+      sock.write(Buffer.from([0x40, 0x01, 0x00, 0x03, 7, 8, 9, 0]));
+      setTimeout(() => sock.write(Buffer.from([0xf0, 0, 0, 0])), 20);
+    });
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  try {
+    const client = await StunTcpClient.connect({ address: '127.0.0.1', port: (tcp.address() as net.AddressInfo).port });
+    const frames: Array<[number, number[]]> = [];
+    client.onChannelData((ch, data) => frames.push([ch, [...data]]));
+    await assert.rejects(client.binding({ timeoutMs: 5000 }), (e: unknown) => isNatpunchError(e, 'STUN_DECODE'));
+    assert.deepEqual(frames, [[0x4001, [7, 8, 9]]]);
+    assert.ok(client.closed);
+    client.close();
+  } finally {
+    await new Promise((r) => tcp.close(r));
+  }
+});
+
+test('a response with unknown comprehension-required attributes fails the transaction unless the registry knows them', async () => {
+  const fake = await udp();
+  fake.onMessage((msg, rinfo) => {
+    const req = decodeStun(msg);
+    fake.send(
+      encodeStun({
+        cls: StunClass.SuccessResponse,
+        method: req.method,
+        transactionId: req.transactionId,
+        attributes: [attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port }), { type: 0x7ff1, value: new Uint8Array(4) }],
+      }),
+      rinfo.port,
+      rinfo.address,
+    );
+  });
+  const to = { address: '127.0.0.1', port: fake.address().port };
+  const strict = new StunClient(await udp());
+  await assert.rejects(strict.binding(to, FAST), (e: unknown) => isNatpunchError(e, 'STUN_DECODE') && /0x7ff1/.test(e.message));
+  const registry = coreRegistry.extend();
+  registry.registerAttribute(0x7ff1, 'TEST-ATTRIBUTE', uint32Codec);
+  const aware = new StunClient(await udp(), { registry });
+  assert.equal((await aware.binding(to, FAST)).mapped.address, '127.0.0.1');
+  strict.close();
+  aware.close();
+});
+
+test('stunBinding over TCP: one deadline covers connect and transaction, reported as STUN_TIMEOUT', async () => {
+  // A TCP server that accepts and never answers.
+  const held: net.Socket[] = [];
+  const tcp = net.createServer((sock) => {
+    held.push(sock);
+    sock.on('error', () => {});
+  });
+  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+  try {
+    const port = (tcp.address() as net.AddressInfo).port;
+    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, timeoutMs: 200 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 50);
+    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, signal: ac.signal }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  } finally {
+    held.forEach((s) => s.destroy());
+    await new Promise((r) => tcp.close(r));
+  }
 });

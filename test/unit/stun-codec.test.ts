@@ -382,7 +382,7 @@ function exercise(buf: Uint8Array, framer: StunFramer, allowLegacy: boolean): vo
   }
 }
 
-test('decode throws only STUN_DECODE on 100k+ random and mutated messages', () => {
+test('decode throws only STUN_DECODE on 100k random and mutated messages', () => {
   const seed = Number(process.env.STUN_FUZZ_SEED ?? Date.now() % 1e9);
   const rand = rng(seed);
   const int = (n: number) => Math.floor(rand() * n);
@@ -409,7 +409,7 @@ test('decode throws only STUN_DECODE on 100k+ random and mutated messages', () =
   const framer = () => new StunFramer({ maxBuffer: 4096 });
   let f = framer();
   try {
-    for (; n < 110_000; n++) {
+    for (; n < 100_000; n++) {
       let buf: Buffer;
       const kind = n % 5;
       if (kind === 0) {
@@ -442,5 +442,5 @@ test('decode throws only STUN_DECODE on 100k+ random and mutated messages', () =
   } catch (err) {
     assert.fail(`seed ${seed}, message ${n}: decode threw ${(err as Error).stack}`);
   }
-  assert.equal(n, 110_000);
+  assert.equal(n, 100_000);
 });

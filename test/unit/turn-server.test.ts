@@ -132,7 +132,7 @@ test('permissions towards loopback and private addresses are refused by default 
   const { server, port } = await startServer();
   const { client } = await udpClient(port);
   await client.allocate();
-  for (const address of ['127.0.0.1', '10.0.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1']) {
+  for (const address of ['127.0.0.2', '10.0.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1']) {
     await assert.rejects(client.createPermission([{ address, port: 1 }]), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'), address);
   }
   await assert.rejects(client.bindChannel({ address: '127.0.0.1', port: 9 }), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'));
@@ -275,4 +275,68 @@ test('close() releases every relay socket (the relayed port can be bound again)'
     s.bind(alloc.relayed[0]!.port, '127.0.0.1', () => resolve());
   });
   s.close();
+});
+
+test('two clients relay to each other through their relayed addresses by default, but only within the relay port range', async () => {
+  // No allowPeers: 127.0.0.1 is both loopback and the server's own relay address.
+  const { server, port } = await startServer();
+  const a = await udpClient(port);
+  const b = await udpClient(port, 'bob', 'builder');
+  const ra = (await a.client.allocate()).relayed[0]!;
+  const rb = (await b.client.allocate()).relayed[0]!;
+  await b.client.createPermission([ra]);
+  await a.client.bindChannel(rb);
+  const got = nextMessage<[Buffer, { address: string; port: number }]>((cb) => b.client.onData((d, p) => cb([d, p])));
+  a.client.send(Buffer.from('relay to relay'), rb);
+  const [d, from] = await got;
+  assert.equal(d.toString(), 'relay to relay');
+  assert.deepEqual(from, ra);
+  // Another loopback address is still refused, and the relay's own IP outside the relay range is unreachable.
+  await assert.rejects(a.client.createPermission(['127.0.0.2']), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'));
+  await assert.rejects(a.client.bindChannel({ address: '127.0.0.1', port: 22 }), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'));
+  const local = dgram.createSocket('udp4');
+  cleanups.push(() => local.close());
+  let bound = false;
+  for (let i = 0; i < 20 && !bound; i++) {
+    bound = await new Promise<boolean>((resolve) => {
+      local.once('error', () => resolve(false));
+      local.bind(40000 + Math.floor(Math.random() * 9000), '127.0.0.1', () => resolve(true));
+    });
+  }
+  assert.ok(bound);
+  let leaked = false;
+  local.on('message', () => (leaked = true));
+  const before = server.stats.deniedPeers;
+  const tr = (a.client as unknown as { sendIndication(d: Uint8Array, p: { address: string; port: number }): Buffer }).sendIndication(Buffer.from('ssrf?'), { address: '127.0.0.1', port: local.address().port });
+  a.transport.send(tr, port, '127.0.0.1');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(leaked, false);
+  assert.equal(server.stats.deniedPeers, before + 1);
+});
+
+test('two Allocates racing on one 5-tuple create one allocation (the second is dropped or 437)', async () => {
+  const { server, port } = await startServer();
+  const sock = dgram.createSocket('udp4');
+  cleanups.push(() => sock.close());
+  await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+  const first = peerMessage(sock);
+  sock.send(new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).finish(), port, '127.0.0.1');
+  const challenge = parseStun((await first).msg)!;
+  const nonce = attrText(challenge, A.NONCE)!;
+  const { longTermKey } = await import('../../src/relay/auth.js');
+  const key = longTermKey('alice', 'test', 'wonderland');
+  const signed = () =>
+    new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
+      .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
+      .text(A.USERNAME, 'alice').text(A.REALM, 'test').text(A.NONCE, nonce)
+      .finish({ key });
+  const replies: Buffer[] = [];
+  sock.on('message', (m) => replies.push(m));
+  sock.send(signed(), port, '127.0.0.1');
+  sock.send(signed(), port, '127.0.0.1');
+  await new Promise((r) => setTimeout(r, 400));
+  assert.equal(server.stats.allocations, 1);
+  const classes = replies.map((r) => parseStun(r)!.cls);
+  assert.equal(classes.filter((c) => c === Cls.Success).length, 1);
+  for (const r of replies) if (parseStun(r)!.cls === Cls.Error) assert.equal(errorInfo(parseStun(r)!)?.code, 437);
 });

@@ -6,6 +6,7 @@ import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../trave
 import { isPeerId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
+import { parseRelaySpec } from '../../relay/path.js';
 
 interface ConnectOpts {
   rendezvous?: string;
@@ -18,6 +19,7 @@ interface ConnectOpts {
   bind?: string;
   timeout?: number;
   keepalive?: number;
+  relay?: string;
   json?: boolean;
 }
 
@@ -36,6 +38,7 @@ export function register(program: Command): void {
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
@@ -50,10 +53,10 @@ export function register(program: Command): void {
       try {
         const session = await connect({
           keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
-          signal: ac.signal,
+          signal: ac.signal, ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
           // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
-          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();

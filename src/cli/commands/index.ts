@@ -13,4 +13,7 @@ export const commands: Array<() => Promise<{ register: Register }>> = [
   () => import('./netcheck.js'),
   () => import('./map.js'),
   () => import('./turn.js'),
+  () => import('./expose.js'),
+  () => import('./forward.js'),
+  () => import('./socks.js'),
 ];

@@ -9,6 +9,7 @@ import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_INTERVAL_MS, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT, MIN_ICMP_INTERVAL_MS } from '../../traversal/icmp.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
+import { parseRelaySpec } from '../../relay/path.js';
 
 interface ListenOpts {
   name?: string;
@@ -21,6 +22,7 @@ interface ListenOpts {
   allow?: string[];
   bind?: string;
   keepalive?: number;
+  relay?: string;
   json?: boolean;
 }
 
@@ -38,6 +40,7 @@ export function register(program: Command): void {
     .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; default: anyone')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn)')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
@@ -52,6 +55,7 @@ export function register(program: Command): void {
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+        ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);

@@ -3,7 +3,7 @@ import { PortMapper } from '../../portmap/mapper.js';
 import type { PortMapping } from '../../portmap/common.js';
 import { NatpunchError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
-import { action, intOption, printJson, progress } from '../util.js';
+import { action, intOption, progress } from '../util.js';
 
 interface MapOptions {
   udp?: boolean;
@@ -23,6 +23,11 @@ function asJson(m: PortMapping) {
   return { ...m, expiresAt: Number.isFinite(m.expiresAt) ? new Date(m.expiresAt).toISOString() : null };
 }
 
+/** --json output is one JSON object per line (the command runs until Ctrl-C and reports renewals as they happen). */
+function emit(event: string, fields: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
+}
+
 export function register(program: Command): void {
   program
     .command('map')
@@ -33,7 +38,7 @@ export function register(program: Command): void {
     .option('--lifetime <S>', 'requested lease in seconds', intOption('--lifetime', 1, 604800), 7200)
     .addOption(new Option('--protocol <P>', 'use only this protocol').choices(['pcp', 'natpmp', 'upnp']))
     .option('--gateway <IP>', 'gateway address (default: the default route’s gateway)')
-    .option('--json', 'print the mapping as JSON')
+    .option('--json', 'print the mapping and later events (renewed, restart, deleted) as JSON lines')
     .action(
       action(async (port: number, opts: MapOptions, cmd: Command) => {
         if (opts.udp && opts.tcp) throw new NatpunchError('BAD_ARGUMENT', 'choose one of --udp and --tcp');
@@ -55,13 +60,23 @@ export function register(program: Command): void {
             { internalPort: port, transport: opts.tcp ? 'tcp' : 'udp', lifetime: opts.lifetime, protocol: opts.protocol },
             stop.signal,
           );
-          if (opts.json) printJson(asJson(m));
+          if (opts.json) emit('mapped', asJson(m));
           else process.stdout.write(`${m.externalAddress}:${m.externalPort}\n`);
           progress(opts.json, `natpunch: mapped ${describe(m)}; renewing until Ctrl-C`);
-          mapper.on('renewed', (r: PortMapping) => progress(opts.json, `natpunch: renewed ${describe(r)}`));
-          mapper.on('changed', (r: PortMapping) => progress(opts.json, `natpunch: mapping changed: ${describe(r)}`));
-          mapper.on('restart', (p: string) => progress(opts.json, `natpunch: gateway restarted (${p}); mapping again`));
-          mapper.on('lost', (r: PortMapping, err: Error) => progress(opts.json, `natpunch: mapping expired (${err.message}); still retrying`));
+          mapper.on('renewed', (r: PortMapping) =>
+            opts.json ? emit('renewed', asJson(r)) : progress(false, `natpunch: renewed ${describe(r)}`),
+          );
+          mapper.on('changed', (r: PortMapping) =>
+            opts.json ? emit('changed', asJson(r)) : progress(false, `natpunch: mapping changed: ${describe(r)}`),
+          );
+          mapper.on('restart', (p: string) =>
+            opts.json ? emit('restart', { protocol: p }) : progress(false, `natpunch: gateway restarted (${p}); mapping again`),
+          );
+          mapper.on('lost', (r: PortMapping, err: Error) =>
+            opts.json
+              ? emit('lost', { ...asJson(r), error: err.message })
+              : progress(false, `natpunch: mapping expired (${err.message}); still retrying`),
+          );
           if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
           progress(opts.json, 'natpunch: deleting the mapping…');
           const result = await mapper.close();
@@ -73,7 +88,8 @@ export function register(program: Command): void {
               `could not delete ${f.mapping.transport} ${f.mapping.externalAddress}:${f.mapping.externalPort} on the gateway (${f.error.message}); it expires by itself${f.mapping.lifetime ? ` within ${f.mapping.lifetime} s` : ' only when the gateway restarts'}`,
             );
           }
-          progress(opts.json, 'natpunch: mapping deleted');
+          if (opts.json) emit('deleted', asJson(m));
+          else progress(false, 'natpunch: mapping deleted');
         } finally {
           if (!closed) await mapper.close();
           process.off('SIGINT', onSignal);

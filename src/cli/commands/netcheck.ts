@@ -19,7 +19,7 @@ export function register(program: Command): void {
   program
     .command('netcheck')
     .description('discover what the NAT in front of this host does (mapping, filtering, ports, hairpin, TCP, port mapping)')
-    .requiredOption('-s, --server <host[:port]>', 'STUN server: one in RFC 5780 mode, or two or more plain ones (repeat)', collect, [])
+    .requiredOption('-s, --server <host[:port]>', 'STUN server: one in RFC 5780 mode, or two or more plain ones (repeat)', collect)
     .option('--lifetime', 'also measure the mapping lifetime (takes minutes)')
     .option('--lifetime-max <seconds>', 'upper bound of the lifetime search', intOption('--lifetime-max', 3, 3600))
     .option('--json', 'print the report as JSON')
@@ -62,8 +62,8 @@ export function register(program: Command): void {
     );
 }
 
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
+function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
 }
 
 const ep = (e: Endpoint | null | undefined) => (e ? (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`) : '-');

@@ -1,10 +1,20 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { attachTurn } from '../../relay/attach.js';
+import { defaultRelayAddress } from '../../relay/server.js';
+import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { NatpunchError } from '../../util/errors.js';
+import { turnRegistry } from '../../wire/turn.js';
+import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
 import { action, intOption } from '../util.js';
 
-interface ServeOptions {
+interface ServeOptions extends TurnFlags {
+  turn?: boolean;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsPort?: number;
   port: number;
   address?: string[];
   altAddress?: string;
@@ -12,6 +22,7 @@ interface ServeOptions {
   json?: boolean;
   /** false with --no-rendezvous */
   rendezvous: boolean;
+  udp: 'auto' | 'udx' | 'dgram';
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -21,15 +32,25 @@ function show(e: { address: string; port: number }): string {
 }
 
 export function register(program: Command): void {
-  program
+  const serve = program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address) and the rendezvous, on UDP and TCP')
+    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP')
     .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
     .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
     .option('--json', 'print where it listens as one JSON line')
+    .addOption(
+      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
+        .choices(['auto', 'udx', 'dgram'])
+        .default('auto'),
+    )
+    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
+    .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
+    .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
+    .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
+  addTurnServerOptions(serve)
     .action(
       action(async (opts: ServeOptions, cmd: Command) => {
         const debug = Boolean(cmd.optsWithGlobals().debug);
@@ -40,21 +61,69 @@ export function register(program: Command): void {
           addresses: opts.address,
           altAddress: opts.altAddress,
           altPort: opts.altPort,
+          udp: opts.udp,
           logger,
+          // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
+          ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
           ...(opts.rendezvous ? {} : { rendezvous: false as const }),
         });
+        let turn: ReturnType<typeof turnServerFromFlags> | undefined;
+        let detachTurn: (() => void) | undefined;
+        let turnTls: TurnTlsHandle | undefined;
+        if ((opts.tlsCert || opts.tlsKey) && !(opts.turn && opts.tlsCert && opts.tlsKey)) {
+          await handle.close();
+          throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, with --turn');
+        }
+        if (opts.turn) {
+          try {
+            // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
+            const specific = (opts.address ?? []).filter((a) => !a.includes(':') && a !== '0.0.0.0');
+            const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
+            turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
+              ownAddresses: handle.udp.map((e) => e.address).filter((a) => a !== '0.0.0.0' && a !== '::'),
+            });
+            detachTurn = attachTurn(handle, turn);
+            if (opts.tlsCert && opts.tlsKey) {
+              turnTls = await listenTurnTls(turn, {
+                addresses: handle.tcp.map((e) => e.address),
+                port: opts.tlsPort ?? DEFAULT_TURNS_PORT,
+                certFile: opts.tlsCert,
+                keyFile: opts.tlsKey,
+              });
+            }
+          } catch (err) {
+            detachTurn?.();
+            turn?.close();
+            await handle.close();
+            throw err;
+          }
+        } else if (opts.users || opts.authSecret) {
+          logger.warn('--users/--auth-secret given without --turn: TURN is not running');
+        }
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ event: 'listening', udp: handle.udp, tcp: handle.tcp, rfc5780: handle.rfc5780 ?? null, rendezvous: Boolean(handle.rendezvous) })}\n`,
+            `${JSON.stringify({
+              event: 'listening',
+              udp: handle.udp,
+              tcp: handle.tcp,
+              rfc5780: handle.rfc5780 ?? null,
+              rendezvous: Boolean(handle.rendezvous),
+              udpImplementation: handle.udpImplementation,
+              turn: turn
+                ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+                : null,
+            })}\n`,
           );
         } else {
           const lines = [
             `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,
-            handle.tcp.length ? `                     tcp ${handle.tcp.map(show).join(', ')}` : '',
+            handle.tcp.length ? `${' '.repeat('natpunch serve: STUN on '.length)}tcp ${handle.tcp.map(show).join(', ')}` : '',
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
             handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
+            turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
+            turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
           ].filter(Boolean);
           process.stdout.write(`${lines.join('\n')}\n`);
         }
@@ -63,6 +132,10 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
+            detachTurn?.();
+            void turnTls?.close();
+            if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
+            turn?.close();
             void handle.close().then(resolve, resolve);
           };
           const onInt = () => stop('SIGINT');

@@ -1,0 +1,79 @@
+import type { Command } from 'commander';
+import { action, checkPort, parseHostPort } from '../util.js';
+import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
+import { NatpunchError } from '../../util/errors.js';
+import { linkTo } from '../../tunnel/index.js';
+import { TcpForwarder } from '../../tunnel/forward.js';
+import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
+import { keyFromOptions } from '../netcat.js';
+import { emitter, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { keyToId } from '../../session/identity.js';
+
+interface ForwardOpts {
+  rendezvous: string;
+  key?: string;
+  bind?: string;
+  wait?: number;
+  timeout?: number;
+  keepalive?: number;
+  statusInterval?: number;
+  json?: boolean;
+}
+
+/** "[BIND:]LOCALPORT:PEER:REMOTEPORT" (ssh -L style); PEER is a registered name or a 64-hex key. */
+export function parseForwardSpec(spec: string): { bind: string; localPort: number; peer: string; remotePort: number } {
+  const parts = spec.split(':');
+  if (parts.length !== 3 && parts.length !== 4) {
+    throw new NatpunchError('BAD_ARGUMENT', `bad forward "${spec.slice(0, 80)}": expected LOCALPORT:PEER:REMOTEPORT (e.g. 2222:homebox:22)`);
+  }
+  const [bind, local, peer, remote] = parts.length === 4 ? parts : ['127.0.0.1', ...parts];
+  const remotePort = checkPort(remote!, spec);
+  if (remotePort === 0 || !peer) throw new NatpunchError('BAD_ARGUMENT', `bad forward "${spec.slice(0, 80)}": expected LOCALPORT:PEER:REMOTEPORT`);
+  return { bind: bind!, localPort: checkPort(local!, spec), peer, remotePort };
+}
+
+export function register(program: Command): void {
+  program
+    .command('forward')
+    .description('listen on a local TCP port; each connection goes through ONE session to a peer running `expose`')
+    .argument('<spec>', '[BIND:]LOCALPORT:PEER:REMOTEPORT, e.g. 2222:homebox:22 (PEER: name or 64-hex key; BIND default 127.0.0.1)')
+    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option('--bind <addr[:port]>', 'local UDP address for the session', '0.0.0.0')
+    .option('--wait <ms>', 'how long a new connection waits for the session before it is dropped', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
+    .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)
+    .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
+    .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
+    .option('--json', 'events as JSON lines on stdout')
+    .action(action(async (specText: string, opts: ForwardOpts) => {
+      const spec = parseForwardSpec(specText);
+      const emit = emitter(opts.json);
+      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      const link = linkTo({
+        keyPair, to: spec.peer, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
+        ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+        ...(opts.wait ? { waitMs: opts.wait } : {}),
+        onProgress: (p) => emit(p as unknown as Record<string, unknown>),
+      });
+      link.on('event', (e) => emit(e as Record<string, unknown>));
+      const fwd = new TcpForwarder({ link, remotePort: spec.remotePort, peerLabel: spec.peer.length > 20 ? `${spec.peer.slice(0, 16)}…` : spec.peer, listen: { host: spec.bind, port: spec.localPort } });
+      fwd.on('event', (e) => emit(e as Record<string, unknown>));
+      await fwd.listen().catch(async (err: Error) => {
+        await link.close();
+        throw new NatpunchError('BAD_ARGUMENT', `cannot listen on ${spec.bind}:${spec.localPort}: ${err.message}`);
+      });
+      if (!opts.json) process.stderr.write(`forwarding ${spec.bind}:${fwd.address.port} → ${spec.peer}:${spec.remotePort}\n`);
+      link.start();
+      const stopStatus = every(opts.statusInterval, () => {
+        const s = link.session;
+        const p = s?.path;
+        emit({ event: 'status', peer: s ? keyToId(s.remotePublicKey) : null, path: p?.kind ?? null, remote: p?.remote ?? null, rttMs: p?.rttMs ?? null, ...fwd.stats() });
+      });
+      await untilSignal(async () => {
+        stopStatus();
+        await fwd.close();
+        await link.close();
+      });
+    }));
+}

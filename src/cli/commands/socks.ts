@@ -1,0 +1,79 @@
+import type { Command } from 'commander';
+import { action, parseHostPort } from '../util.js';
+import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
+import { NatpunchError } from '../../util/errors.js';
+import { linkTo } from '../../tunnel/index.js';
+import { SocksServer } from '../../tunnel/socks.js';
+import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
+import { keyFromOptions } from '../netcat.js';
+import { emitter, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { keyToId } from '../../session/identity.js';
+
+interface SocksOpts {
+  listen: string;
+  via: string;
+  rendezvous: string;
+  key?: string;
+  user?: string;
+  password?: string;
+  bind?: string;
+  wait?: number;
+  timeout?: number;
+  keepalive?: number;
+  statusInterval?: number;
+  json?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('socks')
+    .description('a local SOCKS5 server (RFC 1928 CONNECT) whose connections exit on a peer running `expose --allow-dest`')
+    .requiredOption('--via <peer>', 'the exit peer: registered name or 64-hex key')
+    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .option('--listen <[host:]port>', 'where the SOCKS server listens', '127.0.0.1:1080')
+    .option('--user <name>', 'require RFC 1929 username/password authentication with this user name')
+    .option('--password <password>', 'the password for --user (or NATPUNCH_SOCKS_PASSWORD)')
+    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option('--bind <addr[:port]>', 'local UDP address for the session', '0.0.0.0')
+    .option('--wait <ms>', 'how long a new connection waits for the session', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
+    .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)
+    .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
+    .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
+    .option('--json', 'events as JSON lines on stdout')
+    .action(action(async (opts: SocksOpts) => {
+      const listen = /^\d+$/.test(opts.listen) ? { host: '127.0.0.1', port: Number(opts.listen) } : parseHostPort(opts.listen, 1080);
+      const password = opts.password ?? process.env.NATPUNCH_SOCKS_PASSWORD;
+      if (Boolean(opts.user) !== Boolean(password)) throw new NatpunchError('BAD_ARGUMENT', '--user and --password go together');
+      for (const v of [opts.user, password]) {
+        if (v !== undefined && (Buffer.byteLength(v) < 1 || Buffer.byteLength(v) > 255)) throw new NatpunchError('BAD_ARGUMENT', 'SOCKS user name and password must be 1 to 255 bytes (RFC 1929)');
+      }
+      const emit = emitter(opts.json);
+      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      const link = linkTo({
+        keyPair, to: opts.via, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
+        ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+        ...(opts.wait ? { waitMs: opts.wait } : {}),
+        onProgress: (p) => emit(p as unknown as Record<string, unknown>),
+      });
+      link.on('event', (e) => emit(e as Record<string, unknown>));
+      const server = new SocksServer({ link, listen: { host: listen.host, port: listen.port }, ...(opts.user && password ? { auth: { username: opts.user, password } } : {}) });
+      server.on('event', (e) => emit(e as Record<string, unknown>));
+      await server.listen().catch(async (err: Error) => {
+        await link.close();
+        throw new NatpunchError('BAD_ARGUMENT', `cannot listen on ${listen.host}:${listen.port}: ${err.message}`);
+      });
+      if (!opts.json) process.stderr.write(`SOCKS5 on ${listen.host}:${server.address.port}${opts.user ? ' (username/password required)' : ''}, exiting via ${opts.via}\n`);
+      link.start();
+      const stopStatus = every(opts.statusInterval, () => {
+        const s = link.session;
+        const p = s?.path;
+        emit({ event: 'status', peer: s ? keyToId(s.remotePublicKey) : null, path: p?.kind ?? null, remote: p?.remote ?? null, rttMs: p?.rttMs ?? null, ...server.stats() });
+      });
+      await untilSignal(async () => {
+        stopStatus();
+        await server.close();
+        await link.close();
+      });
+    }));
+}

@@ -1,0 +1,238 @@
+import dgram from 'node:dgram';
+import type { DatagramTransport } from '../net/datagram.js';
+import { NatpunchError } from '../util/errors.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { candidatePriority, type Candidate } from '../traversal/candidate.js';
+import { TurnClient } from './client.js';
+import type { Peer } from './message.js';
+
+/** At most this many peer addresses get a relay proxy (bounded sockets; the checks use ≤ 32 candidates). */
+export const MAX_RELAY_PROXIES = 32;
+/** Datagrams queued per proxy while its loopback socket is being bound. */
+const MAX_PENDING = 16;
+
+export interface RelayPathOptions {
+  /** The punching socket (e.g. the UdxEndpoint): the allocation is made from its NAT mapping. Not owned. */
+  transport: DatagramTransport;
+  /** TURN server (IP literal). */
+  server: { address: string; port: number };
+  username: string;
+  password: string;
+  /**
+   * Reach the TURN server over TCP instead of from the punching socket (RFC 8656 §3.1: a UDP relayed address
+   * controlled over TCP) — for networks that block UDP. Peers still see an ordinary UDP relayed address.
+   */
+  tcp?: boolean;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  logger?: Logger;
+}
+
+interface Proxy {
+  peer: Peer;
+  /** Relayed traffic through this proxy is dropped until then (the direct paths' head start). */
+  holdUntil: number;
+  socket: dgram.Socket | null;
+  port: number;
+  pending: Buffer[];
+}
+
+/**
+ * A relay path for a session whose transport does its own socket I/O (UDX): a TURN allocation made on the punching
+ * socket, plus one loopback UDP "proxy" socket per peer address. The session (and the connectivity checks) send to
+ * a proxy's 127.0.0.1 address; the proxy forwards through the TURN client to its peer; what the peer sends to the
+ * relayed address comes back out of that proxy to the punching socket. So the session sees an ordinary UDP peer at
+ * 127.0.0.1:proxyPort, and the other side sees us at the relayed address (a `relay` candidate).
+ *
+ * `hold(ms)` drops relayed traffic for a while: direct candidate pairs get a head start in the race, the relay takes
+ * over only when they do not answer (lowest priority, RFC 8445 §5.1.2.1).
+ */
+export class RelayPath {
+  readonly client: TurnClient;
+  readonly relayed: Peer;
+  readonly #transport: DatagramTransport;
+  readonly #log: Logger;
+  readonly #byPeer = new Map<string, Proxy>();
+  readonly #byPort = new Map<number, Proxy>();
+  readonly #deliverTo: { address: string; port: number };
+  #holdUntil = 0;
+  #off: () => void;
+  #closed = false;
+
+  private constructor(client: TurnClient, transport: DatagramTransport, relayed: Peer, logger: Logger) {
+    this.client = client;
+    this.#transport = transport;
+    this.relayed = relayed;
+    this.#log = logger;
+    const local = transport.address();
+    const wildcard = local.address === '0.0.0.0' || local.address === '::';
+    this.#deliverTo = { address: wildcard ? '127.0.0.1' : local.address, port: local.port };
+    this.#off = client.onData((data, peer) => this.#fromPeer(data, peer));
+  }
+
+  /** Allocates on the TURN server over `transport` (401 → credentials, RFC 8656 §7). */
+  static async open(options: RelayPathOptions): Promise<RelayPath> {
+    const logger = options.logger ?? silentLogger;
+    const base = {
+      server: options.server,
+      username: options.username,
+      password: options.password,
+      logger,
+      ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    };
+    const client = options.tcp
+      ? await TurnClient.connectTcp({ ...base, ...(options.signal ? { signal: options.signal } : {}) })
+      : new TurnClient({ ...base, transport: options.transport });
+    try {
+      const family = options.transport.address().family === 'IPv6' ? 'IPv6' : 'IPv4';
+      const alloc = await client.allocate({ ...(options.signal ? { signal: options.signal } : {}), ...(family === 'IPv6' ? { family } : {}) });
+      return new RelayPath(client, options.transport, alloc.relayed[0]!, logger);
+    } catch (err) {
+      await client.close();
+      throw err;
+    }
+  }
+
+  /** Our relayed transport address as a candidate to hand the peer. */
+  candidate(): Candidate {
+    return { type: 'relay', transport: 'udp', address: this.relayed.address, port: this.relayed.port, priority: candidatePriority('relay') };
+  }
+
+  /**
+   * Installs permissions for the peers' IPs (RFC 8656 §9), one by one so a refused one (the server denies private
+   * addresses by default) does not stop the others. Returns the IPs that are permitted.
+   */
+  async permit(candidates: readonly Candidate[], signal?: AbortSignal): Promise<string[]> {
+    const v6 = this.relayed.address.includes(':');
+    // The peer's own relayed address counts too (both sides relayed, e.g. both behind UDP-blocking firewalls).
+    const ips = [...new Set(candidates.filter((c) => c.transport === 'udp' && c.address.includes(':') === v6 && !this.#isOurs(c)).map((c) => c.address))];
+    const results = await Promise.allSettled(ips.map((ip) => this.client.createPermission([ip], signal)));
+    const ok = ips.filter((_, i) => results[i]!.status === 'fulfilled');
+    this.#log.debug({ ok, refused: ips.filter((ip) => !ok.includes(ip)) }, 'relay permissions');
+    return ok;
+  }
+
+  /**
+   * Remote candidates that go through the relay: for each peer candidate whose IP is permitted, a `relay` candidate
+   * at the loopback proxy for it. Give them to the connectivity checks after the direct ones.
+   */
+  async proxied(candidates: readonly Candidate[], permitted: readonly string[]): Promise<Candidate[]> {
+    const out: Candidate[] = [];
+    for (const c of candidates) {
+      if (this.#isOurs(c) || !permitted.includes(c.address)) continue;
+      const p = await this.#proxy({ address: c.address, port: c.port });
+      if (p) out.push({ type: 'relay', transport: 'udp', address: '127.0.0.1', port: p.port, priority: candidatePriority('relay') });
+    }
+    return out;
+  }
+
+  #isOurs(c: Candidate): boolean {
+    return c.address === this.relayed.address && c.port === this.relayed.port;
+  }
+
+  /**
+   * Proxies created from now on (by `proxied()`, or for peers that show up through the relay) drop relayed traffic
+   * for `ms`: direct paths get a head start. Proxies of sessions already running are not affected.
+   */
+  hold(ms: number): void {
+    this.#holdUntil = Date.now() + ms;
+  }
+
+  /** The peer behind a proxy address (for logs and path reports). */
+  peerOf(address: string, port: number): Peer | null {
+    if (address !== '127.0.0.1') return null;
+    return this.#byPort.get(port)?.peer ?? null;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  async #proxy(peer: Peer): Promise<Proxy | null> {
+    const key = `${peer.address}|${peer.port}`;
+    const existing = this.#byPeer.get(key);
+    if (existing) return existing;
+    if (this.#closed || this.#byPeer.size >= MAX_RELAY_PROXIES) return null;
+    const proxy: Proxy = { peer, holdUntil: this.#holdUntil, socket: null, port: 0, pending: [] };
+    this.#byPeer.set(key, proxy);
+    const socket = dgram.createSocket('udp4');
+    socket.on('error', () => {});
+    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+    if (this.#closed) {
+      socket.close();
+      return null;
+    }
+    proxy.socket = socket;
+    proxy.port = socket.address().port;
+    this.#byPort.set(proxy.port, proxy);
+    socket.on('message', (msg, rinfo) => {
+      // Only the punching socket may use the proxy.
+      if (rinfo.port !== this.#deliverTo.port || Date.now() < proxy.holdUntil) return;
+      this.client.send(msg, proxy.peer);
+    });
+    for (const d of proxy.pending.splice(0)) socket.send(d, this.#deliverTo.port, this.#deliverTo.address);
+    return proxy;
+  }
+
+  #fromPeer(data: Buffer, peer: Peer): void {
+    if (this.#closed) return;
+    const proxy = this.#byPeer.get(`${peer.address}|${peer.port}`);
+    if (proxy && Date.now() < proxy.holdUntil) return;
+    if (!proxy && Date.now() < this.#holdUntil) return;
+    if (proxy?.socket) {
+      proxy.socket.send(data, this.#deliverTo.port, this.#deliverTo.address);
+      return;
+    }
+    if (proxy) {
+      if (proxy.pending.length < MAX_PENDING) proxy.pending.push(Buffer.from(data));
+      return;
+    }
+    // A peer address we were not told of (its NAT gave it a new mapping towards the relay): a peer-reflexive
+    // candidate in the making (RFC 8445 §7.3.1.3); the checks learn it from the proxy's address.
+    const copy = Buffer.from(data);
+    void this.#proxy(peer).then((p) => {
+      if (!p) return;
+      if (p.socket) p.socket.send(copy, this.#deliverTo.port, this.#deliverTo.address);
+      else if (p.pending.length < MAX_PENDING) p.pending.push(copy);
+    });
+  }
+
+  /** Releases the allocation (Refresh 0) and closes the proxies. Does not close the punching socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#off();
+    for (const p of this.#byPeer.values()) p.socket?.close();
+    this.#byPeer.clear();
+    this.#byPort.clear();
+    await this.client.close().catch(() => {});
+    void this.#transport;
+  }
+}
+
+/** "user:password@host[:port][?transport=tcp]" → RelayPathOptions minus transport. */
+export function parseRelaySpec(text: string): { server: { address: string; port: number }; username: string; password: string; tcp?: boolean } {
+  const q = text.lastIndexOf('?transport=');
+  const spec = q >= 0 ? text.slice(0, q) : text;
+  const via = q >= 0 ? text.slice(q + '?transport='.length) : 'udp';
+  if (via !== 'udp' && via !== 'tcp') throw new NatpunchError('BAD_ARGUMENT', `relay "${text}": transport must be udp or tcp`);
+  const at = spec.lastIndexOf('@');
+  if (at <= 0) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": expected user:password@host[:port]`);
+  const cred = spec.slice(0, at);
+  const host = spec.slice(at + 1);
+  const colon = cred.indexOf(':');
+  if (colon <= 0) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": expected user:password@host[:port]`);
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(host);
+  let address: string;
+  let port = 3478;
+  if (v6) {
+    address = v6[1]!;
+    if (v6[2]) port = Number(v6[2]);
+  } else {
+    const parts = host.split(':');
+    address = parts[0]!;
+    if (parts.length === 2) port = Number(parts[1]);
+  }
+  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": bad port`);
+  return { server: { address, port }, username: cred.slice(0, colon), password: cred.slice(colon + 1), ...(via === 'tcp' ? { tcp: true } : {}) };
+}
