@@ -318,7 +318,6 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   let relay: RelayPath | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
-  let introduced = false;
   /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
   const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
     if (!relay) return remote;
@@ -327,6 +326,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     const proxied = await relay.proxied(remote, permitted);
     return [...remote, ...proxied];
   };
+  let introduced = false;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);

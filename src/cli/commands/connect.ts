@@ -53,10 +53,11 @@ export function register(program: Command): void {
       try {
         const session = await connect({
           keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
-          signal: ac.signal, ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-          ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
+          signal: ac.signal,
           // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
+          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
