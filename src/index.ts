@@ -118,11 +118,6 @@ export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
-export {
-  listenIcmp, connectIcmp, IcmpListener, IcmpBeacon, IcmpKnocker, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_INTERVAL_MS,
-  DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
-} from './traversal/icmp.js';
-export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';
 export { UdxServerSocket } from './server/udx.js';
 // TURN relay (RFC 8656, RFC 6062): server, client, auth and peer policy
 export { TurnServer, DEFAULT_LIFETIME_S as TURN_DEFAULT_LIFETIME_S, PERMISSION_LIFETIME_S, CHANNEL_LIFETIME_S } from './relay/server.js';
@@ -180,3 +175,8 @@ export type {
   TunnelRequest,
   TunnelReply,
 } from './tunnel/index.js';
+export {
+  listenIcmp, connectIcmp, IcmpListener, IcmpBeacon, IcmpKnocker, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_INTERVAL_MS,
+  DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
+} from './traversal/icmp.js';
+export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';
