@@ -131,6 +131,8 @@ export interface TurnStats {
   packetsToClient: number;
   bytesToClient: number;
   droppedNoPermission: number;
+  /** ChannelData for a channel that is not bound (or from a 5-tuple without an allocation). */
+  droppedNoChannel: number;
   droppedBandwidth: number;
   deniedPeers: number;
   authFailures: number;
@@ -234,6 +236,7 @@ export class TurnServer {
     packetsToClient: 0,
     bytesToClient: 0,
     droppedNoPermission: 0,
+    droppedNoChannel: 0,
     droppedBandwidth: 0,
     deniedPeers: 0,
     authFailures: 0,
@@ -316,7 +319,10 @@ export class TurnServer {
     if (b0 >= 0x40 && b0 <= this.#maxChannelByte) {
       // RFC 8656 §12.5 (UDP): header only; Length beyond the datagram → drop; extra bytes are padding.
       const alloc = this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port);
-      if (!alloc) return true;
+      if (!alloc) {
+        this.stats.droppedNoChannel++;
+        return true;
+      }
       const length = (msg[2]! << 8) | msg[3]!;
       if (length > msg.length - CHANNEL_DATA_HEADER) return true;
       this.#channelToPeer(alloc, (b0 << 8) | msg[1]!, msg.subarray(CHANNEL_DATA_HEADER, CHANNEL_DATA_HEADER + length));
@@ -1025,7 +1031,10 @@ export class TurnServer {
   /** RFC 8656 §12.6: ChannelData from the client; unknown/expired channel → drop. */
   #channelToPeer(alloc: Allocation, number: number, data: Buffer): void {
     const ch = alloc.channels.get(number);
-    if (!ch) return;
+    if (!ch) {
+      this.stats.droppedNoChannel++;
+      return;
+    }
     const now = Date.now();
     if (ch.expires < now || ch.perm.expires < now) {
       this.stats.droppedNoPermission++;
