@@ -400,7 +400,13 @@ export class TurnServer {
         if (raw) return;
         if (frame[0]! >= 0x40) {
           const alloc = this.#tcpAllocs.get(socket);
-          if (!alloc) return;
+          if (!alloc) {
+            // ChannelData before any allocation: not a TURN client (RFC 8656 §12.6 drops it; on a stream we close).
+            this.stats.droppedNoChannel++;
+            raw = true;
+            socket.destroy();
+            return;
+          }
           const length = frame.readUInt16BE(2);
           this.#channelToPeer(alloc, frame.readUInt16BE(0), frame.subarray(4, 4 + length));
           return;
