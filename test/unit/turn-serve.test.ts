@@ -24,7 +24,8 @@ test('TURN shares serve\'s port with STUN: Binding still answered, each TURN req
     const replies: Buffer[] = [];
     sock.on('message', (m) => replies.push(m));
     sock.send(new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).finish(), port, '127.0.0.1');
-    await new Promise((r) => setTimeout(r, 300));
+    for (let i = 0; i < 100 && replies.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    await new Promise((r) => setTimeout(r, 300)); // a second answer (STUN's 400) would come right behind
     assert.equal(replies.length, 1, 'one answer (TURN\'s 401), no 400 from STUN');
     assert.equal(errorInfo(parseStun(replies[0]!)!)?.code, 401);
 
