@@ -46,6 +46,8 @@ export const DEFAULT_BIRTHDAY_SOCKETS = 256;
 export const DEFAULT_BIRTHDAY_PROBES = 1750;
 /** Spray rate (probes per second): 1750 probes in 1.75 s, well inside a 5 s budget; paced in 10 ms slices. */
 export const DEFAULT_PROBE_RATE = 1000;
+/** Ceiling on any spray rate (probes per second). */
+export const MAX_PROBE_RATE = 20_000;
 /** Whole hard punch (one attempt), default. */
 export const DEFAULT_HARDNAT_TIMEOUT_MS = 8_000;
 /** TTL of the random side's first OPEN per socket: leaves our NAT (hop 1) and dies at the next router. 0 = off. */
@@ -239,7 +241,8 @@ export class HardPunch {
           break;
         case 'double-random':
           await this.#openSockets(budget!.sockets, take, false);
-          this.#spray(this.#sockets, budget!.probes, take);
+          // Spread the budget's probes over 80% of its seconds (at least the default rate).
+          this.#spray(this.#sockets, budget!.probes, take, Math.max(o.rate ?? DEFAULT_PROBE_RATE, budget!.probes / (0.8 * budget!.seconds)));
           break;
       }
     } catch (err) {
@@ -290,9 +293,9 @@ export class HardPunch {
   }
 
   /** PROBEs to distinct random ports of the peer's address, round-robin over `from`, paced at `rate`. */
-  #spray(from: UdxEndpoint[], total: number, take: (n: number) => boolean): void {
+  #spray(from: UdxEndpoint[], total: number, take: (n: number) => boolean, wanted = this.#o.rate ?? DEFAULT_PROBE_RATE): void {
     const address = this.#o.remote.address;
-    const rate = Math.max(1, Math.min(this.#o.rate ?? DEFAULT_PROBE_RATE, 20_000));
+    const rate = Math.max(1, Math.min(wanted, MAX_PROBE_RATE));
     const slice = 10;
     const perSlice = Math.max(1, Math.round((rate * slice) / 1000));
     const used = new Set<number>();
