@@ -109,6 +109,15 @@ export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversa
 export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './traversal/tcp-predict.js';
 export type { TcpAllocationSample } from './traversal/tcp-predict.js';
+export {
+  predictPorts, predictedCandidates, hardNatKind, observeMapping, measureNat, advertiseHardNat, reobserve, DEFAULT_PREDICTION_WINDOW,
+} from './traversal/predict.js';
+export type { HardNatKind, HardNatAdvert, NatMeasurement, StunServerAddress } from './traversal/predict.js';
+export {
+  HardPunch, planHardPunch, birthdaySuccess, birthdayProbesFor, doubleRandomSuccess, HARDNAT_FIRST_BYTE, BIRTHDAY_PORT_SPACE,
+  DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_BIRTHDAY_PROBES, DEFAULT_PROBE_RATE, DEFAULT_DOUBLE_RANDOM_BUDGET, DEFAULT_MAX_MAPPINGS,
+} from './traversal/birthday.js';
+export type { HardPunchOptions, HardPunchResult, HardStrategy, DoubleRandomBudget } from './traversal/birthday.js';
 export * as icmp from './wire/icmp.js';
 export { PortMapper, probePortMapping, closeOnSignals, toCandidate, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
 export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
