@@ -219,7 +219,11 @@ export class HardPunch {
     const onAbort = () => this.#finish(new NatpunchError('ABORTED', 'hard punch aborted'));
     o.signal?.addEventListener('abort', onAbort, { once: true });
     this.#timer(timeoutMs, () =>
-      this.#finish(new NatpunchError('PUNCH_FAILED', `no hard-NAT path within ${timeoutMs} ms (${this.strategy}, ${this.#probesSent} probes, ${this.#sockets.length} sockets)`)),
+      this.#finish(
+        new NatpunchError('PUNCH_FAILED', `no hard-NAT path within ${timeoutMs} ms (${this.strategy}, ${this.#probesSent} probes, ${this.#sockets.length} sockets)`, {
+          details: { strategy: this.strategy, probesSent: this.#probesSent, socketsOpened: this.#sockets.length },
+        }),
+      ),
     );
     const take = (n: number): boolean => {
       if (this.#mappings + n > maxMappings) return false;
