@@ -301,13 +301,18 @@ export class HardPunch {
     const address = this.#o.remote.address;
     const rate = Math.max(1, Math.min(wanted, MAX_PROBE_RATE));
     const slice = 10;
-    const perSlice = Math.max(1, Math.round((rate * slice) / 1000));
     const used = new Set<number>();
     // Ports the peer told us of (its srflx toward the server, predictions) go first: cheap and sometimes right.
     const queue = [...this.#o.remote.ports];
     let i = 0;
+    const start = performance.now();
+    let sent = 0;
+    const burst = Math.max(1, Math.ceil((4 * rate * slice) / 1000)); // at most 4 slices' worth at once
     this.#interval(slice, () => {
-      for (let n = 0; n < perSlice && this.#probesSent < total; n++) {
+      // Pace by elapsed time, not by tick count: late timers (a busy host) are caught up, never exceeded.
+      const due = Math.min(burst, Math.min(total, Math.ceil(((performance.now() - start + slice) * rate) / 1000)) - sent);
+      for (let n = 0; n < due && this.#probesSent < total; n++) {
+        sent++;
         let port = queue.shift();
         if (port === undefined) {
           if (used.size >= BIRTHDAY_PORT_SPACE) return false;
