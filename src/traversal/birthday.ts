@@ -382,9 +382,10 @@ export class HardPunch {
     if (kind === KIND.PROBE) this.#send(ep, this.#packets.ack, from.port, from.address);
     if (!this.#winner) {
       this.#winner = { ep, remote: from };
-      // A few more ACKs in case the first is lost; the winner keeps answering PROBEs while it lingers.
-      for (const d of [30, 100]) this.#timer(d, () => this.#send(ep, this.#packets.ack, from.port, from.address));
       this.#finish(null);
+      // A few more ACKs in case the first is lost (after #finish, which cancels the sending timers); the winner
+      // keeps answering PROBEs while it lingers.
+      for (const d of [30, 100]) this.#timer(d, () => this.#send(ep, this.#packets.ack, from.port, from.address));
     }
   }
 
