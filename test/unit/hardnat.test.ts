@@ -125,4 +125,23 @@ describe('HardPunch on loopback', () => {
       await Promise.all([a.close(), silent.close()]);
     }
   });
+
+  test('mapping cap and budget: a window over the cap is refused before sending; a budget states its estimate', async () => {
+    const a = await UdxEndpoint.bind({ address: '127.0.0.1' });
+    try {
+      const ports = Array.from({ length: 10 }, (_, i) => 40000 + i);
+      const p = new HardPunch({ role: 'initiator', key, endpoint: a, local: 'sequential', remote: { address: '127.0.0.1', kind: 'cone', ports }, maxMappings: 4 });
+      await assert.rejects(p.run(), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+      assert.equal(p.probesSent, 0);
+      const budget = { sockets: 2000, probes: 1e9, seconds: 1 };
+      const q = new HardPunch({ role: 'initiator', key, endpoint: a, local: 'random', remote: { address: '127.0.0.1', kind: 'random', ports: [] }, budget });
+      assert.equal(q.strategy, 'double-random');
+      // Clamped to the ceilings (1024 sockets, 100000 probes per side) before estimating.
+      assert.ok(Math.abs(q.estimate()! - doubleRandomSuccess(100_000, 100_000)) < 1e-12);
+      const bad = new HardPunch({ role: 'initiator', key, endpoint: a, local: 'random', remote: { address: '127.0.0.1', kind: 'random', ports: [] }, budget: { sockets: 0, probes: 10, seconds: 1 } });
+      await assert.rejects(bad.run(), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+    } finally {
+      await a.close();
+    }
+  });
 });
