@@ -105,7 +105,6 @@ describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
       let good = 0;
       const times: number[] = [];
       for (let i = 0; i < TRIALS; i++) {
-        // Alternate who connects: the random side is the initiator in even trials.
         const r = await trial();
         if (ok(r)) {
           good++;
@@ -121,6 +120,18 @@ describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
       assert.ok(good >= TRIALS - Math.floor(TRIALS / 20), `${good} of ${TRIALS} direct`);
     });
   }
+
+  test('port-restricted cone → symmetric-random: the random side listening works too', async () => {
+    await setNats('port-restricted-cone', 'symmetric-random');
+    for (let i = 0; i < Math.min(2, TRIALS); i++) {
+      const r = await trial();
+      assertDirect(r);
+      assert.equal(r.ra.strategy, 'birthday-spray');
+      assert.equal(r.rb.strategy, 'birthday-sockets');
+      assert.equal(r.rb.winnerIsMain, false);
+      assert.equal(((r.ra.path as Msg).remote as Msg).address, lab.publicAddr('natB'));
+    }
+  });
 
   test('symmetric-random ↔ symmetric-random without a budget: refused at once with a clear error', async () => {
     await setNats('symmetric-random', 'symmetric-random');
