@@ -237,6 +237,7 @@ export class Session extends EventEmitter {
       rttMs: udx && udx.rtt > 0 ? udx.rtt : (given?.rttMs ?? null),
     };
     if (tcp) this.#path.transport = 'tcp';
+    if (given?.transportReason) this.#path.transportReason = given.transportReason;
     // Path keepalive key and tag come from the Noise handshake hash: only the two ends know them.
     const hh = noise.handshakeHash!;
     this.#pathKey = createHash('sha256').update('natpunch path key').update(hh).digest();
