@@ -192,12 +192,19 @@ const serverPath = serverPathBench();
 results.serverPathWithoutSockets = { requestsPerSecond: Math.round(serverPath.opsPerSecond), iterations: serverPath.iterations };
 console.log(`server path without sockets: ${Math.round(serverPath.opsPerSecond).toLocaleString('en')} requests/s`);
 
-const natpunch = await benchServer('natpunch serve', (port) => {
+const natpunch = await benchServer('natpunch serve (libudx sockets, the default)', (port) => {
   const [cmd, args] = pinned(1, process.execPath, [join(root, 'bin', 'natpunch.js'), 'serve', '--port', String(port), '--address', '127.0.0.1']);
   return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
 });
 console.log(`natpunch serve: ${Math.round(natpunch.rate).toLocaleString('en')} Binding/s (server CPU ${natpunch.serverCpu?.toFixed(2)}, generator CPU ${natpunch.generatorCpu.toFixed(2)})`);
 results.natpunch = natpunch;
+// For reference: the same server on node:dgram sockets (what libudx buys).
+const natpunchDgram = await benchServer('natpunch serve --udp dgram', (port) => {
+  const [cmd, args] = pinned(1, process.execPath, [join(root, 'bin', 'natpunch.js'), 'serve', '--port', String(port), '--address', '127.0.0.1', '--udp', 'dgram']);
+  return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
+});
+console.log(`natpunch serve --udp dgram: ${Math.round(natpunchDgram.rate).toLocaleString('en')} Binding/s (server CPU ${natpunchDgram.serverCpu?.toFixed(2)})`);
+results.natpunchDgram = natpunchDgram;
 
 const TURNSERVER = which('turnserver');
 let coturn: (LoadResult & { name: string }) | undefined;
@@ -251,9 +258,10 @@ ${DURATION_MS} ms measured, one run per server, same generator (bench/stun-load.
 | server | Binding/s answered | server CPU (cores) | generator CPU (cores) | re-sent after 200 ms |
 |---|---:|---:|---:|---:|
 ${row(natpunch)}
+${row(natpunchDgram)}
 ${coturn ? row(coturn) : '| coturn | not installed | | | |'}
 
-**Ratio natpunch / coturn: ${results.ratio === null ? 'n/a' : (results.ratio as number).toFixed(2)}** (answered per second)
+**Ratio natpunch / coturn: ${results.ratio === null ? 'n/a' : (results.ratio as number).toFixed(2)}** (answered per second, default natpunch serve)
 
 ${
   results.perCpuSecond

@@ -42,7 +42,7 @@ export type { SessionOptions, SessionPath, PathKind, Allow } from './session/ses
 export { MuxStream, DEFAULT_STREAM_WINDOW, MAX_FRAME_PAYLOAD } from './session/mux.js';
 export { ConnectivityChecks, runChecks, deriveCheckKey } from './traversal/checks.js';
 export type { CheckOptions, CheckResult, PairReport } from './traversal/checks.js';
-export { connect, listen, Listener, defaultCandidates, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
+export { connect, listen, Listener, defaultCandidates, keepAliveFor, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
 export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory } from './natpunch.js';
 export { netcheck, parseServer, verdictOf, mappingFromServers } from './discovery/netcheck.js';
 export type { NatReport, NetcheckOptions, NetcheckServer, NetcheckProgress, Difficulty } from './discovery/netcheck.js';

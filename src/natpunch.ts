@@ -7,7 +7,7 @@ import { UdxEndpoint } from './net/udx.js';
 import { RendezvousClient } from './rendezvous/client.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
-import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type Allow, type SessionPath } from './session/session.js';
+import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
@@ -82,7 +82,14 @@ interface CommonOptions {
   /** Our candidates; default: host candidates of the bound address (for a wildcard bind: the interfaces). */
   candidates?: Candidate[];
   keepAliveMs?: number;
+  /**
+   * The NAT's UDP mapping lifetime when known (netcheck's lifetime measurement: `aliveAtS * 1000`). Without an
+   * explicit keepAliveMs, keepalives then run at half of it (at most the 15 s default, at least 1 s).
+   */
+  mappingLifetimeMs?: number;
   idleTimeoutMs?: number;
+  /** How long a session whose transport died waits for a new path before failing (default 20 s). */
+  reconnectGraceMs?: number;
   checkTimeoutMs?: number;
   logger?: Logger;
   onProgress?: (p: Progress) => void;
@@ -249,12 +256,23 @@ async function punch(a: Attempt): Promise<CheckResult> {
   return result;
 }
 
+/** Keepalive interval: explicit, else half the measured mapping lifetime, else the session default (15 s). */
+export function keepAliveFor(options: { keepAliveMs?: number; mappingLifetimeMs?: number }): number | undefined {
+  if (options.keepAliveMs !== undefined) return options.keepAliveMs;
+  if (options.mappingLifetimeMs !== undefined && options.mappingLifetimeMs > 0) {
+    return Math.max(1_000, Math.min(DEFAULT_KEEPALIVE_MS, Math.floor(options.mappingLifetimeMs / 2)));
+  }
+  return undefined;
+}
+
 function sessionOptions(a: Attempt) {
+  const keepAliveMs = keepAliveFor(a.options);
   return {
     endpoint: a.endpoint,
     keyPair: a.keyPair,
-    ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
+    ...(keepAliveMs !== undefined ? { keepAliveMs } : {}),
     ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
+    ...(a.options.reconnectGraceMs !== undefined ? { reconnectGraceMs: a.options.reconnectGraceMs } : {}),
     ownsEndpoint: a.ownsEndpoint,
     logger: a.logger,
     signal: a.signal,
@@ -386,8 +404,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
       }
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
-      // Re-establish through the rendezvous when the path goes silent (NAT rebinding): a fresh punch to the same
-      // key; the session then migrates and announces its new path to the peer with an authenticated probe.
+      // Re-establish through the rendezvous when the path dies (NAT rebinding the peer's probes cannot get through):
+      // a fresh punch to the same key, then the session moves onto the punched pair (Session#migrate).
       const recover = async (rsignal: AbortSignal) => {
         const again = await rv.requestConnect(offer.peerKey, { candidates: local, signal: rsignal });
         if (!again.peerKey.equals(offer.peerKey)) throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');

@@ -12,6 +12,7 @@ export interface TurnFlags {
   authSecret?: string[];
   relayAddress?: string;
   relayAddress6?: string;
+  externalIp?: string;
   allowPeer?: string[];
   denyPeer?: string[];
   maxAllocations?: number;
@@ -30,6 +31,7 @@ export function addTurnServerOptions(cmd: Command): Command {
     .option('--auth-secret <secret>', 'shared secret for time-limited credentials (coturn use-auth-secret); repeat to rotate', collect)
     .option('--relay-address <ip>', 'IPv4 address relayed allocations use (default: first non-loopback IPv4)')
     .option('--relay-address6 <ip>', 'IPv6 relay address (enables IPv6 and dual allocations)')
+    .option('--external-ip <ip>', 'public IPv4 address of --relay-address behind a 1:1 NAT (cloud VMs); announced to clients')
     .option('--allow-peer <cidr>', 'allow relaying to this block although denied by default (e.g. 10.0.0.0/8); repeatable', collect)
     .option('--deny-peer <cidr>', 'never relay to this block; repeatable', collect)
     .option('--max-allocations <n>', 'total allocations', intOption('--max-allocations', 1, 1_000_000))
@@ -59,6 +61,7 @@ export function turnServerFromFlags(flags: TurnFlags, logger?: Logger, extra: Pa
       ...(flags.realm ? { realm: flags.realm } : {}),
       ...(flags.relayAddress ? { relayAddress: flags.relayAddress } : {}),
       ...(flags.relayAddress6 ? { relayAddress6: flags.relayAddress6 } : {}),
+      ...(flags.externalIp ? { externalAddress: flags.externalIp } : {}),
       ...(flags.allowPeer ? { allowPeers: flags.allowPeer } : {}),
       ...(flags.denyPeer ? { denyPeers: flags.denyPeer } : {}),
       ...(flags.maxAllocations ? { maxAllocations: flags.maxAllocations } : {}),

@@ -50,7 +50,6 @@ interface Proxy {
 export class RelayPath {
   readonly client: TurnClient;
   readonly relayed: Peer;
-  readonly #transport: DatagramTransport;
   readonly #log: Logger;
   readonly #byPeer = new Map<string, Proxy>();
   readonly #byPort = new Map<number, Proxy>();
@@ -61,7 +60,6 @@ export class RelayPath {
 
   private constructor(client: TurnClient, transport: DatagramTransport, relayed: Peer, logger: Logger) {
     this.client = client;
-    this.#transport = transport;
     this.relayed = relayed;
     this.#log = logger;
     const local = transport.address();
@@ -206,7 +204,6 @@ export class RelayPath {
     this.#byPeer.clear();
     this.#byPort.clear();
     await this.client.close().catch(() => {});
-    void this.#transport;
   }
 }
 

@@ -1,5 +1,5 @@
 import dgram from 'node:dgram';
-import net from 'node:net';
+import net, { isIP } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
@@ -86,6 +86,11 @@ export interface TurnServerOptions {
   relayAddress?: string;
   /** IPv6 relay address; enables REQUESTED-ADDRESS-FAMILY IPv6 and dual allocations. */
   relayAddress6?: string;
+  /**
+   * The public IPv4 address peers reach `relayAddress` at, when the server sits behind a 1:1 NAT (cloud VMs):
+   * XOR-RELAYED-ADDRESS names it instead of the bound address (coturn's external-ip).
+   */
+  externalAddress?: string;
   minPort?: number;
   maxPort?: number;
   /** Peer permission policy; default DefaultPeerPolicy (safe defaults) with the relay addresses as own addresses. */
@@ -237,6 +242,7 @@ export class TurnServer {
   };
   readonly relayAddress: string;
   readonly relayAddress6: string | undefined;
+  readonly externalAddress: string | undefined;
 
   readonly #opts: TurnServerOptions;
   readonly #log: Logger;
@@ -266,6 +272,13 @@ export class TurnServer {
     this.realm = options.realm ?? DEFAULT_REALM;
     this.#log = options.logger ?? silentLogger;
     this.relayAddress = options.relayAddress ?? defaultRelayAddress();
+    for (const [flag, a] of [['relay address', this.relayAddress], ['IPv6 relay address', options.relayAddress6], ['external address', options.externalAddress]] as const) {
+      if (a === undefined) continue;
+      if (!isIP(a) || a === '0.0.0.0' || a === '::') throw new NatpunchError('BAD_ARGUMENT', `the ${flag} must be one specific IP address, not "${a}"`);
+    }
+    if (options.relayAddress6 && !options.relayAddress6.includes(':')) throw new NatpunchError('BAD_ARGUMENT', 'the IPv6 relay address must be IPv6');
+    if (options.externalAddress && options.externalAddress.includes(':')) throw new NatpunchError('BAD_ARGUMENT', 'the external address must be IPv4 (it stands for the IPv4 relay address)');
+    this.externalAddress = options.externalAddress;
     this.relayAddress6 = options.relayAddress6;
     this.#maxChannelByte = options.legacyChannels === false ? 0x4f : 0x7f;
     this.#policy =
@@ -273,7 +286,12 @@ export class TurnServer {
       new DefaultPeerPolicy({
         allow: options.allowPeers,
         deny: options.denyPeers,
-        ownAddresses: [this.relayAddress, ...(this.relayAddress6 ? [this.relayAddress6] : []), ...(options.ownAddresses ?? [])],
+        ownAddresses: [
+          this.relayAddress,
+          ...(this.relayAddress6 ? [this.relayAddress6] : []),
+          ...(options.externalAddress ? [options.externalAddress] : []),
+          ...(options.ownAddresses ?? []),
+        ],
       });
     this.#nonces = new NonceManager({ lifetimeSeconds: options.nonceLifetime, features: SecurityFeature.PASSWORD_ALGORITHMS });
     this.#quota = new AllocationQuota(
@@ -382,7 +400,12 @@ export class TurnServer {
           return;
         }
         const m = parseStun(frame);
-        if (!m) return;
+        if (!m) {
+          // Over a stream a frame that is not STUN means the framing is lost (RFC 8489 §6.2.2): close.
+          raw = true;
+          socket.destroy();
+          return;
+        }
         if (m.method === Method.Binding && m.cls === Cls.Request) {
           client.send(this.#bindingResponse(m, client));
           return;
@@ -723,7 +746,7 @@ export class TurnServer {
       this.stats.allocations++;
       this.stats.allocationsTotal++;
       const b = new StunBuilder(Method.Allocate, Cls.Success, m.tid);
-      for (const r of alloc.relayed) b.xorAddress(A.XOR_RELAYED_ADDRESS, r);
+      for (const r of alloc.relayed) b.xorAddress(A.XOR_RELAYED_ADDRESS, this.#advertised(r));
       if (addressError) {
         // RFC 8656 §18.12: ADDRESS-ERROR-CODE for the family we could not allocate.
         const reason = Buffer.from('Address Family not Supported');
@@ -879,7 +902,12 @@ export class TurnServer {
   }
 
   #isRelayIp(address: string): boolean {
-    return address === this.relayAddress || (this.relayAddress6 !== undefined && address === this.relayAddress6);
+    return address === this.relayAddress || address === this.externalAddress || (this.relayAddress6 !== undefined && address === this.relayAddress6);
+  }
+
+  /** The relayed address as peers see it (RFC 8656 §7.3 XOR-RELAYED-ADDRESS; external address behind a 1:1 NAT). */
+  #advertised(r: Peer): Peer {
+    return this.externalAddress && r.address === this.relayAddress ? { address: this.externalAddress, port: r.port } : r;
   }
 
   #inRelayRange(port: number): boolean {

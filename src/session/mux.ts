@@ -307,6 +307,11 @@ export class Mux extends EventEmitter {
     return stream;
   }
 
+  /** True between beginResume() and the peer's RESUME frame. */
+  get resuming(): boolean {
+    return this.#gate !== null;
+  }
+
   /** Resolves at once, or when a transport swap in progress has finished resending. */
   gate(): Promise<void> {
     return this.#gate ?? Promise.resolve();

@@ -622,6 +622,13 @@ export class Session extends EventEmitter {
     this.#attach(noise);
     // First thing on the new transport: what we have of every stream, so the peer resends exactly the rest.
     noise.write(this.#mux.beginResume());
+    // Our writers wait for the peer's RESUME; never forever.
+    const resumeTimer = setTimeout(() => {
+      if (this.#mux.resuming && this.#holder.noise === noise) {
+        this.#die(new NatpunchError('SESSION_LOST', `the peer did not resume the session on the new path within ${SWAP_TIMEOUT_MS} ms`));
+      }
+    }, SWAP_TIMEOUT_MS);
+    resumeTimer.unref();
     this.#path = { ...this.#path, ...sw.path, remote: { ...sw.remote } };
     this.#lastReceived = Date.now();
     this.#logger.info({ remote: sw.remote, gen: sw.gen }, 'session moved to a new path');

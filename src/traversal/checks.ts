@@ -33,11 +33,11 @@ export const ProbeKind = { REQUEST: 1, RESPONSE: 2, NOMINATE: 3, NOMINATE_ACK: 4
 export const DEFAULT_PACE_MS = 10;
 /** First retransmission after 100 ms, doubling (RFC 8489 §6.2.1 uses RTO 500 ms; peers are often near). */
 export const DEFAULT_INITIAL_RTO_MS = 100;
-export const MAX_RTO_MS = 1_600;
+export const MAX_RTO_MS = 800;
 /** Requests per pair before the pair is given up (RFC 8489 §6.2.1 Rc = 7; more since both NATs must open). */
 export const DEFAULT_MAX_REQUESTS_PER_PAIR = 12;
-/** Whole check phase bound. */
-export const DEFAULT_CHECK_TIMEOUT_MS = 10_000;
+/** Whole check phase bound: a pair that works answers within a second or two; pairs that cannot go direct fail fast. */
+export const DEFAULT_CHECK_TIMEOUT_MS = 5_000;
 /** After completing, keep answering the peer's probes this long (its final nominate may need a retransmission). */
 export const DEFAULT_LINGER_MS = 3_000;
 /** At most this many remote candidates are checked (bad input cannot make us flood). */

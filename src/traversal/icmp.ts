@@ -83,6 +83,17 @@ function checkIpv4(address: string, what: string): void {
   if (!isIPv4(address)) throw new NatpunchError('BAD_ARGUMENT', `${what} must be an IPv4 address (got "${String(address).slice(0, 80)}")`);
 }
 
+/**
+ * Whether a knock's source can be a client: not unspecified (0.0.0.0/8), multicast (224.0.0.0/4), reserved or
+ * limited broadcast (240.0.0.0/4; RFC 1122 §3.2.1.3, RFC 5771, RFC 1112 §4). A forged knock from such a source would
+ * otherwise make the server send checks there.
+ */
+export function isPunchableSource(address: string): boolean {
+  if (!isIPv4(address)) return false;
+  const first = Number(address.split('.')[0]);
+  return first !== 0 && first < 224;
+}
+
 /** Opens the raw socket ICMP hole punching needs, with a one-line reason when it cannot. */
 function openRaw(headerIncluded: boolean): RawSocket {
   try {
@@ -179,6 +190,7 @@ export class IcmpBeacon extends EventEmitter {
     const quoted = quotedEchoOf(decoded.icmp);
     // RFC 792 Time Exceeded quoting our own echo request: same probe address, identifier and sequence.
     if (!quoted || quoted.destination !== this.probeAddress || quoted.identifier !== this.identifier || quoted.sequence !== this.sequence) return;
+    if (!isPunchableSource(decoded.ip.source)) return;
     const knock: IcmpKnock = { address: decoded.ip.source, quotedSource: quoted.source };
     this.#log.debug(knock, 'Time Exceeded quoting our echo request');
     this.emit('knock', knock);

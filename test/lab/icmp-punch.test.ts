@@ -23,7 +23,7 @@ const PORT = 2222;
 const INTERVAL_MS = 200;
 const STEP_MS = 30_000;
 const OK_TIMEOUT_MS = 15_000;
-const FAIL_TIMEOUT_MS = 6_000;
+const FAIL_TIMEOUT_MS = 4_000;
 
 type Msg = Record<string, unknown>;
 interface Outcome {

@@ -165,8 +165,8 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     await lab.setNat('natA', { type: 'port-restricted-cone', portPreservation: false });
     const r = await transfer; // bounded: either the sha matches, or an error (never a silent truncation)
     if (r.ok !== true) assert.ok(r.error || r.sha !== r.expected, JSON.stringify(r));
-    // Recovery: the session migrates to a's new address, or (what the session layer does today when a bulk transfer
-    // is in flight: UDX times out after ~15 s) forward re-establishes a new session.
+    // Recovery: the session migrates to a's new address (expose reports the new path), or, if the session was lost,
+    // forward re-establishes a new one.
     const migrated = expose.next((m) => m.event === 'path', { timeoutMs: 60_000 }).then((m) => `expose migrated the session to ${JSON.stringify(m.remote)}`, () => null);
     const relinked = forward.next((m) => m.event === 'session', { timeoutMs: 60_000 }).then(() => 'forward re-established the session', () => null);
     const how = await Promise.race([migrated, relinked]);

@@ -11,7 +11,7 @@ if (skip) console.log(`# lab tests skipped: ${skip}`);
 
 const STUN_PORT = 3478;
 const SIZE = 2 * 1024 * 1024;
-const TRIALS = Number(process.env.NATPUNCH_LAB_TRIALS ?? 1);
+const TRIALS = Number(process.env.NATPUNCH_LAB_TRIALS ?? 2);
 const CONES: NatType[] = ['full-cone', 'restricted-cone', 'port-restricted-cone'];
 
 type Msg = Record<string, unknown>;

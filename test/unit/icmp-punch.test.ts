@@ -15,7 +15,7 @@ import {
   IPPROTO_ICMP,
 } from '../../src/wire/icmp.js';
 import { once } from 'node:events';
-import { ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE, IcmpBeacon, IcmpKnocker, connectIcmp, listenIcmp } from '../../src/traversal/icmp.js';
+import { ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE, IcmpBeacon, IcmpKnocker, connectIcmp, isPunchableSource, listenIcmp } from '../../src/traversal/icmp.js';
 import { addonStatus } from '../../src/net/native.js';
 import type { Session } from '../../src/session/session.js';
 import type { MuxStream } from '../../src/session/mux.js';
@@ -72,6 +72,11 @@ test('quotedEchoOf ignores what is not a valid Time Exceeded quoting an echo req
   assert.ok(p);
   assert.equal(p.ip.source, '192.0.2.10');
   assert.deepEqual(quotedEchoOf(p.icmp), { source: SERVER, destination: PROBE, identifier: 7, sequence: 9 });
+});
+
+test('knocks from unspecified, multicast or broadcast sources are not punched to', () => {
+  for (const a of ['0.0.0.0', '0.1.2.3', '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255', '::1', 'x']) assert.equal(isPunchableSource(a), false, a);
+  for (const a of ['192.0.2.10', '10.1.0.10', '127.0.0.3', '223.255.255.254']) assert.equal(isPunchableSource(a), true, a);
 });
 
 test('bad addresses are typed errors before any socket is opened', async () => {

@@ -166,3 +166,12 @@ test('an unreachable peer fails fast with PUNCH_FAILED naming the candidates tri
     await new Promise<void>((r) => hole.close(() => r()));
   }
 });
+
+test('keepalives follow a measured mapping lifetime (half of it, within 1 s .. 15 s) unless set explicitly', async () => {
+  const { keepAliveFor } = await import('../../src/natpunch.js');
+  assert.equal(keepAliveFor({}), undefined);
+  assert.equal(keepAliveFor({ mappingLifetimeMs: 20_000 }), 10_000);
+  assert.equal(keepAliveFor({ mappingLifetimeMs: 300_000 }), 15_000);
+  assert.equal(keepAliveFor({ mappingLifetimeMs: 1_000 }), 1_000);
+  assert.equal(keepAliveFor({ mappingLifetimeMs: 20_000, keepAliveMs: 3_000 }), 3_000);
+});

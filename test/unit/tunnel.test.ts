@@ -420,3 +420,49 @@ test('socks: garbage from a client closes that connection only', { timeout: 60_0
   await c.recv(2);
   assert.equal((await c.recvReply()).reply, SocksReply.SUCCEEDED);
 });
+
+test('exit: garbage or a header that never completes gets a failure status; the session carries on', { timeout: 60_000 }, async () => {
+  const target = await tcpServer((s) => s.end('fine'));
+  const r = await rig({ targets: [{ host: '127.0.0.1', port: target.port }], headerTimeoutMs: 300 });
+  r.link.start();
+  const session = await r.link.getSession();
+  const statusOf = async (bytes: Buffer) => {
+    const s = session.openStream();
+    s.on('error', () => {});
+    s.write(bytes);
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    await new Promise((res) => {
+      s.once('end', res);
+      s.once('close', res);
+    });
+    s.destroy();
+    return Buffer.concat(chunks);
+  };
+  const garbage = await statusOf(Buffer.from('GET / HTTP/1.1\r\n\r\n'));
+  assert.equal(garbage[0], 1, 'tunnel reply version');
+  assert.equal(garbage[1], SocksReply.GENERAL_FAILURE);
+  const partial = await statusOf(Buffer.from([1, 2, 3])); // CONNECT with a domain name that never arrives
+  assert.equal(partial[1], SocksReply.GENERAL_FAILURE);
+  const refusedConnect = await statusOf(Buffer.from([1, 2, 1, 127, 0, 0, 1, 0, 22])); // SOCKS exit: no --allow-dest
+  assert.equal(refusedConnect[1], SocksReply.NOT_ALLOWED);
+  // Still one healthy session: a forward works over it.
+  const { port } = await forwarder(r, target.port);
+  const s = await dial(port);
+  assert.equal((await readAll(s)).toString(), 'fine');
+  assert.equal(r.responders.length, 1);
+  assert.equal(r.events.filter((e) => e.event === 'refused').length, 3);
+});
+
+test('socks: a client that never finishes its greeting is dropped after the handshake timeout', { timeout: 60_000 }, async () => {
+  const r = await rig({});
+  const socks = new SocksServer({ link: r.link, listen: { port: 0 }, handshakeTimeoutMs: 300 });
+  const { port } = await socks.listen();
+  cleanups.push(() => socks.close());
+  const s = await dial(port);
+  s.on('error', () => {});
+  s.write(Buffer.from([5])); // half a greeting
+  await new Promise((res) => s.once('close', res));
+  for (let i = 0; i < 100 && socks.connectionCount > 0; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(socks.connectionCount, 0);
+});

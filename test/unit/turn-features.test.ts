@@ -119,3 +119,12 @@ test('per-allocation bandwidth cap drops what exceeds the token bucket', async (
   assert.ok(received >= 1 && received <= 4, `received ${received}`);
   assert.ok(s.stats.droppedBandwidth >= 15);
 });
+
+test('behind a 1:1 NAT the relayed address announced is the external one; wildcard relay addresses are refused', async () => {
+  const { port } = await server({ externalAddress: '203.0.113.9' });
+  const a = await client(port);
+  const alloc = await a.c.allocate();
+  assert.equal(alloc.relayed[0]!.address, '203.0.113.9');
+  assert.throws(() => new TurnServer({ credentials: users, relayAddress: '0.0.0.0' }), /one specific IP address/);
+  assert.throws(() => new TurnServer({ credentials: users, relayAddress: '127.0.0.1', externalAddress: 'example.com' }), /one specific IP address/);
+});

@@ -340,3 +340,25 @@ test('two Allocates racing on one 5-tuple create one allocation (the second is d
   assert.equal(classes.filter((c) => c === Cls.Success).length, 1);
   for (const r of replies) if (parseStun(r)!.cls === Cls.Error) assert.equal(errorInfo(parseStun(r)!)?.code, 437);
 });
+
+test('garbage on a TURN TCP connection closes it; the server keeps serving', async () => {
+  const { port } = await startServer();
+  for (const bytes of [Buffer.from([0x80, 1, 2, 3]), Buffer.from([0x00, 0x03, 0xff, 0xff, ...randomBytes(16)]), Buffer.from([0x4f, 0xff, 0xff, 0xff])]) {
+    const s = net.connect({ host: '127.0.0.1', port });
+    s.on('error', () => {});
+    await once(s, 'connect');
+    s.write(bytes);
+    s.write(randomBytes(70_000));
+    const closed = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), 3000);
+      s.once('close', () => {
+        clearTimeout(t);
+        resolve(true);
+      });
+    });
+    s.destroy();
+    assert.ok(closed, `connection starting ${bytes.subarray(0, 4).toString('hex')} was closed`);
+  }
+  const { client } = await udpClient(port);
+  await client.allocate();
+});

@@ -56,32 +56,40 @@ export function register(program: Command): void {
         const debug = Boolean(cmd.optsWithGlobals().debug);
         // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
         const logger = createLogger(debug ? 'debug' : 'info');
-        const handle = await startServer({
-          port: opts.port,
-          addresses: opts.address,
-          altAddress: opts.altAddress,
-          altPort: opts.altPort,
-          udp: opts.udp,
-          logger,
-          // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
-          ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
-          ...(opts.rendezvous ? {} : { rendezvous: false as const }),
-        });
-        let turn: ReturnType<typeof turnServerFromFlags> | undefined;
-        let detachTurn: (() => void) | undefined;
-        let turnTls: TurnTlsHandle | undefined;
         if ((opts.tlsCert || opts.tlsKey) && !(opts.turn && opts.tlsCert && opts.tlsKey)) {
-          await handle.close();
           throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, with --turn');
         }
+        // TURN's flags are checked before any socket is bound (bad flags: one error line, nothing started).
+        let turn: ReturnType<typeof turnServerFromFlags> | undefined;
         if (opts.turn) {
+          // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
+          const specific = (opts.address ?? []).filter((a) => !a.includes(':') && a !== '0.0.0.0');
+          const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
+          turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
+            ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::'),
+          });
+        }
+        let handle: Awaited<ReturnType<typeof startServer>>;
+        try {
+          handle = await startServer({
+            port: opts.port,
+            addresses: opts.address,
+            altAddress: opts.altAddress,
+            altPort: opts.altPort,
+            udp: opts.udp,
+            logger,
+            // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
+            ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
+            ...(opts.rendezvous ? {} : { rendezvous: false as const }),
+          });
+        } catch (err) {
+          turn?.close();
+          throw err;
+        }
+        let detachTurn: (() => void) | undefined;
+        let turnTls: TurnTlsHandle | undefined;
+        if (turn) {
           try {
-            // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
-            const specific = (opts.address ?? []).filter((a) => !a.includes(':') && a !== '0.0.0.0');
-            const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
-            turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
-              ownAddresses: handle.udp.map((e) => e.address).filter((a) => a !== '0.0.0.0' && a !== '::'),
-            });
             detachTurn = attachTurn(handle, turn);
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
@@ -93,7 +101,7 @@ export function register(program: Command): void {
             }
           } catch (err) {
             detachTurn?.();
-            turn?.close();
+            turn.close();
             await handle.close();
             throw err;
           }
