@@ -105,6 +105,13 @@ export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
 export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
 export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
 export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './traversal/tcp-p2pnat.js';
+// Sessions over TCP (issue 7): connect/listen({ transport: 'udp' | 'tcp' | 'auto' }), Session.establishTcp.
+export { AUTO_UDP_GRACE_MS } from './natpunch.js';
+export type { TransportMode } from './natpunch.js';
+export { TCP_DATAGRAM_BACKLOG_BYTES } from './session/session.js';
+export type { TcpSessionOptions } from './session/session.js';
+export { openTcpLocal, TCP_MAPPING_REFRESH_MS } from './traversal/tcp-session.js';
+export type { TcpLocal } from './traversal/tcp-session.js';
 export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversal/tcp-stunt.js';
 export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './traversal/tcp-predict.js';

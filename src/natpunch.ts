@@ -750,7 +750,6 @@ async function initiate(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): 
   }
   if (tcpCandidatesOf(a.remote).length === 0) {
     const reason = 'the peer offered no TCP candidates; using UDP';
-    progress('udp', reason);
     return attempt({ ...a, transportReason: reason });
   }
   const udpAc = new AbortController();
@@ -795,7 +794,7 @@ async function initiate(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): 
       if (a.signal.aborted) throw (udp as { error: Error }).error;
       throw new NatpunchError('PUNCH_FAILED', `no path to the peer over UDP (${(udp as { error: Error }).error.message}) nor TCP (${reason})`, { cause: (udp as { error: Error }).error });
     }
-    progress('udp', reason);
+    if (tcpR?.ok === false && tcpR.error) progress('udp', reason); // a plain UDP win is the normal case: path info only
     a.options.onProgress?.({ phase: 'path', kind: pathKind(udp.value), remote: udp.value.remote, type: udp.value.remoteCandidate.type, rttMs: udp.value.rttMs });
     return udpInitiatorSession({ ...a, transportReason: reason }, udp.value);
   }
@@ -806,7 +805,15 @@ async function initiate(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): 
   }
   progress('tcp', reason);
   tcpPathProgress(a, tcpR.value);
-  return sessionOverTcp('initiator', tcpR.value, tcpSessionOptions(a, a.signal, reason));
+  try {
+    return await sessionOverTcp('initiator', tcpR.value, tcpSessionOptions(a, a.signal, reason));
+  } catch (err) {
+    // The peer's port accepted and closed at once: it was not punching TCP for us (e.g. it got no TCP candidates).
+    if (udp && !udp.ok && isNatpunchError(err, 'HANDSHAKE_FAILED') && /closed during the handshake/.test((err as Error).message)) {
+      throw new NatpunchError('PUNCH_FAILED', `no path to the peer over UDP (${udp.error.message}) nor TCP (the peer closed the connection before the handshake)`, { cause: udp.error });
+    }
+    throw err;
+  }
 }
 
 /**

@@ -323,6 +323,10 @@ export class Session extends EventEmitter {
     const socket = options.socket;
     socket.setNoDelay(true);
     const where = () => `tcp ${unmapV4(socket.remoteAddress)}:${socket.remotePort ?? 0}`;
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return Promise.reject(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake (the connection was already closed)`));
+    }
     // Internal options: no UDX endpoint; everything UDX-specific is off for a TCP session.
     const sessionOptions = { ...options, endpoint: null, localStreamId: 0, remoteStreamId: 0, reconnectGraceMs: 0 } as unknown as SessionOptions;
     return Session.#handshake(sessionOptions, { tcp: socket }, socket, where, SecretStream, logger, timeoutMs);

@@ -55,6 +55,11 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
   const log = options.logger ?? silentLogger;
   const listener = await listenReusePort({ address: '0.0.0.0', port: 0, addon });
   const port = (listener.address() as net.AddressInfo).port;
+  // Connections arriving while no punch is running (tcpPunch adds its own listener) are nobody's: close them, so a
+  // peer whose SYN got here without us punching learns at once that this is not its path.
+  listener.on('connection', (socket: net.Socket) => {
+    if (listener.listenerCount('connection') <= 1) socket.destroy();
+  });
   const candidates: Candidate[] = [];
   let pref = TCP_LOCAL_PREFERENCE;
   for (const address of new Set(options.hostAddresses)) {
@@ -133,7 +138,7 @@ export function punchTcp(o: TcpAttemptOptions): Promise<TcpPunchResult> {
   });
 }
 
-export interface TcpSessionOptions {
+export interface TcpSessionSetup {
   keyPair: KeyPair;
   peerKey: Buffer;
   allow?: Allow;
@@ -145,7 +150,7 @@ export interface TcpSessionOptions {
 }
 
 /** The Noise handshake over a punched TCP connection. */
-export function sessionOverTcp(role: 'initiator' | 'responder', punched: TcpPunchResult, o: TcpSessionOptions): Promise<Session> {
+export function sessionOverTcp(role: 'initiator' | 'responder', punched: TcpPunchResult, o: TcpSessionSetup): Promise<Session> {
   const c = punched.candidate;
   const remote: Candidate = { type: c.type ?? 'prflx', transport: 'tcp', address: c.address, port: c.port, priority: c.priority ?? candidatePriority('prflx') };
   const path: Partial<SessionPath> = {
