@@ -97,6 +97,27 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
     console.log(`# auto chose ${String(t.c.transport)}: ${reason}`);
   });
 
+  test('transport auto when UDP between the peers is dropped: the session runs over TCP and says why', { skip: tcpSkip }, async () => {
+    // Host a drops UDP to natB's public address (nftables in a's namespace; the rendezvous stays reachable).
+    const nft = async (args: string[]) => {
+      const r = await lab.exec('a', ['nft', ...args]);
+      assert.equal(r.code, 0, `nft ${args.join(' ')}: ${r.stderr}`);
+    };
+    await nft(['add', 'table', 'inet', 'tcpsess']);
+    try {
+      await nft(['add', 'chain', 'inet', 'tcpsess', 'out', '{ type filter hook output priority 0 ; }']);
+      await nft(['add', 'rule', 'inet', 'tcpsess', 'out', 'ip', 'daddr', lab.publicAddr('natB'), 'meta', 'l4proto', 'udp', 'drop']);
+      const t = await trial('a', 'b', 'auto', { nat: ['full-cone', 'restricted-cone'] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal(t.l.transport, 'tcp');
+      assert.match(String((t.c.path as { transportReason?: string }).transportReason), /UDP (failed|did not within)/);
+      assert.ok(t.progress.some((p) => p.phase === 'transport' && p.transport === 'tcp'));
+    } finally {
+      await nft(['delete', 'table', 'inet', 'tcpsess']).catch(() => {});
+    }
+  });
+
   test('NATPUNCH_NO_ADDON=1: auto falls back to UDP and reports why', async () => {
     const t = await trial('a', 'b', 'auto', { noAddon: true, nat: ['port-restricted-cone', 'port-restricted-cone'] });
     dataBothWays(t);
