@@ -466,6 +466,32 @@ export class Mux extends EventEmitter {
     for (const s of streams) s.destroy(err);
   }
 
+  /**
+   * Resolves once every stream whose writer has called end() has handed all its bytes and its END to the
+   * transport (the 'finish' event), or after `timeoutMs`. Closing without this would throw away data a caller
+   * already wrote and ended — the credit window can hold back up to a whole window per stream.
+   */
+  async drainEnded(timeoutMs: number): Promise<void> {
+    const pending = [...this.#streams.values()].filter((s) => s.writableEnded && !s.writableFinished && !s.destroyed);
+    if (pending.length === 0 || this.#dead) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(
+        pending.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.once('finish', () => resolve());
+              s.once('close', () => resolve());
+            }),
+        ),
+      ),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** Orderly local close: open streams are destroyed without an error. */
   closeAll(): void {
     if (this.#dead) return;

@@ -26,6 +26,8 @@ export const MAX_DATAGRAM_BYTES = 1150;
 const KEEPALIVE_TICK_MS = 500;
 /** First silence probe after this long without hearing from the peer (then 2×, 4× ... up to the keepalive). */
 export const SILENCE_PROBE_MS = 2_000;
+/** How long close() lets ended streams hand their remaining bytes to the transport before it says goodbye. */
+export const CLOSE_DRAIN_MS = 5_000;
 /** How long close() waits for the peer to acknowledge the end of the encrypted stream. */
 const CLOSE_GRACE_MS = 2_000;
 /** Probe kinds of the session's path keepalives on the 0xF1 channel (src/traversal/checks.ts uses 1..4). */
@@ -822,11 +824,18 @@ export class Session extends EventEmitter {
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     if (this.#closed) return (this.#closing = Promise.resolve());
+    // Streams that were ended by their writer still deliver what they hold (bounded), as a socket's end() would.
+    this.#closing = this.#mux.drainEnded(CLOSE_DRAIN_MS).then(() => this.#closeNow());
+    return this.#closing;
+  }
+
+  #closeNow(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#closed = true;
     this.#teardown();
     this.#mux.sendControl(FrameType.GOODBYE, 0);
     this.#mux.closeAll();
-    this.#closing = new Promise<void>((resolve) => {
+    return new Promise<void>((resolve) => {
       const timer = setTimeout(() => this.#noise.destroy(), CLOSE_GRACE_MS);
       this.#noise.once('close', () => {
         clearTimeout(timer);
@@ -841,6 +850,5 @@ export class Session extends EventEmitter {
       await this.#releaseEndpoint();
       this.emit('close', null);
     });
-    return this.#closing;
   }
 }
