@@ -12,7 +12,7 @@ import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type Chec
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
-import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, type TcpLocal } from './traversal/tcp-session.js';
+import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal } from './traversal/tcp-session.js';
 import type { TcpPunchResult } from './traversal/tcp-p2pnat.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
@@ -701,6 +701,7 @@ async function gatherTcp(
     const tcp = await openTcpLocal({
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
       ...(rv ? { stun: rv } : {}),
+      ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
       ...(signal ? { signal } : {}),
       logger,
     });

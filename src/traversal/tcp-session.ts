@@ -24,8 +24,10 @@ import { tcpPunch, type TcpPunchResult } from './tcp-p2pnat.js';
 /** STUN TCP connection refresh: below serve's STUN TCP idle timeout (30 s, src/stun/server.ts) and common NAT
  *  established-TCP timeouts (RFC 5382 REQ-5 asks ≥ 2 h 4 min, but small NATs use minutes). */
 export const TCP_MAPPING_REFRESH_MS = 20_000;
-/** Gathering the TCP srflx candidate: one connect plus one STUN transaction. */
+/** Gathering the TCP srflx candidate: one connect plus one STUN transaction (three round trips). */
 export const TCP_GATHER_TIMEOUT_MS = 5_000;
+/** transport 'auto' waits less: a rendezvous whose TCP port is filtered must not delay every UDP connect much. */
+export const TCP_GATHER_AUTO_TIMEOUT_MS = 1_500;
 /** TCP candidates rank just below UDP ones of the same type (UDP is the preferred transport; RFC 6544 §4.2). */
 const TCP_LOCAL_PREFERENCE = 32_000;
 
@@ -42,6 +44,8 @@ export interface TcpLocalOptions {
   hostAddresses: string[];
   /** Host (name or address) and port of a STUN-over-TCP server: the rendezvous under `natpunch serve`. */
   stun?: { host: string; port: number };
+  /** Bound on gathering the srflx candidate (default TCP_GATHER_TIMEOUT_MS). */
+  timeoutMs?: number;
   signal?: AbortSignal;
   logger?: Logger;
 }
@@ -71,11 +75,12 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
   if (options.stun) {
     try {
       const address = isIP(options.stun.host) ? options.stun.host : (await lookup(options.stun.host, { family: 4 })).address;
-      const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(TCP_GATHER_TIMEOUT_MS)]) : AbortSignal.timeout(TCP_GATHER_TIMEOUT_MS);
-      const socket = await connectFrom({ address, port: options.stun.port, localAddress: '0.0.0.0', localPort: port, timeoutMs: TCP_GATHER_TIMEOUT_MS, signal, addon });
+      const gatherMs = options.timeoutMs ?? TCP_GATHER_TIMEOUT_MS;
+      const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(gatherMs)]) : AbortSignal.timeout(gatherMs);
+      const socket = await connectFrom({ address, port: options.stun.port, localAddress: '0.0.0.0', localPort: port, timeoutMs: gatherMs, signal, addon });
       socket.on('error', () => {});
       stun = new StunTcpClient(socket, { address, port: options.stun.port });
-      const res = await stun.binding({ signal, timeoutMs: TCP_GATHER_TIMEOUT_MS });
+      const res = await stun.binding({ signal, timeoutMs: gatherMs });
       const mapped = { address: res.mapped.address, port: res.mapped.port };
       if (!candidates.some((c) => c.address === mapped.address && c.port === mapped.port)) {
         candidates.unshift({ type: 'srflx', transport: 'tcp', ...mapped, priority: candidatePriority('srflx', TCP_LOCAL_PREFERENCE) });
