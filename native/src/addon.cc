@@ -147,17 +147,18 @@ Napi::Value RawSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// packetSocket(ifindex: number) -> fd. AF_PACKET/SOCK_DGRAM for ETH_P_IP (no link-layer header), bound to one
-// interface (0 = all). Needs CAP_NET_RAW. Non-blocking, close-on-exec.
+// packetSocket(ifindex: number) -> fd. AF_PACKET/SOCK_DGRAM (no link-layer header), bound to one interface (0 = all).
+// Needs CAP_NET_RAW. Non-blocking, close-on-exec. It listens for ETH_P_ALL because Linux hands OUTGOING packets only
+// to ETH_P_ALL taps (dev_queue_xmit_nit); recvPacket skips everything that is not IPv4.
 Napi::Value PacketSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int ifindex = ArgInt(info, 0, "ifindex");
-  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_IP));
+  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
   if (fd < 0) ThrowErrno(env, errno, "socket");
   sockaddr_ll sll;
   memset(&sll, 0, sizeof(sll));
   sll.sll_family = AF_PACKET;
-  sll.sll_protocol = htons(ETH_P_IP);
+  sll.sll_protocol = htons(ETH_P_ALL);
   sll.sll_ifindex = ifindex;
   if (bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0) {
     int err = errno;
@@ -177,10 +178,17 @@ Napi::Value RecvPacket(const Napi::CallbackInfo& info) {
   sockaddr_ll sll;
   socklen_t len;
   ssize_t n;
-  do {
+  for (int skipped = 0;; skipped++) {
     len = sizeof(sll);
     n = recvfrom(fd, &buf[0], buf.size(), 0, reinterpret_cast<sockaddr*>(&sll), &len);
-  } while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EINTR) continue;
+    // Not IPv4 (ARP, IPv6...): skip, a bounded number of times per call (the poll stays readable for the rest).
+    if (n >= 0 && sll.sll_protocol != htons(ETH_P_IP)) {
+      if (skipped < 64) continue;
+      return env.Null();
+    }
+    break;
+  }
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return env.Null();
     ThrowErrno(env, errno, "recvfrom");
