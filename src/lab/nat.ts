@@ -65,6 +65,17 @@ export interface NatOptions {
    * NATBlaster was designed for do. Default false (plain Linux behaviour).
    */
   translateOutboundSynAck?: boolean;
+  /**
+   * Rewrite TCP sequence numbers, as ISN-randomising firewalls do (e.g. pf "modulate state"): add 2^31 to the
+   * sequence number of every outbound segment and subtract it from the acknowledgment number of every inbound one.
+   * nftables can set a header field only to a constant or a bitwise expression of itself, not add to it, and
+   * conntrack's sequence adjustment (seqadj) is driven only by helpers and synproxy; XOR of the top bit IS addition
+   * of 2^31 modulo 2^32, so `tcp sequence set tcp sequence ^ 0x80000000` is an exact constant offset. Ordinary TCP
+   * works through it; the sequence-number techniques cannot (their SYN-ACKs carry the ISN the host sent, not the
+   * one the far side saw). Conntrack runs in liberal window mode here so the router forwards the mismatching
+   * SYN-ACK (the host then sees the wrong acknowledgment) instead of answering it with RST itself. Default false.
+   */
+  rewriteTcpSequence?: boolean;
 }
 
 export type ResolvedNatOptions = Required<NatOptions>;
@@ -78,7 +89,11 @@ export const NAT_DEFAULTS: ResolvedNatOptions = {
   forwardIcmpErrors: true,
   dropSynAfterSyn: false,
   translateOutboundSynAck: false,
+  rewriteTcpSequence: false,
 };
+
+/** The constant sequence offset of `rewriteTcpSequence` (2^31: XOR of the top bit, see there). */
+export const SEQUENCE_REWRITE_OFFSET = 0x80000000;
 
 /** Ports a cone NAT with port preservation off allocates from (above Linux's ephemeral range 32768-60999). */
 export const PORT_PRESERVATION_OFF_RANGE = '61000-65000';
@@ -123,6 +138,16 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
     // Priority raw (-300): before conntrack, so the entry never sees the crossing SYN (stays SYN_SENT).
     L.push('  chain rawpre { type filter hook prerouting priority raw; policy accept;');
     L.push('    iifname "wan" tcp flags & (syn | ack) == syn ip saddr . tcp sport . tcp dport @synout drop');
+    L.push('  }');
+  }
+  if (nat.rewriteTcpSequence) {
+    // Inbound: before conntrack (raw), so the tracker sees acknowledgments in the LAN host's sequence space.
+    L.push('  chain seqin { type filter hook prerouting priority raw; policy accept;');
+    L.push(`    iifname "wan" tcp flags & ack == ack tcp ackseq set tcp ackseq ^ ${SEQUENCE_REWRITE_OFFSET}`);
+    L.push('  }');
+    // Outbound: after conntrack and NAT, the last thing done to the packet.
+    L.push('  chain seqout { type filter hook postrouting priority srcnat + 10; policy accept;');
+    L.push(`    oifname "wan" meta l4proto tcp tcp sequence set tcp sequence ^ ${SEQUENCE_REWRITE_OFFSET}`);
     L.push('  }');
   }
   if (nat.translateOutboundSynAck) {

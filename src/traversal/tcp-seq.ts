@@ -243,7 +243,11 @@ export class SeqSyn {
       if (outgoing) return;
       const d = decodeIpv4Tcp(packet);
       if (!d || d.tcp.destinationPort !== this.offer.private.port || d.ip.source !== this.#remote.address || d.tcp.sourcePort !== this.#remote.port) return;
-      if ((d.tcp.flags & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK) && d.tcp.ack !== expected) this.#badAck = { ack: d.tcp.ack, from: d.ip.source };
+      if ((d.tcp.flags & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK) && d.tcp.ack !== expected && !this.#badAck) {
+        // Our kernel answers it with RST and keeps waiting; no right SYN-ACK will follow, so fail now.
+        this.#badAck = { ack: d.tcp.ack, from: d.ip.source };
+        this.#pc.cancel(new Error('sequence numbers rewritten'));
+      }
       if (d.tcp.flags & TCP_RST) this.#rst = true;
     });
   }
@@ -270,7 +274,6 @@ export class SeqSyn {
 
   #explain(err: unknown): unknown {
     const e = err as NatpunchError;
-    if (e.code === 'ABORTED') return err;
     if (this.#badAck) {
       const expected = (this.offer.isn + 1) >>> 0;
       const delta = (this.#badAck.ack - expected) >>> 0;
@@ -280,6 +283,7 @@ export class SeqSyn {
         { cause: err, details: { reason: 'sequence-rewritten', ack: this.#badAck.ack, expected, delta } },
       );
     }
+    if (e.code === 'ABORTED') return err;
     const errno = String(e.details?.errno ?? '');
     if (errno === 'EHOSTUNREACH' || errno === 'ENETUNREACH') {
       return new NatpunchError(
