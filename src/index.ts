@@ -115,3 +115,15 @@ export { defaultGateway } from './portmap/common.js';
 export { NatPmpClient } from './portmap/natpmp.js';
 export { PcpClient, GatewayAnnounceListener } from './portmap/pcp.js';
 export { UpnpIgdClient, ssdpSearch } from './portmap/upnp.js';
+// TCP sequence-number techniques (STUNT #1, NATBlaster): raw sockets + packet capture, root only
+export { PacketCapture } from './net/capture.js';
+export type { CaptureListener } from './net/capture.js';
+export { natBlaster } from './traversal/tcp-natblaster.js';
+export type { NatBlasterOptions, SeqResult } from './traversal/tcp-natblaster.js';
+export { stunt1, SynAckSpoofer } from './traversal/tcp-stunt1.js';
+export type { Stunt1Options } from './traversal/tcp-stunt1.js';
+export { craftSynAck, installIcmpGuard, openSeqSyn, parseSeqOffer, SeqSyn, TCP_SEQ_DEFAULTS } from './traversal/tcp-seq.js';
+export type { SeqOffer, SeqSynOptions } from './traversal/tcp-seq.js';
+export { SpoofService, submitStunt1Offer, SPOOF_SERVICE_DEFAULTS } from './server/spoof.js';
+export type { SpoofServiceOptions } from './server/spoof.js';
+export * as tcpWire from './wire/tcp.js';
