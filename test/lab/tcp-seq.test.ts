@@ -60,6 +60,19 @@ describe('TCP sequence-number techniques in the NAT lab', { skip }, () => {
     }
   });
 
+  test('without the ICMP guard the forwarded Time Exceeded aborts the SYN_SENT socket; a NAT that does not forward it needs no guard', async () => {
+    await both(SYN_AFTER_SYN);
+    const aborted = await driver.attempt('stunt1', 4_000, { icmpGuard: false });
+    note('stunt1 without the ICMP guard, NATs forwarding ICMP errors', aborted);
+    assert.equal(aborted.ok, false);
+    assert.ok(aborted.reasons.includes('icmp-abort'), JSON.stringify(aborted));
+    await both({ ...SYN_AFTER_SYN, forwardIcmpErrors: false });
+    const quiet = await driver.attempt('stunt1', 6_000, { icmpGuard: false });
+    note('stunt1 without the ICMP guard, NATs not forwarding ICMP errors', quiet);
+    assert.ok(quiet.ok, JSON.stringify(quiet));
+    assert.equal(quiet.a.guarded, false);
+  });
+
   test('NATBlaster connects across two such NATs when they translate an outbound SYN-ACK after an outbound SYN', async () => {
     await both({ ...SYN_AFTER_SYN, translateOutboundSynAck: true });
     for (let i = 0; i < 2; i++) {
