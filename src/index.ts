@@ -127,3 +127,4 @@ export type { SeqOffer, SeqSynOptions } from './traversal/tcp-seq.js';
 export { SpoofService, submitStunt1Offer, SPOOF_SERVICE_DEFAULTS } from './server/spoof.js';
 export type { SpoofServiceOptions } from './server/spoof.js';
 export * as tcpWire from './wire/tcp.js';
+export { encodeSeqOffer, decodeSeqOffer, SEQ_OFFER_BYTES } from './wire/seq-offer.js';

@@ -92,3 +92,27 @@ test('malformed segments and options decode to null, never throw', () => {
     decodeIpv4Tcp(junk);
   }
 });
+
+test('a sequence offer packs into 32 bytes and back; malformed blobs decode to null', async () => {
+  const { encodeSeqOffer, decodeSeqOffer, SEQ_OFFER_BYTES } = await import('../../src/wire/seq-offer.js');
+  const offer = {
+    private: { address: '10.1.0.10', port: 40000 },
+    public: { address: '198.51.100.10', port: 61000 },
+    isn: 0xdeadbeef,
+    window: 64240,
+    options: { mss: 1460, windowScale: 10, sackPermitted: true, timestamps: { value: 0xffffffff, echo: 0 } },
+  };
+  const blob = encodeSeqOffer(offer);
+  assert.equal(blob.length, SEQ_OFFER_BYTES);
+  assert.deepEqual(decodeSeqOffer(blob), offer);
+  const bare = { ...offer, options: {} };
+  assert.deepEqual(decodeSeqOffer(encodeSeqOffer(bare)), bare);
+  assert.equal(decodeSeqOffer(blob.subarray(0, 31)), null);
+  for (const [at, value] of [[0, 2], [1, 0x10], [23, 1], [22, 15], [6, 0]] as const) {
+    const bad = Buffer.from(blob);
+    bad[at] = value;
+    if (at === 6) bad[7] = 0;
+    assert.equal(decodeSeqOffer(bad), null, `byte ${at} = ${value}`);
+  }
+  assert.throws(() => encodeSeqOffer({ ...offer, public: { address: '::1', port: 1 } }), TypeError);
+});
