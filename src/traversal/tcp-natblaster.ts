@@ -35,8 +35,6 @@ export interface SeqResult {
   socket: net.Socket;
   offer: SeqOffer;
   peerOffer?: SeqOffer;
-  /** SYN-ACKs sent (NATBlaster: by us; STUNT #1: 0). */
-  synAcksSent: number;
   guarded: boolean;
   elapsedMs: number;
 }
@@ -67,17 +65,15 @@ export async function natBlaster(options: NatBlasterOptions): Promise<SeqResult>
     // Same 5-tuple as our SYN, so our NAT translates it like the SYN (see the module comment).
     const packet = craftSynAck(syn.offer, peer, syn.offer.private, peer.public);
     log.debug({ isn: syn.offer.isn, peerIsn: peer.isn }, 'natblaster: sending the SYN-ACK the peer waits for');
-    const sendingDone = sendOnSchedule(raw, [{ packet, to: peer.public.address }], TCP_SEQ_DEFAULTS.synAckScheduleMs, AbortSignal.any([signal, sending.signal]));
-    const socket = await syn.established();
-    // The peer may still need a repeat of its SYN-ACK: keep the bounded schedule running, detached from the result.
-    void sendingDone.finally(() => raw?.close());
-    const rawRef = raw;
+    // The peer may still need a repeat after OUR socket is up (its SYN-ACK reached us, ours may have been lost), so
+    // the bounded schedule keeps running after we return; the raw socket closes when it ends.
+    const owned = raw;
     raw = undefined;
-    setTimeout(() => {
-      sending.abort();
-      rawRef.close();
-    }, TCP_SEQ_DEFAULTS.synAckScheduleMs.at(-1)! + 100).unref();
-    return { socket, offer: syn.offer, peerOffer: peer, synAcksSent: 1, guarded: syn.guarded, elapsedMs: Date.now() - started };
+    void sendOnSchedule(owned, [{ packet, to: peer.public.address }], TCP_SEQ_DEFAULTS.synAckScheduleMs, AbortSignal.any([options.signal ?? new AbortController().signal, sending.signal]), true)
+      .catch(() => 0)
+      .finally(() => owned.close());
+    const socket = await syn.established();
+    return { socket, offer: syn.offer, peerOffer: peer, guarded: syn.guarded, elapsedMs: Date.now() - started };
   } catch (err) {
     sending.abort();
     if (signal.aborted && !options.signal?.aborted && !(err instanceof NatpunchError && err.code === 'PUNCH_FAILED')) {

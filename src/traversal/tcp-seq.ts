@@ -108,12 +108,16 @@ export function craftSynAck(from: SeqOffer, to: SeqOffer, src: Endpoint, dst: En
   return encodeIpv4Tcp(seg, { source: src.address, destination: dst.address, ttl });
 }
 
-/** Sends `packets` on a header-included raw socket following the schedule; stops early when `signal` aborts. */
+/**
+ * Sends `packets` on a header-included raw socket following the schedule; stops early when `signal` aborts.
+ * `unref`: the waits do not keep the process alive (a detached repeat schedule).
+ */
 export async function sendOnSchedule(
   raw: RawSocket,
   packets: Array<{ packet: Buffer; to: string }>,
   scheduleMs: readonly number[],
   signal?: AbortSignal,
+  unref = false,
 ): Promise<number> {
   let sent = 0;
   let last = 0;
@@ -125,6 +129,7 @@ export async function sendOnSchedule(
           signal?.removeEventListener('abort', onAbort);
           resolve(true);
         }, at - last);
+        if (unref) timer.unref();
         const onAbort = () => {
           clearTimeout(timer);
           resolve(false);

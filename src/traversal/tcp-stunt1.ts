@@ -30,7 +30,7 @@ export async function stunt1(options: Stunt1Options): Promise<SeqResult> {
   try {
     await options.exchange(syn.offer, signal);
     const socket = await syn.established();
-    return { socket, offer: syn.offer, synAcksSent: 0, guarded: syn.guarded, elapsedMs: Date.now() - started };
+    return { socket, offer: syn.offer, guarded: syn.guarded, elapsedMs: Date.now() - started };
   } catch (err) {
     if (signal.aborted && !options.signal?.aborted && !(err instanceof NatpunchError && err.code === 'PUNCH_FAILED')) {
       throw new NatpunchError('PUNCH_FAILED', `STUNT #1: no connection within ${options.timeoutMs ?? TCP_SEQ_DEFAULTS.timeoutMs} ms (${(err as Error).message})`, {
