@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/if_packet.h>
 #include <net/ethernet.h>
 #include <net/if.h>
@@ -147,14 +148,40 @@ Napi::Value RawSocket(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// packetSocket(ifindex: number) -> fd. AF_PACKET/SOCK_DGRAM (no link-layer header), bound to one interface (0 = all).
+// packetSocket(ifindex: number, tcpPort?: number) -> fd. AF_PACKET/SOCK_DGRAM (no link-layer header), bound to one interface (0 = all).
 // Needs CAP_NET_RAW. Non-blocking, close-on-exec. It listens for ETH_P_ALL because Linux hands OUTGOING packets only
-// to ETH_P_ALL taps (dev_queue_xmit_nit); recvPacket skips everything that is not IPv4.
+// to ETH_P_ALL taps (dev_queue_xmit_nit); recvPacket skips everything that is not IPv4. With tcpPort, a classic BPF
+// filter keeps only TCP segments from or to that port, so a busy host does not wake us for every packet.
 Napi::Value PacketSocket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int ifindex = ArgInt(info, 0, "ifindex");
   int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
   if (fd < 0) ThrowErrno(env, errno, "socket");
+  int tcpPort = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+  if (tcpPort < 0 || tcpPort > 65535) {
+    close(fd);
+    throw Napi::RangeError::New(env, "tcpPort must be 0..65535");
+  }
+  if (tcpPort > 0) {
+    // On a SOCK_DGRAM packet socket the filter sees the packet from its network header on.
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),                                  // IPv4 protocol
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 0, 6),
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),                                 // X = IPv4 header length
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 0),                                  // TCP source port
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(tcpPort), 2, 0),
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 2),                                  // TCP destination port
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(tcpPort), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0x40000),                                     // accept
+        BPF_STMT(BPF_RET | BPF_K, 0),                                           // drop
+    };
+    sock_fprog prog = {static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, err, "setsockopt");
+    }
+  }
   sockaddr_ll sll;
   memset(&sll, 0, sizeof(sll));
   sll.sll_family = AF_PACKET;

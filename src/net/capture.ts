@@ -32,15 +32,18 @@ export class PacketCapture {
     this.#watcher.start(POLL_READABLE);
   }
 
-  /** Opens a capture on interface `ifindex` (0: all). NOT_ROOT without CAP_NET_RAW; ADDON_UNAVAILABLE without it. */
-  static open(options: { ifindex?: number; addon?: NativeAddon } = {}): PacketCapture {
+  /**
+   * Opens a capture on interface `ifindex` (0: all); `tcpPort` keeps only TCP segments from or to that port (filtered
+   * in the kernel). NOT_ROOT without CAP_NET_RAW; ADDON_UNAVAILABLE without the addon.
+   */
+  static open(options: { ifindex?: number; tcpPort?: number; addon?: NativeAddon } = {}): PacketCapture {
     const addon = options.addon ?? loadAddon('packet capture');
     if (!addon.packetSocket || !addon.recvPacket) {
       throw new NatpunchError('ADDON_UNAVAILABLE', 'the native addon predates packet capture; rebuild it (`npm run build:native`)');
     }
     let fd: number;
     try {
-      fd = addon.packetSocket(options.ifindex ?? 0);
+      fd = addon.packetSocket(options.ifindex ?? 0, options.tcpPort ?? 0);
     } catch (err) {
       const code = (err as { code?: string }).code;
       if (code === 'EPERM' || code === 'EACCES') {

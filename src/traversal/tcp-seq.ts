@@ -331,7 +331,9 @@ export async function openSeqSyn(options: SeqSynOptions): Promise<SeqSyn> {
   throwIfAborted(options.signal);
   if (!isIPv4(options.remote.address)) throw new NatpunchError('BAD_ARGUMENT', 'the sequence-number techniques are IPv4 only (the remote must be IPv4)');
   if (!Number.isInteger(options.lowTtl) || options.lowTtl < 1 || options.lowTtl > 255) throw new NatpunchError('BAD_ARGUMENT', 'lowTtl must be 1..255');
-  const capture = PacketCapture.open({ addon });
+  if (!Number.isInteger(options.remote.port) || options.remote.port < 1 || options.remote.port > 65535) throw new NatpunchError('BAD_ARGUMENT', 'remote port must be 1..65535');
+  // Only segments from/to the peer's port wake us (kernel BPF filter): our SYN, and what comes back.
+  const capture = PacketCapture.open({ addon, tcpPort: options.remote.port });
   let unguard: (() => Promise<void>) | undefined;
   let pc: PendingConnect | undefined;
   try {
