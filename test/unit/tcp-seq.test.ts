@@ -101,3 +101,15 @@ test('spoof service: pairs two offers from their own addresses, refuses foreign 
     await service.close();
   }
 });
+
+test('`natpunch serve --spoof` refuses to run without root, saying why', { skip: process.getuid?.() === 0 ? false : 'needs root to drop to an unprivileged user' }, async () => {
+  const { spawnSync } = await import('node:child_process');
+  const bin = new URL('../../bin/natpunch.js', import.meta.url).pathname;
+  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, bin, 'serve', '--spoof', '--port', '0'], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+  if (r.error) return; // no setpriv here: nothing to check
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /--spoof .*run as root.*\[NOT_ROOT\]/);
+});
