@@ -187,3 +187,16 @@ export {
   DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
 } from './traversal/icmp.js';
 export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';
+// TCP sequence-number techniques (STUNT #1, NATBlaster): raw sockets + packet capture, root only
+export { PacketCapture } from './net/capture.js';
+export type { CaptureListener } from './net/capture.js';
+export { natBlaster } from './traversal/tcp-natblaster.js';
+export type { NatBlasterOptions, SeqResult } from './traversal/tcp-natblaster.js';
+export { stunt1, SynAckSpoofer } from './traversal/tcp-stunt1.js';
+export type { Stunt1Options } from './traversal/tcp-stunt1.js';
+export { craftSynAck, installIcmpGuard, openSeqSyn, parseSeqOffer, SeqSyn, TCP_SEQ_DEFAULTS } from './traversal/tcp-seq.js';
+export type { SeqOffer, SeqSynOptions } from './traversal/tcp-seq.js';
+export { SpoofService, submitStunt1Offer, SPOOF_SERVICE_DEFAULTS } from './server/spoof.js';
+export type { SpoofServiceOptions } from './server/spoof.js';
+export * as tcpWire from './wire/tcp.js';
+export { encodeSeqOffer, decodeSeqOffer, SEQ_OFFER_BYTES } from './wire/seq-offer.js';
