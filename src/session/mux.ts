@@ -24,6 +24,7 @@ export const FrameType = {
   PONG: 0x09,
   GOODBYE: 0x0a, // the session is being closed on purpose
   RESUME: 0x0b, // after a transport swap: u16 count, then per stream id u32, received u64, granted u64, flags u8
+  DATAGRAM: 0x0c, // a datagram carried as a frame (TCP sessions, which have no unreliable channel); stream id 0
 } as const;
 
 export const MUX_VERSION = 1;
@@ -398,6 +399,9 @@ export class Mux extends EventEmitter {
         return;
       case FrameType.RESUME:
         this.#onResume(payload);
+        return;
+      case FrameType.DATAGRAM:
+        this.emit('datagram', Buffer.from(payload));
         return;
       default:
         return; // unknown frame types are ignored so later versions can add some
