@@ -276,11 +276,11 @@ both rates; neither server reached a full core in that case, so the answered-per
 as much as the servers).
 
 Codec: ${fmt(codec.opsPerSecond)} decode + FINGERPRINT check + encode (with XOR-MAPPED-ADDRESS, SOFTWARE, FINGERPRINT)
-per second on one core.
+per second in the bench process (not pinned; CPU contention lowers it).
 
 StunServer's whole per-request path without sockets (decode, checks, response encode, stub send):
-${fmt(serverPath.opsPerSecond)} requests/s on one core, i.e. ${(1e6 / serverPath.opsPerSecond).toFixed(1)} µs per request. Everything
-above that per request is Node's dgram receive and send.
+${fmt(serverPath.opsPerSecond)} requests/s in the bench process, i.e. ${(1e6 / serverPath.opsPerSecond).toFixed(1)} µs per request. Everything
+above that per request is the socket receive and send.
 
 What bounds natpunch: \`natpunch serve\` runs on libudx sockets (udx-native; \`--udp dgram\` for node:dgram), which
 receive natively into a preallocated slab and send through libuv's \`uv_udp_try_send\`, but every packet still costs a

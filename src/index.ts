@@ -105,10 +105,26 @@ export { RawSocket, IPPROTO_ICMP, IPPROTO_RAW } from './net/raw.js';
 export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js';
 export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
 export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './traversal/tcp-p2pnat.js';
+// Sessions over TCP (issue 7): connect/listen({ transport: 'udp' | 'tcp' | 'auto' }), Session.establishTcp.
+export { AUTO_UDP_GRACE_MS } from './natpunch.js';
+export type { TransportMode } from './natpunch.js';
+export { TCP_DATAGRAM_BACKLOG_BYTES } from './session/session.js';
+export type { TcpSessionOptions } from './session/session.js';
+export { openTcpLocal, TCP_MAPPING_REFRESH_MS } from './traversal/tcp-session.js';
+export type { TcpLocal } from './traversal/tcp-session.js';
 export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './traversal/tcp-stunt.js';
 export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './traversal/tcp-stunt.js';
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './traversal/tcp-predict.js';
 export type { TcpAllocationSample } from './traversal/tcp-predict.js';
+export {
+  predictPorts, predictedCandidates, hardNatKind, observeMapping, measureNat, advertiseHardNat, reobserve, DEFAULT_PREDICTION_WINDOW,
+} from './traversal/predict.js';
+export type { HardNatKind, HardNatAdvert, NatMeasurement, StunServerAddress } from './traversal/predict.js';
+export {
+  HardPunch, planHardPunch, birthdaySuccess, birthdayProbesFor, doubleRandomSuccess, HARDNAT_FIRST_BYTE, BIRTHDAY_PORT_SPACE,
+  DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_BIRTHDAY_PROBES, DEFAULT_PROBE_RATE, DEFAULT_DOUBLE_RANDOM_BUDGET, DEFAULT_MAX_MAPPINGS,
+} from './traversal/birthday.js';
+export type { HardPunchOptions, HardPunchResult, HardStrategy, DoubleRandomBudget } from './traversal/birthday.js';
 export * as icmp from './wire/icmp.js';
 export { PortMapper, probePortMapping, closeOnSignals, toCandidate, DEFAULT_PROTOCOL_ORDER } from './portmap/mapper.js';
 export type { PortMapperOptions, MapRequest, PortMapProbe, ProtocolProbe, CloseResult } from './portmap/mapper.js';
@@ -180,3 +196,16 @@ export {
   DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
 } from './traversal/icmp.js';
 export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './traversal/icmp.js';
+// TCP sequence-number techniques (STUNT #1, NATBlaster): raw sockets + packet capture, root only
+export { PacketCapture } from './net/capture.js';
+export type { CaptureListener } from './net/capture.js';
+export { natBlaster } from './traversal/tcp-natblaster.js';
+export type { NatBlasterOptions, SeqResult } from './traversal/tcp-natblaster.js';
+export { stunt1, SynAckSpoofer } from './traversal/tcp-stunt1.js';
+export type { Stunt1Options } from './traversal/tcp-stunt1.js';
+export { craftSynAck, installIcmpGuard, openSeqSyn, parseSeqOffer, SeqSyn, TCP_SEQ_DEFAULTS } from './traversal/tcp-seq.js';
+export type { SeqOffer, SeqSynOptions } from './traversal/tcp-seq.js';
+export { SpoofService, submitStunt1Offer, SPOOF_SERVICE_DEFAULTS } from './server/spoof.js';
+export type { SpoofServiceOptions } from './server/spoof.js';
+export * as tcpWire from './wire/tcp.js';
+export { encodeSeqOffer, decodeSeqOffer, SEQ_OFFER_BYTES } from './wire/seq-offer.js';

@@ -11,6 +11,9 @@ import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
+import { addonStatus } from './net/native.js';
+import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal } from './traversal/tcp-session.js';
+import type { TcpPunchResult } from './traversal/tcp-p2pnat.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -21,6 +24,9 @@ export const MAX_CONCURRENT_ATTEMPTS = 32;
 /** With a TURN relay configured, relayed candidate pairs wait this long so direct pairs win when they work
  *  (relay candidates have the lowest priority, RFC 8445 §5.1.2.1). */
 export const DEFAULT_RELAY_HOLD_MS = 1_500;
+/** transport 'auto': when TCP punched first, wait this long for UDP before settling for TCP (UDP is preferred: its
+ *  session can migrate when a NAT rebinds and has no head-of-line blocking across streams). */
+export const AUTO_UDP_GRACE_MS = 1_000;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -59,7 +65,12 @@ export type Progress =
   | { phase: 'offer'; peer: string; peerName?: string; candidates: Candidate[]; role: 'initiator' | 'responder'; mode?: string }
   | { phase: 'punching'; pairs: number }
   | { phase: 'path'; kind: SessionPath['kind']; remote: { address: string; port: number }; type: string; rttMs: number | null }
-  | { phase: 'connected'; peer: string; rttMs: number | null };
+  | { phase: 'connected'; peer: string; rttMs: number | null }
+  /** Which transport carries (or will carry) the session and why; e.g. auto without the native addon → UDP. */
+  | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string };
+
+/** 'udp': UDX over UDP hole punching; 'tcp': TCP hole punching (needs the native addon); 'auto': both, see connect(). */
+export type TransportMode = 'udp' | 'tcp' | 'auto';
 
 interface CommonOptions {
   keyPair: KeyPair;
@@ -84,6 +95,8 @@ interface CommonOptions {
   onProgress?: (p: Progress) => void;
   /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
+  /** Which transport to punch (default 'auto': UDP and TCP in parallel; UDP kept when both work). */
+  transport?: TransportMode;
 }
 
 /** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
@@ -202,6 +215,8 @@ interface Attempt {
   ownsEndpoint: boolean;
   /** Checks keep answering the peer briefly after completion; whoever owns the attempt closes them. */
   track?: (c: ConnectivityChecks) => void;
+  /** Why the session runs on this transport (reported in session.path.transportReason). */
+  transportReason?: string;
 }
 
 /** Waits for the rendezvous' scheduled start, bounded. */
@@ -269,21 +284,23 @@ function sessionOptions(a: Attempt) {
  * the handshake as soon as a check succeeds; the responder's UDX stream waits (unconnected) and attaches itself to
  * the address the initiator's first packet comes from, if that address passed an authenticated check.
  */
+function udpInitiatorSession(a: Attempt, result: CheckResult): Promise<Session> {
+  const ids = streamIdsFor(a.connectionId);
+  return Session.establish({
+    ...sessionOptions(a),
+    isInitiator: true,
+    remote: result.remote,
+    localStreamId: ids.initiator,
+    remoteStreamId: ids.responder,
+    expectedRemoteKey: a.peerKey,
+    path: { ...pathOf(result), ...(a.transportReason ? { transportReason: a.transportReason } : {}) },
+    ...(a.recover ? { recover: a.recover } : {}),
+  });
+}
+
 async function attempt(a: Attempt): Promise<Session> {
   const ids = streamIdsFor(a.connectionId);
-  if (a.role === 'initiator') {
-    const result = await punch(a);
-    return Session.establish({
-      ...sessionOptions(a),
-      isInitiator: true,
-      remote: result.remote,
-      localStreamId: ids.initiator,
-      remoteStreamId: ids.responder,
-      expectedRemoteKey: a.peerKey,
-      path: pathOf(result),
-      ...(a.recover ? { recover: a.recover } : {}),
-    });
-  }
+  if (a.role === 'initiator') return udpInitiatorSession(a, await punch(a));
   await waitStart(a);
   a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
   const checks = newChecks(a);
@@ -336,6 +353,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   let relay: RelayPath | null = null;
   const checks: ConnectivityChecks[] = [];
   const lingering = () => checks.forEach((c) => c.close());
+  const mode = options.transport ?? 'auto';
+  let tcp: TcpLocal | null = null;
   /** Remote candidates plus, with a relay, the same peers reached through it (loopback proxies, lowest priority). */
   const withRelay = async (remote: Candidate[]): Promise<Candidate[]> => {
     if (!relay) return remote;
@@ -361,13 +380,19 @@ export async function connect(options: ConnectOptions): Promise<Session> {
             });
       local = dedupeCandidates([...local, relay.candidate()]);
     }
+    // TCP transport (issue 7): TCP candidates on a reuseport port P next to the UDP ones.
+    const gathered = await gatherTcp(mode, options, local, logger, signal);
+    tcp = gathered.tcp;
+    const transportReason = gathered.reason;
+    if (tcp) local = dedupeCandidates([...local, ...tcp.candidates]);
+    if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
     let session: Session;
     if (options.peer) {
-      session = await attempt({
+      session = await initiate({
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
         local, remote: await withRelay(options.peer.candidates), keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
-        track: (c) => checks.push(c),
-      });
+        track: (c) => checks.push(c), ...(transportReason ? { transportReason } : {}),
+      }, tcp, mode);
     } else {
       const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
       rendezvous = rv;
@@ -391,12 +416,16 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         });
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
-      session = await attempt({
+      session = await initiate({
         endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
         keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-      });
+        ...(transportReason ? { transportReason } : {}),
+      }, tcp, mode);
     }
+    // Port P is no longer needed: the punched connection (if TCP won) lives on by itself.
+    tcp?.close();
+    if (session.transport === 'tcp' && ownsEndpoint) session.once('close', () => void endpoint.close().catch(() => {}));
     const usedRelay = relay;
     if (usedRelay && session.path.kind !== 'relay') {
       // Direct won the race: release the allocation now.
@@ -412,6 +441,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     return session;
   } catch (err) {
     lingering();
+    tcp?.close();
     rendezvous?.close();
     await relay?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
@@ -469,6 +499,14 @@ export class Listener extends EventEmitter {
   #reflexive: { address: string; port: number } | null = null;
   #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
   #ownsEndpoint: boolean;
+  #tcp: TcpLocal | null = null;
+  #mode: TransportMode = 'auto';
+
+  /** @internal listen() hands over the TCP side (port P and its candidates, already in `local`). */
+  attachTcp(tcp: TcpLocal | null, mode: TransportMode): void {
+    this.#tcp = tcp;
+    this.#mode = mode;
+  }
 
   /** @internal use listen() */
   constructor(endpoint: UdxEndpoint, local: Candidate[], options: ListenOptions, ownsEndpoint = true) {
@@ -541,7 +579,7 @@ export class Listener extends EventEmitter {
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     try {
-      const session = await attempt({
+      const session = await respond({
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
         local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
@@ -551,7 +589,7 @@ export class Listener extends EventEmitter {
           this.#checks.add(c);
           setTimeout(() => this.#checks.delete(c), 60_000).unref();
         },
-      });
+      }, this.#tcp, this.#mode);
       if (this.#closed) {
         await session.close();
         return null;
@@ -596,6 +634,7 @@ export class Listener extends EventEmitter {
     this.#rendezvous?.close();
     for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'listener closed'));
     for (const c of this.#checks) c.close();
+    this.#tcp?.close();
     await Promise.all([...this.#sessions].map((s) => s.close()));
     if (this.#ownsEndpoint) await this.endpoint.close();
     this.emit('close');
@@ -606,22 +645,213 @@ export class Listener extends EventEmitter {
 export async function listen(options: ListenOptions): Promise<Listener> {
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
+  let tcp: TcpLocal | null = null;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
-    const local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    const mode = options.transport ?? 'auto';
+    const gathered = await gatherTcp(mode, options, local, options.logger ?? silentLogger, options.signal);
+    tcp = gathered.tcp;
+    if (tcp) local = dedupeCandidates([...local, ...tcp.candidates]);
+    if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
     if (options.relay && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
     }
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
+    listener.attachTcp(tcp, mode);
+    tcp = null; // the listener owns it now
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();
       throw err;
     });
     return listener;
   } catch (err) {
+    tcp?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
     throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// TCP transport (issue 7): gathering, the initiator's choice between UDP and TCP, the responder accepting either.
+
+/**
+ * Opens the TCP side for `mode` ('udp': none). Without the addon, 'tcp' fails with ADDON_UNAVAILABLE and 'auto'
+ * carries on over UDP with the reason. The srflx TCP candidate comes from STUN over TCP at the rendezvous' address.
+ */
+async function gatherTcp(
+  mode: TransportMode,
+  options: CommonOptions,
+  udpLocal: Candidate[],
+  logger: Logger,
+  signal?: AbortSignal,
+): Promise<{ tcp: TcpLocal | null; reason?: string }> {
+  if (mode === 'udp') return { tcp: null };
+  if (mode !== 'tcp' && mode !== 'auto') throw new NatpunchError('BAD_ARGUMENT', `transport must be udp, tcp or auto (got ${String(mode)})`);
+  const status = addonStatus();
+  if (!status.available) {
+    if (mode === 'tcp') throw new NatpunchError('ADDON_UNAVAILABLE', `TCP transport unavailable: ${status.reason}`, { details: { reason: status.reason } });
+    return { tcp: null, reason: `TCP hole punching unavailable (${status.reason}); using UDP` };
+  }
+  const spec = options.rendezvous;
+  const rv = !spec || typeof spec === 'function' ? null : typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  try {
+    const tcp = await openTcpLocal({
+      hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
+      ...(rv ? { stun: rv } : {}),
+      ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+      ...(signal ? { signal } : {}),
+      logger,
+    });
+    return { tcp };
+  } catch (err) {
+    if (mode === 'tcp') throw err;
+    return { tcp: null, reason: `TCP unavailable (${(err as Error).message}); using UDP` };
+  }
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: Error };
+const settle = <T>(p: Promise<T>): Promise<Settled<T>> => p.then((value) => ({ ok: true as const, value }), (error: Error) => ({ ok: false as const, error }));
+
+function tcpPathProgress(a: Attempt, r: TcpPunchResult): void {
+  const type = r.candidate.type ?? 'prflx';
+  a.options.onProgress?.({ phase: 'path', kind: type === 'host' ? 'lan' : 'direct', remote: { address: r.candidate.address, port: r.candidate.port }, type: `tcp-${type}`, rttMs: null });
+}
+
+function tcpSessionOptions(a: Attempt, signal: AbortSignal, transportReason?: string) {
+  return {
+    keyPair: a.keyPair,
+    peerKey: a.peerKey,
+    ...(a.allow !== undefined ? { allow: a.allow } : {}),
+    ...(a.options.keepAliveMs !== undefined ? { keepAliveMs: a.options.keepAliveMs } : {}),
+    ...(a.options.idleTimeoutMs !== undefined ? { idleTimeoutMs: a.options.idleTimeoutMs } : {}),
+    logger: a.logger,
+    signal,
+    ...(transportReason ? { transportReason } : {}),
+  };
+}
+
+/**
+ * The initiator: 'tcp' punches TCP only; 'auto' punches UDP and TCP in parallel and runs the Noise handshake on ONE
+ * of them (so the responder ends up with exactly one session): UDP when its check succeeds first, or within
+ * AUTO_UDP_GRACE_MS of TCP's connection; TCP when UDP fails or is slower than that. The loser is closed.
+ */
+async function initiate(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): Promise<Session> {
+  if (!tcp || mode === 'udp') return attempt(a);
+  const progress = (transport: 'udp' | 'tcp', reason: string) => a.options.onProgress?.({ phase: 'transport', transport, reason });
+  const tcpOpts = (signal: AbortSignal) => ({ local: tcp, role: 'initiator' as const, remote: a.remote, signal, logger: a.logger });
+  if (mode === 'tcp') {
+    await waitStart(a);
+    a.options.onProgress?.({ phase: 'punching', pairs: tcpCandidatesOf(a.remote).length });
+    const punched = await punchTcp(tcpOpts(a.signal));
+    tcpPathProgress(a, punched);
+    return sessionOverTcp('initiator', punched, tcpSessionOptions(a, a.signal, 'transport tcp requested'));
+  }
+  if (tcpCandidatesOf(a.remote).length === 0) {
+    const reason = 'the peer offered no TCP candidates; using UDP';
+    return attempt({ ...a, transportReason: reason });
+  }
+  const udpAc = new AbortController();
+  const tcpAc = new AbortController();
+  const udpSignal = AbortSignal.any([a.signal, udpAc.signal]);
+  const tcpSignal = AbortSignal.any([a.signal, tcpAc.signal]);
+  const udpP = settle(punch({ ...a, signal: udpSignal }));
+  const tcpP = settle(waitStart(a).then(() => punchTcp(tcpOpts(tcpSignal))));
+  let udp: Settled<CheckResult> | undefined;
+  let tcpR: Settled<TcpPunchResult> | undefined;
+  await Promise.race([udpP.then((x) => (udp = x)), tcpP.then((x) => (tcpR = x))]);
+  let choice: 'udp' | 'tcp';
+  let reason: string;
+  if (udp?.ok) {
+    choice = 'udp';
+    reason = 'UDP punched first (preferred)';
+  } else if (udp) {
+    tcpR = await tcpP;
+    choice = 'tcp';
+    reason = `UDP failed (${udp.error.message})`;
+  } else if (tcpR?.ok) {
+    let timer: NodeJS.Timeout | undefined;
+    const late = await Promise.race([udpP, new Promise<null>((r) => (timer = setTimeout(() => r(null), AUTO_UDP_GRACE_MS)))]);
+    clearTimeout(timer);
+    if (late?.ok) {
+      udp = late;
+      choice = 'udp';
+      reason = `both punched; UDP preferred`;
+    } else {
+      choice = 'tcp';
+      reason = late ? `UDP failed (${late.error.message})` : `TCP connected and UDP did not within ${AUTO_UDP_GRACE_MS} ms`;
+    }
+  } else {
+    udp = await udpP;
+    choice = 'udp';
+    reason = `TCP failed (${(tcpR as { error: Error } | undefined)?.error.message})`;
+  }
+  if (choice === 'udp') {
+    tcpAc.abort(new NatpunchError('ABORTED', 'UDP chosen'));
+    void tcpP.then((x) => x.ok && x.value.socket.destroy());
+    if (!udp?.ok) {
+      if (a.signal.aborted) throw (udp as { error: Error }).error;
+      throw new NatpunchError('PUNCH_FAILED', `no path to the peer over UDP (${(udp as { error: Error }).error.message}) nor TCP (${reason})`, { cause: (udp as { error: Error }).error });
+    }
+    if (tcpR?.ok === false && tcpR.error) progress('udp', reason); // a plain UDP win is the normal case: path info only
+    a.options.onProgress?.({ phase: 'path', kind: pathKind(udp.value), remote: udp.value.remote, type: udp.value.remoteCandidate.type, rttMs: udp.value.rttMs });
+    return udpInitiatorSession({ ...a, transportReason: reason }, udp.value);
+  }
+  udpAc.abort(new NatpunchError('ABORTED', 'TCP chosen'));
+  if (!tcpR?.ok) {
+    if (a.signal.aborted) throw (tcpR as { error: Error }).error;
+    throw new NatpunchError('PUNCH_FAILED', `no path to the peer over UDP (${reason}) nor TCP (${(tcpR as { error: Error }).error.message})`, { cause: (tcpR as { error: Error }).error });
+  }
+  progress('tcp', reason);
+  tcpPathProgress(a, tcpR.value);
+  try {
+    return await sessionOverTcp('initiator', tcpR.value, tcpSessionOptions(a, a.signal, reason));
+  } catch (err) {
+    // The peer's port accepted and closed at once: it was not punching TCP for us (e.g. it got no TCP candidates).
+    if (udp && !udp.ok && isNatpunchError(err, 'HANDSHAKE_FAILED') && /closed during the handshake/.test((err as Error).message)) {
+      throw new NatpunchError('PUNCH_FAILED', `no path to the peer over UDP (${udp.error.message}) nor TCP (the peer closed the connection before the handshake)`, { cause: udp.error });
+    }
+    throw err;
+  }
+}
+
+/**
+ * The responder: accepts the session on whichever transport the initiator starts the handshake on (UDP attempt and
+ * TCP punch + handshake run in parallel; the first session wins and the other attempt is aborted).
+ */
+async function respond(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): Promise<Session> {
+  const tcpOk = tcp !== null && mode !== 'udp' && tcpCandidatesOf(a.remote).length > 0;
+  if (!tcpOk) {
+    if (mode === 'tcp') throw new NatpunchError('PUNCH_FAILED', 'the peer offered no TCP candidates and this listener takes TCP only');
+    return attempt(a);
+  }
+  const udpAc = new AbortController();
+  const tcpAc = new AbortController();
+  const tcpSignal = AbortSignal.any([a.signal, tcpAc.signal]);
+  const tcpS = (async () => {
+    await waitStart(a);
+    const punched = await punchTcp({ local: tcp, role: 'responder', remote: a.remote, signal: tcpSignal, logger: a.logger });
+    tcpPathProgress(a, punched);
+    return sessionOverTcp('responder', punched, tcpSessionOptions(a, tcpSignal));
+  })();
+  if (mode === 'tcp') return tcpS;
+  const udpS = attempt({ ...a, signal: AbortSignal.any([a.signal, udpAc.signal]) });
+  try {
+    const s = await Promise.any([udpS, tcpS]);
+    (s.transport === 'tcp' ? udpAc : tcpAc).abort(new NatpunchError('ABORTED', `the session runs over ${s.transport}`));
+    for (const p of [udpS, tcpS]) {
+      void p.then(
+        (o) => {
+          if (o !== s) void o.close();
+        },
+        () => {},
+      );
+    }
+    return s;
+  } catch (err) {
+    const errors = (err as AggregateError).errors as Error[] | undefined;
+    throw errors?.[0] ?? err;
   }
 }

@@ -6,6 +6,9 @@
 //     the connected fd is then handed to `new net.Socket({ fd })`.
 //   * IP_TTL / IPV6_UNICAST_HOPS get and set on any socket fd (STUNT low-TTL SYNs, TTL discovery).
 //   * Raw sockets (SOCK_RAW, needs CAP_NET_RAW): ICMP send/receive, with the source address.
+//   * Packet capture sockets (AF_PACKET, SOCK_DGRAM, needs CAP_NET_RAW): the IPv4 packets this host sends, so the
+//     sequence-number techniques (STUNT #1, NATBlaster) can read the ISN and options of the kernel's own SYN. An
+//     IPv4 raw socket only ever receives inbound packets (raw(7)); a packet socket also sees PACKET_OUTGOING ones.
 //
 // Every function works on plain file descriptors and is synchronous and non-blocking; waiting is done by FdWatcher.
 // Errors are thrown as Error objects with `code` (e.g. 'EADDRINUSE'), `errno` (negative, libuv style) and `syscall`.
@@ -16,6 +19,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/if_packet.h>
+#include <net/ethernet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
@@ -140,6 +146,85 @@ Napi::Value RawSocket(const Napi::CallbackInfo& info) {
     }
   }
   return Napi::Number::New(env, fd);
+}
+
+// packetSocket(ifindex: number, tcpPort?: number) -> fd. AF_PACKET/SOCK_DGRAM (no link-layer header), bound to one interface (0 = all).
+// Needs CAP_NET_RAW. Non-blocking, close-on-exec. It listens for ETH_P_ALL because Linux hands OUTGOING packets only
+// to ETH_P_ALL taps (dev_queue_xmit_nit); recvPacket skips everything that is not IPv4. With tcpPort, a classic BPF
+// filter keeps only TCP segments from or to that port, so a busy host does not wake us for every packet.
+Napi::Value PacketSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = ArgInt(info, 0, "ifindex");
+  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL));
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  int tcpPort = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 0;
+  if (tcpPort < 0 || tcpPort > 65535) {
+    close(fd);
+    throw Napi::RangeError::New(env, "tcpPort must be 0..65535");
+  }
+  if (tcpPort > 0) {
+    // On a SOCK_DGRAM packet socket the filter sees the packet from its network header on.
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 9),                                  // IPv4 protocol
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, 0, 6),
+        BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0),                                 // X = IPv4 header length
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 0),                                  // TCP source port
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(tcpPort), 2, 0),
+        BPF_STMT(BPF_LD | BPF_H | BPF_IND, 2),                                  // TCP destination port
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(tcpPort), 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, 0x40000),                                     // accept
+        BPF_STMT(BPF_RET | BPF_K, 0),                                           // drop
+    };
+    sock_fprog prog = {static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)) != 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, err, "setsockopt");
+    }
+  }
+  sockaddr_ll sll;
+  memset(&sll, 0, sizeof(sll));
+  sll.sll_family = AF_PACKET;
+  sll.sll_protocol = htons(ETH_P_ALL);
+  sll.sll_ifindex = ifindex;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) != 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "bind");
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// recvPacket(fd, maxBytes) -> { data, outgoing, ifindex } or null when nothing is queued. For packet sockets.
+Napi::Value RecvPacket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  int max = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Int32Value() : 65535;
+  if (max < 1 || max > 65535) max = 65535;
+  std::string buf(static_cast<size_t>(max), '\0');
+  sockaddr_ll sll;
+  socklen_t len;
+  ssize_t n;
+  for (int skipped = 0;; skipped++) {
+    len = sizeof(sll);
+    n = recvfrom(fd, &buf[0], buf.size(), 0, reinterpret_cast<sockaddr*>(&sll), &len);
+    if (n < 0 && errno == EINTR) continue;
+    // Not IPv4 (ARP, IPv6...): skip, a bounded number of times per call (the poll stays readable for the rest).
+    if (n >= 0 && sll.sll_protocol != htons(ETH_P_IP)) {
+      if (skipped < 64) continue;
+      return env.Null();
+    }
+    break;
+  }
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return env.Null();
+    ThrowErrno(env, errno, "recvfrom");
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("data", Napi::Buffer<char>::Copy(env, buf.data(), static_cast<size_t>(n)));
+  o.Set("outgoing", Napi::Boolean::New(env, sll.sll_pkttype == PACKET_OUTGOING));
+  o.Set("ifindex", Napi::Number::New(env, sll.sll_ifindex));
+  return o;
 }
 
 // bind(fd, address, port)
@@ -373,6 +458,8 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpSocket", Napi::Function::New(env, TcpSocket));
   exports.Set("rawSocket", Napi::Function::New(env, RawSocket));
+  exports.Set("packetSocket", Napi::Function::New(env, PacketSocket));
+  exports.Set("recvPacket", Napi::Function::New(env, RecvPacket));
   exports.Set("bind", Napi::Function::New(env, Bind));
   exports.Set("listen", Napi::Function::New(env, Listen));
   exports.Set("connect", Napi::Function::New(env, Connect));

@@ -822,6 +822,8 @@ function conntrackTimeouts(nat: ResolvedNatOptions): string[] {
   return [
     `echo ${t} > /proc/sys/net/netfilter/nf_conntrack_udp_timeout`,
     `echo ${t} > /proc/sys/net/netfilter/nf_conntrack_udp_timeout_stream`,
+    // rewriteTcpSequence (nat.ts): liberal TCP window tracking, so mismatching acknowledgments reach the host
+    `echo ${nat.rewriteTcpSequence ? 1 : 0} > /proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal`,
   ];
 }
 

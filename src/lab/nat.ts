@@ -13,6 +13,9 @@ import { NatpunchError } from '../util/errors.js';
  * | symmetric-sequential  | address-and-port-dependent   | address-and-port-dependent     | snat to numgen inc → port map (delta 1)   |
  * | symmetric-random      | address-and-port-dependent   | address-and-port-dependent     | masquerade fully-random                   |
  * | udp-blocked           | (TCP: as port-restricted)    | all UDP dropped / rejected     | forward-chain drop of UDP                 |
+ *
+ * Two additive TCP options model the NAT behaviours the sequence-number techniques (STUNT #1, NATBlaster) are about
+ * (Guha & Francis, IMC 2005 §4): `dropSynAfterSyn` and `translateOutboundSynAck`, both off by default.
  */
 export type NatType =
   | 'full-cone'
@@ -49,6 +52,30 @@ export interface NatOptions {
   stealth?: boolean;
   /** Forward ICMP errors (RFC 5508 §4) for mapped flows to the LAN host. Default true. */
   forwardIcmpErrors?: boolean;
+  /**
+   * Drop an inbound TCP SYN (without ACK) that follows an outbound SYN of the same flow, before conntrack sees it
+   * (so a simultaneous open never gets in and the entry stays in SYN_SENT); inbound SYN-ACKs still pass. P2P-NAT
+   * and STUNT #2 fail on such a NAT; STUNT #1 and NATBlaster do not need the SYN. Default false.
+   */
+  dropSynAfterSyn?: boolean;
+  /**
+   * Translate an outbound SYN-ACK sent on a flow whose entry is still in SYN_SENT (NATBlaster's crafted packet).
+   * Linux conntrack calls that packet INVALID and does not NAT it, so by default it leaves with the private source
+   * and is lost; with this option the router rewrites it statelessly to the flow's public endpoint, as the NATs
+   * NATBlaster was designed for do. Default false (plain Linux behaviour).
+   */
+  translateOutboundSynAck?: boolean;
+  /**
+   * Rewrite TCP sequence numbers, as ISN-randomising firewalls do (e.g. pf "modulate state"): add 2^31 to the
+   * sequence number of every outbound segment and subtract it from the acknowledgment number of every inbound one.
+   * nftables can set a header field only to a constant or a bitwise expression of itself, not add to it, and
+   * conntrack's sequence adjustment (seqadj) is driven only by helpers and synproxy; XOR of the top bit IS addition
+   * of 2^31 modulo 2^32, so `tcp sequence set tcp sequence ^ 0x80000000` is an exact constant offset. Ordinary TCP
+   * works through it; the sequence-number techniques cannot (their SYN-ACKs carry the ISN the host sent, not the
+   * one the far side saw). Conntrack runs in liberal window mode here so the router forwards the mismatching
+   * SYN-ACK (the host then sees the wrong acknowledgment) instead of answering it with RST itself. Default false.
+   */
+  rewriteTcpSequence?: boolean;
 }
 
 export type ResolvedNatOptions = Required<NatOptions>;
@@ -60,7 +87,13 @@ export const NAT_DEFAULTS: ResolvedNatOptions = {
   portPreservation: true,
   stealth: false,
   forwardIcmpErrors: true,
+  dropSynAfterSyn: false,
+  translateOutboundSynAck: false,
+  rewriteTcpSequence: false,
 };
+
+/** The constant sequence offset of `rewriteTcpSequence` (2^31: XOR of the top bit, see there). */
+export const SEQUENCE_REWRITE_OFFSET = 0x80000000;
 
 /** Ports a cone NAT with port preservation off allocates from (above Linux's ephemeral range 32768-60999). */
 export const PORT_PRESERVATION_OFF_RANGE = '61000-65000';
@@ -97,6 +130,29 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
     const els: string[] = [];
     for (let i = 0; i < SEQUENTIAL_POOL_SIZE; i++) els.push(`${i} : ${SEQUENTIAL_BASE_PORT + i}`);
     L.push(`  map seq { typeof numgen inc mod ${SEQUENTIAL_POOL_SIZE} : th sport; elements = { ${els.join(', ')} } }`);
+  }
+
+  if (nat.dropSynAfterSyn) {
+    // (remote address, remote port, our external port) of every outbound SYN, learnt after SNAT.
+    L.push(`  set synout { type ipv4_addr . inet_service . inet_service; flags dynamic,timeout; timeout ${t}s; }`);
+    // Priority raw (-300): before conntrack, so the entry never sees the crossing SYN (stays SYN_SENT).
+    L.push('  chain rawpre { type filter hook prerouting priority raw; policy accept;');
+    L.push('    iifname "wan" tcp flags & (syn | ack) == syn ip saddr . tcp sport . tcp dport @synout drop');
+    L.push('  }');
+  }
+  if (nat.rewriteTcpSequence) {
+    // Inbound: before conntrack (raw), so the tracker sees acknowledgments in the LAN host's sequence space.
+    L.push('  chain seqin { type filter hook prerouting priority raw; policy accept;');
+    L.push(`    iifname "wan" tcp flags & ack == ack tcp ackseq set tcp ackseq ^ ${SEQUENCE_REWRITE_OFFSET}`);
+    L.push('  }');
+    // Outbound: after conntrack and NAT, the last thing done to the packet.
+    L.push('  chain seqout { type filter hook postrouting priority srcnat + 10; policy accept;');
+    L.push(`    oifname "wan" meta l4proto tcp tcp sequence set tcp sequence ^ ${SEQUENCE_REWRITE_OFFSET}`);
+    L.push('  }');
+  }
+  if (nat.translateOutboundSynAck) {
+    // internal endpoint -> external port of its flows (the reverse of eim), for the stateless rewrite below.
+    L.push(`  map ime { type ipv4_addr . inet_service : inet_service; flags dynamic,timeout; timeout ${t}s; }`);
   }
 
   // DNAT: only packets that start a new conntrack are seen by nat chains.
@@ -139,6 +195,19 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
   // Only LAN-initiated flows (original direction): replies of flows let in by DNAT must not add entries.
   L.push('    iifname "lan" oifname "wan" ct direction original meta l4proto { udp, tcp } update @eim { meta l4proto . ct reply proto-dst timeout ' +
     `${t}s : ct original ip saddr . ct original proto-src }`);
+  if (nat.dropSynAfterSyn) {
+    L.push('    iifname "lan" oifname "wan" tcp flags & (syn | ack) == syn update @synout { ip daddr . tcp dport . tcp sport }');
+  }
+  if (nat.translateOutboundSynAck) {
+    L.push(
+      `    iifname "lan" oifname "wan" ct direction original meta l4proto tcp update @ime { ct original ip saddr . ct original proto-src timeout ${t}s : ct reply proto-dst }`,
+    );
+    // conntrack left the SYN-ACK untracked (INVALID), so no NAT happened: rewrite the source to the flow's public
+    // endpoint (nft fixes the IP and TCP checksums, pseudo-header included).
+    L.push(
+      `    iifname "lan" oifname "wan" ct state invalid tcp flags & (syn | ack | rst) == syn | ack tcp sport set ip saddr . tcp sport map @ime ip saddr set ${publicAddr}`,
+    );
+  }
   if (nat.type === 'restricted-cone') {
     L.push(
       `    iifname "lan" oifname "wan" ct direction original meta l4proto { udp, tcp } update @adf { meta l4proto . ct reply proto-dst . ip daddr timeout ${t}s }`,

@@ -32,6 +32,13 @@ export interface NativeFdWatcher {
 export interface NativeAddon {
   tcpSocket(family: 4 | 6): number;
   rawSocket(family: 4 | 6, protocol: number, headerIncluded: boolean): number;
+  /**
+   * AF_PACKET capture of IPv4 packets on one interface (0: all), both directions; with tcpPort only TCP segments
+   * from or to that port (a BPF filter in the kernel). Optional: older builds lack it.
+   */
+  packetSocket?(ifindex: number, tcpPort?: number): number;
+  /** null when nothing is queued. `outgoing`: the packet was sent by this host (PACKET_OUTGOING). */
+  recvPacket?(fd: number, maxBytes?: number): { data: Buffer; outgoing: boolean; ifindex: number } | null;
   bind(fd: number, address: string, port: number): void;
   listen(fd: number, backlog: number): void;
   /** true: connected at once; false: in progress (wait for writable, then socketError). */

@@ -24,6 +24,7 @@ export const FrameType = {
   PONG: 0x09,
   GOODBYE: 0x0a, // the session is being closed on purpose
   RESUME: 0x0b, // after a transport swap: u16 count, then per stream id u32, received u64, granted u64, flags u8
+  DATAGRAM: 0x0c, // a datagram carried as a frame (TCP sessions, which have no unreliable channel); stream id 0
 } as const;
 
 export const MUX_VERSION = 1;
@@ -399,6 +400,9 @@ export class Mux extends EventEmitter {
       case FrameType.RESUME:
         this.#onResume(payload);
         return;
+      case FrameType.DATAGRAM:
+        this.emit('datagram', Buffer.from(payload));
+        return;
       default:
         return; // unknown frame types are ignored so later versions can add some
     }
@@ -460,6 +464,32 @@ export class Mux extends EventEmitter {
     const streams = [...this.#streams.values()];
     this.#streams.clear();
     for (const s of streams) s.destroy(err);
+  }
+
+  /**
+   * Resolves once every stream whose writer has called end() has handed all its bytes and its END to the
+   * transport (the 'finish' event), or after `timeoutMs`. Closing without this would throw away data a caller
+   * already wrote and ended — the credit window can hold back up to a whole window per stream.
+   */
+  async drainEnded(timeoutMs: number): Promise<void> {
+    const pending = [...this.#streams.values()].filter((s) => s.writableEnded && !s.writableFinished && !s.destroyed);
+    if (pending.length === 0 || this.#dead) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(
+        pending.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.once('finish', () => resolve());
+              s.once('close', () => resolve());
+            }),
+        ),
+      ),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Orderly local close: open streams are destroyed without an error. */

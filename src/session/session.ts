@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { createRequire } from 'node:module';
+import type net from 'node:net';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { FirstByte } from '../net/demux.js';
@@ -25,6 +26,8 @@ export const MAX_DATAGRAM_BYTES = 1150;
 const KEEPALIVE_TICK_MS = 500;
 /** First silence probe after this long without hearing from the peer (then 2×, 4× ... up to the keepalive). */
 export const SILENCE_PROBE_MS = 2_000;
+/** How long close() lets ended streams hand their remaining bytes to the transport before it says goodbye. */
+export const CLOSE_DRAIN_MS = 5_000;
 /** How long close() waits for the peer to acknowledge the end of the encrypted stream. */
 const CLOSE_GRACE_MS = 2_000;
 /** Probe kinds of the session's path keepalives on the 0xF1 channel (src/traversal/checks.ts uses 1..4). */
@@ -61,6 +64,10 @@ export interface SessionPath {
   remote: { address: string; port: number };
   candidatePair: { local: Candidate | null; remote: Candidate | null } | null;
   rttMs: number | null;
+  /** The transport under the session: 'udp' (UDX; the default when absent) or 'tcp' (a TCP-punched connection). */
+  transport?: 'udp' | 'tcp';
+  /** Why connect({ transport: 'auto' }) ended up on this transport (e.g. TCP unavailable without the addon). */
+  transportReason?: string;
 }
 
 /** Who may connect: a list of public keys (Buffers or hex ids) or a function deciding per key. */
@@ -111,6 +118,35 @@ export interface SessionOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * A session over a TCP connection (a TCP-punched socket, src/traversal/tcp-p2pnat.ts): the same Noise XX handshake,
+ * key checks, allow list and multiplexed streams as over UDX. What differs: datagrams travel as DATAGRAM frames on the
+ * encrypted stream (so they are reliable and ordered, and dropped only when the socket's send buffer is past
+ * TCP_DATAGRAM_BACKLOG_BYTES); the path cannot migrate (no path probes, no swap): when the connection dies the
+ * session ends with SESSION_LOST.
+ */
+export interface TcpSessionOptions {
+  /** A connected TCP socket; the session owns it from now on (destroys it on close or failure). */
+  socket: net.Socket;
+  isInitiator: boolean;
+  keyPair: KeyPair;
+  expectedRemoteKey?: Uint8Array;
+  allow?: Allow;
+  path?: Partial<SessionPath> | (() => Partial<SessionPath>);
+  keepAliveMs?: number;
+  idleTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+  logger?: Logger;
+  signal?: AbortSignal;
+}
+
+/** On TCP, datagrams are dropped (as UDP would under congestion) when this much is already queued on the socket. */
+export const TCP_DATAGRAM_BACKLOG_BYTES = 256 * 1024;
+
+function unmapV4(address: string | undefined): string {
+  return (address ?? '').replace(/^::ffff:/, '');
+}
+
 /** Both ends derive the pair of UDX stream ids from the connection id (initiator id, responder id), never 0. */
 export function streamIdsFor(connectionId: Uint8Array | string): { initiator: number; responder: number } {
   const h = createHash('sha256').update('natpunch udx stream ids').update(connectionId).digest();
@@ -141,8 +177,10 @@ export class Session extends EventEmitter {
   readonly remotePublicKey: Buffer;
   readonly publicKey: Buffer;
   readonly isInitiator: boolean;
-  #endpoint: UdxEndpoint;
-  #udx: UdxStream;
+  #endpoint: UdxEndpoint | null;
+  #udx: UdxStream | null;
+  /** Set for a session over TCP (then #endpoint and #udx are null). */
+  #tcp: net.Socket | null;
   #holder: { noise: NoiseStream };
   #hh0: Buffer;
   #gen = 0;
@@ -171,11 +209,13 @@ export class Session extends EventEmitter {
     return this.#holder.noise;
   }
 
-  private constructor(options: SessionOptions, udx: UdxStream, holder: { noise: NoiseStream }, mux: Mux) {
+  private constructor(options: SessionOptions, raw: { udx: UdxStream } | { tcp: net.Socket }, holder: { noise: NoiseStream }, mux: Mux) {
     super();
     const noise = holder.noise;
     this.#options = options;
-    this.#endpoint = options.endpoint;
+    const udx = 'udx' in raw ? raw.udx : null;
+    this.#tcp = 'tcp' in raw ? raw.tcp : null;
+    this.#endpoint = udx ? options.endpoint : null;
     this.#udx = udx;
     this.#holder = holder;
     this.#hh0 = Buffer.from(noise.handshakeHash!);
@@ -184,22 +224,28 @@ export class Session extends EventEmitter {
     this.isInitiator = options.isInitiator;
     this.publicKey = options.keyPair.publicKey;
     this.remotePublicKey = Buffer.from(noise.remotePublicKey!);
-    const local = options.endpoint.address();
+    const tcp = this.#tcp;
+    const local = udx ? options.endpoint.address() : { address: unmapV4(tcp!.localAddress), port: tcp!.localPort ?? 0 };
     const given = typeof options.path === 'function' ? options.path() : options.path;
     this.#path = {
       kind: given?.kind ?? 'direct',
       local: given?.local ?? { address: local.address, port: local.port },
-      remote: udx.remoteHost ? { address: udx.remoteHost, port: udx.remotePort } : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
+      remote: tcp
+        ? { address: unmapV4(tcp.remoteAddress), port: tcp.remotePort ?? 0 }
+        : udx!.remoteHost ? { address: udx!.remoteHost, port: udx!.remotePort } : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
       candidatePair: given?.candidatePair ?? null,
       // libudx's smoothed RTT after the handshake's round trips is a better figure than the check's (which may
       // include the peer's start-up); PONGs keep it current.
-      rttMs: udx.rtt > 0 ? udx.rtt : (given?.rttMs ?? null),
+      rttMs: udx && udx.rtt > 0 ? udx.rtt : (given?.rttMs ?? null),
     };
+    if (tcp) this.#path.transport = 'tcp';
+    if (given?.transportReason) this.#path.transportReason = given.transportReason;
     // Path keepalive key and tag come from the Noise handshake hash: only the two ends know them.
     const hh = noise.handshakeHash!;
     this.#pathKey = createHash('sha256').update('natpunch path key').update(hh).digest();
     this.#pathTag = createHash('sha256').update('natpunch path tag').update(hh).digest().subarray(0, 16);
-    this.#offProbe = this.#endpoint.onMessage((msg, rinfo) => this.#onPathProbe(msg, rinfo));
+    this.#offProbe = this.#endpoint ? this.#endpoint.onMessage((msg, rinfo) => this.#onPathProbe(msg, rinfo)) : () => {};
+    mux.on('datagram', (b: Buffer) => this.emit('datagram', b)); // DATAGRAM frames (TCP sessions)
 
     mux.on('stream', (s: MuxStream) => this.emit('stream', s));
     mux.on('pong', (seq: number) => {
@@ -264,7 +310,40 @@ export class Session extends EventEmitter {
     }
     const udx = options.udxStream ?? options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote!.port, options.remote!.address);
     const where = () => (udx.remoteHost ? `${udx.remoteHost}:${udx.remotePort}` : 'the peer');
-    const noise = new SecretStream(options.isInitiator, udx, { keyPair: options.keyPair });
+    return Session.#handshake(options, { udx }, udx, where, SecretStream, logger, timeoutMs);
+  }
+
+  /** Runs the Noise XX handshake over a connected TCP socket (see TcpSessionOptions). Same checks as establish(). */
+  static establishTcp(options: TcpSessionOptions): Promise<Session> {
+    if (options.isInitiator && !options.expectedRemoteKey) {
+      options.socket.destroy();
+      return Promise.reject(new NatpunchError('BAD_ARGUMENT', 'the initiator must know the key it connects to'));
+    }
+    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const logger = options.logger ?? silentLogger;
+    const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    const socket = options.socket;
+    socket.setNoDelay(true);
+    const where = () => `tcp ${unmapV4(socket.remoteAddress)}:${socket.remotePort ?? 0}`;
+    if (socket.destroyed || !socket.writable) {
+      socket.destroy();
+      return Promise.reject(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake (the connection was already closed)`));
+    }
+    // Internal options: no UDX endpoint; everything UDX-specific is off for a TCP session.
+    const sessionOptions = { ...options, endpoint: null, localStreamId: 0, remoteStreamId: 0, reconnectGraceMs: 0 } as unknown as SessionOptions;
+    return Session.#handshake(sessionOptions, { tcp: socket }, socket, where, SecretStream, logger, timeoutMs);
+  }
+
+  static #handshake(
+    options: SessionOptions,
+    raw: { udx: UdxStream } | { tcp: net.Socket },
+    rawStream: { destroy(): void },
+    where: () => string,
+    SecretStream: new (init: boolean, raw: unknown, opts: unknown) => NoiseStream,
+    logger: Logger,
+    timeoutMs: number,
+  ): Promise<Session> {
+    const noise = new SecretStream(options.isInitiator, rawStream, { keyPair: options.keyPair });
     noise.on('error', () => {}); // handled through 'close' and the promise below
 
     return new Promise<Session>((resolve, reject) => {
@@ -280,7 +359,7 @@ export class Session extends EventEmitter {
         noise.off('data', onEarlyData);
         if (err) {
           noise.destroy();
-          udx.destroy();
+          rawStream.destroy();
           reject(err);
         } else resolve(session!);
       };
@@ -319,7 +398,7 @@ export class Session extends EventEmitter {
       };
 
       const makeSession = () => {
-        const session = new Session(options, udx, holder, mux!);
+        const session = new Session(options, raw, holder, mux!);
         noise.off('data', onEarlyData);
         for (const f of frames.splice(0)) mux!.onFrame(f);
         return session;
@@ -374,6 +453,11 @@ export class Session extends EventEmitter {
     });
   }
 
+  /** 'tcp' for a session over a TCP-punched connection, else 'udp' (UDX, possibly through a relay). */
+  get transport(): 'udp' | 'tcp' {
+    return this.#tcp ? 'tcp' : 'udp';
+  }
+
   get path(): SessionPath {
     return { ...this.#path, local: { ...this.#path.local }, remote: { ...this.#path.remote } };
   }
@@ -392,6 +476,11 @@ export class Session extends EventEmitter {
   sendDatagram(buf: Uint8Array): void {
     if (this.#closed) throw this.#closeError ?? new NatpunchError('SESSION_CLOSED', 'the session is closed');
     if (buf.length > MAX_DATAGRAM_BYTES) throw new NatpunchError('BAD_ARGUMENT', `datagram of ${buf.length} bytes exceeds ${MAX_DATAGRAM_BYTES}`);
+    if (this.#tcp) {
+      // TCP has no unreliable channel: a DATAGRAM frame on the encrypted stream, dropped under backpressure.
+      if (this.#tcp.writableLength <= TCP_DATAGRAM_BACKLOG_BYTES) this.#mux.sendControl(FrameType.DATAGRAM, 0, buf);
+      return;
+    }
     this.#noise.trySend(buf);
   }
 
@@ -431,6 +520,7 @@ export class Session extends EventEmitter {
    */
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
+    if (!this.#endpoint || !this.#udx) throw new NatpunchError('BAD_ARGUMENT', 'a session over TCP cannot move to another path');
     if (this.#swap || this.#udx.destroyed || this.#noise.destroyed || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
       await this.#startSwap(remote, path);
       return;
@@ -478,7 +568,7 @@ export class Session extends EventEmitter {
       if (this.#swap !== sw) return;
       this.#dropSwap(sw);
       // A move that did not happen (say a replayed request) costs nothing while the current transport still works.
-      if (this.#noise.destroyed || this.#udx.destroyed || this.#lostTimer) {
+      if (this.#noise.destroyed || this.#udx?.destroyed || this.#lostTimer) {
         this.#die(new NatpunchError('SESSION_LOST', `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`));
       }
     }, SWAP_TIMEOUT_MS);
@@ -497,7 +587,7 @@ export class Session extends EventEmitter {
   }
 
   #openSwapTransport(sw: Swap): void {
-    if (sw.udx || this.#closed) return;
+    if (sw.udx || this.#closed || !this.#endpoint) return;
     const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
     const ids = this.#resumeIds(sw.gen);
     try {
@@ -534,7 +624,7 @@ export class Session extends EventEmitter {
     this.#holder.noise = noise;
     this.#udx = sw.udx!;
     old.noise.destroy();
-    old.udx.destroy();
+    old.udx?.destroy();
     this.#attach(noise);
     // First thing on the new transport: what we have of every stream, so the peer resends exactly the rest.
     noise.write(this.#mux.beginResume());
@@ -561,7 +651,7 @@ export class Session extends EventEmitter {
     this.#pathTag.copy(b, 2);
     b.writeUInt32BE(gen, 18);
     createHmac('sha256', this.#pathKey).update(b.subarray(0, 22)).digest().copy(b, 22, 0, 16);
-    this.#endpoint.send(b, to.port, to.address);
+    this.#endpoint?.send(b, to.port, to.address);
   }
 
   #onSwapProbe(kind: number, gen: number, from: { address: string; port: number }): void {
@@ -670,7 +760,7 @@ export class Session extends EventEmitter {
    * means the peer's NAT rebound its mapping: migrate to it (QUIC does the same, RFC 9000 §9.3).
    */
   #sendPathProbe(): void {
-    if (this.#closed) return;
+    if (this.#closed || !this.#endpoint) return;
     const b = Buffer.allocUnsafe(PATH_PROBE_BYTES);
     b[0] = FirstByte.PROBE;
     b[1] = PATH_PROBE;
@@ -711,6 +801,7 @@ export class Session extends EventEmitter {
     this.#teardown();
     this.#mux.fail(err);
     this.#noise.destroy();
+    this.#tcp?.destroy();
     void this.#releaseEndpoint().then(() => this.emit('close', err));
   }
 
@@ -725,18 +816,26 @@ export class Session extends EventEmitter {
   }
 
   async #releaseEndpoint(): Promise<void> {
-    if (this.#options.ownsEndpoint) await this.#endpoint.close().catch(() => {});
+    this.#tcp?.destroy();
+    if (this.#options.ownsEndpoint && this.#endpoint) await this.#endpoint.close().catch(() => {});
   }
 
   /** Closes the session: tells the peer (its open streams end with SESSION_CLOSED), ends ours without error. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     if (this.#closed) return (this.#closing = Promise.resolve());
+    // Streams that were ended by their writer still deliver what they hold (bounded), as a socket's end() would.
+    this.#closing = this.#mux.drainEnded(CLOSE_DRAIN_MS).then(() => this.#closeNow());
+    return this.#closing;
+  }
+
+  #closeNow(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
     this.#closed = true;
     this.#teardown();
     this.#mux.sendControl(FrameType.GOODBYE, 0);
     this.#mux.closeAll();
-    this.#closing = new Promise<void>((resolve) => {
+    return new Promise<void>((resolve) => {
       const timer = setTimeout(() => this.#noise.destroy(), CLOSE_GRACE_MS);
       this.#noise.once('close', () => {
         clearTimeout(timer);
@@ -751,6 +850,5 @@ export class Session extends EventEmitter {
       await this.#releaseEndpoint();
       this.emit('close', null);
     });
-    return this.#closing;
   }
 }

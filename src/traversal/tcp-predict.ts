@@ -6,7 +6,8 @@
  * side uses (src/discovery/allocation.ts).
  */
 import { analyseAllocation, type AllocationReport } from '../discovery/allocation.js';
-import { candidatePriority, type Candidate } from './candidate.js';
+import type { Candidate } from './candidate.js';
+import { predictedCandidates } from './predict.js';
 
 /** How many next ports to offer: our punch opens one flow per candidate of the peer, plus retries. */
 export const DEFAULT_PREDICTED_PORTS = 6;
@@ -29,14 +30,7 @@ export function predictTcpCandidates(
   count: number = DEFAULT_PREDICTED_PORTS,
 ): { report: AllocationReport; candidates: Candidate[] } {
   const report = analyseAllocation(samples);
-  const candidates: Candidate[] = [];
-  if (report.pattern === 'sequential' && report.delta !== undefined) {
-    for (let i = 1; i <= count; i++) {
-      const port = last.port + report.delta * i;
-      if (port < 1 || port > 65535) break;
-      // Earlier predictions are likelier: give them the higher local preference.
-      candidates.push({ type: 'predicted', transport: 'tcp', address: last.address, port, priority: candidatePriority('predicted', 65535 - i) });
-    }
-  }
+  const candidates: Candidate[] =
+    report.pattern === 'sequential' && report.delta !== undefined ? predictedCandidates(last, report.delta, 'tcp', count) : [];
   return { report, candidates };
 }

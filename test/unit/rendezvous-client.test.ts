@@ -19,7 +19,7 @@ test('the server measures RTT to a registered peer (PING/PONG) and the client re
     const c = await bag.client(srv);
     const reg = await c.register();
     assert.ok(reg.rttMs !== undefined && reg.rttMs >= 0);
-    await waitFor(() => srv.server.stats().rttSamples === 1);
+    await waitFor(() => srv.server.stats().rttSamples >= 1); // a retransmitted PING under load may add a sample
     assert.ok((await c.ping()) >= 0);
   } finally {
     await bag.close();

@@ -263,6 +263,27 @@ test('closing a session errors the peer\'s open streams and closes the peer sess
   }
 });
 
+test('close() right after end() still delivers everything the stream held back for credit', async () => {
+  const p = await endpoints();
+  try {
+    const { initiator, responder } = setup(p, generateKeyPair(), generateKeyPair());
+    const [sa, sb] = await Promise.all([initiator, responder]);
+    const incoming = once(sb, 'stream') as Promise<[MuxStream]>;
+    // Three windows: most of it is still queued behind flow control when close() is called.
+    const payload = randomBytes(3 * DEFAULT_STREAM_WINDOW);
+    const s = sa.openStream();
+    s.end(payload);
+    const closing = sa.close();
+    const [r] = await incoming;
+    const got = await readAll(r);
+    await closing;
+    assert.equal(sha(got), sha(payload));
+    await sb.close();
+  } finally {
+    await p.close();
+  }
+});
+
 test('a silent peer ends the session with SESSION_LOST on open streams (no hang)', async () => {
   const p = await endpoints();
   try {

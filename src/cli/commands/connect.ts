@@ -5,6 +5,7 @@ import { runConnectIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../traversal/icmp.js';
 import { isPeerId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
+import { parseTransport } from '../transport-flag.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
 import { parseRelaySpec } from '../../relay/path.js';
 
@@ -21,6 +22,7 @@ interface ConnectOpts {
   keepalive?: number;
   relay?: string;
   json?: boolean;
+  transport?: string;
 }
 
 export function register(program: Command): void {
@@ -39,10 +41,12 @@ export function register(program: Command): void {
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
+    .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
       if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
+      const transport = parseTransport(opts.transport);
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
@@ -58,6 +62,7 @@ export function register(program: Command): void {
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
           ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
           ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
+          transport,
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();

@@ -1,19 +1,20 @@
 import type { Command } from 'commander';
 
-/** Each command module adds itself to the program. One line per command; keep the list sorted. */
+/** Each command module adds itself to the program. One entry per command, keyed by the command's name. */
 type Register = (program: Command) => void;
+export type CommandLoader = () => Promise<{ register: Register }>;
 
-export const commands: Array<() => Promise<{ register: Register }>> = [
-  () => import('./serve.js'),
-  () => import('./stun.js'),
-  () => import('./lab.js'),
-  () => import('./connect.js'),
-  () => import('./keygen.js'),
-  () => import('./listen.js'),
-  () => import('./netcheck.js'),
-  () => import('./map.js'),
-  () => import('./turn.js'),
-  () => import('./expose.js'),
-  () => import('./forward.js'),
-  () => import('./socks.js'),
-];
+export const commands: Record<string, CommandLoader> = {
+  serve: () => import('./serve.js'),
+  stun: () => import('./stun.js'),
+  netcheck: () => import('./netcheck.js'),
+  keygen: () => import('./keygen.js'),
+  listen: () => import('./listen.js'),
+  connect: () => import('./connect.js'),
+  expose: () => import('./expose.js'),
+  forward: () => import('./forward.js'),
+  socks: () => import('./socks.js'),
+  map: () => import('./map.js'),
+  turn: () => import('./turn.js'),
+  lab: () => import('./lab.js'),
+};

@@ -4,6 +4,7 @@ import { action, parseHostPort } from '../util.js';
 import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
+import { parseTransport } from '../transport-flag.js';
 import type { Session } from '../../session/session.js';
 import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
@@ -24,6 +25,7 @@ interface ListenOpts {
   keepalive?: number;
   relay?: string;
   json?: boolean;
+  transport?: string;
 }
 
 export function register(program: Command): void {
@@ -41,10 +43,12 @@ export function register(program: Command): void {
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn)')
+    .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
       if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
+      const transport = parseTransport(opts.transport);
       const print = progressPrinter(opts.json);
       const allow = parseAllow(opts.allow);
       for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
@@ -56,6 +60,7 @@ export function register(program: Command): void {
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
+        transport,
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);

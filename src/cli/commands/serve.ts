@@ -3,6 +3,7 @@ import { attachTurn } from '../../relay/attach.js';
 import { defaultRelayAddress } from '../../relay/server.js';
 import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { SpoofService } from '../../server/spoof.js';
 import { NatpunchError } from '../../util/errors.js';
 import { turnRegistry } from '../../wire/turn.js';
 import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
@@ -23,6 +24,8 @@ interface ServeOptions extends TurnFlags {
   /** false with --no-rendezvous */
   rendezvous: boolean;
   udp: 'auto' | 'udx' | 'dgram';
+  spoof?: boolean;
+  spoofPort?: number;
 }
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
@@ -40,6 +43,8 @@ export function register(program: Command): void {
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
+    .option('--spoof', 'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; see README, BCP 38)')
+    .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
     .option('--json', 'print where it listens as one JSON line')
     .addOption(
       new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
@@ -69,6 +74,10 @@ export function register(program: Command): void {
             ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::'),
           });
         }
+        if (opts.spoof && process.getuid?.() !== 0) {
+          throw new NatpunchError('NOT_ROOT', '--spoof sends spoofed packets on a raw socket: run as root (lab/research networks only)');
+        }
+        const spoof = opts.spoof ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger }) : undefined;
         let handle: Awaited<ReturnType<typeof startServer>>;
         try {
           handle = await startServer({
@@ -84,6 +93,7 @@ export function register(program: Command): void {
           });
         } catch (err) {
           turn?.close();
+          await spoof?.close();
           throw err;
         }
         let detachTurn: (() => void) | undefined;
@@ -103,6 +113,7 @@ export function register(program: Command): void {
             detachTurn?.();
             turn.close();
             await handle.close();
+            await spoof?.close();
             throw err;
           }
         } else if (opts.users || opts.authSecret) {
@@ -120,6 +131,7 @@ export function register(program: Command): void {
               turn: turn
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
+              spoof: spoof?.address() ?? null,
             })}\n`,
           );
         } else {
@@ -132,6 +144,7 @@ export function register(program: Command): void {
             handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
             turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
+            spoof ? `  STUNT #1 spoofing service on tcp ${show(spoof.address())} (lab/research only)` : '',
           ].filter(Boolean);
           process.stdout.write(`${lines.join('\n')}\n`);
         }
@@ -144,7 +157,7 @@ export function register(program: Command): void {
             void turnTls?.close();
             if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
             turn?.close();
-            void handle.close().then(resolve, resolve);
+            void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');

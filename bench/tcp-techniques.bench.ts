@@ -1,0 +1,88 @@
+// Which TCP traversal technique connects across which lab NAT (root): P2P-NAT, STUNT #2, NATBlaster, STUNT #1.
+// Both NATs of a row behave alike; 20 ms delay on each NAT uplink (40 ms RTT between the NATs). One attempt per cell
+// (NATPUNCH_BENCH_TRIALS to repeat); a cell is "ok" only when the connection carried data both ways intact.
+// Writes bench/results/tcp-techniques.json and .md.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Lab, labUnavailableReason, NAT_TYPES, type NatOptions } from '../src/lab/index.js';
+import { addonStatus } from '../src/net/native.js';
+import { SeqDriver, TECHNIQUES, TECHNIQUE_NAMES, type Technique } from '../test/lab/fixtures/tcp-seq-driver.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const TRIALS = Number(process.env.NATPUNCH_BENCH_TRIALS ?? 1);
+const UPLINK_DELAY_MS = 20;
+const ATTEMPT_TIMEOUT_MS = 5_000;
+
+const rows: Array<{ name: string; nat: NatOptions }> = [
+  ...NAT_TYPES.map((type) => ({ name: type, nat: { type } as NatOptions })),
+  { name: 'port-restricted-cone, silent drop', nat: { type: 'port-restricted-cone', stealth: true } },
+  { name: 'port-restricted-cone, drops SYN after SYN', nat: { type: 'port-restricted-cone', stealth: true, dropSynAfterSyn: true } },
+  {
+    name: 'port-restricted-cone, drops SYN after SYN, translates outbound SYN-ACK',
+    nat: { type: 'port-restricted-cone', stealth: true, dropSynAfterSyn: true, translateOutboundSynAck: true },
+  },
+  { name: 'full-cone, translates outbound SYN-ACK', nat: { type: 'full-cone', translateOutboundSynAck: true } },
+  { name: 'port-restricted-cone, rewrites sequence numbers', nat: { type: 'port-restricted-cone', translateOutboundSynAck: true, rewriteTcpSequence: true } },
+];
+
+const reason = labUnavailableReason() || (() => {
+  const s = addonStatus();
+  return s.available ? '' : s.reason;
+})();
+if (reason) {
+  console.log(`tcp-techniques bench skipped: ${reason}`);
+  process.exit(0);
+}
+
+type Cell = { ok: number; trials: number; ms: number[]; reasons: string[] };
+const results: Array<{ row: string; nat: NatOptions; cells: Record<Technique, Cell> }> = [];
+const lab = await Lab.up({ links: { natA: { delayMs: UPLINK_DELAY_MS }, natB: { delayMs: UPLINK_DELAY_MS } } });
+try {
+  const driver = new SeqDriver(lab);
+  await driver.start();
+  for (const row of rows) {
+    await lab.setNat('natA', row.nat);
+    await lab.setNat('natB', row.nat);
+    const cells = {} as Record<Technique, Cell>;
+    for (const t of TECHNIQUES) {
+      const cell: Cell = { ok: 0, trials: 0, ms: [], reasons: [] };
+      for (let i = 0; i < TRIALS; i++) {
+        const o = await driver.attempt(t, ATTEMPT_TIMEOUT_MS).catch((e) => ({ ok: false, reasons: [String((e as Error).message).slice(0, 80)], elapsedMs: undefined }));
+        cell.trials++;
+        if (o.ok) {
+          cell.ok++;
+          if (o.elapsedMs !== undefined) cell.ms.push(o.elapsedMs);
+        } else cell.reasons.push(...o.reasons);
+      }
+      cells[t] = cell;
+      console.log(`${row.name} / ${TECHNIQUE_NAMES[t]}: ${cell.ok}/${cell.trials}${cell.reasons.length ? ` (${[...new Set(cell.reasons)].join(', ')})` : ''}`);
+    }
+    results.push({ row: row.name, nat: row.nat, cells });
+  }
+} finally {
+  await lab.down();
+}
+
+const outDir = join(here, 'results');
+mkdirSync(outDir, { recursive: true });
+const meta = { date: new Date().toISOString(), node: process.version, uplinkDelayMs: UPLINK_DELAY_MS, trials: TRIALS, attemptTimeoutMs: ATTEMPT_TIMEOUT_MS };
+writeFileSync(join(outDir, 'tcp-techniques.json'), `${JSON.stringify({ ...meta, results }, null, 2)}\n`);
+const cellText = (c: Cell) => {
+  if (c.ok === c.trials) return `✅ ${c.ok}/${c.trials}${c.ms.length ? ` (${Math.max(...c.ms)} ms)` : ''}`;
+  return `❌ ${c.ok}/${c.trials} ${[...new Set(c.reasons)].join(', ')}`;
+};
+const md = [
+  '# TCP traversal techniques across the lab NATs',
+  '',
+  `${meta.date}, Node ${meta.node}; both NATs of a row alike; ${UPLINK_DELAY_MS} ms delay on each NAT uplink; ${TRIALS} attempt(s) per cell, ${ATTEMPT_TIMEOUT_MS} ms each.`,
+  'A cell is ✅ only when one connection carried data both ways intact; ms = time to ESTABLISHED (the later side).',
+  'Failure reasons: PUNCH_FAILED (P2P-NAT / STUNT #2 found no path), no-syn-ack, sequence-rewritten, mapping-mismatch.',
+  '',
+  `| NAT (both sides) | ${TECHNIQUES.map((t) => TECHNIQUE_NAMES[t]).join(' | ')} |`,
+  `|---|${TECHNIQUES.map(() => '---').join('|')}|`,
+  ...results.map((r) => `| ${r.row} | ${TECHNIQUES.map((t) => cellText(r.cells[t])).join(' | ')} |`),
+  '',
+];
+writeFileSync(join(outDir, 'tcp-techniques.md'), md.join('\n'));
+console.log(md.join('\n'));

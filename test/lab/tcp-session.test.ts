@@ -1,0 +1,142 @@
+/**
+ * Sessions over TCP hole punching through the real rendezvous (`natpunch serve` in the lab's server namespace):
+ * connect({ transport: 'tcp' }) between cone NAT pairs carries the Noise session and its streams; `auto` keeps a
+ * working path; without the native addon `auto` falls back to UDP and says why, and `tcp` fails ADDON_UNAVAILABLE.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { Lab, labUnavailableReason, type LabProcess, type NatOptions, type NatType } from '../../src/lab/index.js';
+import { addonStatus } from '../../src/net/native.js';
+
+const FIXTURE = new URL('./fixtures/tcp-session-peer.ts', import.meta.url).pathname;
+const RV_PORT = 3478;
+const SIZE = 512 * 1024;
+const labSkip = labUnavailableReason();
+const addon = addonStatus();
+const tcpSkip = labSkip || (addon.available ? false : `native addon unavailable: ${addon.reason}`);
+
+type Msg = Record<string, unknown>;
+type NatSpec = NatType | NatOptions;
+const label = (n: NatSpec) => (typeof n === 'string' ? n : `${n.type}${n.stealth ? ' (drops unsolicited SYNs)' : ''}`);
+interface Trial {
+  c: Msg;
+  l: Msg;
+  progress: Msg[];
+}
+
+describe('sessions over TCP hole punching through the rendezvous in the NAT lab', { skip: labSkip }, () => {
+  let lab: Lab;
+  const procs: LabProcess[] = [];
+
+  before(async () => {
+    lab = await Lab.up();
+    const serve = lab.node('server', new URL('./fixtures/serve-node.ts', import.meta.url).pathname, [String(RV_PORT)]);
+    await serve.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
+  });
+  after(async () => {
+    await lab?.down(); // kills every process it spawned
+  });
+
+  async function trial(from: string, to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec] } = {}): Promise<Trial> {
+    if (opts.nat) {
+      await lab.setNat('natA', opts.nat[0]);
+      await lab.setNat('natB', opts.nat[1]);
+    }
+    const name = `tcp-${randomBytes(4).toString('hex')}`;
+    const common = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--transport', transport, '--size', String(SIZE)];
+    const spawnOpts = opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {};
+    const l = lab.node(to, FIXTURE, ['listen', ...common], spawnOpts);
+    procs.push(l);
+    const ready = await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 });
+    assert.equal(ready.type, 'listening', `listener: ${JSON.stringify(ready)}`);
+    const c = lab.node(from, FIXTURE, ['connect', ...common], spawnOpts);
+    procs.push(c);
+    const cr = await c.next((m) => m.type === 'result' || m.type === 'error', { timeoutMs: 60_000 });
+    const lr = cr.type === 'result' ? await l.next((m) => m.type === 'result', { timeoutMs: 20_000 }) : {};
+    const progress = c.drain((x) => x.type === 'progress') as Msg[];
+    if (cr.type !== 'result') console.log(`# ${from}→${to} ${transport} failed; connector: ${JSON.stringify(c.pending())} ${JSON.stringify(progress)}; listener: ${JSON.stringify(l.pending())} ${l.lines?.slice(-5).join(' | ')}`);
+    await Promise.all([c.close(), l.close()]);
+    return { c: cr, l: lr, progress };
+  }
+
+  function dataBothWays(t: Trial): void {
+    assert.equal(t.c.type, 'result', `connecting side: ${t.c.code} ${t.c.message}`);
+    assert.equal(t.l.type, 'result');
+    assert.equal(t.l.gotHash, t.c.sentHash, 'listener got what the connector sent');
+    assert.equal(t.c.gotHash, t.l.sentHash, 'connector got what the listener sent');
+  }
+
+  // The cone pairs P2P-NAT handles (test/lab/tcp-punch.test.ts has the full matrix; port-restricted on both sides
+  // works when the NATs drop unsolicited SYNs silently, through simultaneous open, and fails when they answer RST).
+  const pairs: Array<[NatSpec, NatSpec, 'a' | 'b']> = [
+    ['full-cone', 'restricted-cone', 'a'],
+    ['restricted-cone', 'port-restricted-cone', 'b'],
+    [{ type: 'port-restricted-cone', stealth: true }, { type: 'port-restricted-cone', stealth: true }, 'a'],
+  ];
+  for (const [na, nb, from] of pairs) {
+    const to = from === 'a' ? 'b' : 'a';
+    test(`transport tcp from ${from} (behind ${label(from === 'a' ? na : nb)}) to ${to} (behind ${label(from === 'a' ? nb : na)}): the session runs over TCP, data hashed both ways`, { skip: tcpSkip }, async () => {
+      const t = await trial(from, to, 'tcp', { nat: [na, nb] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal(t.l.transport, 'tcp');
+      const path = t.c.path as { transport: string; kind: string; remote: { address: string } };
+      assert.equal(path.transport, 'tcp');
+      assert.equal(path.kind, 'direct');
+      assert.equal(path.remote.address, lab.publicAddr(to === 'b' ? 'natB' : 'natA'));
+    });
+  }
+
+  test('transport auto across port-restricted cones: one session on a working path, the choice reported', { skip: tcpSkip }, async () => {
+    const t = await trial('b', 'a', 'auto', { nat: ['port-restricted-cone', 'port-restricted-cone'] });
+    dataBothWays(t);
+    assert.equal(t.c.transport, t.l.transport, 'both ends on the same transport');
+    const reason = (t.c.path as { transportReason?: string }).transportReason;
+    assert.ok(reason && reason.length > 0, 'the reason for the transport is reported');
+    console.log(`# auto chose ${String(t.c.transport)}: ${reason}`);
+  });
+
+  test('transport auto when UDP between the peers is dropped: the session runs over TCP and says why', { skip: tcpSkip }, async () => {
+    // Host a drops UDP to natB's public address (nftables in a's namespace; the rendezvous stays reachable).
+    const nft = async (args: string[]) => {
+      const r = await lab.exec('a', ['nft', ...args]);
+      assert.equal(r.code, 0, `nft ${args.join(' ')}: ${r.stderr}`);
+    };
+    await nft(['add', 'table', 'inet', 'tcpsess']);
+    try {
+      await nft(['add', 'chain', 'inet', 'tcpsess', 'out', '{ type filter hook output priority 0 ; }']);
+      await nft(['add', 'rule', 'inet', 'tcpsess', 'out', 'ip', 'daddr', lab.publicAddr('natB'), 'meta', 'l4proto', 'udp', 'drop']);
+      const t = await trial('a', 'b', 'auto', { nat: ['full-cone', 'restricted-cone'] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal(t.l.transport, 'tcp');
+      assert.match(String((t.c.path as { transportReason?: string }).transportReason), /UDP (failed|did not within)/);
+      assert.ok(t.progress.some((p) => p.phase === 'transport' && p.transport === 'tcp'));
+    } finally {
+      await nft(['delete', 'table', 'inet', 'tcpsess']).catch(() => {});
+    }
+  });
+
+  test('NATPUNCH_NO_ADDON=1: auto falls back to UDP and reports why', async () => {
+    const t = await trial('a', 'b', 'auto', { noAddon: true, nat: ['port-restricted-cone', 'port-restricted-cone'] });
+    dataBothWays(t);
+    assert.equal(t.c.transport, 'udp');
+    assert.equal(t.l.transport, 'udp');
+    const reason = (t.c.path as { transportReason?: string }).transportReason ?? '';
+    assert.match(reason, /TCP hole punching unavailable.*NATPUNCH_NO_ADDON=1.*using UDP/);
+    assert.ok(t.progress.some((p) => p.phase === 'transport' && p.transport === 'udp' && /NATPUNCH_NO_ADDON/.test(String(p.reason))));
+  });
+
+  test('NATPUNCH_NO_ADDON=1: transport tcp fails with ADDON_UNAVAILABLE', async () => {
+    const name = `tcp-${randomBytes(4).toString('hex')}`;
+    const c = lab.node('a', FIXTURE, ['connect', '--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--transport', 'tcp', '--size', '1'], {
+      env: { ...process.env, NATPUNCH_NO_ADDON: '1' },
+    });
+    procs.push(c);
+    const r = await c.next((m) => m.type === 'result' || m.type === 'error', { timeoutMs: 30_000 });
+    await c.close();
+    assert.equal(r.type, 'error');
+    assert.equal(r.code, 'ADDON_UNAVAILABLE');
+  });
+});
