@@ -91,4 +91,21 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     assert.equal(await gw.hasDnat(aAddr, port), false, `rule left behind:\n${await gw.rules()}`);
     assert.equal(gw.lease(port), undefined);
   });
+
+  test('control: without port mapping the same pair of symmetric-random NATs gets no session', async () => {
+    const rv = `${lab.addr('server')}:${RV_PORT}`;
+    const listener = lab.node('a', PEER, ['listen', '--rendezvous', rv, '--name', 'unmapped']);
+    procs.push(listener);
+    const listening = await listener.next((m) => m.ev === 'listening' || m.ev === 'fatal', { timeoutMs: 15_000 });
+    assert.equal(listening.ev, 'listening', JSON.stringify(listening));
+    assert.equal((listening.candidates as Json[]).some((c) => c.type === 'mapped'), false);
+    const connector = lab.node('b', PEER, ['connect', '--rendezvous', rv]);
+    procs.push(connector);
+    await connector.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
+    connector.send({ cmd: 'connect', to: 'unmapped' });
+    const r = await connector.next((m) => m.ev === 'connected' || m.ev === 'error', { timeoutMs: 30_000 });
+    assert.equal(r.ev, 'error', JSON.stringify(r));
+    await connector.close();
+    await listener.close();
+  });
 });
