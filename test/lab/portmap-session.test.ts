@@ -15,6 +15,7 @@ if (skip) console.log(`# port-mapping session lab test skipped: ${skip}`);
 
 const STUN = fileURLToPath(new URL('./fixtures/stun-responder.ts', import.meta.url));
 const SERVE = fileURLToPath(new URL('./fixtures/serve-node.ts', import.meta.url));
+const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./fixtures/rendezvous-session-peer.ts', import.meta.url));
 /** The STUN responder miniupnpd asks keeps 3478; the rendezvous runs next to it. */
 const RV_PORT = 3479;
@@ -89,6 +90,35 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     ]);
     assert.equal(exit.code, 0, listener.stderr);
     assert.equal(await gw.hasDnat(aAddr, port), false, `rule left behind:\n${await gw.rules()}`);
+    assert.equal(gw.lease(port), undefined);
+  });
+
+  test('`natpunch listen --port-mapping --json` reports the mapping and deletes it on Ctrl-C', async () => {
+    const rv = `${lab.addr('server')}:${RV_PORT}`;
+    const cli = lab.node('a', CLI, ['listen', '--rendezvous', rv, '--name', 'cli', '--port-mapping', '--json']);
+    procs.push(cli);
+    const line = async (phase: string): Promise<Json> => {
+      const deadline = Date.now() + 15_000;
+      while (Date.now() < deadline) {
+        const found = cli.stderr.split('\n').find((l) => l.includes(`"phase":"${phase}"`));
+        if (found) return JSON.parse(found) as Json;
+        if (!cli.running) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`no ${phase} line from the CLI: ${cli.stderr}`);
+    };
+    const mapped = await line('port-mapping');
+    assert.equal(mapped.ok, true, JSON.stringify(mapped));
+    const gathering = await line('gathering');
+    const port = (gathering.local as { port: number }).port;
+    await line('listening');
+    assert.ok(await gw.hasDnat(lab.addr('a'), port), `no DNAT rule for port ${port}:\n${await gw.rules()}`);
+    cli.kill('SIGINT');
+    await Promise.race([
+      cli.exited,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`listen did not exit: ${cli.stderr}`)), 10_000)),
+    ]);
+    assert.equal(await gw.hasDnat(lab.addr('a'), port), false, `rule left behind:\n${await gw.rules()}`);
     assert.equal(gw.lease(port), undefined);
   });
 
