@@ -106,7 +106,7 @@ export type { RawListener, RawRemoteInfo, RawSocketOptions } from './net/raw.js'
 export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './traversal/tcp-p2pnat.js';
 export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './traversal/tcp-p2pnat.js';
 // Sessions over TCP (issue 7): connect/listen({ transport: 'udp' | 'tcp' | 'auto' }), Session.establishTcp.
-export { AUTO_UDP_GRACE_MS } from './natpunch.js';
+export { AUTO_UDP_GRACE_MS, DEFAULT_PORT_MAPPING_TIMEOUT_MS } from './natpunch.js';
 export type { TransportMode } from './natpunch.js';
 export { TCP_DATAGRAM_BACKLOG_BYTES } from './session/session.js';
 export type { TcpSessionOptions } from './session/session.js';

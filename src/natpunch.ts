@@ -14,6 +14,7 @@ import { RelayPath, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal } from './traversal/tcp-session.js';
 import type { TcpPunchResult } from './traversal/tcp-p2pnat.js';
+import type { PortMapper, PortMapperOptions } from './portmap/mapper.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -27,6 +28,13 @@ export const DEFAULT_RELAY_HOLD_MS = 1_500;
 /** transport 'auto': when TCP punched first, wait this long for UDP before settling for TCP (UDP is preferred: its
  *  session can migrate when a NAT rebinds and has no head-of-line blocking across streams). */
 export const AUTO_UDP_GRACE_MS = 1_000;
+/** portMapping: how long gathering waits for the gateway to map the endpoint's port (PCP, NAT-PMP, UPnP IGD)
+ *  before going on without a mapped candidate. The protocols' own schedules are longer (RFC 6887 §8.1.1,
+ *  RFC 6886 §3.1); a gateway that maps at all answers within a few round trips. */
+export const DEFAULT_PORT_MAPPING_TIMEOUT_MS = 2_000;
+/** portMapping: SSDP search window inside that bound (UPnP Device Architecture 1.1 §1.3.2 lets devices answer
+ *  within MX seconds; an IGD on the LAN answers in milliseconds). */
+const PORT_MAPPING_SSDP_MS = 1_200;
 /** Never wait longer than this for the rendezvous' scheduled start time. */
 const MAX_START_DELAY_MS = 5_000;
 
@@ -67,7 +75,9 @@ export type Progress =
   | { phase: 'path'; kind: SessionPath['kind']; remote: { address: string; port: number }; type: string; rttMs: number | null }
   | { phase: 'connected'; peer: string; rttMs: number | null }
   /** Which transport carries (or will carry) the session and why; e.g. auto without the native addon → UDP. */
-  | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string };
+  | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string }
+  /** portMapping: the gateway mapped our UDP port (a 'mapped' candidate is offered), or why not (we go on without). */
+  | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string };
 
 /** 'udp': UDX over UDP hole punching; 'tcp': TCP hole punching (needs the native addon); 'auto': both, see connect(). */
 export type TransportMode = 'udp' | 'tcp' | 'auto';
@@ -97,6 +107,13 @@ interface CommonOptions {
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
   /** Which transport to punch (default 'auto': UDP and TCP in parallel; UDP kept when both work). */
   transport?: TransportMode;
+  /**
+   * Off by default. When on, asks the gateway (PCP, NAT-PMP, UPnP IGD; src/portmap/mapper.ts) to map the socket's
+   * UDP port and offers the external address as a 'mapped' candidate; gives up after
+   * DEFAULT_PORT_MAPPING_TIMEOUT_MS without failing. The mapping is renewed while the session / listener lives and
+   * deleted when it closes. Options (e.g. `gateway`) go to the PortMapper.
+   */
+  portMapping?: boolean | PortMapperOptions;
 }
 
 /** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
@@ -190,6 +207,48 @@ export async function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?
     }
   }
   return dedupeCandidates(out);
+}
+
+/**
+ * portMapping: maps the endpoint's UDP port on the gateway, bounded by DEFAULT_PORT_MAPPING_TIMEOUT_MS. Resolves
+ * with the mapper holding the mapping (the caller closes it, which deletes the mapping), or null when the gateway
+ * could not map in time (reported in a 'port-mapping' progress event). Throws only when `signal` aborts.
+ */
+async function openPortMapping(
+  spec: CommonOptions['portMapping'],
+  endpoint: UdxEndpoint,
+  logger: Logger,
+  onProgress: ((p: Progress) => void) | undefined,
+  signal?: AbortSignal,
+): Promise<PortMapper | null> {
+  if (!spec) return null;
+  const { PortMapper } = await import('./portmap/mapper.js');
+  const opts: PortMapperOptions = spec === true ? {} : spec;
+  const mapper = new PortMapper({
+    logger,
+    ...opts,
+    upnp: { ...opts.upnp, ssdp: { timeoutMs: PORT_MAPPING_SSDP_MS, ...opts.upnp?.ssdp } },
+  });
+  const t = timeoutSignal(DEFAULT_PORT_MAPPING_TIMEOUT_MS, signal);
+  try {
+    const m = await mapper.map({ internalPort: endpoint.address().port, transport: 'udp' }, t.signal);
+    onProgress?.({ phase: 'port-mapping', ok: true, protocol: m.protocol, gateway: m.gateway, external: { address: m.externalAddress, port: m.externalPort } });
+    return mapper;
+  } catch (err) {
+    await mapper.close();
+    if (signal?.aborted) throw err;
+    const error = t.signal.aborted ? `no mapping within ${DEFAULT_PORT_MAPPING_TIMEOUT_MS} ms` : (err as Error).message;
+    logger.info({ err: error }, 'port mapping unavailable; going on without');
+    onProgress?.({ phase: 'port-mapping', ok: false, error });
+    return null;
+  } finally {
+    t.dispose();
+  }
+}
+
+/** The mapper's current mappings as 'mapped' candidates (a renewal may have changed the external address). */
+function mappedCandidates(mapper: PortMapper | null): Candidate[] {
+  return (mapper?.mappings ?? []).map((m) => ({ type: 'mapped', transport: m.transport, address: m.externalAddress, port: m.externalPort, priority: candidatePriority('mapped') }));
 }
 
 function pathKind(result: CheckResult): SessionPath['kind'] {
@@ -364,10 +423,13 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     return [...remote, ...proxied];
   };
   let introduced = false;
+  let mapper: PortMapper | null = null;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
     let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    mapper = await openPortMapping(options.portMapping, endpoint, logger, options.onProgress, signal);
+    if (mapper) local = dedupeCandidates([...local, ...mappedCandidates(mapper)]);
     if (options.relay) {
       relay =
         options.relay instanceof RelayPath
@@ -432,10 +494,13 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       relay = null;
       void usedRelay.close();
     }
+    const usedMapper = mapper;
+    mapper = null; // the session owns it now: renewed while it lives, deleted when it closes
     session.once('close', () => {
       lingering();
       rendezvous?.close();
       void relay?.close();
+      void usedMapper?.close();
     });
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     return session;
@@ -444,6 +509,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     tcp?.close();
     rendezvous?.close();
     await relay?.close();
+    await mapper?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
     if (options.icmp && !options.peer && !introduced && !options.signal?.aborted) {
       logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
@@ -501,6 +567,17 @@ export class Listener extends EventEmitter {
   #ownsEndpoint: boolean;
   #tcp: TcpLocal | null = null;
   #mode: TransportMode = 'auto';
+  #mapper: PortMapper | null = null;
+
+  /** @internal listen() hands over the port mapping (portMapping); close() deletes it. */
+  attachPortMapper(mapper: PortMapper | null): void {
+    this.#mapper = mapper;
+  }
+
+  /** Our own candidates plus the gateway's current mapping, if any. */
+  #localNow(): Candidate[] {
+    return this.#mapper ? dedupeCandidates([...this.#local, ...mappedCandidates(this.#mapper)]) : this.#local;
+  }
 
   /** @internal listen() hands over the TCP side (port P and its candidates, already in `local`). */
   attachTcp(tcp: TcpLocal | null, mode: TransportMode): void {
@@ -525,7 +602,7 @@ export class Listener extends EventEmitter {
       ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }]
       : [];
     const relay = this.#relay();
-    return dedupeCandidates([...this.#local, ...srflx, ...(relay ? [relay.candidate()] : [])]);
+    return dedupeCandidates([...this.#localNow(), ...srflx, ...(relay ? [relay.candidate()] : [])]);
   }
 
   get reflexive(): { address: string; port: number } | null {
@@ -547,7 +624,7 @@ export class Listener extends EventEmitter {
       transport: this.endpoint,
       keyPair: this.#options.keyPair,
       ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
-      candidates: () => this.#local,
+      candidates: () => this.#localNow(),
       logger: this.#logger,
     });
     this.#rendezvous = rv;
@@ -636,6 +713,7 @@ export class Listener extends EventEmitter {
     for (const c of this.#checks) c.close();
     this.#tcp?.close();
     await Promise.all([...this.#sessions].map((s) => s.close()));
+    await this.#mapper?.close();
     if (this.#ownsEndpoint) await this.endpoint.close();
     this.emit('close');
   }
@@ -646,10 +724,12 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let tcp: TcpLocal | null = null;
+  let mapper: PortMapper | null = null;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
     const rvHost = rendezvousHost(options.rendezvous);
     let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
+    mapper = await openPortMapping(options.portMapping, endpoint, options.logger ?? silentLogger, options.onProgress, options.signal);
     const mode = options.transport ?? 'auto';
     const gathered = await gatherTcp(mode, options, local, options.logger ?? silentLogger, options.signal);
     tcp = gathered.tcp;
@@ -661,7 +741,9 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     }
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     listener.attachTcp(tcp, mode);
+    listener.attachPortMapper(mapper);
     tcp = null; // the listener owns it now
+    mapper = null;
     await listener.start(options.signal).catch(async (err: unknown) => {
       await listener.close();
       throw err;
@@ -669,6 +751,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     return listener;
   } catch (err) {
     tcp?.close();
+    await mapper?.close();
     if (ownsEndpoint) await endpoint.close().catch(() => {});
     throw err;
   }

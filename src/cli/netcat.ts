@@ -35,6 +35,9 @@ export function progressPrinter(json: boolean | undefined): (p: Progress | Recor
       case 'path':
         process.stderr.write(`path chosen: ${e.kind} via ${e.type} ${e.remote.address}:${e.remote.port}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}\n`);
         break;
+      case 'port-mapping':
+        process.stderr.write(e.ok ? `port mapping: ${e.protocol} on ${e.gateway} maps ${e.external?.address}:${e.external?.port} to us\n` : `port mapping: none (${e.error}); going on without\n`);
+        break;
       case 'connected':
         process.stderr.write(`connected: authenticated session with ${e.peer}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}\n`);
         break;

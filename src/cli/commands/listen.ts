@@ -26,6 +26,7 @@ interface ListenOpts {
   relay?: string;
   json?: boolean;
   transport?: string;
+  portMapping?: boolean;
 }
 
 export function register(program: Command): void {
@@ -44,6 +45,7 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn)')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
+    .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
@@ -61,6 +63,7 @@ export function register(program: Command): void {
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
         transport,
+        ...(opts.portMapping ? { portMapping: true } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
