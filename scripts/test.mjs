@@ -34,7 +34,9 @@ const args = [
   '--import', 'tsx',
   '--test',
   `--test-concurrency=${concurrency}`,
-  '--test-timeout=600000',
+  '--test-timeout=300000',
+  // A file whose tests all finished but that still holds a handle must not keep the run waiting forever.
+  '--test-force-exit',
   '--test-reporter=spec',
   ...files,
 ];
