@@ -4,6 +4,7 @@ import { FirstByte } from '../net/demux.js';
 import { sign, verify, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from '../session/identity.js';
 import type { Candidate, CandidateType } from '../traversal/candidate.js';
 import { NatpunchError } from '../util/errors.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './stun/address.js';
 
 /**
  * natpunch rendezvous messages: a pure codec, no I/O.
@@ -219,61 +220,6 @@ export function isEncodableAddress(address: string): boolean {
   return isIPv4(address) || (isIPv6(address) && !address.includes('%'));
 }
 
-function ipv4Bytes(address: string): number[] {
-  return address.split('.').map((p) => Number(p));
-}
-
-function ipv6Bytes(address: string): number[] {
-  let text = address;
-  let tail: number[] = [];
-  const lastColon = text.lastIndexOf(':');
-  if (text.slice(lastColon + 1).includes('.')) {
-    const v4 = ipv4Bytes(text.slice(lastColon + 1));
-    tail = [(v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!];
-    text = `${text.slice(0, lastColon + 1)}0:0`;
-  }
-  const [head, rest] = text.includes('::') ? text.split('::') : [text, undefined];
-  const parse = (s: string | undefined) => (s ? s.split(':').map((g) => parseInt(g, 16)) : []);
-  const left = parse(head);
-  const right = parse(rest);
-  const groups = rest === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  if (tail.length) {
-    groups[6] = tail[0]!;
-    groups[7] = tail[1]!;
-  }
-  const out: number[] = [];
-  for (const g of groups) out.push(g >> 8, g & 0xff);
-  return out;
-}
-
-/** RFC 5952 §4 canonical text: lowercase, leading zeros dropped, the longest run (≥ 2) of zero groups as "::". */
-function formatIpv6(bytes: Buffer): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
-  // RFC 5952 §5: IPv4-mapped addresses keep the dotted quad.
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
-  }
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 
 class Writer {
@@ -378,10 +324,12 @@ class Reader {
 function writeAddress(w: Writer, address: string): void {
   if (isIPv4(address)) {
     w.u8(4);
-    for (const b of ipv4Bytes(address)) w.u8(b);
+    for (const b of parseIPv4(address)!) w.u8(b);
   } else if (isIPv6(address) && !address.includes('%')) {
+    const bytes = parseIPv6(address);
+    if (!bytes) throw encodeError(`not an IP address: "${address.slice(0, 60)}"`);
     w.u8(6);
-    for (const b of ipv6Bytes(address)) w.u8(b);
+    for (const b of bytes) w.u8(b);
   } else {
     throw encodeError(`not an IP address: "${address.slice(0, 60)}"`);
   }
@@ -389,8 +337,8 @@ function writeAddress(w: Writer, address: string): void {
 
 function readAddress(r: Reader): string {
   const family = r.u8('address family');
-  if (family === 4) return [...r.bytes(4, 'IPv4 address')].join('.');
-  if (family === 6) return formatIpv6(r.bytes(16, 'IPv6 address'));
+  if (family === 4) return formatIPv4(r.bytes(4, 'IPv4 address'));
+  if (family === 6) return formatIPv6(r.bytes(16, 'IPv6 address'));
   throw decodeError(`address family ${family}`);
 }
 
