@@ -223,6 +223,9 @@ interface AuthOk {
  * `natpunch serve`'s transports (`handleUdp` / `attachUdp`, `handleTcp`); `listen()` makes a standalone server.
  * It owns the relay sockets of its allocations and closes them in `close()`.
  */
+/** listen() on port 0 retries when the UDP port the kernel chose is already taken on TCP. */
+const LISTEN_ATTEMPTS = 10;
+
 export class TurnServer {
   readonly realm: string;
   readonly stats: TurnStats = {
@@ -454,8 +457,33 @@ export class TurnServer {
    * handleUdp/handleTcp on its shared sockets instead.
    */
   async listen(options: { port?: number; address?: string } = {}): Promise<{ address: string; port: number }> {
-    const address = options.address ?? '0.0.0.0';
-    const udp = await NodeDatagramTransport.bind({ port: options.port ?? 0, address });
+    // With port 0 the kernel picks a free UDP port; the same number may be taken on TCP, so pick again.
+    const attempts = options.port ? 1 : LISTEN_ATTEMPTS;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#listenOnce(options.port ?? 0, options.address ?? '0.0.0.0');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt >= attempts) throw err;
+      }
+    }
+  }
+
+  async #listenOnce(requestedPort: number, address: string): Promise<{ address: string; port: number }> {
+    const udp = await NodeDatagramTransport.bind({ port: requestedPort, address });
+    const port = udp.address().port;
+    const server = net.createServer((s) => this.handleTcp(s));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, address, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      udp.close();
+      throw err;
+    }
     this.#ownTransports.push(udp);
     try {
       udp.socket.setRecvBufferSize(4 * RELAY_SOCKET_BUFFER_BYTES);
@@ -463,7 +491,6 @@ export class TurnServer {
     } catch {
       // capped by the kernel
     }
-    const port = udp.address().port;
     const off = udp.onMessage((msg, rinfo) => {
       if (this.handleUdp(udp, msg, rinfo)) return;
       const m = msg[0]! <= 3 ? parseStun(msg) : null;
@@ -472,14 +499,6 @@ export class TurnServer {
       }
     });
     this.#detach.push(off);
-    const server = net.createServer((s) => this.handleTcp(s));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, address, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
     server.on('error', () => {});
     this.#ownServers.push(server);
     return { address, port };
