@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { formatIp, parseIp } from './ip.js';
+import { TurnMethod } from '../wire/turn.js';
 
 /**
  * The slice of STUN (RFC 8489) the TURN server and client need, kept small and allocation-light for the relay hot
@@ -15,19 +16,8 @@ export const HEADER = 20;
 /** RFC 8489 §5: class bits. */
 export const Cls = { Request: 0, Indication: 1, Success: 2, Error: 3 } as const;
 
-/** RFC 8656 §17 + RFC 6062 §6.1 methods. */
-export const Method = {
-  Binding: 0x001,
-  Allocate: 0x003,
-  Refresh: 0x004,
-  Send: 0x006,
-  Data: 0x007,
-  CreatePermission: 0x008,
-  ChannelBind: 0x009,
-  Connect: 0x00a,
-  ConnectionBind: 0x00b,
-  ConnectionAttempt: 0x00c,
-} as const;
+/** RFC 8489 §18.2 Binding plus the TURN methods (RFC 8656 §17, RFC 6062 §6.1), numbered once in src/wire/turn.ts. */
+export const Method = { Binding: 0x001, ...TurnMethod } as const;
 
 /** Attribute types: RFC 8489 §18.3, RFC 8656 §18, RFC 6062 §6.2. */
 export const A = {
