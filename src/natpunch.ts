@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
@@ -389,6 +389,82 @@ async function attempt(a: Attempt): Promise<Session> {
   return Promise.race([session, checksFailed]);
 }
 
+/** Relay upgrade: while a session runs over the TURN relay, direct checks are retried this often (paced rounds)... */
+export const RELAY_UPGRADE_INTERVAL_MS = 2_000;
+/** ...each round bounded by this (the checks' own pacing and retransmission schedule, RFC 8445 §14) ... */
+export const RELAY_UPGRADE_ROUND_MS = 3_000;
+/** ...for at most this long after the session started; then the session stays on the relay. */
+export const RELAY_UPGRADE_MAX_MS = 120_000;
+/** After the session moved to a direct path, the relay allocation is released once it has been idle this long
+ *  (Refresh with lifetime 0, RFC 8656 §7.2). */
+export const RELAY_RELEASE_IDLE_MS = 5_000;
+
+/**
+ * The peer's direct (non-relay UDP) candidates for the background upgrade checks, plus "predicted" ones: its
+ * reflexive address with each host port (a NAT that became port-preserving maps the socket's own port).
+ */
+export function upgradeCandidates(remote: readonly Candidate[]): Candidate[] {
+  const direct = remote.filter((c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'icmp' && c.address !== '127.0.0.1');
+  const predicted: Candidate[] = [];
+  for (const s of direct.filter((c) => c.type === 'srflx')) {
+    for (const h of direct.filter((c) => c.type === 'host' && c.address.includes(':') === s.address.includes(':'))) {
+      predicted.push({ type: 'predicted', transport: 'udp', address: s.address, port: h.port, priority: candidatePriority('predicted') });
+    }
+  }
+  return dedupeCandidates([...direct, ...predicted]).slice(0, MAX_UPGRADE_CANDIDATES);
+}
+const MAX_UPGRADE_CANDIDATES = 16;
+
+/**
+ * Issue 12 upgrade: while `session` runs over the relay, both peers keep running authenticated direct checks in
+ * bounded rounds (their own connection tag, derived from the session's connection id) between their direct
+ * candidates. When a pair answers both ways and is nominated, each side moves the session onto it
+ * (Session#migrate: the initiator's move is announced on the new path, the responder follows it). `onDirect` runs
+ * once the session's path is direct. Stops when the session closes, moves by itself, or after RELAY_UPGRADE_MAX_MS.
+ */
+function upgradeInBackground(a: Attempt, session: Session, remote: readonly Candidate[], onDirect?: () => void): void {
+  if (session.transport !== 'udp' || session.path.kind !== 'relay') return;
+  const targets = upgradeCandidates(remote);
+  if (targets.length === 0) return;
+  const local = a.local.filter((c) => c.transport === 'udp' && c.type !== 'relay');
+  const id = createHash('sha256').update(a.connectionId).update('natpunch relay upgrade').digest().subarray(0, 16);
+  const key = deriveCheckKey(id, a.keyPair.publicKey, a.peerKey);
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  session.once('close', stop);
+  const deadline = Date.now() + RELAY_UPGRADE_MAX_MS;
+  const log = a.logger;
+  void (async () => {
+    try {
+      while (!ac.signal.aborted && Date.now() < deadline && session.path.kind === 'relay') {
+        const checks = new ConnectivityChecks({
+          transport: a.endpoint, role: a.role, connectionId: id, key, local, remote: targets, nomination: 'ack',
+          timeoutMs: RELAY_UPGRADE_ROUND_MS, signal: ac.signal, logger: log,
+        });
+        try {
+          const r = await checks.run();
+          if (ac.signal.aborted) return;
+          log.info({ remote: r.remote }, 'direct path found while relayed; moving the session');
+          await session.migrate(r.remote, pathOf(r));
+          if (session.path.kind !== 'relay') {
+            a.options.onProgress?.({ phase: 'path', kind: session.path.kind, remote: session.path.remote, type: r.remoteCandidate.type, rttMs: r.rttMs });
+            onDirect?.();
+            return;
+          }
+        } catch (err) {
+          log.debug({ err: (err as Error).message }, 'relay upgrade round failed');
+        } finally {
+          // Keep answering the peer's last probes for a moment (its nomination may need a retransmission).
+          setTimeout(() => checks.close(), RELAY_UPGRADE_INTERVAL_MS).unref();
+        }
+        await sleep(RELAY_UPGRADE_INTERVAL_MS, ac.signal).catch(() => {});
+      }
+    } finally {
+      session.off('close', stop);
+    }
+  })();
+}
+
 function toKey(to: string | Uint8Array): Buffer | null {
   if (typeof to !== 'string') return Buffer.from(to);
   return isPeerId(to) ? idToKey(to) : null;
@@ -449,12 +525,15 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (tcp) local = dedupeCandidates([...local, ...tcp.candidates]);
     if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
     let session: Session;
+    let upgradeFrom: { a: Attempt; remote: Candidate[] } | null = null;
     if (options.peer) {
-      session = await initiate({
+      const att: Attempt = {
         endpoint, role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: Buffer.from(options.peer.publicKey),
         local, remote: await withRelay(options.peer.candidates), keyPair: options.keyPair, options, signal, logger, ownsEndpoint,
         track: (c) => checks.push(c), ...(transportReason ? { transportReason } : {}),
-      }, tcp, mode);
+      };
+      upgradeFrom = { a: att, remote: options.peer.candidates };
+      session = await initiate(att, tcp, mode);
     } else {
       const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
       rendezvous = rv;
@@ -478,12 +557,14 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         });
         return { address: r.remote.address, port: r.remote.port, path: { kind: pathKind(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs } };
       };
-      session = await initiate({
+      const att: Attempt = {
         endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
         keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         ...(transportReason ? { transportReason } : {}),
-      }, tcp, mode);
+      };
+      upgradeFrom = { a: att, remote: offer.candidates };
+      session = await initiate(att, tcp, mode);
     }
     // Port P is no longer needed: the punched connection (if TCP won) lives on by itself.
     tcp?.close();
@@ -493,6 +574,19 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       // Direct won the race: release the allocation now.
       relay = null;
       void usedRelay.close();
+    } else if (usedRelay && upgradeFrom) {
+      // Relayed: keep trying direct in the background; once moved, release the allocation after an idle period.
+      const { a, remote } = upgradeFrom;
+      upgradeInBackground({ ...a, signal: new AbortController().signal, track: (c) => checks.push(c) }, session, remote, () => {
+        const t = setTimeout(() => {
+          if (relay !== usedRelay) return;
+          relay = null;
+          logger.info('relay allocation released (session moved to a direct path)');
+          void usedRelay.close();
+        }, RELAY_RELEASE_IDLE_MS);
+        t.unref();
+        session.once('close', () => clearTimeout(t));
+      });
     }
     const usedMapper = mapper;
     mapper = null; // the session owns it now: renewed while it lives, deleted when it closes
@@ -656,7 +750,7 @@ export class Listener extends EventEmitter {
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     try {
-      const session = await respond({
+      const att: Attempt = {
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
         local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
@@ -666,7 +760,10 @@ export class Listener extends EventEmitter {
           this.#checks.add(c);
           setTimeout(() => this.#checks.delete(c), 60_000).unref();
         },
-      }, this.#tcp, this.#mode);
+      };
+      const session = await respond(att, this.#tcp, this.#mode);
+      // Relayed: keep trying direct in the background (the listener's relay serves other sessions: kept).
+      upgradeInBackground({ ...att, signal: new AbortController().signal }, session, offer.candidates);
       if (this.#closed) {
         await session.close();
         return null;

@@ -521,6 +521,13 @@ export class Session extends EventEmitter {
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
     if (!this.#endpoint || !this.#udx) throw new NatpunchError('BAD_ARGUMENT', 'a session over TCP cannot move to another path');
+    const cur = this.#path.remote;
+    if (path && cur.address === remote.address && cur.port === remote.port && !this.#swap && !this.#lostTimer && !this.#recovering && !this.#udx.destroyed) {
+      // The peer already moved us onto this address (it announced the new path first): only what we know of it changes.
+      this.#path = { ...this.#path, ...path };
+      this.emit('path', this.path);
+      return;
+    }
     if (this.#swap || this.#udx.destroyed || this.#noise.destroyed || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
       await this.#startSwap(remote, path);
       return;
@@ -545,7 +552,11 @@ export class Session extends EventEmitter {
   /** We learned the peer is now at `remote`: move the session there on a new transport. */
   #startSwap(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     const cur = this.#swap;
-    if (cur && cur.remote.address === remote.address && cur.remote.port === remote.port) return cur.done;
+    if (cur && cur.remote.address === remote.address && cur.remote.port === remote.port) {
+      // Both ends moving to the same pair (e.g. after a relay upgrade's checks): keep what our side knows of it.
+      if (path) cur.path = { ...cur.path, ...path };
+      return cur.done;
+    }
     if (cur) this.#dropSwap(cur);
     const sw = this.#newSwap(this.#gen + 1, remote, path);
     if (!this.isInitiator) this.#openSwapTransport(sw); // ready for the initiator's first handshake message

@@ -86,6 +86,40 @@ describe('TURN relay fallback in the NAT lab', { skip }, () => {
     assert.equal(r[1].path!.kind, 'relay');
   });
 
+  test('relayed session upgrades to direct when the NATs become port-restricted cones at run time; transfer goes on', async () => {
+    await lab.setNat('natA', 'symmetric-random');
+    await lab.setNat('natB', 'symmetric-random');
+    const id = randomBytes(4).toString('hex');
+    const stun = { host: lab.addr('server'), port: PORT };
+    peers.a!.send({ cmd: 'prepare', trial: id, stun, relay: { server: { address: lab.addr('server'), port: PORT }, username: 'peer', password: 'secret' } });
+    peers.b!.send({ cmd: 'prepare', trial: id, stun });
+    const [ca, cb] = await Promise.all(['a', 'b'].map((h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
+    const connectionId = randomBytes(16).toString('hex');
+    const common = { cmd: 'go', trial: id, connectionId, size: 0, upgrade: true };
+    peers.b!.send({ ...common, role: 'listen', peerKey: keys.a, candidates: ca!.candidates });
+    peers.a!.send({ ...common, role: 'connect', peerKey: keys.b, candidates: cb!.candidates });
+    const ended = (m: Msg) => (m.type === 'connected' || m.type === 'error') && m.trial === id;
+    const up = (await Promise.all([peers.a!.next(ended, { timeoutMs: 40_000 }), peers.b!.next(ended, { timeoutMs: 40_000 })])) as Msg[];
+    assert.deepEqual(up.map((m) => [m.type, m.kind]), [['connected', 'relay'], ['connected', 'relay']], JSON.stringify(up));
+    // The direct path opens while data flows over the relay (setNat flushes the routers' conntrack tables).
+    await new Promise((r) => setTimeout(r, 1_500));
+    await lab.setNat('natA', 'port-restricted-cone');
+    await lab.setNat('natB', 'port-restricted-cone');
+    const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
+    const [ra, rb] = (await Promise.all([peers.a!.next(done, { timeoutMs: 70_000 }), peers.b!.next(done, { timeoutMs: 70_000 })])) as unknown as [Result & Msg, Result & Msg];
+    assert.equal(ra.type, 'result', `connecting side: ${ra.code} ${ra.message}`);
+    assert.equal(rb.type, 'result', `listening side: ${rb.code} ${rb.message}`);
+    assert.equal(ra.gotHash, rb.sentHash, 'listener → connector data intact');
+    assert.equal(rb.gotHash, ra.sentHash, 'connector → listener data intact');
+    assert.ok((ra.gotBeforeDirect as number) > 0 && (rb.gotBeforeDirect as number) > 0, 'data flowed over the relay first');
+    assert.ok((ra.bytes as number) > (ra.gotBeforeDirect as number) && (rb.bytes as number) > (rb.gotBeforeDirect as number), 'and went on over the direct path');
+    assert.equal(ra.path!.kind, 'direct', 'the connector moved to a direct path');
+    assert.equal(rb.path!.kind, 'direct', 'the listener moved to a direct path');
+    assert.equal(ra.path!.remote.address, lab.publicAddr('natB'));
+    assert.equal(rb.path!.remote.address, lab.publicAddr('natA'));
+    assert.equal(ra.relayReleased, true, 'the relay allocation is released after the idle period');
+  });
+
   test('port-restricted cones on both sides: the direct path wins over the configured relay', async () => {
     await lab.setNat('natA', 'port-restricted-cone');
     await lab.setNat('natB', 'port-restricted-cone');
