@@ -71,6 +71,17 @@ export interface RendezvousClientOptions {
   requestTimeoutMs?: number;
 }
 
+/** TURN credentials the rendezvous handed out (shared-secret scheme); use them on `host:port`. */
+export interface TurnCredentials {
+  /** The rendezvous server's host (the TURN server runs on the same host). */
+  host: string;
+  port: number;
+  username: string;
+  password: string;
+  /** Local clock (ms) after which they no longer work. */
+  expiresAt: number;
+}
+
 export interface RegisterResult {
   /** The address the server saw this peer's messages come from (server-reflexive). */
   reflexive: Endpoint;
@@ -116,6 +127,7 @@ export interface ConnectOffer {
 export interface RendezvousClientEvents {
   'connect-request': [offer: ConnectOffer];
   registered: [result: RegisterResult];
+  'turn-credentials': [credentials: TurnCredentials];
   'refresh-failed': [error: NatpunchError];
 }
 
@@ -190,6 +202,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #tcpReady: Promise<Socket> | undefined;
   #rtt: number | undefined;
   #registered: RegisterResult | undefined;
+  #turnCredentials: TurnCredentials | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   #seen = new Map<string, true>();
   #serverSources = new Set<string>();
@@ -224,6 +237,12 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   /** The current registration, if any. */
   get registration(): RegisterResult | undefined {
     return this.#registered;
+  }
+
+  /** TURN credentials the server handed out with the latest registration, while they are still valid. */
+  get turnCredentials(): TurnCredentials | undefined {
+    const c = this.#turnCredentials;
+    return c && c.expiresAt > Date.now() ? { ...c } : undefined;
   }
 
   /** 'udp' normally; 'tcp' after UDP got no answer and TCP did. */
@@ -710,6 +729,18 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       this.#seen.set(id, true);
       if (this.#seen.size > SEEN_NOTIFY_CAP) this.#seen.delete(this.#seen.keys().next().value!);
       this.emit('connect-request', this.#offer(msg, via));
+      return;
+    }
+    if (msg.type === 'turn-credentials') {
+      // Sent right after REGISTERED; only from the server (see #onDatagram), any request id of ours is fine.
+      this.#turnCredentials = {
+        host: this.#server.host,
+        port: msg.port,
+        username: msg.username,
+        password: msg.password,
+        expiresAt: Date.now() + msg.ttlSeconds * 1000,
+      };
+      this.emit('turn-credentials', { ...this.#turnCredentials });
       return;
     }
     const p = this.#pending.get(msg.requestId);

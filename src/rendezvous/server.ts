@@ -3,7 +3,8 @@ import type { Socket } from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
-import { isNatpunchError } from '../util/errors.js';
+import { makeSharedSecretCredentials } from '../relay/auth.js';
+import { isNatpunchError, NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import {
   decodeRendezvous,
@@ -56,7 +57,22 @@ export const MAX_TCP_BACKLOG_BYTES = 64 * 1024;
 
 export type StartSchedule = 'initiator-first' | 'sync';
 
+/** How long handed-out TURN credentials stay valid (draft-uberti-behave-turn-rest suggests a day; we keep it short). */
+export const DEFAULT_TURN_CREDENTIAL_TTL_S = 3600;
+
+/** TURN credentials the rendezvous hands to registered peers (the shared-secret scheme, see relay/auth.ts). */
+export interface TurnCredentialConfig {
+  /** The TURN server's shared secret (the first `--auth-secret`). */
+  secret: string;
+  /** The TURN server's port on this host (serve runs it on the rendezvous' own port). */
+  port: number;
+  /** Default DEFAULT_TURN_CREDENTIAL_TTL_S. */
+  ttlSeconds?: number;
+}
+
 export interface RendezvousServerOptions {
+  /** Hand out TURN credentials after each REGISTERED. Can also be set later with setTurnCredentials(). */
+  turnCredentials?: TurnCredentialConfig;
   registry?: Registry;
   logger?: Logger;
   refreshIntervalMs?: number;
@@ -191,6 +207,7 @@ export class RendezvousServer {
   #notifyMax: number;
   #schedule: StartSchedule;
   #maxPeers: number;
+  #turn: TurnCredentialConfig | undefined;
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
@@ -233,6 +250,7 @@ export class RendezvousServer {
 
   constructor(options: RendezvousServerOptions = {}) {
     this.#maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
+    this.setTurnCredentials(options.turnCredentials);
     this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers });
     this.#log = options.logger ?? silentLogger;
     this.#now = options.now ?? Date.now;
@@ -250,6 +268,14 @@ export class RendezvousServer {
     this.#schedule = options.schedule ?? 'initiator-first';
     this.#sweep = setInterval(() => void this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
     this.#sweep.unref();
+  }
+
+  /** Starts (or, with undefined, stops) handing out TURN credentials to peers that register. */
+  setTurnCredentials(config: TurnCredentialConfig | undefined): void {
+    if (config && (!config.secret || !Number.isInteger(config.port) || config.port <= 0 || config.port > 0xffff)) {
+      throw new NatpunchError('BAD_ARGUMENT', 'TURN credentials need a non-empty secret and a port');
+    }
+    this.#turn = config ? { ...config } : undefined;
   }
 
   /** Starts answering rendezvous datagrams arriving on `transport`. Returns a function that detaches again. */
@@ -557,6 +583,12 @@ export class RendezvousServer {
     });
     this.#remember(msg, reply);
     this.#send(channel, reply);
+    if (this.#turn) {
+      // Shared-secret scheme: username "expiry:first 16 hex of the key" (relay/auth.ts makeSharedSecretCredentials).
+      const ttlSeconds = this.#turn.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S;
+      const c = makeSharedSecretCredentials(this.#turn.secret, ttlSeconds, hex(msg.publicKey).slice(0, 16), now);
+      this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, username: c.username, password: c.password, ttlSeconds, port: this.#turn.port });
+    }
     this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {

@@ -41,6 +41,9 @@ export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }
 
+/** Longest TURN username/password carried in TURN_CREDENTIALS (one length byte). */
+export const MAX_TURN_CREDENTIAL_BYTES = 255;
+
 export const MessageType = {
   REGISTER: 0x01,
   REGISTERED: 0x02,
@@ -53,6 +56,12 @@ export const MessageType = {
   PONG: 0x09,
   NOTIFY_ACK: 0x0a,
   UNREGISTER: 0x0b,
+  /**
+   * Short-lived TURN credentials (shared-secret scheme), sent by the server right after REGISTERED with the same
+   * request id. A separate message type rather than a trailing REGISTERED field: decoders reject trailing bytes and
+   * drop unknown types, so old clients silently ignore this while their registration keeps working.
+   */
+  TURN_CREDENTIALS: 0x0c,
 } as const;
 
 export const ErrorCode = {
@@ -121,6 +130,18 @@ export interface RegisteredMessage extends Header {
   serverTime: number;
   /** The server's judgement: flag set, or the reflexive address equals a host candidate. */
   reachable: boolean;
+}
+
+export interface TurnCredentialsMessage extends Header {
+  type: 'turn-credentials';
+  /** "expiry:user" (coturn `use-auth-secret` / draft-uberti-behave-turn-rest). */
+  username: string;
+  /** base64(HMAC-SHA1(secret, username)). */
+  password: string;
+  /** Lifetime in seconds from serverTime. */
+  ttlSeconds: number;
+  /** The TURN server's port on the rendezvous host (same host the client reached the rendezvous on). */
+  port: number;
 }
 
 export interface LookupMessage extends Header {
@@ -193,6 +214,7 @@ export interface UnregisterMessage extends Header, SignedFields {
 export type RendezvousMessage =
   | RegisterMessage
   | RegisteredMessage
+  | TurnCredentialsMessage
   | LookupMessage
   | LookupResultMessage
   | ConnectMessage
@@ -472,6 +494,7 @@ const TYPE_CODE: Record<RendezvousMessage['type'], number> = {
   pong: MessageType.PONG,
   'notify-ack': MessageType.NOTIFY_ACK,
   unregister: MessageType.UNREGISTER,
+  'turn-credentials': MessageType.TURN_CREDENTIALS,
 };
 
 /** Fields a caller supplies to encode a signed message; timestamp and nonce are filled in when absent. */
@@ -517,6 +540,15 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
       w.u32(checkU(msg.ttlMs, 0xffffffff, 'ttl'));
       w.u64(msg.serverTime);
       w.u8(msg.reachable ? 1 : 0);
+      break;
+    case 'turn-credentials':
+      if (Buffer.byteLength(msg.username) > MAX_TURN_CREDENTIAL_BYTES || Buffer.byteLength(msg.password) > MAX_TURN_CREDENTIAL_BYTES) {
+        throw encodeError('turn credential too long');
+      }
+      w.shortString(msg.username, MAX_TURN_CREDENTIAL_BYTES);
+      w.shortString(msg.password, MAX_TURN_CREDENTIAL_BYTES);
+      w.u32(checkU(msg.ttlSeconds, 0xffffffff, 'turn ttl'));
+      w.u16(checkU(msg.port, 0xffff, 'turn port'));
       break;
     case 'lookup':
       writeTarget(w, msg.target);
@@ -623,6 +655,15 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const serverTime = r.u64('server time');
       const flags = readFlags(r, 1);
       msg = { type: 'registered', requestId, reflexive, refreshMs, ttlMs, serverTime, reachable: (flags & 1) !== 0 };
+      break;
+    }
+    case MessageType.TURN_CREDENTIALS: {
+      const username = r.bytes(r.u8('turn username length'), 'turn username').toString('utf8');
+      const password = r.bytes(r.u8('turn password length'), 'turn password').toString('utf8');
+      const ttlSeconds = r.u32('turn ttl');
+      const port = r.u16('turn port');
+      if (!username || !password || port === 0) throw decodeError('empty turn credentials');
+      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port };
       break;
     }
     case MessageType.LOOKUP:

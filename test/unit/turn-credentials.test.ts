@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer } from '../../src/server/serve.js';
+import { attachTurn } from '../../src/relay/attach.js';
+import { TurnServer } from '../../src/relay/server.js';
+import { TurnClient } from '../../src/relay/client.js';
+import { SharedSecretStore } from '../../src/relay/auth.js';
+import { turnRegistry } from '../../src/wire/turn.js';
+import { NodeDatagramTransport } from '../../src/net/datagram.js';
+import { RendezvousClient, type TurnCredentials } from '../../src/rendezvous/client.js';
+import { generateKeyPair } from '../../src/session/identity.js';
+import { decodeRendezvous, encodeRendezvous } from '../../src/wire/rendezvous.js';
+
+const SECRET = 'test-shared-secret';
+
+async function waitCreds(c: RendezvousClient): Promise<TurnCredentials | undefined> {
+  for (let i = 0; i < 40 && !c.turnCredentials; i++) await new Promise((r) => setTimeout(r, 50));
+  return c.turnCredentials;
+}
+
+test('codec: TURN_CREDENTIALS round-trips; REGISTERED unchanged; truncated/empty rejected', () => {
+  const m = { type: 'turn-credentials', requestId: 7, username: '1790000000:0123456789abcdef', password: 'cGFzc3dvcmQ=', ttlSeconds: 3600, port: 3478 } as const;
+  assert.deepEqual(decodeRendezvous(encodeRendezvous(m)), m);
+  const reg = { type: 'registered', requestId: 9, reflexive: { transport: 'udp', address: '127.0.0.1', port: 5 }, refreshMs: 1, ttlMs: 2, serverTime: 3, reachable: false } as const;
+  assert.deepEqual(decodeRendezvous(encodeRendezvous(reg)), reg);
+  const bytes = encodeRendezvous(m);
+  for (let n = 0; n < bytes.length; n++) assert.throws(() => decodeRendezvous(bytes.subarray(0, n)), { code: 'RENDEZVOUS_DECODE' });
+  assert.throws(() => decodeRendezvous(encodeRendezvous({ ...m, port: 0 })), { code: 'RENDEZVOUS_DECODE' });
+});
+
+test('serve with TURN + shared secret: a registered peer gets credentials that allocate; without, registration works and none come', async () => {
+  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
+  const detach = attachTurn(handle, turn);
+  const port = handle.udp[0]!.port;
+  const plain = await startServer({ port: 0, addresses: ['127.0.0.1'] });
+  const t1 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const t2 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const kp = generateKeyPair();
+  const c1 = new RendezvousClient({ transport: t1, server: { host: '127.0.0.1', port }, keyPair: kp, tcpFallback: false, autoRefresh: false });
+  const c2 = new RendezvousClient({ transport: t2, server: { host: '127.0.0.1', port: plain.udp[0]!.port }, keyPair: generateKeyPair(), tcpFallback: false, autoRefresh: false });
+  let tc: TurnClient | undefined;
+  try {
+    handle.rendezvous!.setTurnCredentials({ secret: SECRET, port });
+    await c1.register();
+    const creds = await waitCreds(c1);
+    assert.ok(creds, 'credentials arrive after REGISTERED');
+    assert.equal(creds.port, port);
+    assert.equal(creds.host, '127.0.0.1');
+    assert.match(creds.username, new RegExp(`^\\d+:${Buffer.from(kp.publicKey).toString('hex').slice(0, 16)}$`));
+    assert.ok(creds.expiresAt > Date.now() + 3_000_000);
+    tc = await TurnClient.connectTcp({ server: { address: creds.host, port: creds.port }, username: creds.username, password: creds.password, timeoutMs: 2000 });
+    const alloc = await tc.allocate();
+    assert.equal(alloc.relayed[0]!.address, '127.0.0.1');
+
+    const r = await c2.register();
+    assert.equal(r.reflexive.address, '127.0.0.1');
+    assert.equal(await waitCreds(c2), undefined, 'no TURN configured: no credentials');
+  } finally {
+    await tc?.close();
+    c1.close();
+    c2.close();
+    t1.close();
+    t2.close();
+    detach();
+    turn.close();
+    await handle.close();
+    await plain.close();
+  }
+});
