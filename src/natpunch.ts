@@ -119,7 +119,29 @@ interface CommonOptions {
 /** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
  *  on the same endpoint (its candidate then already went to the peer). connect() owns it either way: it is released
  *  when the session takes a direct path, or when the relayed session closes. */
-export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string };
+export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string } | 'auto';
+
+/** relay: 'auto' waits at most this long after registering for the rendezvous' TURN credentials (they follow
+ *  REGISTERED immediately; a server without TURN sends none). */
+export const AUTO_RELAY_WAIT_MS = 1000;
+
+/**
+ * relay: 'auto': the TURN credentials the rendezvous handed out (shared-secret scheme, same host as the rendezvous),
+ * opened as a RelayPath on `endpoint`; null when the rendezvous gave none (no TURN there, or a custom factory).
+ */
+async function autoRelay(rv: RendezvousLike, endpoint: UdxEndpoint, registered: boolean, signal: AbortSignal | undefined, logger: Logger): Promise<RelayPath | null> {
+  if (!(rv instanceof RendezvousClient)) return null;
+  if (!registered && !rv.turnCredentials) await rv.register(signal);
+  for (let waited = 0; !rv.turnCredentials && waited < AUTO_RELAY_WAIT_MS && !signal?.aborted; waited += 50) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const c = rv.turnCredentials;
+  if (!c) {
+    logger.debug('relay auto: the rendezvous handed out no TURN credentials; no relay');
+    return null;
+  }
+  return RelayPath.open({ transport: endpoint, server: { address: c.host, port: c.port }, username: c.username, password: c.password, ...(signal ? { signal } : {}), logger });
+}
 
 export interface ConnectOptions extends CommonOptions {
   /** TURN fallback: when no direct pair answers within `relayHoldMs`, the session runs through this relay, still
@@ -506,7 +528,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     let local = options.candidates ?? (await defaultCandidates(endpoint, { loopback: rvHost !== null && isLoopbackHost(rvHost) }));
     mapper = await openPortMapping(options.portMapping, endpoint, logger, options.onProgress, signal);
     if (mapper) local = dedupeCandidates([...local, ...mappedCandidates(mapper)]);
-    if (options.relay) {
+    if (options.relay && options.relay !== 'auto') {
       relay =
         options.relay instanceof RelayPath
           ? options.relay
@@ -537,6 +559,10 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     } else {
       const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
       rendezvous = rv;
+      if (options.relay === 'auto') {
+        relay = await autoRelay(rv, endpoint, false, signal, logger);
+        if (relay) local = dedupeCandidates([...local, relay.candidate()]);
+      }
       const to = options.to!;
       const offer = await rv.requestConnect(to, { candidates: local, signal });
       introduced = true;
@@ -725,6 +751,12 @@ export class Listener extends EventEmitter {
     rv.on('connect-request', this.#onOffer);
     const reg = await rv.register(signal);
     this.#reflexive = { address: reg.reflexive.address, port: reg.reflexive.port };
+    if (this.#options.relay === 'auto') {
+      const relay = await autoRelay(rv, this.endpoint, true, signal, this.#logger);
+      // The listener owns it from here (released by close()); later offers carry its candidate.
+      this.#options = { ...this.#options, ...(relay ? { relay } : {}) };
+      if (!relay) delete this.#options.relay;
+    }
     progress({ phase: 'registered', reflexive: this.#reflexive });
   }
 
@@ -832,7 +864,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     tcp = gathered.tcp;
     if (tcp) local = dedupeCandidates([...local, ...tcp.candidates]);
     if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
-    if (options.relay && !(options.relay instanceof RelayPath)) {
+    if (options.relay && options.relay !== 'auto' && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
     }

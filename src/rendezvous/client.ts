@@ -73,7 +73,7 @@ export interface RendezvousClientOptions {
 
 /** TURN credentials the rendezvous handed out (shared-secret scheme); use them on `host:port`. */
 export interface TurnCredentials {
-  /** The rendezvous server's host (the TURN server runs on the same host). */
+  /** The rendezvous server's address as resolved (the TURN server runs on the same host). */
   host: string;
   port: number;
   username: string;
@@ -734,7 +734,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     if (msg.type === 'turn-credentials') {
       // Sent right after REGISTERED; only from the server (see #onDatagram), any request id of ours is fine.
       this.#turnCredentials = {
-        host: this.#server.host,
+        host: this.#serverIp ? unmapV4(this.#serverIp) : this.#server.host,
         port: msg.port,
         username: msg.username,
         password: msg.password,

@@ -68,3 +68,36 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
     await plain.close();
   }
 });
+
+test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the relay candidate reaches the peer", async () => {
+  const { connect, listen } = await import('../../src/natpunch.js');
+  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1' });
+  const detach = attachTurn(handle, turn);
+  const port = handle.udp[0]!.port;
+  handle.rendezvous!.setTurnCredentials({ secret: SECRET, port });
+  const rendezvous = `127.0.0.1:${port}`;
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const offers: Array<Array<{ type: string; address: string }>> = [];
+  const listener = await listen({
+    keyPair: kb, bind: { address: '127.0.0.1' }, rendezvous, name: 'bob', allow: [ka.publicKey], relay: 'auto',
+    onProgress: (p) => {
+      if (p.phase === 'offer') offers.push(p.candidates);
+    },
+  });
+  let session: Awaited<ReturnType<typeof connect>> | null = null;
+  try {
+    assert.equal(turn.stats.allocations, 1, "the listener allocated with the rendezvous' credentials");
+    const accepted = new Promise((resolve) => listener.once('session', resolve));
+    session = await connect({ keyPair: ka, bind: { address: '127.0.0.1' }, rendezvous, to: 'bob', relay: 'auto', timeoutMs: 15_000 });
+    await accepted;
+    assert.ok(offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'), "the offer carried the connector's relayed address");
+  } finally {
+    await session?.close().catch(() => {});
+    await listener.close();
+    detach();
+    turn.close();
+    await handle.close();
+  }
+});

@@ -101,6 +101,10 @@ export function register(program: Command): void {
         if (turn) {
           try {
             detachTurn = attachTurn(handle, turn);
+            // Registered peers get short-lived TURN credentials for this server (shared-secret scheme, first secret).
+            if (opts.authSecret?.length && handle.rendezvous) {
+              handle.rendezvous.setTurnCredentials({ secret: opts.authSecret[0]!, port: handle.udp[0]!.port });
+            }
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
                 addresses: handle.tcp.map((e) => e.address),
