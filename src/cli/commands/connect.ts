@@ -41,7 +41,7 @@ export function register(program: Command): void {
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn)')
+    .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--json', 'progress as JSON lines on stderr')
@@ -63,7 +63,7 @@ export function register(program: Command): void {
           // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
           ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-          ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
+          ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
           transport,
           ...(opts.portMapping ? { portMapping: true } : {}),
         });

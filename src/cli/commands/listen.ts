@@ -43,7 +43,7 @@ export function register(program: Command): void {
     .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; default: anyone')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--relay <user:password@host[:port][?transport=tcp]>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn)')
+    .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--json', 'progress as JSON lines on stderr')
@@ -61,7 +61,7 @@ export function register(program: Command): void {
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-        ...(opts.relay ? { relay: parseRelaySpec(opts.relay) } : {}),
+        ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
         transport,
         ...(opts.portMapping ? { portMapping: true } : {}),
       });
