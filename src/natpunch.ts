@@ -80,7 +80,10 @@ export type Progress =
   /** Which transport carries (or will carry) the session and why; e.g. auto without the native addon → UDP. */
   | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string }
   /** portMapping: the gateway mapped our UDP port (a 'mapped' candidate is offered), or why not (we go on without). */
-  | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string };
+  | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string }
+  /** hardNat: our measured NAT kind at gathering ('hard-nat'), and the hard punch that found the path ('hard-punch'). */
+  | { phase: 'hard-nat'; kind: HardNatAdvert['kind']; delta: number | null; ports: number[] }
+  | { phase: 'hard-punch'; local: HardNatAdvert['kind']; peer: HardNatAdvert['kind']; strategy: string; probesSent: number };
 
 /** 'udp': UDX over UDP hole punching; 'tcp': TCP hole punching (needs the native addon); 'auto': both, see connect(). */
 export type TransportMode = 'udp' | 'tcp' | 'auto';
@@ -179,6 +182,7 @@ async function gatherHard(
   try {
     const g = await gatherHardNat(endpoint, opts, rendezvousServer(options.rendezvous), signal);
     logger.info({ kind: g.advert.kind, delta: g.advert.delta, ports: g.advert.ports.length }, 'hard NAT advert');
+    options.onProgress?.({ phase: 'hard-nat', kind: g.advert.kind, delta: g.advert.delta, ports: g.advert.ports });
     return { ...g, opts };
   } catch (err) {
     if (signal?.aborted) throw err;
@@ -505,12 +509,13 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
       const peerHard = hard ? advertFromCandidates(offer.candidates) : null;
       if (hard && peerHard?.advert && needsHardPunch(hard.advert, peerHard.advert)) {
-        const { session: hs } = await hardSession({
+        const { session: hs, punch: hp } = await hardSession({
           role: 'initiator', keyPair: options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint,
           local: hard.advert, peer: peerHard.advert, ...(hard.opts.budget ? { budget: hard.opts.budget } : {}),
           onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
           signal, logger,
         });
+        options.onProgress?.({ phase: 'hard-punch', local: hard.advert.kind, peer: peerHard.advert.kind, strategy: hp.strategy, probesSent: hp.probesSent });
         tcp?.close();
         const [hardRelay, hardMapper] = [relay, mapper];
         relay = null;
@@ -728,12 +733,14 @@ export class Listener extends EventEmitter {
         // `allow` before anything is sent (the rendezvous authenticated the key; the handshake proves it again).
         if (!(await isAllowed(this.#options.allow, Buffer.from(offer.peerKey)))) throw new NatpunchError('NOT_ALLOWED', `peer ${peer} is not allowed`);
         const budget = this.#hard.opts.budget;
-        ({ session } = await hardSession({
+        let punch: { strategy: string; probesSent: number };
+        ({ session, punch } = await hardSession({
           role: 'responder', keyPair: this.#options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint: this.endpoint,
           local: this.#hard.advert, peer: peerHard.advert, ...(budget ? { budget } : {}),
           onEstimate: (e) => this.#logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
           signal, logger: this.#logger,
         }));
+        progress({ phase: 'hard-punch', local: this.#hard.advert.kind, peer: peerHard.advert.kind, strategy: punch.strategy, probesSent: punch.probesSent });
       } else session = await respond({
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
         local: this.candidates, remote: await this.#withRelay(peerHard?.advert ? peerHard.rest : offer.candidates, signal), keyPair: this.#options.keyPair,
