@@ -7,9 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
 
+const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const FIXTURE = new URL('./fixtures/hardnat-rv-peer.ts', import.meta.url).pathname;
 const RV_PORT = 3478;
 const SIZE = 64 * 1024;
@@ -71,6 +73,41 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
         await Promise.all([c.get()?.close(), l.close()]);
       }
       await new Promise((r) => setTimeout(r, 500)); // let the sessions' last packets go before the next trial
+    }
+  });
+
+  test('`natpunch listen --hard-nat` ← `natpunch connect --hard-nat`: the CLI runs the hard punch; lines both ways', async () => {
+    const name = `hcli-${randomBytes(4).toString('hex')}`;
+    const rv = `${lab.addr('server')}:${RV_PORT}`;
+    const l = lab.node('b', CLI, ['listen', '--rendezvous', rv, '--name', name, '--hard-nat', '--transport', 'udp', '--json']);
+    let c: ReturnType<typeof lab.node> | null = null;
+    const phase = async (p: ReturnType<typeof lab.node>, name: string): Promise<Msg> => {
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        const found = p.stderr.split('\n').find((x) => x.includes(`"phase":"${name}"`));
+        if (found) return JSON.parse(found) as Msg;
+        if (!p.running) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      throw new Error(`no ${name} line: ${p.stderr}`);
+    };
+    try {
+      await phase(l, 'listening');
+      c = lab.node('a', CLI, ['connect', name, '--rendezvous', rv, '--hard-nat', '--transport', 'udp', '--json']);
+      const token = randomBytes(8).toString('hex');
+      // Each side's stdin goes to the other's stdout; JSON lines there are messages of the LabProcess.
+      c.send({ from: 'connector', token });
+      const atListener = await l.next((m) => m.from === 'connector', { timeoutMs: 30_000 });
+      assert.equal(atListener.token, token);
+      l.send({ from: 'listener', token });
+      const atConnector = await c.next((m) => m.from === 'listener', { timeoutMs: 10_000 });
+      assert.equal(atConnector.token, token);
+      const punch = await phase(c, 'hard-punch');
+      assert.deepEqual([punch.local, punch.peer, punch.strategy], ['cone', 'random', 'birthday-spray'], c.stderr);
+      const lpunch = await phase(l, 'hard-punch');
+      assert.deepEqual([lpunch.local, lpunch.peer, lpunch.strategy], ['random', 'cone', 'birthday-sockets'], l.stderr);
+    } finally {
+      await Promise.all([c?.close(), l.close()]);
     }
   });
 });
