@@ -110,4 +110,30 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
       await Promise.all([c?.close(), l.close()]);
     }
   });
+  test('both cones with hardNat: the normal checks run (the marker stands for the srflx), direct, data intact', async () => {
+    await lab.setNat('natB', 'port-restricted-cone');
+    try {
+      const name = `cone-${randomBytes(4).toString('hex')}`;
+      const common = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--size', String(SIZE)];
+      const l = lab.node('b', FIXTURE, ['listen', ...common]);
+      let c: ReturnType<typeof lab.node> | null = null;
+      try {
+        assert.equal((await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 })).type, 'listening');
+        c = lab.node('a', FIXTURE, ['connect', ...common]);
+        const cr = await c.next((m) => m.type === 'result' || m.type === 'error', { timeoutMs: 40_000 });
+        assert.equal(cr.type, 'result', `connector: ${JSON.stringify(cr)}; listener: ${JSON.stringify(l.pending())}`);
+        const lr = await l.next((m) => m.type === 'result', { timeoutMs: 20_000 });
+        const cp = c.drain((x) => x.type === 'progress') as Msg[];
+        assert.equal(cp.find((p) => p.phase === 'hard-nat')?.kind, 'cone');
+        assert.equal(cp.find((p) => p.phase === 'hard-punch'), undefined, 'no hard punch between cones');
+        assert.equal((cr.path as { kind: string }).kind, 'direct');
+        assert.equal(lr.gotHash, cr.sentHash);
+        assert.equal(cr.gotHash, lr.sentHash);
+      } finally {
+        await Promise.all([c?.close(), l.close()]);
+      }
+    } finally {
+      await lab.setNat('natB', 'symmetric-random');
+    }
+  });
 });
