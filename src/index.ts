@@ -120,6 +120,8 @@ export {
   predictPorts, predictedCandidates, hardNatKind, observeMapping, measureNat, advertiseHardNat, reobserve, DEFAULT_PREDICTION_WINDOW,
 } from './traversal/predict.js';
 export type { HardNatKind, HardNatAdvert, NatMeasurement, StunServerAddress } from './traversal/predict.js';
+export { advertToCandidates, advertFromCandidates, needsHardPunch, DEFAULT_HARDNAT_MEASURE_TIMEOUT_MS } from './traversal/hardwire.js';
+export type { HardNatOptions } from './traversal/hardwire.js';
 export {
   HardPunch, planHardPunch, birthdaySuccess, birthdayProbesFor, doubleRandomSuccess, HARDNAT_FIRST_BYTE, BIRTHDAY_PORT_SPACE,
   DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_BIRTHDAY_PROBES, DEFAULT_PROBE_RATE, DEFAULT_DOUBLE_RANDOM_BUDGET, DEFAULT_MAX_MAPPINGS,

@@ -5,9 +5,12 @@ import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
 import { RendezvousClient } from './rendezvous/client.js';
+import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, type HardNatOptions } from './traversal/hardwire.js';
+import { hardSession } from './traversal/hardnat.js';
+import type { HardNatAdvert } from './traversal/predict.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
-import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath } from './session/session.js';
+import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath, isAllowed } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
@@ -77,7 +80,10 @@ export type Progress =
   /** Which transport carries (or will carry) the session and why; e.g. auto without the native addon → UDP. */
   | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string }
   /** portMapping: the gateway mapped our UDP port (a 'mapped' candidate is offered), or why not (we go on without). */
-  | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string };
+  | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string }
+  /** hardNat: our measured NAT kind at gathering ('hard-nat'), and the hard punch that found the path ('hard-punch'). */
+  | { phase: 'hard-nat'; kind: HardNatAdvert['kind']; delta: number | null; ports: number[] }
+  | { phase: 'hard-punch'; local: HardNatAdvert['kind']; peer: HardNatAdvert['kind']; strategy: string; probesSent: number };
 
 /** 'udp': UDX over UDP hole punching; 'tcp': TCP hole punching (needs the native addon); 'auto': both, see connect(). */
 export type TransportMode = 'udp' | 'tcp' | 'auto';
@@ -114,6 +120,12 @@ interface CommonOptions {
    * deleted when it closes. Options (e.g. `gateway`) go to the PortMapper.
    */
   portMapping?: boolean | PortMapperOptions;
+  /**
+   * Off by default. When on, gathering measures our NAT against the rendezvous (src/traversal/hardwire.ts, bounded;
+   * on failure it carries on without) and offers the kind and prediction advert as candidates; when both sides
+   * did and either is not a cone, the hard punch (hardSession(), src/traversal/hardnat.ts) replaces the normal checks.
+   */
+  hardNat?: boolean | HardNatOptions;
 }
 
 /** A TURN relay for connect(): credentials ("user:password@host[:port]" or an object), or a RelayPath already opened
@@ -172,6 +184,33 @@ export interface ListenOptions extends CommonOptions {
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
   allow?: Allow;
   signal?: AbortSignal;
+}
+
+/** The rendezvous as host and port when given as an address or name, else null (a factory). */
+function rendezvousServer(spec: CommonOptions['rendezvous']): { host: string; port: number } | null {
+  if (!spec || typeof spec === 'function') return null;
+  return typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+}
+
+/** hardNat gathering: the advert and its candidates, or null (off, or the measurement failed: logged, not fatal). */
+async function gatherHard(
+  options: CommonOptions,
+  endpoint: UdxEndpoint,
+  logger: Logger,
+  signal?: AbortSignal,
+): Promise<{ advert: HardNatAdvert; candidates: Candidate[]; opts: HardNatOptions } | null> {
+  const opts = normalizeHardNat(options.hardNat);
+  if (!opts) return null;
+  try {
+    const g = await gatherHardNat(endpoint, opts, rendezvousServer(options.rendezvous), signal);
+    logger.info({ kind: g.advert.kind, delta: g.advert.delta, ports: g.advert.ports.length }, 'hard NAT advert');
+    options.onProgress?.({ phase: 'hard-nat', kind: g.advert.kind, delta: g.advert.delta, ports: g.advert.ports });
+    return { ...g, opts };
+  } catch (err) {
+    if (signal?.aborted) throw err;
+    logger.warn({ err: (err as Error).message }, 'hardNat: NAT measurement failed; carrying on without the hard punch');
+    return null;
+  }
 }
 
 function parseRendezvous(spec: string): { host: string; port: number } {
@@ -546,6 +585,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     const transportReason = gathered.reason;
     if (tcp) local = dedupeCandidates([...local, ...tcp.candidates]);
     if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
+    const hard = options.peer ? null : await gatherHard(options, endpoint, logger, signal);
+    if (hard) local = [...local, ...hard.candidates];
     let session: Session;
     let upgradeFrom: { a: Attempt; remote: Candidate[] } | null = null;
     if (options.peer) {
@@ -571,6 +612,30 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
       }
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
+      const peerHard = hard ? advertFromCandidates(offer.candidates) : null;
+      if (hard && peerHard?.advert && needsHardPunch(hard.advert, peerHard.advert)) {
+        const { session: hs, punch: hp } = await hardSession({
+          role: 'initiator', keyPair: options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint,
+          local: hard.advert, peer: peerHard.advert, ...(hard.opts.budget ? { budget: hard.opts.budget } : {}),
+          onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
+          signal, logger,
+        });
+        options.onProgress?.({ phase: 'hard-punch', local: hard.advert.kind, peer: peerHard.advert.kind, strategy: hp.strategy, probesSent: hp.probesSent });
+        tcp?.close();
+        const [hardRelay, hardMapper] = [relay, mapper];
+        relay = null;
+        mapper = null; // the session owns them now
+        void hardRelay?.close(); // the hard punch found a direct path
+        hs.once('close', () => {
+          lingering();
+          rendezvous?.close();
+          void hardMapper?.close();
+          if (ownsEndpoint) void endpoint.close().catch(() => {});
+        });
+        options.onProgress?.({ phase: 'connected', peer: keyToId(hs.remotePublicKey), rttMs: hs.path.rttMs });
+        return hs;
+      }
+      if (peerHard?.advert) offer.candidates = peerHard.rest;
       // Re-establish through the rendezvous when the path dies (NAT rebinding the peer's probes cannot get through):
       // a fresh punch to the same key, then the session moves onto the punched pair (Session#migrate).
       const recover = async (rsignal: AbortSignal) => {
@@ -688,6 +753,12 @@ export class Listener extends EventEmitter {
   #tcp: TcpLocal | null = null;
   #mode: TransportMode = 'auto';
   #mapper: PortMapper | null = null;
+  #hard: { advert: HardNatAdvert; opts: HardNatOptions } | null = null;
+
+  /** @internal listen() hands over the hardNat advert (its candidates are already in `local`). */
+  attachHardNat(hard: { advert: HardNatAdvert; opts: HardNatOptions } | null): void {
+    this.#hard = hard;
+  }
 
   /** @internal listen() hands over the port mapping (portMapping); close() deletes it. */
   attachPortMapper(mapper: PortMapper | null): void {
@@ -782,9 +853,24 @@ export class Listener extends EventEmitter {
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     try {
+      const peerHard = this.#hard ? advertFromCandidates(offer.candidates) : null;
+      let session: Session;
+      if (this.#hard && peerHard?.advert && needsHardPunch(this.#hard.advert, peerHard.advert)) {
+        // `allow` before anything is sent (the rendezvous authenticated the key; the handshake proves it again).
+        if (!(await isAllowed(this.#options.allow, Buffer.from(offer.peerKey)))) throw new NatpunchError('NOT_ALLOWED', `peer ${peer} is not allowed`);
+        const budget = this.#hard.opts.budget;
+        let punch: { strategy: string; probesSent: number };
+        ({ session, punch } = await hardSession({
+          role: 'responder', keyPair: this.#options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint: this.endpoint,
+          local: this.#hard.advert, peer: peerHard.advert, ...(budget ? { budget } : {}),
+          onEstimate: (e) => this.#logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
+          signal, logger: this.#logger,
+        }));
+        progress({ phase: 'hard-punch', local: this.#hard.advert.kind, peer: peerHard.advert.kind, strategy: punch.strategy, probesSent: punch.probesSent });
+      } else {
       const att: Attempt = {
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
-        local: this.candidates, remote: await this.#withRelay(offer.candidates, signal), keyPair: this.#options.keyPair,
+        local: this.candidates, remote: await this.#withRelay(peerHard?.advert ? peerHard.rest : offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
@@ -793,9 +879,10 @@ export class Listener extends EventEmitter {
           setTimeout(() => this.#checks.delete(c), 60_000).unref();
         },
       };
-      const session = await respond(att, this.#tcp, this.#mode);
+      session = await respond(att, this.#tcp, this.#mode);
       // Relayed: keep trying direct in the background (the listener's relay serves other sessions: kept).
       upgradeInBackground({ ...att, signal: new AbortController().signal }, session, offer.candidates);
+      }
       if (this.#closed) {
         await session.close();
         return null;
@@ -864,6 +951,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     tcp = gathered.tcp;
     if (tcp) local = dedupeCandidates([...local, ...tcp.candidates]);
     if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
+    const hard = await gatherHard(options, endpoint, options.logger ?? silentLogger, options.signal);
+    if (hard) local = [...local, ...hard.candidates];
     if (options.relay && options.relay !== 'auto' && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
@@ -871,6 +960,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     const listener = new Listener(endpoint, local, options, ownsEndpoint);
     listener.attachTcp(tcp, mode);
     listener.attachPortMapper(mapper);
+    listener.attachHardNat(hard);
     tcp = null; // the listener owns it now
     mapper = null;
     await listener.start(options.signal).catch(async (err: unknown) => {

@@ -5,7 +5,7 @@
  * This codec returns IPv4-mapped addresses as dotted IPv4 text and accepts either form when encoding.
  */
 import { NatpunchError } from '../util/errors.js';
-import { parseIPv4 } from './natpmp.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './stun/address.js';
 
 /** RFC 6887 §7: this document defines version 2 (NAT-PMP was version 0). */
 export const PCP_VERSION = 2;
@@ -158,57 +158,7 @@ export function bytesToAddress(b: Uint8Array, offset = 0): string {
   if (s.length !== 16) fail('address field truncated');
   let mapped = s[10] === 0xff && s[11] === 0xff;
   for (let i = 0; i < 10 && mapped; i++) if (s[i] !== 0) mapped = false;
-  if (mapped) return `${s[12]}.${s[13]}.${s[14]}.${s[15]}`;
-  const words: number[] = [];
-  for (let i = 0; i < 16; i += 2) words.push((s[i]! << 8) | s[i + 1]!);
-  // RFC 5952 §4.2: compress the longest run (≥2) of zero words, the first if tied.
-  let bestStart = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (words[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
-}
-
-export function parseIPv6(text: string): Uint8Array | undefined {
-  let t = text;
-  const zone = t.indexOf('%');
-  if (zone >= 0) t = t.slice(0, zone);
-  if (!/^[0-9a-fA-F:.]+$/.test(t)) return undefined;
-  if (t.includes('.')) {
-    // A trailing dotted quad (e.g. ::ffff:192.0.2.1) stands for the last two 16-bit groups.
-    const lastColon = t.lastIndexOf(':');
-    const v4 = parseIPv4(t.slice(lastColon + 1));
-    if (lastColon < 0 || !v4) return undefined;
-    t = `${t.slice(0, lastColon + 1)}${((v4[0]! << 8) | v4[1]!).toString(16)}:${((v4[2]! << 8) | v4[3]!).toString(16)}`;
-  }
-  const halves = t.split('::');
-  if (halves.length > 2) return undefined;
-  const parse = (s: string) => (s === '' ? [] : s.split(':'));
-  const head = parse(halves[0]!);
-  const rest = halves.length === 2 ? parse(halves[1]!) : [];
-  if (![...head, ...rest].every((g) => /^[0-9a-fA-F]{1,4}$/.test(g))) return undefined;
-  const total = head.length + rest.length;
-  if (halves.length === 1 ? total !== 8 : total > 7) return undefined;
-  const words = [...head, ...new Array<string>(8 - total).fill('0'), ...rest].map((g) => parseInt(g, 16));
-  const out = new Uint8Array(16);
-  words.forEach((w, i) => {
-    out[i * 2] = w >> 8;
-    out[i * 2 + 1] = w & 0xff;
-  });
-  return out;
+  return mapped ? formatIPv4(s, 12) : formatIPv6(s);
 }
 
 /** RFC 6887 §11.1: "all zeros" suggested external address, in the family of the internal address. */
