@@ -29,10 +29,13 @@ export type {
 } from './wire/rendezvous.js';
 export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
 export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
+export { DEFAULT_TURN_CREDENTIAL_TTL_S } from './rendezvous/server.js';
+export type { TurnCredentialConfig } from './rendezvous/server.js';
 export { MemoryRegistry } from './rendezvous/registry.js';
 export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
 export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
 export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
+export type { TurnCredentials } from './rendezvous/client.js';
 export { UdxEndpoint } from './net/udx.js';
 export type { UdxStream } from './net/udx.js';
 export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './session/identity.js';
@@ -108,6 +111,7 @@ export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole }
 // Sessions over TCP (issue 7): connect/listen({ transport: 'udp' | 'tcp' | 'auto' }), Session.establishTcp.
 export { AUTO_UDP_GRACE_MS, DEFAULT_PORT_MAPPING_TIMEOUT_MS } from './natpunch.js';
 export type { TransportMode } from './natpunch.js';
+export { AUTO_RELAY_WAIT_MS } from './natpunch.js';
 export { TCP_DATAGRAM_BACKLOG_BYTES } from './session/session.js';
 export type { TcpSessionOptions } from './session/session.js';
 export { openTcpLocal, TCP_MAPPING_REFRESH_MS } from './traversal/tcp-session.js';
