@@ -10,10 +10,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { NatpunchError } from '../util/errors.js';
-import { loadAddon, POLL_READABLE, type NativeAddon, type NativeFdWatcher } from './native.js';
-
-/** Packets handled per readable event, so a busy interface cannot starve the loop. */
-const MAX_PACKETS_PER_WAKEUP = 256;
+import { drainReadable, loadAddon, openPrivilegedFd, POLL_READABLE, type NativeAddon, type NativeFdWatcher } from './native.js';
 
 export type CaptureListener = (packet: Buffer, outgoing: boolean) => void;
 
@@ -41,16 +38,7 @@ export class PacketCapture {
     if (!addon.packetSocket || !addon.recvPacket) {
       throw new NatpunchError('ADDON_UNAVAILABLE', 'the native addon predates packet capture; rebuild it (`npm run build:native`)');
     }
-    let fd: number;
-    try {
-      fd = addon.packetSocket(options.ifindex ?? 0, options.tcpPort ?? 0);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'EPERM' || code === 'EACCES') {
-        throw new NatpunchError('NOT_ROOT', 'packet capture needs root or CAP_NET_RAW', { cause: err });
-      }
-      throw new NatpunchError('SOCKET', `cannot open a packet socket: ${(err as Error).message}`, { cause: err });
-    }
+    const fd = openPrivilegedFd(() => addon.packetSocket!(options.ifindex ?? 0, options.tcpPort ?? 0), 'packet socket', 'packet capture needs root or CAP_NET_RAW');
     return new PacketCapture(addon, fd);
   }
 
@@ -83,15 +71,10 @@ export class PacketCapture {
 
   #onReadable(status: number): void {
     if (this.#closed || status < 0) return;
-    for (let i = 0; i < MAX_PACKETS_PER_WAKEUP && !this.#closed; i++) {
-      let msg;
-      try {
-        msg = this.#addon.recvPacket!(this.fd, 65535);
-      } catch {
-        return;
-      }
-      if (!msg) return;
-      this.#events.emit('packet', msg.data, msg.outgoing);
-    }
+    drainReadable(
+      () => this.#addon.recvPacket!(this.fd, 65535),
+      (msg) => this.#events.emit('packet', msg.data, msg.outgoing),
+      () => this.#closed,
+    );
   }
 }

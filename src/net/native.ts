@@ -124,3 +124,36 @@ export function loadAddon(feature = 'TCP hole punching and raw ICMP'): NativeAdd
 export function addonAvailable(): boolean {
   return addonStatus().available;
 }
+
+/** Packets handled per readable event on a raw or packet socket, so a flood cannot starve the event loop. */
+export const MAX_PACKETS_PER_WAKEUP = 256;
+
+/**
+ * Opens a socket that needs CAP_NET_RAW: permission errors become NOT_ROOT (`notRoot` says what to do), others SOCKET.
+ */
+export function openPrivilegedFd(open: () => number, what: string, notRoot: string): number {
+  try {
+    return open();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === 'EPERM' || code === 'EACCES') throw new NatpunchError('NOT_ROOT', notRoot, { cause: err });
+    throw new NatpunchError('SOCKET', `cannot open a ${what}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Drains a readable fd: reads until it is empty, closed, or MAX_PACKETS_PER_WAKEUP were handled. A read error (e.g.
+ * ENOBUFS) drops that packet; the next readable event continues.
+ */
+export function drainReadable<T>(read: () => T | null | undefined, deliver: (packet: T) => void, isClosed: () => boolean): void {
+  for (let i = 0; i < MAX_PACKETS_PER_WAKEUP && !isClosed(); i++) {
+    let packet: T | null | undefined;
+    try {
+      packet = read();
+    } catch {
+      return;
+    }
+    if (!packet) return;
+    deliver(packet);
+  }
+}

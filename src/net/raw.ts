@@ -8,15 +8,12 @@
  */
 import { EventEmitter } from 'node:events';
 import { NatpunchError } from '../util/errors.js';
-import { loadAddon, POLL_READABLE, type NativeAddon, type NativeFdWatcher } from './native.js';
+import { drainReadable, loadAddon, openPrivilegedFd, POLL_READABLE, type NativeAddon, type NativeFdWatcher } from './native.js';
 
 /** IANA protocol numbers. */
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_RAW = 255;
-
-/** Upper bound of packets handled per readable event, so a flood cannot starve the loop. */
-const MAX_PACKETS_PER_WAKEUP = 256;
 
 export interface RawRemoteInfo {
   address: string;
@@ -55,18 +52,11 @@ export class RawSocket {
   static open(options: RawSocketOptions = {}): RawSocket {
     const addon = options.addon ?? loadAddon('raw sockets');
     const protocol = options.protocol ?? IPPROTO_ICMP;
-    let fd: number;
-    try {
-      fd = addon.rawSocket(options.family ?? 4, protocol, options.headerIncluded ?? false);
-    } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'EPERM' || code === 'EACCES') {
-        throw new NatpunchError('NOT_ROOT', 'raw sockets need root or CAP_NET_RAW (run as root, or `setcap cap_net_raw+ep $(which node)`)', {
-          cause: err,
-        });
-      }
-      throw new NatpunchError('SOCKET', `cannot open a raw socket: ${(err as Error).message}`, { cause: err });
-    }
+    const fd = openPrivilegedFd(
+      () => addon.rawSocket(options.family ?? 4, protocol, options.headerIncluded ?? false),
+      'raw socket',
+      'raw sockets need root or CAP_NET_RAW (run as root, or `setcap cap_net_raw+ep $(which node)`)',
+    );
     return new RawSocket(addon, fd, protocol);
   }
 
@@ -128,15 +118,10 @@ export class RawSocket {
 
   #onReadable(status: number): void {
     if (this.#closed || status < 0) return;
-    for (let i = 0; i < MAX_PACKETS_PER_WAKEUP && !this.#closed; i++) {
-      let msg;
-      try {
-        msg = this.#addon.recvFrom(this.fd, 65535);
-      } catch {
-        return; // a transient error (e.g. ENOBUFS) drops the packet; the next readable event continues
-      }
-      if (!msg) return;
-      this.#events.emit('message', msg.data, { address: msg.address, family: msg.family } satisfies RawRemoteInfo);
-    }
+    drainReadable(
+      () => this.#addon.recvFrom(this.fd, 65535),
+      (msg) => this.#events.emit('message', msg.data, { address: msg.address, family: msg.family } satisfies RawRemoteInfo),
+      () => this.#closed,
+    );
   }
 }
