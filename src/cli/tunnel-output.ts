@@ -3,6 +3,10 @@ import { isPeerId, keyToId } from '../session/identity.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Progress } from '../natpunch.js';
 import type { LinkEvent } from '../tunnel/link.js';
+import { linkTo } from '../tunnel/index.js';
+import { DEFAULT_RENDEZVOUS_PORT } from '../natpunch.js';
+import { keyFromOptions } from './netcat.js';
+import { parseHostPort } from './util.js';
 import type { ConnectionEvent } from '../tunnel/forward.js';
 import type { TunnelEvent } from '../tunnel/exit.js';
 import { replyName } from '../tunnel/socks5.js';
@@ -186,3 +190,28 @@ export function untilSignal(close: () => Promise<void>, extra?: Promise<unknown>
 }
 
 export { keyToId };
+
+/** The session flags `forward` and `socks` share. */
+export interface LinkFlags {
+  rendezvous: string;
+  key?: string;
+  bind?: string;
+  wait?: number;
+  timeout?: number;
+  keepalive?: number;
+  json?: boolean;
+}
+
+/** One kept-alive session to `to` from the shared flags, its progress and events going to `emit`. */
+export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Promise<ReturnType<typeof linkTo>> {
+  const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+  const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+  const link = linkTo({
+    keyPair, to, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
+    ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+    ...(opts.wait ? { waitMs: opts.wait } : {}),
+    onProgress: (p) => emit(p as unknown as Record<string, unknown>),
+  });
+  link.on('event', (e) => emit(e as Record<string, unknown>));
+  return link;
+}

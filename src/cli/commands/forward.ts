@@ -1,12 +1,10 @@
 import type { Command } from 'commander';
-import { action, checkPort, parseHostPort } from '../util.js';
+import { action, checkPort } from '../util.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { NatpunchError } from '../../util/errors.js';
-import { linkTo } from '../../tunnel/index.js';
 import { TcpForwarder } from '../../tunnel/forward.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
-import { keyFromOptions } from '../netcat.js';
-import { emitter, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { emitter, linkFromFlags, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
 import { keyToId } from '../../session/identity.js';
 
 interface ForwardOpts {
@@ -48,15 +46,7 @@ export function register(program: Command): void {
     .action(action(async (specText: string, opts: ForwardOpts) => {
       const spec = parseForwardSpec(specText);
       const emit = emitter(opts.json);
-      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
-      const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const link = linkTo({
-        keyPair, to: spec.peer, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
-        ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-        ...(opts.wait ? { waitMs: opts.wait } : {}),
-        onProgress: (p) => emit(p as unknown as Record<string, unknown>),
-      });
-      link.on('event', (e) => emit(e as Record<string, unknown>));
+      const link = await linkFromFlags(spec.peer, opts, emit);
       const fwd = new TcpForwarder({ link, remotePort: spec.remotePort, peerLabel: spec.peer.length > 20 ? `${spec.peer.slice(0, 16)}…` : spec.peer, listen: { host: spec.bind, port: spec.localPort } });
       fwd.on('event', (e) => emit(e as Record<string, unknown>));
       await fwd.listen().catch(async (err: Error) => {

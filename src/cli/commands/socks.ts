@@ -2,11 +2,9 @@ import type { Command } from 'commander';
 import { action, parseHostPort } from '../util.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { NatpunchError } from '../../util/errors.js';
-import { linkTo } from '../../tunnel/index.js';
 import { SocksServer } from '../../tunnel/socks.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
-import { keyFromOptions } from '../netcat.js';
-import { emitter, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { emitter, linkFromFlags, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
 import { keyToId } from '../../session/identity.js';
 
 interface SocksOpts {
@@ -48,15 +46,7 @@ export function register(program: Command): void {
         if (v !== undefined && (Buffer.byteLength(v) < 1 || Buffer.byteLength(v) > 255)) throw new NatpunchError('BAD_ARGUMENT', 'SOCKS user name and password must be 1 to 255 bytes (RFC 1929)');
       }
       const emit = emitter(opts.json);
-      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
-      const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const link = linkTo({
-        keyPair, to: opts.via, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
-        ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-        ...(opts.wait ? { waitMs: opts.wait } : {}),
-        onProgress: (p) => emit(p as unknown as Record<string, unknown>),
-      });
-      link.on('event', (e) => emit(e as Record<string, unknown>));
+      const link = await linkFromFlags(opts.via, opts, emit);
       const server = new SocksServer({ link, listen: { host: listen.host, port: listen.port }, ...(opts.user && password ? { auth: { username: opts.user, password } } : {}) });
       server.on('event', (e) => emit(e as Record<string, unknown>));
       await server.listen().catch(async (err: Error) => {
