@@ -206,11 +206,13 @@ export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, Ic
 export { PacketCapture } from './net/capture.js';
 export type { CaptureListener } from './net/capture.js';
 export { natBlaster } from './traversal/tcp-natblaster.js';
-export type { NatBlasterOptions, SeqResult } from './traversal/tcp-natblaster.js';
+export type { NatBlasterOptions } from './traversal/tcp-natblaster.js';
+export { sequencePunch, SEQ_PUNCH_DEFAULTS } from './traversal/tcp-seqpunch.js';
+export type { SeqChannel, SeqPunchOptions, SeqPreference } from './traversal/tcp-seqpunch.js';
 export { stunt1, SynAckSpoofer } from './traversal/tcp-stunt1.js';
 export type { Stunt1Options } from './traversal/tcp-stunt1.js';
 export { craftSynAck, installIcmpGuard, openSeqSyn, parseSeqOffer, SeqSyn, TCP_SEQ_DEFAULTS } from './traversal/tcp-seq.js';
-export type { SeqOffer, SeqSynOptions } from './traversal/tcp-seq.js';
+export type { SeqOffer, SeqResult, SeqSynOptions, SeqTechnique } from './traversal/tcp-seq.js';
 export { SpoofService, submitStunt1Offer, SPOOF_SERVICE_DEFAULTS } from './server/spoof.js';
 export type { SpoofServiceOptions } from './server/spoof.js';
 export * as tcpWire from './wire/tcp.js';
