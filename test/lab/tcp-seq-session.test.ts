@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
+import { intactBothWays, tcpSessionTrial, type Msg, type SessionTrial } from './fixtures/tcp-session-trial.js';
 
-const FIXTURE = fileURLToPath(new URL('./fixtures/tcp-session-peer.ts', import.meta.url));
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 /** `natpunch serve --spoof` (STUNT #1 spoofing rendezvous) and a plain `natpunch serve` beside it. */
 const SPOOF_PORT = 3478;
@@ -22,7 +22,6 @@ const skip = labUnavailableReason() || (addon.available ? false : `native addon 
 
 const SYN_AFTER_SYN: NatOptions = { type: 'port-restricted-cone', stealth: true, dropSynAfterSyn: true };
 
-type Msg = Record<string, unknown>;
 interface Path {
   transport?: string;
   kind: string;
@@ -51,34 +50,12 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     await lab.setNat('natB', o);
   }
 
-  async function trial(port: number, extra: string[] = []): Promise<{ c: Msg; l: Msg; progress: Msg[] }> {
-    const name = `seq-${randomBytes(4).toString('hex')}`;
-    const common = ['--rendezvous', `${lab.addr('server')}:${port}`, '--name', name, '--transport', 'tcp', '--size', String(SIZE), ...extra];
-    const procs: LabProcess[] = [];
-    try {
-      const l = lab.node('b', FIXTURE, ['listen', ...common]);
-      procs.push(l);
-      const ready = await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 });
-      assert.equal(ready.type, 'listening', `listener: ${JSON.stringify(ready)}`);
-      const c = lab.node('a', FIXTURE, ['connect', ...common]);
-      procs.push(c);
-      const cr = await c.next((m) => m.type === 'result' || m.type === 'error', { timeoutMs: 60_000 });
-      const lr =
-        cr.type === 'result'
-          ? await l.next((m) => m.type === 'result', { timeoutMs: 20_000 })
-          : await l.next((m) => m.type === 'connection-error', { timeoutMs: 20_000 }).catch(() => ({}));
-      const progress = c.drain((x) => x.type === 'progress') as Msg[];
-      return { c: cr, l: lr, progress };
-    } finally {
-      await Promise.all(procs.map((p) => p.close()));
-    }
-  }
+  const trial = (port: number, extra: string[] = []) => tcpSessionTrial(lab, port, { size: SIZE, extra });
 
-  function dataBothWays(t: { c: Msg; l: Msg }): void {
+  function dataBothWays(t: SessionTrial): void {
     assert.equal(t.c.type, 'result', `connecting side: ${t.c.code} ${t.c.message}`);
     assert.equal(t.l.type, 'result');
-    assert.equal(t.l.gotHash, t.c.sentHash, 'listener got what the connector sent');
-    assert.equal(t.c.gotHash, t.l.sentHash, 'connector got what the listener sent');
+    assert.ok(intactBothWays(t), 'each side got exactly what the other sent');
   }
 
   test('a spoofing rendezvous: P2P-NAT fails, STUNT #1 connects, the Noise session runs over the socket', async () => {
