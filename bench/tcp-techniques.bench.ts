@@ -101,7 +101,7 @@ const cellText = (c: Cell) => {
   if (c.ok === c.trials) return `✅ ${c.ok}/${c.trials}${c.ms.length ? ` (${Math.max(...c.ms)} ms)` : ''}`;
   return `❌ ${c.ok}/${c.trials} ${[...new Set(c.reasons)].join(', ')}`;
 };
-const NAMES: Record<string, string> = { p2pnat: 'P2P-NAT', ...TECHNIQUE_NAMES };
+const NAMES: Record<string, string> = { ...TECHNIQUE_NAMES };
 const connectText = (c: ConnectCell) => {
   const used = [...new Set(c.techniques)].map((t) => NAMES[t] ?? t).join(' / ');
   if (c.ok === c.trials) return `✅ ${c.ok}/${c.trials} ${used} (${Math.max(...c.ms)} ms)`;
