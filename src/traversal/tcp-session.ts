@@ -39,6 +39,12 @@ const TCP_LOCAL_PREFERENCE = 32_000;
  * punches in well under a second (bench/results/tcp-punch.md), and one SYN retransmission (1 s) fits many times.
  */
 export const TCP_P2PNAT_BEFORE_SEQ_MS = 8_000;
+/**
+ * The sequence-number step after P2P-NAT: both peers leave P2P-NAT within its start skew, the offers cross in one
+ * rendezvous round trip, and the SYN-ACK schedule ends 5 s later (TCP_SEQ_DEFAULTS.synAckScheduleMs): nothing
+ * arriving after 10 s will, and connect()'s 30 s budget keeps room for the Noise handshake.
+ */
+export const TCP_SEQ_STEP_TIMEOUT_MS = 10_000;
 
 /**
  * Which TCP techniques connect()/listen() use. 'auto': P2P-NAT, then STUNT #1 (when the rendezvous spoofs) or
@@ -242,6 +248,7 @@ async function sequenceStep(
       lowTtl,
       channel: seq.channel,
       prefer,
+      timeoutMs: TCP_SEQ_STEP_TIMEOUT_MS,
       signal: o.signal,
       ...(o.logger ? { logger: o.logger } : {}),
     });
