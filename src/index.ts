@@ -26,6 +26,8 @@ export type {
   ConnectRole,
   Endpoint as RendezvousEndpoint,
   Target as RendezvousTarget,
+  SeqOfferMessage,
+  SeqOfferResultMessage,
 } from './wire/rendezvous.js';
 export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
 export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
