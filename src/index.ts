@@ -30,8 +30,8 @@ export type {
   SeqOfferResultMessage,
 } from './wire/rendezvous.js';
 export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
-export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
-export { DEFAULT_TURN_CREDENTIAL_TTL_S } from './rendezvous/server.js';
+export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost, SeqOfferSpoofer } from './rendezvous/server.js';
+export { DEFAULT_TURN_CREDENTIAL_TTL_S, SEQ_OFFER_PAIR_TIMEOUT_MS } from './rendezvous/server.js';
 export type { TurnCredentialConfig } from './rendezvous/server.js';
 export { MemoryRegistry } from './rendezvous/registry.js';
 export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
