@@ -38,6 +38,8 @@ export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
 export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
 export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
 export type { TurnCredentials } from './rendezvous/client.js';
+export type { SeqOfferEvent } from './rendezvous/client.js';
+export { SEQ_OFFER_STORE_CAP, SEQ_OFFER_STORE_TTL_MS } from './rendezvous/client.js';
 export { UdxEndpoint } from './net/udx.js';
 export type { UdxStream } from './net/udx.js';
 export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './session/identity.js';
