@@ -390,3 +390,47 @@ test('a client drops garbage, forged and misaddressed seq-offers from its server
     fake.close();
   }
 });
+
+test(
+  '`natpunch serve --spoof`: its rendezvous answers spoofing:true and spoofs a pair with the real raw-socket spoofer (loopback)',
+  { skip: process.getuid?.() !== 0 ? 'needs root (raw socket)' : false },
+  async (t) => {
+    const { addonAvailable } = await import('../../src/net/native.js');
+    if (!addonAvailable()) return t.skip('native addon not built');
+    const { spawn } = await import('node:child_process');
+    const bin = new URL('../../bin/natpunch.js', import.meta.url).pathname;
+    const child = spawn(process.execPath, [bin, 'serve', '--spoof', '--json', '--port', '0', '--spoof-port', '0', '--address', '127.0.0.1', '--udp', 'dgram'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    const bag = new Bag();
+    try {
+      await waitFor(() => stdout.includes('\n') || child.exitCode !== null, 20_000, 50);
+      const listening = JSON.parse(stdout.split('\n')[0]!) as { udp: Array<{ port: number }>; rendezvousSpoof: boolean; spoof: { port: number } };
+      assert.equal(listening.rendezvousSpoof, true);
+      const port = listening.udp[0]!.port;
+      const alice = await bag.client({ port, tcpPort: port });
+      const bob = await bag.client({ port, tcpPort: port });
+      await alice.register();
+      await bob.register();
+      const cid = randomBytes(16);
+      assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 61) }), { spoofing: true });
+      assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 62) }), { spoofing: true });
+      assert.ok((await alice.awaitSeqOffer(cid, bob.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 62)));
+      await bag.close();
+      // The bounded SYN-ACK schedule is short; stop the server and read its final counters.
+      await new Promise((r) => setTimeout(r, 500));
+      child.kill('SIGTERM');
+      assert.equal(await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 10_000))]), 0);
+      assert.match(stderr, /"seqSpoofed":1\b/);
+      assert.doesNotMatch(stderr, /spoofing failed/);
+    } finally {
+      await bag.close();
+      if (child.exitCode === null && child.pid !== undefined) child.kill('SIGKILL');
+    }
+  },
+);
