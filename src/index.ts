@@ -26,16 +26,20 @@ export type {
   ConnectRole,
   Endpoint as RendezvousEndpoint,
   Target as RendezvousTarget,
+  SeqOfferMessage,
+  SeqOfferResultMessage,
 } from './wire/rendezvous.js';
 export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
-export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
-export { DEFAULT_TURN_CREDENTIAL_TTL_S } from './rendezvous/server.js';
+export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost, SeqOfferSpoofer } from './rendezvous/server.js';
+export { DEFAULT_TURN_CREDENTIAL_TTL_S, SEQ_OFFER_PAIR_TIMEOUT_MS } from './rendezvous/server.js';
 export type { TurnCredentialConfig } from './rendezvous/server.js';
 export { MemoryRegistry } from './rendezvous/registry.js';
 export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
 export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
 export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
 export type { TurnCredentials } from './rendezvous/client.js';
+export type { SeqOfferEvent } from './rendezvous/client.js';
+export { SEQ_OFFER_STORE_CAP, SEQ_OFFER_STORE_TTL_MS } from './rendezvous/client.js';
 export { UdxEndpoint } from './net/udx.js';
 export type { UdxStream } from './net/udx.js';
 export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './session/identity.js';
