@@ -59,6 +59,11 @@ export const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
  * SYNs, within about one RTT of each other; the peers' SYN_SENT sockets give up well before this).
  */
 export const SEQ_OFFER_PAIR_TIMEOUT_MS = 20_000;
+/**
+ * How long the server remembers which two keys a CONNECT introduced (SEQ_OFFERs are accepted between exactly those
+ * two, for that connection id): connect() as a whole is bounded at 30 s; P2P-NAT and the offers come well inside.
+ */
+export const CONNECTION_RECORD_TTL_MS = 60_000;
 /** Bytes queued on a TCP connection beyond which the client is too slow and is dropped. */
 export const MAX_TCP_BACKLOG_BYTES = 64 * 1024;
 
@@ -187,6 +192,14 @@ interface PendingNotify {
 }
 
 /** The first SEQ_OFFER of a connection, waiting for the other peer's. */
+/** Who a CONNECT introduced to whom, and where the initiator asked from (it need not be registered). */
+interface ConnectionRecord {
+  initiator: string;
+  responder: string;
+  initiatorChannel: Channel;
+  expiresAt: number;
+}
+
 interface WaitingOffer {
   offer: SeqOfferFields | undefined;
   /** Spoofing-eligible: a spoofer is configured, and the offer's public address is where it came from. */
@@ -248,6 +261,7 @@ export class RendezvousServer {
   #spoofer: SeqOfferSpoofer | undefined;
   /** First offers by `connectionId/from/to` (hex), bounded by maxPendingNotifies. */
   #seqOffers = new Map<string, WaitingOffer>();
+  #connections = new Map<string, ConnectionRecord>();
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
@@ -400,6 +414,7 @@ export class RendezvousServer {
     }
     for (const [id, p] of this.#pings) if (p.expiresAt <= now) this.#pings.delete(id);
     for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
+    for (const [k, c] of this.#connections) if (c.expiresAt <= now) this.#connections.delete(k);
   }
 
   close(): void {
@@ -416,6 +431,7 @@ export class RendezvousServer {
     this.#buckets.clear();
     this.#pings.clear();
     this.#seqOffers.clear();
+    this.#connections.clear();
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -750,6 +766,14 @@ export class RendezvousServer {
     const reply = encodeRendezvous(answer);
     this.#remember(msg, reply);
     this.#send(channel, reply);
+    const cid = hex(msg.connectionId);
+    this.#connections.delete(cid);
+    while (this.#connections.size >= this.#maxPending) {
+      const oldest = this.#connections.keys().next().value;
+      if (oldest === undefined) break;
+      this.#connections.delete(oldest);
+    }
+    this.#connections.set(cid, { initiator: hex(msg.publicKey), responder: hex(target.publicKey), initiatorChannel: channel, expiresAt: now + CONNECTION_RECORD_TTL_MS });
     this.#log.debug({ from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR }, 'rendezvous connect');
   }
 
@@ -795,13 +819,19 @@ export class RendezvousServer {
     if (!this.#admit(msg, channel)) return;
     this.#stats.seqOffers++;
     const now = this.#now();
-    const sender = await this.registry.get(msg.publicKey, now);
-    const delivery = this.#channels.get(hex(msg.peerKey));
-    if (!sender || !delivery) {
+    // Only between the two keys a CONNECT introduced, for that connection. The initiator need not be registered
+    // (connect() only asks): it is reached where its CONNECT came from.
+    const conn = this.#connections.get(hex(msg.connectionId));
+    const from = hex(msg.publicKey);
+    const to = hex(msg.peerKey);
+    const party =
+      conn && conn.expiresAt > now && ((conn.initiator === from && conn.responder === to) || (conn.initiator === to && conn.responder === from));
+    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : this.#channels.get(to)) : undefined;
+    if (!delivery) {
       this.#stats.notFound++;
       this.#stats.seqRefused++;
-      const who = sender ? `no peer registered as key ${hex(msg.peerKey).slice(0, 16)}…` : 'the sender is not registered';
-      return this.#error(channel, msg, 'NOT_FOUND', who);
+      const why = party ? `no peer registered as key ${to.slice(0, 16)}…` : 'no connection with this id between these two keys (a SEQ_OFFER follows a CONNECT)';
+      return this.#error(channel, msg, 'NOT_FOUND', why);
     }
     // Pushed to the target unasked: charged to its IP like a CONNECT_NOTIFY, so it cannot be flooded through us.
     if (!this.#charge(delivery.channel.ip)) {
@@ -827,8 +857,6 @@ export class RendezvousServer {
     this.#send(channel, reply);
     this.#log.debug({ from: hex(msg.publicKey), to: hex(msg.peerKey), offer: Boolean(msg.offer), spoofing: eligible }, 'rendezvous seq-offer');
 
-    const from = hex(msg.publicKey);
-    const to = hex(msg.peerKey);
     const otherKey = `${cid}/${to}/${from}`;
     const other = this.#seqOffers.get(otherKey);
     if (other && other.expiresAt > now) {

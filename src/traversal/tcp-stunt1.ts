@@ -68,7 +68,7 @@ export class SynAckSpoofer {
     const pb = parseSeqOffer(b);
     const { signal, dispose } = timeoutSignal(10_000 + (options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs).at(-1)!, options.signal);
     try {
-      return await sendOnSchedule(this.#raw, SynAckSpoofer.packets(pa, pb), options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs, signal);
+      return await sendOnSchedule(this.#raw, SynAckSpoofer.packets(pa, pb), options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs, signal, true);
     } finally {
       dispose();
     }
