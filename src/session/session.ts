@@ -242,6 +242,7 @@ export class Session extends EventEmitter {
     };
     if (tcp) this.#path.transport = 'tcp';
     if (given?.transportReason) this.#path.transportReason = given.transportReason;
+    if (given?.tcpTechnique) this.#path.tcpTechnique = given.tcpTechnique;
     // Path keepalive key and tag come from the Noise handshake hash: only the two ends know them.
     const hh = noise.handshakeHash!;
     this.#pathKey = createHash('sha256').update('natpunch path key').update(hh).digest();
