@@ -135,24 +135,26 @@ export function decodeNatPmpRequest(msg: Uint8Array): NatPmpRequest {
   };
 }
 
+/** §3.2-3.5: every response starts | Vers | OP | Result Code (16) | Seconds Since Start of Epoch (32) |. */
+function responseHeader(size: number, opByte: number, res: { resultCode: number; epoch: number }): Buffer {
+  const buf = Buffer.alloc(size);
+  buf[0] = NATPMP_VERSION;
+  buf[1] = opByte;
+  buf.writeUInt16BE(res.resultCode, 2);
+  buf.writeUInt32BE(res.epoch, 4);
+  return buf;
+}
+
 export function encodeNatPmpResponse(res: NatPmpResponse): Uint8Array {
   checkU32('epoch', res.epoch);
   if (res.op === 'error') {
     // §3.5: a gateway that cannot parse the request answers with just the common 8-byte header.
-    const buf = Buffer.alloc(8);
-    buf[0] = NATPMP_VERSION;
-    buf[1] = (res.requestOpcode & 0x7f) | 0x80;
-    buf.writeUInt16BE(res.resultCode, 2);
-    buf.writeUInt32BE(res.epoch, 4);
+    const buf = responseHeader(8, (res.requestOpcode & 0x7f) | 0x80, res);
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
   }
   if (res.op === 'external-address') {
     // §3.2: | Vers | OP = 128 | Result (16) | Seconds Since Start of Epoch (32) | External IPv4 Address (32) |
-    const buf = Buffer.alloc(12);
-    buf[0] = NATPMP_VERSION;
-    buf[1] = 128 + NatPmpOpcode.EXTERNAL_ADDRESS;
-    buf.writeUInt16BE(res.resultCode, 2);
-    buf.writeUInt32BE(res.epoch, 4);
+    const buf = responseHeader(12, 128 + NatPmpOpcode.EXTERNAL_ADDRESS, res);
     const external = parseIPv4(res.externalAddress);
     if (!external) throw new NatpunchError('BAD_ARGUMENT', `"${res.externalAddress}" is not an IPv4 address`);
     buf.set(external, 8);
@@ -162,11 +164,7 @@ export function encodeNatPmpResponse(res: NatPmpResponse): Uint8Array {
   checkU16('externalPort', res.externalPort);
   checkU32('lifetime', res.lifetime);
   // §3.3: | Vers | OP = 128 + x | Result | Epoch | Internal Port | Mapped External Port | Lifetime in Seconds |
-  const buf = Buffer.alloc(16);
-  buf[0] = NATPMP_VERSION;
-  buf[1] = 128 + (res.transport === 'udp' ? NatPmpOpcode.MAP_UDP : NatPmpOpcode.MAP_TCP);
-  buf.writeUInt16BE(res.resultCode, 2);
-  buf.writeUInt32BE(res.epoch, 4);
+  const buf = responseHeader(16, 128 + (res.transport === 'udp' ? NatPmpOpcode.MAP_UDP : NatPmpOpcode.MAP_TCP), res);
   buf.writeUInt16BE(res.internalPort, 8);
   buf.writeUInt16BE(res.externalPort, 10);
   buf.writeUInt32BE(res.lifetime, 12);
