@@ -26,16 +26,20 @@ export type {
   ConnectRole,
   Endpoint as RendezvousEndpoint,
   Target as RendezvousTarget,
+  SeqOfferMessage,
+  SeqOfferResultMessage,
 } from './wire/rendezvous.js';
 export { RendezvousServer, attachRendezvous } from './rendezvous/server.js';
-export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost } from './rendezvous/server.js';
-export { DEFAULT_TURN_CREDENTIAL_TTL_S } from './rendezvous/server.js';
+export type { RendezvousServerOptions, RendezvousStats, StartSchedule, ServiceHost, SeqOfferSpoofer } from './rendezvous/server.js';
+export { DEFAULT_TURN_CREDENTIAL_TTL_S, SEQ_OFFER_PAIR_TIMEOUT_MS } from './rendezvous/server.js';
 export type { TurnCredentialConfig } from './rendezvous/server.js';
 export { MemoryRegistry } from './rendezvous/registry.js';
 export type { Registry, PeerRecord, PutResult } from './rendezvous/registry.js';
 export { RendezvousClient, hostCandidates, parseTarget } from './rendezvous/client.js';
 export type { RendezvousClientOptions, RendezvousClientEvents, RegisterResult, LookupResult, ConnectOffer } from './rendezvous/client.js';
 export type { TurnCredentials } from './rendezvous/client.js';
+export type { SeqOfferEvent } from './rendezvous/client.js';
+export { SEQ_OFFER_STORE_CAP, SEQ_OFFER_STORE_TTL_MS } from './rendezvous/client.js';
 export { UdxEndpoint } from './net/udx.js';
 export type { UdxStream } from './net/udx.js';
 export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './session/identity.js';
@@ -206,11 +210,13 @@ export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, Ic
 export { PacketCapture } from './net/capture.js';
 export type { CaptureListener } from './net/capture.js';
 export { natBlaster } from './traversal/tcp-natblaster.js';
-export type { NatBlasterOptions, SeqResult } from './traversal/tcp-natblaster.js';
+export type { NatBlasterOptions } from './traversal/tcp-natblaster.js';
+export { sequencePunch, SEQ_PUNCH_DEFAULTS } from './traversal/tcp-seqpunch.js';
+export type { SeqChannel, SeqPunchOptions, SeqPreference } from './traversal/tcp-seqpunch.js';
 export { stunt1, SynAckSpoofer } from './traversal/tcp-stunt1.js';
 export type { Stunt1Options } from './traversal/tcp-stunt1.js';
 export { craftSynAck, installIcmpGuard, openSeqSyn, parseSeqOffer, SeqSyn, TCP_SEQ_DEFAULTS } from './traversal/tcp-seq.js';
-export type { SeqOffer, SeqSynOptions } from './traversal/tcp-seq.js';
+export type { SeqOffer, SeqResult, SeqSynOptions, SeqTechnique } from './traversal/tcp-seq.js';
 export { SpoofService, submitStunt1Offer, SPOOF_SERVICE_DEFAULTS } from './server/spoof.js';
 export type { SpoofServiceOptions } from './server/spoof.js';
 export * as tcpWire from './wire/tcp.js';

@@ -15,8 +15,9 @@ import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type Chec
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
-import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal } from './traversal/tcp-session.js';
-import type { TcpPunchResult } from './traversal/tcp-p2pnat.js';
+import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
+import type { SeqChannel } from './traversal/tcp-seqpunch.js';
+import { decodeSeqOffer, encodeSeqOffer } from './wire/seq-offer.js';
 import type { PortMapper, PortMapperOptions } from './portmap/mapper.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
@@ -48,6 +49,27 @@ export interface RendezvousLike {
   on(event: 'connect-request', listener: (offer: ConnectOfferLike) => void): unknown;
   off(event: 'connect-request', listener: (offer: ConnectOfferLike) => void): unknown;
   close(): void;
+  /** SEQ_OFFER (TCP sequence-number techniques): publish ours, wait for the peer's. Optional for custom clients. */
+  exchangeSeqOffer?(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }>;
+  awaitSeqOffer?(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }>;
+}
+
+/** The rendezvous as the channel of STUNT #1 / NATBlaster offers for one connection (null: it cannot carry them). */
+function seqChannel(rv: RendezvousLike | null, connectionId: Uint8Array, peerKey: Uint8Array): SeqChannel | null {
+  if (!rv?.exchangeSeqOffer || !rv.awaitSeqOffer) return null;
+  const exchange = rv.exchangeSeqOffer.bind(rv);
+  const wait = rv.awaitSeqOffer.bind(rv);
+  return {
+    send: ({ offer, decline }, signal) =>
+      exchange({ connectionId, peerKey, ...(offer ? { offer: encodeSeqOffer(offer) } : {}), ...(decline !== undefined ? { decline } : {}), signal }),
+    receive: async (signal) => {
+      const got = await wait(connectionId, peerKey, signal);
+      if (got.decline !== undefined) return { decline: got.decline };
+      const offer = got.offer ? decodeSeqOffer(got.offer) : null;
+      if (!offer) throw new NatpunchError('PUNCH_FAILED', 'the peer sent a malformed sequence offer', { details: { reason: 'malformed-offer' } });
+      return { offer };
+    },
+  };
 }
 
 export interface ConnectOfferLike {
@@ -75,7 +97,7 @@ export type Progress =
   | { phase: 'registered'; reflexive: { address: string; port: number } }
   | { phase: 'offer'; peer: string; peerName?: string; candidates: Candidate[]; role: 'initiator' | 'responder'; mode?: string }
   | { phase: 'punching'; pairs: number }
-  | { phase: 'path'; kind: SessionPath['kind']; remote: { address: string; port: number }; type: string; rttMs: number | null }
+  | { phase: 'path'; kind: SessionPath['kind']; remote: { address: string; port: number }; type: string; rttMs: number | null; technique?: TcpPathResult['technique']; reason?: string }
   | { phase: 'connected'; peer: string; rttMs: number | null }
   /** Which transport carries (or will carry) the session and why; e.g. auto without the native addon → UDP. */
   | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string }
@@ -113,6 +135,12 @@ interface CommonOptions {
   rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
   /** Which transport to punch (default 'auto': UDP and TCP in parallel; UDP kept when both work). */
   transport?: TransportMode;
+  /**
+   * TCP techniques beyond P2P-NAT (src/traversal/tcp-session.ts TcpSequenceMode). Default 'auto': when P2P-NAT fails
+   * and this host may use raw sockets (root), STUNT #1 (the rendezvous spoofs: `serve --spoof`) or NATBlaster, with
+   * the offers carried by the rendezvous; 'off': P2P-NAT only; 'natblaster' / 'stunt1': that technique only.
+   */
+  tcpSequence?: TcpSequenceMode;
   /**
    * Off by default. When on, asks the gateway (PCP, NAT-PMP, UPnP IGD; src/portmap/mapper.ts) to map the socket's
    * UDP port and offers the external address as a 'mapped' candidate; gives up after
@@ -337,6 +365,8 @@ interface Attempt {
   track?: (c: ConnectivityChecks) => void;
   /** Why the session runs on this transport (reported in session.path.transportReason). */
   transportReason?: string;
+  /** Carries STUNT #1 / NATBlaster offers (TCP); null without a rendezvous that can. */
+  rendezvous?: RendezvousLike | null;
 }
 
 /** Waits for the rendezvous' scheduled start, bounded. */
@@ -650,7 +680,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       };
       const att: Attempt = {
         endpoint, role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, local, remote: await withRelay(offer.candidates),
-        keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c),
+        keyPair: options.keyPair, options, signal, logger, ownsEndpoint, recover, track: (c) => checks.push(c), rendezvous: rv,
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         ...(transportReason ? { transportReason } : {}),
       };
@@ -873,7 +903,7 @@ export class Listener extends EventEmitter {
         local: this.candidates, remote: await this.#withRelay(peerHard?.advert ? peerHard.rest : offer.candidates, signal), keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-        options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false,
+        options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false, rendezvous: this.#rendezvous,
         track: (c) => {
           this.#checks.add(c);
           setTimeout(() => this.#checks.delete(c), 60_000).unref();
@@ -1017,9 +1047,17 @@ async function gatherTcp(
 type Settled<T> = { ok: true; value: T } | { ok: false; error: Error };
 const settle = <T>(p: Promise<T>): Promise<Settled<T>> => p.then((value) => ({ ok: true as const, value }), (error: Error) => ({ ok: false as const, error }));
 
-function tcpPathProgress(a: Attempt, r: TcpPunchResult): void {
+function tcpPathProgress(a: Attempt, r: TcpPathResult): void {
   const type = r.candidate.type ?? 'prflx';
-  a.options.onProgress?.({ phase: 'path', kind: type === 'host' ? 'lan' : 'direct', remote: { address: r.candidate.address, port: r.candidate.port }, type: `tcp-${type}`, rttMs: null });
+  a.options.onProgress?.({
+    phase: 'path', kind: type === 'host' ? 'lan' : 'direct', remote: { address: r.candidate.address, port: r.candidate.port }, type: `tcp-${type}`, rttMs: null,
+    technique: r.technique, ...(r.reason ? { reason: r.reason } : {}),
+  });
+}
+
+/** How punchTcp may go beyond P2P-NAT for this attempt. */
+function tcpSequence(a: Attempt) {
+  return { mode: a.options.tcpSequence ?? 'auto', channel: seqChannel(a.rendezvous ?? null, a.connectionId, a.peerKey) };
 }
 
 function tcpSessionOptions(a: Attempt, signal: AbortSignal, transportReason?: string) {
@@ -1043,7 +1081,7 @@ function tcpSessionOptions(a: Attempt, signal: AbortSignal, transportReason?: st
 async function initiate(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): Promise<Session> {
   if (!tcp || mode === 'udp') return attempt(a);
   const progress = (transport: 'udp' | 'tcp', reason: string) => a.options.onProgress?.({ phase: 'transport', transport, reason });
-  const tcpOpts = (signal: AbortSignal) => ({ local: tcp, role: 'initiator' as const, remote: a.remote, signal, logger: a.logger });
+  const tcpOpts = (signal: AbortSignal) => ({ local: tcp, role: 'initiator' as const, remote: a.remote, signal, logger: a.logger, sequence: tcpSequence(a) });
   if (mode === 'tcp') {
     await waitStart(a);
     a.options.onProgress?.({ phase: 'punching', pairs: tcpCandidatesOf(a.remote).length });
@@ -1062,7 +1100,7 @@ async function initiate(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): 
   const udpP = settle(punch({ ...a, signal: udpSignal }));
   const tcpP = settle(waitStart(a).then(() => punchTcp(tcpOpts(tcpSignal))));
   let udp: Settled<CheckResult> | undefined;
-  let tcpR: Settled<TcpPunchResult> | undefined;
+  let tcpR: Settled<TcpPathResult> | undefined;
   await Promise.race([udpP.then((x) => (udp = x)), tcpP.then((x) => (tcpR = x))]);
   let choice: 'udp' | 'tcp';
   let reason: string;
@@ -1134,7 +1172,7 @@ async function respond(a: Attempt, tcp: TcpLocal | null, mode: TransportMode): P
   const tcpSignal = AbortSignal.any([a.signal, tcpAc.signal]);
   const tcpS = (async () => {
     await waitStart(a);
-    const punched = await punchTcp({ local: tcp, role: 'responder', remote: a.remote, signal: tcpSignal, logger: a.logger });
+    const punched = await punchTcp({ local: tcp, role: 'responder', remote: a.remote, signal: tcpSignal, logger: a.logger, sequence: tcpSequence(a) });
     tcpPathProgress(a, punched);
     return sessionOverTcp('responder', punched, tcpSessionOptions(a, tcpSignal));
   })();

@@ -12,6 +12,8 @@ export async function keyFromOptions(file: string | undefined, quiet: boolean): 
 }
 
 /** Progress lines on stderr: human text, or one JSON object per line with --json. */
+const TECHNIQUE_NAMES = { p2pnat: 'P2P-NAT', natblaster: 'NATBlaster', stunt1: 'STUNT #1' } as const;
+
 export function progressPrinter(json: boolean | undefined): (p: Progress | Record<string, unknown>) => void {
   return (p) => {
     if (json) {
@@ -33,7 +35,7 @@ export function progressPrinter(json: boolean | undefined): (p: Progress | Recor
         process.stderr.write(`punching: checking ${e.pairs} candidate pair${e.pairs === 1 ? '' : 's'}\n`);
         break;
       case 'path':
-        process.stderr.write(`path chosen: ${e.kind} via ${e.type} ${e.remote.address}:${e.remote.port}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}\n`);
+        process.stderr.write(`path chosen: ${e.kind} via ${e.type} ${e.remote.address}:${e.remote.port}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}${e.technique && e.technique !== 'p2pnat' ? ` (${TECHNIQUE_NAMES[e.technique]}${e.reason ? `: ${e.reason}` : ''})` : ''}\n`);
         break;
       case 'port-mapping':
         process.stderr.write(e.ok ? `port mapping: ${e.protocol} on ${e.gateway} maps ${e.external?.address}:${e.external?.port} to us\n` : `port mapping: none (${e.error}); going on without\n`);

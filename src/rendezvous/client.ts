@@ -17,8 +17,10 @@ import {
   hex,
   isEncodableAddress,
   isValidName,
+  verifyRendezvous,
   CONNECTION_ID_BYTES,
   MAX_CANDIDATES,
+  MAX_ERROR_TEXT_BYTES,
   TcpFrameDecoder,
   type ConnectMode,
   type ConnectNotifyMessage,
@@ -26,8 +28,10 @@ import {
   type Endpoint,
   type ErrorMessage,
   type RendezvousMessage,
+  type SeqOfferMessage,
   type Target,
 } from '../wire/rendezvous.js';
+import { SEQ_OFFER_BYTES } from '../wire/seq-offer.js';
 
 /**
  * Request timing over UDP: first retransmission after 250 ms, doubling (RFC 8489 §6.2.1's scheme with a shorter RTO,
@@ -48,6 +52,9 @@ export const REFRESH_RETRY_MS = 2_000;
 const MAX_SERVER_SOURCES = 8;
 /** How many recent connection ids are remembered to drop retransmitted notifications. */
 const SEEN_NOTIFY_CAP = 256;
+/** Sequence offers received from peers, kept for awaitSeqOffer() (the peer's may arrive before we wait). */
+export const SEQ_OFFER_STORE_CAP = 64;
+export const SEQ_OFFER_STORE_TTL_MS = 30_000;
 
 export interface RendezvousClientOptions {
   /** The caller's socket: the same one the peer will punch from, so the server sees the mapping that matters. */
@@ -124,8 +131,20 @@ export interface ConnectOffer {
   via: 'udp' | 'tcp';
 }
 
+/** A peer's SEQ_OFFER, forwarded by the server; its signature was checked against `peerKey`. */
+export interface SeqOfferEvent {
+  connectionId: Buffer;
+  /** The sender. */
+  peerKey: Buffer;
+  /** SEQ_OFFER_BYTES bytes (wire/seq-offer.ts decodeSeqOffer), when the peer takes part. */
+  offer?: Buffer;
+  /** Why the peer will not take part, when it declines. */
+  decline?: string;
+}
+
 export interface RendezvousClientEvents {
   'connect-request': [offer: ConnectOffer];
+  'seq-offer': [event: SeqOfferEvent];
   registered: [result: RegisterResult];
   'turn-credentials': [credentials: TurnCredentials];
   'refresh-failed': [error: NatpunchError];
@@ -170,6 +189,24 @@ export function hostCandidates(transport: DatagramTransport): Candidate[] {
   return dedupeCandidates(out).slice(0, MAX_CANDIDATES - 1);
 }
 
+function seqResult(e: SeqOfferEvent): { offer?: Buffer; decline?: string } {
+  return e.offer ? { offer: e.offer } : { decline: e.decline ?? '' };
+}
+
+/** At most `max` bytes of UTF-8, cut at a character boundary. */
+function truncateUtf8(text: string, max: number): string {
+  if (Buffer.byteLength(text, 'utf8') <= max) return text;
+  let out = '';
+  let n = 0;
+  for (const ch of text) {
+    const l = Buffer.byteLength(ch, 'utf8');
+    if (n + l > max) break;
+    out += ch;
+    n += l;
+  }
+  return out;
+}
+
 function serverError(msg: ErrorMessage, what: string): NatpunchError {
   const details = { serverCode: msg.code, retryAfterMs: msg.retryAfterMs };
   if (msg.code === 'NOT_FOUND') return new NatpunchError('PEER_NOT_FOUND', `${what}: ${msg.message}`, { details });
@@ -205,6 +242,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #turnCredentials: TurnCredentials | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
   #seen = new Map<string, true>();
+  #seqOffers = new Map<string, { event: SeqOfferEvent; expiresAt: number }>();
+  #seqWaiters = new Set<{ key: string; resolve: (v: { offer?: Buffer; decline?: string }) => void; reject: (err: unknown) => void }>();
   #serverSources = new Set<string>();
   #closer = new AbortController();
   #closed = false;
@@ -365,6 +404,76 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     return this.#offer(msg, via);
   }
 
+  /**
+   * Sends this peer's TCP sequence offer (or, with `decline`, why it will not take part) for connection
+   * `connectionId` to the other peer `peerKey`, through the server (STUNT #1 / NATBlaster). Signed with our key: the
+   * server forwards it unchanged and the peer checks the signature. Resolves once the server has taken it, with
+   * whether the server will spoof STUNT #1 SYN-ACKs when both offers are in. PEER_NOT_FOUND when the peer (or this
+   * client) is not registered.
+   */
+  async exchangeSeqOffer(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }> {
+    this.#checkOpen();
+    if (p.connectionId.length !== CONNECTION_ID_BYTES) throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
+    if (p.peerKey.length !== 32) throw new NatpunchError('BAD_ARGUMENT', 'peerKey must be 32 bytes');
+    if ((p.offer === undefined) === (p.decline === undefined)) throw new NatpunchError('BAD_ARGUMENT', 'give exactly one of offer and decline');
+    if (p.offer !== undefined && p.offer.length !== SEQ_OFFER_BYTES) throw new NatpunchError('BAD_ARGUMENT', `offer must be ${SEQ_OFFER_BYTES} bytes`);
+    const connectionId = Buffer.from(p.connectionId);
+    const peerKey = Buffer.from(p.peerKey);
+    let decline = p.decline;
+    if (decline !== undefined) {
+      if (decline === '') throw new NatpunchError('BAD_ARGUMENT', 'decline needs a reason');
+      decline = truncateUtf8(decline, MAX_ERROR_TEXT_BYTES);
+    }
+    const payload = p.offer !== undefined ? { offer: Buffer.from(p.offer) } : { decline: decline! };
+    const { msg } = await this.#signedRequest(
+      (requestId) =>
+        encodeRendezvous(
+          { type: 'seq-offer', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp(), connectionId, peerKey, ...payload },
+          this.keyPair.secretKey,
+        ),
+      p.signal,
+      false,
+    );
+    if (msg.type === 'error') throw serverError(msg, `sequence offer to ${keyToId(peerKey)}`);
+    if (msg.type !== 'seq-offer-result' || !msg.connectionId.equals(connectionId)) {
+      throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a sequence offer`);
+    }
+    return { spoofing: msg.spoofing };
+  }
+
+  /**
+   * The other peer's SEQ_OFFER for `connectionId` from `peerKey`: at once when it already arrived (kept
+   * SEQ_OFFER_STORE_TTL_MS), else when it does. Rejects with the signal's reason when aborted, SOCKET_CLOSED on close().
+   */
+  awaitSeqOffer(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }> {
+    if (this.#closed) return Promise.reject(new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed'));
+    const key = `${hex(connectionId)}/${hex(peerKey)}`;
+    const stored = this.#seqOffers.get(key);
+    if (stored && stored.expiresAt > Date.now()) return Promise.resolve(seqResult(stored.event));
+    if (signal.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.#seqWaiters.delete(waiter);
+        reject(signal.reason);
+      };
+      const waiter = {
+        key,
+        resolve: (v: { offer?: Buffer; decline?: string }) => {
+          signal.removeEventListener('abort', onAbort);
+          this.#seqWaiters.delete(waiter);
+          resolve(v);
+        },
+        reject: (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          this.#seqWaiters.delete(waiter);
+          reject(err);
+        },
+      };
+      this.#seqWaiters.add(waiter);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
   /** Measures the RTT to the server (PING/PONG). */
   async ping(signal?: AbortSignal): Promise<number> {
     this.#checkOpen();
@@ -385,6 +494,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const err = new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed');
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
+    for (const w of [...this.#seqWaiters]) w.reject(err);
+    this.#seqOffers.clear();
     if (this.#registered && this.#serverIp) {
       try {
         const bye = encodeRendezvous({ type: 'unregister', requestId: 0, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() }, this.keyPair.secretKey);
@@ -700,7 +811,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       return;
     }
     if (!known) {
-      const isAnswer = decoded.type !== 'ping' && !(decoded.type === 'connect-notify' && decoded.role === 'responder');
+      const isAnswer =
+        decoded.type !== 'ping' && decoded.type !== 'seq-offer' && !(decoded.type === 'connect-notify' && decoded.role === 'responder');
       if (!isAnswer || this.#pending.get(decoded.requestId)?.via !== 'udp') return;
       if (this.#serverSources.size < MAX_SERVER_SOURCES) this.#serverSources.add(from);
     }
@@ -731,6 +843,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       this.emit('connect-request', this.#offer(msg, via));
       return;
     }
+    if (msg.type === 'seq-offer') {
+      this.#onSeqOffer(msg, via);
+      return;
+    }
     if (msg.type === 'turn-credentials') {
       // Sent right after REGISTERED; only from the server (see #onDatagram), any request id of ours is fine.
       this.#turnCredentials = {
@@ -745,8 +861,37 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     }
     const p = this.#pending.get(msg.requestId);
     if (!p) return;
-    if (msg.type === 'registered' || msg.type === 'lookup-result' || msg.type === 'connect-notify' || msg.type === 'error' || msg.type === 'pong') {
+    if (
+      msg.type === 'registered' ||
+      msg.type === 'lookup-result' ||
+      msg.type === 'connect-notify' ||
+      msg.type === 'error' ||
+      msg.type === 'pong' ||
+      msg.type === 'seq-offer-result'
+    ) {
       p.resolve(msg);
     }
+  }
+
+  /** A peer's SEQ_OFFER, forwarded by the server: checked, acknowledged, remembered, announced. */
+  #onSeqOffer(msg: SeqOfferMessage, via: 'udp' | 'tcp'): void {
+    // The server forwards the sender's signed bytes: only the sender's key can have made them (RFC 8032 §5.1.7).
+    if (!msg.peerKey.equals(this.keyPair.publicKey) || !verifyRendezvous(msg)) return;
+    this.#sendVia(via, encodeRendezvous({ type: 'notify-ack', requestId: msg.requestId, connectionId: msg.connectionId }));
+    const seenKey = `seq/${hex(msg.nonce)}`;
+    if (this.#seen.has(seenKey)) return; // a retransmission
+    this.#seen.set(seenKey, true);
+    if (this.#seen.size > SEEN_NOTIFY_CAP) this.#seen.delete(this.#seen.keys().next().value!);
+    const event: SeqOfferEvent = { connectionId: msg.connectionId, peerKey: msg.publicKey };
+    if (msg.offer) event.offer = Buffer.from(msg.offer);
+    if (msg.decline !== undefined) event.decline = msg.decline;
+    const key = `${hex(msg.connectionId)}/${hex(msg.publicKey)}`;
+    const now = Date.now();
+    for (const [k, e] of this.#seqOffers) if (e.expiresAt <= now) this.#seqOffers.delete(k);
+    this.#seqOffers.delete(key);
+    while (this.#seqOffers.size >= SEQ_OFFER_STORE_CAP) this.#seqOffers.delete(this.#seqOffers.keys().next().value!);
+    this.#seqOffers.set(key, { event, expiresAt: now + SEQ_OFFER_STORE_TTL_MS });
+    for (const w of [...this.#seqWaiters]) if (w.key === key) w.resolve(seqResult(event));
+    this.emit('seq-offer', event);
   }
 }

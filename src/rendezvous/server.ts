@@ -6,6 +6,7 @@ import { candidatePriority, dedupeCandidates, type Candidate } from '../traversa
 import { makeSharedSecretCredentials } from '../relay/auth.js';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { decodeSeqOffer, type SeqOfferFields } from '../wire/seq-offer.js';
 import {
   decodeRendezvous,
   encodeRendezvous,
@@ -25,6 +26,7 @@ import {
   type ErrorCodeName,
   type LookupMessage,
   type RegisterMessage,
+  type SeqOfferMessage,
   type SignedMessage,
   type Target,
   type UnregisterMessage,
@@ -52,6 +54,11 @@ export const DEFAULT_MAX_TCP_CONNECTIONS = 1024;
 export const DEFAULT_NOTIFY_RTO_MS = 250;
 export const DEFAULT_NOTIFY_MAX_TRANSMISSIONS = 5;
 export const DEFAULT_SWEEP_INTERVAL_MS = 5_000;
+/**
+ * How long the first SEQ_OFFER of a connection waits for the other peer's (both are sent right after the low-TTL
+ * SYNs, within about one RTT of each other; the peers' SYN_SENT sockets give up well before this).
+ */
+export const SEQ_OFFER_PAIR_TIMEOUT_MS = 20_000;
 /** Bytes queued on a TCP connection beyond which the client is too slow and is dropped. */
 export const MAX_TCP_BACKLOG_BYTES = 64 * 1024;
 
@@ -70,7 +77,19 @@ export interface TurnCredentialConfig {
   ttlSeconds?: number;
 }
 
+/** What the server needs to send STUNT #1 SYN-ACKs (tcp-stunt1.ts SynAckSpoofer matches it). */
+export interface SeqOfferSpoofer {
+  /** Sends each of the two peers the SYN-ACK the other would have sent. Resolves with the packets sent. */
+  spoof(a: unknown, b: unknown): Promise<number>;
+}
+
 export interface RendezvousServerOptions {
+  /**
+   * Lab/research only (needs a raw socket and a network without BCP 38 filtering): when both peers of a connection
+   * have sent SEQ_OFFERs whose public address is the address each came from, spoof STUNT #1 SYN-ACKs for them.
+   * The server does not own it (whoever opened it closes it).
+   */
+  spoofer?: SeqOfferSpoofer;
   /** Hand out TURN credentials after each REGISTERED. Can also be set later with setTurnCredentials(). */
   turnCredentials?: TurnCredentialConfig;
   registry?: Registry;
@@ -127,6 +146,14 @@ export interface RendezvousStats {
   tcpAccepted: number;
   tcpRejected: number;
   internalErrors: number;
+  /** SEQ_OFFERs admitted (signature, window and replay checks passed). */
+  seqOffers: number;
+  /** SEQ_OFFERs forwarded to the other peer (first transmissions). */
+  seqForwarded: number;
+  /** Pairs of offers for which STUNT #1 SYN-ACKs were spoofed. */
+  seqSpoofed: number;
+  /** SEQ_OFFERs answered with an ERROR (unknown sender or peer, rate limit, full). */
+  seqRefused: number;
   /** Gauges. */
   peers: number;
   pendingNotifies: number;
@@ -155,6 +182,16 @@ interface PendingNotify {
   channel: Channel;
   transmissions: number;
   timer: NodeJS.Timeout;
+  /** 'notify': a CONNECT_NOTIFY (counted in notify*); 'seq': a forwarded SEQ_OFFER. */
+  kind: 'notify' | 'seq';
+}
+
+/** The first SEQ_OFFER of a connection, waiting for the other peer's. */
+interface WaitingOffer {
+  offer: SeqOfferFields | undefined;
+  /** Spoofing-eligible: a spoofer is configured, and the offer's public address is where it came from. */
+  eligible: boolean;
+  expiresAt: number;
 }
 
 /** `::ffff:1.2.3.4` → `1.2.3.4`, so a peer on an IPv4 socket can use the address it is told. */
@@ -208,6 +245,9 @@ export class RendezvousServer {
   #schedule: StartSchedule;
   #maxPeers: number;
   #turn: TurnCredentialConfig | undefined;
+  #spoofer: SeqOfferSpoofer | undefined;
+  /** First offers by `connectionId/from/to` (hex), bounded by maxPendingNotifies. */
+  #seqOffers = new Map<string, WaitingOffer>();
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
@@ -246,6 +286,10 @@ export class RendezvousServer {
     tcpAccepted: 0,
     tcpRejected: 0,
     internalErrors: 0,
+    seqOffers: 0,
+    seqForwarded: 0,
+    seqSpoofed: 0,
+    seqRefused: 0,
   };
 
   constructor(options: RendezvousServerOptions = {}) {
@@ -266,6 +310,7 @@ export class RendezvousServer {
     this.#notifyRto = options.notifyRtoMs ?? DEFAULT_NOTIFY_RTO_MS;
     this.#notifyMax = options.notifyMaxTransmissions ?? DEFAULT_NOTIFY_MAX_TRANSMISSIONS;
     this.#schedule = options.schedule ?? 'initiator-first';
+    this.#spoofer = options.spoofer;
     this.#sweep = setInterval(() => void this.sweep(), options.sweepIntervalMs ?? DEFAULT_SWEEP_INTERVAL_MS);
     this.#sweep.unref();
   }
@@ -354,6 +399,7 @@ export class RendezvousServer {
       if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
     }
     for (const [id, p] of this.#pings) if (p.expiresAt <= now) this.#pings.delete(id);
+    for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
   }
 
   close(): void {
@@ -369,6 +415,7 @@ export class RendezvousServer {
     this.#nonces.clear();
     this.#buckets.clear();
     this.#pings.clear();
+    this.#seqOffers.clear();
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -415,12 +462,14 @@ export class RendezvousServer {
         return;
       }
       case 'notify-ack': {
-        const key = `${hex(msg.connectionId)}`;
-        const p = this.#pending.get(key);
-        if (p && channelSource(p.channel) === channelSource(channel)) {
-          clearTimeout(p.timer);
-          this.#pending.delete(key);
-          this.#stats.notifyAcked++;
+        // A CONNECT_NOTIFY is acked by connection id; a forwarded SEQ_OFFER by connection id and its request id.
+        for (const key of [hex(msg.connectionId), `seq/${hex(msg.connectionId)}/${msg.requestId}`]) {
+          const p = this.#pending.get(key);
+          if (p && channelSource(p.channel) === channelSource(channel)) {
+            clearTimeout(p.timer);
+            this.#pending.delete(key);
+            if (p.kind === 'notify') this.#stats.notifyAcked++;
+          }
         }
         return;
       }
@@ -432,6 +481,8 @@ export class RendezvousServer {
         return this.#connect(msg, channel);
       case 'unregister':
         return this.#unregister(msg, channel);
+      case 'seq-offer':
+        return this.#seqOffer(msg, channel);
       default:
         // Server-to-client messages sent to the server.
         this.#stats.unknownType++;
@@ -681,32 +732,8 @@ export class RendezvousServer {
       candidates: initiatorCandidates,
     };
     if (initiator?.name !== undefined) notify.peerName = initiator.name;
-    const notifyBytes = encodeRendezvous(notify);
-    const pendingKey = hex(msg.connectionId);
-    const old = this.#pending.get(pendingKey);
-    if (old) clearTimeout(old.timer);
-    const pending: PendingNotify = { bytes: notifyBytes, channel: delivery.channel, transmissions: 0, timer: undefined as unknown as NodeJS.Timeout };
-    this.#pending.set(pendingKey, pending);
-    const transmit = () => {
-      if (this.#closed || this.#pending.get(pendingKey) !== pending) return;
-      if (pending.transmissions >= this.#notifyMax) {
-        this.#pending.delete(pendingKey);
-        this.#stats.notifyGivenUp++;
-        return;
-      }
-      if (pending.transmissions > 0) this.#stats.notifyRetransmits++;
-      pending.transmissions++;
-      this.#send(pending.channel, pending.bytes);
-      // Over TCP delivery is reliable: no retransmission, just forget it.
-      if (pending.channel.kind === 'tcp') {
-        this.#pending.delete(pendingKey);
-        return;
-      }
-      pending.timer = setTimeout(transmit, this.#notifyRto * 2 ** (pending.transmissions - 1));
-      pending.timer.unref();
-    };
     this.#stats.notifySent++;
-    transmit();
+    this.#push(hex(msg.connectionId), encodeRendezvous(notify), delivery.channel, 'notify');
 
     const answer: EncodableMessage = {
       type: 'connect-notify',
@@ -724,6 +751,110 @@ export class RendezvousServer {
     this.#remember(msg, reply);
     this.#send(channel, reply);
     this.#log.debug({ from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR }, 'rendezvous connect');
+  }
+
+  /**
+   * Sends an unsolicited message to a peer, retransmitted over UDP until it is acknowledged (NOTIFY_ACK), with
+   * doubling intervals from notifyRtoMs, at most notifyMaxTransmissions times; once over TCP.
+   */
+  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind']): void {
+    const old = this.#pending.get(pendingKey);
+    if (old) clearTimeout(old.timer);
+    const pending: PendingNotify = { bytes, channel, transmissions: 0, timer: undefined as unknown as NodeJS.Timeout, kind };
+    this.#pending.set(pendingKey, pending);
+    const transmit = () => {
+      if (this.#closed || this.#pending.get(pendingKey) !== pending) return;
+      if (pending.transmissions >= this.#notifyMax) {
+        this.#pending.delete(pendingKey);
+        if (kind === 'notify') this.#stats.notifyGivenUp++;
+        return;
+      }
+      if (pending.transmissions > 0 && kind === 'notify') this.#stats.notifyRetransmits++;
+      pending.transmissions++;
+      this.#send(pending.channel, pending.bytes);
+      // Over TCP delivery is reliable: no retransmission, just forget it.
+      if (pending.channel.kind === 'tcp') {
+        this.#pending.delete(pendingKey);
+        return;
+      }
+      pending.timer = setTimeout(transmit, this.#notifyRto * 2 ** (pending.transmissions - 1));
+      pending.timer.unref();
+    };
+    transmit();
+  }
+
+  /**
+   * SEQ_OFFER (STUNT #1 / NATBlaster sequence numbers, Guha & Francis IMC 2005 §3): forwards the sender's signed
+   * bytes unchanged to the peer it names (the server cannot alter or forge an offer), answers SEQ_OFFER_RESULT, and
+   * with a spoofer, once both peers' offers are in, sends each the SYN-ACK the other would have sent.
+   */
+  async #seqOffer(msg: SeqOfferMessage, channel: Channel): Promise<void> {
+    // The original message is the signed part plus the signature (the decoder refuses trailing bytes); copy it
+    // before the first await, the input buffer is not ours to keep.
+    const original = Buffer.concat([msg.signedPart!, msg.signature!]);
+    if (!this.#admit(msg, channel)) return;
+    this.#stats.seqOffers++;
+    const now = this.#now();
+    const sender = await this.registry.get(msg.publicKey, now);
+    const delivery = this.#channels.get(hex(msg.peerKey));
+    if (!sender || !delivery) {
+      this.#stats.notFound++;
+      this.#stats.seqRefused++;
+      const who = sender ? `no peer registered as key ${hex(msg.peerKey).slice(0, 16)}…` : 'the sender is not registered';
+      return this.#error(channel, msg, 'NOT_FOUND', who);
+    }
+    // Pushed to the target unasked: charged to its IP like a CONNECT_NOTIFY, so it cannot be flooded through us.
+    if (!this.#charge(delivery.channel.ip)) {
+      this.#stats.rateLimited++;
+      this.#stats.seqRefused++;
+      return this.#error(channel, msg, 'RATE_LIMITED', 'that peer is being contacted too often; retry shortly', 1000);
+    }
+    if (this.#pending.size >= this.#maxPending) {
+      this.#stats.serverFull++;
+      this.#stats.seqRefused++;
+      return this.#error(channel, msg, 'SERVER_FULL', 'too many messages being delivered; retry shortly', 1000);
+    }
+    const cid = hex(msg.connectionId);
+    this.#stats.seqForwarded++;
+    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq');
+
+    // Spoofed packets only go to hosts that asked, from sources that also asked (as src/server/spoof.ts): the
+    // offer's public address must be the address this request came from.
+    const decoded = msg.offer ? decodeSeqOffer(msg.offer) ?? undefined : undefined;
+    const eligible = Boolean(this.#spoofer && decoded && decoded.public.address === channel.ip);
+    const reply = encodeRendezvous({ type: 'seq-offer-result', requestId: msg.requestId, connectionId: msg.connectionId, spoofing: eligible });
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+    this.#log.debug({ from: hex(msg.publicKey), to: hex(msg.peerKey), offer: Boolean(msg.offer), spoofing: eligible }, 'rendezvous seq-offer');
+
+    const from = hex(msg.publicKey);
+    const to = hex(msg.peerKey);
+    const otherKey = `${cid}/${to}/${from}`;
+    const other = this.#seqOffers.get(otherKey);
+    if (other && other.expiresAt > now) {
+      // The pair is complete: spoof at most once for it.
+      this.#seqOffers.delete(otherKey);
+      if (other.eligible && eligible && other.offer && decoded && this.#spoofer) {
+        this.#stats.seqSpoofed++;
+        this.#log.info({ a: other.offer.public, b: decoded.public }, 'rendezvous: sending STUNT #1 SYN-ACKs');
+        const spoofer = this.#spoofer;
+        const [a, b] = [other.offer, decoded];
+        // Never thrown into the message loop, even by a spoofer that throws instead of rejecting.
+        Promise.resolve()
+          .then(() => spoofer.spoof(a, b))
+          .catch((err: unknown) => this.#log.warn({ err }, 'rendezvous: STUNT #1 spoofing failed'));
+      }
+      return;
+    }
+    if (other) this.#seqOffers.delete(otherKey);
+    const ownKey = `${cid}/${from}/${to}`;
+    this.#seqOffers.delete(ownKey); // a newer offer from the same sender replaces its older one
+    while (this.#seqOffers.size >= this.#maxPending) {
+      const oldest = this.#seqOffers.keys().next().value;
+      if (oldest === undefined) break;
+      this.#seqOffers.delete(oldest);
+    }
+    this.#seqOffers.set(ownKey, { offer: decoded, eligible, expiresAt: now + SEQ_OFFER_PAIR_TIMEOUT_MS });
   }
 
   async #unregister(msg: UnregisterMessage, channel: Channel): Promise<void> {
@@ -798,6 +929,8 @@ function typeCode(type: string): number {
       return MessageType.CONNECT;
     case 'unregister':
       return MessageType.UNREGISTER;
+    case 'seq-offer':
+      return MessageType.SEQ_OFFER;
     default:
       return 0;
   }

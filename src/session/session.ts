@@ -68,6 +68,8 @@ export interface SessionPath {
   transport?: 'udp' | 'tcp';
   /** Why connect({ transport: 'auto' }) ended up on this transport (e.g. TCP unavailable without the addon). */
   transportReason?: string;
+  /** Over TCP: the technique that punched the connection (P2P-NAT simultaneous open, STUNT #1 or NATBlaster). */
+  tcpTechnique?: 'p2pnat' | 'stunt1' | 'natblaster';
 }
 
 /** Who may connect: a list of public keys (Buffers or hex ids) or a function deciding per key. */

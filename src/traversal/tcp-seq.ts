@@ -44,6 +44,19 @@ export const TCP_SEQ_DEFAULTS = {
   nftTimeoutMs: 5_000,
 } as const;
 
+export type SeqTechnique = 'natblaster' | 'stunt1';
+
+/** A connection made by STUNT #1 or NATBlaster. */
+export interface SeqResult {
+  socket: net.Socket;
+  offer: SeqOffer;
+  peerOffer?: SeqOffer;
+  /** Which technique completed it (a STUNT #1 peer never learns the peer's offer). */
+  technique: SeqTechnique;
+  guarded: boolean;
+  elapsedMs: number;
+}
+
 /** What a peer publishes (through the rendezvous) so that its SYN_SENT socket can be completed. */
 export interface SeqOffer {
   /** Source of the captured SYN (the host's own endpoint). */

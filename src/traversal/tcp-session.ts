@@ -19,7 +19,10 @@ import { StunTcpClient } from '../stun/client.js';
 import type { KeyPair } from '../session/identity.js';
 import { Session, type Allow, type SessionPath } from '../session/session.js';
 import { candidatePriority, type Candidate } from './candidate.js';
-import { tcpPunch, type TcpPunchResult } from './tcp-p2pnat.js';
+import { tcpPunch, TCP_PUNCH_DEFAULTS, type TcpPunchResult } from './tcp-p2pnat.js';
+import { openCraftSocket, type SeqTechnique } from './tcp-seq.js';
+import { declineSequencePunch, sequencePunch, type SeqChannel } from './tcp-seqpunch.js';
+import { NatHopCache } from './tcp-stunt.js';
 
 /** STUN TCP connection refresh: below serve's STUN TCP idle timeout (30 s, src/stun/server.ts) and common NAT
  *  established-TCP timeouts (RFC 5382 REQ-5 asks ≥ 2 h 4 min, but small NATs use minutes). */
@@ -31,11 +34,35 @@ export const TCP_GATHER_AUTO_TIMEOUT_MS = 1_500;
 /** TCP candidates rank just below UDP ones of the same type (UDP is the preferred transport; RFC 6544 §4.2). */
 const TCP_LOCAL_PREFERENCE = 32_000;
 
+/**
+ * With the sequence-number techniques available ('auto'), P2P-NAT gets this long before they take over: a cone pair
+ * punches in well under a second (bench/results/tcp-punch.md), and one SYN retransmission (1 s) fits many times.
+ */
+export const TCP_P2PNAT_BEFORE_SEQ_MS = 8_000;
+/**
+ * The sequence-number step after P2P-NAT: both peers leave P2P-NAT within its start skew, the offers cross in one
+ * rendezvous round trip, and the SYN-ACK schedule ends 5 s later (TCP_SEQ_DEFAULTS.synAckScheduleMs): nothing
+ * arriving after 10 s will, and connect()'s 30 s budget keeps room for the Noise handshake.
+ */
+export const TCP_SEQ_STEP_TIMEOUT_MS = 10_000;
+
+/**
+ * Which TCP techniques connect()/listen() use. 'auto': P2P-NAT, then STUNT #1 (when the rendezvous spoofs) or
+ * NATBlaster when P2P-NAT fails and this host may use raw sockets; 'off': P2P-NAT only; 'natblaster' / 'stunt1':
+ * that technique only (both peers should say the same).
+ */
+export type TcpSequenceMode = 'auto' | 'off' | SeqTechnique;
+export const TCP_SEQUENCE_MODES: readonly TcpSequenceMode[] = ['auto', 'off', 'natblaster', 'stunt1'];
+
 /** Our TCP side: the listening socket on P, its candidates, and the STUN connection holding the NAT mapping. */
 export interface TcpLocal {
   readonly port: number;
   readonly listener: net.Server;
   readonly candidates: Candidate[];
+  /** Port P's public endpoint as the rendezvous saw it (null when STUN over TCP failed). */
+  readonly srflx: { address: string; port: number } | null;
+  /** Hops to our outermost NAT, discovered once per network (the low TTL of the sequence-number techniques). */
+  readonly hops: NatHopCache;
   close(): void;
 }
 
@@ -71,6 +98,7 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
     candidates.push({ type: 'host', transport: 'tcp', address, port, priority: candidatePriority('host', pref--) });
   }
   let stun: StunTcpClient | null = null;
+  let srflx: { address: string; port: number } | null = null;
   let timer: NodeJS.Timeout | null = null;
   if (options.stun) {
     try {
@@ -82,6 +110,7 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
       stun = new StunTcpClient(socket, { address, port: options.stun.port });
       const res = await stun.binding({ signal, timeoutMs: gatherMs });
       const mapped = { address: res.mapped.address, port: res.mapped.port };
+      srflx = mapped;
       if (!candidates.some((c) => c.address === mapped.address && c.port === mapped.port)) {
         candidates.unshift({ type: 'srflx', transport: 'tcp', ...mapped, priority: candidatePriority('srflx', TCP_LOCAL_PREFERENCE) });
       }
@@ -100,6 +129,8 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
     port,
     listener,
     candidates,
+    srflx,
+    hops: new NatHopCache(),
     close() {
       if (closed) return;
       closed = true;
@@ -119,6 +150,15 @@ export interface TcpAttemptOptions {
   signal: AbortSignal;
   logger?: Logger;
   timeoutMs?: number;
+  /** The sequence-number techniques: mode (default 'off' here) and the rendezvous channel carrying the offers. */
+  sequence?: { mode: TcpSequenceMode; channel: SeqChannel | null; /** Why they cannot help (e.g. a symmetric NAT). */ veto?: string };
+}
+
+/** A punched TCP connection and the technique that made it. */
+export interface TcpPathResult extends TcpPunchResult {
+  technique: 'p2pnat' | SeqTechnique;
+  /** Why P2P-NAT was not the technique (its failure), when it was not. */
+  reason?: string;
 }
 
 /** The peer's TCP candidates, or PUNCH_FAILED saying it offered none. */
@@ -126,21 +166,99 @@ export function tcpCandidatesOf(remote: Candidate[]): Candidate[] {
   return remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4);
 }
 
-/** Punches a TCP connection to the peer from P (both roles), resolving with the connection both sides agreed on. */
-export function punchTcp(o: TcpAttemptOptions): Promise<TcpPunchResult> {
+/** Whether this process may send crafted packets (raw sockets need CAP_NET_RAW); the reason when not. */
+function rawSocketDenied(): string | null {
+  try {
+    openCraftSocket().close();
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/**
+ * Punches a TCP connection to the peer from P (both roles): P2P-NAT first; with `sequence` on, STUNT #1 / NATBlaster
+ * when P2P-NAT fails (or alone, when a technique is named). Resolves with the connection both sides agreed on.
+ */
+export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
   const candidates = tcpCandidatesOf(o.remote);
   if (candidates.length === 0) {
-    return Promise.reject(new NatpunchError('PUNCH_FAILED', 'the peer offered no TCP candidates (it runs without the native addon, or with --transport udp)'));
+    throw new NatpunchError('PUNCH_FAILED', 'the peer offered no TCP candidates (it runs without the native addon, or with --transport udp)');
   }
-  return tcpPunch({
-    localPort: o.local.port,
-    candidates,
-    role: o.role === 'initiator' ? 'controlling' : 'controlled',
-    listener: o.local.listener,
-    signal: o.signal,
-    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
-    ...(o.logger ? { logger: o.logger } : {}),
-  });
+  const mode = o.sequence?.mode ?? 'off';
+  const seq = mode !== 'off' && o.sequence?.channel ? { ...o.sequence, channel: o.sequence.channel } : null;
+  // Without raw sockets the techniques cannot run here: P2P-NAT keeps its whole budget and the peer hears why.
+  const denied = seq ? rawSocketDenied() : null;
+  const p2pnat = (timeoutMs?: number) =>
+    tcpPunch({
+      localPort: o.local.port,
+      candidates,
+      role: o.role === 'initiator' ? 'controlling' : 'controlled',
+      listener: o.local.listener,
+      signal: o.signal,
+      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+      ...(o.logger ? { logger: o.logger } : {}),
+    });
+  if (!seq) return { ...(await p2pnat(o.timeoutMs)), technique: 'p2pnat' };
+  if (mode === 'auto') {
+    const budget = denied ? (o.timeoutMs ?? TCP_PUNCH_DEFAULTS.timeoutMs) : Math.min(o.timeoutMs ?? TCP_P2PNAT_BEFORE_SEQ_MS, TCP_P2PNAT_BEFORE_SEQ_MS);
+    try {
+      return { ...(await p2pnat(budget)), technique: 'p2pnat' };
+    } catch (err) {
+      if (o.signal.aborted || !(err instanceof NatpunchError) || err.code !== 'PUNCH_FAILED') throw err;
+      const why = `P2P-NAT failed (${err.message})`;
+      o.logger?.info({ err: err.message }, 'tcp: P2P-NAT failed; trying the sequence-number techniques');
+      return await sequenceStep(o, seq, candidates, denied, 'auto', why);
+    }
+  }
+  return sequenceStep(o, seq, candidates, denied, mode as SeqTechnique, `--tcp-seq ${mode}`);
+}
+
+async function sequenceStep(
+  o: TcpAttemptOptions,
+  seq: { channel: SeqChannel; veto?: string },
+  candidates: Candidate[],
+  denied: string | null,
+  prefer: 'auto' | SeqTechnique,
+  why: string,
+): Promise<TcpPathResult> {
+  const remote = candidates.find((c) => c.type === 'srflx') ?? null;
+  const own = o.local.srflx;
+  const veto =
+    seq.veto ??
+    (denied ? `no raw sockets here (${denied})` : null) ??
+    (!own ? 'no server-reflexive TCP endpoint here (STUN over TCP to the rendezvous failed)' : null) ??
+    (!remote ? 'the peer offered no server-reflexive TCP candidate' : null);
+  if (veto || !own || !remote) {
+    await declineSequencePunch(seq.channel, veto ?? 'not applicable', o.signal);
+    throw new NatpunchError('PUNCH_FAILED', `${why}; STUNT #1 / NATBlaster not tried: ${veto}`, { details: { reason: 'sequence-not-applicable' } });
+  }
+  let lowTtl: number;
+  try {
+    lowTtl = (await o.local.hops.discover({ publicAddress: own.address, signal: o.signal, ...(o.logger ? { logger: o.logger } : {}) })).lowTtl;
+  } catch (err) {
+    await declineSequencePunch(seq.channel, `TTL discovery failed: ${(err as Error).message}`, o.signal);
+    throw err;
+  }
+  try {
+    const r = await sequencePunch({
+      localPort: o.local.port,
+      publicEndpoint: own,
+      remote: { address: remote.address, port: remote.port },
+      lowTtl,
+      channel: seq.channel,
+      prefer,
+      timeoutMs: TCP_SEQ_STEP_TIMEOUT_MS,
+      signal: o.signal,
+      ...(o.logger ? { logger: o.logger } : {}),
+    });
+    return { socket: r.socket, candidate: remote, direction: 'connect', attempts: 1, elapsedMs: r.elapsedMs, technique: r.technique, reason: why };
+  } catch (err) {
+    if (err instanceof NatpunchError && err.code === 'PUNCH_FAILED') {
+      throw new NatpunchError('PUNCH_FAILED', `${why}; ${err.message}`, { cause: err, details: err.details });
+    }
+    throw err;
+  }
 }
 
 export interface TcpSessionSetup {
@@ -155,13 +273,14 @@ export interface TcpSessionSetup {
 }
 
 /** The Noise handshake over a punched TCP connection. */
-export function sessionOverTcp(role: 'initiator' | 'responder', punched: TcpPunchResult, o: TcpSessionSetup): Promise<Session> {
+export function sessionOverTcp(role: 'initiator' | 'responder', punched: TcpPathResult, o: TcpSessionSetup): Promise<Session> {
   const c = punched.candidate;
   const remote: Candidate = { type: c.type ?? 'prflx', transport: 'tcp', address: c.address, port: c.port, priority: c.priority ?? candidatePriority('prflx') };
   const path: Partial<SessionPath> = {
     kind: remote.type === 'host' ? 'lan' : 'direct',
     candidatePair: { local: null, remote },
     rttMs: null,
+    tcpTechnique: punched.technique,
     ...(o.transportReason ? { transportReason: o.transportReason } : {}),
   };
   return Session.establishTcp({

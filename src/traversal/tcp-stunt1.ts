@@ -9,12 +9,11 @@
  * most of the Internet), root for the raw socket, and trust: the server can inject SYN-ACKs. natpunch ships it as an
  * opt-in lab/research capability (`natpunch serve --spoof`), off by default.
  */
-import { NatpunchError } from '../util/errors.js';
 import { timeoutSignal } from '../util/abort.js';
 import { loadAddon, type NativeAddon } from '../net/native.js';
 import type { RawSocket } from '../net/raw.js';
-import type { SeqResult } from './tcp-natblaster.js';
-import { craftSynAck, openCraftSocket, openSeqSyn, parseSeqOffer, sendOnSchedule, TCP_SEQ_DEFAULTS, type SeqOffer, type SeqSynOptions } from './tcp-seq.js';
+import { seqTimeoutError } from './tcp-seqpunch.js';
+import { craftSynAck, openCraftSocket, openSeqSyn, parseSeqOffer, sendOnSchedule, TCP_SEQ_DEFAULTS, type SeqOffer, type SeqResult, type SeqSynOptions } from './tcp-seq.js';
 
 export interface Stunt1Options extends SeqSynOptions {
   /** Hands our offer to the spoofing server (with whatever identifies the pairing); resolves once delivered. */
@@ -30,15 +29,9 @@ export async function stunt1(options: Stunt1Options): Promise<SeqResult> {
   try {
     await options.exchange(syn.offer, signal);
     const socket = await syn.established();
-    return { socket, offer: syn.offer, guarded: syn.guarded, elapsedMs: Date.now() - started };
+    return { socket, offer: syn.offer, technique: 'stunt1', guarded: syn.guarded, elapsedMs: Date.now() - started };
   } catch (err) {
-    if (signal.aborted && !options.signal?.aborted && !(err instanceof NatpunchError && err.code === 'PUNCH_FAILED')) {
-      throw new NatpunchError('PUNCH_FAILED', `STUNT #1: no connection within ${options.timeoutMs ?? TCP_SEQ_DEFAULTS.timeoutMs} ms (${(err as Error).message})`, {
-        cause: err,
-        details: { reason: 'no-syn-ack' },
-      });
-    }
-    throw err;
+    throw seqTimeoutError(err, 'STUNT #1', options.timeoutMs ?? TCP_SEQ_DEFAULTS.timeoutMs, signal, options.signal);
   } finally {
     await syn.close();
     dispose();

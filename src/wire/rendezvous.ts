@@ -5,6 +5,7 @@ import { sign, verify, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from '../session/iden
 import type { Candidate, CandidateType } from '../traversal/candidate.js';
 import { NatpunchError } from '../util/errors.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './ip.js';
+import { SEQ_OFFER_BYTES } from './seq-offer.js';
 
 /**
  * natpunch rendezvous messages: a pure codec, no I/O.
@@ -14,7 +15,7 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './ip.js';
  *   1      version (1)
  *   2      message type
  *   3..6   request id (u32 BE): a response carries the id of its request; pushes from the server carry their own
- * then a type-specific body (all integers big-endian). Signed messages (REGISTER, CONNECT, UNREGISTER) end with a
+ * then a type-specific body (all integers big-endian). Signed messages (REGISTER, CONNECT, UNREGISTER, SEQ_OFFER) end with a
  * 64-byte Ed25519 signature (RFC 8032 §5.1.6) over SIGNATURE_CONTEXT followed by every byte before the signature,
  * header included, so neither the request id, a candidate nor a flag can be altered without the peer's key.
  * A timestamp and a 16-byte random nonce let the server refuse replays outside a window.
@@ -62,6 +63,14 @@ export const MessageType = {
    * drop unknown types, so old clients silently ignore this while their registration keeps working.
    */
   TURN_CREDENTIALS: 0x0c,
+  /**
+   * A peer's TCP sequence offer (wire/seq-offer.ts: its low-TTL SYN's ISN, options and endpoints) for the other peer
+   * of a connection, or why it declines to take part (STUNT #1 / NATBlaster, Guha & Francis, IMC 2005 §3). Signed by
+   * the sender; the server forwards these exact bytes, so the receiver checks the sender's signature itself.
+   */
+  SEQ_OFFER: 0x0d,
+  /** The server's answer to SEQ_OFFER: whether it will spoof STUNT #1 SYN-ACKs once both offers are in. */
+  SEQ_OFFER_RESULT: 0x0e,
 } as const;
 
 export const ErrorCode = {
@@ -211,6 +220,27 @@ export interface UnregisterMessage extends Header, SignedFields {
   publicKey: Buffer;
 }
 
+/** Exactly one of `offer` and `decline` is present. */
+export interface SeqOfferMessage extends Header, SignedFields {
+  type: 'seq-offer';
+  /** The sender. */
+  publicKey: Buffer;
+  connectionId: Buffer;
+  /** The other peer of the connection, whom this offer is for. */
+  peerKey: Buffer;
+  /** SEQ_OFFER_BYTES bytes (wire/seq-offer.ts), opaque to this codec. */
+  offer?: Buffer;
+  /** Why the sender will not take part (utf8, 1..MAX_ERROR_TEXT_BYTES bytes). */
+  decline?: string;
+}
+
+export interface SeqOfferResultMessage extends Header {
+  type: 'seq-offer-result';
+  connectionId: Buffer;
+  /** The server will send STUNT #1 spoofed SYN-ACKs once both offers of the connection are in. */
+  spoofing: boolean;
+}
+
 export type RendezvousMessage =
   | RegisterMessage
   | RegisteredMessage
@@ -223,9 +253,11 @@ export type RendezvousMessage =
   | PingMessage
   | PongMessage
   | NotifyAckMessage
-  | UnregisterMessage;
+  | UnregisterMessage
+  | SeqOfferMessage
+  | SeqOfferResultMessage;
 
-export type SignedMessage = RegisterMessage | ConnectMessage | UnregisterMessage;
+export type SignedMessage = RegisterMessage | ConnectMessage | UnregisterMessage | SeqOfferMessage;
 
 function decodeError(what: string): NatpunchError {
   return new NatpunchError('RENDEZVOUS_DECODE', `malformed rendezvous message: ${what}`);
@@ -495,7 +527,14 @@ const TYPE_CODE: Record<RendezvousMessage['type'], number> = {
   'notify-ack': MessageType.NOTIFY_ACK,
   unregister: MessageType.UNREGISTER,
   'turn-credentials': MessageType.TURN_CREDENTIALS,
+  'seq-offer': MessageType.SEQ_OFFER,
+  'seq-offer-result': MessageType.SEQ_OFFER_RESULT,
 };
+
+/** SEQ_OFFER payload kinds. */
+const SEQ_KIND_OFFER = 1;
+const SEQ_KIND_DECLINE = 2;
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
 
 /** Fields a caller supplies to encode a signed message; timestamp and nonce are filled in when absent. */
 export type Unsigned<T extends SignedMessage> = Omit<T, 'signature' | 'signedPart' | 'timestamp' | 'nonce'> &
@@ -505,10 +544,11 @@ export type EncodableMessage =
   | Unsigned<RegisterMessage>
   | Unsigned<ConnectMessage>
   | Unsigned<UnregisterMessage>
+  | Unsigned<SeqOfferMessage>
   | Exclude<RendezvousMessage, SignedMessage>;
 
 /**
- * Encodes a message. REGISTER, CONNECT and UNREGISTER need the sender's secret key and are signed here
+ * Encodes a message. REGISTER, CONNECT, UNREGISTER and SEQ_OFFER need the sender's secret key and are signed here
  * (a fresh timestamp and nonce are used unless given).
  */
 export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array): Buffer {
@@ -601,6 +641,28 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
     case 'unregister':
       w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
       signedFields(msg);
+      break;
+    // publicKey | connection id | peer key | timestamp | nonce | kind u8 | offer (32) or decline (u8 length, utf8)
+    case 'seq-offer': {
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
+      w.bytes(msg.peerKey, PUBLIC_KEY_BYTES, 'peer key');
+      signedFields(msg);
+      if ((msg.offer === undefined) === (msg.decline === undefined)) throw encodeError('seq-offer needs exactly one of offer and decline');
+      if (msg.offer !== undefined) {
+        w.u8(SEQ_KIND_OFFER);
+        w.bytes(msg.offer, SEQ_OFFER_BYTES, 'sequence offer');
+      } else {
+        const n = Buffer.byteLength(msg.decline!, 'utf8');
+        if (n < 1 || n > MAX_ERROR_TEXT_BYTES) throw encodeError(`decline text must be 1..${MAX_ERROR_TEXT_BYTES} bytes`);
+        w.u8(SEQ_KIND_DECLINE);
+        w.shortString(msg.decline!, MAX_ERROR_TEXT_BYTES);
+      }
+      break;
+    }
+    case 'seq-offer-result':
+      w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
+      w.u8(msg.spoofing ? 1 : 0);
       break;
   }
   if (signed) {
@@ -735,6 +797,40 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       msg = { type: 'unregister', requestId, publicKey, ...signedTail({ timestamp, nonce }) };
       break;
     }
+    case MessageType.SEQ_OFFER: {
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const connectionId = Buffer.from(r.bytes(CONNECTION_ID_BYTES, 'connection id'));
+      const peerKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'peer key'));
+      const timestamp = r.u64('timestamp');
+      const nonce = Buffer.from(r.bytes(NONCE_BYTES, 'nonce'));
+      const kind = r.u8('seq-offer kind');
+      let payload: { offer: Buffer } | { decline: string };
+      if (kind === SEQ_KIND_OFFER) {
+        payload = { offer: Buffer.from(r.bytes(SEQ_OFFER_BYTES, 'sequence offer')) };
+      } else if (kind === SEQ_KIND_DECLINE) {
+        const n = r.u8('decline length');
+        if (n < 1 || n > MAX_ERROR_TEXT_BYTES) throw decodeError(`decline text of ${n} bytes`);
+        const text = r.bytes(n, 'decline text');
+        let decline: string;
+        try {
+          decline = utf8Strict.decode(text);
+        } catch {
+          throw decodeError('decline text is not UTF-8');
+        }
+        payload = { decline };
+      } else {
+        throw decodeError(`seq-offer kind ${kind}`);
+      }
+      const tail = signedTail({ timestamp, nonce });
+      msg = { type: 'seq-offer', requestId, publicKey, connectionId, peerKey, ...payload, ...tail };
+      break;
+    }
+    case MessageType.SEQ_OFFER_RESULT: {
+      const connectionId = Buffer.from(r.bytes(CONNECTION_ID_BYTES, 'connection id'));
+      const flags = readFlags(r, 1);
+      msg = { type: 'seq-offer-result', requestId, connectionId, spoofing: (flags & 1) !== 0 };
+      break;
+    }
     default:
       throw new NatpunchError('RENDEZVOUS_DECODE', `unknown rendezvous message type ${type}`, { details: { type } });
   }
@@ -749,7 +845,7 @@ export function verifyRendezvous(msg: SignedMessage): boolean {
 }
 
 export function isSignedMessage(msg: RendezvousMessage): msg is SignedMessage {
-  return msg.type === 'register' || msg.type === 'connect' || msg.type === 'unregister';
+  return msg.type === 'register' || msg.type === 'connect' || msg.type === 'unregister' || msg.type === 'seq-offer';
 }
 
 /** Reads the type and request id of something that starts like a rendezvous message, without decoding the body. */

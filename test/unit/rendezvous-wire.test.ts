@@ -12,12 +12,22 @@ import {
   MAX_CANDIDATES,
   type EncodableMessage,
   type RendezvousMessage,
+  type SeqOfferMessage,
   type SignedMessage,
 } from '../../src/wire/rendezvous.js';
 import { isNatpunchError } from '../../src/util/errors.js';
+import { encodeSeqOffer, SEQ_OFFER_BYTES } from '../../src/wire/seq-offer.js';
 
 const alice = generateKeyPair();
 const bob = generateKeyPair();
+
+const seqOffer = encodeSeqOffer({
+  private: { address: '10.0.0.2', port: 40001 },
+  public: { address: '203.0.113.9', port: 61001 },
+  isn: 0xdeadbeef,
+  window: 64240,
+  options: { mss: 1460, windowScale: 7, sackPermitted: true, timestamps: { value: 1, echo: 0 } },
+});
 
 const candidates: Candidate[] = [
   { type: 'host', transport: 'udp', address: '192.168.1.10', port: 40000, priority: candidatePriority('host') },
@@ -45,6 +55,11 @@ function samples(): Array<{ msg: EncodableMessage; key?: Buffer }> {
     { msg: { type: 'pong', requestId: 12, echo: 123456789, time: Number.MAX_SAFE_INTEGER } },
     { msg: { type: 'notify-ack', requestId: 13, connectionId: randomBytes(16) } },
     { msg: { type: 'unregister', requestId: 14, publicKey: bob.publicKey }, key: bob.secretKey },
+    { msg: { type: 'seq-offer', requestId: 15, publicKey: alice.publicKey, connectionId: randomBytes(16), peerKey: bob.publicKey, offer: seqOffer }, key: alice.secretKey },
+    { msg: { type: 'seq-offer', requestId: 16, publicKey: bob.publicKey, connectionId: randomBytes(16), peerKey: alice.publicKey, decline: 'no raw sockets here (not root) — ünïcode' }, key: bob.secretKey },
+    { msg: { type: 'seq-offer', requestId: 17, publicKey: bob.publicKey, connectionId: randomBytes(16), peerKey: alice.publicKey, decline: 'x'.repeat(200) }, key: bob.secretKey },
+    { msg: { type: 'seq-offer-result', requestId: 18, connectionId: randomBytes(16), spoofing: true } },
+    { msg: { type: 'seq-offer-result', requestId: 19, connectionId: randomBytes(16), spoofing: false } },
   ];
 }
 
@@ -164,4 +179,75 @@ test('TCP framing: first byte is 0xF0, frames split across chunks reassemble, ga
   assert.deepEqual(out, [a, b]);
   assert.throws(() => new TcpFrameDecoder().push(Buffer.from('GET / HTTP/1.1\r\n')), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS_DECODE'));
   assert.throws(() => new TcpFrameDecoder().push(Buffer.from([0xf0, 0xff, 0xff])), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS_DECODE'));
+});
+
+test('SEQ_OFFER: signed like CONNECT, exactly one of offer (32 bytes) or decline (1..200 bytes UTF-8), strict decoding', () => {
+  const connectionId = randomBytes(16);
+  const base = { type: 'seq-offer' as const, requestId: 21, publicKey: alice.publicKey, connectionId, peerKey: bob.publicKey };
+  const bytes = encodeRendezvous({ ...base, offer: seqOffer }, alice.secretKey);
+  const m = decodeRendezvous(bytes) as SeqOfferMessage;
+  assert.equal(m.type, 'seq-offer');
+  assert.ok(m.offer?.equals(seqOffer));
+  assert.equal(m.decline, undefined);
+  assert.ok(m.connectionId.equals(connectionId) && m.peerKey.equals(bob.publicKey) && m.publicKey.equals(alice.publicKey));
+  assert.ok(verifyRendezvous(m));
+  // The signed part plus the signature are the whole message (what the server forwards verbatim).
+  assert.deepEqual(Buffer.concat([m.signedPart!, m.signature!]), bytes);
+  // Signed by bob while claiming alice's key: does not verify.
+  assert.equal(verifyRendezvous(decodeRendezvous(encodeRendezvous({ ...base, offer: seqOffer }, bob.secretKey)) as SignedMessage), false);
+  // Any altered byte that still decodes fails verification (the offer, the peer key, the connection id...).
+  for (let i = 3; i < bytes.length; i++) {
+    const copy = Buffer.from(bytes);
+    copy[i] = copy[i]! ^ 0x40;
+    let d: RendezvousMessage;
+    try {
+      d = decodeRendezvous(copy);
+    } catch (e) {
+      assert.ok(isNatpunchError(e, 'RENDEZVOUS_DECODE'));
+      continue;
+    }
+    assert.equal(verifyRendezvous(d as SignedMessage), false, `byte ${i}`);
+  }
+  // Unsigned, both, neither, wrong sizes: BAD_ARGUMENT when encoding.
+  const bad = (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT');
+  assert.throws(() => encodeRendezvous({ ...base, offer: seqOffer }), bad);
+  assert.throws(() => encodeRendezvous({ ...base, offer: seqOffer, decline: 'x' }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base, offer: seqOffer.subarray(0, SEQ_OFFER_BYTES - 1) }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base, offer: Buffer.concat([seqOffer, Buffer.alloc(1)]) }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base, decline: '' }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base, decline: 'x'.repeat(201) }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base, decline: 'é'.repeat(101) }, alice.secretKey), bad);
+  assert.throws(() => encodeRendezvous({ ...base, peerKey: bob.publicKey.subarray(1), offer: seqOffer }, alice.secretKey), bad);
+
+  // Malformed on the wire: unknown kind, zero-length or overlong decline, invalid UTF-8, trailing bytes, truncation.
+  const decl = encodeRendezvous({ ...base, decline: 'abc' }, alice.secretKey);
+  const kindAt = 7 + 32 + 16 + 32 + 8 + 16;
+  assert.equal(decl[kindAt], 2);
+  assert.equal(bytes[kindAt], 1);
+  const dec = (e: unknown) => isNatpunchError(e, 'RENDEZVOUS_DECODE');
+  for (const k of [0, 3, 255]) {
+    const c = Buffer.from(decl);
+    c[kindAt] = k;
+    assert.throws(() => decodeRendezvous(c), dec, `kind ${k}`);
+  }
+  const zero = Buffer.from(decl);
+  zero[kindAt + 1] = 0;
+  assert.throws(() => decodeRendezvous(zero), dec);
+  const long = Buffer.concat([decl.subarray(0, kindAt + 1), Buffer.from([201]), Buffer.alloc(201, 0x61), Buffer.alloc(64)]);
+  assert.throws(() => decodeRendezvous(long), dec);
+  const notUtf8 = Buffer.from(decl);
+  notUtf8[kindAt + 2] = 0xff;
+  assert.throws(() => decodeRendezvous(notUtf8), dec);
+  for (const b of [bytes, decl]) {
+    assert.throws(() => decodeRendezvous(Buffer.concat([b, Buffer.from([0])])), dec);
+    for (let n = 0; n < b.length; n++) assert.throws(() => decodeRendezvous(b.subarray(0, n)), dec);
+  }
+  // SEQ_OFFER_RESULT: unknown flags and trailing bytes are refused.
+  const res = encodeRendezvous({ type: 'seq-offer-result', requestId: 21, connectionId, spoofing: true });
+  assert.equal(res.length, 7 + 16 + 1);
+  const flags = Buffer.from(res);
+  flags[res.length - 1] = 3;
+  assert.throws(() => decodeRendezvous(flags), dec);
+  assert.throws(() => decodeRendezvous(Buffer.concat([res, Buffer.from([0])])), dec);
 });

@@ -5,7 +5,7 @@ import { runConnectIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../traversal/icmp.js';
 import { isPeerId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
-import { parseTransport } from '../transport-flag.js';
+import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
 import { parseRelaySpec } from '../../relay/path.js';
 
@@ -23,6 +23,7 @@ interface ConnectOpts {
   relay?: string;
   json?: boolean;
   transport?: string;
+  tcpSeq?: string;
   portMapping?: boolean;
   hardNat?: boolean;
 }
@@ -44,6 +45,7 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
+    .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
     .option('--json', 'progress as JSON lines on stderr')
@@ -51,6 +53,7 @@ export function register(program: Command): void {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
       if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
       const transport = parseTransport(opts.transport);
+      const tcpSequence = parseTcpSequence(opts.tcpSeq);
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
@@ -67,6 +70,7 @@ export function register(program: Command): void {
           ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
           ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
           transport,
+        tcpSequence,
           ...(opts.portMapping ? { portMapping: true } : {}),
           ...(opts.hardNat ? { hardNat: true } : {}),
         });

@@ -4,7 +4,7 @@ import { action, parseHostPort } from '../util.js';
 import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
-import { parseTransport } from '../transport-flag.js';
+import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
 import type { Session } from '../../session/session.js';
 import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
@@ -26,6 +26,7 @@ interface ListenOpts {
   relay?: string;
   json?: boolean;
   transport?: string;
+  tcpSeq?: string;
   portMapping?: boolean;
   hardNat?: boolean;
 }
@@ -46,6 +47,7 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
+    .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
     .option('--json', 'progress as JSON lines on stderr')
@@ -53,6 +55,7 @@ export function register(program: Command): void {
       if (opts.icmp) return runListenIcmp(opts);
       if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
       const transport = parseTransport(opts.transport);
+      const tcpSequence = parseTcpSequence(opts.tcpSeq);
       const print = progressPrinter(opts.json);
       const allow = parseAllow(opts.allow);
       for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
@@ -65,6 +68,7 @@ export function register(program: Command): void {
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
         transport,
+        tcpSequence,
         ...(opts.portMapping ? { portMapping: true } : {}),
         ...(opts.hardNat ? { hardNat: true } : {}),
       });

@@ -4,6 +4,7 @@ import { defaultRelayAddress } from '../../relay/server.js';
 import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
 import { SpoofService } from '../../server/spoof.js';
+import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
 import { turnRegistry } from '../../wire/turn.js';
 import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
@@ -43,7 +44,10 @@ export function register(program: Command): void {
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
     .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
     .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
-    .option('--spoof', 'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; see README, BCP 38)')
+    .option(
+      '--spoof',
+      'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see README, BCP 38)',
+    )
     .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
     .option('--json', 'print where it listens as one JSON line')
     .addOption(
@@ -77,7 +81,10 @@ export function register(program: Command): void {
         if (opts.spoof && process.getuid?.() !== 0) {
           throw new NatpunchError('NOT_ROOT', '--spoof sends spoofed packets on a raw socket: run as root (lab/research networks only)');
         }
-        const spoof = opts.spoof ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger }) : undefined;
+        // One raw socket serves both the --spoof-port service and the rendezvous (SEQ_OFFER pairs); the service
+        // closes it when it stops (or fails to start).
+        const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
+        const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
         let handle: Awaited<ReturnType<typeof startServer>>;
         try {
           handle = await startServer({
@@ -89,7 +96,7 @@ export function register(program: Command): void {
             logger,
             // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
             ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
-            ...(opts.rendezvous ? {} : { rendezvous: false as const }),
+            ...(opts.rendezvous ? (spoofer ? { rendezvous: { spoofer } } : {}) : { rendezvous: false as const }),
           });
         } catch (err) {
           turn?.close();
@@ -136,6 +143,7 @@ export function register(program: Command): void {
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
               spoof: spoof?.address() ?? null,
+              rendezvousSpoof: Boolean(spoof && handle.rendezvous),
             })}\n`,
           );
         } else {
@@ -148,7 +156,9 @@ export function register(program: Command): void {
             handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
             turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
-            spoof ? `  STUNT #1 spoofing service on tcp ${show(spoof.address())} (lab/research only)` : '',
+            spoof
+              ? `  STUNT #1 spoofing service on tcp ${show(spoof.address())}${handle.rendezvous ? ', and by the rendezvous for peers exchanging sequence offers' : ''} (lab/research only)`
+              : '',
           ].filter(Boolean);
           process.stdout.write(`${lines.join('\n')}\n`);
         }
