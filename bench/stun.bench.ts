@@ -4,14 +4,15 @@
 //
 // Cores: on a machine with 2+ cores the server is pinned to CPU 1 and the generator to CPU 0 (taskset), so both
 // servers get exactly one core. coturn still starts its threads, they share that core.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stunBinding } from '../src/stun/client.js';
+import { startCoturn } from '../test/helpers/coturn.js';
+import { freePort } from '../test/helpers/net.js';
+import { stop, which } from '../test/helpers/proc.js';
 import { StunServer } from '../src/stun/server.js';
 import {
   attr,
@@ -32,31 +33,9 @@ const WINDOW = Number(process.env.STUN_BENCH_WINDOW ?? 32);
 const WARMUP_MS = Number(process.env.STUN_BENCH_WARMUP_MS ?? 1000);
 const DURATION_MS = Number(process.env.STUN_BENCH_DURATION_MS ?? 5000);
 
-function which(bin: string): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
 const TASKSET = os.availableParallelism() >= 2 ? which('taskset') : undefined;
 const pinned = (cpu: number, cmd: string, args: string[]): [string, string[]] =>
   TASKSET ? [TASKSET, ['-c', String(cpu), cmd, ...args]] : [cmd, args];
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const u = dgram.createSocket('udp4');
-    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
-    const port = u.address().port;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    u.close();
-    if (ok && port < 65000) return port;
-  }
-}
 
 async function waitReady(port: number, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 80 && child.exitCode === null; i++) {
@@ -68,15 +47,6 @@ async function waitReady(port: number, child: ChildProcess): Promise<void> {
     }
   }
   throw new Error('server did not answer STUN');
-}
-
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await done;
-  clearTimeout(t);
 }
 
 interface LoadResult {
@@ -110,18 +80,37 @@ async function load(port: number, serverPid: number): Promise<LoadResult> {
   return JSON.parse(out.trim().split('\n').pop()!);
 }
 
-async function benchServer(name: string, start: (port: number) => ChildProcess): Promise<LoadResult & { name: string }> {
+/** A server under load: where it listens, the PID to measure, and how to stop it. */
+interface BenchTarget {
+  port: number;
+  pid: number;
+  stop(): Promise<unknown>;
+}
+
+/** `natpunch serve` with `args`, pinned to CPU 1, once it answers STUN. */
+async function startNatpunch(args: string[]): Promise<BenchTarget> {
   const port = await freePort();
-  const child = start(port);
-  child.stdout?.resume();
-  child.stderr?.resume();
+  const [cmd, argv] = pinned(1, process.execPath, [join(root, 'bin', 'natpunch.js'), 'serve', '--port', String(port), '--address', '127.0.0.1', ...args]);
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
+  child.stdout.resume();
+  child.stderr.resume();
   try {
     await waitReady(port, child);
-    // The process to measure: taskset execs the server in place, so the PID is the server's.
-    const r = await load(port, child.pid!);
+  } catch (e) {
+    await stop(child);
+    throw e;
+  }
+  // The process to measure: taskset execs the server in place, so the PID is the server's.
+  return { port, pid: child.pid!, stop: () => stop(child) };
+}
+
+async function benchServer(name: string, start: () => Promise<BenchTarget>): Promise<LoadResult & { name: string }> {
+  const server = await start();
+  try {
+    const r = await load(server.port, server.pid);
     return { name, ...r };
   } finally {
-    await stopChild(child);
+    await server.stop();
   }
 }
 
@@ -192,40 +181,18 @@ const serverPath = serverPathBench();
 results.serverPathWithoutSockets = { requestsPerSecond: Math.round(serverPath.opsPerSecond), iterations: serverPath.iterations };
 console.log(`server path without sockets: ${Math.round(serverPath.opsPerSecond).toLocaleString('en')} requests/s`);
 
-const natpunch = await benchServer('natpunch serve (libudx sockets, the default)', (port) => {
-  const [cmd, args] = pinned(1, process.execPath, [join(root, 'bin', 'natpunch.js'), 'serve', '--port', String(port), '--address', '127.0.0.1']);
-  return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
-});
+const natpunch = await benchServer('natpunch serve (libudx sockets, the default)', () => startNatpunch([]));
 console.log(`natpunch serve: ${Math.round(natpunch.rate).toLocaleString('en')} Binding/s (server CPU ${natpunch.serverCpu?.toFixed(2)}, generator CPU ${natpunch.generatorCpu.toFixed(2)})`);
 results.natpunch = natpunch;
 // For reference: the same server on node:dgram sockets (what libudx buys).
-const natpunchDgram = await benchServer('natpunch serve --udp dgram', (port) => {
-  const [cmd, args] = pinned(1, process.execPath, [join(root, 'bin', 'natpunch.js'), 'serve', '--port', String(port), '--address', '127.0.0.1', '--udp', 'dgram']);
-  return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
-});
+const natpunchDgram = await benchServer('natpunch serve --udp dgram', () => startNatpunch(['--udp', 'dgram']));
 console.log(`natpunch serve --udp dgram: ${Math.round(natpunchDgram.rate).toLocaleString('en')} Binding/s (server CPU ${natpunchDgram.serverCpu?.toFixed(2)})`);
 results.natpunchDgram = natpunchDgram;
 
 const TURNSERVER = which('turnserver');
 let coturn: (LoadResult & { name: string }) | undefined;
 if (TURNSERVER) {
-  coturn = await benchServer('coturn turnserver --stun-only', (port) => {
-    const [cmd, args] = pinned(1, TURNSERVER, [
-      '-n',
-      '--listening-ip=127.0.0.1',
-      `--listening-port=${port}`,
-      '--no-tls',
-      '--no-dtls',
-      '--stun-only',
-      '--no-cli',
-      '--log-file=stdout',
-      '--simple-log',
-      `--pidfile=/tmp/natpunch-bench-turnserver-${port}.pid`,
-    ]);
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.once('exit', () => rmSync(`/tmp/natpunch-bench-turnserver-${port}.pid`, { force: true }));
-    return child;
-  });
+  coturn = await benchServer('coturn turnserver --stun-only', () => startCoturn({ stunOnly: true, wrap: (cmd, args) => pinned(1, cmd, args) }));
   console.log(`coturn: ${Math.round(coturn.rate).toLocaleString('en')} Binding/s (server CPU ${coturn.serverCpu?.toFixed(2)}, generator CPU ${coturn.generatorCpu.toFixed(2)})`);
   results.coturn = coturn;
   results.ratio = natpunch.rate / coturn.rate;

@@ -6,14 +6,15 @@
 // Cores: with 2+ cores the server is pinned to CPU 1 and uclient + peer to CPU 0 (taskset), so each server gets
 // exactly one core (coturn still starts its relay threads; they share that core).
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NodeDatagramTransport } from '../src/net/datagram.js';
 import { TurnClient } from '../src/relay/client.js';
+import { startCoturn } from '../test/helpers/coturn.js';
+import { freePort } from '../test/helpers/net.js';
+import { stop, which } from '../test/helpers/proc.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
@@ -21,31 +22,9 @@ const CLIENTS = Number(process.env.TURN_BENCH_CLIENTS ?? 20);
 const MESSAGES = Number(process.env.TURN_BENCH_MESSAGES ?? 3000);
 const SIZE = Number(process.env.TURN_BENCH_SIZE ?? 100);
 
-function which(bin: string): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
 const TASKSET = os.availableParallelism() >= 2 ? which('taskset') : undefined;
 const pinned = (cpu: number, cmd: string, args: string[]): [string, string[]] => (TASKSET ? [TASKSET, ['-c', String(cpu), cmd, ...args]] : [cmd, args]);
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-async function freePort(): Promise<number> {
-  for (;;) {
-    const u = dgram.createSocket('udp4');
-    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
-    const port = u.address().port;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    u.close();
-    if (ok && port < 40000) return port;
-  }
-}
 
 /** The kernel's count of UDP datagrams dropped because a socket's receive buffer was full (/proc/net/snmp). */
 function udpRcvbufErrors(): number {
@@ -86,15 +65,6 @@ async function waitReady(port: number, child: ChildProcess): Promise<void> {
   throw new Error('TURN server did not answer an Allocate');
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const done = new Promise((r) => child.once('exit', r));
-  child.kill('SIGTERM');
-  const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await done;
-  clearTimeout(t);
-}
-
 interface Result {
   name: string;
   sent: number;
@@ -131,11 +101,18 @@ async function runUclient(port: number, peerPort: number): Promise<{ sent: numbe
   return { sent: Number(totals[1]), received: Number(totals[2]), lost: Number(lost?.[1] ?? 0), seconds, output };
 }
 
-async function benchServer(name: string, peerPort: number, start: (port: number) => ChildProcess): Promise<Result> {
-  const port = await freePort();
-  const child = start(port);
-  child.stdout?.resume();
-  child.stderr?.resume();
+/** A server under load: where it listens, its process (taskset execs in place, so the PID is the server's), and how to stop it. */
+interface BenchTarget {
+  port: number;
+  child: ChildProcess;
+  stop(): Promise<unknown>;
+}
+
+/** Client ports stay below the relay ranges (natpunch 40000-49999, coturn 50000-59999). */
+const LISTEN_PORT_BELOW = 40000;
+
+async function benchServer(name: string, peerPort: number, start: () => Promise<BenchTarget>): Promise<Result> {
+  const { port, child, stop: stopServer } = await start();
   try {
     await waitReady(port, child);
     const cpu0 = cpuSeconds(child.pid!);
@@ -158,7 +135,7 @@ async function benchServer(name: string, peerPort: number, start: (port: number)
       kernelRcvbufDrops: drops,
     };
   } finally {
-    await stopChild(child);
+    await stopServer();
   }
 }
 
@@ -180,34 +157,38 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(os.tmpdir(), 'natpunch-turn-bench-'));
   const users = join(dir, 'users');
   writeFileSync(users, 'bench:bench\n');
-  const peerPort = await freePort();
+  const peerPort = await freePort(LISTEN_PORT_BELOW);
   const [pcmd, pargs] = pinned(0, 'turnutils_peer', ['-L', '127.0.0.1', '-p', String(peerPort)]);
   const peer = spawn(pcmd, pargs, { stdio: 'ignore' });
   const results: Result[] = [];
   try {
     results.push(
-      await benchServer('natpunch', peerPort, (port) => {
+      await benchServer('natpunch', peerPort, async () => {
+        const port = await freePort(LISTEN_PORT_BELOW);
         const [cmd, args] = pinned(1, process.execPath, [
           join(root, 'bin', 'natpunch.js'), 'serve', '--turn', '--no-rendezvous', '--port', String(port), '--address', '127.0.0.1',
           '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000',
           '--min-port', '40000', '--max-port', '49999',
         ]);
-        return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
+        const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
+        child.stdout.resume();
+        child.stderr.resume();
+        return { port, child, stop: () => stop(child) };
       }),
     );
     results.push(
-      await benchServer('coturn', peerPort, (port) => {
-        const [cmd, args] = pinned(1, 'turnserver', [
-          '-n', '--listening-ip', '127.0.0.1', '--relay-ip', '127.0.0.1', '--listening-port', String(port),
-          '--min-port', '50000', '--max-port', '59999', '--lt-cred-mech', '--user', 'bench:bench', '--realm', 'natpunch',
-          '--allow-loopback-peers', '--no-cli', '--no-tls', '--no-dtls', '--no-stdout-log', '--log-file', '/dev/null',
-          '--pidfile', join(dir, 'turnserver.pid'), '--userdb', join(dir, 'turndb'),
-        ]);
-        return spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      }),
+      await benchServer('coturn', peerPort, () =>
+        startCoturn({
+          user: { username: 'bench', password: 'bench' },
+          realm: 'natpunch',
+          relayPorts: { min: 50000, max: 59999 },
+          portBelow: LISTEN_PORT_BELOW,
+          wrap: (cmd, args) => pinned(1, cmd, args),
+        }),
+      ),
     );
   } finally {
-    await stopChild(peer);
+    await stop(peer);
     rmSync(dir, { recursive: true, force: true });
   }
   const [ours, theirs] = results as [Result, Result];

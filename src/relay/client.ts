@@ -6,6 +6,7 @@ import type { DatagramListener, DatagramTransport, RemoteInfo } from '../net/dat
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CHANNEL_MIN, CHANNEL_MAX, TurnStreamFramer } from '../wire/channel-data.js';
+import { normalizeIp } from './ip.js';
 import { longTermKey, NonceManager, PasswordAlgorithm, SecurityFeature, type PasswordAlgorithmId } from './auth.js';
 import {
   A,
@@ -626,10 +627,6 @@ function peerKey(p: Peer): string {
 function parsePeerKey(k: string): Peer {
   const i = k.lastIndexOf('|');
   return { address: k.slice(0, i), port: Number(k.slice(i + 1)) };
-}
-
-function normalizeIp(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 function noop(): void {}

@@ -1,66 +1,17 @@
-import { isIPv4, isIPv6 } from 'node:net';
+// Relay-side address helpers: CIDR blocks and embedded-IPv4 detection for the peer policy. Text <-> bytes is the
+// codecs' one implementation (src/wire/ip.ts), under the names the relay code uses.
+import { addressToBytes, formatAddress } from '../wire/ip.js';
 
-/** Parses an IPv4 or IPv6 literal into 4 or 16 bytes, or null. Zone ids (%eth0) are dropped. */
-export function parseIp(text: string): Uint8Array | null {
-  const addr = text.includes('%') ? text.slice(0, text.indexOf('%')) : text;
-  if (isIPv4(addr)) {
-    const out = new Uint8Array(4);
-    const parts = addr.split('.');
-    for (let i = 0; i < 4; i++) out[i] = Number(parts[i]);
-    return out;
-  }
-  if (!isIPv6(addr)) return null;
-  const out = new Uint8Array(16);
-  let head = addr;
-  let tailV4: Uint8Array | null = null;
-  const lastColon = addr.lastIndexOf(':');
-  if (addr.indexOf('.', lastColon) >= 0) {
-    tailV4 = parseIp(addr.slice(lastColon + 1));
-    if (!tailV4) return null;
-    head = addr.slice(0, lastColon + 1) + '0:0';
-  }
-  const [left, right] = head.includes('::') ? head.split('::') : [head, undefined];
-  const lp = left ? left.split(':') : [];
-  const rp = right ? right.split(':') : [];
-  const groups: number[] = [];
-  for (const g of lp) groups.push(parseInt(g, 16));
-  if (right !== undefined) for (let i = lp.length + rp.length; i < 8; i++) groups.push(0);
-  for (const g of rp) groups.push(parseInt(g, 16));
-  if (groups.length !== 8) return null;
-  for (let i = 0; i < 8; i++) {
-    out[i * 2] = groups[i]! >> 8;
-    out[i * 2 + 1] = groups[i]! & 0xff;
-  }
-  if (tailV4) out.set(tailV4, 12);
-  return out;
-}
+/** Parses an IPv4 or IPv6 literal into 4 or 16 bytes, or null. IPv6 zone ids (%eth0) are dropped. */
+export const parseIp = addressToBytes;
 
-/** Formats 4 or 16 address bytes the way node:net prints them (RFC 5952 compressed for IPv6). */
-export function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push((bytes[i]! << 8) | bytes[i + 1]!);
-  // RFC 5952 §4.2: compress the longest run (≥ 2) of zero groups, the first one on ties.
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  const left = hex.slice(0, bestStart).join(':');
-  const right = hex.slice(bestStart + bestLen).join(':');
-  return `${left}::${right}`;
+/** Formats 4 or 16 address bytes (RFC 5952 for IPv6, IPv4-mapped as ::ffff:a.b.c.d as node:net prints them). */
+export const formatIp = formatAddress;
+
+/** '::ffff:1.2.3.4' → '1.2.3.4' (how a dual-stack socket names IPv4 peers) so policy and permissions see one
+ * spelling. A plain string check, kept cheap for per-packet use; other text (zones included) passes unchanged. */
+export function normalizeIp(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
 export interface Cidr {

@@ -7,6 +7,7 @@ import { NodeDatagramTransport } from '../net/datagram.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CHANNEL_DATA_HEADER, CHANNEL_MIN, TurnStreamFramer } from '../wire/channel-data.js';
+import { normalizeIp } from './ip.js';
 import {
   AllocationQuota,
   candidateKeys,
@@ -1312,10 +1313,8 @@ function literalLookup(address: string, family: unknown, callback: (err: Error |
   callback(null, address, fam || (address.includes(':') ? 6 : 4));
 }
 
-/** '::ffff:1.2.3.4' → '1.2.3.4' so policy and permissions see one spelling. */
-export function normalizeIp(address: string): string {
-  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
-}
+
+export { normalizeIp };
 
 /** The first non-internal IPv4 address of this machine, or 127.0.0.1. */
 export function defaultRelayAddress(): string {

@@ -10,6 +10,7 @@
  *
  * Decoders never throw on bad input: they return null (the caller drops the packet).
  */
+import { formatIPv4, parseIPv4 } from './ip.js';
 
 export const ICMP_ECHO_REPLY = 0;
 export const ICMP_DEST_UNREACHABLE = 3;
@@ -30,24 +31,6 @@ export function internetChecksum(data: Uint8Array, initial = 0): number {
   if (n % 2 === 1) sum += data[n - 1]! << 8;
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return ~sum & 0xffff;
-}
-
-function ipv4ToBytes(address: string): Uint8Array | null {
-  const parts = address.split('.');
-  if (parts.length !== 4) return null;
-  const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    if (!/^\d{1,3}$/.test(p)) return null;
-    const v = Number(p);
-    if (v > 255) return null;
-    out[i] = v;
-  }
-  return out;
-}
-
-function bytesToIpv4(b: Uint8Array, off: number): string {
-  return `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
 }
 
 export interface Ipv4Header {
@@ -76,8 +59,8 @@ export function decodeIpv4(packet: Uint8Array): { header: Ipv4Header; payload: U
       identification: (packet[4]! << 8) | packet[5]!,
       ttl: packet[8]!,
       protocol: packet[9]!,
-      source: bytesToIpv4(packet, 12),
-      destination: bytesToIpv4(packet, 16),
+      source: formatIPv4(packet, 12),
+      destination: formatIPv4(packet, 16),
       checksumValid: internetChecksum(packet.subarray(0, ihl)) === 0,
     },
     payload: packet.subarray(ihl, end),
@@ -96,8 +79,8 @@ export interface Ipv4EncodeOptions {
 
 /** RFC 791 §3.1: a 20-byte header (no options) followed by `payload`, with the header checksum computed. */
 export function encodeIpv4(options: Ipv4EncodeOptions, payload: Uint8Array): Buffer {
-  const src = ipv4ToBytes(options.source);
-  const dst = ipv4ToBytes(options.destination);
+  const src = parseIPv4(options.source);
+  const dst = parseIPv4(options.destination);
   if (!src || !dst) throw new TypeError('encodeIpv4: source and destination must be IPv4 addresses');
   const total = 20 + payload.length;
   if (total > 0xffff) throw new RangeError('encodeIpv4: packet too long');

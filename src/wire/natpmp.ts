@@ -5,6 +5,7 @@
  * Responses set the top bit of the opcode (opcode + 128) (§3.2, §3.3).
  */
 import { NatpunchError } from '../util/errors.js';
+import { formatIPv4, parseIPv4 } from './ip.js';
 
 /** RFC 6886 §3: the NAT-PMP version number is 0. */
 export const NATPMP_VERSION = 0;
@@ -134,36 +135,36 @@ export function decodeNatPmpRequest(msg: Uint8Array): NatPmpRequest {
   };
 }
 
+/** §3.2-3.5: every response starts | Vers | OP | Result Code (16) | Seconds Since Start of Epoch (32) |. */
+function responseHeader(size: number, opByte: number, res: { resultCode: number; epoch: number }): Buffer {
+  const buf = Buffer.alloc(size);
+  buf[0] = NATPMP_VERSION;
+  buf[1] = opByte;
+  buf.writeUInt16BE(res.resultCode, 2);
+  buf.writeUInt32BE(res.epoch, 4);
+  return buf;
+}
+
 export function encodeNatPmpResponse(res: NatPmpResponse): Uint8Array {
   checkU32('epoch', res.epoch);
   if (res.op === 'error') {
     // §3.5: a gateway that cannot parse the request answers with just the common 8-byte header.
-    const buf = Buffer.alloc(8);
-    buf[0] = NATPMP_VERSION;
-    buf[1] = (res.requestOpcode & 0x7f) | 0x80;
-    buf.writeUInt16BE(res.resultCode, 2);
-    buf.writeUInt32BE(res.epoch, 4);
+    const buf = responseHeader(8, (res.requestOpcode & 0x7f) | 0x80, res);
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
   }
   if (res.op === 'external-address') {
     // §3.2: | Vers | OP = 128 | Result (16) | Seconds Since Start of Epoch (32) | External IPv4 Address (32) |
-    const buf = Buffer.alloc(12);
-    buf[0] = NATPMP_VERSION;
-    buf[1] = 128 + NatPmpOpcode.EXTERNAL_ADDRESS;
-    buf.writeUInt16BE(res.resultCode, 2);
-    buf.writeUInt32BE(res.epoch, 4);
-    writeIPv4(buf, 8, res.externalAddress);
+    const buf = responseHeader(12, 128 + NatPmpOpcode.EXTERNAL_ADDRESS, res);
+    const external = parseIPv4(res.externalAddress);
+    if (!external) throw new NatpunchError('BAD_ARGUMENT', `"${res.externalAddress}" is not an IPv4 address`);
+    buf.set(external, 8);
     return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
   }
   checkU16('internalPort', res.internalPort);
   checkU16('externalPort', res.externalPort);
   checkU32('lifetime', res.lifetime);
   // §3.3: | Vers | OP = 128 + x | Result | Epoch | Internal Port | Mapped External Port | Lifetime in Seconds |
-  const buf = Buffer.alloc(16);
-  buf[0] = NATPMP_VERSION;
-  buf[1] = 128 + (res.transport === 'udp' ? NatPmpOpcode.MAP_UDP : NatPmpOpcode.MAP_TCP);
-  buf.writeUInt16BE(res.resultCode, 2);
-  buf.writeUInt32BE(res.epoch, 4);
+  const buf = responseHeader(16, 128 + (res.transport === 'udp' ? NatPmpOpcode.MAP_UDP : NatPmpOpcode.MAP_TCP), res);
   buf.writeUInt16BE(res.internalPort, 8);
   buf.writeUInt16BE(res.externalPort, 10);
   buf.writeUInt32BE(res.lifetime, 12);
@@ -185,7 +186,7 @@ export function decodeNatPmpResponse(msg: Uint8Array): NatPmpResponse {
   const op = opByte & 0x7f;
   if (op === NatPmpOpcode.EXTERNAL_ADDRESS && msg.length >= 12) {
     if (msg.length !== 12) fail(`external address response is ${msg.length} bytes, not 12`);
-    return { op: 'external-address', resultCode, epoch, externalAddress: readIPv4(b, 8) };
+    return { op: 'external-address', resultCode, epoch, externalAddress: formatIPv4(b, 8) };
   }
   if ((op === NatPmpOpcode.MAP_UDP || op === NatPmpOpcode.MAP_TCP) && msg.length >= 16) {
     if (msg.length !== 16) fail(`mapping response is ${msg.length} bytes, not 16`);
@@ -203,21 +204,4 @@ export function decodeNatPmpResponse(msg: Uint8Array): NatPmpResponse {
   if (resultCode === NatPmpResult.SUCCESS) fail(`success response for opcode ${op} is only ${msg.length} bytes`);
   if (msg.length !== 8 && op <= 2) fail(`response for opcode ${op} is ${msg.length} bytes`);
   return { op: 'error', requestOpcode: op, resultCode, epoch };
-}
-
-export function readIPv4(b: Uint8Array, offset: number): string {
-  return `${b[offset]}.${b[offset + 1]}.${b[offset + 2]}.${b[offset + 3]}`;
-}
-
-export function writeIPv4(b: Uint8Array, offset: number, address: string): void {
-  const parts = parseIPv4(address);
-  if (!parts) throw new NatpunchError('BAD_ARGUMENT', `"${address}" is not an IPv4 address`);
-  b.set(parts, offset);
-}
-
-export function parseIPv4(address: string): number[] | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(address);
-  if (!m) return undefined;
-  const parts = m.slice(1).map(Number);
-  return parts.every((n) => n <= 255) ? parts : undefined;
 }

@@ -5,7 +5,7 @@
  * This codec returns IPv4-mapped addresses as dotted IPv4 text and accepts either form when encoding.
  */
 import { NatpunchError } from '../util/errors.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './stun/address.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './ip.js';
 
 /** RFC 6887 §7: this document defines version 2 (NAT-PMP was version 0). */
 export const PCP_VERSION = 2;

@@ -4,8 +4,8 @@ import { FirstByte } from '../net/demux.js';
 import { sign, verify, PUBLIC_KEY_BYTES, SIGNATURE_BYTES } from '../session/identity.js';
 import type { Candidate, CandidateType } from '../traversal/candidate.js';
 import { NatpunchError } from '../util/errors.js';
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './ip.js';
 import { SEQ_OFFER_BYTES } from './seq-offer.js';
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from './stun/address.js';
 
 /**
  * natpunch rendezvous messages: a pure codec, no I/O.

@@ -8,6 +8,7 @@
  *  14  ISN (4)             18  window (2)        20  MSS (2)        22  window scale (1)   23  zero
  *  24  TSval (4)           28  TSecr (4)
  */
+import { formatIPv4, parseIPv4 } from './ip.js';
 import type { TcpOptions } from './tcp.js';
 
 export const SEQ_OFFER_VERSION = 1;
@@ -27,9 +28,9 @@ const F_SACK = 4;
 const F_TS = 8;
 
 function putIpv4(out: Buffer, off: number, address: string): void {
-  const parts = address.split('.');
-  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) throw new TypeError(`not an IPv4 address: ${address}`);
-  parts.forEach((p, i) => (out[off + i] = Number(p)));
+  const bytes = parseIPv4(address);
+  if (!bytes) throw new TypeError(`not an IPv4 address: ${address}`);
+  out.set(bytes, off);
 }
 
 /** Encodes an offer (throws TypeError/RangeError on values that do not fit). */
@@ -65,7 +66,6 @@ export function encodeSeqOffer(o: SeqOfferFields): Buffer {
 export function decodeSeqOffer(b: Uint8Array): SeqOfferFields | null {
   if (b.length !== SEQ_OFFER_BYTES || b[0] !== SEQ_OFFER_VERSION || (b[1]! & ~0x0f) !== 0 || b[23] !== 0) return null;
   const dv = new DataView(b.buffer, b.byteOffset, b.length);
-  const ip = (off: number) => `${b[off]}.${b[off + 1]}.${b[off + 2]}.${b[off + 3]}`;
   const flags = b[1]!;
   const privatePort = dv.getUint16(6);
   const publicPort = dv.getUint16(12);
@@ -79,8 +79,8 @@ export function decodeSeqOffer(b: Uint8Array): SeqOfferFields | null {
   if (flags & F_SACK) options.sackPermitted = true;
   if (flags & F_TS) options.timestamps = { value: dv.getUint32(24), echo: dv.getUint32(28) };
   return {
-    private: { address: ip(2), port: privatePort },
-    public: { address: ip(8), port: publicPort },
+    private: { address: formatIPv4(b, 2), port: privatePort },
+    public: { address: formatIPv4(b, 8), port: publicPort },
     isn: dv.getUint32(14),
     window: dv.getUint16(18),
     options,

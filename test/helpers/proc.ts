@@ -1,8 +1,17 @@
 // Child-process helpers for tests: bounded waits, and clean-up by PID.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 
 export const NATPUNCH = new URL('../../bin/natpunch.js', import.meta.url).pathname;
+
+/** The path of an installed command, or undefined (tests skip with a note when a tool they drive is missing). */
+export function which(bin: string): string | undefined {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Starts a process and resolves with it and the first stdout line that satisfies `ready` (bounded by `ms`). */
 export async function startUntilLine(

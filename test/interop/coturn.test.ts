@@ -2,23 +2,12 @@
 // against its turnserver. Everything runs on loopback; processes are killed by PID.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import dgram from 'node:dgram';
-import net from 'node:net';
-import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
-import { stunBinding, StunClient } from '../../src/stun/client.js';
+import { NATPUNCH, run, startUntilLine, stop, which } from '../helpers/proc.js';
+import { startCoturn } from '../helpers/coturn.js';
+import { StunClient } from '../../src/stun/client.js';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { attr, ChangeRequest } from '../../src/wire/stun/index.js';
 import { loopbackHosts } from '../helpers/net.js';
-
-function which(bin: string): string | undefined {
-  try {
-    return execFileSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' }).trim() || undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 const STUNCLIENT = which('turnutils_stunclient');
 const TURNSERVER = which('turnserver');
@@ -71,63 +60,9 @@ test('turnutils_stunclient -f (RFC 5780) against `natpunch serve --alt-address`:
   }
 });
 
-/** A port free for both UDP and TCP on 127.0.0.1 right now. */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const u = dgram.createSocket('udp4');
-    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
-    const port = u.address().port;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    u.close();
-    if (ok && port < 65000) return port;
-  }
-}
-
-async function startTurnserver(rfc5780 = false): Promise<{ child: import('node:child_process').ChildProcess; port: number }> {
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    const extra = rfc5780 ? ['--listening-ip=127.0.0.2', `--alt-listening-port=${port + 1}`] : [];
-    const { spawn } = await import('node:child_process');
-    const child = spawn(
-      TURNSERVER!,
-      [
-        '-n', // no config file
-        '--listening-ip=127.0.0.1',
-        `--listening-port=${port}`,
-        '--no-tls',
-        '--no-dtls',
-        '--stun-only',
-        '--no-cli',
-        '--log-file=stdout',
-        '--simple-log',
-        `--pidfile=/tmp/natpunch-test-turnserver-${port}.pid`,
-        ...extra,
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    child.stdout!.resume();
-    child.stderr!.resume();
-    // Ready when it answers a Binding request (bounded).
-    child.once('exit', () => rmSync(`/tmp/natpunch-test-turnserver-${port}.pid`, { force: true }));
-    for (let i = 0; i < 40 && child.exitCode === null; i++) {
-      try {
-        await stunBinding({ host: '127.0.0.1', port }, { timeoutMs: 250 });
-        return { child, port };
-      } catch {
-        /* not up yet */
-      }
-    }
-    await stop(child);
-  }
-  throw new Error('turnserver did not come up');
-}
-
 test('`natpunch stun` gets a correct answer from coturn turnserver over UDP and TCP', { skip: skipServer }, async () => {
-  const { child, port } = await startTurnserver();
+  const coturn = await startCoturn({ stunOnly: true });
+  const { port } = coturn;
   try {
     for (const transport of ['udp', 'tcp']) {
       const args = ['stun', `127.0.0.1:${port}`, '--json', '--timeout', '5000', ...(transport === 'tcp' ? ['--tcp'] : [])];
@@ -142,12 +77,13 @@ test('`natpunch stun` gets a correct answer from coturn turnserver over UDP and 
     assert.equal(plain.code, 0, plain.stderr);
     assert.match(plain.stdout.trim(), /^127\.0\.0\.1:\d+$/);
   } finally {
-    await stop(child);
+    await coturn.stop();
   }
 });
 
 test('StunClient RFC 5780 probes against coturn with two addresses: OTHER-ADDRESS and CHANGE-REQUEST answers', { skip: skipServer }, async () => {
-  const { child, port } = await startTurnserver(true);
+  const coturn = await startCoturn({ stunOnly: true, alternateAddress: '127.0.0.2' });
+  const { port } = coturn;
   const sock = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const client = new StunClient(sock);
   try {
@@ -167,6 +103,6 @@ test('StunClient RFC 5780 probes against coturn with two addresses: OTHER-ADDRES
   } finally {
     client.close();
     sock.close();
-    await stop(child);
+    await coturn.stop();
   }
 });

@@ -4,13 +4,15 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
-import net from 'node:net';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { TurnClient } from '../../src/relay/client.js';
+import { startCoturn } from '../helpers/coturn.js';
+import { freePort } from '../helpers/net.js';
+import { stop } from '../helpers/proc.js';
 
 const haveCoturn = spawnSync('sh', ['-c', 'command -v turnserver && command -v turnutils_uclient && command -v turnutils_peer']).status === 0;
 const skip = haveCoturn ? false : 'coturn is not installed (apt-get install coturn)';
@@ -32,30 +34,6 @@ after(() => {
 function track(p: ChildProcess): ChildProcess {
   procs.push(p);
   return p;
-}
-
-async function stop(p: ChildProcess): Promise<void> {
-  if (p.exitCode !== null || p.signalCode !== null || !p.pid) return;
-  p.kill('SIGTERM');
-  const t = setTimeout(() => p.kill('SIGKILL'), 3000);
-  await once(p, 'exit');
-  clearTimeout(t);
-}
-
-/** A port free for both UDP and TCP on 127.0.0.1 right now. */
-async function freePort(): Promise<number> {
-  for (;;) {
-    const u = dgram.createSocket('udp4');
-    await new Promise<void>((r) => u.bind(0, '127.0.0.1', r));
-    const port = u.address().port;
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    u.close();
-    if (ok) return port;
-  }
 }
 
 /** Starts `natpunch serve --turn` on a random port; resolves with the port from its --json "listening" line. */
@@ -151,23 +129,10 @@ test('coturn turnutils_uclient with time-limited shared-secret credentials (-W) 
 });
 
 test('natpunch TurnClient against coturn turnserver: allocate, permission, channel, data round trip (UDP and TCP)', { skip }, async () => {
-  const port = await freePort();
   const minPort = 40000 + Math.floor(Math.random() * 20000);
-  const pidfile = join(dir, 'turnserver.pid');
-  const server = track(
-    spawn(
-      'turnserver',
-      [
-        '-n', // no configuration file: every setting is on this command line
-        '--listening-ip', '127.0.0.1', '--relay-ip', '127.0.0.1', '--listening-port', String(port),
-        '--min-port', String(minPort), '--max-port', String(minPort + 200),
-        '--lt-cred-mech', '--user', 'alice:wonderland', '--realm', 'natpunch.test',
-        '--allow-loopback-peers', '--no-cli', '--no-tls', '--no-dtls', '--no-stdout-log', '--log-file', join(dir, 'turnserver.log'),
-        '--pidfile', pidfile, '--userdb', join(dir, 'turndb'),
-      ],
-      { stdio: 'ignore' },
-    ),
-  );
+  const server = await startCoturn({ user: { username: 'alice', password: 'wonderland' }, relayPorts: { min: minPort, max: minPort + 200 } });
+  track(server.child);
+  const port = server.port;
   const peer = dgram.createSocket('udp4');
   await new Promise<void>((r) => peer.bind(0, '127.0.0.1', r));
   peer.on('message', (m, r) => peer.send(Buffer.concat([Buffer.from('echo:'), m]), r.port, r.address));
@@ -226,6 +191,6 @@ test('natpunch TurnClient against coturn turnserver: allocate, permission, chann
   } finally {
     transport.close();
     peer.close();
-    await stop(server);
+    await server.stop();
   }
 });
