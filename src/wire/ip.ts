@@ -19,6 +19,8 @@ function parseIPv4Into(text: string, out: Uint8Array, offset: number): boolean {
       value = 0;
       digits = 0;
     } else if (c >= 0x30 && c <= 0x39) {
+      // A leading zero ("010") reads as octal in inet_aton and as decimal elsewhere: refuse the ambiguity.
+      if (digits === 1 && value === 0) return false;
       value = value * 10 + (c - 0x30);
       if (++digits > 3 || value > 255) return false;
     } else {
