@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
+import { cliPhase } from './fixtures/cli-phase.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const FIXTURE = new URL('./fixtures/hardnat-rv-peer.ts', import.meta.url).pathname;
@@ -81,18 +82,8 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
     const rv = `${lab.addr('server')}:${RV_PORT}`;
     const l = lab.node('b', CLI, ['listen', '--rendezvous', rv, '--name', name, '--hard-nat', '--transport', 'udp', '--json']);
     let c: ReturnType<typeof lab.node> | null = null;
-    const phase = async (p: ReturnType<typeof lab.node>, name: string): Promise<Msg> => {
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline) {
-        const found = p.stderr.split('\n').find((x) => x.includes(`"phase":"${name}"`));
-        if (found) return JSON.parse(found) as Msg;
-        if (!p.running) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`no ${name} line: ${p.stderr}`);
-    };
     try {
-      await phase(l, 'listening');
+      await cliPhase(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, '--rendezvous', rv, '--hard-nat', '--transport', 'udp', '--json']);
       const token = randomBytes(8).toString('hex');
       // Each side's stdin goes to the other's stdout; JSON lines there are messages of the LabProcess.
@@ -102,9 +93,9 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
       l.send({ from: 'listener', token });
       const atConnector = await c.next((m) => m.from === 'listener', { timeoutMs: 10_000 });
       assert.equal(atConnector.token, token);
-      const punch = await phase(c, 'hard-punch');
+      const punch = await cliPhase(c, 'hard-punch');
       assert.deepEqual([punch.local, punch.peer, punch.strategy], ['cone', 'random', 'birthday-spray'], c.stderr);
-      const lpunch = await phase(l, 'hard-punch');
+      const lpunch = await cliPhase(l, 'hard-punch');
       assert.deepEqual([lpunch.local, lpunch.peer, lpunch.strategy], ['random', 'cone', 'birthday-sockets'], l.stderr);
     } finally {
       await Promise.all([c?.close(), l.close()]);

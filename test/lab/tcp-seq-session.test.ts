@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
 import { intactBothWays, tcpSessionTrial, type Msg, type SessionTrial } from './fixtures/tcp-session-trial.js';
+import { cliPhase } from './fixtures/cli-phase.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 /** `natpunch serve --spoof` (STUNT #1 spoofing rendezvous) and a plain `natpunch serve` beside it. */
@@ -90,18 +91,8 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     const flags = ['--rendezvous', rv, '--transport', 'tcp', '--tcp-seq', 'natblaster', '--json'];
     const l = lab.node('b', CLI, ['listen', '--name', name, ...flags]);
     let c: LabProcess | null = null;
-    const phase = async (p: LabProcess, what: string): Promise<Msg> => {
-      const deadline = Date.now() + 30_000;
-      while (Date.now() < deadline) {
-        const found = p.stderr.split('\n').find((x) => x.includes(`"phase":"${what}"`));
-        if (found) return JSON.parse(found) as Msg;
-        if (!p.running) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`no ${what} line: ${p.stderr}`);
-    };
     try {
-      await phase(l, 'listening');
+      await cliPhase(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, ...flags]);
       const token = randomBytes(8).toString('hex');
       // Each side's stdin goes to the other's stdout; JSON lines there are messages of the LabProcess.
@@ -111,7 +102,7 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
       l.send({ from: 'listener', token });
       const atConnector = await c.next((m) => m.from === 'listener', { timeoutMs: 10_000 });
       assert.equal(atConnector.token, token);
-      const path = await phase(c, 'path');
+      const path = await cliPhase(c, 'path');
       assert.equal(path.technique, 'natblaster', c.stderr);
       assert.match(String(path.reason), /--tcp-seq natblaster/);
       log.push(`CLI --tcp-seq natblaster: ${String(path.technique)} via ${String(path.type)}`);
