@@ -2,9 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { NodeDatagramTransport, type DatagramListener, type DatagramTransport } from '../../src/net/datagram.js';
-import type { SeqOfferEvent } from '../../src/rendezvous/client.js';
+import type { RendezvousClient, SeqOfferEvent } from '../../src/rendezvous/client.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { isNatpunchError } from '../../src/util/errors.js';
+import { CONNECTION_RECORD_TTL_MS } from '../../src/rendezvous/server.js';
 import { decodeRendezvous, encodeRendezvous, MessageType, type RendezvousMessage } from '../../src/wire/rendezvous.js';
 import { decodeSeqOffer, encodeSeqOffer } from '../../src/wire/seq-offer.js';
 import { Bag, once, startServer, waitFor } from './rendezvous-harness.js';
@@ -20,6 +21,16 @@ function offer(publicAddress: string, isn: number): Buffer {
 }
 
 const bounded = (ms = 5000) => AbortSignal.timeout(ms);
+
+/**
+ * The server accepts a SEQ_OFFER only between the two keys a CONNECT introduced, for that CONNECT's connection id:
+ * `initiator` asks to be introduced to `responder` (which must be registered) and the id is returned. The responder
+ * also receives a 'connect-request', which these tests ignore.
+ */
+async function introduce(initiator: RendezvousClient, responder: RendezvousClient | Uint8Array): Promise<Buffer> {
+  const offer = await initiator.requestConnect(responder instanceof Uint8Array ? responder : responder.keyPair.publicKey);
+  return offer.connectionId;
+}
 
 /** A client-side transport that can drop or duplicate incoming datagrams of one rendezvous message type. */
 class Tamper implements DatagramTransport {
@@ -59,7 +70,7 @@ test('two registered peers exchange sequence offers both ways: bytes intact, eve
     const bob = await bag.client(srv);
     await alice.register();
     await bob.register();
-    const connectionId = randomBytes(16);
+    const connectionId = await introduce(alice, bob);
     const offerA = offer('127.0.0.1', 1111);
     const offerB = offer('127.0.0.1', 2222);
 
@@ -110,13 +121,13 @@ test('a decline is carried with its reason; close() rejects pending waits with S
     const bob = await bag.client(srv);
     await alice.register();
     await bob.register();
-    const connectionId = randomBytes(16);
+    const connectionId = await introduce(alice, bob);
     const reason = 'no raw sockets: not root — déclinée';
     const waiting = alice.awaitSeqOffer(connectionId, bob.keyPair.publicKey, bounded());
     assert.deepEqual(await bob.exchangeSeqOffer({ connectionId, peerKey: alice.keyPair.publicKey, decline: reason }), { spoofing: false });
     assert.deepEqual(await waiting, { decline: reason });
     // An overlong reason is cut to 200 bytes of UTF-8, not refused.
-    const cid2 = randomBytes(16);
+    const cid2 = await introduce(alice, bob);
     await bob.exchangeSeqOffer({ connectionId: cid2, peerKey: alice.keyPair.publicKey, decline: 'é'.repeat(150) });
     const cut = await alice.awaitSeqOffer(cid2, bob.keyPair.publicKey, bounded());
     assert.equal(cut.decline, 'é'.repeat(100));
@@ -137,25 +148,88 @@ test('a decline is carried with its reason; close() rejects pending waits with S
   }
 });
 
-test('an offer to an unregistered key, or from an unregistered sender, is PEER_NOT_FOUND', async () => {
+test('an offer is PEER_NOT_FOUND unless it is between the two keys a CONNECT introduced, for that connection id', async () => {
   const srv = await startServer();
   const bag = new Bag();
   try {
     const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    const carol = await bag.client(srv);
     await alice.register();
-    const nobody = generateKeyPair().publicKey;
-    await assert.rejects(
-      alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: nobody, offer: offer('127.0.0.1', 5) }),
-      (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND'),
-    );
-    const stranger = await bag.client(srv); // never registers
-    await assert.rejects(
-      stranger.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: alice.keyPair.publicKey, decline: 'x' }),
-      (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND'),
-    );
-    const st = srv.server.stats();
-    assert.equal(st.seqRefused, 2);
+    await bob.register();
+    await carol.register();
+    let bobEvents = 0;
+    bob.on('seq-offer', () => bobEvents++);
+    const cid = await introduce(alice, bob);
+    const notFound = (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND');
+    // A connection id the server never introduced, between two registered keys, either way.
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 5) }), notFound);
+    await assert.rejects(bob.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: alice.keyPair.publicKey, decline: 'x' }), notFound);
+    // ...nor to a key nobody registered.
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: generateKeyPair().publicKey, decline: 'x' }), notFound);
+    // A third key, registered, for a real connection id: to either party.
+    await assert.rejects(carol.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 6) }), notFound);
+    await assert.rejects(carol.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, decline: 'x' }), notFound);
+    // A party of the connection naming a third key as its peer.
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: cid, peerKey: carol.keyPair.publicKey, offer: offer('127.0.0.1', 7) }), notFound);
+    let st = srv.server.stats();
+    assert.equal(st.seqRefused, 6);
     assert.equal(st.seqForwarded, 0);
+    // The introduced pair itself still gets through, and bob heard nothing of the refused ones.
+    await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 8) });
+    assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 8)));
+    assert.equal(bobEvents, 1);
+    st = srv.server.stats();
+    assert.equal(st.seqForwarded, 1);
+    assert.equal(st.seqRefused, 6);
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('the connection record expires: an offer after CONNECTION_RECORD_TTL_MS is PEER_NOT_FOUND', async () => {
+  let skew = 0;
+  // A long replay window so the clients' timestamps stay acceptable once the server's clock jumps ahead.
+  const srv = await startServer({ now: () => Date.now() + skew, replayWindowMs: 10 * CONNECTION_RECORD_TTL_MS, ttlMs: 10 * CONNECTION_RECORD_TTL_MS });
+  const bag = new Bag();
+  try {
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    await bob.register();
+    const cid = await introduce(alice, bob);
+    skew = CONNECTION_RECORD_TTL_MS - 1000; // still inside: accepted
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, decline: 'early' }), { spoofing: false });
+    skew = CONNECTION_RECORD_TTL_MS + 1000;
+    await assert.rejects(
+      alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 9) }),
+      (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND') && /no connection with this id/.test((e as Error).message),
+    );
+    assert.equal(srv.server.stats().seqForwarded, 1);
+    assert.equal(srv.server.stats().seqRefused, 1);
+  } finally {
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('an initiator that never registered (requestConnect only) receives the responder\'s offer and sends its own', async () => {
+  const srv = await startServer();
+  const bag = new Bag();
+  try {
+    const alice = await bag.client(srv); // never registers
+    const bob = await bag.client(srv);
+    await bob.register();
+    const cid = await introduce(alice, bob);
+    const aliceWaits = alice.awaitSeqOffer(cid, bob.keyPair.publicKey, bounded());
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 501) }), { spoofing: false });
+    assert.ok((await aliceWaits).offer?.equals(offer('127.0.0.1', 501)));
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 502) }), { spoofing: false });
+    assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 502)));
+    const st = srv.server.stats();
+    assert.equal(st.seqForwarded, 2);
+    assert.equal(st.seqRefused, 0);
+    await waitFor(() => srv.server.stats().pendingNotifies === 0); // alice acked the forward it got
   } finally {
     await bag.close();
     await srv.close();
@@ -170,7 +244,9 @@ test('with a spoofer, the server spoofs once per pair whose offers name the addr
       return Promise.resolve(2);
     },
   };
-  const srv = await startServer({ spoofer });
+  // Everything here comes from and goes to 127.0.0.1: four introductions and nine offers (each charged to the sender
+  // and to the target's IP, plus the acks) would overrun the default per-IP bucket, which is not under test here.
+  const srv = await startServer({ spoofer, rateLimit: { perSecond: 1000, burst: 1000 } });
   const bag = new Bag();
   try {
     const alice = await bag.client(srv);
@@ -179,7 +255,7 @@ test('with a spoofer, the server spoofs once per pair whose offers name the addr
     await bob.register();
 
     // Both offers' public address is 127.0.0.1, where both requests come from: spoofed exactly once.
-    const cid = randomBytes(16);
+    const cid = await introduce(alice, bob);
     const offerA = offer('127.0.0.1', 3001);
     const offerB = offer('127.0.0.1', 3002);
     assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offerA }), { spoofing: true });
@@ -194,15 +270,15 @@ test('with a spoofer, the server spoofs once per pair whose offers name the addr
     assert.equal(srv.server.stats().seqSpoofed, 1);
 
     // An offer naming another public address is not eligible (that sender hears spoofing: false): no spoofing.
-    const cid2 = randomBytes(16);
+    const cid2 = await introduce(alice, bob);
     assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid2, peerKey: bob.keyPair.publicKey, offer: offer('192.0.2.10', 3004) }), { spoofing: false });
     assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid2, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 3005) }), { spoofing: true });
     // A decline is never eligible, and does not complete a spoofed pair.
-    const cid3 = randomBytes(16);
+    const cid3 = await introduce(alice, bob);
     assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid3, peerKey: bob.keyPair.publicKey, decline: 'no' }), { spoofing: false });
     assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid3, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 3006) }), { spoofing: true });
     // Undecodable offer bytes are forwarded (the peers judge them) but never spoofed for.
-    const cid4 = randomBytes(16);
+    const cid4 = await introduce(alice, bob);
     assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid4, peerKey: bob.keyPair.publicKey, offer: Buffer.alloc(32, 0xff) }), { spoofing: false });
     await alice.ping();
     await bob.ping();
@@ -231,7 +307,7 @@ test('a spoofer that throws or rejects is logged, never crashes the server', asy
     await alice.register();
     await bob.register();
     for (let i = 0; i < 2; i++) {
-      const cid = randomBytes(16);
+      const cid = await introduce(alice, bob);
       await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 10 + i) });
       await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 20 + i) });
     }
@@ -255,7 +331,7 @@ test('a lost forward is retransmitted until acked; a duplicated one is announced
     await bob.register();
     let events = 0;
     bob.on('seq-offer', () => events++);
-    const cid = randomBytes(16);
+    const cid = await introduce(alice, bob);
     await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 7) });
     const got = await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded());
     assert.ok(got.offer?.equals(offer('127.0.0.1', 7)));
@@ -270,7 +346,7 @@ test('a lost forward is retransmitted until acked; a duplicated one is announced
     await carol.register();
     let carolEvents = 0;
     carol.on('seq-offer', () => carolEvents++);
-    const cid2 = randomBytes(16);
+    const cid2 = await introduce(alice, carol);
     await alice.exchangeSeqOffer({ connectionId: cid2, peerKey: carol.keyPair.publicKey, decline: 'busy' });
     assert.deepEqual(await carol.awaitSeqOffer(cid2, alice.keyPair.publicKey, bounded()), { decline: 'busy' });
     await waitFor(() => srv.server.stats().pendingNotifies === 0);
@@ -302,7 +378,8 @@ test('a server that retransmits to a peer that never acks gives up after notifyM
     await waitFor(() => srv.server.stats().registrations === 1);
     const alice = await bag.client(srv);
     await alice.register();
-    await alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: key.publicKey, offer: offer('127.0.0.1', 9) });
+    // The raw peer does not ack the CONNECT_NOTIFY either: it is retransmitted and given up too (not counted here).
+    await alice.exchangeSeqOffer({ connectionId: await introduce(alice, key.publicKey), peerKey: key.publicKey, offer: offer('127.0.0.1', 9) });
     await waitFor(() => srv.server.stats().pendingNotifies === 0);
     assert.equal(copies.length, 3);
     assert.ok(copies.every((c) => c.equals(copies[0]!)));
@@ -328,7 +405,7 @@ test('over TCP (UDP blocked): offers are forwarded down the TCP connection and a
     assert.equal((await walled.register()).via, 'tcp');
     const open = await bag.client(srv);
     await open.register();
-    const cid = randomBytes(16);
+    const cid = await introduce(open, walled);
     const waiting = walled.awaitSeqOffer(cid, open.keyPair.publicKey, bounded());
     assert.deepEqual(await open.exchangeSeqOffer({ connectionId: cid, peerKey: walled.keyPair.publicKey, offer: offer('127.0.0.1', 41) }), { spoofing: true });
     assert.ok((await waiting).offer?.equals(offer('127.0.0.1', 41)));
@@ -417,7 +494,7 @@ test(
       const bob = await bag.client({ port, tcpPort: port });
       await alice.register();
       await bob.register();
-      const cid = randomBytes(16);
+      const cid = await introduce(alice, bob);
       assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 61) }), { spoofing: true });
       assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 62) }), { spoofing: true });
       assert.ok((await alice.awaitSeqOffer(cid, bob.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 62)));
