@@ -158,6 +158,8 @@ export interface SpawnOpts {
   stdio?: SpawnOptions['stdio'];
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** node()/nodeCode() only: a command that execs node, e.g. ['setpriv', '--bounding-set=-net_raw'] (less privilege). */
+  wrap?: string[];
 }
 
 function newId(): string {
@@ -470,7 +472,7 @@ export class Lab {
   node(node: string, script: string, args: string[] = [], opts: SpawnOpts = {}): LabProcess {
     const path = script.startsWith('file:') ? fileURLToPath(script) : script;
     const ts = /\.(ts|mts|cts)$/.test(path);
-    return this.spawn(node, [process.execPath, ...(ts ? ['--import', tsxImport()] : []), path, ...args], opts);
+    return this.spawn(node, [...(opts.wrap ?? []), process.execPath, ...(ts ? ['--import', tsxImport()] : []), path, ...args], opts);
   }
 
   /**

@@ -5,6 +5,7 @@
  * follows an outbound SYN (src/lab/nat.ts dropSynAfterSyn), so P2P-NAT fails first and the techniques take over.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
@@ -21,6 +22,7 @@ const SIZE = 512 * 1024;
 const addon = addonStatus();
 const skip = labUnavailableReason() || (addon.available ? false : `native addon unavailable: ${addon.reason}`);
 
+const setprivMissing = spawnSync('setpriv', ['--version']).status === 0 ? false : 'setpriv (util-linux) not installed';
 const SYN_AFTER_SYN: NatOptions = { type: 'port-restricted-cone', stealth: true, dropSynAfterSyn: true };
 
 interface Path {
@@ -109,6 +111,15 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     } finally {
       await Promise.all([c?.close(), l.close()]);
     }
+  });
+
+  test('a listener without CAP_NET_RAW declines: the connector fails at once with its reason instead of waiting', { skip: setprivMissing }, async () => {
+    await nats(SYN_AFTER_SYN);
+    const t = await tcpSessionTrial(lab, SPOOF_PORT, { listenerWrap: ['setpriv', '--bounding-set=-net_raw', '--inh-caps=-net_raw'] });
+    log.push(`listener without CAP_NET_RAW: ${String(t.c.message)}`);
+    assert.equal(t.c.type, 'error');
+    assert.equal(t.c.code, 'PUNCH_FAILED');
+    assert.match(String(t.c.message), /P2P-NAT failed .*the peer does not take part in STUNT #1 \/ NATBlaster: no raw sockets here/);
   });
 
   test('NATs that rewrite TCP sequence numbers: connect fails and says why, as the literature says it must', async () => {
