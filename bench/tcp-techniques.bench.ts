@@ -38,6 +38,10 @@ const rows: Array<{ name: string; nat: NatOptions }> = [
   { name: 'port-restricted-cone, rewrites sequence numbers', nat: { type: 'port-restricted-cone', translateOutboundSynAck: true, rewriteTcpSequence: true } },
 ];
 
+/** NATPUNCH_BENCH_ROWS=substring: only the rows whose name contains it (re-measuring one row). */
+const onlyRows = process.env.NATPUNCH_BENCH_ROWS;
+if (onlyRows) rows.splice(0, rows.length, ...rows.filter((r) => r.name.includes(onlyRows)));
+
 const reason = labUnavailableReason() || (() => {
   const s = addonStatus();
   return s.available ? '' : s.reason;
