@@ -408,8 +408,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
    * Sends this peer's TCP sequence offer (or, with `decline`, why it will not take part) for connection
    * `connectionId` to the other peer `peerKey`, through the server (STUNT #1 / NATBlaster). Signed with our key: the
    * server forwards it unchanged and the peer checks the signature. Resolves once the server has taken it, with
-   * whether the server will spoof STUNT #1 SYN-ACKs when both offers are in. PEER_NOT_FOUND when the peer (or this
-   * client) is not registered.
+   * whether the server will spoof STUNT #1 SYN-ACKs when both offers are in. PEER_NOT_FOUND when the server
+   * introduced no such connection between the two keys (a SEQ_OFFER follows a CONNECT), or the peer is gone.
    */
   async exchangeSeqOffer(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }> {
     this.#checkOpen();
