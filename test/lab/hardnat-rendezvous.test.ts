@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
-import { cliPhase } from './fixtures/cli-phase.js';
+import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const FIXTURE = new URL('./fixtures/hardnat-rv-peer.ts', import.meta.url).pathname;
@@ -85,14 +85,7 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
     try {
       await cliPhase(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, '--rendezvous', rv, '--hard-nat', '--transport', 'udp', '--json']);
-      const token = randomBytes(8).toString('hex');
-      // Each side's stdin goes to the other's stdout; JSON lines there are messages of the LabProcess.
-      c.send({ from: 'connector', token });
-      const atListener = await l.next((m) => m.from === 'connector', { timeoutMs: 30_000 });
-      assert.equal(atListener.token, token);
-      l.send({ from: 'listener', token });
-      const atConnector = await c.next((m) => m.from === 'listener', { timeoutMs: 10_000 });
-      assert.equal(atConnector.token, token);
+      await tokenBothWays(c, l);
       const punch = await cliPhase(c, 'hard-punch');
       assert.deepEqual([punch.local, punch.peer, punch.strategy], ['cone', 'random', 'birthday-spray'], c.stderr);
       const lpunch = await cliPhase(l, 'hard-punch');

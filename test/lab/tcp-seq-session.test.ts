@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
 import { intactBothWays, tcpSessionTrial, type Msg, type SessionTrial } from './fixtures/tcp-session-trial.js';
-import { cliPhase } from './fixtures/cli-phase.js';
+import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 /** `natpunch serve --spoof` (STUNT #1 spoofing rendezvous) and a plain `natpunch serve` beside it. */
@@ -96,14 +96,7 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     try {
       await cliPhase(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, ...flags]);
-      const token = randomBytes(8).toString('hex');
-      // Each side's stdin goes to the other's stdout; JSON lines there are messages of the LabProcess.
-      c.send({ from: 'connector', token });
-      const atListener = await l.next((m) => m.from === 'connector', { timeoutMs: 30_000 });
-      assert.equal(atListener.token, token);
-      l.send({ from: 'listener', token });
-      const atConnector = await c.next((m) => m.from === 'listener', { timeoutMs: 10_000 });
-      assert.equal(atConnector.token, token);
+      await tokenBothWays(c, l);
       const path = await cliPhase(c, 'path');
       assert.equal(path.technique, 'natblaster', c.stderr);
       assert.match(String(path.reason), /--tcp-seq natblaster/);
