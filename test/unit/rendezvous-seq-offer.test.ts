@@ -76,112 +76,112 @@ class Tamper implements DatagramTransport {
 
 test('two registered peers exchange sequence offers both ways: bytes intact, event, awaitSeqOffer before and after arrival', async () => {
   await withServer({}, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const bob = await bag.client(srv);
-  await alice.register();
-  await bob.register();
-  const connectionId = await introduce(alice, bob);
-  const offerA = offer('127.0.0.1', 1111);
-  const offerB = offer('127.0.0.1', 2222);
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    await alice.register();
+    await bob.register();
+    const connectionId = await introduce(alice, bob);
+    const offerA = offer('127.0.0.1', 1111);
+    const offerB = offer('127.0.0.1', 2222);
 
-  // Alice waits before Bob's offer exists; Bob's arrives after.
-  const aliceWaits = alice.awaitSeqOffer(connectionId, bob.keyPair.publicKey, bounded());
-  const bobEvent = once<SeqOfferEvent>(bob, 'seq-offer');
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey, offer: offerA }), { spoofing: false });
-  const ev = await bobEvent;
-  assert.ok(ev.connectionId.equals(connectionId));
-  assert.ok(ev.peerKey.equals(alice.keyPair.publicKey));
-  assert.ok(ev.offer?.equals(offerA));
-  assert.equal(ev.decline, undefined);
-  // Bob asks after it arrived: answered from the store.
-  const atBob = await bob.awaitSeqOffer(connectionId, alice.keyPair.publicKey, bounded());
-  assert.ok(atBob.offer?.equals(offerA));
-  assert.deepEqual(decodeSeqOffer(atBob.offer!), decodeSeqOffer(offerA));
+    // Alice waits before Bob's offer exists; Bob's arrives after.
+    const aliceWaits = alice.awaitSeqOffer(connectionId, bob.keyPair.publicKey, bounded());
+    const bobEvent = once<SeqOfferEvent>(bob, 'seq-offer');
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey, offer: offerA }), { spoofing: false });
+    const ev = await bobEvent;
+    assert.ok(ev.connectionId.equals(connectionId));
+    assert.ok(ev.peerKey.equals(alice.keyPair.publicKey));
+    assert.ok(ev.offer?.equals(offerA));
+    assert.equal(ev.decline, undefined);
+    // Bob asks after it arrived: answered from the store.
+    const atBob = await bob.awaitSeqOffer(connectionId, alice.keyPair.publicKey, bounded());
+    assert.ok(atBob.offer?.equals(offerA));
+    assert.deepEqual(decodeSeqOffer(atBob.offer!), decodeSeqOffer(offerA));
 
-  assert.deepEqual(await bob.exchangeSeqOffer({ connectionId, peerKey: alice.keyPair.publicKey, offer: offerB }), { spoofing: false });
-  const atAlice = await aliceWaits;
-  assert.ok(atAlice.offer?.equals(offerB));
-  assert.equal(atAlice.decline, undefined);
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId, peerKey: alice.keyPair.publicKey, offer: offerB }), { spoofing: false });
+    const atAlice = await aliceWaits;
+    assert.ok(atAlice.offer?.equals(offerB));
+    assert.equal(atAlice.decline, undefined);
 
-  // Another connection's offer does not answer a wait for this one; aborting rejects with the signal's reason.
-  const ac = new AbortController();
-  const other = bob.awaitSeqOffer(randomBytes(16), alice.keyPair.publicKey, ac.signal);
-  const reason = new Error('stop waiting');
-  ac.abort(reason);
-  await assert.rejects(other, (e: unknown) => e === reason);
+    // Another connection's offer does not answer a wait for this one; aborting rejects with the signal's reason.
+    const ac = new AbortController();
+    const other = bob.awaitSeqOffer(randomBytes(16), alice.keyPair.publicKey, ac.signal);
+    const reason = new Error('stop waiting');
+    ac.abort(reason);
+    await assert.rejects(other, (e: unknown) => e === reason);
 
-  const st = srv.server.stats();
-  assert.equal(st.seqOffers, 2);
-  assert.equal(st.seqForwarded, 2);
-  assert.equal(st.seqSpoofed, 0);
-  assert.equal(st.seqRefused, 0);
-  // Both forwards were acknowledged (nothing left to retransmit).
-  await waitFor(() => srv.server.stats().pendingNotifies === 0);
+    const st = srv.server.stats();
+    assert.equal(st.seqOffers, 2);
+    assert.equal(st.seqForwarded, 2);
+    assert.equal(st.seqSpoofed, 0);
+    assert.equal(st.seqRefused, 0);
+    // Both forwards were acknowledged (nothing left to retransmit).
+    await waitFor(() => srv.server.stats().pendingNotifies === 0);
   });
 });
 
 test('a decline is carried with its reason; close() rejects pending waits with SOCKET_CLOSED', async () => {
   await withServer({}, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const bob = await bag.client(srv);
-  await alice.register();
-  await bob.register();
-  const connectionId = await introduce(alice, bob);
-  const reason = 'no raw sockets: not root — déclinée';
-  const waiting = alice.awaitSeqOffer(connectionId, bob.keyPair.publicKey, bounded());
-  assert.deepEqual(await bob.exchangeSeqOffer({ connectionId, peerKey: alice.keyPair.publicKey, decline: reason }), { spoofing: false });
-  assert.deepEqual(await waiting, { decline: reason });
-  // An overlong reason is cut to 200 bytes of UTF-8, not refused.
-  const cid2 = await introduce(alice, bob);
-  await bob.exchangeSeqOffer({ connectionId: cid2, peerKey: alice.keyPair.publicKey, decline: 'é'.repeat(150) });
-  const cut = await alice.awaitSeqOffer(cid2, bob.keyPair.publicKey, bounded());
-  assert.equal(cut.decline, 'é'.repeat(100));
-  // Bad arguments are refused before anything is sent.
-  const bad = (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT');
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey }), bad);
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey, offer: Buffer.alloc(31) }), bad);
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 1), decline: 'x' }), bad);
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId: Buffer.alloc(15), peerKey: bob.keyPair.publicKey, decline: 'x' }), bad);
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    await alice.register();
+    await bob.register();
+    const connectionId = await introduce(alice, bob);
+    const reason = 'no raw sockets: not root — déclinée';
+    const waiting = alice.awaitSeqOffer(connectionId, bob.keyPair.publicKey, bounded());
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId, peerKey: alice.keyPair.publicKey, decline: reason }), { spoofing: false });
+    assert.deepEqual(await waiting, { decline: reason });
+    // An overlong reason is cut to 200 bytes of UTF-8, not refused.
+    const cid2 = await introduce(alice, bob);
+    await bob.exchangeSeqOffer({ connectionId: cid2, peerKey: alice.keyPair.publicKey, decline: 'é'.repeat(150) });
+    const cut = await alice.awaitSeqOffer(cid2, bob.keyPair.publicKey, bounded());
+    assert.equal(cut.decline, 'é'.repeat(100));
+    // Bad arguments are refused before anything is sent.
+    const bad = (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT');
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey }), bad);
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey, offer: Buffer.alloc(31) }), bad);
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 1), decline: 'x' }), bad);
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: Buffer.alloc(15), peerKey: bob.keyPair.publicKey, decline: 'x' }), bad);
 
-  const pending = bob.awaitSeqOffer(randomBytes(16), alice.keyPair.publicKey, bounded());
-  bob.close();
-  await assert.rejects(pending, (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
-  await assert.rejects(bob.awaitSeqOffer(randomBytes(16), alice.keyPair.publicKey, bounded()), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+    const pending = bob.awaitSeqOffer(randomBytes(16), alice.keyPair.publicKey, bounded());
+    bob.close();
+    await assert.rejects(pending, (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+    await assert.rejects(bob.awaitSeqOffer(randomBytes(16), alice.keyPair.publicKey, bounded()), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
   });
 });
 
 test('an offer is PEER_NOT_FOUND unless it is between the two keys a CONNECT introduced, for that connection id', async () => {
   await withServer({}, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const bob = await bag.client(srv);
-  const carol = await bag.client(srv);
-  await alice.register();
-  await bob.register();
-  await carol.register();
-  let bobEvents = 0;
-  bob.on('seq-offer', () => bobEvents++);
-  const cid = await introduce(alice, bob);
-  const notFound = (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND');
-  // A connection id the server never introduced, between two registered keys, either way.
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 5) }), notFound);
-  await assert.rejects(bob.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: alice.keyPair.publicKey, decline: 'x' }), notFound);
-  // ...nor to a key nobody registered.
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: generateKeyPair().publicKey, decline: 'x' }), notFound);
-  // A third key, registered, for a real connection id: to either party.
-  await assert.rejects(carol.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 6) }), notFound);
-  await assert.rejects(carol.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, decline: 'x' }), notFound);
-  // A party of the connection naming a third key as its peer.
-  await assert.rejects(alice.exchangeSeqOffer({ connectionId: cid, peerKey: carol.keyPair.publicKey, offer: offer('127.0.0.1', 7) }), notFound);
-  let st = srv.server.stats();
-  assert.equal(st.seqRefused, 6);
-  assert.equal(st.seqForwarded, 0);
-  // The introduced pair itself still gets through, and bob heard nothing of the refused ones.
-  await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 8) });
-  assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 8)));
-  assert.equal(bobEvents, 1);
-  st = srv.server.stats();
-  assert.equal(st.seqForwarded, 1);
-  assert.equal(st.seqRefused, 6);
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    const carol = await bag.client(srv);
+    await alice.register();
+    await bob.register();
+    await carol.register();
+    let bobEvents = 0;
+    bob.on('seq-offer', () => bobEvents++);
+    const cid = await introduce(alice, bob);
+    const notFound = (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND');
+    // A connection id the server never introduced, between two registered keys, either way.
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 5) }), notFound);
+    await assert.rejects(bob.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: alice.keyPair.publicKey, decline: 'x' }), notFound);
+    // ...nor to a key nobody registered.
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: randomBytes(16), peerKey: generateKeyPair().publicKey, decline: 'x' }), notFound);
+    // A third key, registered, for a real connection id: to either party.
+    await assert.rejects(carol.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 6) }), notFound);
+    await assert.rejects(carol.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, decline: 'x' }), notFound);
+    // A party of the connection naming a third key as its peer.
+    await assert.rejects(alice.exchangeSeqOffer({ connectionId: cid, peerKey: carol.keyPair.publicKey, offer: offer('127.0.0.1', 7) }), notFound);
+    let st = srv.server.stats();
+    assert.equal(st.seqRefused, 6);
+    assert.equal(st.seqForwarded, 0);
+    // The introduced pair itself still gets through, and bob heard nothing of the refused ones.
+    await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 8) });
+    assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 8)));
+    assert.equal(bobEvents, 1);
+    st = srv.server.stats();
+    assert.equal(st.seqForwarded, 1);
+    assert.equal(st.seqRefused, 6);
   });
 });
 
@@ -189,37 +189,37 @@ test('the connection record expires: an offer after CONNECTION_RECORD_TTL_MS is 
   let skew = 0;
   // A long replay window so the clients' timestamps stay acceptable once the server's clock jumps ahead.
   await withServer({ now: () => Date.now() + skew, replayWindowMs: 10 * CONNECTION_RECORD_TTL_MS, ttlMs: 10 * CONNECTION_RECORD_TTL_MS }, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const bob = await bag.client(srv);
-  await bob.register();
-  const cid = await introduce(alice, bob);
-  skew = CONNECTION_RECORD_TTL_MS - 1000; // still inside: accepted
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, decline: 'early' }), { spoofing: false });
-  skew = CONNECTION_RECORD_TTL_MS + 1000;
-  await assert.rejects(
-    alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 9) }),
-    (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND') && /no connection with this id/.test((e as Error).message),
-  );
-  assert.equal(srv.server.stats().seqForwarded, 1);
-  assert.equal(srv.server.stats().seqRefused, 1);
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    await bob.register();
+    const cid = await introduce(alice, bob);
+    skew = CONNECTION_RECORD_TTL_MS - 1000; // still inside: accepted
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, decline: 'early' }), { spoofing: false });
+    skew = CONNECTION_RECORD_TTL_MS + 1000;
+    await assert.rejects(
+      alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 9) }),
+      (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND') && /no connection with this id/.test((e as Error).message),
+    );
+    assert.equal(srv.server.stats().seqForwarded, 1);
+    assert.equal(srv.server.stats().seqRefused, 1);
   });
 });
 
 test('an initiator that never registered (requestConnect only) receives the responder\'s offer and sends its own', async () => {
   await withServer({}, async (srv, bag) => {
-  const alice = await bag.client(srv); // never registers
-  const bob = await bag.client(srv);
-  await bob.register();
-  const cid = await introduce(alice, bob);
-  const aliceWaits = alice.awaitSeqOffer(cid, bob.keyPair.publicKey, bounded());
-  assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 501) }), { spoofing: false });
-  assert.ok((await aliceWaits).offer?.equals(offer('127.0.0.1', 501)));
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 502) }), { spoofing: false });
-  assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 502)));
-  const st = srv.server.stats();
-  assert.equal(st.seqForwarded, 2);
-  assert.equal(st.seqRefused, 0);
-  await waitFor(() => srv.server.stats().pendingNotifies === 0); // alice acked the forward it got
+    const alice = await bag.client(srv); // never registers
+    const bob = await bag.client(srv);
+    await bob.register();
+    const cid = await introduce(alice, bob);
+    const aliceWaits = alice.awaitSeqOffer(cid, bob.keyPair.publicKey, bounded());
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 501) }), { spoofing: false });
+    assert.ok((await aliceWaits).offer?.equals(offer('127.0.0.1', 501)));
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 502) }), { spoofing: false });
+    assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 502)));
+    const st = srv.server.stats();
+    assert.equal(st.seqForwarded, 2);
+    assert.equal(st.seqRefused, 0);
+    await waitFor(() => srv.server.stats().pendingNotifies === 0); // alice acked the forward it got
   });
 });
 
@@ -234,41 +234,41 @@ test('with a spoofer, the server spoofs once per pair whose offers name the addr
   // Everything here comes from and goes to 127.0.0.1: four introductions and nine offers (each charged to the sender
   // and to the target's IP, plus the acks) would overrun the default per-IP bucket, which is not under test here.
   await withServer({ spoofer, rateLimit: { perSecond: 1000, burst: 1000 } }, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const bob = await bag.client(srv);
-  await alice.register();
-  await bob.register();
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    await alice.register();
+    await bob.register();
 
-  // Both offers' public address is 127.0.0.1, where both requests come from: spoofed exactly once.
-  const cid = await introduce(alice, bob);
-  const offerA = offer('127.0.0.1', 3001);
-  const offerB = offer('127.0.0.1', 3002);
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offerA }), { spoofing: true });
-  assert.equal(calls.length, 0); // one offer is not a pair
-  assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offerB }), { spoofing: true });
-  await waitFor(() => calls.length >= 1);
-  assert.deepEqual(calls[0], [decodeSeqOffer(offerA), decodeSeqOffer(offerB)]);
-  // A later offer from either side for the same connection starts a new wait, not a second spoof.
-  await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 3003) });
-  await alice.ping();
-  assert.equal(calls.length, 1);
-  assert.equal(srv.server.stats().seqSpoofed, 1);
+    // Both offers' public address is 127.0.0.1, where both requests come from: spoofed exactly once.
+    const cid = await introduce(alice, bob);
+    const offerA = offer('127.0.0.1', 3001);
+    const offerB = offer('127.0.0.1', 3002);
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offerA }), { spoofing: true });
+    assert.equal(calls.length, 0); // one offer is not a pair
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offerB }), { spoofing: true });
+    await waitFor(() => calls.length >= 1);
+    assert.deepEqual(calls[0], [decodeSeqOffer(offerA), decodeSeqOffer(offerB)]);
+    // A later offer from either side for the same connection starts a new wait, not a second spoof.
+    await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 3003) });
+    await alice.ping();
+    assert.equal(calls.length, 1);
+    assert.equal(srv.server.stats().seqSpoofed, 1);
 
-  // An offer naming another public address is not eligible (that sender hears spoofing: false): no spoofing.
-  const cid2 = await introduce(alice, bob);
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid2, peerKey: bob.keyPair.publicKey, offer: offer('192.0.2.10', 3004) }), { spoofing: false });
-  assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid2, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 3005) }), { spoofing: true });
-  // A decline is never eligible, and does not complete a spoofed pair.
-  const cid3 = await introduce(alice, bob);
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid3, peerKey: bob.keyPair.publicKey, decline: 'no' }), { spoofing: false });
-  assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid3, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 3006) }), { spoofing: true });
-  // Undecodable offer bytes are forwarded (the peers judge them) but never spoofed for.
-  const cid4 = await introduce(alice, bob);
-  assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid4, peerKey: bob.keyPair.publicKey, offer: Buffer.alloc(32, 0xff) }), { spoofing: false });
-  await alice.ping();
-  await bob.ping();
-  assert.equal(calls.length, 1);
-  assert.equal(srv.server.stats().seqSpoofed, 1);
+    // An offer naming another public address is not eligible (that sender hears spoofing: false): no spoofing.
+    const cid2 = await introduce(alice, bob);
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid2, peerKey: bob.keyPair.publicKey, offer: offer('192.0.2.10', 3004) }), { spoofing: false });
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid2, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 3005) }), { spoofing: true });
+    // A decline is never eligible, and does not complete a spoofed pair.
+    const cid3 = await introduce(alice, bob);
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid3, peerKey: bob.keyPair.publicKey, decline: 'no' }), { spoofing: false });
+    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid3, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 3006) }), { spoofing: true });
+    // Undecodable offer bytes are forwarded (the peers judge them) but never spoofed for.
+    const cid4 = await introduce(alice, bob);
+    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid4, peerKey: bob.keyPair.publicKey, offer: Buffer.alloc(32, 0xff) }), { spoofing: false });
+    await alice.ping();
+    await bob.ping();
+    assert.equal(calls.length, 1);
+    assert.equal(srv.server.stats().seqSpoofed, 1);
   });
 });
 
@@ -282,66 +282,66 @@ test('a spoofer that throws or rejects is logged, never crashes the server', asy
     },
   };
   await withServer({ spoofer }, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const bob = await bag.client(srv);
-  await alice.register();
-  await bob.register();
-  for (let i = 0; i < 2; i++) {
-    const cid = await introduce(alice, bob);
-    await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 10 + i) });
-    await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 20 + i) });
-  }
-  await waitFor(() => n === 2);
-  assert.ok((await alice.ping()) >= 0);
-  assert.equal(srv.server.stats().internalErrors, 0);
+    const alice = await bag.client(srv);
+    const bob = await bag.client(srv);
+    await alice.register();
+    await bob.register();
+    for (let i = 0; i < 2; i++) {
+      const cid = await introduce(alice, bob);
+      await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 10 + i) });
+      await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 20 + i) });
+    }
+    await waitFor(() => n === 2);
+    assert.ok((await alice.ping()) >= 0);
+    assert.equal(srv.server.stats().internalErrors, 0);
   });
 });
 
 test('a lost forward is retransmitted until acked; a duplicated one is announced once', async () => {
   await withServer({ notifyRtoMs: 50 }, async (srv, bag) => {
-  const alice = await bag.client(srv);
-  const lossy = new Tamper(await bag.transport(), MessageType.SEQ_OFFER, 'drop-first');
-  const bob = await bag.client(srv, { transport: lossy });
-  await alice.register();
-  await bob.register();
-  let events = 0;
-  bob.on('seq-offer', () => events++);
-  const cid = await introduce(alice, bob);
-  await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 7) });
-  const got = await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded());
-  assert.ok(got.offer?.equals(offer('127.0.0.1', 7)));
-  assert.equal(lossy.dropped, 1);
-  await waitFor(() => srv.server.stats().pendingNotifies === 0); // the retransmission was acked
-  assert.equal(events, 1);
-  assert.equal(srv.server.stats().seqForwarded, 1);
+    const alice = await bag.client(srv);
+    const lossy = new Tamper(await bag.transport(), MessageType.SEQ_OFFER, 'drop-first');
+    const bob = await bag.client(srv, { transport: lossy });
+    await alice.register();
+    await bob.register();
+    let events = 0;
+    bob.on('seq-offer', () => events++);
+    const cid = await introduce(alice, bob);
+    await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 7) });
+    const got = await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded());
+    assert.ok(got.offer?.equals(offer('127.0.0.1', 7)));
+    assert.equal(lossy.dropped, 1);
+    await waitFor(() => srv.server.stats().pendingNotifies === 0); // the retransmission was acked
+    assert.equal(events, 1);
+    assert.equal(srv.server.stats().seqForwarded, 1);
 
-  // Every copy is acked, but the event fires once.
-  const dup = new Tamper(await bag.transport(), MessageType.SEQ_OFFER, 'duplicate');
-  const carol = await bag.client(srv, { transport: dup });
-  await carol.register();
-  let carolEvents = 0;
-  carol.on('seq-offer', () => carolEvents++);
-  const cid2 = await introduce(alice, carol);
-  await alice.exchangeSeqOffer({ connectionId: cid2, peerKey: carol.keyPair.publicKey, decline: 'busy' });
-  assert.deepEqual(await carol.awaitSeqOffer(cid2, alice.keyPair.publicKey, bounded()), { decline: 'busy' });
-  await waitFor(() => srv.server.stats().pendingNotifies === 0);
-  await carol.ping();
-  assert.equal(carolEvents, 1);
+    // Every copy is acked, but the event fires once.
+    const dup = new Tamper(await bag.transport(), MessageType.SEQ_OFFER, 'duplicate');
+    const carol = await bag.client(srv, { transport: dup });
+    await carol.register();
+    let carolEvents = 0;
+    carol.on('seq-offer', () => carolEvents++);
+    const cid2 = await introduce(alice, carol);
+    await alice.exchangeSeqOffer({ connectionId: cid2, peerKey: carol.keyPair.publicKey, decline: 'busy' });
+    assert.deepEqual(await carol.awaitSeqOffer(cid2, alice.keyPair.publicKey, bounded()), { decline: 'busy' });
+    await waitFor(() => srv.server.stats().pendingNotifies === 0);
+    await carol.ping();
+    assert.equal(carolEvents, 1);
   });
 });
 
 test('a server that retransmits to a peer that never acks gives up after notifyMaxTransmissions', async () => {
   await withServer({ notifyRtoMs: 20, notifyMaxTransmissions: 3 }, async (srv, bag) => {
-  // A raw "peer" registers and never acks: it sees exactly notifyMaxTransmissions identical copies.
-  const key = generateKeyPair();
-  const t = await bag.transport();
-  const copies: Buffer[] = [];
-  t.onMessage((msg) => {
-    if (msg[0] === 0xf0 && msg[2] === MessageType.SEQ_OFFER) copies.push(Buffer.from(msg));
-    if (msg[0] === 0xf0 && msg[2] === MessageType.PING) {
-      const m = decodeRendezvous(msg) as Extract<RendezvousMessage, { type: 'ping' }>;
-      t.send(encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }), srv.port, '127.0.0.1');
-    }
+    // A raw "peer" registers and never acks: it sees exactly notifyMaxTransmissions identical copies.
+    const key = generateKeyPair();
+    const t = await bag.transport();
+    const copies: Buffer[] = [];
+    t.onMessage((msg) => {
+      if (msg[0] === 0xf0 && msg[2] === MessageType.SEQ_OFFER) copies.push(Buffer.from(msg));
+      if (msg[0] === 0xf0 && msg[2] === MessageType.PING) {
+        const m = decodeRendezvous(msg) as Extract<RendezvousMessage, { type: 'ping' }>;
+        t.send(encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }), srv.port, '127.0.0.1');
+      }
   });
   const reg = encodeRendezvous({ type: 'register', requestId: 1, publicKey: key.publicKey, reachable: false, rttMs: 0, candidates: [] }, key.secretKey);
   t.send(reg, srv.port, '127.0.0.1');
@@ -363,21 +363,21 @@ test('a server that retransmits to a peer that never acks gives up after notifyM
 test('over TCP (UDP blocked): offers are forwarded down the TCP connection and answered', async () => {
   const calls: unknown[] = [];
   await withServer({ spoofer: { spoof: async (a, b) => (calls.push([a, b]), 2) } }, async (srv, bag) => {
-  const dead = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const deadPort = dead.address().port;
-  dead.close();
-  const walled = await bag.client({ port: deadPort, tcpPort: srv.tcpPort }, { initialRtoMs: 50, maxTransmissions: 2 });
-  assert.equal((await walled.register()).via, 'tcp');
-  const open = await bag.client(srv);
-  await open.register();
-  const cid = await introduce(open, walled);
-  const waiting = walled.awaitSeqOffer(cid, open.keyPair.publicKey, bounded());
-  assert.deepEqual(await open.exchangeSeqOffer({ connectionId: cid, peerKey: walled.keyPair.publicKey, offer: offer('127.0.0.1', 41) }), { spoofing: true });
-  assert.ok((await waiting).offer?.equals(offer('127.0.0.1', 41)));
-  assert.deepEqual(await walled.exchangeSeqOffer({ connectionId: cid, peerKey: open.keyPair.publicKey, offer: offer('127.0.0.1', 42) }), { spoofing: true });
-  assert.ok((await open.awaitSeqOffer(cid, walled.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 42)));
-  await waitFor(() => calls.length === 1);
-  assert.equal(walled.via, 'tcp');
+    const dead = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+    const deadPort = dead.address().port;
+    dead.close();
+    const walled = await bag.client({ port: deadPort, tcpPort: srv.tcpPort }, { initialRtoMs: 50, maxTransmissions: 2 });
+    assert.equal((await walled.register()).via, 'tcp');
+    const open = await bag.client(srv);
+    await open.register();
+    const cid = await introduce(open, walled);
+    const waiting = walled.awaitSeqOffer(cid, open.keyPair.publicKey, bounded());
+    assert.deepEqual(await open.exchangeSeqOffer({ connectionId: cid, peerKey: walled.keyPair.publicKey, offer: offer('127.0.0.1', 41) }), { spoofing: true });
+    assert.ok((await waiting).offer?.equals(offer('127.0.0.1', 41)));
+    assert.deepEqual(await walled.exchangeSeqOffer({ connectionId: cid, peerKey: open.keyPair.publicKey, offer: offer('127.0.0.1', 42) }), { spoofing: true });
+    assert.ok((await open.awaitSeqOffer(cid, walled.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 42)));
+    await waitFor(() => calls.length === 1);
+    assert.equal(walled.via, 'tcp');
   });
 });
 
