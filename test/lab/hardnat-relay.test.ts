@@ -3,8 +3,8 @@
  * namespace (rendezvous + STUN + TURN on one port, handing registered peers TURN credentials; a STUN server on port
  * + 1 for the NAT measurement). Both peers behind symmetric-random NATs with `hardNat: true` and no double-random
  * budget: the hard punch is refused at once (random ↔ random). With `relay: 'auto'` both sides go on with the
- * normal checks and the session runs through the relay, data hashed both ways; without a relay connect() fails
- * PUNCH_FAILED and says how a relay would have helped.
+ * normal checks and the session runs through the relay, data hashed both ways; the same when a small budget lets
+ * the punch run and find nothing; without a relay connect() fails PUNCH_FAILED and says how a relay would have helped.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -76,6 +76,22 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     assert.equal((cr.path as { kind: string }).kind, 'relay', why);
     assert.equal(lr!.gotHash, cr.sentHash, 'listener got what the connector sent');
     assert.equal(cr.gotHash, lr!.sentHash, 'connector got what the listener sent');
+  });
+
+  test('with a small double-random budget the punch runs, finds nothing in its seconds, and falls back: relayed', async () => {
+    // 8 sockets × 200 probes each way: P(hit) ≈ 1 − exp(−200² / 64512²) ≈ 1e-5 (birthday.ts doubleRandomSuccess).
+    const { cr, lr, cp, lp, why } = await trial(['--relay', 'auto', '--budget', '8,200,2']);
+    assert.equal(cr.type, 'result', why);
+    assert.equal(lr?.type, 'result', why);
+    for (const [side, ps] of [['connector', cp], ['listener', lp]] as const) {
+      const hp = ps.find((p) => p.phase === 'hard-punch');
+      assert.deepEqual([hp?.strategy, hp?.fallback], ['double-random', 'relay'], `${side}: ${why}`);
+      assert.ok(Number(hp?.probesSent) > 0, `${side} sent probes: ${why}`);
+      assert.match(String(hp?.error), /no hard-NAT path within 2000 ms/, side);
+    }
+    assert.equal((cr.path as { kind: string }).kind, 'relay', why);
+    assert.equal(lr!.gotHash, cr.sentHash);
+    assert.equal(cr.gotHash, lr!.sentHash);
   });
 
   test('the same without a relay: PUNCH_FAILED at once, and the message names `--relay auto` with `serve --turn`', async () => {
