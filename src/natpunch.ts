@@ -18,6 +18,7 @@ import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
 import type { SeqChannel } from './traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from './wire/seq-offer.js';
+import { MAX_CANDIDATES } from './wire/rendezvous.js';
 import type { PortMapper, PortMapperOptions } from './portmap/mapper.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
@@ -700,6 +701,12 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         if (relay) local = dedupeCandidates([...local, relay.candidate()]);
       }
       const to = options.to!;
+      if (hard && relay) {
+        // The peer decides the hard-punch fallback from our relay candidate (lowest priority, so sent last): the
+        // client keeps MAX_CANDIDATES - 1 and the server may add up to 2 observed ones.
+        const sent = dedupeCandidates(local).slice(0, MAX_CANDIDATES - 3);
+        if (!sent.some((c) => c.type === 'relay')) logger.warn('hardNat: too many candidates; the relay candidate may not reach the peer, which then does not fall back to it');
+      }
       const offer = await rv.requestConnect(to, { candidates: local, signal });
       introduced = true;
       const wanted = toKey(to);
