@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
+import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const FIXTURE = new URL('./fixtures/hardnat-rv-peer.ts', import.meta.url).pathname;
@@ -94,7 +95,25 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     assert.equal(cr.gotHash, lr!.sentHash);
   });
 
-  test('the same without a relay: PUNCH_FAILED at once, and the message names `--relay auto` with `serve --turn`', async () => {
+  test('`natpunch listen --hard-nat --relay auto` ← `natpunch connect --hard-nat --relay auto`: relayed, lines both ways', async () => {
+    const name = `hrcli-${randomBytes(4).toString('hex')}`;
+    const rv = `${lab.addr('server')}:${RV_PORT}`;
+    const flags = ['--rendezvous', rv, '--hard-nat', '--relay', 'auto', '--transport', 'udp', '--json'];
+    const l = lab.node('b', CLI, ['listen', '--name', name, ...flags]);
+    let c: ReturnType<typeof lab.node> | null = null;
+    try {
+      await cliPhase(l, 'listening');
+      c = lab.node('a', CLI, ['connect', name, ...flags]);
+      await tokenBothWays(c, l);
+      const punch = await cliPhase(c, 'hard-punch');
+      assert.deepEqual([punch.local, punch.peer, punch.fallback], ['random', 'random', 'relay'], c.stderr);
+      assert.equal((await cliPhase(c, 'path')).kind, 'relay', c.stderr);
+    } finally {
+      await Promise.all([c?.close(), l.close()]);
+    }
+  });
+
+  test('random ↔ random with hardNat and no relay: PUNCH_FAILED at once, and the message names `--relay auto` with `serve --turn`', async () => {
     const { cr, lr, cp, why } = await trial([]);
     assert.equal(cr.type, 'error', why);
     assert.equal(cr.code, 'PUNCH_FAILED', why);
