@@ -4,7 +4,7 @@
  * + 1 for the NAT measurement). Both peers behind symmetric-random NATs with `hardNat: true` and no double-random
  * budget: the hard punch is refused at once (random ↔ random). With `relay: 'auto'` both sides go on with the
  * normal checks and the session runs through the relay, data hashed both ways; the same when a small budget lets
- * the punch run and find nothing; without a relay connect() fails PUNCH_FAILED and says how a relay would have helped.
+ * the punch run and find nothing (relay on the connecting side only: both decide from its candidate); without a relay connect() fails PUNCH_FAILED and says how a relay would have helped.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -41,11 +41,11 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     await lab?.down(); // kills every process it spawned
   });
 
-  /** One listener (b) and one connector (a), both hardNat, with `extra` flags; the connector's outcome. */
-  async function trial(extra: string[]): Promise<{ cr: Msg; lr: Msg | null; cp: Msg[]; lp: Msg[]; why: string }> {
+  /** One listener (b) and one connector (a), both hardNat, with `extra` flags (the listener's: `listenerExtra`). */
+  async function trial(extra: string[], listenerExtra = extra): Promise<{ cr: Msg; lr: Msg | null; cp: Msg[]; lp: Msg[]; why: string }> {
     const name = `hrel-${randomBytes(4).toString('hex')}`;
     const common = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--size', String(SIZE), ...extra];
-    const l = lab.node('b', FIXTURE, ['listen', ...common]);
+    const l = lab.node('b', FIXTURE, ['listen', '--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--size', String(SIZE), ...listenerExtra]);
     let c: ReturnType<typeof lab.node> | null = null;
     try {
       const ready = await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 });
@@ -79,9 +79,11 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     assert.equal(cr.gotHash, lr!.sentHash, 'connector got what the listener sent');
   });
 
-  test('with a small double-random budget the punch runs, finds nothing in its seconds, and falls back: relayed', async () => {
+  test('a small double-random budget, relay on the connecting side only: the punch runs, finds nothing, falls back: relayed', async () => {
     // 8 sockets × 200 probes each way: P(hit) ≈ 1 − exp(−200² / 64512²) ≈ 1e-5 (birthday.ts doubleRandomSuccess).
-    const { cr, lr, cp, lp, why } = await trial(['--relay', 'auto', '--budget', '8,200,2']);
+    // The listener has no relay of its own: it decides from the connector's relay candidate and checks through it.
+    const budget = ['--budget', '8,200,2'];
+    const { cr, lr, cp, lp, why } = await trial(['--relay', 'auto', ...budget], budget);
     assert.equal(cr.type, 'result', why);
     assert.equal(lr?.type, 'result', why);
     for (const [side, ps] of [['connector', cp], ['listener', lp]] as const) {
