@@ -4,7 +4,8 @@
  * + 1 for the NAT measurement). Both peers behind symmetric-random NATs with `hardNat: true` and no double-random
  * budget: the hard punch is refused at once (random ↔ random). With `relay: 'auto'` both sides go on with the
  * normal checks and the session runs through the relay, data hashed both ways; the same when a small budget lets
- * the punch run and find nothing (relay on the connecting side only: both decide from its candidate); without a relay connect() fails PUNCH_FAILED and says how a relay would have helped.
+ * the punch run and find nothing (relay on the connecting side only: both decide from its candidate); the CLI too.
+ * Without a relay connect() fails PUNCH_FAILED and says how a relay would have helped.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
