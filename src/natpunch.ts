@@ -6,7 +6,7 @@ import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
 import { RendezvousClient } from './rendezvous/client.js';
 import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, type HardNatOptions } from './traversal/hardwire.js';
-import { hardSession } from './traversal/hardnat.js';
+import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
@@ -18,6 +18,7 @@ import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
 import type { SeqChannel } from './traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from './wire/seq-offer.js';
+import { MAX_CANDIDATES } from './wire/rendezvous.js';
 import type { PortMapper, PortMapperOptions } from './portmap/mapper.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
@@ -105,7 +106,9 @@ export type Progress =
   | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string }
   /** hardNat: our measured NAT kind at gathering ('hard-nat'), and the hard punch that found the path ('hard-punch'). */
   | { phase: 'hard-nat'; kind: HardNatAdvert['kind']; delta: number | null; ports: number[] }
-  | { phase: 'hard-punch'; local: HardNatAdvert['kind']; peer: HardNatAdvert['kind']; strategy: string; probesSent: number };
+  /** The hard punch found the path; or, with `fallback: 'relay'`, it failed (`error`) and the normal attempt through
+   *  the connecting side's TURN relay runs instead. */
+  | { phase: 'hard-punch'; local: HardNatAdvert['kind']; peer: HardNatAdvert['kind']; strategy: string; probesSent: number; fallback?: 'relay'; error?: string };
 
 /** 'udp': UDX over UDP hole punching; 'tcp': TCP hole punching (needs the native addon); 'auto': both, see connect(). */
 export type TransportMode = 'udp' | 'tcp' | 'auto';
@@ -218,6 +221,69 @@ export interface ListenOptions extends CommonOptions {
 function rendezvousServer(spec: CommonOptions['rendezvous']): { host: string; port: number } | null {
   if (!spec || typeof spec === 'function') return null;
   return typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+}
+
+/**
+ * hardNat with a relay: a hard punch that fails (PUNCH_FAILED) falls back to the normal attempt through the relay,
+ * so it gets at most this long (only a double-random budget asks for more: its probes are then sent faster, the
+ * success estimate is unchanged). connect()'s DEFAULT_CONNECT_TIMEOUT_MS (30 s) then holds: gathering (NAT
+ * measurement ~0.5 s, at most DEFAULT_HARDNAT_MEASURE_TIMEOUT_MS 5 s) + TURN allocation and introduction (~1 s;
+ * 'auto' waits at most AUTO_RELAY_WAIT_MS 1 s for credentials) + this 12 s + the relayed checks (DEFAULT_RELAY_HOLD_MS
+ * 1.5 s, then a round trip; they give up after DEFAULT_CHECK_TIMEOUT_MS 5 s) and the handshake. Without a budget the
+ * hard punch takes at most DEFAULT_HARDNAT_TIMEOUT_MS (8 s), or is refused at once (random ↔ random).
+ */
+export const HARD_PUNCH_RELAY_BOUND_MS = 12_000;
+
+/**
+ * The hard punch for one introduction; null when it failed with PUNCH_FAILED and `relayFallback` is on: the caller
+ * then runs the normal attempt (initiate() / respond()) with the relay's candidates, as without hardNat.
+ *
+ * Both sides decide the same way without extra signalling: the fallback is on when the CONNECTING side offered a
+ * TURN relay candidate (the initiator knows its own relay; the responder sees the candidate in the introduction). A
+ * listener's own relay is not in its advertised candidates, so it cannot count: the connector would not know of it.
+ * Whether the punch is refused up front (planHardPunch) follows from both adverts, which both sides hold.
+ */
+async function hardOrFallback(p: {
+  role: 'initiator' | 'responder';
+  keyPair: KeyPair;
+  peerKey: Uint8Array;
+  connectionId: Uint8Array;
+  endpoint: UdxEndpoint;
+  hard: { advert: HardNatAdvert; opts: HardNatOptions };
+  peer: HardNatAdvert;
+  relayFallback: boolean;
+  signal: AbortSignal;
+  logger: Logger;
+  progress: ((p: Progress) => void) | undefined;
+}): Promise<Session | null> {
+  const { hard, peer, logger } = p;
+  let budget = hard.opts.budget;
+  if (budget && p.relayFallback) budget = { ...budget, seconds: Math.min(budget.seconds, HARD_PUNCH_RELAY_BOUND_MS / 1000) };
+  try {
+    const { session, punch } = await hardSession({
+      role: p.role, keyPair: p.keyPair, peerKey: p.peerKey, connectionId: p.connectionId, endpoint: p.endpoint,
+      local: hard.advert, peer, ...(budget ? { budget } : {}),
+      onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
+      signal: p.signal, logger,
+    });
+    p.progress?.({ phase: 'hard-punch', local: hard.advert.kind, peer: peer.kind, strategy: punch.strategy, probesSent: punch.probesSent });
+    return session;
+  } catch (err) {
+    if (!isHardPunchFailure(err)) throw err;
+    const d = err.details ?? {};
+    const strategy = typeof d.strategy === 'string' ? d.strategy : typeof d.reason === 'string' ? d.reason : 'hard';
+    const probesSent = typeof d.probesSent === 'number' ? d.probesSent : 0;
+    if (p.relayFallback) {
+      logger.info({ err: err.message }, 'hard punch failed; falling back to the normal checks through the relay');
+      p.progress?.({ phase: 'hard-punch', local: hard.advert.kind, peer: peer.kind, strategy, probesSent, fallback: 'relay', error: err.message });
+      return null;
+    }
+    throw new NatpunchError(
+      'PUNCH_FAILED',
+      `${err.message}. No relay to fall back to: the connecting side offered none; a TURN relay would have carried the session (connect with \`--relay auto\` through a rendezvous run with \`natpunch serve --turn\`)`,
+      { cause: err, details: { ...d, relay: false } },
+    );
+  }
 }
 
 /** hardNat gathering: the advert and its candidates, or null (off, or the measurement failed: logged, not fatal). */
@@ -635,6 +701,12 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         if (relay) local = dedupeCandidates([...local, relay.candidate()]);
       }
       const to = options.to!;
+      if (hard && relay) {
+        // The peer decides the hard-punch fallback from our relay candidate (lowest priority, so sent last): the
+        // client keeps MAX_CANDIDATES - 1 and the server may add up to 2 observed ones.
+        const sent = dedupeCandidates(local).slice(0, MAX_CANDIDATES - 3);
+        if (!sent.some((c) => c.type === 'relay')) logger.warn('hardNat: too many candidates; the relay candidate may not reach the peer, which then does not fall back to it');
+      }
       const offer = await rv.requestConnect(to, { candidates: local, signal });
       introduced = true;
       const wanted = toKey(to);
@@ -643,14 +715,15 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       }
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
       const peerHard = hard ? advertFromCandidates(offer.candidates) : null;
-      if (hard && peerHard?.advert && needsHardPunch(hard.advert, peerHard.advert)) {
-        const { session: hs, punch: hp } = await hardSession({
-          role: 'initiator', keyPair: options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint,
-          local: hard.advert, peer: peerHard.advert, ...(hard.opts.budget ? { budget: hard.opts.budget } : {}),
-          onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
-          signal, logger,
-        });
-        options.onProgress?.({ phase: 'hard-punch', local: hard.advert.kind, peer: peerHard.advert.kind, strategy: hp.strategy, probesSent: hp.probesSent });
+      // A failed hard punch falls back to the normal attempt below when we offered a relay (hardOrFallback()).
+      const hs =
+        hard && peerHard?.advert && needsHardPunch(hard.advert, peerHard.advert)
+          ? await hardOrFallback({
+              role: 'initiator', keyPair: options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint,
+              hard, peer: peerHard.advert, relayFallback: relay !== null, signal, logger, progress: options.onProgress,
+            })
+          : null;
+      if (hs) {
         tcp?.close();
         const [hardRelay, hardMapper] = [relay, mapper];
         relay = null;
@@ -884,20 +957,18 @@ export class Listener extends EventEmitter {
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     try {
       const peerHard = this.#hard ? advertFromCandidates(offer.candidates) : null;
-      let session: Session;
+      let session: Session | null = null;
       if (this.#hard && peerHard?.advert && needsHardPunch(this.#hard.advert, peerHard.advert)) {
         // `allow` before anything is sent (the rendezvous authenticated the key; the handshake proves it again).
         if (!(await isAllowed(this.#options.allow, Buffer.from(offer.peerKey)))) throw new NatpunchError('NOT_ALLOWED', `peer ${peer} is not allowed`);
-        const budget = this.#hard.opts.budget;
-        let punch: { strategy: string; probesSent: number };
-        ({ session, punch } = await hardSession({
+        // Falls back (null) like the connector does: when the connecting side offered a relay candidate.
+        session = await hardOrFallback({
           role: 'responder', keyPair: this.#options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint: this.endpoint,
-          local: this.#hard.advert, peer: peerHard.advert, ...(budget ? { budget } : {}),
-          onEstimate: (e) => this.#logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
-          signal, logger: this.#logger,
-        }));
-        progress({ phase: 'hard-punch', local: this.#hard.advert.kind, peer: peerHard.advert.kind, strategy: punch.strategy, probesSent: punch.probesSent });
-      } else {
+          hard: this.#hard, peer: peerHard.advert, relayFallback: offer.candidates.some((c) => c.type === 'relay'),
+          signal, logger: this.#logger, progress,
+        });
+      }
+      if (!session) {
       const att: Attempt = {
         endpoint: this.endpoint, role: 'responder', connectionId: offer.connectionId, peerKey: offer.peerKey,
         local: this.candidates, remote: await this.#withRelay(peerHard?.advert ? peerHard.rest : offer.candidates, signal), keyPair: this.#options.keyPair,

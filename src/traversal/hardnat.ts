@@ -13,7 +13,7 @@ import { connect, listen } from '../natpunch.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import type { KeyPair } from '../session/identity.js';
 import type { Session } from '../session/session.js';
-import { NatpunchError } from '../util/errors.js';
+import { isNatpunchError, NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 
 /** Checks + handshake after the punch (the path is known to work by then). */
@@ -38,26 +38,45 @@ export interface HardSessionOptions {
   logger?: Logger;
 }
 
+/**
+ * PUNCH_FAILED from the hard punch itself (refused up front, e.g. random ↔ random without a budget, or nothing found
+ * within its time), as opposed to the checks / handshake over a punched path: connect() and the listener fall back
+ * to the normal attempt (through a TURN relay) on these only.
+ */
+export function isHardPunchFailure(err: unknown): err is NatpunchError {
+  return isNatpunchError(err, 'PUNCH_FAILED') && err.details?.stage === 'hard-punch';
+}
+
+function punchStage(err: unknown): unknown {
+  if (!isNatpunchError(err, 'PUNCH_FAILED')) return err;
+  return new NatpunchError('PUNCH_FAILED', err.message, { cause: err, details: { ...err.details, stage: 'hard-punch' } });
+}
+
 export async function hardSession(options: HardSessionOptions): Promise<{ session: Session; punch: HardPunchResult }> {
   const logger = options.logger ?? silentLogger;
-  const punch = new HardPunch({
-    role: options.role,
-    key: deriveCheckKey(options.connectionId, options.keyPair.publicKey, options.peerKey),
-    endpoint: options.endpoint,
-    local: options.local.kind,
-    remote: { address: options.peer.address, kind: options.peer.kind, ports: options.peer.ports },
-    ...(options.budget ? { budget: options.budget } : {}),
-    ...(options.onEstimate ? { onEstimate: options.onEstimate } : {}),
-    ...(options.punchTimeoutMs !== undefined ? { timeoutMs: options.punchTimeoutMs } : {}),
-    ...(options.signal ? { signal: options.signal } : {}),
-    logger,
-  });
+  let punch: HardPunch;
+  try {
+    punch = new HardPunch({
+      role: options.role,
+      key: deriveCheckKey(options.connectionId, options.keyPair.publicKey, options.peerKey),
+      endpoint: options.endpoint,
+      local: options.local.kind,
+      remote: { address: options.peer.address, kind: options.peer.kind, ports: options.peer.ports },
+      ...(options.budget ? { budget: options.budget } : {}),
+      ...(options.onEstimate ? { onEstimate: options.onEstimate } : {}),
+      ...(options.punchTimeoutMs !== undefined ? { timeoutMs: options.punchTimeoutMs } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+      logger,
+    });
+  } catch (err) {
+    throw punchStage(err); // refused up front (planHardPunch)
+  }
   let r: HardPunchResult;
   try {
     r = await punch.run();
   } catch (err) {
     punch.close();
-    throw err;
+    throw punchStage(err);
   }
   const won = r.ownsEndpoint ? r.endpoint : null;
   const candidates: Candidate[] = r.remotes.map((x) => ({ type: 'prflx', transport: 'udp', address: x.address, port: x.port, priority: candidatePriority('prflx') }));
