@@ -151,12 +151,12 @@ export interface TcpAttemptOptions {
   logger?: Logger;
   timeoutMs?: number;
   /** The sequence-number techniques: mode (default 'off' here) and the rendezvous channel carrying the offers. */
-  sequence?: { mode: TcpSequenceMode; channel: SeqChannel | null; /** Why they cannot help (e.g. a symmetric NAT). */ veto?: string };
+  sequence?: { mode: TcpSequenceMode; channel: SeqChannel | null };
 }
 
 /** A punched TCP connection and the technique that made it. */
 export interface TcpPathResult extends TcpPunchResult {
-  technique: 'p2pnat' | SeqTechnique;
+  technique: NonNullable<SessionPath['tcpTechnique']>;
   /** Why P2P-NAT was not the technique (its failure), when it was not. */
   reason?: string;
 }
@@ -186,9 +186,7 @@ export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
     throw new NatpunchError('PUNCH_FAILED', 'the peer offered no TCP candidates (it runs without the native addon, or with --transport udp)');
   }
   const mode = o.sequence?.mode ?? 'off';
-  const seq = mode !== 'off' && o.sequence?.channel ? { ...o.sequence, channel: o.sequence.channel } : null;
-  // Without raw sockets the techniques cannot run here: P2P-NAT keeps its whole budget and the peer hears why.
-  const denied = seq ? rawSocketDenied() : null;
+  const channel = o.sequence?.channel ?? null;
   const p2pnat = (timeoutMs?: number) =>
     tcpPunch({
       localPort: o.local.port,
@@ -199,7 +197,9 @@ export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
       ...(timeoutMs !== undefined ? { timeoutMs } : {}),
       ...(o.logger ? { logger: o.logger } : {}),
     });
-  if (!seq) return { ...(await p2pnat(o.timeoutMs)), technique: 'p2pnat' };
+  if (mode === 'off' || !channel) return { ...(await p2pnat(o.timeoutMs)), technique: 'p2pnat' };
+  // Without raw sockets the techniques cannot run here: P2P-NAT keeps its whole budget and the peer hears why.
+  const denied = rawSocketDenied();
   if (mode === 'auto') {
     const budget = denied ? (o.timeoutMs ?? TCP_PUNCH_DEFAULTS.timeoutMs) : Math.min(o.timeoutMs ?? TCP_P2PNAT_BEFORE_SEQ_MS, TCP_P2PNAT_BEFORE_SEQ_MS);
     try {
@@ -208,15 +208,15 @@ export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
       if (o.signal.aborted || !(err instanceof NatpunchError) || err.code !== 'PUNCH_FAILED') throw err;
       const why = `P2P-NAT failed (${err.message})`;
       o.logger?.info({ err: err.message }, 'tcp: P2P-NAT failed; trying the sequence-number techniques');
-      return await sequenceStep(o, seq, candidates, denied, 'auto', why);
+      return await sequenceStep(o, channel, candidates, denied, 'auto', why);
     }
   }
-  return sequenceStep(o, seq, candidates, denied, mode as SeqTechnique, `--tcp-seq ${mode}`);
+  return sequenceStep(o, channel, candidates, denied, mode, `--tcp-seq ${mode}`);
 }
 
 async function sequenceStep(
   o: TcpAttemptOptions,
-  seq: { channel: SeqChannel; veto?: string },
+  channel: SeqChannel,
   candidates: Candidate[],
   denied: string | null,
   prefer: 'auto' | SeqTechnique,
@@ -225,19 +225,18 @@ async function sequenceStep(
   const remote = candidates.find((c) => c.type === 'srflx') ?? null;
   const own = o.local.srflx;
   const veto =
-    seq.veto ??
     (denied ? `no raw sockets here (${denied})` : null) ??
     (!own ? 'no server-reflexive TCP endpoint here (STUN over TCP to the rendezvous failed)' : null) ??
     (!remote ? 'the peer offered no server-reflexive TCP candidate' : null);
   if (veto || !own || !remote) {
-    await declineSequencePunch(seq.channel, veto ?? 'not applicable', o.signal);
+    await declineSequencePunch(channel, veto ?? 'not applicable', o.signal);
     throw new NatpunchError('PUNCH_FAILED', `${why}; STUNT #1 / NATBlaster not tried: ${veto}`, { details: { reason: 'sequence-not-applicable' } });
   }
   let lowTtl: number;
   try {
     lowTtl = (await o.local.hops.discover({ publicAddress: own.address, signal: o.signal, ...(o.logger ? { logger: o.logger } : {}) })).lowTtl;
   } catch (err) {
-    await declineSequencePunch(seq.channel, `TTL discovery failed: ${(err as Error).message}`, o.signal);
+    await declineSequencePunch(channel, `TTL discovery failed: ${(err as Error).message}`, o.signal);
     throw err;
   }
   try {
@@ -246,7 +245,7 @@ async function sequenceStep(
       publicEndpoint: own,
       remote: { address: remote.address, port: remote.port },
       lowTtl,
-      channel: seq.channel,
+      channel: channel,
       prefer,
       timeoutMs: TCP_SEQ_STEP_TIMEOUT_MS,
       signal: o.signal,
