@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions, type NatType } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
+import { tcpSessionTrial, type SessionTrial } from './fixtures/tcp-session-trial.js';
 
 const FIXTURE = new URL('./fixtures/tcp-session-peer.ts', import.meta.url).pathname;
 const RV_PORT = 3478;
@@ -16,14 +17,8 @@ const labSkip = labUnavailableReason();
 const addon = addonStatus();
 const tcpSkip = labSkip || (addon.available ? false : `native addon unavailable: ${addon.reason}`);
 
-type Msg = Record<string, unknown>;
 type NatSpec = NatType | NatOptions;
 const label = (n: NatSpec) => (typeof n === 'string' ? n : `${n.type}${n.stealth ? ' (drops unsolicited SYNs)' : ''}`);
-interface Trial {
-  c: Msg;
-  l: Msg;
-  progress: Msg[];
-}
 
 describe('sessions over TCP hole punching through the rendezvous in the NAT lab', { skip: labSkip }, () => {
   let lab: Lab;
@@ -38,29 +33,17 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
     await lab?.down(); // kills every process it spawned
   });
 
-  async function trial(from: string, to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec] } = {}): Promise<Trial> {
+  async function trial(from: 'a' | 'b', to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec] } = {}): Promise<SessionTrial> {
     if (opts.nat) {
       await lab.setNat('natA', opts.nat[0]);
       await lab.setNat('natB', opts.nat[1]);
     }
-    const name = `tcp-${randomBytes(4).toString('hex')}`;
-    const common = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--transport', transport, '--size', String(SIZE)];
-    const spawnOpts = opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {};
-    const l = lab.node(to, FIXTURE, ['listen', ...common], spawnOpts);
-    procs.push(l);
-    const ready = await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 });
-    assert.equal(ready.type, 'listening', `listener: ${JSON.stringify(ready)}`);
-    const c = lab.node(from, FIXTURE, ['connect', ...common], spawnOpts);
-    procs.push(c);
-    const cr = await c.next((m) => m.type === 'result' || m.type === 'error', { timeoutMs: 60_000 });
-    const lr = cr.type === 'result' ? await l.next((m) => m.type === 'result', { timeoutMs: 20_000 }) : {};
-    const progress = c.drain((x) => x.type === 'progress') as Msg[];
-    if (cr.type !== 'result') console.log(`# ${from}→${to} ${transport} failed; connector: ${JSON.stringify(c.pending())} ${JSON.stringify(progress)}; listener: ${JSON.stringify(l.pending())} ${l.lines?.slice(-5).join(' | ')}`);
-    await Promise.all([c.close(), l.close()]);
-    return { c: cr, l: lr, progress };
+    const t = await tcpSessionTrial(lab, RV_PORT, { from, transport, size: SIZE, ...(opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {}) });
+    if (t.c.type !== 'result') console.log(`# ${from}→${to} ${transport} failed; connector: ${JSON.stringify(t.c)} ${JSON.stringify(t.progress)}; listener: ${JSON.stringify(t.l)}`);
+    return t;
   }
 
-  function dataBothWays(t: Trial): void {
+  function dataBothWays(t: SessionTrial): void {
     assert.equal(t.c.type, 'result', `connecting side: ${t.c.code} ${t.c.message}`);
     assert.equal(t.l.type, 'result');
     assert.equal(t.l.gotHash, t.c.sentHash, 'listener got what the connector sent');
