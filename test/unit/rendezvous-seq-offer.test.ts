@@ -44,6 +44,18 @@ async function introduce(initiator: RendezvousClient, responder: RendezvousClien
   return offer.connectionId;
 }
 
+/**
+ * `waiter` waits before `sender` sends its offer, then answers with its own, which `sender` fetches afterwards: each
+ * gets the other's bytes intact, and the server tells both `spoofing`.
+ */
+async function crossOffers(sender: RendezvousClient, waiter: RendezvousClient, cid: Buffer, isns: [number, number], spoofing: boolean): Promise<void> {
+  const waits = waiter.awaitSeqOffer(cid, sender.keyPair.publicKey, bounded());
+  assert.deepEqual(await sender.exchangeSeqOffer({ connectionId: cid, peerKey: waiter.keyPair.publicKey, offer: offer('127.0.0.1', isns[0]) }), { spoofing });
+  assert.ok((await waits).offer?.equals(offer('127.0.0.1', isns[0])));
+  assert.deepEqual(await waiter.exchangeSeqOffer({ connectionId: cid, peerKey: sender.keyPair.publicKey, offer: offer('127.0.0.1', isns[1]) }), { spoofing });
+  assert.ok((await sender.awaitSeqOffer(cid, waiter.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', isns[1])));
+}
+
 /** A client-side transport that can drop or duplicate incoming datagrams of one rendezvous message type. */
 class Tamper implements DatagramTransport {
   dropped = 0;
@@ -211,11 +223,7 @@ test('an initiator that never registered (requestConnect only) receives the resp
     const bob = await bag.client(srv);
     await bob.register();
     const cid = await introduce(alice, bob);
-    const aliceWaits = alice.awaitSeqOffer(cid, bob.keyPair.publicKey, bounded());
-    assert.deepEqual(await bob.exchangeSeqOffer({ connectionId: cid, peerKey: alice.keyPair.publicKey, offer: offer('127.0.0.1', 501) }), { spoofing: false });
-    assert.ok((await aliceWaits).offer?.equals(offer('127.0.0.1', 501)));
-    assert.deepEqual(await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 502) }), { spoofing: false });
-    assert.ok((await bob.awaitSeqOffer(cid, alice.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 502)));
+    await crossOffers(bob, alice, cid, [501, 502], false);
     const st = srv.server.stats();
     assert.equal(st.seqForwarded, 2);
     assert.equal(st.seqRefused, 0);
@@ -371,11 +379,7 @@ test('over TCP (UDP blocked): offers are forwarded down the TCP connection and a
     const open = await bag.client(srv);
     await open.register();
     const cid = await introduce(open, walled);
-    const waiting = walled.awaitSeqOffer(cid, open.keyPair.publicKey, bounded());
-    assert.deepEqual(await open.exchangeSeqOffer({ connectionId: cid, peerKey: walled.keyPair.publicKey, offer: offer('127.0.0.1', 41) }), { spoofing: true });
-    assert.ok((await waiting).offer?.equals(offer('127.0.0.1', 41)));
-    assert.deepEqual(await walled.exchangeSeqOffer({ connectionId: cid, peerKey: open.keyPair.publicKey, offer: offer('127.0.0.1', 42) }), { spoofing: true });
-    assert.ok((await open.awaitSeqOffer(cid, walled.keyPair.publicKey, bounded())).offer?.equals(offer('127.0.0.1', 42)));
+    await crossOffers(open, walled, cid, [41, 42], true);
     await waitFor(() => calls.length === 1);
     assert.equal(walled.via, 'tcp');
   });
