@@ -44,6 +44,15 @@ async function introduce(initiator: RendezvousClient, responder: RendezvousClien
   return offer.connectionId;
 }
 
+/** Two clients of `srv`, both registered. */
+async function registeredPair(srv: Awaited<ReturnType<typeof startServer>>, bag: Bag): Promise<{ alice: RendezvousClient; bob: RendezvousClient }> {
+  const alice = await bag.client(srv);
+  const bob = await bag.client(srv);
+  await alice.register();
+  await bob.register();
+  return { alice, bob };
+}
+
 /**
  * `waiter` waits before `sender` sends its offer, then answers with its own, which `sender` fetches afterwards: each
  * gets the other's bytes intact, and the server tells both `spoofing`.
@@ -88,10 +97,7 @@ class Tamper implements DatagramTransport {
 
 test('two registered peers exchange sequence offers both ways: bytes intact, event, awaitSeqOffer before and after arrival', async () => {
   await withServer({}, async (srv, bag) => {
-    const alice = await bag.client(srv);
-    const bob = await bag.client(srv);
-    await alice.register();
-    await bob.register();
+    const { alice, bob } = await registeredPair(srv, bag);
     const connectionId = await introduce(alice, bob);
     const offerA = offer('127.0.0.1', 1111);
     const offerB = offer('127.0.0.1', 2222);
@@ -134,10 +140,7 @@ test('two registered peers exchange sequence offers both ways: bytes intact, eve
 
 test('a decline is carried with its reason; close() rejects pending waits with SOCKET_CLOSED', async () => {
   await withServer({}, async (srv, bag) => {
-    const alice = await bag.client(srv);
-    const bob = await bag.client(srv);
-    await alice.register();
-    await bob.register();
+    const { alice, bob } = await registeredPair(srv, bag);
     const connectionId = await introduce(alice, bob);
     const reason = 'no raw sockets: not root — déclinée';
     const waiting = alice.awaitSeqOffer(connectionId, bob.keyPair.publicKey, bounded());
@@ -242,10 +245,7 @@ test('with a spoofer, the server spoofs once per pair whose offers name the addr
   // Everything here comes from and goes to 127.0.0.1: four introductions and nine offers (each charged to the sender
   // and to the target's IP, plus the acks) would overrun the default per-IP bucket, which is not under test here.
   await withServer({ spoofer, rateLimit: { perSecond: 1000, burst: 1000 } }, async (srv, bag) => {
-    const alice = await bag.client(srv);
-    const bob = await bag.client(srv);
-    await alice.register();
-    await bob.register();
+    const { alice, bob } = await registeredPair(srv, bag);
 
     // Both offers' public address is 127.0.0.1, where both requests come from: spoofed exactly once.
     const cid = await introduce(alice, bob);
@@ -290,10 +290,7 @@ test('a spoofer that throws or rejects is logged, never crashes the server', asy
     },
   };
   await withServer({ spoofer }, async (srv, bag) => {
-    const alice = await bag.client(srv);
-    const bob = await bag.client(srv);
-    await alice.register();
-    await bob.register();
+    const { alice, bob } = await registeredPair(srv, bag);
     for (let i = 0; i < 2; i++) {
       const cid = await introduce(alice, bob);
       await alice.exchangeSeqOffer({ connectionId: cid, peerKey: bob.keyPair.publicKey, offer: offer('127.0.0.1', 10 + i) });
