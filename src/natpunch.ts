@@ -903,6 +903,11 @@ export class Listener extends EventEmitter {
     return this.#reflexive;
   }
 
+  /** @internal The registration's client (an Endpoint's connects share it); null before start() or without one. */
+  get rendezvous(): RendezvousLike | null {
+    return this.#rendezvous;
+  }
+
   get sessions(): ReadonlySet<Session> {
     return this.#sessions;
   }
