@@ -8,7 +8,7 @@ import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
 import { hasIPv6Loopback, loopbackHosts } from '../helpers/net.js';
 
-for (const udp of ['udx', 'dgram'] as const) test(`startServer (${udp} sockets) answers STUN on UDP and TCP on one port, IPv4 and IPv6, and releases it on close()`, async () => {
+for (const udp of ['batched', 'udx', 'dgram'] as const) test(`startServer (${udp} sockets) answers STUN on UDP and TCP on one port, IPv4 and IPv6, and releases it on close()`, async () => {
   const hosts = await loopbackHosts();
   const h = await startServer({ port: 0, addresses: hosts, udp });
   assert.equal(h.udpImplementation, udp);

@@ -24,7 +24,7 @@ interface ServeOptions extends TurnFlags {
   json?: boolean;
   /** false with --no-rendezvous */
   rendezvous: boolean;
-  udp: 'auto' | 'udx' | 'dgram';
+  udp: 'auto' | 'batched' | 'udx' | 'dgram';
   spoof?: boolean;
   spoofPort?: number;
 }
@@ -51,8 +51,8 @@ export function register(program: Command): void {
     .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
     .option('--json', 'print where it listens as one JSON line')
     .addOption(
-      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
-        .choices(['auto', 'udx', 'dgram'])
+      new Option('--udp <impl>', 'UDP sockets: batched (recvmmsg/sendmmsg, native addon), udx (libudx), dgram (node:dgram), auto (the first that loads)')
+        .choices(['auto', 'batched', 'udx', 'dgram'])
         .default('auto'),
     )
     .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
