@@ -76,7 +76,8 @@ export const SERVE_OPTIONS = [
   list('address', { group: 'network', arg: 'ip', validate: allIps, help: 'address to listen on (repeatable; default 0.0.0.0 and ::)' }),
   str('alt-address', { group: 'network', arg: 'ip', validate: isIp, help: 'second IP address of this host: enables RFC 5780 NAT behaviour discovery' }),
   int('alt-port', { group: 'network', arg: 'port', min: 0, max: 65535, help: 'RFC 5780 alternate port (default --port + 1)' }),
-  choice('udp', { group: 'network', arg: 'impl', choices: ['auto', 'udx', 'dgram'] as const, default: 'auto', help: 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto' }),
+  choice('udp', { group: 'network', arg: 'impl', choices: ['auto', 'batched', 'udx', 'dgram'] as const, default: 'auto', help: 'UDP sockets: batched (recvmmsg/sendmmsg, native addon), udx (libudx), dgram (node:dgram), auto (the first that loads)' }),
+  int('workers', { group: 'network', arg: 'n', min: 1, max: 1024, help: 'event loops on the UDP port (SO_REUSEPORT; TURN allocations stay in one); default: one per core' }),
   // ── rendezvous ─────────────────────────────────────────────────────────────────────────────────────────────
   bool('rendezvous', { group: 'rendezvous', default: true, help: 'run the rendezvous server (peer registration and introductions) on the port' }),
   bool('spoof', {

@@ -3,6 +3,8 @@ import { attachTurn } from '../../relay/attach.js';
 import { defaultRelayAddress } from '../../relay/server.js';
 import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
+import type { ServeWorkerData } from '../serve-worker.js';
 import { SpoofService } from '../../server/spoof.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
@@ -10,9 +12,15 @@ import { turnRegistry } from '../../wire/turn.js';
 import { readConfigFile, renderConfigJson, renderConfigToml, resolveConfig, type ResolvedConfig } from '../../server/config.js';
 import { SERVE_OPTIONS } from '../../server/options.js';
 import { addOptionTable, flagValues } from '../option-table.js';
-import { turnServerFromFlags } from '../turn-options.js';
+import { turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
 import { action, printJson } from '../util.js';
+
+/** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
+function pick(opts: TurnFlags): TurnFlags {
+  const { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxBps, minPort, maxPort } = opts;
+  return { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxBps, minPort, maxPort };
+}
 
 function show(e: { address: string; port: number }): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
@@ -70,9 +78,12 @@ export function register(program: Command): void {
         // closes it when it stops (or fails to start).
         const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
+        const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp });
+        if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
         let handle: Awaited<ReturnType<typeof startServer>>;
         try {
           handle = await startServer({
+            reusePort: workers.count > 1,
             port: opts.port,
             addresses: opts.address,
             altAddress: opts.altAddress,
@@ -115,6 +126,29 @@ export function register(program: Command): void {
         } else if (opts.users || opts.authSecret) {
           logger.warn('--users/--auth-secret given without --turn: TURN is not running');
         }
+        let pool: WorkerPool | undefined;
+        if (workers.count > 1) {
+          try {
+            if (handle.rendezvous) steerRendezvousToMain(handle.sockets);
+            const entry = new URL(`../serve-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+            const addresses = handle.udp.map((e) => e.address);
+            const data = (index: number): ServeWorkerData => ({
+              index: index + 2,
+              port: handle.udp[0]!.port,
+              addresses: opts.address?.length ? opts.address : addresses,
+              debug,
+              ...(turn ? { turn: { ...pick(opts), relayAddress: turn.relayAddress, ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::') } } : {}),
+            });
+            pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
+          } catch (err) {
+            detachTurn?.();
+            turn?.close();
+            await turnTls?.close();
+            await handle.close();
+            await spoof?.close();
+            throw err;
+          }
+        }
         if (opts.json) {
           process.stdout.write(
             `${JSON.stringify({
@@ -124,6 +158,7 @@ export function register(program: Command): void {
               rfc5780: handle.rfc5780 ?? null,
               rendezvous: Boolean(handle.rendezvous),
               udpImplementation: handle.udpImplementation,
+              workers: workers.count,
               turn: turn
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
@@ -138,6 +173,7 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
+            workers.count > 1 ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP and the rendezvous run in the first` : '',
             handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
             turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
@@ -156,7 +192,7 @@ export function register(program: Command): void {
             void turnTls?.close();
             if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
             turn?.close();
-            void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
+            void Promise.all([pool?.close(), handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');
