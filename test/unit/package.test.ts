@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +44,14 @@ test('the packed tarball installs globally without dev dependencies and its natp
     assert.ok(!existsSync(join(pkg, 'node_modules', dev)) && !existsSync(join(prefix, 'lib', 'node_modules', dev)), `${dev} is not installed`);
   }
   for (const file of ['LICENSE', 'CHANGELOG.md', 'README.md']) assert.ok(existsSync(join(pkg, file)), `${file} is in the package`);
+
+  // Every subpath export imports from the installed package, with its types beside it.
+  const exportsMap = (JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as { exports: Record<string, string | { types: string }> }).exports;
+  const subpaths = Object.keys(exportsMap).filter((k) => k !== './package.json');
+  for (const k of subpaths) assert.ok(existsSync(join(pkg, (exportsMap[k] as { types: string }).types)), `types of ${k}`);
+  const importAll = subpaths.map((k) => `await import(${JSON.stringify(k === '.' ? 'natpunch' : `natpunch/${k.slice(2)}`)});`).join('');
+  const imported = spawnSync(process.execPath, ['--input-type=module', '-e', importAll], { cwd: join(prefix, 'lib'), encoding: 'utf8', timeout: 30_000 });
+  assert.equal(imported.status, 0, imported.stderr);
 
   const run = (args: string[]) => spawnSync(bin, args, { cwd: dir, encoding: 'utf8', timeout: 30_000 });
   const help = run(['--help']);
