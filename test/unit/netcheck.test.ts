@@ -331,7 +331,7 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
     assert.match(t.stdout, /Open internet/);
     assert.equal(t.stderr, '');
     const bad = await run(['netcheck', '--server', server, '--timeout', 'soon']);
-    assert.equal(bad.status, 1);
+    assert.equal(bad.status, 2, 'a usage error exits 2');
     assert.equal(bad.stderr.trim().split('\n').length, 1);
     const none = await run(['netcheck']);
     assert.equal(none.status, 1);

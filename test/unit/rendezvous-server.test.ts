@@ -176,11 +176,10 @@ test('a name claimed by another live key is refused; the holder keeps it and may
     const probe = await bag.client(srv);
     assert.deepEqual((await probe.lookup('alice')).publicKey, first.keyPair.publicKey);
     assert.equal(srv.server.stats().nameTaken, 1);
-    // Once the holder withdraws, the name is free.
+    // Once the holder withdraws, the name stays reserved for its key (name-hold): another key is still refused.
     first.close();
     await waitFor(() => srv.server.stats().unregistrations === 1);
-    await second.register();
-    assert.deepEqual((await probe.lookup('alice')).publicKey, second.keyPair.publicKey);
+    await assert.rejects(second.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && e.details?.serverCode === 'NAME_TAKEN');
   } finally {
     await bag.close();
     await srv.close();
