@@ -19,10 +19,11 @@ import { StunTcpClient } from '../stun/client.js';
 import type { KeyPair } from '../session/identity.js';
 import { Session, type Allow, type SessionPath } from '../session/session.js';
 import { candidatePriority, type Candidate } from './candidate.js';
-import { tcpPunch, TCP_PUNCH_DEFAULTS, type TcpPunchResult } from './tcp-p2pnat.js';
-import { openCraftSocket, type SeqTechnique } from './tcp-seq.js';
+import { tcpPunch, TCP_PUNCH_DEFAULTS, type TcpPunchCandidate, type TcpPunchResult } from './tcp-p2pnat.js';
+import { installIcmpGuard, openCraftSocket, type SeqTechnique } from './tcp-seq.js';
 import { declineSequencePunch, sequencePunch, type SeqChannel } from './tcp-seqpunch.js';
 import { NatHopCache } from './tcp-stunt.js';
+import { expandTcpPredictions, measureTcpAllocation, tcpPredictionCandidate, tcpPredictionOf, TCP_PREDICT_TIMEOUT_MS, type TcpPrediction } from './tcp-predict.js';
 
 /** STUN TCP connection refresh: below serve's STUN TCP idle timeout (30 s, src/stun/server.ts) and common NAT
  *  established-TCP timeouts (RFC 5382 REQ-5 asks ≥ 2 h 4 min, but small NATs use minutes). */
@@ -45,6 +46,13 @@ export const TCP_P2PNAT_BEFORE_SEQ_MS = 8_000;
  * arriving after 10 s will, and connect()'s 30 s budget keeps room for the Noise handshake.
  */
 export const TCP_SEQ_STEP_TIMEOUT_MS = 10_000;
+/**
+ * STUNT #2 inside P2P-NAT: the side that does not open waits this long before its first SYN, so the opener's low-TTL
+ * SYN has left (the opener's TTL discovery starts at gathering and is cached; the offers reach both sides within
+ * the rendezvous' start skew). An earlier SYN is not lost: dropped, it is retransmitted on the same 5-tuple; refused
+ * (RST), the next attempt follows TCP_PUNCH_DEFAULTS.retryDelayMs later.
+ */
+export const TCP_OPENER_HOLDBACK_MS = 300;
 
 /**
  * Which TCP techniques connect()/listen() use. 'auto': P2P-NAT, then STUNT #1 (when the rendezvous spoofs) or
@@ -63,6 +71,19 @@ export interface TcpLocal {
   readonly srflx: { address: string; port: number } | null;
   /** Hops to our outermost NAT, discovered once per network (the low TTL of the sequence-number techniques). */
   readonly hops: NatHopCache;
+  /**
+   * The TTL for STUNT #2 SYNs from port P (tcp-stunt.ts: passes our NATs, expires before the peer's), discovered once
+   * in the background after gathering; null when unknown or when we are not behind a NAT (nothing to open).
+   */
+  lowTtl(signal?: AbortSignal): Promise<number | null>;
+  /** The prediction last offered by predict() (null: none, our NAT keeps P's port or is not sequential). */
+  readonly prediction: TcpPrediction | null;
+  /**
+   * Port prediction (tcp-predict.ts), to run right before our candidates are sent: when our NAT did not keep port
+   * P's number, measures its TCP allocation and resolves with the one window candidate of a sequential NAT, else
+   * with none. Never rejects for a failed measurement (then no prediction is offered; the reason is logged).
+   */
+  predict(options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<Candidate[]>;
   close(): void;
 }
 
@@ -100,9 +121,11 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
   let stun: StunTcpClient | null = null;
   let srflx: { address: string; port: number } | null = null;
   let timer: NodeJS.Timeout | null = null;
+  let server: { address: string; port: number } | null = null;
   if (options.stun) {
     try {
       const address = isIP(options.stun.host) ? options.stun.host : (await lookup(options.stun.host, { family: 4 })).address;
+      server = { address, port: options.stun.port };
       const gatherMs = options.timeoutMs ?? TCP_GATHER_TIMEOUT_MS;
       const signal = options.signal ? AbortSignal.any([options.signal, AbortSignal.timeout(gatherMs)]) : AbortSignal.timeout(gatherMs);
       const socket = await connectFrom({ address, port: options.stun.port, localAddress: '0.0.0.0', localPort: port, timeoutMs: gatherMs, signal, addon });
@@ -125,12 +148,45 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
     }
   }
   let closed = false;
+  let prediction: TcpPrediction | null = null;
+  const hops = new NatHopCache();
+  // Probes toward our own public address only (tcp-stunt.ts), at most TTL_DISCOVERY_DEFAULTS.maxTtl SYNs.
+  const ttl: Promise<number | null> = !srflx
+    ? Promise.resolve(null)
+    : hops.discover({ publicAddress: srflx.address, logger: log }).then(
+        (h) => (h.natHops > 0 ? h.lowTtl : null),
+        (err: unknown) => {
+          log.debug({ err: (err as Error).message }, 'tcp: TTL discovery failed; no STUNT #2');
+          return null;
+        },
+      );
   return {
     port,
     listener,
     candidates,
     srflx,
-    hops: new NatHopCache(),
+    hops,
+    lowTtl(signal) {
+      if (!signal) return ttl;
+      return Promise.race([ttl, new Promise<null>((resolve) => signal.addEventListener('abort', () => resolve(null), { once: true }))]);
+    },
+    get prediction() {
+      return prediction;
+    },
+    async predict(o = {}) {
+      // A NAT that kept P's number most likely keeps it toward the peer too (or maps endpoint-independently).
+      if (!server || !srflx || srflx.port === port || closed) return [];
+      try {
+        const r = await measureTcpAllocation({ server, timeoutMs: o.timeoutMs ?? TCP_PREDICT_TIMEOUT_MS, ...(o.signal ? { signal: o.signal } : {}) });
+        prediction = r.prediction;
+        log.debug({ pattern: r.report.pattern, delta: r.report.delta, prediction }, 'tcp: allocation measured');
+        return prediction ? [tcpPredictionCandidate(prediction)] : [];
+      } catch (err) {
+        if (o.signal?.aborted) throw err;
+        log.info({ err: (err as Error).message }, 'tcp: allocation measurement failed; offering no predicted TCP candidates');
+        return [];
+      }
+    },
     close() {
       if (closed) return;
       closed = true;
@@ -161,9 +217,9 @@ export interface TcpPathResult extends TcpPunchResult {
   reason?: string;
 }
 
-/** The peer's TCP candidates, or PUNCH_FAILED saying it offered none. */
+/** The peer's IPv4 TCP candidates, its predicted window (tcp-predict.ts) expanded into one candidate per port. */
 export function tcpCandidatesOf(remote: Candidate[]): Candidate[] {
-  return remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4);
+  return expandTcpPredictions(remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4));
 }
 
 /** Whether this process may send crafted packets (raw sockets need CAP_NET_RAW); the reason when not. */
@@ -181,22 +237,37 @@ function rawSocketDenied(): string | null {
  * when P2P-NAT fails (or alone, when a technique is named). Resolves with the connection both sides agreed on.
  */
 export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
-  const candidates = tcpCandidatesOf(o.remote);
+  let candidates = tcpCandidatesOf(o.remote);
+  if (o.local.prediction) {
+    // Behind a sequential NAT every SYN to a new endpoint takes the next port of the window we offered: the SYN to the
+    // peer's public endpoint goes first so it gets one of the likeliest ports (host candidates of a peer on another
+    // LAN lead nowhere, and each would take a port before it).
+    candidates = [...candidates.filter((c) => c.type !== 'host'), ...candidates.filter((c) => c.type === 'host')];
+  }
   if (candidates.length === 0) {
     throw new NatpunchError('PUNCH_FAILED', 'the peer offered no TCP candidates (it runs without the native addon, or with --transport udp)');
   }
   const mode = o.sequence?.mode ?? 'off';
   const channel = o.sequence?.channel ?? null;
-  const p2pnat = (timeoutMs?: number) =>
-    tcpPunch({
-      localPort: o.local.port,
-      candidates,
-      role: o.role === 'initiator' ? 'controlling' : 'controlled',
-      listener: o.local.listener,
-      signal: o.signal,
-      ...(timeoutMs !== undefined ? { timeoutMs } : {}),
-      ...(o.logger ? { logger: o.logger } : {}),
-    });
+  const opening = stuntOpening({ role: o.role, weSequential: o.local.prediction !== null, peerSequential: o.remote.some((c) => tcpPredictionOf(c) !== null) });
+  const p2pnat = async (timeoutMs?: number): Promise<TcpPunchResult> => {
+    const stunt = opening === 'we-open' ? await openWithLowTtl(o, candidates) : null;
+    try {
+      return await tcpPunch({
+        localPort: o.local.port,
+        candidates,
+        role: o.role === 'initiator' ? 'controlling' : 'controlled',
+        listener: o.local.listener,
+        signal: o.signal,
+        ...(stunt ? { lowTtl: stunt.lowTtl, lowTtlFor: (c: TcpPunchCandidate) => c.type !== 'host', icmpGuarded: true } : {}),
+        ...(opening === 'peer-opens' ? { connectDelayMs: TCP_OPENER_HOLDBACK_MS } : {}),
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(o.logger ? { logger: o.logger } : {}),
+      });
+    } finally {
+      await stunt?.unguard();
+    }
+  };
   if (mode === 'off' || !channel) return { ...(await p2pnat(o.timeoutMs)), technique: 'p2pnat' };
   // Without raw sockets the techniques cannot run here: P2P-NAT keeps its whole budget and the peer hears why.
   const denied = rawSocketDenied();
@@ -212,6 +283,45 @@ export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
     }
   }
   return sequenceStep(o, channel, candidates, denied, mode, `--tcp-seq ${mode}`);
+}
+
+/**
+ * STUNT #2 inside P2P-NAT (Guha & Francis, IMC 2005 §3): when a NAT answers an unsolicited SYN with RST (RFC 5382
+ * §7.1 allows it) the crossing SYNs of plain P2P-NAT must both be in flight at once, or the first one's RST closes
+ * the mapping its sender's NAT just made. So one side opens: it sends its SYNs with a TTL that passes its own NAT and
+ * expires before the peer's, which leaves its NAT's entry in SYN_SENT without any RST; the other side holds back its
+ * first SYN by TCP_OPENER_HOLDBACK_MS and then walks in through that entry (simultaneous open at the opener's socket,
+ * RFC 9293 §3.5). Who opens:
+ *   - the side with endpoint-independent (cone) mapping when the other one offered a predicted window: its SYNs open
+ *     the whole window, the sequential side's SYN lands on one of those ports;
+ *   - the responder when neither offered a window; nobody when both did (UDP's hard-NAT punch is for that pair).
+ */
+export function stuntOpening(p: { role: 'initiator' | 'responder'; weSequential: boolean; peerSequential: boolean }): 'we-open' | 'peer-opens' | 'none' {
+  if (p.weSequential && p.peerSequential) return 'none';
+  if (p.peerSequential) return 'we-open';
+  if (p.weSequential) return 'peer-opens';
+  return p.role === 'responder' ? 'we-open' : 'peer-opens';
+}
+
+/**
+ * The opener's low TTL, with the Time Exceeded those SYNs draw dropped on this host (a forwarded one would abort our
+ * SYN_SENT socket, tcp-seq.ts installIcmpGuard). null (plain P2P-NAT) when the TTL is unknown, we are not behind a
+ * NAT, or the guard cannot be installed (it needs CAP_NET_ADMIN and nft): an unguarded low-TTL socket would be
+ * aborted and the peer's SYN would meet our listener, whose SYN-ACK a tracking NAT drops (tcp-p2pnat.ts).
+ */
+async function openWithLowTtl(o: TcpAttemptOptions, candidates: Candidate[]): Promise<{ lowTtl: number; unguard: () => Promise<void> } | null> {
+  const remote = candidates.find((c) => c.type !== 'host');
+  if (!remote) return null;
+  const lowTtl = await o.local.lowTtl(o.signal);
+  if (lowTtl === null) return null;
+  try {
+    const unguard = await installIcmpGuard({ address: remote.address, port: 0 }, o.local.port);
+    o.logger?.debug({ lowTtl, remote: remote.address }, 'tcp: STUNT #2, opening our NAT with low-TTL SYNs');
+    return { lowTtl, unguard };
+  } catch (err) {
+    o.logger?.info({ err: (err as Error).message }, 'tcp: no ICMP guard (needs root and nft); P2P-NAT without STUNT #2');
+    return null;
+  }
 }
 
 async function sequenceStep(

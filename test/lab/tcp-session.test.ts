@@ -9,8 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions, type NatType } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
 import { tcpSessionTrial, type SessionTrial } from './fixtures/tcp-session-trial.js';
+import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
 const FIXTURE = new URL('./fixtures/tcp-session-peer.ts', import.meta.url).pathname;
+const CLI = new URL('../../bin/natpunch.js', import.meta.url).pathname;
 const RV_PORT = 3478;
 const SIZE = 512 * 1024;
 const labSkip = labUnavailableReason();
@@ -70,6 +72,43 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
       assert.equal(path.remote.address, lab.publicAddr(to === 'b' ? 'natB' : 'natA'));
     });
   }
+
+  // Port prediction (src/traversal/tcp-predict.ts): the symmetric side measures its NAT's TCP allocation right before
+  // it offers candidates and offers the window of next ports; the port-restricted side punches every port of it, so
+  // its NAT lets in the symmetric side's SYN from whichever port that SYN got.
+  for (const from of ['a', 'b'] as const) {
+    test(`transport tcp from ${from} between symmetric-sequential (a) and port-restricted (b): connects by port prediction, data both ways`, { skip: tcpSkip }, async () => {
+      const t = await trial(from, from === 'a' ? 'b' : 'a', 'tcp', { nat: ['symmetric-sequential', 'port-restricted-cone'] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal(t.l.transport, 'tcp');
+      // b (behind the port-restricted NAT) reached a at one of the predicted ports.
+      const bPath = (from === 'b' ? t.c.path : t.l.path) as { kind: string; candidatePair: { remote: { type: string; address: string } } };
+      assert.equal(bPath.kind, 'direct');
+      assert.equal(bPath.candidatePair.remote.type, 'predicted');
+      assert.equal(bPath.candidatePair.remote.address, lab.publicAddr('natA'));
+    });
+  }
+
+  test('`natpunch listen/connect --transport tcp` between symmetric-sequential and port-restricted: lines both ways over a predicted port', { skip: tcpSkip }, async () => {
+    await lab.setNat('natA', 'symmetric-sequential');
+    await lab.setNat('natB', 'port-restricted-cone');
+    const name = `pred-${randomBytes(4).toString('hex')}`;
+    const flags = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--transport', 'tcp', '--json'];
+    const l = lab.node('a', CLI, ['listen', '--name', name, ...flags]);
+    procs.push(l);
+    await cliPhase(l, 'listening');
+    const c = lab.node('b', CLI, ['connect', name, ...flags]);
+    procs.push(c);
+    try {
+      await tokenBothWays(c, l);
+      const path = await cliPhase(c, 'path');
+      assert.equal(path.type, 'tcp-predicted', c.stderr);
+      assert.equal(path.technique, 'p2pnat');
+    } finally {
+      await Promise.all([c.close(), l.close()]);
+    }
+  });
 
   test('transport auto across port-restricted cones: one session on a working path, the choice reported', { skip: tcpSkip }, async () => {
     const t = await trial('b', 'a', 'auto', { nat: ['port-restricted-cone', 'port-restricted-cone'] });
