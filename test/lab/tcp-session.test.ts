@@ -35,12 +35,12 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
     await lab?.down(); // kills every process it spawned
   });
 
-  async function trial(from: 'a' | 'b', to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec] } = {}): Promise<SessionTrial> {
+  async function trial(from: 'a' | 'b', to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec]; extra?: string[] } = {}): Promise<SessionTrial> {
     if (opts.nat) {
       await lab.setNat('natA', opts.nat[0]);
       await lab.setNat('natB', opts.nat[1]);
     }
-    const t = await tcpSessionTrial(lab, RV_PORT, { from, transport, size: SIZE, ...(opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {}) });
+    const t = await tcpSessionTrial(lab, RV_PORT, { from, transport, size: SIZE, ...(opts.extra ? { extra: opts.extra } : {}), ...(opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {}) });
     if (t.c.type !== 'result') console.log(`# ${from}→${to} ${transport} failed; connector: ${JSON.stringify(t.c)} ${JSON.stringify(t.progress)}; listener: ${JSON.stringify(t.l)}`);
     return t;
   }
@@ -70,6 +70,18 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
       assert.equal(path.transport, 'tcp');
       assert.equal(path.kind, 'direct');
       assert.equal(path.remote.address, lab.publicAddr(to === 'b' ? 'natB' : 'natA'));
+    });
+  }
+
+  // STUNT #2 inside connect(): NATs that answer an unsolicited SYN with RST defeat plain P2P-NAT unless both SYNs are
+  // in flight at once (test/lab/tcp-punch.test.ts); the responder opens its NAT with guarded low-TTL SYNs and the
+  // initiator walks in after a short hold-back, in either direction.
+  for (const from of ['a', 'b'] as const) {
+    test(`transport tcp from ${from} across two port-restricted NATs that answer RST: STUNT #2 opens, data both ways`, { skip: tcpSkip }, async () => {
+      const t = await trial(from, from === 'a' ? 'b' : 'a', 'tcp', { nat: ['port-restricted-cone', 'port-restricted-cone'], extra: ['--tcp-seq', 'off'] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal((t.c.path as { tcpTechnique?: string }).tcpTechnique, 'p2pnat');
     });
   }
 
