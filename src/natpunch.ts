@@ -1108,6 +1108,7 @@ async function gatherTcp(
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
       ...(rv ? { stun: rv } : {}),
       ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+      ...(options.tcpSequence === 'off' ? { sequencePort: false } : {}),
       ...(signal ? { signal } : {}),
       logger,
     });

@@ -77,6 +77,11 @@ export interface TcpPunchOptions {
   icmpGuarded?: boolean;
   /** Wait this long before our first SYN while already listening (the peer opens its NAT first; see tcp-session.ts). */
   connectDelayMs?: number;
+  /**
+   * Controlling side: asked right before a connection is nominated; false means another technique's connection won
+   * the nomination (tcp-session.ts runs the sequence-number techniques beside P2P-NAT) and the punch ends ABORTED.
+   */
+  claimNomination?: () => boolean;
   /** Accept inbound connections from the candidates' IP addresses only (default) or from anywhere. */
   acceptFrom?: 'candidates' | 'any';
   /** Listener already open on P (reuseport); by default one is opened and closed again. */
@@ -198,6 +203,11 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       });
       log.debug({ candidate, direction }, 'tcp punch: connection up');
       if (options.role === 'controlling') {
+        if (options.claimNomination && !options.claimNomination()) {
+          // Another technique's connection was nominated first (tcp-session.ts races them): this one is not used.
+          finish(new NatpunchError('ABORTED', 'another TCP connection was nominated'));
+          return;
+        }
         socket.write(Buffer.from([TCP_NOMINATION_BYTE]));
         win(socket, candidate, direction);
         return;
