@@ -704,6 +704,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
     const hard = options.peer ? null : await gatherHard(options, endpoint, logger, signal);
     if (hard) local = [...local, ...hard.candidates];
+    // TCP port prediction last: the NAT measurement must be the latest allocation before our SYNs (tcp-predict.ts).
+    if (tcp) local = [...local, ...(await tcp.predict({ signal }))];
     let session: Session;
     let upgradeFrom: { a: Attempt; remote: Candidate[] } | null = null;
     if (options.peer) {
@@ -1082,6 +1084,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
     const hard = await gatherHard(options, endpoint, options.logger ?? silentLogger, options.signal);
     if (hard) local = [...local, ...hard.candidates];
+    if (tcp) local = [...local, ...(await tcp.predict(options.signal ? { signal: options.signal } : {}))];
     if (options.relay && options.relay !== 'auto' && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
@@ -1133,6 +1136,7 @@ async function gatherTcp(
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
       ...(rv ? { stun: rv } : {}),
       ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+      ...(options.tcpSequence === 'off' ? { sequencePort: false } : {}),
       ...(signal ? { signal } : {}),
       logger,
     });
