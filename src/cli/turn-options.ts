@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { CombinedStore, SharedSecretStore, UsersFileStore, type CredentialStore } from '../relay/auth.js';
-import { TurnServer, type TurnServerOptions } from '../relay/server.js';
+import { DEFAULT_MAX_ALLOCATIONS_PER_SOURCE, TurnServer, type TurnServerOptions } from '../relay/server.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { intOption } from './util.js';
@@ -17,6 +17,7 @@ export interface TurnFlags {
   denyPeer?: string[];
   maxAllocations?: number;
   userQuota?: number;
+  maxAllocationsPerIp?: number;
   maxBps?: number;
   minPort?: number;
   maxPort?: number;
@@ -36,6 +37,11 @@ export function addTurnServerOptions(cmd: Command): Command {
     .option('--deny-peer <cidr>', 'never relay to this block; repeatable', collect)
     .option('--max-allocations <n>', 'total allocations', intOption('--max-allocations', 1, 1_000_000))
     .option('--user-quota <n>', 'allocations per user', intOption('--user-quota', 1, 1_000_000))
+    .option(
+      '--max-allocations-per-ip <n>',
+      `allocations per client IPv4 address or IPv6 /64 (default ${DEFAULT_MAX_ALLOCATIONS_PER_SOURCE})`,
+      intOption('--max-allocations-per-ip', 1, 1_000_000),
+    )
     .option('--max-bps <bytes>', 'per-allocation relay bandwidth cap in bytes/s (0 = none)', intOption('--max-bps', 0, 2 ** 40))
     .option('--min-port <port>', 'lowest relay port', intOption('--min-port', 1024, 65535))
     .option('--max-port <port>', 'highest relay port', intOption('--max-port', 1024, 65535));
@@ -51,25 +57,37 @@ export function credentialsFromFlags(flags: TurnFlags): CredentialStore {
   return stores.length === 1 ? stores[0]! : new CombinedStore(stores);
 }
 
-export function turnServerFromFlags(flags: TurnFlags, logger?: Logger, extra: Partial<TurnServerOptions> = {}): TurnServer {
+/**
+ * TurnServer options from the flags. `credentials: false` (serve's default peer-relay mode without --turn) takes no
+ * users: the TURN flags then only set the relay address, policy and quotas.
+ */
+export function turnOptionsFromFlags(flags: TurnFlags, credentials = true): TurnServerOptions {
   if (flags.minPort !== undefined && flags.maxPort !== undefined && flags.minPort > flags.maxPort) {
     throw new NatpunchError('BAD_ARGUMENT', '--min-port must not exceed --max-port');
   }
+  return {
+    ...(credentials ? { credentials: credentialsFromFlags(flags) } : {}),
+    ...(flags.realm ? { realm: flags.realm } : {}),
+    ...(flags.relayAddress ? { relayAddress: flags.relayAddress } : {}),
+    ...(flags.relayAddress6 ? { relayAddress6: flags.relayAddress6 } : {}),
+    ...(flags.externalIp ? { externalAddress: flags.externalIp } : {}),
+    ...(flags.allowPeer ? { allowPeers: flags.allowPeer } : {}),
+    ...(flags.denyPeer ? { denyPeers: flags.denyPeer } : {}),
+    ...(flags.maxAllocations ? { maxAllocations: flags.maxAllocations } : {}),
+    ...(flags.userQuota ? { maxAllocationsPerUser: flags.userQuota } : {}),
+    ...(flags.maxAllocationsPerIp ? { maxAllocationsPerSource: flags.maxAllocationsPerIp } : {}),
+    ...(flags.maxBps ? { bandwidth: flags.maxBps } : {}),
+    ...(flags.minPort ? { minPort: flags.minPort } : {}),
+    ...(flags.maxPort ? { maxPort: flags.maxPort } : {}),
+    software: 'natpunch',
+  };
+}
+
+export function turnServerFromFlags(flags: TurnFlags, logger?: Logger, extra: Partial<TurnServerOptions> = {}): TurnServer {
+  const options = turnOptionsFromFlags(flags);
   try {
     return new TurnServer({
-      credentials: credentialsFromFlags(flags),
-      ...(flags.realm ? { realm: flags.realm } : {}),
-      ...(flags.relayAddress ? { relayAddress: flags.relayAddress } : {}),
-      ...(flags.relayAddress6 ? { relayAddress6: flags.relayAddress6 } : {}),
-      ...(flags.externalIp ? { externalAddress: flags.externalIp } : {}),
-      ...(flags.allowPeer ? { allowPeers: flags.allowPeer } : {}),
-      ...(flags.denyPeer ? { denyPeers: flags.denyPeer } : {}),
-      ...(flags.maxAllocations ? { maxAllocations: flags.maxAllocations } : {}),
-      ...(flags.userQuota ? { maxAllocationsPerUser: flags.userQuota } : {}),
-      ...(flags.maxBps ? { bandwidth: flags.maxBps } : {}),
-      ...(flags.minPort ? { minPort: flags.minPort } : {}),
-      ...(flags.maxPort ? { maxPort: flags.maxPort } : {}),
-      software: 'natpunch',
+      ...options,
       ...(logger ? { logger } : {}),
       ...extra,
     });

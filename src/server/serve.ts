@@ -7,6 +7,8 @@
  */
 import net from 'node:net';
 import { attachRendezvous, type RendezvousServer, type RendezvousServerOptions } from '../rendezvous/server.js';
+import { relayAddressFor, startRelay, type RelayService, type RelayServiceOptions } from '../relay/service.js';
+import { turnRegistry } from '../wire/turn.js';
 import { StunServer, type StunServerOptions } from '../stun/server.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -50,6 +52,12 @@ export interface ServeConfig {
   stun?: Omit<StunServerOptions, 'logger'>;
   /** The rendezvous server on the same sockets (0xF0 datagrams and TCP connections). Default on; false disables. */
   rendezvous?: false | Omit<RendezvousServerOptions, 'logger'>;
+  /**
+   * The TURN relay on the same sockets (src/relay/service.ts). Default on, in peer-relay mode: registered peers get
+   * scoped credentials that relay only to the peers they were introduced to. `turn.credentials` adds the full TURN
+   * service for configured users. false disables the relay.
+   */
+  relay?: false | RelayServiceOptions;
 }
 
 export interface Endpoint {
@@ -63,6 +71,8 @@ export interface ServerHandle {
   readonly stun: StunServer;
   /** Absent when started with `rendezvous: false`. */
   readonly rendezvous?: RendezvousServer;
+  /** Absent when started with `relay: false`. */
+  readonly relay?: RelayService;
   readonly udp: Endpoint[];
   readonly tcp: Endpoint[];
   /** Present in RFC 5780 mode. */
@@ -174,7 +184,8 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     ? async (address, port, options) => UdxServerSocket.bind(udx, address, port, options)
     : (address, port, options) => ServerUdpSocket.bind(address, port, options);
 
-  const stun = new StunServer({ ...config.stun, logger: log });
+  // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
+  const stun = new StunServer({ ...(config.relay === false ? {} : { registry: turnRegistry }), ...config.stun, logger: log });
   const sockets: ServeSocket[] = [];
   const tcpServers: net.Server[] = [];
   const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
@@ -252,6 +263,22 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   const rendezvous =
     config.rendezvous === false ? undefined : attachRendezvous({ sockets, registerTcpHandler }, { ...config.rendezvous, logger: log });
 
+  let relay: RelayService | undefined;
+  if (config.relay !== false) {
+    const options = config.relay ?? {};
+    try {
+      relay = startRelay(
+        { stun, sockets, registerTcpHandler, udp: sockets.map((s) => s.address()), ...(rendezvous ? { rendezvous: rendezvous.server } : {}) },
+        { ...options, turn: { ...options.turn, relayAddress: options.turn?.relayAddress ?? relayAddressFor(addresses) } },
+        log,
+      );
+    } catch (err) {
+      rendezvous?.close();
+      cleanup();
+      throw err;
+    }
+  }
+
   for (const srv of tcpServers) {
     srv.on('connection', (sock) => {
       sock.on('error', () => {});
@@ -283,12 +310,13 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     const a = s.address() as net.AddressInfo;
     return endpoint(a.address, a.port);
   });
-  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), udpImplementation }, 'serve: listening');
+  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), relay: relay ? { peerRelay: Boolean(relay.peerRelay), relayAddress: relay.turn.relayAddress } : null, udpImplementation }, 'serve: listening');
 
   let closing: Promise<void> | undefined;
   return {
     stun,
     ...(rendezvous ? { rendezvous: rendezvous.server } : {}),
+    ...(relay ? { relay } : {}),
     udp,
     tcp,
     ...(rfc5780 ? { rfc5780 } : {}),
@@ -297,6 +325,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     udpImplementation,
     close() {
       closing ??= (async () => {
+        relay?.close();
         rendezvous?.close();
         stun.close();
         for (const s of allTcp) s.destroy();

@@ -1,19 +1,24 @@
 import { Option, type Command } from 'commander';
-import { attachTurn } from '../../relay/attach.js';
-import { defaultRelayAddress } from '../../relay/server.js';
+import { readFileSync } from 'node:fs';
+import { DEFAULT_CREDENTIAL_RATE_PER_MINUTE } from '../../relay/issuer.js';
+import type { RelayServiceOptions } from '../../relay/service.js';
 import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
 import { SpoofService } from '../../server/spoof.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
-import { turnRegistry } from '../../wire/turn.js';
-import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
+import { addTurnServerOptions, turnOptionsFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
 import { action, intOption } from '../util.js';
 
 interface ServeOptions extends TurnFlags {
   turn?: boolean;
+  /** false with --no-relay */
+  relay: boolean;
+  turnAllow?: string[];
+  turnAllowFile?: string;
+  credentialRate?: number;
   tlsCert?: string;
   tlsKey?: string;
   tlsPort?: number;
@@ -38,7 +43,9 @@ function show(e: { address: string; port: number }): string {
 export function register(program: Command): void {
   const serve = program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP')
+    .description(
+      'run the natpunch server on UDP and TCP: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous, and the relay for registered peers (peer-relay mode: only between introduced peers); --turn adds the full TURN service for configured users',
+    )
     .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
     .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
     .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
@@ -55,8 +62,16 @@ export function register(program: Command): void {
         .choices(['auto', 'udx', 'dgram'])
         .default('auto'),
     )
-    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
-    .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
+    .option('--no-relay', 'do not relay for registered peers (the default peer-relay mode; see docs/peer-relay.md)')
+    .option(
+      '--credential-rate <n>',
+      `relay credentials the rendezvous issues per client IPv4 address or IPv6 /64 per minute (default ${DEFAULT_CREDENTIAL_RATE_PER_MINUTE})`,
+      intOption('--credential-rate', 1, 1_000_000),
+    )
+    .option('--turn', 'also run the full TURN service (RFC 8656 + RFC 6062) for any peer address, for --users and/or --auth-secret credentials')
+    .option('--turn-allow <key>', 'hand this key (64 hex) unscoped --auth-secret credentials through the rendezvous; repeatable', collect)
+    .option('--turn-allow-file <file>', 'keys to hand unscoped --auth-secret credentials, one 64-hex key per line (# comments)')
+    .option('--tls-cert <file>', 'relay over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
     .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
     .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
   addTurnServerOptions(serve)
@@ -65,19 +80,12 @@ export function register(program: Command): void {
         const debug = Boolean(cmd.optsWithGlobals().debug);
         // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
         const logger = createLogger(debug ? 'debug' : 'info');
-        if ((opts.tlsCert || opts.tlsKey) && !(opts.turn && opts.tlsCert && opts.tlsKey)) {
-          throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, with --turn');
+        const relayOn = opts.relay || Boolean(opts.turn);
+        if ((opts.tlsCert || opts.tlsKey) && !(relayOn && opts.tlsCert && opts.tlsKey)) {
+          throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, and need the relay (not --no-relay without --turn)');
         }
-        // TURN's flags are checked before any socket is bound (bad flags: one error line, nothing started).
-        let turn: ReturnType<typeof turnServerFromFlags> | undefined;
-        if (opts.turn) {
-          // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
-          const specific = (opts.address ?? []).filter((a) => !a.includes(':') && a !== '0.0.0.0');
-          const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
-          turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
-            ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::'),
-          });
-        }
+        // The relay's flags are checked before any socket is bound (bad flags: one error line, nothing started).
+        const relay = relayOn ? relayOptions(opts) : undefined;
         if (opts.spoof && process.getuid?.() !== 0) {
           throw new NatpunchError('NOT_ROOT', '--spoof sends spoofed packets on a raw socket: run as root (lab/research networks only)');
         }
@@ -94,24 +102,17 @@ export function register(program: Command): void {
             altPort: opts.altPort,
             udp: opts.udp,
             logger,
-            // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
-            ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
+            relay: relay ?? false,
             ...(opts.rendezvous ? (spoofer ? { rendezvous: { spoofer } } : {}) : { rendezvous: false as const }),
           });
         } catch (err) {
-          turn?.close();
           await spoof?.close();
           throw err;
         }
-        let detachTurn: (() => void) | undefined;
+        const turn = handle.relay?.turn;
         let turnTls: TurnTlsHandle | undefined;
         if (turn) {
           try {
-            detachTurn = attachTurn(handle, turn);
-            // Registered peers get short-lived TURN credentials for this server (shared-secret scheme, first secret).
-            if (opts.authSecret?.length && handle.rendezvous) {
-              handle.rendezvous.setTurnCredentials({ secret: opts.authSecret[0]!, port: handle.udp[0]!.port });
-            }
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
                 addresses: handle.tcp.map((e) => e.address),
@@ -121,14 +122,13 @@ export function register(program: Command): void {
               });
             }
           } catch (err) {
-            detachTurn?.();
-            turn.close();
             await handle.close();
             await spoof?.close();
             throw err;
           }
-        } else if (opts.users || opts.authSecret) {
-          logger.warn('--users/--auth-secret given without --turn: TURN is not running');
+        }
+        if (!opts.turn && (opts.users || opts.authSecret || opts.turnAllow || opts.turnAllowFile)) {
+          logger.warn('--users/--auth-secret/--turn-allow given without --turn: the full TURN service is not running');
         }
         if (opts.json) {
           process.stdout.write(
@@ -139,7 +139,10 @@ export function register(program: Command): void {
               rfc5780: handle.rfc5780 ?? null,
               rendezvous: Boolean(handle.rendezvous),
               udpImplementation: handle.udpImplementation,
-              turn: turn
+              relay: turn
+                ? { peerRelay: Boolean(handle.relay?.peerRelay), fullTurn: Boolean(opts.turn), relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+                : null,
+              turn: turn && opts.turn
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
               spoof: spoof?.address() ?? null,
@@ -154,8 +157,11 @@ export function register(program: Command): void {
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
             handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
-            turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
-            turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
+            handle.relay?.peerRelay
+              ? `  relay for registered peers on the same port (udp+tcp), only between introduced peers, relaying from ${turn!.relayAddress}${handle.rendezvous ? '' : ' (no rendezvous: nobody gets credentials)'}`
+              : '  relay for registered peers off',
+            turn && opts.turn ? `  full TURN service on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
+            turnTls ? `  relay over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
             spoof
               ? `  STUNT #1 spoofing service on tcp ${show(spoof.address())}${handle.rendezvous ? ', and by the rendezvous for peers exchanging sequence offers' : ''} (lab/research only)`
               : '',
@@ -167,10 +173,8 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
-            detachTurn?.();
             void turnTls?.close();
             if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
-            turn?.close();
             void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
@@ -180,4 +184,34 @@ export function register(program: Command): void {
         });
       }),
     );
+}
+
+/** The relay's options from serve's flags: peer-relay mode unless --no-relay; the full TURN service with --turn. */
+function relayOptions(opts: ServeOptions): RelayServiceOptions {
+  const allow = [...(opts.turnAllow ?? []), ...(opts.turnAllowFile ? readKeyFile(opts.turnAllowFile) : [])].map((k) => k.toLowerCase());
+  for (const k of allow) if (!/^[0-9a-f]{64}$/.test(k)) throw new NatpunchError('BAD_ARGUMENT', `--turn-allow: "${k}" is not a 64-hex-character key`);
+  if (allow.length && !(opts.turn && opts.authSecret?.length)) throw new NatpunchError('BAD_ARGUMENT', '--turn-allow needs --turn and --auth-secret (the credentials it hands out)');
+  const turn = turnOptionsFromFlags(opts, Boolean(opts.turn));
+  const ownAddresses = (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::');
+  const rate = opts.credentialRate !== undefined ? { credentialRatePerMinute: opts.credentialRate } : {};
+  return {
+    peerRelay: opts.relay ? rate : false,
+    turn: { ...turn, ...(ownAddresses.length ? { ownAddresses } : {}) },
+    ...(allow.length
+      ? { turnCredentials: { secret: opts.authSecret![0]!, allow, ...(opts.credentialRate !== undefined ? { ratePerMinute: opts.credentialRate } : {}) } }
+      : {}),
+  };
+}
+
+function readKeyFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new NatpunchError('BAD_ARGUMENT', `cannot read --turn-allow-file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.replace(/#.*$/, '').trim())
+    .filter(Boolean);
 }
