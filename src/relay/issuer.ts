@@ -20,6 +20,8 @@ export interface IssuedCredentials {
   ttlSeconds: number;
   /** The TURN port on the rendezvous host. */
   port: number;
+  /** The TURN-over-TLS port, when the server runs one. */
+  tlsPort?: number;
 }
 
 export interface RelayCredentialIssuer {

@@ -58,6 +58,8 @@ export interface PeerRelayOptions {
 
 export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   readonly port: number;
+  /** Announced with the credentials once serve runs TURN over TLS (set by serve after it listens). */
+  tlsPort: number | undefined;
   readonly ttlSeconds: number;
   readonly credentials: CredentialStore;
   readonly #secret: string;
@@ -92,7 +94,13 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (!this.#limiter.allow(sourceKey(observed.address), now)) return null;
     this.#memory.record(keyHex, observed, now);
     const username = `${Math.floor(now / 1000) + this.ttlSeconds}:${keyHex}`;
-    return { username, password: sharedSecretPassword(this.#secret, username), ttlSeconds: this.ttlSeconds, port: this.port };
+    return {
+      username,
+      password: sharedSecretPassword(this.#secret, username),
+      ttlSeconds: this.ttlSeconds,
+      port: this.port,
+      ...(this.tlsPort ? { tlsPort: this.tlsPort } : {}),
+    };
   }
 
   introduce(a: Uint8Array, aSeen: readonly Endpoint[], b: Uint8Array, bSeen: readonly Endpoint[], now: number): void {

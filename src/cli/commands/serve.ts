@@ -120,6 +120,8 @@ export function register(program: Command): void {
                 certFile: opts.tlsCert,
                 keyFile: opts.tlsKey,
               });
+              // Peers whose UDP and plain TCP are blocked learn where TLS is with their credentials.
+              if (handle.relay?.peerRelay && turnTls.endpoints[0]) handle.relay.peerRelay.tlsPort = turnTls.endpoints[0].port;
             }
           } catch (err) {
             await handle.close();
