@@ -13,7 +13,7 @@ import { keyToId, type KeyPair } from './session/identity.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath, isAllowed } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
-import { RelayPath, parseRelaySpec } from './relay/path.js';
+import { RelayPath, openRendezvousRelay, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
 import type { SeqChannel } from './traversal/tcp-seqpunch.js';
@@ -185,7 +185,8 @@ async function autoRelay(rv: RendezvousLike, endpoint: UdxEndpoint, registered: 
     logger.debug('relay auto: the rendezvous handed out no TURN credentials; no relay');
     return null;
   }
-  return RelayPath.open({ transport: endpoint, server: { address: c.host, port: c.port }, username: c.username, password: c.password, ...(signal ? { signal } : {}), logger });
+  // UDP from the punching socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
+  return openRendezvousRelay({ transport: endpoint, credentials: c, rendezvousVia: rv.via, ...(signal ? { signal } : {}), logger });
 }
 
 export interface ConnectOptions extends CommonOptions {
@@ -893,6 +894,12 @@ export class Listener extends EventEmitter {
     this.#mapper = mapper;
   }
 
+  /** What the registration carries: our own candidates, the gateway's mapping, and our relayed address. */
+  #registeredCandidates(): Candidate[] {
+    const relay = this.#relay();
+    return relay ? dedupeCandidates([...this.#localNow(), relay.candidate()]) : this.#localNow();
+  }
+
   /** Our own candidates plus the gateway's current mapping, if any. */
   #localNow(): Candidate[] {
     return this.#mapper ? dedupeCandidates([...this.#local, ...mappedCandidates(this.#mapper)]) : this.#local;
@@ -948,7 +955,9 @@ export class Listener extends EventEmitter {
       transport: this.endpoint,
       keyPair: this.#options.keyPair,
       ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
-      candidates: () => this.#localNow(),
+      // With a relay, its relayed address is registered too: a connector relayed on the same server then reaches
+      // us relay to relay from its first check (peer-relay mode lets it: we are introduced).
+      candidates: () => this.#registeredCandidates(),
       logger: this.#logger,
     });
     this.#rendezvous = rv;
@@ -960,6 +969,8 @@ export class Listener extends EventEmitter {
       // The listener owns it from here (released by close()); later offers carry its candidate.
       this.#options = { ...this.#options, ...(relay ? { relay } : {}) };
       if (!relay) delete this.#options.relay;
+      // Register again at once so the relayed address is in our registration (not only after the next refresh).
+      else await rv.register(signal);
     }
     progress({ phase: 'registered', reflexive: this.#reflexive });
   }

@@ -83,6 +83,8 @@ export interface TurnCredentials {
   /** The rendezvous server's address as resolved (the TURN server runs on the same host). */
   host: string;
   port: number;
+  /** The relay's TLS port on the same host, when it runs TURN over TLS. */
+  tlsPort?: number;
   username: string;
   password: string;
   /** Local clock (ms) after which they no longer work. */
@@ -852,6 +854,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       this.#turnCredentials = {
         host: this.#serverIp ? unmapV4(this.#serverIp) : this.#server.host,
         port: msg.port,
+        ...(msg.tlsPort ? { tlsPort: msg.tlsPort } : {}),
         username: msg.username,
         password: msg.password,
         expiresAt: Date.now() + msg.ttlSeconds * 1000,

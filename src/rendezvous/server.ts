@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
-import { makeSharedSecretCredentials } from '../relay/auth.js';
+import { SharedSecretIssuer, type RelayCredentialIssuer } from '../relay/issuer.js';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { decodeSeqOffer, type SeqOfferFields } from '../wire/seq-offer.js';
@@ -72,7 +72,11 @@ export type StartSchedule = 'initiator-first' | 'sync';
 /** How long handed-out TURN credentials stay valid (draft-uberti-behave-turn-rest suggests a day; we keep it short). */
 export const DEFAULT_TURN_CREDENTIAL_TTL_S = 3600;
 
-/** TURN credentials the rendezvous hands to registered peers (the shared-secret scheme, see relay/auth.ts). */
+/**
+ * Unscoped TURN credentials (the shared-secret scheme, see relay/auth.ts) for the keys the operator allows; any
+ * other key gets none from this (issue 18 hole 4). Peer-relay mode gives every key scoped ones instead
+ * (relay/peer-relay.ts, through `relayIssuer`).
+ */
 export interface TurnCredentialConfig {
   /** The TURN server's shared secret (the first `--auth-secret`). */
   secret: string;
@@ -80,6 +84,10 @@ export interface TurnCredentialConfig {
   port: number;
   /** Default DEFAULT_TURN_CREDENTIAL_TTL_S. */
   ttlSeconds?: number;
+  /** Keys (hex) that get them; 'any' hands them to every key (closed deployments only). Default: none. */
+  allow?: Iterable<string> | 'any';
+  /** Credentials per source IP per minute (relay/issuer.ts default). */
+  ratePerMinute?: number;
 }
 
 /** What the server needs to send STUNT #1 SYN-ACKs (tcp-stunt1.ts SynAckSpoofer matches it). */
@@ -95,8 +103,13 @@ export interface RendezvousServerOptions {
    * The server does not own it (whoever opened it closes it).
    */
   spoofer?: SeqOfferSpoofer;
-  /** Hand out TURN credentials after each REGISTERED. Can also be set later with setTurnCredentials(). */
+  /** Hand out unscoped TURN credentials after REGISTERED. Can also be set later with setTurnCredentials(). */
   turnCredentials?: TurnCredentialConfig;
+  /**
+   * Who gets relay credentials after REGISTERED and what the relay learns from introductions (peer-relay mode:
+   * relay/peer-relay.ts). Replaces `turnCredentials`; can also be set later with setRelayIssuer().
+   */
+  relayIssuer?: RelayCredentialIssuer;
   registry?: Registry;
   logger?: Logger;
   refreshIntervalMs?: number;
@@ -257,7 +270,7 @@ export class RendezvousServer {
   #notifyMax: number;
   #schedule: StartSchedule;
   #maxPeers: number;
-  #turn: TurnCredentialConfig | undefined;
+  #issuer: RelayCredentialIssuer | undefined;
   #spoofer: SeqOfferSpoofer | undefined;
   /** First offers by `connectionId/from/to` (hex), bounded by maxPendingNotifies. */
   #seqOffers = new Map<string, WaitingOffer>();
@@ -309,6 +322,7 @@ export class RendezvousServer {
   constructor(options: RendezvousServerOptions = {}) {
     this.#maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
     this.setTurnCredentials(options.turnCredentials);
+    if (options.relayIssuer) this.setRelayIssuer(options.relayIssuer);
     this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers });
     this.#log = options.logger ?? silentLogger;
     this.#now = options.now ?? Date.now;
@@ -329,12 +343,25 @@ export class RendezvousServer {
     this.#sweep.unref();
   }
 
-  /** Starts (or, with undefined, stops) handing out TURN credentials to peers that register. */
+  /** Starts (or, with undefined, stops) handing out unscoped TURN credentials to the allowed keys that register. */
   setTurnCredentials(config: TurnCredentialConfig | undefined): void {
     if (config && (!config.secret || !Number.isInteger(config.port) || config.port <= 0 || config.port > 0xffff)) {
       throw new NatpunchError('BAD_ARGUMENT', 'TURN credentials need a non-empty secret and a port');
     }
-    this.#turn = config ? { ...config } : undefined;
+    this.#issuer = config
+      ? new SharedSecretIssuer({
+          secret: config.secret,
+          port: config.port,
+          ttlSeconds: config.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S,
+          ...(config.allow !== undefined ? { allow: config.allow } : {}),
+          ...(config.ratePerMinute !== undefined ? { ratePerMinute: config.ratePerMinute } : {}),
+        })
+      : undefined;
+  }
+
+  /** Starts (or, with undefined, stops) handing out relay credentials through `issuer` (see RendezvousServerOptions). */
+  setRelayIssuer(issuer: RelayCredentialIssuer | undefined): void {
+    this.#issuer = issuer;
   }
 
   /** Starts answering rendezvous datagrams arriving on `transport`. Returns a function that detaches again. */
@@ -650,12 +677,9 @@ export class RendezvousServer {
     });
     this.#remember(msg, reply);
     this.#send(channel, reply);
-    if (this.#turn) {
-      // Shared-secret scheme: username "expiry:first 16 hex of the key" (relay/auth.ts makeSharedSecretCredentials).
-      const ttlSeconds = this.#turn.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S;
-      const c = makeSharedSecretCredentials(this.#turn.secret, ttlSeconds, hex(msg.publicKey).slice(0, 16), now);
-      this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, username: c.username, password: c.password, ttlSeconds, port: this.#turn.port });
-    }
+    // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
+    const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
+    if (c) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...c });
     this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
@@ -766,6 +790,8 @@ export class RendezvousServer {
     const reply = encodeRendezvous(answer);
     this.#remember(msg, reply);
     this.#send(channel, reply);
+    // Peer-relay mode: each side's relay allocation may now reach the other (at the addresses seen here).
+    this.#issuer?.introduce(msg.publicKey, observed, target.publicKey, [target.reflexive, delivery.channel.observed], now);
     const cid = hex(msg.connectionId);
     this.#connections.delete(cid);
     while (this.#connections.size >= this.#maxPending) {

@@ -151,6 +151,11 @@ export interface TurnCredentialsMessage extends Header {
   ttlSeconds: number;
   /** The TURN server's port on the rendezvous host (same host the client reached the rendezvous on). */
   port: number;
+  /**
+   * Its TURN-over-TLS port, when the server runs one (RFC 8656 §3.1). Optional trailing field, present only when
+   * set: a decoder from before it rejects the message (trailing bytes) and the peer simply gets no credentials.
+   */
+  tlsPort?: number;
 }
 
 export interface LookupMessage extends Header {
@@ -589,6 +594,7 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
       w.shortString(msg.password, MAX_TURN_CREDENTIAL_BYTES);
       w.u32(checkU(msg.ttlSeconds, 0xffffffff, 'turn ttl'));
       w.u16(checkU(msg.port, 0xffff, 'turn port'));
+      if (msg.tlsPort) w.u16(checkU(msg.tlsPort, 0xffff, 'turn tls port'));
       break;
     case 'lookup':
       writeTarget(w, msg.target);
@@ -724,8 +730,9 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const password = r.bytes(r.u8('turn password length'), 'turn password').toString('utf8');
       const ttlSeconds = r.u32('turn ttl');
       const port = r.u16('turn port');
-      if (!username || !password || port === 0) throw decodeError('empty turn credentials');
-      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port };
+      const tlsPort = r.remaining > 0 ? r.u16('turn tls port') : undefined;
+      if (!username || !password || port === 0 || tlsPort === 0) throw decodeError('empty turn credentials');
+      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port, ...(tlsPort ? { tlsPort } : {}) };
       break;
     }
     case MessageType.LOOKUP:
