@@ -32,6 +32,7 @@ import {
   type UnregisterMessage,
 } from '../wire/rendezvous.js';
 import { MemoryRegistry, DEFAULT_MAX_PEERS, type PeerRecord, type Registry } from './registry.js';
+import { ReplayCache, DEFAULT_MAX_REPLAY_ENTRIES } from './replay.js';
 
 /**
  * Defaults. Registrations double as NAT keepalives towards the server (so it can push CONNECT_NOTIFY), so the refresh
@@ -47,7 +48,8 @@ export const DEFAULT_REPLAY_WINDOW_MS = 30_000;
 export const DEFAULT_RATE_PER_SECOND = 20;
 export const DEFAULT_RATE_BURST = 40;
 export const DEFAULT_MAX_RATE_SOURCES = 65_536;
-export const DEFAULT_MAX_NONCES = 65_536;
+/** The replay cache's hard cap (src/rendezvous/replay.ts: when full, signed messages are refused, never forgotten). */
+export const DEFAULT_MAX_NONCES = DEFAULT_MAX_REPLAY_ENTRIES;
 export const DEFAULT_MAX_PENDING_NOTIFIES = 10_000;
 export const DEFAULT_MAX_TCP_CONNECTIONS = 1024;
 /** Responder notifications are retransmitted until acknowledged (RFC 8489 §6.2.1 style doubling, shorter). */
@@ -105,6 +107,7 @@ export interface RendezvousServerOptions {
   rateLimit?: { perSecond: number; burst: number };
   maxPeers?: number;
   maxRateSources?: number;
+  /** Replay cache hard cap; above it signed messages get SERVER_FULL (nothing inside the window is forgotten). */
   maxNonces?: number;
   maxPendingNotifies?: number;
   maxTcpConnections?: number;
@@ -172,7 +175,6 @@ type Channel =
 interface NonceEntry {
   source: string;
   signature: Buffer;
-  expiresAt: number;
   response?: Buffer;
 }
 
@@ -249,7 +251,6 @@ export class RendezvousServer {
   #windowMs: number;
   #rate: { perSecond: number; burst: number };
   #maxRateSources: number;
-  #maxNonces: number;
   #maxPending: number;
   #maxTcp: number;
   #tcpIdleMs: number;
@@ -266,7 +267,7 @@ export class RendezvousServer {
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
   #channels = new Map<string, { channel: Channel; rttMs?: number }>();
-  #nonces = new Map<string, NonceEntry>();
+  #nonces: ReplayCache<NonceEntry>;
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
   #pings = new Map<number, { id: string; expiresAt: number }>();
@@ -317,7 +318,7 @@ export class RendezvousServer {
     this.#windowMs = options.replayWindowMs ?? DEFAULT_REPLAY_WINDOW_MS;
     this.#rate = options.rateLimit ?? { perSecond: DEFAULT_RATE_PER_SECOND, burst: DEFAULT_RATE_BURST };
     this.#maxRateSources = options.maxRateSources ?? DEFAULT_MAX_RATE_SOURCES;
-    this.#maxNonces = options.maxNonces ?? DEFAULT_MAX_NONCES;
+    this.#nonces = new ReplayCache({ maxEntries: options.maxNonces ?? DEFAULT_MAX_NONCES });
     this.#maxPending = options.maxPendingNotifies ?? DEFAULT_MAX_PENDING_NOTIFIES;
     this.#maxTcp = options.maxTcpConnections ?? DEFAULT_MAX_TCP_CONNECTIONS;
     this.#tcpIdleMs = options.tcpIdleTimeoutMs ?? this.#ttlMs;
@@ -408,7 +409,7 @@ export class RendezvousServer {
       this.#stats.internalErrors++;
       this.#log.warn({ err }, 'rendezvous registry expire failed');
     }
-    for (const [n, e] of this.#nonces) if (e.expiresAt <= now) this.#nonces.delete(n);
+    this.#nonces.sweep(now);
     for (const [ip, b] of this.#buckets) {
       if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
     }
@@ -586,15 +587,15 @@ export class RendezvousServer {
       this.#error(channel, msg, 'REPLAY', 'this signed message was already used', 0, false);
       return false;
     }
-    if (this.#nonces.size >= this.#maxNonces) {
-      const oldest = this.#nonces.keys().next().value;
-      if (oldest !== undefined) this.#nonces.delete(oldest);
+    // Remembered until its timestamp leaves the window (then the window check refuses it). A full cache refuses
+    // the message rather than forget one that could still be replayed.
+    if (this.#nonces.full) this.#nonces.sweep(now);
+    const expiresAt = msg.timestamp + this.#windowMs + 1000;
+    if (!this.#nonces.add(nonce, { source: channelSource(channel), signature: Buffer.from(msg.signature!) }, expiresAt)) {
+      this.#stats.serverFull++;
+      this.#error(channel, msg, 'SERVER_FULL', 'too many signed messages right now; retry shortly', Math.max(1000, this.#nonces.msUntilRoom(now)), false);
+      return false;
     }
-    this.#nonces.set(nonce, {
-      source: channelSource(channel),
-      signature: Buffer.from(msg.signature!),
-      expiresAt: msg.timestamp + this.#windowMs + 1000,
-    });
     return true;
   }
 
