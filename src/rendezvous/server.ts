@@ -16,7 +16,10 @@ import {
   peekHeader,
   verifyRendezvous,
   MAX_CANDIDATES,
+  MAX_CONNECT_NOTIFY_BYTES,
+  MAX_LOOKUP_RESULT_BYTES,
   MessageType,
+  PONG_BYTES,
   RENDEZVOUS_VERSION,
   TcpFrameDecoder,
   type ConnectMessage,
@@ -162,15 +165,33 @@ export interface RendezvousStats {
   seqSpoofed: number;
   /** SEQ_OFFERs answered with an ERROR (unknown sender or peer, rate limit, full). */
   seqRefused: number;
+  /** UDP answers not sent (or cut short) because they would have been larger than their request. */
+  amplificationDropped: number;
+  /** Requests answered TOO_SMALL (unpadded LOOKUP / CONNECT whose answer is larger). */
+  tooSmall: number;
+  /** Push transmissions withheld from an address that never proved it is there (#push). */
+  pushesWithheld: number;
   /** Gauges. */
   peers: number;
   pendingNotifies: number;
   tcpOpen: number;
 }
 
+/**
+ * Where a message came from and answers go. A UDP channel made for one received datagram carries `budget`: the
+ * bytes the server may still send back for it (anti-amplification: never more than the request had, see #send).
+ * Channels kept for later pushes (registrations, connection records) have no budget: pushes are bounded by #push.
+ */
 type Channel =
-  | { kind: 'udp'; transport: DatagramTransport; address: string; port: number; observed: Endpoint; ip: string }
+  | { kind: 'udp'; transport: DatagramTransport; address: string; port: number; observed: Endpoint; ip: string; budget?: { left: number } }
   | { kind: 'tcp'; socket: Socket; observed: Endpoint; ip: string };
+
+/** A channel to keep (for pushes later): without the per-request answer budget. */
+function kept(ch: Channel): Channel {
+  if (ch.kind !== 'udp' || !ch.budget) return ch;
+  const { budget: _budget, ...rest } = ch;
+  return rest;
+}
 
 interface NonceEntry {
   source: string;
@@ -270,7 +291,12 @@ export class RendezvousServer {
   #nonces: ReplayCache<NonceEntry>;
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
-  #pings = new Map<number, { id: string; expiresAt: number }>();
+  #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
+  /**
+   * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
+   * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). Bounded by maxPeers.
+   */
+  #verified = new Map<string, number>();
   #sweep: NodeJS.Timeout;
   #closed = false;
   #stats: Omit<RendezvousStats, 'peers' | 'pendingNotifies' | 'tcpOpen'> = {
@@ -305,6 +331,9 @@ export class RendezvousServer {
     seqForwarded: 0,
     seqSpoofed: 0,
     seqRefused: 0,
+    amplificationDropped: 0,
+    tooSmall: 0,
+    pushesWithheld: 0,
   };
 
   constructor(options: RendezvousServerOptions = {}) {
@@ -343,7 +372,7 @@ export class RendezvousServer {
     const off = transport.onMessage((msg: Buffer, rinfo: RemoteInfo) => {
       if (msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return; // STUN, TURN, probes: not ours
       const observed: Endpoint = { transport: 'udp', address: unmapV4(rinfo.address), port: rinfo.port };
-      this.#receive(msg, { kind: 'udp', transport, address: rinfo.address, port: rinfo.port, observed, ip: observed.address });
+      this.#receive(msg, { kind: 'udp', transport, address: rinfo.address, port: rinfo.port, observed, ip: observed.address, budget: { left: msg.length } });
     });
     const detach = () => {
       off();
@@ -414,6 +443,7 @@ export class RendezvousServer {
       if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
     }
     for (const [id, p] of this.#pings) if (p.expiresAt <= now) this.#pings.delete(id);
+    for (const [src, until] of this.#verified) if (until <= now) this.#verified.delete(src);
     for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
     for (const [k, c] of this.#connections) if (c.expiresAt <= now) this.#connections.delete(k);
   }
@@ -431,6 +461,7 @@ export class RendezvousServer {
     this.#nonces.clear();
     this.#buckets.clear();
     this.#pings.clear();
+    this.#verified.clear();
     this.#seqOffers.clear();
     this.#connections.clear();
   }
@@ -468,8 +499,9 @@ export class RendezvousServer {
         return this.#reply(channel, { type: 'pong', requestId: msg.requestId, echo: msg.time, time: this.#now() });
       case 'pong': {
         const p = this.#pings.get(msg.requestId);
-        if (!p) return;
+        if (!p || p.source !== channelSource(channel)) return;
         this.#pings.delete(msg.requestId);
+        this.#markVerified(p.source);
         const entry = this.#channels.get(p.id);
         const rtt = this.#now() - msg.echo;
         if (entry && rtt >= 0 && rtt < 60_000) {
@@ -485,6 +517,7 @@ export class RendezvousServer {
           if (p && channelSource(p.channel) === channelSource(channel)) {
             clearTimeout(p.timer);
             this.#pending.delete(key);
+            this.#markVerified(channelSource(channel));
             if (p.kind === 'notify') this.#stats.notifyAcked++;
           }
         }
@@ -661,8 +694,9 @@ export class RendezvousServer {
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
       const requestId = randomBytes(4).readUInt32BE(0);
-      this.#pings.set(requestId, { id: hex(msg.publicKey), expiresAt: now + 10_000 });
-      this.#reply(channel, { type: 'ping', requestId, time: now });
+      this.#pings.set(requestId, { id: hex(msg.publicKey), source: channelSource(channel), expiresAt: now + 10_000 });
+      // Padded to PONG's size so the peer's answer is no larger than our question (it proves the address too).
+      this.#send(channel, encodeRendezvous({ type: 'ping', requestId, time: now }, undefined, { padTo: PONG_BYTES }));
     }
   }
 
@@ -687,10 +721,42 @@ export class RendezvousServer {
       candidates: withReflexive(r.candidates, [r.reflexive]),
     };
     if (r.name !== undefined) reply.name = r.name;
-    this.#reply(channel, reply);
+    const bytes = encodeRendezvous(reply);
+    if (!this.#fits(channel, bytes.length)) return this.#tooSmall(channel, msg, MAX_LOOKUP_RESULT_BYTES);
+    this.#send(channel, bytes);
+  }
+
+  /** Whether an answer of `n` bytes fits what is left of the request's budget (always, over TCP). */
+  #fits(channel: Channel, n: number): boolean {
+    return channel.kind === 'tcp' || !channel.budget || n <= channel.budget.left;
+  }
+
+  /** The answer would be larger than the request: say how large the request must be (if even that fits). */
+  #tooSmall(channel: Channel, msg: { requestId: number; type: string }, size: number): void {
+    this.#stats.tooSmall++;
+    this.#error(channel, msg, 'TOO_SMALL', `pad the request to ${size} bytes (answers are never larger than requests)`);
+  }
+
+  #markVerified(source: string): void {
+    this.#verified.delete(source);
+    while (this.#verified.size >= this.#maxPeers) {
+      const oldest = this.#verified.keys().next().value;
+      if (oldest === undefined) break;
+      this.#verified.delete(oldest);
+    }
+    this.#verified.set(source, this.#now() + this.#ttlMs);
+  }
+
+  /** TCP's handshake proves the address; over UDP, an answered PING or acknowledged push does. */
+  #isVerified(channel: Channel): boolean {
+    if (channel.kind === 'tcp') return true;
+    const until = this.#verified.get(channelSource(channel));
+    return until !== undefined && until > this.#now();
   }
 
   async #connect(msg: ConnectMessage, channel: Channel): Promise<void> {
+    // What the initiator sent (the signed part plus the signature): pushes on its behalf are bounded by it.
+    const requestBytes = msg.signedPart!.length + msg.signature!.length;
     if (!this.#admit(msg, channel)) return;
     this.#stats.connects++;
     const now = this.#now();
@@ -749,8 +815,6 @@ export class RendezvousServer {
       candidates: initiatorCandidates,
     };
     if (initiator?.name !== undefined) notify.peerName = initiator.name;
-    this.#stats.notifySent++;
-    this.#push(hex(msg.connectionId), encodeRendezvous(notify), delivery.channel, 'notify');
 
     const answer: EncodableMessage = {
       type: 'connect-notify',
@@ -765,6 +829,11 @@ export class RendezvousServer {
     };
     if (target.name !== undefined) answer.peerName = target.name;
     const reply = encodeRendezvous(answer);
+    // Anti-amplification: neither side hears of the connection unless the initiator's answer fits its request
+    // (clients pad CONNECT to MAX_CONNECT_NOTIFY_BYTES); the push to the responder is bounded by #push.
+    if (!this.#fits(channel, reply.length)) return this.#tooSmall(channel, msg, MAX_CONNECT_NOTIFY_BYTES);
+    this.#stats.notifySent++;
+    this.#push(hex(msg.connectionId), encodeRendezvous(notify), delivery.channel, 'notify', requestBytes);
     this.#remember(msg, reply);
     this.#send(channel, reply);
     const cid = hex(msg.connectionId);
@@ -774,22 +843,33 @@ export class RendezvousServer {
       if (oldest === undefined) break;
       this.#connections.delete(oldest);
     }
-    this.#connections.set(cid, { initiator: hex(msg.publicKey), responder: hex(target.publicKey), initiatorChannel: channel, expiresAt: now + CONNECTION_RECORD_TTL_MS });
+    this.#connections.set(cid, { initiator: hex(msg.publicKey), responder: hex(target.publicKey), initiatorChannel: kept(channel), expiresAt: now + CONNECTION_RECORD_TTL_MS });
     this.#log.debug({ from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR }, 'rendezvous connect');
   }
 
   /**
    * Sends an unsolicited message to a peer, retransmitted over UDP until it is acknowledged (NOTIFY_ACK), with
    * doubling intervals from notifyRtoMs, at most notifyMaxTransmissions times; once over TCP.
+   *
+   * Anti-amplification: the request that causes a push may come from a spoofed source, and the peer's registered
+   * address may be a victim's (a REGISTER can be spoofed too). So only an address that proved it is there (it
+   * answered our PING or acknowledged a push: #isVerified) gets retransmissions; any other gets at most
+   * `requestBytes` bytes in all (the pusher's request size: ≤ 1x), i.e. usually one transmission.
    */
-  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind']): void {
+  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind'], requestBytes: number): void {
     const old = this.#pending.get(pendingKey);
     if (old) clearTimeout(old.timer);
+    const limit = this.#isVerified(channel) ? this.#notifyMax : Math.min(this.#notifyMax, Math.floor(requestBytes / bytes.length));
+    if (limit < this.#notifyMax) this.#stats.pushesWithheld += this.#notifyMax - limit;
+    if (limit === 0) {
+      this.#pending.delete(pendingKey);
+      return;
+    }
     const pending: PendingNotify = { bytes, channel, transmissions: 0, timer: undefined as unknown as NodeJS.Timeout, kind };
     this.#pending.set(pendingKey, pending);
     const transmit = () => {
       if (this.#closed || this.#pending.get(pendingKey) !== pending) return;
-      if (pending.transmissions >= this.#notifyMax) {
+      if (pending.transmissions >= limit) {
         this.#pending.delete(pendingKey);
         if (kind === 'notify') this.#stats.notifyGivenUp++;
         return;
@@ -847,7 +927,7 @@ export class RendezvousServer {
     }
     const cid = hex(msg.connectionId);
     this.#stats.seqForwarded++;
-    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq');
+    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq', original.length);
 
     // Spoofed packets only go to hosts that asked, from sources that also asked (as src/server/spoof.ts): the
     // offer's public address must be the address this request came from.
@@ -903,7 +983,7 @@ export class RendezvousServer {
     const prev = this.#channels.get(id);
     if (prev?.channel.kind === 'tcp' && prev.channel !== channel) this.#tcp.get(prev.channel.socket)?.delete(id);
     const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
-    const entry: { channel: Channel; rttMs?: number } = { channel };
+    const entry: { channel: Channel; rttMs?: number } = { channel: kept(channel) };
     if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
     this.#channels.set(id, entry);
     if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
@@ -920,9 +1000,22 @@ export class RendezvousServer {
     return encodeRendezvous({ type: 'error', requestId, code, inResponseTo: inResponseTo & 0xff, retryAfterMs, message });
   }
 
-  /** Sends an ERROR answer; for admitted signed requests it is also what a retransmission gets. */
+  /**
+   * Sends an ERROR answer; for admitted signed requests it is also what a retransmission gets. Over UDP the text is
+   * cut to what the request's budget allows (an error is never larger than its request), or the error is not sent.
+   */
   #error(channel: Channel, msg: { requestId: number; type: string }, code: ErrorCodeName, message: string, retryAfterMs = 0, remember = true): void {
-    const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, message, retryAfterMs);
+    let text = message;
+    if (channel.kind === 'udp' && channel.budget) {
+      const room = channel.budget.left - ERROR_OVERHEAD_BYTES;
+      if (room < 0) {
+        this.#stats.amplificationDropped++;
+        return;
+      }
+      if (Buffer.byteLength(text) > room) text = Buffer.from(text).subarray(0, room).toString('utf8').replace(/\uFFFD$/, '');
+      while (Buffer.byteLength(text) > room) text = text.slice(0, -1);
+    }
+    const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, text, retryAfterMs);
     if (remember && isSignedMessage(msg as never)) this.#remember(msg as SignedMessage, bytes);
     this.#send(channel, bytes);
   }
@@ -933,6 +1026,15 @@ export class RendezvousServer {
 
   #send(channel: Channel, bytes: Buffer): void {
     if (this.#closed) return;
+    if (channel.kind === 'udp' && channel.budget) {
+      // The anti-amplification invariant, enforced in one place: all answers to one datagram together are at most
+      // as large as it was. Whatever does not fit is not sent.
+      if (bytes.length > channel.budget.left) {
+        this.#stats.amplificationDropped++;
+        return;
+      }
+      channel.budget.left -= bytes.length;
+    }
     this.#stats.sent++;
     if (channel.kind === 'udp') {
       channel.transport.send(bytes, channel.port, channel.address);
@@ -947,6 +1049,9 @@ export class RendezvousServer {
     s.write(frameTcp(bytes));
   }
 }
+
+/** An ERROR with an empty text: header, code, inResponseTo, retry-after, text length. */
+const ERROR_OVERHEAD_BYTES = 7 + 1 + 1 + 4 + 1;
 
 function typeCode(type: string): number {
   switch (type) {
