@@ -20,6 +20,10 @@ import {
   verifyRendezvous,
   CONNECTION_ID_BYTES,
   MAX_CANDIDATES,
+  MAX_CONNECT_NOTIFY_BYTES,
+  MAX_LOOKUP_RESULT_BYTES,
+  PONG_BYTES,
+  REGISTER_PAD_BYTES,
   MAX_ERROR_TEXT_BYTES,
   TcpFrameDecoder,
   type ConnectMode,
@@ -315,6 +319,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             candidates,
           },
           this.keyPair.secretKey,
+          // Anti-amplification: the server answers with at most as many bytes as a request has (REGISTERED, TURN
+          // credentials and its address-proving PING).
+          { padTo: REGISTER_PAD_BYTES },
         ),
       signal,
       true,
@@ -351,7 +358,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async lookup(nameOrKey: string | Uint8Array, signal?: AbortSignal): Promise<LookupResult> {
     this.#checkOpen();
     const target = parseTarget(nameOrKey);
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }, undefined, { padTo: MAX_LOOKUP_RESULT_BYTES }), signal);
     if (msg.type === 'error') throw serverError(msg, `lookup of ${typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey)}`);
     if (msg.type !== 'lookup-result') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a lookup`);
     const out: LookupResult = {
@@ -394,6 +401,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             candidates,
           },
           this.keyPair.secretKey,
+          // Anti-amplification: the answer (the peer's candidates) is at most as large as the request.
+          { padTo: MAX_CONNECT_NOTIFY_BYTES },
         ),
       options.signal,
       false,
@@ -480,7 +489,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async ping(signal?: AbortSignal): Promise<number> {
     this.#checkOpen();
     const started = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }, undefined, { padTo: PONG_BYTES }), signal);
     if (msg.type !== 'pong') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a ping`);
     const rtt = Date.now() - msg.echo;
     this.#rtt = rtt;
@@ -534,7 +543,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const first = await this.#request(build, signal, probeUdp);
     if (first.msg.type !== 'error' || first.msg.code !== 'STALE') return first;
     const t0 = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }, undefined, { padTo: PONG_BYTES }), signal);
     if (msg.type !== 'pong') return first;
     const t1 = Date.now();
     const offset = msg.time - (t0 + t1) / 2;
