@@ -4,6 +4,7 @@ import { defaultRelayAddress } from '../../relay/server.js';
 import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
 import { SpoofService } from '../../server/spoof.js';
+import { ServeOperations } from '../../server/operations.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
 import { turnRegistry } from '../../wire/turn.js';
@@ -71,6 +72,15 @@ export function register(program: Command): void {
         const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
         let handle: Awaited<ReturnType<typeof startServer>>;
+        // Registry backend (memory, or Redis + cluster bus), metrics, dashboard state; the admin endpoint later.
+        let ops: ServeOperations;
+        try {
+          ops = await ServeOperations.prepare(opts, logger);
+        } catch (err) {
+          turn?.close();
+          await spoof?.close();
+          throw err;
+        }
         try {
           handle = await startServer({
             port: opts.port,
@@ -81,11 +91,12 @@ export function register(program: Command): void {
             logger,
             // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
             ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
-            ...(opts.rendezvous ? (spoofer ? { rendezvous: { spoofer } } : {}) : { rendezvous: false as const }),
+            ...(opts.rendezvous ? { rendezvous: { ...ops.rendezvousOptions(), ...(spoofer ? { spoofer } : {}) } } : { rendezvous: false as const }),
           });
         } catch (err) {
           turn?.close();
           await spoof?.close();
+          await ops.close();
           throw err;
         }
         let detachTurn: (() => void) | undefined;
@@ -115,6 +126,18 @@ export function register(program: Command): void {
         } else if (opts.users || opts.authSecret) {
           logger.warn('--users/--auth-secret given without --turn: TURN is not running');
         }
+        let admin: Awaited<ReturnType<ServeOperations['attach']>>;
+        try {
+          admin = await ops.attach(handle, turn);
+        } catch (err) {
+          detachTurn?.();
+          turn?.close();
+          await turnTls?.close();
+          await handle.close();
+          await spoof?.close();
+          await ops.close();
+          throw err;
+        }
         if (opts.json) {
           process.stdout.write(
             `${JSON.stringify({
@@ -129,6 +152,8 @@ export function register(program: Command): void {
                 : null,
               spoof: spoof?.address() ?? null,
               rendezvousSpoof: Boolean(spoof && handle.rendezvous),
+              admin: admin?.url ?? null,
+              redis: ops.redis ? { nodeId: ops.nodeId } : null,
             })}\n`,
           );
         } else {
@@ -138,7 +163,10 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
-            handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
+            handle.rendezvous
+              ? `  rendezvous on the same port (UDP, TCP fallback)${ops.redis ? `, registry in Redis as node ${ops.nodeId}` : ''}`
+              : '  rendezvous off',
+            admin ? `  admin: ${admin.url} (metrics, health, dashboard)` : '',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
             turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
             spoof
@@ -152,11 +180,22 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
-            detachTurn?.();
-            void turnTls?.close();
-            if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
-            turn?.close();
-            void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
+            // Bounded: whatever hangs, the process exits (0: stopping was asked for) after drain-timeout + 1 s.
+            const deadline = setTimeout(() => {
+              logger.warn({ drainTimeoutMs: opts.drainTimeout }, 'serve: shutdown did not finish in time; exiting');
+              process.exit(0);
+            }, opts.drainTimeout + 1000);
+            deadline.unref();
+            void (async () => {
+              // Stop accepting and tell registered peers to move to another node (MOVE), then release allocations.
+              await ops.drain().catch(() => {});
+              detachTurn?.();
+              void turnTls?.close();
+              if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
+              turn?.close();
+              await Promise.allSettled([handle.close(), spoof?.close()]);
+              await ops.close();
+            })().then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');
