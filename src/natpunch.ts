@@ -4,7 +4,7 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
-import { RendezvousClient } from './rendezvous/client.js';
+import { parseRendezvousList, RendezvousClient } from './rendezvous/client.js';
 import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, type HardNatOptions } from './traversal/hardwire.js';
 import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
@@ -137,7 +137,7 @@ interface CommonOptions {
   logger?: Logger;
   onProgress?: (p: Progress) => void;
   /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
-  rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
+  rendezvous?: string | { host: string; port?: number } | Array<{ host: string; port?: number }> | RendezvousFactory;
   /** Which transport to punch (default 'auto': UDP and TCP in parallel; UDP kept when both work). */
   transport?: TransportMode;
   /**
@@ -230,7 +230,13 @@ export interface ListenOptions extends CommonOptions {
 /** The rendezvous as host and port when given as an address or name, else null (a factory). */
 function rendezvousServer(spec: CommonOptions['rendezvous']): { host: string; port: number } | null {
   if (!spec || typeof spec === 'function') return null;
-  return typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  return rendezvousList(spec)[0]!;
+}
+
+/** Every server of a rendezvous spec ("a,b" or an array: failover order). */
+function rendezvousList(spec: Exclude<NonNullable<CommonOptions['rendezvous']>, RendezvousFactory>): Array<{ host: string; port: number }> {
+  if (typeof spec === 'string') return parseRendezvousList(spec, DEFAULT_RENDEZVOUS_PORT);
+  return (Array.isArray(spec) ? spec : [spec]).map((s) => ({ host: s.host, port: s.port ?? DEFAULT_RENDEZVOUS_PORT }));
 }
 
 /**
@@ -317,22 +323,14 @@ async function gatherHard(
   }
 }
 
-function parseRendezvous(spec: string): { host: string; port: number } {
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(spec);
-  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : DEFAULT_RENDEZVOUS_PORT };
-  const parts = spec.split(':');
-  if (parts.length === 2) return { host: parts[0]!, port: Number(parts[1]) };
-  return { host: spec, port: DEFAULT_RENDEZVOUS_PORT };
-}
-
 async function makeRendezvous(
   spec: NonNullable<CommonOptions['rendezvous']>,
   init: Parameters<RendezvousFactory>[0],
 ): Promise<RendezvousLike> {
   if (typeof spec === 'function') return spec(init);
-  const server = typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
-  if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
-    throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
+  const server = rendezvousList(spec);
+  for (const s of server) {
+    if (!Number.isInteger(s.port) || s.port <= 0 || s.port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
   return new RendezvousClient({
     transport: init.transport,
@@ -351,7 +349,7 @@ function isLoopbackHost(host: string): boolean {
 /** The rendezvous' host when it is given as an address or name, else null (a factory). */
 function rendezvousHost(spec: CommonOptions['rendezvous']): string | null {
   if (!spec || typeof spec === 'function') return null;
-  return typeof spec === 'string' ? parseRendezvous(spec).host : spec.host;
+  return rendezvousList(spec)[0]!.host;
 }
 
 /**
@@ -1141,7 +1139,7 @@ async function gatherTcp(
     return { tcp: null, reason: `TCP hole punching unavailable (${status.reason}); using UDP` };
   }
   const spec = options.rendezvous;
-  const rv = !spec || typeof spec === 'function' ? null : typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  const rv = rendezvousServer(spec);
   try {
     const tcp = await openTcpLocal({
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),

@@ -6,6 +6,7 @@ import { startServer } from '../../server/serve.js';
 import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
 import type { ServeWorkerData } from '../serve-worker.js';
 import { SpoofService } from '../../server/spoof.js';
+import { ServeOperations } from '../../server/operations.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
 import { readConfigFile, renderConfigJson, renderConfigToml, resolveConfig, type ResolvedConfig } from '../../server/config.js';
@@ -74,6 +75,14 @@ export function register(program: Command): void {
         const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp, peerRelay: Boolean(relay?.peerRelay) });
         if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
         let handle: Awaited<ReturnType<typeof startServer>>;
+        // Registry backend (memory, or Redis + cluster bus), metrics, dashboard state; the admin endpoint later.
+        let ops: ServeOperations;
+        try {
+          ops = await ServeOperations.prepare(opts, logger);
+        } catch (err) {
+          await spoof?.close();
+          throw err;
+        }
         try {
           handle = await startServer({
             reusePort: workers.count > 1,
@@ -84,10 +93,11 @@ export function register(program: Command): void {
             udp: opts.udp,
             logger,
             relay: relay ?? false,
-            ...(opts.rendezvous ? (spoofer ? { rendezvous: { spoofer } } : {}) : { rendezvous: false as const }),
+            ...(opts.rendezvous ? { rendezvous: { ...ops.rendezvousOptions(), ...(spoofer ? { spoofer } : {}) } } : { rendezvous: false as const }),
           });
         } catch (err) {
           await spoof?.close();
+          await ops.close();
           throw err;
         }
         const turn = handle.relay?.turn;
@@ -134,6 +144,17 @@ export function register(program: Command): void {
             throw err;
           }
         }
+        let admin: Awaited<ReturnType<ServeOperations['attach']>>;
+        try {
+          admin = await ops.attach(handle, turn);
+        } catch (err) {
+          await pool?.close();
+          await turnTls?.close();
+          await handle.close();
+          await spoof?.close();
+          await ops.close();
+          throw err;
+        }
         if (opts.json) {
           process.stdout.write(
             `${JSON.stringify({
@@ -152,6 +173,8 @@ export function register(program: Command): void {
                 : null,
               spoof: spoof?.address() ?? null,
               rendezvousSpoof: Boolean(spoof && handle.rendezvous),
+              admin: admin?.url ?? null,
+              redis: ops.redis ? { nodeId: ops.nodeId } : null,
             })}\n`,
           );
         } else {
@@ -162,7 +185,10 @@ export function register(program: Command): void {
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
             workers.count > 1 ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP and the rendezvous run in the first` : '',
-            handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
+            handle.rendezvous
+              ? `  rendezvous on the same port (UDP, TCP fallback)${ops.redis ? `, registry in Redis as node ${ops.nodeId}` : ''}`
+              : '  rendezvous off',
+            admin ? `  admin: ${admin.url} (metrics, health, dashboard)` : '',
             handle.relay?.peerRelay
               ? `  relay for registered peers on the same port (udp+tcp), only between introduced peers, relaying from ${turn!.relayAddress}${handle.rendezvous ? '' : ' (no rendezvous: nobody gets credentials)'}`
               : '  relay for registered peers off',
@@ -179,9 +205,20 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
-            void turnTls?.close();
-            if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
-            void Promise.all([pool?.close(), handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
+            // Bounded: whatever hangs, the process exits (0: stopping was asked for) after drain-timeout + 1 s.
+            const deadline = setTimeout(() => {
+              logger.warn({ drainTimeoutMs: opts.drainTimeout }, 'serve: shutdown did not finish in time; exiting');
+              process.exit(0);
+            }, opts.drainTimeout + 1000);
+            deadline.unref();
+            void (async () => {
+              // Stop accepting and tell registered peers to move to another node (MOVE), then release allocations.
+              await ops.drain().catch(() => {});
+              void turnTls?.close();
+              if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
+              await Promise.allSettled([pool?.close(), handle.close(), spoof?.close()]);
+              await ops.close();
+            })().then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');
