@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { RequestIds } from './ids.js';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
@@ -269,6 +269,7 @@ export class RendezvousServer {
   #nonces = new Map<string, NonceEntry>();
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
+  readonly #ids = new RequestIds();
   #pings = new Map<number, { id: string; expiresAt: number }>();
   #sweep: NodeJS.Timeout;
   #closed = false;
@@ -659,7 +660,7 @@ export class RendezvousServer {
     this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
-      const requestId = randomBytes(4).readUInt32BE(0);
+      const requestId = this.#ids.next();
       this.#pings.set(requestId, { id: hex(msg.publicKey), expiresAt: now + 10_000 });
       this.#reply(channel, { type: 'ping', requestId, time: now });
     }
@@ -738,7 +739,7 @@ export class RendezvousServer {
 
     const notify: EncodableMessage = {
       type: 'connect-notify',
-      requestId: randomBytes(4).readUInt32BE(0),
+      requestId: this.#ids.next(),
       connectionId: msg.connectionId,
       role: 'responder',
       mode: responderMode,
