@@ -5,6 +5,7 @@ import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../rel
 import { startServer } from '../../server/serve.js';
 import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
 import type { ServeWorkerData } from '../serve-worker.js';
+import { createReservationTable, SharedReservations } from '../../server/reservations.js';
 import { SpoofService } from '../../server/spoof.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
@@ -78,6 +79,10 @@ export function register(program: Command): void {
         if ((opts.tlsCert || opts.tlsKey) && !(opts.turn && opts.tlsCert && opts.tlsKey)) {
           throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, with --turn');
         }
+        const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp });
+        if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
+        // With several workers, TURN's RESERVATION-TOKEN ports are held in a table every worker thread sees.
+        const reservationTable = workers.count > 1 && opts.turn ? createReservationTable() : undefined;
         // TURN's flags are checked before any socket is bound (bad flags: one error line, nothing started).
         let turn: ReturnType<typeof turnServerFromFlags> | undefined;
         if (opts.turn) {
@@ -86,6 +91,7 @@ export function register(program: Command): void {
           const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
           turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
             ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::'),
+            ...(reservationTable ? { reservations: new SharedReservations(reservationTable, 1) } : {}),
           });
         }
         if (opts.spoof && process.getuid?.() !== 0) {
@@ -95,8 +101,6 @@ export function register(program: Command): void {
         // closes it when it stops (or fails to start).
         const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
-        const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp });
-        if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
         let handle: Awaited<ReturnType<typeof startServer>>;
         try {
           handle = await startServer({
@@ -155,6 +159,7 @@ export function register(program: Command): void {
               addresses: opts.address?.length ? opts.address : addresses,
               debug,
               ...(turn ? { turn: { ...pick(opts), relayAddress: turn.relayAddress, ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::') } } : {}),
+              ...(reservationTable ? { reservationTable } : {}),
             });
             pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
           } catch (err) {
