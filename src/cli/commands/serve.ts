@@ -1,7 +1,7 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { attachTurn } from '../../relay/attach.js';
 import { defaultRelayAddress } from '../../relay/server.js';
-import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
+import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
 import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
 import type { ServeWorkerData } from '../serve-worker.js';
@@ -10,33 +10,15 @@ import { SpoofService } from '../../server/spoof.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
 import { turnRegistry } from '../../wire/turn.js';
-import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
+import { readConfigFile, renderConfigJson, renderConfigToml, resolveConfig, type ResolvedConfig } from '../../server/config.js';
+import { SERVE_OPTIONS } from '../../server/options.js';
+import { addOptionTable, flagValues } from '../option-table.js';
+import { turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
-import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption } from '../util.js';
-
-interface ServeOptions extends TurnFlags {
-  turn?: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsPort?: number;
-  port: number;
-  address?: string[];
-  altAddress?: string;
-  altPort?: number;
-  json?: boolean;
-  /** false with --no-rendezvous */
-  rendezvous: boolean;
-  udp: 'auto' | 'batched' | 'udx' | 'dgram';
-  spoof?: boolean;
-  spoofPort?: number;
-  workers?: number;
-}
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
+import { action, printJson } from '../util.js';
 
 /** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
-function pick(opts: ServeOptions): TurnFlags {
+function pick(opts: TurnFlags): TurnFlags {
   const { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxBps, minPort, maxPort } = opts;
   return { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxBps, minPort, maxPort };
 }
@@ -45,34 +27,35 @@ function show(e: { address: string; port: number }): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
 
+/**
+ * The effective settings: flags > NATPUNCH_* environment > --config file (or NATPUNCH_CONFIG) > defaults, every
+ * value checked against its definition in src/server/options.ts.
+ */
+export function serveSettings(cmd: Command, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const path = (cmd.opts().config as string | undefined) ?? (env.NATPUNCH_CONFIG || undefined);
+  const file = path ? readConfigFile(path) : undefined;
+  return resolveConfig({ flags: flagValues(cmd, SERVE_OPTIONS), env, ...(file ? { file } : {}) });
+}
+
 export function register(program: Command): void {
   const serve = program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP')
-    .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
-    .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
-    .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
-    .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
-    .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
-    .option(
-      '--spoof',
-      'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see README, BCP 38)',
+    .description(
+      'run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP. ' +
+        'Every option can also be set in a TOML file (--config) or a NATPUNCH_* environment variable; precedence flag > env > file > default.',
     )
-    .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
-    .option('--json', 'print where it listens as one JSON line')
-    .option('--workers <n>', 'event loops on the UDP port (SO_REUSEPORT; TURN allocations stay in one); default: one per core', intOption('--workers', 1, 1024))
-    .addOption(
-      new Option('--udp <impl>', 'UDP sockets: batched (recvmmsg/sendmmsg, native addon), udx (libudx), dgram (node:dgram), auto (the first that loads)')
-        .choices(['auto', 'batched', 'udx', 'dgram'])
-        .default('auto'),
-    )
-    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
-    .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
-    .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
-    .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
-  addTurnServerOptions(serve)
+    .option('--config <file>', 'read options from this TOML file (see deploy/natpunch.toml); env NATPUNCH_CONFIG')
+    .option('--print-config', 'print the effective configuration (secrets masked) and exit; with --json as JSON');
+  addOptionTable(serve, SERVE_OPTIONS)
     .action(
-      action(async (opts: ServeOptions, cmd: Command) => {
+      action(async (_opts: unknown, cmd: Command) => {
+        const resolved = serveSettings(cmd);
+        const opts = resolved.values;
+        if (cmd.opts().printConfig) {
+          if (opts.json) printJson(renderConfigJson(resolved));
+          else process.stdout.write(renderConfigToml(resolved));
+          return;
+        }
         const debug = Boolean(cmd.optsWithGlobals().debug);
         // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
         const logger = createLogger(debug ? 'debug' : 'info');
@@ -132,7 +115,7 @@ export function register(program: Command): void {
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
                 addresses: handle.tcp.map((e) => e.address),
-                port: opts.tlsPort ?? DEFAULT_TURNS_PORT,
+                port: opts.tlsPort,
                 certFile: opts.tlsCert,
                 keyFile: opts.tlsKey,
               });
