@@ -11,7 +11,9 @@ import type { HardNatAdvert } from './traversal/predict.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath, isAllowed } from './session/session.js';
-import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
+import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckHandshake, type CheckResult } from './traversal/checks.js';
+import { IkReplayCache, type IkInitiator } from './session/handshake-ik.js';
+import { initiatorIk, initiatorIkSession, IkListenerAttempt } from './session/ik-attempt.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
 import { RelayPath, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
@@ -197,6 +199,13 @@ export interface ConnectOptions extends CommonOptions {
   peer?: { publicKey: Uint8Array; candidates: Candidate[] };
   /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
   connectionId?: Uint8Array;
+  /**
+   * Up to 1000 bytes sent inside the first connectivity check (Noise IK message 1, docs/handshake.md): the listener
+   * gets them in `session.earlyData` one trip earlier than anything sent after connect() resolves, exactly once.
+   * Not forward secret against a later theft of the listener's key. `session.earlyDataAccepted` says whether they
+   * arrived (false after a fallback to XX: then send them on a stream).
+   */
+  earlyData?: Uint8Array;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** ICMP hole punching (src/traversal/icmp.ts) to a `listen --icmp` server behind this public IPv4 address, used
@@ -433,6 +442,10 @@ interface Attempt {
   transportReason?: string;
   /** Carries STUNT #1 / NATBlaster offers (TCP); null without a rendezvous that can. */
   rendezvous?: RendezvousLike | null;
+  /** Connector: Noise IK rides on the checks (docs/handshake.md); absent: XX after them. */
+  ik?: IkInitiator;
+  /** Listener: its replay cache of IK first messages; absent: XX only. */
+  ikReplay?: IkReplayCache;
 }
 
 /** Waits for the rendezvous' scheduled start, bounded. */
@@ -442,8 +455,9 @@ async function waitStart(a: Attempt): Promise<void> {
   if (wait > 0) await sleep(wait, a.signal);
 }
 
-function newChecks(a: Attempt): ConnectivityChecks {
+function newChecks(a: Attempt, handshake: CheckHandshake | undefined = a.ik): ConnectivityChecks {
   const checks = new ConnectivityChecks({
+    ...(handshake ? { handshake } : {}),
     transport: a.endpoint,
     role: a.role,
     connectionId: a.connectionId,
@@ -500,8 +514,15 @@ function sessionOptions(a: Attempt) {
  * the handshake as soon as a check succeeds; the responder's UDX stream waits (unconnected) and attaches itself to
  * the address the initiator's first packet comes from, if that address passed an authenticated check.
  */
-function udpInitiatorSession(a: Attempt, result: CheckResult): Promise<Session> {
+async function udpInitiatorSession(a: Attempt, result: CheckResult): Promise<Session> {
   const ids = streamIdsFor(a.connectionId);
+  const ik = a.ik
+    ? initiatorIkSession(a.ik, {
+        ...sessionOptions(a), connectionId: a.connectionId, peerKey: a.peerKey, remote: result.remote,
+        path: { ...pathOf(result), ...(a.transportReason ? { transportReason: a.transportReason } : {}) }, ...(a.recover ? { recover: a.recover } : {}),
+      })
+    : null;
+  if (ik) return ik;
   return Session.establish({
     ...sessionOptions(a),
     isInitiator: true,
@@ -519,7 +540,12 @@ async function attempt(a: Attempt): Promise<Session> {
   if (a.role === 'initiator') return udpInitiatorSession(a, await punch(a));
   await waitStart(a);
   a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
-  const checks = newChecks(a);
+  // Noise IK in the checks when the listener gave us its replay cache; the XX responder below waits as fallback.
+  const ik = a.ikReplay
+    ? new IkListenerAttempt({ keyPair: a.keyPair, connectionId: a.connectionId, peerKey: a.peerKey, replay: a.ikReplay, ...(a.allow !== undefined ? { allow: a.allow } : {}) })
+    : null;
+  const xx = new AbortController();
+  const checks = newChecks(a, ik?.handshake);
   const udx = a.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
   let result: CheckResult | null = null;
   udx.once('connect', () => {
@@ -527,7 +553,12 @@ async function attempt(a: Attempt): Promise<Session> {
     if (result) a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   });
   const checksFailed = checks.run().then(
-    () => new Promise<never>(() => {}),
+    (r) => {
+      const s = ik?.session({ ...sessionOptions(a), path: pathOf(r) });
+      if (!s) return new Promise<never>(() => {}); // XX: the session comes from Session.establish below
+      a.options.onProgress?.({ phase: 'path', kind: pathKind(r), remote: r.remote, type: r.remoteCandidate.type, rttMs: r.rttMs });
+      return s;
+    },
     (err: unknown) => {
       udx.destroy();
       throw err;
@@ -542,8 +573,11 @@ async function attempt(a: Attempt): Promise<Session> {
     ...(a.allow !== undefined ? { allow: a.allow } : {}),
     handshakeTimeoutMs: (a.options.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
     path: () => (result ? pathOf(result) : {}),
+    signal: AbortSignal.any([a.signal, xx.signal]),
   });
-  return Promise.race([session, checksFailed]);
+  const won = await Promise.race([session, checksFailed, ...(ik ? [ik.refused] : [])]);
+  if (won.handshakePattern === 'IK') xx.abort(new NatpunchError('ABORTED', 'the session runs on Noise IK'));
+  return won;
 }
 
 /** Relay upgrade: while a session runs over the TURN relay, direct checks are retried this often (paced rounds)... */
@@ -622,6 +656,12 @@ function upgradeInBackground(a: Attempt, session: Session, remote: readonly Cand
   })();
 }
 
+/** The connector's attempt with Noise IK in its checks (docs/handshake.md): the key comes from the offer / pin. */
+function withIk(att: Attempt, options: ConnectOptions): Attempt {
+  att.ik = initiatorIk({ keyPair: options.keyPair, peerKey: att.peerKey, connectionId: att.connectionId, ...(options.earlyData ? { earlyData: options.earlyData } : {}) });
+  return att;
+}
+
 function toKey(to: string | Uint8Array): Buffer | null {
   if (typeof to !== 'string') return Buffer.from(to);
   return isPeerId(to) ? idToKey(to) : null;
@@ -692,7 +732,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         track: (c) => checks.push(c), ...(transportReason ? { transportReason } : {}),
       };
       upgradeFrom = { a: att, remote: options.peer.candidates };
-      session = await initiate(att, tcp, mode);
+      session = await initiate(withIk(att, options), tcp, mode);
     } else {
       const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
       rendezvous = rv;
@@ -758,7 +798,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         ...(transportReason ? { transportReason } : {}),
       };
       upgradeFrom = { a: att, remote: offer.candidates };
-      session = await initiate(att, tcp, mode);
+      session = await initiate(withIk(att, options), tcp, mode);
     }
     // Port P is no longer needed: the punched connection (if TCP won) lives on by itself.
     tcp?.close();
@@ -857,6 +897,8 @@ export class Listener extends EventEmitter {
   #mode: TransportMode = 'auto';
   #mapper: PortMapper | null = null;
   #hard: { advert: HardNatAdvert; opts: HardNatOptions } | null = null;
+  /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
+  #ikReplay = new IkReplayCache();
 
   /** @internal listen() hands over the hardNat advert (its candidates are already in `local`). */
   attachHardNat(hard: { advert: HardNatAdvert; opts: HardNatOptions } | null): void {
@@ -975,6 +1017,7 @@ export class Listener extends EventEmitter {
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false, rendezvous: this.#rendezvous,
+        ikReplay: this.#ikReplay,
         track: (c) => {
           this.#checks.add(c);
           setTimeout(() => this.#checks.delete(c), 60_000).unref();
