@@ -308,6 +308,27 @@ export class Session extends EventEmitter {
     this.#attach(noise);
     this.#startKeepalive();
     this.#sendPing();
+    if (ik && !options.isInitiator) this.#awaitConfirmation(noise, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  }
+
+  /**
+   * IK responder: the session exists from message 1 on, but only the initiator's first encrypted frame (its PING,
+   * sent at once) proves it got message 2 and holds the keys. Without one in time the session ends.
+   */
+  #awaitConfirmation(noise: NoiseStream, timeoutMs: number): void {
+    const confirmed = () => {
+      clearTimeout(timer);
+      noise.off('data', confirmed);
+      noise.off('message', confirmed);
+    };
+    const timer = setTimeout(() => {
+      confirmed();
+      this.#die(new NatpunchError('HANDSHAKE_FAILED', `the initiator did not confirm the handshake (no encrypted frame within ${timeoutMs} ms)`));
+    }, timeoutMs);
+    timer.unref();
+    noise.on('data', confirmed);
+    noise.on('message', confirmed);
+    this.once('close', confirmed);
   }
 
   /** Listens to one encrypted transport; events from a transport that was swapped out are ignored. */

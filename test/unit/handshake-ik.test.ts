@@ -340,3 +340,21 @@ test('one IK state per attempt: a retransmitted message 1 gets the same message 
   assert.equal(ini.state.state, 'complete');
   await s!.close();
 });
+
+test('an IK listener session the initiator never confirms ends with HANDSHAKE_FAILED', async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const cid = randomBytes(16);
+  const ini = new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: cid });
+  const res = new IkListenerAttempt({ keyPair: kb, connectionId: cid, peerKey: ka.publicKey, replay: new IkReplayCache() });
+  const silent = await udpSocket(); // message 1 "came from" here; nobody answers the session
+  try {
+    await res.handshake.onRequest(ini.message1, { address: '127.0.0.1', port: silent.address().port });
+    const s = res.session({ endpoint: await UdxEndpoint.bind(LOOPBACK), keyPair: kb, ownsEndpoint: true, handshakeTimeoutMs: 300 });
+    assert.ok(s);
+    const [err] = (await once(s, 'close')) as [Error];
+    assert.ok(isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
+  } finally {
+    silent.close();
+  }
+});
