@@ -57,6 +57,8 @@ export const IK_CLOCK_WINDOW_MS = 60_000;
 export const IK_REPLAY_MEMORY_MS = 2 * IK_CLOCK_WINDOW_MS;
 /** At most this many remembered ephemerals; when full, IK is declined (XX) rather than forgetting early. */
 export const IK_REPLAY_CACHE_MAX = 65_536;
+/** Message 1s per attempt that failed to decrypt before the listener stops trying (each costs two DH operations). */
+export const MAX_UNDECRYPTABLE_PER_ATTEMPT = 8;
 
 const PROLOGUE_LABEL = Buffer.from('natpunch IK v1');
 const MSG1_PLAIN_HEADER = 1 + 8;
@@ -274,6 +276,7 @@ type ResponderState =
 export class IkResponder implements CheckHandshake {
   #o: IkResponderOptions;
   #s: ResponderState = { state: 'idle' };
+  #undecryptable = 0;
 
   constructor(options: IkResponderOptions) {
     this.#o = options;
@@ -312,6 +315,8 @@ export class IkResponder implements CheckHandshake {
 
   #first(m1: Buffer, from: Address): CheckAnswer | null | Promise<CheckAnswer | null> {
     if (m1.length < MIN_MSG1_BYTES || m1.length > MAX_MSG1_BYTES) return null;
+    const undecryptable = { payload: Buffer.from([IkPayload.DECLINE, IkDecline.UNDECRYPTABLE]) };
+    if (this.#undecryptable >= MAX_UNDECRYPTABLE_PER_ATTEMPT) return undecryptable; // no more DH work for junk
     const { Noise, curve } = noiseModules();
     const noise = new Noise('IK', false, this.#o.keyPair, { curve });
     let plain: Buffer;
@@ -321,8 +326,9 @@ export class IkResponder implements CheckHandshake {
       plain = Buffer.from(noise.recv(Buffer.from(m1))); // a copy: noise-handshake zeroes what it read
     } catch {
       // Encrypted to another key (the connector pinned someone else) or garbage: XX settles it. Not remembered,
-      // so garbage injected by someone who knows the check key cannot block the real message 1.
-      return { payload: Buffer.from([IkPayload.DECLINE, IkDecline.UNDECRYPTABLE]) };
+      // so garbage injected by someone who knows the check key cannot block the real message 1 (up to a bound).
+      this.#undecryptable++;
+      return undecryptable;
     }
     const remoteKey = Buffer.from(noise.rs!);
     if (!remoteKey.equals(Buffer.from(this.#o.expectedKey))) return this.#decline(m1, IkDecline.UNEXPECTED_KEY);
