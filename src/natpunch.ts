@@ -9,7 +9,7 @@ import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, 
 import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
 import type { DatagramTransport } from './net/datagram.js';
-import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
+import { keyToId, type KeyPair } from './session/identity.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath, isAllowed } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckHandshake, type CheckResult } from './traversal/checks.js';
 import { IkReplayCache, type IkInitiator } from './session/handshake-ik.js';
@@ -22,6 +22,8 @@ import type { SeqChannel } from './traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from './wire/seq-offer.js';
 import { MAX_CANDIDATES } from './wire/rendezvous.js';
 import type { PortMapper, PortMapperOptions } from './portmap/mapper.js';
+import { peerTarget, verifyPeer, type PeerSpec } from './identity/verify.js';
+import type { PeerPins } from './identity/known-peers.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -193,8 +195,15 @@ export interface ConnectOptions extends CommonOptions {
    *  end-to-end encrypted (the relay sees only ciphertext). */
   relay?: RelayOption;
   relayHoldMs?: number;
-  /** The peer's name or key (hex or bytes), through the rendezvous. */
-  to?: string | Uint8Array;
+  /** The peer's name or key (hex or bytes), through the rendezvous; `{ name, key }`: by name, and it must have
+   *  this key (checked before anything is sent to the peer the rendezvous introduces). */
+  to?: PeerSpec;
+  /**
+   * Names pinned to keys (src/identity/known-peers.ts, SSH known_hosts style): connecting by name refuses a key other
+   * than the pinned one (PEER_KEY_CHANGED) before anything is sent to the introduced peer, and pins a name on its
+   * first successful session. The CLI passes ~/.natpunch/known_peers. Default: no pins (only `{ name, key }` pins).
+   */
+  knownPeers?: PeerPins;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
   peer?: { publicKey: Uint8Array; candidates: Candidate[] };
   /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
@@ -662,9 +671,20 @@ function withIk(att: Attempt, options: ConnectOptions): Attempt {
   return att;
 }
 
-function toKey(to: string | Uint8Array): Buffer | null {
-  if (typeof to !== 'string') return Buffer.from(to);
-  return isPeerId(to) ? idToKey(to) : null;
+/** The key `to` demands (by key, or `{ name, key }`), else null. */
+function toKey(to: PeerSpec): Buffer | null {
+  return peerTarget(to).key ?? null;
+}
+
+/** Trust on first use: the session authenticated the introduced key, so a name seen for the first time is pinned to
+ *  it. A pin file that cannot be written does not fail the session (logged). */
+async function pinName(pin: (() => Promise<void>) | null, logger: Logger): Promise<void> {
+  if (!pin) return;
+  try {
+    await pin();
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'could not pin the peer name to its key');
+  }
 }
 
 /**
@@ -696,6 +716,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     return [...remote, ...proxied];
   };
   let introduced = false;
+  let pinAfterSession: (() => Promise<void>) | null = null;
   let mapper: PortMapper | null = null;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
@@ -747,12 +768,12 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         const sent = dedupeCandidates(local).slice(0, MAX_CANDIDATES - 3);
         if (!sent.some((c) => c.type === 'relay')) logger.warn('hardNat: too many candidates; the relay candidate may not reach the peer, which then does not fall back to it');
       }
-      const offer = await rv.requestConnect(to, { candidates: local, signal });
+      const target = peerTarget(to);
+      const offer = await rv.requestConnect(target.lookup, { candidates: local, signal });
       introduced = true;
-      const wanted = toKey(to);
-      if (wanted && !wanted.equals(offer.peerKey)) {
-        throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
-      }
+      // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
+      // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
+      pinAfterSession = await verifyPeer(target, offer.peerKey, options.knownPeers);
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
       const peerHard = hard ? advertFromCandidates(offer.candidates) : null;
       // A failed hard punch falls back to the normal attempt below when we offered a relay (hardOrFallback()).
@@ -775,6 +796,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
           void hardMapper?.close();
           if (ownsEndpoint) void endpoint.close().catch(() => {});
         });
+        await pinName(pinAfterSession, logger);
         options.onProgress?.({ phase: 'connected', peer: keyToId(hs.remotePublicKey), rttMs: hs.path.rttMs });
         return hs;
       }
@@ -830,6 +852,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       void relay?.close();
       void usedMapper?.close();
     });
+    await pinName(pinAfterSession, logger);
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     return session;
   } catch (err) {
@@ -943,6 +966,11 @@ export class Listener extends EventEmitter {
 
   get reflexive(): { address: string; port: number } | null {
     return this.#reflexive;
+  }
+
+  /** @internal The registration's client (an Endpoint's connects share it); null before start() or without one. */
+  get rendezvous(): RendezvousLike | null {
+    return this.#rendezvous;
   }
 
   get sessions(): ReadonlySet<Session> {

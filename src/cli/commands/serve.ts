@@ -1,67 +1,60 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { attachTurn } from '../../relay/attach.js';
 import { defaultRelayAddress } from '../../relay/server.js';
-import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
+import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
+import type { ServeWorkerData } from '../serve-worker.js';
 import { SpoofService } from '../../server/spoof.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
 import { turnRegistry } from '../../wire/turn.js';
-import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
+import { readConfigFile, renderConfigJson, renderConfigToml, resolveConfig, type ResolvedConfig } from '../../server/config.js';
+import { SERVE_OPTIONS } from '../../server/options.js';
+import { addOptionTable, flagValues } from '../option-table.js';
+import { turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
-import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption } from '../util.js';
+import { action, printJson } from '../util.js';
 
-interface ServeOptions extends TurnFlags {
-  turn?: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsPort?: number;
-  port: number;
-  address?: string[];
-  altAddress?: string;
-  altPort?: number;
-  json?: boolean;
-  /** false with --no-rendezvous */
-  rendezvous: boolean;
-  udp: 'auto' | 'udx' | 'dgram';
-  spoof?: boolean;
-  spoofPort?: number;
+/** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
+function pick(opts: TurnFlags): TurnFlags {
+  const { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxBps, minPort, maxPort } = opts;
+  return { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxBps, minPort, maxPort };
 }
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function show(e: { address: string; port: number }): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
 
+/**
+ * The effective settings: flags > NATPUNCH_* environment > --config file (or NATPUNCH_CONFIG) > defaults, every
+ * value checked against its definition in src/server/options.ts.
+ */
+export function serveSettings(cmd: Command, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const path = (cmd.opts().config as string | undefined) ?? (env.NATPUNCH_CONFIG || undefined);
+  const file = path ? readConfigFile(path) : undefined;
+  return resolveConfig({ flags: flagValues(cmd, SERVE_OPTIONS), env, ...(file ? { file } : {}) });
+}
+
 export function register(program: Command): void {
   const serve = program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP')
-    .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
-    .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
-    .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
-    .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
-    .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
-    .option(
-      '--spoof',
-      'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see README, BCP 38)',
+    .description(
+      'run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP. ' +
+        'Every option can also be set in a TOML file (--config) or a NATPUNCH_* environment variable; precedence flag > env > file > default.',
     )
-    .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
-    .option('--json', 'print where it listens as one JSON line')
-    .addOption(
-      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
-        .choices(['auto', 'udx', 'dgram'])
-        .default('auto'),
-    )
-    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
-    .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
-    .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
-    .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
-  addTurnServerOptions(serve)
+    .option('--config <file>', 'read options from this TOML file (see deploy/natpunch.toml); env NATPUNCH_CONFIG')
+    .option('--print-config', 'print the effective configuration (secrets masked) and exit; with --json as JSON');
+  addOptionTable(serve, SERVE_OPTIONS)
     .action(
-      action(async (opts: ServeOptions, cmd: Command) => {
+      action(async (_opts: unknown, cmd: Command) => {
+        const resolved = serveSettings(cmd);
+        const opts = resolved.values;
+        if (cmd.opts().printConfig) {
+          if (opts.json) printJson(renderConfigJson(resolved));
+          else process.stdout.write(renderConfigToml(resolved));
+          return;
+        }
         const debug = Boolean(cmd.optsWithGlobals().debug);
         // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
         const logger = createLogger(debug ? 'debug' : 'info');
@@ -85,9 +78,12 @@ export function register(program: Command): void {
         // closes it when it stops (or fails to start).
         const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
+        const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp });
+        if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
         let handle: Awaited<ReturnType<typeof startServer>>;
         try {
           handle = await startServer({
+            reusePort: workers.count > 1,
             port: opts.port,
             addresses: opts.address,
             altAddress: opts.altAddress,
@@ -115,7 +111,7 @@ export function register(program: Command): void {
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
                 addresses: handle.tcp.map((e) => e.address),
-                port: opts.tlsPort ?? DEFAULT_TURNS_PORT,
+                port: opts.tlsPort,
                 certFile: opts.tlsCert,
                 keyFile: opts.tlsKey,
               });
@@ -130,6 +126,29 @@ export function register(program: Command): void {
         } else if (opts.users || opts.authSecret) {
           logger.warn('--users/--auth-secret given without --turn: TURN is not running');
         }
+        let pool: WorkerPool | undefined;
+        if (workers.count > 1) {
+          try {
+            if (handle.rendezvous) steerRendezvousToMain(handle.sockets);
+            const entry = new URL(`../serve-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+            const addresses = handle.udp.map((e) => e.address);
+            const data = (index: number): ServeWorkerData => ({
+              index: index + 2,
+              port: handle.udp[0]!.port,
+              addresses: opts.address?.length ? opts.address : addresses,
+              debug,
+              ...(turn ? { turn: { ...pick(opts), relayAddress: turn.relayAddress, ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::') } } : {}),
+            });
+            pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
+          } catch (err) {
+            detachTurn?.();
+            turn?.close();
+            await turnTls?.close();
+            await handle.close();
+            await spoof?.close();
+            throw err;
+          }
+        }
         if (opts.json) {
           process.stdout.write(
             `${JSON.stringify({
@@ -139,6 +158,7 @@ export function register(program: Command): void {
               rfc5780: handle.rfc5780 ?? null,
               rendezvous: Boolean(handle.rendezvous),
               udpImplementation: handle.udpImplementation,
+              workers: workers.count,
               turn: turn
                 ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
@@ -153,6 +173,7 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
+            workers.count > 1 ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP and the rendezvous run in the first` : '',
             handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
             turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
             turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
@@ -171,7 +192,7 @@ export function register(program: Command): void {
             void turnTls?.close();
             if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
             turn?.close();
-            void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
+            void Promise.all([pool?.close(), handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');
