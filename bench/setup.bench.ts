@@ -7,9 +7,9 @@
 // each as median and p90, also × the floor (one trip a→server→b plus one direct trip b→a), and natpunch/hyperdht.
 // natpunch phases from its progress events (connecting side): introduction = connect() → offer, checks = offer →
 // path, handshake = path → connected (0 when Noise IK rode on the checks, see docs/handshake.md).
-// natpunch runs a cold connect() (a fresh socket, gathering, rendezvous); hyperdht runs from a DHT node that was
-// bootstrapped before the clock starts (its normal, long-lived use). A natpunch column from a running Endpoint is
-// added once the Endpoint API exists (issue 16): see ENDPOINT below.
+// natpunch runs a cold connect() (a fresh socket, gathering, rendezvous) and a connect() from a running Endpoint
+// (createEndpoint, issue 16: socket, NAT report and registration up before the clock starts, on both sides);
+// hyperdht runs from a DHT node bootstrapped before the clock starts (its normal, long-lived use).
 // Env: SETUP_TRIALS (default 10), DELAY (default 10), SETUP_PAIRS=full,prc,prc-sym (default all three).
 // Writes bench/results/setup.{json,md}, with os.loadavg() at start and end: numbers from a loaded machine are not
 // quotable.
@@ -34,8 +34,8 @@ const ALL_PAIRS: Record<string, { natA: NatType; natB: NatType; hardNat: boolean
   'prc-sym': { natA: 'port-restricted-cone', natB: 'symmetric-random', hardNat: true },
 };
 const PAIRS = (process.env.SETUP_PAIRS ?? 'full,prc,prc-sym').split(',').map((p) => [p, ALL_PAIRS[p]!] as const).filter(([, p]) => p);
-/** 'natpunch-endpoint' joins IMPLS once a running Endpoint can connect (issue 16's API on main). */
-const IMPLS = ['natpunch', 'hyperdht'] as const;
+/** natpunch: a cold connect(); natpunch-endpoint: connect() on an Endpoint that is already up (createEndpoint). */
+const IMPLS = ['natpunch', 'natpunch-endpoint', 'hyperdht'] as const;
 type Impl = (typeof IMPLS)[number];
 
 const skip = labUnavailableReason();
@@ -53,6 +53,8 @@ interface Trial {
   phases?: Record<string, number>;
   pattern?: string;
   path?: string;
+  /** The listener's first byte was IK early data. */
+  early?: boolean;
   error?: string;
 }
 
@@ -83,19 +85,21 @@ try {
   const next = (p: LabProcess, id: string, type: string, timeoutMs = 40_000) =>
     p.next((m) => forTrial(id)(m) && (m.type === type || m.type === 'error'), { timeoutMs }) as Promise<Msg>;
 
-  async function natpunchTrial(hardNat: boolean): Promise<Trial> {
+  async function natpunchTrial(impl: 'natpunch' | 'natpunch-endpoint', hardNat: boolean): Promise<Trial> {
     const id = randomBytes(4).toString('hex');
     const name = `b-${id}`;
-    pb.send({ cmd: 'np-listen', trial: id, server, name, hardNat });
-    const l = await next(pb, id, 'listening');
-    if (l.type !== 'listening') return { impl: 'natpunch', ok: false, error: `listen: ${l.message}` };
-    pa.send({ cmd: 'np-connect', trial: id, server, name, hardNat });
+    const warm = impl === 'natpunch-endpoint';
+    pb.send({ cmd: warm ? 'ep-listen' : 'np-listen', trial: id, server, name, hardNat });
+    if (warm) pa.send({ cmd: 'ep-prepare', trial: id, server, hardNat });
+    const [l, p] = await Promise.all([next(pb, id, 'listening'), warm ? next(pa, id, 'prepared') : Promise.resolve({ type: 'prepared' } as Msg)]);
+    if (l.type !== 'listening' || p.type !== 'prepared') return { impl, ok: false, error: `set-up: ${l.message ?? p.message}` };
+    pa.send({ cmd: warm ? 'ep-connect' : 'np-connect', trial: id, server, name, hardNat });
     const [c, r] = await Promise.all([next(pa, id, 'connect-result'), next(pb, id, 'listener-result')]);
-    if (c.type !== 'connect-result' || r.type !== 'listener-result') return { impl: 'natpunch', ok: false, error: String(c.message ?? r.message) };
+    if (c.type !== 'connect-result' || r.type !== 'listener-result') return { impl, ok: false, error: String(c.message ?? r.message) };
     const started = c.startedAt as number;
     return {
-      impl: 'natpunch', ok: true, connectedMs: (c.connectedAt as number) - started, firstByteMs: (r.firstByteAt as number) - started,
-      phases: c.phases as Record<string, number>, pattern: c.pattern as string, path: c.path as string,
+      impl, ok: true, connectedMs: (c.connectedAt as number) - started, firstByteMs: (r.firstByteAt as number) - started,
+      phases: c.phases as Record<string, number>, pattern: c.pattern as string, path: c.path as string, early: r.early === true,
     };
   }
 
@@ -118,9 +122,9 @@ try {
     const trials: Trial[] = [];
     for (let i = 0; i < TRIALS; i++) {
       // Interleaved, alternating which goes first.
-      const order: Impl[] = i % 2 === 0 ? ['natpunch', 'hyperdht'] : ['hyperdht', 'natpunch'];
+      const order: Impl[] = i % 2 === 0 ? [...IMPLS] : [...IMPLS].reverse();
       for (const impl of order) {
-        const t = impl === 'natpunch' ? await natpunchTrial(spec.hardNat) : await hyperdhtTrial();
+        const t = impl === 'hyperdht' ? await hyperdhtTrial() : await natpunchTrial(impl, spec.hardNat);
         console.log(`${pair} #${i} ${impl}: ${t.ok ? `connected ${t.connectedMs} ms, first byte ${t.firstByteMs} ms${t.pattern ? ` (${t.pattern}, ${t.path})` : ''}` : `FAILED ${t.error}`}`);
         trials.push(t);
       }
@@ -144,7 +148,7 @@ const summary = results.map((r) => {
         const xs = ok.filter((t) => at(t, to) !== undefined && at(t, from) !== undefined).map((t) => at(t, to)! - at(t, from)!);
         return [name, pct(xs, 50)] as const;
       };
-      const phases = impl === 'natpunch'
+      const phases = impl !== 'hyperdht'
         ? Object.fromEntries([
             ['introduction', pct(ok.filter((t) => t.phases?.offer !== undefined).map((t) => t.phases!.offer!), 50)],
             phase('checks', 'offer', 'path'),
@@ -158,19 +162,19 @@ const summary = results.map((r) => {
         firstByteMedianMs: pct(first, 50), firstByteP90Ms: pct(first, 90),
         connectedMedianXFloor: ratio(pct(conn, 50), floorMs), connectedP90XFloor: ratio(pct(conn, 90), floorMs),
         firstByteMedianXFloor: ratio(pct(first, 50), floorMs), firstByteP90XFloor: ratio(pct(first, 90), floorMs),
-        ...(phases ? { phaseMediansMs: phases, handshakes: [...new Set(ok.map((t) => t.pattern))] } : {}),
+        ...(phases ? { phaseMediansMs: phases, handshakes: [...new Set(ok.map((t) => t.pattern))], earlyDataDelivered: ok.filter((t) => t.early).length } : {}),
       };
       return [impl, stats];
     }),
   ) as unknown as Record<Impl, Record<string, unknown>>;
-  const np = per.natpunch;
   const hd = per.hyperdht;
+  const over = (np: Record<string, unknown>) => ({
+    connectedMedian: ratio(np.connectedMedianMs as number | null, hd.connectedMedianMs as number | null),
+    firstByteMedian: ratio(np.firstByteMedianMs as number | null, hd.firstByteMedianMs as number | null),
+  });
   return {
     pair: `${r.natA} ↔ ${r.natB}`, hardNat: r.hardNat, ...per,
-    natpunchOverHyperdht: {
-      connectedMedian: ratio(np.connectedMedianMs as number | null, hd.connectedMedianMs as number | null),
-      firstByteMedian: ratio(np.firstByteMedianMs as number | null, hd.firstByteMedianMs as number | null),
-    },
+    natpunchOverHyperdht: { cold: over(per.natpunch), endpoint: over(per['natpunch-endpoint']) },
   };
 });
 const result = {
@@ -180,7 +184,7 @@ const result = {
   floorMs,
   trialsPerImplementation: TRIALS,
   machine: { cpus: cpus().length, loadavgStart: loadStart.map((x) => Number(x.toFixed(2))), loadavgEnd: loadEnd.map((x) => Number(x.toFixed(2))) },
-  note: 'natpunch: cold connect() (fresh socket + gathering + rendezvous); hyperdht: connect() from a DHT node bootstrapped before the clock starts. No natpunch-from-a-running-Endpoint column yet (no Endpoint API on this branch).',
+  note: 'natpunch: cold connect() (fresh socket + gathering + rendezvous); natpunch-endpoint: Endpoint.connect() with both Endpoints up before the clock starts; hyperdht: connect() from a DHT node bootstrapped before the clock starts. Early data: natpunch passes one byte in IK message 1 when the connect path forwards `earlyData`, else writes it on a stream once connected; hyperdht writes it right after connect() (queued until open).',
   summary,
   raw: results,
 };
@@ -200,9 +204,10 @@ const md = [
   ...summary.flatMap((s) =>
     IMPLS.map((impl) => {
       const st = s[impl] as Record<string, unknown>;
-      const ph = st.phaseMediansMs ? `${JSON.stringify(st.phaseMediansMs)} ${JSON.stringify(st.handshakes)}` : '';
-      const rat = impl === 'natpunch' ? `${s.natpunchOverHyperdht.connectedMedian ?? '–'}, ${s.natpunchOverHyperdht.firstByteMedian ?? '–'}` : '';
-      return `| ${s.pair}${s.hardNat && impl === 'natpunch' ? ' (hardNat)' : ''} | ${impl} | ${(st.trials as number) - (st.failed as number)}/${st.trials} | ${cell(st, 'connected')} | ${cell(st, 'firstByte')} | ${rat} | ${ph} |`;
+      const ph = st.phaseMediansMs ? `${JSON.stringify(st.phaseMediansMs)} ${JSON.stringify(st.handshakes)}, early data ${st.earlyDataDelivered}/${(st.trials as number) - (st.failed as number)}` : '';
+      const o = impl === 'natpunch' ? s.natpunchOverHyperdht.cold : impl === 'natpunch-endpoint' ? s.natpunchOverHyperdht.endpoint : null;
+      const rat = o ? `${o.connectedMedian ?? '–'}, ${o.firstByteMedian ?? '–'}` : '';
+      return `| ${s.pair}${s.hardNat && impl !== 'hyperdht' ? ' (hardNat)' : ''} | ${impl} | ${(st.trials as number) - (st.failed as number)}/${st.trials} | ${cell(st, 'connected')} | ${cell(st, 'firstByte')} | ${rat} | ${ph} |`;
     }),
   ),
   '',
