@@ -232,6 +232,9 @@ export interface ListenOptions extends CommonOptions {
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
   allow?: Allow;
+  /** Noise IK first messages already seen (docs/handshake.md). Listeners of one key in one process share one, so a
+   *  first flight accepted by one is a replay to the others; default: the listener's own. */
+  replayCache?: IkReplayCache;
   signal?: AbortSignal;
 }
 
@@ -273,6 +276,8 @@ async function hardOrFallback(p: {
   signal: AbortSignal;
   logger: Logger;
   progress: ((p: Progress) => void) | undefined;
+  /** Responder: the listener's IK replay cache, shared with the hard punch's own listener. */
+  replayCache?: IkReplayCache;
 }): Promise<Session | null> {
   const { hard, peer, logger } = p;
   let budget = hard.opts.budget;
@@ -280,7 +285,7 @@ async function hardOrFallback(p: {
   try {
     const { session, punch } = await hardSession({
       role: p.role, keyPair: p.keyPair, peerKey: p.peerKey, connectionId: p.connectionId, endpoint: p.endpoint,
-      local: hard.advert, peer, ...(budget ? { budget } : {}),
+      local: hard.advert, peer, ...(budget ? { budget } : {}), ...(p.replayCache ? { replayCache: p.replayCache } : {}),
       onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
       signal: p.signal, logger,
     });
@@ -921,7 +926,7 @@ export class Listener extends EventEmitter {
   #mapper: PortMapper | null = null;
   #hard: { advert: HardNatAdvert; opts: HardNatOptions } | null = null;
   /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
-  #ikReplay = new IkReplayCache();
+  #ikReplay: IkReplayCache;
 
   /** @internal listen() hands over the hardNat advert (its candidates are already in `local`). */
   attachHardNat(hard: { advert: HardNatAdvert; opts: HardNatOptions } | null): void {
@@ -953,6 +958,7 @@ export class Listener extends EventEmitter {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.#local = local;
+    this.#ikReplay = options.replayCache ?? new IkReplayCache();
   }
 
   /** Our candidates (host, plus the server-reflexive one once registered). */
@@ -1035,7 +1041,7 @@ export class Listener extends EventEmitter {
         session = await hardOrFallback({
           role: 'responder', keyPair: this.#options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint: this.endpoint,
           hard: this.#hard, peer: peerHard.advert, relayFallback: offer.candidates.some((c) => c.type === 'relay'),
-          signal, logger: this.#logger, progress,
+          signal, logger: this.#logger, progress, replayCache: this.#ikReplay,
         });
       }
       if (!session) {

@@ -358,3 +358,39 @@ test('an IK listener session the initiator never confirms ends with HANDSHAKE_FA
     silent.close();
   }
 });
+
+test('listeners sharing a replay cache (the hard punch shares its parent listener\'s) treat each other\'s first flights as replays', async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const replayCache = new IkReplayCache();
+  const first = await listen({ keyPair: kb, bind: LOOPBACK, replayCache });
+  const second = await listen({ keyPair: kb, bind: LOOPBACK, replayCache, checkTimeoutMs: 1000 });
+  const t = await tap(first.endpoint.address().port);
+  const attacker = await udpSocket();
+  const answers: Array<number | null> = [];
+  attacker.on('message', (m) => {
+    const p = probeInfo(m);
+    if (p?.kind === 2) answers.push(p.payloadType);
+  });
+  const opened: Session[] = [];
+  second.on('session', (s: Session) => opened.push(s));
+  second.on('connection-error', () => {});
+  try {
+    const { session: sa, connectionId } = await connectThroughTap(first, ka, kb.publicKey, t.port, { earlyData: Buffer.from('pay once') });
+    const flight = t.fromConnector.find((b) => probeInfo(b)?.payloadType === IkPayload.IK1)!;
+    const attempt = second.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(attacker.address().port)] });
+    for (let i = 0; i < 3; i++) {
+      attacker.send(flight, second.endpoint.address().port, '127.0.0.1');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(await attempt, null);
+    assert.deepEqual(answers, [], 'the second listener never answers the replayed first flight');
+    assert.equal(opened.length, 0);
+    await sa.close();
+  } finally {
+    attacker.close();
+    await first.close();
+    await second.close();
+    await t.close();
+  }
+});
