@@ -40,5 +40,10 @@ const args = [
   '--test-reporter=spec',
   ...files,
 ];
-const res = spawnSync(process.execPath, args, { stdio: 'inherit' });
+// Network safety: port mapping is on by default for users, but a test must never ask the machine's real gateway
+// (PCP, NAT-PMP, SSDP). Everything the runner starts inherits NATPUNCH_PORT_MAPPING=0, which turns the library's
+// default off (src/endpoint/defaults.ts); lab peers set it back to 1 inside their own namespaces, whose only
+// gateway is a lab router.
+const env = { ...process.env, NATPUNCH_PORT_MAPPING: '0' };
+const res = spawnSync(process.execPath, args, { stdio: 'inherit', env });
 process.exit(res.status ?? 1);
