@@ -156,8 +156,14 @@ export class LocalState {
       // Everything below runs side by side; only the registration failing is fatal (a listener must be reachable).
       const jobs: Array<Promise<unknown>> = [];
       if (registered) jobs.push(registered);
-      if (t.transport !== 'udp') jobs.push(st.#gatherTcp(t.transport, server, o));
-      if (t.hardNat && (server || t.hardNat.stun)) jobs.push(st.#gatherHard(t.hardNat, server, o, o.hardNat === undefined));
+      // TCP first, then the NAT measurement: a sequential NAT may count TCP and UDP mappings with one counter, so
+      // the predicted window must be measured after the TCP mapping exists, never beside it.
+      const tcpJob = t.transport !== 'udp' ? st.#gatherTcp(t.transport, server, o) : Promise.resolve();
+      jobs.push(tcpJob);
+      if (t.hardNat && (server || t.hardNat.stun)) {
+        const hard = t.hardNat;
+        jobs.push(tcpJob.catch(() => {}).then(() => st.#gatherHard(hard, server, o, o.hardNat === undefined)));
+      }
       if (t.relay) jobs.push(st.#openRelay(t.relay, rv, registered, o));
       // Port mapping never delays a connection; a listener that asked for it explicitly waits for it (bounded) so
       // its first registration already offers the mapped candidate.
@@ -310,7 +316,9 @@ export class LocalState {
   candidates(): Candidate[] {
     const mapped: Candidate[] = (this.#mapper?.mappings ?? []).map((m) => ({ type: 'mapped', transport: m.transport, address: m.externalAddress, port: m.externalPort, priority: candidatePriority('mapped') }));
     const relay = this.relay ? [this.relay.candidate()] : [];
-    const srflx: Candidate[] = this.#reflexive ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }] : [];
+    // The hard-NAT marker stands at our srflx address (hardwire.ts): listing the srflx too would make dedupe (here,
+    // in the client and at the server) drop the marker, and with it the advert.
+    const srflx: Candidate[] = this.#reflexive && !this.#hard ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }] : [];
     // The hard-NAT marker and window are 'predicted' candidates of equal address: dedupe keeps them apart by port.
     return [...dedupeCandidates([...this.#host, ...(this.#tcp?.candidates ?? []), ...mapped, ...srflx, ...relay]), ...(this.#hard?.candidates ?? [])];
   }

@@ -18,8 +18,9 @@
  *   random ↔ random|seq.     no direct path without an opt-in probe budget ('double-random'); the relay carries it
  *   relay                    whenever either side offers a relayed candidate: at once when no direct technique
  *                            applies or a side's UDP is blocked, else after the direct techniques had their time
- *   tcp                      when both sides offer TCP candidates, in parallel; a UDP path found within
- *                            TCP_GRACE_MS of TCP's is preferred (it can migrate, no head-of-line blocking)
+ *   tcp                      when both sides offer TCP candidates, in parallel (after prediction when that runs:
+ *                            its SYNs would take predicted ports); a UDP path found within TCP_GRACE_MS of TCP's is
+ *                            preferred (it can migrate, no head-of-line blocking)
  *
  * The techniques themselves live one per file (udp-checks.ts, hard-punch.ts, relay-technique.ts, tcp.ts, icmp.ts).
  */
@@ -45,6 +46,9 @@ export const BIRTHDAY_HOLD_MS = 300;
 export const RELAY_HOLD_MS = 1_500;
 /** ... and when a hard punch runs: prediction meets in ~1.4 s in the lab, birthday needs 1750 probes at 1000/s. */
 export const RELAY_HOLD_HARD_MS = 4_000;
+/** With prediction running, TCP starts this late (prediction meets within ~1.5 s in the lab; PREDICT_ROUND_MS
+ *  rounds of probes, birthday.ts). */
+export const TCP_AFTER_PREDICT_MS = 2_500;
 /** TCP found a path: wait this long for a UDP one before settling for TCP. */
 export const TCP_GRACE_MS = 1_000;
 
@@ -168,7 +172,10 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
   }
 
   const tcp = applies('tcp', local, remote, sw);
-  if (tcp === true) add('tcp', 0, tcpOnly ? 'TCP requested' : 'both sides offer TCP: simultaneous open in parallel', direct ? TCP_GRACE_MS : 0);
+  // Prediction counts on the NAT's next ports: TCP SYNs beside it would take them (a sequential NAT may share one
+  // counter between TCP and UDP), so TCP waits until prediction had its time.
+  const predicting = steps.some((s) => s.technique === 'predict');
+  if (tcp === true) add('tcp', predicting ? TCP_AFTER_PREDICT_MS : 0, tcpOnly ? 'TCP requested' : predicting ? 'after prediction (its SYNs would take predicted ports)' : 'both sides offer TCP: simultaneous open in parallel', direct ? TCP_GRACE_MS : 0);
   else skip('tcp', tcp.skip);
 
   const relay = applies('relay', local, remote, sw);
