@@ -42,6 +42,8 @@ export interface EndpointConnectOptions {
   /** Direct mode: the caller exchanged keys and candidates itself. */
   candidates?: Candidate[];
   connectionId?: Uint8Array;
+  /** Up to 1000 bytes in the first check (Noise IK message 1, docs/handshake.md); see ConnectOptions.earlyData. */
+  earlyData?: Uint8Array;
 }
 
 export interface EndpointEvents {
@@ -124,6 +126,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.earlyData ? { earlyData: options.earlyData } : {}),
       logger: this.#logger,
       onProgress,
     };
