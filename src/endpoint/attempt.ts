@@ -9,7 +9,7 @@ import { advice, plan as makePlan, type PlanSwitches } from '../traversal/planne
 import { race } from '../traversal/race.js';
 import { hardPunchTechnique } from '../traversal/hard-punch.js';
 import { relayTechnique } from '../traversal/relay-technique.js';
-import { tcpTechnique } from '../traversal/tcp.js';
+import { tcpTechnique } from '../traversal/tcp-technique.js';
 import { udpChecksTechnique, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
 import type { NatView, Technique, TechniqueName } from '../traversal/technique.js';
@@ -118,10 +118,13 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
         break;
       case 'tcp':
         techniques.set('tcp', tcpTechnique({
-          local: a.local.tcp!,
-          sequence: { mode: a.techniques.tcpSequence, channel: seqChannel(a.local.rendezvous, a.connectionId, a.peerKey) },
+          local: () => a.local.tcp,
+          sequence: a.techniques.tcpSequence,
+          sequenceChannel: () => seqChannel(a.local.rendezvous, a.connectionId, a.peerKey),
           ...(a.startAt !== undefined ? { startAt: a.startAt } : {}),
-        }, tuning));
+          ...(tuning.keepAliveMs !== undefined ? { keepAliveMs: tuning.keepAliveMs } : {}),
+          ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
+        }));
         break;
       case 'icmp':
         break;
