@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
 import { CombinedStore, SharedSecretStore, UsersFileStore, type CredentialStore } from '../relay/auth.js';
-import { DEFAULT_MAX_ALLOCATIONS_PER_SOURCE, TurnServer, type TurnServerOptions } from '../relay/server.js';
+import { TurnServer, type TurnServerOptions } from '../relay/server.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { intOption } from './util.js';
+import { SERVE_OPTIONS, TURN_OPTION_NAMES } from '../server/options.js';
+import { addOptionTable } from './option-table.js';
 
 /** TURN server flags, shared by `natpunch serve --turn` and `natpunch turn serve`. */
 export interface TurnFlags {
@@ -23,28 +24,11 @@ export interface TurnFlags {
   maxPort?: number;
 }
 
-const collect = (value: string, previous: string[] = []) => [...previous, value];
+/** The TURN rows of the serve option table (src/server/options.ts): one definition for both commands. */
+export const TURN_OPTIONS = SERVE_OPTIONS.filter((o) => (TURN_OPTION_NAMES as readonly string[]).includes(o.name));
 
 export function addTurnServerOptions(cmd: Command): Command {
-  return cmd
-    .option('--realm <realm>', 'TURN realm (RFC 8489 §9.2)', 'natpunch')
-    .option('--users <file>', 'long-term credentials file: one "user:password" or "user:0x<md5 key>" per line')
-    .option('--auth-secret <secret>', 'shared secret for time-limited credentials (coturn use-auth-secret); repeat to rotate', collect)
-    .option('--relay-address <ip>', 'IPv4 address relayed allocations use (default: first non-loopback IPv4)')
-    .option('--relay-address6 <ip>', 'IPv6 relay address (enables IPv6 and dual allocations)')
-    .option('--external-ip <ip>', 'public IPv4 address of --relay-address behind a 1:1 NAT (cloud VMs); announced to clients')
-    .option('--allow-peer <cidr>', 'allow relaying to this block although denied by default (e.g. 10.0.0.0/8); repeatable', collect)
-    .option('--deny-peer <cidr>', 'never relay to this block; repeatable', collect)
-    .option('--max-allocations <n>', 'total allocations', intOption('--max-allocations', 1, 1_000_000))
-    .option('--user-quota <n>', 'allocations per user', intOption('--user-quota', 1, 1_000_000))
-    .option(
-      '--max-allocations-per-ip <n>',
-      `allocations per client IPv4 address or IPv6 /64 (default ${DEFAULT_MAX_ALLOCATIONS_PER_SOURCE})`,
-      intOption('--max-allocations-per-ip', 1, 1_000_000),
-    )
-    .option('--max-bps <bytes>', 'per-allocation relay bandwidth cap in bytes/s (0 = none)', intOption('--max-bps', 0, 2 ** 40))
-    .option('--min-port <port>', 'lowest relay port', intOption('--min-port', 1024, 65535))
-    .option('--max-port <port>', 'highest relay port', intOption('--max-port', 1024, 65535));
+  return addOptionTable(cmd, TURN_OPTIONS);
 }
 
 export function credentialsFromFlags(flags: TurnFlags): CredentialStore {

@@ -40,6 +40,7 @@ import {
   type StunMsg,
 } from './message.js';
 import { DefaultPeerPolicy, type PeerPolicy, type RelayScope } from './policy.js';
+import { LocalReservations, type RelayReservations } from './reservations.js';
 
 // Defaults, each from the RFC section that sets or suggests it.
 /** RFC 8656 §3.2 / §7.2: default allocation lifetime 10 minutes. */
@@ -130,6 +131,8 @@ export interface TurnServerOptions {
   maxAllocations?: number;
   /** Allocations per source IPv4 address / IPv6 /64 (default DEFAULT_MAX_ALLOCATIONS_PER_SOURCE). */
   maxAllocationsPerSource?: number;
+  /** Where RESERVATION-TOKEN ports are held (default: in this server; `serve --workers` shares them). */
+  reservations?: RelayReservations;
   /** Per-allocation relay bandwidth cap in bytes/s each way combined (0 = none). */
   bandwidth?: number;
   defaultLifetime?: number;
@@ -307,7 +310,7 @@ export class TurnServer {
   /** UDP allocations by transport, client address, client port (no per-packet string keys). */
   readonly #udp = new Map<DatagramTransport, Map<string, Map<number, Allocation>>>();
   readonly #tcpAllocs = new Map<net.Socket, Allocation>();
-  readonly #reservations = new Map<string, { socket: dgram.Socket; expires: number }>();
+  readonly #reservations: RelayReservations;
   readonly #connIds = new Map<number, { alloc: Allocation; conn: PeerConnection }>();
   readonly #pendingAllocs = new Set<string>();
   readonly #tcpClients = new Set<net.Socket>();
@@ -354,6 +357,7 @@ export class TurnServer {
       options.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS,
       options.maxAllocationsPerSource ?? DEFAULT_MAX_ALLOCATIONS_PER_SOURCE,
     );
+    this.#reservations = options.reservations ?? new LocalReservations();
     this.#limiter = new SourceRateLimiter(options.unauthRate ?? DEFAULT_UNAUTH_RATE, options.unauthBurst ?? DEFAULT_UNAUTH_BURST);
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL_MS);
     this.#sweeper.unref();
@@ -564,8 +568,7 @@ export class TurnServer {
     for (const d of this.#detach.splice(0)) d();
     for (const a of this.#allAllocations()) this.#removeAllocation(a);
     this.#udp.clear();
-    for (const r of this.#reservations.values()) r.socket.close();
-    this.#reservations.clear();
+    this.#reservations.close();
     for (const s of this.#tcpClients) s.destroy();
     for (const t of this.#ownTransports) t.close();
     for (const s of this.#ownServers) s.close();
@@ -892,11 +895,14 @@ export class TurnServer {
       return;
     }
     if (token) {
-      const r = this.#reservations.get(token.toString('hex'));
-      if (!r || r.expires < Date.now()) return undo(508, 'Insufficient Capacity');
-      this.#reservations.delete(token.toString('hex'));
-      this.#adoptRelaySocket(alloc, r.socket);
-      done();
+      const type = families[0] === 'IPv6' ? 'udp6' : 'udp4';
+      this.#reservations
+        .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(type, address, port))
+        .then((socket) => {
+          if (!socket) return undo(508, 'Insufficient Capacity');
+          this.#adoptRelaySocket(alloc, socket);
+          done();
+        }, () => undo(508, 'Insufficient Capacity'));
       return;
     }
     const wantEven = evenPort !== undefined;
@@ -964,7 +970,12 @@ export class TurnServer {
             continue;
           }
           token = randomBytes(8);
-          this.#reservations.set(token.toString('hex'), { socket: next, expires: Date.now() + RESERVATION_LIFETIME_S * 1000 });
+          if (!this.#reservations.hold(token.toString('hex'), next, Date.now() + RESERVATION_LIFETIME_S * 1000)) {
+            sock.close();
+            sock = null;
+            token = undefined;
+            continue;
+          }
         }
       }
       if (!sock) throw new Error('no relay port');
@@ -1408,12 +1419,7 @@ export class TurnServer {
         }
       }
     }
-    for (const [k, r] of this.#reservations) {
-      if (r.expires < now) {
-        r.socket.close();
-        this.#reservations.delete(k);
-      }
-    }
+    this.#reservations.sweep(now);
     this.#limiter.sweep(now);
   }
 }

@@ -1,82 +1,62 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { DEFAULT_CREDENTIAL_RATE_PER_MINUTE } from '../../relay/issuer.js';
 import type { RelayServiceOptions } from '../../relay/service.js';
-import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
+import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
+import type { ServeWorkerData } from '../serve-worker.js';
+import { createReservationTable, SharedReservations } from '../../server/reservations.js';
 import { SpoofService } from '../../server/spoof.js';
+import { ServeOperations } from '../../server/operations.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
-import { addTurnServerOptions, turnOptionsFromFlags, type TurnFlags } from '../turn-options.js';
+import { readConfigFile, renderConfigJson, renderConfigToml, resolveConfig, type ResolvedConfig } from '../../server/config.js';
+import { SERVE_OPTIONS, type ServeSettings } from '../../server/options.js';
+import { addOptionTable, flagValues } from '../option-table.js';
+import { turnOptionsFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
-import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption } from '../util.js';
+import { action, printJson } from '../util.js';
 
-interface ServeOptions extends TurnFlags {
-  turn?: boolean;
-  /** false with --no-relay */
-  relay: boolean;
-  turnAllow?: string[];
-  turnAllowFile?: string;
-  credentialRate?: number;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsPort?: number;
-  port: number;
-  address?: string[];
-  altAddress?: string;
-  altPort?: number;
-  json?: boolean;
-  /** false with --no-rendezvous */
-  rendezvous: boolean;
-  udp: 'auto' | 'udx' | 'dgram';
-  spoof?: boolean;
-  spoofPort?: number;
+/** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
+function pick(opts: TurnFlags): TurnFlags {
+  const { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxAllocationsPerIp, maxBps, minPort, maxPort } = opts;
+  return { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxAllocationsPerIp, maxBps, minPort, maxPort };
 }
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function show(e: { address: string; port: number }): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+/**
+ * The effective settings: flags > NATPUNCH_* environment > --config file (or NATPUNCH_CONFIG) > defaults, every
+ * value checked against its definition in src/server/options.ts.
+ */
+export function serveSettings(cmd: Command, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const path = (cmd.opts().config as string | undefined) ?? (env.NATPUNCH_CONFIG || undefined);
+  const file = path ? readConfigFile(path) : undefined;
+  return resolveConfig({ flags: flagValues(cmd, SERVE_OPTIONS), env, ...(file ? { file } : {}) });
 }
 
 export function register(program: Command): void {
   const serve = program
     .command('serve')
     .description(
-      'run the natpunch server on UDP and TCP: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous, and the relay for registered peers (peer-relay mode: only between introduced peers); --turn adds the full TURN service for configured users',
+      'run the natpunch server on UDP and TCP: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous, and the relay for registered peers ' +
+        '(peer-relay mode: only between introduced peers); --turn adds the full TURN service for configured users. ' +
+        'Every option can also be set in a TOML file (--config) or a NATPUNCH_* environment variable; precedence flag > env > file > default.',
     )
-    .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
-    .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
-    .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
-    .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
-    .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
-    .option(
-      '--spoof',
-      'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see README, BCP 38)',
-    )
-    .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
-    .option('--json', 'print where it listens as one JSON line')
-    .addOption(
-      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
-        .choices(['auto', 'udx', 'dgram'])
-        .default('auto'),
-    )
-    .option('--no-relay', 'do not relay for registered peers (the default peer-relay mode; see docs/peer-relay.md)')
-    .option(
-      '--credential-rate <n>',
-      `relay credentials the rendezvous issues per client IPv4 address or IPv6 /64 per minute (default ${DEFAULT_CREDENTIAL_RATE_PER_MINUTE})`,
-      intOption('--credential-rate', 1, 1_000_000),
-    )
-    .option('--turn', 'also run the full TURN service (RFC 8656 + RFC 6062) for any peer address, for --users and/or --auth-secret credentials')
-    .option('--turn-allow <key>', 'hand this key (64 hex) unscoped --auth-secret credentials through the rendezvous; repeatable', collect)
-    .option('--turn-allow-file <file>', 'keys to hand unscoped --auth-secret credentials, one 64-hex key per line (# comments)')
-    .option('--tls-cert <file>', 'relay over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
-    .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
-    .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
-  addTurnServerOptions(serve)
+    .option('--config <file>', 'read options from this TOML file (see deploy/natpunch.toml); env NATPUNCH_CONFIG')
+    .option('--print-config', 'print the effective configuration (secrets masked) and exit; with --json as JSON');
+  addOptionTable(serve, SERVE_OPTIONS)
     .action(
-      action(async (opts: ServeOptions, cmd: Command) => {
+      action(async (_opts: unknown, cmd: Command) => {
+        const resolved = serveSettings(cmd);
+        const opts = resolved.values;
+        if (cmd.opts().printConfig) {
+          if (opts.json) printJson(renderConfigJson(resolved));
+          else process.stdout.write(renderConfigToml(resolved));
+          return;
+        }
         const debug = Boolean(cmd.optsWithGlobals().debug);
         // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
         const logger = createLogger(debug ? 'debug' : 'info');
@@ -93,9 +73,23 @@ export function register(program: Command): void {
         // closes it when it stops (or fails to start).
         const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
+        const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp, peerRelay: Boolean(relay?.peerRelay) });
+        if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
+        // With several workers, TURN's RESERVATION-TOKEN ports are held in a table every worker thread sees.
+        const reservationTable = workers.count > 1 && relay ? createReservationTable() : undefined;
+        if (relay && reservationTable) relay.turn = { ...relay.turn, reservations: new SharedReservations(reservationTable, 1) };
         let handle: Awaited<ReturnType<typeof startServer>>;
+        // Registry backend (memory, or Redis + cluster bus), metrics, dashboard state; the admin endpoint later.
+        let ops: ServeOperations;
+        try {
+          ops = await ServeOperations.prepare(opts, logger);
+        } catch (err) {
+          await spoof?.close();
+          throw err;
+        }
         try {
           handle = await startServer({
+            reusePort: workers.count > 1,
             port: opts.port,
             addresses: opts.address,
             altAddress: opts.altAddress,
@@ -103,10 +97,11 @@ export function register(program: Command): void {
             udp: opts.udp,
             logger,
             relay: relay ?? false,
-            ...(opts.rendezvous ? (spoofer ? { rendezvous: { spoofer } } : {}) : { rendezvous: false as const }),
+            ...(opts.rendezvous ? { rendezvous: { ...ops.rendezvousOptions(), ...(spoofer ? { spoofer } : {}) } } : { rendezvous: false as const }),
           });
         } catch (err) {
           await spoof?.close();
+          await ops.close();
           throw err;
         }
         const turn = handle.relay?.turn;
@@ -116,7 +111,7 @@ export function register(program: Command): void {
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
                 addresses: handle.tcp.map((e) => e.address),
-                port: opts.tlsPort ?? DEFAULT_TURNS_PORT,
+                port: opts.tlsPort,
                 certFile: opts.tlsCert,
                 keyFile: opts.tlsKey,
               });
@@ -132,6 +127,39 @@ export function register(program: Command): void {
         if (!opts.turn && (opts.users || opts.authSecret || opts.turnAllow || opts.turnAllowFile)) {
           logger.warn('--users/--auth-secret/--turn-allow given without --turn: the full TURN service is not running');
         }
+        let pool: WorkerPool | undefined;
+        if (workers.count > 1) {
+          try {
+            if (handle.rendezvous) steerRendezvousToMain(handle.sockets);
+            const entry = new URL(`../serve-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+            const addresses = handle.udp.map((e) => e.address);
+            const data = (index: number): ServeWorkerData => ({
+              index: index + 2,
+              port: handle.udp[0]!.port,
+              addresses: opts.address?.length ? opts.address : addresses,
+              debug,
+              ...(turn && opts.turn ? { turn: { ...pick(opts), relayAddress: turn.relayAddress, ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::') } } : {}),
+              ...(reservationTable ? { reservationTable } : {}),
+            });
+            pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
+          } catch (err) {
+            await turnTls?.close();
+            await handle.close();
+            await spoof?.close();
+            throw err;
+          }
+        }
+        let admin: Awaited<ReturnType<ServeOperations['attach']>>;
+        try {
+          admin = await ops.attach(handle, turn);
+        } catch (err) {
+          await pool?.close();
+          await turnTls?.close();
+          await handle.close();
+          await spoof?.close();
+          await ops.close();
+          throw err;
+        }
         if (opts.json) {
           process.stdout.write(
             `${JSON.stringify({
@@ -141,6 +169,7 @@ export function register(program: Command): void {
               rfc5780: handle.rfc5780 ?? null,
               rendezvous: Boolean(handle.rendezvous),
               udpImplementation: handle.udpImplementation,
+              workers: workers.count,
               relay: turn
                 ? { peerRelay: Boolean(handle.relay?.peerRelay), fullTurn: Boolean(opts.turn), relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
                 : null,
@@ -149,6 +178,8 @@ export function register(program: Command): void {
                 : null,
               spoof: spoof?.address() ?? null,
               rendezvousSpoof: Boolean(spoof && handle.rendezvous),
+              admin: admin?.url ?? null,
+              redis: ops.redis ? { nodeId: ops.nodeId } : null,
             })}\n`,
           );
         } else {
@@ -158,7 +189,11 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
-            handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
+            workers.count > 1 ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP and the rendezvous run in the first` : '',
+            handle.rendezvous
+              ? `  rendezvous on the same port (UDP, TCP fallback)${ops.redis ? `, registry in Redis as node ${ops.nodeId}` : ''}`
+              : '  rendezvous off',
+            admin ? `  admin: ${admin.url} (metrics, health, dashboard)` : '',
             handle.relay?.peerRelay
               ? `  relay for registered peers on the same port (udp+tcp), only between introduced peers, relaying from ${turn!.relayAddress}${handle.rendezvous ? '' : ' (no rendezvous: nobody gets credentials)'}`
               : '  relay for registered peers off',
@@ -175,9 +210,20 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
-            void turnTls?.close();
-            if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
-            void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
+            // Bounded: whatever hangs, the process exits (0: stopping was asked for) after drain-timeout + 1 s.
+            const deadline = setTimeout(() => {
+              logger.warn({ drainTimeoutMs: opts.drainTimeout }, 'serve: shutdown did not finish in time; exiting');
+              process.exit(0);
+            }, opts.drainTimeout + 1000);
+            deadline.unref();
+            void (async () => {
+              // Stop accepting and tell registered peers to move to another node (MOVE), then release allocations.
+              await ops.drain().catch(() => {});
+              void turnTls?.close();
+              if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
+              await Promise.allSettled([pool?.close(), handle.close(), spoof?.close()]);
+              await ops.close();
+            })().then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');
@@ -189,7 +235,7 @@ export function register(program: Command): void {
 }
 
 /** The relay's options from serve's flags: peer-relay mode unless --no-relay; the full TURN service with --turn. */
-function relayOptions(opts: ServeOptions): RelayServiceOptions {
+function relayOptions(opts: ServeSettings): RelayServiceOptions {
   const allow = [...(opts.turnAllow ?? []), ...(opts.turnAllowFile ? readKeyFile(opts.turnAllowFile) : [])].map((k) => k.toLowerCase());
   for (const k of allow) if (!/^[0-9a-f]{64}$/.test(k)) throw new NatpunchError('BAD_ARGUMENT', `--turn-allow: "${k}" is not a 64-hex-character key`);
   if (allow.length && !(opts.turn && opts.authSecret?.length)) throw new NatpunchError('BAD_ARGUMENT', '--turn-allow needs --turn and --auth-secret (the credentials it hands out)');
