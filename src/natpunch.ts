@@ -4,16 +4,18 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
-import { RendezvousClient } from './rendezvous/client.js';
+import { parseRendezvousList, RendezvousClient } from './rendezvous/client.js';
 import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, type HardNatOptions } from './traversal/hardwire.js';
 import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
 import type { DatagramTransport } from './net/datagram.js';
 import { keyToId, type KeyPair } from './session/identity.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath, isAllowed } from './session/session.js';
-import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
+import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckHandshake, type CheckResult } from './traversal/checks.js';
+import { IkReplayCache, type IkInitiator } from './session/handshake-ik.js';
+import { initiatorIk, initiatorIkSession, IkListenerAttempt } from './session/ik-attempt.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
-import { RelayPath, parseRelaySpec } from './relay/path.js';
+import { RelayPath, openRendezvousRelay, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
 import type { SeqChannel } from './traversal/tcp-seqpunch.js';
@@ -137,7 +139,7 @@ interface CommonOptions {
   logger?: Logger;
   onProgress?: (p: Progress) => void;
   /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
-  rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
+  rendezvous?: string | { host: string; port?: number } | Array<{ host: string; port?: number }> | RendezvousFactory;
   /** Which transport to punch (default 'auto': UDP and TCP in parallel; UDP kept when both work). */
   transport?: TransportMode;
   /**
@@ -185,7 +187,8 @@ async function autoRelay(rv: RendezvousLike, endpoint: UdxEndpoint, registered: 
     logger.debug('relay auto: the rendezvous handed out no TURN credentials; no relay');
     return null;
   }
-  return RelayPath.open({ transport: endpoint, server: { address: c.host, port: c.port }, username: c.username, password: c.password, ...(signal ? { signal } : {}), logger });
+  // UDP from the punching socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
+  return openRendezvousRelay({ transport: endpoint, credentials: c, rendezvousVia: rv.via, ...(signal ? { signal } : {}), logger });
 }
 
 export interface ConnectOptions extends CommonOptions {
@@ -206,6 +209,13 @@ export interface ConnectOptions extends CommonOptions {
   peer?: { publicKey: Uint8Array; candidates: Candidate[] };
   /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
   connectionId?: Uint8Array;
+  /**
+   * Up to 1000 bytes sent inside the first connectivity check (Noise IK message 1, docs/handshake.md): the listener
+   * gets them in `session.earlyData` one trip earlier than anything sent after connect() resolves, exactly once.
+   * Not forward secret against a later theft of the listener's key. `session.earlyDataAccepted` says whether they
+   * arrived (false after a fallback to XX: then send them on a stream).
+   */
+  earlyData?: Uint8Array;
   timeoutMs?: number;
   signal?: AbortSignal;
   /** ICMP hole punching (src/traversal/icmp.ts) to a `listen --icmp` server behind this public IPv4 address, used
@@ -223,13 +233,22 @@ export interface ListenOptions extends CommonOptions {
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
   allow?: Allow;
+  /** Noise IK first messages already seen (docs/handshake.md). Listeners of one key in one process share one, so a
+   *  first flight accepted by one is a replay to the others; default: the listener's own. */
+  replayCache?: IkReplayCache;
   signal?: AbortSignal;
 }
 
 /** The rendezvous as host and port when given as an address or name, else null (a factory). */
 function rendezvousServer(spec: CommonOptions['rendezvous']): { host: string; port: number } | null {
   if (!spec || typeof spec === 'function') return null;
-  return typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  return rendezvousList(spec)[0]!;
+}
+
+/** Every server of a rendezvous spec ("a,b" or an array: failover order). */
+function rendezvousList(spec: Exclude<NonNullable<CommonOptions['rendezvous']>, RendezvousFactory>): Array<{ host: string; port: number }> {
+  if (typeof spec === 'string') return parseRendezvousList(spec, DEFAULT_RENDEZVOUS_PORT);
+  return (Array.isArray(spec) ? spec : [spec]).map((s) => ({ host: s.host, port: s.port ?? DEFAULT_RENDEZVOUS_PORT }));
 }
 
 /**
@@ -264,6 +283,8 @@ async function hardOrFallback(p: {
   signal: AbortSignal;
   logger: Logger;
   progress: ((p: Progress) => void) | undefined;
+  /** Responder: the listener's IK replay cache, shared with the hard punch's own listener. */
+  replayCache?: IkReplayCache;
 }): Promise<Session | null> {
   const { hard, peer, logger } = p;
   let budget = hard.opts.budget;
@@ -271,7 +292,7 @@ async function hardOrFallback(p: {
   try {
     const { session, punch } = await hardSession({
       role: p.role, keyPair: p.keyPair, peerKey: p.peerKey, connectionId: p.connectionId, endpoint: p.endpoint,
-      local: hard.advert, peer, ...(budget ? { budget } : {}),
+      local: hard.advert, peer, ...(budget ? { budget } : {}), ...(p.replayCache ? { replayCache: p.replayCache } : {}),
       onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
       signal: p.signal, logger,
     });
@@ -316,22 +337,14 @@ async function gatherHard(
   }
 }
 
-function parseRendezvous(spec: string): { host: string; port: number } {
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(spec);
-  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : DEFAULT_RENDEZVOUS_PORT };
-  const parts = spec.split(':');
-  if (parts.length === 2) return { host: parts[0]!, port: Number(parts[1]) };
-  return { host: spec, port: DEFAULT_RENDEZVOUS_PORT };
-}
-
 async function makeRendezvous(
   spec: NonNullable<CommonOptions['rendezvous']>,
   init: Parameters<RendezvousFactory>[0],
 ): Promise<RendezvousLike> {
   if (typeof spec === 'function') return spec(init);
-  const server = typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
-  if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
-    throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
+  const server = rendezvousList(spec);
+  for (const s of server) {
+    if (!Number.isInteger(s.port) || s.port <= 0 || s.port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
   return new RendezvousClient({
     transport: init.transport,
@@ -350,7 +363,7 @@ function isLoopbackHost(host: string): boolean {
 /** The rendezvous' host when it is given as an address or name, else null (a factory). */
 function rendezvousHost(spec: CommonOptions['rendezvous']): string | null {
   if (!spec || typeof spec === 'function') return null;
-  return typeof spec === 'string' ? parseRendezvous(spec).host : spec.host;
+  return rendezvousList(spec)[0]!.host;
 }
 
 /**
@@ -442,6 +455,10 @@ interface Attempt {
   transportReason?: string;
   /** Carries STUNT #1 / NATBlaster offers (TCP); null without a rendezvous that can. */
   rendezvous?: RendezvousLike | null;
+  /** Connector: Noise IK rides on the checks (docs/handshake.md); absent: XX after them. */
+  ik?: IkInitiator;
+  /** Listener: its replay cache of IK first messages; absent: XX only. */
+  ikReplay?: IkReplayCache;
 }
 
 /** Waits for the rendezvous' scheduled start, bounded. */
@@ -451,8 +468,9 @@ async function waitStart(a: Attempt): Promise<void> {
   if (wait > 0) await sleep(wait, a.signal);
 }
 
-function newChecks(a: Attempt): ConnectivityChecks {
+function newChecks(a: Attempt, handshake: CheckHandshake | undefined = a.ik): ConnectivityChecks {
   const checks = new ConnectivityChecks({
+    ...(handshake ? { handshake } : {}),
     transport: a.endpoint,
     role: a.role,
     connectionId: a.connectionId,
@@ -509,8 +527,15 @@ function sessionOptions(a: Attempt) {
  * the handshake as soon as a check succeeds; the responder's UDX stream waits (unconnected) and attaches itself to
  * the address the initiator's first packet comes from, if that address passed an authenticated check.
  */
-function udpInitiatorSession(a: Attempt, result: CheckResult): Promise<Session> {
+async function udpInitiatorSession(a: Attempt, result: CheckResult): Promise<Session> {
   const ids = streamIdsFor(a.connectionId);
+  const ik = a.ik
+    ? initiatorIkSession(a.ik, {
+        ...sessionOptions(a), connectionId: a.connectionId, peerKey: a.peerKey, remote: result.remote,
+        path: { ...pathOf(result), ...(a.transportReason ? { transportReason: a.transportReason } : {}) }, ...(a.recover ? { recover: a.recover } : {}),
+      })
+    : null;
+  if (ik) return ik;
   return Session.establish({
     ...sessionOptions(a),
     isInitiator: true,
@@ -528,7 +553,12 @@ async function attempt(a: Attempt): Promise<Session> {
   if (a.role === 'initiator') return udpInitiatorSession(a, await punch(a));
   await waitStart(a);
   a.options.onProgress?.({ phase: 'punching', pairs: a.remote.length });
-  const checks = newChecks(a);
+  // Noise IK in the checks when the listener gave us its replay cache; the XX responder below waits as fallback.
+  const ik = a.ikReplay
+    ? new IkListenerAttempt({ keyPair: a.keyPair, connectionId: a.connectionId, peerKey: a.peerKey, replay: a.ikReplay, ...(a.allow !== undefined ? { allow: a.allow } : {}) })
+    : null;
+  const xx = new AbortController();
+  const checks = newChecks(a, ik?.handshake);
   const udx = a.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
   let result: CheckResult | null = null;
   udx.once('connect', () => {
@@ -536,7 +566,12 @@ async function attempt(a: Attempt): Promise<Session> {
     if (result) a.options.onProgress?.({ phase: 'path', kind: pathKind(result), remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
   });
   const checksFailed = checks.run().then(
-    () => new Promise<never>(() => {}),
+    (r) => {
+      const s = ik?.session({ ...sessionOptions(a), path: pathOf(r) });
+      if (!s) return new Promise<never>(() => {}); // XX: the session comes from Session.establish below
+      a.options.onProgress?.({ phase: 'path', kind: pathKind(r), remote: r.remote, type: r.remoteCandidate.type, rttMs: r.rttMs });
+      return s;
+    },
     (err: unknown) => {
       udx.destroy();
       throw err;
@@ -551,8 +586,11 @@ async function attempt(a: Attempt): Promise<Session> {
     ...(a.allow !== undefined ? { allow: a.allow } : {}),
     handshakeTimeoutMs: (a.options.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
     path: () => (result ? pathOf(result) : {}),
+    signal: AbortSignal.any([a.signal, xx.signal]),
   });
-  return Promise.race([session, checksFailed]);
+  const won = await Promise.race([session, checksFailed, ...(ik ? [ik.refused] : [])]);
+  if (won.handshakePattern === 'IK') xx.abort(new NatpunchError('ABORTED', 'the session runs on Noise IK'));
+  return won;
 }
 
 /** Relay upgrade: while a session runs over the TURN relay, direct checks are retried this often (paced rounds)... */
@@ -631,6 +669,12 @@ function upgradeInBackground(a: Attempt, session: Session, remote: readonly Cand
   })();
 }
 
+/** The connector's attempt with Noise IK in its checks (docs/handshake.md): the key comes from the offer / pin. */
+function withIk(att: Attempt, options: ConnectOptions): Attempt {
+  att.ik = initiatorIk({ keyPair: options.keyPair, peerKey: att.peerKey, connectionId: att.connectionId, ...(options.earlyData ? { earlyData: options.earlyData } : {}) });
+  return att;
+}
+
 /** The key `to` demands (by key, or `{ name, key }`), else null. */
 function toKey(to: PeerSpec): Buffer | null {
   return peerTarget(to).key ?? null;
@@ -704,6 +748,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
     const hard = options.peer ? null : await gatherHard(options, endpoint, logger, signal);
     if (hard) local = [...local, ...hard.candidates];
+    // TCP port prediction last: the NAT measurement must be the latest allocation before our SYNs (tcp-predict.ts).
+    if (tcp) local = [...local, ...(await tcp.predict({ signal }))];
     let session: Session;
     let upgradeFrom: { a: Attempt; remote: Candidate[] } | null = null;
     if (options.peer) {
@@ -713,7 +759,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         track: (c) => checks.push(c), ...(transportReason ? { transportReason } : {}),
       };
       upgradeFrom = { a: att, remote: options.peer.candidates };
-      session = await initiate(att, tcp, mode);
+      session = await initiate(withIk(att, options), tcp, mode);
     } else {
       const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
       rendezvous = rv;
@@ -780,7 +826,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         ...(transportReason ? { transportReason } : {}),
       };
       upgradeFrom = { a: att, remote: offer.candidates };
-      session = await initiate(att, tcp, mode);
+      session = await initiate(withIk(att, options), tcp, mode);
     }
     // Port P is no longer needed: the punched connection (if TCP won) lives on by itself.
     tcp?.close();
@@ -880,6 +926,8 @@ export class Listener extends EventEmitter {
   #mode: TransportMode = 'auto';
   #mapper: PortMapper | null = null;
   #hard: { advert: HardNatAdvert; opts: HardNatOptions } | null = null;
+  /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
+  #ikReplay: IkReplayCache;
 
   /** @internal listen() hands over the hardNat advert (its candidates are already in `local`). */
   attachHardNat(hard: { advert: HardNatAdvert; opts: HardNatOptions } | null): void {
@@ -889,6 +937,12 @@ export class Listener extends EventEmitter {
   /** @internal listen() hands over the port mapping (portMapping); close() deletes it. */
   attachPortMapper(mapper: PortMapper | null): void {
     this.#mapper = mapper;
+  }
+
+  /** What the registration carries: our own candidates, the gateway's mapping, and our relayed address. */
+  #registeredCandidates(): Candidate[] {
+    const relay = this.#relay();
+    return relay ? dedupeCandidates([...this.#localNow(), relay.candidate()]) : this.#localNow();
   }
 
   /** Our own candidates plus the gateway's current mapping, if any. */
@@ -911,6 +965,7 @@ export class Listener extends EventEmitter {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     this.#local = local;
+    this.#ikReplay = options.replayCache ?? new IkReplayCache();
   }
 
   /** Our candidates (host, plus the server-reflexive one once registered). */
@@ -924,6 +979,11 @@ export class Listener extends EventEmitter {
 
   get reflexive(): { address: string; port: number } | null {
     return this.#reflexive;
+  }
+
+  /** @internal The registration's client (an Endpoint's connects share it); null before start() or without one. */
+  get rendezvous(): RendezvousLike | null {
+    return this.#rendezvous;
   }
 
   get sessions(): ReadonlySet<Session> {
@@ -941,7 +1001,9 @@ export class Listener extends EventEmitter {
       transport: this.endpoint,
       keyPair: this.#options.keyPair,
       ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
-      candidates: () => this.#localNow(),
+      // With a relay, its relayed address is registered too: a connector relayed on the same server then reaches
+      // us relay to relay from its first check (peer-relay mode lets it: we are introduced).
+      candidates: () => this.#registeredCandidates(),
       logger: this.#logger,
     });
     this.#rendezvous = rv;
@@ -953,6 +1015,8 @@ export class Listener extends EventEmitter {
       // The listener owns it from here (released by close()); later offers carry its candidate.
       this.#options = { ...this.#options, ...(relay ? { relay } : {}) };
       if (!relay) delete this.#options.relay;
+      // Register again at once so the relayed address is in our registration (not only after the next refresh).
+      else await rv.register(signal);
     }
     progress({ phase: 'registered', reflexive: this.#reflexive });
   }
@@ -988,7 +1052,7 @@ export class Listener extends EventEmitter {
         session = await hardOrFallback({
           role: 'responder', keyPair: this.#options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint: this.endpoint,
           hard: this.#hard, peer: peerHard.advert, relayFallback: offer.candidates.some((c) => c.type === 'relay'),
-          signal, logger: this.#logger, progress,
+          signal, logger: this.#logger, progress, replayCache: this.#ikReplay,
         });
       }
       if (!session) {
@@ -998,6 +1062,7 @@ export class Listener extends EventEmitter {
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         options: { ...this.#options, onProgress: progress }, signal, logger: this.#logger, ownsEndpoint: false, rendezvous: this.#rendezvous,
+        ikReplay: this.#ikReplay,
         track: (c) => {
           this.#checks.add(c);
           setTimeout(() => this.#checks.delete(c), 60_000).unref();
@@ -1077,6 +1142,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
     const hard = await gatherHard(options, endpoint, options.logger ?? silentLogger, options.signal);
     if (hard) local = [...local, ...hard.candidates];
+    if (tcp) local = [...local, ...(await tcp.predict(options.signal ? { signal: options.signal } : {}))];
     if (options.relay && options.relay !== 'auto' && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
@@ -1122,12 +1188,13 @@ async function gatherTcp(
     return { tcp: null, reason: `TCP hole punching unavailable (${status.reason}); using UDP` };
   }
   const spec = options.rendezvous;
-  const rv = !spec || typeof spec === 'function' ? null : typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  const rv = rendezvousServer(spec);
   try {
     const tcp = await openTcpLocal({
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
       ...(rv ? { stun: rv } : {}),
       ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+      ...(options.tcpSequence === 'off' ? { sequencePort: false } : {}),
       ...(signal ? { signal } : {}),
       logger,
     });

@@ -1,9 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { RequestIds } from './ids.js';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
-import { makeSharedSecretCredentials } from '../relay/auth.js';
+import { SharedSecretIssuer, type RelayCredentialIssuer } from '../relay/issuer.js';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { decodeSeqOffer, type SeqOfferFields } from '../wire/seq-offer.js';
@@ -24,6 +25,8 @@ import {
   TcpFrameDecoder,
   type ConnectMessage,
   type ConnectMode,
+  type ReleaseNameMessage,
+  type ReportMessage,
   type Endpoint,
   type EncodableMessage,
   type ErrorCodeName,
@@ -34,7 +37,8 @@ import {
   type Target,
   type UnregisterMessage,
 } from '../wire/rendezvous.js';
-import { MemoryRegistry, DEFAULT_MAX_PEERS, type PeerRecord, type Registry } from './registry.js';
+import type { ClusterBus, ClusterPush } from './cluster.js';
+import { MemoryRegistry, DEFAULT_MAX_PEERS, DEFAULT_NAME_HOLD_MS, type PeerRecord, type Registry } from './registry.js';
 import { ReplayCache, DEFAULT_MAX_REPLAY_ENTRIES } from './replay.js';
 
 /**
@@ -77,7 +81,11 @@ export type StartSchedule = 'initiator-first' | 'sync';
 /** How long handed-out TURN credentials stay valid (draft-uberti-behave-turn-rest suggests a day; we keep it short). */
 export const DEFAULT_TURN_CREDENTIAL_TTL_S = 3600;
 
-/** TURN credentials the rendezvous hands to registered peers (the shared-secret scheme, see relay/auth.ts). */
+/**
+ * Unscoped TURN credentials (the shared-secret scheme, see relay/auth.ts) for the keys the operator allows; any
+ * other key gets none from this (issue 18 hole 4). Peer-relay mode gives every key scoped ones instead
+ * (relay/peer-relay.ts, through `relayIssuer`).
+ */
 export interface TurnCredentialConfig {
   /** The TURN server's shared secret (the first `--auth-secret`). */
   secret: string;
@@ -85,6 +93,10 @@ export interface TurnCredentialConfig {
   port: number;
   /** Default DEFAULT_TURN_CREDENTIAL_TTL_S. */
   ttlSeconds?: number;
+  /** Keys (hex) that get them; 'any' hands them to every key (closed deployments only). Default: none. */
+  allow?: Iterable<string> | 'any';
+  /** Credentials per source IP per minute (relay/issuer.ts default). */
+  ratePerMinute?: number;
 }
 
 /** What the server needs to send STUNT #1 SYN-ACKs (tcp-stunt1.ts SynAckSpoofer matches it). */
@@ -100,9 +112,30 @@ export interface RendezvousServerOptions {
    * The server does not own it (whoever opened it closes it).
    */
   spoofer?: SeqOfferSpoofer;
-  /** Hand out TURN credentials after each REGISTERED. Can also be set later with setTurnCredentials(). */
+  /** Hand out unscoped TURN credentials after REGISTERED. Can also be set later with setTurnCredentials(). */
   turnCredentials?: TurnCredentialConfig;
+  /**
+   * Who gets relay credentials after REGISTERED and what the relay learns from introductions (peer-relay mode:
+   * relay/peer-relay.ts). Replaces `turnCredentials`; can also be set later with setRelayIssuer().
+   */
+  relayIssuer?: RelayCredentialIssuer;
   registry?: Registry;
+  /**
+   * Several nodes sharing one registry (Redis): introductions for peers held by another node go there over this bus,
+   * and records carry this node's id. Absent: one node (the registry may still be shared, but every peer it
+   * introduces must be registered here).
+   */
+  cluster?: ClusterBus;
+  /** For the default registry: how long a name stays reserved for its last key (default 30 days). */
+  nameHoldMs?: number;
+  /** Names the operator assigned to keys (name → 64 hex digits): only that key may register them, ever. */
+  reservedNames?: Readonly<Record<string, string>>;
+  /** Count peers' signed outcome reports (REPORT) and pass them to `observer` (default true). */
+  reports?: boolean;
+  /** Outcome reports accepted per key per minute at most (default DEFAULT_REPORTS_PER_MINUTE). */
+  reportsPerMinute?: number;
+  /** Told about registrations, introductions, reports and errors (metrics, dashboards). Must not throw. */
+  observer?: RendezvousObserver;
   logger?: Logger;
   refreshIntervalMs?: number;
   ttlMs?: number;
@@ -127,6 +160,22 @@ export interface RendezvousServerOptions {
   schedule?: StartSchedule;
   /** Clock (ms since the epoch); replaceable for tests. */
   now?: () => number;
+}
+
+/** Outcome reports one key may send per minute (a peer makes a few connections a minute; more are dropped). */
+export const DEFAULT_REPORTS_PER_MINUTE = 30;
+
+/** What the server tells an observer (metrics and the dashboard, src/server/metrics.ts). */
+export type RendezvousEvent =
+  | { type: 'register'; publicKey: Buffer; name?: string; reflexive: Endpoint; refresh: boolean }
+  | { type: 'unregister'; publicKey: Buffer; reason: 'unregister' | 'expired' }
+  | { type: 'lookup'; found: boolean }
+  | { type: 'introduction'; connectionId: Buffer; from: Buffer; to: Buffer; remote: boolean }
+  | { type: 'report'; report: ReportMessage }
+  | { type: 'refused'; request: string; code: ErrorCodeName; message: string; from: string };
+
+export interface RendezvousObserver {
+  onEvent(event: RendezvousEvent): void;
 }
 
 export interface RendezvousStats {
@@ -171,6 +220,15 @@ export interface RendezvousStats {
   tooSmall: number;
   /** Push transmissions withheld from an address that never proved it is there (#push). */
   pushesWithheld: number;
+  /** Introductions handed to another node (cluster). */
+  remoteIntroductions: number;
+  /** Pushes received from other nodes and delivered to a peer here. */
+  remoteDelivered: number;
+  namesReleased: number;
+  reports: number;
+  reportsDropped: number;
+  /** MOVE messages sent while draining. */
+  moves: number;
   /** Gauges. */
   peers: number;
   pendingNotifies: number;
@@ -191,6 +249,15 @@ function kept(ch: Channel): Channel {
   if (ch.kind !== 'udp' || !ch.budget) return ch;
   const { budget: _budget, ...rest } = ch;
   return rest;
+}
+
+interface ChannelEntry {
+  channel: Channel;
+  rttMs?: number;
+  /** The request id of the peer's latest REGISTER: MOVE carries it, so only we can make the peer move. */
+  registerRequestId?: number;
+  /** Forgotten after this (the registry's expiry sweep runs on one node; every node drops its own channels). */
+  expiresAt: number;
 }
 
 interface NonceEntry {
@@ -279,7 +346,7 @@ export class RendezvousServer {
   #notifyMax: number;
   #schedule: StartSchedule;
   #maxPeers: number;
-  #turn: TurnCredentialConfig | undefined;
+  #issuer: RelayCredentialIssuer | undefined;
   #spoofer: SeqOfferSpoofer | undefined;
   /** First offers by `connectionId/from/to` (hex), bounded by maxPendingNotifies. */
   #seqOffers = new Map<string, WaitingOffer>();
@@ -287,10 +354,20 @@ export class RendezvousServer {
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
-  #channels = new Map<string, { channel: Channel; rttMs?: number }>();
+  #channels = new Map<string, ChannelEntry>();
   #nonces: ReplayCache<NonceEntry>;
+  #cluster: ClusterBus | undefined;
+  #offCluster: (() => void) | undefined;
+  #reserved: Map<string, string>;
+  #reports: boolean;
+  #reportsPerMinute: number;
+  /** Reports per key in the current minute. */
+  #reportCounts = new Map<string, { minute: number; n: number }>();
+  #observer: RendezvousObserver | undefined;
+  #draining = false;
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
+  readonly #ids = new RequestIds();
   #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
   /**
    * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
@@ -334,12 +411,25 @@ export class RendezvousServer {
     amplificationDropped: 0,
     tooSmall: 0,
     pushesWithheld: 0,
+    remoteIntroductions: 0,
+    remoteDelivered: 0,
+    namesReleased: 0,
+    reports: 0,
+    reportsDropped: 0,
+    moves: 0,
   };
 
   constructor(options: RendezvousServerOptions = {}) {
     this.#maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
     this.setTurnCredentials(options.turnCredentials);
-    this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers });
+    if (options.relayIssuer) this.setRelayIssuer(options.relayIssuer);
+    this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers, nameHoldMs: options.nameHoldMs ?? DEFAULT_NAME_HOLD_MS });
+    this.#cluster = options.cluster;
+    this.#offCluster = this.#cluster?.onPush((push) => this.#deliverRemote(push));
+    this.#reserved = new Map(Object.entries(options.reservedNames ?? {}).map(([n, k]) => [n, k.toLowerCase()]));
+    this.#reports = options.reports ?? true;
+    this.#reportsPerMinute = options.reportsPerMinute ?? DEFAULT_REPORTS_PER_MINUTE;
+    this.#observer = options.observer;
     this.#log = options.logger ?? silentLogger;
     this.#now = options.now ?? Date.now;
     this.#refreshMs = options.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS;
@@ -359,12 +449,25 @@ export class RendezvousServer {
     this.#sweep.unref();
   }
 
-  /** Starts (or, with undefined, stops) handing out TURN credentials to peers that register. */
+  /** Starts (or, with undefined, stops) handing out unscoped TURN credentials to the allowed keys that register. */
   setTurnCredentials(config: TurnCredentialConfig | undefined): void {
     if (config && (!config.secret || !Number.isInteger(config.port) || config.port <= 0 || config.port > 0xffff)) {
       throw new NatpunchError('BAD_ARGUMENT', 'TURN credentials need a non-empty secret and a port');
     }
-    this.#turn = config ? { ...config } : undefined;
+    this.#issuer = config
+      ? new SharedSecretIssuer({
+          secret: config.secret,
+          port: config.port,
+          ttlSeconds: config.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S,
+          ...(config.allow !== undefined ? { allow: config.allow } : {}),
+          ...(config.ratePerMinute !== undefined ? { ratePerMinute: config.ratePerMinute } : {}),
+        })
+      : undefined;
+  }
+
+  /** Starts (or, with undefined, stops) handing out relay credentials through `issuer` (see RendezvousServerOptions). */
+  setRelayIssuer(issuer: RelayCredentialIssuer | undefined): void {
+    this.#issuer = issuer;
   }
 
   /** Starts answering rendezvous datagrams arriving on `transport`. Returns a function that detaches again. */
@@ -433,6 +536,7 @@ export class RendezvousServer {
       for (const key of gone) {
         this.#stats.expired++;
         this.#unbind(hex(key));
+        this.#emit({ type: 'unregister', publicKey: key, reason: 'expired' });
       }
     } catch (err) {
       this.#stats.internalErrors++;
@@ -446,12 +550,16 @@ export class RendezvousServer {
     for (const [src, until] of this.#verified) if (until <= now) this.#verified.delete(src);
     for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
     for (const [k, c] of this.#connections) if (c.expiresAt <= now) this.#connections.delete(k);
+    for (const [id, e] of this.#channels) if (e.expiresAt <= now) this.#unbind(id);
+    const minute = Math.floor(now / 60_000);
+    for (const [k, c] of this.#reportCounts) if (c.minute !== minute) this.#reportCounts.delete(k);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#sweep);
+    this.#offCluster?.();
     for (const d of [...this.#detach]) d();
     for (const s of this.#tcp.keys()) s.destroy();
     this.#tcp.clear();
@@ -533,6 +641,10 @@ export class RendezvousServer {
         return this.#unregister(msg, channel);
       case 'seq-offer':
         return this.#seqOffer(msg, channel);
+      case 'release-name':
+        return this.#releaseName(msg, channel);
+      case 'report':
+        return this.#report(msg, channel);
       default:
         // Server-to-client messages sent to the server.
         this.#stats.unknownType++;
@@ -640,6 +752,16 @@ export class RendezvousServer {
   async #register(msg: RegisterMessage, channel: Channel): Promise<void> {
     if (!this.#admit(msg, channel)) return;
     const now = this.#now();
+    if (this.#draining) {
+      // Going away: the peer should register elsewhere (it was or will be told with MOVE).
+      this.#stats.serverFull++;
+      return this.#error(channel, msg, 'SERVER_FULL', 'this server is shutting down; register with another one', 5_000);
+    }
+    const operatorKey = msg.name !== undefined ? this.#reserved.get(msg.name) : undefined;
+    if (operatorKey !== undefined && operatorKey !== hex(msg.publicKey)) {
+      this.#stats.nameTaken++;
+      return this.#error(channel, msg, 'NAME_TAKEN', `name "${msg.name}" is assigned to another key by the operator of this server`);
+    }
     const existing = await this.registry.get(msg.publicKey, now);
     // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its nonce has
     // left the bounded replay cache.
@@ -661,10 +783,18 @@ export class RendezvousServer {
     if (msg.name !== undefined) record.name = msg.name;
     const rtt = msg.rttMs || existing?.rttMs;
     if (rtt) record.rttMs = rtt;
+    if (this.#cluster) record.node = this.#cluster.nodeId;
     const result = await this.registry.put(record, now);
     if (result === 'name-taken') {
       this.#stats.nameTaken++;
-      return this.#error(channel, msg, 'NAME_TAKEN', `name "${msg.name}" is registered by another key`);
+      const held = await this.registry.reservation(msg.name!, now);
+      // Names are bound to keys (issue 18): say until when, so the owner of the name can tell squatting from a mistake.
+      const until = held ? new Date(held.until).toISOString().replace(/\.\d{3}Z$/, 'Z') : undefined;
+      const why = held?.live
+        ? `name "${msg.name}" is registered by another key`
+        : `name "${msg.name}" is reserved for the key that last held it`;
+      const retry = held ? Math.min(0xffffffff, Math.max(0, held.until - now)) : 0;
+      return this.#error(channel, msg, 'NAME_TAKEN', until ? `${why} until ${until}` : why, retry);
     }
     if (result === 'full') {
       this.#stats.serverFull++;
@@ -672,7 +802,8 @@ export class RendezvousServer {
     }
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
-    this.#bind(hex(msg.publicKey), channel);
+    this.#bind(hex(msg.publicKey), channel, msg.requestId, now);
+    this.#emit({ type: 'register', publicKey: msg.publicKey, ...(msg.name !== undefined ? { name: msg.name } : {}), reflexive, refresh: Boolean(existing) });
     const reply = encodeRendezvous({
       type: 'registered',
       requestId: msg.requestId,
@@ -684,15 +815,14 @@ export class RendezvousServer {
     });
     this.#remember(msg, reply);
     this.#send(channel, reply);
-    if (this.#turn) {
-      // Shared-secret scheme: username "expiry:first 16 hex of the key" (relay/auth.ts makeSharedSecretCredentials).
-      const ttlSeconds = this.#turn.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S;
-      const c = makeSharedSecretCredentials(this.#turn.secret, ttlSeconds, hex(msg.publicKey).slice(0, 16), now);
-      this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, username: c.username, password: c.password, ttlSeconds, port: this.#turn.port });
-    }
+    // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
+    const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
+    if (c) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...c });
     this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
+      // Random, not from #ids: answering it proves the peer receives at this address (anti-amplification), so it
+      // must not be guessable.
       const requestId = randomBytes(4).readUInt32BE(0);
       this.#pings.set(requestId, { id: hex(msg.publicKey), source: channelSource(channel), expiresAt: now + 10_000 });
       // Padded to PONG's size so the peer's answer is no larger than our question (it proves the address too).
@@ -708,6 +838,7 @@ export class RendezvousServer {
     this.#stats.lookups++;
     const now = this.#now();
     const r = await this.#resolve(msg.target, now);
+    this.#emit({ type: 'lookup', found: Boolean(r) });
     if (!r) {
       this.#stats.notFound++;
       return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
@@ -761,12 +892,20 @@ export class RendezvousServer {
     this.#stats.connects++;
     const now = this.#now();
     const target = await this.#resolve(msg.target, now);
-    const delivery = target && this.#channels.get(hex(target.publicKey));
+    // The node that holds the target's channel: here, or (several nodes on one registry) the one it registered with.
+    const remoteNode = target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId ? target.node : undefined;
+    const local = target && !remoteNode ? this.#channels.get(hex(target.publicKey)) : undefined;
+    const remoteAlive = remoteNode !== undefined && (await this.#cluster!.isAlive(remoteNode));
+    const delivery: { ip: string; rttMs?: number } | undefined = local
+      ? { ip: local.channel.ip, ...(local.rttMs !== undefined ? { rttMs: local.rttMs } : {}) }
+      : remoteAlive
+        ? { ip: target!.reflexive.address }
+        : undefined;
     if (!target || !delivery) {
       this.#stats.notFound++;
       return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
     }
-    if (!this.#charge(delivery.channel.ip)) {
+    if (!this.#charge(delivery.ip)) {
       this.#stats.rateLimited++;
       return this.#error(channel, msg, 'RATE_LIMITED', 'that peer is being contacted too often; retry shortly', 1000);
     }
@@ -805,7 +944,7 @@ export class RendezvousServer {
 
     const notify: EncodableMessage = {
       type: 'connect-notify',
-      requestId: randomBytes(4).readUInt32BE(0),
+      requestId: this.#ids.next(),
       connectionId: msg.connectionId,
       role: 'responder',
       mode: responderMode,
@@ -833,9 +972,18 @@ export class RendezvousServer {
     // (clients pad CONNECT to MAX_CONNECT_NOTIFY_BYTES); the push to the responder is bounded by #push.
     if (!this.#fits(channel, reply.length)) return this.#tooSmall(channel, msg, MAX_CONNECT_NOTIFY_BYTES);
     this.#stats.notifySent++;
-    this.#push(hex(msg.connectionId), encodeRendezvous(notify), delivery.channel, 'notify', requestBytes);
+    if (local) {
+      this.#push(hex(msg.connectionId), encodeRendezvous(notify), local.channel, 'notify', requestBytes);
+    } else {
+      // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
+      this.#stats.remoteIntroductions++;
+      await this.#cluster!.send(remoteNode!, { to: hex(target.publicKey), pendingKey: hex(msg.connectionId), bytes: encodeRendezvous(notify), kind: 'notify', requestBytes });
+    }
+    this.#emit({ type: 'introduction', connectionId: msg.connectionId, from: msg.publicKey, to: target.publicKey, remote: !local });
     this.#remember(msg, reply);
     this.#send(channel, reply);
+    // Peer-relay mode: each side's relay allocation may now reach the other (at the addresses seen here).
+    this.#issuer?.introduce(msg.publicKey, observed, target.publicKey, [target.reflexive, ...(local ? [local.channel.observed] : [])], now);
     const cid = hex(msg.connectionId);
     this.#connections.delete(cid);
     while (this.#connections.size >= this.#maxPending) {
@@ -975,15 +1123,117 @@ export class RendezvousServer {
       this.#stats.stale++;
       return;
     }
-    if (await this.registry.delete(msg.publicKey)) this.#stats.unregistrations++;
+    if (await this.registry.delete(msg.publicKey, this.#now())) {
+      this.#stats.unregistrations++;
+      this.#emit({ type: 'unregister', publicKey: msg.publicKey, reason: 'unregister' });
+    }
     this.#unbind(hex(msg.publicKey));
   }
 
-  #bind(id: string, channel: Channel): void {
+  /**
+   * RELEASE_NAME (wire/rendezvous.ts): the key that holds or reserves a name gives it up now. Signed by that key and
+   * replay-checked like every signed request; answered with ACK (1 released, 0 the key held no such name).
+   */
+  async #releaseName(msg: ReleaseNameMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    const released = await this.registry.release(msg.name, msg.publicKey, this.#now());
+    if (released) this.#stats.namesReleased++;
+    const reply = encodeRendezvous({ type: 'ack', requestId: msg.requestId, status: released ? 1 : 0 });
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+  }
+
+  /**
+   * REPORT (wire/rendezvous.ts): one connection attempt's outcome, signed by the peer that made it. Counted at most
+   * reportsPerMinute times per key; the 8-byte ACK is never larger than the report. Reports only feed metrics.
+   */
+  async #report(msg: ReportMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    const id = hex(msg.publicKey);
+    const minute = Math.floor(this.#now() / 60_000);
+    let count = this.#reportCounts.get(id);
+    if (!count || count.minute !== minute) {
+      if (this.#reportCounts.size >= this.#maxRateSources) this.#reportCounts.delete(this.#reportCounts.keys().next().value!);
+      count = { minute, n: 0 };
+      this.#reportCounts.set(id, count);
+    }
+    const accepted = this.#reports && count.n < this.#reportsPerMinute;
+    count.n++;
+    if (accepted) {
+      this.#stats.reports++;
+      this.#emit({ type: 'report', report: msg });
+      if (msg.localNat !== 'unknown') {
+        this.registry.noteNatType(msg.publicKey, msg.localNat, this.#now()).catch(() => {});
+      }
+    } else {
+      this.#stats.reportsDropped++;
+    }
+    const reply = encodeRendezvous({ type: 'ack', requestId: msg.requestId, status: accepted ? 1 : 0 });
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+  }
+
+  /** A push another node handed us for a peer whose channel is here (cluster.ts). */
+  #deliverRemote(push: ClusterPush): void {
+    const entry = this.#channels.get(push.to);
+    if (!entry || this.#closed) return;
+    // Every push to a peer passes the node that holds it, so this one bucket bounds what all nodes together push
+    // to its address (no shared rate-limit state needed for it).
+    if (!this.#charge(entry.channel.ip)) {
+      this.#stats.rateLimited++;
+      return;
+    }
+    this.#stats.remoteDelivered++;
+    this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+  }
+
+  /**
+   * Drain (SIGTERM): stop taking registrations and tell every peer registered here to move (MOVE, wire/rendezvous.ts),
+   * so each registers with its next server at once instead of after a missed keepalive. Resolves when the MOVEs
+   * are sent; UDP ones twice, a little apart, as datagrams get lost.
+   */
+  async drain(options: { retryAfterMs?: number; signal?: AbortSignal } = {}): Promise<number> {
+    this.#draining = true;
+    const targets = [...this.#channels.values()].filter((e) => e.registerRequestId !== undefined);
+    const send = () => {
+      for (const e of targets) {
+        this.#send(e.channel, encodeRendezvous({ type: 'move', requestId: e.registerRequestId!, reason: 'draining', retryAfterMs: options.retryAfterMs ?? 0 }));
+      }
+    };
+    send();
+    this.#stats.moves += targets.length;
+    if (targets.some((e) => e.channel.kind === 'udp') && !options.signal?.aborted) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 200);
+        options.signal?.addEventListener('abort', () => {
+          clearTimeout(t);
+          resolve();
+        }, { once: true });
+      });
+      send();
+    }
+    return targets.length;
+  }
+
+  /** Whether drain() was called. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  #emit(event: RendezvousEvent): void {
+    if (!this.#observer) return;
+    try {
+      this.#observer.onEvent(event);
+    } catch (err) {
+      this.#log.warn({ err }, 'rendezvous observer threw');
+    }
+  }
+
+  #bind(id: string, channel: Channel, registerRequestId: number, now: number): void {
     const prev = this.#channels.get(id);
     if (prev?.channel.kind === 'tcp' && prev.channel !== channel) this.#tcp.get(prev.channel.socket)?.delete(id);
     const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
-    const entry: { channel: Channel; rttMs?: number } = { channel: kept(channel) };
+    const entry: ChannelEntry = { channel: kept(channel), registerRequestId, expiresAt: now + this.#ttlMs };
     if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
     this.#channels.set(id, entry);
     if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
@@ -1017,6 +1267,7 @@ export class RendezvousServer {
     }
     const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, text, retryAfterMs);
     if (remember && isSignedMessage(msg as never)) this.#remember(msg as SignedMessage, bytes);
+    this.#emit({ type: 'refused', request: msg.type, code, message, from: channel.ip });
     this.#send(channel, bytes);
   }
 
@@ -1065,6 +1316,10 @@ function typeCode(type: string): number {
       return MessageType.UNREGISTER;
     case 'seq-offer':
       return MessageType.SEQ_OFFER;
+    case 'release-name':
+      return MessageType.RELEASE_NAME;
+    case 'report':
+      return MessageType.REPORT;
     default:
       return 0;
   }

@@ -138,6 +138,8 @@ function localAddress(t: DatagramTransport): TransportAddress {
 
 export class StunServer {
   readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0, oversized: 0 };
+  /** The same counts per STUN method (Binding, and TURN's when it shares the server), for metrics. */
+  readonly byMethod = new Map<number, { requests: number; responses: number; errors: number }>();
   readonly #log: Logger;
   /** SOFTWARE, encoded once (RFC 8489 §14.14). */
   readonly #softwareAttr?: AttributeInit;
@@ -293,12 +295,20 @@ export class StunServer {
     }
     const handler = req.legacy ? undefined : this.#methods.get(req.method);
     if (handler && (req.cls === StunClass.Request || req.cls === StunClass.Indication)) {
-      if (req.cls === StunClass.Request) this.counters.requests++;
+      if (req.cls === StunClass.Request) {
+        this.counters.requests++;
+        this.#tally(req.method).requests++;
+      }
       const bytes = handler(req, udp ? { from, transport: 'udp', udp: udp.transport } : { from, transport: 'tcp', tcp: tcpSocket });
       if (!bytes) return undefined;
       // Count by the reply's class bits (RFC 8489 §5: C1 is bit 8, C0 bit 4 of the type).
-      if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) this.counters.errors++;
-      else this.counters.responses++;
+      if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) {
+        this.counters.errors++;
+        this.#tally(req.method).errors++;
+      } else {
+        this.counters.responses++;
+        this.#tally(req.method).responses++;
+      }
       return { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
     }
     if (req.cls !== StunClass.Request) {
@@ -307,6 +317,7 @@ export class StunServer {
       return undefined;
     }
     this.counters.requests++;
+    this.#tally(req.method).requests++;
     const rfc5780 = udp?.group !== undefined;
     const bound = udp ? buf.length * this.#factor : Infinity;
     const fingerprint = !req.legacy && req.has(Attr.FINGERPRINT);
@@ -370,6 +381,7 @@ export class StunServer {
       return undefined;
     }
     this.counters.responses++;
+    this.#tally(req.method).responses++;
     return { bytes: reply, via, port: responsePort };
   }
 
@@ -418,7 +430,24 @@ export class StunServer {
       return undefined;
     }
     this.counters.errors++;
+    this.#tally(req.method).errors++;
     return { bytes };
+  }
+
+  /** The name of a STUN method as this server's registry knows it ("Binding", "Allocate", ...). */
+  methodName(method: number): string {
+    return this.#registry.methodName(method);
+  }
+
+  #tally(method: number): { requests: number; responses: number; errors: number } {
+    let t = this.byMethod.get(method);
+    if (!t) {
+      // Only registered methods reach the counters (unknown ones are answered 400 under their own number, bounded
+      // by the 12-bit method space), so this map stays small.
+      t = { requests: 0, responses: 0, errors: 0 };
+      this.byMethod.set(method, t);
+    }
+    return t;
   }
 
   /** Detaches from every transport and closes the TCP connections it serves. Transports stay open (serve owns them). */

@@ -9,7 +9,7 @@ import { candidatePriority } from './candidate.js';
 import { deriveCheckKey } from './checks.js';
 import { HardPunch, type DoubleRandomBudget, type HardPunchResult, type HardStrategy } from './birthday.js';
 import type { HardNatAdvert } from './predict.js';
-import { connect, listen } from '../natpunch.js';
+import { connect, listen, type ListenOptions } from '../natpunch.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import type { KeyPair } from '../session/identity.js';
 import type { Session } from '../session/session.js';
@@ -25,6 +25,8 @@ export interface HardSessionOptions {
   peerKey: Uint8Array;
   /** The same 16 bytes on both sides. */
   connectionId: Uint8Array;
+  /** Responder: the parent listener's Noise IK replay cache (docs/handshake.md), so a replay is one everywhere. */
+  replayCache?: ListenOptions['replayCache'];
   /** The socket our advert was measured on (cone / sequential sides punch from it). Not closed here. */
   endpoint: UdxEndpoint;
   local: HardNatAdvert;
@@ -93,7 +95,9 @@ export async function hardSession(options: HardSessionOptions): Promise<{ sessio
         void won?.close().catch(() => {});
       });
     } else {
-      const listener = await listen({ keyPair: options.keyPair, endpoint: r.endpoint, allow: [Buffer.from(options.peerKey)], logger });
+      const listener = await listen({
+        keyPair: options.keyPair, endpoint: r.endpoint, allow: [Buffer.from(options.peerKey)], logger, ...(options.replayCache ? { replayCache: options.replayCache } : {}),
+      });
       const accepted = await listener.acceptOffer({ connectionId: Buffer.from(options.connectionId), role: 'responder', peerKey: Buffer.from(options.peerKey), candidates });
       if (!accepted) {
         await listener.close();

@@ -176,9 +176,15 @@ test('a name claimed by another live key is refused; the holder keeps it and may
     const probe = await bag.client(srv);
     assert.deepEqual((await probe.lookup('alice')).publicKey, first.keyPair.publicKey);
     assert.equal(srv.server.stats().nameTaken, 1);
-    // Once the holder withdraws, the name is free.
+    // The holder withdraws: the name stays reserved for its key (issue 18: no squatting after unregister), and the
+    // refusal says until when; only the holder's signed release frees it early.
+    const holder = first.keyPair;
     first.close();
     await waitFor(() => srv.server.stats().unregistrations === 1);
+    await assert.rejects(second.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && /reserved for the key that last held it until \d{4}-\d\d-\d\dT/.test(e.message));
+    const again = await bag.client(srv, { name: 'alice', keyPair: holder });
+    assert.equal(await again.releaseName(), true);
+    assert.equal(await again.releaseName(), false, 'nothing left to release');
     await second.register();
     assert.deepEqual((await probe.lookup('alice')).publicKey, second.keyPair.publicKey);
   } finally {
