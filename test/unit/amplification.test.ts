@@ -8,11 +8,8 @@ import dgram from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { startServer, type ServerHandle } from '../../src/server/serve.js';
-import { attachTurn } from '../../src/relay/attach.js';
-import { TurnServer } from '../../src/relay/server.js';
 import { SharedSecretStore } from '../../src/relay/auth.js';
 import { A, Cls, Method, StunBuilder, xorAddressValue } from '../../src/relay/message.js';
-import { turnRegistry } from '../../src/wire/turn.js';
 import { STUN_REQUIRED_EXTRA_BYTES } from '../../src/stun/server.js';
 import { DEFAULT_CLIENT_SOFTWARE } from '../../src/stun/client.js';
 import { attr, encodeStun, Software, StunClass, StunMethod } from '../../src/wire/stun/index.js';
@@ -106,27 +103,18 @@ function signed(msg: EncodableMessage, kp: KeyPair, padTo?: number): Buffer {
   return encodeRendezvous(msg, kp.secretKey, padTo !== undefined ? { padTo } : {});
 }
 
-async function setup(): Promise<{ handle: ServerHandle; turn: TurnServer; close(): Promise<void> }> {
+/** `serve` as it runs by default (STUN, rendezvous, TURN in peer-relay mode handing scoped credentials to every
+ *  registering key) plus the operator's full TURN service (`--turn --auth-secret`). */
+async function setup(): Promise<{ handle: ServerHandle; close(): Promise<void> }> {
   const handle = await startServer({
     port: 0,
     addresses: ['127.0.0.1'],
-    stun: { registry: turnRegistry },
     // Measuring sizes, not the rate limits (which would stop one source long before the table is done); short
     // push retransmission intervals so the push row settles quickly.
     rendezvous: { rateLimit: { perSecond: 1e6, burst: 1e6 }, notifyRtoMs: 20 },
+    relay: { turn: { credentials: new SharedSecretStore(['amplification-test-secret']), relayAddress: '127.0.0.1' } },
   });
-  const turn = new TurnServer({ credentials: new SharedSecretStore(['amplification-test-secret']), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
-  const detach = attachTurn(handle, turn);
-  handle.rendezvous!.setTurnCredentials({ secret: 'amplification-test-secret', port: handle.udp[0]!.port });
-  return {
-    handle,
-    turn,
-    async close() {
-      detach();
-      turn.close();
-      await handle.close();
-    },
-  };
+  return { handle, close: () => handle.close() };
 }
 
 async function measure(): Promise<Row[]> {
@@ -172,7 +160,7 @@ async function measure(): Promise<Row[]> {
     const target = generateKeyPair();
     victim.take();
     const reg = signed({ type: 'register', requestId: 1, publicKey: target.publicKey, name: 'wide', reachable: false, rttMs: 0, candidates: candidates(15) }, target);
-    rows.push({ protocol: 'rendezvous', message: 'REGISTER, unpadded (15 candidates, TURN credentials on)', request: reg.length, answer: await victim.probe(reg), allowed: reg.length, note: 'REGISTERED + TURN credentials + PING' });
+    rows.push({ protocol: 'rendezvous', message: 'REGISTER, unpadded (15 candidates)', request: reg.length, answer: await victim.probe(reg), allowed: reg.length, note: 'REGISTERED + scoped TURN credentials + PING' });
     const self = generateKeyPair();
     const regPadded = signed({ type: 'register', requestId: 2, publicKey: self.publicKey, reachable: false, rttMs: 0, candidates: [] }, self, REGISTER_PAD_BYTES);
     await add('rendezvous', 'REGISTER as natpunch sends it (padded)', regPadded, `padded to ${REGISTER_PAD_BYTES} B`);
