@@ -78,6 +78,8 @@ export function rendezvousSeeds(alice = generateKeyPair(), bob = generateKeyPair
     { type: 'notify-ack', requestId: 13, connectionId: randomBytes(16) },
     { type: 'turn-credentials', requestId: 14, username: '1700000000:abcdef0123456789', password: 'c2VjcmV0c2VjcmV0c2VjcmV0cw==', ttlSeconds: 3600, port: 3478 },
     { type: 'seq-offer-result', requestId: 18, connectionId: randomBytes(16), spoofing: true },
+    { type: 'ack', requestId: 19, status: 1 },
+    { type: 'move', requestId: 20, reason: 'draining', retryAfterMs: 5000 },
   ];
   const seqOffer = encodeSeqOffer({ isn: 12345, window: 64240, options: { mss: 1460, windowScale: 7, sackPermitted: true, timestamps: { value: 99, echo: 0 } }, public: { address: '198.51.100.1', port: 4000 }, private: { address: '10.0.0.2', port: 4000 } });
   const signed: SignedSeed[] = [
@@ -87,8 +89,19 @@ export function rendezvousSeeds(alice = generateKeyPair(), bob = generateKeyPair
     { bytes: encodeRendezvous({ type: 'unregister', requestId: 14, publicKey: bob.publicKey }, bob.secretKey), key: bob, keyAt: 7 },
     { bytes: encodeRendezvous({ type: 'seq-offer', requestId: 15, publicKey: alice.publicKey, connectionId: randomBytes(16), peerKey: bob.publicKey, offer: seqOffer }, alice.secretKey), key: alice, keyAt: 7 },
     { bytes: encodeRendezvous({ type: 'seq-offer', requestId: 16, publicKey: bob.publicKey, connectionId: randomBytes(16), peerKey: alice.publicKey, decline: 'not root' }, bob.secretKey), key: bob, keyAt: 7 },
+    { bytes: encodeRendezvous({ type: 'release-name', requestId: 17, publicKey: alice.publicKey, name: 'alice' }, alice.secretKey), key: alice, keyAt: 7 },
+    { bytes: encodeRendezvous(reportOf(alice), alice.secretKey), key: alice, keyAt: 7 },
   ];
   return { all: [...unsigned.map((m) => encodeRendezvous(m)), ...signed.map((s) => s.bytes)], signed };
+}
+
+/** An outcome report (operator's REPORT message) with every list filled. */
+export function reportOf(kp: KeyPair, requestId = 21): EncodableMessage {
+  return {
+    type: 'report', requestId, publicKey: kp.publicKey, connectionId: randomBytes(16), role: 'initiator', result: 'failed', path: 'none',
+    localNat: 'symmetric', peerNat: 'full-cone', winner: undefined, timeToConnectMs: undefined, timeToFirstByteMs: 1200,
+    tried: ['udp', 'birthday', 'tcp-p2pnat'], failures: [{ technique: 'udp', reason: 'timeout' }, { technique: 'birthday', reason: 'blocked' }],
+  } as EncodableMessage;
 }
 
 export function pcpSeeds(): Buffer[] {
