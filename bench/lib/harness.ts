@@ -36,10 +36,16 @@ export class Netns {
   readonly name: string;
   /** Deletes the namespace even when the bench dies on an exception. */
   readonly #onExit = () => this.close();
+  readonly #onSignal = () => {
+    this.close();
+    process.exit(130);
+  };
   constructor(label: string) {
     this.name = `np${randomBytes(3).toString('hex')}-${label}`.slice(0, 15);
     run('ip', ['netns', 'add', this.name]);
     process.on('exit', this.#onExit);
+    process.on('SIGINT', this.#onSignal);
+    process.on('SIGTERM', this.#onSignal);
     run('ip', ['-n', this.name, 'link', 'set', 'lo', 'up']);
   }
   /** argv to run `cmd` inside the namespace, pinned to `cores` when given. */
@@ -53,6 +59,8 @@ export class Netns {
   }
   close(): void {
     process.off('exit', this.#onExit);
+    process.off('SIGINT', this.#onSignal);
+    process.off('SIGTERM', this.#onSignal);
     spawnSync('ip', ['netns', 'del', this.name]);
   }
 }
