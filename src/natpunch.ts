@@ -278,6 +278,8 @@ async function hardOrFallback(p: {
   progress: ((p: Progress) => void) | undefined;
   /** Responder: the listener's IK replay cache, shared with the hard punch's own listener. */
   replayCache?: IkReplayCache;
+  /** Initiator: early data for IK message 1 (ConnectOptions.earlyData). */
+  earlyData?: Uint8Array;
 }): Promise<Session | null> {
   const { hard, peer, logger } = p;
   let budget = hard.opts.budget;
@@ -285,7 +287,7 @@ async function hardOrFallback(p: {
   try {
     const { session, punch } = await hardSession({
       role: p.role, keyPair: p.keyPair, peerKey: p.peerKey, connectionId: p.connectionId, endpoint: p.endpoint,
-      local: hard.advert, peer, ...(budget ? { budget } : {}), ...(p.replayCache ? { replayCache: p.replayCache } : {}),
+      local: hard.advert, peer, ...(budget ? { budget } : {}), ...(p.replayCache ? { replayCache: p.replayCache } : {}), ...(p.earlyData ? { earlyData: p.earlyData } : {}),
       onEstimate: (e) => logger.warn({ strategy: e.strategy, success: e.success, budget: e.budget }, 'hard punch: success estimate'),
       signal: p.signal, logger,
     });
@@ -787,6 +789,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
           ? await hardOrFallback({
               role: 'initiator', keyPair: options.keyPair, peerKey: offer.peerKey, connectionId: offer.connectionId, endpoint,
               hard, peer: peerHard.advert, relayFallback: relay !== null, signal, logger, progress: options.onProgress,
+              ...(options.earlyData ? { earlyData: options.earlyData } : {}),
             })
           : null;
       if (hs) {

@@ -27,6 +27,8 @@ export interface HardSessionOptions {
   connectionId: Uint8Array;
   /** Responder: the parent listener's Noise IK replay cache (docs/handshake.md), so a replay is one everywhere. */
   replayCache?: ListenOptions['replayCache'];
+  /** Initiator: early data for Noise IK message 1 (ConnectOptions.earlyData). */
+  earlyData?: Uint8Array;
   /** The socket our advert was measured on (cone / sequential sides punch from it). Not closed here. */
   endpoint: UdxEndpoint;
   local: HardNatAdvert;
@@ -89,6 +91,7 @@ export async function hardSession(options: HardSessionOptions): Promise<{ sessio
       session = await connect({
         keyPair: options.keyPair, endpoint: r.endpoint, connectionId: options.connectionId,
         peer: { publicKey: options.peerKey, candidates }, timeoutMs, logger, ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.earlyData ? { earlyData: options.earlyData } : {}),
       });
       session.once('close', () => {
         punch.close();
