@@ -4,7 +4,7 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
-import { RendezvousClient } from './rendezvous/client.js';
+import { parseRendezvousList, RendezvousClient } from './rendezvous/client.js';
 import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, type HardNatOptions } from './traversal/hardwire.js';
 import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
@@ -15,7 +15,7 @@ import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type Chec
 import { IkReplayCache, type IkInitiator } from './session/handshake-ik.js';
 import { initiatorIk, initiatorIkSession, IkListenerAttempt } from './session/ik-attempt.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
-import { RelayPath, parseRelaySpec } from './relay/path.js';
+import { RelayPath, openRendezvousRelay, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
 import type { SeqChannel } from './traversal/tcp-seqpunch.js';
@@ -139,7 +139,7 @@ interface CommonOptions {
   logger?: Logger;
   onProgress?: (p: Progress) => void;
   /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
-  rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
+  rendezvous?: string | { host: string; port?: number } | Array<{ host: string; port?: number }> | RendezvousFactory;
   /** Which transport to punch (default 'auto': UDP and TCP in parallel; UDP kept when both work). */
   transport?: TransportMode;
   /**
@@ -187,7 +187,8 @@ async function autoRelay(rv: RendezvousLike, endpoint: UdxEndpoint, registered: 
     logger.debug('relay auto: the rendezvous handed out no TURN credentials; no relay');
     return null;
   }
-  return RelayPath.open({ transport: endpoint, server: { address: c.host, port: c.port }, username: c.username, password: c.password, ...(signal ? { signal } : {}), logger });
+  // UDP from the punching socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
+  return openRendezvousRelay({ transport: endpoint, credentials: c, rendezvousVia: rv.via, ...(signal ? { signal } : {}), logger });
 }
 
 export interface ConnectOptions extends CommonOptions {
@@ -241,7 +242,13 @@ export interface ListenOptions extends CommonOptions {
 /** The rendezvous as host and port when given as an address or name, else null (a factory). */
 function rendezvousServer(spec: CommonOptions['rendezvous']): { host: string; port: number } | null {
   if (!spec || typeof spec === 'function') return null;
-  return typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  return rendezvousList(spec)[0]!;
+}
+
+/** Every server of a rendezvous spec ("a,b" or an array: failover order). */
+function rendezvousList(spec: Exclude<NonNullable<CommonOptions['rendezvous']>, RendezvousFactory>): Array<{ host: string; port: number }> {
+  if (typeof spec === 'string') return parseRendezvousList(spec, DEFAULT_RENDEZVOUS_PORT);
+  return (Array.isArray(spec) ? spec : [spec]).map((s) => ({ host: s.host, port: s.port ?? DEFAULT_RENDEZVOUS_PORT }));
 }
 
 /**
@@ -332,22 +339,14 @@ async function gatherHard(
   }
 }
 
-function parseRendezvous(spec: string): { host: string; port: number } {
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(spec);
-  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : DEFAULT_RENDEZVOUS_PORT };
-  const parts = spec.split(':');
-  if (parts.length === 2) return { host: parts[0]!, port: Number(parts[1]) };
-  return { host: spec, port: DEFAULT_RENDEZVOUS_PORT };
-}
-
 async function makeRendezvous(
   spec: NonNullable<CommonOptions['rendezvous']>,
   init: Parameters<RendezvousFactory>[0],
 ): Promise<RendezvousLike> {
   if (typeof spec === 'function') return spec(init);
-  const server = typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
-  if (!Number.isInteger(server.port) || server.port <= 0 || server.port > 65535) {
-    throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
+  const server = rendezvousList(spec);
+  for (const s of server) {
+    if (!Number.isInteger(s.port) || s.port <= 0 || s.port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
   return new RendezvousClient({
     transport: init.transport,
@@ -366,7 +365,7 @@ function isLoopbackHost(host: string): boolean {
 /** The rendezvous' host when it is given as an address or name, else null (a factory). */
 function rendezvousHost(spec: CommonOptions['rendezvous']): string | null {
   if (!spec || typeof spec === 'function') return null;
-  return typeof spec === 'string' ? parseRendezvous(spec).host : spec.host;
+  return rendezvousList(spec)[0]!.host;
 }
 
 /**
@@ -751,6 +750,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
     const hard = options.peer ? null : await gatherHard(options, endpoint, logger, signal);
     if (hard) local = [...local, ...hard.candidates];
+    // TCP port prediction last: the NAT measurement must be the latest allocation before our SYNs (tcp-predict.ts).
+    if (tcp) local = [...local, ...(await tcp.predict({ signal }))];
     let session: Session;
     let upgradeFrom: { a: Attempt; remote: Candidate[] } | null = null;
     if (options.peer) {
@@ -941,6 +942,12 @@ export class Listener extends EventEmitter {
     this.#mapper = mapper;
   }
 
+  /** What the registration carries: our own candidates, the gateway's mapping, and our relayed address. */
+  #registeredCandidates(): Candidate[] {
+    const relay = this.#relay();
+    return relay ? dedupeCandidates([...this.#localNow(), relay.candidate()]) : this.#localNow();
+  }
+
   /** Our own candidates plus the gateway's current mapping, if any. */
   #localNow(): Candidate[] {
     return this.#mapper ? dedupeCandidates([...this.#local, ...mappedCandidates(this.#mapper)]) : this.#local;
@@ -997,7 +1004,9 @@ export class Listener extends EventEmitter {
       transport: this.endpoint,
       keyPair: this.#options.keyPair,
       ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
-      candidates: () => this.#localNow(),
+      // With a relay, its relayed address is registered too: a connector relayed on the same server then reaches
+      // us relay to relay from its first check (peer-relay mode lets it: we are introduced).
+      candidates: () => this.#registeredCandidates(),
       logger: this.#logger,
     });
     this.#rendezvous = rv;
@@ -1009,6 +1018,8 @@ export class Listener extends EventEmitter {
       // The listener owns it from here (released by close()); later offers carry its candidate.
       this.#options = { ...this.#options, ...(relay ? { relay } : {}) };
       if (!relay) delete this.#options.relay;
+      // Register again at once so the relayed address is in our registration (not only after the next refresh).
+      else await rv.register(signal);
     }
     progress({ phase: 'registered', reflexive: this.#reflexive });
   }
@@ -1134,6 +1145,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
     const hard = await gatherHard(options, endpoint, options.logger ?? silentLogger, options.signal);
     if (hard) local = [...local, ...hard.candidates];
+    if (tcp) local = [...local, ...(await tcp.predict(options.signal ? { signal: options.signal } : {}))];
     if (options.relay && options.relay !== 'auto' && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
@@ -1179,12 +1191,13 @@ async function gatherTcp(
     return { tcp: null, reason: `TCP hole punching unavailable (${status.reason}); using UDP` };
   }
   const spec = options.rendezvous;
-  const rv = !spec || typeof spec === 'function' ? null : typeof spec === 'string' ? parseRendezvous(spec) : { host: spec.host, port: spec.port ?? DEFAULT_RENDEZVOUS_PORT };
+  const rv = rendezvousServer(spec);
   try {
     const tcp = await openTcpLocal({
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
       ...(rv ? { stun: rv } : {}),
       ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+      ...(options.tcpSequence === 'off' ? { sequencePort: false } : {}),
       ...(signal ? { signal } : {}),
       logger,
     });

@@ -7,6 +7,8 @@
  */
 import net from 'node:net';
 import { attachRendezvous, type RendezvousServer, type RendezvousServerOptions } from '../rendezvous/server.js';
+import { relayAddressFor, startRelay, type RelayService, type RelayServiceOptions } from '../relay/service.js';
+import { turnRegistry } from '../wire/turn.js';
 import { StunServer, type StunServerOptions } from '../stun/server.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -63,6 +65,12 @@ export interface ServeConfig {
   stun?: Omit<StunServerOptions, 'logger'>;
   /** The rendezvous server on the same sockets (0xF0 datagrams and TCP connections). Default on; false disables. */
   rendezvous?: false | Omit<RendezvousServerOptions, 'logger'>;
+  /**
+   * The TURN relay on the same sockets (src/relay/service.ts). Default on, in peer-relay mode: registered peers get
+   * scoped credentials that relay only to the peers they were introduced to. `turn.credentials` adds the full TURN
+   * service for configured users. false disables the relay.
+   */
+  relay?: false | RelayServiceOptions;
 }
 
 export interface Endpoint {
@@ -76,6 +84,8 @@ export interface ServerHandle {
   readonly stun: StunServer;
   /** Absent when started with `rendezvous: false`. */
   readonly rendezvous?: RendezvousServer;
+  /** Absent when started with `relay: false`. */
+  readonly relay?: RelayService;
   readonly udp: Endpoint[];
   readonly tcp: Endpoint[];
   /** Present in RFC 5780 mode. */
@@ -200,7 +210,8 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
       : (address, port, options) => ServerUdpSocket.bind(address, port, options);
   const reusePort = config.reusePort ?? false;
 
-  const stun = new StunServer({ ...config.stun, logger: log });
+  // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
+  const stun = new StunServer({ ...(config.relay === false ? {} : { registry: turnRegistry }), ...config.stun, logger: log });
   const sockets: ServeSocket[] = [];
   const tcpServers: net.Server[] = [];
   const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
@@ -278,6 +289,22 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   const rendezvous =
     config.rendezvous === false ? undefined : attachRendezvous({ sockets, registerTcpHandler }, { ...config.rendezvous, logger: log });
 
+  let relay: RelayService | undefined;
+  if (config.relay !== false) {
+    const options = config.relay ?? {};
+    try {
+      relay = startRelay(
+        { stun, sockets, registerTcpHandler, udp: sockets.map((s) => s.address()), ...(rendezvous ? { rendezvous: rendezvous.server } : {}) },
+        { ...options, turn: { ...options.turn, relayAddress: options.turn?.relayAddress ?? relayAddressFor(addresses) } },
+        log,
+      );
+    } catch (err) {
+      rendezvous?.close();
+      cleanup();
+      throw err;
+    }
+  }
+
   for (const srv of tcpServers) {
     srv.on('connection', (sock) => {
       sock.on('error', () => {});
@@ -310,12 +337,13 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     return endpoint(a.address, a.port);
   });
   const socketBuffers = sockets[0] instanceof BatchedUdpSocket ? sockets[0].buffers : undefined;
-  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), udpImplementation, socketBuffers: socketBuffers ?? null }, 'serve: listening');
+  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), relay: relay ? { peerRelay: Boolean(relay.peerRelay), relayAddress: relay.turn.relayAddress } : null, udpImplementation, socketBuffers: socketBuffers ?? null }, 'serve: listening');
 
   let closing: Promise<void> | undefined;
   return {
     stun,
     ...(rendezvous ? { rendezvous: rendezvous.server } : {}),
+    ...(relay ? { relay } : {}),
     udp,
     tcp,
     ...(rfc5780 ? { rfc5780 } : {}),
@@ -325,6 +353,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     ...(socketBuffers ? { socketBuffers } : {}),
     close() {
       closing ??= (async () => {
+        relay?.close();
         rendezvous?.close();
         stun.close();
         for (const s of allTcp) s.destroy();
