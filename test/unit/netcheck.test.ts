@@ -306,7 +306,7 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
   assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400]);
 });
 
-test('CLI: natpunch netcheck --json prints the report; the table ends with the verdict; bad flags exit 1', async () => {
+test('CLI: natpunch netcheck --json prints the report; the table ends with the verdict; bad flags exit 2', async () => {
   const srv = await startRfc5780();
   const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
   try {
@@ -331,10 +331,10 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
     assert.match(t.stdout, /Open internet/);
     assert.equal(t.stderr, '');
     const bad = await run(['netcheck', '--server', server, '--timeout', 'soon']);
-    assert.equal(bad.status, 1);
-    assert.equal(bad.stderr.trim().split('\n').length, 1);
+    assert.equal(bad.status, 2, 'a usage error');
+    assert.equal(bad.stderr.trim().split('\n')[0]!.startsWith('error:'), true);
     const none = await run(['netcheck']);
-    assert.equal(none.status, 1);
+    assert.equal(none.status, 2);
   } finally {
     await srv.close();
   }
