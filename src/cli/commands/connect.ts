@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, parseHostPort } from '../util.js';
+import { action, intOption, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { runConnectIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../traversal/icmp.js';
@@ -26,12 +26,13 @@ interface ConnectOpts extends TechniqueFlags {
   transport?: string;
   tcpSeq?: string;
   knownPeers?: string;
+  idleTimeout?: number;
 }
 
 export function register(program: Command): void {
   addTechniqueFlags(program
     .command('connect')
-    .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style)')
+    .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout')
     .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
     .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
     .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
@@ -46,6 +47,7 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
+    .option('--idle-timeout <ms>', 'end the session after this long without data either way (default: wait for the peer to end its side)', intOption('--idle-timeout', 1, 86_400_000))
     .option('--json', 'progress as JSON lines on stderr'), 'connect')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
@@ -73,7 +75,7 @@ export function register(program: Command): void {
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
         try {
-          await pipeStdio(stream, session);
+          await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
         } finally {
           await session.close();
         }
