@@ -16,7 +16,10 @@ import { ConnectivityChecks, deriveCheckKey } from '../traversal/checks.js';
 import { advertFromCandidates } from '../traversal/hardwire.js';
 import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
-import { keyToId, idToKey, isPeerId } from '../session/identity.js';
+import { keyToId } from '../session/identity.js';
+import { IkReplayCache } from '../session/handshake-ik.js';
+import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
+import type { PeerPins } from '../identity/known-peers.js';
 import { DEFAULT_KEEPALIVE_MS, type Session } from '../session/session.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import { NatpunchError, isNatpunchError } from '../util/errors.js';
@@ -36,6 +39,10 @@ export interface EndpointOptions extends ListenOptions {
 
 export interface EndpointConnectOptions {
   signal?: AbortSignal;
+  /** Up to 1000 bytes inside the first check (Noise IK message 1; see ConnectOptions.earlyData). */
+  earlyData?: Uint8Array;
+  /** Names pinned to keys (see ConnectOptions.knownPeers). */
+  knownPeers?: PeerPins;
   /** Default DEFAULT_CONNECT_TIMEOUT_MS (30 s) for the whole attempt. */
   timeoutMs?: number;
   onProgress?: (p: Progress) => void;
@@ -60,9 +67,15 @@ export function keepAliveFor(options: { keepAliveMs?: number; mappingLifetimeMs?
   return undefined;
 }
 
-function toKey(to: string | Uint8Array): Buffer | null {
-  if (typeof to !== 'string') return Buffer.from(to);
-  return isPeerId(to) ? idToKey(to) : null;
+/** Trust on first use: the session authenticated the introduced key, so a name seen for the first time is pinned to
+ *  it. A pin file that cannot be written does not fail the session (logged). */
+async function pinName(pin: (() => Promise<void>) | null, logger: Logger): Promise<void> {
+  if (!pin) return;
+  try {
+    await pin();
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'could not pin the peer name to its key');
+  }
 }
 
 export class Endpoint extends EventEmitter<EndpointEvents> {
@@ -74,6 +87,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly #incoming = new Set<Session>();
   readonly #outgoing = new Set<Session>();
   readonly #attempts = new Set<AbortController>();
+  /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
+  readonly #ikReplay: IkReplayCache;
   #closed = false;
   #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
 
@@ -85,6 +100,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     this.#techniques = techniques;
     this.#logger = options.logger ?? silentLogger;
     this.publicKey = Buffer.from(options.keyPair.publicKey);
+    this.#ikReplay = options.replayCache ?? new IkReplayCache();
     if (options.accept !== false) local.rendezvous?.on('connect-request', this.#onOffer);
   }
 
@@ -161,7 +177,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
    * Opens a session to `peer` (a name or key through the rendezvous; with `options.candidates`, direct mode).
    * The CONNECT goes out at once with the warm candidates; the race starts when the peer's answer is in.
    */
-  async connect(peer: string | Uint8Array, options: EndpointConnectOptions = {}): Promise<Session> {
+  async connect(peer: PeerSpec, options: EndpointConnectOptions = {}): Promise<Session> {
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
     const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
@@ -169,29 +185,30 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const rv = this.#local.rendezvous;
     try {
       let session: Session;
+      let pin: (() => Promise<void>) | null = null;
+      const target = peerTarget(peer);
+      const ik = { ik: options.earlyData ? { earlyData: options.earlyData } : {} };
       if (options.candidates) {
-        const key = toKey(peer);
-        if (!key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
+        if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
         session = await runAttempt({
-          role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: key, remote: options.candidates,
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques, tuning: this.#tuning(),
+          role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
+          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
       } else {
         if (!rv) throw new NatpunchError('BAD_ARGUMENT', 'this endpoint has no rendezvous: give the peer candidates (direct mode)');
         await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-        const offer = await rv.requestConnect(peer, { candidates: this.#local.candidates(), signal });
-        const wanted = toKey(peer);
-        if (wanted && !wanted.equals(offer.peerKey)) {
-          throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
-        }
+        const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
+        // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
+        // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
+        pin = await verifyPeer(target, offer.peerKey, options.knownPeers);
         progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
         session = await runAttempt({
           role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
           ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
           local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques,
-          tuning: { ...this.#tuning(), recover: this.#recover(rv, offer.peerKey) },
+          tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
@@ -202,6 +219,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       }
       this.#outgoing.add(session);
       session.once('close', () => this.#outgoing.delete(session));
+      await pinName(pin, this.#logger);
       progress({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
       return session;
     } catch (err) {
@@ -255,7 +273,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
         local: this.#local, keyPair: this.#options.keyPair,
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
-        techniques: this.#techniques, tuning: this.#tuning(),
+        techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
         logger: this.#logger, progress, signal,
       });
@@ -270,7 +288,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       return session;
     } catch (err) {
       // A peer that re-punched to resume an existing session never starts a handshake: not worth an error.
-      const resumed = [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey));
+      const resumed = [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) && isNatpunchError(err, 'HANDSHAKE_FAILED');
       this.#logger.info({ peer, err: (err as Error).message }, resumed ? 'resume punch finished' : 'incoming connection failed');
       if (!resumed && !this.#closed) this.emit('connection-error', err as Error, peer);
       return null;

@@ -15,6 +15,9 @@ import type { TechniqueEvent, TechniqueName } from '../traversal/technique.js';
 import type { RelayPath } from '../relay/path.js';
 import type { PortMapperOptions } from '../portmap/mapper.js';
 import type { Logger } from '../util/log.js';
+import type { PeerSpec } from '../identity/verify.js';
+import type { PeerPins } from '../identity/known-peers.js';
+import type { IkReplayCache } from '../session/handshake-ik.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -109,8 +112,8 @@ export interface CommonOptions {
   checkTimeoutMs?: number;
   logger?: Logger;
   onProgress?: (p: Progress) => void;
-  /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
-  rendezvous?: string | { host: string; port?: number } | RendezvousFactory;
+  /** How to reach the rendezvous: "host[:port]" ("a,b": failover order), {host, port}, a list, or a factory. */
+  rendezvous?: string | { host: string; port?: number } | Array<{ host: string; port?: number }> | RendezvousFactory;
   /** Which transports to race (default 'auto': UDP and TCP; UDP kept when both work). */
   transport?: TransportMode;
   /** TCP techniques beyond P2P-NAT (tcp-session.ts TcpSequenceMode; default 'auto'). */
@@ -139,8 +142,15 @@ export interface ConnectOptions extends CommonOptions {
   relay?: RelayOption;
   /** The relay's head start override (default from the planner). */
   relayHoldMs?: number;
-  /** The peer's name or key (hex or bytes), through the rendezvous. */
-  to?: string | Uint8Array;
+  /** The peer's name or key (hex or bytes), through the rendezvous; `{ name, key }`: by name, and it must have
+   *  this key (checked before anything is sent to the peer the rendezvous introduces). */
+  to?: PeerSpec;
+  /** Names pinned to keys (src/identity/known-peers.ts, SSH known_hosts style): connecting by name refuses a key other
+   *  than the pinned one before anything is sent, and pins a name on its first successful session. */
+  knownPeers?: PeerPins;
+  /** Up to 1000 bytes inside the first check (Noise IK message 1, docs/handshake.md), delivered once in
+   *  `session.earlyData` on the listener; `session.earlyDataAccepted` says whether they arrived. */
+  earlyData?: Uint8Array;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
   peer?: { publicKey: Uint8Array; candidates: Candidate[] };
   /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
@@ -160,5 +170,7 @@ export interface ListenOptions extends CommonOptions {
   name?: string;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
   allow?: Allow;
+  /** Noise IK first messages already seen (docs/handshake.md); listeners of one key in one process share one. */
+  replayCache?: IkReplayCache;
   signal?: AbortSignal;
 }
