@@ -20,7 +20,6 @@ import { isAllowed, type Allow, type Session } from '../session/session.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ResolvedTechniques } from './defaults.js';
-import type { IkReplayCache } from '../session/handshake-ik.js';
 import type { LocalState } from './local.js';
 import type { Progress, RendezvousLike } from './types.js';
 import { upgradeInBackground } from './upgrade.js';
@@ -36,9 +35,6 @@ export interface AttemptInput {
   local: LocalState;
   keyPair: KeyPair;
   allow?: Allow;
-  /** Initiator: early data for Noise IK message 1. Responder: the IK replay cache (docs/handshake.md). */
-  earlyData?: Uint8Array;
-  ikReplay?: IkReplayCache;
   techniques: ResolvedTechniques;
   tuning: SessionTuning;
   relayHoldMs?: number;
@@ -145,8 +141,6 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       local: { candidates: localCandidates, nat: localNat },
       remote: { candidates: rest, nat: remoteNat },
       ...(a.allow !== undefined ? { allow: a.allow } : {}),
-      ...(a.earlyData ? { earlyData: a.earlyData } : {}),
-      ...(a.ikReplay ? { ikReplay: a.ikReplay } : {}),
       signalling: null,
       logger: a.logger,
       progress: (e) => a.progress(e),

@@ -7,9 +7,8 @@ import { isPeerId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
 import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
-import { parseRelaySpec } from '../../relay/path.js';
-import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_HELP, pinOptions } from '../known-peers.js';
 import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_HELP, pinOptions } from '../known-peers.js';
 
 interface ConnectOpts extends TechniqueFlags {
   rendezvous?: string;
