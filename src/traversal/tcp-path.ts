@@ -24,7 +24,6 @@ import { sleep } from '../util/abort.js';
 import type { Logger } from '../util/log.js';
 import type { SessionPath } from '../session/session.js';
 import type { Candidate } from './candidate.js';
-import type { Applicability, NatView } from './technique.js';
 import { tcpPunch, TCP_NOMINATION_BYTE, TCP_PUNCH_DEFAULTS, type TcpPunchCandidate, type TcpPunchResult } from './tcp-p2pnat.js';
 import { installIcmpGuard, type SeqTechnique } from './tcp-seq.js';
 import { declineSequencePunch, sequencePunch, type SeqChannel } from './tcp-seqpunch.js';
@@ -81,23 +80,6 @@ export interface TcpPathResult extends TcpPunchResult {
   technique: NonNullable<SessionPath['tcpTechnique']>;
   /** How this technique came to win, when worth telling: P2P-NAT's failure, or that we opened with STUNT #2. */
   reason?: string;
-}
-
-/**
- * Whether TCP punching can work between these two sides, from the two NAT views alone (the same answer on both
- * sides; the planner's 'tcp' technique uses it as its applies()): it needs TCP on both, and one side whose NAT maps
- * endpoint-independently ('cone', or 'unknown', which costs one failed attempt at worst). When both NATs map per
- * destination there is no port to aim at, and TCP has no birthday punch (every SYN needs a socket to answer it); its
- * SYNs would only take ports a UDP prediction window counts on. That pair belongs to the UDP hard-NAT punch.
- */
-export function tcpApplies(local: NatView, remote: NatView): Applicability {
-  if (!local.tcp) return { skip: 'no TCP here (the native addon is missing, or transport udp was asked for)' };
-  if (!remote.tcp) return { skip: 'the peer offers no TCP candidates (no native addon there, or transport udp)' };
-  const perDestination = (n: NatView) => n.kind === 'sequential' || n.kind === 'random';
-  if (perDestination(local) && perDestination(remote)) {
-    return { skip: `both NATs map per destination (${local.kind} here, ${remote.kind} there): TCP needs one endpoint-independent side` };
-  }
-  return true;
 }
 
 /**

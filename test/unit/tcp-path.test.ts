@@ -2,8 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { candidatePriority, type Candidate } from '../../src/traversal/candidate.js';
-import { stuntOpening, tcpApplies, tcpCandidatesOf } from '../../src/traversal/tcp-path.js';
-import { unknownNat, type NatView } from '../../src/traversal/technique.js';
+import { stuntOpening, tcpCandidatesOf } from '../../src/traversal/tcp-path.js';
 import { isSeqPortCandidate, seqPortCandidate, seqPortOf } from '../../src/traversal/tcp-local.js';
 import { tcpPredictionCandidate } from '../../src/traversal/tcp-predict.js';
 
@@ -29,14 +28,4 @@ test("port Q travels as a tagged srflx candidate that P2P-NAT leaves alone; the 
   assert.equal(seqPortOf([srflx, udp]), null);
   const punched = tcpCandidatesOf(remote);
   assert.deepEqual(punched.map((c) => `${c.type}:${c.port}`), ['srflx:40000', 'predicted:20004', 'predicted:20005', 'predicted:20006']);
-});
-
-test('tcpApplies: TCP on both sides and at least one endpoint-independent NAT; otherwise the reason', () => {
-  const view = (kind: NatView['kind'], tcp = true): NatView => ({ ...unknownNat(), kind, tcp });
-  assert.equal(tcpApplies(view('cone'), view('sequential')), true);
-  assert.equal(tcpApplies(view('random'), view('unknown')), true);
-  assert.equal(tcpApplies(view('cone'), view('cone')), true);
-  assert.match((tcpApplies(view('sequential'), view('random')) as { skip: string }).skip, /both NATs map per destination/);
-  assert.match((tcpApplies(view('cone', false), view('cone')) as { skip: string }).skip, /no TCP here/);
-  assert.match((tcpApplies(view('cone'), view('cone', false)) as { skip: string }).skip, /peer offers no TCP/);
 });
