@@ -14,6 +14,7 @@ import type { UdxEndpoint } from '../net/udx.js';
 import type { KeyPair } from '../session/identity.js';
 import type { Allow, Session } from '../session/session.js';
 import type { Logger } from '../util/log.js';
+import type { IkReplayCache } from '../session/handshake-ik.js';
 
 /** Every technique the planner knows, by the name progress events and errors use. */
 export type TechniqueName =
@@ -36,6 +37,8 @@ export interface NatView {
   kind: 'cone' | 'sequential' | 'random' | 'unknown';
   /** Sequential NATs: the observed port step; null otherwise. */
   delta: number | null;
+  /** The side's public address as the rendezvous saw it (null: unknown). Equal on both sides: one NAT (LAN path). */
+  publicAddress: string | null;
   /** UDP to the rendezvous works (false: the side registered over TCP; its UDP is blocked). */
   udp: boolean;
   /** The side holds a gateway port mapping (PCP / NAT-PMP / UPnP IGD): a 'mapped' candidate. */
@@ -95,9 +98,21 @@ export interface TechniqueContext {
   remote: { candidates: Candidate[]; nat: NatView };
   /** Responder side: who may connect. */
   allow?: Allow;
+  /** Initiator: bytes for the first check (Noise IK message 1 payload, docs/handshake.md). */
+  earlyData?: Uint8Array;
+  /** Responder: Noise IK first messages already seen (absent: the listener answers XX only). */
+  ikReplay?: IkReplayCache;
   signalling: SignallingChannel | null;
   logger: Logger;
   progress(event: TechniqueEvent): void;
+  /**
+   * Initiator: call with the path found, before starting the Noise handshake on it; false means another technique
+   * won (give up and release). Only one technique at a time holds the claim, so the responder sees one handshake.
+   * A lower-preference technique waits here (its grace time) for a better one still running.
+   */
+  claim(): Promise<boolean>;
+  /** The claim's holder failed after claiming (e.g. the handshake): lets the next technique claim. */
+  unclaim(): void;
 }
 
 /** One way of finding an authenticated path to the peer. */
@@ -117,6 +132,7 @@ export function unknownNat(candidates: readonly Candidate[] = []): NatView {
   return {
     kind: 'unknown',
     delta: null,
+    publicAddress: candidates.find((c) => c.type === 'srflx')?.address ?? null,
     udp: true,
     mapped: (counts.mapped ?? 0) > 0,
     relay: (counts.relay ?? 0) > 0,

@@ -10,9 +10,9 @@ import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_INTERVAL_MS, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT, MIN_ICMP_INTERVAL_MS } from '../../traversal/icmp.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
-import { parseRelaySpec } from '../../relay/path.js';
+import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
 
-interface ListenOpts {
+interface ListenOpts extends TechniqueFlags {
   name?: string;
   rendezvous?: string;
   icmp?: boolean;
@@ -24,16 +24,13 @@ interface ListenOpts {
   allowAny?: boolean;
   bind?: string;
   keepalive?: number;
-  relay?: string;
   json?: boolean;
   transport?: string;
   tcpSeq?: string;
-  portMapping?: boolean;
-  hardNat?: boolean;
 }
 
 export function register(program: Command): void {
-  program
+  addTechniqueFlags(program
     .command('listen')
     .description('wait for one peer to connect and pipe stdin/stdout over the stream it opens (netcat style)')
     .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
@@ -47,12 +44,9 @@ export function register(program: Command): void {
     .option('--allow-any', 'let any key connect, on purpose (no warning)')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-    .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
-    .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
-    .option('--json', 'progress as JSON lines on stderr')
+    .option('--json', 'progress as JSON lines on stderr'), 'listen')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
       if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
@@ -75,11 +69,9 @@ export function register(program: Command): void {
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-        ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
+        ...techniqueOptions(opts),
         transport,
         tcpSequence,
-        ...(opts.portMapping ? { portMapping: true } : {}),
-        ...(opts.hardNat ? { hardNat: true } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
