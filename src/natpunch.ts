@@ -4,7 +4,8 @@ import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { silentLogger, type Logger } from './util/log.js';
 import { sleep, timeoutSignal } from './util/abort.js';
 import { UdxEndpoint } from './net/udx.js';
-import { parseRendezvousList, RendezvousClient } from './rendezvous/client.js';
+import { parseRendezvousList, RendezvousClient, type ConnectionOutcome } from './rendezvous/client.js';
+import { connectionOutcome } from './rendezvous/outcome.js';
 import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, type HardNatOptions } from './traversal/hardwire.js';
 import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
@@ -53,6 +54,20 @@ export interface RendezvousLike {
   /** SEQ_OFFER (TCP sequence-number techniques): publish ours, wait for the peer's. Optional for custom clients. */
   exchangeSeqOffer?(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }>;
   awaitSeqOffer?(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }>;
+  /** Outcome report after an attempt (src/rendezvous/outcome.ts). Optional for custom clients; never throws. */
+  report?(outcome: ConnectionOutcome): Promise<boolean>;
+}
+
+/** Techniques an attempt offered, from its local candidates (for outcome reports). */
+function triedTechniques(local: readonly Candidate[]): string[] {
+  const out = new Set<string>(['udp']);
+  for (const c of local) {
+    if (c.type === 'relay') out.add('relay');
+    else if (c.type === 'mapped') out.add('mapped');
+    else if (c.type === 'predicted') out.add('udp-predict');
+    else if (c.transport === 'tcp') out.add('tcp-p2pnat');
+  }
+  return [...out];
 }
 
 /** The rendezvous as the channel of STUNT #1 / NATBlaster offers for one connection (null: it cannot carry them). */
@@ -88,6 +103,8 @@ export type RendezvousFactory = (init: {
   transport: DatagramTransport;
   keyPair: KeyPair;
   name?: string;
+  /** false: send no outcome reports (`--no-report`). */
+  report?: boolean;
   candidates: () => Candidate[];
   logger: Logger;
 }) => RendezvousLike;
@@ -115,6 +132,10 @@ export type TransportMode = 'udp' | 'tcp' | 'auto';
 
 interface CommonOptions {
   keyPair: KeyPair;
+  /** Send the rendezvous a signed outcome report after each attempt (NAT types, techniques, timings; never payload). Default true. */
+  report?: boolean;
+  /** This side's NAT type (e.g. from netcheck), for outcome reports only. */
+  natType?: string;
   /** Local UDP address to bind (default 0.0.0.0, any port). */
   bind?: { address?: string; port?: number };
   /** Use this socket instead of binding one (e.g. one that already learned its mapping with STUN). Whoever passes
@@ -327,6 +348,7 @@ async function makeRendezvous(
     server,
     keyPair: init.keyPair,
     ...(init.name !== undefined ? { name: init.name } : {}),
+    ...(init.report === false ? { report: false } : {}),
     candidates: init.candidates,
     logger: init.logger,
   });
@@ -637,6 +659,9 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode), or `icmp`');
   }
   const { signal, dispose } = timeoutSignal(options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS, options.signal);
+  const startedAt = Date.now();
+  /** The introduction's connection id, once the rendezvous made one: what the outcome report is about. */
+  let reportId: Buffer | null = null;
   const ownsEndpoint = !options.endpoint;
   const endpoint = options.endpoint ?? (await UdxEndpoint.bind(options.bind ?? {}));
   let rendezvous: RendezvousLike | null = null;
@@ -692,7 +717,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       upgradeFrom = { a: att, remote: options.peer.candidates };
       session = await initiate(att, tcp, mode);
     } else {
-      const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger });
+      const rv = await makeRendezvous(options.rendezvous!, { transport: endpoint, keyPair: options.keyPair, candidates: () => local, logger, ...(options.report === false ? { report: false } : {}) });
       rendezvous = rv;
       if (options.relay === 'auto') {
         relay = await autoRelay(rv, endpoint, false, signal, logger);
@@ -707,6 +732,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       }
       const offer = await rv.requestConnect(to, { candidates: local, signal });
       introduced = true;
+      reportId = offer.connectionId;
       const wanted = toKey(to);
       if (wanted && !wanted.equals(offer.peerKey)) {
         throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
@@ -734,6 +760,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
           if (ownsEndpoint) void endpoint.close().catch(() => {});
         });
         options.onProgress?.({ phase: 'connected', peer: keyToId(hs.remotePublicKey), rttMs: hs.path.rttMs });
+        void rv.report?.(connectionOutcome({ connectionId: offer.connectionId, role: 'initiator', startedAt, path: hs.path, tried: ['hardnat'], localNat: options.natType }));
         return hs;
       }
       if (peerHard?.advert) offer.candidates = peerHard.rest;
@@ -789,8 +816,13 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       void usedMapper?.close();
     });
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
+    if (reportId) void rendezvous?.report?.(connectionOutcome({ connectionId: reportId, role: 'initiator', startedAt, path: session.path, tried: triedTechniques(local), localNat: options.natType }));
     return session;
   } catch (err) {
+    // Best effort, before the client closes: at most REPORT_TIMEOUT_MS (3 s) more on a failure that took seconds.
+    if (reportId && rendezvous?.report) {
+      await rendezvous.report(connectionOutcome({ connectionId: reportId, role: 'initiator', startedAt, error: err, tried: ['udp'], localNat: options.natType }));
+    }
     lingering();
     tcp?.close();
     rendezvous?.close();
@@ -916,6 +948,7 @@ export class Listener extends EventEmitter {
       transport: this.endpoint,
       keyPair: this.#options.keyPair,
       ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
+      ...(this.#options.report === false ? { report: false } : {}),
       candidates: () => this.#localNow(),
       logger: this.#logger,
     });
@@ -953,6 +986,7 @@ export class Listener extends EventEmitter {
     const ac = new AbortController();
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
+    const startedAt = Date.now();
     try {
       const peerHard = this.#hard ? advertFromCandidates(offer.candidates) : null;
       let session: Session | null = null;
@@ -989,6 +1023,7 @@ export class Listener extends EventEmitter {
       this.#sessions.add(session);
       session.once('close', () => this.#sessions.delete(session));
       progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
+      void this.#rendezvous?.report?.(connectionOutcome({ connectionId: offer.connectionId, role: 'responder', startedAt, path: session.path, tried: triedTechniques(this.candidates), localNat: this.#options.natType }));
       this.emit('session', session);
       return session;
     } catch (err) {
@@ -996,6 +1031,7 @@ export class Listener extends EventEmitter {
       const resumed = [...this.#sessions].some((s) => s.remotePublicKey.equals(offer.peerKey)) && isNatpunchError(err, 'HANDSHAKE_FAILED');
       this.#logger.info({ peer, err: (err as Error).message }, resumed ? 'resume punch finished' : 'incoming connection failed');
       if (!resumed && !this.#closed) this.emit('connection-error', err, peer);
+      if (!resumed) void this.#rendezvous?.report?.(connectionOutcome({ connectionId: offer.connectionId, role: 'responder', startedAt, error: err, tried: triedTechniques(this.candidates), localNat: this.#options.natType }));
       return null;
     } finally {
       dispose();

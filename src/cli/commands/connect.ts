@@ -22,6 +22,8 @@ interface ConnectOpts {
   keepalive?: number;
   relay?: string;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
   portMapping?: boolean;
@@ -33,7 +35,7 @@ export function register(program: Command): void {
     .command('connect')
     .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style)')
     .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
     .option('--peer-key <hex>', '--icmp: the server\'s key; the session fails unless the server proves it')
     .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
@@ -48,6 +50,7 @@ export function register(program: Command): void {
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
@@ -73,6 +76,7 @@ export function register(program: Command): void {
         tcpSequence,
           ...(opts.portMapping ? { portMapping: true } : {}),
           ...(opts.hardNat ? { hardNat: true } : {}),
+          ...(opts.report === false ? { report: false } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();

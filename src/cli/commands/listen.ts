@@ -25,6 +25,8 @@ interface ListenOpts {
   keepalive?: number;
   relay?: string;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
   portMapping?: boolean;
@@ -35,7 +37,7 @@ export function register(program: Command): void {
   program
     .command('listen')
     .description('wait for one peer to connect and pipe stdin/stdout over the stream it opens (netcat style)')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp', 'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`')
     .option('--icmp-probe-address <ip>', `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
     .option('--icmp-interval <ms>', `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`, (v) => Number(v))
@@ -50,6 +52,7 @@ export function register(program: Command): void {
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
     .option('--json', 'progress as JSON lines on stderr')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
@@ -71,6 +74,7 @@ export function register(program: Command): void {
         tcpSequence,
         ...(opts.portMapping ? { portMapping: true } : {}),
         ...(opts.hardNat ? { hardNat: true } : {}),
+        ...(opts.report === false ? { report: false } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
