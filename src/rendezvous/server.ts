@@ -536,6 +536,10 @@ export class RendezvousServer {
     this.#handle(msg, channel).catch((err: unknown) => {
       this.#stats.internalErrors++;
       this.#log.warn({ err }, 'rendezvous handler failed');
+      // Storage unreachable (Redis down) and the like: say so, so the peer retries instead of failing over or
+      // waiting out its timeout; never more bytes than the request (no amplification).
+      const reply = this.#errorBytes(msg.requestId, typeCode(msg.type), 'SERVER_FULL', 'temporarily unavailable; retry', 1000);
+      if (reply.length <= bytes.length) this.#send(channel, reply);
     });
   }
 

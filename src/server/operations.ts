@@ -24,6 +24,8 @@ export interface OperationsSettings {
   nameHold?: number;
   reserveName?: Record<string, string> | undefined;
   reports?: boolean;
+  registrationRefresh?: number;
+  registrationTtl?: number;
   admin?: string | undefined;
   adminToken?: string | undefined;
   drainTimeout?: number;
@@ -70,7 +72,7 @@ export class ServeOperations {
   }
 
   /** What the rendezvous server needs from operations: registry/cluster, name policy, reports, observer. */
-  rendezvousOptions(): Pick<RendezvousServerOptions, 'registry' | 'cluster' | 'nameHoldMs' | 'reservedNames' | 'reports' | 'observer'> {
+  rendezvousOptions(): Pick<RendezvousServerOptions, 'registry' | 'cluster' | 'nameHoldMs' | 'reservedNames' | 'reports' | 'observer' | 'refreshIntervalMs' | 'ttlMs'> {
     const observers: RendezvousObserver[] = [this.metrics, this.activity];
     const observer: RendezvousObserver = {
       onEvent: (e: RendezvousEvent) => {
@@ -83,6 +85,8 @@ export class ServeOperations {
       observer,
     };
     if (this.#settings.reserveName) out.reservedNames = this.#settings.reserveName;
+    if (this.#settings.registrationRefresh !== undefined) out.refreshIntervalMs = this.#settings.registrationRefresh;
+    if (this.#settings.registrationTtl !== undefined) out.ttlMs = this.#settings.registrationTtl;
     if (this.redis) {
       out.registry = this.redis.registry as Registry;
       out.cluster = this.redis.cluster as ClusterBus;

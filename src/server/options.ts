@@ -85,6 +85,8 @@ export const SERVE_OPTIONS = [
     help: 'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see BCP 38)',
   }),
   int('spoof-port', { group: 'rendezvous', arg: 'port', min: 0, max: 65535, help: 'TCP port of the --spoof service (default --port + 2)' }),
+  duration('registration-refresh', { group: 'rendezvous', arg: 'duration', default: 25_000, min: 1000, max: 3_600_000, help: 'how often peers re-register (doubles as their NAT keepalive; RFC 8445 §11 suggests ≤ 25 s)' }),
+  duration('registration-ttl', { group: 'rendezvous', arg: 'duration', default: 90_000, min: 2000, max: 86_400_000, help: 'a registration lives this long without a refresh' }),
   bool('reports', { group: 'rendezvous', default: true, help: "count peers' signed outcome reports (NAT pair, technique, result) into metrics and the dashboard" }),
   // ── names (issue 18: names bound to keys on the server) ─────────────────────────────────────────────────────
   duration('name-hold', {
