@@ -30,6 +30,21 @@ function findNodeGyp() {
   return ['node-gyp', []];
 }
 
+// A package from `npm pack` on linux-x64 carries native/prebuilds/linux-x64/natpunch.node (scripts/prebuild-native.mjs).
+// Use it when it loads here (same libc, N-API version); build from source otherwise. A checkout has no prebuilds/.
+const prebuilt = join(nativeDir, 'prebuilds', `${process.platform}-${process.arch}`, 'natpunch.node');
+if (existsSync(prebuilt)) {
+  const probe = spawnSync(process.execPath, ['-e', `process.exit(require(${JSON.stringify(prebuilt)}).abiVersion === 1 ? 0 : 3)`], {
+    encoding: 'utf8',
+  });
+  if (probe.status === 0) {
+    rmSync(errorFile, { force: true });
+    console.log(`natpunch: using the prebuilt ${process.platform}-${process.arch} native addon (TCP hole punching and raw ICMP available)`);
+    process.exit(0);
+  }
+  console.log('natpunch: the prebuilt native addon does not load here; building it from source');
+}
+
 const [cmd, pre] = findNodeGyp();
 const args = [...pre, 'rebuild', `--directory=${nativeDir}`];
 const nodedirConfigured = Boolean(process.env.npm_config_nodedir) || process.argv.includes('--nodedir');

@@ -10,17 +10,19 @@ import { advertFromCandidates, gatherHardNat, needsHardPunch, normalizeHardNat, 
 import { hardSession, isHardPunchFailure } from './traversal/hardnat.js';
 import type { HardNatAdvert } from './traversal/predict.js';
 import type { DatagramTransport } from './net/datagram.js';
-import { keyToId, idToKey, isPeerId, type KeyPair } from './session/identity.js';
+import { keyToId, type KeyPair } from './session/identity.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_KEEPALIVE_MS, type Allow, type SessionPath, isAllowed } from './session/session.js';
 import { ConnectivityChecks, deriveCheckKey, DEFAULT_CHECK_TIMEOUT_MS, type CheckResult } from './traversal/checks.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from './traversal/candidate.js';
-import { RelayPath, parseRelaySpec } from './relay/path.js';
+import { RelayPath, openRendezvousRelay, parseRelaySpec } from './relay/path.js';
 import { addonStatus } from './net/native.js';
 import { openTcpLocal, punchTcp, sessionOverTcp, tcpCandidatesOf, TCP_GATHER_AUTO_TIMEOUT_MS, type TcpLocal, type TcpPathResult, type TcpSequenceMode } from './traversal/tcp-session.js';
 import type { SeqChannel } from './traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from './wire/seq-offer.js';
 import { MAX_CANDIDATES } from './wire/rendezvous.js';
 import type { PortMapper, PortMapperOptions } from './portmap/mapper.js';
+import { peerTarget, verifyPeer, type PeerSpec } from './identity/verify.js';
+import type { PeerPins } from './identity/known-peers.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -204,7 +206,8 @@ async function autoRelay(rv: RendezvousLike, endpoint: UdxEndpoint, registered: 
     logger.debug('relay auto: the rendezvous handed out no TURN credentials; no relay');
     return null;
   }
-  return RelayPath.open({ transport: endpoint, server: { address: c.host, port: c.port }, username: c.username, password: c.password, ...(signal ? { signal } : {}), logger });
+  // UDP from the punching socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
+  return openRendezvousRelay({ transport: endpoint, credentials: c, rendezvousVia: rv.via, ...(signal ? { signal } : {}), logger });
 }
 
 export interface ConnectOptions extends CommonOptions {
@@ -212,8 +215,15 @@ export interface ConnectOptions extends CommonOptions {
    *  end-to-end encrypted (the relay sees only ciphertext). */
   relay?: RelayOption;
   relayHoldMs?: number;
-  /** The peer's name or key (hex or bytes), through the rendezvous. */
-  to?: string | Uint8Array;
+  /** The peer's name or key (hex or bytes), through the rendezvous; `{ name, key }`: by name, and it must have
+   *  this key (checked before anything is sent to the peer the rendezvous introduces). */
+  to?: PeerSpec;
+  /**
+   * Names pinned to keys (src/identity/known-peers.ts, SSH known_hosts style): connecting by name refuses a key other
+   * than the pinned one (PEER_KEY_CHANGED) before anything is sent to the introduced peer, and pins a name on its
+   * first successful session. The CLI passes ~/.natpunch/known_peers. Default: no pins (only `{ name, key }` pins).
+   */
+  knownPeers?: PeerPins;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
   peer?: { publicKey: Uint8Array; candidates: Candidate[] };
   /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
@@ -642,9 +652,20 @@ function upgradeInBackground(a: Attempt, session: Session, remote: readonly Cand
   })();
 }
 
-function toKey(to: string | Uint8Array): Buffer | null {
-  if (typeof to !== 'string') return Buffer.from(to);
-  return isPeerId(to) ? idToKey(to) : null;
+/** The key `to` demands (by key, or `{ name, key }`), else null. */
+function toKey(to: PeerSpec): Buffer | null {
+  return peerTarget(to).key ?? null;
+}
+
+/** Trust on first use: the session authenticated the introduced key, so a name seen for the first time is pinned to
+ *  it. A pin file that cannot be written does not fail the session (logged). */
+async function pinName(pin: (() => Promise<void>) | null, logger: Logger): Promise<void> {
+  if (!pin) return;
+  try {
+    await pin();
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'could not pin the peer name to its key');
+  }
 }
 
 /**
@@ -679,6 +700,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     return [...remote, ...proxied];
   };
   let introduced = false;
+  let pinAfterSession: (() => Promise<void>) | null = null;
   let mapper: PortMapper | null = null;
   try {
     options.onProgress?.({ phase: 'gathering', local: endpoint.address() });
@@ -706,6 +728,8 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     if (transportReason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: transportReason });
     const hard = options.peer ? null : await gatherHard(options, endpoint, logger, signal);
     if (hard) local = [...local, ...hard.candidates];
+    // TCP port prediction last: the NAT measurement must be the latest allocation before our SYNs (tcp-predict.ts).
+    if (tcp) local = [...local, ...(await tcp.predict({ signal }))];
     let session: Session;
     let upgradeFrom: { a: Attempt; remote: Candidate[] } | null = null;
     if (options.peer) {
@@ -730,13 +754,13 @@ export async function connect(options: ConnectOptions): Promise<Session> {
         const sent = dedupeCandidates(local).slice(0, MAX_CANDIDATES - 3);
         if (!sent.some((c) => c.type === 'relay')) logger.warn('hardNat: too many candidates; the relay candidate may not reach the peer, which then does not fall back to it');
       }
-      const offer = await rv.requestConnect(to, { candidates: local, signal });
+      const target = peerTarget(to);
+      const offer = await rv.requestConnect(target.lookup, { candidates: local, signal });
       introduced = true;
       reportId = offer.connectionId;
-      const wanted = toKey(to);
-      if (wanted && !wanted.equals(offer.peerKey)) {
-        throw new NatpunchError('HANDSHAKE_FAILED', `the rendezvous introduced ${keyToId(offer.peerKey)} instead of ${keyToId(wanted)}; refusing`);
-      }
+      // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
+      // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
+      pinAfterSession = await verifyPeer(target, offer.peerKey, options.knownPeers);
       options.onProgress?.({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
       const peerHard = hard ? advertFromCandidates(offer.candidates) : null;
       // A failed hard punch falls back to the normal attempt below when we offered a relay (hardOrFallback()).
@@ -759,6 +783,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
           void hardMapper?.close();
           if (ownsEndpoint) void endpoint.close().catch(() => {});
         });
+        await pinName(pinAfterSession, logger);
         options.onProgress?.({ phase: 'connected', peer: keyToId(hs.remotePublicKey), rttMs: hs.path.rttMs });
         void rv.report?.(connectionOutcome({ connectionId: offer.connectionId, role: 'initiator', startedAt, path: hs.path, tried: ['hardnat'], localNat: options.natType }));
         return hs;
@@ -815,6 +840,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       void relay?.close();
       void usedMapper?.close();
     });
+    await pinName(pinAfterSession, logger);
     options.onProgress?.({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
     if (reportId) void rendezvous?.report?.(connectionOutcome({ connectionId: reportId, role: 'initiator', startedAt, path: session.path, tried: triedTechniques(local), localNat: options.natType }));
     return session;
@@ -898,6 +924,12 @@ export class Listener extends EventEmitter {
     this.#mapper = mapper;
   }
 
+  /** What the registration carries: our own candidates, the gateway's mapping, and our relayed address. */
+  #registeredCandidates(): Candidate[] {
+    const relay = this.#relay();
+    return relay ? dedupeCandidates([...this.#localNow(), relay.candidate()]) : this.#localNow();
+  }
+
   /** Our own candidates plus the gateway's current mapping, if any. */
   #localNow(): Candidate[] {
     return this.#mapper ? dedupeCandidates([...this.#local, ...mappedCandidates(this.#mapper)]) : this.#local;
@@ -933,6 +965,11 @@ export class Listener extends EventEmitter {
     return this.#reflexive;
   }
 
+  /** @internal The registration's client (an Endpoint's connects share it); null before start() or without one. */
+  get rendezvous(): RendezvousLike | null {
+    return this.#rendezvous;
+  }
+
   get sessions(): ReadonlySet<Session> {
     return this.#sessions;
   }
@@ -949,7 +986,9 @@ export class Listener extends EventEmitter {
       keyPair: this.#options.keyPair,
       ...(this.#options.name !== undefined ? { name: this.#options.name } : {}),
       ...(this.#options.report === false ? { report: false } : {}),
-      candidates: () => this.#localNow(),
+      // With a relay, its relayed address is registered too: a connector relayed on the same server then reaches
+      // us relay to relay from its first check (peer-relay mode lets it: we are introduced).
+      candidates: () => this.#registeredCandidates(),
       logger: this.#logger,
     });
     this.#rendezvous = rv;
@@ -961,6 +1000,8 @@ export class Listener extends EventEmitter {
       // The listener owns it from here (released by close()); later offers carry its candidate.
       this.#options = { ...this.#options, ...(relay ? { relay } : {}) };
       if (!relay) delete this.#options.relay;
+      // Register again at once so the relayed address is in our registration (not only after the next refresh).
+      else await rv.register(signal);
     }
     progress({ phase: 'registered', reflexive: this.#reflexive });
   }
@@ -1088,6 +1129,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     if (gathered.reason) options.onProgress?.({ phase: 'transport', transport: 'udp', reason: gathered.reason });
     const hard = await gatherHard(options, endpoint, options.logger ?? silentLogger, options.signal);
     if (hard) local = [...local, ...hard.candidates];
+    if (tcp) local = [...local, ...(await tcp.predict(options.signal ? { signal: options.signal } : {}))];
     if (options.relay && options.relay !== 'auto' && !(options.relay instanceof RelayPath)) {
       const spec = typeof options.relay === 'string' ? parseRelaySpec(options.relay) : options.relay;
       options = { ...options, relay: await RelayPath.open({ transport: endpoint, ...spec, ...(options.signal ? { signal: options.signal } : {}), ...(options.logger ? { logger: options.logger } : {}) }) };
@@ -1139,6 +1181,7 @@ async function gatherTcp(
       hostAddresses: udpLocal.filter((c) => c.type === 'host').map((c) => c.address),
       ...(rv ? { stun: rv } : {}),
       ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+      ...(options.tcpSequence === 'off' ? { sequencePort: false } : {}),
       ...(signal ? { signal } : {}),
       logger,
     });

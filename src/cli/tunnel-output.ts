@@ -7,6 +7,7 @@ import { linkTo } from '../tunnel/index.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../natpunch.js';
 import { keyFromOptions } from './netcat.js';
 import { parseHostPort } from './util.js';
+import { pinOptions } from './known-peers.js';
 import type { ConnectionEvent } from '../tunnel/forward.js';
 import type { TunnelEvent } from '../tunnel/exit.js';
 import { replyName } from '../tunnel/socks5.js';
@@ -200,6 +201,8 @@ export interface LinkFlags {
   timeout?: number;
   keepalive?: number;
   json?: boolean;
+  peerKey?: string;
+  knownPeers?: string;
 }
 
 /** One kept-alive session to `to` from the shared flags, its progress and events going to `emit`. */
@@ -207,7 +210,7 @@ export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Pr
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
   const link = linkTo({
-    keyPair, to, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
+    keyPair, ...pinOptions(to, opts), rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     ...(opts.wait ? { waitMs: opts.wait } : {}),
     onProgress: (p) => emit(p as unknown as Record<string, unknown>),

@@ -1,4 +1,4 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import { isNatpunchError } from '../util/errors.js';
 
 export interface GlobalOptions {
@@ -17,10 +17,19 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
       const cmd = args[args.length - 1] as Command | undefined;
       const debug = Boolean(cmd?.optsWithGlobals?.().debug) || process.env.NATPUNCH_DEBUG === '1';
       printError(err, debug);
-      process.exitCode = 1;
+      process.exitCode = EXIT_FAILURE;
     }
   };
 }
+
+/**
+ * Exit codes (docs/cli.md): 0 done; 1 the work failed, including a value the command understood but refused
+ * (a NatpunchError such as BAD_ARGUMENT); 2 the command line itself could not be parsed (commander's errors:
+ * unknown command or option, missing argument, an option value its parser rejects).
+ */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
 
 export function printError(err: unknown, debug: boolean): void {
   if (debug && err instanceof Error) {
@@ -64,9 +73,7 @@ export function intOption(name: string, min: number, max: number) {
   return (value: string): number => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min || n > max) {
-      throw new (class extends Error {
-        override name = 'InvalidArgumentError';
-      })(`${name} must be an integer from ${min} to ${max}`);
+      throw new InvalidArgumentError(`${name} must be an integer from ${min} to ${max}`);
     }
     return n;
   };

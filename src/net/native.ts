@@ -4,7 +4,8 @@
  * without the addon (no TCP hole punching, no raw ICMP) and says why through NatpunchError('ADDON_UNAVAILABLE').
  *
  * `NATPUNCH_NO_ADDON=1` forces the addon off (tests of the fallback paths). `NATPUNCH_ADDON_PATH` points at a
- * prebuilt natpunch.node elsewhere.
+ * prebuilt natpunch.node elsewhere. Without either: native/build/Release (built on install or by hand), else the
+ * prebuilt binary the package ships for this platform.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -61,6 +62,15 @@ export const POLL_READABLE = 1;
 export const POLL_WRITABLE = 2;
 
 const ADDON_FILE = join('native', 'build', 'Release', 'natpunch.node');
+/** Shipped in the npm package for the platform it was packed on (scripts/prebuild-native.mjs). */
+const PREBUILT_FILE = join('native', 'prebuilds', `${process.platform}-${process.arch}`, 'natpunch.node');
+
+/** The addon built here wins over the packed prebuilt one (a local build matches this machine's libc). */
+function addonFile(root: string): string {
+  const built = join(root, ADDON_FILE);
+  const prebuilt = join(root, PREBUILT_FILE);
+  return !existsSync(built) && existsSync(prebuilt) ? prebuilt : built;
+}
 
 /** Walks up from this module (src/net or dist/src/net) to the package root holding native/. */
 function findPackageRoot(): string | undefined {
@@ -88,7 +98,7 @@ export function addonStatus(): AddonStatus {
     return { available: false, reason: `the native addon supports Linux only (this is ${process.platform})` };
   }
   const root = findPackageRoot();
-  const file = process.env.NATPUNCH_ADDON_PATH ?? (root ? join(root, ADDON_FILE) : undefined);
+  const file = process.env.NATPUNCH_ADDON_PATH ?? (root ? addonFile(root) : undefined);
   if (!file || !existsSync(file)) {
     let detail = '';
     if (root) {

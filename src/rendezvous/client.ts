@@ -20,6 +20,10 @@ import {
   verifyRendezvous,
   CONNECTION_ID_BYTES,
   MAX_CANDIDATES,
+  MAX_CONNECT_NOTIFY_BYTES,
+  MAX_LOOKUP_RESULT_BYTES,
+  PONG_BYTES,
+  REGISTER_PAD_BYTES,
   MAX_ERROR_TEXT_BYTES,
   TcpFrameDecoder,
   type ConnectMode,
@@ -104,6 +108,8 @@ export interface TurnCredentials {
   /** The rendezvous server's address as resolved (the TURN server runs on the same host). */
   host: string;
   port: number;
+  /** The relay's TLS port on the same host, when it runs TURN over TLS. */
+  tlsPort?: number;
   username: string;
   password: string;
   /** Local clock (ms) after which they no longer work. */
@@ -387,6 +393,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             candidates,
           },
           this.keyPair.secretKey,
+          // Anti-amplification: the server answers with at most as many bytes as a request has (REGISTERED, TURN
+          // credentials and its address-proving PING).
+          { padTo: REGISTER_PAD_BYTES },
         ),
       signal,
       true,
@@ -424,7 +433,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async lookup(nameOrKey: string | Uint8Array, signal?: AbortSignal): Promise<LookupResult> {
     this.#checkOpen();
     const target = parseTarget(nameOrKey);
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }, undefined, { padTo: MAX_LOOKUP_RESULT_BYTES }), signal);
     if (msg.type === 'error') throw serverError(msg, `lookup of ${typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey)}`);
     if (msg.type !== 'lookup-result') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a lookup`);
     const out: LookupResult = {
@@ -467,6 +476,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             candidates,
           },
           this.keyPair.secretKey,
+          // Anti-amplification: the answer (the peer's candidates) is at most as large as the request.
+          { padTo: MAX_CONNECT_NOTIFY_BYTES },
         ),
       options.signal,
       false,
@@ -603,7 +614,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async ping(signal?: AbortSignal): Promise<number> {
     this.#checkOpen();
     const started = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }, undefined, { padTo: PONG_BYTES }), signal);
     if (msg.type !== 'pong') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a ping`);
     const rtt = Date.now() - msg.echo;
     this.#rtt = rtt;
@@ -657,7 +668,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const first = await this.#request(build, signal, probeUdp);
     if (first.msg.type !== 'error' || first.msg.code !== 'STALE') return first;
     const t0 = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }, undefined, { padTo: PONG_BYTES }), signal);
     if (msg.type !== 'pong') return first;
     const t1 = Date.now();
     const offset = msg.time - (t0 + t1) / 2;
@@ -1024,6 +1035,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       this.#turnCredentials = {
         host: this.#serverIp ? unmapV4(this.#serverIp) : this.#server.host,
         port: msg.port,
+        ...(msg.tlsPort ? { tlsPort: msg.tlsPort } : {}),
         username: msg.username,
         password: msg.password,
         expiresAt: Date.now() + msg.ttlSeconds * 1000,

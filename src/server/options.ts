@@ -76,7 +76,8 @@ export const SERVE_OPTIONS = [
   list('address', { group: 'network', arg: 'ip', validate: allIps, help: 'address to listen on (repeatable; default 0.0.0.0 and ::)' }),
   str('alt-address', { group: 'network', arg: 'ip', validate: isIp, help: 'second IP address of this host: enables RFC 5780 NAT behaviour discovery' }),
   int('alt-port', { group: 'network', arg: 'port', min: 0, max: 65535, help: 'RFC 5780 alternate port (default --port + 1)' }),
-  choice('udp', { group: 'network', arg: 'impl', choices: ['auto', 'udx', 'dgram'] as const, default: 'auto', help: 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto' }),
+  choice('udp', { group: 'network', arg: 'impl', choices: ['auto', 'batched', 'udx', 'dgram'] as const, default: 'auto', help: 'UDP sockets: batched (recvmmsg/sendmmsg, native addon), udx (libudx), dgram (node:dgram), auto (the first that loads)' }),
+  int('workers', { group: 'network', arg: 'n', min: 1, max: 1024, help: 'event loops on the UDP port (SO_REUSEPORT; TURN allocations stay in one); default: one per core' }),
   // ── rendezvous ─────────────────────────────────────────────────────────────────────────────────────────────
   bool('rendezvous', { group: 'rendezvous', default: true, help: 'run the rendezvous server (peer registration and introductions) on the port' }),
   bool('spoof', {
@@ -98,7 +99,11 @@ export const SERVE_OPTIONS = [
   }),
   map('reserve-name', { group: 'names', arg: 'name=key', help: 'pre-assign a name to a public key (64 hex); repeatable, or a [reserve-name] table in the file' }),
   // ── TURN (RFC 8656, RFC 6062) ──────────────────────────────────────────────────────────────────────────────
-  bool('turn', { group: 'turn', default: false, help: 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs users and/or auth-secret' }),
+  bool('relay', { group: 'turn', default: true, help: 'relay for registered peers (peer-relay mode: a peer may relay only to peers it was introduced to; see docs/peer-relay.md)' }),
+  int('credential-rate', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'relay credentials the rendezvous issues per client IPv4 address or IPv6 /64 per minute' }),
+  bool('turn', { group: 'turn', default: false, help: 'also run the full TURN service (RFC 8656 + RFC 6062) for any peer address, for users and/or auth-secret credentials' }),
+  list('turn-allow', { group: 'turn', arg: 'key', help: 'hand this key (64 hex) unscoped auth-secret credentials through the rendezvous; repeatable' }),
+  str('turn-allow-file', { group: 'turn', arg: 'file', help: 'keys to hand unscoped auth-secret credentials, one 64-hex key per line (# comments)' }),
   str('tls-cert', { group: 'turn', arg: 'file', help: 'TURN over TLS ("turns:"): certificate chain (PEM); needs tls-key' }),
   str('tls-key', { group: 'turn', arg: 'file', help: 'TURN over TLS: private key (PEM)' }),
   int('tls-port', { group: 'turn', arg: 'port', default: DEFAULT_TURNS_PORT, min: 0, max: 65535, help: 'TURN over TLS port' }),
@@ -117,6 +122,7 @@ export const SERVE_OPTIONS = [
   list('deny-peer', { group: 'turn', arg: 'cidr', help: 'never relay to this block; repeatable' }),
   int('max-allocations', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'total allocations' }),
   int('user-quota', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'allocations per user' }),
+  int('max-allocations-per-ip', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'allocations per client IPv4 address or IPv6 /64' }),
   int('max-bps', { group: 'turn', arg: 'bytes', min: 0, max: 2 ** 40, help: 'per-allocation relay bandwidth cap in bytes/s (0 = none)' }),
   int('min-port', { group: 'turn', arg: 'port', min: 1024, max: 65535, help: 'lowest relay port' }),
   int('max-port', { group: 'turn', arg: 'port', min: 1024, max: 65535, help: 'highest relay port' }),
@@ -161,6 +167,7 @@ export const TURN_OPTION_NAMES = [
   'deny-peer',
   'max-allocations',
   'user-quota',
+  'max-allocations-per-ip',
   'max-bps',
   'min-port',
   'max-port',

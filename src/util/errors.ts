@@ -16,6 +16,8 @@ export type NatpunchErrorCode =
   | 'ADDON_UNAVAILABLE'
   | 'RENDEZVOUS'
   | 'PEER_NOT_FOUND'
+  | 'PEER_KEY_CHANGED'
+  | 'PEER_KEY_MISMATCH'
   | 'PUNCH_FAILED'
   | 'HANDSHAKE_FAILED'
   | 'NOT_ALLOWED'

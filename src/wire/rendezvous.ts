@@ -42,6 +42,30 @@ export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }
 
+/**
+ * Anti-amplification (issue 18): the server never answers a UDP request with more bytes than the request had (a
+ * spoofed source must not turn the server into an amplifier, as RFC 9000 §8.1 bounds QUIC servers at 3x and we
+ * bound at 1x). Requests whose answer can be larger carry zero padding, which the decoder accepts at the end of
+ * every request type that may need it (LOOKUP, PING and the signed ones, after the signature: it is bulk, not
+ * content). Padding is all zero bytes; anything else there is malformed. The client pads to these sizes; a request too small for its answer gets
+ * ERROR TOO_SMALL (naming the size) when even that fits, else silence.
+ */
+/** Largest candidate on the wire: type, transport, family + IPv6 address, port, priority. */
+const MAX_CANDIDATE_BYTES = 1 + 1 + 1 + 16 + 2 + 4;
+const MAX_CANDIDATE_LIST_BYTES = 1 + MAX_CANDIDATES * MAX_CANDIDATE_BYTES;
+/** LOOKUP_RESULT at its largest: key, 63-byte name, flags, expiry, 16 IPv6 candidates. A LOOKUP is padded to it. */
+export const MAX_LOOKUP_RESULT_BYTES = 7 + 32 + 1 + 63 + 1 + 4 + MAX_CANDIDATE_LIST_BYTES;
+/** CONNECT_NOTIFY at its largest (the initiator's answer). A CONNECT is padded to it. */
+export const MAX_CONNECT_NOTIFY_BYTES = 7 + 16 + 1 + 1 + 32 + 1 + 63 + 2 + 8 + MAX_CANDIDATE_LIST_BYTES;
+/** PONG's size (header, echo, time): a PING is padded to it, in both directions. */
+export const PONG_BYTES = 7 + 8 + 8;
+/**
+ * A REGISTER is padded to this: its answers are REGISTERED (at most 44 bytes with an IPv6 address), the TURN
+ * credentials when the server hands them out (~90 bytes with the shared-secret scheme) and the server's PING
+ * (PONG_BYTES), which proves the peer's address before the server pushes it anything (see the server's #push).
+ */
+export const REGISTER_PAD_BYTES = 320;
+
 /** Longest TURN username/password carried in TURN_CREDENTIALS (one length byte). */
 export const MAX_TURN_CREDENTIAL_BYTES = 255;
 
@@ -91,6 +115,8 @@ export const ErrorCode = {
   REPLAY: 7,
   SERVER_FULL: 8,
   UNSUPPORTED_VERSION: 9,
+  /** The answer would be larger than the request (anti-amplification): pad the request (see MAX_*_BYTES). */
+  TOO_SMALL: 10,
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 const ERROR_NAMES = new Map<number, ErrorCodeName>(Object.entries(ErrorCode).map(([k, v]) => [v, k as ErrorCodeName]));
@@ -159,6 +185,11 @@ export interface TurnCredentialsMessage extends Header {
   ttlSeconds: number;
   /** The TURN server's port on the rendezvous host (same host the client reached the rendezvous on). */
   port: number;
+  /**
+   * Its TURN-over-TLS port, when the server runs one (RFC 8656 §3.1). Optional trailing field, present only when
+   * set: a decoder from before it rejects the message (trailing bytes) and the peer simply gets no credentials.
+   */
+  tlsPort?: number;
 }
 
 export interface LookupMessage extends Header {
@@ -657,6 +688,24 @@ const TYPE_CODE: Record<RendezvousMessage['type'], number> = {
   move: MessageType.MOVE,
 };
 
+/** Requests that may carry zero padding (anti-amplification, see MAX_LOOKUP_RESULT_BYTES). */
+const PADDED_TYPES: ReadonlySet<number> = new Set([
+  MessageType.LOOKUP,
+  MessageType.PING,
+  MessageType.REGISTER,
+  MessageType.CONNECT,
+  MessageType.UNREGISTER,
+  MessageType.SEQ_OFFER,
+]);
+
+/** Consumes the zero padding at the end of a request; a non-zero byte there is malformed. */
+function skipPadding(r: Reader): void {
+  const n = r.remaining;
+  if (n <= 0) return;
+  const pad = r.bytes(n, 'padding');
+  for (let i = 0; i < pad.length; i++) if (pad[i] !== 0) throw decodeError('non-zero padding');
+}
+
 /** SEQ_OFFER payload kinds. */
 const SEQ_KIND_OFFER = 1;
 const SEQ_KIND_DECLINE = 2;
@@ -679,7 +728,7 @@ export type EncodableMessage =
  * Encodes a message. REGISTER, CONNECT, UNREGISTER and SEQ_OFFER need the sender's secret key and are signed here
  * (a fresh timestamp and nonce are used unless given).
  */
-export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array): Buffer {
+export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array, options: { padTo?: number } = {}): Buffer {
   const w = new Writer();
   const code = TYPE_CODE[msg.type];
   if (code === undefined) throw encodeError(`unknown type ${String((msg as { type: unknown }).type)}`);
@@ -717,6 +766,7 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
       w.shortString(msg.password, MAX_TURN_CREDENTIAL_BYTES);
       w.u32(checkU(msg.ttlSeconds, 0xffffffff, 'turn ttl'));
       w.u16(checkU(msg.port, 0xffff, 'turn port'));
+      if (msg.tlsPort) w.u16(checkU(msg.tlsPort, 0xffff, 'turn tls port'));
       break;
     case 'lookup':
       writeTarget(w, msg.target);
@@ -836,6 +886,12 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
     const sig = sign(Buffer.concat([SIGNATURE_CONTEXT, w.view()]), secretKey);
     w.bytes(sig, SIGNATURE_BYTES, 'signature');
   }
+  if (options.padTo !== undefined) {
+    // Zero padding at the very end (after the signature: it only adds bulk, there is nothing in it to protect).
+    if (!PADDED_TYPES.has(code)) throw encodeError(`${msg.type} cannot be padded`);
+    const zeros = Math.min(options.padTo, MAX_MESSAGE_BYTES) - w.length;
+    for (let i = 0; i < zeros; i++) w.u8(0);
+  }
   return w.finish();
 }
 
@@ -889,8 +945,9 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const password = r.bytes(r.u8('turn password length'), 'turn password').toString('utf8');
       const ttlSeconds = r.u32('turn ttl');
       const port = r.u16('turn port');
-      if (!username || !password || port === 0) throw decodeError('empty turn credentials');
-      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port };
+      const tlsPort = r.remaining > 0 ? r.u16('turn tls port') : undefined;
+      if (!username || !password || port === 0 || tlsPort === 0) throw decodeError('empty turn credentials');
+      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port, ...(tlsPort ? { tlsPort } : {}) };
       break;
     }
     case MessageType.LOOKUP:
@@ -1063,6 +1120,7 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
     default:
       throw new NatpunchError('RENDEZVOUS_DECODE', `unknown rendezvous message type ${type}`, { details: { type } });
   }
+  if (PADDED_TYPES.has(type)) skipPadding(r);
   if (r.remaining !== 0) throw decodeError(`${r.remaining} trailing bytes`);
   return msg;
 }

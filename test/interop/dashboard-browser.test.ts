@@ -45,7 +45,7 @@ test('dashboard: a peer appears after it registers, search finds it, a matrix ce
     page.on('pageerror', (e) => pageErrors.push(e.message));
     await page.goto(node.admin, { waitUntil: 'domcontentloaded' });
     // The live connection is up when the first state arrived.
-    await page.waitForFunction("document.getElementById('updated')?.textContent?.startsWith('updated')", undefined, { timeout: 30_000 });
+    await page.locator('#updated', { hasText: /^updated/ }).waitFor({ timeout: 30_000 });
     assert.equal(await page.locator('tr[data-name="dash-peer"]').count(), 0);
 
     // A peer registers: its row appears without a reload.
@@ -61,7 +61,8 @@ test('dashboard: a peer appears after it registers, search finds it, a matrix ce
 
     // The search box filters by name.
     await page.fill('#peer-search', 'no-such-peer');
-    await page.waitForFunction("document.querySelectorAll('#peers tbody tr[data-name]').length === 0", undefined, { timeout: 10_000 });
+    await page.locator('#peers tbody', { hasText: 'no peer matches' }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.locator('#peers tbody tr[data-name]').count(), 0);
     await page.fill('#peer-search', 'dash');
     await page.locator('tr[data-name="dash-peer"]').waitFor({ timeout: 10_000 });
 

@@ -95,7 +95,7 @@ test('connect by key refuses a rendezvous that introduces another key', async ()
   try {
     hub.lie = generateKeyPair().publicKey;
     const err = await connect({ keyPair: generateKeyPair(), to: keyToId(ka.publicKey), rendezvous: hub.factory, bind: LOOPBACK }).then(() => null, (e: unknown) => e);
-    assert.ok(isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
+    assert.ok(isNatpunchError(err, 'PEER_KEY_MISMATCH'), String(err));
   } finally {
     await listener.close();
   }

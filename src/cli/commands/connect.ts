@@ -8,6 +8,7 @@ import { NatpunchError } from '../../util/errors.js';
 import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
 import { parseRelaySpec } from '../../relay/path.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_HELP, pinOptions } from '../known-peers.js';
 
 interface ConnectOpts {
   rendezvous?: string;
@@ -28,6 +29,7 @@ interface ConnectOpts {
   tcpSeq?: string;
   portMapping?: boolean;
   hardNat?: boolean;
+  knownPeers?: string;
 }
 
 export function register(program: Command): void {
@@ -37,7 +39,8 @@ export function register(program: Command): void {
     .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
     .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
-    .option('--peer-key <hex>', '--icmp: the server\'s key; the session fails unless the server proves it')
+    .option('--peer-key <hex>', PEER_KEY_HELP)
+    .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
     .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
     .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
     .option('--icmp-source <ip>', '--icmp: outer source address of the forged ICMP (e.g. our NAT\'s public address); default: the kernel\'s')
@@ -66,7 +69,7 @@ export function register(program: Command): void {
       process.once('SIGINT', stop);
       try {
         const session = await connect({
-          keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
+          keyPair, ...pinOptions(peer, opts), rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
           signal: ac.signal,
           // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),

@@ -21,6 +21,7 @@ interface ListenOpts {
   port?: number;
   key?: string;
   allow?: string[];
+  allowAny?: boolean;
   bind?: string;
   keepalive?: number;
   relay?: string;
@@ -44,7 +45,8 @@ export function register(program: Command): void {
     .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
     .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-    .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; default: anyone')
+    .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; without it (or --allow-any) any key may, with a warning')
+    .option('--allow-any', 'let any key connect, on purpose (no warning)')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
@@ -62,6 +64,13 @@ export function register(program: Command): void {
       const print = progressPrinter(opts.json);
       const allow = parseAllow(opts.allow);
       for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
+      if (allow && opts.allowAny) throw new NatpunchError('BAD_ARGUMENT', '--allow-any contradicts --allow: give either the keys or --allow-any');
+      // Before anything else is printed, so it is never lost among progress lines.
+      if (!allow && !opts.allowAny) {
+        const warning = 'any key may connect: restrict with --allow KEY, or pass --allow-any to mean it';
+        if (opts.json) print({ phase: 'warning', message: warning });
+        else process.stderr.write(`natpunch: warning: ${warning}\n`);
+      }
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
       const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
@@ -80,7 +89,7 @@ export function register(program: Command): void {
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       if (opts.json) print({ phase: 'listening', publicKey: keyToId(keyPair.publicKey), name: opts.name ?? null });
-      else process.stderr.write(`listening as ${opts.name ? `${opts.name} ` : ''}${keyToId(keyPair.publicKey)}${allow ? '' : ' (any key may connect; restrict with --allow)'}\n`);
+      else process.stderr.write(`listening as ${opts.name ? `${opts.name} ` : ''}${keyToId(keyPair.publicKey)}\n`);
       listener.on('connection-error', (err: Error, peer: string) => {
         process.stderr.write(`natpunch: connection from ${peer.slice(0, 16)}… failed: ${err.message}\n`);
       });

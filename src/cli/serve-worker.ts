@@ -1,0 +1,58 @@
+/**
+ * The entry of one `serve --workers N` worker thread (see src/server/workers.ts): binds the main thread's UDP port(s)
+ * with SO_REUSEPORT and serves STUN and, with --turn, TURN on them, from the same flags as the main thread. No TCP
+ * and no rendezvous here: the main thread owns those (rendezvous datagrams are steered to it by the kernel).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { attachTurn } from '../relay/attach.js';
+import { startServer } from '../server/serve.js';
+import { WORKER_STOP, type WorkerMessage } from '../server/workers.js';
+import { createLogger } from '../util/log.js';
+import { turnRegistry } from '../wire/turn.js';
+import { turnServerFromFlags, type TurnFlags } from './turn-options.js';
+
+/** What the main thread hands each worker (structured-cloned). */
+export interface ServeWorkerData {
+  index: number;
+  port: number;
+  addresses: string[];
+  debug: boolean;
+  /** TURN flags with the relay address already resolved; absent without --turn. */
+  turn?: TurnFlags & { relayAddress: string; ownAddresses: string[] };
+}
+
+async function main(): Promise<void> {
+  const data = workerData as ServeWorkerData;
+  const logger = createLogger(data.debug ? 'debug' : 'info').child({ worker: data.index });
+  const post = (m: WorkerMessage) => parentPort?.postMessage(m);
+  let handle: Awaited<ReturnType<typeof startServer>>;
+  let turn: ReturnType<typeof turnServerFromFlags> | undefined;
+  let detachTurn: (() => void) | undefined;
+  try {
+    turn = data.turn ? turnServerFromFlags(data.turn, logger, { ownAddresses: data.turn.ownAddresses }) : undefined;
+    handle = await startServer({
+      port: data.port,
+      addresses: data.addresses,
+      tcp: false,
+      udp: 'batched',
+      reusePort: true,
+      rendezvous: false,
+      logger,
+      ...(turn ? { stun: { registry: turnRegistry } } : {}),
+    });
+    if (turn) detachTurn = attachTurn(handle, turn);
+  } catch (err) {
+    turn?.close();
+    post({ type: 'error', message: (err as Error).message ?? String(err) });
+    return;
+  }
+  parentPort?.on('message', (m: unknown) => {
+    if (m !== WORKER_STOP) return;
+    detachTurn?.();
+    turn?.close();
+    void handle.close().then(() => parentPort?.close());
+  });
+  post({ type: 'ready', info: { udp: handle.udp, socketBuffers: handle.socketBuffers ?? null } });
+}
+
+void main();
