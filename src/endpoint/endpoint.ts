@@ -192,7 +192,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
         session = await runAttempt({
           role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
@@ -207,7 +207,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         session = await runAttempt({
           role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
           ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques,
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques,
           tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
@@ -271,7 +271,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const session = await runAttempt({
         role: 'responder', connectionId: offer.connectionId, peerKey: Buffer.from(offer.peerKey), remote: offer.candidates,
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-        local: this.#local, keyPair: this.#options.keyPair,
+        local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}),
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
