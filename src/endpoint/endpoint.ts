@@ -30,6 +30,8 @@ export interface EndpointOptions {
   tcpSequence?: ListenOptions['tcpSequence'];
   keepAliveMs?: number;
   idleTimeoutMs?: number;
+  /** Names pinned to keys for connect(name) (ConnectOptions.knownPeers, src/identity/known-peers.ts). */
+  knownPeers?: ConnectOptions['knownPeers'];
   logger?: Logger;
   onProgress?: (p: Progress) => void;
   signal?: AbortSignal;
@@ -105,8 +107,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
   }
 
-  /** Opens a session to `peer` (a name or key through the rendezvous; with `candidates`, direct mode). */
-  async connect(peer: string | Uint8Array, options: EndpointConnectOptions = {}): Promise<Session> {
+  /** Opens a session to `peer` (a name, a key, or `{ name, key }` through the rendezvous; with `candidates`, direct
+   *  mode with the key). A name is checked against `knownPeers` before anything is sent to the peer. */
+  async connect(peer: NonNullable<ConnectOptions['to']>, options: EndpointConnectOptions = {}): Promise<Session> {
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
     const rv = this.#listener.rendezvous;
     const o = this.#options;
@@ -124,6 +127,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       ...(o.tcpSequence !== undefined ? { tcpSequence: o.tcpSequence } : {}),
       ...(o.keepAliveMs !== undefined ? { keepAliveMs: o.keepAliveMs } : {}),
       ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
+      ...(o.knownPeers ? { knownPeers: o.knownPeers } : {}),
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.earlyData ? { earlyData: options.earlyData } : {}),
@@ -132,7 +136,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     };
     let session: Session;
     if (options.candidates) {
-      if (typeof peer === 'string') throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key as bytes');
+      if (!(peer instanceof Uint8Array)) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key as bytes');
       session = await connectOnce({ ...common, peer: { publicKey: peer, candidates: options.candidates }, ...(options.connectionId ? { connectionId: options.connectionId } : {}) });
     } else {
       if (!rv) throw new NatpunchError('BAD_ARGUMENT', 'this endpoint has no rendezvous: give the peer candidates (direct mode)');
