@@ -18,6 +18,7 @@ export interface TurnFlags {
   denyPeer?: string[];
   maxAllocations?: number;
   userQuota?: number;
+  maxAllocationsPerIp?: number;
   maxBps?: number;
   minPort?: number;
   maxPort?: number;
@@ -40,25 +41,37 @@ export function credentialsFromFlags(flags: TurnFlags): CredentialStore {
   return stores.length === 1 ? stores[0]! : new CombinedStore(stores);
 }
 
-export function turnServerFromFlags(flags: TurnFlags, logger?: Logger, extra: Partial<TurnServerOptions> = {}): TurnServer {
+/**
+ * TurnServer options from the flags. `credentials: false` (serve's default peer-relay mode without --turn) takes no
+ * users: the TURN flags then only set the relay address, policy and quotas.
+ */
+export function turnOptionsFromFlags(flags: TurnFlags, credentials = true): TurnServerOptions {
   if (flags.minPort !== undefined && flags.maxPort !== undefined && flags.minPort > flags.maxPort) {
     throw new NatpunchError('BAD_ARGUMENT', '--min-port must not exceed --max-port');
   }
+  return {
+    ...(credentials ? { credentials: credentialsFromFlags(flags) } : {}),
+    ...(flags.realm ? { realm: flags.realm } : {}),
+    ...(flags.relayAddress ? { relayAddress: flags.relayAddress } : {}),
+    ...(flags.relayAddress6 ? { relayAddress6: flags.relayAddress6 } : {}),
+    ...(flags.externalIp ? { externalAddress: flags.externalIp } : {}),
+    ...(flags.allowPeer ? { allowPeers: flags.allowPeer } : {}),
+    ...(flags.denyPeer ? { denyPeers: flags.denyPeer } : {}),
+    ...(flags.maxAllocations ? { maxAllocations: flags.maxAllocations } : {}),
+    ...(flags.userQuota ? { maxAllocationsPerUser: flags.userQuota } : {}),
+    ...(flags.maxAllocationsPerIp ? { maxAllocationsPerSource: flags.maxAllocationsPerIp } : {}),
+    ...(flags.maxBps ? { bandwidth: flags.maxBps } : {}),
+    ...(flags.minPort ? { minPort: flags.minPort } : {}),
+    ...(flags.maxPort ? { maxPort: flags.maxPort } : {}),
+    software: 'natpunch',
+  };
+}
+
+export function turnServerFromFlags(flags: TurnFlags, logger?: Logger, extra: Partial<TurnServerOptions> = {}): TurnServer {
+  const options = turnOptionsFromFlags(flags);
   try {
     return new TurnServer({
-      credentials: credentialsFromFlags(flags),
-      ...(flags.realm ? { realm: flags.realm } : {}),
-      ...(flags.relayAddress ? { relayAddress: flags.relayAddress } : {}),
-      ...(flags.relayAddress6 ? { relayAddress6: flags.relayAddress6 } : {}),
-      ...(flags.externalIp ? { externalAddress: flags.externalIp } : {}),
-      ...(flags.allowPeer ? { allowPeers: flags.allowPeer } : {}),
-      ...(flags.denyPeer ? { denyPeers: flags.denyPeer } : {}),
-      ...(flags.maxAllocations ? { maxAllocations: flags.maxAllocations } : {}),
-      ...(flags.userQuota ? { maxAllocationsPerUser: flags.userQuota } : {}),
-      ...(flags.maxBps ? { bandwidth: flags.maxBps } : {}),
-      ...(flags.minPort ? { minPort: flags.minPort } : {}),
-      ...(flags.maxPort ? { maxPort: flags.maxPort } : {}),
-      software: 'natpunch',
+      ...options,
       ...(logger ? { logger } : {}),
       ...extra,
     });

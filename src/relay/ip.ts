@@ -66,3 +66,15 @@ export function embeddedIpv4(addr: Uint8Array): Uint8Array | null {
   if (addr[0] === 0x20 && addr[1] === 0x02) return addr.subarray(2, 6);
   return null;
 }
+
+/**
+ * The unit per-source limits count in: an IPv4 address, or an IPv6 /64 (one subscriber usually holds a whole /64,
+ * so counting single IPv6 addresses would give one attacker 2^64 budgets).
+ */
+export function sourceKey(address: string): string {
+  const a = normalizeIp(address);
+  if (!a.includes(':')) return a;
+  const b = parseIp(a);
+  if (!b || b.length !== 16) return a;
+  return `${Buffer.from(b.subarray(0, 8)).toString('hex')}/64`;
+}

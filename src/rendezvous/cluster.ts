@@ -14,6 +14,9 @@ export interface ClusterPush {
   /** The encoded rendezvous message, ready to send. */
   bytes: Buffer;
   kind: 'notify' | 'seq';
+  /** Bytes the pusher sent: the node that delivers bounds retransmissions to an unverified address by them
+   *  (anti-amplification, RendezvousServer #push). */
+  requestBytes: number;
 }
 
 export interface ClusterBus {

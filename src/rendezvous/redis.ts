@@ -441,6 +441,8 @@ export class RedisCluster implements ClusterBus {
       push.kind,
       'b',
       push.bytes.toString('base64'),
+      'r',
+      String(push.requestBytes),
     ]);
   }
 
@@ -510,7 +512,10 @@ export class RedisCluster implements ClusterBus {
           const bytes = f.get('b');
           const kind = f.get('t');
           if (!to || !bytes || (kind !== 'notify' && kind !== 'seq')) continue;
-          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: Buffer.from(bytes, 'base64'), kind };
+          const raw = Buffer.from(bytes, 'base64');
+          // An entry without 'r' (older node) gets one transmission's worth.
+          const requestBytes = Number(f.get('r') ?? raw.length) || raw.length;
+          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: raw, kind, requestBytes };
           this.received++;
           for (const h of this.#handlers) h(push);
         }

@@ -7,6 +7,8 @@
  */
 import net from 'node:net';
 import { attachRendezvous, type RendezvousServer, type RendezvousServerOptions } from '../rendezvous/server.js';
+import { relayAddressFor, startRelay, type RelayService, type RelayServiceOptions } from '../relay/service.js';
+import { turnRegistry } from '../wire/turn.js';
 import { StunServer, type StunServerOptions } from '../stun/server.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -47,6 +49,8 @@ export interface ServeConfig {
   altAddress?: string;
   /** RFC 5780 mode: the alternate port. Default port + 1 (a free one when port is 0). */
   altPort?: number;
+  /** Without RFC 5780 mode: also answer STUN on port + 1 (the clients' NAT measurement). Default true. */
+  measurePort?: boolean;
   /** Listen on TCP too. Default true. */
   tcp?: boolean;
   /**
@@ -63,6 +67,12 @@ export interface ServeConfig {
   stun?: Omit<StunServerOptions, 'logger'>;
   /** The rendezvous server on the same sockets (0xF0 datagrams and TCP connections). Default on; false disables. */
   rendezvous?: false | Omit<RendezvousServerOptions, 'logger'>;
+  /**
+   * The TURN relay on the same sockets (src/relay/service.ts). Default on, in peer-relay mode: registered peers get
+   * scoped credentials that relay only to the peers they were introduced to. `turn.credentials` adds the full TURN
+   * service for configured users. false disables the relay.
+   */
+  relay?: false | RelayServiceOptions;
 }
 
 export interface Endpoint {
@@ -76,6 +86,8 @@ export interface ServerHandle {
   readonly stun: StunServer;
   /** Absent when started with `rendezvous: false`. */
   readonly rendezvous?: RendezvousServer;
+  /** Absent when started with `relay: false`. */
+  readonly relay?: RelayService;
   readonly udp: Endpoint[];
   readonly tcp: Endpoint[];
   /** Present in RFC 5780 mode. */
@@ -200,8 +212,11 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
       : (address, port, options) => ServerUdpSocket.bind(address, port, options);
   const reusePort = config.reusePort ?? false;
 
-  const stun = new StunServer({ ...config.stun, logger: log });
+  // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
+  const stun = new StunServer({ ...(config.relay === false ? {} : { registry: turnRegistry }), ...config.stun, logger: log });
   const sockets: ServeSocket[] = [];
+  /** STUN-only sockets on port + 1 (config.measurePort). */
+  const measureSockets: ServeSocket[] = [];
   const tcpServers: net.Server[] = [];
   const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
   const allTcp = new Set<net.Socket>();
@@ -210,6 +225,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   const cleanup = () => {
     stun.close();
     sockets.forEach((s) => s.close());
+    measureSockets.forEach((s) => s.close());
     tcpServers.forEach((s) => s.close());
   };
 
@@ -258,6 +274,23 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         throw err instanceof NatpunchError ? err : bindError(err, `${addresses.join(', ')} port ${port}`);
       }
       for (const s of sockets) stun.attachUdp(s);
+      // A plain STUN answer on port + 1 too (best effort): with the main port it gives clients two destinations on
+      // this host, so they can tell whether their NAT maps per destination (RFC 4787 §4.1) and predict its ports —
+      // what the hard-NAT punch needs (src/traversal/predict.ts measureNat). STUN only: no rendezvous, no relay.
+      if (config.measurePort !== false) {
+        const bound = sockets[0]?.address().port;
+        if (bound !== undefined && bound < 65535) {
+          for (const a of addresses) {
+            try {
+              const m = await bindUdp(a, bound + 1, { bufferBytes: 256 * 1024, ipv6Only: a.includes(':') && addresses.some((x) => !x.includes(':')), reusePort });
+              measureSockets.push(m);
+              stun.attachUdp(m);
+            } catch (err) {
+              log.info({ address: a, port: bound + 1, err: (err as Error).message }, 'serve: no STUN on port + 1 (NAT measurement against this server is unavailable)');
+            }
+          }
+        }
+      }
     }
   } catch (err) {
     cleanup();
@@ -277,6 +310,22 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   // The rendezvous shares every UDP socket (it reads only 0xF0 datagrams) and takes TCP connections starting 0xF0.
   const rendezvous =
     config.rendezvous === false ? undefined : attachRendezvous({ sockets, registerTcpHandler }, { ...config.rendezvous, logger: log });
+
+  let relay: RelayService | undefined;
+  if (config.relay !== false) {
+    const options = config.relay ?? {};
+    try {
+      relay = startRelay(
+        { stun, sockets, registerTcpHandler, udp: sockets.map((s) => s.address()), ...(rendezvous ? { rendezvous: rendezvous.server } : {}) },
+        { ...options, turn: { ...options.turn, relayAddress: options.turn?.relayAddress ?? relayAddressFor(addresses) } },
+        log,
+      );
+    } catch (err) {
+      rendezvous?.close();
+      cleanup();
+      throw err;
+    }
+  }
 
   for (const srv of tcpServers) {
     srv.on('connection', (sock) => {
@@ -310,12 +359,13 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     return endpoint(a.address, a.port);
   });
   const socketBuffers = sockets[0] instanceof BatchedUdpSocket ? sockets[0].buffers : undefined;
-  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), udpImplementation, socketBuffers: socketBuffers ?? null }, 'serve: listening');
+  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), relay: relay ? { peerRelay: Boolean(relay.peerRelay), relayAddress: relay.turn.relayAddress } : null, udpImplementation, socketBuffers: socketBuffers ?? null }, 'serve: listening');
 
   let closing: Promise<void> | undefined;
   return {
     stun,
     ...(rendezvous ? { rendezvous: rendezvous.server } : {}),
+    ...(relay ? { relay } : {}),
     udp,
     tcp,
     ...(rfc5780 ? { rfc5780 } : {}),
@@ -325,12 +375,14 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     ...(socketBuffers ? { socketBuffers } : {}),
     close() {
       closing ??= (async () => {
+        relay?.close();
         rendezvous?.close();
         stun.close();
         for (const s of allTcp) s.destroy();
         await Promise.all(tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
         sockets.forEach((s) => s.close());
-        await Promise.all(sockets.map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)));
+        measureSockets.forEach((s) => s.close());
+        await Promise.all([...sockets, ...measureSockets].map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)));
         log.info({ counters: { ...stun.counters }, rendezvous: rendezvous?.server.stats() ?? null }, 'serve: stopped');
       })();
       return closing;

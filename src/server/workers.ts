@@ -32,8 +32,11 @@ export function defaultWorkerCount(): number {
  * How many event loops `serve` can run with these settings, and why fewer than asked. RFC 5780 mode answers
  * CHANGE-REQUEST from sibling sockets of one thread; non-batched sockets have no SO_REUSEPORT.
  */
-export function effectiveWorkerCount(requested: number, config: { altAddress?: string; udp?: string }): { count: number; reason?: string } {
+export function effectiveWorkerCount(requested: number, config: { altAddress?: string; udp?: string; peerRelay?: boolean }): { count: number; reason?: string } {
   if (requested <= 1) return { count: 1 };
+  // The peer relay's scopes (which addresses a peer may relay to) come from the rendezvous' introductions, which live
+  // in the main thread; a worker's TURN server would not know them, so the relay must not be spread over workers.
+  if (config.peerRelay) return { count: 1, reason: 'the peer relay (on by default) runs in one thread with the rendezvous; --no-relay spreads STUN/TURN over workers' };
   if (config.altAddress) return { count: 1, reason: 'RFC 5780 mode (--alt-address) runs in one thread' };
   if (config.udp && config.udp !== 'auto' && config.udp !== 'batched') return { count: 1, reason: `--udp ${config.udp} has no SO_REUSEPORT; use batched or auto` };
   const why = batchedUnavailableReason();

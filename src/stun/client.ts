@@ -117,12 +117,25 @@ export interface BindingResult {
   message: StunMessage;
 }
 
+/**
+ * SOFTWARE in our requests (RFC 8489 §14.14 asks for it; fewer than 128 characters). Its length is on purpose:
+ * servers that answer with no more bytes than they were sent (natpunch's, src/stun/server.ts) then have room for
+ * the optional attributes (SOFTWARE, RFC 5780's OTHER-ADDRESS and RESPONSE-ORIGIN). SOFTWARE is
+ * comprehension-optional, so unlike PADDING (RFC 5780 §7.6) no server refuses a request for carrying it.
+ */
+export const DEFAULT_CLIENT_SOFTWARE = 'natpunch (this text pads the request: servers that answer with no more bytes than they get have room for all)';
+
+function clientSoftware(option: string | undefined): string | undefined {
+  if (option === undefined) return DEFAULT_CLIENT_SOFTWARE;
+  return option === '' ? undefined : option;
+}
+
 export interface StunClientOptions {
   logger?: Logger;
   /** Attributes this client understands (RFC 8489 §6.3.3: a response with unknown comprehension-required
    *  attributes fails the transaction). Default: the core table; TURN passes its extended registry. */
   registry?: StunRegistry;
-  /** SOFTWARE attribute for requests; none by default. */
+  /** SOFTWARE attribute for requests (RFC 8489 §14.14); default DEFAULT_CLIENT_SOFTWARE, '' for none. */
   software?: string;
   rtoMs?: number;
   rc?: number;
@@ -239,7 +252,7 @@ async function runRequest(
 ): Promise<StunResponse> {
   const method = options.method ?? StunMethod.Binding;
   const base = [...(options.attributes ?? [])];
-  if (software !== undefined) base.push(attr(Software, software));
+  if (software) base.push(attr(Software, software));
   const fingerprint = options.fingerprint ?? true;
   const creds = options.credentials;
   const cacheKey = `${endpointText(server)}|${creds?.username ?? ''}`;
@@ -349,7 +362,7 @@ export class StunClient {
   constructor(transport: DatagramTransport, options: StunClientOptions = {}) {
     this.#transport = transport;
     this.#log = options.logger ?? silentLogger;
-    this.#software = options.software;
+    this.#software = clientSoftware(options.software);
     this.#rto = options.rtoMs ?? STUN_RTO_MS;
     this.#rc = options.rc ?? STUN_RC;
     this.#rm = options.rm ?? STUN_RM;
@@ -539,7 +552,7 @@ export class StunTcpClient {
   constructor(socket: net.Socket, server: StunEndpoint, options: StunClientOptions = {}) {
     this.socket = socket;
     this.server = server;
-    this.#software = options.software;
+    this.#software = clientSoftware(options.software);
     this.#registry = options.registry ?? coreRegistry;
     socket.on('data', (chunk: Buffer) => {
       let frames;
@@ -712,14 +725,21 @@ export async function stunBinding(
       d.dispose();
     }
   }
-  const type: dgram.SocketType = endpoint.address.includes(':') ? 'udp6' : 'udp4';
-  const transport = await NodeDatagramTransport.bind({ type, address: options.localAddress });
+  // A connected socket: ICMP port unreachable ends the transaction at once (ECONNREFUSED) instead of after Rc sends.
+  const transport = await NodeDatagramTransport.connect(endpoint, options.localAddress ? { address: options.localAddress } : {});
+  const unreachable = new AbortController();
+  const offError = transport.onError((err) => {
+    const why = err.code === 'ECONNREFUSED' ? 'port unreachable: nothing listens there' : err.message;
+    unreachable.abort(new NatpunchError('UNREACHABLE', `${endpointText(endpoint)}: ${why}`, { cause: err }));
+  });
   const client = new StunClient(transport, { logger: options.logger });
   try {
-    const result = await client.binding(endpoint, options);
+    const signal = options.signal ? AbortSignal.any([options.signal, unreachable.signal]) : unreachable.signal;
+    const result = await client.binding(endpoint, { ...options, signal });
     const a = transport.address();
     return { ...result, local: { address: normalizeAddress(a.address), port: a.port } };
   } finally {
+    offError();
     client.close();
     transport.close();
   }

@@ -40,7 +40,7 @@ test('config: a bad value names the key and its line; an unknown key suggests th
     ['# comment\n\nport = "x"\n', /t\.toml line 3: port: must be an integer from 0 to 65535/],
     ['port = 70000\n', /line 1: port: must be an integer from 0 to 65535/],
     ['prot = 1\n', /line 1: unknown key "prot" \(did you mean "port"\?\)/],
-    ['udp = "tcp"\n', /line 1: udp: must be one of "auto", "udx", "dgram"/],
+    ['udp = "tcp"\n', /line 1: udp: must be one of "auto", "batched", "udx", "dgram"/],
     ['name-hold = 30\n', /line 1: name-hold: must be a duration string with a unit/],
     ['\n[reserve-name]\nalice = "nothex"\n', /line 2: reserve-name: the key for "alice" must be 64 lowercase hex digits/],
     ['redis = "http://x"\n', /line 1: redis: not a redis:\/\/ or rediss:\/\/ URL/],

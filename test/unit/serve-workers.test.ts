@@ -12,7 +12,8 @@ const skip = batchedUnavailableReason();
 const CLIENTS = 24;
 
 test('serve --workers 2: STUN from many source ports is answered by both workers; every rendezvous registration reaches the one registry', { skip }, async () => {
-  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--address', '127.0.0.1', '--workers', '2', '--json'], (l) => l.startsWith('{'));
+  // --no-relay: the default peer relay keeps serve on one thread (its scopes live with the rendezvous).
+  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--address', '127.0.0.1', '--workers', '2', '--no-relay', '--json'], (l) => l.startsWith('{'));
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   const bag = new Bag();

@@ -22,7 +22,8 @@ for (const udp of ['batched', 'udx', 'dgram'] as const) test(`startServer (${udp
       const t = await stunBinding({ host, port }, { tcp: true, timeoutMs: 3000 });
       assert.equal(t.mapped.address, host);
     }
-    assert.ok(h.stun.counters.responses >= 2 * hosts.length); // a busy machine may cause a retransmission
+    // A busy machine may cause a retransmission. The default relay answers Binding on the TCP connections it takes.
+    assert.ok(h.stun.counters.responses + (h.relay?.turn.stats.tcpBindings ?? 0) >= 2 * hosts.length);
   } finally {
     await h.close();
   }
