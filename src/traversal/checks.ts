@@ -264,7 +264,7 @@ export class ConnectivityChecks {
     this.#isInitiator = options.role === 'initiator';
     this.#family = options.transport.address().family === 'IPv6' ? 6 : 4;
     const requestPayload = options.handshake?.requestPayload();
-    if (requestPayload && requestPayload.length > MAX_CHECK_BYTES - HEADER_BYTES - 2 - MAC_BYTES) {
+    if (requestPayload && requestPayload.length > MAX_CHECK_PAYLOAD_BYTES) {
       throw new NatpunchError('BAD_ARGUMENT', `a check payload of ${requestPayload.length} bytes does not fit a ${MAX_CHECK_BYTES}-byte check`);
     }
     for (const c of options.remote.slice(0, MAX_REMOTE_CANDIDATES)) this.#addPair(c, 0);
