@@ -206,8 +206,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         const target = peerTarget(peer);
         // TCP port prediction right before our candidates go out (tcp-local.ts predict(): only when our NAT did not
         // keep port P's number, so a cone or port-preserving NAT sends the CONNECT at once).
-        const tcpPredicted = this.#local.tcp && this.#techniques.transport !== 'udp' ? await this.#local.tcp.predict({ signal }) : [];
-        const offer = await rv.requestConnect(target.lookup, { candidates: [...this.#local.candidates(), ...tcpPredicted], signal });
+        // candidates() offers the window predict() measured (TcpLocal.window).
+        if (this.#local.tcp && this.#techniques.transport !== 'udp') await this.#local.tcp.predict({ signal });
+        const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
         // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
         // for, or the one the name is pinned to (known_peers). A lying rendezvous gives a failed connection, never a
         // wrong one.

@@ -180,6 +180,9 @@ export class LocalState {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
+      // TCP port prediction (a sequential NAT's next TCP ports) last, after every other new mapping gathering made, so
+      // the window a listener registers starts after its latest allocation (tcp-predict.ts; candidates() offers it).
+      if (registered && st.#tcp) await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);
@@ -326,7 +329,7 @@ export class LocalState {
     // in the client and at the server) drop the marker, and with it the advert.
     const srflx: Candidate[] = this.#reflexive && !this.#hard ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }] : [];
     // The hard-NAT marker and window are 'predicted' candidates of equal address: dedupe keeps them apart by port.
-    return [...dedupeCandidates([...this.#host, ...(this.#tcp?.candidates ?? []), ...mapped, ...srflx, ...relay]), ...(this.#hard?.candidates ?? [])];
+    return [...dedupeCandidates([...this.#host, ...(this.#tcp?.candidates ?? []), ...(this.#tcp?.window ?? []), ...mapped, ...srflx, ...relay]), ...(this.#hard?.candidates ?? [])];
   }
 
   /** Our side as the planner sees it. */
