@@ -86,6 +86,7 @@ function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Pa
     ...(init.name !== undefined ? { name: init.name } : {}),
     candidates: init.candidates,
     logger: init.logger,
+    ...(init.report === false ? { report: false } : {}),
   });
 }
 
@@ -144,6 +145,7 @@ export class LocalState {
             ...(o.name !== undefined ? { name: o.name } : {}),
             candidates: () => self.state?.candidates() ?? host,
             logger: o.logger,
+            ...(o.report === false ? { report: false } : {}),
           })
         : null;
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);
