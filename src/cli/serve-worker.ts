@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { attachTurn } from '../relay/attach.js';
 import { startServer } from '../server/serve.js';
+import { SharedReservations } from '../server/reservations.js';
 import { WORKER_STOP, type WorkerMessage } from '../server/workers.js';
 import { createLogger } from '../util/log.js';
 import { turnRegistry } from '../wire/turn.js';
@@ -19,6 +20,8 @@ export interface ServeWorkerData {
   debug: boolean;
   /** TURN flags with the relay address already resolved; absent without --turn. */
   turn?: TurnFlags & { relayAddress: string; ownAddresses: string[] };
+  /** TURN RESERVATION-TOKEN ports, shared with the main thread and the other workers. */
+  reservationTable?: SharedArrayBuffer;
 }
 
 async function main(): Promise<void> {
@@ -29,7 +32,12 @@ async function main(): Promise<void> {
   let turn: ReturnType<typeof turnServerFromFlags> | undefined;
   let detachTurn: (() => void) | undefined;
   try {
-    turn = data.turn ? turnServerFromFlags(data.turn, logger, { ownAddresses: data.turn.ownAddresses }) : undefined;
+    turn = data.turn
+      ? turnServerFromFlags(data.turn, logger, {
+          ownAddresses: data.turn.ownAddresses,
+          ...(data.reservationTable ? { reservations: new SharedReservations(data.reservationTable, data.index) } : {}),
+        })
+      : undefined;
     handle = await startServer({
       port: data.port,
       addresses: data.addresses,

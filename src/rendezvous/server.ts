@@ -1,5 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { RequestIds } from './ids.js';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
@@ -366,6 +367,7 @@ export class RendezvousServer {
   #draining = false;
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
+  readonly #ids = new RequestIds();
   #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
   /**
    * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
@@ -823,6 +825,8 @@ export class RendezvousServer {
     this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
+      // Random, not from #ids: answering it proves the peer receives at this address (anti-amplification), so it
+      // must not be guessable.
       const requestId = randomBytes(4).readUInt32BE(0);
       this.#pings.set(requestId, { id: hex(msg.publicKey), source: channelSource(channel), expiresAt: now + 10_000 });
       // Padded to PONG's size so the peer's answer is no larger than our question (it proves the address too).
@@ -944,7 +948,7 @@ export class RendezvousServer {
 
     const notify: EncodableMessage = {
       type: 'connect-notify',
-      requestId: randomBytes(4).readUInt32BE(0),
+      requestId: this.#ids.next(),
       connectionId: msg.connectionId,
       role: 'responder',
       mode: responderMode,

@@ -5,6 +5,7 @@ import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
 import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
 import type { ServeWorkerData } from '../serve-worker.js';
+import { createReservationTable, SharedReservations } from '../../server/reservations.js';
 import { SpoofService } from '../../server/spoof.js';
 import { ServeOperations } from '../../server/operations.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
@@ -74,6 +75,9 @@ export function register(program: Command): void {
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
         const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp, peerRelay: Boolean(relay?.peerRelay) });
         if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
+        // With several workers, TURN's RESERVATION-TOKEN ports are held in a table every worker thread sees.
+        const reservationTable = workers.count > 1 && relay ? createReservationTable() : undefined;
+        if (relay && reservationTable) relay.turn = { ...relay.turn, reservations: new SharedReservations(reservationTable, 1) };
         let handle: Awaited<ReturnType<typeof startServer>>;
         // Registry backend (memory, or Redis + cluster bus), metrics, dashboard state; the admin endpoint later.
         let ops: ServeOperations;
@@ -135,6 +139,7 @@ export function register(program: Command): void {
               addresses: opts.address?.length ? opts.address : addresses,
               debug,
               ...(turn && opts.turn ? { turn: { ...pick(opts), relayAddress: turn.relayAddress, ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::') } } : {}),
+              ...(reservationTable ? { reservationTable } : {}),
             });
             pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
           } catch (err) {
