@@ -135,7 +135,7 @@ export const SERVE_OPTIONS = [
     arg: 'url',
     secret: 'url',
     validate: (v) => (/^rediss?:\/\//.test(v) ? undefined : `not a redis:// or rediss:// URL: ${v}`),
-    help: 'keep registrations, name reservations and shared rate limits in Redis (redis://HOST:PORT) so several nodes serve one set of peers',
+    help: 'keep registrations and name reservations in Redis (redis://HOST:PORT) and hand introductions between nodes through it, so several nodes serve one set of peers',
   }),
   str('node-id', { group: 'cluster', arg: 'id', help: 'this node\'s name in Redis and metrics (default: hostname:port)' }),
   // ── admin HTTP ─────────────────────────────────────────────────────────────────────────────────────────────
