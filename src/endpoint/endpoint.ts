@@ -28,7 +28,6 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { resolveTechniques, type ResolvedTechniques } from './defaults.js';
 import { LocalState, rendezvousServer } from './local.js';
 import { runAttempt } from './attempt.js';
-import { connectionOutcome, triedTechniques } from '../rendezvous/outcome.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONCURRENT_ATTEMPTS, type ConnectOfferLike, type ListenOptions, type Progress, type RendezvousLike } from './types.js';
 
 export interface EndpointOptions extends ListenOptions {
@@ -36,6 +35,8 @@ export interface EndpointOptions extends ListenOptions {
   accept?: boolean;
   /** Register with the rendezvous (default true; a one-shot connect() registers only to get relay credentials). */
   register?: boolean;
+  /** Names pinned to keys for connect(name) (ConnectOptions.knownPeers, src/identity/known-peers.ts). */
+  knownPeers?: PeerPins;
 }
 
 export interface EndpointConnectOptions {
@@ -184,9 +185,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
     const progress = (p: Progress) => this.#progress(p, options.onProgress);
     const rv = this.#local.rendezvous;
-    const startedAt = Date.now();
-    /** The introduction this attempt is about, for its outcome report (rendezvous path only). */
-    let introduced: Buffer | null = null;
     try {
       let session: Session;
       let pin: (() => Promise<void>) | null = null;
@@ -196,7 +194,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
         session = await runAttempt({
           role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
@@ -204,15 +202,14 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         if (!rv) throw new NatpunchError('BAD_ARGUMENT', 'this endpoint has no rendezvous: give the peer candidates (direct mode)');
         await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
         const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
-        introduced = offer.connectionId;
         // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
         // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
-        pin = await verifyPeer(target, offer.peerKey, options.knownPeers);
+        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
         progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
         session = await runAttempt({
           role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
           ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques,
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques,
           tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
@@ -226,10 +223,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       session.once('close', () => this.#outgoing.delete(session));
       await pinName(pin, this.#logger);
       progress({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
-      if (introduced) void rv?.report?.(connectionOutcome({ connectionId: introduced, role: 'initiator', startedAt, path: session.path, tried: triedTechniques(this.#local.candidates()), localNat: this.#options.natType }));
       return session;
     } catch (err) {
-      if (introduced) void rv?.report?.(connectionOutcome({ connectionId: introduced, role: 'initiator', startedAt, error: err, tried: triedTechniques(this.#local.candidates()), localNat: this.#options.natType }));
       if (signal.aborted && !options.signal?.aborted && !isNatpunchError(err, 'TIMEOUT')) {
         throw new NatpunchError('TIMEOUT', `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`, { cause: err, ...(isNatpunchError(err) && err.details ? { details: err.details } : {}) });
       }
@@ -274,14 +269,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const ac = new AbortController();
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
-    const startedAt = Date.now();
-    const report = (o: { path?: Session['path']; error?: unknown }) =>
-      void this.#local.rendezvous?.report?.(connectionOutcome({ connectionId: offer.connectionId, role: 'responder', startedAt, ...o, tried: triedTechniques(this.#local.candidates()), localNat: this.#options.natType }));
     try {
       const session = await runAttempt({
         role: 'responder', connectionId: offer.connectionId, peerKey: Buffer.from(offer.peerKey), remote: offer.candidates,
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-        local: this.#local, keyPair: this.#options.keyPair,
+        local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}),
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
@@ -294,7 +286,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       this.#incoming.add(session);
       session.once('close', () => this.#incoming.delete(session));
       progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
-      report({ path: session.path });
       this.emit('session', session);
       return session;
     } catch (err) {
@@ -302,7 +293,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const resumed = [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) && isNatpunchError(err, 'HANDSHAKE_FAILED');
       this.#logger.info({ peer, err: (err as Error).message }, resumed ? 'resume punch finished' : 'incoming connection failed');
       if (!resumed && !this.#closed) this.emit('connection-error', err as Error, peer);
-      if (!resumed) report({ error: err });
       return null;
     } finally {
       dispose();

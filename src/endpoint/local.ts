@@ -84,9 +84,9 @@ function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Pa
     server,
     keyPair: init.keyPair,
     ...(init.name !== undefined ? { name: init.name } : {}),
-    ...(init.report === false ? { report: false } : {}),
     candidates: init.candidates,
     logger: init.logger,
+    ...(init.report === false ? { report: false } : {}),
   });
 }
 
@@ -143,9 +143,9 @@ export class LocalState {
             transport: socket,
             keyPair: o.keyPair,
             ...(o.name !== undefined ? { name: o.name } : {}),
-            ...(o.report === false ? { report: false } : {}),
             candidates: () => self.state?.candidates() ?? host,
             logger: o.logger,
+            ...(o.report === false ? { report: false } : {}),
           })
         : null;
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);

@@ -6,7 +6,6 @@
  *   void rendezvous.report?.(connectionOutcome({ connectionId, role, startedAt, session }));
  */
 import type { ConnectionOutcome } from './client.js';
-import type { Candidate } from '../traversal/candidate.js';
 import { isNatpunchError } from '../util/errors.js';
 import {
   REPORT_NAT_TYPES,
@@ -103,16 +102,4 @@ export function connectionOutcome(o: OutcomeInput): ConnectionOutcome {
     tried,
     failures: connected ? [] : tried.length ? tried.map((technique) => ({ technique, reason: reason! })) : [{ technique: 'other', reason: reason! }],
   };
-}
-
-/** Techniques an attempt offered, from its local candidates (UDP always; relay, mapped, predicted, TCP when present). */
-export function triedTechniques(local: readonly Candidate[]): string[] {
-  const out = new Set<string>(['udp']);
-  for (const c of local) {
-    if (c.type === 'relay') out.add('relay');
-    else if (c.type === 'mapped') out.add('mapped');
-    else if (c.type === 'predicted') out.add('udp-predict');
-    else if (c.transport === 'tcp') out.add('tcp-p2pnat');
-  }
-  return [...out];
 }

@@ -1,5 +1,5 @@
-import type { Command } from 'commander';
 import { parseRendezvousList } from '../../rendezvous/client.js';
+import type { Command } from 'commander';
 import { action, intOption, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { runConnectIcmp } from '../icmp.js';
@@ -60,6 +60,7 @@ export function register(program: Command): void {
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const ac = new AbortController();
       const stop = () => ac.abort();
@@ -72,9 +73,9 @@ export function register(program: Command): void {
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
           ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
           ...techniqueOptions(opts),
-          ...(opts.report === false ? { report: false } : {}),
           transport,
           tcpSequence,
+          ...(opts.report === false ? { report: false } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();

@@ -1,5 +1,5 @@
-import type { Command } from 'commander';
 import { parseRendezvousList } from '../../rendezvous/client.js';
+import type { Command } from 'commander';
 import { on, once } from 'node:events';
 import { action, intOption, parseHostPort } from '../util.js';
 import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
@@ -72,15 +72,16 @@ export function register(program: Command): void {
       }
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const listener = await listen({
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         ...techniqueOptions(opts),
-        ...(opts.report === false ? { report: false } : {}),
         transport,
         tcpSequence,
+        ...(opts.report === false ? { report: false } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
