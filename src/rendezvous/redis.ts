@@ -169,7 +169,8 @@ function decodeRecord(json: string): PeerRecord | undefined {
     const s = JSON.parse(json) as StoredRecord;
     const r: PeerRecord = {
       publicKey: Buffer.from(s.k, 'hex'),
-      candidates: s.c,
+      // RELEASE_SCRIPT re-encodes records with Lua's cjson, which writes an empty array as {}.
+      candidates: Array.isArray(s.c) ? s.c : [],
       reflexive: s.x,
       reachable: s.r,
       registeredAt: s.ra,
