@@ -977,7 +977,14 @@ export class RendezvousServer {
     } else {
       // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
       this.#stats.remoteIntroductions++;
-      await this.#cluster!.send(remoteNode!, { to: hex(target.publicKey), pendingKey: hex(msg.connectionId), bytes: encodeRendezvous(notify), kind: 'notify', requestBytes });
+      await this.#cluster!.send(remoteNode!, {
+        to: hex(target.publicKey),
+        pendingKey: hex(msg.connectionId),
+        bytes: encodeRendezvous(notify),
+        kind: 'notify',
+        requestBytes,
+        introduced: { key: hex(msg.publicKey), seen: observed },
+      });
     }
     this.#emit({ type: 'introduction', connectionId: msg.connectionId, from: msg.publicKey, to: target.publicKey, remote: !local });
     this.#remember(msg, reply);
@@ -1185,6 +1192,10 @@ export class RendezvousServer {
     }
     this.#stats.remoteDelivered++;
     this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+    // Peer-relay mode: the introduction was made on another node; our relay learns it here, where the responder is.
+    if (push.introduced) {
+      this.#issuer?.introduce(Buffer.from(push.introduced.key, 'hex'), push.introduced.seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
+    }
   }
 
   /**

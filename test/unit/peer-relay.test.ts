@@ -1,12 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { spawnSync } from 'node:child_process';
 import { startServer } from '../../src/server/serve.js';
 import { TurnClient } from '../../src/relay/client.js';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { RendezvousClient, type TurnCredentials } from '../../src/rendezvous/client.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { isNatpunchError } from '../../src/util/errors.js';
+import { RedisBackend } from '../../src/rendezvous/redis.js';
+import { startRedis } from '../helpers/redis.js';
 
 // Peer-relay mode, as `npm start` (natpunch serve, no flags) runs it: registered peers get scoped relay
 // credentials; an allocation reaches the peers introduced to its key and nothing else (issue 16, issue 18).
@@ -121,5 +124,50 @@ test('serve with relay: false hands out no relay credentials and answers no TURN
     c.close();
     t.close();
     await server.close();
+  }
+});
+
+const haveRedis = spawnSync('sh', ['-c', 'command -v redis-server']).status === 0;
+
+test('two nodes sharing Redis: an introduction made on one node scopes the responder’s allocation on the other', { skip: haveRedis ? false : 'redis-server not installed', timeout: 60_000 }, async () => {
+  const redis = await startRedis();
+  const b1 = await RedisBackend.connect({ url: redis.url, nodeId: 'n1' });
+  const b2 = await RedisBackend.connect({ url: redis.url, nodeId: 'n2' });
+  const x = await startServer({ port: 0, addresses: ['127.0.0.1'], rendezvous: { registry: b1.registry, cluster: b1.cluster } });
+  const y = await startServer({ port: 0, addresses: ['127.0.0.1'], rendezvous: { registry: b2.registry, cluster: b2.cluster } });
+  const ti = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const tr = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const tt = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const ki = generateKeyPair();
+  const kr = generateKeyPair();
+  const i = new RendezvousClient({ transport: ti, server: { host: '127.0.0.1', port: x.udp[0]!.port }, keyPair: ki, tcpFallback: false, autoRefresh: false });
+  const r = new RendezvousClient({ transport: tr, server: { host: '127.0.0.1', port: y.udp[0]!.port }, keyPair: kr, tcpFallback: false, autoRefresh: false });
+  let turn: TurnClient | undefined;
+  try {
+    await i.register();
+    await r.register();
+    const cr = await creds(r);
+    turn = new TurnClient({ transport: tt, server: { address: '127.0.0.1', port: y.udp[0]!.port }, username: cr.username, password: cr.password });
+    await turn.allocate();
+    const iAt = { address: '127.0.0.1', port: ti.address().port };
+    await assert.rejects(turn.bindChannel(iAt), forbidden, 'not introduced yet');
+    // I asks node X for R, held by node Y: Y pushes the introduction to R and its relay learns it.
+    const notified = new Promise((resolve) => r.once('connect-request', resolve));
+    await i.requestConnect(kr.publicKey);
+    await notified;
+    await turn.bindChannel(iAt);
+    const got = nextMessage(ti, (m) => m.toString() === 'across nodes');
+    turn.send(Buffer.from('across nodes'), iAt);
+    assert.equal((await got).toString(), 'across nodes');
+  } finally {
+    await turn?.close().catch(() => {});
+    i.close();
+    r.close();
+    for (const t of [ti, tr, tt]) t.close();
+    await x.close();
+    await y.close();
+    await b1.close();
+    await b2.close();
+    await redis.stop();
   }
 });
