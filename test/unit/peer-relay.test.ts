@@ -4,6 +4,9 @@ import dgram from 'node:dgram';
 import { spawnSync } from 'node:child_process';
 import { startServer } from '../../src/server/serve.js';
 import { TurnClient } from '../../src/relay/client.js';
+import { TurnServer } from '../../src/relay/server.js';
+import { PeerRelay } from '../../src/relay/peer-relay.js';
+import { makeSharedSecretCredentials, SharedSecretStore } from '../../src/relay/auth.js';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { RendezvousClient, type TurnCredentials } from '../../src/rendezvous/client.js';
 import { generateKeyPair } from '../../src/session/identity.js';
@@ -169,5 +172,62 @@ test('two nodes sharing Redis: an introduction made on one node scopes the respo
     await b1.close();
     await b2.close();
     await redis.stop();
+  }
+});
+
+test('PeerRelay: scoped credentials, introductions that last while used and lapse when not, bounded state', () => {
+  let now = 1_000_000_000_000;
+  const pr = new PeerRelay({ port: 3478, ttlSeconds: 600, maxKeys: 3, now: () => now });
+  const a = generateKeyPair().publicKey;
+  const b = generateKeyPair().publicKey;
+  const ah = Buffer.from(a).toString('hex');
+  const bh = Buffer.from(b).toString('hex');
+  const seenA = { transport: 'udp' as const, address: '198.51.100.7', port: 4000 };
+  const seenB = { transport: 'udp' as const, address: '203.0.113.9', port: 5000 };
+  const c = pr.issue(a, seenA, false, now)!;
+  assert.equal(pr.keyOf(c.username), ah);
+  assert.ok(pr.credentials.key(c.username, 'natpunch', 1), 'its own credentials validate');
+  assert.equal(pr.credentials.key(`${Math.floor(now / 1000) - 1}:${ah}`, 'natpunch', 1), null, 'expired usernames are unknown');
+  assert.equal(pr.issue(a, seenA, true, now + 1000), null, 'a refresh soon after gets none');
+  assert.ok(pr.issue(a, seenA, true, now + 301_000), 'after half the lifetime it gets new ones');
+  assert.equal(pr.allowsAddress(ah, seenB.address), false, 'not introduced');
+  pr.introduce(a, [seenA], b, [seenB], now);
+  assert.ok(pr.allowsAddress(ah, seenB.address) && pr.allowsAddress(bh, seenA.address), 'both ways');
+  assert.ok(pr.allowsEndpoint(ah, seenB.address, 5000) && !pr.allowsEndpoint(ah, seenB.address, 5001));
+  assert.equal(pr.allowsAddress(ah, '192.0.2.99'), false, 'a third host');
+  // Used within each lifetime, the introduction stays; unused for a lifetime, it lapses.
+  for (let i = 0; i < 5; i++) {
+    now += 500_000;
+    assert.ok(pr.allowsAddress(ah, seenB.address), `still in use after ${i + 1} × 500 s`);
+  }
+  now += 601_000;
+  assert.equal(pr.allowsAddress(ah, seenB.address), false, 'lapsed after a lifetime unused');
+  // At most maxKeys keys are remembered.
+  for (let i = 0; i < 5; i++) pr.issue(generateKeyPair().publicKey, seenA, false, now);
+  assert.equal(pr.size, 3);
+});
+
+test('requests on an allocation keep working after its time-limited credentials expire; a new allocation needs valid ones', async () => {
+  let now = Date.now();
+  const store = new SharedSecretStore(['s'], () => now);
+  const server = new TurnServer({ credentials: store, relayAddress: '127.0.0.1' });
+  const { port } = await server.listen({ port: 0, address: '127.0.0.1' });
+  const c = makeSharedSecretCredentials('s', 60, 'u', now);
+  const t1 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const t2 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const first = new TurnClient({ transport: t1, server: { address: '127.0.0.1', port }, username: c.username, password: c.password });
+  const second = new TurnClient({ transport: t2, server: { address: '127.0.0.1', port }, username: c.username, password: c.password });
+  try {
+    await first.allocate();
+    now += 3_600_000; // the credentials expired an hour ago
+    assert.ok((await first.refresh(600)) > 0, 'the allocation is refreshed with the key that created it');
+    await first.createPermission(['198.51.100.1']);
+    await assert.rejects(second.allocate(), /401/, 'a new allocation with expired credentials is refused');
+  } finally {
+    await first.close().catch(() => {});
+    await second.close().catch(() => {});
+    t1.close();
+    t2.close();
+    server.close();
   }
 });
