@@ -9,6 +9,7 @@
  * `local()`; this module never opens or closes it. It must call TcpLocal.predict() right before it sends its
  * candidates, so the predicted window of a sequential NAT starts after its latest allocation.
  */
+import { sleep } from '../util/abort.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Candidate } from './candidate.js';
 import type { Applicability, NatView, PathResult, Technique, TechniqueContext } from './technique.js';
@@ -26,7 +27,13 @@ export interface TcpTechniqueOptions {
   sequenceChannel?(ctx: TechniqueContext): SeqChannel | null;
   keepAliveMs?: number;
   idleTimeoutMs?: number;
+  /** Local clock time both sides start at (the rendezvous' schedule from both RTTs): TCP simultaneous open needs
+   *  both SYNs in flight together (RFC 9293 §3.5), unlike the UDP techniques, which punch on introduction. */
+  startAt?: number;
 }
+
+/** Never wait longer than this for the rendezvous' scheduled start time. */
+export const MAX_START_DELAY_MS = 5_000;
 
 /**
  * Whether TCP punching can work between these two sides (decided from the NAT views alone, the same on both sides):
@@ -54,6 +61,10 @@ export function tcpTechnique(options: TcpTechniqueOptions): Technique {
       if (!local) throw new NatpunchError('PUNCH_FAILED', 'tcp: this endpoint has no TCP port (native addon missing or transport udp)');
       const remote: Candidate[] = ctx.remote.candidates;
       if (tcpCandidatesOf(remote).length === 0) throw new NatpunchError('PUNCH_FAILED', 'tcp: the peer offered no TCP candidates');
+      if (options.startAt !== undefined) {
+        const wait = Math.min(MAX_START_DELAY_MS, options.startAt - Date.now());
+        if (wait > 0) await sleep(wait, signal);
+      }
       const punched = await punchTcp({
         local,
         role: ctx.role,
@@ -68,16 +79,32 @@ export function tcpTechnique(options: TcpTechniqueOptions): Technique {
         note: `${punched.technique} connected to ${punched.candidate.type ?? 'prflx'} ${punched.candidate.address}:${punched.candidate.port}`,
         detail: { tcpTechnique: punched.technique, direction: punched.direction, attempts: punched.attempts, ms: punched.elapsedMs, ...(punched.reason ? { reason: punched.reason } : {}) },
       });
-      const session = await sessionOverTcp(ctx.role, punched, {
-        keyPair: ctx.keyPair,
-        peerKey: ctx.peerKey,
-        ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}),
-        ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
-        ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-        logger: ctx.logger,
-        signal,
-        ...(punched.reason ? { transportReason: punched.reason } : {}),
-      });
+      // The initiator claims the race before its handshake, so the responder sees one handshake (technique.ts).
+      if (ctx.role === 'initiator' && !(await ctx.claim())) {
+        punched.socket.destroy();
+        throw new NatpunchError('ABORTED', 'another technique won');
+      }
+      let session;
+      try {
+        session = await sessionOverTcp(ctx.role, punched, {
+          keyPair: ctx.keyPair,
+          peerKey: ctx.peerKey,
+          ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}),
+          ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
+          ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+          logger: ctx.logger,
+          signal,
+          transportReason: punched.reason ?? (ctx.local.nat.udp && ctx.remote.nat.udp ? 'TCP found a path and UDP did not within the grace time' : 'TCP only'),
+        });
+      } catch (err) {
+        if (ctx.role === 'initiator') ctx.unclaim();
+        punched.socket.destroy();
+        // The peer's port accepted and closed at once: it was not punching TCP for us (e.g. it took another path).
+        if (err instanceof NatpunchError && err.code === 'HANDSHAKE_FAILED' && /closed during the handshake/.test(err.message)) {
+          throw new NatpunchError('PUNCH_FAILED', 'the peer closed the TCP connection before the handshake', { cause: err });
+        }
+        throw err;
+      }
       return {
         technique: 'tcp',
         session,

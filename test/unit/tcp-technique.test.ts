@@ -45,6 +45,9 @@ test('run on both sides over loopback: one authenticated TCP session, data both 
     signalling: null,
     logger: silentLogger,
     progress: (e) => events.push(e),
+    // The only technique in this race: its claim is always granted.
+    claim: async () => true,
+    unclaim: () => {},
   });
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), 15_000);
