@@ -89,9 +89,13 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
 
   issue(key: Uint8Array, observed: Endpoint, refresh: boolean, now: number): IssuedCredentials | null {
     const keyHex = Buffer.from(key).toString('hex');
-    this.#observe(keyHex, observed);
+    // Only keys that hold credentials (or were introduced) take scope state: a flood of fresh keys past the
+    // per-source credential rate cannot push active keys out of the bounded table.
+    const known = this.#keys.has(keyHex);
+    if (known) this.#observe(keyHex, observed);
     if (!this.#memory.due(keyHex, observed, refresh, this.ttlSeconds, now)) return null;
     if (!this.#limiter.allow(sourceKey(observed.address), now)) return null;
+    if (!known) this.#observe(keyHex, observed);
     this.#memory.record(keyHex, observed, now);
     const username = `${Math.floor(now / 1000) + this.ttlSeconds}:${keyHex}`;
     return {
