@@ -13,6 +13,7 @@ import { generateKeyPair } from '../../src/session/identity.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 import { RedisBackend } from '../../src/rendezvous/redis.js';
 import { startRedis } from '../helpers/redis.js';
+import { NATPUNCH, startUntilLine, stop } from '../helpers/proc.js';
 
 // Peer-relay mode, as `npm start` (natpunch serve, no flags) runs it: registered peers get scoped relay
 // credentials; an allocation reaches the peers introduced to its key and nothing else (issue 16, issue 18).
@@ -43,10 +44,11 @@ function nextMessage(t: NodeDatagramTransport | dgram.Socket, match: (b: Buffer)
 
 const forbidden = (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER');
 
-test('default serve (no options): a registered peer relays to its introduced peer and its relay, never to a third host or the relay host', async () => {
-  const server = await startServer({ port: 0 });
-  assert.ok(server.relay?.peerRelay, 'the relay runs by default, in peer-relay mode');
-  const port = server.udp[0]!.port;
+/**
+ * What a registered peer can do with its default relay on `port`: relay to its introduced peer (exactly where it
+ * was seen: loopback) and to that peer's allocation; never to a third host, another port or the relay host.
+ */
+async function scopeChecks(port: number): Promise<void> {
   const ta = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const tb = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const third = dgram.createSocket('udp4');
@@ -101,7 +103,6 @@ test('default serve (no options): a registered peer relays to its introduced pee
     });
     ca.send(Buffer.from('relay to relay'), relayB);
     assert.equal(await viaRelay, 'relay to relay');
-    assert.ok(server.relay!.turn.stats.deniedPeers >= 4);
   } finally {
     await ca?.close().catch(() => {});
     await cb?.close().catch(() => {});
@@ -109,7 +110,29 @@ test('default serve (no options): a registered peer relays to its introduced pee
     b.close();
     for (const t of [ta, tb, turnA, turnB]) t.close();
     third.close();
+  }
+}
+
+test('default serve (no options): a registered peer relays to its introduced peer and its relay, never to a third host or the relay host', async () => {
+  const server = await startServer({ port: 0 });
+  try {
+    assert.ok(server.relay?.peerRelay, 'the relay runs by default, in peer-relay mode');
+    await scopeChecks(server.udp[0]!.port);
+    assert.ok(server.relay!.turn.stats.deniedPeers >= 4);
+  } finally {
     await server.close();
+  }
+});
+
+test('`natpunch serve` as npm start runs it (no relay flags): the same scope holds', async () => {
+  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--json'], (l) => l.startsWith('{'));
+  try {
+    const listening = JSON.parse(line) as { udp: Array<{ port: number }>; relay: { peerRelay: boolean; fullTurn: boolean } | null };
+    assert.equal(listening.relay?.peerRelay, true);
+    assert.equal(listening.relay?.fullTurn, false);
+    await scopeChecks(listening.udp[0]!.port);
+  } finally {
+    await stop(child);
   }
 });
 
