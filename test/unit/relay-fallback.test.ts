@@ -60,12 +60,12 @@ test('rendezvous over TCP (UDP blocked): TCP straight away, no UDP attempt', asy
 
 const haveOpenssl = spawnSync('sh', ['-c', 'command -v openssl']).status === 0;
 
-test('UDP and plain TCP closed: the relay is reached over TLS on the port the rendezvous announced', { skip: haveOpenssl ? false : 'openssl not installed' }, async () => {
+test('UDP and plain TCP closed: the relay is reached over TLS on the port the rendezvous announced, its certificate checked against the rendezvous host name', { skip: haveOpenssl ? false : 'openssl not installed' }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'natpunch-relay-tls-'));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const cert = join(dir, 'cert.pem');
   const key = join(dir, 'key.pem');
-  const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=relay.test', '-addext', 'subjectAltName=DNS:relay.test'], { stdio: 'ignore' });
   assert.equal(gen.status, 0);
   const turn = new TurnServer({ credentials: new UsersFileStore('alice:pw\n'), relayAddress: '127.0.0.1' });
   cleanups.push(() => turn.close());
@@ -78,12 +78,15 @@ test('UDP and plain TCP closed: the relay is reached over TLS on the port the re
   await new Promise<void>((r) => probe.close(() => r()));
   const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   cleanups.push(() => transport.close());
-  const path = await openRendezvousRelay({
+  const options = {
     transport,
     credentials: { host: '127.0.0.1', port: closedPort, tlsPort: tls.endpoints[0]!.port, username: 'alice', password: 'pw' },
     udpAttemptMs: 300,
     tls: { ca: readFileSync(cert) },
-  });
+  };
+  // The certificate names relay.test, not 127.0.0.1: without the rendezvous' host name the check fails.
+  await assert.rejects(openRendezvousRelay(options), /tls: /);
+  const path = await openRendezvousRelay({ ...options, serverName: 'relay.test' });
   cleanups.push(() => path.close());
   assert.equal(turn.stats.allocations, 1);
 });
