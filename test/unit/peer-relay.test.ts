@@ -136,6 +136,17 @@ test('`natpunch serve` as npm start runs it (no relay flags): the same scope hol
   }
 });
 
+test('`natpunch serve --no-relay` runs no relay', async () => {
+  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--address', '127.0.0.1', '--no-relay', '--json'], (l) => l.startsWith('{'));
+  try {
+    const listening = JSON.parse(line) as { relay: unknown; turn: unknown };
+    assert.equal(listening.relay, null);
+    assert.equal(listening.turn, null);
+  } finally {
+    await stop(child);
+  }
+});
+
 test('serve with relay: false hands out no relay credentials and answers no TURN request', async () => {
   const server = await startServer({ port: 0, addresses: ['127.0.0.1'], relay: false });
   const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
