@@ -254,7 +254,7 @@ export class LocalState {
           return;
         }
         // UDP from our socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
-        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
+        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, serverName: rv.server.host, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
       } else {
         const s = typeof spec === 'string' ? parseRelaySpec(spec) : spec;
         this.#relay = await RelayPath.open({ transport: this.socket, ...s, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });

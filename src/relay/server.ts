@@ -657,7 +657,7 @@ export class TurnServer {
       client.send(existing.lastResponse);
       return;
     }
-    const auth = this.#authenticate(client, m, fingerprint);
+    const auth = this.#authenticate(client, m, fingerprint, existing);
     if (!auth) return;
     const reply = (b: StunBuilder) => client.send(this.#sign(b, auth));
     const fail = (code: number, reason: string) => {
@@ -719,7 +719,7 @@ export class TurnServer {
    * RFC 8489 §9.2.4 server side of long-term credentials. Sends the 400/401/438 itself and returns null when the
    * request does not pass. Responses to unauthenticated requests are rate limited per source IP.
    */
-  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean): AuthOk | null {
+  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean, existing?: Allocation): AuthOk | null {
     const now = Date.now();
     // `verified`: the request carried a nonce we issued to this very address (438: only its time ran out), so the
     // address answered us before; otherwise the answer is bounded by #sendUnverified.
@@ -771,6 +771,12 @@ export class TurnServer {
     const store = scope !== null ? this.#scope!.credentials : this.#opts.credentials;
     for (const key of store ? candidateKeys(store, username, this.realm, algorithm) : []) {
       if (verifyIntegrity(m, key)) return { username, scope, key, integrity: kind, fingerprint };
+    }
+    // Requests on an allocation may keep using the key that created it after time-limited credentials expire
+    // (RFC 8656 §5 asks only that they match): a relayed session outlives its credentials' lifetime; a new
+    // allocation needs valid ones. Same algorithm only (the key depends on it).
+    if (existing && existing.username === username && existing.key.length === (algorithm === PasswordAlgorithm.SHA256 ? 32 : 16) && verifyIntegrity(m, existing.key)) {
+      return { username, scope: existing.scope, key: existing.key, integrity: kind, fingerprint };
     }
     this.stats.authFailures++;
     return challenge(401, 'Unauthorized');

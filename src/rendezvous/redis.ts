@@ -449,6 +449,7 @@ export class RedisCluster implements ClusterBus {
       push.bytes.toString('base64'),
       'r',
       String(push.requestBytes),
+      ...(push.introduced ? ['i', JSON.stringify(push.introduced)] : []),
     ]);
   }
 
@@ -521,7 +522,7 @@ export class RedisCluster implements ClusterBus {
           const raw = Buffer.from(bytes, 'base64');
           // An entry without 'r' (older node) gets one transmission's worth.
           const requestBytes = Number(f.get('r') ?? raw.length) || raw.length;
-          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: raw, kind, requestBytes };
+          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: raw, kind, requestBytes, ...introducedField(f.get('i')) };
           this.received++;
           for (const h of this.#handlers) h(push);
         }
@@ -552,4 +553,20 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
       timer = setTimeout(() => reject(new NatpunchError('TIMEOUT', message)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/** The optional 'i' field of an inbox entry (ClusterPush.introduced); anything malformed is left out. */
+function introducedField(text: string | undefined): Pick<ClusterPush, 'introduced'> {
+  if (!text) return {};
+  try {
+    const v = JSON.parse(text) as ClusterPush['introduced'];
+    if (!v || !/^[0-9a-f]{64}$/.test(v.key) || !Array.isArray(v.seen)) return {};
+    const seen = v.seen
+      .filter((e) => (e.transport === 'udp' || e.transport === 'tcp') && typeof e.address === 'string' && Number.isInteger(e.port))
+      .slice(0, 4)
+      .map((e) => ({ transport: e.transport, address: e.address, port: e.port }));
+    return { introduced: { key: v.key, seen } };
+  } catch {
+    return {};
+  }
 }
