@@ -675,6 +675,18 @@ function withIk(att: Attempt, options: ConnectOptions): Attempt {
   return att;
 }
 
+/**
+ * The key the ICMP path must authenticate for `to`: the key given, or the one a name is pinned to. A name with
+ * neither is refused: ICMP has no rendezvous to resolve it, and without a key any server would be accepted.
+ */
+async function icmpPeerKey(to: PeerSpec, pins: PeerPins | undefined): Promise<Buffer> {
+  const target = peerTarget(to);
+  if (target.key) return target.key;
+  const pinned = target.name && pins?.pinned ? await pins.pinned(target.name) : null;
+  if (pinned) return Buffer.from(pinned);
+  throw new NatpunchError('PEER_KEY_MISMATCH', `ICMP hole punching cannot check who "${target.name}" is: give its key (--peer-key, or to: { name, key }), or connect once through the rendezvous so the name is pinned`);
+}
+
 /** The key `to` demands (by key, or `{ name, key }`), else null. */
 function toKey(to: PeerSpec): Buffer | null {
   return peerTarget(to).key ?? null;
@@ -884,7 +896,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
 /** The `icmp` candidate inside connect(): ICMP hole punching to the server's public address (no rendezvous). */
 async function connectViaIcmp(options: ConnectOptions, logger: Logger): Promise<Session> {
   const icmp = options.icmp!;
-  const peerKey = options.to !== undefined ? toKey(options.to) : null;
+  const peerKey = options.to !== undefined ? await icmpPeerKey(options.to, options.knownPeers) : null;
   const { connectIcmp } = await import('./traversal/icmp.js');
   return connectIcmp({
     keyPair: options.keyPair,
