@@ -49,6 +49,8 @@ export interface ServeConfig {
   altAddress?: string;
   /** RFC 5780 mode: the alternate port. Default port + 1 (a free one when port is 0). */
   altPort?: number;
+  /** Without RFC 5780 mode: also answer STUN on port + 1 (the clients' NAT measurement). Default true. */
+  measurePort?: boolean;
   /** Listen on TCP too. Default true. */
   tcp?: boolean;
   /**
@@ -213,6 +215,8 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
   const stun = new StunServer({ ...(config.relay === false ? {} : { registry: turnRegistry }), ...config.stun, logger: log });
   const sockets: ServeSocket[] = [];
+  /** STUN-only sockets on port + 1 (config.measurePort). */
+  const measureSockets: ServeSocket[] = [];
   const tcpServers: net.Server[] = [];
   const handlers: Array<{ match: (b: number) => boolean; handler: TcpHandler }> = [];
   const allTcp = new Set<net.Socket>();
@@ -221,6 +225,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   const cleanup = () => {
     stun.close();
     sockets.forEach((s) => s.close());
+    measureSockets.forEach((s) => s.close());
     tcpServers.forEach((s) => s.close());
   };
 
@@ -269,6 +274,23 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         throw err instanceof NatpunchError ? err : bindError(err, `${addresses.join(', ')} port ${port}`);
       }
       for (const s of sockets) stun.attachUdp(s);
+      // A plain STUN answer on port + 1 too (best effort): with the main port it gives clients two destinations on
+      // this host, so they can tell whether their NAT maps per destination (RFC 4787 §4.1) and predict its ports —
+      // what the hard-NAT punch needs (src/traversal/predict.ts measureNat). STUN only: no rendezvous, no relay.
+      if (config.measurePort !== false) {
+        const bound = sockets[0]?.address().port;
+        if (bound !== undefined && bound < 65535) {
+          for (const a of addresses) {
+            try {
+              const m = await bindUdp(a, bound + 1, { bufferBytes: 256 * 1024, ipv6Only: a.includes(':') && addresses.some((x) => !x.includes(':')), reusePort });
+              measureSockets.push(m);
+              stun.attachUdp(m);
+            } catch (err) {
+              log.info({ address: a, port: bound + 1, err: (err as Error).message }, 'serve: no STUN on port + 1 (NAT measurement against this server is unavailable)');
+            }
+          }
+        }
+      }
     }
   } catch (err) {
     cleanup();
@@ -359,7 +381,8 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         for (const s of allTcp) s.destroy();
         await Promise.all(tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
         sockets.forEach((s) => s.close());
-        await Promise.all(sockets.map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)));
+        measureSockets.forEach((s) => s.close());
+        await Promise.all([...sockets, ...measureSockets].map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)));
         log.info({ counters: { ...stun.counters }, rendezvous: rendezvous?.server.stats() ?? null }, 'serve: stopped');
       })();
       return closing;

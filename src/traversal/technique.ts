@@ -36,6 +36,8 @@ export interface NatView {
   kind: 'cone' | 'sequential' | 'random' | 'unknown';
   /** Sequential NATs: the observed port step; null otherwise. */
   delta: number | null;
+  /** The side's public address as the rendezvous saw it (null: unknown). Equal on both sides: one NAT (LAN path). */
+  publicAddress: string | null;
   /** UDP to the rendezvous works (false: the side registered over TCP; its UDP is blocked). */
   udp: boolean;
   /** The side holds a gateway port mapping (PCP / NAT-PMP / UPnP IGD): a 'mapped' candidate. */
@@ -98,6 +100,14 @@ export interface TechniqueContext {
   signalling: SignallingChannel | null;
   logger: Logger;
   progress(event: TechniqueEvent): void;
+  /**
+   * Initiator: call with the path found, before starting the Noise handshake on it; false means another technique
+   * won (give up and release). Only one technique at a time holds the claim, so the responder sees one handshake.
+   * A lower-preference technique waits here (its grace time) for a better one still running.
+   */
+  claim(): Promise<boolean>;
+  /** The claim's holder failed after claiming (e.g. the handshake): lets the next technique claim. */
+  unclaim(): void;
 }
 
 /** One way of finding an authenticated path to the peer. */
@@ -117,6 +127,7 @@ export function unknownNat(candidates: readonly Candidate[] = []): NatView {
   return {
     kind: 'unknown',
     delta: null,
+    publicAddress: candidates.find((c) => c.type === 'srflx')?.address ?? null,
     udp: true,
     mapped: (counts.mapped ?? 0) > 0,
     relay: (counts.relay ?? 0) > 0,

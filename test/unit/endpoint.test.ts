@@ -49,10 +49,10 @@ test('one Endpoint: outgoing sessions to two peers and an incoming one share its
     await Promise.all([roundTrip(s1), roundTrip(s2), roundTrip(s3)]);
     assert.equal(keyToId(s1.remotePublicKey), keyToId(p1.publicKey));
     assert.equal(keyToId(s2.remotePublicKey), keyToId(p2.publicKey));
-    assert.equal(hub.sessions.length, 3, 'two outgoing + one incoming');
-    for (const s of hub.sessions) assert.equal(s.path.local.port, port, 'every session on the endpoint\'s socket');
+    assert.equal(hub.allSessions.length, 3, 'two outgoing + one incoming');
+    for (const s of hub.allSessions) assert.equal(s.path.local.port, port, 'every session on the endpoint\'s socket');
     await hub.close();
-    assert.equal(hub.sessions.length, 0);
+    assert.equal(hub.allSessions.length, 0);
   } finally {
     await Promise.all(eps.map((e) => e.close()));
     await h.close();
