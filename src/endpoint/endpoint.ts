@@ -35,6 +35,8 @@ export interface EndpointOptions extends ListenOptions {
   accept?: boolean;
   /** Register with the rendezvous (default true; a one-shot connect() registers only to get relay credentials). */
   register?: boolean;
+  /** Names pinned to keys for connect(name) (ConnectOptions.knownPeers, src/identity/known-peers.ts). */
+  knownPeers?: PeerPins;
 }
 
 export interface EndpointConnectOptions {
@@ -202,7 +204,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
         // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
         // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
-        pin = await verifyPeer(target, offer.peerKey, options.knownPeers);
+        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
         progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
         session = await runAttempt({
           role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
