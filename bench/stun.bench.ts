@@ -42,7 +42,7 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
   const workers = coreCount(cores);
   const child =
     server === 'natpunch'
-      ? ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers)], cores)
+      ? ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--no-relay', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers)], cores)
       : ns.spawn('turnserver', coturnArgs(PORT, { stunOnly: true, threads: workers, logDir }), cores);
   try {
     const probe = async () => {

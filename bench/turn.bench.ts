@@ -54,7 +54,7 @@ async function oneRun(server: Run['server'], cores: string, clients: number, siz
   const child =
     server === 'natpunch'
       ? ns.spawn(process.execPath, [
-          NATPUNCH_BIN, 'serve', '--turn', '--no-rendezvous', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers),
+          NATPUNCH_BIN, 'serve', '--turn', '--no-relay', '--no-rendezvous', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers),
           '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000', '--min-port', '40000', '--max-port', '49999',
         ], cores)
       : ns.spawn('turnserver', coturnArgs(PORT, { threads: workers, logDir, user: 'bench:bench', relayPorts: [50000, 59999] }), cores);
