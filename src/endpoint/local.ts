@@ -86,6 +86,7 @@ function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Pa
     ...(init.name !== undefined ? { name: init.name } : {}),
     candidates: init.candidates,
     logger: init.logger,
+    ...(init.report === false ? { report: false } : {}),
   });
 }
 
@@ -144,6 +145,7 @@ export class LocalState {
             ...(o.name !== undefined ? { name: o.name } : {}),
             candidates: () => self.state?.candidates() ?? host,
             logger: o.logger,
+            ...(o.report === false ? { report: false } : {}),
           })
         : null;
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);
@@ -174,6 +176,9 @@ export class LocalState {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
+      // TCP port prediction (a sequential NAT's next TCP ports) last, after every other new mapping gathering made, so
+      // the window a listener registers starts after its latest allocation (tcp-predict.ts; candidates() offers it).
+      if (registered && st.#tcp) await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);

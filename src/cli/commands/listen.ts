@@ -1,3 +1,4 @@
+import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
 import { on, once } from 'node:events';
 import { action, intOption, parseHostPort } from '../util.js';
@@ -25,6 +26,8 @@ interface ListenOpts extends TechniqueFlags {
   bind?: string;
   keepalive?: number;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
   keepOpen?: boolean;
@@ -35,7 +38,7 @@ export function register(program: Command): void {
   addTechniqueFlags(program
     .command('listen')
     .description('wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp', 'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`')
     .option('--icmp-probe-address <ip>', `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
     .option('--icmp-interval <ms>', `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`, (v) => Number(v))
@@ -50,6 +53,7 @@ export function register(program: Command): void {
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
     .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
     .option('--idle-timeout <ms>', 'end a session after this long without data either way', intOption('--idle-timeout', 1, 86_400_000))
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
     .option('--json', 'progress as JSON lines on stderr'), 'listen')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
@@ -68,7 +72,8 @@ export function register(program: Command): void {
       }
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const listener = await listen({
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
@@ -76,6 +81,7 @@ export function register(program: Command): void {
         ...techniqueOptions(opts),
         transport,
         tcpSequence,
+        ...(opts.report === false ? { report: false } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
