@@ -5,9 +5,9 @@
 // read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
 // drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, RUNS, stopPid, waitFor } from './lib/harness.js';
+import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, ROOT, RUNS, stopPid, waitFor } from './lib/harness.js';
 import { machine, median, processCpuSeconds, writeResults } from './lib/report.js';
 
 const PORT = 3478;
@@ -37,13 +37,17 @@ interface Run {
   serverCpuUsPerIntroduction: number;
   loadCpuShareDuringConnects: number;
   errors: Record<string, number>;
+  /** The server's own rendezvous counters, from its "serve: stopped" log line. */
+  serverStats?: Record<string, number>;
 }
 
 async function oneRun(run: number): Promise<Run> {
   const ns = new Netns('rdv');
   const server = ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', '1', '--json'], CORES.server1);
   let serverOut = '';
+  let serverLog = '';
   server.stdout!.on('data', (d: Buffer) => (serverOut += d.toString()));
+  server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
   const load = ns.spawn(process.execPath, ['--import', 'tsx', join(BENCH_DIR, 'lib', 'rendezvous-load.ts'), String(PORT), String(PEERS), String(ADDRESSES), MILESTONES.join(','), String(CONNECT_SECONDS), String(CONNECT_RATE)], CORES.load, { stdin: true });
   try {
     await waitFor(async () => serverOut.includes('"listening"'), 'natpunch serve');
@@ -78,7 +82,11 @@ async function oneRun(run: number): Promise<Run> {
     const result = JSON.parse(await done) as { registered: number; registerSeconds: number; connectsSent: number; introductions: number; introductionsPerSecond: number; connectSeconds: number; loadCpuShareDuringConnects: number; errors: Record<string, number> };
     const serverCpu = processCpuSeconds(server.pid!) - cpuAtConnects;
     const wall = (performance.now() - connectsStartedAt) / 1000;
+    await stopPid(server);
+    const stopped = serverLog.split('\n').find((l) => l.includes('"serve: stopped"'));
+    const serverStats = stopped ? (JSON.parse(stopped) as { rendezvous?: Record<string, number> }).rendezvous : undefined;
     return {
+      ...(serverStats ? { serverStats } : {}),
       run,
       rssMiB: rss,
       rssSettledMiB: settled,
@@ -119,7 +127,7 @@ async function main(): Promise<void> {
   writeResults('rendezvous', {
     title: 'Rendezvous server: RSS per registered peer and introductions/s (separate signed load, rate limits on)',
     start,
-    config: { peers: PEERS, addresses: ADDRESSES, connectSeconds: CONNECT_SECONDS, offeredConnectsPerSecond: CONNECT_RATE, settleMs: SETTLE_MS, runs: RUNS, cores: CORES },
+    config: { serverFrom: existsSync(join(ROOT, 'dist', 'cli', 'main.js')) ? 'dist (npm run build)' : 'src through tsx (adds ~40 MiB of RSS; run npm run build first)', peers: PEERS, addresses: ADDRESSES, connectSeconds: CONNECT_SECONDS, offeredConnectsPerSecond: CONNECT_RATE, settleMs: SETTLE_MS, runs: RUNS, cores: CORES },
     summary,
     runs,
     table: [

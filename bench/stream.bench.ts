@@ -11,8 +11,11 @@ import { machine, median, ratios, writeResults } from './lib/report.js';
 const BYTES = Number(process.env.BENCH_STREAM_BYTES ?? 256 * 1024 * 1024);
 const PORT = 4000;
 const RDV_PORT = 3478;
-const KINDS = ['tcp', 'secretstream', 'natpunch'] as const;
-type Kind = (typeof KINDS)[number];
+const ALL_KINDS = ['tcp', 'secretstream', 'natpunch'] as const;
+type Kind = (typeof ALL_KINDS)[number];
+/** BENCH_STREAM_KINDS=natpunch,secretstream runs a subset (profiling); the default is all three, interleaved. */
+const KINDS: readonly Kind[] = process.env.BENCH_STREAM_KINDS ? (process.env.BENCH_STREAM_KINDS.split(',') as Kind[]) : ALL_KINDS;
+
 
 interface Run {
   kind: Kind;

@@ -46,9 +46,8 @@ const args = [
 const home = process.env.NATPUNCH_HOME ?? mkdtempSync(join(tmpdir(), 'natpunch-test-home-'));
 // Network safety: port mapping is on by default for users, but a test must never ask the machine's real gateway
 // (PCP, NAT-PMP, SSDP). Everything the runner starts inherits NATPUNCH_PORT_MAPPING=0, which turns the library's
-// default off (src/endpoint/defaults.ts); lab peers set it back to 1 inside their own namespaces, whose only
-// gateway is a lab router.
-const env = { ...process.env, NATPUNCH_HOME: home, NATPUNCH_PORT_MAPPING: '0' };
-const res = spawnSync(process.execPath, args, { stdio: 'inherit', env });
+// default off (src/endpoint/defaults.ts); lab processes set it back to 1 inside their own namespaces, whose only
+// gateway is a lab router (src/lab/index.ts spawn()).
+const res = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, NATPUNCH_HOME: home, NATPUNCH_PORT_MAPPING: '0' } });
 if (!process.env.NATPUNCH_HOME) rmSync(home, { recursive: true, force: true });
 process.exit(res.status ?? 1);

@@ -36,13 +36,16 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
   let introduced = false;
   const onProgress = (p: Progress) => ((introduced ||= p.phase === 'offer'), options.onProgress?.(p));
-  const { peer, to, timeoutMs: _t, signal: _s, ...rest } = options;
+  const { peer, to, timeoutMs: _t, signal: _s, earlyData: _e, knownPeers: _k, ...rest } = options;
   let ep: Endpoint | null = null;
   try {
     // A one-shot connector registers only to be handed relay credentials ('auto' relay through a real server).
     const register = !peer && rest.relay !== false && (rest.relay ?? 'auto') === 'auto' && rendezvousServer(rest.rendezvous) !== null;
     ep = await createEndpoint({ ...rest, ...(peer ? { rendezvous: undefined } : {}), accept: false, register, onProgress, signal });
-    const session = await ep.connect(peer?.publicKey ?? to!, { signal, ...(peer ? { candidates: peer.candidates } : {}), ...(options.connectionId ? { connectionId: options.connectionId } : {}), ...(options.earlyData ? { earlyData: options.earlyData } : {}) });
+    const session = await ep.connect(peer?.publicKey ?? to!, {
+      signal, ...(peer ? { candidates: peer.candidates } : {}), ...(options.connectionId ? { connectionId: options.connectionId } : {}),
+      ...(options.earlyData ? { earlyData: options.earlyData } : {}), ...(options.knownPeers ? { knownPeers: options.knownPeers } : {}),
+    });
     const owner = ep;
     session.once('close', () => void owner.close());
     if (session.path.kind !== 'relay') void owner.releaseRelay();
@@ -70,8 +73,7 @@ export async function listen(options: ListenOptions): Promise<Endpoint> {
 /** The `icmp` technique of connect(): ICMP hole punching to the server's public address (no rendezvous). */
 async function connectViaIcmp(options: ConnectOptions, logger: Logger): Promise<Session> {
   const icmp = options.icmp!;
-  const to = options.to;
-  const peerKey = to === undefined ? null : (peerTarget(to).key ?? null);
+  const peerKey = options.to === undefined ? null : peerTarget(options.to).key ?? null;
   const { connectIcmp } = await import('./traversal/icmp.js');
   return connectIcmp({
     keyPair: options.keyPair,

@@ -21,6 +21,11 @@ const PER_ADDRESS_RATE = 15;
 /** Requests in flight at once (registrations), so a slow server is measured, not flooded. */
 const WINDOW = 512;
 const RETRY_MS = 1000;
+/**
+ * Peers refresh like real ones: the server forgets a registration after DEFAULT_TTL_MS (90 s), so each peer
+ * re-registers after this long. At 100k peers that is ~2,000 signed REGISTERs/s of background load, as in production.
+ */
+const REFRESH_MS = 45_000;
 
 const stdin = createInterface({ input: process.stdin });
 const lines: string[] = [];
@@ -73,6 +78,8 @@ async function main(): Promise<void> {
   const keys: KeyPair[] = Array.from({ length: peers }, () => generateKeyPair());
   const sourceOf = (peer: number) => sources[peer % sources.length]!;
   const registeredPeers = new Set<number>();
+  /** When each peer's current registration was answered (0: never). */
+  const registeredAt = new Float64Array(peers);
   let requestId = 1;
 
   for (const s of sources) {
@@ -88,8 +95,9 @@ async function main(): Promise<void> {
         const p = pendingRegister.get(m.requestId);
         if (p) {
           pendingRegister.delete(m.requestId);
+          if (!registeredPeers.has(p.peer)) registered++;
           registeredPeers.add(p.peer);
-          registered++;
+          registeredAt[p.peer] = Date.now();
         }
       } else if (m.type === 'connect-notify') {
         if (m.role === 'initiator') {
@@ -133,6 +141,21 @@ async function main(): Promise<void> {
     src.socket.send(msg, port, '127.0.0.1');
     return true;
   };
+
+  // Refreshes, from now to the end: the oldest registrations first (a cursor over the peers in registration order).
+  let cursor = 0;
+  let refreshes = 0;
+  const refresher = setInterval(() => {
+    const now = Date.now();
+    for (let n = 0; n < peers && pendingRegister.size < WINDOW; n++) {
+      const at = registeredAt[cursor]!;
+      if (at === 0 || now - at < REFRESH_MS) break;
+      if (!register(cursor, now)) break;
+      registeredAt[cursor] = now; // answered or not, do not resend before the next round
+      refreshes++;
+      cursor = (cursor + 1) % peers;
+    }
+  }, 10);
 
   // Registration: every peer once, retried after RETRY_MS without an answer, WINDOW in flight.
   const t0 = Date.now();
@@ -215,6 +238,7 @@ async function main(): Promise<void> {
   }
   const connectWall = (Date.now() - c0) / 1000;
   await new Promise((r) => setTimeout(r, 500)); // answers in flight
+  clearInterval(refresher);
   const cpu = process.cpuUsage(cpu0);
   process.stdout.write(
     `${JSON.stringify({
@@ -225,6 +249,7 @@ async function main(): Promise<void> {
       connectSeconds: connectWall,
       introductionsPerSecond: introductions / connectWall,
       notifiesAcked,
+      refreshes,
       errors,
       loadCpuShareDuringConnects: (cpu.user + cpu.system) / 1e6 / (connectWall + 0.5),
     })}\n`,

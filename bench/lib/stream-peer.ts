@@ -54,6 +54,8 @@ async function send(stream: Writable): Promise<void> {
   }
   const cpu = process.cpuUsage(cpu0);
   process.stdout.write(`${JSON.stringify({ senderCpuSeconds: (cpu.user + cpu.system) / 1e6 })}\n`);
+  // Profiling (node --cpu-prof) needs a clean exit: STREAM_PEER_EXIT_MS ends the sender that long after its last write.
+  if (process.env.STREAM_PEER_EXIT_MS) setTimeout(() => process.exit(0), Number(process.env.STREAM_PEER_EXIT_MS));
 }
 
 const exit = () => setTimeout(() => process.exit(0), 200);

@@ -20,10 +20,28 @@ import { isAllowed, type Allow, type Session } from '../session/session.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ResolvedTechniques } from './defaults.js';
-import type { IkReplayCache } from '../session/handshake-ik.js';
 import type { LocalState } from './local.js';
 import type { Progress, RendezvousLike } from './types.js';
 import { upgradeInBackground } from './upgrade.js';
+import { connectionOutcome } from '../rendezvous/outcome.js';
+
+/** Technique names as outcome reports spell them (wire/rendezvous.ts REPORT_TECHNIQUES). */
+const REPORT_TECHNIQUE_OF: Record<TechniqueName, string> = {
+  'udp-checks': 'udp',
+  mapped: 'mapped',
+  predict: 'udp-predict',
+  birthday: 'birthday',
+  'double-random': 'hardnat',
+  relay: 'relay',
+  tcp: 'tcp-p2pnat',
+  icmp: 'icmp',
+};
+
+/** A side's NAT as reports name it: the planner knows mapping behaviour (cone or per destination), not filtering. */
+function reportNat(v: NatView): string {
+  if (!v.udp) return 'udp-blocked';
+  return v.kind === 'sequential' || v.kind === 'random' ? 'symmetric' : 'unknown';
+}
 
 export interface AttemptInput {
   role: 'initiator' | 'responder';
@@ -36,11 +54,10 @@ export interface AttemptInput {
   local: LocalState;
   keyPair: KeyPair;
   allow?: Allow;
-  /** Initiator: early data for Noise IK message 1. Responder: the IK replay cache (docs/handshake.md). */
-  earlyData?: Uint8Array;
-  ikReplay?: IkReplayCache;
   techniques: ResolvedTechniques;
   tuning: SessionTuning;
+  /** This side's NAT type when the caller knows it (netcheck), for the outcome report. */
+  natType?: string;
   relayHoldMs?: number;
   logger: Logger;
   progress: (p: Progress) => void;
@@ -133,7 +150,20 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
   a.progress({ phase: 'punching', pairs: rest.length, plan: p.steps.map((s) => ({ technique: s.technique, holdMs: s.holdMs })), local: localNat.kind, remote: remoteNat.kind });
   a.logger.info({ peer: keyToId(a.peerKey), local: localNat.kind, remote: remoteNat.kind, plan: p.steps.map((s) => `${s.technique}@${s.holdMs}`), skipped: p.skipped }, 'plan');
   const localCandidates = a.local.candidates().filter((c) => !(c.type === 'predicted' && c.transport === 'udp'));
-  const won = await race({
+  const startedAt = Date.now();
+  // One signed outcome report per attempt to the rendezvous (counted into its metrics and dashboard): enumerations
+  // and timings only, never an address or payload (src/rendezvous/outcome.ts). Best effort, never awaited.
+  const report = (outcome: { path?: Session['path']; error?: unknown }) =>
+    void a.local.rendezvous?.report?.(
+      connectionOutcome({
+        connectionId: a.connectionId, role: a.role, startedAt, ...outcome,
+        tried: p.steps.map((s) => REPORT_TECHNIQUE_OF[s.technique]),
+        localNat: a.natType ?? reportNat(localNat), peerNat: reportNat(remoteNat),
+      }),
+    ).catch(() => {});
+  let won: Awaited<ReturnType<typeof race>>;
+  try {
+    won = await race({
     plan: p,
     techniques,
     ctx: {
@@ -145,8 +175,6 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       local: { candidates: localCandidates, nat: localNat },
       remote: { candidates: rest, nat: remoteNat },
       ...(a.allow !== undefined ? { allow: a.allow } : {}),
-      ...(a.earlyData ? { earlyData: a.earlyData } : {}),
-      ...(a.ikReplay ? { ikReplay: a.ikReplay } : {}),
       signalling: null,
       logger: a.logger,
       progress: (e) => a.progress(e),
@@ -154,7 +182,12 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     signal: a.signal,
     advice: advice(localNat, remoteNat, p, sw),
   });
+  } catch (err) {
+    report({ error: err });
+    throw err;
+  }
   const session = won.session;
+  report({ path: session.path });
   const cp = session.path.candidatePair;
   a.progress({
     phase: 'path',

@@ -17,9 +17,9 @@ import { advertFromCandidates } from '../traversal/hardwire.js';
 import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
 import { keyToId } from '../session/identity.js';
+import { IkReplayCache } from '../session/handshake-ik.js';
 import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
 import type { PeerPins } from '../identity/known-peers.js';
-import { IkReplayCache } from '../session/handshake-ik.js';
 import { DEFAULT_KEEPALIVE_MS, type Session } from '../session/session.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import { NatpunchError, isNatpunchError } from '../util/errors.js';
@@ -35,20 +35,22 @@ export interface EndpointOptions extends ListenOptions {
   accept?: boolean;
   /** Register with the rendezvous (default true; a one-shot connect() registers only to get relay credentials). */
   register?: boolean;
+  /** Names pinned to keys for connect(name) (ConnectOptions.knownPeers, src/identity/known-peers.ts). */
+  knownPeers?: PeerPins;
 }
 
 export interface EndpointConnectOptions {
   signal?: AbortSignal;
+  /** Up to 1000 bytes inside the first check (Noise IK message 1; see ConnectOptions.earlyData). */
+  earlyData?: Uint8Array;
+  /** Names pinned to keys (see ConnectOptions.knownPeers). */
+  knownPeers?: PeerPins;
   /** Default DEFAULT_CONNECT_TIMEOUT_MS (30 s) for the whole attempt. */
   timeoutMs?: number;
   onProgress?: (p: Progress) => void;
   /** Direct mode: the caller exchanged keys and candidates itself (`peer` must then be the key). */
   candidates?: Candidate[];
   connectionId?: Uint8Array;
-  /** Names pinned to keys for this connect (default: the Endpoint's `knownPeers`). */
-  knownPeers?: PeerPins;
-  /** Up to 1000 bytes in the first check (Noise IK message 1, docs/handshake.md); see ConnectOptions.earlyData. */
-  earlyData?: Uint8Array;
 }
 
 export interface EndpointEvents {
@@ -67,10 +69,6 @@ export function keepAliveFor(options: { keepAliveMs?: number; mappingLifetimeMs?
   return undefined;
 }
 
-function toKey(to: PeerSpec): Buffer | null {
-  return peerTarget(to).key ?? null;
-}
-
 /** Trust on first use: the session authenticated the introduced key, so a name seen for the first time is pinned to
  *  it. A pin file that cannot be written does not fail the session (logged). */
 async function pinName(pin: (() => Promise<void>) | null, logger: Logger): Promise<void> {
@@ -84,8 +82,6 @@ async function pinName(pin: (() => Promise<void>) | null, logger: Logger): Promi
 
 export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly publicKey: Buffer;
-  /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
-  readonly #ikReplay: IkReplayCache;
   readonly #local: LocalState;
   readonly #options: EndpointOptions;
   readonly #techniques: ResolvedTechniques;
@@ -93,6 +89,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly #incoming = new Set<Session>();
   readonly #outgoing = new Set<Session>();
   readonly #attempts = new Set<AbortController>();
+  /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
+  readonly #ikReplay: IkReplayCache;
   #closed = false;
   #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
 
@@ -187,39 +185,32 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
     const progress = (p: Progress) => this.#progress(p, options.onProgress);
     const rv = this.#local.rendezvous;
-    let pinAfterSession: (() => Promise<void>) | null = null;
     try {
       let session: Session;
+      let pin: (() => Promise<void>) | null = null;
+      const target = peerTarget(peer);
+      const ik = { ik: options.earlyData ? { earlyData: options.earlyData } : {} };
       if (options.candidates) {
-        const key = toKey(peer);
-        if (!key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
+        if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
         session = await runAttempt({
-          role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: key, remote: options.candidates,
-          ...(options.earlyData ? { earlyData: options.earlyData } : {}),
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques, tuning: this.#tuning(),
+          role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
       } else {
         if (!rv) throw new NatpunchError('BAD_ARGUMENT', 'this endpoint has no rendezvous: give the peer candidates (direct mode)');
         await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-        const target = peerTarget(peer);
-        // TCP port prediction right before our candidates go out (tcp-local.ts predict(): only when our NAT did not
-        // keep port P's number, so a cone or port-preserving NAT sends the CONNECT at once).
-        // candidates() offers the window predict() measured (TcpLocal.window).
-        if (this.#local.tcp && this.#techniques.transport !== 'udp') await this.#local.tcp.predict({ signal });
         const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
         // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
-        // for, or the one the name is pinned to (known_peers). A lying rendezvous gives a failed connection, never a
-        // wrong one.
-        pinAfterSession = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
+        // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
+        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
         progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
         session = await runAttempt({
           role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
-          ...(options.earlyData ? { earlyData: options.earlyData } : {}),
           ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques,
-          tuning: { ...this.#tuning(), recover: this.#recover(rv, offer.peerKey) },
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques,
+          tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
@@ -230,7 +221,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       }
       this.#outgoing.add(session);
       session.once('close', () => this.#outgoing.delete(session));
-      await pinName(pinAfterSession, this.#logger);
+      await pinName(pin, this.#logger);
       progress({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
       return session;
     } catch (err) {
@@ -281,11 +272,10 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     try {
       const session = await runAttempt({
         role: 'responder', connectionId: offer.connectionId, peerKey: Buffer.from(offer.peerKey), remote: offer.candidates,
-        ikReplay: this.#ikReplay,
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-        local: this.#local, keyPair: this.#options.keyPair,
+        local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}),
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
-        techniques: this.#techniques, tuning: this.#tuning(),
+        techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
         logger: this.#logger, progress, signal,
       });

@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { UdxEndpoint } from '../net/udx.js';
-import { parseRendezvousList, RendezvousClient } from '../rendezvous/client.js';
+import { RendezvousClient, parseRendezvousList } from '../rendezvous/client.js';
 import { RelayPath, openRendezvousRelay, parseRelaySpec } from '../relay/path.js';
 import { addonStatus } from '../net/native.js';
 import { advertToCandidates, gatherHardNat, type HardNatOptions } from '../traversal/hardwire.js';
@@ -38,24 +38,16 @@ const AUTO_RELAY_MIN_WAIT_MS = 150;
  *  must not cost long: the measurement then just fails and the planner treats our NAT as unknown). */
 const DEFAULT_MEASURE_BOUND_MS = 2_500;
 
-export function parseRendezvous(spec: string): { host: string; port: number } {
-  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(spec);
-  if (v6) return { host: v6[1]!, port: v6[2] ? Number(v6[2]) : DEFAULT_RENDEZVOUS_PORT };
-  const parts = spec.split(':');
-  if (parts.length === 2) return { host: parts[0]!, port: Number(parts[1]) };
-  return { host: spec, port: DEFAULT_RENDEZVOUS_PORT };
-}
-
-/** Every server of a rendezvous spec ("a,b" or an array: failover order, src/rendezvous/client.ts). */
-export function rendezvousList(spec: CommonOptions['rendezvous']): Array<{ host: string; port: number }> {
-  if (!spec || typeof spec === 'function') return [];
+/** Every server of a rendezvous spec ("a,b" or a list: failover order); null for a factory or none. */
+export function rendezvousList(spec: CommonOptions['rendezvous']): Array<{ host: string; port: number }> | null {
+  if (!spec || typeof spec === 'function') return null;
   if (typeof spec === 'string') return parseRendezvousList(spec, DEFAULT_RENDEZVOUS_PORT);
   return (Array.isArray(spec) ? spec : [spec]).map((s) => ({ host: s.host, port: s.port ?? DEFAULT_RENDEZVOUS_PORT }));
 }
 
-/** The (first) rendezvous as host and port when given as an address or name, else null (a factory, or none). */
+/** The (first) rendezvous as host and port when given as addresses or names, else null (a factory, or none). */
 export function rendezvousServer(spec: CommonOptions['rendezvous']): { host: string; port: number } | null {
-  return rendezvousList(spec)[0] ?? null;
+  return rendezvousList(spec)?.[0] ?? null;
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -83,7 +75,7 @@ export function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?: bool
 
 function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Parameters<RendezvousFactory>[0]): RendezvousLike {
   if (typeof spec === 'function') return spec(init);
-  const server = rendezvousList(spec);
+  const server = rendezvousList(spec)!;
   for (const s of server) {
     if (!Number.isInteger(s.port) || s.port <= 0 || s.port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
@@ -94,6 +86,7 @@ function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Pa
     ...(init.name !== undefined ? { name: init.name } : {}),
     candidates: init.candidates,
     logger: init.logger,
+    ...(init.report === false ? { report: false } : {}),
   });
 }
 
@@ -117,6 +110,8 @@ export class LocalState {
   #ownsSocket: boolean;
   #host: Candidate[];
   #tcp: TcpLocal | null = null;
+  /** TCP port prediction's window candidate (tcp-local.ts predict()), refreshed before each offer. */
+  #tcpPredicted: Candidate[] = [];
   #hard: { advert: HardNatAdvert; candidates: Candidate[]; opts: HardNatOptions; srflx: { address: string; port: number } } | null = null;
   #relay: RelayPath | null = null;
   #mapper: PortMapper | null = null;
@@ -150,6 +145,7 @@ export class LocalState {
             ...(o.name !== undefined ? { name: o.name } : {}),
             candidates: () => self.state?.candidates() ?? host,
             logger: o.logger,
+            ...(o.report === false ? { report: false } : {}),
           })
         : null;
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);
@@ -180,9 +176,6 @@ export class LocalState {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
-      // TCP port prediction (a sequential NAT's next TCP ports) last, after every other new mapping gathering made, so
-      // the window a listener registers starts after its latest allocation (tcp-predict.ts; candidates() offers it).
-      if (registered && st.#tcp) await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);
@@ -212,6 +205,7 @@ export class LocalState {
         logger: o.logger,
       });
       if (this.#closed) this.#tcp.close();
+      else this.#tcpPredicted = await this.#tcp.predict(o.signal ? { signal: o.signal } : {});
     } catch (err) {
       if (mode === 'tcp' || o.signal?.aborted) throw err;
       o.progress({ phase: 'transport', transport: 'udp', reason: `TCP unavailable (${(err as Error).message}); using UDP` });
@@ -256,8 +250,7 @@ export class LocalState {
           o.progress({ phase: 'relay', ok: false, error: 'the rendezvous offered no relay credentials' });
           return;
         }
-        // UDP from the punching socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked),
-        // else TLS (RFC 8656 §3.1; src/relay/path.ts openRendezvousRelay).
+        // UDP from our socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
         this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
       } else {
         const s = typeof spec === 'string' ? parseRelaySpec(spec) : spec;
@@ -329,7 +322,7 @@ export class LocalState {
     // in the client and at the server) drop the marker, and with it the advert.
     const srflx: Candidate[] = this.#reflexive && !this.#hard ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }] : [];
     // The hard-NAT marker and window are 'predicted' candidates of equal address: dedupe keeps them apart by port.
-    return [...dedupeCandidates([...this.#host, ...(this.#tcp?.candidates ?? []), ...(this.#tcp?.window ?? []), ...mapped, ...srflx, ...relay]), ...(this.#hard?.candidates ?? [])];
+    return [...dedupeCandidates([...this.#host, ...(this.#tcp?.candidates ?? []), ...this.#tcpPredicted, ...mapped, ...srflx, ...relay]), ...(this.#hard?.candidates ?? [])];
   }
 
   /** Our side as the planner sees it. */
@@ -355,6 +348,8 @@ export class LocalState {
    * mapping again (one Binding from a fresh socket) so the advertised window starts right after it.
    */
   async refreshPrediction(server: { host: string; port: number } | null, signal?: AbortSignal): Promise<void> {
+    // TCP's window first (it measures with fresh TCP mappings), the UDP one last: the latest allocation before ours.
+    if (this.#tcp && this.#tcp.prediction) this.#tcpPredicted = await this.#tcp.predict(signal ? { signal } : {});
     const h = this.#hard;
     if (!h || h.advert.kind !== 'sequential' || h.advert.delta === null) return;
     const stun = h.opts.stun?.[0] ?? (server ? { address: isIP(server.host) ? server.host : (await lookup(server.host)).address, port: server.port } : null);

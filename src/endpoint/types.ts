@@ -15,9 +15,10 @@ import type { TechniqueEvent, TechniqueName } from '../traversal/technique.js';
 import type { RelayPath } from '../relay/path.js';
 import type { PortMapperOptions } from '../portmap/mapper.js';
 import type { Logger } from '../util/log.js';
+import type { ConnectionOutcome } from '../rendezvous/client.js';
 import type { PeerSpec } from '../identity/verify.js';
-import type { IkReplayCache } from '../session/handshake-ik.js';
 import type { PeerPins } from '../identity/known-peers.js';
+import type { IkReplayCache } from '../session/handshake-ik.js';
 
 /** STUN's port (RFC 8489 §18.6); `natpunch serve` runs the rendezvous on it too. */
 export const DEFAULT_RENDEZVOUS_PORT = 3478;
@@ -36,6 +37,8 @@ export interface RendezvousLike {
   /** SEQ_OFFER (TCP sequence-number techniques): publish ours, wait for the peer's. Optional for custom clients. */
   exchangeSeqOffer?(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }>;
   awaitSeqOffer?(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }>;
+  /** Outcome report after an attempt (src/rendezvous/outcome.ts). Optional for custom clients; never throws. */
+  report?(outcome: ConnectionOutcome): Promise<boolean>;
 }
 
 
@@ -56,6 +59,8 @@ export type RendezvousFactory = (init: {
   name?: string;
   candidates: () => Candidate[];
   logger: Logger;
+  /** false: the client sends no outcome reports. */
+  report?: boolean;
 }) => RendezvousLike;
 
 /** Progress of connect()/listen(), for CLIs and logs. */
@@ -112,19 +117,12 @@ export interface CommonOptions {
   checkTimeoutMs?: number;
   logger?: Logger;
   onProgress?: (p: Progress) => void;
-  /** How to reach the rendezvous: "host[:port]", {host, port}, or a factory (tests, custom clients). */
-  /** How to reach the rendezvous: "host[:port]" or "a,b" (failover order), {host, port}, a list of them, or a factory. */
+  /** How to reach the rendezvous: "host[:port]" ("a,b": failover order), {host, port}, a list, or a factory. */
   rendezvous?: string | { host: string; port?: number } | Array<{ host: string; port?: number }> | RendezvousFactory;
   /** Which transports to race (default 'auto': UDP and TCP; UDP kept when both work). */
   transport?: TransportMode;
   /** TCP techniques beyond P2P-NAT (tcp-session.ts TcpSequenceMode; default 'auto'). */
   tcpSequence?: TcpSequenceMode;
-  /**
-   * Names pinned to keys (src/identity/known-peers.ts, SSH known_hosts style): connecting by name refuses a key other
-   * than the pinned one (PEER_KEY_CHANGED) before anything is sent to the introduced peer, and pins a name on its
-   * first successful session. The CLI passes ~/.natpunch/known_peers. Default: no pins (only `{ name, key }` pins).
-   */
-  knownPeers?: PeerPins;
   /**
    * On by default (off when the environment sets NATPUNCH_PORT_MAPPING=0, as the test runner does outside the lab):
    * asks the gateway (PCP, NAT-PMP, UPnP IGD) to map the socket's UDP port, in the background — it never delays a
@@ -137,6 +135,11 @@ export interface CommonOptions {
    * (prediction / birthday). `false` turns it off; an object sets the double-random budget or STUN servers.
    */
   hardNat?: boolean | HardNatOptions;
+  /** Send the rendezvous a signed outcome report after each attempt (NAT types, techniques, timings; never payload,
+   *  never an address). Default true; `--no-report` / false turns it off. */
+  report?: boolean;
+  /** This side's NAT type when known (e.g. from netcheck), for outcome reports only. */
+  natType?: string;
 }
 
 /** A relay: 'auto' (default: the credentials the rendezvous hands its peers), credentials
@@ -152,15 +155,14 @@ export interface ConnectOptions extends CommonOptions {
   /** The peer's name or key (hex or bytes), through the rendezvous; `{ name, key }`: by name, and it must have
    *  this key (checked before anything is sent to the peer the rendezvous introduces). */
   to?: PeerSpec;
+  /** Names pinned to keys (src/identity/known-peers.ts, SSH known_hosts style): connecting by name refuses a key other
+   *  than the pinned one before anything is sent, and pins a name on its first successful session. */
+  knownPeers?: PeerPins;
+  /** Up to 1000 bytes inside the first check (Noise IK message 1, docs/handshake.md), delivered once in
+   *  `session.earlyData` on the listener; `session.earlyDataAccepted` says whether they arrived. */
+  earlyData?: Uint8Array;
   /** Direct mode, without a rendezvous: the peer's key and candidates (the caller did the signalling). */
   peer?: { publicKey: Uint8Array; candidates: Candidate[] };
-  /**
-   * Up to 1000 bytes sent inside the first connectivity check (Noise IK message 1, docs/handshake.md): the listener
-   * gets them in `session.earlyData` one trip earlier than anything sent after connect() resolves, exactly once.
-   * Not forward secret against a later theft of the listener's key. `session.earlyDataAccepted` says whether they
-   * arrived (false after a fallback to XX: then send them on a stream).
-   */
-  earlyData?: Uint8Array;
   /** Direct mode: the connection id both sides agreed on (16 random bytes by default; give the same to acceptOffer). */
   connectionId?: Uint8Array;
   timeoutMs?: number;
@@ -176,10 +178,9 @@ export interface ListenOptions extends CommonOptions {
   relayHoldMs?: number;
   /** A name to claim on the rendezvous. */
   name?: string;
-  /** Noise IK first messages already seen (docs/handshake.md). Listeners of one key in one process share one, so a
-   *  first flight accepted by one is a replay to the others; default: the listener's own. */
-  replayCache?: IkReplayCache;
   /** Keys that may connect (list of keys/hex ids, or a function). Default: anyone with a valid key. */
   allow?: Allow;
+  /** Noise IK first messages already seen (docs/handshake.md); listeners of one key in one process share one. */
+  replayCache?: IkReplayCache;
   signal?: AbortSignal;
 }

@@ -597,6 +597,10 @@ export class RendezvousServer {
     this.#handle(msg, channel).catch((err: unknown) => {
       this.#stats.internalErrors++;
       this.#log.warn({ err }, 'rendezvous handler failed');
+      // Storage unreachable (Redis down) and the like: say so, so the peer retries instead of failing over or
+      // waiting out its timeout; never more bytes than the request (no amplification).
+      const reply = this.#errorBytes(msg.requestId, typeCode(msg.type), 'SERVER_FULL', 'temporarily unavailable; retry', 1000);
+      if (reply.length <= bytes.length) this.#send(channel, reply);
     });
   }
 
@@ -1185,6 +1189,19 @@ export class RendezvousServer {
     }
     this.#stats.remoteDelivered++;
     this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+    if (push.kind === 'notify' && this.#issuer) {
+      // Peer-relay mode: the responder's credentials come from this node, so this node's scopes must hear of the
+      // introduction too (the initiator's node told its own). The initiator was seen where its srflx candidates say.
+      try {
+        const n = decodeRendezvous(push.bytes);
+        if (n.type === 'connect-notify') {
+          const seen = n.candidates.filter((c) => c.type === 'srflx').map((c): Endpoint => ({ transport: c.transport, address: c.address, port: c.port }));
+          this.#issuer.introduce(n.peerKey, seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
+        }
+      } catch {
+        // our own encoding: cannot fail; nothing to scope if it did
+      }
+    }
   }
 
   /**

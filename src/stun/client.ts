@@ -725,14 +725,21 @@ export async function stunBinding(
       d.dispose();
     }
   }
-  const type: dgram.SocketType = endpoint.address.includes(':') ? 'udp6' : 'udp4';
-  const transport = await NodeDatagramTransport.bind({ type, address: options.localAddress });
+  // A connected socket: ICMP port unreachable ends the transaction at once (ECONNREFUSED) instead of after Rc sends.
+  const transport = await NodeDatagramTransport.connect(endpoint, options.localAddress ? { address: options.localAddress } : {});
+  const unreachable = new AbortController();
+  const offError = transport.onError((err) => {
+    const why = err.code === 'ECONNREFUSED' ? 'port unreachable: nothing listens there' : err.message;
+    unreachable.abort(new NatpunchError('UNREACHABLE', `${endpointText(endpoint)}: ${why}`, { cause: err }));
+  });
   const client = new StunClient(transport, { logger: options.logger });
   try {
-    const result = await client.binding(endpoint, options);
+    const signal = options.signal ? AbortSignal.any([options.signal, unreachable.signal]) : unreachable.signal;
+    const result = await client.binding(endpoint, { ...options, signal });
     const a = transport.address();
     return { ...result, local: { address: normalizeAddress(a.address), port: a.port } };
   } finally {
+    offError();
     client.close();
     transport.close();
   }

@@ -68,6 +68,8 @@ export async function hardPunchSession(
     remote,
     tuning,
     signal,
+    // Prediction runs alone at the start of its plan: IK in its checks. Birthday races the plain checks: XX.
+    ik: name === 'predict',
     release: () => {
       punch.close();
       void won?.close().catch(() => {});

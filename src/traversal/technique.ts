@@ -14,7 +14,6 @@ import type { UdxEndpoint } from '../net/udx.js';
 import type { KeyPair } from '../session/identity.js';
 import type { Allow, Session } from '../session/session.js';
 import type { Logger } from '../util/log.js';
-import type { IkReplayCache } from '../session/handshake-ik.js';
 
 /** Every technique the planner knows, by the name progress events and errors use. */
 export type TechniqueName =
@@ -98,10 +97,6 @@ export interface TechniqueContext {
   remote: { candidates: Candidate[]; nat: NatView };
   /** Responder side: who may connect. */
   allow?: Allow;
-  /** Initiator: bytes for the first check (Noise IK message 1 payload, docs/handshake.md). */
-  earlyData?: Uint8Array;
-  /** Responder: Noise IK first messages already seen (absent: the listener answers XX only). */
-  ikReplay?: IkReplayCache;
   signalling: SignallingChannel | null;
   logger: Logger;
   progress(event: TechniqueEvent): void;

@@ -14,8 +14,9 @@ import type { Candidate } from './candidate.js';
 import type { PathResult, Technique, TechniqueContext, TechniqueName } from './technique.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import { Session, streamIdsFor, DEFAULT_HANDSHAKE_TIMEOUT_MS, type SessionPath } from '../session/session.js';
-import { initiatorIk, initiatorIkSession, IkListenerAttempt } from '../session/ik-attempt.js';
 import { NatpunchError } from '../util/errors.js';
+import type { IkReplayCache } from '../session/handshake-ik.js';
+import { initiatorIk, initiatorIkSession, IkListenerAttempt } from '../session/ik-attempt.js';
 
 /** Session knobs every technique passes on (connect()/listen() options). */
 export interface SessionTuning {
@@ -25,6 +26,8 @@ export interface SessionTuning {
   checkTimeoutMs?: number;
   /** Initiator over UDP: how to find a new path when this one dies (a fresh introduction; see Session). */
   recover?: (signal: AbortSignal) => Promise<{ address: string; port: number; path?: Partial<SessionPath> }>;
+  /** Noise IK in the checks (docs/handshake.md): the connector's early data; the listener's replay cache. */
+  ik?: { earlyData?: Uint8Array; replay?: IkReplayCache };
 }
 
 /**
@@ -62,6 +65,12 @@ export interface CheckedSessionOptions {
   signal: AbortSignal;
   /** Resources the session needs (released once when it closes, or by the race if it lost). */
   release?: () => void;
+  /**
+   * Run Noise IK inside the checks (docs/handshake.md; XX after them stays the fallback). Only the one technique of
+   * a plan that starts at once uses it: an IK handshake completes inside the checks, before the race's claim, so
+   * two IK techniques could leave the two sides holding different sessions.
+   */
+  ik?: boolean;
 }
 
 function toResult(o: CheckedSessionOptions, session: Session): PathResult {
@@ -89,16 +98,11 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
   const { ctx, tuning } = o;
   const id = techniqueConnectionId(ctx.connectionId, o.technique);
   const ids = streamIdsFor(id);
-  // Noise IK folded into the checks (docs/handshake.md) on the plain checks: the connector knows the listener's key
-  // from the introduction, so check request 1 carries handshake message 1 and the answer completes it. A listener
-  // without an IK replay cache (or an older peer) leaves it out and XX runs after the checks as before.
-  const ikCapable = o.technique === 'udp-checks' || o.technique === 'mapped';
-  const ik = ikCapable && ctx.role === 'initiator' ? initiatorIk({ keyPair: ctx.keyPair, peerKey: ctx.peerKey, connectionId: id, ...(ctx.earlyData ? { earlyData: ctx.earlyData } : {}) }) : undefined;
-  const ikListener =
-    ikCapable && ctx.role === 'responder' && ctx.ikReplay
-      ? new IkListenerAttempt({ keyPair: ctx.keyPair, connectionId: id, peerKey: ctx.peerKey, replay: ctx.ikReplay, ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}) })
-      : undefined;
-  const handshake = ik ?? ikListener?.handshake;
+  const initiatorIkState = o.ik && ctx.role === 'initiator' ? initiatorIk({ keyPair: ctx.keyPair, peerKey: ctx.peerKey, connectionId: id, ...(tuning.ik?.earlyData ? { earlyData: tuning.ik.earlyData } : {}) }) : null;
+  const listenerIk = o.ik && ctx.role === 'responder' && tuning.ik?.replay
+    ? new IkListenerAttempt({ keyPair: ctx.keyPair, connectionId: id, peerKey: ctx.peerKey, replay: tuning.ik.replay, ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}) })
+    : null;
+  const handshake = initiatorIkState ?? listenerIk?.handshake;
   const checks = new ConnectivityChecks({
     ...(handshake ? { handshake } : {}),
     transport: o.endpoint,
@@ -128,35 +132,36 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       if (!(await ctx.claim())) throw new NatpunchError('ABORTED', 'another technique won');
       try {
         const path = { ...pathOf(r), ...reasonOf(ctx) };
-        const viaIk = ik ? initiatorIkSession(ik, { ...common, connectionId: id, peerKey: ctx.peerKey, remote: r.remote, path, ...(tuning.recover ? { recover: tuning.recover } : {}) }) : null;
-        if (viaIk) return toResult(o, viaIk);
-        const session = await Session.establish({
+        // IK completed inside the checks: the session is up already; else (an older or declining peer) XX now.
+        const ik = initiatorIkState
+          ? initiatorIkSession(initiatorIkState, { ...common, connectionId: id, peerKey: ctx.peerKey, remote: r.remote, path, ...(tuning.recover ? { recover: tuning.recover } : {}) })
+          : null;
+        const session = ik ?? (await Session.establish({
           ...common,
           isInitiator: true,
           remote: r.remote,
           localStreamId: ids.initiator,
           remoteStreamId: ids.responder,
           expectedRemoteKey: ctx.peerKey,
-          path: { ...pathOf(r), ...reasonOf(ctx) },
+          path,
           ...(tuning.recover ? { recover: tuning.recover } : {}),
-        });
+        }));
         return toResult(o, session);
       } catch (err) {
         ctx.unclaim();
         throw err;
       }
     }
+    const xx = new AbortController();
     const udx = o.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
     let result: CheckResult | null = null;
     udx.once('connect', () => {
       result = checks.select(udx.remoteHost!, udx.remotePort);
     });
-    const xx = new AbortController();
-    const checksFailed = checks.run().then(
+    const checksDone = checks.run().then(
       (r) => {
-        // IK: the handshake completed inside the checks; otherwise the XX session below comes when the initiator starts it.
-        const viaIk = ikListener?.session({ ...common, path: { ...pathOf(r), ...reasonOf(ctx) } });
-        return viaIk ?? new Promise<never>(() => {});
+        const s = listenerIk?.session({ ...common, path: { ...pathOf(r), ...reasonOf(ctx) } });
+        return s ?? new Promise<never>(() => {}); // XX: the session comes from Session.establish below
       },
       (err: unknown) => {
         udx.destroy();
@@ -165,7 +170,6 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
     );
     const session = Session.establish({
       ...common,
-      signal: AbortSignal.any([o.signal, xx.signal]),
       isInitiator: false,
       udxStream: udx,
       localStreamId: ids.responder,
@@ -173,10 +177,12 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}),
       handshakeTimeoutMs: (tuning.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
       path: () => (result ? { ...pathOf(result), ...reasonOf(ctx) } : {}),
+      signal: AbortSignal.any([o.signal, xx.signal]),
     });
-    const won = await Promise.race([session, checksFailed, ...(ikListener ? [ikListener.refused] : [])]);
+    const won = await Promise.race([session, checksDone, ...(listenerIk ? [listenerIk.refused] : [])]);
     if (won.handshakePattern === 'IK') {
       xx.abort(new NatpunchError('ABORTED', 'the session runs on Noise IK'));
+      udx.destroy();
     }
     return toResult(o, won);
   } catch (err) {
@@ -187,7 +193,7 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
 }
 
 /** The plain checks between both sides' candidates on the Endpoint's socket. */
-export function udpChecksTechnique(name: 'udp-checks' | 'mapped', tuning: SessionTuning): Technique {
+export function udpChecksTechnique(name: 'udp-checks' | 'mapped', tuning: SessionTuning, ik = true): Technique {
   return {
     name,
     applies: () => true,
@@ -200,6 +206,7 @@ export function udpChecksTechnique(name: 'udp-checks' | 'mapped', tuning: Sessio
         remote: ctx.remote.candidates.filter((c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'predicted'),
         tuning,
         signal,
+        ik,
       }),
   };
 }

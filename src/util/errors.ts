@@ -24,6 +24,7 @@ export type NatpunchErrorCode =
   | 'PORTMAP'
   | 'TURN'
   | 'TURN_FORBIDDEN_PEER'
+  | 'UNREACHABLE'
   | (string & {});
 
 export class NatpunchError extends Error {
