@@ -176,9 +176,10 @@ export class LocalState {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
-      // TCP port prediction (a sequential NAT's next TCP ports) last, after every other new mapping gathering made, so
-      // the window a listener registers starts after its latest allocation (tcp-predict.ts; candidates() offers it).
-      if (registered && st.#tcp) await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
+      // Transport tcp: the UDP measurement took fresh ports after TCP's window was measured (many sequential NATs
+      // count both with one counter), so measure TCP again: the window we offer must start after our latest
+      // allocation (tcp-predict.ts). With UDP on, the UDP window stays the latest: its hard punch runs first.
+      if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed) st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);
@@ -204,6 +205,8 @@ export class LocalState {
         hostAddresses: this.#host.filter((c) => c.type === 'host').map((c) => c.address),
         ...(server ? { stun: server } : {}),
         ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+        // --tcp-seq off: no port Q for the sequence techniques (tcp-local.ts).
+        ...(o.techniques.tcpSequence === 'off' ? { sequencePort: false } : {}),
         ...(o.signal ? { signal: o.signal } : {}),
         logger: o.logger,
       });

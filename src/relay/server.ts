@@ -270,6 +270,11 @@ interface AuthOk {
 /** listen() on port 0 retries when the UDP port the kernel chose is already taken on TCP. */
 const LISTEN_ATTEMPTS = 10;
 
+/** A transport that sends a header and a payload as one datagram without joining them (src/net/batched.ts). */
+interface PartsSender {
+  sendParts(head: Uint8Array, tail: Uint8Array, port: number, address: string): void;
+}
+
 export class TurnServer {
   readonly realm: string;
   readonly stats: TurnStats = {
@@ -581,7 +586,11 @@ export class TurnServer {
     // Transports over a node:dgram socket (NodeDatagramTransport, serve's ServerUdpSocket) get the two-buffer send.
     const maybe = (transport as { socket?: unknown }).socket;
     const raw = maybe instanceof dgram.Socket ? maybe : null;
+    // Batched sockets (src/net/batched.ts) copy header and data straight into their send queue: no joined Buffer.
+    const batched = !raw && typeof (transport as Partial<PartsSender>).sendParts === 'function' ? (transport as unknown as PartsSender) : null;
     const { address, port } = rinfo;
+    // Reused: sendParts copies it before returning.
+    const head = batched ? Buffer.alloc(4) : null;
     return {
       kind: 'udp',
       address: normalizeIp(address),
@@ -594,13 +603,20 @@ export class TurnServer {
             hdr.writeUInt16BE(data.length, 2);
             raw.send([hdr, data], port, address);
           }
-        : (channel, data) => {
-            const out = Buffer.allocUnsafe(4 + data.length);
-            out.writeUInt16BE(channel, 0);
-            out.writeUInt16BE(data.length, 2);
-            data.copy(out, 4);
-            transport.send(out, port, address);
-          },
+        : batched && head
+          ? (channel, data) => {
+              // RFC 8656 §12.4: ChannelData = channel number, length, data.
+              head.writeUInt16BE(channel, 0);
+              head.writeUInt16BE(data.length, 2);
+              batched.sendParts(head, data, port, address);
+            }
+          : (channel, data) => {
+              const out = Buffer.allocUnsafe(4 + data.length);
+              out.writeUInt16BE(channel, 0);
+              out.writeUInt16BE(data.length, 2);
+              data.copy(out, 4);
+              transport.send(out, port, address);
+            },
     };
   }
 

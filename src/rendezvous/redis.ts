@@ -45,12 +45,17 @@ export const INBOX_MAX_LENGTH = 10_000;
 const INBOX_BLOCK_MS = 1_000;
 /** Reconnect backoff: 50 ms doubling to 2 s (node-redis retries forever with this). */
 const RECONNECT_MAX_MS = 2_000;
+/**
+ * A command that gets no answer within this long fails (node-redis `timeout` + `rejectInFlight`): a Redis that hangs
+ * turns into "temporarily unavailable" answers instead of requests that never finish. Ample: commands take < 1 ms.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 2_000;
 /** Node liveness answers are cached this long (one lookup per node per second, not per introduction). */
 const ALIVE_CACHE_MS = 1_000;
 
 /** The part of a node-redis client used here (RESP2 replies: arrays, strings, integers, null). */
 interface Client {
-  sendCommand(args: string[]): Promise<unknown>;
+  sendCommand(args: string[], options?: { timeout?: number; rejectInFlight?: boolean }): Promise<unknown>;
   readonly isReady: boolean;
   connect(): Promise<unknown>;
   destroy(): void;
@@ -164,7 +169,8 @@ function decodeRecord(json: string): PeerRecord | undefined {
     const s = JSON.parse(json) as StoredRecord;
     const r: PeerRecord = {
       publicKey: Buffer.from(s.k, 'hex'),
-      candidates: s.c,
+      // RELEASE_SCRIPT re-encodes records with Lua's cjson, which writes an empty array as {}.
+      candidates: Array.isArray(s.c) ? s.c : [],
       reflexive: s.x,
       reachable: s.r,
       registeredAt: s.ra,
@@ -267,7 +273,7 @@ export class RedisBackend {
   /** One command; counts a round trip. */
   async command(args: string[]): Promise<Reply> {
     this.roundTrips++;
-    return (await this.#client.sendCommand(args)) as Reply;
+    return (await this.#client.sendCommand(args, { timeout: REDIS_COMMAND_TIMEOUT_MS, rejectInFlight: true })) as Reply;
   }
 
   /** Runs a Lua script by its SHA1, loading it on NOSCRIPT (after a Redis restart, say). One round trip usually. */

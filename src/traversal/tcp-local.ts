@@ -63,8 +63,6 @@ export interface TcpLocal {
   lowTtl(signal?: AbortSignal): Promise<number | null>;
   /** The prediction last offered by predict() (null: none, our NAT keeps P's port or is not sequential). */
   readonly prediction: TcpPrediction | null;
-  /** That prediction as the window candidate to offer (tcp-predict.ts), or none. */
-  readonly window: Candidate[];
   /**
    * Port prediction (tcp-predict.ts), to run right before our candidates are sent: when our NAT did not keep port
    * P's number, measures its TCP allocation and resolves with the one window candidate of a sequential NAT, else
@@ -212,9 +210,6 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
     },
     get prediction() {
       return prediction;
-    },
-    get window() {
-      return prediction ? [tcpPredictionCandidate(prediction)] : [];
     },
     async predict(o = {}) {
       // A NAT that kept P's number most likely keeps it toward the peer too (or maps endpoint-independently).

@@ -256,3 +256,13 @@ test('CLI: connect NAME refuses a key other than the pinned one (one line, both 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('the ICMP fallback of connect by name needs the name\'s key (given or pinned): no unauthenticated fallback', { timeout: 60_000 }, async () => {
+  // Nothing listens on the discard port: the rendezvous is unreachable, so connect() would fall back to ICMP.
+  const err = await connect({ keyPair: generateKeyPair(), to: 'alice', rendezvous: { host: '127.0.0.1', port: 9 }, bind: LOOPBACK, transport: 'udp', icmp: { server: '127.0.0.1' }, timeoutMs: 20_000 }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(isNatpunchError(err, 'PEER_KEY_MISMATCH'), String(err));
+  assert.match((err as Error).message, /ICMP hole punching cannot check who "alice" is/);
+});
