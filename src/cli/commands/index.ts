@@ -15,7 +15,7 @@ export interface CommandEntry {
 /** One entry per command, keyed by the command's name; a command module is imported only when it is run. */
 export const commands: Record<string, CommandEntry> = {
   serve: {
-    summary: 'run the natpunch server: STUN, rendezvous and (with --turn) TURN relay on UDP and TCP',
+    summary: 'run the natpunch server: STUN, rendezvous and the relay for its peers (full TURN with --turn) on UDP and TCP',
     load: () => import('./serve.js'),
   },
   stun: {
