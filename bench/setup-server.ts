@@ -1,5 +1,5 @@
-// Lab fixture for bench/setup.bench.ts, on the lab's server host: `natpunch serve` (STUN + rendezvous) on PORT (and
-// STUN on PORT + 1, hardNat's NAT measurement), and a private hyperdht network: a bootstrapper on
+// Lab fixture for bench/setup.bench.ts, on the lab's server host: `natpunch serve` (STUN + rendezvous) on PORT, a
+// second STUN port (PORT + 1, hardNat's NAT measurement), and a private hyperdht network: a bootstrapper on
 // DHT_PORT plus DHT_NODES - 1 more non-firewalled nodes (hyperdht classifies a NAT from ≥ 3 nodes' answers).
 //   argv: HOST PORT DHT_PORT DHT_NODES  → {type:'ready', bootstrap:['HOST:DHT_PORT', ...]}; exits when stdin ends.
 import { createRequire } from 'node:module';
@@ -12,7 +12,7 @@ const DHT = require('hyperdht') as any;
 const [host = '', portArg = '3478', dhtPortArg = '49737', nodesArg = '5'] = process.argv.slice(2);
 const port = Number(portArg);
 const dhtPort = Number(dhtPortArg);
-// serve answers STUN on PORT + 1 too (hardNat's second measurement port).
+// serve answers STUN on port + 1 itself (ServeConfig.measurePort), so one server gives the measurement both ports.
 const handles = [await startServer({ port, addresses: ['0.0.0.0'] })];
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 const nodes: any[] = [DHT.bootstrapper(dhtPort, host)];

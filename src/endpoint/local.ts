@@ -176,6 +176,10 @@ export class LocalState {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
+      // Transport tcp: the UDP measurement took fresh ports after TCP's window was measured (many sequential NATs
+      // count both with one counter), so measure TCP again: the window we offer must start after our latest
+      // allocation (tcp-predict.ts). With UDP on, the UDP window stays the latest: its hard punch runs first.
+      if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed) st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);
@@ -201,6 +205,8 @@ export class LocalState {
         hostAddresses: this.#host.filter((c) => c.type === 'host').map((c) => c.address),
         ...(server ? { stun: server } : {}),
         ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+        // --tcp-seq off: no port Q for the sequence techniques (tcp-local.ts).
+        ...(o.techniques.tcpSequence === 'off' ? { sequencePort: false } : {}),
         ...(o.signal ? { signal: o.signal } : {}),
         logger: o.logger,
       });
@@ -251,7 +257,7 @@ export class LocalState {
           return;
         }
         // UDP from our socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
-        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
+        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, serverName: rv.server.host, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
       } else {
         const s = typeof spec === 'string' ? parseRelaySpec(spec) : spec;
         this.#relay = await RelayPath.open({ transport: this.socket, ...s, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });

@@ -270,6 +270,11 @@ interface AuthOk {
 /** listen() on port 0 retries when the UDP port the kernel chose is already taken on TCP. */
 const LISTEN_ATTEMPTS = 10;
 
+/** A transport that sends a header and a payload as one datagram without joining them (src/net/batched.ts). */
+interface PartsSender {
+  sendParts(head: Uint8Array, tail: Uint8Array, port: number, address: string): void;
+}
+
 export class TurnServer {
   readonly realm: string;
   readonly stats: TurnStats = {
@@ -581,7 +586,11 @@ export class TurnServer {
     // Transports over a node:dgram socket (NodeDatagramTransport, serve's ServerUdpSocket) get the two-buffer send.
     const maybe = (transport as { socket?: unknown }).socket;
     const raw = maybe instanceof dgram.Socket ? maybe : null;
+    // Batched sockets (src/net/batched.ts) copy header and data straight into their send queue: no joined Buffer.
+    const batched = !raw && typeof (transport as Partial<PartsSender>).sendParts === 'function' ? (transport as unknown as PartsSender) : null;
     const { address, port } = rinfo;
+    // Reused: sendParts copies it before returning.
+    const head = batched ? Buffer.alloc(4) : null;
     return {
       kind: 'udp',
       address: normalizeIp(address),
@@ -594,13 +603,20 @@ export class TurnServer {
             hdr.writeUInt16BE(data.length, 2);
             raw.send([hdr, data], port, address);
           }
-        : (channel, data) => {
-            const out = Buffer.allocUnsafe(4 + data.length);
-            out.writeUInt16BE(channel, 0);
-            out.writeUInt16BE(data.length, 2);
-            data.copy(out, 4);
-            transport.send(out, port, address);
-          },
+        : batched && head
+          ? (channel, data) => {
+              // RFC 8656 §12.4: ChannelData = channel number, length, data.
+              head.writeUInt16BE(channel, 0);
+              head.writeUInt16BE(data.length, 2);
+              batched.sendParts(head, data, port, address);
+            }
+          : (channel, data) => {
+              const out = Buffer.allocUnsafe(4 + data.length);
+              out.writeUInt16BE(channel, 0);
+              out.writeUInt16BE(data.length, 2);
+              data.copy(out, 4);
+              transport.send(out, port, address);
+            },
     };
   }
 
@@ -657,7 +673,7 @@ export class TurnServer {
       client.send(existing.lastResponse);
       return;
     }
-    const auth = this.#authenticate(client, m, fingerprint);
+    const auth = this.#authenticate(client, m, fingerprint, existing);
     if (!auth) return;
     const reply = (b: StunBuilder) => client.send(this.#sign(b, auth));
     const fail = (code: number, reason: string) => {
@@ -719,7 +735,7 @@ export class TurnServer {
    * RFC 8489 §9.2.4 server side of long-term credentials. Sends the 400/401/438 itself and returns null when the
    * request does not pass. Responses to unauthenticated requests are rate limited per source IP.
    */
-  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean): AuthOk | null {
+  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean, existing?: Allocation): AuthOk | null {
     const now = Date.now();
     // `verified`: the request carried a nonce we issued to this very address (438: only its time ran out), so the
     // address answered us before; otherwise the answer is bounded by #sendUnverified.
@@ -771,6 +787,12 @@ export class TurnServer {
     const store = scope !== null ? this.#scope!.credentials : this.#opts.credentials;
     for (const key of store ? candidateKeys(store, username, this.realm, algorithm) : []) {
       if (verifyIntegrity(m, key)) return { username, scope, key, integrity: kind, fingerprint };
+    }
+    // Requests on an allocation may keep using the key that created it after time-limited credentials expire
+    // (RFC 8656 §5 asks only that they match): a relayed session outlives its credentials' lifetime; a new
+    // allocation needs valid ones. Same algorithm only (the key depends on it).
+    if (existing && existing.username === username && existing.key.length === (algorithm === PasswordAlgorithm.SHA256 ? 32 : 16) && verifyIntegrity(m, existing.key)) {
+      return { username, scope: existing.scope, key: existing.key, integrity: kind, fingerprint };
     }
     this.stats.authFailures++;
     return challenge(401, 'Unauthorized');

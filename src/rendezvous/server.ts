@@ -981,7 +981,14 @@ export class RendezvousServer {
     } else {
       // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
       this.#stats.remoteIntroductions++;
-      await this.#cluster!.send(remoteNode!, { to: hex(target.publicKey), pendingKey: hex(msg.connectionId), bytes: encodeRendezvous(notify), kind: 'notify', requestBytes });
+      await this.#cluster!.send(remoteNode!, {
+        to: hex(target.publicKey),
+        pendingKey: hex(msg.connectionId),
+        bytes: encodeRendezvous(notify),
+        kind: 'notify',
+        requestBytes,
+        introduced: { key: hex(msg.publicKey), seen: observed },
+      });
     }
     this.#emit({ type: 'introduction', connectionId: msg.connectionId, from: msg.publicKey, to: target.publicKey, remote: !local });
     this.#remember(msg, reply);
@@ -1189,18 +1196,11 @@ export class RendezvousServer {
     }
     this.#stats.remoteDelivered++;
     this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
-    if (push.kind === 'notify' && this.#issuer) {
-      // Peer-relay mode: the responder's credentials come from this node, so this node's scopes must hear of the
-      // introduction too (the initiator's node told its own). The initiator was seen where its srflx candidates say.
-      try {
-        const n = decodeRendezvous(push.bytes);
-        if (n.type === 'connect-notify') {
-          const seen = n.candidates.filter((c) => c.type === 'srflx').map((c): Endpoint => ({ transport: c.transport, address: c.address, port: c.port }));
-          this.#issuer.introduce(n.peerKey, seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
-        }
-      } catch {
-        // our own encoding: cannot fail; nothing to scope if it did
-      }
+    // Peer-relay mode: the introduction was made on another node; our relay learns it here, where the responder is.
+    // The initiator's node says where it saw the initiator (never the notify's candidates: a peer lists any address
+    // it likes as its own srflx).
+    if (push.introduced) {
+      this.#issuer?.introduce(Buffer.from(push.introduced.key, 'hex'), push.introduced.seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
     }
   }
 

@@ -176,6 +176,7 @@ export class ServeOperations {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.metrics.close();
     await this.#admin?.close();
     await this.redis?.close();
   }

@@ -8,6 +8,7 @@
  * (flag > environment > file > default, src/server/config.ts).
  */
 import { DEFAULT_TURNS_PORT } from '../relay/tls.js';
+import { DEFAULT_NAME_HOLD_MS } from '../rendezvous/registry.js';
 import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SECOND } from '../rendezvous/server.js';
 import { DEFAULT_STUN_PORT } from '../wire/stun/index.js';
 
@@ -66,8 +67,8 @@ const map = <N extends string>(name: N, spec: Spec<Record<string, string>>) => d
 const isIp = (v: string) => (/^[\d.]+$/.test(v) || v.includes(':') ? undefined : `not an IP address: ${v}`);
 const allIps = (v: string[]) => v.map(isIp).find(Boolean);
 
-/** Default time a name stays reserved for its last key after it unregisters or expires (issue 18). */
-export const DEFAULT_NAME_HOLD_MS = 30 * 24 * 3600_000;
+/** Default time a name stays reserved for its last key after it unregisters or expires (issue 18): the registry's. */
+export { DEFAULT_NAME_HOLD_MS };
 /** SIGTERM: how long serve waits for peers to move and allocations to be released before it exits anyway. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
@@ -135,7 +136,7 @@ export const SERVE_OPTIONS = [
     arg: 'url',
     secret: 'url',
     validate: (v) => (/^rediss?:\/\//.test(v) ? undefined : `not a redis:// or rediss:// URL: ${v}`),
-    help: 'keep registrations, name reservations and shared rate limits in Redis (redis://HOST:PORT) so several nodes serve one set of peers',
+    help: 'keep registrations and name reservations in Redis (redis://HOST:PORT) and hand introductions between nodes through it, so several nodes serve one set of peers',
   }),
   str('node-id', { group: 'cluster', arg: 'id', help: 'this node\'s name in Redis and metrics (default: hostname:port)' }),
   // ── admin HTTP ─────────────────────────────────────────────────────────────────────────────────────────────

@@ -8,14 +8,14 @@
  *
  * Amplification rule (UDP only; TCP's handshake proves the client's address): a response to an unauthenticated
  * request is no larger than the request (STUN_MAX_AMPLIFICATION = 1; issue 18). Optional attributes are dropped to
- * fit, in this order: SOFTWARE, RESPONSE-ORIGIN, OTHER-ADDRESS; PADDING (RFC 5780 §7.6) is echoed only up to the
- * bound. The one exception is what RFC 8489 requires: a Binding request is always answered with XOR-MAPPED-ADDRESS
- * (§6.3.1.1; MAPPED-ADDRESS for RFC 3489 requests, §12), and an error with its ERROR-CODE (empty reason) and
+ * fit (SOFTWARE first); PADDING (RFC 5780 §7.6) is echoed only up to the bound. The exceptions are what the RFCs
+ * require: in RFC 5780 mode RESPONSE-ORIGIN and OTHER-ADDRESS (§6.1; at most STUN_RFC5780_EXTRA_BYTES over the
+ * request), and a Binding request is always answered with XOR-MAPPED-ADDRESS
+ * (RFC 8489 §6.3.1.1; MAPPED-ADDRESS for RFC 3489 requests, §12), and an error with its ERROR-CODE (empty reason) and
  * UNKNOWN-ATTRIBUTES (§6.3.1), plus FINGERPRINT when the request had one (§7.3). That minimum exceeds its request by
- * at most STUN_REQUIRED_EXTRA_BYTES (24: a 20-byte request answered with an IPv6 XOR-MAPPED-ADDRESS, 44 bytes), and
- * goes out only within a per-source and global budget (STUN_OVERSIZED_BURST); it is counted in `oversized`, and
- * beyond the budget in `amplificationDropped`. Clients that need RFC 5780's attributes pad their requests (netcheck uses a long SOFTWARE, which any
- * server may ignore). PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
+ * at most STUN_REQUIRED_EXTRA_BYTES (24: a 20-byte request answered with an IPv6 XOR-MAPPED-ADDRESS, 44 bytes); it
+ * is counted in `oversized`; it goes out only within a per-source and global budget (STUN_OVERSIZED_BURST), beyond
+ * which it is counted in `amplificationDropped` instead. PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
  * another port of the requester's own address.
  */
 import type net from 'node:net';
@@ -60,17 +60,20 @@ export const STUN_MAX_AMPLIFICATION = 1;
 /** The most the RFC-required minimum answer exceeds its request by: a 20-byte Binding request answered with an
  *  IPv6 XOR-MAPPED-ADDRESS (20 + 24 bytes; with FINGERPRINT the request had 8 more too). Errors exceed by less. */
 export const STUN_REQUIRED_EXTRA_BYTES = 24;
+/** The same in RFC 5780 mode (--alt-address), whose Binding answers also require RESPONSE-ORIGIN and OTHER-ADDRESS
+ *  (RFC 5780 §6.1): three IPv6 address attributes, 3 × 24 bytes, over a 20-byte request. */
+export const STUN_RFC5780_EXTRA_BYTES = 72;
 /**
  * The RFC-required answers larger than their request go out only within this budget: per source (IPv4 address,
  * IPv6 /64) a burst of STUN_OVERSIZED_BURST, then STUN_OVERSIZED_PER_SECOND, and STUN_OVERSIZED_GLOBAL_PER_SECOND for
  * the whole server (the TURN server, src/relay/server.ts, bounds its 401 the same way). A reflection through this
- * server thus yields a victim at most 8 + 2/s answers of at most 44 bytes. Requests that leave room for their
- * answer (natpunch's clients pad with SOFTWARE) are never limited.
+ * server thus yields a victim at most 8 + 2/s such answers. Requests that leave room for their answer (natpunch's
+ * clients pad with SOFTWARE) are never limited.
  */
 export const STUN_OVERSIZED_BURST = 8;
 export const STUN_OVERSIZED_PER_SECOND = 2;
 export const STUN_OVERSIZED_GLOBAL_PER_SECOND = 1000;
-/** Per-source budgets remembered at most (idle ones are forgotten first). */
+/** Per-source budgets remembered at most (the oldest are forgotten first). */
 const MAX_OVERSIZED_SOURCES = 65_536;
 
 /** How large a UDP answer may be, and for whom (the oversized-answer budget is per source). */
@@ -405,8 +408,11 @@ export class StunServer {
     } else {
       required.push(attr(XorMappedAddress, from)); // §14.2
       if (rfc5780) {
-        if (other) optional.push(attr(OtherAddress, other)); // RFC 5780 §7.4
-        optional.push(attr(ResponseOrigin, via ? localAddress(via) : tcpLocal!)); // RFC 5780 §7.3
+        // RFC 5780 §6.1: a server in discovery mode answers every Binding request with RESPONSE-ORIGIN (§7.3) and,
+        // having an alternate address, OTHER-ADDRESS (§7.4): required, so kept whatever the request's size (the
+        // documented exception, bounded by STUN_RFC5780_EXTRA_BYTES; discovery mode is the operator's --alt-address).
+        required.push(attr(ResponseOrigin, via ? localAddress(via) : tcpLocal!));
+        if (other) required.push(attr(OtherAddress, other));
       }
       if (this.#softwareAttr) optional.push(this.#softwareAttr);
     }
@@ -449,12 +455,12 @@ export class StunServer {
       if (out.length <= bound.bytes) return out;
     }
     if (!mustAnswer) return undefined;
-    // RFC 8489 requires an answer: the required attributes alone, however small the request was, but only within
-    // the oversized-answer budget (module comment), so no victim gets more than a trickle of them.
+    // Only within the oversized-answer budget (STUN_OVERSIZED_BURST), so no victim gets more than a trickle of them.
     if (!this.#oversizedAllowed(bound.from)) {
       this.counters.amplificationDropped++;
       return undefined;
     }
+    // RFC 8489 requires an answer: the required attributes alone, however small the request was (module comment).
     this.counters.oversized++;
     return encodeStun({ cls, method: req.method, transactionId: tid, attributes: required }, { fingerprint });
   }

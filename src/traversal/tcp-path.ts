@@ -23,7 +23,7 @@ import { NatpunchError } from '../util/errors.js';
 import { sleep } from '../util/abort.js';
 import type { Logger } from '../util/log.js';
 import type { SessionPath } from '../session/session.js';
-import type { Candidate } from './candidate.js';
+import { candidateKey, type Candidate } from './candidate.js';
 import { tcpPunch, TCP_NOMINATION_BYTE, TCP_PUNCH_DEFAULTS, type TcpPunchCandidate, type TcpPunchResult } from './tcp-p2pnat.js';
 import { installIcmpGuard, type SeqTechnique } from './tcp-seq.js';
 import { declineSequencePunch, sequencePunch, type SeqChannel } from './tcp-seqpunch.js';
@@ -87,7 +87,11 @@ export interface TcpPathResult extends TcpPunchResult {
  * port, its port Q (tcp-local.ts) left out.
  */
 export function tcpCandidatesOf(remote: Candidate[]): Candidate[] {
-  return expandTcpPredictions(remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4 && !isSeqPortCandidate(c)));
+  const expanded = expandTcpPredictions(remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4 && !isSeqPortCandidate(c)));
+  // One attempt per endpoint: a window offered twice (or overlapping a srflx) must not make two connects from P to
+  // the same endpoint, which the kernel refuses for the second one (the 4-tuple is taken).
+  const seen = new Set<string>();
+  return expanded.filter((c) => !seen.has(candidateKey(c)) && Boolean(seen.add(candidateKey(c))));
 }
 
 /**

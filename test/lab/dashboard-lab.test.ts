@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
+import { metricValue, parsePrometheus } from '../helpers/prom.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./fixtures/rendezvous-session-peer.ts', import.meta.url));
@@ -67,6 +68,9 @@ describe('dashboard in the NAT lab', { skip }, () => {
 
       const pair = 'full-cone/port-restricted-cone';
       assert.equal(await page.locator(`td[data-pair="${pair}"][data-attempts]`).count(), 0);
+      // /metrics, read from inside the namespace by the page itself (same origin), parses as Prometheus text.
+      const scrape = async () => parsePrometheus(await page.evaluate(async () => (await fetch('/metrics')).text()));
+      const before = await scrape();
       const connector = lab.node('a', PEER, ['connect', '--rendezvous', rendezvous, '--nat-type', 'port-restricted-cone']);
       await connector.next((m) => m.ev === 'ready', { timeoutMs: 30_000 });
       connector.send({ cmd: 'connect', to: 'lab-bob' });
@@ -79,6 +83,18 @@ describe('dashboard in the NAT lab', { skip }, () => {
       const cell = page.locator(`td[data-pair="${pair}"][data-attempts="1"]`).first();
       await cell.waitFor({ timeout: 30_000 });
       assert.match(await cell.innerText(), /100% connected/);
+      // The counters moved with the connection through the NATs; the outcome is labelled with both sides' NAT types
+      // once the second report is in (or the first alone after REPORT_MERGE_WAIT_MS).
+      let after = await scrape();
+      const moved = (name: string, labels: Record<string, string> = {}) => metricValue(after, name, labels) - metricValue(before, name, labels);
+      for (let i = 0; i < 100 && moved('natpunch_punch_outcomes_total') < 1; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        after = await scrape();
+      }
+      assert.equal(moved('natpunch_rendezvous_introductions_total', { result: 'local' }), 1);
+      assert.equal(moved('natpunch_punch_outcomes_total', { nat_pair: pair, result: 'connected' }), 1, 'one outcome per connection, both NAT types');
+      assert.equal(moved('natpunch_punch_time_to_connect_seconds_count'), 1);
+      assert.ok(moved('natpunch_punch_reports_total', { result: 'counted' }) >= 1);
       mkdirSync(SCREENSHOT_DIR, { recursive: true });
       await page.screenshot({ path: join(SCREENSHOT_DIR, 'dashboard-lab.png'), fullPage: true });
     } finally {

@@ -1,6 +1,6 @@
 // Noise IK folded into the checks, across real NATs (docs/handshake.md): connect() by name through the real
-// rendezvous; the first check that gets through carries message 1 with early data, which reaches the listener before
-// the connector is even connected. The peers are the set-up bench's (bench/setup-peer.ts), so the bench and this test
+// rendezvous; the first check that gets through carries message 1 with early data, delivered to the listener with the
+// session message 1 opened. The peers are the set-up bench's (bench/setup-peer.ts), so the bench and this test
 // drive the same code.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -47,16 +47,13 @@ describe('Noise IK in the checks, in the NAT lab', { skip }, () => {
     return { c, r };
   }
 
-  test('port-restricted ↔ port-restricted: IK on both sides, direct, early data at the listener before the connector is connected', async () => {
+  test('port-restricted ↔ port-restricted: IK on both sides, direct, the listener\'s first byte is the early data of message 1', async () => {
     const { c, r } = await trial(false);
     assert.equal(c.pattern, 'IK');
     assert.equal(r.pattern, 'IK');
     assert.equal(c.path, 'direct');
+    // The listener's first byte was the early data of message 1 (timings belong to bench/setup.bench.ts).
     assert.equal(r.early, true);
-    // Message 1 reached the listener one trip before message 2 reached the connector.
-    assert.ok(r.firstByteAt <= c.connectedAt, `early data at ${r.firstByteAt}, connected at ${c.connectedAt}`);
-    // The handshake added nothing after the checks found the path.
-    assert.ok(c.phases.connected - c.phases.path < 50, JSON.stringify(c.phases));
   });
 
   // Port prediction runs alone at the start of its plan, so its checks carry IK; the birthday punch (random NATs)

@@ -359,7 +359,7 @@ test('an IK listener session the initiator never confirms ends with HANDSHAKE_FA
   }
 });
 
-test('listeners sharing a replay cache (the hard punch shares its parent listener\'s) treat each other\'s first flights as replays', async () => {
+test('listeners sharing a replay cache (listen({ replayCache })) treat each other\'s first flights as replays', async () => {
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const replayCache = new IkReplayCache();

@@ -119,3 +119,15 @@ test('admin: a bare port is loopback; with a token, /metrics needs it and health
     await admin.close();
   }
 });
+
+test('--rendezvous a,b: a failover list; ports default to 3478; a bad port is one clear error', async () => {
+  const { parseRendezvousList } = await import('../../src/rendezvous/client.js');
+  assert.deepEqual(parseRendezvousList('rdv-1.example.net,10.0.0.2:4000,[2001:db8::1]:5000, [::1]', 3478), [
+    { host: 'rdv-1.example.net', port: 3478 },
+    { host: '10.0.0.2', port: 4000 },
+    { host: '2001:db8::1', port: 5000 },
+    { host: '::1', port: 3478 },
+  ]);
+  assert.throws(() => parseRendezvousList('a:99999', 3478), /bad rendezvous port in "a:99999"/);
+  assert.throws(() => parseRendezvousList(' , ', 3478), /no rendezvous server given/);
+});

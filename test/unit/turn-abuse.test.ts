@@ -17,7 +17,7 @@ import { DEFAULT_CREDENTIAL_RATE_PER_MINUTE } from '../../src/relay/issuer.js';
 import { startServer } from '../../src/server/serve.js';
 import { RendezvousClient, type TurnCredentials } from '../../src/rendezvous/client.js';
 import { generateKeyPair } from '../../src/session/identity.js';
-import { decodeRendezvous, encodeRendezvous } from '../../src/wire/rendezvous.js';
+import { decodeRendezvous, encodeRendezvous, PONG_BYTES, REGISTER_PAD_BYTES } from '../../src/wire/rendezvous.js';
 
 const cleanups: Array<() => unknown> = [];
 after(async () => {
@@ -147,19 +147,20 @@ async function registerMany(port: number, count: number): Promise<{ registered: 
     const reg = encodeRendezvous(
       { type: 'register', requestId: i + 1, publicKey: Buffer.from(kp.publicKey), timestamp: Date.now(), nonce: randomBytes(16), reachable: false, rttMs: 0, candidates: [] },
       kp.secretKey,
+      { padTo: REGISTER_PAD_BYTES }, // as the client pads it (the server's anti-amplification)
     );
     sock.send(reg, port, '127.0.0.1');
     if ((i + 1) % BATCH === 0 || i === count - 1) await until(() => registered === i + 1);
   }
   // Credentials follow REGISTERED at once; one more round trip (PING → PONG) makes sure all are in.
   const pong = until(() => pongs > 0);
-  sock.send(encodeRendezvous({ type: 'ping', requestId: 0xffff_0000, time: Date.now() }), port, '127.0.0.1');
+  sock.send(encodeRendezvous({ type: 'ping', requestId: 0xffff_0000, time: Date.now() }, undefined, { padTo: PONG_BYTES }), port, '127.0.0.1');
   await pong;
   sock.close();
   return { registered, credentials };
 }
 
-test('1,000 self-made keys from one host cannot exhaust allocations; a configured user still gets one', async () => {
+test('1,000 self-made keys from one host cannot exhaust allocations; a configured user still gets one', { timeout: 120_000 }, async () => {
   // serve --turn --users (configured users) with the default peer-relay mode; the rendezvous' own per-IP message
   // rate is lifted here so the relay's limits are what is measured.
   const handle = await startServer({

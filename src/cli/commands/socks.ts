@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .command('socks')
     .description('a local SOCKS5 server (RFC 1928 CONNECT) whose connections exit on a peer running `expose --allow-dest`')
     .requiredOption('--via <peer>', 'the exit peer: registered name or 64-hex key')
-    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .requiredOption('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`)
     .option('--listen <[host:]port>', 'where the SOCKS server listens', '127.0.0.1:1080')
     .option('--user <name>', 'require RFC 1929 username/password authentication with this user name')
     .option('--password <password>', 'the password for --user (or NATPUNCH_SOCKS_PASSWORD)')
