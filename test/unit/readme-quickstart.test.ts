@@ -86,4 +86,9 @@ test('the README quick start runs as written on loopback: both peers exchange th
   assert.equal(connector.out(), 'hi bob\n');
   assert.equal(listener.out(), 'hi alice\n');
   assert.ok(ms < 5000, `the exchange took ${Math.round(ms)} ms`);
+  // One printer, each event once: no progress line is printed twice (`path chosen` used to be).
+  for (const side of [connector, listener]) {
+    const lines = side.err().split('\n').filter(Boolean);
+    assert.equal(new Set(lines).size, lines.length, side.err());
+  }
 });

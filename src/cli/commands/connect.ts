@@ -50,7 +50,7 @@ export function register(program: Command): void {
     .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
     .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
     .option('--idle-timeout <ms>', 'end the session after this long without data either way (default: wait for the peer to end its side)', intOption('--idle-timeout', 1, 86_400_000))
-    .option('--json', 'progress as JSON lines on stderr')
+    .option('--json', 'events as JSON lines on stderr (stdout carries the data)')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
       if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
@@ -76,10 +76,11 @@ export function register(program: Command): void {
           ...(opts.portMapping ? { portMapping: true } : {}),
           ...(opts.hardNat ? { hardNat: true } : {}),
         });
-        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
+        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ event: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
         try {
-          await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
+          const how = await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
+          if (how === 'idle') print({ event: 'idle-timeout', ms: opts.idleTimeout });
         } finally {
           await session.close();
         }

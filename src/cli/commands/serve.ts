@@ -10,7 +10,7 @@ import { turnRegistry } from '../../wire/turn.js';
 import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption } from '../util.js';
+import { action, intOption, printEvent } from '../util.js';
 
 interface ServeOptions extends TurnFlags {
   turn?: boolean;
@@ -131,21 +131,18 @@ export function register(program: Command): void {
           logger.warn('--users/--auth-secret given without --turn: TURN is not running');
         }
         if (opts.json) {
-          process.stdout.write(
-            `${JSON.stringify({
-              event: 'listening',
-              udp: handle.udp,
-              tcp: handle.tcp,
-              rfc5780: handle.rfc5780 ?? null,
-              rendezvous: Boolean(handle.rendezvous),
-              udpImplementation: handle.udpImplementation,
-              turn: turn
-                ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
-                : null,
-              spoof: spoof?.address() ?? null,
-              rendezvousSpoof: Boolean(spoof && handle.rendezvous),
-            })}\n`,
-          );
+          printEvent('listening', {
+            udp: handle.udp,
+            tcp: handle.tcp,
+            rfc5780: handle.rfc5780 ?? null,
+            rendezvous: Boolean(handle.rendezvous),
+            udpImplementation: handle.udpImplementation,
+            turn: turn
+              ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+              : null,
+            spoof: spoof?.address() ?? null,
+            rendezvousSpoof: Boolean(spoof && handle.rendezvous),
+          });
         } else {
           const lines = [
             `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { stunBinding } from '../../stun/client.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption, parseHostPort, printJson } from '../util.js';
+import { action, intOption, parseHostPort, printEvent } from '../util.js';
 
 interface StunOptions {
   tcp?: boolean;
@@ -34,7 +34,7 @@ export function register(program: Command): void {
         }
         const r = await stunBinding({ host: target.host, port: target.port }, { tcp: opts.tcp, timeoutMs: opts.timeout });
         if (opts.json) {
-          printJson({
+          printEvent('mapped', {
             server: r.server,
             transport: opts.tcp ? 'tcp' : 'udp',
             mapped: r.mapped,
