@@ -23,7 +23,8 @@ export type Emit = (e: EventInput | Record<string, unknown>) => void;
 type Addr = { address: string; port: number };
 const isAddr = (v: unknown): v is Addr => typeof v === 'object' && v !== null && 'address' in v && 'port' in v;
 const ep = (a: Addr) => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
-const short = (peer: unknown) => (typeof peer === 'string' && peer.length > 16 ? `${peer.slice(0, 16)}…` : String(peer));
+const short = (peer: unknown) =>
+  typeof peer === 'string' && peer.length > 16 ? `${peer.slice(0, 16)}…` : String(peer);
 const rtt = (ms: unknown) => (typeof ms === 'number' ? `, rtt ${ms} ms` : '');
 const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 const TECHNIQUE_NAMES: Record<string, string> = { p2pnat: 'P2P-NAT', natblaster: 'NATBlaster', stunt1: 'STUNT #1' };
@@ -75,17 +76,21 @@ const FORMATS: Record<string, Format> = {
       : `path changed: ${e.path ?? e.kind} to ${ep(e.remote)}${rtt(e.rttMs)}`,
   'path-changed': (e) => `path changed: ${e.kind} to ${ep(e.remote)}`,
   'port-mapping': (e) =>
-    e.ok ? `port mapping: ${e.protocol} on ${e.gateway} maps ${e.external ? ep(e.external) : '?'} to us` : `port mapping: none (${e.error}); going on without`,
+    e.ok
+      ? `port mapping: ${e.protocol} on ${e.gateway} maps ${e.external ? ep(e.external) : '?'} to us`
+      : `port mapping: none (${e.error}); going on without`,
   connected: (e) => `connected: authenticated session with ${e.peer}${rtt(e.rttMs)}`,
   transport: (e) => `transport: ${e.transport} (${e.reason})`,
-  'hard-nat': (e) => `hard NAT: ours is ${e.kind}${e.delta !== null ? `, port delta ${e.delta}` : ''}${e.ports?.length ? ` (ports ${e.ports.join(', ')})` : ''}`,
+  'hard-nat': (e) =>
+    `hard NAT: ours is ${e.kind}${e.delta !== null ? `, port delta ${e.delta}` : ''}${e.ports?.length ? ` (ports ${e.ports.join(', ')})` : ''}`,
   'hard-punch': (e) =>
     e.fallback
       ? `hard punch (${e.strategy}) failed after ${e.probesSent} probes${e.error ? `: ${e.error}` : ''}; trying the relay`
       : `hard punch: ${e.strategy} between ${e.local} and ${e.peer} found the path after ${e.probesSent} probes`,
   'idle-timeout': (e) => `idle for ${e.ms} ms: closing the session`,
   'connection-failed': (e) => `connection from ${short(e.peer)} failed: ${e.error}`,
-  connecting: (e) => (e.attempt === 1 ? 'connecting to the peer…' : `re-establishing the session (attempt ${e.attempt})…`),
+  connecting: (e) =>
+    e.attempt === 1 ? 'connecting to the peer…' : `re-establishing the session (attempt ${e.attempt})…`,
   session: (e) => `session up with ${short(e.peer)}: ${e.path} path to ${ep(e.remote)}${rtt(e.rttMs)}`,
   'session-lost': (e) => `session with ${short(e.peer)} ended${e.error ? `: ${e.error}` : ''}; re-establishing`,
   'connect-failed': (e) => `no session: ${e.error}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`,
@@ -95,8 +100,13 @@ const FORMATS: Record<string, Format> = {
   status: (e) => {
     const sessions: Array<{ peer: string; path: string; rttMs: number | null }> =
       e.sessions ?? (e.peer ? [{ peer: e.peer, path: e.path ?? '?', rttMs: e.rttMs ?? null }] : []);
-    const where = sessions.length ? sessions.map((x) => `${short(x.peer)} ${x.path}${x.rttMs !== null ? ` rtt ${x.rttMs} ms` : ''}`).join(', ') : 'no session';
-    const dirs = e.bytesUp !== undefined ? `${bytes(e.bytesUp)} up, ${bytes(e.bytesDown ?? 0)} down` : `${bytes(e.bytesIn ?? 0)} in, ${bytes(e.bytesOut ?? 0)} out`;
+    const where = sessions.length
+      ? sessions.map((x) => `${short(x.peer)} ${x.path}${x.rttMs !== null ? ` rtt ${x.rttMs} ms` : ''}`).join(', ')
+      : 'no session';
+    const dirs =
+      e.bytesUp !== undefined
+        ? `${bytes(e.bytesUp)} up, ${bytes(e.bytesDown ?? 0)} down`
+        : `${bytes(e.bytesIn ?? 0)} in, ${bytes(e.bytesOut ?? 0)} out`;
     return `status: ${where}; ${plural(e.connections, 'open connection')}; ${dirs}`;
   },
   open: (e) => `[#${e.conn}] open → ${e.target}${e.peer ? ` for ${short(e.peer)}` : ''}`,
@@ -105,7 +115,8 @@ const FORMATS: Record<string, Format> = {
   close: (e) => {
     const up = e.bytesUp ?? e.bytesIn ?? 0;
     const down = e.bytesDown ?? e.bytesOut ?? 0;
-    const dirs = e.bytesUp !== undefined ? `${bytes(up)} up, ${bytes(down)} down` : `${bytes(up)} in, ${bytes(down)} out`;
+    const dirs =
+      e.bytesUp !== undefined ? `${bytes(up)} up, ${bytes(down)} down` : `${bytes(up)} in, ${bytes(down)} out`;
     return `[#${e.conn}] closed: ${dirs}${e.error ? ` (${e.error})` : ''}`;
   },
   error: (e) => `natpunch: ${e.message} [${e.code}]`,

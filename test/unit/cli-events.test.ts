@@ -38,7 +38,10 @@ test('human output prints a repeated identical event once (path chosen, session 
   print(path);
   print({ event: 'session-closed', peer: 'a'.repeat(64), error: null });
   print({ event: 'session-closed', peer: 'a'.repeat(64), error: null });
-  assert.deepEqual(out.lines(), ['path chosen: lan via host 127.0.0.1:5000, rtt 3 ms', `session with ${'a'.repeat(16)}… closed`]);
+  assert.deepEqual(out.lines(), [
+    'path chosen: lan via host 127.0.0.1:5000, rtt 3 ms',
+    `session with ${'a'.repeat(16)}… closed`,
+  ]);
 });
 
 test('hard-NAT, hard-punch, transport and unknown events print readable lines, never raw JSON', () => {
@@ -46,7 +49,12 @@ test('hard-NAT, hard-punch, transport and unknown events print readable lines, n
     { phase: 'hard-nat', kind: 'symmetric-sequential', delta: 1, ports: [40000, 40001] },
     { phase: 'hard-punch', local: 'symmetric-random', peer: 'port-restricted', strategy: 'birthday', probesSent: 300 },
     { phase: 'transport', transport: 'udp', reason: 'no native addon' },
-    { event: 'technique-started', technique: 'udp-checks', remote: { address: '192.0.2.1', port: 9 }, nested: { a: 1 } },
+    {
+      event: 'technique-started',
+      technique: 'udp-checks',
+      remote: { address: '192.0.2.1', port: 9 },
+      nested: { a: 1 },
+    },
   ].map((e) => humanLine(toEvent(e))!);
   for (const l of lines) assert.doesNotMatch(l, /[{}"]/, l);
   assert.equal(lines[3], 'technique-started: technique udp-checks, remote 192.0.2.1:9, nested a 1');

@@ -10,9 +10,13 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BIN = join(ROOT, 'bin', 'natpunch.js');
-const SUBCOMMANDS: Record<string, string[]> = { turn: ['serve', 'allocate', 'credentials'], lab: ['up', 'exec', 'nat', 'link', 'status', 'down'] };
+const SUBCOMMANDS: Record<string, string[]> = {
+  turn: ['serve', 'allocate', 'credentials'],
+  lab: ['up', 'exec', 'nat', 'link', 'status', 'down'],
+};
 /** Lines that run another program: their flags are that program's. */
-const OTHER_TOOL = /(^|[`\s|$#])(npm|npx|node|curl|ssh|ip|nc|git|tsx|sysctl|iptables|nft|turnutils_\w+|turnserver|ncat|socat|dig|tcpdump|docker|systemctl)\s/;
+const OTHER_TOOL =
+  /(^|[`\s|$#])(npm|npx|node|curl|ssh|ip|nc|git|tsx|sysctl|iptables|nft|turnutils_\w+|turnserver|ncat|socat|dig|tcpdump|docker|systemctl)\s/;
 
 function helpFlags(args: string[]): Promise<Set<string>> {
   return new Promise((resolve, reject) =>
@@ -24,13 +28,20 @@ function helpFlags(args: string[]): Promise<Set<string>> {
 }
 
 async function docs(): Promise<Array<{ file: string; text: string }>> {
-  const files = ['README.md', ...(await readdir(join(ROOT, 'docs'))).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+  const files = [
+    'README.md',
+    ...(await readdir(join(ROOT, 'docs'))).filter((f) => f.endsWith('.md')).map((f) => join('docs', f)),
+  ];
   return Promise.all(files.map(async (file) => ({ file, text: await readFile(join(ROOT, file), 'utf8') })));
 }
 
 test('every CLI flag mentioned in README.md and docs/*.md exists in the CLI', async () => {
   const top = await helpFlags([]);
-  const commands = [...(await new Promise<string>((resolve) => execFile(process.execPath, [BIN, '--help'], (_e, out) => resolve(out)))).matchAll(/^ {2}([a-z]+)\b/gm)]
+  const commands = [
+    ...(
+      await new Promise<string>((resolve) => execFile(process.execPath, [BIN, '--help'], (_e, out) => resolve(out)))
+    ).matchAll(/^ {2}([a-z]+)\b/gm),
+  ]
     .map((m) => m[1]!)
     .filter((c) => c !== 'help');
   assert.ok(commands.includes('connect') && commands.includes('serve'), commands.join(' '));
@@ -55,7 +66,8 @@ test('every CLI flag mentioned in README.md and docs/*.md exists in the CLI', as
         }
       }
       if (OTHER_TOOL.test(line)) return;
-      for (const f of line.matchAll(/(?<![\w-])--[a-z0-9][a-z0-9-]*/g)) if (!all.has(f[0])) missing.push(`${where}: ${f[0]}`);
+      for (const f of line.matchAll(/(?<![\w-])--[a-z0-9][a-z0-9-]*/g))
+        if (!all.has(f[0])) missing.push(`${where}: ${f[0]}`);
     });
   }
   assert.deepEqual([...new Set(missing)], []);
