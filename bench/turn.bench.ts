@@ -1,242 +1,169 @@
-// TURN benchmark: relayed packets per second and Mbit/s through `natpunch serve --turn` and through coturn's
-// turnserver, with the same load: coturn's turnutils_uclient (UDP allocations, channels) echoing off turnutils_peer,
-// all on loopback, one run each. Also the CPU time each server spent, so the cost per packet can be compared even
-// when the load generator is the bottleneck. Writes bench/results/turn.json and bench/results/turn.md.
+// TURN relay: `natpunch serve --turn` against coturn's turnserver with coturn's own load tools, interleaved in one
+// invocation (coturn, natpunch, ... BENCH_RUNS each), each run in a private network namespace, the server pinned to
+// its cores. Load: turnutils_uclient (UDP allocations, channels, no RTCP, -z 0: back to back) echoing off
+// turnutils_peer, both pinned to the load core. Configurations: server on 1 and 2 cores × 1 and 10 clients × 100 and
+// 1000-byte messages.
 //
-// Cores: with 2+ cores the server is pinned to CPU 1 and uclient + peer to CPU 0 (taskset), so each server gets
-// exactly one core (coturn still starts its relay threads; they share that core).
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { NodeDatagramTransport } from '../src/net/datagram.js';
-import { TurnClient } from '../src/relay/client.js';
-import { startCoturn } from '../test/helpers/coturn.js';
-import { freePort } from '../test/helpers/net.js';
-import { stop, which } from '../test/helpers/proc.js';
+// Per run: relayed packets/s (client→peer plus peer→client datagrams the server forwarded, over uclient's own
+// transmit time, not its set-up and waits), loss (uclient's lost packets / sent), server CPU µs per relayed packet
+// (/proc/PID/stat), and the load tools' CPU (uclient via its parent shell's cutime/cstime, the peer from /proc).
+// Writes bench/results/turn.{json,md}.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CORES, coreCount, coturnArgs, Netns, NATPUNCH_BIN, RUNS, runToEnd, stopPid, waitFor } from './lib/harness.js';
+import { machine, median, processCpuSeconds, ratios, writeResults } from './lib/report.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const root = join(here, '..');
-const CLIENTS = Number(process.env.TURN_BENCH_CLIENTS ?? 20);
-const MESSAGES = Number(process.env.TURN_BENCH_MESSAGES ?? 3000);
-const SIZE = Number(process.env.TURN_BENCH_SIZE ?? 100);
+const PORT = 3478;
+const PEER_PORT = 3480;
+const MESSAGES = Number(process.env.BENCH_TURN_MESSAGES ?? 5000);
+const CLIENT_COUNTS = (process.env.BENCH_TURN_CLIENTS ?? '1,10').split(',').map(Number);
+const SIZES = (process.env.BENCH_TURN_SIZES ?? '100,1000').split(',').map(Number);
+const CORE_SETS = (process.env.BENCH_TURN_CORES ?? `${CORES.server1};${CORES.server2}`).split(';');
+const LOAD_MAX_CPU = 0.8;
 
-const TASKSET = os.availableParallelism() >= 2 ? which('taskset') : undefined;
-const pinned = (cpu: number, cmd: string, args: string[]): [string, string[]] => (TASKSET ? [TASKSET, ['-c', String(cpu), cmd, ...args]] : [cmd, args]);
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-/** The kernel's count of UDP datagrams dropped because a socket's receive buffer was full (/proc/net/snmp). */
-function udpRcvbufErrors(): number {
-  try {
-    const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:'));
-    const names = lines[0]!.split(/\s+/);
-    const values = lines[1]!.split(/\s+/);
-    return Number(values[names.indexOf('RcvbufErrors')] ?? 0);
-  } catch {
-    return 0;
-  }
-}
-
-/** CPU seconds (user + system) a process has used so far, all threads. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-async function waitReady(port: number, child: ChildProcess): Promise<void> {
-  const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  try {
-    for (let i = 0; i < 80 && child.exitCode === null; i++) {
-      const c = new TurnClient({ server: { address: '127.0.0.1', port }, username: 'bench', password: 'bench', transport, timeoutMs: 300 });
-      try {
-        await c.allocate();
-        await c.close();
-        return;
-      } catch {
-        await c.close();
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-  } finally {
-    transport.close();
-  }
-  throw new Error('TURN server did not answer an Allocate');
-}
-
-interface Result {
-  name: string;
+interface Run {
+  server: 'coturn' | 'natpunch';
+  cores: string;
+  clients: number;
+  size: number;
+  run: number;
   sent: number;
   received: number;
   lost: number;
-  seconds: number;
-  /** Datagrams the server forwarded (client→peer and peer→client), estimated as sent + received. */
-  relayedPackets: number;
-  packetsPerSecond: number;
-  mbitPerSecond: number;
-  serverCpuSeconds: number;
-  packetsPerCpuSecond: number;
-  /** UDP datagrams the kernel dropped on full receive buffers during the run (machine-wide). */
-  kernelRcvbufDrops: number;
+  loss: number;
+  transmitSeconds: number;
+  relayedPerSecond: number;
+  serverCpuUsPerPacket: number;
+  uclientCpuShare: number;
+  peerCpuShare: number;
 }
 
-async function runUclient(port: number, peerPort: number): Promise<{ sent: number; received: number; lost: number; seconds: number; output: string }> {
-  const [cmd, args] = pinned(0, 'turnutils_uclient', [
-    '-u', 'bench', '-w', 'bench', '-p', String(port), '-e', '127.0.0.1', '-r', String(peerPort),
-    '-m', String(CLIENTS), '-n', String(MESSAGES), '-l', String(SIZE), '-z', '0', '-c', '127.0.0.1',
-  ]);
-  const t0 = performance.now();
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
-  await new Promise((r) => child.once('exit', r));
-  clearTimeout(timer);
-  const seconds = (performance.now() - t0) / 1000;
-  const totals = [...output.matchAll(/start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)/g)].pop();
-  const lost = /Total lost packets (\d+)/.exec(output);
-  if (!totals) throw new Error(`uclient produced no totals:\n${output.slice(-1500)}`);
-  return { sent: Number(totals[1]), received: Number(totals[2]), lost: Number(lost?.[1] ?? 0), seconds, output };
+function parseUclient(out: string): { sent: number; received: number; lost: number; seconds: number } {
+  const totals = [...out.matchAll(/tot_send_msgs=(\d+), tot_recv_msgs=(\d+)/g)].pop();
+  const lost = /Total lost packets (\d+)/.exec(out);
+  const time = /Total transmit time is (\d+)/.exec(out);
+  if (!totals) throw new Error(`uclient produced no totals:\n${out.slice(-1500)}`);
+  return { sent: Number(totals[1]), received: Number(totals[2]), lost: Number(lost?.[1] ?? 0), seconds: Math.max(1, Number(time?.[1] ?? 0)) };
 }
 
-/** A server under load: where it listens, its process (taskset execs in place, so the PID is the server's), and how to stop it. */
-interface BenchTarget {
-  port: number;
-  child: ChildProcess;
-  stop(): Promise<unknown>;
-}
-
-/** Client ports stay below the relay ranges (natpunch 40000-49999, coturn 50000-59999). */
-const LISTEN_PORT_BELOW = 40000;
-
-async function benchServer(name: string, peerPort: number, start: () => Promise<BenchTarget>): Promise<Result> {
-  const { port, child, stop: stopServer } = await start();
+async function oneRun(server: Run['server'], cores: string, clients: number, size: number, run: number, users: string): Promise<Run> {
+  const ns = new Netns('turn');
+  const logDir = mkdtempSync(join(tmpdir(), 'natpunch-bench-coturn-'));
+  const workers = coreCount(cores);
+  const child =
+    server === 'natpunch'
+      ? ns.spawn(process.execPath, [
+          NATPUNCH_BIN, 'serve', '--turn', '--no-rendezvous', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers),
+          '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000', '--min-port', '40000', '--max-port', '49999',
+        ], cores)
+      : ns.spawn('turnserver', coturnArgs(PORT, { threads: workers, logDir, user: 'bench:bench', relayPorts: [50000, 59999] }), cores);
+  const peer = ns.spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(PEER_PORT)], CORES.load);
   try {
-    await waitReady(port, child);
-    const cpu0 = cpuSeconds(child.pid!);
-    const drops0 = udpRcvbufErrors();
-    const r = await runUclient(port, peerPort);
-    const cpu = cpuSeconds(child.pid!) - cpu0;
-    const drops = udpRcvbufErrors() - drops0;
-    const relayed = r.sent + r.received;
+    const probe = async () => {
+      const r = await runToEnd(ns.spawn('turnutils_uclient', ['-u', 'bench', '-w', 'bench', '-p', String(PORT), '-e', '127.0.0.1', '-r', String(PEER_PORT), '-n', '1', '-c', '127.0.0.1']), 10_000);
+      return /tot_recv_msgs=1\b/.test(r.stdout + r.stderr);
+    };
+    await waitFor(probe, `${server} in ${ns.name}`);
+    const cpu0 = processCpuSeconds(child.pid!);
+    const peer0 = processCpuSeconds(peer.pid!);
+    const t0 = performance.now();
+    const args = ['-u', 'bench', '-w', 'bench', '-p', String(PORT), '-e', '127.0.0.1', '-r', String(PEER_PORT), '-m', String(clients), '-n', String(MESSAGES), '-l', String(size), '-z', '0', '-c', '127.0.0.1'];
+    // The shell reports the CPU of the uclient it waited for (cutime + cstime, fields 16 and 17 of /proc/self/stat).
+    const script = `taskset -c ${CORES.load} turnutils_uclient ${args.join(' ')}; echo; echo CHILDSTAT $(cat /proc/$$/stat)`;
+    const r = await runToEnd(ns.spawn('sh', ['-c', script]), 300_000);
+    const wall = (performance.now() - t0) / 1000;
+    const cpu = processCpuSeconds(child.pid!) - cpu0;
+    const peerCpu = processCpuSeconds(peer.pid!) - peer0;
+    const out = r.stdout + r.stderr;
+    const u = parseUclient(out);
+    const stat = /CHILDSTAT .*\) (.*)$/m.exec(out)?.[1]?.split(' ') ?? [];
+    const uclientCpu = (Number(stat[13] ?? 0) + Number(stat[14] ?? 0)) / 100;
+    const relayed = u.sent + u.received;
     return {
-      name,
-      sent: r.sent,
-      received: r.received,
-      lost: r.lost,
-      seconds: round(r.seconds),
-      relayedPackets: relayed,
-      packetsPerSecond: Math.round(relayed / r.seconds),
-      mbitPerSecond: round((relayed * SIZE * 8) / r.seconds / 1e6),
-      serverCpuSeconds: round(cpu),
-      packetsPerCpuSecond: cpu > 0 ? Math.round(relayed / cpu) : 0,
-      kernelRcvbufDrops: drops,
+      server,
+      cores,
+      clients,
+      size,
+      run,
+      sent: u.sent,
+      received: u.received,
+      lost: u.lost,
+      loss: u.sent > 0 ? u.lost / u.sent : 1,
+      transmitSeconds: u.seconds,
+      relayedPerSecond: Math.round(relayed / u.seconds),
+      serverCpuUsPerPacket: relayed > 0 ? (cpu * 1e6) / relayed : NaN,
+      uclientCpuShare: uclientCpu / wall,
+      peerCpuShare: peerCpu / wall,
     };
   } finally {
-    await stopServer();
+    await stopPid(peer);
+    await stopPid(child);
+    ns.close();
+    rmSync(logDir, { recursive: true, force: true });
   }
-}
-
-function usPerPacket(r: Result): number {
-  return r.relayedPackets > 0 ? round((r.serverCpuSeconds * 1e6) / r.relayedPackets) : 0;
-}
-
-function round(n: number): number {
-  return Math.round(n * 100) / 100;
 }
 
 async function main(): Promise<void> {
-  for (const bin of ['turnserver', 'turnutils_uclient', 'turnutils_peer']) {
-    if (!which(bin)) {
-      console.log(`turn bench skipped: ${bin} not installed (apt-get install coturn)`);
-      return;
-    }
-  }
-  const dir = mkdtempSync(join(os.tmpdir(), 'natpunch-turn-bench-'));
+  const start = machine();
+  const dir = mkdtempSync(join(tmpdir(), 'natpunch-bench-turn-'));
   const users = join(dir, 'users');
   writeFileSync(users, 'bench:bench\n');
-  const peerPort = await freePort(LISTEN_PORT_BELOW);
-  const [pcmd, pargs] = pinned(0, 'turnutils_peer', ['-L', '127.0.0.1', '-p', String(peerPort)]);
-  const peer = spawn(pcmd, pargs, { stdio: 'ignore' });
-  const results: Result[] = [];
+  const runs: Run[] = [];
+  const configs = CORE_SETS.flatMap((cores) => CLIENT_COUNTS.flatMap((clients) => SIZES.map((size) => ({ cores, clients, size }))));
   try {
-    results.push(
-      await benchServer('natpunch', peerPort, async () => {
-        const port = await freePort(LISTEN_PORT_BELOW);
-        const [cmd, args] = pinned(1, process.execPath, [
-          join(root, 'bin', 'natpunch.js'), 'serve', '--turn', '--no-rendezvous', '--port', String(port), '--address', '127.0.0.1',
-          '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000',
-          '--min-port', '40000', '--max-port', '49999',
-        ]);
-        const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: root });
-        child.stdout.resume();
-        child.stderr.resume();
-        return { port, child, stop: () => stop(child) };
-      }),
-    );
-    results.push(
-      await benchServer('coturn', peerPort, () =>
-        startCoturn({
-          user: { username: 'bench', password: 'bench' },
-          realm: 'natpunch',
-          relayPorts: { min: 50000, max: 59999 },
-          portBelow: LISTEN_PORT_BELOW,
-          wrap: (cmd, args) => pinned(1, cmd, args),
-        }),
-      ),
-    );
+    for (const c of configs) {
+      for (let i = 0; i < RUNS; i++) {
+        for (const server of ['coturn', 'natpunch'] as const) {
+          const r = await oneRun(server, c.cores, c.clients, c.size, i, users);
+          runs.push(r);
+          console.log(JSON.stringify(r));
+        }
+      }
+    }
   } finally {
-    await stop(peer);
     rmSync(dir, { recursive: true, force: true });
   }
-  const [ours, theirs] = results as [Result, Result];
-  const ratio = round(ours.packetsPerSecond / theirs.packetsPerSecond);
-  const cpuRatio = theirs.packetsPerCpuSecond > 0 ? round(ours.packetsPerCpuSecond / theirs.packetsPerCpuSecond) : null;
-  const out = {
-    date: new Date().toISOString(),
-    machine: { cpus: os.availableParallelism(), model: os.cpus()[0]?.model ?? 'unknown', pinned: Boolean(TASKSET), loadAverage1m: round(os.loadavg()[0]!) },
-    load: { generator: 'turnutils_uclient (UDP, channels) + turnutils_peer echo', clients: CLIENTS, messagesPerClient: MESSAGES, payloadBytes: SIZE },
-    results,
-    ratio,
-    cpuEfficiencyRatio: cpuRatio,
-  };
-  mkdirSync(join(here, 'results'), { recursive: true });
-  writeFileSync(join(here, 'results', 'turn.json'), `${JSON.stringify(out, null, 2)}\n`);
-  const row = (r: Result) =>
-    `| ${r.name} | ${r.packetsPerSecond} | ${r.mbitPerSecond} | ${r.sent} / ${r.received} (${r.lost} lost) | ${r.seconds} | ${r.serverCpuSeconds} | ${r.packetsPerCpuSecond} |`;
-  const md = [
-    '# TURN relay benchmark',
-    '',
-    `${out.date}, ${out.machine.cpus} CPUs (${out.machine.model})${TASKSET ? ', server pinned to CPU 1, load to CPU 0' : ''}, load average ${out.machine.loadAverage1m} at the end (other work on the machine inflates loss and CPU figures).`,
-    `Load: turnutils_uclient, ${CLIENTS} clients × ${MESSAGES} messages of ${SIZE} bytes over channels (-z 0 -c), echoed by turnutils_peer; one run each.`,
-    'Relayed packets = datagrams the server forwarded in both directions (uclient sent + received).',
-    '',
-    '| server | relayed packets/s | Mbit/s (payload) | sent / received | seconds | server CPU s | packets per CPU s |',
-    '|---|---|---|---|---|---|---|',
-    row(ours),
-    row(theirs),
-    '',
-    `**Ratio natpunch / coturn: ${ratio}× packets/s**${cpuRatio !== null ? `, ${cpuRatio}× packets per CPU-second` : ''}.`,
-    '',
-    '## What bounds it',
-    '',
-    `- Throughput: the load. turnutils_uclient and turnutils_peer share one core and cannot offer more than about ${Math.max(ours.packetsPerSecond, theirs.packetsPerSecond)} relayed`,
-    `  packets/s here; both servers mostly wait (natpunch used ${ours.serverCpuSeconds} CPU-s of ${ours.seconds} s, coturn ${theirs.serverCpuSeconds}).`,
-    `- Loss: the kernel counted ${ours.kernelRcvbufDrops} (natpunch run) and ${theirs.kernelRcvbufDrops} (coturn run) UDP receive-buffer overflows, which`,
-    '  accounts for the lost packets: datagrams wait in socket buffers while a process waits for CPU (other work shares',
-    '  these 2 cores); natpunch needs more CPU per packet, so on a busy machine its socket fills sooner. natpunch itself',
-    '  drops nothing in this load (its droppedNoChannel / droppedNoPermission counters stay 0).',
-    `- Cost per packet: natpunch ${usPerPacket(ours)} µs of CPU per relayed packet, coturn ${usPerPacket(theirs)} µs. Node's dgram delivers one datagram per`,
-    '  libuv callback (one recvmsg, one JS call, one Buffer) and sends with one sendmsg each — no recvmmsg/sendmmsg batching,',
-    '  no multi-threaded relay as coturn has. natpunch keeps the JS side small (ChannelData forwarded after reading its',
-    '  4-byte header, payload views instead of copies, peer→client ChannelData sent as two iovecs, no per-send DNS lookup',
-    `  on relay sockets), so one core's ceiling is about ${ours.packetsPerCpuSecond} relayed packets/s against coturn's ${theirs.packetsPerCpuSecond}.`,
-    '',
-  ].join('\n');
-  writeFileSync(join(here, 'results', 'turn.md'), md);
-  console.log(md);
+  const summary = configs.map((c) => {
+    const of = (s: Run['server']) => runs.filter((r) => r.server === s && r.cores === c.cores && r.clients === c.clients && r.size === c.size);
+    const [ct, np] = [of('coturn'), of('natpunch')];
+    const side = (rs: Run[]) => ({ relayedPerSecond: median(rs.map((r) => r.relayedPerSecond)), loss: median(rs.map((r) => r.loss)), cpuUsPerPacket: median(rs.map((r) => r.serverCpuUsPerPacket)) });
+    return {
+      ...c,
+      coturn: side(ct),
+      natpunch: side(np),
+      rateRatio: ratios(np.map((r) => r.relayedPerSecond), ct.map((r) => r.relayedPerSecond)),
+      loadMaxCpuShare: Math.max(...[...ct, ...np].map((r) => r.uclientCpuShare + r.peerCpuShare)),
+    };
+  });
+  const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+  writeResults('turn', {
+    title: 'TURN relay: natpunch serve --turn vs coturn (turnutils_uclient/peer, interleaved, private netns, pinned)',
+    start,
+    config: { messagesPerClient: MESSAGES, runs: RUNS, cores: CORES, coreSets: CORE_SETS, clients: CLIENT_COUNTS, sizes: SIZES },
+    summary,
+    runs,
+    table: [
+      ['cores', 'clients × bytes', 'coturn relayed/s', 'natpunch relayed/s', 'ratio median (min–max)', 'coturn loss', 'natpunch loss', 'coturn µs/pkt', 'natpunch µs/pkt', 'load tools CPU'],
+      ...summary.map((s) => [
+        s.cores,
+        `${s.clients} × ${s.size}`,
+        String(s.coturn.relayedPerSecond),
+        String(s.natpunch.relayedPerSecond),
+        `${f(s.rateRatio.median, 2)} (${f(s.rateRatio.min, 2)}–${f(s.rateRatio.max, 2)})`,
+        `${f(s.coturn.loss * 100)}%`,
+        `${f(s.natpunch.loss * 100)}%`,
+        f(s.coturn.cpuUsPerPacket),
+        f(s.natpunch.cpuUsPerPacket),
+        `${f(s.loadMaxCpuShare * 100, 0)}%`,
+      ]),
+    ],
+    notes: [
+      `turnutils_uclient -m CLIENTS -n ${MESSAGES} -l BYTES -z 0 -c (UDP, channels, back to back), echoed by turnutils_peer; ${RUNS} runs per server per configuration, interleaved.`,
+      'relayed/s counts both directions over uclient\'s "Total transmit time" (whole seconds, as uclient prints it).',
+      `Load tools CPU: uclient + peer as a share of one core (both on core ${CORES.load}); above ${LOAD_MAX_CPU * 100}% the tools, not the server, may be the limit.`,
+    ],
+  });
 }
 
 await main();

@@ -6,6 +6,9 @@
 //     the connected fd is then handed to `new net.Socket({ fd })`.
 //   * IP_TTL / IPV6_UNICAST_HOPS get and set on any socket fd (STUNT low-TTL SYNs, TTL discovery).
 //   * Raw sockets (SOCK_RAW, needs CAP_NET_RAW): ICMP send/receive, with the source address.
+//   * Batched UDP server sockets (BatchUdp): recvmmsg(2) reads up to a batch of datagrams per wake-up into one
+//     slab and JavaScript is called once per batch; replies queued during that call (or in the same loop turn) leave
+//     in one sendmmsg(2). One syscall per batch each way instead of one per datagram.
 //   * Packet capture sockets (AF_PACKET, SOCK_DGRAM, needs CAP_NET_RAW): the IPv4 packets this host sends, so the
 //     sequence-number techniques (STUNT #1, NATBlaster) can read the ISN and options of the kernel's own SYN. An
 //     IPv4 raw socket only ever receives inbound packets (raw(7)); a packet socket also sees PACKET_OUTGOING ones.
@@ -28,9 +31,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <netinet/udp.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -455,6 +461,389 @@ class FdWatcher : public Napi::ObjectWrap<FdWatcher> {
   napi_env env_ = nullptr;
 };
 
+
+// udpSocket(family: 4 | 6, ipv6Only: boolean, reusePort: boolean) -> fd. Non-blocking, close-on-exec.
+// reusePort lets several workers bind the same port (the kernel spreads datagrams by 4-tuple hash, so one client's
+// packets always reach the same worker; Linux only lets sockets of the same user join the group).
+Napi::Value UdpSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int family = ArgInt(info, 0, "family") == 6 ? AF_INET6 : AF_INET;
+  bool v6only = info.Length() > 1 && info[1].ToBoolean().Value();
+  bool reuse = info.Length() > 2 && info[2].ToBoolean().Value();
+  int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  if (fd < 0) ThrowErrno(env, errno, "socket");
+  int one = 1;
+  int v = v6only ? 1 : 0;
+  if ((family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, sizeof(v)) != 0) ||
+      (reuse && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "setsockopt");
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// setSocketBuffers(fd, recvBytes, sendBytes) -> { recv, send } as the kernel reports them afterwards (Linux doubles
+// the request for its bookkeeping). SO_RCVBUFFORCE/SO_SNDBUFFORCE (CAP_NET_ADMIN) go past net.core.rmem_max and
+// wmem_max; without the capability the plain options apply, capped by those sysctls.
+Napi::Value SetSocketBuffers(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  int rcv = ArgInt(info, 1, "recvBytes");
+  int snd = ArgInt(info, 2, "sendBytes");
+  if (rcv > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcv, sizeof(rcv)) != 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
+  if (snd > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &snd, sizeof(snd)) != 0) setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd));
+  int got = 0;
+  socklen_t len = sizeof(got);
+  Napi::Object o = Napi::Object::New(env);
+  if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) != 0) ThrowErrno(env, errno, "getsockopt");
+  o.Set("recv", got);
+  len = sizeof(got);
+  if (getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &got, &len) != 0) ThrowErrno(env, errno, "getsockopt");
+  o.Set("send", got);
+  return o;
+}
+
+// steerToFirst(fd, firstByte): a classic BPF program on the SO_REUSEPORT group of fd (SO_ATTACH_REUSEPORT_CBPF,
+// Linux 4.5+). Datagrams whose first payload byte is `firstByte` go to the group's first socket (index 0: the one
+// bound first); every other datagram gets an out-of-range index, which makes the kernel fall back to its 4-tuple
+// hash. natpunch uses it to send every rendezvous datagram (0xF0) to the worker that owns the registry.
+Napi::Value SteerToFirst(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  int first = ArgInt(info, 1, "firstByte");
+  if (first < 0 || first > 255) throw Napi::RangeError::New(env, "firstByte must be 0..255");
+  // The program runs with the packet data starting at the UDP payload (the kernel pulls the UDP header first).
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(first), 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+  };
+  sock_fprog prog = {static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0) ThrowErrno(env, errno, "setsockopt");
+  return env.Undefined();
+}
+
+// BatchUdp: a batched reader/writer on a bound, non-blocking UDP fd.
+//   new BatchUdp(fd, meta: Uint32Array, onBatch: (slab: Buffer, count: number) => void, batchSize)
+// On readable, recvmmsg reads up to batchSize datagrams (at most kReadRounds times per wake-up, so one socket cannot
+// starve the loop), copies them back to back into a slab Buffer and calls onBatch once per recvmmsg. meta holds, per
+// datagram i, kMetaStride u32 values: [offset, length, port, family (4|6), address words (network order)...].
+// The slab is never rewritten: each datagram is a distinct region, so JavaScript may keep views of it; a new slab is
+// allocated when the current one is full (the old one lives while views of it do).
+// queue(data, address, port) copies a datagram into the send arena; flush() sends the queue with sendmmsg. The queue
+// is also flushed after every onBatch call (replies to a batch leave together) and when it is full. A datagram the
+// kernel refuses (EAGAIN: send buffer full; EMSGSIZE; unreachable) is dropped, as UDP would, and counted.
+constexpr int kMetaStride = 8;
+constexpr size_t kMaxDatagram = 65536;
+constexpr size_t kSlabBytes = 1 << 20;
+constexpr size_t kSendArenaBytes = 1 << 20;
+constexpr int kReadRounds = 4;
+
+class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "BatchUdp",
+                       {InstanceMethod("start", &BatchUdp::Start), InstanceMethod("stop", &BatchUdp::Stop),
+                        InstanceMethod("close", &BatchUdp::Close), InstanceMethod("queue", &BatchUdp::Queue),
+                        InstanceMethod("flush", &BatchUdp::Flush), InstanceMethod("stats", &BatchUdp::Stats),
+                        InstanceMethod("ref", &BatchUdp::Ref), InstanceMethod("unref", &BatchUdp::Unref)});
+  }
+
+  explicit BatchUdp(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BatchUdp>(info) {
+    Napi::Env env = info.Env();
+    fd_ = ArgInt(info, 0, "fd");
+    if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array)
+      throw Napi::TypeError::New(env, "meta must be a Uint32Array");
+    if (info.Length() < 3 || !info[2].IsFunction()) throw Napi::TypeError::New(env, "onBatch must be a function");
+    int batch = ArgInt(info, 3, "batchSize");
+    if (batch < 1 || batch > 1024) throw Napi::RangeError::New(env, "batchSize must be 1..1024");
+    Napi::Uint32Array meta = info[1].As<Napi::Uint32Array>();
+    if (meta.ElementLength() < static_cast<size_t>(batch * kMetaStride)) throw Napi::RangeError::New(env, "meta is too short for batchSize");
+    batch_ = batch;
+    meta_ = meta.Data();
+    metaRef_ = Napi::Persistent(meta);
+    callback_ = Napi::Persistent(info[2].As<Napi::Function>());
+    context_ = new Napi::AsyncContext(env, "natpunch:BatchUdp");
+    scratch_ = static_cast<uint8_t*>(malloc(static_cast<size_t>(batch) * kMaxDatagram));
+    sendArena_ = static_cast<uint8_t*>(malloc(kSendArenaBytes));
+    if (scratch_ == nullptr || sendArena_ == nullptr) throw Napi::Error::New(env, "out of memory");
+    rmsgs_.resize(batch);
+    riov_.resize(batch);
+    raddr_.resize(batch);
+    smsgs_.resize(batch);
+    siov_.resize(batch);
+    saddr_.resize(batch);
+    for (int i = 0; i < batch; i++) {
+      riov_[i].iov_base = scratch_ + static_cast<size_t>(i) * kMaxDatagram;
+      riov_[i].iov_len = kMaxDatagram;
+    }
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop");
+    handle_ = new uv_poll_t;
+    int rc = uv_poll_init_socket(loop, handle_, fd_);
+    if (rc != 0) {
+      delete handle_;
+      handle_ = nullptr;
+      ThrowErrno(env, -rc, "uv_poll_init");
+    }
+    handle_->data = this;
+    env_ = env;
+  }
+
+  ~BatchUdp() override {
+    CloseHandle();
+    free(scratch_);
+    free(sendArena_);
+    delete context_;
+  }
+
+ private:
+  static void OnPoll(uv_poll_t* h, int status, int events) {
+    auto* self = static_cast<BatchUdp*>(h->data);
+    if (self == nullptr || status < 0) return;
+    Napi::Env env = self->env_;
+    Napi::HandleScope scope(env);
+    self->ReadRounds(env);
+  }
+
+  void ReadRounds(Napi::Env env) {
+    for (int round = 0; round < kReadRounds && handle_ != nullptr; round++) {
+      for (int i = 0; i < batch_; i++) {
+        memset(&rmsgs_[i], 0, sizeof(rmsgs_[i]));
+        rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
+        rmsgs_[i].msg_hdr.msg_iovlen = 1;
+        rmsgs_[i].msg_hdr.msg_name = &raddr_[i];
+        rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      }
+      int n;
+      do {
+        n = recvmmsg(fd_, rmsgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) {
+        // EAGAIN: drained. Other errors (a queued ICMP error, ENOMEM) concern one datagram or none: count and go on.
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) recvErrors_++;
+        return;
+      }
+      size_t total = 0;
+      for (int i = 0; i < n; i++) total += rmsgs_[i].msg_len;
+      if (slab_.IsEmpty() || slabUsed_ + total > slabSize_) {
+        slabSize_ = total > kSlabBytes ? total : kSlabBytes;
+        Napi::Buffer<uint8_t> fresh = Napi::Buffer<uint8_t>::New(env, slabSize_);
+        slabData_ = fresh.Data();
+        slab_ = Napi::Persistent(fresh);
+        slabUsed_ = 0;
+      }
+      int kept = 0;
+      for (int i = 0; i < n; i++) {
+        const sockaddr_storage& ss = raddr_[i];
+        uint32_t* m = meta_ + kept * kMetaStride;
+        if (ss.ss_family == AF_INET) {
+          auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+          m[2] = ntohs(v4->sin_port);
+          m[3] = 4;
+          m[4] = ntohl(v4->sin_addr.s_addr);
+        } else if (ss.ss_family == AF_INET6) {
+          auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+          m[2] = ntohs(v6->sin6_port);
+          m[3] = 6;
+          const uint8_t* b = v6->sin6_addr.s6_addr;
+          for (int w = 0; w < 4; w++) m[4 + w] = (uint32_t(b[w * 4]) << 24) | (uint32_t(b[w * 4 + 1]) << 16) | (uint32_t(b[w * 4 + 2]) << 8) | b[w * 4 + 3];
+        } else {
+          continue;
+        }
+        size_t len = rmsgs_[i].msg_len;
+        memcpy(slabData_ + slabUsed_, riov_[i].iov_base, len);
+        m[0] = static_cast<uint32_t>(slabUsed_);
+        m[1] = static_cast<uint32_t>(len);
+        slabUsed_ += len;
+        kept++;
+      }
+      received_ += static_cast<uint64_t>(kept);
+      batches_++;
+      if (kept > 0) {
+        Napi::Value slab = slab_.Value();
+        try {
+          callback_.MakeCallback(env.Global(), {slab, Napi::Number::New(env, kept)}, *context_);
+        } catch (const Napi::Error& e) {
+          napi_fatal_exception(env, e.Value());
+        }
+      }
+      FlushQueue();
+      if (n < batch_) return;
+    }
+  }
+
+  int FlushQueue() {
+    int dropped = 0;
+    int start = 0;
+    while (start < queued_ && fd_ >= 0) {
+      int n;
+      do {
+        n = sendmmsg(fd_, smsgs_.data() + start, static_cast<unsigned>(queued_ - start), MSG_DONTWAIT);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) {
+        // The datagram at `start` failed (full send buffer, EMSGSIZE, no route): drop it, send the rest.
+        dropped++;
+        start++;
+        continue;
+      }
+      sent_ += static_cast<uint64_t>(n);
+      sendCalls_++;
+      start += n;
+    }
+    dropped_ += static_cast<uint64_t>(dropped);
+    queued_ = 0;
+    arenaUsed_ = 0;
+    return dropped;
+  }
+
+  // queue(data: Uint8Array, address: string, port: number) -> false when the address is not a numeric IP.
+  Napi::Value Queue(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsString() || !info[2].IsNumber())
+      throw Napi::TypeError::New(env, "queue(data, address, port)");
+    Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+    size_t len = data.ByteLength();
+    if (len > kMaxDatagram) return Napi::Boolean::New(env, false);
+    char host[INET6_ADDRSTRLEN + 32];
+    size_t hostLen = 0;
+    if (napi_get_value_string_latin1(env, info[1], host, sizeof(host), &hostLen) != napi_ok) return Napi::Boolean::New(env, false);
+    int port = info[2].As<Napi::Number>().Int32Value();
+    if (port <= 0 || port > 65535) return Napi::Boolean::New(env, false);
+    if (queued_ == batch_ || arenaUsed_ + len > kSendArenaBytes) FlushQueue();
+    sockaddr_storage& ss = saddr_[queued_];
+    memset(&ss, 0, sizeof(ss));
+    socklen_t slen;
+    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+      v4->sin_family = AF_INET;
+      v4->sin_port = htons(static_cast<uint16_t>(port));
+      slen = sizeof(sockaddr_in);
+      if (family_ == AF_INET6) {
+        // A dual-stack IPv6 socket reaches IPv4 peers through IPv4-mapped addresses (RFC 4291 section 2.5.5.2).
+        in_addr a = v4->sin_addr;
+        memset(&ss, 0, sizeof(ss));
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons(static_cast<uint16_t>(port));
+        v6->sin6_addr.s6_addr[10] = 0xff;
+        v6->sin6_addr.s6_addr[11] = 0xff;
+        memcpy(&v6->sin6_addr.s6_addr[12], &a, 4);
+        slen = sizeof(sockaddr_in6);
+      }
+    } else {
+      char* pct = strchr(host, '%');
+      uint32_t scope = 0;
+      if (pct != nullptr) {
+        *pct = '\0';
+        scope = if_nametoindex(pct + 1);
+      }
+      if (inet_pton(AF_INET6, host, &v6->sin6_addr) != 1) return Napi::Boolean::New(env, false);
+      v6->sin6_family = AF_INET6;
+      v6->sin6_port = htons(static_cast<uint16_t>(port));
+      v6->sin6_scope_id = scope;
+      slen = sizeof(sockaddr_in6);
+    }
+    memcpy(sendArena_ + arenaUsed_, data.Data(), len);
+    siov_[queued_].iov_base = sendArena_ + arenaUsed_;
+    siov_[queued_].iov_len = len;
+    arenaUsed_ += len;
+    mmsghdr& m = smsgs_[queued_];
+    memset(&m, 0, sizeof(m));
+    m.msg_hdr.msg_name = &ss;
+    m.msg_hdr.msg_namelen = slen;
+    m.msg_hdr.msg_iov = &siov_[queued_];
+    m.msg_hdr.msg_iovlen = 1;
+    queued_++;
+    return Napi::Boolean::New(env, true);
+  }
+
+  // flush() -> datagrams dropped by this flush.
+  Napi::Value Flush(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), FlushQueue()); }
+
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("received", static_cast<double>(received_));
+    o.Set("batches", static_cast<double>(batches_));
+    o.Set("sent", static_cast<double>(sent_));
+    o.Set("sendCalls", static_cast<double>(sendCalls_));
+    o.Set("sendDropped", static_cast<double>(dropped_));
+    o.Set("recvErrors", static_cast<double>(recvErrors_));
+    return o;
+  }
+
+  void CloseHandle() {
+    if (handle_ == nullptr) return;
+    uv_poll_stop(handle_);
+    handle_->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(handle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    handle_ = nullptr;
+  }
+
+  Napi::Value Start(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (handle_ == nullptr) throw Napi::Error::New(env, "BatchUdp is closed");
+    family_ = SocketFamily(env, fd_);
+    int rc = uv_poll_start(handle_, UV_READABLE, OnPoll);
+    if (rc != 0) ThrowErrno(env, -rc, "uv_poll_start");
+    return env.Undefined();
+  }
+
+  Napi::Value Stop(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) uv_poll_stop(handle_);
+    return info.Env().Undefined();
+  }
+
+  // close(): flushes what is queued, stops watching and closes the fd (the socket belongs to this object).
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (fd_ >= 0) {
+      FlushQueue();
+      CloseHandle();
+      close(fd_);
+      fd_ = -1;
+    }
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Ref(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) uv_ref(reinterpret_cast<uv_handle_t*>(handle_));
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unref(const Napi::CallbackInfo& info) {
+    if (handle_ != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(handle_));
+    return info.Env().Undefined();
+  }
+
+  int fd_ = -1;
+  int family_ = AF_INET;
+  int batch_ = 0;
+  uint32_t* meta_ = nullptr;
+  Napi::Reference<Napi::Uint32Array> metaRef_;
+  Napi::FunctionReference callback_;
+  Napi::AsyncContext* context_ = nullptr;
+  uv_poll_t* handle_ = nullptr;
+  napi_env env_ = nullptr;
+  uint8_t* scratch_ = nullptr;
+  std::vector<mmsghdr> rmsgs_;
+  std::vector<iovec> riov_;
+  std::vector<sockaddr_storage> raddr_;
+  Napi::Reference<Napi::Buffer<uint8_t>> slab_;
+  uint8_t* slabData_ = nullptr;
+  size_t slabSize_ = 0;
+  size_t slabUsed_ = 0;
+  uint8_t* sendArena_ = nullptr;
+  size_t arenaUsed_ = 0;
+  int queued_ = 0;
+  std::vector<mmsghdr> smsgs_;
+  std::vector<iovec> siov_;
+  std::vector<sockaddr_storage> saddr_;
+  uint64_t received_ = 0, batches_ = 0, sent_ = 0, sendCalls_ = 0, dropped_ = 0, recvErrors_ = 0;
+};
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("tcpSocket", Napi::Function::New(env, TcpSocket));
   exports.Set("rawSocket", Napi::Function::New(env, RawSocket));
@@ -472,6 +861,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("recvFrom", Napi::Function::New(env, RecvFrom));
   exports.Set("close", Napi::Function::New(env, Close));
   exports.Set("FdWatcher", FdWatcher::Init(env));
+  exports.Set("udpSocket", Napi::Function::New(env, UdpSocket));
+  exports.Set("setSocketBuffers", Napi::Function::New(env, SetSocketBuffers));
+  exports.Set("steerToFirst", Napi::Function::New(env, SteerToFirst));
+  exports.Set("BatchUdp", BatchUdp::Init(env));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;
 }

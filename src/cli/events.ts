@@ -65,7 +65,7 @@ const FORMATS: Record<string, Format> = {
   listening: (e) =>
     isAddr(e)
       ? `listening on ${ep(e)}`
-      : `listening as ${e.name ? `${e.name} ` : ''}${e.publicKey}${e.allow === null ? ' (any key may connect; restrict with --allow)' : ''}`,
+      : `listening as ${e.name ? `${e.name} ` : ''}${e.publicKey}`,
   offer: (e) =>
     `peer ${e.peerName ? `${e.peerName} ` : ''}${short(e.peer)}: ${plural(e.candidates.length, 'candidate')} (${(e.candidates as Array<Addr & { type: string }>).map((c) => `${c.type} ${ep(c)}`).join(', ')})`,
   punching: (e) => `punching: checking ${plural(e.pairs, 'candidate pair')}`,
@@ -120,6 +120,7 @@ const FORMATS: Record<string, Format> = {
     return `[#${e.conn}] closed: ${dirs}${e.error ? ` (${e.error})` : ''}`;
   },
   error: (e) => `natpunch: ${e.message} [${e.code}]`,
+  warning: (e) => `natpunch: warning: ${e.message}`,
 };
 
 /** The event an input stands for: `{ phase }` objects are renamed to `{ event }`; `time` is added. */

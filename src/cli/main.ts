@@ -8,12 +8,11 @@ program
   .description('Direct, authenticated connections between any two machines, whatever NATs stand between them.')
   .version('0.1.0')
   .option('--debug', 'print stack traces and debug logs')
-  .showHelpAfterError('(run with --help for usage)')
   // Subcommands inherit this: commander's own errors end in a CommanderError we map to exit 2, not process.exit(1).
   .exitOverride()
   .configureOutput({
-    // commander's own errors (bad flags) are already one line; keep them that way.
-    outputError: (str, write) => write(str),
+    // commander's own errors (bad flags) are one line; the usage hint stays on it (one-line errors, exit 2).
+    outputError: (str, write) => write(`${str.trimEnd()} (run with --help for usage)\n`),
   });
 
 // Load only the command being run: each module pulls in its own part of the library, and start-up time counts

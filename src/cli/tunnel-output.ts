@@ -6,6 +6,7 @@ import { DEFAULT_RENDEZVOUS_PORT } from '../natpunch.js';
 import { keyFromOptions } from './netcat.js';
 import { parseHostPort } from './util.js';
 import { createPrinter, type Emit } from './events.js';
+import { pinOptions } from './known-peers.js';
 
 /** Shared by `expose`, `forward` and `socks`: the one printer (src/cli/events.ts); --json events on stdout. */
 export type { Emit } from './events.js';
@@ -94,6 +95,8 @@ export interface LinkFlags {
   timeout?: number;
   keepalive?: number;
   json?: boolean;
+  peerKey?: string;
+  knownPeers?: string;
 }
 
 /** One kept-alive session to `to` from the shared flags, its progress and events going to `emit`. */
@@ -101,7 +104,7 @@ export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Pr
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
   const link = linkTo({
-    keyPair, to, rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
+    keyPair, ...pinOptions(to, opts), rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     ...(opts.wait ? { waitMs: opts.wait } : {}),
     onProgress: (p) => emit(p as unknown as Record<string, unknown>),

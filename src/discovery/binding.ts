@@ -56,10 +56,12 @@ export interface BindingResponse {
 }
 
 /**
- * RFC 8489 §14.14: SOFTWARE in our requests. It also raises servers' amplification bound (responses are capped at a
- * multiple of the request size), so OTHER-ADDRESS and RESPONSE-ORIGIN are not dropped from answers.
+ * RFC 8489 §14.14: SOFTWARE in our requests (fewer than 128 characters). Its length is on purpose: servers that
+ * bound answers by the request's size (natpunch answers with at most as many bytes as it was sent) then have room
+ * for OTHER-ADDRESS, RESPONSE-ORIGIN and SOFTWARE even over IPv6 (20 + 3 x 24 + 12 + 8 = 112 bytes). SOFTWARE is
+ * comprehension-optional, so unlike PADDING (RFC 5780 §7.6) no server refuses it.
  */
-export const PROBE_SOFTWARE = 'natpunch netcheck';
+export const PROBE_SOFTWARE = 'natpunch netcheck (this text pads the probe: servers that answer with no more bytes than they get have room for all)';
 const HEADER = 20;
 
 /** 96-bit id (RFC 8489 §5), or for a legacy request 128 bits that do not start with the magic cookie. */

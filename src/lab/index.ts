@@ -442,9 +442,11 @@ export class Lab {
   spawn(node: string, cmd: string[], opts: SpawnOpts = {}): LabProcess {
     this.#alive();
     if (cmd.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'spawn needs a command');
+    // Inside a lab namespace the only gateway is a lab router: natpunch's default port mapping (PCP, NAT-PMP, UPnP)
+    // may run there, even when the test runner turned it off for everything else (NATPUNCH_PORT_MAPPING=0).
     const child = spawn('ip', ['netns', 'exec', this.ns(node), ...cmd], {
       stdio: opts.stdio ?? ['pipe', 'pipe', 'pipe'],
-      ...(opts.env ? { env: opts.env } : {}),
+      env: { ...(opts.env ?? process.env), NATPUNCH_PORT_MAPPING: opts.env?.NATPUNCH_PORT_MAPPING ?? '1' },
       ...(opts.cwd ? { cwd: opts.cwd } : {}),
     });
     const proc = new LabProcess(node, child);

@@ -66,6 +66,14 @@ export interface NatOptions {
    */
   translateOutboundSynAck?: boolean;
   /**
+   * Drop every inbound TCP SYN (without ACK) in the forward filter, i.e. AFTER connection tracking has seen it: a
+   * firewall that refuses inbound connection requests but tracks them first. A SYN that crosses ours still moves
+   * the entry to SYN_SENT2 (simultaneous open) and records the peer's sequence number, so a SYN-ACK carrying another
+   * one is dropped as invalid afterwards (what defeats STUNT #1 / NATBlaster run on the same 5-tuple after P2P-NAT).
+   * Inbound SYN-ACKs pass. Default false.
+   */
+  dropInboundSyn?: boolean;
+  /**
    * Rewrite TCP sequence numbers, as ISN-randomising firewalls do (e.g. pf "modulate state"): add 2^31 to the
    * sequence number of every outbound segment and subtract it from the acknowledgment number of every inbound one.
    * nftables can set a header field only to a constant or a bitwise expression of itself, not add to it, and
@@ -89,6 +97,7 @@ export const NAT_DEFAULTS: ResolvedNatOptions = {
   forwardIcmpErrors: true,
   dropSynAfterSyn: false,
   translateOutboundSynAck: false,
+  dropInboundSyn: false,
   rewriteTcpSequence: false,
 };
 
@@ -222,6 +231,7 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
   if (!nat.forwardIcmpErrors) {
     L.push('    iifname "wan" icmp type { destination-unreachable, time-exceeded, parameter-problem } drop');
   }
+  if (nat.dropInboundSyn) L.push('    iifname "wan" tcp flags & (syn | ack) == syn drop');
   // Nothing from outside gets in unless conntrack or one of the DNAT rules above let it.
   L.push('    iifname "wan" ct state new ct status & dnat == 0 drop');
   L.push('  }');

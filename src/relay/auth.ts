@@ -272,29 +272,43 @@ export class SourceRateLimiter {
   }
 }
 
-/** Per-user and total allocation quotas (RFC 8656 §7.2 step 10: 486 Allocation Quota Reached). */
+/**
+ * Per-user, per-source and total allocation quotas (RFC 8656 §7.2 step 10: 486 Allocation Quota Reached). The
+ * per-source quota (an IPv4 address or an IPv6 /64, relay/ip.ts sourceKey) is what stops one host with many
+ * self-made identities from taking every allocation (issue 18 hole 4).
+ */
 export class AllocationQuota {
   readonly #perUser = new Map<string, number>();
+  readonly #perSource = new Map<string, number>();
   #total = 0;
   constructor(
     readonly maxPerUser: number,
     readonly maxTotal: number,
+    readonly maxPerSource: number = Number.POSITIVE_INFINITY,
   ) {}
 
   /** 'ok' and counts it, or which limit was hit. */
-  acquire(user: string): 'ok' | 'user' | 'total' {
+  acquire(user: string, source = ''): 'ok' | 'user' | 'source' | 'total' {
     if (this.#total >= this.maxTotal) return 'total';
     const n = this.#perUser.get(user) ?? 0;
     if (n >= this.maxPerUser) return 'user';
+    const m = this.#perSource.get(source) ?? 0;
+    if (source && m >= this.maxPerSource) return 'source';
     this.#perUser.set(user, n + 1);
+    if (source) this.#perSource.set(source, m + 1);
     this.#total++;
     return 'ok';
   }
 
-  release(user: string): void {
+  release(user: string, source = ''): void {
     const n = this.#perUser.get(user) ?? 0;
     if (n <= 1) this.#perUser.delete(user);
     else this.#perUser.set(user, n - 1);
+    if (source) {
+      const m = this.#perSource.get(source) ?? 0;
+      if (m <= 1) this.#perSource.delete(source);
+      else this.#perSource.set(source, m - 1);
+    }
     if (this.#total > 0) this.#total--;
   }
 

@@ -40,6 +40,12 @@ export const CHANNEL_REFRESH_MS = 540_000;
 export const SETUP_RETRY_MS = 5_000;
 /** Datagrams queued for a peer while its permission/channel is being set up. */
 export const MAX_QUEUED_PER_PEER = 64;
+/**
+ * Unauthenticated requests over UDP (the first Allocate, before the 401) are padded to this size with PADDING
+ * (RFC 5780 §7.6), so the server's challenge is no larger than what we sent and its anti-amplification budget
+ * (relay/server.ts AMPLIFIED_BURST) never delays us. 160 bytes cover a 401 whose realm has up to ~50 characters.
+ */
+export const UNAUTHENTICATED_REQUEST_PAD_BYTES = 160;
 
 export interface TurnClientOptions {
   /** The TURN server (IP literal) and port. */
@@ -204,6 +210,11 @@ export class TurnClient {
       }
     }
     const sha256 = this.#offered !== null && this.#algorithm === PasswordAlgorithm.SHA256;
+    if (!(authenticated && this.#key) && !this.#tcp) {
+      // PADDING's own header (4) and FINGERPRINT (8) come on top of what is built so far.
+      const pad = UNAUTHENTICATED_REQUEST_PAD_BYTES - b.length - 4 - 8;
+      if (pad > 0) b.add(A.PADDING, Buffer.alloc(pad));
+    }
     const msg = authenticated && this.#key ? b.finish({ key: this.#key, integrity: sha256 ? 'sha256' : 'sha1', fingerprint: true }) : b.finish({ fingerprint: true });
     const key = tid.toString('hex');
     const timeoutMs = this.#opts.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;

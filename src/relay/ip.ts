@@ -16,3 +16,15 @@ export function normalizeIp(address: string): string {
 
 // CIDR blocks and embedded IPv4: the one IP-range helper (src/wire/ip.ts), shared with the tunnel's destination policy.
 export { parseCidr, cidrContains, embeddedIpv4, type Cidr } from '../wire/ip.js';
+
+/**
+ * The unit per-source limits count in: an IPv4 address, or an IPv6 /64 (one subscriber usually holds a whole /64,
+ * so counting single IPv6 addresses would give one attacker 2^64 budgets).
+ */
+export function sourceKey(address: string): string {
+  const a = normalizeIp(address);
+  if (!a.includes(':')) return a;
+  const b = parseIp(a);
+  if (!b || b.length !== 16) return a;
+  return `${Buffer.from(b.subarray(0, 8)).toString('hex')}/64`;
+}

@@ -1,4 +1,5 @@
 import dgram from 'node:dgram';
+import type tls from 'node:tls';
 import type { DatagramTransport } from '../net/datagram.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
@@ -10,6 +11,11 @@ import type { Peer } from './message.js';
 export const MAX_RELAY_PROXIES = 32;
 /** Datagrams queued per proxy while its loopback socket is being bound. */
 const MAX_PENDING = 16;
+/**
+ * How long the relay gets over UDP before the client tries TCP (RFC 8489 §6.2.1: with RTO 500 ms the first three
+ * transmissions go out within 1.5 s; a relay that answers none of them is behind a UDP block).
+ */
+export const RELAY_UDP_ATTEMPT_MS = 2_000;
 
 export interface RelayPathOptions {
   /** The punching socket (e.g. the UdxEndpoint): the allocation is made from its NAT mapping. Not owned. */
@@ -23,6 +29,11 @@ export interface RelayPathOptions {
    * controlled over TCP) — for networks that block UDP. Peers still see an ordinary UDP relayed address.
    */
   tcp?: boolean;
+  /**
+   * Reach the TURN server over TLS ("turns:", RFC 8656 §3.1) on `server` instead: true, or node:tls options (e.g.
+   * `servername` when `server.address` is an IP literal but the certificate names a host, `ca` for a private CA).
+   */
+  tls?: boolean | tls.ConnectionOptions;
   signal?: AbortSignal;
   timeoutMs?: number;
   logger?: Logger;
@@ -78,9 +89,12 @@ export class RelayPath {
       logger,
       ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     };
-    const client = options.tcp
-      ? await TurnClient.connectTcp({ ...base, ...(options.signal ? { signal: options.signal } : {}) })
-      : new TurnClient({ ...base, transport: options.transport });
+    const signal = options.signal ? { signal: options.signal } : {};
+    const client = options.tls
+      ? await TurnClient.connectTls({ ...base, ...signal, ...(typeof options.tls === 'object' ? { tls: options.tls } : {}) })
+      : options.tcp
+        ? await TurnClient.connectTcp({ ...base, ...signal })
+        : new TurnClient({ ...base, transport: options.transport });
     try {
       const family = options.transport.address().family === 'IPv6' ? 'IPv6' : 'IPv4';
       const alloc = await client.allocate({ ...(options.signal ? { signal: options.signal } : {}), ...(family === 'IPv6' ? { family } : {}) });
@@ -102,8 +116,16 @@ export class RelayPath {
    */
   async permit(candidates: readonly Candidate[], signal?: AbortSignal): Promise<string[]> {
     const v6 = this.relayed.address.includes(':');
-    // The peer's own relayed address counts too (both sides relayed, e.g. both behind UDP-blocking firewalls).
-    const ips = [...new Set(candidates.filter((c) => c.transport === 'udp' && c.address.includes(':') === v6 && !this.#isOurs(c)).map((c) => c.address))];
+    // The peer's own relayed address counts too (both sides relayed, e.g. both behind UDP-blocking firewalls). Our
+    // relay's address is always asked for: a peer relayed on the same server may not have told us its relayed
+    // address (a listener's is not in its registration), and its first check then arrives from there. The server
+    // limits that permission to live allocations (peer-relay mode: of peers introduced to us).
+    const ips = [
+      ...new Set([
+        ...candidates.filter((c) => c.transport === 'udp' && c.address.includes(':') === v6 && !this.#isOurs(c)).map((c) => c.address),
+        this.relayed.address,
+      ]),
+    ];
     const results = await Promise.allSettled(ips.map((ip) => this.client.createPermission([ip], signal)));
     const ok = ips.filter((_, i) => results[i]!.status === 'fulfilled');
     this.#log.debug({ ok, refused: ips.filter((ip) => !ok.includes(ip)) }, 'relay permissions');
@@ -207,12 +229,70 @@ export class RelayPath {
   }
 }
 
-/** "user:password@host[:port][?transport=tcp]" → RelayPathOptions minus transport. */
-export function parseRelaySpec(text: string): { server: { address: string; port: number }; username: string; password: string; tcp?: boolean } {
+/** Relay credentials as the rendezvous hands them out (rendezvous/client.ts TurnCredentials has this shape). */
+export interface RendezvousRelayCredentials {
+  /** The rendezvous host as reached (the relay runs on the same host). */
+  host: string;
+  port: number;
+  /** The relay's TLS port, when the server runs TURN over TLS. */
+  tlsPort?: number;
+  username: string;
+  password: string;
+}
+
+export interface RendezvousRelayOptions {
+  /** The punching socket (not owned). */
+  transport: DatagramTransport;
+  credentials: RendezvousRelayCredentials;
+  /**
+   * How the rendezvous itself is reached: 'tcp' means UDP to the server is blocked, so UDP is not tried at all.
+   * Default 'udp'.
+   */
+  rendezvousVia?: 'udp' | 'tcp';
+  /** node:tls options for the TLS attempt (e.g. `servername`: the rendezvous host name, checked against the certificate). */
+  tls?: tls.ConnectionOptions;
+  signal?: AbortSignal;
+  logger?: Logger;
+  /** Default RELAY_UDP_ATTEMPT_MS. */
+  udpAttemptMs?: number;
+}
+
+/**
+ * Opens the relay a rendezvous handed credentials for, over the first way that works (each bounded, the whole
+ * bounded by `signal`): UDP from the punching socket — unless the rendezvous is reached over TCP, which means UDP
+ * is blocked — then TCP to the same port (RFC 8656 §3.1: the relayed address is UDP either way), then TLS when
+ * the server offers it. Peers always see an ordinary UDP relayed address.
+ */
+export async function openRendezvousRelay(options: RendezvousRelayOptions): Promise<RelayPath> {
+  const { credentials: c, logger = silentLogger } = options;
+  const base = { transport: options.transport, username: c.username, password: c.password, logger, ...(options.signal ? { signal: options.signal } : {}) };
+  const attempts: Array<{ via: 'udp' | 'tcp' | 'tls'; open: () => Promise<RelayPath> }> = [];
+  if (options.rendezvousVia !== 'tcp') {
+    attempts.push({ via: 'udp', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, timeoutMs: options.udpAttemptMs ?? RELAY_UDP_ATTEMPT_MS }) });
+  }
+  attempts.push({ via: 'tcp', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, tcp: true }) });
+  if (c.tlsPort) attempts.push({ via: 'tls', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.tlsPort! }, tls: options.tls ?? true }) });
+  const errors: string[] = [];
+  for (const a of attempts) {
+    try {
+      const path = await a.open();
+      logger.debug({ via: a.via, relayed: path.relayed }, 'relay allocated');
+      return path;
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      errors.push(`${a.via}: ${(err as Error).message}`);
+      logger.debug({ via: a.via, err: (err as Error).message }, 'relay: this way failed; trying the next');
+    }
+  }
+  throw new NatpunchError('TURN', `could not reach the relay at ${c.host} (${errors.join('; ')})`);
+}
+
+/** "user:password@host[:port][?transport=tcp|tls]" → RelayPathOptions minus transport. */
+export function parseRelaySpec(text: string): { server: { address: string; port: number }; username: string; password: string; tcp?: boolean; tls?: boolean } {
   const q = text.lastIndexOf('?transport=');
   const spec = q >= 0 ? text.slice(0, q) : text;
   const via = q >= 0 ? text.slice(q + '?transport='.length) : 'udp';
-  if (via !== 'udp' && via !== 'tcp') throw new NatpunchError('BAD_ARGUMENT', `relay "${text}": transport must be udp or tcp`);
+  if (via !== 'udp' && via !== 'tcp' && via !== 'tls') throw new NatpunchError('BAD_ARGUMENT', `relay "${text}": transport must be udp, tcp or tls`);
   const at = spec.lastIndexOf('@');
   if (at <= 0) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": expected user:password@host[:port]`);
   const cred = spec.slice(0, at);
@@ -221,7 +301,8 @@ export function parseRelaySpec(text: string): { server: { address: string; port:
   if (colon <= 0) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": expected user:password@host[:port]`);
   const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(host);
   let address: string;
-  let port = 3478;
+  // RFC 8656 §3.1 / RFC 8489 §6.2.3: 3478 for UDP and TCP, 5349 for TLS.
+  let port = via === 'tls' ? 5349 : 3478;
   if (v6) {
     address = v6[1]!;
     if (v6[2]) port = Number(v6[2]);
@@ -231,5 +312,11 @@ export function parseRelaySpec(text: string): { server: { address: string; port:
     if (parts.length === 2) port = Number(parts[1]);
   }
   if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": bad port`);
-  return { server: { address, port }, username: cred.slice(0, colon), password: cred.slice(colon + 1), ...(via === 'tcp' ? { tcp: true } : {}) };
+  return {
+    server: { address, port },
+    username: cred.slice(0, colon),
+    password: cred.slice(colon + 1),
+    ...(via === 'tcp' ? { tcp: true } : {}),
+    ...(via === 'tls' ? { tls: true } : {}),
+  };
 }

@@ -1,4 +1,5 @@
 import { networkInterfaces } from 'node:os';
+import type { CredentialStore } from './auth.js';
 import { cidrContains, embeddedIpv4, parseCidr, parseIp, type Cidr } from './ip.js';
 
 /**
@@ -89,4 +90,24 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/**
+ * Scoped credentials (peer-relay mode, relay/peer-relay.ts): an allocation made with them may only reach the peers
+ * introduced to the key they were issued to. The TURN server asks this on top of the PeerPolicy (an operator's deny
+ * always wins).
+ */
+export interface RelayScope {
+  /** Long-term keys for scoped usernames (RFC 8489 §9.2.2); null for usernames that are not scoped ones. */
+  readonly credentials: CredentialStore;
+  /** The key (hex) a scoped username was issued to, or null when the username is not a scoped one. */
+  keyOf(username: string): string | null;
+  /** `ip` is an address the rendezvous saw a peer introduced to `key` send from (any port: its NAT picks them). */
+  allowsAddress(key: string, ip: string): boolean;
+  /** `ip:port` is exactly where the rendezvous saw a peer introduced to `key` send from. */
+  allowsEndpoint(key: string, ip: string, port: number): boolean;
+  /** `other` (key hex) was introduced to `key` and the introduction has not expired. */
+  introduced(key: string, other: string): boolean;
+  /** `key` has at least one live introduction. */
+  hasIntroductions(key: string): boolean;
 }

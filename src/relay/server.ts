@@ -7,7 +7,7 @@ import { NodeDatagramTransport } from '../net/datagram.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CHANNEL_DATA_HEADER, CHANNEL_MIN, TurnStreamFramer } from '../wire/channel-data.js';
-import { normalizeIp } from './ip.js';
+import { normalizeIp, sourceKey } from './ip.js';
 import {
   AllocationQuota,
   candidateKeys,
@@ -39,7 +39,8 @@ import {
   type Peer,
   type StunMsg,
 } from './message.js';
-import { DefaultPeerPolicy, type PeerPolicy } from './policy.js';
+import { DefaultPeerPolicy, type PeerPolicy, type RelayScope } from './policy.js';
+import { LocalReservations, type RelayReservations } from './reservations.js';
 
 // Defaults, each from the RFC section that sets or suggests it.
 /** RFC 8656 §3.2 / §7.2: default allocation lifetime 10 minutes. */
@@ -62,12 +63,29 @@ export const DEFAULT_MAX_PORT = 65535;
 /** Quotas (RFC 8656 §7.2 step 10, 486): per user and in total. */
 export const DEFAULT_MAX_ALLOCATIONS_PER_USER = 10;
 export const DEFAULT_MAX_ALLOCATIONS = 1000;
+/**
+ * Allocations per source (IPv4 address, IPv6 /64): a household or office behind one NAT fits; one host with a
+ * thousand self-made identities gets no more than this (issue 18 hole 4).
+ */
+export const DEFAULT_MAX_ALLOCATIONS_PER_SOURCE = 32;
 /** Per-allocation limits that bound memory: permissions and channels (508 Insufficient Capacity). */
 export const MAX_PERMISSIONS_PER_ALLOCATION = 256;
 export const MAX_CHANNELS_PER_ALLOCATION = 256;
 /** Unauthenticated/failed requests per second per source IP, and burst (RFC 8656 §21.1.3 DoS). */
 export const DEFAULT_UNAUTH_RATE = 50;
 export const DEFAULT_UNAUTH_BURST = 200;
+/**
+ * Anti-amplification (issue 18): an answer to an unauthenticated UDP request is never larger than the request,
+ * except — because RFC 8489 §9.2.4 requires the 401/420/400 and RFC 8489 §6.3 the Binding answer — within this
+ * budget: per source IP (IPv6 /64) a burst of AMPLIFIED_BURST, then AMPLIFIED_PER_SECOND, and AMPLIFIED_GLOBAL_PER_SECOND
+ * for the whole server. A reflection attack through this server therefore yields a victim at most
+ * AMPLIFIED_BURST + AMPLIFIED_PER_SECOND·t answers (≈ 6× a 20-byte request each), and the server at most
+ * AMPLIFIED_GLOBAL_PER_SECOND of them in total. Clients that pad their first request (PADDING, RFC 5780 §7.6; the
+ * natpunch client does) are never limited by it. Over TCP/TLS the handshake proves the address: no limit.
+ */
+export const AMPLIFIED_BURST = 4;
+export const AMPLIFIED_PER_SECOND = 1;
+export const AMPLIFIED_GLOBAL_PER_SECOND = 500;
 /** Concurrent TURN TCP/TLS connections (each costs a socket and a framer). */
 export const DEFAULT_MAX_TCP_CONNECTIONS = 4096;
 /** A TCP/TLS connection without an allocation is closed after this long without traffic. */
@@ -80,8 +98,16 @@ export const RELAY_SOCKET_BUFFER_BYTES = 1 << 20;
 export const SWEEP_INTERVAL_MS = 1000;
 
 export interface TurnServerOptions {
-  /** Where keys come from (users file, shared secret, or your own). There is no unauthenticated mode. */
-  credentials: CredentialStore;
+  /**
+   * Where keys come from (users file, shared secret, or your own): unscoped credentials, whose allocations may
+   * reach any peer the PeerPolicy allows. There is no unauthenticated mode. Optional when `scope` is given.
+   */
+  credentials?: CredentialStore;
+  /**
+   * Peer-relay mode (relay/peer-relay.ts): scoped credentials, whose allocations may reach only the peers
+   * introduced to their key (and their allocations on this relay).
+   */
+  scope?: RelayScope;
   realm?: string;
   /** IPv4 address relay sockets bind to and that XOR-RELAYED-ADDRESS names. Default: first non-internal IPv4. */
   relayAddress?: string;
@@ -103,6 +129,10 @@ export interface TurnServerOptions {
   ownAddresses?: readonly string[];
   maxAllocationsPerUser?: number;
   maxAllocations?: number;
+  /** Allocations per source IPv4 address / IPv6 /64 (default DEFAULT_MAX_ALLOCATIONS_PER_SOURCE). */
+  maxAllocationsPerSource?: number;
+  /** Where RESERVATION-TOKEN ports are held (default: in this server; `serve --workers` shares them). */
+  reservations?: RelayReservations;
   /** Per-allocation relay bandwidth cap in bytes/s each way combined (0 = none). */
   bandwidth?: number;
   defaultLifetime?: number;
@@ -138,7 +168,11 @@ export interface TurnStats {
   deniedPeers: number;
   authFailures: number;
   rateLimited: number;
+  /** Answers to unauthenticated UDP requests not sent because they would have been larger than the request. */
+  amplificationDropped: number;
   requests: number;
+  /** Binding requests answered on TCP/TLS connections TURN took over (serve's STUN counters do not see them). */
+  tcpBindings: number;
 }
 
 /** Where a client's messages come from and how to answer: one side of the 5-tuple (RFC 8656 §2). */
@@ -158,14 +192,18 @@ interface Channel {
   perm: Permission;
 }
 
+/** Which ports of a permitted IP may be reached; null: any. Evaluated per packet (allocations come and go). */
+type PortFilter = ((port: number) => boolean) | null;
+
 interface Permission {
   expires: number;
   /**
-   * Granted only because the peer IP is one of this server's relay addresses (two clients of this server relaying
-   * to each other, as two browsers forced to relay do): traffic is then limited to the relay port range, so the
-   * permission cannot reach other services on the server's own address.
+   * Set when the IP is reachable only at some ports: one of this server's relay addresses (two clients of this
+   * server relaying to each other, as two browsers forced to relay do) → exactly its live allocations, so the
+   * permission cannot reach other services on the server's own address; or, in peer-relay mode, an introduced
+   * peer seen at an address denied by default → exactly where it was seen.
    */
-  relayOnly: boolean;
+  restrict: PortFilter;
   /** Channels to peers at this IP, by peer port. */
   channels: Map<number, Channel> | null;
 }
@@ -193,6 +231,10 @@ class Allocation {
   constructor(
     readonly client: ClientEndpoint,
     readonly username: string,
+    /** Peer-relay scope: the key the credentials were issued to; null for unscoped credentials. */
+    readonly scope: string | null,
+    /** Quota unit of the client (relay/ip.ts sourceKey). */
+    readonly source: string,
     readonly key: Buffer,
     readonly integrity: 'sha1' | 'sha256',
     readonly transport: 'udp' | 'tcp',
@@ -214,6 +256,7 @@ class Allocation {
 
 interface AuthOk {
   username: string;
+  scope: string | null;
   key: Buffer;
   integrity: 'sha1' | 'sha256';
   fingerprint: boolean;
@@ -245,7 +288,9 @@ export class TurnServer {
     deniedPeers: 0,
     authFailures: 0,
     rateLimited: 0,
+    amplificationDropped: 0,
     requests: 0,
+    tcpBindings: 0,
   };
   readonly relayAddress: string;
   readonly relayAddress6: string | undefined;
@@ -254,13 +299,18 @@ export class TurnServer {
   readonly #opts: TurnServerOptions;
   readonly #log: Logger;
   readonly #policy: PeerPolicy;
+  readonly #scope: RelayScope | undefined;
+  /** Live relayed transport addresses, "u4:port" / "t6:port" (protocol, family, port) → allocation. */
+  readonly #live = new Map<string, Allocation>();
   readonly #nonces: NonceManager;
   readonly #quota: AllocationQuota;
   readonly #limiter: SourceRateLimiter;
+  readonly #amplified = new SourceRateLimiter(AMPLIFIED_PER_SECOND, AMPLIFIED_BURST);
+  readonly #amplifiedTotal = new TokenBucket(AMPLIFIED_GLOBAL_PER_SECOND, AMPLIFIED_GLOBAL_PER_SECOND);
   /** UDP allocations by transport, client address, client port (no per-packet string keys). */
   readonly #udp = new Map<DatagramTransport, Map<string, Map<number, Allocation>>>();
   readonly #tcpAllocs = new Map<net.Socket, Allocation>();
-  readonly #reservations = new Map<string, { socket: dgram.Socket; expires: number }>();
+  readonly #reservations: RelayReservations;
   readonly #connIds = new Map<number, { alloc: Allocation; conn: PeerConnection }>();
   readonly #pendingAllocs = new Set<string>();
   readonly #tcpClients = new Set<net.Socket>();
@@ -274,8 +324,9 @@ export class TurnServer {
   readonly #maxChannelByte: number;
 
   constructor(options: TurnServerOptions) {
-    if (!options?.credentials) throw new NatpunchError('BAD_ARGUMENT', 'a TURN server needs credentials (a users file or an auth secret)');
+    if (!options?.credentials && !options?.scope) throw new NatpunchError('BAD_ARGUMENT', 'a TURN server needs credentials (a users file or an auth secret)');
     this.#opts = options;
+    this.#scope = options.scope;
     this.realm = options.realm ?? DEFAULT_REALM;
     this.#log = options.logger ?? silentLogger;
     this.relayAddress = options.relayAddress ?? defaultRelayAddress();
@@ -304,7 +355,9 @@ export class TurnServer {
     this.#quota = new AllocationQuota(
       options.maxAllocationsPerUser ?? DEFAULT_MAX_ALLOCATIONS_PER_USER,
       options.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS,
+      options.maxAllocationsPerSource ?? DEFAULT_MAX_ALLOCATIONS_PER_SOURCE,
     );
+    this.#reservations = options.reservations ?? new LocalReservations();
     this.#limiter = new SourceRateLimiter(options.unauthRate ?? DEFAULT_UNAUTH_RATE, options.unauthBurst ?? DEFAULT_UNAUTH_BURST);
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL_MS);
     this.#sweeper.unref();
@@ -423,6 +476,7 @@ export class TurnServer {
           return;
         }
         if (m.method === Method.Binding && m.cls === Cls.Request) {
+          this.stats.tcpBindings++;
           client.send(this.#bindingResponse(m, client));
           return;
         }
@@ -496,7 +550,9 @@ export class TurnServer {
       if (this.handleUdp(udp, msg, rinfo)) return;
       const m = msg[0]! <= 3 ? parseStun(msg) : null;
       if (m && m.method === Method.Binding && m.cls === Cls.Request) {
-        udp.send(this.#bindingResponse(m, { address: rinfo.address, port: rinfo.port }), rinfo.port, rinfo.address);
+        // RFC 8489 §6.3: Binding needs no credentials, so its answer is bounded like every unverified one.
+        const client = this.#udpEndpoint(udp, rinfo);
+        this.#sendUnverified(client, m, this.#bindingResponse(m, client));
       }
     });
     this.#detach.push(off);
@@ -512,8 +568,7 @@ export class TurnServer {
     for (const d of this.#detach.splice(0)) d();
     for (const a of this.#allAllocations()) this.#removeAllocation(a);
     this.#udp.clear();
-    for (const r of this.#reservations.values()) r.socket.close();
-    this.#reservations.clear();
+    this.#reservations.close();
     for (const s of this.#tcpClients) s.destroy();
     for (const t of this.#ownTransports) t.close();
     for (const s of this.#ownServers) s.close();
@@ -593,7 +648,7 @@ export class TurnServer {
       if (!this.#limiter.allow(client.address, Date.now())) return;
       const u = Buffer.alloc(unknown.length * 2);
       unknown.forEach((t, i) => u.writeUInt16BE(t, i * 2));
-      client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(420, 'Unknown Attribute').add(A.UNKNOWN_ATTRIBUTES, u).finish({ fingerprint }));
+      this.#sendUnverified(client, m, new StunBuilder(m.method, Cls.Error, m.tid).error(420, 'Unknown Attribute').add(A.UNKNOWN_ATTRIBUTES, u).finish({ fingerprint }));
       return;
     }
     // Allocate retransmission (RFC 8656 §7.2): same 5-tuple and transaction id → the same success response.
@@ -640,6 +695,21 @@ export class TurnServer {
     }
   }
 
+  /**
+   * Sends an answer to a request whose sender has not proven its address. Over UDP an answer larger than the
+   * request goes out only within the amplification budget (see AMPLIFIED_BURST); over TCP/TLS always.
+   */
+  #sendUnverified(client: ClientEndpoint, request: StunMsg, answer: Buffer): void {
+    if (client.kind === 'udp' && answer.length > request.buf.length) {
+      const now = Date.now();
+      if (!this.#amplified.allow(sourceKey(client.address), now) || !this.#amplifiedTotal.take(1, now)) {
+        this.stats.amplificationDropped++;
+        return;
+      }
+    }
+    client.send(answer);
+  }
+
   #sign(b: StunBuilder, auth: AuthOk): Buffer {
     if (this.#opts.software) b.text(A.SOFTWARE, this.#opts.software);
     return b.finish({ key: auth.key, integrity: auth.integrity, fingerprint: auth.fingerprint });
@@ -651,23 +721,27 @@ export class TurnServer {
    */
   #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean): AuthOk | null {
     const now = Date.now();
-    const challenge = (code: 401 | 438, reason: string) => {
+    // `verified`: the request carried a nonce we issued to this very address (438: only its time ran out), so the
+    // address answered us before; otherwise the answer is bounded by #sendUnverified.
+    const challenge = (code: 401 | 438, reason: string, verified = false) => {
       if (!this.#limiter.allow(client.address, now)) {
         this.stats.rateLimited++;
         return null;
       }
+      // No SOFTWARE here: the challenge goes to unauthenticated senders and is kept small (anti-amplification).
       const b = new StunBuilder(m.method, Cls.Error, m.tid)
         .error(code, reason)
         .text(A.REALM, this.realm)
         .text(A.NONCE, this.#nonces.issue(client.address))
         // RFC 8489 §9.2.4: with the password-algorithms bit set, PASSWORD-ALGORITHMS lists what we accept.
         .add(A.PASSWORD_ALGORITHMS, PASSWORD_ALGORITHMS_VALUE);
-      if (this.#opts.software) b.text(A.SOFTWARE, this.#opts.software);
-      client.send(b.finish({ fingerprint }));
+      const out = b.finish({ fingerprint });
+      if (verified) client.send(out);
+      else this.#sendUnverified(client, m, out);
       return null;
     };
     const bad = (reason: string) => {
-      if (this.#limiter.allow(client.address, now)) client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }));
+      if (this.#limiter.allow(client.address, now)) this.#sendUnverified(client, m, new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }));
       return null;
     };
     const kind = integrityKind(m);
@@ -677,7 +751,7 @@ export class TurnServer {
     const nonce = attrText(m, A.NONCE);
     if (username === undefined || realm === undefined || nonce === undefined) return bad('Bad Request');
     const nonceState = this.#nonces.check(nonce, client.address);
-    if (nonceState === 'stale') return challenge(438, 'Stale Nonce');
+    if (nonceState === 'stale') return challenge(438, 'Stale Nonce', true);
     if (nonceState === 'invalid' || realm !== this.realm) {
       this.stats.authFailures++;
       return challenge(401, 'Unauthorized');
@@ -692,8 +766,11 @@ export class TurnServer {
       if (id !== PasswordAlgorithm.MD5 && id !== PasswordAlgorithm.SHA256) return bad('Bad Request');
       algorithm = id;
     }
-    for (const key of candidateKeys(this.#opts.credentials, username, this.realm, algorithm)) {
-      if (verifyIntegrity(m, key)) return { username, key, integrity: kind, fingerprint };
+    // Scoped (peer-relay) usernames are checked against the scope's secret only, so they never pass as unscoped.
+    const scope = this.#scope?.keyOf(username) ?? null;
+    const store = scope !== null ? this.#scope!.credentials : this.#opts.credentials;
+    for (const key of store ? candidateKeys(store, username, this.realm, algorithm) : []) {
+      if (verifyIntegrity(m, key)) return { username, scope, key, integrity: kind, fingerprint };
     }
     this.stats.authFailures++;
     return challenge(401, 'Unauthorized');
@@ -753,11 +830,15 @@ export class TurnServer {
       else addressError = true;
     }
     const lifetime = this.#lifetime(m) || (this.#opts.defaultLifetime ?? DEFAULT_LIFETIME_S);
-    const q = this.#quota.acquire(auth.username);
-    if (q !== 'ok') return failNow(486, 'Allocation Quota Reached');
+    const source = sourceKey(client.address);
+    const q = this.#quota.acquire(auth.username, source);
+    if (q !== 'ok') {
+      this.#log.info({ user: auth.username, source, limit: q }, 'turn allocation quota reached');
+      return failNow(486, 'Allocation Quota Reached');
+    }
     const rate = this.#opts.bandwidth ?? 0;
-    const alloc = new Allocation(client, auth.username, auth.key, auth.integrity, transport, rate > 0 ? new TokenBucket(rate, rate) : null, () => {
-      this.#quota.release(auth.username);
+    const alloc = new Allocation(client, auth.username, auth.scope, source, auth.key, auth.integrity, transport, rate > 0 ? new TokenBucket(rate, rate) : null, () => {
+      this.#quota.release(auth.username, source);
       setAlloc(null);
     });
     const done = (reservationToken?: Buffer) => {
@@ -766,7 +847,7 @@ export class TurnServer {
         // The server closed while the relay sockets were being bound.
         if (!alloc.closed) {
           alloc.closed = true;
-          this.#quota.release(auth.username);
+          this.#quota.release(auth.username, source);
           for (const s of alloc.sockets) s.close();
           alloc.tcpServer?.close();
         }
@@ -774,6 +855,7 @@ export class TurnServer {
       }
       alloc.expires = Date.now() + lifetime * 1000;
       setAlloc(alloc);
+      for (const r of alloc.relayed) this.#live.set(liveKey(transport, r.address, r.port), alloc);
       if (transport === 'tcp') this.#tcpAllocsCount(1);
       this.stats.allocations++;
       this.stats.allocationsTotal++;
@@ -800,7 +882,7 @@ export class TurnServer {
     };
     const undo = (code: number, reason: string) => {
       settled();
-      this.#quota.release(auth.username);
+      this.#quota.release(auth.username, source);
       alloc.closed = true;
       for (const s of alloc.sockets) s.close();
       alloc.tcpServer?.close();
@@ -813,11 +895,14 @@ export class TurnServer {
       return;
     }
     if (token) {
-      const r = this.#reservations.get(token.toString('hex'));
-      if (!r || r.expires < Date.now()) return undo(508, 'Insufficient Capacity');
-      this.#reservations.delete(token.toString('hex'));
-      this.#adoptRelaySocket(alloc, r.socket);
-      done();
+      const type = families[0] === 'IPv6' ? 'udp6' : 'udp4';
+      this.#reservations
+        .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(type, address, port))
+        .then((socket) => {
+          if (!socket) return undo(508, 'Insufficient Capacity');
+          this.#adoptRelaySocket(alloc, socket);
+          done();
+        }, () => undo(508, 'Insufficient Capacity'));
       return;
     }
     const wantEven = evenPort !== undefined;
@@ -885,7 +970,12 @@ export class TurnServer {
             continue;
           }
           token = randomBytes(8);
-          this.#reservations.set(token.toString('hex'), { socket: next, expires: Date.now() + RESERVATION_LIFETIME_S * 1000 });
+          if (!this.#reservations.hold(token.toString('hex'), next, Date.now() + RESERVATION_LIFETIME_S * 1000)) {
+            sock.close();
+            sock = null;
+            token = undefined;
+            continue;
+          }
         }
       }
       if (!sock) throw new Error('no relay port');
@@ -942,34 +1032,62 @@ export class TurnServer {
     return this.externalAddress && r.address === this.relayAddress ? { address: this.externalAddress, port: r.port } : r;
   }
 
-  #inRelayRange(port: number): boolean {
-    return port >= (this.#opts.minPort ?? DEFAULT_MIN_PORT) && port <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT);
+  /**
+   * Whether `alloc` may reach `peer` (RFC 8656 §9.1: 403 Forbidden when not). Returns an error code (400, 403,
+   * 443), or how far the permission reaches: null = every port of the IP, a PortFilter = only those ports.
+   *
+   * Unscoped allocations: the PeerPolicy decides; one of this server's relay addresses, denied as an own address,
+   * is allowed only towards the server's live allocations (relay to relay) — never other services on the host.
+   * Scoped (peer-relay) allocations: only what relay/peer-relay.ts puts in the key's scope (see there).
+   */
+  #access(alloc: Allocation, peer: Peer | null): number | { restrict: PortFilter } {
+    if (!peer) return 400;
+    if (!alloc.hasFamily(peer.address)) return 443;
+    const ip = peer.address;
+    const decision = this.#policy.check(ip);
+    if (decision === 'invalid') return 400;
+    const refuse = (why: string) => {
+      this.stats.deniedPeers++;
+      this.#log.warn({ user: alloc.username, peer: ip, decision: why }, 'turn peer refused by policy');
+      return 403;
+    };
+    if (decision === 'denied-by-config') return refuse(decision);
+    const proto = alloc.transport;
+    if (alloc.scope === null) {
+      if (decision === 'allowed') return { restrict: null };
+      if (this.#isRelayIp(ip)) return { restrict: (port) => this.#liveTarget(alloc, proto, ip, port) };
+      return refuse(decision);
+    }
+    const scope = this.#scope!;
+    const key = alloc.scope;
+    if (this.#isRelayIp(ip)) {
+      if (!scope.hasIntroductions(key)) return refuse('not-introduced');
+      return { restrict: (port) => this.#liveTarget(alloc, proto, ip, port) || scope.allowsEndpoint(key, ip, port) };
+    }
+    if (!scope.allowsAddress(key, ip)) return refuse('not-introduced');
+    // A peer seen at an address the policy denies (loopback, RFC 1918, this host): that exact endpoint only.
+    return { restrict: decision === 'allowed' ? null : (port) => scope.allowsEndpoint(key, ip, port) };
   }
 
   /**
-   * Checks one XOR-PEER-ADDRESS against family and policy; returns an error code, 0 (allowed) or -1 (allowed as
-   * relay-to-relay only: one of our relay addresses, traffic limited to the relay port range).
+   * Relay to relay: `ip:port` is a live allocation of this server (not `from` itself) — for a scoped `from`, one
+   * made with credentials of a key introduced to it. Nothing else on the relay host is a target (issue 18 hole 3).
    */
-  #checkPeer(alloc: Allocation, peer: Peer | null): number {
-    if (!peer) return 400;
-    if (!alloc.hasFamily(peer.address)) return 443;
-    const decision = this.#policy.check(peer.address);
-    if (decision !== 'allowed' && decision !== 'denied-by-config' && this.#isRelayIp(peer.address)) return -1;
-    if (decision !== 'allowed') {
-      this.stats.deniedPeers++;
-      this.#log.warn({ user: alloc.username, peer: peer.address, decision }, 'turn peer refused by policy');
-      return 403;
-    }
-    return 0;
+  #liveTarget(from: Allocation, proto: 'udp' | 'tcp', ip: string, port: number): boolean {
+    const to = this.#live.get(liveKey(proto, ip === this.externalAddress ? this.relayAddress : ip, port));
+    if (!to || to === from || to.closed) return false;
+    if (from.scope === null) return true;
+    return to.scope !== null && this.#scope!.introduced(from.scope, to.scope);
   }
 
-  #permission(alloc: Allocation, ip: string, now: number, relayOnly = false): Permission {
+  #permission(alloc: Allocation, ip: string, now: number, restrict: PortFilter): Permission {
     let p = alloc.permissions.get(ip);
     if (!p) {
-      p = { expires: 0, channels: null, relayOnly };
+      p = { expires: 0, channels: null, restrict };
       alloc.permissions.set(ip, p);
       this.stats.permissions++;
     }
+    p.restrict = restrict;
     p.expires = now + PERMISSION_LIFETIME_S * 1000;
     return p;
   }
@@ -978,20 +1096,20 @@ export class TurnServer {
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     if (peers.length === 0) return fail(400, 'Bad Request');
     // RFC 8656 §9.2: all addresses are checked before any permission is installed.
-    const relayOnly = new Set<string>();
+    const restricts = new Map<string, PortFilter>();
     for (const p of peers) {
-      const code = this.#checkPeer(alloc, p);
-      if (code === 403) return fail(403, 'Forbidden');
-      if (code === 443) return fail(443, 'Peer Address Family Mismatch');
-      if (code === -1) relayOnly.add(p!.address);
-      else if (code) return fail(400, 'Bad Request');
+      const access = this.#access(alloc, p);
+      if (access === 403) return fail(403, 'Forbidden');
+      if (access === 443) return fail(443, 'Peer Address Family Mismatch');
+      if (typeof access === 'number') return fail(400, 'Bad Request');
+      restricts.set(p!.address, access.restrict);
     }
     const fresh = new Set(peers.map((p) => p!.address)).size;
     if (alloc.permissions.size + fresh > MAX_PERMISSIONS_PER_ALLOCATION && peers.some((p) => !alloc.permissions.has(p!.address))) {
       return fail(508, 'Insufficient Capacity');
     }
     const now = Date.now();
-    for (const p of peers) this.#permission(alloc, p!.address, now, relayOnly.has(p!.address));
+    for (const p of peers) this.#permission(alloc, p!.address, now, restricts.get(p!.address) ?? null);
     reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
   }
 
@@ -1003,11 +1121,12 @@ export class TurnServer {
     // RFC 8656 §12: 0x4000..0x4FFF; RFC 5766 clients use up to 0x7FFF (accepted unless legacyChannels is false).
     if (number < CHANNEL_MIN || number > (this.#maxChannelByte << 8 | 0xff)) return fail(400, 'Bad Request');
     const peer = peers[0]!;
-    const code = this.#checkPeer(alloc, peer);
-    if (code === 403) return fail(403, 'Forbidden');
-    if (code === 443) return fail(443, 'Peer Address Family Mismatch');
-    if ((code && code !== -1) || !peer) return fail(400, 'Bad Request');
-    if (code === -1 && !this.#inRelayRange(peer.port)) {
+    const access = this.#access(alloc, peer);
+    if (access === 403) return fail(403, 'Forbidden');
+    if (access === 443) return fail(443, 'Peer Address Family Mismatch');
+    if (typeof access === 'number' || !peer) return fail(400, 'Bad Request');
+    // A channel names one port: a restricted IP must allow exactly that one (RFC 8656 §11.2 → 403).
+    if (access.restrict && !access.restrict(peer.port)) {
       this.stats.deniedPeers++;
       return fail(403, 'Forbidden');
     }
@@ -1019,7 +1138,7 @@ export class TurnServer {
     const other = existingPerm?.channels?.get(peer.port);
     if (other && other.number !== number) return fail(400, 'Bad Request');
     if (!bound && alloc.channels.size >= MAX_CHANNELS_PER_ALLOCATION) return fail(508, 'Insufficient Capacity');
-    const perm = this.#permission(alloc, peer.address, now, code === -1);
+    const perm = this.#permission(alloc, peer.address, now, access.restrict);
     if (bound) {
       bound.expires = now + CHANNEL_LIFETIME_S * 1000;
     } else {
@@ -1047,7 +1166,7 @@ export class TurnServer {
       this.stats.droppedNoPermission++;
       return;
     }
-    if (perm.relayOnly && !this.#inRelayRange(peer.port)) {
+    if (perm.restrict && !perm.restrict(peer.port)) {
       this.stats.deniedPeers++;
       return;
     }
@@ -1062,7 +1181,7 @@ export class TurnServer {
       return;
     }
     const now = Date.now();
-    if (ch.expires < now || ch.perm.expires < now) {
+    if (ch.expires < now || ch.perm.expires < now || (ch.perm.restrict && !ch.perm.restrict(ch.peer.port))) {
       this.stats.droppedNoPermission++;
       return;
     }
@@ -1094,7 +1213,7 @@ export class TurnServer {
       this.stats.droppedBandwidth++;
       return;
     }
-    if (perm.relayOnly && !this.#inRelayRange(rinfo.port)) {
+    if (perm.restrict && !perm.restrict(rinfo.port)) {
       this.stats.droppedNoPermission++;
       return;
     }
@@ -1152,9 +1271,13 @@ export class TurnServer {
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     const peer = peers[0];
     if (peers.length !== 1 || !peer) return fail(400, 'Bad Request');
-    const code = this.#checkPeer(alloc, peer);
-    if (code === 403 || (code === -1 && !this.#inRelayRange(peer.port))) return fail(403, 'Forbidden');
-    if (code > 0) return fail(443, 'Peer Address Family Mismatch');
+    const access = this.#access(alloc, peer);
+    if (access === 403 || (typeof access !== 'number' && access.restrict && !access.restrict(peer.port))) {
+      if (access !== 403) this.stats.deniedPeers++;
+      return fail(403, 'Forbidden');
+    }
+    if (access === 443) return fail(443, 'Peer Address Family Mismatch');
+    if (typeof access === 'number') return fail(400, 'Bad Request');
     for (const c of alloc.tcpConns.values()) {
       if (c.peer.address === peer.address && c.peer.port === peer.port) return fail(446, 'Connection Already Exists');
     }
@@ -1182,7 +1305,7 @@ export class TurnServer {
         return;
       }
       // The connection to the peer also acts as a permission for its address (RFC 6062 §5.2).
-      this.#permission(alloc, peer.address, Date.now(), code === -1);
+      this.#permission(alloc, peer.address, Date.now(), access.restrict);
       const conn = this.#trackPeerConn(alloc, socket, peer);
       const id = Buffer.alloc(4);
       id.writeUInt32BE(conn.id, 0);
@@ -1255,6 +1378,10 @@ export class TurnServer {
     this.stats.permissions -= alloc.permissions.size;
     this.stats.channels -= alloc.channels.size;
     this.stats.allocations--;
+    for (const r of alloc.relayed) {
+      const k = liveKey(alloc.transport, r.address, r.port);
+      if (this.#live.get(k) === alloc) this.#live.delete(k);
+    }
     alloc.onRemove();
     if (alloc.transport === 'tcp' || alloc.client.kind === 'tcp') {
       for (const [sock, a] of this.#tcpAllocs) if (a === alloc) this.#tcpAllocs.delete(sock);
@@ -1292,12 +1419,7 @@ export class TurnServer {
         }
       }
     }
-    for (const [k, r] of this.#reservations) {
-      if (r.expires < now) {
-        r.socket.close();
-        this.#reservations.delete(k);
-      }
-    }
+    this.#reservations.sweep(now);
     this.#limiter.sweep(now);
   }
 }
@@ -1306,6 +1428,11 @@ export class TurnServer {
 const PASSWORD_ALGORITHMS_VALUE = Buffer.from([0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00]);
 
 function noop(): void {}
+
+/** Key of a live relayed transport address in TurnServer's #live map. */
+function liveKey(proto: 'udp' | 'tcp', address: string, port: number): string {
+  return `${proto === 'udp' ? 'u' : 't'}${address.includes(':') ? '6' : '4'}:${port}`;
+}
 
 /** dgram `lookup` for addresses that are already IP literals (the relay never sends to names). */
 function literalLookup(address: string, family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {

@@ -20,6 +20,10 @@ import {
   verifyRendezvous,
   CONNECTION_ID_BYTES,
   MAX_CANDIDATES,
+  MAX_CONNECT_NOTIFY_BYTES,
+  MAX_LOOKUP_RESULT_BYTES,
+  PONG_BYTES,
+  REGISTER_PAD_BYTES,
   MAX_ERROR_TEXT_BYTES,
   TcpFrameDecoder,
   type ConnectMode,
@@ -28,6 +32,7 @@ import {
   type Endpoint,
   type ErrorMessage,
   type RendezvousMessage,
+  type ReportMessage,
   type SeqOfferMessage,
   type Target,
 } from '../wire/rendezvous.js';
@@ -57,11 +62,31 @@ const SEEN_NOTIFY_CAP = 256;
 export const SEQ_OFFER_STORE_CAP = 64;
 export const SEQ_OFFER_STORE_TTL_MS = 30_000;
 
+/** Outcome reports sent per minute at most (the server also bounds them per key). */
+export const MAX_REPORTS_PER_MINUTE = 30;
+/** A report is best effort: it gives up after this long. */
+export const REPORT_TIMEOUT_MS = 3_000;
+
+export interface RendezvousServerAddress {
+  host: string;
+  port: number;
+  tcpPort?: number;
+}
+
+/** What a peer tells the server about one connection attempt (wire/rendezvous.ts REPORT). */
+export type ConnectionOutcome = Omit<ReportMessage, 'type' | 'requestId' | 'publicKey' | 'timestamp' | 'nonce' | 'signature' | 'signedPart'>;
+
 export interface RendezvousClientOptions {
   /** The caller's socket: the same one the peer will punch from, so the server sees the mapping that matters. */
   transport: DatagramTransport;
-  /** The server; `tcpPort` defaults to `port` (`natpunch serve` listens on both). */
-  server: { host: string; port: number; tcpPort?: number };
+  /**
+   * The server; `tcpPort` defaults to `port` (`natpunch serve` listens on both). Several servers (nodes sharing one
+   * registry): the client uses the first and moves to the next when one stops answering or tells it to (MOVE),
+   * registering there.
+   */
+  server: RendezvousServerAddress | readonly RendezvousServerAddress[];
+  /** Send outcome reports with report() (default true; false makes report() a no-op). */
+  report?: boolean;
   keyPair: KeyPair;
   /** A name to claim ([a-z0-9._-]{1,63}); first come, bound to this key while the registration lives. */
   name?: string;
@@ -84,6 +109,8 @@ export interface TurnCredentials {
   /** The rendezvous server's address as resolved (the TURN server runs on the same host). */
   host: string;
   port: number;
+  /** The relay's TLS port on the same host, when it runs TURN over TLS. */
+  tlsPort?: number;
   username: string;
   password: string;
   /** Local clock (ms) after which they no longer work. */
@@ -149,6 +176,8 @@ export interface RendezvousClientEvents {
   registered: [result: RegisterResult];
   'turn-credentials': [credentials: TurnCredentials];
   'refresh-failed': [error: NatpunchError];
+  /** Moved to another server (the previous one stopped answering, or asked peers to move). */
+  'server-changed': [server: { host: string; port: number }, reason: 'unreachable' | 'moved'];
 }
 
 interface Pending {
@@ -208,6 +237,37 @@ function truncateUtf8(text: string, max: number): string {
   return out;
 }
 
+/** The server did not answer at all (as opposed to answering with an ERROR): worth trying another server. */
+function isUnreachable(err: unknown): boolean {
+  if (isNatpunchError(err, 'TIMEOUT')) return true;
+  return isNatpunchError(err, 'RENDEZVOUS') && err.details?.serverCode === undefined && /reach|closed/.test(err.message);
+}
+
+/**
+ * Rendezvous servers from text: "host[:port]" or several separated by commas ("a:3478,b:3478"; "[v6]:port"
+ * for IPv6). The CLI's `--rendezvous a,b` and the API's string form both use it.
+ */
+export function parseRendezvousList(spec: string, defaultPort: number): RendezvousServerAddress[] {
+  const out: RendezvousServerAddress[] = [];
+  for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(part);
+    let host: string;
+    let port: number;
+    if (v6) {
+      host = v6[1]!;
+      port = v6[2] ? Number(v6[2]) : defaultPort;
+    } else {
+      const bits = part.split(':');
+      host = bits.length === 2 ? bits[0]! : part;
+      port = bits.length === 2 ? Number(bits[1]) : defaultPort;
+    }
+    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in "${part.slice(0, 80)}"`);
+    out.push({ host, port });
+  }
+  if (out.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'no rendezvous server given');
+  return out;
+}
+
 function serverError(msg: ErrorMessage, what: string): NatpunchError {
   const details = { serverCode: msg.code, retryAfterMs: msg.retryAfterMs };
   if (msg.code === 'NOT_FOUND') return new NatpunchError('PEER_NOT_FOUND', `${what}: ${msg.message}`, { details });
@@ -222,7 +282,14 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   readonly keyPair: KeyPair;
   readonly name: string | undefined;
   #transport: DatagramTransport;
+  #servers: Array<{ host: string; port: number; tcpPort: number }>;
+  #serverIndex = 0;
   #server: { host: string; port: number; tcpPort: number };
+  /** The request id of the REGISTER the current server last answered (a MOVE must carry it). */
+  #registerRequestId: number | undefined;
+  #report: boolean;
+  #reportTimes: number[] = [];
+  #registering = false;
   #serverIp: string | undefined;
   #candidates: () => Candidate[];
   #reachable: () => boolean;
@@ -262,7 +329,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.keyPair = options.keyPair;
     this.name = options.name;
     this.#transport = options.transport;
-    this.#server = { host: options.server.host, port: options.server.port, tcpPort: options.server.tcpPort ?? options.server.port };
+    const list = Array.isArray(options.server) ? options.server : [options.server as RendezvousServerAddress];
+    if (list.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'give at least one rendezvous server');
+    this.#servers = list.map((s) => ({ host: s.host, port: s.port, tcpPort: s.tcpPort ?? s.port }));
+    this.#server = this.#servers[0]!;
+    this.#report = options.report ?? true;
     this.#candidates = options.candidates ?? (() => hostCandidates(this.#transport));
     const r = options.reachable;
     this.#reachable = typeof r === 'function' ? r : () => Boolean(r);
@@ -299,6 +370,15 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   /** Registers (or refreshes) this peer; with autoRefresh, keeps re-registering before expiry until close(). */
   async register(signal?: AbortSignal): Promise<RegisterResult> {
     this.#checkOpen();
+    this.#registering = true;
+    try {
+      return await this.#register(signal);
+    } finally {
+      this.#registering = false;
+    }
+  }
+
+  async #register(signal?: AbortSignal): Promise<RegisterResult> {
     const candidates = this.#gather();
     const reachable = this.#reachable();
     const { msg, via, rttMs } = await this.#signedRequest(
@@ -315,12 +395,16 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             candidates,
           },
           this.keyPair.secretKey,
+          // Anti-amplification: the server answers with at most as many bytes as a request has (REGISTERED, TURN
+          // credentials and its address-proving PING).
+          { padTo: REGISTER_PAD_BYTES },
         ),
       signal,
       true,
     );
     if (msg.type === 'error') throw serverError(msg, 'registration');
     if (msg.type !== 'registered') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a registration`);
+    this.#registerRequestId = msg.requestId;
     const result: RegisterResult = {
       reflexive: msg.reflexive,
       refreshMs: msg.refreshMs,
@@ -351,7 +435,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async lookup(nameOrKey: string | Uint8Array, signal?: AbortSignal): Promise<LookupResult> {
     this.#checkOpen();
     const target = parseTarget(nameOrKey);
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }, undefined, { padTo: MAX_LOOKUP_RESULT_BYTES }), signal);
     if (msg.type === 'error') throw serverError(msg, `lookup of ${typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey)}`);
     if (msg.type !== 'lookup-result') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a lookup`);
     const out: LookupResult = {
@@ -394,6 +478,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             candidates,
           },
           this.keyPair.secretKey,
+          // Anti-amplification: the answer (the peer's candidates) is at most as large as the request.
+          { padTo: MAX_CONNECT_NOTIFY_BYTES },
         ),
       options.signal,
       false,
@@ -476,11 +562,61 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     });
   }
 
+  /** The server in use now (one of those given; it changes on failover). */
+  get server(): { host: string; port: number } {
+    return { host: this.#server.host, port: this.#server.port };
+  }
+
+  /**
+   * Gives up `name` (default: this client's name) on the server now, instead of it staying reserved for this key
+   * for the server's name hold after unregistering (RELEASE_NAME, signed). Resolves with whether the key held it.
+   */
+  async releaseName(name = this.name, signal?: AbortSignal): Promise<boolean> {
+    this.#checkOpen();
+    if (name === undefined || !isValidName(name)) throw new NatpunchError('BAD_ARGUMENT', 'releaseName needs a name ([a-z0-9._-]{1,63})');
+    const { msg } = await this.#signedRequest(
+      (requestId) => encodeRendezvous({ type: 'release-name', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp(), name }, this.keyPair.secretKey),
+      signal,
+      false,
+    );
+    if (msg.type === 'error') throw serverError(msg, `release of name "${name}"`);
+    if (msg.type !== 'ack') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a name release`);
+    return msg.status === 1;
+  }
+
+  /**
+   * Tells the server how a connection attempt went (REPORT, signed; NAT types, techniques, outcome and timings, never
+   * payload), for its metrics and dashboard. Best effort and bounded: at most MAX_REPORTS_PER_MINUTE a minute, one
+   * try of at most REPORT_TIMEOUT_MS; resolves false (never rejects) when reports are off, over the rate, or lost.
+   */
+  async report(outcome: ConnectionOutcome, signal?: AbortSignal): Promise<boolean> {
+    if (!this.#report || this.#closed) return false;
+    const now = Date.now();
+    this.#reportTimes = this.#reportTimes.filter((t) => now - t < 60_000);
+    if (this.#reportTimes.length >= MAX_REPORTS_PER_MINUTE) return false;
+    this.#reportTimes.push(now);
+    const t = timeoutSignal(REPORT_TIMEOUT_MS, signal);
+    try {
+      const { msg } = await this.#request(
+        (requestId) => encodeRendezvous({ ...outcome, type: 'report', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() }, this.keyPair.secretKey),
+        t.signal,
+        false,
+        false,
+      );
+      return msg.type === 'ack' && msg.status === 1;
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'rendezvous: outcome report not delivered');
+      return false;
+    } finally {
+      t.dispose();
+    }
+  }
+
   /** Measures the RTT to the server (PING/PONG). */
   async ping(signal?: AbortSignal): Promise<number> {
     this.#checkOpen();
     const started = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }, undefined, { padTo: PONG_BYTES }), signal);
     if (msg.type !== 'pong') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a ping`);
     const rtt = Date.now() - msg.echo;
     this.#rtt = rtt;
@@ -534,7 +670,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const first = await this.#request(build, signal, probeUdp);
     if (first.msg.type !== 'error' || first.msg.code !== 'STALE') return first;
     const t0 = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }), signal);
+    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }, undefined, { padTo: PONG_BYTES }), signal);
     if (msg.type !== 'pong') return first;
     const t1 = Date.now();
     const offset = msg.time - (t0 + t1) / 2;
@@ -615,8 +751,48 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     return id;
   }
 
+  /**
+   * One request/answer exchange with failover: when the server does not answer at all (UDP and TCP), the next
+   * server of the list is tried, each at most once; a server's refusal (ERROR) is an answer and is returned.
+   */
+  async #request(
+    build: (requestId: number) => Buffer,
+    signal?: AbortSignal,
+    probeUdp = false,
+    failover = true,
+  ): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
+    for (let tried = 1; ; tried++) {
+      try {
+        return await this.#requestOnce(build, signal, probeUdp);
+      } catch (err) {
+        if (!failover || tried >= this.#servers.length || this.#closed || signal?.aborted || !isUnreachable(err)) throw err;
+        this.#log.info({ server: this.#server, err: (err as Error).message }, 'rendezvous: server not answering; moving to the next');
+        this.#switchServer('unreachable');
+      }
+    }
+  }
+
+  /** Moves to the next server of the list; a registered peer registers there at once. */
+  #switchServer(reason: 'unreachable' | 'moved'): void {
+    this.#serverIndex = (this.#serverIndex + 1) % this.#servers.length;
+    this.#server = this.#servers[this.#serverIndex]!;
+    this.#serverIp = undefined;
+    this.#serverSources.clear();
+    this.#mode = 'udp';
+    this.#tcpReprobeMs = TCP_REPROBE_INITIAL_MS;
+    const tcp = this.#tcp;
+    this.#tcp = undefined;
+    this.#tcpReady = undefined;
+    tcp?.destroy();
+    this.#registerRequestId = undefined;
+    // TURN credentials are for the old server's host.
+    this.#turnCredentials = undefined;
+    this.emit('server-changed', { host: this.#server.host, port: this.#server.port }, reason);
+    if (this.#registered && this.#autoRefresh && !this.#registering) this.#scheduleRefresh(0);
+  }
+
   /** One request/answer exchange: UDP with retransmissions, then TCP when UDP stays silent. */
-  async #request(build: (requestId: number) => Buffer, signal?: AbortSignal, probeUdp = false): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
+  async #requestOnce(build: (requestId: number) => Buffer, signal?: AbortSignal, probeUdp = false): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
     const closeSignal = this.#closer.signal;
     const parent = signal ? AbortSignal.any([signal, closeSignal]) : closeSignal;
     const t = timeoutSignal(this.#timeoutMs, parent);
@@ -827,11 +1003,19 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       this.#onSeqOffer(msg, via);
       return;
     }
+    if (msg.type === 'move') {
+      // Only the server that answered our latest REGISTER knows its request id (wire/rendezvous.ts MOVE).
+      if (!this.#registered || msg.requestId !== this.#registerRequestId) return;
+      this.#log.info({ server: this.#server, reason: msg.reason }, 'rendezvous: server asked peers to move');
+      if (this.#servers.length > 1) this.#switchServer('moved');
+      return;
+    }
     if (msg.type === 'turn-credentials') {
       // Sent right after REGISTERED; only from the server (see #onDatagram), any request id of ours is fine.
       this.#turnCredentials = {
         host: this.#serverIp ? unmapV4(this.#serverIp) : this.#server.host,
         port: msg.port,
+        ...(msg.tlsPort ? { tlsPort: msg.tlsPort } : {}),
         username: msg.username,
         password: msg.password,
         expiresAt: Date.now() + msg.ttlSeconds * 1000,
@@ -847,7 +1031,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       msg.type === 'connect-notify' ||
       msg.type === 'error' ||
       msg.type === 'pong' ||
-      msg.type === 'seq-offer-result'
+      msg.type === 'seq-offer-result' ||
+      msg.type === 'ack'
     ) {
       p.resolve(msg);
     }

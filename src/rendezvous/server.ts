@@ -1,9 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { RequestIds } from './ids.js';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
 import { candidatePriority, dedupeCandidates, type Candidate } from '../traversal/candidate.js';
-import { makeSharedSecretCredentials } from '../relay/auth.js';
+import { SharedSecretIssuer, type RelayCredentialIssuer } from '../relay/issuer.js';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { decodeSeqOffer, type SeqOfferFields } from '../wire/seq-offer.js';
@@ -16,11 +17,16 @@ import {
   peekHeader,
   verifyRendezvous,
   MAX_CANDIDATES,
+  MAX_CONNECT_NOTIFY_BYTES,
+  MAX_LOOKUP_RESULT_BYTES,
   MessageType,
+  PONG_BYTES,
   RENDEZVOUS_VERSION,
   TcpFrameDecoder,
   type ConnectMessage,
   type ConnectMode,
+  type ReleaseNameMessage,
+  type ReportMessage,
   type Endpoint,
   type EncodableMessage,
   type ErrorCodeName,
@@ -31,7 +37,9 @@ import {
   type Target,
   type UnregisterMessage,
 } from '../wire/rendezvous.js';
-import { MemoryRegistry, DEFAULT_MAX_PEERS, type PeerRecord, type Registry } from './registry.js';
+import type { ClusterBus, ClusterPush } from './cluster.js';
+import { MemoryRegistry, DEFAULT_MAX_PEERS, DEFAULT_NAME_HOLD_MS, type PeerRecord, type Registry } from './registry.js';
+import { ReplayCache, DEFAULT_MAX_REPLAY_ENTRIES } from './replay.js';
 
 /**
  * Defaults. Registrations double as NAT keepalives towards the server (so it can push CONNECT_NOTIFY), so the refresh
@@ -47,7 +55,8 @@ export const DEFAULT_REPLAY_WINDOW_MS = 30_000;
 export const DEFAULT_RATE_PER_SECOND = 20;
 export const DEFAULT_RATE_BURST = 40;
 export const DEFAULT_MAX_RATE_SOURCES = 65_536;
-export const DEFAULT_MAX_NONCES = 65_536;
+/** The replay cache's hard cap (src/rendezvous/replay.ts: when full, signed messages are refused, never forgotten). */
+export const DEFAULT_MAX_NONCES = DEFAULT_MAX_REPLAY_ENTRIES;
 export const DEFAULT_MAX_PENDING_NOTIFIES = 10_000;
 export const DEFAULT_MAX_TCP_CONNECTIONS = 1024;
 /** Responder notifications are retransmitted until acknowledged (RFC 8489 §6.2.1 style doubling, shorter). */
@@ -72,7 +81,11 @@ export type StartSchedule = 'initiator-first' | 'sync';
 /** How long handed-out TURN credentials stay valid (draft-uberti-behave-turn-rest suggests a day; we keep it short). */
 export const DEFAULT_TURN_CREDENTIAL_TTL_S = 3600;
 
-/** TURN credentials the rendezvous hands to registered peers (the shared-secret scheme, see relay/auth.ts). */
+/**
+ * Unscoped TURN credentials (the shared-secret scheme, see relay/auth.ts) for the keys the operator allows; any
+ * other key gets none from this (issue 18 hole 4). Peer-relay mode gives every key scoped ones instead
+ * (relay/peer-relay.ts, through `relayIssuer`).
+ */
 export interface TurnCredentialConfig {
   /** The TURN server's shared secret (the first `--auth-secret`). */
   secret: string;
@@ -80,6 +93,10 @@ export interface TurnCredentialConfig {
   port: number;
   /** Default DEFAULT_TURN_CREDENTIAL_TTL_S. */
   ttlSeconds?: number;
+  /** Keys (hex) that get them; 'any' hands them to every key (closed deployments only). Default: none. */
+  allow?: Iterable<string> | 'any';
+  /** Credentials per source IP per minute (relay/issuer.ts default). */
+  ratePerMinute?: number;
 }
 
 /** What the server needs to send STUNT #1 SYN-ACKs (tcp-stunt1.ts SynAckSpoofer matches it). */
@@ -95,9 +112,30 @@ export interface RendezvousServerOptions {
    * The server does not own it (whoever opened it closes it).
    */
   spoofer?: SeqOfferSpoofer;
-  /** Hand out TURN credentials after each REGISTERED. Can also be set later with setTurnCredentials(). */
+  /** Hand out unscoped TURN credentials after REGISTERED. Can also be set later with setTurnCredentials(). */
   turnCredentials?: TurnCredentialConfig;
+  /**
+   * Who gets relay credentials after REGISTERED and what the relay learns from introductions (peer-relay mode:
+   * relay/peer-relay.ts). Replaces `turnCredentials`; can also be set later with setRelayIssuer().
+   */
+  relayIssuer?: RelayCredentialIssuer;
   registry?: Registry;
+  /**
+   * Several nodes sharing one registry (Redis): introductions for peers held by another node go there over this bus,
+   * and records carry this node's id. Absent: one node (the registry may still be shared, but every peer it
+   * introduces must be registered here).
+   */
+  cluster?: ClusterBus;
+  /** For the default registry: how long a name stays reserved for its last key (default 30 days). */
+  nameHoldMs?: number;
+  /** Names the operator assigned to keys (name → 64 hex digits): only that key may register them, ever. */
+  reservedNames?: Readonly<Record<string, string>>;
+  /** Count peers' signed outcome reports (REPORT) and pass them to `observer` (default true). */
+  reports?: boolean;
+  /** Outcome reports accepted per key per minute at most (default DEFAULT_REPORTS_PER_MINUTE). */
+  reportsPerMinute?: number;
+  /** Told about registrations, introductions, reports and errors (metrics, dashboards). Must not throw. */
+  observer?: RendezvousObserver;
   logger?: Logger;
   refreshIntervalMs?: number;
   ttlMs?: number;
@@ -105,6 +143,7 @@ export interface RendezvousServerOptions {
   rateLimit?: { perSecond: number; burst: number };
   maxPeers?: number;
   maxRateSources?: number;
+  /** Replay cache hard cap; above it signed messages get SERVER_FULL (nothing inside the window is forgotten). */
   maxNonces?: number;
   maxPendingNotifies?: number;
   maxTcpConnections?: number;
@@ -121,6 +160,22 @@ export interface RendezvousServerOptions {
   schedule?: StartSchedule;
   /** Clock (ms since the epoch); replaceable for tests. */
   now?: () => number;
+}
+
+/** Outcome reports one key may send per minute (a peer makes a few connections a minute; more are dropped). */
+export const DEFAULT_REPORTS_PER_MINUTE = 30;
+
+/** What the server tells an observer (metrics and the dashboard, src/server/metrics.ts). */
+export type RendezvousEvent =
+  | { type: 'register'; publicKey: Buffer; name?: string; reflexive: Endpoint; refresh: boolean }
+  | { type: 'unregister'; publicKey: Buffer; reason: 'unregister' | 'expired' }
+  | { type: 'lookup'; found: boolean }
+  | { type: 'introduction'; connectionId: Buffer; from: Buffer; to: Buffer; remote: boolean }
+  | { type: 'report'; report: ReportMessage }
+  | { type: 'refused'; request: string; code: ErrorCodeName; message: string; from: string };
+
+export interface RendezvousObserver {
+  onEvent(event: RendezvousEvent): void;
 }
 
 export interface RendezvousStats {
@@ -159,20 +214,55 @@ export interface RendezvousStats {
   seqSpoofed: number;
   /** SEQ_OFFERs answered with an ERROR (unknown sender or peer, rate limit, full). */
   seqRefused: number;
+  /** UDP answers not sent (or cut short) because they would have been larger than their request. */
+  amplificationDropped: number;
+  /** Requests answered TOO_SMALL (unpadded LOOKUP / CONNECT whose answer is larger). */
+  tooSmall: number;
+  /** Push transmissions withheld from an address that never proved it is there (#push). */
+  pushesWithheld: number;
+  /** Introductions handed to another node (cluster). */
+  remoteIntroductions: number;
+  /** Pushes received from other nodes and delivered to a peer here. */
+  remoteDelivered: number;
+  namesReleased: number;
+  reports: number;
+  reportsDropped: number;
+  /** MOVE messages sent while draining. */
+  moves: number;
   /** Gauges. */
   peers: number;
   pendingNotifies: number;
   tcpOpen: number;
 }
 
+/**
+ * Where a message came from and answers go. A UDP channel made for one received datagram carries `budget`: the
+ * bytes the server may still send back for it (anti-amplification: never more than the request had, see #send).
+ * Channels kept for later pushes (registrations, connection records) have no budget: pushes are bounded by #push.
+ */
 type Channel =
-  | { kind: 'udp'; transport: DatagramTransport; address: string; port: number; observed: Endpoint; ip: string }
+  | { kind: 'udp'; transport: DatagramTransport; address: string; port: number; observed: Endpoint; ip: string; budget?: { left: number } }
   | { kind: 'tcp'; socket: Socket; observed: Endpoint; ip: string };
+
+/** A channel to keep (for pushes later): without the per-request answer budget. */
+function kept(ch: Channel): Channel {
+  if (ch.kind !== 'udp' || !ch.budget) return ch;
+  const { budget: _budget, ...rest } = ch;
+  return rest;
+}
+
+interface ChannelEntry {
+  channel: Channel;
+  rttMs?: number;
+  /** The request id of the peer's latest REGISTER: MOVE carries it, so only we can make the peer move. */
+  registerRequestId?: number;
+  /** Forgotten after this (the registry's expiry sweep runs on one node; every node drops its own channels). */
+  expiresAt: number;
+}
 
 interface NonceEntry {
   source: string;
   signature: Buffer;
-  expiresAt: number;
   response?: Buffer;
 }
 
@@ -249,7 +339,6 @@ export class RendezvousServer {
   #windowMs: number;
   #rate: { perSecond: number; burst: number };
   #maxRateSources: number;
-  #maxNonces: number;
   #maxPending: number;
   #maxTcp: number;
   #tcpIdleMs: number;
@@ -257,7 +346,7 @@ export class RendezvousServer {
   #notifyMax: number;
   #schedule: StartSchedule;
   #maxPeers: number;
-  #turn: TurnCredentialConfig | undefined;
+  #issuer: RelayCredentialIssuer | undefined;
   #spoofer: SeqOfferSpoofer | undefined;
   /** First offers by `connectionId/from/to` (hex), bounded by maxPendingNotifies. */
   #seqOffers = new Map<string, WaitingOffer>();
@@ -265,11 +354,26 @@ export class RendezvousServer {
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
-  #channels = new Map<string, { channel: Channel; rttMs?: number }>();
-  #nonces = new Map<string, NonceEntry>();
+  #channels = new Map<string, ChannelEntry>();
+  #nonces: ReplayCache<NonceEntry>;
+  #cluster: ClusterBus | undefined;
+  #offCluster: (() => void) | undefined;
+  #reserved: Map<string, string>;
+  #reports: boolean;
+  #reportsPerMinute: number;
+  /** Reports per key in the current minute. */
+  #reportCounts = new Map<string, { minute: number; n: number }>();
+  #observer: RendezvousObserver | undefined;
+  #draining = false;
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
-  #pings = new Map<number, { id: string; expiresAt: number }>();
+  readonly #ids = new RequestIds();
+  #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
+  /**
+   * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
+   * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). Bounded by maxPeers.
+   */
+  #verified = new Map<string, number>();
   #sweep: NodeJS.Timeout;
   #closed = false;
   #stats: Omit<RendezvousStats, 'peers' | 'pendingNotifies' | 'tcpOpen'> = {
@@ -304,12 +408,28 @@ export class RendezvousServer {
     seqForwarded: 0,
     seqSpoofed: 0,
     seqRefused: 0,
+    amplificationDropped: 0,
+    tooSmall: 0,
+    pushesWithheld: 0,
+    remoteIntroductions: 0,
+    remoteDelivered: 0,
+    namesReleased: 0,
+    reports: 0,
+    reportsDropped: 0,
+    moves: 0,
   };
 
   constructor(options: RendezvousServerOptions = {}) {
     this.#maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
     this.setTurnCredentials(options.turnCredentials);
-    this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers });
+    if (options.relayIssuer) this.setRelayIssuer(options.relayIssuer);
+    this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers, nameHoldMs: options.nameHoldMs ?? DEFAULT_NAME_HOLD_MS });
+    this.#cluster = options.cluster;
+    this.#offCluster = this.#cluster?.onPush((push) => this.#deliverRemote(push));
+    this.#reserved = new Map(Object.entries(options.reservedNames ?? {}).map(([n, k]) => [n, k.toLowerCase()]));
+    this.#reports = options.reports ?? true;
+    this.#reportsPerMinute = options.reportsPerMinute ?? DEFAULT_REPORTS_PER_MINUTE;
+    this.#observer = options.observer;
     this.#log = options.logger ?? silentLogger;
     this.#now = options.now ?? Date.now;
     this.#refreshMs = options.refreshIntervalMs ?? DEFAULT_REFRESH_INTERVAL_MS;
@@ -317,7 +437,7 @@ export class RendezvousServer {
     this.#windowMs = options.replayWindowMs ?? DEFAULT_REPLAY_WINDOW_MS;
     this.#rate = options.rateLimit ?? { perSecond: DEFAULT_RATE_PER_SECOND, burst: DEFAULT_RATE_BURST };
     this.#maxRateSources = options.maxRateSources ?? DEFAULT_MAX_RATE_SOURCES;
-    this.#maxNonces = options.maxNonces ?? DEFAULT_MAX_NONCES;
+    this.#nonces = new ReplayCache({ maxEntries: options.maxNonces ?? DEFAULT_MAX_NONCES });
     this.#maxPending = options.maxPendingNotifies ?? DEFAULT_MAX_PENDING_NOTIFIES;
     this.#maxTcp = options.maxTcpConnections ?? DEFAULT_MAX_TCP_CONNECTIONS;
     this.#tcpIdleMs = options.tcpIdleTimeoutMs ?? this.#ttlMs;
@@ -329,12 +449,25 @@ export class RendezvousServer {
     this.#sweep.unref();
   }
 
-  /** Starts (or, with undefined, stops) handing out TURN credentials to peers that register. */
+  /** Starts (or, with undefined, stops) handing out unscoped TURN credentials to the allowed keys that register. */
   setTurnCredentials(config: TurnCredentialConfig | undefined): void {
     if (config && (!config.secret || !Number.isInteger(config.port) || config.port <= 0 || config.port > 0xffff)) {
       throw new NatpunchError('BAD_ARGUMENT', 'TURN credentials need a non-empty secret and a port');
     }
-    this.#turn = config ? { ...config } : undefined;
+    this.#issuer = config
+      ? new SharedSecretIssuer({
+          secret: config.secret,
+          port: config.port,
+          ttlSeconds: config.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S,
+          ...(config.allow !== undefined ? { allow: config.allow } : {}),
+          ...(config.ratePerMinute !== undefined ? { ratePerMinute: config.ratePerMinute } : {}),
+        })
+      : undefined;
+  }
+
+  /** Starts (or, with undefined, stops) handing out relay credentials through `issuer` (see RendezvousServerOptions). */
+  setRelayIssuer(issuer: RelayCredentialIssuer | undefined): void {
+    this.#issuer = issuer;
   }
 
   /** Starts answering rendezvous datagrams arriving on `transport`. Returns a function that detaches again. */
@@ -342,7 +475,7 @@ export class RendezvousServer {
     const off = transport.onMessage((msg: Buffer, rinfo: RemoteInfo) => {
       if (msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return; // STUN, TURN, probes: not ours
       const observed: Endpoint = { transport: 'udp', address: unmapV4(rinfo.address), port: rinfo.port };
-      this.#receive(msg, { kind: 'udp', transport, address: rinfo.address, port: rinfo.port, observed, ip: observed.address });
+      this.#receive(msg, { kind: 'udp', transport, address: rinfo.address, port: rinfo.port, observed, ip: observed.address, budget: { left: msg.length } });
     });
     const detach = () => {
       off();
@@ -403,24 +536,30 @@ export class RendezvousServer {
       for (const key of gone) {
         this.#stats.expired++;
         this.#unbind(hex(key));
+        this.#emit({ type: 'unregister', publicKey: key, reason: 'expired' });
       }
     } catch (err) {
       this.#stats.internalErrors++;
       this.#log.warn({ err }, 'rendezvous registry expire failed');
     }
-    for (const [n, e] of this.#nonces) if (e.expiresAt <= now) this.#nonces.delete(n);
+    this.#nonces.sweep(now);
     for (const [ip, b] of this.#buckets) {
       if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
     }
     for (const [id, p] of this.#pings) if (p.expiresAt <= now) this.#pings.delete(id);
+    for (const [src, until] of this.#verified) if (until <= now) this.#verified.delete(src);
     for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
     for (const [k, c] of this.#connections) if (c.expiresAt <= now) this.#connections.delete(k);
+    for (const [id, e] of this.#channels) if (e.expiresAt <= now) this.#unbind(id);
+    const minute = Math.floor(now / 60_000);
+    for (const [k, c] of this.#reportCounts) if (c.minute !== minute) this.#reportCounts.delete(k);
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#sweep);
+    this.#offCluster?.();
     for (const d of [...this.#detach]) d();
     for (const s of this.#tcp.keys()) s.destroy();
     this.#tcp.clear();
@@ -430,6 +569,7 @@ export class RendezvousServer {
     this.#nonces.clear();
     this.#buckets.clear();
     this.#pings.clear();
+    this.#verified.clear();
     this.#seqOffers.clear();
     this.#connections.clear();
   }
@@ -457,6 +597,10 @@ export class RendezvousServer {
     this.#handle(msg, channel).catch((err: unknown) => {
       this.#stats.internalErrors++;
       this.#log.warn({ err }, 'rendezvous handler failed');
+      // Storage unreachable (Redis down) and the like: say so, so the peer retries instead of failing over or
+      // waiting out its timeout; never more bytes than the request (no amplification).
+      const reply = this.#errorBytes(msg.requestId, typeCode(msg.type), 'SERVER_FULL', 'temporarily unavailable; retry', 1000);
+      if (reply.length <= bytes.length) this.#send(channel, reply);
     });
   }
 
@@ -467,8 +611,9 @@ export class RendezvousServer {
         return this.#reply(channel, { type: 'pong', requestId: msg.requestId, echo: msg.time, time: this.#now() });
       case 'pong': {
         const p = this.#pings.get(msg.requestId);
-        if (!p) return;
+        if (!p || p.source !== channelSource(channel)) return;
         this.#pings.delete(msg.requestId);
+        this.#markVerified(p.source);
         const entry = this.#channels.get(p.id);
         const rtt = this.#now() - msg.echo;
         if (entry && rtt >= 0 && rtt < 60_000) {
@@ -484,6 +629,7 @@ export class RendezvousServer {
           if (p && channelSource(p.channel) === channelSource(channel)) {
             clearTimeout(p.timer);
             this.#pending.delete(key);
+            this.#markVerified(channelSource(channel));
             if (p.kind === 'notify') this.#stats.notifyAcked++;
           }
         }
@@ -499,6 +645,10 @@ export class RendezvousServer {
         return this.#unregister(msg, channel);
       case 'seq-offer':
         return this.#seqOffer(msg, channel);
+      case 'release-name':
+        return this.#releaseName(msg, channel);
+      case 'report':
+        return this.#report(msg, channel);
       default:
         // Server-to-client messages sent to the server.
         this.#stats.unknownType++;
@@ -586,15 +736,15 @@ export class RendezvousServer {
       this.#error(channel, msg, 'REPLAY', 'this signed message was already used', 0, false);
       return false;
     }
-    if (this.#nonces.size >= this.#maxNonces) {
-      const oldest = this.#nonces.keys().next().value;
-      if (oldest !== undefined) this.#nonces.delete(oldest);
+    // Remembered until its timestamp leaves the window (then the window check refuses it). A full cache refuses
+    // the message rather than forget one that could still be replayed.
+    if (this.#nonces.full) this.#nonces.sweep(now);
+    const expiresAt = msg.timestamp + this.#windowMs + 1000;
+    if (!this.#nonces.add(nonce, { source: channelSource(channel), signature: Buffer.from(msg.signature!) }, expiresAt)) {
+      this.#stats.serverFull++;
+      this.#error(channel, msg, 'SERVER_FULL', 'too many signed messages right now; retry shortly', Math.max(1000, this.#nonces.msUntilRoom(now)), false);
+      return false;
     }
-    this.#nonces.set(nonce, {
-      source: channelSource(channel),
-      signature: Buffer.from(msg.signature!),
-      expiresAt: msg.timestamp + this.#windowMs + 1000,
-    });
     return true;
   }
 
@@ -606,6 +756,16 @@ export class RendezvousServer {
   async #register(msg: RegisterMessage, channel: Channel): Promise<void> {
     if (!this.#admit(msg, channel)) return;
     const now = this.#now();
+    if (this.#draining) {
+      // Going away: the peer should register elsewhere (it was or will be told with MOVE).
+      this.#stats.serverFull++;
+      return this.#error(channel, msg, 'SERVER_FULL', 'this server is shutting down; register with another one', 5_000);
+    }
+    const operatorKey = msg.name !== undefined ? this.#reserved.get(msg.name) : undefined;
+    if (operatorKey !== undefined && operatorKey !== hex(msg.publicKey)) {
+      this.#stats.nameTaken++;
+      return this.#error(channel, msg, 'NAME_TAKEN', `name "${msg.name}" is assigned to another key by the operator of this server`);
+    }
     const existing = await this.registry.get(msg.publicKey, now);
     // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its nonce has
     // left the bounded replay cache.
@@ -627,10 +787,18 @@ export class RendezvousServer {
     if (msg.name !== undefined) record.name = msg.name;
     const rtt = msg.rttMs || existing?.rttMs;
     if (rtt) record.rttMs = rtt;
+    if (this.#cluster) record.node = this.#cluster.nodeId;
     const result = await this.registry.put(record, now);
     if (result === 'name-taken') {
       this.#stats.nameTaken++;
-      return this.#error(channel, msg, 'NAME_TAKEN', `name "${msg.name}" is registered by another key`);
+      const held = await this.registry.reservation(msg.name!, now);
+      // Names are bound to keys (issue 18): say until when, so the owner of the name can tell squatting from a mistake.
+      const until = held ? new Date(held.until).toISOString().replace(/\.\d{3}Z$/, 'Z') : undefined;
+      const why = held?.live
+        ? `name "${msg.name}" is registered by another key`
+        : `name "${msg.name}" is reserved for the key that last held it`;
+      const retry = held ? Math.min(0xffffffff, Math.max(0, held.until - now)) : 0;
+      return this.#error(channel, msg, 'NAME_TAKEN', until ? `${why} until ${until}` : why, retry);
     }
     if (result === 'full') {
       this.#stats.serverFull++;
@@ -638,7 +806,8 @@ export class RendezvousServer {
     }
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
-    this.#bind(hex(msg.publicKey), channel);
+    this.#bind(hex(msg.publicKey), channel, msg.requestId, now);
+    this.#emit({ type: 'register', publicKey: msg.publicKey, ...(msg.name !== undefined ? { name: msg.name } : {}), reflexive, refresh: Boolean(existing) });
     const reply = encodeRendezvous({
       type: 'registered',
       requestId: msg.requestId,
@@ -650,18 +819,18 @@ export class RendezvousServer {
     });
     this.#remember(msg, reply);
     this.#send(channel, reply);
-    if (this.#turn) {
-      // Shared-secret scheme: username "expiry:first 16 hex of the key" (relay/auth.ts makeSharedSecretCredentials).
-      const ttlSeconds = this.#turn.ttlSeconds ?? DEFAULT_TURN_CREDENTIAL_TTL_S;
-      const c = makeSharedSecretCredentials(this.#turn.secret, ttlSeconds, hex(msg.publicKey).slice(0, 16), now);
-      this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, username: c.username, password: c.password, ttlSeconds, port: this.#turn.port });
-    }
+    // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
+    const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
+    if (c) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...c });
     this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
+      // Random, not from #ids: answering it proves the peer receives at this address (anti-amplification), so it
+      // must not be guessable.
       const requestId = randomBytes(4).readUInt32BE(0);
-      this.#pings.set(requestId, { id: hex(msg.publicKey), expiresAt: now + 10_000 });
-      this.#reply(channel, { type: 'ping', requestId, time: now });
+      this.#pings.set(requestId, { id: hex(msg.publicKey), source: channelSource(channel), expiresAt: now + 10_000 });
+      // Padded to PONG's size so the peer's answer is no larger than our question (it proves the address too).
+      this.#send(channel, encodeRendezvous({ type: 'ping', requestId, time: now }, undefined, { padTo: PONG_BYTES }));
     }
   }
 
@@ -673,6 +842,7 @@ export class RendezvousServer {
     this.#stats.lookups++;
     const now = this.#now();
     const r = await this.#resolve(msg.target, now);
+    this.#emit({ type: 'lookup', found: Boolean(r) });
     if (!r) {
       this.#stats.notFound++;
       return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
@@ -686,20 +856,60 @@ export class RendezvousServer {
       candidates: withReflexive(r.candidates, [r.reflexive]),
     };
     if (r.name !== undefined) reply.name = r.name;
-    this.#reply(channel, reply);
+    const bytes = encodeRendezvous(reply);
+    if (!this.#fits(channel, bytes.length)) return this.#tooSmall(channel, msg, MAX_LOOKUP_RESULT_BYTES);
+    this.#send(channel, bytes);
+  }
+
+  /** Whether an answer of `n` bytes fits what is left of the request's budget (always, over TCP). */
+  #fits(channel: Channel, n: number): boolean {
+    return channel.kind === 'tcp' || !channel.budget || n <= channel.budget.left;
+  }
+
+  /** The answer would be larger than the request: say how large the request must be (if even that fits). */
+  #tooSmall(channel: Channel, msg: { requestId: number; type: string }, size: number): void {
+    this.#stats.tooSmall++;
+    this.#error(channel, msg, 'TOO_SMALL', `pad the request to ${size} bytes (answers are never larger than requests)`);
+  }
+
+  #markVerified(source: string): void {
+    this.#verified.delete(source);
+    while (this.#verified.size >= this.#maxPeers) {
+      const oldest = this.#verified.keys().next().value;
+      if (oldest === undefined) break;
+      this.#verified.delete(oldest);
+    }
+    this.#verified.set(source, this.#now() + this.#ttlMs);
+  }
+
+  /** TCP's handshake proves the address; over UDP, an answered PING or acknowledged push does. */
+  #isVerified(channel: Channel): boolean {
+    if (channel.kind === 'tcp') return true;
+    const until = this.#verified.get(channelSource(channel));
+    return until !== undefined && until > this.#now();
   }
 
   async #connect(msg: ConnectMessage, channel: Channel): Promise<void> {
+    // What the initiator sent (the signed part plus the signature): pushes on its behalf are bounded by it.
+    const requestBytes = msg.signedPart!.length + msg.signature!.length;
     if (!this.#admit(msg, channel)) return;
     this.#stats.connects++;
     const now = this.#now();
     const target = await this.#resolve(msg.target, now);
-    const delivery = target && this.#channels.get(hex(target.publicKey));
+    // The node that holds the target's channel: here, or (several nodes on one registry) the one it registered with.
+    const remoteNode = target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId ? target.node : undefined;
+    const local = target && !remoteNode ? this.#channels.get(hex(target.publicKey)) : undefined;
+    const remoteAlive = remoteNode !== undefined && (await this.#cluster!.isAlive(remoteNode));
+    const delivery: { ip: string; rttMs?: number } | undefined = local
+      ? { ip: local.channel.ip, ...(local.rttMs !== undefined ? { rttMs: local.rttMs } : {}) }
+      : remoteAlive
+        ? { ip: target!.reflexive.address }
+        : undefined;
     if (!target || !delivery) {
       this.#stats.notFound++;
       return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`);
     }
-    if (!this.#charge(delivery.channel.ip)) {
+    if (!this.#charge(delivery.ip)) {
       this.#stats.rateLimited++;
       return this.#error(channel, msg, 'RATE_LIMITED', 'that peer is being contacted too often; retry shortly', 1000);
     }
@@ -738,7 +948,7 @@ export class RendezvousServer {
 
     const notify: EncodableMessage = {
       type: 'connect-notify',
-      requestId: randomBytes(4).readUInt32BE(0),
+      requestId: this.#ids.next(),
       connectionId: msg.connectionId,
       role: 'responder',
       mode: responderMode,
@@ -748,8 +958,6 @@ export class RendezvousServer {
       candidates: initiatorCandidates,
     };
     if (initiator?.name !== undefined) notify.peerName = initiator.name;
-    this.#stats.notifySent++;
-    this.#push(hex(msg.connectionId), encodeRendezvous(notify), delivery.channel, 'notify');
 
     const answer: EncodableMessage = {
       type: 'connect-notify',
@@ -764,8 +972,22 @@ export class RendezvousServer {
     };
     if (target.name !== undefined) answer.peerName = target.name;
     const reply = encodeRendezvous(answer);
+    // Anti-amplification: neither side hears of the connection unless the initiator's answer fits its request
+    // (clients pad CONNECT to MAX_CONNECT_NOTIFY_BYTES); the push to the responder is bounded by #push.
+    if (!this.#fits(channel, reply.length)) return this.#tooSmall(channel, msg, MAX_CONNECT_NOTIFY_BYTES);
+    this.#stats.notifySent++;
+    if (local) {
+      this.#push(hex(msg.connectionId), encodeRendezvous(notify), local.channel, 'notify', requestBytes);
+    } else {
+      // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
+      this.#stats.remoteIntroductions++;
+      await this.#cluster!.send(remoteNode!, { to: hex(target.publicKey), pendingKey: hex(msg.connectionId), bytes: encodeRendezvous(notify), kind: 'notify', requestBytes });
+    }
+    this.#emit({ type: 'introduction', connectionId: msg.connectionId, from: msg.publicKey, to: target.publicKey, remote: !local });
     this.#remember(msg, reply);
     this.#send(channel, reply);
+    // Peer-relay mode: each side's relay allocation may now reach the other (at the addresses seen here).
+    this.#issuer?.introduce(msg.publicKey, observed, target.publicKey, [target.reflexive, ...(local ? [local.channel.observed] : [])], now);
     const cid = hex(msg.connectionId);
     this.#connections.delete(cid);
     while (this.#connections.size >= this.#maxPending) {
@@ -773,22 +995,33 @@ export class RendezvousServer {
       if (oldest === undefined) break;
       this.#connections.delete(oldest);
     }
-    this.#connections.set(cid, { initiator: hex(msg.publicKey), responder: hex(target.publicKey), initiatorChannel: channel, expiresAt: now + CONNECTION_RECORD_TTL_MS });
+    this.#connections.set(cid, { initiator: hex(msg.publicKey), responder: hex(target.publicKey), initiatorChannel: kept(channel), expiresAt: now + CONNECTION_RECORD_TTL_MS });
     this.#log.debug({ from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR }, 'rendezvous connect');
   }
 
   /**
    * Sends an unsolicited message to a peer, retransmitted over UDP until it is acknowledged (NOTIFY_ACK), with
    * doubling intervals from notifyRtoMs, at most notifyMaxTransmissions times; once over TCP.
+   *
+   * Anti-amplification: the request that causes a push may come from a spoofed source, and the peer's registered
+   * address may be a victim's (a REGISTER can be spoofed too). So only an address that proved it is there (it
+   * answered our PING or acknowledged a push: #isVerified) gets retransmissions; any other gets at most
+   * `requestBytes` bytes in all (the pusher's request size: ≤ 1x), i.e. usually one transmission.
    */
-  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind']): void {
+  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind'], requestBytes: number): void {
     const old = this.#pending.get(pendingKey);
     if (old) clearTimeout(old.timer);
+    const limit = this.#isVerified(channel) ? this.#notifyMax : Math.min(this.#notifyMax, Math.floor(requestBytes / bytes.length));
+    if (limit < this.#notifyMax) this.#stats.pushesWithheld += this.#notifyMax - limit;
+    if (limit === 0) {
+      this.#pending.delete(pendingKey);
+      return;
+    }
     const pending: PendingNotify = { bytes, channel, transmissions: 0, timer: undefined as unknown as NodeJS.Timeout, kind };
     this.#pending.set(pendingKey, pending);
     const transmit = () => {
       if (this.#closed || this.#pending.get(pendingKey) !== pending) return;
-      if (pending.transmissions >= this.#notifyMax) {
+      if (pending.transmissions >= limit) {
         this.#pending.delete(pendingKey);
         if (kind === 'notify') this.#stats.notifyGivenUp++;
         return;
@@ -846,7 +1079,7 @@ export class RendezvousServer {
     }
     const cid = hex(msg.connectionId);
     this.#stats.seqForwarded++;
-    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq');
+    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq', original.length);
 
     // Spoofed packets only go to hosts that asked, from sources that also asked (as src/server/spoof.ts): the
     // offer's public address must be the address this request came from.
@@ -894,15 +1127,130 @@ export class RendezvousServer {
       this.#stats.stale++;
       return;
     }
-    if (await this.registry.delete(msg.publicKey)) this.#stats.unregistrations++;
+    if (await this.registry.delete(msg.publicKey, this.#now())) {
+      this.#stats.unregistrations++;
+      this.#emit({ type: 'unregister', publicKey: msg.publicKey, reason: 'unregister' });
+    }
     this.#unbind(hex(msg.publicKey));
   }
 
-  #bind(id: string, channel: Channel): void {
+  /**
+   * RELEASE_NAME (wire/rendezvous.ts): the key that holds or reserves a name gives it up now. Signed by that key and
+   * replay-checked like every signed request; answered with ACK (1 released, 0 the key held no such name).
+   */
+  async #releaseName(msg: ReleaseNameMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    const released = await this.registry.release(msg.name, msg.publicKey, this.#now());
+    if (released) this.#stats.namesReleased++;
+    const reply = encodeRendezvous({ type: 'ack', requestId: msg.requestId, status: released ? 1 : 0 });
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+  }
+
+  /**
+   * REPORT (wire/rendezvous.ts): one connection attempt's outcome, signed by the peer that made it. Counted at most
+   * reportsPerMinute times per key; the 8-byte ACK is never larger than the report. Reports only feed metrics.
+   */
+  async #report(msg: ReportMessage, channel: Channel): Promise<void> {
+    if (!this.#admit(msg, channel)) return;
+    const id = hex(msg.publicKey);
+    const minute = Math.floor(this.#now() / 60_000);
+    let count = this.#reportCounts.get(id);
+    if (!count || count.minute !== minute) {
+      if (this.#reportCounts.size >= this.#maxRateSources) this.#reportCounts.delete(this.#reportCounts.keys().next().value!);
+      count = { minute, n: 0 };
+      this.#reportCounts.set(id, count);
+    }
+    const accepted = this.#reports && count.n < this.#reportsPerMinute;
+    count.n++;
+    if (accepted) {
+      this.#stats.reports++;
+      this.#emit({ type: 'report', report: msg });
+      if (msg.localNat !== 'unknown') {
+        this.registry.noteNatType(msg.publicKey, msg.localNat, this.#now()).catch(() => {});
+      }
+    } else {
+      this.#stats.reportsDropped++;
+    }
+    const reply = encodeRendezvous({ type: 'ack', requestId: msg.requestId, status: accepted ? 1 : 0 });
+    this.#remember(msg, reply);
+    this.#send(channel, reply);
+  }
+
+  /** A push another node handed us for a peer whose channel is here (cluster.ts). */
+  #deliverRemote(push: ClusterPush): void {
+    const entry = this.#channels.get(push.to);
+    if (!entry || this.#closed) return;
+    // Every push to a peer passes the node that holds it, so this one bucket bounds what all nodes together push
+    // to its address (no shared rate-limit state needed for it).
+    if (!this.#charge(entry.channel.ip)) {
+      this.#stats.rateLimited++;
+      return;
+    }
+    this.#stats.remoteDelivered++;
+    this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+    if (push.kind === 'notify' && this.#issuer) {
+      // Peer-relay mode: the responder's credentials come from this node, so this node's scopes must hear of the
+      // introduction too (the initiator's node told its own). The initiator was seen where its srflx candidates say.
+      try {
+        const n = decodeRendezvous(push.bytes);
+        if (n.type === 'connect-notify') {
+          const seen = n.candidates.filter((c) => c.type === 'srflx').map((c): Endpoint => ({ transport: c.transport, address: c.address, port: c.port }));
+          this.#issuer.introduce(n.peerKey, seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
+        }
+      } catch {
+        // our own encoding: cannot fail; nothing to scope if it did
+      }
+    }
+  }
+
+  /**
+   * Drain (SIGTERM): stop taking registrations and tell every peer registered here to move (MOVE, wire/rendezvous.ts),
+   * so each registers with its next server at once instead of after a missed keepalive. Resolves when the MOVEs
+   * are sent; UDP ones twice, a little apart, as datagrams get lost.
+   */
+  async drain(options: { retryAfterMs?: number; signal?: AbortSignal } = {}): Promise<number> {
+    this.#draining = true;
+    const targets = [...this.#channels.values()].filter((e) => e.registerRequestId !== undefined);
+    const send = () => {
+      for (const e of targets) {
+        this.#send(e.channel, encodeRendezvous({ type: 'move', requestId: e.registerRequestId!, reason: 'draining', retryAfterMs: options.retryAfterMs ?? 0 }));
+      }
+    };
+    send();
+    this.#stats.moves += targets.length;
+    if (targets.some((e) => e.channel.kind === 'udp') && !options.signal?.aborted) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 200);
+        options.signal?.addEventListener('abort', () => {
+          clearTimeout(t);
+          resolve();
+        }, { once: true });
+      });
+      send();
+    }
+    return targets.length;
+  }
+
+  /** Whether drain() was called. */
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  #emit(event: RendezvousEvent): void {
+    if (!this.#observer) return;
+    try {
+      this.#observer.onEvent(event);
+    } catch (err) {
+      this.#log.warn({ err }, 'rendezvous observer threw');
+    }
+  }
+
+  #bind(id: string, channel: Channel, registerRequestId: number, now: number): void {
     const prev = this.#channels.get(id);
     if (prev?.channel.kind === 'tcp' && prev.channel !== channel) this.#tcp.get(prev.channel.socket)?.delete(id);
     const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
-    const entry: { channel: Channel; rttMs?: number } = { channel };
+    const entry: ChannelEntry = { channel: kept(channel), registerRequestId, expiresAt: now + this.#ttlMs };
     if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
     this.#channels.set(id, entry);
     if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
@@ -919,10 +1267,24 @@ export class RendezvousServer {
     return encodeRendezvous({ type: 'error', requestId, code, inResponseTo: inResponseTo & 0xff, retryAfterMs, message });
   }
 
-  /** Sends an ERROR answer; for admitted signed requests it is also what a retransmission gets. */
+  /**
+   * Sends an ERROR answer; for admitted signed requests it is also what a retransmission gets. Over UDP the text is
+   * cut to what the request's budget allows (an error is never larger than its request), or the error is not sent.
+   */
   #error(channel: Channel, msg: { requestId: number; type: string }, code: ErrorCodeName, message: string, retryAfterMs = 0, remember = true): void {
-    const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, message, retryAfterMs);
+    let text = message;
+    if (channel.kind === 'udp' && channel.budget) {
+      const room = channel.budget.left - ERROR_OVERHEAD_BYTES;
+      if (room < 0) {
+        this.#stats.amplificationDropped++;
+        return;
+      }
+      if (Buffer.byteLength(text) > room) text = Buffer.from(text).subarray(0, room).toString('utf8').replace(/\uFFFD$/, '');
+      while (Buffer.byteLength(text) > room) text = text.slice(0, -1);
+    }
+    const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, text, retryAfterMs);
     if (remember && isSignedMessage(msg as never)) this.#remember(msg as SignedMessage, bytes);
+    this.#emit({ type: 'refused', request: msg.type, code, message, from: channel.ip });
     this.#send(channel, bytes);
   }
 
@@ -932,6 +1294,15 @@ export class RendezvousServer {
 
   #send(channel: Channel, bytes: Buffer): void {
     if (this.#closed) return;
+    if (channel.kind === 'udp' && channel.budget) {
+      // The anti-amplification invariant, enforced in one place: all answers to one datagram together are at most
+      // as large as it was. Whatever does not fit is not sent.
+      if (bytes.length > channel.budget.left) {
+        this.#stats.amplificationDropped++;
+        return;
+      }
+      channel.budget.left -= bytes.length;
+    }
     this.#stats.sent++;
     if (channel.kind === 'udp') {
       channel.transport.send(bytes, channel.port, channel.address);
@@ -947,6 +1318,9 @@ export class RendezvousServer {
   }
 }
 
+/** An ERROR with an empty text: header, code, inResponseTo, retry-after, text length. */
+const ERROR_OVERHEAD_BYTES = 7 + 1 + 1 + 4 + 1;
+
 function typeCode(type: string): number {
   switch (type) {
     case 'register':
@@ -959,6 +1333,10 @@ function typeCode(type: string): number {
       return MessageType.UNREGISTER;
     case 'seq-offer':
       return MessageType.SEQ_OFFER;
+    case 'release-name':
+      return MessageType.RELEASE_NAME;
+    case 'report':
+      return MessageType.REPORT;
     default:
       return 0;
   }

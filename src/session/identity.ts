@@ -1,6 +1,7 @@
 import sodium from 'sodium-native';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, resolve } from 'node:path';
+import { ensurePrivateDir, natpunchHome, HOME_DIR_MODE } from '../identity/home.js';
 import { NatpunchError } from '../util/errors.js';
 
 /**
@@ -57,9 +58,14 @@ export function isPeerId(text: string): boolean {
   return /^[0-9a-fA-F]{64}$/.test(text);
 }
 
-/** Key file: JSON { publicKey: hex, secretKey: hex }, mode 0600. */
-export async function saveKeyPair(file: string, keyPair: KeyPair): Promise<void> {
-  await mkdir(dirname(file), { recursive: true });
+/**
+ * Key file: JSON { publicKey: hex, secretKey: hex }, mode 0600. Directories it creates are 0700; ~/.natpunch is
+ * made (or tightened to) 0700, with a note to `warn` when it had to be changed.
+ */
+export async function saveKeyPair(file: string, keyPair: KeyPair, warn?: (line: string) => void): Promise<void> {
+  const dir = dirname(resolve(file));
+  if (dir === natpunchHome()) await ensurePrivateDir(dir, warn);
+  else await mkdir(dir, { recursive: true, mode: HOME_DIR_MODE });
   const body = JSON.stringify({ publicKey: keyToId(keyPair.publicKey), secretKey: keyPair.secretKey.toString('hex') }, null, 2);
   await writeFile(file, `${body}\n`, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'EEXIST') throw new NatpunchError('BAD_ARGUMENT', `${file} exists; refusing to overwrite a key`);

@@ -8,3 +8,6 @@ export type { SessionOptions, SessionPath, PathKind, Allow } from './session.js'
 export { MuxStream, DEFAULT_STREAM_WINDOW, MAX_FRAME_PAYLOAD } from './mux.js';
 export { TCP_DATAGRAM_BACKLOG_BYTES } from './session.js';
 export type { TcpSessionOptions } from './session.js';
+export { IkInitiator, IkResponder, IkReplayCache, MAX_EARLY_DATA_BYTES, IK_CLOCK_WINDOW_MS } from './handshake-ik.js';
+export type { CompletedHandshake, IkAccepted, IkInitiatorOptions, IkResponderOptions } from './handshake-ik.js';
+export { IkListenerAttempt, initiatorIk, initiatorIkSession, ikStreamIds } from './ik-attempt.js';

@@ -10,6 +10,7 @@ import type { UdxEndpoint, UdxStream } from '../net/udx.js';
 import type { Candidate } from '../traversal/candidate.js';
 import { keyToId, type KeyPair } from './identity.js';
 import { FrameType, Mux, MUX_VERSION, type MuxStream } from './mux.js';
+import type { CompletedHandshake } from './handshake-ik.js';
 
 const require = createRequire(import.meta.url);
 
@@ -142,6 +143,32 @@ export interface TcpSessionOptions {
   signal?: AbortSignal;
 }
 
+/** The mux writes to whichever transport is current (a path change swaps it, see Session#completeSwap). */
+function sinkFor(holder: { noise: NoiseStream }) {
+  return {
+    writeFrame: (f: Buffer) => holder.noise.write(f),
+    waitDrain: () =>
+      new Promise<void>((res) => {
+        const n = holder.noise;
+        if (n.destroyed || n.destroying) {
+          // The transport died: what is written now is kept by the streams and resent on the next path.
+          setTimeout(res, 50);
+          return;
+        }
+        const done = () => {
+          n.off('drain', done);
+          n.off('close', done);
+          res();
+        };
+        n.on('drain', done);
+        n.on('close', done);
+      }),
+    get closed() {
+      return holder.noise.destroyed || holder.noise.destroying;
+    },
+  };
+}
+
 /** On TCP, datagrams are dropped (as UDP would under congestion) when this much is already queued on the socket. */
 export const TCP_DATAGRAM_BACKLOG_BYTES = 256 * 1024;
 
@@ -179,6 +206,15 @@ export class Session extends EventEmitter {
   readonly remotePublicKey: Buffer;
   readonly publicKey: Buffer;
   readonly isInitiator: boolean;
+  /** 'IK' when the handshake rode on the connectivity checks (docs/handshake.md), 'XX' when it ran afterwards. */
+  readonly handshakePattern: 'IK' | 'XX';
+  /**
+   * Responder: the early data the initiator put in IK message 1 (at most MAX_EARLY_DATA_BYTES), on exactly the one
+   * session that message opened; null otherwise. Not forward secret against the responder's key (see the docs).
+   */
+  readonly earlyData: Buffer | null;
+  /** Initiator: whether the responder received the early data given to connect() (false after an XX fallback). */
+  readonly earlyDataAccepted: boolean;
   #endpoint: UdxEndpoint | null;
   #udx: UdxStream | null;
   /** Set for a session over TCP (then #endpoint and #udx are null). */
@@ -211,8 +247,17 @@ export class Session extends EventEmitter {
     return this.#holder.noise;
   }
 
-  private constructor(options: SessionOptions, raw: { udx: UdxStream } | { tcp: net.Socket }, holder: { noise: NoiseStream }, mux: Mux) {
+  private constructor(
+    options: SessionOptions,
+    raw: { udx: UdxStream } | { tcp: net.Socket },
+    holder: { noise: NoiseStream },
+    mux: Mux,
+    ik?: { earlyData: Buffer | null; earlyDataAccepted: boolean },
+  ) {
     super();
+    this.handshakePattern = ik ? 'IK' : 'XX';
+    this.earlyData = ik?.earlyData ?? null;
+    this.earlyDataAccepted = ik?.earlyDataAccepted ?? false;
     const noise = holder.noise;
     this.#options = options;
     const udx = 'udx' in raw ? raw.udx : null;
@@ -263,6 +308,27 @@ export class Session extends EventEmitter {
     this.#attach(noise);
     this.#startKeepalive();
     this.#sendPing();
+    if (ik && !options.isInitiator) this.#awaitConfirmation(noise, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+  }
+
+  /**
+   * IK responder: the session exists from message 1 on, but only the initiator's first encrypted frame (its PING,
+   * sent at once) proves it got message 2 and holds the keys. Without one in time the session ends.
+   */
+  #awaitConfirmation(noise: NoiseStream, timeoutMs: number): void {
+    const confirmed = () => {
+      clearTimeout(timer);
+      noise.off('data', confirmed);
+      noise.off('message', confirmed);
+    };
+    const timer = setTimeout(() => {
+      confirmed();
+      this.#die(new NatpunchError('HANDSHAKE_FAILED', `the initiator did not confirm the handshake (no encrypted frame within ${timeoutMs} ms)`));
+    }, timeoutMs);
+    timer.unref();
+    noise.on('data', confirmed);
+    noise.on('message', confirmed);
+    this.once('close', confirmed);
   }
 
   /** Listens to one encrypted transport; events from a transport that was swapped out are ignored. */
@@ -376,29 +442,8 @@ export class Session extends EventEmitter {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       noise.on('close', onClose);
 
-      // The mux writes to whichever transport is current (a path change swaps it, see Session#completeSwap).
       const holder = { noise };
-      const sink = {
-        writeFrame: (f: Buffer) => holder.noise.write(f),
-        waitDrain: () => new Promise<void>((res) => {
-          const n = holder.noise;
-          if (n.destroyed || n.destroying) {
-            // The transport died: what is written now is kept by the streams and resent on the next path.
-            setTimeout(res, 50);
-            return;
-          }
-          const done = () => {
-            n.off('drain', done);
-            n.off('close', done);
-            res();
-          };
-          n.on('drain', done);
-          n.on('close', done);
-        }),
-        get closed() {
-          return holder.noise.destroyed || holder.noise.destroying;
-        },
-      };
+      const sink = sinkFor(holder);
 
       const makeSession = () => {
         const session = new Session(options, raw, holder, mux!);
@@ -453,6 +498,34 @@ export class Session extends EventEmitter {
           finish(null, makeSession());
         });
       });
+    });
+  }
+
+  /**
+   * A session whose Noise handshake already completed inside the connectivity checks (Noise IK, see
+   * src/session/handshake-ik.ts): the transport keys go straight to secret-stream over a new UDX stream to `remote`
+   * (the pair the checks chose). No further round trip: the initiator may send at once; the responder's UDX stream
+   * is connected to where message 1 came from, so its first packets go out at once too. The allow decision was
+   * taken on message 1 (a refused initiator never gets here). Initiator: fails unless the handshake proved
+   * `expectedRemoteKey`.
+   */
+  static fromHandshake(
+    options: SessionOptions & { handshake: CompletedHandshake; earlyData?: Buffer | null; earlyDataAccepted?: boolean },
+  ): Session {
+    const hs = options.handshake;
+    if (options.isInitiator && (!options.expectedRemoteKey || !Buffer.from(options.expectedRemoteKey).equals(hs.remotePublicKey))) {
+      throw new NatpunchError('HANDSHAKE_FAILED', 'the handshake proved another key than the one we meant to reach; refusing');
+    }
+    if (!options.udxStream && !options.remote) throw new NatpunchError('BAD_ARGUMENT', 'a session needs the remote address or a UDX stream');
+    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const udx = options.udxStream ?? options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote!.port, options.remote!.address);
+    const noise = new SecretStream(options.isInitiator, udx, { handshake: { tx: hs.tx, rx: hs.rx, hash: hs.hash, publicKey: hs.publicKey, remotePublicKey: hs.remotePublicKey } });
+    noise.on('error', () => {}); // handled through 'close' (Session#attach)
+    const holder = { noise };
+    const mux = new Mux(sinkFor(holder), { isInitiator: options.isInitiator });
+    return new Session(options, { udx }, holder, mux, {
+      earlyData: options.isInitiator ? null : (options.earlyData ?? null),
+      earlyDataAccepted: options.isInitiator ? options.earlyDataAccepted === true : false,
     });
   }
 

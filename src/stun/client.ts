@@ -117,12 +117,25 @@ export interface BindingResult {
   message: StunMessage;
 }
 
+/**
+ * SOFTWARE in our requests (RFC 8489 §14.14 asks for it; fewer than 128 characters). Its length is on purpose:
+ * servers that answer with no more bytes than they were sent (natpunch's, src/stun/server.ts) then have room for
+ * the optional attributes (SOFTWARE, RFC 5780's OTHER-ADDRESS and RESPONSE-ORIGIN). SOFTWARE is
+ * comprehension-optional, so unlike PADDING (RFC 5780 §7.6) no server refuses a request for carrying it.
+ */
+export const DEFAULT_CLIENT_SOFTWARE = 'natpunch (this text pads the request: servers that answer with no more bytes than they get have room for all)';
+
+function clientSoftware(option: string | undefined): string | undefined {
+  if (option === undefined) return DEFAULT_CLIENT_SOFTWARE;
+  return option === '' ? undefined : option;
+}
+
 export interface StunClientOptions {
   logger?: Logger;
   /** Attributes this client understands (RFC 8489 §6.3.3: a response with unknown comprehension-required
    *  attributes fails the transaction). Default: the core table; TURN passes its extended registry. */
   registry?: StunRegistry;
-  /** SOFTWARE attribute for requests; none by default. */
+  /** SOFTWARE attribute for requests (RFC 8489 §14.14); default DEFAULT_CLIENT_SOFTWARE, '' for none. */
   software?: string;
   rtoMs?: number;
   rc?: number;
@@ -239,7 +252,7 @@ async function runRequest(
 ): Promise<StunResponse> {
   const method = options.method ?? StunMethod.Binding;
   const base = [...(options.attributes ?? [])];
-  if (software !== undefined) base.push(attr(Software, software));
+  if (software) base.push(attr(Software, software));
   const fingerprint = options.fingerprint ?? true;
   const creds = options.credentials;
   const cacheKey = `${endpointText(server)}|${creds?.username ?? ''}`;
@@ -349,7 +362,7 @@ export class StunClient {
   constructor(transport: DatagramTransport, options: StunClientOptions = {}) {
     this.#transport = transport;
     this.#log = options.logger ?? silentLogger;
-    this.#software = options.software;
+    this.#software = clientSoftware(options.software);
     this.#rto = options.rtoMs ?? STUN_RTO_MS;
     this.#rc = options.rc ?? STUN_RC;
     this.#rm = options.rm ?? STUN_RM;
@@ -503,7 +516,7 @@ export class StunTcpClient {
   constructor(socket: net.Socket, server: StunEndpoint, options: StunClientOptions = {}) {
     this.socket = socket;
     this.server = server;
-    this.#software = options.software;
+    this.#software = clientSoftware(options.software);
     this.#registry = options.registry ?? coreRegistry;
     socket.on('data', (chunk: Buffer) => {
       let frames;

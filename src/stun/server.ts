@@ -7,10 +7,15 @@
  * 420 with UNKNOWN-ATTRIBUTES.
  *
  * Amplification rule (UDP only; TCP's handshake proves the client's address): a response to an unauthenticated
- * request is at most STUN_MAX_AMPLIFICATION (3) times the size of the request. Optional attributes are dropped
- * to fit, in this order: SOFTWARE, RESPONSE-ORIGIN, OTHER-ADDRESS; PADDING (RFC 5780 §7.6) is echoed only up to
- * the bound. A response that still does not fit is not sent. PADDING together with RESPONSE-PORT is refused (400),
- * and RESPONSE-PORT only redirects to another port of the requester's own address.
+ * request is no larger than the request (STUN_MAX_AMPLIFICATION = 1; issue 18). Optional attributes are dropped to
+ * fit, in this order: SOFTWARE, RESPONSE-ORIGIN, OTHER-ADDRESS; PADDING (RFC 5780 §7.6) is echoed only up to the
+ * bound. The one exception is what RFC 8489 requires: a Binding request is always answered with XOR-MAPPED-ADDRESS
+ * (§6.3.1.1; MAPPED-ADDRESS for RFC 3489 requests, §12), and an error with its ERROR-CODE (empty reason) and
+ * UNKNOWN-ATTRIBUTES (§6.3.1), plus FINGERPRINT when the request had one (§7.3). That minimum exceeds its request by
+ * at most STUN_REQUIRED_EXTRA_BYTES (24: a 20-byte request answered with an IPv6 XOR-MAPPED-ADDRESS, 44 bytes); it
+ * is counted in `oversized`. Clients that need RFC 5780's attributes pad their requests (netcheck uses a long SOFTWARE, which any
+ * server may ignore). PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
+ * another port of the requester's own address.
  */
 import type net from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
@@ -47,8 +52,12 @@ import {
   XorMappedAddress,
 } from '../wire/stun/index.js';
 
-/** Responses to unauthenticated UDP requests are at most this many times the request's size (see module comment). */
-export const STUN_MAX_AMPLIFICATION = 3;
+/** Responses to unauthenticated UDP requests are at most this many times the request's size, beyond the
+ *  RFC-required minimum (see module comment). */
+export const STUN_MAX_AMPLIFICATION = 1;
+/** The most the RFC-required minimum answer exceeds its request by: a 20-byte Binding request answered with an
+ *  IPv6 XOR-MAPPED-ADDRESS (20 + 24 bytes; with FINGERPRINT the request had 8 more too). Errors exceed by less. */
+export const STUN_REQUIRED_EXTRA_BYTES = 24;
 /** Idle TCP connections are closed after this long (RFC 8489 §6.2.2 asks for at least 10 s after a response). */
 export const STUN_TCP_IDLE_MS = 30_000;
 /** A TCP connection whose unsent responses exceed this is closed (the client is not reading). */
@@ -66,6 +75,8 @@ export interface StunServerCounters {
   errors: number;
   /** STUN-range datagrams/frames dropped: malformed, bad FINGERPRINT, not a request, or too large to answer. */
   drops: number;
+  /** UDP answers sent larger than their request because RFC 8489 requires that minimum (see module comment). */
+  oversized: number;
 }
 
 /** Where a request came in, for method handlers (TURN). */
@@ -126,7 +137,9 @@ function localAddress(t: DatagramTransport): TransportAddress {
 }
 
 export class StunServer {
-  readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0 };
+  readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0, oversized: 0 };
+  /** The same counts per STUN method (Binding, and TURN's when it shares the server), for metrics. */
+  readonly byMethod = new Map<number, { requests: number; responses: number; errors: number }>();
   readonly #log: Logger;
   /** SOFTWARE, encoded once (RFC 8489 §14.14). */
   readonly #softwareAttr?: AttributeInit;
@@ -282,12 +295,20 @@ export class StunServer {
     }
     const handler = req.legacy ? undefined : this.#methods.get(req.method);
     if (handler && (req.cls === StunClass.Request || req.cls === StunClass.Indication)) {
-      if (req.cls === StunClass.Request) this.counters.requests++;
+      if (req.cls === StunClass.Request) {
+        this.counters.requests++;
+        this.#tally(req.method).requests++;
+      }
       const bytes = handler(req, udp ? { from, transport: 'udp', udp: udp.transport } : { from, transport: 'tcp', tcp: tcpSocket });
       if (!bytes) return undefined;
       // Count by the reply's class bits (RFC 8489 §5: C1 is bit 8, C0 bit 4 of the type).
-      if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) this.counters.errors++;
-      else this.counters.responses++;
+      if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) {
+        this.counters.errors++;
+        this.#tally(req.method).errors++;
+      } else {
+        this.counters.responses++;
+        this.#tally(req.method).responses++;
+      }
       return { bytes: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
     }
     if (req.cls !== StunClass.Request) {
@@ -296,6 +317,7 @@ export class StunServer {
       return undefined;
     }
     this.counters.requests++;
+    this.#tally(req.method).requests++;
     const rfc5780 = udp?.group !== undefined;
     const bound = udp ? buf.length * this.#factor : Infinity;
     const fingerprint = !req.legacy && req.has(Attr.FINGERPRINT);
@@ -353,12 +375,13 @@ export class StunServer {
       if (this.#softwareAttr) optional.push(this.#softwareAttr);
     }
 
-    const reply = this.#fit(req, StunClass.SuccessResponse, required, optional, bound, fingerprint, paddingLength);
+    const reply = this.#fit(req, StunClass.SuccessResponse, required, optional, bound, fingerprint, paddingLength, true);
     if (!reply) {
       this.counters.drops++;
       return undefined;
     }
     this.counters.responses++;
+    this.#tally(req.method).responses++;
     return { bytes: reply, via, port: responsePort };
   }
 
@@ -371,6 +394,7 @@ export class StunServer {
     bound: number,
     fingerprint: boolean,
     paddingLength = 0,
+    mustAnswer = false,
   ): Buffer | undefined {
     const tid = req.legacy ? req.raw.subarray(4, 20) : req.transactionId;
     for (let keep = optional.length; keep >= 0; keep--) {
@@ -388,7 +412,10 @@ export class StunServer {
       }
       if (out.length <= bound) return out;
     }
-    return undefined;
+    if (!mustAnswer) return undefined;
+    // RFC 8489 requires an answer: the required attributes alone, however small the request was (module comment).
+    this.counters.oversized++;
+    return encodeStun({ cls, method: req.method, transactionId: tid, attributes: required }, { fingerprint });
   }
 
   #error(req: StunMessage, code: number, bound: number, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
@@ -397,13 +424,30 @@ export class StunServer {
     const optional = this.#softwareAttr && !req.legacy ? [this.#softwareAttr] : [];
     let bytes = this.#fit(req, StunClass.ErrorResponse, required, optional, bound, fingerprint);
     // Still too big (long UNKNOWN-ATTRIBUTES list vs. a tiny request): try without the reason phrase.
-    if (!bytes) bytes = this.#fit(req, StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code, reason: '' }), ...extra], [], bound, fingerprint);
+    if (!bytes) bytes = this.#fit(req, StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code, reason: '' }), ...extra], [], bound, fingerprint, 0, true);
     if (!bytes) {
       this.counters.drops++;
       return undefined;
     }
     this.counters.errors++;
+    this.#tally(req.method).errors++;
     return { bytes };
+  }
+
+  /** The name of a STUN method as this server's registry knows it ("Binding", "Allocate", ...). */
+  methodName(method: number): string {
+    return this.#registry.methodName(method);
+  }
+
+  #tally(method: number): { requests: number; responses: number; errors: number } {
+    let t = this.byMethod.get(method);
+    if (!t) {
+      // Only registered methods reach the counters (unknown ones are answered 400 under their own number, bounded
+      // by the 12-bit method space), so this map stays small.
+      t = { requests: 0, responses: 0, errors: 0 };
+      this.byMethod.set(method, t);
+    }
+    return t;
   }
 
   /** Detaches from every transport and closes the TCP connections it serves. Transports stay open (serve owns them). */

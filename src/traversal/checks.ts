@@ -20,12 +20,17 @@ import { candidateKey, candidatePriority, type Candidate } from './candidate.js'
  * Probe layout (all integers big-endian):
  *   0   u8   0xF1
  *   1   u8   kind: 1 request, 2 response, 3 nominate, 4 nominate-ack
- *   2   u8   flags: bit 0 set when the sender is the initiator (a reflected probe is ignored, cf. §7.3.1.1)
+ *   2   u8   flags: bit 0 set when the sender is the initiator (a reflected probe is ignored, cf. §7.3.1.1);
+ *             bit 1 set when a handshake payload follows (older peers ignore it; see docs/handshake.md)
  *   3   u8   0
  *   4   16   connection tag: SHA-256(connection id)[0..16]
  *   20  12   transaction id (as RFC 8489 §5)
  *   32  ...  responses only: the source address the request came from: u8 family (4|6), u16 port, address bytes
+ *   ..  u16  flags bit 1 only: payload length, then the payload (opaque here: a Noise IK message, CheckHandshake)
  *   end 16   HMAC-SHA256(key, everything before)[0..16] (the role of MESSAGE-INTEGRITY, RFC 8489 §14.5)
+ *
+ * A check with a payload stays within MAX_CHECK_BYTES, the 1200 bytes natpunch assumes any path carries (RFC 9000
+ * §14's figure, under IPv6's 1280-byte minimum MTU, RFC 8200 §5).
  */
 export const ProbeKind = { REQUEST: 1, RESPONSE: 2, NOMINATE: 3, NOMINATE_ACK: 4 } as const;
 
@@ -44,11 +49,50 @@ export const DEFAULT_LINGER_MS = 3_000;
 export const MAX_REMOTE_CANDIDATES = 32;
 /** Implicit nomination: how long a working pair waits for a higher-priority one still being checked. */
 export const NOMINATION_GRACE_MS = 25;
+/**
+ * The first check of up to this many pairs leaves at once, the rest paced: a pace step spent on an unreachable host
+ * candidate would delay the public one (and with it the handshake riding on it). RFC 8445 §14 paces checks to bound
+ * their sustained rate; one burst of a few small checks at the start does not change it.
+ */
+export const INITIAL_BURST_PAIRS = 4;
 /** Nominations sent before a succeeded pair is given up. */
 const MAX_NOMINATIONS = 8;
 
 const HEADER_BYTES = 32;
 const MAC_BYTES = 16;
+const FLAG_INITIATOR = 1;
+const FLAG_PAYLOAD = 2;
+/** Largest check datagram, payload included (see the layout above). */
+export const MAX_CHECK_BYTES = 1200;
+/** Largest handshake payload: a response's header, IPv6 address, length and MAC must fit next to it. */
+export const MAX_CHECK_PAYLOAD_BYTES = MAX_CHECK_BYTES - HEADER_BYTES - 19 - 2 - MAC_BYTES;
+
+/** What a responder's handshake answers to a request's payload. */
+export interface CheckAnswer {
+  /** Payload for the response (null: a plain response). */
+  payload: Uint8Array | null;
+  /** Implicit nomination: the handshake chose this pair; the responder finishes the checks on it at once. */
+  select?: boolean;
+}
+
+/**
+ * A handshake riding on the checks (src/session/handshake-ik.ts): the checks carry its bytes, authenticated by the
+ * check MAC like everything else, and act on its verdicts. The handshake does its own cryptography.
+ */
+export interface CheckHandshake {
+  /** Initiator: the payload every request carries (null: none). */
+  requestPayload(): Uint8Array | null;
+  /**
+   * Responder: the answer to a request's payload. null sends no response at all (a replay, or a message that is
+   * not this handshake's); a promise delays the response until it settles.
+   */
+  onRequest(payload: Buffer, from: { address: string; port: number }): CheckAnswer | null | Promise<CheckAnswer | null>;
+  /**
+   * Initiator: a response came back (payload null when it had none). 'nominate': use this pair now (the handshake
+   * completed on it); 'ignore': the pair is not the session's; 'plain': an ordinary response.
+   */
+  onResponse(payload: Buffer | null, from: { address: string; port: number }): 'nominate' | 'ignore' | 'plain';
+}
 
 export interface CheckOptions {
   transport: DatagramTransport;
@@ -71,6 +115,8 @@ export interface CheckOptions {
    * calls select() with the address that packet came from (see isValidated()).
    */
   nomination?: 'ack' | 'implicit';
+  /** A handshake carried in the checks' requests and responses (docs/handshake.md). */
+  handshake?: CheckHandshake;
   signal?: AbortSignal;
   logger?: Logger;
 }
@@ -97,7 +143,7 @@ export interface CheckResult {
   tried: PairReport[];
 }
 
-type ResolvedOptions = Required<Omit<CheckOptions, 'signal' | 'logger'>> & Pick<CheckOptions, 'signal'>;
+type ResolvedOptions = Required<Omit<CheckOptions, 'signal' | 'logger' | 'handshake'>> & Pick<CheckOptions, 'signal' | 'handshake'>;
 
 interface Pair {
   candidate: Candidate;
@@ -217,6 +263,10 @@ export class ConnectivityChecks {
     this.#key = Buffer.from(options.key);
     this.#isInitiator = options.role === 'initiator';
     this.#family = options.transport.address().family === 'IPv6' ? 6 : 4;
+    const requestPayload = options.handshake?.requestPayload();
+    if (requestPayload && requestPayload.length > MAX_CHECK_PAYLOAD_BYTES) {
+      throw new NatpunchError('BAD_ARGUMENT', `a check payload of ${requestPayload.length} bytes does not fit a ${MAX_CHECK_BYTES}-byte check`);
+    }
     for (const c of options.remote.slice(0, MAX_REMOTE_CANDIDATES)) this.#addPair(c, 0);
   }
 
@@ -262,7 +312,7 @@ export class ConnectivityChecks {
       this.#off = this.#o.transport.onMessage((msg, rinfo) => this.#onMessage(msg, rinfo));
       this.#deadline = setTimeout(() => this.#fail(this.#failure()), this.#o.timeoutMs);
       this.#timer = setInterval(() => this.#tick(), this.#o.paceMs);
-      this.#tick();
+      for (let i = 0; i < INITIAL_BURST_PAIRS; i++) this.#tick();
     });
   }
 
@@ -313,19 +363,25 @@ export class ConnectivityChecks {
     best.requests++;
     best.state = 'in-progress';
     best.nextAt = now + Math.min(MAX_RTO_MS, this.#o.initialRtoMs * 2 ** (best.requests - 1));
-    this.#send(ProbeKind.REQUEST, tx, best.candidate);
+    this.#send(ProbeKind.REQUEST, tx, best.candidate, undefined, this.#o.handshake?.requestPayload() ?? null);
   }
 
-  #send(kind: number, tx: Buffer, to: { address: string; port: number }, mapped?: { address: string; port: number }): void {
+  #send(kind: number, tx: Buffer, to: { address: string; port: number }, mapped?: { address: string; port: number }, payload?: Uint8Array | null): void {
     const addr = mapped ? encodeAddress(mapped.address, mapped.port) : Buffer.alloc(0);
-    const b = Buffer.alloc(HEADER_BYTES + addr.length + MAC_BYTES);
+    if (payload && payload.length > MAX_CHECK_PAYLOAD_BYTES) payload = null; // bounded above; never an oversized check
+    const b = Buffer.alloc(HEADER_BYTES + addr.length + (payload ? 2 + payload.length : 0) + MAC_BYTES);
     b[0] = FirstByte.PROBE;
     b[1] = kind;
-    b[2] = this.#isInitiator ? 1 : 0;
+    b[2] = (this.#isInitiator ? FLAG_INITIATOR : 0) | (payload ? FLAG_PAYLOAD : 0);
     this.#tag.copy(b, 4);
     tx.copy(b, 20);
     addr.copy(b, HEADER_BYTES);
-    const macAt = HEADER_BYTES + addr.length;
+    let macAt = HEADER_BYTES + addr.length;
+    if (payload) {
+      b.writeUInt16BE(payload.length, macAt);
+      b.set(payload, macAt + 2);
+      macAt += 2 + payload.length;
+    }
     createHmac('sha256', this.#key).update(b.subarray(0, macAt)).digest().copy(b, macAt, 0, MAC_BYTES);
     this.#o.transport.send(b, to.port, to.address);
   }
@@ -341,19 +397,34 @@ export class ConnectivityChecks {
       this.#log.debug({ from: rinfo }, 'probe with a bad MAC dropped');
       return;
     }
-    const fromInitiator = (msg[2]! & 1) === 1;
+    const flags = msg[2]!;
+    const fromInitiator = (flags & FLAG_INITIATOR) !== 0;
     if (fromInitiator === this.#isInitiator) return; // our own probe reflected back
     const tx = msg.subarray(20, 32);
     const from = { address: rinfo.address, port: rinfo.port };
+    const answer = kind === ProbeKind.RESPONSE || kind === ProbeKind.NOMINATE_ACK;
+    let addressBytes = msg.subarray(HEADER_BYTES, macAt);
+    let payload: Buffer | null = null;
+    if (flags & FLAG_PAYLOAD) {
+      let at = HEADER_BYTES;
+      if (answer) {
+        const len = msg[at] === 4 ? 7 : msg[at] === 6 ? 19 : 0;
+        if (len === 0) return;
+        addressBytes = msg.subarray(at, at + len);
+        at += len;
+      }
+      if (at + 2 > macAt || at + 2 + msg.readUInt16BE(at) !== macAt) return; // malformed: dropped
+      payload = msg.subarray(at + 2, macAt);
+    }
     switch (kind) {
       case ProbeKind.REQUEST:
-        return this.#onRequest(tx, from);
+        return this.#onRequest(tx, from, payload);
       case ProbeKind.RESPONSE:
-        return this.#onResponse(tx, from, decodeAddress(msg.subarray(HEADER_BYTES, macAt)));
+        return this.#onResponse(tx, from, decodeAddress(addressBytes), payload);
       case ProbeKind.NOMINATE:
         return this.#onNominate(tx, from);
       case ProbeKind.NOMINATE_ACK:
-        return this.#onNominateAck(tx, from, decodeAddress(msg.subarray(HEADER_BYTES, macAt)));
+        return this.#onNominateAck(tx, from, decodeAddress(addressBytes));
     }
   }
 
@@ -366,24 +437,56 @@ export class ConnectivityChecks {
     return this.#addPair(prflx, Date.now());
   }
 
-  #onRequest(tx: Buffer, from: { address: string; port: number }): void {
-    this.#send(ProbeKind.RESPONSE, tx, from, from);
-    if (this.#done) return;
-    const pair = this.#pairFor(from);
-    pair.heard++;
-    // Triggered check (RFC 8445 §7.3.1.4): the peer reached us from there, so check back at once.
-    if ((pair.state === 'waiting' || pair.state === 'in-progress') && pair.requests < this.#o.maxRequestsPerPair) {
-      pair.nextAt = Math.min(pair.nextAt, Date.now());
+  #onRequest(tx: Buffer, from: { address: string; port: number }, payload: Buffer | null): void {
+    if (!this.#done) {
+      const pair = this.#pairFor(from);
+      pair.heard++;
+      // Triggered check (RFC 8445 §7.3.1.4): the peer reached us from there, so check back at once.
+      if ((pair.state === 'waiting' || pair.state === 'in-progress') && pair.requests < this.#o.maxRequestsPerPair) {
+        pair.nextAt = Math.min(pair.nextAt, Date.now());
+      }
     }
+    const hs = this.#o.handshake;
+    if (!payload || !hs || this.#isInitiator) {
+      this.#send(ProbeKind.RESPONSE, tx, from, from);
+      return;
+    }
+    let answer: CheckAnswer | null | Promise<CheckAnswer | null>;
+    try {
+      answer = hs.onRequest(payload, from);
+    } catch (err) {
+      this.#log.debug({ err: (err as Error).message }, 'check handshake failed; plain answer');
+      answer = { payload: null };
+    }
+    if (answer instanceof Promise) void answer.then((a) => this.#answer(tx, from, a), () => {});
+    else this.#answer(tx, from, answer);
   }
 
-  #onResponse(tx: Buffer, from: { address: string; port: number }, mapped: { address: string; port: number } | null): void {
+  #answer(tx: Buffer, from: { address: string; port: number }, answer: CheckAnswer | null): void {
+    if (!answer || this.#closed) return; // null: no answer at all (say, a replayed handshake message)
+    this.#send(ProbeKind.RESPONSE, tx, from, from, answer.payload);
+    if (answer.select && this.#o.nomination === 'implicit') this.select(from.address, from.port);
+  }
+
+  #onResponse(tx: Buffer, from: { address: string; port: number }, mapped: { address: string; port: number } | null, payload: Buffer | null): void {
     if (this.#done) return;
     const id = tx.toString('hex');
     const pair = this.#pairs.find((p) => p.tx.has(id));
     if (!pair) return;
     const sentAt = pair.tx.get(id)!;
     pair.responses++;
+    const verdict = this.#isInitiator && this.#o.handshake ? this.#o.handshake.onResponse(payload, from) : 'plain';
+    if (verdict === 'ignore') return; // the pair works, but the handshake is not (or not yet) on it
+    if (verdict === 'nominate') {
+      // The handshake completed on this pair (the responder chose it): use it now, no grace for a better one.
+      if (pair.state !== 'succeeded') pair.rttMs = Date.now() - sentAt;
+      pair.state = 'succeeded';
+      if (mapped) pair.mapped = mapped;
+      if (!sameAddress(pair.candidate, from)) pair.via = from;
+      if (this.#o.nomination === 'implicit') return this.#finish(pair, pair.via ?? pair.candidate);
+      this.#nominating = { pair, tx: randomBytes(12), sent: 0, nextAt: 0 };
+      return this.#tick();
+    }
     if (pair.state === 'succeeded') return;
     pair.state = 'succeeded';
     pair.rttMs = Date.now() - sentAt;

@@ -1,19 +1,19 @@
 /**
  * A session through hard NATs in one call (direct mode: the caller did the signalling and exchanged adverts,
- * predict.ts advertiseHardNat()): HardPunch (birthday.ts) finds the socket and 5-tuple that work, then connect() /
- * listen() run their authenticated checks and the Noise handshake over exactly that socket, so the winner carries
- * the session. A birthday socket that won is closed with the session.
+ * predict.ts advertiseHardNat()): the hard-punch technique (hard-punch.ts) outside a race — HardPunch (birthday.ts)
+ * finds the socket and 5-tuple that work, then the checks and the Noise handshake run over exactly that socket.
+ * A birthday socket that won is closed with the session. Session establishment only: never the public API.
  */
-import type { Candidate } from './candidate.js';
-import { candidatePriority } from './candidate.js';
-import { deriveCheckKey } from './checks.js';
-import { HardPunch, type DoubleRandomBudget, type HardPunchResult, type HardStrategy } from './birthday.js';
+import type { DoubleRandomBudget, HardPunchResult, HardStrategy } from './birthday.js';
+import { hardTechnique } from './planner.js';
 import type { HardNatAdvert } from './predict.js';
-import { connect, listen } from '../natpunch.js';
+import { hardPunchSession } from './hard-punch.js';
+import { unknownNat } from './technique.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import type { KeyPair } from '../session/identity.js';
 import type { Session } from '../session/session.js';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
+import { timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 
 /** Checks + handshake after the punch (the path is known to work by then). */
@@ -38,77 +38,33 @@ export interface HardSessionOptions {
   logger?: Logger;
 }
 
-/**
- * PUNCH_FAILED from the hard punch itself (refused up front, e.g. random ↔ random without a budget, or nothing found
- * within its time), as opposed to the checks / handshake over a punched path: connect() and the listener fall back
- * to the normal attempt (through a TURN relay) on these only.
- */
+/** PUNCH_FAILED from the hard punch itself (refused up front, or nothing found within its time). */
 export function isHardPunchFailure(err: unknown): err is NatpunchError {
   return isNatpunchError(err, 'PUNCH_FAILED') && err.details?.stage === 'hard-punch';
 }
 
-function punchStage(err: unknown): unknown {
-  if (!isNatpunchError(err, 'PUNCH_FAILED')) return err;
-  return new NatpunchError('PUNCH_FAILED', err.message, { cause: err, details: { ...err.details, stage: 'hard-punch' } });
-}
-
 export async function hardSession(options: HardSessionOptions): Promise<{ session: Session; punch: HardPunchResult }> {
-  const logger = options.logger ?? silentLogger;
-  let punch: HardPunch;
+  const t = hardTechnique(options.local.kind, options.peer.kind, Boolean(options.budget));
+  // Cone ↔ cone asks for no hard punch, but a caller may still want one: prediction aims at the srflx ports.
+  const name = typeof t === 'string' ? (t as 'predict' | 'birthday' | 'double-random') : options.local.kind === 'random' || options.peer.kind === 'random' ? 'double-random' : 'predict';
+  const { signal, dispose } = timeoutSignal((options.timeoutMs ?? DEFAULT_HARD_SESSION_TIMEOUT_MS) + (options.budget?.seconds ?? 8) * 1000, options.signal);
   try {
-    punch = new HardPunch({
-      role: options.role,
-      key: deriveCheckKey(options.connectionId, options.keyPair.publicKey, options.peerKey),
-      endpoint: options.endpoint,
-      local: options.local.kind,
-      remote: { address: options.peer.address, kind: options.peer.kind, ports: options.peer.ports },
-      ...(options.budget ? { budget: options.budget } : {}),
-      ...(options.onEstimate ? { onEstimate: options.onEstimate } : {}),
-      ...(options.punchTimeoutMs !== undefined ? { timeoutMs: options.punchTimeoutMs } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      logger,
-    });
+    const { path, punch } = await hardPunchSession(
+      name,
+      { local: options.local, peer: options.peer, ...(options.budget ? { budget: options.budget } : {}), ...(options.punchTimeoutMs !== undefined ? { punchTimeoutMs: options.punchTimeoutMs } : {}), ...(options.onEstimate ? { onEstimate: options.onEstimate } : {}) },
+      { ...(options.timeoutMs !== undefined ? { checkTimeoutMs: Math.min(options.timeoutMs, 10_000) } : {}) },
+      {
+        role: options.role, keyPair: options.keyPair, peerKey: Buffer.from(options.peerKey), connectionId: options.connectionId, endpoint: options.endpoint,
+        local: { candidates: [], nat: unknownNat() }, remote: { candidates: [], nat: unknownNat() }, signalling: null,
+        logger: options.logger ?? silentLogger, progress: () => {}, claim: async () => true, unclaim: () => {},
+      },
+      signal,
+    );
+    return { session: path.session, punch };
   } catch (err) {
-    throw punchStage(err); // refused up front (planHardPunch)
-  }
-  let r: HardPunchResult;
-  try {
-    r = await punch.run();
-  } catch (err) {
-    punch.close();
-    throw punchStage(err);
-  }
-  const won = r.ownsEndpoint ? r.endpoint : null;
-  const candidates: Candidate[] = r.remotes.map((x) => ({ type: 'prflx', transport: 'udp', address: x.address, port: x.port, priority: candidatePriority('prflx') }));
-  const timeoutMs = options.timeoutMs ?? DEFAULT_HARD_SESSION_TIMEOUT_MS;
-  try {
-    let session: Session;
-    if (options.role === 'initiator') {
-      session = await connect({
-        keyPair: options.keyPair, endpoint: r.endpoint, connectionId: options.connectionId,
-        peer: { publicKey: options.peerKey, candidates }, timeoutMs, logger, ...(options.signal ? { signal: options.signal } : {}),
-      });
-      session.once('close', () => {
-        punch.close();
-        void won?.close().catch(() => {});
-      });
-    } else {
-      const listener = await listen({ keyPair: options.keyPair, endpoint: r.endpoint, allow: [Buffer.from(options.peerKey)], logger });
-      const accepted = await listener.acceptOffer({ connectionId: Buffer.from(options.connectionId), role: 'responder', peerKey: Buffer.from(options.peerKey), candidates });
-      if (!accepted) {
-        await listener.close();
-        throw new NatpunchError('HANDSHAKE_FAILED', 'hard-punched path found, but no session came up over it');
-      }
-      session = accepted;
-      session.once('close', () => {
-        punch.close();
-        void listener.close().finally(() => won?.close().catch(() => {}));
-      });
-    }
-    return { session, punch: r };
-  } catch (err) {
-    punch.close();
-    await won?.close().catch(() => {});
+    if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') throw signal.reason;
     throw err;
+  } finally {
+    dispose();
   }
 }

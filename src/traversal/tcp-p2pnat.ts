@@ -45,6 +45,8 @@ export const TCP_PUNCH_DEFAULTS = {
   maxAttempts: 40,
   /** STUNT #2: pause before the next low-TTL SYN when the last one's connect failed (ICMP Time Exceeded). */
   stuntRefreshMs: 1_000,
+  /** Guarded STUNT #2: one low-TTL SYN's life, below the first SYN retransmission (RFC 6298 §2: initial RTO 1 s). */
+  guardedStuntLifetimeMs: 900,
 } as const;
 
 /** First byte the controlling side writes on the chosen connection; natpunch's probe byte (src/net/demux.ts). */
@@ -64,6 +66,22 @@ export interface TcpPunchOptions {
   role: TcpPunchRole;
   /** STUNT #2: send SYNs with this TTL (from discoverNatHops) and accept the peer's SYN instead of connecting. */
   lowTtl?: number;
+  /** Which candidates get the low TTL (default: all of them). */
+  lowTtlFor?: (c: TcpPunchCandidate) => boolean;
+  /**
+   * STUNT #2 with the Time Exceeded for our SYNs dropped on this host (tcp-seq.ts installIcmpGuard): the socket stays
+   * in SYN_SENT, so each low-TTL SYN is renewed before the kernel's first retransmission (initial RTO 1 s, RFC 6298
+   * §2), which would leave with the restored TTL, reach the peer's NAT and, when that NAT answers RST, close the
+   * mapping the low-TTL SYN opened.
+   */
+  icmpGuarded?: boolean;
+  /** Wait this long before our first SYN while already listening (the peer opens its NAT first; see tcp-session.ts). */
+  connectDelayMs?: number;
+  /**
+   * Controlling side: asked right before a connection is nominated; false means another technique's connection won
+   * the nomination (tcp-session.ts runs the sequence-number techniques beside P2P-NAT) and the punch ends ABORTED.
+   */
+  claimNomination?: () => boolean;
   /** Accept inbound connections from the candidates' IP addresses only (default) or from anywhere. */
   acceptFrom?: 'candidates' | 'any';
   /** Listener already open on P (reuseport); by default one is opened and closed again. */
@@ -185,6 +203,11 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       });
       log.debug({ candidate, direction }, 'tcp punch: connection up');
       if (options.role === 'controlling') {
+        if (options.claimNomination && !options.claimNomination()) {
+          // Another technique's connection was nominated first (tcp-session.ts races them): this one is not used.
+          finish(new NatpunchError('ABORTED', 'another TCP connection was nominated'));
+          return;
+        }
         socket.write(Buffer.from([TCP_NOMINATION_BYTE]));
         win(socket, candidate, direction);
         return;
@@ -248,15 +271,26 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
 
     const runCandidate = async (candidate: TcpPunchCandidate) => {
       const k = key(candidate.address, candidate.port);
-      for (let n = 0; n < maxAttempts && !settled; n++) {
+      const stunt = options.lowTtl !== undefined && (options.lowTtlFor?.(candidate) ?? true);
+      // Guarded STUNT #2 renews its SYN before the first retransmission (see icmpGuarded); attempts then are cheap.
+      const guarded = stunt && options.icmpGuarded === true;
+      const lifetimeMs = guarded ? TCP_PUNCH_DEFAULTS.guardedStuntLifetimeMs : attemptTimeoutMs;
+      if (options.connectDelayMs) {
+        try {
+          await sleep(options.connectDelayMs, signal);
+        } catch {
+          return;
+        }
+      }
+      for (let n = 0; n < (guarded ? Math.ceil(timeoutMs / lifetimeMs) : maxAttempts) && !settled; n++) {
         if (connectedKeys.has(k)) return; // an accepted connection already holds this 4-tuple
-        const stunt = options.lowTtl !== undefined;
-        const socket = stunt ? await attempt(candidate, options.lowTtl, attemptTimeoutMs) : await attempt(candidate, undefined, attemptTimeoutMs);
+        const socket = await attempt(candidate, stunt ? options.lowTtl : undefined, lifetimeMs);
         if (socket) {
           onConnection(socket, candidate, 'connect');
           return;
         }
         if (settled) return;
+        if (guarded && lastError.get(k) === 'TIMEOUT') continue; // our SYN_SENT socket lapsed unanswered: renew at once
         try {
           await sleep(stunt ? TCP_PUNCH_DEFAULTS.stuntRefreshMs : retryDelayMs, signal);
         } catch {

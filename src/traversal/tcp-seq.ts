@@ -189,11 +189,14 @@ function ipv4Hex(address: string): string {
 /**
  * Drops, on this host, ICMP Time Exceeded messages quoting a TCP segment to `remote` (RFC 792: the ICMP body quotes
  * the IP header — 20 bytes for the kernel's SYN — and the first 8 bytes of TCP: the destination address is at bit
- * 192 and the destination port at bit 240 of the ICMP message). Returns the function that removes the table.
+ * 192 and the destination port at bit 240 of the ICMP message). Port 0 in `remote` means any port of that address
+ * (the predicted window of P2P-NAT + STUNT #2, tcp-session.ts). Returns the function that removes the table.
  */
 export async function installIcmpGuard(remote: Endpoint, localPort: number, timeoutMs: number = TCP_SEQ_DEFAULTS.nftTimeoutMs): Promise<() => Promise<void>> {
-  const table = `npguard_${localPort}_${remote.port}`;
+  // One table per (local port, remote endpoint): a listener's port serves several peers at once, each with its guard.
+  const table = `npguard_${localPort}_${ipv4Hex(remote.address).slice(2)}_${remote.port}`;
   const sport = localPort > 0 ? ` @th,224,16 ${localPort}` : '';
+  const dport = remote.port > 0 ? ` @th,240,16 ${remote.port}` : '';
   await runNft(
     [
       `table ip ${table} {}`,
@@ -201,7 +204,7 @@ export async function installIcmpGuard(remote: Endpoint, localPort: number, time
       `table ip ${table} {`,
       '  chain pre {',
       '    type filter hook prerouting priority -300; policy accept;',
-      `    icmp type time-exceeded @th,192,32 ${ipv4Hex(remote.address)}${sport} @th,240,16 ${remote.port} drop`,
+      `    icmp type time-exceeded @th,192,32 ${ipv4Hex(remote.address)}${sport}${dport} drop`,
       '  }',
       '}',
       '',

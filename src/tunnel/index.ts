@@ -3,7 +3,8 @@
  * `forward` (local TCP port → exposed port on the peer) and `socks` (a SOCKS5 front exiting on the peer).
  */
 import { connect, listen, type ConnectOptions, type Listener, type ListenOptions } from '../natpunch.js';
-import type { Session } from '../session/session.js';
+import type { Allow, Session } from '../session/session.js';
+import { NatpunchError } from '../util/errors.js';
 import { TunnelExit, type TunnelExitOptions } from './exit.js';
 import { PeerLink } from './link.js';
 
@@ -28,8 +29,12 @@ export interface ExposeHandle {
   close(): Promise<void>;
 }
 
-/** Listens for sessions (rendezvous name, allow list: ListenOptions) and serves tunnels on each one. */
-export async function expose(options: ListenOptions & { exit: TunnelExitOptions }): Promise<ExposeHandle> {
+/**
+ * Listens for sessions (rendezvous name: ListenOptions) and serves tunnels on each one. `allow` is required: who may
+ * reach the exposed services is never left to a default (`allow: () => true` admits any key, on purpose).
+ */
+export async function expose(options: ListenOptions & { allow: Allow; exit: TunnelExitOptions }): Promise<ExposeHandle> {
+  if (options.allow === undefined) throw new NatpunchError('BAD_ARGUMENT', 'expose needs `allow`: the keys that may connect (or `() => true` for any key)');
   const exit = new TunnelExit(options.exit);
   const listener = await listen(options);
   const onSession = (s: Session) => exit.attach(s);

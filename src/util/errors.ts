@@ -28,6 +28,8 @@ export type NatpunchErrorCode =
   | 'RENDEZVOUS_DECODE'
   | 'RATE_LIMITED'
   | 'PEER_NOT_FOUND'
+  | 'PEER_KEY_CHANGED'
+  | 'PEER_KEY_MISMATCH'
   | 'PUNCH_FAILED'
   // sessions and streams
   | 'HANDSHAKE_FAILED'

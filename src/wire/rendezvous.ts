@@ -42,6 +42,30 @@ export function isValidName(name: string): boolean {
   return NAME_PATTERN.test(name);
 }
 
+/**
+ * Anti-amplification (issue 18): the server never answers a UDP request with more bytes than the request had (a
+ * spoofed source must not turn the server into an amplifier, as RFC 9000 §8.1 bounds QUIC servers at 3x and we
+ * bound at 1x). Requests whose answer can be larger carry zero padding, which the decoder accepts at the end of
+ * every request type that may need it (LOOKUP, PING and the signed ones, after the signature: it is bulk, not
+ * content). Padding is all zero bytes; anything else there is malformed. The client pads to these sizes; a request too small for its answer gets
+ * ERROR TOO_SMALL (naming the size) when even that fits, else silence.
+ */
+/** Largest candidate on the wire: type, transport, family + IPv6 address, port, priority. */
+const MAX_CANDIDATE_BYTES = 1 + 1 + 1 + 16 + 2 + 4;
+const MAX_CANDIDATE_LIST_BYTES = 1 + MAX_CANDIDATES * MAX_CANDIDATE_BYTES;
+/** LOOKUP_RESULT at its largest: key, 63-byte name, flags, expiry, 16 IPv6 candidates. A LOOKUP is padded to it. */
+export const MAX_LOOKUP_RESULT_BYTES = 7 + 32 + 1 + 63 + 1 + 4 + MAX_CANDIDATE_LIST_BYTES;
+/** CONNECT_NOTIFY at its largest (the initiator's answer). A CONNECT is padded to it. */
+export const MAX_CONNECT_NOTIFY_BYTES = 7 + 16 + 1 + 1 + 32 + 1 + 63 + 2 + 8 + MAX_CANDIDATE_LIST_BYTES;
+/** PONG's size (header, echo, time): a PING is padded to it, in both directions. */
+export const PONG_BYTES = 7 + 8 + 8;
+/**
+ * A REGISTER is padded to this: its answers are REGISTERED (at most 44 bytes with an IPv6 address), the TURN
+ * credentials when the server hands them out (~90 bytes with the shared-secret scheme) and the server's PING
+ * (PONG_BYTES), which proves the peer's address before the server pushes it anything (see the server's #push).
+ */
+export const REGISTER_PAD_BYTES = 320;
+
 /** Longest TURN username/password carried in TURN_CREDENTIALS (one length byte). */
 export const MAX_TURN_CREDENTIAL_BYTES = 255;
 
@@ -71,6 +95,14 @@ export const MessageType = {
   SEQ_OFFER: 0x0d,
   /** The server's answer to SEQ_OFFER: whether it will spoof STUNT #1 SYN-ACKs once both offers are in. */
   SEQ_OFFER_RESULT: 0x0e,
+  /** Signed: the key that holds (or reserves) a name gives it up now, instead of after the server's name hold. */
+  RELEASE_NAME: 0x10,
+  /** Signed: how one connection attempt went (NAT types, techniques, outcome, timings; never payload). */
+  REPORT: 0x11,
+  /** The server's answer to RELEASE_NAME and REPORT: 8 bytes, never larger than the request. */
+  ACK: 0x12,
+  /** Server → registered peer: this node is going away, register with another server now (drain on SIGTERM). */
+  MOVE: 0x13,
 } as const;
 
 export const ErrorCode = {
@@ -83,6 +115,8 @@ export const ErrorCode = {
   REPLAY: 7,
   SERVER_FULL: 8,
   UNSUPPORTED_VERSION: 9,
+  /** The answer would be larger than the request (anti-amplification): pad the request (see MAX_*_BYTES). */
+  TOO_SMALL: 10,
 } as const;
 export type ErrorCodeName = keyof typeof ErrorCode;
 const ERROR_NAMES = new Map<number, ErrorCodeName>(Object.entries(ErrorCode).map(([k, v]) => [v, k as ErrorCodeName]));
@@ -151,6 +185,11 @@ export interface TurnCredentialsMessage extends Header {
   ttlSeconds: number;
   /** The TURN server's port on the rendezvous host (same host the client reached the rendezvous on). */
   port: number;
+  /**
+   * Its TURN-over-TLS port, when the server runs one (RFC 8656 §3.1). Optional trailing field, present only when
+   * set: a decoder from before it rejects the message (trailing bytes) and the peer simply gets no credentials.
+   */
+  tlsPort?: number;
 }
 
 export interface LookupMessage extends Header {
@@ -241,7 +280,121 @@ export interface SeqOfferResultMessage extends Header {
   spoofing: boolean;
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Name release, outcome reports, acknowledgements and moves (operator issue 19; names bound to keys, issue 18).
+
+/**
+ * RELEASE_NAME (0x10), signed:
+ *   header | public key (32) | name (u8 length, 1..63 bytes [a-z0-9._-]) | timestamp u64 | nonce (16) | signature (64)
+ * Answered with ACK (released: 1 when the key held the name, 0 when it did not) or ERROR.
+ */
+export interface ReleaseNameMessage extends Header, SignedFields {
+  type: 'release-name';
+  publicKey: Buffer;
+  name: string;
+}
+
+/** NAT types in reports (src/discovery/classify.ts ClassicNatType); code = index, 0 unknown. */
+export const REPORT_NAT_TYPES = [
+  'unknown',
+  'open-internet',
+  'full-cone',
+  'restricted-cone',
+  'port-restricted-cone',
+  'symmetric',
+  'symmetric-udp-firewall',
+  'udp-blocked',
+] as const;
+export type ReportNatType = (typeof REPORT_NAT_TYPES)[number];
+
+/** Techniques in reports; code = index, 0 for any technique this list does not name (new ones: append). */
+export const REPORT_TECHNIQUES = [
+  'other',
+  'lan',
+  'udp',
+  'reversal',
+  'udp-predict',
+  'birthday',
+  'hardnat',
+  'mapped',
+  'relay',
+  'peer-relay',
+  'icmp',
+  'tcp-p2pnat',
+  'tcp-stunt1',
+  'tcp-natblaster',
+] as const;
+export type ReportTechnique = (typeof REPORT_TECHNIQUES)[number];
+
+/** Why a technique failed; code = index. */
+export const REPORT_FAILURES = ['other', 'timeout', 'refused', 'no-candidates', 'blocked', 'handshake', 'aborted', 'relay-unavailable', 'not-found'] as const;
+export type ReportFailure = (typeof REPORT_FAILURES)[number];
+
+export const MAX_REPORT_TECHNIQUES = 16;
+export const MAX_REPORT_FAILURES = 8;
+/** "unknown" for the u32 timings. */
+export const REPORT_NO_TIME = 0xffffffff;
+
+/**
+ * REPORT (0x11), signed, at most 7 + 32 + 16 + 24 + 14 + 17 + 17 + 64 = 191 bytes:
+ *   header | public key (32) | connection id (16) | timestamp u64 | nonce (16)
+ *   | role u8 (0 initiator, 1 responder) | result u8 (0 connected, 1 failed, 2 aborted) | path u8 (0 none, 1 direct, 2 relay)
+ *   | local NAT u8 | peer NAT u8 (REPORT_NAT_TYPES) | winner u8 (REPORT_TECHNIQUES, 0 when none)
+ *   | time to connect u32 ms | time to first byte u32 ms (0xFFFFFFFF: unknown)
+ *   | tried u8 count (≤ 16), then one technique u8 each
+ *   | failures u8 count (≤ 8), then technique u8 + reason u8 (REPORT_FAILURES) each
+ *   | signature (64)
+ * Only enumerations and numbers: a report can carry no payload, address or free text. Answered with ACK.
+ */
+export interface ReportMessage extends Header, SignedFields {
+  type: 'report';
+  publicKey: Buffer;
+  connectionId: Buffer;
+  role: ConnectRole;
+  result: 'connected' | 'failed' | 'aborted';
+  path: 'none' | 'direct' | 'relay';
+  localNat: ReportNatType;
+  peerNat: ReportNatType;
+  winner: ReportTechnique | undefined;
+  timeToConnectMs: number | undefined;
+  timeToFirstByteMs: number | undefined;
+  tried: ReportTechnique[];
+  failures: Array<{ technique: ReportTechnique; reason: ReportFailure }>;
+}
+
+/** ACK (0x12): header | status u8. */
+export interface AckMessage extends Header {
+  type: 'ack';
+  /** RELEASE_NAME: 1 released, 0 nothing to release. REPORT: 1 counted, 0 not counted (reports off, or too many). */
+  status: number;
+}
+
+/**
+ * MOVE (0x13), server → peer: header (request id = the peer's latest REGISTER, so only the server that registered
+ * it can make it move; an off-path sender would have to guess 32 bits) | reason u8 (0 draining) | retry-after u32 ms.
+ * The peer registers with its next server at once; the reason is informational.
+ */
+export interface MoveMessage extends Header {
+  type: 'move';
+  reason: 'draining';
+  /** How long this server stays away, when known (0: unknown). */
+  retryAfterMs: number;
+}
+
+const RESULTS: readonly ReportMessage['result'][] = ['connected', 'failed', 'aborted'];
+const PATHS: readonly ReportMessage['path'][] = ['none', 'direct', 'relay'];
+const MOVE_REASONS: readonly MoveMessage['reason'][] = ['draining'];
+
+function reportCode<T extends string>(list: readonly T[], value: T | undefined): number {
+  const i = value === undefined ? 0 : list.indexOf(value);
+  return i < 0 ? 0 : i;
+}
+
 export type RendezvousMessage =
+  | ReleaseNameMessage
+  | ReportMessage
+  | AckMessage
+  | MoveMessage
   | RegisterMessage
   | RegisteredMessage
   | TurnCredentialsMessage
@@ -257,7 +410,7 @@ export type RendezvousMessage =
   | SeqOfferMessage
   | SeqOfferResultMessage;
 
-export type SignedMessage = RegisterMessage | ConnectMessage | UnregisterMessage | SeqOfferMessage;
+export type SignedMessage = RegisterMessage | ConnectMessage | UnregisterMessage | SeqOfferMessage | ReleaseNameMessage | ReportMessage;
 
 function decodeError(what: string): NatpunchError {
   return new NatpunchError('RENDEZVOUS_DECODE', `malformed rendezvous message: ${what}`);
@@ -529,7 +682,29 @@ const TYPE_CODE: Record<RendezvousMessage['type'], number> = {
   'turn-credentials': MessageType.TURN_CREDENTIALS,
   'seq-offer': MessageType.SEQ_OFFER,
   'seq-offer-result': MessageType.SEQ_OFFER_RESULT,
+  'release-name': MessageType.RELEASE_NAME,
+  report: MessageType.REPORT,
+  ack: MessageType.ACK,
+  move: MessageType.MOVE,
 };
+
+/** Requests that may carry zero padding (anti-amplification, see MAX_LOOKUP_RESULT_BYTES). */
+const PADDED_TYPES: ReadonlySet<number> = new Set([
+  MessageType.LOOKUP,
+  MessageType.PING,
+  MessageType.REGISTER,
+  MessageType.CONNECT,
+  MessageType.UNREGISTER,
+  MessageType.SEQ_OFFER,
+]);
+
+/** Consumes the zero padding at the end of a request; a non-zero byte there is malformed. */
+function skipPadding(r: Reader): void {
+  const n = r.remaining;
+  if (n <= 0) return;
+  const pad = r.bytes(n, 'padding');
+  for (let i = 0; i < pad.length; i++) if (pad[i] !== 0) throw decodeError('non-zero padding');
+}
 
 /** SEQ_OFFER payload kinds. */
 const SEQ_KIND_OFFER = 1;
@@ -545,13 +720,15 @@ export type EncodableMessage =
   | Unsigned<ConnectMessage>
   | Unsigned<UnregisterMessage>
   | Unsigned<SeqOfferMessage>
+  | Unsigned<ReleaseNameMessage>
+  | Unsigned<ReportMessage>
   | Exclude<RendezvousMessage, SignedMessage>;
 
 /**
  * Encodes a message. REGISTER, CONNECT, UNREGISTER and SEQ_OFFER need the sender's secret key and are signed here
  * (a fresh timestamp and nonce are used unless given).
  */
-export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array): Buffer {
+export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array, options: { padTo?: number } = {}): Buffer {
   const w = new Writer();
   const code = TYPE_CODE[msg.type];
   if (code === undefined) throw encodeError(`unknown type ${String((msg as { type: unknown }).type)}`);
@@ -589,6 +766,7 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
       w.shortString(msg.password, MAX_TURN_CREDENTIAL_BYTES);
       w.u32(checkU(msg.ttlSeconds, 0xffffffff, 'turn ttl'));
       w.u16(checkU(msg.port, 0xffff, 'turn port'));
+      if (msg.tlsPort) w.u16(checkU(msg.tlsPort, 0xffff, 'turn tls port'));
       break;
     case 'lookup':
       writeTarget(w, msg.target);
@@ -664,12 +842,55 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array):
       w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
       w.u8(msg.spoofing ? 1 : 0);
       break;
+    case 'release-name':
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      if (!msg.name) throw encodeError('release-name needs a name');
+      writeName(w, msg.name);
+      signedFields(msg);
+      break;
+    case 'report': {
+      w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
+      w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
+      signedFields(msg);
+      w.u8(reportCode(ROLES, msg.role));
+      w.u8(reportCode(RESULTS, msg.result));
+      w.u8(reportCode(PATHS, msg.path));
+      w.u8(reportCode(REPORT_NAT_TYPES, msg.localNat));
+      w.u8(reportCode(REPORT_NAT_TYPES, msg.peerNat));
+      w.u8(reportCode(REPORT_TECHNIQUES, msg.winner));
+      const ms = (v: number | undefined) => (v === undefined ? REPORT_NO_TIME : Math.min(REPORT_NO_TIME - 1, Math.max(0, Math.round(v))));
+      w.u32(ms(msg.timeToConnectMs));
+      w.u32(ms(msg.timeToFirstByteMs));
+      const tried = msg.tried.slice(0, MAX_REPORT_TECHNIQUES);
+      w.u8(tried.length);
+      for (const t of tried) w.u8(reportCode(REPORT_TECHNIQUES, t));
+      const failures = msg.failures.slice(0, MAX_REPORT_FAILURES);
+      w.u8(failures.length);
+      for (const f of failures) {
+        w.u8(reportCode(REPORT_TECHNIQUES, f.technique));
+        w.u8(reportCode(REPORT_FAILURES, f.reason));
+      }
+      break;
+    }
+    case 'ack':
+      w.u8(checkU(msg.status, 0xff, 'ack status'));
+      break;
+    case 'move':
+      w.u8(reportCode(MOVE_REASONS, msg.reason));
+      w.u32(checkU(msg.retryAfterMs, 0xffffffff, 'retry after'));
+      break;
   }
   if (signed) {
     if (!secretKey) throw encodeError(`${msg.type} must be signed: pass the secret key`);
     // RFC 8032 §5.1.6: Ed25519 over the context and every byte before the signature.
     const sig = sign(Buffer.concat([SIGNATURE_CONTEXT, w.view()]), secretKey);
     w.bytes(sig, SIGNATURE_BYTES, 'signature');
+  }
+  if (options.padTo !== undefined) {
+    // Zero padding at the very end (after the signature: it only adds bulk, there is nothing in it to protect).
+    if (!PADDED_TYPES.has(code)) throw encodeError(`${msg.type} cannot be padded`);
+    const zeros = Math.min(options.padTo, MAX_MESSAGE_BYTES) - w.length;
+    for (let i = 0; i < zeros; i++) w.u8(0);
   }
   return w.finish();
 }
@@ -724,8 +945,9 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const password = r.bytes(r.u8('turn password length'), 'turn password').toString('utf8');
       const ttlSeconds = r.u32('turn ttl');
       const port = r.u16('turn port');
-      if (!username || !password || port === 0) throw decodeError('empty turn credentials');
-      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port };
+      const tlsPort = r.remaining > 0 ? r.u16('turn tls port') : undefined;
+      if (!username || !password || port === 0 || tlsPort === 0) throw decodeError('empty turn credentials');
+      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port, ...(tlsPort ? { tlsPort } : {}) };
       break;
     }
     case MessageType.LOOKUP:
@@ -831,9 +1053,74 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       msg = { type: 'seq-offer-result', requestId, connectionId, spoofing: (flags & 1) !== 0 };
       break;
     }
+    case MessageType.RELEASE_NAME: {
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const name = readName(r);
+      if (!name) throw decodeError('release-name without a name');
+      const timestamp = r.u64('timestamp');
+      const nonce = Buffer.from(r.bytes(NONCE_BYTES, 'nonce'));
+      msg = { type: 'release-name', requestId, publicKey, name, ...signedTail({ timestamp, nonce }) };
+      break;
+    }
+    case MessageType.REPORT: {
+      const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
+      const connectionId = Buffer.from(r.bytes(CONNECTION_ID_BYTES, 'connection id'));
+      const timestamp = r.u64('timestamp');
+      const nonce = Buffer.from(r.bytes(NONCE_BYTES, 'nonce'));
+      const role = readEnum(r, ROLES, 'report role');
+      const result = readEnum(r, RESULTS, 'report result');
+      const path = readEnum(r, PATHS, 'report path');
+      const localNat = readEnum(r, REPORT_NAT_TYPES, 'report NAT type');
+      const peerNat = readEnum(r, REPORT_NAT_TYPES, 'report NAT type');
+      const winnerCode = r.u8('report winner');
+      const winner = REPORT_TECHNIQUES[winnerCode];
+      if (winner === undefined) throw decodeError(`report technique ${winnerCode}`);
+      const time = (v: number) => (v === REPORT_NO_TIME ? undefined : v);
+      const timeToConnectMs = time(r.u32('time to connect'));
+      const timeToFirstByteMs = time(r.u32('time to first byte'));
+      const nTried = r.u8('tried count');
+      if (nTried > MAX_REPORT_TECHNIQUES) throw decodeError(`${nTried} techniques (max ${MAX_REPORT_TECHNIQUES})`);
+      const tried: ReportTechnique[] = [];
+      for (let i = 0; i < nTried; i++) tried.push(readEnum(r, REPORT_TECHNIQUES, 'report technique'));
+      const nFailures = r.u8('failure count');
+      if (nFailures > MAX_REPORT_FAILURES) throw decodeError(`${nFailures} failures (max ${MAX_REPORT_FAILURES})`);
+      const failures: ReportMessage['failures'] = [];
+      for (let i = 0; i < nFailures; i++) {
+        const technique = readEnum(r, REPORT_TECHNIQUES, 'report technique');
+        failures.push({ technique, reason: readEnum(r, REPORT_FAILURES, 'failure reason') });
+      }
+      const tail = signedTail({ timestamp, nonce });
+      msg = {
+        type: 'report',
+        requestId,
+        publicKey,
+        connectionId,
+        role,
+        result,
+        path,
+        localNat,
+        peerNat,
+        winner: winnerCode === 0 ? undefined : winner,
+        timeToConnectMs,
+        timeToFirstByteMs,
+        tried,
+        failures,
+        ...tail,
+      };
+      break;
+    }
+    case MessageType.ACK:
+      msg = { type: 'ack', requestId, status: r.u8('ack status') };
+      break;
+    case MessageType.MOVE: {
+      const reason = readEnum(r, MOVE_REASONS, 'move reason');
+      msg = { type: 'move', requestId, reason, retryAfterMs: r.u32('retry after') };
+      break;
+    }
     default:
       throw new NatpunchError('RENDEZVOUS_DECODE', `unknown rendezvous message type ${type}`, { details: { type } });
   }
+  if (PADDED_TYPES.has(type)) skipPadding(r);
   if (r.remaining !== 0) throw decodeError(`${r.remaining} trailing bytes`);
   return msg;
 }
@@ -845,7 +1132,14 @@ export function verifyRendezvous(msg: SignedMessage): boolean {
 }
 
 export function isSignedMessage(msg: RendezvousMessage): msg is SignedMessage {
-  return msg.type === 'register' || msg.type === 'connect' || msg.type === 'unregister' || msg.type === 'seq-offer';
+  return (
+    msg.type === 'register' ||
+    msg.type === 'connect' ||
+    msg.type === 'unregister' ||
+    msg.type === 'seq-offer' ||
+    msg.type === 'release-name' ||
+    msg.type === 'report'
+  );
 }
 
 /** Reads the type and request id of something that starts like a rendezvous message, without decoding the body. */

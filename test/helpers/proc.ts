@@ -1,8 +1,19 @@
 // Child-process helpers for tests: bounded waits, and clean-up by PID.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 export const NATPUNCH = new URL('../../bin/natpunch.js', import.meta.url).pathname;
+
+// The CLIs these tests start pin peer names to keys in $NATPUNCH_HOME/known_peers (trust on first use); tests use
+// the same names with fresh keys on every run, so they get a natpunch home of their own, never the user's.
+if (!process.env.NATPUNCH_HOME) {
+  const home = mkdtempSync(join(tmpdir(), 'natpunch-test-home-'));
+  process.env.NATPUNCH_HOME = home;
+  process.once('exit', () => rmSync(home, { recursive: true, force: true }));
+}
 
 /** The path of an installed command, or undefined (tests skip with a note when a tool they drive is missing). */
 export function which(bin: string): string | undefined {

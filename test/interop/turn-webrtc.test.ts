@@ -62,7 +62,7 @@ interface PageResult {
 }
 
 test('Chromium WebRTC DataChannel through natpunch TURN only (iceTransportPolicy relay)', { skip, timeout: 120_000 }, async () => {
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
   // Safe defaults: no --allow-peer. The two browsers' allocations reach each other as relay-to-relay traffic.
   const turn = new TurnServer({ credentials: new UsersFileStore('webrtc:s3cret\n'), relayAddress: '127.0.0.1', realm: 'natpunch.test' });
   const detach = attachTurn(handle, turn);

@@ -29,8 +29,7 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
     lab = await Lab.up();
     const serve = lab.node('server', new URL('./fixtures/serve-node.ts', import.meta.url).pathname, [String(RV_PORT)]);
     await serve.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
-    const stun = lab.node('server', new URL('./fixtures/stun-server.ts', import.meta.url).pathname, [String(RV_PORT + 1)]);
-    await stun.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
+    // serve answers STUN on its port + 1 itself (the NAT measurement's second destination).
     for (const link of ['a', 'natA', 'natB', 'b']) await lab.setLink(link, { delayMs: 10 });
     await lab.setNat('natA', 'port-restricted-cone');
     await lab.setNat('natB', 'symmetric-random');
@@ -61,10 +60,11 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
         // Both sides measured their NAT at gathering and ran the hard punch with the other's advert.
         assert.equal(cp.find((p) => p.phase === 'hard-nat')?.kind, 'cone', why);
         assert.equal(lp.find((p) => p.phase === 'hard-nat')?.kind, 'random', why);
-        const cpunch = cp.find((p) => p.phase === 'hard-punch');
-        const lpunch = lp.find((p) => p.phase === 'hard-punch');
-        assert.deepEqual([cpunch?.local, cpunch?.peer, cpunch?.strategy], ['cone', 'random', 'birthday-spray'], why);
-        assert.deepEqual([lpunch?.local, lpunch?.peer, lpunch?.strategy], ['random', 'cone', 'birthday-sockets'], why);
+        // The planner raced the plain checks and the birthday punch; birthday won on both sides.
+        const punched = (ps: Msg[]) => (ps.find((p) => p.phase === 'technique-note' && p.note === 'punched')?.detail as Msg | undefined)?.strategy;
+        assert.equal(punched(cp), 'birthday-spray', why);
+        assert.equal(punched(lp), 'birthday-sockets', why);
+        assert.equal(cp.find((p) => p.phase === 'path')?.traversal, 'birthday', why);
         const path = cr.path as { kind: string; remote: { address: string } };
         assert.equal(path.kind, 'direct');
         assert.equal(path.remote.address, lab.publicAddr('natB'));
@@ -86,10 +86,11 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
       await cliPhase(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, '--rendezvous', rv, '--hard-nat', '--transport', 'udp', '--json']);
       await tokenBothWays(c, l);
-      const punch = await cliPhase(c, 'hard-punch');
-      assert.deepEqual([punch.local, punch.peer, punch.strategy], ['cone', 'random', 'birthday-spray'], c.stderr);
-      const lpunch = await cliPhase(l, 'hard-punch');
-      assert.deepEqual([lpunch.local, lpunch.peer, lpunch.strategy], ['random', 'cone', 'birthday-sockets'], l.stderr);
+      const punch = await cliPhase(c, 'technique-note');
+      assert.equal((punch.detail as Msg).strategy, 'birthday-spray', c.stderr);
+      const lpunch = await cliPhase(l, 'technique-note');
+      assert.equal((lpunch.detail as Msg).strategy, 'birthday-sockets', l.stderr);
+      assert.equal((await cliPhase(c, 'path')).traversal, 'birthday', c.stderr);
     } finally {
       await Promise.all([c?.close(), l.close()]);
     }
@@ -109,7 +110,9 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
         const lr = await l.next((m) => m.type === 'result', { timeoutMs: 20_000 });
         const cp = c.drain((x) => x.type === 'progress') as Msg[];
         assert.equal(cp.find((p) => p.phase === 'hard-nat')?.kind, 'cone');
-        assert.equal(cp.find((p) => p.phase === 'hard-punch'), undefined, 'no hard punch between cones');
+        const hardStarted = cp.filter((p) => p.phase === 'technique-start' && ['predict', 'birthday', 'double-random'].includes(String(p.technique)));
+        assert.deepEqual(hardStarted, [], 'no hard punch between cones');
+        assert.equal(cp.find((p) => p.phase === 'path')?.traversal, 'udp-checks');
         assert.equal((cr.path as { kind: string }).kind, 'direct');
         assert.equal(lr.gotHash, cr.sentHash);
         assert.equal(cr.gotHash, lr.sentHash);

@@ -2,7 +2,8 @@
  * STUNT #1 and NATBlaster as strategies of connect({ transport: 'tcp' }) through the real rendezvous: the offers
  * travel as SEQ_OFFER messages, `natpunch serve --spoof` spoofs the STUNT #1 SYN-ACKs itself, and the punched socket
  * carries the same Noise session as every other path (512 KiB hashed both ways). The NATs drop an inbound SYN that
- * follows an outbound SYN (src/lab/nat.ts dropSynAfterSyn), so P2P-NAT fails first and the techniques take over.
+ * follows an outbound SYN (src/lab/nat.ts dropSynAfterSyn), so P2P-NAT finds nothing and the techniques, which run
+ * beside it on a port of their own (src/traversal/tcp-path.ts), connect.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -61,7 +62,7 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     assert.ok(intactBothWays(t), 'each side got exactly what the other sent');
   }
 
-  test('a spoofing rendezvous: P2P-NAT fails, STUNT #1 connects, the Noise session runs over the socket', async () => {
+  test('a spoofing rendezvous: P2P-NAT finds nothing, STUNT #1 connects, the Noise session runs over the socket', async () => {
     await nats(SYN_AFTER_SYN);
     const t = await trial(SPOOF_PORT);
     log.push(`spoofing rendezvous, drop-SYN-after-SYN NATs: ${t.c.type === 'result' ? (t.c.path as Path).tcpTechnique : `failed: ${String(t.c.message)}`}`);
@@ -74,7 +75,19 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     assert.equal(cp.remote.address, lab.publicAddr('natB'));
     const path = t.progress.find((p) => p.phase === 'path');
     assert.equal(path?.technique, 'stunt1');
-    assert.match(String(path?.reason), /P2P-NAT failed/);
+    // Both peers offered port Q, so STUNT #1 ran there beside P2P-NAT instead of after its failure (tcp-path.ts).
+    assert.match(String(path?.reason), /P2P-NAT had found no path when STUNT #1 connected/);
+  });
+
+  test('NATs that drop inbound SYNs after tracking them: `--tcp-seq auto` with a spoofing rendezvous connects by STUNT #1 on its own 5-tuple', async () => {
+    // P2P-NAT's SYNs cross in the NATs' connection tracking (SYN_SENT2, the peer's sequence number recorded) before the
+    // forward filter drops them; a STUNT #1 SYN-ACK on that same 5-tuple would be invalid there.
+    await nats({ type: 'port-restricted-cone', stealth: true, dropInboundSyn: true });
+    const t = await trial(SPOOF_PORT, ['--tcp-seq', 'auto']);
+    log.push(`forward-filter SYN drop, auto: ${t.c.type === 'result' ? `${(t.c.path as Path).tcpTechnique} in ${t.elapsedMs} ms` : `failed: ${String(t.c.message)}`}`);
+    dataBothWays(t);
+    assert.equal((t.c.path as Path).tcpTechnique, 'stunt1');
+    assert.equal((t.l.path as Path).tcpTechnique, 'stunt1');
   });
 
   test('a plain rendezvous and NATs that translate an outbound SYN-ACK: NATBlaster connects after P2P-NAT fails', async () => {

@@ -9,8 +9,10 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions, type NatType } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
 import { tcpSessionTrial, type SessionTrial } from './fixtures/tcp-session-trial.js';
+import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
 const FIXTURE = new URL('./fixtures/tcp-session-peer.ts', import.meta.url).pathname;
+const CLI = new URL('../../bin/natpunch.js', import.meta.url).pathname;
 const RV_PORT = 3478;
 const SIZE = 512 * 1024;
 const labSkip = labUnavailableReason();
@@ -33,12 +35,12 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
     await lab?.down(); // kills every process it spawned
   });
 
-  async function trial(from: 'a' | 'b', to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec] } = {}): Promise<SessionTrial> {
+  async function trial(from: 'a' | 'b', to: string, transport: string, opts: { noAddon?: boolean; nat?: [NatSpec, NatSpec]; extra?: string[] } = {}): Promise<SessionTrial> {
     if (opts.nat) {
       await lab.setNat('natA', opts.nat[0]);
       await lab.setNat('natB', opts.nat[1]);
     }
-    const t = await tcpSessionTrial(lab, RV_PORT, { from, transport, size: SIZE, ...(opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {}) });
+    const t = await tcpSessionTrial(lab, RV_PORT, { from, transport, size: SIZE, ...(opts.extra ? { extra: opts.extra } : {}), ...(opts.noAddon ? { env: { ...process.env, NATPUNCH_NO_ADDON: '1' } } : {}) });
     if (t.c.type !== 'result') console.log(`# ${from}→${to} ${transport} failed; connector: ${JSON.stringify(t.c)} ${JSON.stringify(t.progress)}; listener: ${JSON.stringify(t.l)}`);
     return t;
   }
@@ -71,6 +73,55 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
     });
   }
 
+  // STUNT #2 inside connect(): NATs that answer an unsolicited SYN with RST defeat plain P2P-NAT unless both SYNs are
+  // in flight at once (test/lab/tcp-punch.test.ts); the responder opens its NAT with guarded low-TTL SYNs and the
+  // initiator walks in after a short hold-back, in either direction.
+  for (const from of ['a', 'b'] as const) {
+    test(`transport tcp from ${from} across two port-restricted NATs that answer RST: STUNT #2 opens, data both ways`, { skip: tcpSkip }, async () => {
+      const t = await trial(from, from === 'a' ? 'b' : 'a', 'tcp', { nat: ['port-restricted-cone', 'port-restricted-cone'], extra: ['--tcp-seq', 'off'] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal((t.c.path as { tcpTechnique?: string }).tcpTechnique, 'p2pnat');
+    });
+  }
+
+  // Port prediction (src/traversal/tcp-predict.ts): the symmetric side measures its NAT's TCP allocation right before
+  // it offers candidates and offers the window of next ports; the port-restricted side punches every port of it, so
+  // its NAT lets in the symmetric side's SYN from whichever port that SYN got.
+  for (const from of ['a', 'b'] as const) {
+    test(`transport tcp from ${from} between symmetric-sequential (a) and port-restricted (b): connects by port prediction, data both ways`, { skip: tcpSkip }, async () => {
+      const t = await trial(from, from === 'a' ? 'b' : 'a', 'tcp', { nat: ['symmetric-sequential', 'port-restricted-cone'] });
+      dataBothWays(t);
+      assert.equal(t.c.transport, 'tcp');
+      assert.equal(t.l.transport, 'tcp');
+      // b (behind the port-restricted NAT) reached a at one of the predicted ports.
+      const bPath = (from === 'b' ? t.c.path : t.l.path) as { kind: string; candidatePair: { remote: { type: string; address: string } } };
+      assert.equal(bPath.kind, 'direct');
+      assert.equal(bPath.candidatePair.remote.type, 'predicted');
+      assert.equal(bPath.candidatePair.remote.address, lab.publicAddr('natA'));
+    });
+  }
+
+  test('`natpunch listen/connect --transport tcp` between symmetric-sequential and port-restricted: lines both ways over a predicted port', { skip: tcpSkip }, async () => {
+    await lab.setNat('natA', 'symmetric-sequential');
+    await lab.setNat('natB', 'port-restricted-cone');
+    const name = `pred-${randomBytes(4).toString('hex')}`;
+    const flags = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--transport', 'tcp', '--json'];
+    const l = lab.node('a', CLI, ['listen', '--name', name, ...flags]);
+    procs.push(l);
+    await cliPhase(l, 'listening');
+    const c = lab.node('b', CLI, ['connect', name, ...flags]);
+    procs.push(c);
+    try {
+      await tokenBothWays(c, l);
+      const path = await cliPhase(c, 'path');
+      assert.equal(path.type, 'tcp-predicted', c.stderr);
+      assert.equal(path.technique, 'p2pnat');
+    } finally {
+      await Promise.all([c.close(), l.close()]);
+    }
+  });
+
   test('transport auto across port-restricted cones: one session on a working path, the choice reported', { skip: tcpSkip }, async () => {
     const t = await trial('b', 'a', 'auto', { nat: ['port-restricted-cone', 'port-restricted-cone'] });
     dataBothWays(t);
@@ -95,7 +146,9 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
       assert.equal(t.c.transport, 'tcp');
       assert.equal(t.l.transport, 'tcp');
       assert.match(String((t.c.path as { transportReason?: string }).transportReason), /UDP (failed|did not within)/);
-      assert.ok(t.progress.some((p) => p.phase === 'transport' && p.transport === 'tcp'));
+      // Exactly one 'path' event names the transport (src/endpoint/attempt.ts).
+      assert.equal(t.progress.filter((p) => p.phase === 'path').length, 1);
+      assert.ok(t.progress.some((p) => p.phase === 'path' && p.transport === 'tcp'));
     } finally {
       await nft(['delete', 'table', 'inet', 'tcpsess']).catch(() => {});
     }
@@ -106,9 +159,9 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
     dataBothWays(t);
     assert.equal(t.c.transport, 'udp');
     assert.equal(t.l.transport, 'udp');
-    const reason = (t.c.path as { transportReason?: string }).transportReason ?? '';
-    assert.match(reason, /TCP hole punching unavailable.*NATPUNCH_NO_ADDON=1.*using UDP/);
-    assert.ok(t.progress.some((p) => p.phase === 'transport' && p.transport === 'udp' && /NATPUNCH_NO_ADDON/.test(String(p.reason))));
+    // The Endpoint says why at gathering, in the 'transport' progress event (TCP was never raced, so the session's
+    // path carries no transport choice to explain).
+    assert.ok(t.progress.some((p) => p.phase === 'transport' && p.transport === 'udp' && /TCP hole punching unavailable.*NATPUNCH_NO_ADDON=1.*using UDP/.test(String(p.reason))));
   });
 
   test('NATPUNCH_NO_ADDON=1: transport tcp fails with ADDON_UNAVAILABLE', async () => {

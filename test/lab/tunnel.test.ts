@@ -88,8 +88,8 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     const exposing = await expose.next((m) => m.event === 'exposing', { timeoutMs: 30_000 });
     assert.equal(exposing.publicKey, keyToId(home.publicKey));
 
-    forward = start('a', BIN, ['forward', `${FORWARD_PORT}:homebox:${SERVICE_PORT}`, '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--json']);
-    socks = start('a', BIN, ['socks', '--listen', String(SOCKS_PORT), '--via', 'homebox', '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--json']);
+    forward = start('a', BIN, ['forward', `${FORWARD_PORT}:homebox:${SERVICE_PORT}`, '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--known-peers', join(dir, 'known_peers'), '--json']);
+    socks = start('a', BIN, ['socks', '--listen', String(SOCKS_PORT), '--via', 'homebox', '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--known-peers', join(dir, 'known_peers'), '--json']);
     client = start('a', FIX('tunnel-client.ts'), []);
     for (const p of [forward, socks]) {
       const up = await p.next((m) => m.event === 'session', { timeoutMs: 45_000 });

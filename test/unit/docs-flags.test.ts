@@ -16,7 +16,14 @@ const SUBCOMMANDS: Record<string, string[]> = {
 };
 /** Lines that run another program: their flags are that program's. */
 const OTHER_TOOL =
-  /(^|[`\s|$#])(npm|npx|node|curl|ssh|ip|nc|git|tsx|sysctl|iptables|nft|turnutils_\w+|turnserver|ncat|socat|dig|tcpdump|docker|systemctl)\s/;
+  /(^|[`\s|$#])(npm|npx|node|curl|ssh|ip|nc|git|tsx|sysctl|iptables|nft|turnutils_\w+|turnserver|ncat|socat|dig|tcpdump|docker|systemctl|useradd)\s/;
+/** Flags the docs name that belong to other programs, on lines the pattern above cannot tell apart. */
+const NOT_NATPUNCH = new Set([
+  '--no-name', // the placeholder in docs/operator.md's table of option spellings
+  '--env-file', // docker run, on a continuation line
+  '--expose-gc', // node, in docs/performance.md
+  '--target', // the fuzz harness script, in docs/security.md
+]);
 
 function helpFlags(args: string[]): Promise<Set<string>> {
   return new Promise((resolve, reject) =>
@@ -67,7 +74,7 @@ test('every CLI flag mentioned in README.md and docs/*.md exists in the CLI', as
       }
       if (OTHER_TOOL.test(line)) return;
       for (const f of line.matchAll(/(?<![\w-])--[a-z0-9][a-z0-9-]*/g))
-        if (!all.has(f[0])) missing.push(`${where}: ${f[0]}`);
+        if (!all.has(f[0]) && !NOT_NATPUNCH.has(f[0])) missing.push(`${where}: ${f[0]}`);
     });
   }
   assert.deepEqual([...new Set(missing)], []);

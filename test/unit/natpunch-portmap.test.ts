@@ -47,7 +47,8 @@ test('portMapping with a gateway that never answers: reported, bounded, and the 
         }
       },
     });
-    assert.deepEqual(phases, ['gathering', 'port-mapping', 'punching', 'path', 'connected']);
+    // A connecting side maps in the background (it never delays the connection): its report may come later.
+    assert.deepEqual(phases.filter((p) => !p.startsWith('technique-') && p !== 'port-mapping'), ['gathering', 'punching', 'path', 'connected']);
     assert.ok(await accepted);
     assert.equal(session.path.candidatePair?.remote?.type, 'host');
   } finally {

@@ -76,7 +76,8 @@ test('connect by name through a rendezvous: progress in order, authenticated, ec
     listener.on('session', (s: Session) => s.on('stream', (st: MuxStream) => st.pipe(st)));
     assert.deepEqual(listener.reflexive, { address: '127.0.0.1', port: listener.endpoint.address().port });
     const session = await connect({ keyPair: kb, to: 'alice', rendezvous: hub.factory, bind: LOOPBACK, onProgress: (p) => phases.push(p.phase) });
-    assert.deepEqual(phases, ['gathering', 'offer', 'punching', 'path', 'connected']);
+    // technique-start / technique-end come from the race between 'punching' and 'path' (checked elsewhere).
+    assert.deepEqual(phases.filter((p) => !p.startsWith('technique-')), ['gathering', 'offer', 'punching', 'path', 'connected']);
     assert.equal(keyToId(session.remotePublicKey), keyToId(ka.publicKey));
     const st = session.openStream();
     const echoed = readAll(st);
@@ -95,7 +96,7 @@ test('connect by key refuses a rendezvous that introduces another key', async ()
   try {
     hub.lie = generateKeyPair().publicKey;
     const err = await connect({ keyPair: generateKeyPair(), to: keyToId(ka.publicKey), rendezvous: hub.factory, bind: LOOPBACK }).then(() => null, (e: unknown) => e);
-    assert.ok(isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
+    assert.ok(isNatpunchError(err, 'PEER_KEY_MISMATCH'), String(err));
   } finally {
     await listener.close();
   }

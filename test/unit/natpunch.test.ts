@@ -142,7 +142,7 @@ test('a key outside the allow list gets NOT_ALLOWED; the listener reports a conn
     const errors = once(listener, 'connection-error');
     const { session } = await directConnect(listener, ka, kb.publicKey);
     assert.equal(session.status, 'rejected');
-    assert.ok(isNatpunchError((session as PromiseRejectedResult).reason, 'NOT_ALLOWED'));
+    assert.ok(isNatpunchError((session as PromiseRejectedResult).reason, 'NOT_ALLOWED'), String((session as PromiseRejectedResult).reason));
     const [err, peer] = (await errors) as [Error, string];
     assert.ok(isNatpunchError(err, 'NOT_ALLOWED'));
     assert.equal(peer, keyToId(ka.publicKey));

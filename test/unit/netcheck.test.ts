@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { StunServer } from '../../src/stun/server.js';
 import { netcheck, parseServer, verdictOf, mappingFromServers, type NatReport } from '../../src/discovery/netcheck.js';
-import { decodeBindingResponse, encodeBindingRequest, newTransactionId } from '../../src/discovery/binding.js';
+import { decodeBindingResponse, encodeBindingRequest, newTransactionId, PROBE_SOFTWARE } from '../../src/discovery/binding.js';
 import { sendOffsets, PROBE_SCHEDULE } from '../../src/discovery/probe.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
@@ -279,14 +279,15 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
   const tid = newTransactionId();
   const req = encodeBindingRequest(tid, { changeIp: true, changePort: true, responsePort: 4321 });
   assert.equal(req.readUInt16BE(0), 0x0001);
-  assert.equal(req.readUInt16BE(2), 48, 'CHANGE-REQUEST + RESPONSE-PORT + SOFTWARE + FINGERPRINT');
+  const software = 4 + Math.ceil(Buffer.byteLength(PROBE_SOFTWARE) / 4) * 4;
+  assert.equal(req.readUInt16BE(2), 8 + 8 + software + 8, 'CHANGE-REQUEST + RESPONSE-PORT + SOFTWARE + FINGERPRINT');
   assert.equal(req.readUInt32BE(4), 0x2112a442);
   assert.equal(req.readUInt16BE(20), 0x0003);
   assert.equal(req.readUInt32BE(24), 0x6);
   assert.equal(req.readUInt16BE(28), 0x0027);
   assert.equal(req.readUInt16BE(32), 4321);
   assert.equal(req.readUInt16BE(36), 0x8022);
-  assert.equal(req.readUInt16BE(60), 0x8028);
+  assert.equal(req.readUInt16BE(36 + software), 0x8028);
   const legacyId = newTransactionId(true);
   const legacy = encodeBindingRequest(legacyId, { legacy: true });
   assert.equal(legacy.length, 20, 'RFC 3489 request: header only');
@@ -331,10 +332,10 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
     assert.match(t.stdout, /Open internet/);
     assert.equal(t.stderr, '');
     const bad = await run(['netcheck', '--server', server, '--timeout', 'soon']);
-    assert.equal(bad.status, 2, 'a usage error');
-    assert.equal(bad.stderr.trim().split('\n')[0]!.startsWith('error:'), true);
+    assert.equal(bad.status, 2, 'a usage error exits 2');
+    assert.equal(bad.stderr.trim().split('\n').length, 1);
     const none = await run(['netcheck']);
-    assert.equal(none.status, 2);
+    assert.equal(none.status, 2, 'no --server is a usage error');
   } finally {
     await srv.close();
   }

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { generateKeyPair, keyToId } from '../../src/session/identity.js';
 import { candidatePriority } from '../../src/traversal/candidate.js';
 import { isNatpunchError } from '../../src/util/errors.js';
-import { encodeRendezvous, type ConnectNotifyMessage, type ErrorMessage } from '../../src/wire/rendezvous.js';
+import { encodeRendezvous, PONG_BYTES, type ConnectNotifyMessage, type ErrorMessage } from '../../src/wire/rendezvous.js';
 import type { ConnectOffer } from '../../src/rendezvous/client.js';
 import { Bag, exchange, once, startServer, waitFor } from './rendezvous-harness.js';
 
@@ -176,9 +176,15 @@ test('a name claimed by another live key is refused; the holder keeps it and may
     const probe = await bag.client(srv);
     assert.deepEqual((await probe.lookup('alice')).publicKey, first.keyPair.publicKey);
     assert.equal(srv.server.stats().nameTaken, 1);
-    // Once the holder withdraws, the name is free.
+    // The holder withdraws: the name stays reserved for its key (issue 18: no squatting after unregister), and the
+    // refusal says until when; only the holder's signed release frees it early.
+    const holder = first.keyPair;
     first.close();
     await waitFor(() => srv.server.stats().unregistrations === 1);
+    await assert.rejects(second.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && /reserved for the key that last held it until \d{4}-\d\d-\d\dT/.test(e.message));
+    const again = await bag.client(srv, { name: 'alice', keyPair: holder });
+    assert.equal(await again.releaseName(), true);
+    assert.equal(await again.releaseName(), false, 'nothing left to release');
     await second.register();
     assert.deepEqual((await probe.lookup('alice')).publicKey, second.keyPair.publicKey);
   } finally {
@@ -255,7 +261,7 @@ test('the per-source rate limit engages and answers RATE_LIMITED', async () => {
       replies.push({ type });
     });
     for (let i = 0; i < 30; i++) {
-      t.send(encodeRendezvous({ type: 'ping', requestId: i + 1, time: Date.now() }), srv.port, '127.0.0.1');
+      t.send(encodeRendezvous({ type: 'ping', requestId: i + 1, time: Date.now() }, undefined, { padTo: PONG_BYTES }), srv.port, '127.0.0.1');
     }
     await waitFor(() => srv.server.stats().received === 30);
     await waitFor(() => replies.some((r) => r.type === 'error'));
@@ -272,23 +278,26 @@ test('the per-source rate limit engages and answers RATE_LIMITED', async () => {
   }
 });
 
-test('responder notifications are retransmitted until acknowledged', async () => {
+test('responder notifications are retransmitted until acknowledged (to an address that proved itself)', async () => {
   const srv = await startServer({ notifyRtoMs: 50 });
   const bag = new Bag();
   try {
-    // A raw "peer" registers and ignores the first notification copies, then acks.
+    // A raw "peer" registers, answers the server's PING (which proves its address) and ignores the first
+    // notification copies, then acks.
     const key = generateKeyPair();
     const t = await bag.transport();
-    const reg = encodeRendezvous({ type: 'register', requestId: 1, publicKey: key.publicKey, name: 'raw', reachable: false, rttMs: 0, candidates: [] }, key.secretKey);
-    assert.equal((await exchange(t, srv.port, reg, 1)).type, 'registered');
     const copies: ConnectNotifyMessage[] = [];
     const { decodeRendezvous } = await import('../../src/wire/rendezvous.js');
     t.onMessage((msg) => {
       const m = decodeRendezvous(msg);
+      if (m.type === 'ping') t.send(encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }), srv.port, '127.0.0.1');
       if (m.type !== 'connect-notify') return;
       copies.push(m);
       if (copies.length === 3) t.send(encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }), srv.port, '127.0.0.1');
     });
+    const reg = encodeRendezvous({ type: 'register', requestId: 1, publicKey: key.publicKey, name: 'raw', reachable: false, rttMs: 0, candidates: [] }, key.secretKey);
+    assert.equal((await exchange(t, srv.port, reg, 1)).type, 'registered');
+    await waitFor(() => srv.server.stats().rttSamples === 1);
     const alice = await bag.client(srv);
     await alice.requestConnect('raw');
     await waitFor(() => srv.server.stats().notifyAcked === 1);
@@ -466,8 +475,8 @@ test('attachRendezvous shares a host\'s UDP socket and TCP port with another pro
   }
 });
 
-test('an old registration replayed after its nonce left the bounded cache is still refused (timestamps only move forward)', async () => {
-  const srv = await startServer({ maxNonces: 1 });
+test('an old registration replayed inside the window is refused (REPLAY); an older withdrawal is ignored (timestamps only move forward)', async () => {
+  const srv = await startServer();
   const bag = new Bag();
   try {
     const peer = generateKeyPair();
@@ -479,12 +488,12 @@ test('an old registration replayed after its nonce left the bounded cache is sti
     assert.equal((await exchange(owner, srv.port, first, 1)).type, 'registered');
     assert.equal((await exchange(owner, srv.port, second, 2)).type, 'registered');
     const replay = (await exchange(attacker, srv.port, first, 1)) as ErrorMessage;
-    assert.equal(replay.code, 'STALE');
+    assert.equal(replay.code, 'REPLAY');
     // A replayed withdrawal from before the live registration is ignored too.
     const bye = encodeRendezvous({ type: 'unregister', requestId: 3, publicKey: peer.publicKey, timestamp: t }, peer.secretKey);
     attacker.send(bye, srv.port, '127.0.0.1');
     const probe = await bag.client(srv);
-    await waitFor(() => srv.server.stats().stale === 2);
+    await waitFor(() => srv.server.stats().stale === 1);
     assert.deepEqual((await probe.lookup(peer.publicKey)).publicKey, peer.publicKey);
   } finally {
     await bag.close();

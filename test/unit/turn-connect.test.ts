@@ -109,7 +109,7 @@ test('through serve (rendezvous + TURN on one port): the relay candidate reaches
   const { startServer } = await import('../../src/server/serve.js');
   const { attachTurn } = await import('../../src/relay/attach.js');
   const { turnRegistry } = await import('../../src/wire/turn.js');
-  const h = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const h = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
   const turn = new TurnServer({ credentials: new UsersFileStore('peer:secret\n'), relayAddress: '127.0.0.1' });
   const detach = attachTurn(h, turn);
   const port = h.udp[0]!.port;

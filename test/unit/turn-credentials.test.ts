@@ -29,11 +29,11 @@ test('codec: TURN_CREDENTIALS round-trips; REGISTERED unchanged; truncated/empty
 });
 
 test('serve with TURN + shared secret: a registered peer gets credentials that allocate; without, registration works and none come', async () => {
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
   const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;
-  const plain = await startServer({ port: 0, addresses: ['127.0.0.1'] });
+  const plain = await startServer({ port: 0, addresses: ['127.0.0.1'], relay: false });
   const t1 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const t2 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const kp = generateKeyPair();
@@ -41,7 +41,7 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
   const c2 = new RendezvousClient({ transport: t2, server: { host: '127.0.0.1', port: plain.udp[0]!.port }, keyPair: generateKeyPair(), tcpFallback: false, autoRefresh: false });
   let tc: TurnClient | undefined;
   try {
-    handle.rendezvous!.setTurnCredentials({ secret: SECRET, port });
+    handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
     await c1.register();
     const creds = await waitCreds(c1);
     assert.ok(creds, 'credentials arrive after REGISTERED');
@@ -71,11 +71,11 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
 
 test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the relay candidate reaches the peer", async () => {
   const { connect, listen } = await import('../../src/natpunch.js');
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
   const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1' });
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;
-  handle.rendezvous!.setTurnCredentials({ secret: SECRET, port });
+  handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
   const rendezvous = `127.0.0.1:${port}`;
   const ka = generateKeyPair();
   const kb = generateKeyPair();

@@ -12,7 +12,7 @@ import { A, Cls, Method, StunBuilder, errorInfo, parseStun } from '../../src/rel
 import { turnRegistry } from '../../src/wire/turn.js';
 
 test('TURN shares serve\'s port with STUN: Binding still answered, each TURN request gets exactly one answer, TCP too', async () => {
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry } });
+  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
   const turn = new TurnServer({ credentials: new UsersFileStore('alice:pw\n'), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;

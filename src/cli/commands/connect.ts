@@ -1,3 +1,4 @@
+import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
 import { action, intOption, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
@@ -7,9 +8,10 @@ import { isPeerId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
 import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
-import { parseRelaySpec } from '../../relay/path.js';
+import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_HELP, pinOptions } from '../known-peers.js';
 
-interface ConnectOpts {
+interface ConnectOpts extends TechniqueFlags {
   rendezvous?: string;
   icmp?: string;
   peerKey?: string;
@@ -20,23 +22,24 @@ interface ConnectOpts {
   bind?: string;
   timeout?: number;
   keepalive?: number;
-  relay?: string;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
-  portMapping?: boolean;
-  hardNat?: boolean;
+  knownPeers?: string;
   idleTimeout?: number;
 }
 
 export function register(program: Command): void {
-  program
+  addTechniqueFlags(program
     .command('connect')
     .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout')
     .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
-    .option('--peer-key <hex>', '--icmp: the server\'s key; the session fails unless the server proves it')
+    .option('--peer-key <hex>', PEER_KEY_HELP)
+    .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
     .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
     .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
     .option('--icmp-source <ip>', '--icmp: outer source address of the forged ICMP (e.g. our NAT\'s public address); default: the kernel\'s')
@@ -44,13 +47,11 @@ export function register(program: Command): void {
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to fall back to when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-    .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
-    .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
     .option('--idle-timeout <ms>', 'end the session after this long without data either way (default: wait for the peer to end its side)', intOption('--idle-timeout', 1, 86_400_000))
-    .option('--json', 'events as JSON lines on stderr (stdout carries the data)')
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
+    .option('--json', 'events as JSON lines on stderr (stdout carries the data)'), 'connect')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
       if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
@@ -59,22 +60,22 @@ export function register(program: Command): void {
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const ac = new AbortController();
       const stop = () => ac.abort();
       process.once('SIGINT', stop);
       try {
         const session = await connect({
-          keyPair, to: peer, rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
+          keyPair, ...pinOptions(peer, opts), rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
           signal: ac.signal,
           // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
           ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
           ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-          ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
+          ...techniqueOptions(opts),
           transport,
-        tcpSequence,
-          ...(opts.portMapping ? { portMapping: true } : {}),
-          ...(opts.hardNat ? { hardNat: true } : {}),
+          tcpSequence,
+          ...(opts.report === false ? { report: false } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ event: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { action, parseHostPort } from '../util.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
-import { keyToId } from '../../session/identity.js';
+import { isPeerId, keyToId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
 import { expose } from '../../tunnel/index.js';
 import { DestinationPolicy } from '../../tunnel/policy.js';
@@ -15,6 +15,8 @@ interface ExposeOpts {
   rendezvous: string;
   key?: string;
   allow?: string[];
+  allowFile?: string[];
+  allowAny?: boolean;
   allowDest?: string[];
   bind?: string;
   keepalive?: number;
@@ -34,6 +36,23 @@ export function parseTarget(text: string): ExposeTarget {
   return { host: t.host, port: t.port };
 }
 
+/**
+ * Who may use the exposed services: expose admits no one by default (issue 18: whoever learns the name must not
+ * reach the services), so one of --allow, --allow-file, --allow-any is required. undefined: --allow-any.
+ */
+export async function exposeAllow(opts: { allow?: string[]; allowFile?: string[]; allowAny?: boolean }): Promise<string[] | undefined> {
+  const listed = [...(opts.allow ?? []), ...(opts.allowFile ?? [])];
+  if (opts.allowAny) {
+    if (listed.length > 0) throw new NatpunchError('BAD_ARGUMENT', '--allow-any contradicts --allow/--allow-file: give either the keys or --allow-any');
+    return undefined;
+  }
+  if (listed.length === 0) {
+    throw new NatpunchError('BAD_ARGUMENT', 'expose admits no one by default: give --allow KEY (repeatable), --allow-file FILE, or --allow-any to let any key connect');
+  }
+  for (const f of opts.allowFile ?? []) if (isPeerId(f)) throw new NatpunchError('BAD_ARGUMENT', `--allow-file ${f.slice(0, 16)}…: that is a key; use --allow KEY`);
+  return (await resolveAllow(listed)) ?? [];
+}
+
 export function register(program: Command): void {
   program
     .command('expose')
@@ -42,7 +61,9 @@ export function register(program: Command): void {
     .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
     .option('--name <name>', 'name to register on the rendezvous (e.g. homebox)')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-    .option('--allow <key...>', 'peers that may connect: 64-hex keys or files (key file, or one key per line); default: any key')
+    .option('--allow <key...>', 'a peer that may connect (64-hex key; repeatable); one of --allow, --allow-file, --allow-any is required')
+    .option('--allow-file <file...>', 'peers that may connect, from a file: a key file (JSON with publicKey) or one 64-hex key per line')
+    .option('--allow-any', 'let ANY key connect (whoever learns the name reaches the exposed services); not the default')
     .option('--allow-dest <rule...>', 'where `socks` clients may go: CIDR:PORTS or HOST:PORTS (e.g. 10.0.0.0/24:80,443, db.lan:5432, 0.0.0.0/0:*); default: nowhere')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
@@ -55,12 +76,12 @@ export function register(program: Command): void {
       if (targets.length === 0 && destinations.empty) {
         throw new NatpunchError('BAD_ARGUMENT', 'nothing to expose: give a PORT or HOST:PORT, and/or --allow-dest rules for SOCKS clients');
       }
-      const allow = await resolveAllow(opts.allow);
+      const allow = await exposeAllow(opts);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
       const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const handle = await expose({
-        keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
+        keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), allow: allow ?? (() => true),
         bind: { address: bind.host, port: bind.port }, onProgress: (p) => emit(p as unknown as Record<string, unknown>),
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         exit: { targets, destinations },
@@ -80,7 +101,7 @@ export function register(program: Command): void {
       } else {
         const what = [...targets.map((t) => `${t.host}:${t.port}`), ...(destinations.empty ? [] : [`SOCKS exits to ${destinations.rules.map((r) => r.text).join(' ')}`])];
         process.stderr.write(`exposing ${what.join(', ')} as ${opts.name ? `${opts.name} ` : ''}${id}\n`);
-        process.stderr.write(allow ? `allowed peers: ${allow.length}\n` : 'any key may connect (restrict with --allow)\n');
+        process.stderr.write(allow ? `allowed peers: ${allow.length}\n` : 'any key may connect (--allow-any)\n');
       }
       const stopStatus = every(opts.statusInterval, () => {
         const sessions = [...handle.listener.sessions].map((s) => ({ peer: keyToId(s.remotePublicKey), path: s.path.kind, remote: s.path.remote, rttMs: s.path.rttMs }));

@@ -6,6 +6,7 @@ import { TcpForwarder } from '../../tunnel/forward.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
 import { emitter, linkFromFlags, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
 import { keyToId } from '../../session/identity.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_FLAG, PEER_KEY_HELP } from '../known-peers.js';
 
 interface ForwardOpts {
   rendezvous: string;
@@ -16,6 +17,8 @@ interface ForwardOpts {
   keepalive?: number;
   statusInterval?: number;
   json?: boolean;
+  peerKey?: string;
+  knownPeers?: string;
 }
 
 /** "[BIND:]LOCALPORT:PEER:REMOTEPORT" (ssh -L style); PEER is a registered name or a 64-hex key. */
@@ -37,6 +40,8 @@ export function register(program: Command): void {
     .argument('<spec>', '[BIND:]LOCALPORT:PEER:REMOTEPORT, e.g. 2222:homebox:22 (PEER: name or 64-hex key; BIND default 127.0.0.1)')
     .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option(PEER_KEY_FLAG, PEER_KEY_HELP)
+    .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
     .option('--bind <addr[:port]>', 'local UDP address for the session', '0.0.0.0')
     .option('--wait <ms>', 'how long a new connection waits for the session before it is dropped', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
     .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)

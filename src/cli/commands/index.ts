@@ -40,6 +40,12 @@ export const commands: Record<string, CommandEntry> = {
     args: '[peer]',
     load: () => import('./connect.js'),
   },
+  trust: {
+    summary: 'pin a peer name to a key in known_peers (accept a key change)',
+    args: '<name> <key>',
+    load: () => import('./trust.js'),
+  },
+  forget: { summary: "remove a peer name's pinned key from known_peers", args: '<name>', load: () => import('./forget.js') },
   expose: {
     summary: 'let peers reach a local TCP service (PORT or HOST:PORT) through this machine',
     args: '[targets...]',

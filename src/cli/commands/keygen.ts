@@ -6,13 +6,13 @@ export function register(program: Command): void {
   program
     .command('keygen')
     .description('create a peer key pair (Ed25519); the public key is the peer id')
-    .option('--out <file>', 'write the key file here (mode 0600; never overwrites); default: print it to stdout')
+    .option('--out <file>', 'write the key file here (mode 0600, new directories 0700; never overwrites), e.g. ~/.natpunch/key; default: print it to stdout')
     .option('--json', 'machine-readable output')
     .action(action(async (opts: { out?: string; json?: boolean }) => {
       const kp = generateKeyPair();
       const id = keyToId(kp.publicKey);
       if (opts.out) {
-        await saveKeyPair(opts.out, kp);
+        await saveKeyPair(opts.out, kp, (line) => process.stderr.write(`natpunch: ${line}\n`));
         if (opts.json) printEvent('key', { publicKey: id, file: opts.out });
         else process.stdout.write(`wrote ${opts.out}\npublic key: ${id}\n`);
         return;

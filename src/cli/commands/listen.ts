@@ -1,3 +1,4 @@
+import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
 import { on, once } from 'node:events';
 import { action, intOption, parseHostPort } from '../util.js';
@@ -10,9 +11,9 @@ import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_INTERVAL_MS, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT, MIN_ICMP_INTERVAL_MS } from '../../traversal/icmp.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
-import { parseRelaySpec } from '../../relay/path.js';
+import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
 
-interface ListenOpts {
+interface ListenOpts extends TechniqueFlags {
   name?: string;
   rendezvous?: string;
   icmp?: boolean;
@@ -21,40 +22,39 @@ interface ListenOpts {
   port?: number;
   key?: string;
   allow?: string[];
+  allowAny?: boolean;
   bind?: string;
   keepalive?: number;
-  relay?: string;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
-  portMapping?: boolean;
-  hardNat?: boolean;
   keepOpen?: boolean;
   idleTimeout?: number;
 }
 
 export function register(program: Command): void {
-  program
+  addTechniqueFlags(program
     .command('listen')
     .description('wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp', 'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`')
     .option('--icmp-probe-address <ip>', `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
     .option('--icmp-interval <ms>', `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`, (v) => Number(v))
     .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
     .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-    .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; default: anyone')
+    .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; without it (or --allow-any) any key may, with a warning')
+    .option('--allow-any', 'let any key connect, on purpose (no warning)')
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--relay <user:password@host[:port][?transport=tcp] | auto>', 'TURN relay to offer peers when no direct path works (e.g. natpunch serve --turn); "auto": the TURN credentials the rendezvous hands out')
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-    .option('--port-mapping', 'ask the gateway (PCP, NAT-PMP, UPnP IGD) to map our UDP port and offer it to the peer; deleted on exit')
-    .option('--hard-nat', 'measure our NAT (rendezvous port and port + 1) and offer the prediction advert; hard punch when either side is symmetric')
     .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
     .option('--idle-timeout <ms>', 'end a session after this long without data either way', intOption('--idle-timeout', 1, 86_400_000))
-    .option('--json', 'events as JSON lines on stderr (stdout carries the data)')
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
+    .option('--json', 'events as JSON lines on stderr (stdout carries the data)'), 'listen')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
       if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
@@ -63,18 +63,24 @@ export function register(program: Command): void {
       const print = progressPrinter(opts.json);
       const allow = parseAllow(opts.allow);
       for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
+      if (allow && opts.allowAny) throw new NatpunchError('BAD_ARGUMENT', '--allow-any contradicts --allow: give either the keys or --allow-any');
+      // Before anything else is printed, so it is never lost among progress lines.
+      if (!allow && !opts.allowAny) {
+        const warning = 'any key may connect: restrict with --allow KEY, or pass --allow-any to mean it';
+        print({ event: 'warning', message: warning });
+      }
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const listener = await listen({
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-        ...(opts.relay ? { relay: opts.relay === 'auto' ? ('auto' as const) : parseRelaySpec(opts.relay) } : {}),
+        ...techniqueOptions(opts),
         transport,
         tcpSequence,
-        ...(opts.portMapping ? { portMapping: true } : {}),
-        ...(opts.hardNat ? { hardNat: true } : {}),
+        ...(opts.report === false ? { report: false } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);

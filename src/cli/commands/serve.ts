@@ -1,83 +1,71 @@
-import { Option, type Command } from 'commander';
-import { attachTurn } from '../../relay/attach.js';
-import { defaultRelayAddress } from '../../relay/server.js';
-import { DEFAULT_TURNS_PORT, listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import type { RelayServiceOptions } from '../../relay/service.js';
+import { listenTurnTls, type TurnTlsHandle } from '../../relay/tls.js';
 import { startServer } from '../../server/serve.js';
+import { defaultWorkerCount, effectiveWorkerCount, startWorkerPool, steerRendezvousToMain, type WorkerPool } from '../../server/workers.js';
+import type { ServeWorkerData } from '../serve-worker.js';
+import { createReservationTable, SharedReservations } from '../../server/reservations.js';
 import { SpoofService } from '../../server/spoof.js';
+import { ServeOperations } from '../../server/operations.js';
 import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
-import { turnRegistry } from '../../wire/turn.js';
-import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
+import { readConfigFile, renderConfigJson, renderConfigToml, resolveConfig, type ResolvedConfig } from '../../server/config.js';
+import { SERVE_OPTIONS, type ServeSettings } from '../../server/options.js';
+import { addOptionTable, flagValues } from '../option-table.js';
+import { turnOptionsFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
-import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption, printEvent } from '../util.js';
+import { action, printEvent } from '../util.js';
 
-interface ServeOptions extends TurnFlags {
-  turn?: boolean;
-  tlsCert?: string;
-  tlsKey?: string;
-  tlsPort?: number;
-  port: number;
-  address?: string[];
-  altAddress?: string;
-  altPort?: number;
-  json?: boolean;
-  /** false with --no-rendezvous */
-  rendezvous: boolean;
-  udp: 'auto' | 'udx' | 'dgram';
-  spoof?: boolean;
-  spoofPort?: number;
+/** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
+function pick(opts: TurnFlags): TurnFlags {
+  const { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxAllocationsPerIp, maxBps, minPort, maxPort } = opts;
+  return { realm, users, authSecret, relayAddress6, externalIp, allowPeer, denyPeer, maxAllocations, userQuota, maxAllocationsPerIp, maxBps, minPort, maxPort };
 }
-
-const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 function show(e: { address: string; port: number }): string {
   return e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
 
+/**
+ * The effective settings: flags > NATPUNCH_* environment > --config file (or NATPUNCH_CONFIG) > defaults, every
+ * value checked against its definition in src/server/options.ts.
+ */
+export function serveSettings(cmd: Command, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
+  const path = (cmd.opts().config as string | undefined) ?? (env.NATPUNCH_CONFIG || undefined);
+  const file = path ? readConfigFile(path) : undefined;
+  return resolveConfig({ flags: flagValues(cmd, SERVE_OPTIONS), env, ...(file ? { file } : {}) });
+}
+
 export function register(program: Command): void {
   const serve = program
     .command('serve')
-    .description('run the natpunch server: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous and, with --turn, the TURN relay, on UDP and TCP')
-    .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), DEFAULT_STUN_PORT)
-    .option('--address <ip>', 'address to listen on (repeatable; default 0.0.0.0 and ::)', collect)
-    .option('--alt-address <ip>', 'second IP address of this host: enables RFC 5780 NAT behaviour discovery')
-    .option('--alt-port <port>', 'RFC 5780 alternate port (default --port + 1)', intOption('--alt-port', 0, 65535))
-    .option('--no-rendezvous', 'do not run the rendezvous server (peer registration and introductions) on the port')
-    .option(
-      '--spoof',
-      'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see README, BCP 38)',
+    .description(
+      'run the natpunch server on UDP and TCP: STUN (RFC 8489, RFC 5780 with --alt-address), the rendezvous, and the relay for registered peers ' +
+        '(peer-relay mode: only between introduced peers); --turn adds the full TURN service for configured users. ' +
+        'Every option can also be set in a TOML file (--config) or a NATPUNCH_* environment variable; precedence flag > env > file > default.',
     )
-    .option('--spoof-port <port>', 'TCP port of the --spoof service (default --port + 2)', intOption('--spoof-port', 0, 65535))
-    .option('--json', 'print where it listens as one JSON line')
-    .addOption(
-      new Option('--udp <impl>', 'UDP sockets: udx (libudx, fewer cycles per packet), dgram (node:dgram), auto')
-        .choices(['auto', 'udx', 'dgram'])
-        .default('auto'),
-    )
-    .option('--turn', 'also run the TURN relay (RFC 8656 + RFC 6062) on the same port; needs --users and/or --auth-secret')
-    .option('--tls-cert <file>', 'TURN over TLS ("turns:"): certificate chain (PEM); needs --tls-key')
-    .option('--tls-key <file>', 'TURN over TLS: private key (PEM)')
-    .option('--tls-port <port>', 'TURN over TLS port', intOption('--tls-port', 0, 65535), DEFAULT_TURNS_PORT);
-  addTurnServerOptions(serve)
+    .option('--config <file>', 'read options from this TOML file (see deploy/natpunch.toml); env NATPUNCH_CONFIG')
+    .option('--print-config', 'print the effective configuration (secrets masked) and exit; with --json as JSON');
+  addOptionTable(serve, SERVE_OPTIONS)
     .action(
-      action(async (opts: ServeOptions, cmd: Command) => {
+      action(async (_opts: unknown, cmd: Command) => {
+        const resolved = serveSettings(cmd);
+        const opts = resolved.values;
+        if (cmd.opts().printConfig) {
+          if (opts.json) printEvent('config', renderConfigJson(resolved));
+          else process.stdout.write(renderConfigToml(resolved));
+          return;
+        }
         const debug = Boolean(cmd.optsWithGlobals().debug);
         // Servers log JSON lines (pino) on stderr; stdout carries only the "listening" line.
         const logger = createLogger(debug ? 'debug' : 'info');
-        if ((opts.tlsCert || opts.tlsKey) && !(opts.turn && opts.tlsCert && opts.tlsKey)) {
-          throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, with --turn');
+        const relayOn = opts.relay || Boolean(opts.turn);
+        if ((opts.tlsCert || opts.tlsKey) && !(relayOn && opts.tlsCert && opts.tlsKey)) {
+          throw new NatpunchError('BAD_ARGUMENT', '--tls-cert and --tls-key go together, and need the relay (not --no-relay without --turn)');
         }
-        // TURN's flags are checked before any socket is bound (bad flags: one error line, nothing started).
-        let turn: ReturnType<typeof turnServerFromFlags> | undefined;
-        if (opts.turn) {
-          // Relay from the listening address when it is one specific IPv4 address, else the host's first one.
-          const specific = (opts.address ?? []).filter((a) => !a.includes(':') && a !== '0.0.0.0');
-          const relayAddress = opts.relayAddress ?? (specific.length === 1 ? specific[0]! : defaultRelayAddress());
-          turn = turnServerFromFlags({ ...opts, relayAddress }, logger, {
-            ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::'),
-          });
-        }
+        // The relay's flags are checked before any socket is bound (bad flags: one error line, nothing started).
+        const relay = relayOn ? relayOptions(opts) : undefined;
         if (opts.spoof && process.getuid?.() !== 0) {
           throw new NatpunchError('NOT_ROOT', '--spoof sends spoofed packets on a raw socket: run as root (lab/research networks only)');
         }
@@ -85,50 +73,92 @@ export function register(program: Command): void {
         // closes it when it stops (or fails to start).
         const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
         const spoof = spoofer ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer }) : undefined;
+        const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), { altAddress: opts.altAddress, udp: opts.udp, peerRelay: Boolean(relay?.peerRelay) });
+        if (workers.reason && opts.workers !== undefined) logger.warn({ reason: workers.reason }, 'serve: running one worker');
+        // With several workers, TURN's RESERVATION-TOKEN ports are held in a table every worker thread sees.
+        const reservationTable = workers.count > 1 && relay ? createReservationTable() : undefined;
+        if (relay && reservationTable) relay.turn = { ...relay.turn, reservations: new SharedReservations(reservationTable, 1) };
         let handle: Awaited<ReturnType<typeof startServer>>;
+        // Registry backend (memory, or Redis + cluster bus), metrics, dashboard state; the admin endpoint later.
+        let ops: ServeOperations;
+        try {
+          ops = await ServeOperations.prepare(opts, logger);
+        } catch (err) {
+          await spoof?.close();
+          throw err;
+        }
         try {
           handle = await startServer({
+            reusePort: workers.count > 1,
             port: opts.port,
             addresses: opts.address,
             altAddress: opts.altAddress,
             altPort: opts.altPort,
             udp: opts.udp,
             logger,
-            // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
-            ...(opts.turn ? { stun: { registry: turnRegistry } } : {}),
-            ...(opts.rendezvous ? (spoofer ? { rendezvous: { spoofer } } : {}) : { rendezvous: false as const }),
+            relay: relay ?? false,
+            ...(opts.rendezvous ? { rendezvous: { ...ops.rendezvousOptions(), ...(spoofer ? { spoofer } : {}) } } : { rendezvous: false as const }),
           });
         } catch (err) {
-          turn?.close();
           await spoof?.close();
+          await ops.close();
           throw err;
         }
-        let detachTurn: (() => void) | undefined;
+        const turn = handle.relay?.turn;
         let turnTls: TurnTlsHandle | undefined;
         if (turn) {
           try {
-            detachTurn = attachTurn(handle, turn);
-            // Registered peers get short-lived TURN credentials for this server (shared-secret scheme, first secret).
-            if (opts.authSecret?.length && handle.rendezvous) {
-              handle.rendezvous.setTurnCredentials({ secret: opts.authSecret[0]!, port: handle.udp[0]!.port });
-            }
             if (opts.tlsCert && opts.tlsKey) {
               turnTls = await listenTurnTls(turn, {
                 addresses: handle.tcp.map((e) => e.address),
-                port: opts.tlsPort ?? DEFAULT_TURNS_PORT,
+                port: opts.tlsPort,
                 certFile: opts.tlsCert,
                 keyFile: opts.tlsKey,
               });
+              // Peers whose UDP and plain TCP are blocked learn where TLS is with their credentials.
+              if (handle.relay?.peerRelay && turnTls.endpoints[0]) handle.relay.peerRelay.tlsPort = turnTls.endpoints[0].port;
             }
           } catch (err) {
-            detachTurn?.();
-            turn.close();
             await handle.close();
             await spoof?.close();
             throw err;
           }
-        } else if (opts.users || opts.authSecret) {
-          logger.warn('--users/--auth-secret given without --turn: TURN is not running');
+        }
+        if (!opts.turn && (opts.users || opts.authSecret || opts.turnAllow || opts.turnAllowFile)) {
+          logger.warn('--users/--auth-secret/--turn-allow given without --turn: the full TURN service is not running');
+        }
+        let pool: WorkerPool | undefined;
+        if (workers.count > 1) {
+          try {
+            if (handle.rendezvous) steerRendezvousToMain(handle.sockets);
+            const entry = new URL(`../serve-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
+            const addresses = handle.udp.map((e) => e.address);
+            const data = (index: number): ServeWorkerData => ({
+              index: index + 2,
+              port: handle.udp[0]!.port,
+              addresses: opts.address?.length ? opts.address : addresses,
+              debug,
+              ...(turn && opts.turn ? { turn: { ...pick(opts), relayAddress: turn.relayAddress, ownAddresses: (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::') } } : {}),
+              ...(reservationTable ? { reservationTable } : {}),
+            });
+            pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
+          } catch (err) {
+            await turnTls?.close();
+            await handle.close();
+            await spoof?.close();
+            throw err;
+          }
+        }
+        let admin: Awaited<ReturnType<ServeOperations['attach']>>;
+        try {
+          admin = await ops.attach(handle, turn);
+        } catch (err) {
+          await pool?.close();
+          await turnTls?.close();
+          await handle.close();
+          await spoof?.close();
+          await ops.close();
+          throw err;
         }
         if (opts.json) {
           printEvent('listening', {
@@ -137,11 +167,17 @@ export function register(program: Command): void {
             rfc5780: handle.rfc5780 ?? null,
             rendezvous: Boolean(handle.rendezvous),
             udpImplementation: handle.udpImplementation,
-            turn: turn
+            workers: workers.count,
+            relay: turn
+              ? { peerRelay: Boolean(handle.relay?.peerRelay), fullTurn: Boolean(opts.turn), relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+              : null,
+            turn: turn && opts.turn
               ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
               : null,
             spoof: spoof?.address() ?? null,
             rendezvousSpoof: Boolean(spoof && handle.rendezvous),
+            admin: admin?.url ?? null,
+            redis: ops.redis ? { nodeId: ops.nodeId } : null,
           });
         } else {
           const lines = [
@@ -150,9 +186,16 @@ export function register(program: Command): void {
             handle.rfc5780
               ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
               : '',
-            handle.rendezvous ? '  rendezvous on the same port (UDP, TCP fallback)' : '  rendezvous off',
-            turn ? `  TURN relay on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
-            turnTls ? `  TURN over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
+            workers.count > 1 ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP and the rendezvous run in the first` : '',
+            handle.rendezvous
+              ? `  rendezvous on the same port (UDP, TCP fallback)${ops.redis ? `, registry in Redis as node ${ops.nodeId}` : ''}`
+              : '  rendezvous off',
+            admin ? `  admin: ${admin.url} (metrics, health, dashboard)` : '',
+            handle.relay?.peerRelay
+              ? `  relay for registered peers on the same port (udp+tcp), only between introduced peers, relaying from ${turn!.relayAddress}${handle.rendezvous ? '' : ' (no rendezvous: nobody gets credentials)'}`
+              : '  relay for registered peers off',
+            turn && opts.turn ? `  full TURN service on the same port (udp+tcp), relaying from ${turn.relayAddress}${turn.relayAddress6 ? ` and ${turn.relayAddress6}` : ''}, realm "${turn.realm}"` : '',
+            turnTls ? `  relay over TLS on ${turnTls.endpoints.map(show).join(', ')}` : '',
             spoof
               ? `  STUNT #1 spoofing service on tcp ${show(spoof.address())}${handle.rendezvous ? ', and by the rendezvous for peers exchanging sequence offers' : ''} (lab/research only)`
               : '',
@@ -164,11 +207,20 @@ export function register(program: Command): void {
             process.off('SIGINT', onInt);
             process.off('SIGTERM', onTerm);
             logger.info({ signal }, 'serve: shutting down');
-            detachTurn?.();
-            void turnTls?.close();
-            if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
-            turn?.close();
-            void Promise.all([handle.close(), spoof?.close()]).then(() => resolve(), () => resolve());
+            // Bounded: whatever hangs, the process exits (0: stopping was asked for) after drain-timeout + 1 s.
+            const deadline = setTimeout(() => {
+              logger.warn({ drainTimeoutMs: opts.drainTimeout }, 'serve: shutdown did not finish in time; exiting');
+              process.exit(0);
+            }, opts.drainTimeout + 1000);
+            deadline.unref();
+            void (async () => {
+              // Stop accepting and tell registered peers to move to another node (MOVE), then release allocations.
+              await ops.drain().catch(() => {});
+              void turnTls?.close();
+              if (turn) logger.info({ turn: { ...turn.stats } }, 'turn: stopped');
+              await Promise.allSettled([pool?.close(), handle.close(), spoof?.close()]);
+              await ops.close();
+            })().then(() => resolve(), () => resolve());
           };
           const onInt = () => stop('SIGINT');
           const onTerm = () => stop('SIGTERM');
@@ -177,4 +229,34 @@ export function register(program: Command): void {
         });
       }),
     );
+}
+
+/** The relay's options from serve's flags: peer-relay mode unless --no-relay; the full TURN service with --turn. */
+function relayOptions(opts: ServeSettings): RelayServiceOptions {
+  const allow = [...(opts.turnAllow ?? []), ...(opts.turnAllowFile ? readKeyFile(opts.turnAllowFile) : [])].map((k) => k.toLowerCase());
+  for (const k of allow) if (!/^[0-9a-f]{64}$/.test(k)) throw new NatpunchError('BAD_ARGUMENT', `--turn-allow: "${k}" is not a 64-hex-character key`);
+  if (allow.length && !(opts.turn && opts.authSecret?.length)) throw new NatpunchError('BAD_ARGUMENT', '--turn-allow needs --turn and --auth-secret (the credentials it hands out)');
+  const turn = turnOptionsFromFlags(opts, Boolean(opts.turn));
+  const ownAddresses = (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::');
+  const rate = opts.credentialRate !== undefined ? { credentialRatePerMinute: opts.credentialRate } : {};
+  return {
+    peerRelay: opts.relay ? rate : false,
+    turn: { ...turn, ...(ownAddresses.length ? { ownAddresses } : {}) },
+    ...(allow.length
+      ? { turnCredentials: { secret: opts.authSecret![0]!, allow, ...(opts.credentialRate !== undefined ? { ratePerMinute: opts.credentialRate } : {}) } }
+      : {}),
+  };
+}
+
+function readKeyFile(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new NatpunchError('BAD_ARGUMENT', `cannot read --turn-allow-file ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  return text
+    .split(/\r?\n/)
+    .map((l) => l.replace(/#.*$/, '').trim())
+    .filter(Boolean);
 }

@@ -6,6 +6,7 @@ import { SocksServer } from '../../tunnel/socks.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
 import { emitter, linkFromFlags, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
 import { keyToId } from '../../session/identity.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_FLAG, PEER_KEY_HELP } from '../known-peers.js';
 
 interface SocksOpts {
   listen: string;
@@ -20,6 +21,8 @@ interface SocksOpts {
   keepalive?: number;
   statusInterval?: number;
   json?: boolean;
+  peerKey?: string;
+  knownPeers?: string;
 }
 
 export function register(program: Command): void {
@@ -32,6 +35,8 @@ export function register(program: Command): void {
     .option('--user <name>', 'require RFC 1929 username/password authentication with this user name')
     .option('--password <password>', 'the password for --user (or NATPUNCH_SOCKS_PASSWORD)')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option(PEER_KEY_FLAG, PEER_KEY_HELP)
+    .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
     .option('--bind <addr[:port]>', 'local UDP address for the session', '0.0.0.0')
     .option('--wait <ms>', 'how long a new connection waits for the session', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
     .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)

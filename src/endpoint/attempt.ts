@@ -1,0 +1,211 @@
+/**
+ * One connection attempt, either role, once the introduction is in hand: both sides' NAT views → the plan
+ * (traversal/planner.ts) → the race (traversal/race.ts) over the technique modules → the session, its one 'path'
+ * event and, when relayed, the background relay → direct upgrade. The Endpoint runs one of these per connect() and
+ * per introduction it accepts; everything the attempt opens is released by the race or by the session's close.
+ */
+import { advertFromCandidates } from '../traversal/hardwire.js';
+import { advice, plan as makePlan, type PlanSwitches } from '../traversal/planner.js';
+import { race } from '../traversal/race.js';
+import { hardPunchTechnique } from '../traversal/hard-punch.js';
+import { relayTechnique } from '../traversal/relay-technique.js';
+import { tcpTechnique } from '../traversal/tcp-technique.js';
+import { udpChecksTechnique, type SessionTuning } from '../traversal/udp-checks.js';
+import type { Candidate } from '../traversal/candidate.js';
+import type { NatView, Technique, TechniqueName } from '../traversal/technique.js';
+import type { SeqChannel } from '../traversal/tcp-seqpunch.js';
+import { decodeSeqOffer, encodeSeqOffer } from '../wire/seq-offer.js';
+import { keyToId, type KeyPair } from '../session/identity.js';
+import { isAllowed, type Allow, type Session } from '../session/session.js';
+import { NatpunchError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { ResolvedTechniques } from './defaults.js';
+import type { LocalState } from './local.js';
+import type { Progress, RendezvousLike } from './types.js';
+import { upgradeInBackground } from './upgrade.js';
+import { connectionOutcome } from '../rendezvous/outcome.js';
+
+/** Technique names as outcome reports spell them (wire/rendezvous.ts REPORT_TECHNIQUES). */
+const REPORT_TECHNIQUE_OF: Record<TechniqueName, string> = {
+  'udp-checks': 'udp',
+  mapped: 'mapped',
+  predict: 'udp-predict',
+  birthday: 'birthday',
+  'double-random': 'hardnat',
+  relay: 'relay',
+  tcp: 'tcp-p2pnat',
+  icmp: 'icmp',
+};
+
+/** A side's NAT as reports name it: the planner knows mapping behaviour (cone or per destination), not filtering. */
+function reportNat(v: NatView): string {
+  if (!v.udp) return 'udp-blocked';
+  return v.kind === 'sequential' || v.kind === 'random' ? 'symmetric' : 'unknown';
+}
+
+export interface AttemptInput {
+  role: 'initiator' | 'responder';
+  connectionId: Uint8Array;
+  peerKey: Buffer;
+  /** The peer's candidates as the introduction carried them (hard-NAT advert included). */
+  remote: Candidate[];
+  /** The rendezvous' scheduled start (TCP simultaneous open only; UDP punches on introduction). */
+  startAt?: number;
+  local: LocalState;
+  keyPair: KeyPair;
+  allow?: Allow;
+  techniques: ResolvedTechniques;
+  tuning: SessionTuning;
+  /** This side's NAT type when the caller knows it (netcheck), for the outcome report. */
+  natType?: string;
+  relayHoldMs?: number;
+  logger: Logger;
+  progress: (p: Progress) => void;
+  signal: AbortSignal;
+}
+
+/** The rendezvous as the channel of STUNT #1 / NATBlaster offers for one connection (null: it cannot carry them). */
+export function seqChannel(rv: RendezvousLike | null, connectionId: Uint8Array, peerKey: Uint8Array): SeqChannel | null {
+  if (!rv?.exchangeSeqOffer || !rv.awaitSeqOffer) return null;
+  const exchange = rv.exchangeSeqOffer.bind(rv);
+  const wait = rv.awaitSeqOffer.bind(rv);
+  return {
+    send: ({ offer, decline }, signal) =>
+      exchange({ connectionId, peerKey, ...(offer ? { offer: encodeSeqOffer(offer) } : {}), ...(decline !== undefined ? { decline } : {}), signal }),
+    receive: async (signal) => {
+      const got = await wait(connectionId, peerKey, signal);
+      if (got.decline !== undefined) return { decline: got.decline };
+      const offer = got.offer ? decodeSeqOffer(got.offer) : null;
+      if (!offer) throw new NatpunchError('PUNCH_FAILED', 'the peer sent a malformed sequence offer', { details: { reason: 'malformed-offer' } });
+      return { offer };
+    },
+  };
+}
+
+/** The peer's side as the planner sees it, from the candidates it offered. */
+export function peerView(candidates: readonly Candidate[], advert: ReturnType<typeof advertFromCandidates>['advert']): NatView {
+  const counts: NatView['candidates'] = {};
+  for (const c of candidates) counts[c.type] = (counts[c.type] ?? 0) + 1;
+  const srflx = candidates.find((c) => c.type === 'srflx' && c.transport === 'udp');
+  return {
+    kind: advert?.kind ?? 'unknown',
+    delta: advert?.delta ?? null,
+    publicAddress: srflx?.address ?? advert?.address ?? null,
+    // A peer whose UDP is blocked registered over TCP: the server saw no UDP mapping of it to offer.
+    udp: srflx !== undefined || advert !== null || candidates.some((c) => c.transport === 'udp' && (c.type === 'mapped' || c.type === 'prflx')) || (counts.srflx ?? 0) === 0 && !candidates.some((c) => c.transport === 'tcp' && c.type === 'srflx'),
+    mapped: (counts.mapped ?? 0) > 0,
+    relay: candidates.some((c) => c.type === 'relay' && c.transport === 'udp'),
+    tcp: candidates.some((c) => c.transport === 'tcp'),
+    candidates: counts,
+  };
+}
+
+export async function runAttempt(a: AttemptInput): Promise<Session> {
+  const { advert, rest } = advertFromCandidates(a.remote);
+  const localNat = a.local.natView();
+  const remoteNat = peerView(rest, advert);
+  const sw: PlanSwitches = {
+    hardNat: a.techniques.hardNat !== null && a.local.hard !== null,
+    budget: Boolean(a.techniques.hardNat?.budget),
+    relay: a.techniques.relay !== null,
+    transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
+  };
+  const p = makePlan(localNat, remoteNat, sw);
+  if (a.relayHoldMs !== undefined) for (const s of p.steps) if (s.technique === 'relay' && s.holdMs > 0) s.holdMs = a.relayHoldMs;
+  // Techniques that spend many packets (hard punch) or a relay's resources go only to peers `allow` admits; the
+  // plain checks are cheap and the handshake refuses a stranger with NOT_ALLOWED, which the peer then hears.
+  if (a.role === 'responder' && p.steps.some((s) => s.technique !== 'udp-checks' && s.technique !== 'mapped' && s.technique !== 'tcp')) {
+    if (!(await isAllowed(a.allow, a.peerKey))) throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
+  }
+  const techniques = new Map<TechniqueName, Technique>();
+  const tuning = a.tuning;
+  for (const s of p.steps) {
+    switch (s.technique) {
+      case 'udp-checks':
+      case 'mapped':
+        techniques.set(s.technique, udpChecksTechnique(s.technique, tuning));
+        break;
+      case 'predict':
+      case 'birthday':
+      case 'double-random':
+        techniques.set(s.technique, hardPunchTechnique(s.technique, { local: a.local.hard!.advert, peer: advert!, ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}) }, tuning));
+        break;
+      case 'relay':
+        techniques.set('relay', relayTechnique(a.local.relay, tuning));
+        break;
+      case 'tcp':
+        techniques.set('tcp', tcpTechnique({
+          local: () => a.local.tcp,
+          sequence: a.techniques.tcpSequence,
+          sequenceChannel: () => seqChannel(a.local.rendezvous, a.connectionId, a.peerKey),
+          ...(a.startAt !== undefined ? { startAt: a.startAt } : {}),
+          ...(tuning.keepAliveMs !== undefined ? { keepAliveMs: tuning.keepAliveMs } : {}),
+          ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
+        }));
+        break;
+      case 'icmp':
+        break;
+    }
+  }
+  a.progress({ phase: 'punching', pairs: rest.length, plan: p.steps.map((s) => ({ technique: s.technique, holdMs: s.holdMs })), local: localNat.kind, remote: remoteNat.kind });
+  a.logger.info({ peer: keyToId(a.peerKey), local: localNat.kind, remote: remoteNat.kind, plan: p.steps.map((s) => `${s.technique}@${s.holdMs}`), skipped: p.skipped }, 'plan');
+  const localCandidates = a.local.candidates().filter((c) => !(c.type === 'predicted' && c.transport === 'udp'));
+  const startedAt = Date.now();
+  // One signed outcome report per attempt to the rendezvous (counted into its metrics and dashboard): enumerations
+  // and timings only, never an address or payload (src/rendezvous/outcome.ts). Best effort, never awaited.
+  const report = (outcome: { path?: Session['path']; error?: unknown }) =>
+    void a.local.rendezvous?.report?.(
+      connectionOutcome({
+        connectionId: a.connectionId, role: a.role, startedAt, ...outcome,
+        tried: p.steps.map((s) => REPORT_TECHNIQUE_OF[s.technique]),
+        localNat: a.natType ?? reportNat(localNat), peerNat: reportNat(remoteNat),
+      }),
+    ).catch(() => {});
+  let won: Awaited<ReturnType<typeof race>>;
+  try {
+    won = await race({
+    plan: p,
+    techniques,
+    ctx: {
+      role: a.role,
+      keyPair: a.keyPair,
+      peerKey: a.peerKey,
+      connectionId: a.connectionId,
+      endpoint: a.local.socket,
+      local: { candidates: localCandidates, nat: localNat },
+      remote: { candidates: rest, nat: remoteNat },
+      ...(a.allow !== undefined ? { allow: a.allow } : {}),
+      signalling: null,
+      logger: a.logger,
+      progress: (e) => a.progress(e),
+    },
+    signal: a.signal,
+    advice: advice(localNat, remoteNat, p, sw),
+  });
+  } catch (err) {
+    report({ error: err });
+    throw err;
+  }
+  const session = won.session;
+  report({ path: session.path });
+  const cp = session.path.candidatePair;
+  a.progress({
+    phase: 'path',
+    kind: session.path.kind,
+    remote: session.path.remote,
+    local: session.path.local,
+    transport: won.transport,
+    traversal: won.technique,
+    type: won.transport === 'tcp' ? `tcp-${cp?.remote?.type ?? 'prflx'}` : cp?.remote?.type ?? 'prflx',
+    rttMs: session.path.rttMs,
+    ...(session.path.tcpTechnique ? { technique: session.path.tcpTechnique } : {}),
+    ...(session.path.transportReason ? { reason: session.path.transportReason } : {}),
+  });
+  if (won.kind === 'relay') {
+    upgradeInBackground(
+      { endpoint: a.local.socket, role: a.role, connectionId: a.connectionId, keyPair: a.keyPair, peerKey: a.peerKey, local: localCandidates, remote: rest, logger: a.logger, progress: a.progress },
+      session,
+    );
+  }
+  return session;
+}

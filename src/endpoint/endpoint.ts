@@ -1,0 +1,337 @@
+/**
+ * The long-lived Endpoint (what hyperdht calls a node, iroh an Endpoint, Tailscale's magicsock a Conn): one UDP
+ * socket, one rendezvous registration, the NAT view measured on that socket, the gateway port mapping, the relay
+ * allocation and the TCP port (LocalState, local.ts), shared by every session to every peer in both directions.
+ *
+ *   const ep = await createEndpoint({ keyPair, rendezvous: 'host' , name: 'bob' })
+ *   ep.on('session', (s) => ...)            // incoming, each introduction raced by attempt.ts
+ *   const s = await ep.connect('alice')     // outgoing: CONNECT at once with the warm candidates, then the race
+ *   await ep.close()                        // every session, the registration, mapping, relay, socket
+ *
+ * connect() / listen() in src/natpunch.ts are one-shot Endpoints.
+ */
+import { EventEmitter } from 'node:events';
+import { randomBytes } from 'node:crypto';
+import { ConnectivityChecks, deriveCheckKey } from '../traversal/checks.js';
+import { advertFromCandidates } from '../traversal/hardwire.js';
+import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
+import type { Candidate } from '../traversal/candidate.js';
+import { keyToId } from '../session/identity.js';
+import { IkReplayCache } from '../session/handshake-ik.js';
+import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
+import type { PeerPins } from '../identity/known-peers.js';
+import { DEFAULT_KEEPALIVE_MS, type Session } from '../session/session.js';
+import type { UdxEndpoint } from '../net/udx.js';
+import { NatpunchError, isNatpunchError } from '../util/errors.js';
+import { timeoutSignal } from '../util/abort.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { resolveTechniques, type ResolvedTechniques } from './defaults.js';
+import { LocalState, rendezvousServer } from './local.js';
+import { runAttempt } from './attempt.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONCURRENT_ATTEMPTS, type ConnectOfferLike, type ListenOptions, type Progress, type RendezvousLike } from './types.js';
+
+export interface EndpointOptions extends ListenOptions {
+  /** Accept introductions (default true). A one-shot connect() turns it off. */
+  accept?: boolean;
+  /** Register with the rendezvous (default true; a one-shot connect() registers only to get relay credentials). */
+  register?: boolean;
+  /** Names pinned to keys for connect(name) (ConnectOptions.knownPeers, src/identity/known-peers.ts). */
+  knownPeers?: PeerPins;
+}
+
+export interface EndpointConnectOptions {
+  signal?: AbortSignal;
+  /** Up to 1000 bytes inside the first check (Noise IK message 1; see ConnectOptions.earlyData). */
+  earlyData?: Uint8Array;
+  /** Names pinned to keys (see ConnectOptions.knownPeers). */
+  knownPeers?: PeerPins;
+  /** Default DEFAULT_CONNECT_TIMEOUT_MS (30 s) for the whole attempt. */
+  timeoutMs?: number;
+  onProgress?: (p: Progress) => void;
+  /** Direct mode: the caller exchanged keys and candidates itself (`peer` must then be the key). */
+  candidates?: Candidate[];
+  connectionId?: Uint8Array;
+}
+
+export interface EndpointEvents {
+  session: [session: Session];
+  progress: [progress: Progress];
+  'connection-error': [error: Error, peer: string];
+  close: [];
+}
+
+/** Keepalive interval: explicit, else half the measured mapping lifetime, else the session default (15 s). */
+export function keepAliveFor(options: { keepAliveMs?: number; mappingLifetimeMs?: number }): number | undefined {
+  if (options.keepAliveMs !== undefined) return options.keepAliveMs;
+  if (options.mappingLifetimeMs !== undefined && options.mappingLifetimeMs > 0) {
+    return Math.max(1_000, Math.min(DEFAULT_KEEPALIVE_MS, Math.floor(options.mappingLifetimeMs / 2)));
+  }
+  return undefined;
+}
+
+/** Trust on first use: the session authenticated the introduced key, so a name seen for the first time is pinned to
+ *  it. A pin file that cannot be written does not fail the session (logged). */
+async function pinName(pin: (() => Promise<void>) | null, logger: Logger): Promise<void> {
+  if (!pin) return;
+  try {
+    await pin();
+  } catch (err) {
+    logger.warn({ err: (err as Error).message }, 'could not pin the peer name to its key');
+  }
+}
+
+export class Endpoint extends EventEmitter<EndpointEvents> {
+  readonly publicKey: Buffer;
+  readonly #local: LocalState;
+  readonly #options: EndpointOptions;
+  readonly #techniques: ResolvedTechniques;
+  readonly #logger: Logger;
+  readonly #incoming = new Set<Session>();
+  readonly #outgoing = new Set<Session>();
+  readonly #attempts = new Set<AbortController>();
+  /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
+  readonly #ikReplay: IkReplayCache;
+  #closed = false;
+  #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
+
+  /** @internal use createEndpoint() */
+  constructor(local: LocalState, options: EndpointOptions, techniques: ResolvedTechniques) {
+    super();
+    this.#local = local;
+    this.#options = options;
+    this.#techniques = techniques;
+    this.#logger = options.logger ?? silentLogger;
+    this.publicKey = Buffer.from(options.keyPair.publicKey);
+    this.#ikReplay = options.replayCache ?? new IkReplayCache();
+    if (options.accept !== false) local.rendezvous?.on('connect-request', this.#onOffer);
+  }
+
+  /** The one UDP socket every session of this Endpoint shares. */
+  get socket(): UdxEndpoint {
+    return this.#local.socket;
+  }
+
+  /** Same as `socket` (the name the Listener API used). */
+  get endpoint(): UdxEndpoint {
+    return this.#local.socket;
+  }
+
+  /** Our candidates as offered to peers (host, server-reflexive, TCP, mapped, relayed, hard-NAT advert). */
+  get candidates(): Candidate[] {
+    return this.#local.candidates();
+  }
+
+  get reflexive(): { address: string; port: number } | null {
+    return this.#local.reflexive;
+  }
+
+  /** Sessions accepted from introductions (the Listener API). */
+  get sessions(): ReadonlySet<Session> {
+    return this.#incoming;
+  }
+
+  /** Every live session, both directions. */
+  get allSessions(): Session[] {
+    return [...this.#incoming, ...this.#outgoing];
+  }
+
+  /** @internal the registration's client; null without a rendezvous. */
+  get rendezvous(): RendezvousLike | null {
+    return this.#local.rendezvous;
+  }
+
+  /** @internal A one-shot connect() whose session went direct no longer needs the relay allocation. */
+  async releaseRelay(): Promise<void> {
+    await this.#local.releaseRelay();
+  }
+
+  /** Resolves once the Endpoint takes introductions (it already does when createEndpoint() resolved). */
+  async listen(): Promise<void> {
+    if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
+  }
+
+  #progress(p: Progress, extra?: (p: Progress) => void): void {
+    this.#options.onProgress?.(p);
+    extra?.(p);
+    this.emit('progress', p);
+  }
+
+  #tuning(): SessionTuning {
+    const o = this.#options;
+    const keepAliveMs = keepAliveFor(o);
+    return {
+      ...(keepAliveMs !== undefined ? { keepAliveMs } : {}),
+      ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
+      ...(o.reconnectGraceMs !== undefined ? { reconnectGraceMs: o.reconnectGraceMs } : {}),
+      ...(o.checkTimeoutMs !== undefined ? { checkTimeoutMs: o.checkTimeoutMs } : {}),
+    };
+  }
+
+  /** After an attempt on a sequential NAT, publish a fresh predicted window (the attempt used up ports). */
+  #refreshAfterAttempt(): void {
+    if (this.#local.hard?.advert.kind !== 'sequential' || !this.#local.reflexive || this.#closed) return;
+    void this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous)).then(() => {
+      if (!this.#closed) return this.#local.rendezvous?.register();
+    }).catch(() => {});
+  }
+
+  /**
+   * Opens a session to `peer` (a name or key through the rendezvous; with `options.candidates`, direct mode).
+   * The CONNECT goes out at once with the warm candidates; the race starts when the peer's answer is in.
+   */
+  async connect(peer: PeerSpec, options: EndpointConnectOptions = {}): Promise<Session> {
+    if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
+    const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
+    const progress = (p: Progress) => this.#progress(p, options.onProgress);
+    const rv = this.#local.rendezvous;
+    try {
+      let session: Session;
+      let pin: (() => Promise<void>) | null = null;
+      const target = peerTarget(peer);
+      const ik = { ik: options.earlyData ? { earlyData: options.earlyData } : {} };
+      if (options.candidates) {
+        if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
+        session = await runAttempt({
+          role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
+          ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
+          logger: this.#logger, progress, signal,
+        });
+      } else {
+        if (!rv) throw new NatpunchError('BAD_ARGUMENT', 'this endpoint has no rendezvous: give the peer candidates (direct mode)');
+        await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+        const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
+        // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
+        // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
+        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
+        progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
+        session = await runAttempt({
+          role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
+          ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques,
+          tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
+          ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
+          logger: this.#logger, progress, signal,
+        });
+      }
+      if (this.#closed) {
+        await session.close();
+        throw new NatpunchError('SOCKET_CLOSED', 'the endpoint closed while connecting');
+      }
+      this.#outgoing.add(session);
+      session.once('close', () => this.#outgoing.delete(session));
+      await pinName(pin, this.#logger);
+      progress({ phase: 'connected', peer: keyToId(session.remotePublicKey), rttMs: session.path.rttMs });
+      return session;
+    } catch (err) {
+      if (signal.aborted && !options.signal?.aborted && !isNatpunchError(err, 'TIMEOUT')) {
+        throw new NatpunchError('TIMEOUT', `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`, { cause: err, ...(isNatpunchError(err) && err.details ? { details: err.details } : {}) });
+      }
+      throw err;
+    } finally {
+      dispose();
+      this.#refreshAfterAttempt();
+    }
+  }
+
+  /** Re-establishes a UDP path through the rendezvous when the session's dies (NAT rebinding): a fresh introduction
+   *  and checks, then the session moves onto the punched pair (Session#migrate). */
+  #recover(rv: RendezvousLike, peerKey: Buffer): SessionTuning['recover'] {
+    return async (signal) => {
+      const again = await rv.requestConnect(peerKey, { candidates: this.#local.candidates(), signal });
+      if (!again.peerKey.equals(peerKey)) throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');
+      const checks = new ConnectivityChecks({
+        transport: this.#local.socket, role: 'initiator', connectionId: again.connectionId,
+        key: deriveCheckKey(again.connectionId, this.#options.keyPair.publicKey, peerKey),
+        local: this.#local.candidates().filter((c) => c.transport === 'udp' && c.type !== 'predicted'),
+        remote: advertFromCandidates(again.candidates).rest, nomination: 'implicit', signal, logger: this.#logger,
+      });
+      const r = await checks.run();
+      return { address: r.remote.address, port: r.remote.port, path: pathOf(r) };
+    };
+  }
+
+  /**
+   * Handles one introduction (from the rendezvous, or handed over directly in direct mode): the race, then the
+   * Noise handshake, `allow`, 'session'. Resolves with the session, or null when the attempt failed.
+   */
+  async acceptOffer(offer: ConnectOfferLike): Promise<Session | null> {
+    if (this.#closed || offer.role !== 'responder') return null;
+    const peer = keyToId(offer.peerKey);
+    if (this.#attempts.size >= MAX_CONCURRENT_ATTEMPTS) {
+      this.#logger.warn({ peer }, 'too many connection attempts in progress; dropping one');
+      this.emit('connection-error', new NatpunchError('RATE_LIMITED', `more than ${MAX_CONCURRENT_ATTEMPTS} connection attempts in progress`), peer);
+      return null;
+    }
+    const progress = (p: Progress) => this.#progress(p);
+    progress({ phase: 'offer', peer, ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'responder', ...(offer.mode ? { mode: offer.mode } : {}) });
+    const ac = new AbortController();
+    this.#attempts.add(ac);
+    const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
+    try {
+      const session = await runAttempt({
+        role: 'responder', connectionId: offer.connectionId, peerKey: Buffer.from(offer.peerKey), remote: offer.candidates,
+        ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
+        local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}),
+        ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
+        techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
+        ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
+        logger: this.#logger, progress, signal,
+      });
+      if (this.#closed) {
+        await session.close();
+        return null;
+      }
+      this.#incoming.add(session);
+      session.once('close', () => this.#incoming.delete(session));
+      progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
+      this.emit('session', session);
+      return session;
+    } catch (err) {
+      // A peer that re-punched to resume an existing session never starts a handshake: not worth an error.
+      const resumed = [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) && isNatpunchError(err, 'HANDSHAKE_FAILED');
+      this.#logger.info({ peer, err: (err as Error).message }, resumed ? 'resume punch finished' : 'incoming connection failed');
+      if (!resumed && !this.#closed) this.emit('connection-error', err as Error, peer);
+      return null;
+    } finally {
+      dispose();
+      this.#attempts.delete(ac);
+      this.#refreshAfterAttempt();
+    }
+  }
+
+  /** Closes every session, the registration, the mapping, the relay allocation and the socket (if it owns it). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#local.rendezvous?.off('connect-request', this.#onOffer);
+    for (const a of this.#attempts) a.abort(new NatpunchError('ABORTED', 'endpoint closed'));
+    await Promise.all([...this.#incoming, ...this.#outgoing].map((s) => s.close().catch(() => {})));
+    await this.#local.close();
+    this.emit('close');
+  }
+}
+
+/** Binds the socket, gathers in parallel (bounded), registers, and starts accepting; resolves when reachable. */
+export async function createEndpoint(options: EndpointOptions): Promise<Endpoint> {
+  const techniques = resolveTechniques(options, rendezvousServer(options.rendezvous) !== null);
+  const logger = options.logger ?? silentLogger;
+  const holder: { ep: Endpoint | null; early: Progress[] } = { ep: null, early: [] };
+  const local = await LocalState.gather({
+    ...options,
+    techniques,
+    register: options.register !== false && options.rendezvous !== undefined,
+    waitForMapping: options.accept !== false && options.portMapping !== undefined && options.portMapping !== false,
+    logger,
+    // Before the Endpoint exists only the caller's callback hears progress.
+    progress: (p) => (holder.ep ? holder.ep.emit('progress', p) : undefined, options.onProgress?.(p)),
+  });
+  const ep = new Endpoint(local, options, techniques);
+  holder.ep = ep;
+  if (options.signal?.aborted) {
+    await ep.close();
+    throw new NatpunchError('ABORTED', 'aborted', { cause: options.signal.reason });
+  }
+  return ep;
+}

@@ -1,0 +1,216 @@
+/**
+ * A server UDP socket that reads and writes datagrams in batches (recvmmsg/sendmmsg through the native addon's
+ * BatchUdp, native/src/addon.cc). One wake-up of the event loop reads up to BATCH_SIZE datagrams with one syscall and
+ * calls JavaScript once; the replies the listeners send while handling that batch leave together in one sendmmsg.
+ * Sends made outside a batch (timers, relay traffic from other sockets) are queued and flushed once per loop turn.
+ *
+ * It is a DatagramTransport, so the STUN, rendezvous and TURN servers use it unchanged. Each datagram handed to a
+ * listener is its own region of a slab that is never rewritten, so a listener may keep the Buffer (as with
+ * node:dgram). `natpunch serve` uses it when the addon is built, unless NATPUNCH_BATCHED_IO=0.
+ */
+import { formatIPv6 } from '../wire/ip.js';
+import type { DatagramListener, DatagramTransport, RemoteInfo } from './datagram.js';
+import { addonStatus, type NativeAddon } from './native.js';
+
+/**
+ * Datagrams per recvmmsg/sendmmsg. 64 keeps one batch's JavaScript work well under a millisecond (a STUN Binding
+ * costs a few µs), so a full batch does not delay timers, and amortises the syscall over enough datagrams that its
+ * fixed cost (~1-2 µs) stops mattering.
+ */
+export const BATCH_SIZE = 64;
+/** u32 values per datagram in the metadata array the addon fills (offset, length, port, family, 4 address words). */
+const META_STRIDE = 8;
+/** IPv4 text cache bound: formatted addresses are reused while a client keeps sending; cleared when it is full. */
+const ADDRESS_CACHE_MAX = 16_384;
+
+/** Kernel socket buffer sizes as Linux reports them after setting (it doubles the request for bookkeeping). */
+export interface SocketBufferSizes {
+  recv: number;
+  send: number;
+}
+
+export interface BatchedBindOptions {
+  /** Requested SO_RCVBUF and SO_SNDBUF. */
+  bufferBytes?: number;
+  /** For '::': IPv6 only (a separate 0.0.0.0 socket shares the port). Default true. */
+  ipv6Only?: boolean;
+  /** SO_REUSEPORT: several workers bind the same port and the kernel spreads clients by 4-tuple hash. */
+  reusePort?: boolean;
+  addon?: NativeAddon;
+}
+
+/** Native surface used here (optional members: older addon builds lack them, and then batching is unavailable). */
+interface BatchUdpNative {
+  start(): void;
+  stop(): void;
+  close(): void;
+  queue(data: Uint8Array, address: string, port: number): boolean;
+  flush(): number;
+  stats(): BatchedStats;
+  ref(): void;
+  unref(): void;
+}
+
+export interface BatchedStats {
+  received: number;
+  /** recvmmsg calls that returned datagrams. received / batches is the mean batch. */
+  batches: number;
+  sent: number;
+  /** sendmmsg calls. */
+  sendCalls: number;
+  /** Datagrams the kernel refused (full send buffer, no route, too large): dropped, as UDP does. */
+  sendDropped: number;
+  recvErrors: number;
+}
+
+interface BatchAddon {
+  udpSocket(family: 4 | 6, ipv6Only: boolean, reusePort: boolean): number;
+  setSocketBuffers(fd: number, recv: number, send: number): SocketBufferSizes;
+  steerToFirst(fd: number, firstByte: number): void;
+  BatchUdp: new (fd: number, meta: Uint32Array, onBatch: (slab: Buffer, count: number) => void, batchSize: number) => BatchUdpNative;
+}
+
+/** Why batched I/O is off, or undefined when it can be used. */
+export function batchedUnavailableReason(addon?: NativeAddon): string | undefined {
+  if (process.env.NATPUNCH_BATCHED_IO === '0') return 'batched I/O is disabled by NATPUNCH_BATCHED_IO=0';
+  let a: unknown = addon;
+  if (!a) {
+    const status = addonStatus();
+    if (!status.available) return status.reason;
+    a = status.addon;
+  }
+  if (typeof (a as Partial<BatchAddon>).BatchUdp !== 'function') return 'the native addon predates batched I/O; rebuild it (`npm run build:native`)';
+  return undefined;
+}
+
+export class BatchedUdpSocket implements DatagramTransport {
+  readonly fd: number;
+  /** What the kernel granted for SO_RCVBUF/SO_SNDBUF (reported by `serve`). */
+  readonly buffers: SocketBufferSizes;
+  readonly #addon: BatchAddon;
+  readonly #native: BatchUdpNative;
+  readonly #meta = new Uint32Array(BATCH_SIZE * META_STRIDE);
+  readonly #listeners: DatagramListener[] = [];
+  readonly #v4Text = new Map<number, string>();
+  readonly #v6Bytes = new Uint8Array(16);
+  readonly #v6View = new DataView(this.#v6Bytes.buffer);
+  #inBatch = false;
+  #flushScheduled = false;
+  #closed = false;
+  #local: { address: string; port: number; family: string };
+
+  private constructor(addon: BatchAddon, fd: number, buffers: SocketBufferSizes, local: { address: string; port: number; family: string }) {
+    this.#addon = addon;
+    this.fd = fd;
+    this.buffers = buffers;
+    this.#local = local;
+    this.#native = new addon.BatchUdp(fd, this.#meta, (slab, count) => this.#onBatch(slab, count), BATCH_SIZE);
+    this.#native.start();
+  }
+
+  /** Binds address:port. Throws errors with node-style `code` (EADDRINUSE, EADDRNOTAVAIL, EACCES) like dgram. */
+  static bind(address: string, port: number, options: BatchedBindOptions = {}): BatchedUdpSocket {
+    const status = options.addon ? { available: true as const, addon: options.addon } : addonStatus();
+    if (!status.available) throw new Error(status.reason);
+    const native = status.addon as NativeAddon & BatchAddon;
+    const v6 = address.includes(':');
+    const fd = native.udpSocket(v6 ? 6 : 4, v6 && (options.ipv6Only ?? true), options.reusePort ?? false);
+    try {
+      native.bind(fd, address, port);
+      const buffers = options.bufferBytes ? native.setSocketBuffers(fd, options.bufferBytes, options.bufferBytes) : native.setSocketBuffers(fd, 0, 0);
+      const local = native.getSockName(fd);
+      return new BatchedUdpSocket(native, fd, buffers, { address: local.address, port: local.port, family: local.family });
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
+  }
+
+  /** Sends datagrams whose first byte is `firstByte` to the first socket of this port's SO_REUSEPORT group. */
+  steerToFirst(firstByte: number): void {
+    this.#addon.steerToFirst(this.fd, firstByte);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  stats(): BatchedStats {
+    return this.#native.stats();
+  }
+
+  #address(meta: Uint32Array, base: number): string {
+    if (meta[base + 3] === 4) {
+      const a = meta[base + 4]!;
+      let text = this.#v4Text.get(a);
+      if (text === undefined) {
+        text = `${a >>> 24}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+        if (this.#v4Text.size >= ADDRESS_CACHE_MAX) this.#v4Text.clear();
+        this.#v4Text.set(a, text);
+      }
+      return text;
+    }
+    for (let w = 0; w < 4; w++) this.#v6View.setUint32(w * 4, meta[base + 4 + w]!);
+    return formatIPv6(this.#v6Bytes);
+  }
+
+  #onBatch(slab: Buffer, count: number): void {
+    const meta = this.#meta;
+    let failure: { err: unknown } | undefined;
+    this.#inBatch = true;
+    try {
+      for (let i = 0; i < count && !this.#closed; i++) {
+        const base = i * META_STRIDE;
+        const offset = meta[base]!;
+        const msg = slab.subarray(offset, offset + meta[base + 1]!);
+        const rinfo: RemoteInfo = { address: this.#address(meta, base), port: meta[base + 2]!, family: meta[base + 3] === 6 ? 'IPv6' : 'IPv4' };
+        const ls = this.#listeners;
+        for (let j = 0; j < ls.length; j++) {
+          try {
+            ls[j]!(msg, rinfo);
+          } catch (err) {
+            // A listener bug must not lose the rest of the batch; the first one is rethrown after it (and surfaces as
+            // an uncaught exception, as it would from a node:dgram 'message' listener).
+            failure ??= { err };
+          }
+        }
+      }
+    } finally {
+      this.#inBatch = false;
+    }
+    // The addon flushes the queued replies right after this returns.
+    if (failure) throw failure.err;
+  }
+
+  send(msg: Uint8Array, port: number, address: string): void {
+    if (this.#closed) return;
+    // false: not a numeric address (never the case for replies, which go to addresses taken from packets).
+    this.#native.queue(msg, address, port);
+    if (!this.#inBatch && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        if (!this.#closed) this.#native.flush();
+      });
+    }
+  }
+
+  onMessage(listener: DatagramListener): () => void {
+    this.#listeners.push(listener);
+    return () => {
+      const i = this.#listeners.indexOf(listener);
+      if (i >= 0) this.#listeners.splice(i, 1);
+    };
+  }
+
+  address(): { address: string; port: number; family: string } {
+    return this.#local;
+  }
+
+  /** Flushes queued datagrams, stops reading and closes the socket. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.close();
+  }
+}

@@ -1,0 +1,32 @@
+/**
+ * Several rendezvous nodes serving one set of peers. The registry (shared, e.g. Redis) says which node holds a
+ * peer's channel (PeerRecord.node); a node that must push something to a peer held elsewhere hands it to that node
+ * over the cluster bus, which delivers each message once, in the order sent (Redis streams: one stream per node,
+ * read by that node alone, src/rendezvous/redis.ts).
+ */
+
+/** Something for a peer held by another node: pushed there as if the local server had sent it. */
+export interface ClusterPush {
+  /** The receiving peer's key, hex. */
+  to: string;
+  /** Retransmission/acknowledgement key (connection id, hex; see RendezvousServer #push). */
+  pendingKey: string;
+  /** The encoded rendezvous message, ready to send. */
+  bytes: Buffer;
+  kind: 'notify' | 'seq';
+  /** Bytes the pusher sent: the node that delivers bounds retransmissions to an unverified address by them
+   *  (anti-amplification, RendezvousServer #push). */
+  requestBytes: number;
+}
+
+export interface ClusterBus {
+  /** This node's id, as stored in PeerRecord.node. */
+  readonly nodeId: string;
+  /** Hands `push` to `node`. Rejects when the bus is unavailable (the caller answers the request with an error). */
+  send(node: string, push: ClusterPush): Promise<void>;
+  /** Receives pushes for peers held here. Returns a function that stops. */
+  onPush(handler: (push: ClusterPush) => void): () => void;
+  /** Whether `node` announced itself recently (a node that died without draining stops doing so). */
+  isAlive(node: string): Promise<boolean>;
+  close(): Promise<void>;
+}
