@@ -52,7 +52,7 @@ function text(v: unknown): string {
 
 /** Any event as one readable line: `event: key value, key value`. */
 export function genericLine(e: CliEvent): string {
-  const fields = Object.entries(e).filter(([k, v]) => k !== 'time' && k !== 'event' && v !== undefined);
+  const fields = Object.entries(e).filter(([k, v]) => k !== 'time' && k !== 'event' && k !== 'phase' && v !== undefined);
   return fields.length ? `${e.event}: ${fields.map(([k, v]) => `${k} ${text(v)}`).join(', ')}` : e.event;
 }
 
@@ -123,7 +123,7 @@ const FORMATS: Record<string, Format> = {
   warning: (e) => `natpunch: warning: ${e.message}`,
 };
 
-/** The event an input stands for: `{ phase }` objects are renamed to `{ event }`; `time` is added. */
+/** The event an input stands for: `{ phase }` objects become `{ event }`; `time` is added. */
 export function toEvent(input: EventInput | Record<string, unknown>, now = new Date()): CliEvent {
   const { phase, event, time, ...fields } = input as { phase?: string; event?: string; time?: string };
   return { time: time ?? now.toISOString(), event: String(event ?? phase ?? 'message'), ...fields };
@@ -147,6 +147,11 @@ export interface PrinterOptions {
   /** Where JSON lines go (default stdout; `listen`/`connect` use stderr, their stdout is the data). */
   jsonOut?: NodeJS.WritableStream;
   humanOut?: NodeJS.WritableStream;
+  /**
+   * Repeat `event` as `phase` in JSON lines: 0.1's `listen`/`connect --json` named progress `phase`, and tests under
+   * test/lab still read that. Remove once they read `event`.
+   */
+  phaseAlias?: boolean;
 }
 
 /** Repeats of an identical event (same name and fields) within this window are printed once. */
@@ -170,7 +175,7 @@ export function createPrinter(options: PrinterOptions = {}): Emit {
     if (seen !== undefined && now - seen <= DUPLICATE_WINDOW_MS) return;
     recent.set(key, now);
     if (options.json) {
-      jsonOut.write(`${JSON.stringify(e)}\n`);
+      jsonOut.write(`${JSON.stringify(options.phaseAlias ? { ...e, phase: e.event } : e)}\n`);
       return;
     }
     if (options.quiet) return;

@@ -17,7 +17,7 @@ export async function keyFromOptions(file: string | undefined, quiet: boolean): 
  * --json events go to stderr here.
  */
 export function progressPrinter(json: boolean | undefined): Emit {
-  return createPrinter({ json: Boolean(json), jsonOut: process.stderr });
+  return createPrinter({ json: Boolean(json), jsonOut: process.stderr, phaseAlias: true });
 }
 
 /** How a piped session ended: both sides finished, the peer closed the session, or --idle-timeout passed. */
