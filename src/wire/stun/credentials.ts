@@ -17,7 +17,6 @@ import { NatpunchError } from '../../util/errors.js';
 import { NONCE_COOKIE, PasswordAlgorithm } from './constants.js';
 
 // Character classes here list code points one by one on purpose (RFC 3454 tables), combining marks included.
-// eslint-disable-next-line no-misleading-character-class
 const NON_ASCII_SPACE = /[\u00A0\u1680\u2000-\u200B\u202F\u205F\u3000]/g;
 // eslint-disable-next-line no-misleading-character-class
 const MAPPED_TO_NOTHING = /[\u00AD\u034F\u1806\u180B-\u180D\u200B-\u200D\u2060\uFE00-\uFE0F\uFEFF]/g;
