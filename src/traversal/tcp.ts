@@ -60,7 +60,10 @@ export function tcpTechnique(setup: TcpSetup, tuning: SessionTuning): Technique 
         throw err;
       }
       const p = session.path;
-      return { technique: 'tcp', session, kind: p.kind === 'lan' ? 'lan' : 'direct', transport: 'tcp', local: p.local, remote: p.remote };
+      return {
+        technique: 'tcp', session, kind: p.kind === 'lan' ? 'lan' : 'direct', transport: 'tcp', local: p.local, remote: p.remote,
+        ...(punched.reason ? { reason: punched.reason } : {}),
+      };
     },
   };
 }
