@@ -1,118 +1,149 @@
-// Rendezvous on loopback: request latencies through the real client and server, and server throughput for signed
-// registrations (Ed25519 verification bound) and lookups. Writes bench/results/rendezvous.{json,md}.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { createServer } from 'node:net';
-import { NodeDatagramTransport } from '../src/net/datagram.js';
-import { RendezvousServer } from '../src/rendezvous/server.js';
-import { RendezvousClient, type ConnectOffer } from '../src/rendezvous/client.js';
-import { generateKeyPair } from '../src/session/identity.js';
-import { encodeRendezvous } from '../src/wire/rendezvous.js';
+// Rendezvous server: memory per registered peer and introductions per second, measured from outside. `natpunch serve`
+// (rendezvous on, its default per-address rate limits on, --workers 1: one core) runs pinned in a private network
+// namespace; a separate load process (bench/lib/rendezvous-load.ts) on another core registers peers with real
+// Ed25519 signatures from many source addresses, pausing at 10k and 100k registered peers while the server's RSS is
+// read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
+// drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
+// BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, ROOT, RUNS, stopPid, waitFor } from './lib/harness.js';
+import { machine, median, processCpuSeconds, writeResults } from './lib/report.js';
 
-const here = dirname(fileURLToPath(import.meta.url));
-const ROUNDS = 200;
+const PORT = 3478;
+const PEERS = Number(process.env.BENCH_RDV_PEERS ?? 100_000);
+const MILESTONES = [10_000, 100_000].filter((m) => m <= PEERS);
+const ADDRESSES = Number(process.env.BENCH_RDV_ADDRESSES ?? 2000);
+const CONNECT_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const CONNECT_RATE = Number(process.env.BENCH_RDV_CONNECT_RATE ?? 8000);
+/** The server's replay window (DEFAULT_REPLAY_WINDOW_MS) plus a margin: after it, only registrations remain. */
+const SETTLE_MS = Number(process.env.BENCH_RDV_SETTLE_MS ?? 35_000);
 
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
 }
 
-async function main() {
-  const udp = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const server = new RendezvousServer({ rateLimit: { perSecond: 1e9, burst: 1e9 } });
-  server.attach(udp);
-  const tcp = createServer((s) => server.handleTcp(s));
-  await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', () => r()));
-  const port = udp.address().port;
-  const tcpPort = (tcp.address() as { port: number }).port;
-  const closers: Array<() => void> = [];
-  const client = async (name?: string, udpPort = port) => {
-    const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-    const c = new RendezvousClient({ transport, server: { host: '127.0.0.1', port: udpPort, tcpPort }, keyPair: generateKeyPair(), ...(name ? { name } : {}), initialRtoMs: 100, maxTransmissions: 2 });
-    closers.push(() => {
-      c.close();
-      transport.close();
-    });
-    return c;
-  };
-  const results: Record<string, { median_ms: number; p99_ms: number }> = {};
-  const time = async (label: string, fn: () => Promise<unknown>) => {
-    const xs: number[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      const t0 = process.hrtime.bigint();
-      await fn();
-      xs.push(Number(process.hrtime.bigint() - t0) / 1e6);
-    }
-    results[label] = { median_ms: +pct(xs, 50).toFixed(3), p99_ms: +pct(xs, 99).toFixed(3) };
-  };
+interface Run {
+  run: number;
+  rssMiB: Record<string, number>;
+  rssSettledMiB: number;
+  registered: number;
+  registerSeconds: number;
+  introductionsPerSecond: number;
+  connectsSent: number;
+  introductions: number;
+  serverCpuShareDuringConnects: number;
+  serverCpuUsPerIntroduction: number;
+  loadCpuShareDuringConnects: number;
+  errors: Record<string, number>;
+  /** The server's own rendezvous counters, from its "serve: stopped" log line. */
+  serverStats?: Record<string, number>;
+}
 
-  const alice = await client('alice');
-  const bob = await client('bob');
-  await bob.register();
-  await time('register (UDP, signed)', () => alice.register());
-  await time('lookup (UDP)', () => alice.lookup('bob'));
-  await time('connect → both offers (UDP)', async () => {
-    const got = new Promise<ConnectOffer>((r) => bob.once('connect-request', r));
-    await alice.requestConnect('bob');
-    await got;
-  });
-  const dead = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const deadPort = dead.address().port;
-  dead.close();
-  const walled = await client('walled', deadPort);
-  await walled.register();
-  await time('lookup (TCP fallback, after switch)', () => walled.lookup('bob'));
-
-  // Throughput: pipelined raw requests from one socket, 64 in flight.
-  const throughput = async (label: string, make: (i: number) => Buffer, total: number) => {
-    const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-    let next = 0;
-    let done = 0;
-    const t0 = process.hrtime.bigint();
-    await new Promise<void>((resolve) => {
-      const send = () => {
-        if (next < total) t.send(make(next++), port, '127.0.0.1');
-      };
-      t.onMessage((msg) => {
-        if (msg[2] === 0x08) return; // the server's RTT ping
-        done++;
-        if (done === total) resolve();
-        else send();
+async function oneRun(run: number): Promise<Run> {
+  const ns = new Netns('rdv');
+  const server = ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', '1', '--json'], CORES.server1);
+  let serverOut = '';
+  let serverLog = '';
+  server.stdout!.on('data', (d: Buffer) => (serverOut += d.toString()));
+  server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
+  const load = ns.spawn(process.execPath, ['--import', 'tsx', join(BENCH_DIR, 'lib', 'rendezvous-load.ts'), String(PORT), String(PEERS), String(ADDRESSES), MILESTONES.join(','), String(CONNECT_SECONDS), String(CONNECT_RATE)], CORES.load, { stdin: true });
+  try {
+    await waitFor(async () => serverOut.includes('"listening"'), 'natpunch serve');
+    const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
+    let out = '';
+    let settled = NaN;
+    let cpuAtConnects = 0;
+    let connectsStartedAt = 0;
+    const done = new Promise<string>((resolve, reject) => {
+      load.stderr!.on('data', (d: Buffer) => process.stderr.write(d));
+      load.stdout!.on('data', async (d: Buffer) => {
+        out += d.toString();
+        let nl: number;
+        while ((nl = out.indexOf('\n')) >= 0) {
+          const line = out.slice(0, nl);
+          out = out.slice(nl + 1);
+          const m = /^MILESTONE (\d+)/.exec(line);
+          if (m) {
+            rss[m[1]!] = rssMiB(server.pid!);
+            if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
+              await new Promise((r) => setTimeout(r, SETTLE_MS));
+              settled = rssMiB(server.pid!);
+              cpuAtConnects = processCpuSeconds(server.pid!);
+              connectsStartedAt = performance.now();
+            }
+            load.stdin!.write('\n');
+          } else if (line.startsWith('{')) resolve(line);
+        }
       });
-      for (let i = 0; i < 64; i++) send();
-      setTimeout(resolve, 20_000).unref();
+      load.once('exit', (code) => reject(new Error(`load process exited with ${code}`)));
     });
-    const secs = Number(process.hrtime.bigint() - t0) / 1e9;
-    results[label] = { median_ms: +((secs * 1000) / done).toFixed(4), p99_ms: NaN };
-    (results[label] as Record<string, number>).per_second = Math.round(done / secs);
-    t.close();
-  };
-  const keys = Array.from({ length: 64 }, () => generateKeyPair());
-  await throughput('server: signed REGISTERs', (i) => {
-    const k = keys[i % keys.length]!;
-    return encodeRendezvous({ type: 'register', requestId: i + 1, publicKey: k.publicKey, reachable: false, rttMs: 1, candidates: [{ type: 'host', transport: 'udp', address: '10.0.0.1', port: 1000 + (i % 100), priority: 1 }] }, k.secretKey);
-  }, 5000);
-  await throughput('server: LOOKUPs', (i) => encodeRendezvous({ type: 'lookup', requestId: i + 1, target: { name: 'bob' } }), 20000);
-
-  for (const c of closers) c();
-  server.close();
-  udp.close();
-  tcp.close();
-
-  const out = join(here, 'results');
-  mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'rendezvous.json'), `${JSON.stringify({ date: new Date().toISOString(), node: process.version, rounds: ROUNDS, results }, null, 2)}\n`);
-  const lines = ['| Operation (loopback) | median ms | p99 ms | per second |', '|---|---|---|---|'];
-  for (const [k, v] of Object.entries(results)) {
-    const ps = (v as Record<string, number>).per_second;
-    lines.push(`| ${k} | ${v.median_ms} | ${Number.isNaN(v.p99_ms) ? '–' : v.p99_ms} | ${ps ?? '–'} |`);
+    const result = JSON.parse(await done) as { registered: number; registerSeconds: number; connectsSent: number; introductions: number; introductionsPerSecond: number; connectSeconds: number; loadCpuShareDuringConnects: number; errors: Record<string, number> };
+    const serverCpu = processCpuSeconds(server.pid!) - cpuAtConnects;
+    const wall = (performance.now() - connectsStartedAt) / 1000;
+    await stopPid(server);
+    const stopped = serverLog.split('\n').find((l) => l.includes('"serve: stopped"'));
+    const serverStats = stopped ? (JSON.parse(stopped) as { rendezvous?: Record<string, number> }).rendezvous : undefined;
+    return {
+      ...(serverStats ? { serverStats } : {}),
+      run,
+      rssMiB: rss,
+      rssSettledMiB: settled,
+      registered: result.registered,
+      registerSeconds: result.registerSeconds,
+      introductionsPerSecond: Math.round(result.introductionsPerSecond),
+      connectsSent: result.connectsSent,
+      introductions: result.introductions,
+      serverCpuShareDuringConnects: serverCpu / wall,
+      serverCpuUsPerIntroduction: result.introductions > 0 ? (serverCpu * 1e6) / result.introductions : NaN,
+      loadCpuShareDuringConnects: result.loadCpuShareDuringConnects,
+      errors: result.errors,
+    };
+  } finally {
+    await stopPid(load);
+    await stopPid(server);
+    ns.close();
   }
-  writeFileSync(join(out, 'rendezvous.md'), `# Rendezvous (loopback, ${process.version})\n\n${lines.join('\n')}\n`);
-  console.log(lines.join('\n'));
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+async function main(): Promise<void> {
+  const start = machine();
+  const runs: Run[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const r = await oneRun(i);
+    runs.push(r);
+    console.log(JSON.stringify(r));
+  }
+  const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+  const summary = {
+    rssMiB: Object.fromEntries(['idle', ...MILESTONES.map(String)].map((k) => [k, median(runs.map((r) => r.rssMiB[k]!))])),
+    rssSettledMiB: median(runs.map((r) => r.rssSettledMiB)),
+    introductionsPerSecond: median(runs.map((r) => r.introductionsPerSecond)),
+    introductionsMinMax: [Math.min(...runs.map((r) => r.introductionsPerSecond)), Math.max(...runs.map((r) => r.introductionsPerSecond))],
+    serverCpuUsPerIntroduction: median(runs.map((r) => r.serverCpuUsPerIntroduction)),
+    loadMaxCpuShare: Math.max(...runs.map((r) => r.loadCpuShareDuringConnects)),
+  };
+  writeResults('rendezvous', {
+    title: 'Rendezvous server: RSS per registered peer and introductions/s (separate signed load, rate limits on)',
+    start,
+    config: { serverFrom: existsSync(join(ROOT, 'dist', 'cli', 'main.js')) ? 'dist (npm run build)' : 'src through tsx (adds ~40 MiB of RSS; run npm run build first)', peers: PEERS, addresses: ADDRESSES, connectSeconds: CONNECT_SECONDS, offeredConnectsPerSecond: CONNECT_RATE, settleMs: SETTLE_MS, runs: RUNS, cores: CORES },
+    summary,
+    runs,
+    table: [
+      ['measure', 'median', 'runs'],
+      ...['idle', ...MILESTONES.map(String)].map((k) => [`RSS at ${k === 'idle' ? 'start' : `${k} peers`} (MiB)`, f(summary.rssMiB[k]!), runs.map((r) => f(r.rssMiB[k]!)).join(', ')]),
+      [`RSS at ${PEERS} peers after the replay window (MiB)`, f(summary.rssSettledMiB), runs.map((r) => f(r.rssSettledMiB)).join(', ')],
+      ['introductions/s', String(summary.introductionsPerSecond), runs.map((r) => String(r.introductionsPerSecond)).join(', ')],
+      ['server CPU µs per introduction', f(summary.serverCpuUsPerIntroduction), runs.map((r) => f(r.serverCpuUsPerIntroduction)).join(', ')],
+      ['load process CPU share during connects', `${f(summary.loadMaxCpuShare * 100, 0)}% (max)`, runs.map((r) => `${f(r.loadCpuShareDuringConnects * 100, 0)}%`).join(', ')],
+    ],
+    notes: [
+      `${PEERS} peers registered from ${ADDRESSES} source addresses (127.1.x.y) at ≤ 15 requests/s per address (the server limits at 20); REGISTER and CONNECT carry real Ed25519 signatures.`,
+      `Introductions: signed CONNECTs offered at ${CONNECT_RATE}/s for ${CONNECT_SECONDS} s; one introduction = one CONNECT_NOTIFY received by the initiator (errors are counted apart, in the JSON).`,
+      'If the load process\'s CPU share is near 100% the offered rate was not reached; the server\'s CPU share says whether the server was saturated.',
+    ],
+  });
+}
+
+await main();

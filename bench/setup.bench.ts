@@ -13,7 +13,7 @@
 // Env: SETUP_TRIALS (default 10), DELAY (default 10), SETUP_PAIRS=full,prc,prc-sym (default all three).
 // Writes bench/results/setup.{json,md}, with os.loadavg() at start and end: numbers from a loaded machine are not
 // quotable.
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,7 +65,20 @@ const pct = (xs: number[], p: number): number | null => {
 };
 const ratio = (x: number | null, y: number | null) => (x === null || y === null || y === 0 ? null : Number((x / y).toFixed(2)));
 
+/** Whole-machine CPU counters (/proc/stat 'cpu' line): how busy the machine was during the run, whoever loaded it. */
+function cpuTicks(): { busy: number; total: number } | null {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const total = f.reduce((x, y) => x + y, 0);
+    return { busy: total - idle, total };
+  } catch {
+    return null;
+  }
+}
 const loadStart = loadavg();
+const ticksStart = cpuTicks();
+const selfStart = process.cpuUsage();
 const links = Object.fromEntries(['a', 'natA', 'b', 'natB', 'server'].map((l) => [l, { delayMs: DELAY }]));
 // a→natA→internet→server (3 links), server→natB→b (3), then b→natB→natA→a (4).
 const floorMs = (3 + 3 + 4) * DELAY;
@@ -136,6 +149,11 @@ try {
 }
 
 const loadEnd = loadavg();
+const ticksEnd = cpuTicks();
+const busyPct = ticksStart && ticksEnd && ticksEnd.total > ticksStart.total
+  ? Math.round((100 * (ticksEnd.busy - ticksStart.busy)) / (ticksEnd.total - ticksStart.total))
+  : null;
+const self = process.cpuUsage(selfStart);
 const summary = results.map((r) => {
   const per = Object.fromEntries(
     IMPLS.map((impl) => {
@@ -183,7 +201,15 @@ const result = {
   delayPerLinkMs: DELAY,
   floorMs,
   trialsPerImplementation: TRIALS,
-  machine: { cpus: cpus().length, loadavgStart: loadStart.map((x) => Number(x.toFixed(2))), loadavgEnd: loadEnd.map((x) => Number(x.toFixed(2))) },
+  machine: {
+    cpus: cpus().length,
+    loadavgStart: loadStart.map((x) => Number(x.toFixed(2))),
+    loadavgEnd: loadEnd.map((x) => Number(x.toFixed(2))),
+    /** All CPUs, whole machine, during the run (the lab's own processes included). */
+    machineBusyPct: busyPct,
+    /** This bench driver's own CPU (the lab peers and servers are separate processes, counted in machineBusyPct). */
+    driverCpuMs: Math.round((self.user + self.system) / 1000),
+  },
   note: 'natpunch: cold connect() (fresh socket + gathering + rendezvous); natpunch-endpoint: Endpoint.connect() with both Endpoints up before the clock starts; hyperdht: connect() from a DHT node bootstrapped before the clock starts. Early data: natpunch passes one byte in IK message 1 when the connect path forwards `earlyData`, else writes it on a stream once connected; hyperdht writes it right after connect() (queued until open).',
   summary,
   raw: results,
@@ -195,7 +221,7 @@ const md = [
   '# setup',
   '',
   `Connection set-up, natpunch vs hyperdht in the same run (interleaved), NAT lab with ${DELAY} ms one-way per link; floor = one trip a→server→b plus one direct trip b→a = ${floorMs} ms. ${TRIALS} trials per implementation and pair. ${result.date}.`,
-  `Machine: ${result.machine.cpus} CPUs, load average ${result.machine.loadavgStart.join(' / ')} at the start and ${result.machine.loadavgEnd.join(' / ')} at the end${loadStart[0]! > 1 ? ' — **loaded: these numbers show the benchmark works; they are not quotable**' : ''}.`,
+  `Machine: ${result.machine.cpus} CPUs, load average ${result.machine.loadavgStart.join(' / ')} at the start and ${result.machine.loadavgEnd.join(' / ')} at the end, CPUs ${busyPct ?? '?'}% busy during the run${loadStart[0]! > 1 ? ' — **loaded: these numbers show the benchmark works; they are not quotable**' : ''}.`,
   '',
   '(a) = connect() call → connected, (b) = connect() call → first byte at the listener; each "median / p90 ms (× floor)".',
   '',

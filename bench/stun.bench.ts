@@ -24,6 +24,9 @@ const LOADGEN_MAX_CPU = 0.8;
 
 interface Run {
   server: 'coturn' | 'natpunch';
+  /** natpunch runs: the workers and UDP implementation it reported (the bench checks what actually ran). */
+  natpunchWorkers?: number | null;
+  natpunchUdp?: string | null;
   cores: string;
   run: number;
   sent: number;
@@ -42,8 +45,11 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
   const workers = coreCount(cores);
   const child =
     server === 'natpunch'
-      ? ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers)], cores)
+      ? ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--no-relay', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers), '--json'], cores)
       : ns.spawn('turnserver', coturnArgs(PORT, { stunOnly: true, threads: workers, logDir }), cores);
+  // What natpunch says it runs (implementation, workers), from its --json "listening" line.
+  let listening = '';
+  child.stdout!.on('data', (d: Buffer) => (listening += d.toString()));
   try {
     const probe = async () => {
       const r = await runToEnd(ns.spawn(loadgen, ['127.0.0.1', String(PORT), '0.05', '200', '1']), 5000);
@@ -57,9 +63,11 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
     const cpu = processCpuSeconds(child.pid!) - cpu0;
     const out = JSON.parse(r.stdout) as { sent: number; valid: number; seconds: number; cpu_user: number; cpu_sys: number };
     const loadgenCpuShare = (out.cpu_user + out.cpu_sys) / (out.seconds + 0.2);
+    const ran = server === 'natpunch' ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as { workers?: number; udpImplementation?: string }) : {};
     return {
       server,
       cores,
+      ...(server === 'natpunch' ? { natpunchWorkers: ran.workers ?? null, natpunchUdp: ran.udpImplementation ?? null } : {}),
       run,
       sent: out.sent,
       valid: out.valid,

@@ -3,9 +3,11 @@
 // (NATPUNCH_BENCH_TRIALS to repeat); a cell is "ok" only when the connection carried data both ways intact.
 // Two more columns run the whole connect({ transport: 'tcp' }) between the peers (Noise session, 64 KiB hashed both
 // ways) through the SeqDriver's `natpunch serve --spoof` and through a plain `natpunch serve`, and name the technique
-// connect() ended up using (P2P-NAT first; STUNT #1 / NATBlaster when it fails).
+// connect() ended up using (P2P-NAT, with STUNT #1 / NATBlaster beside it on their own port 1 s later when both
+// peers may use raw sockets; src/traversal/tcp-path.ts).
 // Writes bench/results/tcp-techniques.json and .md.
 import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, labUnavailableReason, NAT_TYPES, type NatOptions } from '../src/lab/index.js';
@@ -34,6 +36,7 @@ const rows: Array<{ name: string; nat: NatOptions }> = [
     name: 'port-restricted-cone, drops SYN after SYN, translates outbound SYN-ACK',
     nat: { type: 'port-restricted-cone', stealth: true, dropSynAfterSyn: true, translateOutboundSynAck: true },
   },
+  { name: 'port-restricted-cone, drops every inbound SYN after tracking it', nat: { type: 'port-restricted-cone', stealth: true, dropInboundSyn: true } },
   { name: 'full-cone, translates outbound SYN-ACK', nat: { type: 'full-cone', translateOutboundSynAck: true } },
   { name: 'port-restricted-cone, rewrites sequence numbers', nat: { type: 'port-restricted-cone', translateOutboundSynAck: true, rewriteTcpSequence: true } },
 ];
@@ -99,7 +102,8 @@ try {
 
 const outDir = join(here, 'results');
 mkdirSync(outDir, { recursive: true });
-const meta = { date: new Date().toISOString(), node: process.version, uplinkDelayMs: UPLINK_DELAY_MS, trials: TRIALS, attemptTimeoutMs: ATTEMPT_TIMEOUT_MS };
+// The machine's load when the run ended: numbers from a loaded machine are not quotable.
+const meta = { date: new Date().toISOString(), node: process.version, loadavg: os.loadavg(), cpus: os.cpus().length, uplinkDelayMs: UPLINK_DELAY_MS, trials: TRIALS, attemptTimeoutMs: ATTEMPT_TIMEOUT_MS };
 writeFileSync(join(outDir, 'tcp-techniques.json'), `${JSON.stringify({ ...meta, results }, null, 2)}\n`);
 const cellText = (c: Cell) => {
   if (c.ok === c.trials) return `✅ ${c.ok}/${c.trials}${c.ms.length ? ` (${Math.max(...c.ms)} ms)` : ''}`;
@@ -114,11 +118,12 @@ const connectText = (c: ConnectCell) => {
 const md = [
   '# TCP traversal techniques across the lab NATs',
   '',
-  `${meta.date}, Node ${meta.node}; both NATs of a row alike; ${UPLINK_DELAY_MS} ms delay on each NAT uplink; ${TRIALS} attempt(s) per cell, ${ATTEMPT_TIMEOUT_MS} ms each.`,
+  `${meta.date}, Node ${meta.node}, load average ${meta.loadavg.map((l) => l.toFixed(2)).join(' ')} on ${meta.cpus} CPUs; both NATs of a row alike; ${UPLINK_DELAY_MS} ms delay on each NAT uplink; ${TRIALS} attempt(s) per cell, ${ATTEMPT_TIMEOUT_MS} ms each.`,
   'A cell is ✅ only when one connection carried data both ways intact; ms = time to ESTABLISHED (the later side).',
   'Failure reasons: PUNCH_FAILED (P2P-NAT / STUNT #2 found no path), no-syn-ack, sequence-rewritten, mapping-mismatch.',
   'connect() columns: the technique connect({ transport: \'tcp\' }) used and the time from starting the connector to its',
-  'session carrying data (process start, rendezvous, P2P-NAT — 8 s before the sequence techniques take over — and Noise).',
+  'session carrying data (process start, rendezvous, P2P-NAT — with the sequence techniques beside it on their own port',
+  'from 1 s when both peers may use raw sockets — and Noise).',
   '',
   `| NAT (both sides) | ${TECHNIQUES.map((t) => TECHNIQUE_NAMES[t]).join(' | ')} | ${CONNECT_COLUMNS.map((c) => c.title).join(' | ')} |`,
   `|---|${TECHNIQUES.map(() => '---').join('|')}|${CONNECT_COLUMNS.map(() => '---').join('|')}|`,

@@ -24,6 +24,9 @@ const LOAD_MAX_CPU = 0.8;
 
 interface Run {
   server: 'coturn' | 'natpunch';
+  /** natpunch runs: the workers and UDP implementation it reported (the bench checks what actually ran). */
+  natpunchWorkers?: number | null;
+  natpunchUdp?: string | null;
   cores: string;
   clients: number;
   size: number;
@@ -54,11 +57,14 @@ async function oneRun(server: Run['server'], cores: string, clients: number, siz
   const child =
     server === 'natpunch'
       ? ns.spawn(process.execPath, [
-          NATPUNCH_BIN, 'serve', '--turn', '--no-rendezvous', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers),
-          '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000', '--min-port', '40000', '--max-port', '49999',
+          NATPUNCH_BIN, 'serve', '--turn', '--no-relay', '--no-rendezvous', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers),
+          '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000', '--min-port', '40000', '--max-port', '49999', '--json',
         ], cores)
       : ns.spawn('turnserver', coturnArgs(PORT, { threads: workers, logDir, user: 'bench:bench', relayPorts: [50000, 59999] }), cores);
   const peer = ns.spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(PEER_PORT)], CORES.load);
+  // What natpunch says it runs (implementation, workers), from its --json "listening" line.
+  let listening = '';
+  child.stdout!.on('data', (d: Buffer) => (listening += d.toString()));
   try {
     const probe = async () => {
       const r = await runToEnd(ns.spawn('turnutils_uclient', ['-u', 'bench', '-w', 'bench', '-p', String(PORT), '-e', '127.0.0.1', '-r', String(PEER_PORT), '-n', '1', '-c', '127.0.0.1']), 10_000);
@@ -80,9 +86,11 @@ async function oneRun(server: Run['server'], cores: string, clients: number, siz
     const stat = /CHILDSTAT .*\) (.*)$/m.exec(out)?.[1]?.split(' ') ?? [];
     const uclientCpu = (Number(stat[13] ?? 0) + Number(stat[14] ?? 0)) / 100;
     const relayed = u.sent + u.received;
+    const ran = server === 'natpunch' ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as { workers?: number; udpImplementation?: string }) : {};
     return {
       server,
       cores,
+      ...(server === 'natpunch' ? { natpunchWorkers: ran.workers ?? null, natpunchUdp: ran.udpImplementation ?? null } : {}),
       clients,
       size,
       run,

@@ -6,7 +6,8 @@
 import { silentLogger, type Logger } from './util/log.js';
 import { NatpunchError, isNatpunchError } from './util/errors.js';
 import { timeoutSignal } from './util/abort.js';
-import { peerTarget } from './identity/verify.js';
+import { peerTarget, type PeerSpec } from './identity/verify.js';
+import type { PeerPins } from './identity/known-peers.js';
 import type { Session } from './session/session.js';
 import { createEndpoint, Endpoint } from './endpoint/endpoint.js';
 import { rendezvousServer } from './endpoint/local.js';
@@ -70,10 +71,22 @@ export async function listen(options: ListenOptions): Promise<Endpoint> {
   return createEndpoint(options);
 }
 
+/**
+ * The key the ICMP path must authenticate for `to`: the key given, or the one a name is pinned to. A name with
+ * neither is refused: ICMP has no rendezvous to resolve it, and without a key any server would be accepted.
+ */
+async function icmpPeerKey(to: PeerSpec, pins: PeerPins | undefined): Promise<Buffer> {
+  const target = peerTarget(to);
+  if (target.key) return target.key;
+  const pinned = target.name && pins?.pinned ? await pins.pinned(target.name) : null;
+  if (pinned) return Buffer.from(pinned);
+  throw new NatpunchError('PEER_KEY_MISMATCH', `ICMP hole punching cannot check who "${target.name}" is: give its key (--peer-key, or to: { name, key }), or connect once through the rendezvous so the name is pinned`);
+}
+
 /** The `icmp` technique of connect(): ICMP hole punching to the server's public address (no rendezvous). */
 async function connectViaIcmp(options: ConnectOptions, logger: Logger): Promise<Session> {
   const icmp = options.icmp!;
-  const peerKey = options.to === undefined ? null : peerTarget(options.to).key ?? null;
+  const peerKey = options.to === undefined ? null : await icmpPeerKey(options.to, options.knownPeers);
   const { connectIcmp } = await import('./traversal/icmp.js');
   return connectIcmp({
     keyPair: options.keyPair,

@@ -34,9 +34,18 @@ export function buildLoadgen(name: string): string {
 /** A network namespace with only loopback up; `close()` deletes it by name (and so every socket bound in it). */
 export class Netns {
   readonly name: string;
+  /** Deletes the namespace even when the bench dies on an exception. */
+  readonly #onExit = () => this.close();
+  readonly #onSignal = () => {
+    this.close();
+    process.exit(130);
+  };
   constructor(label: string) {
     this.name = `np${randomBytes(3).toString('hex')}-${label}`.slice(0, 15);
     run('ip', ['netns', 'add', this.name]);
+    process.on('exit', this.#onExit);
+    process.on('SIGINT', this.#onSignal);
+    process.on('SIGTERM', this.#onSignal);
     run('ip', ['-n', this.name, 'link', 'set', 'lo', 'up']);
   }
   /** argv to run `cmd` inside the namespace, pinned to `cores` when given. */
@@ -44,11 +53,14 @@ export class Netns {
     const inner = cores ? ['taskset', '-c', cores, cmd, ...args] : [cmd, ...args];
     return ['ip', ['netns', 'exec', this.name, ...inner]];
   }
-  spawn(cmd: string, args: string[], cores?: string): ChildProcess {
+  spawn(cmd: string, args: string[], cores?: string, options: { stdin?: boolean } = {}): ChildProcess {
     const [c, a] = this.argv(cmd, args, cores);
-    return spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'], cwd: ROOT });
+    return spawn(c, a, { stdio: [options.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'], cwd: ROOT });
   }
   close(): void {
+    process.off('exit', this.#onExit);
+    process.off('SIGINT', this.#onSignal);
+    process.off('SIGTERM', this.#onSignal);
     spawnSync('ip', ['netns', 'del', this.name]);
   }
 }

@@ -699,13 +699,19 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     return dropped;
   }
 
-  // queue(data: Uint8Array, address: string, port: number) -> false when the address is not a numeric IP.
+  // queue(data: Uint8Array, address: string, port: number, tail?: Uint8Array) -> false when the address is not a
+  // numeric IP. With `tail`, the datagram is data followed by tail (a header and a payload without joining them in JS,
+  // e.g. TURN ChannelData, RFC 8656 section 12.4).
   Napi::Value Queue(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsString() || !info[2].IsNumber())
       throw Napi::TypeError::New(env, "queue(data, address, port)");
     Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
-    size_t len = data.ByteLength();
+    Napi::Uint8Array tail;
+    bool hasTail = info.Length() > 3 && info[3].IsTypedArray();
+    if (hasTail) tail = info[3].As<Napi::Uint8Array>();
+    size_t headLen = data.ByteLength();
+    size_t len = headLen + (hasTail ? tail.ByteLength() : 0);
     if (len > kMaxDatagram) return Napi::Boolean::New(env, false);
     char host[INET6_ADDRSTRLEN + 32];
     size_t hostLen = 0;
@@ -746,7 +752,8 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       v6->sin6_scope_id = scope;
       slen = sizeof(sockaddr_in6);
     }
-    memcpy(sendArena_ + arenaUsed_, data.Data(), len);
+    memcpy(sendArena_ + arenaUsed_, data.Data(), headLen);
+    if (hasTail) memcpy(sendArena_ + arenaUsed_ + headLen, tail.Data(), len - headLen);
     siov_[queued_].iov_base = sendArena_ + arenaUsed_;
     siov_[queued_].iov_len = len;
     arenaUsed_ += len;

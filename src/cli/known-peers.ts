@@ -11,14 +11,31 @@ export const PEER_KEY_HELP = 'the peer\'s key (64 hex): with a name, the rendezv
 
 export const KNOWN_PEERS_FILE_HELP = 'the known peers file (default ~/.natpunch/known_peers)';
 
+/** The CLI's pin store: says so on stderr when it pins a name for the first time (as ssh's "Permanently added"). */
+class AnnouncingKnownPeers extends KnownPeers {
+  constructor(
+    options: ConstructorParameters<typeof KnownPeers>[0],
+    readonly json: boolean,
+  ) {
+    super(options);
+  }
+
+  override async remember(name: string, key: Uint8Array): Promise<void> {
+    await super.remember(name, key);
+    const hex = Buffer.from(key).toString('hex');
+    if (this.json) process.stderr.write(`${JSON.stringify({ phase: 'pinned', name, key: hex, file: this.file })}\n`);
+    else process.stderr.write(`natpunch: pinned "${name}" to key ${hex} in ${this.file} (first connection by this name; later ones must present this key)\n`);
+  }
+}
+
 /** The known_peers store of the CLI: --known-peers FILE or ~/.natpunch/known_peers; notes go to stderr. */
-export function knownPeersStore(file: string | undefined): KnownPeers {
-  return new KnownPeers({ ...(file ? { file } : {}), warn: (line) => process.stderr.write(`natpunch: ${line}\n`) });
+export function knownPeersStore(file: string | undefined, json = false): KnownPeers {
+  return new AnnouncingKnownPeers({ ...(file ? { file } : {}), warn: (line) => process.stderr.write(`natpunch: ${line}\n`) }, json);
 }
 
 /** The `to` and `knownPeers` options of connect() for PEER (name or key) and the pinning flags. */
-export function pinOptions(peer: string, opts: { peerKey?: string; knownPeers?: string }): { to: PeerSpec; knownPeers: KnownPeers } {
-  const knownPeers = knownPeersStore(opts.knownPeers);
+export function pinOptions(peer: string, opts: { peerKey?: string; knownPeers?: string; json?: boolean }): { to: PeerSpec; knownPeers: KnownPeers } {
+  const knownPeers = knownPeersStore(opts.knownPeers, Boolean(opts.json));
   if (opts.peerKey === undefined) return { to: peer, knownPeers };
   if (!isPeerId(opts.peerKey)) throw new NatpunchError('BAD_ARGUMENT', `--peer-key: "${opts.peerKey.slice(0, 80)}" is not a peer key (64 hex characters)`);
   const key = opts.peerKey.toLowerCase();

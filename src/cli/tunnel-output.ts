@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { parseRendezvousList } from '../rendezvous/client.js';
 import { isPeerId, keyToId } from '../session/identity.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Progress } from '../natpunch.js';
@@ -210,7 +211,7 @@ export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Pr
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
   const link = linkTo({
-    keyPair, ...pinOptions(to, opts), rendezvous: parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
+    keyPair, ...pinOptions(to, opts), rendezvous: parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     ...(opts.wait ? { waitMs: opts.wait } : {}),
     onProgress: (p) => emit(p as unknown as Record<string, unknown>),

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { isNatpunchError } from '../util/errors.js';
+import { isNatpunchError, NatpunchError } from '../util/errors.js';
 
 export interface GlobalOptions {
   debug?: boolean;
@@ -31,12 +31,19 @@ export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
+/** The code a failure line ends with: a NatpunchError's, a system error's (ECONNREFUSED, ...), else ERROR. */
+export function errorCode(err: unknown): string {
+  if (isNatpunchError(err)) return err.code;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^[A-Z][A-Z0-9_]*$/.test(code) ? code : 'ERROR';
+}
+
 export function printError(err: unknown, debug: boolean): void {
   if (debug && err instanceof Error) {
     process.stderr.write(`${err.stack ?? err.message}\n`);
     return;
   }
-  const code = isNatpunchError(err) ? ` [${err.code}]` : '';
+  const code = ` [${errorCode(err)}]`;
   const message = err instanceof Error ? err.message : String(err);
   process.stderr.write(`natpunch: ${message.split('\n')[0]}${code}\n`);
 }
@@ -64,7 +71,9 @@ export function parseHostPort(text: string, defaultPort: number): { host: string
 
 export function checkPort(text: string, context = text): number {
   const port = Number(text);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`invalid port in "${context}"`);
+  if (!/^\d+$/.test(text) || !Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new NatpunchError('BAD_ARGUMENT', `invalid port in "${context}": a port is a number from 0 to 65535`);
+  }
   return port;
 }
 

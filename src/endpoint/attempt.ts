@@ -9,7 +9,7 @@ import { advice, plan as makePlan, type PlanSwitches } from '../traversal/planne
 import { race } from '../traversal/race.js';
 import { hardPunchTechnique } from '../traversal/hard-punch.js';
 import { relayTechnique } from '../traversal/relay-technique.js';
-import { tcpTechnique } from '../traversal/tcp.js';
+import { tcpTechnique } from '../traversal/tcp-technique.js';
 import { udpChecksTechnique, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
 import type { NatView, Technique, TechniqueName } from '../traversal/technique.js';
@@ -23,6 +23,25 @@ import type { ResolvedTechniques } from './defaults.js';
 import type { LocalState } from './local.js';
 import type { Progress, RendezvousLike } from './types.js';
 import { upgradeInBackground } from './upgrade.js';
+import { connectionOutcome } from '../rendezvous/outcome.js';
+
+/** Technique names as outcome reports spell them (wire/rendezvous.ts REPORT_TECHNIQUES). */
+const REPORT_TECHNIQUE_OF: Record<TechniqueName, string> = {
+  'udp-checks': 'udp',
+  mapped: 'mapped',
+  predict: 'udp-predict',
+  birthday: 'birthday',
+  'double-random': 'hardnat',
+  relay: 'relay',
+  tcp: 'tcp-p2pnat',
+  icmp: 'icmp',
+};
+
+/** A side's NAT as reports name it: the planner knows mapping behaviour (cone or per destination), not filtering. */
+function reportNat(v: NatView): string {
+  if (!v.udp) return 'udp-blocked';
+  return v.kind === 'sequential' || v.kind === 'random' ? 'symmetric' : 'unknown';
+}
 
 export interface AttemptInput {
   role: 'initiator' | 'responder';
@@ -37,6 +56,8 @@ export interface AttemptInput {
   allow?: Allow;
   techniques: ResolvedTechniques;
   tuning: SessionTuning;
+  /** This side's NAT type when the caller knows it (netcheck), for the outcome report. */
+  natType?: string;
   relayHoldMs?: number;
   logger: Logger;
   progress: (p: Progress) => void;
@@ -118,10 +139,13 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
         break;
       case 'tcp':
         techniques.set('tcp', tcpTechnique({
-          local: a.local.tcp!,
-          sequence: { mode: a.techniques.tcpSequence, channel: seqChannel(a.local.rendezvous, a.connectionId, a.peerKey) },
+          local: () => a.local.tcp,
+          sequence: a.techniques.tcpSequence,
+          sequenceChannel: () => seqChannel(a.local.rendezvous, a.connectionId, a.peerKey),
           ...(a.startAt !== undefined ? { startAt: a.startAt } : {}),
-        }, tuning));
+          ...(tuning.keepAliveMs !== undefined ? { keepAliveMs: tuning.keepAliveMs } : {}),
+          ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
+        }));
         break;
       case 'icmp':
         break;
@@ -130,7 +154,20 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
   a.progress({ phase: 'punching', pairs: rest.length, plan: p.steps.map((s) => ({ technique: s.technique, holdMs: s.holdMs })), local: localNat.kind, remote: remoteNat.kind });
   a.logger.info({ peer: keyToId(a.peerKey), local: localNat.kind, remote: remoteNat.kind, plan: p.steps.map((s) => `${s.technique}@${s.holdMs}`), skipped: p.skipped }, 'plan');
   const localCandidates = a.local.candidates().filter((c) => !(c.type === 'predicted' && c.transport === 'udp'));
-  const won = await race({
+  const startedAt = Date.now();
+  // One signed outcome report per attempt to the rendezvous (counted into its metrics and dashboard): enumerations
+  // and timings only, never an address or payload (src/rendezvous/outcome.ts). Best effort, never awaited.
+  const report = (outcome: { path?: Session['path']; error?: unknown }) =>
+    void a.local.rendezvous?.report?.(
+      connectionOutcome({
+        connectionId: a.connectionId, role: a.role, startedAt, ...outcome,
+        tried: p.steps.map((s) => REPORT_TECHNIQUE_OF[s.technique]),
+        localNat: a.natType ?? reportNat(localNat), peerNat: reportNat(remoteNat),
+      }),
+    ).catch(() => {});
+  let won: Awaited<ReturnType<typeof race>>;
+  try {
+    won = await race({
     plan: p,
     techniques,
     ctx: {
@@ -149,7 +186,12 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     signal: a.signal,
     advice: advice(localNat, remoteNat, p, sw),
   });
+  } catch (err) {
+    report({ error: err });
+    throw err;
+  }
   const session = won.session;
+  report({ path: session.path });
   const cp = session.path.candidatePair;
   if (won.transport === 'tcp' && session.path.transportReason) progress(a, { phase: 'transport', transport: 'tcp', reason: session.path.transportReason });
   a.progress({

@@ -35,6 +35,8 @@ export interface EndpointOptions extends ListenOptions {
   accept?: boolean;
   /** Register with the rendezvous (default true; a one-shot connect() registers only to get relay credentials). */
   register?: boolean;
+  /** Names pinned to keys for connect(name) (ConnectOptions.knownPeers, src/identity/known-peers.ts). */
+  knownPeers?: PeerPins;
 }
 
 export interface EndpointConnectOptions {
@@ -192,7 +194,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
         session = await runAttempt({
           role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
         });
@@ -202,12 +204,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
         // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
         // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
-        pin = await verifyPeer(target, offer.peerKey, options.knownPeers);
+        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
         progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
         session = await runAttempt({
           role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
           ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local, keyPair: this.#options.keyPair, techniques: this.#techniques,
+          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques,
           tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
           logger: this.#logger, progress, signal,
@@ -271,7 +273,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const session = await runAttempt({
         role: 'responder', connectionId: offer.connectionId, peerKey: Buffer.from(offer.peerKey), remote: offer.candidates,
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-        local: this.#local, keyPair: this.#options.keyPair,
+        local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}),
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),

@@ -86,6 +86,7 @@ function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Pa
     ...(init.name !== undefined ? { name: init.name } : {}),
     candidates: init.candidates,
     logger: init.logger,
+    ...(init.report === false ? { report: false } : {}),
   });
 }
 
@@ -146,6 +147,7 @@ export class LocalState {
             ...(o.name !== undefined ? { name: o.name } : {}),
             candidates: () => self.state?.candidates() ?? host,
             logger: o.logger,
+            ...(o.report === false ? { report: false } : {}),
           })
         : null;
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);
@@ -176,6 +178,10 @@ export class LocalState {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
+      // Transport tcp: the UDP measurement took fresh ports after TCP's window was measured (many sequential NATs
+      // count both with one counter), so measure TCP again: the window we offer must start after our latest
+      // allocation (tcp-predict.ts). With UDP on, the UDP window stays the latest: its hard punch runs first.
+      if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed) st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);
@@ -253,7 +259,7 @@ export class LocalState {
           return;
         }
         // UDP from our socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
-        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
+        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, serverName: rv.server.host, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
       } else {
         const s = typeof spec === 'string' ? parseRelaySpec(spec) : spec;
         this.#relay = await RelayPath.open({ transport: this.socket, ...s, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });

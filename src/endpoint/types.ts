@@ -15,6 +15,7 @@ import type { TechniqueEvent, TechniqueName } from '../traversal/technique.js';
 import type { RelayPath } from '../relay/path.js';
 import type { PortMapperOptions } from '../portmap/mapper.js';
 import type { Logger } from '../util/log.js';
+import type { ConnectionOutcome } from '../rendezvous/client.js';
 import type { PeerSpec } from '../identity/verify.js';
 import type { PeerPins } from '../identity/known-peers.js';
 import type { IkReplayCache } from '../session/handshake-ik.js';
@@ -36,6 +37,8 @@ export interface RendezvousLike {
   /** SEQ_OFFER (TCP sequence-number techniques): publish ours, wait for the peer's. Optional for custom clients. */
   exchangeSeqOffer?(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }>;
   awaitSeqOffer?(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }>;
+  /** Outcome report after an attempt (src/rendezvous/outcome.ts). Optional for custom clients; never throws. */
+  report?(outcome: ConnectionOutcome): Promise<boolean>;
 }
 
 
@@ -56,6 +59,8 @@ export type RendezvousFactory = (init: {
   name?: string;
   candidates: () => Candidate[];
   logger: Logger;
+  /** false: the client sends no outcome reports. */
+  report?: boolean;
 }) => RendezvousLike;
 
 /** Progress of connect()/listen(), for CLIs and logs. */
@@ -130,6 +135,11 @@ export interface CommonOptions {
    * (prediction / birthday). `false` turns it off; an object sets the double-random budget or STUN servers.
    */
   hardNat?: boolean | HardNatOptions;
+  /** Send the rendezvous a signed outcome report after each attempt (NAT types, techniques, timings; never payload,
+   *  never an address). Default true; `--no-report` / false turns it off. */
+  report?: boolean;
+  /** This side's NAT type when known (e.g. from netcheck), for outcome reports only. */
+  natType?: string;
 }
 
 /** A relay: 'auto' (default: the credentials the rendezvous hands its peers), credentials

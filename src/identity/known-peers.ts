@@ -35,6 +35,8 @@ export interface PeerPins {
   check(name: string, key: Uint8Array): Promise<'pinned' | 'new'>;
   /** Pins `name` to `key` if it is not pinned yet (after a successful, authenticated connection). */
   remember(name: string, key: Uint8Array): Promise<void>;
+  /** The key `name` is pinned to, if any (used where no rendezvous introduces the peer, e.g. ICMP hole punching). */
+  pinned?(name: string): Promise<Uint8Array | null>;
 }
 
 export interface KnownPeerEntry {
@@ -92,6 +94,11 @@ export class KnownPeers implements PeerPins {
 
   async get(name: string): Promise<KnownPeerEntry | null> {
     return (await this.list()).find((e) => e.name === name) ?? null;
+  }
+
+  async pinned(name: string): Promise<Uint8Array | null> {
+    const entry = await this.get(name);
+    return entry ? Buffer.from(entry.key, 'hex') : null;
   }
 
   async check(name: string, key: Uint8Array): Promise<'pinned' | 'new'> {

@@ -44,7 +44,7 @@ interface BatchUdpNative {
   start(): void;
   stop(): void;
   close(): void;
-  queue(data: Uint8Array, address: string, port: number): boolean;
+  queue(data: Uint8Array, address: string, port: number, tail?: Uint8Array): boolean;
   flush(): number;
   stats(): BatchedStats;
   ref(): void;
@@ -186,13 +186,24 @@ export class BatchedUdpSocket implements DatagramTransport {
     if (this.#closed) return;
     // false: not a numeric address (never the case for replies, which go to addresses taken from packets).
     this.#native.queue(msg, address, port);
-    if (!this.#inBatch && !this.#flushScheduled) {
-      this.#flushScheduled = true;
-      setImmediate(() => {
-        this.#flushScheduled = false;
-        if (!this.#closed) this.#native.flush();
-      });
-    }
+    this.#scheduleFlush();
+  }
+
+  /** Outside a batch, queued datagrams leave together once per event-loop turn. */
+  #scheduleFlush(): void {
+    if (this.#inBatch || this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => {
+      this.#flushScheduled = false;
+      if (!this.#closed) this.#native.flush();
+    });
+  }
+
+  /** Sends `head` followed by `tail` as one datagram, without joining them first (TURN ChannelData header + data). */
+  sendParts(head: Uint8Array, tail: Uint8Array, port: number, address: string): void {
+    if (this.#closed) return;
+    this.#native.queue(head, address, port, tail);
+    this.#scheduleFlush();
   }
 
   onMessage(listener: DatagramListener): () => void {

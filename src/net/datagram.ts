@@ -27,13 +27,15 @@ export class NodeDatagramTransport implements DatagramTransport {
   readonly socket: dgram.Socket;
   #events = new EventEmitter();
   #closed = false;
+  #connected = false;
 
   private constructor(socket: dgram.Socket) {
     this.socket = socket;
     this.#events.setMaxListeners(0);
     socket.on('message', (msg, rinfo) => this.#events.emit('message', msg, rinfo as RemoteInfo));
-    // ICMP errors surface as 'error' on connected sockets only; an unconnected socket must never crash the process.
-    socket.on('error', () => {});
+    // ICMP errors surface as 'error' on connected sockets only (onError); an unconnected socket must never crash the
+    // process.
+    socket.on('error', (err) => this.#events.emit('socket-error', err));
     socket.on('close', () => {
       this.#closed = true;
     });
@@ -52,20 +54,44 @@ export class NodeDatagramTransport implements DatagramTransport {
     return new NodeDatagramTransport(socket);
   }
 
+  /**
+   * A socket connect()ed to one peer, for one-server clients (`natpunch stun`): the kernel then reports ICMP port
+   * unreachable as ECONNREFUSED (onError), so a closed port fails at once instead of after every retransmission.
+   * It only exchanges datagrams with that peer; send()'s address is ignored.
+   */
+  static async connect(peer: { address: string; port: number }, options: { address?: string } = {}): Promise<NodeDatagramTransport> {
+    const transport = await NodeDatagramTransport.bind({ type: peer.address.includes(':') ? 'udp6' : 'udp4', ...(options.address ? { address: options.address } : {}) });
+    await new Promise<void>((resolve, reject) => {
+      transport.socket.once('error', reject);
+      transport.socket.connect(peer.port, peer.address, () => {
+        transport.socket.off('error', reject);
+        resolve();
+      });
+    });
+    transport.#connected = true;
+    return transport;
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
 
   send(msg: Uint8Array, port: number, address: string): void {
     if (this.#closed) return;
-    this.socket.send(msg, port, address, () => {
-      // Send errors (EHOSTUNREACH, ENETUNREACH) are expected while probing; callers learn of loss by timeouts.
-    });
+    // Send errors (EHOSTUNREACH, ENETUNREACH) are expected while probing; callers learn of loss by timeouts.
+    if (this.#connected) this.socket.send(msg, () => {});
+    else this.socket.send(msg, port, address, () => {});
   }
 
   onMessage(listener: DatagramListener): () => void {
     this.#events.on('message', listener);
     return () => this.#events.off('message', listener);
+  }
+
+  /** Socket errors: on a connected socket, ICMP errors (ECONNREFUSED for port unreachable). */
+  onError(listener: (err: NodeJS.ErrnoException) => void): () => void {
+    this.#events.on('socket-error', listener);
+    return () => this.#events.off('socket-error', listener);
   }
 
   address() {

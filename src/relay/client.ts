@@ -23,6 +23,7 @@ import {
   type Peer,
   type StunMsg,
 } from './message.js';
+import { RFC8489_TIMING, TransactionTable } from '../stun/transaction.js';
 
 /** RFC 8489 §6.2.1: initial RTO 500 ms, doubled per retransmission, Rc = 7 (UDP only). */
 export const INITIAL_RTO_MS = 500;
@@ -39,6 +40,12 @@ export const CHANNEL_REFRESH_MS = 540_000;
 export const SETUP_RETRY_MS = 5_000;
 /** Datagrams queued for a peer while its permission/channel is being set up. */
 export const MAX_QUEUED_PER_PEER = 64;
+/**
+ * Unauthenticated requests over UDP (the first Allocate, before the 401) are padded to this size with PADDING
+ * (RFC 5780 §7.6), so the server's challenge is no larger than what we sent and its anti-amplification budget
+ * (relay/server.ts AMPLIFIED_BURST) never delays us. 160 bytes cover a 401 whose realm has up to ~50 characters.
+ */
+export const UNAUTHENTICATED_REQUEST_PAD_BYTES = 160;
 
 export interface TurnClientOptions {
   /** The TURN server (IP literal) and port. */
@@ -81,11 +88,6 @@ export interface Allocation {
   reservationToken?: Buffer;
 }
 
-interface Pending {
-  resolve: (m: StunMsg) => void;
-  reject: (e: unknown) => void;
-}
-
 interface PeerState {
   /** When setting up a channel to this peer last failed (403 by policy, …): no retry for a while. */
   failedAt: number;
@@ -113,7 +115,7 @@ export class TurnClient {
   readonly #log: Logger;
   readonly #transport: DatagramTransport | null;
   readonly #tcp: net.Socket | null;
-  readonly #pending = new Map<string, Pending>();
+  readonly #transactions = new TransactionTable<string, StunMsg>();
   readonly #events = new EventEmitter();
   readonly #peers = new Map<string, PeerState>();
   readonly #channels = new Map<number, Peer>();
@@ -208,37 +210,34 @@ export class TurnClient {
       }
     }
     const sha256 = this.#offered !== null && this.#algorithm === PasswordAlgorithm.SHA256;
+    if (!(authenticated && this.#key) && !this.#tcp) {
+      // PADDING's own header (4) and FINGERPRINT (8) come on top of what is built so far.
+      const pad = UNAUTHENTICATED_REQUEST_PAD_BYTES - b.length - 4 - 8;
+      if (pad > 0) b.add(A.PADDING, Buffer.alloc(pad));
+    }
     const msg = authenticated && this.#key ? b.finish({ key: this.#key, integrity: sha256 ? 'sha256' : 'sha1', fingerprint: true }) : b.finish({ fingerprint: true });
     const key = tid.toString('hex');
     const timeoutMs = this.#opts.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;
-    return new Promise<StunMsg>((resolve, reject) => {
-      if (this.#closed) return reject(new NatpunchError('SOCKET_CLOSED', 'TURN client is closed'));
-      if (signal?.aborted) return reject(new NatpunchError('ABORTED', 'operation aborted', { cause: signal.reason }));
-      let rto = INITIAL_RTO_MS;
-      let sent = 0;
-      let timer: NodeJS.Timeout | null = null;
-      const deadline = setTimeout(() => finish(new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`)), timeoutMs);
-      const onAbort = () => finish(new NatpunchError('ABORTED', 'operation aborted', { cause: signal?.reason }));
-      const finish = (err: unknown, m?: StunMsg) => {
-        if (timer) clearTimeout(timer);
-        clearTimeout(deadline);
-        signal?.removeEventListener('abort', onAbort);
-        this.#pending.delete(key);
-        if (m) resolve(m);
-        else reject(err);
-      };
-      const send = () => {
-        this.#write(msg);
-        sent++;
-        if (!this.#tcp && sent <= MAX_RETRANSMITS) {
-          timer = setTimeout(send, rto);
-          rto *= 2;
-        }
-      };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(key, { resolve: (m) => finish(null, m), reject: (e) => finish(e) });
-      send();
-    });
+    if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'TURN client is closed');
+    // The shared engine (src/stun/transaction.ts): §6.2.1 retransmission over UDP, one send over TCP (§6.2.2), both
+    // bounded by this client's transaction timeout.
+    const expired = new AbortController();
+    const timer = setTimeout(
+      () => expired.abort(new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`)),
+      timeoutMs,
+    );
+    try {
+      const r = await this.#transactions.run(key, () => this.#write(msg), {
+        timing: { rtoMs: INITIAL_RTO_MS, rc: MAX_RETRANSMITS + 1, rm: RFC8489_TIMING.rm! },
+        reliable: this.#tcp !== null,
+        signal: signal ? AbortSignal.any([signal, expired.signal]) : expired.signal,
+        timeoutError: () => new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`),
+        abortError: (reason) => new NatpunchError('ABORTED', 'operation aborted', { cause: reason }),
+      });
+      return r.answer;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -301,7 +300,7 @@ export class TurnClient {
     const m = parseStun(msg);
     if (!m) return;
     if (m.cls === Cls.Success || m.cls === Cls.Error) {
-      this.#pending.get(m.tid.toString('hex'))?.resolve(m);
+      this.#transactions.resolve(m.tid.toString('hex'), m);
       return;
     }
     if (m.cls !== Cls.Indication) return;
@@ -318,7 +317,7 @@ export class TurnClient {
   }
 
   #fail(err: unknown): void {
-    for (const p of [...this.#pending.values()]) p.reject(err);
+    this.#transactions.rejectAll(err instanceof Error ? err : new NatpunchError('TURN', String(err)));
   }
 
   // -------------------------------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ export const A = {
   USERHASH: 0x001e,
   XOR_MAPPED_ADDRESS: 0x0020,
   RESERVATION_TOKEN: 0x0022, // §18.10
+  PADDING: 0x0026, // RFC 5780 §7.6: ignored by the server; pads an unauthenticated request to its answer's size
   CONNECTION_ID: 0x002a, // RFC 6062 §6.2.1
   ADDITIONAL_ADDRESS_FAMILY: 0x8000, // RFC 8656 §18.11
   ADDRESS_ERROR_CODE: 0x8001, // §18.12
@@ -56,7 +57,7 @@ export const KNOWN_REQUIRED = new Set<number>([
   A.MAPPED_ADDRESS, A.USERNAME, A.MESSAGE_INTEGRITY, A.ERROR_CODE, A.UNKNOWN_ATTRIBUTES, A.CHANNEL_NUMBER, A.LIFETIME,
   A.XOR_PEER_ADDRESS, A.DATA, A.REALM, A.NONCE, A.XOR_RELAYED_ADDRESS, A.REQUESTED_ADDRESS_FAMILY, A.EVEN_PORT,
   A.REQUESTED_TRANSPORT, A.DONT_FRAGMENT, A.MESSAGE_INTEGRITY_SHA256, A.PASSWORD_ALGORITHM, A.USERHASH,
-  A.XOR_MAPPED_ADDRESS, A.RESERVATION_TOKEN, A.CONNECTION_ID,
+  A.XOR_MAPPED_ADDRESS, A.RESERVATION_TOKEN, A.CONNECTION_ID, A.PADDING,
 ]);
 
 export interface Attr {
@@ -245,6 +246,11 @@ export class StunBuilder {
     tid: Uint8Array,
   ) {
     this.tid = Buffer.from(tid);
+  }
+
+  /** Bytes of the message so far (header and attributes, without MESSAGE-INTEGRITY / FINGERPRINT). */
+  get length(): number {
+    return HEADER + this.#len;
   }
 
   add(type: number, value: Uint8Array): this {

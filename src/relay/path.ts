@@ -1,4 +1,5 @@
 import dgram from 'node:dgram';
+import { isIP } from 'node:net';
 import type tls from 'node:tls';
 import type { DatagramTransport } from '../net/datagram.js';
 import { NatpunchError } from '../util/errors.js';
@@ -249,8 +250,13 @@ export interface RendezvousRelayOptions {
    * Default 'udp'.
    */
   rendezvousVia?: 'udp' | 'tcp';
-  /** node:tls options for the TLS attempt (e.g. `servername`: the rendezvous host name, checked against the certificate). */
+  /** node:tls options for the TLS attempt (e.g. `ca` for a private CA). */
   tls?: tls.ConnectionOptions;
+  /**
+   * The rendezvous host as the user gave it. When it is a DNS name, the TLS attempt checks the relay's certificate
+   * against it (SNI and RFC 6125 name check), not against the IP address the credentials name.
+   */
+  serverName?: string;
   signal?: AbortSignal;
   logger?: Logger;
   /** Default RELAY_UDP_ATTEMPT_MS. */
@@ -271,7 +277,9 @@ export async function openRendezvousRelay(options: RendezvousRelayOptions): Prom
     attempts.push({ via: 'udp', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, timeoutMs: options.udpAttemptMs ?? RELAY_UDP_ATTEMPT_MS }) });
   }
   attempts.push({ via: 'tcp', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, tcp: true }) });
-  if (c.tlsPort) attempts.push({ via: 'tls', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.tlsPort! }, tls: options.tls ?? true }) });
+  const serverName = options.serverName && !isIP(options.serverName) ? { servername: options.serverName } : {};
+  const tlsOptions = { ...serverName, ...options.tls };
+  if (c.tlsPort) attempts.push({ via: 'tls', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.tlsPort! }, tls: tlsOptions }) });
   const errors: string[] = [];
   for (const a of attempts) {
     try {

@@ -89,9 +89,13 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
 
   issue(key: Uint8Array, observed: Endpoint, refresh: boolean, now: number): IssuedCredentials | null {
     const keyHex = Buffer.from(key).toString('hex');
-    this.#observe(keyHex, observed);
+    // Only keys that hold credentials (or were introduced) take scope state: a flood of fresh keys past the
+    // per-source credential rate cannot push active keys out of the bounded table.
+    const known = this.#keys.has(keyHex);
+    if (known) this.#observe(keyHex, observed);
     if (!this.#memory.due(keyHex, observed, refresh, this.ttlSeconds, now)) return null;
     if (!this.#limiter.allow(sourceKey(observed.address), now)) return null;
+    if (!known) this.#observe(keyHex, observed);
     this.#memory.record(keyHex, observed, now);
     const username = `${Math.floor(now / 1000) + this.ttlSeconds}:${keyHex}`;
     return {
@@ -123,8 +127,12 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   }
 
   introduced(key: string, other: string): boolean {
-    const exp = this.#keys.get(key)?.introduced.get(other);
-    return exp !== undefined && exp > this.#now();
+    const state = this.#keys.get(key);
+    const exp = state?.introduced.get(other);
+    const now = this.#now();
+    if (exp === undefined || exp <= now) return false;
+    this.#use(state!, other, now);
+    return true;
   }
 
   allowsAddress(key: string, ip: string): boolean {
@@ -134,7 +142,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     const address = normalizeIp(ip);
     for (const [other, exp] of state.introduced) {
       if (exp <= now) continue;
-      if (this.#keys.get(other)?.observed.some((e) => e.address === address)) return true;
+      if (this.#keys.get(other)?.observed.some((e) => e.address === address)) return this.#use(state, other, now);
     }
     return false;
   }
@@ -146,7 +154,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     const address = normalizeIp(ip);
     for (const [other, exp] of state.introduced) {
       if (exp <= now) continue;
-      if (this.#keys.get(other)?.observed.some((e) => e.address === address && e.port === port)) return true;
+      if (this.#keys.get(other)?.observed.some((e) => e.address === address && e.port === port)) return this.#use(state, other, now);
     }
     return false;
   }
@@ -189,6 +197,17 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (i >= 0) s.observed.splice(i, 1);
     s.observed.push({ transport: e.transport, address, port: e.port });
     if (s.observed.length > MAX_OBSERVED_PER_KEY) s.observed.shift();
+  }
+
+  /**
+   * An introduction in use stays: each permission, channel or restricted datagram that relies on it pushes its
+   * expiry to a full lifetime from now (so a relayed session outlives the lifetime; an unused one lapses).
+   */
+  #use(state: KeyState, other: string, now: number): true {
+    const until = now + this.ttlSeconds * 1000;
+    // Only write when it moved noticeably (this runs per datagram on restricted permissions).
+    if ((state.introduced.get(other) ?? 0) < until - 1000) state.introduced.set(other, until);
+    return true;
   }
 
   #link(from: string, to: string, expires: number): void {

@@ -74,6 +74,18 @@ export const MAX_CHANNELS_PER_ALLOCATION = 256;
 /** Unauthenticated/failed requests per second per source IP, and burst (RFC 8656 §21.1.3 DoS). */
 export const DEFAULT_UNAUTH_RATE = 50;
 export const DEFAULT_UNAUTH_BURST = 200;
+/**
+ * Anti-amplification (issue 18): an answer to an unauthenticated UDP request is never larger than the request,
+ * except — because RFC 8489 §9.2.4 requires the 401/420/400 and RFC 8489 §6.3 the Binding answer — within this
+ * budget: per source IP (IPv6 /64) a burst of AMPLIFIED_BURST, then AMPLIFIED_PER_SECOND, and AMPLIFIED_GLOBAL_PER_SECOND
+ * for the whole server. A reflection attack through this server therefore yields a victim at most
+ * AMPLIFIED_BURST + AMPLIFIED_PER_SECOND·t answers (≈ 6× a 20-byte request each), and the server at most
+ * AMPLIFIED_GLOBAL_PER_SECOND of them in total. Clients that pad their first request (PADDING, RFC 5780 §7.6; the
+ * natpunch client does) are never limited by it. Over TCP/TLS the handshake proves the address: no limit.
+ */
+export const AMPLIFIED_BURST = 4;
+export const AMPLIFIED_PER_SECOND = 1;
+export const AMPLIFIED_GLOBAL_PER_SECOND = 500;
 /** Concurrent TURN TCP/TLS connections (each costs a socket and a framer). */
 export const DEFAULT_MAX_TCP_CONNECTIONS = 4096;
 /** A TCP/TLS connection without an allocation is closed after this long without traffic. */
@@ -156,6 +168,8 @@ export interface TurnStats {
   deniedPeers: number;
   authFailures: number;
   rateLimited: number;
+  /** Answers to unauthenticated UDP requests not sent because they would have been larger than the request. */
+  amplificationDropped: number;
   requests: number;
   /** Binding requests answered on TCP/TLS connections TURN took over (serve's STUN counters do not see them). */
   tcpBindings: number;
@@ -256,6 +270,11 @@ interface AuthOk {
 /** listen() on port 0 retries when the UDP port the kernel chose is already taken on TCP. */
 const LISTEN_ATTEMPTS = 10;
 
+/** A transport that sends a header and a payload as one datagram without joining them (src/net/batched.ts). */
+interface PartsSender {
+  sendParts(head: Uint8Array, tail: Uint8Array, port: number, address: string): void;
+}
+
 export class TurnServer {
   readonly realm: string;
   readonly stats: TurnStats = {
@@ -274,6 +293,7 @@ export class TurnServer {
     deniedPeers: 0,
     authFailures: 0,
     rateLimited: 0,
+    amplificationDropped: 0,
     requests: 0,
     tcpBindings: 0,
   };
@@ -290,6 +310,8 @@ export class TurnServer {
   readonly #nonces: NonceManager;
   readonly #quota: AllocationQuota;
   readonly #limiter: SourceRateLimiter;
+  readonly #amplified = new SourceRateLimiter(AMPLIFIED_PER_SECOND, AMPLIFIED_BURST);
+  readonly #amplifiedTotal = new TokenBucket(AMPLIFIED_GLOBAL_PER_SECOND, AMPLIFIED_GLOBAL_PER_SECOND);
   /** UDP allocations by transport, client address, client port (no per-packet string keys). */
   readonly #udp = new Map<DatagramTransport, Map<string, Map<number, Allocation>>>();
   readonly #tcpAllocs = new Map<net.Socket, Allocation>();
@@ -533,7 +555,9 @@ export class TurnServer {
       if (this.handleUdp(udp, msg, rinfo)) return;
       const m = msg[0]! <= 3 ? parseStun(msg) : null;
       if (m && m.method === Method.Binding && m.cls === Cls.Request) {
-        udp.send(this.#bindingResponse(m, { address: rinfo.address, port: rinfo.port }), rinfo.port, rinfo.address);
+        // RFC 8489 §6.3: Binding needs no credentials, so its answer is bounded like every unverified one.
+        const client = this.#udpEndpoint(udp, rinfo);
+        this.#sendUnverified(client, m, this.#bindingResponse(m, client));
       }
     });
     this.#detach.push(off);
@@ -562,7 +586,11 @@ export class TurnServer {
     // Transports over a node:dgram socket (NodeDatagramTransport, serve's ServerUdpSocket) get the two-buffer send.
     const maybe = (transport as { socket?: unknown }).socket;
     const raw = maybe instanceof dgram.Socket ? maybe : null;
+    // Batched sockets (src/net/batched.ts) copy header and data straight into their send queue: no joined Buffer.
+    const batched = !raw && typeof (transport as Partial<PartsSender>).sendParts === 'function' ? (transport as unknown as PartsSender) : null;
     const { address, port } = rinfo;
+    // Reused: sendParts copies it before returning.
+    const head = batched ? Buffer.alloc(4) : null;
     return {
       kind: 'udp',
       address: normalizeIp(address),
@@ -575,13 +603,20 @@ export class TurnServer {
             hdr.writeUInt16BE(data.length, 2);
             raw.send([hdr, data], port, address);
           }
-        : (channel, data) => {
-            const out = Buffer.allocUnsafe(4 + data.length);
-            out.writeUInt16BE(channel, 0);
-            out.writeUInt16BE(data.length, 2);
-            data.copy(out, 4);
-            transport.send(out, port, address);
-          },
+        : batched && head
+          ? (channel, data) => {
+              // RFC 8656 §12.4: ChannelData = channel number, length, data.
+              head.writeUInt16BE(channel, 0);
+              head.writeUInt16BE(data.length, 2);
+              batched.sendParts(head, data, port, address);
+            }
+          : (channel, data) => {
+              const out = Buffer.allocUnsafe(4 + data.length);
+              out.writeUInt16BE(channel, 0);
+              out.writeUInt16BE(data.length, 2);
+              data.copy(out, 4);
+              transport.send(out, port, address);
+            },
     };
   }
 
@@ -629,7 +664,7 @@ export class TurnServer {
       if (!this.#limiter.allow(client.address, Date.now())) return;
       const u = Buffer.alloc(unknown.length * 2);
       unknown.forEach((t, i) => u.writeUInt16BE(t, i * 2));
-      client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(420, 'Unknown Attribute').add(A.UNKNOWN_ATTRIBUTES, u).finish({ fingerprint }));
+      this.#sendUnverified(client, m, new StunBuilder(m.method, Cls.Error, m.tid).error(420, 'Unknown Attribute').add(A.UNKNOWN_ATTRIBUTES, u).finish({ fingerprint }));
       return;
     }
     // Allocate retransmission (RFC 8656 §7.2): same 5-tuple and transaction id → the same success response.
@@ -638,7 +673,7 @@ export class TurnServer {
       client.send(existing.lastResponse);
       return;
     }
-    const auth = this.#authenticate(client, m, fingerprint);
+    const auth = this.#authenticate(client, m, fingerprint, existing);
     if (!auth) return;
     const reply = (b: StunBuilder) => client.send(this.#sign(b, auth));
     const fail = (code: number, reason: string) => {
@@ -676,6 +711,21 @@ export class TurnServer {
     }
   }
 
+  /**
+   * Sends an answer to a request whose sender has not proven its address. Over UDP an answer larger than the
+   * request goes out only within the amplification budget (see AMPLIFIED_BURST); over TCP/TLS always.
+   */
+  #sendUnverified(client: ClientEndpoint, request: StunMsg, answer: Buffer): void {
+    if (client.kind === 'udp' && answer.length > request.buf.length) {
+      const now = Date.now();
+      if (!this.#amplified.allow(sourceKey(client.address), now) || !this.#amplifiedTotal.take(1, now)) {
+        this.stats.amplificationDropped++;
+        return;
+      }
+    }
+    client.send(answer);
+  }
+
   #sign(b: StunBuilder, auth: AuthOk): Buffer {
     if (this.#opts.software) b.text(A.SOFTWARE, this.#opts.software);
     return b.finish({ key: auth.key, integrity: auth.integrity, fingerprint: auth.fingerprint });
@@ -685,25 +735,29 @@ export class TurnServer {
    * RFC 8489 §9.2.4 server side of long-term credentials. Sends the 400/401/438 itself and returns null when the
    * request does not pass. Responses to unauthenticated requests are rate limited per source IP.
    */
-  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean): AuthOk | null {
+  #authenticate(client: ClientEndpoint, m: StunMsg, fingerprint: boolean, existing?: Allocation): AuthOk | null {
     const now = Date.now();
-    const challenge = (code: 401 | 438, reason: string) => {
+    // `verified`: the request carried a nonce we issued to this very address (438: only its time ran out), so the
+    // address answered us before; otherwise the answer is bounded by #sendUnverified.
+    const challenge = (code: 401 | 438, reason: string, verified = false) => {
       if (!this.#limiter.allow(client.address, now)) {
         this.stats.rateLimited++;
         return null;
       }
+      // No SOFTWARE here: the challenge goes to unauthenticated senders and is kept small (anti-amplification).
       const b = new StunBuilder(m.method, Cls.Error, m.tid)
         .error(code, reason)
         .text(A.REALM, this.realm)
         .text(A.NONCE, this.#nonces.issue(client.address))
         // RFC 8489 §9.2.4: with the password-algorithms bit set, PASSWORD-ALGORITHMS lists what we accept.
         .add(A.PASSWORD_ALGORITHMS, PASSWORD_ALGORITHMS_VALUE);
-      if (this.#opts.software) b.text(A.SOFTWARE, this.#opts.software);
-      client.send(b.finish({ fingerprint }));
+      const out = b.finish({ fingerprint });
+      if (verified) client.send(out);
+      else this.#sendUnverified(client, m, out);
       return null;
     };
     const bad = (reason: string) => {
-      if (this.#limiter.allow(client.address, now)) client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }));
+      if (this.#limiter.allow(client.address, now)) this.#sendUnverified(client, m, new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }));
       return null;
     };
     const kind = integrityKind(m);
@@ -713,7 +767,7 @@ export class TurnServer {
     const nonce = attrText(m, A.NONCE);
     if (username === undefined || realm === undefined || nonce === undefined) return bad('Bad Request');
     const nonceState = this.#nonces.check(nonce, client.address);
-    if (nonceState === 'stale') return challenge(438, 'Stale Nonce');
+    if (nonceState === 'stale') return challenge(438, 'Stale Nonce', true);
     if (nonceState === 'invalid' || realm !== this.realm) {
       this.stats.authFailures++;
       return challenge(401, 'Unauthorized');
@@ -733,6 +787,12 @@ export class TurnServer {
     const store = scope !== null ? this.#scope!.credentials : this.#opts.credentials;
     for (const key of store ? candidateKeys(store, username, this.realm, algorithm) : []) {
       if (verifyIntegrity(m, key)) return { username, scope, key, integrity: kind, fingerprint };
+    }
+    // Requests on an allocation may keep using the key that created it after time-limited credentials expire
+    // (RFC 8656 §5 asks only that they match): a relayed session outlives its credentials' lifetime; a new
+    // allocation needs valid ones. Same algorithm only (the key depends on it).
+    if (existing && existing.username === username && existing.key.length === (algorithm === PasswordAlgorithm.SHA256 ? 32 : 16) && verifyIntegrity(m, existing.key)) {
+      return { username, scope: existing.scope, key: existing.key, integrity: kind, fingerprint };
     }
     this.stats.authFailures++;
     return challenge(401, 'Unauthorized');

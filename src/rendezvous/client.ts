@@ -37,6 +37,7 @@ import {
   type Target,
 } from '../wire/rendezvous.js';
 import { SEQ_OFFER_BYTES } from '../wire/seq-offer.js';
+import { TransactionTable } from '../stun/transaction.js';
 
 /**
  * Request timing over UDP: first retransmission after 250 ms, doubling (RFC 8489 §6.2.1's scheme with a shorter RTO,
@@ -300,6 +301,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #timeoutMs: number;
 
   #pending = new Map<number, Pending>();
+  #udpTransactions = new TransactionTable<number, RendezvousMessage>();
   #off: () => void;
   #mode: 'udp' | 'tcp' = 'udp';
   #tcp: Socket | undefined;
@@ -825,52 +827,30 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     }
   }
 
-  #udpExchange(build: (requestId: number) => Buffer, signal: AbortSignal, maxTx: number): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
+  /** One request over UDP, retransmitted by the shared engine (src/stun/transaction.ts) on this client's timing. */
+  async #udpExchange(build: (requestId: number) => Buffer, signal: AbortSignal, maxTx: number): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
     const requestId = this.#newRequestId();
     const bytes = build(requestId);
     const ip = this.#serverIp!;
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(this.#abortError(signal));
-      let sent = 0;
-      let rto = this.#rto;
-      let timer: NodeJS.Timeout | undefined;
-      const started = Date.now();
-      const finish = () => {
-        clearTimeout(timer);
-        this.#pending.delete(requestId);
-        signal.removeEventListener('abort', onAbort);
-      };
-      const onAbort = () => {
-        finish();
-        reject(this.#abortError(signal));
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(requestId, {
-        via: 'udp',
-        resolve: (msg) => {
-          finish();
-          const rttMs = sent === 1 ? Date.now() - started : undefined;
-          if (rttMs !== undefined) this.#rtt = rttMs;
-          resolve(rttMs === undefined ? { msg, via: 'udp' } : { msg, via: 'udp', rttMs });
-        },
-        reject: (err) => {
-          finish();
-          reject(err);
-        },
-      });
-      const tick = () => {
-        if (sent >= maxTx) {
-          finish();
-          reject(new NatpunchError('TIMEOUT', `no answer from rendezvous server ${this.#server.host}:${this.#server.port} over UDP after ${sent} tries`));
-          return;
-        }
-        this.#transport.send(bytes, this.#server.port, ip);
-        sent++;
-        timer = setTimeout(tick, rto);
-        rto = Math.min(rto * 2, DEFAULT_MAX_RTO_MS);
-      };
-      tick();
+    // #pending routes the answer (#onMessage) and close() to the engine's transaction.
+    this.#pending.set(requestId, {
+      via: 'udp',
+      resolve: (msg) => this.#udpTransactions.resolve(requestId, msg),
+      reject: (err) => this.#udpTransactions.reject(requestId, err instanceof Error ? err : new NatpunchError('RENDEZVOUS', String(err))),
     });
+    try {
+      const r = await this.#udpTransactions.run(requestId, () => this.#transport.send(bytes, this.#server.port, ip), {
+        timing: { rtoMs: this.#rto, rc: maxTx, maxRtoMs: DEFAULT_MAX_RTO_MS },
+        signal,
+        timeoutError: (sent) => new NatpunchError('TIMEOUT', `no answer from rendezvous server ${this.#server.host}:${this.#server.port} over UDP after ${sent} tries`),
+      });
+      // Karn (RFC 6298 §3): only an answer to a request sent once is an RTT sample.
+      const rttMs = r.transmissions === 1 ? Math.round(r.rttMs) : undefined;
+      if (rttMs !== undefined) this.#rtt = rttMs;
+      return rttMs === undefined ? { msg: r.answer, via: 'udp' } : { msg: r.answer, via: 'udp', rttMs };
+    } finally {
+      this.#pending.delete(requestId);
+    }
   }
 
   async #tcpExchange(build: (requestId: number) => Buffer, signal: AbortSignal): Promise<{ msg: RendezvousMessage; via: 'tcp'; rttMs?: number }> {

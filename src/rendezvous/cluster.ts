@@ -17,6 +17,11 @@ export interface ClusterPush {
   /** Bytes the pusher sent: the node that delivers bounds retransmissions to an unverified address by them
    *  (anti-amplification, RendezvousServer #push). */
   requestBytes: number;
+  /**
+   * With a 'notify': the introduced initiator's key (hex) and where the pushing node saw it, so the receiving
+   * node's peer relay lets the responder's allocation reach it (peer-relay mode, relay/peer-relay.ts).
+   */
+  introduced?: { key: string; seen: Array<{ transport: 'udp' | 'tcp'; address: string; port: number }> };
 }
 
 export interface ClusterBus {

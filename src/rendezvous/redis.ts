@@ -45,12 +45,17 @@ export const INBOX_MAX_LENGTH = 10_000;
 const INBOX_BLOCK_MS = 1_000;
 /** Reconnect backoff: 50 ms doubling to 2 s (node-redis retries forever with this). */
 const RECONNECT_MAX_MS = 2_000;
+/**
+ * A command that gets no answer within this long fails (node-redis `timeout` + `rejectInFlight`): a Redis that hangs
+ * turns into "temporarily unavailable" answers instead of requests that never finish. Ample: commands take < 1 ms.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 2_000;
 /** Node liveness answers are cached this long (one lookup per node per second, not per introduction). */
 const ALIVE_CACHE_MS = 1_000;
 
 /** The part of a node-redis client used here (RESP2 replies: arrays, strings, integers, null). */
 interface Client {
-  sendCommand(args: string[]): Promise<unknown>;
+  sendCommand(args: string[], options?: { timeout?: number; rejectInFlight?: boolean }): Promise<unknown>;
   readonly isReady: boolean;
   connect(): Promise<unknown>;
   destroy(): void;
@@ -164,7 +169,8 @@ function decodeRecord(json: string): PeerRecord | undefined {
     const s = JSON.parse(json) as StoredRecord;
     const r: PeerRecord = {
       publicKey: Buffer.from(s.k, 'hex'),
-      candidates: s.c,
+      // RELEASE_SCRIPT re-encodes records with Lua's cjson, which writes an empty array as {}.
+      candidates: Array.isArray(s.c) ? s.c : [],
       reflexive: s.x,
       reachable: s.r,
       registeredAt: s.ra,
@@ -267,7 +273,7 @@ export class RedisBackend {
   /** One command; counts a round trip. */
   async command(args: string[]): Promise<Reply> {
     this.roundTrips++;
-    return (await this.#client.sendCommand(args)) as Reply;
+    return (await this.#client.sendCommand(args, { timeout: REDIS_COMMAND_TIMEOUT_MS, rejectInFlight: true })) as Reply;
   }
 
   /** Runs a Lua script by its SHA1, loading it on NOSCRIPT (after a Redis restart, say). One round trip usually. */
@@ -443,6 +449,7 @@ export class RedisCluster implements ClusterBus {
       push.bytes.toString('base64'),
       'r',
       String(push.requestBytes),
+      ...(push.introduced ? ['i', JSON.stringify(push.introduced)] : []),
     ]);
   }
 
@@ -515,7 +522,7 @@ export class RedisCluster implements ClusterBus {
           const raw = Buffer.from(bytes, 'base64');
           // An entry without 'r' (older node) gets one transmission's worth.
           const requestBytes = Number(f.get('r') ?? raw.length) || raw.length;
-          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: raw, kind, requestBytes };
+          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: raw, kind, requestBytes, ...introducedField(f.get('i')) };
           this.received++;
           for (const h of this.#handlers) h(push);
         }
@@ -546,4 +553,20 @@ function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> 
       timer = setTimeout(() => reject(new NatpunchError('TIMEOUT', message)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
+}
+
+/** The optional 'i' field of an inbox entry (ClusterPush.introduced); anything malformed is left out. */
+function introducedField(text: string | undefined): Pick<ClusterPush, 'introduced'> {
+  if (!text) return {};
+  try {
+    const v = JSON.parse(text) as ClusterPush['introduced'];
+    if (!v || !/^[0-9a-f]{64}$/.test(v.key) || !Array.isArray(v.seen)) return {};
+    const seen = v.seen
+      .filter((e) => (e.transport === 'udp' || e.transport === 'tcp') && typeof e.address === 'string' && Number.isInteger(e.port))
+      .slice(0, 4)
+      .map((e) => ({ transport: e.transport, address: e.address, port: e.port }));
+    return { introduced: { key: v.key, seen } };
+  } catch {
+    return {};
+  }
 }

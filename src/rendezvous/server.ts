@@ -597,6 +597,10 @@ export class RendezvousServer {
     this.#handle(msg, channel).catch((err: unknown) => {
       this.#stats.internalErrors++;
       this.#log.warn({ err }, 'rendezvous handler failed');
+      // Storage unreachable (Redis down) and the like: say so, so the peer retries instead of failing over or
+      // waiting out its timeout; never more bytes than the request (no amplification).
+      const reply = this.#errorBytes(msg.requestId, typeCode(msg.type), 'SERVER_FULL', 'temporarily unavailable; retry', 1000);
+      if (reply.length <= bytes.length) this.#send(channel, reply);
     });
   }
 
@@ -977,7 +981,14 @@ export class RendezvousServer {
     } else {
       // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
       this.#stats.remoteIntroductions++;
-      await this.#cluster!.send(remoteNode!, { to: hex(target.publicKey), pendingKey: hex(msg.connectionId), bytes: encodeRendezvous(notify), kind: 'notify', requestBytes });
+      await this.#cluster!.send(remoteNode!, {
+        to: hex(target.publicKey),
+        pendingKey: hex(msg.connectionId),
+        bytes: encodeRendezvous(notify),
+        kind: 'notify',
+        requestBytes,
+        introduced: { key: hex(msg.publicKey), seen: observed },
+      });
     }
     this.#emit({ type: 'introduction', connectionId: msg.connectionId, from: msg.publicKey, to: target.publicKey, remote: !local });
     this.#remember(msg, reply);
@@ -1185,6 +1196,12 @@ export class RendezvousServer {
     }
     this.#stats.remoteDelivered++;
     this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+    // Peer-relay mode: the introduction was made on another node; our relay learns it here, where the responder is.
+    // The initiator's node says where it saw the initiator (never the notify's candidates: a peer lists any address
+    // it likes as its own srflx).
+    if (push.introduced) {
+      this.#issuer?.introduce(Buffer.from(push.introduced.key, 'hex'), push.introduced.seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
+    }
   }
 
   /**

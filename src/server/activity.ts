@@ -5,7 +5,7 @@
 import type { RendezvousEvent, RendezvousObserver } from '../rendezvous/server.js';
 import { hex, type ReportMessage } from '../wire/rendezvous.js';
 
-/** Connection ids remembered so the two sides' reports of one connection count once. */
+/** Connections remembered for the matrix (the latest; both sides' reports of one connection count once). */
 const SEEN_CONNECTIONS = 10_000;
 /** Times kept per matrix cell for the median (a sliding window of the latest). */
 const TIMES_PER_CELL = 256;
@@ -62,9 +62,22 @@ function hideHost(ip: string): string {
 }
 
 /** Keeps the dashboard's state; `onChange` fires (at most once per tick) when something it shows changed. */
+interface ConnectionRecord {
+  /** The NAT types of the initiator and of the responder, as each side reported its own (or the other's). */
+  initiatorNat: string;
+  responderNat: string;
+  result: 'connected' | 'failed';
+  path: 'none' | 'direct' | 'relay';
+  timeToConnectMs: number | undefined;
+}
+
+/**
+ * Keeps the dashboard's state; `onChange` listeners hear what changed. The two reports of one connection (one from
+ * each side) are merged: each side knows its own NAT type best, so the matrix places the connection by both.
+ */
 export class Activity implements RendezvousObserver {
-  #cells = new Map<string, { attempts: number; connected: number; direct: number; relayed: number; times: number[] }>();
-  #seen = new Set<string>();
+  /** The latest connections by id (insertion order: oldest first), bounded by SEEN_CONNECTIONS. */
+  #connections = new Map<string, ConnectionRecord>();
   #intros = new Map<string, { at: number; from: string; to: string; remote: boolean }>();
   #errors: RecentError[] = [];
   #reports = 0;
@@ -109,37 +122,56 @@ export class Activity implements RendezvousObserver {
     }
   }
 
-  /** Counts one connection once (the first of its two reports). Returns whether it counted. */
+  /** Records (or completes) one connection from a report. Returns whether the matrix changed. */
   #countReport(r: ReportMessage): boolean {
     this.#reports++;
     if (r.result === 'aborted') return false;
     const id = hex(r.connectionId);
-    if (this.#seen.has(id)) return false;
-    this.#seen.add(id);
-    if (this.#seen.size > SEEN_CONNECTIONS) this.#seen.delete(this.#seen.values().next().value!);
-    const pair = natPair(r.localNat, r.peerNat);
-    let c = this.#cells.get(pair);
-    if (!c) {
-      c = { attempts: 0, connected: 0, direct: 0, relayed: 0, times: [] };
-      this.#cells.set(pair, c);
+    const own = r.role === 'initiator' ? 'initiatorNat' : 'responderNat';
+    const other = r.role === 'initiator' ? 'responderNat' : 'initiatorNat';
+    const known = this.#connections.get(id);
+    if (known) {
+      // The other side's report: its own NAT type wins over what its peer guessed; the outcome stays the first one.
+      if (r.localNat !== 'unknown') known[own] = r.localNat;
+      if (known[other] === 'unknown' && r.peerNat !== 'unknown') known[other] = r.peerNat;
+      return true;
     }
-    c.attempts++;
-    if (r.result === 'connected') {
-      c.connected++;
-      if (r.path === 'relay') c.relayed++;
-      else c.direct++;
-      if (r.timeToConnectMs !== undefined) {
-        c.times.push(r.timeToConnectMs);
-        if (c.times.length > TIMES_PER_CELL) c.times.shift();
-      }
-    }
+    const rec: ConnectionRecord = {
+      initiatorNat: 'unknown',
+      responderNat: 'unknown',
+      result: r.result,
+      path: r.path,
+      timeToConnectMs: r.result === 'connected' ? r.timeToConnectMs : undefined,
+    };
+    rec[own] = r.localNat;
+    rec[other] = r.peerNat;
+    this.#connections.set(id, rec);
+    if (this.#connections.size > SEEN_CONNECTIONS) this.#connections.delete(this.#connections.keys().next().value!);
     return true;
   }
 
   snapshot(): ActivitySnapshot {
     const now = this.#now();
     for (const [id, i] of this.#intros) if (now - i.at > INTRODUCTION_ACTIVE_MS) this.#intros.delete(id);
-    const matrix: MatrixCell[] = [...this.#cells.entries()]
+    const cells = new Map<string, { attempts: number; connected: number; direct: number; relayed: number; times: number[] }>();
+    for (const c of this.#connections.values()) {
+      const pair = natPair(c.initiatorNat, c.responderNat);
+      let cell = cells.get(pair);
+      if (!cell) {
+        cell = { attempts: 0, connected: 0, direct: 0, relayed: 0, times: [] };
+        cells.set(pair, cell);
+      }
+      cell.attempts++;
+      if (c.result !== 'connected') continue;
+      cell.connected++;
+      if (c.path === 'relay') cell.relayed++;
+      else cell.direct++;
+      if (c.timeToConnectMs !== undefined) {
+        cell.times.push(c.timeToConnectMs);
+        if (cell.times.length > TIMES_PER_CELL) cell.times.shift();
+      }
+    }
+    const matrix: MatrixCell[] = [...cells.entries()]
       .map(([pair, c]) => ({
         pair,
         attempts: c.attempts,

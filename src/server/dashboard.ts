@@ -90,6 +90,7 @@ export function dashboardHtml(nonce: string): string {
   const ago = (t) => { const s = Math.max(0, Math.round((Date.now() - t) / 1000)); return s < 60 ? s + ' s ago' : s < 3600 ? Math.round(s / 60) + ' min ago' : Math.round(s / 3600) + ' h ago'; };
   const bytes = (n) => { const u = ['B', 'kB', 'MB', 'GB', 'TB']; let i = 0; while (n >= 1000 && i < u.length - 1) { n /= 1000; i++; } return (i ? n.toFixed(1) : n) + ' ' + u[i]; };
   const fill = (tbody, rows) => { tbody.replaceChildren(...rows); };
+  const note = (s, span) => { const td = el('td', s, 'empty'); td.colSpan = span; return td; };
   const codeTd = (s) => { const td = el('td'); td.append(el('code', s)); return td; };
   const row = (cells) => { const tr = document.createElement('tr'); for (const c of cells) tr.append(c instanceof Node ? c : el('td', text(c))); return tr; };
 
@@ -172,10 +173,10 @@ export function dashboardHtml(nonce: string): string {
     relay(s.turn);
     fill($('intros').tBodies[0], st.activity.introductions.recent.length
       ? st.activity.introductions.recent.map((i) => row([ago(i.at), codeTd(i.from + '…'), codeTd(i.to + '…'), i.remote ? 'via another node' : 'this node']))
-      : [row([el('td', 'none in the last 30 s', 'empty')])]);
+      : [row([note('none in the last 30 s', 4)])]);
     fill($('errors').tBodies[0], st.activity.errors.length
       ? st.activity.errors.map((e) => row([ago(e.at), e.request, e.code, e.message, e.from]))
-      : [row([el('td', 'none', 'empty')])]);
+      : [row([note('none', 5)])]);
   }
 
   let query = '';
@@ -188,7 +189,7 @@ export function dashboardHtml(nonce: string): string {
       const { peers } = await r.json();
       fill($('peers').tBodies[0], peers.length
         ? peers.map((p) => { const tr = row([p.name || '(no name)', codeTd(p.key.slice(0, 16) + '…'), p.natType || 'not reported', p.reachable ? 'public' : 'behind NAT', ago(p.lastSeen)]); tr.dataset.key = p.key; if (p.name) tr.dataset.name = p.name; return tr; })
-        : [row([el('td', query ? 'no peer matches "' + query + '"' : 'no peers registered', 'empty')])]);
+        : [row([note(query ? 'no peer matches "' + query + '"' : 'no peers registered', 5)])]);
     } catch { /* next update retries */ } finally { peersInFlight = false; }
   }
   $('peer-search').addEventListener('input', (e) => { query = e.target.value.trim().toLowerCase(); void peers(); });

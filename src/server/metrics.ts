@@ -10,7 +10,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry as PromRegis
 import type { RendezvousEvent, RendezvousObserver, RendezvousServer } from '../rendezvous/server.js';
 import type { StunServer } from '../stun/server.js';
 import type { TurnStats } from '../relay/server.js';
-import { hex } from '../wire/rendezvous.js';
+import { hex, type ReportMessage } from '../wire/rendezvous.js';
 import { natPair } from './activity.js';
 
 /** What the metrics read at scrape time; each is optional (a service that is off has no metrics). */
@@ -27,6 +27,11 @@ export const TIME_TO_CONNECT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 30
 /** How long the cluster-wide registration count (one Redis call) is reused between scrapes. */
 const SIZE_CACHE_MS = 1_000;
 const SEEN_CONNECTIONS = 10_000;
+/**
+ * A connection's first report waits this long for the other side's, so the NAT pair is labelled with both sides'
+ * own NAT types (each knows its own best); a report whose partner never comes is counted alone.
+ */
+export const REPORT_MERGE_WAIT_MS = 5_000;
 
 type Labels<K extends string> = Partial<Record<K, string | number>>;
 
@@ -34,6 +39,8 @@ export class ServeMetrics implements RendezvousObserver {
   readonly registry = new PromRegistry();
   #sources: MetricSources;
   #seen = new Set<string>();
+  #waiting = new Map<string, { report: ReportMessage; at: number }>();
+  #flushTimer: NodeJS.Timeout;
   #lookups: Counter<'result'>;
   #introductions: Counter<'result'>;
   #refused: Counter<'request' | 'code'>;
@@ -44,6 +51,8 @@ export class ServeMetrics implements RendezvousObserver {
 
   constructor(sources: MetricSources = {}) {
     this.#sources = sources;
+    this.#flushTimer = setInterval(() => this.#flush(Date.now() - REPORT_MERGE_WAIT_MS), 1000);
+    this.#flushTimer.unref();
     const reg = this.registry;
     collectDefaultMetrics({ register: reg });
     const self = this;
@@ -203,17 +212,55 @@ export class ServeMetrics implements RendezvousObserver {
         if (r.result === 'aborted') return;
         const id = hex(r.connectionId);
         if (this.#seen.has(id)) return;
-        this.#seen.add(id);
-        if (this.#seen.size > SEEN_CONNECTIONS) this.#seen.delete(this.#seen.values().next().value!);
-        const pair = natPair(r.localNat, r.peerNat);
-        this.#outcomes.inc({ technique: r.winner ?? 'none', nat_pair: pair, result: r.result, path: r.path });
-        for (const f of r.failures) this.#failures.inc({ technique: f.technique, reason: f.reason });
-        if (r.result === 'connected' && r.timeToConnectMs !== undefined) this.#ttc.observe({ nat_pair: pair, path: r.path }, r.timeToConnectMs / 1000);
+        const first = this.#waiting.get(id);
+        if (first) {
+          this.#waiting.delete(id);
+          this.#count(id, first.report, r);
+          return;
+        }
+        this.#waiting.set(id, { report: r, at: Date.now() });
+        if (this.#waiting.size > SEEN_CONNECTIONS) {
+          const [oldId, oldest] = this.#waiting.entries().next().value!;
+          this.#waiting.delete(oldId);
+          this.#count(oldId, oldest.report);
+        }
         return;
       }
       default:
         return;
     }
+  }
+
+  /** Counts one connection from its first report, completed by the other side's when it came. */
+  #count(id: string, r: ReportMessage, other?: ReportMessage): void {
+    this.#seen.add(id);
+    if (this.#seen.size > SEEN_CONNECTIONS) this.#seen.delete(this.#seen.values().next().value!);
+    const nats = { initiator: 'unknown', responder: 'unknown' };
+    for (const x of other ? [other, r] : [r]) {
+      // Each side's own NAT type wins over what the other side guessed.
+      const peerRole = x.role === 'initiator' ? 'responder' : 'initiator';
+      if (nats[peerRole] === 'unknown') nats[peerRole] = x.peerNat;
+    }
+    for (const x of other ? [r, other] : [r]) if (x.localNat !== 'unknown') nats[x.role] = x.localNat;
+    const pair = natPair(nats.initiator, nats.responder);
+    this.#outcomes.inc({ technique: r.winner ?? 'none', nat_pair: pair, result: r.result, path: r.path });
+    for (const f of r.failures) this.#failures.inc({ technique: f.technique, reason: f.reason });
+    if (r.result === 'connected' && r.timeToConnectMs !== undefined) this.#ttc.observe({ nat_pair: pair, path: r.path }, r.timeToConnectMs / 1000);
+  }
+
+  /** Counts first reports that waited since before `cutoff` without their partner. */
+  #flush(cutoff: number): void {
+    for (const [id, w] of this.#waiting) {
+      if (w.at > cutoff) break; // insertion order is arrival order
+      this.#waiting.delete(id);
+      this.#count(id, w.report);
+    }
+  }
+
+  /** Counts whatever still waits and stops the timer. */
+  close(): void {
+    clearInterval(this.#flushTimer);
+    this.#flush(Infinity);
   }
 
   /** The exposition text for /metrics. */

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import type { ClusterBus } from '../rendezvous/cluster.js';
 import { RedisBackend } from '../rendezvous/redis.js';
 import type { Registry } from '../rendezvous/registry.js';
-import type { RendezvousEvent, RendezvousObserver, RendezvousServerOptions } from '../rendezvous/server.js';
+import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SECOND, type RendezvousEvent, type RendezvousObserver, type RendezvousServerOptions } from '../rendezvous/server.js';
 import type { TurnStats } from '../relay/server.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { Activity } from './activity.js';
@@ -24,6 +24,10 @@ export interface OperationsSettings {
   nameHold?: number;
   reserveName?: Record<string, string> | undefined;
   reports?: boolean;
+  registrationRefresh?: number;
+  registrationTtl?: number;
+  rateLimit?: number;
+  rateBurst?: number;
   admin?: string | undefined;
   adminToken?: string | undefined;
   drainTimeout?: number;
@@ -70,7 +74,7 @@ export class ServeOperations {
   }
 
   /** What the rendezvous server needs from operations: registry/cluster, name policy, reports, observer. */
-  rendezvousOptions(): Pick<RendezvousServerOptions, 'registry' | 'cluster' | 'nameHoldMs' | 'reservedNames' | 'reports' | 'observer'> {
+  rendezvousOptions(): Pick<RendezvousServerOptions, 'registry' | 'cluster' | 'nameHoldMs' | 'reservedNames' | 'reports' | 'observer' | 'refreshIntervalMs' | 'ttlMs' | 'rateLimit'> {
     const observers: RendezvousObserver[] = [this.metrics, this.activity];
     const observer: RendezvousObserver = {
       onEvent: (e: RendezvousEvent) => {
@@ -83,6 +87,11 @@ export class ServeOperations {
       observer,
     };
     if (this.#settings.reserveName) out.reservedNames = this.#settings.reserveName;
+    if (this.#settings.registrationRefresh !== undefined) out.refreshIntervalMs = this.#settings.registrationRefresh;
+    if (this.#settings.registrationTtl !== undefined) out.ttlMs = this.#settings.registrationTtl;
+    if (this.#settings.rateLimit !== undefined || this.#settings.rateBurst !== undefined) {
+      out.rateLimit = { perSecond: this.#settings.rateLimit ?? DEFAULT_RATE_PER_SECOND, burst: this.#settings.rateBurst ?? DEFAULT_RATE_BURST };
+    }
     if (this.redis) {
       out.registry = this.redis.registry as Registry;
       out.cluster = this.redis.cluster as ClusterBus;
@@ -167,6 +176,7 @@ export class ServeOperations {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.metrics.close();
     await this.#admin?.close();
     await this.redis?.close();
   }

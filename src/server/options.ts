@@ -8,6 +8,8 @@
  * (flag > environment > file > default, src/server/config.ts).
  */
 import { DEFAULT_TURNS_PORT } from '../relay/tls.js';
+import { DEFAULT_NAME_HOLD_MS } from '../rendezvous/registry.js';
+import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SECOND } from '../rendezvous/server.js';
 import { DEFAULT_STUN_PORT } from '../wire/stun/index.js';
 
 export type OptionKind = 'int' | 'string' | 'bool' | 'list' | 'enum' | 'duration' | 'map';
@@ -65,8 +67,8 @@ const map = <N extends string>(name: N, spec: Spec<Record<string, string>>) => d
 const isIp = (v: string) => (/^[\d.]+$/.test(v) || v.includes(':') ? undefined : `not an IP address: ${v}`);
 const allIps = (v: string[]) => v.map(isIp).find(Boolean);
 
-/** Default time a name stays reserved for its last key after it unregisters or expires (issue 18). */
-export const DEFAULT_NAME_HOLD_MS = 30 * 24 * 3600_000;
+/** Default time a name stays reserved for its last key after it unregisters or expires (issue 18): the registry's. */
+export { DEFAULT_NAME_HOLD_MS };
 /** SIGTERM: how long serve waits for peers to move and allocations to be released before it exits anyway. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
@@ -86,6 +88,10 @@ export const SERVE_OPTIONS = [
     help: 'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see BCP 38)',
   }),
   int('spoof-port', { group: 'rendezvous', arg: 'port', min: 0, max: 65535, help: 'TCP port of the --spoof service (default --port + 2)' }),
+  duration('registration-refresh', { group: 'rendezvous', arg: 'duration', default: 25_000, min: 1000, max: 3_600_000, help: 'how often peers re-register (doubles as their NAT keepalive; RFC 8445 §11 suggests ≤ 25 s)' }),
+  duration('registration-ttl', { group: 'rendezvous', arg: 'duration', default: 90_000, min: 2000, max: 86_400_000, help: 'a registration lives this long without a refresh' }),
+  int('rate-limit', { group: 'rendezvous', arg: 'n', default: DEFAULT_RATE_PER_SECOND, min: 1, max: 1_000_000, help: 'rendezvous messages per second per source address (token bucket; also bounds what is pushed to one address)' }),
+  int('rate-burst', { group: 'rendezvous', arg: 'n', default: DEFAULT_RATE_BURST, min: 1, max: 1_000_000, help: 'rendezvous token-bucket burst per address' }),
   bool('reports', { group: 'rendezvous', default: true, help: "count peers' signed outcome reports (NAT pair, technique, result) into metrics and the dashboard" }),
   // ── names (issue 18: names bound to keys on the server) ─────────────────────────────────────────────────────
   duration('name-hold', {
@@ -130,7 +136,7 @@ export const SERVE_OPTIONS = [
     arg: 'url',
     secret: 'url',
     validate: (v) => (/^rediss?:\/\//.test(v) ? undefined : `not a redis:// or rediss:// URL: ${v}`),
-    help: 'keep registrations, name reservations and shared rate limits in Redis (redis://HOST:PORT) so several nodes serve one set of peers',
+    help: 'keep registrations and name reservations in Redis (redis://HOST:PORT) and hand introductions between nodes through it, so several nodes serve one set of peers',
   }),
   str('node-id', { group: 'cluster', arg: 'id', help: 'this node\'s name in Redis and metrics (default: hostname:port)' }),
   // ── admin HTTP ─────────────────────────────────────────────────────────────────────────────────────────────

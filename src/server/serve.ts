@@ -282,7 +282,7 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         if (bound !== undefined && bound < 65535) {
           for (const a of addresses) {
             try {
-              const m = await bindUdp(a, bound + 1, { bufferBytes: 256 * 1024, ipv6Only: a.includes(':') && addresses.some((x) => !x.includes(':')), reusePort: false });
+              const m = await bindUdp(a, bound + 1, { bufferBytes: 256 * 1024, ipv6Only: a.includes(':') && addresses.some((x) => !x.includes(':')), reusePort });
               measureSockets.push(m);
               stun.attachUdp(m);
             } catch (err) {

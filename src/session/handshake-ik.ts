@@ -55,8 +55,9 @@ export const MAX_EARLY_DATA_BYTES = 1000;
 export const IK_CLOCK_WINDOW_MS = 60_000;
 /** Replay-cache entries: an ephemeral key is remembered this long (covers the whole acceptance window). */
 export const IK_REPLAY_MEMORY_MS = 2 * IK_CLOCK_WINDOW_MS;
-/** At most this many remembered ephemerals; when full, IK is declined (XX) rather than forgetting early. */
-export const IK_REPLAY_CACHE_MAX = 65_536;
+/** At most this many remembered ephemerals (~2.5 MB; 136 IK handshakes a second for the whole memory time); when
+ *  full, IK is declined (XX) rather than forgetting early. */
+export const IK_REPLAY_CACHE_MAX = 16_384;
 /** Message 1s per attempt that failed to decrypt before the listener stops trying (each costs two DH operations). */
 export const MAX_UNDECRYPTABLE_PER_ATTEMPT = 8;
 

@@ -16,6 +16,7 @@ import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { NodeDatagramTransport } from '../net/datagram.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { RFC8489_TIMING, TransactionTable } from './transaction.js';
 import {
   attr,
   type AttributeInit,
@@ -57,11 +58,11 @@ import {
 } from '../wire/stun/index.js';
 
 /** RFC 8489 §6.2.1: initial retransmission timeout. */
-export const STUN_RTO_MS = 500;
+export const STUN_RTO_MS = RFC8489_TIMING.rtoMs;
 /** RFC 8489 §6.2.1: number of requests sent before giving up. */
-export const STUN_RC = 7;
+export const STUN_RC = RFC8489_TIMING.rc;
 /** RFC 8489 §6.2.1: the last wait is Rm × RTO. With the defaults a transaction fails after 39.5 s. */
-export const STUN_RM = 16;
+export const STUN_RM = RFC8489_TIMING.rm!;
 /** RFC 8489 §6.2.2: a TCP transaction fails after 39.5 s without a response. */
 export const STUN_TCP_TIMEOUT_MS = 39_500;
 /** RFC 8489 §9.2.5/§9.2.4: at most this many authentication retries (401 then 438s) per request. */
@@ -337,12 +338,11 @@ function deadline(server: StunEndpoint, timeoutMs: number | undefined, parent: A
   };
 }
 
-interface Pending {
+/** What a response to one outstanding request must satisfy before it is delivered (§6.3.3). */
+interface Expectation {
   server: StunEndpoint;
   matchSource: boolean;
   accept: (msg: StunMessage) => boolean;
-  resolve: (msg: StunMessage, from: StunEndpoint) => void;
-  fail: (err: NatpunchError) => void;
 }
 
 /** STUN client over a caller-owned UDP transport. close() stops listening; it does not close the transport. */
@@ -353,7 +353,8 @@ export class StunClient {
   readonly #rto: number;
   readonly #rc: number;
   readonly #rm: number;
-  readonly #pending = new Map<string, Pending>();
+  readonly #transactions = new TransactionTable<string, { message: StunMessage; from: StunEndpoint }>();
+  readonly #expect = new Map<string, Expectation>();
   readonly #auth = new Map<string, LongTermAuthState>();
   readonly #close = new AbortController();
   readonly #unsubscribe: () => void;
@@ -383,7 +384,8 @@ export class StunClient {
       return; // §6.3: malformed, silently discarded
     }
     if (msg.cls !== StunClass.SuccessResponse && msg.cls !== StunClass.ErrorResponse) return;
-    const p = this.#pending.get(msg.transactionKey);
+    const key = msg.transactionKey;
+    const p = this.#expect.get(key);
     if (!p) return; // unknown or late (transaction already done)
     const from = { address: normalizeAddress(rinfo.address), port: rinfo.port };
     if (p.matchSource && (from.port !== p.server.port || from.address !== normalizeAddress(p.server.address))) {
@@ -398,74 +400,39 @@ export class StunClient {
     const unknown = msg.unknownComprehensionRequired(this.#registry);
     if (unknown.length > 0) {
       // §6.3.3/§6.3.4: a response we cannot fully understand fails the transaction.
-      p.fail(unknownError(p.server, unknown));
+      this.#transactions.reject(key, unknownError(p.server, unknown));
       return;
     }
-    p.resolve(msg, from);
+    this.#transactions.resolve(key, { message: msg, from });
   }
 
-  /** One retransmitted transaction (§6.2.1). */
+  /** One retransmitted transaction (§6.2.1) through the shared engine (src/stun/transaction.ts). */
   #transact(server: StunEndpoint, options: StunRequestOptions): Transact {
-    const rto = options.rtoMs ?? this.#rto;
-    const rc = options.rc ?? this.#rc;
-    const rm = options.rm ?? this.#rm;
+    const timing = { rtoMs: options.rtoMs ?? this.#rto, rc: options.rc ?? this.#rc, rm: options.rm ?? this.#rm };
     const matchSource = options.matchSource ?? true;
-    return (build, accept, signal) =>
-      new Promise<StunResponse>((resolve, reject) => {
-        if (signal.aborted) {
-          reject(signal.reason);
-          return;
-        }
-        const tid = createTransactionId();
-        const key = transactionKey(tid);
-        const packet = build(tid);
-        const started = performance.now();
-        let sent = 0;
-        let timer: NodeJS.Timeout | undefined;
-        const finish = () => {
-          if (timer) clearTimeout(timer);
-          this.#pending.delete(key);
-          signal.removeEventListener('abort', onAbort);
-        };
-        const onAbort = () => {
-          finish();
-          reject(signal.reason);
-        };
-        const transmit = () => {
-          if (this.#transport.closed) {
-            finish();
-            reject(new NatpunchError('SOCKET_CLOSED', 'the STUN client\'s socket was closed'));
-            return;
-          }
-          this.#transport.send(packet, server.port, server.address);
-          sent++;
-          // Wait RTO, 2·RTO, 4·RTO, ... between sends; after the Rc-th send wait Rm·RTO, then fail.
-          const wait = sent < rc ? rto * 2 ** (sent - 1) : rto * rm;
-          timer = setTimeout(() => {
-            if (sent < rc) transmit();
-            else {
-              finish();
-              const total = Math.round(performance.now() - started);
-              reject(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} after ${sent} requests (${total} ms)`));
-            }
-          }, wait);
-        };
-        this.#pending.set(key, {
-          server,
-          matchSource,
-          accept,
-          resolve: (message, from) => {
-            finish();
-            resolve({ message, from, rttMs: performance.now() - started, transmissions: sent });
+    return async (build, accept, signal) => {
+      const tid = createTransactionId();
+      const key = transactionKey(tid);
+      const packet = build(tid);
+      this.#expect.set(key, { server, matchSource, accept });
+      try {
+        const r = await this.#transactions.run(
+          key,
+          () => {
+            if (this.#transport.closed) throw new NatpunchError('SOCKET_CLOSED', "the STUN client's socket was closed");
+            this.#transport.send(packet, server.port, server.address);
           },
-          fail: (err) => {
-            finish();
-            reject(err);
+          {
+            timing,
+            signal,
+            timeoutError: (sent, ms) => new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} after ${sent} requests (${ms} ms)`),
           },
-        });
-        signal.addEventListener('abort', onAbort, { once: true });
-        transmit();
-      });
+        );
+        return { message: r.answer.message, from: r.answer.from, rttMs: r.rttMs, transmissions: r.transmissions };
+      } finally {
+        this.#expect.delete(key);
+      }
+    };
   }
 
   /** Sends a request and resolves with the success response; error responses reject with STUN_ERROR_RESPONSE. */
@@ -539,10 +506,8 @@ export class StunTcpClient {
   readonly socket: net.Socket;
   readonly server: StunEndpoint;
   readonly #framer = new StunFramer();
-  readonly #pending = new Map<
-    string,
-    { accept: (m: StunMessage) => boolean; resolve: (m: StunMessage) => void; fail: (err: NatpunchError) => void }
-  >();
+  readonly #transactions = new TransactionTable<string, StunMessage>();
+  readonly #accept = new Map<string, (m: StunMessage) => boolean>();
   readonly #registry: StunRegistry;
   readonly #auth = new Map<string, LongTermAuthState>();
   readonly #close = new AbortController();
@@ -576,11 +541,12 @@ export class StunTcpClient {
           continue;
         }
         if (msg.cls !== StunClass.SuccessResponse && msg.cls !== StunClass.ErrorResponse) continue;
-        const p = this.#pending.get(msg.transactionKey);
-        if (!p || checkFingerprint(msg) === 'invalid' || !p.accept(msg)) continue;
+        const key = msg.transactionKey;
+        const accept = this.#accept.get(key);
+        if (!accept || checkFingerprint(msg) === 'invalid' || !accept(msg)) continue;
         const unknown = msg.unknownComprehensionRequired(this.#registry);
-        if (unknown.length > 0) p.fail(unknownError(this.server, unknown));
-        else p.resolve(msg);
+        if (unknown.length > 0) this.#transactions.reject(key, unknownError(this.server, unknown));
+        else this.#transactions.resolve(key, msg);
       }
     });
     socket.on('error', () => {});
@@ -622,29 +588,30 @@ export class StunTcpClient {
     return this.#close.signal.aborted;
   }
 
-  #transact: Transact = (build, accept, signal) =>
-    new Promise<StunResponse>((resolve, reject) => {
-      const tid = createTransactionId();
-      const key = transactionKey(tid);
-      const started = performance.now();
-      const all = AbortSignal.any([signal, this.#close.signal]);
-      const timer = setTimeout(
-        () => done(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP within ${STUN_TCP_TIMEOUT_MS} ms`)),
-        STUN_TCP_TIMEOUT_MS,
-      );
-      const onAbort = () => done(all.reason);
-      const done = (err?: unknown, msg?: StunMessage) => {
-        clearTimeout(timer);
-        this.#pending.delete(key);
-        all.removeEventListener('abort', onAbort);
-        if (msg) resolve({ message: msg, from: this.server, rttMs: performance.now() - started, transmissions: 1 });
-        else reject(err);
-      };
-      if (all.aborted) return done(all.reason);
-      all.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(key, { accept, resolve: (m) => done(undefined, m), fail: (err) => done(err) });
-      this.socket.write(build(tid));
-    });
+  /** One transaction over the stream (§6.2.2): the shared engine in reliable mode, bounded by 39.5 s. */
+  #transact: Transact = async (build, accept, signal) => {
+    const tid = createTransactionId();
+    const key = transactionKey(tid);
+    const expired = new AbortController();
+    const timer = setTimeout(
+      () => expired.abort(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP within ${STUN_TCP_TIMEOUT_MS} ms`)),
+      STUN_TCP_TIMEOUT_MS,
+    );
+    this.#accept.set(key, accept);
+    try {
+      const r = await this.#transactions.run(key, () => this.socket.write(build(tid)), {
+        timing: RFC8489_TIMING,
+        reliable: true,
+        signal: AbortSignal.any([signal, this.#close.signal, expired.signal]),
+        timeoutError: () => new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP`),
+        abortError: (reason) => (reason instanceof Error ? reason : new NatpunchError('ABORTED', 'STUN request aborted', { cause: reason })),
+      });
+      return { message: r.answer, from: this.server, rttMs: r.rttMs, transmissions: 1 };
+    } finally {
+      clearTimeout(timer);
+      this.#accept.delete(key);
+    }
+  };
 
   async request(options: StunRequestOptions = {}): Promise<StunResponse> {
     if (this.closed) throw new NatpunchError('SOCKET_CLOSED', 'the STUN TCP connection is closed');
@@ -725,14 +692,21 @@ export async function stunBinding(
       d.dispose();
     }
   }
-  const type: dgram.SocketType = endpoint.address.includes(':') ? 'udp6' : 'udp4';
-  const transport = await NodeDatagramTransport.bind({ type, address: options.localAddress });
+  // A connected socket: ICMP port unreachable ends the transaction at once (ECONNREFUSED) instead of after Rc sends.
+  const transport = await NodeDatagramTransport.connect(endpoint, options.localAddress ? { address: options.localAddress } : {});
+  const unreachable = new AbortController();
+  const offError = transport.onError((err) => {
+    const why = err.code === 'ECONNREFUSED' ? 'port unreachable: nothing listens there' : err.message;
+    unreachable.abort(new NatpunchError('UNREACHABLE', `${endpointText(endpoint)}: ${why}`, { cause: err }));
+  });
   const client = new StunClient(transport, { logger: options.logger });
   try {
-    const result = await client.binding(endpoint, options);
+    const signal = options.signal ? AbortSignal.any([options.signal, unreachable.signal]) : unreachable.signal;
+    const result = await client.binding(endpoint, { ...options, signal });
     const a = transport.address();
     return { ...result, local: { address: normalizeAddress(a.address), port: a.port } };
   } finally {
+    offError();
     client.close();
     transport.close();
   }

@@ -8,13 +8,13 @@
  *
  * Amplification rule (UDP only; TCP's handshake proves the client's address): a response to an unauthenticated
  * request is no larger than the request (STUN_MAX_AMPLIFICATION = 1; issue 18). Optional attributes are dropped to
- * fit, in this order: SOFTWARE, RESPONSE-ORIGIN, OTHER-ADDRESS; PADDING (RFC 5780 §7.6) is echoed only up to the
- * bound. The one exception is what RFC 8489 requires: a Binding request is always answered with XOR-MAPPED-ADDRESS
- * (§6.3.1.1; MAPPED-ADDRESS for RFC 3489 requests, §12), and an error with its ERROR-CODE (empty reason) and
+ * fit (SOFTWARE first); PADDING (RFC 5780 §7.6) is echoed only up to the bound. The exceptions are what the RFCs
+ * require: in RFC 5780 mode RESPONSE-ORIGIN and OTHER-ADDRESS (§6.1; at most STUN_RFC5780_EXTRA_BYTES over the
+ * request), and a Binding request is always answered with XOR-MAPPED-ADDRESS
+ * (RFC 8489 §6.3.1.1; MAPPED-ADDRESS for RFC 3489 requests, §12), and an error with its ERROR-CODE (empty reason) and
  * UNKNOWN-ATTRIBUTES (§6.3.1), plus FINGERPRINT when the request had one (§7.3). That minimum exceeds its request by
  * at most STUN_REQUIRED_EXTRA_BYTES (24: a 20-byte request answered with an IPv6 XOR-MAPPED-ADDRESS, 44 bytes); it
- * is counted in `oversized`. Clients that need RFC 5780's attributes pad their requests (netcheck uses a long SOFTWARE, which any
- * server may ignore). PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
+ * is counted in `oversized`. PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
  * another port of the requester's own address.
  */
 import type net from 'node:net';
@@ -58,6 +58,9 @@ export const STUN_MAX_AMPLIFICATION = 1;
 /** The most the RFC-required minimum answer exceeds its request by: a 20-byte Binding request answered with an
  *  IPv6 XOR-MAPPED-ADDRESS (20 + 24 bytes; with FINGERPRINT the request had 8 more too). Errors exceed by less. */
 export const STUN_REQUIRED_EXTRA_BYTES = 24;
+/** The same in RFC 5780 mode (--alt-address), whose Binding answers also require RESPONSE-ORIGIN and OTHER-ADDRESS
+ *  (RFC 5780 §6.1): three IPv6 address attributes, 3 × 24 bytes, over a 20-byte request. */
+export const STUN_RFC5780_EXTRA_BYTES = 72;
 /** Idle TCP connections are closed after this long (RFC 8489 §6.2.2 asks for at least 10 s after a response). */
 export const STUN_TCP_IDLE_MS = 30_000;
 /** A TCP connection whose unsent responses exceed this is closed (the client is not reading). */
@@ -369,8 +372,11 @@ export class StunServer {
     } else {
       required.push(attr(XorMappedAddress, from)); // §14.2
       if (rfc5780) {
-        if (other) optional.push(attr(OtherAddress, other)); // RFC 5780 §7.4
-        optional.push(attr(ResponseOrigin, via ? localAddress(via) : tcpLocal!)); // RFC 5780 §7.3
+        // RFC 5780 §6.1: a server in discovery mode answers every Binding request with RESPONSE-ORIGIN (§7.3) and,
+        // having an alternate address, OTHER-ADDRESS (§7.4): required, so kept whatever the request's size (the
+        // documented exception, bounded by STUN_RFC5780_EXTRA_BYTES; discovery mode is the operator's --alt-address).
+        required.push(attr(ResponseOrigin, via ? localAddress(via) : tcpLocal!));
+        if (other) required.push(attr(OtherAddress, other));
       }
       if (this.#softwareAttr) optional.push(this.#softwareAttr);
     }

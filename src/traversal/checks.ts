@@ -49,6 +49,12 @@ export const DEFAULT_LINGER_MS = 3_000;
 export const MAX_REMOTE_CANDIDATES = 32;
 /** Implicit nomination: how long a working pair waits for a higher-priority one still being checked. */
 export const NOMINATION_GRACE_MS = 25;
+/**
+ * The first check of up to this many pairs leaves at once, the rest paced: a pace step spent on an unreachable host
+ * candidate would delay the public one (and with it the handshake riding on it). RFC 8445 §14 paces checks to bound
+ * their sustained rate; one burst of a few small checks at the start does not change it.
+ */
+export const INITIAL_BURST_PAIRS = 4;
 /** Nominations sent before a succeeded pair is given up. */
 const MAX_NOMINATIONS = 8;
 
@@ -258,7 +264,7 @@ export class ConnectivityChecks {
     this.#isInitiator = options.role === 'initiator';
     this.#family = options.transport.address().family === 'IPv6' ? 6 : 4;
     const requestPayload = options.handshake?.requestPayload();
-    if (requestPayload && requestPayload.length > MAX_CHECK_BYTES - HEADER_BYTES - 2 - MAC_BYTES) {
+    if (requestPayload && requestPayload.length > MAX_CHECK_PAYLOAD_BYTES) {
       throw new NatpunchError('BAD_ARGUMENT', `a check payload of ${requestPayload.length} bytes does not fit a ${MAX_CHECK_BYTES}-byte check`);
     }
     for (const c of options.remote.slice(0, MAX_REMOTE_CANDIDATES)) this.#addPair(c, 0);
@@ -306,7 +312,7 @@ export class ConnectivityChecks {
       this.#off = this.#o.transport.onMessage((msg, rinfo) => this.#onMessage(msg, rinfo));
       this.#deadline = setTimeout(() => this.#fail(this.#failure()), this.#o.timeoutMs);
       this.#timer = setInterval(() => this.#tick(), this.#o.paceMs);
-      this.#tick();
+      for (let i = 0; i < INITIAL_BURST_PAIRS; i++) this.#tick();
     });
   }
 

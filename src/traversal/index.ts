@@ -8,6 +8,8 @@ export { tcpPunch, TCP_PUNCH_DEFAULTS, TCP_NOMINATION_BYTE } from './tcp-p2pnat.
 export type { TcpPunchCandidate, TcpPunchOptions, TcpPunchResult, TcpPunchRole } from './tcp-p2pnat.js';
 export { openTcpLocal, TCP_MAPPING_REFRESH_MS } from './tcp-session.js';
 export type { TcpLocal } from './tcp-session.js';
+export { tcpTechnique, tcpApplies } from './tcp-technique.js';
+export type { TcpTechniqueOptions } from './tcp-technique.js';
 export { discoverNatHops, NatHopCache, TTL_DISCOVERY_DEFAULTS } from './tcp-stunt.js';
 export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './tcp-stunt.js';
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './tcp-predict.js';

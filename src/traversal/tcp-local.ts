@@ -9,9 +9,10 @@
  * keeps its TCP connection to the server from P"); a Binding every TCP_MAPPING_REFRESH_MS keeps it from idling out.
  *
  * Why a second port: STUNT #1 and NATBlaster complete a connection with a SYN-ACK that a NAT accepts only while its
- * entry for the 5-tuple holds exactly our SYN (RFC 5382 §5 leaves the NAT free to track TCP state; Linux conntrack
- * checks sequence windows). P2P-NAT's SYNs on P can move that entry to SYN_SENT2 with the peer's sequence number
- * (simultaneous open, RFC 9293 §3.5) even when the NAT's filter then drops them, which makes the later SYN-ACK invalid.
+ * entry for the 5-tuple holds exactly our SYN (a NAT tracks TCP state to follow simultaneous open, RFC 5382 §4.2.2
+ * REQ-2; Linux conntrack also checks sequence windows). P2P-NAT's SYNs on P can move that entry to SYN_SENT2 with the
+ * peer's sequence number (simultaneous open, RFC 9293 §3.5) even when the NAT's filter then drops them, which makes
+ * the later SYN-ACK invalid.
  * On Q the sequence techniques get a 5-tuple P2P-NAT never touched, so the two can run side by side
  * (tcp-path.ts). Q is opened only where the techniques can run at all: with raw sockets (CAP_NET_RAW).
  */

@@ -4,7 +4,8 @@
  *   1. P2P-NAT on port P (tcp-p2pnat.ts; Ford, Srisuresh, Kegel, USENIX 2005 §4) to every TCP candidate of the peer,
  *      its predicted window expanded (tcp-predict.ts). One side opens its NAT with guarded low-TTL SYNs (STUNT #2,
  *      Guha & Francis, IMC 2005) and the other holds back TCP_OPENER_HOLDBACK_MS (stuntOpening()), so NATs that
- *      answer unsolicited SYNs with RST (RFC 5382 §7.1 permits it) do not close the mapping the first SYN made.
+ *      answer unsolicited SYNs at once (RFC 5382 §4.3 REQ-4 asks them to wait 6 s; many send RST straight away) do
+ *      not close the mapping the first SYN made.
  *   2. The sequence-number techniques, STUNT #1 (with `natpunch serve --spoof`) and NATBlaster (tcp-seqpunch.ts),
  *      for NATs that drop every inbound SYN. When both peers offered a port Q (tcp-local.ts) they run on Q beside
  *      P2P-NAT, starting TCP_SEQ_HOLDBACK_MS later (happy-eyeballs style): Q's 5-tuple has never seen P2P-NAT's SYNs,
@@ -22,7 +23,7 @@ import { NatpunchError } from '../util/errors.js';
 import { sleep } from '../util/abort.js';
 import type { Logger } from '../util/log.js';
 import type { SessionPath } from '../session/session.js';
-import type { Candidate } from './candidate.js';
+import { candidateKey, type Candidate } from './candidate.js';
 import { tcpPunch, TCP_NOMINATION_BYTE, TCP_PUNCH_DEFAULTS, type TcpPunchCandidate, type TcpPunchResult } from './tcp-p2pnat.js';
 import { installIcmpGuard, type SeqTechnique } from './tcp-seq.js';
 import { declineSequencePunch, sequencePunch, type SeqChannel } from './tcp-seqpunch.js';
@@ -77,7 +78,7 @@ export interface TcpAttemptOptions {
 /** A punched TCP connection and the technique that made it. */
 export interface TcpPathResult extends TcpPunchResult {
   technique: NonNullable<SessionPath['tcpTechnique']>;
-  /** Why P2P-NAT was not the technique (its failure), when it was not. */
+  /** How this technique came to win, when worth telling: P2P-NAT's failure, or that we opened with STUNT #2. */
   reason?: string;
 }
 
@@ -86,12 +87,16 @@ export interface TcpPathResult extends TcpPunchResult {
  * port, its port Q (tcp-local.ts) left out.
  */
 export function tcpCandidatesOf(remote: Candidate[]): Candidate[] {
-  return expandTcpPredictions(remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4 && !isSeqPortCandidate(c)));
+  const expanded = expandTcpPredictions(remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4 && !isSeqPortCandidate(c)));
+  // One attempt per endpoint: a window offered twice (or overlapping a srflx) must not make two connects from P to
+  // the same endpoint, which the kernel refuses for the second one (the 4-tuple is taken).
+  const seen = new Set<string>();
+  return expanded.filter((c) => !seen.has(candidateKey(c)) && Boolean(seen.add(candidateKey(c))));
 }
 
 /**
- * STUNT #2 inside P2P-NAT (Guha & Francis, IMC 2005 §3): when a NAT answers an unsolicited SYN with RST (RFC 5382
- * §7.1 allows it) the crossing SYNs of plain P2P-NAT must both be in flight at once, or the first one's RST closes
+ * STUNT #2 inside P2P-NAT (Guha & Francis, IMC 2005 §3): when a NAT answers an unsolicited SYN with RST at once
+ * (RFC 5382 §4.3 REQ-4 asks for silence for 6 s, precisely for simultaneous open; many NATs do not wait) the crossing SYNs of plain P2P-NAT must both be in flight at once, or the first one's RST closes
  * the mapping its sender's NAT just made. So one side opens: it sends its SYNs with a TTL that passes its own NAT and
  * expires before the peer's, which leaves its NAT's entry in SYN_SENT without any RST; the other side holds back its
  * first SYN by TCP_OPENER_HOLDBACK_MS and then walks in through that entry (simultaneous open at the opener's socket,
@@ -149,7 +154,7 @@ async function p2pnat(
       ...(p.claimNomination ? { claimNomination: p.claimNomination } : {}),
       ...(o.logger ? { logger: o.logger } : {}),
     });
-    return { ...r, technique: 'p2pnat' };
+    return { ...r, technique: 'p2pnat', ...(stunt ? { reason: `we opened our NAT first with low-TTL SYNs (STUNT #2, TTL ${stunt.lowTtl})` } : {}) };
   } finally {
     await stunt?.unguard();
   }

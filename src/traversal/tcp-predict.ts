@@ -29,6 +29,8 @@ export const DEFAULT_PREDICTED_PORTS = 8;
 export const TCP_ALLOCATION_SAMPLES = 3;
 /** Bound on the whole measurement: a connect and a STUN Binding per sample, run concurrently. */
 export const TCP_PREDICT_TIMEOUT_MS = 2_000;
+/** A window from the peer never expands to more ports than this (twice our own window). */
+export const MAX_EXPANDED_PORTS = 2 * DEFAULT_PREDICTED_PORTS;
 /** Tag byte of the window candidate's priority ('T'); the UDP hard-NAT marker uses 'N' (hardwire.ts). */
 const TCP_WINDOW_TAG = 0x54;
 /** Deltas beyond ±127 cannot be encoded (and a sequential allocator's step is small, allocation.ts). */
@@ -92,17 +94,21 @@ export function tcpPredictionOf(c: Candidate): TcpPrediction | null {
 
 /**
  * The peer's candidates with each window candidate replaced by the ports it stands for (likeliest first, at
- * 'predicted' priority below every other candidate type but relay). Other candidates pass unchanged.
+ * 'predicted' priority below every other candidate type but relay). Other candidates pass unchanged. The peer's
+ * word is bounded: at most MAX_EXPANDED_PORTS ports per window (each becomes a stream of SYNs from us), and only a
+ * window at an address the peer also offers as server-reflexive (a NAT predicts ports of its own public address).
  */
 export function expandTcpPredictions(list: readonly Candidate[]): Candidate[] {
   const out: Candidate[] = [];
+  const reflexive = new Set(list.filter((c) => c.type === 'srflx').map((c) => c.address));
   for (const c of list) {
     const p = tcpPredictionOf(c);
     if (!p) {
       out.push(c);
       continue;
     }
-    const ports = [p.first, ...predictPorts(p.first, p.delta, p.count - 1)];
+    if (!reflexive.has(p.address)) continue;
+    const ports = [p.first, ...predictPorts(p.first, p.delta, Math.min(p.count, MAX_EXPANDED_PORTS) - 1)];
     ports.forEach((port, i) => out.push({ type: 'predicted', transport: 'tcp', address: p.address, port, priority: candidatePriority('predicted', 65535 - i) }));
   }
   return out;

@@ -193,7 +193,8 @@ function ipv4Hex(address: string): string {
  * (the predicted window of P2P-NAT + STUNT #2, tcp-session.ts). Returns the function that removes the table.
  */
 export async function installIcmpGuard(remote: Endpoint, localPort: number, timeoutMs: number = TCP_SEQ_DEFAULTS.nftTimeoutMs): Promise<() => Promise<void>> {
-  const table = `npguard_${localPort}_${remote.port}`;
+  // One table per (local port, remote endpoint): a listener's port serves several peers at once, each with its guard.
+  const table = `npguard_${localPort}_${ipv4Hex(remote.address).slice(2)}_${remote.port}`;
   const sport = localPort > 0 ? ` @th,224,16 ${localPort}` : '';
   const dport = remote.port > 0 ? ` @th,240,16 ${remote.port}` : '';
   await runNft(

@@ -1,6 +1,7 @@
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { NatpunchError } from '../util/errors.js';
+import { addressToBytes, cidrContains, parseCidr, type Cidr } from '../wire/ip.js';
 
 /**
  * Which destinations the exit side of a tunnel may connect to on behalf of a peer (SOCKS CONNECT). Default: none.
@@ -19,7 +20,7 @@ interface PortRange {
 interface Rule {
   text: string;
   hostname?: string;
-  blocks?: BlockList;
+  cidr?: Cidr;
   ports: PortRange[];
 }
 
@@ -60,11 +61,10 @@ function parsePorts(text: string, spec: string): PortRange[] {
 }
 
 /** IPv4-mapped IPv6 (::ffff:a.b.c.d) is checked as the IPv4 address it is. */
-function normalize(address: string): { address: string; family: 'ipv4' | 'ipv6' } | null {
+function normalize(address: string): string | null {
   const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
   const a = m ? m[1]! : address;
-  const v = isIP(a);
-  return v === 4 ? { address: a, family: 'ipv4' } : v === 6 ? { address: a, family: 'ipv6' } : null;
+  return isIP(a) ? a : null;
 }
 
 export class DestinationPolicy {
@@ -85,16 +85,16 @@ export class DestinationPolicy {
       const host = v6 ? v6[1]! : spec.slice(0, cut);
       const ports = parsePorts(v6 ? v6[2]! : spec.slice(cut + 1), spec);
       const [addr, prefixText] = host.split('/') as [string, string | undefined];
-      const fam = normalize(addr);
-      if (fam) {
-        const max = fam.family === 'ipv4' ? 32 : 128;
-        const prefix = prefixText === undefined ? max : Number(prefixText);
-        if (!Number.isInteger(prefix) || prefix < 0 || prefix > max || (prefixText !== undefined && !/^\d+$/.test(prefixText))) {
+      const address = normalize(addr);
+      if (address) {
+        if (prefixText !== undefined && !/^\d+$/.test(prefixText)) throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: bad prefix length`);
+        let cidr: Cidr;
+        try {
+          cidr = parseCidr(prefixText === undefined ? address : `${address}/${prefixText}`);
+        } catch {
           throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: bad prefix length`);
         }
-        const blocks = new BlockList();
-        blocks.addSubnet(fam.address, prefix, fam.family);
-        return { text: spec, blocks, ports };
+        return { text: spec, cidr, ports };
       }
       if (prefixText !== undefined || !/^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/.test(host)) {
         throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: "${host}" is neither an address, a CIDR nor a host name`);
@@ -110,8 +110,9 @@ export class DestinationPolicy {
 
   #matchAddress(address: string, port: number): Rule | undefined {
     const n = normalize(address);
-    if (!n) return undefined;
-    return this.rules.find((r) => r.blocks?.check(n.address, n.family) && r.ports.some((p) => port >= p.from && port <= p.to));
+    const bytes = n ? addressToBytes(n) : null;
+    if (!bytes) return undefined;
+    return this.rules.find((r) => r.cidr && cidrContains(r.cidr, bytes) && r.ports.some((p) => port >= p.from && port <= p.to));
   }
 
   /** Decides whether `host:port` may be reached; resolves names (bounded by the resolver) when needed. */
@@ -123,7 +124,7 @@ export class DestinationPolicy {
     }
     const name = host.toLowerCase().replace(/\.$/, '');
     const byName = this.rules.find((r) => r.hostname === name && r.ports.some((p) => port >= p.from && port <= p.to));
-    const hasCidr = this.rules.some((r) => r.blocks);
+    const hasCidr = this.rules.some((r) => r.cidr);
     if (!byName && !hasCidr) return { allowed: false };
     let address: string;
     try {

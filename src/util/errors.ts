@@ -1,30 +1,54 @@
 /**
  * The one error class natpunch throws. `code` is stable and meant for programs; `message` is meant for a person
- * and should say what to do about it.
+ * and should say what to do about it. The codes are a closed union: a mistyped or new code fails to compile until
+ * it is listed here (and in docs/cli.md's table when the CLI can print it).
  */
 export type NatpunchErrorCode =
+  // caller mistakes and control flow
   | 'BAD_ARGUMENT'
   | 'ABORTED'
   | 'TIMEOUT'
+  | 'NOT_ROOT'
+  | 'ADDON_UNAVAILABLE'
+  | 'LAB'
+  // sockets
+  | 'SOCKET'
+  | 'SOCKET_CLOSED'
+  | 'ADDRESS_IN_USE'
+  | 'UNREACHABLE'
+  | 'TCP_CONNECT'
+  // STUN (RFC 8489)
   | 'STUN_DECODE'
   | 'STUN_TIMEOUT'
+  | 'STUN_CONNECT'
   | 'STUN_ERROR_RESPONSE'
   | 'STUN_INTEGRITY'
-  | 'SOCKET_CLOSED'
-  | 'NOT_ROOT'
-  | 'LAB'
-  | 'ADDON_UNAVAILABLE'
+  // rendezvous and traversal
   | 'RENDEZVOUS'
+  | 'RENDEZVOUS_DECODE'
+  | 'RATE_LIMITED'
   | 'PEER_NOT_FOUND'
   | 'PEER_KEY_CHANGED'
   | 'PEER_KEY_MISMATCH'
   | 'PUNCH_FAILED'
+  // sessions and streams
   | 'HANDSHAKE_FAILED'
   | 'NOT_ALLOWED'
+  | 'PROTOCOL'
+  | 'SESSION_CLOSED'
+  | 'SESSION_LOST'
+  | 'STREAM_CLOSED'
+  | 'STREAM_RESET'
+  // port mapping (PCP, NAT-PMP, UPnP IGD)
   | 'PORTMAP'
+  | 'PORTMAP_UNSUPPORTED_VERSION'
+  // TURN (RFC 8656)
   | 'TURN'
   | 'TURN_FORBIDDEN_PEER'
-  | (string & {});
+  // tunnels
+  | 'TUNNEL_PROTOCOL'
+  | 'TUNNEL_REFUSED'
+  | 'SOCKS_PROTOCOL';
 
 export class NatpunchError extends Error {
   readonly code: NatpunchErrorCode;

@@ -336,7 +336,7 @@ export const MAX_REPORT_FAILURES = 8;
 export const REPORT_NO_TIME = 0xffffffff;
 
 /**
- * REPORT (0x11), signed, at most 7 + 32 + 16 + 24 + 9 + 17 + 17 + 64 = 186 bytes:
+ * REPORT (0x11), signed, at most 7 + 32 + 16 + 24 + 14 + 17 + 17 + 64 = 191 bytes:
  *   header | public key (32) | connection id (16) | timestamp u64 | nonce (16)
  *   | role u8 (0 initiator, 1 responder) | result u8 (0 connected, 1 failed, 2 aborted) | path u8 (0 none, 1 direct, 2 relay)
  *   | local NAT u8 | peer NAT u8 (REPORT_NAT_TYPES) | winner u8 (REPORT_TECHNIQUES, 0 when none)

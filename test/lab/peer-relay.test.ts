@@ -29,11 +29,14 @@ describe('default serve relays for peers behind UDP-blocking NATs', { skip }, ()
     await lab?.down();
   });
 
-  async function pair(name: string): Promise<{ listenerPath: Json; connectorPath: Json }> {
-    // UDP only: with TCP in the race these pairs may connect directly over TCP (the connect matrix shows it);
-    // this test is about the relay reached over TCP.
-    const listener = lab.node('b', PEER, ['listen', '--rendezvous', rv, '--name', name, '--relay', 'auto', '--transport', 'udp']);
-    const connector = lab.node('a', PEER, ['connect', '--rendezvous', rv, '--relay', 'auto', '--transport', 'udp']);
+  /**
+   * No flags: the defaults (the relay is on by default). `udpOnly`: no TCP punching, so a connection between a
+   * UDP-blocked and another NAT can only be the relay.
+   */
+  async function pair(name: string, udpOnly = false): Promise<{ listenerPath: Json; connectorPath: Json }> {
+    const extra = udpOnly ? ['--transport', 'udp'] : [];
+    const listener = lab.node('b', PEER, ['listen', '--rendezvous', rv, '--name', name, ...extra]);
+    const connector = lab.node('a', PEER, ['connect', '--rendezvous', rv, ...extra]);
     try {
       const l = await listener.next((m) => m.ev === 'listening' || m.ev === 'fatal', { timeoutMs: 30_000 });
       assert.equal(l.ev, 'listening', JSON.stringify(l));
@@ -52,21 +55,27 @@ describe('default serve relays for peers behind UDP-blocking NATs', { skip }, ()
     }
   }
 
-  test('udp-blocked ↔ port-restricted: connects through the default relay, data verified', async () => {
+  test('udp-blocked ↔ port-restricted, UDP only: connects through the default relay (reached over TCP), data verified', async () => {
     await lab.setNat('natA', 'udp-blocked');
     await lab.setNat('natB', 'port-restricted-cone');
-    const r = await pair('pr');
+    const r = await pair('pr', true);
     assert.equal(r.connectorPath.kind, 'relay', JSON.stringify(r));
   });
 
-  test('port-restricted ↔ udp-blocked (the listener walled): connects through the default relay, data verified', async () => {
+  test('port-restricted ↔ udp-blocked (the listener walled), UDP only: connects through the default relay, data verified', async () => {
     await lab.setNat('natA', 'port-restricted-cone');
     await lab.setNat('natB', 'udp-blocked');
-    const r = await pair('walled');
+    const r = await pair('walled', true);
     assert.equal(r.listenerPath.kind, 'relay', JSON.stringify(r));
   });
 
-  test('udp-blocked ↔ udp-blocked: both relay over TCP, relay to relay, data verified', async () => {
+  test('udp-blocked ↔ port-restricted with no flags: connects (TCP punching or the relay), data verified', async () => {
+    await lab.setNat('natA', 'udp-blocked');
+    await lab.setNat('natB', 'port-restricted-cone');
+    await pair('pr-default');
+  });
+
+  test('udp-blocked ↔ udp-blocked with no flags: both relay over TCP, relay to relay, data verified', async () => {
     await lab.setNat('natA', 'udp-blocked');
     await lab.setNat('natB', 'udp-blocked');
     const r = await pair('both');

@@ -141,3 +141,63 @@ test('two connections on the same sockets do not cross: each nominates its own p
     await Promise.all([a.close(), b.close(), c.close()]);
   }
 });
+
+test('a handshake payload rides on requests and responses; a payload whose length field lies is dropped; one too big for a check is refused', async () => {
+  const { createHmac } = await import('node:crypto');
+  const { MAX_CHECK_BYTES } = await import('../../src/traversal/checks.js');
+  const a = await UdxEndpoint.bind({ address: '127.0.0.1' });
+  const b = await UdxEndpoint.bind({ address: '127.0.0.1' });
+  const cid = randomBytes(16);
+  const key = randomBytes(32);
+  const seen: string[] = [];
+  const hello = Buffer.from('hello, responder');
+  const ca = new ConnectivityChecks({
+    transport: a, role: 'initiator', connectionId: cid, key, local: [], remote: [host(b.address().port)], nomination: 'implicit', timeoutMs: 3000,
+    handshake: {
+      requestPayload: () => hello,
+      onRequest: () => null,
+      onResponse: (p) => (seen.push(`response:${p?.toString()}`), p?.toString() === 'welcome' ? 'nominate' : 'ignore'),
+    },
+  });
+  const cb = new ConnectivityChecks({
+    transport: b, role: 'responder', connectionId: cid, key, local: [], remote: [host(a.address().port)], nomination: 'implicit', timeoutMs: 3000,
+    handshake: {
+      requestPayload: () => null,
+      onRequest: (p) => (seen.push(`request:${p.toString()}`), { payload: Buffer.from('welcome'), select: true }),
+      onResponse: () => 'plain',
+    },
+  });
+  const raw = dgram.createSocket('udp4');
+  await new Promise<void>((r) => raw.bind(0, '127.0.0.1', () => r()));
+  try {
+    const [ra, rb] = await Promise.all([ca.run(), cb.run()]);
+    assert.equal(ra.remote.port, b.address().port);
+    assert.equal(rb.remote.port, a.address().port);
+    assert.ok(seen.includes(`request:${hello}`) && seen.includes('response:welcome'), seen.join());
+    // A correctly MACed request whose payload length field says more than the datagram holds: no answer.
+    const tag = (await import('node:crypto')).createHash('sha256').update('natpunch check tag').update(cid).digest().subarray(0, 16);
+    const body = Buffer.alloc(32 + 2 + 4);
+    body[0] = 0xf1; body[1] = 1; body[2] = 1 | 2;
+    tag.copy(body, 4);
+    randomBytes(12).copy(body, 20);
+    body.writeUInt16BE(200, 32);
+    const pkt = Buffer.concat([body, createHmac('sha256', key).update(body).digest().subarray(0, 16)]);
+    let answered = false;
+    raw.on('message', () => (answered = true));
+    raw.send(pkt, b.address().port, '127.0.0.1');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(answered, false);
+    // (Late retransmissions of A's request may still arrive under load: they carry hello. Nothing else got through.)
+    assert.ok(seen.every((x) => x === `request:${hello}` || x === 'response:welcome'), seen.join());
+    assert.throws(
+      () => new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: cid, key, local: [], remote: [], handshake: { requestPayload: () => Buffer.alloc(MAX_CHECK_BYTES), onRequest: () => null, onResponse: () => 'plain' } }),
+      (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+    );
+  } finally {
+    raw.close();
+    ca.close();
+    cb.close();
+    await a.close();
+    await b.close();
+  }
+});

@@ -359,7 +359,7 @@ test('an IK listener session the initiator never confirms ends with HANDSHAKE_FA
   }
 });
 
-test('listeners sharing a replay cache (the hard punch shares its parent listener\'s) treat each other\'s first flights as replays', async () => {
+test('listeners sharing a replay cache (listen({ replayCache })) treat each other\'s first flights as replays', async () => {
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const replayCache = new IkReplayCache();
@@ -392,5 +392,32 @@ test('listeners sharing a replay cache (the hard punch shares its parent listene
     await first.close();
     await second.close();
     await t.close();
+  }
+});
+
+test('an older connector (checks without a handshake, then XX) still gets a session from a new listener', async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const listener = await listen({ keyPair: kb, bind: LOOPBACK });
+  const ep = await UdxEndpoint.bind(LOOPBACK);
+  const connectionId = randomBytes(16);
+  const checks = new ConnectivityChecks({
+    transport: ep, role: 'initiator', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [],
+    remote: listener.candidates, timeoutMs: 5000, nomination: 'implicit',
+  });
+  try {
+    const accepted = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(ep.address().port)] });
+    const r = await checks.run();
+    const ids = streamIdsFor(connectionId);
+    const sa = await Session.establish({ endpoint: ep, isInitiator: true, keyPair: ka, remote: r.remote, localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: kb.publicKey });
+    const sb = await accepted;
+    assert.equal(sa.handshakePattern, 'XX');
+    assert.equal(sb?.handshakePattern, 'XX');
+    assert.equal(sb?.earlyData, null);
+    await sa.close();
+  } finally {
+    checks.close();
+    await listener.close();
+    await ep.close();
   }
 });

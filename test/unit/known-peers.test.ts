@@ -202,3 +202,67 @@ test('natpunch trust / forget: --json, --known-peers, --help, one-line errors', 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('CLI: connect NAME refuses a key other than the pinned one (one line, both keys, the fix); after forget it pins anew', { timeout: 90_000 }, async () => {
+  const { startServer: startServe } = await import('../../src/server/serve.js');
+  const { spawn } = await import('node:child_process');
+  const server = await startServe({ port: 0, addresses: ['127.0.0.1'] });
+  const dir = await tempDir();
+  const children: Array<import('node:child_process').ChildProcess> = [];
+  try {
+    const rv = `127.0.0.1:${server.udp[0]!.port}`;
+    const file = join(dir, 'known_peers');
+    const alice = generateKeyPair();
+    const { saveKeyPair } = await import('../../src/session/identity.js');
+    await saveKeyPair(join(dir, 'alice.key'), alice);
+    const l = spawn(process.execPath, [NATPUNCH, 'listen', '--name', 'alice', '--rendezvous', rv, '--key', join(dir, 'alice.key'), '--allow-any', '--transport', 'udp'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.push(l);
+    let lerr = '';
+    l.stderr!.on('data', (d: Buffer) => (lerr += d.toString()));
+    for (let i = 0; i < 400 && !lerr.includes('registered:'); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(lerr.includes('registered:'), lerr);
+    l.stdin!.end('from alice\n');
+
+    const someone = keyToId(generateKeyPair().publicKey);
+    // Asynchronous: the rendezvous runs in this process and must keep serving while the CLI runs.
+    const run = (args: string[]) =>
+      new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+        const c = spawn(process.execPath, [NATPUNCH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+        children.push(c);
+        let stdout = '';
+        let stderr = '';
+        c.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+        c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        c.once('exit', (status) => resolve({ status, stdout, stderr }));
+        c.stdin!.end('from bob\n');
+      });
+    assert.equal((await run(['trust', 'alice', someone, '--known-peers', file])).status, 0);
+    const refused = await run(['connect', 'alice', '--rendezvous', rv, '--known-peers', file, '--transport', 'udp']);
+    assert.equal(refused.status, 1, refused.stderr);
+    const last = refused.stderr.trim().split('\n').at(-1)!;
+    assert.match(last, /\[PEER_KEY_CHANGED\]$/);
+    assert.ok(last.includes(someone) && last.includes(keyToId(alice.publicKey)), last);
+    assert.ok(last.includes(`natpunch trust alice ${keyToId(alice.publicKey)}`), last);
+
+    assert.equal((await run(['forget', 'alice', '--known-peers', file])).status, 0);
+    const ok = await run(['connect', 'alice', '--rendezvous', rv, '--known-peers', file, '--transport', 'udp']);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.equal(ok.stdout, 'from alice\n');
+    assert.match(ok.stderr, /pinned "alice" to key [0-9a-f]{64}/);
+    assert.equal((await new KnownPeers({ file }).get('alice'))?.key, keyToId(alice.publicKey));
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('the ICMP fallback of connect by name needs the name\'s key (given or pinned): no unauthenticated fallback', { timeout: 60_000 }, async () => {
+  // Nothing listens on the discard port: the rendezvous is unreachable, so connect() would fall back to ICMP.
+  const err = await connect({ keyPair: generateKeyPair(), to: 'alice', rendezvous: { host: '127.0.0.1', port: 9 }, bind: LOOPBACK, transport: 'udp', icmp: { server: '127.0.0.1' }, timeoutMs: 20_000 }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(isNatpunchError(err, 'PEER_KEY_MISMATCH'), String(err));
+  assert.match((err as Error).message, /ICMP hole punching cannot check who "alice" is/);
+});

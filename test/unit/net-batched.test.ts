@@ -106,6 +106,20 @@ test('IPv6 and dual-stack: the sender address is reported like node:dgram does, 
   }
 });
 
+test('sendParts sends a header and a payload as one datagram', { skip }, async () => {
+  const s = BatchedUdpSocket.bind('127.0.0.1', 0);
+  const c = await client('udp4', '127.0.0.1');
+  try {
+    const reply = once(c, 'message');
+    s.sendParts(Buffer.from([0x40, 0x00, 0x00, 0x03]), Buffer.from('abc'), c.address().port, '127.0.0.1');
+    const [m] = (await reply) as [Buffer];
+    assert.deepEqual([...m], [0x40, 0x00, 0x00, 0x03, 0x61, 0x62, 0x63]);
+  } finally {
+    c.close();
+    s.close();
+  }
+});
+
 test('a closed socket drops sends silently and frees its port', { skip }, async () => {
   const s = BatchedUdpSocket.bind('127.0.0.1', 0);
   const port = s.address().port;

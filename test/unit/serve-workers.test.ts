@@ -2,6 +2,12 @@
 // rendezvous (one registry, main thread) sees every registration whichever worker the kernel would hash it to.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../helpers/net.js';
 import { batchedUnavailableReason } from '../../src/net/batched.js';
 import { stunBinding } from '../../src/stun/client.js';
 import { NATPUNCH, startUntilLine, stop } from '../helpers/proc.js';
@@ -43,4 +49,40 @@ test('serve --workers 2: STUN from many source ports is answered by both workers
     .map((l) => (JSON.parse(l) as { counters: { responses: number } }).counters.responses);
   assert.equal(counters.length, 2, stderr);
   assert.ok(counters.every((n) => n > 0), `responses per worker: ${counters.join(', ')}`);
+});
+
+const haveCoturnTools = spawnSync('sh', ['-c', 'command -v turnutils_uclient && command -v turnutils_peer']).status === 0;
+
+test('serve --turn --workers 2 with coturn\'s turnutils_uclient: RTP/RTCP pairs (RESERVATION-TOKEN across workers) relay every packet', { skip: skip ?? (haveCoturnTools ? false : 'coturn tools not installed') }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'natpunch-workers-'));
+  const users = join(dir, 'users');
+  writeFileSync(users, 'alice:wonderland\n');
+  const { child, line } = await startUntilLine(
+    NATPUNCH,
+    ['serve', '--turn', '--no-relay', '--workers', '2', '--port', '0', '--address', '127.0.0.1', '--users', users, '--relay-address', '127.0.0.1', '--allow-peer', '127.0.0.0/8', '--json'],
+    (l) => l.startsWith('{'),
+  );
+  const peerPort = await freePort();
+  const peer = spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(peerPort)], { stdio: 'ignore' });
+  try {
+    const info = JSON.parse(line) as { udp: Array<{ port: number }>; workers: number };
+    assert.equal(info.workers, 2);
+    // Without -c, every client allocates an RTP port with EVEN-PORT + R and its RTCP port with the RESERVATION-TOKEN,
+    // from another client port: with 8 clients some tokens are redeemed by the other worker.
+    const uc = spawn('turnutils_uclient', ['-u', 'alice', '-w', 'wonderland', '-p', String(info.udp[0]!.port), '-e', '127.0.0.1', '-r', String(peerPort), '-n', '10', '-m', '8', '-l', '100', '-z', '5', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    uc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    uc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const t = setTimeout(() => uc.kill('SIGKILL'), 60_000);
+    await once(uc, 'exit');
+    clearTimeout(t);
+    const totals = [...out.matchAll(/tot_send_msgs=(\d+), tot_recv_msgs=(\d+)/g)].pop();
+    assert.ok(totals && Number(totals[1]) > 0, out.slice(-1500));
+    assert.equal(Number(totals[2]), Number(totals[1]), out.slice(-1500));
+    assert.doesNotMatch(out, /error 508/, 'no Insufficient Capacity: every reservation token was honoured');
+  } finally {
+    peer.kill('SIGTERM');
+    await stop(child, 'SIGTERM');
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

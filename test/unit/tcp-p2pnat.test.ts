@@ -125,3 +125,42 @@ test('the controlled side drops a connection whose first byte is not the nominat
     right.destroy();
   }
 });
+
+test('controlling side whose nomination another technique already claimed: the punch ends ABORTED, the connection closed', { skip }, async () => {
+  const pa = freePort();
+  const pb = freePort();
+  let asked = 0;
+  const b = tcpPunch({ localAddress: LO, localPort: pb, candidates: [{ address: LO, port: pa }], role: 'controlled', timeoutMs: 3000 });
+  const a = tcpPunch({
+    localAddress: LO,
+    localPort: pa,
+    candidates: [{ address: LO, port: pb }],
+    role: 'controlling',
+    timeoutMs: 3000,
+    claimNomination: () => {
+      asked++;
+      return false;
+    },
+  });
+  await assert.rejects(a, (err: unknown) => isNatpunchError(err, 'ABORTED'));
+  assert.equal(asked, 1);
+  // The controlled side never gets the nomination byte: it times out instead of taking the unnominated connection.
+  await assert.rejects(b, (err: unknown) => isNatpunchError(err, 'PUNCH_FAILED'));
+});
+
+test('connectDelayMs: no SYN before the delay, while the listener already accepts', { skip }, async () => {
+  const pa = freePort();
+  const pb = freePort();
+  const started = Date.now();
+  const [a, b] = await Promise.all([
+    tcpPunch({ localAddress: LO, localPort: pa, candidates: [{ address: LO, port: pb }], role: 'controlling', timeoutMs: 5000, connectDelayMs: 400 }),
+    tcpPunch({ localAddress: LO, localPort: pb, candidates: [{ address: LO, port: pa }], role: 'controlled', timeoutMs: 5000, connectDelayMs: 400 }),
+  ]);
+  try {
+    assert.ok(Date.now() - started >= 380, `connected after ${Date.now() - started} ms`);
+    assert.equal(a.socket.remotePort, b.socket.localPort);
+  } finally {
+    a.socket.destroy();
+    b.socket.destroy();
+  }
+});

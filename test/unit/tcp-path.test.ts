@@ -21,7 +21,7 @@ test("port Q travels as a tagged srflx candidate that P2P-NAT leaves alone; the 
   assert.ok(isSeqPortCandidate(q));
   const srflx: Candidate = { type: 'srflx', transport: 'tcp', address: '203.0.113.10', port: 40000, priority: candidatePriority('srflx', 32_000) };
   assert.ok(!isSeqPortCandidate(srflx));
-  const window = tcpPredictionCandidate({ address: '198.51.100.10', first: 20004, delta: 1, count: 3 });
+  const window = tcpPredictionCandidate({ address: '203.0.113.10', first: 20004, delta: 1, count: 3 });
   const udp: Candidate = { type: 'srflx', transport: 'udp', address: '203.0.113.10', port: 5000, priority: candidatePriority('srflx') };
   const remote = [srflx, q, window, udp];
   assert.deepEqual(seqPortOf(remote), { address: '203.0.113.10', port: 41000 });

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { expandTcpPredictions, predictTcpCandidates, tcpPredictionCandidate, tcpPredictionOf } from '../../src/traversal/tcp-predict.js';
+import { expandTcpPredictions, MAX_EXPANDED_PORTS, predictTcpCandidates, tcpPredictionCandidate, tcpPredictionOf } from '../../src/traversal/tcp-predict.js';
 import { candidatePriority } from '../../src/traversal/candidate.js';
 
 test('a sequential allocator yields the next ports after the last mapping, likeliest first', () => {
@@ -40,13 +40,23 @@ test('a prediction travels as one window candidate and expands back into its por
   assert.ok(window.priority <= 0xffffffff);
   assert.deepEqual(tcpPredictionOf(window), { address: '198.51.100.10', first: 20011, delta: 1, count: 4 });
   const host = { type: 'host' as const, transport: 'tcp' as const, address: '10.0.0.2', port: 40000, priority: 1 };
-  const expanded = expandTcpPredictions([host, window]);
-  assert.equal(expanded[0], host);
-  assert.deepEqual(expanded.slice(1).map((c) => c.port), [20011, 20012, 20013, 20014]);
-  assert.ok(expanded.slice(1).every((c) => c.type === 'predicted' && c.transport === 'tcp' && tcpPredictionOf(c) === null));
-  assert.ok(expanded[1]!.priority > expanded[2]!.priority);
+  const srflx = (address: string) => ({ type: 'srflx' as const, transport: 'tcp' as const, address, port: 20000, priority: 2 });
+  const expanded = expandTcpPredictions([host, srflx('198.51.100.10'), window]);
+  assert.deepEqual(expanded.slice(0, 2), [host, srflx('198.51.100.10')]);
+  assert.deepEqual(expanded.slice(2).map((c) => c.port), [20011, 20012, 20013, 20014]);
+  assert.ok(expanded.slice(2).every((c) => c.type === 'predicted' && c.transport === 'tcp' && tcpPredictionOf(c) === null));
+  assert.ok(expanded[2]!.priority > expanded[3]!.priority);
   // Negative steps and the end of the port range.
-  assert.deepEqual(expandTcpPredictions([tcpPredictionCandidate({ address: '192.0.2.1', first: 3, delta: -2, count: 4 })]).map((c) => c.port), [3, 1]);
+  const down = tcpPredictionCandidate({ address: '192.0.2.1', first: 3, delta: -2, count: 4 });
+  assert.deepEqual(expandTcpPredictions([srflx('192.0.2.1'), down]).slice(1).map((c) => c.port), [3, 1]);
+});
+
+test("the peer's window is bounded: at most MAX_EXPANDED_PORTS ports, and only at its own server-reflexive address", () => {
+  const srflx = { type: 'srflx' as const, transport: 'udp' as const, address: '198.51.100.10', port: 5000, priority: 2 };
+  const huge = tcpPredictionCandidate({ address: '198.51.100.10', first: 1000, delta: 1, count: 255 });
+  assert.equal(expandTcpPredictions([srflx, huge]).length, 1 + MAX_EXPANDED_PORTS);
+  const elsewhere = tcpPredictionCandidate({ address: '192.0.2.99', first: 1000, delta: 1, count: 8 });
+  assert.deepEqual(expandTcpPredictions([srflx, elsewhere]), [srflx]);
 });
 
 test('ordinary predicted TCP candidates and UDP hard-NAT markers are not taken for a window', () => {

@@ -1,5 +1,6 @@
+import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
-import { action, parseHostPort } from '../util.js';
+import { action, intOption, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { runConnectIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../traversal/icmp.js';
@@ -22,17 +23,20 @@ interface ConnectOpts extends TechniqueFlags {
   timeout?: number;
   keepalive?: number;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
   knownPeers?: string;
+  idleTimeout?: number;
 }
 
 export function register(program: Command): void {
   addTechniqueFlags(program
     .command('connect')
-    .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style)')
+    .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout')
     .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
     .option('--peer-key <hex>', PEER_KEY_HELP)
     .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
@@ -45,6 +49,8 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
+    .option('--idle-timeout <ms>', 'end the session after this long without data either way (default: wait for the peer to end its side)', intOption('--idle-timeout', 1, 86_400_000))
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
     .option('--json', 'progress as JSON lines on stderr'), 'connect')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
@@ -54,7 +60,8 @@ export function register(program: Command): void {
       const print = progressPrinter(opts.json);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const ac = new AbortController();
       const stop = () => ac.abort();
       process.once('SIGINT', stop);
@@ -67,12 +74,13 @@ export function register(program: Command): void {
           ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
           ...techniqueOptions(opts),
           transport,
-        tcpSequence,
+          tcpSequence,
+          ...(opts.report === false ? { report: false } : {}),
         });
         session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
         try {
-          await pipeStdio(stream, session);
+          await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
         } finally {
           await session.close();
         }

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { parseRendezvousList } from '../../rendezvous/client.js';
 import { action, parseHostPort } from '../util.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
@@ -58,7 +59,7 @@ export function register(program: Command): void {
     .command('expose')
     .description('serve tunnels: peers that connect (see `forward`, `socks`) reach the given PORT or HOST:PORT through this machine')
     .argument('[targets...]', 'what `forward` may reach: PORT (on localhost) or HOST:PORT, one per port; put them before the options')
-    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .requiredOption('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`)
     .option('--name <name>', 'name to register on the rendezvous (e.g. homebox)')
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
     .option('--allow <key...>', 'a peer that may connect (64-hex key; repeatable); one of --allow, --allow-file, --allow-any is required')
@@ -79,7 +80,7 @@ export function register(program: Command): void {
       const allow = await exposeAllow(opts);
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const handle = await expose({
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), allow: allow ?? (() => true),
         bind: { address: bind.host, port: bind.port }, onProgress: (p) => emit(p as unknown as Record<string, unknown>),

@@ -38,7 +38,7 @@ export function register(program: Command): void {
     .command('forward')
     .description('listen on a local TCP port; each connection goes through ONE session to a peer running `expose`')
     .argument('<spec>', '[BIND:]LOCALPORT:PEER:REMOTEPORT, e.g. 2222:homebox:22 (PEER: name or 64-hex key; BIND default 127.0.0.1)')
-    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .requiredOption('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`)
     .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
     .option(PEER_KEY_FLAG, PEER_KEY_HELP)
     .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)

@@ -1,6 +1,7 @@
+import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
-import { once } from 'node:events';
-import { action, parseHostPort } from '../util.js';
+import { on, once } from 'node:events';
+import { action, intOption, parseHostPort } from '../util.js';
 import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
@@ -25,15 +26,19 @@ interface ListenOpts extends TechniqueFlags {
   bind?: string;
   keepalive?: number;
   json?: boolean;
+  /** false with --no-report */
+  report?: boolean;
   transport?: string;
   tcpSeq?: string;
+  keepOpen?: boolean;
+  idleTimeout?: number;
 }
 
 export function register(program: Command): void {
   addTechniqueFlags(program
     .command('listen')
-    .description('wait for one peer to connect and pipe stdin/stdout over the stream it opens (netcat style)')
-    .option('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); required unless --icmp`)
+    .description('wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open')
+    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
     .option('--icmp', 'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`')
     .option('--icmp-probe-address <ip>', `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
     .option('--icmp-interval <ms>', `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`, (v) => Number(v))
@@ -46,6 +51,9 @@ export function register(program: Command): void {
     .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
     .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
+    .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
+    .option('--idle-timeout <ms>', 'end a session after this long without data either way', intOption('--idle-timeout', 1, 86_400_000))
+    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
     .option('--json', 'progress as JSON lines on stderr'), 'listen')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
@@ -64,7 +72,8 @@ export function register(program: Command): void {
       }
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-      const server = parseHostPort(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      // One or several servers ("a,b"): the client moves to the next when one stops answering.
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const listener = await listen({
         keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
         bind: { address: bind.host, port: bind.port }, onProgress: print,
@@ -72,6 +81,7 @@ export function register(program: Command): void {
         ...techniqueOptions(opts),
         transport,
         tcpSequence,
+        ...(opts.report === false ? { report: false } : {}),
       });
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
@@ -81,15 +91,25 @@ export function register(program: Command): void {
       listener.on('connection-error', (err: Error, peer: string) => {
         process.stderr.write(`natpunch: connection from ${peer.slice(0, 16)}… failed: ${err.message}\n`);
       });
+      // Sessions queue up while one is being served (`on` buffers them); the listener's close ends the loop.
+      const stopped = new AbortController();
+      listener.once('close', () => stopped.abort());
       try {
         const closed = once(listener, 'close').then(() => {
           throw new NatpunchError('ABORTED', 'stopped');
         });
-        // One session, one stream: like `nc -l`.
-        const [session] = (await Promise.race([once(listener, 'session'), closed])) as [Session];
-        const [stream] = (await Promise.race([once(session, 'stream'), closed])) as [MuxStream];
-        await pipeStdio(stream, session);
-        await session.close();
+        closed.catch(() => {});
+        // One session, one stream: like `nc -l`; with --keep-open the next session after it (`nc -k`).
+        const pipe = opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {};
+        for await (const [session] of on(listener, 'session', { signal: stopped.signal }) as AsyncIterable<[Session]>) {
+          const [stream] = (await Promise.race([once(session, 'stream'), closed])) as [MuxStream];
+          await pipeStdio(stream, session, pipe);
+          await session.close();
+          if (!opts.keepOpen) break;
+        }
+      } catch (err) {
+        // Ctrl-C / SIGTERM while waiting: a clean stop, not an error.
+        if (!stopped.signal.aborted) throw err;
       } finally {
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);

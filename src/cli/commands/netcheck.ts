@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { netcheck, NETCHECK_DEFAULT_TIMEOUT_MS, type NatReport, type NetcheckProgress } from '../../discovery/netcheck.js';
 import type { Endpoint } from '../../discovery/classify.js';
 import { createLogger } from '../../util/log.js';
+import { NatpunchError } from '../../util/errors.js';
 import { action, intOption, printJson, progress } from '../util.js';
 
 interface Opts {
@@ -54,6 +55,10 @@ export function register(program: Command): void {
           });
           if (opts.json) printJson(report);
           else process.stdout.write(formatReport(report));
+          // A server that never answered is a failed check, not a report of a blocked network: exit 1.
+          if (!report.servers.some((s) => s.reachable)) {
+            throw new NatpunchError('STUN_TIMEOUT', `no STUN server answered (${opts.server.join(', ')}); check the address and that UDP ${report.servers[0]?.port ?? 3478} reaches it`);
+          }
         } finally {
           process.off('SIGINT', onSignal);
           process.off('SIGTERM', onSignal);

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, parseHostPort } from '../util.js';
+import { action, checkPort, parseHostPort } from '../util.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { NatpunchError } from '../../util/errors.js';
 import { SocksServer } from '../../tunnel/socks.js';
@@ -30,7 +30,7 @@ export function register(program: Command): void {
     .command('socks')
     .description('a local SOCKS5 server (RFC 1928 CONNECT) whose connections exit on a peer running `expose --allow-dest`')
     .requiredOption('--via <peer>', 'the exit peer: registered name or 64-hex key')
-    .requiredOption('--rendezvous <host[:port]>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT})`)
+    .requiredOption('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`)
     .option('--listen <[host:]port>', 'where the SOCKS server listens', '127.0.0.1:1080')
     .option('--user <name>', 'require RFC 1929 username/password authentication with this user name')
     .option('--password <password>', 'the password for --user (or NATPUNCH_SOCKS_PASSWORD)')
@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
     .option('--json', 'events as JSON lines on stdout')
     .action(action(async (opts: SocksOpts) => {
-      const listen = /^\d+$/.test(opts.listen) ? { host: '127.0.0.1', port: Number(opts.listen) } : parseHostPort(opts.listen, 1080);
+      const listen = /^\d+$/.test(opts.listen) ? { host: '127.0.0.1', port: checkPort(opts.listen, `--listen ${opts.listen}`) } : parseHostPort(opts.listen, 1080);
       const password = opts.password ?? process.env.NATPUNCH_SOCKS_PASSWORD;
       if (Boolean(opts.user) !== Boolean(password)) throw new NatpunchError('BAD_ARGUMENT', '--user and --password go together');
       for (const v of [opts.user, password]) {

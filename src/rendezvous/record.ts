@@ -1,0 +1,184 @@
+/**
+ * A registration record packed into one small Buffer, for the memory registry: 100k registered peers as 100k
+ * objects with nested candidate objects and address strings cost ~1 KiB each on the heap; packed, about a quarter.
+ * The packed form also owns its bytes: a record built from a decoded REGISTER holds views into the received
+ * datagram, and keeping those views would keep whole receive buffers alive for the registration's lifetime.
+ *
+ * Layout (big-endian): key[32] registeredAt f64 expiresAt f64 lastTimestamp f64 rttMs u32 flags u8
+ * reflexive(endpoint) candidateCount u8 candidates(type u8, endpoint, priority u32)* [name][natType][node]
+ * endpoint = transport u8 (0 udp, 1 tcp), family u8 (4|16 = address length), address, port u16;
+ * the optional strings are u8 length + UTF-8, present when their flag bit is set.
+ */
+import type { Candidate, CandidateType } from '../traversal/candidate.js';
+import { formatAddress, parseIPv4, parseIPv6 } from '../wire/ip.js';
+import type { Endpoint } from '../wire/rendezvous.js';
+
+/** The shape of a registry record (PeerRecord in registry.ts, which imports this module). */
+export interface PackableRecord {
+  publicKey: Buffer;
+  name?: string;
+  candidates: Candidate[];
+  reflexive: Endpoint;
+  reachable: boolean;
+  registeredAt: number;
+  expiresAt: number;
+  lastTimestamp: number;
+  rttMs?: number;
+  node?: string;
+  natType?: string;
+}
+
+const TYPES: readonly CandidateType[] = ['host', 'srflx', 'prflx', 'predicted', 'mapped', 'relay', 'icmp'];
+const REACHABLE = 1;
+const HAS_NAME = 2;
+const HAS_NAT = 4;
+const HAS_NODE = 8;
+const HAS_RTT = 16;
+/** Strings longer than this are not packed (names are at most 63 bytes on the wire; NAT types and node ids short). */
+const MAX_STRING = 255;
+
+function addressBytes(address: string): Uint8Array | null {
+  return address.includes(':') ? parseIPv6(address) : parseIPv4(address);
+}
+
+function endpointSize(e: { address: string }): number {
+  return 4 + (addressBytes(e.address)?.length ?? 0);
+}
+
+/** Packs `r`; undefined when something in it does not fit the layout (the caller keeps the object then). */
+export function packRecord(r: PackableRecord): Buffer | undefined {
+  const strings = [r.name, r.natType, r.node].map((s) => (s === undefined ? undefined : Buffer.from(s, 'utf8')));
+  if (strings.some((s) => s && s.length > MAX_STRING) || r.candidates.length > 255 || r.publicKey.length !== 32) return undefined;
+  let size = 32 + 24 + 4 + 1 + endpointSize(r.reflexive) + 1;
+  for (const c of r.candidates) size += 1 + endpointSize(c) + 4;
+  for (const s of strings) if (s) size += 1 + s.length;
+  const b = Buffer.allocUnsafe(size);
+  b.set(r.publicKey, 0);
+  let o = 32;
+  o = b.writeDoubleBE(r.registeredAt, o);
+  o = b.writeDoubleBE(r.expiresAt, o);
+  o = b.writeDoubleBE(r.lastTimestamp, o);
+  o = b.writeUInt32BE(r.rttMs !== undefined && r.rttMs >= 0 && r.rttMs <= 0xffffffff ? Math.round(r.rttMs) : 0, o);
+  const flags =
+    (r.reachable ? REACHABLE : 0) | (r.name !== undefined ? HAS_NAME : 0) | (r.natType !== undefined ? HAS_NAT : 0) | (r.node !== undefined ? HAS_NODE : 0) | (r.rttMs !== undefined ? HAS_RTT : 0);
+  o = b.writeUInt8(flags, o);
+  const endpoint = (e: { transport: 'udp' | 'tcp'; address: string; port: number }): boolean => {
+    const a = addressBytes(e.address);
+    if (!a) return false;
+    o = b.writeUInt8(e.transport === 'tcp' ? 1 : 0, o);
+    o = b.writeUInt8(a.length, o);
+    b.set(a, o);
+    o += a.length;
+    o = b.writeUInt16BE(e.port, o);
+    return true;
+  };
+  if (!endpoint(r.reflexive)) return undefined;
+  o = b.writeUInt8(r.candidates.length, o);
+  for (const c of r.candidates) {
+    const t = TYPES.indexOf(c.type);
+    if (t < 0 || !Number.isInteger(c.priority) || c.priority < 0 || c.priority > 0xffffffff) return undefined;
+    o = b.writeUInt8(t, o);
+    if (!endpoint(c)) return undefined;
+    o = b.writeUInt32BE(c.priority, o);
+  }
+  for (const s of strings) {
+    if (!s) continue;
+    o = b.writeUInt8(s.length, o);
+    b.set(s, o);
+    o += s.length;
+  }
+  return b;
+}
+
+/** The record `packRecord` packed, as fresh objects. */
+export function unpackRecord(b: Buffer): PackableRecord {
+  let o = 32;
+  const publicKey = Buffer.from(b.subarray(0, 32));
+  const registeredAt = b.readDoubleBE(o);
+  const expiresAt = b.readDoubleBE(o + 8);
+  const lastTimestamp = b.readDoubleBE(o + 16);
+  const rtt = b.readUInt32BE(o + 24);
+  const flags = b[o + 28]!;
+  o += 29;
+  const endpoint = (): Endpoint => {
+    const transport = b[o] === 1 ? 'tcp' : 'udp';
+    const len = b[o + 1]!;
+    const address = formatAddress(b.subarray(o + 2, o + 2 + len));
+    const port = b.readUInt16BE(o + 2 + len);
+    o += 4 + len;
+    return { transport, address, port };
+  };
+  const reflexive = endpoint();
+  const count = b[o++]!;
+  const candidates: Candidate[] = [];
+  for (let i = 0; i < count; i++) {
+    const type = TYPES[b[o++]!]!;
+    const e = endpoint();
+    candidates.push({ type, transport: e.transport, address: e.address, port: e.port, priority: b.readUInt32BE(o) });
+    o += 4;
+  }
+  const str = (): string => {
+    const len = b[o]!;
+    const s = b.toString('utf8', o + 1, o + 1 + len);
+    o += 1 + len;
+    return s;
+  };
+  const r: PackableRecord = { publicKey, candidates, reflexive, reachable: (flags & REACHABLE) !== 0, registeredAt, expiresAt, lastTimestamp };
+  if (flags & HAS_RTT) r.rttMs = rtt;
+  if (flags & HAS_NAME) r.name = str();
+  if (flags & HAS_NAT) r.natType = str();
+  if (flags & HAS_NODE) r.node = str();
+  return r;
+}
+
+/** What a registry reads from a packed record without unpacking it (expiry sweeps, name checks). */
+interface PackedEntry {
+  /** The packed bytes as a one-byte string: V8 stores it inline (16-byte header), a Buffer costs ~100 bytes more. */
+  packed: string;
+  expiresAt: number;
+  name: string | undefined;
+  /** Records that do not fit the layout (never from the wire codec) are kept as they are. */
+  plain?: PackableRecord;
+}
+
+/**
+ * A Map from key id to record that stores records packed (packRecord) and unpacks them on `get`. `summaries()`
+ * iterates expiry and name without unpacking, for sweeps over every registration.
+ */
+export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
+  readonly #entries = new Map<string, PackedEntry>();
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get(id: string): R | undefined {
+    const e = this.#entries.get(id);
+    if (!e) return undefined;
+    return (e.plain ?? unpackRecord(Buffer.from(e.packed, 'latin1'))) as R;
+  }
+
+  /** Expiry and name of `id` without unpacking. */
+  summary(id: string): { expiresAt: number; name: string | undefined } | undefined {
+    return this.#entries.get(id);
+  }
+
+  set(id: string, r: R): void {
+    const packed = packRecord(r);
+    this.#entries.set(id, packed ? { packed: packed.toString('latin1'), expiresAt: r.expiresAt, name: r.name } : { packed: '', expiresAt: r.expiresAt, name: r.name, plain: r });
+  }
+
+  delete(id: string): boolean {
+    return this.#entries.delete(id);
+  }
+
+  /** [id, expiresAt, name] for every record, without unpacking. */
+  *summaries(): IterableIterator<[string, number, string | undefined]> {
+    for (const [id, e] of this.#entries) yield [id, e.expiresAt, e.name];
+  }
+
+  /** Every record, unpacked one at a time. */
+  *values(): IterableIterator<R> {
+    for (const e of this.#entries.values()) yield (e.plain ?? unpackRecord(Buffer.from(e.packed, 'latin1'))) as R;
+  }
+}

@@ -1,0 +1,45 @@
+// Packed registration records (src/rendezvous/record.ts): what the memory registry stores must come back unchanged.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { PackedRecordMap, packRecord, unpackRecord, type PackableRecord } from '../../src/rendezvous/record.js';
+
+const base = (): PackableRecord => ({
+  publicKey: randomBytes(32),
+  candidates: [
+    { type: 'host', transport: 'udp', address: '192.168.1.20', port: 40000, priority: 2130706431 },
+    { type: 'srflx', transport: 'tcp', address: '2001:db8::1', port: 443, priority: 1694498815 },
+    { type: 'relay', transport: 'udp', address: '203.0.113.9', port: 3478, priority: 0 },
+  ],
+  reflexive: { transport: 'udp', address: '198.51.100.7', port: 61000 },
+  reachable: false,
+  registeredAt: 1_796_000_000_000,
+  expiresAt: 1_796_000_600_000,
+  lastTimestamp: 1_796_000_000_123,
+});
+
+test('a record round-trips through its packed form, optional fields included or not', () => {
+  const plain = base();
+  assert.deepEqual(unpackRecord(packRecord(plain)!), plain);
+  const full: PackableRecord = { ...base(), name: 'ålice-01', reachable: true, rttMs: 42, natType: 'port-restricted', node: 'eu-1' };
+  assert.deepEqual(unpackRecord(packRecord(full)!), full);
+});
+
+test('the packed record owns its bytes: changing the source buffer afterwards changes nothing', () => {
+  const packet = randomBytes(64);
+  const r = { ...base(), publicKey: packet.subarray(0, 32) };
+  const want = Buffer.from(r.publicKey);
+  const m = new PackedRecordMap();
+  m.set('k', r);
+  packet.fill(0);
+  assert.deepEqual(m.get('k')!.publicKey, want);
+});
+
+test('records the layout cannot hold are kept as they are', () => {
+  const odd = { ...base(), reflexive: { transport: 'udp' as const, address: 'not-an-ip', port: 1 } };
+  assert.equal(packRecord(odd), undefined);
+  const m = new PackedRecordMap();
+  m.set('x', odd);
+  assert.deepEqual(m.get('x'), odd);
+  assert.deepEqual([...m.summaries()], [['x', odd.expiresAt, undefined]]);
+});
