@@ -100,6 +100,10 @@ export function peerView(candidates: readonly Candidate[], advert: ReturnType<ty
   };
 }
 
+function progress(a: AttemptInput, p: Progress): void {
+  a.progress(p);
+}
+
 export async function runAttempt(a: AttemptInput): Promise<Session> {
   const { advert, rest } = advertFromCandidates(a.remote);
   const localNat = a.local.natView();
@@ -118,7 +122,7 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     if (!(await isAllowed(a.allow, a.peerKey))) throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
   }
   const techniques = new Map<TechniqueName, Technique>();
-  const tuning = a.tuning;
+  const tuning: SessionTuning = a.local.tcpUnavailable && a.techniques.transport !== 'udp' ? { ...a.tuning, transportReason: a.local.tcpUnavailable } : a.tuning;
   for (const s of p.steps) {
     switch (s.technique) {
       case 'udp-checks':
@@ -189,6 +193,7 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
   const session = won.session;
   report({ path: session.path });
   const cp = session.path.candidatePair;
+  if (won.transport === 'tcp' && session.path.transportReason) progress(a, { phase: 'transport', transport: 'tcp', reason: session.path.transportReason });
   a.progress({
     phase: 'path',
     kind: session.path.kind,
@@ -199,7 +204,7 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     type: won.transport === 'tcp' ? `tcp-${cp?.remote?.type ?? 'prflx'}` : cp?.remote?.type ?? 'prflx',
     rttMs: session.path.rttMs,
     ...(session.path.tcpTechnique ? { technique: session.path.tcpTechnique } : {}),
-    ...(session.path.transportReason ? { reason: session.path.transportReason } : {}),
+    ...(won.reason ? { reason: won.reason } : session.path.transportReason ? { reason: session.path.transportReason } : {}),
   });
   if (won.kind === 'relay') {
     upgradeInBackground(

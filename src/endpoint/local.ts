@@ -112,6 +112,8 @@ export class LocalState {
   #tcp: TcpLocal | null = null;
   /** TCP port prediction's window candidate (tcp-local.ts predict()), refreshed before each offer. */
   #tcpPredicted: Candidate[] = [];
+  /** Why TCP is not in the race at all (no addon, gathering failed), for session.path.transportReason. */
+  #tcpUnavailable: string | null = null;
   #hard: { advert: HardNatAdvert; candidates: Candidate[]; opts: HardNatOptions; srflx: { address: string; port: number } } | null = null;
   #relay: RelayPath | null = null;
   #mapper: PortMapper | null = null;
@@ -197,7 +199,8 @@ export class LocalState {
     const status = addonStatus();
     if (!status.available) {
       if (mode === 'tcp') throw new NatpunchError('ADDON_UNAVAILABLE', `TCP transport unavailable: ${status.reason}`, { details: { reason: status.reason } });
-      o.progress({ phase: 'transport', transport: 'udp', reason: `TCP hole punching unavailable (${status.reason}); using UDP` });
+      this.#tcpUnavailable = `TCP hole punching unavailable (${status.reason}); using UDP`;
+      o.progress({ phase: 'transport', transport: 'udp', reason: this.#tcpUnavailable });
       return;
     }
     try {
@@ -214,7 +217,8 @@ export class LocalState {
       else this.#tcpPredicted = await this.#tcp.predict(o.signal ? { signal: o.signal } : {});
     } catch (err) {
       if (mode === 'tcp' || o.signal?.aborted) throw err;
-      o.progress({ phase: 'transport', transport: 'udp', reason: `TCP unavailable (${(err as Error).message}); using UDP` });
+      this.#tcpUnavailable = `TCP unavailable (${(err as Error).message}); using UDP`;
+      o.progress({ phase: 'transport', transport: 'udp', reason: this.#tcpUnavailable });
     }
   }
 
@@ -295,6 +299,10 @@ export class LocalState {
         t.dispose();
       }
     })();
+  }
+
+  get tcpUnavailable(): string | null {
+    return this.#tcpUnavailable;
   }
 
   get tcp(): TcpLocal | null {

@@ -62,6 +62,8 @@ export interface PathResult {
   transport: 'udp' | 'tcp';
   local: { address: string; port: number };
   remote: { address: string; port: number };
+  /** Why the technique ended up on this variant (e.g. TCP: STUNT #1 because P2P-NAT found nothing). */
+  reason?: string;
   /** Resources the session needs beyond itself (e.g. the birthday socket that won); released once, by the race's
    *  owner, when the session closes. */
   release?: () => void;

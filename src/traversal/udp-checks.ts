@@ -26,6 +26,8 @@ export interface SessionTuning {
   checkTimeoutMs?: number;
   /** Initiator over UDP: how to find a new path when this one dies (a fresh introduction; see Session). */
   recover?: (signal: AbortSignal) => Promise<{ address: string; port: number; path?: Partial<SessionPath> }>;
+  /** Why the session runs on UDP when TCP could not even be tried (e.g. no native addon): the session reports it. */
+  transportReason?: string;
   /** Noise IK in the checks (docs/handshake.md): the connector's early data; the listener's replay cache. */
   ik?: { earlyData?: Uint8Array; replay?: IkReplayCache };
 }
@@ -50,7 +52,8 @@ export function pathOf(r: CheckResult): Partial<SessionPath> {
 }
 
 /** Why the session runs over UDP when TCP was raced too (session.path.transportReason). */
-function reasonOf(ctx: TechniqueContext): { transportReason?: string } {
+function reasonOf(ctx: TechniqueContext, tuning: SessionTuning): { transportReason?: string } {
+  if (tuning.transportReason) return { transportReason: tuning.transportReason };
   return ctx.local.nat.tcp && ctx.remote.nat.tcp ? { transportReason: 'UDP found a path first (preferred over TCP)' } : {};
 }
 
@@ -131,7 +134,7 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       const r = await checks.run();
       if (!(await ctx.claim())) throw new NatpunchError('ABORTED', 'another technique won');
       try {
-        const path = { ...pathOf(r), ...reasonOf(ctx) };
+        const path = { ...pathOf(r), ...reasonOf(ctx, tuning) };
         // IK completed inside the checks: the session is up already; else (an older or declining peer) XX now.
         const ik = initiatorIkState
           ? initiatorIkSession(initiatorIkState, { ...common, connectionId: id, peerKey: ctx.peerKey, remote: r.remote, path, ...(tuning.recover ? { recover: tuning.recover } : {}) })
@@ -160,7 +163,7 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
     });
     const checksDone = checks.run().then(
       (r) => {
-        const s = listenerIk?.session({ ...common, path: { ...pathOf(r), ...reasonOf(ctx) } });
+        const s = listenerIk?.session({ ...common, path: { ...pathOf(r), ...reasonOf(ctx, tuning) } });
         return s ?? new Promise<never>(() => {}); // XX: the session comes from Session.establish below
       },
       (err: unknown) => {
@@ -176,7 +179,7 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       remoteStreamId: ids.initiator,
       ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}),
       handshakeTimeoutMs: (tuning.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
-      path: () => (result ? { ...pathOf(result), ...reasonOf(ctx) } : {}),
+      path: () => (result ? { ...pathOf(result), ...reasonOf(ctx, tuning) } : {}),
       signal: AbortSignal.any([o.signal, xx.signal]),
     });
     const won = await Promise.race([session, checksDone, ...(listenerIk ? [listenerIk.refused] : [])]);

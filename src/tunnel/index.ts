@@ -7,6 +7,7 @@ import type { Allow, Session } from '../session/session.js';
 import { NatpunchError } from '../util/errors.js';
 import { TunnelExit, type TunnelExitOptions } from './exit.js';
 import { PeerLink } from './link.js';
+import { createEndpoint, type Endpoint } from '../endpoint/endpoint.js';
 
 export { TunnelExit, DEFAULT_TARGET_CONNECT_TIMEOUT_MS } from './exit.js';
 export type { ExposeTarget, TunnelExitOptions, TunnelEvent } from './exit.js';
@@ -51,11 +52,36 @@ export async function expose(options: ListenOptions & { allow: Allow; exit: Tunn
   };
 }
 
-/** A PeerLink whose sessions come from natpunch connect() (`to` through `rendezvous`, or direct mode). */
+/**
+ * A PeerLink to one peer (`forward`, `socks`): ONE session at a time carries every tunnelled connection, and every
+ * session it re-establishes runs on the same long-lived Endpoint (one socket, registration, NAT view, relay
+ * allocation and mapping, created with the first session and closed with the link). Direct mode (`peer`) and ICMP
+ * without a rendezvous use one-shot connect() instead.
+ */
 export function linkTo(options: Omit<ConnectOptions, 'signal'> & { waitMs?: number }): PeerLink {
   const { waitMs, ...connectOptions } = options;
+  const { to, peer, timeoutMs, earlyData, knownPeers, connectionId: _id, icmp, ...endpointOptions } = connectOptions;
+  const oneShot = peer !== undefined || icmp !== undefined || !connectOptions.rendezvous || to === undefined;
+  let ep: Promise<Endpoint> | null = null;
+  const endpoint = (): Promise<Endpoint> => {
+    if (!ep) {
+      const register = endpointOptions.relay !== false && (endpointOptions.relay ?? 'auto') === 'auto';
+      ep = createEndpoint({ ...endpointOptions, accept: false, register });
+      ep.catch(() => (ep = null));
+    }
+    return ep;
+  };
   return new PeerLink({
-    connect: (signal) => connect({ ...connectOptions, signal }),
+    connect: async (signal) => {
+      if (oneShot) return connect({ ...connectOptions, signal });
+      const e = await endpoint();
+      return e.connect(to!, { signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(earlyData ? { earlyData } : {}), ...(knownPeers ? { knownPeers } : {}) });
+    },
+    release: async () => {
+      const e = ep;
+      ep = null;
+      await (await e?.catch(() => null))?.close();
+    },
     ...(waitMs !== undefined ? { waitMs } : {}),
     ...(options.logger ? { logger: options.logger } : {}),
   });

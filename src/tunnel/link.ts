@@ -29,6 +29,9 @@ export interface PeerLinkOptions {
   connect: (signal: AbortSignal) => Promise<Session>;
   /** How long getSession() waits by default. */
   waitMs?: number;
+  /** Runs once when the link closes, after its session: releases what `connect` shares between sessions (say, the
+   *  Endpoint every re-established session runs on). */
+  release?: () => Promise<void>;
   logger?: Logger;
 }
 
@@ -173,6 +176,7 @@ export class PeerLink extends EventEmitter {
     this.#session = null;
     await s?.close();
     await this.#running?.catch(() => {});
+    await this.#options.release?.().catch(() => {});
   }
 }
 

@@ -124,12 +124,13 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
 
   test('control: without port mapping the same pair of symmetric-random NATs gets no session', async () => {
     const rv = `${lab.addr('server')}:${RV_PORT}`;
-    const listener = lab.node('a', PEER, ['listen', '--rendezvous', rv, '--name', 'unmapped']);
+    // Port mapping and the relay are on by default: the control turns both off.
+    const listener = lab.node('a', PEER, ['listen', '--rendezvous', rv, '--name', 'unmapped', '--no-port-mapping', '--no-relay']);
     procs.push(listener);
     const listening = await listener.next((m) => m.ev === 'listening' || m.ev === 'fatal', { timeoutMs: 15_000 });
     assert.equal(listening.ev, 'listening', JSON.stringify(listening));
     assert.equal((listening.candidates as Json[]).some((c) => c.type === 'mapped'), false);
-    const connector = lab.node('b', PEER, ['connect', '--rendezvous', rv]);
+    const connector = lab.node('b', PEER, ['connect', '--rendezvous', rv, '--no-port-mapping', '--no-relay']);
     procs.push(connector);
     await connector.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
     connector.send({ cmd: 'connect', to: 'unmapped' });

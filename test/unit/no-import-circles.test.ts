@@ -14,3 +14,15 @@ test('src/ has no import circles (madge --circular)', async () => {
   const cycles = JSON.parse(stdout) as string[][];
   assert.deepEqual(cycles.map((c) => c.join(' → ')), [], 'import cycles');
 });
+
+test('connect() and listen() stay thin wrappers over a one-shot Endpoint (≤ 40 lines each)', async () => {
+  const { readFile } = await import('node:fs/promises');
+  const src = await readFile(new URL('../../src/natpunch.ts', import.meta.url), 'utf8');
+  for (const name of ['connect', 'listen']) {
+    const start = src.indexOf(`export async function ${name}(`);
+    assert.ok(start >= 0, name);
+    const end = src.indexOf('\n}\n', start);
+    const lines = src.slice(start, end + 2).split('\n').length;
+    assert.ok(lines <= 40, `${name}() is ${lines} lines`);
+  }
+});
