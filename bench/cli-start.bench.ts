@@ -58,8 +58,10 @@ async function main(): Promise<void> {
   const keyFile = join(keyDir, 'key');
   spawnSync(process.execPath, [BIN, 'keygen', '--out', keyFile], { env: dist });
 
-  const serve = await startUntilLine(process.execPath, [BIN, 'serve', '--port', '0', '--address', '127.0.0.1', '--json'], (l) =>
-    l.includes('"listening"'),
+  const serve = await startUntilLine(
+    process.execPath,
+    [BIN, 'serve', '--port', '0', '--address', '127.0.0.1', '--json'],
+    (l) => l.includes('"listening"'),
   );
   const port = (JSON.parse(serve.line) as { udp: { port: number }[] }).udp[0]!.port;
   const server = `127.0.0.1:${port}`;
@@ -71,7 +73,12 @@ async function main(): Promise<void> {
     { name: 'natpunch stun', run: () => timeRun([BIN, 'stun', server], dist) },
     {
       name: 'natpunch connect → first progress line',
-      run: () => timeRun([BIN, 'connect', 'nobody-here', '--rendezvous', server, '--key', keyFile, '--transport', 'udp'], dist, true),
+      run: () =>
+        timeRun(
+          [BIN, 'connect', 'nobody-here', '--rendezvous', server, '--key', keyFile, '--transport', 'udp'],
+          dist,
+          true,
+        ),
     },
   ];
   const loadBefore = os.loadavg();
@@ -87,7 +94,12 @@ async function main(): Promise<void> {
   const baseline = stats(samples.get('node -e 0')!).medianMs;
   const rows = cases.map((c) => {
     const s = stats(samples.get(c.name)!);
-    return { name: c.name, ...s, overNodeMs: Math.round((s.medianMs - baseline) * 10) / 10, targetMs: TARGETS_MS[c.name] ?? null };
+    return {
+      name: c.name,
+      ...s,
+      overNodeMs: Math.round((s.medianMs - baseline) * 10) / 10,
+      targetMs: TARGETS_MS[c.name] ?? null,
+    };
   });
   const result = {
     bench: 'cli-start',

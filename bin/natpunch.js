@@ -35,7 +35,9 @@ if (useSource()) {
   try {
     ({ register } = await import('tsx/esm/api'));
   } catch {
-    process.stderr.write('natpunch: dist/ is missing or older than src/ and tsx is not installed; run `npm run build`\n');
+    process.stderr.write(
+      'natpunch: dist/ is missing or older than src/ and tsx is not installed; run `npm run build`\n',
+    );
     process.exit(1);
   }
   register();

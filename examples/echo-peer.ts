@@ -34,7 +34,9 @@ if (mode === 'serve') {
   stream.on('data', (chunk: Buffer) => chunks.push(chunk));
   stream.end(`${text}\n`);
   await new Promise((resolve) => stream.once('end', resolve));
-  process.stdout.write(`echo from ${keyToId(session.remotePublicKey).slice(0, 16)}… over ${session.path.kind}: ${Buffer.concat(chunks).toString()}`);
+  process.stdout.write(
+    `echo from ${keyToId(session.remotePublicKey).slice(0, 16)}… over ${session.path.kind}: ${Buffer.concat(chunks).toString()}`,
+  );
   await session.close();
 } else {
   console.error('usage: echo-peer.ts serve|ask --rendezvous HOST:PORT [--name NAME] [TEXT]');

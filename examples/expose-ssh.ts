@@ -46,8 +46,17 @@ if (mode === 'keygen' && keyFile) {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 } else if (mode === 'forward' && values.key) {
-  const link = linkTo({ keyPair: await loadKeyPair(values.key), rendezvous: hostPort(values.rendezvous), to: values.name });
-  const forwarder = new TcpForwarder({ link, remotePort: port, listen: { port: Number(values.local) }, peerLabel: values.name });
+  const link = linkTo({
+    keyPair: await loadKeyPair(values.key),
+    rendezvous: hostPort(values.rendezvous),
+    to: values.name,
+  });
+  const forwarder = new TcpForwarder({
+    link,
+    remotePort: port,
+    listen: { port: Number(values.local) },
+    peerLabel: values.name,
+  });
   const local = await forwarder.listen();
   console.log(`forwarding ${local.address}:${local.port} to ${values.name}:${port}`);
   const stop = () => {
@@ -57,6 +66,8 @@ if (mode === 'keygen' && keyFile) {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
 } else {
-  console.error('usage: expose-ssh.ts keygen FILE | expose --rendezvous H:P --port 22 --allow KEY | forward --rendezvous H:P --port 22 --local 2222 --key FILE');
+  console.error(
+    'usage: expose-ssh.ts keygen FILE | expose --rendezvous H:P --port 22 --allow KEY | forward --rendezvous H:P --port 22 --local 2222 --key FILE',
+  );
   process.exitCode = 2;
 }

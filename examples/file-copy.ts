@@ -39,7 +39,12 @@ function hasher(): Transform & { digest: () => string } {
 
 if (mode === 'receive' && values.out) {
   // Without --allow any key may send: fine on a lab network, name the sender's key everywhere else.
-  const listener = await listen({ keyPair, rendezvous, name: values.name, ...(values.allow ? { allow: values.allow } : {}) });
+  const listener = await listen({
+    keyPair,
+    rendezvous,
+    name: values.name,
+    ...(values.allow ? { allow: values.allow } : {}),
+  });
   console.log(`receiving as "${values.name}" ${keyToId(keyPair.publicKey)}`);
   const [session] = (await once(listener, 'session')) as [Session];
   const [stream] = (await once(session, 'stream')) as [MuxStream];
@@ -64,10 +69,14 @@ if (mode === 'receive' && values.out) {
   createReadStream(file).pipe(hash).pipe(stream);
   await ended;
   const digest = hash.digest();
-  console.log(`sent ${file} sha256 ${digest}; the receiver ${answer === digest ? 'wrote the same bytes' : `reports ${answer}`}`);
+  console.log(
+    `sent ${file} sha256 ${digest}; the receiver ${answer === digest ? 'wrote the same bytes' : `reports ${answer}`}`,
+  );
   await session.close();
   if (answer !== digest) process.exitCode = 1;
 } else {
-  console.error('usage: file-copy.ts receive --rendezvous HOST:PORT --name NAME --out FILE | send --rendezvous HOST:PORT --name NAME FILE');
+  console.error(
+    'usage: file-copy.ts receive --rendezvous HOST:PORT --name NAME --out FILE | send --rendezvous HOST:PORT --name NAME FILE',
+  );
   process.exitCode = 2;
 }

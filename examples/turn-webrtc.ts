@@ -22,7 +22,9 @@ const { values } = parseArgs({
   },
 });
 if (!values.secret) {
-  console.error('usage: turn-webrtc.ts --secret SECRET [--address IP] [--port N] [--public-host NAME] [--relay-address IP]');
+  console.error(
+    'usage: turn-webrtc.ts --secret SECRET [--address IP] [--port N] [--public-host NAME] [--relay-address IP]',
+  );
   process.exit(2);
 }
 
@@ -37,9 +39,15 @@ const host = values['public-host'] ?? where.address;
 // What the web backend does per browser session (this is the same function it would call): username =
 // "expiry", password = base64(HMAC-SHA1(secret, username)), the scheme coturn's use-auth-secret also accepts.
 const { username, password, expires } = makeSharedSecretCredentials(values.secret, Number(values.ttl));
-const iceServer = { urls: [`turn:${host}:${where.port}?transport=udp`, `turn:${host}:${where.port}?transport=tcp`], username, credential: password };
+const iceServer = {
+  urls: [`turn:${host}:${where.port}?transport=udp`, `turn:${host}:${where.port}?transport=tcp`],
+  username,
+  credential: password,
+};
 console.log(JSON.stringify({ iceServers: [iceServer], expires }));
-console.error(`TURN server on ${where.address}:${where.port} (udp+tcp), relaying from ${server.relayAddress}, realm "${server.realm}"`);
+console.error(
+  `TURN server on ${where.address}:${where.port} (udp+tcp), relaying from ${server.relayAddress}, realm "${server.realm}"`,
+);
 
 const stop = () => server.close();
 process.once('SIGINT', stop);

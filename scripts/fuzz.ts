@@ -4,7 +4,7 @@
 // HEALTH_EVERY datagrams: a STUN Binding and a rendezvous PING from a clean socket must be answered within
 // HEALTH_TIMEOUT_MS throughout. Exit 1 when a check fails or (in-process server) a handler failed.
 //
-//   node --import tsx scripts/fuzz.ts [--count N] [--seed S] [--target HOST:PORT [--allow-remote]]
+//   node --import tsx scripts/fuzz.ts [--count N] [--seed S] [--family NAME] [--target HOST:PORT [--allow-remote]]
 //
 // Without --target it starts `serve` in-process on 127.0.0.1 (STUN + rendezvous + TURN with a shared secret),
 // with the rendezvous rate limits raised so mutants reach the handlers. A --target must be a server you run:
@@ -117,7 +117,8 @@ async function main(): Promise<number> {
   try {
     const before = await healthy();
     if (before) throw new Error(`the server does not answer before fuzzing: ${before}`);
-    for (const f of families) {
+    const only = arg('--family');
+    for (const f of families.filter((x) => only === undefined || x.name === only)) {
       const rng = new Rng(seed ^ f.name.length * 0x9e3779b1);
       const started = Date.now();
       let checks = 0;

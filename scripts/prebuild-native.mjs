@@ -13,7 +13,9 @@ const target = join(prebuilds, `${process.platform}-${process.arch}`);
 
 rmSync(prebuilds, { recursive: true, force: true });
 if (!existsSync(built)) {
-  console.warn('natpunch: no native addon built here (npm run build:native); the package ships without a prebuilt binary');
+  console.warn(
+    'natpunch: no native addon built here (npm run build:native); the package ships without a prebuilt binary',
+  );
   process.exit(0);
 }
 mkdirSync(target, { recursive: true });

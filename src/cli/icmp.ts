@@ -89,7 +89,7 @@ export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
   const stop = () => void listener.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  if (opts.json) print({ phase: 'listening', publicKey: keyToId(keyPair.publicKey), icmp: true });
+  if (opts.json) print({ event: 'listening', publicKey: keyToId(keyPair.publicKey), icmp: true });
   else process.stderr.write(`listening (ICMP) as ${keyToId(keyPair.publicKey)}${allow ? '' : ' (any key may connect; restrict with --allow)'}\n`);
   listener.on('connection-error', (err: Error, from: string) => {
     process.stderr.write(`natpunch: connection from ${from} failed: ${err.message}\n`);

@@ -1,5 +1,6 @@
 import { isPeerId } from '../session/identity.js';
 import { NatpunchError } from '../util/errors.js';
+import { toEvent } from './events.js';
 import { KnownPeers } from '../identity/known-peers.js';
 import type { PeerSpec } from '../identity/verify.js';
 
@@ -23,7 +24,7 @@ class AnnouncingKnownPeers extends KnownPeers {
   override async remember(name: string, key: Uint8Array): Promise<void> {
     await super.remember(name, key);
     const hex = Buffer.from(key).toString('hex');
-    if (this.json) process.stderr.write(`${JSON.stringify({ phase: 'pinned', name, key: hex, file: this.file })}\n`);
+    if (this.json) process.stderr.write(`${JSON.stringify(toEvent({ event: 'pinned', name, key: hex, file: this.file }))}\n`);
     else process.stderr.write(`natpunch: pinned "${name}" to key ${hex} in ${this.file} (first connection by this name; later ones must present this key)\n`);
   }
 }

@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import { isNatpunchError } from '../util/errors.js';
 import { generateKeyPair, keyToId, loadKeyPair, type KeyPair } from '../session/identity.js';
-import type { Progress } from '../natpunch.js';
+import { createPrinter, type Emit } from './events.js';
 import type { Session } from '../session/session.js';
 
 /** Loads --key FILE or NATPUNCH_KEY; without either, a temporary key (said so on stderr). */
@@ -12,42 +12,12 @@ export async function keyFromOptions(file: string | undefined, quiet: boolean): 
   return kp;
 }
 
-/** Progress lines on stderr: human text, or one JSON object per line with --json. */
-const TECHNIQUE_NAMES = { p2pnat: 'P2P-NAT', natblaster: 'NATBlaster', stunt1: 'STUNT #1' } as const;
-
-export function progressPrinter(json: boolean | undefined): (p: Progress | Record<string, unknown>) => void {
-  return (p) => {
-    if (json) {
-      process.stderr.write(`${JSON.stringify(p)}\n`);
-      return;
-    }
-    const e = p as Progress;
-    switch (e.phase) {
-      case 'gathering':
-        process.stderr.write(`gathering: local socket ${e.local.address}:${e.local.port}\n`);
-        break;
-      case 'registered':
-        process.stderr.write(`registered: the rendezvous sees us at ${e.reflexive.address}:${e.reflexive.port}\n`);
-        break;
-      case 'offer':
-        process.stderr.write(`peer ${e.peerName ? `${e.peerName} ` : ''}${e.peer.slice(0, 16)}…: ${e.candidates.length} candidate${e.candidates.length === 1 ? '' : 's'} (${e.candidates.map((c) => `${c.type} ${c.address}:${c.port}`).join(', ')})\n`);
-        break;
-      case 'punching':
-        process.stderr.write(`punching: checking ${e.pairs} candidate pair${e.pairs === 1 ? '' : 's'}\n`);
-        break;
-      case 'path':
-        process.stderr.write(`path chosen: ${e.kind} via ${e.type} ${e.remote.address}:${e.remote.port}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}${e.technique && e.technique !== 'p2pnat' ? ` (${TECHNIQUE_NAMES[e.technique]}${e.reason ? `: ${e.reason}` : ''})` : ''}\n`);
-        break;
-      case 'port-mapping':
-        process.stderr.write(e.ok ? `port mapping: ${e.protocol} on ${e.gateway} maps ${e.external?.address}:${e.external?.port} to us\n` : `port mapping: none (${e.error}); going on without\n`);
-        break;
-      case 'connected':
-        process.stderr.write(`connected: authenticated session with ${e.peer}${e.rttMs !== null ? `, rtt ${e.rttMs} ms` : ''}\n`);
-        break;
-      default:
-        process.stderr.write(`${JSON.stringify(p)}\n`);
-    }
-  };
+/**
+ * Progress of `listen`/`connect`: the one printer (src/cli/events.ts). Their stdout carries the peer's bytes, so
+ * --json events go to stderr here.
+ */
+export function progressPrinter(json: boolean | undefined): Emit {
+  return createPrinter({ json: Boolean(json), jsonOut: process.stderr, phaseAlias: true });
 }
 
 /** How a piped session ended: both sides finished, the peer closed the session, or --idle-timeout passed. */

@@ -2,125 +2,19 @@ import { readFile } from 'node:fs/promises';
 import { parseRendezvousList } from '../rendezvous/client.js';
 import { isPeerId, keyToId } from '../session/identity.js';
 import { NatpunchError } from '../util/errors.js';
-import type { Progress } from '../natpunch.js';
-import type { LinkEvent } from '../tunnel/link.js';
 import { linkTo } from '../tunnel/index.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../natpunch.js';
 import { keyFromOptions } from './netcat.js';
 import { parseHostPort } from './util.js';
+import { createPrinter, type Emit } from './events.js';
 import { pinOptions } from './known-peers.js';
-import type { ConnectionEvent } from '../tunnel/forward.js';
-import type { TunnelEvent } from '../tunnel/exit.js';
-import { replyName } from '../tunnel/socks5.js';
 
-/** Shared by `expose`, `forward` and `socks`: status lines on stderr, or (--json) one JSON event per line on stdout. */
-export type Emit = (e: Record<string, unknown>) => void;
-
-export function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 * 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-  return `${(n / 1024 / 1024 / 1024).toFixed(2)} GiB`;
-}
-
-const short = (peer: string) => `${peer.slice(0, 16)}…`;
-const ep = (a: { address: string; port: number }) => (a.address.includes(':') ? `[${a.address}]:${a.port}` : `${a.address}:${a.port}`);
-
-function human(e: Record<string, unknown>): string | null {
-  const ev = e as (Progress & { event?: undefined }) | ((LinkEvent | ConnectionEvent | TunnelEvent) & { phase?: undefined }) | Record<string, unknown>;
-  switch ((ev as { event?: string }).event ?? `phase:${(ev as { phase?: string }).phase}`) {
-    case 'phase:registered': {
-      const p = ev as Extract<Progress, { phase: 'registered' }>;
-      return `registered: the rendezvous sees us at ${ep(p.reflexive)}`;
-    }
-    case 'phase:offer': {
-      const p = ev as Extract<Progress, { phase: 'offer' }>;
-      return `peer ${p.peerName ? `${p.peerName} ` : ''}${short(p.peer)}: punching (${p.candidates.length} candidates)`;
-    }
-    case 'phase:path': {
-      const p = ev as Extract<Progress, { phase: 'path' }>;
-      return `path: ${p.kind} via ${p.type} ${ep(p.remote)}${p.rttMs !== null ? `, rtt ${p.rttMs} ms` : ''}`;
-    }
-    case 'phase:gathering':
-    case 'phase:punching':
-    case 'phase:connected':
-      return null;
-    case 'connecting': {
-      const l = ev as Extract<LinkEvent, { event: 'connecting' }>;
-      return l.attempt === 1 ? 'connecting to the peer…' : `re-establishing the session (attempt ${l.attempt})…`;
-    }
-    case 'session': {
-      const l = ev as Extract<LinkEvent, { event: 'session' }>;
-      return `session up with ${short(l.peer)}: ${l.path} path to ${ep(l.remote)}${l.rttMs !== null ? `, rtt ${l.rttMs} ms` : ''}`;
-    }
-    case 'path': {
-      const l = ev as Extract<LinkEvent, { event: 'path' }>;
-      return `path changed: ${l.path} to ${ep(l.remote)}${l.rttMs !== null ? `, rtt ${l.rttMs} ms` : ''}`;
-    }
-    case 'session-lost': {
-      const l = ev as Extract<LinkEvent, { event: 'session-lost' }>;
-      return `session with ${short(l.peer)} ended${l.error ? `: ${l.error}` : ''}; re-establishing`;
-    }
-    case 'connect-failed': {
-      const l = ev as Extract<LinkEvent, { event: 'connect-failed' }>;
-      return `no session: ${l.error}; retrying in ${(l.retryInMs / 1000).toFixed(1)} s`;
-    }
-    case 'listening': {
-      const c = ev as Extract<ConnectionEvent, { event: 'listening' }>;
-      return `listening on ${ep(c)}`;
-    }
-    case 'accepted':
-      return null;
-    case 'status': {
-      const st = ev as { sessions?: Array<{ peer: string; path: string; rttMs: number | null }>; peer?: string | null; path?: string | null; rttMs?: number | null; connections: number; bytesUp?: number; bytesDown?: number; bytesIn?: number; bytesOut?: number };
-      const sessions = st.sessions ?? (st.peer ? [{ peer: st.peer, path: st.path ?? '?', rttMs: st.rttMs ?? null }] : []);
-      const where = sessions.length
-        ? sessions.map((x) => `${short(x.peer)} ${x.path}${x.rttMs !== null ? ` rtt ${x.rttMs} ms` : ''}`).join(', ')
-        : 'no session';
-      const dirs = st.bytesUp !== undefined ? `${bytes(st.bytesUp)} up, ${bytes(st.bytesDown ?? 0)} down` : `${bytes(st.bytesIn ?? 0)} in, ${bytes(st.bytesOut ?? 0)} out`;
-      return `status: ${where}; ${st.connections} open connection${st.connections === 1 ? '' : 's'}; ${dirs}`;
-    }
-    case 'session-closed': {
-      const c = ev as { peer: string; error: string | null };
-      return `session with ${short(c.peer)} closed${c.error ? `: ${c.error}` : ''}`;
-    }
-    case 'session-failed': {
-      const c = ev as { peer: string; error: string };
-      return `session from ${short(c.peer)} failed: ${c.error}`;
-    }
-    case 'open': {
-      const c = ev as { conn: number; target: string; peer?: string };
-      return `[#${c.conn}] open → ${c.target}${c.peer ? ` for ${short(c.peer)}` : ''}`;
-    }
-    case 'failed': {
-      const c = ev as Extract<ConnectionEvent, { event: 'failed' }>;
-      return `[#${c.conn}] failed${c.target ? ` (${c.target})` : ''}: ${c.error}`;
-    }
-    case 'refused': {
-      const t = ev as Extract<TunnelEvent, { event: 'refused' }>;
-      return `[#${t.conn}] refused ${short(t.peer)}: ${t.reason} (${replyName(t.status)})`;
-    }
-    case 'close': {
-      const c = ev as { conn: number; bytesUp?: number; bytesDown?: number; bytesIn?: number; bytesOut?: number; error: string | null };
-      const up = c.bytesUp ?? c.bytesIn ?? 0;
-      const down = c.bytesDown ?? c.bytesOut ?? 0;
-      const dirs = c.bytesUp !== undefined ? `${bytes(up)} up, ${bytes(down)} down` : `${bytes(up)} in, ${bytes(down)} out`;
-      return `[#${c.conn}] closed: ${dirs}${c.error ? ` (${c.error})` : ''}`;
-    }
-    default:
-      return JSON.stringify(e);
-  }
-}
+/** Shared by `expose`, `forward` and `socks`: the one printer (src/cli/events.ts); --json events on stdout. */
+export type { Emit } from './events.js';
+export { bytes } from './events.js';
 
 export function emitter(json: boolean | undefined): Emit {
-  return (e) => {
-    if (json) {
-      process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), ...e })}\n`);
-      return;
-    }
-    const line = human(e);
-    if (line) process.stderr.write(`${line}\n`);
-  };
+  return createPrinter({ json: Boolean(json) });
 }
 
 /** --allow values: 64-hex keys, or files holding a key file (JSON with publicKey) or hex keys one per line. */

@@ -6,8 +6,8 @@ export interface GlobalOptions {
 }
 
 /**
- * Wraps a command action: a NatpunchError (or any error) becomes one line on stderr and exit code 1; the stack only
- * with --debug. Commands print results to stdout, progress to stderr.
+ * Wraps a command action: a NatpunchError (or any error) becomes one line on stderr and exit code 1 (with --json an
+ * `{"event":"error","code",...}` line); the stack only with --debug. Commands print results to stdout, progress to stderr.
  */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void) {
   return async (...args: A): Promise<void> => {
@@ -15,8 +15,16 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
       await fn(...args);
     } catch (err) {
       const cmd = args[args.length - 1] as Command | undefined;
-      const debug = Boolean(cmd?.optsWithGlobals?.().debug) || process.env.NATPUNCH_DEBUG === '1';
-      printError(err, debug);
+      const opts = (cmd?.optsWithGlobals?.() ?? {}) as { debug?: boolean; json?: boolean };
+      const debug = Boolean(opts.debug) || process.env.NATPUNCH_DEBUG === '1';
+      if (opts.json && !debug) {
+        // --json: the failure is an event like the others, on the stream the command's events use.
+        const { createPrinter, errorEvent } = await import('./events.js');
+        const dataOnStdout = cmd?.name() === 'listen' || cmd?.name() === 'connect';
+        createPrinter({ json: true, ...(dataOnStdout ? { jsonOut: process.stderr } : {}) })(errorEvent(err, errorCode(err)));
+      } else {
+        printError(err, debug);
+      }
       process.exitCode = EXIT_FAILURE;
     }
   };
@@ -53,8 +61,9 @@ export function progress(quiet: boolean | undefined, line: string): void {
   if (!quiet) process.stderr.write(`${line}\n`);
 }
 
-export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+/** A command's --json result: one event line on stdout in the one schema ({ time, event, ...fields }). */
+export function printEvent(event: string, fields: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
 }
 
 /** Parses "host", "host:port", "[v6]:port" into parts; `defaultPort` when none is given. */

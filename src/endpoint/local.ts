@@ -223,6 +223,8 @@ export class LocalState {
         hostAddresses: this.#host.filter((c) => c.type === 'host').map((c) => c.address),
         ...(server ? { stun: server } : {}),
         ...(mode === 'auto' ? { timeoutMs: TCP_GATHER_AUTO_TIMEOUT_MS } : {}),
+        // --tcp-seq off: no port Q for the sequence techniques (tcp-local.ts).
+        ...(o.techniques.tcpSequence === 'off' ? { sequencePort: false } : {}),
         ...(o.signal ? { signal: o.signal } : {}),
         logger: o.logger,
       });

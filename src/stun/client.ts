@@ -9,7 +9,6 @@
  * Long-term credentials (§9.2): the first request goes without, a 401 with REALM and NONCE is answered with
  * USERNAME/REALM/NONCE and MESSAGE-INTEGRITY(-SHA256); 438 Stale Nonce retries with the new nonce. TURN reuses this.
  */
-import dgram from 'node:dgram';
 import { lookup } from 'node:dns/promises';
 import net from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
@@ -226,7 +225,7 @@ function unknownError(server: StunEndpoint, types: number[]): NatpunchError {
 
 function errorFrom(server: StunEndpoint, msg: StunMessage): NatpunchError {
   let code = 0;
-  let reason = '';
+  let reason: string;
   try {
     const ec = msg.get(ErrorCodeAttr);
     code = ec?.code ?? 0;

@@ -14,12 +14,14 @@
  * (RFC 8489 §6.3.1.1; MAPPED-ADDRESS for RFC 3489 requests, §12), and an error with its ERROR-CODE (empty reason) and
  * UNKNOWN-ATTRIBUTES (§6.3.1), plus FINGERPRINT when the request had one (§7.3). That minimum exceeds its request by
  * at most STUN_REQUIRED_EXTRA_BYTES (24: a 20-byte request answered with an IPv6 XOR-MAPPED-ADDRESS, 44 bytes); it
- * is counted in `oversized`. PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
+ * is counted in `oversized`; it goes out only within a per-source and global budget (STUN_OVERSIZED_BURST), beyond
+ * which it is counted in `amplificationDropped` instead. PADDING together with RESPONSE-PORT is refused (400), and RESPONSE-PORT only redirects to
  * another port of the requester's own address.
  */
 import type net from 'node:net';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { parseIPv6 } from '../wire/ip.js';
 import {
   attr,
   Attr,
@@ -61,6 +63,31 @@ export const STUN_REQUIRED_EXTRA_BYTES = 24;
 /** The same in RFC 5780 mode (--alt-address), whose Binding answers also require RESPONSE-ORIGIN and OTHER-ADDRESS
  *  (RFC 5780 §6.1): three IPv6 address attributes, 3 × 24 bytes, over a 20-byte request. */
 export const STUN_RFC5780_EXTRA_BYTES = 72;
+/**
+ * The RFC-required answers larger than their request go out only within this budget: per source (IPv4 address,
+ * IPv6 /64) a burst of STUN_OVERSIZED_BURST, then STUN_OVERSIZED_PER_SECOND, and STUN_OVERSIZED_GLOBAL_PER_SECOND for
+ * the whole server (the TURN server, src/relay/server.ts, bounds its 401 the same way). A reflection through this
+ * server thus yields a victim at most 8 + 2/s such answers. Requests that leave room for their answer (natpunch's
+ * clients pad with SOFTWARE) are never limited.
+ */
+export const STUN_OVERSIZED_BURST = 8;
+export const STUN_OVERSIZED_PER_SECOND = 2;
+export const STUN_OVERSIZED_GLOBAL_PER_SECOND = 1000;
+/** Per-source budgets remembered at most (the oldest are forgotten first). */
+const MAX_OVERSIZED_SOURCES = 65_536;
+
+/** How large a UDP answer may be, and for whom (the oversized-answer budget is per source). */
+interface Bound {
+  bytes: number;
+  from: TransportAddress;
+}
+
+/** IPv4 address, or the /64 of an IPv6 address: one household or host, as the TURN quotas count sources. */
+function sourceOf(address: string): string {
+  if (!address.includes(':')) return address;
+  const b = parseIPv6(address);
+  return b ? Buffer.from(b.subarray(0, 8)).toString('hex') : address;
+}
 /** Idle TCP connections are closed after this long (RFC 8489 §6.2.2 asks for at least 10 s after a response). */
 export const STUN_TCP_IDLE_MS = 30_000;
 /** A TCP connection whose unsent responses exceed this is closed (the client is not reading). */
@@ -80,6 +107,8 @@ export interface StunServerCounters {
   drops: number;
   /** UDP answers sent larger than their request because RFC 8489 requires that minimum (see module comment). */
   oversized: number;
+  /** Such minimum answers not sent: the source's (or the server's) oversized-answer budget was spent. */
+  amplificationDropped: number;
 }
 
 /** Where a request came in, for method handlers (TURN). */
@@ -107,6 +136,8 @@ export interface StunServerOptions {
   registry?: StunRegistry;
   /** Override STUN_MAX_AMPLIFICATION. */
   maxAmplification?: number;
+  /** Clock for the oversized-answer budget (tests). */
+  now?: () => number;
 }
 
 /**
@@ -140,7 +171,11 @@ function localAddress(t: DatagramTransport): TransportAddress {
 }
 
 export class StunServer {
-  readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0, oversized: 0 };
+  readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0, oversized: 0, amplificationDropped: 0 };
+  /** Oversized-answer budget: per source (IPv4 address, IPv6 /64) and for the whole server (module comment). */
+  readonly #oversizedPerSource = new Map<string, { tokens: number; last: number }>();
+  readonly #oversizedGlobal = { tokens: STUN_OVERSIZED_GLOBAL_PER_SECOND, last: 0 };
+  readonly #now: () => number;
   /** The same counts per STUN method (Binding, and TURN's when it shares the server), for metrics. */
   readonly byMethod = new Map<number, { requests: number; responses: number; errors: number }>();
   readonly #log: Logger;
@@ -154,6 +189,7 @@ export class StunServer {
   #closed = false;
 
   constructor(options: StunServerOptions = {}) {
+    this.#now = options.now ?? Date.now;
     this.#log = options.logger ?? silentLogger;
     const software = options.software ?? DEFAULT_SOFTWARE;
     if (software) this.#softwareAttr = { type: Attr.SOFTWARE, value: Software.encode(software, { transactionId: new Uint8Array(12) }) };
@@ -322,7 +358,7 @@ export class StunServer {
     this.counters.requests++;
     this.#tally(req.method).requests++;
     const rfc5780 = udp?.group !== undefined;
-    const bound = udp ? buf.length * this.#factor : Infinity;
+    const bound: Bound = { bytes: udp ? buf.length * this.#factor : Infinity, from };
     const fingerprint = !req.legacy && req.has(Attr.FINGERPRINT);
 
     // §6.3.1: unknown comprehension-required attributes -> 420. Without RFC 5780 mode (and always over TCP, where
@@ -397,7 +433,7 @@ export class StunServer {
     cls: StunClass,
     required: AttributeInit[],
     optional: AttributeInit[],
-    bound: number,
+    bound: Bound,
     fingerprint: boolean,
     paddingLength = 0,
     mustAnswer = false,
@@ -408,7 +444,7 @@ export class StunServer {
       let out = encodeStun({ cls, method: req.method, transactionId: tid, attributes }, { fingerprint });
       if (paddingLength > 0) {
         // RFC 5780 §7.6: pad the response like the request, within the amplification bound.
-        const room = Math.floor(Math.min(paddingLength, bound - out.length - 4) / 4) * 4;
+        const room = Math.floor(Math.min(paddingLength, bound.bytes - out.length - 4) / 4) * 4;
         if (room > 0) {
           out = encodeStun(
             { cls, method: req.method, transactionId: tid, attributes: [...attributes, attr(Padding, new Uint8Array(room))] },
@@ -416,15 +452,47 @@ export class StunServer {
           );
         }
       }
-      if (out.length <= bound) return out;
+      if (out.length <= bound.bytes) return out;
     }
     if (!mustAnswer) return undefined;
+    // Only within the oversized-answer budget (STUN_OVERSIZED_BURST), so no victim gets more than a trickle of them.
+    if (!this.#oversizedAllowed(bound.from)) {
+      this.counters.amplificationDropped++;
+      return undefined;
+    }
     // RFC 8489 requires an answer: the required attributes alone, however small the request was (module comment).
     this.counters.oversized++;
     return encodeStun({ cls, method: req.method, transactionId: tid, attributes: required }, { fingerprint });
   }
 
-  #error(req: StunMessage, code: number, bound: number, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
+  /** Takes one token of the source's and the server's oversized-answer budgets (both must have one). */
+  #oversizedAllowed(from: TransportAddress): boolean {
+    const now = this.#now();
+    const refill = (b: { tokens: number; last: number }, rate: number, burst: number) => {
+      b.tokens = Math.min(burst, b.tokens + ((now - b.last) / 1000) * rate);
+      b.last = now;
+    };
+    const key = sourceOf(from.address);
+    let b = this.#oversizedPerSource.get(key);
+    if (!b) {
+      if (this.#oversizedPerSource.size >= MAX_OVERSIZED_SOURCES) {
+        // Forget the oldest (Map order is insertion order); a forgotten source starts with a fresh burst, which the
+        // global budget still bounds.
+        const oldest = this.#oversizedPerSource.keys().next().value;
+        if (oldest !== undefined) this.#oversizedPerSource.delete(oldest);
+      }
+      b = { tokens: STUN_OVERSIZED_BURST, last: now };
+      this.#oversizedPerSource.set(key, b);
+    }
+    refill(b, STUN_OVERSIZED_PER_SECOND, STUN_OVERSIZED_BURST);
+    refill(this.#oversizedGlobal, STUN_OVERSIZED_GLOBAL_PER_SECOND, STUN_OVERSIZED_GLOBAL_PER_SECOND);
+    if (b.tokens < 1 || this.#oversizedGlobal.tokens < 1) return false;
+    b.tokens -= 1;
+    this.#oversizedGlobal.tokens -= 1;
+    return true;
+  }
+
+  #error(req: StunMessage, code: number, bound: Bound, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
     const text = reason ?? ERROR_REASONS[code] ?? 'Error';
     const required = [attr(ErrorCodeAttr, { code, reason: text }), ...extra];
     const optional = this.#softwareAttr && !req.legacy ? [this.#softwareAttr] : [];

@@ -83,10 +83,13 @@ export class TransactionTable<K, A> {
   run(key: K, send: () => void, options: TransactionOptions): Promise<TransactionResult<A>> {
     return new Promise<TransactionResult<A>>((resolve, reject) => {
       if (this.#closedWith) return reject(this.#closedWith);
-      if (this.#pending.has(key)) return reject(new NatpunchError('BAD_ARGUMENT', 'a transaction with this id is already running'));
+      if (this.#pending.has(key))
+        return reject(new NatpunchError('BAD_ARGUMENT', 'a transaction with this id is already running'));
       const signal = options.signal;
       const abortError = (reason: unknown): Error =>
-        reason instanceof NatpunchError ? reason : (options.abortError?.(reason) ?? new NatpunchError('ABORTED', 'request aborted', { cause: reason }));
+        reason instanceof NatpunchError
+          ? reason
+          : (options.abortError?.(reason) ?? new NatpunchError('ABORTED', 'request aborted', { cause: reason }));
       if (signal?.aborted) return reject(abortError(signal.reason));
       const waits = options.reliable ? [] : retransmitWaits(options.timing);
       const started = performance.now();
@@ -111,13 +114,16 @@ export class TransactionTable<K, A> {
         }
         sent++;
         if (options.reliable) return;
-        timer = setTimeout(() => {
-          if (sent < waits.length) transmit();
-          else {
-            finish();
-            reject(options.timeoutError(sent, Math.round(performance.now() - started)));
-          }
-        }, waits[sent - 1]);
+        timer = setTimeout(
+          () => {
+            if (sent < waits.length) transmit();
+            else {
+              finish();
+              reject(options.timeoutError(sent, Math.round(performance.now() - started)));
+            }
+          },
+          waits[sent - 1],
+        );
       };
       this.#pending.set(key, {
         resolve: (answer) => {

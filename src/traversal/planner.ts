@@ -22,9 +22,10 @@
  *                            its SYNs would take predicted ports); a UDP path found within TCP_GRACE_MS of TCP's is
  *                            preferred (it can migrate, no head-of-line blocking)
  *
- * The techniques themselves live one per file (udp-checks.ts, hard-punch.ts, relay-technique.ts, tcp.ts, icmp.ts).
+ * The techniques themselves live one per file (udp-checks.ts, hard-punch.ts, relay-technique.ts, tcp-technique.ts, icmp.ts).
  */
 import type { Applicability, NatView, TechniqueName } from './technique.js';
+import { tcpApplies } from './tcp-technique.js';
 
 /** Techniques listed in preference order: a lower number wins when two find a path within the grace time. */
 const PREFERENCE: Record<TechniqueName, number> = {
@@ -102,8 +103,9 @@ export function applies(technique: TechniqueName, local: NatView, remote: NatVie
       return local.relay || remote.relay ? true : { skip: 'neither side has a relay allocation (the rendezvous offered none: run it with `natpunch serve`, which relays for its peers)' };
     case 'tcp':
       if (sw.transport === 'udp') return { skip: 'turned off (--transport udp)' };
-      if (!local.tcp) return { skip: 'this side has no TCP candidates (native addon unavailable or TCP gathering failed)' };
-      return remote.tcp ? true : { skip: 'the peer offered no TCP candidates' };
+      // Both sides offer TCP, and one NAT maps endpoint-independently (two per-destination NATs leave no port to aim
+      // at, and the SYNs would use up ports the UDP window counts on): tcp-technique.ts decides.
+      return tcpApplies(local, remote);
     case 'mapped':
       return local.mapped || remote.mapped ? true : { skip: 'neither gateway mapped a port (PCP / NAT-PMP / UPnP IGD unavailable, or --no-port-mapping)' };
     case 'predict':

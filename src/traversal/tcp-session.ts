@@ -3,7 +3,7 @@
  * (tcp-path.ts: P2P-NAT with STUNT #2, port prediction, the sequence-number techniques) and the session's Noise
  * handshake over the punched connection (Session.establishTcp).
  */
-import { silentLogger, type Logger } from '../util/log.js';
+import type { Logger } from '../util/log.js';
 import type { KeyPair } from '../session/identity.js';
 import { Session, type Allow, type SessionPath } from '../session/session.js';
 import { candidatePriority, type Candidate } from './candidate.js';

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Lab, labUnavailableReason, type NatOptions, type NatType } from '../../src/lab/index.js';
+import { Lab, labUnavailableReason, type NatType } from '../../src/lab/index.js';
 import type { LabProcess } from '../../src/lab/proc.js';
 import { addonStatus } from '../../src/net/native.js';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
-import { intactBothWays, tcpSessionTrial, type Msg, type SessionTrial } from './fixtures/tcp-session-trial.js';
+import { intactBothWays, tcpSessionTrial, type SessionTrial } from './fixtures/tcp-session-trial.js';
 import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));

@@ -12,13 +12,26 @@ const BIN = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
   const t0 = performance.now();
   return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], { timeout: 30_000, env: { ...process.env, NATPUNCH_KEY: '' } }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr, ms: performance.now() - t0 }),
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { timeout: 30_000, env: { ...process.env, NATPUNCH_KEY: '' } },
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? Number((err as { code?: number }).code ?? 1) : 0,
+          stdout,
+          stderr,
+          ms: performance.now() - t0,
+        }),
     );
   });
 }
 
-const oneLine = (stderr: string) => stderr.trim().split('\n').filter((l) => !l.includes('temporary key'));
+const oneLine = (stderr: string) =>
+  stderr
+    .trim()
+    .split('\n')
+    .filter((l) => !l.includes('temporary key'));
 
 test('natpunch stun to a closed port fails at once (ICMP port unreachable), one line, [UNREACHABLE]', async () => {
   const r = await run(['stun', '127.0.0.1:1']);
@@ -43,7 +56,9 @@ test('natpunch netcheck against a server that never answers exits 1 with one err
 test('natpunch socks --listen 99999 is a clean one-line error, not Node internals', async () => {
   const r = await run(['socks', '--listen', '99999', '--via', 'alice', '--rendezvous', '127.0.0.1:1']);
   assert.equal(r.code, 1);
-  assert.deepEqual(oneLine(r.stderr), ['natpunch: invalid port in "--listen 99999": a port is a number from 0 to 65535 [BAD_ARGUMENT]']);
+  assert.deepEqual(oneLine(r.stderr), [
+    'natpunch: invalid port in "--listen 99999": a port is a number from 0 to 65535 [BAD_ARGUMENT]',
+  ]);
 });
 
 test('usage errors exit 2; --help exits 0', async () => {

@@ -16,23 +16,42 @@ register('data:text/javascript,' + encodeURIComponent('export async function loa
 /** The repository-relative modules (src/ or dist/, without extension) and package names a CLI run loads. */
 function loaded(args: string[]): { ours: string[]; packages: string[] } {
   const r = spawnSync(process.execPath, ['--import', TRACE, BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
-  const urls = r.stderr.split('\n').filter((l) => l.startsWith('LOADED ')).map((l) => fileURLToPath(l.slice(7).split('?')[0]!));
-  const ours = urls.filter((p) => p.startsWith(ROOT) && !p.includes('node_modules')).map((p) => p.slice(ROOT.length).replace(/^(src|dist)\//, '').replace(/\.(ts|js)$/, ''));
-  const packages = urls.filter((p) => p.includes('/node_modules/')).map((p) => p.split('/node_modules/').pop()!.split('/').slice(0, 1).join('/'));
+  const urls = r.stderr
+    .split('\n')
+    .filter((l) => l.startsWith('LOADED '))
+    .map((l) => fileURLToPath(l.slice(7).split('?')[0]!));
+  const ours = urls
+    .filter((p) => p.startsWith(ROOT) && !p.includes('node_modules'))
+    .map((p) =>
+      p
+        .slice(ROOT.length)
+        .replace(/^(src|dist)\//, '')
+        .replace(/\.(ts|js)$/, ''),
+    );
+  const packages = urls
+    .filter((p) => p.includes('/node_modules/'))
+    .map((p) => p.split('/node_modules/').pop()!.split('/').slice(0, 1).join('/'));
   return { ours, packages: [...new Set(packages)] };
 }
 
 test('natpunch --help lists the commands without importing any command or the library', () => {
   const { ours } = loaded(['--help']);
-  const unexpected = ours.filter((m) => !['bin/natpunch', 'cli/main', 'cli/commands/index', 'cli/util', 'util/errors'].includes(m));
+  const unexpected = ours.filter(
+    (m) => !['bin/natpunch', 'cli/main', 'cli/commands/index', 'cli/util', 'util/errors'].includes(m),
+  );
   assert.deepEqual(unexpected, []);
 });
 
 test('connect and stun leave the lab, the UPnP XML parser, the TURN server and the rendezvous server out', () => {
-  for (const args of [['connect', '--help'], ['stun', '--help']]) {
+  for (const args of [
+    ['connect', '--help'],
+    ['stun', '--help'],
+  ]) {
     const { ours, packages } = loaded(args);
     assert.ok(ours.includes(`cli/commands/${args[0]}`), `${args[0]} was loaded: ${ours.join(' ')}`);
-    const heavy = ours.filter((m) => /^(lab\/|portmap\/upnp|relay\/server|rendezvous\/server|server\/|discovery\/netcheck)/.test(m));
+    const heavy = ours.filter((m) =>
+      /^(lab\/|portmap\/upnp|relay\/server|rendezvous\/server|server\/|discovery\/netcheck)/.test(m),
+    );
     assert.deepEqual(heavy, [], `${args.join(' ')} loads ${heavy.join(', ')}`);
     assert.ok(!packages.includes('fast-xml-parser'), `${args.join(' ')} loads fast-xml-parser`);
   }

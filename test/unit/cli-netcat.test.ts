@@ -22,12 +22,27 @@ function collect(child: ChildProcess) {
   return { stdout: () => Buffer.concat(out), stderr: () => err };
 }
 
-async function waitFor(pred: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const until = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** Resolves when `text()` satisfies `pred`, checked on each chunk the child writes (no polling), bounded by `ms`. */
+function waitFor(child: ChildProcess, text: () => string, pred: (t: string) => boolean, what: string, ms = 20_000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`timed out waiting for ${what}`)), ms);
+    const check = () => {
+      if (pred(text())) done();
+    };
+    const onExit = (code: number | null) => done(new Error(`exited with ${code} while waiting for ${what}: ${text()}`));
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      child.stdout!.off('data', check);
+      child.stderr!.off('data', check);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    child.stdout!.on('data', check);
+    child.stderr!.on('data', check);
+    child.once('exit', onExit);
+    check();
+  });
 }
 
 test('natpunch listen / connect pipe stdin and stdout both ways through the rendezvous', async () => {
@@ -46,7 +61,7 @@ test('natpunch listen / connect pipe stdin and stdout both ways through the rend
     const l = spawn(process.execPath, [NATPUNCH, 'listen', '--name', 'alice', '--rendezvous', `127.0.0.1:${port}`, '--key', join(dir, 'alice.key'), '--allow', keyToId(bob.publicKey)], { stdio: ['pipe', 'pipe', 'pipe'] });
     children.push(l);
     const lo = collect(l);
-    await waitFor(() => lo.stderr().includes('registered:'), 'the listener to register');
+    await waitFor(l, lo.stderr, (t) => t.includes('registered:'), 'the listener to register');
     l.stdin!.end(toBob);
 
     const c = spawn(process.execPath, [NATPUNCH, 'connect', 'alice', '--rendezvous', `127.0.0.1:${port}`, '--key', join(dir, 'bob.key')], { stdio: ['pipe', 'pipe', 'pipe'] });

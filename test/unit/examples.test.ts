@@ -27,9 +27,13 @@ interface Running {
 }
 
 function example(name: string, args: string[], t: { after: (fn: () => Promise<unknown>) => void }): Running {
-  const child = spawn(process.execPath, ['--conditions=natpunch-source', '--import', 'tsx', join(EXAMPLES, name), ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--conditions=natpunch-source', '--import', 'tsx', join(EXAMPLES, name), ...args],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   t.after(() => stop(child));
   let out = '';
   let err = '';
@@ -83,7 +87,11 @@ test('examples/file-copy.ts: a file arrives byte for byte and both sides print t
   const input = randomBytes(3 * 1024 * 1024 + 17);
   await writeFile(join(dir, 'in.bin'), input);
   const digest = createHash('sha256').update(input).digest('hex');
-  const receiver = example('file-copy.ts', ['receive', '--rendezvous', rv, '--name', 'inbox', '--out', join(dir, 'out.bin')], t);
+  const receiver = example(
+    'file-copy.ts',
+    ['receive', '--rendezvous', rv, '--name', 'inbox', '--out', join(dir, 'out.bin')],
+    t,
+  );
   await receiver.line(/^receiving as "inbox"/);
   const sender = example('file-copy.ts', ['send', '--rendezvous', rv, '--name', 'inbox', join(dir, 'in.bin')], t);
   assert.equal(await sender.exit(), 0, sender.output());
@@ -114,9 +122,29 @@ test('examples/expose-ssh.ts: the allowed key reaches the exposed TCP service th
 
   const keygen = example('expose-ssh.ts', ['keygen', join(dir, 'laptop.key')], t);
   const laptopKey = (await keygen.line(/^[0-9a-f]{64}$/)).trim();
-  const home = example('expose-ssh.ts', ['expose', '--rendezvous', rv, '--name', 'home', '--port', String(servicePort), '--allow', laptopKey], t);
+  const home = example(
+    'expose-ssh.ts',
+    ['expose', '--rendezvous', rv, '--name', 'home', '--port', String(servicePort), '--allow', laptopKey],
+    t,
+  );
   await home.line(/^exposing 127\.0\.0\.1:\d+ as "home"/);
-  const laptop = example('expose-ssh.ts', ['forward', '--rendezvous', rv, '--name', 'home', '--port', String(servicePort), '--local', '0', '--key', join(dir, 'laptop.key')], t);
+  const laptop = example(
+    'expose-ssh.ts',
+    [
+      'forward',
+      '--rendezvous',
+      rv,
+      '--name',
+      'home',
+      '--port',
+      String(servicePort),
+      '--local',
+      '0',
+      '--key',
+      join(dir, 'laptop.key'),
+    ],
+    t,
+  );
   const fwd = /^forwarding 127\.0\.0\.1:(\d+) to home:\d+$/.exec(await laptop.line(/^forwarding /))!;
   const socket = tcpConnect(Number(fwd[1]), '127.0.0.1');
   t.after(async () => socket.destroy());
@@ -124,7 +152,11 @@ test('examples/expose-ssh.ts: the allowed key reaches the exposed TCP service th
   socket.setEncoding('utf8').on('data', (d: string) => (got += d));
   socket.write('ping\n');
   await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no echo through the tunnel: ${JSON.stringify(got)}\n${home.output()}\n${laptop.output()}`)), 20_000);
+    const timer = setTimeout(
+      () =>
+        reject(new Error(`no echo through the tunnel: ${JSON.stringify(got)}\n${home.output()}\n${laptop.output()}`)),
+      20_000,
+    );
     socket.on('data', () => {
       if (got.includes('ping\n')) {
         clearTimeout(timer);
@@ -136,14 +168,36 @@ test('examples/expose-ssh.ts: the allowed key reaches the exposed TCP service th
 });
 
 test('examples/turn-webrtc.ts: the printed iceServers credentials allocate a relayed address', async (t) => {
-  const turn = example('turn-webrtc.ts', ['--secret', 'example-secret', '--address', '127.0.0.1', '--port', '0', '--relay-address', '127.0.0.1', '--allow-peer', '127.0.0.0/8'], t);
-  const config = JSON.parse(await turn.line(/^\{"iceServers"/)) as { iceServers: { urls: string[]; username: string; credential: string }[] };
+  const turn = example(
+    'turn-webrtc.ts',
+    [
+      '--secret',
+      'example-secret',
+      '--address',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--relay-address',
+      '127.0.0.1',
+      '--allow-peer',
+      '127.0.0.0/8',
+    ],
+    t,
+  );
+  const config = JSON.parse(await turn.line(/^\{"iceServers"/)) as {
+    iceServers: { urls: string[]; username: string; credential: string }[];
+  };
   const ice = config.iceServers[0]!;
   const url = /^turn:([\d.]+):(\d+)\?transport=udp$/.exec(ice.urls[0]!)!;
   assert.ok(url, ice.urls[0]);
   const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   t.after(async () => transport.close());
-  const client = new TurnClient({ server: { address: url[1]!, port: Number(url[2]) }, username: ice.username, password: ice.credential, transport });
+  const client = new TurnClient({
+    server: { address: url[1]!, port: Number(url[2]) },
+    username: ice.username,
+    password: ice.credential,
+    transport,
+  });
   t.after(async () => client.close());
   const allocation = await client.allocate();
   assert.equal(allocation.relayed[0]!.address, '127.0.0.1');

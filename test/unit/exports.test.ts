@@ -11,7 +11,9 @@ const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as {
   exports: Record<string, string | { types: string; import: string }>;
 };
 
-const entries = Object.entries(pkg.exports).filter((e): e is [string, { types: string; import: string }] => typeof e[1] !== 'string');
+const entries = Object.entries(pkg.exports).filter(
+  (e): e is [string, { types: string; import: string }] => typeof e[1] !== 'string',
+);
 
 test('every subpath export has types and a module compiled from src/', async () => {
   assert.ok(entries.length >= 10);
@@ -26,7 +28,8 @@ test('every subpath export has types and a module compiled from src/', async () 
 });
 
 test('the issue-named subpaths exist, and the lab is not in the root export', async () => {
-  for (const name of ['.', './stun', './turn', './portmap', './lab', './rendezvous']) assert.ok(pkg.exports[name], name);
+  for (const name of ['.', './stun', './turn', './portmap', './lab', './rendezvous'])
+    assert.ok(pkg.exports[name], name);
   const root = (await import(pathToFileURL(join(ROOT, 'src', 'index.ts')).href)) as Record<string, unknown>;
   assert.equal(root.Lab, undefined);
   assert.equal(typeof root.connect, 'function');

@@ -17,86 +17,135 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
 function sh(cmd: string, args: string[], cwd: string, timeout = 240_000) {
-  const r = spawnSync(cmd, args, { cwd, encoding: 'utf8', timeout, env: { ...process.env, npm_config_update_notifier: 'false' } });
+  const r = spawnSync(cmd, args, {
+    cwd,
+    encoding: 'utf8',
+    timeout,
+    env: { ...process.env, npm_config_update_notifier: 'false' },
+  });
   assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed:\n${r.stdout}\n${r.stderr}`);
   return r;
 }
 
-test('the packed tarball installs globally without dev dependencies and its natpunch works', { timeout: 600_000 }, async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'natpunch-pack-'));
-  const children: ReturnType<typeof spawn>[] = [];
-  t.after(async () => {
-    for (const c of children) await stop(c);
-    await rm(dir, { recursive: true, force: true });
-  });
-
-  sh(NPM, ['pack', '--pack-destination', dir, '--silent'], ROOT);
-  const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'));
-  assert.ok(tarball, 'npm pack wrote a tarball');
-  const prefix = join(dir, 'prefix');
-  sh(NPM, ['install', '-g', '--prefix', prefix, '--omit=dev', '--prefer-offline', '--no-audit', '--no-fund', join(dir, tarball)], dir);
-
-  const pkg = join(prefix, 'lib', 'node_modules', 'natpunch');
-  const bin = join(prefix, 'bin', 'natpunch');
-  assert.ok(existsSync(join(pkg, 'dist', 'cli', 'main.js')), 'dist/ is in the package');
-  assert.ok(!existsSync(join(pkg, 'src')), 'no TypeScript sources in the package');
-  for (const dev of ['tsx', 'esbuild', 'typescript']) {
-    assert.ok(!existsSync(join(pkg, 'node_modules', dev)) && !existsSync(join(prefix, 'lib', 'node_modules', dev)), `${dev} is not installed`);
-  }
-  for (const file of ['LICENSE', 'CHANGELOG.md', 'README.md']) assert.ok(existsSync(join(pkg, file)), `${file} is in the package`);
-
-  // Every subpath export imports from the installed package, with its types beside it.
-  const exportsMap = (JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as { exports: Record<string, string | { types: string }> }).exports;
-  const subpaths = Object.keys(exportsMap).filter((k) => k !== './package.json');
-  for (const k of subpaths) assert.ok(existsSync(join(pkg, (exportsMap[k] as { types: string }).types)), `types of ${k}`);
-  const importAll = subpaths.map((k) => `await import(${JSON.stringify(k === '.' ? 'natpunch' : `natpunch/${k.slice(2)}`)});`).join('');
-  const imported = spawnSync(process.execPath, ['--input-type=module', '-e', importAll], { cwd: join(prefix, 'lib'), encoding: 'utf8', timeout: 30_000 });
-  assert.equal(imported.status, 0, imported.stderr);
-
-  const run = (args: string[]) => spawnSync(bin, args, { cwd: dir, encoding: 'utf8', timeout: 30_000 });
-  const help = run(['--help']);
-  assert.equal(help.status, 0, help.stderr);
-  assert.match(help.stdout, /Usage: natpunch/);
-  assert.match(help.stdout, /connect/);
-
-  const keygen = run(['keygen', '--json']);
-  assert.equal(keygen.status, 0, keygen.stderr);
-  assert.match((JSON.parse(keygen.stdout) as { publicKey: string }).publicKey, /^[0-9a-f]{64}$/);
-
-  const serve = await startUntilLine(bin, ['serve', '--port', '0', '--address', '127.0.0.1', '--json'], (l) => l.includes('"event":"listening"'));
-  children.push(serve.child);
-  const port = (JSON.parse(serve.line) as { udp: { port: number }[] }).udp[0]!.port;
-
-  const stun = run(['stun', `127.0.0.1:${port}`, '--json']);
-  assert.equal(stun.status, 0, stun.stderr);
-  assert.equal((JSON.parse(stun.stdout) as { mapped: { address: string } }).mapped.address, '127.0.0.1');
-
-  // listen/connect: each side sends one line and ends its input; both exit 0 with the other's line.
-  const rendezvous = `127.0.0.1:${port}`;
-  const listener = spawn(bin, ['listen', '--rendezvous', rendezvous, '--name', 'alice'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(listener);
-  let listenOut = '';
-  let listenErr = '';
-  listener.stdout!.on('data', (d) => (listenOut += d));
-  listener.stderr!.on('data', (d) => (listenErr += d));
-  await new Promise<void>((resolve, reject) => {
-    listener.stderr!.on('data', () => {
-      if (/^listening as alice/m.test(listenErr)) resolve();
+test(
+  'the packed tarball installs globally without dev dependencies and its natpunch works',
+  { timeout: 600_000 },
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'natpunch-pack-'));
+    const children: ReturnType<typeof spawn>[] = [];
+    t.after(async () => {
+      for (const c of children) await stop(c);
+      await rm(dir, { recursive: true, force: true });
     });
-    listener.once('exit', (code) => reject(new Error(`listen exited with ${code}: ${listenErr}`)));
-  });
-  listener.stdin!.end('from alice\n');
 
-  const connector = spawn(bin, ['connect', 'alice', '--rendezvous', rendezvous], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] });
-  children.push(connector);
-  let connectOut = '';
-  let connectErr = '';
-  connector.stdout!.on('data', (d) => (connectOut += d));
-  connector.stderr!.on('data', (d) => (connectErr += d));
-  connector.stdin!.end('from bob\n');
-  const [[connectCode], [listenCode]] = (await Promise.all([once(connector, 'exit'), once(listener, 'exit')])) as [[number], [number]];
-  assert.equal(connectCode, 0, connectErr);
-  assert.equal(listenCode, 0, listenErr);
-  assert.match(connectOut, /from alice/);
-  assert.match(listenOut, /from bob/);
-});
+    sh(NPM, ['pack', '--pack-destination', dir, '--silent'], ROOT);
+    const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'));
+    assert.ok(tarball, 'npm pack wrote a tarball');
+    const prefix = join(dir, 'prefix');
+    sh(
+      NPM,
+      [
+        'install',
+        '-g',
+        '--prefix',
+        prefix,
+        '--omit=dev',
+        '--prefer-offline',
+        '--no-audit',
+        '--no-fund',
+        join(dir, tarball),
+      ],
+      dir,
+    );
+
+    const pkg = join(prefix, 'lib', 'node_modules', 'natpunch');
+    const bin = join(prefix, 'bin', 'natpunch');
+    assert.ok(existsSync(join(pkg, 'dist', 'cli', 'main.js')), 'dist/ is in the package');
+    assert.ok(!existsSync(join(pkg, 'src')), 'no TypeScript sources in the package');
+    for (const dev of ['tsx', 'esbuild', 'typescript']) {
+      assert.ok(
+        !existsSync(join(pkg, 'node_modules', dev)) && !existsSync(join(prefix, 'lib', 'node_modules', dev)),
+        `${dev} is not installed`,
+      );
+    }
+    for (const file of ['LICENSE', 'CHANGELOG.md', 'README.md'])
+      assert.ok(existsSync(join(pkg, file)), `${file} is in the package`);
+
+    // Every subpath export imports from the installed package, with its types beside it.
+    const exportsMap = (
+      JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as {
+        exports: Record<string, string | { types: string }>;
+      }
+    ).exports;
+    const subpaths = Object.keys(exportsMap).filter((k) => k !== './package.json');
+    for (const k of subpaths)
+      assert.ok(existsSync(join(pkg, (exportsMap[k] as { types: string }).types)), `types of ${k}`);
+    const importAll = subpaths
+      .map((k) => `await import(${JSON.stringify(k === '.' ? 'natpunch' : `natpunch/${k.slice(2)}`)});`)
+      .join('');
+    const imported = spawnSync(process.execPath, ['--input-type=module', '-e', importAll], {
+      cwd: join(prefix, 'lib'),
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    assert.equal(imported.status, 0, imported.stderr);
+
+    const run = (args: string[]) => spawnSync(bin, args, { cwd: dir, encoding: 'utf8', timeout: 30_000 });
+    const help = run(['--help']);
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /Usage: natpunch/);
+    assert.match(help.stdout, /connect/);
+
+    const keygen = run(['keygen', '--json']);
+    assert.equal(keygen.status, 0, keygen.stderr);
+    assert.match((JSON.parse(keygen.stdout) as { publicKey: string }).publicKey, /^[0-9a-f]{64}$/);
+
+    const serve = await startUntilLine(bin, ['serve', '--port', '0', '--address', '127.0.0.1', '--json'], (l) =>
+      l.includes('"event":"listening"'),
+    );
+    children.push(serve.child);
+    const port = (JSON.parse(serve.line) as { udp: { port: number }[] }).udp[0]!.port;
+
+    const stun = run(['stun', `127.0.0.1:${port}`, '--json']);
+    assert.equal(stun.status, 0, stun.stderr);
+    assert.equal((JSON.parse(stun.stdout) as { mapped: { address: string } }).mapped.address, '127.0.0.1');
+
+    // listen/connect: each side sends one line and ends its input; both exit 0 with the other's line.
+    const rendezvous = `127.0.0.1:${port}`;
+    const listener = spawn(bin, ['listen', '--rendezvous', rendezvous, '--name', 'alice'], {
+      cwd: dir,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    children.push(listener);
+    let listenOut = '';
+    let listenErr = '';
+    listener.stdout!.on('data', (d) => (listenOut += d));
+    listener.stderr!.on('data', (d) => (listenErr += d));
+    await new Promise<void>((resolve, reject) => {
+      listener.stderr!.on('data', () => {
+        if (/^listening as alice/m.test(listenErr)) resolve();
+      });
+      listener.once('exit', (code) => reject(new Error(`listen exited with ${code}: ${listenErr}`)));
+    });
+    listener.stdin!.end('from alice\n');
+
+    const connector = spawn(bin, ['connect', 'alice', '--rendezvous', rendezvous], {
+      cwd: dir,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    children.push(connector);
+    let connectOut = '';
+    let connectErr = '';
+    connector.stdout!.on('data', (d) => (connectOut += d));
+    connector.stderr!.on('data', (d) => (connectErr += d));
+    connector.stdin!.end('from bob\n');
+    const [[connectCode], [listenCode]] = (await Promise.all([once(connector, 'exit'), once(listener, 'exit')])) as [
+      [number],
+      [number],
+    ];
+    assert.equal(connectCode, 0, connectErr);
+    assert.equal(listenCode, 0, listenErr);
+    assert.match(connectOut, /from alice/);
+    assert.match(listenOut, /from bob/);
+  },
+);

@@ -46,7 +46,11 @@ test('the README quick start runs as written on loopback: both peers exchange th
   });
   // `exec` so the shell's PID is natpunch's and stop() reaches it.
   const sh = (line: string) => {
-    const child = spawn('sh', ['-c', line.startsWith('natpunch ') ? `exec ${line}` : line], { env, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+    const child = spawn('sh', ['-c', line.startsWith('natpunch ') ? `exec ${line}` : line], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: false,
+    });
     children.push(child);
     let out = '';
     let err = '';
@@ -56,7 +60,10 @@ test('the README quick start runs as written on loopback: both peers exchange th
   };
   const waitFor = (p: ReturnType<typeof sh>, re: RegExp, what: string) =>
     new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${what}: no ${re} within 20 s\n${p.out()}\n${p.err()}`)), 20_000);
+      const timer = setTimeout(
+        () => reject(new Error(`${what}: no ${re} within 20 s\n${p.out()}\n${p.err()}`)),
+        20_000,
+      );
       const check = () => {
         if (re.test(p.out() + p.err())) {
           clearTimeout(timer);
@@ -79,11 +86,19 @@ test('the README quick start runs as written on loopback: both peers exchange th
 
   const t0 = performance.now();
   const connector = sh(connectLine);
-  const [[connectCode], [listenCode]] = (await Promise.all([once(connector.child, 'exit'), once(listener.child, 'exit')])) as [[number], [number]];
+  const [[connectCode], [listenCode]] = (await Promise.all([
+    once(connector.child, 'exit'),
+    once(listener.child, 'exit'),
+  ])) as [[number], [number]];
   const ms = performance.now() - t0;
   assert.equal(connectCode, 0, connector.err());
   assert.equal(listenCode, 0, listener.err());
   assert.equal(connector.out(), 'hi bob\n');
   assert.equal(listener.out(), 'hi alice\n');
   assert.ok(ms < 5000, `the exchange took ${Math.round(ms)} ms`);
+  // One printer, each event once: no progress line is printed twice (`path chosen` used to be).
+  for (const side of [connector, listener]) {
+    const lines = side.err().split('\n').filter(Boolean);
+    assert.equal(new Set(lines).size, lines.length, side.err());
+  }
 });

@@ -264,11 +264,22 @@ test('retransmits per RFC 8489 §6.2.1 until answered, ignores spoofed sources a
 test('times out with STUN_TIMEOUT after Rc sends, honours the overall deadline and AbortSignal', async () => {
   const silent = await udp();
   let seen = 0;
-  silent.onMessage(() => seen++);
-  const client = new StunClient(await udp());
+  const markers: Array<() => void> = [];
+  silent.onMessage((m) => {
+    if (m.toString() === 'marker') markers.shift()?.();
+    else seen++;
+  });
+  const socket = await udp();
+  const client = new StunClient(socket);
   const to = { address: '127.0.0.1', port: silent.address().port };
+  // Everything sent before a marker from the same socket has arrived once the marker has (loopback keeps order).
+  const drained = () =>
+    new Promise<void>((resolve) => {
+      markers.push(resolve);
+      socket.send(Buffer.from('marker'), to.port, to.address);
+    });
   await assert.rejects(client.binding(to, { rtoMs: 10, rc: 3, rm: 2 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
-  await new Promise((r) => setTimeout(r, 30));
+  await drained();
   assert.equal(seen, 3); // exactly Rc requests
   await assert.rejects(client.binding(to, { timeoutMs: 50 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
   const ac = new AbortController();
@@ -276,10 +287,10 @@ test('times out with STUN_TIMEOUT after Rc sends, honours the overall deadline a
   setTimeout(() => ac.abort(), 10);
   await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'ABORTED'));
   // An already-aborted signal fails at once (nothing is sent).
-  await new Promise((r) => setTimeout(r, 30)); // let earlier datagrams land
+  await drained();
   const before = seen;
   await assert.rejects(client.binding(to, { signal: AbortSignal.abort() }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
-  await new Promise((r) => setTimeout(r, 30));
+  await drained();
   assert.equal(seen, before);
   const pending = client.binding(to);
   client.close();

@@ -12,7 +12,6 @@ import {
   ErrorCodeAttr,
   formatIPv6,
   longTermKey,
-  MessageIntegrity,
   nonceFeatures,
   nonceWithFeatures,
   Nonce,

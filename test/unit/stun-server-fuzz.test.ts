@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import type { DatagramListener, DatagramTransport } from '../../src/net/datagram.js';
-import { StunServer, STUN_MAX_AMPLIFICATION, STUN_RFC5780_EXTRA_BYTES } from '../../src/stun/server.js';
+import { StunServer, STUN_MAX_AMPLIFICATION, STUN_OVERSIZED_BURST, STUN_OVERSIZED_PER_SECOND, STUN_REQUIRED_EXTRA_BYTES, STUN_RFC5780_EXTRA_BYTES } from '../../src/stun/server.js';
 import {
   attr,
   ChangeRequest,
@@ -15,6 +15,7 @@ import {
   Padding,
   ResponsePort,
   shortTermKey,
+  Software,
   StunClass,
   StunMethod,
   Username,
@@ -72,7 +73,9 @@ test('server: 30k hostile datagrams, no handler failure, every reply decodes and
     new MemoryTransport({ address: '127.0.0.2', port: 3479, family: 'IPv4' }),
   ];
   const plain = new MemoryTransport({ address: '::1', port: 3478, family: 'IPv6' });
-  const server = new StunServer({ logger });
+  // The clock moves a second per datagram so the oversized-answer budget (tested below) does not silence the fuzz.
+  let clock = 0;
+  const server = new StunServer({ logger, now: () => (clock += 1000) });
   server.attachRfc5780({ primary: group[0]!, altPort: group[1]!, altIp: group[2]!, altBoth: group[3]! });
   server.attachUdp(plain);
   const all = [...group, plain];
@@ -128,5 +131,28 @@ test('server: 30k hostile datagrams, no handler failure, every reply decodes and
   assert.ok(replies > 5000, `only ${replies} replies`);
   const c = server.counters;
   assert.equal(c.responses + c.errors, replies);
+  server.close();
+});
+
+test('RFC-required answers larger than their request go out only within the per-source budget', () => {
+  const t = new MemoryTransport({ address: '127.0.0.1', port: 3478, family: 'IPv4' });
+  let clock = 1_000_000;
+  const server = new StunServer({ now: () => clock });
+  server.attachUdp(t);
+  const bare = () => encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: Uint8Array.from({ length: 12 }, (_, i) => i) });
+  for (let i = 0; i < 20; i++) t.deliver(bare(), '192.0.2.7', 5000);
+  assert.equal(t.sent.length, STUN_OVERSIZED_BURST, 'a burst, then silence');
+  assert.ok(t.sent.every((s) => s.msg.length <= 20 + STUN_REQUIRED_EXTRA_BYTES));
+  // Another source has its own budget; the first gets STUN_OVERSIZED_PER_SECOND more each second.
+  t.deliver(bare(), '192.0.2.8', 5000);
+  assert.equal(t.sent.length, STUN_OVERSIZED_BURST + 1);
+  clock += 1000;
+  for (let i = 0; i < 5; i++) t.deliver(bare(), '192.0.2.7', 5000);
+  assert.equal(t.sent.length, STUN_OVERSIZED_BURST + 1 + STUN_OVERSIZED_PER_SECOND);
+  // A request with room for its answer is never limited.
+  const roomy = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: new Uint8Array(12), attributes: [attr(Software, 'x'.repeat(64))] });
+  for (let i = 0; i < 10; i++) t.deliver(roomy, '192.0.2.7', 5000);
+  assert.equal(t.sent.length, STUN_OVERSIZED_BURST + 1 + STUN_OVERSIZED_PER_SECOND + 10);
+  assert.equal(server.counters.amplificationDropped, 20 - STUN_OVERSIZED_BURST + 5 - STUN_OVERSIZED_PER_SECOND);
   server.close();
 });

@@ -10,18 +10,24 @@ const timeout = (sent: number) => new NatpunchError('STUN_TIMEOUT', `no answer a
 test('RFC 8489 §6.2.1 schedule: RTO doubling, Rc = 7 sends, Rm × RTO after the last; 39.5 s in all', () => {
   const waits = retransmitWaits(RFC8489_TIMING);
   assert.deepEqual(waits, [500, 1000, 2000, 4000, 8000, 16000, 8000]);
-  assert.equal(waits.reduce((a, b) => a + b), 39_500);
+  assert.equal(
+    waits.reduce((a, b) => a + b),
+    39_500,
+  );
   // The rendezvous' timing: 250 ms, capped at 2 s, no Rm (the last wait is the next doubled RTO).
   assert.deepEqual(retransmitWaits({ rtoMs: 250, rc: 5, maxRtoMs: 2000 }), [250, 500, 1000, 2000, 2000]);
 });
 
-test('a request is retransmitted on the schedule and fails with the caller\'s timeout error after Rc sends', async () => {
+test("a request is retransmitted on the schedule and fails with the caller's timeout error after Rc sends", async () => {
   mock.timers.enable({ apis: ['setTimeout'] });
   try {
     const table = new TransactionTable<string, string>();
     let sends = 0;
     const p = table.run('t1', () => sends++, { timing: { rtoMs: 100, rc: 3, rm: 4 }, timeoutError: timeout });
-    const result = p.then(() => 'resolved', (e: unknown) => e);
+    const result = p.then(
+      () => 'resolved',
+      (e: unknown) => e,
+    );
     assert.equal(sends, 1);
     mock.timers.tick(100);
     assert.equal(sends, 2);
@@ -63,15 +69,26 @@ test('reliable transports send once and wait for the deadline (the signal); abor
   const table = new TransactionTable<string, string>();
   let sends = 0;
   const deadline = new AbortController();
-  const p = table.run('tcp', () => sends++, { timing: RFC8489_TIMING, reliable: true, signal: deadline.signal, timeoutError: timeout });
+  const p = table.run('tcp', () => sends++, {
+    timing: RFC8489_TIMING,
+    reliable: true,
+    signal: deadline.signal,
+    timeoutError: timeout,
+  });
   deadline.abort(new NatpunchError('TIMEOUT', 'deadline'));
   await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
   assert.equal(sends, 1);
 
   const plain = new AbortController();
   plain.abort('user');
-  await assert.rejects(table.run('x', () => {}, { timing: RFC8489_TIMING, signal: plain.signal, timeoutError: timeout }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  await assert.rejects(
+    table.run('x', () => {}, { timing: RFC8489_TIMING, signal: plain.signal, timeoutError: timeout }),
+    (e: unknown) => isNatpunchError(e, 'ABORTED'),
+  );
 
   table.close(new NatpunchError('SOCKET_CLOSED', 'closed'));
-  await assert.rejects(table.run('y', () => {}, { timing: RFC8489_TIMING, timeoutError: timeout }), (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'));
+  await assert.rejects(
+    table.run('y', () => {}, { timing: RFC8489_TIMING, timeoutError: timeout }),
+    (e: unknown) => isNatpunchError(e, 'SOCKET_CLOSED'),
+  );
 });

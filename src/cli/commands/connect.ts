@@ -51,7 +51,7 @@ export function register(program: Command): void {
     .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
     .option('--idle-timeout <ms>', 'end the session after this long without data either way (default: wait for the peer to end its side)', intOption('--idle-timeout', 1, 86_400_000))
     .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
-    .option('--json', 'progress as JSON lines on stderr'), 'connect')
+    .option('--json', 'events as JSON lines on stderr (stdout carries the data)'), 'connect')
     .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
       if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
@@ -77,10 +77,11 @@ export function register(program: Command): void {
           tcpSequence,
           ...(opts.report === false ? { report: false } : {}),
         });
-        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ phase: 'path-changed', kind: p.kind, remote: p.remote }));
+        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ event: 'path-changed', kind: p.kind, remote: p.remote }));
         const stream = session.openStream();
         try {
-          await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
+          const how = await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
+          if (how === 'idle') print({ event: 'idle-timeout', ms: opts.idleTimeout });
         } finally {
           await session.close();
         }

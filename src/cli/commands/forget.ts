@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, printJson } from '../util.js';
+import { action, printEvent } from '../util.js';
 import { KNOWN_PEERS_FILE_HELP, KNOWN_PEERS_FLAG, knownPeersStore } from '../known-peers.js';
 
 export function register(program: Command): void {
@@ -12,7 +12,7 @@ export function register(program: Command): void {
     .action(action(async (name: string, opts: { knownPeers?: string; json?: boolean }) => {
       const peers = knownPeersStore(opts.knownPeers);
       const removed = await peers.forget(name);
-      if (opts.json) printJson({ name, removedKey: removed, file: peers.file });
+      if (opts.json) printEvent('forgotten', { name, removedKey: removed, file: peers.file });
       else process.stdout.write(removed ? `forgot ${name} (was pinned to ${removed}) in ${peers.file}\n` : `${name} was not pinned in ${peers.file}\n`);
     }));
 }

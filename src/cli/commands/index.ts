@@ -15,7 +15,7 @@ export interface CommandEntry {
 /** One entry per command, keyed by the command's name; a command module is imported only when it is run. */
 export const commands: Record<string, CommandEntry> = {
   serve: {
-    summary: 'run the natpunch server: STUN, rendezvous and (with --turn) TURN relay on UDP and TCP',
+    summary: 'run the natpunch server: STUN, rendezvous and the relay for its peers (full TURN with --turn) on UDP and TCP',
     load: () => import('./serve.js'),
   },
   stun: {
@@ -27,7 +27,10 @@ export const commands: Record<string, CommandEntry> = {
     summary: 'discover what the NAT in front of this host does (mapping, filtering, ports, hairpin, port mapping)',
     load: () => import('./netcheck.js'),
   },
-  keygen: { summary: 'create a peer key pair (Ed25519); the public key is the peer id', load: () => import('./keygen.js') },
+  keygen: {
+    summary: 'create a peer key pair (Ed25519); the public key is the peer id',
+    load: () => import('./keygen.js'),
+  },
   listen: {
     summary: 'wait for a peer to connect and pipe stdin/stdout over its stream (netcat style)',
     load: () => import('./listen.js'),
@@ -62,6 +65,9 @@ export const commands: Record<string, CommandEntry> = {
     args: '<PORT>',
     load: () => import('./map.js'),
   },
-  turn: { summary: 'TURN relay (RFC 8656): a standalone server, a client, credentials', load: () => import('./turn.js') },
+  turn: {
+    summary: 'TURN relay (RFC 8656): a standalone server, a client, credentials',
+    load: () => import('./turn.js'),
+  },
   lab: { summary: 'a NAT lab of real Linux NATs in network namespaces (root)', load: () => import('./lab.js') },
 };

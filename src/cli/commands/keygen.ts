@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, printJson } from '../util.js';
+import { action, printEvent } from '../util.js';
 import { generateKeyPair, keyToId, saveKeyPair } from '../../session/identity.js';
 
 export function register(program: Command): void {
@@ -13,12 +13,13 @@ export function register(program: Command): void {
       const id = keyToId(kp.publicKey);
       if (opts.out) {
         await saveKeyPair(opts.out, kp, (line) => process.stderr.write(`natpunch: ${line}\n`));
-        if (opts.json) printJson({ publicKey: id, file: opts.out });
+        if (opts.json) printEvent('key', { publicKey: id, file: opts.out });
         else process.stdout.write(`wrote ${opts.out}\npublic key: ${id}\n`);
         return;
       }
       // No file: the key file itself goes to stdout (`natpunch keygen > key.json`); the id to stderr.
-      printJson({ publicKey: id, secretKey: kp.secretKey.toString('hex') });
+      // The key file itself (what `keygen --out` writes), not an event.
+      process.stdout.write(`${JSON.stringify({ publicKey: id, secretKey: kp.secretKey.toString('hex') }, null, 2)}\n`);
       if (!opts.json) process.stderr.write(`public key: ${id}\n`);
     }));
 }

@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
 import { Lab, labUnavailableReason, NAT_TYPES, type LabState, type NatType, type TopologySpec } from '../../lab/index.js';
 import { NatpunchError } from '../../util/errors.js';
-import { action, printJson, progress } from '../util.js';
+import { action, printEvent, progress } from '../util.js';
 
 function requireLab(): void {
   const reason = labUnavailableReason();
@@ -126,7 +126,7 @@ export function register(program: Command): void {
           nat: { ...(opts.a ? { natA: opts.a } : {}), ...(opts.b ? { natB: opts.b } : {}) },
           ...(links ? { links } : {}),
         });
-        if (opts.json) printJson(summary(l.state));
+        if (opts.json) printEvent('lab', summary(l.state));
         else {
           printHuman(l.state);
           progress(false, `try: natpunch lab exec ${l.hosts.find((h) => h !== 'server') ?? l.hosts[0]} -- ip route    |    natpunch lab down`);
@@ -224,13 +224,13 @@ export function register(program: Command): void {
         requireLab();
         const all = Lab.list();
         if (opts.json && !opts.lab) {
-          printJson({
+          printEvent('labs', {
             labs: all.map((s) => ({ ...summary(s), cli: s.detached, ownerAlive: Lab.ownerAlive(s), ready: s.ready })),
           });
           return;
         }
         const l = currentLab(opts.lab);
-        if (opts.json) printJson(summary(l.state));
+        if (opts.json) printEvent('lab', summary(l.state));
         else {
           printHuman(l.state);
           const others = all.filter((s) => s.id !== l.id).length;

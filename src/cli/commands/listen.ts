@@ -4,7 +4,7 @@ import { on, once } from 'node:events';
 import { action, intOption, parseHostPort } from '../util.js';
 import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
-import { NatpunchError } from '../../util/errors.js';
+import { isNatpunchError, NatpunchError } from '../../util/errors.js';
 import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
 import type { Session } from '../../session/session.js';
 import type { MuxStream } from '../../session/mux.js';
@@ -54,7 +54,7 @@ export function register(program: Command): void {
     .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
     .option('--idle-timeout <ms>', 'end a session after this long without data either way', intOption('--idle-timeout', 1, 86_400_000))
     .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
-    .option('--json', 'progress as JSON lines on stderr'), 'listen')
+    .option('--json', 'events as JSON lines on stderr (stdout carries the data)'), 'listen')
     .action(action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
       if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
@@ -67,8 +67,7 @@ export function register(program: Command): void {
       // Before anything else is printed, so it is never lost among progress lines.
       if (!allow && !opts.allowAny) {
         const warning = 'any key may connect: restrict with --allow KEY, or pass --allow-any to mean it';
-        if (opts.json) print({ phase: 'warning', message: warning });
-        else process.stderr.write(`natpunch: warning: ${warning}\n`);
+        print({ event: 'warning', message: warning });
       }
       const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
@@ -86,10 +85,9 @@ export function register(program: Command): void {
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
-      if (opts.json) print({ phase: 'listening', publicKey: keyToId(keyPair.publicKey), name: opts.name ?? null });
-      else process.stderr.write(`listening as ${opts.name ? `${opts.name} ` : ''}${keyToId(keyPair.publicKey)}\n`);
+      print({ event: 'listening', publicKey: keyToId(keyPair.publicKey), name: opts.name ?? null, allow: allow ?? null });
       listener.on('connection-error', (err: Error, peer: string) => {
-        process.stderr.write(`natpunch: connection from ${peer.slice(0, 16)}… failed: ${err.message}\n`);
+        print({ event: 'connection-failed', peer, error: err.message, code: isNatpunchError(err) ? err.code : null });
       });
       // Sessions queue up while one is being served (`on` buffers them); the listener's close ends the loop.
       const stopped = new AbortController();
@@ -103,7 +101,7 @@ export function register(program: Command): void {
         const pipe = opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {};
         for await (const [session] of on(listener, 'session', { signal: stopped.signal }) as AsyncIterable<[Session]>) {
           const [stream] = (await Promise.race([once(session, 'stream'), closed])) as [MuxStream];
-          await pipeStdio(stream, session, pipe);
+          if ((await pipeStdio(stream, session, pipe)) === 'idle') print({ event: 'idle-timeout', ms: opts.idleTimeout });
           await session.close();
           if (!opts.keepOpen) break;
         }

@@ -3,7 +3,7 @@ import { PortMapper } from '../../portmap/mapper.js';
 import type { PortMapping } from '../../portmap/common.js';
 import { NatpunchError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
-import { action, intOption, progress } from '../util.js';
+import { action, intOption, printEvent, progress } from '../util.js';
 
 interface MapOptions {
   udp?: boolean;
@@ -25,7 +25,7 @@ function asJson(m: PortMapping) {
 
 /** --json output is one JSON object per line (the command runs until Ctrl-C and reports renewals as they happen). */
 function emit(event: string, fields: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
+  printEvent(event, fields);
 }
 
 export function register(program: Command): void {

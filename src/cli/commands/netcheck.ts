@@ -3,7 +3,7 @@ import { netcheck, NETCHECK_DEFAULT_TIMEOUT_MS, type NatReport, type NetcheckPro
 import type { Endpoint } from '../../discovery/classify.js';
 import { createLogger } from '../../util/log.js';
 import { NatpunchError } from '../../util/errors.js';
-import { action, intOption, printJson, progress } from '../util.js';
+import { action, intOption, printEvent, progress } from '../util.js';
 
 interface Opts {
   server: string[];
@@ -53,7 +53,7 @@ export function register(program: Command): void {
               progress(opts.quiet, `netcheck: ${e.probe} ${e.state === 'start' ? '…' : 'done'}${e.detail ? ` (${e.detail})` : ''}`);
             },
           });
-          if (opts.json) printJson(report);
+          if (opts.json) printEvent('report', { ...report });
           else process.stdout.write(formatReport(report));
           // A server that never answered is a failed check, not a report of a blocked network: exit 1.
           if (!report.servers.some((s) => s.reachable)) {

@@ -15,7 +15,7 @@ import { SERVE_OPTIONS, type ServeSettings } from '../../server/options.js';
 import { addOptionTable, flagValues } from '../option-table.js';
 import { turnOptionsFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
-import { action, printJson } from '../util.js';
+import { action, printEvent } from '../util.js';
 
 /** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
 function pick(opts: TurnFlags): TurnFlags {
@@ -53,7 +53,7 @@ export function register(program: Command): void {
         const resolved = serveSettings(cmd);
         const opts = resolved.values;
         if (cmd.opts().printConfig) {
-          if (opts.json) printJson(renderConfigJson(resolved));
+          if (opts.json) printEvent('config', renderConfigJson(resolved));
           else process.stdout.write(renderConfigToml(resolved));
           return;
         }
@@ -161,27 +161,24 @@ export function register(program: Command): void {
           throw err;
         }
         if (opts.json) {
-          process.stdout.write(
-            `${JSON.stringify({
-              event: 'listening',
-              udp: handle.udp,
-              tcp: handle.tcp,
-              rfc5780: handle.rfc5780 ?? null,
-              rendezvous: Boolean(handle.rendezvous),
-              udpImplementation: handle.udpImplementation,
-              workers: workers.count,
-              relay: turn
-                ? { peerRelay: Boolean(handle.relay?.peerRelay), fullTurn: Boolean(opts.turn), relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
-                : null,
-              turn: turn && opts.turn
-                ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
-                : null,
-              spoof: spoof?.address() ?? null,
-              rendezvousSpoof: Boolean(spoof && handle.rendezvous),
-              admin: admin?.url ?? null,
-              redis: ops.redis ? { nodeId: ops.nodeId } : null,
-            })}\n`,
-          );
+          printEvent('listening', {
+            udp: handle.udp,
+            tcp: handle.tcp,
+            rfc5780: handle.rfc5780 ?? null,
+            rendezvous: Boolean(handle.rendezvous),
+            udpImplementation: handle.udpImplementation,
+            workers: workers.count,
+            relay: turn
+              ? { peerRelay: Boolean(handle.relay?.peerRelay), fullTurn: Boolean(opts.turn), relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+              : null,
+            turn: turn && opts.turn
+              ? { realm: turn.realm, relayAddress: turn.relayAddress, relayAddress6: turn.relayAddress6 ?? null, tls: turnTls?.endpoints ?? [] }
+              : null,
+            spoof: spoof?.address() ?? null,
+            rendezvousSpoof: Boolean(spoof && handle.rendezvous),
+            admin: admin?.url ?? null,
+            redis: ops.redis ? { nodeId: ops.nodeId } : null,
+          });
         } else {
           const lines = [
             `natpunch serve: STUN on udp ${handle.udp.map(show).join(', ')}`,

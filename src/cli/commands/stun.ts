@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
+import { NatpunchError } from '../../util/errors.js';
 import { stunBinding } from '../../stun/client.js';
 import { DEFAULT_STUN_PORT } from '../../wire/stun/index.js';
-import { action, intOption, parseHostPort, printJson } from '../util.js';
+import { action, intOption, parseHostPort, printEvent } from '../util.js';
 
 interface StunOptions {
   tcp?: boolean;
@@ -30,11 +31,11 @@ export function register(program: Command): void {
         try {
           target = parseHostPort(server, DEFAULT_STUN_PORT);
         } catch (err) {
-          throw new Error(`bad server "${server}": ${(err as Error).message}`);
+          throw new NatpunchError('BAD_ARGUMENT', `bad server "${server}": ${(err as Error).message}`, { cause: err });
         }
         const r = await stunBinding({ host: target.host, port: target.port }, { tcp: opts.tcp, timeoutMs: opts.timeout });
         if (opts.json) {
-          printJson({
+          printEvent('mapped', {
             server: r.server,
             transport: opts.tcp ? 'tcp' : 'udp',
             mapped: r.mapped,

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { action, printJson } from '../util.js';
+import { action, printEvent } from '../util.js';
 import { KNOWN_PEERS_FILE_HELP, KNOWN_PEERS_FLAG, knownPeersStore } from '../known-peers.js';
 
 export function register(program: Command): void {
@@ -14,7 +14,7 @@ export function register(program: Command): void {
       const peers = knownPeersStore(opts.knownPeers);
       const previous = await peers.trust(name, key);
       const pinned = key.toLowerCase();
-      if (opts.json) printJson({ name, key: pinned, previousKey: previous, file: peers.file });
+      if (opts.json) printEvent('trusted', { name, key: pinned, previousKey: previous, file: peers.file });
       else if (previous === pinned) process.stdout.write(`${name} was already pinned to ${pinned}\n`);
       else process.stdout.write(`${name} is now pinned to ${pinned}${previous ? ` (was ${previous})` : ''} in ${peers.file}\n`);
     }));

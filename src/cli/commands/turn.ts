@@ -5,7 +5,7 @@ import { TurnClient } from '../../relay/client.js';
 import { NatpunchError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
 import { addTurnServerOptions, turnServerFromFlags, type TurnFlags } from '../turn-options.js';
-import { action, intOption, parseHostPort, printJson, progress } from '../util.js';
+import { action, intOption, parseHostPort, printEvent, progress } from '../util.js';
 
 interface AllocateFlags {
   user?: string;
@@ -90,7 +90,7 @@ export function register(program: Command): void {
             lifetime: alloc.lifetime,
             permissions: permitted,
           };
-          if (opts.json) printJson(out);
+          if (opts.json) printEvent('allocation', out);
           else {
             process.stdout.write(`relayed  ${out.relayed.join(', ')}\nmapped   ${out.mapped ?? '-'}\nlifetime ${out.lifetime} s\n`);
             if (permitted.length) process.stdout.write(`permitted ${permitted.join(', ')}\n`);
@@ -113,7 +113,7 @@ export function register(program: Command): void {
     .action(
       action((opts: { authSecret: string; user?: string; ttl: number; json?: boolean }) => {
         const c = makeSharedSecretCredentials(opts.authSecret, opts.ttl, opts.user);
-        if (opts.json) printJson(c);
+        if (opts.json) printEvent('credentials', c);
         else process.stdout.write(`username ${c.username}\npassword ${c.password}\nexpires  ${new Date(c.expires * 1000).toISOString()}\n`);
       }),
     );
