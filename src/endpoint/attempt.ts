@@ -135,7 +135,7 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
         techniques.set(s.technique, hardPunchTechnique(s.technique, { local: a.local.hard!.advert, peer: advert!, ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}) }, tuning));
         break;
       case 'relay':
-        techniques.set('relay', relayTechnique(a.local.relay, tuning));
+        techniques.set('relay', relayTechnique((signal) => a.local.relayReady(signal), tuning));
         break;
       case 'tcp':
         techniques.set('tcp', tcpTechnique({

@@ -323,6 +323,7 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
     techniques,
     register: options.register !== false && options.rendezvous !== undefined,
     waitForMapping: options.accept !== false && options.portMapping !== undefined && options.portMapping !== false,
+    accepting: options.accept !== false,
     logger,
     // Before the Endpoint exists only the caller's callback hears progress.
     progress: (p) => (holder.ep ? holder.ep.emit('progress', p) : undefined, options.onProgress?.(p)),

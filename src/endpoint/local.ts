@@ -97,6 +97,12 @@ export interface GatherOptions extends CommonOptions {
   register: boolean;
   /** Wait (bounded) for the gateway mapping before resolving: a listener that asked for port mapping explicitly. */
   waitForMapping: boolean;
+  /**
+   * An Endpoint that accepts introductions (default): wait for the relay and publish everything gathered in its
+   * registration. A one-shot connector does neither: its CONNECT carries its candidates, and the relay allocation
+   * finishes in the background (the planner holds the relay back anyway) unless UDP is blocked, when it is the way.
+   */
+  accepting: boolean;
   signal?: AbortSignal;
   logger: Logger;
   progress: (p: Progress) => void;
@@ -116,6 +122,8 @@ export class LocalState {
   #tcpUnavailable: string | null = null;
   #hard: { advert: HardNatAdvert; candidates: Candidate[]; opts: HardNatOptions; srflx: { address: string; port: number } } | null = null;
   #relay: RelayPath | null = null;
+  /** The relay allocation still under way (a one-shot connector does not wait for it). */
+  #relayPending: Promise<void> | null = null;
   #mapper: PortMapper | null = null;
   #reflexive: { address: string; port: number } | null = null;
   #closed = false;
@@ -168,7 +176,14 @@ export class LocalState {
         const hard = t.hardNat;
         jobs.push(tcpJob.catch(() => {}).then(() => st.#gatherHard(hard, server, o, o.hardNat === undefined)));
       }
-      if (t.relay) jobs.push(st.#openRelay(t.relay, rv, registered, o));
+      if (t.relay) {
+        const relayJob = st.#openRelay(t.relay, rv, registered, o);
+        relayJob.catch(() => {}); // observed below or by the jobs; never an unhandled rejection
+        st.#relayPending = relayJob.then(() => {}, () => {}).finally(() => (st.#relayPending = null));
+        // An explicit relay is waited for (failing to open it is an error the caller should see).
+        if (o.accepting || !registered || t.relay !== 'auto') jobs.push(relayJob);
+        else jobs.push(registered.then((r) => ((r as { via?: string }).via === 'tcp' ? relayJob : undefined)));
+      }
       // Port mapping never delays a connection; a listener that asked for it explicitly waits for it (bounded) so
       // its first registration already offers the mapped candidate.
       if (t.portMapping) {
@@ -184,7 +199,7 @@ export class LocalState {
       if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed) st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
-        if (st.#hard || st.#tcp || st.#relay) await rv!.register(o.signal);
+        if (o.accepting && (st.#hard || st.#tcp || st.#relay)) await rv!.register(o.signal);
         o.progress({ phase: 'registered', reflexive: st.#reflexive! });
       }
       return st;
@@ -316,6 +331,15 @@ export class LocalState {
     await r?.close().catch(() => {});
   }
 
+  /** The relay allocation once it is there (waits for one still under way, bounded by the caller's signal). */
+  async relayReady(signal?: AbortSignal): Promise<RelayPath | null> {
+    const pending = this.#relayPending;
+    if (pending) {
+      await Promise.race([pending, new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve(), { once: true }))]);
+    }
+    return this.relay;
+  }
+
   get relay(): RelayPath | null {
     return this.#relay && !this.#relay.closed ? this.#relay : null;
   }
@@ -351,7 +375,7 @@ export class LocalState {
       publicAddress: this.#hard?.srflx.address ?? this.#reflexive?.address ?? null,
       udp: via !== 'tcp',
       mapped: (counts.mapped ?? 0) > 0,
-      relay: this.relay !== null,
+      relay: this.relay !== null || this.#relayPending !== null,
       tcp: this.#tcp !== null,
       candidates: counts,
     };

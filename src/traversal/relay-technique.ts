@@ -11,14 +11,16 @@ import { checkedSession, type SessionTuning } from './udp-checks.js';
 import type { PathResult, Technique } from './technique.js';
 import { NatpunchError } from '../util/errors.js';
 
-export function relayTechnique(relay: RelayPath | null, tuning: SessionTuning): Technique {
+/** `relay`: our allocation when the technique runs (it may still be under way when the plan is made). */
+export function relayTechnique(relay: (signal: AbortSignal) => Promise<RelayPath | null>, tuning: SessionTuning): Technique {
   return {
     name: 'relay',
     applies: (local, remote) => (local.relay || remote.relay ? true : { skip: 'neither side has a relay allocation' }),
     async run(ctx, signal): Promise<PathResult> {
       const peerUdp = ctx.remote.candidates.filter((c) => c.transport === 'udp' && c.type !== 'predicted');
       const remote = peerUdp.filter((c) => c.type === 'relay');
-      const usable = relay && !relay.closed ? relay : null;
+      const ours = await relay(signal);
+      const usable = ours && !ours.closed ? ours : null;
       if (usable) {
         const permitted = await usable.permit(peerUdp, signal);
         remote.push(...(await usable.proxied(peerUdp, permitted)));

@@ -15,11 +15,11 @@ test('two cones: plain checks, TCP beside them, the relay held back', () => {
   assert.deepEqual(steps(view('cone'), view('cone')), ['udp-checks@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
 });
 
-test('sequential with a cone or sequential: prediction replaces the checks; TCP waits for it', () => {
-  for (const other of ['cone', 'sequential'] as const) {
-    assert.deepEqual(steps(view('sequential'), view(other)), ['predict@0', `tcp@${TCP_AFTER_PREDICT_MS}`, `relay@${RELAY_HOLD_HARD_MS}`]);
-    assert.deepEqual(steps(view(other), view('sequential')), ['predict@0', `tcp@${TCP_AFTER_PREDICT_MS}`, `relay@${RELAY_HOLD_HARD_MS}`]);
-  }
+test('sequential with a cone or sequential: prediction replaces the checks; TCP (one cone side) waits for it', () => {
+  assert.deepEqual(steps(view('sequential'), view('cone')), ['predict@0', `tcp@${TCP_AFTER_PREDICT_MS}`, `relay@${RELAY_HOLD_HARD_MS}`]);
+  assert.deepEqual(steps(view('cone'), view('sequential')), ['predict@0', `tcp@${TCP_AFTER_PREDICT_MS}`, `relay@${RELAY_HOLD_HARD_MS}`]);
+  // Two per-destination NATs leave TCP no port to aim at (tcp-technique.ts tcpApplies).
+  assert.deepEqual(steps(view('sequential'), view('sequential')), ['predict@0', `relay@${RELAY_HOLD_HARD_MS}`]);
 });
 
 test('random with a cone: checks first, birthday after its hold-back', () => {
@@ -28,19 +28,19 @@ test('random with a cone: checks first, birthday after its hold-back', () => {
 
 test('random with random or sequential: the relay at once; a budget makes double-random a direct technique', () => {
   for (const [a, b] of [['random', 'random'], ['random', 'sequential'], ['sequential', 'random']] as const) {
-    assert.deepEqual(steps(view(a), view(b)), ['tcp@0', 'relay@0']);
+    assert.deepEqual(steps(view(a), view(b)), ['relay@0']);
   }
-  assert.deepEqual(steps(view('random'), view('random'), { ...ALL_ON, budget: true }), ['double-random@0', 'tcp@0', `relay@${RELAY_HOLD_HARD_MS}`]);
+  assert.deepEqual(steps(view('random'), view('random'), { ...ALL_ON, budget: true }), ['double-random@0', `relay@${RELAY_HOLD_HARD_MS}`]);
 });
 
 test('same public address: the LAN path by plain checks, never a hard punch', () => {
   const a = view('sequential', { publicAddress: '198.51.100.7' });
   const b = view('random', { publicAddress: '198.51.100.7' });
-  assert.deepEqual(steps(a, b), ['udp-checks@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
+  assert.deepEqual(steps(a, b), ['udp-checks@0', `relay@${RELAY_HOLD_MS}`]);
 });
 
 test('a gateway mapping on either side: mapped checks, no hard punch', () => {
-  assert.deepEqual(steps(view('random', { mapped: true }), view('random')), ['mapped@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
+  assert.deepEqual(steps(view('random', { mapped: true }), view('cone')), ['mapped@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
 });
 
 test('UDP blocked on a side: the relay at once', () => {
@@ -61,7 +61,7 @@ test('nothing works for random ↔ random without a relay: the advice names the 
   const a = view('random', { relay: false });
   const b = view('random', { relay: false });
   const p = plan(a, b, sw);
-  assert.deepEqual(p.steps.map((s) => s.technique), ['tcp']);
+  assert.deepEqual(p.steps.map((s) => s.technique), []);
   const tips = advice(a, b, p, sw).join(' ');
   assert.match(tips, /drop --no-relay/);
   assert.match(tips, /--budget/);
