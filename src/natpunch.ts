@@ -49,7 +49,7 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     });
     const owner = ep;
     session.once('close', () => void owner.close());
-    if (session.path.kind !== 'relay') void owner.releaseRelay();
+    owner.releaseRelayOnceDirect(session);
     return session;
   } catch (err) {
     await ep?.close();

@@ -39,6 +39,10 @@ export interface EndpointOptions extends ListenOptions {
   knownPeers?: PeerPins;
 }
 
+/** After a relayed session moved to a direct path, its relay allocation is released once idle this long (the
+ *  upgrade's last relayed packets drain first). */
+export const RELAY_RELEASE_IDLE_MS = 5_000;
+
 export interface EndpointConnectOptions {
   signal?: AbortSignal;
   /** Up to 1000 bytes inside the first check (Noise IK message 1; see ConnectOptions.earlyData). */
@@ -143,6 +147,27 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   /** @internal A one-shot connect() whose session went direct no longer needs the relay allocation. */
   async releaseRelay(): Promise<void> {
     await this.#local.releaseRelay();
+  }
+
+  /**
+   * @internal A one-shot connect()'s relay allocation: released at once when the session is direct; when it is
+   * relayed, once the background upgrade moved it to a direct path and the allocation then stayed idle for
+   * RELAY_RELEASE_IDLE_MS (a Refresh with lifetime 0, RFC 8656 §7.2).
+   */
+  releaseRelayOnceDirect(session: Session): void {
+    if (session.path.kind !== 'relay') {
+      void this.releaseRelay();
+      return;
+    }
+    const onPath = () => {
+      if (session.path.kind === 'relay') return;
+      session.off('path', onPath);
+      const timer = setTimeout(() => void this.releaseRelay(), RELAY_RELEASE_IDLE_MS);
+      timer.unref();
+      session.once('close', () => clearTimeout(timer));
+    };
+    session.on('path', onPath);
+    session.once('close', () => session.off('path', onPath));
   }
 
   /** Resolves once the Endpoint takes introductions (it already does when createEndpoint() resolved). */
