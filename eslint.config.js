@@ -44,6 +44,12 @@ export default tseslint.config(
       // Wire codecs use `while (true)` loops and empty catch blocks with a comment saying why.
       'no-constant-condition': ['error', { checkLoops: false }],
       'no-empty': ['error', { allowEmptyCatch: true }],
+      // A variable given a safe initial value before a try block it is reassigned in is deliberate (the catch and
+      // finally paths read it); the rule cannot see through that.
+      'no-useless-assignment': 'off',
+      // `const self = this` for objects whose methods are plain functions handed to other code (transports, metric
+      // collectors): the alias is what makes `this` unambiguous there.
+      '@typescript-eslint/no-this-alias': 'off',
     },
   },
 );

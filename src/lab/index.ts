@@ -405,7 +405,7 @@ export class Lab {
 
   /** The outermost address a host appears as on the internet (its own for public hosts). */
   externalAddr(node: string): string {
-    let cur = node;
+    const cur = node;
     let parent = this.parentOf(cur);
     if (parent === 'internet') return this.addr(node);
     while (this.parentOf(parent) !== 'internet') parent = this.parentOf(parent);

@@ -125,6 +125,7 @@ export function startConnect(options: ConnectFromOptions): PendingConnect {
   const fd = bindReusePort(options.localAddress ?? anyAddress(family), options.localPort ?? 0, addon);
   let settled = false;
   let watcher: ReturnType<typeof makeWatcher> | undefined;
+  // eslint-disable-next-line prefer-const -- assigned once below, but cleanup() may run before that line
   let timer: NodeJS.Timeout | undefined;
   let resolveDone!: (s: net.Socket) => void;
   let rejectDone!: (e: unknown) => void;

@@ -209,14 +209,12 @@ export class RedisBackend {
   roundTrips = 0;
   #client: Client;
   #reader: Client;
-  #log: Logger;
   #shas = new Map<string, string>();
   #closed = false;
 
   private constructor(options: RedisBackendOptions, client: Client, reader: Client) {
     this.nodeId = options.nodeId ?? `${hostname()}:${process.pid}`;
     this.prefix = options.prefix ?? DEFAULT_REDIS_PREFIX;
-    this.#log = options.logger ?? silentLogger;
     this.#client = client;
     this.#reader = reader;
     this.registry = new RedisRegistry(this, options);

@@ -52,7 +52,7 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     try {
       return await p.next((m) => m.event === 'mapped', { timeoutMs: 20_000 });
     } catch (err) {
-      throw new Error(`${(err as Error).message}\nCLI stderr: ${p.stderr}\nminiupnpd: ${gw.proc?.stderr.slice(-1500)}`);
+      throw new Error(`${(err as Error).message}\nCLI stderr: ${p.stderr}\nminiupnpd: ${gw.proc?.stderr.slice(-1500)}`, { cause: err });
     }
   }
 

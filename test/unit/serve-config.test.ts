@@ -60,7 +60,7 @@ test('config: --print-config masks secrets, keeps a redis URL readable without i
   const r = resolveConfig({ env: { NATPUNCH_AUTH_SECRET: 'hunter2', NATPUNCH_ADMIN_TOKEN: 'tok3n', NATPUNCH_REDIS: 'redis://u:pw@10.0.0.1:6379' } });
   const text = renderConfigToml(r);
   assert.ok(!/hunter2|tok3n|:pw@/.test(text), text);
-  assert.match(text, /redis = "redis:\/\/u:\*+@10\.0\.0\.1:6379"  # env NATPUNCH_REDIS/);
+  assert.match(text, /redis = "redis:\/\/u:\*+@10\.0\.0\.1:6379" {2}# env NATPUNCH_REDIS/);
   assert.match(text, /auth-secret = \["\*+"\]/);
 });
 
