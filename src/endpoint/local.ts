@@ -34,9 +34,11 @@ const PORT_MAPPING_SSDP_MS = 1_200;
 export const AUTO_RELAY_WAIT_MS = 1_000;
 /** ... at least this, and twice the measured RTT to the server (the two datagrams may be reordered or paced). */
 const AUTO_RELAY_MIN_WAIT_MS = 150;
-/** Default NAT measurement bound when hardNat was not asked for explicitly (a server without STUN on port + 1
- *  must not cost long: the measurement then just fails and the planner treats our NAT as unknown). */
-const DEFAULT_MEASURE_BOUND_MS = 2_500;
+/** Default NAT measurement bound when hardNat was not asked for explicitly. A server without STUN on port + 1 costs
+ *  only one observation's timeout (predict.ts OBSERVE_TIMEOUT_MS, 1.5 s: the measurement then fails and the planner
+ *  treats our NAT as unknown); the bound matters on lossy links, where the measurement's ~7 transactions need
+ *  retransmissions (the lab's 5 %-per-link loss made a 2.5 s bound fail often). */
+const DEFAULT_MEASURE_BOUND_MS = 5_000;
 
 /** Every server of a rendezvous spec ("a,b" or a list: failover order); null for a factory or none. */
 export function rendezvousList(spec: CommonOptions['rendezvous']): Array<{ host: string; port: number }> | null {
