@@ -11,13 +11,15 @@ const here = dirname(fileURLToPath(import.meta.url));
 const fixtures = join(here, '..', 'test', 'lab', 'fixtures');
 const DELAY = Number(process.env.DELAY ?? 20);
 const RUNS = 3;
-const PAIRS: Array<[NatType, NatType]> = process.env.ONLY_PRC ? [['port-restricted-cone', 'port-restricted-cone']] : [
-  ['full-cone', 'full-cone'],
-  ['restricted-cone', 'restricted-cone'],
-  ['port-restricted-cone', 'port-restricted-cone'],
-  ['full-cone', 'port-restricted-cone'],
-  ['port-restricted-cone', 'full-cone'],
-];
+const PAIRS: Array<[NatType, NatType]> = process.env.ONLY_PRC
+  ? [['port-restricted-cone', 'port-restricted-cone']]
+  : [
+      ['full-cone', 'full-cone'],
+      ['restricted-cone', 'restricted-cone'],
+      ['port-restricted-cone', 'port-restricted-cone'],
+      ['full-cone', 'port-restricted-cone'],
+      ['port-restricted-cone', 'full-cone'],
+    ];
 const skip = labUnavailableReason();
 if (skip) {
   console.log(`connect-lab skipped: ${skip}`);
@@ -46,17 +48,23 @@ try {
     for (let i = 0; i < RUNS; i++) {
       const id = randomBytes(4).toString('hex');
       pb.send({ cmd: 'rv', trial: id, role: 'listen', server, name: `b-${id}`, size: 1 });
-      const lm = (await pb.next((m) => (m.type === 'listening' || m.type === 'error') && m.trial === id, { timeoutMs: 15_000 })) as Msg;
+      const lm = (await pb.next((m) => (m.type === 'listening' || m.type === 'error') && m.trial === id, {
+        timeoutMs: 15_000,
+      })) as Msg;
       if (lm.type !== 'listening') throw new Error(`listen failed: ${JSON.stringify(lm)}`);
       await new Promise((r) => setTimeout(r, 200));
       pa.send({ cmd: 'rv', trial: id, role: 'connect', server, name: `b-${id}`, size: 1 });
       const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
       const ra = (await pa.next(done, { timeoutMs: 60_000 })) as Msg;
-      if (ra.type !== "result") throw new Error(`connect failed: ${JSON.stringify(ra)}`);
+      if (ra.type !== 'result') throw new Error(`connect failed: ${JSON.stringify(ra)}`);
       const rb = (await pb.next(done, { timeoutMs: 60_000 })) as Msg;
       if (ra.type !== 'result' || rb.type !== 'result') throw new Error(`connect failed: ${JSON.stringify([ra, rb])}`);
       firstByteMs.push((rb.firstByteAt as number) - (ra.startedAt as number));
-      phases = Object.fromEntries(Object.entries(ra).filter(([k]) => k.endsWith('Ms')).map(([k, v]) => [k, Math.round(v as number)]));
+      phases = Object.fromEntries(
+        Object.entries(ra)
+          .filter(([k]) => k.endsWith('Ms'))
+          .map(([k, v]) => [k, Math.round(v as number)]),
+      );
     }
     rows.push({ natA, natB, firstByteMs, phases });
   }
@@ -67,7 +75,14 @@ try {
     delayPerLinkMs: DELAY,
     floorMs,
     runs: RUNS,
-    pairs: rows.map((r) => ({ natA: r.natA, natB: r.natB, firstByteMsMedian: median(r.firstByteMs), ratio: Number((median(r.firstByteMs) / floorMs).toFixed(2)), raw: r.firstByteMs, lastPhasesMs: r.phases })),
+    pairs: rows.map((r) => ({
+      natA: r.natA,
+      natB: r.natB,
+      firstByteMsMedian: median(r.firstByteMs),
+      ratio: Number((median(r.firstByteMs) / floorMs).toFixed(2)),
+      raw: r.firstByteMs,
+      lastPhasesMs: r.phases,
+    })),
   };
   mkdirSync(join(here, 'results'), { recursive: true });
   writeFileSync(join(here, 'results', 'connect-lab.json'), `${JSON.stringify(result, null, 2)}\n`);
@@ -80,7 +95,8 @@ try {
     '|---|---|---|---|',
     ...result.pairs.map((p) => `| ${p.natA} | ${p.natB} | ${p.firstByteMsMedian} | ${p.ratio} |`),
     '',
-    'Where the time goes (connecting side, last run, ms since connect()): ' + JSON.stringify(result.pairs[0]?.lastPhasesMs),
+    'Where the time goes (connecting side, last run, ms since connect()): ' +
+      JSON.stringify(result.pairs[0]?.lastPhasesMs),
     '',
   ].join('\n');
   writeFileSync(join(here, 'results', 'connect-lab.md'), md);

@@ -15,7 +15,14 @@ import { loadavg, cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Lab, labUnavailableReason } from '../src/lab/index.js';
-import { expectsRelay, matrixTopology, pairName, runMatrix, startServe, type TrialResult } from '../test/lab/fixtures/connect-matrix.js';
+import {
+  expectsRelay,
+  matrixTopology,
+  pairName,
+  runMatrix,
+  startServe,
+  type TrialResult,
+} from '../test/lab/fixtures/connect-matrix.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const skip = labUnavailableReason();
@@ -36,7 +43,10 @@ const pct = (xs: number[], p: number) => {
 const mode = (xs: string[]) => {
   const n = new Map<string, number>();
   for (const x of xs) n.set(x, (n.get(x) ?? 0) + 1);
-  return [...n.entries()].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}×${v}`).join(' ');
+  return [...n.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .map(([k, v]) => `${k}×${v}`)
+    .join(' ');
 };
 
 interface Row {
@@ -62,11 +72,23 @@ function summarise(variant: string, results: TrialResult[]): Row[] {
     const p = rs[0]!.pair;
     const blocked = p.connector === 'udp-blocked' || p.listener === 'udp-blocked';
     return {
-      variant, pair, trials: rs.length, ok: ok.length,
-      direct: ok.filter((r) => r.kind !== 'relay').length, relay: ok.filter((r) => r.kind === 'relay').length,
+      variant,
+      pair,
+      trials: rs.length,
+      ok: ok.length,
+      direct: ok.filter((r) => r.kind !== 'relay').length,
+      relay: ok.filter((r) => r.kind === 'relay').length,
       expected: blocked ? 'any' : expectsRelay(p.connector, p.listener) ? 'relay' : 'direct',
-      techniques: mode(ok.map((r) => r.traversal ?? '?')), transports: mode(ok.map((r) => r.transport ?? '?')),
-      medianMs: pct(ok.map((r) => r.connectMs!), 50), p90Ms: pct(ok.map((r) => r.connectMs!), 90),
+      techniques: mode(ok.map((r) => r.traversal ?? '?')),
+      transports: mode(ok.map((r) => r.transport ?? '?')),
+      medianMs: pct(
+        ok.map((r) => r.connectMs!),
+        50,
+      ),
+      p90Ms: pct(
+        ok.map((r) => r.connectMs!),
+        90,
+      ),
       errors: rs.filter((r) => !r.ok).map((r) => (r.error ?? '').slice(0, 300)),
     };
   });
@@ -79,13 +101,21 @@ const lab = await Lab.up(matrixTopology());
 const rows: Row[] = [];
 try {
   await startServe(lab);
-  const variants: Array<{ name: string; lossPct: number }> = [{ name: 'clean', lossPct: 0 }, ...(WITH_LOSS ? [{ name: 'loss-5pct', lossPct: 5 }] : [])];
+  const variants: Array<{ name: string; lossPct: number }> = [
+    { name: 'clean', lossPct: 0 },
+    ...(WITH_LOSS ? [{ name: 'loss-5pct', lossPct: 5 }] : []),
+  ];
   const links = Object.keys(lab.topology.nodes ?? {}).filter((n) => n !== 'internet');
   for (const v of variants) {
     if (v.lossPct > 0) for (const link of links) await lab.setLink(link, { lossPct: v.lossPct });
     const results = await runMatrix(lab, {
-      trials: TRIALS, concurrency: CONCURRENCY, ...(ONLY ? { only: ONLY } : {}),
-      onResult: (r) => console.log(`${v.name} ${pairName(r.pair)}: ${r.ok ? `${r.kind} ${r.transport} ${r.traversal} ${r.connectMs} ms` : `FAILED ${r.error?.slice(0, 160)}`}`),
+      trials: TRIALS,
+      concurrency: CONCURRENCY,
+      ...(ONLY ? { only: ONLY } : {}),
+      onResult: (r) =>
+        console.log(
+          `${v.name} ${pairName(r.pair)}: ${r.ok ? `${r.kind} ${r.transport} ${r.traversal} ${r.connectMs} ms` : `FAILED ${r.error?.slice(0, 160)}`}`,
+        ),
     });
     rows.push(...summarise(v.name, results));
   }
@@ -119,7 +149,10 @@ const md = [
   '',
   '| variant | pair (connector-listener) | ok | direct | relay | expected | technique | transport | median ms | p90 ms |',
   '|---|---|---|---|---|---|---|---|---|---|',
-  ...rows.map((r) => `| ${r.variant} | ${r.pair} | ${r.ok}/${r.trials} | ${r.direct} | ${r.relay} | ${r.expected} | ${r.techniques} | ${r.transports} | ${r.medianMs ?? '–'} | ${r.p90Ms ?? '–'} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.variant} | ${r.pair} | ${r.ok}/${r.trials} | ${r.direct} | ${r.relay} | ${r.expected} | ${r.techniques} | ${r.transports} | ${r.medianMs ?? '–'} | ${r.p90Ms ?? '–'} |`,
+  ),
   '',
   'Pair names: fc full-cone, rc restricted-cone, prc port-restricted-cone, seq symmetric-sequential, rnd symmetric-random, blk udp-blocked.',
   '',

@@ -13,8 +13,14 @@ import { randomBytes } from 'node:crypto';
 import { Lab, labUnavailableReason, type NatType } from '../src/lab/index.js';
 import { DEFAULT_PREDICTION_WINDOW } from '../src/traversal/predict.js';
 import {
-  BIRTHDAY_PORT_SPACE, DEFAULT_BIRTHDAY_PROBES, DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_DOUBLE_RANDOM_BUDGET, DEFAULT_OPEN_TTL,
-  DEFAULT_PROBE_RATE, birthdaySuccess, doubleRandomSuccess,
+  BIRTHDAY_PORT_SPACE,
+  DEFAULT_BIRTHDAY_PROBES,
+  DEFAULT_BIRTHDAY_SOCKETS,
+  DEFAULT_DOUBLE_RANDOM_BUDGET,
+  DEFAULT_OPEN_TTL,
+  DEFAULT_PROBE_RATE,
+  birthdaySuccess,
+  doubleRandomSuccess,
 } from '../src/traversal/birthday.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -52,14 +58,21 @@ try {
     const t0 = performance.now();
     pa.send({ cmd: 'prepare', trial: id, stun });
     pb.send({ cmd: 'prepare', trial: id, stun });
-    const [aa, ab] = (await Promise.all([pa, pb].map((p) => p.next((m) => (m.type === 'advert' || m.type === 'error') && m.trial === id, { timeoutMs: 20_000 })))) as Msg[];
+    const [aa, ab] = (await Promise.all(
+      [pa, pb].map((p) =>
+        p.next((m) => (m.type === 'advert' || m.type === 'error') && m.trial === id, { timeoutMs: 20_000 }),
+      ),
+    )) as Msg[];
     const prepareMs = performance.now() - t0;
     if (aa!.type !== 'advert' || ab!.type !== 'advert') return { ra: aa!, rb: ab!, prepareMs };
     const common = { cmd: 'go', trial: id, connectionId: randomBytes(16).toString('hex'), size: 1024, ...extra };
     pb.send({ ...common, role: 'listen', peerKey: ka, local: ab!.advert, peer: aa!.advert });
     pa.send({ ...common, role: 'connect', peerKey: kb, local: aa!.advert, peer: ab!.advert });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
-    const [ra, rb] = (await Promise.all([pa.next(done, { timeoutMs: 120_000 }), pb.next(done, { timeoutMs: 120_000 })])) as Msg[];
+    const [ra, rb] = (await Promise.all([
+      pa.next(done, { timeoutMs: 120_000 }),
+      pb.next(done, { timeoutMs: 120_000 }),
+    ])) as Msg[];
     return { ra: ra!, rb: rb!, prepareMs };
   }
 
@@ -68,14 +81,22 @@ try {
   const budgetTrials = QUICK ? 2 : 10;
   const plan: Array<{ natA: NatType; natB: NatType; trials: number; extra?: Msg; note: string }> = [
     ...(['full-cone', 'restricted-cone', 'port-restricted-cone', 'symmetric-sequential'] as NatType[]).map((natB) => ({
-      natA: 'symmetric-sequential' as NatType, natB, trials: seqTrials, note: `prediction window ${DEFAULT_PREDICTION_WINDOW}`,
+      natA: 'symmetric-sequential' as NatType,
+      natB,
+      trials: seqTrials,
+      note: `prediction window ${DEFAULT_PREDICTION_WINDOW}`,
     })),
     ...(['full-cone', 'restricted-cone', 'port-restricted-cone'] as NatType[]).map((natB) => ({
-      natA: 'symmetric-random' as NatType, natB, trials: randTrials,
+      natA: 'symmetric-random' as NatType,
+      natB,
+      trials: randTrials,
       note: `k=${DEFAULT_BIRTHDAY_SOCKETS} sockets, p=${DEFAULT_BIRTHDAY_PROBES} probes at ${DEFAULT_PROBE_RATE}/s, open TTL ${DEFAULT_OPEN_TTL}`,
     })),
     {
-      natA: 'symmetric-random', natB: 'symmetric-random', trials: budgetTrials, extra: { budget: DEFAULT_DOUBLE_RANDOM_BUDGET },
+      natA: 'symmetric-random',
+      natB: 'symmetric-random',
+      trials: budgetTrials,
+      extra: { budget: DEFAULT_DOUBLE_RANDOM_BUDGET },
       note: `budget ${DEFAULT_DOUBLE_RANDOM_BUDGET.sockets} sockets, ${DEFAULT_DOUBLE_RANDOM_BUDGET.probes} probes, ${DEFAULT_DOUBLE_RANDOM_BUDGET.seconds} s each side`,
     },
   ];
@@ -99,18 +120,28 @@ try {
       const sent = Number(ra.probesSent ?? 0) + Number(rb.probesSent ?? 0);
       probes.push(sent);
       sockets.push(Number(ra.socketsOpened ?? 0) + Number(rb.socketsOpened ?? 0));
-      if (ra.type === 'result' && rb.type === 'result' && (ra.path as Msg).kind === 'direct' && ra.gotHash === rb.sentHash) {
+      if (
+        ra.type === 'result' &&
+        rb.type === 'result' &&
+        (ra.path as Msg).kind === 'direct' &&
+        ra.gotHash === rb.sentHash
+      ) {
         direct++;
         times.push(ra.connectMs as number);
       } else failures.push(String(ra.message ?? rb.message ?? 'no direct path'));
     }
     const row = {
-      pair: `${p.natA} ↔ ${p.natB}`, trials: p.trials, direct, successRate: direct / p.trials,
+      pair: `${p.natA} ↔ ${p.natB}`,
+      trials: p.trials,
+      direct,
+      successRate: direct / p.trials,
       timeToDirectMs: { median: pct(times, 50), p90: pct(times, 90) },
       probesSent: { median: pct(probes, 50), p90: pct(probes, 90) },
       socketsOpened: { median: pct(sockets, 50) },
       prepareMs: { median: pct(prepares, 50) },
-      estimate, parameters: p.note, failures: [...new Set(failures)].slice(0, 3),
+      estimate,
+      parameters: p.note,
+      failures: [...new Set(failures)].slice(0, 3),
     };
     console.log(JSON.stringify(row));
     rows.push(row);
@@ -121,12 +152,25 @@ try {
 
 const parameters = {
   predictionWindow: DEFAULT_PREDICTION_WINDOW,
-  birthday: { sockets: DEFAULT_BIRTHDAY_SOCKETS, probes: DEFAULT_BIRTHDAY_PROBES, portSpace: BIRTHDAY_PORT_SPACE, rate: DEFAULT_PROBE_RATE, openTtl: DEFAULT_OPEN_TTL, success: birthdaySuccess(DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_BIRTHDAY_PROBES) },
-  doubleRandomBudget: { ...DEFAULT_DOUBLE_RANDOM_BUDGET, success: doubleRandomSuccess(DEFAULT_DOUBLE_RANDOM_BUDGET.probes, DEFAULT_DOUBLE_RANDOM_BUDGET.probes) },
+  birthday: {
+    sockets: DEFAULT_BIRTHDAY_SOCKETS,
+    probes: DEFAULT_BIRTHDAY_PROBES,
+    portSpace: BIRTHDAY_PORT_SPACE,
+    rate: DEFAULT_PROBE_RATE,
+    openTtl: DEFAULT_OPEN_TTL,
+    success: birthdaySuccess(DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_BIRTHDAY_PROBES),
+  },
+  doubleRandomBudget: {
+    ...DEFAULT_DOUBLE_RANDOM_BUDGET,
+    success: doubleRandomSuccess(DEFAULT_DOUBLE_RANDOM_BUDGET.probes, DEFAULT_DOUBLE_RANDOM_BUDGET.probes),
+  },
   links: '10 ms one-way on each of a, natA, natB, b',
 };
 mkdirSync(join(here, 'results'), { recursive: true });
-writeFileSync(join(here, 'results', 'hardnat.json'), `${JSON.stringify({ date: new Date().toISOString(), quick: QUICK, parameters, rows }, null, 2)}\n`);
+writeFileSync(
+  join(here, 'results', 'hardnat.json'),
+  `${JSON.stringify({ date: new Date().toISOString(), quick: QUICK, parameters, rows }, null, 2)}\n`,
+);
 const md = [
   '# hardnat: time to a direct session through hard NATs (NAT lab, 10 ms per link)',
   '',

@@ -20,14 +20,24 @@ if (skip) {
 }
 
 type Msg = Record<string, unknown>;
-const lab = await Lab.up({ nat: { natB: 'port-restricted-cone' }, links: { natB: { delayMs: 20 }, server: { delayMs: 20 } } });
+const lab = await Lab.up({
+  nat: { natB: 'port-restricted-cone' },
+  links: { natB: { delayMs: 20 }, server: { delayMs: 20 } },
+});
 const sessionMs: number[] = [];
 try {
   for (let i = 0; i < RUNS; i++) {
     const server = lab.node('b', fixture, ['server', '2222', '3.3.3.3', '1000']);
     try {
       const ready = (await server.next((m) => m.type === 'ready', { timeoutMs: 30_000 })) as Msg;
-      const client = lab.node('server', fixture, ['client', lab.publicAddr('natB'), '2222', '3.3.3.3', String(ready.publicKey), '15000']);
+      const client = lab.node('server', fixture, [
+        'client',
+        lab.publicAddr('natB'),
+        '2222',
+        '3.3.3.3',
+        String(ready.publicKey),
+        '15000',
+      ]);
       try {
         const s = (await client.next((m) => m.type === 'session' || m.type === 'error', { timeoutMs: 45_000 })) as Msg;
         if (s.type !== 'session') throw new Error(`run ${i}: ${JSON.stringify(s)}`);
@@ -46,7 +56,15 @@ try {
 
 const sorted = [...sessionMs].sort((a, b) => a - b);
 const median = sorted[Math.floor(sorted.length / 2)]!;
-const result = { bench: 'icmp-punch', date: new Date().toISOString(), runs: RUNS, rttMs: 80, echoIntervalMs: 1000, sessionMs, medianSessionMs: median };
+const result = {
+  bench: 'icmp-punch',
+  date: new Date().toISOString(),
+  runs: RUNS,
+  rttMs: 80,
+  echoIntervalMs: 1000,
+  sessionMs,
+  medianSessionMs: median,
+};
 const out = join(here, 'results');
 mkdirSync(out, { recursive: true });
 writeFileSync(join(out, 'icmp-punch.json'), `${JSON.stringify(result, null, 2)}\n`);

@@ -78,7 +78,8 @@ const md = [
   '| one-way delay on natA link | expected extra RTT | min RTT | median | p90 |',
   '|---|---|---|---|---|',
   ...Object.entries(rtt).map(
-    ([d, r]) => `| ${d} ms | ${r.expected} ms | ${r.min.toFixed(1)} ms | ${r.median.toFixed(1)} ms | ${r.p90.toFixed(1)} ms |`,
+    ([d, r]) =>
+      `| ${d} ms | ${r.expected} ms | ${r.min.toFixed(1)} ms | ${r.median.toFixed(1)} ms | ${r.p90.toFixed(1)} ms |`,
   ),
   '',
   result.note,

@@ -28,7 +28,16 @@ try {
   const [ip1, ip2] = lab.addrs('server');
   const server = `${ip1}:${PORT}`;
   const srv = lab.spawn('server', [
-    process.execPath, join(root, 'bin/natpunch.js'), 'serve', '--address', ip1!, '--alt-address', ip2!, '--port', String(PORT), '--json',
+    process.execPath,
+    join(root, 'bin/natpunch.js'),
+    'serve',
+    '--address',
+    ip1!,
+    '--alt-address',
+    ip2!,
+    '--port',
+    String(PORT),
+    '--json',
   ]);
   await srv.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
   const runner = lab.node('a', join(root, 'test/lab/fixtures/netcheck-runner.ts'));
@@ -40,14 +49,26 @@ try {
     const res = await runner.next((m) => m.id === rid, { timeoutMs: 120_000 });
     const reports = res.reports as NatReport[];
     const t0 = performance.now();
-    const cli = await lab.exec('a', [process.execPath, join(root, 'bin/natpunch.js'), 'netcheck', '--server', server, '--json', '-q'], {
-      timeoutMs: 30_000,
-    });
+    const cli = await lab.exec(
+      'a',
+      [process.execPath, join(root, 'bin/natpunch.js'), 'netcheck', '--server', server, '--json', '-q'],
+      {
+        timeoutMs: 30_000,
+      },
+    );
     const cliMs = Math.round(performance.now() - t0);
     if (cli.code !== 0) throw new Error(`CLI failed: ${cli.stderr}`);
     const cliNetcheckMs = (JSON.parse(cli.stdout) as NatReport).durationMs;
-    rows.push({ profile: type, verdict: reports[0]!.verdict, libraryMs: reports.map((r) => r.durationMs), cliMs, cliNetcheckMs });
-    console.log(`${type.padEnd(22)} library ${reports.map((r) => r.durationMs).join('/')} ms, CLI ${cliMs} ms (netcheck ${cliNetcheckMs} ms) — ${reports[0]!.verdict}`);
+    rows.push({
+      profile: type,
+      verdict: reports[0]!.verdict,
+      libraryMs: reports.map((r) => r.durationMs),
+      cliMs,
+      cliNetcheckMs,
+    });
+    console.log(
+      `${type.padEnd(22)} library ${reports.map((r) => r.durationMs).join('/')} ms, CLI ${cliMs} ms (netcheck ${cliNetcheckMs} ms) — ${reports[0]!.verdict}`,
+    );
   }
   runner.child.stdin?.end();
 } finally {
@@ -56,11 +77,16 @@ try {
 
 const out = join(here, 'results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'netcheck.json'), `${JSON.stringify({ rttMs: 20, runs: RUNS, date: new Date().toISOString(), loadavg: loadavg(), rows }, null, 2)}\n`);
+writeFileSync(
+  join(out, 'netcheck.json'),
+  `${JSON.stringify({ rttMs: 20, runs: RUNS, date: new Date().toISOString(), loadavg: loadavg(), rows }, null, 2)}\n`,
+);
 const md = [
   '# netcheck wall time per NAT profile (lab, 20 ms RTT, natpunch serve in RFC 5780 mode)',
   '',
-  `Machine load average while measuring: ${loadavg().map((l) => l.toFixed(1)).join(' ')} (2 cores). The CLI column includes Node`,
+  `Machine load average while measuring: ${loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')} (2 cores). The CLI column includes Node`,
   'start-up, tsx transpiling the sources and loading every command module.',
   '',
   '| profile | library (ms, 3 runs) | CLI total (ms) | of which netcheck (ms) | verdict |',

@@ -81,11 +81,17 @@ const md = [
   '# Port mapping (miniupnpd 2.3.1 on a lab router)',
   '',
   `probePortMapping (PCP ANNOUNCE + NAT-PMP + SSDP/description/GetExternalIPAddress, in parallel): ${f(r.probeMs)}; ` +
-    `answered: ${Object.entries(r.probe).filter(([, v]) => v).map(([k]) => k).join(', ')}.`,
+    `answered: ${Object.entries(r.probe)
+      .filter(([, v]) => v)
+      .map(([k]) => k)
+      .join(', ')}.`,
   '',
   `| protocol | first map (cold) | map (median of ${ROUNDS - 1}) | renew (median) | delete (median) | max |`,
   '|---|---|---|---|---|---|',
-  ...rows.map((x) => `| ${x.protocol} | ${f(x.firstMapMs)} | ${f(x.mapMedianMs)} | ${f(x.renewMedianMs)} | ${f(x.unmapMedianMs)} | ${f(x.maxMs)} |`),
+  ...rows.map(
+    (x) =>
+      `| ${x.protocol} | ${f(x.firstMapMs)} | ${f(x.mapMedianMs)} | ${f(x.renewMedianMs)} | ${f(x.unmapMedianMs)} | ${f(x.maxMs)} |`,
+  ),
   '',
   'Measured in host `a` with the library (no CLI start-up); the UPnP cold map includes SSDP discovery and the',
   'device description. NAT-PMP map includes the external-address request.',

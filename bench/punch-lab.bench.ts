@@ -19,7 +19,10 @@ if (skip) {
 }
 
 type Msg = Record<string, unknown>;
-const lab = await Lab.up({ nat: { natA: 'port-restricted-cone' }, links: { natA: { rateMbit: 100, delayMs: 10 }, server: { rateMbit: 100, delayMs: 10 } } });
+const lab = await Lab.up({
+  nat: { natA: 'port-restricted-cone' },
+  links: { natA: { rateMbit: 100, delayMs: 10 }, server: { rateMbit: 100, delayMs: 10 } },
+});
 try {
   const stun = lab.node('server', join(fixtures, 'stun-server.ts'), ['3478']);
   await stun.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
@@ -33,10 +36,32 @@ try {
     const stunAt = { host: lab.addr('server'), port: 3478 };
     pa.send({ cmd: 'prepare', trial: id, stun: stunAt });
     ps.send({ cmd: 'prepare', trial: id, stun: stunAt });
-    const [ca, cs] = await Promise.all([pa, ps].map((p) => p.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
+    const [ca, cs] = await Promise.all(
+      [pa, ps].map(
+        (p) => p.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>,
+      ),
+    );
     const connectionId = randomBytes(16).toString('hex');
-    ps.send({ cmd: 'go', trial: id, role: 'listen', connectionId, peerKey: ka, candidates: ca!.candidates, size, replySize });
-    pa.send({ cmd: 'go', trial: id, role: 'connect', connectionId, peerKey: ks, candidates: cs!.candidates, size, replySize });
+    ps.send({
+      cmd: 'go',
+      trial: id,
+      role: 'listen',
+      connectionId,
+      peerKey: ka,
+      candidates: ca!.candidates,
+      size,
+      replySize,
+    });
+    pa.send({
+      cmd: 'go',
+      trial: id,
+      role: 'connect',
+      connectionId,
+      peerKey: ks,
+      candidates: cs!.candidates,
+      size,
+      replySize,
+    });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
     const [ra] = await Promise.all([pa.next(done, { timeoutMs: 120_000 }), ps.next(done, { timeoutMs: 120_000 })]);
     if ((ra as Msg).type !== 'result') throw new Error(`session failed: ${JSON.stringify(ra)}`);
@@ -49,7 +74,13 @@ try {
   for (let i = 0; i < RUNS; i++) {
     const small = await session(1, 1);
     connectMs.push(small.connectMs as number);
-    phases.push(Object.fromEntries(Object.entries(small).filter(([k]) => k.endsWith('Ms')).map(([k, v]) => [k, Math.round(v as number)])));
+    phases.push(
+      Object.fromEntries(
+        Object.entries(small)
+          .filter(([k]) => k.endsWith('Ms'))
+          .map(([k, v]) => [k, Math.round(v as number)]),
+      ),
+    );
     const big = await session(BYTES, 0);
     sessionMbps.push((BYTES * 8) / ((big.transferMs as number) / 1000) / 1e6);
   }

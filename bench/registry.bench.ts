@@ -15,7 +15,14 @@ import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
 import { generateKeyPair, type KeyPair } from '../src/session/identity.js';
 import { candidatePriority } from '../src/traversal/candidate.js';
-import { decodeRendezvous, encodeRendezvous, MAX_CONNECT_NOTIFY_BYTES, PONG_BYTES, REGISTER_PAD_BYTES, hex } from '../src/wire/rendezvous.js';
+import {
+  decodeRendezvous,
+  encodeRendezvous,
+  MAX_CONNECT_NOTIFY_BYTES,
+  PONG_BYTES,
+  REGISTER_PAD_BYTES,
+  hex,
+} from '../src/wire/rendezvous.js';
 import { startRedis, type RedisServer } from '../test/helpers/redis.js';
 import { startServeNode, type ServeNode } from '../test/helpers/serve-node.js';
 
@@ -31,7 +38,20 @@ const ROUNDS = arg('rounds', 2);
 /** Requests in flight at once from the generator. */
 const WINDOW = 64;
 const RESPONDERS = 20;
-const SERVE_ARGS = ['--rate-limit', '1000000', '--rate-burst', '1000000', '--registration-ttl', '30m', '--registration-refresh', '10m', '--name-hold', '0', '--admin', '0'];
+const SERVE_ARGS = [
+  '--rate-limit',
+  '1000000',
+  '--rate-burst',
+  '1000000',
+  '--registration-ttl',
+  '30m',
+  '--registration-refresh',
+  '10m',
+  '--name-hold',
+  '0',
+  '--admin',
+  '0',
+];
 
 function cpuOf(pid: number): number {
   // /proc/<pid>/stat fields 14 and 15: utime and stime in clock ticks (100 Hz on Linux).
@@ -52,7 +72,14 @@ async function bindUdp(): Promise<Socket> {
 
 function registerBytes(kp: KeyPair, requestId: number, port: number): Buffer {
   return encodeRendezvous(
-    { type: 'register', requestId, publicKey: kp.publicKey, reachable: false, rttMs: 0, candidates: [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }] },
+    {
+      type: 'register',
+      requestId,
+      publicKey: kp.publicKey,
+      reachable: false,
+      rttMs: 0,
+      candidates: [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }],
+    },
     kp.secretKey,
     { padTo: REGISTER_PAD_BYTES },
   );
@@ -62,12 +89,21 @@ function registerBytes(kp: KeyPair, requestId: number, port: number): Buffer {
  * Sends every message (keeping WINDOW outstanding, round robin over `ports`) and resolves when each got an answer
  * that `done` accepts (by request id), with the elapsed seconds. Bounded: rejects after `ms`.
  */
-async function pump(sock: Socket, messages: Buffer[], ports: number[], done: (msg: Buffer) => number | undefined, ms = 120_000): Promise<number> {
+async function pump(
+  sock: Socket,
+  messages: Buffer[],
+  ports: number[],
+  done: (msg: Buffer) => number | undefined,
+  ms = 120_000,
+): Promise<number> {
   const t0 = process.hrtime.bigint();
   let next = 0;
   let answered = 0;
   return new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`only ${answered} of ${messages.length} answered within ${ms} ms`)), ms);
+    const timer = setTimeout(
+      () => reject(new Error(`only ${answered} of ${messages.length} answered within ${ms} ms`)),
+      ms,
+    );
     const send = () => {
       if (next >= messages.length) return;
       const i = next++;
@@ -102,30 +138,48 @@ async function registrations(setup: Setup, n: number): Promise<number> {
     ids.add(i + 1);
     return registerBytes(kp, i + 1, sock.address().port);
   });
-  const seconds = await pump(sock, msgs, setup.nodes.map((x) => x.port), (b) => {
-    try {
-      const m = decodeRendezvous(b);
-      return m.type === 'registered' || m.type === 'error' ? m.requestId : undefined;
-    } catch {
-      return undefined;
-    }
-  });
+  const seconds = await pump(
+    sock,
+    msgs,
+    setup.nodes.map((x) => x.port),
+    (b) => {
+      try {
+        const m = decodeRendezvous(b);
+        return m.type === 'registered' || m.type === 'error' ? m.requestId : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+  );
   sock.close();
   return n / seconds;
 }
 
 /** Responders registered on the first node answer PINGs (they prove their address) and acknowledge notifications. */
-async function responders(setup: Setup): Promise<{ sock: Socket; keys: KeyPair[]; notified: Set<string>; close(): void }> {
+async function responders(
+  setup: Setup,
+): Promise<{ sock: Socket; keys: KeyPair[]; notified: Set<string>; close(): void }> {
   const sock = await bindUdp();
   const keys = Array.from({ length: RESPONDERS }, () => generateKeyPair());
   const notified = new Set<string>();
   sock.on('message', (b, rinfo) => {
     try {
       const m = decodeRendezvous(b);
-      if (m.type === 'ping') sock.send(encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }, undefined, { padTo: PONG_BYTES }), rinfo.port, rinfo.address);
+      if (m.type === 'ping')
+        sock.send(
+          encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }, undefined, {
+            padTo: PONG_BYTES,
+          }),
+          rinfo.port,
+          rinfo.address,
+        );
       if (m.type === 'connect-notify' && m.role === 'responder') {
         notified.add(hex(m.connectionId));
-        sock.send(encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }), rinfo.port, rinfo.address);
+        sock.send(
+          encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }),
+          rinfo.port,
+          rinfo.address,
+        );
       }
     } catch {
       // not ours
@@ -169,7 +223,15 @@ async function introductions(setup: Setup, n: number, rs: Awaited<ReturnType<typ
           target: { key: rs.keys[i % rs.keys.length]!.publicKey },
           connectionId,
           rttMs: 0,
-          candidates: [{ type: 'host', transport: 'udp', address: '127.0.0.1', port: sock.address().port, priority: candidatePriority('host') }],
+          candidates: [
+            {
+              type: 'host',
+              transport: 'udp',
+              address: '127.0.0.1',
+              port: sock.address().port,
+              priority: candidatePriority('host'),
+            },
+          ],
         },
         initiator.secretKey,
         { padTo: MAX_CONNECT_NOTIFY_BYTES },
@@ -201,7 +263,8 @@ async function redisCalls(url: string): Promise<number> {
   const info = (await c.sendCommand(['INFO', 'commandstats'])) as string;
   await c.close();
   let calls = 0;
-  for (const m of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm)) if (m[1] !== 'info' && m[1] !== 'xread') calls += Number(m[2]);
+  for (const m of info.matchAll(/^cmdstat_(\w+):calls=(\d+)/gm))
+    if (m[1] !== 'info' && m[1] !== 'xread') calls += Number(m[2]);
   return calls;
 }
 
@@ -237,7 +300,9 @@ async function main() {
       for (const s of setups) {
         results[s.label]!.registrationsPerSecond.push(Math.round(await registrations(s, REGISTRATIONS)));
         const before = s.label.startsWith('redis') ? await redisCalls(redis.url) : 0;
-        results[s.label]!.introductionsPerSecond.push(Math.round(await introductions(s, INTRODUCTIONS, rs.get(s.label)!)));
+        results[s.label]!.introductionsPerSecond.push(
+          Math.round(await introductions(s, INTRODUCTIONS, rs.get(s.label)!)),
+        );
         if (s.label.startsWith('redis')) {
           // Includes the nodes' background commands in that time (heartbeats, expiry sweeps): an upper bound.
           roundTrips += (await redisCalls(redis.url)) - before;
@@ -269,8 +334,19 @@ async function main() {
       date: new Date().toISOString(),
       machine: { cpus: cpus().length, loadavgBefore: load0, loadavgAfter: loadavg() },
       loadGeneratorCpuSeconds: +((cpu.user + cpu.system) / 1e6).toFixed(2),
-      serverCpuSeconds: Object.fromEntries([memNode, r1, r2].map((n, i) => [['memory', 'redis-b1', 'redis-b2'][i]!, +(cpuOf(n.pid) - serverCpu0[i]!).toFixed(2)])),
-      parameters: { registrations: REGISTRATIONS, introductions: INTRODUCTIONS, rounds: ROUNDS, window: WINDOW, responders: RESPONDERS },
+      serverCpuSeconds: Object.fromEntries(
+        [memNode, r1, r2].map((n, i) => [
+          ['memory', 'redis-b1', 'redis-b2'][i]!,
+          +(cpuOf(n.pid) - serverCpu0[i]!).toFixed(2),
+        ]),
+      ),
+      parameters: {
+        registrations: REGISTRATIONS,
+        introductions: INTRODUCTIONS,
+        rounds: ROUNDS,
+        window: WINDOW,
+        responders: RESPONDERS,
+      },
       results,
       redisRoundTripsPerIntroduction: +(roundTrips / roundTripIntros).toFixed(2),
       memory,
@@ -286,7 +362,10 @@ async function main() {
       '',
       '| setup | registrations/s (median of rounds) | introductions/s (median of rounds) |',
       '|---|---|---|',
-      ...setups.map((s) => `| ${s.label} | ${med(results[s.label]!.registrationsPerSecond)} | ${med(results[s.label]!.introductionsPerSecond)} |`),
+      ...setups.map(
+        (s) =>
+          `| ${s.label} | ${med(results[s.label]!.registrationsPerSecond)} | ${med(results[s.label]!.introductionsPerSecond)} |`,
+      ),
       '',
       `Redis round trips per introduction (all commands in the window, incl. background heartbeats): ${out.redisRoundTripsPerIntroduction}`,
       '',

@@ -43,12 +43,31 @@ interface Run {
 
 async function oneRun(run: number): Promise<Run> {
   const ns = new Netns('rdv');
-  const server = ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', '1', '--json'], CORES.server1);
+  const server = ns.spawn(
+    process.execPath,
+    [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', '1', '--json'],
+    CORES.server1,
+  );
   let serverOut = '';
   let serverLog = '';
   server.stdout!.on('data', (d: Buffer) => (serverOut += d.toString()));
   server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
-  const load = ns.spawn(process.execPath, ['--import', 'tsx', join(BENCH_DIR, 'lib', 'rendezvous-load.ts'), String(PORT), String(PEERS), String(ADDRESSES), MILESTONES.join(','), String(CONNECT_SECONDS), String(CONNECT_RATE)], CORES.load, { stdin: true });
+  const load = ns.spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(BENCH_DIR, 'lib', 'rendezvous-load.ts'),
+      String(PORT),
+      String(PEERS),
+      String(ADDRESSES),
+      MILESTONES.join(','),
+      String(CONNECT_SECONDS),
+      String(CONNECT_RATE),
+    ],
+    CORES.load,
+    { stdin: true },
+  );
   try {
     await waitFor(async () => serverOut.includes('"listening"'), 'natpunch serve');
     const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
@@ -79,12 +98,23 @@ async function oneRun(run: number): Promise<Run> {
       });
       load.once('exit', (code) => reject(new Error(`load process exited with ${code}`)));
     });
-    const result = JSON.parse(await done) as { registered: number; registerSeconds: number; connectsSent: number; introductions: number; introductionsPerSecond: number; connectSeconds: number; loadCpuShareDuringConnects: number; errors: Record<string, number> };
+    const result = JSON.parse(await done) as {
+      registered: number;
+      registerSeconds: number;
+      connectsSent: number;
+      introductions: number;
+      introductionsPerSecond: number;
+      connectSeconds: number;
+      loadCpuShareDuringConnects: number;
+      errors: Record<string, number>;
+    };
     const serverCpu = processCpuSeconds(server.pid!) - cpuAtConnects;
     const wall = (performance.now() - connectsStartedAt) / 1000;
     await stopPid(server);
     const stopped = serverLog.split('\n').find((l) => l.includes('"serve: stopped"'));
-    const serverStats = stopped ? (JSON.parse(stopped) as { rendezvous?: Record<string, number> }).rendezvous : undefined;
+    const serverStats = stopped
+      ? (JSON.parse(stopped) as { rendezvous?: Record<string, number> }).rendezvous
+      : undefined;
     return {
       ...(serverStats ? { serverStats } : {}),
       run,
@@ -117,31 +147,67 @@ async function main(): Promise<void> {
   }
   const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
   const summary = {
-    rssMiB: Object.fromEntries(['idle', ...MILESTONES.map(String)].map((k) => [k, median(runs.map((r) => r.rssMiB[k]!))])),
+    rssMiB: Object.fromEntries(
+      ['idle', ...MILESTONES.map(String)].map((k) => [k, median(runs.map((r) => r.rssMiB[k]!))]),
+    ),
     rssSettledMiB: median(runs.map((r) => r.rssSettledMiB)),
     introductionsPerSecond: median(runs.map((r) => r.introductionsPerSecond)),
-    introductionsMinMax: [Math.min(...runs.map((r) => r.introductionsPerSecond)), Math.max(...runs.map((r) => r.introductionsPerSecond))],
+    introductionsMinMax: [
+      Math.min(...runs.map((r) => r.introductionsPerSecond)),
+      Math.max(...runs.map((r) => r.introductionsPerSecond)),
+    ],
     serverCpuUsPerIntroduction: median(runs.map((r) => r.serverCpuUsPerIntroduction)),
     loadMaxCpuShare: Math.max(...runs.map((r) => r.loadCpuShareDuringConnects)),
   };
   writeResults('rendezvous', {
     title: 'Rendezvous server: RSS per registered peer and introductions/s (separate signed load, rate limits on)',
     start,
-    config: { serverFrom: existsSync(join(ROOT, 'dist', 'cli', 'main.js')) ? 'dist (npm run build)' : 'src through tsx (adds ~40 MiB of RSS; run npm run build first)', peers: PEERS, addresses: ADDRESSES, connectSeconds: CONNECT_SECONDS, offeredConnectsPerSecond: CONNECT_RATE, settleMs: SETTLE_MS, runs: RUNS, cores: CORES },
+    config: {
+      serverFrom: existsSync(join(ROOT, 'dist', 'cli', 'main.js'))
+        ? 'dist (npm run build)'
+        : 'src through tsx (adds ~40 MiB of RSS; run npm run build first)',
+      peers: PEERS,
+      addresses: ADDRESSES,
+      connectSeconds: CONNECT_SECONDS,
+      offeredConnectsPerSecond: CONNECT_RATE,
+      settleMs: SETTLE_MS,
+      runs: RUNS,
+      cores: CORES,
+    },
     summary,
     runs,
     table: [
       ['measure', 'median', 'runs'],
-      ...['idle', ...MILESTONES.map(String)].map((k) => [`RSS at ${k === 'idle' ? 'start' : `${k} peers`} (MiB)`, f(summary.rssMiB[k]!), runs.map((r) => f(r.rssMiB[k]!)).join(', ')]),
-      [`RSS at ${PEERS} peers after the replay window (MiB)`, f(summary.rssSettledMiB), runs.map((r) => f(r.rssSettledMiB)).join(', ')],
-      ['introductions/s', String(summary.introductionsPerSecond), runs.map((r) => String(r.introductionsPerSecond)).join(', ')],
-      ['server CPU µs per introduction', f(summary.serverCpuUsPerIntroduction), runs.map((r) => f(r.serverCpuUsPerIntroduction)).join(', ')],
-      ['load process CPU share during connects', `${f(summary.loadMaxCpuShare * 100, 0)}% (max)`, runs.map((r) => `${f(r.loadCpuShareDuringConnects * 100, 0)}%`).join(', ')],
+      ...['idle', ...MILESTONES.map(String)].map((k) => [
+        `RSS at ${k === 'idle' ? 'start' : `${k} peers`} (MiB)`,
+        f(summary.rssMiB[k]!),
+        runs.map((r) => f(r.rssMiB[k]!)).join(', '),
+      ]),
+      [
+        `RSS at ${PEERS} peers after the replay window (MiB)`,
+        f(summary.rssSettledMiB),
+        runs.map((r) => f(r.rssSettledMiB)).join(', '),
+      ],
+      [
+        'introductions/s',
+        String(summary.introductionsPerSecond),
+        runs.map((r) => String(r.introductionsPerSecond)).join(', '),
+      ],
+      [
+        'server CPU µs per introduction',
+        f(summary.serverCpuUsPerIntroduction),
+        runs.map((r) => f(r.serverCpuUsPerIntroduction)).join(', '),
+      ],
+      [
+        'load process CPU share during connects',
+        `${f(summary.loadMaxCpuShare * 100, 0)}% (max)`,
+        runs.map((r) => `${f(r.loadCpuShareDuringConnects * 100, 0)}%`).join(', '),
+      ],
     ],
     notes: [
       `${PEERS} peers registered from ${ADDRESSES} source addresses (127.1.x.y) at ≤ 15 requests/s per address (the server limits at 20); REGISTER and CONNECT carry real Ed25519 signatures.`,
       `Introductions: signed CONNECTs offered at ${CONNECT_RATE}/s for ${CONNECT_SECONDS} s; one introduction = one CONNECT_NOTIFY received by the initiator (errors are counted apart, in the JSON).`,
-      'If the load process\'s CPU share is near 100% the offered rate was not reached; the server\'s CPU share says whether the server was saturated.',
+      "If the load process's CPU share is near 100% the offered rate was not reached; the server's CPU share says whether the server was saturated.",
     ],
   });
 }

@@ -37,25 +37,28 @@ const closers = new Set<() => Promise<unknown>>();
 
 function npListen(m: { trial: string; server: string; name: string; hardNat?: boolean }) {
   const keyPair = generateKeyPair();
-  void listen({ keyPair, rendezvous: m.server, name: m.name, ...(m.hardNat ? { hardNat: true } : {}) }).then((listener) => {
-    const close = () => listener.close();
-    closers.add(close);
-    const done = (msg: Record<string, unknown>) => {
-      out({ type: 'listener-result', trial: m.trial, ...msg });
-      setTimeout(() => void close().finally(() => closers.delete(close)), LINGER_MS * 3).unref();
-    };
-    const timer = setTimeout(() => fail(m.trial, 'listener', new Error('no session')), TIMEOUT_MS);
-    timer.unref();
-    listener.once('connection-error', (err: Error) => {
-      clearTimeout(timer);
-      fail(m.trial, 'listener', err);
-    });
-    listener.once('session', (s: Session) => {
-      clearTimeout(timer);
-      onFirstSession(s, done);
-    });
-    out({ type: 'listening', trial: m.trial });
-  }, (err) => fail(m.trial, 'listener', err));
+  void listen({ keyPair, rendezvous: m.server, name: m.name, ...(m.hardNat ? { hardNat: true } : {}) }).then(
+    (listener) => {
+      const close = () => listener.close();
+      closers.add(close);
+      const done = (msg: Record<string, unknown>) => {
+        out({ type: 'listener-result', trial: m.trial, ...msg });
+        setTimeout(() => void close().finally(() => closers.delete(close)), LINGER_MS * 3).unref();
+      };
+      const timer = setTimeout(() => fail(m.trial, 'listener', new Error('no session')), TIMEOUT_MS);
+      timer.unref();
+      listener.once('connection-error', (err: Error) => {
+        clearTimeout(timer);
+        fail(m.trial, 'listener', err);
+      });
+      listener.once('session', (s: Session) => {
+        clearTimeout(timer);
+        onFirstSession(s, done);
+      });
+      out({ type: 'listening', trial: m.trial });
+    },
+    (err) => fail(m.trial, 'listener', err),
+  );
 }
 
 async function npConnect(m: { trial: string; server: string; name: string; hardNat?: boolean }) {
@@ -64,14 +67,26 @@ async function npConnect(m: { trial: string; server: string; name: string; hardN
   const phases: Record<string, number> = {};
   try {
     const session = await connect({
-      keyPair, rendezvous: m.server, to: m.name, timeoutMs: TIMEOUT_MS, earlyData: Buffer.from('1'),
+      keyPair,
+      rendezvous: m.server,
+      to: m.name,
+      timeoutMs: TIMEOUT_MS,
+      earlyData: Buffer.from('1'),
       ...(m.hardNat ? { hardNat: true } : {}),
       onProgress: (p: Progress) => void (phases[p.phase] ??= Date.now() - startedAt),
     });
     const connectedAt = Date.now();
     // Early data rode on the first check; after an XX fallback the byte goes on a stream, as an application would.
     if (!session.earlyDataAccepted) session.openStream().write('1');
-    out({ type: 'connect-result', trial: m.trial, startedAt, connectedAt, phases, pattern: session.handshakePattern, path: session.path.kind });
+    out({
+      type: 'connect-result',
+      trial: m.trial,
+      startedAt,
+      connectedAt,
+      phases,
+      pattern: session.handshakePattern,
+      path: session.path.kind,
+    });
     setTimeout(() => void session.close().catch(() => {}), LINGER_MS * 2).unref();
   } catch (err) {
     fail(m.trial, 'connector', err);
@@ -90,7 +105,12 @@ function onFirstSession(s: Session, done: (msg: Record<string, unknown>) => void
 
 async function epListen(m: { trial: string; server: string; name: string; hardNat?: boolean }) {
   try {
-    const ep = await createEndpoint({ keyPair: generateKeyPair(), rendezvous: m.server, name: m.name, ...(m.hardNat ? { hardNat: true } : {}) });
+    const ep = await createEndpoint({
+      keyPair: generateKeyPair(),
+      rendezvous: m.server,
+      name: m.name,
+      ...(m.hardNat ? { hardNat: true } : {}),
+    });
     const close = () => ep.close();
     closers.add(close);
     const timer = setTimeout(() => fail(m.trial, 'listener', new Error('no session')), TIMEOUT_MS);
@@ -114,7 +134,11 @@ async function epListen(m: { trial: string; server: string; name: string; hardNa
 
 async function epPrepare(m: { trial: string; server: string; hardNat?: boolean }) {
   try {
-    const ep = await createEndpoint({ keyPair: generateKeyPair(), rendezvous: m.server, ...(m.hardNat ? { hardNat: true } : {}) });
+    const ep = await createEndpoint({
+      keyPair: generateKeyPair(),
+      rendezvous: m.server,
+      ...(m.hardNat ? { hardNat: true } : {}),
+    });
     endpoints.set(m.trial, ep);
     closers.add(() => ep.close());
     out({ type: 'prepared', trial: m.trial });
@@ -136,7 +160,15 @@ async function epConnect(m: { trial: string; name: string }) {
     });
     const connectedAt = Date.now();
     if (!session.earlyDataAccepted) session.openStream().write('1');
-    out({ type: 'connect-result', trial: m.trial, startedAt, connectedAt, phases, pattern: session.handshakePattern, path: session.path.kind });
+    out({
+      type: 'connect-result',
+      trial: m.trial,
+      startedAt,
+      connectedAt,
+      phases,
+      pattern: session.handshakePattern,
+      path: session.path.kind,
+    });
     setTimeout(() => {
       endpoints.delete(m.trial);
       void ep.close().catch(() => {});

@@ -26,6 +26,8 @@ for (let i = 1; i < Number(nodesArg); i++) {
 process.stdout.write(`${JSON.stringify({ type: 'ready', bootstrap })}\n`);
 process.stdin.resume();
 const stop = () =>
-  void Promise.allSettled([...nodes.map((n) => n.destroy()), ...handles.map((h) => h.close())]).finally(() => process.exit(0));
+  void Promise.allSettled([...nodes.map((n) => n.destroy()), ...handles.map((h) => h.close())]).finally(() =>
+    process.exit(0),
+  );
 process.stdin.on('end', stop);
 process.on('SIGTERM', stop);

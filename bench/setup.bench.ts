@@ -33,7 +33,10 @@ const ALL_PAIRS: Record<string, { natA: NatType; natB: NatType; hardNat: boolean
   // A symmetric-random NAT needs the hard punch (birthday sockets), which natpunch runs only with hardNat.
   'prc-sym': { natA: 'port-restricted-cone', natB: 'symmetric-random', hardNat: true },
 };
-const PAIRS = (process.env.SETUP_PAIRS ?? 'full,prc,prc-sym').split(',').map((p) => [p, ALL_PAIRS[p]!] as const).filter(([, p]) => p);
+const PAIRS = (process.env.SETUP_PAIRS ?? 'full,prc,prc-sym')
+  .split(',')
+  .map((p) => [p, ALL_PAIRS[p]!] as const)
+  .filter(([, p]) => p);
 /** natpunch: a cold connect(); natpunch-endpoint: connect() on an Endpoint that is already up (createEndpoint). */
 const IMPLS = ['natpunch', 'natpunch-endpoint', 'hyperdht'] as const;
 type Impl = (typeof IMPLS)[number];
@@ -63,7 +66,8 @@ const pct = (xs: number[], p: number): number | null => {
   const s = [...xs].sort((a, b) => a - b);
   return Math.round(s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!);
 };
-const ratio = (x: number | null, y: number | null) => (x === null || y === null || y === 0 ? null : Number((x / y).toFixed(2)));
+const ratio = (x: number | null, y: number | null) =>
+  x === null || y === null || y === 0 ? null : Number((x / y).toFixed(2));
 
 /** Whole-machine CPU counters (/proc/stat 'cpu' line): how busy the machine was during the run, whoever loaded it. */
 function cpuTicks(): { busy: number; total: number } | null {
@@ -85,7 +89,12 @@ const floorMs = (3 + 3 + 4) * DELAY;
 const lab = await Lab.up({ links });
 const results: Array<{ pair: string; natA: NatType; natB: NatType; hardNat: boolean; trials: Trial[] }> = [];
 try {
-  const srv = lab.node('server', join(here, 'setup-server.ts'), [lab.addr('server'), String(RV_PORT), String(DHT_PORT), String(DHT_NODES)]);
+  const srv = lab.node('server', join(here, 'setup-server.ts'), [
+    lab.addr('server'),
+    String(RV_PORT),
+    String(DHT_PORT),
+    String(DHT_NODES),
+  ]);
   const ready = (await srv.next((m) => m.type === 'ready', { timeoutMs: 60_000 })) as Msg;
   const bootstrap = ready.bootstrap as string[];
   const server = `${lab.addr('server')}:${RV_PORT}`;
@@ -104,15 +113,26 @@ try {
     const warm = impl === 'natpunch-endpoint';
     pb.send({ cmd: warm ? 'ep-listen' : 'np-listen', trial: id, server, name, hardNat });
     if (warm) pa.send({ cmd: 'ep-prepare', trial: id, server, hardNat });
-    const [l, p] = await Promise.all([next(pb, id, 'listening'), warm ? next(pa, id, 'prepared') : Promise.resolve({ type: 'prepared' } as Msg)]);
-    if (l.type !== 'listening' || p.type !== 'prepared') return { impl, ok: false, error: `set-up: ${l.message ?? p.message}` };
+    const [l, p] = await Promise.all([
+      next(pb, id, 'listening'),
+      warm ? next(pa, id, 'prepared') : Promise.resolve({ type: 'prepared' } as Msg),
+    ]);
+    if (l.type !== 'listening' || p.type !== 'prepared')
+      return { impl, ok: false, error: `set-up: ${l.message ?? p.message}` };
     pa.send({ cmd: warm ? 'ep-connect' : 'np-connect', trial: id, server, name, hardNat });
     const [c, r] = await Promise.all([next(pa, id, 'connect-result'), next(pb, id, 'listener-result')]);
-    if (c.type !== 'connect-result' || r.type !== 'listener-result') return { impl, ok: false, error: String(c.message ?? r.message) };
+    if (c.type !== 'connect-result' || r.type !== 'listener-result')
+      return { impl, ok: false, error: String(c.message ?? r.message) };
     const started = c.startedAt as number;
     return {
-      impl, ok: true, connectedMs: (c.connectedAt as number) - started, firstByteMs: (r.firstByteAt as number) - started,
-      phases: c.phases as Record<string, number>, pattern: c.pattern as string, path: c.path as string, early: r.early === true,
+      impl,
+      ok: true,
+      connectedMs: (c.connectedAt as number) - started,
+      firstByteMs: (r.firstByteAt as number) - started,
+      phases: c.phases as Record<string, number>,
+      pattern: c.pattern as string,
+      path: c.path as string,
+      early: r.early === true,
     };
   }
 
@@ -121,12 +141,19 @@ try {
     pb.send({ cmd: 'dht-listen', trial: id, bootstrap });
     pa.send({ cmd: 'dht-prepare', trial: id, bootstrap });
     const [l, p] = await Promise.all([next(pb, id, 'listening'), next(pa, id, 'prepared')]);
-    if (l.type !== 'listening' || p.type !== 'prepared') return { impl: 'hyperdht', ok: false, error: String(l.message ?? p.message) };
+    if (l.type !== 'listening' || p.type !== 'prepared')
+      return { impl: 'hyperdht', ok: false, error: String(l.message ?? p.message) };
     pa.send({ cmd: 'dht-connect', trial: id, publicKey: l.publicKey });
     const [c, r] = await Promise.all([next(pa, id, 'connect-result'), next(pb, id, 'listener-result')]);
-    if (c.type !== 'connect-result' || r.type !== 'listener-result') return { impl: 'hyperdht', ok: false, error: String(c.message ?? r.message) };
+    if (c.type !== 'connect-result' || r.type !== 'listener-result')
+      return { impl: 'hyperdht', ok: false, error: String(c.message ?? r.message) };
     const started = c.startedAt as number;
-    return { impl: 'hyperdht', ok: true, connectedMs: (c.connectedAt as number) - started, firstByteMs: (r.firstByteAt as number) - started };
+    return {
+      impl: 'hyperdht',
+      ok: true,
+      connectedMs: (c.connectedAt as number) - started,
+      firstByteMs: (r.firstByteAt as number) - started,
+    };
   }
 
   for (const [pair, spec] of PAIRS) {
@@ -138,7 +165,9 @@ try {
       const order: Impl[] = i % 2 === 0 ? [...IMPLS] : [...IMPLS].reverse();
       for (const impl of order) {
         const t = impl === 'hyperdht' ? await hyperdhtTrial() : await natpunchTrial(impl, spec.hardNat);
-        console.log(`${pair} #${i} ${impl}: ${t.ok ? `connected ${t.connectedMs} ms, first byte ${t.firstByteMs} ms${t.pattern ? ` (${t.pattern}, ${t.path})` : ''}` : `FAILED ${t.error}`}`);
+        console.log(
+          `${pair} #${i} ${impl}: ${t.ok ? `connected ${t.connectedMs} ms, first byte ${t.firstByteMs} ms${t.pattern ? ` (${t.pattern}, ${t.path})` : ''}` : `FAILED ${t.error}`}`,
+        );
         trials.push(t);
       }
     }
@@ -150,9 +179,10 @@ try {
 
 const loadEnd = loadavg();
 const ticksEnd = cpuTicks();
-const busyPct = ticksStart && ticksEnd && ticksEnd.total > ticksStart.total
-  ? Math.round((100 * (ticksEnd.busy - ticksStart.busy)) / (ticksEnd.total - ticksStart.total))
-  : null;
+const busyPct =
+  ticksStart && ticksEnd && ticksEnd.total > ticksStart.total
+    ? Math.round((100 * (ticksEnd.busy - ticksStart.busy)) / (ticksEnd.total - ticksStart.total))
+    : null;
 const self = process.cpuUsage(selfStart);
 const summary = results.map((r) => {
   const per = Object.fromEntries(
@@ -161,26 +191,46 @@ const summary = results.map((r) => {
       const conn = ok.map((t) => t.connectedMs!);
       const first = ok.map((t) => t.firstByteMs!);
       // The hard punch (symmetric NATs) reports 'hard-punch' where the checks report 'path'.
-      const at = (t: Trial, phase: string) => (phase === 'path' ? (t.phases?.path ?? t.phases?.['hard-punch']) : t.phases?.[phase]);
+      const at = (t: Trial, phase: string) =>
+        phase === 'path' ? (t.phases?.path ?? t.phases?.['hard-punch']) : t.phases?.[phase];
       const phase = (name: string, from: string, to: string) => {
-        const xs = ok.filter((t) => at(t, to) !== undefined && at(t, from) !== undefined).map((t) => at(t, to)! - at(t, from)!);
+        const xs = ok
+          .filter((t) => at(t, to) !== undefined && at(t, from) !== undefined)
+          .map((t) => at(t, to)! - at(t, from)!);
         return [name, pct(xs, 50)] as const;
       };
-      const phases = impl !== 'hyperdht'
-        ? Object.fromEntries([
-            ['introduction', pct(ok.filter((t) => t.phases?.offer !== undefined).map((t) => t.phases!.offer!), 50)],
-            phase('checks', 'offer', 'path'),
-            phase('handshake', 'path', 'connected'),
-          ])
-        : null;
+      const phases =
+        impl !== 'hyperdht'
+          ? Object.fromEntries([
+              [
+                'introduction',
+                pct(
+                  ok.filter((t) => t.phases?.offer !== undefined).map((t) => t.phases!.offer!),
+                  50,
+                ),
+              ],
+              phase('checks', 'offer', 'path'),
+              phase('handshake', 'path', 'connected'),
+            ])
+          : null;
       const stats = {
         trials: r.trials.filter((t) => t.impl === impl).length,
         failed: r.trials.filter((t) => t.impl === impl && !t.ok).length,
-        connectedMedianMs: pct(conn, 50), connectedP90Ms: pct(conn, 90),
-        firstByteMedianMs: pct(first, 50), firstByteP90Ms: pct(first, 90),
-        connectedMedianXFloor: ratio(pct(conn, 50), floorMs), connectedP90XFloor: ratio(pct(conn, 90), floorMs),
-        firstByteMedianXFloor: ratio(pct(first, 50), floorMs), firstByteP90XFloor: ratio(pct(first, 90), floorMs),
-        ...(phases ? { phaseMediansMs: phases, handshakes: [...new Set(ok.map((t) => t.pattern))], earlyDataDelivered: ok.filter((t) => t.early).length } : {}),
+        connectedMedianMs: pct(conn, 50),
+        connectedP90Ms: pct(conn, 90),
+        firstByteMedianMs: pct(first, 50),
+        firstByteP90Ms: pct(first, 90),
+        connectedMedianXFloor: ratio(pct(conn, 50), floorMs),
+        connectedP90XFloor: ratio(pct(conn, 90), floorMs),
+        firstByteMedianXFloor: ratio(pct(first, 50), floorMs),
+        firstByteP90XFloor: ratio(pct(first, 90), floorMs),
+        ...(phases
+          ? {
+              phaseMediansMs: phases,
+              handshakes: [...new Set(ok.map((t) => t.pattern))],
+              earlyDataDelivered: ok.filter((t) => t.early).length,
+            }
+          : {}),
       };
       return [impl, stats];
     }),
@@ -191,7 +241,9 @@ const summary = results.map((r) => {
     firstByteMedian: ratio(np.firstByteMedianMs as number | null, hd.firstByteMedianMs as number | null),
   });
   return {
-    pair: `${r.natA} ↔ ${r.natB}`, hardNat: r.hardNat, ...per,
+    pair: `${r.natA} ↔ ${r.natB}`,
+    hardNat: r.hardNat,
+    ...per,
     natpunchOverHyperdht: { cold: over(per.natpunch), endpoint: over(per['natpunch-endpoint']) },
   };
 });
@@ -216,7 +268,8 @@ const result = {
 };
 mkdirSync(join(here, 'results'), { recursive: true });
 writeFileSync(join(here, 'results', 'setup.json'), `${JSON.stringify(result, null, 2)}\n`);
-const cell = (s: Record<string, unknown>, k: string) => `${s[`${k}MedianMs`] ?? '–'} / ${s[`${k}P90Ms`] ?? '–'} (${s[`${k}MedianXFloor`] ?? '–'}× / ${s[`${k}P90XFloor`] ?? '–'}×)`;
+const cell = (s: Record<string, unknown>, k: string) =>
+  `${s[`${k}MedianMs`] ?? '–'} / ${s[`${k}P90Ms`] ?? '–'} (${s[`${k}MedianXFloor`] ?? '–'}× / ${s[`${k}P90XFloor`] ?? '–'}×)`;
 const md = [
   '# setup',
   '',
@@ -230,8 +283,15 @@ const md = [
   ...summary.flatMap((s) =>
     IMPLS.map((impl) => {
       const st = s[impl] as Record<string, unknown>;
-      const ph = st.phaseMediansMs ? `${JSON.stringify(st.phaseMediansMs)} ${JSON.stringify(st.handshakes)}, early data ${st.earlyDataDelivered}/${(st.trials as number) - (st.failed as number)}` : '';
-      const o = impl === 'natpunch' ? s.natpunchOverHyperdht.cold : impl === 'natpunch-endpoint' ? s.natpunchOverHyperdht.endpoint : null;
+      const ph = st.phaseMediansMs
+        ? `${JSON.stringify(st.phaseMediansMs)} ${JSON.stringify(st.handshakes)}, early data ${st.earlyDataDelivered}/${(st.trials as number) - (st.failed as number)}`
+        : '';
+      const o =
+        impl === 'natpunch'
+          ? s.natpunchOverHyperdht.cold
+          : impl === 'natpunch-endpoint'
+            ? s.natpunchOverHyperdht.endpoint
+            : null;
       const rat = o ? `${o.connectedMedian ?? '–'}, ${o.firstByteMedian ?? '–'}` : '';
       return `| ${s.pair}${s.hardNat && impl !== 'hyperdht' ? ' (hardNat)' : ''} | ${impl} | ${(st.trials as number) - (st.failed as number)}/${st.trials} | ${cell(st, 'connected')} | ${cell(st, 'firstByte')} | ${rat} | ${ph} |`;
     }),

@@ -14,8 +14,9 @@ const RDV_PORT = 3478;
 const ALL_KINDS = ['tcp', 'secretstream', 'natpunch'] as const;
 type Kind = (typeof ALL_KINDS)[number];
 /** BENCH_STREAM_KINDS=natpunch,secretstream runs a subset (profiling); the default is all three, interleaved. */
-const KINDS: readonly Kind[] = process.env.BENCH_STREAM_KINDS ? (process.env.BENCH_STREAM_KINDS.split(',') as Kind[]) : ALL_KINDS;
-
+const KINDS: readonly Kind[] = process.env.BENCH_STREAM_KINDS
+  ? (process.env.BENCH_STREAM_KINDS.split(',') as Kind[])
+  : ALL_KINDS;
 
 interface Run {
   kind: Kind;
@@ -29,27 +30,61 @@ interface Run {
 async function oneRun(kind: Kind, run: number): Promise<Run> {
   const ns = new Netns('strm');
   const peer = join(BENCH_DIR, 'lib', 'stream-peer.ts');
-  const rdv = kind === 'natpunch' ? ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--port', String(RDV_PORT), '--address', '127.0.0.1', '--workers', '1', '--json']) : undefined;
+  const rdv =
+    kind === 'natpunch'
+      ? ns.spawn(process.execPath, [
+          NATPUNCH_BIN,
+          'serve',
+          '--port',
+          String(RDV_PORT),
+          '--address',
+          '127.0.0.1',
+          '--workers',
+          '1',
+          '--json',
+        ])
+      : undefined;
   let rdvOut = '';
   rdv?.stdout!.on('data', (d: Buffer) => (rdvOut += d.toString()));
   const procs = rdv ? [rdv] : [];
   try {
     if (rdv) await waitFor(async () => rdvOut.includes('"listening"'), 'rendezvous');
-    const recv = ns.spawn(process.execPath, ['--import', 'tsx', peer, 'recv', kind, String(PORT), String(BYTES), String(RDV_PORT)], CORES.server1);
+    const recv = ns.spawn(
+      process.execPath,
+      ['--import', 'tsx', peer, 'recv', kind, String(PORT), String(BYTES), String(RDV_PORT)],
+      CORES.server1,
+    );
     procs.push(recv);
     let out = '';
     recv.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     await waitFor(async () => out.includes('READY'), `${kind} receiver`, 30_000);
-    const sender = ns.spawn(process.execPath, ['--import', 'tsx', peer, 'send', kind, String(PORT), String(BYTES), String(RDV_PORT)], CORES.load);
+    const sender = ns.spawn(
+      process.execPath,
+      ['--import', 'tsx', peer, 'send', kind, String(PORT), String(BYTES), String(RDV_PORT)],
+      CORES.load,
+    );
     procs.push(sender);
     let sentOut = '';
     sender.stdout!.on('data', (d: Buffer) => (sentOut += d.toString()));
     await waitFor(async () => out.split('\n').some((l) => l.startsWith('{')), `${kind} transfer`, 300_000);
-    const r = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as { mbitPerSecond: number; seconds: number; cpuSeconds: number };
+    const r = JSON.parse(out.split('\n').find((l) => l.startsWith('{'))!) as {
+      mbitPerSecond: number;
+      seconds: number;
+      cpuSeconds: number;
+    };
     // The sender reports once its last write was accepted; it keeps its socket open (stopped below by PID).
     await waitFor(async () => sentOut.includes('{'), `${kind} sender report`, 10_000).catch(() => undefined);
-    const senderCpu = JSON.parse(sentOut.split('\n').find((l) => l.startsWith('{')) ?? '{"senderCpuSeconds":null}') as { senderCpuSeconds: number };
-    return { kind, run, mbitPerSecond: r.mbitPerSecond, seconds: r.seconds, receiverCpuSeconds: r.cpuSeconds, senderCpuSeconds: senderCpu.senderCpuSeconds };
+    const senderCpu = JSON.parse(sentOut.split('\n').find((l) => l.startsWith('{')) ?? '{"senderCpuSeconds":null}') as {
+      senderCpuSeconds: number;
+    };
+    return {
+      kind,
+      run,
+      mbitPerSecond: r.mbitPerSecond,
+      seconds: r.seconds,
+      receiverCpuSeconds: r.cpuSeconds,
+      senderCpuSeconds: senderCpu.senderCpuSeconds,
+    };
   } finally {
     for (const p of procs.reverse()) await stopPid(p);
     ns.close();
@@ -81,9 +116,23 @@ async function main(): Promise<void> {
     runs,
     table: [
       ['stack', 'Mbit/s (median)', 'runs'],
-      ...KINDS.map((k) => [k, f(summary.mbitPerSecond[k]!, 0), of(k).map((x) => x.toFixed(0)).join(', ')]),
-      ['natpunch / secretstream', `${f(summary.natpunchVsSecretstream.median)} (${f(summary.natpunchVsSecretstream.min)}–${f(summary.natpunchVsSecretstream.max)})`, summary.natpunchVsSecretstream.pairs.map((x) => f(x)).join(', ')],
-      ['natpunch / tcp', `${f(summary.natpunchVsTcp.median)} (${f(summary.natpunchVsTcp.min)}–${f(summary.natpunchVsTcp.max)})`, summary.natpunchVsTcp.pairs.map((x) => f(x)).join(', ')],
+      ...KINDS.map((k) => [
+        k,
+        f(summary.mbitPerSecond[k]!, 0),
+        of(k)
+          .map((x) => x.toFixed(0))
+          .join(', '),
+      ]),
+      [
+        'natpunch / secretstream',
+        `${f(summary.natpunchVsSecretstream.median)} (${f(summary.natpunchVsSecretstream.min)}–${f(summary.natpunchVsSecretstream.max)})`,
+        summary.natpunchVsSecretstream.pairs.map((x) => f(x)).join(', '),
+      ],
+      [
+        'natpunch / tcp',
+        `${f(summary.natpunchVsTcp.median)} (${f(summary.natpunchVsTcp.min)}–${f(summary.natpunchVsTcp.max)})`,
+        summary.natpunchVsTcp.pairs.map((x) => f(x)).join(', '),
+      ],
     ],
     notes: [
       `${BYTES / 1024 / 1024} MiB per run in 64 KiB writes; Mbit/s from the receiver's first to last byte; receiver on core ${CORES.server1}, sender on core ${CORES.load}.`,

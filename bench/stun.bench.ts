@@ -11,7 +11,18 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildLoadgen, CORES, coreCount, coturnArgs, Netns, NATPUNCH_BIN, RUNS, runToEnd, stopPid, waitFor } from './lib/harness.js';
+import {
+  buildLoadgen,
+  CORES,
+  coreCount,
+  coturnArgs,
+  Netns,
+  NATPUNCH_BIN,
+  RUNS,
+  runToEnd,
+  stopPid,
+  waitFor,
+} from './lib/harness.js';
 import { machine, median, processCpuSeconds, ratios, writeResults } from './lib/report.js';
 
 const PPS = Number(process.env.BENCH_STUN_PPS ?? 300_000);
@@ -45,7 +56,22 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
   const workers = coreCount(cores);
   const child =
     server === 'natpunch'
-      ? ns.spawn(process.execPath, [NATPUNCH_BIN, 'serve', '--no-relay', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers), '--json'], cores)
+      ? ns.spawn(
+          process.execPath,
+          [
+            NATPUNCH_BIN,
+            'serve',
+            '--no-relay',
+            '--port',
+            String(PORT),
+            '--address',
+            '127.0.0.1',
+            '--workers',
+            String(workers),
+            '--json',
+          ],
+          cores,
+        )
       : ns.spawn('turnserver', coturnArgs(PORT, { stunOnly: true, threads: workers, logDir }), cores);
   // What natpunch says it runs (implementation, workers), from its --json "listening" line.
   let listening = '';
@@ -57,17 +83,37 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
     };
     await waitFor(probe, `${server} in ${ns.name}`);
     // Warm-up (JIT, caches, socket buffers) at the same rate, not counted.
-    await runToEnd(ns.spawn(loadgen, ['127.0.0.1', String(PORT), String(WARMUP_SECONDS), String(PPS), String(SOCKETS)], CORES.load), (WARMUP_SECONDS + 30) * 1000);
+    await runToEnd(
+      ns.spawn(loadgen, ['127.0.0.1', String(PORT), String(WARMUP_SECONDS), String(PPS), String(SOCKETS)], CORES.load),
+      (WARMUP_SECONDS + 30) * 1000,
+    );
     const cpu0 = processCpuSeconds(child.pid!);
-    const r = await runToEnd(ns.spawn(loadgen, ['127.0.0.1', String(PORT), String(SECONDS), String(PPS), String(SOCKETS)], CORES.load), (SECONDS + 30) * 1000);
+    const r = await runToEnd(
+      ns.spawn(loadgen, ['127.0.0.1', String(PORT), String(SECONDS), String(PPS), String(SOCKETS)], CORES.load),
+      (SECONDS + 30) * 1000,
+    );
     const cpu = processCpuSeconds(child.pid!) - cpu0;
-    const out = JSON.parse(r.stdout) as { sent: number; valid: number; seconds: number; cpu_user: number; cpu_sys: number };
+    const out = JSON.parse(r.stdout) as {
+      sent: number;
+      valid: number;
+      seconds: number;
+      cpu_user: number;
+      cpu_sys: number;
+    };
     const loadgenCpuShare = (out.cpu_user + out.cpu_sys) / (out.seconds + 0.2);
-    const ran = server === 'natpunch' ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as { workers?: number; udpImplementation?: string }) : {};
+    const ran =
+      server === 'natpunch'
+        ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as {
+            workers?: number;
+            udpImplementation?: string;
+          })
+        : {};
     return {
       server,
       cores,
-      ...(server === 'natpunch' ? { natpunchWorkers: ran.workers ?? null, natpunchUdp: ran.udpImplementation ?? null } : {}),
+      ...(server === 'natpunch'
+        ? { natpunchWorkers: ran.workers ?? null, natpunchUdp: ran.udpImplementation ?? null }
+        : {}),
       run,
       sent: out.sent,
       valid: out.valid,
@@ -105,10 +151,24 @@ async function main(): Promise<void> {
     const [c, n] = [of('coturn'), of('natpunch')];
     return {
       cores,
-      coturn: { responsesPerSecond: median(c.map((r) => r.responsesPerSecond)), loss: median(c.map((r) => r.loss)), cpuUsPerResponse: median(c.map((r) => r.serverCpuUsPerResponse)) },
-      natpunch: { responsesPerSecond: median(n.map((r) => r.responsesPerSecond)), loss: median(n.map((r) => r.loss)), cpuUsPerResponse: median(n.map((r) => r.serverCpuUsPerResponse)) },
-      rateRatio: ratios(n.map((r) => r.responsesPerSecond), c.map((r) => r.responsesPerSecond)),
-      cpuRatio: ratios(n.map((r) => r.serverCpuUsPerResponse), c.map((r) => r.serverCpuUsPerResponse)),
+      coturn: {
+        responsesPerSecond: median(c.map((r) => r.responsesPerSecond)),
+        loss: median(c.map((r) => r.loss)),
+        cpuUsPerResponse: median(c.map((r) => r.serverCpuUsPerResponse)),
+      },
+      natpunch: {
+        responsesPerSecond: median(n.map((r) => r.responsesPerSecond)),
+        loss: median(n.map((r) => r.loss)),
+        cpuUsPerResponse: median(n.map((r) => r.serverCpuUsPerResponse)),
+      },
+      rateRatio: ratios(
+        n.map((r) => r.responsesPerSecond),
+        c.map((r) => r.responsesPerSecond),
+      ),
+      cpuRatio: ratios(
+        n.map((r) => r.serverCpuUsPerResponse),
+        c.map((r) => r.serverCpuUsPerResponse),
+      ),
       loadgenMaxCpuShare: Math.max(...[...c, ...n].map((r) => r.loadgenCpuShare)),
     };
   });
@@ -116,11 +176,28 @@ async function main(): Promise<void> {
   writeResults('stun', {
     title: 'STUN Binding: natpunch serve vs coturn (interleaved, private netns, pinned)',
     start,
-    config: { offeredPps: PPS, seconds: SECONDS, sockets: SOCKETS, runs: RUNS, cores: CORES, loadgen: 'bench/loadgen/stun-load.c' },
+    config: {
+      offeredPps: PPS,
+      seconds: SECONDS,
+      sockets: SOCKETS,
+      runs: RUNS,
+      cores: CORES,
+      loadgen: 'bench/loadgen/stun-load.c',
+    },
     summary,
     runs,
     table: [
-      ['server cores', 'coturn resp/s', 'natpunch resp/s', 'ratio median (min–max)', 'coturn loss', 'natpunch loss', 'coturn µs/resp', 'natpunch µs/resp', 'loadgen max CPU'],
+      [
+        'server cores',
+        'coturn resp/s',
+        'natpunch resp/s',
+        'ratio median (min–max)',
+        'coturn loss',
+        'natpunch loss',
+        'coturn µs/resp',
+        'natpunch µs/resp',
+        'loadgen max CPU',
+      ],
       ...summary.map((s) => [
         s.cores,
         String(s.coturn.responsesPerSecond),

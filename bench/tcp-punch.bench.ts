@@ -15,16 +15,34 @@ const UPLINK_DELAY_MS = 20;
 
 const pairs: Array<{ name: string; natA: NatOptions; natB: NatOptions }> = [
   { name: 'full-cone ↔ full-cone', natA: { type: 'full-cone' }, natB: { type: 'full-cone' } },
-  { name: 'restricted-cone ↔ port-restricted-cone', natA: { type: 'restricted-cone' }, natB: { type: 'port-restricted-cone' } },
-  { name: 'port-restricted ↔ port-restricted (RST)', natA: { type: 'port-restricted-cone' }, natB: { type: 'port-restricted-cone' } },
-  { name: 'port-restricted ↔ port-restricted (silent drop)', natA: { type: 'port-restricted-cone', stealth: true }, natB: { type: 'port-restricted-cone', stealth: true } },
-  { name: 'symmetric-random ↔ port-restricted-cone', natA: { type: 'symmetric-random' }, natB: { type: 'port-restricted-cone' } },
+  {
+    name: 'restricted-cone ↔ port-restricted-cone',
+    natA: { type: 'restricted-cone' },
+    natB: { type: 'port-restricted-cone' },
+  },
+  {
+    name: 'port-restricted ↔ port-restricted (RST)',
+    natA: { type: 'port-restricted-cone' },
+    natB: { type: 'port-restricted-cone' },
+  },
+  {
+    name: 'port-restricted ↔ port-restricted (silent drop)',
+    natA: { type: 'port-restricted-cone', stealth: true },
+    natB: { type: 'port-restricted-cone', stealth: true },
+  },
+  {
+    name: 'symmetric-random ↔ port-restricted-cone',
+    natA: { type: 'symmetric-random' },
+    natB: { type: 'port-restricted-cone' },
+  },
 ];
 
-const reason = labUnavailableReason() || (() => {
-  const s = addonStatus();
-  return s.available ? '' : s.reason;
-})();
+const reason =
+  labUnavailableReason() ||
+  (() => {
+    const s = addonStatus();
+    return s.available ? '' : s.reason;
+  })();
 if (reason) {
   console.log(`tcp-punch bench skipped: ${reason}`);
   process.exit(0);
@@ -64,7 +82,8 @@ try {
         ];
         a.proc.send({ type: 'punch', role: 'controlling', candidates: cands(b.m), timeoutMs: 6000 });
         b.proc.send({ type: 'punch', role: 'controlled', candidates: cands(a.m), timeoutMs: 6000 });
-        const done = (p: LabProcess) => p.next((x) => x.type === 'punched' || x.type === 'failed', { timeoutMs: 30_000 });
+        const done = (p: LabProcess) =>
+          p.next((x) => x.type === 'punched' || x.type === 'failed', { timeoutMs: 30_000 });
         const [ra, rb] = await Promise.all([done(a.proc), done(b.proc)]);
         if (ra.type === 'punched' && rb.type === 'punched') {
           ok++;
@@ -104,7 +123,10 @@ const md = [
   ``,
   `| natA ↔ natB | connected | median ms | max ms | median SYNs (both sides) |`,
   `|---|---|---|---|---|`,
-  ...rows.map((r) => `| ${r.pair} | ${r.connected}/${r.trials} | ${r.medianMs ?? '–'} | ${r.maxMs ?? '–'} | ${r.medianSyns ?? '–'} |`),
+  ...rows.map(
+    (r) =>
+      `| ${r.pair} | ${r.connected}/${r.trials} | ${r.medianMs ?? '–'} | ${r.maxMs ?? '–'} | ${r.medianSyns ?? '–'} |`,
+  ),
   ``,
 ];
 writeFileSync(join(here, 'results', 'tcp-punch.md'), md.join('\n'));

@@ -55,9 +55,29 @@ try {
     input: `table ip npbench {\n chain pre { type nat hook prerouting priority dstnat - 10; policy accept;\n  iifname "wan" tcp dport ${SERVICE_PORT} dnat to ${lab.addr('b')}:${SERVICE_PORT}\n }\n}\n`,
   });
   if (nft.code !== 0) throw new Error(`nft: ${nft.stderr}`);
-  const expose = start('b', BIN, ['expose', `${lab.addr('b')}:${SERVICE_PORT}`, '--name', 'homebox', '--rendezvous', rv, '--key', join(dir, 'home.json'), '--allow', keyToId(laptop.publicKey), '--json']);
+  const expose = start('b', BIN, [
+    'expose',
+    `${lab.addr('b')}:${SERVICE_PORT}`,
+    '--name',
+    'homebox',
+    '--rendezvous',
+    rv,
+    '--key',
+    join(dir, 'home.json'),
+    '--allow',
+    keyToId(laptop.publicKey),
+    '--json',
+  ]);
   await expose.next((m) => m.event === 'exposing', { timeoutMs: 30_000 });
-  const forward = start('a', BIN, ['forward', `${FORWARD_PORT}:homebox:${SERVICE_PORT}`, '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--json']);
+  const forward = start('a', BIN, [
+    'forward',
+    `${FORWARD_PORT}:homebox:${SERVICE_PORT}`,
+    '--rendezvous',
+    rv,
+    '--key',
+    join(dir, 'laptop.json'),
+    '--json',
+  ]);
   const up = await forward.next((m) => m.event === 'session', { timeoutMs: 45_000 });
   const client = start('a', FIX('tunnel-client.ts'), []);
   await client.next((m) => m.ev === 'ready', { timeoutMs: 20_000 });
@@ -74,13 +94,24 @@ try {
   for (const c of CONDITIONS) {
     await lab.setLink('natA', c.natA);
     await lab.setLink('natB', c.natB);
-    for (const [via, target] of [['direct TCP', direct], ['natpunch forward', tunnel]] as const) {
+    for (const [via, target] of [
+      ['direct TCP', direct],
+      ['natpunch forward', tunnel],
+    ] as const) {
       await run({ cmd: 'latency', n: 3, ...target }); // warm-up
       const lat = await run({ cmd: 'latency', n: LATENCY_SAMPLES, ...target });
       const dl = await run({ cmd: 'download', size: SIZE, ...target });
       const mbit = (SIZE * 8) / (dl.ms as number) / 1000;
-      rows.push({ condition: c.name, via, goodputMbit: Number(mbit.toFixed(1)), setupMedianMs: Number((lat.median as number).toFixed(2)), setupP90Ms: Number((lat.p90 as number).toFixed(2)) });
-      console.log(`${c.name} / ${via}: ${mbit.toFixed(1)} Mbit/s, connection + first response median ${(lat.median as number).toFixed(2)} ms`);
+      rows.push({
+        condition: c.name,
+        via,
+        goodputMbit: Number(mbit.toFixed(1)),
+        setupMedianMs: Number((lat.median as number).toFixed(2)),
+        setupP90Ms: Number((lat.p90 as number).toFixed(2)),
+      });
+      console.log(
+        `${c.name} / ${via}: ${mbit.toFixed(1)} Mbit/s, connection + first response median ${(lat.median as number).toFixed(2)} ms`,
+      );
     }
   }
   const result = {
@@ -90,7 +121,8 @@ try {
     latencySamples: LATENCY_SAMPLES,
     sessionPath: { kind: up.path, remote: up.remote },
     rows,
-    note: 'One run per condition on a shared 2-core machine (other jobs running): compare the rows with each other, not with other machines. ' +
+    note:
+      'One run per condition on a shared 2-core machine (other jobs running): compare the rows with each other, not with other machines. ' +
       'Set-up latency = new TCP connection + GET of a 1-byte body, measured by the client on a. Through forward the TCP connection is local ' +
       'and the stream opens inside the already-established session (no punch per connection).',
   };
@@ -104,7 +136,9 @@ try {
     '',
     '| link condition | via | goodput | connection set-up + first response (median) | p90 |',
     '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.condition} | ${r.via} | ${r.goodputMbit} Mbit/s | ${r.setupMedianMs} ms | ${r.setupP90Ms} ms |`),
+    ...rows.map(
+      (r) => `| ${r.condition} | ${r.via} | ${r.goodputMbit} Mbit/s | ${r.setupMedianMs} ms | ${r.setupP90Ms} ms |`,
+    ),
     '',
     result.note,
     '',

@@ -47,34 +47,115 @@ function parseUclient(out: string): { sent: number; received: number; lost: numb
   const lost = /Total lost packets (\d+)/.exec(out);
   const time = /Total transmit time is (\d+)/.exec(out);
   if (!totals) throw new Error(`uclient produced no totals:\n${out.slice(-1500)}`);
-  return { sent: Number(totals[1]), received: Number(totals[2]), lost: Number(lost?.[1] ?? 0), seconds: Math.max(1, Number(time?.[1] ?? 0)) };
+  return {
+    sent: Number(totals[1]),
+    received: Number(totals[2]),
+    lost: Number(lost?.[1] ?? 0),
+    seconds: Math.max(1, Number(time?.[1] ?? 0)),
+  };
 }
 
-async function oneRun(server: Run['server'], cores: string, clients: number, size: number, run: number, users: string): Promise<Run> {
+async function oneRun(
+  server: Run['server'],
+  cores: string,
+  clients: number,
+  size: number,
+  run: number,
+  users: string,
+): Promise<Run> {
   const ns = new Netns('turn');
   const logDir = mkdtempSync(join(tmpdir(), 'natpunch-bench-coturn-'));
   const workers = coreCount(cores);
   const child =
     server === 'natpunch'
-      ? ns.spawn(process.execPath, [
-          NATPUNCH_BIN, 'serve', '--turn', '--no-relay', '--no-rendezvous', '--port', String(PORT), '--address', '127.0.0.1', '--workers', String(workers),
-          '--relay-address', '127.0.0.1', '--users', users, '--allow-peer', '127.0.0.0/8', '--user-quota', '10000', '--min-port', '40000', '--max-port', '49999', '--json',
-        ], cores)
-      : ns.spawn('turnserver', coturnArgs(PORT, { threads: workers, logDir, user: 'bench:bench', relayPorts: [50000, 59999] }), cores);
+      ? ns.spawn(
+          process.execPath,
+          [
+            NATPUNCH_BIN,
+            'serve',
+            '--turn',
+            '--no-relay',
+            '--no-rendezvous',
+            '--port',
+            String(PORT),
+            '--address',
+            '127.0.0.1',
+            '--workers',
+            String(workers),
+            '--relay-address',
+            '127.0.0.1',
+            '--users',
+            users,
+            '--allow-peer',
+            '127.0.0.0/8',
+            '--user-quota',
+            '10000',
+            '--min-port',
+            '40000',
+            '--max-port',
+            '49999',
+            '--json',
+          ],
+          cores,
+        )
+      : ns.spawn(
+          'turnserver',
+          coturnArgs(PORT, { threads: workers, logDir, user: 'bench:bench', relayPorts: [50000, 59999] }),
+          cores,
+        );
   const peer = ns.spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(PEER_PORT)], CORES.load);
   // What natpunch says it runs (implementation, workers), from its --json "listening" line.
   let listening = '';
   child.stdout!.on('data', (d: Buffer) => (listening += d.toString()));
   try {
     const probe = async () => {
-      const r = await runToEnd(ns.spawn('turnutils_uclient', ['-u', 'bench', '-w', 'bench', '-p', String(PORT), '-e', '127.0.0.1', '-r', String(PEER_PORT), '-n', '1', '-c', '127.0.0.1']), 10_000);
+      const r = await runToEnd(
+        ns.spawn('turnutils_uclient', [
+          '-u',
+          'bench',
+          '-w',
+          'bench',
+          '-p',
+          String(PORT),
+          '-e',
+          '127.0.0.1',
+          '-r',
+          String(PEER_PORT),
+          '-n',
+          '1',
+          '-c',
+          '127.0.0.1',
+        ]),
+        10_000,
+      );
       return /tot_recv_msgs=1\b/.test(r.stdout + r.stderr);
     };
     await waitFor(probe, `${server} in ${ns.name}`);
     const cpu0 = processCpuSeconds(child.pid!);
     const peer0 = processCpuSeconds(peer.pid!);
     const t0 = performance.now();
-    const args = ['-u', 'bench', '-w', 'bench', '-p', String(PORT), '-e', '127.0.0.1', '-r', String(PEER_PORT), '-m', String(clients), '-n', String(MESSAGES), '-l', String(size), '-z', '0', '-c', '127.0.0.1'];
+    const args = [
+      '-u',
+      'bench',
+      '-w',
+      'bench',
+      '-p',
+      String(PORT),
+      '-e',
+      '127.0.0.1',
+      '-r',
+      String(PEER_PORT),
+      '-m',
+      String(clients),
+      '-n',
+      String(MESSAGES),
+      '-l',
+      String(size),
+      '-z',
+      '0',
+      '-c',
+      '127.0.0.1',
+    ];
     // The shell reports the CPU of the uclient it waited for (cutime + cstime, fields 16 and 17 of /proc/self/stat).
     const script = `taskset -c ${CORES.load} turnutils_uclient ${args.join(' ')}; echo; echo CHILDSTAT $(cat /proc/$$/stat)`;
     const r = await runToEnd(ns.spawn('sh', ['-c', script]), 300_000);
@@ -86,11 +167,19 @@ async function oneRun(server: Run['server'], cores: string, clients: number, siz
     const stat = /CHILDSTAT .*\) (.*)$/m.exec(out)?.[1]?.split(' ') ?? [];
     const uclientCpu = (Number(stat[13] ?? 0) + Number(stat[14] ?? 0)) / 100;
     const relayed = u.sent + u.received;
-    const ran = server === 'natpunch' ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as { workers?: number; udpImplementation?: string }) : {};
+    const ran =
+      server === 'natpunch'
+        ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as {
+            workers?: number;
+            udpImplementation?: string;
+          })
+        : {};
     return {
       server,
       cores,
-      ...(server === 'natpunch' ? { natpunchWorkers: ran.workers ?? null, natpunchUdp: ran.udpImplementation ?? null } : {}),
+      ...(server === 'natpunch'
+        ? { natpunchWorkers: ran.workers ?? null, natpunchUdp: ran.udpImplementation ?? null }
+        : {}),
       clients,
       size,
       run,
@@ -118,7 +207,9 @@ async function main(): Promise<void> {
   const users = join(dir, 'users');
   writeFileSync(users, 'bench:bench\n');
   const runs: Run[] = [];
-  const configs = CORE_SETS.flatMap((cores) => CLIENT_COUNTS.flatMap((clients) => SIZES.map((size) => ({ cores, clients, size }))));
+  const configs = CORE_SETS.flatMap((cores) =>
+    CLIENT_COUNTS.flatMap((clients) => SIZES.map((size) => ({ cores, clients, size }))),
+  );
   try {
     for (const c of configs) {
       for (let i = 0; i < RUNS; i++) {
@@ -133,14 +224,22 @@ async function main(): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   }
   const summary = configs.map((c) => {
-    const of = (s: Run['server']) => runs.filter((r) => r.server === s && r.cores === c.cores && r.clients === c.clients && r.size === c.size);
+    const of = (s: Run['server']) =>
+      runs.filter((r) => r.server === s && r.cores === c.cores && r.clients === c.clients && r.size === c.size);
     const [ct, np] = [of('coturn'), of('natpunch')];
-    const side = (rs: Run[]) => ({ relayedPerSecond: median(rs.map((r) => r.relayedPerSecond)), loss: median(rs.map((r) => r.loss)), cpuUsPerPacket: median(rs.map((r) => r.serverCpuUsPerPacket)) });
+    const side = (rs: Run[]) => ({
+      relayedPerSecond: median(rs.map((r) => r.relayedPerSecond)),
+      loss: median(rs.map((r) => r.loss)),
+      cpuUsPerPacket: median(rs.map((r) => r.serverCpuUsPerPacket)),
+    });
     return {
       ...c,
       coturn: side(ct),
       natpunch: side(np),
-      rateRatio: ratios(np.map((r) => r.relayedPerSecond), ct.map((r) => r.relayedPerSecond)),
+      rateRatio: ratios(
+        np.map((r) => r.relayedPerSecond),
+        ct.map((r) => r.relayedPerSecond),
+      ),
       loadMaxCpuShare: Math.max(...[...ct, ...np].map((r) => r.uclientCpuShare + r.peerCpuShare)),
     };
   });
@@ -148,11 +247,29 @@ async function main(): Promise<void> {
   writeResults('turn', {
     title: 'TURN relay: natpunch serve --turn vs coturn (turnutils_uclient/peer, interleaved, private netns, pinned)',
     start,
-    config: { messagesPerClient: MESSAGES, runs: RUNS, cores: CORES, coreSets: CORE_SETS, clients: CLIENT_COUNTS, sizes: SIZES },
+    config: {
+      messagesPerClient: MESSAGES,
+      runs: RUNS,
+      cores: CORES,
+      coreSets: CORE_SETS,
+      clients: CLIENT_COUNTS,
+      sizes: SIZES,
+    },
     summary,
     runs,
     table: [
-      ['cores', 'clients × bytes', 'coturn relayed/s', 'natpunch relayed/s', 'ratio median (min–max)', 'coturn loss', 'natpunch loss', 'coturn µs/pkt', 'natpunch µs/pkt', 'load tools CPU'],
+      [
+        'cores',
+        'clients × bytes',
+        'coturn relayed/s',
+        'natpunch relayed/s',
+        'ratio median (min–max)',
+        'coturn loss',
+        'natpunch loss',
+        'coturn µs/pkt',
+        'natpunch µs/pkt',
+        'load tools CPU',
+      ],
       ...summary.map((s) => [
         s.cores,
         `${s.clients} × ${s.size}`,

@@ -24,7 +24,17 @@ if (process.env.NATPUNCH_SKIP_NATIVE_BUILD === '1') {
 function findNodeGyp() {
   const candidates = [
     process.env.npm_config_node_gyp,
-    join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js'),
+    join(
+      dirname(process.execPath),
+      '..',
+      'lib',
+      'node_modules',
+      'npm',
+      'node_modules',
+      'node-gyp',
+      'bin',
+      'node-gyp.js',
+    ),
   ];
   for (const c of candidates) if (c && existsSync(c)) return [process.execPath, [c]];
   return ['node-gyp', []];
@@ -34,12 +44,18 @@ function findNodeGyp() {
 // Use it when it loads here (same libc, N-API version); build from source otherwise. A checkout has no prebuilds/.
 const prebuilt = join(nativeDir, 'prebuilds', `${process.platform}-${process.arch}`, 'natpunch.node');
 if (existsSync(prebuilt)) {
-  const probe = spawnSync(process.execPath, ['-e', `process.exit(require(${JSON.stringify(prebuilt)}).abiVersion === 1 ? 0 : 3)`], {
-    encoding: 'utf8',
-  });
+  const probe = spawnSync(
+    process.execPath,
+    ['-e', `process.exit(require(${JSON.stringify(prebuilt)}).abiVersion === 1 ? 0 : 3)`],
+    {
+      encoding: 'utf8',
+    },
+  );
   if (probe.status === 0) {
     rmSync(errorFile, { force: true });
-    console.log(`natpunch: using the prebuilt ${process.platform}-${process.arch} native addon (TCP hole punching and raw ICMP available)`);
+    console.log(
+      `natpunch: using the prebuilt ${process.platform}-${process.arch} native addon (TCP hole punching and raw ICMP available)`,
+    );
     process.exit(0);
   }
   console.log('natpunch: the prebuilt native addon does not load here; building it from source');
@@ -56,7 +72,11 @@ if (res.status === 0) {
   console.log('natpunch: native addon built (TCP hole punching and raw ICMP available)');
 } else {
   const why = res.error ? String(res.error.message) : `node-gyp exited with ${res.status}`;
-  const tail = `${res.stdout ?? ''}\n${res.stderr ?? ''}`.split('\n').filter((l) => /error|ERR! stack/i.test(l) && !/ERR! (System|command|cwd|node|\$npm|not ok)/.test(l)).slice(0, 8).join('\n');
+  const tail = `${res.stdout ?? ''}\n${res.stderr ?? ''}`
+    .split('\n')
+    .filter((l) => /error|ERR! stack/i.test(l) && !/ERR! (System|command|cwd|node|\$npm|not ok)/.test(l))
+    .slice(0, 8)
+    .join('\n');
   try {
     writeFileSync(errorFile, `${why}\n${tail}\n`);
   } catch {

@@ -46,10 +46,20 @@ async function main(): Promise<number> {
     target = { host: targetText.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(targetText.slice(i + 1)) };
     if (!isIP(target.host)) throw new Error('--target needs an IP address and port');
     const loopback = target.host === '::1' || target.host.startsWith('127.');
-    if (!loopback && !process.argv.includes('--allow-remote')) throw new Error(`${target.host} is not loopback: fuzz only servers you run, and say so with --allow-remote`);
+    if (!loopback && !process.argv.includes('--allow-remote'))
+      throw new Error(`${target.host} is not loopback: fuzz only servers you run, and say so with --allow-remote`);
   } else {
-    server = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, rendezvous: { rateLimit: { perSecond: 1e9, burst: 1e9 } } });
-    turn = new TurnServer({ credentials: new SharedSecretStore(['fuzz-secret']), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
+    server = await startServer({
+      port: 0,
+      addresses: ['127.0.0.1'],
+      stun: { registry: turnRegistry },
+      rendezvous: { rateLimit: { perSecond: 1e9, burst: 1e9 } },
+    });
+    turn = new TurnServer({
+      credentials: new SharedSecretStore(['fuzz-secret']),
+      relayAddress: '127.0.0.1',
+      allowPeers: ['127.0.0.0/8'],
+    });
     attachTurn(server, turn);
     target = { host: '127.0.0.1', port: server.udp[0]!.port };
   }
@@ -72,16 +82,29 @@ async function main(): Promise<number> {
 
   async function healthOnce(): Promise<string> {
     const tid = randomBytes(12);
-    const binding = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid, attributes: [attr(Software, 'natpunch fuzz health check')] });
+    const binding = encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: tid,
+      attributes: [attr(Software, 'natpunch fuzz health check')],
+    });
     const pingId = randomBytes(4).readUInt32BE(0);
-    const ping = encodeRendezvous({ type: 'ping', requestId: pingId, time: Date.now() }, undefined, { padTo: PONG_BYTES });
+    const ping = encodeRendezvous({ type: 'ping', requestId: pingId, time: Date.now() }, undefined, {
+      padTo: PONG_BYTES,
+    });
     let gotStun = false;
     let gotPong = false;
     return new Promise<string>((resolve) => {
       const done = (ok: boolean) => {
         clearTimeout(timer);
         health.off('message', onMessage);
-        resolve(ok ? '' : [gotStun ? '' : 'no STUN Binding response', gotPong ? '' : 'no rendezvous PONG'].filter(Boolean).join(', '));
+        resolve(
+          ok
+            ? ''
+            : [gotStun ? '' : 'no STUN Binding response', gotPong ? '' : 'no rendezvous PONG']
+                .filter(Boolean)
+                .join(', '),
+        );
       };
       const onMessage = (m: Buffer) => {
         if (m.length >= 20 && m[0]! < 4 && m.subarray(8, 20).equals(tid)) gotStun = true;
@@ -119,10 +142,10 @@ async function main(): Promise<number> {
     if (before) throw new Error(`the server does not answer before fuzzing: ${before}`);
     const only = arg('--family');
     for (const f of families.filter((x) => only === undefined || x.name === only)) {
-      const rng = new Rng(seed ^ f.name.length * 0x9e3779b1);
+      const rng = new Rng(seed ^ (f.name.length * 0x9e3779b1));
       const started = Date.now();
       let checks = 0;
-      for (let i = 0; i < count; ) {
+      for (let i = 0; i < count;) {
         for (const end = Math.min(count, i + BATCH); i < end; i++) {
           const b = f.next(rng);
           if (b.length > 0 && b.length <= 65_507) attacker.send(b, target.port, target.host);
@@ -139,12 +162,16 @@ async function main(): Promise<number> {
         }
       }
       const s = ((Date.now() - started) / 1000).toFixed(1);
-      console.log(`${f.name}: ${failed ? 'FAILED' : 'ok'}, ${count} datagrams in ${s} s, ${checks} health checks answered`);
+      console.log(
+        `${f.name}: ${failed ? 'FAILED' : 'ok'}, ${count} datagrams in ${s} s, ${checks} health checks answered`,
+      );
       if (failed) break;
     }
     if (server) {
       const st = server.rendezvous!.stats();
-      console.log(`in-process server: rendezvous internal errors ${st.internalErrors}, malformed ${st.malformed}, bad signatures ${st.badSignature}; STUN drops ${server.stun.counters.drops}`);
+      console.log(
+        `in-process server: rendezvous internal errors ${st.internalErrors}, malformed ${st.malformed}, bad signatures ${st.badSignature}; STUN drops ${server.stun.counters.drops}`,
+      );
       if (st.internalErrors > 0) failed = true;
     }
   } finally {

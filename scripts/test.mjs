@@ -32,7 +32,8 @@ if (files.length === 0) {
 }
 const concurrency = process.env.NATPUNCH_TEST_CONCURRENCY ?? '2';
 const args = [
-  '--import', 'tsx',
+  '--import',
+  'tsx',
   '--test',
   `--test-concurrency=${concurrency}`,
   '--test-timeout=300000',
@@ -48,6 +49,9 @@ const home = process.env.NATPUNCH_HOME ?? mkdtempSync(join(tmpdir(), 'natpunch-t
 // (PCP, NAT-PMP, SSDP). Everything the runner starts inherits NATPUNCH_PORT_MAPPING=0, which turns the library's
 // default off (src/endpoint/defaults.ts); lab processes set it back to 1 inside their own namespaces, whose only
 // gateway is a lab router (src/lab/index.ts spawn()).
-const res = spawnSync(process.execPath, args, { stdio: 'inherit', env: { ...process.env, NATPUNCH_HOME: home, NATPUNCH_PORT_MAPPING: '0' } });
+const res = spawnSync(process.execPath, args, {
+  stdio: 'inherit',
+  env: { ...process.env, NATPUNCH_HOME: home, NATPUNCH_PORT_MAPPING: '0' },
+});
 if (!process.env.NATPUNCH_HOME) rmSync(home, { recursive: true, force: true });
 process.exit(res.status ?? 1);

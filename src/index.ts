@@ -12,14 +12,43 @@ export type { NatpunchErrorCode } from './util/errors.js';
 export { sleep, timeoutSignal, throwIfAborted } from './util/abort.js';
 export { createLogger, silentLogger } from './util/log.js';
 export type { Logger } from './util/log.js';
-export { connect, listen, Listener, defaultCandidates, keepAliveFor, DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS } from './natpunch.js';
-export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory } from './natpunch.js';
+export {
+  connect,
+  listen,
+  Listener,
+  defaultCandidates,
+  keepAliveFor,
+  DEFAULT_RENDEZVOUS_PORT,
+  DEFAULT_CONNECT_TIMEOUT_MS,
+} from './natpunch.js';
+export type {
+  ConnectOptions,
+  ListenOptions,
+  Progress,
+  RendezvousLike,
+  ConnectOfferLike,
+  RendezvousFactory,
+} from './natpunch.js';
 export { AUTO_UDP_GRACE_MS, DEFAULT_PORT_MAPPING_TIMEOUT_MS } from './natpunch.js';
 export type { TransportMode } from './natpunch.js';
 export { AUTO_RELAY_WAIT_MS } from './natpunch.js';
-export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './session/identity.js';
+export {
+  generateKeyPair,
+  loadKeyPair,
+  saveKeyPair,
+  parseKeyPair,
+  keyToId,
+  idToKey,
+  isPeerId,
+} from './session/identity.js';
 export type { KeyPair } from './session/identity.js';
-export { Session, MuxStream, DEFAULT_KEEPALIVE_MS, DEFAULT_IDLE_TIMEOUT_MS, MAX_DATAGRAM_BYTES } from './session/index.js';
+export {
+  Session,
+  MuxStream,
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  MAX_DATAGRAM_BYTES,
+} from './session/index.js';
 export type { SessionOptions, SessionPath, PathKind, Allow } from './session/index.js';
 export { netcheck, parseServer, verdictOf } from './discovery/netcheck.js';
 export type { NatReport, NetcheckOptions, NetcheckServer, NetcheckProgress, Difficulty } from './discovery/netcheck.js';

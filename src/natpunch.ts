@@ -11,15 +11,34 @@ import type { PeerPins } from './identity/known-peers.js';
 import type { Session } from './session/session.js';
 import { createEndpoint, Endpoint } from './endpoint/endpoint.js';
 import { rendezvousServer } from './endpoint/local.js';
-import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type ListenOptions, type Progress } from './endpoint/types.js';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  type ConnectOptions,
+  type ListenOptions,
+  type Progress,
+} from './endpoint/types.js';
 
 export { Endpoint as Listener, createEndpoint, keepAliveFor } from './endpoint/endpoint.js';
 export type { EndpointOptions, EndpointConnectOptions, EndpointEvents } from './endpoint/endpoint.js';
 export { defaultCandidates, DEFAULT_PORT_MAPPING_TIMEOUT_MS, AUTO_RELAY_WAIT_MS } from './endpoint/local.js';
-export { upgradeCandidates, RELAY_UPGRADE_INTERVAL_MS, RELAY_UPGRADE_ROUND_MS, RELAY_UPGRADE_MAX_MS } from './endpoint/upgrade.js';
+export {
+  upgradeCandidates,
+  RELAY_UPGRADE_INTERVAL_MS,
+  RELAY_UPGRADE_ROUND_MS,
+  RELAY_UPGRADE_MAX_MS,
+} from './endpoint/upgrade.js';
 export { PORT_MAPPING_ENV, portMappingDefault } from './endpoint/defaults.js';
 export { DEFAULT_RENDEZVOUS_PORT, DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONCURRENT_ATTEMPTS } from './endpoint/types.js';
-export type { ConnectOptions, ListenOptions, Progress, RendezvousLike, ConnectOfferLike, RendezvousFactory, TransportMode, RelayOption } from './endpoint/types.js';
+export type {
+  ConnectOptions,
+  ListenOptions,
+  Progress,
+  RendezvousLike,
+  ConnectOfferLike,
+  RendezvousFactory,
+  TransportMode,
+  RelayOption,
+} from './endpoint/types.js';
 export { TCP_GRACE_MS as AUTO_UDP_GRACE_MS, RELAY_HOLD_MS as DEFAULT_RELAY_HOLD_MS } from './traversal/planner.js';
 
 /**
@@ -41,11 +60,22 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   let ep: Endpoint | null = null;
   try {
     // A one-shot connector registers only to be handed relay credentials ('auto' relay through a real server).
-    const register = !peer && rest.relay !== false && (rest.relay ?? 'auto') === 'auto' && rendezvousServer(rest.rendezvous) !== null;
-    ep = await createEndpoint({ ...rest, ...(peer ? { rendezvous: undefined } : {}), accept: false, register, onProgress, signal });
+    const register =
+      !peer && rest.relay !== false && (rest.relay ?? 'auto') === 'auto' && rendezvousServer(rest.rendezvous) !== null;
+    ep = await createEndpoint({
+      ...rest,
+      ...(peer ? { rendezvous: undefined } : {}),
+      accept: false,
+      register,
+      onProgress,
+      signal,
+    });
     const session = await ep.connect(peer?.publicKey ?? to!, {
-      signal, ...(peer ? { candidates: peer.candidates } : {}), ...(options.connectionId ? { connectionId: options.connectionId } : {}),
-      ...(options.earlyData ? { earlyData: options.earlyData } : {}), ...(options.knownPeers ? { knownPeers: options.knownPeers } : {}),
+      signal,
+      ...(peer ? { candidates: peer.candidates } : {}),
+      ...(options.connectionId ? { connectionId: options.connectionId } : {}),
+      ...(options.earlyData ? { earlyData: options.earlyData } : {}),
+      ...(options.knownPeers ? { knownPeers: options.knownPeers } : {}),
     });
     const owner = ep;
     session.once('close', () => void owner.close());
@@ -57,8 +87,16 @@ export async function connect(options: ConnectOptions): Promise<Session> {
       logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
       return connectViaIcmp(options, logger);
     }
-    if (signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT' && !isNatpunchError(err, 'TIMEOUT')) {
-      throw new NatpunchError('TIMEOUT', `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`, { cause: err });
+    if (
+      signal.reason instanceof NatpunchError &&
+      signal.reason.code === 'TIMEOUT' &&
+      !isNatpunchError(err, 'TIMEOUT')
+    ) {
+      throw new NatpunchError(
+        'TIMEOUT',
+        `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`,
+        { cause: err },
+      );
     }
     throw err;
   } finally {
@@ -80,7 +118,10 @@ async function icmpPeerKey(to: PeerSpec, pins: PeerPins | undefined): Promise<Bu
   if (target.key) return target.key;
   const pinned = target.name && pins?.pinned ? await pins.pinned(target.name) : null;
   if (pinned) return Buffer.from(pinned);
-  throw new NatpunchError('PEER_KEY_MISMATCH', `ICMP hole punching cannot check who "${target.name}" is: give its key (--peer-key, or to: { name, key }), or connect once through the rendezvous so the name is pinned`);
+  throw new NatpunchError(
+    'PEER_KEY_MISMATCH',
+    `ICMP hole punching cannot check who "${target.name}" is: give its key (--peer-key, or to: { name, key }), or connect once through the rendezvous so the name is pinned`,
+  );
 }
 
 /** The `icmp` technique of connect(): ICMP hole punching to the server's public address (no rendezvous). */

@@ -26,7 +26,9 @@ export function buildLoadgen(name: string): string {
   const outDir = join(tmpdir(), `natpunch-bench-${process.pid}`);
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, name);
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, join(BENCH_DIR, 'loadgen', `${name}.c`)], { encoding: 'utf8' });
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, join(BENCH_DIR, 'loadgen', `${name}.c`)], {
+    encoding: 'utf8',
+  });
   if (r.status !== 0) throw new Error(`gcc failed for ${name}.c: ${r.stderr}`);
   return out;
 }
@@ -71,7 +73,10 @@ function run(cmd: string, args: string[]): void {
 }
 
 /** Runs a process to completion (bounded), returning its stdout. */
-export async function runToEnd(child: ChildProcess, timeoutMs: number): Promise<{ stdout: string; stderr: string; code: number | null }> {
+export async function runToEnd(
+  child: ChildProcess,
+  timeoutMs: number,
+): Promise<{ stdout: string; stderr: string; code: number | null }> {
   let stdout = '';
   let stderr = '';
   child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -103,14 +108,42 @@ export async function waitFor(ready: () => Promise<boolean>, what: string, ms = 
 }
 
 /** coturn's turnserver in the foreground, loopback of its namespace only, no TLS/DTLS/CLI, logging to a file. */
-export function coturnArgs(port: number, o: { stunOnly?: boolean; threads: number; user?: string; logDir: string; relayPorts?: [number, number] }): string[] {
+export function coturnArgs(
+  port: number,
+  o: { stunOnly?: boolean; threads: number; user?: string; logDir: string; relayPorts?: [number, number] },
+): string[] {
   const args = [
-    '-n', '--listening-ip', '127.0.0.1', '--listening-port', String(port), '--no-cli', '--no-tls', '--no-dtls',
-    '--no-stdout-log', '--simple-log', '--log-file', join(o.logDir, 'turnserver.log'), '--pidfile', join(o.logDir, 'turnserver.pid'),
-    '--userdb', join(o.logDir, 'turndb'), '--relay-threads', String(o.threads),
+    '-n',
+    '--listening-ip',
+    '127.0.0.1',
+    '--listening-port',
+    String(port),
+    '--no-cli',
+    '--no-tls',
+    '--no-dtls',
+    '--no-stdout-log',
+    '--simple-log',
+    '--log-file',
+    join(o.logDir, 'turnserver.log'),
+    '--pidfile',
+    join(o.logDir, 'turnserver.pid'),
+    '--userdb',
+    join(o.logDir, 'turndb'),
+    '--relay-threads',
+    String(o.threads),
   ];
   if (o.stunOnly) args.push('--stun-only');
-  if (o.user) args.push('--lt-cred-mech', '--user', o.user, '--realm', 'natpunch', '--relay-ip', '127.0.0.1', '--allow-loopback-peers');
+  if (o.user)
+    args.push(
+      '--lt-cred-mech',
+      '--user',
+      o.user,
+      '--realm',
+      'natpunch',
+      '--relay-ip',
+      '127.0.0.1',
+      '--allow-loopback-peers',
+    );
   if (o.relayPorts) args.push('--min-port', String(o.relayPorts[0]), '--max-port', String(o.relayPorts[1]));
   return args;
 }

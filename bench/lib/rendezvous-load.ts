@@ -14,7 +14,9 @@ import { createInterface } from 'node:readline';
 import { generateKeyPair, type KeyPair } from '../../src/session/identity.js';
 import { decodeRendezvous, encodeRendezvous } from '../../src/wire/rendezvous.js';
 
-const [port, peers, addresses, milestonesArg, connectSeconds, connectRate] = process.argv.slice(2).map((a, i) => (i === 3 ? a : Number(a))) as [number, number, number, string, number, number];
+const [port, peers, addresses, milestonesArg, connectSeconds, connectRate] = process.argv
+  .slice(2)
+  .map((a, i) => (i === 3 ? a : Number(a))) as [number, number, number, string, number, number];
 const milestones = String(milestonesArg).split(',').map(Number);
 /** Per-address sends per second: below the server's DEFAULT_RATE_PER_SECOND (20) so no honest request is limited. */
 const PER_ADDRESS_RATE = 15;
@@ -34,7 +36,8 @@ stdin.on('line', (l) => {
   lines.push(l);
   lineWaiter?.();
 });
-const nextLine = () => new Promise<void>((resolve) => (lines.length ? resolve() : (lineWaiter = resolve))).then(() => void lines.shift());
+const nextLine = () =>
+  new Promise<void>((resolve) => (lines.length ? resolve() : (lineWaiter = resolve))).then(() => void lines.shift());
 
 interface Source {
   socket: dgram.Socket;
@@ -106,7 +109,11 @@ async function main(): Promise<void> {
           // Acks count against this address's budget at the server too (sent even without a token: a lost ack
           // costs the server retransmissions).
           take(s, Date.now());
-          s.socket.send(encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }), port, '127.0.0.1');
+          s.socket.send(
+            encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }),
+            port,
+            '127.0.0.1',
+          );
           notifiesAcked++;
         }
       } else if (m.type === 'error') {
@@ -114,7 +121,11 @@ async function main(): Promise<void> {
         pendingRegister.delete(m.requestId);
         pendingConnect.delete(m.requestId);
       } else if (m.type === 'ping') {
-        s.socket.send(encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }), port, '127.0.0.1');
+        s.socket.send(
+          encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }),
+          port,
+          '127.0.0.1',
+        );
       }
     });
   }
@@ -131,7 +142,15 @@ async function main(): Promise<void> {
         publicKey: kp.publicKey,
         reachable: false,
         rttMs: 0,
-        candidates: [{ type: 'host', transport: 'udp', address: src.address, port: src.socket.address().port, priority: 2130706431 }],
+        candidates: [
+          {
+            type: 'host',
+            transport: 'udp',
+            address: src.address,
+            port: src.socket.address().port,
+            priority: 2130706431,
+          },
+        ],
         timestamp: now,
         nonce: randomBytes(16),
       },
@@ -222,7 +241,15 @@ async function main(): Promise<void> {
             target: { key: target },
             connectionId: randomBytes(16),
             rttMs: 0,
-            candidates: [{ type: 'host', transport: 'udp', address: src.address, port: src.socket.address().port, priority: 2130706431 }],
+            candidates: [
+              {
+                type: 'host',
+                transport: 'udp',
+                address: src.address,
+                port: src.socket.address().port,
+                priority: 2130706431,
+              },
+            ],
             timestamp: now,
             nonce: randomBytes(16),
           },

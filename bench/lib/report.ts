@@ -60,12 +60,29 @@ const CLOCK_TICKS = 100;
 
 export function writeResults(
   name: string,
-  r: { title: string; start: MachineInfo; config: unknown; summary: unknown; runs: unknown; table: string[][]; notes?: string[] },
+  r: {
+    title: string;
+    start: MachineInfo;
+    config: unknown;
+    summary: unknown;
+    runs: unknown;
+    table: string[][];
+    notes?: string[];
+  },
 ): void {
   const end = machine();
   const loaded = isLoaded(r.start, end);
   mkdirSync(RESULTS_DIR, { recursive: true });
-  const json = { name, title: r.title, loaded, machine: { ...r.start, loadavgStart: r.start.loadavg, loadavgEnd: end.loadavg, dateEnd: end.date }, config: r.config, summary: r.summary, runs: r.runs, notes: r.notes ?? [] };
+  const json = {
+    name,
+    title: r.title,
+    loaded,
+    machine: { ...r.start, loadavgStart: r.start.loadavg, loadavgEnd: end.loadavg, dateEnd: end.date },
+    config: r.config,
+    summary: r.summary,
+    runs: r.runs,
+    notes: r.notes ?? [],
+  };
   writeFileSync(join(RESULTS_DIR, `${name}.json`), `${JSON.stringify(json, null, 2)}\n`);
   const fmt = (row: string[]) => `| ${row.join(' | ')} |`;
   const md = [

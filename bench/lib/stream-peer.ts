@@ -35,7 +35,9 @@ function receive(stream: Readable, done: () => void): void {
     if (got >= TOTAL) {
       const seconds = (performance.now() - t0) / 1000;
       const cpu = process.cpuUsage(cpu0);
-      process.stdout.write(`${JSON.stringify({ bytes: got, seconds, mbitPerSecond: (got * 8) / seconds / 1e6, cpuSeconds: (cpu.user + cpu.system) / 1e6 })}\n`);
+      process.stdout.write(
+        `${JSON.stringify({ bytes: got, seconds, mbitPerSecond: (got * 8) / seconds / 1e6, cpuSeconds: (cpu.user + cpu.system) / 1e6 })}\n`,
+      );
       done();
     }
   });
@@ -84,7 +86,9 @@ if (kind === 'tcp') {
         return false;
       },
     });
-    const ss = new SecretStream(false, raw, { keyPair: { publicKey: RECEIVER.publicKey, secretKey: RECEIVER.secretKey } });
+    const ss = new SecretStream(false, raw, {
+      keyPair: { publicKey: RECEIVER.publicKey, secretKey: RECEIVER.secretKey },
+    });
     receive(ss, exit);
     process.stdout.write('READY\n');
   } else {
@@ -98,8 +102,16 @@ if (kind === 'tcp') {
 } else if (kind === 'natpunch') {
   const rendezvous = `127.0.0.1:${rdvArg}`;
   if (role === 'recv') {
-    const listener = await listen({ keyPair: RECEIVER, rendezvous, name: 'bench-recv', bind: { address: '127.0.0.1', port: PORT }, allow: [SENDER.publicKey] });
-    listener.on('session', (session: { on(e: 'stream', fn: (s: MuxStream) => void): void }) => session.on('stream', (s) => receive(s, exit)));
+    const listener = await listen({
+      keyPair: RECEIVER,
+      rendezvous,
+      name: 'bench-recv',
+      bind: { address: '127.0.0.1', port: PORT },
+      allow: [SENDER.publicKey],
+    });
+    listener.on('session', (session: { on(e: 'stream', fn: (s: MuxStream) => void): void }) =>
+      session.on('stream', (s) => receive(s, exit)),
+    );
     process.stdout.write('READY\n');
   } else {
     const session = await connect({ keyPair: SENDER, rendezvous, to: 'bench-recv', bind: { address: '127.0.0.1' } });

@@ -52,7 +52,9 @@ function text(v: unknown): string {
 
 /** Any event as one readable line: `event: key value, key value`. */
 export function genericLine(e: CliEvent): string {
-  const fields = Object.entries(e).filter(([k, v]) => k !== 'time' && k !== 'event' && k !== 'phase' && v !== undefined);
+  const fields = Object.entries(e).filter(
+    ([k, v]) => k !== 'time' && k !== 'event' && k !== 'phase' && v !== undefined,
+  );
   return fields.length ? `${e.event}: ${fields.map(([k, v]) => `${k} ${text(v)}`).join(', ')}` : e.event;
 }
 
@@ -62,10 +64,7 @@ type Format = (e: CliEvent & Record<string, any>) => string | null; // eslint-di
 const FORMATS: Record<string, Format> = {
   gathering: (e) => `gathering: local socket ${ep(e.local)}`,
   registered: (e) => `registered: the rendezvous sees us at ${ep(e.reflexive)}`,
-  listening: (e) =>
-    isAddr(e)
-      ? `listening on ${ep(e)}`
-      : `listening as ${e.name ? `${e.name} ` : ''}${e.publicKey}`,
+  listening: (e) => (isAddr(e) ? `listening on ${ep(e)}` : `listening as ${e.name ? `${e.name} ` : ''}${e.publicKey}`),
   offer: (e) =>
     `peer ${e.peerName ? `${e.peerName} ` : ''}${short(e.peer)}: ${plural(e.candidates.length, 'candidate')} (${(e.candidates as Array<Addr & { type: string }>).map((c) => `${c.type} ${ep(c)}`).join(', ')})`,
   punching: (e) => `punching: checking ${plural(e.pairs, 'candidate pair')}`,

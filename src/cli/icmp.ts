@@ -58,7 +58,8 @@ function printer(json: boolean | undefined): (p: IcmpProgress | Record<string, u
 
 function port(opts: { port?: number }): number {
   const p = opts.port ?? DEFAULT_ICMP_PUNCH_PORT;
-  if (!Number.isInteger(p) || p <= 0 || p > 65535) throw new NatpunchError('BAD_ARGUMENT', `--port must be 1-65535 (got ${String(opts.port)})`);
+  if (!Number.isInteger(p) || p <= 0 || p > 65535)
+    throw new NatpunchError('BAD_ARGUMENT', `--port must be 1-65535 (got ${String(opts.port)})`);
   return p;
 }
 
@@ -69,18 +70,25 @@ function bindAddress(bind: string | undefined): { bindAddress?: string } {
 }
 
 function checkAddress(value: string | undefined, flag: string): void {
-  if (value !== undefined && !isIPv4(value)) throw new NatpunchError('BAD_ARGUMENT', `${flag} must be an IPv4 address (got "${value.slice(0, 80)}")`);
+  if (value !== undefined && !isIPv4(value))
+    throw new NatpunchError('BAD_ARGUMENT', `${flag} must be an IPv4 address (got "${value.slice(0, 80)}")`);
 }
 
 export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
   const print = printer(opts.json);
   const allow = parseAllow(opts.allow);
-  for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
+  for (const k of allow ?? [])
+    if (!isPeerId(k))
+      throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
   checkAddress(opts.icmpProbeAddress, '--icmp-probe-address');
-  if (opts.icmpInterval !== undefined && !(opts.icmpInterval > 0)) throw new NatpunchError('BAD_ARGUMENT', '--icmp-interval must be a positive number of ms');
+  if (opts.icmpInterval !== undefined && !(opts.icmpInterval > 0))
+    throw new NatpunchError('BAD_ARGUMENT', '--icmp-interval must be a positive number of ms');
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const listener = await listenIcmp({
-    keyPair, port: port(opts), onProgress: print, ...bindAddress(opts.bind),
+    keyPair,
+    port: port(opts),
+    onProgress: print,
+    ...bindAddress(opts.bind),
     ...(allow ? { allow } : {}),
     ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
     ...(opts.icmpInterval ? { intervalMs: opts.icmpInterval } : {}),
@@ -90,7 +98,10 @@ export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   if (opts.json) print({ event: 'listening', publicKey: keyToId(keyPair.publicKey), icmp: true });
-  else process.stderr.write(`listening (ICMP) as ${keyToId(keyPair.publicKey)}${allow ? '' : ' (any key may connect; restrict with --allow)'}\n`);
+  else
+    process.stderr.write(
+      `listening (ICMP) as ${keyToId(keyPair.publicKey)}${allow ? '' : ' (any key may connect; restrict with --allow)'}\n`,
+    );
   listener.on('connection-error', (err: Error, from: string) => {
     process.stderr.write(`natpunch: connection from ${from} failed: ${err.message}\n`);
   });
@@ -114,21 +125,33 @@ export async function runConnectIcmp(server: string, opts: IcmpConnectCliOptions
   checkAddress(server, '--icmp');
   checkAddress(opts.icmpProbeAddress, '--icmp-probe-address');
   checkAddress(opts.icmpSource, '--icmp-source');
-  if (opts.peerKey !== undefined && !isPeerId(opts.peerKey)) throw new NatpunchError('BAD_ARGUMENT', `--peer-key: "${opts.peerKey.slice(0, 80)}" is not a peer key (64 hex characters)`);
+  if (opts.peerKey !== undefined && !isPeerId(opts.peerKey))
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      `--peer-key: "${opts.peerKey.slice(0, 80)}" is not a peer key (64 hex characters)`,
+    );
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const ac = new AbortController();
   const stop = () => ac.abort();
   process.once('SIGINT', stop);
   try {
     const session = await connectIcmp({
-      keyPair, server, port: port(opts), onProgress: print, signal: ac.signal, ...bindAddress(opts.bind),
+      keyPair,
+      server,
+      port: port(opts),
+      onProgress: print,
+      signal: ac.signal,
+      ...bindAddress(opts.bind),
       ...(opts.peerKey ? { peerKey: idToKey(opts.peerKey) } : {}),
       ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
       ...(opts.icmpSource ? { source: opts.icmpSource } : {}),
       ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
       ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     });
-    if (!opts.peerKey) process.stderr.write(`natpunch: no --peer-key: the server's key is ${keyToId(session.remotePublicKey)} (unverified)\n`);
+    if (!opts.peerKey)
+      process.stderr.write(
+        `natpunch: no --peer-key: the server's key is ${keyToId(session.remotePublicKey)} (unverified)\n`,
+      );
     const stream = session.openStream();
     try {
       await pipeStdio(stream, session);

@@ -8,7 +8,10 @@ import type { Session } from '../session/session.js';
 export async function keyFromOptions(file: string | undefined, quiet: boolean): Promise<KeyPair> {
   if (file || process.env.NATPUNCH_KEY) return loadKeyPair(file);
   const kp = generateKeyPair();
-  if (!quiet) process.stderr.write(`natpunch: no --key or NATPUNCH_KEY; using a temporary key ${keyToId(kp.publicKey)} (create one with \`natpunch keygen\`)\n`);
+  if (!quiet)
+    process.stderr.write(
+      `natpunch: no --key or NATPUNCH_KEY; using a temporary key ${keyToId(kp.publicKey)} (create one with \`natpunch keygen\`)\n`,
+    );
   return kp;
 }
 
@@ -80,7 +83,8 @@ export function pipeStdio(stream: Duplex, session: Session, options: PipeOptions
       }
     };
     // The peer closing the session is how a netcat exchange ends on the other side; other errors are failures.
-    const onClose = (err: Error | null) => finish('closed', err && !isNatpunchError(err, 'SESSION_CLOSED') ? err : undefined);
+    const onClose = (err: Error | null) =>
+      finish('closed', err && !isNatpunchError(err, 'SESSION_CLOSED') ? err : undefined);
     stream.on('error', onClose);
     session.once('close', onClose);
     stream.on('data', onOutput);
@@ -101,5 +105,8 @@ export function pipeStdio(stream: Duplex, session: Session, options: PipeOptions
 
 export function parseAllow(list: string[] | undefined): string[] | undefined {
   if (!list || list.length === 0) return undefined;
-  return list.flatMap((s) => s.split(',')).map((s) => s.trim().toLowerCase()).filter(Boolean);
+  return list
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim().toLowerCase())
+    .filter(Boolean);
 }

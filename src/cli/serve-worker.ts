@@ -37,11 +37,22 @@ async function main(): Promise<void> {
           turn: {
             ...turnOptionsFromFlags(data.turn, true),
             ...(data.turn.ownAddresses.length ? { ownAddresses: data.turn.ownAddresses } : {}),
-            ...(data.reservationTable ? { reservations: new SharedReservations(data.reservationTable, data.index) } : {}),
+            ...(data.reservationTable
+              ? { reservations: new SharedReservations(data.reservationTable, data.index) }
+              : {}),
           },
         }
       : false;
-    handle = await startServer({ port: data.port, addresses: data.addresses, tcp: false, udp: 'batched', reusePort: true, rendezvous: false, relay, logger });
+    handle = await startServer({
+      port: data.port,
+      addresses: data.addresses,
+      tcp: false,
+      udp: 'batched',
+      reusePort: true,
+      rendezvous: false,
+      relay,
+      logger,
+    });
   } catch (err) {
     post({ type: 'error', message: (err as Error).message ?? String(err) });
     return;

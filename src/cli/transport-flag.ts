@@ -14,7 +14,10 @@ export function parseTcpSequence(value: string | undefined): TcpSequenceMode {
   const v = (value ?? 'auto').toLowerCase();
   const mode = TCP_SEQUENCE_MODES.find((m) => m === v);
   if (mode) return mode;
-  throw new NatpunchError('BAD_ARGUMENT', `--tcp-seq must be ${TCP_SEQUENCE_MODES.join(', ')} (got "${String(value).slice(0, 40)}")`);
+  throw new NatpunchError(
+    'BAD_ARGUMENT',
+    `--tcp-seq must be ${TCP_SEQUENCE_MODES.join(', ')} (got "${String(value).slice(0, 40)}")`,
+  );
 }
 
 export const TCP_SEQ_FLAG = '--tcp-seq <auto|off|natblaster|stunt1>';

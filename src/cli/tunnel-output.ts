@@ -21,7 +21,10 @@ export function emitter(json: boolean | undefined): Emit {
 export async function resolveAllow(values: string[] | undefined): Promise<string[] | undefined> {
   if (!values || values.length === 0) return undefined;
   const out: string[] = [];
-  for (const v of values.flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)) {
+  for (const v of values
+    .flatMap((s) => s.split(','))
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     if (isPeerId(v)) {
       out.push(v.toLowerCase());
       continue;
@@ -30,7 +33,10 @@ export async function resolveAllow(values: string[] | undefined): Promise<string
     try {
       text = await readFile(v, 'utf8');
     } catch {
-      throw new NatpunchError('BAD_ARGUMENT', `--allow ${v.slice(0, 80)}: neither a peer key (64 hex characters) nor a readable file`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `--allow ${v.slice(0, 80)}: neither a peer key (64 hex characters) nor a readable file`,
+      );
     }
     try {
       const parsed = JSON.parse(text) as { publicKey?: unknown };
@@ -41,8 +47,15 @@ export async function resolveAllow(values: string[] | undefined): Promise<string
     } catch {
       // not JSON: a list of keys
     }
-    const keys = text.split('\n').map((l) => l.replace(/#.*/, '').trim()).filter(Boolean);
-    if (keys.length === 0 || !keys.every(isPeerId)) throw new NatpunchError('BAD_ARGUMENT', `--allow ${v}: expected a key file (JSON with publicKey) or one 64-hex key per line`);
+    const keys = text
+      .split('\n')
+      .map((l) => l.replace(/#.*/, '').trim())
+      .filter(Boolean);
+    if (keys.length === 0 || !keys.every(isPeerId))
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `--allow ${v}: expected a key file (JSON with publicKey) or one 64-hex key per line`,
+      );
     out.push(...keys.map((k) => k.toLowerCase()));
   }
   return out;
@@ -105,8 +118,12 @@ export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Pr
   const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
   const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
   const link = linkTo({
-    keyPair, ...pinOptions(to, opts), rendezvous: parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT), bind: { address: udp.host, port: udp.port },
-    ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+    keyPair,
+    ...pinOptions(to, opts),
+    rendezvous: parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT),
+    bind: { address: udp.host, port: udp.port },
+    ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+    ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     ...(opts.wait ? { waitMs: opts.wait } : {}),
     onProgress: (p) => emit(p as unknown as Record<string, unknown>),
   });

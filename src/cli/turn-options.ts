@@ -36,7 +36,10 @@ export function credentialsFromFlags(flags: TurnFlags): CredentialStore {
   if (flags.users) stores.push(UsersFileStore.load(flags.users));
   if (flags.authSecret?.length) stores.push(new SharedSecretStore(flags.authSecret));
   if (stores.length === 0) {
-    throw new NatpunchError('BAD_ARGUMENT', 'TURN needs credentials: give --users FILE and/or --auth-secret SECRET (there is no open-relay mode)');
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      'TURN needs credentials: give --users FILE and/or --auth-secret SECRET (there is no open-relay mode)',
+    );
   }
   return stores.length === 1 ? stores[0]! : new CombinedStore(stores);
 }
@@ -67,7 +70,11 @@ export function turnOptionsFromFlags(flags: TurnFlags, credentials = true): Turn
   };
 }
 
-export function turnServerFromFlags(flags: TurnFlags, logger?: Logger, extra: Partial<TurnServerOptions> = {}): TurnServer {
+export function turnServerFromFlags(
+  flags: TurnFlags,
+  logger?: Logger,
+  extra: Partial<TurnServerOptions> = {},
+): TurnServer {
   const options = turnOptionsFromFlags(flags);
   try {
     return new TurnServer({

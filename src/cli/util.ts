@@ -21,7 +21,9 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
         // --json: the failure is an event like the others, on the stream the command's events use.
         const { createPrinter, errorEvent } = await import('./events.js');
         const dataOnStdout = cmd?.name() === 'listen' || cmd?.name() === 'connect';
-        createPrinter({ json: true, ...(dataOnStdout ? { jsonOut: process.stderr } : {}) })(errorEvent(err, errorCode(err)));
+        createPrinter({ json: true, ...(dataOnStdout ? { jsonOut: process.stderr } : {}) })(
+          errorEvent(err, errorCode(err)),
+        );
       } else {
         printError(err, debug);
       }

@@ -40,7 +40,9 @@ function steadyStep(steps: number[]): number | undefined {
     if (c > bc || (c === bc && Math.abs(s) < Math.abs(best!))) best = s;
   }
   if (best === undefined || Math.abs(best) > MAX_SEQUENTIAL_DELTA) return undefined;
-  const near = steps.filter((s) => s !== 0 && Math.sign(s) === Math.sign(best!) && Math.abs(s - best!) <= SEQUENTIAL_TOLERANCE).length;
+  const near = steps.filter(
+    (s) => s !== 0 && Math.sign(s) === Math.sign(best!) && Math.abs(s - best!) <= SEQUENTIAL_TOLERANCE,
+  ).length;
   return near >= Math.ceil(steps.length * 0.6) ? best : undefined;
 }
 
@@ -53,7 +55,10 @@ export function analyseAllocation(samples: Array<{ local: number; external: numb
   if (delta !== undefined) return { pattern: 'sequential', delta, samples };
   // Loss reorders allocations and other flows take ports in between: judge the set of ports instead.
   const sorted = [...new Set(ports)].sort((a, b) => a - b);
-  if (sorted.length >= MIN_ALLOCATION_SAMPLES && sorted[sorted.length - 1]! - sorted[0]! <= MAX_SPAN_PER_SAMPLE * (ports.length - 1)) {
+  if (
+    sorted.length >= MIN_ALLOCATION_SAMPLES &&
+    sorted[sorted.length - 1]! - sorted[0]! <= MAX_SPAN_PER_SAMPLE * (ports.length - 1)
+  ) {
     const step = steadyStep(stepsOf(sorted)) ?? Math.min(...stepsOf(sorted));
     const up = inOrder.filter((s) => s > 0).length;
     const down = inOrder.filter((s) => s < 0).length;

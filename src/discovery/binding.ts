@@ -61,7 +61,8 @@ export interface BindingResponse {
  * for OTHER-ADDRESS, RESPONSE-ORIGIN and SOFTWARE even over IPv6 (20 + 3 x 24 + 12 + 8 = 112 bytes). SOFTWARE is
  * comprehension-optional, so unlike PADDING (RFC 5780 §7.6) no server refuses it.
  */
-export const PROBE_SOFTWARE = 'natpunch netcheck (this text pads the probe: servers that answer with no more bytes than they get have room for all)';
+export const PROBE_SOFTWARE =
+  'natpunch netcheck (this text pads the probe: servers that answer with no more bytes than they get have room for all)';
 const HEADER = 20;
 
 /** 96-bit id (RFC 8489 §5), or for a legacy request 128 bits that do not start with the magic cookie. */
@@ -85,7 +86,10 @@ export function encodeBindingRequest(transactionId: Uint8Array, options: Binding
   }
   attributes.push(attr(Software, PROBE_SOFTWARE));
   // RFC 8489 §14.7: FINGERPRINT helps servers tell our probes from other protocols on the port.
-  return encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId, attributes }, { fingerprint: true });
+  return encodeStun(
+    { cls: StunClass.Request, method: StunMethod.Binding, transactionId, attributes },
+    { fingerprint: true },
+  );
 }
 
 /** Total length of the STUN message at the start of `buf` (RFC 8489 §6.2.2 framing over TCP), or undefined. */
@@ -117,7 +121,8 @@ export function decodeBindingResponse(msg: Uint8Array): BindingResponse | undefi
       return undefined; // one malformed attribute does not spoil the others
     }
   };
-  const ep = (a?: { address: string; port: number }): Endpoint | undefined => (a ? { address: a.address, port: a.port } : undefined);
+  const ep = (a?: { address: string; port: number }): Endpoint | undefined =>
+    a ? { address: a.address, port: a.port } : undefined;
   if (!legacy) out.xorMapped = ep(get(XorMappedAddress));
   out.mapped = ep(get(MappedAddress));
   out.otherAddress = ep(get(OtherAddress) ?? get(ChangedAddress));

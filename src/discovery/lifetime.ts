@@ -54,9 +54,12 @@ export async function measureLifetime(options: {
   try {
     const checker = await bind();
     const sockets = await Promise.all([bind(), ...grid.map(() => bind())]);
-    const mapped = await Promise.all(sockets.map((s) => s.p.request(options.server, { schedule: options.schedule, signal: options.signal })));
+    const mapped = await Promise.all(
+      sockets.map((s) => s.p.request(options.server, { schedule: options.schedule, signal: options.signal })),
+    );
     const t0 = Date.now();
-    if (mapped.some((m) => !m?.ok || !(m.xorMapped ?? m.mapped))) return { why: 'not every lifetime socket got a mapping' };
+    if (mapped.some((m) => !m?.ok || !(m.xorMapped ?? m.mapped)))
+      return { why: 'not every lifetime socket got a mapping' };
 
     /** One check: does a RESPONSE-PORT answer reach socket i? */
     const check = (i: number): Promise<boolean | 'rejected'> =>
@@ -94,8 +97,12 @@ export async function measureLifetime(options: {
 
     await sleep(CONTROL_IDLE_MS, options.signal);
     const control = await check(0);
-    if (control === 'rejected') return { why: 'the server rejects RESPONSE-PORT (RFC 5780 §7.5), which the lifetime test needs' };
-    if (!control) return { why: 'a RESPONSE-PORT answer did not arrive even right after the mapping was made (server ignores RESPONSE-PORT, or our public IP differs per socket)' };
+    if (control === 'rejected')
+      return { why: 'the server rejects RESPONSE-PORT (RFC 5780 §7.5), which the lifetime test needs' };
+    if (!control)
+      return {
+        why: 'a RESPONSE-PORT answer did not arrive even right after the mapping was made (server ignores RESPONSE-PORT, or our public IP differs per socket)',
+      };
 
     const checks: LifetimeResult['checks'] = [];
     for (let k = 0; k < grid.length; k++) {
@@ -109,7 +116,11 @@ export async function measureLifetime(options: {
     }
     const aliveAt = checks.filter((c) => c.alive).map((c) => c.idleS);
     const dead = checks.find((c) => !c.alive);
-    return { aliveAtS: aliveAt.length ? Math.max(...aliveAt) : CONTROL_IDLE_MS / 1000, expiredByS: dead ? dead.idleS : null, checks };
+    return {
+      aliveAtS: aliveAt.length ? Math.max(...aliveAt) : CONTROL_IDLE_MS / 1000,
+      expiredByS: dead ? dead.idleS : null,
+      checks,
+    };
   } finally {
     for (const o of owned.reverse()) {
       try {

@@ -64,7 +64,17 @@ export interface NetcheckServer {
 }
 
 export interface NetcheckProgress {
-  probe: 'resolve' | 'udp' | 'mapping' | 'filtering' | 'allocation' | 'hairpin' | 'tcp' | 'ipv6' | 'port-mapping' | 'lifetime';
+  probe:
+    | 'resolve'
+    | 'udp'
+    | 'mapping'
+    | 'filtering'
+    | 'allocation'
+    | 'hairpin'
+    | 'tcp'
+    | 'ipv6'
+    | 'port-mapping'
+    | 'lifetime';
   state: 'start' | 'done';
   detail?: string;
 }
@@ -122,7 +132,11 @@ export interface NatReport {
     mapping: MappingBehaviour;
     filtering: FilteringBehaviour;
     classic: ClassicNatType;
-    allocation: { pattern: AllocationPattern; delta: number | null; samples: Array<{ local: number; external: number }> };
+    allocation: {
+      pattern: AllocationPattern;
+      delta: number | null;
+      samples: Array<{ local: number; external: number }>;
+    };
     hairpinning: boolean | null;
     alg: boolean | null;
     lifetime: LifetimeResult | null;
@@ -178,12 +192,22 @@ async function resolveServer(s: NetcheckServer, signal: AbortSignal): Promise<Re
     const addrs = await Promise.race([
       lookup,
       new Promise<never>((_, reject) => {
-        const t = setTimeout(() => reject(new Error(`DNS timed out after ${RESOLVE_TIMEOUT_MS} ms`)), RESOLVE_TIMEOUT_MS);
-        signal.addEventListener('abort', () => {
-          clearTimeout(t);
-          reject(new Error('aborted'));
-        }, { once: true });
-        lookup.then(() => clearTimeout(t), () => clearTimeout(t));
+        const t = setTimeout(
+          () => reject(new Error(`DNS timed out after ${RESOLVE_TIMEOUT_MS} ms`)),
+          RESOLVE_TIMEOUT_MS,
+        );
+        signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(t);
+            reject(new Error('aborted'));
+          },
+          { once: true },
+        );
+        lookup.then(
+          () => clearTimeout(t),
+          () => clearTimeout(t),
+        );
       }),
     ]);
     return {
@@ -271,12 +295,19 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
     const testI = s1 ? v4Servers.map((s) => s1.prober.request(s.ep, { schedule, signal })) : [];
     // ALG check (RFC 5780 §4.9): the same socket asks again the RFC 3489 way, whose answer carries a plain
     // MAPPED-ADDRESS (modern servers put only XOR-MAPPED-ADDRESS in modern answers).
-    const legacyI = s1 && primary ? s1.prober.request(primary, { legacy: true, schedule, signal }) : Promise.resolve(undefined);
-    const helperI = helper && primary ? helper.prober.request(primary, { schedule, signal }) : Promise.resolve(undefined);
+    const legacyI =
+      s1 && primary ? s1.prober.request(primary, { legacy: true, schedule, signal }) : Promise.resolve(undefined);
+    const helperI =
+      helper && primary ? helper.prober.request(primary, { schedule, signal }) : Promise.resolve(undefined);
     if (f1 && primary) progress({ probe: 'filtering', state: 'start' });
-    const filterBoth = f1 && primary ? f1.prober.request(primary, { changeIp: true, changePort: true, schedule, signal }) : Promise.resolve(undefined);
-    const filterPort = f2 && primary ? f2.prober.request(primary, { changePort: true, schedule, signal }) : Promise.resolve(undefined);
-    if (f1 && primary) void Promise.all([filterBoth, filterPort]).then(() => progress({ probe: 'filtering', state: 'done' }));
+    const filterBoth =
+      f1 && primary
+        ? f1.prober.request(primary, { changeIp: true, changePort: true, schedule, signal })
+        : Promise.resolve(undefined);
+    const filterPort =
+      f2 && primary ? f2.prober.request(primary, { changePort: true, schedule, signal }) : Promise.resolve(undefined);
+    if (f1 && primary)
+      void Promise.all([filterBoth, filterPort]).then(() => progress({ probe: 'filtering', state: 'done' }));
     if (alloc.length && primary) progress({ probe: 'allocation', state: 'start' });
     const allocAnswers = primary ? alloc.map((a) => a!.prober.request(primary, { schedule, signal })) : [];
 
@@ -290,7 +321,9 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
             return r;
           }));
 
-    const ipv6P = (async (): Promise<NatReport['ipv6'] & { answer?: BindingAnswer; server?: (typeof v6Servers)[0] }> => {
+    const ipv6P = (async (): Promise<
+      NatReport['ipv6'] & { answer?: BindingAnswer; server?: (typeof v6Servers)[0] }
+    > => {
       const server = v6Servers[0];
       if (!server) return { publicAddress: null, behindNat: null };
       progress({ probe: 'ipv6', state: 'start' });
@@ -363,7 +396,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
         const listen = (t: DatagramTransport) =>
           offs.push(
             t.onMessage((msg) => {
-              if (msg.length === packet.length && msg[0] === FirstByte.PROBE && token.equals(msg.subarray(1))) finish(true);
+              if (msg.length === packet.length && msg[0] === FirstByte.PROBE && token.equals(msg.subarray(1)))
+                finish(true);
             }),
           );
         listen(s1.t);
@@ -383,7 +417,15 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
 
     // TCP: Test I over TCP, then the same local port towards the other addresses (or the other servers).
     const tcpP = (async () => {
-      if (options.tcp === false || !primary) return { t1: undefined, t2: undefined, t3: undefined, localPort: undefined, others: [] as Array<Endpoint | undefined>, why: 'TCP probe disabled or no IPv4 server' };
+      if (options.tcp === false || !primary)
+        return {
+          t1: undefined,
+          t2: undefined,
+          t3: undefined,
+          localPort: undefined,
+          others: [] as Array<Endpoint | undefined>,
+          why: 'TCP probe disabled or no IPv4 server',
+        };
       progress({ probe: 'tcp', state: 'start' });
       // One budget for both TCP rounds, so a slow connect cannot stretch the run.
       const tcpDeadline = Date.now() + TCP_BUDGET_MS;
@@ -391,7 +433,14 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       const t1 = first.answer;
       if (!t1 || !first.localPort) {
         progress({ probe: 'tcp', state: 'done' });
-        return { t1, t2: undefined, t3: undefined, localPort: first.localPort, others: [], why: `STUN over TCP to ${primary.address}:${primary.port}: ${first.error ?? 'no answer'}` };
+        return {
+          t1,
+          t2: undefined,
+          t3: undefined,
+          localPort: first.localPort,
+          others: [],
+          why: `STUN over TCP to ${primary.address}:${primary.port}: ${first.error ?? 'no answer'}`,
+        };
       }
       const udpOther = (await testIDone)[0]?.otherAddress;
       const other = t1.otherAddress ?? udpOther;
@@ -411,27 +460,38 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
         others = await Promise.all(v4Servers.slice(1).map((s) => again(s.ep)));
       }
       progress({ probe: 'tcp', state: 'done' });
-      return { t1, t2, t3, localPort: first.localPort, others: others.map(mappedOf), why: undefined as string | undefined };
+      return {
+        t1,
+        t2,
+        t3,
+        localPort: first.localPort,
+        others: others.map(mappedOf),
+        why: undefined as string | undefined,
+      };
     })();
 
-    const [answers, mappingR, hairpinning, tcpR, ipv6R, portMapping, fBoth, fPort, allocR, legacyA] = await Promise.all([
-      testIDone,
-      mappingP,
-      hairpinP,
-      tcpP,
-      ipv6P,
-      portMapP,
-      filterBoth,
-      filterPort,
-      Promise.all(allocAnswers).then((r) => {
-        if (allocAnswers.length) progress({ probe: 'allocation', state: 'done' });
-        return r;
-      }),
-      legacyI,
-    ]);
-    if (options.signal?.aborted) throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
+    const [answers, mappingR, hairpinning, tcpR, ipv6R, portMapping, fBoth, fPort, allocR, legacyA] = await Promise.all(
+      [
+        testIDone,
+        mappingP,
+        hairpinP,
+        tcpP,
+        ipv6P,
+        portMapP,
+        filterBoth,
+        filterPort,
+        Promise.all(allocAnswers).then((r) => {
+          if (allocAnswers.length) progress({ probe: 'allocation', state: 'done' });
+          return r;
+        }),
+        legacyI,
+      ],
+    );
+    if (options.signal?.aborted)
+      throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
     const timedOut = signal.aborted;
-    if (timedOut) why('run', `hit the ${options.timeoutMs ?? NETCHECK_DEFAULT_TIMEOUT_MS} ms limit; results may be partial`);
+    if (timedOut)
+      why('run', `hit the ${options.timeoutMs ?? NETCHECK_DEFAULT_TIMEOUT_MS} ms limit; results may be partial`);
 
     // ---- servers -----------------------------------------------------------------------------------------------
     const servers: NatReport['servers'] = resolved.map((r) => {
@@ -453,7 +513,11 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       };
     });
     for (const [i, a] of answers.entries()) {
-      if (a && !a.ok) why(`server ${v4Servers[i]!.host}`, `answered with error ${a.error?.code ?? '?'} ${a.error?.reason ?? ''}`.trim());
+      if (a && !a.ok)
+        why(
+          `server ${v4Servers[i]!.host}`,
+          `answered with error ${a.error?.code ?? '?'} ${a.error?.reason ?? ''}`.trim(),
+        );
     }
 
     // ---- UDP -----------------------------------------------------------------------------------------------------
@@ -480,7 +544,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       why('udp', 'no IPv4 server given');
     } else if (isRfc5780) {
       mapping = classifyMapping(x1, mappedOf(mappingR.x2), mappedOf(mappingR.x3));
-      if (mapping === 'unknown') why('udp.mapping', `no answer from the server's other address ${mappingR.other!.address} (Tests II/III)`);
+      if (mapping === 'unknown')
+        why('udp.mapping', `no answer from the server's other address ${mappingR.other!.address} (Tests II/III)`);
     } else {
       mapping = mappingFromServers(
         v4Servers.map((s, i) => ({ server: s.ep, mapped: mappedOf(answers[i]?.ok ? answers[i] : undefined) })),
@@ -500,14 +565,25 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
         );
       } else {
         const other = mappingR.other!;
-        const check = (a: BindingAnswer | undefined, wantIp: string, wantPort: number, name: string): boolean | undefined => {
+        const check = (
+          a: BindingAnswer | undefined,
+          wantIp: string,
+          wantPort: number,
+          name: string,
+        ): boolean | undefined => {
           if (!a) return timedOut ? undefined : false;
           if (!a.ok) {
-            why('udp.filtering', `server rejected CHANGE-REQUEST (${name}): ${a.error?.code ?? ''} ${a.error?.reason ?? ''}`.trim());
+            why(
+              'udp.filtering',
+              `server rejected CHANGE-REQUEST (${name}): ${a.error?.code ?? ''} ${a.error?.reason ?? ''}`.trim(),
+            );
             return undefined;
           }
           if (a.from.address !== wantIp || a.from.port !== wantPort) {
-            why('udp.filtering', `server ignored CHANGE-REQUEST (${name}): answered from ${a.from.address}:${a.from.port}`);
+            why(
+              'udp.filtering',
+              `server ignored CHANGE-REQUEST (${name}): answered from ${a.from.address}:${a.from.port}`,
+            );
             return undefined;
           }
           return true;
@@ -521,7 +597,12 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
       }
     }
 
-    const classic = classicName({ udpBlocked: udpBlocked === true, behindNat: behindNat ?? undefined, mapping, filtering });
+    const classic = classicName({
+      udpBlocked: udpBlocked === true,
+      behindNat: behindNat ?? undefined,
+      mapping,
+      filtering,
+    });
     if (classic === 'unknown' && !udpBlocked) why('udp.classic', 'needs both mapping and filtering behaviour');
 
     // Allocation pattern.
@@ -537,7 +618,10 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
 
     // Hairpinning.
     if (hairpinning === null && !udpBlocked && haveV4) {
-      why('udp.hairpinning', behindNat === false ? 'not behind a NAT: nothing to hairpin' : 'no mapped address to send to');
+      why(
+        'udp.hairpinning',
+        behindNat === false ? 'not behind a NAT: nothing to hairpin' : 'no mapped address to send to',
+      );
     }
 
     // ALG (RFC 5780 §4.9): an ALG that rewrites addresses in payloads changes MAPPED-ADDRESS but cannot recognise the
@@ -563,14 +647,21 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
             'tcp.mapping',
             "no STUN-over-TCP answer on the server's other port, so address-dependent and address-and-port-dependent mapping look the same; reported the harder one",
           );
-        } else if (tcpMapping === 'unknown') why('tcp.mapping', "no STUN-over-TCP answer from the server's other address");
+        } else if (tcpMapping === 'unknown')
+          why('tcp.mapping', "no STUN-over-TCP answer from the server's other address");
       } else if (tcpR.others.length) {
         tcpMapping = mappingFromServers(
-          [{ server: primary!, mapped: t1 }, ...tcpR.others.map((m, i) => ({ server: v4Servers[i + 1]!.ep, mapped: m }))],
+          [
+            { server: primary!, mapped: t1 },
+            ...tcpR.others.map((m, i) => ({ server: v4Servers[i + 1]!.ep, mapped: m })),
+          ],
           (what, reason) => why(what.replace('udp', 'tcp'), reason),
         );
       } else {
-        why('tcp.mapping', "no second TCP destination: the server gave no OTHER-ADDRESS over TCP or UDP and there is only one server");
+        why(
+          'tcp.mapping',
+          'no second TCP destination: the server gave no OTHER-ADDRESS over TCP or UDP and there is only one server',
+        );
       }
     }
     const tcpBehindNat = t1 && tcpR.localPort ? !isLocal(t1, tcpR.localPort, locals) : null;
@@ -597,7 +688,8 @@ export async function netcheck(options: NetcheckOptions): Promise<NatReport> {
           onStep: (detail) => progress({ probe: 'lifetime', state: 'start', detail }),
         });
         progress({ probe: 'lifetime', state: 'done' });
-        if (options.signal?.aborted) throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
+        if (options.signal?.aborted)
+          throw new NatpunchError('ABORTED', 'netcheck aborted', { cause: options.signal.reason });
         if ('why' in r) why('udp.lifetime', r.why);
         else lifetime = r;
       }
@@ -658,9 +750,12 @@ export function mappingFromServers(
 ): MappingBehaviour {
   const ok = seen.filter((s) => s.mapped);
   if (ok.length < 2) {
-    why('udp.mapping', seen.length < 2
-      ? 'one plain STUN server (no OTHER-ADDRESS): give a server in RFC 5780 mode or two or more servers'
-      : 'fewer than two servers answered');
+    why(
+      'udp.mapping',
+      seen.length < 2
+        ? 'one plain STUN server (no OTHER-ADDRESS): give a server in RFC 5780 mode or two or more servers'
+        : 'fewer than two servers answered',
+    );
     return 'unknown';
   }
   const distinctIps = new Set(ok.map((s) => s.server.address)).size;
@@ -712,32 +807,59 @@ function baseVerdict(r: Pick<NatReport, 'udp' | 'tcp'>): { difficulty: Difficult
     case 'open-internet':
       return { difficulty: 'none', verdict: 'Open internet: no NAT, no inbound filtering — directly reachable' };
     case 'symmetric-udp-firewall':
-      return { difficulty: 'easy', verdict: 'No NAT, but a firewall filters inbound UDP — direct UDP with hole punching' };
+      return {
+        difficulty: 'easy',
+        verdict: 'No NAT, but a firewall filters inbound UDP — direct UDP with hole punching',
+      };
     case 'full-cone':
-      return { difficulty: 'easy', verdict: `Easy NAT: full cone (endpoint-independent mapping and filtering${hairpin}) — direct UDP, even unsolicited` };
+      return {
+        difficulty: 'easy',
+        verdict: `Easy NAT: full cone (endpoint-independent mapping and filtering${hairpin}) — direct UDP, even unsolicited`,
+      };
     case 'restricted-cone':
-      return { difficulty: 'easy', verdict: `Easy NAT: restricted cone (address-dependent filtering${hairpin}) — direct UDP with hole punching` };
+      return {
+        difficulty: 'easy',
+        verdict: `Easy NAT: restricted cone (address-dependent filtering${hairpin}) — direct UDP with hole punching`,
+      };
     case 'port-restricted-cone':
-      return { difficulty: 'easy', verdict: `Easy NAT: port-restricted cone (address-and-port-dependent filtering${hairpin}) — direct UDP with hole punching` };
+      return {
+        difficulty: 'easy',
+        verdict: `Easy NAT: port-restricted cone (address-and-port-dependent filtering${hairpin}) — direct UDP with hole punching`,
+      };
     case 'symmetric': {
       const a = u.allocation;
       if (a.pattern === 'sequential') {
         const d = a.delta ?? 0;
-        return { difficulty: 'hard', verdict: `Hard NAT: symmetric, sequential ports (delta ${d > 0 ? '+' : ''}${d}${hairpin}) — direct UDP with port prediction or relay` };
+        return {
+          difficulty: 'hard',
+          verdict: `Hard NAT: symmetric, sequential ports (delta ${d > 0 ? '+' : ''}${d}${hairpin}) — direct UDP with port prediction or relay`,
+        };
       }
       if (a.pattern === 'preserving') {
-        return { difficulty: 'hard', verdict: `Hard NAT: symmetric, port-preserving${hairpin} — direct UDP with port prediction or relay` };
+        return {
+          difficulty: 'hard',
+          verdict: `Hard NAT: symmetric, port-preserving${hairpin} — direct UDP with port prediction or relay`,
+        };
       }
-      return { difficulty: 'hard', verdict: `Hard NAT: symmetric, ${a.pattern === 'random' ? 'random' : 'unpredictable'} ports${hairpin} — direct UDP only with birthday punching or relay` };
+      return {
+        difficulty: 'hard',
+        verdict: `Hard NAT: symmetric, ${a.pattern === 'random' ? 'random' : 'unpredictable'} ports${hairpin} — direct UDP only with birthday punching or relay`,
+      };
     }
     default:
       break;
   }
   if (u.mapping === 'endpoint-independent') {
-    return { difficulty: 'easy', verdict: 'Easy NAT: endpoint-independent mapping (filtering undetermined) — direct UDP with hole punching' };
+    return {
+      difficulty: 'easy',
+      verdict: 'Easy NAT: endpoint-independent mapping (filtering undetermined) — direct UDP with hole punching',
+    };
   }
   if (u.mapping === 'address-dependent' || u.mapping === 'address-and-port-dependent') {
-    return { difficulty: 'hard', verdict: `Hard NAT: ${u.mapping} mapping (filtering undetermined) — port prediction, birthday punching or relay` };
+    return {
+      difficulty: 'hard',
+      verdict: `Hard NAT: ${u.mapping} mapping (filtering undetermined) — port prediction, birthday punching or relay`,
+    };
   }
   return { difficulty: 'unknown', verdict: 'Undetermined: not enough answers to name the NAT (see "undetermined")' };
 }

@@ -122,9 +122,21 @@ export async function probePortMappingPresence(
   const [natPmp, pcp, upnp] = await Promise.all([
     // RFC 6886 §3.2: response version 0, opcode 128 (+0). Any result but 1 (Unsupported Version, what a PCP-only
     // server answers, RFC 6887 §9) proves NAT-PMP is spoken — e.g. 3 (Network Failure) without a public address.
-    udpAsk(gateway, PORTMAP_SERVER_PORT, natPmpRequest(), (m) => (m.length >= 4 && m[0] === 0 && m[1] === 128 ? m.readUInt16BE(2) !== 1 : undefined), options.signal),
+    udpAsk(
+      gateway,
+      PORTMAP_SERVER_PORT,
+      natPmpRequest(),
+      (m) => (m.length >= 4 && m[0] === 0 && m[1] === 128 ? m.readUInt16BE(2) !== 1 : undefined),
+      options.signal,
+    ),
     // RFC 6887 §7.2: a PCP response has version 2 and the R bit set; a NAT-PMP-only server answers version 0 (§9).
-    udpAsk(gateway, PORTMAP_SERVER_PORT, pcpAnnounce('0.0.0.0'), (m) => (m.length >= 4 ? m[0] === 2 && (m[1]! & 0x80) !== 0 : undefined), options.signal),
+    udpAsk(
+      gateway,
+      PORTMAP_SERVER_PORT,
+      pcpAnnounce('0.0.0.0'),
+      (m) => (m.length >= 4 ? m[0] === 2 && (m[1]! & 0x80) !== 0 : undefined),
+      options.signal,
+    ),
     udpAsk(
       SSDP_ADDRESS,
       SSDP_PORT,
@@ -132,7 +144,10 @@ export async function probePortMappingPresence(
         'M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: "ssdp:discover"\r\nMX: 1\r\n' +
           'ST: urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\n\r\n',
       ),
-      (m) => (/^HTTP\/1\.1 200/i.test(m.toString('latin1', 0, 16)) && /InternetGatewayDevice/i.test(m.toString('latin1')) ? true : undefined),
+      (m) =>
+        /^HTTP\/1\.1 200/i.test(m.toString('latin1', 0, 16)) && /InternetGatewayDevice/i.test(m.toString('latin1'))
+          ? true
+          : undefined,
       options.signal,
       true,
     ),

@@ -65,25 +65,41 @@ export interface AttemptInput {
 }
 
 /** The rendezvous as the channel of STUNT #1 / NATBlaster offers for one connection (null: it cannot carry them). */
-export function seqChannel(rv: RendezvousLike | null, connectionId: Uint8Array, peerKey: Uint8Array): SeqChannel | null {
+export function seqChannel(
+  rv: RendezvousLike | null,
+  connectionId: Uint8Array,
+  peerKey: Uint8Array,
+): SeqChannel | null {
   if (!rv?.exchangeSeqOffer || !rv.awaitSeqOffer) return null;
   const exchange = rv.exchangeSeqOffer.bind(rv);
   const wait = rv.awaitSeqOffer.bind(rv);
   return {
     send: ({ offer, decline }, signal) =>
-      exchange({ connectionId, peerKey, ...(offer ? { offer: encodeSeqOffer(offer) } : {}), ...(decline !== undefined ? { decline } : {}), signal }),
+      exchange({
+        connectionId,
+        peerKey,
+        ...(offer ? { offer: encodeSeqOffer(offer) } : {}),
+        ...(decline !== undefined ? { decline } : {}),
+        signal,
+      }),
     receive: async (signal) => {
       const got = await wait(connectionId, peerKey, signal);
       if (got.decline !== undefined) return { decline: got.decline };
       const offer = got.offer ? decodeSeqOffer(got.offer) : null;
-      if (!offer) throw new NatpunchError('PUNCH_FAILED', 'the peer sent a malformed sequence offer', { details: { reason: 'malformed-offer' } });
+      if (!offer)
+        throw new NatpunchError('PUNCH_FAILED', 'the peer sent a malformed sequence offer', {
+          details: { reason: 'malformed-offer' },
+        });
       return { offer };
     },
   };
 }
 
 /** The peer's side as the planner sees it, from the candidates it offered. */
-export function peerView(candidates: readonly Candidate[], advert: ReturnType<typeof advertFromCandidates>['advert']): NatView {
+export function peerView(
+  candidates: readonly Candidate[],
+  advert: ReturnType<typeof advertFromCandidates>['advert'],
+): NatView {
   const counts: NatView['candidates'] = {};
   for (const c of candidates) counts[c.type] = (counts[c.type] ?? 0) + 1;
   const srflx = candidates.find((c) => c.type === 'srflx' && c.transport === 'udp');
@@ -92,7 +108,11 @@ export function peerView(candidates: readonly Candidate[], advert: ReturnType<ty
     delta: advert?.delta ?? null,
     publicAddress: srflx?.address ?? advert?.address ?? null,
     // A peer whose UDP is blocked registered over TCP: the server saw no UDP mapping of it to offer.
-    udp: srflx !== undefined || advert !== null || candidates.some((c) => c.transport === 'udp' && (c.type === 'mapped' || c.type === 'prflx')) || (counts.srflx ?? 0) === 0 && !candidates.some((c) => c.transport === 'tcp' && c.type === 'srflx'),
+    udp:
+      srflx !== undefined ||
+      advert !== null ||
+      candidates.some((c) => c.transport === 'udp' && (c.type === 'mapped' || c.type === 'prflx')) ||
+      ((counts.srflx ?? 0) === 0 && !candidates.some((c) => c.transport === 'tcp' && c.type === 'srflx')),
     mapped: (counts.mapped ?? 0) > 0,
     relay: candidates.some((c) => c.type === 'relay' && c.transport === 'udp'),
     tcp: candidates.some((c) => c.transport === 'tcp'),
@@ -115,14 +135,22 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
   };
   const p = makePlan(localNat, remoteNat, sw);
-  if (a.relayHoldMs !== undefined) for (const s of p.steps) if (s.technique === 'relay' && s.holdMs > 0) s.holdMs = a.relayHoldMs;
+  if (a.relayHoldMs !== undefined)
+    for (const s of p.steps) if (s.technique === 'relay' && s.holdMs > 0) s.holdMs = a.relayHoldMs;
   // Techniques that spend many packets (hard punch) or a relay's resources go only to peers `allow` admits; the
   // plain checks are cheap and the handshake refuses a stranger with NOT_ALLOWED, which the peer then hears.
-  if (a.role === 'responder' && p.steps.some((s) => s.technique !== 'udp-checks' && s.technique !== 'mapped' && s.technique !== 'tcp')) {
-    if (!(await isAllowed(a.allow, a.peerKey))) throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
+  if (
+    a.role === 'responder' &&
+    p.steps.some((s) => s.technique !== 'udp-checks' && s.technique !== 'mapped' && s.technique !== 'tcp')
+  ) {
+    if (!(await isAllowed(a.allow, a.peerKey)))
+      throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
   }
   const techniques = new Map<TechniqueName, Technique>();
-  const tuning: SessionTuning = a.local.tcpUnavailable && a.techniques.transport !== 'udp' ? { ...a.tuning, transportReason: a.local.tcpUnavailable } : a.tuning;
+  const tuning: SessionTuning =
+    a.local.tcpUnavailable && a.techniques.transport !== 'udp'
+      ? { ...a.tuning, transportReason: a.local.tcpUnavailable }
+      : a.tuning;
   for (const s of p.steps) {
     switch (s.technique) {
       case 'udp-checks':
@@ -132,60 +160,98 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       case 'predict':
       case 'birthday':
       case 'double-random':
-        techniques.set(s.technique, hardPunchTechnique(s.technique, { local: a.local.hard!.advert, peer: advert!, ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}) }, tuning));
+        techniques.set(
+          s.technique,
+          hardPunchTechnique(
+            s.technique,
+            {
+              local: a.local.hard!.advert,
+              peer: advert!,
+              ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}),
+            },
+            tuning,
+          ),
+        );
         break;
       case 'relay':
-        techniques.set('relay', relayTechnique((signal) => a.local.relayReady(signal), tuning));
+        techniques.set(
+          'relay',
+          relayTechnique((signal) => a.local.relayReady(signal), tuning),
+        );
         break;
       case 'tcp':
-        techniques.set('tcp', tcpTechnique({
-          local: () => a.local.tcp,
-          sequence: a.techniques.tcpSequence,
-          sequenceChannel: () => seqChannel(a.local.rendezvous, a.connectionId, a.peerKey),
-          ...(a.startAt !== undefined ? { startAt: a.startAt } : {}),
-          ...(tuning.keepAliveMs !== undefined ? { keepAliveMs: tuning.keepAliveMs } : {}),
-          ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
-        }));
+        techniques.set(
+          'tcp',
+          tcpTechnique({
+            local: () => a.local.tcp,
+            sequence: a.techniques.tcpSequence,
+            sequenceChannel: () => seqChannel(a.local.rendezvous, a.connectionId, a.peerKey),
+            ...(a.startAt !== undefined ? { startAt: a.startAt } : {}),
+            ...(tuning.keepAliveMs !== undefined ? { keepAliveMs: tuning.keepAliveMs } : {}),
+            ...(tuning.idleTimeoutMs !== undefined ? { idleTimeoutMs: tuning.idleTimeoutMs } : {}),
+          }),
+        );
         break;
       case 'icmp':
         break;
     }
   }
-  a.progress({ phase: 'punching', pairs: rest.length, plan: p.steps.map((s) => ({ technique: s.technique, holdMs: s.holdMs })), local: localNat.kind, remote: remoteNat.kind });
-  a.logger.info({ peer: keyToId(a.peerKey), local: localNat.kind, remote: remoteNat.kind, plan: p.steps.map((s) => `${s.technique}@${s.holdMs}`), skipped: p.skipped }, 'plan');
+  a.progress({
+    phase: 'punching',
+    pairs: rest.length,
+    plan: p.steps.map((s) => ({ technique: s.technique, holdMs: s.holdMs })),
+    local: localNat.kind,
+    remote: remoteNat.kind,
+  });
+  a.logger.info(
+    {
+      peer: keyToId(a.peerKey),
+      local: localNat.kind,
+      remote: remoteNat.kind,
+      plan: p.steps.map((s) => `${s.technique}@${s.holdMs}`),
+      skipped: p.skipped,
+    },
+    'plan',
+  );
   const localCandidates = a.local.candidates().filter((c) => !(c.type === 'predicted' && c.transport === 'udp'));
   const startedAt = Date.now();
   // One signed outcome report per attempt to the rendezvous (counted into its metrics and dashboard): enumerations
   // and timings only, never an address or payload (src/rendezvous/outcome.ts). Best effort, never awaited.
   const report = (outcome: { path?: Session['path']; error?: unknown }) =>
-    void a.local.rendezvous?.report?.(
-      connectionOutcome({
-        connectionId: a.connectionId, role: a.role, startedAt, ...outcome,
-        tried: p.steps.map((s) => REPORT_TECHNIQUE_OF[s.technique]),
-        localNat: a.natType ?? reportNat(localNat), peerNat: reportNat(remoteNat),
-      }),
-    ).catch(() => {});
+    void a.local.rendezvous
+      ?.report?.(
+        connectionOutcome({
+          connectionId: a.connectionId,
+          role: a.role,
+          startedAt,
+          ...outcome,
+          tried: p.steps.map((s) => REPORT_TECHNIQUE_OF[s.technique]),
+          localNat: a.natType ?? reportNat(localNat),
+          peerNat: reportNat(remoteNat),
+        }),
+      )
+      .catch(() => {});
   let won: Awaited<ReturnType<typeof race>>;
   try {
     won = await race({
-    plan: p,
-    techniques,
-    ctx: {
-      role: a.role,
-      keyPair: a.keyPair,
-      peerKey: a.peerKey,
-      connectionId: a.connectionId,
-      endpoint: a.local.socket,
-      local: { candidates: localCandidates, nat: localNat },
-      remote: { candidates: rest, nat: remoteNat },
-      ...(a.allow !== undefined ? { allow: a.allow } : {}),
-      signalling: null,
-      logger: a.logger,
-      progress: (e) => a.progress(e),
-    },
-    signal: a.signal,
-    advice: advice(localNat, remoteNat, p, sw),
-  });
+      plan: p,
+      techniques,
+      ctx: {
+        role: a.role,
+        keyPair: a.keyPair,
+        peerKey: a.peerKey,
+        connectionId: a.connectionId,
+        endpoint: a.local.socket,
+        local: { candidates: localCandidates, nat: localNat },
+        remote: { candidates: rest, nat: remoteNat },
+        ...(a.allow !== undefined ? { allow: a.allow } : {}),
+        signalling: null,
+        logger: a.logger,
+        progress: (e) => a.progress(e),
+      },
+      signal: a.signal,
+      advice: advice(localNat, remoteNat, p, sw),
+    });
   } catch (err) {
     report({ error: err });
     throw err;
@@ -193,7 +259,8 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
   const session = won.session;
   report({ path: session.path });
   const cp = session.path.candidatePair;
-  if (won.transport === 'tcp' && session.path.transportReason) progress(a, { phase: 'transport', transport: 'tcp', reason: session.path.transportReason });
+  if (won.transport === 'tcp' && session.path.transportReason)
+    progress(a, { phase: 'transport', transport: 'tcp', reason: session.path.transportReason });
   a.progress({
     phase: 'path',
     kind: session.path.kind,
@@ -201,14 +268,28 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     local: session.path.local,
     transport: won.transport,
     traversal: won.technique,
-    type: won.transport === 'tcp' ? `tcp-${cp?.remote?.type ?? 'prflx'}` : cp?.remote?.type ?? 'prflx',
+    type: won.transport === 'tcp' ? `tcp-${cp?.remote?.type ?? 'prflx'}` : (cp?.remote?.type ?? 'prflx'),
     rttMs: session.path.rttMs,
     ...(session.path.tcpTechnique ? { technique: session.path.tcpTechnique } : {}),
-    ...(won.reason ? { reason: won.reason } : session.path.transportReason ? { reason: session.path.transportReason } : {}),
+    ...(won.reason
+      ? { reason: won.reason }
+      : session.path.transportReason
+        ? { reason: session.path.transportReason }
+        : {}),
   });
   if (won.kind === 'relay') {
     upgradeInBackground(
-      { endpoint: a.local.socket, role: a.role, connectionId: a.connectionId, keyPair: a.keyPair, peerKey: a.peerKey, local: localCandidates, remote: rest, logger: a.logger, progress: a.progress },
+      {
+        endpoint: a.local.socket,
+        role: a.role,
+        connectionId: a.connectionId,
+        keyPair: a.keyPair,
+        peerKey: a.peerKey,
+        local: localCandidates,
+        remote: rest,
+        logger: a.logger,
+        progress: a.progress,
+      },
       session,
     );
   }

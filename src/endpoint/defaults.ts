@@ -31,12 +31,31 @@ export function portMappingDefault(env: NodeJS.ProcessEnv = process.env): boolea
  * `hasServer`: the rendezvous is a host[:port] (not a factory, not direct mode): the NAT measurement has STUN
  * servers to ask, and 'auto' relay credentials can come from it.
  */
-export function resolveTechniques(o: CommonOptions & { relay?: RelayOption }, hasServer: boolean, env: NodeJS.ProcessEnv = process.env): ResolvedTechniques {
+export function resolveTechniques(
+  o: CommonOptions & { relay?: RelayOption },
+  hasServer: boolean,
+  env: NodeJS.ProcessEnv = process.env,
+): ResolvedTechniques {
   if (o.transport !== undefined && !['udp', 'tcp', 'auto'].includes(o.transport)) {
     throw new NatpunchError('BAD_ARGUMENT', `transport must be udp, tcp or auto (got ${String(o.transport)})`);
   }
   const hard = o.hardNat === undefined ? (hasServer ? {} : null) : normalizeHardNat(o.hardNat);
-  const pm = o.portMapping === undefined ? (portMappingDefault(env) ? {} : null) : o.portMapping === false ? null : o.portMapping === true ? {} : o.portMapping;
+  const pm =
+    o.portMapping === undefined
+      ? portMappingDefault(env)
+        ? {}
+        : null
+      : o.portMapping === false
+        ? null
+        : o.portMapping === true
+          ? {}
+          : o.portMapping;
   const relay = o.relay === undefined ? 'auto' : o.relay === false ? null : o.relay;
-  return { hardNat: hard, portMapping: pm, relay, transport: o.transport ?? 'auto', tcpSequence: o.tcpSequence ?? 'auto' };
+  return {
+    hardNat: hard,
+    portMapping: pm,
+    relay,
+    transport: o.transport ?? 'auto',
+    tcpSequence: o.tcpSequence ?? 'auto',
+  };
 }

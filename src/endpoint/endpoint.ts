@@ -28,7 +28,14 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { resolveTechniques, type ResolvedTechniques } from './defaults.js';
 import { LocalState, rendezvousServer } from './local.js';
 import { runAttempt } from './attempt.js';
-import { DEFAULT_CONNECT_TIMEOUT_MS, MAX_CONCURRENT_ATTEMPTS, type ConnectOfferLike, type ListenOptions, type Progress, type RendezvousLike } from './types.js';
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  MAX_CONCURRENT_ATTEMPTS,
+  type ConnectOfferLike,
+  type ListenOptions,
+  type Progress,
+  type RendezvousLike,
+} from './types.js';
 
 export interface EndpointOptions extends ListenOptions {
   /** Accept introductions (default true). A one-shot connect() turns it off. */
@@ -195,9 +202,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   /** After an attempt on a sequential NAT, publish a fresh predicted window (the attempt used up ports). */
   #refreshAfterAttempt(): void {
     if (this.#local.hard?.advert.kind !== 'sequential' || !this.#local.reflexive || this.#closed) return;
-    void this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous)).then(() => {
-      if (!this.#closed) return this.#local.rendezvous?.register();
-    }).catch(() => {});
+    void this.#local
+      .refreshPrediction(rendezvousServer(this.#options.rendezvous))
+      .then(() => {
+        if (!this.#closed) return this.#local.rendezvous?.register();
+      })
+      .catch(() => {});
   }
 
   /**
@@ -218,26 +228,54 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       if (options.candidates) {
         if (!target.key) throw new NatpunchError('BAD_ARGUMENT', 'direct mode needs the peer key');
         session = await runAttempt({
-          role: 'initiator', connectionId: options.connectionId ?? randomBytes(16), peerKey: target.key, remote: options.candidates,
-          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques, tuning: { ...this.#tuning(), ...ik },
+          role: 'initiator',
+          connectionId: options.connectionId ?? randomBytes(16),
+          peerKey: target.key,
+          remote: options.candidates,
+          local: this.#local,
+          keyPair: this.#options.keyPair,
+          ...(this.#options.natType ? { natType: this.#options.natType } : {}),
+          techniques: this.#techniques,
+          tuning: { ...this.#tuning(), ...ik },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
-          logger: this.#logger, progress, signal,
+          logger: this.#logger,
+          progress,
+          signal,
         });
       } else {
-        if (!rv) throw new NatpunchError('BAD_ARGUMENT', 'this endpoint has no rendezvous: give the peer candidates (direct mode)');
+        if (!rv)
+          throw new NatpunchError(
+            'BAD_ARGUMENT',
+            'this endpoint has no rendezvous: give the peer candidates (direct mode)',
+          );
         await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
         const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
         // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
         // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
         pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
-        progress({ phase: 'offer', peer: keyToId(offer.peerKey), ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'initiator', ...(offer.mode ? { mode: offer.mode } : {}) });
+        progress({
+          phase: 'offer',
+          peer: keyToId(offer.peerKey),
+          ...(offer.peerName ? { peerName: offer.peerName } : {}),
+          candidates: offer.candidates,
+          role: 'initiator',
+          ...(offer.mode ? { mode: offer.mode } : {}),
+        });
         session = await runAttempt({
-          role: 'initiator', connectionId: offer.connectionId, peerKey: offer.peerKey, remote: offer.candidates,
+          role: 'initiator',
+          connectionId: offer.connectionId,
+          peerKey: offer.peerKey,
+          remote: offer.candidates,
           ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}), techniques: this.#techniques,
+          local: this.#local,
+          keyPair: this.#options.keyPair,
+          ...(this.#options.natType ? { natType: this.#options.natType } : {}),
+          techniques: this.#techniques,
           tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
           ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
-          logger: this.#logger, progress, signal,
+          logger: this.#logger,
+          progress,
+          signal,
         });
       }
       if (this.#closed) {
@@ -251,7 +289,11 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       return session;
     } catch (err) {
       if (signal.aborted && !options.signal?.aborted && !isNatpunchError(err, 'TIMEOUT')) {
-        throw new NatpunchError('TIMEOUT', `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`, { cause: err, ...(isNatpunchError(err) && err.details ? { details: err.details } : {}) });
+        throw new NatpunchError(
+          'TIMEOUT',
+          `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`,
+          { cause: err, ...(isNatpunchError(err) && err.details ? { details: err.details } : {}) },
+        );
       }
       throw err;
     } finally {
@@ -265,12 +307,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   #recover(rv: RendezvousLike, peerKey: Buffer): SessionTuning['recover'] {
     return async (signal) => {
       const again = await rv.requestConnect(peerKey, { candidates: this.#local.candidates(), signal });
-      if (!again.peerKey.equals(peerKey)) throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');
+      if (!again.peerKey.equals(peerKey))
+        throw new NatpunchError('HANDSHAKE_FAILED', 'the rendezvous introduced another key');
       const checks = new ConnectivityChecks({
-        transport: this.#local.socket, role: 'initiator', connectionId: again.connectionId,
+        transport: this.#local.socket,
+        role: 'initiator',
+        connectionId: again.connectionId,
         key: deriveCheckKey(again.connectionId, this.#options.keyPair.publicKey, peerKey),
         local: this.#local.candidates().filter((c) => c.transport === 'udp' && c.type !== 'predicted'),
-        remote: advertFromCandidates(again.candidates).rest, nomination: 'implicit', signal, logger: this.#logger,
+        remote: advertFromCandidates(again.candidates).rest,
+        nomination: 'implicit',
+        signal,
+        logger: this.#logger,
       });
       const r = await checks.run();
       return { address: r.remote.address, port: r.remote.port, path: pathOf(r) };
@@ -286,23 +334,42 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const peer = keyToId(offer.peerKey);
     if (this.#attempts.size >= MAX_CONCURRENT_ATTEMPTS) {
       this.#logger.warn({ peer }, 'too many connection attempts in progress; dropping one');
-      this.emit('connection-error', new NatpunchError('RATE_LIMITED', `more than ${MAX_CONCURRENT_ATTEMPTS} connection attempts in progress`), peer);
+      this.emit(
+        'connection-error',
+        new NatpunchError('RATE_LIMITED', `more than ${MAX_CONCURRENT_ATTEMPTS} connection attempts in progress`),
+        peer,
+      );
       return null;
     }
     const progress = (p: Progress) => this.#progress(p);
-    progress({ phase: 'offer', peer, ...(offer.peerName ? { peerName: offer.peerName } : {}), candidates: offer.candidates, role: 'responder', ...(offer.mode ? { mode: offer.mode } : {}) });
+    progress({
+      phase: 'offer',
+      peer,
+      ...(offer.peerName ? { peerName: offer.peerName } : {}),
+      candidates: offer.candidates,
+      role: 'responder',
+      ...(offer.mode ? { mode: offer.mode } : {}),
+    });
     const ac = new AbortController();
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     try {
       const session = await runAttempt({
-        role: 'responder', connectionId: offer.connectionId, peerKey: Buffer.from(offer.peerKey), remote: offer.candidates,
+        role: 'responder',
+        connectionId: offer.connectionId,
+        peerKey: Buffer.from(offer.peerKey),
+        remote: offer.candidates,
         ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-        local: this.#local, keyPair: this.#options.keyPair, ...(this.#options.natType ? { natType: this.#options.natType } : {}),
+        local: this.#local,
+        keyPair: this.#options.keyPair,
+        ...(this.#options.natType ? { natType: this.#options.natType } : {}),
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
-        techniques: this.#techniques, tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
+        techniques: this.#techniques,
+        tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
-        logger: this.#logger, progress, signal,
+        logger: this.#logger,
+        progress,
+        signal,
       });
       if (this.#closed) {
         await session.close();
@@ -315,8 +382,13 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       return session;
     } catch (err) {
       // A peer that re-punched to resume an existing session never starts a handshake: not worth an error.
-      const resumed = [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) && isNatpunchError(err, 'HANDSHAKE_FAILED');
-      this.#logger.info({ peer, err: (err as Error).message }, resumed ? 'resume punch finished' : 'incoming connection failed');
+      const resumed =
+        [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) &&
+        isNatpunchError(err, 'HANDSHAKE_FAILED');
+      this.#logger.info(
+        { peer, err: (err as Error).message },
+        resumed ? 'resume punch finished' : 'incoming connection failed',
+      );
       if (!resumed && !this.#closed) this.emit('connection-error', err as Error, peer);
       return null;
     } finally {

@@ -22,7 +22,14 @@ import type { PortMapper, PortMapperOptions } from '../portmap/mapper.js';
 import { NatpunchError } from '../util/errors.js';
 import { timeoutSignal } from '../util/abort.js';
 import type { Logger } from '../util/log.js';
-import { DEFAULT_RENDEZVOUS_PORT, type CommonOptions, type Progress, type RendezvousFactory, type RendezvousLike, type TransportMode } from './types.js';
+import {
+  DEFAULT_RENDEZVOUS_PORT,
+  type CommonOptions,
+  type Progress,
+  type RendezvousFactory,
+  type RendezvousLike,
+  type TransportMode,
+} from './types.js';
 import type { ResolvedTechniques } from './defaults.js';
 
 /** Port mapping: how long the gateway gets to map the port (RFC 6887 §8.1.1 and RFC 6886 §3.1 retransmit longer;
@@ -62,24 +69,36 @@ function isLoopbackHost(host: string): boolean {
  */
 export function defaultCandidates(endpoint: UdxEndpoint, opts: { loopback?: boolean } = {}): Candidate[] {
   const { address, port } = endpoint.address();
-  if (address !== '0.0.0.0' && address !== '::') return [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }];
-  if (opts.loopback) return [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }];
+  if (address !== '0.0.0.0' && address !== '::')
+    return [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }];
+  if (opts.loopback)
+    return [{ type: 'host', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('host') }];
   const out: Candidate[] = [];
   let pref = 65535;
   for (const list of Object.values(networkInterfaces())) {
     for (const i of list ?? []) {
       if (i.internal || i.family !== 'IPv4') continue;
-      out.push({ type: 'host', transport: 'udp', address: i.address, port, priority: candidatePriority('host', pref--) });
+      out.push({
+        type: 'host',
+        transport: 'udp',
+        address: i.address,
+        port,
+        priority: candidatePriority('host', pref--),
+      });
     }
   }
   return dedupeCandidates(out);
 }
 
-function makeRendezvous(spec: NonNullable<CommonOptions['rendezvous']>, init: Parameters<RendezvousFactory>[0]): RendezvousLike {
+function makeRendezvous(
+  spec: NonNullable<CommonOptions['rendezvous']>,
+  init: Parameters<RendezvousFactory>[0],
+): RendezvousLike {
   if (typeof spec === 'function') return spec(init);
   const server = rendezvousList(spec)!;
   for (const s of server) {
-    if (!Number.isInteger(s.port) || s.port <= 0 || s.port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
+    if (!Number.isInteger(s.port) || s.port <= 0 || s.port > 65535)
+      throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in ${JSON.stringify(spec)}`);
   }
   return new RendezvousClient({
     transport: init.transport,
@@ -122,7 +141,12 @@ export class LocalState {
   #tcpPredicted: Candidate[] = [];
   /** Why TCP is not in the race at all (no addon, gathering failed), for session.path.transportReason. */
   #tcpUnavailable: string | null = null;
-  #hard: { advert: HardNatAdvert; candidates: Candidate[]; opts: HardNatOptions; srflx: { address: string; port: number } } | null = null;
+  #hard: {
+    advert: HardNatAdvert;
+    candidates: Candidate[];
+    opts: HardNatOptions;
+    srflx: { address: string; port: number };
+  } | null = null;
   #relay: RelayPath | null = null;
   /** The relay allocation still under way (a one-shot connector does not wait for it). */
   #relayPending: Promise<void> | null = null;
@@ -131,7 +155,14 @@ export class LocalState {
   #closed = false;
   #log: Logger;
 
-  private constructor(socket: UdxEndpoint, ownsSocket: boolean, host: Candidate[], rv: RendezvousLike | null, transport: TransportMode, log: Logger) {
+  private constructor(
+    socket: UdxEndpoint,
+    ownsSocket: boolean,
+    host: Candidate[],
+    rv: RendezvousLike | null,
+    transport: TransportMode,
+    log: Logger,
+  ) {
     this.socket = socket;
     this.#ownsSocket = ownsSocket;
     this.#host = host;
@@ -148,7 +179,8 @@ export class LocalState {
     try {
       o.progress({ phase: 'gathering', local: socket.address() });
       const server = rendezvousServer(o.rendezvous);
-      const host = o.candidates ?? defaultCandidates(socket, { loopback: server !== null && isLoopbackHost(server.host) });
+      const host =
+        o.candidates ?? defaultCandidates(socket, { loopback: server !== null && isLoopbackHost(server.host) });
       const self: { state: LocalState | null } = { state: null };
       const rv = o.rendezvous
         ? makeRendezvous(o.rendezvous, {
@@ -163,10 +195,13 @@ export class LocalState {
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);
       const st = state;
       const t = o.techniques;
-      const registered = rv && o.register ? rv.register(o.signal).then((r) => {
-        st.#reflexive = { address: r.reflexive.address, port: r.reflexive.port };
-        return r;
-      }) : null;
+      const registered =
+        rv && o.register
+          ? rv.register(o.signal).then((r) => {
+              st.#reflexive = { address: r.reflexive.address, port: r.reflexive.port };
+              return r;
+            })
+          : null;
       // Everything below runs side by side; only the registration failing is fatal (a listener must be reachable).
       const jobs: Array<Promise<unknown>> = [];
       if (registered) jobs.push(registered);
@@ -181,7 +216,12 @@ export class LocalState {
       if (t.relay) {
         const relayJob = st.#openRelay(t.relay, rv, registered, o);
         relayJob.catch(() => {}); // observed below or by the jobs; never an unhandled rejection
-        st.#relayPending = relayJob.then(() => {}, () => {}).finally(() => (st.#relayPending = null));
+        st.#relayPending = relayJob
+          .then(
+            () => {},
+            () => {},
+          )
+          .finally(() => (st.#relayPending = null));
         // An explicit relay is waited for (failing to open it is an error the caller should see).
         if (o.accepting || !registered || t.relay !== 'auto') jobs.push(relayJob);
         else jobs.push(registered.then((r) => ((r as { via?: string }).via === 'tcp' ? relayJob : undefined)));
@@ -198,7 +238,8 @@ export class LocalState {
       // Transport tcp: the UDP measurement took fresh ports after TCP's window was measured (many sequential NATs
       // count both with one counter), so measure TCP again: the window we offer must start after our latest
       // allocation (tcp-predict.ts). With UDP on, the UDP window stays the latest: its hard punch runs first.
-      if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed) st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
+      if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed)
+        st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
         if (o.accepting && (st.#hard || st.#tcp || st.#relay)) await rv!.register(o.signal);
@@ -212,10 +253,17 @@ export class LocalState {
     }
   }
 
-  async #gatherTcp(mode: TransportMode, server: { host: string; port: number } | null, o: GatherOptions): Promise<void> {
+  async #gatherTcp(
+    mode: TransportMode,
+    server: { host: string; port: number } | null,
+    o: GatherOptions,
+  ): Promise<void> {
     const status = addonStatus();
     if (!status.available) {
-      if (mode === 'tcp') throw new NatpunchError('ADDON_UNAVAILABLE', `TCP transport unavailable: ${status.reason}`, { details: { reason: status.reason } });
+      if (mode === 'tcp')
+        throw new NatpunchError('ADDON_UNAVAILABLE', `TCP transport unavailable: ${status.reason}`, {
+          details: { reason: status.reason },
+        });
       this.#tcpUnavailable = `TCP hole punching unavailable (${status.reason}); using UDP`;
       o.progress({ phase: 'transport', transport: 'udp', reason: this.#tcpUnavailable });
       return;
@@ -239,9 +287,17 @@ export class LocalState {
     }
   }
 
-  async #gatherHard(opts: HardNatOptions, server: { host: string; port: number } | null, o: GatherOptions, byDefault: boolean): Promise<void> {
+  async #gatherHard(
+    opts: HardNatOptions,
+    server: { host: string; port: number } | null,
+    o: GatherOptions,
+    byDefault: boolean,
+  ): Promise<void> {
     try {
-      const bounded = byDefault && opts.measureTimeoutMs === undefined ? { ...opts, measureTimeoutMs: DEFAULT_MEASURE_BOUND_MS } : opts;
+      const bounded =
+        byDefault && opts.measureTimeoutMs === undefined
+          ? { ...opts, measureTimeoutMs: DEFAULT_MEASURE_BOUND_MS }
+          : opts;
       const g = await gatherHardNat(this.socket, bounded, server, o.signal);
       const marker = g.candidates[0]!;
       this.#hard = { ...g, opts, srflx: { address: marker.address, port: marker.port } };
@@ -253,7 +309,12 @@ export class LocalState {
     }
   }
 
-  async #openRelay(spec: NonNullable<ResolvedTechniques['relay']>, rv: RendezvousLike | null, registered: Promise<unknown> | null, o: GatherOptions): Promise<void> {
+  async #openRelay(
+    spec: NonNullable<ResolvedTechniques['relay']>,
+    rv: RendezvousLike | null,
+    registered: Promise<unknown> | null,
+    o: GatherOptions,
+  ): Promise<void> {
     try {
       if (spec instanceof RelayPath) {
         this.#relay = spec;
@@ -278,13 +339,31 @@ export class LocalState {
           return;
         }
         // UDP from our socket, else TCP (always when the rendezvous itself runs over TCP: UDP is blocked), else TLS.
-        this.#relay = await openRendezvousRelay({ transport: this.socket, credentials: c, rendezvousVia: rv.via, serverName: rv.server.host, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
+        this.#relay = await openRendezvousRelay({
+          transport: this.socket,
+          credentials: c,
+          rendezvousVia: rv.via,
+          serverName: rv.server.host,
+          ...(o.signal ? { signal: o.signal } : {}),
+          logger: o.logger,
+        });
       } else {
         const s = typeof spec === 'string' ? parseRelaySpec(spec) : spec;
-        this.#relay = await RelayPath.open({ transport: this.socket, ...s, ...(o.signal ? { signal: o.signal } : {}), logger: o.logger });
+        this.#relay = await RelayPath.open({
+          transport: this.socket,
+          ...s,
+          ...(o.signal ? { signal: o.signal } : {}),
+          logger: o.logger,
+        });
       }
       if (this.#closed) await this.#relay.close();
-      else o.progress({ phase: 'relay', ok: true, relayed: { address: this.#relay.relayed.address, port: this.#relay.relayed.port }, via: rv instanceof RendezvousClient && rv.via === 'tcp' ? 'tcp' : 'udp' });
+      else
+        o.progress({
+          phase: 'relay',
+          ok: true,
+          relayed: { address: this.#relay.relayed.address, port: this.#relay.relayed.port },
+          via: rv instanceof RendezvousClient && rv.via === 'tcp' ? 'tcp' : 'udp',
+        });
     } catch (err) {
       if (o.signal?.aborted) throw err;
       const explicit = spec !== 'auto';
@@ -299,17 +378,29 @@ export class LocalState {
     return (async () => {
       const { PortMapper } = await import('../portmap/mapper.js');
       if (this.#closed) return;
-      const mapper = new PortMapper({ logger: o.logger, ...spec, upnp: { ...spec.upnp, ssdp: { timeoutMs: PORT_MAPPING_SSDP_MS, ...spec.upnp?.ssdp } } });
+      const mapper = new PortMapper({
+        logger: o.logger,
+        ...spec,
+        upnp: { ...spec.upnp, ssdp: { timeoutMs: PORT_MAPPING_SSDP_MS, ...spec.upnp?.ssdp } },
+      });
       const t = timeoutSignal(DEFAULT_PORT_MAPPING_TIMEOUT_MS);
       try {
         const m = await mapper.map({ internalPort: this.socket.address().port, transport: 'udp' }, t.signal);
         if (this.#closed) return void (await mapper.close());
         this.#mapper = mapper;
-        o.progress({ phase: 'port-mapping', ok: true, protocol: m.protocol, gateway: m.gateway, external: { address: m.externalAddress, port: m.externalPort } });
+        o.progress({
+          phase: 'port-mapping',
+          ok: true,
+          protocol: m.protocol,
+          gateway: m.gateway,
+          external: { address: m.externalAddress, port: m.externalPort },
+        });
         if (this.#reflexive && this.rendezvous) void this.rendezvous.register().catch(() => {});
       } catch (err) {
         await mapper.close();
-        const error = t.signal.aborted ? `no mapping within ${DEFAULT_PORT_MAPPING_TIMEOUT_MS} ms` : (err as Error).message;
+        const error = t.signal.aborted
+          ? `no mapping within ${DEFAULT_PORT_MAPPING_TIMEOUT_MS} ms`
+          : (err as Error).message;
         this.#log.info({ err: error }, 'port mapping unavailable; going on without');
         o.progress({ phase: 'port-mapping', ok: false, error });
       } finally {
@@ -337,7 +428,10 @@ export class LocalState {
   async relayReady(signal?: AbortSignal): Promise<RelayPath | null> {
     const pending = this.#relayPending;
     if (pending) {
-      await Promise.race([pending, new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve(), { once: true }))]);
+      await Promise.race([
+        pending,
+        new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve(), { once: true })),
+      ]);
     }
     return this.relay;
   }
@@ -356,13 +450,40 @@ export class LocalState {
 
   /** Our candidates as offered (host, TCP, hard-NAT advert, gateway mapping, relay). */
   candidates(): Candidate[] {
-    const mapped: Candidate[] = (this.#mapper?.mappings ?? []).map((m) => ({ type: 'mapped', transport: m.transport, address: m.externalAddress, port: m.externalPort, priority: candidatePriority('mapped') }));
+    const mapped: Candidate[] = (this.#mapper?.mappings ?? []).map((m) => ({
+      type: 'mapped',
+      transport: m.transport,
+      address: m.externalAddress,
+      port: m.externalPort,
+      priority: candidatePriority('mapped'),
+    }));
     const relay = this.relay ? [this.relay.candidate()] : [];
     // The hard-NAT marker stands at our srflx address (hardwire.ts): listing the srflx too would make dedupe (here,
     // in the client and at the server) drop the marker, and with it the advert.
-    const srflx: Candidate[] = this.#reflexive && !this.#hard ? [{ type: 'srflx', transport: 'udp', address: this.#reflexive.address, port: this.#reflexive.port, priority: candidatePriority('srflx') }] : [];
+    const srflx: Candidate[] =
+      this.#reflexive && !this.#hard
+        ? [
+            {
+              type: 'srflx',
+              transport: 'udp',
+              address: this.#reflexive.address,
+              port: this.#reflexive.port,
+              priority: candidatePriority('srflx'),
+            },
+          ]
+        : [];
     // The hard-NAT marker and window are 'predicted' candidates of equal address: dedupe keeps them apart by port.
-    return [...dedupeCandidates([...this.#host, ...(this.#tcp?.candidates ?? []), ...this.#tcpPredicted, ...mapped, ...srflx, ...relay]), ...(this.#hard?.candidates ?? [])];
+    return [
+      ...dedupeCandidates([
+        ...this.#host,
+        ...(this.#tcp?.candidates ?? []),
+        ...this.#tcpPredicted,
+        ...mapped,
+        ...srflx,
+        ...relay,
+      ]),
+      ...(this.#hard?.candidates ?? []),
+    ];
   }
 
   /** Our side as the planner sees it. */
@@ -392,12 +513,23 @@ export class LocalState {
     if (this.#tcp && this.#tcp.prediction) this.#tcpPredicted = await this.#tcp.predict(signal ? { signal } : {});
     const h = this.#hard;
     if (!h || h.advert.kind !== 'sequential' || h.advert.delta === null) return;
-    const stun = h.opts.stun?.[0] ?? (server ? { address: isIP(server.host) ? server.host : (await lookup(server.host)).address, port: server.port } : null);
+    const stun =
+      h.opts.stun?.[0] ??
+      (server
+        ? { address: isIP(server.host) ? server.host : (await lookup(server.host)).address, port: server.port }
+        : null);
     if (!stun) return;
     try {
       const bind = this.socket.address().address;
-      const latest = await reobserve(stun, { ...(signal ? { signal } : {}), ...(bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}) });
-      const advert: HardNatAdvert = { ...h.advert, address: latest.address, ports: predictPorts(latest.port, h.advert.delta) };
+      const latest = await reobserve(stun, {
+        ...(signal ? { signal } : {}),
+        ...(bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}),
+      });
+      const advert: HardNatAdvert = {
+        ...h.advert,
+        address: latest.address,
+        ports: predictPorts(latest.port, h.advert.delta),
+      };
       this.#hard = { ...h, advert, candidates: advertToCandidates(advert, h.srflx) };
     } catch (err) {
       if (signal?.aborted) throw err;

@@ -30,17 +30,29 @@ export const MAX_CONCURRENT_ATTEMPTS = 32;
 /** What the composition needs from a rendezvous client (src/rendezvous/client.ts provides it). */
 export interface RendezvousLike {
   register(signal?: AbortSignal): Promise<{ reflexive: { address: string; port: number } }>;
-  requestConnect(nameOrKey: string | Uint8Array, options: { connectionId?: Uint8Array; candidates?: Candidate[]; signal?: AbortSignal }): Promise<ConnectOfferLike>;
+  requestConnect(
+    nameOrKey: string | Uint8Array,
+    options: { connectionId?: Uint8Array; candidates?: Candidate[]; signal?: AbortSignal },
+  ): Promise<ConnectOfferLike>;
   on(event: 'connect-request', listener: (offer: ConnectOfferLike) => void): unknown;
   off(event: 'connect-request', listener: (offer: ConnectOfferLike) => void): unknown;
   close(): void;
   /** SEQ_OFFER (TCP sequence-number techniques): publish ours, wait for the peer's. Optional for custom clients. */
-  exchangeSeqOffer?(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }>;
-  awaitSeqOffer?(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }>;
+  exchangeSeqOffer?(p: {
+    connectionId: Uint8Array;
+    peerKey: Uint8Array;
+    offer?: Buffer;
+    decline?: string;
+    signal?: AbortSignal;
+  }): Promise<{ spoofing: boolean }>;
+  awaitSeqOffer?(
+    connectionId: Uint8Array,
+    peerKey: Uint8Array,
+    signal: AbortSignal,
+  ): Promise<{ offer?: Buffer; decline?: string }>;
   /** Outcome report after an attempt (src/rendezvous/outcome.ts). Optional for custom clients; never throws. */
   report?(outcome: ConnectionOutcome): Promise<boolean>;
 }
-
 
 export interface ConnectOfferLike {
   connectionId: Buffer;
@@ -67,9 +79,22 @@ export type RendezvousFactory = (init: {
 export type Progress =
   | { phase: 'gathering'; local: { address: string; port: number } }
   | { phase: 'registered'; reflexive: { address: string; port: number } }
-  | { phase: 'offer'; peer: string; peerName?: string; candidates: Candidate[]; role: 'initiator' | 'responder'; mode?: string }
+  | {
+      phase: 'offer';
+      peer: string;
+      peerName?: string;
+      candidates: Candidate[];
+      role: 'initiator' | 'responder';
+      mode?: string;
+    }
   /** The plan for this connection (src/traversal/planner.ts): the techniques it races, and the NAT kinds it saw. */
-  | { phase: 'punching'; pairs: number; plan?: Array<{ technique: TechniqueName; holdMs: number }>; local?: string; remote?: string }
+  | {
+      phase: 'punching';
+      pairs: number;
+      plan?: Array<{ technique: TechniqueName; holdMs: number }>;
+      local?: string;
+      remote?: string;
+    }
   /** Exactly once per session: how it runs. `traversal` names the technique that found the path. */
   | {
       phase: 'path';
@@ -84,12 +109,25 @@ export type Progress =
       reason?: string;
     }
   /** A relayed session moved to a direct path (relay → direct upgrade). */
-  | { phase: 'upgraded'; kind: SessionPath['kind']; remote: { address: string; port: number }; type: string; rttMs: number | null }
+  | {
+      phase: 'upgraded';
+      kind: SessionPath['kind'];
+      remote: { address: string; port: number };
+      type: string;
+      rttMs: number | null;
+    }
   | { phase: 'connected'; peer: string; rttMs: number | null }
   /** Which transport carries (or will carry) the session and why; e.g. auto without the native addon → UDP. */
   | { phase: 'transport'; transport: 'udp' | 'tcp'; reason: string }
   /** portMapping: the gateway mapped our UDP port (a 'mapped' candidate is offered), or why not (we go on without). */
-  | { phase: 'port-mapping'; ok: boolean; protocol?: string; gateway?: string; external?: { address: string; port: number }; error?: string }
+  | {
+      phase: 'port-mapping';
+      ok: boolean;
+      protocol?: string;
+      gateway?: string;
+      external?: { address: string; port: number };
+      error?: string;
+    }
   /** hardNat: our measured NAT kind at gathering. */
   | { phase: 'hard-nat'; kind: HardNatAdvert['kind']; delta: number | null; ports: number[] }
   /** relay: our relay allocation (or why there is none). */
@@ -144,7 +182,12 @@ export interface CommonOptions {
 
 /** A relay: 'auto' (default: the credentials the rendezvous hands its peers), credentials
  *  ("user:password@host[:port]" or an object), a RelayPath opened on the same socket, or false (no relay). */
-export type RelayOption = RelayPath | string | { server: { address: string; port: number }; username: string; password: string; tcp?: boolean } | 'auto' | false;
+export type RelayOption =
+  | RelayPath
+  | string
+  | { server: { address: string; port: number }; username: string; password: string; tcp?: boolean }
+  | 'auto'
+  | false;
 
 export interface ConnectOptions extends CommonOptions {
   /** Default 'auto'. The relay is raced like every other technique, after the direct ones had their head start;

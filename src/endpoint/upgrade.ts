@@ -29,11 +29,24 @@ const MAX_UPGRADE_CANDIDATES = 16;
  * with each host port (a NAT that became port-preserving maps the socket's own port).
  */
 export function upgradeCandidates(remote: readonly Candidate[]): Candidate[] {
-  const direct = remote.filter((c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'icmp' && c.type !== 'predicted' && c.address !== '127.0.0.1');
+  const direct = remote.filter(
+    (c) =>
+      c.transport === 'udp' &&
+      c.type !== 'relay' &&
+      c.type !== 'icmp' &&
+      c.type !== 'predicted' &&
+      c.address !== '127.0.0.1',
+  );
   const predicted: Candidate[] = [];
   for (const s of direct.filter((c) => c.type === 'srflx')) {
     for (const h of direct.filter((c) => c.type === 'host' && c.address.includes(':') === s.address.includes(':'))) {
-      predicted.push({ type: 'predicted', transport: 'udp', address: s.address, port: h.port, priority: candidatePriority('predicted') });
+      predicted.push({
+        type: 'predicted',
+        transport: 'udp',
+        address: s.address,
+        port: h.port,
+        priority: candidatePriority('predicted'),
+      });
     }
   }
   return dedupeCandidates([...direct, ...predicted]).slice(0, MAX_UPGRADE_CANDIDATES);
@@ -67,8 +80,16 @@ export function upgradeInBackground(a: UpgradeSetup, session: Session, onDirect?
     try {
       while (!ac.signal.aborted && Date.now() < deadline && session.path.kind === 'relay') {
         const checks = new ConnectivityChecks({
-          transport: a.endpoint, role: a.role, connectionId: id, key, local, remote: targets, nomination: 'ack',
-          timeoutMs: RELAY_UPGRADE_ROUND_MS, signal: ac.signal, logger: log,
+          transport: a.endpoint,
+          role: a.role,
+          connectionId: id,
+          key,
+          local,
+          remote: targets,
+          nomination: 'ack',
+          timeoutMs: RELAY_UPGRADE_ROUND_MS,
+          signal: ac.signal,
+          logger: log,
         });
         try {
           const r = await checks.run();
@@ -76,7 +97,13 @@ export function upgradeInBackground(a: UpgradeSetup, session: Session, onDirect?
           log.info({ remote: r.remote }, 'direct path found while relayed; moving the session');
           await session.migrate(r.remote, pathOf(r));
           if (session.path.kind !== 'relay') {
-            a.progress({ phase: 'upgraded', kind: session.path.kind, remote: session.path.remote, type: r.remoteCandidate.type, rttMs: r.rttMs });
+            a.progress({
+              phase: 'upgraded',
+              kind: session.path.kind,
+              remote: session.path.remote,
+              type: r.remoteCandidate.type,
+              rttMs: r.rttMs,
+            });
             onDirect?.();
             return;
           }

@@ -28,7 +28,9 @@ export async function ensurePrivateDir(dir: string, warn?: (line: string) => voi
     warn?.(`${dir} was mode ${(st.mode & 0o777).toString(8)}; changed to 700 (it holds keys and pinned peers)`);
     return true;
   } catch (err) {
-    warn?.(`${dir} is mode ${(st.mode & 0o777).toString(8)} and could not be changed to 700 (${(err as NodeJS.ErrnoException).code ?? 'error'}); others may read it`);
+    warn?.(
+      `${dir} is mode ${(st.mode & 0o777).toString(8)} and could not be changed to 700 (${(err as NodeJS.ErrnoException).code ?? 'error'}); others may read it`,
+    );
     return false;
   }
 }

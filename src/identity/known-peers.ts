@@ -19,7 +19,8 @@ import { ensurePrivateDir, natpunchHome, PRIVATE_FILE_MODE, HOME_DIR_MODE } from
  * NAME as registered on the rendezvous ([a-z0-9._-]{1,63}), KEY the peer's Ed25519 public key as 64 hex digits.
  */
 export const KNOWN_PEERS_FILE = 'known_peers';
-const HEADER = '# natpunch known peers: NAME KEY (64 hex). Added on first connect by name; change with `natpunch trust NAME KEY`, remove with `natpunch forget NAME`.\n';
+const HEADER =
+  '# natpunch known peers: NAME KEY (64 hex). Added on first connect by name; change with `natpunch trust NAME KEY`, remove with `natpunch forget NAME`.\n';
 
 /** ~/.natpunch/known_peers */
 export function defaultKnownPeersPath(env: NodeJS.ProcessEnv = process.env): string {
@@ -46,14 +47,20 @@ export interface KnownPeerEntry {
   line: number;
 }
 
-const hexKey = (key: Uint8Array | string): string => (typeof key === 'string' ? key.toLowerCase() : Buffer.from(key).toString('hex'));
+const hexKey = (key: Uint8Array | string): string =>
+  typeof key === 'string' ? key.toLowerCase() : Buffer.from(key).toString('hex');
 
 function checkName(name: string): void {
-  if (!isValidName(name)) throw new NatpunchError('BAD_ARGUMENT', `"${name.slice(0, 80)}" is not a peer name ([a-z0-9._-], 1 to 63 characters)`);
+  if (!isValidName(name))
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      `"${name.slice(0, 80)}" is not a peer name ([a-z0-9._-], 1 to 63 characters)`,
+    );
 }
 
 function checkKey(key: string): void {
-  if (!/^[0-9a-f]{64}$/.test(key)) throw new NatpunchError('BAD_ARGUMENT', `"${key.slice(0, 80)}" is not a peer key (64 hex characters)`);
+  if (!/^[0-9a-f]{64}$/.test(key))
+    throw new NatpunchError('BAD_ARGUMENT', `"${key.slice(0, 80)}" is not a peer key (64 hex characters)`);
 }
 
 /** The error connect() raises when a name resolves to another key than the one pinned (shows both, and the fix). */
@@ -85,7 +92,10 @@ export class KnownPeers implements PeerPins {
       if (!line) return;
       const [name, key, ...rest] = line.split(/\s+/);
       if (rest.length > 0 || !name || !key || !isValidName(name) || !/^[0-9a-fA-F]{64}$/.test(key)) {
-        throw new NatpunchError('BAD_ARGUMENT', `${this.file}:${i + 1}: expected "NAME KEY" (name [a-z0-9._-], key 64 hex characters); fix or remove the line`);
+        throw new NatpunchError(
+          'BAD_ARGUMENT',
+          `${this.file}:${i + 1}: expected "NAME KEY" (name [a-z0-9._-], key 64 hex characters); fix or remove the line`,
+        );
       }
       out.push({ name, key: key.toLowerCase(), line: i + 1 });
     });
@@ -150,7 +160,10 @@ export class KnownPeers implements PeerPins {
       return await readFile(this.file, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
-      throw new NatpunchError('BAD_ARGUMENT', `cannot read ${this.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `cannot read ${this.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
     }
   }
 
@@ -168,7 +181,10 @@ export class KnownPeers implements PeerPins {
       await rename(tmp, this.file);
     } catch (err) {
       await unlink(tmp).catch(() => {});
-      throw new NatpunchError('BAD_ARGUMENT', `cannot write ${this.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `cannot write ${this.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
     }
   }
 }

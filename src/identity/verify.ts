@@ -21,7 +21,11 @@ export function peerTarget(to: PeerSpec): PeerTarget {
     return { lookup: to, name: to };
   }
   if (to instanceof Uint8Array) return { lookup: Buffer.from(to), key: Buffer.from(to) };
-  if (!isValidName(to.name)) throw new NatpunchError('BAD_ARGUMENT', `"${String(to.name).slice(0, 80)}" is not a peer name ([a-z0-9._-], 1 to 63 characters)`);
+  if (!isValidName(to.name))
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      `"${String(to.name).slice(0, 80)}" is not a peer name ([a-z0-9._-], 1 to 63 characters)`,
+    );
   const key = typeof to.key === 'string' ? idToKey(to.key) : Buffer.from(to.key);
   if (key.length !== 32) throw new NatpunchError('BAD_ARGUMENT', 'a peer key is 32 bytes');
   return { lookup: to.name, name: to.name, key };
@@ -33,14 +37,24 @@ export function peerTarget(to: PeerSpec): PeerTarget {
  * Throws (PEER_KEY_MISMATCH, PEER_KEY_CHANGED) otherwise. Resolves with what to run once the session has
  * authenticated that key (trust on first use: pin a name seen for the first time), or null.
  */
-export async function verifyPeer(target: PeerTarget, introduced: Uint8Array, pins?: PeerPins): Promise<(() => Promise<void>) | null> {
+export async function verifyPeer(
+  target: PeerTarget,
+  introduced: Uint8Array,
+  pins?: PeerPins,
+): Promise<(() => Promise<void>) | null> {
   const got = Buffer.from(introduced);
   if (target.key && !target.key.equals(got)) {
     const what = target.name ? `"${target.name}"` : 'the requested key';
     throw new NatpunchError(
       'PEER_KEY_MISMATCH',
       `the rendezvous introduced key ${keyToId(got)} for ${what}, not the expected ${keyToId(target.key)}; refusing before sending anything to it`,
-      { details: { ...(target.name ? { name: target.name } : {}), expectedKey: keyToId(target.key), offeredKey: keyToId(got) } },
+      {
+        details: {
+          ...(target.name ? { name: target.name } : {}),
+          expectedKey: keyToId(target.key),
+          offeredKey: keyToId(got),
+        },
+      },
     );
   }
   // An explicit key is the pin for this connection (known_peers is neither consulted nor changed).

@@ -64,9 +64,12 @@ async function handle(req: Req): Promise<Record<string, unknown>> {
       sock.on('message', (msg, rinfo) => {
         const data = msg.toString('utf8');
         out({ ev: 'udp', sock: id, from: rinfo.address, port: rinfo.port, data });
-        if (reflect) sock.send(JSON.stringify({ from: rinfo.address, port: rinfo.port, data }), rinfo.port, rinfo.address);
+        if (reflect)
+          sock.send(JSON.stringify({ from: rinfo.address, port: rinfo.port, data }), rinfo.port, rinfo.address);
       });
-      sock.on('error', (err: NodeJS.ErrnoException) => out({ ev: 'udp.error', sock: id, code: err.code ?? err.message }));
+      sock.on('error', (err: NodeJS.ErrnoException) =>
+        out({ ev: 'udp.error', sock: id, code: err.code ?? err.message }),
+      );
       await new Promise<void>((resolve, reject) => {
         sock.once('error', reject);
         sock.bind(num(req.port, 'port', 0), typeof req.address === 'string' ? req.address : undefined, () => {

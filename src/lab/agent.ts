@@ -46,15 +46,21 @@ export class Agent {
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     if (res.ok !== true) {
-      throw new NatpunchError('LAB', `agent on ${this.host}: ${op} failed: ${String(res.code)} ${String(res.message ?? '')}`, {
-        details: { code: res.code },
-      });
+      throw new NatpunchError(
+        'LAB',
+        `agent on ${this.host}: ${op} failed: ${String(res.code)} ${String(res.message ?? '')}`,
+        {
+          details: { code: res.code },
+        },
+      );
     }
     return res as T;
   }
 
   /** Binds a UDP socket (port 0 = any). With `reflect`, it answers every datagram with JSON {from, port, data}. */
-  async udpBind(opts: { port?: number; address?: string; reflect?: boolean } = {}): Promise<{ sock: number; port: number }> {
+  async udpBind(
+    opts: { port?: number; address?: string; reflect?: boolean } = {},
+  ): Promise<{ sock: number; port: number }> {
     return this.request('udp.bind', { ...opts });
   }
 
@@ -68,7 +74,10 @@ export class Agent {
   }
 
   /** Next `udp.error` event (e.g. ECONNREFUSED from an ICMP port unreachable) on a connected socket. */
-  nextUdpError(sock: number, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<{ ev: 'udp.error'; sock: number; code: string }> {
+  nextUdpError(
+    sock: number,
+    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<{ ev: 'udp.error'; sock: number; code: string }> {
     return this.proc.next((m) => m.ev === 'udp.error' && m.sock === sock, opts) as Promise<never>;
   }
 
@@ -77,7 +86,10 @@ export class Agent {
    * (ICMP port/host unreachable → ECONNREFUSED / EHOSTUNREACH), whether it surfaces on a send or as an event;
    * undefined when none arrives within `waitMs`.
    */
-  async udpProbeError(sock: number, opts: { tries?: number; waitMs?: number; data?: string } = {}): Promise<string | undefined> {
+  async udpProbeError(
+    sock: number,
+    opts: { tries?: number; waitMs?: number; data?: string } = {},
+  ): Promise<string | undefined> {
     let code: string | undefined;
     for (let i = 0; i < (opts.tries ?? 2) && code === undefined; i++) {
       try {
@@ -87,7 +99,9 @@ export class Agent {
         else throw err;
       }
       if (code === undefined) {
-        const ev = await this.nextUdpError(sock, { timeoutMs: i === 0 ? 100 : (opts.waitMs ?? 700) }).catch(() => undefined);
+        const ev = await this.nextUdpError(sock, { timeoutMs: i === 0 ? 100 : (opts.waitMs ?? 700) }).catch(
+          () => undefined,
+        );
         code = ev?.code;
       }
     }

@@ -227,7 +227,10 @@ export async function ensureDelayer(signal?: AbortSignal): Promise<string> {
       }
     }
     await run('rm', ['-f', src, tmp]);
-    throw new NatpunchError('LAB', `cannot compile the lab delayer (needs a C compiler: apt-get install gcc): ${last.slice(0, 400)}`);
+    throw new NatpunchError(
+      'LAB',
+      `cannot compile the lab delayer (needs a C compiler: apt-get install gcc): ${last.slice(0, 400)}`,
+    );
   }
   throw new NatpunchError('LAB', 'no writable cache directory for the lab delayer');
 }

@@ -72,7 +72,15 @@ import { Agent } from './agent.js';
 import { ensureDelayer } from './delayer.js';
 import { natRuleset, resolveNat, NAT_DEFAULTS, type NatOptions, type NatType, type ResolvedNatOptions } from './nat.js';
 import { LabProcess } from './proc.js';
-import { isShaped, NO_SHAPE, planNamespace, resolveShape, uplinkMac, type LinkShape, type ResolvedLinkShape } from './shape.js';
+import {
+  isShaped,
+  NO_SHAPE,
+  planNamespace,
+  resolveShape,
+  uplinkMac,
+  type LinkShape,
+  type ResolvedLinkShape,
+} from './shape.js';
 import {
   destroyNamespace,
   killRecorded,
@@ -94,7 +102,14 @@ import { defaultTopology, resolveTopology, type ResolvedTopology, type TopologyS
 
 export { defaultTopology, resolveTopology, LAB_PUBLIC_PREFIXES } from './topology.js';
 export type { TopologySpec, RouterSpec, HostSpec, ResolvedTopology } from './topology.js';
-export { NAT_TYPES, NAT_DEFAULTS, resolveNat, natRuleset, PORT_PRESERVATION_OFF_RANGE, SEQUENTIAL_BASE_PORT } from './nat.js';
+export {
+  NAT_TYPES,
+  NAT_DEFAULTS,
+  resolveNat,
+  natRuleset,
+  PORT_PRESERVATION_OFF_RANGE,
+  SEQUENTIAL_BASE_PORT,
+} from './nat.js';
 export type { NatType, NatOptions, ResolvedNatOptions } from './nat.js';
 export type { LinkShape, ResolvedLinkShape } from './shape.js';
 export { LabProcess } from './proc.js';
@@ -240,7 +255,10 @@ export class Lab {
     if (!opts.detached) lab.#installExitHook();
     const timeoutMs = opts.timeoutMs ?? LAB_UP_TIMEOUT_MS;
     const ac = new AbortController();
-    const timer = setTimeout(() => ac.abort(new NatpunchError('TIMEOUT', `lab set-up exceeded ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => ac.abort(new NatpunchError('TIMEOUT', `lab set-up exceeded ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const onAbort = () => ac.abort(opts.signal?.reason);
     opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
@@ -355,7 +373,10 @@ export class Lab {
   #node(name: string) {
     const n = this.topology.nodes[name];
     if (!n) {
-      throw new NatpunchError('BAD_ARGUMENT', `no lab node "${name}" (nodes: ${Object.keys(this.topology.nodes).join(', ')})`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `no lab node "${name}" (nodes: ${Object.keys(this.topology.nodes).join(', ')})`,
+      );
     }
     return n;
   }
@@ -368,17 +389,22 @@ export class Lab {
 
   /** Node names by kind. */
   get hosts(): string[] {
-    return Object.values(this.topology.nodes).filter((n) => n.kind === 'host').map((n) => n.name);
+    return Object.values(this.topology.nodes)
+      .filter((n) => n.kind === 'host')
+      .map((n) => n.name);
   }
 
   get routers(): string[] {
-    return Object.values(this.topology.nodes).filter((n) => n.kind === 'router').map((n) => n.name);
+    return Object.values(this.topology.nodes)
+      .filter((n) => n.kind === 'router')
+      .map((n) => n.name);
   }
 
   /** Primary address of a host (for a router: its WAN address). */
   addr(node: string): string {
     const n = this.#node(node);
-    if (n.kind === 'internet') throw new NatpunchError('BAD_ARGUMENT', 'the internet namespace has no address of its own');
+    if (n.kind === 'internet')
+      throw new NatpunchError('BAD_ARGUMENT', 'the internet namespace has no address of its own');
     return n.addrs[0]!;
   }
 
@@ -432,7 +458,11 @@ export class Lab {
   // ---------------------------------------------------------------- processes
 
   /** Runs a command inside a node's namespace and waits for it (bounded). Never throws on a non-zero exit. */
-  async exec(node: string, cmd: string[], opts: { input?: string; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ExecResult> {
+  async exec(
+    node: string,
+    cmd: string[],
+    opts: { input?: string; timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<ExecResult> {
     this.#alive();
     if (cmd.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'exec needs a command');
     return run('ip', ['netns', 'exec', this.ns(node), ...cmd], { timeoutMs: LAB_EXEC_TIMEOUT_MS, ...opts });
@@ -474,7 +504,11 @@ export class Lab {
   node(node: string, script: string, args: string[] = [], opts: SpawnOpts = {}): LabProcess {
     const path = script.startsWith('file:') ? fileURLToPath(script) : script;
     const ts = /\.(ts|mts|cts)$/.test(path);
-    return this.spawn(node, [...(opts.wrap ?? []), process.execPath, ...(ts ? ['--import', tsxImport()] : []), path, ...args], opts);
+    return this.spawn(
+      node,
+      [...(opts.wrap ?? []), process.execPath, ...(ts ? ['--import', tsxImport()] : []), path, ...args],
+      opts,
+    );
   }
 
   /**
@@ -495,7 +529,10 @@ export class Lab {
     const script = fileURLToPath(new URL(`./agent-script.${ext}`, import.meta.url));
     const proc = this.node(node, script);
     try {
-      await proc.next((m) => m.ev === 'ready', { timeoutMs: opts.timeoutMs ?? LAB_START_TIMEOUT_MS, ...(opts.signal ? { signal: opts.signal } : {}) });
+      await proc.next((m) => m.ev === 'ready', {
+        timeoutMs: opts.timeoutMs ?? LAB_START_TIMEOUT_MS,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
     } catch (err) {
       await proc.close();
       throw err;
@@ -526,14 +563,24 @@ export class Lab {
     this.#router(router);
     const ns = this.ns(router);
     await run('ip', ['netns', 'exec', ns, 'conntrack', '-F']);
-    await run('ip', ['netns', 'exec', ns, 'sh', '-c', 'nft flush set ip npnat adf 2>/dev/null; nft flush map ip npnat eim 2>/dev/null; true']);
+    await run('ip', [
+      'netns',
+      'exec',
+      ns,
+      'sh',
+      '-c',
+      'nft flush set ip npnat adf 2>/dev/null; nft flush map ip npnat eim 2>/dev/null; true',
+    ]);
   }
 
   /** Changes a link's delay / jitter / loss / rate (per direction) while running. Unset fields keep their value. */
   async setLink(link: string, shape: LinkShape): Promise<ResolvedLinkShape> {
     this.#alive();
     if (!this.topology.links[link]) {
-      throw new NatpunchError('BAD_ARGUMENT', `no lab link "${link}" (links: ${Object.keys(this.topology.links).join(', ')})`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `no lab link "${link}" (links: ${Object.keys(this.topology.links).join(', ')})`,
+      );
     }
     const prev = this.#state.links[link]!;
     const next = resolveShape(shape, prev);
@@ -552,7 +599,17 @@ export class Lab {
 
   /** Packets the internet namespace dropped because they were addressed outside the lab. */
   async outsideDrops(): Promise<number> {
-    const out = await mustRun('ip', ['netns', 'exec', this.ns('internet'), 'nft', 'list', 'counter', 'ip', 'npinet', 'outside']);
+    const out = await mustRun('ip', [
+      'netns',
+      'exec',
+      this.ns('internet'),
+      'nft',
+      'list',
+      'counter',
+      'ip',
+      'npinet',
+      'outside',
+    ]);
     const m = /packets (\d+)/.exec(out);
     return m ? Number(m[1]) : 0;
   }
@@ -655,10 +712,12 @@ export class Lab {
       'echo 0 > /proc/sys/net/ipv4/icmp_ratelimit',
       'echo 1000000 > /proc/sys/net/ipv4/icmp_msgs_per_sec 2>/dev/null || true',
     ];
-    const sysctl = (key: string, value: string | number) => L.push(`echo ${value} > /proc/sys/${key.replace(/\./g, '/')}`);
+    const sysctl = (key: string, value: string | number) =>
+      L.push(`echo ${value} > /proc/sys/${key.replace(/\./g, '/')}`);
     if (node.kind === 'internet') {
       sysctl('net.ipv4.ip_forward', 1);
-      for (const { ifname, cidr } of topo.internetAddrs) L.push(`ip addr add ${cidr} dev ${ifname}`, `ip link set ${ifname} up`);
+      for (const { ifname, cidr } of topo.internetAddrs)
+        L.push(`ip addr add ${cidr} dev ${ifname}`, `ip link set ${ifname} up`);
       // extra addresses of public hosts outside their link prefix get a route via the primary address
       for (const l of Object.values(topo.links)) {
         if (l.parent !== 'internet') continue;
@@ -666,7 +725,8 @@ export class Lab {
         const first = n.cidrs[0]!;
         for (const c of n.cidrs.slice(1)) {
           const [, len] = c.split('/');
-          if (len !== first.split('/')[1] || !sameNet(c, first)) L.push(`ip route add ${c.split('/')[0]}/32 via ${n.addrs[0]} dev ${l.parentIf}`);
+          if (len !== first.split('/')[1] || !sameNet(c, first))
+            L.push(`ip route add ${c.split('/')[0]}/32 via ${n.addrs[0]} dev ${l.parentIf}`);
         }
       }
       L.push(`nft -f - <<'EOF'
@@ -693,7 +753,9 @@ EOF`);
     if (node.kind === 'router') {
       sysctl('net.ipv4.ip_forward', 1);
       // Bridged LAN traffic must not enter iptables/nft, or same-LAN packets would be NATed.
-      L.push('for f in /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-arptables; do [ -w $f ] && echo 0 > $f || true; done');
+      L.push(
+        'for f in /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-arptables; do [ -w $f ] && echo 0 > $f || true; done',
+      );
       const prefixLen = node.lanCidr!.split('/')[1];
       L.push('ip link add lan type bridge', `ip addr add ${node.lanAddr}/${prefixLen} dev lan`, 'ip link set lan up');
       for (const l of Object.values(topo.links)) {
@@ -755,7 +817,10 @@ EOF`);
     const dir = join(stateDir(), this.id);
     mkdirSync(dir, { recursive: true });
     const logFd = openSync(join(dir, `delayer-${ns}.log`), 'a');
-    const child = spawn('ip', ['netns', 'exec', ns, bin, ...args], { stdio: ['ignore', 'pipe', logFd], detached: true });
+    const child = spawn('ip', ['netns', 'exec', ns, bin, ...args], {
+      stdio: ['ignore', 'pipe', logFd],
+      detached: true,
+    });
     closeSync(logFd);
     const ok = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), LAB_START_TIMEOUT_MS);
@@ -817,7 +882,7 @@ function sameNet(a: string, b: string): boolean {
   const len = Number(la);
   const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
   const toInt = (ip: string) => ip.split('.').reduce((acc, p) => ((acc << 8) | Number(p)) >>> 0, 0);
-  return ((toInt(ia!) & mask) >>> 0) === ((toInt(ib!) & mask) >>> 0);
+  return (toInt(ia!) & mask) >>> 0 === (toInt(ib!) & mask) >>> 0;
 }
 
 /** Per-namespace conntrack UDP timeouts = the NAT's mapping lifetime (both unreplied and "stream" flows). */

@@ -110,7 +110,10 @@ export const PORT_PRESERVATION_OFF_RANGE = '61000-65000';
 export const SEQUENTIAL_BASE_PORT = 20000;
 export const SEQUENTIAL_POOL_SIZE = 1000;
 
-export function resolveNat(opts: NatOptions | NatType | undefined, base: ResolvedNatOptions = NAT_DEFAULTS): ResolvedNatOptions {
+export function resolveNat(
+  opts: NatOptions | NatType | undefined,
+  base: ResolvedNatOptions = NAT_DEFAULTS,
+): ResolvedNatOptions {
   const o: NatOptions = typeof opts === 'string' ? { type: opts } : (opts ?? {});
   const r: ResolvedNatOptions = { ...base };
   for (const [k, v] of Object.entries(o)) if (v !== undefined) (r as unknown as Record<string, unknown>)[k] = v;
@@ -167,10 +170,14 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
   // DNAT: only packets that start a new conntrack are seen by nat chains.
   L.push('  chain prerouting { type nat hook prerouting priority dstnat; policy accept;');
   if (nat.hairpin) {
-    L.push(`    iifname "lan" ip daddr ${publicAddr} meta l4proto { udp, tcp } dnat ip to meta l4proto . th dport map @eim`);
+    L.push(
+      `    iifname "lan" ip daddr ${publicAddr} meta l4proto { udp, tcp } dnat ip to meta l4proto . th dport map @eim`,
+    );
   }
   if (nat.type === 'full-cone') {
-    L.push(`    iifname "wan" ip daddr ${publicAddr} meta l4proto { udp, tcp } dnat ip to meta l4proto . th dport map @eim`);
+    L.push(
+      `    iifname "wan" ip daddr ${publicAddr} meta l4proto { udp, tcp } dnat ip to meta l4proto . th dport map @eim`,
+    );
   } else if (nat.type === 'restricted-cone') {
     L.push(
       `    iifname "wan" ip daddr ${publicAddr} meta l4proto . th dport . ip saddr @adf dnat ip to meta l4proto . th dport map @eim`,
@@ -185,7 +192,9 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
   }
   switch (nat.type) {
     case 'symmetric-sequential':
-      L.push(`    oifname "wan" meta l4proto { udp, tcp } snat ip to ${publicAddr} : numgen inc mod ${SEQUENTIAL_POOL_SIZE} map @seq`);
+      L.push(
+        `    oifname "wan" meta l4proto { udp, tcp } snat ip to ${publicAddr} : numgen inc mod ${SEQUENTIAL_POOL_SIZE} map @seq`,
+      );
       break;
     case 'symmetric-random':
       L.push('    oifname "wan" meta l4proto { udp, tcp } masquerade fully-random');
@@ -202,10 +211,14 @@ export function natRuleset(nat: ResolvedNatOptions, publicAddr: string): string 
   // address for restricted-cone). Refreshed by every outbound packet (RFC 4787 REQ-6).
   L.push('  chain learn { type filter hook postrouting priority srcnat + 1; policy accept;');
   // Only LAN-initiated flows (original direction): replies of flows let in by DNAT must not add entries.
-  L.push('    iifname "lan" oifname "wan" ct direction original meta l4proto { udp, tcp } update @eim { meta l4proto . ct reply proto-dst timeout ' +
-    `${t}s : ct original ip saddr . ct original proto-src }`);
+  L.push(
+    '    iifname "lan" oifname "wan" ct direction original meta l4proto { udp, tcp } update @eim { meta l4proto . ct reply proto-dst timeout ' +
+      `${t}s : ct original ip saddr . ct original proto-src }`,
+  );
   if (nat.dropSynAfterSyn) {
-    L.push('    iifname "lan" oifname "wan" tcp flags & (syn | ack) == syn update @synout { ip daddr . tcp dport . tcp sport }');
+    L.push(
+      '    iifname "lan" oifname "wan" tcp flags & (syn | ack) == syn update @synout { ip daddr . tcp dport . tcp sport }',
+    );
   }
   if (nat.translateOutboundSynAck) {
     L.push(

@@ -113,7 +113,9 @@ export class LabProcess {
     const i = this.#queue.findIndex(predicate);
     if (i >= 0) return Promise.resolve(this.#queue.splice(i, 1)[0] as T);
     if (this.#exit) {
-      return Promise.reject(new NatpunchError('LAB', `process on ${this.host} has exited: ${this.#stderr.trim().slice(-500)}`));
+      return Promise.reject(
+        new NatpunchError('LAB', `process on ${this.host} has exited: ${this.#stderr.trim().slice(-500)}`),
+      );
     }
     const timeoutMs = opts.timeoutMs ?? DEFAULT_NEXT_TIMEOUT_MS;
     return new Promise<T>((resolve, reject) => {
@@ -135,10 +137,12 @@ export class LabProcess {
         },
       };
       const timer = setTimeout(
-        () => waiter.reject(new NatpunchError('TIMEOUT', `no matching message from ${this.host} within ${timeoutMs} ms`)),
+        () =>
+          waiter.reject(new NatpunchError('TIMEOUT', `no matching message from ${this.host} within ${timeoutMs} ms`)),
         timeoutMs,
       );
-      const onAbort = () => waiter.reject(new NatpunchError('ABORTED', 'operation aborted', { cause: opts.signal?.reason }));
+      const onAbort = () =>
+        waiter.reject(new NatpunchError('ABORTED', 'operation aborted', { cause: opts.signal?.reason }));
       if (opts.signal?.aborted) return onAbort();
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.push(waiter);

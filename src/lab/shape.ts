@@ -67,7 +67,11 @@ export function uplinkMac(index: number): string {
  */
 function ends(topo: ResolvedTopology, link: string): End[] {
   const l = topo.links[link];
-  if (!l) throw new NatpunchError('BAD_ARGUMENT', `no lab link "${link}" (links are named after their lower node: ${Object.keys(topo.links).join(', ')})`);
+  if (!l)
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      `no lab link "${link}" (links are named after their lower node: ${Object.keys(topo.links).join(', ')})`,
+    );
   const index = Object.keys(topo.links).indexOf(link);
   const childEnd: End = { link, ns: l.child, iif: l.childIf, dev: l.parentIf, queue: 2 * index };
   const parentEnd: End =
@@ -85,7 +89,11 @@ export interface NsShapePlan {
 }
 
 /** The full shaping state of one namespace given every link's shape (rules are rewritten from scratch). */
-export function planNamespace(topo: ResolvedTopology, shapes: Record<string, ResolvedLinkShape>, node: string): NsShapePlan {
+export function planNamespace(
+  topo: ResolvedTopology,
+  shapes: Record<string, ResolvedLinkShape>,
+  node: string,
+): NsShapePlan {
   const lossRules: string[] = [];
   const queueRules: string[] = [];
   const tc: string[] = [];
@@ -99,18 +107,24 @@ export function planNamespace(topo: ResolvedTopology, shapes: Record<string, Res
       if (other === node) {
         devs.add(e.dev);
         if (s.rateMbit > 0) {
-          tc.push(`tc qdisc replace dev ${e.dev} root tbf rate ${s.rateMbit}mbit burst ${TBF_BURST} latency ${TBF_LATENCY}`);
+          tc.push(
+            `tc qdisc replace dev ${e.dev} root tbf rate ${s.rateMbit}mbit burst ${TBF_BURST} latency ${TBF_LATENCY}`,
+          );
         }
       }
       if (e.ns !== node) continue;
       const match = `iifname "${e.iif}"${e.mac ? ` ether saddr ${e.mac}` : ''}`;
       if (s.lossPct > 0) {
         const share = Math.round(s.lossPct * 100);
-        lossRules.push(share >= 10000 ? `    ${match} counter drop` : `    ${match} numgen random mod 10000 < ${share} counter drop`);
+        lossRules.push(
+          share >= 10000 ? `    ${match} counter drop` : `    ${match} numgen random mod 10000 < ${share} counter drop`,
+        );
       }
       if (s.delayMs > 0 || s.jitterMs > 0) {
         const mac = e.mac ? ` -m mac --mac-source ${e.mac}` : '';
-        queueRules.push(`iptables -w -t raw -A PREROUTING -i ${e.iif}${mac} -j NFQUEUE --queue-num ${e.queue} --queue-bypass`);
+        queueRules.push(
+          `iptables -w -t raw -A PREROUTING -i ${e.iif}${mac} -j NFQUEUE --queue-num ${e.queue} --queue-bypass`,
+        );
         delayerArgs.push(`${e.queue}:${Math.round(s.delayMs * 1000)}:${Math.round(s.jitterMs * 1000)}`);
       }
     }

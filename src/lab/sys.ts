@@ -51,17 +51,25 @@ export function run(
 }
 
 /** Like run() but throws NatpunchError('LAB') with stderr when the exit code is not 0. */
-export async function mustRun(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<string> {
+export async function mustRun(
+  cmd: string,
+  args: string[],
+  opts: { input?: string; timeoutMs?: number; signal?: AbortSignal } = {},
+): Promise<string> {
   const r = await run(cmd, args, opts);
   if (r.code !== 0) {
-    throw new NatpunchError('LAB', `${cmd} ${args.slice(0, 6).join(' ')} failed (${r.code}): ${r.stderr.trim().slice(0, 800)}`);
+    throw new NatpunchError(
+      'LAB',
+      `${cmd} ${args.slice(0, 6).join(' ')} failed (${r.code}): ${r.stderr.trim().slice(0, 800)}`,
+    );
   }
   return r.stdout;
 }
 
 /** Whether the lab can run here: root and a working `ip netns`. Returns the reason when it cannot. */
 export function labUnavailableReason(): string | undefined {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) return 'the NAT lab needs root (network namespaces)';
+  if (typeof process.getuid === 'function' && process.getuid() !== 0)
+    return 'the NAT lab needs root (network namespaces)';
   const r = spawnSync('ip', ['netns', 'list'], { timeout: 5000, encoding: 'utf8' });
   if (r.error || r.status !== 0) return `\`ip netns\` is not available (${r.error?.message ?? r.stderr.trim()})`;
   const n = spawnSync('nft', ['--version'], { timeout: 5000, encoding: 'utf8' });
@@ -157,7 +165,11 @@ export async function listNamespaces(): Promise<string[]> {
 export async function destroyNamespace(ns: string): Promise<void> {
   for (let round = 0; round < 3; round++) {
     const r = await run('ip', ['netns', 'pids', ns]);
-    const pids = r.stdout.split(/\s+/).filter(Boolean).map(Number).filter((p) => p > 1 && p !== process.pid);
+    const pids = r.stdout
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number)
+      .filter((p) => p > 1 && p !== process.pid);
     if (pids.length === 0) break;
     for (const pid of pids) {
       try {

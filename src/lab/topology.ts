@@ -134,7 +134,9 @@ function prefixOf(cidr: string): string {
 
 /** Checks the spec and assigns addresses, interface names and the configuration order. */
 export function resolveTopology(spec: TopologySpec): ResolvedTopology {
-  const nodes: Record<string, ResolvedNode> = { internet: { name: 'internet', kind: 'internet', addrs: [], cidrs: [] } };
+  const nodes: Record<string, ResolvedNode> = {
+    internet: { name: 'internet', kind: 'internet', addrs: [], cidrs: [] },
+  };
   const links: Record<string, ResolvedLink> = {};
   const all = new Map<string, { kind: 'router' | 'host'; on: string }>();
   for (const [name, r] of Object.entries(spec.routers)) all.set(name, { kind: 'router', on: r.on });

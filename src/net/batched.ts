@@ -67,7 +67,12 @@ interface BatchAddon {
   udpSocket(family: 4 | 6, ipv6Only: boolean, reusePort: boolean): number;
   setSocketBuffers(fd: number, recv: number, send: number): SocketBufferSizes;
   steerToFirst(fd: number, firstByte: number): void;
-  BatchUdp: new (fd: number, meta: Uint32Array, onBatch: (slab: Buffer, count: number) => void, batchSize: number) => BatchUdpNative;
+  BatchUdp: new (
+    fd: number,
+    meta: Uint32Array,
+    onBatch: (slab: Buffer, count: number) => void,
+    batchSize: number,
+  ) => BatchUdpNative;
 }
 
 /** Why batched I/O is off, or undefined when it can be used. */
@@ -79,7 +84,8 @@ export function batchedUnavailableReason(addon?: NativeAddon): string | undefine
     if (!status.available) return status.reason;
     a = status.addon;
   }
-  if (typeof (a as Partial<BatchAddon>).BatchUdp !== 'function') return 'the native addon predates batched I/O; rebuild it (`npm run build:native`)';
+  if (typeof (a as Partial<BatchAddon>).BatchUdp !== 'function')
+    return 'the native addon predates batched I/O; rebuild it (`npm run build:native`)';
   return undefined;
 }
 
@@ -99,7 +105,12 @@ export class BatchedUdpSocket implements DatagramTransport {
   #closed = false;
   #local: { address: string; port: number; family: string };
 
-  private constructor(addon: BatchAddon, fd: number, buffers: SocketBufferSizes, local: { address: string; port: number; family: string }) {
+  private constructor(
+    addon: BatchAddon,
+    fd: number,
+    buffers: SocketBufferSizes,
+    local: { address: string; port: number; family: string },
+  ) {
     this.#addon = addon;
     this.fd = fd;
     this.buffers = buffers;
@@ -117,9 +128,15 @@ export class BatchedUdpSocket implements DatagramTransport {
     const fd = native.udpSocket(v6 ? 6 : 4, v6 && (options.ipv6Only ?? true), options.reusePort ?? false);
     try {
       native.bind(fd, address, port);
-      const buffers = options.bufferBytes ? native.setSocketBuffers(fd, options.bufferBytes, options.bufferBytes) : native.setSocketBuffers(fd, 0, 0);
+      const buffers = options.bufferBytes
+        ? native.setSocketBuffers(fd, options.bufferBytes, options.bufferBytes)
+        : native.setSocketBuffers(fd, 0, 0);
       const local = native.getSockName(fd);
-      return new BatchedUdpSocket(native, fd, buffers, { address: local.address, port: local.port, family: local.family });
+      return new BatchedUdpSocket(native, fd, buffers, {
+        address: local.address,
+        port: local.port,
+        family: local.family,
+      });
     } catch (err) {
       native.close(fd);
       throw err;
@@ -163,7 +180,11 @@ export class BatchedUdpSocket implements DatagramTransport {
         const base = i * META_STRIDE;
         const offset = meta[base]!;
         const msg = slab.subarray(offset, offset + meta[base + 1]!);
-        const rinfo: RemoteInfo = { address: this.#address(meta, base), port: meta[base + 2]!, family: meta[base + 3] === 6 ? 'IPv6' : 'IPv4' };
+        const rinfo: RemoteInfo = {
+          address: this.#address(meta, base),
+          port: meta[base + 2]!,
+          family: meta[base + 3] === 6 ? 'IPv6' : 'IPv4',
+        };
         const ls = this.#listeners;
         for (let j = 0; j < ls.length; j++) {
           try {

@@ -10,7 +10,14 @@
  */
 import { EventEmitter } from 'node:events';
 import { NatpunchError } from '../util/errors.js';
-import { drainReadable, loadAddon, openPrivilegedFd, POLL_READABLE, type NativeAddon, type NativeFdWatcher } from './native.js';
+import {
+  drainReadable,
+  loadAddon,
+  openPrivilegedFd,
+  POLL_READABLE,
+  type NativeAddon,
+  type NativeFdWatcher,
+} from './native.js';
 
 export type CaptureListener = (packet: Buffer, outgoing: boolean) => void;
 
@@ -36,9 +43,16 @@ export class PacketCapture {
   static open(options: { ifindex?: number; tcpPort?: number; addon?: NativeAddon } = {}): PacketCapture {
     const addon = options.addon ?? loadAddon('packet capture');
     if (!addon.packetSocket || !addon.recvPacket) {
-      throw new NatpunchError('ADDON_UNAVAILABLE', 'the native addon predates packet capture; rebuild it (`npm run build:native`)');
+      throw new NatpunchError(
+        'ADDON_UNAVAILABLE',
+        'the native addon predates packet capture; rebuild it (`npm run build:native`)',
+      );
     }
-    const fd = openPrivilegedFd(() => addon.packetSocket!(options.ifindex ?? 0, options.tcpPort ?? 0), 'packet socket', 'packet capture needs root or CAP_NET_RAW');
+    const fd = openPrivilegedFd(
+      () => addon.packetSocket!(options.ifindex ?? 0, options.tcpPort ?? 0),
+      'packet socket',
+      'packet capture needs root or CAP_NET_RAW',
+    );
     return new PacketCapture(addon, fd);
   }
 

@@ -41,7 +41,9 @@ export class NodeDatagramTransport implements DatagramTransport {
     });
   }
 
-  static async bind(options: { port?: number; address?: string; type?: 'udp4' | 'udp6' } = {}): Promise<NodeDatagramTransport> {
+  static async bind(
+    options: { port?: number; address?: string; type?: 'udp4' | 'udp6' } = {},
+  ): Promise<NodeDatagramTransport> {
     const type = options.type ?? (options.address?.includes(':') ? 'udp6' : 'udp4');
     const socket = dgram.createSocket({ type, reuseAddr: false });
     await new Promise<void>((resolve, reject) => {
@@ -59,8 +61,14 @@ export class NodeDatagramTransport implements DatagramTransport {
    * unreachable as ECONNREFUSED (onError), so a closed port fails at once instead of after every retransmission.
    * It only exchanges datagrams with that peer; send()'s address is ignored.
    */
-  static async connect(peer: { address: string; port: number }, options: { address?: string } = {}): Promise<NodeDatagramTransport> {
-    const transport = await NodeDatagramTransport.bind({ type: peer.address.includes(':') ? 'udp6' : 'udp4', ...(options.address ? { address: options.address } : {}) });
+  static async connect(
+    peer: { address: string; port: number },
+    options: { address?: string } = {},
+  ): Promise<NodeDatagramTransport> {
+    const transport = await NodeDatagramTransport.bind({
+      type: peer.address.includes(':') ? 'udp6' : 'udp4',
+      ...(options.address ? { address: options.address } : {}),
+    });
     await new Promise<void>((resolve, reject) => {
       transport.socket.once('error', reject);
       transport.socket.connect(peer.port, peer.address, () => {

@@ -116,7 +116,8 @@ export function addonStatus(): AddonStatus {
   try {
     const require = createRequire(import.meta.url);
     const addon = require(file) as NativeAddon;
-    if (addon.abiVersion !== 1) return { available: false, reason: `native addon at ${file} is an incompatible build; rebuild it` };
+    if (addon.abiVersion !== 1)
+      return { available: false, reason: `native addon at ${file} is an incompatible build; rebuild it` };
     return { available: true, addon };
   } catch (err) {
     return { available: false, reason: `the native addon failed to load: ${(err as Error).message}` };
@@ -127,7 +128,9 @@ export function addonStatus(): AddonStatus {
 export function loadAddon(feature = 'TCP hole punching and raw ICMP'): NativeAddon {
   const status = addonStatus();
   if (status.available) return status.addon;
-  throw new NatpunchError('ADDON_UNAVAILABLE', `${feature} unavailable: ${status.reason}`, { details: { reason: status.reason } });
+  throw new NatpunchError('ADDON_UNAVAILABLE', `${feature} unavailable: ${status.reason}`, {
+    details: { reason: status.reason },
+  });
 }
 
 /** True when the addon loads (for callers choosing strategies; `auto` falls back to UDP when false). */
@@ -155,7 +158,11 @@ export function openPrivilegedFd(open: () => number, what: string, notRoot: stri
  * Drains a readable fd: reads until it is empty, closed, or MAX_PACKETS_PER_WAKEUP were handled. A read error (e.g.
  * ENOBUFS) drops that packet; the next readable event continues.
  */
-export function drainReadable<T>(read: () => T | null | undefined, deliver: (packet: T) => void, isClosed: () => boolean): void {
+export function drainReadable<T>(
+  read: () => T | null | undefined,
+  deliver: (packet: T) => void,
+  isClosed: () => boolean,
+): void {
   for (let i = 0; i < MAX_PACKETS_PER_WAKEUP && !isClosed(); i++) {
     let packet: T | null | undefined;
     try {

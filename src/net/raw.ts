@@ -8,7 +8,14 @@
  */
 import { EventEmitter } from 'node:events';
 import { NatpunchError } from '../util/errors.js';
-import { drainReadable, loadAddon, openPrivilegedFd, POLL_READABLE, type NativeAddon, type NativeFdWatcher } from './native.js';
+import {
+  drainReadable,
+  loadAddon,
+  openPrivilegedFd,
+  POLL_READABLE,
+  type NativeAddon,
+  type NativeFdWatcher,
+} from './native.js';
 
 /** IANA protocol numbers. */
 export const IPPROTO_ICMP = 1;
@@ -120,7 +127,8 @@ export class RawSocket {
     if (this.#closed || status < 0) return;
     drainReadable(
       () => this.#addon.recvFrom(this.fd, 65535),
-      (msg) => this.#events.emit('message', msg.data, { address: msg.address, family: msg.family } satisfies RawRemoteInfo),
+      (msg) =>
+        this.#events.emit('message', msg.data, { address: msg.address, family: msg.family } satisfies RawRemoteInfo),
       () => this.#closed,
     );
   }

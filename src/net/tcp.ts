@@ -38,7 +38,8 @@ function anyAddress(family: 4 | 6): string {
 function wrapErrno(err: unknown, what: string): NatpunchError {
   if (err instanceof NatpunchError) return err;
   const code = (err as { code?: string }).code;
-  const natCode = code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : code === 'EPERM' || code === 'EACCES' ? 'NOT_ROOT' : 'TCP_CONNECT';
+  const natCode =
+    code === 'EADDRINUSE' ? 'ADDRESS_IN_USE' : code === 'EPERM' || code === 'EACCES' ? 'NOT_ROOT' : 'TCP_CONNECT';
   return new NatpunchError(natCode, `${what}: ${(err as Error).message}`, { cause: err, details: { errno: code } });
 }
 
@@ -168,7 +169,8 @@ export function startConnect(options: ConnectFromOptions): PendingConnect {
     }
     resolveDone(socket);
   };
-  const onAbort = () => fail(new NatpunchError('ABORTED', `connect to ${target} aborted`, { cause: options.signal?.reason }));
+  const onAbort = () =>
+    fail(new NatpunchError('ABORTED', `connect to ${target} aborted`, { cause: options.signal?.reason }));
 
   const makeWatcher = () =>
     new addon.FdWatcher(fd, (status) => {
@@ -180,7 +182,8 @@ export function startConnect(options: ConnectFromOptions): PendingConnect {
       } catch (err) {
         code = (err as { code?: string }).code ?? 'EIO';
       }
-      if (code) fail(new NatpunchError('TCP_CONNECT', `connect to ${target} failed: ${code}`, { details: { errno: code } }));
+      if (code)
+        fail(new NatpunchError('TCP_CONNECT', `connect to ${target} failed: ${code}`, { details: { errno: code } }));
       else succeed();
     });
 
@@ -208,7 +211,10 @@ export function startConnect(options: ConnectFromOptions): PendingConnect {
     return { fd, local: { address: '', port: 0, family: 'unknown' }, done: Promise.reject(wrapped), cancel() {} };
   }
   const timeoutMs = options.timeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  timer = setTimeout(() => fail(new NatpunchError('TIMEOUT', `connect to ${target}: no answer within ${timeoutMs} ms`)), timeoutMs);
+  timer = setTimeout(
+    () => fail(new NatpunchError('TIMEOUT', `connect to ${target}: no answer within ${timeoutMs} ms`)),
+    timeoutMs,
+  );
   if (options.signal?.aborted) queueMicrotask(onAbort);
   else options.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -216,7 +222,8 @@ export function startConnect(options: ConnectFromOptions): PendingConnect {
     fd,
     local,
     done,
-    cancel: (reason?: unknown) => fail(new NatpunchError('ABORTED', `connect to ${target} cancelled`, { cause: reason })),
+    cancel: (reason?: unknown) =>
+      fail(new NatpunchError('ABORTED', `connect to ${target} cancelled`, { cause: reason })),
   };
 }
 

@@ -49,7 +49,11 @@ function loadUdx(): UdxCtor {
   try {
     return require('udx-native') as UdxCtor;
   } catch (err) {
-    throw new NatpunchError('ADDON_UNAVAILABLE', 'udx-native could not be loaded (is its prebuild installed for this platform?)', { cause: err });
+    throw new NatpunchError(
+      'ADDON_UNAVAILABLE',
+      'udx-native could not be loaded (is its prebuild installed for this platform?)',
+      { cause: err },
+    );
   }
 }
 
@@ -98,7 +102,11 @@ export class UdxEndpoint implements DatagramTransport {
       socket.bind(options.port ?? 0, host);
     } catch (err) {
       await socket.close().catch(() => {});
-      throw new NatpunchError('BAD_ARGUMENT', `cannot bind UDP ${host}:${options.port ?? 0}: ${(err as Error).message}`, { cause: err });
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `cannot bind UDP ${host}:${options.port ?? 0}: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     return new UdxEndpoint(udx, socket, host);
   }
@@ -149,8 +157,10 @@ export class UdxEndpoint implements DatagramTransport {
    */
   connectStream(localId: number, remoteId: number, port: number, address: string): UdxStream {
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
-    if (!Number.isInteger(localId) || localId <= 0 || localId > MAX_STREAM_ID) throw new NatpunchError('BAD_ARGUMENT', `bad stream id ${localId}`);
-    if (this.#streams.has(localId)) throw new NatpunchError('BAD_ARGUMENT', `stream id ${localId} is already in use on this socket`);
+    if (!Number.isInteger(localId) || localId <= 0 || localId > MAX_STREAM_ID)
+      throw new NatpunchError('BAD_ARGUMENT', `bad stream id ${localId}`);
+    if (this.#streams.has(localId))
+      throw new NatpunchError('BAD_ARGUMENT', `stream id ${localId} is already in use on this socket`);
     const stream = this.udx.createStream(localId);
     this.#streams.set(localId, stream);
     stream.once('close', () => {
@@ -161,7 +171,11 @@ export class UdxEndpoint implements DatagramTransport {
       stream.connect(this.socket, remoteId, port, address);
     } catch (err) {
       stream.destroy();
-      throw new NatpunchError('BAD_ARGUMENT', `cannot connect UDX stream to ${address}:${port}: ${(err as Error).message}`, { cause: err });
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `cannot connect UDX stream to ${address}:${port}: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
     return stream;
   }
@@ -173,8 +187,10 @@ export class UdxEndpoint implements DatagramTransport {
    */
   acceptStream(localId: number, remoteId: number, accept: (address: string, port: number) => boolean): UdxStream {
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'the endpoint is closed');
-    if (!Number.isInteger(localId) || localId <= 0 || localId > MAX_STREAM_ID) throw new NatpunchError('BAD_ARGUMENT', `bad stream id ${localId}`);
-    if (this.#streams.has(localId)) throw new NatpunchError('BAD_ARGUMENT', `stream id ${localId} is already in use on this socket`);
+    if (!Number.isInteger(localId) || localId <= 0 || localId > MAX_STREAM_ID)
+      throw new NatpunchError('BAD_ARGUMENT', `bad stream id ${localId}`);
+    if (this.#streams.has(localId))
+      throw new NatpunchError('BAD_ARGUMENT', `stream id ${localId} is already in use on this socket`);
     let stream: UdxStream | null = null;
     const firewall = (_socket: unknown, port: number, host: string): boolean => {
       if (!stream || stream.destroyed || this.#closed) return true;

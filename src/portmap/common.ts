@@ -110,9 +110,13 @@ export function udpTransaction<T>(o: UdpTransactionOptions<T>): Promise<T> {
         );
       } else {
         finish(
-          new NatpunchError('TIMEOUT', `${o.what}: no answer from ${o.gateway}:${o.port} after ${attempt} tries (${secs} s)`, {
-            details: { gateway: o.gateway, port: o.port, attempts: attempt },
-          }),
+          new NatpunchError(
+            'TIMEOUT',
+            `${o.what}: no answer from ${o.gateway}:${o.port} after ${attempt} tries (${secs} s)`,
+            {
+              details: { gateway: o.gateway, port: o.port, attempts: attempt },
+            },
+          ),
         );
       }
     };
@@ -226,7 +230,11 @@ export async function resolveGateway(explicit: string | undefined): Promise<stri
     return explicit;
   }
   const gw = await defaultGateway();
-  if (!gw) throw new NatpunchError('PORTMAP', 'no default gateway found in /proc/net/route; pass the gateway address (--gateway IP)');
+  if (!gw)
+    throw new NatpunchError(
+      'PORTMAP',
+      'no default gateway found in /proc/net/route; pass the gateway address (--gateway IP)',
+    );
   return gw;
 }
 

@@ -220,7 +220,9 @@ export class PortMapper extends EventEmitter {
     const addressChanged =
       a.protocol === 'natpmp' &&
       a.externalAddress !== undefined &&
-      [...this.#entries].some((e) => e.mapping.protocol === 'natpmp' && e.mapping.externalAddress !== a.externalAddress);
+      [...this.#entries].some(
+        (e) => e.mapping.protocol === 'natpmp' && e.mapping.externalAddress !== a.externalAddress,
+      );
     this.#logger.debug({ announcement: { protocol: a.protocol, epoch: a.epoch }, restarted }, 'gateway announcement');
     for (const p of restarted) {
       if (![...this.#entries].some((e) => e.mapping.protocol === p)) continue;
@@ -276,33 +278,33 @@ export class PortMapper extends EventEmitter {
       v6 && wanted.includes('natpmp')
         ? v4only
         : wanted.includes('natpmp')
-        ? (async (): Promise<ProtocolProbe> => {
-            try {
-              const r = await (await this.#natpmpClient()).externalAddress(signal, schedule);
-              return { answered: true, ok: true, externalAddress: r.address, epoch: r.epoch };
-            } catch (err) {
-              return probeError(err, 'natpmp');
-            }
-          })()
-        : skipped,
+          ? (async (): Promise<ProtocolProbe> => {
+              try {
+                const r = await (await this.#natpmpClient()).externalAddress(signal, schedule);
+                return { answered: true, ok: true, externalAddress: r.address, epoch: r.epoch };
+              } catch (err) {
+                return probeError(err, 'natpmp');
+              }
+            })()
+          : skipped,
       v6 && wanted.includes('upnp')
         ? v4only
         : wanted.includes('upnp')
-        ? (async (): Promise<ProtocolProbe> => {
-            let client: UpnpIgdClient;
-            try {
-              client = await this.#upnpClient(signal);
-            } catch (err) {
-              return { answered: false, ok: false, error: (err as Error).message };
-            }
-            try {
-              const ip = await client.getExternalIPAddress(signal);
-              return { answered: true, ok: true, externalAddress: ip, service: client.serviceType };
-            } catch (err) {
-              return { answered: true, ok: false, service: client.serviceType, error: (err as Error).message };
-            }
-          })()
-        : skipped,
+          ? (async (): Promise<ProtocolProbe> => {
+              let client: UpnpIgdClient;
+              try {
+                client = await this.#upnpClient(signal);
+              } catch (err) {
+                return { answered: false, ok: false, error: (err as Error).message };
+              }
+              try {
+                const ip = await client.getExternalIPAddress(signal);
+                return { answered: true, ok: true, externalAddress: ip, service: client.serviceType };
+              } catch (err) {
+                return { answered: true, ok: false, service: client.serviceType, error: (err as Error).message };
+              }
+            })()
+          : skipped,
     ]);
     return { gateway, pcp, natpmp, upnp };
   }
@@ -317,7 +319,8 @@ export class PortMapper extends EventEmitter {
     checkPort('internalPort', req.internalPort);
     checkPort('externalPort', req.externalPort ?? 0, true);
     const lifetime = req.lifetime ?? DEFAULT_LIFETIME;
-    if (!Number.isInteger(lifetime) || lifetime < 1) throw new NatpunchError('BAD_ARGUMENT', 'lifetime must be a positive integer (seconds)');
+    if (!Number.isInteger(lifetime) || lifetime < 1)
+      throw new NatpunchError('BAD_ARGUMENT', 'lifetime must be a positive integer (seconds)');
     const transport = req.transport ?? 'udp';
     const gateway = await this.gateway();
     await this.#startListener();
@@ -417,7 +420,15 @@ export class PortMapper extends EventEmitter {
       restarted = r.gatewayRestarted;
     } else if (m.protocol === 'natpmp') {
       const nat = await this.#natpmpClient();
-      const r = await nat.map({ transport: m.transport, internalPort: m.internalPort, externalPort: m.externalPort, lifetime: entry.requestedLifetime }, signal);
+      const r = await nat.map(
+        {
+          transport: m.transport,
+          internalPort: m.internalPort,
+          externalPort: m.externalPort,
+          lifetime: entry.requestedLifetime,
+        },
+        signal,
+      );
       restarted = r.gatewayRestarted;
       this.#logger.debug({ protocol: 'natpmp', epoch: r.epoch, restarted }, 'NAT-PMP map answer');
       if (!m.externalAddress || restarted || !m.internalAddress || entry.refreshAddress) {
@@ -426,7 +437,11 @@ export class PortMapper extends EventEmitter {
         m.externalAddress = ext.address;
         m.internalAddress ||= this.#opts.localAddress ?? (await localAddressFor(nat.gateway));
       }
-      Object.assign(m, { externalPort: r.externalPort, lifetime: r.lifetime, expiresAt: Date.now() + r.lifetime * 1000 });
+      Object.assign(m, {
+        externalPort: r.externalPort,
+        lifetime: r.lifetime,
+        expiresAt: Date.now() + r.lifetime * 1000,
+      });
     } else {
       await this.#upnpMap(entry, signal);
     }
@@ -435,7 +450,10 @@ export class PortMapper extends EventEmitter {
       this.emit('restart', m.protocol);
       this.#renewAll(m.protocol, 'restart', entry);
     }
-    if (before.externalAddress && (before.externalAddress !== m.externalAddress || before.externalPort !== m.externalPort)) {
+    if (
+      before.externalAddress &&
+      (before.externalAddress !== m.externalAddress || before.externalPort !== m.externalPort)
+    ) {
       this.emit('changed', m, before);
     }
   }
@@ -575,7 +593,12 @@ export class PortMapper extends EventEmitter {
         pcp.close();
       }
     } else if (m.protocol === 'natpmp' && this.#natpmp) {
-      const nat = new NatPmpClient({ gateway: this.#natpmp.gateway, port: this.#natpmp.port, retransmit: DELETE_RETRANSMIT, logger: this.#logger });
+      const nat = new NatPmpClient({
+        gateway: this.#natpmp.gateway,
+        port: this.#natpmp.port,
+        retransmit: DELETE_RETRANSMIT,
+        logger: this.#logger,
+      });
       try {
         await nat.unmap({ transport: m.transport, internalPort: m.internalPort }, signal);
       } finally {
@@ -646,7 +669,8 @@ function probeError(err: unknown, protocol: 'pcp' | 'natpmp'): ProtocolProbe {
   const message = (err as Error).message;
   if (isNatpunchError(err, UNSUPPORTED_VERSION_CODE)) return { answered: false, ok: false, error: message };
   // An error result still proves the gateway speaks the protocol (e.g. NETWORK_FAILURE without an external address).
-  if (isNatpunchError(err, 'PORTMAP') && err.details?.protocol === protocol) return { answered: true, ok: false, error: message };
+  if (isNatpunchError(err, 'PORTMAP') && err.details?.protocol === protocol)
+    return { answered: true, ok: false, error: message };
   return { answered: false, ok: false, error: message };
 }
 
@@ -658,7 +682,10 @@ export const PROBE_TIMEOUT_MS = 4000;
  * gateway. All three protocols are asked at once; bounded by `timeoutMs` (default PROBE_TIMEOUT_MS) in all.
  */
 export async function probePortMapping(
-  opts: Pick<PortMapperOptions, 'gateway' | 'protocols' | 'gatewayPort' | 'probeRetransmit' | 'upnp' | 'logger' | 'localAddress'> & {
+  opts: Pick<
+    PortMapperOptions,
+    'gateway' | 'protocols' | 'gatewayPort' | 'probeRetransmit' | 'upnp' | 'logger' | 'localAddress'
+  > & {
     signal?: AbortSignal;
     timeoutMs?: number;
   } = {},

@@ -98,7 +98,12 @@ export class NatPmpClient {
     });
     if (res.resultCode !== NatPmpResult.SUCCESS) {
       throw new NatpunchError('PORTMAP', `${what}: ${natPmpResultMessage(res.resultCode)}`, {
-        details: { protocol: 'natpmp', resultCode: res.resultCode, resultName: natPmpResultName(res.resultCode), gateway: this.gateway },
+        details: {
+          protocol: 'natpmp',
+          resultCode: res.resultCode,
+          resultName: natPmpResultName(res.resultCode),
+          gateway: this.gateway,
+        },
       });
     }
     if (res.op === 'error') throw new NatpunchError('PORTMAP', `${what}: gateway sent a short success answer`);
@@ -168,7 +173,13 @@ export class NatPmpClient {
     checkPort('internalPort', req.internalPort);
     const op = req.transport === 'udp' ? 1 : 2;
     const res = await this.#request<'map'>(
-      encodeNatPmpRequest({ op: 'map', transport: req.transport, internalPort: req.internalPort, suggestedExternalPort: 0, lifetime: 0 }),
+      encodeNatPmpRequest({
+        op: 'map',
+        transport: req.transport,
+        internalPort: req.internalPort,
+        suggestedExternalPort: 0,
+        lifetime: 0,
+      }),
       op,
       `NAT-PMP delete ${req.transport} ${req.internalPort}`,
       signal,
@@ -181,6 +192,9 @@ export class NatPmpClient {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    void this.#socket?.then((s) => s.close(), () => {});
+    void this.#socket?.then(
+      (s) => s.close(),
+      () => {},
+    );
   }
 }

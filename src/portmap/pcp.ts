@@ -99,7 +99,9 @@ export class PcpClient {
 
   /** The PCP client address put in every request (§7.1). */
   clientAddress(): Promise<string> {
-    this.#clientAddress ??= this.#opts.clientAddress ? Promise.resolve(this.#opts.clientAddress) : localAddressFor(this.gateway);
+    this.#clientAddress ??= this.#opts.clientAddress
+      ? Promise.resolve(this.#opts.clientAddress)
+      : localAddressFor(this.gateway);
     return this.#clientAddress;
   }
 
@@ -166,7 +168,10 @@ export class PcpClient {
   /**
    * §14.1: an ANNOUNCE request; the answer's epoch tells whether the gateway restarted. Also a presence probe.
    */
-  async announce(signal?: AbortSignal, schedule?: RetransmitSchedule): Promise<{ epoch: number; gatewayRestarted: boolean }> {
+  async announce(
+    signal?: AbortSignal,
+    schedule?: RetransmitSchedule,
+  ): Promise<{ epoch: number; gatewayRestarted: boolean }> {
     const clientAddress = await this.clientAddress();
     const res = await this.#request(
       encodePcpRequest({ opcode: 'announce', lifetime: 0, clientAddress }),
@@ -193,7 +198,10 @@ export class PcpClient {
     const options: PcpOption[] = [];
     if (req.preferFailure) options.push({ type: 'prefer-failure' });
     for (const f of req.filters ?? []) options.push({ type: 'filter', ...f });
-    const what = lifetime === 0 ? `PCP delete ${req.transport} ${req.internalPort}` : `PCP map ${req.transport} ${req.internalPort}`;
+    const what =
+      lifetime === 0
+        ? `PCP delete ${req.transport} ${req.internalPort}`
+        : `PCP map ${req.transport} ${req.internalPort}`;
     const res = await this.#request(
       encodePcpRequest({
         opcode: 'map',
@@ -214,10 +222,13 @@ export class PcpClient {
       (r) =>
         r.opcode === 'map' &&
         (r.map === undefined ||
-          (Buffer.compare(r.map.nonce, nonce) === 0 && r.map.protocol === protocol && r.map.internalPort === req.internalPort)),
+          (Buffer.compare(r.map.nonce, nonce) === 0 &&
+            r.map.protocol === protocol &&
+            r.map.internalPort === req.internalPort)),
       signal,
     );
-    if (res.opcode !== 'map' || !res.map) throw new NatpunchError('PORTMAP', `${what}: success answer without mapping data`);
+    if (res.opcode !== 'map' || !res.map)
+      throw new NatpunchError('PORTMAP', `${what}: success answer without mapping data`);
     if (lifetime !== 0 && (res.map.externalPort === 0 || res.lifetime === 0)) {
       throw new NatpunchError('PORTMAP', `${what}: gateway answered success but assigned no port`);
     }
@@ -235,7 +246,10 @@ export class PcpClient {
   }
 
   /** §15: delete = MAP with lifetime 0 and the mapping's nonce. */
-  async unmap(req: { transport: MapTransport; internalPort: number; nonce: Uint8Array }, signal?: AbortSignal): Promise<void> {
+  async unmap(
+    req: { transport: MapTransport; internalPort: number; nonce: Uint8Array },
+    signal?: AbortSignal,
+  ): Promise<void> {
     await this.map({ ...req, lifetime: 0 }, signal);
   }
 
@@ -244,7 +258,14 @@ export class PcpClient {
    * address:port for a flow and to keep it alive with a known lifetime).
    */
   async peer(
-    req: { transport: MapTransport; internalPort: number; remoteAddress: string; remotePort: number; lifetime?: number; nonce?: Uint8Array },
+    req: {
+      transport: MapTransport;
+      internalPort: number;
+      remoteAddress: string;
+      remotePort: number;
+      lifetime?: number;
+      nonce?: Uint8Array;
+    },
     signal?: AbortSignal,
   ): Promise<PcpMapResult & { remoteAddress: string; remotePort: number }> {
     checkPort('internalPort', req.internalPort);
@@ -274,7 +295,8 @@ export class PcpClient {
       (r) => r.opcode === 'peer' && (r.peer === undefined || Buffer.compare(r.peer.nonce, nonce) === 0),
       signal,
     );
-    if (res.opcode !== 'peer' || !res.peer) throw new NatpunchError('PORTMAP', `${what}: success answer without peer data`);
+    if (res.opcode !== 'peer' || !res.peer)
+      throw new NatpunchError('PORTMAP', `${what}: success answer without peer data`);
     return {
       nonce,
       transport: req.transport,
@@ -293,7 +315,10 @@ export class PcpClient {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    void this.#socket?.then((s) => s.close(), () => {});
+    void this.#socket?.then(
+      (s) => s.close(),
+      () => {},
+    );
   }
 }
 
@@ -315,7 +340,12 @@ export class GatewayAnnounceListener extends EventEmitter {
     this.gateway = gateway;
   }
 
-  static async listen(opts: { gateway: string; port?: number; address?: string; logger?: Logger }): Promise<GatewayAnnounceListener> {
+  static async listen(opts: {
+    gateway: string;
+    port?: number;
+    address?: string;
+    logger?: Logger;
+  }): Promise<GatewayAnnounceListener> {
     const l = new GatewayAnnounceListener(opts.gateway);
     const socket = dgram.createSocket({ type: 'udp4', reuseAddr: true });
     l.#socket = socket;

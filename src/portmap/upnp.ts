@@ -125,13 +125,21 @@ export async function httpExchange(
           if (status >= 300 && status < 400) {
             res.destroy();
             return reject(
-              new NatpunchError('PORTMAP', `UPnP: ${url.href} redirected (${status}) to ${res.headers.location ?? '?'}; redirects are refused`),
+              new NatpunchError(
+                'PORTMAP',
+                `UPnP: ${url.href} redirected (${status}) to ${res.headers.location ?? '?'}; redirects are refused`,
+              ),
             );
           }
           const declared = Number(res.headers['content-length']);
           if (Number.isFinite(declared) && declared > maxBytes) {
             res.destroy();
-            return reject(new NatpunchError('PORTMAP', `UPnP: answer from ${url.href} is ${declared} bytes, over the ${maxBytes}-byte cap`));
+            return reject(
+              new NatpunchError(
+                'PORTMAP',
+                `UPnP: answer from ${url.href} is ${declared} bytes, over the ${maxBytes}-byte cap`,
+              ),
+            );
           }
           const chunks: Buffer[] = [];
           let size = 0;
@@ -145,10 +153,16 @@ export async function httpExchange(
             chunks.push(c);
           });
           res.on('end', () =>
-            resolve({ status, body: Buffer.concat(chunks).toString('utf8'), contentType: String(res.headers['content-type'] ?? '') }),
+            resolve({
+              status,
+              body: Buffer.concat(chunks).toString('utf8'),
+              contentType: String(res.headers['content-type'] ?? ''),
+            }),
           );
           res.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit, req.signal)));
-          res.on('aborted', () => reject(new NatpunchError('PORTMAP', `UPnP: ${url.href} closed the connection mid-answer`)));
+          res.on('aborted', () =>
+            reject(new NatpunchError('PORTMAP', `UPnP: ${url.href} closed the connection mid-answer`)),
+          );
         },
       );
       r.on('error', (err) => reject(wrapHttpError(err, url, t.signal, limit, req.signal)));
@@ -159,9 +173,16 @@ export async function httpExchange(
   }
 }
 
-function wrapHttpError(err: unknown, url: URL, signal: AbortSignal, limit: number, parent?: AbortSignal): NatpunchError {
+function wrapHttpError(
+  err: unknown,
+  url: URL,
+  signal: AbortSignal,
+  limit: number,
+  parent?: AbortSignal,
+): NatpunchError {
   if (isNatpunchError(err)) return err;
-  if (parent?.aborted) return new NatpunchError('ABORTED', `UPnP: request to ${url.href} aborted`, { cause: parent.reason });
+  if (parent?.aborted)
+    return new NatpunchError('ABORTED', `UPnP: request to ${url.href} aborted`, { cause: parent.reason });
   if (signal.aborted) {
     return new NatpunchError('TIMEOUT', `UPnP: ${url.href} did not answer within ${limit} ms`, { cause: err });
   }
@@ -460,7 +481,11 @@ export class UpnpIgdClient {
   }
 
   /** One SOAP action (UDA 1.1 §3.2): returns the response's arguments, or throws with the UPnP error explained. */
-  async soap(action: string, args: Array<[string, string | number]>, signal?: AbortSignal): Promise<Record<string, string>> {
+  async soap(
+    action: string,
+    args: Array<[string, string | number]>,
+    signal?: AbortSignal,
+  ): Promise<Record<string, string>> {
     const { serviceType, controlUrl } = this.device.service;
     const body =
       '<?xml version="1.0"?>\r\n' +
@@ -483,9 +508,13 @@ export class UpnpIgdClient {
       const err = obj(obj(fault.detail)?.UPnPError);
       const code = Number(str(err?.errorCode));
       const description = str(err?.errorDescription);
-      throw new NatpunchError('PORTMAP', `UPnP ${action}: ${Number.isInteger(code) ? upnpErrorMessage(code, description) : `SOAP fault ${str(fault.faultstring) ?? ''}`}`, {
-        details: { protocol: 'upnp', upnpErrorCode: Number.isInteger(code) ? code : undefined, action },
-      });
+      throw new NatpunchError(
+        'PORTMAP',
+        `UPnP ${action}: ${Number.isInteger(code) ? upnpErrorMessage(code, description) : `SOAP fault ${str(fault.faultstring) ?? ''}`}`,
+        {
+          details: { protocol: 'upnp', upnpErrorCode: Number.isInteger(code) ? code : undefined, action },
+        },
+      );
     }
     if (res.status !== 200) throw new NatpunchError('PORTMAP', `UPnP ${action}: gateway answered HTTP ${res.status}`);
     const raw = soapBody?.[`${action}Response`];
@@ -503,13 +532,21 @@ export class UpnpIgdClient {
     const r = await this.soap('GetExternalIPAddress', [], signal);
     const ip = r.NewExternalIPAddress?.trim() ?? '';
     // Gateways without a WAN connection answer "" or 0.0.0.0.
-    if (!isIP(ip) || ip === '0.0.0.0' || ip === '::') throw new NatpunchError('PORTMAP', `UPnP: gateway has no usable external address ("${ip.slice(0, 60)}")`);
+    if (!isIP(ip) || ip === '0.0.0.0' || ip === '::')
+      throw new NatpunchError('PORTMAP', `UPnP: gateway has no usable external address ("${ip.slice(0, 60)}")`);
     return ip;
   }
 
   /** WANIPConnection §2.5.16 AddPortMapping. leaseDuration 0 = permanent (IGDv1 only). */
   async addPortMapping(
-    m: { externalPort: number; transport: MapTransport; internalPort: number; internalClient: string; description: string; leaseDuration: number },
+    m: {
+      externalPort: number;
+      transport: MapTransport;
+      internalPort: number;
+      internalClient: string;
+      description: string;
+      leaseDuration: number;
+    },
     signal?: AbortSignal,
   ): Promise<void> {
     await this.soap('AddPortMapping', mappingArgs(m), signal);
@@ -517,13 +554,23 @@ export class UpnpIgdClient {
 
   /** WANIPConnection:2 §2.5.20 AddAnyPortMapping: the gateway picks a free port near the one asked for. */
   async addAnyPortMapping(
-    m: { externalPort: number; transport: MapTransport; internalPort: number; internalClient: string; description: string; leaseDuration: number },
+    m: {
+      externalPort: number;
+      transport: MapTransport;
+      internalPort: number;
+      internalClient: string;
+      description: string;
+      leaseDuration: number;
+    },
     signal?: AbortSignal,
   ): Promise<number> {
     const r = await this.soap('AddAnyPortMapping', mappingArgs(m), signal);
     const port = Number(r.NewReservedPort);
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new NatpunchError('PORTMAP', `UPnP AddAnyPortMapping: gateway reserved no valid port ("${String(r.NewReservedPort).slice(0, 20)}")`);
+      throw new NatpunchError(
+        'PORTMAP',
+        `UPnP AddAnyPortMapping: gateway reserved no valid port ("${String(r.NewReservedPort).slice(0, 20)}")`,
+      );
     }
     return port;
   }

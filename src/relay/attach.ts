@@ -13,7 +13,10 @@ import type { TurnServer } from './server.js';
 export interface TurnHost {
   readonly stun: StunServer;
   readonly sockets: readonly DatagramTransport[];
-  registerTcpHandler(match: (firstByte: number) => boolean, handler: (socket: net.Socket, head: Buffer) => void): () => void;
+  registerTcpHandler(
+    match: (firstByte: number) => boolean,
+    handler: (socket: net.Socket, head: Buffer) => void,
+  ): () => void;
 }
 
 /** Attaches `turn` to a started server (see src/server/serve.ts). Returns a function that detaches it again. */
@@ -23,7 +26,12 @@ export function attachTurn(host: TurnHost, turn: TurnServer): () => void {
   for (const method of Object.values(TurnMethod)) offs.push(host.stun.registerMethod(method, () => undefined));
   for (const s of host.sockets) offs.push(turn.attachUdp(s));
   // Later registrations win: TURN takes the STUN range (and ChannelData) on TCP.
-  offs.push(host.registerTcpHandler((b) => b <= 3 || (b >= 0x40 && b <= 0x7f), (socket, head) => turn.handleTcp(socket, head)));
+  offs.push(
+    host.registerTcpHandler(
+      (b) => b <= 3 || (b >= 0x40 && b <= 0x7f),
+      (socket, head) => turn.handleTcp(socket, head),
+    ),
+  );
   return () => {
     for (const off of offs.splice(0).reverse()) off();
   };

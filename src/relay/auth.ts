@@ -22,10 +22,17 @@ export const DEFAULT_NONCE_LIFETIME_S = 600;
 export const DEFAULT_REALM = 'natpunch';
 
 /** RFC 8489 §9.2.2: key = MD5(username ":" OpaqueString(realm) ":" OpaqueString(password)). */
-export function longTermKey(username: string, realm: string, password: string, algorithm: PasswordAlgorithmId = PasswordAlgorithm.MD5): Buffer {
+export function longTermKey(
+  username: string,
+  realm: string,
+  password: string,
+  algorithm: PasswordAlgorithmId = PasswordAlgorithm.MD5,
+): Buffer {
   // OpaqueString (RFC 8265 §4.2) for ASCII and most text amounts to NFC normalisation.
   const input = `${username}:${realm.normalize('NFC')}:${password.normalize('NFC')}`;
-  return createHash(algorithm === PasswordAlgorithm.SHA256 ? 'sha256' : 'md5').update(input, 'utf8').digest();
+  return createHash(algorithm === PasswordAlgorithm.SHA256 ? 'sha256' : 'md5')
+    .update(input, 'utf8')
+    .digest();
 }
 
 /** coturn-style `use-auth-secret` (draft-uberti-behave-turn-rest): password = base64(HMAC-SHA1(secret, username)). */
@@ -34,7 +41,12 @@ export function sharedSecretPassword(secret: string, username: string): string {
 }
 
 /** Makes time-limited credentials for a peer (what a rendezvous server hands out): username = "expiry[:user]". */
-export function makeSharedSecretCredentials(secret: string, ttlSeconds: number, user?: string, now = Date.now()): { username: string; password: string; expires: number } {
+export function makeSharedSecretCredentials(
+  secret: string,
+  ttlSeconds: number,
+  user?: string,
+  now = Date.now(),
+): { username: string; password: string; expires: number } {
   const expires = Math.floor(now / 1000) + Math.max(1, Math.floor(ttlSeconds));
   const username = user ? `${expires}:${user}` : `${expires}`;
   return { username, password: sharedSecretPassword(secret, username), expires };
@@ -82,7 +94,9 @@ export class UsersFileStore implements CredentialStore {
     try {
       text = readFileSync(path, 'utf8');
     } catch (err) {
-      throw new NatpunchError('BAD_ARGUMENT', `cannot read users file ${path}: ${(err as Error).message}`, { cause: err });
+      throw new NatpunchError('BAD_ARGUMENT', `cannot read users file ${path}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     return new UsersFileStore(text);
   }
@@ -109,7 +123,8 @@ export class SharedSecretStore implements CredentialStore {
   readonly #now: () => number;
 
   constructor(secrets: readonly string[], now: () => number = Date.now) {
-    if (secrets.length === 0 || secrets.some((s) => s.length === 0)) throw new NatpunchError('BAD_ARGUMENT', 'auth secret must not be empty');
+    if (secrets.length === 0 || secrets.some((s) => s.length === 0))
+      throw new NatpunchError('BAD_ARGUMENT', 'auth secret must not be empty');
     this.#secrets = [...secrets];
     this.#now = now;
   }
@@ -147,7 +162,12 @@ export class CombinedStore implements CredentialStore {
 }
 
 /** All candidate keys a store offers for a username (shared-secret rotation gives more than one). */
-export function candidateKeys(store: CredentialStore, username: string, realm: string, algorithm: PasswordAlgorithmId): Buffer[] {
+export function candidateKeys(
+  store: CredentialStore,
+  username: string,
+  realm: string,
+  algorithm: PasswordAlgorithmId,
+): Buffer[] {
   const multi = store as CredentialStore & { keys?: (u: string, r: string, a: PasswordAlgorithmId) => Buffer[] };
   if (typeof multi.keys === 'function') return multi.keys(username, realm, algorithm);
   const k = store.key(username, realm, algorithm);

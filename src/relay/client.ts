@@ -147,7 +147,8 @@ export class TurnClient {
       tcp.on('error', noop);
       tcp.on('close', () => this.#fail(new NatpunchError('SOCKET_CLOSED', 'TURN server closed the TCP connection')));
     } else {
-      if (!options.transport) throw new NatpunchError('BAD_ARGUMENT', 'TurnClient needs a transport (or use TurnClient.connectTcp)');
+      if (!options.transport)
+        throw new NatpunchError('BAD_ARGUMENT', 'TurnClient needs a transport (or use TurnClient.connectTcp)');
       this.#transport = options.transport;
       this.#tcp = null;
       this.#off = options.transport.onMessage((msg, rinfo) => {
@@ -158,7 +159,9 @@ export class TurnClient {
   }
 
   /** A client over a TCP connection to the server (owned by the client; closed by close()). */
-  static async connectTcp(options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal }): Promise<TurnClient> {
+  static async connectTcp(
+    options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal },
+  ): Promise<TurnClient> {
     const dial = () => net.connect({ host: options.server.address, port: options.server.port });
     const socket = dial();
     socket.setNoDelay(true);
@@ -172,8 +175,11 @@ export class TurnClient {
    * A client over TLS ("turns:", RFC 8656 §3.1; default port 5349). `tls` holds the usual node:tls options (ca,
    * servername, rejectUnauthorized...). RFC 6062 data connections use TLS too.
    */
-  static async connectTls(options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal; tls?: tls.ConnectionOptions }): Promise<TurnClient> {
-    const dial = () => tls.connect({ host: options.server.address, port: options.server.port, minVersion: 'TLSv1.2', ...options.tls });
+  static async connectTls(
+    options: Omit<TurnClientOptions, 'transport'> & { signal?: AbortSignal; tls?: tls.ConnectionOptions },
+  ): Promise<TurnClient> {
+    const dial = () =>
+      tls.connect({ host: options.server.address, port: options.server.port, minVersion: 'TLSv1.2', ...options.tls });
     const socket = dial();
     socket.setNoDelay(true);
     await waitConnect(socket, options.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS, options.signal, 'secureConnect');
@@ -196,7 +202,12 @@ export class TurnClient {
   }
 
   /** Sends one request and waits for its response (retransmitting over UDP, RFC 8489 §6.2.1). */
-  async #transact(build: (b: StunBuilder) => void, method: number, signal?: AbortSignal, authenticated = true): Promise<StunMsg> {
+  async #transact(
+    build: (b: StunBuilder) => void,
+    method: number,
+    signal?: AbortSignal,
+    authenticated = true,
+  ): Promise<StunMsg> {
     const tid = randomBytes(12);
     const b = new StunBuilder(method, Cls.Request, tid);
     build(b);
@@ -215,7 +226,10 @@ export class TurnClient {
       const pad = UNAUTHENTICATED_REQUEST_PAD_BYTES - b.length - 4 - 8;
       if (pad > 0) b.add(A.PADDING, Buffer.alloc(pad));
     }
-    const msg = authenticated && this.#key ? b.finish({ key: this.#key, integrity: sha256 ? 'sha256' : 'sha1', fingerprint: true }) : b.finish({ fingerprint: true });
+    const msg =
+      authenticated && this.#key
+        ? b.finish({ key: this.#key, integrity: sha256 ? 'sha256' : 'sha1', fingerprint: true })
+        : b.finish({ fingerprint: true });
     const key = tid.toString('hex');
     const timeoutMs = this.#opts.timeoutMs ?? DEFAULT_TRANSACTION_TIMEOUT_MS;
     if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'TURN client is closed');
@@ -223,7 +237,10 @@ export class TurnClient {
     // bounded by this client's transaction timeout.
     const expired = new AbortController();
     const timer = setTimeout(
-      () => expired.abort(new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`)),
+      () =>
+        expired.abort(
+          new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`),
+        ),
       timeoutMs,
     );
     try {
@@ -231,7 +248,8 @@ export class TurnClient {
         timing: { rtoMs: INITIAL_RTO_MS, rc: MAX_RETRANSMITS + 1, rm: RFC8489_TIMING.rm! },
         reliable: this.#tcp !== null,
         signal: signal ? AbortSignal.any([signal, expired.signal]) : expired.signal,
-        timeoutError: () => new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`),
+        timeoutError: () =>
+          new NatpunchError('TIMEOUT', `no answer from TURN server ${this.server.address}:${this.server.port}`),
         abortError: (reason) => new NatpunchError('ABORTED', 'operation aborted', { cause: reason }),
       });
       return r.answer;
@@ -251,7 +269,10 @@ export class TurnClient {
       const res = await this.#transact(build, method, signal);
       if (res.cls === Cls.Success) {
         if (this.#key && !verifyIntegrity(res, this.#key)) {
-          throw new NatpunchError('STUN_INTEGRITY', 'TURN response failed MESSAGE-INTEGRITY: wrong password or a spoofed response');
+          throw new NatpunchError(
+            'STUN_INTEGRITY',
+            'TURN response failed MESSAGE-INTEGRITY: wrong password or a spoofed response',
+          );
         }
         return res;
       }
@@ -279,9 +300,13 @@ export class TurnClient {
       }
       throw turnError(method, code, err?.reason ?? '', res);
     }
-    throw new NatpunchError('STUN_ERROR_RESPONSE', `TURN server rejected the credentials for "${this.#opts.username}" (401 Unauthorized)`, {
-      details: { code: 401 },
-    });
+    throw new NatpunchError(
+      'STUN_ERROR_RESPONSE',
+      `TURN server rejected the credentials for "${this.#opts.username}" (401 Unauthorized)`,
+      {
+        details: { code: 401 },
+      },
+    );
   }
 
   #onPacket(msg: Buffer): void {
@@ -327,12 +352,14 @@ export class TurnClient {
   async allocate(options: AllocateOptions = {}): Promise<Allocation> {
     if (this.allocation) throw new NatpunchError('TURN', 'this client already has an allocation');
     const transport = options.transport ?? 'udp';
-    if (transport === 'tcp' && !this.#tcp) throw new NatpunchError('BAD_ARGUMENT', 'TCP allocations (RFC 6062) need a client over TCP');
+    if (transport === 'tcp' && !this.#tcp)
+      throw new NatpunchError('BAD_ARGUMENT', 'TCP allocations (RFC 6062) need a client over TCP');
     const res = await this.#request(
       Method.Allocate,
       (b) => {
         b.add(A.REQUESTED_TRANSPORT, Buffer.from([transport === 'tcp' ? 6 : 17, 0, 0, 0]));
-        if (options.family) b.add(A.REQUESTED_ADDRESS_FAMILY, Buffer.from([options.family === 'IPv6' ? 2 : 1, 0, 0, 0]));
+        if (options.family)
+          b.add(A.REQUESTED_ADDRESS_FAMILY, Buffer.from([options.family === 'IPv6' ? 2 : 1, 0, 0, 0]));
         if (options.dual) b.add(A.ADDITIONAL_ADDRESS_FAMILY, Buffer.from([2, 0, 0, 0]));
         if (options.lifetime !== undefined) b.u32(A.LIFETIME, options.lifetime);
         if (options.evenPort) b.add(A.EVEN_PORT, Buffer.from([options.evenPort === 'reserve' ? 0x80 : 0]));
@@ -369,9 +396,13 @@ export class TurnClient {
   /** RFC 8656 §8: Refresh; lifetime 0 deletes the allocation. Returns the granted lifetime. */
   async refresh(lifetime?: number, signal?: AbortSignal): Promise<number> {
     if (!this.allocation) throw new NatpunchError('TURN', 'no allocation to refresh');
-    const res = await this.#request(Method.Refresh, (b) => {
-      if (lifetime !== undefined) b.u32(A.LIFETIME, lifetime);
-    }, signal);
+    const res = await this.#request(
+      Method.Refresh,
+      (b) => {
+        if (lifetime !== undefined) b.u32(A.LIFETIME, lifetime);
+      },
+      signal,
+    );
     const granted = attrUint32(res, A.LIFETIME) ?? 0;
     if (granted > 0) {
       this.allocation.lifetime = granted;
@@ -383,9 +414,13 @@ export class TurnClient {
   /** RFC 8656 §9.1: CreatePermission for one or more peer IPs (ports are ignored by the server). */
   async createPermission(peers: ReadonlyArray<Peer | string>, signal?: AbortSignal): Promise<void> {
     const list = peers.map((p) => (typeof p === 'string' ? { address: p, port: 0 } : p));
-    await this.#request(Method.CreatePermission, (b) => {
-      for (const p of list) b.xorAddress(A.XOR_PEER_ADDRESS, p);
-    }, signal);
+    await this.#request(
+      Method.CreatePermission,
+      (b) => {
+        for (const p of list) b.xorAddress(A.XOR_PEER_ADDRESS, p);
+      },
+      signal,
+    );
     const now = Date.now();
     for (const p of list) this.#peer(p).permissionAt = now;
   }
@@ -399,9 +434,13 @@ export class TurnClient {
       number = this.#nextChannel++;
     }
     const n = number;
-    await this.#request(Method.ChannelBind, (b) => {
-      b.add(A.CHANNEL_NUMBER, Buffer.from([n >> 8, n & 0xff, 0, 0])).xorAddress(A.XOR_PEER_ADDRESS, peer);
-    }, signal);
+    await this.#request(
+      Method.ChannelBind,
+      (b) => {
+        b.add(A.CHANNEL_NUMBER, Buffer.from([n >> 8, n & 0xff, 0, 0])).xorAddress(A.XOR_PEER_ADDRESS, peer);
+      },
+      signal,
+    );
     st.channel = n;
     st.channelAt = st.permissionAt = Date.now();
     this.#channels.set(n, { address: peer.address, port: peer.port });
@@ -459,7 +498,10 @@ export class TurnClient {
 
   /** Builds a Send indication (RFC 8656 §11.3) without sending it. */
   sendIndication(data: Uint8Array, peer: Peer): Buffer {
-    return new StunBuilder(Method.Send, Cls.Indication, randomBytes(12)).xorAddress(A.XOR_PEER_ADDRESS, peer).add(A.DATA, data).finish();
+    return new StunBuilder(Method.Send, Cls.Indication, randomBytes(12))
+      .xorAddress(A.XOR_PEER_ADDRESS, peer)
+      .add(A.DATA, data)
+      .finish();
   }
 
   /** Data from peers (Data indications and ChannelData). Returns the unsubscribe function. */
@@ -496,12 +538,20 @@ export class TurnClient {
       },
       onMessage(listener: DatagramListener) {
         return self.onData((data, peer) => {
-          const rinfo: RemoteInfo = { address: peer.address, port: peer.port, family: peer.address.includes(':') ? 'IPv6' : 'IPv4' };
+          const rinfo: RemoteInfo = {
+            address: peer.address,
+            port: peer.port,
+            family: peer.address.includes(':') ? 'IPv6' : 'IPv4',
+          };
           listener(data, rinfo);
         });
       },
       address() {
-        return { address: relayed.address, port: relayed.port, family: relayed.address.includes(':') ? 'IPv6' : 'IPv4' };
+        return {
+          address: relayed.address,
+          port: relayed.port,
+          family: relayed.address.includes(':') ? 'IPv6' : 'IPv4',
+        };
       },
       get closed() {
         return self.#closed;
@@ -543,7 +593,11 @@ export class TurnClient {
         const tid = randomBytes(12);
         const b = new StunBuilder(Method.ConnectionBind, Cls.Request, tid).add(A.CONNECTION_ID, id);
         b.text(A.USERNAME, this.#opts.username).text(A.REALM, this.#realm!).text(A.NONCE, this.#nonce!);
-        if (this.#offered) b.add(A.PASSWORD_ALGORITHMS, this.#offered).add(A.PASSWORD_ALGORITHM, Buffer.from([0, this.#algorithm!, 0, 0]));
+        if (this.#offered)
+          b.add(A.PASSWORD_ALGORITHMS, this.#offered).add(
+            A.PASSWORD_ALGORITHM,
+            Buffer.from([0, this.#algorithm!, 0, 0]),
+          );
         const sha256 = this.#offered !== null && this.#algorithm === PasswordAlgorithm.SHA256;
         socket.write(b.finish({ key: this.#key, integrity: sha256 ? 'sha256' : 'sha1', fingerprint: true }));
         const { msg, rest } = await readOneStun(socket, timeoutMs, signal);
@@ -595,7 +649,7 @@ export class TurnClient {
 }
 
 function offersSha256(v: Buffer): boolean {
-  for (let o = 0; o + 4 <= v.length; ) {
+  for (let o = 0; o + 4 <= v.length;) {
     if (v.readUInt16BE(o) === PasswordAlgorithm.SHA256) return true;
     o += 4 + ((v.readUInt16BE(o + 2) + 3) & ~3);
   }
@@ -615,7 +669,13 @@ function turnError(method: number, code: number, reason: string, _res: StunMsg):
   const name = METHOD_NAMES[method] ?? `method 0x${method.toString(16)}`;
   const kind = code === 403 ? 'TURN_FORBIDDEN_PEER' : 'STUN_ERROR_RESPONSE';
   const hint =
-    code === 403 ? ' (the server refuses to relay to this peer address)' : code === 486 ? ' (allocation quota reached)' : code === 437 ? ' (allocation mismatch)' : '';
+    code === 403
+      ? ' (the server refuses to relay to this peer address)'
+      : code === 486
+        ? ' (allocation quota reached)'
+        : code === 437
+          ? ' (allocation mismatch)'
+          : '';
   return new NatpunchError(kind, `TURN ${name} failed: ${code} ${reason}${hint}`, { details: { code, reason } });
 }
 
@@ -630,7 +690,12 @@ function parsePeerKey(k: string): Peer {
 
 function noop(): void {}
 
-function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal, event: 'connect' | 'secureConnect' = 'connect'): Promise<void> {
+function waitConnect(
+  socket: net.Socket,
+  timeoutMs: number,
+  signal?: AbortSignal,
+  event: 'connect' | 'secureConnect' = 'connect',
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = (err?: unknown) => {
       clearTimeout(t);
@@ -643,7 +708,8 @@ function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal
       } else resolve();
     };
     const onConnect = () => done();
-    const onError = (e: Error) => done(new NatpunchError('TURN', `cannot connect to TURN server: ${e.message}`, { cause: e }));
+    const onError = (e: Error) =>
+      done(new NatpunchError('TURN', `cannot connect to TURN server: ${e.message}`, { cause: e }));
     const onAbort = () => done(new NatpunchError('ABORTED', 'operation aborted'));
     const t = setTimeout(() => done(new NatpunchError('TIMEOUT', 'TCP connect to TURN server timed out')), timeoutMs);
     socket.once(event, onConnect);
@@ -657,7 +723,11 @@ function waitConnect(socket: net.Socket, timeoutMs: number, signal?: AbortSignal
  * Reads exactly one STUN message from a fresh TCP connection with read() (not 'data', so the socket is left in a
  * state where the caller's own 'data' listener starts the flow); bytes after it are put back.
  */
-function readOneStun(socket: net.Socket, timeoutMs: number, signal?: AbortSignal): Promise<{ msg: StunMsg; rest: Buffer }> {
+function readOneStun(
+  socket: net.Socket,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ msg: StunMsg; rest: Buffer }> {
   return new Promise((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
     const done = (err: unknown, value?: { msg: StunMsg; rest: Buffer }) => {

@@ -54,10 +54,29 @@ export const A = {
 
 /** The comprehension-required attributes the TURN server understands (RFC 8489 §14: < 0x8000 unknown → 420). */
 export const KNOWN_REQUIRED = new Set<number>([
-  A.MAPPED_ADDRESS, A.USERNAME, A.MESSAGE_INTEGRITY, A.ERROR_CODE, A.UNKNOWN_ATTRIBUTES, A.CHANNEL_NUMBER, A.LIFETIME,
-  A.XOR_PEER_ADDRESS, A.DATA, A.REALM, A.NONCE, A.XOR_RELAYED_ADDRESS, A.REQUESTED_ADDRESS_FAMILY, A.EVEN_PORT,
-  A.REQUESTED_TRANSPORT, A.DONT_FRAGMENT, A.MESSAGE_INTEGRITY_SHA256, A.PASSWORD_ALGORITHM, A.USERHASH,
-  A.XOR_MAPPED_ADDRESS, A.RESERVATION_TOKEN, A.CONNECTION_ID, A.PADDING,
+  A.MAPPED_ADDRESS,
+  A.USERNAME,
+  A.MESSAGE_INTEGRITY,
+  A.ERROR_CODE,
+  A.UNKNOWN_ATTRIBUTES,
+  A.CHANNEL_NUMBER,
+  A.LIFETIME,
+  A.XOR_PEER_ADDRESS,
+  A.DATA,
+  A.REALM,
+  A.NONCE,
+  A.XOR_RELAYED_ADDRESS,
+  A.REQUESTED_ADDRESS_FAMILY,
+  A.EVEN_PORT,
+  A.REQUESTED_TRANSPORT,
+  A.DONT_FRAGMENT,
+  A.MESSAGE_INTEGRITY_SHA256,
+  A.PASSWORD_ALGORITHM,
+  A.USERHASH,
+  A.XOR_MAPPED_ADDRESS,
+  A.RESERVATION_TOKEN,
+  A.CONNECTION_ID,
+  A.PADDING,
 ]);
 
 export interface Attr {
@@ -164,7 +183,8 @@ export function decodeXorAddress(v: Buffer, tid: Buffer): Peer | null {
 
 export function attrXorAddresses(m: StunMsg, type: number): Array<Peer | null> {
   const out: Array<Peer | null> = [];
-  for (const a of m.attrs) if (a.type === type) out.push(decodeXorAddress(m.buf.subarray(a.offset, a.offset + a.length), m.tid));
+  for (const a of m.attrs)
+    if (a.type === type) out.push(decodeXorAddress(m.buf.subarray(a.offset, a.offset + a.length), m.tid));
   return out;
 }
 
@@ -176,7 +196,8 @@ export function writeXorAddress(out: Buffer, off: number, peer: Peer, tid: Uint8
   out[off] = 0;
   out[off + 1] = v4 ? 1 : 2;
   out.writeUInt16BE(peer.port ^ (MAGIC_COOKIE >>> 16), off + 2);
-  for (let i = 0; i < bytes.length; i++) out[off + 4 + i] = bytes[i]! ^ (i < 4 ? (MAGIC_COOKIE >>> (24 - 8 * i)) & 0xff : tid[i - 4]!);
+  for (let i = 0; i < bytes.length; i++)
+    out[off + 4 + i] = bytes[i]! ^ (i < 4 ? (MAGIC_COOKIE >>> (24 - 8 * i)) & 0xff : tid[i - 4]!);
   return 4 + bytes.length;
 }
 
@@ -207,7 +228,10 @@ export function verifyIntegrity(m: StunMsg, key: Uint8Array): 'sha256' | 'sha1' 
     const start = a.offset - 4;
     const hdr = Buffer.from(m.buf.subarray(0, HEADER));
     hdr.writeUInt16BE(start + 4 + a.length - HEADER, 2);
-    const mac = createHmac(sha256 ? 'sha256' : 'sha1', key).update(hdr).update(m.buf.subarray(HEADER, start)).digest();
+    const mac = createHmac(sha256 ? 'sha256' : 'sha1', key)
+      .update(hdr)
+      .update(m.buf.subarray(HEADER, start))
+      .digest();
     const got = m.buf.subarray(a.offset, a.offset + a.length);
     return timingSafeEqual(mac.subarray(0, a.length), got) ? (sha256 ? 'sha256' : 'sha1') : null;
   }
@@ -228,7 +252,7 @@ export function fingerprintOk(m: StunMsg): boolean {
   const a = findAttr(m, A.FINGERPRINT);
   if (!a) return true;
   if (a.length !== 4 || a.offset + 4 !== m.buf.length) return false;
-  return ((crc32(m.buf, a.offset - 4) ^ 0x5354554e) >>> 0) === m.buf.readUInt32BE(a.offset);
+  return (crc32(m.buf, a.offset - 4) ^ 0x5354554e) >>> 0 === m.buf.readUInt32BE(a.offset);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -304,7 +328,9 @@ export class StunBuilder {
     if (options.key) {
       const sha256 = options.integrity === 'sha256';
       out.writeUInt16BE(off + micLen - HEADER, 2);
-      const mac = createHmac(sha256 ? 'sha256' : 'sha1', options.key).update(out.subarray(0, off)).digest();
+      const mac = createHmac(sha256 ? 'sha256' : 'sha1', options.key)
+        .update(out.subarray(0, off))
+        .digest();
       out.writeUInt16BE(sha256 ? A.MESSAGE_INTEGRITY_SHA256 : A.MESSAGE_INTEGRITY, off);
       out.writeUInt16BE(mac.length, off + 2);
       mac.copy(out, off + 4);

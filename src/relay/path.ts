@@ -92,13 +92,20 @@ export class RelayPath {
     };
     const signal = options.signal ? { signal: options.signal } : {};
     const client = options.tls
-      ? await TurnClient.connectTls({ ...base, ...signal, ...(typeof options.tls === 'object' ? { tls: options.tls } : {}) })
+      ? await TurnClient.connectTls({
+          ...base,
+          ...signal,
+          ...(typeof options.tls === 'object' ? { tls: options.tls } : {}),
+        })
       : options.tcp
         ? await TurnClient.connectTcp({ ...base, ...signal })
         : new TurnClient({ ...base, transport: options.transport });
     try {
       const family = options.transport.address().family === 'IPv6' ? 'IPv6' : 'IPv4';
-      const alloc = await client.allocate({ ...(options.signal ? { signal: options.signal } : {}), ...(family === 'IPv6' ? { family } : {}) });
+      const alloc = await client.allocate({
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(family === 'IPv6' ? { family } : {}),
+      });
       return new RelayPath(client, options.transport, alloc.relayed[0]!, logger);
     } catch (err) {
       await client.close();
@@ -108,7 +115,13 @@ export class RelayPath {
 
   /** Our relayed transport address as a candidate to hand the peer. */
   candidate(): Candidate {
-    return { type: 'relay', transport: 'udp', address: this.relayed.address, port: this.relayed.port, priority: candidatePriority('relay') };
+    return {
+      type: 'relay',
+      transport: 'udp',
+      address: this.relayed.address,
+      port: this.relayed.port,
+      priority: candidatePriority('relay'),
+    };
   }
 
   /**
@@ -123,7 +136,9 @@ export class RelayPath {
     // limits that permission to live allocations (peer-relay mode: of peers introduced to us).
     const ips = [
       ...new Set([
-        ...candidates.filter((c) => c.transport === 'udp' && c.address.includes(':') === v6 && !this.#isOurs(c)).map((c) => c.address),
+        ...candidates
+          .filter((c) => c.transport === 'udp' && c.address.includes(':') === v6 && !this.#isOurs(c))
+          .map((c) => c.address),
         this.relayed.address,
       ]),
     ];
@@ -142,7 +157,14 @@ export class RelayPath {
     for (const c of candidates) {
       if (this.#isOurs(c) || !permitted.includes(c.address)) continue;
       const p = await this.#proxy({ address: c.address, port: c.port });
-      if (p) out.push({ type: 'relay', transport: 'udp', address: '127.0.0.1', port: p.port, priority: candidatePriority('relay') });
+      if (p)
+        out.push({
+          type: 'relay',
+          transport: 'udp',
+          address: '127.0.0.1',
+          port: p.port,
+          priority: candidatePriority('relay'),
+        });
     }
     return out;
   }
@@ -271,15 +293,36 @@ export interface RendezvousRelayOptions {
  */
 export async function openRendezvousRelay(options: RendezvousRelayOptions): Promise<RelayPath> {
   const { credentials: c, logger = silentLogger } = options;
-  const base = { transport: options.transport, username: c.username, password: c.password, logger, ...(options.signal ? { signal: options.signal } : {}) };
+  const base = {
+    transport: options.transport,
+    username: c.username,
+    password: c.password,
+    logger,
+    ...(options.signal ? { signal: options.signal } : {}),
+  };
   const attempts: Array<{ via: 'udp' | 'tcp' | 'tls'; open: () => Promise<RelayPath> }> = [];
   if (options.rendezvousVia !== 'tcp') {
-    attempts.push({ via: 'udp', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, timeoutMs: options.udpAttemptMs ?? RELAY_UDP_ATTEMPT_MS }) });
+    attempts.push({
+      via: 'udp',
+      open: () =>
+        RelayPath.open({
+          ...base,
+          server: { address: c.host, port: c.port },
+          timeoutMs: options.udpAttemptMs ?? RELAY_UDP_ATTEMPT_MS,
+        }),
+    });
   }
-  attempts.push({ via: 'tcp', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, tcp: true }) });
+  attempts.push({
+    via: 'tcp',
+    open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.port }, tcp: true }),
+  });
   const serverName = options.serverName && !isIP(options.serverName) ? { servername: options.serverName } : {};
   const tlsOptions = { ...serverName, ...options.tls };
-  if (c.tlsPort) attempts.push({ via: 'tls', open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.tlsPort! }, tls: tlsOptions }) });
+  if (c.tlsPort)
+    attempts.push({
+      via: 'tls',
+      open: () => RelayPath.open({ ...base, server: { address: c.host, port: c.tlsPort! }, tls: tlsOptions }),
+    });
   const errors: string[] = [];
   for (const a of attempts) {
     try {
@@ -296,11 +339,18 @@ export async function openRendezvousRelay(options: RendezvousRelayOptions): Prom
 }
 
 /** "user:password@host[:port][?transport=tcp|tls]" → RelayPathOptions minus transport. */
-export function parseRelaySpec(text: string): { server: { address: string; port: number }; username: string; password: string; tcp?: boolean; tls?: boolean } {
+export function parseRelaySpec(text: string): {
+  server: { address: string; port: number };
+  username: string;
+  password: string;
+  tcp?: boolean;
+  tls?: boolean;
+} {
   const q = text.lastIndexOf('?transport=');
   const spec = q >= 0 ? text.slice(0, q) : text;
   const via = q >= 0 ? text.slice(q + '?transport='.length) : 'udp';
-  if (via !== 'udp' && via !== 'tcp' && via !== 'tls') throw new NatpunchError('BAD_ARGUMENT', `relay "${text}": transport must be udp, tcp or tls`);
+  if (via !== 'udp' && via !== 'tcp' && via !== 'tls')
+    throw new NatpunchError('BAD_ARGUMENT', `relay "${text}": transport must be udp, tcp or tls`);
   const at = spec.lastIndexOf('@');
   if (at <= 0) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": expected user:password@host[:port]`);
   const cred = spec.slice(0, at);
@@ -319,7 +369,8 @@ export function parseRelaySpec(text: string): { server: { address: string; port:
     address = parts[0]!;
     if (parts.length === 2) port = Number(parts[1]);
   }
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": bad port`);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new NatpunchError('BAD_ARGUMENT', `relay "${spec}": bad port`);
   return {
     server: { address, port },
     username: cred.slice(0, colon),

@@ -21,8 +21,20 @@
  * MAX_INTRODUCTIONS_PER_KEY introductions per key, each introduction expiring with the credentials' lifetime.
  */
 import { randomBytes } from 'node:crypto';
-import { longTermKey, sharedSecretPassword, type CredentialStore, type PasswordAlgorithmId, type SourceRateLimiter } from './auth.js';
-import { credentialLimiter, DEFAULT_CREDENTIAL_RATE_PER_MINUTE, IssueMemory, type IssuedCredentials, type RelayCredentialIssuer } from './issuer.js';
+import {
+  longTermKey,
+  sharedSecretPassword,
+  type CredentialStore,
+  type PasswordAlgorithmId,
+  type SourceRateLimiter,
+} from './auth.js';
+import {
+  credentialLimiter,
+  DEFAULT_CREDENTIAL_RATE_PER_MINUTE,
+  IssueMemory,
+  type IssuedCredentials,
+  type RelayCredentialIssuer,
+} from './issuer.js';
 import { normalizeIp, sourceKey } from './ip.js';
 import type { RelayScope } from './policy.js';
 import type { Endpoint } from '../wire/rendezvous.js';
@@ -154,7 +166,8 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     const address = normalizeIp(ip);
     for (const [other, exp] of state.introduced) {
       if (exp <= now) continue;
-      if (this.#keys.get(other)?.observed.some((e) => e.address === address && e.port === port)) return this.#use(state, other, now);
+      if (this.#keys.get(other)?.observed.some((e) => e.address === address && e.port === port))
+        return this.#use(state, other, now);
     }
     return false;
   }

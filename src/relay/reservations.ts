@@ -14,7 +14,11 @@ export interface RelayReservations {
    * Redeems `token`: the socket bound to the reserved port, now owned by the caller, or null (unknown, expired or
    * already redeemed). `rebind` binds a fresh socket to address:port, for stores that cannot hand a socket across.
    */
-  take(token: string, now: number, rebind: (address: string, port: number) => Promise<dgram.Socket | null>): Promise<dgram.Socket | null>;
+  take(
+    token: string,
+    now: number,
+    rebind: (address: string, port: number) => Promise<dgram.Socket | null>,
+  ): Promise<dgram.Socket | null>;
   /** Releases what expired before `now`. */
   sweep(now: number): void;
   /** Releases everything this server holds. */

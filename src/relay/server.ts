@@ -244,7 +244,8 @@ class Allocation {
 
   socketFor(address: string): dgram.Socket | undefined {
     const v6 = address.includes(':');
-    for (let i = 0; i < this.sockets.length; i++) if (this.relayed[i]!.address.includes(':') === v6) return this.sockets[i];
+    for (let i = 0; i < this.sockets.length; i++)
+      if (this.relayed[i]!.address.includes(':') === v6) return this.sockets[i];
     return undefined;
   }
 
@@ -329,18 +330,29 @@ export class TurnServer {
   readonly #maxChannelByte: number;
 
   constructor(options: TurnServerOptions) {
-    if (!options?.credentials && !options?.scope) throw new NatpunchError('BAD_ARGUMENT', 'a TURN server needs credentials (a users file or an auth secret)');
+    if (!options?.credentials && !options?.scope)
+      throw new NatpunchError('BAD_ARGUMENT', 'a TURN server needs credentials (a users file or an auth secret)');
     this.#opts = options;
     this.#scope = options.scope;
     this.realm = options.realm ?? DEFAULT_REALM;
     this.#log = options.logger ?? silentLogger;
     this.relayAddress = options.relayAddress ?? defaultRelayAddress();
-    for (const [flag, a] of [['relay address', this.relayAddress], ['IPv6 relay address', options.relayAddress6], ['external address', options.externalAddress]] as const) {
+    for (const [flag, a] of [
+      ['relay address', this.relayAddress],
+      ['IPv6 relay address', options.relayAddress6],
+      ['external address', options.externalAddress],
+    ] as const) {
       if (a === undefined) continue;
-      if (!isIP(a) || a === '0.0.0.0' || a === '::') throw new NatpunchError('BAD_ARGUMENT', `the ${flag} must be one specific IP address, not "${a}"`);
+      if (!isIP(a) || a === '0.0.0.0' || a === '::')
+        throw new NatpunchError('BAD_ARGUMENT', `the ${flag} must be one specific IP address, not "${a}"`);
     }
-    if (options.relayAddress6 && !options.relayAddress6.includes(':')) throw new NatpunchError('BAD_ARGUMENT', 'the IPv6 relay address must be IPv6');
-    if (options.externalAddress && options.externalAddress.includes(':')) throw new NatpunchError('BAD_ARGUMENT', 'the external address must be IPv4 (it stands for the IPv4 relay address)');
+    if (options.relayAddress6 && !options.relayAddress6.includes(':'))
+      throw new NatpunchError('BAD_ARGUMENT', 'the IPv6 relay address must be IPv6');
+    if (options.externalAddress && options.externalAddress.includes(':'))
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        'the external address must be IPv4 (it stands for the IPv4 relay address)',
+      );
     this.externalAddress = options.externalAddress;
     this.relayAddress6 = options.relayAddress6;
     this.#maxChannelByte = options.legacyChannels === false ? 0x4f : 0x7f;
@@ -356,14 +368,20 @@ export class TurnServer {
           ...(options.ownAddresses ?? []),
         ],
       });
-    this.#nonces = new NonceManager({ lifetimeSeconds: options.nonceLifetime, features: SecurityFeature.PASSWORD_ALGORITHMS });
+    this.#nonces = new NonceManager({
+      lifetimeSeconds: options.nonceLifetime,
+      features: SecurityFeature.PASSWORD_ALGORITHMS,
+    });
     this.#quota = new AllocationQuota(
       options.maxAllocationsPerUser ?? DEFAULT_MAX_ALLOCATIONS_PER_USER,
       options.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS,
       options.maxAllocationsPerSource ?? DEFAULT_MAX_ALLOCATIONS_PER_SOURCE,
     );
     this.#reservations = options.reservations ?? new LocalReservations();
-    this.#limiter = new SourceRateLimiter(options.unauthRate ?? DEFAULT_UNAUTH_RATE, options.unauthBurst ?? DEFAULT_UNAUTH_BURST);
+    this.#limiter = new SourceRateLimiter(
+      options.unauthRate ?? DEFAULT_UNAUTH_RATE,
+      options.unauthBurst ?? DEFAULT_UNAUTH_BURST,
+    );
     this.#sweeper = setInterval(() => this.#sweep(), SWEEP_INTERVAL_MS);
     this.#sweeper.unref();
   }
@@ -398,7 +416,12 @@ export class TurnServer {
     // Malformed or not a TURN method: leave it to the STUN server, which answers or drops per RFC 8489.
     if (!m || m.method < Method.Allocate || m.method > Method.ConnectionAttempt) return false;
     const client = this.#udpEndpoint(transport, rinfo);
-    this.#onStun(client, m, () => this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port), (a) => this.#setUdpAlloc(transport, rinfo, a));
+    this.#onStun(
+      client,
+      m,
+      () => this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port),
+      (a) => this.#setUdpAlloc(transport, rinfo, a),
+    );
     return true;
   }
 
@@ -494,10 +517,15 @@ export class TurnServer {
           }
           return;
         }
-        this.#onStun(client, m, () => this.#tcpAllocs.get(socket), (a) => {
-          if (a) this.#tcpAllocs.set(socket, a);
-          else this.#tcpAllocs.delete(socket);
-        });
+        this.#onStun(
+          client,
+          m,
+          () => this.#tcpAllocs.get(socket),
+          (a) => {
+            if (a) this.#tcpAllocs.set(socket, a);
+            else this.#tcpAllocs.delete(socket);
+          },
+        );
       });
       if (!ok) socket.destroy();
     };
@@ -587,7 +615,10 @@ export class TurnServer {
     const maybe = (transport as { socket?: unknown }).socket;
     const raw = maybe instanceof dgram.Socket ? maybe : null;
     // Batched sockets (src/net/batched.ts) copy header and data straight into their send queue: no joined Buffer.
-    const batched = !raw && typeof (transport as Partial<PartsSender>).sendParts === 'function' ? (transport as unknown as PartsSender) : null;
+    const batched =
+      !raw && typeof (transport as Partial<PartsSender>).sendParts === 'function'
+        ? (transport as unknown as PartsSender)
+        : null;
     const { address, port } = rinfo;
     // Reused: sendParts copies it before returning.
     const head = batched ? Buffer.alloc(4) : null;
@@ -664,7 +695,14 @@ export class TurnServer {
       if (!this.#limiter.allow(client.address, Date.now())) return;
       const u = Buffer.alloc(unknown.length * 2);
       unknown.forEach((t, i) => u.writeUInt16BE(t, i * 2));
-      this.#sendUnverified(client, m, new StunBuilder(m.method, Cls.Error, m.tid).error(420, 'Unknown Attribute').add(A.UNKNOWN_ATTRIBUTES, u).finish({ fingerprint }));
+      this.#sendUnverified(
+        client,
+        m,
+        new StunBuilder(m.method, Cls.Error, m.tid)
+          .error(420, 'Unknown Attribute')
+          .add(A.UNKNOWN_ATTRIBUTES, u)
+          .finish({ fingerprint }),
+      );
       return;
     }
     // Allocate retransmission (RFC 8656 §7.2): same 5-tuple and transaction id → the same success response.
@@ -677,7 +715,10 @@ export class TurnServer {
     if (!auth) return;
     const reply = (b: StunBuilder) => client.send(this.#sign(b, auth));
     const fail = (code: number, reason: string) => {
-      this.#log.debug({ client: `${client.address}:${client.port}`, method: m.method, code, reason }, 'turn request refused');
+      this.#log.debug(
+        { client: `${client.address}:${client.port}`, method: m.method, code, reason },
+        'turn request refused',
+      );
       reply(new StunBuilder(m.method, Cls.Error, m.tid).error(code, reason));
     };
 
@@ -688,10 +729,18 @@ export class TurnServer {
       const pendingKey = `${client.kind}|${client.address}|${client.port}`;
       if (this.#pendingAllocs.has(pendingKey)) return;
       this.#pendingAllocs.add(pendingKey);
-      this.#allocate(client, m, auth, reply, fail, (a) => {
-        this.#pendingAllocs.delete(pendingKey);
-        setAlloc(a);
-      }, () => this.#pendingAllocs.delete(pendingKey));
+      this.#allocate(
+        client,
+        m,
+        auth,
+        reply,
+        fail,
+        (a) => {
+          this.#pendingAllocs.delete(pendingKey);
+          setAlloc(a);
+        },
+        () => this.#pendingAllocs.delete(pendingKey),
+      );
       return;
     }
     if (!existing) return fail(437, 'Allocation Mismatch');
@@ -757,7 +806,12 @@ export class TurnServer {
       return null;
     };
     const bad = (reason: string) => {
-      if (this.#limiter.allow(client.address, now)) this.#sendUnverified(client, m, new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }));
+      if (this.#limiter.allow(client.address, now))
+        this.#sendUnverified(
+          client,
+          m,
+          new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }),
+        );
       return null;
     };
     const kind = integrityKind(m);
@@ -791,7 +845,12 @@ export class TurnServer {
     // Requests on an allocation may keep using the key that created it after time-limited credentials expire
     // (RFC 8656 §5 asks only that they match): a relayed session outlives its credentials' lifetime; a new
     // allocation needs valid ones. Same algorithm only (the key depends on it).
-    if (existing && existing.username === username && existing.key.length === (algorithm === PasswordAlgorithm.SHA256 ? 32 : 16) && verifyIntegrity(m, existing.key)) {
+    if (
+      existing &&
+      existing.username === username &&
+      existing.key.length === (algorithm === PasswordAlgorithm.SHA256 ? 32 : 16) &&
+      verifyIntegrity(m, existing.key)
+    ) {
       return { username, scope: existing.scope, key: existing.key, integrity: kind, fingerprint };
     }
     this.stats.authFailures++;
@@ -859,10 +918,20 @@ export class TurnServer {
       return failNow(486, 'Allocation Quota Reached');
     }
     const rate = this.#opts.bandwidth ?? 0;
-    const alloc = new Allocation(client, auth.username, auth.scope, source, auth.key, auth.integrity, transport, rate > 0 ? new TokenBucket(rate, rate) : null, () => {
-      this.#quota.release(auth.username, source);
-      setAlloc(null);
-    });
+    const alloc = new Allocation(
+      client,
+      auth.username,
+      auth.scope,
+      source,
+      auth.key,
+      auth.integrity,
+      transport,
+      rate > 0 ? new TokenBucket(rate, rate) : null,
+      () => {
+        this.#quota.release(auth.username, source);
+        setAlloc(null);
+      },
+    );
     const done = (reservationToken?: Buffer) => {
       settled();
       if (this.#closed || alloc.closed) {
@@ -900,7 +969,10 @@ export class TurnServer {
       alloc.lastTid = Buffer.from(m.tid);
       alloc.lastResponse = res;
       client.send(res);
-      this.#log.info({ user: auth.username, client: `${client.address}:${client.port}`, relayed: alloc.relayed, transport }, 'turn allocation');
+      this.#log.info(
+        { user: auth.username, client: `${client.address}:${client.port}`, relayed: alloc.relayed, transport },
+        'turn allocation',
+      );
     };
     const undo = (code: number, reason: string) => {
       settled();
@@ -920,11 +992,14 @@ export class TurnServer {
       const type = families[0] === 'IPv6' ? 'udp6' : 'udp4';
       this.#reservations
         .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(type, address, port))
-        .then((socket) => {
-          if (!socket) return undo(508, 'Insufficient Capacity');
-          this.#adoptRelaySocket(alloc, socket);
-          done();
-        }, () => undo(508, 'Insufficient Capacity'));
+        .then(
+          (socket) => {
+            if (!socket) return undo(508, 'Insufficient Capacity');
+            this.#adoptRelaySocket(alloc, socket);
+            done();
+          },
+          () => undo(508, 'Insufficient Capacity'),
+        );
       return;
     }
     const wantEven = evenPort !== undefined;
@@ -969,7 +1044,12 @@ export class TurnServer {
     return p;
   }
 
-  async #openUdpRelays(alloc: Allocation, families: Array<'IPv4' | 'IPv6'>, even: boolean, reserve: boolean): Promise<Buffer | undefined> {
+  async #openUdpRelays(
+    alloc: Allocation,
+    families: Array<'IPv4' | 'IPv6'>,
+    even: boolean,
+    reserve: boolean,
+  ): Promise<Buffer | undefined> {
     let token: Buffer | undefined;
     for (const fam of families) {
       const address = fam === 'IPv4' ? this.relayAddress : this.relayAddress6!;
@@ -978,14 +1058,20 @@ export class TurnServer {
       for (let attempt = 0; attempt < 64 && !sock; attempt++) {
         const port = this.#randomPort(even);
         sock = await this.#bindUdp(type, address, port);
-        if (sock && reserve && fam === families[0] && this.#reservations.size >= (this.#opts.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS)) {
+        if (
+          sock &&
+          reserve &&
+          fam === families[0] &&
+          this.#reservations.size >= (this.#opts.maxAllocations ?? DEFAULT_MAX_ALLOCATIONS)
+        ) {
           // Reserved ports count against the same bound as allocations.
           sock.close();
           throw new Error('too many reservations');
         }
         if (sock && reserve && fam === families[0]) {
           // RFC 8656 §7.2 step 5: R bit → also hold port+1 and hand out a RESERVATION-TOKEN for it.
-          const next = port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;
+          const next =
+            port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;
           if (!next) {
             sock.close();
             sock = null;
@@ -1046,12 +1132,18 @@ export class TurnServer {
   }
 
   #isRelayIp(address: string): boolean {
-    return address === this.relayAddress || address === this.externalAddress || (this.relayAddress6 !== undefined && address === this.relayAddress6);
+    return (
+      address === this.relayAddress ||
+      address === this.externalAddress ||
+      (this.relayAddress6 !== undefined && address === this.relayAddress6)
+    );
   }
 
   /** The relayed address as peers see it (RFC 8656 §7.3 XOR-RELAYED-ADDRESS; external address behind a 1:1 NAT). */
   #advertised(r: Peer): Peer {
-    return this.externalAddress && r.address === this.relayAddress ? { address: this.externalAddress, port: r.port } : r;
+    return this.externalAddress && r.address === this.relayAddress
+      ? { address: this.externalAddress, port: r.port }
+      : r;
   }
 
   /**
@@ -1114,7 +1206,12 @@ export class TurnServer {
     return p;
   }
 
-  #createPermission(alloc: Allocation, m: StunMsg, reply: (b: StunBuilder) => void, fail: (c: number, r: string) => void): void {
+  #createPermission(
+    alloc: Allocation,
+    m: StunMsg,
+    reply: (b: StunBuilder) => void,
+    fail: (c: number, r: string) => void,
+  ): void {
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     if (peers.length === 0) return fail(400, 'Bad Request');
     // RFC 8656 §9.2: all addresses are checked before any permission is installed.
@@ -1127,7 +1224,10 @@ export class TurnServer {
       restricts.set(p!.address, access.restrict);
     }
     const fresh = new Set(peers.map((p) => p!.address)).size;
-    if (alloc.permissions.size + fresh > MAX_PERMISSIONS_PER_ALLOCATION && peers.some((p) => !alloc.permissions.has(p!.address))) {
+    if (
+      alloc.permissions.size + fresh > MAX_PERMISSIONS_PER_ALLOCATION &&
+      peers.some((p) => !alloc.permissions.has(p!.address))
+    ) {
       return fail(508, 'Insufficient Capacity');
     }
     const now = Date.now();
@@ -1135,13 +1235,18 @@ export class TurnServer {
     reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
   }
 
-  #channelBind(alloc: Allocation, m: StunMsg, reply: (b: StunBuilder) => void, fail: (c: number, r: string) => void): void {
+  #channelBind(
+    alloc: Allocation,
+    m: StunMsg,
+    reply: (b: StunBuilder) => void,
+    fail: (c: number, r: string) => void,
+  ): void {
     const cn = attrValue(m, A.CHANNEL_NUMBER);
     const peers = attrXorAddresses(m, A.XOR_PEER_ADDRESS);
     if (!cn || cn.length !== 4 || peers.length !== 1 || alloc.transport !== 'udp') return fail(400, 'Bad Request');
     const number = cn.readUInt16BE(0);
     // RFC 8656 §12: 0x4000..0x4FFF; RFC 5766 clients use up to 0x7FFF (accepted unless legacyChannels is false).
-    if (number < CHANNEL_MIN || number > (this.#maxChannelByte << 8 | 0xff)) return fail(400, 'Bad Request');
+    if (number < CHANNEL_MIN || number > ((this.#maxChannelByte << 8) | 0xff)) return fail(400, 'Bad Request');
     const peer = peers[0]!;
     const access = this.#access(alloc, peer);
     if (access === 403) return fail(403, 'Forbidden');
@@ -1155,7 +1260,8 @@ export class TurnServer {
     const now = Date.now();
     // RFC 8656 §11.2: a channel is bound to one peer and a peer to one channel.
     const bound = alloc.channels.get(number);
-    if (bound && (bound.peer.address !== peer.address || bound.peer.port !== peer.port)) return fail(400, 'Bad Request');
+    if (bound && (bound.peer.address !== peer.address || bound.peer.port !== peer.port))
+      return fail(400, 'Bad Request');
     const existingPerm = alloc.permissions.get(peer.address);
     const other = existingPerm?.channels?.get(peer.port);
     if (other && other.number !== number) return fail(400, 'Bad Request');
@@ -1164,7 +1270,12 @@ export class TurnServer {
     if (bound) {
       bound.expires = now + CHANNEL_LIFETIME_S * 1000;
     } else {
-      const ch: Channel = { number, peer: { address: peer.address, port: peer.port }, expires: now + CHANNEL_LIFETIME_S * 1000, perm };
+      const ch: Channel = {
+        number,
+        peer: { address: peer.address, port: peer.port },
+        expires: now + CHANNEL_LIFETIME_S * 1000,
+        perm,
+      };
       alloc.channels.set(number, ch);
       (perm.channels ??= new Map()).set(peer.port, ch);
       this.stats.channels++;
@@ -1348,7 +1459,9 @@ export class TurnServer {
     const conn = this.#trackPeerConn(alloc, socket, peer);
     const id = Buffer.alloc(4);
     id.writeUInt32BE(conn.id, 0);
-    const b = new StunBuilder(Method.ConnectionAttempt, Cls.Indication, randomBytes(12)).add(A.CONNECTION_ID, id).xorAddress(A.XOR_PEER_ADDRESS, peer);
+    const b = new StunBuilder(Method.ConnectionAttempt, Cls.Indication, randomBytes(12))
+      .add(A.CONNECTION_ID, id)
+      .xorAddress(A.XOR_PEER_ADDRESS, peer);
     alloc.client.send(b.finish({ fingerprint: true }));
   }
 
@@ -1457,11 +1570,19 @@ function liveKey(proto: 'udp' | 'tcp', address: string, port: number): string {
 }
 
 /** dgram `lookup` for addresses that are already IP literals (the relay never sends to names). */
-function literalLookup(address: string, family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
-  const fam = typeof family === 'number' ? family : typeof family === 'object' && family && 'family' in family ? Number((family as { family: unknown }).family) : 0;
+function literalLookup(
+  address: string,
+  family: unknown,
+  callback: (err: Error | null, address: string, family: number) => void,
+): void {
+  const fam =
+    typeof family === 'number'
+      ? family
+      : typeof family === 'object' && family && 'family' in family
+        ? Number((family as { family: unknown }).family)
+        : 0;
   callback(null, address, fam || (address.includes(':') ? 6 : 4));
 }
-
 
 export { normalizeIp };
 

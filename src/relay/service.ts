@@ -8,7 +8,12 @@
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { attachTurn, type TurnHost } from './attach.js';
-import { FirstIssuer, SharedSecretIssuer, type RelayCredentialIssuer, type SharedSecretIssuerOptions } from './issuer.js';
+import {
+  FirstIssuer,
+  SharedSecretIssuer,
+  type RelayCredentialIssuer,
+  type SharedSecretIssuerOptions,
+} from './issuer.js';
 import { PeerRelay, type PeerRelayOptions } from './peer-relay.js';
 import { defaultRelayAddress, TurnServer, type TurnServerOptions } from './server.js';
 
@@ -43,10 +48,17 @@ export function relayAddressFor(listening: readonly string[]): string {
 
 export function startRelay(host: RelayHost, options: RelayServiceOptions, logger?: Logger): RelayService {
   const port = host.udp[0]!.port;
-  const peerRelay = options.peerRelay === false ? null : new PeerRelay({ ...(typeof options.peerRelay === 'object' ? options.peerRelay : {}), port });
+  const peerRelay =
+    options.peerRelay === false
+      ? null
+      : new PeerRelay({ ...(typeof options.peerRelay === 'object' ? options.peerRelay : {}), port });
   let turn: TurnServer;
   try {
-    turn = new TurnServer({ ...options.turn, ...(peerRelay ? { scope: peerRelay } : {}), ...(logger ? { logger } : {}) });
+    turn = new TurnServer({
+      ...options.turn,
+      ...(peerRelay ? { scope: peerRelay } : {}),
+      ...(logger ? { logger } : {}),
+    });
   } catch (err) {
     // A bad CIDR in the peer policy: the operator's flag, one line.
     if (err instanceof RangeError) throw new NatpunchError('BAD_ARGUMENT', err.message);

@@ -31,14 +31,18 @@ export async function listenTurnTls(turn: TurnServer, options: TurnTlsOptions): 
     cert = readFileSync(options.certFile);
     key = readFileSync(options.keyFile);
   } catch (err) {
-    throw new NatpunchError('BAD_ARGUMENT', `cannot read TLS certificate/key: ${(err as Error).message}`, { cause: err });
+    throw new NatpunchError('BAD_ARGUMENT', `cannot read TLS certificate/key: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const servers: tls.Server[] = [];
   const endpoints: Array<{ address: string; port: number }> = [];
   let port = options.port ?? DEFAULT_TURNS_PORT;
   try {
     for (const address of options.addresses) {
-      const server = tls.createServer({ cert, key, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) => turn.handleTcp(socket));
+      const server = tls.createServer({ cert, key, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) =>
+        turn.handleTcp(socket),
+      );
       server.on('tlsClientError', () => {});
       server.on('error', () => {});
       await new Promise<void>((resolve, reject) => {
@@ -55,7 +59,11 @@ export async function listenTurnTls(turn: TurnServer, options: TurnTlsOptions): 
     }
   } catch (err) {
     for (const s of servers) s.close();
-    throw new NatpunchError('BAD_ARGUMENT', `cannot listen for TURN over TLS on port ${port}: ${(err as Error).message}`, { cause: err });
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      `cannot listen for TURN over TLS on port ${port}: ${(err as Error).message}`,
+      { cause: err },
+    );
   }
   return {
     endpoints,

@@ -74,7 +74,10 @@ export interface RendezvousServerAddress {
 }
 
 /** What a peer tells the server about one connection attempt (wire/rendezvous.ts REPORT). */
-export type ConnectionOutcome = Omit<ReportMessage, 'type' | 'requestId' | 'publicKey' | 'timestamp' | 'nonce' | 'signature' | 'signedPart'>;
+export type ConnectionOutcome = Omit<
+  ReportMessage,
+  'type' | 'requestId' | 'publicKey' | 'timestamp' | 'nonce' | 'signature' | 'signedPart'
+>;
 
 export interface RendezvousClientOptions {
   /** The caller's socket: the same one the peer will punch from, so the server sees the mapping that matters. */
@@ -197,14 +200,19 @@ export function parseTarget(target: string | Uint8Array): Target {
   }
   if (isPeerId(target)) return { key: idToKey(target) };
   if (isValidName(target)) return { name: target };
-  throw new NatpunchError('BAD_ARGUMENT', `"${target.slice(0, 80)}" is neither a peer key (64 hex characters) nor a name ([a-z0-9._-]{1,63})`);
+  throw new NatpunchError(
+    'BAD_ARGUMENT',
+    `"${target.slice(0, 80)}" is neither a peer key (64 hex characters) nor a name ([a-z0-9._-]{1,63})`,
+  );
 }
 
 /** Host candidates for a bound transport: its address, or every non-internal interface address for a wildcard. */
 export function hostCandidates(transport: DatagramTransport): Candidate[] {
   const { address, port, family } = transport.address();
   if (address !== '0.0.0.0' && address !== '::') {
-    return isEncodableAddress(address) ? [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }] : [];
+    return isEncodableAddress(address)
+      ? [{ type: 'host', transport: 'udp', address, port, priority: candidatePriority('host') }]
+      : [];
   }
   const out: Candidate[] = [];
   let pref = 65535;
@@ -213,7 +221,13 @@ export function hostCandidates(transport: DatagramTransport): Candidate[] {
       if (i.internal) continue;
       if (i.family === 'IPv6' && (family !== 'IPv6' || i.address.startsWith('fe80') || i.scopeid)) continue;
       if (!isEncodableAddress(i.address)) continue;
-      out.push({ type: 'host', transport: 'udp', address: i.address, port, priority: candidatePriority('host', Math.max(0, pref--)) });
+      out.push({
+        type: 'host',
+        transport: 'udp',
+        address: i.address,
+        port,
+        priority: candidatePriority('host', Math.max(0, pref--)),
+      });
     }
   }
   return dedupeCandidates(out).slice(0, MAX_CANDIDATES - 1);
@@ -240,7 +254,9 @@ function truncateUtf8(text: string, max: number): string {
 /** The server did not answer at all (as opposed to answering with an ERROR): worth trying another server. */
 function isUnreachable(err: unknown): boolean {
   if (isNatpunchError(err, 'TIMEOUT')) return true;
-  return isNatpunchError(err, 'RENDEZVOUS') && err.details?.serverCode === undefined && /reach|closed/.test(err.message);
+  return (
+    isNatpunchError(err, 'RENDEZVOUS') && err.details?.serverCode === undefined && /reach|closed/.test(err.message)
+  );
 }
 
 /**
@@ -249,7 +265,10 @@ function isUnreachable(err: unknown): boolean {
  */
 export function parseRendezvousList(spec: string, defaultPort: number): RendezvousServerAddress[] {
   const out: RendezvousServerAddress[] = [];
-  for (const part of spec.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of spec
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(part);
     let host: string;
     let port: number;
@@ -261,7 +280,8 @@ export function parseRendezvousList(spec: string, defaultPort: number): Rendezvo
       host = bits.length === 2 ? bits[0]! : part;
       port = bits.length === 2 ? Number(bits[1]) : defaultPort;
     }
-    if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in "${part.slice(0, 80)}"`);
+    if (!Number.isInteger(port) || port <= 0 || port > 65535)
+      throw new NatpunchError('BAD_ARGUMENT', `bad rendezvous port in "${part.slice(0, 80)}"`);
     out.push({ host, port });
   }
   if (out.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'no rendezvous server given');
@@ -271,7 +291,9 @@ export function parseRendezvousList(spec: string, defaultPort: number): Rendezvo
 function serverError(msg: ErrorMessage, what: string): NatpunchError {
   const details = { serverCode: msg.code, retryAfterMs: msg.retryAfterMs };
   if (msg.code === 'NOT_FOUND') return new NatpunchError('PEER_NOT_FOUND', `${what}: ${msg.message}`, { details });
-  return new NatpunchError('RENDEZVOUS', `rendezvous server refused ${what}: ${msg.message} [${msg.code}]`, { details });
+  return new NatpunchError('RENDEZVOUS', `rendezvous server refused ${what}: ${msg.message} [${msg.code}]`, {
+    details,
+  });
 }
 
 /**
@@ -312,7 +334,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #refreshTimer: NodeJS.Timeout | undefined;
   #seen = new Map<string, true>();
   #seqOffers = new Map<string, { event: SeqOfferEvent; expiresAt: number }>();
-  #seqWaiters = new Set<{ key: string; resolve: (v: { offer?: Buffer; decline?: string }) => void; reject: (err: unknown) => void }>();
+  #seqWaiters = new Set<{
+    key: string;
+    resolve: (v: { offer?: Buffer; decline?: string }) => void;
+    reject: (err: unknown) => void;
+  }>();
   #serverSources = new Set<string>();
   #closer = new AbortController();
   #closed = false;
@@ -403,7 +429,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       true,
     );
     if (msg.type === 'error') throw serverError(msg, 'registration');
-    if (msg.type !== 'registered') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a registration`);
+    if (msg.type !== 'registered')
+      throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a registration`);
     this.#registerRequestId = msg.requestId;
     const result: RegisterResult = {
       reflexive: msg.reflexive,
@@ -435,9 +462,15 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async lookup(nameOrKey: string | Uint8Array, signal?: AbortSignal): Promise<LookupResult> {
     this.#checkOpen();
     const target = parseTarget(nameOrKey);
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'lookup', requestId, target }, undefined, { padTo: MAX_LOOKUP_RESULT_BYTES }), signal);
-    if (msg.type === 'error') throw serverError(msg, `lookup of ${typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey)}`);
-    if (msg.type !== 'lookup-result') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a lookup`);
+    const { msg } = await this.#request(
+      (requestId) =>
+        encodeRendezvous({ type: 'lookup', requestId, target }, undefined, { padTo: MAX_LOOKUP_RESULT_BYTES }),
+      signal,
+    );
+    if (msg.type === 'error')
+      throw serverError(msg, `lookup of ${typeof nameOrKey === 'string' ? nameOrKey : keyToId(nameOrKey)}`);
+    if (msg.type !== 'lookup-result')
+      throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a lookup`);
     const out: LookupResult = {
       publicKey: msg.publicKey,
       id: keyToId(msg.publicKey),
@@ -460,8 +493,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#checkOpen();
     const target = parseTarget(nameOrKey);
     const connectionId = Buffer.from(options.connectionId ?? randomBytes(CONNECTION_ID_BYTES));
-    if (connectionId.length !== CONNECTION_ID_BYTES) throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
-    const candidates = options.candidates ? dedupeCandidates(options.candidates).slice(0, MAX_CANDIDATES - 1) : this.#gather();
+    if (connectionId.length !== CONNECTION_ID_BYTES)
+      throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
+    const candidates = options.candidates
+      ? dedupeCandidates(options.candidates).slice(0, MAX_CANDIDATES - 1)
+      : this.#gather();
     const reachable = this.#reachable();
     const { msg, via } = await this.#signedRequest(
       (requestId) =>
@@ -499,12 +535,21 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
    * whether the server will spoof STUNT #1 SYN-ACKs when both offers are in. PEER_NOT_FOUND when the server
    * introduced no such connection between the two keys (a SEQ_OFFER follows a CONNECT), or the peer is gone.
    */
-  async exchangeSeqOffer(p: { connectionId: Uint8Array; peerKey: Uint8Array; offer?: Buffer; decline?: string; signal?: AbortSignal }): Promise<{ spoofing: boolean }> {
+  async exchangeSeqOffer(p: {
+    connectionId: Uint8Array;
+    peerKey: Uint8Array;
+    offer?: Buffer;
+    decline?: string;
+    signal?: AbortSignal;
+  }): Promise<{ spoofing: boolean }> {
     this.#checkOpen();
-    if (p.connectionId.length !== CONNECTION_ID_BYTES) throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
+    if (p.connectionId.length !== CONNECTION_ID_BYTES)
+      throw new NatpunchError('BAD_ARGUMENT', `connectionId must be ${CONNECTION_ID_BYTES} bytes`);
     if (p.peerKey.length !== 32) throw new NatpunchError('BAD_ARGUMENT', 'peerKey must be 32 bytes');
-    if ((p.offer === undefined) === (p.decline === undefined)) throw new NatpunchError('BAD_ARGUMENT', 'give exactly one of offer and decline');
-    if (p.offer !== undefined && p.offer.length !== SEQ_OFFER_BYTES) throw new NatpunchError('BAD_ARGUMENT', `offer must be ${SEQ_OFFER_BYTES} bytes`);
+    if ((p.offer === undefined) === (p.decline === undefined))
+      throw new NatpunchError('BAD_ARGUMENT', 'give exactly one of offer and decline');
+    if (p.offer !== undefined && p.offer.length !== SEQ_OFFER_BYTES)
+      throw new NatpunchError('BAD_ARGUMENT', `offer must be ${SEQ_OFFER_BYTES} bytes`);
     const connectionId = Buffer.from(p.connectionId);
     const peerKey = Buffer.from(p.peerKey);
     let decline = p.decline;
@@ -516,7 +561,15 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const { msg } = await this.#signedRequest(
       (requestId) =>
         encodeRendezvous(
-          { type: 'seq-offer', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp(), connectionId, peerKey, ...payload },
+          {
+            type: 'seq-offer',
+            requestId,
+            publicKey: this.keyPair.publicKey,
+            timestamp: this.#timestamp(),
+            connectionId,
+            peerKey,
+            ...payload,
+          },
           this.keyPair.secretKey,
         ),
       p.signal,
@@ -533,7 +586,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
    * The other peer's SEQ_OFFER for `connectionId` from `peerKey`: at once when it already arrived (kept
    * SEQ_OFFER_STORE_TTL_MS), else when it does. Rejects with the signal's reason when aborted, SOCKET_CLOSED on close().
    */
-  awaitSeqOffer(connectionId: Uint8Array, peerKey: Uint8Array, signal: AbortSignal): Promise<{ offer?: Buffer; decline?: string }> {
+  awaitSeqOffer(
+    connectionId: Uint8Array,
+    peerKey: Uint8Array,
+    signal: AbortSignal,
+  ): Promise<{ offer?: Buffer; decline?: string }> {
     if (this.#closed) return Promise.reject(new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed'));
     const key = `${hex(connectionId)}/${hex(peerKey)}`;
     const stored = this.#seqOffers.get(key);
@@ -573,9 +630,14 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
    */
   async releaseName(name = this.name, signal?: AbortSignal): Promise<boolean> {
     this.#checkOpen();
-    if (name === undefined || !isValidName(name)) throw new NatpunchError('BAD_ARGUMENT', 'releaseName needs a name ([a-z0-9._-]{1,63})');
+    if (name === undefined || !isValidName(name))
+      throw new NatpunchError('BAD_ARGUMENT', 'releaseName needs a name ([a-z0-9._-]{1,63})');
     const { msg } = await this.#signedRequest(
-      (requestId) => encodeRendezvous({ type: 'release-name', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp(), name }, this.keyPair.secretKey),
+      (requestId) =>
+        encodeRendezvous(
+          { type: 'release-name', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp(), name },
+          this.keyPair.secretKey,
+        ),
       signal,
       false,
     );
@@ -598,7 +660,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const t = timeoutSignal(REPORT_TIMEOUT_MS, signal);
     try {
       const { msg } = await this.#request(
-        (requestId) => encodeRendezvous({ ...outcome, type: 'report', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() }, this.keyPair.secretKey),
+        (requestId) =>
+          encodeRendezvous(
+            { ...outcome, type: 'report', requestId, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() },
+            this.keyPair.secretKey,
+          ),
         t.signal,
         false,
         false,
@@ -616,7 +682,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   async ping(signal?: AbortSignal): Promise<number> {
     this.#checkOpen();
     const started = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }, undefined, { padTo: PONG_BYTES }), signal);
+    const { msg } = await this.#request(
+      (requestId) => encodeRendezvous({ type: 'ping', requestId, time: started }, undefined, { padTo: PONG_BYTES }),
+      signal,
+    );
     if (msg.type !== 'pong') throw new NatpunchError('RENDEZVOUS', `unexpected ${msg.type} answering a ping`);
     const rtt = Date.now() - msg.echo;
     this.#rtt = rtt;
@@ -636,7 +705,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#seqOffers.clear();
     if (this.#registered && this.#serverIp) {
       try {
-        const bye = encodeRendezvous({ type: 'unregister', requestId: 0, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() }, this.keyPair.secretKey);
+        const bye = encodeRendezvous(
+          { type: 'unregister', requestId: 0, publicKey: this.keyPair.publicKey, timestamp: this.#timestamp() },
+          this.keyPair.secretKey,
+        );
         if (this.#mode === 'tcp' && this.#tcp && !this.#tcp.destroyed) this.#tcp.write(frameTcp(bye));
         else this.#transport.send(bye, this.#server.port, this.#serverIp);
       } catch {
@@ -670,7 +742,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     const first = await this.#request(build, signal, probeUdp);
     if (first.msg.type !== 'error' || first.msg.code !== 'STALE') return first;
     const t0 = Date.now();
-    const { msg } = await this.#request((requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }, undefined, { padTo: PONG_BYTES }), signal);
+    const { msg } = await this.#request(
+      (requestId) => encodeRendezvous({ type: 'ping', requestId, time: t0 }, undefined, { padTo: PONG_BYTES }),
+      signal,
+    );
     if (msg.type !== 'pong') return first;
     const t1 = Date.now();
     const offset = msg.time - (t0 + t1) / 2;
@@ -765,8 +840,12 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       try {
         return await this.#requestOnce(build, signal, probeUdp);
       } catch (err) {
-        if (!failover || tried >= this.#servers.length || this.#closed || signal?.aborted || !isUnreachable(err)) throw err;
-        this.#log.info({ server: this.#server, err: (err as Error).message }, 'rendezvous: server not answering; moving to the next');
+        if (!failover || tried >= this.#servers.length || this.#closed || signal?.aborted || !isUnreachable(err))
+          throw err;
+        this.#log.info(
+          { server: this.#server, err: (err as Error).message },
+          'rendezvous: server not answering; moving to the next',
+        );
         this.#switchServer('unreachable');
       }
     }
@@ -792,7 +871,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   }
 
   /** One request/answer exchange: UDP with retransmissions, then TCP when UDP stays silent. */
-  async #requestOnce(build: (requestId: number) => Buffer, signal?: AbortSignal, probeUdp = false): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
+  async #requestOnce(
+    build: (requestId: number) => Buffer,
+    signal?: AbortSignal,
+    probeUdp = false,
+  ): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
     const closeSignal = this.#closer.signal;
     const parent = signal ? AbortSignal.any([signal, closeSignal]) : closeSignal;
     const t = timeoutSignal(this.#timeoutMs, parent);
@@ -828,7 +911,11 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   }
 
   /** One request over UDP, retransmitted by the shared engine (src/stun/transaction.ts) on this client's timing. */
-  async #udpExchange(build: (requestId: number) => Buffer, signal: AbortSignal, maxTx: number): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
+  async #udpExchange(
+    build: (requestId: number) => Buffer,
+    signal: AbortSignal,
+    maxTx: number,
+  ): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
     const requestId = this.#newRequestId();
     const bytes = build(requestId);
     const ip = this.#serverIp!;
@@ -836,13 +923,21 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#pending.set(requestId, {
       via: 'udp',
       resolve: (msg) => this.#udpTransactions.resolve(requestId, msg),
-      reject: (err) => this.#udpTransactions.reject(requestId, err instanceof Error ? err : new NatpunchError('RENDEZVOUS', String(err))),
+      reject: (err) =>
+        this.#udpTransactions.reject(
+          requestId,
+          err instanceof Error ? err : new NatpunchError('RENDEZVOUS', String(err)),
+        ),
     });
     try {
       const r = await this.#udpTransactions.run(requestId, () => this.#transport.send(bytes, this.#server.port, ip), {
         timing: { rtoMs: this.#rto, rc: maxTx, maxRtoMs: DEFAULT_MAX_RTO_MS },
         signal,
-        timeoutError: (sent) => new NatpunchError('TIMEOUT', `no answer from rendezvous server ${this.#server.host}:${this.#server.port} over UDP after ${sent} tries`),
+        timeoutError: (sent) =>
+          new NatpunchError(
+            'TIMEOUT',
+            `no answer from rendezvous server ${this.#server.host}:${this.#server.port} over UDP after ${sent} tries`,
+          ),
       });
       // Karn (RFC 6298 §3): only an answer to a request sent once is an RTT sample.
       const rttMs = r.transmissions === 1 ? Math.round(r.rttMs) : undefined;
@@ -853,7 +948,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     }
   }
 
-  async #tcpExchange(build: (requestId: number) => Buffer, signal: AbortSignal): Promise<{ msg: RendezvousMessage; via: 'tcp'; rttMs?: number }> {
+  async #tcpExchange(
+    build: (requestId: number) => Buffer,
+    signal: AbortSignal,
+  ): Promise<{ msg: RendezvousMessage; via: 'tcp'; rttMs?: number }> {
     const socket = await this.#tcpSocket(signal);
     const requestId = this.#newRequestId();
     const bytes = build(requestId);
@@ -929,7 +1027,12 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       };
       const onError = (err: NodeJS.ErrnoException) => {
         cleanup();
-        reject(new NatpunchError('RENDEZVOUS', `cannot reach rendezvous server over TCP ${this.#server.host}:${this.#server.tcpPort}: ${err.code ?? err.message}`));
+        reject(
+          new NatpunchError(
+            'RENDEZVOUS',
+            `cannot reach rendezvous server over TCP ${this.#server.host}:${this.#server.tcpPort}: ${err.code ?? err.message}`,
+          ),
+        );
       };
       const onConnect = () => {
         cleanup();
@@ -968,7 +1071,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     }
     if (!known) {
       const isAnswer =
-        decoded.type !== 'ping' && decoded.type !== 'seq-offer' && !(decoded.type === 'connect-notify' && decoded.role === 'responder');
+        decoded.type !== 'ping' &&
+        decoded.type !== 'seq-offer' &&
+        !(decoded.type === 'connect-notify' && decoded.role === 'responder');
       if (!isAnswer || this.#pending.get(decoded.requestId)?.via !== 'udp') return;
       if (this.#serverSources.size < MAX_SERVER_SOURCES) this.#serverSources.add(from);
     }
@@ -987,11 +1092,17 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     if (this.#closed) return;
     if (msg.type === 'ping') {
       // The server measures its RTT to us (used to schedule simultaneous starts).
-      this.#sendVia(via, encodeRendezvous({ type: 'pong', requestId: msg.requestId, echo: msg.time, time: Date.now() }));
+      this.#sendVia(
+        via,
+        encodeRendezvous({ type: 'pong', requestId: msg.requestId, echo: msg.time, time: Date.now() }),
+      );
       return;
     }
     if (msg.type === 'connect-notify' && msg.role === 'responder') {
-      this.#sendVia(via, encodeRendezvous({ type: 'notify-ack', requestId: msg.requestId, connectionId: msg.connectionId }));
+      this.#sendVia(
+        via,
+        encodeRendezvous({ type: 'notify-ack', requestId: msg.requestId, connectionId: msg.connectionId }),
+      );
       const id = hex(msg.connectionId);
       if (this.#seen.has(id)) return; // a retransmission
       this.#seen.set(id, true);
@@ -1042,7 +1153,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #onSeqOffer(msg: SeqOfferMessage, via: 'udp' | 'tcp'): void {
     // The server forwards the sender's signed bytes: only the sender's key can have made them (RFC 8032 §5.1.7).
     if (!msg.peerKey.equals(this.keyPair.publicKey) || !verifyRendezvous(msg)) return;
-    this.#sendVia(via, encodeRendezvous({ type: 'notify-ack', requestId: msg.requestId, connectionId: msg.connectionId }));
+    this.#sendVia(
+      via,
+      encodeRendezvous({ type: 'notify-ack', requestId: msg.requestId, connectionId: msg.connectionId }),
+    );
     const seenKey = `seq/${hex(msg.nonce)}`;
     if (this.#seen.has(seenKey)) return; // a retransmission
     this.#seen.set(seenKey, true);

@@ -100,6 +100,10 @@ export function connectionOutcome(o: OutcomeInput): ConnectionOutcome {
     timeToConnectMs: connected ? elapsed : undefined,
     timeToFirstByteMs: connected ? Math.max(0, (o.firstByteAt ?? now) - o.startedAt) : undefined,
     tried,
-    failures: connected ? [] : tried.length ? tried.map((technique) => ({ technique, reason: reason! })) : [{ technique: 'other', reason: reason! }],
+    failures: connected
+      ? []
+      : tried.length
+        ? tried.map((technique) => ({ technique, reason: reason! }))
+        : [{ technique: 'other', reason: reason! }],
   };
 }

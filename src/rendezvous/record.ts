@@ -48,7 +48,8 @@ function endpointSize(e: { address: string }): number {
 /** Packs `r`; undefined when something in it does not fit the layout (the caller keeps the object then). */
 export function packRecord(r: PackableRecord): Buffer | undefined {
   const strings = [r.name, r.natType, r.node].map((s) => (s === undefined ? undefined : Buffer.from(s, 'utf8')));
-  if (strings.some((s) => s && s.length > MAX_STRING) || r.candidates.length > 255 || r.publicKey.length !== 32) return undefined;
+  if (strings.some((s) => s && s.length > MAX_STRING) || r.candidates.length > 255 || r.publicKey.length !== 32)
+    return undefined;
   let size = 32 + 24 + 4 + 1 + endpointSize(r.reflexive) + 1;
   for (const c of r.candidates) size += 1 + endpointSize(c) + 4;
   for (const s of strings) if (s) size += 1 + s.length;
@@ -60,7 +61,11 @@ export function packRecord(r: PackableRecord): Buffer | undefined {
   o = b.writeDoubleBE(r.lastTimestamp, o);
   o = b.writeUInt32BE(r.rttMs !== undefined && r.rttMs >= 0 && r.rttMs <= 0xffffffff ? Math.round(r.rttMs) : 0, o);
   const flags =
-    (r.reachable ? REACHABLE : 0) | (r.name !== undefined ? HAS_NAME : 0) | (r.natType !== undefined ? HAS_NAT : 0) | (r.node !== undefined ? HAS_NODE : 0) | (r.rttMs !== undefined ? HAS_RTT : 0);
+    (r.reachable ? REACHABLE : 0) |
+    (r.name !== undefined ? HAS_NAME : 0) |
+    (r.natType !== undefined ? HAS_NAT : 0) |
+    (r.node !== undefined ? HAS_NODE : 0) |
+    (r.rttMs !== undefined ? HAS_RTT : 0);
   o = b.writeUInt8(flags, o);
   const endpoint = (e: { transport: 'udp' | 'tcp'; address: string; port: number }): boolean => {
     const a = addressBytes(e.address);
@@ -123,7 +128,15 @@ export function unpackRecord(b: Buffer): PackableRecord {
     o += 1 + len;
     return s;
   };
-  const r: PackableRecord = { publicKey, candidates, reflexive, reachable: (flags & REACHABLE) !== 0, registeredAt, expiresAt, lastTimestamp };
+  const r: PackableRecord = {
+    publicKey,
+    candidates,
+    reflexive,
+    reachable: (flags & REACHABLE) !== 0,
+    registeredAt,
+    expiresAt,
+    lastTimestamp,
+  };
   if (flags & HAS_RTT) r.rttMs = rtt;
   if (flags & HAS_NAME) r.name = str();
   if (flags & HAS_NAT) r.natType = str();
@@ -165,7 +178,12 @@ export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
 
   set(id: string, r: R): void {
     const packed = packRecord(r);
-    this.#entries.set(id, packed ? { packed: packed.toString('latin1'), expiresAt: r.expiresAt, name: r.name } : { packed: '', expiresAt: r.expiresAt, name: r.name, plain: r });
+    this.#entries.set(
+      id,
+      packed
+        ? { packed: packed.toString('latin1'), expiresAt: r.expiresAt, name: r.name }
+        : { packed: '', expiresAt: r.expiresAt, name: r.name, plain: r },
+    );
   }
 
   delete(id: string): boolean {

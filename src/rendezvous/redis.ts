@@ -157,7 +157,15 @@ interface StoredRecord {
 }
 
 function encodeRecord(r: PeerRecord): string {
-  const s: StoredRecord = { k: r.publicKey.toString('hex'), c: r.candidates, x: r.reflexive, r: r.reachable, ra: r.registeredAt, e: r.expiresAt, t: r.lastTimestamp };
+  const s: StoredRecord = {
+    k: r.publicKey.toString('hex'),
+    c: r.candidates,
+    x: r.reflexive,
+    r: r.reachable,
+    ra: r.registeredAt,
+    e: r.expiresAt,
+    t: r.lastTimestamp,
+  };
   if (r.name !== undefined) s.name = r.name;
   if (r.rttMs !== undefined) s.rtt = r.rttMs;
   if (r.node !== undefined) s.node = r.node;
@@ -240,7 +248,8 @@ export class RedisBackend {
     let lastError = '';
     for (const c of [client, reader]) {
       c.on('error', (err: Error) => {
-        if (err.message !== lastError) log.warn({ redis: shown, err: err.message }, 'redis: connection error (reconnecting)');
+        if (err.message !== lastError)
+          log.warn({ redis: shown, err: err.message }, 'redis: connection error (reconnecting)');
         lastError = err.message;
       });
       c.on('ready', () => {
@@ -250,12 +259,18 @@ export class RedisBackend {
     }
     const timeout = options.connectTimeoutMs ?? 5_000;
     try {
-      await withTimeout(Promise.all([client.connect(), reader.connect()]), timeout, `cannot connect to Redis at ${shown} within ${timeout} ms`);
+      await withTimeout(
+        Promise.all([client.connect(), reader.connect()]),
+        timeout,
+        `cannot connect to Redis at ${shown} within ${timeout} ms`,
+      );
     } catch (err) {
       client.destroy();
       reader.destroy();
       if (err instanceof NatpunchError) throw err;
-      throw new NatpunchError('BAD_ARGUMENT', `cannot connect to Redis at ${shown}: ${(err as Error).message}`, { cause: err });
+      throw new NatpunchError('BAD_ARGUMENT', `cannot connect to Redis at ${shown}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     const backend = new RedisBackend(options, client, reader);
     backend.cluster.start();
@@ -362,7 +377,11 @@ export class RedisRegistry implements Registry {
     if (!Array.isArray(res) || res.length < 3) return undefined;
     const [holder, pttl, json] = res as [string, number, string];
     const r = json ? decodeRecord(json) : undefined;
-    return { publicKey: Buffer.from(holder, 'hex'), until: now + Math.max(0, Number(pttl)), live: Boolean(r && r.expiresAt > now && r.name === name) };
+    return {
+      publicKey: Buffer.from(holder, 'hex'),
+      until: now + Math.max(0, Number(pttl)),
+      live: Boolean(r && r.expiresAt > now && r.name === name),
+    };
   }
 
   async release(name: string, publicKey: Buffer): Promise<boolean> {
@@ -375,7 +394,15 @@ export class RedisRegistry implements Registry {
     const out: PeerRecord[] = [];
     const page = Math.max(limit, 200);
     for (let offset = 0; out.length < limit && offset < page * (options.query ? 20 : 1); offset += page) {
-      const ids = await this.#b.command(['ZRANGEBYSCORE', `${this.#p}peers`, `(${now}`, '+inf', 'LIMIT', String(offset), String(page)]);
+      const ids = await this.#b.command([
+        'ZRANGEBYSCORE',
+        `${this.#p}peers`,
+        `(${now}`,
+        '+inf',
+        'LIMIT',
+        String(offset),
+        String(page),
+      ]);
       if (!Array.isArray(ids) || ids.length === 0) break;
       const keys = ids.map((h) => `${this.#p}peer:${String(h)}`);
       const nats = ids.map((h) => `${this.#p}nat:${String(h)}`);
@@ -395,7 +422,13 @@ export class RedisRegistry implements Registry {
   }
 
   async noteNatType(publicKey: Buffer, natType: string): Promise<void> {
-    await this.#b.command(['SET', `${this.#p}nat:${publicKey.toString('hex')}`, natType.slice(0, 32), 'PX', String(Math.max(60_000, this.nameHoldMs))]);
+    await this.#b.command([
+      'SET',
+      `${this.#p}nat:${publicKey.toString('hex')}`,
+      natType.slice(0, 32),
+      'PX',
+      String(Math.max(60_000, this.nameHoldMs)),
+    ]);
   }
 }
 
@@ -421,7 +454,15 @@ export class RedisCluster implements ClusterBus {
   /** Starts the heartbeat and the inbox reader. */
   start(): void {
     const beat = () => {
-      this.#b.command(['SET', `${this.#b.prefix}node:${this.nodeId}`, String(Date.now()), 'PX', String(NODE_HEARTBEAT_MS * 3)]).catch(() => {});
+      this.#b
+        .command([
+          'SET',
+          `${this.#b.prefix}node:${this.nodeId}`,
+          String(Date.now()),
+          'PX',
+          String(NODE_HEARTBEAT_MS * 3),
+        ])
+        .catch(() => {});
     };
     beat();
     this.#beat = setInterval(beat, NODE_HEARTBEAT_MS);
@@ -497,7 +538,16 @@ export class RedisCluster implements ClusterBus {
           await delay(100);
           continue;
         }
-        reply = (await this.#reader.sendCommand(['XREAD', 'COUNT', '100', 'BLOCK', String(INBOX_BLOCK_MS), 'STREAMS', key, this.#lastId])) as Reply;
+        reply = (await this.#reader.sendCommand([
+          'XREAD',
+          'COUNT',
+          '100',
+          'BLOCK',
+          String(INBOX_BLOCK_MS),
+          'STREAMS',
+          key,
+          this.#lastId,
+        ])) as Reply;
       } catch {
         if (this.#closed) return;
         await delay(100);
@@ -520,7 +570,14 @@ export class RedisCluster implements ClusterBus {
           const raw = Buffer.from(bytes, 'base64');
           // An entry without 'r' (older node) gets one transmission's worth.
           const requestBytes = Number(f.get('r') ?? raw.length) || raw.length;
-          const push: ClusterPush = { to, pendingKey: f.get('k') ?? to, bytes: raw, kind, requestBytes, ...introducedField(f.get('i')) };
+          const push: ClusterPush = {
+            to,
+            pendingKey: f.get('k') ?? to,
+            bytes: raw,
+            kind,
+            requestBytes,
+            ...introducedField(f.get('i')),
+          };
           this.received++;
           for (const h of this.#handlers) h(push);
         }
@@ -560,7 +617,10 @@ function introducedField(text: string | undefined): Pick<ClusterPush, 'introduce
     const v = JSON.parse(text) as ClusterPush['introduced'];
     if (!v || !/^[0-9a-f]{64}$/.test(v.key) || !Array.isArray(v.seen)) return {};
     const seen = v.seen
-      .filter((e) => (e.transport === 'udp' || e.transport === 'tcp') && typeof e.address === 'string' && Number.isInteger(e.port))
+      .filter(
+        (e) =>
+          (e.transport === 'udp' || e.transport === 'tcp') && typeof e.address === 'string' && Number.isInteger(e.port),
+      )
       .slice(0, 4)
       .map((e) => ({ transport: e.transport, address: e.address, port: e.port }));
     return { introduced: { key: v.key, seen } };

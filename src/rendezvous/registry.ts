@@ -127,9 +127,13 @@ export class MemoryRegistry implements Registry {
       if (this.#byKey.size >= this.maxPeers) return 'full';
     }
     // A name the key leaves stays reserved for it (held from now on).
-    if (previous?.name !== undefined && previous.name !== record.name) this.#hold(previous.name, id, now + this.nameHoldMs);
+    if (previous?.name !== undefined && previous.name !== record.name)
+      this.#hold(previous.name, id, now + this.nameHoldMs);
     const carried = previous?.natType;
-    this.#byKey.set(id, carried !== undefined && record.natType === undefined ? { ...record, natType: carried } : record);
+    this.#byKey.set(
+      id,
+      carried !== undefined && record.natType === undefined ? { ...record, natType: carried } : record,
+    );
     if (record.name !== undefined) this.#hold(record.name, id, record.expiresAt + this.nameHoldMs);
     return 'ok';
   }
@@ -166,7 +170,11 @@ export class MemoryRegistry implements Registry {
     const n = this.#names.get(name);
     if (!n || n.until <= now) return undefined;
     const r = this.#byKey.get(n.id);
-    return { publicKey: Buffer.from(n.id, 'hex'), until: n.until, live: Boolean(r && r.expiresAt > now && r.name === name) };
+    return {
+      publicKey: Buffer.from(n.id, 'hex'),
+      until: n.until,
+      live: Boolean(r && r.expiresAt > now && r.name === name),
+    };
   }
 
   async release(name: string, publicKey: Buffer, now: number): Promise<boolean> {

@@ -241,7 +241,15 @@ export interface RendezvousStats {
  * Channels kept for later pushes (registrations, connection records) have no budget: pushes are bounded by #push.
  */
 type Channel =
-  | { kind: 'udp'; transport: DatagramTransport; address: string; port: number; observed: Endpoint; ip: string; budget?: { left: number } }
+  | {
+      kind: 'udp';
+      transport: DatagramTransport;
+      address: string;
+      port: number;
+      observed: Endpoint;
+      ip: string;
+      budget?: { left: number };
+    }
   | { kind: 'tcp'; socket: Socket; observed: Endpoint; ip: string };
 
 /** A channel to keep (for pushes later): without the per-request answer budget. */
@@ -307,7 +315,13 @@ function channelSource(ch: Channel): string {
 }
 
 function srflxCandidate(e: Endpoint): Candidate {
-  return { type: 'srflx', transport: e.transport, address: e.address, port: e.port, priority: candidatePriority('srflx') };
+  return {
+    type: 'srflx',
+    transport: e.transport,
+    address: e.address,
+    port: e.port,
+    priority: candidatePriority('srflx'),
+  };
 }
 
 function sameEndpoint(c: Candidate, e: Endpoint): boolean {
@@ -423,7 +437,9 @@ export class RendezvousServer {
     this.#maxPeers = options.maxPeers ?? DEFAULT_MAX_PEERS;
     this.setTurnCredentials(options.turnCredentials);
     if (options.relayIssuer) this.setRelayIssuer(options.relayIssuer);
-    this.registry = options.registry ?? new MemoryRegistry({ maxPeers: this.#maxPeers, nameHoldMs: options.nameHoldMs ?? DEFAULT_NAME_HOLD_MS });
+    this.registry =
+      options.registry ??
+      new MemoryRegistry({ maxPeers: this.#maxPeers, nameHoldMs: options.nameHoldMs ?? DEFAULT_NAME_HOLD_MS });
     this.#cluster = options.cluster;
     this.#offCluster = this.#cluster?.onPush((push) => this.#deliverRemote(push));
     this.#reserved = new Map(Object.entries(options.reservedNames ?? {}).map(([n, k]) => [n, k.toLowerCase()]));
@@ -475,7 +491,15 @@ export class RendezvousServer {
     const off = transport.onMessage((msg: Buffer, rinfo: RemoteInfo) => {
       if (msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return; // STUN, TURN, probes: not ours
       const observed: Endpoint = { transport: 'udp', address: unmapV4(rinfo.address), port: rinfo.port };
-      this.#receive(msg, { kind: 'udp', transport, address: rinfo.address, port: rinfo.port, observed, ip: observed.address, budget: { left: msg.length } });
+      this.#receive(msg, {
+        kind: 'udp',
+        transport,
+        address: rinfo.address,
+        port: rinfo.port,
+        observed,
+        ip: observed.address,
+        budget: { left: msg.length },
+      });
     });
     const detach = () => {
       off();
@@ -496,7 +520,11 @@ export class RendezvousServer {
       return;
     }
     this.#stats.tcpAccepted++;
-    const observed: Endpoint = { transport: 'tcp', address: unmapV4(socket.remoteAddress), port: socket.remotePort ?? 0 };
+    const observed: Endpoint = {
+      transport: 'tcp',
+      address: unmapV4(socket.remoteAddress),
+      port: socket.remotePort ?? 0,
+    };
     const channel: Channel = { kind: 'tcp', socket, observed, ip: observed.address };
     this.#tcp.set(socket, new Set());
     const decoder = new TcpFrameDecoder();
@@ -599,7 +627,13 @@ export class RendezvousServer {
       this.#log.warn({ err }, 'rendezvous handler failed');
       // Storage unreachable (Redis down) and the like: say so, so the peer retries instead of failing over or
       // waiting out its timeout; never more bytes than the request (no amplification).
-      const reply = this.#errorBytes(msg.requestId, typeCode(msg.type), 'SERVER_FULL', 'temporarily unavailable; retry', 1000);
+      const reply = this.#errorBytes(
+        msg.requestId,
+        typeCode(msg.type),
+        'SERVER_FULL',
+        'temporarily unavailable; retry',
+        1000,
+      );
       if (reply.length <= bytes.length) this.#send(channel, reply);
     });
   }
@@ -728,7 +762,14 @@ export class RendezvousServer {
     }
     if (Math.abs(now - msg.timestamp) > this.#windowMs) {
       this.#stats.stale++;
-      this.#error(channel, msg, 'STALE', `timestamp is ${Math.round((now - msg.timestamp) / 1000)} s off the server clock; check the clock`, 0, false);
+      this.#error(
+        channel,
+        msg,
+        'STALE',
+        `timestamp is ${Math.round((now - msg.timestamp) / 1000)} s off the server clock; check the clock`,
+        0,
+        false,
+      );
       return false;
     }
     if (seen) {
@@ -740,9 +781,18 @@ export class RendezvousServer {
     // the message rather than forget one that could still be replayed.
     if (this.#nonces.full) this.#nonces.sweep(now);
     const expiresAt = msg.timestamp + this.#windowMs + 1000;
-    if (!this.#nonces.add(nonce, { source: channelSource(channel), signature: Buffer.from(msg.signature!) }, expiresAt)) {
+    if (
+      !this.#nonces.add(nonce, { source: channelSource(channel), signature: Buffer.from(msg.signature!) }, expiresAt)
+    ) {
       this.#stats.serverFull++;
-      this.#error(channel, msg, 'SERVER_FULL', 'too many signed messages right now; retry shortly', Math.max(1000, this.#nonces.msUntilRoom(now)), false);
+      this.#error(
+        channel,
+        msg,
+        'SERVER_FULL',
+        'too many signed messages right now; retry shortly',
+        Math.max(1000, this.#nonces.msUntilRoom(now)),
+        false,
+      );
       return false;
     }
     return true;
@@ -764,7 +814,12 @@ export class RendezvousServer {
     const operatorKey = msg.name !== undefined ? this.#reserved.get(msg.name) : undefined;
     if (operatorKey !== undefined && operatorKey !== hex(msg.publicKey)) {
       this.#stats.nameTaken++;
-      return this.#error(channel, msg, 'NAME_TAKEN', `name "${msg.name}" is assigned to another key by the operator of this server`);
+      return this.#error(
+        channel,
+        msg,
+        'NAME_TAKEN',
+        `name "${msg.name}" is assigned to another key by the operator of this server`,
+      );
     }
     const existing = await this.registry.get(msg.publicKey, now);
     // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its nonce has
@@ -807,7 +862,13 @@ export class RendezvousServer {
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
     this.#bind(hex(msg.publicKey), channel, msg.requestId, now);
-    this.#emit({ type: 'register', publicKey: msg.publicKey, ...(msg.name !== undefined ? { name: msg.name } : {}), reflexive, refresh: Boolean(existing) });
+    this.#emit({
+      type: 'register',
+      publicKey: msg.publicKey,
+      ...(msg.name !== undefined ? { name: msg.name } : {}),
+      reflexive,
+      refresh: Boolean(existing),
+    });
     const reply = encodeRendezvous({
       type: 'registered',
       requestId: msg.requestId,
@@ -897,7 +958,10 @@ export class RendezvousServer {
     const now = this.#now();
     const target = await this.#resolve(msg.target, now);
     // The node that holds the target's channel: here, or (several nodes on one registry) the one it registered with.
-    const remoteNode = target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId ? target.node : undefined;
+    const remoteNode =
+      target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId
+        ? target.node
+        : undefined;
     const local = target && !remoteNode ? this.#channels.get(hex(target.publicKey)) : undefined;
     const remoteAlive = remoteNode !== undefined && (await this.#cluster!.isAlive(remoteNode));
     const delivery: { ip: string; rttMs?: number } | undefined = local
@@ -919,7 +983,8 @@ export class RendezvousServer {
     }
     const initiator = await this.registry.get(msg.publicKey, now);
     const observed: Endpoint[] = [channel.observed];
-    if (initiator && initiator.reflexive.transport === 'udp' && channel.observed.transport !== 'udp') observed.push(initiator.reflexive);
+    if (initiator && initiator.reflexive.transport === 'udp' && channel.observed.transport !== 'udp')
+      observed.push(initiator.reflexive);
     const initiatorCandidates = withReflexive(msg.candidates, observed);
     const initiatorReachable =
       msg.reachable || msg.candidates.some((c) => c.type === 'host' && sameEndpoint(c, channel.observed));
@@ -990,11 +1055,23 @@ export class RendezvousServer {
         introduced: { key: hex(msg.publicKey), seen: observed },
       });
     }
-    this.#emit({ type: 'introduction', connectionId: msg.connectionId, from: msg.publicKey, to: target.publicKey, remote: !local });
+    this.#emit({
+      type: 'introduction',
+      connectionId: msg.connectionId,
+      from: msg.publicKey,
+      to: target.publicKey,
+      remote: !local,
+    });
     this.#remember(msg, reply);
     this.#send(channel, reply);
     // Peer-relay mode: each side's relay allocation may now reach the other (at the addresses seen here).
-    this.#issuer?.introduce(msg.publicKey, observed, target.publicKey, [target.reflexive, ...(local ? [local.channel.observed] : [])], now);
+    this.#issuer?.introduce(
+      msg.publicKey,
+      observed,
+      target.publicKey,
+      [target.reflexive, ...(local ? [local.channel.observed] : [])],
+      now,
+    );
     const cid = hex(msg.connectionId);
     this.#connections.delete(cid);
     while (this.#connections.size >= this.#maxPending) {
@@ -1002,8 +1079,16 @@ export class RendezvousServer {
       if (oldest === undefined) break;
       this.#connections.delete(oldest);
     }
-    this.#connections.set(cid, { initiator: hex(msg.publicKey), responder: hex(target.publicKey), initiatorChannel: kept(channel), expiresAt: now + CONNECTION_RECORD_TTL_MS });
-    this.#log.debug({ from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR }, 'rendezvous connect');
+    this.#connections.set(cid, {
+      initiator: hex(msg.publicKey),
+      responder: hex(target.publicKey),
+      initiatorChannel: kept(channel),
+      expiresAt: now + CONNECTION_RECORD_TTL_MS,
+    });
+    this.#log.debug(
+      { from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR },
+      'rendezvous connect',
+    );
   }
 
   /**
@@ -1018,13 +1103,21 @@ export class RendezvousServer {
   #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind'], requestBytes: number): void {
     const old = this.#pending.get(pendingKey);
     if (old) clearTimeout(old.timer);
-    const limit = this.#isVerified(channel) ? this.#notifyMax : Math.min(this.#notifyMax, Math.floor(requestBytes / bytes.length));
+    const limit = this.#isVerified(channel)
+      ? this.#notifyMax
+      : Math.min(this.#notifyMax, Math.floor(requestBytes / bytes.length));
     if (limit < this.#notifyMax) this.#stats.pushesWithheld += this.#notifyMax - limit;
     if (limit === 0) {
       this.#pending.delete(pendingKey);
       return;
     }
-    const pending: PendingNotify = { bytes, channel, transmissions: 0, timer: undefined as unknown as NodeJS.Timeout, kind };
+    const pending: PendingNotify = {
+      bytes,
+      channel,
+      transmissions: 0,
+      timer: undefined as unknown as NodeJS.Timeout,
+      kind,
+    };
     this.#pending.set(pendingKey, pending);
     const transmit = () => {
       if (this.#closed || this.#pending.get(pendingKey) !== pending) return;
@@ -1065,12 +1158,20 @@ export class RendezvousServer {
     const from = hex(msg.publicKey);
     const to = hex(msg.peerKey);
     const party =
-      conn && conn.expiresAt > now && ((conn.initiator === from && conn.responder === to) || (conn.initiator === to && conn.responder === from));
-    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : this.#channels.get(to)) : undefined;
+      conn &&
+      conn.expiresAt > now &&
+      ((conn.initiator === from && conn.responder === to) || (conn.initiator === to && conn.responder === from));
+    const delivery = party
+      ? to === conn.initiator
+        ? { channel: conn.initiatorChannel }
+        : this.#channels.get(to)
+      : undefined;
     if (!delivery) {
       this.#stats.notFound++;
       this.#stats.seqRefused++;
-      const why = party ? `no peer registered as key ${to.slice(0, 16)}…` : 'no connection with this id between these two keys (a SEQ_OFFER follows a CONNECT)';
+      const why = party
+        ? `no peer registered as key ${to.slice(0, 16)}…`
+        : 'no connection with this id between these two keys (a SEQ_OFFER follows a CONNECT)';
       return this.#error(channel, msg, 'NOT_FOUND', why);
     }
     // Pushed to the target unasked: charged to its IP like a CONNECT_NOTIFY, so it cannot be flooded through us.
@@ -1090,12 +1191,20 @@ export class RendezvousServer {
 
     // Spoofed packets only go to hosts that asked, from sources that also asked (as src/server/spoof.ts): the
     // offer's public address must be the address this request came from.
-    const decoded = msg.offer ? decodeSeqOffer(msg.offer) ?? undefined : undefined;
+    const decoded = msg.offer ? (decodeSeqOffer(msg.offer) ?? undefined) : undefined;
     const eligible = Boolean(this.#spoofer && decoded && decoded.public.address === channel.ip);
-    const reply = encodeRendezvous({ type: 'seq-offer-result', requestId: msg.requestId, connectionId: msg.connectionId, spoofing: eligible });
+    const reply = encodeRendezvous({
+      type: 'seq-offer-result',
+      requestId: msg.requestId,
+      connectionId: msg.connectionId,
+      spoofing: eligible,
+    });
     this.#remember(msg, reply);
     this.#send(channel, reply);
-    this.#log.debug({ from: hex(msg.publicKey), to: hex(msg.peerKey), offer: Boolean(msg.offer), spoofing: eligible }, 'rendezvous seq-offer');
+    this.#log.debug(
+      { from: hex(msg.publicKey), to: hex(msg.peerKey), offer: Boolean(msg.offer), spoofing: eligible },
+      'rendezvous seq-offer',
+    );
 
     const otherKey = `${cid}/${to}/${from}`;
     const other = this.#seqOffers.get(otherKey);
@@ -1164,7 +1273,8 @@ export class RendezvousServer {
     const minute = Math.floor(this.#now() / 60_000);
     let count = this.#reportCounts.get(id);
     if (!count || count.minute !== minute) {
-      if (this.#reportCounts.size >= this.#maxRateSources) this.#reportCounts.delete(this.#reportCounts.keys().next().value!);
+      if (this.#reportCounts.size >= this.#maxRateSources)
+        this.#reportCounts.delete(this.#reportCounts.keys().next().value!);
       count = { minute, n: 0 };
       this.#reportCounts.set(id, count);
     }
@@ -1200,7 +1310,13 @@ export class RendezvousServer {
     // The initiator's node says where it saw the initiator (never the notify's candidates: a peer lists any address
     // it likes as its own srflx).
     if (push.introduced) {
-      this.#issuer?.introduce(Buffer.from(push.introduced.key, 'hex'), push.introduced.seen, Buffer.from(push.to, 'hex'), [entry.channel.observed], this.#now());
+      this.#issuer?.introduce(
+        Buffer.from(push.introduced.key, 'hex'),
+        push.introduced.seen,
+        Buffer.from(push.to, 'hex'),
+        [entry.channel.observed],
+        this.#now(),
+      );
     }
   }
 
@@ -1214,7 +1330,15 @@ export class RendezvousServer {
     const targets = [...this.#channels.values()].filter((e) => e.registerRequestId !== undefined);
     const send = () => {
       for (const e of targets) {
-        this.#send(e.channel, encodeRendezvous({ type: 'move', requestId: e.registerRequestId!, reason: 'draining', retryAfterMs: options.retryAfterMs ?? 0 }));
+        this.#send(
+          e.channel,
+          encodeRendezvous({
+            type: 'move',
+            requestId: e.registerRequestId!,
+            reason: 'draining',
+            retryAfterMs: options.retryAfterMs ?? 0,
+          }),
+        );
       }
     };
     send();
@@ -1222,10 +1346,14 @@ export class RendezvousServer {
     if (targets.some((e) => e.channel.kind === 'udp') && !options.signal?.aborted) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 200);
-        options.signal?.addEventListener('abort', () => {
-          clearTimeout(t);
-          resolve();
-        }, { once: true });
+        options.signal?.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(t);
+            resolve();
+          },
+          { once: true },
+        );
       });
       send();
     }
@@ -1264,14 +1392,28 @@ export class RendezvousServer {
   }
 
   #errorBytes(requestId: number, inResponseTo: number, code: ErrorCodeName, message: string, retryAfterMs = 0): Buffer {
-    return encodeRendezvous({ type: 'error', requestId, code, inResponseTo: inResponseTo & 0xff, retryAfterMs, message });
+    return encodeRendezvous({
+      type: 'error',
+      requestId,
+      code,
+      inResponseTo: inResponseTo & 0xff,
+      retryAfterMs,
+      message,
+    });
   }
 
   /**
    * Sends an ERROR answer; for admitted signed requests it is also what a retransmission gets. Over UDP the text is
    * cut to what the request's budget allows (an error is never larger than its request), or the error is not sent.
    */
-  #error(channel: Channel, msg: { requestId: number; type: string }, code: ErrorCodeName, message: string, retryAfterMs = 0, remember = true): void {
+  #error(
+    channel: Channel,
+    msg: { requestId: number; type: string },
+    code: ErrorCodeName,
+    message: string,
+    retryAfterMs = 0,
+    remember = true,
+  ): void {
     let text = message;
     if (channel.kind === 'udp' && channel.budget) {
       const room = channel.budget.left - ERROR_OVERHEAD_BYTES;
@@ -1279,7 +1421,11 @@ export class RendezvousServer {
         this.#stats.amplificationDropped++;
         return;
       }
-      if (Buffer.byteLength(text) > room) text = Buffer.from(text).subarray(0, room).toString('utf8').replace(/\uFFFD$/, '');
+      if (Buffer.byteLength(text) > room)
+        text = Buffer.from(text)
+          .subarray(0, room)
+          .toString('utf8')
+          .replace(/\uFFFD$/, '');
       while (Buffer.byteLength(text) > room) text = text.slice(0, -1);
     }
     const bytes = this.#errorBytes(msg.requestId, typeCode(msg.type), code, text, retryAfterMs);
@@ -1349,14 +1495,20 @@ function describe(target: Target): string {
 /** What `serve` (or any embedding server) offers services: shared UDP sockets and TCP dispatch by first byte. */
 export interface ServiceHost {
   readonly sockets: readonly DatagramTransport[];
-  registerTcpHandler(match: (firstByte: number) => boolean, handler: (socket: Socket, head: Buffer) => void): () => void;
+  registerTcpHandler(
+    match: (firstByte: number) => boolean,
+    handler: (socket: Socket, head: Buffer) => void,
+  ): () => void;
 }
 
 /**
  * Runs a RendezvousServer on a host's shared sockets: it attaches to every UDP socket (it only reads datagrams whose
  * first byte is 0xF0) and takes the TCP connections whose first byte is 0xF0. `close()` undoes both and stops it.
  */
-export function attachRendezvous(host: ServiceHost, options: RendezvousServerOptions = {}): { server: RendezvousServer; close(): void } {
+export function attachRendezvous(
+  host: ServiceHost,
+  options: RendezvousServerOptions = {},
+): { server: RendezvousServer; close(): void } {
   const server = new RendezvousServer(options);
   const detach = host.sockets.map((s) => server.attach(s));
   const unregister = host.registerTcpHandler(

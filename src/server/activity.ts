@@ -102,12 +102,23 @@ export class Activity implements RendezvousObserver {
         const id = hex(e.connectionId);
         this.#intros.delete(id);
         if (this.#intros.size >= MAX_ACTIVE_INTRODUCTIONS) this.#intros.delete(this.#intros.keys().next().value!);
-        this.#intros.set(id, { at: this.#now(), from: hex(e.from).slice(0, 16), to: hex(e.to).slice(0, 16), remote: e.remote });
+        this.#intros.set(id, {
+          at: this.#now(),
+          from: hex(e.from).slice(0, 16),
+          to: hex(e.to).slice(0, 16),
+          remote: e.remote,
+        });
         this.#changed('introductions');
         return;
       }
       case 'refused':
-        this.#errors.unshift({ at: this.#now(), request: e.request, code: e.code, message: e.message.slice(0, 200), from: hideHost(e.from) });
+        this.#errors.unshift({
+          at: this.#now(),
+          request: e.request,
+          code: e.code,
+          message: e.message.slice(0, 200),
+          from: hideHost(e.from),
+        });
         if (this.#errors.length > RECENT_ERRORS) this.#errors.length = RECENT_ERRORS;
         this.#changed('errors');
         return;
@@ -153,7 +164,10 @@ export class Activity implements RendezvousObserver {
   snapshot(): ActivitySnapshot {
     const now = this.#now();
     for (const [id, i] of this.#intros) if (now - i.at > INTRODUCTION_ACTIVE_MS) this.#intros.delete(id);
-    const cells = new Map<string, { attempts: number; connected: number; direct: number; relayed: number; times: number[] }>();
+    const cells = new Map<
+      string,
+      { attempts: number; connected: number; direct: number; relayed: number; times: number[] }
+    >();
     for (const c of this.#connections.values()) {
       const pair = natPair(c.initiatorNat, c.responderNat);
       let cell = cells.get(pair);
@@ -184,7 +198,12 @@ export class Activity implements RendezvousObserver {
       }))
       .sort((a, b) => a.pair.localeCompare(b.pair));
     const recent = [...this.#intros.values()].reverse().slice(0, 20);
-    return { matrix, introductions: { active: this.#intros.size, recent }, errors: [...this.#errors], reports: this.#reports };
+    return {
+      matrix,
+      introductions: { active: this.#intros.size, recent },
+      errors: [...this.#errors],
+      reports: this.#reports,
+    };
   }
 
   #changed(what: string): void {

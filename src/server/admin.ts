@@ -74,7 +74,8 @@ export function parseAdminAddress(text: string): { host: string; port: number } 
     portText = t.slice(i + 1);
   }
   const port = Number(portText);
-  if (!/^\d+$/.test(portText) || port < 0 || port > 65535) throw new NatpunchError('BAD_ARGUMENT', `--admin: "${text}" is not PORT or ADDRESS:PORT`);
+  if (!/^\d+$/.test(portText) || port < 0 || port > 65535)
+    throw new NatpunchError('BAD_ARGUMENT', `--admin: "${text}" is not PORT or ADDRESS:PORT`);
   if (host === 'localhost') host = DEFAULT_ADMIN_HOST;
   if (!isIP(host)) throw new NatpunchError('BAD_ARGUMENT', `--admin: "${host}" is not an IP address`);
   return { host, port };
@@ -102,7 +103,10 @@ export async function startAdmin(options: AdminOptions, sources: AdminSources): 
   const { host, port } = parseAdminAddress(options.listen);
   const token = options.token || undefined;
   if (!isLoopback(host) && !token) {
-    log.warn({ admin: `${host}:${port}` }, 'admin endpoint listens beyond loopback without --admin-token: anyone who reaches it sees metrics and peers');
+    log.warn(
+      { admin: `${host}:${port}` },
+      'admin endpoint listens beyond loopback without --admin-token: anyone who reaches it sees metrics and peers',
+    );
   }
   const sse = new Set<http.ServerResponse>();
   let closed = false;
@@ -115,11 +119,18 @@ export async function startAdmin(options: AdminOptions, sources: AdminSources): 
     'referrer-policy': 'no-referrer',
     ...extra,
   });
-  const send = (res: http.ServerResponse, status: number, type: string, body: string, extra: Record<string, string> = {}) => {
+  const send = (
+    res: http.ServerResponse,
+    status: number,
+    type: string,
+    body: string,
+    extra: Record<string, string> = {},
+  ) => {
     res.writeHead(status, headers(type, extra));
     res.end(res.req.method === 'HEAD' ? undefined : body);
   };
-  const json = (res: http.ServerResponse, status: number, value: unknown) => send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
+  const json = (res: http.ServerResponse, status: number, value: unknown) =>
+    send(res, status, 'application/json; charset=utf-8', JSON.stringify(value));
 
   const authorized = (req: http.IncomingMessage, url: URL): { ok: boolean; setCookie?: string } => {
     if (!token) return { ok: true };
@@ -128,11 +139,17 @@ export async function startAdmin(options: AdminOptions, sources: AdminSources): 
     const c = cookieToken(req);
     if (c !== undefined && sameSecret(c, token)) return { ok: true };
     const q = url.searchParams.get('token');
-    if (q !== null && sameSecret(q, token)) return { ok: true, setCookie: `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/` };
+    if (q !== null && sameSecret(q, token))
+      return { ok: true, setCookie: `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/` };
     return { ok: false };
   };
 
-  const state = async () => ({ at: Date.now(), summary: await sources.summary(), activity: sources.activity.snapshot(), health: sources.health() });
+  const state = async () => ({
+    at: Date.now(),
+    summary: await sources.summary(),
+    activity: sources.activity.snapshot(),
+    health: sources.health(),
+  });
 
   const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 10_000 }, (req, res) => {
     void handle(req, res).catch((err: unknown) => {
@@ -145,14 +162,22 @@ export async function startAdmin(options: AdminOptions, sources: AdminSources): 
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://admin');
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'only GET and HEAD\n', { allow: 'GET, HEAD' });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return send(res, 405, 'text/plain', 'only GET and HEAD\n', { allow: 'GET, HEAD' });
     // Health checks answer without the token: orchestrators probe them, and they reveal nothing but up/down.
     if (url.pathname === '/healthz' || url.pathname === '/readyz') {
       const h = url.pathname === '/healthz' ? sources.health() : sources.ready();
       return json(res, h.ok ? 200 : 503, h);
     }
     const auth = authorized(req, url);
-    if (!auth.ok) return send(res, 401, 'text/plain', 'admin token required (Authorization: Bearer TOKEN, or ?token=TOKEN once in a browser)\n', { 'www-authenticate': 'Bearer' });
+    if (!auth.ok)
+      return send(
+        res,
+        401,
+        'text/plain',
+        'admin token required (Authorization: Bearer TOKEN, or ?token=TOKEN once in a browser)\n',
+        { 'www-authenticate': 'Bearer' },
+      );
     const cookie: Record<string, string> = auth.setCookie ? { 'set-cookie': auth.setCookie } : {};
     switch (url.pathname) {
       case '/metrics':
@@ -223,13 +248,21 @@ export async function startAdmin(options: AdminOptions, sources: AdminSources): 
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
-      reject(new NatpunchError('BAD_ARGUMENT', `--admin: cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`)),
+      reject(
+        new NatpunchError(
+          'BAD_ARGUMENT',
+          `--admin: cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`,
+        ),
+      ),
     );
     server.listen({ host, port }, () => resolve());
   });
   const addr = server.address() as { address: string; port: number };
   const shown = addr.address.includes(':') ? `[${addr.address}]` : addr.address;
-  log.info({ admin: `${shown}:${addr.port}`, token: Boolean(token) }, 'admin endpoint listening (/metrics, /healthz, /readyz, dashboard at /)');
+  log.info(
+    { admin: `${shown}:${addr.port}`, token: Boolean(token) },
+    'admin endpoint listening (/metrics, /healthz, /readyz, dashboard at /)',
+  );
   return {
     address: addr.address,
     port: addr.port,

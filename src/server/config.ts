@@ -52,15 +52,18 @@ function checkInt(o: OptionDef, n: number, where: string): number {
 
 function checkDuration(o: OptionDef, text: string, where: string): number {
   const ms = parseDuration(text);
-  if (ms === undefined) throw bad(where, `"${text}" is not a duration; write it with a unit, e.g. 30d, 12h, 15m, 90s, 500ms`);
-  if (ms < (o.min ?? 0) || ms > (o.max ?? Number.MAX_SAFE_INTEGER)) throw bad(where, `out of range (${o.min ?? 0}..${o.max ?? '∞'} ms)`);
+  if (ms === undefined)
+    throw bad(where, `"${text}" is not a duration; write it with a unit, e.g. 30d, 12h, 15m, 90s, 500ms`);
+  if (ms < (o.min ?? 0) || ms > (o.max ?? Number.MAX_SAFE_INTEGER))
+    throw bad(where, `out of range (${o.min ?? 0}..${o.max ?? '∞'} ms)`);
   return ms;
 }
 
 function checkMapEntry(o: OptionDef, name: string, value: string, where: string): void {
   if (o.name === 'reserve-name') {
     if (!NAME.test(name)) throw bad(where, `"${name}" is not a valid peer name (1-63 of a-z 0-9 . _ -)`);
-    if (!KEY_HEX.test(value)) throw bad(where, `the key for "${name}" must be 64 lowercase hex digits (an Ed25519 public key)`);
+    if (!KEY_HEX.test(value))
+      throw bad(where, `the key for "${name}" must be 64 lowercase hex digits (an Ed25519 public key)`);
   }
 }
 
@@ -131,7 +134,8 @@ export function parseTextValue(o: OptionDef, text: string, where: string, previo
 export function checkFileValue(o: OptionDef, raw: unknown, where: string): unknown {
   switch (o.kind) {
     case 'int':
-      if (typeof raw !== 'number' && typeof raw !== 'bigint') throw bad(where, `must be an integer from ${o.min} to ${o.max}, not ${describe(raw)}`);
+      if (typeof raw !== 'number' && typeof raw !== 'bigint')
+        throw bad(where, `must be an integer from ${o.min} to ${o.max}, not ${describe(raw)}`);
       return finish(o, checkInt(o, Number(raw), where), where);
     case 'string':
       if (typeof raw !== 'string') throw bad(where, `must be a string, not ${describe(raw)}`);
@@ -140,18 +144,22 @@ export function checkFileValue(o: OptionDef, raw: unknown, where: string): unkno
       if (typeof raw !== 'boolean') throw bad(where, `must be true or false, not ${describe(raw)}`);
       return raw;
     case 'enum':
-      if (typeof raw !== 'string' || !o.choices!.includes(raw)) throw bad(where, `must be one of ${o.choices!.map((c) => `"${c}"`).join(', ')}`);
+      if (typeof raw !== 'string' || !o.choices!.includes(raw))
+        throw bad(where, `must be one of ${o.choices!.map((c) => `"${c}"`).join(', ')}`);
       return raw;
     case 'duration':
-      if (typeof raw !== 'string') throw bad(where, `must be a duration string with a unit, e.g. "30d" or "90s", not ${describe(raw)}`);
+      if (typeof raw !== 'string')
+        throw bad(where, `must be a duration string with a unit, e.g. "30d" or "90s", not ${describe(raw)}`);
       return finish(o, checkDuration(o, raw, where), where);
     case 'list': {
       const items = typeof raw === 'string' ? [raw] : raw;
-      if (!Array.isArray(items) || !items.every((i) => typeof i === 'string')) throw bad(where, 'must be a string or an array of strings');
+      if (!Array.isArray(items) || !items.every((i) => typeof i === 'string'))
+        throw bad(where, 'must be a string or an array of strings');
       return finish(o, items as string[], where);
     }
     case 'map': {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad(where, 'must be a table of NAME = "VALUE"');
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+        throw bad(where, 'must be a table of NAME = "VALUE"');
       const out: Record<string, string> = {};
       for (const [k, v] of Object.entries(raw)) {
         if (typeof v !== 'string') throw bad(where, `${k} must be a string`);
@@ -199,14 +207,20 @@ export function readConfigFile(path: string, text?: string): ConfigFile {
   try {
     source = text ?? readFileSync(path, 'utf8');
   } catch (err) {
-    throw new NatpunchError('BAD_ARGUMENT', `cannot read config file ${path}: ${(err as Error).message}`, { cause: err });
+    throw new NatpunchError('BAD_ARGUMENT', `cannot read config file ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   let values: Record<string, unknown>;
   try {
     values = parseToml(source) as Record<string, unknown>;
   } catch (err) {
     if (err instanceof TomlError) {
-      throw new NatpunchError('BAD_ARGUMENT', `config file ${path} line ${err.line} column ${err.column}: ${err.message.split('\n')[0]}`, { cause: err });
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `config file ${path} line ${err.line} column ${err.column}: ${err.message.split('\n')[0]}`,
+        { cause: err },
+      );
     }
     throw err;
   }
@@ -232,7 +246,10 @@ export interface ResolveInput {
 }
 
 /** Applies precedence flag > environment > file > default to every option of `table`. */
-export function resolveConfig<S = ServeSettings>(input: ResolveInput, table: readonly OptionDef[] = SERVE_OPTIONS): ResolvedConfig<S> {
+export function resolveConfig<S = ServeSettings>(
+  input: ResolveInput,
+  table: readonly OptionDef[] = SERVE_OPTIONS,
+): ResolvedConfig<S> {
   const values: Record<string, unknown> = {};
   const sources: Record<string, ValueSource> = {};
   const file = input.file;
@@ -261,7 +278,11 @@ export function resolveConfig<S = ServeSettings>(input: ResolveInput, table: rea
       source = 'env';
     } else if (file && !o.flagOnly && Object.hasOwn(file.values, o.name)) {
       const line = file.lineOf(o.name);
-      value = checkFileValue(o, file.values[o.name], `config file ${file.path}${line ? ` line ${line}` : ''}: ${o.name}`);
+      value = checkFileValue(
+        o,
+        file.values[o.name],
+        `config file ${file.path}${line ? ` line ${line}` : ''}: ${o.name}`,
+      );
       source = 'file';
     } else {
       value = o.default;
@@ -304,14 +325,21 @@ function tomlValue(o: OptionDef, value: unknown): string {
  * The effective configuration as a TOML document a person can read and paste back into a config file: one line per
  * option with a value, a comment saying where it came from; secrets masked.
  */
-export function renderConfigToml(resolved: ResolvedConfig<unknown>, table: readonly OptionDef[] = SERVE_OPTIONS): string {
+export function renderConfigToml(
+  resolved: ResolvedConfig<unknown>,
+  table: readonly OptionDef[] = SERVE_OPTIONS,
+): string {
   const values = resolved.values as Record<string, unknown>;
-  const out = [`# natpunch serve: effective configuration${resolved.file ? ` (config file ${resolved.file})` : ''}`, '# precedence: flag > environment > file > default'];
+  const out = [
+    `# natpunch serve: effective configuration${resolved.file ? ` (config file ${resolved.file})` : ''}`,
+    '# precedence: flag > environment > file > default',
+  ];
   for (const o of table) {
     if (o.flagOnly) continue;
     const v = maskedValue(o, values[camelName(o.name)]);
     const src = resolved.sources[o.name] ?? 'default';
-    const from = src === 'flag' ? `flag ${flagSpelling(o).split(' ')[0]}` : src === 'env' ? `env ${envName(o.name)}` : src;
+    const from =
+      src === 'flag' ? `flag ${flagSpelling(o).split(' ')[0]}` : src === 'env' ? `env ${envName(o.name)}` : src;
     if (v === undefined) out.push(`# ${o.name} = (unset)`);
     else out.push(`${o.name} = ${tomlValue(o, v)}  # ${from}`);
   }
@@ -319,7 +347,10 @@ export function renderConfigToml(resolved: ResolvedConfig<unknown>, table: reado
 }
 
 /** The same, as one JSON object: { values, sources } with secrets masked. */
-export function renderConfigJson(resolved: ResolvedConfig<unknown>, table: readonly OptionDef[] = SERVE_OPTIONS): Record<string, unknown> {
+export function renderConfigJson(
+  resolved: ResolvedConfig<unknown>,
+  table: readonly OptionDef[] = SERVE_OPTIONS,
+): Record<string, unknown> {
   const values = resolved.values as Record<string, unknown>;
   const shown: Record<string, unknown> = {};
   for (const o of table) {

@@ -58,7 +58,12 @@ export class ServeMetrics implements RendezvousObserver {
     const self = this;
 
     /** A counter that mirrors a number kept elsewhere, read at scrape time. */
-    const mirror = <K extends string>(name: string, help: string, labelNames: K[], read: () => Array<[Labels<K>, number]>) =>
+    const mirror = <K extends string>(
+      name: string,
+      help: string,
+      labelNames: K[],
+      read: () => Array<[Labels<K>, number]>,
+    ) =>
       new Counter<K>({
         name,
         help,
@@ -69,7 +74,12 @@ export class ServeMetrics implements RendezvousObserver {
           for (const [labels, v] of read()) if (v > 0) this.inc(labels as never, v);
         },
       });
-    const gauge = <K extends string>(name: string, help: string, labelNames: K[], read: () => Array<[Labels<K>, number]> | Promise<Array<[Labels<K>, number]>>) =>
+    const gauge = <K extends string>(
+      name: string,
+      help: string,
+      labelNames: K[],
+      read: () => Array<[Labels<K>, number]> | Promise<Array<[Labels<K>, number]>>,
+    ) =>
       new Gauge<K>({
         name,
         help,
@@ -87,37 +97,84 @@ export class ServeMetrics implements RendezvousObserver {
       if (!stun) return [];
       return [...stun.byMethod].map(([m, t]) => [{ method: methodLabel(stun.methodName(m)) }, t[field]]);
     };
-    mirror('stun_requests_total', 'STUN requests received, by method (Binding, and TURN methods when the relay runs)', ['method'], () => perMethod('requests'));
+    mirror(
+      'stun_requests_total',
+      'STUN requests received, by method (Binding, and TURN methods when the relay runs)',
+      ['method'],
+      () => perMethod('requests'),
+    );
     mirror('stun_responses_total', 'STUN success responses sent, by method', ['method'], () => perMethod('responses'));
     mirror('stun_errors_total', 'STUN error responses sent, by method', ['method'], () => perMethod('errors'));
-    mirror('stun_dropped_total', 'STUN-range datagrams dropped (malformed, bad FINGERPRINT, over the amplification bound)', [], () => [[{}, self.#sources.stun?.counters.drops ?? 0]]);
+    mirror(
+      'stun_dropped_total',
+      'STUN-range datagrams dropped (malformed, bad FINGERPRINT, over the amplification bound)',
+      [],
+      () => [[{}, self.#sources.stun?.counters.drops ?? 0]],
+    );
 
     // ── rendezvous ────────────────────────────────────────────────────────────────────────────────────────────
     const rv = () => self.#sources.rendezvous?.stats();
-    gauge('natpunch_rendezvous_registrations', 'Registered peers (all nodes, when they share Redis)', [], async () => [[{}, await self.#registrations()]]);
+    gauge('natpunch_rendezvous_registrations', 'Registered peers (all nodes, when they share Redis)', [], async () => [
+      [{}, await self.#registrations()],
+    ]);
     gauge('natpunch_rendezvous_local_peers', 'Peers whose channel this node holds', [], () => [[{}, rv()?.peers ?? 0]]);
-    gauge('natpunch_rendezvous_pending_notifications', 'Introductions waiting for the responder to acknowledge', [], () => [[{}, rv()?.pendingNotifies ?? 0]]);
-    mirror('natpunch_rendezvous_registrations_total', 'Accepted REGISTERs: new registrations and refreshes', ['result'], () => {
-      const s = rv();
-      return s ? [[{ result: 'new' }, s.registrations], [{ result: 'refresh' }, s.refreshes]] : [];
-    });
-    mirror('natpunch_rendezvous_unregistrations_total', 'Registrations that ended: withdrawn by the peer or expired', ['reason'], () => {
-      const s = rv();
-      return s ? [[{ reason: 'unregister' }, s.unregistrations], [{ reason: 'expired' }, s.expired]] : [];
-    });
-    mirror('natpunch_rendezvous_messages_total', 'Rendezvous messages received, and those refused before handling', ['result'], () => {
-      const s = rv();
-      if (!s) return [];
-      return [
-        [{ result: 'received' }, s.received],
-        [{ result: 'malformed' }, s.malformed],
-        [{ result: 'bad_signature' }, s.badSignature],
-        [{ result: 'stale' }, s.stale],
-        [{ result: 'replay' }, s.replays],
-        [{ result: 'unknown_type' }, s.unknownType],
-      ];
-    });
-    mirror('natpunch_rendezvous_rate_limited_total', 'Messages refused by the per-address rate limit (sources and push destinations)', [], () => [[{}, rv()?.rateLimited ?? 0]]);
+    gauge(
+      'natpunch_rendezvous_pending_notifications',
+      'Introductions waiting for the responder to acknowledge',
+      [],
+      () => [[{}, rv()?.pendingNotifies ?? 0]],
+    );
+    mirror(
+      'natpunch_rendezvous_registrations_total',
+      'Accepted REGISTERs: new registrations and refreshes',
+      ['result'],
+      () => {
+        const s = rv();
+        return s
+          ? [
+              [{ result: 'new' }, s.registrations],
+              [{ result: 'refresh' }, s.refreshes],
+            ]
+          : [];
+      },
+    );
+    mirror(
+      'natpunch_rendezvous_unregistrations_total',
+      'Registrations that ended: withdrawn by the peer or expired',
+      ['reason'],
+      () => {
+        const s = rv();
+        return s
+          ? [
+              [{ reason: 'unregister' }, s.unregistrations],
+              [{ reason: 'expired' }, s.expired],
+            ]
+          : [];
+      },
+    );
+    mirror(
+      'natpunch_rendezvous_messages_total',
+      'Rendezvous messages received, and those refused before handling',
+      ['result'],
+      () => {
+        const s = rv();
+        if (!s) return [];
+        return [
+          [{ result: 'received' }, s.received],
+          [{ result: 'malformed' }, s.malformed],
+          [{ result: 'bad_signature' }, s.badSignature],
+          [{ result: 'stale' }, s.stale],
+          [{ result: 'replay' }, s.replays],
+          [{ result: 'unknown_type' }, s.unknownType],
+        ];
+      },
+    );
+    mirror(
+      'natpunch_rendezvous_rate_limited_total',
+      'Messages refused by the per-address rate limit (sources and push destinations)',
+      [],
+      () => [[{}, rv()?.rateLimited ?? 0]],
+    );
     mirror('natpunch_rendezvous_notifications_total', 'CONNECT_NOTIFY pushes to responders', ['result'], () => {
       const s = rv();
       if (!s) return [];
@@ -128,59 +185,126 @@ export class ServeMetrics implements RendezvousObserver {
         [{ result: 'given_up' }, s.notifyGivenUp],
       ];
     });
-    mirror('natpunch_rendezvous_names_released_total', 'Names released early by their key (RELEASE_NAME)', [], () => [[{}, rv()?.namesReleased ?? 0]]);
-    mirror('natpunch_cluster_pushes_total', 'Introductions handed to the node holding the responder, and received from other nodes', ['direction'], () => {
-      const s = rv();
-      return s ? [[{ direction: 'sent' }, s.remoteIntroductions], [{ direction: 'delivered' }, s.remoteDelivered]] : [];
+    mirror('natpunch_rendezvous_names_released_total', 'Names released early by their key (RELEASE_NAME)', [], () => [
+      [{}, rv()?.namesReleased ?? 0],
+    ]);
+    mirror(
+      'natpunch_cluster_pushes_total',
+      'Introductions handed to the node holding the responder, and received from other nodes',
+      ['direction'],
+      () => {
+        const s = rv();
+        return s
+          ? [
+              [{ direction: 'sent' }, s.remoteIntroductions],
+              [{ direction: 'delivered' }, s.remoteDelivered],
+            ]
+          : [];
+      },
+    );
+    this.#lookups = new Counter({
+      name: 'natpunch_rendezvous_lookups_total',
+      help: 'LOOKUPs, by result',
+      labelNames: ['result'],
+      registers: [reg],
     });
-    this.#lookups = new Counter({ name: 'natpunch_rendezvous_lookups_total', help: 'LOOKUPs, by result', labelNames: ['result'], registers: [reg] });
     this.#introductions = new Counter({
       name: 'natpunch_rendezvous_introductions_total',
       help: 'CONNECT requests: introduced here (local) or through the node holding the peer (remote), or refused (by error code)',
       labelNames: ['result'],
       registers: [reg],
     });
-    this.#refused = new Counter({ name: 'natpunch_rendezvous_refused_total', help: 'Requests answered with an ERROR, by request and code', labelNames: ['request', 'code'], registers: [reg] });
-    gauge('natpunch_redis_up', '1 while the Redis connections are up (only with --redis)', [], () => (self.#sources.redis ? [[{}, self.#sources.redis.healthy ? 1 : 0]] : []));
+    this.#refused = new Counter({
+      name: 'natpunch_rendezvous_refused_total',
+      help: 'Requests answered with an ERROR, by request and code',
+      labelNames: ['request', 'code'],
+      registers: [reg],
+    });
+    gauge('natpunch_redis_up', '1 while the Redis connections are up (only with --redis)', [], () =>
+      self.#sources.redis ? [[{}, self.#sources.redis.healthy ? 1 : 0]] : [],
+    );
 
     // ── TURN relay (RFC 8656), coturn names ───────────────────────────────────────────────────────────────────
     const turn = () => self.#sources.turn?.stats;
     gauge('turn_total_allocations', 'Current TURN allocations', [], () => [[{}, turn()?.allocations ?? 0]]);
-    gauge('turn_tcp_allocations', 'Current RFC 6062 TCP connections through allocations', [], () => [[{}, turn()?.tcpAllocations ?? 0]]);
-    mirror('turn_allocations_created_total', 'TURN allocations created', [], () => [[{}, turn()?.allocationsTotal ?? 0]]);
-    mirror('turn_traffic_packets_total', 'Relayed packets: client → peer (to_peer) and peer → client (to_client)', ['direction'], () => {
-      const t = turn();
-      return t ? [[{ direction: 'to_peer' }, t.packetsToPeer], [{ direction: 'to_client' }, t.packetsToClient]] : [];
-    });
+    gauge('turn_tcp_allocations', 'Current RFC 6062 TCP connections through allocations', [], () => [
+      [{}, turn()?.tcpAllocations ?? 0],
+    ]);
+    mirror('turn_allocations_created_total', 'TURN allocations created', [], () => [
+      [{}, turn()?.allocationsTotal ?? 0],
+    ]);
+    mirror(
+      'turn_traffic_packets_total',
+      'Relayed packets: client → peer (to_peer) and peer → client (to_client)',
+      ['direction'],
+      () => {
+        const t = turn();
+        return t
+          ? [
+              [{ direction: 'to_peer' }, t.packetsToPeer],
+              [{ direction: 'to_client' }, t.packetsToClient],
+            ]
+          : [];
+      },
+    );
     mirror('turn_traffic_bytes_total', 'Relayed bytes, by direction', ['direction'], () => {
       const t = turn();
-      return t ? [[{ direction: 'to_peer' }, t.bytesToPeer], [{ direction: 'to_client' }, t.bytesToClient]] : [];
+      return t
+        ? [
+            [{ direction: 'to_peer' }, t.bytesToPeer],
+            [{ direction: 'to_client' }, t.bytesToClient],
+          ]
+        : [];
     });
-    mirror('turn_permission_denied_total', 'Relayed data dropped or refused: no permission, denied peer address, bandwidth cap, unbound channel', ['reason'], () => {
-      const t = turn();
-      if (!t) return [];
-      return [
-        [{ reason: 'no_permission' }, t.droppedNoPermission],
-        [{ reason: 'denied_peer' }, t.deniedPeers],
-        [{ reason: 'bandwidth' }, t.droppedBandwidth],
-        [{ reason: 'no_channel' }, t.droppedNoChannel],
-      ];
-    });
-    mirror('turn_auth_failures_total', 'TURN requests refused for credentials (401/441)', [], () => [[{}, turn()?.authFailures ?? 0]]);
-    mirror('turn_rate_limited_total', 'TURN requests refused by rate limits', [], () => [[{}, turn()?.rateLimited ?? 0]]);
+    mirror(
+      'turn_permission_denied_total',
+      'Relayed data dropped or refused: no permission, denied peer address, bandwidth cap, unbound channel',
+      ['reason'],
+      () => {
+        const t = turn();
+        if (!t) return [];
+        return [
+          [{ reason: 'no_permission' }, t.droppedNoPermission],
+          [{ reason: 'denied_peer' }, t.deniedPeers],
+          [{ reason: 'bandwidth' }, t.droppedBandwidth],
+          [{ reason: 'no_channel' }, t.droppedNoChannel],
+        ];
+      },
+    );
+    mirror('turn_auth_failures_total', 'TURN requests refused for credentials (401/441)', [], () => [
+      [{}, turn()?.authFailures ?? 0],
+    ]);
+    mirror('turn_rate_limited_total', 'TURN requests refused by rate limits', [], () => [
+      [{}, turn()?.rateLimited ?? 0],
+    ]);
 
     // ── punch outcomes reported by peers (REPORT) ─────────────────────────────────────────────────────────────
-    mirror('natpunch_punch_reports_total', 'Outcome reports received: counted, or dropped (off, or over the per-key rate)', ['result'], () => {
-      const s = rv();
-      return s ? [[{ result: 'counted' }, s.reports], [{ result: 'dropped' }, s.reportsDropped]] : [];
-    });
+    mirror(
+      'natpunch_punch_reports_total',
+      'Outcome reports received: counted, or dropped (off, or over the per-key rate)',
+      ['result'],
+      () => {
+        const s = rv();
+        return s
+          ? [
+              [{ result: 'counted' }, s.reports],
+              [{ result: 'dropped' }, s.reportsDropped],
+            ]
+          : [];
+      },
+    );
     this.#outcomes = new Counter({
       name: 'natpunch_punch_outcomes_total',
       help: 'Connection attempts (one per connection, from the first of its reports) by winning technique, NAT pair, result and path',
       labelNames: ['technique', 'nat_pair', 'result', 'path'],
       registers: [reg],
     });
-    this.#failures = new Counter({ name: 'natpunch_punch_technique_failures_total', help: 'Techniques that failed within attempts, by reason', labelNames: ['technique', 'reason'], registers: [reg] });
+    this.#failures = new Counter({
+      name: 'natpunch_punch_technique_failures_total',
+      help: 'Techniques that failed within attempts, by reason',
+      labelNames: ['technique', 'reason'],
+      registers: [reg],
+    });
     this.#ttc = new Histogram({
       name: 'natpunch_punch_time_to_connect_seconds',
       help: 'Time from the start of connect() to an authenticated session, by NAT pair and path',
@@ -245,7 +369,8 @@ export class ServeMetrics implements RendezvousObserver {
     const pair = natPair(nats.initiator, nats.responder);
     this.#outcomes.inc({ technique: r.winner ?? 'none', nat_pair: pair, result: r.result, path: r.path });
     for (const f of r.failures) this.#failures.inc({ technique: f.technique, reason: f.reason });
-    if (r.result === 'connected' && r.timeToConnectMs !== undefined) this.#ttc.observe({ nat_pair: pair, path: r.path }, r.timeToConnectMs / 1000);
+    if (r.result === 'connected' && r.timeToConnectMs !== undefined)
+      this.#ttc.observe({ nat_pair: pair, path: r.path }, r.timeToConnectMs / 1000);
   }
 
   /** Counts first reports that waited since before `cutoff` without their partner. */
@@ -289,5 +414,8 @@ export class ServeMetrics implements RendezvousObserver {
 /** "Binding" → "binding", "CreatePermission" → "create_permission"; unknown numbers collapse to "other". */
 function methodLabel(name: string): string {
   if (name.startsWith('0x')) return 'other';
-  return name.replace(/([a-z])([A-Z])/g, '$1_$2').replace(/[^A-Za-z0-9_]/g, '_').toLowerCase();
+  return name
+    .replace(/([a-z])([A-Z])/g, '$1_$2')
+    .replace(/[^A-Za-z0-9_]/g, '_')
+    .toLowerCase();
 }

@@ -7,7 +7,13 @@ import { hostname } from 'node:os';
 import type { ClusterBus } from '../rendezvous/cluster.js';
 import { RedisBackend } from '../rendezvous/redis.js';
 import type { Registry } from '../rendezvous/registry.js';
-import { DEFAULT_RATE_BURST, DEFAULT_RATE_PER_SECOND, type RendezvousEvent, type RendezvousObserver, type RendezvousServerOptions } from '../rendezvous/server.js';
+import {
+  DEFAULT_RATE_BURST,
+  DEFAULT_RATE_PER_SECOND,
+  type RendezvousEvent,
+  type RendezvousObserver,
+  type RendezvousServerOptions,
+} from '../rendezvous/server.js';
 import type { TurnStats } from '../relay/server.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { Activity } from './activity.js';
@@ -74,7 +80,18 @@ export class ServeOperations {
   }
 
   /** What the rendezvous server needs from operations: registry/cluster, name policy, reports, observer. */
-  rendezvousOptions(): Pick<RendezvousServerOptions, 'registry' | 'cluster' | 'nameHoldMs' | 'reservedNames' | 'reports' | 'observer' | 'refreshIntervalMs' | 'ttlMs' | 'rateLimit'> {
+  rendezvousOptions(): Pick<
+    RendezvousServerOptions,
+    | 'registry'
+    | 'cluster'
+    | 'nameHoldMs'
+    | 'reservedNames'
+    | 'reports'
+    | 'observer'
+    | 'refreshIntervalMs'
+    | 'ttlMs'
+    | 'rateLimit'
+  > {
     const observers: RendezvousObserver[] = [this.metrics, this.activity];
     const observer: RendezvousObserver = {
       onEvent: (e: RendezvousEvent) => {
@@ -90,7 +107,10 @@ export class ServeOperations {
     if (this.#settings.registrationRefresh !== undefined) out.refreshIntervalMs = this.#settings.registrationRefresh;
     if (this.#settings.registrationTtl !== undefined) out.ttlMs = this.#settings.registrationTtl;
     if (this.#settings.rateLimit !== undefined || this.#settings.rateBurst !== undefined) {
-      out.rateLimit = { perSecond: this.#settings.rateLimit ?? DEFAULT_RATE_PER_SECOND, burst: this.#settings.rateBurst ?? DEFAULT_RATE_BURST };
+      out.rateLimit = {
+        perSecond: this.#settings.rateLimit ?? DEFAULT_RATE_PER_SECOND,
+        burst: this.#settings.rateBurst ?? DEFAULT_RATE_BURST,
+      };
     }
     if (this.redis) {
       out.registry = this.redis.registry as Registry;
@@ -103,10 +123,18 @@ export class ServeOperations {
   async attach(handle: ServerHandle, turn?: TurnLike): Promise<AdminHandle | undefined> {
     this.#handle = handle;
     this.#turn = turn;
-    this.metrics.setSources({ stun: handle.stun, ...(handle.rendezvous ? { rendezvous: handle.rendezvous } : {}), ...(turn ? { turn } : {}) });
+    this.metrics.setSources({
+      stun: handle.stun,
+      ...(handle.rendezvous ? { rendezvous: handle.rendezvous } : {}),
+      ...(turn ? { turn } : {}),
+    });
     if (this.#settings.admin) {
       this.#admin = await startAdmin(
-        { listen: this.#settings.admin, ...(this.#settings.adminToken ? { token: this.#settings.adminToken } : {}), logger: this.#log },
+        {
+          listen: this.#settings.admin,
+          ...(this.#settings.adminToken ? { token: this.#settings.adminToken } : {}),
+          logger: this.#log,
+        },
         {
           metrics: this.metrics,
           activity: this.activity,
@@ -127,14 +155,19 @@ export class ServeOperations {
   /** Liveness: fails while Redis is unreachable (with --redis): the node cannot serve its peers then. */
   health(): HealthReport {
     const checks: HealthReport['checks'] = { process: { ok: !this.#closed } };
-    if (this.redis) checks.redis = this.redis.healthy ? { ok: true } : { ok: false, detail: 'unreachable; reconnecting' };
+    if (this.redis)
+      checks.redis = this.redis.healthy ? { ok: true } : { ok: false, detail: 'unreachable; reconnecting' };
     return { ok: Object.values(checks).every((c) => c.ok), checks };
   }
 
   /** Readiness: healthy, listening, and not draining (load balancers stop sending new peers). */
   ready(): HealthReport {
     const h = this.health();
-    const checks = { ...h.checks, listening: { ok: Boolean(this.#handle) }, draining: { ok: !this.#draining, ...(this.#draining ? { detail: 'shutting down' } : {}) } };
+    const checks = {
+      ...h.checks,
+      listening: { ok: Boolean(this.#handle) },
+      draining: { ok: !this.#draining, ...(this.#draining ? { detail: 'shutting down' } : {}) },
+    };
     return { ok: Object.values(checks).every((c) => c.ok), checks };
   }
 
@@ -168,7 +201,9 @@ export class ServeOperations {
     if (this.#draining) return 0;
     this.#draining = true;
     const rv = this.#handle?.rendezvous;
-    const moved = rv ? await rv.drain({ signal: AbortSignal.timeout(this.#settings.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS) }) : 0;
+    const moved = rv
+      ? await rv.drain({ signal: AbortSignal.timeout(this.#settings.drainTimeout ?? DEFAULT_DRAIN_TIMEOUT_MS) })
+      : 0;
     this.#log.info({ moved }, 'serve: draining; registered peers told to move');
     return moved;
   }

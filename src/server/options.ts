@@ -48,21 +48,35 @@ type Spec<T> = {
   flagOnly?: boolean;
 };
 
-function def<N extends string, T, D extends T | undefined>(name: N, kind: OptionKind, spec: Spec<T> & { default?: D; min?: number; max?: number; choices?: readonly string[] }): OptionDef<N, T, D> {
+function def<N extends string, T, D extends T | undefined>(
+  name: N,
+  kind: OptionKind,
+  spec: Spec<T> & { default?: D; min?: number; max?: number; choices?: readonly string[] },
+): OptionDef<N, T, D> {
   return { ...spec, name, kind, default: spec.default as D };
 }
 
-const int = <N extends string, D extends number | undefined = undefined>(name: N, spec: Spec<number> & { default?: D; min: number; max: number }) =>
-  def<N, number, D>(name, 'int', spec);
-const str = <N extends string, D extends string | undefined = undefined>(name: N, spec: Spec<string> & { default?: D }) => def<N, string, D>(name, 'string', spec);
-const bool = <N extends string>(name: N, spec: Spec<boolean> & { default: boolean }) => def<N, boolean, boolean>(name, 'bool', spec);
+const int = <N extends string, D extends number | undefined = undefined>(
+  name: N,
+  spec: Spec<number> & { default?: D; min: number; max: number },
+) => def<N, number, D>(name, 'int', spec);
+const str = <N extends string, D extends string | undefined = undefined>(
+  name: N,
+  spec: Spec<string> & { default?: D },
+) => def<N, string, D>(name, 'string', spec);
+const bool = <N extends string>(name: N, spec: Spec<boolean> & { default: boolean }) =>
+  def<N, boolean, boolean>(name, 'bool', spec);
 const list = <N extends string>(name: N, spec: Spec<string[]>) => def<N, string[], undefined>(name, 'list', spec);
-const choice = <N extends string, C extends string>(name: N, spec: Spec<C> & { choices: readonly C[]; default: C }) => def<N, C, C>(name, 'enum', spec);
+const choice = <N extends string, C extends string>(name: N, spec: Spec<C> & { choices: readonly C[]; default: C }) =>
+  def<N, C, C>(name, 'enum', spec);
 /** Durations are written with a unit ("30d", "12h", "15m", "90s", "500ms") and held in milliseconds. */
-const duration = <N extends string, D extends number | undefined = undefined>(name: N, spec: Spec<number> & { default?: D; min?: number; max?: number }) =>
-  def<N, number, D>(name, 'duration', spec);
+const duration = <N extends string, D extends number | undefined = undefined>(
+  name: N,
+  spec: Spec<number> & { default?: D; min?: number; max?: number },
+) => def<N, number, D>(name, 'duration', spec);
 /** NAME=VALUE pairs: repeatable flag, a TOML table, or a comma-separated env value. */
-const map = <N extends string>(name: N, spec: Spec<Record<string, string>>) => def<N, Record<string, string>, undefined>(name, 'map', spec);
+const map = <N extends string>(name: N, spec: Spec<Record<string, string>>) =>
+  def<N, Record<string, string>, undefined>(name, 'map', spec);
 
 const isIp = (v: string) => (/^[\d.]+$/.test(v) || v.includes(':') ? undefined : `not an IP address: ${v}`);
 const allIps = (v: string[]) => v.map(isIp).find(Boolean);
@@ -74,25 +88,102 @@ export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 export const SERVE_OPTIONS = [
   // ── where serve listens ────────────────────────────────────────────────────────────────────────────────────
-  int('port', { group: 'network', arg: 'port', default: DEFAULT_STUN_PORT, min: 0, max: 65535, help: 'UDP and TCP port (RFC 8489 §6.2: 3478)' }),
-  list('address', { group: 'network', arg: 'ip', validate: allIps, help: 'address to listen on (repeatable; default 0.0.0.0 and ::)' }),
-  str('alt-address', { group: 'network', arg: 'ip', validate: isIp, help: 'second IP address of this host: enables RFC 5780 NAT behaviour discovery' }),
-  int('alt-port', { group: 'network', arg: 'port', min: 0, max: 65535, help: 'RFC 5780 alternate port (default --port + 1)' }),
-  choice('udp', { group: 'network', arg: 'impl', choices: ['auto', 'batched', 'udx', 'dgram'] as const, default: 'auto', help: 'UDP sockets: batched (recvmmsg/sendmmsg, native addon), udx (libudx), dgram (node:dgram), auto (the first that loads)' }),
-  int('workers', { group: 'network', arg: 'n', min: 1, max: 1024, help: 'event loops on the UDP port (SO_REUSEPORT; TURN allocations stay in one); default: one per core' }),
+  int('port', {
+    group: 'network',
+    arg: 'port',
+    default: DEFAULT_STUN_PORT,
+    min: 0,
+    max: 65535,
+    help: 'UDP and TCP port (RFC 8489 §6.2: 3478)',
+  }),
+  list('address', {
+    group: 'network',
+    arg: 'ip',
+    validate: allIps,
+    help: 'address to listen on (repeatable; default 0.0.0.0 and ::)',
+  }),
+  str('alt-address', {
+    group: 'network',
+    arg: 'ip',
+    validate: isIp,
+    help: 'second IP address of this host: enables RFC 5780 NAT behaviour discovery',
+  }),
+  int('alt-port', {
+    group: 'network',
+    arg: 'port',
+    min: 0,
+    max: 65535,
+    help: 'RFC 5780 alternate port (default --port + 1)',
+  }),
+  choice('udp', {
+    group: 'network',
+    arg: 'impl',
+    choices: ['auto', 'batched', 'udx', 'dgram'] as const,
+    default: 'auto',
+    help: 'UDP sockets: batched (recvmmsg/sendmmsg, native addon), udx (libudx), dgram (node:dgram), auto (the first that loads)',
+  }),
+  int('workers', {
+    group: 'network',
+    arg: 'n',
+    min: 1,
+    max: 1024,
+    help: 'event loops on the UDP port (SO_REUSEPORT; TURN allocations stay in one); default: one per core',
+  }),
   // ── rendezvous ─────────────────────────────────────────────────────────────────────────────────────────────
-  bool('rendezvous', { group: 'rendezvous', default: true, help: 'run the rendezvous server (peer registration and introductions) on the port' }),
+  bool('rendezvous', {
+    group: 'rendezvous',
+    default: true,
+    help: 'run the rendezvous server (peer registration and introductions) on the port',
+  }),
   bool('spoof', {
     group: 'rendezvous',
     default: false,
     help: 'lab/research only, root: STUNT #1 spoofed SYN-ACKs (TCP service on --spoof-port; the rendezvous then also spoofs them for connecting peers that exchange sequence offers; see BCP 38)',
   }),
-  int('spoof-port', { group: 'rendezvous', arg: 'port', min: 0, max: 65535, help: 'TCP port of the --spoof service (default --port + 2)' }),
-  duration('registration-refresh', { group: 'rendezvous', arg: 'duration', default: 25_000, min: 1000, max: 3_600_000, help: 'how often peers re-register (doubles as their NAT keepalive; RFC 8445 §11 suggests ≤ 25 s)' }),
-  duration('registration-ttl', { group: 'rendezvous', arg: 'duration', default: 90_000, min: 2000, max: 86_400_000, help: 'a registration lives this long without a refresh' }),
-  int('rate-limit', { group: 'rendezvous', arg: 'n', default: DEFAULT_RATE_PER_SECOND, min: 1, max: 1_000_000, help: 'rendezvous messages per second per source address (token bucket; also bounds what is pushed to one address)' }),
-  int('rate-burst', { group: 'rendezvous', arg: 'n', default: DEFAULT_RATE_BURST, min: 1, max: 1_000_000, help: 'rendezvous token-bucket burst per address' }),
-  bool('reports', { group: 'rendezvous', default: true, help: "count peers' signed outcome reports (NAT pair, technique, result) into metrics and the dashboard" }),
+  int('spoof-port', {
+    group: 'rendezvous',
+    arg: 'port',
+    min: 0,
+    max: 65535,
+    help: 'TCP port of the --spoof service (default --port + 2)',
+  }),
+  duration('registration-refresh', {
+    group: 'rendezvous',
+    arg: 'duration',
+    default: 25_000,
+    min: 1000,
+    max: 3_600_000,
+    help: 'how often peers re-register (doubles as their NAT keepalive; RFC 8445 §11 suggests ≤ 25 s)',
+  }),
+  duration('registration-ttl', {
+    group: 'rendezvous',
+    arg: 'duration',
+    default: 90_000,
+    min: 2000,
+    max: 86_400_000,
+    help: 'a registration lives this long without a refresh',
+  }),
+  int('rate-limit', {
+    group: 'rendezvous',
+    arg: 'n',
+    default: DEFAULT_RATE_PER_SECOND,
+    min: 1,
+    max: 1_000_000,
+    help: 'rendezvous messages per second per source address (token bucket; also bounds what is pushed to one address)',
+  }),
+  int('rate-burst', {
+    group: 'rendezvous',
+    arg: 'n',
+    default: DEFAULT_RATE_BURST,
+    min: 1,
+    max: 1_000_000,
+    help: 'rendezvous token-bucket burst per address',
+  }),
+  bool('reports', {
+    group: 'rendezvous',
+    default: true,
+    help: "count peers' signed outcome reports (NAT pair, technique, result) into metrics and the dashboard",
+  }),
   // ── names (issue 18: names bound to keys on the server) ─────────────────────────────────────────────────────
   duration('name-hold', {
     group: 'names',
@@ -101,33 +192,105 @@ export const SERVE_OPTIONS = [
     min: 0,
     help: 'how long a name stays reserved for the key that last held it after it unregisters or expires (0: not at all)',
   }),
-  map('reserve-name', { group: 'names', arg: 'name=key', help: 'pre-assign a name to a public key (64 hex); repeatable, or a [reserve-name] table in the file' }),
+  map('reserve-name', {
+    group: 'names',
+    arg: 'name=key',
+    help: 'pre-assign a name to a public key (64 hex); repeatable, or a [reserve-name] table in the file',
+  }),
   // ── TURN (RFC 8656, RFC 6062) ──────────────────────────────────────────────────────────────────────────────
-  bool('relay', { group: 'turn', default: true, help: 'relay for registered peers (peer-relay mode: a peer may relay only to peers it was introduced to; see docs/peer-relay.md)' }),
-  int('credential-rate', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'relay credentials the rendezvous issues per client IPv4 address or IPv6 /64 per minute' }),
-  bool('turn', { group: 'turn', default: false, help: 'also run the full TURN service (RFC 8656 + RFC 6062) for any peer address, for users and/or auth-secret credentials' }),
-  list('turn-allow', { group: 'turn', arg: 'key', help: 'hand this key (64 hex) unscoped auth-secret credentials through the rendezvous; repeatable' }),
-  str('turn-allow-file', { group: 'turn', arg: 'file', help: 'keys to hand unscoped auth-secret credentials, one 64-hex key per line (# comments)' }),
-  str('tls-cert', { group: 'turn', arg: 'file', help: 'TURN over TLS ("turns:"): certificate chain (PEM); needs tls-key' }),
+  bool('relay', {
+    group: 'turn',
+    default: true,
+    help: 'relay for registered peers (peer-relay mode: a peer may relay only to peers it was introduced to; see docs/peer-relay.md)',
+  }),
+  int('credential-rate', {
+    group: 'turn',
+    arg: 'n',
+    min: 1,
+    max: 1_000_000,
+    help: 'relay credentials the rendezvous issues per client IPv4 address or IPv6 /64 per minute',
+  }),
+  bool('turn', {
+    group: 'turn',
+    default: false,
+    help: 'also run the full TURN service (RFC 8656 + RFC 6062) for any peer address, for users and/or auth-secret credentials',
+  }),
+  list('turn-allow', {
+    group: 'turn',
+    arg: 'key',
+    help: 'hand this key (64 hex) unscoped auth-secret credentials through the rendezvous; repeatable',
+  }),
+  str('turn-allow-file', {
+    group: 'turn',
+    arg: 'file',
+    help: 'keys to hand unscoped auth-secret credentials, one 64-hex key per line (# comments)',
+  }),
+  str('tls-cert', {
+    group: 'turn',
+    arg: 'file',
+    help: 'TURN over TLS ("turns:"): certificate chain (PEM); needs tls-key',
+  }),
   str('tls-key', { group: 'turn', arg: 'file', help: 'TURN over TLS: private key (PEM)' }),
-  int('tls-port', { group: 'turn', arg: 'port', default: DEFAULT_TURNS_PORT, min: 0, max: 65535, help: 'TURN over TLS port' }),
+  int('tls-port', {
+    group: 'turn',
+    arg: 'port',
+    default: DEFAULT_TURNS_PORT,
+    min: 0,
+    max: 65535,
+    help: 'TURN over TLS port',
+  }),
   str('realm', { group: 'turn', arg: 'realm', default: 'natpunch', help: 'TURN realm (RFC 8489 §9.2)' }),
-  str('users', { group: 'turn', arg: 'file', help: 'long-term credentials file: one "user:password" or "user:0x<md5 key>" per line' }),
+  str('users', {
+    group: 'turn',
+    arg: 'file',
+    help: 'long-term credentials file: one "user:password" or "user:0x<md5 key>" per line',
+  }),
   list('auth-secret', {
     group: 'turn',
     arg: 'secret',
     secret: true,
     help: 'shared secret for time-limited credentials (coturn use-auth-secret); repeat to rotate; the same on every node lets credentials work on all',
   }),
-  str('relay-address', { group: 'turn', arg: 'ip', validate: isIp, help: 'IPv4 address relayed allocations use (default: first non-loopback IPv4)' }),
-  str('relay-address6', { group: 'turn', arg: 'ip', validate: isIp, help: 'IPv6 relay address (enables IPv6 and dual allocations)' }),
-  str('external-ip', { group: 'turn', arg: 'ip', validate: isIp, help: 'public IPv4 address of relay-address behind a 1:1 NAT (cloud VMs); announced to clients' }),
-  list('allow-peer', { group: 'turn', arg: 'cidr', help: 'allow relaying to this block although denied by default (e.g. 10.0.0.0/8); repeatable' }),
+  str('relay-address', {
+    group: 'turn',
+    arg: 'ip',
+    validate: isIp,
+    help: 'IPv4 address relayed allocations use (default: first non-loopback IPv4)',
+  }),
+  str('relay-address6', {
+    group: 'turn',
+    arg: 'ip',
+    validate: isIp,
+    help: 'IPv6 relay address (enables IPv6 and dual allocations)',
+  }),
+  str('external-ip', {
+    group: 'turn',
+    arg: 'ip',
+    validate: isIp,
+    help: 'public IPv4 address of relay-address behind a 1:1 NAT (cloud VMs); announced to clients',
+  }),
+  list('allow-peer', {
+    group: 'turn',
+    arg: 'cidr',
+    help: 'allow relaying to this block although denied by default (e.g. 10.0.0.0/8); repeatable',
+  }),
   list('deny-peer', { group: 'turn', arg: 'cidr', help: 'never relay to this block; repeatable' }),
   int('max-allocations', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'total allocations' }),
   int('user-quota', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'allocations per user' }),
-  int('max-allocations-per-ip', { group: 'turn', arg: 'n', min: 1, max: 1_000_000, help: 'allocations per client IPv4 address or IPv6 /64' }),
-  int('max-bps', { group: 'turn', arg: 'bytes', min: 0, max: 2 ** 40, help: 'per-allocation relay bandwidth cap in bytes/s (0 = none)' }),
+  int('max-allocations-per-ip', {
+    group: 'turn',
+    arg: 'n',
+    min: 1,
+    max: 1_000_000,
+    help: 'allocations per client IPv4 address or IPv6 /64',
+  }),
+  int('max-bps', {
+    group: 'turn',
+    arg: 'bytes',
+    min: 0,
+    max: 2 ** 40,
+    help: 'per-allocation relay bandwidth cap in bytes/s (0 = none)',
+  }),
   int('min-port', { group: 'turn', arg: 'port', min: 1024, max: 65535, help: 'lowest relay port' }),
   int('max-port', { group: 'turn', arg: 'port', min: 1024, max: 65535, help: 'highest relay port' }),
   // ── several nodes ──────────────────────────────────────────────────────────────────────────────────────────
@@ -138,14 +301,23 @@ export const SERVE_OPTIONS = [
     validate: (v) => (/^rediss?:\/\//.test(v) ? undefined : `not a redis:// or rediss:// URL: ${v}`),
     help: 'keep registrations and name reservations in Redis (redis://HOST:PORT) and hand introductions between nodes through it, so several nodes serve one set of peers',
   }),
-  str('node-id', { group: 'cluster', arg: 'id', help: 'this node\'s name in Redis and metrics (default: hostname:port)' }),
+  str('node-id', {
+    group: 'cluster',
+    arg: 'id',
+    help: "this node's name in Redis and metrics (default: hostname:port)",
+  }),
   // ── admin HTTP ─────────────────────────────────────────────────────────────────────────────────────────────
   str('admin', {
     group: 'admin',
     arg: 'addr:port',
     help: 'serve /metrics, /healthz, /readyz and the dashboard over HTTP here (off by default; a bare port listens on 127.0.0.1 only)',
   }),
-  str('admin-token', { group: 'admin', arg: 'token', secret: true, help: 'require "Authorization: Bearer TOKEN" on the admin endpoint (health checks excepted)' }),
+  str('admin-token', {
+    group: 'admin',
+    arg: 'token',
+    secret: true,
+    help: 'require "Authorization: Bearer TOKEN" on the admin endpoint (health checks excepted)',
+  }),
   // ── operations ─────────────────────────────────────────────────────────────────────────────────────────────
   duration('drain-timeout', {
     group: 'operations',
@@ -229,7 +401,10 @@ export function formatValue(o: OptionDef, value: unknown): string {
   if (value === undefined) return '';
   if (o.kind === 'duration') return formatDuration(value as number);
   if (o.kind === 'list') return (value as string[]).join(', ');
-  if (o.kind === 'map') return Object.entries(value as Record<string, string>).map(([k, v]) => `${k}=${v}`).join(', ');
+  if (o.kind === 'map')
+    return Object.entries(value as Record<string, string>)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ');
   return String(value);
 }
 
@@ -258,10 +433,17 @@ export function optionsMarkdownTable(table: readonly OptionDef[] = SERVE_OPTIONS
   const rows = ['| flag | config key | environment | type | default | description |', '|---|---|---|---|---|---|'];
   for (const o of table) {
     if (o.flagOnly) continue;
-    const type = o.kind === 'enum' ? `${KIND_DOC.enum} ${o.choices!.join(', ')}` : o.kind === 'int' ? `${KIND_DOC.int} ${o.min}..${o.max}` : KIND_DOC[o.kind];
+    const type =
+      o.kind === 'enum'
+        ? `${KIND_DOC.enum} ${o.choices!.join(', ')}`
+        : o.kind === 'int'
+          ? `${KIND_DOC.int} ${o.min}..${o.max}`
+          : KIND_DOC[o.kind];
     const dflt = o.default === undefined ? '' : `\`${formatValue(o, o.default)}\``;
     const help = `${o.help}${o.secret ? ' (secret: masked by --print-config)' : ''}`;
-    rows.push(`| \`${flagSpelling(o)}\` | \`${o.name}\` | \`${envName(o.name)}\` | ${cell(type)} | ${dflt} | ${cell(help)} |`);
+    rows.push(
+      `| \`${flagSpelling(o)}\` | \`${o.name}\` | \`${envName(o.name)}\` | ${cell(type)} | ${dflt} | ${cell(help)} |`,
+    );
   }
   return rows.join('\n');
 }

@@ -87,7 +87,11 @@ export class SharedReservations implements RelayReservations {
     return false;
   }
 
-  async take(token: string, now: number, rebind: (address: string, port: number) => Promise<dgram.Socket | null>): Promise<dgram.Socket | null> {
+  async take(
+    token: string,
+    now: number,
+    rebind: (address: string, port: number) => Promise<dgram.Socket | null>,
+  ): Promise<dgram.Socket | null> {
     if (!/^[0-9a-f]{16}$/.test(token)) return null;
     const hi = parseInt(token.slice(0, 8), 16) | 0;
     const lo = parseInt(token.slice(8, 16), 16) | 0;

@@ -20,7 +20,11 @@ import { loadUdx, UdxServerSocket } from './udx.js';
 
 /** A UDP socket owned by serve: a DatagramTransport it can close. */
 export type ServeSocket = DatagramTransport & { close(): void };
-type BindUdp = (address: string, port: number, options: { bufferBytes: number; ipv6Only: boolean; reusePort: boolean }) => Promise<ServeSocket>;
+type BindUdp = (
+  address: string,
+  port: number,
+  options: { bufferBytes: number; ipv6Only: boolean; reusePort: boolean },
+) => Promise<ServeSocket>;
 /** How serve's UDP sockets read and write: see ServeConfig.udp. */
 export type UdpImplementation = 'batched' | 'udx' | 'dgram';
 
@@ -177,7 +181,7 @@ function bindError(err: unknown, what: string): NatpunchError {
         ? 'that address is not configured on this host'
         : code === 'EACCES'
           ? 'permission denied (ports below 1024 need root)'
-          : (err as Error)?.message ?? String(err);
+          : ((err as Error)?.message ?? String(err));
   return new NatpunchError('BAD_ARGUMENT', `cannot listen on ${what}: ${hint}`, { cause: err });
 }
 
@@ -196,13 +200,18 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
 
   const wanted = config.udp ?? 'auto';
   const noBatching = wanted === 'auto' || wanted === 'batched' ? batchedUnavailableReason() : 'not asked for';
-  if (wanted === 'batched' && noBatching) throw new NatpunchError('ADDON_UNAVAILABLE', `batched UDP I/O unavailable: ${noBatching}`);
+  if (wanted === 'batched' && noBatching)
+    throw new NatpunchError('ADDON_UNAVAILABLE', `batched UDP I/O unavailable: ${noBatching}`);
   if (config.reusePort && (noBatching || (wanted !== 'auto' && wanted !== 'batched'))) {
-    throw new NatpunchError('ADDON_UNAVAILABLE', `several workers need SO_REUSEPORT from the native addon: ${noBatching}`);
+    throw new NatpunchError(
+      'ADDON_UNAVAILABLE',
+      `several workers need SO_REUSEPORT from the native addon: ${noBatching}`,
+    );
   }
   const batched = !noBatching;
   const udx = batched || wanted === 'dgram' ? undefined : loadUdx();
-  if (wanted === 'udx' && !udx) throw new NatpunchError('ADDON_UNAVAILABLE', 'udx-native could not be loaded; use udp: "dgram"');
+  if (wanted === 'udx' && !udx)
+    throw new NatpunchError('ADDON_UNAVAILABLE', 'udx-native could not be loaded; use udp: "dgram"');
   const udpImplementation: UdpImplementation = batched ? 'batched' : udx ? 'udx' : 'dgram';
   if (wanted === 'auto' && !batched) log.info({ reason: noBatching, udpImplementation }, 'serve: batched UDP I/O off');
   const bindUdp: BindUdp = batched
@@ -213,7 +222,11 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   const reusePort = config.reusePort ?? false;
 
   // TURN's attributes are known to the STUN server's 420 check when TURN shares the port.
-  const stun = new StunServer({ ...(config.relay === false ? {} : { registry: turnRegistry }), ...config.stun, logger: log });
+  const stun = new StunServer({
+    ...(config.relay === false ? {} : { registry: turnRegistry }),
+    ...config.stun,
+    logger: log,
+  });
   const sockets: ServeSocket[] = [];
   /** STUN-only sockets on port + 1 (config.measurePort). */
   const measureSockets: ServeSocket[] = [];
@@ -232,11 +245,14 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   try {
     if (config.altAddress) {
       // RFC 5780 §4.2 / §6: two addresses × two ports.
-      if (addresses.length !== 1) throw new NatpunchError('BAD_ARGUMENT', '--alt-address needs exactly one --address (the primary)');
+      if (addresses.length !== 1)
+        throw new NatpunchError('BAD_ARGUMENT', '--alt-address needs exactly one --address (the primary)');
       const a = addresses[0]!;
       const b = config.altAddress;
-      if (a.includes(':') !== b.includes(':')) throw new NatpunchError('BAD_ARGUMENT', '--address and --alt-address must be the same IP family');
-      if (net.isIP(a) && (a === '0.0.0.0' || a === '::')) throw new NatpunchError('BAD_ARGUMENT', 'RFC 5780 mode needs a specific --address, not a wildcard');
+      if (a.includes(':') !== b.includes(':'))
+        throw new NatpunchError('BAD_ARGUMENT', '--address and --alt-address must be the same IP family');
+      if (net.isIP(a) && (a === '0.0.0.0' || a === '::'))
+        throw new NatpunchError('BAD_ARGUMENT', 'RFC 5780 mode needs a specific --address, not a wildcard');
       let done = false;
       for (let attempt = 0; attempt < (port === 0 || config.altPort === 0 ? PORT_ATTEMPTS : 1) && !done; attempt++) {
         let primary: Awaited<ReturnType<typeof bindAll>> | undefined;
@@ -248,7 +264,12 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
           if (alt.port === primary.port) throw Object.assign(new Error('same port'), { code: 'EADDRINUSE' });
           sockets.push(...primary.udp, ...alt.udp);
           tcpServers.push(...primary.tcp);
-          stun.attachRfc5780({ primary: primary.udp[0]!, altPort: alt.udp[0]!, altIp: primary.udp[1]!, altBoth: alt.udp[1]! });
+          stun.attachRfc5780({
+            primary: primary.udp[0]!,
+            altPort: alt.udp[0]!,
+            altIp: primary.udp[1]!,
+            altBoth: alt.udp[1]!,
+          });
           rfc5780 = {
             primary: endpoint(a, primary.port),
             altPort: endpoint(a, alt.port),
@@ -282,11 +303,18 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         if (bound !== undefined && bound < 65535) {
           for (const a of addresses) {
             try {
-              const m = await bindUdp(a, bound + 1, { bufferBytes: 256 * 1024, ipv6Only: a.includes(':') && addresses.some((x) => !x.includes(':')), reusePort });
+              const m = await bindUdp(a, bound + 1, {
+                bufferBytes: 256 * 1024,
+                ipv6Only: a.includes(':') && addresses.some((x) => !x.includes(':')),
+                reusePort,
+              });
               measureSockets.push(m);
               stun.attachUdp(m);
             } catch (err) {
-              log.info({ address: a, port: bound + 1, err: (err as Error).message }, 'serve: no STUN on port + 1 (NAT measurement against this server is unavailable)');
+              log.info(
+                { address: a, port: bound + 1, err: (err as Error).message },
+                'serve: no STUN on port + 1 (NAT measurement against this server is unavailable)',
+              );
             }
           }
         }
@@ -309,15 +337,26 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
   };
   // The rendezvous shares every UDP socket (it reads only 0xF0 datagrams) and takes TCP connections starting 0xF0.
   const rendezvous =
-    config.rendezvous === false ? undefined : attachRendezvous({ sockets, registerTcpHandler }, { ...config.rendezvous, logger: log });
+    config.rendezvous === false
+      ? undefined
+      : attachRendezvous({ sockets, registerTcpHandler }, { ...config.rendezvous, logger: log });
 
   let relay: RelayService | undefined;
   if (config.relay !== false) {
     const options = config.relay ?? {};
     try {
       relay = startRelay(
-        { stun, sockets, registerTcpHandler, udp: sockets.map((s) => s.address()), ...(rendezvous ? { rendezvous: rendezvous.server } : {}) },
-        { ...options, turn: { ...options.turn, relayAddress: options.turn?.relayAddress ?? relayAddressFor(addresses) } },
+        {
+          stun,
+          sockets,
+          registerTcpHandler,
+          udp: sockets.map((s) => s.address()),
+          ...(rendezvous ? { rendezvous: rendezvous.server } : {}),
+        },
+        {
+          ...options,
+          turn: { ...options.turn, relayAddress: options.turn?.relayAddress ?? relayAddressFor(addresses) },
+        },
         log,
       );
     } catch (err) {
@@ -359,7 +398,18 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
     return endpoint(a.address, a.port);
   });
   const socketBuffers = sockets[0] instanceof BatchedUdpSocket ? sockets[0].buffers : undefined;
-  log.info({ udp, tcp, rfc5780: rfc5780 ?? null, rendezvous: Boolean(rendezvous), relay: relay ? { peerRelay: Boolean(relay.peerRelay), relayAddress: relay.turn.relayAddress } : null, udpImplementation, socketBuffers: socketBuffers ?? null }, 'serve: listening');
+  log.info(
+    {
+      udp,
+      tcp,
+      rfc5780: rfc5780 ?? null,
+      rendezvous: Boolean(rendezvous),
+      relay: relay ? { peerRelay: Boolean(relay.peerRelay), relayAddress: relay.turn.relayAddress } : null,
+      udpImplementation,
+      socketBuffers: socketBuffers ?? null,
+    },
+    'serve: listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
@@ -382,7 +432,9 @@ export async function startServer(config: ServeConfig = {}): Promise<ServerHandl
         await Promise.all(tcpServers.map((s) => new Promise<void>((r) => s.close(() => r()))));
         sockets.forEach((s) => s.close());
         measureSockets.forEach((s) => s.close());
-        await Promise.all([...sockets, ...measureSockets].map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)));
+        await Promise.all(
+          [...sockets, ...measureSockets].map((s) => (s instanceof UdxServerSocket ? s.whenClosed() : undefined)),
+        );
         log.info({ counters: { ...stun.counters }, rendezvous: rendezvous?.server.stats() ?? null }, 'serve: stopped');
       })();
       return closing;

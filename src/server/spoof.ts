@@ -81,7 +81,9 @@ export class SpoofService {
       });
     } catch (err) {
       spoofer.close();
-      throw new NatpunchError('ADDRESS_IN_USE', `spoof service cannot listen: ${(err as Error).message}`, { cause: err });
+      throw new NatpunchError('ADDRESS_IN_USE', `spoof service cannot listen: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     return service;
   }
@@ -96,8 +98,13 @@ export class SpoofService {
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     socket.on('error', () => {});
-    socket.setTimeout(SPOOF_SERVICE_DEFAULTS.requestTimeoutMs + SPOOF_SERVICE_DEFAULTS.pairTimeoutMs, () => socket.destroy());
-    const requestTimer = setTimeout(() => reply(socket, { ok: false, error: 'no request line in time' }, true), SPOOF_SERVICE_DEFAULTS.requestTimeoutMs);
+    socket.setTimeout(SPOOF_SERVICE_DEFAULTS.requestTimeoutMs + SPOOF_SERVICE_DEFAULTS.pairTimeoutMs, () =>
+      socket.destroy(),
+    );
+    const requestTimer = setTimeout(
+      () => reply(socket, { ok: false, error: 'no request line in time' }, true),
+      SPOOF_SERVICE_DEFAULTS.requestTimeoutMs,
+    );
     let buf = '';
     const onData = (d: Buffer) => {
       buf += d.toString('utf8');
@@ -105,7 +112,8 @@ export class SpoofService {
       if (nl < 0 && buf.length <= SPOOF_SERVICE_DEFAULTS.maxLineBytes) return;
       socket.off('data', onData);
       clearTimeout(requestTimer);
-      if (nl < 0 || nl > SPOOF_SERVICE_DEFAULTS.maxLineBytes) return reply(socket, { ok: false, error: 'request line too long' }, true);
+      if (nl < 0 || nl > SPOOF_SERVICE_DEFAULTS.maxLineBytes)
+        return reply(socket, { ok: false, error: 'request line too long' }, true);
       this.#onRequest(socket, buf.slice(0, nl));
     };
     socket.on('data', onData);
@@ -117,19 +125,32 @@ export class SpoofService {
     let offer: SeqOffer;
     try {
       const req = JSON.parse(line) as { pair?: unknown; offer?: unknown };
-      if (typeof req.pair !== 'string' || !PAIR_RE.test(req.pair)) throw new NatpunchError('BAD_ARGUMENT', 'pair must be 8-64 lowercase hex characters');
+      if (typeof req.pair !== 'string' || !PAIR_RE.test(req.pair))
+        throw new NatpunchError('BAD_ARGUMENT', 'pair must be 8-64 lowercase hex characters');
       pair = req.pair;
       offer = parseSeqOffer(req.offer);
     } catch (err) {
-      return reply(socket, { ok: false, error: err instanceof NatpunchError ? err.message : 'request is not JSON' }, true);
+      return reply(
+        socket,
+        { ok: false, error: err instanceof NatpunchError ? err.message : 'request is not JSON' },
+        true,
+      );
     }
     const from = (socket.remoteAddress ?? '').replace(/^::ffff:/, '');
     if (offer.public.address !== from) {
-      return reply(socket, { ok: false, error: `offer's public address ${offer.public.address} is not the address this request came from (${from})` }, true);
+      return reply(
+        socket,
+        {
+          ok: false,
+          error: `offer's public address ${offer.public.address} is not the address this request came from (${from})`,
+        },
+        true,
+      );
     }
     const first = this.#pending.get(pair);
     if (!first) {
-      if (this.#pending.size >= SPOOF_SERVICE_DEFAULTS.maxPendingPairs) return reply(socket, { ok: false, error: 'too many pending pairs' }, true);
+      if (this.#pending.size >= SPOOF_SERVICE_DEFAULTS.maxPendingPairs)
+        return reply(socket, { ok: false, error: 'too many pending pairs' }, true);
       const timer = setTimeout(() => {
         this.#pending.delete(pair);
         reply(socket, { ok: false, error: 'the other offer of the pair did not arrive' }, true);
@@ -162,7 +183,13 @@ export class SpoofService {
  * ('waiting' or 'spoofed'); rejects with PUNCH_FAILED when the server refuses, TIMEOUT / ABORTED otherwise. The
  * connection is closed by the server when the pair completes or expires.
  */
-export function submitStunt1Offer(options: { server: { address: string; port: number }; pair: string; offer: SeqOffer; signal?: AbortSignal; timeoutMs?: number }): Promise<'waiting' | 'spoofed'> {
+export function submitStunt1Offer(options: {
+  server: { address: string; port: number };
+  pair: string;
+  offer: SeqOffer;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}): Promise<'waiting' | 'spoofed'> {
   return new Promise((resolve, reject) => {
     const socket = net.connect({ host: options.server.address, port: options.server.port });
     let buf = '';
@@ -182,17 +209,30 @@ export function submitStunt1Offer(options: { server: { address: string; port: nu
       } else resolve(state!);
     };
     const timeoutMs = options.timeoutMs ?? SPOOF_SERVICE_DEFAULTS.requestTimeoutMs;
-    const timer = setTimeout(() => done(new NatpunchError('TIMEOUT', `spoof service ${options.server.address}:${options.server.port} did not answer within ${timeoutMs} ms`)), timeoutMs);
-    const onAbort = () => done(new NatpunchError('ABORTED', 'STUNT #1 offer submission aborted', { cause: options.signal?.reason }));
+    const timer = setTimeout(
+      () =>
+        done(
+          new NatpunchError(
+            'TIMEOUT',
+            `spoof service ${options.server.address}:${options.server.port} did not answer within ${timeoutMs} ms`,
+          ),
+        ),
+      timeoutMs,
+    );
+    const onAbort = () =>
+      done(new NatpunchError('ABORTED', 'STUNT #1 offer submission aborted', { cause: options.signal?.reason }));
     if (options.signal?.aborted) return onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once('error', (e) => done(new NatpunchError('PUNCH_FAILED', `spoof service unreachable: ${e.message}`, { cause: e })));
+    socket.once('error', (e) =>
+      done(new NatpunchError('PUNCH_FAILED', `spoof service unreachable: ${e.message}`, { cause: e })),
+    );
     socket.once('connect', () => socket.write(`${JSON.stringify({ pair: options.pair, offer: options.offer })}\n`));
     socket.on('data', (d: Buffer) => {
       buf += d.toString('utf8');
       const nl = buf.indexOf('\n');
       if (nl < 0) {
-        if (buf.length > SPOOF_SERVICE_DEFAULTS.maxLineBytes) done(new NatpunchError('PUNCH_FAILED', 'spoof service sent garbage'));
+        if (buf.length > SPOOF_SERVICE_DEFAULTS.maxLineBytes)
+          done(new NatpunchError('PUNCH_FAILED', 'spoof service sent garbage'));
         return;
       }
       let msg: { ok?: unknown; state?: unknown; error?: unknown };
@@ -202,7 +242,12 @@ export function submitStunt1Offer(options: { server: { address: string; port: nu
         return done(new NatpunchError('PUNCH_FAILED', 'spoof service sent garbage'));
       }
       if (msg.ok === true && (msg.state === 'waiting' || msg.state === 'spoofed')) done(undefined, msg.state);
-      else done(new NatpunchError('PUNCH_FAILED', `spoof service refused the offer: ${String(msg.error ?? 'no reason')}`, { details: { reason: 'spoof-refused' } }));
+      else
+        done(
+          new NatpunchError('PUNCH_FAILED', `spoof service refused the offer: ${String(msg.error ?? 'no reason')}`, {
+            details: { reason: 'spoof-refused' },
+          }),
+        );
     });
   });
 }

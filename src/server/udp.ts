@@ -49,7 +49,11 @@ export class ServerUdpSocket implements DatagramTransport {
   }
 
   /** `ipv6Only` (for '::') lets a separate 0.0.0.0 socket share the port; without it '::' is dual-stack. */
-  static async bind(address: string, port: number, options: { bufferBytes?: number; ipv6Only?: boolean } = {}): Promise<ServerUdpSocket> {
+  static async bind(
+    address: string,
+    port: number,
+    options: { bufferBytes?: number; ipv6Only?: boolean } = {},
+  ): Promise<ServerUdpSocket> {
     const v6 = address.includes(':');
     const socket = dgram.createSocket({
       type: v6 ? 'udp6' : 'udp4',

@@ -51,7 +51,12 @@ export class UdxServerSocket implements DatagramTransport {
     });
   }
 
-  static bind(udx: UdxLike, address: string, port: number, options: { bufferBytes?: number; ipv6Only?: boolean } = {}): UdxServerSocket {
+  static bind(
+    udx: UdxLike,
+    address: string,
+    port: number,
+    options: { bufferBytes?: number; ipv6Only?: boolean } = {},
+  ): UdxServerSocket {
     const v6 = address.includes(':');
     const socket = udx.createSocket({ ipv6Only: v6 && (options.ipv6Only ?? true) });
     try {

@@ -32,13 +32,22 @@ export function defaultWorkerCount(): number {
  * How many event loops `serve` can run with these settings, and why fewer than asked. RFC 5780 mode answers
  * CHANGE-REQUEST from sibling sockets of one thread; non-batched sockets have no SO_REUSEPORT.
  */
-export function effectiveWorkerCount(requested: number, config: { altAddress?: string; udp?: string; peerRelay?: boolean }): { count: number; reason?: string } {
+export function effectiveWorkerCount(
+  requested: number,
+  config: { altAddress?: string; udp?: string; peerRelay?: boolean },
+): { count: number; reason?: string } {
   if (requested <= 1) return { count: 1 };
   // The peer relay's scopes (which addresses a peer may relay to) come from the rendezvous' introductions, which live
   // in the main thread; a worker's TURN server would not know them, so the relay must not be spread over workers.
-  if (config.peerRelay) return { count: 1, reason: 'the peer relay (on by default) runs in one thread with the rendezvous; --no-relay spreads STUN/TURN over workers' };
+  if (config.peerRelay)
+    return {
+      count: 1,
+      reason:
+        'the peer relay (on by default) runs in one thread with the rendezvous; --no-relay spreads STUN/TURN over workers',
+    };
   if (config.altAddress) return { count: 1, reason: 'RFC 5780 mode (--alt-address) runs in one thread' };
-  if (config.udp && config.udp !== 'auto' && config.udp !== 'batched') return { count: 1, reason: `--udp ${config.udp} has no SO_REUSEPORT; use batched or auto` };
+  if (config.udp && config.udp !== 'auto' && config.udp !== 'batched')
+    return { count: 1, reason: `--udp ${config.udp} has no SO_REUSEPORT; use batched or auto` };
   const why = batchedUnavailableReason();
   if (why) return { count: 1, reason: why };
   return { count: requested };
@@ -47,7 +56,8 @@ export function effectiveWorkerCount(requested: number, config: { altAddress?: s
 /** Makes the main thread's sockets (index 0 of each SO_REUSEPORT group) receive every rendezvous datagram. */
 export function steerRendezvousToMain(sockets: readonly ServeSocket[]): void {
   for (const s of sockets) {
-    if (!(s instanceof BatchedUdpSocket)) throw new NatpunchError('BAD_ARGUMENT', 'several workers need batched UDP sockets');
+    if (!(s instanceof BatchedUdpSocket))
+      throw new NatpunchError('BAD_ARGUMENT', 'several workers need batched UDP sockets');
     s.steerToFirst(RENDEZVOUS_FIRST_BYTE);
   }
 }
@@ -96,7 +106,14 @@ export async function startWorkerPool(options: {
       workers.map(
         (w) =>
           new Promise<void>((resolve) => {
-            const timer = setTimeout(() => void w.terminate().then(() => resolve(), () => resolve()), WORKER_STOP_TIMEOUT_MS);
+            const timer = setTimeout(
+              () =>
+                void w.terminate().then(
+                  () => resolve(),
+                  () => resolve(),
+                ),
+              WORKER_STOP_TIMEOUT_MS,
+            );
             w.once('exit', () => {
               clearTimeout(timer);
               resolve();
@@ -113,7 +130,16 @@ export async function startWorkerPool(options: {
         const w = spawnWorker(options.entry, options.data(index));
         workers.push(w);
         return new Promise<void>((resolve, reject) => {
-          const timer = setTimeout(() => reject(new NatpunchError('TIMEOUT', `serve worker ${index + 1} did not start within ${options.readyTimeoutMs ?? WORKER_READY_TIMEOUT_MS} ms`)), options.readyTimeoutMs ?? WORKER_READY_TIMEOUT_MS);
+          const timer = setTimeout(
+            () =>
+              reject(
+                new NatpunchError(
+                  'TIMEOUT',
+                  `serve worker ${index + 1} did not start within ${options.readyTimeoutMs ?? WORKER_READY_TIMEOUT_MS} ms`,
+                ),
+              ),
+            options.readyTimeoutMs ?? WORKER_READY_TIMEOUT_MS,
+          );
           const onAbort = () => reject(new NatpunchError('ABORTED', 'serve workers: start aborted'));
           options.signal?.addEventListener('abort', onAbort, { once: true });
           const done = () => {
@@ -137,7 +163,11 @@ export async function startWorkerPool(options: {
           });
           w.on('exit', (code) => {
             done();
-            if (!closing) logger.warn({ worker: index + 1, code }, 'serve: worker exited; its share of clients moves to the other sockets of the port');
+            if (!closing)
+              logger.warn(
+                { worker: index + 1, code },
+                'serve: worker exited; its share of clients moves to the other sockets of the port',
+              );
             reject(new NatpunchError('BAD_ARGUMENT', `serve worker ${index + 1} exited (code ${code})`));
           });
         });

@@ -36,7 +36,12 @@ interface NoiseState {
   send(payload?: Uint8Array): Uint8Array;
   recv(message: Uint8Array): Uint8Array;
 }
-type NoiseCtor = new (pattern: string, initiator: boolean, staticKeyPair: KeyPair, opts: { curve: unknown }) => NoiseState;
+type NoiseCtor = new (
+  pattern: string,
+  initiator: boolean,
+  staticKeyPair: KeyPair,
+  opts: { curve: unknown },
+) => NoiseState;
 
 export const IkPayload = { IK1: 1, IK2: 2, ELSEWHERE: 3, DECLINE: 4 } as const;
 export const IkDecline = { UNDECRYPTABLE: 1, STALE: 2, BUSY: 3, UNEXPECTED_KEY: 4, VERSION: 5 } as const;
@@ -167,9 +172,13 @@ export class IkInitiator implements CheckHandshake {
   constructor(options: IkInitiatorOptions) {
     const early = options.earlyData ? Buffer.from(options.earlyData) : Buffer.alloc(0);
     if (early.length > MAX_EARLY_DATA_BYTES) {
-      throw new NatpunchError('BAD_ARGUMENT', `early data of ${early.length} bytes exceeds ${MAX_EARLY_DATA_BYTES}; send the rest on a stream once connected`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `early data of ${early.length} bytes exceeds ${MAX_EARLY_DATA_BYTES}; send the rest on a stream once connected`,
+      );
     }
-    if (options.remoteKey.length !== DHLEN) throw new NatpunchError('BAD_ARGUMENT', 'the listener key must be 32 bytes');
+    if (options.remoteKey.length !== DHLEN)
+      throw new NatpunchError('BAD_ARGUMENT', 'the listener key must be 32 bytes');
     this.#o = options;
     this.#plain1 = Buffer.alloc(MSG1_PLAIN_HEADER + early.length);
     this.#plain1[0] = IK_VERSION;
@@ -221,7 +230,10 @@ export class IkInitiator implements CheckHandshake {
       // A fresh state per answer: noise-handshake's state is spoiled by a failed recv. Same ephemeral, same
       // message 1 bytes (ChaChaPoly is deterministic for the same key and nonce).
       const noise = new Noise('IK', true, this.#o.keyPair, { curve });
-      noise.e = { publicKey: Buffer.from(this.#ephemeral.publicKey), secretKey: Buffer.from(this.#ephemeral.secretKey) };
+      noise.e = {
+        publicKey: Buffer.from(this.#ephemeral.publicKey),
+        secretKey: Buffer.from(this.#ephemeral.secretKey),
+      };
       noise.initialise(prologueFor(this.#o.connectionId), Buffer.from(this.#o.remoteKey));
       noise.send(this.#plain1);
       const plain = Buffer.from(noise.recv(Buffer.from(message2)));
@@ -343,7 +355,9 @@ export class IkResponder implements CheckHandshake {
     const earlyData = plain.length > MSG1_PLAIN_HEADER ? Buffer.from(plain.subarray(MSG1_PLAIN_HEADER)) : null;
     plain.fill(0);
     const finish = (allowed: boolean): CheckAnswer => {
-      const m2 = Buffer.from(noise.send(Buffer.from([allowed ? STATUS_ACCEPTED : STATUS_NOT_ALLOWED, this.#o.muxVersion])));
+      const m2 = Buffer.from(
+        noise.send(Buffer.from([allowed ? STATUS_ACCEPTED : STATUS_NOT_ALLOWED, this.#o.muxVersion])),
+      );
       const answer = Buffer.concat([Buffer.from([IkPayload.IK2]), m2]);
       this.#s = { state: 'answered', message1: m1, from: { ...from }, answer };
       if (allowed) {

@@ -21,7 +21,8 @@ export function generateKeyPair(seed?: Uint8Array): KeyPair {
   const publicKey = Buffer.alloc(PUBLIC_KEY_BYTES);
   const secretKey = Buffer.alloc(SECRET_KEY_BYTES);
   if (seed) {
-    if (seed.length !== sodium.crypto_sign_SEEDBYTES) throw new NatpunchError('BAD_ARGUMENT', 'key seed must be 32 bytes');
+    if (seed.length !== sodium.crypto_sign_SEEDBYTES)
+      throw new NatpunchError('BAD_ARGUMENT', 'key seed must be 32 bytes');
     sodium.crypto_sign_seed_keypair(publicKey, secretKey, Buffer.from(seed));
   } else {
     sodium.crypto_sign_keypair(publicKey, secretKey);
@@ -31,7 +32,11 @@ export function generateKeyPair(seed?: Uint8Array): KeyPair {
 
 export function sign(message: Uint8Array, secretKey: Uint8Array): Buffer {
   const signature = Buffer.alloc(SIGNATURE_BYTES);
-  sodium.crypto_sign_detached(signature, Buffer.from(message.buffer, message.byteOffset, message.byteLength), Buffer.from(secretKey.buffer, secretKey.byteOffset, secretKey.byteLength));
+  sodium.crypto_sign_detached(
+    signature,
+    Buffer.from(message.buffer, message.byteOffset, message.byteLength),
+    Buffer.from(secretKey.buffer, secretKey.byteOffset, secretKey.byteLength),
+  );
   return signature;
 }
 
@@ -50,7 +55,8 @@ export function keyToId(publicKey: Uint8Array): string {
 }
 
 export function idToKey(id: string): Buffer {
-  if (!/^[0-9a-fA-F]{64}$/.test(id)) throw new NatpunchError('BAD_ARGUMENT', `not a peer key (64 hex characters): "${id.slice(0, 80)}"`);
+  if (!/^[0-9a-fA-F]{64}$/.test(id))
+    throw new NatpunchError('BAD_ARGUMENT', `not a peer key (64 hex characters): "${id.slice(0, 80)}"`);
   return Buffer.from(id, 'hex');
 }
 
@@ -66,7 +72,11 @@ export async function saveKeyPair(file: string, keyPair: KeyPair, warn?: (line: 
   const dir = dirname(resolve(file));
   if (dir === natpunchHome()) await ensurePrivateDir(dir, warn);
   else await mkdir(dir, { recursive: true, mode: HOME_DIR_MODE });
-  const body = JSON.stringify({ publicKey: keyToId(keyPair.publicKey), secretKey: keyPair.secretKey.toString('hex') }, null, 2);
+  const body = JSON.stringify(
+    { publicKey: keyToId(keyPair.publicKey), secretKey: keyPair.secretKey.toString('hex') },
+    null,
+    2,
+  );
   await writeFile(file, `${body}\n`, { mode: 0o600, flag: 'wx' }).catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'EEXIST') throw new NatpunchError('BAD_ARGUMENT', `${file} exists; refusing to overwrite a key`);
     throw err;
@@ -82,7 +92,8 @@ export function parseKeyPair(text: string, origin: string): KeyPair {
     parsed = { secretKey: text.trim() };
   }
   const sk = typeof parsed.secretKey === 'string' ? parsed.secretKey : '';
-  if (!/^[0-9a-fA-F]{128}$/.test(sk)) throw new NatpunchError('BAD_ARGUMENT', `${origin}: no valid secretKey (128 hex characters)`);
+  if (!/^[0-9a-fA-F]{128}$/.test(sk))
+    throw new NatpunchError('BAD_ARGUMENT', `${origin}: no valid secretKey (128 hex characters)`);
   const secretKey = Buffer.from(sk, 'hex');
   const publicKey = Buffer.from(secretKey.subarray(32));
   if (typeof parsed.publicKey === 'string' && parsed.publicKey.toLowerCase() !== keyToId(publicKey)) {
@@ -100,5 +111,8 @@ export async function loadKeyPair(file?: string, env: NodeJS.ProcessEnv = proces
     return parseKeyPair(text, file);
   }
   if (env.NATPUNCH_KEY) return parseKeyPair(env.NATPUNCH_KEY, 'NATPUNCH_KEY');
-  throw new NatpunchError('BAD_ARGUMENT', 'no key: pass --key FILE or set NATPUNCH_KEY (create one with `natpunch keygen`)');
+  throw new NatpunchError(
+    'BAD_ARGUMENT',
+    'no key: pass --key FILE or set NATPUNCH_KEY (create one with `natpunch keygen`)',
+  );
 }

@@ -16,13 +16,26 @@ export function ikStreamIds(connectionId: Uint8Array | string): { initiator: num
 }
 
 /** What the Session needs besides the handshake: everything connect()/listen() already pass to Session.establish. */
-export type IkSessionBase = Omit<SessionOptions, 'isInitiator' | 'localStreamId' | 'remoteStreamId' | 'remote' | 'udxStream' | 'expectedRemoteKey' | 'allow' | 'path'> & {
+export type IkSessionBase = Omit<
+  SessionOptions,
+  'isInitiator' | 'localStreamId' | 'remoteStreamId' | 'remote' | 'udxStream' | 'expectedRemoteKey' | 'allow' | 'path'
+> & {
   path?: Partial<SessionPath>;
 };
 
 /** Connector: the IK state whose message 1 every check request carries. */
-export function initiatorIk(o: { keyPair: KeyPair; peerKey: Uint8Array; connectionId: Uint8Array | string; earlyData?: Uint8Array }): IkInitiator {
-  return new IkInitiator({ keyPair: o.keyPair, remoteKey: o.peerKey, connectionId: o.connectionId, ...(o.earlyData ? { earlyData: o.earlyData } : {}) });
+export function initiatorIk(o: {
+  keyPair: KeyPair;
+  peerKey: Uint8Array;
+  connectionId: Uint8Array | string;
+  earlyData?: Uint8Array;
+}): IkInitiator {
+  return new IkInitiator({
+    keyPair: o.keyPair,
+    remoteKey: o.peerKey,
+    connectionId: o.connectionId,
+    ...(o.earlyData ? { earlyData: o.earlyData } : {}),
+  });
 }
 
 /**
@@ -30,9 +43,20 @@ export function initiatorIk(o: { keyPair: KeyPair; peerKey: Uint8Array; connecti
  * the checks ended without IK (an older or declining listener: run XX as before). Throws NOT_ALLOWED when the
  * listener refused us in (authenticated) message 2.
  */
-export function initiatorIkSession(ik: IkInitiator, o: IkSessionBase & { connectionId: Uint8Array | string; peerKey: Uint8Array; remote: { address: string; port: number } }): Session | null {
+export function initiatorIkSession(
+  ik: IkInitiator,
+  o: IkSessionBase & {
+    connectionId: Uint8Array | string;
+    peerKey: Uint8Array;
+    remote: { address: string; port: number };
+  },
+): Session | null {
   const st = ik.state;
-  if (st.state === 'refused') throw new NatpunchError('NOT_ALLOWED', `the peer ${keyToId(o.peerKey).slice(0, 16)}… refused the connection (NOT_ALLOWED)`);
+  if (st.state === 'refused')
+    throw new NatpunchError(
+      'NOT_ALLOWED',
+      `the peer ${keyToId(o.peerKey).slice(0, 16)}… refused the connection (NOT_ALLOWED)`,
+    );
   if (st.state !== 'complete') return null;
   const ids = ikStreamIds(o.connectionId);
   const { connectionId: _c, peerKey, ...base } = o;
@@ -58,7 +82,13 @@ export class IkListenerAttempt {
   #accepted: IkAccepted | null = null;
   #connectionId: Uint8Array | string;
 
-  constructor(o: { keyPair: KeyPair; connectionId: Uint8Array | string; peerKey: Uint8Array; replay: IkReplayCache; allow?: Allow }) {
+  constructor(o: {
+    keyPair: KeyPair;
+    connectionId: Uint8Array | string;
+    peerKey: Uint8Array;
+    replay: IkReplayCache;
+    allow?: Allow;
+  }) {
     this.#connectionId = o.connectionId;
     let refuse!: (err: Error) => void;
     this.refused = new Promise<never>((_, reject) => (refuse = reject));
@@ -72,7 +102,8 @@ export class IkListenerAttempt {
       ...(allow !== undefined ? { allow: (key: Buffer) => isAllowed(allow, key) } : {}),
       muxVersion: MUX_VERSION,
       onAccept: (accepted) => (this.#accepted = accepted),
-      onRefuse: (key) => refuse(new NatpunchError('NOT_ALLOWED', `refused a session from ${keyToId(key)} (not in the allow list)`)),
+      onRefuse: (key) =>
+        refuse(new NatpunchError('NOT_ALLOWED', `refused a session from ${keyToId(key)} (not in the allow list)`)),
     });
   }
 

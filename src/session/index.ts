@@ -3,7 +3,14 @@
  */
 export { generateKeyPair, loadKeyPair, saveKeyPair, parseKeyPair, keyToId, idToKey, isPeerId } from './identity.js';
 export type { KeyPair } from './identity.js';
-export { Session, streamIdsFor, isAllowed, DEFAULT_KEEPALIVE_MS, DEFAULT_IDLE_TIMEOUT_MS, MAX_DATAGRAM_BYTES } from './session.js';
+export {
+  Session,
+  streamIdsFor,
+  isAllowed,
+  DEFAULT_KEEPALIVE_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  MAX_DATAGRAM_BYTES,
+} from './session.js';
 export type { SessionOptions, SessionPath, PathKind, Allow } from './session.js';
 export { MuxStream, DEFAULT_STREAM_WINDOW, MAX_FRAME_PAYLOAD } from './mux.js';
 export { TCP_DATAGRAM_BACKLOG_BYTES } from './session.js';

@@ -121,11 +121,17 @@ export class MuxStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.#sendAll(chunk).then(() => cb(), (err: Error) => cb(err));
+    this.#sendAll(chunk).then(
+      () => cb(),
+      (err: Error) => cb(err),
+    );
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
-    this.#sendAll(Buffer.concat(chunks.map((c) => c.chunk))).then(() => cb(), (err: Error) => cb(err));
+    this.#sendAll(Buffer.concat(chunks.map((c) => c.chunk))).then(
+      () => cb(),
+      (err: Error) => cb(err),
+    );
   }
 
   async #sendAll(chunk: Buffer): Promise<void> {
@@ -165,7 +171,11 @@ export class MuxStream extends Duplex {
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const clean = this.#localEnded && this.#remoteEnded;
     if (!clean && !this.#remoteReset) {
-      this.#mux.sendControl(FrameType.RESET, this.id, Buffer.from(err ? (err.message || 'error').slice(0, 200) : 'closed'));
+      this.#mux.sendControl(
+        FrameType.RESET,
+        this.id,
+        Buffer.from(err ? (err.message || 'error').slice(0, 200) : 'closed'),
+      );
     }
     this.#retained = [];
     this.#wakeWriters();
@@ -193,7 +203,8 @@ export class MuxStream extends Duplex {
   /** Drops retained data the peer has consumed (its grants run one window ahead of its consumption). */
   #trim(): void {
     const consumed = this.#peerGranted - this.#window;
-    while (this.#retained.length && this.#retained[0]!.off + this.#retained[0]!.buf.length <= consumed) this.#retained.shift();
+    while (this.#retained.length && this.#retained[0]!.off + this.#retained[0]!.buf.length <= consumed)
+      this.#retained.shift();
   }
 
   /** @internal frames from the peer */
@@ -257,7 +268,8 @@ export class MuxStream extends Duplex {
 
   #resend(from: number): void {
     const first = this.#retained[0];
-    if (from < this.#sent && (!first || first.off > from)) return this.#violation('data to resend was already released');
+    if (from < this.#sent && (!first || first.off > from))
+      return this.#violation('data to resend was already released');
     for (const e of this.#retained) {
       const end = e.off + e.buf.length;
       if (end <= from) continue;
@@ -444,7 +456,12 @@ export class Mux extends EventEmitter {
     for (let i = 0; i < count; i++) {
       const o = 2 + i * RESUME_ENTRY_BYTES;
       const id = payload.readUInt32BE(o);
-      theirs.set(id, { id, received: Number(payload.readBigUInt64BE(o + 4)), granted: Number(payload.readBigUInt64BE(o + 12)), gotEnd: payload[o + 20] === 1 });
+      theirs.set(id, {
+        id,
+        received: Number(payload.readBigUInt64BE(o + 4)),
+        granted: Number(payload.readBigUInt64BE(o + 12)),
+        gotEnd: payload[o + 20] === 1,
+      });
     }
     for (const st of [...this.#streams.values()]) st.onResume(theirs.get(st.id));
     const ours = this.#isInitiator ? 1 : 0;

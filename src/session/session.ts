@@ -279,7 +279,9 @@ export class Session extends EventEmitter {
       local: given?.local ?? { address: local.address, port: local.port },
       remote: tcp
         ? { address: unmapV4(tcp.remoteAddress), port: tcp.remotePort ?? 0 }
-        : udx!.remoteHost ? { address: udx!.remoteHost, port: udx!.remotePort } : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
+        : udx!.remoteHost
+          ? { address: udx!.remoteHost, port: udx!.remotePort }
+          : { address: options.remote?.address ?? '', port: options.remote?.port ?? 0 },
       candidatePair: given?.candidatePair ?? null,
       // libudx's smoothed RTT after the handshake's round trips is a better figure than the check's (which may
       // include the peer's start-up); PONGs keep it current.
@@ -292,7 +294,9 @@ export class Session extends EventEmitter {
     const hh = noise.handshakeHash!;
     this.#pathKey = createHash('sha256').update('natpunch path key').update(hh).digest();
     this.#pathTag = createHash('sha256').update('natpunch path tag').update(hh).digest().subarray(0, 16);
-    this.#offProbe = this.#endpoint ? this.#endpoint.onMessage((msg, rinfo) => this.#onPathProbe(msg, rinfo)) : () => {};
+    this.#offProbe = this.#endpoint
+      ? this.#endpoint.onMessage((msg, rinfo) => this.#onPathProbe(msg, rinfo))
+      : () => {};
     mux.on('datagram', (b: Buffer) => this.emit('datagram', b)); // DATAGRAM frames (TCP sessions)
 
     mux.on('stream', (s: MuxStream) => this.emit('stream', s));
@@ -308,7 +312,8 @@ export class Session extends EventEmitter {
     this.#attach(noise);
     this.#startKeepalive();
     this.#sendPing();
-    if (ik && !options.isInitiator) this.#awaitConfirmation(noise, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    if (ik && !options.isInitiator)
+      this.#awaitConfirmation(noise, options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
   }
 
   /**
@@ -323,7 +328,12 @@ export class Session extends EventEmitter {
     };
     const timer = setTimeout(() => {
       confirmed();
-      this.#die(new NatpunchError('HANDSHAKE_FAILED', `the initiator did not confirm the handshake (no encrypted frame within ${timeoutMs} ms)`));
+      this.#die(
+        new NatpunchError(
+          'HANDSHAKE_FAILED',
+          `the initiator did not confirm the handshake (no encrypted frame within ${timeoutMs} ms)`,
+        ),
+      );
     }, timeoutMs);
     timer.unref();
     noise.on('data', confirmed);
@@ -358,7 +368,13 @@ export class Session extends EventEmitter {
     });
     noise.on('error', (err: Error) => {
       if (!current() || this.#closed) return;
-      this.#transportLost(new NatpunchError('SESSION_LOST', `the path to the peer failed (${err.message}); no acknowledgements on ${this.#path.remote.address}:${this.#path.remote.port}`, { cause: err }));
+      this.#transportLost(
+        new NatpunchError(
+          'SESSION_LOST',
+          `the path to the peer failed (${err.message}); no acknowledgements on ${this.#path.remote.address}:${this.#path.remote.port}`,
+          { cause: err },
+        ),
+      );
     });
   }
 
@@ -371,13 +387,24 @@ export class Session extends EventEmitter {
     if (options.isInitiator && !options.expectedRemoteKey) {
       return Promise.reject(new NatpunchError('BAD_ARGUMENT', 'the initiator must know the key it connects to'));
     }
-    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const SecretStream = require('@hyperswarm/secret-stream') as new (
+      init: boolean,
+      raw: unknown,
+      opts: unknown,
+    ) => NoiseStream;
     const logger = options.logger ?? silentLogger;
     const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     if (!options.udxStream && !options.remote) {
       return Promise.reject(new NatpunchError('BAD_ARGUMENT', 'a session needs the remote address or a UDX stream'));
     }
-    const udx = options.udxStream ?? options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote!.port, options.remote!.address);
+    const udx =
+      options.udxStream ??
+      options.endpoint.connectStream(
+        options.localStreamId,
+        options.remoteStreamId,
+        options.remote!.port,
+        options.remote!.address,
+      );
     const where = () => (udx.remoteHost ? `${udx.remoteHost}:${udx.remotePort}` : 'the peer');
     return Session.#handshake(options, { udx }, udx, where, SecretStream, logger, timeoutMs);
   }
@@ -388,7 +415,11 @@ export class Session extends EventEmitter {
       options.socket.destroy();
       return Promise.reject(new NatpunchError('BAD_ARGUMENT', 'the initiator must know the key it connects to'));
     }
-    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const SecretStream = require('@hyperswarm/secret-stream') as new (
+      init: boolean,
+      raw: unknown,
+      opts: unknown,
+    ) => NoiseStream;
     const logger = options.logger ?? silentLogger;
     const timeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     const socket = options.socket;
@@ -396,10 +427,21 @@ export class Session extends EventEmitter {
     const where = () => `tcp ${unmapV4(socket.remoteAddress)}:${socket.remotePort ?? 0}`;
     if (socket.destroyed || !socket.writable) {
       socket.destroy();
-      return Promise.reject(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake (the connection was already closed)`));
+      return Promise.reject(
+        new NatpunchError(
+          'HANDSHAKE_FAILED',
+          `the secure channel to ${where()} closed during the handshake (the connection was already closed)`,
+        ),
+      );
     }
     // Internal options: no UDX endpoint; everything UDX-specific is off for a TCP session.
-    const sessionOptions = { ...options, endpoint: null, localStreamId: 0, remoteStreamId: 0, reconnectGraceMs: 0 } as unknown as SessionOptions;
+    const sessionOptions = {
+      ...options,
+      endpoint: null,
+      localStreamId: 0,
+      remoteStreamId: 0,
+      reconnectGraceMs: 0,
+    } as unknown as SessionOptions;
     return Session.#handshake(sessionOptions, { tcp: socket }, socket, where, SecretStream, logger, timeoutMs);
   }
 
@@ -432,9 +474,17 @@ export class Session extends EventEmitter {
           reject(err);
         } else resolve(session!);
       };
-      const timer = setTimeout(() => finish(new NatpunchError('HANDSHAKE_FAILED', `no authenticated session with ${where()} within ${timeoutMs} ms`)), timeoutMs);
-      const onAbort = () => finish(new NatpunchError('ABORTED', 'session setup aborted', { cause: options.signal?.reason }));
-      const onClose = () => finish(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake`));
+      const timer = setTimeout(
+        () =>
+          finish(
+            new NatpunchError('HANDSHAKE_FAILED', `no authenticated session with ${where()} within ${timeoutMs} ms`),
+          ),
+        timeoutMs,
+      );
+      const onAbort = () =>
+        finish(new NatpunchError('ABORTED', 'session setup aborted', { cause: options.signal?.reason }));
+      const onClose = () =>
+        finish(new NatpunchError('HANDSHAKE_FAILED', `the secure channel to ${where()} closed during the handshake`));
       const onEarlyData = (frame: Buffer) => {
         if (frames.length < 64) frames.push(frame);
       };
@@ -457,8 +507,16 @@ export class Session extends EventEmitter {
         mux = new Mux(sink, { isInitiator: options.isInitiator });
         if (options.isInitiator) {
           if (!Buffer.from(options.expectedRemoteKey!).equals(remoteKey)) {
-            logger.warn({ expected: keyToId(options.expectedRemoteKey!), got: keyToId(remoteKey) }, 'responder key mismatch');
-            return finish(new NatpunchError('HANDSHAKE_FAILED', `the peer at ${where()} proved key ${keyToId(remoteKey).slice(0, 16)}…, not the key we meant to reach (${keyToId(options.expectedRemoteKey!).slice(0, 16)}…); refusing`));
+            logger.warn(
+              { expected: keyToId(options.expectedRemoteKey!), got: keyToId(remoteKey) },
+              'responder key mismatch',
+            );
+            return finish(
+              new NatpunchError(
+                'HANDSHAKE_FAILED',
+                `the peer at ${where()} proved key ${keyToId(remoteKey).slice(0, 16)}…, not the key we meant to reach (${keyToId(options.expectedRemoteKey!).slice(0, 16)}…); refusing`,
+              ),
+            );
           }
           // Wait for the responder's verdict (HELLO or REJECT) before handing out the session.
           noise.on('data', onEarlyData);
@@ -470,7 +528,12 @@ export class Session extends EventEmitter {
             } else if (frame[0] === FrameType.REJECT) {
               noise.off('data', onVerdict);
               const code = frame.subarray(5).toString('utf8');
-              finish(new NatpunchError('NOT_ALLOWED', `the peer ${keyToId(remoteKey).slice(0, 16)}… refused the connection (${code})`));
+              finish(
+                new NatpunchError(
+                  'NOT_ALLOWED',
+                  `the peer ${keyToId(remoteKey).slice(0, 16)}… refused the connection (${code})`,
+                ),
+              );
             }
           };
           noise.on('data', onVerdict);
@@ -482,7 +545,10 @@ export class Session extends EventEmitter {
           if (!ok) {
             noise.write(Buffer.from([FrameType.REJECT, 0, 0, 0, 0, ...Buffer.from('NOT_ALLOWED')]));
             noise.end();
-            const err = new NatpunchError('NOT_ALLOWED', `refused a session from ${keyToId(remoteKey)} (not in the allow list)`);
+            const err = new NatpunchError(
+              'NOT_ALLOWED',
+              `refused a session from ${keyToId(remoteKey)} (not in the allow list)`,
+            );
             // Let the REJECT frame leave before tearing down.
             settled = true;
             clearTimeout(timer);
@@ -513,13 +579,33 @@ export class Session extends EventEmitter {
     options: SessionOptions & { handshake: CompletedHandshake; earlyData?: Buffer | null; earlyDataAccepted?: boolean },
   ): Session {
     const hs = options.handshake;
-    if (options.isInitiator && (!options.expectedRemoteKey || !Buffer.from(options.expectedRemoteKey).equals(hs.remotePublicKey))) {
-      throw new NatpunchError('HANDSHAKE_FAILED', 'the handshake proved another key than the one we meant to reach; refusing');
+    if (
+      options.isInitiator &&
+      (!options.expectedRemoteKey || !Buffer.from(options.expectedRemoteKey).equals(hs.remotePublicKey))
+    ) {
+      throw new NatpunchError(
+        'HANDSHAKE_FAILED',
+        'the handshake proved another key than the one we meant to reach; refusing',
+      );
     }
-    if (!options.udxStream && !options.remote) throw new NatpunchError('BAD_ARGUMENT', 'a session needs the remote address or a UDX stream');
-    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
-    const udx = options.udxStream ?? options.endpoint.connectStream(options.localStreamId, options.remoteStreamId, options.remote!.port, options.remote!.address);
-    const noise = new SecretStream(options.isInitiator, udx, { handshake: { tx: hs.tx, rx: hs.rx, hash: hs.hash, publicKey: hs.publicKey, remotePublicKey: hs.remotePublicKey } });
+    if (!options.udxStream && !options.remote)
+      throw new NatpunchError('BAD_ARGUMENT', 'a session needs the remote address or a UDX stream');
+    const SecretStream = require('@hyperswarm/secret-stream') as new (
+      init: boolean,
+      raw: unknown,
+      opts: unknown,
+    ) => NoiseStream;
+    const udx =
+      options.udxStream ??
+      options.endpoint.connectStream(
+        options.localStreamId,
+        options.remoteStreamId,
+        options.remote!.port,
+        options.remote!.address,
+      );
+    const noise = new SecretStream(options.isInitiator, udx, {
+      handshake: { tx: hs.tx, rx: hs.rx, hash: hs.hash, publicKey: hs.publicKey, remotePublicKey: hs.remotePublicKey },
+    });
     noise.on('error', () => {}); // handled through 'close' (Session#attach)
     const holder = { noise };
     const mux = new Mux(sinkFor(holder), { isInitiator: options.isInitiator });
@@ -551,7 +637,8 @@ export class Session extends EventEmitter {
   /** Sends one unreliable, encrypted datagram (at most MAX_DATAGRAM_BYTES). It may be lost or reordered. */
   sendDatagram(buf: Uint8Array): void {
     if (this.#closed) throw this.#closeError ?? new NatpunchError('SESSION_CLOSED', 'the session is closed');
-    if (buf.length > MAX_DATAGRAM_BYTES) throw new NatpunchError('BAD_ARGUMENT', `datagram of ${buf.length} bytes exceeds ${MAX_DATAGRAM_BYTES}`);
+    if (buf.length > MAX_DATAGRAM_BYTES)
+      throw new NatpunchError('BAD_ARGUMENT', `datagram of ${buf.length} bytes exceeds ${MAX_DATAGRAM_BYTES}`);
     if (this.#tcp) {
       // TCP has no unreliable channel: a DATAGRAM frame on the encrypted stream, dropped under backpressure.
       if (this.#tcp.writableLength <= TCP_DATAGRAM_BACKLOG_BYTES) this.#mux.sendControl(FrameType.DATAGRAM, 0, buf);
@@ -596,15 +683,30 @@ export class Session extends EventEmitter {
    */
   async migrate(remote: { address: string; port: number }, path?: Partial<SessionPath>): Promise<void> {
     if (this.#closed) return;
-    if (!this.#endpoint || !this.#udx) throw new NatpunchError('BAD_ARGUMENT', 'a session over TCP cannot move to another path');
+    if (!this.#endpoint || !this.#udx)
+      throw new NatpunchError('BAD_ARGUMENT', 'a session over TCP cannot move to another path');
     const cur = this.#path.remote;
-    if (path && cur.address === remote.address && cur.port === remote.port && !this.#swap && !this.#lostTimer && !this.#recovering && !this.#udx.destroyed) {
+    if (
+      path &&
+      cur.address === remote.address &&
+      cur.port === remote.port &&
+      !this.#swap &&
+      !this.#lostTimer &&
+      !this.#recovering &&
+      !this.#udx.destroyed
+    ) {
       // The peer already moved us onto this address (it announced the new path first): only what we know of it changes.
       this.#path = { ...this.#path, ...path };
       this.emit('path', this.path);
       return;
     }
-    if (this.#swap || this.#udx.destroyed || this.#noise.destroyed || this.#udx.inflight > 0 || this.#options.alwaysSwap) {
+    if (
+      this.#swap ||
+      this.#udx.destroyed ||
+      this.#noise.destroyed ||
+      this.#udx.inflight > 0 ||
+      this.#options.alwaysSwap
+    ) {
       await this.#startSwap(remote, path);
       return;
     }
@@ -642,7 +744,18 @@ export class Session extends EventEmitter {
   #newSwap(gen: number, remote: { address: string; port: number }, path?: Partial<SessionPath>): Swap {
     let resolve!: () => void;
     const done = new Promise<void>((r) => (resolve = r));
-    const sw: Swap = { gen, remote: { ...remote }, path, udx: null, noise: null, sent: 0, resolve, done, reqTimer: null, deadline: null };
+    const sw: Swap = {
+      gen,
+      remote: { ...remote },
+      path,
+      udx: null,
+      noise: null,
+      sent: 0,
+      resolve,
+      done,
+      reqTimer: null,
+      deadline: null,
+    };
     this.#swap = sw;
     const sendReq = () => {
       if (this.#swap !== sw || sw.sent++ >= SWAP_MAX_REQUESTS) return;
@@ -656,7 +769,12 @@ export class Session extends EventEmitter {
       this.#dropSwap(sw);
       // A move that did not happen (say a replayed request) costs nothing while the current transport still works.
       if (this.#noise.destroyed || this.#udx?.destroyed || this.#lostTimer) {
-        this.#die(new NatpunchError('SESSION_LOST', `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`));
+        this.#die(
+          new NatpunchError(
+            'SESSION_LOST',
+            `the peer moved to ${remote.address}:${remote.port} but the session could not follow within ${SWAP_TIMEOUT_MS} ms`,
+          ),
+        );
       }
     }, SWAP_TIMEOUT_MS);
     sw.deadline.unref();
@@ -675,7 +793,11 @@ export class Session extends EventEmitter {
 
   #openSwapTransport(sw: Swap): void {
     if (sw.udx || this.#closed || !this.#endpoint) return;
-    const SecretStream = require('@hyperswarm/secret-stream') as new (init: boolean, raw: unknown, opts: unknown) => NoiseStream;
+    const SecretStream = require('@hyperswarm/secret-stream') as new (
+      init: boolean,
+      raw: unknown,
+      opts: unknown,
+    ) => NoiseStream;
     const ids = this.#resumeIds(sw.gen);
     try {
       sw.udx = this.isInitiator
@@ -683,7 +805,9 @@ export class Session extends EventEmitter {
         : this.#endpoint.connectStream(ids.responder, ids.initiator, sw.remote.port, sw.remote.address);
     } catch (err) {
       this.#dropSwap(sw);
-      this.#die(new NatpunchError('SESSION_LOST', `cannot open the new path: ${(err as Error).message}`, { cause: err }));
+      this.#die(
+        new NatpunchError('SESSION_LOST', `cannot open the new path: ${(err as Error).message}`, { cause: err }),
+      );
       return;
     }
     const noise = new SecretStream(this.isInitiator, sw.udx, { keyPair: this.#options.keyPair });
@@ -718,7 +842,12 @@ export class Session extends EventEmitter {
     // Our writers wait for the peer's RESUME; never forever.
     const resumeTimer = setTimeout(() => {
       if (this.#mux.resuming && this.#holder.noise === noise) {
-        this.#die(new NatpunchError('SESSION_LOST', `the peer did not resume the session on the new path within ${SWAP_TIMEOUT_MS} ms`));
+        this.#die(
+          new NatpunchError(
+            'SESSION_LOST',
+            `the peer did not resume the session on the new path within ${SWAP_TIMEOUT_MS} ms`,
+          ),
+        );
       }
     }, SWAP_TIMEOUT_MS);
     resumeTimer.unref();
@@ -821,7 +950,12 @@ export class Session extends EventEmitter {
     this.emit('path-lost');
     const recover = this.#options.recover;
     if (!recover) {
-      this.#die(new NatpunchError('SESSION_LOST', `no traffic from the peer for ${idleMs} ms (path ${this.#path.remote.address}:${this.#path.remote.port} lost)`));
+      this.#die(
+        new NatpunchError(
+          'SESSION_LOST',
+          `no traffic from the peer for ${idleMs} ms (path ${this.#path.remote.address}:${this.#path.remote.port} lost)`,
+        ),
+      );
       return;
     }
     const ac = new AbortController();
@@ -834,7 +968,12 @@ export class Session extends EventEmitter {
       if (this.#closed) return;
       await this.migrate({ address: next.address, port: next.port }, next.path);
     } catch (err) {
-      if (!this.#closed) this.#die(new NatpunchError('SESSION_LOST', `path lost and re-establishing failed: ${(err as Error).message}`, { cause: err }));
+      if (!this.#closed)
+        this.#die(
+          new NatpunchError('SESSION_LOST', `path lost and re-establishing failed: ${(err as Error).message}`, {
+            cause: err,
+          }),
+        );
     } finally {
       clearInterval(probeTimer);
       this.#recovering = null;
@@ -874,7 +1013,10 @@ export class Session extends EventEmitter {
     this.#lastReceived = Date.now();
     const cur = this.#path.remote;
     if (rinfo.address !== cur.address || rinfo.port !== cur.port) {
-      this.#logger.info({ from: cur, to: { address: rinfo.address, port: rinfo.port } }, 'peer address changed (NAT rebinding)');
+      this.#logger.info(
+        { from: cur, to: { address: rinfo.address, port: rinfo.port } },
+        'peer address changed (NAT rebinding)',
+      );
       this.#recovering?.abort();
       void this.migrate({ address: rinfo.address, port: rinfo.port }, { candidatePair: null }).catch(() => {});
     }

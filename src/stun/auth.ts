@@ -66,7 +66,10 @@ export type AuthResult =
       attributes: AttributeInit[];
     };
 
-const ALGORITHM_VALUE: Record<PasswordAlgorithmName, number> = { MD5: PasswordAlgorithm.MD5, 'SHA-256': PasswordAlgorithm.SHA256 };
+const ALGORITHM_VALUE: Record<PasswordAlgorithmName, number> = {
+  MD5: PasswordAlgorithm.MD5,
+  'SHA-256': PasswordAlgorithm.SHA256,
+};
 
 export class LongTermAuthenticator {
   readonly realm: string;
@@ -151,14 +154,16 @@ export class LongTermAuthenticator {
     }
     // Step 3: the nonce must be ours and fresh (438 gets a new one).
     const state = this.#checkNonce(nonce, from);
-    if (state !== 'ok') return this.#fail(state === 'stale' ? 438 : 401, state === 'stale' ? 'Stale Nonce' : 'Unauthorized', from);
+    if (state !== 'ok')
+      return this.#fail(state === 'stale' ? 438 : 401, state === 'stale' ? 'Stale Nonce' : 'Unauthorized', from);
     if (realm !== this.realm) return this.#fail(401, 'Unauthorized', from);
     // Step 4: password algorithm negotiation with bid-down protection (§9.2.4, "If the request contains ...").
     const list = req.get(PasswordAlgorithms);
     const chosen = req.get(PasswordAlgorithmAttr);
     let algorithm: PasswordAlgorithmName;
     if (!list && !chosen) {
-      if (!this.#offered.some((a) => a.algorithm === PasswordAlgorithm.MD5)) return this.#fail(400, 'Bad Request', from);
+      if (!this.#offered.some((a) => a.algorithm === PasswordAlgorithm.MD5))
+        return this.#fail(400, 'Bad Request', from);
       algorithm = 'MD5'; // an RFC 5389 client
     } else if (!list || !chosen) {
       return this.#fail(400, 'Bad Request', from);
@@ -166,7 +171,8 @@ export class LongTermAuthenticator {
       const same =
         list.length === this.#offered.length &&
         list.every((a, i) => a.algorithm === this.#offered[i]!.algorithm && a.params.length === 0);
-      if (!same || !this.#offered.some((a) => a.algorithm === chosen.algorithm)) return this.#fail(400, 'Bad Request', from);
+      if (!same || !this.#offered.some((a) => a.algorithm === chosen.algorithm))
+        return this.#fail(400, 'Bad Request', from);
       algorithm = chosen.algorithm === PasswordAlgorithm.SHA256 ? 'SHA-256' : 'MD5';
     }
     // Step 5: find the user (by USERHASH when anonymity is on) and derive the key.

@@ -123,7 +123,8 @@ export interface BindingResult {
  * the optional attributes (SOFTWARE, RFC 5780's OTHER-ADDRESS and RESPONSE-ORIGIN). SOFTWARE is
  * comprehension-optional, so unlike PADDING (RFC 5780 §7.6) no server refuses a request for carrying it.
  */
-export const DEFAULT_CLIENT_SOFTWARE = 'natpunch (this text pads the request: servers that answer with no more bytes than they get have room for all)';
+export const DEFAULT_CLIENT_SOFTWARE =
+  'natpunch (this text pads the request: servers that answer with no more bytes than they get have room for all)';
 
 function clientSoftware(option: string | undefined): string | undefined {
   if (option === undefined) return DEFAULT_CLIENT_SOFTWARE;
@@ -174,10 +175,13 @@ export class LongTermAuthState {
     this.realm = realm;
     this.nonce = nonce;
     const features = nonceFeatures(nonce) ?? 0;
-    const offered = (features & SecurityFeature.PasswordAlgorithms) !== 0 ? challenge.get(PasswordAlgorithms) : undefined;
+    const offered =
+      (features & SecurityFeature.PasswordAlgorithms) !== 0 ? challenge.get(PasswordAlgorithms) : undefined;
     this.offeredAlgorithms = offered;
     // §9.2.4: pick the first algorithm we support from the server's list; MD5 when there is none.
-    const pick = offered?.find((a) => a.algorithm === PasswordAlgorithm.SHA256 || a.algorithm === PasswordAlgorithm.MD5);
+    const pick = offered?.find(
+      (a) => a.algorithm === PasswordAlgorithm.SHA256 || a.algorithm === PasswordAlgorithm.MD5,
+    );
     this.algorithm = pick?.algorithm === PasswordAlgorithm.SHA256 ? 'SHA-256' : 'MD5';
     this.key = longTermKey(this.username, this.realm, this.#password, this.algorithm);
   }
@@ -218,9 +222,13 @@ function endpointText(e: StunEndpoint): string {
 
 function unknownError(server: StunEndpoint, types: number[]): NatpunchError {
   const list = types.map((t) => `0x${t.toString(16).padStart(4, '0')}`).join(', ');
-  return new NatpunchError('STUN_DECODE', `${endpointText(server)} answered with unknown comprehension-required attributes ${list}`, {
-    details: { unknownAttributes: types },
-  });
+  return new NatpunchError(
+    'STUN_DECODE',
+    `${endpointText(server)} answered with unknown comprehension-required attributes ${list}`,
+    {
+      details: { unknownAttributes: types },
+    },
+  );
 }
 
 function errorFrom(server: StunEndpoint, msg: StunMessage): NatpunchError {
@@ -318,13 +326,18 @@ function deadline(server: StunEndpoint, timeoutMs: number | undefined, parent: A
     timeoutMs === undefined
       ? undefined
       : setTimeout(
-          () => controller.abort(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} within ${timeoutMs} ms`)),
+          () =>
+            controller.abort(
+              new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} within ${timeoutMs} ms`),
+            ),
           timeoutMs,
         );
   // A NatpunchError reason from an enclosing deadline (STUN_TIMEOUT) passes through; anything else is ABORTED.
   const onAbort = () =>
     controller.abort(
-      parent?.reason instanceof NatpunchError ? parent.reason : new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }),
+      parent?.reason instanceof NatpunchError
+        ? parent.reason
+        : new NatpunchError('ABORTED', 'STUN request aborted', { cause: parent?.reason }),
     );
   if (parent?.aborted) onAbort();
   else parent?.addEventListener('abort', onAbort, { once: true });
@@ -424,7 +437,11 @@ export class StunClient {
           {
             timing,
             signal,
-            timeoutError: (sent, ms) => new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(server)} after ${sent} requests (${ms} ms)`),
+            timeoutError: (sent, ms) =>
+              new NatpunchError(
+                'STUN_TIMEOUT',
+                `no STUN response from ${endpointText(server)} after ${sent} requests (${ms} ms)`,
+              ),
           },
         );
         return { message: r.answer.message, from: r.answer.from, rttMs: r.rttMs, transmissions: r.transmissions };
@@ -568,7 +585,11 @@ export class StunTcpClient {
         });
         s.once('error', (err) => {
           d.signal.removeEventListener('abort', onAbort);
-          reject(new NatpunchError('STUN_CONNECT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, { cause: err }));
+          reject(
+            new NatpunchError('STUN_CONNECT', `cannot connect to ${endpointText(server)} over TCP: ${err.message}`, {
+              cause: err,
+            }),
+          );
         });
       });
       socket.setNoDelay(true);
@@ -593,7 +614,13 @@ export class StunTcpClient {
     const key = transactionKey(tid);
     const expired = new AbortController();
     const timer = setTimeout(
-      () => expired.abort(new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP within ${STUN_TCP_TIMEOUT_MS} ms`)),
+      () =>
+        expired.abort(
+          new NatpunchError(
+            'STUN_TIMEOUT',
+            `no STUN response from ${endpointText(this.server)} over TCP within ${STUN_TCP_TIMEOUT_MS} ms`,
+          ),
+        ),
       STUN_TCP_TIMEOUT_MS,
     );
     this.#accept.set(key, accept);
@@ -602,8 +629,10 @@ export class StunTcpClient {
         timing: RFC8489_TIMING,
         reliable: true,
         signal: AbortSignal.any([signal, this.#close.signal, expired.signal]),
-        timeoutError: () => new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP`),
-        abortError: (reason) => (reason instanceof Error ? reason : new NatpunchError('ABORTED', 'STUN request aborted', { cause: reason })),
+        timeoutError: () =>
+          new NatpunchError('STUN_TIMEOUT', `no STUN response from ${endpointText(this.server)} over TCP`),
+        abortError: (reason) =>
+          reason instanceof Error ? reason : new NatpunchError('ABORTED', 'STUN request aborted', { cause: reason }),
       });
       return { message: r.answer, from: this.server, rttMs: r.rttMs, transmissions: 1 };
     } finally {
@@ -654,7 +683,10 @@ export function splitHostPort(text: string): { host: string; port: number } {
 }
 
 /** Resolves "host" or "host:port"-style input to an IP endpoint (DNS lookup only for names). */
-export async function resolveStunServer(server: string | { host: string; port?: number }, signal?: AbortSignal): Promise<StunEndpoint> {
+export async function resolveStunServer(
+  server: string | { host: string; port?: number },
+  signal?: AbortSignal,
+): Promise<StunEndpoint> {
   const { host, port } = typeof server === 'string' ? splitHostPort(server) : server;
   if (net.isIP(host)) return { address: host, port: port ?? DEFAULT_STUN_PORT };
   signal?.throwIfAborted();
@@ -679,10 +711,17 @@ export async function stunBinding(
     // One deadline for connect + transaction (the default is §6.2.2's 39.5 s).
     const d = deadline(endpoint, options.timeoutMs ?? STUN_TCP_TIMEOUT_MS, options.signal);
     try {
-      const client = await StunTcpClient.connect(endpoint, { signal: d.signal, localAddress: options.localAddress, logger: options.logger });
+      const client = await StunTcpClient.connect(endpoint, {
+        signal: d.signal,
+        localAddress: options.localAddress,
+        logger: options.logger,
+      });
       try {
         const result = await client.binding({ ...options, timeoutMs: undefined, signal: d.signal });
-        const local = { address: normalizeAddress(client.socket.localAddress ?? ''), port: client.socket.localPort ?? 0 };
+        const local = {
+          address: normalizeAddress(client.socket.localAddress ?? ''),
+          port: client.socket.localPort ?? 0,
+        };
         return { ...result, local };
       } finally {
         client.close();
@@ -692,7 +731,10 @@ export async function stunBinding(
     }
   }
   // A connected socket: ICMP port unreachable ends the transaction at once (ECONNREFUSED) instead of after Rc sends.
-  const transport = await NodeDatagramTransport.connect(endpoint, options.localAddress ? { address: options.localAddress } : {});
+  const transport = await NodeDatagramTransport.connect(
+    endpoint,
+    options.localAddress ? { address: options.localAddress } : {},
+  );
   const unreachable = new AbortController();
   const offError = transport.onError((err) => {
     const why = err.code === 'ECONNREFUSED' ? 'port unreachable: nothing listens there' : err.message;

@@ -26,6 +26,12 @@ export type {
   StunBindingOptions,
 } from './client.js';
 export { StunServer, STUN_MAX_AMPLIFICATION, STUN_TCP_IDLE_MS, STUN_MAX_TCP_CONNECTIONS } from './server.js';
-export type { StunServerOptions, StunServerCounters, Rfc5780Sockets, StunMethodHandler, StunRequestContext } from './server.js';
+export type {
+  StunServerOptions,
+  StunServerCounters,
+  Rfc5780Sockets,
+  StunMethodHandler,
+  StunRequestContext,
+} from './server.js';
 export { LongTermAuthenticator, DEFAULT_NONCE_LIFETIME_MS } from './auth.js';
 export type { LongTermAuthOptions, AuthResult } from './auth.js';

@@ -171,7 +171,14 @@ function localAddress(t: DatagramTransport): TransportAddress {
 }
 
 export class StunServer {
-  readonly counters: StunServerCounters = { requests: 0, responses: 0, errors: 0, drops: 0, oversized: 0, amplificationDropped: 0 };
+  readonly counters: StunServerCounters = {
+    requests: 0,
+    responses: 0,
+    errors: 0,
+    drops: 0,
+    oversized: 0,
+    amplificationDropped: 0,
+  };
   /** Oversized-answer budget: per source (IPv4 address, IPv6 /64) and for the whole server (module comment). */
   readonly #oversizedPerSource = new Map<string, { tokens: number; last: number }>();
   readonly #oversizedGlobal = { tokens: STUN_OVERSIZED_GLOBAL_PER_SECOND, last: 0 };
@@ -192,7 +199,11 @@ export class StunServer {
     this.#now = options.now ?? Date.now;
     this.#log = options.logger ?? silentLogger;
     const software = options.software ?? DEFAULT_SOFTWARE;
-    if (software) this.#softwareAttr = { type: Attr.SOFTWARE, value: Software.encode(software, { transactionId: new Uint8Array(12) }) };
+    if (software)
+      this.#softwareAttr = {
+        type: Attr.SOFTWARE,
+        value: Software.encode(software, { transactionId: new Uint8Array(12) }),
+      };
     this.#registry = options.registry ?? coreRegistry;
     this.#factor = options.maxAmplification ?? STUN_MAX_AMPLIFICATION;
   }
@@ -338,7 +349,10 @@ export class StunServer {
         this.counters.requests++;
         this.#tally(req.method).requests++;
       }
-      const bytes = handler(req, udp ? { from, transport: 'udp', udp: udp.transport } : { from, transport: 'tcp', tcp: tcpSocket });
+      const bytes = handler(
+        req,
+        udp ? { from, transport: 'udp', udp: udp.transport } : { from, transport: 'tcp', tcp: tcpSocket },
+      );
       if (!bytes) return undefined;
       // Count by the reply's class bits (RFC 8489 §5: C1 is bit 8, C0 bit 4 of the type).
       if (bytes.length >= 2 && (bytes[1]! & 0x10) !== 0 && (bytes[0]! & 0x01) !== 0) {
@@ -365,12 +379,14 @@ export class StunServer {
     // changing address or port makes no sense) RFC 5780's request attributes count as unknown too.
     const unknown = req.unknownComprehensionRequired(this.#registry);
     if (!rfc5780) {
-      for (const t of [Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING]) if (req.has(t) && !unknown.includes(t)) unknown.push(t);
+      for (const t of [Attr.CHANGE_REQUEST, Attr.RESPONSE_PORT, Attr.PADDING])
+        if (req.has(t) && !unknown.includes(t)) unknown.push(t);
     }
     if (unknown.length > 0) {
       return this.#error(req, ErrorCode.UnknownAttribute, bound, fingerprint, [attr(UnknownAttributes, unknown)]);
     }
-    if (req.method !== StunMethod.Binding) return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Unsupported Method');
+    if (req.method !== StunMethod.Binding)
+      return this.#error(req, ErrorCode.BadRequest, bound, fingerprint, [], 'Unsupported Method');
 
     let change = { changeIp: false, changePort: false };
     let responsePort: number | undefined;
@@ -417,7 +433,16 @@ export class StunServer {
       if (this.#softwareAttr) optional.push(this.#softwareAttr);
     }
 
-    const reply = this.#fit(req, StunClass.SuccessResponse, required, optional, bound, fingerprint, paddingLength, true);
+    const reply = this.#fit(
+      req,
+      StunClass.SuccessResponse,
+      required,
+      optional,
+      bound,
+      fingerprint,
+      paddingLength,
+      true,
+    );
     if (!reply) {
       this.counters.drops++;
       return undefined;
@@ -440,14 +465,20 @@ export class StunServer {
   ): Buffer | undefined {
     const tid = req.legacy ? req.raw.subarray(4, 20) : req.transactionId;
     for (let keep = optional.length; keep >= 0; keep--) {
-      const attributes = keep === 0 ? required : required.concat(keep === optional.length ? optional : optional.slice(0, keep));
+      const attributes =
+        keep === 0 ? required : required.concat(keep === optional.length ? optional : optional.slice(0, keep));
       let out = encodeStun({ cls, method: req.method, transactionId: tid, attributes }, { fingerprint });
       if (paddingLength > 0) {
         // RFC 5780 §7.6: pad the response like the request, within the amplification bound.
         const room = Math.floor(Math.min(paddingLength, bound.bytes - out.length - 4) / 4) * 4;
         if (room > 0) {
           out = encodeStun(
-            { cls, method: req.method, transactionId: tid, attributes: [...attributes, attr(Padding, new Uint8Array(room))] },
+            {
+              cls,
+              method: req.method,
+              transactionId: tid,
+              attributes: [...attributes, attr(Padding, new Uint8Array(room))],
+            },
             { fingerprint },
           );
         }
@@ -492,13 +523,30 @@ export class StunServer {
     return true;
   }
 
-  #error(req: StunMessage, code: number, bound: Bound, fingerprint: boolean, extra: AttributeInit[], reason?: string): Reply | undefined {
+  #error(
+    req: StunMessage,
+    code: number,
+    bound: Bound,
+    fingerprint: boolean,
+    extra: AttributeInit[],
+    reason?: string,
+  ): Reply | undefined {
     const text = reason ?? ERROR_REASONS[code] ?? 'Error';
     const required = [attr(ErrorCodeAttr, { code, reason: text }), ...extra];
     const optional = this.#softwareAttr && !req.legacy ? [this.#softwareAttr] : [];
     let bytes = this.#fit(req, StunClass.ErrorResponse, required, optional, bound, fingerprint);
     // Still too big (long UNKNOWN-ATTRIBUTES list vs. a tiny request): try without the reason phrase.
-    if (!bytes) bytes = this.#fit(req, StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code, reason: '' }), ...extra], [], bound, fingerprint, 0, true);
+    if (!bytes)
+      bytes = this.#fit(
+        req,
+        StunClass.ErrorResponse,
+        [attr(ErrorCodeAttr, { code, reason: '' }), ...extra],
+        [],
+        bound,
+        fingerprint,
+        0,
+        true,
+      );
     if (!bytes) {
       this.counters.drops++;
       return undefined;

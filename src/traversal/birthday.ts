@@ -89,15 +89,24 @@ export function doubleRandomSuccess(probesA: number, probesB: number, space: num
 export type HardStrategy = 'predict' | 'birthday-sockets' | 'birthday-spray' | 'double-random';
 
 /** Which strategy this side runs, or an error (PUNCH_FAILED) at once when both are random and no budget was given. */
-export function planHardPunch(local: HardNatKind, remote: HardNatKind, budget?: DoubleRandomBudget | null): HardStrategy {
+export function planHardPunch(
+  local: HardNatKind,
+  remote: HardNatKind,
+  budget?: DoubleRandomBudget | null,
+): HardStrategy {
   const hard = (k: HardNatKind) => k === 'random';
   // A sequential side facing a random one cannot predict the mapping its peer aims at: as hard as double-random.
-  const unpredictable = (a: HardNatKind, b: HardNatKind) => (hard(a) && (hard(b) || b === 'sequential')) || (a === 'sequential' && hard(b));
+  const unpredictable = (a: HardNatKind, b: HardNatKind) =>
+    (hard(a) && (hard(b) || b === 'sequential')) || (a === 'sequential' && hard(b));
   if (unpredictable(local, remote)) {
     if (!budget) {
-      throw new NatpunchError('PUNCH_FAILED', `both NATs are hard (${local} ↔ ${remote}): no direct path without the opt-in double-random budget; use a relay`, {
-        details: { reason: 'double-random', local, remote },
-      });
+      throw new NatpunchError(
+        'PUNCH_FAILED',
+        `both NATs are hard (${local} ↔ ${remote}): no direct path without the opt-in double-random budget; use a relay`,
+        {
+          details: { reason: 'double-random', local, remote },
+        },
+      );
     }
     return 'double-random';
   }
@@ -143,7 +152,11 @@ export interface HardPunchResult {
 }
 
 function tag(key: Uint8Array, kind: number, role: number): Buffer {
-  return createHmac('sha256', key).update('natpunch hardnat').update(Buffer.from([kind, role])).digest().subarray(0, 16);
+  return createHmac('sha256', key)
+    .update('natpunch hardnat')
+    .update(Buffer.from([kind, role]))
+    .digest()
+    .subarray(0, 16);
 }
 
 /**
@@ -175,9 +188,14 @@ export class HardPunch {
     this.strategy = planHardPunch(options.local, options.remote.kind, options.budget);
     this.#myRole = options.role === 'initiator' ? 1 : 2;
     const peerRole = 3 - this.#myRole;
-    const pkt = (kind: number) => Buffer.concat([Buffer.from([HARDNAT_FIRST_BYTE, kind, this.#myRole]), tag(options.key, kind, this.#myRole)]);
+    const pkt = (kind: number) =>
+      Buffer.concat([Buffer.from([HARDNAT_FIRST_BYTE, kind, this.#myRole]), tag(options.key, kind, this.#myRole)]);
     this.#packets = { probe: pkt(KIND.PROBE), ack: pkt(KIND.ACK), open: pkt(KIND.OPEN) };
-    this.#peerTags = { probe: tag(options.key, KIND.PROBE, peerRole), ack: tag(options.key, KIND.ACK, peerRole), open: tag(options.key, KIND.OPEN, peerRole) };
+    this.#peerTags = {
+      probe: tag(options.key, KIND.PROBE, peerRole),
+      ack: tag(options.key, KIND.ACK, peerRole),
+      open: tag(options.key, KIND.OPEN, peerRole),
+    };
     if (!options.remote.ports.length && this.strategy !== 'birthday-spray' && this.strategy !== 'double-random') {
       throw new NatpunchError('BAD_ARGUMENT', 'hard punch needs at least one remote port');
     }
@@ -197,15 +215,19 @@ export class HardPunch {
       if (!Number.isFinite(v) || v <= 0) throw new NatpunchError('BAD_ARGUMENT', `budget ${name} must be positive`);
       return Math.min(Math.floor(v), max);
     };
-    return { sockets: clamp(b.sockets, MAX_BUDGET.sockets, 'sockets'), probes: clamp(b.probes, MAX_BUDGET.probes, 'probes'), seconds: Math.min(b.seconds, MAX_BUDGET.seconds) };
+    return {
+      sockets: clamp(b.sockets, MAX_BUDGET.sockets, 'sockets'),
+      probes: clamp(b.probes, MAX_BUDGET.probes, 'probes'),
+      seconds: Math.min(b.seconds, MAX_BUDGET.seconds),
+    };
   }
 
   async run(): Promise<HardPunchResult> {
     const o = this.#o;
     this.#t0 = performance.now();
     const budget = this.strategy === 'double-random' ? this.#budget() : null;
-    const timeoutMs = budget ? budget.seconds * 1000 : o.timeoutMs ?? DEFAULT_HARDNAT_TIMEOUT_MS;
-    const maxMappings = budget ? budget.sockets + budget.probes : o.maxMappings ?? DEFAULT_MAX_MAPPINGS;
+    const timeoutMs = budget ? budget.seconds * 1000 : (o.timeoutMs ?? DEFAULT_HARDNAT_TIMEOUT_MS);
+    const maxMappings = budget ? budget.sockets + budget.probes : (o.maxMappings ?? DEFAULT_MAX_MAPPINGS);
     if (budget) {
       const success = this.estimate()!;
       this.#log.warn({ budget, success }, 'double-random punch: opt-in budget');
@@ -220,9 +242,13 @@ export class HardPunch {
     o.signal?.addEventListener('abort', onAbort, { once: true });
     this.#timer(timeoutMs, () =>
       this.#finish(
-        new NatpunchError('PUNCH_FAILED', `no hard-NAT path within ${timeoutMs} ms (${this.strategy}, ${this.#probesSent} probes, ${this.#sockets.length} sockets)`, {
-          details: { strategy: this.strategy, probesSent: this.#probesSent, socketsOpened: this.#sockets.length },
-        }),
+        new NatpunchError(
+          'PUNCH_FAILED',
+          `no hard-NAT path within ${timeoutMs} ms (${this.strategy}, ${this.#probesSent} probes, ${this.#sockets.length} sockets)`,
+          {
+            details: { strategy: this.strategy, probesSent: this.#probesSent, socketsOpened: this.#sockets.length },
+          },
+        ),
       ),
     );
     const take = (n: number): boolean => {
@@ -246,7 +272,12 @@ export class HardPunch {
         case 'double-random':
           await this.#openSockets(budget!.sockets, take, false);
           // Spread the budget's probes over 80% of its seconds (at least the default rate).
-          this.#spray(this.#sockets, budget!.probes, take, Math.max(o.rate ?? DEFAULT_PROBE_RATE, budget!.probes / (0.8 * budget!.seconds)));
+          this.#spray(
+            this.#sockets,
+            budget!.probes,
+            take,
+            Math.max(o.rate ?? DEFAULT_PROBE_RATE, budget!.probes / (0.8 * budget!.seconds)),
+          );
           break;
       }
     } catch (err) {
@@ -284,7 +315,8 @@ export class HardPunch {
   /** Rounds of PROBEs to the peer's ports in order (its srflx, then its predicted window). */
   #predict(take: (n: number) => boolean): void {
     const { address, ports } = this.#o.remote;
-    if (!take(ports.length)) throw new NatpunchError('BAD_ARGUMENT', `a window of ${ports.length} ports exceeds the mapping cap`);
+    if (!take(ports.length))
+      throw new NatpunchError('BAD_ARGUMENT', `a window of ${ports.length} ports exceeds the mapping cap`);
     const rounds = Math.ceil((this.#o.timeoutMs ?? DEFAULT_HARDNAT_TIMEOUT_MS) / PREDICT_ROUND_MS);
     let round = 0;
     this.#interval(PREDICT_ROUND_MS, () => {
@@ -297,7 +329,12 @@ export class HardPunch {
   }
 
   /** PROBEs to distinct random ports of the peer's address, round-robin over `from`, paced at `rate`. */
-  #spray(from: UdxEndpoint[], total: number, take: (n: number) => boolean, wanted = this.#o.rate ?? DEFAULT_PROBE_RATE): void {
+  #spray(
+    from: UdxEndpoint[],
+    total: number,
+    take: (n: number) => boolean,
+    wanted = this.#o.rate ?? DEFAULT_PROBE_RATE,
+  ): void {
     const address = this.#o.remote.address;
     const rate = Math.max(1, Math.min(wanted, MAX_PROBE_RATE));
     const slice = 10;
@@ -310,7 +347,10 @@ export class HardPunch {
     const burst = Math.max(1, Math.ceil((4 * rate * slice) / 1000)); // at most 4 slices' worth at once
     this.#interval(slice, () => {
       // Pace by elapsed time, not by tick count: late timers (a busy host) are caught up, never exceeded.
-      const due = Math.min(burst, Math.min(total, Math.ceil(((performance.now() - start + slice) * rate) / 1000)) - sent);
+      const due = Math.min(
+        burst,
+        Math.min(total, Math.ceil(((performance.now() - start + slice) * rate) / 1000)) - sent,
+      );
       for (let n = 0; n < due && this.#probesSent < total; n++) {
         sent++;
         let port = queue.shift();
@@ -369,7 +409,14 @@ export class HardPunch {
     if (msg.length !== PACKET_LEN || msg[0] !== HARDNAT_FIRST_BYTE || msg[2] !== 3 - this.#myRole) return;
     const kind = msg[1];
     const t = msg.subarray(3);
-    const expect = kind === KIND.PROBE ? this.#peerTags.probe : kind === KIND.ACK ? this.#peerTags.ack : kind === KIND.OPEN ? this.#peerTags.open : null;
+    const expect =
+      kind === KIND.PROBE
+        ? this.#peerTags.probe
+        : kind === KIND.ACK
+          ? this.#peerTags.ack
+          : kind === KIND.OPEN
+            ? this.#peerTags.open
+            : null;
     if (!expect || !timingSafeEqual(t, expect)) return;
     const from = { address: rinfo.address, port: rinfo.port };
     if (kind === KIND.OPEN) {

@@ -143,7 +143,8 @@ export interface CheckResult {
   tried: PairReport[];
 }
 
-type ResolvedOptions = Required<Omit<CheckOptions, 'signal' | 'logger' | 'handshake'>> & Pick<CheckOptions, 'signal' | 'handshake'>;
+type ResolvedOptions = Required<Omit<CheckOptions, 'signal' | 'logger' | 'handshake'>> &
+  Pick<CheckOptions, 'signal' | 'handshake'>;
 
 interface Pair {
   candidate: Candidate;
@@ -169,7 +170,10 @@ function tagOf(connectionId: Uint8Array | string): Buffer {
 export function deriveCheckKey(connectionId: Uint8Array | string, keyA: Uint8Array, keyB: Uint8Array): Buffer {
   const [x, y] = Buffer.compare(Buffer.from(keyA), Buffer.from(keyB)) <= 0 ? [keyA, keyB] : [keyB, keyA];
   return createHmac('sha256', Buffer.from(typeof connectionId === 'string' ? Buffer.from(connectionId) : connectionId))
-    .update('natpunch check key').update(x).update(y).digest();
+    .update('natpunch check key')
+    .update(x)
+    .update(y)
+    .digest();
 }
 
 function encodeAddress(address: string, port: number): Buffer {
@@ -197,7 +201,10 @@ function ipv6Bytes(address: string): Buffer {
   if (a.includes('.')) {
     // ::ffff:1.2.3.4 style tail
     const idx = a.lastIndexOf(':');
-    const v4 = a.slice(idx + 1).split('.').map(Number);
+    const v4 = a
+      .slice(idx + 1)
+      .split('.')
+      .map(Number);
     a = `${a.slice(0, idx)}:${((v4[0]! << 8) | v4[1]!).toString(16)}:${((v4[2]! << 8) | v4[3]!).toString(16)}`;
   }
   const [head, tail] = a.split('::') as [string, string | undefined];
@@ -244,7 +251,13 @@ export class ConnectivityChecks {
   #resolve: ((r: CheckResult) => void) | null = null;
   #reject: ((e: Error) => void) | null = null;
   #family: 4 | 6;
-  #onAbort = () => this.#fail(new NatpunchError('ABORTED', 'connectivity checks aborted', { cause: this.#o.signal?.reason, details: { tried: this.report() } }));
+  #onAbort = () =>
+    this.#fail(
+      new NatpunchError('ABORTED', 'connectivity checks aborted', {
+        cause: this.#o.signal?.reason,
+        details: { tried: this.report() },
+      }),
+    );
   #result: CheckResult | null = null;
 
   constructor(options: CheckOptions) {
@@ -265,7 +278,10 @@ export class ConnectivityChecks {
     this.#family = options.transport.address().family === 'IPv6' ? 6 : 4;
     const requestPayload = options.handshake?.requestPayload();
     if (requestPayload && requestPayload.length > MAX_CHECK_PAYLOAD_BYTES) {
-      throw new NatpunchError('BAD_ARGUMENT', `a check payload of ${requestPayload.length} bytes does not fit a ${MAX_CHECK_BYTES}-byte check`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `a check payload of ${requestPayload.length} bytes does not fit a ${MAX_CHECK_BYTES}-byte check`,
+      );
     }
     for (const c of options.remote.slice(0, MAX_REMOTE_CANDIDATES)) this.#addPair(c, 0);
   }
@@ -274,7 +290,19 @@ export class ConnectivityChecks {
     const key = candidateKey(c);
     const existing = this.#pairs.find((p) => p.key === key);
     if (existing) return existing;
-    const pair: Pair = { candidate: c, key, state: 'waiting', requests: 0, responses: 0, heard: 0, nextAt, tx: new Map(), rttMs: null, mapped: null, via: null };
+    const pair: Pair = {
+      candidate: c,
+      key,
+      state: 'waiting',
+      requests: 0,
+      responses: 0,
+      heard: 0,
+      nextAt,
+      tx: new Map(),
+      rttMs: null,
+      mapped: null,
+      via: null,
+    };
     const fam = isIP(c.address);
     if (c.transport !== 'udp') {
       pair.state = 'skipped';
@@ -298,7 +326,11 @@ export class ConnectivityChecks {
       requests: p.requests,
       responses: p.responses,
       state: p.state,
-      ...(p.reason ? { reason: p.reason } : p.state === 'failed' || (p.state === 'in-progress' && p.responses === 0) ? { reason: 'no response' } : {}),
+      ...(p.reason
+        ? { reason: p.reason }
+        : p.state === 'failed' || (p.state === 'in-progress' && p.responses === 0)
+          ? { reason: 'no response' }
+          : {}),
     }));
   }
 
@@ -318,11 +350,21 @@ export class ConnectivityChecks {
 
   #failure(): NatpunchError {
     const tried = this.report();
-    const summary = tried.length === 0
-      ? 'the peer offered no candidates'
-      : tried.map((t) => `${t.remote} (${t.type}, ${t.requests} checks, ${t.responses ? `${t.responses} responses, ${t.state}` : t.reason ?? t.state})`).join('; ');
+    const summary =
+      tried.length === 0
+        ? 'the peer offered no candidates'
+        : tried
+            .map(
+              (t) =>
+                `${t.remote} (${t.type}, ${t.requests} checks, ${t.responses ? `${t.responses} responses, ${t.state}` : (t.reason ?? t.state)})`,
+            )
+            .join('; ');
     const nominated = this.#isInitiator ? '' : ' (no nomination from the initiator)';
-    return new NatpunchError('PUNCH_FAILED', `no direct UDP path to the peer within ${this.#o.timeoutMs} ms${nominated}: tried ${summary}`, { details: { tried } });
+    return new NatpunchError(
+      'PUNCH_FAILED',
+      `no direct UDP path to the peer within ${this.#o.timeoutMs} ms${nominated}: tried ${summary}`,
+      { details: { tried } },
+    );
   }
 
   /** Sends at most one probe per pace interval: the nomination first, then the pair most overdue. */
@@ -366,7 +408,13 @@ export class ConnectivityChecks {
     this.#send(ProbeKind.REQUEST, tx, best.candidate, undefined, this.#o.handshake?.requestPayload() ?? null);
   }
 
-  #send(kind: number, tx: Buffer, to: { address: string; port: number }, mapped?: { address: string; port: number }, payload?: Uint8Array | null): void {
+  #send(
+    kind: number,
+    tx: Buffer,
+    to: { address: string; port: number },
+    mapped?: { address: string; port: number },
+    payload?: Uint8Array | null,
+  ): void {
     const addr = mapped ? encodeAddress(mapped.address, mapped.port) : Buffer.alloc(0);
     if (payload && payload.length > MAX_CHECK_PAYLOAD_BYTES) payload = null; // bounded above; never an oversized check
     const b = Buffer.alloc(HEADER_BYTES + addr.length + (payload ? 2 + payload.length : 0) + MAC_BYTES);
@@ -432,7 +480,13 @@ export class ConnectivityChecks {
     const known = this.#pairs.find((p) => sameAddress(p.candidate, from) || (p.via && sameAddress(p.via, from)));
     if (known) return known;
     // RFC 8445 §7.3.1.3: a request from an unknown address is a peer-reflexive candidate.
-    const prflx: Candidate = { type: 'prflx', transport: 'udp', address: from.address, port: from.port, priority: candidatePriority('prflx') };
+    const prflx: Candidate = {
+      type: 'prflx',
+      transport: 'udp',
+      address: from.address,
+      port: from.port,
+      priority: candidatePriority('prflx'),
+    };
     this.#log.debug({ prflx }, 'learned a peer-reflexive candidate');
     return this.#addPair(prflx, Date.now());
   }
@@ -458,7 +512,11 @@ export class ConnectivityChecks {
       this.#log.debug({ err: (err as Error).message }, 'check handshake failed; plain answer');
       answer = { payload: null };
     }
-    if (answer instanceof Promise) void answer.then((a) => this.#answer(tx, from, a), () => {});
+    if (answer instanceof Promise)
+      void answer.then(
+        (a) => this.#answer(tx, from, a),
+        () => {},
+      );
     else this.#answer(tx, from, answer);
   }
 
@@ -468,7 +526,12 @@ export class ConnectivityChecks {
     if (answer.select && this.#o.nomination === 'implicit') this.select(from.address, from.port);
   }
 
-  #onResponse(tx: Buffer, from: { address: string; port: number }, mapped: { address: string; port: number } | null, payload: Buffer | null): void {
+  #onResponse(
+    tx: Buffer,
+    from: { address: string; port: number },
+    mapped: { address: string; port: number } | null,
+    payload: Buffer | null,
+  ): void {
     if (this.#done) return;
     const id = tx.toString('hex');
     const pair = this.#pairs.find((p) => p.tx.has(id));
@@ -505,7 +568,12 @@ export class ConnectivityChecks {
     if (this.#o.nomination === 'implicit') {
       // Like RFC 8445's aggressive nomination: the pair is used at once; its first session packet nominates it.
       // A better pair (say the LAN one when hairpinning also works) still being checked gets a short grace.
-      const better = this.#pairs.some((p) => p !== pair && p.candidate.priority > pair.candidate.priority && (p.state === 'waiting' || p.state === 'in-progress'));
+      const better = this.#pairs.some(
+        (p) =>
+          p !== pair &&
+          p.candidate.priority > pair.candidate.priority &&
+          (p.state === 'waiting' || p.state === 'in-progress'),
+      );
       if (better && !this.#graceTimer) {
         this.#graceTimer = setTimeout(() => {
           const best = this.#pairs.find((p) => p.state === 'succeeded');
@@ -531,7 +599,11 @@ export class ConnectivityChecks {
     this.#finish(pair, from);
   }
 
-  #onNominateAck(tx: Buffer, from: { address: string; port: number }, mapped: { address: string; port: number } | null): void {
+  #onNominateAck(
+    tx: Buffer,
+    from: { address: string; port: number },
+    mapped: { address: string; port: number } | null,
+  ): void {
     const nom = this.#nominating;
     if (this.#done || !nom || !nom.tx.equals(tx)) return;
     if (mapped) nom.pair.mapped = mapped;
@@ -544,7 +616,13 @@ export class ConnectivityChecks {
     this.#stopTimers();
     const mapped = pair.mapped;
     const localCandidate = mapped
-      ? this.#o.local.find((c) => sameAddress(c, mapped)) ?? { type: 'prflx' as const, transport: 'udp' as const, address: mapped.address, port: mapped.port, priority: candidatePriority('prflx') }
+      ? (this.#o.local.find((c) => sameAddress(c, mapped)) ?? {
+          type: 'prflx' as const,
+          transport: 'udp' as const,
+          address: mapped.address,
+          port: mapped.port,
+          priority: candidatePriority('prflx'),
+        })
       : null;
     const result: CheckResult = {
       remote: { address: remote.address, port: remote.port },
@@ -570,7 +648,11 @@ export class ConnectivityChecks {
   /** True when `address:port` proved itself: it sent us an authenticated check or answered one of ours. */
   isValidated(address: string, port: number): boolean {
     const from = { address, port };
-    return this.#pairs.some((p) => (sameAddress(p.candidate, from) || (p.via !== null && sameAddress(p.via, from))) && (p.heard > 0 || p.state === 'succeeded'));
+    return this.#pairs.some(
+      (p) =>
+        (sameAddress(p.candidate, from) || (p.via !== null && sameAddress(p.via, from))) &&
+        (p.heard > 0 || p.state === 'succeeded'),
+    );
   }
 
   /**

@@ -41,7 +41,12 @@ export async function hardPunchSession(
       ...(setup.budget ? { budget: setup.budget } : {}),
       onEstimate: (e) => {
         setup.onEstimate?.(e);
-        ctx.progress({ phase: 'technique-note', technique: name, note: 'success estimate', detail: { strategy: e.strategy, success: e.success } });
+        ctx.progress({
+          phase: 'technique-note',
+          technique: name,
+          note: 'success estimate',
+          detail: { strategy: e.strategy, success: e.success },
+        });
       },
       ...(setup.punchTimeoutMs !== undefined ? { timeoutMs: setup.punchTimeoutMs } : {}),
       signal,
@@ -57,9 +62,20 @@ export async function hardPunchSession(
     punch.close();
     throw punchStage(err);
   }
-  ctx.progress({ phase: 'technique-note', technique: name, note: 'punched', detail: { strategy: r.strategy, probesSent: r.probesSent } });
+  ctx.progress({
+    phase: 'technique-note',
+    technique: name,
+    note: 'punched',
+    detail: { strategy: r.strategy, probesSent: r.probesSent },
+  });
   const won = r.ownsEndpoint ? r.endpoint : null;
-  const remote: Candidate[] = r.remotes.map((x) => ({ type: 'prflx', transport: 'udp', address: x.address, port: x.port, priority: candidatePriority('prflx') }));
+  const remote: Candidate[] = r.remotes.map((x) => ({
+    type: 'prflx',
+    transport: 'udp',
+    address: x.address,
+    port: x.port,
+    priority: candidatePriority('prflx'),
+  }));
   const path = await checkedSession({
     technique: name,
     ctx,
@@ -81,10 +97,17 @@ export async function hardPunchSession(
 /** PUNCH_FAILED from the punch itself (as opposed to the checks / handshake over a punched path). */
 function punchStage(err: unknown): unknown {
   if (!(err instanceof NatpunchError) || err.code !== 'PUNCH_FAILED') return err;
-  return new NatpunchError('PUNCH_FAILED', err.message, { cause: err, details: { ...err.details, stage: 'hard-punch' } });
+  return new NatpunchError('PUNCH_FAILED', err.message, {
+    cause: err,
+    details: { ...err.details, stage: 'hard-punch' },
+  });
 }
 
-export function hardPunchTechnique(name: 'predict' | 'birthday' | 'double-random', setup: HardPunchSetup, tuning: SessionTuning): Technique {
+export function hardPunchTechnique(
+  name: 'predict' | 'birthday' | 'double-random',
+  setup: HardPunchSetup,
+  tuning: SessionTuning,
+): Technique {
   return {
     name,
     applies: () => true,

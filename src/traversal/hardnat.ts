@@ -46,23 +46,47 @@ export function isHardPunchFailure(err: unknown): err is NatpunchError {
 export async function hardSession(options: HardSessionOptions): Promise<{ session: Session; punch: HardPunchResult }> {
   const t = hardTechnique(options.local.kind, options.peer.kind, Boolean(options.budget));
   // Cone ↔ cone asks for no hard punch, but a caller may still want one: prediction aims at the srflx ports.
-  const name = typeof t === 'string' ? (t as 'predict' | 'birthday' | 'double-random') : options.local.kind === 'random' || options.peer.kind === 'random' ? 'double-random' : 'predict';
-  const { signal, dispose } = timeoutSignal((options.timeoutMs ?? DEFAULT_HARD_SESSION_TIMEOUT_MS) + (options.budget?.seconds ?? 8) * 1000, options.signal);
+  const name =
+    typeof t === 'string'
+      ? (t as 'predict' | 'birthday' | 'double-random')
+      : options.local.kind === 'random' || options.peer.kind === 'random'
+        ? 'double-random'
+        : 'predict';
+  const { signal, dispose } = timeoutSignal(
+    (options.timeoutMs ?? DEFAULT_HARD_SESSION_TIMEOUT_MS) + (options.budget?.seconds ?? 8) * 1000,
+    options.signal,
+  );
   try {
     const { path, punch } = await hardPunchSession(
       name,
-      { local: options.local, peer: options.peer, ...(options.budget ? { budget: options.budget } : {}), ...(options.punchTimeoutMs !== undefined ? { punchTimeoutMs: options.punchTimeoutMs } : {}), ...(options.onEstimate ? { onEstimate: options.onEstimate } : {}) },
+      {
+        local: options.local,
+        peer: options.peer,
+        ...(options.budget ? { budget: options.budget } : {}),
+        ...(options.punchTimeoutMs !== undefined ? { punchTimeoutMs: options.punchTimeoutMs } : {}),
+        ...(options.onEstimate ? { onEstimate: options.onEstimate } : {}),
+      },
       { ...(options.timeoutMs !== undefined ? { checkTimeoutMs: Math.min(options.timeoutMs, 10_000) } : {}) },
       {
-        role: options.role, keyPair: options.keyPair, peerKey: Buffer.from(options.peerKey), connectionId: options.connectionId, endpoint: options.endpoint,
-        local: { candidates: [], nat: unknownNat() }, remote: { candidates: [], nat: unknownNat() }, signalling: null,
-        logger: options.logger ?? silentLogger, progress: () => {}, claim: async () => true, unclaim: () => {},
+        role: options.role,
+        keyPair: options.keyPair,
+        peerKey: Buffer.from(options.peerKey),
+        connectionId: options.connectionId,
+        endpoint: options.endpoint,
+        local: { candidates: [], nat: unknownNat() },
+        remote: { candidates: [], nat: unknownNat() },
+        signalling: null,
+        logger: options.logger ?? silentLogger,
+        progress: () => {},
+        claim: async () => true,
+        unclaim: () => {},
       },
       signal,
     );
     return { session: path.session, punch };
   } catch (err) {
-    if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT') throw signal.reason;
+    if (isNatpunchError(err, 'ABORTED') && signal.reason instanceof NatpunchError && signal.reason.code === 'TIMEOUT')
+      throw signal.reason;
     throw err;
   } finally {
     dispose();

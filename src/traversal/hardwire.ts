@@ -47,15 +47,28 @@ function isMarker(c: Candidate): boolean {
   if (c.type !== 'predicted' || c.transport !== 'udp') return false;
   const p = c.priority;
   const code = Math.floor(p / 2 ** 8) % 256;
-  return Math.floor(p / 2 ** 24) === TYPE_PREFERENCE.predicted && Math.floor(p / 2 ** 16) % 256 === MARKER_TAG && code >= 1 && code <= KINDS.length;
+  return (
+    Math.floor(p / 2 ** 24) === TYPE_PREFERENCE.predicted &&
+    Math.floor(p / 2 ** 16) % 256 === MARKER_TAG &&
+    code >= 1 &&
+    code <= KINDS.length
+  );
 }
 
 /** The advert as candidates; `srflx` is our mapping toward the rendezvous (the marker's transport address). */
 export function advertToCandidates(a: HardNatAdvert, srflx: { address: string; port: number }): Candidate[] {
-  const out: Candidate[] = [{ type: 'predicted', transport: 'udp', address: srflx.address, port: srflx.port, priority: markerPriority(a) }];
+  const out: Candidate[] = [
+    { type: 'predicted', transport: 'udp', address: srflx.address, port: srflx.port, priority: markerPriority(a) },
+  ];
   a.ports.forEach((port, i) => {
     if (port === srflx.port && a.address === srflx.address) return;
-    out.push({ type: 'predicted', transport: 'udp', address: a.address, port, priority: candidatePriority('predicted', 65535 - i) });
+    out.push({
+      type: 'predicted',
+      transport: 'udp',
+      address: a.address,
+      port,
+      priority: candidatePriority('predicted', 65535 - i),
+    });
   });
   return out;
 }
@@ -71,14 +84,30 @@ export function advertFromCandidates(list: readonly Candidate[]): { advert: Hard
   const kind = KINDS[code - 1]!;
   const d = marker.priority % 256;
   const window = list
-    .filter((c) => c !== marker && c.type === 'predicted' && c.transport === 'udp' && c.address === marker.address && !isMarker(c))
+    .filter(
+      (c) =>
+        c !== marker && c.type === 'predicted' && c.transport === 'udp' && c.address === marker.address && !isMarker(c),
+    )
     .sort((x, y) => y.priority - x.priority)
     .map((c) => c.port);
   const ports = kind === 'random' ? [] : kind === 'sequential' ? window : [marker.port];
-  const advert: HardNatAdvert = { kind, delta: kind === 'sequential' && d !== 0 ? d - 128 : null, address: marker.address, ports };
+  const advert: HardNatAdvert = {
+    kind,
+    delta: kind === 'sequential' && d !== 0 ? d - 128 : null,
+    address: marker.address,
+    ports,
+  };
   const rest = list
     .filter((c) => !(c.type === 'predicted' && c.transport === 'udp'))
-    .concat([{ type: 'srflx', transport: 'udp', address: marker.address, port: marker.port, priority: candidatePriority('srflx') }]);
+    .concat([
+      {
+        type: 'srflx',
+        transport: 'udp',
+        address: marker.address,
+        port: marker.port,
+        priority: candidatePriority('srflx'),
+      },
+    ]);
   return { advert, rest };
 }
 
@@ -89,11 +118,17 @@ export function needsHardPunch(local: HardNatAdvert, peer: HardNatAdvert): boole
 }
 
 /** STUN servers for the measurement: the option's, else the rendezvous' host at its port and port + 1. */
-async function servers(opts: HardNatOptions, rendezvous: { host: string; port: number } | null): Promise<[StunServerAddress, StunServerAddress]> {
+async function servers(
+  opts: HardNatOptions,
+  rendezvous: { host: string; port: number } | null,
+): Promise<[StunServerAddress, StunServerAddress]> {
   if (opts.stun) return opts.stun;
   if (!rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'hardNat needs a rendezvous host, or hardNat.stun');
   const address = isIP(rendezvous.host) ? rendezvous.host : (await lookup(rendezvous.host)).address;
-  return [{ address, port: rendezvous.port }, { address, port: rendezvous.port + 1 }];
+  return [
+    { address, port: rendezvous.port },
+    { address, port: rendezvous.port + 1 },
+  ];
 }
 
 /**

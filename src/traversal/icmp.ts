@@ -64,7 +64,10 @@ const RETRY_AFTER_MS = 2_000;
 const MAX_COOLDOWN_ENTRIES = 1_024;
 
 /** Fixed connection id: both ends derive the check key and the UDX stream ids from it. */
-export const ICMP_CONNECTION_ID = createHash('sha256').update('natpunch icmp hole punching v1').digest().subarray(0, 16);
+export const ICMP_CONNECTION_ID = createHash('sha256')
+  .update('natpunch icmp hole punching v1')
+  .digest()
+  .subarray(0, 16);
 
 /** The checks only need to recognise each other's probes (the client may not know the server's key yet, the server
  *  never knows the client's beforehand); the Noise handshake that follows authenticates both peers. */
@@ -75,12 +78,14 @@ function checkKey(): Buffer {
 
 function clampInterval(ms: number | undefined, fallback: number): number {
   const v = ms ?? fallback;
-  if (!Number.isFinite(v) || v <= 0) throw new NatpunchError('BAD_ARGUMENT', `ICMP interval must be a positive number of ms (got ${String(ms)})`);
+  if (!Number.isFinite(v) || v <= 0)
+    throw new NatpunchError('BAD_ARGUMENT', `ICMP interval must be a positive number of ms (got ${String(ms)})`);
   return Math.max(MIN_ICMP_INTERVAL_MS, v);
 }
 
 function checkIpv4(address: string, what: string): void {
-  if (!isIPv4(address)) throw new NatpunchError('BAD_ARGUMENT', `${what} must be an IPv4 address (got "${String(address).slice(0, 80)}")`);
+  if (!isIPv4(address))
+    throw new NatpunchError('BAD_ARGUMENT', `${what} must be an IPv4 address (got "${String(address).slice(0, 80)}")`);
 }
 
 /**
@@ -97,13 +102,21 @@ export function isPunchableSource(address: string): boolean {
 /** Opens the raw socket ICMP hole punching needs, with a one-line reason when it cannot. */
 function openRaw(headerIncluded: boolean): RawSocket {
   try {
-    return headerIncluded ? RawSocket.open({ protocol: IPPROTO_RAW, headerIncluded: true }) : RawSocket.open({ protocol: IPPROTO_ICMP });
+    return headerIncluded
+      ? RawSocket.open({ protocol: IPPROTO_RAW, headerIncluded: true })
+      : RawSocket.open({ protocol: IPPROTO_ICMP });
   } catch (err) {
     if (isNatpunchError(err, 'NOT_ROOT')) {
-      throw new NatpunchError('NOT_ROOT', 'ICMP hole punching needs a raw socket: run as root or give node CAP_NET_RAW (`setcap cap_net_raw+ep $(which node)`)', { cause: err });
+      throw new NatpunchError(
+        'NOT_ROOT',
+        'ICMP hole punching needs a raw socket: run as root or give node CAP_NET_RAW (`setcap cap_net_raw+ep $(which node)`)',
+        { cause: err },
+      );
     }
     if (isNatpunchError(err, 'ADDON_UNAVAILABLE')) {
-      throw new NatpunchError('ADDON_UNAVAILABLE', `ICMP hole punching needs the native addon: ${err.message}`, { cause: err });
+      throw new NatpunchError('ADDON_UNAVAILABLE', `ICMP hole punching needs the native addon: ${err.message}`, {
+        cause: err,
+      });
     }
     throw err;
   }
@@ -189,7 +202,13 @@ export class IcmpBeacon extends EventEmitter {
     if (!decoded) return;
     const quoted = quotedEchoOf(decoded.icmp);
     // RFC 792 Time Exceeded quoting our own echo request: same probe address, identifier and sequence.
-    if (!quoted || quoted.destination !== this.probeAddress || quoted.identifier !== this.identifier || quoted.sequence !== this.sequence) return;
+    if (
+      !quoted ||
+      quoted.destination !== this.probeAddress ||
+      quoted.identifier !== this.identifier ||
+      quoted.sequence !== this.sequence
+    )
+      return;
     if (!isPunchableSource(decoded.ip.source)) return;
     const knock: IcmpKnock = { address: decoded.ip.source, quotedSource: quoted.source };
     this.#log.debug(knock, 'Time Exceeded quoting our echo request');
@@ -228,7 +247,10 @@ export class IcmpKnocker {
       sequence: options.sequence ?? ICMP_PUNCH_SEQUENCE,
     });
     // RFC 791 §3.1 outer header only when we must choose the source; otherwise the kernel writes it.
-    this.#packet = options.source !== undefined ? encodeIpv4({ source: options.source, destination: options.server, protocol: IPPROTO_ICMP }, message) : message;
+    this.#packet =
+      options.source !== undefined
+        ? encodeIpv4({ source: options.source, destination: options.server, protocol: IPPROTO_ICMP }, message)
+        : message;
     this.#raw = openRaw(options.source !== undefined);
   }
 
@@ -255,7 +277,17 @@ export class IcmpKnocker {
 function sessionFor(
   endpoint: UdxEndpoint,
   result: CheckResult,
-  o: { initiator: boolean; keyPair: KeyPair; peerKey?: Uint8Array; allow?: Allow; keepAliveMs?: number; idleTimeoutMs?: number; logger: Logger; signal: AbortSignal; ownsEndpoint: boolean },
+  o: {
+    initiator: boolean;
+    keyPair: KeyPair;
+    peerKey?: Uint8Array;
+    allow?: Allow;
+    keepAliveMs?: number;
+    idleTimeoutMs?: number;
+    logger: Logger;
+    signal: AbortSignal;
+    ownsEndpoint: boolean;
+  },
 ): Promise<Session> {
   const ids = streamIdsFor(ICMP_CONNECTION_ID);
   return Session.establish({
@@ -265,8 +297,18 @@ function sessionFor(
     remote: result.remote,
     localStreamId: o.initiator ? ids.initiator : ids.responder,
     remoteStreamId: o.initiator ? ids.responder : ids.initiator,
-    ...(o.initiator ? (o.peerKey ? { expectedRemoteKey: o.peerKey } : {}) : o.allow !== undefined ? { allow: o.allow } : {}),
-    path: { kind: result.kind, candidatePair: { local: result.localCandidate, remote: result.remoteCandidate }, rttMs: result.rttMs },
+    ...(o.initiator
+      ? o.peerKey
+        ? { expectedRemoteKey: o.peerKey }
+        : {}
+      : o.allow !== undefined
+        ? { allow: o.allow }
+        : {}),
+    path: {
+      kind: result.kind,
+      candidatePair: { local: result.localCandidate, remote: result.remoteCandidate },
+      rttMs: result.rttMs,
+    },
     ...(o.keepAliveMs !== undefined ? { keepAliveMs: o.keepAliveMs } : {}),
     ...(o.idleTimeoutMs !== undefined ? { idleTimeoutMs: o.idleTimeoutMs } : {}),
     ownsEndpoint: o.ownsEndpoint,
@@ -339,20 +381,43 @@ export class IcmpListener extends EventEmitter {
     const { signal, dispose } = timeoutSignal(ICMP_CHECK_TIMEOUT_MS + 15_000, ac.signal);
     const port = this.endpoint.address().port;
     try {
-      const remote: Candidate = { type: 'icmp', transport: 'udp', address: k.address, port, priority: candidatePriority('icmp') };
+      const remote: Candidate = {
+        type: 'icmp',
+        transport: 'udp',
+        address: k.address,
+        port,
+        priority: candidatePriority('icmp'),
+      };
       // Responder: our checks to the client's address open our NAT (we punch first); the client nominates.
       const checks = new ConnectivityChecks({
-        transport: this.endpoint, role: 'responder', connectionId: ICMP_CONNECTION_ID, key: checkKey(),
-        local: [], remote: [remote], timeoutMs: ICMP_CHECK_TIMEOUT_MS, signal, logger: this.#log,
+        transport: this.endpoint,
+        role: 'responder',
+        connectionId: ICMP_CONNECTION_ID,
+        key: checkKey(),
+        local: [],
+        remote: [remote],
+        timeoutMs: ICMP_CHECK_TIMEOUT_MS,
+        signal,
+        logger: this.#log,
       });
       this.#checks = checks;
       const result = await checks.run();
-      this.#o.onProgress?.({ phase: 'path', kind: result.kind, remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
+      this.#o.onProgress?.({
+        phase: 'path',
+        kind: result.kind,
+        remote: result.remote,
+        type: result.remoteCandidate.type,
+        rttMs: result.rttMs,
+      });
       const session = await sessionFor(this.endpoint, result, {
-        initiator: false, keyPair: this.#o.keyPair, ...(this.#o.allow !== undefined ? { allow: this.#o.allow } : {}),
+        initiator: false,
+        keyPair: this.#o.keyPair,
+        ...(this.#o.allow !== undefined ? { allow: this.#o.allow } : {}),
         ...(this.#o.keepAliveMs !== undefined ? { keepAliveMs: this.#o.keepAliveMs } : {}),
         ...(this.#o.idleTimeoutMs !== undefined ? { idleTimeoutMs: this.#o.idleTimeoutMs } : {}),
-        logger: this.#log, signal, ownsEndpoint: false,
+        logger: this.#log,
+        signal,
+        ownsEndpoint: false,
       });
       if (this.#closed) {
         await session.close();
@@ -401,12 +466,20 @@ export async function listenIcmp(options: IcmpListenOptions): Promise<IcmpListen
   });
   let endpoint: UdxEndpoint;
   try {
-    endpoint = await UdxEndpoint.bind({ address: options.bindAddress ?? '0.0.0.0', port: options.port ?? DEFAULT_ICMP_PUNCH_PORT });
+    endpoint = await UdxEndpoint.bind({
+      address: options.bindAddress ?? '0.0.0.0',
+      port: options.port ?? DEFAULT_ICMP_PUNCH_PORT,
+    });
   } catch (err) {
     beacon.close();
     throw err;
   }
-  options.onProgress?.({ phase: 'icmp-listening', port: endpoint.address().port, probeAddress: beacon.probeAddress, intervalMs: beacon.intervalMs });
+  options.onProgress?.({
+    phase: 'icmp-listening',
+    port: endpoint.address().port,
+    probeAddress: beacon.probeAddress,
+    intervalMs: beacon.intervalMs,
+  });
   return new IcmpListener(endpoint, beacon, options);
 }
 
@@ -465,10 +538,23 @@ export async function connectIcmp(options: IcmpConnectOptions): Promise<Session>
     };
     knock();
     timer = setInterval(knock, interval);
-    const remote: Candidate = { type: 'icmp', transport: 'udp', address: options.server, port, priority: candidatePriority('icmp') };
+    const remote: Candidate = {
+      type: 'icmp',
+      transport: 'udp',
+      address: options.server,
+      port,
+      priority: candidatePriority('icmp'),
+    };
     checks = new ConnectivityChecks({
-      transport: endpoint, role: 'initiator', connectionId: ICMP_CONNECTION_ID, key: checkKey(),
-      local: [], remote: [remote], timeoutMs: Math.min(timeoutMs, ICMP_CHECK_TIMEOUT_MS + 2 * DEFAULT_ICMP_INTERVAL_MS), signal, logger,
+      transport: endpoint,
+      role: 'initiator',
+      connectionId: ICMP_CONNECTION_ID,
+      key: checkKey(),
+      local: [],
+      remote: [remote],
+      timeoutMs: Math.min(timeoutMs, ICMP_CHECK_TIMEOUT_MS + 2 * DEFAULT_ICMP_INTERVAL_MS),
+      signal,
+      logger,
     });
     let result: CheckResult;
     try {
@@ -484,12 +570,22 @@ export async function connectIcmp(options: IcmpConnectOptions): Promise<Session>
     } finally {
       stopKnocking();
     }
-    options.onProgress?.({ phase: 'path', kind: result.kind, remote: result.remote, type: result.remoteCandidate.type, rttMs: result.rttMs });
+    options.onProgress?.({
+      phase: 'path',
+      kind: result.kind,
+      remote: result.remote,
+      type: result.remoteCandidate.type,
+      rttMs: result.rttMs,
+    });
     const session = await sessionFor(endpoint, result, {
-      initiator: true, keyPair: options.keyPair, ...(options.peerKey ? { peerKey: options.peerKey } : {}),
+      initiator: true,
+      keyPair: options.keyPair,
+      ...(options.peerKey ? { peerKey: options.peerKey } : {}),
       ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
       ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
-      logger, signal, ownsEndpoint: true,
+      logger,
+      signal,
+      ownsEndpoint: true,
     });
     const lingering = checks;
     session.once('close', () => lingering.close());

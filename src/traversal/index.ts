@@ -15,22 +15,59 @@ export type { DiscoverNatHopsOptions, HopOutcome, HopProbe, NatHops } from './tc
 export { predictTcpCandidates, DEFAULT_PREDICTED_PORTS } from './tcp-predict.js';
 export type { TcpAllocationSample } from './tcp-predict.js';
 export {
-  predictPorts, predictedCandidates, hardNatKind, observeMapping, measureNat, advertiseHardNat, reobserve, DEFAULT_PREDICTION_WINDOW,
+  predictPorts,
+  predictedCandidates,
+  hardNatKind,
+  observeMapping,
+  measureNat,
+  advertiseHardNat,
+  reobserve,
+  DEFAULT_PREDICTION_WINDOW,
 } from './predict.js';
 export type { HardNatKind, HardNatAdvert, NatMeasurement, StunServerAddress } from './predict.js';
-export { advertToCandidates, advertFromCandidates, needsHardPunch, DEFAULT_HARDNAT_MEASURE_TIMEOUT_MS } from './hardwire.js';
+export {
+  advertToCandidates,
+  advertFromCandidates,
+  needsHardPunch,
+  DEFAULT_HARDNAT_MEASURE_TIMEOUT_MS,
+} from './hardwire.js';
 export type { HardNatOptions } from './hardwire.js';
 export {
-  HardPunch, planHardPunch, birthdaySuccess, birthdayProbesFor, doubleRandomSuccess, HARDNAT_FIRST_BYTE, BIRTHDAY_PORT_SPACE,
-  DEFAULT_BIRTHDAY_SOCKETS, DEFAULT_BIRTHDAY_PROBES, DEFAULT_PROBE_RATE, DEFAULT_DOUBLE_RANDOM_BUDGET, DEFAULT_MAX_MAPPINGS,
+  HardPunch,
+  planHardPunch,
+  birthdaySuccess,
+  birthdayProbesFor,
+  doubleRandomSuccess,
+  HARDNAT_FIRST_BYTE,
+  BIRTHDAY_PORT_SPACE,
+  DEFAULT_BIRTHDAY_SOCKETS,
+  DEFAULT_BIRTHDAY_PROBES,
+  DEFAULT_PROBE_RATE,
+  DEFAULT_DOUBLE_RANDOM_BUDGET,
+  DEFAULT_MAX_MAPPINGS,
 } from './birthday.js';
 export type { HardPunchOptions, HardPunchResult, HardStrategy, DoubleRandomBudget } from './birthday.js';
 export * as icmp from '../wire/icmp.js';
 export {
-  listenIcmp, connectIcmp, IcmpListener, IcmpBeacon, IcmpKnocker, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_INTERVAL_MS,
-  DEFAULT_ICMP_PUNCH_PORT, ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE,
+  listenIcmp,
+  connectIcmp,
+  IcmpListener,
+  IcmpBeacon,
+  IcmpKnocker,
+  DEFAULT_ICMP_PROBE_ADDRESS,
+  DEFAULT_ICMP_INTERVAL_MS,
+  DEFAULT_ICMP_PUNCH_PORT,
+  ICMP_PUNCH_IDENTIFIER,
+  ICMP_PUNCH_SEQUENCE,
 } from './icmp.js';
-export type { IcmpListenOptions, IcmpConnectOptions, IcmpKnock, IcmpProgress, IcmpBeaconOptions, IcmpKnockerOptions } from './icmp.js';
+export type {
+  IcmpListenOptions,
+  IcmpConnectOptions,
+  IcmpKnock,
+  IcmpProgress,
+  IcmpBeaconOptions,
+  IcmpKnockerOptions,
+} from './icmp.js';
 export { natBlaster } from './tcp-natblaster.js';
 export type { NatBlasterOptions } from './tcp-natblaster.js';
 export { sequencePunch, SEQ_PUNCH_DEFAULTS } from './tcp-seqpunch.js';

@@ -84,35 +84,55 @@ export interface PlanSwitches {
 export const ALL_ON: PlanSwitches = { hardNat: true, budget: false, relay: true, transport: 'auto' };
 
 /** Whether a hard punch can find a path between two mapping kinds, and which one (birthday.ts planHardPunch). */
-export function hardTechnique(local: NatView['kind'], remote: NatView['kind'], budget: boolean): TechniqueName | { skip: string } {
+export function hardTechnique(
+  local: NatView['kind'],
+  remote: NatView['kind'],
+  budget: boolean,
+): TechniqueName | { skip: string } {
   const kinds = [local, remote];
   const random = kinds.filter((k) => k === 'random').length;
   const sequential = kinds.filter((k) => k === 'sequential').length;
   if (random === 0 && sequential === 0) return { skip: 'no side is symmetric (plain checks suffice)' };
   if (random === 2 || (random === 1 && sequential === 1)) {
-    return budget ? 'double-random' : { skip: `${local} ↔ ${remote}: no predictable mapping on either side; needs a double-random probe budget (--budget) or a relay` };
+    return budget
+      ? 'double-random'
+      : {
+          skip: `${local} ↔ ${remote}: no predictable mapping on either side; needs a double-random probe budget (--budget) or a relay`,
+        };
   }
   return random === 1 ? 'birthday' : 'predict';
 }
 
 /** applies() of the techniques, in one place so plan() and each technique module agree. */
-export function applies(technique: TechniqueName, local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON): Applicability {
+export function applies(
+  technique: TechniqueName,
+  local: NatView,
+  remote: NatView,
+  sw: PlanSwitches = ALL_ON,
+): Applicability {
   switch (technique) {
     case 'relay':
       if (!sw.relay) return { skip: 'turned off (--no-relay)' };
-      return local.relay || remote.relay ? true : { skip: 'neither side has a relay allocation (the rendezvous offered none: run it with `natpunch serve`, which relays for its peers)' };
+      return local.relay || remote.relay
+        ? true
+        : {
+            skip: 'neither side has a relay allocation (the rendezvous offered none: run it with `natpunch serve`, which relays for its peers)',
+          };
     case 'tcp':
       if (sw.transport === 'udp') return { skip: 'turned off (--transport udp)' };
       // Both sides offer TCP, and one NAT maps endpoint-independently (two per-destination NATs leave no port to aim
       // at, and the SYNs would use up ports the UDP window counts on): tcp-technique.ts decides.
       return tcpApplies(local, remote);
     case 'mapped':
-      return local.mapped || remote.mapped ? true : { skip: 'neither gateway mapped a port (PCP / NAT-PMP / UPnP IGD unavailable, or --no-port-mapping)' };
+      return local.mapped || remote.mapped
+        ? true
+        : { skip: 'neither gateway mapped a port (PCP / NAT-PMP / UPnP IGD unavailable, or --no-port-mapping)' };
     case 'predict':
     case 'birthday':
     case 'double-random': {
       if (!sw.hardNat) return { skip: 'turned off (--no-hard-nat)' };
-      if (local.kind === 'unknown' || remote.kind === 'unknown') return { skip: `${local.kind === 'unknown' ? 'our' : "the peer's"} NAT was not measured` };
+      if (local.kind === 'unknown' || remote.kind === 'unknown')
+        return { skip: `${local.kind === 'unknown' ? 'our' : "the peer's"} NAT was not measured` };
       const t = hardTechnique(local.kind, remote.kind, sw.budget);
       if (typeof t !== 'string') return t;
       return t === technique ? true : { skip: `${local.kind} ↔ ${remote.kind} calls for ${t}` };
@@ -155,9 +175,17 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
         direct = true;
         if (t === 'birthday') {
           add('udp-checks', 0, 'random ↔ cone: enough when the cone filters by address only');
-          add('birthday', BIRTHDAY_HOLD_MS, `${local.kind} ↔ ${remote.kind}: birthday punch (the cone side sprays, the random side opens sockets)`);
+          add(
+            'birthday',
+            BIRTHDAY_HOLD_MS,
+            `${local.kind} ↔ ${remote.kind}: birthday punch (the cone side sprays, the random side opens sockets)`,
+          );
         } else {
-          add(t, 0, `${local.kind} ↔ ${remote.kind}: ${t === 'predict' ? 'port prediction replaces the checks (they would take predicted ports)' : 'the opt-in double-random budget'}`);
+          add(
+            t,
+            0,
+            `${local.kind} ↔ ${remote.kind}: ${t === 'predict' ? 'port prediction replaces the checks (they would take predicted ports)' : 'the opt-in double-random budget'}`,
+          );
         }
       } else {
         const unpunchable = typeof t !== 'string' && (local.kind === 'random' || remote.kind === 'random');
@@ -166,7 +194,13 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
         if (unpunchable) {
           skip('udp-checks', `${local.kind} ↔ ${remote.kind}: plain checks cannot meet`);
         } else {
-          add('udp-checks', 0, local.kind === 'unknown' || remote.kind === 'unknown' ? 'NAT kinds not both known: plain checks' : 'cone ↔ cone: plain checks');
+          add(
+            'udp-checks',
+            0,
+            local.kind === 'unknown' || remote.kind === 'unknown'
+              ? 'NAT kinds not both known: plain checks'
+              : 'cone ↔ cone: plain checks',
+          );
           direct = true;
         }
       }
@@ -177,14 +211,32 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
   // Prediction counts on the NAT's next ports: TCP SYNs beside it would take them (a sequential NAT may share one
   // counter between TCP and UDP), so TCP waits until prediction had its time.
   const predicting = steps.some((s) => s.technique === 'predict');
-  if (tcp === true) add('tcp', predicting ? TCP_AFTER_PREDICT_MS : 0, tcpOnly ? 'TCP requested' : predicting ? 'after prediction (its SYNs would take predicted ports)' : 'both sides offer TCP: simultaneous open in parallel', direct ? TCP_GRACE_MS : 0);
+  if (tcp === true)
+    add(
+      'tcp',
+      predicting ? TCP_AFTER_PREDICT_MS : 0,
+      tcpOnly
+        ? 'TCP requested'
+        : predicting
+          ? 'after prediction (its SYNs would take predicted ports)'
+          : 'both sides offer TCP: simultaneous open in parallel',
+      direct ? TCP_GRACE_MS : 0,
+    );
   else skip('tcp', tcp.skip);
 
   const relay = applies('relay', local, remote, sw);
   if (relay === true && !tcpOnly) {
     const blocked = !local.udp || !remote.udp;
     const hold = !direct || blocked ? 0 : hard ? RELAY_HOLD_HARD_MS : RELAY_HOLD_MS;
-    add('relay', hold, hold === 0 ? (blocked ? "a side's UDP is blocked: relay at once" : 'no direct technique applies: relay at once') : 'fallback after the direct techniques had their time');
+    add(
+      'relay',
+      hold,
+      hold === 0
+        ? blocked
+          ? "a side's UDP is blocked: relay at once"
+          : 'no direct technique applies: relay at once'
+        : 'fallback after the direct techniques had their time',
+    );
   } else if (relay !== true) {
     skip('relay', relay.skip);
   }
@@ -196,16 +248,22 @@ export function advice(local: NatView, remote: NatView, p: Plan, sw: PlanSwitche
   const out: string[] = [];
   const has = (t: TechniqueName) => p.steps.some((s) => s.technique === t);
   if (!has('relay')) {
-    out.push(sw.relay
-      ? 'a relay would carry this pair: run the rendezvous with `natpunch serve` (it relays between its registered peers by default)'
-      : 'turning the relay back on (drop --no-relay) would carry this pair');
+    out.push(
+      sw.relay
+        ? 'a relay would carry this pair: run the rendezvous with `natpunch serve` (it relays between its registered peers by default)'
+        : 'turning the relay back on (drop --no-relay) would carry this pair',
+    );
   }
-  if (!sw.hardNat && (local.kind === 'sequential' || local.kind === 'random' || remote.kind === 'sequential' || remote.kind === 'random')) {
+  if (
+    !sw.hardNat &&
+    (local.kind === 'sequential' || local.kind === 'random' || remote.kind === 'sequential' || remote.kind === 'random')
+  ) {
     out.push('hard-NAT punching is off (--no-hard-nat); turning it on may find a direct path');
   }
   if ((local.kind === 'random' || remote.kind === 'random') && !sw.budget && !has('relay')) {
     out.push('a double-random probe budget (--budget) gives a small chance of a direct path');
   }
-  if (!local.mapped && !remote.mapped) out.push('a gateway with PCP, NAT-PMP or UPnP IGD enabled on either side would make it reachable');
+  if (!local.mapped && !remote.mapped)
+    out.push('a gateway with PCP, NAT-PMP or UPnP IGD enabled on either side would make it reachable');
   return out;
 }

@@ -64,7 +64,8 @@ export function hardNatKind(report: Pick<NatReport, 'udp'>): { kind: HardNatKind
   const u = report.udp;
   if (u.mapping === 'endpoint-independent' || u.behindNat === false) return { kind: 'cone', delta: null };
   if (u.mapping === 'unknown') return { kind: 'unknown', delta: null };
-  if (u.allocation.pattern === 'sequential' && u.allocation.delta) return { kind: 'sequential', delta: u.allocation.delta };
+  if (u.allocation.pattern === 'sequential' && u.allocation.delta)
+    return { kind: 'sequential', delta: u.allocation.delta };
   if (u.allocation.pattern === 'random') return { kind: 'random', delta: null };
   return { kind: 'unknown', delta: null };
 }
@@ -82,7 +83,10 @@ export async function observeMapping(
 ): Promise<{ address: string; port: number }> {
   const stun = new StunClient(endpoint);
   try {
-    const r = await stun.binding(server, { timeoutMs: options.timeoutMs ?? OBSERVE_TIMEOUT_MS, ...(options.signal ? { signal: options.signal } : {}) });
+    const r = await stun.binding(server, {
+      timeoutMs: options.timeoutMs ?? OBSERVE_TIMEOUT_MS,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     return { address: r.mapped.address, port: r.mapped.port };
   } finally {
     stun.close();
@@ -130,8 +134,10 @@ export async function measureNat(
   }
   // The endpoint's own second observation was the first new mapping in the row: it belongs to the series.
   const allocation = analyseAllocation([{ local: endpoint.address().port, external: second.port }, ...samples]);
-  if (allocation.pattern === 'unknown') throw new NatpunchError('STUN_TIMEOUT', `only ${samples.length} of ${n} allocation samples answered`);
-  const kind: HardNatKind = allocation.pattern === 'sequential' ? 'sequential' : allocation.pattern === 'random' ? 'random' : 'unknown';
+  if (allocation.pattern === 'unknown')
+    throw new NatpunchError('STUN_TIMEOUT', `only ${samples.length} of ${n} allocation samples answered`);
+  const kind: HardNatKind =
+    allocation.pattern === 'sequential' ? 'sequential' : allocation.pattern === 'random' ? 'random' : 'unknown';
   return { kind, delta: allocation.delta ?? null, allocation, last: second, first };
 }
 
@@ -159,14 +165,24 @@ export async function advertiseHardNat(
   options: { signal?: AbortSignal; window?: number; bindAddress?: string; measurement?: NatMeasurement } = {},
 ): Promise<HardNatAdvert & { measurement: NatMeasurement }> {
   const m = options.measurement ?? (await measureNat(endpoint, servers, options));
-  if (m.kind === 'cone' || m.kind === 'unknown') return { kind: m.kind, delta: null, address: m.first.address, ports: [m.first.port], measurement: m };
+  if (m.kind === 'cone' || m.kind === 'unknown')
+    return { kind: m.kind, delta: null, address: m.first.address, ports: [m.first.port], measurement: m };
   if (m.kind === 'random') return { kind: 'random', delta: null, address: m.first.address, ports: [], measurement: m };
   const latest = await reobserve(servers[0], options);
-  return { kind: 'sequential', delta: m.delta, address: latest.address, ports: predictPorts(latest.port, m.delta!, options.window), measurement: m };
+  return {
+    kind: 'sequential',
+    delta: m.delta,
+    address: latest.address,
+    ports: predictPorts(latest.port, m.delta!, options.window),
+    measurement: m,
+  };
 }
 
 /** The latest mapping our NAT handed out: one Binding from a fresh socket (a new flow on any symmetric NAT). */
-export async function reobserve(server: StunServerAddress, options: { signal?: AbortSignal; bindAddress?: string } = {}): Promise<{ address: string; port: number }> {
+export async function reobserve(
+  server: StunServerAddress,
+  options: { signal?: AbortSignal; bindAddress?: string } = {},
+): Promise<{ address: string; port: number }> {
   const ep = await UdxEndpoint.bind(options.bindAddress ? { address: options.bindAddress } : {});
   try {
     return await observeMapping(ep, server, options.signal ? { signal: options.signal } : {});

@@ -46,13 +46,17 @@ export function raceFailure(o: RaceOptions, outcomes: StepOutcome[], cause?: unk
     tried.length ? `tried ${tried.join('; ')}` : 'no technique applied',
     left.length ? `not tried: ${left.join('; ')}` : '',
     o.advice?.length ? `what would help: ${o.advice.join('; ')}` : '',
-  ].filter(Boolean).join('. ');
+  ]
+    .filter(Boolean)
+    .join('. ');
   return new NatpunchError('PUNCH_FAILED', msg, {
     ...(cause !== undefined ? { cause } : {}),
     details: {
       local: o.ctx.local.nat.kind,
       remote: o.ctx.remote.nat.kind,
-      tried: outcomes.filter((x) => x.started).map((x) => ({ technique: x.technique, error: x.error ?? null, ms: x.ms })),
+      tried: outcomes
+        .filter((x) => x.started)
+        .map((x) => ({ technique: x.technique, error: x.error ?? null, ms: x.ms })),
       skipped: o.plan.skipped,
     },
   });
@@ -64,7 +68,12 @@ export function raceFailure(o: RaceOptions, outcomes: StepOutcome[], cause?: unk
  */
 export async function race(o: RaceOptions): Promise<PathResult> {
   const t0 = Date.now();
-  const outcomes: StepOutcome[] = o.plan.steps.map((s) => ({ technique: s.technique, started: false, ok: false, ms: 0 }));
+  const outcomes: StepOutcome[] = o.plan.steps.map((s) => ({
+    technique: s.technique,
+    started: false,
+    ok: false,
+    ms: 0,
+  }));
   /** An authenticated refusal (the handshake reached the peer and it said no, or proved another key) says more than
    *  any punch failure: it is rethrown as is when nothing won. */
   let decisive: NatpunchError | null = null;
@@ -84,7 +93,8 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       if (i !== except) c.abort(reason);
     });
   };
-  const onAbort = () => abortAll(new NatpunchError('ABORTED', 'connection attempt aborted', { cause: o.signal.reason }));
+  const onAbort = () =>
+    abortAll(new NatpunchError('ABORTED', 'connection attempt aborted', { cause: o.signal.reason }));
   o.signal.addEventListener('abort', onAbort, { once: true });
 
   const claimFor = (step: PlanStep, signal: AbortSignal) => async (): Promise<boolean> => {
@@ -98,7 +108,10 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       }
       let timer: NodeJS.Timeout | undefined;
       const left = deadline - Date.now();
-      await Promise.race([changed, ...(left > 0 && !st.claimedBy ? [new Promise<void>((r) => (timer = setTimeout(r, left)))] : [])]);
+      await Promise.race([
+        changed,
+        ...(left > 0 && !st.claimedBy ? [new Promise<void>((r) => (timer = setTimeout(r, left)))] : []),
+      ]);
       clearTimeout(timer);
     }
   };
@@ -115,7 +128,19 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       const started = Date.now();
       o.ctx.progress({ phase: 'technique-start', technique: step.technique, holdMs: step.holdMs });
       try {
-        const r = await technique.run({ ...o.ctx, claim: claimFor(step, signal), unclaim: () => { if (st.claimedBy === step) { st.claimedBy = null; notify(); } } }, signal);
+        const r = await technique.run(
+          {
+            ...o.ctx,
+            claim: claimFor(step, signal),
+            unclaim: () => {
+              if (st.claimedBy === step) {
+                st.claimedBy = null;
+                notify();
+              }
+            },
+          },
+          signal,
+        );
         out.ok = true;
         out.ms = Date.now() - started;
         o.ctx.progress({ phase: 'technique-end', technique: step.technique, ok: true, ms: out.ms });
@@ -123,7 +148,10 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       } catch (err) {
         out.ms = Date.now() - started;
         if (isNatpunchError(err) && (err.code === 'HANDSHAKE_FAILED' || err.code === 'NOT_ALLOWED')) decisive ??= err;
-        out.error = isNatpunchError(err, 'ABORTED') && st.winner ? `stopped: ${(st.winner as PathResult).technique} won` : (err as Error).message;
+        out.error =
+          isNatpunchError(err, 'ABORTED') && st.winner
+            ? `stopped: ${(st.winner as PathResult).technique} won`
+            : (err as Error).message;
         o.ctx.progress({ phase: 'technique-end', technique: step.technique, ok: false, ms: out.ms, error: out.error });
         throw err;
       }
@@ -138,18 +166,21 @@ export async function race(o: RaceOptions): Promise<PathResult> {
     let won: (r: PathResult) => void = () => {};
     const first = new Promise<PathResult>((r) => (won = r));
     const results = o.plan.steps.map((step, i) =>
-      runStep(step, i).then((r) => {
-        if (!r) return;
-        if (st.winner) {
-          // Lost by a hair: the race owns it and releases it (one owner).
-          void r.session.close().catch(() => {});
-          r.release?.();
-          return;
-        }
-        st.winner = r;
-        abortAll(new NatpunchError('ABORTED', `${r.technique} found the path`), i);
-        won(r);
-      }, () => {}),
+      runStep(step, i).then(
+        (r) => {
+          if (!r) return;
+          if (st.winner) {
+            // Lost by a hair: the race owns it and releases it (one owner).
+            void r.session.close().catch(() => {});
+            r.release?.();
+            return;
+          }
+          st.winner = r;
+          abortAll(new NatpunchError('ABORTED', `${r.technique} found the path`), i);
+          won(r);
+        },
+        () => {},
+      ),
     );
     // The winner is returned at once; the aborted steps unwind in the background (a late path is closed above).
     await Promise.race([first, Promise.all(results)]);
@@ -157,7 +188,11 @@ export async function race(o: RaceOptions): Promise<PathResult> {
     if (o.signal.aborted) {
       const reason = o.signal.reason;
       if (isNatpunchError(reason, 'TIMEOUT')) {
-        throw new NatpunchError('TIMEOUT', `${raceFailure(o, outcomes).message} (gave up after ${Date.now() - t0} ms)`, { cause: reason, details: raceFailure(o, outcomes).details });
+        throw new NatpunchError(
+          'TIMEOUT',
+          `${raceFailure(o, outcomes).message} (gave up after ${Date.now() - t0} ms)`,
+          { cause: reason, details: raceFailure(o, outcomes).details },
+        );
       }
       throw new NatpunchError('ABORTED', 'connection attempt aborted', { cause: reason });
     }

@@ -12,7 +12,10 @@ import type { PathResult, Technique } from './technique.js';
 import { NatpunchError } from '../util/errors.js';
 
 /** `relay`: our allocation when the technique runs (it may still be under way when the plan is made). */
-export function relayTechnique(relay: (signal: AbortSignal) => Promise<RelayPath | null>, tuning: SessionTuning): Technique {
+export function relayTechnique(
+  relay: (signal: AbortSignal) => Promise<RelayPath | null>,
+  tuning: SessionTuning,
+): Technique {
   return {
     name: 'relay',
     applies: (local, remote) => (local.relay || remote.relay ? true : { skip: 'neither side has a relay allocation' }),
@@ -26,7 +29,10 @@ export function relayTechnique(relay: (signal: AbortSignal) => Promise<RelayPath
         remote.push(...(await usable.proxied(peerUdp, permitted)));
       }
       if (remote.length === 0) {
-        throw new NatpunchError('PUNCH_FAILED', usable ? 'the relay refused permissions for every peer address' : 'no relay candidate on either side');
+        throw new NatpunchError(
+          'PUNCH_FAILED',
+          usable ? 'the relay refused permissions for every peer address' : 'no relay candidate on either side',
+        );
       }
       const local = ctx.local.candidates.filter((c) => c.transport === 'udp' && c.type !== 'predicted');
       if (usable && !local.some((c) => c.type === 'relay')) local.push(usable.candidate());

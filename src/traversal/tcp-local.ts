@@ -26,7 +26,12 @@ import { StunTcpClient } from '../stun/client.js';
 import { candidatePriority, TYPE_PREFERENCE, type Candidate } from './candidate.js';
 import { openCraftSocket } from './tcp-seq.js';
 import { NatHopCache } from './tcp-stunt.js';
-import { measureTcpAllocation, tcpPredictionCandidate, TCP_PREDICT_TIMEOUT_MS, type TcpPrediction } from './tcp-predict.js';
+import {
+  measureTcpAllocation,
+  tcpPredictionCandidate,
+  TCP_PREDICT_TIMEOUT_MS,
+  type TcpPrediction,
+} from './tcp-predict.js';
 
 /** STUN TCP connection refresh: below serve's STUN TCP idle timeout (30 s, src/stun/server.ts) and common NAT
  *  established-TCP timeouts (RFC 5382 REQ-5 asks ≥ 2 h 4 min, but small NATs use minutes). */
@@ -97,12 +102,22 @@ export function rawSocketDenied(): string | null {
 
 /** Port Q's public endpoint as the tagged candidate described at SEQ_PORT_TAG. */
 export function seqPortCandidate(e: Endpoint): Candidate {
-  return { type: 'srflx', transport: 'tcp', address: e.address, port: e.port, priority: candidatePriority('srflx', SEQ_PORT_TAG) };
+  return {
+    type: 'srflx',
+    transport: 'tcp',
+    address: e.address,
+    port: e.port,
+    priority: candidatePriority('srflx', SEQ_PORT_TAG),
+  };
 }
 
 /** True for the candidate seqPortCandidate() makes. */
 export function isSeqPortCandidate(c: Candidate): boolean {
-  return c.type === 'srflx' && c.transport === 'tcp' && c.priority === TYPE_PREFERENCE.srflx * 2 ** 24 + SEQ_PORT_TAG * 2 ** 8 + 255;
+  return (
+    c.type === 'srflx' &&
+    c.transport === 'tcp' &&
+    c.priority === TYPE_PREFERENCE.srflx * 2 ** 24 + SEQ_PORT_TAG * 2 ** 8 + 255
+  );
 }
 
 /** The peer's port Q endpoint, when it offered one. */
@@ -117,13 +132,27 @@ async function reflexiveFrom(
   localPort: number,
   o: { timeoutMs: number; signal?: AbortSignal; addon: NativeAddon },
 ): Promise<{ stun: StunTcpClient; mapped: Endpoint; port: number }> {
-  const signal = o.signal ? AbortSignal.any([o.signal, AbortSignal.timeout(o.timeoutMs)]) : AbortSignal.timeout(o.timeoutMs);
-  const socket = await connectFrom({ address: server.address, port: server.port, localAddress: '0.0.0.0', localPort, timeoutMs: o.timeoutMs, signal, addon: o.addon });
+  const signal = o.signal
+    ? AbortSignal.any([o.signal, AbortSignal.timeout(o.timeoutMs)])
+    : AbortSignal.timeout(o.timeoutMs);
+  const socket = await connectFrom({
+    address: server.address,
+    port: server.port,
+    localAddress: '0.0.0.0',
+    localPort,
+    timeoutMs: o.timeoutMs,
+    signal,
+    addon: o.addon,
+  });
   socket.on('error', () => {});
   const stun = new StunTcpClient(socket, server);
   try {
     const res = await stun.binding({ signal, timeoutMs: o.timeoutMs });
-    return { stun, mapped: { address: res.mapped.address, port: res.mapped.port }, port: socket.localPort ?? localPort };
+    return {
+      stun,
+      mapped: { address: res.mapped.address, port: res.mapped.port },
+      port: socket.localPort ?? localPort,
+    };
   } catch (err) {
     stun.close();
     socket.destroy();
@@ -159,9 +188,15 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
     const timeoutMs = options.timeoutMs ?? TCP_GATHER_TIMEOUT_MS;
     const o = { timeoutMs, addon, ...(options.signal ? { signal: options.signal } : {}) };
     try {
-      server = { address: isIP(options.stun.host) ? options.stun.host : (await lookup(options.stun.host, { family: 4 })).address, port: options.stun.port };
+      server = {
+        address: isIP(options.stun.host) ? options.stun.host : (await lookup(options.stun.host, { family: 4 })).address,
+        port: options.stun.port,
+      };
       const wantQ = options.sequencePort ?? rawSocketDenied() === null;
-      const [p, q] = await Promise.allSettled([reflexiveFrom(server, port, o), wantQ ? reflexiveFrom(server, 0, o) : Promise.reject(new Error('not wanted'))]);
+      const [p, q] = await Promise.allSettled([
+        reflexiveFrom(server, port, o),
+        wantQ ? reflexiveFrom(server, 0, o) : Promise.reject(new Error('not wanted')),
+      ]);
       if (q.status === 'fulfilled') {
         stuns.push(q.value.stun);
         seq = { port: q.value.port, srflx: q.value.mapped };
@@ -171,12 +206,20 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
       const mapped = p.value.mapped;
       srflx = mapped;
       if (!candidates.some((c) => c.address === mapped.address && c.port === mapped.port)) {
-        candidates.unshift({ type: 'srflx', transport: 'tcp', ...mapped, priority: candidatePriority('srflx', TCP_LOCAL_PREFERENCE) });
+        candidates.unshift({
+          type: 'srflx',
+          transport: 'tcp',
+          ...mapped,
+          priority: candidatePriority('srflx', TCP_LOCAL_PREFERENCE),
+        });
       }
       if (seq) candidates.push(seqPortCandidate(seq.srflx));
       log.debug({ port, mapped, seq }, 'tcp: server-reflexive candidate');
     } catch (err) {
-      log.info({ err: (err as Error).message }, 'tcp: no server-reflexive TCP candidate (STUN over TCP failed); offering host candidates only');
+      log.info(
+        { err: (err as Error).message },
+        'tcp: no server-reflexive TCP candidate (STUN over TCP failed); offering host candidates only',
+      );
     }
   }
   const timer = setInterval(() => {
@@ -206,7 +249,10 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
     hops,
     lowTtl(signal) {
       if (!signal) return ttl;
-      return Promise.race([ttl, new Promise<null>((resolve) => signal.addEventListener('abort', () => resolve(null), { once: true }))]);
+      return Promise.race([
+        ttl,
+        new Promise<null>((resolve) => signal.addEventListener('abort', () => resolve(null), { once: true })),
+      ]);
     },
     get prediction() {
       return prediction;
@@ -215,13 +261,20 @@ export async function openTcpLocal(options: TcpLocalOptions): Promise<TcpLocal> 
       // A NAT that kept P's number most likely keeps it toward the peer too (or maps endpoint-independently).
       if (!server || !srflx || srflx.port === port || closed) return [];
       try {
-        const r = await measureTcpAllocation({ server, timeoutMs: o.timeoutMs ?? TCP_PREDICT_TIMEOUT_MS, ...(o.signal ? { signal: o.signal } : {}) });
+        const r = await measureTcpAllocation({
+          server,
+          timeoutMs: o.timeoutMs ?? TCP_PREDICT_TIMEOUT_MS,
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
         prediction = r.prediction;
         log.debug({ pattern: r.report.pattern, delta: r.report.delta, prediction }, 'tcp: allocation measured');
         return prediction ? [tcpPredictionCandidate(prediction)] : [];
       } catch (err) {
         if (o.signal?.aborted) throw err;
-        log.info({ err: (err as Error).message }, 'tcp: allocation measurement failed; offering no predicted TCP candidates');
+        log.info(
+          { err: (err as Error).message },
+          'tcp: allocation measurement failed; offering no predicted TCP candidates',
+        );
         return [];
       }
     },

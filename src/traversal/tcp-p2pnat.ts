@@ -122,7 +122,10 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
   if (options.candidates.length === 0) throw new NatpunchError('BAD_ARGUMENT', 'tcpPunch needs at least one candidate');
   for (const c of options.candidates) {
     if (isIP(c.address) === 0 || !Number.isInteger(c.port) || c.port < 1 || c.port > 65535) {
-      throw new NatpunchError('BAD_ARGUMENT', `tcpPunch: candidate ${JSON.stringify(c.address)}:${c.port} is not a numeric IP address and port`);
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `tcpPunch: candidate ${JSON.stringify(c.address)}:${c.port} is not a numeric IP address and port`,
+      );
     }
   }
   if (!Number.isInteger(options.localPort) || options.localPort < 1 || options.localPort > 65535) {
@@ -138,7 +141,9 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
   const byKey = new Map(options.candidates.map((c) => [key(c.address, c.port), c]));
 
   const listen = options.listen ?? true;
-  const listener = !listen ? undefined : (options.listener ?? (await listenReusePort({ address: localAddress, port: options.localPort, addon })));
+  const listener = !listen
+    ? undefined
+    : (options.listener ?? (await listenReusePort({ address: localAddress, port: options.localPort, addon })));
   const ownsListener = listen && !options.listener;
   const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
 
@@ -156,7 +161,9 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       listener?.off('connection', onAccept);
       for (const p of pending) p.cancel();
       pending.clear();
-      for (const s of waiting) if (!(result instanceof NatpunchError) && s === result.socket) continue; else s.destroy();
+      for (const s of waiting)
+        if (!(result instanceof NatpunchError) && s === result.socket) continue;
+        else s.destroy();
       waiting.clear();
       if (ownsListener) listener?.close();
       signal.removeEventListener('abort', onAbort);
@@ -170,9 +177,13 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       if (reason instanceof NatpunchError && reason.code === 'TIMEOUT') {
         const tried = [...lastError].map(([k, e]) => `${k} ${e}`).join(', ');
         finish(
-          new NatpunchError('PUNCH_FAILED', `TCP hole punching found no path within ${timeoutMs} ms (${attempts} SYNs; ${tried || 'no answer'})`, {
-            details: { attempts, lastError: Object.fromEntries(lastError) },
-          }),
+          new NatpunchError(
+            'PUNCH_FAILED',
+            `TCP hole punching found no path within ${timeoutMs} ms (${attempts} SYNs; ${tried || 'no answer'})`,
+            {
+              details: { attempts, lastError: Object.fromEntries(lastError) },
+            },
+          ),
         );
       } else {
         finish(new NatpunchError('ABORTED', 'TCP hole punching aborted', { cause: reason }));
@@ -237,7 +248,11 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
     listener?.on('connection', onAccept);
 
     const defaultTtl = options.lowTtl === undefined ? undefined : systemDefaultTtl(addon);
-    const attempt = async (candidate: TcpPunchCandidate, ttl: number | undefined, lifetimeMs: number): Promise<net.Socket | null> => {
+    const attempt = async (
+      candidate: TcpPunchCandidate,
+      ttl: number | undefined,
+      lifetimeMs: number,
+    ): Promise<net.Socket | null> => {
       const k = key(candidate.address, candidate.port);
       let pc: PendingConnect;
       try {

@@ -24,7 +24,13 @@ import { sleep } from '../util/abort.js';
 import type { Logger } from '../util/log.js';
 import type { SessionPath } from '../session/session.js';
 import { candidateKey, type Candidate } from './candidate.js';
-import { tcpPunch, TCP_NOMINATION_BYTE, TCP_PUNCH_DEFAULTS, type TcpPunchCandidate, type TcpPunchResult } from './tcp-p2pnat.js';
+import {
+  tcpPunch,
+  TCP_NOMINATION_BYTE,
+  TCP_PUNCH_DEFAULTS,
+  type TcpPunchCandidate,
+  type TcpPunchResult,
+} from './tcp-p2pnat.js';
 import { installIcmpGuard, type SeqTechnique } from './tcp-seq.js';
 import { declineSequencePunch, sequencePunch, type SeqChannel } from './tcp-seqpunch.js';
 import { expandTcpPredictions, tcpPredictionOf } from './tcp-predict.js';
@@ -87,7 +93,9 @@ export interface TcpPathResult extends TcpPunchResult {
  * port, its port Q (tcp-local.ts) left out.
  */
 export function tcpCandidatesOf(remote: Candidate[]): Candidate[] {
-  const expanded = expandTcpPredictions(remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4 && !isSeqPortCandidate(c)));
+  const expanded = expandTcpPredictions(
+    remote.filter((c) => c.transport === 'tcp' && isIP(c.address) === 4 && !isSeqPortCandidate(c)),
+  );
   // One attempt per endpoint: a window offered twice (or overlapping a srflx) must not make two connects from P to
   // the same endpoint, which the kernel refuses for the second one (the 4-tuple is taken).
   const seen = new Set<string>();
@@ -105,7 +113,11 @@ export function tcpCandidatesOf(remote: Candidate[]): Candidate[] {
  *     the whole window, the sequential side's SYN lands on one of those ports;
  *   - the responder when neither offered a window; nobody when both did (UDP's hard-NAT punch is for that pair).
  */
-export function stuntOpening(p: { role: 'initiator' | 'responder'; weSequential: boolean; peerSequential: boolean }): 'we-open' | 'peer-opens' | 'none' {
+export function stuntOpening(p: {
+  role: 'initiator' | 'responder';
+  weSequential: boolean;
+  peerSequential: boolean;
+}): 'we-open' | 'peer-opens' | 'none' {
   if (p.weSequential && p.peerSequential) return 'none';
   if (p.peerSequential) return 'we-open';
   if (p.weSequential) return 'peer-opens';
@@ -118,7 +130,10 @@ export function stuntOpening(p: { role: 'initiator' | 'responder'; weSequential:
  * NAT, or the guard cannot be installed (it needs CAP_NET_ADMIN and nft): an unguarded low-TTL socket would be
  * aborted and the peer's SYN would meet our listener, whose SYN-ACK a tracking NAT drops (tcp-p2pnat.ts).
  */
-async function openWithLowTtl(o: TcpAttemptOptions, candidates: Candidate[]): Promise<{ lowTtl: number; unguard: () => Promise<void> } | null> {
+async function openWithLowTtl(
+  o: TcpAttemptOptions,
+  candidates: Candidate[],
+): Promise<{ lowTtl: number; unguard: () => Promise<void> } | null> {
   const remote = candidates.find((c) => c.type !== 'host');
   if (!remote) return null;
   const lowTtl = await o.local.lowTtl(o.signal);
@@ -128,7 +143,10 @@ async function openWithLowTtl(o: TcpAttemptOptions, candidates: Candidate[]): Pr
     o.logger?.debug({ lowTtl, remote: remote.address }, 'tcp: STUNT #2, opening our NAT with low-TTL SYNs');
     return { lowTtl, unguard };
   } catch (err) {
-    o.logger?.info({ err: (err as Error).message }, 'tcp: no ICMP guard (needs root and nft); P2P-NAT without STUNT #2');
+    o.logger?.info(
+      { err: (err as Error).message },
+      'tcp: no ICMP guard (needs root and nft); P2P-NAT without STUNT #2',
+    );
     return null;
   }
 }
@@ -139,7 +157,11 @@ async function p2pnat(
   candidates: Candidate[],
   p: { signal: AbortSignal; timeoutMs?: number; claimNomination?: () => boolean },
 ): Promise<TcpPathResult> {
-  const opening = stuntOpening({ role: o.role, weSequential: o.local.prediction !== null, peerSequential: o.remote.some((c) => tcpPredictionOf(c) !== null) });
+  const opening = stuntOpening({
+    role: o.role,
+    weSequential: o.local.prediction !== null,
+    peerSequential: o.remote.some((c) => tcpPredictionOf(c) !== null),
+  });
   const stunt = opening === 'we-open' ? await openWithLowTtl({ ...o, signal: p.signal }, candidates) : null;
   try {
     const r = await tcpPunch({
@@ -148,13 +170,19 @@ async function p2pnat(
       role: o.role === 'initiator' ? 'controlling' : 'controlled',
       listener: o.local.listener,
       signal: p.signal,
-      ...(stunt ? { lowTtl: stunt.lowTtl, lowTtlFor: (c: TcpPunchCandidate) => c.type !== 'host', icmpGuarded: true } : {}),
+      ...(stunt
+        ? { lowTtl: stunt.lowTtl, lowTtlFor: (c: TcpPunchCandidate) => c.type !== 'host', icmpGuarded: true }
+        : {}),
       ...(opening === 'peer-opens' ? { connectDelayMs: TCP_OPENER_HOLDBACK_MS } : {}),
       ...(p.timeoutMs !== undefined ? { timeoutMs: p.timeoutMs } : {}),
       ...(p.claimNomination ? { claimNomination: p.claimNomination } : {}),
       ...(o.logger ? { logger: o.logger } : {}),
     });
-    return { ...r, technique: 'p2pnat', ...(stunt ? { reason: `we opened our NAT first with low-TTL SYNs (STUNT #2, TTL ${stunt.lowTtl})` } : {}) };
+    return {
+      ...r,
+      technique: 'p2pnat',
+      ...(stunt ? { reason: `we opened our NAT first with low-TTL SYNs (STUNT #2, TTL ${stunt.lowTtl})` } : {}),
+    };
   } finally {
     await stunt?.unguard();
   }
@@ -173,28 +201,53 @@ export async function punchTcp(o: TcpAttemptOptions): Promise<TcpPathResult> {
     candidates = [...candidates.filter((c) => c.type !== 'host'), ...candidates.filter((c) => c.type === 'host')];
   }
   if (candidates.length === 0) {
-    throw new NatpunchError('PUNCH_FAILED', 'the peer offered no TCP candidates (it runs without the native addon, or with --transport udp)');
+    throw new NatpunchError(
+      'PUNCH_FAILED',
+      'the peer offered no TCP candidates (it runs without the native addon, or with --transport udp)',
+    );
   }
   const mode = o.sequence?.mode ?? 'off';
   const channel = o.sequence?.channel ?? null;
-  if (mode === 'off' || !channel) return p2pnat(o, candidates, { signal: o.signal, ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}) });
+  if (mode === 'off' || !channel)
+    return p2pnat(o, candidates, {
+      signal: o.signal,
+      ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    });
   const peerQ = seqPortOf(o.remote);
   const separate = o.local.seq && peerQ ? { local: o.local.seq, remote: peerQ } : null;
   // Without raw sockets the techniques cannot run here: P2P-NAT keeps its whole budget and the peer hears why.
   const denied = rawSocketDenied();
   if (mode === 'auto' && separate) return raceOnSeparatePorts(o, channel, candidates, separate, denied);
   if (mode === 'auto') {
-    const budget = denied ? (o.timeoutMs ?? TCP_PUNCH_DEFAULTS.timeoutMs) : Math.min(o.timeoutMs ?? TCP_P2PNAT_BEFORE_SEQ_MS, TCP_P2PNAT_BEFORE_SEQ_MS);
+    const budget = denied
+      ? (o.timeoutMs ?? TCP_PUNCH_DEFAULTS.timeoutMs)
+      : Math.min(o.timeoutMs ?? TCP_P2PNAT_BEFORE_SEQ_MS, TCP_P2PNAT_BEFORE_SEQ_MS);
     try {
       return await p2pnat(o, candidates, { signal: o.signal, timeoutMs: budget });
     } catch (err) {
       if (o.signal.aborted || !(err instanceof NatpunchError) || err.code !== 'PUNCH_FAILED') throw err;
       const why = `P2P-NAT failed (${err.message})`;
       o.logger?.info({ err: err.message }, 'tcp: P2P-NAT failed; trying the sequence-number techniques');
-      return await sequenceStep(o, { channel, candidates, denied, prefer: 'auto', why, separate: null, signal: o.signal });
+      return await sequenceStep(o, {
+        channel,
+        candidates,
+        denied,
+        prefer: 'auto',
+        why,
+        separate: null,
+        signal: o.signal,
+      });
     }
   }
-  const r = await sequenceStep(o, { channel, candidates, denied, prefer: mode, why: `--tcp-seq ${mode}`, separate, signal: o.signal });
+  const r = await sequenceStep(o, {
+    channel,
+    candidates,
+    denied,
+    prefer: mode,
+    why: `--tcp-seq ${mode}`,
+    separate,
+    signal: o.signal,
+  });
   return separate ? await nominate(r, o.role, () => true, o.signal) : r;
 }
 
@@ -214,13 +267,26 @@ async function raceOnSeparatePorts(
   let claimed = false;
   const claim = () => (claimed ? false : (claimed = true));
   const sequential = o.local.prediction !== null || o.remote.some((c) => tcpPredictionOf(c) !== null);
-  const viaP2pnat = p2pnat(o, candidates, { signal, ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}), claimNomination: claim });
+  const viaP2pnat = p2pnat(o, candidates, {
+    signal,
+    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    claimNomination: claim,
+  });
   const viaSeq = sequential
-    ? Promise.reject(new NatpunchError('PUNCH_FAILED', 'STUNT #1 / NATBlaster not tried: a sequential NAT maps the flow to the peer to another port than the rendezvous saw', { details: { reason: 'sequence-not-applicable' } }))
+    ? Promise.reject(
+        new NatpunchError(
+          'PUNCH_FAILED',
+          'STUNT #1 / NATBlaster not tried: a sequential NAT maps the flow to the peer to another port than the rendezvous saw',
+          { details: { reason: 'sequence-not-applicable' } },
+        ),
+      )
     : sleep(TCP_SEQ_HOLDBACK_MS, signal)
         .then(() => sequenceStep(o, { channel, candidates, denied, prefer: 'auto', why: null, separate, signal }))
         .then((r) => nominate(r, o.role, claim, signal))
-        .then((r) => ({ ...r, reason: `P2P-NAT had found no path when ${r.technique === 'stunt1' ? 'STUNT #1' : 'NATBlaster'} connected on its own port` }));
+        .then((r) => ({
+          ...r,
+          reason: `P2P-NAT had found no path when ${r.technique === 'stunt1' ? 'STUNT #1' : 'NATBlaster'} connected on its own port`,
+        }));
   let winner: TcpPathResult | undefined;
   try {
     winner = await Promise.any([viaP2pnat, viaSeq]);
@@ -234,7 +300,11 @@ async function raceOnSeparatePorts(
     });
   } finally {
     loser.abort(new NatpunchError('ABORTED', 'another TCP technique connected first'));
-    for (const p of [viaP2pnat, viaSeq]) void p.then((r) => r !== winner && r.socket.destroy(), () => {});
+    for (const p of [viaP2pnat, viaSeq])
+      void p.then(
+        (r) => r !== winner && r.socket.destroy(),
+        () => {},
+      );
   }
 }
 
@@ -243,7 +313,12 @@ async function raceOnSeparatePorts(
  * it (false: P2P-NAT's connection was nominated first) and writes the nomination byte; the responder waits for that
  * byte (reading exactly one, so the session's first bytes stay in the socket).
  */
-async function nominate(r: TcpPathResult, role: 'initiator' | 'responder', claim: () => boolean, signal: AbortSignal): Promise<TcpPathResult> {
+async function nominate(
+  r: TcpPathResult,
+  role: 'initiator' | 'responder',
+  claim: () => boolean,
+  signal: AbortSignal,
+): Promise<TcpPathResult> {
   if (role === 'initiator') {
     if (!claim()) {
       r.socket.destroy();
@@ -266,9 +341,17 @@ async function nominate(r: TcpPathResult, role: 'initiator' | 'responder', claim
     const onReadable = () => {
       const b = socket.read(1) as Buffer | null;
       if (b === null) return;
-      done(b[0] === TCP_NOMINATION_BYTE ? undefined : new NatpunchError('PUNCH_FAILED', 'the peer sent something else than the nomination on the sequence-technique connection'));
+      done(
+        b[0] === TCP_NOMINATION_BYTE
+          ? undefined
+          : new NatpunchError(
+              'PUNCH_FAILED',
+              'the peer sent something else than the nomination on the sequence-technique connection',
+            ),
+      );
     };
-    const onClose = () => done(new NatpunchError('ABORTED', 'the peer closed the sequence-technique connection (it nominated another)'));
+    const onClose = () =>
+      done(new NatpunchError('ABORTED', 'the peer closed the sequence-technique connection (it nominated another)'));
     const onAbort = () => done(new NatpunchError('ABORTED', 'another TCP connection was nominated'));
     socket.on('readable', onReadable);
     socket.once('close', onClose);
@@ -293,7 +376,13 @@ async function sequenceStep(
 ): Promise<TcpPathResult> {
   const prefix = (m: string) => (s.why ? `${s.why}; ${m}` : m);
   const remoteCandidate = s.separate
-    ? ({ type: 'srflx', transport: 'tcp', address: s.separate.remote.address, port: s.separate.remote.port, priority: 0 } satisfies Candidate)
+    ? ({
+        type: 'srflx',
+        transport: 'tcp',
+        address: s.separate.remote.address,
+        port: s.separate.remote.port,
+        priority: 0,
+      } satisfies Candidate)
     : (s.candidates.find((c) => c.type === 'srflx') ?? null);
   const own = s.separate ? s.separate.local.srflx : o.local.srflx;
   const localPort = s.separate ? s.separate.local.port : o.local.port;
@@ -303,11 +392,19 @@ async function sequenceStep(
     (!remoteCandidate ? 'the peer offered no server-reflexive TCP candidate' : null);
   if (veto || !own || !remoteCandidate) {
     await declineSequencePunch(s.channel, veto ?? 'not applicable', s.signal);
-    throw new NatpunchError('PUNCH_FAILED', prefix(`STUNT #1 / NATBlaster not tried: ${veto}`), { details: { reason: 'sequence-not-applicable' } });
+    throw new NatpunchError('PUNCH_FAILED', prefix(`STUNT #1 / NATBlaster not tried: ${veto}`), {
+      details: { reason: 'sequence-not-applicable' },
+    });
   }
   let lowTtl: number;
   try {
-    lowTtl = (await o.local.hops.discover({ publicAddress: own.address, signal: s.signal, ...(o.logger ? { logger: o.logger } : {}) })).lowTtl;
+    lowTtl = (
+      await o.local.hops.discover({
+        publicAddress: own.address,
+        signal: s.signal,
+        ...(o.logger ? { logger: o.logger } : {}),
+      })
+    ).lowTtl;
   } catch (err) {
     await declineSequencePunch(s.channel, `TTL discovery failed: ${(err as Error).message}`, s.signal);
     throw err;

@@ -55,7 +55,9 @@ export function predictTcpCandidates(
 ): { report: AllocationReport; candidates: Candidate[] } {
   const report = analyseAllocation(samples);
   const candidates: Candidate[] =
-    report.pattern === 'sequential' && report.delta !== undefined ? predictedCandidates(last, report.delta, 'tcp', count) : [];
+    report.pattern === 'sequential' && report.delta !== undefined
+      ? predictedCandidates(last, report.delta, 'tcp', count)
+      : [];
   return { report, candidates };
 }
 
@@ -85,7 +87,8 @@ export function tcpPredictionCandidate(p: TcpPrediction): Candidate {
 export function tcpPredictionOf(c: Candidate): TcpPrediction | null {
   if (c.type !== 'predicted' || c.transport !== 'tcp') return null;
   const p = c.priority;
-  if (Math.floor(p / 2 ** 24) !== TYPE_PREFERENCE.predicted || Math.floor(p / 2 ** 16) % 256 !== TCP_WINDOW_TAG) return null;
+  if (Math.floor(p / 2 ** 24) !== TYPE_PREFERENCE.predicted || Math.floor(p / 2 ** 16) % 256 !== TCP_WINDOW_TAG)
+    return null;
   const count = Math.floor(p / 2 ** 8) % 256;
   const delta = (p % 256) - 128;
   if (count < 1 || delta === 0) return null;
@@ -109,7 +112,15 @@ export function expandTcpPredictions(list: readonly Candidate[]): Candidate[] {
     }
     if (!reflexive.has(p.address)) continue;
     const ports = [p.first, ...predictPorts(p.first, p.delta, Math.min(p.count, MAX_EXPANDED_PORTS) - 1)];
-    ports.forEach((port, i) => out.push({ type: 'predicted', transport: 'tcp', address: p.address, port, priority: candidatePriority('predicted', 65535 - i) }));
+    ports.forEach((port, i) =>
+      out.push({
+        type: 'predicted',
+        transport: 'tcp',
+        address: p.address,
+        port,
+        priority: candidatePriority('predicted', 65535 - i),
+      }),
+    );
   }
   return out;
 }
@@ -171,10 +182,18 @@ export async function measureTcpAllocation(
     const report = analyseAllocation(results.map((r) => ({ local: r.local, external: r.external })));
     const last = results.at(-1)!;
     // A NAT with several public addresses (RFC 4787 §4.1 "IP address pooling" not paired) cannot be predicted.
-    if (report.pattern !== 'sequential' || report.delta === undefined || results.some((r) => r.address !== last.address)) return { report, prediction: null };
+    if (
+      report.pattern !== 'sequential' ||
+      report.delta === undefined ||
+      results.some((r) => r.address !== last.address)
+    )
+      return { report, prediction: null };
     const first = last.external + report.delta;
     if (first < 1 || first > 65535) return { report, prediction: null };
-    return { report, prediction: { address: last.address, first, delta: report.delta, count: o.count ?? DEFAULT_PREDICTED_PORTS } };
+    return {
+      report,
+      prediction: { address: last.address, first, delta: report.delta, count: o.count ?? DEFAULT_PREDICTED_PORTS },
+    };
   } finally {
     for (const c of clients) c.close();
     for (const s of sockets) s.destroy();

@@ -29,7 +29,16 @@ import { PacketCapture } from '../net/capture.js';
 import { loadAddon, type NativeAddon } from '../net/native.js';
 import { IPPROTO_RAW, RawSocket } from '../net/raw.js';
 import { setTtl, startConnect, type Endpoint, type PendingConnect } from '../net/tcp.js';
-import { decodeIpv4Tcp, encodeIpv4Tcp, synAckSegment, TCP_ACK, TCP_RST, TCP_SYN, type SynInfo, type TcpOptions } from '../wire/tcp.js';
+import {
+  decodeIpv4Tcp,
+  encodeIpv4Tcp,
+  synAckSegment,
+  TCP_ACK,
+  TCP_RST,
+  TCP_SYN,
+  type SynInfo,
+  type TcpOptions,
+} from '../wire/tcp.js';
 
 export const TCP_SEQ_DEFAULTS = {
   /** Whole attempt, from the low-TTL SYN to ESTABLISHED (includes the offer exchange). */
@@ -76,7 +85,14 @@ const u16 = (v: unknown): v is number => typeof v === 'number' && Number.isInteg
 
 function parseEndpoint(v: unknown, what: string): Endpoint {
   const e = v as Partial<Endpoint> | null;
-  if (!e || typeof e !== 'object' || typeof e.address !== 'string' || !isIPv4(e.address) || !u16(e.port) || e.port === 0) {
+  if (
+    !e ||
+    typeof e !== 'object' ||
+    typeof e.address !== 'string' ||
+    !isIPv4(e.address) ||
+    !u16(e.port) ||
+    e.port === 0
+  ) {
     throw new NatpunchError('BAD_ARGUMENT', `sequence offer: ${what} must be an IPv4 address and a port 1..65535`);
   }
   return { address: e.address, port: e.port };
@@ -86,7 +102,8 @@ function parseEndpoint(v: unknown, what: string): Endpoint {
 export function parseSeqOffer(v: unknown): SeqOffer {
   const o = v as Partial<SeqOffer> | null;
   if (!o || typeof o !== 'object') throw new NatpunchError('BAD_ARGUMENT', 'sequence offer must be an object');
-  if (!u32(o.isn) || !u16(o.window)) throw new NatpunchError('BAD_ARGUMENT', 'sequence offer: isn must be a u32 and window a u16');
+  if (!u32(o.isn) || !u16(o.window))
+    throw new NatpunchError('BAD_ARGUMENT', 'sequence offer: isn must be a u32 and window a u16');
   const opt = (o.options ?? {}) as TcpOptions;
   if (typeof opt !== 'object') throw new NatpunchError('BAD_ARGUMENT', 'sequence offer: options must be an object');
   const options: TcpOptions = {};
@@ -102,10 +119,17 @@ export function parseSeqOffer(v: unknown): SeqOffer {
   }
   if (opt.sackPermitted) options.sackPermitted = true;
   if (opt.timestamps !== undefined) {
-    if (!u32(opt.timestamps?.value) || !u32(opt.timestamps?.echo)) throw new NatpunchError('BAD_ARGUMENT', 'sequence offer: timestamps must be u32s');
+    if (!u32(opt.timestamps?.value) || !u32(opt.timestamps?.echo))
+      throw new NatpunchError('BAD_ARGUMENT', 'sequence offer: timestamps must be u32s');
     options.timestamps = { value: opt.timestamps.value, echo: opt.timestamps.echo };
   }
-  return { private: parseEndpoint(o.private, 'private'), public: parseEndpoint(o.public, 'public'), isn: o.isn, window: o.window, options };
+  return {
+    private: parseEndpoint(o.private, 'private'),
+    public: parseEndpoint(o.public, 'public'),
+    isn: o.isn,
+    window: o.window,
+    options,
+  };
 }
 
 function synInfo(o: SeqOffer): SynInfo {
@@ -116,7 +140,13 @@ function synInfo(o: SeqOffer): SynInfo {
  * The IPv4 packet of the SYN-ACK `from`'s socket would send to `to`'s socket in a simultaneous open, carrying the
  * given IP/TCP source and destination (RFC 9293 §3.5 figure 8; options per synAckSegment).
  */
-export function craftSynAck(from: SeqOffer, to: SeqOffer, src: Endpoint, dst: Endpoint, ttl: number = TCP_SEQ_DEFAULTS.defaultTtl): Buffer {
+export function craftSynAck(
+  from: SeqOffer,
+  to: SeqOffer,
+  src: Endpoint,
+  dst: Endpoint,
+  ttl: number = TCP_SEQ_DEFAULTS.defaultTtl,
+): Buffer {
   const seg = synAckSegment(synInfo(from), synInfo(to), { sourcePort: src.port, destinationPort: dst.port });
   return encodeIpv4Tcp(seg, { source: src.address, destination: dst.address, ttl });
 }
@@ -183,7 +213,10 @@ function runNft(ruleset: string, timeoutMs: number): Promise<void> {
 }
 
 function ipv4Hex(address: string): string {
-  return `0x${address.split('.').map((p) => Number(p).toString(16).padStart(2, '0')).join('')}`;
+  return `0x${address
+    .split('.')
+    .map((p) => Number(p).toString(16).padStart(2, '0'))
+    .join('')}`;
 }
 
 /**
@@ -192,7 +225,11 @@ function ipv4Hex(address: string): string {
  * 192 and the destination port at bit 240 of the ICMP message). Port 0 in `remote` means any port of that address
  * (the predicted window of P2P-NAT + STUNT #2, tcp-session.ts). Returns the function that removes the table.
  */
-export async function installIcmpGuard(remote: Endpoint, localPort: number, timeoutMs: number = TCP_SEQ_DEFAULTS.nftTimeoutMs): Promise<() => Promise<void>> {
+export async function installIcmpGuard(
+  remote: Endpoint,
+  localPort: number,
+  timeoutMs: number = TCP_SEQ_DEFAULTS.nftTimeoutMs,
+): Promise<() => Promise<void>> {
   // One table per (local port, remote endpoint): a listener's port serves several peers at once, each with its guard.
   const table = `npguard_${localPort}_${ipv4Hex(remote.address).slice(2)}_${remote.port}`;
   const sport = localPort > 0 ? ` @th,224,16 ${localPort}` : '';
@@ -249,7 +286,14 @@ export class SeqSyn {
   #closed = false;
 
   /** @internal */
-  constructor(p: { offer: SeqOffer; pc: PendingConnect; capture: PacketCapture; unguard?: () => Promise<void>; remote: Endpoint; addon: NativeAddon }) {
+  constructor(p: {
+    offer: SeqOffer;
+    pc: PendingConnect;
+    capture: PacketCapture;
+    unguard?: () => Promise<void>;
+    remote: Endpoint;
+    addon: NativeAddon;
+  }) {
     this.offer = p.offer;
     this.#pc = p.pc;
     this.#capture = p.capture;
@@ -263,7 +307,13 @@ export class SeqSyn {
     p.capture.onPacket((packet, outgoing) => {
       if (outgoing) return;
       const d = decodeIpv4Tcp(packet);
-      if (!d || d.tcp.destinationPort !== this.offer.private.port || d.ip.source !== this.#remote.address || d.tcp.sourcePort !== this.#remote.port) return;
+      if (
+        !d ||
+        d.tcp.destinationPort !== this.offer.private.port ||
+        d.ip.source !== this.#remote.address ||
+        d.tcp.sourcePort !== this.#remote.port
+      )
+        return;
       if ((d.tcp.flags & (TCP_SYN | TCP_ACK)) === (TCP_SYN | TCP_ACK) && d.tcp.ack !== expected && !this.#badAck) {
         // Our kernel answers it with RST and keeps waiting; no right SYN-ACK will follow, so fail now.
         this.#badAck = { ack: d.tcp.ack, from: d.ip.source };
@@ -345,9 +395,12 @@ export async function openSeqSyn(options: SeqSynOptions): Promise<SeqSyn> {
   const addon = options.addon ?? loadAddon('TCP sequence-number techniques');
   const log = options.logger ?? silentLogger;
   throwIfAborted(options.signal);
-  if (!isIPv4(options.remote.address)) throw new NatpunchError('BAD_ARGUMENT', 'the sequence-number techniques are IPv4 only (the remote must be IPv4)');
-  if (!Number.isInteger(options.lowTtl) || options.lowTtl < 1 || options.lowTtl > 255) throw new NatpunchError('BAD_ARGUMENT', 'lowTtl must be 1..255');
-  if (!Number.isInteger(options.remote.port) || options.remote.port < 1 || options.remote.port > 65535) throw new NatpunchError('BAD_ARGUMENT', 'remote port must be 1..65535');
+  if (!isIPv4(options.remote.address))
+    throw new NatpunchError('BAD_ARGUMENT', 'the sequence-number techniques are IPv4 only (the remote must be IPv4)');
+  if (!Number.isInteger(options.lowTtl) || options.lowTtl < 1 || options.lowTtl > 255)
+    throw new NatpunchError('BAD_ARGUMENT', 'lowTtl must be 1..255');
+  if (!Number.isInteger(options.remote.port) || options.remote.port < 1 || options.remote.port > 65535)
+    throw new NatpunchError('BAD_ARGUMENT', 'remote port must be 1..65535');
   // Only segments from/to the peer's port wake us (kernel BPF filter): our SYN, and what comes back.
   const capture = PacketCapture.open({ addon, tcpPort: options.remote.port });
   let unguard: (() => Promise<void>) | undefined;
@@ -368,8 +421,12 @@ export async function openSeqSyn(options: SeqSynOptions): Promise<SeqSyn> {
       if (!outgoing) return;
       const d = decodeIpv4Tcp(packet);
       if (!d || d.ip.destination !== remote.address || d.tcp.destinationPort !== remote.port) return;
-      if ((d.tcp.flags & (TCP_SYN | TCP_ACK)) !== TCP_SYN || (localPort !== 0 && d.tcp.sourcePort !== localPort)) return;
-      resolveSyn({ info: { isn: d.tcp.seq, window: d.tcp.window, options: d.tcp.options }, src: { address: d.ip.source, port: d.tcp.sourcePort } });
+      if ((d.tcp.flags & (TCP_SYN | TCP_ACK)) !== TCP_SYN || (localPort !== 0 && d.tcp.sourcePort !== localPort))
+        return;
+      resolveSyn({
+        info: { isn: d.tcp.seq, window: d.tcp.window, options: d.tcp.options },
+        src: { address: d.ip.source, port: d.tcp.sourcePort },
+      });
     });
     const timeoutMs = options.timeoutMs ?? TCP_SEQ_DEFAULTS.timeoutMs;
     pc = startConnect({
@@ -389,7 +446,10 @@ export async function openSeqSyn(options: SeqSynOptions): Promise<SeqSyn> {
       synSeen,
       pc.done.then(
         () => {
-          throw new NatpunchError('PUNCH_FAILED', 'the connect completed before our SYN was captured (a SYN-ACK arrived unexpectedly)');
+          throw new NatpunchError(
+            'PUNCH_FAILED',
+            'the connect completed before our SYN was captured (a SYN-ACK arrived unexpectedly)',
+          );
         },
         (err) => {
           throw err;
@@ -397,7 +457,13 @@ export async function openSeqSyn(options: SeqSynOptions): Promise<SeqSyn> {
       ),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
-          () => reject(new NatpunchError('TIMEOUT', `our own SYN to ${remote.address}:${remote.port} was not seen on the packet socket within ${TCP_SEQ_DEFAULTS.synCaptureTimeoutMs} ms`)),
+          () =>
+            reject(
+              new NatpunchError(
+                'TIMEOUT',
+                `our own SYN to ${remote.address}:${remote.port} was not seen on the packet socket within ${TCP_SEQ_DEFAULTS.synCaptureTimeoutMs} ms`,
+              ),
+            ),
           TCP_SEQ_DEFAULTS.synCaptureTimeoutMs,
         );
       }),
@@ -406,7 +472,13 @@ export async function openSeqSyn(options: SeqSynOptions): Promise<SeqSyn> {
       stop();
     });
     log.debug({ isn: syn.info.isn, options: syn.info.options }, 'tcp-seq: captured our SYN');
-    const offer: SeqOffer = { private: syn.src, public: { ...options.publicEndpoint }, isn: syn.info.isn, window: syn.info.window, options: syn.info.options };
+    const offer: SeqOffer = {
+      private: syn.src,
+      public: { ...options.publicEndpoint },
+      isn: syn.info.isn,
+      window: syn.info.window,
+      options: syn.info.options,
+    };
     return new SeqSyn({ offer, pc, capture, unguard, remote, addon });
   } catch (err) {
     pc?.cancel();

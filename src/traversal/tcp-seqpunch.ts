@@ -63,12 +63,22 @@ export async function declineSequencePunch(channel: SeqChannel, reason: string, 
 }
 
 /** Converts our own timeout into PUNCH_FAILED (the caller's abort and explained failures pass unchanged). */
-export function seqTimeoutError(err: unknown, what: string, timeoutMs: number, own: AbortSignal, caller?: AbortSignal): unknown {
+export function seqTimeoutError(
+  err: unknown,
+  what: string,
+  timeoutMs: number,
+  own: AbortSignal,
+  caller?: AbortSignal,
+): unknown {
   if (own.aborted && !caller?.aborted && !(err instanceof NatpunchError && err.code === 'PUNCH_FAILED')) {
-    return new NatpunchError('PUNCH_FAILED', `${what}: no connection within ${timeoutMs} ms (${(err as Error).message})`, {
-      cause: err,
-      details: { reason: 'no-syn-ack' },
-    });
+    return new NatpunchError(
+      'PUNCH_FAILED',
+      `${what}: no connection within ${timeoutMs} ms (${(err as Error).message})`,
+      {
+        cause: err,
+        details: { reason: 'no-syn-ack' },
+      },
+    );
   }
   return err;
 }
@@ -107,7 +117,11 @@ export async function sequencePunch(options: SeqPunchOptions): Promise<SeqResult
     }
     const answer = await options.channel.receive(signal);
     if (answer.decline !== undefined) {
-      throw new NatpunchError('PUNCH_FAILED', `the peer does not take part in STUNT #1 / NATBlaster: ${answer.decline}`, { details: { reason: 'peer-declined' } });
+      throw new NatpunchError(
+        'PUNCH_FAILED',
+        `the peer does not take part in STUNT #1 / NATBlaster: ${answer.decline}`,
+        { details: { reason: 'peer-declined' } },
+      );
     }
     const peer = parseSeqOffer(answer.offer);
     if (peer.public.address !== options.remote.address || peer.public.port !== options.remote.port) {
@@ -122,7 +136,13 @@ export async function sequencePunch(options: SeqPunchOptions): Promise<SeqResult
     let technique: SeqTechnique = spoofing && prefer !== 'natblaster' ? 'stunt1' : 'natblaster';
     if (technique === 'stunt1' && prefer === 'auto') {
       const grace = sleep(options.spoofGraceMs ?? SEQ_PUNCH_DEFAULTS.spoofGraceMs, signal).then(() => false);
-      const spoofed = await Promise.race([established.then(() => true, () => true), grace]);
+      const spoofed = await Promise.race([
+        established.then(
+          () => true,
+          () => true,
+        ),
+        grace,
+      ]);
       if (!spoofed) technique = 'natblaster';
     }
     if (technique === 'natblaster' && raw) {
@@ -139,10 +159,23 @@ export async function sequencePunch(options: SeqPunchOptions): Promise<SeqResult
         .finally(() => owned.close());
     }
     const socket = await established;
-    return { socket, offer: syn.offer, peerOffer: peer, technique, guarded: syn.guarded, elapsedMs: Date.now() - started };
+    return {
+      socket,
+      offer: syn.offer,
+      peerOffer: peer,
+      technique,
+      guarded: syn.guarded,
+      elapsedMs: Date.now() - started,
+    };
   } catch (err) {
     sending.abort();
-    throw seqTimeoutError(err, prefer === 'auto' ? 'STUNT #1 / NATBlaster' : prefer === 'stunt1' ? 'STUNT #1' : 'NATBlaster', timeoutMs, signal, options.signal);
+    throw seqTimeoutError(
+      err,
+      prefer === 'auto' ? 'STUNT #1 / NATBlaster' : prefer === 'stunt1' ? 'STUNT #1' : 'NATBlaster',
+      timeoutMs,
+      signal,
+      options.signal,
+    );
   } finally {
     raw?.close();
     await syn?.close();

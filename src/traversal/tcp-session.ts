@@ -9,7 +9,13 @@ import { Session, type Allow, type SessionPath } from '../session/session.js';
 import { candidatePriority, type Candidate } from './candidate.js';
 import type { TcpPathResult } from './tcp-path.js';
 
-export { openTcpLocal, rawSocketDenied, TCP_GATHER_AUTO_TIMEOUT_MS, TCP_GATHER_TIMEOUT_MS, TCP_MAPPING_REFRESH_MS } from './tcp-local.js';
+export {
+  openTcpLocal,
+  rawSocketDenied,
+  TCP_GATHER_AUTO_TIMEOUT_MS,
+  TCP_GATHER_TIMEOUT_MS,
+  TCP_MAPPING_REFRESH_MS,
+} from './tcp-local.js';
 export type { TcpLocal, TcpLocalOptions } from './tcp-local.js';
 export {
   punchTcp,
@@ -35,9 +41,19 @@ export interface TcpSessionSetup {
 }
 
 /** The Noise handshake over a punched TCP connection. */
-export function sessionOverTcp(role: 'initiator' | 'responder', punched: TcpPathResult, o: TcpSessionSetup): Promise<Session> {
+export function sessionOverTcp(
+  role: 'initiator' | 'responder',
+  punched: TcpPathResult,
+  o: TcpSessionSetup,
+): Promise<Session> {
   const c = punched.candidate;
-  const remote: Candidate = { type: c.type ?? 'prflx', transport: 'tcp', address: c.address, port: c.port, priority: c.priority ?? candidatePriority('prflx') };
+  const remote: Candidate = {
+    type: c.type ?? 'prflx',
+    transport: 'tcp',
+    address: c.address,
+    port: c.port,
+    priority: c.priority ?? candidatePriority('prflx'),
+  };
   const path: Partial<SessionPath> = {
     kind: remote.type === 'host' ? 'lan' : 'direct',
     candidatePair: { local: null, remote },

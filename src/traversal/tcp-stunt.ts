@@ -82,7 +82,10 @@ export async function discoverNatHops(options: DiscoverNatHopsOptions): Promise<
   const log = options.logger ?? silentLogger;
   const target = options.publicAddress;
   if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(target)) {
-    throw new NatpunchError('BAD_ARGUMENT', `TTL discovery needs our public IPv4 address (got ${JSON.stringify(target)})`);
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      `TTL discovery needs our public IPv4 address (got ${JSON.stringify(target)})`,
+    );
   }
   const maxTtl = options.maxTtl ?? TTL_DISCOVERY_DEFAULTS.maxTtl;
   const probeTimeoutMs = options.probeTimeoutMs ?? TTL_DISCOVERY_DEFAULTS.probeTimeoutMs;
@@ -106,7 +109,14 @@ export async function discoverNatHops(options: DiscoverNatHopsOptions): Promise<
   try {
     for (let ttl = 1; ttl <= maxTtl; ttl++) {
       throwIfAborted(options.signal);
-      const probe = await probeOnce(addon, raw, { target, port, ttl, localAddress: options.localAddress, probeTimeoutMs, signal: options.signal });
+      const probe = await probeOnce(addon, raw, {
+        target,
+        port,
+        ttl,
+        localAddress: options.localAddress,
+        probeTimeoutMs,
+        signal: options.signal,
+      });
       hops.push(probe);
       log.debug(probe, 'ttl discovery probe');
       if (probe.outcome === 'reached' || probe.outcome === 'silent') {
@@ -116,7 +126,9 @@ export async function discoverNatHops(options: DiscoverNatHopsOptions): Promise<
   } finally {
     if (ownsRaw) raw?.close();
   }
-  throw new NatpunchError('PUNCH_FAILED', `TTL discovery: ${target} not reached within ${maxTtl} hops`, { details: { hops } });
+  throw new NatpunchError('PUNCH_FAILED', `TTL discovery: ${target} not reached within ${maxTtl} hops`, {
+    details: { hops },
+  });
 }
 
 async function probeOnce(
@@ -124,7 +136,15 @@ async function probeOnce(
   raw: RawSocket | undefined,
   p: { target: string; port: number; ttl: number; localAddress?: string; probeTimeoutMs: number; signal?: AbortSignal },
 ): Promise<HopProbe> {
-  const pc = startConnect({ address: p.target, port: p.port, ttl: p.ttl, localAddress: p.localAddress, timeoutMs: p.probeTimeoutMs, signal: p.signal, addon });
+  const pc = startConnect({
+    address: p.target,
+    port: p.port,
+    ttl: p.ttl,
+    localAddress: p.localAddress,
+    timeoutMs: p.probeTimeoutMs,
+    signal: p.signal,
+    addon,
+  });
   const localPort = pc.local.port;
   let router: string | undefined;
   let unreachable = false;

@@ -13,7 +13,17 @@ import { timeoutSignal } from '../util/abort.js';
 import { loadAddon, type NativeAddon } from '../net/native.js';
 import type { RawSocket } from '../net/raw.js';
 import { seqTimeoutError } from './tcp-seqpunch.js';
-import { craftSynAck, openCraftSocket, openSeqSyn, parseSeqOffer, sendOnSchedule, TCP_SEQ_DEFAULTS, type SeqOffer, type SeqResult, type SeqSynOptions } from './tcp-seq.js';
+import {
+  craftSynAck,
+  openCraftSocket,
+  openSeqSyn,
+  parseSeqOffer,
+  sendOnSchedule,
+  TCP_SEQ_DEFAULTS,
+  type SeqOffer,
+  type SeqResult,
+  type SeqSynOptions,
+} from './tcp-seq.js';
 
 export interface Stunt1Options extends SeqSynOptions {
   /** Hands our offer to the spoofing server (with whatever identifies the pairing); resolves once delivered. */
@@ -63,12 +73,25 @@ export class SynAckSpoofer {
   }
 
   /** Sends both SYN-ACKs on the bounded schedule (TCP_SEQ_DEFAULTS.synAckScheduleMs). Returns packets sent. */
-  async spoof(a: unknown, b: unknown, options: { signal?: AbortSignal; scheduleMs?: readonly number[] } = {}): Promise<number> {
+  async spoof(
+    a: unknown,
+    b: unknown,
+    options: { signal?: AbortSignal; scheduleMs?: readonly number[] } = {},
+  ): Promise<number> {
     const pa = parseSeqOffer(a);
     const pb = parseSeqOffer(b);
-    const { signal, dispose } = timeoutSignal(10_000 + (options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs).at(-1)!, options.signal);
+    const { signal, dispose } = timeoutSignal(
+      10_000 + (options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs).at(-1)!,
+      options.signal,
+    );
     try {
-      return await sendOnSchedule(this.#raw, SynAckSpoofer.packets(pa, pb), options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs, signal, true);
+      return await sendOnSchedule(
+        this.#raw,
+        SynAckSpoofer.packets(pa, pb),
+        options.scheduleMs ?? TCP_SEQ_DEFAULTS.synAckScheduleMs,
+        signal,
+        true,
+      );
     } finally {
       dispose();
     }

@@ -46,7 +46,9 @@ export function tcpApplies(local: NatView, remote: NatView): Applicability {
   if (!remote.tcp) return { skip: 'the peer offers no TCP candidates (no native addon there, or transport udp)' };
   const perDestination = (n: NatView) => n.kind === 'sequential' || n.kind === 'random';
   if (perDestination(local) && perDestination(remote)) {
-    return { skip: `both NATs map per destination (${local.kind} here, ${remote.kind} there): TCP needs one endpoint-independent side` };
+    return {
+      skip: `both NATs map per destination (${local.kind} here, ${remote.kind} there): TCP needs one endpoint-independent side`,
+    };
   }
   return true;
 }
@@ -58,9 +60,14 @@ export function tcpTechnique(options: TcpTechniqueOptions): Technique {
     applies: tcpApplies,
     async run(ctx: TechniqueContext, signal: AbortSignal): Promise<PathResult> {
       const local = options.local();
-      if (!local) throw new NatpunchError('PUNCH_FAILED', 'tcp: this endpoint has no TCP port (native addon missing or transport udp)');
+      if (!local)
+        throw new NatpunchError(
+          'PUNCH_FAILED',
+          'tcp: this endpoint has no TCP port (native addon missing or transport udp)',
+        );
       const remote: Candidate[] = ctx.remote.candidates;
-      if (tcpCandidatesOf(remote).length === 0) throw new NatpunchError('PUNCH_FAILED', 'tcp: the peer offered no TCP candidates');
+      if (tcpCandidatesOf(remote).length === 0)
+        throw new NatpunchError('PUNCH_FAILED', 'tcp: the peer offered no TCP candidates');
       if (options.startAt !== undefined) {
         const wait = Math.min(MAX_START_DELAY_MS, options.startAt - Date.now());
         if (wait > 0) await sleep(wait, signal);
@@ -77,7 +84,13 @@ export function tcpTechnique(options: TcpTechniqueOptions): Technique {
         phase: 'technique-note',
         technique: 'tcp',
         note: `${punched.technique} connected to ${punched.candidate.type ?? 'prflx'} ${punched.candidate.address}:${punched.candidate.port}`,
-        detail: { tcpTechnique: punched.technique, direction: punched.direction, attempts: punched.attempts, ms: punched.elapsedMs, ...(punched.reason ? { reason: punched.reason } : {}) },
+        detail: {
+          tcpTechnique: punched.technique,
+          direction: punched.direction,
+          attempts: punched.attempts,
+          ms: punched.elapsedMs,
+          ...(punched.reason ? { reason: punched.reason } : {}),
+        },
       });
       // The initiator claims the race before its handshake, so the responder sees one handshake (technique.ts).
       if (ctx.role === 'initiator' && !(await ctx.claim())) {
@@ -94,14 +107,24 @@ export function tcpTechnique(options: TcpTechniqueOptions): Technique {
           ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
           logger: ctx.logger,
           signal,
-          transportReason: punched.reason ?? (ctx.local.nat.udp && ctx.remote.nat.udp ? 'TCP found a path and UDP did not within the grace time' : 'TCP only'),
+          transportReason:
+            punched.reason ??
+            (ctx.local.nat.udp && ctx.remote.nat.udp
+              ? 'TCP found a path and UDP did not within the grace time'
+              : 'TCP only'),
         });
       } catch (err) {
         if (ctx.role === 'initiator') ctx.unclaim();
         punched.socket.destroy();
         // The peer's port accepted and closed at once: it was not punching TCP for us (e.g. it took another path).
-        if (err instanceof NatpunchError && err.code === 'HANDSHAKE_FAILED' && /closed during the handshake/.test(err.message)) {
-          throw new NatpunchError('PUNCH_FAILED', 'the peer closed the TCP connection before the handshake', { cause: err });
+        if (
+          err instanceof NatpunchError &&
+          err.code === 'HANDSHAKE_FAILED' &&
+          /closed during the handshake/.test(err.message)
+        ) {
+          throw new NatpunchError('PUNCH_FAILED', 'the peer closed the TCP connection before the handshake', {
+            cause: err,
+          });
         }
         throw err;
       }

@@ -17,14 +17,7 @@ import type { Logger } from '../util/log.js';
 
 /** Every technique the planner knows, by the name progress events and errors use. */
 export type TechniqueName =
-  | 'udp-checks'
-  | 'predict'
-  | 'birthday'
-  | 'double-random'
-  | 'mapped'
-  | 'relay'
-  | 'tcp'
-  | 'icmp';
+  'udp-checks' | 'predict' | 'birthday' | 'double-random' | 'mapped' | 'relay' | 'tcp' | 'icmp';
 
 /**
  * What one side knows about its own network, as both sides see it (ours measured on the Endpoint's socket, the
@@ -72,7 +65,14 @@ export interface PathResult {
 /** Progress events a technique emits; the race adds 'technique-start' / 'technique-end' around each run. */
 export type TechniqueEvent =
   | { phase: 'technique-start'; technique: TechniqueName; holdMs: number }
-  | { phase: 'technique-end'; technique: TechniqueName; ok: boolean; ms: number; error?: string; detail?: Record<string, unknown> }
+  | {
+      phase: 'technique-end';
+      technique: TechniqueName;
+      ok: boolean;
+      ms: number;
+      error?: string;
+      detail?: Record<string, unknown>;
+    }
   | { phase: 'technique-note'; technique: TechniqueName; note: string; detail?: Record<string, unknown> };
 
 /**

@@ -54,7 +54,9 @@ export function pathOf(r: CheckResult): Partial<SessionPath> {
 /** Why the session runs over UDP when TCP was raced too (session.path.transportReason). */
 function reasonOf(ctx: TechniqueContext, tuning: SessionTuning): { transportReason?: string } {
   if (tuning.transportReason) return { transportReason: tuning.transportReason };
-  return ctx.local.nat.tcp && ctx.remote.nat.tcp ? { transportReason: 'UDP found a path first (preferred over TCP)' } : {};
+  return ctx.local.nat.tcp && ctx.remote.nat.tcp
+    ? { transportReason: 'UDP found a path first (preferred over TCP)' }
+    : {};
 }
 
 export interface CheckedSessionOptions {
@@ -101,10 +103,25 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
   const { ctx, tuning } = o;
   const id = techniqueConnectionId(ctx.connectionId, o.technique);
   const ids = streamIdsFor(id);
-  const initiatorIkState = o.ik && ctx.role === 'initiator' ? initiatorIk({ keyPair: ctx.keyPair, peerKey: ctx.peerKey, connectionId: id, ...(tuning.ik?.earlyData ? { earlyData: tuning.ik.earlyData } : {}) }) : null;
-  const listenerIk = o.ik && ctx.role === 'responder' && tuning.ik?.replay
-    ? new IkListenerAttempt({ keyPair: ctx.keyPair, connectionId: id, peerKey: ctx.peerKey, replay: tuning.ik.replay, ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}) })
-    : null;
+  const initiatorIkState =
+    o.ik && ctx.role === 'initiator'
+      ? initiatorIk({
+          keyPair: ctx.keyPair,
+          peerKey: ctx.peerKey,
+          connectionId: id,
+          ...(tuning.ik?.earlyData ? { earlyData: tuning.ik.earlyData } : {}),
+        })
+      : null;
+  const listenerIk =
+    o.ik && ctx.role === 'responder' && tuning.ik?.replay
+      ? new IkListenerAttempt({
+          keyPair: ctx.keyPair,
+          connectionId: id,
+          peerKey: ctx.peerKey,
+          replay: tuning.ik.replay,
+          ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}),
+        })
+      : null;
   const handshake = initiatorIkState ?? listenerIk?.handshake;
   const checks = new ConnectivityChecks({
     ...(handshake ? { handshake } : {}),
@@ -137,18 +154,27 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
         const path = { ...pathOf(r), ...reasonOf(ctx, tuning) };
         // IK completed inside the checks: the session is up already; else (an older or declining peer) XX now.
         const ik = initiatorIkState
-          ? initiatorIkSession(initiatorIkState, { ...common, connectionId: id, peerKey: ctx.peerKey, remote: r.remote, path, ...(tuning.recover ? { recover: tuning.recover } : {}) })
+          ? initiatorIkSession(initiatorIkState, {
+              ...common,
+              connectionId: id,
+              peerKey: ctx.peerKey,
+              remote: r.remote,
+              path,
+              ...(tuning.recover ? { recover: tuning.recover } : {}),
+            })
           : null;
-        const session = ik ?? (await Session.establish({
-          ...common,
-          isInitiator: true,
-          remote: r.remote,
-          localStreamId: ids.initiator,
-          remoteStreamId: ids.responder,
-          expectedRemoteKey: ctx.peerKey,
-          path,
-          ...(tuning.recover ? { recover: tuning.recover } : {}),
-        }));
+        const session =
+          ik ??
+          (await Session.establish({
+            ...common,
+            isInitiator: true,
+            remote: r.remote,
+            localStreamId: ids.initiator,
+            remoteStreamId: ids.responder,
+            expectedRemoteKey: ctx.peerKey,
+            path,
+            ...(tuning.recover ? { recover: tuning.recover } : {}),
+          }));
         return toResult(o, session);
       } catch (err) {
         ctx.unclaim();
@@ -156,7 +182,9 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       }
     }
     const xx = new AbortController();
-    const udx = o.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) => checks.isValidated(address, port));
+    const udx = o.endpoint.acceptStream(ids.responder, ids.initiator, (address, port) =>
+      checks.isValidated(address, port),
+    );
     let result: CheckResult | null = null;
     udx.once('connect', () => {
       result = checks.select(udx.remoteHost!, udx.remotePort);
@@ -205,8 +233,12 @@ export function udpChecksTechnique(name: 'udp-checks' | 'mapped', tuning: Sessio
         technique: name,
         ctx,
         endpoint: ctx.endpoint,
-        local: ctx.local.candidates.filter((c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'predicted'),
-        remote: ctx.remote.candidates.filter((c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'predicted'),
+        local: ctx.local.candidates.filter(
+          (c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'predicted',
+        ),
+        remote: ctx.remote.candidates.filter(
+          (c) => c.transport === 'udp' && c.type !== 'relay' && c.type !== 'predicted',
+        ),
         tuning,
         signal,
         ik,

@@ -59,7 +59,11 @@ export class TunnelExit extends EventEmitter {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
     for (const t of options.targets ?? []) {
-      if (this.#targets.has(t.port)) throw new NatpunchError('BAD_ARGUMENT', `two exposed targets share port ${t.port}; a forward asks for a port, so each must be unique`);
+      if (this.#targets.has(t.port))
+        throw new NatpunchError(
+          'BAD_ARGUMENT',
+          `two exposed targets share port ${t.port}; a forward asks for a port, so each must be unique`,
+        );
       this.#targets.set(t.port, t);
     }
     this.#destinations = options.destinations ?? new DestinationPolicy();
@@ -123,7 +127,9 @@ export class TunnelExit extends EventEmitter {
       if (this.#closed) return refuse(SocksReply.GENERAL_FAILURE, 'shutting down');
       try {
         request = await readMessage(stream, decodeTunnelRequest, {
-          maxBytes: MAX_TUNNEL_HEADER_BYTES, timeoutMs: this.#options.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS, what: 'tunnel request',
+          maxBytes: MAX_TUNNEL_HEADER_BYTES,
+          timeoutMs: this.#options.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS,
+          what: 'tunnel request',
         });
       } catch (err) {
         return refuse(SocksReply.GENERAL_FAILURE, (err as Error).message);
@@ -137,7 +143,8 @@ export class TunnelExit extends EventEmitter {
       } else {
         const d = await this.#destinations.check(request.host, request.port);
         if (d.error) return refuse(replyForError(d.error), `cannot resolve ${request.host}: ${d.error.message}`);
-        if (!d.allowed) return refuse(SocksReply.NOT_ALLOWED, `destination ${request.host}:${request.port} is not allowed`);
+        if (!d.allowed)
+          return refuse(SocksReply.NOT_ALLOWED, `destination ${request.host}:${request.port} is not allowed`);
         host = d.address!;
       }
       if (stream.destroyed) return;
@@ -155,13 +162,23 @@ export class TunnelExit extends EventEmitter {
       const target = `${host}:${port}`;
       this.#emit({ event: 'open', conn, peer, request, target });
       this.#logger.info({ conn, peer, target }, 'tunnel connection open');
-      const bound = request.kind === 'connect' && socket.localAddress ? { host: socket.localAddress, port: socket.localPort ?? 0 } : undefined;
+      const bound =
+        request.kind === 'connect' && socket.localAddress
+          ? { host: socket.localAddress, port: socket.localPort ?? 0 }
+          : undefined;
       const done = joinStreams(stream, socket);
       stream.write(encodeTunnelReply(SocksReply.SUCCEEDED, bound));
       stream.pipe(socket);
       socket.pipe(stream);
       const err = await done;
-      this.#emit({ event: 'close', conn, peer, bytesIn: stream.bytesReceived, bytesOut: stream.bytesSent, error: err ? err.message : null });
+      this.#emit({
+        event: 'close',
+        conn,
+        peer,
+        bytesIn: stream.bytesReceived,
+        bytesOut: stream.bytesSent,
+        error: err ? err.message : null,
+      });
     } finally {
       const settle = () => {
         if (!this.#active.delete(entry)) return;

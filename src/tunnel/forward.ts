@@ -42,7 +42,9 @@ export abstract class LocalListener extends EventEmitter {
     this.link = link;
     this.logger = logger ?? silentLogger;
     this.#listenOpts = listen;
-    this.#server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(socket));
+    this.#server = createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) =>
+      this.#accept(socket),
+    );
   }
 
   /** Starts listening; resolves with the bound address. */
@@ -134,7 +136,13 @@ export class TcpForwarder extends LocalListener {
   #label: string;
 
   /** `peerLabel` names the peer in events (default "peer"). */
-  constructor(options: { link: PeerLink; remotePort: number; listen: LocalListenOptions; peerLabel?: string; logger?: Logger }) {
+  constructor(options: {
+    link: PeerLink;
+    remotePort: number;
+    listen: LocalListenOptions;
+    peerLabel?: string;
+    logger?: Logger;
+  }) {
     super(options.link, options.listen, options.logger);
     if (!Number.isInteger(options.remotePort) || options.remotePort < 1 || options.remotePort > 65535) {
       throw new NatpunchError('BAD_ARGUMENT', `bad remote port ${options.remotePort}`);
@@ -174,6 +182,13 @@ export class TcpForwarder extends LocalListener {
     this.report({ event: 'open', conn, target });
     stream.pipe(socket);
     const err = await done;
-    this.report({ event: 'close', conn, target, bytesUp: stream.bytesSent, bytesDown: stream.bytesReceived, error: err ? err.message : null });
+    this.report({
+      event: 'close',
+      conn,
+      target,
+      bytesUp: stream.bytesSent,
+      bytesDown: stream.bytesReceived,
+      error: err ? err.message : null,
+    });
   }
 }

@@ -11,7 +11,14 @@ import { createEndpoint, type Endpoint } from '../endpoint/endpoint.js';
 
 export { TunnelExit, DEFAULT_TARGET_CONNECT_TIMEOUT_MS } from './exit.js';
 export type { ExposeTarget, TunnelExitOptions, TunnelEvent } from './exit.js';
-export { PeerLink, openTunnel, DEFAULT_SESSION_WAIT_MS, DEFAULT_REPLY_TIMEOUT_MS, RECONNECT_MIN_MS, RECONNECT_MAX_MS } from './link.js';
+export {
+  PeerLink,
+  openTunnel,
+  DEFAULT_SESSION_WAIT_MS,
+  DEFAULT_REPLY_TIMEOUT_MS,
+  RECONNECT_MIN_MS,
+  RECONNECT_MAX_MS,
+} from './link.js';
 export type { LinkEvent, PeerLinkOptions } from './link.js';
 export { TcpForwarder, LocalListener } from './forward.js';
 export type { ConnectionEvent, LocalListenOptions } from './forward.js';
@@ -21,7 +28,13 @@ export { DestinationPolicy } from './policy.js';
 export type { DestinationDecision, Resolver } from './policy.js';
 export { readMessage, joinStreams, splice, abortStream, DEFAULT_HEADER_TIMEOUT_MS } from './streams.js';
 export * as socks5 from './socks5.js';
-export { encodeTunnelRequest, decodeTunnelRequest, encodeTunnelReply, decodeTunnelReply, TUNNEL_VERSION } from './wire.js';
+export {
+  encodeTunnelRequest,
+  decodeTunnelRequest,
+  encodeTunnelReply,
+  decodeTunnelReply,
+  TUNNEL_VERSION,
+} from './wire.js';
 export type { TunnelRequest, TunnelReply } from './wire.js';
 
 export interface ExposeHandle {
@@ -34,8 +47,14 @@ export interface ExposeHandle {
  * Listens for sessions (rendezvous name: ListenOptions) and serves tunnels on each one. `allow` is required: who may
  * reach the exposed services is never left to a default (`allow: () => true` admits any key, on purpose).
  */
-export async function expose(options: ListenOptions & { allow: Allow; exit: TunnelExitOptions }): Promise<ExposeHandle> {
-  if (options.allow === undefined) throw new NatpunchError('BAD_ARGUMENT', 'expose needs `allow`: the keys that may connect (or `() => true` for any key)');
+export async function expose(
+  options: ListenOptions & { allow: Allow; exit: TunnelExitOptions },
+): Promise<ExposeHandle> {
+  if (options.allow === undefined)
+    throw new NatpunchError(
+      'BAD_ARGUMENT',
+      'expose needs `allow`: the keys that may connect (or `() => true` for any key)',
+    );
   const exit = new TunnelExit(options.exit);
   const listener = await listen(options);
   const onSession = (s: Session) => exit.attach(s);
@@ -75,7 +94,12 @@ export function linkTo(options: Omit<ConnectOptions, 'signal'> & { waitMs?: numb
     connect: async (signal) => {
       if (oneShot) return connect({ ...connectOptions, signal });
       const e = await endpoint();
-      return e.connect(to!, { signal, ...(timeoutMs !== undefined ? { timeoutMs } : {}), ...(earlyData ? { earlyData } : {}), ...(knownPeers ? { knownPeers } : {}) });
+      return e.connect(to!, {
+        signal,
+        ...(timeoutMs !== undefined ? { timeoutMs } : {}),
+        ...(earlyData ? { earlyData } : {}),
+        ...(knownPeers ? { knownPeers } : {}),
+      });
     },
     release: async () => {
       const e = ep;

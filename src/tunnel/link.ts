@@ -4,7 +4,13 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { keyToId } from '../session/identity.js';
 import type { Session, SessionPath } from '../session/session.js';
 import type { MuxStream } from '../session/mux.js';
-import { decodeTunnelReply, encodeTunnelRequest, MAX_TUNNEL_HEADER_BYTES, type TunnelReply, type TunnelRequest } from './wire.js';
+import {
+  decodeTunnelReply,
+  encodeTunnelRequest,
+  MAX_TUNNEL_HEADER_BYTES,
+  type TunnelReply,
+  type TunnelRequest,
+} from './wire.js';
 import { readMessage } from './streams.js';
 
 /** How long a new TCP connection waits for a session (while one is being punched or re-established). */
@@ -19,8 +25,20 @@ const STABLE_SESSION_MS = 10_000;
 
 export type LinkEvent =
   | { event: 'connecting'; attempt: number }
-  | { event: 'session'; peer: string; path: SessionPath['kind']; remote: { address: string; port: number }; rttMs: number | null }
-  | { event: 'path'; peer: string; path: SessionPath['kind']; remote: { address: string; port: number }; rttMs: number | null }
+  | {
+      event: 'session';
+      peer: string;
+      path: SessionPath['kind'];
+      remote: { address: string; port: number };
+      rttMs: number | null;
+    }
+  | {
+      event: 'path';
+      peer: string;
+      path: SessionPath['kind'];
+      remote: { address: string; port: number };
+      rttMs: number | null;
+    }
   | { event: 'session-lost'; peer: string; error: string | null }
   | { event: 'connect-failed'; error: string; code: string | null; retryInMs: number };
 
@@ -98,9 +116,14 @@ export class PeerLink extends EventEmitter {
       };
       const timer = setTimeout(() => {
         const last = this.#lastError ? `: ${this.#lastError.message}` : '';
-        w.reject(new NatpunchError('TIMEOUT', `no session with the peer within ${waitMs} ms${last}`, { cause: this.#lastError ?? undefined }));
+        w.reject(
+          new NatpunchError('TIMEOUT', `no session with the peer within ${waitMs} ms${last}`, {
+            cause: this.#lastError ?? undefined,
+          }),
+        );
       }, waitMs);
-      const onAbort = () => w.reject(new NatpunchError('ABORTED', 'gave up waiting for a session', { cause: opts.signal?.reason }));
+      const onAbort = () =>
+        w.reject(new NatpunchError('ABORTED', 'gave up waiting for a session', { cause: opts.signal?.reason }));
       if (opts.signal?.aborted) return onAbort();
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.add(w);
@@ -133,7 +156,12 @@ export class PeerLink extends EventEmitter {
         if (this.#closed) break;
         this.#lastError = err as Error;
         this.#logger.warn({ err: (err as Error).message }, 'tunnel: session attempt failed');
-        this.emit('event', { event: 'connect-failed', error: (err as Error).message, code: (err as NatpunchError).code ?? null, retryInMs: delay } satisfies LinkEvent);
+        this.emit('event', {
+          event: 'connect-failed',
+          error: (err as Error).message,
+          code: (err as NatpunchError).code ?? null,
+          retryInMs: delay,
+        } satisfies LinkEvent);
         await this.#pause(delay);
         delay = Math.min(delay * 2, RECONNECT_MAX_MS);
         continue;
@@ -147,10 +175,23 @@ export class PeerLink extends EventEmitter {
       const peer = keyToId(session.remotePublicKey);
       this.#session = session;
       const p = session.path;
-      this.emit('event', { event: 'session', peer, path: p.kind, remote: p.remote, rttMs: p.rttMs } satisfies LinkEvent);
+      this.emit('event', {
+        event: 'session',
+        peer,
+        path: p.kind,
+        remote: p.remote,
+        rttMs: p.rttMs,
+      } satisfies LinkEvent);
       this.emit('session', session);
       for (const w of [...this.#waiters]) w.resolve(session);
-      const onPath = (np: SessionPath) => this.emit('event', { event: 'path', peer, path: np.kind, remote: np.remote, rttMs: np.rttMs } satisfies LinkEvent);
+      const onPath = (np: SessionPath) =>
+        this.emit('event', {
+          event: 'path',
+          peer,
+          path: np.kind,
+          remote: np.remote,
+          rttMs: np.rttMs,
+        } satisfies LinkEvent);
       session.on('path', onPath);
       const err = await new Promise<Error | null>((resolve) => session.once('close', resolve));
       session.off('path', onPath);
@@ -184,10 +225,18 @@ export class PeerLink extends EventEmitter {
  * Opens one tunnel stream in `session`: writes the request header at once (the caller may pipe data right behind
  * it) and returns the stream with a promise of the exit's reply.
  */
-export function openTunnel(session: Session, request: TunnelRequest, timeoutMs = DEFAULT_REPLY_TIMEOUT_MS): { stream: MuxStream; reply: Promise<TunnelReply> } {
+export function openTunnel(
+  session: Session,
+  request: TunnelRequest,
+  timeoutMs = DEFAULT_REPLY_TIMEOUT_MS,
+): { stream: MuxStream; reply: Promise<TunnelReply> } {
   const stream = session.openStream();
   stream.on('error', () => {}); // callers learn of errors through joinStreams / the reply promise
   stream.write(encodeTunnelRequest(request));
-  const reply = readMessage(stream, decodeTunnelReply, { maxBytes: MAX_TUNNEL_HEADER_BYTES, timeoutMs, what: 'tunnel reply' });
+  const reply = readMessage(stream, decodeTunnelReply, {
+    maxBytes: MAX_TUNNEL_HEADER_BYTES,
+    timeoutMs,
+    what: 'tunnel reply',
+  });
   return { stream, reply };
 }

@@ -55,7 +55,11 @@ function parsePorts(text: string, spec: string): PortRange[] {
     const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(part.trim());
     const from = m ? Number(m[1]) : NaN;
     const to = m?.[2] ? Number(m[2]) : from;
-    if (!m || from < 1 || to > 65535 || from > to) throw new NatpunchError('BAD_ARGUMENT', `bad port list "${text}" in --allow-dest ${spec} (use *, 22, 8000-8080 or 22,80,443)`);
+    if (!m || from < 1 || to > 65535 || from > to)
+      throw new NatpunchError(
+        'BAD_ARGUMENT',
+        `bad port list "${text}" in --allow-dest ${spec} (use *, 22, 8000-8080 or 22,80,443)`,
+      );
     return { from, to };
   });
 }
@@ -78,29 +82,40 @@ export class DestinationPolicy {
 
   /** Parses `--allow-dest` rules; throws BAD_ARGUMENT naming the bad one. */
   static parse(specs: readonly string[], resolve?: Resolver): DestinationPolicy {
-    const rules = specs.flatMap((s) => s.split(/\s+/)).filter(Boolean).map((spec): Rule => {
-      const v6 = /^\[([^\]]+)\]:(.+)$/.exec(spec);
-      const cut = spec.lastIndexOf(':');
-      if (!v6 && cut <= 0) throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: expected CIDR:PORTS or HOST:PORTS (e.g. 10.2.0.0/24:80,443)`);
-      const host = v6 ? v6[1]! : spec.slice(0, cut);
-      const ports = parsePorts(v6 ? v6[2]! : spec.slice(cut + 1), spec);
-      const [addr, prefixText] = host.split('/') as [string, string | undefined];
-      const address = normalize(addr);
-      if (address) {
-        if (prefixText !== undefined && !/^\d+$/.test(prefixText)) throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: bad prefix length`);
-        let cidr: Cidr;
-        try {
-          cidr = parseCidr(prefixText === undefined ? address : `${address}/${prefixText}`);
-        } catch {
-          throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: bad prefix length`);
+    const rules = specs
+      .flatMap((s) => s.split(/\s+/))
+      .filter(Boolean)
+      .map((spec): Rule => {
+        const v6 = /^\[([^\]]+)\]:(.+)$/.exec(spec);
+        const cut = spec.lastIndexOf(':');
+        if (!v6 && cut <= 0)
+          throw new NatpunchError(
+            'BAD_ARGUMENT',
+            `--allow-dest ${spec}: expected CIDR:PORTS or HOST:PORTS (e.g. 10.2.0.0/24:80,443)`,
+          );
+        const host = v6 ? v6[1]! : spec.slice(0, cut);
+        const ports = parsePorts(v6 ? v6[2]! : spec.slice(cut + 1), spec);
+        const [addr, prefixText] = host.split('/') as [string, string | undefined];
+        const address = normalize(addr);
+        if (address) {
+          if (prefixText !== undefined && !/^\d+$/.test(prefixText))
+            throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: bad prefix length`);
+          let cidr: Cidr;
+          try {
+            cidr = parseCidr(prefixText === undefined ? address : `${address}/${prefixText}`);
+          } catch {
+            throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: bad prefix length`);
+          }
+          return { text: spec, cidr, ports };
         }
-        return { text: spec, cidr, ports };
-      }
-      if (prefixText !== undefined || !/^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/.test(host)) {
-        throw new NatpunchError('BAD_ARGUMENT', `--allow-dest ${spec}: "${host}" is neither an address, a CIDR nor a host name`);
-      }
-      return { text: spec, hostname: host.toLowerCase().replace(/\.$/, ''), ports };
-    });
+        if (prefixText !== undefined || !/^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$/.test(host)) {
+          throw new NatpunchError(
+            'BAD_ARGUMENT',
+            `--allow-dest ${spec}: "${host}" is neither an address, a CIDR nor a host name`,
+          );
+        }
+        return { text: spec, hostname: host.toLowerCase().replace(/\.$/, ''), ports };
+      });
     return new DestinationPolicy(rules, resolve);
   }
 
@@ -112,7 +127,9 @@ export class DestinationPolicy {
     const n = normalize(address);
     const bytes = n ? addressToBytes(n) : null;
     if (!bytes) return undefined;
-    return this.rules.find((r) => r.cidr && cidrContains(r.cidr, bytes) && r.ports.some((p) => port >= p.from && port <= p.to));
+    return this.rules.find(
+      (r) => r.cidr && cidrContains(r.cidr, bytes) && r.ports.some((p) => port >= p.from && port <= p.to),
+    );
   }
 
   /** Decides whether `host:port` may be reached; resolves names (bounded by the resolver) when needed. */

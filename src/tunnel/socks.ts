@@ -48,7 +48,12 @@ export class SocksServer extends LocalListener {
 
   protected async handle(socket: Socket, conn: number, signal: AbortSignal): Promise<void> {
     const read = <T>(decode: (b: Buffer) => { value: T; length: number } | null, what: string) =>
-      readMessage(socket, decode, { maxBytes: MAX_SOCKS_MESSAGE_BYTES, timeoutMs: this.#options.handshakeTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS, signal, what });
+      readMessage(socket, decode, {
+        maxBytes: MAX_SOCKS_MESSAGE_BYTES,
+        timeoutMs: this.#options.handshakeTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS,
+        signal,
+        what,
+      });
     const fail = (error: string, status?: number, target: string | null = null) => {
       this.report({ event: 'failed', conn, target, error, ...(status !== undefined ? { status } : {}) });
     };
@@ -66,7 +71,9 @@ export class SocksServer extends LocalListener {
     if (auth) {
       // RFC 1929 §2: compare digests in constant time, so timing says nothing about the credentials.
       const req = await read(decodeAuthRequest, 'SOCKS5 username/password');
-      const ok = timingSafeEqual(digest(req.username), digest(auth.username)) && timingSafeEqual(digest(req.password), digest(auth.password));
+      const ok =
+        timingSafeEqual(digest(req.username), digest(auth.username)) &&
+        timingSafeEqual(digest(req.password), digest(auth.password));
       if (!ok) {
         socket.end(encodeAuthReply(false));
         fail('bad SOCKS username or password');
@@ -136,6 +143,13 @@ export class SocksServer extends LocalListener {
     socket.pipe(stream);
     stream.pipe(socket);
     const err = await done;
-    this.report({ event: 'close', conn, target, bytesUp: stream.bytesSent, bytesDown: stream.bytesReceived, error: err ? err.message : null });
+    this.report({
+      event: 'close',
+      conn,
+      target,
+      bytesUp: stream.bytesSent,
+      bytesDown: stream.bytesReceived,
+      error: err ? err.message : null,
+    });
   }
 }

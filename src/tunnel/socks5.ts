@@ -87,13 +87,17 @@ export function decodeAuthRequest(buf: Buffer): Decoded<{ username: Buffer; pass
   const plen = buf[2 + ulen]!;
   const end = 3 + ulen + plen;
   if (buf.length < end) return null;
-  return { value: { username: Buffer.from(buf.subarray(2, 2 + ulen)), password: Buffer.from(buf.subarray(3 + ulen, end)) }, length: end };
+  return {
+    value: { username: Buffer.from(buf.subarray(2, 2 + ulen)), password: Buffer.from(buf.subarray(3 + ulen, end)) },
+    length: end,
+  };
 }
 
 export function encodeAuthRequest(username: string, password: string): Buffer {
   const u = Buffer.from(username, 'utf8');
   const p = Buffer.from(password, 'utf8');
-  if (u.length < 1 || u.length > 255 || p.length < 1 || p.length > 255) throw new NatpunchError('BAD_ARGUMENT', 'SOCKS username and password must be 1 to 255 bytes (RFC 1929 §2)');
+  if (u.length < 1 || u.length > 255 || p.length < 1 || p.length > 255)
+    throw new NatpunchError('BAD_ARGUMENT', 'SOCKS username and password must be 1 to 255 bytes (RFC 1929 §2)');
   return Buffer.concat([Buffer.from([SOCKS_AUTH_VERSION, u.length]), u, Buffer.from([p.length]), p]);
 }
 
@@ -127,7 +131,8 @@ export function decodeAddress(buf: Buffer, offset: number): Decoded<SocksAddress
       const n = buf[at]!;
       if (buf.length < at + 1 + n + 2) return null;
       host = buf.subarray(at + 1, at + 1 + n).toString('latin1');
-      if (n === 0 || !/^[A-Za-z0-9._-]+$/.test(host)) throw bad('bad domain name in SOCKS address', SocksReply.HOST_UNREACHABLE);
+      if (n === 0 || !/^[A-Za-z0-9._-]+$/.test(host))
+        throw bad('bad domain name in SOCKS address', SocksReply.HOST_UNREACHABLE);
       at += 1 + n;
       break;
     }
@@ -142,7 +147,7 @@ function compressV6(groups: string[]): string {
   // Longest run of zero groups becomes "::" (RFC 5952 §4.2).
   let best = -1;
   let bestLen = 1;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (groups[i] !== '0') {
       i++;
       continue;
@@ -163,10 +168,12 @@ export function encodeAddress(addr: SocksAddress): Buffer {
   const port = Buffer.allocUnsafe(2);
   port.writeUInt16BE(addr.port & 0xffff, 0);
   const family = isIP(addr.host);
-  if (family === 4) return Buffer.concat([Buffer.from([SocksAddressType.IPV4, ...addr.host.split('.').map(Number)]), port]);
+  if (family === 4)
+    return Buffer.concat([Buffer.from([SocksAddressType.IPV4, ...addr.host.split('.').map(Number)]), port]);
   if (family === 6) return Buffer.concat([Buffer.from([SocksAddressType.IPV6]), v6Bytes(addr.host), port]);
   const name = Buffer.from(addr.host, 'latin1');
-  if (name.length < 1 || name.length > 255) throw new NatpunchError('BAD_ARGUMENT', `host name "${addr.host.slice(0, 40)}" must be 1 to 255 bytes`);
+  if (name.length < 1 || name.length > 255)
+    throw new NatpunchError('BAD_ARGUMENT', `host name "${addr.host.slice(0, 40)}" must be 1 to 255 bytes`);
   return Buffer.concat([Buffer.from([SocksAddressType.DOMAIN, name.length]), name, port]);
 }
 
@@ -221,7 +228,10 @@ export function decodeReply(buf: Buffer): Decoded<{ reply: number; bound: SocksA
   if (buf[0] !== SOCKS_VERSION) throw bad(`bad SOCKS reply version ${buf[0]}`);
   const addr = decodeAddress(buf, 3);
   if (!addr) return null;
-  return { value: { reply: buf[1]!, bound: { host: addr.value.host, port: addr.value.port } }, length: 3 + addr.length };
+  return {
+    value: { reply: buf[1]!, bound: { host: addr.value.host, port: addr.value.port } },
+    length: 3 + addr.length,
+  };
 }
 
 /** The RFC 1928 §6 reply code that best describes a failed outgoing connection (errno from node:net). */
@@ -246,8 +256,15 @@ export function replyForError(err: unknown): number {
 
 export function replyName(reply: number): string {
   const names: Record<number, string> = {
-    0: 'succeeded', 1: 'general SOCKS server failure', 2: 'connection not allowed by ruleset', 3: 'network unreachable',
-    4: 'host unreachable', 5: 'connection refused', 6: 'TTL expired', 7: 'command not supported', 8: 'address type not supported',
+    0: 'succeeded',
+    1: 'general SOCKS server failure',
+    2: 'connection not allowed by ruleset',
+    3: 'network unreachable',
+    4: 'host unreachable',
+    5: 'connection refused',
+    6: 'TTL expired',
+    7: 'command not supported',
+    8: 'address type not supported',
   };
   return names[reply] ?? `reply ${reply}`;
 }

@@ -52,13 +52,21 @@ export function readMessage<T>(
           resolve(d.value);
           return;
         }
-        if (buf.length > opts.maxBytes) return fail(new NatpunchError('TUNNEL_PROTOCOL', `${what} longer than ${opts.maxBytes} bytes`));
+        if (buf.length > opts.maxBytes)
+          return fail(new NatpunchError('TUNNEL_PROTOCOL', `${what} longer than ${opts.maxBytes} bytes`));
       }
     };
     const onEnd = () => fail(new NatpunchError('STREAM_CLOSED', `the stream ended before a complete ${what}`));
     const onError = (err: Error) => fail(err);
-    const onAbort = () => fail(new NatpunchError('ABORTED', `reading the ${what} was aborted`, { cause: opts.signal?.reason }));
-    const timer = setTimeout(() => fail(new NatpunchError('TIMEOUT', `no complete ${what} within ${opts.timeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS} ms`)), opts.timeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS);
+    const onAbort = () =>
+      fail(new NatpunchError('ABORTED', `reading the ${what} was aborted`, { cause: opts.signal?.reason }));
+    const timer = setTimeout(
+      () =>
+        fail(
+          new NatpunchError('TIMEOUT', `no complete ${what} within ${opts.timeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS} ms`),
+        ),
+      opts.timeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS,
+    );
     timer.unref();
     if (opts.signal?.aborted) return onAbort();
     if (stream.readableEnded || stream.destroyed) return onEnd();

@@ -35,7 +35,8 @@ function bad(message: string): NatpunchError {
 }
 
 export function encodeTunnelRequest(req: TunnelRequest): Buffer {
-  if (!Number.isInteger(req.port) || req.port < 1 || req.port > 65535) throw new NatpunchError('BAD_ARGUMENT', `bad port ${req.port}`);
+  if (!Number.isInteger(req.port) || req.port < 1 || req.port > 65535)
+    throw new NatpunchError('BAD_ARGUMENT', `bad port ${req.port}`);
   if (req.kind === 'forward') {
     const b = Buffer.allocUnsafe(4);
     b[0] = TUNNEL_VERSION;
@@ -82,7 +83,10 @@ export function decodeTunnelReply(buf: Buffer): Decoded<TunnelReply> | null {
     throw bad(`bad tunnel reply: ${(err as Error).message}`);
   }
   if (!addr) return null;
-  return { value: { status: buf[1]!, bound: { host: addr.value.host, port: addr.value.port } }, length: 2 + addr.length };
+  return {
+    value: { status: buf[1]!, bound: { host: addr.value.host, port: addr.value.port } },
+    length: 2 + addr.length,
+  };
 }
 
 export { SocksReply as TunnelStatus };

@@ -26,10 +26,7 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  */
 export function timeoutSignal(ms: number, parent?: AbortSignal): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(new NatpunchError('TIMEOUT', `timed out after ${ms} ms`)),
-    ms,
-  );
+  const timer = setTimeout(() => controller.abort(new NatpunchError('TIMEOUT', `timed out after ${ms} ms`)), ms);
   const onParent = () => controller.abort(parent?.reason);
   if (parent?.aborted) controller.abort(parent.reason);
   else parent?.addEventListener('abort', onParent, { once: true });

@@ -54,7 +54,11 @@ export class NatpunchError extends Error {
   readonly code: NatpunchErrorCode;
   readonly details?: Record<string, unknown>;
 
-  constructor(code: NatpunchErrorCode, message: string, options?: { cause?: unknown; details?: Record<string, unknown> }) {
+  constructor(
+    code: NatpunchErrorCode,
+    message: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'NatpunchError';
     this.code = code;

@@ -64,7 +64,8 @@ export interface EncodeChannelDataOptions {
 /** Encodes a ChannelData message into a new buffer. Padding bytes are zero. */
 export function encodeChannelData(channel: number, data: Uint8Array, options: EncodeChannelDataOptions = {}): Buffer {
   if (!isValidChannel(channel)) throw new RangeError(`channel number ${channel} is outside 0x4000..0x4FFF`);
-  if (data.length > CHANNEL_DATA_MAX_PAYLOAD) throw new RangeError(`ChannelData payload of ${data.length} bytes is too large`);
+  if (data.length > CHANNEL_DATA_MAX_PAYLOAD)
+    throw new RangeError(`ChannelData payload of ${data.length} bytes is too large`);
   const size = options.pad ? channelDataStreamSize(data.length) : CHANNEL_DATA_HEADER + data.length;
   const out = Buffer.allocUnsafe(size);
   writeChannelDataHeader(out, 0, channel, data.length);

@@ -115,8 +115,22 @@ export interface QuotedDatagram {
 }
 
 export type IcmpMessage =
-  | { kind: 'echo-request' | 'echo-reply'; type: number; code: number; identifier: number; sequence: number; data: Uint8Array; checksumValid: boolean }
-  | { kind: 'time-exceeded' | 'dest-unreachable'; type: number; code: number; quoted: QuotedDatagram | null; checksumValid: boolean }
+  | {
+      kind: 'echo-request' | 'echo-reply';
+      type: number;
+      code: number;
+      identifier: number;
+      sequence: number;
+      data: Uint8Array;
+      checksumValid: boolean;
+    }
+  | {
+      kind: 'time-exceeded' | 'dest-unreachable';
+      type: number;
+      code: number;
+      quoted: QuotedDatagram | null;
+      checksumValid: boolean;
+    }
   | { kind: 'other'; type: number; code: number; checksumValid: boolean };
 
 function decodeQuoted(raw: Uint8Array): QuotedDatagram | null {
@@ -182,7 +196,12 @@ export function decodeIcmpPacket(packet: Uint8Array): { ip: Ipv4Header; icmp: Ic
 }
 
 /** RFC 792 Echo / Echo Reply message with its checksum. */
-export function encodeEcho(options: { type?: typeof ICMP_ECHO_REQUEST | typeof ICMP_ECHO_REPLY; identifier: number; sequence: number; data?: Uint8Array }): Buffer {
+export function encodeEcho(options: {
+  type?: typeof ICMP_ECHO_REQUEST | typeof ICMP_ECHO_REPLY;
+  identifier: number;
+  sequence: number;
+  data?: Uint8Array;
+}): Buffer {
   const data = options.data ?? new Uint8Array(0);
   const out = Buffer.alloc(8 + data.length);
   out[0] = options.type ?? ICMP_ECHO_REQUEST;
@@ -226,7 +245,10 @@ export interface EchoQuote {
  */
 export function encodeEchoTimeExceeded(quote: EchoQuote): Buffer {
   const echo = encodeEcho({ identifier: quote.identifier, sequence: quote.sequence });
-  const inner = encodeIpv4({ source: quote.source, destination: quote.destination, protocol: IPPROTO_ICMP, ttl: quote.ttl ?? 1 }, echo);
+  const inner = encodeIpv4(
+    { source: quote.source, destination: quote.destination, protocol: IPPROTO_ICMP, ttl: quote.ttl ?? 1 },
+    echo,
+  );
   return encodeTimeExceeded(inner, TIME_EXCEEDED_IN_TRANSIT);
 }
 
@@ -234,10 +256,17 @@ export function encodeEchoTimeExceeded(quote: EchoQuote): Buffer {
  * The echo request an ICMP hole punching server is waiting to hear about, read from a received Time Exceeded:
  * null unless `msg` is a checksum-valid Time Exceeded (code 0) quoting an ICMP Echo Request.
  */
-export function quotedEchoOf(msg: IcmpMessage): { destination: string; source: string; identifier: number; sequence: number } | null {
+export function quotedEchoOf(
+  msg: IcmpMessage,
+): { destination: string; source: string; identifier: number; sequence: number } | null {
   if (msg.kind !== 'time-exceeded' || msg.code !== TIME_EXCEEDED_IN_TRANSIT || !msg.checksumValid) return null;
   const q = msg.quoted;
   if (!q || q.header.protocol !== IPPROTO_ICMP || q.echoType !== ICMP_ECHO_REQUEST) return null;
   if (q.echoIdentifier === undefined || q.echoSequence === undefined) return null;
-  return { destination: q.header.destination, source: q.header.source, identifier: q.echoIdentifier, sequence: q.echoSequence };
+  return {
+    destination: q.header.destination,
+    source: q.header.source,
+    identifier: q.echoIdentifier,
+    sequence: q.echoSequence,
+  };
 }

@@ -95,7 +95,7 @@ export function formatIPv6(b: Uint8Array, offset = 0): string {
   // §4.2.3: compress the longest run (first if tied) of two or more zero groups.
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (words[i] !== 0) {
       i++;
       continue;

@@ -92,7 +92,8 @@ function checkU16(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new NatpunchError('BAD_ARGUMENT', `${name} must be 0..65535`);
 }
 function checkU32(name: string, v: number): void {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new NatpunchError('BAD_ARGUMENT', `${name} must be 0..2^32-1`);
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+    throw new NatpunchError('BAD_ARGUMENT', `${name} must be 0..2^32-1`);
 }
 
 export function encodeNatPmpRequest(req: NatPmpRequest): Uint8Array {

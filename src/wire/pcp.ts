@@ -131,7 +131,8 @@ function u16(name: string, v: number): number {
   return v;
 }
 function u32(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new NatpunchError('BAD_ARGUMENT', `${name} must be 0..2^32-1`);
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff)
+    throw new NatpunchError('BAD_ARGUMENT', `${name} must be 0..2^32-1`);
   return v;
 }
 
@@ -198,7 +199,8 @@ function encodeOptions(options: PcpOption[] | undefined): Buffer[] {
         code = o.code;
         data = o.data;
     }
-    if (!Number.isInteger(code) || code < 0 || code > 255) throw new NatpunchError('BAD_ARGUMENT', 'option code must be 0..255');
+    if (!Number.isInteger(code) || code < 0 || code > 255)
+      throw new NatpunchError('BAD_ARGUMENT', 'option code must be 0..255');
     // §7.3: | Option Code (8) | Reserved (8) | Option Length (16) | data, padded to a multiple of 4 |
     const padded = (data.length + 3) & ~3;
     const b = Buffer.alloc(4 + padded);
@@ -296,7 +298,8 @@ function opcodeNumber(name: PcpOpcodeName): number {
 }
 
 function toU8(b: Buffer): Uint8Array {
-  if (b.length > PCP_MAX_MESSAGE) throw new NatpunchError('BAD_ARGUMENT', `PCP message of ${b.length} bytes exceeds ${PCP_MAX_MESSAGE}`);
+  if (b.length > PCP_MAX_MESSAGE)
+    throw new NatpunchError('BAD_ARGUMENT', `PCP message of ${b.length} bytes exceeds ${PCP_MAX_MESSAGE}`);
   return new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
@@ -310,7 +313,11 @@ export function encodePcpRequest(req: PcpRequest): Uint8Array {
   h.writeUInt32BE(u32('lifetime', req.lifetime), 4);
   h.set(addressToBytes(req.clientAddress), 8);
   const body =
-    req.opcode === 'map' ? encodeMapData(req.map, MAP_DATA_SIZE) : req.opcode === 'peer' ? encodePeerData(req.peer) : Buffer.alloc(0);
+    req.opcode === 'map'
+      ? encodeMapData(req.map, MAP_DATA_SIZE)
+      : req.opcode === 'peer'
+        ? encodePeerData(req.peer)
+        : Buffer.alloc(0);
   return toU8(Buffer.concat([h, body, ...encodeOptions(req.options)]));
 }
 
@@ -331,7 +338,8 @@ export function encodePcpResponse(res: PcpResponse): Uint8Array {
 
 function checkFraming(msg: Uint8Array, what: string): Buffer {
   // §7: at least the 24-byte header, at most 1100 bytes, a multiple of 4.
-  if (msg.length < PCP_HEADER_SIZE) fail(`${what} of ${msg.length} bytes is shorter than the ${PCP_HEADER_SIZE}-byte header`);
+  if (msg.length < PCP_HEADER_SIZE)
+    fail(`${what} of ${msg.length} bytes is shorter than the ${PCP_HEADER_SIZE}-byte header`);
   if (msg.length > PCP_MAX_MESSAGE) fail(`${what} of ${msg.length} bytes is longer than ${PCP_MAX_MESSAGE}`);
   if (msg.length % 4 !== 0) fail(`${what} length ${msg.length} is not a multiple of 4`);
   return Buffer.from(msg.buffer, msg.byteOffset, msg.length);

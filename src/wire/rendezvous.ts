@@ -327,7 +327,17 @@ export const REPORT_TECHNIQUES = [
 export type ReportTechnique = (typeof REPORT_TECHNIQUES)[number];
 
 /** Why a technique failed; code = index. */
-export const REPORT_FAILURES = ['other', 'timeout', 'refused', 'no-candidates', 'blocked', 'handshake', 'aborted', 'relay-unavailable', 'not-found'] as const;
+export const REPORT_FAILURES = [
+  'other',
+  'timeout',
+  'refused',
+  'no-candidates',
+  'blocked',
+  'handshake',
+  'aborted',
+  'relay-unavailable',
+  'not-found',
+] as const;
 export type ReportFailure = (typeof REPORT_FAILURES)[number];
 
 export const MAX_REPORT_TECHNIQUES = 16;
@@ -410,7 +420,8 @@ export type RendezvousMessage =
   | SeqOfferMessage
   | SeqOfferResultMessage;
 
-export type SignedMessage = RegisterMessage | ConnectMessage | UnregisterMessage | SeqOfferMessage | ReleaseNameMessage | ReportMessage;
+export type SignedMessage =
+  RegisterMessage | ConnectMessage | UnregisterMessage | SeqOfferMessage | ReleaseNameMessage | ReportMessage;
 
 function decodeError(what: string): NatpunchError {
   return new NatpunchError('RENDEZVOUS_DECODE', `malformed rendezvous message: ${what}`);
@@ -590,7 +601,8 @@ function writeCandidates(w: Writer, list: readonly Candidate[]): void {
     writeTransport(w, c.transport);
     writeAddress(w, c.address);
     writePort(w, c.port);
-    if (!Number.isInteger(c.priority) || c.priority < 0 || c.priority > 0xffffffff) throw encodeError(`candidate priority ${c.priority}`);
+    if (!Number.isInteger(c.priority) || c.priority < 0 || c.priority > 0xffffffff)
+      throw encodeError(`candidate priority ${c.priority}`);
     w.u32(c.priority);
   }
 }
@@ -728,7 +740,11 @@ export type EncodableMessage =
  * Encodes a message. REGISTER, CONNECT, UNREGISTER and SEQ_OFFER need the sender's secret key and are signed here
  * (a fresh timestamp and nonce are used unless given).
  */
-export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array, options: { padTo?: number } = {}): Buffer {
+export function encodeRendezvous(
+  msg: EncodableMessage,
+  secretKey?: Uint8Array,
+  options: { padTo?: number } = {},
+): Buffer {
   const w = new Writer();
   const code = TYPE_CODE[msg.type];
   if (code === undefined) throw encodeError(`unknown type ${String((msg as { type: unknown }).type)}`);
@@ -759,7 +775,10 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array, 
       w.u8(msg.reachable ? 1 : 0);
       break;
     case 'turn-credentials':
-      if (Buffer.byteLength(msg.username) > MAX_TURN_CREDENTIAL_BYTES || Buffer.byteLength(msg.password) > MAX_TURN_CREDENTIAL_BYTES) {
+      if (
+        Buffer.byteLength(msg.username) > MAX_TURN_CREDENTIAL_BYTES ||
+        Buffer.byteLength(msg.password) > MAX_TURN_CREDENTIAL_BYTES
+      ) {
         throw encodeError('turn credential too long');
       }
       w.shortString(msg.username, MAX_TURN_CREDENTIAL_BYTES);
@@ -826,13 +845,15 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array, 
       w.bytes(msg.connectionId, CONNECTION_ID_BYTES, 'connection id');
       w.bytes(msg.peerKey, PUBLIC_KEY_BYTES, 'peer key');
       signedFields(msg);
-      if ((msg.offer === undefined) === (msg.decline === undefined)) throw encodeError('seq-offer needs exactly one of offer and decline');
+      if ((msg.offer === undefined) === (msg.decline === undefined))
+        throw encodeError('seq-offer needs exactly one of offer and decline');
       if (msg.offer !== undefined) {
         w.u8(SEQ_KIND_OFFER);
         w.bytes(msg.offer, SEQ_OFFER_BYTES, 'sequence offer');
       } else {
         const n = Buffer.byteLength(msg.decline!, 'utf8');
-        if (n < 1 || n > MAX_ERROR_TEXT_BYTES) throw encodeError(`decline text must be 1..${MAX_ERROR_TEXT_BYTES} bytes`);
+        if (n < 1 || n > MAX_ERROR_TEXT_BYTES)
+          throw encodeError(`decline text must be 1..${MAX_ERROR_TEXT_BYTES} bytes`);
         w.u8(SEQ_KIND_DECLINE);
         w.shortString(msg.decline!, MAX_ERROR_TEXT_BYTES);
       }
@@ -858,7 +879,8 @@ export function encodeRendezvous(msg: EncodableMessage, secretKey?: Uint8Array, 
       w.u8(reportCode(REPORT_NAT_TYPES, msg.localNat));
       w.u8(reportCode(REPORT_NAT_TYPES, msg.peerNat));
       w.u8(reportCode(REPORT_TECHNIQUES, msg.winner));
-      const ms = (v: number | undefined) => (v === undefined ? REPORT_NO_TIME : Math.min(REPORT_NO_TIME - 1, Math.max(0, Math.round(v))));
+      const ms = (v: number | undefined) =>
+        v === undefined ? REPORT_NO_TIME : Math.min(REPORT_NO_TIME - 1, Math.max(0, Math.round(v)));
       w.u32(ms(msg.timeToConnectMs));
       w.u32(ms(msg.timeToFirstByteMs));
       const tried = msg.tried.slice(0, MAX_REPORT_TECHNIQUES);
@@ -947,7 +969,15 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const port = r.u16('turn port');
       const tlsPort = r.remaining > 0 ? r.u16('turn tls port') : undefined;
       if (!username || !password || port === 0 || tlsPort === 0) throw decodeError('empty turn credentials');
-      msg = { type: 'turn-credentials', requestId, username, password, ttlSeconds, port, ...(tlsPort ? { tlsPort } : {}) };
+      msg = {
+        type: 'turn-credentials',
+        requestId,
+        username,
+        password,
+        ttlSeconds,
+        port,
+        ...(tlsPort ? { tlsPort } : {}),
+      };
       break;
     }
     case MessageType.LOOKUP:
@@ -973,7 +1003,17 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const rttMs = r.u16('rtt');
       const candidates = readCandidates(r);
       const tail = signedTail({ timestamp, nonce });
-      msg = { type: 'connect', requestId, reachable: (flags & 1) !== 0, publicKey, target, connectionId, rttMs, candidates, ...tail };
+      msg = {
+        type: 'connect',
+        requestId,
+        reachable: (flags & 1) !== 0,
+        publicKey,
+        target,
+        connectionId,
+        rttMs,
+        candidates,
+        ...tail,
+      };
       break;
     }
     case MessageType.CONNECT_NOTIFY: {
@@ -985,7 +1025,17 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const startDelayMs = r.u16('start delay');
       const serverTime = r.u64('server time');
       const candidates = readCandidates(r);
-      msg = { type: 'connect-notify', requestId, connectionId, role, mode, peerKey, startDelayMs, serverTime, candidates };
+      msg = {
+        type: 'connect-notify',
+        requestId,
+        connectionId,
+        role,
+        mode,
+        peerKey,
+        startDelayMs,
+        serverTime,
+        candidates,
+      };
       if (peerName !== undefined) msg.peerName = peerName;
       break;
     }
@@ -1184,7 +1234,8 @@ export class TcpFrameDecoder {
       out.push(Buffer.from(this.#pending.subarray(TCP_FRAME_HEADER_BYTES, TCP_FRAME_HEADER_BYTES + len)));
       this.#pending = this.#pending.subarray(TCP_FRAME_HEADER_BYTES + len);
     }
-    if (this.#pending.length > TCP_FRAME_HEADER_BYTES + MAX_MESSAGE_BYTES) throw decodeError('TCP frame buffer overflow');
+    if (this.#pending.length > TCP_FRAME_HEADER_BYTES + MAX_MESSAGE_BYTES)
+      throw decodeError('TCP frame buffer overflow');
     return out;
   }
 }

@@ -80,7 +80,14 @@ function pseudoHeaderSum(source: string, destination: string, tcpLength: number)
   const s = ipv4Bytes(source);
   const d = ipv4Bytes(destination);
   if (!s || !d) throw new TypeError('TCP checksum: source and destination must be IPv4 addresses');
-  return ((s[0]! << 8) | s[1]!) + ((s[2]! << 8) | s[3]!) + ((d[0]! << 8) | d[1]!) + ((d[2]! << 8) | d[3]!) + IPPROTO_TCP + tcpLength;
+  return (
+    ((s[0]! << 8) | s[1]!) +
+    ((s[2]! << 8) | s[3]!) +
+    ((d[0]! << 8) | d[1]!) +
+    ((d[2]! << 8) | d[3]!) +
+    IPPROTO_TCP +
+    tcpLength
+  );
 }
 
 /** The TCP checksum of `segment` (its checksum field counted as is: 0 when computing, the value when verifying). */
@@ -92,7 +99,8 @@ export function tcpChecksum(segment: Uint8Array, source: string, destination: st
 export function encodeTcpOptions(o: TcpOptions): Buffer {
   const parts: number[] = [];
   if (o.mss !== undefined) {
-    if (!Number.isInteger(o.mss) || o.mss < 0 || o.mss > 0xffff) throw new RangeError('TCP option: MSS must be 0..65535');
+    if (!Number.isInteger(o.mss) || o.mss < 0 || o.mss > 0xffff)
+      throw new RangeError('TCP option: MSS must be 0..65535');
     parts.push(OPT_MSS, 4, o.mss >> 8, o.mss & 0xff);
   }
   if (o.timestamps) {
@@ -100,12 +108,24 @@ export function encodeTcpOptions(o: TcpOptions): Buffer {
     else parts.push(OPT_NOP, OPT_NOP);
     const v = o.timestamps.value >>> 0;
     const e = o.timestamps.echo >>> 0;
-    parts.push(OPT_TIMESTAMPS, 10, v >>> 24, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff, e >>> 24, (e >>> 16) & 0xff, (e >>> 8) & 0xff, e & 0xff);
+    parts.push(
+      OPT_TIMESTAMPS,
+      10,
+      v >>> 24,
+      (v >>> 16) & 0xff,
+      (v >>> 8) & 0xff,
+      v & 0xff,
+      e >>> 24,
+      (e >>> 16) & 0xff,
+      (e >>> 8) & 0xff,
+      e & 0xff,
+    );
   } else if (o.sackPermitted) {
     parts.push(OPT_NOP, OPT_NOP, OPT_SACK_PERMITTED, 2);
   }
   if (o.windowScale !== undefined) {
-    if (!Number.isInteger(o.windowScale) || o.windowScale < 0 || o.windowScale > 255) throw new RangeError('TCP option: window scale must be 0..255');
+    if (!Number.isInteger(o.windowScale) || o.windowScale < 0 || o.windowScale > 255)
+      throw new RangeError('TCP option: window scale must be 0..255');
     parts.push(OPT_NOP, OPT_WSCALE, 3, o.windowScale);
   }
   while (parts.length % 4 !== 0) parts.push(OPT_EOL);
@@ -247,7 +267,8 @@ export function synAckSegment(
   const r = receiver.options;
   const options: TcpOptions = {};
   if (s.mss !== undefined) options.mss = s.mss;
-  if (s.windowScale !== undefined && r.windowScale !== undefined) options.windowScale = Math.min(s.windowScale, MAX_WINDOW_SCALE);
+  if (s.windowScale !== undefined && r.windowScale !== undefined)
+    options.windowScale = Math.min(s.windowScale, MAX_WINDOW_SCALE);
   if (s.sackPermitted && r.sackPermitted) options.sackPermitted = true;
   if (s.timestamps && r.timestamps) options.timestamps = { value: s.timestamps.value, echo: r.timestamps.value };
   return {

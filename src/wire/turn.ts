@@ -99,7 +99,11 @@ export const RequestedAddressFamily = defineAttribute(0x0017, 'REQUESTED-ADDRESS
 export const EvenPort = defineAttribute(0x0018, 'EVEN-PORT', evenPortCodec);
 export const RequestedTransport = defineAttribute(0x0019, 'REQUESTED-TRANSPORT', firstByteCodec);
 export const DontFragment = defineAttribute(0x001a, 'DONT-FRAGMENT', emptyCodec);
-export const ReservationToken = defineAttribute(0x0022, 'RESERVATION-TOKEN', bytesCodec((n) => n === 8));
+export const ReservationToken = defineAttribute(
+  0x0022,
+  'RESERVATION-TOKEN',
+  bytesCodec((n) => n === 8),
+);
 export const ConnectionId = defineAttribute(0x002a, 'CONNECTION-ID', uint32Codec);
 export const AdditionalAddressFamily = defineAttribute(0x8000, 'ADDITIONAL-ADDRESS-FAMILY', firstByteCodec);
 export const AddressErrorCode = defineAttribute(0x8001, 'ADDRESS-ERROR-CODE', addressErrorCodec);
@@ -122,8 +126,20 @@ export const TurnErrorCode = {
 function createTurnRegistry(): StunRegistry {
   const r = coreRegistry.extend();
   for (const def of [
-    ChannelNumber, Lifetime, XorPeerAddress, Data, XorRelayedAddress, RequestedAddressFamily, EvenPort,
-    RequestedTransport, DontFragment, ReservationToken, ConnectionId, AdditionalAddressFamily, AddressErrorCode, Icmp,
+    ChannelNumber,
+    Lifetime,
+    XorPeerAddress,
+    Data,
+    XorRelayedAddress,
+    RequestedAddressFamily,
+    EvenPort,
+    RequestedTransport,
+    DontFragment,
+    ReservationToken,
+    ConnectionId,
+    AdditionalAddressFamily,
+    AddressErrorCode,
+    Icmp,
   ]) {
     r.register(def);
   }

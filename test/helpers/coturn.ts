@@ -52,15 +52,32 @@ function isLoopback(address: string): boolean {
 function argsFor(o: CoturnOptions, port: number, dir: string): string[] {
   const args = [
     '-n', // no configuration file: every setting is on this command line
-    '--listening-ip', '127.0.0.1', '--listening-port', String(port),
-    '--no-cli', '--no-tls', '--no-dtls',
-    '--no-stdout-log', '--simple-log', '--log-file', join(dir, 'turnserver.log'),
-    '--pidfile', join(dir, 'turnserver.pid'), '--userdb', join(dir, 'turndb'),
+    '--listening-ip',
+    '127.0.0.1',
+    '--listening-port',
+    String(port),
+    '--no-cli',
+    '--no-tls',
+    '--no-dtls',
+    '--no-stdout-log',
+    '--simple-log',
+    '--log-file',
+    join(dir, 'turnserver.log'),
+    '--pidfile',
+    join(dir, 'turnserver.pid'),
+    '--userdb',
+    join(dir, 'turndb'),
   ];
   if (o.alternateAddress) args.push('--listening-ip', o.alternateAddress, '--alt-listening-port', String(port + 1));
   if (o.stunOnly) args.push('--stun-only');
   if (o.user) {
-    args.push('--lt-cred-mech', '--user', `${o.user.username}:${o.user.password}`, '--realm', o.realm ?? 'natpunch.test');
+    args.push(
+      '--lt-cred-mech',
+      '--user',
+      `${o.user.username}:${o.user.password}`,
+      '--realm',
+      o.realm ?? 'natpunch.test',
+    );
     args.push('--relay-ip', '127.0.0.1', '--allow-loopback-peers');
   }
   if (o.relayPorts) args.push('--min-port', String(o.relayPorts.min), '--max-port', String(o.relayPorts.max));
@@ -105,8 +122,7 @@ async function startOnce(o: CoturnOptions): Promise<Coturn | string> {
     return file + output;
   };
   let stopped: Promise<void> | undefined;
-  const stop = () =>
-    (stopped ??= killByPid(child).then(() => rmSync(dir, { recursive: true, force: true })));
+  const stop = () => (stopped ??= killByPid(child).then(() => rmSync(dir, { recursive: true, force: true })));
   const deadline = Date.now() + (o.readyMs ?? COTURN_READY_MS);
   while (Date.now() < deadline && child.exitCode === null && child.signalCode === null && child.pid) {
     try {

@@ -65,13 +65,25 @@ export class FakeUdpGateway {
 
   /** Sends an unsolicited PCP ANNOUNCE (RFC 6887 §14.1.3) to a listener port on loopback. */
   announce(port: number): void {
-    const b = encodePcpResponse({ version: 2, opcode: 'announce', resultCode: 0, lifetime: 0, epoch: this.epoch(), options: [] });
+    const b = encodePcpResponse({
+      version: 2,
+      opcode: 'announce',
+      resultCode: 0,
+      lifetime: 0,
+      epoch: this.epoch(),
+      options: [],
+    });
     this.socket.send(b, port, '127.0.0.1');
   }
 
   /** Sends an unsolicited NAT-PMP external-address announcement (RFC 6886 §3.2.1). */
   announceNatPmp(port: number): void {
-    const b = encodeNatPmpResponse({ op: 'external-address', resultCode: 0, epoch: this.epoch(), externalAddress: this.externalAddress });
+    const b = encodeNatPmpResponse({
+      op: 'external-address',
+      resultCode: 0,
+      epoch: this.epoch(),
+      externalAddress: this.externalAddress,
+    });
     this.socket.send(b, port, '127.0.0.1');
   }
 
@@ -89,7 +101,10 @@ export class FakeUdpGateway {
     if (msg[0] === 2) {
       if (this.mode === 'natpmp') {
         // RFC 6886 §3.5 / RFC 6887 §9: unsupported version, NAT-PMP header only.
-        this.#send(encodeNatPmpResponse({ op: 'error', requestOpcode: msg[1]! & 0x7f, resultCode: 1, epoch: this.epoch() }), rinfo);
+        this.#send(
+          encodeNatPmpResponse({ op: 'error', requestOpcode: msg[1]! & 0x7f, resultCode: 1, epoch: this.epoch() }),
+          rinfo,
+        );
         return;
       }
       return this.#pcp(msg, rinfo);
@@ -101,7 +116,15 @@ export class FakeUdpGateway {
     this.requests.push({ kind: `natpmp-${req.op}`, lifetime: req.op === 'map' ? req.lifetime : undefined });
     const resultCode = this.mode === 'error' ? this.errorCode || 3 : 0;
     if (req.op === 'external-address') {
-      this.#send(encodeNatPmpResponse({ op: 'external-address', resultCode, epoch: this.epoch(), externalAddress: this.externalAddress }), rinfo);
+      this.#send(
+        encodeNatPmpResponse({
+          op: 'external-address',
+          resultCode,
+          epoch: this.epoch(),
+          externalAddress: this.externalAddress,
+        }),
+        rinfo,
+      );
       return;
     }
     const key = `${req.transport}:${req.internalPort}`;
@@ -111,13 +134,21 @@ export class FakeUdpGateway {
       if (req.lifetime === 0) this.mappings.delete(key);
       else {
         const existing = this.mappings.get(key);
-        externalPort = existing?.externalPort ?? (req.suggestedExternalPort || 40000 + req.internalPort % 1000);
+        externalPort = existing?.externalPort ?? (req.suggestedExternalPort || 40000 + (req.internalPort % 1000));
         lifetime = Math.min(req.lifetime, 3600);
         this.mappings.set(key, { proto: req.transport, internalPort: req.internalPort, externalPort, lifetime });
       }
     }
     this.#send(
-      encodeNatPmpResponse({ op: 'map', transport: req.transport, resultCode, epoch: this.epoch(), internalPort: req.internalPort, externalPort, lifetime }),
+      encodeNatPmpResponse({
+        op: 'map',
+        transport: req.transport,
+        resultCode,
+        epoch: this.epoch(),
+        internalPort: req.internalPort,
+        externalPort,
+        lifetime,
+      }),
       rinfo,
     );
   }
@@ -127,7 +158,17 @@ export class FakeUdpGateway {
     this.requests.push({ kind: `pcp-${req.opcode}`, lifetime: req.lifetime });
     const resultCode = this.mode === 'error' ? this.errorCode || PcpResult.NO_RESOURCES : 0;
     if (req.opcode === 'announce') {
-      this.#send(encodePcpResponse({ version: 2, opcode: 'announce', resultCode, lifetime: 0, epoch: this.epoch(), options: [] }), rinfo);
+      this.#send(
+        encodePcpResponse({
+          version: 2,
+          opcode: 'announce',
+          resultCode,
+          lifetime: 0,
+          epoch: this.epoch(),
+          options: [],
+        }),
+        rinfo,
+      );
       return;
     }
     if (req.opcode === 'peer') {
@@ -140,7 +181,11 @@ export class FakeUdpGateway {
           lifetime: resultCode === 0 ? Math.min(req.lifetime, 3600) : 30,
           epoch: this.epoch(),
           options: [],
-          peer: { ...req.peer, externalPort: 42000 + (req.peer.internalPort % 1000), externalAddress: this.externalAddress },
+          peer: {
+            ...req.peer,
+            externalPort: 42000 + (req.peer.internalPort % 1000),
+            externalAddress: this.externalAddress,
+          },
         }),
         rinfo,
       );
@@ -157,7 +202,13 @@ export class FakeUdpGateway {
         const existing = this.mappings.get(key);
         externalPort = existing?.externalPort ?? (req.map.externalPort || 41000);
         lifetime = Math.min(req.lifetime, 3600);
-        this.mappings.set(key, { proto: transport, internalPort: req.map.internalPort, externalPort, lifetime, nonce: Buffer.from(req.map.nonce).toString('hex') });
+        this.mappings.set(key, {
+          proto: transport,
+          internalPort: req.map.internalPort,
+          externalPort,
+          lifetime,
+          nonce: Buffer.from(req.map.nonce).toString('hex'),
+        });
       }
     } else lifetime = 30;
     const nonce = this.mode === 'wrong-nonce' ? new Uint8Array(12).fill(9) : req.map.nonce;
@@ -169,7 +220,13 @@ export class FakeUdpGateway {
         lifetime,
         epoch: this.epoch(),
         options: [],
-        map: { nonce, protocol: req.map.protocol, internalPort: req.map.internalPort, externalPort, externalAddress: resultCode === 0 ? this.externalAddress : '0.0.0.0' },
+        map: {
+          nonce,
+          protocol: req.map.protocol,
+          internalPort: req.map.internalPort,
+          externalPort,
+          externalAddress: resultCode === 0 ? this.externalAddress : '0.0.0.0',
+        },
       }),
       rinfo,
     );
@@ -279,7 +336,9 @@ export class FakeUpnpGateway {
         return;
       }
       if (this.mode === 'dtd') {
-        res.writeHead(200, { 'Content-Type': 'text/xml' }).end('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><root>&a;</root>');
+        res
+          .writeHead(200, { 'Content-Type': 'text/xml' })
+          .end('<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><root>&a;</root>');
         return;
       }
       if (this.mode === 'huge') {
@@ -341,8 +400,15 @@ export class FakeUpnpGateway {
         if (this.mode === 'conflict') return fault(718, 'ConflictInMappingEntry');
         const lease = Number(arg('NewLeaseDuration'));
         if (this.mode === 'v1-permanent-only' && lease !== 0) return fault(725, 'OnlyPermanentLeasesSupported');
-        this.mappings.set(key, { internalClient: arg('NewInternalClient'), internalPort: Number(arg('NewInternalPort')), lease, description: arg('NewPortMappingDescription') });
-        return action === 'AddAnyPortMapping' ? ok(`<NewReservedPort>${arg('NewExternalPort')}</NewReservedPort>`) : ok('');
+        this.mappings.set(key, {
+          internalClient: arg('NewInternalClient'),
+          internalPort: Number(arg('NewInternalPort')),
+          lease,
+          description: arg('NewPortMappingDescription'),
+        });
+        return action === 'AddAnyPortMapping'
+          ? ok(`<NewReservedPort>${arg('NewExternalPort')}</NewReservedPort>`)
+          : ok('');
       }
       case 'DeletePortMapping':
         if (!this.mappings.delete(key)) return fault(714, 'NoSuchEntryInArray');

@@ -72,7 +72,9 @@ export function mutate(rng: Rng, seed: Buffer, others: readonly Buffer[], keep =
         if (span === 0) break;
         const o = at();
         const n = 1 + rng.int(Math.min(32, b.length - o));
-        b = rng.int(2) ? Buffer.concat([b.subarray(0, o), b.subarray(o + n)]) : Buffer.concat([b.subarray(0, o + n), b.subarray(o, o + n), b.subarray(o + n)]);
+        b = rng.int(2)
+          ? Buffer.concat([b.subarray(0, o), b.subarray(o + n)])
+          : Buffer.concat([b.subarray(0, o + n), b.subarray(o, o + n), b.subarray(o + n)]);
         break;
       }
       case 6: {

@@ -2,7 +2,12 @@
 import { PortMapper, closeOnSignals } from '../../src/portmap/mapper.js';
 
 const [gatewayPort, internalPort] = process.argv.slice(2).map(Number);
-const pm = new PortMapper({ gateway: '127.0.0.1', gatewayPort, protocols: ['pcp'], retransmit: { initialMs: 100, attempts: 3 } });
+const pm = new PortMapper({
+  gateway: '127.0.0.1',
+  gatewayPort,
+  protocols: ['pcp'],
+  retransmit: { initialMs: 100, attempts: 3 },
+});
 closeOnSignals(pm);
 const m = await pm.map({ internalPort: internalPort!, lifetime: 3600 });
 process.stdout.write(`${JSON.stringify({ mapped: m.externalPort })}\n`);

@@ -59,7 +59,11 @@ export async function startUntilLine(
 }
 
 /** Kills by PID (SIGTERM, then SIGKILL after `ms`) and waits for the exit. Resolves with the exit code/signal. */
-export async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', ms = 5000): Promise<{ code: number | null; signal: string | null }> {
+export async function stop(
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGTERM',
+  ms = 5000,
+): Promise<{ code: number | null; signal: string | null }> {
   if (child.exitCode !== null || child.signalCode !== null) return { code: child.exitCode, signal: child.signalCode };
   const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
   child.kill(signal);
@@ -70,7 +74,11 @@ export async function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTER
 }
 
 /** Runs a command to completion (bounded), collecting output. */
-export async function run(cmd: string, args: string[], ms = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export async function run(
+  cmd: string,
+  args: string[],
+  ms = 30_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -19,7 +19,8 @@ export function parsePrometheus(text: string): PromSample[] {
       const m = new RegExp(`^# (HELP|TYPE) (${NAME}) (.*)$`).exec(line);
       if (!m) throw new Error(`line ${i + 1}: bad comment: ${line}`);
       if (m[1] === 'TYPE') {
-        if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(m[3]!)) throw new Error(`line ${i + 1}: bad type ${m[3]}`);
+        if (!['counter', 'gauge', 'histogram', 'summary', 'untyped'].includes(m[3]!))
+          throw new Error(`line ${i + 1}: bad type ${m[3]}`);
         types.set(m[2]!, m[3]!);
       }
       return;
@@ -35,7 +36,7 @@ export function parsePrometheus(text: string): PromSample[] {
       rest = rest.slice(l[0].length);
     }
     const value = m[3] === '+Inf' ? Infinity : m[3] === '-Inf' ? -Infinity : m[3] === 'NaN' ? NaN : Number(m[3]);
-    if (!/^[-+]?(\d+\.?\d*([eE][-+]?\d+)?|Inf|NaN|\.\d+)$/.test(m[3]!) || Number.isNaN(value) && m[3] !== 'NaN') {
+    if (!/^[-+]?(\d+\.?\d*([eE][-+]?\d+)?|Inf|NaN|\.\d+)$/.test(m[3]!) || (Number.isNaN(value) && m[3] !== 'NaN')) {
       throw new Error(`line ${i + 1}: bad value ${m[3]}`);
     }
     const family = m[1]!.replace(/_(bucket|sum|count|total|created)$/, '');

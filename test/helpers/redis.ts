@@ -39,9 +39,13 @@ export async function startRedis(bin = 'redis-server'): Promise<RedisServer> {
   let child: ChildProcess | undefined;
   let out = '';
   const launch = async () => {
-    child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    child = spawn(
+      bin,
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'yes'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     child.stdout!.on('data', (d) => (out = (out + d).slice(-4000)));
     child.stderr!.on('data', (d) => (out = (out + d).slice(-4000)));
     const deadline = Date.now() + REDIS_READY_MS;

@@ -18,11 +18,18 @@ export interface ServeNode {
 }
 
 export async function startServeNode(args: string[], ms = 30_000): Promise<ServeNode> {
-  const child = spawn(process.execPath, [NATPUNCH, 'serve', '--port', '0', '--address', '127.0.0.1', '--json', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [NATPUNCH, 'serve', '--port', '0', '--address', '127.0.0.1', '--json', ...args],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   let err = '';
   child.stderr!.on('data', (d) => (err = (err + d).slice(-20_000)));
-  const exited = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  const exited = once(child, 'exit').then(([code, signal]) => ({
+    code: code as number | null,
+    signal: signal as NodeJS.Signals | null,
+  }));
   const line = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

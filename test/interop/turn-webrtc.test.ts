@@ -20,7 +20,11 @@ try {
 } catch {
   playwright = null;
 }
-const skip = !existsSync(CHROMIUM) ? 'chromium is not installed (apt-get install chromium)' : !playwright ? 'playwright-core is not installed' : false;
+const skip = !existsSync(CHROMIUM)
+  ? 'chromium is not installed (apt-get install chromium)'
+  : !playwright
+    ? 'playwright-core is not installed'
+    : false;
 
 /** Runs in the page: two peer connections, relay-only, one DataChannel ping/pong, then the selected pair. */
 const PAGE_SCRIPT = `async ({ url, username, credential }) => {
@@ -61,37 +65,58 @@ interface PageResult {
   remote: { candidateType: string; address: string; port: number } | null;
 }
 
-test('Chromium WebRTC DataChannel through natpunch TURN only (iceTransportPolicy relay)', { skip, timeout: 120_000 }, async () => {
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
-  // Safe defaults: no --allow-peer. The two browsers' allocations reach each other as relay-to-relay traffic.
-  const turn = new TurnServer({ credentials: new UsersFileStore('webrtc:s3cret\n'), relayAddress: '127.0.0.1', realm: 'natpunch.test' });
-  const detach = attachTurn(handle, turn);
-  const port = handle.udp[0]!.port;
-  const profile = mkdtempSync(join(tmpdir(), 'natpunch-chromium-'));
-  const context = await playwright!.chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 60_000,
-  });
-  try {
-    const page = context.pages()[0] ?? (await context.newPage());
-    const args = { url: `turn:127.0.0.1:${port}?transport=udp`, username: 'webrtc', credential: 's3cret' };
-    // Plain JS in a string: the browser runs it as written (no transpiler helpers, no DOM types needed here).
-    const result = (await page.evaluate(`(${PAGE_SCRIPT})(${JSON.stringify(args)})`)) as PageResult;
-    assert.equal(result.reply, 'pong:ping');
-    assert.ok(result.local, 'a selected candidate pair');
-    assert.equal(result.local.candidateType, 'relay');
-    assert.equal(result.local.address, '127.0.0.1');
-    assert.ok(result.local.port >= 49152, 'a port from our relay range');
-    assert.equal(result.remote?.candidateType, 'relay');
-    assert.ok(turn.stats.allocationsTotal >= 2);
-    assert.ok(turn.stats.packetsToPeer > 0 && turn.stats.packetsToClient > 0, 'traffic went through natpunch');
-  } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
-    detach();
-    turn.close();
-    await handle.close();
-  }
-});
+test(
+  'Chromium WebRTC DataChannel through natpunch TURN only (iceTransportPolicy relay)',
+  { skip, timeout: 120_000 },
+  async () => {
+    const handle = await startServer({
+      port: 0,
+      addresses: ['127.0.0.1'],
+      stun: { registry: turnRegistry },
+      relay: false,
+    });
+    // Safe defaults: no --allow-peer. The two browsers' allocations reach each other as relay-to-relay traffic.
+    const turn = new TurnServer({
+      credentials: new UsersFileStore('webrtc:s3cret\n'),
+      relayAddress: '127.0.0.1',
+      realm: 'natpunch.test',
+    });
+    const detach = attachTurn(handle, turn);
+    const port = handle.udp[0]!.port;
+    const profile = mkdtempSync(join(tmpdir(), 'natpunch-chromium-'));
+    const context = await playwright!.chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
+      timeout: 60_000,
+    });
+    try {
+      const page = context.pages()[0] ?? (await context.newPage());
+      const args = { url: `turn:127.0.0.1:${port}?transport=udp`, username: 'webrtc', credential: 's3cret' };
+      // Plain JS in a string: the browser runs it as written (no transpiler helpers, no DOM types needed here).
+      const result = (await page.evaluate(`(${PAGE_SCRIPT})(${JSON.stringify(args)})`)) as PageResult;
+      assert.equal(result.reply, 'pong:ping');
+      assert.ok(result.local, 'a selected candidate pair');
+      assert.equal(result.local.candidateType, 'relay');
+      assert.equal(result.local.address, '127.0.0.1');
+      assert.ok(result.local.port >= 49152, 'a port from our relay range');
+      assert.equal(result.remote?.candidateType, 'relay');
+      assert.ok(turn.stats.allocationsTotal >= 2);
+      assert.ok(turn.stats.packetsToPeer > 0 && turn.stats.packetsToClient > 0, 'traffic went through natpunch');
+    } finally {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+      detach();
+      turn.close();
+      await handle.close();
+    }
+  },
+);

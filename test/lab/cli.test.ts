@@ -21,7 +21,8 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
       process.execPath,
       [bin, ...args],
       { env: { ...process.env, NATPUNCH_LAB_DIR: stateDir }, timeout: 60_000 },
-      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -68,7 +69,10 @@ describe('natpunch lab CLI', { skip }, () => {
     assert.equal(st.labs[0]!.shapedLinks.natA?.delayMs, 5);
     assert.equal(st.labs[0]!.shapedLinks.a?.lossPct, 3);
     assert.deepEqual(
-      [st.labs[0]!.nodes.find((n) => n.name === 'natA')?.nat?.type, st.labs[0]!.nodes.find((n) => n.name === 'natA')?.nat?.stealth],
+      [
+        st.labs[0]!.nodes.find((n) => n.name === 'natA')?.nat?.type,
+        st.labs[0]!.nodes.find((n) => n.name === 'natA')?.nat?.stealth,
+      ],
       ['udp-blocked', true],
     );
 

@@ -9,7 +9,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
-import { expectsRelay, matrixTopology, pairName, runMatrix, startServe, type TrialResult } from './fixtures/connect-matrix.js';
+import {
+  expectsRelay,
+  matrixTopology,
+  pairName,
+  runMatrix,
+  startServe,
+  type TrialResult,
+} from './fixtures/connect-matrix.js';
 
 const skip = labUnavailableReason();
 if (skip) console.log(`# lab tests skipped: ${skip}`);
@@ -30,20 +37,38 @@ describe('connect matrix: every NAT pair connects with no flags (serve, listen, 
       trials: Number(process.env.NATPUNCH_MATRIX_TRIALS ?? 1),
       // NATPUNCH_MATRIX_PAIRS=fc-prc,seq-rnd runs only those pairs (while debugging one).
       ...(process.env.NATPUNCH_MATRIX_PAIRS ? { only: process.env.NATPUNCH_MATRIX_PAIRS.split(',') } : {}),
-      onResult: (r: TrialResult) => console.log(`# ${pairName(r.pair)}: ${r.ok ? `${r.kind} ${r.transport} via ${r.traversal} in ${r.connectMs} ms [${r.techniques.join(',')}]` : `FAILED ${r.error?.slice(0, 300)}`}`),
+      onResult: (r: TrialResult) =>
+        console.log(
+          `# ${pairName(r.pair)}: ${r.ok ? `${r.kind} ${r.transport} via ${r.traversal} in ${r.connectMs} ms [${r.techniques.join(',')}]` : `FAILED ${r.error?.slice(0, 300)}`}`,
+        ),
     });
     const failed = results.filter((r) => !r.ok);
-    assert.deepEqual(failed.map((r) => `${pairName(r.pair)}: ${r.error}`), [], 'every pair connects');
+    assert.deepEqual(
+      failed.map((r) => `${pairName(r.pair)}: ${r.error}`),
+      [],
+      'every pair connects',
+    );
     for (const r of results) {
       const blocked = r.pair.connector === 'udp-blocked' || r.pair.listener === 'udp-blocked';
       if (blocked) continue;
-      if (expectsRelay(r.pair.connector, r.pair.listener)) assert.equal(r.kind, 'relay', `${pairName(r.pair)} has no direct path: relayed`);
+      if (expectsRelay(r.pair.connector, r.pair.listener))
+        assert.equal(r.kind, 'relay', `${pairName(r.pair)} has no direct path: relayed`);
       else assert.notEqual(r.kind, 'relay', `${pairName(r.pair)} has a direct path: ${JSON.stringify(r)}`);
     }
     // Two cones: the plain checks win, and no hard punch or relay ever starts.
-    for (const r of results.filter((x) => !x.pair.connector.startsWith('symmetric') && !x.pair.listener.startsWith('symmetric') && x.pair.connector !== 'udp-blocked' && x.pair.listener !== 'udp-blocked')) {
+    for (const r of results.filter(
+      (x) =>
+        !x.pair.connector.startsWith('symmetric') &&
+        !x.pair.listener.startsWith('symmetric') &&
+        x.pair.connector !== 'udp-blocked' &&
+        x.pair.listener !== 'udp-blocked',
+    )) {
       assert.equal(r.traversal, 'udp-checks', `${pairName(r.pair)}: ${JSON.stringify(r)}`);
-      assert.deepEqual(r.techniques.filter((t) => t !== 'udp-checks' && t !== 'tcp'), [], `${pairName(r.pair)}: no hard punch, no relay`);
+      assert.deepEqual(
+        r.techniques.filter((t) => t !== 'udp-checks' && t !== 'tcp'),
+        [],
+        `${pairName(r.pair)}: no hard punch, no relay`,
+      );
     }
   });
 });

@@ -26,7 +26,9 @@ try {
 } catch {
   playwright = null;
 }
-const skip = labUnavailableReason() ?? (!existsSync(CHROMIUM) ? 'chromium is not installed' : !playwright ? 'playwright-core is not installed' : false);
+const skip =
+  labUnavailableReason() ??
+  (!existsSync(CHROMIUM) ? 'chromium is not installed' : !playwright ? 'playwright-core is not installed' : false);
 if (skip) console.log(`# lab dashboard test skipped: ${skip}`);
 
 describe('dashboard in the NAT lab', { skip }, () => {
@@ -35,7 +37,16 @@ describe('dashboard in the NAT lab', { skip }, () => {
 
   before(async () => {
     lab = await Lab.up({ nat: { natA: 'port-restricted-cone', natB: 'full-cone' } });
-    const serve = lab.node('server', CLI, ['serve', '--port', String(RV_PORT), '--address', '0.0.0.0', '--admin', ADMIN, '--json']);
+    const serve = lab.node('server', CLI, [
+      'serve',
+      '--port',
+      String(RV_PORT),
+      '--address',
+      '0.0.0.0',
+      '--admin',
+      ADMIN,
+      '--json',
+    ]);
     await serve.next((m) => m.event === 'listening', { timeoutMs: 30_000 });
   });
   after(async () => {
@@ -51,7 +62,15 @@ describe('dashboard in the NAT lab', { skip }, () => {
     const context = await playwright!.chromium.launchPersistentContext(join(dir, 'profile'), {
       executablePath: wrapper,
       headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
       viewport: { width: 1366, height: 900 },
       timeout: 60_000,
     });
@@ -61,7 +80,15 @@ describe('dashboard in the NAT lab', { skip }, () => {
       await page.locator('#updated', { hasText: /^updated/ }).waitFor({ timeout: 30_000 });
 
       const rendezvous = `${lab.addr('server')}:${RV_PORT}`;
-      const listener = lab.node('b', PEER, ['listen', '--rendezvous', rendezvous, '--name', 'lab-bob', '--nat-type', 'full-cone']);
+      const listener = lab.node('b', PEER, [
+        'listen',
+        '--rendezvous',
+        rendezvous,
+        '--name',
+        'lab-bob',
+        '--nat-type',
+        'full-cone',
+      ]);
       const ready = await listener.next((m) => m.ev === 'listening' || m.ev === 'fatal', { timeoutMs: 30_000 });
       assert.equal(ready.ev, 'listening', JSON.stringify(ready));
       await page.locator('tr[data-name="lab-bob"]').waitFor({ timeout: 30_000 });
@@ -71,7 +98,13 @@ describe('dashboard in the NAT lab', { skip }, () => {
       // /metrics, read from inside the namespace by the page itself (same origin), parses as Prometheus text.
       const scrape = async () => parsePrometheus(await page.evaluate(async () => (await fetch('/metrics')).text()));
       const before = await scrape();
-      const connector = lab.node('a', PEER, ['connect', '--rendezvous', rendezvous, '--nat-type', 'port-restricted-cone']);
+      const connector = lab.node('a', PEER, [
+        'connect',
+        '--rendezvous',
+        rendezvous,
+        '--nat-type',
+        'port-restricted-cone',
+      ]);
       await connector.next((m) => m.ev === 'ready', { timeoutMs: 30_000 });
       connector.send({ cmd: 'connect', to: 'lab-bob' });
       const done = await connector.next((m) => m.ev === 'connected' || m.ev === 'error', { timeoutMs: 40_000 });
@@ -86,13 +119,18 @@ describe('dashboard in the NAT lab', { skip }, () => {
       // The counters moved with the connection through the NATs; the outcome is labelled with both sides' NAT types
       // once the second report is in (or the first alone after REPORT_MERGE_WAIT_MS).
       let after = await scrape();
-      const moved = (name: string, labels: Record<string, string> = {}) => metricValue(after, name, labels) - metricValue(before, name, labels);
+      const moved = (name: string, labels: Record<string, string> = {}) =>
+        metricValue(after, name, labels) - metricValue(before, name, labels);
       for (let i = 0; i < 100 && moved('natpunch_punch_outcomes_total') < 1; i++) {
         await new Promise((r) => setTimeout(r, 100));
         after = await scrape();
       }
       assert.equal(moved('natpunch_rendezvous_introductions_total', { result: 'local' }), 1);
-      assert.equal(moved('natpunch_punch_outcomes_total', { nat_pair: pair, result: 'connected' }), 1, 'one outcome per connection, both NAT types');
+      assert.equal(
+        moved('natpunch_punch_outcomes_total', { nat_pair: pair, result: 'connected' }),
+        1,
+        'one outcome per connection, both NAT types',
+      );
       assert.equal(moved('natpunch_punch_time_to_connect_seconds_count'), 1);
       assert.ok(moved('natpunch_punch_reports_total', { result: 'counted' }) >= 1);
       mkdirSync(SCREENSHOT_DIR, { recursive: true });

@@ -25,7 +25,7 @@ describe('one Endpoint, many sessions, one socket', { skip }, () => {
     await lab?.down();
   });
 
-  test('≥ 50 concurrent sessions to ≥ 10 peers over the hub\'s one UDP socket, data both ways on each', async () => {
+  test("≥ 50 concurrent sessions to ≥ 10 peers over the hub's one UDP socket, data both ways on each", async () => {
     const rv = `${lab.addr('server')}:3478`;
     const hub = lab.node('a', PEER, ['hub', rv]);
     const ready = await hub.next((m) => m.type === 'ready', { timeoutMs: 30_000 });

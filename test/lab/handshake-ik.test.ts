@@ -41,13 +41,16 @@ describe('Noise IK in the checks, in the NAT lab', { skip }, () => {
     const l = await pb.next(mine('listening'), { timeoutMs: 20_000 });
     assert.equal(l.type, 'listening', JSON.stringify(l));
     pa.send({ cmd: 'np-connect', trial: id, server, name: `b-${id}`, hardNat });
-    const [c, r] = await Promise.all([pa.next(mine('connect-result'), { timeoutMs: 40_000 }), pb.next(mine('listener-result'), { timeoutMs: 40_000 })]);
+    const [c, r] = await Promise.all([
+      pa.next(mine('connect-result'), { timeoutMs: 40_000 }),
+      pb.next(mine('listener-result'), { timeoutMs: 40_000 }),
+    ]);
     assert.equal(c.type, 'connect-result', JSON.stringify(c));
     assert.equal(r.type, 'listener-result', JSON.stringify(r));
     return { c, r };
   }
 
-  test('port-restricted ↔ port-restricted: IK on both sides, direct, the listener\'s first byte is the early data of message 1', async () => {
+  test("port-restricted ↔ port-restricted: IK on both sides, direct, the listener's first byte is the early data of message 1", async () => {
     const { c, r } = await trial(false);
     assert.equal(c.pattern, 'IK');
     assert.equal(r.pattern, 'IK');

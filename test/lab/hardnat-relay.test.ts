@@ -29,7 +29,15 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
   before(async () => {
     lab = await Lab.up();
     const serve = lab.node('server', CLI, [
-      'serve', '--port', String(RV_PORT), '--address', lab.addr('server'), '--turn', '--auth-secret', `lab-${randomBytes(8).toString('hex')}`, '--json',
+      'serve',
+      '--port',
+      String(RV_PORT),
+      '--address',
+      lab.addr('server'),
+      '--turn',
+      '--auth-secret',
+      `lab-${randomBytes(8).toString('hex')}`,
+      '--json',
     ]);
     const ready = await serve.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
     assert.ok(ready.turn, `serve runs TURN: ${JSON.stringify(ready)}`);
@@ -42,10 +50,30 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
   });
 
   /** One listener (b) and one connector (a), both hardNat, with `extra` flags (the listener's: `listenerExtra`). */
-  async function trial(extra: string[], listenerExtra = extra): Promise<{ cr: Msg; lr: Msg | null; cp: Msg[]; lp: Msg[]; why: string }> {
+  async function trial(
+    extra: string[],
+    listenerExtra = extra,
+  ): Promise<{ cr: Msg; lr: Msg | null; cp: Msg[]; lp: Msg[]; why: string }> {
     const name = `hrel-${randomBytes(4).toString('hex')}`;
-    const common = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--size', String(SIZE), ...extra];
-    const l = lab.node('b', FIXTURE, ['listen', '--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--name', name, '--size', String(SIZE), ...listenerExtra]);
+    const common = [
+      '--rendezvous',
+      `${lab.addr('server')}:${RV_PORT}`,
+      '--name',
+      name,
+      '--size',
+      String(SIZE),
+      ...extra,
+    ];
+    const l = lab.node('b', FIXTURE, [
+      'listen',
+      '--rendezvous',
+      `${lab.addr('server')}:${RV_PORT}`,
+      '--name',
+      name,
+      '--size',
+      String(SIZE),
+      ...listenerExtra,
+    ]);
     let c: ReturnType<typeof lab.node> | null = null;
     try {
       const ready = await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 });
@@ -70,10 +98,22 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     assert.equal(cp.find((p) => p.phase === 'hard-nat')?.kind, 'random', why);
     assert.equal(lp.find((p) => p.phase === 'hard-nat')?.kind, 'random', why);
     // No direct technique applies (random ↔ random, no budget): the plan starts the relay at once, no hard punch.
-    for (const [side, ps] of [['connector', cp], ['listener', lp]] as const) {
-      const plan = ps.find((p) => p.phase === 'punching')?.plan as Array<{ technique: string; holdMs: number }> | undefined;
-      assert.deepEqual(plan?.map((s) => [s.technique, s.holdMs]), [['relay', 0]], `${side}: ${why}`);
-      assert.equal(ps.filter((p) => p.phase === 'technique-start' && p.technique !== 'relay').length, 0, `${side}: ${why}`);
+    for (const [side, ps] of [
+      ['connector', cp],
+      ['listener', lp],
+    ] as const) {
+      const plan = ps.find((p) => p.phase === 'punching')?.plan as
+        Array<{ technique: string; holdMs: number }> | undefined;
+      assert.deepEqual(
+        plan?.map((s) => [s.technique, s.holdMs]),
+        [['relay', 0]],
+        `${side}: ${why}`,
+      );
+      assert.equal(
+        ps.filter((p) => p.phase === 'technique-start' && p.technique !== 'relay').length,
+        0,
+        `${side}: ${why}`,
+      );
     }
     assert.equal((cr.path as { kind: string }).kind, 'relay', why);
     assert.equal(lr!.gotHash, cr.sentHash, 'listener got what the connector sent');
@@ -88,11 +128,17 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     assert.equal(cr.type, 'result', why);
     assert.equal(lr?.type, 'result', why);
     // The budget makes double-random a direct technique: it races first and gives up; the relay, held back, wins.
-    for (const [side, ps] of [['connector', cp], ['listener', lp]] as const) {
+    for (const [side, ps] of [
+      ['connector', cp],
+      ['listener', lp],
+    ] as const) {
       const end = ps.find((p) => p.phase === 'technique-end' && p.technique === 'double-random');
       assert.equal(end?.ok, false, `${side}: ${why}`);
       assert.match(String(end?.error), /no hard-NAT path within 2000 ms/, side);
-      assert.ok(ps.some((p) => p.phase === 'technique-start' && p.technique === 'relay'), `${side}: ${why}`);
+      assert.ok(
+        ps.some((p) => p.phase === 'technique-start' && p.technique === 'relay'),
+        `${side}: ${why}`,
+      );
     }
     assert.equal((cr.path as { kind: string }).kind, 'relay', why);
     assert.equal(lr!.gotHash, cr.sentHash);

@@ -61,7 +61,8 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
         assert.equal(cp.find((p) => p.phase === 'hard-nat')?.kind, 'cone', why);
         assert.equal(lp.find((p) => p.phase === 'hard-nat')?.kind, 'random', why);
         // The planner raced the plain checks and the birthday punch; birthday won on both sides.
-        const punched = (ps: Msg[]) => (ps.find((p) => p.phase === 'technique-note' && p.note === 'punched')?.detail as Msg | undefined)?.strategy;
+        const punched = (ps: Msg[]) =>
+          (ps.find((p) => p.phase === 'technique-note' && p.note === 'punched')?.detail as Msg | undefined)?.strategy;
         assert.equal(punched(cp), 'birthday-spray', why);
         assert.equal(punched(lp), 'birthday-sockets', why);
         assert.equal(cp.find((p) => p.phase === 'path')?.traversal, 'birthday', why);
@@ -80,7 +81,17 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
   test('`natpunch listen --hard-nat` ← `natpunch connect --hard-nat`: the CLI runs the hard punch; lines both ways', async () => {
     const name = `hcli-${randomBytes(4).toString('hex')}`;
     const rv = `${lab.addr('server')}:${RV_PORT}`;
-    const l = lab.node('b', CLI, ['listen', '--rendezvous', rv, '--name', name, '--hard-nat', '--transport', 'udp', '--json']);
+    const l = lab.node('b', CLI, [
+      'listen',
+      '--rendezvous',
+      rv,
+      '--name',
+      name,
+      '--hard-nat',
+      '--transport',
+      'udp',
+      '--json',
+    ]);
     let c: ReturnType<typeof lab.node> | null = null;
     try {
       await cliPhase(l, 'listening');
@@ -103,14 +114,20 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
       const l = lab.node('b', FIXTURE, ['listen', ...common]);
       let c: ReturnType<typeof lab.node> | null = null;
       try {
-        assert.equal((await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 })).type, 'listening');
+        assert.equal(
+          (await l.next((m) => m.type === 'listening' || m.type === 'error', { timeoutMs: 20_000 })).type,
+          'listening',
+        );
         c = lab.node('a', FIXTURE, ['connect', ...common]);
         const cr = await c.next((m) => m.type === 'result' || m.type === 'error', { timeoutMs: 40_000 });
         assert.equal(cr.type, 'result', `connector: ${JSON.stringify(cr)}; listener: ${JSON.stringify(l.pending())}`);
         const lr = await l.next((m) => m.type === 'result', { timeoutMs: 20_000 });
         const cp = c.drain((x) => x.type === 'progress') as Msg[];
         assert.equal(cp.find((p) => p.phase === 'hard-nat')?.kind, 'cone');
-        const hardStarted = cp.filter((p) => p.phase === 'technique-start' && ['predict', 'birthday', 'double-random'].includes(String(p.technique)));
+        const hardStarted = cp.filter(
+          (p) =>
+            p.phase === 'technique-start' && ['predict', 'birthday', 'double-random'].includes(String(p.technique)),
+        );
         assert.deepEqual(hardStarted, [], 'no hard punch between cones');
         assert.equal(cp.find((p) => p.phase === 'path')?.traversal, 'udp-checks');
         assert.equal((cr.path as { kind: string }).kind, 'direct');

@@ -17,7 +17,12 @@ const TRIALS = Number(process.env.NATPUNCH_HARDNAT_TRIALS ?? 3);
 const CONES: NatType[] = ['full-cone', 'restricted-cone', 'port-restricted-cone'];
 
 type Msg = Record<string, unknown>;
-interface Advert { kind: string; delta: number | null; address: string; ports: number[] }
+interface Advert {
+  kind: string;
+  delta: number | null;
+  address: string;
+  ports: number[];
+}
 
 describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
   let lab: Lab;
@@ -30,8 +35,11 @@ describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
       const stun = lab.node('server', new URL('./fixtures/stun-server.ts', import.meta.url).pathname, [String(port)]);
       await stun.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
     }
-    for (const host of ['a', 'b']) peers[host] = lab.node(host, new URL('./fixtures/hardnat-peer.ts', import.meta.url).pathname);
-    for (const host of ['a', 'b']) keys[host] = ((await peers[host]!.next((m) => m.type === 'ready', { timeoutMs: 20_000 })) as Msg).publicKey as string;
+    for (const host of ['a', 'b'])
+      peers[host] = lab.node(host, new URL('./fixtures/hardnat-peer.ts', import.meta.url).pathname);
+    for (const host of ['a', 'b'])
+      keys[host] = ((await peers[host]!.next((m) => m.type === 'ready', { timeoutMs: 20_000 })) as Msg)
+        .publicKey as string;
     for (const link of ['a', 'natA', 'natB', 'b']) await lab.setLink(link, { delayMs: 10 });
   });
 
@@ -42,7 +50,14 @@ describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
   async function adverts(id: string): Promise<Record<string, Advert>> {
     const stun = STUN_PORTS.map((port) => ({ host: lab.addr('server'), port }));
     for (const h of ['a', 'b']) peers[h]!.send({ cmd: 'prepare', trial: id, stun });
-    const got = await Promise.all(['a', 'b'].map((h) => peers[h]!.next((m) => (m.type === 'advert' || m.type === 'error') && m.trial === id, { timeoutMs: 20_000 }) as Promise<Msg>));
+    const got = await Promise.all(
+      ['a', 'b'].map(
+        (h) =>
+          peers[h]!.next((m) => (m.type === 'advert' || m.type === 'error') && m.trial === id, {
+            timeoutMs: 20_000,
+          }) as Promise<Msg>,
+      ),
+    );
     for (const g of got) assert.equal(g.type, 'advert', `prepare failed: ${String(g.message)}`);
     return { a: got[0]!.advert as Advert, b: got[1]!.advert as Advert };
   }
@@ -63,13 +78,22 @@ describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
     peers.b!.send({ ...common, role: 'listen', peerKey: keys.a, local: ads.b, peer: ads.a });
     peers.a!.send({ ...common, role: 'connect', peerKey: keys.b, local: ads.a, peer: ads.b });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
-    const [ra, rb] = await Promise.all([peers.a!.next(done, { timeoutMs: 60_000 }), peers.b!.next(done, { timeoutMs: 60_000 })]);
+    const [ra, rb] = await Promise.all([
+      peers.a!.next(done, { timeoutMs: 60_000 }),
+      peers.b!.next(done, { timeoutMs: 60_000 }),
+    ]);
     return { ra: ra as Msg, rb: rb as Msg, ads };
   }
 
   function ok(r: { ra: Msg; rb: Msg }): boolean {
     const { ra, rb } = r;
-    return ra.type === 'result' && rb.type === 'result' && ra.gotHash === rb.sentHash && rb.gotHash === ra.sentHash && (ra.path as Msg).kind === 'direct';
+    return (
+      ra.type === 'result' &&
+      rb.type === 'result' &&
+      ra.gotHash === rb.sentHash &&
+      rb.gotHash === ra.sentHash &&
+      (ra.path as Msg).kind === 'direct'
+    );
   }
 
   function assertDirect(r: { ra: Msg; rb: Msg }): void {
@@ -79,7 +103,10 @@ describe('hard NATs in the lab (prediction, birthday)', { skip }, () => {
     assert.ok(ok(r), 'direct path, data intact both ways');
   }
 
-  const pairs: Array<[NatType, NatType]> = [...CONES.map((c) => ['symmetric-sequential', c] as [NatType, NatType]), ['symmetric-sequential', 'symmetric-sequential']];
+  const pairs: Array<[NatType, NatType]> = [
+    ...CONES.map((c) => ['symmetric-sequential', c] as [NatType, NatType]),
+    ['symmetric-sequential', 'symmetric-sequential'],
+  ];
   for (const [natA, natB] of pairs) {
     test(`${natA} → ${natB}: port prediction gives a direct path (${TRIALS} trials)`, async () => {
       await setNats(natA, natB);

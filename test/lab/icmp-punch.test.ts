@@ -44,7 +44,8 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
   });
   after(async () => {
     await Promise.allSettled([...procs].map((p) => p.close()));
-    if (matrix.length) console.log(`# ICMP punch results (server on b behind natB)\n${matrix.map((l) => `#   ${l}`).join('\n')}`);
+    if (matrix.length)
+      console.log(`# ICMP punch results (server on b behind natB)\n${matrix.map((l) => `#   ${l}`).join('\n')}`);
     await lab?.down();
   });
 
@@ -59,22 +60,50 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
   }
 
   /** Server on b, client on `clientHost`; resolves when the client finished (session + exchange) or failed. */
-  async function punch(opts: { clientHost?: string; timeoutMs?: number; allow?: string; source?: string; viaConnect?: string } = {}): Promise<Outcome> {
-    const server = start('b', ['server', String(PORT), PROBE, String(INTERVAL_MS), ...(opts.allow ? [opts.allow] : [])]);
+  async function punch(
+    opts: { clientHost?: string; timeoutMs?: number; allow?: string; source?: string; viaConnect?: string } = {},
+  ): Promise<Outcome> {
+    const server = start('b', [
+      'server',
+      String(PORT),
+      PROBE,
+      String(INTERVAL_MS),
+      ...(opts.allow ? [opts.allow] : []),
+    ]);
     const client: { proc?: LabProcess } = {};
     try {
       const ready = await server.next((m) => m.type === 'ready' || m.type === 'error', { timeoutMs: STEP_MS });
       assert.equal(ready.type, 'ready', JSON.stringify(ready));
       const timeoutMs = opts.timeoutMs ?? OK_TIMEOUT_MS;
       const started = Date.now();
-      client.proc = start(opts.clientHost ?? 'server', opts.viaConnect
-        ? ['connect', lab.publicAddr('natB'), String(PORT), PROBE, String(ready.publicKey), opts.viaConnect]
-        : ['client', lab.publicAddr('natB'), String(PORT), PROBE, String(ready.publicKey), String(timeoutMs), ...(opts.source ? [opts.source] : [])]);
-      const end = await client.proc.next((m) => m.type === 'done' || m.type === 'error', { timeoutMs: timeoutMs + STEP_MS });
+      client.proc = start(
+        opts.clientHost ?? 'server',
+        opts.viaConnect
+          ? ['connect', lab.publicAddr('natB'), String(PORT), PROBE, String(ready.publicKey), opts.viaConnect]
+          : [
+              'client',
+              lab.publicAddr('natB'),
+              String(PORT),
+              PROBE,
+              String(ready.publicKey),
+              String(timeoutMs),
+              ...(opts.source ? [opts.source] : []),
+            ],
+      );
+      const end = await client.proc.next((m) => m.type === 'done' || m.type === 'error', {
+        timeoutMs: timeoutMs + STEP_MS,
+      });
       const elapsedMs = Date.now() - started;
       let serverDone: Msg | undefined;
-      if (end.type === 'done') serverDone = await server.next((m) => m.type === 'done' || m.type === 'error', { timeoutMs: STEP_MS });
-      return { ok: end.type === 'done', client: end, ...(serverDone ? { server: serverDone } : {}), serverEvents: server.pending(), elapsedMs };
+      if (end.type === 'done')
+        serverDone = await server.next((m) => m.type === 'done' || m.type === 'error', { timeoutMs: STEP_MS });
+      return {
+        ok: end.type === 'done',
+        client: end,
+        ...(serverDone ? { server: serverDone } : {}),
+        serverEvents: server.pending(),
+        elapsedMs,
+      };
     } finally {
       if (client.proc) await stop(client.proc);
       await stop(server);
@@ -128,9 +157,15 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
       const o = await punch();
       record(`natB ${type}, client public`, o);
       assertExchanged(o);
-      assert.ok(o.serverEvents.some((m) => m.phase === 'icmp-knock' && m.from === lab.addr('server')), 'the server learned the client address from the forwarded Time Exceeded');
+      assert.ok(
+        o.serverEvents.some((m) => m.phase === 'icmp-knock' && m.from === lab.addr('server')),
+        'the server learned the client address from the forwarded Time Exceeded',
+      );
       const dropsAfter = await lab.outsideDrops();
-      assert.ok(dropsAfter > dropsBefore, `echo requests to ${PROBE} are dropped (and counted) by the lab's internet: ${dropsBefore} → ${dropsAfter}`);
+      assert.ok(
+        dropsAfter > dropsBefore,
+        `echo requests to ${PROBE} are dropped (and counted) by the lab's internet: ${dropsBefore} → ${dropsAfter}`,
+      );
     });
   }
 
@@ -145,18 +180,25 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     await lab.setNat('natB', 'symmetric-random');
     // Extends the profile to ICMP: a nat chain ahead of the lab's (priority srcnat - 10) allocates a random query
     // identifier for every new ICMP mapping, as random-symmetric NATs do for ports.
-    await withTable('natB', 'table ip npicmprand {\n chain post {\n type nat hook postrouting priority srcnat - 10; policy accept;\n oifname "wan" meta l4proto icmp masquerade fully-random\n }\n}\n', async () => {
-      const o = await punch({ timeoutMs: FAIL_TIMEOUT_MS });
-      record('natB symmetric-random + random ICMP identifiers, client public', o);
-      assert.equal(o.ok, false);
-      assert.equal(o.client.code, 'PUNCH_FAILED');
-      assert.match(String(o.client.message), /Time Exceeded/);
-      assert.ok(o.elapsedMs < FAIL_TIMEOUT_MS + 10_000, `bounded: ${o.elapsedMs} ms`);
-      assert.ok(!o.serverEvents.some((m) => m.phase === 'icmp-knock'), 'the forged Time Exceeded matched nothing at natB');
-      const echo = (await lab.conntrack('natB')).find((l) => /^icmp/.test(l) && l.includes(`dst=${PROBE}`));
-      assert.ok(echo, 'natB tracked the echo requests');
-      assert.doesNotMatch(echo, /type=0 code=0 id=0\b/, `natB rewrote the echo identifier: ${echo}`);
-    });
+    await withTable(
+      'natB',
+      'table ip npicmprand {\n chain post {\n type nat hook postrouting priority srcnat - 10; policy accept;\n oifname "wan" meta l4proto icmp masquerade fully-random\n }\n}\n',
+      async () => {
+        const o = await punch({ timeoutMs: FAIL_TIMEOUT_MS });
+        record('natB symmetric-random + random ICMP identifiers, client public', o);
+        assert.equal(o.ok, false);
+        assert.equal(o.client.code, 'PUNCH_FAILED');
+        assert.match(String(o.client.message), /Time Exceeded/);
+        assert.ok(o.elapsedMs < FAIL_TIMEOUT_MS + 10_000, `bounded: ${o.elapsedMs} ms`);
+        assert.ok(
+          !o.serverEvents.some((m) => m.phase === 'icmp-knock'),
+          'the forged Time Exceeded matched nothing at natB',
+        );
+        const echo = (await lab.conntrack('natB')).find((l) => /^icmp/.test(l) && l.includes(`dst=${PROBE}`));
+        assert.ok(echo, 'natB tracked the echo requests');
+        assert.doesNotMatch(echo, /type=0 code=0 id=0\b/, `natB rewrote the echo identifier: ${echo}`);
+      },
+    );
   });
 
   test('server behind a NAT that does not forward ICMP errors: the client fails with a clear message in bounded time', async () => {
@@ -185,20 +227,55 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     const clientKey = generateKeyPair();
     await saveKeyPair(join(dir, 'server.key'), serverKey);
     await saveKeyPair(join(dir, 'client.key'), clientKey);
-    const listen = lab.spawn('b', [process.execPath, NATPUNCH, 'listen', '--icmp', '--icmp-probe-address', PROBE, '--icmp-interval', String(INTERVAL_MS),
-      '--port', String(PORT), '--key', join(dir, 'server.key'), '--allow', keyToId(clientKey.publicKey)]);
+    const listen = lab.spawn('b', [
+      process.execPath,
+      NATPUNCH,
+      'listen',
+      '--icmp',
+      '--icmp-probe-address',
+      PROBE,
+      '--icmp-interval',
+      String(INTERVAL_MS),
+      '--port',
+      String(PORT),
+      '--key',
+      join(dir, 'server.key'),
+      '--allow',
+      keyToId(clientKey.publicKey),
+    ]);
     procs.add(listen);
     let conn: LabProcess | undefined;
     try {
       listen.child.stdin!.end('from the server\n');
       await waitFor(() => listen.stderr.includes('listening (ICMP)'), listen);
-      conn = lab.spawn('server', [process.execPath, NATPUNCH, 'connect', '--icmp', lab.publicAddr('natB'), '--port', String(PORT),
-        '--key', join(dir, 'client.key'), '--peer-key', keyToId(serverKey.publicKey), '--timeout', String(OK_TIMEOUT_MS)]);
+      conn = lab.spawn('server', [
+        process.execPath,
+        NATPUNCH,
+        'connect',
+        '--icmp',
+        lab.publicAddr('natB'),
+        '--port',
+        String(PORT),
+        '--key',
+        join(dir, 'client.key'),
+        '--peer-key',
+        keyToId(serverKey.publicKey),
+        '--timeout',
+        String(OK_TIMEOUT_MS),
+      ]);
       procs.add(conn);
       conn.child.stdin!.end('from the client\n');
-      const bound = (p: LabProcess) => Promise.race([p.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`${p.host} did not exit: ${p.stderr}`)), STEP_MS))]);
+      const bound = (p: LabProcess) =>
+        Promise.race([
+          p.exited,
+          new Promise((_, reject) =>
+            setTimeout(() => reject(new Error(`${p.host} did not exit: ${p.stderr}`)), STEP_MS),
+          ),
+        ]);
       await Promise.all([bound(conn), bound(listen)]);
-      matrix.push(`CLI listen --icmp (natB port-restricted-cone) / connect --icmp: client got ${JSON.stringify(conn.lines)}, server got ${JSON.stringify(listen.lines)}`);
+      matrix.push(
+        `CLI listen --icmp (natB port-restricted-cone) / connect --icmp: client got ${JSON.stringify(conn.lines)}, server got ${JSON.stringify(listen.lines)}`,
+      );
       assert.deepEqual(conn.lines, ['from the server'], conn.stderr);
       assert.deepEqual(listen.lines, ['from the client'], listen.stderr);
       assert.match(conn.stderr, /connected: authenticated session/);
@@ -214,7 +291,10 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     const o = await punch({ allow: keyToId(generateKeyPair().publicKey), timeoutMs: FAIL_TIMEOUT_MS });
     record('natB port-restricted-cone, client public, key not allowed', o);
     assert.equal(o.ok, false);
-    assert.ok(o.serverEvents.some((m) => m.type === 'connection-error'), JSON.stringify(o.serverEvents));
+    assert.ok(
+      o.serverEvents.some((m) => m.type === 'connection-error'),
+      JSON.stringify(o.serverEvents),
+    );
   });
 
   // Client behind natA. Linux conntrack in natA finds no flow for the quoted echo request (it was never natA's), so
@@ -225,7 +305,10 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     await lab.setNat('natA', 'port-restricted-cone');
     const o = await punch({ clientHost: 'a' });
     record('natB full-cone, client behind natA port-restricted-cone', o);
-    assert.ok(o.serverEvents.some((m) => m.phase === 'icmp-knock' && m.from === lab.addr('a')), 'natA forwarded the forged error without source NAT');
+    assert.ok(
+      o.serverEvents.some((m) => m.phase === 'icmp-knock' && m.from === lab.addr('a')),
+      'natA forwarded the forged error without source NAT',
+    );
     assertExchanged(o);
   });
 
@@ -236,26 +319,34 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
     record('natB port-restricted-cone, client behind natA port-restricted-cone', o);
     assert.equal(o.ok, false);
     assert.equal(o.client.code, 'PUNCH_FAILED');
-    assert.ok(o.serverEvents.some((m) => m.phase === 'icmp-knock' && m.from === lab.addr('a')), 'the server only heard the private address');
+    assert.ok(
+      o.serverEvents.some((m) => m.phase === 'icmp-knock' && m.from === lab.addr('a')),
+      'the server only heard the private address',
+    );
   });
 
   test('client behind natA that drops conntrack-invalid packets: the forged error never leaves', async () => {
     await lab.setNat('natB', 'full-cone');
     await lab.setNat('natA', 'port-restricted-cone');
-    await withTable('natA', 'table ip npinvalid {\n chain invalid {\n type filter hook forward priority filter - 10; policy accept;\n ct state invalid counter drop\n }\n}\n', async () => {
-      const o = await punch({ clientHost: 'a', timeoutMs: FAIL_TIMEOUT_MS });
-      record('natB full-cone, client behind natA dropping invalid', o);
-      assert.equal(o.ok, false);
-      assert.ok(!o.serverEvents.some((m) => m.phase === 'icmp-knock'), 'nothing reached the server');
-      const counted = await lab.exec('natA', ['nft', 'list', 'chain', 'ip', 'npinvalid', 'invalid']);
-      assert.match(counted.stdout, /packets [1-9]/, 'natA dropped the forged errors as invalid');
-    });
+    await withTable(
+      'natA',
+      'table ip npinvalid {\n chain invalid {\n type filter hook forward priority filter - 10; policy accept;\n ct state invalid counter drop\n }\n}\n',
+      async () => {
+        const o = await punch({ clientHost: 'a', timeoutMs: FAIL_TIMEOUT_MS });
+        record('natB full-cone, client behind natA dropping invalid', o);
+        assert.equal(o.ok, false);
+        assert.ok(!o.serverEvents.some((m) => m.phase === 'icmp-knock'), 'nothing reached the server');
+        const counted = await lab.exec('natA', ['nft', 'list', 'chain', 'ip', 'npinvalid', 'invalid']);
+        assert.match(counted.stdout, /packets [1-9]/, 'natA dropped the forged errors as invalid');
+      },
+    );
   });
 
   test("client behind natA writing its NAT's public address as the outer source (GNUnet's variant): natA drops it as a martian", async () => {
     await lab.setNat('natB', 'port-restricted-cone');
     await lab.setNat('natA', 'port-restricted-cone');
-    const counters = 'table ip npicmpseen {\n chain pre {\n type filter hook prerouting priority -400; policy accept;\n icmp type time-exceeded counter\n }\n' +
+    const counters =
+      'table ip npicmpseen {\n chain pre {\n type filter hook prerouting priority -400; policy accept;\n icmp type time-exceeded counter\n }\n' +
       ' chain forwarded {\n type filter hook forward priority -400; policy accept;\n icmp type time-exceeded counter\n }\n}\n';
     await withTable('natA', counters, async () => {
       const o = await punch({ clientHost: 'a', timeoutMs: FAIL_TIMEOUT_MS, source: lab.publicAddr('natA') });
@@ -265,7 +356,11 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
       const seen = (await lab.exec('natA', ['nft', 'list', 'table', 'ip', 'npicmpseen'])).stdout;
       const [pre, fwd] = [...seen.matchAll(/packets (\d+)/g)].map((m) => Number(m[1]));
       assert.ok(pre! > 0, `natA received the forged errors: ${seen}`);
-      assert.equal(fwd, 0, "routing dropped them: a source address of natA's own arriving from the LAN is a martian (accept_local=0)");
+      assert.equal(
+        fwd,
+        0,
+        "routing dropped them: a source address of natA's own arriving from the LAN is a martian (accept_local=0)",
+      );
     });
   });
 });

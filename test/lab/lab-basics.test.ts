@@ -34,7 +34,7 @@ describe('NAT lab basics', { skip }, () => {
     await lab?.down();
   });
 
-  test('a host behind natA reaches the server and appears as natA\'s public address', async () => {
+  test("a host behind natA reaches the server and appears as natA's public address", async () => {
     const server = await lab.agent('server');
     const { port } = await server.udpBind({ reflect: true });
     const a = await lab.agent('a');
@@ -65,7 +65,10 @@ describe('NAT lab basics', { skip }, () => {
     await server.close();
     assert.equal(peer.running, false);
 
-    const snippet = lab.nodeCode('a2', "import os from 'node:os'; console.log(JSON.stringify({ ifs: Object.keys(os.networkInterfaces()) }));");
+    const snippet = lab.nodeCode(
+      'a2',
+      "import os from 'node:os'; console.log(JSON.stringify({ ifs: Object.keys(os.networkInterfaces()) }));",
+    );
     const msg = await snippet.next();
     assert.deepEqual((msg.ifs as string[]).sort(), ['eth0', 'lo']);
     const r = await lab.exec('a2', ['sh', '-c', 'echo out; echo err >&2; exit 4']);

@@ -70,12 +70,19 @@ describe('NAT behaviours', { skip }, () => {
    * Sends the tagged probes (twice) and returns which tags arrived on (agent, sock): waits up to POSITIVE_WAIT_MS for
    * the `expected` ones, then SILENCE_MS more for any others.
    */
-  async function arrived(agent: Agent, sock: number, send: Array<() => Promise<void>>, expected: string[] = []): Promise<Set<string>> {
+  async function arrived(
+    agent: Agent,
+    sock: number,
+    send: Array<() => Promise<void>>,
+    expected: string[] = [],
+  ): Promise<Set<string>> {
     for (let i = 0; i < 2; i++) for (const s of send) await s();
     const got = new Set<string>();
     const deadline = Date.now() + POSITIVE_WAIT_MS;
     while (expected.some((t) => !got.has(t)) && Date.now() < deadline) {
-      const d = await agent.nextUdp(sock, () => true, { timeoutMs: Math.max(1, deadline - Date.now()) }).catch(() => undefined);
+      const d = await agent
+        .nextUdp(sock, () => true, { timeoutMs: Math.max(1, deadline - Date.now()) })
+        .catch(() => undefined);
       if (d) got.add(d.data);
     }
     await new Promise((r) => setTimeout(r, SILENCE_MS));
@@ -108,7 +115,10 @@ describe('NAT behaviours', { skip }, () => {
       await lab.setNat('natA', { type });
       const localPort = 40000 + Math.floor(Math.random() * 10000);
       const seen: number[] = [];
-      for (const [addr, l] of [[S['11'].addr, l1], [S['21'].addr, l2]] as const) {
+      for (const [addr, l] of [
+        [S['11'].addr, l1],
+        [S['21'].addr, l2],
+      ] as const) {
         const c = await a.tcpConnect(addr, l.port, { localPort });
         assert.ok(c.ok, `${type}: connect to ${addr}`);
         const acc = await server.proc.next((m) => m.ev === 'tcp.accept' && m.sock === l.sock);
@@ -138,7 +148,11 @@ describe('NAT behaviours', { skip }, () => {
     const ports: number[] = [];
     for (const k of ['11', '12', '21', '22'] as const) ports.push(await mapped(a, sock, S[k]));
     assert.ok(ports[0]! >= SEQUENTIAL_BASE_PORT, `ports ${ports.join(', ')}`);
-    assert.deepEqual(ports.slice(1).map((p, i) => p - ports[i]!), [1, 1, 1], `ports ${ports.join(', ')}`);
+    assert.deepEqual(
+      ports.slice(1).map((p, i) => p - ports[i]!),
+      [1, 1, 1],
+      `ports ${ports.join(', ')}`,
+    );
   });
 
   test('allocation: symmetric-random ports are distinct and not sequential', async () => {
@@ -164,25 +178,35 @@ describe('NAT behaviours', { skip }, () => {
       const { sock } = await fresh({ type: type as NatOptions['type'] });
       const ext = await mapped(a, sock, S['11']);
       const pub = lab.publicAddr('natA');
-      const got = await arrived(a, sock, [
-        () => server.udpSend(S['12'].sock, pub, ext, 'same-addr-other-port'),
-        () => server.udpSend(S['21'].sock, pub, ext, 'other-addr'),
-        () => b.udpSend(bSock.sock, pub, ext, 'other-host'),
-        () => server.udpSend(S['11'].sock, pub, ext, 'same-endpoint'),
-      ], [...allowed, 'same-endpoint']);
+      const got = await arrived(
+        a,
+        sock,
+        [
+          () => server.udpSend(S['12'].sock, pub, ext, 'same-addr-other-port'),
+          () => server.udpSend(S['21'].sock, pub, ext, 'other-addr'),
+          () => b.udpSend(bSock.sock, pub, ext, 'other-host'),
+          () => server.udpSend(S['11'].sock, pub, ext, 'same-endpoint'),
+        ],
+        [...allowed, 'same-endpoint'],
+      );
       assert.deepEqual([...got].filter((t) => t !== 'same-endpoint').sort(), [...allowed].sort(), type);
       assert.ok(got.has('same-endpoint'), `${type}: replies from the mapped destination must pass`);
     }
   });
 
-  test('hairpin: a reaches a2 through natA\'s public address only when hairpinning is on', async () => {
+  test("hairpin: a reaches a2 through natA's public address only when hairpinning is on", async () => {
     for (const hairpin of [true, false]) {
       await lab.setNat('natA', { type: 'port-restricted-cone', hairpin });
       const s2 = await a2.udpBind();
       const ext2 = await mapped(a2, s2.sock, S['11']);
       const s1 = await a.udpBind();
       const ext1 = await mapped(a, s1.sock, S['11']);
-      const got = await arrived(a2, s2.sock, [() => a.udpSend(s1.sock, lab.publicAddr('natA'), ext2, 'hairpin')], hairpin ? ['hairpin'] : []);
+      const got = await arrived(
+        a2,
+        s2.sock,
+        [() => a.udpSend(s1.sock, lab.publicAddr('natA'), ext2, 'hairpin')],
+        hairpin ? ['hairpin'] : [],
+      );
       assert.equal(got.has('hairpin'), hairpin, `hairpin ${hairpin}`);
       if (hairpin) {
         // the hairpinned datagram carries a's public mapping as its source
@@ -245,7 +269,7 @@ describe('NAT behaviours', { skip }, () => {
     }
   });
 
-  test('double NAT: c appears as the carrier-grade NAT\'s public address; its home router sits in 100.64.0.0/10', async () => {
+  test("double NAT: c appears as the carrier-grade NAT's public address; its home router sits in 100.64.0.0/10", async () => {
     const { sock } = await c.udpBind();
     const r = await c.udpReflect(sock, S['11'].addr, S['11'].port);
     assert.equal(r?.from, lab.publicAddr('cgn'));

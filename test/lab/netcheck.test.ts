@@ -11,7 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { defaultTopology, Lab, labUnavailableReason, NAT_TYPES, type LabProcess, type NatType } from '../../src/lab/index.js';
+import {
+  defaultTopology,
+  Lab,
+  labUnavailableReason,
+  NAT_TYPES,
+  type LabProcess,
+  type NatType,
+} from '../../src/lab/index.js';
 import type { NatReport } from '../../src/discovery/netcheck.js';
 
 const STUN_PORT = 3478; // natpunch serve: primary port (alternate = +1)
@@ -26,8 +33,18 @@ interface Expect {
 }
 
 const EXPECT: Record<Exclude<NatType, 'udp-blocked'>, Expect> = {
-  'full-cone': { mapping: 'endpoint-independent', filtering: 'endpoint-independent', classic: 'full-cone', allocation: 'preserving' },
-  'restricted-cone': { mapping: 'endpoint-independent', filtering: 'address-dependent', classic: 'restricted-cone', allocation: 'preserving' },
+  'full-cone': {
+    mapping: 'endpoint-independent',
+    filtering: 'endpoint-independent',
+    classic: 'full-cone',
+    allocation: 'preserving',
+  },
+  'restricted-cone': {
+    mapping: 'endpoint-independent',
+    filtering: 'address-dependent',
+    classic: 'restricted-cone',
+    allocation: 'preserving',
+  },
   'port-restricted-cone': {
     mapping: 'endpoint-independent',
     filtering: 'address-and-port-dependent',
@@ -59,7 +76,11 @@ describe('netcheck in the NAT lab', { skip }, () => {
   let tmp: string | undefined;
 
   /** Runs netcheck `runs` times in a row from host a (one process, see fixtures/netcheck-runner.ts). */
-  async function netcheckFromA(server: string, runs: number, extra: Record<string, unknown> = {}): Promise<NatReport[]> {
+  async function netcheckFromA(
+    server: string,
+    runs: number,
+    extra: Record<string, unknown> = {},
+  ): Promise<NatReport[]> {
     const id = nextId++;
     runner.send({ id, servers: [server], runs, ...extra });
     const res = await runner.next((m) => m.id === id, { timeoutMs: 15_000 * runs + 60_000 });
@@ -130,14 +151,39 @@ describe('netcheck in the NAT lab', { skip }, () => {
     coturnServer = `${ip1}:${COTURN_PORT}`;
     // coturn in RFC 5780 mode: two listening IPs, explicit flags, no config file; lab.down() kills it by PID.
     lab.spawn('server', [
-      'turnserver', '-n', '--no-cli', '--stun-only', '--no-tls', '--no-dtls', '--no-auth',
-      '-L', ip1!, '-L', ip2!, '-p', String(COTURN_PORT), '--alt-listening-port', String(COTURN_PORT + 1),
-      '--log-file', 'stdout', '--simple-log', '--pidfile', join(tmp, 'turnserver.pid'),
+      'turnserver',
+      '-n',
+      '--no-cli',
+      '--stun-only',
+      '--no-tls',
+      '--no-dtls',
+      '--no-auth',
+      '-L',
+      ip1!,
+      '-L',
+      ip2!,
+      '-p',
+      String(COTURN_PORT),
+      '--alt-listening-port',
+      String(COTURN_PORT + 1),
+      '--log-file',
+      'stdout',
+      '--simple-log',
+      '--pidfile',
+      join(tmp, 'turnserver.pid'),
     ]);
     // `natpunch serve` in RFC 5780 mode on the same two addresses (lab.down() kills it by PID).
     const ours = lab.spawn('server', [
-      process.execPath, fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url)), 'serve',
-      '--address', ip1!, '--alt-address', ip2!, '--port', String(STUN_PORT), '--json',
+      process.execPath,
+      fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url)),
+      'serve',
+      '--address',
+      ip1!,
+      '--alt-address',
+      ip2!,
+      '--port',
+      String(STUN_PORT),
+      '--json',
     ]);
     await ours.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
     runner = lab.node('a', fileURLToPath(new URL('./fixtures/netcheck-runner.ts', import.meta.url)));
@@ -171,7 +217,12 @@ describe('netcheck in the NAT lab', { skip }, () => {
       // With UDP blocked, TCP mapping needs OTHER-ADDRESS over TCP: coturn sends it there, natpunch serve only over
       // UDP, so that one field may differ (netcheck then reports it undetermined, with the reason).
       const pick = (r: NatReport) => [
-        r.udp.mapping, r.udp.filtering, r.udp.classic, r.udp.allocation.pattern, r.udp.hairpinning, r.difficulty,
+        r.udp.mapping,
+        r.udp.filtering,
+        r.udp.classic,
+        r.udp.allocation.pattern,
+        r.udp.hairpinning,
+        r.difficulty,
         type === 'udp-blocked' ? '-' : r.tcp.mapping,
       ];
       assert.deepEqual(pick(theirs!), pick(ours!), type);
@@ -207,8 +258,16 @@ describe('netcheck in the NAT lab', { skip }, () => {
     writeFileSync(
       conf,
       [
-        'ext_ifname=wan', 'listening_ip=lan', 'port=0', 'enable_natpmp=yes', 'enable_upnp=yes', 'secure_mode=no',
-        'uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b', 'allow 1024-65535 10.0.0.0/8 1024-65535', 'deny 0-65535 0.0.0.0/0 0-65535', '',
+        'ext_ifname=wan',
+        'listening_ip=lan',
+        'port=0',
+        'enable_natpmp=yes',
+        'enable_upnp=yes',
+        'secure_mode=no',
+        'uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b',
+        'allow 1024-65535 10.0.0.0/8 1024-65535',
+        'deny 0-65535 0.0.0.0/0 0-65535',
+        '',
       ].join('\n'),
     );
     // Inside natA's namespace only; stopped by PID below (and by lab.down() if the test fails first).
@@ -221,7 +280,11 @@ describe('netcheck in the NAT lab', { skip }, () => {
         if (pm.natPmp && pm.pcp && pm.upnp) break;
         await new Promise((res) => setTimeout(res, 300));
       }
-      assert.deepEqual(pm, { gateway: lab.lanAddr('natA'), natPmp: true, pcp: true, upnp: true }, mu.stderr.slice(-500));
+      assert.deepEqual(
+        pm,
+        { gateway: lab.lanAddr('natA'), natPmp: true, pcp: true, upnp: true },
+        mu.stderr.slice(-500),
+      );
     } finally {
       await mu.close();
     }
@@ -230,7 +293,9 @@ describe('netcheck in the NAT lab', { skip }, () => {
   test('the CLI in the namespace: natpunch netcheck --json prints the same kind of report', async () => {
     await lab.setNat('natA', { type: 'symmetric-sequential', hairpin: true });
     const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
-    const res = await lab.exec('a', [process.execPath, bin, 'netcheck', '--server', natpunchServer, '--json'], { timeoutMs: 30_000 });
+    const res = await lab.exec('a', [process.execPath, bin, 'netcheck', '--server', natpunchServer, '--json'], {
+      timeoutMs: 30_000,
+    });
     assert.equal(res.code, 0, res.stderr);
     assertReport(JSON.parse(res.stdout) as NatReport, 'symmetric-sequential', true);
     assert.match(res.stderr, /netcheck: filtering/, 'progress on stderr');
@@ -239,17 +304,29 @@ describe('netcheck in the NAT lab', { skip }, () => {
   test('two plain STUN servers (no RFC 5780): mapping by comparison, filtering undetermined with the reason', async () => {
     const [ip1, ip2] = lab.addrs('server');
     const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
-    const plain = [ip1!, ip2!].map((ip) => lab.spawn('server', [process.execPath, bin, 'serve', '--address', ip, '--port', '5478', '--json']));
+    const plain = [ip1!, ip2!].map((ip) =>
+      lab.spawn('server', [process.execPath, bin, 'serve', '--address', ip, '--port', '5478', '--json']),
+    );
     try {
       for (const p of plain) await p.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
-      for (const [type, mapping] of [['port-restricted-cone', 'endpoint-independent'], ['symmetric-random', 'address-and-port-dependent']] as const) {
+      for (const [type, mapping] of [
+        ['port-restricted-cone', 'endpoint-independent'],
+        ['symmetric-random', 'address-and-port-dependent'],
+      ] as const) {
         await lab.setNat('natA', { type });
         const id = nextId++;
         runner.send({ id, servers: [`${ip1}:5478`, `${ip2}:5478`], runs: 1 });
         const res = await runner.next((m) => m.id === id, { timeoutMs: 60_000 });
         const r = (res.reports as NatReport[])[0]!;
         const ctx = `${type}: ${JSON.stringify(r.undetermined)}`;
-        assert.deepEqual(r.servers.map((s) => [s.reachable, s.rfc5780]), [[true, false], [true, false]], ctx);
+        assert.deepEqual(
+          r.servers.map((s) => [s.reachable, s.rfc5780]),
+          [
+            [true, false],
+            [true, false],
+          ],
+          ctx,
+        );
         assert.equal(r.udp.mapping, mapping, ctx);
         assert.equal(r.udp.filtering, 'unknown', ctx);
         assert.match(r.undetermined.find((u) => u.what === 'udp.filtering')?.why ?? '', /not in RFC 5780 mode/, ctx);
@@ -303,7 +380,14 @@ describe('netcheck in the NAT lab', { skip }, () => {
       assert.equal(open.udp.classic, 'open-internet', ctx(open));
       assert.equal(open.difficulty, 'none', ctx(open));
       assert.equal(open.udp.hairpinning, null, ctx(open));
-      const fw = ['table ip npfw {', '  chain input { type filter hook input priority filter; policy accept;', '    meta l4proto udp ct state new drop', '  }', '}', ''].join('\n');
+      const fw = [
+        'table ip npfw {',
+        '  chain input { type filter hook input priority filter; policy accept;',
+        '    meta l4proto udp ct state new drop',
+        '  }',
+        '}',
+        '',
+      ].join('\n');
       const add = await lab.exec('pub', ['nft', '-f', '-'], { input: fw });
       assert.equal(add.code, 0, add.stderr);
       const walled = await once();

@@ -47,7 +47,11 @@ describe('default serve relays for peers behind UDP-blocking NATs', { skip }, ()
       const s = await listener.next((m) => m.ev === 'session', { timeoutMs: 10_000 });
       connector.send({ cmd: 'send', size: 256 * 1024 });
       const echo = await connector.next((m) => m.ev === 'echo' || m.ev === 'error', { timeoutMs: 30_000 });
-      assert.equal(echo.ok, true, `the listener got every byte (its SHA-256 came back over the session): ${JSON.stringify(echo)}`);
+      assert.equal(
+        echo.ok,
+        true,
+        `the listener got every byte (its SHA-256 came back over the session): ${JSON.stringify(echo)}`,
+      );
       return { listenerPath: s.path as Json, connectorPath: c.path as Json };
     } finally {
       await connector.close();

@@ -14,7 +14,9 @@ if (skip) console.log(`# port-mapping lab tests skipped: ${skip}`);
 
 async function hasMiniupnpd(): Promise<string | undefined> {
   const { existsSync } = await import('node:fs');
-  return existsSync('/usr/sbin/miniupnpd') ? undefined : 'miniupnpd is not installed (apt-get install miniupnpd-nftables)';
+  return existsSync('/usr/sbin/miniupnpd')
+    ? undefined
+    : 'miniupnpd is not installed (apt-get install miniupnpd-nftables)';
 }
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
@@ -52,7 +54,10 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     try {
       return await p.next((m) => m.event === 'mapped', { timeoutMs: 20_000 });
     } catch (err) {
-      throw new Error(`${(err as Error).message}\nCLI stderr: ${p.stderr}\nminiupnpd: ${gw.proc?.stderr.slice(-1500)}`, { cause: err });
+      throw new Error(
+        `${(err as Error).message}\nCLI stderr: ${p.stderr}\nminiupnpd: ${gw.proc?.stderr.slice(-1500)}`,
+        { cause: err },
+      );
     }
   }
 
@@ -73,7 +78,10 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     publicAddr = lab.publicAddr('natA');
     const stun = lab.node('server', STUN, [lab.addr('server'), '3478']);
     await stun.next((m) => m.type === 'ready');
-    gw = new Miniupnpd(lab, 'natA', { stunHost: lab.addr('server'), lanPrefix: `${aAddr.split('.').slice(0, 3).join('.')}.0/24` });
+    gw = new Miniupnpd(lab, 'natA', {
+      stunHost: lab.addr('server'),
+      lanPrefix: `${aAddr.split('.').slice(0, 3).join('.')}.0/24`,
+    });
     await gw.start();
     server = await lab.agent('server');
     a = await lab.agent('a');
@@ -93,7 +101,9 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
        console.log(JSON.stringify({ type: 'probe', ...r }));`,
       [MAPPER, lab.lanAddr('natA')],
     );
-    const r = await p.next<Json & Record<'pcp' | 'natpmp' | 'upnp', Json>>((m) => m.type === 'probe', { timeoutMs: 20_000 });
+    const r = await p.next<Json & Record<'pcp' | 'natpmp' | 'upnp', Json>>((m) => m.type === 'probe', {
+      timeoutMs: 20_000,
+    });
     assert.equal(r.pcp.answered, true, JSON.stringify(r));
     assert.equal(r.natpmp.answered, true);
     assert.equal(r.natpmp.externalAddress, publicAddr);
@@ -162,9 +172,16 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
       await gw.start();
       if (protocol !== 'upnp') {
         // PCP ANNOUNCE / NAT-PMP announcement on restart, or the next renewal's epoch, reveals the reboot.
-        const ev = await cli.next((e) => e.event === 'restart', { timeoutMs: 15_000 }).catch((err: Error) => {
-          throw new Error(`${err.message}; CLI said: ${cli.stderr.split('\n').filter((l) => /epoch|announce|restart/i.test(l)).join('\n')}`);
-        });
+        const ev = await cli
+          .next((e) => e.event === 'restart', { timeoutMs: 15_000 })
+          .catch((err: Error) => {
+            throw new Error(
+              `${err.message}; CLI said: ${cli.stderr
+                .split('\n')
+                .filter((l) => /epoch|announce|restart/i.test(l))
+                .join('\n')}`,
+            );
+          });
         assert.equal(ev.protocol, protocol);
       }
       await until('the mapping to be back on the router', () => gw.hasDnat(aAddr, port), 15_000);
@@ -198,7 +215,11 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     const seen = new Set<unknown>();
     for (let i = 0; i < 2; i++) seen.add((await p.next((m) => m.event === 'restart', { timeoutMs: 15_000 })).protocol);
     assert.deepEqual([...seen].sort(), ['natpmp', 'pcp']);
-    await until('both mappings back', async () => (await gw.hasDnat(aAddr, 41050)) && (await gw.hasDnat(aAddr, 41051)), 15_000);
+    await until(
+      'both mappings back',
+      async () => (await gw.hasDnat(aAddr, 41050)) && (await gw.hasDnat(aAddr, 41051)),
+      15_000,
+    );
     p.send({ close: true });
     await p.next((m) => m.event === 'closed', { timeoutMs: 10_000 });
     assert.equal(await gw.hasDnat(aAddr, 41050), false);
@@ -274,7 +295,7 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     }
   });
 
-  test('a gateway whose WAN address is in a reserved range refuses: each protocol\'s refusal is named clearly', async () => {
+  test("a gateway whose WAN address is in a reserved range refuses: each protocol's refusal is named clearly", async () => {
     await gw.stop();
     await gw.start({ stun: false });
     try {
@@ -287,7 +308,9 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
         clis.push(cli);
         const exit = await Promise.race([
           cli.exited,
-          new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${protocol}: no exit: ${cli.stderr}`)), 30_000)),
+          new Promise<never>((_, reject) =>
+            setTimeout(() => reject(new Error(`${protocol}: no exit: ${cli.stderr}`)), 30_000),
+          ),
         ]);
         assert.equal(exit.code, 1, `${protocol}: ${cli.stderr}`);
         assert.match(cli.stderr, re, protocol);
@@ -304,11 +327,19 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     clis.push(cli);
     const exit = await Promise.race([
       cli.exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`map did not give up: ${cli.stderr}`)), 20_000)),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`map did not give up: ${cli.stderr}`)), 20_000),
+      ),
     ]);
     assert.equal(exit.code, 1);
     assert.match(cli.stderr, /natpunch: the gateway \S+ answers none of pcp, natpmp, upnp .*\[PORTMAP\]/);
-    assert.equal(cli.stderr.trim().split('\n').filter((l) => l.startsWith('natpunch: the gateway')).length, 1);
+    assert.equal(
+      cli.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('natpunch: the gateway')).length,
+      1,
+    );
   });
 
   test('stopping miniupnpd leaves its rules behind; the fixture removes them', async () => {

@@ -30,7 +30,11 @@ const ip = (...args: string[]) => {
 
 /** Runs the fixture in the namespace with `mapping` as NATPUNCH_PORT_MAPPING; returns what tcpdump saw on the link to the gateway. */
 async function capture(mapping: '0' | '1'): Promise<{ packets: string[]; result: string }> {
-  const dump = spawn('ip', ['netns', 'exec', NS, 'tcpdump', '-i', 'gw0', '-n', '-l', 'udp port 5351 or udp port 5350 or udp port 1900'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const dump = spawn(
+    'ip',
+    ['netns', 'exec', NS, 'tcpdump', '-i', 'gw0', '-n', '-l', 'udp port 5351 or udp port 5350 or udp port 1900'],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   dump.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
   // tcpdump says "listening on dummy0" on stderr once it captures.
@@ -44,7 +48,11 @@ async function capture(mapping: '0' | '1'): Promise<{ packets: string[]; result:
   });
   try {
     const env = { ...process.env, NATPUNCH_PORT_MAPPING: mapping };
-    const r = spawnSync('ip', ['netns', 'exec', NS, process.execPath, '--import', TSX, FIXTURE], { encoding: 'utf8', env, timeout: 60_000 });
+    const r = spawnSync('ip', ['netns', 'exec', NS, process.execPath, '--import', TSX, FIXTURE], {
+      encoding: 'utf8',
+      env,
+      timeout: 60_000,
+    });
     await new Promise((res) => setTimeout(res, 300));
     return { packets: out.split('\n').filter(Boolean), result: `${r.stdout}${r.stderr}` };
   } finally {
@@ -79,6 +87,9 @@ describe('port mapping on by default never leaves loopback in tests', { skip }, 
   test('control: with NATPUNCH_PORT_MAPPING=1 the capture sees the mapper asking the (stand-in) gateway', async () => {
     const { packets, result } = await capture('1');
     assert.match(result, /"ok":true/, result);
-    assert.ok(packets.some((p) => /10\.254\.0\.1\.5351|239\.255\.255\.250\.1900/.test(p)), `captured: ${packets.join('\n')}`);
+    assert.ok(
+      packets.some((p) => /10\.254\.0\.1\.5351|239\.255\.255\.250\.1900/.test(p)),
+      `captured: ${packets.join('\n')}`,
+    );
   });
 });

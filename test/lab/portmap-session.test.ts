@@ -10,7 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { Lab, labUnavailableReason, type LabProcess } from '../../src/lab/index.js';
 import { Miniupnpd } from './fixtures/miniupnpd.js';
 
-const skip = labUnavailableReason() ?? (existsSync('/usr/sbin/miniupnpd') ? undefined : 'miniupnpd is not installed (apt-get install miniupnpd-nftables)');
+const skip =
+  labUnavailableReason() ??
+  (existsSync('/usr/sbin/miniupnpd') ? undefined : 'miniupnpd is not installed (apt-get install miniupnpd-nftables)');
 if (skip) console.log(`# port-mapping session lab test skipped: ${skip}`);
 
 const STUN = fileURLToPath(new URL('./fixtures/stun-responder.ts', import.meta.url));
@@ -35,7 +37,10 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     const rv = lab.node('server', SERVE, [String(RV_PORT)]);
     procs.push(rv);
     await rv.next((m) => m.type === 'ready', { timeoutMs: 15_000 });
-    gw = new Miniupnpd(lab, 'natA', { stunHost: lab.addr('server'), lanPrefix: `${lab.addr('a').split('.').slice(0, 3).join('.')}.0/24` });
+    gw = new Miniupnpd(lab, 'natA', {
+      stunHost: lab.addr('server'),
+      lanPrefix: `${lab.addr('a').split('.').slice(0, 3).join('.')}.0/24`,
+    });
     // miniupnpd checks its address with STUN at start, while natA is still a cone NAT (see portmap-miniupnpd).
     await gw.start();
     await lab.setNat('natA', 'symmetric-random');
@@ -54,14 +59,22 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     const listener = lab.node('a', PEER, ['listen', '--rendezvous', rv, '--name', 'mapped', '--port-mapping']);
     procs.push(listener);
     const mapped = await listener.next((m) => m.ev === 'port-mapping' || m.ev === 'fatal', { timeoutMs: 15_000 });
-    assert.equal(mapped.ok, true, `${JSON.stringify(mapped)}\n${listener.stderr}\nminiupnpd: ${gw.proc?.stderr.slice(-1500)}`);
+    assert.equal(
+      mapped.ok,
+      true,
+      `${JSON.stringify(mapped)}\n${listener.stderr}\nminiupnpd: ${gw.proc?.stderr.slice(-1500)}`,
+    );
     const external = mapped.external as { address: string; port: number };
     assert.equal(external.address, lab.publicAddr('natA'));
     const listening = await listener.next((m) => m.ev === 'listening' || m.ev === 'fatal', { timeoutMs: 15_000 });
     assert.equal(listening.ev, 'listening', JSON.stringify(listening));
     const port = listening.port as number;
     const offered = (listening.candidates as Json[]).find((c) => c.type === 'mapped');
-    assert.deepEqual(offered && { address: offered.address, port: offered.port }, external, JSON.stringify(listening.candidates));
+    assert.deepEqual(
+      offered && { address: offered.address, port: offered.port },
+      external,
+      JSON.stringify(listening.candidates),
+    );
     assert.ok(await gw.hasDnat(aAddr, port), `no DNAT rule for ${aAddr}:${port}:\n${await gw.rules()}`);
 
     const connector = lab.node('b', PEER, ['connect', '--rendezvous', rv]);
@@ -86,7 +99,9 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     listener.kill('SIGTERM');
     const exit = await Promise.race([
       listener.exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`listener did not exit: ${listener.stderr}`)), 10_000)),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`listener did not exit: ${listener.stderr}`)), 10_000),
+      ),
     ]);
     assert.equal(exit.code, 0, listener.stderr);
     assert.equal(await gw.hasDnat(aAddr, port), false, `rule left behind:\n${await gw.rules()}`);
@@ -116,7 +131,9 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     cli.kill('SIGINT');
     await Promise.race([
       cli.exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`listen did not exit: ${cli.stderr}`)), 10_000)),
+      new Promise<never>((_, reject) =>
+        setTimeout(() => reject(new Error(`listen did not exit: ${cli.stderr}`)), 10_000),
+      ),
     ]);
     assert.equal(await gw.hasDnat(lab.addr('a'), port), false, `rule left behind:\n${await gw.rules()}`);
     assert.equal(gw.lease(port), undefined);
@@ -125,11 +142,22 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
   test('control: without port mapping the same pair of symmetric-random NATs gets no session', async () => {
     const rv = `${lab.addr('server')}:${RV_PORT}`;
     // Port mapping and the relay are on by default: the control turns both off.
-    const listener = lab.node('a', PEER, ['listen', '--rendezvous', rv, '--name', 'unmapped', '--no-port-mapping', '--no-relay']);
+    const listener = lab.node('a', PEER, [
+      'listen',
+      '--rendezvous',
+      rv,
+      '--name',
+      'unmapped',
+      '--no-port-mapping',
+      '--no-relay',
+    ]);
     procs.push(listener);
     const listening = await listener.next((m) => m.ev === 'listening' || m.ev === 'fatal', { timeoutMs: 15_000 });
     assert.equal(listening.ev, 'listening', JSON.stringify(listening));
-    assert.equal((listening.candidates as Json[]).some((c) => c.type === 'mapped'), false);
+    assert.equal(
+      (listening.candidates as Json[]).some((c) => c.type === 'mapped'),
+      false,
+    );
     const connector = lab.node('b', PEER, ['connect', '--rendezvous', rv, '--no-port-mapping', '--no-relay']);
     procs.push(connector);
     await connector.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });

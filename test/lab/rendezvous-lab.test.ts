@@ -25,8 +25,17 @@ describe('rendezvous through NATs', { skip }, () => {
   });
 
   async function peer(host: string, name: string, extra: string[] = []): Promise<{ proc: LabProcess; reg: Json }> {
-    const proc = lab.node(host, FIXTURE, ['peer', '--server', `${lab.addr('server')}:${PORT}`, '--name', name, ...extra]);
-    const m = await proc.next((x) => x.ev === 'registered' || x.ev === 'error' || x.ev === 'fatal', { timeoutMs: 15_000 });
+    const proc = lab.node(host, FIXTURE, [
+      'peer',
+      '--server',
+      `${lab.addr('server')}:${PORT}`,
+      '--name',
+      name,
+      ...extra,
+    ]);
+    const m = await proc.next((x) => x.ev === 'registered' || x.ev === 'error' || x.ev === 'fatal', {
+      timeoutMs: 15_000,
+    });
     assert.equal(m.ev, 'registered', JSON.stringify(m));
     return { proc, reg: m };
   }
@@ -39,14 +48,25 @@ describe('rendezvous through NATs', { skip }, () => {
       assert.equal(b.reg.reg.reflexive.address, lab.publicAddr('natB'));
       assert.equal(a.reg.reg.via, 'udp');
       a.proc.send({ cmd: 'connect', to: 'bob' });
-      const offer = (await a.proc.next((m) => m.ev === 'offer' || m.ev === 'error', { timeoutMs: 10_000 })).offer as Json;
+      const offer = (await a.proc.next((m) => m.ev === 'offer' || m.ev === 'error', { timeoutMs: 10_000 }))
+        .offer as Json;
       const notify = (await b.proc.next((m) => m.ev === 'notify', { timeoutMs: 10_000 })).offer as Json;
       assert.equal(offer.connectionId, notify.connectionId);
       assert.equal(offer.mode, 'punch');
       const aSrflx = { address: lab.publicAddr('natA'), port: a.reg.reg.reflexive.port };
       const bSrflx = { address: lab.publicAddr('natB'), port: b.reg.reg.reflexive.port };
-      assert.ok(notify.candidates.some((c: Json) => c.type === 'srflx' && c.address === aSrflx.address && c.port === aSrflx.port), JSON.stringify(notify.candidates));
-      assert.ok(offer.candidates.some((c: Json) => c.type === 'srflx' && c.address === bSrflx.address && c.port === bSrflx.port), JSON.stringify(offer.candidates));
+      assert.ok(
+        notify.candidates.some(
+          (c: Json) => c.type === 'srflx' && c.address === aSrflx.address && c.port === aSrflx.port,
+        ),
+        JSON.stringify(notify.candidates),
+      );
+      assert.ok(
+        offer.candidates.some(
+          (c: Json) => c.type === 'srflx' && c.address === bSrflx.address && c.port === bSrflx.port,
+        ),
+        JSON.stringify(offer.candidates),
+      );
       // Private addresses are offered too (for same-LAN peers).
       assert.ok(notify.candidates.some((c: Json) => c.type === 'host' && c.address === lab.addr('a')));
       // Both start probing at the scheduled time from the registered socket: each hears the other through its NAT.
@@ -125,7 +145,9 @@ describe('sessions through the rendezvous across NATs', { skip }, () => {
     const alice = lab.node('a', SESSION_FIXTURE, ['connect', '--rendezvous', rv]);
     const carol = lab.node('a2', SESSION_FIXTURE, ['connect', '--rendezvous', rv]);
     try {
-      const listening = await bob.next((m) => m.ev === 'listening' || m.ev === 'fatal' || m.ev === 'error', { timeoutMs: 15_000 });
+      const listening = await bob.next((m) => m.ev === 'listening' || m.ev === 'fatal' || m.ev === 'error', {
+        timeoutMs: 15_000,
+      });
       assert.equal(listening.ev, 'listening', JSON.stringify(listening));
       assert.equal((listening.reflexive as Json).address, lab.publicAddr('natB'));
       await alice.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
@@ -146,12 +168,16 @@ describe('sessions through the rendezvous across NATs', { skip }, () => {
       // punching socket (if his retransmissions straddled the restart he may pass through TCP for a moment).
       server = await startRendezvous();
       let record: Json | null = null;
-      for (let i = 0; i < 60 && (record?.transport !== 'udp'); i++) {
+      for (let i = 0; i < 60 && record?.transport !== 'udp'; i++) {
         server.send({ cmd: 'lookup', name: 'bob' });
         record = (await server.next((m) => m.ev === 'record', { timeoutMs: 5000 })).reflexive as Json | null;
         if (record?.transport !== 'udp') await new Promise((res) => setTimeout(res, 250));
       }
-      assert.deepEqual(record, { transport: 'udp', address: lab.publicAddr('natB'), port: (listening.reflexive as Json).port });
+      assert.deepEqual(record, {
+        transport: 'udp',
+        address: lab.publicAddr('natB'),
+        port: (listening.reflexive as Json).port,
+      });
       // So carol, a new peer, finds and reaches him.
       await carol.next((m) => m.ev === 'ready', { timeoutMs: 15_000 });
       carol.send({ cmd: 'connect', to: 'bob' });

@@ -37,7 +37,9 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
   let reflectPort: number;
   const matrix: string[] = [];
   const record = (what: string, o: Outcome) =>
-    matrix.push(`${what}: ${o.ok ? `ok (${o.a.direction}/${o.b.direction}, ${o.a.attempts}+${o.b.attempts} SYNs, ${o.a.elapsedMs}/${o.b.elapsedMs} ms)` : `FAILED (${String(o.a.message ?? o.b.message)})`}`);
+    matrix.push(
+      `${what}: ${o.ok ? `ok (${o.a.direction}/${o.b.direction}, ${o.a.attempts}+${o.b.attempts} SYNs, ${o.a.elapsedMs}/${o.b.elapsedMs} ms)` : `FAILED (${String(o.a.message ?? o.b.message)})`}`,
+    );
 
   before(async () => {
     lab = await Lab.up({ doubleNat: true });
@@ -45,7 +47,8 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     reflectPort = Number((await reflector.next((m) => m.type === 'ready', { timeoutMs: STEP_MS })).port);
   });
   after(async () => {
-    if (matrix.length) console.log(`# TCP punch results (a behind natA, b behind natB)\n${matrix.map((l) => `#   ${l}`).join('\n')}`);
+    if (matrix.length)
+      console.log(`# TCP punch results (a behind natA, b behind natB)\n${matrix.map((l) => `#   ${l}`).join('\n')}`);
     await lab?.down();
   });
 
@@ -60,7 +63,14 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
   async function punch(
     ha: string,
     hb: string,
-    opts: { first?: 'a' | 'b'; gapMs?: number; listen?: boolean; lowTtlA?: number; timeoutMs?: number; predictA?: boolean } = {},
+    opts: {
+      first?: 'a' | 'b';
+      gapMs?: number;
+      listen?: boolean;
+      lowTtlA?: number;
+      timeoutMs?: number;
+      predictA?: boolean;
+    } = {},
   ): Promise<Outcome> {
     const [pa, pb] = await Promise.all([startPeer(ha, opts.predictA ? 3 : 1), startPeer(hb)]);
     try {
@@ -72,13 +82,30 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
         ...(predict ? predictTcpCandidates(m.samples, m).candidates : []),
       ];
       const timeoutMs = opts.timeoutMs ?? 12_000;
-      const cmdA = { type: 'punch', role: 'controlling', candidates: candidatesFor(pb.mapped), listen: opts.listen, lowTtl: opts.lowTtlA, timeoutMs };
-      const cmdB = { type: 'punch', role: 'controlled', candidates: candidatesFor(pa.mapped, opts.predictA), listen: opts.listen, timeoutMs };
-      const [first, second] = opts.first === 'b' ? [() => pb.proc.send(cmdB), () => pa.proc.send(cmdA)] : [() => pa.proc.send(cmdA), () => pb.proc.send(cmdB)];
+      const cmdA = {
+        type: 'punch',
+        role: 'controlling',
+        candidates: candidatesFor(pb.mapped),
+        listen: opts.listen,
+        lowTtl: opts.lowTtlA,
+        timeoutMs,
+      };
+      const cmdB = {
+        type: 'punch',
+        role: 'controlled',
+        candidates: candidatesFor(pa.mapped, opts.predictA),
+        listen: opts.listen,
+        timeoutMs,
+      };
+      const [first, second] =
+        opts.first === 'b'
+          ? [() => pb.proc.send(cmdB), () => pa.proc.send(cmdA)]
+          : [() => pa.proc.send(cmdA), () => pb.proc.send(cmdB)];
       first();
       if (opts.gapMs) await new Promise((r) => setTimeout(r, opts.gapMs));
       second();
-      const done = (p: LabProcess) => p.next((m) => m.type === 'punched' || m.type === 'failed', { timeoutMs: timeoutMs + STEP_MS });
+      const done = (p: LabProcess) =>
+        p.next((m) => m.type === 'punched' || m.type === 'failed', { timeoutMs: timeoutMs + STEP_MS });
       const [ra, rb] = await Promise.all([done(pa.proc), done(pb.proc)]);
       if (ra.type !== 'punched' || rb.type !== 'punched') return { ok: false, a: ra, b: rb };
       const data = (p: LabProcess) => p.next((m) => m.type === 'data' || m.type === 'failed', { timeoutMs: STEP_MS });
@@ -158,7 +185,10 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     try {
       for (let trial = 0; trial < 2; trial++) {
         const o = await punch('a', 'b', { listen: false, gapMs: 0 });
-        record(`simultaneous open, port-restricted (RST) ↔ port-restricted (RST), 60 ms uplinks, trial ${trial + 1}`, o);
+        record(
+          `simultaneous open, port-restricted (RST) ↔ port-restricted (RST), 60 ms uplinks, trial ${trial + 1}`,
+          o,
+        );
         assertConnected(o, 'a', 'b');
         // With no listener anywhere, both sides' connect() completing on the same connection IS simultaneous open.
         assert.equal(o.a.direction, 'connect');
@@ -200,7 +230,7 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     }
   });
 
-  test('symmetric-random ↔ full-cone: the full cone lets the symmetric side\'s fresh mapping in, both directions', async () => {
+  test("symmetric-random ↔ full-cone: the full cone lets the symmetric side's fresh mapping in, both directions", async () => {
     await lab.setNat('natA', 'symmetric-random');
     await lab.setNat('natB', 'full-cone');
     for (const first of ['a', 'b'] as const) {
@@ -238,10 +268,12 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     assert.equal(r3.type, 'ttl', JSON.stringify(r3));
     assert.equal(r3.natHops, 2);
     assert.equal(r3.viaIcmp, false);
-    matrix.push(`TTL discovery: a ${r1.natHops} hop(s), c ${r2.natHops} hop(s) (${hops.map((h) => `${h.ttl}:${h.outcome}${h.router ? `@${h.router}` : ''}`).join(' ')})`);
+    matrix.push(
+      `TTL discovery: a ${r1.natHops} hop(s), c ${r2.natHops} hop(s) (${hops.map((h) => `${h.ttl}:${h.outcome}${h.router ? `@${h.router}` : ''}`).join(' ')})`,
+    );
   });
 
-  test('STUNT #2: low-TTL SYN (TTL from discovery) opens natA; b\'s SYN meets it in SYN_SENT (natA drops ICMP errors)', async () => {
+  test("STUNT #2: low-TTL SYN (TTL from discovery) opens natA; b's SYN meets it in SYN_SENT (natA drops ICMP errors)", async () => {
     await lab.setNat('natA', { type: 'port-restricted-cone', forwardIcmpErrors: false });
     await lab.setNat('natB', 'port-restricted-cone');
     const d = lab.node('a', FIXTURE, ['ttl', lab.externalAddr('a')]);
@@ -249,7 +281,10 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     assert.equal(r.type, 'ttl', JSON.stringify(r));
     for (let trial = 0; trial < 2; trial++) {
       const o = await punch('a', 'b', { lowTtlA: Number(r.lowTtl), first: 'a', gapMs: 300 });
-      record(`STUNT #2 (TTL ${r.lowTtl}), port-restricted without ICMP errors ↔ port-restricted (RST), trial ${trial + 1}`, o);
+      record(
+        `STUNT #2 (TTL ${r.lowTtl}), port-restricted without ICMP errors ↔ port-restricted (RST), trial ${trial + 1}`,
+        o,
+      );
       assertConnected(o, 'a', 'b');
       // a's SYN never reached natB (no RST); b's SYN found a's socket still connecting: simultaneous open.
       assert.equal(o.a.direction, 'connect');
@@ -257,7 +292,7 @@ describe('TCP hole punching in the NAT lab', { skip }, () => {
     }
   });
 
-  test('STUNT #2 fails when natA forwards Time Exceeded: the listener\'s SYN-ACK is conntrack-invalid', async () => {
+  test("STUNT #2 fails when natA forwards Time Exceeded: the listener's SYN-ACK is conntrack-invalid", async () => {
     // Time Exceeded aborts a's connect (EHOSTUNREACH); b's SYN then reaches a's listener, whose SYN-ACK carries a
     // new initial sequence number that natA's connection tracking rejects, so it leaves un-NATed and is lost.
     await lab.setNat('natA', 'port-restricted-cone');

@@ -39,13 +39,26 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
 
   before(async () => {
     lab = await Lab.up();
-    const spoof = lab.spawn('server', [process.execPath, CLI, 'serve', '--spoof', '--json', '--port', String(SPOOF_PORT), '--address', lab.addr('server')]);
+    const spoof = lab.spawn('server', [
+      process.execPath,
+      CLI,
+      'serve',
+      '--spoof',
+      '--json',
+      '--port',
+      String(SPOOF_PORT),
+      '--address',
+      lab.addr('server'),
+    ]);
     await spoof.next((m) => m.event === 'listening', { timeoutMs: 20_000 });
-    const plain = lab.node('server', fileURLToPath(new URL('./fixtures/serve-node.ts', import.meta.url)), [String(PLAIN_PORT)]);
+    const plain = lab.node('server', fileURLToPath(new URL('./fixtures/serve-node.ts', import.meta.url)), [
+      String(PLAIN_PORT),
+    ]);
     await plain.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
   });
   after(async () => {
-    if (log.length) console.log(`# TCP sequence-number techniques through connect()\n${log.map((l) => `#   ${l}`).join('\n')}`);
+    if (log.length)
+      console.log(`# TCP sequence-number techniques through connect()\n${log.map((l) => `#   ${l}`).join('\n')}`);
     await lab?.down(); // kills every process it spawned
   });
 
@@ -65,7 +78,9 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
   test('a spoofing rendezvous: P2P-NAT finds nothing, STUNT #1 connects, the Noise session runs over the socket', async () => {
     await nats(SYN_AFTER_SYN);
     const t = await trial(SPOOF_PORT);
-    log.push(`spoofing rendezvous, drop-SYN-after-SYN NATs: ${t.c.type === 'result' ? (t.c.path as Path).tcpTechnique : `failed: ${String(t.c.message)}`}`);
+    log.push(
+      `spoofing rendezvous, drop-SYN-after-SYN NATs: ${t.c.type === 'result' ? (t.c.path as Path).tcpTechnique : `failed: ${String(t.c.message)}`}`,
+    );
     dataBothWays(t);
     const cp = t.c.path as Path;
     const lp = t.l.path as Path;
@@ -84,7 +99,9 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     // forward filter drops them; a STUNT #1 SYN-ACK on that same 5-tuple would be invalid there.
     await nats({ type: 'port-restricted-cone', stealth: true, dropInboundSyn: true });
     const t = await trial(SPOOF_PORT, ['--tcp-seq', 'auto']);
-    log.push(`forward-filter SYN drop, auto: ${t.c.type === 'result' ? `${(t.c.path as Path).tcpTechnique} in ${t.elapsedMs} ms` : `failed: ${String(t.c.message)}`}`);
+    log.push(
+      `forward-filter SYN drop, auto: ${t.c.type === 'result' ? `${(t.c.path as Path).tcpTechnique} in ${t.elapsedMs} ms` : `failed: ${String(t.c.message)}`}`,
+    );
     dataBothWays(t);
     assert.equal((t.c.path as Path).tcpTechnique, 'stunt1');
     assert.equal((t.l.path as Path).tcpTechnique, 'stunt1');
@@ -93,7 +110,9 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
   test('a plain rendezvous and NATs that translate an outbound SYN-ACK: NATBlaster connects after P2P-NAT fails', async () => {
     await nats({ ...SYN_AFTER_SYN, translateOutboundSynAck: true });
     const t = await trial(PLAIN_PORT);
-    log.push(`plain rendezvous, NATs translating the SYN-ACK: ${t.c.type === 'result' ? (t.c.path as Path).tcpTechnique : `failed: ${String(t.c.message)}`}`);
+    log.push(
+      `plain rendezvous, NATs translating the SYN-ACK: ${t.c.type === 'result' ? (t.c.path as Path).tcpTechnique : `failed: ${String(t.c.message)}`}`,
+    );
     dataBothWays(t);
     assert.equal((t.c.path as Path).tcpTechnique, 'natblaster');
     assert.equal((t.l.path as Path).tcpTechnique, 'natblaster');
@@ -119,14 +138,23 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     }
   });
 
-  test('a listener without CAP_NET_RAW declines: the connector fails at once with its reason instead of waiting', { skip: setprivMissing }, async () => {
-    await nats(SYN_AFTER_SYN);
-    const t = await tcpSessionTrial(lab, SPOOF_PORT, { listenerWrap: ['setpriv', '--bounding-set=-net_raw', '--inh-caps=-net_raw'] });
-    log.push(`listener without CAP_NET_RAW: ${String(t.c.message)}`);
-    assert.equal(t.c.type, 'error');
-    assert.equal(t.c.code, 'PUNCH_FAILED');
-    assert.match(String(t.c.message), /P2P-NAT failed .*the peer does not take part in STUNT #1 \/ NATBlaster: no raw sockets here/);
-  });
+  test(
+    'a listener without CAP_NET_RAW declines: the connector fails at once with its reason instead of waiting',
+    { skip: setprivMissing },
+    async () => {
+      await nats(SYN_AFTER_SYN);
+      const t = await tcpSessionTrial(lab, SPOOF_PORT, {
+        listenerWrap: ['setpriv', '--bounding-set=-net_raw', '--inh-caps=-net_raw'],
+      });
+      log.push(`listener without CAP_NET_RAW: ${String(t.c.message)}`);
+      assert.equal(t.c.type, 'error');
+      assert.equal(t.c.code, 'PUNCH_FAILED');
+      assert.match(
+        String(t.c.message),
+        /P2P-NAT failed .*the peer does not take part in STUNT #1 \/ NATBlaster: no raw sockets here/,
+      );
+    },
+  );
 
   test('NATs that rewrite TCP sequence numbers: connect fails and says why, as the literature says it must', async () => {
     await nats({ ...SYN_AFTER_SYN, translateOutboundSynAck: true, rewriteTcpSequence: true });
@@ -137,6 +165,9 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     assert.match(String(t.c.message), /P2P-NAT failed/);
     // The first host to get its (wrong) SYN-ACK names the rewrite; its RST may end the other side's attempt first.
     const messages = [t.c.message, t.l.message].map(String);
-    assert.ok(messages.some((m) => /rewrites TCP sequence numbers/.test(m)), messages.join(' | '));
+    assert.ok(
+      messages.some((m) => /rewrites TCP sequence numbers/.test(m)),
+      messages.join(' | '),
+    );
   });
 });

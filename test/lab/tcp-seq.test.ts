@@ -21,7 +21,9 @@ describe('TCP sequence-number techniques in the NAT lab', { skip }, () => {
   let driver: SeqDriver;
   const log: string[] = [];
   const note = (what: string, o: Attempt) =>
-    log.push(`${what}: ${o.ok ? `ok (${o.elapsedMs} ms)` : `failed (${o.reasons.join(', ')}: ${String(o.a.message ?? o.b.message ?? '')})`}`);
+    log.push(
+      `${what}: ${o.ok ? `ok (${o.elapsedMs} ms)` : `failed (${o.reasons.join(', ')}: ${String(o.a.message ?? o.b.message ?? '')})`}`,
+    );
 
   before(async () => {
     lab = await Lab.up();

@@ -73,7 +73,14 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     const rv = `${lab.addr('server')}:${RV_PORT}`;
 
     // The rendezvous is `natpunch serve` itself (STUN + rendezvous), as in the README walk-through.
-    const server = start('server', BIN, ['serve', '--port', String(RV_PORT), '--address', lab.addr('server'), '--json']);
+    const server = start('server', BIN, [
+      'serve',
+      '--port',
+      String(RV_PORT),
+      '--address',
+      lab.addr('server'),
+      '--json',
+    ]);
     const web = start('b', FIX('tunnel-service.ts'), ['127.0.0.1', String(SERVICE_PORT)]);
     const lanWeb = start('natB', FIX('tunnel-service.ts'), [lab.lanAddr('natB'), String(SERVICE_PORT)]);
     const listening = await server.next((m) => m.event === 'listening', { timeoutMs: 30_000 });
@@ -81,14 +88,48 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     for (const p of [web, lanWeb]) await p.next((m) => m.ev === 'ready', { timeoutMs: 20_000 });
 
     expose = start('b', BIN, [
-      'expose', String(SERVICE_PORT), '--name', 'homebox', '--rendezvous', rv, '--key', join(dir, 'home.json'),
-      '--allow', keyToId(laptop.publicKey), '--allow-dest', `${lab.lanAddr('natB')}/32:${SERVICE_PORT}`, '--json',
+      'expose',
+      String(SERVICE_PORT),
+      '--name',
+      'homebox',
+      '--rendezvous',
+      rv,
+      '--key',
+      join(dir, 'home.json'),
+      '--allow',
+      keyToId(laptop.publicKey),
+      '--allow-dest',
+      `${lab.lanAddr('natB')}/32:${SERVICE_PORT}`,
+      '--json',
     ]);
     const exposing = await expose.next((m) => m.event === 'exposing', { timeoutMs: 30_000 });
     assert.equal(exposing.publicKey, keyToId(home.publicKey));
 
-    forward = start('a', BIN, ['forward', `${FORWARD_PORT}:homebox:${SERVICE_PORT}`, '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--known-peers', join(dir, 'known_peers'), '--json']);
-    socks = start('a', BIN, ['socks', '--listen', String(SOCKS_PORT), '--via', 'homebox', '--rendezvous', rv, '--key', join(dir, 'laptop.json'), '--known-peers', join(dir, 'known_peers'), '--json']);
+    forward = start('a', BIN, [
+      'forward',
+      `${FORWARD_PORT}:homebox:${SERVICE_PORT}`,
+      '--rendezvous',
+      rv,
+      '--key',
+      join(dir, 'laptop.json'),
+      '--known-peers',
+      join(dir, 'known_peers'),
+      '--json',
+    ]);
+    socks = start('a', BIN, [
+      'socks',
+      '--listen',
+      String(SOCKS_PORT),
+      '--via',
+      'homebox',
+      '--rendezvous',
+      rv,
+      '--key',
+      join(dir, 'laptop.json'),
+      '--known-peers',
+      join(dir, 'known_peers'),
+      '--json',
+    ]);
     client = start('a', FIX('tunnel-client.ts'), []);
     for (const p of [forward, socks]) {
       const up = await p.next((m) => m.event === 'session', { timeoutMs: 45_000 });
@@ -109,26 +150,45 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     assert.equal(r.ok, true, JSON.stringify(r));
     assert.equal(r.good, 50);
     // Every connection rode the session made at start: no second punch.
-    const sessions = forward.next((m) => m.event === 'session', { timeoutMs: 200 }).then(() => true, () => false);
+    const sessions = forward
+      .next((m) => m.event === 'session', { timeoutMs: 200 })
+      .then(
+        () => true,
+        () => false,
+      );
     assert.equal(await sessions, false, 'forward made only one session');
   });
 
   test(`large transfer with checksum both ways (${BIG / MiB} MiB down, ${UP / MiB} MiB up)`, async () => {
     const down = await run({ cmd: 'download', port: FORWARD_PORT, size: BIG }, 170_000);
     assert.equal(down.ok, true, JSON.stringify(down));
-    console.log(`# download ${BIG / MiB} MiB through forward: ${down.ms} ms (${((BIG * 8) / (down.ms as number) / 1000).toFixed(1)} Mbit/s)`);
+    console.log(
+      `# download ${BIG / MiB} MiB through forward: ${down.ms} ms (${((BIG * 8) / (down.ms as number) / 1000).toFixed(1)} Mbit/s)`,
+    );
     const up = await run({ cmd: 'upload', port: FORWARD_PORT, size: UP }, 170_000);
     assert.equal(up.ok, true, JSON.stringify(up));
     console.log(`# upload ${UP / MiB} MiB through forward: ${up.ms} ms`);
   });
 
   test('SOCKS5 CONNECT reaches the server on natB\'s LAN; other destinations get "not allowed by ruleset" (0x02)', async () => {
-    const ok = await run({ cmd: 'socks', port: SOCKS_PORT, host: lab.lanAddr('natB'), targetPort: SERVICE_PORT, path: '/body/5000' });
+    const ok = await run({
+      cmd: 'socks',
+      port: SOCKS_PORT,
+      host: lab.lanAddr('natB'),
+      targetPort: SERVICE_PORT,
+      path: '/body/5000',
+    });
     assert.equal(ok.reply, 0, JSON.stringify(ok));
     assert.equal(ok.status, 200);
     assert.equal(ok.bodyOk, true);
     // b's own address, same port: not in --allow-dest.
-    const denied = await run({ cmd: 'socks', port: SOCKS_PORT, host: lab.addr('b'), targetPort: SERVICE_PORT, path: '/' });
+    const denied = await run({
+      cmd: 'socks',
+      port: SOCKS_PORT,
+      host: lab.addr('b'),
+      targetPort: SERVICE_PORT,
+      path: '/',
+    });
     assert.equal(denied.reply, 2, JSON.stringify(denied));
     // The allowed host on another port: also refused by the ruleset (before any connection attempt).
     const port = await run({ cmd: 'socks', port: SOCKS_PORT, host: lab.lanAddr('natB'), targetPort: 22, path: '/' });
@@ -145,13 +205,18 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
       peak.expose = Math.max(peak.expose, rssBytes(expose.pid));
     }, 100);
     try {
-      const r = await run({ cmd: 'download', port: FORWARD_PORT, size: SLOW, rateMBps: SLOW_RATE, stallMs: SLOW_STALL_MS }, 170_000);
+      const r = await run(
+        { cmd: 'download', port: FORWARD_PORT, size: SLOW, rateMBps: SLOW_RATE, stallMs: SLOW_STALL_MS },
+        170_000,
+      );
       assert.equal(r.ok, true, JSON.stringify(r));
     } finally {
       clearInterval(sampler);
     }
     const mb = (n: number) => `${(n / MiB).toFixed(1)} MiB`;
-    console.log(`# slow reader: forward RSS ${mb(base.forward)} → peak ${mb(peak.forward)}; expose RSS ${mb(base.expose)} → peak ${mb(peak.expose)} (transfer ${mb(SLOW)})`);
+    console.log(
+      `# slow reader: forward RSS ${mb(base.forward)} → peak ${mb(peak.forward)}; expose RSS ${mb(base.expose)} → peak ${mb(peak.expose)} (transfer ${mb(SLOW)})`,
+    );
     // Without backpressure the sender's side would buffer most of the transfer; allow generous slack for GC.
     assert.ok(peak.expose - base.expose < SLOW / 2, `expose grew by ${mb(peak.expose - base.expose)}`);
     assert.ok(peak.forward - base.forward < SLOW / 2, `forward grew by ${mb(peak.forward - base.forward)}`);
@@ -166,10 +231,22 @@ describe('tunnels across two NATs (expose / forward / socks CLI)', { skip }, () 
     if (r.ok !== true) assert.ok(r.error || r.sha !== r.expected, JSON.stringify(r));
     // Recovery: the session migrates to a's new address (expose reports the new path), or, if the session was lost,
     // forward re-establishes a new one.
-    const migrated = expose.next((m) => m.event === 'path', { timeoutMs: 60_000 }).then((m) => `expose migrated the session to ${JSON.stringify(m.remote)}`, () => null);
-    const relinked = forward.next((m) => m.event === 'session', { timeoutMs: 60_000 }).then(() => 'forward re-established the session', () => null);
+    const migrated = expose
+      .next((m) => m.event === 'path', { timeoutMs: 60_000 })
+      .then(
+        (m) => `expose migrated the session to ${JSON.stringify(m.remote)}`,
+        () => null,
+      );
+    const relinked = forward
+      .next((m) => m.event === 'session', { timeoutMs: 60_000 })
+      .then(
+        () => 'forward re-established the session',
+        () => null,
+      );
     const how = await Promise.race([migrated, relinked]);
-    console.log(`# transfer across the rebinding: ${r.ok === true ? 'completed intact' : `failed cleanly (${String(r.error)})`}; ${how ?? 'no recovery seen within 60 s'}`);
+    console.log(
+      `# transfer across the rebinding: ${r.ok === true ? 'completed intact' : `failed cleanly (${String(r.error)})`}; ${how ?? 'no recovery seen within 60 s'}`,
+    );
     const again = await run({ cmd: 'parallel', port: FORWARD_PORT, n: 5, size: 10_000 }, 120_000);
     assert.equal(again.ok, true, JSON.stringify(again));
   });

@@ -34,7 +34,9 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
 
   before(async () => {
     lab = await Lab.up();
-    const stun = lab.node('server', new URL('./fixtures/stun-server.ts', import.meta.url).pathname, [String(STUN_PORT)]);
+    const stun = lab.node('server', new URL('./fixtures/stun-server.ts', import.meta.url).pathname, [
+      String(STUN_PORT),
+    ]);
     await stun.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
     for (const host of ['a', 'a2', 'b']) {
       peers[host] = lab.node(host, new URL('./fixtures/punch-peer.ts', import.meta.url).pathname);
@@ -50,14 +52,39 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
   });
 
   /** One connection from `from` (connect) to `to` (listen); resolves with both sides' reports. */
-  async function trial(from: string, to: string, opts: { hostCandidates?: boolean; checkTimeoutMs?: number; size?: number; replySize?: number; during?: () => Promise<void> } = {}): Promise<[Result, Result]> {
+  async function trial(
+    from: string,
+    to: string,
+    opts: {
+      hostCandidates?: boolean;
+      checkTimeoutMs?: number;
+      size?: number;
+      replySize?: number;
+      during?: () => Promise<void>;
+    } = {},
+  ): Promise<[Result, Result]> {
     const id = randomBytes(4).toString('hex');
     const stun = { host: lab.addr('server'), port: STUN_PORT };
-    for (const h of [from, to]) peers[h]!.send({ cmd: 'prepare', trial: id, stun, hostCandidates: opts.hostCandidates ?? true });
-    const cands = await Promise.all([from, to].map((h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>));
-    lastCandidates = { [from]: cands[0]!.candidates as Array<{ type: string; port: number }>, [to]: cands[1]!.candidates as Array<{ type: string; port: number }> };
+    for (const h of [from, to])
+      peers[h]!.send({ cmd: 'prepare', trial: id, stun, hostCandidates: opts.hostCandidates ?? true });
+    const cands = await Promise.all(
+      [from, to].map(
+        (h) => peers[h]!.next((m) => m.type === 'candidates' && m.trial === id, { timeoutMs: 15_000 }) as Promise<Msg>,
+      ),
+    );
+    lastCandidates = {
+      [from]: cands[0]!.candidates as Array<{ type: string; port: number }>,
+      [to]: cands[1]!.candidates as Array<{ type: string; port: number }>,
+    };
     const connectionId = randomBytes(16).toString('hex');
-    const common = { cmd: 'go', trial: id, connectionId, size: opts.size ?? SIZE, ...(opts.replySize !== undefined ? { replySize: opts.replySize } : {}), ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}) };
+    const common = {
+      cmd: 'go',
+      trial: id,
+      connectionId,
+      size: opts.size ?? SIZE,
+      ...(opts.replySize !== undefined ? { replySize: opts.replySize } : {}),
+      ...(opts.checkTimeoutMs ? { checkTimeoutMs: opts.checkTimeoutMs } : {}),
+    };
     peers[to]!.send({ ...common, role: 'listen', peerKey: keys[from], candidates: cands[0]!.candidates });
     peers[from]!.send({ ...common, role: 'connect', peerKey: keys[to], candidates: cands[1]!.candidates });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
@@ -192,7 +219,7 @@ describe('UDP hole punching in the NAT lab', { skip }, () => {
       });
       assertTransfer(r, size);
       const before = lastCandidates.b!.find((c) => c.type === 'srflx')!.port;
-      assert.notEqual(r[0].path!.remote.port, before, 'the session now uses natB\'s new port');
+      assert.notEqual(r[0].path!.remote.port, before, "the session now uses natB's new port");
     } finally {
       await lab.setLink('natB', { rateMbit: 0, lossPct: 0 });
     }
@@ -218,7 +245,8 @@ describe('connect()/listen() through the real rendezvous in the NAT lab', { skip
     lab = await Lab.up();
     const serve = lab.node('server', new URL('./fixtures/serve-node.ts', import.meta.url).pathname, [String(RV_PORT)]);
     await serve.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
-    for (const host of ['a', 'a2', 'b']) peers[host] = lab.node(host, new URL('./fixtures/punch-peer.ts', import.meta.url).pathname);
+    for (const host of ['a', 'a2', 'b'])
+      peers[host] = lab.node(host, new URL('./fixtures/punch-peer.ts', import.meta.url).pathname);
     for (const host of ['a', 'a2', 'b']) await peers[host]!.next((m) => m.type === 'ready', { timeoutMs: 20_000 });
   });
 
@@ -231,7 +259,9 @@ describe('connect()/listen() through the real rendezvous in the NAT lab', { skip
     const name = `peer-${id}`;
     const server = `${lab.addr('server')}:${RV_PORT}`;
     peers[to]!.send({ cmd: 'rv', trial: id, role: 'listen', server, name, size: SIZE });
-    await peers[to]!.next((m) => (m.type === 'listening' || m.type === 'error') && m.trial === id, { timeoutMs: 15_000 });
+    await peers[to]!.next((m) => (m.type === 'listening' || m.type === 'error') && m.trial === id, {
+      timeoutMs: 15_000,
+    });
     peers[from]!.send({ cmd: 'rv', trial: id, role: 'connect', server, name, size: SIZE });
     const done = (m: Msg) => (m.type === 'result' || m.type === 'error') && m.trial === id;
     const [ra, rb] = await Promise.all([

@@ -31,8 +31,24 @@ test('both sides find and agree on the working pair; a blocked candidate is repo
   const aCands = [host(a.address().port)];
   // B's "best" candidate is unreachable; the srflx one works.
   const bCands = [host(hole.port), srflx(b.address().port)];
-  const ca = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: cid, key, local: aCands, remote: bCands, timeoutMs: 5000 });
-  const cb = new ConnectivityChecks({ transport: b, role: 'responder', connectionId: cid, key, local: bCands, remote: aCands, timeoutMs: 5000 });
+  const ca = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: cid,
+    key,
+    local: aCands,
+    remote: bCands,
+    timeoutMs: 5000,
+  });
+  const cb = new ConnectivityChecks({
+    transport: b,
+    role: 'responder',
+    connectionId: cid,
+    key,
+    local: bCands,
+    remote: aCands,
+    timeoutMs: 5000,
+  });
   try {
     const [ra, rb] = await Promise.all([ca.run(), cb.run()]);
     assert.deepEqual(ra.remote, { address: '127.0.0.1', port: b.address().port });
@@ -59,8 +75,24 @@ test('a peer we were told nothing about is learned as peer-reflexive and nominat
   const cid = randomBytes(16);
   const key = randomBytes(32);
   // The responder has no candidates for the initiator (say its NAT mapped it unpredictably).
-  const ca = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: cid, key, local: [], remote: [host(b.address().port)], timeoutMs: 5000 });
-  const cb = new ConnectivityChecks({ transport: b, role: 'responder', connectionId: cid, key, local: [], remote: [], timeoutMs: 5000 });
+  const ca = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: cid,
+    key,
+    local: [],
+    remote: [host(b.address().port)],
+    timeoutMs: 5000,
+  });
+  const cb = new ConnectivityChecks({
+    transport: b,
+    role: 'responder',
+    connectionId: cid,
+    key,
+    local: [],
+    remote: [],
+    timeoutMs: 5000,
+  });
   try {
     const [ra, rb] = await Promise.all([ca.run(), cb.run()]);
     assert.equal(ra.remote.port, b.address().port);
@@ -79,8 +111,24 @@ test('probes with the wrong key are ignored: PUNCH_FAILED lists every candidate 
   const b = await UdxEndpoint.bind({ address: '127.0.0.1' });
   const hole = await blackhole();
   const cid = randomBytes(16);
-  const ca = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: cid, key: randomBytes(32), local: [], remote: [host(b.address().port), host(hole.port)], timeoutMs: 800 });
-  const cb = new ConnectivityChecks({ transport: b, role: 'responder', connectionId: cid, key: randomBytes(32), local: [], remote: [host(a.address().port)], timeoutMs: 800 });
+  const ca = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: cid,
+    key: randomBytes(32),
+    local: [],
+    remote: [host(b.address().port), host(hole.port)],
+    timeoutMs: 800,
+  });
+  const cb = new ConnectivityChecks({
+    transport: b,
+    role: 'responder',
+    connectionId: cid,
+    key: randomBytes(32),
+    local: [],
+    remote: [host(a.address().port)],
+    timeoutMs: 800,
+  });
   try {
     const [ra, rb] = await Promise.allSettled([ca.run(), cb.run()]);
     assert.equal(ra.status, 'rejected');
@@ -108,7 +156,15 @@ test('an abort signal stops the checks with ABORTED; bad candidates are skipped,
     { type: 'host', transport: 'udp', address: '127.0.0.1', port: 70000, priority: 1 },
     { type: 'host', transport: 'tcp', address: '127.0.0.1', port: 9, priority: 1 },
   ];
-  const ca = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: 'c', key: randomBytes(32), local: [], remote: bad, signal: ac.signal });
+  const ca = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: 'c',
+    key: randomBytes(32),
+    local: [],
+    remote: bad,
+    signal: ac.signal,
+  });
   try {
     const p = ca.run();
     setTimeout(() => ac.abort(), 100);
@@ -128,10 +184,42 @@ test('two connections on the same sockets do not cross: each nominates its own p
   const k2 = randomBytes(32);
   // a talks to b (connection 1) and to c (connection 2) at the same time; b's and c's candidates are both listed.
   const all = [host(b.address().port), host(c.address().port)];
-  const ab = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: 'one', key: k1, local: [], remote: all, timeoutMs: 5000 });
-  const ac2 = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: 'two', key: k2, local: [], remote: all, timeoutMs: 5000 });
-  const bb = new ConnectivityChecks({ transport: b, role: 'responder', connectionId: 'one', key: k1, local: [], remote: [host(a.address().port)], timeoutMs: 5000 });
-  const cc = new ConnectivityChecks({ transport: c, role: 'responder', connectionId: 'two', key: k2, local: [], remote: [host(a.address().port)], timeoutMs: 5000 });
+  const ab = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: 'one',
+    key: k1,
+    local: [],
+    remote: all,
+    timeoutMs: 5000,
+  });
+  const ac2 = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: 'two',
+    key: k2,
+    local: [],
+    remote: all,
+    timeoutMs: 5000,
+  });
+  const bb = new ConnectivityChecks({
+    transport: b,
+    role: 'responder',
+    connectionId: 'one',
+    key: k1,
+    local: [],
+    remote: [host(a.address().port)],
+    timeoutMs: 5000,
+  });
+  const cc = new ConnectivityChecks({
+    transport: c,
+    role: 'responder',
+    connectionId: 'two',
+    key: k2,
+    local: [],
+    remote: [host(a.address().port)],
+    timeoutMs: 5000,
+  });
   try {
     const [r1, r2] = await Promise.all([ab.run(), ac2.run(), bb.run(), cc.run()]);
     assert.equal(r1.remote.port, b.address().port);
@@ -152,7 +240,14 @@ test('a handshake payload rides on requests and responses; a payload whose lengt
   const seen: string[] = [];
   const hello = Buffer.from('hello, responder');
   const ca = new ConnectivityChecks({
-    transport: a, role: 'initiator', connectionId: cid, key, local: [], remote: [host(b.address().port)], nomination: 'implicit', timeoutMs: 3000,
+    transport: a,
+    role: 'initiator',
+    connectionId: cid,
+    key,
+    local: [],
+    remote: [host(b.address().port)],
+    nomination: 'implicit',
+    timeoutMs: 3000,
     handshake: {
       requestPayload: () => hello,
       onRequest: () => null,
@@ -160,7 +255,14 @@ test('a handshake payload rides on requests and responses; a payload whose lengt
     },
   });
   const cb = new ConnectivityChecks({
-    transport: b, role: 'responder', connectionId: cid, key, local: [], remote: [host(a.address().port)], nomination: 'implicit', timeoutMs: 3000,
+    transport: b,
+    role: 'responder',
+    connectionId: cid,
+    key,
+    local: [],
+    remote: [host(a.address().port)],
+    nomination: 'implicit',
+    timeoutMs: 3000,
     handshake: {
       requestPayload: () => null,
       onRequest: (p) => (seen.push(`request:${p.toString()}`), { payload: Buffer.from('welcome'), select: true }),
@@ -175,9 +277,16 @@ test('a handshake payload rides on requests and responses; a payload whose lengt
     assert.equal(rb.remote.port, a.address().port);
     assert.ok(seen.includes(`request:${hello}`) && seen.includes('response:welcome'), seen.join());
     // A correctly MACed request whose payload length field says more than the datagram holds: no answer.
-    const tag = (await import('node:crypto')).createHash('sha256').update('natpunch check tag').update(cid).digest().subarray(0, 16);
+    const tag = (await import('node:crypto'))
+      .createHash('sha256')
+      .update('natpunch check tag')
+      .update(cid)
+      .digest()
+      .subarray(0, 16);
     const body = Buffer.alloc(32 + 2 + 4);
-    body[0] = 0xf1; body[1] = 1; body[2] = 1 | 2;
+    body[0] = 0xf1;
+    body[1] = 1;
+    body[2] = 1 | 2;
     tag.copy(body, 4);
     randomBytes(12).copy(body, 20);
     body.writeUInt16BE(200, 32);
@@ -188,9 +297,25 @@ test('a handshake payload rides on requests and responses; a payload whose lengt
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(answered, false);
     // (Late retransmissions of A's request may still arrive under load: they carry hello. Nothing else got through.)
-    assert.ok(seen.every((x) => x === `request:${hello}` || x === 'response:welcome'), seen.join());
+    assert.ok(
+      seen.every((x) => x === `request:${hello}` || x === 'response:welcome'),
+      seen.join(),
+    );
     assert.throws(
-      () => new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: cid, key, local: [], remote: [], handshake: { requestPayload: () => Buffer.alloc(MAX_CHECK_BYTES), onRequest: () => null, onResponse: () => 'plain' } }),
+      () =>
+        new ConnectivityChecks({
+          transport: a,
+          role: 'initiator',
+          connectionId: cid,
+          key,
+          local: [],
+          remote: [],
+          handshake: {
+            requestPayload: () => Buffer.alloc(MAX_CHECK_BYTES),
+            onRequest: () => null,
+            onResponse: () => 'plain',
+          },
+        }),
       (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
     );
   } finally {

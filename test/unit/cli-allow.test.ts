@@ -12,14 +12,26 @@ import { exposeAllow } from '../../src/cli/commands/expose.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 import { NATPUNCH, stop } from '../helpers/proc.js';
 
-const run = (args: string[], env: NodeJS.ProcessEnv = process.env) => spawnSync(process.execPath, [NATPUNCH, ...args], { encoding: 'utf8', timeout: 20_000, env });
+const run = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
+  spawnSync(process.execPath, [NATPUNCH, ...args], { encoding: 'utf8', timeout: 20_000, env });
 
 test('expose without an allow option exits 1 with a one-line error naming the three options', () => {
   const r = run(['expose', '22', '--rendezvous', '127.0.0.1:9']);
   assert.equal(r.status, 1);
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-  assert.match(r.stderr, /admits no one by default: give --allow KEY \(repeatable\), --allow-file FILE, or --allow-any/);
-  const both = run(['expose', '22', '--rendezvous', '127.0.0.1:9', '--allow-any', '--allow', keyToId(generateKeyPair().publicKey)]);
+  assert.match(
+    r.stderr,
+    /admits no one by default: give --allow KEY \(repeatable\), --allow-file FILE, or --allow-any/,
+  );
+  const both = run([
+    'expose',
+    '22',
+    '--rendezvous',
+    '127.0.0.1:9',
+    '--allow-any',
+    '--allow',
+    keyToId(generateKeyPair().publicKey),
+  ]);
   assert.equal(both.status, 1);
   assert.match(both.stderr, /--allow-any contradicts/);
   const help = run(['expose', '--help']);
@@ -34,9 +46,15 @@ test('expose allow options: repeatable --allow, --allow-file (key file or key li
     await writeFile(join(dir, 'list'), `# team\n${b}\n${c.toUpperCase()}\n`);
     assert.deepEqual(await exposeAllow({ allow: [a], allowFile: [join(dir, 'list')] }), [a, b, c]);
     assert.equal(await exposeAllow({ allowAny: true }), undefined);
-    const none = await exposeAllow({}).then(() => null, (e: unknown) => e);
+    const none = await exposeAllow({}).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(none, 'BAD_ARGUMENT'));
-    const missing = await exposeAllow({ allowFile: [join(dir, 'nope')] }).then(() => null, (e: unknown) => e);
+    const missing = await exposeAllow({ allowFile: [join(dir, 'nope')] }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(missing, 'BAD_ARGUMENT'));
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -44,7 +62,11 @@ test('expose allow options: repeatable --allow, --allow-file (key file or key li
 });
 
 async function listenStderr(args: string[], port: number): Promise<string> {
-  const child = spawn(process.execPath, [NATPUNCH, 'listen', '--rendezvous', `127.0.0.1:${port}`, '--transport', 'udp', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [NATPUNCH, 'listen', '--rendezvous', `127.0.0.1:${port}`, '--transport', 'udp', ...args],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
   let err = '';
   try {
     await new Promise<void>((resolve, reject) => {

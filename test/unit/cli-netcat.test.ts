@@ -23,7 +23,13 @@ function collect(child: ChildProcess) {
 }
 
 /** Resolves when `text()` satisfies `pred`, checked on each chunk the child writes (no polling), bounded by `ms`. */
-function waitFor(child: ChildProcess, text: () => string, pred: (t: string) => boolean, what: string, ms = 20_000): Promise<void> {
+function waitFor(
+  child: ChildProcess,
+  text: () => string,
+  pred: (t: string) => boolean,
+  what: string,
+  ms = 20_000,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => done(new Error(`timed out waiting for ${what}`)), ms);
     const check = () => {
@@ -58,13 +64,32 @@ test('natpunch listen / connect pipe stdin and stdout both ways through the rend
     const toBob = randomBytes(300 * 1024);
     const toAlice = randomBytes(200 * 1024);
 
-    const l = spawn(process.execPath, [NATPUNCH, 'listen', '--name', 'alice', '--rendezvous', `127.0.0.1:${port}`, '--key', join(dir, 'alice.key'), '--allow', keyToId(bob.publicKey)], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const l = spawn(
+      process.execPath,
+      [
+        NATPUNCH,
+        'listen',
+        '--name',
+        'alice',
+        '--rendezvous',
+        `127.0.0.1:${port}`,
+        '--key',
+        join(dir, 'alice.key'),
+        '--allow',
+        keyToId(bob.publicKey),
+      ],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
     children.push(l);
     const lo = collect(l);
     await waitFor(l, lo.stderr, (t) => t.includes('registered:'), 'the listener to register');
     l.stdin!.end(toBob);
 
-    const c = spawn(process.execPath, [NATPUNCH, 'connect', 'alice', '--rendezvous', `127.0.0.1:${port}`, '--key', join(dir, 'bob.key')], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn(
+      process.execPath,
+      [NATPUNCH, 'connect', 'alice', '--rendezvous', `127.0.0.1:${port}`, '--key', join(dir, 'bob.key')],
+      { stdio: ['pipe', 'pipe', 'pipe'] },
+    );
     children.push(c);
     const co = collect(c);
     c.stdin!.end(toAlice);
@@ -78,7 +103,8 @@ test('natpunch listen / connect pipe stdin and stdout both ways through the rend
     assert.equal(sha(lo.stdout()), sha(toAlice), 'connect stdin → listener stdout');
     // Progress lines on stderr, in order.
     const progress = co.stderr();
-    for (const step of ['gathering:', 'punching:', 'path chosen:', 'connected:']) assert.ok(progress.includes(step), `${step} in ${progress}`);
+    for (const step of ['gathering:', 'punching:', 'path chosen:', 'connected:'])
+      assert.ok(progress.includes(step), `${step} in ${progress}`);
     assert.ok(progress.indexOf('punching:') < progress.indexOf('path chosen:'));
     assert.match(progress, /rtt \d+ ms/);
   } finally {

@@ -9,7 +9,11 @@ import { parseKeyPair } from '../../src/session/identity.js';
 const BIN = new URL('../../bin/natpunch.js', import.meta.url).pathname;
 
 function run(args: string[], env: Record<string, string> = {}) {
-  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+  return spawnSync(process.execPath, [BIN, ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, ...env },
+  });
 }
 
 test('natpunch keygen --out writes a 0600 key file, refuses to overwrite, --json prints the id', async () => {
@@ -40,7 +44,9 @@ test('natpunch keygen without --out prints a key file that NATPUNCH_KEY accepts'
 });
 
 test('natpunch listen rejects a malformed --allow key with one line and exit 1', () => {
-  const r = run(['listen', '--name', 'alice', '--rendezvous', '127.0.0.1:1', '--allow', 'nothex'], { NATPUNCH_KEY: '' });
+  const r = run(['listen', '--name', 'alice', '--rendezvous', '127.0.0.1:1', '--allow', 'nothex'], {
+    NATPUNCH_KEY: '',
+  });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /--allow: "nothex" is not a peer key.*\[BAD_ARGUMENT\]/);
 });

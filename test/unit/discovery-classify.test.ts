@@ -32,8 +32,17 @@ test('classic RFC 3489 names follow mapping and filtering', () => {
 });
 
 test('allocation: preserving, sequential with delta, random, too few samples', () => {
-  assert.equal(analyseAllocation([{ local: 5000, external: 5000 }, { local: 5001, external: 5001 }, { local: 7000, external: 7000 }]).pattern, 'preserving');
-  const seq = analyseAllocation([40000, 40001, 40002, 40004, 40005].map((p, i) => ({ local: 5000 + i * 17, external: p })));
+  assert.equal(
+    analyseAllocation([
+      { local: 5000, external: 5000 },
+      { local: 5001, external: 5001 },
+      { local: 7000, external: 7000 },
+    ]).pattern,
+    'preserving',
+  );
+  const seq = analyseAllocation(
+    [40000, 40001, 40002, 40004, 40005].map((p, i) => ({ local: 5000 + i * 17, external: p })),
+  );
   assert.equal(seq.pattern, 'sequential');
   assert.equal(seq.delta, 1);
   const seq2 = analyseAllocation([30000, 30002, 30004, 30006].map((p, i) => ({ local: 6000 + i, external: p })));
@@ -53,7 +62,13 @@ test('allocation: a sequential NAT seen through loss (one allocation out of orde
   assert.equal(gaps.pattern, 'sequential');
   assert.equal(gaps.delta, 1);
   // A downward-counting allocator keeps its sign.
-  assert.deepEqual([analyseAllocation(at([30010, 30009, 30008, 30006])).pattern, analyseAllocation(at([30010, 30009, 30008, 30006])).delta], ['sequential', -1]);
+  assert.deepEqual(
+    [
+      analyseAllocation(at([30010, 30009, 30008, 30006])).pattern,
+      analyseAllocation(at([30010, 30009, 30008, 30006])).delta,
+    ],
+    ['sequential', -1],
+  );
   // Random ports stay random even when two happen to be close.
   assert.equal(analyseAllocation(at([41234, 41236, 60111, 2331, 33333])).pattern, 'random');
 });

@@ -50,7 +50,7 @@ test('one Endpoint: outgoing sessions to two peers and an incoming one share its
     assert.equal(keyToId(s1.remotePublicKey), keyToId(p1.publicKey));
     assert.equal(keyToId(s2.remotePublicKey), keyToId(p2.publicKey));
     assert.equal(hub.allSessions.length, 3, 'two outgoing + one incoming');
-    for (const s of hub.allSessions) assert.equal(s.path.local.port, port, 'every session on the endpoint\'s socket');
+    for (const s of hub.allSessions) assert.equal(s.path.local.port, port, "every session on the endpoint's socket");
     await hub.close();
     assert.equal(hub.allSessions.length, 0);
   } finally {

@@ -11,7 +11,13 @@ import { checkFingerprint, decodeStun, StunFramer, verifyIntegrity } from '../..
 import { turnRegistry } from '../../src/wire/turn.js';
 import * as relayMsg from '../../src/relay/message.js';
 import { decodeChannelDataUdp, streamFrameSize, TurnStreamFramer } from '../../src/wire/channel-data.js';
-import { decodeRendezvous, isSignedMessage, TcpFrameDecoder, frameTcp, verifyRendezvous } from '../../src/wire/rendezvous.js';
+import {
+  decodeRendezvous,
+  isSignedMessage,
+  TcpFrameDecoder,
+  frameTcp,
+  verifyRendezvous,
+} from '../../src/wire/rendezvous.js';
 import { RendezvousServer } from '../../src/rendezvous/server.js';
 import { decodeSeqOffer } from '../../src/wire/seq-offer.js';
 import { decodePcpRequest, decodePcpResponse } from '../../src/wire/pcp.js';
@@ -39,7 +45,13 @@ function nameSeed(name: string): number {
  * Feeds `count` mutants of `seedList` to `parse`. Anything thrown must be a NatpunchError with one of `codes`
  * ([] = must never throw).
  */
-function fuzzParser(name: string, seedList: Buffer[], parse: (b: Buffer, rng: Rng) => void, codes: string[], opts: { keep?: number; count?: number } = {}): void {
+function fuzzParser(
+  name: string,
+  seedList: Buffer[],
+  parse: (b: Buffer, rng: Rng) => void,
+  codes: string[],
+  opts: { keep?: number; count?: number } = {},
+): void {
   test(`fuzz ${name}: ${opts.count ?? COUNT} mutants, ${codes.length ? `only ${codes.join('/')} thrown` : 'never a throw'}`, () => {
     const rng = new Rng(nameSeed(name));
     const count = opts.count ?? COUNT;
@@ -49,7 +61,9 @@ function fuzzParser(name: string, seedList: Buffer[], parse: (b: Buffer, rng: Rn
         parse(b, rng);
       } catch (err) {
         if (err instanceof NatpunchError && codes.includes(err.code)) continue;
-        assert.fail(`${name}: ${(err as Error)?.stack ?? String(err)}\ninput ${b.toString('hex')}\nreplay with FUZZ_SEED=${SEED}`);
+        assert.fail(
+          `${name}: ${(err as Error)?.stack ?? String(err)}\ninput ${b.toString('hex')}\nreplay with FUZZ_SEED=${SEED}`,
+        );
       }
     }
   });
@@ -57,7 +71,7 @@ function fuzzParser(name: string, seedList: Buffer[], parse: (b: Buffer, rng: Rn
 
 /** Splits `b` into random chunks and pushes them. */
 function chunks(b: Buffer, rng: Rng, push: (c: Buffer) => void): void {
-  for (let o = 0; o < b.length; ) {
+  for (let o = 0; o < b.length;) {
     const n = 1 + rng.int(b.length - o);
     push(b.subarray(o, o + n));
     o += n;
@@ -68,69 +82,109 @@ function chunks(b: Buffer, rng: Rng, push: (c: Buffer) => void): void {
 const stunAndTurn = [...seeds.stunSeeds(), ...seeds.turnSeeds()];
 const key = Buffer.alloc(16, 7);
 
-fuzzParser('STUN decode (every attribute decoder, TURN registry)', stunAndTurn, (b) => {
-  const m = decodeStun(b, { allowLegacy: true });
-  m.unknownComprehensionRequired(turnRegistry);
-  checkFingerprint(m);
-  verifyIntegrity(m, key);
-  m.decodeAll(turnRegistry);
-}, ['STUN_DECODE']);
+fuzzParser(
+  'STUN decode (every attribute decoder, TURN registry)',
+  stunAndTurn,
+  (b) => {
+    const m = decodeStun(b, { allowLegacy: true });
+    m.unknownComprehensionRequired(turnRegistry);
+    checkFingerprint(m);
+    verifyIntegrity(m, key);
+    m.decodeAll(turnRegistry);
+  },
+  ['STUN_DECODE'],
+);
 
-fuzzParser('STUN over TCP framing (RFC 8489 §6.2.2)', stunAndTurn, (b, rng) => {
-  const f = new StunFramer();
-  chunks(Buffer.concat([b, b]), rng, (c) => f.push(c));
-}, ['STUN_DECODE']);
+fuzzParser(
+  'STUN over TCP framing (RFC 8489 §6.2.2)',
+  stunAndTurn,
+  (b, rng) => {
+    const f = new StunFramer();
+    chunks(Buffer.concat([b, b]), rng, (c) => f.push(c));
+  },
+  ['STUN_DECODE'],
+);
 
-fuzzParser('TURN server message parser (relay/message.ts)', stunAndTurn, (b) => {
-  const m = relayMsg.parseStun(b);
-  if (!m) return;
-  relayMsg.errorInfo(m);
-  relayMsg.attrXorAddresses(m, relayMsg.A.XOR_PEER_ADDRESS);
-  relayMsg.attrText(m, relayMsg.A.USERNAME);
-  relayMsg.attrUint32(m, relayMsg.A.LIFETIME);
-  relayMsg.fingerprintOk(m);
-  relayMsg.integrityKind(m);
-  relayMsg.verifyIntegrity(m, key);
-}, []);
+fuzzParser(
+  'TURN server message parser (relay/message.ts)',
+  stunAndTurn,
+  (b) => {
+    const m = relayMsg.parseStun(b);
+    if (!m) return;
+    relayMsg.errorInfo(m);
+    relayMsg.attrXorAddresses(m, relayMsg.A.XOR_PEER_ADDRESS);
+    relayMsg.attrText(m, relayMsg.A.USERNAME);
+    relayMsg.attrUint32(m, relayMsg.A.LIFETIME);
+    relayMsg.fingerprintOk(m);
+    relayMsg.integrityKind(m);
+    relayMsg.verifyIntegrity(m, key);
+  },
+  [],
+);
 
-fuzzParser('ChannelData (RFC 8656 §12.4) over UDP and in streams', [...seeds.channelDataSeeds(), ...stunAndTurn.slice(0, 2)], (b, rng) => {
-  decodeChannelDataUdp(b);
-  streamFrameSize(b, 0);
-  const f = new TurnStreamFramer(2048);
-  chunks(Buffer.concat([b, b]), rng, (c) => f.push(c, () => {}));
-}, []);
+fuzzParser(
+  'ChannelData (RFC 8656 §12.4) over UDP and in streams',
+  [...seeds.channelDataSeeds(), ...stunAndTurn.slice(0, 2)],
+  (b, rng) => {
+    decodeChannelDataUdp(b);
+    streamFrameSize(b, 0);
+    const f = new TurnStreamFramer(2048);
+    chunks(Buffer.concat([b, b]), rng, (c) => f.push(c, () => {}));
+  },
+  [],
+);
 
 // --- rendezvous ------------------------------------------------------------------------------------------------
 const rv = seeds.rendezvousSeeds();
 
-fuzzParser('rendezvous decode (every message type)', rv.all, (b) => {
-  const m = decodeRendezvous(b);
-  if (isSignedMessage(m)) verifyRendezvous(m);
-}, ['RENDEZVOUS_DECODE'], { keep: 1 });
+fuzzParser(
+  'rendezvous decode (every message type)',
+  rv.all,
+  (b) => {
+    const m = decodeRendezvous(b);
+    if (isSignedMessage(m)) verifyRendezvous(m);
+  },
+  ['RENDEZVOUS_DECODE'],
+  { keep: 1 },
+);
 
-fuzzParser('rendezvous validly signed mutants decode and verify', rv.signed.map((s) => s.bytes), (_b, rng) => {
-  const s = rng.pick(rv.signed);
-  const bytes = resignedMutant(rng, s.bytes, s.key.secretKey, s.keyAt);
-  const m = decodeRendezvous(bytes);
-  if (!isSignedMessage(m) || verifyRendezvous(m)) return;
-  // It decoded but does not verify: only possible when the mutant's fields ended early and the tail of the real
-  // signature happened to be zero bytes, read as padding (the decoder took the wrong 64 bytes as the signature).
-  const padding = bytes.length - m.signedPart!.length - 64;
-  assert.ok(padding > 0 && bytes.subarray(bytes.length - padding).every((x) => x === 0), `a re-signed mutant that decodes must verify: ${bytes.toString('hex')}`);
-}, ['RENDEZVOUS_DECODE'], { count: SIGNED_COUNT });
+fuzzParser(
+  'rendezvous validly signed mutants decode and verify',
+  rv.signed.map((s) => s.bytes),
+  (_b, rng) => {
+    const s = rng.pick(rv.signed);
+    const bytes = resignedMutant(rng, s.bytes, s.key.secretKey, s.keyAt);
+    const m = decodeRendezvous(bytes);
+    if (!isSignedMessage(m) || verifyRendezvous(m)) return;
+    // It decoded but does not verify: only possible when the mutant's fields ended early and the tail of the real
+    // signature happened to be zero bytes, read as padding (the decoder took the wrong 64 bytes as the signature).
+    const padding = bytes.length - m.signedPart!.length - 64;
+    assert.ok(
+      padding > 0 && bytes.subarray(bytes.length - padding).every((x) => x === 0),
+      `a re-signed mutant that decodes must verify: ${bytes.toString('hex')}`,
+    );
+  },
+  ['RENDEZVOUS_DECODE'],
+  { count: SIGNED_COUNT },
+);
 
-fuzzParser('rendezvous TCP framing', rv.all.map((b) => frameTcp(b)), (b, rng) => {
-  const d = new TcpFrameDecoder();
-  chunks(b, rng, (c) => {
-    for (const f of d.push(c)) {
-      try {
-        decodeRendezvous(f);
-      } catch (err) {
-        if (!(err instanceof NatpunchError && err.code === 'RENDEZVOUS_DECODE')) throw err;
+fuzzParser(
+  'rendezvous TCP framing',
+  rv.all.map((b) => frameTcp(b)),
+  (b, rng) => {
+    const d = new TcpFrameDecoder();
+    chunks(b, rng, (c) => {
+      for (const f of d.push(c)) {
+        try {
+          decodeRendezvous(f);
+        } catch (err) {
+          if (!(err instanceof NatpunchError && err.code === 'RENDEZVOUS_DECODE')) throw err;
+        }
       }
-    }
-  });
-}, ['RENDEZVOUS_DECODE']);
+    });
+  },
+  ['RENDEZVOUS_DECODE'],
+);
 
 /** An in-process datagram path into the server (synchronous delivery, replies recorded by destination). */
 class Direct implements DatagramTransport {
@@ -175,7 +229,8 @@ test(`fuzz the rendezvous server: ${SIGNED_COUNT} mutants (half validly signed),
       t.deliver(bytes, port);
       await new Promise((r) => setImmediate(r)); // the handlers' registry awaits
       const back = t.sent.filter((x) => x.port === port).reduce((n, x) => n + x.bytes, 0);
-      if (back > bytes.length) assert.fail(`answered ${back} B to a ${bytes.length} B request ${bytes.toString('hex')} (FUZZ_SEED=${SEED})`);
+      if (back > bytes.length)
+        assert.fail(`answered ${back} B to a ${bytes.length} B request ${bytes.toString('hex')} (FUZZ_SEED=${SEED})`);
     }
     assert.equal(server.stats().internalErrors, 0, `handler failures (FUZZ_SEED=${SEED})`);
   } finally {
@@ -184,38 +239,69 @@ test(`fuzz the rendezvous server: ${SIGNED_COUNT} mutants (half validly signed),
 });
 
 // --- port mapping ------------------------------------------------------------------------------------------------
-fuzzParser('PCP requests and responses (RFC 6887)', seeds.pcpSeeds(), (b) => {
-  decodePcpRequest(b);
-}, ['PORTMAP']);
-fuzzParser('PCP responses (RFC 6887)', seeds.pcpSeeds(), (b) => {
-  decodePcpResponse(b);
-}, ['PORTMAP']);
-fuzzParser('NAT-PMP requests and responses (RFC 6886)', seeds.natPmpSeeds(), (b) => {
-  try {
-    decodeNatPmpRequest(b);
-  } finally {
-    decodeNatPmpResponse(b);
-  }
-}, ['PORTMAP']);
+fuzzParser(
+  'PCP requests and responses (RFC 6887)',
+  seeds.pcpSeeds(),
+  (b) => {
+    decodePcpRequest(b);
+  },
+  ['PORTMAP'],
+);
+fuzzParser(
+  'PCP responses (RFC 6887)',
+  seeds.pcpSeeds(),
+  (b) => {
+    decodePcpResponse(b);
+  },
+  ['PORTMAP'],
+);
+fuzzParser(
+  'NAT-PMP requests and responses (RFC 6886)',
+  seeds.natPmpSeeds(),
+  (b) => {
+    try {
+      decodeNatPmpRequest(b);
+    } finally {
+      decodeNatPmpResponse(b);
+    }
+  },
+  ['PORTMAP'],
+);
 
 // --- tunnels -----------------------------------------------------------------------------------------------------
-fuzzParser('SOCKS5 (RFC 1928, RFC 1929)', seeds.socksSeeds(), (b) => {
-  for (const decode of [socks5.decodeGreeting, socks5.decodeAuthRequest, socks5.decodeRequest, socks5.decodeReply, (x: Buffer) => socks5.decodeAddress(x, 0)]) {
-    try {
-      decode(b);
-    } catch (err) {
-      if (!(err instanceof NatpunchError && err.code === 'SOCKS_PROTOCOL')) throw err;
+fuzzParser(
+  'SOCKS5 (RFC 1928, RFC 1929)',
+  seeds.socksSeeds(),
+  (b) => {
+    for (const decode of [
+      socks5.decodeGreeting,
+      socks5.decodeAuthRequest,
+      socks5.decodeRequest,
+      socks5.decodeReply,
+      (x: Buffer) => socks5.decodeAddress(x, 0),
+    ]) {
+      try {
+        decode(b);
+      } catch (err) {
+        if (!(err instanceof NatpunchError && err.code === 'SOCKS_PROTOCOL')) throw err;
+      }
     }
-  }
-}, ['SOCKS_PROTOCOL']);
+  },
+  ['SOCKS_PROTOCOL'],
+);
 
-fuzzParser('tunnel headers (src/tunnel/wire.ts)', seeds.tunnelSeeds(), (b) => {
-  try {
-    decodeTunnelRequest(b);
-  } finally {
-    decodeTunnelReply(b);
-  }
-}, ['TUNNEL_PROTOCOL', 'SOCKS_PROTOCOL']);
+fuzzParser(
+  'tunnel headers (src/tunnel/wire.ts)',
+  seeds.tunnelSeeds(),
+  (b) => {
+    try {
+      decodeTunnelRequest(b);
+    } finally {
+      decodeTunnelReply(b);
+    }
+  },
+  ['TUNNEL_PROTOCOL', 'SOCKS_PROTOCOL'],
+);
 
 // --- session frames ---------------------------------------------------------------------------------------------
 test(`fuzz session frames (src/session/mux.ts): ${COUNT} mutants into one mux, never a throw`, () => {
@@ -248,11 +334,16 @@ test(`fuzz session frames (src/session/mux.ts): ${COUNT} mutants into one mux, n
 });
 
 // --- raw packets (ICMP and TCP hole punching read them from raw sockets) ---------------------------------------
-fuzzParser('IPv4 / ICMP / TCP packets and the TCP sequence offer', [...seeds.packetSeeds(), Buffer.alloc(32, 1)], (b) => {
-  decodeIpv4(b);
-  decodeIcmp(b);
-  decodeIcmpPacket(b);
-  decodeTcp(b);
-  decodeIpv4Tcp(b);
-  decodeSeqOffer(b);
-}, []);
+fuzzParser(
+  'IPv4 / ICMP / TCP packets and the TCP sequence offer',
+  [...seeds.packetSeeds(), Buffer.alloc(32, 1)],
+  (b) => {
+    decodeIpv4(b);
+    decodeIcmp(b);
+    decodeIcmpPacket(b);
+    decodeTcp(b);
+    decodeIpv4Tcp(b);
+    decodeSeqOffer(b);
+  },
+  [],
+);

@@ -66,10 +66,28 @@ async function tap(listenerPort: number) {
 }
 
 /** Direct mode through the tap: the test plays the rendezvous for both sides. */
-async function connectThroughTap(listener: Listener, ka: KeyPair, peerKey: Uint8Array, tapPort: number, extra: Record<string, unknown> = {}) {
+async function connectThroughTap(
+  listener: Listener,
+  ka: KeyPair,
+  peerKey: Uint8Array,
+  tapPort: number,
+  extra: Record<string, unknown> = {},
+) {
   const connectionId = randomBytes(16);
-  const accepted = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(tapPort)] });
-  const session = await connect({ keyPair: ka, bind: LOOPBACK, connectionId, peer: { publicKey: peerKey, candidates: [host(tapPort)] }, timeoutMs: 8000, ...extra });
+  const accepted = listener.acceptOffer({
+    connectionId,
+    role: 'responder',
+    peerKey: ka.publicKey,
+    candidates: [host(tapPort)],
+  });
+  const session = await connect({
+    keyPair: ka,
+    bind: LOOPBACK,
+    connectionId,
+    peer: { publicKey: peerKey, candidates: [host(tapPort)] },
+    timeoutMs: 8000,
+    ...extra,
+  });
   return { session, accepted: await accepted, connectionId };
 }
 
@@ -80,7 +98,9 @@ test('a normal session over Noise IK: the handshake rides on the checks, early d
   const t = await tap(listener.endpoint.address().port);
   try {
     const early = Buffer.from('GET / first bytes');
-    const { session: sa, accepted: sb } = await connectThroughTap(listener, ka, kb.publicKey, t.port, { earlyData: early });
+    const { session: sa, accepted: sb } = await connectThroughTap(listener, ka, kb.publicKey, t.port, {
+      earlyData: early,
+    });
     assert.ok(sb);
     assert.equal(sa.handshakePattern, 'IK');
     assert.equal(sb.handshakePattern, 'IK');
@@ -128,7 +148,11 @@ test('a replayed first flight is refused: it opens no second session and its ear
   listener.on('connection-error', (e: Error) => errors.push(e));
   try {
     const early = Buffer.from('transfer 100 coins to bob');
-    const { session: sa, accepted: sb, connectionId } = await connectThroughTap(listener, ka, kb.publicKey, t.port, { earlyData: early });
+    const {
+      session: sa,
+      accepted: sb,
+      connectionId,
+    } = await connectThroughTap(listener, ka, kb.publicKey, t.port, { earlyData: early });
     assert.equal(sb?.handshakePattern, 'IK');
     assert.ok(sb?.earlyData?.equals(early));
     const flight = t.fromConnector.find((b) => probeInfo(b)?.payloadType === IkPayload.IK1);
@@ -139,20 +163,34 @@ test('a replayed first flight is refused: it opens no second session and its ear
     attacker.send(flight, listener.endpoint.address().port, '127.0.0.1');
     const deadline = Date.now() + 2000;
     while (!seen.some((p) => p.kind === 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    assert.deepEqual(seen.filter((p) => p.kind === 2).map((p) => p.payloadType), [IkPayload.ELSEWHERE]);
+    assert.deepEqual(
+      seen.filter((p) => p.kind === 2).map((p) => p.payloadType),
+      [IkPayload.ELSEWHERE],
+    );
 
     // 2. A rendezvous that re-introduces the same connection id (the only way the check key and prologue match again)
     //    gets the replay into a new attempt: no answer at all, no session, the attempt fails.
     seen.length = 0;
-    const second = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(attacker.address().port)] });
+    const second = listener.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [host(attacker.address().port)],
+    });
     for (let i = 0; i < 5; i++) {
       attacker.send(flight, listener.endpoint.address().port, '127.0.0.1');
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(await second, null);
     // The first attempt's checks may still linger (same connection id) and say ELSEWHERE; nobody sends message 2.
-    assert.ok(seen.filter((p) => p.kind === 2).every((p) => p.payloadType === IkPayload.ELSEWHERE), JSON.stringify(seen));
-    assert.ok(seen.some((p) => p.kind === 1), 'the new attempt did run its own checks');
+    assert.ok(
+      seen.filter((p) => p.kind === 2).every((p) => p.payloadType === IkPayload.ELSEWHERE),
+      JSON.stringify(seen),
+    );
+    assert.ok(
+      seen.some((p) => p.kind === 1),
+      'the new attempt did run its own checks',
+    );
     assert.equal(sessions.length, 1);
     assert.equal(sessions.filter((s) => s.earlyData !== null).length, 1);
     assert.equal(errors.length, 1);
@@ -180,29 +218,65 @@ test('a listener whose key differs from the pinned one is refused before any dat
   let impostor: Promise<Session> | null = null;
   try {
     const attempt = connect({
-      keyPair: ka, bind: LOOPBACK, connectionId, earlyData: early, peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] }, timeoutMs: 8000,
+      keyPair: ka,
+      bind: LOOPBACK,
+      connectionId,
+      earlyData: early,
+      peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] },
+      timeoutMs: 8000,
       onProgress: (p) => {
         if (p.phase !== 'gathering') return;
-        ik = new IkListenerAttempt({ keyPair: mallory, connectionId, peerKey: ka.publicKey, replay: new IkReplayCache() });
+        ik = new IkListenerAttempt({
+          keyPair: mallory,
+          connectionId,
+          peerKey: ka.publicKey,
+          replay: new IkReplayCache(),
+        });
         const c = new ConnectivityChecks({
-          transport: ep, role: 'responder', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [], remote: [host(p.local.port)],
-          timeoutMs: 5000, nomination: 'implicit', handshake: ik.handshake,
+          transport: ep,
+          role: 'responder',
+          connectionId,
+          key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey),
+          local: [],
+          remote: [host(p.local.port)],
+          timeoutMs: 5000,
+          nomination: 'implicit',
+          handshake: ik.handshake,
         });
         checks = c;
         c.run().catch(() => {});
         const ids = streamIdsFor(connectionId);
-        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) => c.isValidated(address, port));
-        impostor = Session.establish({ endpoint: ep, isInitiator: false, keyPair: mallory, udxStream, localStreamId: ids.responder, remoteStreamId: ids.initiator, handshakeTimeoutMs: 5000 });
+        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) =>
+          c.isValidated(address, port),
+        );
+        impostor = Session.establish({
+          endpoint: ep,
+          isInitiator: false,
+          keyPair: mallory,
+          udxStream,
+          localStreamId: ids.responder,
+          remoteStreamId: ids.initiator,
+          handshakeTimeoutMs: 5000,
+        });
         impostor.catch(() => {});
       },
     });
-    const err = await attempt.then(() => null, (e: unknown) => e);
+    const err = await attempt.then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
     const imp = ik as IkListenerAttempt | null;
     assert.equal(imp?.accepted, false, 'mallory could not accept message 1');
-    assert.ok(packets.some((b) => probeInfo(b)?.payloadType === IkPayload.IK1), 'message 1 reached her');
+    assert.ok(
+      packets.some((b) => probeInfo(b)?.payloadType === IkPayload.IK1),
+      'message 1 reached her',
+    );
     assert.ok(!packets.some((b) => b.includes(early)), 'she never saw the early data in clear');
-    const impErr = await (impostor as Promise<Session> | null)?.then((s) => (void s.close(), null), (e: unknown) => e);
+    const impErr = await (impostor as Promise<Session> | null)?.then(
+      (s) => (void s.close(), null),
+      (e: unknown) => e,
+    );
     assert.ok(impErr, 'her XX responder got no session either');
   } finally {
     (checks as ConnectivityChecks | null)?.close();
@@ -219,15 +293,39 @@ test('an older listener (checks without a handshake) still works: the connector 
   let responder: Promise<Session> | null = null;
   try {
     const sa = await connect({
-      keyPair: ka, bind: LOOPBACK, connectionId, earlyData: Buffer.from('x'), peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] }, timeoutMs: 8000,
+      keyPair: ka,
+      bind: LOOPBACK,
+      connectionId,
+      earlyData: Buffer.from('x'),
+      peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] },
+      timeoutMs: 8000,
       onProgress: (p) => {
         if (p.phase !== 'gathering') return;
-        const c = new ConnectivityChecks({ transport: ep, role: 'responder', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [], remote: [host(p.local.port)], timeoutMs: 5000, nomination: 'implicit' });
+        const c = new ConnectivityChecks({
+          transport: ep,
+          role: 'responder',
+          connectionId,
+          key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey),
+          local: [],
+          remote: [host(p.local.port)],
+          timeoutMs: 5000,
+          nomination: 'implicit',
+        });
         checks = c;
         c.run().catch(() => {});
         const ids = streamIdsFor(connectionId);
-        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) => c.isValidated(address, port));
-        responder = Session.establish({ endpoint: ep, isInitiator: false, keyPair: kb, udxStream, localStreamId: ids.responder, remoteStreamId: ids.initiator, handshakeTimeoutMs: 5000 });
+        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) =>
+          c.isValidated(address, port),
+        );
+        responder = Session.establish({
+          endpoint: ep,
+          isInitiator: false,
+          keyPair: kb,
+          udxStream,
+          localStreamId: ids.responder,
+          remoteStreamId: ids.initiator,
+          handshakeTimeoutMs: 5000,
+        });
       },
     });
     const sb = await (responder as unknown as Promise<Session>);
@@ -255,7 +353,10 @@ test('a listener that refuses the key says so in message 2: NOT_ALLOWED on both 
   const errors: Error[] = [];
   listener.on('connection-error', (e: Error) => errors.push(e));
   try {
-    const err = await connectThroughTap(listener, ka, kb.publicKey, t.port).then(() => null, (e: unknown) => e);
+    const err = await connectThroughTap(listener, ka, kb.publicKey, t.port).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(err, 'NOT_ALLOWED'), String(err));
     while (errors.length === 0) await new Promise((r) => setTimeout(r, 10));
     assert.ok(isNatpunchError(errors[0], 'NOT_ALLOWED'));
@@ -272,10 +373,38 @@ test('IK message 1 from a clock outside the window is declined (XX fallback), an
   const b = await UdxEndpoint.bind(LOOPBACK);
   const cid = randomBytes(16);
   const key = deriveCheckKey(cid, ka.publicKey, kb.publicKey);
-  const ini = new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: cid, now: () => Date.now() - 10 * 60_000 });
-  const res = new IkListenerAttempt({ keyPair: kb, connectionId: cid, peerKey: ka.publicKey, replay: new IkReplayCache() });
-  const ca = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: cid, key, local: [], remote: [host(b.address().port)], nomination: 'implicit', handshake: ini });
-  const cb = new ConnectivityChecks({ transport: b, role: 'responder', connectionId: cid, key, local: [], remote: [host(a.address().port)], nomination: 'implicit', handshake: res.handshake });
+  const ini = new IkInitiator({
+    keyPair: ka,
+    remoteKey: kb.publicKey,
+    connectionId: cid,
+    now: () => Date.now() - 10 * 60_000,
+  });
+  const res = new IkListenerAttempt({
+    keyPair: kb,
+    connectionId: cid,
+    peerKey: ka.publicKey,
+    replay: new IkReplayCache(),
+  });
+  const ca = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: cid,
+    key,
+    local: [],
+    remote: [host(b.address().port)],
+    nomination: 'implicit',
+    handshake: ini,
+  });
+  const cb = new ConnectivityChecks({
+    transport: b,
+    role: 'responder',
+    connectionId: cid,
+    key,
+    local: [],
+    remote: [host(a.address().port)],
+    nomination: 'implicit',
+    handshake: res.handshake,
+  });
   try {
     cb.run().catch(() => {});
     await ca.run();
@@ -299,10 +428,21 @@ test('IK message 1 from a clock outside the window is declined (XX fallback), an
 test('early data is bounded so a check stays within the path MTU', async () => {
   const ka = generateKeyPair();
   const kb = generateKeyPair();
-  const ini = new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: randomBytes(16), earlyData: Buffer.alloc(MAX_EARLY_DATA_BYTES) });
+  const ini = new IkInitiator({
+    keyPair: ka,
+    remoteKey: kb.publicKey,
+    connectionId: randomBytes(16),
+    earlyData: Buffer.alloc(MAX_EARLY_DATA_BYTES),
+  });
   assert.ok(32 + 2 + ini.message1.length + 16 <= MAX_CHECK_BYTES - 44, `${ini.message1.length}`);
   assert.throws(
-    () => new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: randomBytes(16), earlyData: Buffer.alloc(MAX_EARLY_DATA_BYTES + 1) }),
+    () =>
+      new IkInitiator({
+        keyPair: ka,
+        remoteKey: kb.publicKey,
+        connectionId: randomBytes(16),
+        earlyData: Buffer.alloc(MAX_EARLY_DATA_BYTES + 1),
+      }),
     (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
   );
 });
@@ -312,7 +452,12 @@ test('one IK state per attempt: a retransmitted message 1 gets the same message 
   const kb = generateKeyPair();
   const cid = randomBytes(16);
   const cache = new IkReplayCache();
-  const ini = new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: cid, earlyData: Buffer.from('once') });
+  const ini = new IkInitiator({
+    keyPair: ka,
+    remoteKey: kb.publicKey,
+    connectionId: cid,
+    earlyData: Buffer.from('once'),
+  });
   const accepted: Array<Buffer | null> = [];
   const responder = () =>
     new IkListenerAttempt({ keyPair: kb, connectionId: cid, peerKey: ka.publicKey, replay: cache });
@@ -328,7 +473,10 @@ test('one IK state per attempt: a retransmitted message 1 gets the same message 
   const s = first.session({ endpoint: await UdxEndpoint.bind(LOOPBACK), keyPair: kb, ownsEndpoint: true });
   accepted.push(s?.earlyData ?? null);
   assert.equal(first.session({ endpoint: undefined as never, keyPair: kb }), null, 'the session is handed out once');
-  assert.deepEqual(accepted.map((b) => b?.toString()), ['once']);
+  assert.deepEqual(
+    accepted.map((b) => b?.toString()),
+    ['once'],
+  );
   // Another message 1 in the same attempt is dropped.
   const ini2 = new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: cid });
   assert.equal(await first.handshake.onRequest(ini2.message1, from), null);
@@ -346,11 +494,21 @@ test('an IK listener session the initiator never confirms ends with HANDSHAKE_FA
   const kb = generateKeyPair();
   const cid = randomBytes(16);
   const ini = new IkInitiator({ keyPair: ka, remoteKey: kb.publicKey, connectionId: cid });
-  const res = new IkListenerAttempt({ keyPair: kb, connectionId: cid, peerKey: ka.publicKey, replay: new IkReplayCache() });
+  const res = new IkListenerAttempt({
+    keyPair: kb,
+    connectionId: cid,
+    peerKey: ka.publicKey,
+    replay: new IkReplayCache(),
+  });
   const silent = await udpSocket(); // message 1 "came from" here; nobody answers the session
   try {
     await res.handshake.onRequest(ini.message1, { address: '127.0.0.1', port: silent.address().port });
-    const s = res.session({ endpoint: await UdxEndpoint.bind(LOOPBACK), keyPair: kb, ownsEndpoint: true, handshakeTimeoutMs: 300 });
+    const s = res.session({
+      endpoint: await UdxEndpoint.bind(LOOPBACK),
+      keyPair: kb,
+      ownsEndpoint: true,
+      handshakeTimeoutMs: 300,
+    });
     assert.ok(s);
     const [err] = (await once(s, 'close')) as [Error];
     assert.ok(isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
@@ -359,7 +517,7 @@ test('an IK listener session the initiator never confirms ends with HANDSHAKE_FA
   }
 });
 
-test('listeners sharing a replay cache (listen({ replayCache })) treat each other\'s first flights as replays', async () => {
+test("listeners sharing a replay cache (listen({ replayCache })) treat each other's first flights as replays", async () => {
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const replayCache = new IkReplayCache();
@@ -376,9 +534,16 @@ test('listeners sharing a replay cache (listen({ replayCache })) treat each othe
   second.on('session', (s: Session) => opened.push(s));
   second.on('connection-error', () => {});
   try {
-    const { session: sa, connectionId } = await connectThroughTap(first, ka, kb.publicKey, t.port, { earlyData: Buffer.from('pay once') });
+    const { session: sa, connectionId } = await connectThroughTap(first, ka, kb.publicKey, t.port, {
+      earlyData: Buffer.from('pay once'),
+    });
     const flight = t.fromConnector.find((b) => probeInfo(b)?.payloadType === IkPayload.IK1)!;
-    const attempt = second.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(attacker.address().port)] });
+    const attempt = second.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [host(attacker.address().port)],
+    });
     for (let i = 0; i < 3; i++) {
       attacker.send(flight, second.endpoint.address().port, '127.0.0.1');
       await new Promise((r) => setTimeout(r, 50));
@@ -402,14 +567,33 @@ test('an older connector (checks without a handshake, then XX) still gets a sess
   const ep = await UdxEndpoint.bind(LOOPBACK);
   const connectionId = randomBytes(16);
   const checks = new ConnectivityChecks({
-    transport: ep, role: 'initiator', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [],
-    remote: listener.candidates, timeoutMs: 5000, nomination: 'implicit',
+    transport: ep,
+    role: 'initiator',
+    connectionId,
+    key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey),
+    local: [],
+    remote: listener.candidates,
+    timeoutMs: 5000,
+    nomination: 'implicit',
   });
   try {
-    const accepted = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(ep.address().port)] });
+    const accepted = listener.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [host(ep.address().port)],
+    });
     const r = await checks.run();
     const ids = streamIdsFor(connectionId);
-    const sa = await Session.establish({ endpoint: ep, isInitiator: true, keyPair: ka, remote: r.remote, localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: kb.publicKey });
+    const sa = await Session.establish({
+      endpoint: ep,
+      isInitiator: true,
+      keyPair: ka,
+      remote: r.remote,
+      localStreamId: ids.initiator,
+      remoteStreamId: ids.responder,
+      expectedRemoteKey: kb.publicKey,
+    });
     const sb = await accepted;
     assert.equal(sa.handshakePattern, 'XX');
     assert.equal(sb?.handshakePattern, 'XX');

@@ -15,7 +15,15 @@ import {
   IPPROTO_ICMP,
 } from '../../src/wire/icmp.js';
 import { once } from 'node:events';
-import { ICMP_PUNCH_IDENTIFIER, ICMP_PUNCH_SEQUENCE, IcmpBeacon, IcmpKnocker, connectIcmp, isPunchableSource, listenIcmp } from '../../src/traversal/icmp.js';
+import {
+  ICMP_PUNCH_IDENTIFIER,
+  ICMP_PUNCH_SEQUENCE,
+  IcmpBeacon,
+  IcmpKnocker,
+  connectIcmp,
+  isPunchableSource,
+  listenIcmp,
+} from '../../src/traversal/icmp.js';
 import { addonStatus } from '../../src/net/native.js';
 import type { Session } from '../../src/session/session.js';
 import type { MuxStream } from '../../src/session/mux.js';
@@ -27,7 +35,12 @@ const SERVER = '203.0.113.10';
 const PROBE = '3.3.3.3';
 
 test('the forged Time Exceeded is type 11 code 0 quoting the 28-byte echo request, every checksum valid', () => {
-  const msg = encodeEchoTimeExceeded({ source: SERVER, destination: PROBE, identifier: ICMP_PUNCH_IDENTIFIER, sequence: ICMP_PUNCH_SEQUENCE });
+  const msg = encodeEchoTimeExceeded({
+    source: SERVER,
+    destination: PROBE,
+    identifier: ICMP_PUNCH_IDENTIFIER,
+    sequence: ICMP_PUNCH_SEQUENCE,
+  });
   assert.equal(msg.length, 8 + 20 + 8);
   assert.equal(msg[0], ICMP_TIME_EXCEEDED);
   assert.equal(msg[1], 0);
@@ -42,7 +55,10 @@ test('the forged Time Exceeded is type 11 code 0 quoting the 28-byte echo reques
   assert.deepEqual([...quoted.subarray(12, 16)], [203, 0, 113, 10]);
   assert.deepEqual([...quoted.subarray(16, 20)], [3, 3, 3, 3]);
   // The quoted 8 bytes are exactly the server's echo request (pwnat: identifier 0, sequence 0, no data).
-  assert.deepEqual(quoted.subarray(20), encodeEcho({ identifier: ICMP_PUNCH_IDENTIFIER, sequence: ICMP_PUNCH_SEQUENCE }));
+  assert.deepEqual(
+    quoted.subarray(20),
+    encodeEcho({ identifier: ICMP_PUNCH_IDENTIFIER, sequence: ICMP_PUNCH_SEQUENCE }),
+  );
   assert.equal(quoted[20], ICMP_ECHO_REQUEST);
 
   const decoded = decodeIcmp(msg);
@@ -75,8 +91,10 @@ test('quotedEchoOf ignores what is not a valid Time Exceeded quoting an echo req
 });
 
 test('knocks from unspecified, multicast or broadcast sources are not punched to', () => {
-  for (const a of ['0.0.0.0', '0.1.2.3', '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255', '::1', 'x']) assert.equal(isPunchableSource(a), false, a);
-  for (const a of ['192.0.2.10', '10.1.0.10', '127.0.0.3', '223.255.255.254']) assert.equal(isPunchableSource(a), true, a);
+  for (const a of ['0.0.0.0', '0.1.2.3', '224.0.0.1', '239.255.255.250', '240.0.0.1', '255.255.255.255', '::1', 'x'])
+    assert.equal(isPunchableSource(a), false, a);
+  for (const a of ['192.0.2.10', '10.1.0.10', '127.0.0.3', '223.255.255.254'])
+    assert.equal(isPunchableSource(a), true, a);
 });
 
 test('bad addresses are typed errors before any socket is opened', async () => {
@@ -89,8 +107,16 @@ test('bad addresses are typed errors before any socket is opened', async () => {
 
 /** Runs the CLI without CAP_NET_RAW (setpriv drops it from the bounding set: root then lacks it too). */
 function withoutRaw(args: string[], user?: string): { status: number | null; stderr: string } {
-  const drop = ['--bounding-set=-net_raw', '--inh-caps=-net_raw', ...(user ? [`--reuid=${user}`, '--regid=nogroup', '--clear-groups'] : [])];
-  const r = spawnSync('setpriv', [...drop, process.execPath, NATPUNCH, ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, HOME: '/tmp' } });
+  const drop = [
+    '--bounding-set=-net_raw',
+    '--inh-caps=-net_raw',
+    ...(user ? [`--reuid=${user}`, '--regid=nogroup', '--clear-groups'] : []),
+  ];
+  const r = spawnSync('setpriv', [...drop, process.execPath, NATPUNCH, ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: { ...process.env, HOME: '/tmp' },
+  });
   return { status: r.status, stderr: r.stderr };
 }
 
@@ -104,18 +130,27 @@ function assertOneLine(r: { status: number | null; stderr: string }): void {
   assert.equal(r.status, 1, r.stderr);
   const errors = r.stderr.split('\n').filter((l) => l && !l.includes('temporary key'));
   assert.equal(errors.length, 1, `one line: ${r.stderr}`);
-  assert.match(errors[0]!, /^natpunch: ICMP hole punching needs a raw socket: run as root or give node CAP_NET_RAW .*\[NOT_ROOT\]$/);
+  assert.match(
+    errors[0]!,
+    /^natpunch: ICMP hole punching needs a raw socket: run as root or give node CAP_NET_RAW .*\[NOT_ROOT\]$/,
+  );
   assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
 }
 
-test('without CAP_NET_RAW, `listen --icmp` and `connect --icmp` fail with one line, no stack trace', { skip: setprivReason }, () => {
-  assertOneLine(withoutRaw(['listen', '--icmp', '--icmp-interval', '1000']));
-  assertOneLine(withoutRaw(['connect', '--icmp', SERVER, '--peer-key', 'ab'.repeat(32), '--timeout', '2000']));
-});
+test(
+  'without CAP_NET_RAW, `listen --icmp` and `connect --icmp` fail with one line, no stack trace',
+  { skip: setprivReason },
+  () => {
+    assertOneLine(withoutRaw(['listen', '--icmp', '--icmp-interval', '1000']));
+    assertOneLine(withoutRaw(['connect', '--icmp', SERVER, '--peer-key', 'ab'.repeat(32), '--timeout', '2000']));
+  },
+);
 
 const nobodyReason = (() => {
   if (setprivReason) return setprivReason;
-  const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'test', '-r', NATPUNCH], { encoding: 'utf8' });
+  const r = spawnSync('setpriv', ['--reuid=nobody', '--regid=nogroup', '--clear-groups', 'test', '-r', NATPUNCH], {
+    encoding: 'utf8',
+  });
   try {
     accessSync(NATPUNCH, constants.R_OK);
   } catch {
@@ -134,61 +169,97 @@ const rawReason = (() => {
   return false;
 })();
 
-test('on loopback: the listener learns the client from its forged Time Exceeded and both get one authenticated session', { skip: rawReason }, async () => {
-  // Loopback only: the server binds 127.0.0.1, the client 127.0.0.3 and writes that as the forged packet's source;
-  // the probe address 127.0.0.2 is local (the kernel answers the echo requests, which the beacon ignores).
-  const serverKey = generateKeyPair();
-  const clientKey = generateKeyPair();
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const progress: string[] = [];
-  const listener = await listenIcmp({
-    keyPair: serverKey, port, bindAddress: '127.0.0.1', probeAddress: '127.0.0.2', intervalMs: 100, allow: [clientKey.publicKey],
-    onProgress: (p) => progress.push(p.phase === 'icmp-knock' ? `knock ${p.from}` : p.phase),
-  });
-  try {
-    const accepted = once(listener, 'session') as Promise<[Session]>;
-    const session = await connectIcmp({
-      keyPair: clientKey, server: '127.0.0.1', port, bindAddress: '127.0.0.3', source: '127.0.0.3', probeAddress: '127.0.0.2',
-      peerKey: serverKey.publicKey, knockIntervalMs: 100, timeoutMs: 10_000,
+test(
+  'on loopback: the listener learns the client from its forged Time Exceeded and both get one authenticated session',
+  { skip: rawReason },
+  async () => {
+    // Loopback only: the server binds 127.0.0.1, the client 127.0.0.3 and writes that as the forged packet's source;
+    // the probe address 127.0.0.2 is local (the kernel answers the echo requests, which the beacon ignores).
+    const serverKey = generateKeyPair();
+    const clientKey = generateKeyPair();
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const progress: string[] = [];
+    const listener = await listenIcmp({
+      keyPair: serverKey,
+      port,
+      bindAddress: '127.0.0.1',
+      probeAddress: '127.0.0.2',
+      intervalMs: 100,
+      allow: [clientKey.publicKey],
+      onProgress: (p) => progress.push(p.phase === 'icmp-knock' ? `knock ${p.from}` : p.phase),
     });
-    const [theirs] = await accepted;
     try {
-      assert.ok(session.remotePublicKey.equals(serverKey.publicKey));
-      assert.ok(theirs.remotePublicKey.equals(clientKey.publicKey));
-      assert.deepEqual(session.path.remote, { address: '127.0.0.1', port });
-      assert.ok(progress.includes('knock 127.0.0.3'), progress.join(', '));
-      assert.ok(listener.beacon.sent >= 1);
-      const stream = session.openStream();
-      const [incoming] = (await once(theirs, 'stream')) as [MuxStream];
-      // Closing the sessions ends the streams with an error; this test is done with them by then.
-      stream.on('error', () => {});
-      incoming.on('error', () => {});
-      stream.write('ping');
-      const [chunk] = (await once(incoming, 'data')) as [Buffer];
-      assert.equal(chunk.toString(), 'ping');
-      incoming.write('pong');
-      const [back] = (await once(stream, 'data')) as [Buffer];
-      assert.equal(back.toString(), 'pong');
+      const accepted = once(listener, 'session') as Promise<[Session]>;
+      const session = await connectIcmp({
+        keyPair: clientKey,
+        server: '127.0.0.1',
+        port,
+        bindAddress: '127.0.0.3',
+        source: '127.0.0.3',
+        probeAddress: '127.0.0.2',
+        peerKey: serverKey.publicKey,
+        knockIntervalMs: 100,
+        timeoutMs: 10_000,
+      });
+      const [theirs] = await accepted;
+      try {
+        assert.ok(session.remotePublicKey.equals(serverKey.publicKey));
+        assert.ok(theirs.remotePublicKey.equals(clientKey.publicKey));
+        assert.deepEqual(session.path.remote, { address: '127.0.0.1', port });
+        assert.ok(progress.includes('knock 127.0.0.3'), progress.join(', '));
+        assert.ok(listener.beacon.sent >= 1);
+        const stream = session.openStream();
+        const [incoming] = (await once(theirs, 'stream')) as [MuxStream];
+        // Closing the sessions ends the streams with an error; this test is done with them by then.
+        stream.on('error', () => {});
+        incoming.on('error', () => {});
+        stream.write('ping');
+        const [chunk] = (await once(incoming, 'data')) as [Buffer];
+        assert.equal(chunk.toString(), 'ping');
+        incoming.write('pong');
+        const [back] = (await once(stream, 'data')) as [Buffer];
+        assert.equal(back.toString(), 'pong');
+      } finally {
+        await session.close();
+      }
     } finally {
-      await session.close();
+      await listener.close();
     }
-  } finally {
-    await listener.close();
-  }
-});
+  },
+);
 
-test('on loopback with no listener: connectIcmp fails with PUNCH_FAILED within its timeout, and aborts at once', { skip: rawReason }, async () => {
-  const port = 20_000 + Math.floor(Math.random() * 20_000);
-  const started = Date.now();
-  await assert.rejects(
-    connectIcmp({ keyPair: generateKeyPair(), server: '127.0.0.1', port, bindAddress: '127.0.0.3', probeAddress: '127.0.0.2', knockIntervalMs: 200, timeoutMs: 1_500 }),
-    (err: NatpunchError) => err.code === 'PUNCH_FAILED' && /Time Exceeded/.test(err.message),
-  );
-  assert.ok(Date.now() - started < 5_000);
-  const ac = new AbortController();
-  setTimeout(() => ac.abort(), 100);
-  await assert.rejects(
-    connectIcmp({ keyPair: generateKeyPair(), server: '127.0.0.1', port, bindAddress: '127.0.0.3', probeAddress: '127.0.0.2', timeoutMs: 10_000, signal: ac.signal }),
-    { code: 'ABORTED' },
-  );
-});
+test(
+  'on loopback with no listener: connectIcmp fails with PUNCH_FAILED within its timeout, and aborts at once',
+  { skip: rawReason },
+  async () => {
+    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    const started = Date.now();
+    await assert.rejects(
+      connectIcmp({
+        keyPair: generateKeyPair(),
+        server: '127.0.0.1',
+        port,
+        bindAddress: '127.0.0.3',
+        probeAddress: '127.0.0.2',
+        knockIntervalMs: 200,
+        timeoutMs: 1_500,
+      }),
+      (err: NatpunchError) => err.code === 'PUNCH_FAILED' && /Time Exceeded/.test(err.message),
+    );
+    assert.ok(Date.now() - started < 5_000);
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 100);
+    await assert.rejects(
+      connectIcmp({
+        keyPair: generateKeyPair(),
+        server: '127.0.0.1',
+        port,
+        bindAddress: '127.0.0.3',
+        probeAddress: '127.0.0.2',
+        timeoutMs: 10_000,
+        signal: ac.signal,
+      }),
+      { code: 'ABORTED' },
+    );
+  },
+);

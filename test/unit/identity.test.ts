@@ -3,7 +3,15 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { generateKeyPair, sign, verify, keyToId, idToKey, saveKeyPair, loadKeyPair } from '../../src/session/identity.js';
+import {
+  generateKeyPair,
+  sign,
+  verify,
+  keyToId,
+  idToKey,
+  saveKeyPair,
+  loadKeyPair,
+} from '../../src/session/identity.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
 test('a signature verifies with its key and fails with another key or message', () => {
@@ -22,7 +30,10 @@ test('seeded key pairs are deterministic and ids round-trip', () => {
   assert.deepEqual(generateKeyPair(seed).publicKey, generateKeyPair(seed).publicKey);
   const kp = generateKeyPair();
   assert.deepEqual(idToKey(keyToId(kp.publicKey)), kp.publicKey);
-  assert.throws(() => idToKey('alice'), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  assert.throws(
+    () => idToKey('alice'),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
 });
 
 test('key files save with mode 0600, load back, refuse overwrite; env var works', async () => {

@@ -1,7 +1,14 @@
 // Lab pieces that need no root: topology resolution, NAT option checking, link shape checking.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { defaultTopology, natRuleset, resolveNat, resolveTopology, NAT_DEFAULTS, type TopologySpec } from '../../src/lab/index.js';
+import {
+  defaultTopology,
+  natRuleset,
+  resolveNat,
+  resolveTopology,
+  NAT_DEFAULTS,
+  type TopologySpec,
+} from '../../src/lab/index.js';
 import { resolveShape, planNamespace, NO_SHAPE } from '../../src/lab/shape.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
@@ -29,12 +36,18 @@ test('default topology: stable names and documented addresses', () => {
 test('topology errors are typed: unknown parent, duplicate names, missing public address', () => {
   const bad: TopologySpec[] = [
     { routers: {}, hosts: { x: { on: 'nowhere' } } },
-    { routers: { r: { on: 'internet', wan: '192.0.2.5/24', lan: '10.9.0.0/24' } }, hosts: { r: { on: 'internet', addrs: ['198.51.100.5/24'] } } },
+    {
+      routers: { r: { on: 'internet', wan: '192.0.2.5/24', lan: '10.9.0.0/24' } },
+      hosts: { r: { on: 'internet', addrs: ['198.51.100.5/24'] } },
+    },
     { routers: {}, hosts: { x: { on: 'internet' } } },
     { routers: {}, hosts: { 'bad name': { on: 'internet', addrs: ['192.0.2.5/24'] } } },
   ];
   for (const spec of bad) {
-    assert.throws(() => resolveTopology(spec), (err: unknown) => isNatpunchError(err, 'BAD_ARGUMENT'));
+    assert.throws(
+      () => resolveTopology(spec),
+      (err: unknown) => isNatpunchError(err, 'BAD_ARGUMENT'),
+    );
   }
 });
 
@@ -43,8 +56,14 @@ test('NAT options: defaults, merging and validation', () => {
   assert.equal(resolveNat('full-cone').type, 'full-cone');
   const merged = resolveNat({ stealth: true }, resolveNat({ type: 'symmetric-random', hairpin: false }));
   assert.deepEqual([merged.type, merged.hairpin, merged.stealth], ['symmetric-random', false, true]);
-  assert.throws(() => resolveNat({ type: 'cone' as never }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
-  assert.throws(() => resolveNat({ mappingTimeoutSec: 0 }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  assert.throws(
+    () => resolveNat({ type: 'cone' as never }),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
+  assert.throws(
+    () => resolveNat({ mappingTimeoutSec: 0 }),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
 });
 
 test('NAT rulesets differ where the behaviours differ', () => {
@@ -60,7 +79,9 @@ test('NAT rulesets differ where the behaviours differ', () => {
   assert.match(rs({ forwardIcmpErrors: false }), /destination-unreachable/);
   assert.match(rs({ mappingTimeoutSec: 7 }), /timeout 7s/);
   // only LAN-initiated flows teach the endpoint-independent map (not replies of flows let in from outside)
-  for (const line of rs('restricted-cone').split('\n').filter((l) => l.includes('update @'))) {
+  for (const line of rs('restricted-cone')
+    .split('\n')
+    .filter((l) => l.includes('update @'))) {
     assert.match(line, /iifname "lan" oifname "wan" ct direction original/);
   }
 });
@@ -69,7 +90,10 @@ test('link shapes: validation and the per-namespace plan', () => {
   assert.deepEqual(resolveShape({}), NO_SHAPE);
   assert.equal(resolveShape({ lossPct: 5 }, resolveShape({ delayMs: 3 })).delayMs, 3);
   for (const bad of [{ lossPct: 101 }, { delayMs: -1 }, { rateMbit: Number.NaN }]) {
-    assert.throws(() => resolveShape(bad), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+    assert.throws(
+      () => resolveShape(bad),
+      (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+    );
   }
   const t = resolveTopology(defaultTopology());
   const shapes = { natA: resolveShape({ delayMs: 10, lossPct: 100 }), a: resolveShape({ rateMbit: 5 }) };

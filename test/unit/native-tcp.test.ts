@@ -49,7 +49,10 @@ test('two reuseport sockets bind the same port; a plain Node listener on it refu
   await once(plain, 'listening');
   const held = (plain.address() as net.AddressInfo).port;
   try {
-    assert.throws(() => bindReusePort(LO, held, addon), (e: unknown) => isNatpunchError(e, 'ADDRESS_IN_USE'));
+    assert.throws(
+      () => bindReusePort(LO, held, addon),
+      (e: unknown) => isNatpunchError(e, 'ADDRESS_IN_USE'),
+    );
   } finally {
     plain.close();
   }
@@ -66,7 +69,12 @@ test('connects from the port a listener holds; the listener still accepts on it'
   const remote = await echoServer();
   const sockets: net.Socket[] = [];
   try {
-    const out = await connectFrom({ address: LO, port: (remote.address() as net.AddressInfo).port, localAddress: LO, localPort: port });
+    const out = await connectFrom({
+      address: LO,
+      port: (remote.address() as net.AddressInfo).port,
+      localAddress: LO,
+      localPort: port,
+    });
     sockets.push(out);
     assert.equal(out.localPort, port);
     out.write('hi');
@@ -86,49 +94,56 @@ test('connects from the port a listener holds; the listener still accepts on it'
   }
 });
 
-test('TCP simultaneous open: a SYN reaching a socket in SYN_SENT yields one connection carrying data both ways', { skip }, async () => {
-  const addon = loadAddon();
-  // A and B both hold a port and will connect to each other. To make the open simultaneous on loopback (where a SYN
-  // is delivered at once), B's first SYN must be lost: A's port has a listener whose accept queue is full, and
-  // Linux drops a SYN for a full queue silently. B is then in SYN_SENT when A's SYN arrives, and the kernel
-  // matches that SYN to B's connecting socket (4-tuple lookup before the listener), answering SYN-ACK
-  // (RFC 9293 §3.5, figure 7).
-  const fdA = bindReusePort(LO, 0, addon);
-  const portA = addon.getSockName(fdA).port;
-  addon.close(fdA);
-  const listenA = bindReusePort(LO, portA, addon);
-  addon.listen(listenA, 0);
-  const filler = startConnect({ address: LO, port: portA, localAddress: LO });
-  const fillerSocket = await filler.done; // sits in A's accept queue, never accepted: the queue is now full
-  const cleanup: Array<() => void> = [() => fillerSocket.destroy(), () => addon.close(listenA)];
-  try {
-    const fdB = bindReusePort(LO, 0, addon);
-    const portB = addon.getSockName(fdB).port;
-    addon.close(fdB);
+test(
+  'TCP simultaneous open: a SYN reaching a socket in SYN_SENT yields one connection carrying data both ways',
+  { skip },
+  async () => {
+    const addon = loadAddon();
+    // A and B both hold a port and will connect to each other. To make the open simultaneous on loopback (where a SYN
+    // is delivered at once), B's first SYN must be lost: A's port has a listener whose accept queue is full, and
+    // Linux drops a SYN for a full queue silently. B is then in SYN_SENT when A's SYN arrives, and the kernel
+    // matches that SYN to B's connecting socket (4-tuple lookup before the listener), answering SYN-ACK
+    // (RFC 9293 §3.5, figure 7).
+    const fdA = bindReusePort(LO, 0, addon);
+    const portA = addon.getSockName(fdA).port;
+    addon.close(fdA);
+    const listenA = bindReusePort(LO, portA, addon);
+    addon.listen(listenA, 0);
+    const filler = startConnect({ address: LO, port: portA, localAddress: LO });
+    const fillerSocket = await filler.done; // sits in A's accept queue, never accepted: the queue is now full
+    const cleanup: Array<() => void> = [() => fillerSocket.destroy(), () => addon.close(listenA)];
+    try {
+      const fdB = bindReusePort(LO, 0, addon);
+      const portB = addon.getSockName(fdB).port;
+      addon.close(fdB);
 
-    const b = startConnect({ address: LO, port: portA, localAddress: LO, localPort: portB, timeoutMs: 8000 });
-    cleanup.push(() => b.cancel());
-    // B's SYN was dropped: no error, still connecting.
-    assert.equal(addon.getPeerName(b.fd), null);
-    assert.equal(addon.socketError(b.fd), null);
+      const b = startConnect({ address: LO, port: portA, localAddress: LO, localPort: portB, timeoutMs: 8000 });
+      cleanup.push(() => b.cancel());
+      // B's SYN was dropped: no error, still connecting.
+      assert.equal(addon.getPeerName(b.fd), null);
+      assert.equal(addon.socketError(b.fd), null);
 
-    const a = startConnect({ address: LO, port: portB, localAddress: LO, localPort: portA, timeoutMs: 8000 });
-    cleanup.push(() => a.cancel());
-    const [sa, sb] = await Promise.all([a.done, b.done]);
-    cleanup.push(() => sa.destroy(), () => sb.destroy());
-    assert.equal(sa.localPort, portA);
-    assert.equal(sa.remotePort, portB);
-    assert.equal(sb.localPort, portB);
-    assert.equal(sb.remotePort, portA);
-    sa.write('from A');
-    sb.write('from B');
-    const [atA, atB] = await Promise.all([readOnce(sa), readOnce(sb)]);
-    assert.equal(atA, 'from B');
-    assert.equal(atB, 'from A');
-  } finally {
-    for (const f of cleanup.reverse()) f();
-  }
-});
+      const a = startConnect({ address: LO, port: portB, localAddress: LO, localPort: portA, timeoutMs: 8000 });
+      cleanup.push(() => a.cancel());
+      const [sa, sb] = await Promise.all([a.done, b.done]);
+      cleanup.push(
+        () => sa.destroy(),
+        () => sb.destroy(),
+      );
+      assert.equal(sa.localPort, portA);
+      assert.equal(sa.remotePort, portB);
+      assert.equal(sb.localPort, portB);
+      assert.equal(sb.remotePort, portA);
+      sa.write('from A');
+      sb.write('from B');
+      const [atA, atB] = await Promise.all([readOnce(sa), readOnce(sb)]);
+      assert.equal(atA, 'from B');
+      assert.equal(atB, 'from A');
+    } finally {
+      for (const f of cleanup.reverse()) f();
+    }
+  },
+);
 
 test('a refused connect rejects with TCP_CONNECT / ECONNREFUSED, an aborted one with ABORTED', { skip }, async () => {
   const addon = loadAddon();
@@ -144,7 +159,9 @@ test('a refused connect rejects with TCP_CONNECT / ECONNREFUSED, an aborted one 
   // TEST-NET-1 would leave the machine; instead abort before the kernel has answered anything.
   const ac = new AbortController();
   ac.abort();
-  await assert.rejects(connectFrom({ address: LO, port: 9, signal: ac.signal }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  await assert.rejects(connectFrom({ address: LO, port: 9, signal: ac.signal }), (e: unknown) =>
+    isNatpunchError(e, 'ABORTED'),
+  );
 });
 
 test('TTL is set and read back on a raw fd and on an adopted net.Socket', { skip }, async () => {
@@ -153,12 +170,20 @@ test('TTL is set and read back on a raw fd and on an adopted net.Socket', { skip
   try {
     setTtl(fd, 3);
     assert.equal(getTtl(fd), 3);
-    assert.throws(() => setTtl(fd, 0), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+    assert.throws(
+      () => setTtl(fd, 0),
+      (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+    );
   } finally {
     addon.close(fd);
   }
   const remote = await echoServer();
-  const s = await connectFrom({ address: LO, port: (remote.address() as net.AddressInfo).port, ttl: 5, ttlAfterSyn: 17 });
+  const s = await connectFrom({
+    address: LO,
+    port: (remote.address() as net.AddressInfo).port,
+    ttl: 5,
+    ttlAfterSyn: 17,
+  });
   try {
     assert.equal(getTtl(s), 17);
     setTtl(s, 42);
@@ -204,7 +229,13 @@ test('IPv6: a reuseport listener on ::1 and an outgoing connection from its port
   const remote = net.createServer((s) => s.on('data', (d) => s.write(`v6:${d}`)));
   remote.listen(0, '::1');
   await once(remote, 'listening');
-  const s = await connectFrom({ address: '::1', port: (remote.address() as net.AddressInfo).port, localAddress: '::1', localPort: port, ttl: 7 });
+  const s = await connectFrom({
+    address: '::1',
+    port: (remote.address() as net.AddressInfo).port,
+    localAddress: '::1',
+    localPort: port,
+    ttl: 7,
+  });
   try {
     assert.equal(s.localPort, port);
     assert.equal(getTtl(s), 7); // IPV6_UNICAST_HOPS

@@ -2,7 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
 import { createHash, randomBytes } from 'node:crypto';
-import { connect, listen, type ConnectOfferLike, type RendezvousFactory, type RendezvousLike } from '../../src/natpunch.js';
+import {
+  connect,
+  listen,
+  type ConnectOfferLike,
+  type RendezvousFactory,
+  type RendezvousLike,
+} from '../../src/natpunch.js';
 import { generateKeyPair, keyToId, type KeyPair } from '../../src/session/identity.js';
 import type { Session } from '../../src/session/session.js';
 import type { MuxStream } from '../../src/session/mux.js';
@@ -27,7 +33,10 @@ class Hub {
 }
 
 class FakeClient extends EventEmitter implements RendezvousLike {
-  constructor(private hub: Hub, readonly init: Parameters<RendezvousFactory>[0]) {
+  constructor(
+    private hub: Hub,
+    readonly init: Parameters<RendezvousFactory>[0],
+  ) {
     super();
   }
   srflx(): Candidate {
@@ -36,7 +45,11 @@ class FakeClient extends EventEmitter implements RendezvousLike {
     return { type: 'srflx', transport: 'udp', address: '127.0.0.1', port, priority: candidatePriority('srflx') };
   }
   async register() {
-    this.hub.peers.set(this.init.name ?? keyToId(this.init.keyPair.publicKey), { client: this, key: this.init.keyPair.publicKey, ...(this.init.name ? { name: this.init.name } : {}) });
+    this.hub.peers.set(this.init.name ?? keyToId(this.init.keyPair.publicKey), {
+      client: this,
+      key: this.init.keyPair.publicKey,
+      ...(this.init.name ? { name: this.init.name } : {}),
+    });
     this.hub.peers.set(keyToId(this.init.keyPair.publicKey), { client: this, key: this.init.keyPair.publicKey });
     const a = this.init.transport.address();
     return { reflexive: { address: '127.0.0.1', port: a.port } };
@@ -47,8 +60,22 @@ class FakeClient extends EventEmitter implements RendezvousLike {
     if (!target) throw Object.assign(new Error('not found'), { code: 'PEER_NOT_FOUND' });
     const connectionId = randomBytes(16);
     const mine = this.hub.advertise ? [] : [...(options.candidates ?? []), this.srflx()];
-    target.client.emit('connect-request', { connectionId, role: 'responder', peerKey: this.init.keyPair.publicKey, candidates: mine, startAt: Date.now() });
-    return { connectionId, role: 'initiator', mode: 'punch', peerKey: this.hub.lie ?? target.key, ...(target.name ? { peerName: target.name } : {}), candidates: [target.client.srflx()], startAt: Date.now() };
+    target.client.emit('connect-request', {
+      connectionId,
+      role: 'responder',
+      peerKey: this.init.keyPair.publicKey,
+      candidates: mine,
+      startAt: Date.now(),
+    });
+    return {
+      connectionId,
+      role: 'initiator',
+      mode: 'punch',
+      peerKey: this.hub.lie ?? target.key,
+      ...(target.name ? { peerName: target.name } : {}),
+      candidates: [target.client.srflx()],
+      startAt: Date.now(),
+    };
   }
   close() {}
 }
@@ -75,9 +102,18 @@ test('connect by name through a rendezvous: progress in order, authenticated, ec
   try {
     listener.on('session', (s: Session) => s.on('stream', (st: MuxStream) => st.pipe(st)));
     assert.deepEqual(listener.reflexive, { address: '127.0.0.1', port: listener.endpoint.address().port });
-    const session = await connect({ keyPair: kb, to: 'alice', rendezvous: hub.factory, bind: LOOPBACK, onProgress: (p) => phases.push(p.phase) });
+    const session = await connect({
+      keyPair: kb,
+      to: 'alice',
+      rendezvous: hub.factory,
+      bind: LOOPBACK,
+      onProgress: (p) => phases.push(p.phase),
+    });
     // technique-start / technique-end come from the race between 'punching' and 'path' (checked elsewhere).
-    assert.deepEqual(phases.filter((p) => !p.startsWith('technique-')), ['gathering', 'offer', 'punching', 'path', 'connected']);
+    assert.deepEqual(
+      phases.filter((p) => !p.startsWith('technique-')),
+      ['gathering', 'offer', 'punching', 'path', 'connected'],
+    );
     assert.equal(keyToId(session.remotePublicKey), keyToId(ka.publicKey));
     const st = session.openStream();
     const echoed = readAll(st);
@@ -95,7 +131,15 @@ test('connect by key refuses a rendezvous that introduces another key', async ()
   const listener = await alice(hub, ka);
   try {
     hub.lie = generateKeyPair().publicKey;
-    const err = await connect({ keyPair: generateKeyPair(), to: keyToId(ka.publicKey), rendezvous: hub.factory, bind: LOOPBACK }).then(() => null, (e: unknown) => e);
+    const err = await connect({
+      keyPair: generateKeyPair(),
+      to: keyToId(ka.publicKey),
+      rendezvous: hub.factory,
+      bind: LOOPBACK,
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(err, 'PEER_KEY_MISMATCH'), String(err));
   } finally {
     await listener.close();
@@ -110,7 +154,16 @@ test('connect by name to a rendezvous that lies about the key: the punch fails, 
   listener.on('session', (s: Session) => sessions.push(s));
   try {
     hub.lie = generateKeyPair().publicKey;
-    const err = await connect({ keyPair: generateKeyPair(), to: 'alice', rendezvous: hub.factory, bind: LOOPBACK, checkTimeoutMs: 800 }).then(() => null, (e: unknown) => e);
+    const err = await connect({
+      keyPair: generateKeyPair(),
+      to: 'alice',
+      rendezvous: hub.factory,
+      bind: LOOPBACK,
+      checkTimeoutMs: 800,
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(err, 'PUNCH_FAILED') || isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
     assert.equal(sessions.length, 0);
   } finally {
@@ -123,7 +176,11 @@ test('a listener serves several sessions on its one socket; closing it closes th
   const ka = generateKeyPair();
   const listener = await alice(hub, ka);
   try {
-    const clients = await Promise.all([0, 1, 2].map(() => connect({ keyPair: generateKeyPair(), to: 'alice', rendezvous: hub.factory, bind: LOOPBACK })));
+    const clients = await Promise.all(
+      [0, 1, 2].map(() =>
+        connect({ keyPair: generateKeyPair(), to: 'alice', rendezvous: hub.factory, bind: LOOPBACK }),
+      ),
+    );
     while (listener.sessions.size < 3) await new Promise((r) => setTimeout(r, 10));
     const closed = clients.map((c) => once(c, 'close'));
     await listener.close();
@@ -159,10 +216,19 @@ test('the path dies mid-transfer: the connecting side re-punches through the ren
   hub.advertise = () => current;
   try {
     const gotSession = once(listener, 'session') as Promise<[Session]>;
-    const session = await connect({ keyPair: kb, to: 'alice', rendezvous: hub.factory, endpoint: epB, keepAliveMs: 300, idleTimeoutMs: 1500 });
+    const session = await connect({
+      keyPair: kb,
+      to: 'alice',
+      rendezvous: hub.factory,
+      endpoint: epB,
+      keepAliveMs: 300,
+      idleTimeoutMs: 1500,
+    });
     assert.equal(session.path.remote.port, n1.port);
     const [remote] = await gotSession;
-    const received = new Promise<Buffer>((resolve) => remote.once('stream', (st: MuxStream) => void readAll(st).then(resolve)));
+    const received = new Promise<Buffer>((resolve) =>
+      remote.once('stream', (st: MuxStream) => void readAll(st).then(resolve)),
+    );
     const data = randomBytes(4 * 1024 * 1024);
     const st = session.openStream();
     const requestsBefore = hub.requests;
@@ -181,7 +247,12 @@ test('the path dies mid-transfer: the connecting side re-punches through the ren
     assert.equal(path.remote.port, n2.port);
     assert.ok(hub.requests > requestsBefore, 'it went back to the rendezvous');
     await writer;
-    assert.equal(createHash('sha256').update(await received).digest('hex'), createHash('sha256').update(data).digest('hex'));
+    assert.equal(
+      createHash('sha256')
+        .update(await received)
+        .digest('hex'),
+      createHash('sha256').update(data).digest('hex'),
+    );
     await session.close();
   } finally {
     await listener.close();

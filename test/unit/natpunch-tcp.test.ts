@@ -22,7 +22,10 @@ after(async () => {
   await server?.close();
 });
 
-async function echoListener(name: string, transport: 'udp' | 'tcp' | 'auto'): Promise<{ listener: Listener; sessions: Session[] }> {
+async function echoListener(
+  name: string,
+  transport: 'udp' | 'tcp' | 'auto',
+): Promise<{ listener: Listener; sessions: Session[] }> {
   const listener = await listen({ keyPair: generateKeyPair(), rendezvous, name, transport });
   const sessions: Session[] = [];
   listener.on('session', (s: Session) => {
@@ -43,25 +46,36 @@ function echo(session: Session, text: string): Promise<string> {
   });
 }
 
-test('transport tcp: the session runs over a punched TCP connection; the listener gets exactly that one session', { skip }, async () => {
-  const { listener, sessions } = await echoListener('tcp-only', 'auto');
-  try {
-    const progress: Progress[] = [];
-    const session = await connect({ keyPair: generateKeyPair(), rendezvous, to: 'tcp-only', transport: 'tcp', timeoutMs: 15_000, onProgress: (p) => progress.push(p) });
+test(
+  'transport tcp: the session runs over a punched TCP connection; the listener gets exactly that one session',
+  { skip },
+  async () => {
+    const { listener, sessions } = await echoListener('tcp-only', 'auto');
     try {
-      assert.equal(session.transport, 'tcp');
-      assert.equal(session.path.transport, 'tcp');
-      assert.equal(await echo(session, 'over tcp'), 'over tcp');
-      assert.ok(progress.some((p) => p.phase === 'path' && p.type.startsWith('tcp-')));
-      assert.equal(sessions.length, 1);
-      assert.equal(sessions[0]!.transport, 'tcp');
+      const progress: Progress[] = [];
+      const session = await connect({
+        keyPair: generateKeyPair(),
+        rendezvous,
+        to: 'tcp-only',
+        transport: 'tcp',
+        timeoutMs: 15_000,
+        onProgress: (p) => progress.push(p),
+      });
+      try {
+        assert.equal(session.transport, 'tcp');
+        assert.equal(session.path.transport, 'tcp');
+        assert.equal(await echo(session, 'over tcp'), 'over tcp');
+        assert.ok(progress.some((p) => p.phase === 'path' && p.type.startsWith('tcp-')));
+        assert.equal(sessions.length, 1);
+        assert.equal(sessions[0]!.transport, 'tcp');
+      } finally {
+        await session.close();
+      }
     } finally {
-      await session.close();
+      await listener.close();
     }
-  } finally {
-    await listener.close();
-  }
-});
+  },
+);
 
 test('transport auto with both sides able: one session on one transport, reason in the path', { skip }, async () => {
   const { listener, sessions } = await echoListener('auto-both', 'auto');
@@ -81,18 +95,40 @@ test('transport auto with both sides able: one session on one transport, reason 
   }
 });
 
-test('transport tcp to a listener on udp only fails with PUNCH_FAILED saying the peer offered no TCP candidates', { skip }, async () => {
-  const { listener } = await echoListener('udp-only', 'udp');
-  try {
-    const err = await connect({ keyPair: generateKeyPair(), rendezvous, to: 'udp-only', transport: 'tcp', timeoutMs: 15_000 }).then(() => null, (e: unknown) => e);
-    assert.ok(isNatpunchError(err, 'PUNCH_FAILED'), String(err));
-    assert.match((err as Error).message, /no TCP candidates/);
-  } finally {
-    await listener.close();
-  }
-});
+test(
+  'transport tcp to a listener on udp only fails with PUNCH_FAILED saying the peer offered no TCP candidates',
+  { skip },
+  async () => {
+    const { listener } = await echoListener('udp-only', 'udp');
+    try {
+      const err = await connect({
+        keyPair: generateKeyPair(),
+        rendezvous,
+        to: 'udp-only',
+        transport: 'tcp',
+        timeoutMs: 15_000,
+      }).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      assert.ok(isNatpunchError(err, 'PUNCH_FAILED'), String(err));
+      assert.match((err as Error).message, /no TCP candidates/);
+    } finally {
+      await listener.close();
+    }
+  },
+);
 
 test('a bad transport value is BAD_ARGUMENT', async () => {
-  const err = await connect({ keyPair: generateKeyPair(), rendezvous, to: 'x', transport: 'sctp' as never, timeoutMs: 5_000 }).then(() => null, (e: unknown) => e);
+  const err = await connect({
+    keyPair: generateKeyPair(),
+    rendezvous,
+    to: 'x',
+    transport: 'sctp' as never,
+    timeoutMs: 5_000,
+  }).then(
+    () => null,
+    (e: unknown) => e,
+  );
   assert.ok(isNatpunchError(err, 'BAD_ARGUMENT'), String(err));
 });

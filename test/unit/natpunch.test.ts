@@ -32,22 +32,39 @@ function readAll(s: NodeJS.ReadableStream): Promise<Buffer> {
 }
 
 /** Direct mode: the test plays the rendezvous, handing each side the other's key, candidates and connection id. */
-async function directConnect(listener: Listener, ka: KeyPair, peerKey: Uint8Array, extra: Record<string, unknown> = {}) {
+async function directConnect(
+  listener: Listener,
+  ka: KeyPair,
+  peerKey: Uint8Array,
+  extra: Record<string, unknown> = {},
+) {
   const connectionId = randomBytes(16);
   let accepted: Promise<Session | null> | null = null;
   const session = connect({
-    keyPair: ka, bind: LOOPBACK, connectionId, peer: { publicKey: peerKey, candidates: listener.candidates }, timeoutMs: 8000,
+    keyPair: ka,
+    bind: LOOPBACK,
+    connectionId,
+    peer: { publicKey: peerKey, candidates: listener.candidates },
+    timeoutMs: 8000,
     onProgress: (p) => {
       if (p.phase === 'gathering') {
-        accepted = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [host(p.local.port)] });
+        accepted = listener.acceptOffer({
+          connectionId,
+          role: 'responder',
+          peerKey: ka.publicKey,
+          candidates: [host(p.local.port)],
+        });
       }
     },
     ...extra,
   });
-  const [s, a] = await Promise.allSettled([session, (async () => {
-    while (!accepted) await new Promise((r) => setTimeout(r, 5));
-    return accepted;
-  })()]);
+  const [s, a] = await Promise.allSettled([
+    session,
+    (async () => {
+      while (!accepted) await new Promise((r) => setTimeout(r, 5));
+      return accepted;
+    })(),
+  ]);
   return { session: s, accepted: a.status === 'fulfilled' ? a.value : null };
 }
 
@@ -98,23 +115,52 @@ test('an impostor that passes the checks (colluding with the rendezvous) is refu
     let checks: ConnectivityChecks | null = null;
     let impostor: Promise<Session> | null = null;
     const attempt = connect({
-      keyPair: ka, bind: LOOPBACK, connectionId, peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] }, timeoutMs: 8000,
+      keyPair: ka,
+      bind: LOOPBACK,
+      connectionId,
+      peer: { publicKey: kb.publicKey, candidates: [host(ep.address().port)] },
+      timeoutMs: 8000,
       onProgress: (p) => {
         if (p.phase !== 'gathering') return;
-        const c = new ConnectivityChecks({ transport: ep, role: 'responder', connectionId, key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey), local: [], remote: [host(p.local.port)], timeoutMs: 5000, nomination: 'implicit' });
+        const c = new ConnectivityChecks({
+          transport: ep,
+          role: 'responder',
+          connectionId,
+          key: deriveCheckKey(connectionId, ka.publicKey, kb.publicKey),
+          local: [],
+          remote: [host(p.local.port)],
+          timeoutMs: 5000,
+          nomination: 'implicit',
+        });
         checks = c;
         c.run().catch(() => {});
         const ids = streamIdsFor(connectionId);
-        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) => c.isValidated(address, port));
-        impostor = Session.establish({ endpoint: ep, isInitiator: false, keyPair: mallory, udxStream, localStreamId: ids.responder, remoteStreamId: ids.initiator, handshakeTimeoutMs: 5000 });
+        const udxStream = ep.acceptStream(ids.responder, ids.initiator, (address, port) =>
+          c.isValidated(address, port),
+        );
+        impostor = Session.establish({
+          endpoint: ep,
+          isInitiator: false,
+          keyPair: mallory,
+          udxStream,
+          localStreamId: ids.responder,
+          remoteStreamId: ids.initiator,
+          handshakeTimeoutMs: 5000,
+        });
         impostor.catch(() => {});
       },
     });
-    const err = await attempt.then(() => null, (e: unknown) => e);
+    const err = await attempt.then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(err, 'HANDSHAKE_FAILED'), String(err));
     assert.match((err as Error).message, /not the key we meant to reach/);
     (checks as ConnectivityChecks | null)?.close();
-    await (impostor as Promise<Session> | null)?.then((s) => s.close(), () => {});
+    await (impostor as Promise<Session> | null)?.then(
+      (s) => s.close(),
+      () => {},
+    );
   } finally {
     await ep.close();
   }
@@ -128,7 +174,10 @@ test('a rendezvous that swaps keys gets nowhere: the probe key does not match an
   try {
     const { session } = await directConnect(listener, ka, meant.publicKey, { checkTimeoutMs: 800 });
     assert.equal(session.status, 'rejected');
-    assert.ok(isNatpunchError((session as PromiseRejectedResult).reason, 'PUNCH_FAILED'), String((session as PromiseRejectedResult).reason));
+    assert.ok(
+      isNatpunchError((session as PromiseRejectedResult).reason, 'PUNCH_FAILED'),
+      String((session as PromiseRejectedResult).reason),
+    );
   } finally {
     await listener.close();
   }
@@ -142,7 +191,10 @@ test('a key outside the allow list gets NOT_ALLOWED; the listener reports a conn
     const errors = once(listener, 'connection-error');
     const { session } = await directConnect(listener, ka, kb.publicKey);
     assert.equal(session.status, 'rejected');
-    assert.ok(isNatpunchError((session as PromiseRejectedResult).reason, 'NOT_ALLOWED'), String((session as PromiseRejectedResult).reason));
+    assert.ok(
+      isNatpunchError((session as PromiseRejectedResult).reason, 'NOT_ALLOWED'),
+      String((session as PromiseRejectedResult).reason),
+    );
     const [err, peer] = (await errors) as [Error, string];
     assert.ok(isNatpunchError(err, 'NOT_ALLOWED'));
     assert.equal(peer, keyToId(ka.publicKey));
@@ -157,9 +209,14 @@ test('an unreachable peer fails fast with PUNCH_FAILED naming the candidates tri
   hole.on('message', () => {});
   try {
     const err = await connect({
-      keyPair: generateKeyPair(), bind: LOOPBACK, checkTimeoutMs: 700,
+      keyPair: generateKeyPair(),
+      bind: LOOPBACK,
+      checkTimeoutMs: 700,
       peer: { publicKey: generateKeyPair().publicKey, candidates: [host(hole.address().port)] },
-    }).then(() => null, (e: unknown) => e);
+    }).then(
+      () => null,
+      (e: unknown) => e,
+    );
     assert.ok(isNatpunchError(err, 'PUNCH_FAILED'), String(err));
     assert.match((err as Error).message, new RegExp(`127\\.0\\.0\\.1:${hole.address().port}`));
   } finally {

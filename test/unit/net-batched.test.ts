@@ -16,43 +16,50 @@ async function client(type: 'udp4' | 'udp6', host: string): Promise<dgram.Socket
   return c;
 }
 
-test('a burst of datagrams arrives in order, in batches, each a distinct buffer that later batches do not overwrite', { skip }, async () => {
-  const s = BatchedUdpSocket.bind('127.0.0.1', 0, { bufferBytes: 4 * 1024 * 1024 });
-  const c = await client('udp4', '127.0.0.1');
-  const kept: Buffer[] = [];
-  const N = 2000;
-  const done = new Promise<void>((resolve) =>
-    s.onMessage((msg, rinfo) => {
-      assert.equal(rinfo.address, '127.0.0.1');
-      assert.equal(rinfo.port, c.address().port);
-      assert.equal(rinfo.family, 'IPv4');
-      kept.push(msg);
-      if (kept.length === N) resolve();
-    }),
-  );
-  try {
-    assert.ok(s.buffers.recv >= 4 * 1024 * 1024, `SO_RCVBUF granted ${s.buffers.recv}`);
-    // Sizes vary so offsets in the slab do not line up; 8 per event-loop turn keeps the client's own buffers happy.
-    for (let i = 0; i < N; i++) {
-      const b = Buffer.alloc(20 + (i % 300), i & 0xff);
-      b.writeUInt32BE(i, 0);
-      c.send(b, s.address().port, '127.0.0.1');
-      if (i % 8 === 7) await new Promise((r) => setImmediate(r));
+test(
+  'a burst of datagrams arrives in order, in batches, each a distinct buffer that later batches do not overwrite',
+  { skip },
+  async () => {
+    const s = BatchedUdpSocket.bind('127.0.0.1', 0, { bufferBytes: 4 * 1024 * 1024 });
+    const c = await client('udp4', '127.0.0.1');
+    const kept: Buffer[] = [];
+    const N = 2000;
+    const done = new Promise<void>((resolve) =>
+      s.onMessage((msg, rinfo) => {
+        assert.equal(rinfo.address, '127.0.0.1');
+        assert.equal(rinfo.port, c.address().port);
+        assert.equal(rinfo.family, 'IPv4');
+        kept.push(msg);
+        if (kept.length === N) resolve();
+      }),
+    );
+    try {
+      assert.ok(s.buffers.recv >= 4 * 1024 * 1024, `SO_RCVBUF granted ${s.buffers.recv}`);
+      // Sizes vary so offsets in the slab do not line up; 8 per event-loop turn keeps the client's own buffers happy.
+      for (let i = 0; i < N; i++) {
+        const b = Buffer.alloc(20 + (i % 300), i & 0xff);
+        b.writeUInt32BE(i, 0);
+        c.send(b, s.address().port, '127.0.0.1');
+        if (i % 8 === 7) await new Promise((r) => setImmediate(r));
+      }
+      await done;
+      kept.forEach((b, i) => {
+        assert.equal(b.readUInt32BE(0), i, 'order');
+        assert.equal(b.length, 20 + (i % 300), 'length');
+        assert.ok(
+          b.subarray(4).every((x) => x === (i & 0xff)),
+          `datagram ${i} intact`,
+        );
+      });
+      const st = s.stats();
+      assert.equal(st.received, N);
+      assert.ok(st.batches <= N);
+    } finally {
+      c.close();
+      s.close();
     }
-    await done;
-    kept.forEach((b, i) => {
-      assert.equal(b.readUInt32BE(0), i, 'order');
-      assert.equal(b.length, 20 + (i % 300), 'length');
-      assert.ok(b.subarray(4).every((x) => x === (i & 0xff)), `datagram ${i} intact`);
-    });
-    const st = s.stats();
-    assert.equal(st.received, N);
-    assert.ok(st.batches <= N);
-  } finally {
-    c.close();
-    s.close();
-  }
-});
+  },
+);
 
 test('replies sent inside a batch and sends from timers both arrive', { skip }, async () => {
   const s = BatchedUdpSocket.bind('127.0.0.1', 0);
@@ -69,7 +76,12 @@ test('replies sent inside a batch and sends from timers both arrive', { skip }, 
     }),
   );
   try {
-    for (const [a, b] of [[1, 1], [0xee, 2], [1, 3]]) c.send(Buffer.from([a!, b!]), s.address().port, '127.0.0.1');
+    for (const [a, b] of [
+      [1, 1],
+      [0xee, 2],
+      [1, 3],
+    ])
+      c.send(Buffer.from([a!, b!]), s.address().port, '127.0.0.1');
     await all;
     const echoes = got.filter((m) => m[0] !== 0xaa).map((m) => m[1]);
     const later = got.filter((m) => m[0] === 0xaa).map((m) => m[1]);
@@ -81,30 +93,34 @@ test('replies sent inside a batch and sends from timers both arrive', { skip }, 
   }
 });
 
-test('IPv6 and dual-stack: the sender address is reported like node:dgram does, and replies reach IPv4-mapped peers', { skip }, async (t) => {
-  if (!(await hasIPv6Loopback())) return t.skip('no IPv6 loopback');
-  for (const [bindAt, ipv6Only, clientType, clientHost, expected] of [
-    ['::1', true, 'udp6', '::1', '::1'],
-    ['::', false, 'udp4', '127.0.0.1', '::ffff:127.0.0.1'],
-  ] as const) {
-    const s = BatchedUdpSocket.bind(bindAt, 0, { ipv6Only });
-    const c = await client(clientType, clientHost);
-    try {
-      s.onMessage((msg, rinfo) => {
-        assert.equal(rinfo.address, expected);
-        assert.equal(rinfo.family, 'IPv6');
-        s.send(msg, rinfo.port, rinfo.address);
-      });
-      const reply = once(c, 'message');
-      c.send(Buffer.from('ping'), s.address().port, clientHost);
-      const [m] = (await reply) as [Buffer];
-      assert.equal(m.toString(), 'ping');
-    } finally {
-      c.close();
-      s.close();
+test(
+  'IPv6 and dual-stack: the sender address is reported like node:dgram does, and replies reach IPv4-mapped peers',
+  { skip },
+  async (t) => {
+    if (!(await hasIPv6Loopback())) return t.skip('no IPv6 loopback');
+    for (const [bindAt, ipv6Only, clientType, clientHost, expected] of [
+      ['::1', true, 'udp6', '::1', '::1'],
+      ['::', false, 'udp4', '127.0.0.1', '::ffff:127.0.0.1'],
+    ] as const) {
+      const s = BatchedUdpSocket.bind(bindAt, 0, { ipv6Only });
+      const c = await client(clientType, clientHost);
+      try {
+        s.onMessage((msg, rinfo) => {
+          assert.equal(rinfo.address, expected);
+          assert.equal(rinfo.family, 'IPv6');
+          s.send(msg, rinfo.port, rinfo.address);
+        });
+        const reply = once(c, 'message');
+        c.send(Buffer.from('ping'), s.address().port, clientHost);
+        const [m] = (await reply) as [Buffer];
+        assert.equal(m.toString(), 'ping');
+      } finally {
+        c.close();
+        s.close();
+      }
     }
-  }
-});
+  },
+);
 
 test('sendParts sends a header and a payload as one datagram', { skip }, async () => {
   const s = BatchedUdpSocket.bind('127.0.0.1', 0);

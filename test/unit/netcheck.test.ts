@@ -10,7 +10,12 @@ import { fileURLToPath } from 'node:url';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { StunServer } from '../../src/stun/server.js';
 import { netcheck, parseServer, verdictOf, mappingFromServers, type NatReport } from '../../src/discovery/netcheck.js';
-import { decodeBindingResponse, encodeBindingRequest, newTransactionId, PROBE_SOFTWARE } from '../../src/discovery/binding.js';
+import {
+  decodeBindingResponse,
+  encodeBindingRequest,
+  newTransactionId,
+  PROBE_SOFTWARE,
+} from '../../src/discovery/binding.js';
 import { sendOffsets, PROBE_SCHEDULE } from '../../src/discovery/probe.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
@@ -45,7 +50,12 @@ async function startRfc5780(): Promise<Running> {
       opened.push(await bindPair('127.0.0.2', port));
       opened.push(await bindPair('127.0.0.2', altPort));
       const server = new StunServer();
-      server.attachRfc5780({ primary: opened[0]!.udp, altPort: opened[1]!.udp, altIp: opened[2]!.udp, altBoth: opened[3]!.udp });
+      server.attachRfc5780({
+        primary: opened[0]!.udp,
+        altPort: opened[1]!.udp,
+        altIp: opened[2]!.udp,
+        altBoth: opened[3]!.udp,
+      });
       for (const o of opened) o.tcp.on('connection', (s) => server.handleTcp(s));
       return {
         server,
@@ -128,10 +138,32 @@ test('report shape is stable: every field present, JSON round-trips, null rather
     const r = await netcheck({ servers: [`127.0.0.1:${srv.port}`], ...quick, tcp: false });
     const round = JSON.parse(JSON.stringify(r)) as NatReport;
     assert.deepEqual(round, r, 'nothing is lost in JSON (no undefined fields)');
-    assert.deepEqual(Object.keys(r).sort(), ['difficulty', 'durationMs', 'ipv6', 'portMapping', 'servers', 'startedAt', 'tcp', 'udp', 'undetermined', 'verdict', 'version']);
+    assert.deepEqual(Object.keys(r).sort(), [
+      'difficulty',
+      'durationMs',
+      'ipv6',
+      'portMapping',
+      'servers',
+      'startedAt',
+      'tcp',
+      'udp',
+      'undetermined',
+      'verdict',
+      'version',
+    ]);
     assert.deepEqual(Object.keys(r.udp).sort(), [
-      'alg', 'allocation', 'behindNat', 'blocked', 'classic', 'filtering', 'hairpinning', 'lifetime', 'localAddress',
-      'mapping', 'publicAddress', 'publicAddresses',
+      'alg',
+      'allocation',
+      'behindNat',
+      'blocked',
+      'classic',
+      'filtering',
+      'hairpinning',
+      'lifetime',
+      'localAddress',
+      'mapping',
+      'publicAddress',
+      'publicAddresses',
     ]);
     assert.deepEqual(Object.keys(r.tcp).sort(), ['behindNat', 'mapping', 'publicAddress']);
     assert.deepEqual(r.tcp, { publicAddress: null, behindNat: null, mapping: 'unknown' });
@@ -180,8 +212,9 @@ test('caller abort throws ABORTED', async () => {
   try {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 100);
-    await assert.rejects(netcheck({ servers: [`127.0.0.1:${silent.address().port}`], ...quick, signal: ac.signal }), (e) =>
-      isNatpunchError(e, 'ABORTED'),
+    await assert.rejects(
+      netcheck({ servers: [`127.0.0.1:${silent.address().port}`], ...quick, signal: ac.signal }),
+      (e) => isNatpunchError(e, 'ABORTED'),
     );
   } finally {
     silent.close();
@@ -193,7 +226,10 @@ test('two plain servers: mapping by comparison, filtering undetermined with the 
   const s2 = await startPlain('127.0.0.2');
   try {
     const r = await netcheck({ servers: [`127.0.0.1:${s1.port}`, `127.0.0.2:${s2.port}`], ...quick });
-    assert.equal(r.servers.every((s) => s.reachable && !s.rfc5780), true);
+    assert.equal(
+      r.servers.every((s) => s.reachable && !s.rfc5780),
+      true,
+    );
     assert.equal(r.udp.mapping, 'endpoint-independent');
     assert.equal(r.udp.filtering, 'unknown');
     assert.match(r.undetermined.find((u) => u.what === 'udp.filtering')?.why ?? '', /not in RFC 5780 mode/);
@@ -222,7 +258,13 @@ test('one plain server: mapping and filtering undetermined, with reasons', async
 test('lifetime search against the RFC 5780 server (RESPONSE-PORT): alive through a short bound', async () => {
   const srv = await startRfc5780();
   try {
-    const r = await netcheck({ servers: [`127.0.0.1:${srv.port}`], ...quick, tcp: false, lifetime: true, lifetimeMaxMs: 2500 });
+    const r = await netcheck({
+      servers: [`127.0.0.1:${srv.port}`],
+      ...quick,
+      tcp: false,
+      lifetime: true,
+      lifetimeMaxMs: 2500,
+    });
     assert.ok(r.udp.lifetime, JSON.stringify(r.undetermined));
     assert.equal(r.udp.lifetime.expiredByS, null, 'no NAT: nothing expires');
     assert.equal(r.udp.lifetime.aliveAtS, 2.5);
@@ -235,9 +277,24 @@ test('mapping from plain servers: same IP different port separates address- from
   const notes: string[] = [];
   const why = (w: string, r: string) => notes.push(`${w}: ${r}`);
   const S = (a: string, p: number) => ({ address: a, port: p });
-  assert.equal(mappingFromServers([{ server: S('1.1.1.1', 1), mapped: S('9.9.9.9', 5) }, { server: S('2.2.2.2', 1), mapped: S('9.9.9.9', 5) }], why), 'endpoint-independent');
   assert.equal(
-    mappingFromServers([{ server: S('1.1.1.1', 1), mapped: S('9.9.9.9', 5) }, { server: S('1.1.1.1', 2), mapped: S('9.9.9.9', 6) }], why),
+    mappingFromServers(
+      [
+        { server: S('1.1.1.1', 1), mapped: S('9.9.9.9', 5) },
+        { server: S('2.2.2.2', 1), mapped: S('9.9.9.9', 5) },
+      ],
+      why,
+    ),
+    'endpoint-independent',
+  );
+  assert.equal(
+    mappingFromServers(
+      [
+        { server: S('1.1.1.1', 1), mapped: S('9.9.9.9', 5) },
+        { server: S('1.1.1.1', 2), mapped: S('9.9.9.9', 6) },
+      ],
+      why,
+    ),
     'address-and-port-dependent',
   );
   assert.equal(
@@ -252,16 +309,41 @@ test('mapping from plain servers: same IP different port separates address- from
     'address-dependent',
   );
   notes.length = 0;
-  assert.equal(mappingFromServers([{ server: S('1.1.1.1', 1), mapped: S('9.9.9.9', 5) }, { server: S('2.2.2.2', 1), mapped: S('9.9.9.9', 6) }], why), 'address-and-port-dependent');
+  assert.equal(
+    mappingFromServers(
+      [
+        { server: S('1.1.1.1', 1), mapped: S('9.9.9.9', 5) },
+        { server: S('2.2.2.2', 1), mapped: S('9.9.9.9', 6) },
+      ],
+      why,
+    ),
+    'address-and-port-dependent',
+  );
   assert.equal(notes.length, 1, 'the conservative guess is reported as such');
 });
 
 test('verdict lines name the NAT and the way through', () => {
-  const base = { blocked: false, mapping: 'address-and-port-dependent', filtering: 'address-and-port-dependent', classic: 'symmetric', hairpinning: null } as const;
-  const v = (udp: object) => verdictOf({ udp: { ...base, allocation: { pattern: 'random', delta: null, samples: [] }, ...udp } as never, tcp: { publicAddress: null } as never });
+  const base = {
+    blocked: false,
+    mapping: 'address-and-port-dependent',
+    filtering: 'address-and-port-dependent',
+    classic: 'symmetric',
+    hairpinning: null,
+  } as const;
+  const v = (udp: object) =>
+    verdictOf({
+      udp: { ...base, allocation: { pattern: 'random', delta: null, samples: [] }, ...udp } as never,
+      tcp: { publicAddress: null } as never,
+    });
   assert.equal(v({}).verdict, 'Hard NAT: symmetric, random ports — direct UDP only with birthday punching or relay');
-  assert.match(v({ allocation: { pattern: 'sequential', delta: 2, samples: [] } }).verdict, /sequential ports \(delta \+2\).*port prediction/);
-  assert.equal(v({ classic: 'full-cone', mapping: 'endpoint-independent', filtering: 'endpoint-independent' }).difficulty, 'easy');
+  assert.match(
+    v({ allocation: { pattern: 'sequential', delta: 2, samples: [] } }).verdict,
+    /sequential ports \(delta \+2\).*port prediction/,
+  );
+  assert.equal(
+    v({ classic: 'full-cone', mapping: 'endpoint-independent', filtering: 'endpoint-independent' }).difficulty,
+    'easy',
+  );
   assert.equal(v({ blocked: true, classic: 'udp-blocked' }).difficulty, 'blocked');
 });
 
@@ -271,7 +353,11 @@ test('server parsing: host, host:port, [v6]:port, bare v6; bad input is a typed 
   assert.deepEqual(parseServer('[2001:db8::1]:3478'), { host: '2001:db8::1', port: 3478 });
   assert.deepEqual(parseServer('2001:db8::1'), { host: '2001:db8::1' });
   for (const bad of ['host:0', 'host:70000', 'a:b:c', 'host:x']) {
-    assert.throws(() => parseServer(bad), (e) => isNatpunchError(e, 'BAD_ARGUMENT'), bad);
+    assert.throws(
+      () => parseServer(bad),
+      (e) => isNatpunchError(e, 'BAD_ARGUMENT'),
+      bad,
+    );
   }
 });
 
@@ -304,7 +390,10 @@ test('probe codec: CHANGE-REQUEST / RESPONSE-PORT encode; decoding garbage never
     }
     decodeBindingResponse(buf);
   }
-  assert.deepEqual(sendOffsets(PROBE_SCHEDULE), [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400]);
+  assert.deepEqual(
+    sendOffsets(PROBE_SCHEDULE),
+    [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200, 1300, 1400],
+  );
 });
 
 test('CLI: natpunch netcheck --json prints the report; the table ends with the verdict; bad flags exit 2', async () => {

@@ -10,9 +10,17 @@ const root = fileURLToPath(new URL('../..', import.meta.url));
 
 test('src/ has no import circles (madge --circular)', async () => {
   const madge = fileURLToPath(new URL('../../node_modules/madge/bin/cli.js', import.meta.url));
-  const { stdout } = await promisify(execFile)(process.execPath, [madge, '--circular', '--json', '--extensions', 'ts', 'src'], { cwd: root, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    [madge, '--circular', '--json', '--extensions', 'ts', 'src'],
+    { cwd: root, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 },
+  );
   const cycles = JSON.parse(stdout) as string[][];
-  assert.deepEqual(cycles.map((c) => c.join(' → ')), [], 'import cycles');
+  assert.deepEqual(
+    cycles.map((c) => c.join(' → ')),
+    [],
+    'import cycles',
+  );
 });
 
 test('connect() and listen() stay thin wrappers over a one-shot Endpoint (≤ 40 lines each)', async () => {

@@ -9,7 +9,15 @@ import { ServeMetrics } from '../../src/server/metrics.js';
 import { connectionOutcome } from '../../src/rendezvous/outcome.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { NatpunchError } from '../../src/util/errors.js';
-import { decodeRendezvous, encodeRendezvous, verifyRendezvous, MAX_REPORT_FAILURES, MAX_REPORT_TECHNIQUES, REPORT_TECHNIQUES, type ReportMessage } from '../../src/wire/rendezvous.js';
+import {
+  decodeRendezvous,
+  encodeRendezvous,
+  verifyRendezvous,
+  MAX_REPORT_FAILURES,
+  MAX_REPORT_TECHNIQUES,
+  REPORT_TECHNIQUES,
+  type ReportMessage,
+} from '../../src/wire/rendezvous.js';
 import { parsePrometheus } from '../helpers/prom.js';
 
 test('REPORT: signed, round-trips, carries only enumerations and numbers, and is bounded (≤ 191 bytes)', () => {
@@ -29,8 +37,24 @@ test('REPORT: signed, round-trips, carries only enumerations and numbers, and is
   assert.equal(m.type, 'report');
   assert.ok(verifyRendezvous(m));
   assert.deepEqual(
-    { result: m.result, path: m.path, localNat: m.localNat, peerNat: m.peerNat, winner: m.winner, ttc: m.timeToConnectMs, tried: m.tried },
-    { result: 'connected', path: 'direct', localNat: 'symmetric', peerNat: 'full-cone', winner: 'udp', ttc: 420, tried: ['udp', 'relay', 'mapped', 'other'] },
+    {
+      result: m.result,
+      path: m.path,
+      localNat: m.localNat,
+      peerNat: m.peerNat,
+      winner: m.winner,
+      ttc: m.timeToConnectMs,
+      tried: m.tried,
+    },
+    {
+      result: 'connected',
+      path: 'direct',
+      localNat: 'symmetric',
+      peerNat: 'full-cone',
+      winner: 'udp',
+      ttc: 420,
+      tried: ['udp', 'relay', 'mapped', 'other'],
+    },
   );
   // The largest possible report.
   const big = encodeRendezvous(
@@ -52,34 +76,68 @@ test('REPORT: signed, round-trips, carries only enumerations and numbers, and is
   const t = decodeRendezvous(bad) as ReportMessage;
   assert.equal(verifyRendezvous(t), false);
   // A failure: reasons from error codes.
-  const failed = connectionOutcome({ connectionId: randomBytes(16), role: 'responder', startedAt: 0, error: new NatpunchError('PUNCH_FAILED', 'x'), tried: ['udp'] });
-  assert.deepEqual([failed.result, failed.path, failed.failures], ['failed', 'none', [{ technique: 'udp', reason: 'timeout' }]]);
+  const failed = connectionOutcome({
+    connectionId: randomBytes(16),
+    role: 'responder',
+    startedAt: 0,
+    error: new NatpunchError('PUNCH_FAILED', 'x'),
+    tried: ['udp'],
+  });
+  assert.deepEqual(
+    [failed.result, failed.path, failed.failures],
+    ['failed', 'none', [{ technique: 'udp', reason: 'timeout' }]],
+  );
 });
 
 test('RELEASE_NAME, ACK and MOVE round-trip; ACK is never larger than what it answers', () => {
   const kp = generateKeyPair();
-  const rel = encodeRendezvous({ type: 'release-name', requestId: 3, publicKey: kp.publicKey, name: 'alice' }, kp.secretKey);
+  const rel = encodeRendezvous(
+    { type: 'release-name', requestId: 3, publicKey: kp.publicKey, name: 'alice' },
+    kp.secretKey,
+  );
   const m = decodeRendezvous(rel);
   assert.ok(m.type === 'release-name' && m.name === 'alice' && verifyRendezvous(m));
   const ack = encodeRendezvous({ type: 'ack', requestId: 3, status: 1 });
   assert.equal(ack.length, 8);
   assert.ok(ack.length < rel.length);
   assert.deepEqual(decodeRendezvous(ack), { type: 'ack', requestId: 3, status: 1 });
-  assert.deepEqual(decodeRendezvous(encodeRendezvous({ type: 'move', requestId: 9, reason: 'draining', retryAfterMs: 5000 })), { type: 'move', requestId: 9, reason: 'draining', retryAfterMs: 5000 });
+  assert.deepEqual(
+    decodeRendezvous(encodeRendezvous({ type: 'move', requestId: 9, reason: 'draining', retryAfterMs: 5000 })),
+    { type: 'move', requestId: 9, reason: 'draining', retryAfterMs: 5000 },
+  );
   assert.throws(() => decodeRendezvous(Buffer.concat([ack, Buffer.from([1])])), /malformed|trailing|padding/);
 });
 
-test('dashboard matrix: the two reports of one connection count once, placed by both sides\' own NAT types', () => {
+test("dashboard matrix: the two reports of one connection count once, placed by both sides' own NAT types", () => {
   const a = new Activity();
   const kp = generateKeyPair();
   const cid = randomBytes(16);
   const report = (role: 'initiator' | 'responder', localNat: string) =>
-    ({ ...connectionOutcome({ connectionId: cid, role, startedAt: 0, now: 300, path: { kind: 'relay' }, localNat }), type: 'report', requestId: 1, publicKey: kp.publicKey, timestamp: 0, nonce: Buffer.alloc(16) }) as ReportMessage;
+    ({
+      ...connectionOutcome({ connectionId: cid, role, startedAt: 0, now: 300, path: { kind: 'relay' }, localNat }),
+      type: 'report',
+      requestId: 1,
+      publicKey: kp.publicKey,
+      timestamp: 0,
+      nonce: Buffer.alloc(16),
+    }) as ReportMessage;
   a.onEvent({ type: 'report', report: report('initiator', 'symmetric') });
-  assert.deepEqual(a.snapshot().matrix.map((c) => c.pair), ['symmetric/unknown']);
+  assert.deepEqual(
+    a.snapshot().matrix.map((c) => c.pair),
+    ['symmetric/unknown'],
+  );
   a.onEvent({ type: 'report', report: report('responder', 'full-cone') });
   const [cell] = a.snapshot().matrix;
-  assert.deepEqual({ pair: cell!.pair, attempts: cell!.attempts, relayed: cell!.relayed, directShare: cell!.directShare, medianMs: cell!.medianMs }, { pair: 'full-cone/symmetric', attempts: 1, relayed: 1, directShare: 0, medianMs: 300 });
+  assert.deepEqual(
+    {
+      pair: cell!.pair,
+      attempts: cell!.attempts,
+      relayed: cell!.relayed,
+      directShare: cell!.directShare,
+      medianMs: cell!.medianMs,
+    },
+    { pair: 'full-cone/symmetric', attempts: 1, relayed: 1, directShare: 0, medianMs: 300 },
+  );
 });
 
 test('admin: a bare port is loopback; with a token, /metrics needs it and health checks do not', async () => {
@@ -99,7 +157,8 @@ test('admin: a bare port is loopback; with a token, /metrics needs it and health
   );
   try {
     assert.equal(admin.address, '127.0.0.1');
-    const get = (path: string, headers: Record<string, string> = {}) => fetch(`${admin.url}${path.slice(1)}`, { headers, redirect: 'manual' });
+    const get = (path: string, headers: Record<string, string> = {}) =>
+      fetch(`${admin.url}${path.slice(1)}`, { headers, redirect: 'manual' });
     assert.equal((await get('/metrics')).status, 401);
     assert.equal((await get('/metrics', { authorization: 'Bearer wrong' })).status, 401);
     const ok = await get('/metrics', { authorization: 'Bearer s3cret' });

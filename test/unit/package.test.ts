@@ -41,10 +41,13 @@ test(
     // Pack a copy of the checkout: prepack builds dist/, and a dist/ appearing in the checkout itself while other
     // test files run would switch their `natpunch` child processes from src/ (tsx) to a half-written dist/.
     const copy = join(dir, 'checkout');
-    const tracked = spawnSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).stdout.split('\0').filter(Boolean);
+    const tracked = spawnSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' })
+      .stdout.split('\0')
+      .filter(Boolean);
     for (const f of tracked) if (existsSync(join(ROOT, f))) cpSync(join(ROOT, f), join(copy, f));
     // The built addon, which prepack ships as the linux-x64 prebuilt (scripts/prebuild-native.mjs), when there is one.
-    if (existsSync(join(ROOT, 'native', 'build'))) cpSync(join(ROOT, 'native', 'build'), join(copy, 'native', 'build'), { recursive: true });
+    if (existsSync(join(ROOT, 'native', 'build')))
+      cpSync(join(ROOT, 'native', 'build'), join(copy, 'native', 'build'), { recursive: true });
     symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'));
     sh(NPM, ['pack', '--pack-destination', dir, '--silent'], copy);
     const tarball = readdirSync(dir).find((f) => f.endsWith('.tgz'));

@@ -55,8 +55,20 @@ async function scopeChecks(port: number): Promise<void> {
   await new Promise<void>((r) => third.bind(0, '127.0.0.2', r));
   const ka = generateKeyPair();
   const kb = generateKeyPair();
-  const a = new RendezvousClient({ transport: ta, server: { host: '127.0.0.1', port }, keyPair: ka, tcpFallback: false, autoRefresh: false });
-  const b = new RendezvousClient({ transport: tb, server: { host: '127.0.0.1', port }, keyPair: kb, tcpFallback: false, autoRefresh: false });
+  const a = new RendezvousClient({
+    transport: ta,
+    server: { host: '127.0.0.1', port },
+    keyPair: ka,
+    tcpFallback: false,
+    autoRefresh: false,
+  });
+  const b = new RendezvousClient({
+    transport: tb,
+    server: { host: '127.0.0.1', port },
+    keyPair: kb,
+    tcpFallback: false,
+    autoRefresh: false,
+  });
   const turnA = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const turnB = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   let ca: TurnClient | undefined;
@@ -66,9 +78,23 @@ async function scopeChecks(port: number): Promise<void> {
     await b.register();
     const credA = await creds(a);
     const credB = await creds(b);
-    assert.match(credA.username, new RegExp(`^\\d+:${Buffer.from(ka.publicKey).toString('hex')}$`), 'scoped to the key');
-    ca = new TurnClient({ transport: turnA, server: { address: '127.0.0.1', port }, username: credA.username, password: credA.password });
-    cb = new TurnClient({ transport: turnB, server: { address: '127.0.0.1', port }, username: credB.username, password: credB.password });
+    assert.match(
+      credA.username,
+      new RegExp(`^\\d+:${Buffer.from(ka.publicKey).toString('hex')}$`),
+      'scoped to the key',
+    );
+    ca = new TurnClient({
+      transport: turnA,
+      server: { address: '127.0.0.1', port },
+      username: credA.username,
+      password: credA.password,
+    });
+    cb = new TurnClient({
+      transport: turnB,
+      server: { address: '127.0.0.1', port },
+      username: credB.username,
+      password: credB.password,
+    });
     const allocA = await ca.allocate();
     const allocB = await cb.allocate();
     const bAt = { address: '127.0.0.1', port: tb.address().port };
@@ -88,9 +114,17 @@ async function scopeChecks(port: number): Promise<void> {
     // A third host, and other ports of the introduced peer's (loopback) address: refused.
     const thirdAt = { address: '127.0.0.2', port: (third.address() as { port: number }).port };
     await assert.rejects(ca.createPermission([thirdAt]), forbidden, 'third host');
-    await assert.rejects(ca.bindChannel({ address: '127.0.0.1', port: thirdAt.port }), forbidden, 'another port on the peer address');
+    await assert.rejects(
+      ca.bindChannel({ address: '127.0.0.1', port: thirdAt.port }),
+      forbidden,
+      'another port on the peer address',
+    );
     // The relay host's own services (its STUN/rendezvous port on the relay address): refused.
-    await assert.rejects(ca.bindChannel({ address: allocA.relayed[0]!.address, port }), forbidden, 'a service on the relay host');
+    await assert.rejects(
+      ca.bindChannel({ address: allocA.relayed[0]!.address, port }),
+      forbidden,
+      'a service on the relay host',
+    );
     // The introduced peer's own allocation (relay to relay): allowed, and data arrives.
     const relayB = allocB.relayed[0]!;
     await ca.bindChannel(relayB);
@@ -127,7 +161,10 @@ test('default serve (no options): a registered peer relays to its introduced pee
 test('`natpunch serve` as npm start runs it (no relay flags): the same scope holds', async () => {
   const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--json'], (l) => l.startsWith('{'));
   try {
-    const listening = JSON.parse(line) as { udp: Array<{ port: number }>; relay: { peerRelay: boolean; fullTurn: boolean } | null };
+    const listening = JSON.parse(line) as {
+      udp: Array<{ port: number }>;
+      relay: { peerRelay: boolean; fullTurn: boolean } | null;
+    };
     assert.equal(listening.relay?.peerRelay, true);
     assert.equal(listening.relay?.fullTurn, false);
     await scopeChecks(listening.udp[0]!.port);
@@ -137,7 +174,11 @@ test('`natpunch serve` as npm start runs it (no relay flags): the same scope hol
 });
 
 test('`natpunch serve --no-relay` runs no relay', async () => {
-  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--address', '127.0.0.1', '--no-relay', '--json'], (l) => l.startsWith('{'));
+  const { child, line } = await startUntilLine(
+    NATPUNCH,
+    ['serve', '--port', '0', '--address', '127.0.0.1', '--no-relay', '--json'],
+    (l) => l.startsWith('{'),
+  );
   try {
     const listening = JSON.parse(line) as { relay: unknown; turn: unknown };
     assert.equal(listening.relay, null);
@@ -150,7 +191,13 @@ test('`natpunch serve --no-relay` runs no relay', async () => {
 test('serve with relay: false hands out no relay credentials and answers no TURN request', async () => {
   const server = await startServer({ port: 0, addresses: ['127.0.0.1'], relay: false });
   const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const c = new RendezvousClient({ transport: t, server: { host: '127.0.0.1', port: server.udp[0]!.port }, keyPair: generateKeyPair(), tcpFallback: false, autoRefresh: false });
+  const c = new RendezvousClient({
+    transport: t,
+    server: { host: '127.0.0.1', port: server.udp[0]!.port },
+    keyPair: generateKeyPair(),
+    tcpFallback: false,
+    autoRefresh: false,
+  });
   try {
     assert.equal(server.relay, undefined);
     await c.register();
@@ -166,48 +213,77 @@ test('serve with relay: false hands out no relay credentials and answers no TURN
 
 const haveRedis = spawnSync('sh', ['-c', 'command -v redis-server']).status === 0;
 
-test('two nodes sharing Redis: an introduction made on one node scopes the responder’s allocation on the other', { skip: haveRedis ? false : 'redis-server not installed', timeout: 60_000 }, async () => {
-  const redis = await startRedis();
-  const b1 = await RedisBackend.connect({ url: redis.url, nodeId: 'n1' });
-  const b2 = await RedisBackend.connect({ url: redis.url, nodeId: 'n2' });
-  const x = await startServer({ port: 0, addresses: ['127.0.0.1'], rendezvous: { registry: b1.registry, cluster: b1.cluster } });
-  const y = await startServer({ port: 0, addresses: ['127.0.0.1'], rendezvous: { registry: b2.registry, cluster: b2.cluster } });
-  const ti = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const tr = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const tt = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const ki = generateKeyPair();
-  const kr = generateKeyPair();
-  const i = new RendezvousClient({ transport: ti, server: { host: '127.0.0.1', port: x.udp[0]!.port }, keyPair: ki, tcpFallback: false, autoRefresh: false });
-  const r = new RendezvousClient({ transport: tr, server: { host: '127.0.0.1', port: y.udp[0]!.port }, keyPair: kr, tcpFallback: false, autoRefresh: false });
-  let turn: TurnClient | undefined;
-  try {
-    await i.register();
-    await r.register();
-    const cr = await creds(r);
-    turn = new TurnClient({ transport: tt, server: { address: '127.0.0.1', port: y.udp[0]!.port }, username: cr.username, password: cr.password });
-    await turn.allocate();
-    const iAt = { address: '127.0.0.1', port: ti.address().port };
-    await assert.rejects(turn.bindChannel(iAt), forbidden, 'not introduced yet');
-    // I asks node X for R, held by node Y: Y pushes the introduction to R and its relay learns it.
-    const notified = new Promise((resolve) => r.once('connect-request', resolve));
-    await i.requestConnect(kr.publicKey);
-    await notified;
-    await turn.bindChannel(iAt);
-    const got = nextMessage(ti, (m) => m.toString() === 'across nodes');
-    turn.send(Buffer.from('across nodes'), iAt);
-    assert.equal((await got).toString(), 'across nodes');
-  } finally {
-    await turn?.close().catch(() => {});
-    i.close();
-    r.close();
-    for (const t of [ti, tr, tt]) t.close();
-    await x.close();
-    await y.close();
-    await b1.close();
-    await b2.close();
-    await redis.stop();
-  }
-});
+test(
+  'two nodes sharing Redis: an introduction made on one node scopes the responder’s allocation on the other',
+  { skip: haveRedis ? false : 'redis-server not installed', timeout: 60_000 },
+  async () => {
+    const redis = await startRedis();
+    const b1 = await RedisBackend.connect({ url: redis.url, nodeId: 'n1' });
+    const b2 = await RedisBackend.connect({ url: redis.url, nodeId: 'n2' });
+    const x = await startServer({
+      port: 0,
+      addresses: ['127.0.0.1'],
+      rendezvous: { registry: b1.registry, cluster: b1.cluster },
+    });
+    const y = await startServer({
+      port: 0,
+      addresses: ['127.0.0.1'],
+      rendezvous: { registry: b2.registry, cluster: b2.cluster },
+    });
+    const ti = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+    const tr = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+    const tt = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+    const ki = generateKeyPair();
+    const kr = generateKeyPair();
+    const i = new RendezvousClient({
+      transport: ti,
+      server: { host: '127.0.0.1', port: x.udp[0]!.port },
+      keyPair: ki,
+      tcpFallback: false,
+      autoRefresh: false,
+    });
+    const r = new RendezvousClient({
+      transport: tr,
+      server: { host: '127.0.0.1', port: y.udp[0]!.port },
+      keyPair: kr,
+      tcpFallback: false,
+      autoRefresh: false,
+    });
+    let turn: TurnClient | undefined;
+    try {
+      await i.register();
+      await r.register();
+      const cr = await creds(r);
+      turn = new TurnClient({
+        transport: tt,
+        server: { address: '127.0.0.1', port: y.udp[0]!.port },
+        username: cr.username,
+        password: cr.password,
+      });
+      await turn.allocate();
+      const iAt = { address: '127.0.0.1', port: ti.address().port };
+      await assert.rejects(turn.bindChannel(iAt), forbidden, 'not introduced yet');
+      // I asks node X for R, held by node Y: Y pushes the introduction to R and its relay learns it.
+      const notified = new Promise((resolve) => r.once('connect-request', resolve));
+      await i.requestConnect(kr.publicKey);
+      await notified;
+      await turn.bindChannel(iAt);
+      const got = nextMessage(ti, (m) => m.toString() === 'across nodes');
+      turn.send(Buffer.from('across nodes'), iAt);
+      assert.equal((await got).toString(), 'across nodes');
+    } finally {
+      await turn?.close().catch(() => {});
+      i.close();
+      r.close();
+      for (const t of [ti, tr, tt]) t.close();
+      await x.close();
+      await y.close();
+      await b1.close();
+      await b2.close();
+      await redis.stop();
+    }
+  },
+);
 
 test('PeerRelay: scoped credentials, introductions that last while used and lapse when not, bounded state', () => {
   let now = 1_000_000_000_000;
@@ -221,7 +297,11 @@ test('PeerRelay: scoped credentials, introductions that last while used and laps
   const c = pr.issue(a, seenA, false, now)!;
   assert.equal(pr.keyOf(c.username), ah);
   assert.ok(pr.credentials.key(c.username, 'natpunch', 1), 'its own credentials validate');
-  assert.equal(pr.credentials.key(`${Math.floor(now / 1000) - 1}:${ah}`, 'natpunch', 1), null, 'expired usernames are unknown');
+  assert.equal(
+    pr.credentials.key(`${Math.floor(now / 1000) - 1}:${ah}`, 'natpunch', 1),
+    null,
+    'expired usernames are unknown',
+  );
   assert.equal(pr.issue(a, seenA, true, now + 1000), null, 'a refresh soon after gets none');
   assert.ok(pr.issue(a, seenA, true, now + 301_000), 'after half the lifetime it gets new ones');
   assert.equal(pr.allowsAddress(ah, seenB.address), false, 'not introduced');
@@ -249,8 +329,18 @@ test('requests on an allocation keep working after its time-limited credentials 
   const c = makeSharedSecretCredentials('s', 60, 'u', now);
   const t1 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const t2 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const first = new TurnClient({ transport: t1, server: { address: '127.0.0.1', port }, username: c.username, password: c.password });
-  const second = new TurnClient({ transport: t2, server: { address: '127.0.0.1', port }, username: c.username, password: c.password });
+  const first = new TurnClient({
+    transport: t1,
+    server: { address: '127.0.0.1', port },
+    username: c.username,
+    password: c.password,
+  });
+  const second = new TurnClient({
+    transport: t2,
+    server: { address: '127.0.0.1', port },
+    username: c.username,
+    password: c.password,
+  });
   try {
     await first.allocate();
     now += 3_600_000; // the credentials expired an hour ago

@@ -1,36 +1,75 @@
 // The planner (src/traversal/planner.ts) is a pure function of both NAT views: the table in its header, proven.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { plan, advice, ALL_ON, BIRTHDAY_HOLD_MS, RELAY_HOLD_MS, RELAY_HOLD_HARD_MS, TCP_AFTER_PREDICT_MS } from '../../src/traversal/planner.js';
+import {
+  plan,
+  advice,
+  ALL_ON,
+  BIRTHDAY_HOLD_MS,
+  RELAY_HOLD_MS,
+  RELAY_HOLD_HARD_MS,
+  TCP_AFTER_PREDICT_MS,
+} from '../../src/traversal/planner.js';
 import type { NatView } from '../../src/traversal/technique.js';
 
 let n = 0;
 function view(kind: NatView['kind'], extra: Partial<NatView> = {}): NatView {
   n++;
-  return { kind, delta: kind === 'sequential' ? 1 : null, publicAddress: `203.0.113.${n}`, udp: true, mapped: false, relay: true, tcp: true, candidates: {}, ...extra };
+  return {
+    kind,
+    delta: kind === 'sequential' ? 1 : null,
+    publicAddress: `203.0.113.${n}`,
+    udp: true,
+    mapped: false,
+    relay: true,
+    tcp: true,
+    candidates: {},
+    ...extra,
+  };
 }
-const steps = (local: NatView, remote: NatView, sw = ALL_ON) => plan(local, remote, sw).steps.map((s) => `${s.technique}@${s.holdMs}`);
+const steps = (local: NatView, remote: NatView, sw = ALL_ON) =>
+  plan(local, remote, sw).steps.map((s) => `${s.technique}@${s.holdMs}`);
 
 test('two cones: plain checks, TCP beside them, the relay held back', () => {
   assert.deepEqual(steps(view('cone'), view('cone')), ['udp-checks@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
 });
 
 test('sequential with a cone or sequential: prediction replaces the checks; TCP (one cone side) waits for it', () => {
-  assert.deepEqual(steps(view('sequential'), view('cone')), ['predict@0', `tcp@${TCP_AFTER_PREDICT_MS}`, `relay@${RELAY_HOLD_HARD_MS}`]);
-  assert.deepEqual(steps(view('cone'), view('sequential')), ['predict@0', `tcp@${TCP_AFTER_PREDICT_MS}`, `relay@${RELAY_HOLD_HARD_MS}`]);
+  assert.deepEqual(steps(view('sequential'), view('cone')), [
+    'predict@0',
+    `tcp@${TCP_AFTER_PREDICT_MS}`,
+    `relay@${RELAY_HOLD_HARD_MS}`,
+  ]);
+  assert.deepEqual(steps(view('cone'), view('sequential')), [
+    'predict@0',
+    `tcp@${TCP_AFTER_PREDICT_MS}`,
+    `relay@${RELAY_HOLD_HARD_MS}`,
+  ]);
   // Two per-destination NATs leave TCP no port to aim at (tcp-technique.ts tcpApplies).
   assert.deepEqual(steps(view('sequential'), view('sequential')), ['predict@0', `relay@${RELAY_HOLD_HARD_MS}`]);
 });
 
 test('random with a cone: checks first, birthday after its hold-back', () => {
-  assert.deepEqual(steps(view('random'), view('cone')), ['udp-checks@0', `birthday@${BIRTHDAY_HOLD_MS}`, 'tcp@0', `relay@${RELAY_HOLD_HARD_MS}`]);
+  assert.deepEqual(steps(view('random'), view('cone')), [
+    'udp-checks@0',
+    `birthday@${BIRTHDAY_HOLD_MS}`,
+    'tcp@0',
+    `relay@${RELAY_HOLD_HARD_MS}`,
+  ]);
 });
 
 test('random with random or sequential: the relay at once; a budget makes double-random a direct technique', () => {
-  for (const [a, b] of [['random', 'random'], ['random', 'sequential'], ['sequential', 'random']] as const) {
+  for (const [a, b] of [
+    ['random', 'random'],
+    ['random', 'sequential'],
+    ['sequential', 'random'],
+  ] as const) {
     assert.deepEqual(steps(view(a), view(b)), ['relay@0']);
   }
-  assert.deepEqual(steps(view('random'), view('random'), { ...ALL_ON, budget: true }), ['double-random@0', `relay@${RELAY_HOLD_HARD_MS}`]);
+  assert.deepEqual(steps(view('random'), view('random'), { ...ALL_ON, budget: true }), [
+    'double-random@0',
+    `relay@${RELAY_HOLD_HARD_MS}`,
+  ]);
 });
 
 test('same public address: the LAN path by plain checks, never a hard punch', () => {
@@ -40,7 +79,11 @@ test('same public address: the LAN path by plain checks, never a hard punch', ()
 });
 
 test('a gateway mapping on either side: mapped checks, no hard punch', () => {
-  assert.deepEqual(steps(view('random', { mapped: true }), view('cone')), ['mapped@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
+  assert.deepEqual(steps(view('random', { mapped: true }), view('cone')), [
+    'mapped@0',
+    'tcp@0',
+    `relay@${RELAY_HOLD_MS}`,
+  ]);
 });
 
 test('UDP blocked on a side: the relay at once', () => {
@@ -49,7 +92,10 @@ test('UDP blocked on a side: the relay at once', () => {
 
 test('switches: --no-relay, --no-hard-nat and --transport udp leave their technique out and say why', () => {
   const p = plan(view('sequential'), view('cone'), { hardNat: false, budget: false, relay: false, transport: 'udp' });
-  assert.deepEqual(p.steps.map((s) => s.technique), ['udp-checks']);
+  assert.deepEqual(
+    p.steps.map((s) => s.technique),
+    ['udp-checks'],
+  );
   const why = Object.fromEntries(p.skipped.map((s) => [s.technique, s.why]));
   assert.match(why.predict ?? why['predict'] ?? '', /--no-hard-nat/);
   assert.match(why.relay ?? '', /--no-relay/);
@@ -61,7 +107,10 @@ test('nothing works for random ↔ random without a relay: the advice names the 
   const a = view('random', { relay: false });
   const b = view('random', { relay: false });
   const p = plan(a, b, sw);
-  assert.deepEqual(p.steps.map((s) => s.technique), []);
+  assert.deepEqual(
+    p.steps.map((s) => s.technique),
+    [],
+  );
   const tips = advice(a, b, p, sw).join(' ');
   assert.match(tips, /drop --no-relay/);
   assert.match(tips, /--budget/);

@@ -115,7 +115,13 @@ test('PCP client: announce, MAP with nonce, renewal with the same nonce, delete 
     assert.equal(m.internalAddress, '127.0.0.1');
     assert.equal(m.lifetime, 100);
     assert.equal(gw.mappings.get('udp:6000')?.nonce, Buffer.from(m.nonce).toString('hex'));
-    const r = await c.map({ transport: 'udp', internalPort: 6000, lifetime: 100, nonce: m.nonce, externalPort: m.externalPort });
+    const r = await c.map({
+      transport: 'udp',
+      internalPort: 6000,
+      lifetime: 100,
+      nonce: m.nonce,
+      externalPort: m.externalPort,
+    });
     assert.equal(r.externalPort, m.externalPort);
     await c.unmap({ transport: 'udp', internalPort: 6000, nonce: m.nonce });
     assert.equal(gw.mappings.size, 0);
@@ -223,8 +229,14 @@ test('NAT-PMP client: concurrent mappings on one socket each get their own answe
   try {
     const ports = [7001, 7002, 7003, 7004];
     const results = await Promise.all(ports.map((p) => c.map({ transport: 'udp', internalPort: p, lifetime: 60 })));
-    assert.deepEqual(results.map((r) => r.internalPort), ports);
-    assert.deepEqual(results.map((r) => r.externalPort), ports);
+    assert.deepEqual(
+      results.map((r) => r.internalPort),
+      ports,
+    );
+    assert.deepEqual(
+      results.map((r) => r.externalPort),
+      ports,
+    );
   } finally {
     c.close();
     gw.close();
@@ -235,8 +247,17 @@ test('PCP PEER learns the external address and port of one outbound flow (RFC 68
   const gw = await FakeUdpGateway.start('pcp');
   const c = new PcpClient({ gateway: '127.0.0.1', port: gw.port, retransmit: fast });
   try {
-    const p = await c.peer({ transport: 'udp', internalPort: 5005, remoteAddress: '203.0.113.9', remotePort: 3478, lifetime: 120 });
-    assert.deepEqual([p.externalAddress, p.externalPort, p.remoteAddress, p.remotePort, p.lifetime], ['198.51.100.77', 42005, '203.0.113.9', 3478, 120]);
+    const p = await c.peer({
+      transport: 'udp',
+      internalPort: 5005,
+      remoteAddress: '203.0.113.9',
+      remotePort: 3478,
+      lifetime: 120,
+    });
+    assert.deepEqual(
+      [p.externalAddress, p.externalPort, p.remoteAddress, p.remotePort, p.lifetime],
+      ['198.51.100.77', 42005, '203.0.113.9', 3478, 120],
+    );
     assert.equal(gw.requests.at(-1)?.kind, 'pcp-peer');
   } finally {
     c.close();

@@ -15,7 +15,9 @@ function mapperFor(udp: FakeUdpGateway, upnp?: FakeUpnpGateway, extra: Record<st
     retransmit: fast,
     probeRetransmit: fast,
     protocols: upnp ? ['pcp', 'natpmp', 'upnp'] : ['pcp', 'natpmp'],
-    upnp: upnp ? { ssdp: { address: '127.0.0.1', port: upnp.ssdpPort, timeoutMs: 800 }, httpTimeoutMs: 1000 } : undefined,
+    upnp: upnp
+      ? { ssdp: { address: '127.0.0.1', port: upnp.ssdpPort, timeoutMs: 800 }, httpTimeoutMs: 1000 }
+      : undefined,
     ...extra,
   });
 }
@@ -133,7 +135,10 @@ test('PortMapper: an error result (no usable external address) is reported with 
   const f = await fakes('error');
   const pm = mapperFor(f.udp);
   try {
-    await assert.rejects(pm.map({ internalPort: 9006 }), (e) => isNatpunchError(e, 'PORTMAP') && /NO_RESOURCES/.test(e.message) && /NETWORK_FAILURE/.test(e.message));
+    await assert.rejects(
+      pm.map({ internalPort: 9006 }),
+      (e) => isNatpunchError(e, 'PORTMAP') && /NO_RESOURCES/.test(e.message) && /NETWORK_FAILURE/.test(e.message),
+    );
   } finally {
     await pm.close();
     await f.close();
@@ -166,7 +171,9 @@ test('PortMapper rejects bad arguments and use after close', async () => {
   await assert.rejects(pm.map({ internalPort: 1, lifetime: -1 }), (e) => isNatpunchError(e, 'BAD_ARGUMENT'));
   await pm.close();
   await assert.rejects(pm.map({ internalPort: 1 }), (e) => isNatpunchError(e, 'SOCKET_CLOSED'));
-  await assert.rejects(new PortMapper({ gateway: 'router.lan' }).map({ internalPort: 1 }), (e) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(new PortMapper({ gateway: 'router.lan' }).map({ internalPort: 1 }), (e) =>
+    isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
 });
 
 function timeout(ms: number): Promise<never> {
@@ -215,15 +222,22 @@ test('PortMapper: a NAT-PMP address announcement with a new external address upd
 test('closeOnSignals: SIGTERM deletes the mappings, then the process dies of SIGTERM', async () => {
   const { spawn } = await import('node:child_process');
   const f = await fakes('pcp');
-  const child = spawn(process.execPath, ['--import', 'tsx', new URL('../helpers/map-child.ts', import.meta.url).pathname, String(f.udp.port), '9200'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', new URL('../helpers/map-child.ts', import.meta.url).pathname, String(f.udp.port), '9200'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   try {
     const line = await Promise.race([once(child.stdout!, 'data'), timeout(15_000)]);
     assert.match(String(line), /"mapped":9200/);
     assert.equal(f.udp.mappings.size, 1);
     child.kill('SIGTERM');
-    const [code, signal] = (await Promise.race([once(child, 'exit'), timeout(10_000)])) as [number | null, string | null];
+    const [code, signal] = (await Promise.race([once(child, 'exit'), timeout(10_000)])) as [
+      number | null,
+      string | null,
+    ];
     assert.equal(signal, 'SIGTERM', `exit code ${code}`);
     assert.equal(f.udp.mappings.size, 0, 'the mapping was deleted before the process went');
   } finally {
@@ -236,7 +250,10 @@ test('PortMapper over UPnP: a gateway that reports a conflict for every port giv
   const f = await fakes('silent', 'conflict');
   const pm = mapperFor(f.udp, f.upnp, { protocols: ['upnp'] });
   try {
-    await assert.rejects(pm.map({ internalPort: 9300 }), (e) => isNatpunchError(e, 'PORTMAP') && /ConflictInMappingEntry/.test(e.message));
+    await assert.rejects(
+      pm.map({ internalPort: 9300 }),
+      (e) => isNatpunchError(e, 'PORTMAP') && /ConflictInMappingEntry/.test(e.message),
+    );
     assert.equal(f.upnp!.actions.filter((a) => a === 'AddPortMapping').length, 4, 'the asked port and 3 others');
   } finally {
     await pm.close();
@@ -248,8 +265,15 @@ test('toCandidate turns a mapping into a `mapped` candidate ranked between host 
   const { toCandidate } = await import('../../src/portmap/mapper.js');
   const { candidatePriority } = await import('../../src/traversal/candidate.js');
   const c = toCandidate({
-    protocol: 'pcp', transport: 'udp', gateway: '10.0.0.1', internalAddress: '10.0.0.2', internalPort: 4000,
-    externalAddress: '198.51.100.7', externalPort: 4001, lifetime: 60, expiresAt: Date.now() + 60_000,
+    protocol: 'pcp',
+    transport: 'udp',
+    gateway: '10.0.0.1',
+    internalAddress: '10.0.0.2',
+    internalPort: 4000,
+    externalAddress: '198.51.100.7',
+    externalPort: 4001,
+    lifetime: 60,
+    expiresAt: Date.now() + 60_000,
   });
   assert.deepEqual([c.type, c.transport, c.address, c.port], ['mapped', 'udp', '198.51.100.7', 4001]);
   assert.ok(c.priority < candidatePriority('host') && c.priority > candidatePriority('srflx'));

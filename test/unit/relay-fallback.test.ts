@@ -33,7 +33,11 @@ test('UDP unanswered: the relay is reached over TCP after the bounded UDP attemp
   const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   cleanups.push(() => transport.close());
   const started = Date.now();
-  const path = await openRendezvousRelay({ transport, credentials: { host: '127.0.0.1', port, username: 'alice', password: 'pw' }, udpAttemptMs: 300 });
+  const path = await openRendezvousRelay({
+    transport,
+    credentials: { host: '127.0.0.1', port, username: 'alice', password: 'pw' },
+    udpAttemptMs: 300,
+  });
   cleanups.push(() => path.close());
   assert.equal(path.relayed.address, '127.0.0.1');
   assert.equal(turn.stats.allocations, 1);
@@ -52,7 +56,12 @@ test('rendezvous over TCP (UDP blocked): TCP straight away, no UDP attempt', asy
     return send(...args);
   };
   // A UDP attempt would take udpAttemptMs (an hour here) before TCP: this resolving at all shows none was made.
-  const path = await openRendezvousRelay({ transport, credentials: { host: '127.0.0.1', port, username: 'alice', password: 'pw' }, rendezvousVia: 'tcp', udpAttemptMs: 3_600_000 });
+  const path = await openRendezvousRelay({
+    transport,
+    credentials: { host: '127.0.0.1', port, username: 'alice', password: 'pw' },
+    rendezvousVia: 'tcp',
+    udpAttemptMs: 3_600_000,
+  });
   cleanups.push(() => path.close());
   assert.equal(udpSent, 0);
   assert.equal(turn.stats.allocations, 1);
@@ -60,36 +69,68 @@ test('rendezvous over TCP (UDP blocked): TCP straight away, no UDP attempt', asy
 
 const haveOpenssl = spawnSync('sh', ['-c', 'command -v openssl']).status === 0;
 
-test('UDP and plain TCP closed: the relay is reached over TLS on the port the rendezvous announced, its certificate checked against the rendezvous host name', { skip: haveOpenssl ? false : 'openssl not installed' }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'natpunch-relay-tls-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const cert = join(dir, 'cert.pem');
-  const key = join(dir, 'key.pem');
-  const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=relay.test', '-addext', 'subjectAltName=DNS:relay.test'], { stdio: 'ignore' });
-  assert.equal(gen.status, 0);
-  const turn = new TurnServer({ credentials: new UsersFileStore('alice:pw\n'), relayAddress: '127.0.0.1' });
-  cleanups.push(() => turn.close());
-  const tls = await listenTurnTls(turn, { addresses: ['127.0.0.1'], port: 0, certFile: cert, keyFile: key });
-  cleanups.push(() => tls.close());
-  // A port nothing listens on (UDP unanswered, TCP refused).
-  const probe = net.createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const closedPort = (probe.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => probe.close(() => r()));
-  const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  cleanups.push(() => transport.close());
-  const options = {
-    transport,
-    credentials: { host: '127.0.0.1', port: closedPort, tlsPort: tls.endpoints[0]!.port, username: 'alice', password: 'pw' },
-    udpAttemptMs: 300,
-    tls: { ca: readFileSync(cert) },
-  };
-  // The certificate names relay.test, not 127.0.0.1: without the rendezvous' host name the check fails.
-  await assert.rejects(openRendezvousRelay(options), /tls: /);
-  const path = await openRendezvousRelay({ ...options, serverName: 'relay.test' });
-  cleanups.push(() => path.close());
-  assert.equal(turn.stats.allocations, 1);
-});
+test(
+  'UDP and plain TCP closed: the relay is reached over TLS on the port the rendezvous announced, its certificate checked against the rendezvous host name',
+  { skip: haveOpenssl ? false : 'openssl not installed' },
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'natpunch-relay-tls-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const cert = join(dir, 'cert.pem');
+    const key = join(dir, 'key.pem');
+    const gen = spawnSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '2',
+        '-subj',
+        '/CN=relay.test',
+        '-addext',
+        'subjectAltName=DNS:relay.test',
+      ],
+      { stdio: 'ignore' },
+    );
+    assert.equal(gen.status, 0);
+    const turn = new TurnServer({ credentials: new UsersFileStore('alice:pw\n'), relayAddress: '127.0.0.1' });
+    cleanups.push(() => turn.close());
+    const tls = await listenTurnTls(turn, { addresses: ['127.0.0.1'], port: 0, certFile: cert, keyFile: key });
+    cleanups.push(() => tls.close());
+    // A port nothing listens on (UDP unanswered, TCP refused).
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const closedPort = (probe.address() as net.AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+    cleanups.push(() => transport.close());
+    const options = {
+      transport,
+      credentials: {
+        host: '127.0.0.1',
+        port: closedPort,
+        tlsPort: tls.endpoints[0]!.port,
+        username: 'alice',
+        password: 'pw',
+      },
+      udpAttemptMs: 300,
+      tls: { ca: readFileSync(cert) },
+    };
+    // The certificate names relay.test, not 127.0.0.1: without the rendezvous' host name the check fails.
+    await assert.rejects(openRendezvousRelay(options), /tls: /);
+    const path = await openRendezvousRelay({ ...options, serverName: 'relay.test' });
+    cleanups.push(() => path.close());
+    assert.equal(turn.stats.allocations, 1);
+  },
+);
 
 test('nothing reachable: one error naming every way tried', async () => {
   const probe = net.createServer();
@@ -99,7 +140,11 @@ test('nothing reachable: one error naming every way tried', async () => {
   const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   cleanups.push(() => transport.close());
   await assert.rejects(
-    openRendezvousRelay({ transport, credentials: { host: '127.0.0.1', port: closedPort, username: 'alice', password: 'pw' }, udpAttemptMs: 300 }),
+    openRendezvousRelay({
+      transport,
+      credentials: { host: '127.0.0.1', port: closedPort, username: 'alice', password: 'pw' },
+      udpAttemptMs: 300,
+    }),
     (e: Error & { code?: string }) => e.code === 'TURN' && /udp: .*tcp: /.test(e.message),
   );
 });

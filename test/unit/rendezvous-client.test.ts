@@ -39,14 +39,18 @@ test('after a server restart the client re-registers by itself', async () => {
     const fresh = srv;
     assert.equal(fresh.server.stats().registrations, 0);
     const probe = await bag.client(fresh);
-    await waitFor(async () => {
-      try {
-        return (await probe.lookup('alice')).name === 'alice';
-      } catch (e) {
-        if (isNatpunchError(e, 'PEER_NOT_FOUND')) return false;
-        throw e;
-      }
-    }, 5000, 50);
+    await waitFor(
+      async () => {
+        try {
+          return (await probe.lookup('alice')).name === 'alice';
+        } catch (e) {
+          if (isNatpunchError(e, 'PEER_NOT_FOUND')) return false;
+          throw e;
+        }
+      },
+      5000,
+      50,
+    );
     assert.equal(fresh.server.stats().registrations, 1);
     assert.equal(alice.via, 'udp');
   } finally {
@@ -59,7 +63,10 @@ test('UDP blocked: the client falls back to TCP, registers, and receives and sen
   const srv = await startServer();
   const bag = new Bag();
   try {
-    const blocked = await bag.client({ port: await deadUdpPort(), tcpPort: srv.tcpPort }, { name: 'walled', initialRtoMs: 50, maxTransmissions: 3 });
+    const blocked = await bag.client(
+      { port: await deadUdpPort(), tcpPort: srv.tcpPort },
+      { name: 'walled', initialRtoMs: 50, maxTransmissions: 3 },
+    );
     const reg = await blocked.register();
     assert.equal(reg.via, 'tcp');
     assert.equal(blocked.via, 'tcp');
@@ -95,7 +102,10 @@ test('when the TCP connection drops, a TCP client reconnects and re-registers by
   const { RendezvousServer } = await import('../../src/rendezvous/server.js');
   const replacement = new RendezvousServer({ refreshIntervalMs: 60_000 });
   try {
-    const blocked = await bag.client({ port: await deadUdpPort(), tcpPort: srv.tcpPort }, { name: 'walled', initialRtoMs: 50, maxTransmissions: 2 });
+    const blocked = await bag.client(
+      { port: await deadUdpPort(), tcpPort: srv.tcpPort },
+      { name: 'walled', initialRtoMs: 50, maxTransmissions: 2 },
+    );
     await blocked.register();
     // A server restart behind the same TCP listener: the old one drops its connections, new ones go to the new one.
     srv.tcp.removeAllListeners('connection');
@@ -114,13 +124,22 @@ test('bounded failures: TIMEOUT without fallback, RENDEZVOUS when TCP is refused
   const bag = new Bag();
   try {
     const dead = await deadUdpPort();
-    const noFallback = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 20, maxTransmissions: 2, tcpFallback: false });
+    const noFallback = await bag.client(
+      { port: dead, tcpPort: dead },
+      { initialRtoMs: 20, maxTransmissions: 2, tcpFallback: false },
+    );
     await assert.rejects(noFallback.register(), (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
     const refused = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 20, maxTransmissions: 2 });
-    await assert.rejects(refused.lookup('x'), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && /TCP/.test(e.message));
+    await assert.rejects(
+      refused.lookup('x'),
+      (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && /TCP/.test(e.message),
+    );
     const slow = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 1000, maxTransmissions: 5 });
     await assert.rejects(slow.ping(AbortSignal.timeout(50)), (e: unknown) => isNatpunchError(e, 'ABORTED'));
-    const overall = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 1000, maxTransmissions: 5, requestTimeoutMs: 60 });
+    const overall = await bag.client(
+      { port: dead, tcpPort: dead },
+      { initialRtoMs: 1000, maxTransmissions: 5, requestTimeoutMs: 60 },
+    );
     await assert.rejects(overall.ping(), (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
     const closing = await bag.client({ port: dead, tcpPort: dead }, { initialRtoMs: 1000, maxTransmissions: 5 });
     const pending = closing.ping();
@@ -143,7 +162,10 @@ test('a client on TCP moves back to UDP at its next refresh once UDP answers', a
   try {
     const tcpPort = (tcp.address() as { port: number }).port;
     // The UDP port exists but nobody answers on it yet (as if filtered).
-    const c = await bag.client({ port: udp.address().port, tcpPort }, { name: 'mover', initialRtoMs: 50, maxTransmissions: 2 });
+    const c = await bag.client(
+      { port: udp.address().port, tcpPort },
+      { name: 'mover', initialRtoMs: 50, maxTransmissions: 2 },
+    );
     assert.equal((await c.register()).via, 'tcp');
     server.attach(udp);
     await waitFor(() => c.via === 'udp' && c.registration?.via === 'udp', 5000, 50);
@@ -167,8 +189,31 @@ test('a live server survives 3000 mutated and random datagrams and still answers
     const { generateKeyPair } = await import('../../src/session/identity.js');
     const k = generateKeyPair();
     const valid = [
-      encodeRendezvous({ type: 'register', requestId: 1, publicKey: k.publicKey, name: 'fuzz', reachable: false, rttMs: 1, candidates: [{ type: 'host', transport: 'udp', address: '10.0.0.1', port: 9, priority: 1 }] }, k.secretKey),
-      encodeRendezvous({ type: 'connect', requestId: 2, publicKey: k.publicKey, reachable: false, target: { name: 'fuzz' }, connectionId: Buffer.alloc(16), rttMs: 1, candidates: [] }, k.secretKey),
+      encodeRendezvous(
+        {
+          type: 'register',
+          requestId: 1,
+          publicKey: k.publicKey,
+          name: 'fuzz',
+          reachable: false,
+          rttMs: 1,
+          candidates: [{ type: 'host', transport: 'udp', address: '10.0.0.1', port: 9, priority: 1 }],
+        },
+        k.secretKey,
+      ),
+      encodeRendezvous(
+        {
+          type: 'connect',
+          requestId: 2,
+          publicKey: k.publicKey,
+          reachable: false,
+          target: { name: 'fuzz' },
+          connectionId: Buffer.alloc(16),
+          rttMs: 1,
+          candidates: [],
+        },
+        k.secretKey,
+      ),
       encodeRendezvous({ type: 'lookup', requestId: 3, target: { name: 'fuzz' } }),
       encodeRendezvous({ type: 'notify-ack', requestId: 4, connectionId: Buffer.alloc(16) }),
       encodeRendezvous({ type: 'pong', requestId: 5, echo: 1, time: 1 }),
@@ -187,12 +232,16 @@ test('a live server survives 3000 mutated and random datagrams and still answers
     }
     // Loopback may drop some of a burst; most arrive.
     let last = -1;
-    await waitFor(() => {
-      const now = srv.server.stats().received;
-      const settled = now === last;
-      last = now;
-      return settled && now > 1000;
-    }, 5000, 100);
+    await waitFor(
+      () => {
+        const now = srv.server.stats().received;
+        const settled = now === last;
+        last = now;
+        return settled && now > 1000;
+      },
+      5000,
+      100,
+    );
     const c = await bag.client(srv);
     assert.ok((await c.ping()) >= 0);
     assert.equal(srv.server.stats().internalErrors, 0);
@@ -215,7 +264,16 @@ test('a wildcard-bound server answering from another of its addresses is accepte
     const port = udp.address().port;
     const { RendezvousClient } = await import('../../src/rendezvous/client.js');
     const mk = async (name?: string) =>
-      bag.add(new RendezvousClient({ transport: await bag.transport(), server: { host: '127.0.0.2', port }, keyPair: generateKeyPair(), tcpFallback: false, initialRtoMs: 100, ...(name ? { name } : {}) }));
+      bag.add(
+        new RendezvousClient({
+          transport: await bag.transport(),
+          server: { host: '127.0.0.2', port },
+          keyPair: generateKeyPair(),
+          tcpFallback: false,
+          initialRtoMs: 100,
+          ...(name ? { name } : {}),
+        }),
+      );
     const b = await mk('carol');
     assert.equal((await b.register()).via, 'udp');
     const a = await mk();
@@ -226,7 +284,17 @@ test('a wildcard-bound server answering from another of its addresses is accepte
     const stranger = await bag.transport();
     let got = 0;
     b.on('connect-request', () => got++);
-    const forged = encodeRendezvous({ type: 'connect-notify', requestId: 9, connectionId: Buffer.alloc(16, 9), role: 'responder', mode: 'connect', peerKey: generateKeyPair().publicKey, startDelayMs: 0, serverTime: 0, candidates: [] });
+    const forged = encodeRendezvous({
+      type: 'connect-notify',
+      requestId: 9,
+      connectionId: Buffer.alloc(16, 9),
+      role: 'responder',
+      mode: 'connect',
+      peerKey: generateKeyPair().publicKey,
+      startDelayMs: 0,
+      serverTime: 0,
+      candidates: [],
+    });
     const bAddr = (b as unknown as { registration: { reflexive: { port: number } } }).registration.reflexive.port;
     stranger.send(forged, bAddr, '127.0.0.1');
     assert.ok((await b.ping()) >= 0); // a round trip later, the forged one would have been handled
@@ -249,7 +317,10 @@ test('after a UDP hiccup pushes it to TCP, the client tries UDP again within sec
   const bag = new Bag();
   try {
     const tcpPort = (tcp.address() as { port: number }).port;
-    const c = await bag.client({ port: udp.address().port, tcpPort }, { name: 'hiccup', initialRtoMs: 50, maxTransmissions: 2 });
+    const c = await bag.client(
+      { port: udp.address().port, tcpPort },
+      { name: 'hiccup', initialRtoMs: 50, maxTransmissions: 2 },
+    );
     assert.equal((await c.register()).via, 'udp');
     detach(); // UDP goes silent for a moment
     assert.equal((await c.register()).via, 'tcp');

@@ -49,7 +49,10 @@ export class Bag {
   async transport(): Promise<NodeDatagramTransport> {
     return this.add(await NodeDatagramTransport.bind({ address: '127.0.0.1' }));
   }
-  async client(srv: { port: number; tcpPort: number }, opts: Partial<RendezvousClientOptions> = {}): Promise<RendezvousClient> {
+  async client(
+    srv: { port: number; tcpPort: number },
+    opts: Partial<RendezvousClientOptions> = {},
+  ): Promise<RendezvousClient> {
     const transport = opts.transport ?? (await this.transport());
     return this.add(
       new RendezvousClient({
@@ -69,7 +72,13 @@ export class Bag {
 }
 
 /** Sends raw bytes from `from` and waits (bounded) for the first rendezvous reply with the given request id. */
-export function exchange(from: NodeDatagramTransport, port: number, bytes: Buffer, requestId: number, timeoutMs = 2000): Promise<RendezvousMessage> {
+export function exchange(
+  from: NodeDatagramTransport,
+  port: number,
+  bytes: Buffer,
+  requestId: number,
+  timeoutMs = 2000,
+): Promise<RendezvousMessage> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
@@ -101,7 +110,11 @@ export async function waitFor(fn: () => boolean | Promise<boolean>, timeoutMs = 
   throw new Error(`condition not met within ${timeoutMs} ms`);
 }
 
-export function once<T>(emitter: { once(ev: string, fn: (v: T) => void): unknown }, event: string, timeoutMs = 5000): Promise<T> {
+export function once<T>(
+  emitter: { once(ev: string, fn: (v: T) => void): unknown },
+  event: string,
+  timeoutMs = 5000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeoutMs} ms`)), timeoutMs);
     emitter.once(event, (v: T) => {

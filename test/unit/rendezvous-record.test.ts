@@ -21,7 +21,14 @@ const base = (): PackableRecord => ({
 test('a record round-trips through its packed form, optional fields included or not', () => {
   const plain = base();
   assert.deepEqual(unpackRecord(packRecord(plain)!), plain);
-  const full: PackableRecord = { ...base(), name: 'ålice-01', reachable: true, rttMs: 42, natType: 'port-restricted', node: 'eu-1' };
+  const full: PackableRecord = {
+    ...base(),
+    name: 'ålice-01',
+    reachable: true,
+    rttMs: 42,
+    natType: 'port-restricted',
+    node: 'eu-1',
+  };
   assert.deepEqual(unpackRecord(packRecord(full)!), full);
 });
 

@@ -30,7 +30,10 @@ async function conformance(reg: Registry, maxPeers: number, hold: number): Promi
   assert.deepEqual((await reg.getByName('alice', t0))?.publicKey, a.publicKey);
   assert.deepEqual((await reg.get(a.publicKey, t0))?.candidates, a.candidates);
   const res = await reg.reservation('alice', t0);
-  assert.ok(res?.live && res.publicKey.equals(a.publicKey) && res.until >= t0 + 60_000 + hold - 1000, JSON.stringify(res));
+  assert.ok(
+    res?.live && res.publicKey.equals(a.publicKey) && res.until >= t0 + 60_000 + hold - 1000,
+    JSON.stringify(res),
+  );
   // alice renames herself: the old name stays reserved for her key, nobody else gets it.
   assert.equal(await reg.put({ ...a, name: 'alice2' }, t0 + 1), 'ok');
   assert.equal(await reg.getByName('alice', t0 + 1), undefined, 'not live under the old name');
@@ -60,7 +63,10 @@ async function conformance(reg: Registry, maxPeers: number, hold: number): Promi
   const found = await reg.list(t0 + 5, { query: 'alice' });
   assert.deepEqual(found.map((r) => r.name).sort(), ['alice', 'alice2']);
   await reg.noteNatType(c.publicKey, 'port-restricted', t0 + 5);
-  assert.equal((await reg.list(t0 + 5, { query: c.publicKey.toString('hex').slice(0, 20) }))[0]?.natType, 'port-restricted');
+  assert.equal(
+    (await reg.list(t0 + 5, { query: c.publicKey.toString('hex').slice(0, 20) }))[0]?.natType,
+    'port-restricted',
+  );
   // Expiry: records vanish and are reported; names stay reserved for their keys.
   const gone = await reg.expire(t0 + 120_000);
   assert.ok(gone.some((k) => k.equals(c.publicKey)));
@@ -80,13 +86,22 @@ test('MemoryRegistry: with nameHoldMs 0 a name is free once its holder is gone',
   assert.equal(await reg.put(rec('bob', 1000), 10), 'ok');
 });
 
-test('RedisRegistry (real redis-server): the same behaviour', { skip: which('redis-server') ? false : 'redis-server not installed' }, async () => {
-  const redis = await startRedis();
-  const backend = await RedisBackend.connect({ url: redis.url, maxPeers: 4, nameHoldMs: 30 * 86_400_000, nodeId: 'n1' });
-  try {
-    await conformance(backend.registry, 4, 30 * 86_400_000);
-  } finally {
-    await backend.close();
-    await redis.stop();
-  }
-});
+test(
+  'RedisRegistry (real redis-server): the same behaviour',
+  { skip: which('redis-server') ? false : 'redis-server not installed' },
+  async () => {
+    const redis = await startRedis();
+    const backend = await RedisBackend.connect({
+      url: redis.url,
+      maxPeers: 4,
+      nameHoldMs: 30 * 86_400_000,
+      nodeId: 'n1',
+    });
+    try {
+      await conformance(backend.registry, 4, 30 * 86_400_000);
+    } finally {
+      await backend.close();
+      await redis.stop();
+    }
+  },
+);

@@ -10,7 +10,14 @@ import { generateKeyPair } from '../../src/session/identity.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 import { Bag, startServer } from './rendezvous-harness.js';
 
-const outcome = () => connectionOutcome({ connectionId: randomBytes(16), role: 'initiator', startedAt: Date.now() - 200, path: { kind: 'direct' }, localNat: 'full-cone' });
+const outcome = () =>
+  connectionOutcome({
+    connectionId: randomBytes(16),
+    role: 'initiator',
+    startedAt: Date.now() - 200,
+    path: { kind: 'direct' },
+    localNat: 'full-cone',
+  });
 
 test('report(): counted, acknowledged and observed; bounded per key; report: false sends nothing; reports: false counts nothing', async () => {
   const events: RendezvousEvent[] = [];
@@ -45,7 +52,10 @@ test('operator-assigned names: only the assigned key registers them', async () =
   const bag = new Bag();
   try {
     const squatter = await bag.client(srv, { name: 'ops' });
-    await assert.rejects(squatter.register(), (e: unknown) => isNatpunchError(e) && /assigned to another key by the operator/.test(e.message));
+    await assert.rejects(
+      squatter.register(),
+      (e: unknown) => isNatpunchError(e) && /assigned to another key by the operator/.test(e.message),
+    );
     const real = await bag.client(srv, { name: 'ops', keyPair: owner });
     await real.register();
   } finally {
@@ -64,7 +74,10 @@ test('drain: registered peers get MOVE and register with their next server; the 
     const peer = bag.add(
       new RendezvousClient({
         transport,
-        server: [{ host: '127.0.0.1', port: a.port, tcpPort: a.tcpPort }, { host: '127.0.0.1', port: b.port, tcpPort: b.tcpPort }],
+        server: [
+          { host: '127.0.0.1', port: a.port, tcpPort: a.tcpPort },
+          { host: '127.0.0.1', port: b.port, tcpPort: b.tcpPort },
+        ],
         keyPair: generateKeyPair(),
         name: 'mover',
         initialRtoMs: 100,
@@ -72,7 +85,9 @@ test('drain: registered peers get MOVE and register with their next server; the 
     );
     await peer.register();
     const changed = once(peer, 'server-changed');
-    const registered = new Promise<void>((resolve) => peer.on('registered', () => peer.server.port === b.port && resolve()));
+    const registered = new Promise<void>((resolve) =>
+      peer.on('registered', () => peer.server.port === b.port && resolve()),
+    );
     assert.equal(await a.server.drain(), 1);
     const [where, reason] = (await changed) as [{ port: number }, string];
     assert.deepEqual([where.port, reason], [b.port, 'moved']);

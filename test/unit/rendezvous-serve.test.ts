@@ -36,7 +36,10 @@ test('serve runs the rendezvous beside STUN on one port: UDP registrations, TCP 
     const t = await stunBinding({ host: '127.0.0.1', port }, { tcp: true, timeoutMs: 3000 });
     assert.equal(t.mapped.address, '127.0.0.1');
     // A peer whose UDP is blocked reaches the rendezvous over serve's TCP port and gets a connect request through it.
-    const walled = await bag.client({ port: await deadUdpPort(bag), tcpPort: port }, { name: 'walled', initialRtoMs: 50, maxTransmissions: 2 });
+    const walled = await bag.client(
+      { port: await deadUdpPort(bag), tcpPort: port },
+      { name: 'walled', initialRtoMs: 50, maxTransmissions: 2 },
+    );
     assert.equal((await walled.register()).via, 'tcp');
     const incoming = once<import('../../src/rendezvous/client.js').ConnectOffer>(walled, 'connect-request');
     await alice.requestConnect('walled');
@@ -69,12 +72,18 @@ test('serve with rendezvous: false answers no rendezvous datagram and closes 0xF
   }
 });
 
-test('listen() and connect() through serve\'s rendezvous: introduced by name, authenticated, data both ways', async () => {
+test("listen() and connect() through serve's rendezvous: introduced by name, authenticated, data both ways", async () => {
   const h = await startServer({ port: 0, addresses: ['127.0.0.1'] });
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const rendezvous = `127.0.0.1:${h.udp[0]!.port}`;
-  const listener = await listen({ keyPair: kb, bind: { address: '127.0.0.1' }, rendezvous, name: 'bob', allow: [ka.publicKey] });
+  const listener = await listen({
+    keyPair: kb,
+    bind: { address: '127.0.0.1' },
+    rendezvous,
+    name: 'bob',
+    allow: [ka.publicKey],
+  });
   let sa: Session | undefined;
   try {
     const accepted = new Promise<Session>((resolve) => listener.once('session', resolve));
@@ -115,7 +124,10 @@ test('`natpunch serve --json` reports the rendezvous; --no-rendezvous turns it o
       const info = JSON.parse(line);
       assert.equal(info.rendezvous, !off);
       const port = info.udp[0].port;
-      const c = await bag.client({ port, tcpPort: port }, { initialRtoMs: 50, maxTransmissions: 3, tcpFallback: false });
+      const c = await bag.client(
+        { port, tcpPort: port },
+        { initialRtoMs: 50, maxTransmissions: 3, tcpFallback: false },
+      );
       if (off) await assert.rejects(c.ping(), (e: unknown) => isNatpunchError(e, 'TIMEOUT'));
       else assert.ok((await c.ping()) >= 0);
     } finally {
@@ -134,7 +146,10 @@ test('on a dual-stack serve socket, IPv4 peers are told plain IPv4 addresses (no
     const c = await bag.client({ port, tcpPort: port }, { name: 'v4' });
     const reg = await c.register();
     assert.equal(reg.reflexive.address, '127.0.0.1');
-    const walled = await bag.client({ port: await deadUdpPort(bag), tcpPort: port }, { initialRtoMs: 30, maxTransmissions: 2 });
+    const walled = await bag.client(
+      { port: await deadUdpPort(bag), tcpPort: port },
+      { initialRtoMs: 30, maxTransmissions: 2 },
+    );
     const found = await walled.lookup('v4');
     assert.ok(found.candidates.every((x) => !x.address.startsWith('::ffff:')));
     assert.equal(walled.via, 'tcp');

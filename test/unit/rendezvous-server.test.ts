@@ -4,7 +4,12 @@ import { connect } from 'node:net';
 import { generateKeyPair, keyToId } from '../../src/session/identity.js';
 import { candidatePriority } from '../../src/traversal/candidate.js';
 import { isNatpunchError } from '../../src/util/errors.js';
-import { encodeRendezvous, PONG_BYTES, type ConnectNotifyMessage, type ErrorMessage } from '../../src/wire/rendezvous.js';
+import {
+  encodeRendezvous,
+  PONG_BYTES,
+  type ConnectNotifyMessage,
+  type ErrorMessage,
+} from '../../src/wire/rendezvous.js';
 import type { ConnectOffer } from '../../src/rendezvous/client.js';
 import { Bag, exchange, once, startServer, waitFor } from './rendezvous-harness.js';
 
@@ -36,18 +41,22 @@ test('register, then lookup by name and by key returns the host candidates and t
   }
 });
 
-test('connect notify reaches both sides with each other\'s candidates, srflx and roles', async () => {
+test("connect notify reaches both sides with each other's candidates, srflx and roles", async () => {
   const srv = await startServer();
   const bag = new Bag();
   try {
     // bob advertises a private address that is not its socket, so the srflx (its socket) is a separate candidate.
     const bob = await bag.client(srv, {
       name: 'bob',
-      candidates: () => [{ type: 'host', transport: 'udp', address: '10.9.8.7', port: 4242, priority: candidatePriority('host') }],
+      candidates: () => [
+        { type: 'host', transport: 'udp', address: '10.9.8.7', port: 4242, priority: candidatePriority('host') },
+      ],
     });
     const alice = await bag.client(srv, {
       name: 'alice',
-      candidates: () => [{ type: 'host', transport: 'udp', address: '10.1.1.1', port: 1111, priority: candidatePriority('host') }],
+      candidates: () => [
+        { type: 'host', transport: 'udp', address: '10.1.1.1', port: 1111, priority: candidatePriority('host') },
+      ],
     });
     const bobReg = await bob.register();
     const aliceReg = await alice.register();
@@ -115,7 +124,18 @@ test('a registration signed by another key is refused', async () => {
     const victim = generateKeyPair();
     const mallory = generateKeyPair();
     const t = await bag.transport();
-    const forged = encodeRendezvous({ type: 'register', requestId: 7, publicKey: victim.publicKey, name: 'victim', reachable: false, rttMs: 0, candidates: [] }, mallory.secretKey);
+    const forged = encodeRendezvous(
+      {
+        type: 'register',
+        requestId: 7,
+        publicKey: victim.publicKey,
+        name: 'victim',
+        reachable: false,
+        rttMs: 0,
+        candidates: [],
+      },
+      mallory.secretKey,
+    );
     const reply = await exchange(t, srv.port, forged, 7);
     assert.equal(reply.type, 'error');
     assert.equal((reply as ErrorMessage).code, 'BAD_SIGNATURE');
@@ -123,7 +143,19 @@ test('a registration signed by another key is refused', async () => {
     const probe = await bag.client(srv);
     await assert.rejects(probe.lookup('victim'), (e: unknown) => isNatpunchError(e, 'PEER_NOT_FOUND'));
     // A forged CONNECT is refused the same way.
-    const forgedConnect = encodeRendezvous({ type: 'connect', requestId: 8, publicKey: victim.publicKey, reachable: false, target: { name: 'x' }, connectionId: Buffer.alloc(16), rttMs: 0, candidates: [] }, mallory.secretKey);
+    const forgedConnect = encodeRendezvous(
+      {
+        type: 'connect',
+        requestId: 8,
+        publicKey: victim.publicKey,
+        reachable: false,
+        target: { name: 'x' },
+        connectionId: Buffer.alloc(16),
+        rttMs: 0,
+        candidates: [],
+      },
+      mallory.secretKey,
+    );
     assert.equal(((await exchange(t, srv.port, forgedConnect, 8)) as ErrorMessage).code, 'BAD_SIGNATURE');
   } finally {
     await bag.close();
@@ -138,7 +170,18 @@ test('a replayed registration is refused; a retransmission from the same source 
     const peer = generateKeyPair();
     const original = await bag.transport();
     const attacker = await bag.transport();
-    const bytes = encodeRendezvous({ type: 'register', requestId: 11, publicKey: peer.publicKey, name: 'peer', reachable: false, rttMs: 0, candidates: [] }, peer.secretKey);
+    const bytes = encodeRendezvous(
+      {
+        type: 'register',
+        requestId: 11,
+        publicKey: peer.publicKey,
+        name: 'peer',
+        reachable: false,
+        rttMs: 0,
+        candidates: [],
+      },
+      peer.secretKey,
+    );
     const first = await exchange(original, srv.port, bytes, 11);
     assert.equal(first.type, 'registered');
     const again = await exchange(original, srv.port, bytes, 11);
@@ -152,7 +195,18 @@ test('a replayed registration is refused; a retransmission from the same source 
     assert.ok(found.candidates.some((c) => c.type === 'srflx' && c.port === original.address().port));
     assert.ok(!found.candidates.some((c) => c.port === attacker.address().port));
     // Outside the window: stale.
-    const old = encodeRendezvous({ type: 'register', requestId: 12, publicKey: peer.publicKey, reachable: false, rttMs: 0, candidates: [], timestamp: Date.now() - 120_000 }, peer.secretKey);
+    const old = encodeRendezvous(
+      {
+        type: 'register',
+        requestId: 12,
+        publicKey: peer.publicKey,
+        reachable: false,
+        rttMs: 0,
+        candidates: [],
+        timestamp: Date.now() - 120_000,
+      },
+      peer.secretKey,
+    );
     assert.equal(((await exchange(attacker, srv.port, old, 12)) as ErrorMessage).code, 'STALE');
     const s = srv.server.stats();
     assert.equal(s.replays, 1);
@@ -171,7 +225,10 @@ test('a name claimed by another live key is refused; the holder keeps it and may
     const first = await bag.client(srv, { name: 'alice' });
     await first.register();
     const second = await bag.client(srv, { name: 'alice' });
-    await assert.rejects(second.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && e.details?.serverCode === 'NAME_TAKEN');
+    await assert.rejects(
+      second.register(),
+      (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && e.details?.serverCode === 'NAME_TAKEN',
+    );
     await first.register();
     const probe = await bag.client(srv);
     assert.deepEqual((await probe.lookup('alice')).publicKey, first.keyPair.publicKey);
@@ -181,7 +238,12 @@ test('a name claimed by another live key is refused; the holder keeps it and may
     const holder = first.keyPair;
     first.close();
     await waitFor(() => srv.server.stats().unregistrations === 1);
-    await assert.rejects(second.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && /reserved for the key that last held it until \d{4}-\d\d-\d\dT/.test(e.message));
+    await assert.rejects(
+      second.register(),
+      (e: unknown) =>
+        isNatpunchError(e, 'RENDEZVOUS') &&
+        /reserved for the key that last held it until \d{4}-\d\d-\d\dT/.test(e.message),
+    );
     const again = await bag.client(srv, { name: 'alice', keyPair: holder });
     assert.equal(await again.releaseName(), true);
     assert.equal(await again.releaseName(), false, 'nothing left to release');
@@ -227,7 +289,19 @@ test('malformed datagrams are counted and dropped; other first bytes are ignored
     t.send(Buffer.from([0xff, 1, 2]), srv.port, '127.0.0.1'); // UDX-looking: not ours
     // A registered REGISTERED sent *to* the server is a wrong-direction message: dropped, counted.
     t.send(encodeRendezvous({ type: 'pong', requestId: 1, echo: 1, time: 1 }), srv.port, '127.0.0.1');
-    t.send(encodeRendezvous({ type: 'registered', requestId: 1, reflexive: { transport: 'udp', address: '1.2.3.4', port: 1 }, refreshMs: 1, ttlMs: 1, serverTime: 1, reachable: false }), srv.port, '127.0.0.1');
+    t.send(
+      encodeRendezvous({
+        type: 'registered',
+        requestId: 1,
+        reflexive: { transport: 'udp', address: '1.2.3.4', port: 1 },
+        refreshMs: 1,
+        ttlMs: 1,
+        serverTime: 1,
+        reachable: false,
+      }),
+      srv.port,
+      '127.0.0.1',
+    );
     const client = await bag.client(srv);
     assert.ok((await client.ping()) >= 0);
     const s = srv.server.stats();
@@ -261,7 +335,11 @@ test('the per-source rate limit engages and answers RATE_LIMITED', async () => {
       replies.push({ type });
     });
     for (let i = 0; i < 30; i++) {
-      t.send(encodeRendezvous({ type: 'ping', requestId: i + 1, time: Date.now() }, undefined, { padTo: PONG_BYTES }), srv.port, '127.0.0.1');
+      t.send(
+        encodeRendezvous({ type: 'ping', requestId: i + 1, time: Date.now() }, undefined, { padTo: PONG_BYTES }),
+        srv.port,
+        '127.0.0.1',
+      );
     }
     await waitFor(() => srv.server.stats().received === 30);
     await waitFor(() => replies.some((r) => r.type === 'error'));
@@ -290,12 +368,33 @@ test('responder notifications are retransmitted until acknowledged (to an addres
     const { decodeRendezvous } = await import('../../src/wire/rendezvous.js');
     t.onMessage((msg) => {
       const m = decodeRendezvous(msg);
-      if (m.type === 'ping') t.send(encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }), srv.port, '127.0.0.1');
+      if (m.type === 'ping')
+        t.send(
+          encodeRendezvous({ type: 'pong', requestId: m.requestId, echo: m.time, time: Date.now() }),
+          srv.port,
+          '127.0.0.1',
+        );
       if (m.type !== 'connect-notify') return;
       copies.push(m);
-      if (copies.length === 3) t.send(encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }), srv.port, '127.0.0.1');
+      if (copies.length === 3)
+        t.send(
+          encodeRendezvous({ type: 'notify-ack', requestId: m.requestId, connectionId: m.connectionId }),
+          srv.port,
+          '127.0.0.1',
+        );
     });
-    const reg = encodeRendezvous({ type: 'register', requestId: 1, publicKey: key.publicKey, name: 'raw', reachable: false, rttMs: 0, candidates: [] }, key.secretKey);
+    const reg = encodeRendezvous(
+      {
+        type: 'register',
+        requestId: 1,
+        publicKey: key.publicKey,
+        name: 'raw',
+        reachable: false,
+        rttMs: 0,
+        candidates: [],
+      },
+      key.secretKey,
+    );
     assert.equal((await exchange(t, srv.port, reg, 1)).type, 'registered');
     await waitFor(() => srv.server.stats().rttSamples === 1);
     const alice = await bag.client(srv);
@@ -324,11 +423,34 @@ test('start times follow the RTTs: initiator at once (default) or both aligned (
         const m = decodeRendezvous(msg);
         if (m.type === 'connect-notify') notifies.push(m);
       });
-      const reg = encodeRendezvous({ type: 'register', requestId: 1, publicKey: responder.publicKey, name: 'far', reachable: false, rttMs: 100, candidates: [] }, responder.secretKey);
+      const reg = encodeRendezvous(
+        {
+          type: 'register',
+          requestId: 1,
+          publicKey: responder.publicKey,
+          name: 'far',
+          reachable: false,
+          rttMs: 100,
+          candidates: [],
+        },
+        responder.secretKey,
+      );
       assert.equal((await exchange(rt, srv.port, reg, 1)).type, 'registered');
       const initiator = generateKeyPair();
       const it = await bag.transport();
-      const near = encodeRendezvous({ type: 'connect', requestId: 2, publicKey: initiator.publicKey, reachable: false, target: { name: 'far' }, connectionId: Buffer.alloc(16, 1), rttMs: 20, candidates: [] }, initiator.secretKey);
+      const near = encodeRendezvous(
+        {
+          type: 'connect',
+          requestId: 2,
+          publicKey: initiator.publicKey,
+          reachable: false,
+          target: { name: 'far' },
+          connectionId: Buffer.alloc(16, 1),
+          rttMs: 20,
+          candidates: [],
+        },
+        initiator.secretKey,
+      );
       const answer = (await exchange(it, srv.port, near, 2)) as ConnectNotifyMessage;
       await waitFor(() => notifies.length > 0);
       if (schedule === 'initiator-first') {
@@ -347,9 +469,32 @@ test('start times follow the RTTs: initiator at once (default) or both aligned (
         const m = decodeRendezvous(msg);
         if (m.type === 'connect-notify') nearNotifies.push(m);
       });
-      const reg2 = encodeRendezvous({ type: 'register', requestId: 3, publicKey: nearPeer.publicKey, name: 'near', reachable: false, rttMs: 20, candidates: [] }, nearPeer.secretKey);
+      const reg2 = encodeRendezvous(
+        {
+          type: 'register',
+          requestId: 3,
+          publicKey: nearPeer.publicKey,
+          name: 'near',
+          reachable: false,
+          rttMs: 20,
+          candidates: [],
+        },
+        nearPeer.secretKey,
+      );
       assert.equal((await exchange(nt, srv.port, reg2, 3)).type, 'registered');
-      const far = encodeRendezvous({ type: 'connect', requestId: 4, publicKey: initiator.publicKey, reachable: false, target: { name: 'near' }, connectionId: Buffer.alloc(16, 2), rttMs: 100, candidates: [] }, initiator.secretKey);
+      const far = encodeRendezvous(
+        {
+          type: 'connect',
+          requestId: 4,
+          publicKey: initiator.publicKey,
+          reachable: false,
+          target: { name: 'near' },
+          connectionId: Buffer.alloc(16, 2),
+          rttMs: 100,
+          candidates: [],
+        },
+        initiator.secretKey,
+      );
       const answer2 = (await exchange(it, srv.port, far, 4)) as ConnectNotifyMessage;
       await waitFor(() => nearNotifies.length > 0);
       assert.equal(answer2.startDelayMs, 0);
@@ -368,7 +513,10 @@ test('memory bounds: a full registry and too many TCP connections are refused', 
     await (await bag.client(srv)).register();
     await (await bag.client(srv)).register();
     const third = await bag.client(srv);
-    await assert.rejects(third.register(), (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && e.details?.serverCode === 'SERVER_FULL');
+    await assert.rejects(
+      third.register(),
+      (e: unknown) => isNatpunchError(e, 'RENDEZVOUS') && e.details?.serverCode === 'SERVER_FULL',
+    );
     assert.equal(srv.server.stats().serverFull, 1);
     const a = connect(srv.tcpPort, '127.0.0.1');
     a.on('error', () => {});
@@ -406,14 +554,17 @@ test('a responder cannot be flooded with notifications by many initiators', asyn
     // Each initiator has a fresh bucket; the target's bucket (register, pong, acks and notifications) runs dry.
     assert.ok(results.includes('ok'));
     assert.ok(results.includes('RATE_LIMITED'), results.join(','));
-    assert.ok(results.every((r) => r === 'ok' || r === 'RATE_LIMITED'), results.join(','));
+    assert.ok(
+      results.every((r) => r === 'ok' || r === 'RATE_LIMITED'),
+      results.join(','),
+    );
   } finally {
     await bag.close();
     await srv.close();
   }
 });
 
-test('attachRendezvous shares a host\'s UDP socket and TCP port with another protocol (first-byte dispatch)', async () => {
+test("attachRendezvous shares a host's UDP socket and TCP port with another protocol (first-byte dispatch)", async () => {
   const { attachRendezvous } = await import('../../src/rendezvous/server.js');
   const { NodeDatagramTransport } = await import('../../src/net/datagram.js');
   const { createServer } = await import('node:net');
@@ -422,13 +573,15 @@ test('attachRendezvous shares a host\'s UDP socket and TCP port with another pro
   udp.onMessage((msg, rinfo) => {
     if (msg[0]! <= 3) udp.send(msg, rinfo.port, rinfo.address);
   });
-  const handlers: Array<{ match: (b: number) => boolean; handler: (s: import('node:net').Socket, head: Buffer) => void }> = [
-    { match: (b) => b <= 3, handler: (s) => s.end('stun') },
-  ];
+  const handlers: Array<{
+    match: (b: number) => boolean;
+    handler: (s: import('node:net').Socket, head: Buffer) => void;
+  }> = [{ match: (b) => b <= 3, handler: (s) => s.end('stun') }];
   const tcp = createServer((sock) => {
     sock.on('error', () => {});
     sock.once('data', (head: Buffer) => {
-      for (let i = handlers.length - 1; i >= 0; i--) if (handlers[i]!.match(head[0]!)) return handlers[i]!.handler(sock, head);
+      for (let i = handlers.length - 1; i >= 0; i--)
+        if (handlers[i]!.match(head[0]!)) return handlers[i]!.handler(sock, head);
       sock.destroy();
     });
   });
@@ -454,12 +607,18 @@ test('attachRendezvous shares a host\'s UDP socket and TCP port with another pro
     t.send(Buffer.from([0x00, 0x01, 0xaa]), port, '127.0.0.1');
     assert.deepEqual(await echoed, Buffer.from([0x00, 0x01, 0xaa]));
     // TCP: a rendezvous client whose UDP is blocked is dispatched to the rendezvous by its first byte 0xF0.
-    const walled = await bag.client({ port: await (async () => {
-      const d = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-      const p = d.address().port;
-      d.close();
-      return p;
-    })(), tcpPort }, { initialRtoMs: 30, maxTransmissions: 2 });
+    const walled = await bag.client(
+      {
+        port: await (async () => {
+          const d = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+          const p = d.address().port;
+          d.close();
+          return p;
+        })(),
+        tcpPort,
+      },
+      { initialRtoMs: 30, maxTransmissions: 2 },
+    );
     assert.equal((await walled.lookup('alice')).name, 'alice');
     assert.equal(walled.via, 'tcp');
     assert.equal(rdv.server.stats().tcpAccepted, 1);
@@ -483,14 +642,39 @@ test('an old registration replayed inside the window is refused (REPLAY); an old
     const owner = await bag.transport();
     const attacker = await bag.transport();
     const t = Date.now();
-    const first = encodeRendezvous({ type: 'register', requestId: 1, publicKey: peer.publicKey, reachable: false, rttMs: 0, candidates: [], timestamp: t }, peer.secretKey);
-    const second = encodeRendezvous({ type: 'register', requestId: 2, publicKey: peer.publicKey, reachable: false, rttMs: 0, candidates: [], timestamp: t + 1 }, peer.secretKey);
+    const first = encodeRendezvous(
+      {
+        type: 'register',
+        requestId: 1,
+        publicKey: peer.publicKey,
+        reachable: false,
+        rttMs: 0,
+        candidates: [],
+        timestamp: t,
+      },
+      peer.secretKey,
+    );
+    const second = encodeRendezvous(
+      {
+        type: 'register',
+        requestId: 2,
+        publicKey: peer.publicKey,
+        reachable: false,
+        rttMs: 0,
+        candidates: [],
+        timestamp: t + 1,
+      },
+      peer.secretKey,
+    );
     assert.equal((await exchange(owner, srv.port, first, 1)).type, 'registered');
     assert.equal((await exchange(owner, srv.port, second, 2)).type, 'registered');
     const replay = (await exchange(attacker, srv.port, first, 1)) as ErrorMessage;
     assert.equal(replay.code, 'REPLAY');
     // A replayed withdrawal from before the live registration is ignored too.
-    const bye = encodeRendezvous({ type: 'unregister', requestId: 3, publicKey: peer.publicKey, timestamp: t }, peer.secretKey);
+    const bye = encodeRendezvous(
+      { type: 'unregister', requestId: 3, publicKey: peer.publicKey, timestamp: t },
+      peer.secretKey,
+    );
     attacker.send(bye, srv.port, '127.0.0.1');
     const probe = await bag.client(srv);
     await waitFor(() => srv.server.stats().stale === 1);

@@ -4,7 +4,14 @@ import { randomBytes } from 'node:crypto';
 import { UdxEndpoint } from '../../src/net/udx.js';
 import { ConnectivityChecks } from '../../src/traversal/checks.js';
 import { candidatePriority, type Candidate } from '../../src/traversal/candidate.js';
-import { Mux, MuxStream, encodeFrame, FrameType, DEFAULT_STREAM_WINDOW, type FrameSink } from '../../src/session/mux.js';
+import {
+  Mux,
+  MuxStream,
+  encodeFrame,
+  FrameType,
+  DEFAULT_STREAM_WINDOW,
+  type FrameSink,
+} from '../../src/session/mux.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 
 function host(port: number): Candidate {
@@ -16,8 +23,24 @@ test('garbage on the probe channel is dropped; the checks still succeed', async 
   const b = await UdxEndpoint.bind({ address: '127.0.0.1' });
   const noise = await UdxEndpoint.bind({ address: '127.0.0.1' });
   const key = randomBytes(32);
-  const ca = new ConnectivityChecks({ transport: a, role: 'initiator', connectionId: 'x', key, local: [], remote: [host(b.address().port)], timeoutMs: 5000 });
-  const cb = new ConnectivityChecks({ transport: b, role: 'responder', connectionId: 'x', key, local: [], remote: [host(a.address().port)], timeoutMs: 5000 });
+  const ca = new ConnectivityChecks({
+    transport: a,
+    role: 'initiator',
+    connectionId: 'x',
+    key,
+    local: [],
+    remote: [host(b.address().port)],
+    timeoutMs: 5000,
+  });
+  const cb = new ConnectivityChecks({
+    transport: b,
+    role: 'responder',
+    connectionId: 'x',
+    key,
+    local: [],
+    remote: [host(a.address().port)],
+    timeoutMs: 5000,
+  });
   try {
     // 500 malformed probes at each side: random lengths, right first byte, random kinds, truncated headers.
     for (let i = 0; i < 500; i++) {
@@ -69,11 +92,15 @@ test('a peer that sends beyond its credit gets that stream reset, not the sessio
   mux.onFrame(encodeFrame(FrameType.OPEN, 2));
   mux.onFrame(encodeFrame(FrameType.OPEN, 4));
   const chunk = Buffer.alloc(64 * 1024);
-  for (let sent = 0; sent <= DEFAULT_STREAM_WINDOW; sent += chunk.length) mux.onFrame(encodeFrame(FrameType.DATA, 2, chunk));
+  for (let sent = 0; sent <= DEFAULT_STREAM_WINDOW; sent += chunk.length)
+    mux.onFrame(encodeFrame(FrameType.DATA, 2, chunk));
   assert.equal(streams.length, 2);
   assert.ok(streams[0]!.destroyed, 'the offending stream is gone');
   assert.ok(!streams[1]!.destroyed, 'the other stream lives');
-  assert.ok(out.some((f) => f[0] === FrameType.RESET && f.readUInt32BE(1) === 2), 'a RESET was sent for it');
+  assert.ok(
+    out.some((f) => f[0] === FrameType.RESET && f.readUInt32BE(1) === 2),
+    'a RESET was sent for it',
+  );
   // Opening a stream with our own parity is a protocol error.
   let protocolError = false;
   mux.on('protocol-error', () => (protocolError = true));

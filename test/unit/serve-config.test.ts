@@ -12,7 +12,11 @@ const KEY = 'ab'.repeat(32);
 
 test('config: precedence is flag > environment > file > default, per option', () => {
   const file = readConfigFile('t.toml', 'port = 1000\nrealm = "file"\nudp = "dgram"\nname-hold = "7d"\n');
-  const r = resolveConfig({ flags: new Map([['port', 3000]]), env: { NATPUNCH_PORT: '2000', NATPUNCH_REALM: 'env' }, file });
+  const r = resolveConfig({
+    flags: new Map([['port', 3000]]),
+    env: { NATPUNCH_PORT: '2000', NATPUNCH_REALM: 'env' },
+    file,
+  });
   assert.equal(r.values.port, 3000);
   assert.equal(r.sources.port, 'flag');
   assert.equal(r.values.realm, 'env');
@@ -26,7 +30,10 @@ test('config: precedence is flag > environment > file > default, per option', ()
 });
 
 test('config: lists, maps and booleans from the environment and the file', () => {
-  const file = readConfigFile('t.toml', `address = ["127.0.0.1"]\nrendezvous = false\n[reserve-name]\nalice = "${KEY}"\n`);
+  const file = readConfigFile(
+    't.toml',
+    `address = ["127.0.0.1"]\nrendezvous = false\n[reserve-name]\nalice = "${KEY}"\n`,
+  );
   const r = resolveConfig({ env: { NATPUNCH_AUTH_SECRET: 'a, b', NATPUNCH_TURN: 'yes' }, file });
   assert.deepEqual(r.values.address, ['127.0.0.1']);
   assert.equal(r.values.rendezvous, false);
@@ -42,7 +49,10 @@ test('config: a bad value names the key and its line; an unknown key suggests th
     ['prot = 1\n', /line 1: unknown key "prot" \(did you mean "port"\?\)/],
     ['udp = "tcp"\n', /line 1: udp: must be one of "auto", "batched", "udx", "dgram"/],
     ['name-hold = 30\n', /line 1: name-hold: must be a duration string with a unit/],
-    ['\n[reserve-name]\nalice = "nothex"\n', /line 2: reserve-name: the key for "alice" must be 64 lowercase hex digits/],
+    [
+      '\n[reserve-name]\nalice = "nothex"\n',
+      /line 2: reserve-name: the key for "alice" must be 64 lowercase hex digits/,
+    ],
     ['redis = "http://x"\n', /line 1: redis: not a redis:\/\/ or rediss:\/\/ URL/],
     ['port = \n', /t\.toml line 1 column \d+:/],
   ];
@@ -53,11 +63,20 @@ test('config: a bad value names the key and its line; an unknown key suggests th
       text,
     );
   }
-  assert.throws(() => resolveConfig({ env: { NATPUNCH_PORT: 'many' } }), /environment NATPUNCH_PORT: must be an integer/);
+  assert.throws(
+    () => resolveConfig({ env: { NATPUNCH_PORT: 'many' } }),
+    /environment NATPUNCH_PORT: must be an integer/,
+  );
 });
 
 test('config: --print-config masks secrets, keeps a redis URL readable without its password', () => {
-  const r = resolveConfig({ env: { NATPUNCH_AUTH_SECRET: 'hunter2', NATPUNCH_ADMIN_TOKEN: 'tok3n', NATPUNCH_REDIS: 'redis://u:pw@10.0.0.1:6379' } });
+  const r = resolveConfig({
+    env: {
+      NATPUNCH_AUTH_SECRET: 'hunter2',
+      NATPUNCH_ADMIN_TOKEN: 'tok3n',
+      NATPUNCH_REDIS: 'redis://u:pw@10.0.0.1:6379',
+    },
+  });
   const text = renderConfigToml(r);
   assert.ok(!/hunter2|tok3n|:pw@/.test(text), text);
   assert.match(text, /redis = "redis:\/\/u:\*+@10\.0\.0\.1:6379" {2}# env NATPUNCH_REDIS/);
@@ -92,7 +111,11 @@ test('CLI: `natpunch serve --config FILE --print-config` shows flag > env > file
     const good = join(dir, 'good.toml');
     writeFileSync(good, 'port = 1111\nrealm = "from-file"\nadmin-token = "s3cret"\n');
     const run = (args: string[], env: Record<string, string> = {}) =>
-      spawnSync(process.execPath, ['bin/natpunch.js', 'serve', ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } });
+      spawnSync(process.execPath, ['bin/natpunch.js', 'serve', ...args], {
+        encoding: 'utf8',
+        timeout: 30_000,
+        env: { ...process.env, ...env },
+      });
     const out = run(['--config', good, '--print-config', '--json', '--realm', 'from-flag'], { NATPUNCH_PORT: '2222' });
     assert.equal(out.status, 0, out.stderr);
     const shown = JSON.parse(out.stdout) as { values: Record<string, unknown>; sources: Record<string, string> };

@@ -9,28 +9,33 @@ import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { NATPUNCH, run, startUntilLine, stop } from '../helpers/proc.js';
 import { hasIPv6Loopback, loopbackHosts } from '../helpers/net.js';
 
-for (const udp of ['batched', 'udx', 'dgram'] as const) test(`startServer (${udp} sockets) answers STUN on UDP and TCP on one port, IPv4 and IPv6, and releases it on close()`, { skip: udp === 'batched' ? batchedUnavailableReason() : false }, async () => {
-  const hosts = await loopbackHosts();
-  const h = await startServer({ port: 0, addresses: hosts, udp });
-  assert.equal(h.udpImplementation, udp);
-  try {
-    const port = h.udp[0]!.port;
-    assert.ok(h.udp.every((e) => e.port === port) && h.tcp.every((e) => e.port === port));
-    for (const host of hosts) {
-      const u = await stunBinding({ host, port }, { timeoutMs: 3000 });
-      assert.equal(u.mapped.port, u.local.port);
-      const t = await stunBinding({ host, port }, { tcp: true, timeoutMs: 3000 });
-      assert.equal(t.mapped.address, host);
-    }
-    // A busy machine may cause a retransmission. The default relay answers Binding on the TCP connections it takes.
-    assert.ok(h.stun.counters.responses + (h.relay?.turn.stats.tcpBindings ?? 0) >= 2 * hosts.length);
-  } finally {
-    await h.close();
-  }
-  // The port is free again.
-  const again = await startServer({ port: h.udp[0]!.port, addresses: ['127.0.0.1'], udp });
-  await again.close();
-});
+for (const udp of ['batched', 'udx', 'dgram'] as const)
+  test(
+    `startServer (${udp} sockets) answers STUN on UDP and TCP on one port, IPv4 and IPv6, and releases it on close()`,
+    { skip: udp === 'batched' ? batchedUnavailableReason() : false },
+    async () => {
+      const hosts = await loopbackHosts();
+      const h = await startServer({ port: 0, addresses: hosts, udp });
+      assert.equal(h.udpImplementation, udp);
+      try {
+        const port = h.udp[0]!.port;
+        assert.ok(h.udp.every((e) => e.port === port) && h.tcp.every((e) => e.port === port));
+        for (const host of hosts) {
+          const u = await stunBinding({ host, port }, { timeoutMs: 3000 });
+          assert.equal(u.mapped.port, u.local.port);
+          const t = await stunBinding({ host, port }, { tcp: true, timeoutMs: 3000 });
+          assert.equal(t.mapped.address, host);
+        }
+        // A busy machine may cause a retransmission. The default relay answers Binding on the TCP connections it takes.
+        assert.ok(h.stun.counters.responses + (h.relay?.turn.stats.tcpBindings ?? 0) >= 2 * hosts.length);
+      } finally {
+        await h.close();
+      }
+      // The port is free again.
+      const again = await startServer({ port: h.udp[0]!.port, addresses: ['127.0.0.1'], udp });
+      await again.close();
+    },
+  );
 
 test('TCP connections are dispatched by first byte; a registered handler gets its bytes, unknown ones are closed', async () => {
   const h = await startServer({ port: 0, addresses: ['127.0.0.1'] });
@@ -104,7 +109,11 @@ test('startServer refuses bad configurations with BAD_ARGUMENT', async () => {
 });
 
 test('`natpunch serve --json` prints one JSON line, `natpunch stun` reads the mapped address, SIGTERM stops it cleanly', async () => {
-  const { child, line } = await startUntilLine(NATPUNCH, ['serve', '--port', '0', '--address', '127.0.0.1', '--json'], (l) => l.startsWith('{'));
+  const { child, line } = await startUntilLine(
+    NATPUNCH,
+    ['serve', '--port', '0', '--address', '127.0.0.1', '--json'],
+    (l) => l.startsWith('{'),
+  );
   try {
     const info = JSON.parse(line);
     assert.equal(info.event, 'listening');

@@ -21,16 +21,34 @@ async function endpoints(): Promise<Pair> {
   return { a, b, close: async () => void (await Promise.all([a.close(), b.close()])) };
 }
 
-function setup(p: Pair, ka: KeyPair, kb: KeyPair, opts: { expected?: Uint8Array; allow?: Allow; extra?: Partial<SessionOptions> } = {}) {
+function setup(
+  p: Pair,
+  ka: KeyPair,
+  kb: KeyPair,
+  opts: { expected?: Uint8Array; allow?: Allow; extra?: Partial<SessionOptions> } = {},
+) {
   const ids = streamIdsFor(randomBytes(16));
   const initiator = Session.establish({
-    endpoint: p.a, isInitiator: true, keyPair: ka, remote: { address: '127.0.0.1', port: p.b.address().port },
-    localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: opts.expected ?? kb.publicKey,
-    handshakeTimeoutMs: 5000, ...opts.extra,
+    endpoint: p.a,
+    isInitiator: true,
+    keyPair: ka,
+    remote: { address: '127.0.0.1', port: p.b.address().port },
+    localStreamId: ids.initiator,
+    remoteStreamId: ids.responder,
+    expectedRemoteKey: opts.expected ?? kb.publicKey,
+    handshakeTimeoutMs: 5000,
+    ...opts.extra,
   });
   const responder = Session.establish({
-    endpoint: p.b, isInitiator: false, keyPair: kb, remote: { address: '127.0.0.1', port: p.a.address().port },
-    localStreamId: ids.responder, remoteStreamId: ids.initiator, allow: opts.allow, handshakeTimeoutMs: 5000, ...opts.extra,
+    endpoint: p.b,
+    isInitiator: false,
+    keyPair: kb,
+    remote: { address: '127.0.0.1', port: p.a.address().port },
+    localStreamId: ids.responder,
+    remoteStreamId: ids.initiator,
+    allow: opts.allow,
+    handshakeTimeoutMs: 5000,
+    ...opts.extra,
   });
   return { initiator, responder };
 }
@@ -77,7 +95,10 @@ test('the initiator refuses a responder that proves another key (HANDSHAKE_FAILE
     const { initiator, responder } = setup(p, ka, kb, { expected: meant.publicKey });
     const [ra, rb] = await Promise.allSettled([initiator, responder]);
     assert.equal(ra.status, 'rejected');
-    assert.ok(isNatpunchError((ra as PromiseRejectedResult).reason, 'HANDSHAKE_FAILED'), String((ra as PromiseRejectedResult).reason));
+    assert.ok(
+      isNatpunchError((ra as PromiseRejectedResult).reason, 'HANDSHAKE_FAILED'),
+      String((ra as PromiseRejectedResult).reason),
+    );
     // The responder never gets a usable session: either it fails, or the session closes at once.
     if (rb.status === 'fulfilled') {
       const [err] = (await once(rb.value, 'close')) as [Error];
@@ -97,7 +118,10 @@ test('the responder refuses keys outside its allow list, and the initiator learn
     const { initiator, responder } = setup(p, ka, kb, { allow: [keyToId(other.publicKey)] });
     const [ra, rb] = await Promise.allSettled([initiator, responder]);
     assert.equal(ra.status, 'rejected');
-    assert.ok(isNatpunchError((ra as PromiseRejectedResult).reason, 'NOT_ALLOWED'), String((ra as PromiseRejectedResult).reason));
+    assert.ok(
+      isNatpunchError((ra as PromiseRejectedResult).reason, 'NOT_ALLOWED'),
+      String((ra as PromiseRejectedResult).reason),
+    );
     assert.equal(rb.status, 'rejected');
     assert.ok(isNatpunchError((rb as PromiseRejectedResult).reason, 'NOT_ALLOWED'));
   } finally {
@@ -134,15 +158,17 @@ test('many parallel streams carry a few MiB both ways intact', async () => {
         s.end(Buffer.from(`${sha(got)} ${sha(payload)}`));
       })();
     });
-    const results = await Promise.all(Array.from({ length: STREAMS }, async () => {
-      const s = sa.openStream();
-      const payload = randomBytes(SIZE);
-      s.end(payload);
-      const back = await readAll(s);
-      const fromPeer = back.subarray(0, SIZE);
-      const [theirHashOfMine, theirHashOfTheirs] = back.subarray(SIZE).toString().split(' ');
-      return { ok: theirHashOfMine === sha(payload) && theirHashOfTheirs === sha(fromPeer), len: back.length };
-    }));
+    const results = await Promise.all(
+      Array.from({ length: STREAMS }, async () => {
+        const s = sa.openStream();
+        const payload = randomBytes(SIZE);
+        s.end(payload);
+        const back = await readAll(s);
+        const fromPeer = back.subarray(0, SIZE);
+        const [theirHashOfMine, theirHashOfTheirs] = back.subarray(SIZE).toString().split(' ');
+        return { ok: theirHashOfMine === sha(payload) && theirHashOfTheirs === sha(fromPeer), len: back.length };
+      }),
+    );
     for (const r of results) assert.ok(r.ok, 'hashes match both ways');
     await Promise.all([sa.close(), sb.close()]);
   } finally {
@@ -203,7 +229,10 @@ test('datagrams arrive encrypted and intact; oversize ones are refused', async (
       await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(got.has('dgram-hello'));
-    assert.throws(() => sa.sendDatagram(Buffer.alloc(5000)), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+    assert.throws(
+      () => sa.sendDatagram(Buffer.alloc(5000)),
+      (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+    );
     await Promise.all([sa.close(), sb.close()]);
   } finally {
     await p.close();
@@ -241,7 +270,7 @@ test('a stream reset closes only that stream; half-close works both ways', async
   }
 });
 
-test('closing a session errors the peer\'s open streams and closes the peer session', async () => {
+test("closing a session errors the peer's open streams and closes the peer session", async () => {
   const p = await endpoints();
   try {
     const { initiator, responder } = setup(p, generateKeyPair(), generateKeyPair());
@@ -257,7 +286,10 @@ test('closing a session errors the peer\'s open streams and closes the peer sess
     assert.ok(isNatpunchError(e, 'SESSION_CLOSED'), String(e));
     const [closeErr] = (await bClosed) as [Error];
     assert.ok(isNatpunchError(closeErr, 'SESSION_CLOSED'));
-    assert.throws(() => sb.openStream(), (x: unknown) => isNatpunchError(x, 'SESSION_CLOSED'));
+    assert.throws(
+      () => sb.openStream(),
+      (x: unknown) => isNatpunchError(x, 'SESSION_CLOSED'),
+    );
   } finally {
     await p.close();
   }
@@ -326,10 +358,25 @@ test('a rebound mapping between writes: the peer follows an authenticated path p
     // No keepalive in flight when the mapping changes: libudx resends packets in flight to their old address.
     const common = { keepAliveMs: 60_000, idleTimeoutMs: 120_000, handshakeTimeoutMs: 5000 };
     const [sa, sb] = await Promise.all([
-      Session.establish({ endpoint: p.a, isInitiator: true, keyPair: ka, remote: { address: '127.0.0.1', port: n1.port },
-        localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: kb.publicKey, ...common }),
-      Session.establish({ endpoint: p.b, isInitiator: false, keyPair: kb, remote: { address: '127.0.0.1', port: n1.port },
-        localStreamId: ids.responder, remoteStreamId: ids.initiator, ...common }),
+      Session.establish({
+        endpoint: p.a,
+        isInitiator: true,
+        keyPair: ka,
+        remote: { address: '127.0.0.1', port: n1.port },
+        localStreamId: ids.initiator,
+        remoteStreamId: ids.responder,
+        expectedRemoteKey: kb.publicKey,
+        ...common,
+      }),
+      Session.establish({
+        endpoint: p.b,
+        isInitiator: false,
+        keyPair: kb,
+        remote: { address: '127.0.0.1', port: n1.port },
+        localStreamId: ids.responder,
+        remoteStreamId: ids.initiator,
+        ...common,
+      }),
     ]);
     // A forged probe from elsewhere (wrong key) must not move the session.
     const forger = await UdxEndpoint.bind({ address: '127.0.0.1' });
@@ -363,49 +410,65 @@ test('a rebound mapping between writes: the peer follows an authenticated path p
   }
 });
 
-for (const mover of ['responder', 'initiator'] as const) test(`a rebound mapping mid-transfer (data in flight both ways, the ${mover} moves): a new transport, nothing lost`, async () => {
-  const p = await endpoints();
-  const n1 = await mapping(p.b.address().port, p.a.address().port);
-  const n2 = await mapping(p.b.address().port, p.a.address().port);
-  try {
-    const ka = generateKeyPair();
-    const kb = generateKeyPair();
-    const ids = streamIdsFor(randomBytes(16));
-    const common = { keepAliveMs: 60_000, idleTimeoutMs: 120_000, handshakeTimeoutMs: 5000 };
-    const [sa, sb] = await Promise.all([
-      Session.establish({ endpoint: p.a, isInitiator: true, keyPair: ka, remote: { address: '127.0.0.1', port: n1.port },
-        localStreamId: ids.initiator, remoteStreamId: ids.responder, expectedRemoteKey: kb.publicKey, ...common }),
-      Session.establish({ endpoint: p.b, isInitiator: false, keyPair: kb, remote: { address: '127.0.0.1', port: n1.port },
-        localStreamId: ids.responder, remoteStreamId: ids.initiator, ...common }),
-    ]);
-    const incoming = once(sb, 'stream') as Promise<[MuxStream]>;
-    const s = sa.openStream();
-    const up = randomBytes(6 * 1024 * 1024);
-    const down = randomBytes(2 * 1024 * 1024);
-    const aGot = readAll(s);
-    const writer = (async () => {
-      for (let off = 0; off < up.length; off += 64 * 1024) {
-        if (!s.write(up.subarray(off, off + 64 * 1024))) await once(s, 'drain');
-      }
-      s.end();
-    })();
-    const [r] = await incoming;
-    const bGot = readAll(r);
-    r.end(down);
-    while (r.bytesReceived < 1024 * 1024) await new Promise((res) => setTimeout(res, 5));
-    const follower = mover === 'responder' ? sa : sb;
-    const moved = once(follower, 'path') as Promise<[{ remote: { port: number } }]>;
-    await n1.close(); // the old mapping dies with data in flight
-    void (mover === 'responder' ? sb : sa).migrate({ address: '127.0.0.1', port: n2.port });
-    const [path] = await moved;
-    assert.equal(path.remote.port, n2.port);
-    await writer;
-    assert.equal(sha(await bGot), sha(up), 'initiator → responder intact');
-    assert.equal(sha(await aGot), sha(down), 'responder → initiator intact');
-    await Promise.all([sa.close(), sb.close()]);
-  } finally {
-    await p.close();
-    await n1.close().catch(() => {});
-    await n2.close();
-  }
-});
+for (const mover of ['responder', 'initiator'] as const)
+  test(`a rebound mapping mid-transfer (data in flight both ways, the ${mover} moves): a new transport, nothing lost`, async () => {
+    const p = await endpoints();
+    const n1 = await mapping(p.b.address().port, p.a.address().port);
+    const n2 = await mapping(p.b.address().port, p.a.address().port);
+    try {
+      const ka = generateKeyPair();
+      const kb = generateKeyPair();
+      const ids = streamIdsFor(randomBytes(16));
+      const common = { keepAliveMs: 60_000, idleTimeoutMs: 120_000, handshakeTimeoutMs: 5000 };
+      const [sa, sb] = await Promise.all([
+        Session.establish({
+          endpoint: p.a,
+          isInitiator: true,
+          keyPair: ka,
+          remote: { address: '127.0.0.1', port: n1.port },
+          localStreamId: ids.initiator,
+          remoteStreamId: ids.responder,
+          expectedRemoteKey: kb.publicKey,
+          ...common,
+        }),
+        Session.establish({
+          endpoint: p.b,
+          isInitiator: false,
+          keyPair: kb,
+          remote: { address: '127.0.0.1', port: n1.port },
+          localStreamId: ids.responder,
+          remoteStreamId: ids.initiator,
+          ...common,
+        }),
+      ]);
+      const incoming = once(sb, 'stream') as Promise<[MuxStream]>;
+      const s = sa.openStream();
+      const up = randomBytes(6 * 1024 * 1024);
+      const down = randomBytes(2 * 1024 * 1024);
+      const aGot = readAll(s);
+      const writer = (async () => {
+        for (let off = 0; off < up.length; off += 64 * 1024) {
+          if (!s.write(up.subarray(off, off + 64 * 1024))) await once(s, 'drain');
+        }
+        s.end();
+      })();
+      const [r] = await incoming;
+      const bGot = readAll(r);
+      r.end(down);
+      while (r.bytesReceived < 1024 * 1024) await new Promise((res) => setTimeout(res, 5));
+      const follower = mover === 'responder' ? sa : sb;
+      const moved = once(follower, 'path') as Promise<[{ remote: { port: number } }]>;
+      await n1.close(); // the old mapping dies with data in flight
+      void (mover === 'responder' ? sb : sa).migrate({ address: '127.0.0.1', port: n2.port });
+      const [path] = await moved;
+      assert.equal(path.remote.port, n2.port);
+      await writer;
+      assert.equal(sha(await bGot), sha(up), 'initiator → responder intact');
+      assert.equal(sha(await aGot), sha(down), 'responder → initiator intact');
+      await Promise.all([sa.close(), sb.close()]);
+    } finally {
+      await p.close();
+      await n1.close().catch(() => {});
+      await n2.close();
+    }
+  });

@@ -43,7 +43,12 @@ function authenticatedServer(auth: LongTermAuthenticator, server: StunServer): v
       });
     }
     return encodeStun(
-      { cls: StunClass.SuccessResponse, method: req.method, transactionId: req.transactionId, attributes: [attr(XorMappedAddress, ctx.from)] },
+      {
+        cls: StunClass.SuccessResponse,
+        method: req.method,
+        transactionId: req.transactionId,
+        attributes: [attr(XorMappedAddress, ctx.from)],
+      },
       { ...r.sign, fingerprint: true },
     );
   });
@@ -120,11 +125,20 @@ test('wrong password and unknown users get 401', async () => {
 
 /** A request signed by hand, as an arbitrary (possibly hostile) client would build it. */
 function request(attributes: AttributeInit[], options: EncodeOptions) {
-  return decodeStun(encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: createTransactionId(), attributes }, options));
+  return decodeStun(
+    encodeStun(
+      { cls: StunClass.Request, method: StunMethod.Binding, transactionId: createTransactionId(), attributes },
+      options,
+    ),
+  );
 }
 
 test('bid-down protection, RFC 5389 clients, USERHASH, missing attributes (RFC 8489 §9.2.4)', () => {
-  const auth = new LongTermAuthenticator({ realm: 'natpunch.test', getPassword: (u) => USERS[u], listUsers: () => Object.keys(USERS) });
+  const auth = new LongTermAuthenticator({
+    realm: 'natpunch.test',
+    getPassword: (u) => USERS[u],
+    listUsers: () => Object.keys(USERS),
+  });
   const challenge = auth.check(request([], {}), FROM);
   assert.equal(challenge.ok, false);
   assert.equal(!challenge.ok && challenge.code, 401);
@@ -139,20 +153,34 @@ test('bid-down protection, RFC 5389 clients, USERHASH, missing attributes (RFC 8
 
   // A proper RFC 8489 client.
   const good = auth.check(
-    request([attr(Username, 'alice'), ...base, attr(PasswordAlgorithms, offered), attr(PasswordAlgorithmAttr, offered[0]!)], { integritySha256: sha }),
+    request(
+      [attr(Username, 'alice'), ...base, attr(PasswordAlgorithms, offered), attr(PasswordAlgorithmAttr, offered[0]!)],
+      { integritySha256: sha },
+    ),
     FROM,
   );
   assert.ok(good.ok && good.algorithm === 'SHA-256' && good.username === 'alice');
 
   // Bid-down: a man in the middle stripped SHA-256 from the list the client echoes.
   const stripped = auth.check(
-    request([attr(Username, 'alice'), ...base, attr(PasswordAlgorithms, [offered[1]!]), attr(PasswordAlgorithmAttr, offered[1]!)], { integrity: md5 }),
+    request(
+      [
+        attr(Username, 'alice'),
+        ...base,
+        attr(PasswordAlgorithms, [offered[1]!]),
+        attr(PasswordAlgorithmAttr, offered[1]!),
+      ],
+      { integrity: md5 },
+    ),
     FROM,
   );
   assert.ok(!stripped.ok && stripped.code === 400);
 
   // PASSWORD-ALGORITHM without PASSWORD-ALGORITHMS is malformed.
-  const half = auth.check(request([attr(Username, 'alice'), ...base, attr(PasswordAlgorithmAttr, offered[1]!)], { integrity: md5 }), FROM);
+  const half = auth.check(
+    request([attr(Username, 'alice'), ...base, attr(PasswordAlgorithmAttr, offered[1]!)], { integrity: md5 }),
+    FROM,
+  );
   assert.ok(!half.ok && half.code === 400);
 
   // An RFC 5389 client (neither attribute): MD5.
@@ -161,27 +189,48 @@ test('bid-down protection, RFC 5389 clients, USERHASH, missing attributes (RFC 8
 
   // Username anonymity: USERHASH instead of USERNAME.
   const anonymous = auth.check(
-    request([attr(Userhash, userhash('bob', 'natpunch.test')), ...base, attr(PasswordAlgorithms, offered), attr(PasswordAlgorithmAttr, offered[0]!)], {
-      integritySha256: longTermKey('bob', 'natpunch.test', 'battery staple', 'SHA-256'),
-    }),
+    request(
+      [
+        attr(Userhash, userhash('bob', 'natpunch.test')),
+        ...base,
+        attr(PasswordAlgorithms, offered),
+        attr(PasswordAlgorithmAttr, offered[0]!),
+      ],
+      {
+        integritySha256: longTermKey('bob', 'natpunch.test', 'battery staple', 'SHA-256'),
+      },
+    ),
     FROM,
   );
   assert.ok(anonymous.ok && anonymous.username === 'bob');
 
   // Integrity but no NONCE: 400. A nonce issued to another address: 401.
-  const noNonce = auth.check(request([attr(Username, 'alice'), attr(Realm, 'natpunch.test')], { integrity: md5 }), FROM);
+  const noNonce = auth.check(
+    request([attr(Username, 'alice'), attr(Realm, 'natpunch.test')], { integrity: md5 }),
+    FROM,
+  );
   assert.ok(!noNonce.ok && noNonce.code === 400);
-  const moved = auth.check(request([attr(Username, 'alice'), ...base], { integrity: md5 }), { ...FROM, address: '127.0.0.9' });
+  const moved = auth.check(request([attr(Username, 'alice'), ...base], { integrity: md5 }), {
+    ...FROM,
+    address: '127.0.0.9',
+  });
   assert.ok(!moved.ok && moved.code === 401);
   // A forged nonce: 401.
   const i = nonce.length - 5;
   const tampered = `${nonce.slice(0, i)}${nonce[i] === 'A' ? 'B' : 'A'}${nonce.slice(i + 1)}`;
-  const forged = auth.check(request([attr(Username, 'alice'), attr(Realm, 'natpunch.test'), attr(Nonce, tampered)], { integrity: md5 }), FROM);
+  const forged = auth.check(
+    request([attr(Username, 'alice'), attr(Realm, 'natpunch.test'), attr(Nonce, tampered)], { integrity: md5 }),
+    FROM,
+  );
   assert.ok(!forged.ok && forged.code === 401);
 });
 
 test('check() never throws on mutated requests (5k bit flips of signed requests)', () => {
-  const auth = new LongTermAuthenticator({ realm: 'natpunch.test', getPassword: (u) => USERS[u], listUsers: () => Object.keys(USERS) });
+  const auth = new LongTermAuthenticator({
+    realm: 'natpunch.test',
+    getPassword: (u) => USERS[u],
+    listUsers: () => Object.keys(USERS),
+  });
   const nonce = auth.nonce(FROM);
   const offered = [
     { algorithm: 2, params: new Uint8Array(0) },
@@ -192,9 +241,18 @@ test('check() never throws on mutated requests (5k bit flips of signed requests)
       cls: StunClass.Request,
       method: StunMethod.Binding,
       transactionId: createTransactionId(),
-      attributes: [attr(Username, 'alice'), attr(Realm, 'natpunch.test'), attr(Nonce, nonce), attr(PasswordAlgorithms, offered), attr(PasswordAlgorithmAttr, offered[0]!)],
+      attributes: [
+        attr(Username, 'alice'),
+        attr(Realm, 'natpunch.test'),
+        attr(Nonce, nonce),
+        attr(PasswordAlgorithms, offered),
+        attr(PasswordAlgorithmAttr, offered[0]!),
+      ],
     },
-    { integritySha256: longTermKey('alice', 'natpunch.test', 'correct horse', 'SHA-256'), integrity: longTermKey('alice', 'natpunch.test', 'correct horse', 'MD5') },
+    {
+      integritySha256: longTermKey('alice', 'natpunch.test', 'correct horse', 'SHA-256'),
+      integrity: longTermKey('alice', 'natpunch.test', 'correct horse', 'MD5'),
+    },
   );
   let ok = 0;
   for (let n = 0; n < 5000; n++) {

@@ -66,7 +66,7 @@ function nextDatagram(t: T, ms = 2000): Promise<{ msg: Buffer; rinfo: { address:
 // so counter assertions below allow for them.
 const FAST = { rtoMs: 250, rc: 4, rm: 4 }; // 250 + 500 + 1000 + 1000 ms
 
-test('binding over UDP returns the client\'s own address as XOR-MAPPED-ADDRESS (IPv4 and IPv6)', async () => {
+test("binding over UDP returns the client's own address as XOR-MAPPED-ADDRESS (IPv4 and IPv6)", async () => {
   for (const host of await loopbackHosts()) {
     const serverSock = await udp(host);
     const server = new StunServer();
@@ -137,7 +137,12 @@ test('RFC 5780 mode: four sockets, CHANGE-REQUEST answered from the right one, O
   const tid = createTransactionId();
   const got = nextDatagram(other);
   clientSock.send(
-    encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid, attributes: [attr(ResponsePort, other.address().port)] }),
+    encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: tid,
+      attributes: [attr(ResponsePort, other.address().port)],
+    }),
     p,
     '127.0.0.1',
   );
@@ -154,7 +159,13 @@ test('without RFC 5780 mode CHANGE-REQUEST is an unknown attribute: 420 with UNK
   const client = new StunClient(await udp());
   const to = { address: '127.0.0.1', port: s.address().port };
   await assert.rejects(
-    client.binding(to, { ...FAST, attributes: [attr(ChangeRequest, { changeIp: true, changePort: false }), { type: 0x7ff0, value: new Uint8Array(4) }] }),
+    client.binding(to, {
+      ...FAST,
+      attributes: [
+        attr(ChangeRequest, { changeIp: true, changePort: false }),
+        { type: 0x7ff0, value: new Uint8Array(4) },
+      ],
+    }),
     (e: unknown) => {
       assert.ok(isNatpunchError(e, 'STUN_ERROR_RESPONSE'));
       assert.equal(e.details?.code, 420);
@@ -164,7 +175,10 @@ test('without RFC 5780 mode CHANGE-REQUEST is an unknown attribute: 420 with UNK
     },
   );
   // An unknown method is a 400.
-  await assert.rejects(client.request(to, { ...FAST, method: 0x0ab }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
+  await assert.rejects(
+    client.request(to, { ...FAST, method: 0x0ab }),
+    (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400,
+  );
   assert.ok(server.counters.errors >= 2 && server.counters.responses === 0);
   client.close();
   server.close();
@@ -176,11 +190,15 @@ test('garbage in the STUN range is dropped silently; other first bytes are left 
   server.attachUdp(s);
   const c = await udp();
   const port = s.address().port;
-  for (const junk of [Buffer.from([0, 1, 0, 4]), Buffer.alloc(40, 1), Buffer.from('0101000021', 'hex')]) c.send(junk, port, '127.0.0.1');
+  for (const junk of [Buffer.from([0, 1, 0, 4]), Buffer.alloc(40, 1), Buffer.from('0101000021', 'hex')])
+    c.send(junk, port, '127.0.0.1');
   c.send(Buffer.from([0xf0, 1, 2, 3]), port, '127.0.0.1'); // rendezvous byte: not ours
   c.send(Buffer.alloc(24, 0x40), port, '127.0.0.1'); // ChannelData range: not ours
   // A bad FINGERPRINT is dropped too.
-  const fp = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: createTransactionId() }, { fingerprint: true });
+  const fp = encodeStun(
+    { cls: StunClass.Request, method: StunMethod.Binding, transactionId: createTransactionId() },
+    { fingerprint: true },
+  );
   fp[fp.length - 1] ^= 0xff;
   c.send(fp, port, '127.0.0.1');
   // RFC 3489 request: 128-bit transaction id, no cookie.
@@ -239,7 +257,12 @@ test('retransmits per RFC 8489 §6.2.1 until answered, ignores spoofed sources a
     if (seen < 3) return; // lose the first two requests
     const req = decodeStun(msg);
     const ok = encodeStun(
-      { cls: StunClass.SuccessResponse, method: StunMethod.Binding, transactionId: req.transactionId, attributes: [attr(XorMappedAddress, { family: 'IPv4', address: '192.0.2.9', port: 9 })] },
+      {
+        cls: StunClass.SuccessResponse,
+        method: StunMethod.Binding,
+        transactionId: req.transactionId,
+        attributes: [attr(XorMappedAddress, { family: 'IPv4', address: '192.0.2.9', port: 9 })],
+      },
       { fingerprint: true },
     );
     const spoofed = encodeStun({
@@ -278,7 +301,9 @@ test('times out with STUN_TIMEOUT after Rc sends, honours the overall deadline a
       markers.push(resolve);
       socket.send(Buffer.from('marker'), to.port, to.address);
     });
-  await assert.rejects(client.binding(to, { rtoMs: 10, rc: 3, rm: 2 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
+  await assert.rejects(client.binding(to, { rtoMs: 10, rc: 3, rm: 2 }), (e: unknown) =>
+    isNatpunchError(e, 'STUN_TIMEOUT'),
+  );
   await drained();
   assert.equal(seen, 3); // exactly Rc requests
   await assert.rejects(client.binding(to, { timeoutMs: 50 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
@@ -289,7 +314,9 @@ test('times out with STUN_TIMEOUT after Rc sends, honours the overall deadline a
   // An already-aborted signal fails at once (nothing is sent).
   await drained();
   const before = seen;
-  await assert.rejects(client.binding(to, { signal: AbortSignal.abort() }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+  await assert.rejects(client.binding(to, { signal: AbortSignal.abort() }), (e: unknown) =>
+    isNatpunchError(e, 'ABORTED'),
+  );
   await drained();
   assert.equal(seen, before);
   const pending = client.binding(to);
@@ -301,7 +328,8 @@ for (const algorithm of ['MD5', 'SHA-256'] as const) {
   test(`long-term credentials: 401 with REALM/NONCE, then an authenticated retry (${algorithm})`, async () => {
     const fake = await udp();
     const realm = 'natpunch.test';
-    const nonce = algorithm === 'SHA-256' ? nonceWithFeatures(SecurityFeature.PasswordAlgorithms, 'n1') : 'plain-nonce-1';
+    const nonce =
+      algorithm === 'SHA-256' ? nonceWithFeatures(SecurityFeature.PasswordAlgorithms, 'n1') : 'plain-nonce-1';
     const key = longTermKey('alice', realm, 'secret', algorithm);
     const steps: string[] = [];
     const seenTids = new Set<string>();
@@ -328,7 +356,12 @@ for (const algorithm of ['MD5', 'SHA-256'] as const) {
             attr(Realm, realm),
             attr(Nonce, nonce),
             ...(algorithm === 'SHA-256'
-              ? [attr(PasswordAlgorithms, [{ algorithm: 2, params: new Uint8Array(0) }, { algorithm: 1, params: new Uint8Array(0) }])]
+              ? [
+                  attr(PasswordAlgorithms, [
+                    { algorithm: 2, params: new Uint8Array(0) },
+                    { algorithm: 1, params: new Uint8Array(0) },
+                  ]),
+                ]
               : []),
           ],
           false,
@@ -336,16 +369,27 @@ for (const algorithm of ['MD5', 'SHA-256'] as const) {
       } else if (signed && req.get(Username) === 'alice' && req.get(Nonce) === nonce) {
         if (fresh) steps.push('ok');
         if (algorithm === 'SHA-256') assert.equal(req.get(PasswordAlgorithmAttr)?.algorithm, 2);
-        reply(StunClass.SuccessResponse, [attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port })], true);
+        reply(
+          StunClass.SuccessResponse,
+          [attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port })],
+          true,
+        );
       } else {
         // Wrong credentials: a real server answers 401 again with the same realm and nonce.
         if (fresh) steps.push('bad');
-        reply(StunClass.ErrorResponse, [attr(ErrorCodeAttr, { code: 401, reason: 'Unauthorized' }), attr(Realm, realm), attr(Nonce, nonce)], false);
+        reply(
+          StunClass.ErrorResponse,
+          [attr(ErrorCodeAttr, { code: 401, reason: 'Unauthorized' }), attr(Realm, realm), attr(Nonce, nonce)],
+          false,
+        );
       }
     });
     const client = new StunClient(await udp());
     const to = { address: '127.0.0.1', port: fake.address().port };
-    const r = await client.binding(to, { ...FAST, credentials: { kind: 'long-term', username: 'alice', password: 'secret' } });
+    const r = await client.binding(to, {
+      ...FAST,
+      credentials: { kind: 'long-term', username: 'alice', password: 'secret' },
+    });
     assert.equal(r.mapped.address, '127.0.0.1');
     // The next request goes authenticated at once (state cached per server).
     await client.binding(to, { ...FAST, credentials: { kind: 'long-term', username: 'alice', password: 'secret' } });
@@ -391,7 +435,9 @@ test('stunBinding over UDP opens and closes its own socket', async () => {
   const server = new StunServer();
   server.attachUdp(s);
   const silent = await udp();
-  const r = await stunBinding({ host: '127.0.0.1', port: silent.address().port }, { rtoMs: 50, rc: 2, rm: 2 }).catch((e) => e);
+  const r = await stunBinding({ host: '127.0.0.1', port: silent.address().port }, { rtoMs: 50, rc: 2, rm: 2 }).catch(
+    (e) => e,
+  );
   assert.ok(isNatpunchError(r, 'STUN_TIMEOUT'));
   const ok = await stunBinding({ host: '127.0.0.1', port: s.address().port }, FAST);
   assert.equal(ok.mapped.port, ok.local.port);
@@ -420,7 +466,10 @@ test('other methods can be served through registerMethod (the hook TURN uses); u
   assert.equal(r.message.method, 0x003);
   assert.deepEqual(seen, ['udp 127.0.0.1']);
   off();
-  await assert.rejects(client.request(to, { ...FAST, method: 0x003 }), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400);
+  await assert.rejects(
+    client.request(to, { ...FAST, method: 0x003 }),
+    (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && e.details?.code === 400,
+  );
   assert.ok(server.counters.responses >= 1 && server.counters.errors >= 1);
   client.close();
   server.close();
@@ -458,7 +507,10 @@ test('a response with unknown comprehension-required attributes fails the transa
         cls: StunClass.SuccessResponse,
         method: req.method,
         transactionId: req.transactionId,
-        attributes: [attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port }), { type: 0x7ff1, value: new Uint8Array(4) }],
+        attributes: [
+          attr(XorMappedAddress, { family: 'IPv4', address: rinfo.address, port: rinfo.port }),
+          { type: 0x7ff1, value: new Uint8Array(4) },
+        ],
       }),
       rinfo.port,
       rinfo.address,
@@ -466,7 +518,10 @@ test('a response with unknown comprehension-required attributes fails the transa
   });
   const to = { address: '127.0.0.1', port: fake.address().port };
   const strict = new StunClient(await udp());
-  await assert.rejects(strict.binding(to, FAST), (e: unknown) => isNatpunchError(e, 'STUN_DECODE') && /0x7ff1/.test(e.message));
+  await assert.rejects(
+    strict.binding(to, FAST),
+    (e: unknown) => isNatpunchError(e, 'STUN_DECODE') && /0x7ff1/.test(e.message),
+  );
   const registry = coreRegistry.extend();
   registry.registerAttribute(0x7ff1, 'TEST-ATTRIBUTE', uint32Codec);
   const aware = new StunClient(await udp(), { registry });
@@ -485,10 +540,14 @@ test('stunBinding over TCP: one deadline covers connect and transaction, reporte
   await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
   try {
     const port = (tcp.address() as net.AddressInfo).port;
-    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, timeoutMs: 200 }), (e: unknown) => isNatpunchError(e, 'STUN_TIMEOUT'));
+    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, timeoutMs: 200 }), (e: unknown) =>
+      isNatpunchError(e, 'STUN_TIMEOUT'),
+    );
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 50);
-    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, signal: ac.signal }), (e: unknown) => isNatpunchError(e, 'ABORTED'));
+    await assert.rejects(stunBinding({ host: '127.0.0.1', port }, { tcp: true, signal: ac.signal }), (e: unknown) =>
+      isNatpunchError(e, 'ABORTED'),
+    );
   } finally {
     held.forEach((s) => s.destroy());
     await new Promise((r) => tcp.close(r));

@@ -90,7 +90,8 @@ test('message type packs class and method bits as RFC 8489 §5 says', () => {
   assert.equal(encodeMessageType(StunClass.ErrorResponse, StunMethod.Binding), 0x0111);
   assert.equal(encodeMessageType(StunClass.Indication, 0x003), 0x0013);
   for (const method of [0x000, 0x001, 0x00f, 0x010, 0x0ff, 0x800, 0xfff]) {
-    for (const cls of [0, 1, 2, 3] as const) assert.deepEqual(decodeMessageType(encodeMessageType(cls, method)), { cls, method });
+    for (const cls of [0, 1, 2, 3] as const)
+      assert.deepEqual(decodeMessageType(encodeMessageType(cls, method)), { cls, method });
   }
 });
 
@@ -135,7 +136,10 @@ test('RFC 5769 §2.2 IPv4 response: XOR-MAPPED-ADDRESS 192.0.2.1:32853, byte for
       cls: StunClass.SuccessResponse,
       method: StunMethod.Binding,
       transactionId: TID_A,
-      attributes: [attr(Software, 'test vector'), attr(XorMappedAddress, { family: 'IPv4', address: '192.0.2.1', port: 32853 })],
+      attributes: [
+        attr(Software, 'test vector'),
+        attr(XorMappedAddress, { family: 'IPv4', address: '192.0.2.1', port: 32853 }),
+      ],
     },
     { integrity: shortTermKey(SHORT_TERM_PASSWORD), fingerprint: true, paddingByte: SPACE },
   );
@@ -160,7 +164,7 @@ test('RFC 5769 §2.3 IPv6 response: XOR-MAPPED-ADDRESS [2001:db8:1234:5678:11:22
   assert.deepEqual(out, SAMPLE_IPV6_RESPONSE);
 });
 
-test('RFC 5769 §2.4 long-term request: SASLprep\'d password, MD5 key, byte for byte', () => {
+test("RFC 5769 §2.4 long-term request: SASLprep'd password, MD5 key, byte for byte", () => {
   const username = '\u30DE\u30C8\u30EA\u30C3\u30AF\u30B9';
   const password = 'The\u00ADM\u00AAtr\u2168';
   assert.equal(saslprep(password), 'TheMatrIX');
@@ -301,8 +305,16 @@ test('the attribute table is open: an extended registry knows new attributes, th
   const turn = coreRegistry.extend();
   const Lifetime = turn.registerAttribute(0x000d, 'LIFETIME', uint32Codec);
   turn.registerMethod(0x003, 'Allocate');
-  assert.throws(() => coreRegistry.registerAttribute(0x000d, 'LIFETIME', uint32Codec), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
-  const buf = encodeStun({ cls: StunClass.Request, method: 0x003, transactionId: TID_A, attributes: [attr(Lifetime, 600)] });
+  assert.throws(
+    () => coreRegistry.registerAttribute(0x000d, 'LIFETIME', uint32Codec),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
+  const buf = encodeStun({
+    cls: StunClass.Request,
+    method: 0x003,
+    transactionId: TID_A,
+    attributes: [attr(Lifetime, 600)],
+  });
   const m = decodeStun(buf);
   assert.equal(m.get(Lifetime), 600);
   assert.deepEqual(m.unknownComprehensionRequired(coreRegistry), [0x000d]);
@@ -316,7 +328,10 @@ test('nonce cookie carries the security feature bits (§9.2)', () => {
   assert.ok(n.startsWith('obMatJos2'));
   assert.equal(nonceFeatures(n), features);
   assert.equal(nonceFeatures('plain-nonce'), undefined);
-  assert.throws(() => saslprep('a\u0007b'), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  assert.throws(
+    () => saslprep('a\u0007b'),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
   assert.equal(saslprep('a\u00A0b'), 'a b');
 });
 
@@ -331,11 +346,17 @@ test('TCP framing splits back-to-back STUN and padded ChannelData frames across 
     assert.equal(frames.length, 4);
     assert.deepEqual(Buffer.from(frames[0]!.data), SAMPLE_REQUEST);
     assert.equal(frames[1]!.kind, 'channel-data');
-    assert.deepEqual(frames[1]!.kind === 'channel-data' && [frames[1]!.channel, [...frames[1]!.data]], [0x4001, [1, 2, 3, 4, 5]]);
+    assert.deepEqual(frames[1]!.kind === 'channel-data' && [frames[1]!.channel, [...frames[1]!.data]], [
+      0x4001,
+      [1, 2, 3, 4, 5],
+    ]);
     assert.deepEqual(Buffer.from(frames[3]!.data), SAMPLE_LONG_TERM);
     assert.equal(framer.buffered, 0);
   }
-  assert.throws(() => new StunFramer().push(hex('f0000000')), (e: unknown) => isNatpunchError(e, 'STUN_DECODE'));
+  assert.throws(
+    () => new StunFramer().push(hex('f0000000')),
+    (e: unknown) => isNatpunchError(e, 'STUN_DECODE'),
+  );
 });
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -386,7 +407,13 @@ test('decode throws only STUN_DECODE on 100k random and mutated messages', () =>
   const rand = rng(seed);
   const int = (n: number) => Math.floor(rand() * n);
   const key = shortTermKey('pw');
-  const corpus: Buffer[] = [SAMPLE_REQUEST, SAMPLE_IPV4_RESPONSE, SAMPLE_IPV6_RESPONSE, SAMPLE_LONG_TERM, SAMPLE_SHA256];
+  const corpus: Buffer[] = [
+    SAMPLE_REQUEST,
+    SAMPLE_IPV4_RESPONSE,
+    SAMPLE_IPV6_RESPONSE,
+    SAMPLE_LONG_TERM,
+    SAMPLE_SHA256,
+  ];
   const coreTypes = [
     0x0001, 0x0003, 0x0004, 0x0005, 0x0006, 0x0008, 0x0009, 0x000a, 0x0014, 0x0015, 0x001c, 0x001d, 0x001e, 0x0020,
     0x0026, 0x0027, 0x8002, 0x8003, 0x8022, 0x8023, 0x8028, 0x802b, 0x802c,
@@ -399,8 +426,17 @@ test('decode throws only STUN_DECODE on 100k random and mutated messages', () =>
     }));
     corpus.push(
       encodeStun(
-        { cls: int(4) as 0, method: int(0x1000), transactionId: Uint8Array.from({ length: 12 }, () => int(256)), attributes },
-        { integrity: rand() < 0.5 ? key : undefined, integritySha256: rand() < 0.3 ? key : undefined, fingerprint: rand() < 0.5 },
+        {
+          cls: int(4) as 0,
+          method: int(0x1000),
+          transactionId: Uint8Array.from({ length: 12 }, () => int(256)),
+          attributes,
+        },
+        {
+          integrity: rand() < 0.5 ? key : undefined,
+          integritySha256: rand() < 0.3 ? key : undefined,
+          fingerprint: rand() < 0.5,
+        },
       ),
     );
   }
@@ -428,7 +464,8 @@ test('decode throws only STUN_DECODE on 100k random and mutated messages', () =>
         } else if (kind === 3) {
           // Length lies: the header's or an attribute's length field.
           const at = rand() < 0.5 ? 2 : 20 + 4 * int(Math.max(1, (buf.length - 20) / 4)) + 2;
-          if (at + 1 < buf.length) buf.writeUInt16BE(rand() < 0.5 ? int(0x10000) : (buf.readUInt16BE(at) + int(9) - 4) & 0xffff, at);
+          if (at + 1 < buf.length)
+            buf.writeUInt16BE(rand() < 0.5 ? int(0x10000) : (buf.readUInt16BE(at) + int(9) - 4) & 0xffff, at);
         } else {
           // Extension with garbage, length field kept consistent.
           buf = Buffer.concat([buf, Uint8Array.from({ length: 4 * int(8) }, () => int(256))]);

@@ -6,7 +6,14 @@ import assert from 'node:assert/strict';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import type { DatagramListener, DatagramTransport } from '../../src/net/datagram.js';
-import { StunServer, STUN_MAX_AMPLIFICATION, STUN_OVERSIZED_BURST, STUN_OVERSIZED_PER_SECOND, STUN_REQUIRED_EXTRA_BYTES, STUN_RFC5780_EXTRA_BYTES } from '../../src/stun/server.js';
+import {
+  StunServer,
+  STUN_MAX_AMPLIFICATION,
+  STUN_OVERSIZED_BURST,
+  STUN_OVERSIZED_PER_SECOND,
+  STUN_REQUIRED_EXTRA_BYTES,
+  STUN_RFC5780_EXTRA_BYTES,
+} from '../../src/stun/server.js';
 import {
   attr,
   ChangeRequest,
@@ -84,12 +91,39 @@ test('server: 30k hostile datagrams, no handler failure, every reply decodes and
   const seeds: Buffer[] = [
     encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid() }),
     encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid() }, { fingerprint: true }),
-    encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid(), attributes: [attr(ChangeRequest, { changeIp: true, changePort: true })] }),
-    encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid(), attributes: [attr(ResponsePort, 40000)] }),
-    encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid(), attributes: [attr(Padding, new Uint8Array(64))] }),
-    encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid(), attributes: [attr(Username, 'u')] }, { integrity: shortTermKey('p') }),
-    encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: Uint8Array.from({ length: 16 }, () => int(256)) }),
-    encodeStun({ cls: StunClass.Request, method: 0x123, transactionId: tid(), attributes: [{ type: 0x0042, value: new Uint8Array(3) }] }),
+    encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: tid(),
+      attributes: [attr(ChangeRequest, { changeIp: true, changePort: true })],
+    }),
+    encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: tid(),
+      attributes: [attr(ResponsePort, 40000)],
+    }),
+    encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: tid(),
+      attributes: [attr(Padding, new Uint8Array(64))],
+    }),
+    encodeStun(
+      { cls: StunClass.Request, method: StunMethod.Binding, transactionId: tid(), attributes: [attr(Username, 'u')] },
+      { integrity: shortTermKey('p') },
+    ),
+    encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: Uint8Array.from({ length: 16 }, () => int(256)),
+    }),
+    encodeStun({
+      cls: StunClass.Request,
+      method: 0x123,
+      transactionId: tid(),
+      attributes: [{ type: 0x0042, value: new Uint8Array(3) }],
+    }),
   ];
   let replies = 0;
   try {
@@ -139,7 +173,12 @@ test('RFC-required answers larger than their request go out only within the per-
   let clock = 1_000_000;
   const server = new StunServer({ now: () => clock });
   server.attachUdp(t);
-  const bare = () => encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: Uint8Array.from({ length: 12 }, (_, i) => i) });
+  const bare = () =>
+    encodeStun({
+      cls: StunClass.Request,
+      method: StunMethod.Binding,
+      transactionId: Uint8Array.from({ length: 12 }, (_, i) => i),
+    });
   for (let i = 0; i < 20; i++) t.deliver(bare(), '192.0.2.7', 5000);
   assert.equal(t.sent.length, STUN_OVERSIZED_BURST, 'a burst, then silence');
   assert.ok(t.sent.every((s) => s.msg.length <= 20 + STUN_REQUIRED_EXTRA_BYTES));
@@ -150,7 +189,12 @@ test('RFC-required answers larger than their request go out only within the per-
   for (let i = 0; i < 5; i++) t.deliver(bare(), '192.0.2.7', 5000);
   assert.equal(t.sent.length, STUN_OVERSIZED_BURST + 1 + STUN_OVERSIZED_PER_SECOND);
   // A request with room for its answer is never limited.
-  const roomy = encodeStun({ cls: StunClass.Request, method: StunMethod.Binding, transactionId: new Uint8Array(12), attributes: [attr(Software, 'x'.repeat(64))] });
+  const roomy = encodeStun({
+    cls: StunClass.Request,
+    method: StunMethod.Binding,
+    transactionId: new Uint8Array(12),
+    attributes: [attr(Software, 'x'.repeat(64))],
+  });
   for (let i = 0; i < 10; i++) t.deliver(roomy, '192.0.2.7', 5000);
   assert.equal(t.sent.length, STUN_OVERSIZED_BURST + 1 + STUN_OVERSIZED_PER_SECOND + 10);
   assert.equal(server.counters.amplificationDropped, 20 - STUN_OVERSIZED_BURST + 5 - STUN_OVERSIZED_PER_SECOND);

@@ -38,8 +38,20 @@ test('both peers punch from their rendezvous ports and agree on one connection',
   const pb = rb.localPort!;
   try {
     const [a, b] = await Promise.all([
-      tcpPunch({ localAddress: LO, localPort: pa, candidates: [{ address: LO, port: pb }], role: 'controlling', timeoutMs: 8000 }),
-      tcpPunch({ localAddress: LO, localPort: pb, candidates: [{ address: LO, port: pa }], role: 'controlled', timeoutMs: 8000 }),
+      tcpPunch({
+        localAddress: LO,
+        localPort: pa,
+        candidates: [{ address: LO, port: pb }],
+        role: 'controlling',
+        timeoutMs: 8000,
+      }),
+      tcpPunch({
+        localAddress: LO,
+        localPort: pb,
+        candidates: [{ address: LO, port: pa }],
+        role: 'controlled',
+        timeoutMs: 8000,
+      }),
     ]);
     try {
       // The same TCP connection on both sides (there may have been two; nomination picked one).
@@ -68,8 +80,16 @@ test('an unreachable peer ends in PUNCH_FAILED within the time bound, naming the
   const mine = freePort();
   const nobody = freePort(); // nothing listens: every SYN is answered with RST
   await assert.rejects(
-    tcpPunch({ localAddress: LO, localPort: mine, candidates: [{ address: LO, port: nobody }], role: 'controlling', timeoutMs: 800, retryDelayMs: 50 }),
-    (e: unknown) => isNatpunchError(e, 'PUNCH_FAILED') && /ECONNREFUSED/.test(e.message) && Number(e.details?.attempts) > 1,
+    tcpPunch({
+      localAddress: LO,
+      localPort: mine,
+      candidates: [{ address: LO, port: nobody }],
+      role: 'controlling',
+      timeoutMs: 800,
+      retryDelayMs: 50,
+    }),
+    (e: unknown) =>
+      isNatpunchError(e, 'PUNCH_FAILED') && /ECONNREFUSED/.test(e.message) && Number(e.details?.attempts) > 1,
   );
   // The port is free again: nothing was left bound or listening.
   const s = net.createServer().listen(mine, LO);
@@ -79,14 +99,27 @@ test('an unreachable peer ends in PUNCH_FAILED within the time bound, naming the
 
 test('punching stops with ABORTED when its signal fires', { skip }, async () => {
   const ac = new AbortController();
-  const p = tcpPunch({ localAddress: LO, localPort: freePort(), candidates: [{ address: LO, port: freePort() }], role: 'controlled', signal: ac.signal });
+  const p = tcpPunch({
+    localAddress: LO,
+    localPort: freePort(),
+    candidates: [{ address: LO, port: freePort() }],
+    role: 'controlled',
+    signal: ac.signal,
+  });
   setTimeout(() => ac.abort(), 100);
   await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'ABORTED'));
 });
 
 test('inbound connections from addresses that are not candidates are dropped', { skip }, async () => {
   const mine = freePort();
-  const p = tcpPunch({ localAddress: LO, localPort: mine, candidates: [{ address: '127.0.0.2', port: freePort() }], role: 'controlled', timeoutMs: 1500, retryDelayMs: 100 });
+  const p = tcpPunch({
+    localAddress: LO,
+    localPort: mine,
+    candidates: [{ address: '127.0.0.2', port: freePort() }],
+    role: 'controlled',
+    timeoutMs: 1500,
+    retryDelayMs: 100,
+  });
   const stranger = net.connect({ port: mine, host: LO });
   stranger.on('error', () => {});
   const closed = once(stranger, 'close');
@@ -95,66 +128,112 @@ test('inbound connections from addresses that are not candidates are dropped', {
 });
 
 test('bad arguments are refused before any socket is opened', { skip }, async () => {
-  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
-  await assert.rejects(tcpPunch({ localPort: 0, candidates: [{ address: LO, port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
-  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: 'peer.example', port: 1 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
-  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [{ address: LO, port: 70000 }], role: 'controlling' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(tcpPunch({ localPort: 1234, candidates: [], role: 'controlling' }), (e: unknown) =>
+    isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
+  await assert.rejects(
+    tcpPunch({ localPort: 0, candidates: [{ address: LO, port: 1 }], role: 'controlling' }),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
+  await assert.rejects(
+    tcpPunch({ localPort: 1234, candidates: [{ address: 'peer.example', port: 1 }], role: 'controlling' }),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
+  await assert.rejects(
+    tcpPunch({ localPort: 1234, candidates: [{ address: LO, port: 70000 }], role: 'controlling' }),
+    (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
 });
 
-test('the controlled side drops a connection whose first byte is not the nomination and keeps waiting', { skip }, async () => {
-  const mine = freePort();
-  const p = tcpPunch({ localAddress: LO, localPort: mine, candidates: [{ address: LO, port: freePort() }], role: 'controlled', timeoutMs: 4000, retryDelayMs: 100 });
-  // Something at a candidate address that does not speak the nomination: dropped.
-  const wrong = net.connect({ port: mine, host: LO });
-  wrong.on('error', () => {});
-  await once(wrong, 'connect');
-  wrong.write('X');
-  await once(wrong, 'close');
-  // Then the real controlling peer: nominates, and whatever it sends next stays for the session.
-  const right = net.connect({ port: mine, host: LO });
-  right.on('error', () => {});
-  await once(right, 'connect');
-  right.write(Buffer.concat([Buffer.from([0xf1]), Buffer.from('session bytes')]));
-  const result = await p;
-  try {
-    assert.equal(result.direction, 'accept');
-    assert.equal(result.socket.remotePort, right.localPort);
-    assert.equal(await readOnce(result.socket), 'session bytes');
-  } finally {
-    result.socket.destroy();
-    right.destroy();
-  }
-});
+test(
+  'the controlled side drops a connection whose first byte is not the nomination and keeps waiting',
+  { skip },
+  async () => {
+    const mine = freePort();
+    const p = tcpPunch({
+      localAddress: LO,
+      localPort: mine,
+      candidates: [{ address: LO, port: freePort() }],
+      role: 'controlled',
+      timeoutMs: 4000,
+      retryDelayMs: 100,
+    });
+    // Something at a candidate address that does not speak the nomination: dropped.
+    const wrong = net.connect({ port: mine, host: LO });
+    wrong.on('error', () => {});
+    await once(wrong, 'connect');
+    wrong.write('X');
+    await once(wrong, 'close');
+    // Then the real controlling peer: nominates, and whatever it sends next stays for the session.
+    const right = net.connect({ port: mine, host: LO });
+    right.on('error', () => {});
+    await once(right, 'connect');
+    right.write(Buffer.concat([Buffer.from([0xf1]), Buffer.from('session bytes')]));
+    const result = await p;
+    try {
+      assert.equal(result.direction, 'accept');
+      assert.equal(result.socket.remotePort, right.localPort);
+      assert.equal(await readOnce(result.socket), 'session bytes');
+    } finally {
+      result.socket.destroy();
+      right.destroy();
+    }
+  },
+);
 
-test('controlling side whose nomination another technique already claimed: the punch ends ABORTED, the connection closed', { skip }, async () => {
-  const pa = freePort();
-  const pb = freePort();
-  let asked = 0;
-  const b = tcpPunch({ localAddress: LO, localPort: pb, candidates: [{ address: LO, port: pa }], role: 'controlled', timeoutMs: 3000 });
-  const a = tcpPunch({
-    localAddress: LO,
-    localPort: pa,
-    candidates: [{ address: LO, port: pb }],
-    role: 'controlling',
-    timeoutMs: 3000,
-    claimNomination: () => {
-      asked++;
-      return false;
-    },
-  });
-  await assert.rejects(a, (err: unknown) => isNatpunchError(err, 'ABORTED'));
-  assert.equal(asked, 1);
-  // The controlled side never gets the nomination byte: it times out instead of taking the unnominated connection.
-  await assert.rejects(b, (err: unknown) => isNatpunchError(err, 'PUNCH_FAILED'));
-});
+test(
+  'controlling side whose nomination another technique already claimed: the punch ends ABORTED, the connection closed',
+  { skip },
+  async () => {
+    const pa = freePort();
+    const pb = freePort();
+    let asked = 0;
+    const b = tcpPunch({
+      localAddress: LO,
+      localPort: pb,
+      candidates: [{ address: LO, port: pa }],
+      role: 'controlled',
+      timeoutMs: 3000,
+    });
+    const a = tcpPunch({
+      localAddress: LO,
+      localPort: pa,
+      candidates: [{ address: LO, port: pb }],
+      role: 'controlling',
+      timeoutMs: 3000,
+      claimNomination: () => {
+        asked++;
+        return false;
+      },
+    });
+    await assert.rejects(a, (err: unknown) => isNatpunchError(err, 'ABORTED'));
+    assert.equal(asked, 1);
+    // The controlled side never gets the nomination byte: it times out instead of taking the unnominated connection.
+    await assert.rejects(b, (err: unknown) => isNatpunchError(err, 'PUNCH_FAILED'));
+  },
+);
 
 test('connectDelayMs: no SYN before the delay, while the listener already accepts', { skip }, async () => {
   const pa = freePort();
   const pb = freePort();
   const started = Date.now();
   const [a, b] = await Promise.all([
-    tcpPunch({ localAddress: LO, localPort: pa, candidates: [{ address: LO, port: pb }], role: 'controlling', timeoutMs: 5000, connectDelayMs: 400 }),
-    tcpPunch({ localAddress: LO, localPort: pb, candidates: [{ address: LO, port: pa }], role: 'controlled', timeoutMs: 5000, connectDelayMs: 400 }),
+    tcpPunch({
+      localAddress: LO,
+      localPort: pa,
+      candidates: [{ address: LO, port: pb }],
+      role: 'controlling',
+      timeoutMs: 5000,
+      connectDelayMs: 400,
+    }),
+    tcpPunch({
+      localAddress: LO,
+      localPort: pb,
+      candidates: [{ address: LO, port: pa }],
+      role: 'controlled',
+      timeoutMs: 5000,
+      connectDelayMs: 400,
+    }),
   ]);
   try {
     assert.ok(Date.now() - started >= 380, `connected after ${Date.now() - started} ms`);

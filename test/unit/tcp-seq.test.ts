@@ -45,9 +45,15 @@ test('STUNT #1 packets: each peer gets the other peer public endpoint as source'
   const a = decodeIpv4Tcp(toA!.packet)!;
   const b = decodeIpv4Tcp(toB!.packet)!;
   assert.equal(toA!.to, '198.51.100.10');
-  assert.deepEqual([a.ip.source, a.tcp.sourcePort, a.ip.destination, a.tcp.destinationPort], ['203.0.113.10', 51000, '198.51.100.10', 40000]);
+  assert.deepEqual(
+    [a.ip.source, a.tcp.sourcePort, a.ip.destination, a.tcp.destinationPort],
+    ['203.0.113.10', 51000, '198.51.100.10', 40000],
+  );
   assert.deepEqual([a.tcp.seq, a.tcp.ack], [7, 0xffffffff]);
-  assert.deepEqual([b.ip.source, b.tcp.sourcePort, b.ip.destination, b.tcp.destinationPort], ['198.51.100.10', 40000, '203.0.113.10', 51000]);
+  assert.deepEqual(
+    [b.ip.source, b.tcp.sourcePort, b.ip.destination, b.tcp.destinationPort],
+    ['198.51.100.10', 40000, '203.0.113.10', 51000],
+  );
   assert.deepEqual([b.tcp.seq, b.tcp.ack], [0xfffffffe, 8]);
 });
 
@@ -64,7 +70,12 @@ test('offers are validated: JSON round trip accepted, bad fields rejected with B
     { ...A, options: { windowScale: 15 } },
     { ...A, options: { timestamps: { value: 'x', echo: 0 } } },
   ];
-  for (const b of bad) assert.throws(() => parseSeqOffer(b), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'), JSON.stringify(b));
+  for (const b of bad)
+    assert.throws(
+      () => parseSeqOffer(b),
+      (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+      JSON.stringify(b),
+    );
 });
 
 test('spoof service: pairs two offers from their own addresses, refuses foreign addresses and garbage', async () => {
@@ -83,7 +94,10 @@ test('spoof service: pairs two offers from their own addresses, refuses foreign 
     assert.equal(spoofed.length, 1);
     assert.deepEqual((spoofed[0]![0] as SeqOffer).public, { address: '127.0.0.1', port: 1111 });
     // An offer naming another public address than the request's source is refused (no reflection to third parties).
-    await assert.rejects(submitStunt1Offer({ server, pair: 'aabbccdd', offer: A }), /not the address this request came from/);
+    await assert.rejects(
+      submitStunt1Offer({ server, pair: 'aabbccdd', offer: A }),
+      /not the address this request came from/,
+    );
     await assert.rejects(submitStunt1Offer({ server, pair: 'NOT-HEX', offer: local(A, 1) }), /pair must be/);
     // Garbage and over-long lines get an error line, never a crash.
     for (const junk of ['{nope\n', `${'x'.repeat(5000)}\n`]) {
@@ -102,14 +116,22 @@ test('spoof service: pairs two offers from their own addresses, refuses foreign 
   }
 });
 
-test('`natpunch serve --spoof` refuses to run without root, saying why', { skip: process.getuid?.() === 0 ? false : 'needs root to drop to an unprivileged user' }, async () => {
-  const { spawnSync } = await import('node:child_process');
-  const bin = new URL('../../bin/natpunch.js', import.meta.url).pathname;
-  const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, bin, 'serve', '--spoof', '--port', '0'], {
-    encoding: 'utf8',
-    timeout: 20_000,
-  });
-  if (r.error) return; // no setpriv here: nothing to check
-  assert.notEqual(r.status, 0);
-  assert.match(r.stderr, /--spoof .*run as root.*\[NOT_ROOT\]/);
-});
+test(
+  '`natpunch serve --spoof` refuses to run without root, saying why',
+  { skip: process.getuid?.() === 0 ? false : 'needs root to drop to an unprivileged user' },
+  async () => {
+    const { spawnSync } = await import('node:child_process');
+    const bin = new URL('../../bin/natpunch.js', import.meta.url).pathname;
+    const r = spawnSync(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, bin, 'serve', '--spoof', '--port', '0'],
+      {
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    );
+    if (r.error) return; // no setpriv here: nothing to check
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--spoof .*run as root.*\[NOT_ROOT\]/);
+  },
+);

@@ -22,8 +22,20 @@ async function pair(opts: { expected?: Uint8Array; allow?: Allow } = {}) {
   const b = generateKeyPair();
   const { client, server, close } = await socketPair();
   const results = await Promise.allSettled([
-    Session.establishTcp({ socket: client, isInitiator: true, keyPair: a, expectedRemoteKey: opts.expected ?? b.publicKey, handshakeTimeoutMs: 5_000 }),
-    Session.establishTcp({ socket: server, isInitiator: false, keyPair: b, ...(opts.allow ? { allow: opts.allow } : {}), handshakeTimeoutMs: 5_000 }),
+    Session.establishTcp({
+      socket: client,
+      isInitiator: true,
+      keyPair: a,
+      expectedRemoteKey: opts.expected ?? b.publicKey,
+      handshakeTimeoutMs: 5_000,
+    }),
+    Session.establishTcp({
+      socket: server,
+      isInitiator: false,
+      keyPair: b,
+      ...(opts.allow ? { allow: opts.allow } : {}),
+      handshakeTimeoutMs: 5_000,
+    }),
   ]);
   close();
   return { a, b, results };
@@ -51,7 +63,10 @@ test('a TCP session authenticates both keys and carries streams both ways, data 
     assert.equal(ia.path.transport, 'tcp');
     assert.equal(ia.path.remote.address, '127.0.0.1');
     // Both sides open a stream; the other echoes its hash.
-    for (const [opener, acceptor] of [[ia, rb], [rb, ia]] as const) {
+    for (const [opener, acceptor] of [
+      [ia, rb],
+      [rb, ia],
+    ] as const) {
       acceptor.once('stream', (st: MuxStream) => void readAll(st).then((got) => st.end(sha(got))));
       const payload = randomBytes(300_000);
       const st = opener.openStream();
@@ -91,7 +106,12 @@ test('the allow list refuses an initiator over TCP (NOT_ALLOWED on both ends)', 
 
 test('garbage instead of a handshake fails the TCP session setup with a typed error', async () => {
   const { client, server, close } = await socketPair();
-  const s = Session.establishTcp({ socket: server, isInitiator: false, keyPair: generateKeyPair(), handshakeTimeoutMs: 2_000 });
+  const s = Session.establishTcp({
+    socket: server,
+    isInitiator: false,
+    keyPair: generateKeyPair(),
+    handshakeTimeoutMs: 2_000,
+  });
   client.end(randomBytes(64));
   await assert.rejects(s, (e: { code?: string }) => e.code === 'HANDSHAKE_FAILED');
   client.destroy();

@@ -14,7 +14,9 @@ test('a public address that is our own means no NAT: zero hops, no probe sent', 
 });
 
 test('TTL discovery refuses a non-IPv4 public address', { skip }, async () => {
-  await assert.rejects(discoverNatHops({ publicAddress: 'example.org' }), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  await assert.rejects(discoverNatHops({ publicAddress: 'example.org' }), (e: unknown) =>
+    isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
 });
 
 test('the hop cache answers per network until its entries age out', async () => {

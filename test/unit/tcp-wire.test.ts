@@ -32,7 +32,16 @@ test('options without timestamps pad SACK-Permitted with NOPs and stay 32-bit al
 
 test('a segment round-trips and its pseudo-header checksum verifies (and breaks when a byte flips)', () => {
   const seg = encodeTcp(
-    { sourcePort: 40000, destinationPort: 443, seq: 0xfffffff0, ack: 0x12345678, flags: TCP_SYN | TCP_ACK, window: 64240, options: { mss: 1460 }, payload: Buffer.from('x') },
+    {
+      sourcePort: 40000,
+      destinationPort: 443,
+      seq: 0xfffffff0,
+      ack: 0x12345678,
+      flags: TCP_SYN | TCP_ACK,
+      window: 64240,
+      options: { mss: 1460 },
+      payload: Buffer.from('x'),
+    },
     '10.1.0.10',
     '203.0.113.10',
   );
@@ -50,7 +59,10 @@ test('a segment round-trips and its pseudo-header checksum verifies (and breaks 
 });
 
 test('an IPv4/TCP packet decodes with both checksums right', () => {
-  const pkt = encodeIpv4Tcp({ sourcePort: 1, destinationPort: 2, seq: 3, ack: 0, flags: TCP_SYN, window: 100 }, { source: '192.0.2.1', destination: '198.51.100.2', ttl: 3 });
+  const pkt = encodeIpv4Tcp(
+    { sourcePort: 1, destinationPort: 2, seq: 3, ack: 0, flags: TCP_SYN, window: 100 },
+    { source: '192.0.2.1', destination: '198.51.100.2', ttl: 3 },
+  );
   assert.equal(decodeIpv4(pkt)!.header.checksumValid, true);
   const d = decodeIpv4Tcp(pkt)!;
   assert.equal(d.ip.ttl, 3);
@@ -59,7 +71,11 @@ test('an IPv4/TCP packet decodes with both checksums right', () => {
 });
 
 test('the crafted SYN-ACK acknowledges the other ISN + 1 and negotiates only what both SYNs offered', () => {
-  const a = { isn: 0xffffffff, window: 64240, options: { mss: 1460, windowScale: 7, sackPermitted: true, timestamps: { value: 111, echo: 0 } } };
+  const a = {
+    isn: 0xffffffff,
+    window: 64240,
+    options: { mss: 1460, windowScale: 7, sackPermitted: true, timestamps: { value: 111, echo: 0 } },
+  };
   const b = { isn: 500, window: 65535, options: { mss: 1400, windowScale: 9, timestamps: { value: 222, echo: 0 } } };
   const s = synAckSegment(a, b, { sourcePort: 1000, destinationPort: 2000 });
   assert.equal(s.seq, 0xffffffff);
@@ -108,7 +124,13 @@ test('a sequence offer packs into 32 bytes and back; malformed blobs decode to n
   const bare = { ...offer, options: {} };
   assert.deepEqual(decodeSeqOffer(encodeSeqOffer(bare)), bare);
   assert.equal(decodeSeqOffer(blob.subarray(0, 31)), null);
-  for (const [at, value] of [[0, 2], [1, 0x10], [23, 1], [22, 15], [6, 0]] as const) {
+  for (const [at, value] of [
+    [0, 2],
+    [1, 0x10],
+    [23, 1],
+    [22, 15],
+    [6, 0],
+  ] as const) {
     const bad = Buffer.from(blob);
     bad[at] = value;
     if (at === 6) bad[7] = 0;

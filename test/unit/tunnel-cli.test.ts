@@ -15,13 +15,24 @@ const bin = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 function cli(args: string[]): Promise<{ code: number; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [bin, ...args], { timeout: 30_000 }, (err, _stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }));
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+    );
   });
 }
 
 test('forward spec: LOCALPORT:PEER:REMOTEPORT and BIND:LOCALPORT:PEER:REMOTEPORT', () => {
-  assert.deepEqual(parseForwardSpec('2222:homebox:22'), { bind: '127.0.0.1', localPort: 2222, peer: 'homebox', remotePort: 22 });
-  assert.deepEqual(parseForwardSpec('0.0.0.0:8080:web:80'), { bind: '0.0.0.0', localPort: 8080, peer: 'web', remotePort: 80 });
+  assert.deepEqual(parseForwardSpec('2222:homebox:22'), {
+    bind: '127.0.0.1',
+    localPort: 2222,
+    peer: 'homebox',
+    remotePort: 22,
+  });
+  assert.deepEqual(parseForwardSpec('0.0.0.0:8080:web:80'), {
+    bind: '0.0.0.0',
+    localPort: 8080,
+    peer: 'web',
+    remotePort: 80,
+  });
   for (const bad of ['2222:homebox', '2222:homebox:0', 'x:homebox:22', '2222::22', '1:2:3:4:5', '2222:homebox:70000']) {
     assert.throws(() => parseForwardSpec(bad), Error, bad);
   }
@@ -41,7 +52,10 @@ test('--allow takes hex ids, key files and files of ids; rejects anything else',
     const b = generateKeyPair();
     const c = generateKeyPair();
     await saveKeyPair(join(dir, 'a.key'), a);
-    writeFileSync(join(dir, 'ids'), `# friends\n${keyToId(b.publicKey)}\n\n${keyToId(c.publicKey).toUpperCase()}  # carol\n`);
+    writeFileSync(
+      join(dir, 'ids'),
+      `# friends\n${keyToId(b.publicKey)}\n\n${keyToId(c.publicKey).toUpperCase()}  # carol\n`,
+    );
     const got = await resolveAllow([join(dir, 'a.key'), `${join(dir, 'ids')}`, keyToId(a.publicKey)]);
     assert.deepEqual(got, [keyToId(a.publicKey), keyToId(b.publicKey), keyToId(c.publicKey), keyToId(a.publicKey)]);
     assert.equal(await resolveAllow(undefined), undefined);
@@ -58,7 +72,10 @@ test('CLI: bad arguments are one line on stderr and exit code 1, before any netw
     [['expose', '--rendezvous', '127.0.0.1:9'], /nothing to expose/],
     [['expose', '22', '--rendezvous', '127.0.0.1:9', '--allow-dest', '10.0.0.0/99:80'], /bad prefix length/],
     [['forward', '2222:homebox', '--rendezvous', '127.0.0.1:9'], /LOCALPORT:PEER:REMOTEPORT/],
-    [['socks', '--via', 'homebox', '--rendezvous', '127.0.0.1:9', '--user', 'alice'], /--user and --password go together/],
+    [
+      ['socks', '--via', 'homebox', '--rendezvous', '127.0.0.1:9', '--user', 'alice'],
+      /--user and --password go together/,
+    ],
   ];
   const results = await Promise.all(cases.map(([args]) => cli(args)));
   results.forEach((r, i) => {

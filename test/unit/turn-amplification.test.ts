@@ -19,15 +19,18 @@ after(() => {
 /** Each unauthenticated request type, as a builder (fresh transaction id per call). */
 const REQUESTS: Record<string, (tid: Buffer) => StunBuilder> = {
   'Allocate (no attributes, 20 bytes)': (tid) => new StunBuilder(Method.Allocate, Cls.Request, tid),
-  'Allocate (REQUESTED-TRANSPORT)': (tid) => new StunBuilder(Method.Allocate, Cls.Request, tid).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])),
+  'Allocate (REQUESTED-TRANSPORT)': (tid) =>
+    new StunBuilder(Method.Allocate, Cls.Request, tid).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])),
   Refresh: (tid) => new StunBuilder(Method.Refresh, Cls.Request, tid),
   CreatePermission: (tid) => new StunBuilder(Method.CreatePermission, Cls.Request, tid),
   ChannelBind: (tid) => new StunBuilder(Method.ChannelBind, Cls.Request, tid),
   'Connect (RFC 6062)': (tid) => new StunBuilder(Method.Connect, Cls.Request, tid),
   'ConnectionBind (RFC 6062)': (tid) => new StunBuilder(Method.ConnectionBind, Cls.Request, tid),
   'Binding (standalone turn serve)': (tid) => new StunBuilder(Method.Binding, Cls.Request, tid),
-  '420: unknown comprehension-required attribute': (tid) => new StunBuilder(Method.Allocate, Cls.Request, tid).add(0x7ffe, Buffer.alloc(0)),
-  '400: MESSAGE-INTEGRITY without USERNAME': (tid) => new StunBuilder(Method.Allocate, Cls.Request, tid).add(A.MESSAGE_INTEGRITY, Buffer.alloc(20)),
+  '420: unknown comprehension-required attribute': (tid) =>
+    new StunBuilder(Method.Allocate, Cls.Request, tid).add(0x7ffe, Buffer.alloc(0)),
+  '400: MESSAGE-INTEGRITY without USERNAME': (tid) =>
+    new StunBuilder(Method.Allocate, Cls.Request, tid).add(A.MESSAGE_INTEGRITY, Buffer.alloc(20)),
 };
 
 function padded(b: StunBuilder): Buffer {
@@ -40,7 +43,10 @@ test('every unauthenticated TURN request over UDP: answered with ≤ 1× its siz
   const server = new TurnServer({ credentials: new UsersFileStore('u:p\n'), relayAddress: '127.0.0.1' });
   cleanups.push(() => server.close());
   const { port } = await server.listen({ port: 0, address: '127.0.0.1' });
-  const rows: string[] = ['| request | request bytes | answer bytes | padded request | its answer |', '|---|---|---|---|---|'];
+  const rows: string[] = [
+    '| request | request bytes | answer bytes | padded request | its answer |',
+    '|---|---|---|---|---|',
+  ];
   for (const [index, [name, build]] of Object.entries(REQUESTS).entries()) {
     // A source address of its own per request type (127.0.0.0/8 is all loopback): each has its own budget.
     const sock = dgram.createSocket('udp4');
@@ -106,7 +112,11 @@ test('Send indications and ChannelData from a stranger get no answer at all', as
     heard.push(m);
     if (parseStun(m)?.tid.equals(ptid)) last?.();
   });
-  sock.send(new StunBuilder(Method.Send, Cls.Indication, randomBytes(12)).add(A.DATA, Buffer.from('x')).finish(), port, '127.0.0.1');
+  sock.send(
+    new StunBuilder(Method.Send, Cls.Indication, randomBytes(12)).add(A.DATA, Buffer.from('x')).finish(),
+    port,
+    '127.0.0.1',
+  );
   sock.send(Buffer.from([0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4]), port, '127.0.0.1');
   const done = new Promise<void>((r) => (last = r));
   sock.send(padded(new StunBuilder(Method.Allocate, Cls.Request, ptid)), port, '127.0.0.1');

@@ -20,7 +20,10 @@ import {
 test('long-term key is MD5(user:realm:password) and SHA-256 when that algorithm is chosen (RFC 8489 §9.2.2)', () => {
   // RFC 5769 §2.4 credentials.
   const key = longTermKey('\u30de\u30c8\u30ea\u30c3\u30af\u30b9', 'example.org', 'TheMatrIX');
-  assert.equal(key.toString('hex'), createHash('md5').update('\u30de\u30c8\u30ea\u30c3\u30af\u30b9:example.org:TheMatrIX').digest('hex'));
+  assert.equal(
+    key.toString('hex'),
+    createHash('md5').update('\u30de\u30c8\u30ea\u30c3\u30af\u30b9:example.org:TheMatrIX').digest('hex'),
+  );
   assert.equal(longTermKey('u', 'r', 'p', PasswordAlgorithm.SHA256).length, 32);
 });
 

@@ -49,10 +49,19 @@ test('stream framing splits STUN and padded ChannelData frames across arbitrary 
   for (const step of [1, 3, 7, all.length]) {
     const f = new TurnStreamFramer();
     const frames: number[] = [];
-    for (let i = 0; i < all.length; i += step) assert.ok(f.push(all.subarray(i, i + step), (fr) => frames.push(fr.length)));
+    for (let i = 0; i < all.length; i += step)
+      assert.ok(f.push(all.subarray(i, i + step), (fr) => frames.push(fr.length)));
     assert.deepEqual(frames, [12, 28, 4, 12]);
     assert.equal(f.buffered, 0);
   }
-  assert.equal(new TurnStreamFramer().push(Buffer.from([0x80, 1, 2, 3]), () => {}), false, 'not TURN');
-  assert.equal(new TurnStreamFramer(100).push(Buffer.from([0x00, 1, 0x10, 0]), () => {}), false, 'too large');
+  assert.equal(
+    new TurnStreamFramer().push(Buffer.from([0x80, 1, 2, 3]), () => {}),
+    false,
+    'not TURN',
+  );
+  assert.equal(
+    new TurnStreamFramer(100).push(Buffer.from([0x00, 1, 0x10, 0]), () => {}),
+    false,
+    'too large',
+  );
 });

@@ -12,9 +12,25 @@ test('CLI: `natpunch serve --turn --json` + `natpunch turn allocate --json` (UDP
   const dir = mkdtempSync(join(tmpdir(), 'natpunch-turn-cli-'));
   const users = join(dir, 'users');
   writeFileSync(users, 'alice:pw\n');
-  const server = spawn(process.execPath, [...NATPUNCH, 'serve', '--turn', '--no-rendezvous', '--port', '0', '--address', '127.0.0.1', '--users', users, '--json'], {
-    stdio: ['ignore', 'pipe', 'ignore'],
-  });
+  const server = spawn(
+    process.execPath,
+    [
+      ...NATPUNCH,
+      'serve',
+      '--turn',
+      '--no-rendezvous',
+      '--port',
+      '0',
+      '--address',
+      '127.0.0.1',
+      '--users',
+      users,
+      '--json',
+    ],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
   try {
     const port = await new Promise<number>((resolve, reject) => {
       let out = '';
@@ -29,13 +45,24 @@ test('CLI: `natpunch serve --turn --json` + `natpunch turn allocate --json` (UDP
       });
       server.once('exit', () => reject(new Error('serve exited')));
     });
-    const run = (args: string[]) => spawnSync(process.execPath, [...NATPUNCH, ...args], { encoding: 'utf8', timeout: 30_000 });
+    const run = (args: string[]) =>
+      spawnSync(process.execPath, [...NATPUNCH, ...args], { encoding: 'utf8', timeout: 30_000 });
     const udp = run(['turn', 'allocate', `127.0.0.1:${port}`, '--user', 'alice', '--password', 'pw', '--json']);
     assert.equal(udp.status, 0, udp.stderr);
     const u = JSON.parse(udp.stdout) as { relayed: string[]; transport: string; lifetime: number };
     assert.match(u.relayed[0]!, /^127\.0\.0\.1:\d+$/);
     assert.equal(u.lifetime, 600);
-    const tcp = run(['turn', 'allocate', `127.0.0.1:${port}`, '--user', 'alice', '--password', 'pw', '--tcp-relay', '--json']);
+    const tcp = run([
+      'turn',
+      'allocate',
+      `127.0.0.1:${port}`,
+      '--user',
+      'alice',
+      '--password',
+      'pw',
+      '--tcp-relay',
+      '--json',
+    ]);
     assert.equal(tcp.status, 0, tcp.stderr);
     assert.equal((JSON.parse(tcp.stdout) as { relayTransport: string }).relayTransport, 'tcp');
     const bad = run(['turn', 'allocate', `127.0.0.1:${port}`, '--user', 'alice', '--password', 'nope']);

@@ -23,14 +23,31 @@ function readAll(s: MuxStream): Promise<Buffer> {
 }
 
 test('parseRelaySpec reads user:password@host[:port]', () => {
-  assert.deepEqual(parseRelaySpec('u:p:w@192.0.2.1:5000'), { server: { address: '192.0.2.1', port: 5000 }, username: 'u', password: 'p:w' });
-  assert.deepEqual(parseRelaySpec('u:p@[2001:db8::1]'), { server: { address: '2001:db8::1', port: 3478 }, username: 'u', password: 'p' });
+  assert.deepEqual(parseRelaySpec('u:p:w@192.0.2.1:5000'), {
+    server: { address: '192.0.2.1', port: 5000 },
+    username: 'u',
+    password: 'p:w',
+  });
+  assert.deepEqual(parseRelaySpec('u:p@[2001:db8::1]'), {
+    server: { address: '2001:db8::1', port: 3478 },
+    username: 'u',
+    password: 'p',
+  });
   assert.throws(() => parseRelaySpec('nope'), /user:password@host/);
-  assert.deepEqual(parseRelaySpec('u:p@192.0.2.1?transport=tcp'), { server: { address: '192.0.2.1', port: 3478 }, username: 'u', password: 'p', tcp: true });
+  assert.deepEqual(parseRelaySpec('u:p@192.0.2.1?transport=tcp'), {
+    server: { address: '192.0.2.1', port: 3478 },
+    username: 'u',
+    password: 'p',
+    tcp: true,
+  });
 });
 
 test('connect() falls back to the TURN relay when no direct pair answers; the session is encrypted end to end over it', async () => {
-  const turn = new TurnServer({ credentials: new UsersFileStore('peer:secret\n'), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
+  const turn = new TurnServer({
+    credentials: new UsersFileStore('peer:secret\n'),
+    relayAddress: '127.0.0.1',
+    allowPeers: ['127.0.0.0/8'],
+  });
   const { port } = await turn.listen({ address: '127.0.0.1', port: 0 });
   const ka = generateKeyPair();
   const kb = generateKeyPair();
@@ -39,14 +56,36 @@ test('connect() falls back to the TURN relay when no direct pair answers; the se
   let session: Session | null = null;
   let accepted: Session | null = null;
   try {
-    const relay = await RelayPath.open({ transport: endpoint, server: { address: '127.0.0.1', port }, username: 'peer', password: 'secret' });
+    const relay = await RelayPath.open({
+      transport: endpoint,
+      server: { address: '127.0.0.1', port },
+      username: 'peer',
+      password: 'secret',
+    });
     const connectionId = randomBytes(16);
     // No usable direct candidate on either side: the listener only knows our relayed address, we only know a port
     // where nobody listens at the listener's IP (so the relay may permit its IP).
-    const dead: Candidate = { type: 'srflx', transport: 'udp', address: '127.0.0.1', port: 9, priority: candidatePriority('srflx') };
-    const acceptP = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [relay.candidate()] });
+    const dead: Candidate = {
+      type: 'srflx',
+      transport: 'udp',
+      address: '127.0.0.1',
+      port: 9,
+      priority: candidatePriority('srflx'),
+    };
+    const acceptP = listener.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [relay.candidate()],
+    });
     session = await connect({
-      keyPair: ka, endpoint, connectionId, relay, relayHoldMs: 200, peer: { publicKey: kb.publicKey, candidates: [dead] }, timeoutMs: 15_000,
+      keyPair: ka,
+      endpoint,
+      connectionId,
+      relay,
+      relayHoldMs: 200,
+      peer: { publicKey: kb.publicKey, candidates: [dead] },
+      timeoutMs: 15_000,
     });
     accepted = await acceptP;
     assert.ok(accepted, 'listener accepted');
@@ -77,7 +116,11 @@ test('connect() falls back to the TURN relay when no direct pair answers; the se
 });
 
 test('with a relay configured, a working direct path still wins and the allocation is released', async () => {
-  const turn = new TurnServer({ credentials: new UsersFileStore('peer:secret\n'), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
+  const turn = new TurnServer({
+    credentials: new UsersFileStore('peer:secret\n'),
+    relayAddress: '127.0.0.1',
+    allowPeers: ['127.0.0.0/8'],
+  });
   const { port } = await turn.listen({ address: '127.0.0.1', port: 0 });
   const ka = generateKeyPair();
   const kb = generateKeyPair();
@@ -87,10 +130,33 @@ test('with a relay configured, a working direct path still wins and the allocati
   try {
     const connectionId = randomBytes(16);
     const endpoint = await UdxEndpoint.bind({ address: '127.0.0.1' });
-    const relay = await RelayPath.open({ transport: endpoint, server: { address: '127.0.0.1', port }, username: 'peer', password: 'secret' });
-    const hostA: Candidate = { type: 'host', transport: 'udp', address: '127.0.0.1', port: endpoint.address().port, priority: candidatePriority('host') };
-    const acceptP = listener.acceptOffer({ connectionId, role: 'responder', peerKey: ka.publicKey, candidates: [hostA, relay.candidate()] });
-    session = await connect({ keyPair: ka, endpoint, connectionId, relay, peer: { publicKey: kb.publicKey, candidates: listener.candidates }, timeoutMs: 15_000 });
+    const relay = await RelayPath.open({
+      transport: endpoint,
+      server: { address: '127.0.0.1', port },
+      username: 'peer',
+      password: 'secret',
+    });
+    const hostA: Candidate = {
+      type: 'host',
+      transport: 'udp',
+      address: '127.0.0.1',
+      port: endpoint.address().port,
+      priority: candidatePriority('host'),
+    };
+    const acceptP = listener.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [hostA, relay.candidate()],
+    });
+    session = await connect({
+      keyPair: ka,
+      endpoint,
+      connectionId,
+      relay,
+      peer: { publicKey: kb.publicKey, candidates: listener.candidates },
+      timeoutMs: 15_000,
+    });
     accepted = await acceptP;
     assert.notEqual(session.path.kind, 'relay');
     for (let i = 0; i < 40 && turn.stats.allocations > 0; i++) await new Promise((r) => setTimeout(r, 50));
@@ -118,7 +184,11 @@ test('through serve (rendezvous + TURN on one port): the relay candidate reaches
   const kb = generateKeyPair();
   const offers: Candidate[][] = [];
   const listener = await listen({
-    keyPair: kb, bind: { address: '127.0.0.1' }, rendezvous, name: 'bob', allow: [ka.publicKey],
+    keyPair: kb,
+    bind: { address: '127.0.0.1' },
+    rendezvous,
+    name: 'bob',
+    allow: [ka.publicKey],
     onProgress: (p) => {
       if (p.phase === 'offer') offers.push(p.candidates);
     },
@@ -126,9 +196,19 @@ test('through serve (rendezvous + TURN on one port): the relay candidate reaches
   let session: Session | null = null;
   try {
     const accepted = new Promise<Session>((resolve) => listener.once('session', resolve));
-    session = await connect({ keyPair: ka, bind: { address: '127.0.0.1' }, rendezvous, to: 'bob', relay: `peer:secret@127.0.0.1:${port}`, timeoutMs: 15_000 });
+    session = await connect({
+      keyPair: ka,
+      bind: { address: '127.0.0.1' },
+      rendezvous,
+      to: 'bob',
+      relay: `peer:secret@127.0.0.1:${port}`,
+      timeoutMs: 15_000,
+    });
     await accepted;
-    assert.ok(offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'), 'the offer carried our relayed address');
+    assert.ok(
+      offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'),
+      'the offer carried our relayed address',
+    );
     assert.notEqual(session.path.kind, 'relay');
     for (let i = 0; i < 40 && turn.stats.allocations > 0; i++) await new Promise((r) => setTimeout(r, 50));
     assert.equal(turn.stats.allocations, 0, 'direct won: allocation released');

@@ -19,26 +19,63 @@ async function waitCreds(c: RendezvousClient): Promise<TurnCredentials | undefin
 }
 
 test('codec: TURN_CREDENTIALS round-trips; REGISTERED unchanged; truncated/empty rejected', () => {
-  const m = { type: 'turn-credentials', requestId: 7, username: '1790000000:0123456789abcdef', password: 'cGFzc3dvcmQ=', ttlSeconds: 3600, port: 3478 } as const;
+  const m = {
+    type: 'turn-credentials',
+    requestId: 7,
+    username: '1790000000:0123456789abcdef',
+    password: 'cGFzc3dvcmQ=',
+    ttlSeconds: 3600,
+    port: 3478,
+  } as const;
   assert.deepEqual(decodeRendezvous(encodeRendezvous(m)), m);
-  const reg = { type: 'registered', requestId: 9, reflexive: { transport: 'udp', address: '127.0.0.1', port: 5 }, refreshMs: 1, ttlMs: 2, serverTime: 3, reachable: false } as const;
+  const reg = {
+    type: 'registered',
+    requestId: 9,
+    reflexive: { transport: 'udp', address: '127.0.0.1', port: 5 },
+    refreshMs: 1,
+    ttlMs: 2,
+    serverTime: 3,
+    reachable: false,
+  } as const;
   assert.deepEqual(decodeRendezvous(encodeRendezvous(reg)), reg);
   const bytes = encodeRendezvous(m);
-  for (let n = 0; n < bytes.length; n++) assert.throws(() => decodeRendezvous(bytes.subarray(0, n)), { code: 'RENDEZVOUS_DECODE' });
+  for (let n = 0; n < bytes.length; n++)
+    assert.throws(() => decodeRendezvous(bytes.subarray(0, n)), { code: 'RENDEZVOUS_DECODE' });
   assert.throws(() => decodeRendezvous(encodeRendezvous({ ...m, port: 0 })), { code: 'RENDEZVOUS_DECODE' });
 });
 
 test('serve with TURN + shared secret: a registered peer gets credentials that allocate; without, registration works and none come', async () => {
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
-  const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8'] });
+  const handle = await startServer({
+    port: 0,
+    addresses: ['127.0.0.1'],
+    stun: { registry: turnRegistry },
+    relay: false,
+  });
+  const turn = new TurnServer({
+    credentials: new SharedSecretStore([SECRET]),
+    relayAddress: '127.0.0.1',
+    allowPeers: ['127.0.0.0/8'],
+  });
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;
   const plain = await startServer({ port: 0, addresses: ['127.0.0.1'], relay: false });
   const t1 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const t2 = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const kp = generateKeyPair();
-  const c1 = new RendezvousClient({ transport: t1, server: { host: '127.0.0.1', port }, keyPair: kp, tcpFallback: false, autoRefresh: false });
-  const c2 = new RendezvousClient({ transport: t2, server: { host: '127.0.0.1', port: plain.udp[0]!.port }, keyPair: generateKeyPair(), tcpFallback: false, autoRefresh: false });
+  const c1 = new RendezvousClient({
+    transport: t1,
+    server: { host: '127.0.0.1', port },
+    keyPair: kp,
+    tcpFallback: false,
+    autoRefresh: false,
+  });
+  const c2 = new RendezvousClient({
+    transport: t2,
+    server: { host: '127.0.0.1', port: plain.udp[0]!.port },
+    keyPair: generateKeyPair(),
+    tcpFallback: false,
+    autoRefresh: false,
+  });
   let tc: TurnClient | undefined;
   try {
     handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
@@ -49,7 +86,12 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
     assert.equal(creds.host, '127.0.0.1');
     assert.match(creds.username, new RegExp(`^\\d+:${Buffer.from(kp.publicKey).toString('hex').slice(0, 16)}$`));
     assert.ok(creds.expiresAt > Date.now() + 3_000_000);
-    tc = await TurnClient.connectTcp({ server: { address: creds.host, port: creds.port }, username: creds.username, password: creds.password, timeoutMs: 2000 });
+    tc = await TurnClient.connectTcp({
+      server: { address: creds.host, port: creds.port },
+      username: creds.username,
+      password: creds.password,
+      timeoutMs: 2000,
+    });
     const alloc = await tc.allocate();
     assert.equal(alloc.relayed[0]!.address, '127.0.0.1');
 
@@ -71,7 +113,12 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
 
 test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the relay candidate reaches the peer", async () => {
   const { connect, listen } = await import('../../src/natpunch.js');
-  const handle = await startServer({ port: 0, addresses: ['127.0.0.1'], stun: { registry: turnRegistry }, relay: false });
+  const handle = await startServer({
+    port: 0,
+    addresses: ['127.0.0.1'],
+    stun: { registry: turnRegistry },
+    relay: false,
+  });
   const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1' });
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;
@@ -81,7 +128,12 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   const kb = generateKeyPair();
   const offers: Array<Array<{ type: string; address: string }>> = [];
   const listener = await listen({
-    keyPair: kb, bind: { address: '127.0.0.1' }, rendezvous, name: 'bob', allow: [ka.publicKey], relay: 'auto',
+    keyPair: kb,
+    bind: { address: '127.0.0.1' },
+    rendezvous,
+    name: 'bob',
+    allow: [ka.publicKey],
+    relay: 'auto',
     onProgress: (p) => {
       if (p.phase === 'offer') offers.push(p.candidates);
     },
@@ -90,9 +142,19 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   try {
     assert.equal(turn.stats.allocations, 1, "the listener allocated with the rendezvous' credentials");
     const accepted = new Promise((resolve) => listener.once('session', resolve));
-    session = await connect({ keyPair: ka, bind: { address: '127.0.0.1' }, rendezvous, to: 'bob', relay: 'auto', timeoutMs: 15_000 });
+    session = await connect({
+      keyPair: ka,
+      bind: { address: '127.0.0.1' },
+      rendezvous,
+      to: 'bob',
+      relay: 'auto',
+      timeoutMs: 15_000,
+    });
     await accepted;
-    assert.ok(offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'), "the offer carried the connector's relayed address");
+    assert.ok(
+      offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'),
+      "the offer carried the connector's relayed address",
+    );
   } finally {
     await session?.close().catch(() => {});
     await listener.close();

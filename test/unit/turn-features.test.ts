@@ -13,7 +13,12 @@ after(async () => {
 });
 
 async function server(extra: Partial<TurnServerOptions> = {}) {
-  const s = new TurnServer({ credentials: users, relayAddress: '127.0.0.1', allowPeers: ['127.0.0.0/8', '::1/128'], ...extra });
+  const s = new TurnServer({
+    credentials: users,
+    relayAddress: '127.0.0.1',
+    allowPeers: ['127.0.0.0/8', '::1/128'],
+    ...extra,
+  });
   const { port } = await s.listen({ address: '127.0.0.1', port: 0 });
   cleanups.push(() => s.close());
   return { s, port };
@@ -21,7 +26,13 @@ async function server(extra: Partial<TurnServerOptions> = {}) {
 
 async function client(port: number, username = 'alice') {
   const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const c = new TurnClient({ server: { address: '127.0.0.1', port }, username, password: 'pw', transport, timeoutMs: 3000 });
+  const c = new TurnClient({
+    server: { address: '127.0.0.1', port },
+    username,
+    password: 'pw',
+    transport,
+    timeoutMs: 3000,
+  });
   cleanups.push(async () => {
     await c.close();
     transport.close();
@@ -65,23 +76,39 @@ test('EVEN-PORT with the R bit reserves the next port; RESERVATION-TOKEN claims 
   await assert.rejects(c.c.allocate({ reservationToken: alloc.reservationToken }), /508/, 'a token works once');
 });
 
-test('REQUESTED-ADDRESS-FAMILY IPv6 and ADDITIONAL-ADDRESS-FAMILY dual allocations (RFC 8656 §7.2, §18.11)', { skip: ipv6 ? false : 'no IPv6 loopback' }, async () => {
-  const { port } = await server({ relayAddress6: '::1' });
-  const dual = await client(port);
-  const alloc = await dual.c.allocate({ dual: true });
-  assert.deepEqual(alloc.relayed.map((r) => r.address), ['127.0.0.1', '::1']);
-  const peer6 = await udpPeer('udp6');
-  const got = new Promise<string>((resolve) => peer6.once('message', (m, r) => resolve(`${m}|${r.address}|${r.port}`)));
-  dual.c.send(Buffer.from('over v6'), { address: '::1', port: peer6.address().port });
-  assert.equal(await got, `over v6|::1|${alloc.relayed[1]!.port}`, 'an IPv6 peer is served from the IPv6 relayed address');
-  const only6 = await client(port, 'bob');
-  const a6 = await only6.c.allocate({ family: 'IPv6' });
-  assert.deepEqual(a6.relayed.map((r) => r.address), ['::1']);
-  await assert.rejects(only6.c.createPermission(['127.0.0.1']), /443/, 'peer address family mismatch');
-  const noV6 = await server();
-  const c = await client(noV6.port);
-  await assert.rejects(c.c.allocate({ family: 'IPv6' }), /440/);
-});
+test(
+  'REQUESTED-ADDRESS-FAMILY IPv6 and ADDITIONAL-ADDRESS-FAMILY dual allocations (RFC 8656 §7.2, §18.11)',
+  { skip: ipv6 ? false : 'no IPv6 loopback' },
+  async () => {
+    const { port } = await server({ relayAddress6: '::1' });
+    const dual = await client(port);
+    const alloc = await dual.c.allocate({ dual: true });
+    assert.deepEqual(
+      alloc.relayed.map((r) => r.address),
+      ['127.0.0.1', '::1'],
+    );
+    const peer6 = await udpPeer('udp6');
+    const got = new Promise<string>((resolve) =>
+      peer6.once('message', (m, r) => resolve(`${m}|${r.address}|${r.port}`)),
+    );
+    dual.c.send(Buffer.from('over v6'), { address: '::1', port: peer6.address().port });
+    assert.equal(
+      await got,
+      `over v6|::1|${alloc.relayed[1]!.port}`,
+      'an IPv6 peer is served from the IPv6 relayed address',
+    );
+    const only6 = await client(port, 'bob');
+    const a6 = await only6.c.allocate({ family: 'IPv6' });
+    assert.deepEqual(
+      a6.relayed.map((r) => r.address),
+      ['::1'],
+    );
+    await assert.rejects(only6.c.createPermission(['127.0.0.1']), /443/, 'peer address family mismatch');
+    const noV6 = await server();
+    const c = await client(noV6.port);
+    await assert.rejects(c.c.allocate({ family: 'IPv6' }), /440/);
+  },
+);
 
 test('a stale nonce (438) is renewed transparently by the client', async () => {
   const { port } = await server({ nonceLifetime: 1 });
@@ -119,7 +146,8 @@ test('per-allocation bandwidth cap drops what exceeds the token bucket', async (
   await a.c.bindChannel(to);
   for (let i = 0; i < 20; i++) a.c.send(Buffer.alloc(400), to);
   // Wait (bounded) until the server has handled all 20 and the forwarded ones have arrived.
-  for (let i = 0; i < 100 && s.stats.packetsToPeer + s.stats.droppedBandwidth < 20; i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 100 && s.stats.packetsToPeer + s.stats.droppedBandwidth < 20; i++)
+    await new Promise((r) => setTimeout(r, 50));
   for (let i = 0; i < 60 && received < s.stats.packetsToPeer; i++) await new Promise((r) => setTimeout(r, 50));
   assert.equal(s.stats.packetsToPeer + s.stats.droppedBandwidth, 20);
   assert.ok(s.stats.packetsToPeer >= 1 && s.stats.packetsToPeer <= 4, `forwarded ${s.stats.packetsToPeer}`);
@@ -132,5 +160,8 @@ test('behind a 1:1 NAT the relayed address announced is the external one; wildca
   const alloc = await a.c.allocate();
   assert.equal(alloc.relayed[0]!.address, '203.0.113.9');
   assert.throws(() => new TurnServer({ credentials: users, relayAddress: '0.0.0.0' }), /one specific IP address/);
-  assert.throws(() => new TurnServer({ credentials: users, relayAddress: '127.0.0.1', externalAddress: 'example.com' }), /one specific IP address/);
+  assert.throws(
+    () => new TurnServer({ credentials: users, relayAddress: '127.0.0.1', externalAddress: 'example.com' }),
+    /one specific IP address/,
+  );
 });

@@ -1,11 +1,36 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { attr, decodeStun, encodeStun, verifyIntegrity as coreVerify, checkFingerprint } from '../../src/wire/stun/message.js';
+import {
+  attr,
+  decodeStun,
+  encodeStun,
+  verifyIntegrity as coreVerify,
+  checkFingerprint,
+} from '../../src/wire/stun/message.js';
 import { StunClass } from '../../src/wire/stun/constants.js';
 import { Username } from '../../src/wire/stun/registry.js';
-import { ChannelNumber, Lifetime, RequestedTransport, TurnMethod, XorPeerAddress, XorRelayedAddress, turnRegistry } from '../../src/wire/turn.js';
-import { A, Cls, Method, StunBuilder, attrXorAddresses, attrUint32, encodeDataIndication, fingerprintOk, parseStun, verifyIntegrity } from '../../src/relay/message.js';
+import {
+  ChannelNumber,
+  Lifetime,
+  RequestedTransport,
+  TurnMethod,
+  XorPeerAddress,
+  XorRelayedAddress,
+  turnRegistry,
+} from '../../src/wire/turn.js';
+import {
+  A,
+  Cls,
+  Method,
+  StunBuilder,
+  attrXorAddresses,
+  attrUint32,
+  encodeDataIndication,
+  fingerprintOk,
+  parseStun,
+  verifyIntegrity,
+} from '../../src/relay/message.js';
 
 test('TURN hot-path builder and the general STUN codec agree byte for byte (integrity, fingerprint, XOR addresses)', () => {
   const key = randomBytes(16);
@@ -20,7 +45,11 @@ test('TURN hot-path builder and the general STUN codec agree byte for byte (inte
       cls: StunClass.Request,
       method: TurnMethod.ChannelBind,
       transactionId: tid,
-      attributes: [attr(ChannelNumber, 0x4001), attr(XorPeerAddress, { family: 'IPv6', address: '2001:db8::1', port: 5000 }), attr(Username, 'alice')],
+      attributes: [
+        attr(ChannelNumber, 0x4001),
+        attr(XorPeerAddress, { family: 'IPv6', address: '2001:db8::1', port: 5000 }),
+        attr(Username, 'alice'),
+      ],
     },
     { integrity: key, fingerprint: true },
   );
@@ -62,7 +91,10 @@ test('attributes after MESSAGE-INTEGRITY are ignored (an appended XOR-PEER-ADDRE
     .xorAddress(A.XOR_PEER_ADDRESS, { address: '198.51.100.1', port: 0 })
     .finish({ key });
   // Append a second XOR-PEER-ADDRESS after the MESSAGE-INTEGRITY and fix up the length.
-  const extra = new StunBuilder(Method.CreatePermission, Cls.Request, tid).xorAddress(A.XOR_PEER_ADDRESS, { address: '10.0.0.1', port: 0 }).finish().subarray(20);
+  const extra = new StunBuilder(Method.CreatePermission, Cls.Request, tid)
+    .xorAddress(A.XOR_PEER_ADDRESS, { address: '10.0.0.1', port: 0 })
+    .finish()
+    .subarray(20);
   const forged = Buffer.concat([signed, extra]);
   forged.writeUInt16BE(forged.length - 20, 2);
   const m = parseStun(forged)!;

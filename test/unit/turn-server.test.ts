@@ -31,7 +31,13 @@ async function startServer(extra: Partial<ConstructorParameters<typeof TurnServe
 
 async function udpClient(port: number, username = 'alice', password = 'wonderland') {
   const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
-  const client = new TurnClient({ server: { address: '127.0.0.1', port }, username, password, transport, timeoutMs: 3000 });
+  const client = new TurnClient({
+    server: { address: '127.0.0.1', port },
+    username,
+    password,
+    transport,
+    timeoutMs: 3000,
+  });
   cleanups.push(async () => {
     await client.close();
     transport.close();
@@ -85,7 +91,9 @@ test('UDP allocation: permission, Send/Data indications, then ChannelData both w
   assert.equal(m1.msg.toString(), 'via send indication');
   assert.equal(m1.rinfo.port, alloc.relayed[0]!.port, 'peer sees the relayed address');
 
-  const fromPeer = nextMessage<[Buffer, { address: string; port: number }]>((cb) => client.onData((d, p) => cb([d, p])));
+  const fromPeer = nextMessage<[Buffer, { address: string; port: number }]>((cb) =>
+    client.onData((d, p) => cb([d, p])),
+  );
   peer.sock.send(Buffer.from('hello client'), alloc.relayed[0]!.port, '127.0.0.1');
   const [data, from] = await fromPeer;
   assert.equal(data.toString(), 'hello client');
@@ -112,7 +120,9 @@ test('unauthenticated Allocate gets 401 with REALM and a NONCE carrying the secu
   const sock = dgram.createSocket('udp4');
   cleanups.push(() => sock.close());
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
-  const req = new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).finish();
+  const req = new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
+    .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
+    .finish();
   const res = peerMessage(sock);
   sock.send(req, port, '127.0.0.1');
   const m = parseStun((await res).msg)!;
@@ -126,7 +136,10 @@ test('unauthenticated Allocate gets 401 with REALM and a NONCE carrying the secu
 test('wrong password is refused with 401; an unknown user too', async () => {
   const { server, port } = await startServer();
   const { client } = await udpClient(port, 'alice', 'not the password');
-  await assert.rejects(client.allocate(), (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && /401/.test((e as Error).message));
+  await assert.rejects(
+    client.allocate(),
+    (e: unknown) => isNatpunchError(e, 'STUN_ERROR_RESPONSE') && /401/.test((e as Error).message),
+  );
   const { client: c2 } = await udpClient(port, 'mallory', 'x');
   await assert.rejects(c2.allocate(), /401/);
   assert.equal(server.stats.allocations, 0);
@@ -138,9 +151,15 @@ test('permissions towards loopback and private addresses are refused by default 
   const { client } = await udpClient(port);
   await client.allocate();
   for (const address of ['127.0.0.2', '10.0.0.1', '192.168.1.1', '169.254.169.254', '100.64.0.1']) {
-    await assert.rejects(client.createPermission([{ address, port: 1 }]), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'), address);
+    await assert.rejects(
+      client.createPermission([{ address, port: 1 }]),
+      (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'),
+      address,
+    );
   }
-  await assert.rejects(client.bindChannel({ address: '127.0.0.1', port: 9 }), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'));
+  await assert.rejects(client.bindChannel({ address: '127.0.0.1', port: 9 }), (e: unknown) =>
+    isNatpunchError(e, 'TURN_FORBIDDEN_PEER'),
+  );
   assert.equal(server.stats.deniedPeers, 6);
   // A public address is fine (no packet is sent: only the permission is installed).
   await client.createPermission([{ address: '198.51.100.1', port: 0 }]);
@@ -173,7 +192,12 @@ test('shared-secret (use-auth-secret) credentials are accepted until they expire
 
 test('TURN over TCP: UDP allocation with padded ChannelData, and the relay DatagramTransport', async () => {
   const { port } = await startServer({ allowPeers: ['127.0.0.0/8'] });
-  const client = await TurnClient.connectTcp({ server: { address: '127.0.0.1', port }, username: 'bob', password: 'builder', timeoutMs: 3000 });
+  const client = await TurnClient.connectTcp({
+    server: { address: '127.0.0.1', port },
+    username: 'bob',
+    password: 'builder',
+    timeoutMs: 3000,
+  });
   cleanups.push(() => client.close());
   const alloc = await client.allocate();
   const peer = await udpPeer();
@@ -194,19 +218,29 @@ test('RFC 6062 TCP allocation: Connect + ConnectionBind, and an incoming peer vi
   const echo = net.createServer((s) => s.pipe(s));
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
   cleanups.push(() => echo.close());
-  const client = await TurnClient.connectTcp({ server: { address: '127.0.0.1', port }, username: 'alice', password: 'wonderland', timeoutMs: 3000 });
+  const client = await TurnClient.connectTcp({
+    server: { address: '127.0.0.1', port },
+    username: 'alice',
+    password: 'wonderland',
+    timeoutMs: 3000,
+  });
   cleanups.push(() => client.close());
   const alloc = await client.allocate({ transport: 'tcp' });
   assert.equal(server.stats.tcpAllocations, 1);
   const stream = await client.connectPeer({ address: '127.0.0.1', port: (echo.address() as net.AddressInfo).port });
   cleanups.push(() => stream.destroy());
   stream.write('ping over tcp relay');
-  const [echoed] = await Promise.race([once(stream, 'data'), new Promise<never>((_, j) => setTimeout(() => j(new Error('no echo')), 3000))]);
+  const [echoed] = await Promise.race([
+    once(stream, 'data'),
+    new Promise<never>((_, j) => setTimeout(() => j(new Error('no echo')), 3000)),
+  ]);
   assert.equal(String(echoed), 'ping over tcp relay');
 
   // Incoming: a peer connects to the relayed address after the client permitted its IP.
   await client.createPermission(['127.0.0.1']);
-  const attempt = nextMessage<[number, { address: string; port: number }]>((cb) => client.onConnectionAttempt((id, p) => cb([id, p])));
+  const attempt = nextMessage<[number, { address: string; port: number }]>((cb) =>
+    client.onConnectionAttempt((id, p) => cb([id, p])),
+  );
   const peerSock = net.connect({ host: '127.0.0.1', port: alloc.relayed[0]!.port });
   cleanups.push(() => peerSock.destroy());
   peerSock.on('error', () => {});
@@ -215,20 +249,48 @@ test('RFC 6062 TCP allocation: Connect + ConnectionBind, and an incoming peer vi
   const data = await client.bindConnection(id);
   cleanups.push(() => data.destroy());
   peerSock.write('from the peer');
-  const [fromPeer] = await Promise.race([once(data, 'data'), new Promise<never>((_, j) => setTimeout(() => j(new Error('no data')), 3000))]);
+  const [fromPeer] = await Promise.race([
+    once(data, 'data'),
+    new Promise<never>((_, j) => setTimeout(() => j(new Error('no data')), 3000)),
+  ]);
   assert.equal(String(fromPeer), 'from the peer');
 });
 
 test('100k fuzzed TURN messages and ChannelData do not crash the server, which still serves afterwards', async () => {
-  const server = new TurnServer({ credentials: users, relayAddress: '127.0.0.1', realm: 'test', unauthRate: 1e9, unauthBurst: 1e9 });
+  const server = new TurnServer({
+    credentials: users,
+    relayAddress: '127.0.0.1',
+    realm: 'test',
+    unauthRate: 1e9,
+    unauthBurst: 1e9,
+  });
   cleanups.push(() => server.close());
   const sent: Buffer[] = [];
-  const fake = { send: (m: Uint8Array) => void sent.push(Buffer.from(m)), onMessage: () => () => {}, address: () => ({ address: '127.0.0.1', port: 3478, family: 'IPv4' }), closed: false };
+  const fake = {
+    send: (m: Uint8Array) => void sent.push(Buffer.from(m)),
+    onMessage: () => () => {},
+    address: () => ({ address: '127.0.0.1', port: 3478, family: 'IPv4' }),
+    closed: false,
+  };
   const seeds = [
-    new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).text(A.USERNAME, 'alice').text(A.REALM, 'test').text(A.NONCE, 'obMatJos2AAAAxxxx').finish({ key: Buffer.alloc(16), fingerprint: true }),
-    new StunBuilder(Method.ChannelBind, Cls.Request, randomBytes(12)).add(A.CHANNEL_NUMBER, Buffer.from([0x40, 0, 0, 0])).xorAddress(A.XOR_PEER_ADDRESS, { address: '::1', port: 5 }).finish(),
-    new StunBuilder(Method.Send, Cls.Indication, randomBytes(12)).xorAddress(A.XOR_PEER_ADDRESS, { address: '1.2.3.4', port: 5 }).add(A.DATA, Buffer.alloc(33)).finish(),
-    new StunBuilder(Method.CreatePermission, Cls.Request, randomBytes(12)).xorAddress(A.XOR_PEER_ADDRESS, { address: '1.2.3.4', port: 5 }).add(A.PASSWORD_ALGORITHMS, Buffer.from([0, 1, 0, 0])).finish({ fingerprint: true }),
+    new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
+      .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
+      .text(A.USERNAME, 'alice')
+      .text(A.REALM, 'test')
+      .text(A.NONCE, 'obMatJos2AAAAxxxx')
+      .finish({ key: Buffer.alloc(16), fingerprint: true }),
+    new StunBuilder(Method.ChannelBind, Cls.Request, randomBytes(12))
+      .add(A.CHANNEL_NUMBER, Buffer.from([0x40, 0, 0, 0]))
+      .xorAddress(A.XOR_PEER_ADDRESS, { address: '::1', port: 5 })
+      .finish(),
+    new StunBuilder(Method.Send, Cls.Indication, randomBytes(12))
+      .xorAddress(A.XOR_PEER_ADDRESS, { address: '1.2.3.4', port: 5 })
+      .add(A.DATA, Buffer.alloc(33))
+      .finish(),
+    new StunBuilder(Method.CreatePermission, Cls.Request, randomBytes(12))
+      .xorAddress(A.XOR_PEER_ADDRESS, { address: '1.2.3.4', port: 5 })
+      .add(A.PASSWORD_ALGORITHMS, Buffer.from([0, 1, 0, 0]))
+      .finish({ fingerprint: true }),
     Buffer.from([0x40, 0x01, 0x00, 0x08, 1, 2, 3, 4, 5, 6, 7, 8]),
   ];
   let seed = 12345;
@@ -263,7 +325,13 @@ test('100k fuzzed TURN messages and ChannelData do not crash the server, which s
   for (const s of sent) assert.ok(s.length < 600, 'responses stay small');
   // Still answers properly.
   const before = sent.length;
-  server.handleUdp(fake, new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).finish(), { address: '127.0.0.9', port: 1, family: 'IPv4' });
+  server.handleUdp(
+    fake,
+    new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
+      .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
+      .finish(),
+    { address: '127.0.0.9', port: 1, family: 'IPv4' },
+  );
   assert.equal(sent.length, before + 1);
   assert.equal(errorInfo(parseStun(sent[before]!)!)?.code, 401);
 });
@@ -297,8 +365,12 @@ test('two clients relay to each other through their relayed addresses by default
   assert.equal(d.toString(), 'relay to relay');
   assert.deepEqual(from, ra);
   // Another loopback address is still refused, and the relay's own IP outside the relay range is unreachable.
-  await assert.rejects(a.client.createPermission(['127.0.0.2']), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'));
-  await assert.rejects(a.client.bindChannel({ address: '127.0.0.1', port: 22 }), (e: unknown) => isNatpunchError(e, 'TURN_FORBIDDEN_PEER'));
+  await assert.rejects(a.client.createPermission(['127.0.0.2']), (e: unknown) =>
+    isNatpunchError(e, 'TURN_FORBIDDEN_PEER'),
+  );
+  await assert.rejects(a.client.bindChannel({ address: '127.0.0.1', port: 22 }), (e: unknown) =>
+    isNatpunchError(e, 'TURN_FORBIDDEN_PEER'),
+  );
   const local = dgram.createSocket('udp4');
   cleanups.push(() => local.close());
   let bound = false;
@@ -312,7 +384,9 @@ test('two clients relay to each other through their relayed addresses by default
   let leaked = false;
   local.on('message', () => (leaked = true));
   const before = server.stats.deniedPeers;
-  const tr = (a.client as unknown as { sendIndication(d: Uint8Array, p: { address: string; port: number }): Buffer }).sendIndication(Buffer.from('ssrf?'), { address: '127.0.0.1', port: local.address().port });
+  const tr = (
+    a.client as unknown as { sendIndication(d: Uint8Array, p: { address: string; port: number }): Buffer }
+  ).sendIndication(Buffer.from('ssrf?'), { address: '127.0.0.1', port: local.address().port });
   a.transport.send(tr, port, '127.0.0.1');
   for (let i = 0; i < 60 && server.stats.deniedPeers === before; i++) await new Promise((r) => setTimeout(r, 50));
   await new Promise((r) => setTimeout(r, 100));
@@ -326,7 +400,13 @@ test('two Allocates racing on one 5-tuple create one allocation (the second is d
   cleanups.push(() => sock.close());
   await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
   const first = peerMessage(sock);
-  sock.send(new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12)).add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0])).finish(), port, '127.0.0.1');
+  sock.send(
+    new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
+      .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
+      .finish(),
+    port,
+    '127.0.0.1',
+  );
   const challenge = parseStun((await first).msg)!;
   const nonce = attrText(challenge, A.NONCE)!;
   const { longTermKey } = await import('../../src/relay/auth.js');
@@ -334,13 +414,16 @@ test('two Allocates racing on one 5-tuple create one allocation (the second is d
   const signed = () =>
     new StunBuilder(Method.Allocate, Cls.Request, randomBytes(12))
       .add(A.REQUESTED_TRANSPORT, Buffer.from([17, 0, 0, 0]))
-      .text(A.USERNAME, 'alice').text(A.REALM, 'test').text(A.NONCE, nonce)
+      .text(A.USERNAME, 'alice')
+      .text(A.REALM, 'test')
+      .text(A.NONCE, nonce)
       .finish({ key });
   const replies: Buffer[] = [];
   sock.on('message', (m) => replies.push(m));
   sock.send(signed(), port, '127.0.0.1');
   sock.send(signed(), port, '127.0.0.1');
-  for (let i = 0; i < 100 && !replies.some((r) => parseStun(r)!.cls === Cls.Success); i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 100 && !replies.some((r) => parseStun(r)!.cls === Cls.Success); i++)
+    await new Promise((r) => setTimeout(r, 50));
   await new Promise((r) => setTimeout(r, 200)); // a second answer, if any, would be right behind
   assert.equal(server.stats.allocations, 1);
   const classes = replies.map((r) => parseStun(r)!.cls);
@@ -350,7 +433,11 @@ test('two Allocates racing on one 5-tuple create one allocation (the second is d
 
 test('garbage on a TURN TCP connection closes it; the server keeps serving', async () => {
   const { port } = await startServer();
-  for (const bytes of [Buffer.from([0x80, 1, 2, 3]), Buffer.from([0x00, 0x03, 0xff, 0xff, ...randomBytes(16)]), Buffer.from([0x4f, 0xff, 0xff, 0xff])]) {
+  for (const bytes of [
+    Buffer.from([0x80, 1, 2, 3]),
+    Buffer.from([0x00, 0x03, 0xff, 0xff, ...randomBytes(16)]),
+    Buffer.from([0x4f, 0xff, 0xff, 0xff]),
+  ]) {
     const s = net.connect({ host: '127.0.0.1', port });
     s.on('error', () => {});
     await once(s, 'connect');

@@ -19,19 +19,51 @@ test('NAT-PMP external address request is the two bytes 00 00 (RFC 6886 §3.2)',
 });
 
 test('NAT-PMP UDP/TCP mapping requests are byte exact with opcode 1/2 and lifetime in seconds (§3.3)', () => {
-  const udp = encodeNatPmpRequest({ op: 'map', transport: 'udp', internalPort: 4000, suggestedExternalPort: 4001, lifetime: 7200 });
+  const udp = encodeNatPmpRequest({
+    op: 'map',
+    transport: 'udp',
+    internalPort: 4000,
+    suggestedExternalPort: 4001,
+    lifetime: 7200,
+  });
   assert.equal(hex(udp), '0001' + '0000' + '0fa0' + '0fa1' + '00001c20');
-  const tcp = encodeNatPmpRequest({ op: 'map', transport: 'tcp', internalPort: 80, suggestedExternalPort: 0, lifetime: 0 });
+  const tcp = encodeNatPmpRequest({
+    op: 'map',
+    transport: 'tcp',
+    internalPort: 80,
+    suggestedExternalPort: 0,
+    lifetime: 0,
+  });
   assert.equal(hex(tcp), '0002' + '0000' + '0050' + '0000' + '00000000');
-  assert.deepEqual(decodeNatPmpRequest(udp), { op: 'map', transport: 'udp', internalPort: 4000, suggestedExternalPort: 4001, lifetime: 7200 });
-  assert.deepEqual(decodeNatPmpRequest(tcp), { op: 'map', transport: 'tcp', internalPort: 80, suggestedExternalPort: 0, lifetime: 0 });
+  assert.deepEqual(decodeNatPmpRequest(udp), {
+    op: 'map',
+    transport: 'udp',
+    internalPort: 4000,
+    suggestedExternalPort: 4001,
+    lifetime: 7200,
+  });
+  assert.deepEqual(decodeNatPmpRequest(tcp), {
+    op: 'map',
+    transport: 'tcp',
+    internalPort: 80,
+    suggestedExternalPort: 0,
+    lifetime: 0,
+  });
 });
 
 test('NAT-PMP responses round-trip byte exactly', () => {
   const cases: NatPmpResponse[] = [
     { op: 'external-address', resultCode: 0, epoch: 1234, externalAddress: '198.51.100.7' },
     { op: 'map', transport: 'udp', resultCode: 0, epoch: 99, internalPort: 4000, externalPort: 40000, lifetime: 3600 },
-    { op: 'map', transport: 'tcp', resultCode: 4, epoch: 0xffffffff, internalPort: 1, externalPort: 65535, lifetime: 0 },
+    {
+      op: 'map',
+      transport: 'tcp',
+      resultCode: 4,
+      epoch: 0xffffffff,
+      internalPort: 1,
+      externalPort: 65535,
+      lifetime: 0,
+    },
     { op: 'error', requestOpcode: 7, resultCode: 5, epoch: 3 },
   ];
   for (const c of cases) {
@@ -62,10 +94,18 @@ test('malformed NAT-PMP packets throw PORTMAP errors, never crash', () => {
     '008000000000000001020304ff', // 13-byte external address response
   ];
   for (const h of bad) {
-    assert.throws(() => decodeNatPmpResponse(Buffer.from(h, 'hex')), (e) => isNatpunchError(e, 'PORTMAP'), h);
+    assert.throws(
+      () => decodeNatPmpResponse(Buffer.from(h, 'hex')),
+      (e) => isNatpunchError(e, 'PORTMAP'),
+      h,
+    );
   }
   for (const h of ['', '01', '0001', '0003000000000000000000', '0001000000000000000000000000', '0000ff']) {
-    assert.throws(() => decodeNatPmpRequest(Buffer.from(h, 'hex')), (e) => isNatpunchError(e, 'PORTMAP'), h);
+    assert.throws(
+      () => decodeNatPmpRequest(Buffer.from(h, 'hex')),
+      (e) => isNatpunchError(e, 'PORTMAP'),
+      h,
+    );
   }
   // Random garbage never escapes as anything but a PORTMAP error.
   for (let i = 0; i < 2000; i++) {
@@ -82,7 +122,8 @@ test('malformed NAT-PMP packets throw PORTMAP errors, never crash', () => {
 
 test('NAT-PMP encoder rejects out-of-range fields with BAD_ARGUMENT', () => {
   assert.throws(
-    () => encodeNatPmpRequest({ op: 'map', transport: 'udp', internalPort: 70000, suggestedExternalPort: 0, lifetime: 1 }),
+    () =>
+      encodeNatPmpRequest({ op: 'map', transport: 'udp', internalPort: 70000, suggestedExternalPort: 0, lifetime: 1 }),
     (e) => isNatpunchError(e, 'BAD_ARGUMENT'),
   );
   assert.throws(

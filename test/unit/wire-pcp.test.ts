@@ -27,7 +27,11 @@ test('IPv4 addresses travel IPv4-mapped (::ffff:a.b.c.d, RFC 6887 §5) and IPv6 
   assert.equal(bytesToAddress(addressToBytes('fe80::1%eth0')), 'fe80::1');
   assert.equal(bytesToAddress(addressToBytes('2001:db8:1:2:3:4:5:6')), '2001:db8:1:2:3:4:5:6');
   for (const bad of ['1::2::3', '12345::', '1:2:3:4:5:6:7', 'hello', '1.2.3.256', '::1.2.3']) {
-    assert.throws(() => addressToBytes(bad), (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'), bad);
+    assert.throws(
+      () => addressToBytes(bad),
+      (e: unknown) => isNatpunchError(e, 'BAD_ARGUMENT'),
+      bad,
+    );
   }
 });
 
@@ -42,8 +46,14 @@ test('PCP MAP request is byte exact (RFC 6887 §7.1, §11.1)', () => {
   assert.equal(bytes.length, 60);
   assert.equal(
     hex(bytes),
-    '02010000' + '00001c20' + '00000000000000000000ffff0a000002' +
-      '0102030405060708090a0b0c' + '11000000' + '0fa0' + '0000' + '00000000000000000000ffff00000000',
+    '02010000' +
+      '00001c20' +
+      '00000000000000000000ffff0a000002' +
+      '0102030405060708090a0b0c' +
+      '11000000' +
+      '0fa0' +
+      '0000' +
+      '00000000000000000000ffff00000000',
   );
   assert.deepEqual(decodePcpRequest(bytes), { ...req, version: 2, options: [] });
 });
@@ -56,7 +66,15 @@ test('PCP PEER and ANNOUNCE requests with options round-trip byte exactly (§12.
       opcode: 'peer',
       lifetime: 60,
       clientAddress: '10.0.0.2',
-      peer: { nonce, protocol: 6, internalPort: 22, externalPort: 2222, externalAddress: '198.51.100.1', remotePort: 443, remoteAddress: '203.0.113.9' },
+      peer: {
+        nonce,
+        protocol: 6,
+        internalPort: 22,
+        externalPort: 2222,
+        externalAddress: '198.51.100.1',
+        remotePort: 443,
+        remoteAddress: '203.0.113.9',
+      },
       options: [{ type: 'prefer-failure' }, { type: 'third-party', address: '10.0.0.9' }],
     },
     {
@@ -85,7 +103,12 @@ test('PCP PEER and ANNOUNCE requests with options round-trip byte exactly (§12.
 test('PCP responses round-trip byte exactly, incl. header-only error answers', () => {
   const resps: PcpResponse[] = [
     {
-      version: 2, opcode: 'map', resultCode: 0, lifetime: 3600, epoch: 77, options: [],
+      version: 2,
+      opcode: 'map',
+      resultCode: 0,
+      lifetime: 3600,
+      epoch: 77,
+      options: [],
       map: { nonce, protocol: 17, internalPort: 4000, externalPort: 40000, externalAddress: '198.51.100.7' },
     },
     { version: 2, opcode: 'announce', resultCode: 0, lifetime: 0, epoch: 5, options: [] },
@@ -93,8 +116,21 @@ test('PCP responses round-trip byte exactly, incl. header-only error answers', (
     { version: 0, opcode: 'map', resultCode: PcpResult.UNSUPP_VERSION, lifetime: 0, epoch: 1, options: [] },
     { version: 2, opcode: 'other', code: 9, resultCode: PcpResult.UNSUPP_OPCODE, lifetime: 0, epoch: 1, options: [] },
     {
-      version: 2, opcode: 'peer', resultCode: 0, lifetime: 10, epoch: 2, options: [],
-      peer: { nonce, protocol: 6, internalPort: 1, externalPort: 2, externalAddress: '2001:db8::1', remotePort: 3, remoteAddress: '2001:db8::2' },
+      version: 2,
+      opcode: 'peer',
+      resultCode: 0,
+      lifetime: 10,
+      epoch: 2,
+      options: [],
+      peer: {
+        nonce,
+        protocol: 6,
+        internalPort: 1,
+        externalPort: 2,
+        externalAddress: '2001:db8::1',
+        remotePort: 3,
+        remoteAddress: '2001:db8::2',
+      },
     },
   ];
   for (const r of resps) {
@@ -116,7 +152,12 @@ test('PCP result codes have names and actionable messages', () => {
 test('malformed PCP packets throw PORTMAP errors, never crash', () => {
   const ok = Buffer.from(
     encodePcpResponse({
-      version: 2, opcode: 'map', resultCode: 0, lifetime: 1, epoch: 1, options: [],
+      version: 2,
+      opcode: 'map',
+      resultCode: 0,
+      lifetime: 1,
+      epoch: 1,
+      options: [],
       map: { nonce, protocol: 17, internalPort: 1, externalPort: 1, externalAddress: '198.51.100.1' },
     }),
   );
@@ -132,10 +173,18 @@ test('malformed PCP packets throw PORTMAP errors, never crash', () => {
     Buffer.from([...ok.subarray(0, 1), 0x01, ...ok.subarray(2)]), // R bit clear
     Buffer.from([2, 0x85, 0, 0, ...Buffer.alloc(20)]), // SUCCESS for unknown opcode
   ];
-  for (const c of cases) assert.throws(() => decodePcpResponse(c), (e) => isNatpunchError(e, 'PORTMAP'), hex(c));
-  assert.throws(() => decodePcpRequest(ok), (e) => isNatpunchError(e, 'PORTMAP'));
+  for (const c of cases)
+    assert.throws(
+      () => decodePcpResponse(c),
+      (e) => isNatpunchError(e, 'PORTMAP'),
+      hex(c),
+    );
+  assert.throws(
+    () => decodePcpRequest(ok),
+    (e) => isNatpunchError(e, 'PORTMAP'),
+  );
   for (let i = 0; i < 3000; i++) {
-    const b = Buffer.alloc(24 + ((i % 12) * 4));
+    const b = Buffer.alloc(24 + (i % 12) * 4);
     for (let j = 0; j < b.length; j++) b[j] = (i * 131 + j * 7) & 0xff;
     b[0] = 2;
     b[1] = 0x80 | (i % 4);
@@ -149,8 +198,17 @@ test('malformed PCP packets throw PORTMAP errors, never crash', () => {
 
 test('PCP encoder rejects bad nonces and addresses with BAD_ARGUMENT', () => {
   assert.throws(
-    () => encodePcpRequest({ opcode: 'map', lifetime: 1, clientAddress: '10.0.0.1', map: { nonce: new Uint8Array(4), protocol: 17, internalPort: 1, externalPort: 0, externalAddress: '0.0.0.0' } }),
+    () =>
+      encodePcpRequest({
+        opcode: 'map',
+        lifetime: 1,
+        clientAddress: '10.0.0.1',
+        map: { nonce: new Uint8Array(4), protocol: 17, internalPort: 1, externalPort: 0, externalAddress: '0.0.0.0' },
+      }),
     (e) => isNatpunchError(e, 'BAD_ARGUMENT'),
   );
-  assert.throws(() => encodePcpRequest({ opcode: 'announce', lifetime: 0, clientAddress: 'gateway' }), (e) => isNatpunchError(e, 'BAD_ARGUMENT'));
+  assert.throws(
+    () => encodePcpRequest({ opcode: 'announce', lifetime: 0, clientAddress: 'gateway' }),
+    (e) => isNatpunchError(e, 'BAD_ARGUMENT'),
+  );
 });

@@ -32,29 +32,65 @@ interface ConnectOpts extends TechniqueFlags {
 }
 
 export function register(program: Command): void {
-  addTechniqueFlags(program
-    .command('connect')
-    .description('connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout')
-    .argument('[peer]', 'the peer\'s registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server\'s (as --peer-key)')
-    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
-    .option('--icmp <server-public-ip>', 'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)')
-    .option('--peer-key <hex>', PEER_KEY_HELP)
-    .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
-    .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
-    .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
-    .option('--icmp-source <ip>', '--icmp: outer source address of the forged ICMP (e.g. our NAT\'s public address); default: the kernel\'s')
-    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-    .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
-    .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
-    .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
-    .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-    .option('--idle-timeout <ms>', 'end the session after this long without data either way (default: wait for the peer to end its side)', intOption('--idle-timeout', 1, 86_400_000))
-    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
-    .option('--json', 'events as JSON lines on stderr (stdout carries the data)'), 'connect')
-    .action(action(async (peer: string | undefined, opts: ConnectOpts) => {
-      if (opts.icmp !== undefined && !opts.rendezvous) return runConnectIcmp(opts.icmp, { ...opts, ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}) });
-      if (!peer || !opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)');
+  addTechniqueFlags(
+    program
+      .command('connect')
+      .description(
+        'connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout',
+      )
+      .argument(
+        '[peer]',
+        "the peer's registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server's (as --peer-key)",
+      )
+      .option(
+        '--rendezvous <host[:port],...>',
+        `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`,
+      )
+      .option(
+        '--icmp <server-public-ip>',
+        'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)',
+      )
+      .option('--peer-key <hex>', PEER_KEY_HELP)
+      .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
+      .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
+      .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
+      .option(
+        '--icmp-source <ip>',
+        "--icmp: outer source address of the forged ICMP (e.g. our NAT's public address); default: the kernel's",
+      )
+      .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+      .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
+      .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
+      .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+      .option(
+        '--transport <udp|tcp|auto>',
+        'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works',
+        'auto',
+      )
+      .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
+      .option(
+        '--idle-timeout <ms>',
+        'end the session after this long without data either way (default: wait for the peer to end its side)',
+        intOption('--idle-timeout', 1, 86_400_000),
+      )
+      .option(
+        '--no-report',
+        'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt',
+      )
+      .option('--json', 'events as JSON lines on stderr (stdout carries the data)'),
+    'connect',
+  ).action(
+    action(async (peer: string | undefined, opts: ConnectOpts) => {
+      if (opts.icmp !== undefined && !opts.rendezvous)
+        return runConnectIcmp(opts.icmp, {
+          ...opts,
+          ...(opts.peerKey === undefined && peer && isPeerId(peer) ? { peerKey: peer } : {}),
+        });
+      if (!peer || !opts.rendezvous)
+        throw new NatpunchError(
+          'BAD_ARGUMENT',
+          'connect needs <peer> and --rendezvous <host[:port]> (or --icmp SERVER_PUBLIC_IP)',
+        );
       const transport = parseTransport(opts.transport);
       const tcpSequence = parseTcpSequence(opts.tcpSeq);
       const print = progressPrinter(opts.json);
@@ -67,20 +103,38 @@ export function register(program: Command): void {
       process.once('SIGINT', stop);
       try {
         const session = await connect({
-          keyPair, ...pinOptions(peer, opts), rendezvous: server, bind: { address: bind.host, port: bind.port }, onProgress: print,
+          keyPair,
+          ...pinOptions(peer, opts),
+          rendezvous: server,
+          bind: { address: bind.host, port: bind.port },
+          onProgress: print,
           signal: ac.signal,
           // With both --rendezvous and --icmp: ICMP hole punching when the rendezvous cannot be reached.
-          ...(opts.icmp !== undefined ? { icmp: { server: opts.icmp, ...(opts.port ? { port: opts.port } : {}), ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}), ...(opts.icmpSource ? { source: opts.icmpSource } : {}) } } : {}),
-          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}), ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+          ...(opts.icmp !== undefined
+            ? {
+                icmp: {
+                  server: opts.icmp,
+                  ...(opts.port ? { port: opts.port } : {}),
+                  ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
+                  ...(opts.icmpSource ? { source: opts.icmpSource } : {}),
+                },
+              }
+            : {}),
+          ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+          ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
           ...techniqueOptions(opts),
           transport,
           tcpSequence,
           ...(opts.report === false ? { report: false } : {}),
         });
-        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) => print({ event: 'path-changed', kind: p.kind, remote: p.remote }));
+        session.on('path', (p: { kind: string; remote: { address: string; port: number } }) =>
+          print({ event: 'path-changed', kind: p.kind, remote: p.remote }),
+        );
         const stream = session.openStream();
         try {
-          const how = await pipeStdio(stream, session, { ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}) });
+          const how = await pipeStdio(stream, session, {
+            ...(opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {}),
+          });
           if (how === 'idle') print({ event: 'idle-timeout', ms: opts.idleTimeout });
         } finally {
           await session.close();
@@ -88,5 +142,6 @@ export function register(program: Command): void {
       } finally {
         process.off('SIGINT', stop);
       }
-    }));
+    }),
+  );
 }

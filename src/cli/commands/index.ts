@@ -15,7 +15,8 @@ export interface CommandEntry {
 /** One entry per command, keyed by the command's name; a command module is imported only when it is run. */
 export const commands: Record<string, CommandEntry> = {
   serve: {
-    summary: 'run the natpunch server: STUN, rendezvous and the relay for its peers (full TURN with --turn) on UDP and TCP',
+    summary:
+      'run the natpunch server: STUN, rendezvous and the relay for its peers (full TURN with --turn) on UDP and TCP',
     load: () => import('./serve.js'),
   },
   stun: {
@@ -45,7 +46,11 @@ export const commands: Record<string, CommandEntry> = {
     args: '<name> <key>',
     load: () => import('./trust.js'),
   },
-  forget: { summary: "remove a peer name's pinned key from known_peers", args: '<name>', load: () => import('./forget.js') },
+  forget: {
+    summary: "remove a peer name's pinned key from known_peers",
+    args: '<name>',
+    load: () => import('./forget.js'),
+  },
   expose: {
     summary: 'let peers reach a local TCP service (PORT or HOST:PORT) through this machine',
     args: '[targets...]',

@@ -1,7 +1,14 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
-import { Lab, labUnavailableReason, NAT_TYPES, type LabState, type NatType, type TopologySpec } from '../../lab/index.js';
+import {
+  Lab,
+  labUnavailableReason,
+  NAT_TYPES,
+  type LabState,
+  type NatType,
+  type TopologySpec,
+} from '../../lab/index.js';
 import { NatpunchError } from '../../util/errors.js';
 import { action, printEvent, progress } from '../util.js';
 
@@ -20,7 +27,8 @@ function natType(value: string): NatType {
 function number(name: string, min: number, max: number) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}`);
+    if (!Number.isFinite(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be a number from ${min} to ${max}`);
     return n;
   };
 }
@@ -65,11 +73,16 @@ function printHuman(s: LabState): void {
   const sum = summary(s);
   const out: string[] = [`lab ${s.id} (created ${s.createdAt})`];
   for (const n of sum.nodes) {
-    const nat = n.kind === 'router' ? `  nat=${s.nat[n.name]!.type}${s.nat[n.name]!.stealth ? ',stealth' : ''}${s.nat[n.name]!.hairpin ? '' : ',no-hairpin'}  lan=${n.lan}` : '';
+    const nat =
+      n.kind === 'router'
+        ? `  nat=${s.nat[n.name]!.type}${s.nat[n.name]!.stealth ? ',stealth' : ''}${s.nat[n.name]!.hairpin ? '' : ',no-hairpin'}  lan=${n.lan}`
+        : '';
     out.push(`  ${n.name.padEnd(8)} ${n.kind.padEnd(6)} ${n.addrs.join(', ').padEnd(28)} on ${n.on}${nat}`);
   }
   for (const [name, l] of Object.entries(sum.shapedLinks)) {
-    out.push(`  link ${name}: delay ${l.delayMs} ms ±${l.jitterMs}, loss ${l.lossPct}%, rate ${l.rateMbit || '∞'} Mbit/s (each direction)`);
+    out.push(
+      `  link ${name}: delay ${l.delayMs} ms ±${l.jitterMs}, loss ${l.lossPct}%, rate ${l.rateMbit || '∞'} Mbit/s (each direction)`,
+    );
   }
   process.stdout.write(`${out.join('\n')}\n`);
 }
@@ -77,66 +90,103 @@ function printHuman(s: LabState): void {
 export function register(program: Command): void {
   const lab = program
     .command('lab')
-    .description('a NAT lab of real Linux NATs in network namespaces (root): run your own programs across any NAT pair');
+    .description(
+      'a NAT lab of real Linux NATs in network namespaces (root): run your own programs across any NAT pair',
+    );
 
   lab
     .command('up')
     .description('start a lab: server, natA (a, a2), natB (b); hosts are reached with `natpunch lab exec HOST -- CMD`')
     .option('--a <type>', `NAT type of natA (${NAT_TYPES.join(', ')})`, natType)
     .option('--b <type>', 'NAT type of natB', natType)
-    .option('--delay <ms>', 'one-way delay on each router\'s internet link, each direction', number('--delay', 0, 60000))
+    .option('--delay <ms>', "one-way delay on each router's internet link, each direction", number('--delay', 0, 60000))
     .option('--jitter <ms>', 'jitter ± ms on the same links', number('--jitter', 0, 60000))
     .option('--loss <pct>', 'random loss on the same links, each direction', number('--loss', 0, 100))
     .option('--rate <mbit>', 'bandwidth limit on the same links', number('--rate', 0, 100000))
     .option('--double-nat', 'also start cgn (carrier-grade NAT, 100.64.0.0/10) with natC and host c behind it')
-    .option('--topology <file>', 'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see README)')
+    .option(
+      '--topology <file>',
+      'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see README)',
+    )
     .option('--json', 'print the lab as JSON')
     .action(
-      action(async (opts: { a?: NatType; b?: NatType; delay?: number; jitter?: number; loss?: number; rate?: number; doubleNat?: boolean; topology?: string; json?: boolean }) => {
-        requireLab();
-        let topology: TopologySpec | undefined;
-        if (opts.topology) {
-          try {
-            topology = JSON.parse(readFileSync(opts.topology, 'utf8')) as TopologySpec;
-          } catch (err) {
-            throw new NatpunchError('BAD_ARGUMENT', `cannot read topology ${opts.topology}: ${(err as Error).message}`);
+      action(
+        async (opts: {
+          a?: NatType;
+          b?: NatType;
+          delay?: number;
+          jitter?: number;
+          loss?: number;
+          rate?: number;
+          doubleNat?: boolean;
+          topology?: string;
+          json?: boolean;
+        }) => {
+          requireLab();
+          let topology: TopologySpec | undefined;
+          if (opts.topology) {
+            try {
+              topology = JSON.parse(readFileSync(opts.topology, 'utf8')) as TopologySpec;
+            } catch (err) {
+              throw new NatpunchError(
+                'BAD_ARGUMENT',
+                `cannot read topology ${opts.topology}: ${(err as Error).message}`,
+              );
+            }
+            if (!topology || typeof topology.routers !== 'object' || typeof topology.hosts !== 'object') {
+              throw new NatpunchError('BAD_ARGUMENT', `topology ${opts.topology} needs "routers" and "hosts" objects`);
+            }
+            if (
+              opts.a ||
+              opts.b ||
+              opts.doubleNat ||
+              opts.delay !== undefined ||
+              opts.jitter !== undefined ||
+              opts.loss !== undefined ||
+              opts.rate !== undefined
+            ) {
+              throw new NatpunchError(
+                'BAD_ARGUMENT',
+                '--topology sets NATs in the file; use `natpunch lab nat` / `lab link` afterwards',
+              );
+            }
           }
-          if (!topology || typeof topology.routers !== 'object' || typeof topology.hosts !== 'object') {
-            throw new NatpunchError('BAD_ARGUMENT', `topology ${opts.topology} needs "routers" and "hosts" objects`);
+          const running = cliLabs();
+          if (running.length > 0) {
+            throw new NatpunchError(
+              'LAB',
+              `lab ${running[running.length - 1]!.id} is already up; run \`natpunch lab down\` first`,
+            );
           }
-          if (opts.a || opts.b || opts.doubleNat || opts.delay !== undefined || opts.jitter !== undefined || opts.loss !== undefined || opts.rate !== undefined) {
-            throw new NatpunchError('BAD_ARGUMENT', '--topology sets NATs in the file; use `natpunch lab nat` / `lab link` afterwards');
+          const shape = {
+            ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
+            ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
+            ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
+            ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
+          };
+          const links = Object.keys(shape).length ? { natA: shape, natB: shape } : undefined;
+          const l = await Lab.up({
+            detached: true,
+            ...(topology ? { topology } : {}),
+            doubleNat: Boolean(opts.doubleNat),
+            nat: { ...(opts.a ? { natA: opts.a } : {}), ...(opts.b ? { natB: opts.b } : {}) },
+            ...(links ? { links } : {}),
+          });
+          if (opts.json) printEvent('lab', summary(l.state));
+          else {
+            printHuman(l.state);
+            progress(
+              false,
+              `try: natpunch lab exec ${l.hosts.find((h) => h !== 'server') ?? l.hosts[0]} -- ip route    |    natpunch lab down`,
+            );
           }
-        }
-        const running = cliLabs();
-        if (running.length > 0) {
-          throw new NatpunchError('LAB', `lab ${running[running.length - 1]!.id} is already up; run \`natpunch lab down\` first`);
-        }
-        const shape = {
-          ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
-          ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
-          ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
-          ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
-        };
-        const links = Object.keys(shape).length ? { natA: shape, natB: shape } : undefined;
-        const l = await Lab.up({
-          detached: true,
-          ...(topology ? { topology } : {}),
-          doubleNat: Boolean(opts.doubleNat),
-          nat: { ...(opts.a ? { natA: opts.a } : {}), ...(opts.b ? { natB: opts.b } : {}) },
-          ...(links ? { links } : {}),
-        });
-        if (opts.json) printEvent('lab', summary(l.state));
-        else {
-          printHuman(l.state);
-          progress(false, `try: natpunch lab exec ${l.hosts.find((h) => h !== 'server') ?? l.hosts[0]} -- ip route    |    natpunch lab down`);
-        }
-      }),
+        },
+      ),
     );
 
   lab
     .command('exec')
-    .description('run a command inside a lab host\'s namespace (e.g. natpunch lab exec a -- natpunch netcheck ...)')
+    .description("run a command inside a lab host's namespace (e.g. natpunch lab exec a -- natpunch netcheck ...)")
     .argument('<host>', 'server, natA, a, a2, natB, b, internet (and cgn, natC, c with --double-nat)')
     .argument('<cmd...>', 'command and arguments (put them after --)')
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
@@ -166,7 +216,7 @@ export function register(program: Command): void {
 
   lab
     .command('nat')
-    .description('switch a router\'s NAT behaviour while the lab runs (flushes its mappings)')
+    .description("switch a router's NAT behaviour while the lab runs (flushes its mappings)")
     .argument('<router>', 'natA, natB (cgn, natC with --double-nat)')
     .argument('<type>', NAT_TYPES.join(' | '), natType)
     .option('--stealth', 'drop unsolicited packets silently instead of RST / ICMP unreachable')
@@ -176,24 +226,37 @@ export function register(program: Command): void {
     .option('--mapping-timeout <s>', 'UDP mapping lifetime in seconds', number('--mapping-timeout', 1, 86400))
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
     .action(
-      action(async (router: string, type: NatType, opts: { stealth?: boolean; hairpin: boolean; portPreservation: boolean; icmpErrors: boolean; mappingTimeout?: number; lab?: string }) => {
-        requireLab();
-        const l = currentLab(opts.lab);
-        const nat = await l.setNat(router, {
-          type,
-          stealth: Boolean(opts.stealth),
-          hairpin: opts.hairpin,
-          portPreservation: opts.portPreservation,
-          forwardIcmpErrors: opts.icmpErrors,
-          ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
-        });
-        progress(false, `${router}: ${JSON.stringify(nat)}`);
-      }),
+      action(
+        async (
+          router: string,
+          type: NatType,
+          opts: {
+            stealth?: boolean;
+            hairpin: boolean;
+            portPreservation: boolean;
+            icmpErrors: boolean;
+            mappingTimeout?: number;
+            lab?: string;
+          },
+        ) => {
+          requireLab();
+          const l = currentLab(opts.lab);
+          const nat = await l.setNat(router, {
+            type,
+            stealth: Boolean(opts.stealth),
+            hairpin: opts.hairpin,
+            portPreservation: opts.portPreservation,
+            forwardIcmpErrors: opts.icmpErrors,
+            ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
+          });
+          progress(false, `${router}: ${JSON.stringify(nat)}`);
+        },
+      ),
     );
 
   lab
     .command('link')
-    .description('change a link\'s conditions while the lab runs (links are named after their lower node: a, natA, ...)')
+    .description("change a link's conditions while the lab runs (links are named after their lower node: a, natA, ...)")
     .argument('<link>', 'natA, natB, server, a, a2, b (cgn, natC, c with --double-nat)')
     .option('--delay <ms>', 'one-way delay, each direction', number('--delay', 0, 60000))
     .option('--jitter <ms>', 'jitter ± ms', number('--jitter', 0, 60000))
@@ -201,17 +264,22 @@ export function register(program: Command): void {
     .option('--rate <mbit>', 'bandwidth limit, 0 = none', number('--rate', 0, 100000))
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
     .action(
-      action(async (link: string, opts: { delay?: number; jitter?: number; loss?: number; rate?: number; lab?: string }) => {
-        requireLab();
-        const l = currentLab(opts.lab);
-        const shape = await l.setLink(link, {
-          ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
-          ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
-          ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
-          ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
-        });
-        progress(false, `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`);
-      }),
+      action(
+        async (link: string, opts: { delay?: number; jitter?: number; loss?: number; rate?: number; lab?: string }) => {
+          requireLab();
+          const l = currentLab(opts.lab);
+          const shape = await l.setLink(link, {
+            ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
+            ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
+            ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
+            ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
+          });
+          progress(
+            false,
+            `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`,
+          );
+        },
+      ),
     );
 
   lab
@@ -234,7 +302,11 @@ export function register(program: Command): void {
         else {
           printHuman(l.state);
           const others = all.filter((s) => s.id !== l.id).length;
-          if (others) progress(false, `(${others} other lab(s) on this machine, e.g. from tests; \`natpunch lab status --json\` lists all)`);
+          if (others)
+            progress(
+              false,
+              `(${others} other lab(s) on this machine, e.g. from tests; \`natpunch lab status --json\` lists all)`,
+            );
         }
       }),
     );

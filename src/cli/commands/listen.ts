@@ -9,7 +9,12 @@ import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '..
 import type { Session } from '../../session/session.js';
 import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
-import { DEFAULT_ICMP_INTERVAL_MS, DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT, MIN_ICMP_INTERVAL_MS } from '../../traversal/icmp.js';
+import {
+  DEFAULT_ICMP_INTERVAL_MS,
+  DEFAULT_ICMP_PROBE_ADDRESS,
+  DEFAULT_ICMP_PUNCH_PORT,
+  MIN_ICMP_INTERVAL_MS,
+} from '../../traversal/icmp.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
 import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
 
@@ -35,35 +40,71 @@ interface ListenOpts extends TechniqueFlags {
 }
 
 export function register(program: Command): void {
-  addTechniqueFlags(program
-    .command('listen')
-    .description('wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open')
-    .option('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`)
-    .option('--icmp', 'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`')
-    .option('--icmp-probe-address <ip>', `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
-    .option('--icmp-interval <ms>', `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`, (v) => Number(v))
-    .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
-    .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
-    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-    .option('--allow <key...>', 'peer keys (64 hex characters) that may connect; without it (or --allow-any) any key may, with a warning')
-    .option('--allow-any', 'let any key connect, on purpose (no warning)')
-    .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
-    .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-    .option('--transport <udp|tcp|auto>', 'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works', 'auto')
-    .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-    .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
-    .option('--idle-timeout <ms>', 'end a session after this long without data either way', intOption('--idle-timeout', 1, 86_400_000))
-    .option('--no-report', 'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt')
-    .option('--json', 'events as JSON lines on stderr (stdout carries the data)'), 'listen')
-    .action(action(async (opts: ListenOpts) => {
+  addTechniqueFlags(
+    program
+      .command('listen')
+      .description(
+        'wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open',
+      )
+      .option(
+        '--rendezvous <host[:port],...>',
+        `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`,
+      )
+      .option(
+        '--icmp',
+        'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`',
+      )
+      .option(
+        '--icmp-probe-address <ip>',
+        `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`,
+      )
+      .option(
+        '--icmp-interval <ms>',
+        `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`,
+        (v) => Number(v),
+      )
+      .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
+      .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
+      .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+      .option(
+        '--allow <key...>',
+        'peer keys (64 hex characters) that may connect; without it (or --allow-any) any key may, with a warning',
+      )
+      .option('--allow-any', 'let any key connect, on purpose (no warning)')
+      .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
+      .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
+      .option(
+        '--transport <udp|tcp|auto>',
+        'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works',
+        'auto',
+      )
+      .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
+      .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
+      .option(
+        '--idle-timeout <ms>',
+        'end a session after this long without data either way',
+        intOption('--idle-timeout', 1, 86_400_000),
+      )
+      .option(
+        '--no-report',
+        'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt',
+      )
+      .option('--json', 'events as JSON lines on stderr (stdout carries the data)'),
+    'listen',
+  ).action(
+    action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
-      if (!opts.rendezvous) throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
+      if (!opts.rendezvous)
+        throw new NatpunchError('BAD_ARGUMENT', 'listen needs --rendezvous <host[:port]> (or --icmp)');
       const transport = parseTransport(opts.transport);
       const tcpSequence = parseTcpSequence(opts.tcpSeq);
       const print = progressPrinter(opts.json);
       const allow = parseAllow(opts.allow);
-      for (const k of allow ?? []) if (!isPeerId(k)) throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
-      if (allow && opts.allowAny) throw new NatpunchError('BAD_ARGUMENT', '--allow-any contradicts --allow: give either the keys or --allow-any');
+      for (const k of allow ?? [])
+        if (!isPeerId(k))
+          throw new NatpunchError('BAD_ARGUMENT', `--allow: "${k.slice(0, 80)}" is not a peer key (64 hex characters)`);
+      if (allow && opts.allowAny)
+        throw new NatpunchError('BAD_ARGUMENT', '--allow-any contradicts --allow: give either the keys or --allow-any');
       // Before anything else is printed, so it is never lost among progress lines.
       if (!allow && !opts.allowAny) {
         const warning = 'any key may connect: restrict with --allow KEY, or pass --allow-any to mean it';
@@ -74,8 +115,12 @@ export function register(program: Command): void {
       // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
       const listener = await listen({
-        keyPair, rendezvous: server, ...(opts.name ? { name: opts.name } : {}), ...(allow ? { allow } : {}),
-        bind: { address: bind.host, port: bind.port }, onProgress: print,
+        keyPair,
+        rendezvous: server,
+        ...(opts.name ? { name: opts.name } : {}),
+        ...(allow ? { allow } : {}),
+        bind: { address: bind.host, port: bind.port },
+        onProgress: print,
         ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
         ...techniqueOptions(opts),
         transport,
@@ -85,7 +130,12 @@ export function register(program: Command): void {
       const stop = () => void listener.close();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
-      print({ event: 'listening', publicKey: keyToId(keyPair.publicKey), name: opts.name ?? null, allow: allow ?? null });
+      print({
+        event: 'listening',
+        publicKey: keyToId(keyPair.publicKey),
+        name: opts.name ?? null,
+        allow: allow ?? null,
+      });
       listener.on('connection-error', (err: Error, peer: string) => {
         print({ event: 'connection-failed', peer, error: err.message, code: isNatpunchError(err) ? err.code : null });
       });
@@ -101,7 +151,8 @@ export function register(program: Command): void {
         const pipe = opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {};
         for await (const [session] of on(listener, 'session', { signal: stopped.signal }) as AsyncIterable<[Session]>) {
           const [stream] = (await Promise.race([once(session, 'stream'), closed])) as [MuxStream];
-          if ((await pipeStdio(stream, session, pipe)) === 'idle') print({ event: 'idle-timeout', ms: opts.idleTimeout });
+          if ((await pipeStdio(stream, session, pipe)) === 'idle')
+            print({ event: 'idle-timeout', ms: opts.idleTimeout });
           await session.close();
           if (!opts.keepOpen) break;
         }
@@ -113,5 +164,6 @@ export function register(program: Command): void {
         process.off('SIGTERM', stop);
         await listener.close();
       }
-    }));
+    }),
+  );
 }

@@ -31,7 +31,9 @@ function emit(event: string, fields: Record<string, unknown>): void {
 export function register(program: Command): void {
   program
     .command('map')
-    .description('open a port mapping on the gateway (PCP, NAT-PMP or UPnP IGD), keep it renewed until Ctrl-C, then delete it')
+    .description(
+      'open a port mapping on the gateway (PCP, NAT-PMP or UPnP IGD), keep it renewed until Ctrl-C, then delete it',
+    )
     .argument('<PORT>', 'local port to map', intOption('PORT', 1, 65535))
     .option('--udp', 'map a UDP port (default)')
     .option('--tcp', 'map a TCP port')
@@ -55,9 +57,17 @@ export function register(program: Command): void {
         process.once('SIGTERM', onSignal);
         let closed = false;
         try {
-          progress(opts.json, `natpunch: mapping ${opts.tcp ? 'tcp' : 'udp'} port ${port} on ${await mapper.gateway()}…`);
+          progress(
+            opts.json,
+            `natpunch: mapping ${opts.tcp ? 'tcp' : 'udp'} port ${port} on ${await mapper.gateway()}…`,
+          );
           const m = await mapper.map(
-            { internalPort: port, transport: opts.tcp ? 'tcp' : 'udp', lifetime: opts.lifetime, protocol: opts.protocol },
+            {
+              internalPort: port,
+              transport: opts.tcp ? 'tcp' : 'udp',
+              lifetime: opts.lifetime,
+              protocol: opts.protocol,
+            },
             stop.signal,
           );
           if (opts.json) emit('mapped', asJson(m));
@@ -70,14 +80,17 @@ export function register(program: Command): void {
             opts.json ? emit('changed', asJson(r)) : progress(false, `natpunch: mapping changed: ${describe(r)}`),
           );
           mapper.on('restart', (p: string) =>
-            opts.json ? emit('restart', { protocol: p }) : progress(false, `natpunch: gateway restarted (${p}); mapping again`),
+            opts.json
+              ? emit('restart', { protocol: p })
+              : progress(false, `natpunch: gateway restarted (${p}); mapping again`),
           );
           mapper.on('lost', (r: PortMapping, err: Error) =>
             opts.json
               ? emit('lost', { ...asJson(r), error: err.message })
               : progress(false, `natpunch: mapping expired (${err.message}); still retrying`),
           );
-          if (!stop.signal.aborted) await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
+          if (!stop.signal.aborted)
+            await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
           progress(opts.json, 'natpunch: deleting the mapping…');
           const result = await mapper.close();
           closed = true;

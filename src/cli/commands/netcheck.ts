@@ -1,5 +1,10 @@
 import type { Command } from 'commander';
-import { netcheck, NETCHECK_DEFAULT_TIMEOUT_MS, type NatReport, type NetcheckProgress } from '../../discovery/netcheck.js';
+import {
+  netcheck,
+  NETCHECK_DEFAULT_TIMEOUT_MS,
+  type NatReport,
+  type NetcheckProgress,
+} from '../../discovery/netcheck.js';
 import type { Endpoint } from '../../discovery/classify.js';
 import { createLogger } from '../../util/log.js';
 import { NatpunchError } from '../../util/errors.js';
@@ -19,12 +24,22 @@ interface Opts {
 export function register(program: Command): void {
   program
     .command('netcheck')
-    .description('discover what the NAT in front of this host does (mapping, filtering, ports, hairpin, TCP, port mapping)')
-    .requiredOption('-s, --server <host[:port]>', 'STUN server: one in RFC 5780 mode, or two or more plain ones (repeat)', collect)
+    .description(
+      'discover what the NAT in front of this host does (mapping, filtering, ports, hairpin, TCP, port mapping)',
+    )
+    .requiredOption(
+      '-s, --server <host[:port]>',
+      'STUN server: one in RFC 5780 mode, or two or more plain ones (repeat)',
+      collect,
+    )
     .option('--lifetime', 'also measure the mapping lifetime (takes minutes)')
     .option('--lifetime-max <seconds>', 'upper bound of the lifetime search', intOption('--lifetime-max', 3, 3600))
     .option('--json', 'print the report as JSON')
-    .option('--timeout <ms>', `bound on the run without --lifetime (default ${NETCHECK_DEFAULT_TIMEOUT_MS})`, intOption('--timeout', 100, 600_000))
+    .option(
+      '--timeout <ms>',
+      `bound on the run without --lifetime (default ${NETCHECK_DEFAULT_TIMEOUT_MS})`,
+      intOption('--timeout', 100, 600_000),
+    )
     .option('--no-port-mapping', 'do not probe the gateway for NAT-PMP/PCP/UPnP')
     .option('--no-tcp', 'do not probe STUN over TCP')
     .option('-q, --quiet', 'no progress on stderr')
@@ -50,14 +65,20 @@ export function register(program: Command): void {
               const key = `${e.probe}:${e.state}:${e.detail ?? ''}`;
               if (seen.has(key)) return;
               seen.add(key);
-              progress(opts.quiet, `netcheck: ${e.probe} ${e.state === 'start' ? '…' : 'done'}${e.detail ? ` (${e.detail})` : ''}`);
+              progress(
+                opts.quiet,
+                `netcheck: ${e.probe} ${e.state === 'start' ? '…' : 'done'}${e.detail ? ` (${e.detail})` : ''}`,
+              );
             },
           });
           if (opts.json) printEvent('report', { ...report });
           else process.stdout.write(formatReport(report));
           // A server that never answered is a failed check, not a report of a blocked network: exit 1.
           if (!report.servers.some((s) => s.reachable)) {
-            throw new NatpunchError('STUN_TIMEOUT', `no STUN server answered (${opts.server.join(', ')}); check the address and that UDP ${report.servers[0]?.port ?? 3478} reaches it`);
+            throw new NatpunchError(
+              'STUN_TIMEOUT',
+              `no STUN server answered (${opts.server.join(', ')}); check the address and that UDP ${report.servers[0]?.port ?? 3478} reaches it`,
+            );
           }
         } finally {
           process.off('SIGINT', onSignal);
@@ -71,7 +92,8 @@ function collect(value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value];
 }
 
-const ep = (e: Endpoint | null | undefined) => (e ? (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`) : '-');
+const ep = (e: Endpoint | null | undefined) =>
+  e ? (e.address.includes(':') ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`) : '-';
 const yn = (v: boolean | null) => (v === null ? 'unknown' : v ? 'yes' : 'no');
 
 /** The human report: a two-column table, the verdict, then what could not be determined. */
@@ -87,7 +109,10 @@ export function formatReport(r: NatReport): string {
   }
   const u = r.udp;
   rows.push(['UDP', u.blocked === null ? 'unknown' : u.blocked ? 'blocked' : 'ok']);
-  rows.push(['public address (UDP)', ep(u.publicAddress) + (u.publicAddresses.length > 1 ? ` (+${u.publicAddresses.length - 1} more)` : '')]);
+  rows.push([
+    'public address (UDP)',
+    ep(u.publicAddress) + (u.publicAddresses.length > 1 ? ` (+${u.publicAddresses.length - 1} more)` : ''),
+  ]);
   rows.push(['behind NAT', yn(u.behindNat)]);
   rows.push(['mapping', u.mapping]);
   rows.push(['filtering', u.filtering]);
@@ -96,14 +121,17 @@ export function formatReport(r: NatReport): string {
     'port allocation',
     u.allocation.pattern === 'sequential'
       ? `sequential, delta ${u.allocation.delta}`
-      : u.allocation.pattern + (u.allocation.samples.length ? ` (${u.allocation.samples.map((s) => s.external).join(', ')})` : ''),
+      : u.allocation.pattern +
+        (u.allocation.samples.length ? ` (${u.allocation.samples.map((s) => s.external).join(', ')})` : ''),
   ]);
   rows.push(['hairpinning', yn(u.hairpinning)]);
   rows.push(['ALG rewriting addresses', yn(u.alg)]);
   if (u.lifetime) {
     rows.push([
       'mapping lifetime',
-      u.lifetime.expiredByS === null ? `> ${u.lifetime.aliveAtS} s` : `${u.lifetime.aliveAtS}-${u.lifetime.expiredByS} s`,
+      u.lifetime.expiredByS === null
+        ? `> ${u.lifetime.aliveAtS} s`
+        : `${u.lifetime.aliveAtS}-${u.lifetime.expiredByS} s`,
     ]);
   }
   rows.push(['public address (TCP)', ep(r.tcp.publicAddress)]);
@@ -112,7 +140,9 @@ export function formatReport(r: NatReport): string {
   const pm = r.portMapping;
   rows.push([
     'port mapping',
-    pm.gateway ? `gateway ${pm.gateway}: NAT-PMP ${yn(pm.natPmp)}, PCP ${yn(pm.pcp)}, UPnP IGD ${yn(pm.upnp)}` : 'not probed',
+    pm.gateway
+      ? `gateway ${pm.gateway}: NAT-PMP ${yn(pm.natPmp)}, PCP ${yn(pm.pcp)}, UPnP IGD ${yn(pm.upnp)}`
+      : 'not probed',
   ]);
   rows.push(['took', `${r.durationMs} ms`]);
   const width = Math.max(...rows.map(([k]) => k.length));

@@ -28,9 +28,14 @@ interface SocksOpts {
 export function register(program: Command): void {
   program
     .command('socks')
-    .description('a local SOCKS5 server (RFC 1928 CONNECT) whose connections exit on a peer running `expose --allow-dest`')
+    .description(
+      'a local SOCKS5 server (RFC 1928 CONNECT) whose connections exit on a peer running `expose --allow-dest`',
+    )
     .requiredOption('--via <peer>', 'the exit peer: registered name or 64-hex key')
-    .requiredOption('--rendezvous <host[:port],...>', `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`)
+    .requiredOption(
+      '--rendezvous <host[:port],...>',
+      `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`,
+    )
     .option('--listen <[host:]port>', 'where the SOCKS server listens', '127.0.0.1:1080')
     .option('--user <name>', 'require RFC 1929 username/password authentication with this user name')
     .option('--password <password>', 'the password for --user (or NATPUNCH_SOCKS_PASSWORD)')
@@ -41,34 +46,59 @@ export function register(program: Command): void {
     .option('--wait <ms>', 'how long a new connection waits for the session', (v) => Number(v), DEFAULT_SESSION_WAIT_MS)
     .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', (v) => Number(v), 30_000)
     .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
-    .option('--status-interval <s>', 'print a status line every this many seconds (0: never)', (v) => Number(v), DEFAULT_STATUS_INTERVAL_S)
+    .option(
+      '--status-interval <s>',
+      'print a status line every this many seconds (0: never)',
+      (v) => Number(v),
+      DEFAULT_STATUS_INTERVAL_S,
+    )
     .option('--json', 'events as JSON lines on stdout')
-    .action(action(async (opts: SocksOpts) => {
-      const listen = /^\d+$/.test(opts.listen) ? { host: '127.0.0.1', port: checkPort(opts.listen, `--listen ${opts.listen}`) } : parseHostPort(opts.listen, 1080);
-      const password = opts.password ?? process.env.NATPUNCH_SOCKS_PASSWORD;
-      if (Boolean(opts.user) !== Boolean(password)) throw new NatpunchError('BAD_ARGUMENT', '--user and --password go together');
-      for (const v of [opts.user, password]) {
-        if (v !== undefined && (Buffer.byteLength(v) < 1 || Buffer.byteLength(v) > 255)) throw new NatpunchError('BAD_ARGUMENT', 'SOCKS user name and password must be 1 to 255 bytes (RFC 1929)');
-      }
-      const emit = emitter(opts.json);
-      const link = await linkFromFlags(opts.via, opts, emit);
-      const server = new SocksServer({ link, listen: { host: listen.host, port: listen.port }, ...(opts.user && password ? { auth: { username: opts.user, password } } : {}) });
-      server.on('event', (e) => emit(e as Record<string, unknown>));
-      await server.listen().catch(async (err: Error) => {
-        await link.close();
-        throw new NatpunchError('BAD_ARGUMENT', `cannot listen on ${listen.host}:${listen.port}: ${err.message}`);
-      });
-      if (!opts.json) process.stderr.write(`SOCKS5 on ${listen.host}:${server.address.port}${opts.user ? ' (username/password required)' : ''}, exiting via ${opts.via}\n`);
-      link.start();
-      const stopStatus = every(opts.statusInterval, () => {
-        const s = link.session;
-        const p = s?.path;
-        emit({ event: 'status', peer: s ? keyToId(s.remotePublicKey) : null, path: p?.kind ?? null, remote: p?.remote ?? null, rttMs: p?.rttMs ?? null, ...server.stats() });
-      });
-      await untilSignal(async () => {
-        stopStatus();
-        await server.close();
-        await link.close();
-      });
-    }));
+    .action(
+      action(async (opts: SocksOpts) => {
+        const listen = /^\d+$/.test(opts.listen)
+          ? { host: '127.0.0.1', port: checkPort(opts.listen, `--listen ${opts.listen}`) }
+          : parseHostPort(opts.listen, 1080);
+        const password = opts.password ?? process.env.NATPUNCH_SOCKS_PASSWORD;
+        if (Boolean(opts.user) !== Boolean(password))
+          throw new NatpunchError('BAD_ARGUMENT', '--user and --password go together');
+        for (const v of [opts.user, password]) {
+          if (v !== undefined && (Buffer.byteLength(v) < 1 || Buffer.byteLength(v) > 255))
+            throw new NatpunchError('BAD_ARGUMENT', 'SOCKS user name and password must be 1 to 255 bytes (RFC 1929)');
+        }
+        const emit = emitter(opts.json);
+        const link = await linkFromFlags(opts.via, opts, emit);
+        const server = new SocksServer({
+          link,
+          listen: { host: listen.host, port: listen.port },
+          ...(opts.user && password ? { auth: { username: opts.user, password } } : {}),
+        });
+        server.on('event', (e) => emit(e as Record<string, unknown>));
+        await server.listen().catch(async (err: Error) => {
+          await link.close();
+          throw new NatpunchError('BAD_ARGUMENT', `cannot listen on ${listen.host}:${listen.port}: ${err.message}`);
+        });
+        if (!opts.json)
+          process.stderr.write(
+            `SOCKS5 on ${listen.host}:${server.address.port}${opts.user ? ' (username/password required)' : ''}, exiting via ${opts.via}\n`,
+          );
+        link.start();
+        const stopStatus = every(opts.statusInterval, () => {
+          const s = link.session;
+          const p = s?.path;
+          emit({
+            event: 'status',
+            peer: s ? keyToId(s.remotePublicKey) : null,
+            path: p?.kind ?? null,
+            remote: p?.remote ?? null,
+            rttMs: p?.rttMs ?? null,
+            ...server.stats(),
+          });
+        });
+        await untilSignal(async () => {
+          stopStatus();
+          await server.close();
+          await link.close();
+        });
+      }),
+    );
 }

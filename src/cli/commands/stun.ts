@@ -20,11 +20,16 @@ function show(e: { address: string; port: number }): string {
 export function register(program: Command): void {
   program
     .command('stun')
-    .description('ask a STUN server for this host\'s mapped (public) address')
+    .description("ask a STUN server for this host's mapped (public) address")
     .argument('<server>', 'server as host, host:port or [v6]:port (default port 3478)')
     .option('--tcp', 'use TCP instead of UDP')
     .option('--json', 'print the result as JSON')
-    .option('--timeout <ms>', 'give up after this many milliseconds', intOption('--timeout', 1, 600_000), DEFAULT_CLI_TIMEOUT_MS)
+    .option(
+      '--timeout <ms>',
+      'give up after this many milliseconds',
+      intOption('--timeout', 1, 600_000),
+      DEFAULT_CLI_TIMEOUT_MS,
+    )
     .action(
       action(async (server: string, opts: StunOptions) => {
         let target;
@@ -33,7 +38,10 @@ export function register(program: Command): void {
         } catch (err) {
           throw new NatpunchError('BAD_ARGUMENT', `bad server "${server}": ${(err as Error).message}`, { cause: err });
         }
-        const r = await stunBinding({ host: target.host, port: target.port }, { tcp: opts.tcp, timeoutMs: opts.timeout });
+        const r = await stunBinding(
+          { host: target.host, port: target.port },
+          { tcp: opts.tcp, timeoutMs: opts.timeout },
+        );
         if (opts.json) {
           printEvent('mapped', {
             server: r.server,

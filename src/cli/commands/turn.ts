@@ -21,7 +21,9 @@ interface AllocateFlags {
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
 export function register(program: Command): void {
-  const turn = program.command('turn').description('TURN relay (RFC 8656): a standalone server and a client for manual checks');
+  const turn = program
+    .command('turn')
+    .description('TURN relay (RFC 8656): a standalone server and a client for manual checks');
 
   addTurnServerOptions(
     turn
@@ -34,7 +36,9 @@ export function register(program: Command): void {
       const logger = createLogger(cmd.optsWithGlobals().debug ? 'debug' : 'info');
       const server = turnServerFromFlags(opts, logger);
       const where = await server.listen({ port: opts.port, address: opts.address });
-      process.stderr.write(`natpunch turn: listening on ${where.address}:${where.port} (udp+tcp), relaying from ${server.relayAddress}, realm "${server.realm}"\n`);
+      process.stderr.write(
+        `natpunch turn: listening on ${where.address}:${where.port} (udp+tcp), relaying from ${server.relayAddress}, realm "${server.realm}"\n`,
+      );
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);
@@ -66,15 +70,23 @@ export function register(program: Command): void {
           username = c.username;
           password = c.password;
         }
-        if (!username || password === undefined) throw new NatpunchError('BAD_ARGUMENT', 'give --user and --password (or --auth-secret)');
+        if (!username || password === undefined)
+          throw new NatpunchError('BAD_ARGUMENT', 'give --user and --password (or --auth-secret)');
         const ac = new AbortController();
         const timer = setTimeout(() => ac.abort(), 15_000);
         const base = { server: { address: host, port }, username, password, software: 'natpunch' };
         const overTcp = opts.tcp || opts.tcpRelay;
-        const transport = overTcp ? null : await NodeDatagramTransport.bind({ type: host.includes(':') ? 'udp6' : 'udp4' });
-        const client = overTcp ? await TurnClient.connectTcp({ ...base, signal: ac.signal }) : new TurnClient({ ...base, transport: transport! });
+        const transport = overTcp
+          ? null
+          : await NodeDatagramTransport.bind({ type: host.includes(':') ? 'udp6' : 'udp4' });
+        const client = overTcp
+          ? await TurnClient.connectTcp({ ...base, signal: ac.signal })
+          : new TurnClient({ ...base, transport: transport! });
         try {
-          progress(opts.quiet || opts.json, `allocating on ${host}:${port} over ${overTcp ? 'TCP' : 'UDP'} as ${username}...`);
+          progress(
+            opts.quiet || opts.json,
+            `allocating on ${host}:${port} over ${overTcp ? 'TCP' : 'UDP'} as ${username}...`,
+          );
           const alloc = await client.allocate({ signal: ac.signal, transport: opts.tcpRelay ? 'tcp' : 'udp' });
           const permitted: string[] = [];
           if (opts.peer?.length) {
@@ -92,7 +104,9 @@ export function register(program: Command): void {
           };
           if (opts.json) printEvent('allocation', out);
           else {
-            process.stdout.write(`relayed  ${out.relayed.join(', ')}\nmapped   ${out.mapped ?? '-'}\nlifetime ${out.lifetime} s\n`);
+            process.stdout.write(
+              `relayed  ${out.relayed.join(', ')}\nmapped   ${out.mapped ?? '-'}\nlifetime ${out.lifetime} s\n`,
+            );
             if (permitted.length) process.stdout.write(`permitted ${permitted.join(', ')}\n`);
           }
         } finally {
@@ -106,7 +120,7 @@ export function register(program: Command): void {
   turn
     .command('credentials')
     .description('print time-limited TURN credentials for a shared secret (what WebRTC apps hand to browsers)')
-    .requiredOption('--auth-secret <secret>', 'the server\'s --auth-secret')
+    .requiredOption('--auth-secret <secret>', "the server's --auth-secret")
     .option('--user <name>', 'user name to embed (username becomes "expiry:user")')
     .option('--ttl <seconds>', 'validity', intOption('--ttl', 1, 7 * 86400), 86400)
     .option('--json', 'print JSON')
@@ -114,7 +128,10 @@ export function register(program: Command): void {
       action((opts: { authSecret: string; user?: string; ttl: number; json?: boolean }) => {
         const c = makeSharedSecretCredentials(opts.authSecret, opts.ttl, opts.user);
         if (opts.json) printEvent('credentials', c);
-        else process.stdout.write(`username ${c.username}\npassword ${c.password}\nexpires  ${new Date(c.expires * 1000).toISOString()}\n`);
+        else
+          process.stdout.write(
+            `username ${c.username}\npassword ${c.password}\nexpires  ${new Date(c.expires * 1000).toISOString()}\n`,
+          );
       }),
     );
 }

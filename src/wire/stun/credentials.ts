@@ -50,14 +50,23 @@ export function passwordAlgorithmName(value: number): PasswordAlgorithmName | un
  * §9.2.2: key = MD5(username ":" OpaqueString(realm) ":" OpaqueString(password)), or SHA-256 of the same when the
  * SHA-256 password algorithm was negotiated (§18.5). `username` is used as sent in USERNAME.
  */
-export function longTermKey(username: string, realm: string, password: string, algorithm: PasswordAlgorithmName = 'MD5'): Uint8Array {
+export function longTermKey(
+  username: string,
+  realm: string,
+  password: string,
+  algorithm: PasswordAlgorithmName = 'MD5',
+): Uint8Array {
   const input = `${username}:${opaqueString(realm)}:${opaqueString(password)}`;
-  return createHash(algorithm === 'MD5' ? 'md5' : 'sha256').update(input, 'utf8').digest();
+  return createHash(algorithm === 'MD5' ? 'md5' : 'sha256')
+    .update(input, 'utf8')
+    .digest();
 }
 
 /** §14.4: userhash = SHA-256(OpaqueString(username) ":" OpaqueString(realm)). */
 export function userhash(username: string, realm: string): Uint8Array {
-  return createHash('sha256').update(`${opaqueString(username)}:${opaqueString(realm)}`, 'utf8').digest();
+  return createHash('sha256')
+    .update(`${opaqueString(username)}:${opaqueString(realm)}`, 'utf8')
+    .digest();
 }
 
 /**

@@ -7,8 +7,7 @@ import { NatpunchError } from '../../util/errors.js';
 import { HEADER_LENGTH } from './constants.js';
 
 export type StreamFrame =
-  | { kind: 'stun'; data: Uint8Array }
-  | { kind: 'channel-data'; channel: number; data: Uint8Array };
+  { kind: 'stun'; data: Uint8Array } | { kind: 'channel-data'; channel: number; data: Uint8Array };
 
 /** Upper bound on buffered bytes: one maximal message plus one read. */
 export const DEFAULT_MAX_FRAME_BUFFER = 0xffff + HEADER_LENGTH + 65536;

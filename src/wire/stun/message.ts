@@ -57,7 +57,14 @@ export class StunMessage implements AttributeContext {
   readonly raw: Uint8Array;
 
   /** @internal use decodeStun */
-  constructor(raw: Uint8Array, cls: StunClass, method: number, cookie: number, attributes: RawAttribute[], ignored: number) {
+  constructor(
+    raw: Uint8Array,
+    cls: StunClass,
+    method: number,
+    cookie: number,
+    attributes: RawAttribute[],
+    ignored: number,
+  ) {
     this.raw = raw;
     this.cls = cls;
     this.method = method;
@@ -103,7 +110,8 @@ export class StunMessage implements AttributeContext {
   unknownComprehensionRequired(registry: StunRegistry = coreRegistry): number[] {
     const out: number[] = [];
     for (const a of this.attributes) {
-      if (isComprehensionRequired(a.type) && !registry.isKnownAttribute(a.type) && !out.includes(a.type)) out.push(a.type);
+      if (isComprehensionRequired(a.type) && !registry.isKnownAttribute(a.type) && !out.includes(a.type))
+        out.push(a.type);
     }
     return out;
   }
@@ -185,8 +193,7 @@ export function decodeStun(buf: Uint8Array, options: DecodeOptions = {}): StunMe
 // Encoding
 
 export type AttributeInit =
-  | { readonly type: number; readonly value: Uint8Array }
-  | { readonly def: AttributeDef<any>; readonly value: unknown };
+  { readonly type: number; readonly value: Uint8Array } | { readonly def: AttributeDef<any>; readonly value: unknown };
 
 /** A typed attribute for `encodeStun`. */
 export function attr<T>(def: AttributeDef<T>, value: T): AttributeInit {
@@ -227,7 +234,8 @@ export function encodeStun(init: StunMessageInit, options: EncodeOptions = {}): 
   for (const a of init.attributes ?? []) {
     const type = 'def' in a ? a.def.type : a.type;
     const value = 'def' in a ? a.def.encode(a.value, ctx) : a.value;
-    if (value.length > 0xffff) throw new NatpunchError('BAD_ARGUMENT', `attribute 0x${type.toString(16)} longer than 65535 bytes`);
+    if (value.length > 0xffff)
+      throw new NatpunchError('BAD_ARGUMENT', `attribute 0x${type.toString(16)} longer than 65535 bytes`);
     values.push({ type, value });
     size += 4 + ((value.length + 3) & ~3);
   }
@@ -279,7 +287,13 @@ export function encodeStun(init: StunMessageInit, options: EncodeOptions = {}): 
  * §14.5: the HMAC covers the message up to (not including) the integrity attribute, with the header's length field
  * set as if the integrity attribute were the last one. `upto` is the attribute's offset.
  */
-function hmacOver(alg: 'sha1' | 'sha256', key: Uint8Array, msg: Uint8Array, upto: number, adjustedLength: number): Buffer {
+function hmacOver(
+  alg: 'sha1' | 'sha256',
+  key: Uint8Array,
+  msg: Uint8Array,
+  upto: number,
+  adjustedLength: number,
+): Buffer {
   const h = createHmac(alg, key);
   h.update(msg.subarray(0, 2));
   h.update(Uint8Array.of(adjustedLength >> 8, adjustedLength & 0xff));

@@ -4,14 +4,7 @@
  * changes and nothing here is module-level mutable state (the core registry is frozen).
  */
 import { NatpunchError } from '../../util/errors.js';
-import {
-  addressToBytes,
-  FAMILY_IPV4,
-  FAMILY_IPV6,
-  formatIPv4,
-  formatIPv6,
-  type TransportAddress,
-} from './address.js';
+import { addressToBytes, FAMILY_IPV4, FAMILY_IPV6, formatIPv4, formatIPv6, type TransportAddress } from './address.js';
 import { Attr, MAGIC_COOKIE, StunMethod } from './constants.js';
 
 /** What an attribute codec may need from its message: the transaction id (XOR attributes). */
@@ -32,7 +25,8 @@ export interface AttributeDef<T> extends AttributeCodec<T> {
 }
 
 export function defineAttribute<T>(type: number, name: string, codec: AttributeCodec<T>): AttributeDef<T> {
-  if (!Number.isInteger(type) || type < 0 || type > 0xffff) throw new NatpunchError('BAD_ARGUMENT', `attribute type ${type} out of range`);
+  if (!Number.isInteger(type) || type < 0 || type > 0xffff)
+    throw new NatpunchError('BAD_ARGUMENT', `attribute type ${type} out of range`);
   return Object.freeze({ type, name, decode: codec.decode, encode: codec.encode });
 }
 
@@ -67,7 +61,8 @@ export const addressCodec: AttributeCodec<TransportAddress> = {
 function addressBytes(a: TransportAddress): Uint8Array {
   const bytes = addressToBytes(a.address);
   if (!bytes) throw new NatpunchError('BAD_ARGUMENT', `not an IP address: ${a.address}`);
-  if (!Number.isInteger(a.port) || a.port < 0 || a.port > 0xffff) throw new NatpunchError('BAD_ARGUMENT', `bad port ${a.port}`);
+  if (!Number.isInteger(a.port) || a.port < 0 || a.port > 0xffff)
+    throw new NatpunchError('BAD_ARGUMENT', `bad port ${a.port}`);
   return bytes;
 }
 
@@ -78,10 +73,13 @@ export const xorAddressCodec: AttributeCodec<TransportAddress> = {
     const family = v[1];
     const port = ((v[2]! << 8) | v[3]!) ^ (MAGIC_COOKIE >>> 16);
     const n = family === FAMILY_IPV4 ? 4 : family === FAMILY_IPV6 ? 16 : 0;
-    if (n === 0 || v.length !== 4 + n) throw decodeError(`XOR address attribute has family ${family} and length ${v.length}`);
+    if (n === 0 || v.length !== 4 + n)
+      throw decodeError(`XOR address attribute has family ${family} and length ${v.length}`);
     const addr = new Uint8Array(n);
     xorInto(addr, v.subarray(4), ctx.transactionId);
-    return n === 4 ? { family: 'IPv4', address: formatIPv4(addr), port } : { family: 'IPv6', address: formatIPv6(addr), port };
+    return n === 4
+      ? { family: 'IPv4', address: formatIPv4(addr), port }
+      : { family: 'IPv6', address: formatIPv6(addr), port };
   },
   encode(a, ctx) {
     const bytes = addressBytes(a);
@@ -118,7 +116,8 @@ export function textCodec(maxBytes: number): AttributeCodec<string> {
     },
     encode(s) {
       const out = utf8Encoder.encode(s);
-      if (out.length > maxBytes) throw new NatpunchError('BAD_ARGUMENT', `text attribute longer than ${maxBytes} bytes`);
+      if (out.length > maxBytes)
+        throw new NatpunchError('BAD_ARGUMENT', `text attribute longer than ${maxBytes} bytes`);
       return out;
     },
   };
@@ -132,7 +131,8 @@ export function bytesCodec(check?: (length: number) => boolean): AttributeCodec<
       return v;
     },
     encode(v) {
-      if (check && !check(v.length)) throw new NatpunchError('BAD_ARGUMENT', `attribute length ${v.length} not allowed`);
+      if (check && !check(v.length))
+        throw new NatpunchError('BAD_ARGUMENT', `attribute length ${v.length} not allowed`);
       return v;
     },
   };
@@ -182,7 +182,8 @@ export const errorCodeCodec: AttributeCodec<ErrorCodeValue> = {
     return { code: cls * 100 + num, reason };
   },
   encode({ code, reason }) {
-    if (!Number.isInteger(code) || code < 300 || code > 699) throw new NatpunchError('BAD_ARGUMENT', `error code ${code} out of range`);
+    if (!Number.isInteger(code) || code < 300 || code > 699)
+      throw new NatpunchError('BAD_ARGUMENT', `error code ${code} out of range`);
     const text = utf8Encoder.encode(reason);
     const out = new Uint8Array(4 + Math.min(text.length, 763));
     out[2] = Math.floor(code / 100);
@@ -227,7 +228,8 @@ function decodeAlgorithms(v: Uint8Array, single: boolean): PasswordAlgorithmValu
     o += 4 + ((len + 3) & ~3);
     if (single) break;
   }
-  if (single && (out.length !== 1 || o !== v.length)) throw decodeError('PASSWORD-ALGORITHM must hold exactly one algorithm');
+  if (single && (out.length !== 1 || o !== v.length))
+    throw decodeError('PASSWORD-ALGORITHM must hold exactly one algorithm');
   if (o !== v.length) throw decodeError('PASSWORD-ALGORITHMS padding overruns');
   return out;
 }
@@ -292,8 +294,16 @@ export const responsePortCodec: AttributeCodec<number> = {
 export const MappedAddress = defineAttribute(Attr.MAPPED_ADDRESS, 'MAPPED-ADDRESS', addressCodec);
 export const XorMappedAddress = defineAttribute(Attr.XOR_MAPPED_ADDRESS, 'XOR-MAPPED-ADDRESS', xorAddressCodec);
 export const Username = defineAttribute(Attr.USERNAME, 'USERNAME', textCodec(512));
-export const Userhash = defineAttribute(Attr.USERHASH, 'USERHASH', bytesCodec((n) => n === 32));
-export const MessageIntegrity = defineAttribute(Attr.MESSAGE_INTEGRITY, 'MESSAGE-INTEGRITY', bytesCodec((n) => n === 20));
+export const Userhash = defineAttribute(
+  Attr.USERHASH,
+  'USERHASH',
+  bytesCodec((n) => n === 32),
+);
+export const MessageIntegrity = defineAttribute(
+  Attr.MESSAGE_INTEGRITY,
+  'MESSAGE-INTEGRITY',
+  bytesCodec((n) => n === 20),
+);
 export const MessageIntegritySha256 = defineAttribute(
   Attr.MESSAGE_INTEGRITY_SHA256,
   'MESSAGE-INTEGRITY-SHA256',
@@ -305,8 +315,16 @@ export const ErrorCodeAttr = defineAttribute(Attr.ERROR_CODE, 'ERROR-CODE', erro
 export const UnknownAttributes = defineAttribute(Attr.UNKNOWN_ATTRIBUTES, 'UNKNOWN-ATTRIBUTES', unknownAttributesCodec);
 export const Realm = defineAttribute(Attr.REALM, 'REALM', textCodec(763));
 export const Nonce = defineAttribute(Attr.NONCE, 'NONCE', textCodec(763));
-export const PasswordAlgorithms = defineAttribute(Attr.PASSWORD_ALGORITHMS, 'PASSWORD-ALGORITHMS', passwordAlgorithmsCodec);
-export const PasswordAlgorithmAttr = defineAttribute(Attr.PASSWORD_ALGORITHM, 'PASSWORD-ALGORITHM', passwordAlgorithmCodec);
+export const PasswordAlgorithms = defineAttribute(
+  Attr.PASSWORD_ALGORITHMS,
+  'PASSWORD-ALGORITHMS',
+  passwordAlgorithmsCodec,
+);
+export const PasswordAlgorithmAttr = defineAttribute(
+  Attr.PASSWORD_ALGORITHM,
+  'PASSWORD-ALGORITHM',
+  passwordAlgorithmCodec,
+);
 export const AlternateServer = defineAttribute(Attr.ALTERNATE_SERVER, 'ALTERNATE-SERVER', addressCodec);
 export const AlternateDomain = defineAttribute(Attr.ALTERNATE_DOMAIN, 'ALTERNATE-DOMAIN', textCodec(255));
 export const Software = defineAttribute(Attr.SOFTWARE, 'SOFTWARE', textCodec(763));
@@ -357,15 +375,18 @@ export class StunRegistry {
   }
 
   register(def: AttributeDef<any>): this {
-    if (this.#frozen) throw new NatpunchError('BAD_ARGUMENT', 'this STUN registry is frozen; use extend() to add attributes');
+    if (this.#frozen)
+      throw new NatpunchError('BAD_ARGUMENT', 'this STUN registry is frozen; use extend() to add attributes');
     this.#attributes.set(def.type, def);
     return this;
   }
 
   /** Methods are 12 bits (RFC 8489 §5). */
   registerMethod(method: number, name: string): this {
-    if (this.#frozen) throw new NatpunchError('BAD_ARGUMENT', 'this STUN registry is frozen; use extend() to add methods');
-    if (!Number.isInteger(method) || method < 0 || method > 0xfff) throw new NatpunchError('BAD_ARGUMENT', `method ${method} out of range`);
+    if (this.#frozen)
+      throw new NatpunchError('BAD_ARGUMENT', 'this STUN registry is frozen; use extend() to add methods');
+    if (!Number.isInteger(method) || method < 0 || method > 0xfff)
+      throw new NatpunchError('BAD_ARGUMENT', `method ${method} out of range`);
     this.#methods.set(method, name);
     return this;
   }
