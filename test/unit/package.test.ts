@@ -150,11 +150,11 @@ test(
     connector.stdout!.on('data', (d) => (connectOut += d));
     connector.stderr!.on('data', (d) => (connectErr += d));
     connector.stdin!.end('from bob\n');
-    const [[connectCode], [listenCode]] = (await Promise.all([once(connector, 'exit'), once(listener, 'exit')])) as [
-      [number],
-      [number],
-    ];
+    const listenerExit = once(listener, 'exit');
+    // A connector that fails ends the test at once with its error (the listener would wait for a peer forever).
+    const [connectCode] = (await once(connector, 'exit')) as [number];
     assert.equal(connectCode, 0, connectErr);
+    const [listenCode] = (await listenerExit) as [number];
     assert.equal(listenCode, 0, listenErr);
     assert.match(connectOut, /from alice/);
     assert.match(listenOut, /from bob/);
