@@ -355,7 +355,10 @@ describe('port mapping with miniupnpd on a lab router', { skip }, () => {
     cli.kill('SIGINT');
     const exit = await cli.exited;
     assert.equal(exit.code, 1);
-    assert.match(cli.stderr, /could not delete/);
+    // With --json the error is the one event schema's error event on stdout (docs/cli.md).
+    const failure = await cli.next((m) => m.event === 'error', { timeoutMs: 5_000 });
+    assert.equal(failure.code, 'PORTMAP');
+    assert.match(String(failure.message), /could not delete/);
     await gw.start();
   });
 });
