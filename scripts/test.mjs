@@ -2,9 +2,9 @@
 // Runs the suites with node's own test runner (through tsx) in ONE invocation, so the closing summary counts all.
 // Usage: node scripts/test.mjs [unit|lab|interop ...] [-- extra node --test args]
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readdirSync, statSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const wanted = suites.length ? suites : ['unit', 'interop', 'lab'];
@@ -31,9 +31,15 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.NATPUNCH_TEST_CONCURRENCY ?? '2';
+const ownHome = pathToFileURL(
+  join(dirname(fileURLToPath(import.meta.url)), '..', 'test', 'helpers', 'own-home.mjs'),
+).href;
 const args = [
   '--import',
   'tsx',
+  // Every test process gets its own NATPUNCH_HOME (known_peers): see that module.
+  '--import',
+  ownHome,
   '--test',
   `--test-concurrency=${concurrency}`,
   '--test-timeout=300000',
@@ -42,16 +48,12 @@ const args = [
   '--test-reporter=spec',
   ...files,
 ];
-// Tests connect to names like "alice" with fresh keys on every run: they must never read or write the user's own
-// ~/.natpunch/known_peers (src/identity/home.ts honours NATPUNCH_HOME).
-const home = process.env.NATPUNCH_HOME ?? mkdtempSync(join(tmpdir(), 'natpunch-test-home-'));
 // Network safety: port mapping is on by default for users, but a test must never ask the machine's real gateway
 // (PCP, NAT-PMP, SSDP). Everything the runner starts inherits NATPUNCH_PORT_MAPPING=0, which turns the library's
 // default off (src/endpoint/defaults.ts); lab processes set it back to 1 inside their own namespaces, whose only
 // gateway is a lab router (src/lab/index.ts spawn()).
 const res = spawnSync(process.execPath, args, {
   stdio: 'inherit',
-  env: { ...process.env, NATPUNCH_HOME: home, NATPUNCH_PORT_MAPPING: '0' },
+  env: { ...process.env, NATPUNCH_PORT_MAPPING: '0' },
 });
-if (!process.env.NATPUNCH_HOME) rmSync(home, { recursive: true, force: true });
 process.exit(res.status ?? 1);
