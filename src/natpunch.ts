@@ -9,7 +9,7 @@ import { timeoutSignal } from './util/abort.js';
 import { peerTarget, type PeerSpec } from './identity/verify.js';
 import type { PeerPins } from './identity/known-peers.js';
 import type { Session } from './session/session.js';
-import { createEndpoint, Endpoint } from './endpoint/endpoint.js';
+import { createEndpoint, Endpoint, type EndpointConnectOptions, type EndpointOptions } from './endpoint/endpoint.js';
 import { rendezvousServer } from './endpoint/local.js';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
@@ -56,52 +56,56 @@ export async function connect(options: ConnectOptions): Promise<Session> {
   const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
   let introduced = false;
   const onProgress = (p: Progress) => ((introduced ||= p.phase === 'offer'), options.onProgress?.(p));
-  const { peer, to, timeoutMs: _t, signal: _s, earlyData: _e, knownPeers: _k, ...rest } = options;
   let ep: Endpoint | null = null;
   try {
-    // A one-shot connector registers only to be handed relay credentials ('auto' relay through a real server).
-    const register =
-      !peer && rest.relay !== false && (rest.relay ?? 'auto') === 'auto' && rendezvousServer(rest.rendezvous) !== null;
-    ep = await createEndpoint({
-      ...rest,
-      ...(peer ? { rendezvous: undefined } : {}),
-      accept: false,
-      register,
-      onProgress,
-      signal,
-    });
-    const session = await ep.connect(peer?.publicKey ?? to!, {
-      signal,
-      ...(peer ? { candidates: peer.candidates } : {}),
-      ...(options.connectionId ? { connectionId: options.connectionId } : {}),
-      ...(options.earlyData ? { earlyData: options.earlyData } : {}),
-      ...(options.knownPeers ? { knownPeers: options.knownPeers } : {}),
-    });
+    ep = await createEndpoint(oneShotEndpointOptions(options, onProgress, signal));
+    const session = await ep.connect(options.peer?.publicKey ?? options.to!, oneShotConnectOptions(options, signal));
     const owner = ep;
     session.once('close', () => void owner.close());
     owner.releaseRelayOnceDirect(session);
     return session;
   } catch (err) {
     await ep?.close();
-    if (options.icmp && !peer && !introduced && !options.signal?.aborted) {
+    if (options.icmp && !options.peer && !introduced && !options.signal?.aborted) {
       logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
       return connectViaIcmp(options, logger);
     }
-    if (
-      signal.reason instanceof NatpunchError &&
-      signal.reason.code === 'TIMEOUT' &&
-      !isNatpunchError(err, 'TIMEOUT')
-    ) {
-      throw new NatpunchError(
-        'TIMEOUT',
-        `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`,
-        { cause: err },
-      );
-    }
-    throw err;
+    throw timeoutOr(err, signal, timeoutMs);
   } finally {
     dispose();
   }
+}
+
+/** The one-shot Endpoint of connect(): it accepts no introductions, and registers only to be handed relay
+ *  credentials ('auto' relay through a real server); direct mode has no rendezvous. */
+function oneShotEndpointOptions(
+  options: ConnectOptions,
+  onProgress: (p: Progress) => void,
+  signal: AbortSignal,
+): EndpointOptions {
+  const { peer, to: _to, timeoutMs: _t, signal: _s, earlyData: _e, knownPeers: _k, ...rest } = options;
+  const register =
+    !peer && rest.relay !== false && (rest.relay ?? 'auto') === 'auto' && rendezvousServer(rest.rendezvous) !== null;
+  return { ...rest, ...(peer ? { rendezvous: undefined } : {}), accept: false, register, onProgress, signal };
+}
+
+function oneShotConnectOptions(options: ConnectOptions, signal: AbortSignal): EndpointConnectOptions {
+  return {
+    signal,
+    ...(options.peer ? { candidates: options.peer.candidates } : {}),
+    ...(options.connectionId ? { connectionId: options.connectionId } : {}),
+    ...(options.earlyData ? { earlyData: options.earlyData } : {}),
+    ...(options.knownPeers ? { knownPeers: options.knownPeers } : {}),
+  };
+}
+
+/** connect()'s own deadline names itself: a TIMEOUT saying how long, with what was going on as its cause. */
+function timeoutOr(err: unknown, signal: AbortSignal, timeoutMs: number): unknown {
+  if (!(signal.reason instanceof NatpunchError) || signal.reason.code !== 'TIMEOUT' || isNatpunchError(err, 'TIMEOUT'))
+    return err;
+  return new NatpunchError('TIMEOUT', `no session with the peer within ${timeoutMs} ms (${(err as Error).message})`, {
+    cause: err,
+  });
 }
 
 /** Listens for sessions: a long-lived Endpoint that registers with the rendezvous (when given) and accepts. */
