@@ -5,12 +5,17 @@
  *
  *   stun-load <server-ip> <port> <seconds> <offered-pps> <sockets> [source-ip]
  *
- * Sends RFC 8489 section 6 Binding requests (20-byte header, no attributes, 96-bit transaction id: a random per-run
- * prefix and a counter) at the offered rate, paced in 1 ms slices, spread over <sockets> source ports (so SO_REUSEPORT
+ * Sends RFC 8489 section 6 Binding requests (20-byte header, 96-bit transaction id: a random per-run prefix and a
+ * counter) carrying a 32-byte SOFTWARE attribute (section 14.14; 56 bytes in all), as natpunch's own STUN clients do:
+ * a request with room for its answer, which natpunch's server answers without its amplification budget (issue 18;
+ * a bare 20-byte request gets the RFC-required minimum only within a per-source budget) and coturn answers alike.
+ * At the offered rate, paced in 1 ms slices, spread over <sockets> source ports (so SO_REUSEPORT
  * servers spread them over workers), and counts Binding success responses (0x0101) whose transaction id it sent.
  * Prints one JSON line: sent, received, valid, seconds, cpu_user, cpu_sys.
  */
 #define _GNU_SOURCE
+/* Header (20) + SOFTWARE attribute header (4) + 32 bytes of value. */
+#define REQUEST_BYTES 56
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -71,7 +76,7 @@ int main(int argc, char** argv) {
   if (!ur || fread(&prefix, 4, 1, ur) != 1) prefix = (uint32_t)getpid();
   if (ur) fclose(ur);
 
-  static uint8_t out[BATCH][20];
+  static uint8_t out[BATCH][REQUEST_BYTES];
   static uint8_t in[BATCH][128];
   struct mmsghdr smsg[BATCH], rmsg[BATCH];
   struct iovec siov[BATCH], riov[BATCH];
@@ -92,13 +97,15 @@ int main(int argc, char** argv) {
       int n = credit >= BATCH ? BATCH : (int)credit;
       for (int i = 0; i < n; i++) {
         uint8_t* m = out[i];
-        m[0] = 0x00; m[1] = 0x01; m[2] = 0; m[3] = 0;               /* Binding request, length 0 */
+        m[0] = 0x00; m[1] = 0x01; m[2] = 0; m[3] = 36;              /* Binding request, attributes: 36 bytes */
         m[4] = 0x21; m[5] = 0x12; m[6] = 0xa4; m[7] = 0x42;         /* magic cookie (RFC 8489 section 5) */
         memcpy(m + 8, &prefix, 4);
         uint64_t c = counter++;
         memcpy(m + 12, &c, 8);
+        m[20] = 0x80; m[21] = 0x22; m[22] = 0; m[23] = 32;          /* SOFTWARE, 32 bytes (RFC 8489 section 14.14) */
+        memset(m + 24, 'x', 32);
         siov[i].iov_base = m;
-        siov[i].iov_len = 20;
+        siov[i].iov_len = REQUEST_BYTES;
         memset(&smsg[i], 0, sizeof(smsg[i]));
         smsg[i].msg_hdr.msg_name = &dst;
         smsg[i].msg_hdr.msg_namelen = sizeof(dst);
