@@ -72,6 +72,35 @@ export function every(seconds: number | undefined, fn: () => void): () => void {
   return () => clearInterval(t);
 }
 
+/**
+ * forward / socks: every `seconds`, one `status` event with the link's session (peer, path, RTT) and the tunnel's
+ * own counters. Returns the function that stops it.
+ */
+export function statusEvery(
+  seconds: number | undefined,
+  link: {
+    readonly session: {
+      remotePublicKey: Uint8Array;
+      path: { kind: string; remote: unknown; rttMs: number | null };
+    } | null;
+  },
+  stats: () => Record<string, unknown>,
+  emit: Emit,
+): () => void {
+  return every(seconds, () => {
+    const s = link.session;
+    const p = s?.path;
+    emit({
+      event: 'status',
+      peer: s ? keyToId(s.remotePublicKey) : null,
+      path: p?.kind ?? null,
+      remote: p?.remote ?? null,
+      rttMs: p?.rttMs ?? null,
+      ...stats(),
+    });
+  });
+}
+
 /** Runs until SIGINT/SIGTERM, then calls `close` (a second signal exits at once). */
 export function untilSignal(close: () => Promise<void>, extra?: Promise<unknown>): Promise<void> {
   return new Promise<void>((resolve, reject) => {

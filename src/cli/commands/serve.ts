@@ -23,44 +23,17 @@ import {
   resolveConfig,
   type ResolvedConfig,
 } from '../../server/config.js';
-import { SERVE_OPTIONS, type ServeSettings } from '../../server/options.js';
+import { camelName, SERVE_OPTIONS, TURN_OPTION_NAMES, type ServeSettings } from '../../server/options.js';
 import { addOptionTable, flagValues } from '../option-table.js';
 import { turnOptionsFromFlags, type TurnFlags } from '../turn-options.js';
 import { createLogger } from '../../util/log.js';
 import { action, printEvent } from '../util.js';
 
-/** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread). */
+/** The TURN flags a worker needs (plain data: they are structured-cloned into the worker thread): the TURN rows of
+ *  the option table, the one list of them (src/server/options.ts). */
 function pick(opts: TurnFlags): TurnFlags {
-  const {
-    realm,
-    users,
-    authSecret,
-    relayAddress6,
-    externalIp,
-    allowPeer,
-    denyPeer,
-    maxAllocations,
-    userQuota,
-    maxAllocationsPerIp,
-    maxBps,
-    minPort,
-    maxPort,
-  } = opts;
-  return {
-    realm,
-    users,
-    authSecret,
-    relayAddress6,
-    externalIp,
-    allowPeer,
-    denyPeer,
-    maxAllocations,
-    userQuota,
-    maxAllocationsPerIp,
-    maxBps,
-    minPort,
-    maxPort,
-  };
+  const flags = opts as Record<string, unknown>;
+  return Object.fromEntries(TURN_OPTION_NAMES.map(camelName).map((k) => [k, flags[k]])) as TurnFlags;
 }
 
 function show(e: { address: string; port: number }): string {

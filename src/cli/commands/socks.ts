@@ -4,8 +4,7 @@ import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { NatpunchError } from '../../util/errors.js';
 import { SocksServer } from '../../tunnel/socks.js';
 import { DEFAULT_SESSION_WAIT_MS } from '../../tunnel/link.js';
-import { emitter, linkFromFlags, every, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
-import { keyToId } from '../../session/identity.js';
+import { emitter, linkFromFlags, statusEvery, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
 import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_FLAG, PEER_KEY_HELP } from '../known-peers.js';
 
 interface SocksOpts {
@@ -82,18 +81,7 @@ export function register(program: Command): void {
             `SOCKS5 on ${listen.host}:${server.address.port}${opts.user ? ' (username/password required)' : ''}, exiting via ${opts.via}\n`,
           );
         link.start();
-        const stopStatus = every(opts.statusInterval, () => {
-          const s = link.session;
-          const p = s?.path;
-          emit({
-            event: 'status',
-            peer: s ? keyToId(s.remotePublicKey) : null,
-            path: p?.kind ?? null,
-            remote: p?.remote ?? null,
-            rttMs: p?.rttMs ?? null,
-            ...server.stats(),
-          });
-        });
+        const stopStatus = statusEvery(opts.statusInterval, link, () => ({ ...server.stats() }), emit);
         await untilSignal(async () => {
           stopStatus();
           await server.close();
