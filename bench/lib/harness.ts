@@ -21,12 +21,15 @@ export const CORES = {
 };
 export const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 
-/** Compiles bench/loadgen/<name>.c once per invocation into a temporary directory; returns the binary's path. */
-export function buildLoadgen(name: string): string {
+/**
+ * Compiles bench/loadgen/<name>.c once per invocation into a temporary directory; returns the binary's path. `libs`
+ * are linker flags (turn-load needs -lcrypto: MD5 and HMAC-SHA1 from OpenSSL, package libssl-dev).
+ */
+export function buildLoadgen(name: string, libs: string[] = []): string {
   const outDir = join(tmpdir(), `natpunch-bench-${process.pid}`);
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, name);
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, join(BENCH_DIR, 'loadgen', `${name}.c`)], {
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, join(BENCH_DIR, 'loadgen', `${name}.c`), ...libs], {
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`gcc failed for ${name}.c: ${r.stderr}`);
