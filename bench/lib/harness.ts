@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 export const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = join(BENCH_DIR, '..');
-export const NATPUNCH_BIN = join(ROOT, 'bin', 'natpunch.js');
+/** The natpunch under test; BENCH_NATPUNCH_BIN points at another checkout's bin/natpunch.js to compare two builds. */
+export const NATPUNCH_BIN = process.env.BENCH_NATPUNCH_BIN ?? join(ROOT, 'bin', 'natpunch.js');
 
 /** Cores: the server's (one-core and two-core configurations) and the load generator's, overridable per machine. */
 export const CORES = {

@@ -14,7 +14,7 @@
  * Measurement: each client sends ChannelData messages (RFC 8656 section 12.4: channel, length, <bytes> of data
  * carrying the client's index and a per-client counter) over its own socket; the peer socket echoes every datagram
  * back to the relayed address it came from; the server turns it into ChannelData to the client. Closed loop: at most
- * <window> messages (split over the clients) are unanswered at a time; one unanswered after 50 ms counts as lost and
+ * <window> messages (split over the clients) are unanswered at a time; one unanswered after 100 ms counts as lost and
  * frees its slot. <max-pps> (0: none) caps the clients' total send rate, for fixed-rate runs. Counted: sent, what the
  * peer received (relayed client->peer), valid echoes back at the clients (relayed peer->client), lost.
  * Prints one JSON line: sent, peer_received, received, lost, seconds, elapsed, cpu_user, cpu_sys.
@@ -39,7 +39,7 @@
 #define MAX_CLIENTS 64
 #define MAX_BYTES 1400
 #define RING (1u << 16)
-#define LOST_AFTER_NS 50000000ull
+#define LOST_AFTER_NS 100000000ull
 #define POLL_NS 200000
 #define CHANNEL 0x4000
 #define MAGIC 0x2112a442u
@@ -184,7 +184,10 @@ static void set_up(int fd, struct creds* c, const struct sockaddr_in* peer) {
   attr(&m, 0x0019, transport, 4);
   size_t n = transact(fd, &m, resp, sizeof(resp));
   if (n == 0) die("no answer to Allocate");
-  if (get16(resp) != 0x0113 || error_code(resp, n) != 401) die("first Allocate was not answered 401");
+  if (get16(resp) != 0x0113 || error_code(resp, n) != 401) {
+    fprintf(stderr, "turn-load: first Allocate was answered type 0x%04x error %u, not 401\n", get16(resp), error_code(resp, n));
+    exit(3);
+  }
   take_realm_nonce(c, resp, n);
   for (int attempt = 0; attempt < 2; attempt++) {
     begin(&m, 0x0003);

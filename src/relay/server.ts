@@ -41,6 +41,7 @@ import {
 } from './message.js';
 import { DefaultPeerPolicy, type PeerPolicy, type RelayScope } from './policy.js';
 import { LocalReservations, type RelayReservations } from './reservations.js';
+import { bindRelaySocket, relayBatchingUnavailable, type RelaySocket } from './relay-socket.js';
 
 // Defaults, each from the RFC section that sets or suggests it.
 /** RFC 8656 §3.2 / §7.2: default allocation lifetime 10 minutes. */
@@ -220,7 +221,7 @@ interface PeerConnection {
 class Allocation {
   readonly permissions = new Map<string, Permission>();
   readonly channels = new Map<number, Channel>();
-  readonly sockets: dgram.Socket[] = [];
+  readonly sockets: RelaySocket[] = [];
   tcpServer: net.Server | null = null;
   readonly tcpConns = new Map<number, PeerConnection>();
   relayed: Peer[] = [];
@@ -242,7 +243,7 @@ class Allocation {
     readonly onRemove: () => void,
   ) {}
 
-  socketFor(address: string): dgram.Socket | undefined {
+  socketFor(address: string): RelaySocket | undefined {
     const v6 = address.includes(':');
     for (let i = 0; i < this.sockets.length; i++)
       if (this.relayed[i]!.address.includes(':') === v6) return this.sockets[i];
@@ -328,6 +329,8 @@ export class TurnServer {
   readonly #tidPrefix = randomBytes(8);
   #closed = false;
   readonly #maxChannelByte: number;
+  /** Relay sockets read and write in batches (native addon); decided once, at construction. */
+  readonly #batchedRelay = relayBatchingUnavailable() === undefined;
 
   constructor(options: TurnServerOptions) {
     if (!options?.credentials && !options?.scope)
@@ -989,9 +992,8 @@ export class TurnServer {
       return;
     }
     if (token) {
-      const type = families[0] === 'IPv6' ? 'udp6' : 'udp4';
       this.#reservations
-        .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(type, address, port))
+        .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(address, port))
         .then(
           (socket) => {
             if (!socket) return undo(508, 'Insufficient Capacity');
@@ -1013,27 +1015,8 @@ export class TurnServer {
     this.stats.tcpAllocations += delta;
   }
 
-  async #bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket | null> {
-    // Peers are always IP literals: skip dgram's per-send dns.lookup (and its nextTick) with an identity lookup.
-    const s = dgram.createSocket({ type, reuseAddr: false, lookup: literalLookup });
-    return new Promise((resolve) => {
-      s.once('error', () => {
-        s.close();
-        resolve(null);
-      });
-      s.bind(port, address, () => {
-        s.removeAllListeners('error');
-        s.on('error', noop);
-        try {
-          // Bursts from many peers should queue in the kernel, not drop, while the event loop is busy.
-          s.setRecvBufferSize(RELAY_SOCKET_BUFFER_BYTES);
-          s.setSendBufferSize(RELAY_SOCKET_BUFFER_BYTES);
-        } catch {
-          // capped by net.core.rmem_max / wmem_max: not fatal
-        }
-        resolve(s);
-      });
-    });
+  #bindUdp(address: string, port: number): Promise<RelaySocket | null> {
+    return bindRelaySocket(address, port, { batched: this.#batchedRelay, bufferBytes: RELAY_SOCKET_BUFFER_BYTES });
   }
 
   #randomPort(even: boolean): number {
@@ -1053,11 +1036,10 @@ export class TurnServer {
     let token: Buffer | undefined;
     for (const fam of families) {
       const address = fam === 'IPv4' ? this.relayAddress : this.relayAddress6!;
-      const type = fam === 'IPv4' ? 'udp4' : 'udp6';
-      let sock: dgram.Socket | null = null;
+      let sock: RelaySocket | null = null;
       for (let attempt = 0; attempt < 64 && !sock; attempt++) {
         const port = this.#randomPort(even);
-        sock = await this.#bindUdp(type, address, port);
+        sock = await this.#bindUdp(address, port);
         if (
           sock &&
           reserve &&
@@ -1071,7 +1053,7 @@ export class TurnServer {
         if (sock && reserve && fam === families[0]) {
           // RFC 8656 §7.2 step 5: R bit → also hold port+1 and hand out a RESERVATION-TOKEN for it.
           const next =
-            port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;
+            port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(address, port + 1) : null;
           if (!next) {
             sock.close();
             sock = null;
@@ -1092,11 +1074,11 @@ export class TurnServer {
     return token;
   }
 
-  #adoptRelaySocket(alloc: Allocation, sock: dgram.Socket): void {
+  #adoptRelaySocket(alloc: Allocation, sock: RelaySocket): void {
     const a = sock.address();
     alloc.sockets.push(sock);
     alloc.relayed.push({ address: a.address, port: a.port });
-    sock.on('message', (msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
+    sock.onMessage((msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
   }
 
   async #openTcpRelay(alloc: Allocation): Promise<void> {
@@ -1328,14 +1310,13 @@ export class TurnServer {
     }
     const sock = alloc.socketFor(address);
     if (!sock) return;
-    // No callback: the socket's 'error' handler absorbs failures, and Node skips the send-completion wrap.
     sock.send(data, port, address);
     this.stats.packetsToPeer++;
     this.stats.bytesToPeer += data.length;
   }
 
   /** RFC 8656 §11.5/§12.7: a datagram from a peer → ChannelData if a channel is bound, else a Data indication. */
-  #peerToClient(alloc: Allocation, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  #peerToClient(alloc: Allocation, msg: Buffer, rinfo: RemoteInfo): void {
     const now = Date.now();
     const perm = alloc.permissions.get(rinfo.address);
     if (!perm || perm.expires < now) {
@@ -1567,21 +1548,6 @@ function noop(): void {}
 /** Key of a live relayed transport address in TurnServer's #live map. */
 function liveKey(proto: 'udp' | 'tcp', address: string, port: number): string {
   return `${proto === 'udp' ? 'u' : 't'}${address.includes(':') ? '6' : '4'}:${port}`;
-}
-
-/** dgram `lookup` for addresses that are already IP literals (the relay never sends to names). */
-function literalLookup(
-  address: string,
-  family: unknown,
-  callback: (err: Error | null, address: string, family: number) => void,
-): void {
-  const fam =
-    typeof family === 'number'
-      ? family
-      : typeof family === 'object' && family && 'family' in family
-        ? Number((family as { family: unknown }).family)
-        : 0;
-  callback(null, address, fam || (address.includes(':') ? 6 : 4));
 }
 
 export { normalizeIp };
