@@ -669,7 +669,7 @@ export class TurnServer {
 
   #bindingResponse(m: StunMsg, client: { address: string; port: number }): Buffer {
     // RFC 8489 §7.3.1: a Binding success response carries XOR-MAPPED-ADDRESS.
-    return new StunBuilder(Method.Binding, Cls.Success, m.tid)
+    return new StunBuilder(Method.Binding, Cls.Success, m.transactionId)
       .xorAddress(A.XOR_MAPPED_ADDRESS, { address: normalizeIp(client.address), port: client.port })
       .finish({ fingerprint: true });
   }
@@ -693,7 +693,7 @@ export class TurnServer {
     const fingerprint = findAttr(m, A.FINGERPRINT) !== undefined;
     // RFC 8489 §7.3.1: unknown comprehension-required attributes → 420 (after auth would leak less, but the RFC
     // orders this check first and the response is small).
-    const unknown = m.attrs.filter((a) => a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type)).map((a) => a.type);
+    const unknown = m.attributes.filter((a) => a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type)).map((a) => a.type);
     if (unknown.length) {
       if (!this.#limiter.allow(client.address, Date.now())) return;
       const u = Buffer.alloc(unknown.length * 2);
@@ -701,7 +701,7 @@ export class TurnServer {
       this.#sendUnverified(
         client,
         m,
-        new StunBuilder(m.method, Cls.Error, m.tid)
+        new StunBuilder(m.method, Cls.Error, m.transactionId)
           .error(420, 'Unknown Attribute')
           .add(A.UNKNOWN_ATTRIBUTES, u)
           .finish({ fingerprint }),
@@ -710,7 +710,7 @@ export class TurnServer {
     }
     // Allocate retransmission (RFC 8656 §7.2): same 5-tuple and transaction id → the same success response.
     const existing = current();
-    if (m.method === Method.Allocate && existing?.lastTid?.equals(m.tid) && existing.lastResponse) {
+    if (m.method === Method.Allocate && existing?.lastTid?.equals(m.transactionId) && existing.lastResponse) {
       client.send(existing.lastResponse);
       return;
     }
@@ -722,7 +722,7 @@ export class TurnServer {
         { client: `${client.address}:${client.port}`, method: m.method, code, reason },
         'turn request refused',
       );
-      reply(new StunBuilder(m.method, Cls.Error, m.tid).error(code, reason));
+      reply(new StunBuilder(m.method, Cls.Error, m.transactionId).error(code, reason));
     };
 
     if (m.method === Method.Allocate) {
@@ -768,7 +768,7 @@ export class TurnServer {
    * request goes out only within the amplification budget (see AMPLIFIED_BURST); over TCP/TLS always.
    */
   #sendUnverified(client: ClientEndpoint, request: StunMsg, answer: Buffer): void {
-    if (client.kind === 'udp' && answer.length > request.buf.length) {
+    if (client.kind === 'udp' && answer.length > request.raw.length) {
       const now = Date.now();
       if (!this.#amplified.allow(sourceKey(client.address), now) || !this.#amplifiedTotal.take(1, now)) {
         this.stats.amplificationDropped++;
@@ -797,7 +797,7 @@ export class TurnServer {
         return null;
       }
       // No SOFTWARE here: the challenge goes to unauthenticated senders and is kept small (anti-amplification).
-      const b = new StunBuilder(m.method, Cls.Error, m.tid)
+      const b = new StunBuilder(m.method, Cls.Error, m.transactionId)
         .error(code, reason)
         .text(A.REALM, this.realm)
         .text(A.NONCE, this.#nonces.issue(client.address))
@@ -813,7 +813,7 @@ export class TurnServer {
         this.#sendUnverified(
           client,
           m,
-          new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }),
+          new StunBuilder(m.method, Cls.Error, m.transactionId).error(400, reason).finish({ fingerprint }),
         );
       return null;
     };
@@ -953,7 +953,7 @@ export class TurnServer {
       if (transport === 'tcp') this.#tcpAllocsCount(1);
       this.stats.allocations++;
       this.stats.allocationsTotal++;
-      const b = new StunBuilder(Method.Allocate, Cls.Success, m.tid);
+      const b = new StunBuilder(Method.Allocate, Cls.Success, m.transactionId);
       for (const r of alloc.relayed) b.xorAddress(A.XOR_RELAYED_ADDRESS, this.#advertised(r));
       if (addressError) {
         // RFC 8656 §18.12: ADDRESS-ERROR-CODE for the family we could not allocate.
@@ -969,7 +969,7 @@ export class TurnServer {
       if (reservationToken) b.add(A.RESERVATION_TOKEN, reservationToken);
       b.xorAddress(A.XOR_MAPPED_ADDRESS, { address: client.address, port: client.port });
       const res = this.#sign(b, auth);
-      alloc.lastTid = Buffer.from(m.tid);
+      alloc.lastTid = Buffer.from(m.transactionId);
       alloc.lastResponse = res;
       client.send(res);
       this.#log.info(
@@ -1110,7 +1110,7 @@ export class TurnServer {
     } else {
       alloc.expires = Date.now() + lifetime * 1000;
     }
-    reply(new StunBuilder(Method.Refresh, Cls.Success, m.tid).u32(A.LIFETIME, lifetime));
+    reply(new StunBuilder(Method.Refresh, Cls.Success, m.transactionId).u32(A.LIFETIME, lifetime));
   }
 
   #isRelayIp(address: string): boolean {
@@ -1214,7 +1214,7 @@ export class TurnServer {
     }
     const now = Date.now();
     for (const p of peers) this.#permission(alloc, p!.address, now, restricts.get(p!.address) ?? null);
-    reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
+    reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.transactionId));
   }
 
   #channelBind(
@@ -1262,7 +1262,7 @@ export class TurnServer {
       (perm.channels ??= new Map()).set(peer.port, ch);
       this.stats.channels++;
     }
-    reply(new StunBuilder(Method.ChannelBind, Cls.Success, m.tid));
+    reply(new StunBuilder(Method.ChannelBind, Cls.Success, m.transactionId));
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -1423,7 +1423,7 @@ export class TurnServer {
       const conn = this.#trackPeerConn(alloc, socket, peer);
       const id = Buffer.alloc(4);
       id.writeUInt32BE(conn.id, 0);
-      reply(new StunBuilder(Method.Connect, Cls.Success, m.tid).add(A.CONNECTION_ID, id));
+      reply(new StunBuilder(Method.Connect, Cls.Success, m.transactionId).add(A.CONNECTION_ID, id));
     });
   }
 
@@ -1452,7 +1452,7 @@ export class TurnServer {
    */
   #onConnectionBind(socket: net.Socket, client: ClientEndpoint, m: StunMsg): (() => void) | null {
     if (this.#tcpAllocs.has(socket)) {
-      client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(400, 'Bad Request').finish());
+      client.send(new StunBuilder(m.method, Cls.Error, m.transactionId).error(400, 'Bad Request').finish());
       return null;
     }
     const auth = this.#authenticate(client, m, findAttr(m, A.FINGERPRINT) !== undefined);
@@ -1460,13 +1460,13 @@ export class TurnServer {
     const idv = attrValue(m, A.CONNECTION_ID);
     const entry = idv && idv.length === 4 ? this.#connIds.get(idv.readUInt32BE(0)) : undefined;
     if (!entry || entry.conn.bound || entry.alloc.username !== auth.username) {
-      client.send(this.#sign(new StunBuilder(m.method, Cls.Error, m.tid).error(400, 'Bad Request'), auth));
+      client.send(this.#sign(new StunBuilder(m.method, Cls.Error, m.transactionId).error(400, 'Bad Request'), auth));
       return null;
     }
     const { conn } = entry;
     conn.bound = true;
     if (conn.timer) clearTimeout(conn.timer);
-    socket.write(this.#sign(new StunBuilder(Method.ConnectionBind, Cls.Success, m.tid), auth));
+    socket.write(this.#sign(new StunBuilder(Method.ConnectionBind, Cls.Success, m.transactionId), auth));
     return () => {
       // From here on both connections are a plain byte pipe (RFC 6062 §5.4).
       this.#tcpClients.delete(socket);

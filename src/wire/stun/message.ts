@@ -145,32 +145,54 @@ export interface DecodeOptions {
  * bounds-checked but their values are decoded lazily by `get()`.
  */
 export function decodeStun(buf: Uint8Array, options: DecodeOptions = {}): StunMessage {
-  if (buf.length < HEADER_LENGTH) throw decodeError(`STUN message shorter than ${HEADER_LENGTH} bytes`);
-  if ((buf[0]! & 0xc0) !== 0) throw decodeError('not a STUN message (top two bits set)');
+  const r = decodeOrReason(buf, options);
+  if (typeof r === 'string') throw decodeError(r);
+  return r;
+}
+
+/**
+ * decodeStun for servers' receive paths: null instead of an exception for what is not a well-formed STUN message
+ * (RFC 8489 §6.3: such datagrams are dropped silently), so junk costs no Error object. `maxAttributes` bounds the
+ * walk (a server's answer to a datagram should not grow with the attributes a stranger packs into it).
+ */
+export function tryDecodeStun(
+  buf: Uint8Array,
+  options: DecodeOptions & { maxAttributes?: number } = {},
+): StunMessage | null {
+  const r = decodeOrReason(buf, options);
+  if (typeof r === 'string') return null;
+  if (options.maxAttributes !== undefined && r.attributes.length > options.maxAttributes) return null;
+  return r;
+}
+
+/** The one decoder: a message, or why the bytes are not one. */
+function decodeOrReason(buf: Uint8Array, options: DecodeOptions): StunMessage | string {
+  if (buf.length < HEADER_LENGTH) return `STUN message shorter than ${HEADER_LENGTH} bytes`;
+  if ((buf[0]! & 0xc0) !== 0) return 'not a STUN message (top two bits set)';
   const type = (buf[0]! << 8) | buf[1]!;
   const length = (buf[2]! << 8) | buf[3]!;
-  if (length % 4 !== 0) throw decodeError('STUN message length is not a multiple of 4');
-  if (length + HEADER_LENGTH !== buf.length) {
-    throw decodeError(`STUN length field says ${length + HEADER_LENGTH} bytes, got ${buf.length}`);
-  }
+  if (length % 4 !== 0) return 'STUN message length is not a multiple of 4';
+  if (length + HEADER_LENGTH !== buf.length)
+    return `STUN length field says ${length + HEADER_LENGTH} bytes, got ${buf.length}`;
   const cookie = ((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0;
-  if (cookie !== MAGIC_COOKIE && !options.allowLegacy) throw decodeError('STUN magic cookie missing');
+  if (cookie !== MAGIC_COOKIE && !options.allowLegacy) return 'STUN magic cookie missing';
   const { cls, method } = decodeMessageType(type);
 
   const attributes: RawAttribute[] = [];
   let ignored = 0;
   // §14.5/§14.6/§14.7: after MESSAGE-INTEGRITY only MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count; after
-  // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; FINGERPRINT is last.
+  // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; FINGERPRINT is last. Anything after them is not authenticated and is
+  // ignored (an attacker could append an XOR-PEER-ADDRESS to a signed TURN request).
   let stage = 0; // 0: open, 1: after MI, 2: after MI-SHA256, 3: after FINGERPRINT
   let o = HEADER_LENGTH;
   while (o < buf.length) {
-    if (o + 4 > buf.length) throw decodeError('truncated attribute header');
+    if (o + 4 > buf.length) return 'truncated attribute header';
     const atype = (buf[o]! << 8) | buf[o + 1]!;
     const alen = (buf[o + 2]! << 8) | buf[o + 3]!;
     const end = o + 4 + alen;
-    if (end > buf.length) throw decodeError(`attribute 0x${atype.toString(16)} overruns the message`);
+    if (end > buf.length) return `attribute 0x${atype.toString(16)} overruns the message`;
     const padded = o + 4 + ((alen + 3) & ~3);
-    if (padded > buf.length) throw decodeError('attribute padding overruns the message');
+    if (padded > buf.length) return 'attribute padding overruns the message';
     let keep: boolean;
     if (stage === 0) keep = true;
     else if (stage === 1) keep = atype === Attr.MESSAGE_INTEGRITY_SHA256 || atype === Attr.FINGERPRINT;
