@@ -117,7 +117,8 @@ export function findAttr(m: StunMsg, type: number): { type: number; value: Uint8
 /** The first attribute's value as a Buffer view into the message (no copy). */
 export function attrValue(m: StunMsg, type: number): Buffer | undefined {
   const v = m.getRaw(type)?.value;
-  return v && Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  // A view of a Buffer is a Buffer already (the servers' datagrams are); wrap other views without copying.
+  return v && (Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength));
 }
 
 export function attrText(m: StunMsg, type: number): string | undefined {

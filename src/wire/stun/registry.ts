@@ -88,11 +88,14 @@ export function readXorAddress(v: Uint8Array, tid: Uint8Array): TransportAddress
   const n = family === FAMILY_IPV4 ? 4 : family === FAMILY_IPV6 ? 16 : 0;
   if (n === 0 || v.length !== 4 + n) return null;
   const port = ((v[2]! << 8) | v[3]!) ^ (MAGIC_COOKIE >>> 16);
-  const addr = new Uint8Array(n);
+  if (n === 4) {
+    // IPv4, the common case: no intermediate bytes.
+    const a = (((v[4]! << 24) | (v[5]! << 16) | (v[6]! << 8) | v[7]!) ^ MAGIC_COOKIE) >>> 0;
+    return { family: 'IPv4', address: `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`, port };
+  }
+  const addr = new Uint8Array(16);
   xorInto(addr, v.subarray(4), tid);
-  return n === 4
-    ? { family: 'IPv4', address: formatIPv4(addr), port }
-    : { family: 'IPv6', address: formatIPv6(addr), port };
+  return { family: 'IPv6', address: formatIPv6(addr), port };
 }
 
 /**
@@ -105,7 +108,8 @@ export function writeXorAddress(out: Uint8Array, off: number, ip: Uint8Array, po
   const x = port ^ (MAGIC_COOKIE >>> 16);
   out[off + 2] = x >> 8;
   out[off + 3] = x & 0xff;
-  xorInto(out.subarray(off + 4, off + 4 + ip.length), ip, tid);
+  for (let i = 0; i < ip.length; i++)
+    out[off + 4 + i] = ip[i]! ^ (i < 4 ? (MAGIC_COOKIE >>> (24 - i * 8)) & 0xff : tid[i - 4]!);
   return 4 + ip.length;
 }
 
