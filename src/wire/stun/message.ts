@@ -316,24 +316,8 @@ export function encodeStun(init: StunMessageInit, options: EncodeOptions = {}): 
   }
   // The message is ours, so each MAC and the fingerprint are computed over one contiguous range with the length
   // field set as §14.5-§14.7 ask (as if the attribute were the last), then the final length is written back.
-  if (options.integrity) {
-    out.writeUInt16BE(Attr.MESSAGE_INTEGRITY, miAt);
-    out.writeUInt16BE(20, miAt + 2);
-    out.writeUInt16BE(miAt + 24 - HEADER_LENGTH, 2);
-    createHmac('sha1', options.integrity)
-      .update(out.subarray(0, miAt))
-      .digest()
-      .copy(out, miAt + 4);
-  }
-  if (options.integritySha256) {
-    out.writeUInt16BE(Attr.MESSAGE_INTEGRITY_SHA256, mi256At);
-    out.writeUInt16BE(32, mi256At + 2);
-    out.writeUInt16BE(mi256At + 36 - HEADER_LENGTH, 2);
-    createHmac('sha256', options.integritySha256)
-      .update(out.subarray(0, mi256At))
-      .digest()
-      .copy(out, mi256At + 4);
-  }
+  if (options.integrity) signInPlace(out, 'sha1', options.integrity, miAt);
+  if (options.integritySha256) signInPlace(out, 'sha256', options.integritySha256, mi256At);
   out.writeUInt16BE(size - HEADER_LENGTH, 2);
   if (options.fingerprint) {
     out.writeUInt16BE(Attr.FINGERPRINT, fpAt);
@@ -341,6 +325,18 @@ export function encodeStun(init: StunMessageInit, options: EncodeOptions = {}): 
     out.writeUInt32BE((crc32(out.subarray(0, fpAt)) ^ FINGERPRINT_XOR) >>> 0, fpAt + 4);
   }
   return out;
+}
+
+/** §14.5/§14.6: writes MESSAGE-INTEGRITY(-SHA256) at `at`, its HMAC over out[0..at) with the length ending after it. */
+function signInPlace(out: Buffer, alg: 'sha1' | 'sha256', key: Uint8Array, at: number): void {
+  const macLength = alg === 'sha1' ? 20 : 32;
+  out.writeUInt16BE(alg === 'sha1' ? Attr.MESSAGE_INTEGRITY : Attr.MESSAGE_INTEGRITY_SHA256, at);
+  out.writeUInt16BE(macLength, at + 2);
+  out.writeUInt16BE(at + 4 + macLength - HEADER_LENGTH, 2);
+  createHmac(alg, key)
+    .update(out.subarray(0, at))
+    .digest()
+    .copy(out, at + 4);
 }
 
 /**
