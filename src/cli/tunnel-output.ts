@@ -144,11 +144,11 @@ export interface LinkFlags {
 
 /** One kept-alive session to `to` from the shared flags, its progress and events going to `emit`. */
 export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Promise<ReturnType<typeof linkTo>> {
-  const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+  const keyPair = await keyFromOptions(opts.key, emit);
   const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
   const link = linkTo({
     keyPair,
-    ...pinOptions(to, opts),
+    ...pinOptions(to, opts, emit),
     rendezvous: parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT),
     bind: { address: udp.host, port: udp.port },
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),

@@ -94,7 +94,7 @@ export function register(program: Command): void {
       const transport = parseTransport(opts.transport);
       const tcpSequence = parseTcpSequence(opts.tcpSeq);
       const print = progressPrinter(opts.json);
-      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const keyPair = await keyFromOptions(opts.key, print);
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
       // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
@@ -104,7 +104,7 @@ export function register(program: Command): void {
       try {
         const session = await connect({
           keyPair,
-          ...pinOptions(peer, opts),
+          ...pinOptions(peer, opts, print),
           rendezvous: server,
           bind: { address: bind.host, port: bind.port },
           onProgress: print,

@@ -121,7 +121,7 @@ export function register(program: Command): void {
           );
         }
         const allow = await exposeAllow(opts);
-        const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+        const keyPair = await keyFromOptions(opts.key, emit);
         const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
         const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
         const handle = await expose({
@@ -150,23 +150,14 @@ export function register(program: Command): void {
           );
         });
         const id = keyToId(keyPair.publicKey);
-        if (opts.json) {
-          emit({
-            event: 'exposing',
-            publicKey: id,
-            name: opts.name ?? null,
-            targets,
-            allowDest: destinations.rules.map((r) => r.text),
-            allow: allow ?? null,
-          });
-        } else {
-          const what = [
-            ...targets.map((t) => `${t.host}:${t.port}`),
-            ...(destinations.empty ? [] : [`SOCKS exits to ${destinations.rules.map((r) => r.text).join(' ')}`]),
-          ];
-          process.stderr.write(`exposing ${what.join(', ')} as ${opts.name ? `${opts.name} ` : ''}${id}\n`);
-          process.stderr.write(allow ? `allowed peers: ${allow.length}\n` : 'any key may connect (--allow-any)\n');
-        }
+        emit({
+          event: 'exposing',
+          publicKey: id,
+          name: opts.name ?? null,
+          targets,
+          allowDest: destinations.rules.map((r) => r.text),
+          allow: allow ?? null,
+        });
         const stopStatus = every(opts.statusInterval, () => {
           const sessions = [...handle.listener.sessions].map((s) => ({
             peer: keyToId(s.remotePublicKey),

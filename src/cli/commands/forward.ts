@@ -83,8 +83,12 @@ export function register(program: Command): void {
           await link.close();
           throw new NatpunchError('BAD_ARGUMENT', `cannot listen on ${spec.bind}:${spec.localPort}: ${err.message}`);
         });
-        if (!opts.json)
-          process.stderr.write(`forwarding ${spec.bind}:${fwd.address.port} → ${spec.peer}:${spec.remotePort}\n`);
+        emit({
+          event: 'forwarding',
+          listen: { address: spec.bind, port: fwd.address.port },
+          peer: spec.peer,
+          remotePort: spec.remotePort,
+        });
         link.start();
         const stopStatus = statusEvery(opts.statusInterval, link, () => ({ ...fwd.stats() }), emit);
         await untilSignal(async () => {

@@ -110,7 +110,7 @@ export function register(program: Command): void {
         const warning = 'any key may connect: restrict with --allow KEY, or pass --allow-any to mean it';
         print({ event: 'warning', message: warning });
       }
-      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const keyPair = await keyFromOptions(opts.key, print);
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
       // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);

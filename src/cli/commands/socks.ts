@@ -76,10 +76,12 @@ export function register(program: Command): void {
           await link.close();
           throw new NatpunchError('BAD_ARGUMENT', `cannot listen on ${listen.host}:${listen.port}: ${err.message}`);
         });
-        if (!opts.json)
-          process.stderr.write(
-            `SOCKS5 on ${listen.host}:${server.address.port}${opts.user ? ' (username/password required)' : ''}, exiting via ${opts.via}\n`,
-          );
+        emit({
+          event: 'socks-listening',
+          listen: { address: listen.host, port: server.address.port },
+          auth: Boolean(opts.user),
+          via: opts.via,
+        });
         link.start();
         const stopStatus = statusEvery(opts.statusInterval, link, () => ({ ...server.stats() }), emit);
         await untilSignal(async () => {
