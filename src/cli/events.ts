@@ -53,9 +53,7 @@ function text(v: unknown): string {
 
 /** Any event as one readable line: `event: key value, key value`. */
 export function genericLine(e: CliEvent): string {
-  const fields = Object.entries(e).filter(
-    ([k, v]) => k !== 'time' && k !== 'event' && v !== undefined,
-  );
+  const fields = Object.entries(e).filter(([k, v]) => k !== 'time' && k !== 'event' && v !== undefined);
   return fields.length ? `${e.event}: ${fields.map(([k, v]) => `${k} ${text(v)}`).join(', ')}` : e.event;
 }
 
@@ -66,7 +64,9 @@ const FORMATS: Record<string, Format> = {
   gathering: (e) => `gathering: local socket ${ep(e.local)}`,
   registered: (e) => `registered: the rendezvous sees us at ${ep(e.reflexive)}`,
   listening: (e) =>
-    isAddr(e) ? `listening on ${ep(e)}` : `listening${e.icmp ? ' (ICMP)' : ''} as ${e.name ? `${e.name} ` : ''}${e.publicKey}`,
+    isAddr(e)
+      ? `listening on ${ep(e)}`
+      : `listening${e.icmp ? ' (ICMP)' : ''} as ${e.name ? `${e.name} ` : ''}${e.publicKey}`,
   offer: (e) =>
     `peer ${e.peerName ? `${e.peerName} ` : ''}${short(e.peer)}: ${plural(e.candidates.length, 'candidate')} (${(e.candidates as Array<Addr & { type: string }>).map((c) => `${c.type} ${ep(c)}`).join(', ')})`,
   punching: (e) => `punching: checking ${plural(e.pairs, 'candidate pair')}`,
@@ -134,6 +134,8 @@ const FORMATS: Record<string, Format> = {
   'icmp-listening': (e) => `icmp: echo requests to ${e.probeAddress} every ${e.intervalMs} ms; UDP port ${e.port}`,
   'icmp-knock': (e) => `icmp: Time Exceeded quoting our echo request from ${e.from}; punching UDP to it`,
   'icmp-knocking': (e) => `icmp: sending forged Time Exceeded to ${e.server}; UDP port ${e.port}`,
+  'temporary-key': (e) =>
+    `natpunch: no --key or NATPUNCH_KEY; using a temporary key ${e.publicKey} (create one with \`natpunch keygen\`)`,
   pinned: (e) =>
     `natpunch: pinned "${e.name}" to key ${e.key} in ${e.file} (first connection by this name; later ones must present this key)`,
   'unverified-key': (e) => `natpunch: no --peer-key: the server's key is ${e.key} (unverified)`,

@@ -4,14 +4,11 @@ import { generateKeyPair, keyToId, loadKeyPair, type KeyPair } from '../session/
 import { createPrinter, type Emit } from './events.js';
 import type { Session } from '../session/session.js';
 
-/** Loads --key FILE or NATPUNCH_KEY; without either, a temporary key (said so as a `warning` event). */
+/** Loads --key FILE or NATPUNCH_KEY; without either, a temporary key (said so as a `temporary-key` event). */
 export async function keyFromOptions(file: string | undefined, emit: Emit): Promise<KeyPair> {
   if (file || process.env.NATPUNCH_KEY) return loadKeyPair(file);
   const kp = generateKeyPair();
-  emit({
-    event: 'warning',
-    message: `no --key or NATPUNCH_KEY; using a temporary key ${keyToId(kp.publicKey)} (create one with \`natpunch keygen\`)`,
-  });
+  emit({ event: 'temporary-key', publicKey: keyToId(kp.publicKey) });
   return kp;
 }
 

@@ -11,6 +11,7 @@ import {
 } from '../../lab/index.js';
 import { NatpunchError } from '../../util/errors.js';
 import { action, printEvent, progress } from '../util.js';
+import { genericLine } from '../events.js';
 
 function requireLab(): void {
   const reason = labUnavailableReason();
@@ -249,7 +250,7 @@ export function register(program: Command): void {
             forwardIcmpErrors: opts.icmpErrors,
             ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
           });
-          progress(false, `${router}: ${JSON.stringify(nat)}`);
+          progress(false, genericLine({ time: '', event: router, ...nat }));
         },
       ),
     );
