@@ -9,7 +9,8 @@
  * every datagram starting with 0xF0 (RFC 7983-style demultiplexing, src/net/demux.ts) to the group's first socket,
  * which is the main thread's (it binds first). TCP stays on the main thread. With the peer relay (the default) the
  * relay's scopes live with the rendezvous too, so the program (steerBindingsOnly) spreads only STUN Binding requests
- * over the workers and keeps all TURN traffic on the main thread.
+ * over the workers and keeps all TURN traffic on the main thread. Budgets kept per thread (STUN's oversized-answer
+ * budget per source) are N times larger for the process; the global ones are too, which the bound tolerates.
  */
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
