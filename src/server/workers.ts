@@ -15,6 +15,7 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BatchedUdpSocket, batchedUnavailableReason } from '../net/batched.js';
+import { addonStatus } from '../net/native.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ServeSocket } from './serve.js';
@@ -38,7 +39,7 @@ export function defaultWorkerCount(): number {
  */
 export function effectiveWorkerCount(
   requested: number,
-  config: { altAddress?: string; udp?: string },
+  config: { altAddress?: string; udp?: string; turnInMain?: boolean },
 ): { count: number; reason?: string } {
   if (requested <= 1) return { count: 1 };
   if (config.altAddress) return { count: 1, reason: 'RFC 5780 mode (--alt-address) runs in one thread' };
@@ -46,6 +47,14 @@ export function effectiveWorkerCount(
     return { count: 1, reason: `--udp ${config.udp} has no SO_REUSEPORT; use batched or auto` };
   const why = batchedUnavailableReason();
   if (why) return { count: 1, reason: why };
+  const status = addonStatus();
+  const canSteerBindings =
+    status.available && typeof (status.addon as { steerBindingsOnly?: unknown }).steerBindingsOnly === 'function';
+  if (config.turnInMain && !canSteerBindings)
+    return {
+      count: 1,
+      reason: 'the native addon predates steering for the peer relay; rebuild it (`npm run build:native`)',
+    };
   return { count: requested };
 }
 

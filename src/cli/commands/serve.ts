@@ -94,13 +94,14 @@ export function register(program: Command): void {
       const spoof = spoofer
         ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer })
         : undefined;
-      const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), {
-        altAddress: opts.altAddress,
-        udp: opts.udp,
-      });
       // The peer relay's scopes come from the rendezvous' introductions (main thread): with it on, TURN stays in the
       // main thread and the workers answer STUN Binding requests only.
       const turnInMain = Boolean(relay?.peerRelay);
+      const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), {
+        altAddress: opts.altAddress,
+        udp: opts.udp,
+        turnInMain,
+      });
       if (workers.reason && opts.workers !== undefined)
         logger.warn({ reason: workers.reason }, 'serve: running one worker');
       // With several workers, TURN's RESERVATION-TOKEN ports are held in a table every worker thread sees.
