@@ -107,7 +107,7 @@ export function register(program: Command): void {
     .option('--double-nat', 'also start cgn (carrier-grade NAT, 100.64.0.0/10) with natC and host c behind it')
     .option(
       '--topology <file>',
-      'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see README)',
+      'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see docs/lab.md)',
     )
     .option('--json', 'print the lab as JSON')
     .action(
