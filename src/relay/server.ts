@@ -222,6 +222,9 @@ class Allocation {
   readonly permissions = new Map<string, Permission>();
   readonly channels = new Map<number, Channel>();
   readonly sockets: RelaySocket[] = [];
+  /** The IPv4 and IPv6 relay sockets among `sockets` (RFC 8656 §7.2: at most one relayed address per family). */
+  socket4: RelaySocket | undefined;
+  socket6: RelaySocket | undefined;
   tcpServer: net.Server | null = null;
   readonly tcpConns = new Map<number, PeerConnection>();
   relayed: Peer[] = [];
@@ -243,11 +246,9 @@ class Allocation {
     readonly onRemove: () => void,
   ) {}
 
+  /** The relay socket of the peer's family (one string scan per relayed packet, no loop over the sockets). */
   socketFor(address: string): RelaySocket | undefined {
-    const v6 = address.includes(':');
-    for (let i = 0; i < this.sockets.length; i++)
-      if (this.relayed[i]!.address.includes(':') === v6) return this.sockets[i];
-    return undefined;
+    return address.includes(':') ? this.socket6 : this.socket4;
   }
 
   hasFamily(address: string): boolean {
@@ -1078,6 +1079,8 @@ export class TurnServer {
     const a = sock.address();
     alloc.sockets.push(sock);
     alloc.relayed.push({ address: a.address, port: a.port });
+    if (a.address.includes(':')) alloc.socket6 ??= sock;
+    else alloc.socket4 ??= sock;
     sock.onMessage((msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
   }
 
