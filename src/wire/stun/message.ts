@@ -242,7 +242,8 @@ function decodeOrReason(buf: Uint8Array, options: DecodeOptions): StunMessage | 
 // Encoding
 
 export type AttributeInit =
-  { readonly type: number; readonly value: Uint8Array } | { readonly def: AttributeDef<any>; readonly value: unknown };
+  | { readonly type: number; readonly value: Uint8Array }
+  | { readonly def: AttributeDef<unknown>; readonly value: unknown };
 
 /** A typed attribute for `encodeStun`. */
 export function attr<T>(def: AttributeDef<T>, value: T): AttributeInit {

@@ -356,7 +356,7 @@ export const Padding = defineAttribute(Attr.PADDING, 'PADDING', bytesCodec());
 export const SourceAddress = defineAttribute(Attr.SOURCE_ADDRESS, 'SOURCE-ADDRESS', addressCodec);
 export const ChangedAddress = defineAttribute(Attr.CHANGED_ADDRESS, 'CHANGED-ADDRESS', addressCodec);
 
-const CORE_ATTRIBUTES: ReadonlyArray<AttributeDef<any>> = [
+const CORE_ATTRIBUTES: ReadonlyArray<AttributeDef<unknown>> = [
   MappedAddress,
   XorMappedAddress,
   Username,
@@ -383,7 +383,7 @@ const CORE_ATTRIBUTES: ReadonlyArray<AttributeDef<any>> = [
 ];
 
 export class StunRegistry {
-  #attributes = new Map<number, AttributeDef<any>>();
+  #attributes = new Map<number, AttributeDef<unknown>>();
   #methods = new Map<number, string>();
   #frozen = false;
 
@@ -394,7 +394,7 @@ export class StunRegistry {
     return def;
   }
 
-  register(def: AttributeDef<any>): this {
+  register(def: AttributeDef<unknown>): this {
     if (this.#frozen)
       throw new NatpunchError('BAD_ARGUMENT', 'this STUN registry is frozen; use extend() to add attributes');
     this.#attributes.set(def.type, def);
@@ -411,7 +411,7 @@ export class StunRegistry {
     return this;
   }
 
-  attribute(type: number): AttributeDef<any> | undefined {
+  attribute(type: number): AttributeDef<unknown> | undefined {
     return this.#attributes.get(type);
   }
 
