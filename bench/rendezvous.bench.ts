@@ -5,7 +5,8 @@
 // read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
 // drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, ROOT, RUNS, stopPid, waitFor } from './lib/harness.js';
 import { machine, median, processCpuSeconds, writeResults } from './lib/report.js';
@@ -18,10 +19,35 @@ const CONNECT_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECT_RATE = Number(process.env.BENCH_RDV_CONNECT_RATE ?? 8000);
 /** The server's replay window (DEFAULT_REPLAY_WINDOW_MS) plus a margin: after it, only registrations remain. */
 const SETTLE_MS = Number(process.env.BENCH_RDV_SETTLE_MS ?? 35_000);
+/**
+ * Profiling aids (off by default): extra node flags for the server (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`), and
+ * BENCH_RDV_HEAPSNAPSHOT=1 writes a heap snapshot of the server (SIGUSR2) once the last milestone's peers are in.
+ */
+const SERVER_NODE_ARGS = (process.env.BENCH_RDV_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT === '1';
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Asks the server for a heap snapshot (node writes Heap.*.heapsnapshot into tmpdir()) and waits until it is written. */
+async function heapSnapshot(pid: number): Promise<void> {
+  const before = new Set(readdirSync(tmpdir()));
+  process.kill(pid, 'SIGUSR2');
+  await waitFor(
+    async () => {
+      const f = readdirSync(tmpdir()).find((n) => n.endsWith('.heapsnapshot') && !before.has(n));
+      if (!f) return false;
+      const size = statSync(join(tmpdir(), f)).size;
+      await new Promise((r) => setTimeout(r, 1000));
+      const done = size > 0 && statSync(join(tmpdir(), f)).size === size;
+      if (done) console.error(`heap snapshot: ${join(tmpdir(), f)}`);
+      return done;
+    },
+    'heap snapshot',
+    300_000,
+  );
 }
 
 interface Run {
@@ -45,7 +71,19 @@ async function oneRun(run: number): Promise<Run> {
   const ns = new Netns('rdv');
   const server = ns.spawn(
     process.execPath,
-    [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', '1', '--json'],
+    [
+      ...SERVER_NODE_ARGS,
+      ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
+      NATPUNCH_BIN,
+      'serve',
+      '--port',
+      String(PORT),
+      '--address',
+      '127.0.0.1',
+      '--workers',
+      '1',
+      '--json',
+    ],
     CORES.server1,
   );
   let serverOut = '';
@@ -87,6 +125,7 @@ async function oneRun(run: number): Promise<Run> {
           if (m) {
             rss[m[1]!] = rssMiB(server.pid!);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
+              if (HEAP_SNAPSHOT) await heapSnapshot(server.pid!);
               await new Promise((r) => setTimeout(r, SETTLE_MS));
               settled = rssMiB(server.pid!);
               cpuAtConnects = processCpuSeconds(server.pid!);
