@@ -795,7 +795,7 @@ export class RendezvousServer {
         return false;
       }
     }
-    if (!verifyRendezvous(msg)) {
+    if (!verifyRendezvous(msg, this.#scratch.buf)) {
       this.#stats.badSignature++;
       this.#error(channel, msg, 'BAD_SIGNATURE', 'signature does not verify for the key in the message', 0, false);
       return false;
@@ -922,7 +922,9 @@ export class RendezvousServer {
     // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
     const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
     if (c) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...c });
-    this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
+    // Guarded: the hex keys cost more than the rest of the log call when debug is off (the usual case).
+    if (this.#log.isLevelEnabled('debug'))
+      this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
       // Random, not from #ids: answering it proves the peer receives at this address (anti-amplification), so it
@@ -1128,10 +1130,11 @@ export class RendezvousServer {
       initiatorChannel: kept(channel),
       expiresAt: now + CONNECTION_RECORD_TTL_MS,
     });
-    this.#log.debug(
-      { from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR },
-      'rendezvous connect',
-    );
+    if (this.#log.isLevelEnabled('debug'))
+      this.#log.debug(
+        { from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR },
+        'rendezvous connect',
+      );
   }
 
   /**
