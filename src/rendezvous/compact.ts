@@ -72,45 +72,52 @@ export function sourceId(scratch: Scratch, transport: 'udp' | 'tcp', address: st
 }
 
 /**
- * A replay-cache entry: who sent the signed message (sourceId), its signature, and the answer it got (empty until
- * the handler has one). One flat string: [source length u8][source][signature (64)][answer].
+ * How much of a signature a replay-cache entry keeps to tell a retransmission (same bytes, same source: answered
+ * from the cache without verifying again) from another message with the same nonce (verified, then refused). A
+ * forgery would have to match these bytes of a signature it has not seen; one that did (an on-path observer) would
+ * only make the server repeat its answer to the original sender's address, as replaying the real message does.
+ */
+export const SIGNATURE_PREFIX_BYTES = 16;
+
+/**
+ * A replay-cache entry: who sent the signed message (sourceId), the start of its signature, and the answer it got
+ * (empty until the handler has one). One flat string: [source length u8][source][signature prefix (16)][answer].
  */
 export function packNonceEntry(scratch: Scratch, source: string, signature: Uint8Array, answer?: Uint8Array): string {
   const b = scratch.buf;
-  const n = 1 + source.length + signature.length + (answer?.length ?? 0);
-  if (n > b.length) return packNonceEntry(scratch, source, signature); // an answer too large to keep: none cached
+  const n = 1 + source.length + SIGNATURE_PREFIX_BYTES + (answer?.length ?? 0);
+  if (answer && n > b.length) return packNonceEntry(scratch, source, signature); // too large to keep: none cached
   b[0] = source.length;
   b.write(source, 1, 'latin1');
   let o = 1 + source.length;
-  b.set(signature, o);
-  o += signature.length;
+  b.fill(0, o, o + SIGNATURE_PREFIX_BYTES); // (the codec's signatures are always 64 bytes)
+  b.set(signature.subarray(0, SIGNATURE_PREFIX_BYTES), o);
+  o += SIGNATURE_PREFIX_BYTES;
   if (answer) b.set(answer, o);
   return b.toString('latin1', 0, n);
 }
-
-export const SIGNATURE_BYTES = 64;
 
 export function nonceEntrySource(e: string): string {
   return e.slice(1, 1 + e.charCodeAt(0));
 }
 
-/** Whether the entry's signature is `signature` (a retransmission, not a replay with another signature). */
+/** Whether the entry was made for this signature (a retransmission, not another message with the same nonce). */
 export function nonceEntrySignatureIs(e: string, signature: Uint8Array): boolean {
   const o = 1 + e.charCodeAt(0);
-  if (signature.length !== SIGNATURE_BYTES || e.length < o + SIGNATURE_BYTES) return false;
-  for (let i = 0; i < SIGNATURE_BYTES; i++) if (e.charCodeAt(o + i) !== signature[i]) return false;
+  if (signature.length < SIGNATURE_PREFIX_BYTES || e.length < o + SIGNATURE_PREFIX_BYTES) return false;
+  for (let i = 0; i < SIGNATURE_PREFIX_BYTES; i++) if (e.charCodeAt(o + i) !== signature[i]) return false;
   return true;
 }
 
 /** The cached answer, if the handler stored one. */
 export function nonceEntryAnswer(e: string): Buffer | undefined {
-  const o = 1 + e.charCodeAt(0) + SIGNATURE_BYTES;
+  const o = 1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES;
   return e.length > o ? Buffer.from(e.slice(o), 'latin1') : undefined;
 }
 
 /** The same entry with `answer` stored. */
 export function withNonceAnswer(scratch: Scratch, e: string, answer: Uint8Array): string {
-  const o = 1 + e.charCodeAt(0) + SIGNATURE_BYTES;
+  const o = 1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES;
   const b = scratch.buf;
   if (o + answer.length > b.length) return e;
   b.write(e.slice(0, o), 0, 'latin1');

@@ -900,7 +900,8 @@ export class RendezvousServer {
     }
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
-    this.#bind(keyId(msg.publicKey), channel, msg.requestId, now);
+    const id = keyId(msg.publicKey); // one string for the channel map and the ping record
+    this.#bind(id, channel, msg.requestId, now);
     this.#emit({
       type: 'register',
       publicKey: msg.publicKey,
@@ -931,7 +932,7 @@ export class RendezvousServer {
       // must not be guessable.
       const requestId = this.#ids.next();
       this.#pings.set(requestId | 0, {
-        id: keyId(msg.publicKey),
+        id,
         source: channelSource(channel),
         expiresAt: now + 10_000,
       });
