@@ -56,7 +56,8 @@ export function sourceId(scratch: Scratch, transport: 'udp' | 'tcp', address: st
   let len: number;
   if (ipv4Into(address, b, 2)) len = 4;
   else {
-    const v6 = parseIPv6(address);
+    // A zone (fe80::1%eth0) is part of where to send: such addresses are kept as text.
+    const v6 = address.includes('%') ? null : parseIPv6(address);
     if (v6) {
       b.set(v6, 2);
       len = 16;

@@ -28,6 +28,7 @@ test('sourceId: equal for equal sources, different when transport, address or po
     assert.notEqual(a, other);
   assert.equal(sourceId(s, 'udp', '2001:db8::1', 1), sourceId(s, 'udp', '2001:db8:0::1', 1));
   assert.notEqual(sourceId(s, 'udp', 'not-an-address', 1), sourceId(s, 'udp', 'not-an-addresz', 1));
+  assert.notEqual(sourceId(s, 'udp', 'fe80::1%eth0', 1), sourceId(s, 'udp', 'fe80::1%eth1', 1));
 });
 
 test('keyId round-trips a public key through its one-byte string', () => {
