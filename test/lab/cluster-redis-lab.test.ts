@@ -8,7 +8,8 @@
  *      port-restricted cone), data both ways; node 2's /metrics counts a remote introduction, node 1's a delivered
  *      cluster push;
  *   2. two peers behind symmetric-random NATs, one on each node, connect through the relay (no direct path exists):
- *      each node's peer relay learned the introduction made on the other node;
+ *      each node's peer relay learned the introduction made on the other node; the two connections' outcome
+ *      reports (each peer reports to its own node) are counted once each across the cluster;
  *   3. node 1 dies (SIGKILL): its peer moves to node 2 by itself and new connections succeed;
  *   4. Redis dies: node 2's /healthz fails (503) while it is unreachable; Redis restarts empty: node 2 reconnects,
  *      the peer re-registers, and connections work again — nobody steps in.
@@ -19,6 +20,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type TopologySpec } from '../../src/lab/index.js';
+import { REPORT_MERGE_WAIT_MS } from '../../src/server/metrics.js';
 import { which } from '../helpers/proc.js';
 import { metricValue, parsePrometheus } from '../helpers/prom.js';
 import { CLI } from './fixtures/connect-matrix.js';
@@ -219,21 +221,26 @@ describe('cluster on Redis in the NAT lab: two serve nodes, peers behind real NA
       'node 1 delivered the introduction, once',
     );
     assert.ok(moved(after2, before2, 'stun_requests_total') >= 1, 'node 2 answered the connector’s STUN');
-    // The outcome reports land on the nodes the two peers talk to, labelled with both NAT types.
-    await until(
-      async () =>
-        metricValue(await metrics('s1'), 'natpunch_punch_reports_total', { result: 'counted' }) +
-          metricValue(await metrics('s2'), 'natpunch_punch_reports_total', { result: 'counted' }) >=
-        1,
-      'an outcome report counted',
-    );
-
     // 2. Relay across nodes: rob (symmetric-random, node 1) and a symmetric-random connector through node 2. No
     //    direct path exists; each node's peer relay must accept the introduction made on the other one.
     const rob = await listener('ra', 'rob', [rv('s1'), rv('s2')]);
     assert.equal(await until(() => nodeOf('s2', 'rob'), 'rob in the shared registry'), 'n1');
     const relayed = await connectOnce('rb', 'rob', [rv('s2')], rob);
     assert.equal(relayed.kind, 'relay', `random ↔ random is relayed: ${JSON.stringify(relayed)}`);
+
+    // Outcome reports: each peer reports to its own node (the listeners to node 1, the connectors to node 2). The
+    // two reports of a connection meet through Redis, so the cluster counts each connection once — not once per node.
+    const both = async (name: string, labels: Record<string, string> = {}) =>
+      metricValue(await metrics('s1'), name, labels) + metricValue(await metrics('s2'), name, labels);
+    await until(
+      async () =>
+        (await both('natpunch_punch_reports_total', { result: 'counted' })) >= 4 &&
+        (await both('natpunch_punch_outcomes_total')) >= 2,
+      'four reports counted, two outcomes',
+    );
+    // A report whose partner never comes is counted alone after REPORT_MERGE_WAIT_MS: wait that out, then no more.
+    await new Promise((r) => setTimeout(r, REPORT_MERGE_WAIT_MS + 1_500));
+    assert.equal(await both('natpunch_punch_outcomes_total'), 2, 'one outcome per connection, cluster-wide');
 
     // 3. Node 1 dies without draining (SIGKILL): bob's refresh goes unanswered, he moves to node 2 and registers there.
     nodes.get('s1')!.kill('SIGKILL');
