@@ -18,6 +18,7 @@
  * namespace's own loopback (read with curl inside the namespace).
  */
 import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type TopologySpec } from '../../src/lab/index.js';
 import { REPORT_MERGE_WAIT_MS } from '../../src/server/metrics.js';
@@ -26,6 +27,7 @@ import { metricValue, parsePrometheus } from '../helpers/prom.js';
 import { CLI } from './fixtures/connect-matrix.js';
 import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
 
+const ENDPOINT = fileURLToPath(new URL('./fixtures/cluster-endpoint.ts', import.meta.url));
 const RV_PORT = 3478;
 const REDIS_PORT = 6379;
 const ADMIN = '127.0.0.1:9478';
@@ -242,6 +244,13 @@ describe('cluster on Redis in the NAT lab: two serve nodes, peers behind real NA
     await new Promise((r) => setTimeout(r, REPORT_MERGE_WAIT_MS + 1_500));
     assert.equal(await both('natpunch_punch_outcomes_total'), 2, 'one outcome per connection, cluster-wide');
 
+    // Two long-lived Endpoints behind the random NATs, both registered with node 1 (node 2 next): after node 1 dies,
+    // a new connection between them needs a relay, and the allocations both held were on node 1.
+    const rex = lab.node('ra', ENDPOINT, ['rex', [rv('s1'), rv('s2')].join(',')]);
+    const roy = lab.node('rb', ENDPOINT, ['roy', [rv('s1'), rv('s2')].join(',')]);
+    await Promise.all([rex, roy].map((p) => p.next((m) => m.ev === 'ready', { timeoutMs: 40_000 })));
+    for (const n of ['rex', 'roy']) assert.equal(await until(() => nodeOf('s2', n), `${n} registered`), 'n1');
+
     // 3. Node 1 dies without draining (SIGKILL): bob's refresh goes unanswered, he moves to node 2 and registers there.
     nodes.get('s1')!.kill('SIGKILL');
     await nodes.get('s1')!.exited;
@@ -258,6 +267,15 @@ describe('cluster on Redis in the NAT lab: two serve nodes, peers behind real NA
     const relayedAgain = await connectOnce('rb', 'rob', [rv('s2')], rob);
     assert.equal(relayedAgain.kind, 'relay', JSON.stringify(relayedAgain));
     await rob.close();
+    // Both Endpoints moved to node 2 and hold allocations there now: the relayed connection between them works.
+    for (const n of ['rex', 'roy'])
+      await until(async () => ((await nodeOf('s2', n)) === 'n2' ? 'n2' : undefined), `${n} on node 2`);
+    rex.send({ cmd: 'connect', to: 'roy' });
+    const up = await rex.next((m) => m.ev === 'connected' || m.ev === 'error', { timeoutMs: 45_000 });
+    assert.equal(up.ev, 'connected', `${JSON.stringify(up)} ${rex.stderr.slice(-1000)}`);
+    assert.equal(up.kind, 'relay');
+    assert.equal((await rex.next((m) => m.ev === 'echo', { timeoutMs: 20_000 })).ok, true, 'data both ways');
+    await Promise.all([rex.close(), roy.close()]);
 
     // 4. Redis dies: node 2 is unhealthy while it cannot reach it, and recovers by itself when it is back (empty).
     redis!.kill('SIGKILL');
