@@ -25,7 +25,7 @@ import { REPORT_MERGE_WAIT_MS } from '../../src/server/metrics.js';
 import { which } from '../helpers/proc.js';
 import { metricValue, parsePrometheus } from '../helpers/prom.js';
 import { CLI } from './fixtures/connect-matrix.js';
-import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
+import { cliEvent, tokenBothWays } from './fixtures/cli-event.js';
 
 const ENDPOINT = fileURLToPath(new URL('./fixtures/cluster-endpoint.ts', import.meta.url));
 const RV_PORT = 3478;
@@ -165,7 +165,7 @@ describe('cluster on Redis in the NAT lab: two serve nodes, peers behind real NA
       String(LISTEN_IDLE_MS),
       '--json',
     ]);
-    await cliPhase(l, 'listening', 40_000);
+    await cliEvent(l, 'listening', 40_000);
     return l;
   }
 
@@ -182,7 +182,7 @@ describe('cluster on Redis in the NAT lab: two serve nodes, peers behind real NA
     const c = lab.node(host, CLI, ['connect', name, '--rendezvous', servers.join(','), '--json', '--timeout', '30000']);
     try {
       await tokenBothWays(c, l);
-      return await cliPhase(c, 'path', 5_000);
+      return await cliEvent(c, 'path', 5_000);
     } catch (err) {
       throw new Error(`${(err as Error).message}\nconnector: ${events(c)}\nlistener: ${events(l)}`, {
         cause: err,
