@@ -305,7 +305,10 @@ export const SERVE_OPTIONS = [
     group: 'cluster',
     arg: 'secret',
     secret: true,
-    validate: (v) => (v.length >= 16 ? undefined : 'relay-secret must be at least 16 characters (use a random string)'),
+    validate: (v) =>
+      v.length >= 16
+        ? undefined
+        : 'at least 16 characters are needed (a random string, e.g. from openssl rand -base64 32)',
     help: "HMAC secret of the peer relay's scoped credentials (default: random per process); the same on every node makes a peer's relay credentials valid on every node and across restarts",
   }),
   str('node-id', {

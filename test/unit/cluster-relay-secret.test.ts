@@ -60,5 +60,5 @@ test('credentials issued by one node allocate on another node with the same rela
 });
 
 test('--relay-secret shorter than 16 characters is refused with a one-line error naming the option', async () => {
-  await assert.rejects(startServeNode(['--relay-secret', 'short'], 10_000), /relay-secret must be at least 16/);
+  await assert.rejects(startServeNode(['--relay-secret', 'short'], 10_000), /--relay-secret: at least 16 characters/);
 });
