@@ -131,6 +131,7 @@ const FORMATS: Record<string, Format> = {
   forwarding: (e) => `forwarding ${ep(e.listen)} → ${e.peer}:${e.remotePort}`,
   'socks-listening': (e) =>
     `SOCKS5 on ${ep(e.listen)}${e.auth ? ' (username/password required)' : ''}, exiting via ${e.via}`,
+  probe: (e) => `netcheck: ${e.probe} ${e.state === 'start' ? '…' : 'done'}${e.detail ? ` (${e.detail})` : ''}`,
   'icmp-listening': (e) => `icmp: echo requests to ${e.probeAddress} every ${e.intervalMs} ms; UDP port ${e.port}`,
   'icmp-knock': (e) => `icmp: Time Exceeded quoting our echo request from ${e.from}; punching UDP to it`,
   'icmp-knocking': (e) => `icmp: sending forged Time Exceeded to ${e.server}; UDP port ${e.port}`,

@@ -297,8 +297,17 @@ describe('netcheck in the NAT lab', { skip }, () => {
       timeoutMs: 30_000,
     });
     assert.equal(res.code, 0, res.stderr);
-    assertReport(JSON.parse(res.stdout) as NatReport, 'symmetric-sequential', true);
-    assert.match(res.stderr, /netcheck: filtering/, 'progress on stderr');
+    // Probe events, then the report, one JSON line each on stdout.
+    const events = res.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string });
+    assert.ok(
+      events.some((e) => e.event === 'probe'),
+      'probe events',
+    );
+    assert.equal(events.at(-1)!.event, 'report');
+    assertReport(events.at(-1) as unknown as NatReport, 'symmetric-sequential', true);
   });
 
   test('two plain STUN servers (no RFC 5780): mapping by comparison, filtering undetermined with the reason', async () => {

@@ -412,9 +412,19 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
     const server = `127.0.0.1:${srv.port}`;
     const j = await run(['netcheck', '--server', server, '--json', '--no-port-mapping']);
     assert.equal(j.status, 0, j.stderr);
-    const report = JSON.parse(j.stdout) as NatReport;
+    // --json: probe events, then the report, one JSON line each on stdout; nothing human on stderr.
+    const events = j.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { event: string });
+    assert.ok(
+      events.some((e) => e.event === 'probe'),
+      'probe events',
+    );
+    const report = events.at(-1) as unknown as NatReport & { event: string };
+    assert.equal(report.event, 'report');
     assert.equal(report.udp.classic, 'open-internet');
-    assert.match(j.stderr, /netcheck: udp/, 'progress goes to stderr');
+    assert.equal(j.stderr, '');
     const t = await run(['netcheck', '--server', server, '--no-port-mapping', '-q']);
     assert.equal(t.status, 0, t.stderr);
     assert.match(t.stdout, /mapping\s+endpoint-independent/);
