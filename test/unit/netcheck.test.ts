@@ -18,6 +18,7 @@ import {
 } from '../../src/discovery/binding.js';
 import { sendOffsets, PROBE_SCHEDULE } from '../../src/discovery/probe.js';
 import { isNatpunchError } from '../../src/util/errors.js';
+import { netcheckReport } from '../helpers/netcheck-json.js';
 
 interface Running {
   server: StunServer;
@@ -413,16 +414,7 @@ test('CLI: natpunch netcheck --json prints the report; the table ends with the v
     const j = await run(['netcheck', '--server', server, '--json', '--no-port-mapping']);
     assert.equal(j.status, 0, j.stderr);
     // --json: probe events, then the report, one JSON line each on stdout; nothing human on stderr.
-    const events = j.stdout
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as { event: string });
-    assert.ok(
-      events.some((e) => e.event === 'probe'),
-      'probe events',
-    );
-    const report = events.at(-1) as unknown as NatReport & { event: string };
-    assert.equal(report.event, 'report');
+    const report = netcheckReport(j.stdout);
     assert.equal(report.udp.classic, 'open-internet');
     assert.equal(j.stderr, '');
     const t = await run(['netcheck', '--server', server, '--no-port-mapping', '-q']);
