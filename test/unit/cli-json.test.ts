@@ -103,7 +103,7 @@ function eventOn(
   });
 }
 
-test('one-shot commands: keygen, stun, netcheck, map, trust, forget, turn credentials, serve --print-config, lab status', async (t) => {
+test('keygen, stun, netcheck, map, trust, forget, turn, serve, lab status', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'natpunch-json-'));
   const serve = start(['serve', '--port', '0', '--address', '127.0.0.1', '--json']);
   const silent = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
@@ -178,10 +178,24 @@ test('one-shot commands: keygen, stun, netcheck, map, trust, forget, turn creden
       assert.deepEqual(names(events(r.stdout, 'forget')), ['forgotten']);
     });
 
-    await t.test('turn credentials, serve --print-config, lab status', async () => {
+    await t.test('turn serve, turn credentials, serve --print-config, lab status', async () => {
       let r = await run(['turn', 'credentials', '--auth-secret', 's3cret', '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(names(events(r.stdout, 'turn credentials')), ['credentials']);
+      const turn = start([
+        'turn',
+        'serve',
+        '--port',
+        '0',
+        '--address',
+        '127.0.0.1',
+        '--auth-secret',
+        's3cret',
+        '--json',
+      ]);
+      await eventOn(turn, 'stdout', 'listening');
+      await stop(turn.child);
+      assert.deepEqual(names(events(turn.out.stdout, 'turn serve')), ['listening']);
       r = await run(['serve', '--print-config', '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(names(events(r.stdout, 'serve --print-config')), ['config']);
