@@ -248,6 +248,7 @@ export function register(program: Command): void {
     .option('--no-icmp-errors', 'do not forward ICMP errors to LAN hosts')
     .option('--mapping-timeout <s>', 'UDP mapping lifetime in seconds', number('--mapping-timeout', 1, 86400))
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
+    .option('--json', 'the NAT now in force as a JSON line')
     .action(
       action(
         async (
@@ -259,6 +260,7 @@ export function register(program: Command): void {
             portPreservation: boolean;
             icmpErrors: boolean;
             mappingTimeout?: number;
+            json?: boolean;
             lab?: string;
           },
         ) => {
@@ -272,7 +274,8 @@ export function register(program: Command): void {
             forwardIcmpErrors: opts.icmpErrors,
             ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
           });
-          progress(false, genericLine({ time: '', event: router, ...nat }));
+          if (opts.json) printEvent('nat', { router, ...nat });
+          else progress(false, genericLine({ time: '', event: router, ...nat }));
         },
       ),
     );
@@ -287,18 +290,18 @@ export function register(program: Command): void {
     'on this link',
   )
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
+    .option('--json', 'the link conditions now in force as a JSON line')
     .action(
-      action(
-        async (link: string, opts: { delay?: number; jitter?: number; loss?: number; rate?: number; lab?: string }) => {
-          requireLab();
-          const l = currentLab(opts.lab);
-          const shape = await l.setLink(link, linkShape(opts));
-          progress(
-            false,
-            `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`,
-          );
-        },
-      ),
+      action(async (link: string, opts: LinkShapeFlags & { lab?: string; json?: boolean }) => {
+        requireLab();
+        const l = currentLab(opts.lab);
+        const shape = await l.setLink(link, linkShape(opts));
+        if (opts.json) return printEvent('link', { link, ...shape });
+        progress(
+          false,
+          `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`,
+        );
+      }),
     );
 
   lab
@@ -335,17 +338,20 @@ export function register(program: Command): void {
     .description('stop the lab started with `natpunch lab up`; --all also removes leftovers of crashed runs')
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
     .option('--all', 'remove every CLI lab and every lab whose owning process has died')
+    .option('--json', 'the labs removed as a JSON line')
     .action(
-      action(async (opts: { lab?: string; all?: boolean }) => {
+      action(async (opts: { lab?: string; all?: boolean; json?: boolean }) => {
         requireLab();
         if (opts.all) {
           const removed = await Lab.cleanupAll();
-          progress(false, removed.length ? `removed lab(s): ${removed.join(', ')}` : 'nothing to remove');
+          if (opts.json) printEvent('down', { labs: removed });
+          else progress(false, removed.length ? `removed lab(s): ${removed.join(', ')}` : 'nothing to remove');
           return;
         }
         const l = currentLab(opts.lab);
         await l.down();
-        progress(false, `lab ${l.id} is down`);
+        if (opts.json) printEvent('down', { labs: [l.id] });
+        else progress(false, `lab ${l.id} is down`);
       }),
     );
 }
