@@ -10,7 +10,7 @@ import { isIP } from 'node:net';
 import { lookup } from 'node:dns/promises';
 import { networkInterfaces } from 'node:os';
 import { UdxEndpoint } from '../net/udx.js';
-import { RendezvousClient, parseRendezvousList } from '../rendezvous/client.js';
+import { RendezvousClient, parseRendezvousList, type TurnCredentials } from '../rendezvous/client.js';
 import { RelayPath, openRendezvousRelay, parseRelaySpec } from '../relay/path.js';
 import { addonStatus } from '../net/native.js';
 import { advertToCandidates, gatherHardNat, type HardNatOptions } from '../traversal/hardwire.js';
@@ -225,6 +225,8 @@ export class LocalState {
         // An explicit relay is waited for (failing to open it is an error the caller should see).
         if (o.accepting || !registered || t.relay !== 'auto') jobs.push(relayJob);
         else jobs.push(registered.then((r) => ((r as { via?: string }).via === 'tcp' ? relayJob : undefined)));
+        if (t.relay === 'auto' && rv instanceof RendezvousClient)
+          rv.on('turn-credentials', (c: TurnCredentials) => st.#followRelay(c, rv));
       }
       // Port mapping never delays a connection; a listener that asked for it explicitly waits for it (bounded) so
       // its first registration already offers the mapped candidate.
@@ -415,6 +417,40 @@ export class LocalState {
 
   get tcp(): TcpLocal | null {
     return this.#tcp;
+  }
+
+  /**
+   * Failover: the rendezvous client moved to another node (it stopped answering, or drained), which hands out its
+   * own relay credentials. The allocation we hold lives on the node we left — dead, or releasing everything as it
+   * drains — so open one on the new node and register again to offer it; without this, a pair that needs the relay
+   * fails once both peers moved. Credentials refreshed by the same node change nothing.
+   */
+  #followRelay(c: TurnCredentials, rv: RendezvousClient): void {
+    const old = this.#relay;
+    if (this.#closed || this.#relayPending || !old) return;
+    const at = old.client.server;
+    if (at.address === c.host && (at.port === c.port || at.port === c.tlsPort)) return;
+    this.#relayPending = (async () => {
+      try {
+        const fresh = await openRendezvousRelay({
+          transport: this.socket,
+          credentials: c,
+          rendezvousVia: rv.via,
+          serverName: rv.server.host,
+          logger: this.#log,
+        });
+        if (this.#closed || this.#relay !== old) return void (await fresh.close());
+        this.#relay = fresh;
+        void old.close().catch(() => {});
+        this.#log.info(
+          { relayed: fresh.relayed, server: rv.server },
+          'relay: allocation moved to the new rendezvous node',
+        );
+        void rv.register().catch(() => {});
+      } catch (err) {
+        this.#log.info({ err: (err as Error).message }, 'relay: no allocation on the new rendezvous node');
+      }
+    })().finally(() => (this.#relayPending = null));
   }
 
   /** A one-shot connect whose session went direct releases the allocation at once (Refresh 0, RFC 8656 §7.2). */
