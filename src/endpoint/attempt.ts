@@ -5,7 +5,7 @@
  * per introduction it accepts; everything the attempt opens is released by the race or by the session's close.
  */
 import { advertFromCandidates } from '../traversal/hardwire.js';
-import { advice, plan as makePlan, type PlanSwitches } from '../traversal/planner.js';
+import { advice, plan as makePlan, type Plan, type PlanSwitches } from '../traversal/planner.js';
 import { race } from '../traversal/race.js';
 import { hardPunchTechnique } from '../traversal/hard-punch.js';
 import { relayTechnique } from '../traversal/relay-technique.js';
@@ -17,7 +17,7 @@ import type { SeqChannel } from '../traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from '../wire/seq-offer.js';
 import { keyToId, type KeyPair } from '../session/identity.js';
 import { isAllowed, type Allow, type Session } from '../session/session.js';
-import { NatpunchError } from '../util/errors.js';
+import { NatpunchError, isNatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ResolvedTechniques } from './defaults.js';
 import type { LocalState } from './local.js';
@@ -52,6 +52,9 @@ export interface AttemptInput {
   /** The rendezvous' scheduled start (TCP simultaneous open only; UDP punches on introduction). */
   startAt?: number;
   local: LocalState;
+  /** Our side as the introduction showed it to the peer, when that is less than we know by now (a CONNECT sent
+   *  before our NAT was measured: both sides must plan from the same two views). Default: local.natView(). */
+  localView?: NatView;
   keyPair: KeyPair;
   allow?: Allow;
   techniques: ResolvedTechniques;
@@ -124,9 +127,12 @@ function progress(a: AttemptInput, p: Progress): void {
   a.progress(p);
 }
 
-export async function runAttempt(a: AttemptInput): Promise<Session> {
+/** What both sides plan for `localView` ↔ the peer's candidates (the first step of runAttempt). */
+export function planFor(
+  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques'>,
+  localView: NatView = a.local.natView(),
+): { plan: Plan; sw: PlanSwitches; remoteNat: NatView; advert: ReturnType<typeof advertFromCandidates>['advert'] } {
   const { advert, rest } = advertFromCandidates(a.remote);
-  const localNat = a.local.natView();
   const remoteNat = peerView(rest, advert);
   const sw: PlanSwitches = {
     hardNat: a.techniques.hardNat !== null && a.local.hard !== null,
@@ -134,7 +140,29 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     relay: a.techniques.relay !== null,
     transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
   };
-  const p = makePlan(localNat, remoteNat, sw);
+  return { plan: makePlan(localView, remoteNat, sw), sw, remoteNat, advert };
+}
+
+/** The hard punches: each needs the peer to know our advert (prediction window, or that we are a cone). */
+const NEEDS_OUR_ADVERT: readonly TechniqueName[] = ['predict', 'birthday', 'double-random'];
+
+/**
+ * A connector introduced before its NAT was measured (`early`: the plan from the view it sent) must be introduced
+ * again when the plan from what it knows now (`full`) has a hard punch the first lacks, or, once the first attempt
+ * failed, when the plans differ at all (e.g. TCP or a relay came in since).
+ */
+export function needsNewIntroduction(early: Plan, full: Plan, firstFailed: boolean): boolean {
+  const names = (p: Plan) => new Set(p.steps.map((s) => s.technique));
+  const e = names(early);
+  const f = names(full);
+  if (NEEDS_OUR_ADVERT.some((t) => f.has(t) && !e.has(t))) return true;
+  return firstFailed && (e.size !== f.size || [...f].some((t) => !e.has(t)));
+}
+
+export async function runAttempt(a: AttemptInput): Promise<Session> {
+  const { advert, rest } = advertFromCandidates(a.remote);
+  const localNat = a.localView ?? a.local.natView();
+  const { plan: p, sw, remoteNat } = planFor(a, localNat);
   if (a.relayHoldMs !== undefined)
     for (const s of p.steps) if (s.technique === 'relay' && s.holdMs > 0) s.holdMs = a.relayHoldMs;
   // Techniques that spend many packets (hard punch) or a relay's resources go only to peers `allow` admits; the
@@ -147,10 +175,14 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
   }
   const techniques = new Map<TechniqueName, Technique>();
-  const tuning: SessionTuning =
-    a.local.tcpUnavailable && a.techniques.transport !== 'udp'
-      ? { ...a.tuning, transportReason: a.local.tcpUnavailable }
-      : a.tuning;
+  const transportReason =
+    a.techniques.transport === 'udp'
+      ? null
+      : (a.local.tcpUnavailable ??
+        (remoteNat.tcp && !localNat.tcp && a.localView
+          ? 'TCP not raced: a cold connect introduces itself before its TCP port is gathered, and UDP found the path'
+          : null));
+  const tuning: SessionTuning = transportReason ? { ...a.tuning, transportReason } : a.tuning;
   for (const s of p.steps) {
     switch (s.technique) {
       case 'udp-checks':
@@ -253,7 +285,8 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       advice: advice(localNat, remoteNat, p, sw),
     });
   } catch (err) {
-    report({ error: err });
+    // An attempt its caller dropped (e.g. introduced again) did not fail: nothing to report.
+    if (!isNatpunchError(a.signal.reason, 'ABORTED')) report({ error: err });
     throw err;
   }
   const session = won.session;

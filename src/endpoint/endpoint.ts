@@ -16,6 +16,7 @@ import { ConnectivityChecks, deriveCheckKey } from '../traversal/checks.js';
 import { advertFromCandidates } from '../traversal/hardwire.js';
 import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
+import type { NatView } from '../traversal/technique.js';
 import { keyToId } from '../session/identity.js';
 import { IkReplayCache } from '../session/handshake-ik.js';
 import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
@@ -27,7 +28,7 @@ import { timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { resolveTechniques, type ResolvedTechniques } from './defaults.js';
 import { LocalState, rendezvousServer } from './local.js';
-import { runAttempt } from './attempt.js';
+import { needsNewIntroduction, planFor, runAttempt } from './attempt.js';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   MAX_CONCURRENT_ATTEMPTS,
@@ -49,6 +50,8 @@ export interface EndpointOptions extends ListenOptions {
 /** After a relayed session moved to a direct path, its relay allocation is released once idle this long (the
  *  upgrade's last relayed packets drain first). */
 export const RELAY_RELEASE_IDLE_MS = 5_000;
+/** How many peers' latest session times an Endpoint remembers (oldest forgotten first). */
+const MAX_REMEMBERED_PEERS = 1_024;
 
 export interface EndpointConnectOptions {
   signal?: AbortSignal;
@@ -102,6 +105,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly #attempts = new Set<AbortController>();
   /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
   readonly #ikReplay: IkReplayCache;
+  /** When each peer's latest incoming session came (bounded): an attempt of that peer's that fails after it was
+   *  superseded (see acceptOffer), not an error. */
+  readonly #lastSessionAt = new Map<string, number>();
   #closed = false;
   #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
 
@@ -248,35 +254,54 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             'BAD_ARGUMENT',
             'this endpoint has no rendezvous: give the peer candidates (direct mode)',
           );
-        await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-        const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
-        // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
-        // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
-        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
-        progress({
-          phase: 'offer',
-          peer: keyToId(offer.peerKey),
-          ...(offer.peerName ? { peerName: offer.peerName } : {}),
-          candidates: offer.candidates,
-          role: 'initiator',
-          ...(offer.mode ? { mode: offer.mode } : {}),
-        });
-        session = await runAttempt({
-          role: 'initiator',
-          connectionId: offer.connectionId,
-          peerKey: offer.peerKey,
-          remote: offer.candidates,
-          ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local,
-          keyPair: this.#options.keyPair,
-          ...(this.#options.natType ? { natType: this.#options.natType } : {}),
-          techniques: this.#techniques,
-          tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
-          ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
-          logger: this.#logger,
-          progress,
-          signal,
-        });
+        // A cold one-shot connect sends its CONNECT before anything else is gathered (the rendezvous sees our
+        // reflexive address from the datagram itself); a running Endpoint's candidates are warm already.
+        const early = this.#local.gathering;
+        if (!early) await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+        const sentView = this.#local.natView();
+        const introduce = async (known?: Buffer): Promise<ConnectOfferLike> => {
+          const offer = await rv.requestConnect(known ?? target.lookup, {
+            candidates: this.#local.candidates(),
+            signal,
+          });
+          // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one
+          // asked for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a
+          // wrong one. Introduced again, it must be the key we already checked.
+          if (known && !offer.peerKey.equals(known))
+            throw new NatpunchError('PEER_KEY_MISMATCH', 'introduced again, the rendezvous named another key');
+          if (!known) pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
+          progress({
+            phase: 'offer',
+            peer: keyToId(offer.peerKey),
+            ...(offer.peerName ? { peerName: offer.peerName } : {}),
+            candidates: offer.candidates,
+            role: 'initiator',
+            ...(offer.mode ? { mode: offer.mode } : {}),
+          });
+          return offer;
+        };
+        const attempt = (offer: ConnectOfferLike, localView?: NatView, s: AbortSignal = signal) =>
+          runAttempt({
+            role: 'initiator',
+            connectionId: offer.connectionId,
+            peerKey: offer.peerKey,
+            remote: offer.candidates,
+            ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
+            local: this.#local,
+            ...(localView ? { localView } : {}),
+            keyPair: this.#options.keyPair,
+            ...(this.#options.natType ? { natType: this.#options.natType } : {}),
+            techniques: this.#techniques,
+            tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
+            ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
+            logger: this.#logger,
+            progress,
+            signal: s,
+          });
+        const offer = await introduce();
+        session = early
+          ? await this.#behindGathering(offer, sentView, attempt, () => introduce(offer.peerKey), signal)
+          : await attempt(offer);
       }
       if (this.#closed) {
         await session.close();
@@ -300,6 +325,61 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       dispose();
       this.#refreshAfterAttempt();
     }
+  }
+
+  /**
+   * A cold connect (issue 17): the CONNECT left before our NAT was measured, so the peer planned with our NAT as
+   * 'unknown'; the first attempt plans from the same view (`sentView`) and starts the moment the offer is in. When
+   * the measurement, once in, calls for a technique that attempt lacks (a hard punch: the peer must know our
+   * advert) and it has not won by then, it is dropped and we are introduced again with everything gathered. A CONNECT
+   * that had to go over TCP (our UDP is blocked) waits for the relay and is repeated with it.
+   */
+  async #behindGathering(
+    first: ConnectOfferLike,
+    sentView: NatView,
+    attempt: (offer: ConnectOfferLike, localView?: NatView, signal?: AbortSignal) => Promise<Session>,
+    again: () => Promise<ConnectOfferLike>,
+    signal: AbortSignal,
+  ): Promise<Session> {
+    const drop = new AbortController();
+    const viaTcp = first.via === 'tcp';
+    const outcome = viaTcp
+      ? null
+      : attempt(first, sentView, AbortSignal.any([signal, drop.signal])).then(
+          (session) => ({ session }),
+          (error: unknown) => ({ error }),
+        );
+    const measured = this.#local.whenMeasured(signal).then(() => null);
+    const early = outcome ? await Promise.race([outcome, measured]) : null;
+    if (early && 'session' in early) return early.session;
+    await (viaTcp ? this.#local.whenGathered(signal) : measured);
+    const full = this.#local.natView();
+    const firstFailed = early !== null || viaTcp;
+    if (
+      outcome &&
+      (signal.aborted ||
+        !needsNewIntroduction(
+          planFor(this.#attemptPlanInput(first), sentView).plan,
+          planFor(this.#attemptPlanInput(first), full).plan,
+          firstFailed,
+        ))
+    ) {
+      const r = await outcome;
+      if ('session' in r) return r.session;
+      throw r.error;
+    }
+    if (signal.aborted) throw signal.reason;
+    drop.abort(new NatpunchError('ABORTED', 'introduced again, with our NAT measured'));
+    // One owner: a session the dropped attempt still completes is closed here, never handed out.
+    void outcome?.then((r) => ('session' in r ? r.session.close().catch(() => {}) : undefined));
+    // A sequential NAT's window must start after TCP's allocations (one counter): wait for those, then observe.
+    if (viaTcp || this.#local.hard?.advert.kind === 'sequential') await this.#local.whenGathered(signal);
+    await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+    return attempt(await again());
+  }
+
+  #attemptPlanInput(offer: ConnectOfferLike): Parameters<typeof planFor>[0] {
+    return { remote: offer.candidates, local: this.#local, techniques: this.#techniques };
   }
 
   /** Re-establishes a UDP path through the rendezvous when the session's dies (NAT rebinding): a fresh introduction
@@ -353,6 +433,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const ac = new AbortController();
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
+    const attemptStart = Date.now();
     try {
       const session = await runAttempt({
         role: 'responder',
@@ -377,25 +458,36 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       }
       this.#incoming.add(session);
       session.once('close', () => this.#incoming.delete(session));
+      this.#noteSession(peer);
       progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
       this.emit('session', session);
       return session;
     } catch (err) {
-      // A peer that re-punched to resume an existing session never starts a handshake: not worth an error.
+      // A peer that re-punched to resume an existing session never starts a handshake: not worth an error. Nor is
+      // an attempt the peer dropped because it had itself introduced again (a cold connect whose NAT measurement
+      // came in after its first CONNECT) and that newer attempt already gave a session.
       const resumed =
         [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) &&
         isNatpunchError(err, 'HANDSHAKE_FAILED');
+      const superseded = (this.#lastSessionAt.get(peer) ?? 0) >= attemptStart;
       this.#logger.info(
         { peer, err: (err as Error).message },
-        resumed ? 'resume punch finished' : 'incoming connection failed',
+        resumed ? 'resume punch finished' : superseded ? 'superseded attempt ended' : 'incoming connection failed',
       );
-      if (!resumed && !this.#closed) this.emit('connection-error', err as Error, peer);
+      if (!resumed && !superseded && !this.#closed) this.emit('connection-error', err as Error, peer);
       return null;
     } finally {
       dispose();
       this.#attempts.delete(ac);
       this.#refreshAfterAttempt();
     }
+  }
+
+  #noteSession(peer: string): void {
+    this.#lastSessionAt.delete(peer);
+    this.#lastSessionAt.set(peer, Date.now());
+    if (this.#lastSessionAt.size > MAX_REMEMBERED_PEERS)
+      this.#lastSessionAt.delete(this.#lastSessionAt.keys().next().value!);
   }
 
   /** Closes every session, the registration, the mapping, the relay allocation and the socket (if it owns it). */
@@ -421,6 +513,13 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
     register: options.register !== false && options.rendezvous !== undefined,
     waitForMapping: options.accept !== false && options.portMapping !== undefined && options.portMapping !== false,
     accepting: options.accept !== false,
+    // A one-shot connector through a rendezvous sends its CONNECT first and gathers behind it (issue 17); an
+    // explicit relay or TCP-only transport is needed before anything can work, so those gather first.
+    background:
+      options.accept === false &&
+      options.rendezvous !== undefined &&
+      techniques.transport !== 'tcp' &&
+      (techniques.relay === null || techniques.relay === 'auto'),
     logger,
     // Before the Endpoint exists only the caller's callback hears progress.
     progress: (p) => (holder.ep ? holder.ep.emit('progress', p) : undefined, options.onProgress?.(p)),
