@@ -32,6 +32,11 @@ const ALL_PAIRS: Record<string, { natA: NatType; natB: NatType; hardNat: boolean
   prc: { natA: 'port-restricted-cone', natB: 'port-restricted-cone', hardNat: false },
   // A symmetric-random NAT needs the hard punch (birthday sockets), which natpunch runs only with hardNat.
   'prc-sym': { natA: 'port-restricted-cone', natB: 'symmetric-random', hardNat: true },
+  // Not in the default set (issue 17 names the three above); for looking at other pairs with SETUP_PAIRS.
+  'sym-full': { natA: 'symmetric-random', natB: 'full-cone', hardNat: true },
+  'seq-seq': { natA: 'symmetric-sequential', natB: 'symmetric-sequential', hardNat: true },
+  'seq-rc': { natA: 'symmetric-sequential', natB: 'restricted-cone', hardNat: true },
+  'seq-prc': { natA: 'symmetric-sequential', natB: 'port-restricted-cone', hardNat: true },
 };
 const PAIRS = (process.env.SETUP_PAIRS ?? 'full,prc,prc-sym')
   .split(',')
@@ -173,6 +178,8 @@ try {
     }
     results.push({ pair, natA: spec.natA, natB: spec.natB, hardNat: spec.hardNat, trials });
   }
+  // SETUP_EVENTS=1: the connecting peer's progress events, for looking at one pair (not part of the results).
+  if (process.env.SETUP_EVENTS) console.log(pa.stderr);
 } finally {
   await lab.down();
 }

@@ -13,6 +13,7 @@ import { tcpTechnique } from '../traversal/tcp-technique.js';
 import { udpChecksTechnique, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
 import type { NatView, Technique, TechniqueName } from '../traversal/technique.js';
+import { UdxEndpoint } from '../net/udx.js';
 import type { SeqChannel } from '../traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from '../wire/seq-offer.js';
 import { keyToId, type KeyPair } from '../session/identity.js';
@@ -55,6 +56,12 @@ export interface AttemptInput {
   /** Our side as the introduction showed it to the peer, when that is less than we know by now (a CONNECT sent
    *  before our NAT was measured: both sides must plan from the same two views). Default: local.natView(). */
   localView?: NatView;
+  /**
+   * Hard punch from a fresh socket, not the Endpoint's: set when an earlier attempt already sent checks to this peer
+   * from the Endpoint's socket, so a sequential NAT holds a mapping toward the peer's address for it, out of the
+   * predicted window, which a new socket's first flow takes (see onOwnSocket).
+   */
+  punchOnOwnSocket?: boolean;
   keyPair: KeyPair;
   allow?: Allow;
   techniques: ResolvedTechniques;
@@ -159,6 +166,33 @@ export function needsNewIntroduction(early: Plan, full: Plan, firstFailed: boole
   return firstFailed && (e.size !== f.size || [...f].some((t) => !e.has(t)));
 }
 
+/**
+ * A technique run on a socket of its own (bound like the Endpoint's), closed when it fails or, once it won, with
+ * its session. For the hard punch after a first attempt: a sequential NAT keeps the mapping that attempt's checks
+ * made from the Endpoint's socket toward the peer, so a probe from that socket would leave from that old port, not
+ * from the window we advertised; a fresh socket's first flow takes the window's first port.
+ */
+function onOwnSocket(t: Technique): Technique {
+  return {
+    name: t.name,
+    applies: t.applies,
+    async run(ctx, signal) {
+      const bound = ctx.endpoint.address().address;
+      const socket = await UdxEndpoint.bind(bound === '0.0.0.0' || bound === '::' ? {} : { address: bound });
+      const close = () => void socket.close().catch(() => {});
+      try {
+        const r = await t.run({ ...ctx, endpoint: socket }, signal);
+        if (r.session.closed) close();
+        else r.session.once('close', close);
+        return r;
+      } catch (err) {
+        close();
+        throw err;
+      }
+    },
+  };
+}
+
 export async function runAttempt(a: AttemptInput): Promise<Session> {
   const { advert, rest } = advertFromCandidates(a.remote);
   const localNat = a.localView ?? a.local.natView();
@@ -175,6 +209,8 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
   }
   const techniques = new Map<TechniqueName, Technique>();
+  // Only a sequential NAT hands a fresh socket the window's next port (a cone's advert is the Endpoint's port).
+  const ownSocket = a.punchOnOwnSocket === true && a.local.hard?.advert.kind === 'sequential';
   const transportReason =
     a.techniques.transport === 'udp'
       ? null
@@ -192,18 +228,19 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       case 'predict':
       case 'birthday':
       case 'double-random':
-        techniques.set(
-          s.technique,
-          hardPunchTechnique(
+        {
+          const hard = hardPunchTechnique(
             s.technique,
             {
               local: a.local.hard!.advert,
               peer: advert!,
               ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}),
             },
-            tuning,
-          ),
-        );
+            // A session on its own socket cannot be recovered through the Endpoint's (see onOwnSocket).
+            ownSocket ? { ...tuning, recover: undefined } : tuning,
+          );
+          techniques.set(s.technique, ownSocket ? onOwnSocket(hard) : hard);
+        }
         break;
       case 'relay':
         techniques.set(

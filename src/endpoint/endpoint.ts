@@ -24,7 +24,7 @@ import type { PeerPins } from '../identity/known-peers.js';
 import { DEFAULT_KEEPALIVE_MS, type Session } from '../session/session.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import { NatpunchError, isNatpunchError } from '../util/errors.js';
-import { timeoutSignal } from '../util/abort.js';
+import { sleep, timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { resolveTechniques, type ResolvedTechniques } from './defaults.js';
 import { LocalState, rendezvousServer } from './local.js';
@@ -50,6 +50,48 @@ export interface EndpointOptions extends ListenOptions {
 /** After a relayed session moved to a direct path, its relay allocation is released once idle this long (the
  *  upgrade's last relayed packets drain first). */
 export const RELAY_RELEASE_IDLE_MS = 5_000;
+/**
+ * A cold connect's first attempt, planned before our NAT was measured, runs at least this long before a second
+ * introduction may replace it: where its checks get through at all they win within a check round trip and a
+ * retransmission (checks.ts DEFAULT_INITIAL_RTO_MS), and dropping it after the listener accepted its first flight
+ * would leave the listener an unconfirmed session (docs/handshake.md).
+ */
+export const FIRST_ATTEMPT_GRACE_MS = 300;
+
+/** How long a NAT is assumed to keep a UDP mapping nobody uses (RFC 4787 §4.3 REQ-5: at least 2 minutes). */
+const NAT_MAPPING_MEMORY_MS = 120_000;
+
+/** Notes `key` as seen now in a bounded map (the oldest entry goes first). */
+function remember(map: Map<string, number>, key: string): void {
+  map.delete(key);
+  map.set(key, Date.now());
+  if (map.size > MAX_REMEMBERED_PEERS) map.delete(map.keys().next().value!);
+}
+
+/** Added to a sequential listener's two round trips to the server before a second introduction (its refresh). */
+const LISTENER_REFRESH_MARGIN_MS = 50;
+
+/** What a cold connect's attempts differ in (Endpoint#behindGathering). */
+interface EarlyAttemptOptions {
+  /** Our side as the CONNECT showed it (the first attempt); default: what we know now. */
+  localView?: NatView;
+  signal?: AbortSignal;
+  punchOnOwnSocket?: boolean;
+}
+
+/** A promise's outcome as a value (so racing it never leaves a rejection unhandled). */
+function settle<T>(p: Promise<T>): Promise<{ session: T } | { error: unknown }> {
+  return p.then(
+    (session) => ({ session }),
+    (error: unknown) => ({ error }),
+  );
+}
+
+function unsettle<T>(r: { session: T } | { error: unknown }): T {
+  if ('session' in r) return r.session;
+  throw r.error;
+}
+
 /** How many peers' latest session times an Endpoint remembers (oldest forgotten first). */
 const MAX_REMEMBERED_PEERS = 1_024;
 
@@ -108,6 +150,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   /** When each peer's latest incoming session came (bounded): an attempt of that peer's that fails after it was
    *  superseded (see acceptOffer), not an error. */
   readonly #lastSessionAt = new Map<string, number>();
+  /** When we last checked toward each peer while it had not measured its NAT (bounded), from our socket: see
+   *  acceptOffer's hard punch on its own socket. */
+  readonly #checkedUnmeasuredAt = new Map<string, number>();
   #closed = false;
   #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
 
@@ -280,7 +325,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
           });
           return offer;
         };
-        const attempt = (offer: ConnectOfferLike, localView?: NatView, s: AbortSignal = signal) =>
+        const attempt = (offer: ConnectOfferLike, o: EarlyAttemptOptions = {}) =>
           runAttempt({
             role: 'initiator',
             connectionId: offer.connectionId,
@@ -288,7 +333,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             remote: offer.candidates,
             ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
             local: this.#local,
-            ...(localView ? { localView } : {}),
+            ...(o.localView ? { localView: o.localView } : {}),
+            ...(o.punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
             keyPair: this.#options.keyPair,
             ...(this.#options.natType ? { natType: this.#options.natType } : {}),
             techniques: this.#techniques,
@@ -296,11 +342,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
             logger: this.#logger,
             progress,
-            signal: s,
+            signal: o.signal ?? signal,
           });
+        const sentAt = Date.now();
         const offer = await introduce();
         session = early
-          ? await this.#behindGathering(offer, sentView, attempt, () => introduce(offer.peerKey), signal)
+          ? await this.#behindGathering(
+              offer,
+              sentView,
+              Date.now() - sentAt,
+              attempt,
+              () => introduce(offer.peerKey),
+              signal,
+            )
           : await attempt(offer);
       }
       if (this.#closed) {
@@ -331,55 +385,73 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
    * A cold connect (issue 17): the CONNECT left before our NAT was measured, so the peer planned with our NAT as
    * 'unknown'; the first attempt plans from the same view (`sentView`) and starts the moment the offer is in. When
    * the measurement, once in, calls for a technique that attempt lacks (a hard punch: the peer must know our
-   * advert) and it has not won by then, it is dropped and we are introduced again with everything gathered. A CONNECT
-   * that had to go over TCP (our UDP is blocked) waits for the relay and is repeated with it.
+   * advert) and it has not won by then, it is dropped and we are introduced again with everything gathered.
+   *
+   * Dropping an attempt whose Noise IK message 1 the listener already accepted would leave the listener a session
+   * nobody confirms (docs/handshake.md), so: facing a symmetric listener (its advert says so: a hard punch is likely
+   * and plain checks from an unmeasured side rarely meet it), nothing is sent before the measurement decides; facing
+   * a cone, the first attempt gets FIRST_ATTEMPT_GRACE before it may be dropped (where its checks get through at all,
+   * it wins within that). A CONNECT that had to go over TCP (our UDP is blocked) waits for the relay and is repeated.
    */
   async #behindGathering(
     first: ConnectOfferLike,
     sentView: NatView,
-    attempt: (offer: ConnectOfferLike, localView?: NatView, signal?: AbortSignal) => Promise<Session>,
+    introductionMs: number,
+    attempt: (offer: ConnectOfferLike, o?: EarlyAttemptOptions) => Promise<Session>,
     again: () => Promise<ConnectOfferLike>,
     signal: AbortSignal,
   ): Promise<Session> {
-    const drop = new AbortController();
+    const planInput = { remote: first.candidates, local: this.#local, techniques: this.#techniques };
     const viaTcp = first.via === 'tcp';
-    const outcome = viaTcp
+    const peerKind = planFor(planInput, sentView).remoteNat.kind;
+    const waitFirst = viaTcp || peerKind === 'sequential' || peerKind === 'random';
+    const drop = new AbortController();
+    const startedAt = Date.now();
+    let outcome = waitFirst
       ? null
-      : attempt(first, sentView, AbortSignal.any([signal, drop.signal])).then(
-          (session) => ({ session }),
-          (error: unknown) => ({ error }),
-        );
+      : settle(attempt(first, { localView: sentView, signal: AbortSignal.any([signal, drop.signal]) }));
     const measured = this.#local.whenMeasured(signal).then(() => null);
     const early = outcome ? await Promise.race([outcome, measured]) : null;
     if (early && 'session' in early) return early.session;
     await (viaTcp ? this.#local.whenGathered(signal) : measured);
-    const full = this.#local.natView();
-    const firstFailed = early !== null || viaTcp;
-    if (
-      outcome &&
-      (signal.aborted ||
-        !needsNewIntroduction(
-          planFor(this.#attemptPlanInput(first), sentView).plan,
-          planFor(this.#attemptPlanInput(first), full).plan,
-          firstFailed,
-        ))
-    ) {
-      const r = await outcome;
-      if ('session' in r) return r.session;
-      throw r.error;
+    if (signal.aborted) {
+      if (!outcome) throw signal.reason;
+      return unsettle(await outcome);
     }
-    if (signal.aborted) throw signal.reason;
-    drop.abort(new NatpunchError('ABORTED', 'introduced again, with our NAT measured'));
-    // One owner: a session the dropped attempt still completes is closed here, never handed out.
-    void outcome?.then((r) => ('session' in r ? r.session.close().catch(() => {}) : undefined));
+    const fresh = needsNewIntroduction(
+      planFor(planInput, sentView).plan,
+      planFor(planInput, this.#local.natView()).plan,
+      early !== null || viaTcp,
+    );
+    if (!fresh) return unsettle(await (outcome ??= settle(attempt(first, { localView: sentView }))));
+    if (outcome) {
+      const grace = FIRST_ATTEMPT_GRACE_MS - (Date.now() - startedAt);
+      const won =
+        grace > 0
+          ? await Promise.race([
+              outcome,
+              sleep(grace, signal).then(
+                () => null,
+                () => null,
+              ),
+            ])
+          : null;
+      if (won && 'session' in won) return won.session;
+      drop.abort(new NatpunchError('ABORTED', 'introduced again, with our NAT measured'));
+      // One owner: a session the dropped attempt still completes is closed here, never handed out.
+      void outcome.then((r) => ('session' in r ? r.session.close().catch(() => {}) : undefined));
+    }
     // A sequential NAT's window must start after TCP's allocations (one counter): wait for those, then observe.
-    if (viaTcp || this.#local.hard?.advert.kind === 'sequential') await this.#local.whenGathered(signal);
+    const sequential = this.#local.hard?.advert.kind === 'sequential';
+    if (viaTcp || sequential) await this.#local.whenGathered(signal);
+    // A sequential listener republishes its window once its checks toward us took ports of it (acceptOffer): about
+    // two of its round trips to the server after it was introduced, when we were (we estimate its RTT by ours).
+    if (peerKind === 'sequential') {
+      const wait = startedAt + 2 * introductionMs + LISTENER_REFRESH_MARGIN_MS - Date.now();
+      if (wait > 0) await sleep(wait, signal);
+    }
     await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-    return attempt(await again());
-  }
-
-  #attemptPlanInput(offer: ConnectOfferLike): Parameters<typeof planFor>[0] {
-    return { remote: offer.candidates, local: this.#local, techniques: this.#techniques };
+    return attempt(await again(), { punchOnOwnSocket: outcome !== null && sequential });
   }
 
   /** Re-establishes a UDP path through the rendezvous when the session's dies (NAT rebinding): a fresh introduction
@@ -421,7 +493,20 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       );
       return null;
     }
-    const progress = (p: Progress) => this.#progress(p);
+    // A connector that sent no advert may not have measured its NAT yet (a cold connect) and come back with one for
+    // a hard punch: the checks we send it now take ports of our predicted window, so a sequential NAT publishes a
+    // fresh window as soon as they are out (the second introduction then carries it).
+    const unmeasured = advertFromCandidates(offer.candidates).advert === null;
+    // Those checks left a mapping toward the peer on a sequential NAT, out of the window we publish: when the peer
+    // comes back with its advert, our hard punch runs from a fresh socket, whose first flow takes the window's start.
+    const checkedAt = this.#checkedUnmeasuredAt.get(peer);
+    const punchOnOwnSocket = !unmeasured && checkedAt !== undefined && Date.now() - checkedAt < NAT_MAPPING_MEMORY_MS;
+    if (unmeasured) remember(this.#checkedUnmeasuredAt, peer);
+    const progress = (p: Progress) => {
+      this.#progress(p);
+      if (unmeasured && p.phase === 'technique-start' && p.technique === 'udp-checks')
+        setImmediate(() => this.#refreshAfterAttempt());
+    };
     progress({
       phase: 'offer',
       peer,
@@ -447,6 +532,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         techniques: this.#techniques,
         tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
+        ...(punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
         logger: this.#logger,
         progress,
@@ -458,7 +544,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       }
       this.#incoming.add(session);
       session.once('close', () => this.#incoming.delete(session));
-      this.#noteSession(peer);
+      remember(this.#lastSessionAt, peer);
       progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
       this.emit('session', session);
       return session;
@@ -481,13 +567,6 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       this.#attempts.delete(ac);
       this.#refreshAfterAttempt();
     }
-  }
-
-  #noteSession(peer: string): void {
-    this.#lastSessionAt.delete(peer);
-    this.#lastSessionAt.set(peer, Date.now());
-    if (this.#lastSessionAt.size > MAX_REMEMBERED_PEERS)
-      this.#lastSessionAt.delete(this.#lastSessionAt.keys().next().value!);
   }
 
   /** Closes every session, the registration, the mapping, the relay allocation and the socket (if it owns it). */

@@ -297,8 +297,9 @@ export class LocalState {
           () => {},
         )
         .finally(() => (this.#relayPending = null));
-      // An explicit relay is waited for (failing to open it is an error the caller should see).
-      if (o.accepting || !registered || t.relay !== 'auto') jobs.push(relayJob);
+      // An explicit relay is waited for (failing to open it is an error the caller should see). Behind a CONNECT
+      // 'everything gathered' includes it: a sequential NAT's window is observed after its flow exists.
+      if (o.accepting || o.background || !registered || t.relay !== 'auto') jobs.push(relayJob);
       else jobs.push(registered.then((r) => ((r as { via?: string }).via === 'tcp' ? relayJob : undefined)));
     }
     // Port mapping never delays a connection; a listener that asked for it explicitly waits for it (bounded) so
