@@ -525,6 +525,27 @@ Napi::Value SteerToFirst(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// steerBindingsOnly(fd): the SO_REUSEPORT group program for a server whose TURN state lives in one thread (the peer
+// relay's scopes come from the rendezvous' introductions, main thread). Only STUN Binding requests (message type
+// 0x0001, RFC 8489 §5: the first two bytes of the header) are spread by the kernel's 4-tuple hash (out-of-range
+// index); every other datagram (rendezvous 0xF0, TURN requests and indications, ChannelData, RFC 8656 §12) goes to
+// the group's first socket. Binding is stateless, so which thread answers it does not matter.
+Napi::Value SteerBindingsOnly(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = ArgInt(info, 0, "fd");
+  // As in SteerToFirst, the data starts at the UDP payload. A datagram shorter than two bytes aborts the program,
+  // which returns 0 (the first socket), where it is dropped as malformed.
+  sock_filter code[] = {
+      BPF_STMT(BPF_LD | BPF_H | BPF_ABS, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x0001u, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),
+      BPF_STMT(BPF_RET | BPF_K, 0),
+  };
+  sock_fprog prog = {static_cast<unsigned short>(sizeof(code) / sizeof(code[0])), code};
+  if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &prog, sizeof(prog)) != 0) ThrowErrno(env, errno, "setsockopt");
+  return env.Undefined();
+}
+
 // BatchUdp: a batched reader/writer on a bound, non-blocking UDP fd.
 //   new BatchUdp(fd, meta: Uint32Array, onBatch: (slab: Buffer, count: number) => void, batchSize)
 // On readable, recvmmsg reads up to batchSize datagrams (at most kReadRounds times per wake-up, so one socket cannot
@@ -871,6 +892,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("udpSocket", Napi::Function::New(env, UdpSocket));
   exports.Set("setSocketBuffers", Napi::Function::New(env, SetSocketBuffers));
   exports.Set("steerToFirst", Napi::Function::New(env, SteerToFirst));
+  exports.Set("steerBindingsOnly", Napi::Function::New(env, SteerBindingsOnly));
   exports.Set("BatchUdp", BatchUdp::Init(env));
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   return exports;

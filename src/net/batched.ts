@@ -9,6 +9,7 @@
  * node:dgram). `natpunch serve` uses it when the addon is built, unless NATPUNCH_BATCHED_IO=0.
  */
 import { formatIPv6 } from '../wire/ip.js';
+import { NatpunchError } from '../util/errors.js';
 import type { DatagramListener, DatagramTransport, RemoteInfo } from './datagram.js';
 import { addonStatus, type NativeAddon } from './native.js';
 
@@ -67,6 +68,8 @@ interface BatchAddon {
   udpSocket(family: 4 | 6, ipv6Only: boolean, reusePort: boolean): number;
   setSocketBuffers(fd: number, recv: number, send: number): SocketBufferSizes;
   steerToFirst(fd: number, firstByte: number): void;
+  /** Absent from addons built before it (a stale native/build). */
+  steerBindingsOnly?(fd: number): void;
   BatchUdp: new (
     fd: number,
     meta: Uint32Array,
@@ -146,6 +149,13 @@ export class BatchedUdpSocket implements DatagramTransport {
   /** Sends datagrams whose first byte is `firstByte` to the first socket of this port's SO_REUSEPORT group. */
   steerToFirst(firstByte: number): void {
     this.#addon.steerToFirst(this.fd, firstByte);
+  }
+
+  /** Spreads only STUN Binding requests over the SO_REUSEPORT group; every other datagram goes to its first socket. */
+  steerBindingsOnly(): void {
+    const steer = this.#addon.steerBindingsOnly;
+    if (!steer) throw new NatpunchError('ADDON_UNAVAILABLE', 'the native addon predates steerBindingsOnly: rebuild it');
+    steer.call(this.#addon, this.fd);
   }
 
   get closed(): boolean {

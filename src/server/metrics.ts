@@ -8,14 +8,15 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client';
 import type { RendezvousEvent, RendezvousObserver, RendezvousServer } from '../rendezvous/server.js';
-import type { StunServer } from '../stun/server.js';
+import type { StunCounterSource } from './stun-counters.js';
 import type { TurnStats } from '../relay/server.js';
 import { hex, type ReportMessage } from '../wire/rendezvous.js';
 import { natPair } from './activity.js';
 
 /** What the metrics read at scrape time; each is optional (a service that is off has no metrics). */
 export interface MetricSources {
-  stun?: StunServer;
+  /** The STUN server's counters (summed over the worker threads with serve --workers). */
+  stun?: StunCounterSource;
   rendezvous?: RendezvousServer;
   turn?: { readonly stats: TurnStats };
   /** Redis connection state, with --redis. */

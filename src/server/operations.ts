@@ -21,6 +21,7 @@ import { startAdmin, type AdminHandle, type HealthReport } from './admin.js';
 import { ServeMetrics } from './metrics.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_NAME_HOLD_MS } from './options.js';
 import type { ServerHandle } from './serve.js';
+import type { StunCounterSource } from './stun-counters.js';
 
 /** The settings this module reads (a subset of ServeSettings, src/server/options.ts). */
 export interface OperationsSettings {
@@ -53,6 +54,7 @@ export class ServeOperations {
   #log: Logger;
   #handle: ServerHandle | undefined;
   #turn: TurnLike | undefined;
+  #stun: StunCounterSource | undefined;
   #admin: AdminHandle | undefined;
   #draining = false;
   #closed = false;
@@ -120,11 +122,12 @@ export class ServeOperations {
   }
 
   /** Once the services run: metrics read them, and the admin endpoint starts when configured. */
-  async attach(handle: ServerHandle, turn?: TurnLike): Promise<AdminHandle | undefined> {
+  async attach(handle: ServerHandle, turn?: TurnLike, stun?: StunCounterSource): Promise<AdminHandle | undefined> {
     this.#handle = handle;
     this.#turn = turn;
+    this.#stun = stun ?? handle.stun;
     this.metrics.setSources({
-      stun: handle.stun,
+      stun: this.#stun,
       ...(handle.rendezvous ? { rendezvous: handle.rendezvous } : {}),
       ...(turn ? { turn } : {}),
     });
@@ -188,7 +191,7 @@ export class ServeOperations {
       localPeers: stats?.peers ?? null,
       lookups: stats?.lookups ?? null,
       rateLimited: stats?.rateLimited ?? null,
-      stunRequests: this.#handle?.stun.counters.requests ?? null,
+      stunRequests: this.#stun?.counters.requests ?? null,
       turn: this.#turn ? { ...this.#turn.stats } : null,
     };
   }

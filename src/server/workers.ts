@@ -7,14 +7,19 @@
  *
  * The rendezvous keeps one registry: a classic BPF program on the port's SO_REUSEPORT group (steerToFirst) sends
  * every datagram starting with 0xF0 (RFC 7983-style demultiplexing, src/net/demux.ts) to the group's first socket,
- * which is the main thread's (it binds first). TCP stays on the main thread.
+ * which is the main thread's (it binds first). TCP stays on the main thread. With the peer relay (the default) the
+ * relay's scopes live with the rendezvous too, so the program (steerBindingsOnly) spreads only STUN Binding requests
+ * over the workers and keeps all TURN traffic on the main thread. Budgets kept per thread (STUN's oversized-answer
+ * budget per source) are N times larger for the process; the global ones are too, which the bound tolerates.
  */
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BatchedUdpSocket, batchedUnavailableReason } from '../net/batched.js';
+import { addonStatus } from '../net/native.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ServeSocket } from './serve.js';
+import type { StunCounterSnapshot } from './stun-counters.js';
 
 /** First byte of every rendezvous datagram (src/wire/rendezvous). */
 const RENDEZVOUS_FIRST_BYTE = 0xf0;
@@ -34,36 +39,46 @@ export function defaultWorkerCount(): number {
  */
 export function effectiveWorkerCount(
   requested: number,
-  config: { altAddress?: string; udp?: string; peerRelay?: boolean },
+  config: { altAddress?: string; udp?: string; turnInMain?: boolean },
 ): { count: number; reason?: string } {
   if (requested <= 1) return { count: 1 };
-  // The peer relay's scopes (which addresses a peer may relay to) come from the rendezvous' introductions, which live
-  // in the main thread; a worker's TURN server would not know them, so the relay must not be spread over workers.
-  if (config.peerRelay)
-    return {
-      count: 1,
-      reason:
-        'the peer relay (on by default) runs in one thread with the rendezvous; --no-relay spreads STUN/TURN over workers',
-    };
   if (config.altAddress) return { count: 1, reason: 'RFC 5780 mode (--alt-address) runs in one thread' };
   if (config.udp && config.udp !== 'auto' && config.udp !== 'batched')
     return { count: 1, reason: `--udp ${config.udp} has no SO_REUSEPORT; use batched or auto` };
   const why = batchedUnavailableReason();
   if (why) return { count: 1, reason: why };
+  const status = addonStatus();
+  const canSteerBindings =
+    status.available && typeof (status.addon as { steerBindingsOnly?: unknown }).steerBindingsOnly === 'function';
+  if (config.turnInMain && !canSteerBindings)
+    return {
+      count: 1,
+      reason: 'the native addon predates steering for the peer relay; rebuild it (`npm run build:native`)',
+    };
   return { count: requested };
 }
 
-/** Makes the main thread's sockets (index 0 of each SO_REUSEPORT group) receive every rendezvous datagram. */
-export function steerRendezvousToMain(sockets: readonly ServeSocket[]): void {
+/**
+ * Steers each SO_REUSEPORT group so the main thread gets what only it can answer. With `turnInMain` (the peer relay
+ * is on: its scopes come from the rendezvous' introductions, which live in the main thread) only STUN Binding
+ * requests are spread over the workers and every other datagram (rendezvous, TURN, ChannelData) reaches the main
+ * thread; otherwise only rendezvous datagrams are pinned there and TURN allocations live in whichever worker the
+ * kernel's 4-tuple hash picks.
+ */
+export function steerToMain(sockets: readonly ServeSocket[], turnInMain: boolean): void {
   for (const s of sockets) {
     if (!(s instanceof BatchedUdpSocket))
       throw new NatpunchError('BAD_ARGUMENT', 'several workers need batched UDP sockets');
-    s.steerToFirst(RENDEZVOUS_FIRST_BYTE);
+    if (turnInMain) s.steerBindingsOnly();
+    else s.steerToFirst(RENDEZVOUS_FIRST_BYTE);
   }
 }
 
 /** Messages a worker entry posts to the main thread. */
-export type WorkerMessage = { type: 'ready'; info?: unknown } | { type: 'error'; message: string };
+export type WorkerMessage =
+  | { type: 'ready'; info?: unknown }
+  | { type: 'error'; message: string }
+  | { type: 'stun-counters'; snapshot: StunCounterSnapshot };
 /** The message the main thread posts to stop a worker; the entry closes its server and lets the thread end. */
 export const WORKER_STOP = 'stop';
 
@@ -96,6 +111,8 @@ export async function startWorkerPool(options: {
   logger: Logger;
   signal?: AbortSignal;
   readyTimeoutMs?: number;
+  /** Each worker's STUN counters, about once a second (worker number 2..N, as in its logs). */
+  onCounters?: (worker: number, snapshot: StunCounterSnapshot) => void;
 }): Promise<WorkerPool> {
   const { logger } = options;
   const workers: Worker[] = [];
@@ -147,7 +164,8 @@ export async function startWorkerPool(options: {
             options.signal?.removeEventListener('abort', onAbort);
           };
           w.on('message', (m: WorkerMessage) => {
-            if (m.type === 'ready') {
+            if (m.type === 'stun-counters') options.onCounters?.(index + 2, m.snapshot);
+            else if (m.type === 'ready') {
               infos[index] = m.info;
               done();
               resolve();

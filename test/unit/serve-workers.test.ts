@@ -12,6 +12,8 @@ import { batchedUnavailableReason } from '../../src/net/batched.js';
 import { stunBinding } from '../../src/stun/client.js';
 import { NATPUNCH, startUntilLine, stop } from '../helpers/proc.js';
 import { Bag } from './rendezvous-harness.js';
+import { TurnClient } from '../../src/relay/client.js';
+import { NodeDatagramTransport } from '../../src/net/datagram.js';
 
 const skip = batchedUnavailableReason();
 /** Source ports to try: with 2 workers the chance that all land on one is 2^-(n-1). */
@@ -21,7 +23,7 @@ test(
   'serve --workers 2: STUN from many source ports is answered by both workers; every rendezvous registration reaches the one registry',
   { skip },
   async () => {
-    // --no-relay: the default peer relay keeps serve on one thread (its scopes live with the rendezvous).
+    // --no-relay: here every UDP datagram but the rendezvous's is spread by the kernel's hash (TURN in any worker).
     const { child, line } = await startUntilLine(
       NATPUNCH,
       ['serve', '--port', '0', '--address', '127.0.0.1', '--workers', '2', '--no-relay', '--json'],
@@ -59,6 +61,75 @@ test(
     assert.ok(
       counters.every((n) => n > 0),
       `responses per worker: ${counters.join(', ')}`,
+    );
+  },
+);
+
+test(
+  'default serve (peer relay on) --workers 2: Binding requests spread over both threads, every peer-relay allocation is served by the main thread, /metrics sums both',
+  { skip },
+  async () => {
+    const { child, line } = await startUntilLine(
+      NATPUNCH,
+      ['serve', '--port', '0', '--address', '127.0.0.1', '--workers', '2', '--admin', '127.0.0.1:0', '--json'],
+      (l) => l.startsWith('{'),
+    );
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const bag = new Bag();
+    const turnClients: TurnClient[] = [];
+    const transports: NodeDatagramTransport[] = [];
+    try {
+      const info = JSON.parse(line) as {
+        udp: Array<{ port: number }>;
+        workers: number;
+        admin: string;
+        relay: { peerRelay: boolean } | null;
+      };
+      assert.equal(info.workers, 2, 'the peer relay no longer keeps serve on one thread');
+      assert.equal(info.relay?.peerRelay, true);
+      const port = info.udp[0]!.port;
+      for (let i = 0; i < CLIENTS; i++) await stunBinding({ host: '127.0.0.1', port }, { timeoutMs: 3000 });
+      // Each allocation comes from its own source port: about half would hash to the worker, which runs no relay.
+      for (let i = 0; i < 8; i++) {
+        const peer = await bag.client({ port, tcpPort: port }, { tcpFallback: false });
+        await peer.register();
+        const cred = peer.turnCredentials ?? (await once(peer, 'turn-credentials'))[0];
+        const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+        transports.push(transport);
+        const turn = new TurnClient({
+          transport,
+          server: { address: '127.0.0.1', port },
+          username: cred.username,
+          password: cred.password,
+        });
+        turnClients.push(turn);
+        const alloc = await turn.allocate();
+        assert.ok(alloc.relayed.length > 0, `allocation ${i}`);
+      }
+      // Workers post their counters once a second; poll /metrics (bounded) until every Binding is counted.
+      let bindings = 0;
+      for (let i = 0; i < 50 && bindings < CLIENTS; i++) {
+        const text = await (await fetch(new URL('metrics', info.admin))).text();
+        bindings = Number(/stun_responses_total\{method="binding"\} (\d+)/.exec(text)?.[1] ?? 0);
+        if (bindings < CLIENTS) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(bindings >= CLIENTS, `metrics count ${bindings} Binding responses of ${CLIENTS}`);
+    } finally {
+      for (const t of turnClients) await t.close();
+      for (const t of transports) t.close();
+      await bag.close();
+      const exit = await stop(child, 'SIGTERM');
+      assert.equal(exit.code, 0);
+    }
+    const answered = stderr
+      .split('\n')
+      .filter((l) => l.includes('"serve: stopped"'))
+      .map((l) => (JSON.parse(l) as { counters: { responses: number } }).counters.responses);
+    assert.equal(answered.length, 2, stderr);
+    assert.ok(
+      answered.every((n) => n > 0),
+      `responses per thread: ${answered.join(', ')}`,
     );
   },
 );

@@ -7,9 +7,10 @@ import {
   defaultWorkerCount,
   effectiveWorkerCount,
   startWorkerPool,
-  steerRendezvousToMain,
+  steerToMain,
   type WorkerPool,
 } from '../../server/workers.js';
+import { PooledStunCounters } from '../../server/stun-counters.js';
 import type { ServeWorkerData } from '../serve-worker.js';
 import { createReservationTable, SharedReservations } from '../../server/reservations.js';
 import { SpoofService } from '../../server/spoof.js';
@@ -93,15 +94,18 @@ export function register(program: Command): void {
       const spoof = spoofer
         ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer })
         : undefined;
+      // The peer relay's scopes come from the rendezvous' introductions (main thread): with it on, TURN stays in the
+      // main thread and the workers answer STUN Binding requests only.
+      const turnInMain = Boolean(relay?.peerRelay);
       const workers = effectiveWorkerCount(opts.workers ?? defaultWorkerCount(), {
         altAddress: opts.altAddress,
         udp: opts.udp,
-        peerRelay: Boolean(relay?.peerRelay),
+        turnInMain,
       });
       if (workers.reason && opts.workers !== undefined)
         logger.warn({ reason: workers.reason }, 'serve: running one worker');
       // With several workers, TURN's RESERVATION-TOKEN ports are held in a table every worker thread sees.
-      const reservationTable = workers.count > 1 && relay ? createReservationTable() : undefined;
+      const reservationTable = workers.count > 1 && relay && !turnInMain ? createReservationTable() : undefined;
       if (relay && reservationTable)
         relay.turn = { ...relay.turn, reservations: new SharedReservations(reservationTable, 1) };
       let handle: Awaited<ReturnType<typeof startServer>>;
@@ -157,9 +161,10 @@ export function register(program: Command): void {
         logger.warn('--users/--auth-secret/--turn-allow given without --turn: the full TURN service is not running');
       }
       let pool: WorkerPool | undefined;
+      const stunCounters = new PooledStunCounters(handle.stun);
       if (workers.count > 1) {
         try {
-          if (handle.rendezvous) steerRendezvousToMain(handle.sockets);
+          if (handle.rendezvous || turnInMain) steerToMain(handle.sockets, turnInMain);
           const entry = new URL(`../serve-worker.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url);
           const addresses = handle.udp.map((e) => e.address);
           const data = (index: number): ServeWorkerData => ({
@@ -167,7 +172,7 @@ export function register(program: Command): void {
             port: handle.udp[0]!.port,
             addresses: opts.address?.length ? opts.address : addresses,
             debug,
-            ...(turn && opts.turn
+            ...(turn && opts.turn && !turnInMain
               ? {
                   turn: {
                     ...pick(opts),
@@ -178,7 +183,13 @@ export function register(program: Command): void {
               : {}),
             ...(reservationTable ? { reservationTable } : {}),
           });
-          pool = await startWorkerPool({ count: workers.count - 1, entry, data, logger });
+          pool = await startWorkerPool({
+            count: workers.count - 1,
+            entry,
+            data,
+            logger,
+            onCounters: (worker, snapshot) => stunCounters.update(worker, snapshot),
+          });
         } catch (err) {
           await turnTls?.close();
           await handle.close();
@@ -188,7 +199,7 @@ export function register(program: Command): void {
       }
       let admin: Awaited<ReturnType<ServeOperations['attach']>>;
       try {
-        admin = await ops.attach(handle, turn);
+        admin = await ops.attach(handle, turn, stunCounters);
       } catch (err) {
         await pool?.close();
         await turnTls?.close();
@@ -238,7 +249,7 @@ export function register(program: Command): void {
             ? `  RFC 5780 mode: primary ${show(handle.rfc5780.primary)}, alternate ${show(handle.rfc5780.altBoth)}`
             : '',
           workers.count > 1
-            ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP and the rendezvous run in the first`
+            ? `  ${workers.count} workers share the UDP port (SO_REUSEPORT); TCP, the rendezvous${turnInMain ? ' and the relay' : ''} run in the first`
             : '',
           handle.rendezvous
             ? `  rendezvous on the same port (UDP, TCP fallback)${ops.redis ? `, registry in Redis as node ${ops.nodeId}` : ''}`
