@@ -155,14 +155,18 @@ const NEEDS_OUR_ADVERT: readonly TechniqueName[] = ['predict', 'birthday', 'doub
 
 /**
  * A connector introduced before its NAT was measured (`early`: the plan from the view it sent) must be introduced
- * again when the plan from what it knows now (`full`) has a hard punch the first lacks, or, once the first attempt
- * failed, when the plans differ at all (e.g. TCP or a relay came in since).
+ * again when the plan from what it knows now (`full`) has a hard punch the first lacks, or starts the relay at once
+ * where the first holds it back (no direct path), or, once the first attempt failed, when the plans differ at all
+ * (e.g. TCP or a relay came in since).
  */
 export function needsNewIntroduction(early: Plan, full: Plan, firstFailed: boolean): boolean {
   const names = (p: Plan) => new Set(p.steps.map((s) => s.technique));
   const e = names(early);
   const f = names(full);
   if (NEEDS_OUR_ADVERT.some((t) => f.has(t) && !e.has(t))) return true;
+  // Nothing direct can work (e.g. random ↔ sequential): the relay at once instead of after the checks' hold-back.
+  const relayHold = (p: Plan) => p.steps.find((s) => s.technique === 'relay')?.holdMs;
+  if (relayHold(full) === 0 && (relayHold(early) ?? 0) > 0) return true;
   return firstFailed && (e.size !== f.size || [...f].some((t) => !e.has(t)));
 }
 

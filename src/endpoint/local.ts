@@ -386,7 +386,10 @@ export class LocalState {
         byDefault && opts.measureTimeoutMs === undefined
           ? { ...opts, measureTimeoutMs: DEFAULT_MEASURE_BOUND_MS }
           : opts;
-      const g = await gatherHardNat(this.socket, bounded, server, o.signal);
+      // Behind a CONNECT (to the rendezvous' host and port, the first STUN server) the mapping exists already; it
+      // left before this started when no name had to be resolved first (gather(): the next turn of the event loop).
+      const mapped = o.background === true && server !== null && isIP(server.host) !== 0;
+      const g = await gatherHardNat(this.socket, bounded, server, o.signal, mapped);
       const marker = g.candidates[0]!;
       this.#hard = { ...g, opts, srflx: { address: marker.address, port: marker.port } };
       o.logger.info({ kind: g.advert.kind, delta: g.advert.delta, ports: g.advert.ports.length }, 'hard NAT advert');

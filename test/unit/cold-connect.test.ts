@@ -70,4 +70,8 @@ test('introduced again only for a hard punch the first plan lacks, or for any ch
   assert.equal(needsNewIntroduction(plan('udp-checks'), plan('udp-checks', 'tcp'), false), false, 'TCP alone: no');
   assert.equal(needsNewIntroduction(plan('udp-checks'), plan('udp-checks', 'tcp'), true), true);
   assert.equal(needsNewIntroduction(plan(), plan('relay'), true), true);
+  const relayAt = (holdMs: number): Plan => ({ steps: [{ ...step('relay'), holdMs }], skipped: [] });
+  const checksThenRelay: Plan = { steps: [step('udp-checks'), { ...step('relay'), holdMs: 1500 }], skipped: [] };
+  assert.equal(needsNewIntroduction(checksThenRelay, relayAt(0), false), true, 'no direct path: relay at once');
+  assert.equal(needsNewIntroduction(relayAt(0), relayAt(0), false), false);
 });
