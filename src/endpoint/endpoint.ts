@@ -413,6 +413,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const measured = this.#local.whenMeasured(signal).then(() => null);
     const early = outcome ? await Promise.race([outcome, measured]) : null;
     if (early && 'session' in early) return early.session;
+    // The peer answered and refused (or proved another key): a second introduction would hear the same.
+    if (early && (isNatpunchError(early.error, 'NOT_ALLOWED') || isNatpunchError(early.error, 'HANDSHAKE_FAILED')))
+      throw early.error;
     await (viaTcp ? this.#local.whenGathered(signal) : measured);
     if (signal.aborted) {
       if (!outcome) throw signal.reason;
