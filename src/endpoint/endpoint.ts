@@ -87,6 +87,15 @@ function settle<T>(p: Promise<T>): Promise<{ session: T } | { error: unknown }> 
   );
 }
 
+/** The peer answered and refused, or proved another key: a second introduction would hear the same. */
+function refused(r: { session: unknown } | { error: unknown } | null): r is { error: unknown } {
+  return (
+    r !== null &&
+    'error' in r &&
+    (isNatpunchError(r.error, 'NOT_ALLOWED') || isNatpunchError(r.error, 'HANDSHAKE_FAILED'))
+  );
+}
+
 function unsettle<T>(r: { session: T } | { error: unknown }): T {
   if ('session' in r) return r.session;
   throw r.error;
@@ -407,28 +416,38 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const waitFirst = viaTcp || peerKind === 'sequential' || peerKind === 'random';
     const drop = new AbortController();
     const startedAt = Date.now();
-    let outcome = waitFirst
-      ? null
-      : settle(attempt(first, { localView: sentView, signal: AbortSignal.any([signal, drop.signal]) }));
+    let firstStartedAt = startedAt;
+    const startFirst = () => {
+      firstStartedAt = Date.now();
+      return settle(attempt(first, { localView: sentView, signal: AbortSignal.any([signal, drop.signal]) }));
+    };
+    let outcome = waitFirst ? null : startFirst();
+    const sentPlan = () => planFor(planInput, sentView).plan;
+    const fullPlan = () => planFor(planInput, this.#local.natView()).plan;
+    // Checkpoint 1: the NAT measurement.
     const measured = this.#local.whenMeasured(signal).then(() => null);
     const early = outcome ? await Promise.race([outcome, measured]) : null;
     if (early && 'session' in early) return early.session;
-    // The peer answered and refused (or proved another key): a second introduction would hear the same.
-    if (early && (isNatpunchError(early.error, 'NOT_ALLOWED') || isNatpunchError(early.error, 'HANDSHAKE_FAILED')))
-      throw early.error;
+    if (refused(early)) throw early.error;
     await (viaTcp ? this.#local.whenGathered(signal) : measured);
     if (signal.aborted) {
       if (!outcome) throw signal.reason;
       return unsettle(await outcome);
     }
-    const fresh = needsNewIntroduction(
-      planFor(planInput, sentView).plan,
-      planFor(planInput, this.#local.natView()).plan,
-      early !== null || viaTcp,
-    );
-    if (!fresh) return unsettle(await (outcome ??= settle(attempt(first, { localView: sentView }))));
+    // Nothing at all can work for the pair as measured (e.g. random ↔ random without relay): say so at once, with
+    // our NAT as measured, sending nothing.
+    if (!outcome && fullPlan().steps.length === 0) return attempt(first);
+    if (!needsNewIntroduction(sentPlan(), fullPlan(), early !== null || viaTcp)) {
+      outcome ??= startFirst();
+      // Checkpoint 2: everything gathered (TCP port, our relay): a way the first attempt lacks, while it has not won
+      // (e.g. UDP between the peers dropped, TCP open).
+      const done = await Promise.race([outcome, this.#local.whenGathered(signal).then(() => null)]);
+      if (done && 'session' in done) return done.session;
+      if (signal.aborted || refused(done) || !needsNewIntroduction(sentPlan(), fullPlan(), true))
+        return unsettle(done ?? (await outcome));
+    }
     if (outcome) {
-      const grace = FIRST_ATTEMPT_GRACE_MS - (Date.now() - startedAt);
+      const grace = FIRST_ATTEMPT_GRACE_MS - (Date.now() - firstStartedAt);
       const won =
         grace > 0
           ? await Promise.race([
