@@ -12,26 +12,8 @@ export type { NatpunchErrorCode } from './util/errors.js';
 export { sleep, timeoutSignal, throwIfAborted } from './util/abort.js';
 export { createLogger, silentLogger } from './util/log.js';
 export type { Logger } from './util/log.js';
-export {
-  connect,
-  listen,
-  Listener,
-  defaultCandidates,
-  keepAliveFor,
-  DEFAULT_RENDEZVOUS_PORT,
-  DEFAULT_CONNECT_TIMEOUT_MS,
-} from './natpunch.js';
-export type {
-  ConnectOptions,
-  ListenOptions,
-  Progress,
-  RendezvousLike,
-  ConnectOfferLike,
-  RendezvousFactory,
-} from './natpunch.js';
-export { AUTO_UDP_GRACE_MS, DEFAULT_PORT_MAPPING_TIMEOUT_MS } from './natpunch.js';
-export type { TransportMode } from './natpunch.js';
-export { AUTO_RELAY_WAIT_MS } from './natpunch.js';
+// connect()/listen() and everything their options and events name: natpunch.ts is that facade, re-exported whole.
+export * from './natpunch.js';
 export {
   generateKeyPair,
   loadKeyPair,

@@ -1,13 +1,14 @@
 /**
  * The CLI's one event schema and its one printer. Every command reports what happens as events:
- * `{ time, event, ...fields }` (docs/cli.md lists them). With --json each event is one JSON line on stdout (on
- * stderr for `listen`/`connect`, whose stdout carries the peer's bytes); without it the same events become human
- * lines on stderr through FORMATS below. An event without a format still prints a readable `event: key value` line,
- * never raw JSON, so new events (e.g. per-technique progress) need no change here to be shown. The library's
- * `onProgress` objects ({ phase }) and the tunnel's ({ event }) are both accepted.
+ * `{ time, event, ...fields }` (docs/cli.md lists them). With --json each event is one JSON line on the command's
+ * event stream (`eventStream`: stdout, unless stdout carries the command's data); without it the same events become
+ * human lines on stderr through FORMATS below. An event without a format still prints a readable `event: key value`
+ * line, never raw JSON, so new events (e.g. per-technique progress) need no change here to be shown. The library's
+ * `onProgress` objects name the event `phase`; the printer renames that to `event` (JSON lines carry no `phase`).
  */
 import { isNatpunchError } from '../util/errors.js';
 import { replyName } from '../tunnel/socks5.js';
+import { eventStream } from './event-stream.js';
 
 export interface CliEvent {
   time: string;
@@ -52,9 +53,7 @@ function text(v: unknown): string {
 
 /** Any event as one readable line: `event: key value, key value`. */
 export function genericLine(e: CliEvent): string {
-  const fields = Object.entries(e).filter(
-    ([k, v]) => k !== 'time' && k !== 'event' && k !== 'phase' && v !== undefined,
-  );
+  const fields = Object.entries(e).filter(([k, v]) => k !== 'time' && k !== 'event' && v !== undefined);
   return fields.length ? `${e.event}: ${fields.map(([k, v]) => `${k} ${text(v)}`).join(', ')}` : e.event;
 }
 
@@ -64,7 +63,10 @@ type Format = (e: CliEvent & Record<string, any>) => string | null; // eslint-di
 const FORMATS: Record<string, Format> = {
   gathering: (e) => `gathering: local socket ${ep(e.local)}`,
   registered: (e) => `registered: the rendezvous sees us at ${ep(e.reflexive)}`,
-  listening: (e) => (isAddr(e) ? `listening on ${ep(e)}` : `listening as ${e.name ? `${e.name} ` : ''}${e.publicKey}`),
+  listening: (e) =>
+    isAddr(e)
+      ? `listening on ${ep(e)}`
+      : `listening${e.icmp ? ' (ICMP)' : ''} as ${e.name ? `${e.name} ` : ''}${e.publicKey}`,
   offer: (e) =>
     `peer ${e.peerName ? `${e.peerName} ` : ''}${short(e.peer)}: ${plural(e.candidates.length, 'candidate')} (${(e.candidates as Array<Addr & { type: string }>).map((c) => `${c.type} ${ep(c)}`).join(', ')})`,
   punching: (e) => `punching: checking ${plural(e.pairs, 'candidate pair')}`,
@@ -118,6 +120,25 @@ const FORMATS: Record<string, Format> = {
       e.bytesUp !== undefined ? `${bytes(up)} up, ${bytes(down)} down` : `${bytes(up)} in, ${bytes(down)} out`;
     return `[#${e.conn}] closed: ${dirs}${e.error ? ` (${e.error})` : ''}`;
   },
+  exposing: (e) => {
+    const what = [
+      ...(e.targets as Array<{ host: string; port: number }>).map((t) => `${t.host}:${t.port}`),
+      ...(e.allowDest.length ? [`SOCKS exits to ${e.allowDest.join(' ')}`] : []),
+    ];
+    const who = e.allow ? `allowed peers: ${e.allow.length}` : 'any key may connect (--allow-any)';
+    return `exposing ${what.join(', ')} as ${e.name ? `${e.name} ` : ''}${e.publicKey}; ${who}`;
+  },
+  forwarding: (e) => `forwarding ${ep(e.listen)} → ${e.peer}:${e.remotePort}`,
+  'socks-listening': (e) =>
+    `SOCKS5 on ${ep(e.listen)}${e.auth ? ' (username/password required)' : ''}, exiting via ${e.via}`,
+  'icmp-listening': (e) => `icmp: echo requests to ${e.probeAddress} every ${e.intervalMs} ms; UDP port ${e.port}`,
+  'icmp-knock': (e) => `icmp: Time Exceeded quoting our echo request from ${e.from}; punching UDP to it`,
+  'icmp-knocking': (e) => `icmp: sending forged Time Exceeded to ${e.server}; UDP port ${e.port}`,
+  'temporary-key': (e) =>
+    `natpunch: no --key or NATPUNCH_KEY; using a temporary key ${e.publicKey} (create one with \`natpunch keygen\`)`,
+  pinned: (e) =>
+    `natpunch: pinned "${e.name}" to key ${e.key} in ${e.file} (first connection by this name; later ones must present this key)`,
+  'unverified-key': (e) => `natpunch: no --peer-key: the server's key is ${e.key} (unverified)`,
   error: (e) => `natpunch: ${e.message} [${e.code}]`,
   warning: (e) => `natpunch: warning: ${e.message}`,
 };
@@ -143,14 +164,11 @@ export interface PrinterOptions {
   json?: boolean;
   /** No human lines (--quiet); --json output is unaffected. */
   quiet?: boolean;
-  /** Where JSON lines go (default stdout; `listen`/`connect` use stderr, their stdout is the data). */
+  /** The command's stdout carries its data: JSON lines go to stderr (see eventStream). */
+  stdoutIsData?: boolean;
+  /** Where JSON lines go (default: eventStream(stdoutIsData)); tests pass their own. */
   jsonOut?: NodeJS.WritableStream;
   humanOut?: NodeJS.WritableStream;
-  /**
-   * Repeat `event` as `phase` in JSON lines: 0.1's `listen`/`connect --json` named progress `phase`, and tests under
-   * test/lab still read that. Remove once they read `event`.
-   */
-  phaseAlias?: boolean;
 }
 
 /** Repeats of an identical event (same name and fields) within this window are printed once. */
@@ -161,7 +179,7 @@ const DUPLICATE_WINDOW_MS = 1000;
  * and the auto-transport result both announce the chosen path), the printer drops the repeat.
  */
 export function createPrinter(options: PrinterOptions = {}): Emit {
-  const jsonOut = options.jsonOut ?? process.stdout;
+  const jsonOut = options.jsonOut ?? eventStream(options.stdoutIsData);
   const humanOut = options.humanOut ?? process.stderr;
   const recent = new Map<string, number>();
   return (input) => {
@@ -174,7 +192,7 @@ export function createPrinter(options: PrinterOptions = {}): Emit {
     if (seen !== undefined && now - seen <= DUPLICATE_WINDOW_MS) return;
     recent.set(key, now);
     if (options.json) {
-      jsonOut.write(`${JSON.stringify(options.phaseAlias ? { ...e, phase: e.event } : e)}\n`);
+      jsonOut.write(`${JSON.stringify(e)}\n`);
       return;
     }
     if (options.quiet) return;

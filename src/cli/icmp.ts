@@ -7,8 +7,8 @@ import { isIPv4 } from 'node:net';
 import { idToKey, isPeerId, keyToId } from '../session/identity.js';
 import type { Session } from '../session/session.js';
 import type { MuxStream } from '../session/mux.js';
-import { NatpunchError } from '../util/errors.js';
-import { connectIcmp, listenIcmp, DEFAULT_ICMP_PUNCH_PORT, type IcmpProgress } from '../traversal/icmp.js';
+import { isNatpunchError, NatpunchError } from '../util/errors.js';
+import { connectIcmp, listenIcmp, DEFAULT_ICMP_PUNCH_PORT } from '../traversal/icmp.js';
 import { parseHostPort } from './util.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from './netcat.js';
 
@@ -35,27 +35,6 @@ export interface IcmpConnectCliOptions {
   json?: boolean;
 }
 
-function printer(json: boolean | undefined): (p: IcmpProgress | Record<string, unknown>) => void {
-  const base = progressPrinter(json);
-  return (p) => {
-    if (json) return base(p);
-    const e = p as IcmpProgress;
-    switch (e.phase) {
-      case 'icmp-listening':
-        process.stderr.write(`icmp: echo requests to ${e.probeAddress} every ${e.intervalMs} ms; UDP port ${e.port}\n`);
-        break;
-      case 'icmp-knock':
-        process.stderr.write(`icmp: Time Exceeded quoting our echo request from ${e.from}; punching UDP to it\n`);
-        break;
-      case 'icmp-knocking':
-        process.stderr.write(`icmp: sending forged Time Exceeded to ${e.server}; UDP port ${e.port}\n`);
-        break;
-      default:
-        base(p);
-    }
-  };
-}
-
 function port(opts: { port?: number }): number {
   const p = opts.port ?? DEFAULT_ICMP_PUNCH_PORT;
   if (!Number.isInteger(p) || p <= 0 || p > 65535)
@@ -75,7 +54,7 @@ function checkAddress(value: string | undefined, flag: string): void {
 }
 
 export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
-  const print = printer(opts.json);
+  const print = progressPrinter(opts.json);
   const allow = parseAllow(opts.allow);
   for (const k of allow ?? [])
     if (!isPeerId(k))
@@ -83,7 +62,7 @@ export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
   checkAddress(opts.icmpProbeAddress, '--icmp-probe-address');
   if (opts.icmpInterval !== undefined && !(opts.icmpInterval > 0))
     throw new NatpunchError('BAD_ARGUMENT', '--icmp-interval must be a positive number of ms');
-  const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+  const keyPair = await keyFromOptions(opts.key, print);
   const listener = await listenIcmp({
     keyPair,
     port: port(opts),
@@ -97,13 +76,10 @@ export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
   const stop = () => void listener.close();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  if (opts.json) print({ event: 'listening', publicKey: keyToId(keyPair.publicKey), icmp: true });
-  else
-    process.stderr.write(
-      `listening (ICMP) as ${keyToId(keyPair.publicKey)}${allow ? '' : ' (any key may connect; restrict with --allow)'}\n`,
-    );
+  if (!allow) print({ event: 'warning', message: 'any key may connect: restrict with --allow KEY' });
+  print({ event: 'listening', publicKey: keyToId(keyPair.publicKey), icmp: true, allow: allow ?? null });
   listener.on('connection-error', (err: Error, from: string) => {
-    process.stderr.write(`natpunch: connection from ${from} failed: ${err.message}\n`);
+    print({ event: 'connection-failed', peer: from, error: err.message, code: isNatpunchError(err) ? err.code : null });
   });
   try {
     const closed = once(listener, 'close').then(() => {
@@ -121,7 +97,7 @@ export async function runListenIcmp(opts: IcmpListenCliOptions): Promise<void> {
 }
 
 export async function runConnectIcmp(server: string, opts: IcmpConnectCliOptions): Promise<void> {
-  const print = printer(opts.json);
+  const print = progressPrinter(opts.json);
   checkAddress(server, '--icmp');
   checkAddress(opts.icmpProbeAddress, '--icmp-probe-address');
   checkAddress(opts.icmpSource, '--icmp-source');
@@ -130,7 +106,7 @@ export async function runConnectIcmp(server: string, opts: IcmpConnectCliOptions
       'BAD_ARGUMENT',
       `--peer-key: "${opts.peerKey.slice(0, 80)}" is not a peer key (64 hex characters)`,
     );
-  const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+  const keyPair = await keyFromOptions(opts.key, print);
   const ac = new AbortController();
   const stop = () => ac.abort();
   process.once('SIGINT', stop);
@@ -148,10 +124,7 @@ export async function runConnectIcmp(server: string, opts: IcmpConnectCliOptions
       ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
       ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     });
-    if (!opts.peerKey)
-      process.stderr.write(
-        `natpunch: no --peer-key: the server's key is ${keyToId(session.remotePublicKey)} (unverified)\n`,
-      );
+    if (!opts.peerKey) print({ event: 'unverified-key', key: keyToId(session.remotePublicKey) });
     const stream = session.openStream();
     try {
       await pipeStdio(stream, session);

@@ -1,6 +1,6 @@
 import { isPeerId } from '../session/identity.js';
 import { NatpunchError } from '../util/errors.js';
-import { toEvent } from './events.js';
+import { createPrinter, type Emit } from './events.js';
 import { KnownPeers } from '../identity/known-peers.js';
 import type { PeerSpec } from '../identity/verify.js';
 
@@ -14,41 +14,39 @@ export const PEER_KEY_HELP =
 
 export const KNOWN_PEERS_FILE_HELP = 'the known peers file (default ~/.natpunch/known_peers)';
 
-/** The CLI's pin store: says so on stderr when it pins a name for the first time (as ssh's "Permanently added"). */
+/** The CLI's pin store: reports a name pinned for the first time (as ssh's "Permanently added") as a `pinned` event. */
 class AnnouncingKnownPeers extends KnownPeers {
   constructor(
     options: ConstructorParameters<typeof KnownPeers>[0],
-    readonly json: boolean,
+    readonly emit: Emit,
   ) {
     super(options);
   }
 
   override async remember(name: string, key: Uint8Array): Promise<void> {
     await super.remember(name, key);
-    const hex = Buffer.from(key).toString('hex');
-    if (this.json)
-      process.stderr.write(`${JSON.stringify(toEvent({ event: 'pinned', name, key: hex, file: this.file }))}\n`);
-    else
-      process.stderr.write(
-        `natpunch: pinned "${name}" to key ${hex} in ${this.file} (first connection by this name; later ones must present this key)\n`,
-      );
+    this.emit({ event: 'pinned', name, key: Buffer.from(key).toString('hex'), file: this.file });
   }
 }
 
-/** The known_peers store of the CLI: --known-peers FILE or ~/.natpunch/known_peers; notes go to stderr. */
-export function knownPeersStore(file: string | undefined, json = false): KnownPeers {
+/**
+ * The known_peers store of the CLI: --known-peers FILE or ~/.natpunch/known_peers; pins and notes are events on
+ * `emit` (without one, `trust`/`forget`: human lines on stderr).
+ */
+export function knownPeersStore(file: string | undefined, emit: Emit = createPrinter()): KnownPeers {
   return new AnnouncingKnownPeers(
-    { ...(file ? { file } : {}), warn: (line) => process.stderr.write(`natpunch: ${line}\n`) },
-    json,
+    { ...(file ? { file } : {}), warn: (line) => emit({ event: 'warning', message: line }) },
+    emit,
   );
 }
 
 /** The `to` and `knownPeers` options of connect() for PEER (name or key) and the pinning flags. */
 export function pinOptions(
   peer: string,
-  opts: { peerKey?: string; knownPeers?: string; json?: boolean },
+  opts: { peerKey?: string; knownPeers?: string },
+  emit: Emit,
 ): { to: PeerSpec; knownPeers: KnownPeers } {
-  const knownPeers = knownPeersStore(opts.knownPeers, Boolean(opts.json));
+  const knownPeers = knownPeersStore(opts.knownPeers, emit);
   if (opts.peerKey === undefined) return { to: peer, knownPeers };
   if (!isPeerId(opts.peerKey))
     throw new NatpunchError(

@@ -4,23 +4,20 @@ import { generateKeyPair, keyToId, loadKeyPair, type KeyPair } from '../session/
 import { createPrinter, type Emit } from './events.js';
 import type { Session } from '../session/session.js';
 
-/** Loads --key FILE or NATPUNCH_KEY; without either, a temporary key (said so on stderr). */
-export async function keyFromOptions(file: string | undefined, quiet: boolean): Promise<KeyPair> {
+/** Loads --key FILE or NATPUNCH_KEY; without either, a temporary key (said so as a `temporary-key` event). */
+export async function keyFromOptions(file: string | undefined, emit: Emit): Promise<KeyPair> {
   if (file || process.env.NATPUNCH_KEY) return loadKeyPair(file);
   const kp = generateKeyPair();
-  if (!quiet)
-    process.stderr.write(
-      `natpunch: no --key or NATPUNCH_KEY; using a temporary key ${keyToId(kp.publicKey)} (create one with \`natpunch keygen\`)\n`,
-    );
+  emit({ event: 'temporary-key', publicKey: keyToId(kp.publicKey) });
   return kp;
 }
 
 /**
  * Progress of `listen`/`connect`: the one printer (src/cli/events.ts). Their stdout carries the peer's bytes, so
- * --json events go to stderr here.
+ * their --json events go to stderr (src/cli/event-stream.ts).
  */
 export function progressPrinter(json: boolean | undefined): Emit {
-  return createPrinter({ json: Boolean(json), jsonOut: process.stderr, phaseAlias: true });
+  return createPrinter({ json: Boolean(json), stdoutIsData: true });
 }
 
 /** How a piped session ended: both sides finished, the peer closed the session, or --idle-timeout passed. */

@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { Command } from 'commander';
 import { parseRendezvousList } from '../rendezvous/client.js';
 import { isPeerId, keyToId } from '../session/identity.js';
 import { NatpunchError } from '../util/errors.js';
@@ -7,7 +8,16 @@ import { DEFAULT_RENDEZVOUS_PORT } from '../natpunch.js';
 import { keyFromOptions } from './netcat.js';
 import { parseHostPort } from './util.js';
 import { createPrinter, type Emit } from './events.js';
-import { pinOptions } from './known-peers.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_FLAG, PEER_KEY_HELP, pinOptions } from './known-peers.js';
+import { DEFAULT_SESSION_WAIT_MS } from '../tunnel/link.js';
+import {
+  addRendezvousFlag,
+  addStatusFlags,
+  DEFAULT_STATUS_INTERVAL_S,
+  KEY_FLAG,
+  KEY_HELP,
+  num,
+} from './session-flags.js';
 
 /** Shared by `expose`, `forward` and `socks`: the one printer (src/cli/events.ts); --json events on stdout. */
 export type { Emit } from './events.js';
@@ -60,9 +70,6 @@ export async function resolveAllow(values: string[] | undefined): Promise<string
   }
   return out;
 }
-
-/** How often the commands print a status line (peer, path, RTT, connections, bytes); --status-interval overrides. */
-export const DEFAULT_STATUS_INTERVAL_S = 60;
 
 export function every(seconds: number | undefined, fn: () => void): () => void {
   const s = seconds ?? DEFAULT_STATUS_INTERVAL_S;
@@ -129,7 +136,21 @@ export function untilSignal(close: () => Promise<void>, extra?: Promise<unknown>
 
 export { keyToId };
 
-/** The session flags `forward` and `socks` share. */
+/** The kept-alive session's flags `forward` and `socks` share (read by linkFromFlags), then --status-interval, --json. */
+export function addLinkFlags(cmd: Command): Command {
+  return addStatusFlags(
+    addRendezvousFlag(cmd, true)
+      .option(KEY_FLAG, KEY_HELP)
+      .option(PEER_KEY_FLAG, PEER_KEY_HELP)
+      .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
+      .option('--bind <addr[:port]>', 'local UDP address for the session', '0.0.0.0')
+      .option('--wait <ms>', 'how long a new connection waits for the session', num, DEFAULT_SESSION_WAIT_MS)
+      .option('--timeout <ms>', 'give up one session attempt after this long (then retry)', num, 30_000)
+      .option('--keepalive <ms>', 'session keepalive interval in ms', num),
+  );
+}
+
+/** The values of addLinkFlags' flags. */
 export interface LinkFlags {
   rendezvous: string;
   key?: string;
@@ -137,6 +158,7 @@ export interface LinkFlags {
   wait?: number;
   timeout?: number;
   keepalive?: number;
+  statusInterval?: number;
   json?: boolean;
   peerKey?: string;
   knownPeers?: string;
@@ -144,11 +166,11 @@ export interface LinkFlags {
 
 /** One kept-alive session to `to` from the shared flags, its progress and events going to `emit`. */
 export async function linkFromFlags(to: string, opts: LinkFlags, emit: Emit): Promise<ReturnType<typeof linkTo>> {
-  const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+  const keyPair = await keyFromOptions(opts.key, emit);
   const udp = parseHostPort(opts.bind ?? '0.0.0.0', 0);
   const link = linkTo({
     keyPair,
-    ...pinOptions(to, opts),
+    ...pinOptions(to, opts, emit),
     rendezvous: parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT),
     bind: { address: udp.host, port: udp.port },
     ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
+import { eventStream, stdoutIsData } from './event-stream.js';
 
 export interface GlobalOptions {
   debug?: boolean;
@@ -7,7 +8,7 @@ export interface GlobalOptions {
 
 /**
  * Wraps a command action: a NatpunchError (or any error) becomes one line on stderr and exit code 1 (with --json an
- * `{"event":"error","code",...}` line); the stack only with --debug. Commands print results to stdout, progress to stderr.
+ * `{"event":"error","code",...}` line on the command's event stream); the stack only with --debug.
  */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | void) {
   return async (...args: A): Promise<void> => {
@@ -15,15 +16,12 @@ export function action<A extends unknown[]>(fn: (...args: A) => Promise<void> | 
       await fn(...args);
     } catch (err) {
       const cmd = args[args.length - 1] as Command | undefined;
-      const opts = (cmd?.optsWithGlobals?.() ?? {}) as { debug?: boolean; json?: boolean };
+      const opts = (cmd?.optsWithGlobals?.() ?? {}) as { debug?: boolean; json?: boolean; out?: string };
       const debug = Boolean(opts.debug) || process.env.NATPUNCH_DEBUG === '1';
       if (opts.json && !debug) {
         // --json: the failure is an event like the others, on the stream the command's events use.
         const { createPrinter, errorEvent } = await import('./events.js');
-        const dataOnStdout = cmd?.name() === 'listen' || cmd?.name() === 'connect';
-        createPrinter({ json: true, ...(dataOnStdout ? { jsonOut: process.stderr } : {}) })(
-          errorEvent(err, errorCode(err)),
-        );
+        createPrinter({ json: true, stdoutIsData: stdoutIsData(cmd?.name(), opts) })(errorEvent(err, errorCode(err)));
       } else {
         printError(err, debug);
       }
@@ -63,9 +61,12 @@ export function progress(quiet: boolean | undefined, line: string): void {
   if (!quiet) process.stderr.write(`${line}\n`);
 }
 
-/** A command's --json result: one event line on stdout in the one schema ({ time, event, ...fields }). */
-export function printEvent(event: string, fields: Record<string, unknown>): void {
-  process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
+/**
+ * A command's --json result: one event line in the one schema ({ time, event, ...fields }) on the command's event
+ * stream (stdout unless stdout carries data: src/cli/event-stream.ts).
+ */
+export function printEvent(event: string, fields: Record<string, unknown>, stdoutCarriesData = false): void {
+  eventStream(stdoutCarriesData).write(`${JSON.stringify({ time: new Date().toISOString(), event, ...fields })}\n`);
 }
 
 /** Parses "host", "host:port", "[v6]:port" into parts; `defaultPort` when none is given. */

@@ -8,32 +8,18 @@
  * packets (raw(7)); a packet socket sees our outgoing SYN as PACKET_OUTGOING. Open it only for the short window
  * around a connect: it sees every IPv4 packet of the namespace.
  */
-import { EventEmitter } from 'node:events';
 import { NatpunchError } from '../util/errors.js';
-import {
-  drainReadable,
-  loadAddon,
-  openPrivilegedFd,
-  POLL_READABLE,
-  type NativeAddon,
-  type NativeFdWatcher,
-} from './native.js';
+import { loadAddon, openPrivilegedFd, POLL_READABLE, type NativeAddon } from './native.js';
+import { WatchedFd } from './watched-fd.js';
 
 export type CaptureListener = (packet: Buffer, outgoing: boolean) => void;
 
-export class PacketCapture {
-  readonly fd: number;
-  #addon: NativeAddon;
-  #watcher: NativeFdWatcher;
-  #events = new EventEmitter();
-  #closed = false;
+type CapturedPacket = { data: Buffer; outgoing: boolean };
 
+export class PacketCapture extends WatchedFd<CapturedPacket> {
   private constructor(addon: NativeAddon, fd: number) {
-    this.#addon = addon;
-    this.fd = fd;
-    this.#events.setMaxListeners(0);
-    this.#watcher = new addon.FdWatcher(fd, (status) => this.#onReadable(status));
-    this.#watcher.start(POLL_READABLE);
+    super(addon, fd);
+    this.watcher.start(POLL_READABLE);
   }
 
   /**
@@ -56,39 +42,17 @@ export class PacketCapture {
     return new PacketCapture(addon, fd);
   }
 
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /** Registers a listener for IPv4 packets (with their IP header); returns the function that removes it. */
   onPacket(listener: CaptureListener): () => void {
-    this.#events.on('packet', listener);
-    return () => this.#events.off('packet', listener);
+    this.events.on('packet', listener);
+    return () => this.events.off('packet', listener);
   }
 
-  unref(): this {
-    this.#watcher.unref();
-    return this;
+  protected receive(): CapturedPacket | null {
+    return this.addon.recvPacket!(this.fd, 65535);
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#watcher.close();
-    this.#events.removeAllListeners();
-    try {
-      this.#addon.close(this.fd);
-    } catch {
-      // already gone
-    }
-  }
-
-  #onReadable(status: number): void {
-    if (this.#closed || status < 0) return;
-    drainReadable(
-      () => this.#addon.recvPacket!(this.fd, 65535),
-      (msg) => this.#events.emit('packet', msg.data, msg.outgoing),
-      () => this.#closed,
-    );
+  protected deliver(msg: CapturedPacket): void {
+    this.events.emit('packet', msg.data, msg.outgoing);
   }
 }

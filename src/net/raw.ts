@@ -6,16 +6,9 @@
  * On an IPv4 raw socket the kernel delivers every packet of the protocol with its IP header (raw(7)); decode them
  * with src/wire/icmp.ts. Sends carry only the ICMP message unless `headerIncluded` (IP_HDRINCL) is set.
  */
-import { EventEmitter } from 'node:events';
 import { NatpunchError } from '../util/errors.js';
-import {
-  drainReadable,
-  loadAddon,
-  openPrivilegedFd,
-  POLL_READABLE,
-  type NativeAddon,
-  type NativeFdWatcher,
-} from './native.js';
+import { loadAddon, openPrivilegedFd, POLL_READABLE, type NativeAddon, type NativeAddress } from './native.js';
+import { WatchedFd } from './watched-fd.js';
 
 /** IANA protocol numbers. */
 export const IPPROTO_ICMP = 1;
@@ -38,21 +31,15 @@ export interface RawSocketOptions {
   addon?: NativeAddon;
 }
 
-export class RawSocket {
-  readonly fd: number;
+type RawPacket = NativeAddress & { data: Buffer };
+
+export class RawSocket extends WatchedFd<RawPacket> {
   readonly protocol: number;
-  #addon: NativeAddon;
-  #watcher: NativeFdWatcher;
-  #events = new EventEmitter();
-  #closed = false;
   #listening = 0;
 
   private constructor(addon: NativeAddon, fd: number, protocol: number) {
-    this.#addon = addon;
-    this.fd = fd;
+    super(addon, fd);
     this.protocol = protocol;
-    this.#events.setMaxListeners(0);
-    this.#watcher = new addon.FdWatcher(fd, (status) => this.#onReadable(status));
   }
 
   /** Opens a raw socket. Throws NOT_ROOT without CAP_NET_RAW, ADDON_UNAVAILABLE without the addon. */
@@ -67,26 +54,22 @@ export class RawSocket {
     return new RawSocket(addon, fd, protocol);
   }
 
-  get closed(): boolean {
-    return this.#closed;
-  }
-
   /** Registers a listener for received packets (IPv4: with IP header); returns the function that removes it. */
   onMessage(listener: RawListener): () => void {
-    this.#events.on('message', listener);
-    if (this.#listening++ === 0 && !this.#closed) this.#watcher.start(POLL_READABLE);
+    this.events.on('message', listener);
+    if (this.#listening++ === 0 && !this.closed) this.watcher.start(POLL_READABLE);
     return () => {
-      if (!this.#events.listeners('message').includes(listener)) return;
-      this.#events.off('message', listener);
-      if (--this.#listening === 0 && !this.#closed) this.#watcher.stop();
+      if (!this.events.listeners('message').includes(listener)) return;
+      this.events.off('message', listener);
+      if (--this.#listening === 0 && !this.closed) this.watcher.stop();
     };
   }
 
   /** Sends one packet to `address`. Returns false when the socket buffer is full (the packet was dropped). */
   send(packet: Uint8Array, address: string): boolean {
-    if (this.#closed) throw new NatpunchError('SOCKET_CLOSED', 'raw socket is closed');
+    if (this.closed) throw new NatpunchError('SOCKET_CLOSED', 'raw socket is closed');
     try {
-      return this.#addon.sendTo(this.fd, packet, address, 0) >= 0;
+      return this.addon.sendTo(this.fd, packet, address, 0) >= 0;
     } catch (err) {
       throw new NatpunchError('SOCKET', `raw send to ${address} failed: ${(err as Error).message}`, {
         cause: err,
@@ -97,39 +80,14 @@ export class RawSocket {
 
   /** Sets the TTL of packets this socket sends (without IP_HDRINCL). */
   setTtl(ttl: number): void {
-    this.#addon.setTtl(this.fd, ttl);
+    this.addon.setTtl(this.fd, ttl);
   }
 
-  /** Lets the process exit while this socket waits for packets. */
-  unref(): this {
-    this.#watcher.unref();
-    return this;
+  protected receive(): RawPacket | null {
+    return this.addon.recvFrom(this.fd, 65535);
   }
 
-  ref(): this {
-    this.#watcher.ref();
-    return this;
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#watcher.close();
-    this.#events.removeAllListeners();
-    try {
-      this.#addon.close(this.fd);
-    } catch {
-      // already gone
-    }
-  }
-
-  #onReadable(status: number): void {
-    if (this.#closed || status < 0) return;
-    drainReadable(
-      () => this.#addon.recvFrom(this.fd, 65535),
-      (msg) =>
-        this.#events.emit('message', msg.data, { address: msg.address, family: msg.family } satisfies RawRemoteInfo),
-      () => this.#closed,
-    );
+  protected deliver(msg: RawPacket): void {
+    this.events.emit('message', msg.data, { address: msg.address, family: msg.family } satisfies RawRemoteInfo);
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Shared pieces of the port-mapping clients: the mapping shape, the default gateway, the local address facing the
- * gateway, the UDP request/retransmit loop used by NAT-PMP and PCP, and gateway-epoch tracking.
+ * gateway, the UDP request/response matching of NAT-PMP and PCP (retransmitted by the one transaction engine,
+ * src/stun/transaction.ts), and gateway-epoch tracking.
  */
 import dgram from 'node:dgram';
 import { readFile } from 'node:fs/promises';
@@ -9,6 +10,7 @@ import { NatpunchError, isNatpunchError } from '../util/errors.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { NodeDatagramTransport, RemoteInfo } from '../net/datagram.js';
 import type { Logger } from '../util/log.js';
+import { TransactionTable } from '../stun/transaction.js';
 
 export type PortMapProtocol = 'pcp' | 'natpmp' | 'upnp';
 export type MapTransport = 'udp' | 'tcp';
@@ -78,74 +80,69 @@ export interface UdpTransactionOptions<T> {
  * address. Malformed answers are dropped as RFC 6886 §3.1 / RFC 6887 §8.3 ask, but if nothing valid arrives the
  * error says what was wrong with them. Bounded by the schedule, `timeoutMs` and `signal`.
  */
-export function udpTransaction<T>(o: UdpTransactionOptions<T>): Promise<T> {
+export async function udpTransaction<T>(o: UdpTransactionOptions<T>): Promise<T> {
   throwIfAborted(o.signal);
-  return new Promise<T>((resolve, reject) => {
-    let attempt = 0;
-    let delay = o.schedule.initialMs;
-    let timer: NodeJS.Timeout | undefined;
-    let capTimer: NodeJS.Timeout | undefined;
-    let lastMalformed: unknown;
-    let done = false;
-    const started = Date.now();
-
-    const finish = (err: unknown, value?: T) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      clearTimeout(capTimer);
-      off();
-      o.signal?.removeEventListener('abort', onAbort);
-      if (err) reject(err);
-      else resolve(value as T);
-    };
-    const giveUp = () => {
-      const secs = ((Date.now() - started) / 1000).toFixed(2);
-      if (lastMalformed !== undefined) {
-        const why = lastMalformed instanceof Error ? lastMalformed.message : String(lastMalformed);
-        finish(
-          new NatpunchError('PORTMAP', `${o.what}: ${o.gateway}:${o.port} sent only malformed answers (${why})`, {
-            cause: lastMalformed,
-          }),
-        );
-      } else {
-        finish(
-          new NatpunchError(
-            'TIMEOUT',
-            `${o.what}: no answer from ${o.gateway}:${o.port} after ${attempt} tries (${secs} s)`,
-            {
-              details: { gateway: o.gateway, port: o.port, attempts: attempt },
-            },
-          ),
-        );
+  // One transaction at a time per call: the table's engine owns the schedule, this function the matching.
+  const table = new TransactionTable<0, T>();
+  const started = Date.now();
+  let sent = 0;
+  let lastMalformed: unknown;
+  const giveUp = (): NatpunchError => {
+    if (lastMalformed !== undefined) {
+      const why = lastMalformed instanceof Error ? lastMalformed.message : String(lastMalformed);
+      return new NatpunchError('PORTMAP', `${o.what}: ${o.gateway}:${o.port} sent only malformed answers (${why})`, {
+        cause: lastMalformed,
+      });
+    }
+    const secs = ((Date.now() - started) / 1000).toFixed(2);
+    return new NatpunchError(
+      'TIMEOUT',
+      `${o.what}: no answer from ${o.gateway}:${o.port} after ${sent} tries (${secs} s)`,
+      {
+        details: { gateway: o.gateway, port: o.port, attempts: sent },
+      },
+    );
+  };
+  const off = o.socket.onMessage((msg, rinfo) => {
+    if (rinfo.port !== o.port || normalize(rinfo.address) !== normalize(o.gateway)) return;
+    try {
+      const value = o.parse(msg, rinfo);
+      if (value !== undefined) table.resolve(0, value);
+    } catch (err) {
+      if (!isNatpunchError(err, 'PORTMAP')) {
+        table.reject(0, err instanceof Error ? err : new Error(String(err)));
+        return;
       }
-    };
-    const off = o.socket.onMessage((msg, rinfo) => {
-      if (done || rinfo.port !== o.port || normalize(rinfo.address) !== normalize(o.gateway)) return;
-      try {
-        const value = o.parse(msg, rinfo);
-        if (value !== undefined) finish(undefined, value);
-      } catch (err) {
-        if (!isNatpunchError(err, 'PORTMAP')) return finish(err);
-        lastMalformed = err;
-        o.logger?.debug({ err: (err as Error).message, from: rinfo.address }, 'dropped malformed gateway answer');
-      }
-    });
-    const onAbort = () => finish(new NatpunchError('ABORTED', `${o.what}: aborted`, { cause: o.signal?.reason }));
-    o.signal?.addEventListener('abort', onAbort, { once: true });
-    if (o.timeoutMs !== undefined) capTimer = setTimeout(giveUp, o.timeoutMs);
-
-    const send = () => {
-      if (done) return;
-      if (attempt >= o.schedule.attempts || o.socket.closed) return giveUp();
-      attempt++;
-      o.socket.send(o.request, o.port, o.gateway);
-      const jitter = o.schedule.jitter ? 1 + (Math.random() * 2 - 1) * o.schedule.jitter : 1;
-      timer = setTimeout(send, Math.max(1, delay * jitter));
-      delay = Math.min(delay * 2, o.schedule.maxDelayMs ?? Infinity);
-    };
-    send();
+      lastMalformed = err;
+      o.logger?.debug({ err: (err as Error).message, from: rinfo.address }, 'dropped malformed gateway answer');
+    }
   });
+  const cap = o.timeoutMs === undefined ? undefined : setTimeout(() => table.reject(0, giveUp()), o.timeoutMs);
+  try {
+    const r = await table.run(
+      0,
+      () => {
+        if (o.socket.closed) throw giveUp();
+        sent++;
+        o.socket.send(o.request, o.port, o.gateway);
+      },
+      {
+        timing: {
+          rtoMs: o.schedule.initialMs,
+          rc: o.schedule.attempts,
+          ...(o.schedule.maxDelayMs !== undefined ? { maxRtoMs: o.schedule.maxDelayMs } : {}),
+          ...(o.schedule.jitter ? { jitter: o.schedule.jitter } : {}),
+        },
+        ...(o.signal ? { signal: o.signal } : {}),
+        timeoutError: giveUp,
+        abortError: (reason) => new NatpunchError('ABORTED', `${o.what}: aborted`, { cause: reason }),
+      },
+    );
+    return r.answer;
+  } finally {
+    clearTimeout(cap);
+    off();
+  }
 }
 
 function normalize(a: string): string {

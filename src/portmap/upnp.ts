@@ -538,32 +538,12 @@ export class UpnpIgdClient {
   }
 
   /** WANIPConnection §2.5.16 AddPortMapping. leaseDuration 0 = permanent (IGDv1 only). */
-  async addPortMapping(
-    m: {
-      externalPort: number;
-      transport: MapTransport;
-      internalPort: number;
-      internalClient: string;
-      description: string;
-      leaseDuration: number;
-    },
-    signal?: AbortSignal,
-  ): Promise<void> {
+  async addPortMapping(m: UpnpMappingRequest, signal?: AbortSignal): Promise<void> {
     await this.soap('AddPortMapping', mappingArgs(m), signal);
   }
 
   /** WANIPConnection:2 §2.5.20 AddAnyPortMapping: the gateway picks a free port near the one asked for. */
-  async addAnyPortMapping(
-    m: {
-      externalPort: number;
-      transport: MapTransport;
-      internalPort: number;
-      internalClient: string;
-      description: string;
-      leaseDuration: number;
-    },
-    signal?: AbortSignal,
-  ): Promise<number> {
+  async addAnyPortMapping(m: UpnpMappingRequest, signal?: AbortSignal): Promise<number> {
     const r = await this.soap('AddAnyPortMapping', mappingArgs(m), signal);
     const port = Number(r.NewReservedPort);
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
@@ -617,14 +597,18 @@ export class UpnpIgdClient {
   }
 }
 
-function mappingArgs(m: {
+/** The arguments of AddPortMapping and AddAnyPortMapping (WANIPConnection §2.5.16, §2.5.20). */
+export interface UpnpMappingRequest {
   externalPort: number;
   transport: MapTransport;
   internalPort: number;
   internalClient: string;
   description: string;
+  /** Seconds; 0 = permanent (IGDv1 only). */
   leaseDuration: number;
-}): Array<[string, string | number]> {
+}
+
+function mappingArgs(m: UpnpMappingRequest): Array<[string, string | number]> {
   return [
     ['NewRemoteHost', ''],
     ['NewExternalPort', m.externalPort],

@@ -1,5 +1,6 @@
 /**
- * The one request/response transaction engine every STUN-style client uses (STUN, TURN, rendezvous).
+ * The one request/response transaction engine: every STUN-style client (STUN, TURN, rendezvous) and the port-mapping
+ * clients (NAT-PMP, PCP: src/portmap/common.ts udpTransaction) retransmit through it.
  *
  * RFC 8489 §6.2.1: over an unreliable transport a request is sent, then retransmitted after RTO, 2·RTO, 4·RTO, ...
  * until Rc requests have gone out; after the last one the client waits Rm·RTO and then fails the transaction.
@@ -22,6 +23,8 @@ export interface RetransmitTiming {
   rm?: number;
   /** Cap on any one wait (absent: none). */
   maxRtoMs?: number;
+  /** ± fraction of random jitter on each wait (RFC 6887 §8.1.1's RAND for PCP; STUN uses none). */
+  jitter?: number;
 }
 
 /** RFC 8489 §6.2.1's defaults: a transaction without an answer fails after 39.5 s. */
@@ -122,7 +125,9 @@ export class TransactionTable<K, A> {
               reject(options.timeoutError(sent, Math.round(performance.now() - started)));
             }
           },
-          waits[sent - 1],
+          options.timing.jitter
+            ? waits[sent - 1]! * (1 + (Math.random() * 2 - 1) * options.timing.jitter)
+            : waits[sent - 1],
         );
       };
       this.#pending.set(key, {

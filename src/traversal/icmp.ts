@@ -14,7 +14,7 @@
  * on the path would send. The UDP port is agreed beforehand (default 2222, pwnat's): the server punches from it to
  * the client's address at the same port, the client sends from it to the server's NAT at that port.
  *
- * Which NATs let it through (test/lab/icmp-punch.test.ts; README "ICMP hole punching"): the server's NAT must keep the
+ * Which NATs let it through (test/lab/icmp-punch.test.ts; docs/traversal.md "ICMP hole punching"): the server's NAT must keep the
  * echo identifier and forward ICMP errors for query mappings (Linux does, whatever its UDP mapping behaviour); a NAT
  * that randomises ICMP identifiers or filters inbound ICMP errors defeats it. A client behind a Linux NAT fails
  * unless the server's NAT is a full cone: its NAT finds no flow for the quote (conntrack `invalid`) and drops it or

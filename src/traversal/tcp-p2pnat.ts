@@ -17,7 +17,7 @@
  * the SYN-ACK of the simultaneous open travels all the way and carries the sequence number the NAT saw. When the
  * Time Exceeded does come back, Linux aborts the connect (EHOSTUNREACH) and the peer's SYN lands on the listener
  * instead, whose SYN-ACK has a fresh sequence number: a NAT that tracks TCP windows (Linux conntrack) drops that
- * SYN-ACK as invalid (measured in the lab; see README), which is what NATBlaster/STUNT #1 address.
+ * SYN-ACK as invalid (measured in the lab; see docs/tcp.md §4), which is what NATBlaster/STUNT #1 address.
  *
  * Several connections may complete at once (one per candidate, or connect + accept). Both sides must use the same
  * one, so the `controlling` side takes the first, writes one nomination byte on it and closes the rest; the

@@ -12,7 +12,7 @@
  * it on a raw socket. Each kernel that receives its SYN-ACK answers with an ACK and its socket is ESTABLISHED; the
  * kernel owns the connection from then on (no user-space TCP).
  *
- * Two Linux facts shape this module (measured in the lab, see README "TCP sequence-number techniques"):
+ * Two Linux facts shape this module (measured in the lab, see docs/tcp.md §4):
  *   - an ICMP Time Exceeded for the low-TTL SYN aborts a connect in SYN_SENT (tcp_v4_err); when our NAT forwards it
  *     (RFC 5508 §4 asks NATs to), the socket is gone before any SYN-ACK arrives. `icmpGuard` installs a transient
  *     nftables table on THIS host dropping exactly those ICMP messages (those quoting our SYN's destination), and

@@ -9,7 +9,7 @@
  * and answers itself (RST, or nothing when it filters): n is the number of hops to pass, and a SYN with TTL n + 1
  * leaves a mapping in every NAT of ours and expires at the first router beyond them.
  *
- * Caveat (documented in the README): the low-TTL SYN must expire at a router between the two NATs. When the peer's
+ * Caveat (documented in docs/tcp.md §3): the low-TTL SYN must expire at a router between the two NATs. When the peer's
  * NAT is the very next hop, it receives the SYN as addressed to itself and answers RST, which closes our mapping;
  * P2P-NAT (plain SYNs with retries) is the technique for that case.
  */

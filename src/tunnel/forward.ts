@@ -94,6 +94,25 @@ export abstract class LocalListener extends EventEmitter {
     this.emit('event', e);
   }
 
+  /** Reports the connection `open`, waits until both directions have ended (joinStreams' promise), reports `close`. */
+  protected async reportCarried(
+    conn: number,
+    target: string,
+    stream: MuxStream,
+    done: Promise<Error | null>,
+  ): Promise<void> {
+    this.report({ event: 'open', conn, target });
+    const err = await done;
+    this.report({
+      event: 'close',
+      conn,
+      target,
+      bytesUp: stream.bytesSent,
+      bytesDown: stream.bytesReceived,
+      error: err ? err.message : null,
+    });
+  }
+
   #accept(socket: Socket): void {
     if (this.#closed) {
       socket.destroy();
@@ -179,16 +198,7 @@ export class TcpForwarder extends LocalListener {
       abortStream(stream, new NatpunchError('TUNNEL_REFUSED', error));
       return;
     }
-    this.report({ event: 'open', conn, target });
     stream.pipe(socket);
-    const err = await done;
-    this.report({
-      event: 'close',
-      conn,
-      target,
-      bytesUp: stream.bytesSent,
-      bytesDown: stream.bytesReceived,
-      error: err ? err.message : null,
-    });
+    await this.reportCarried(conn, target, stream, done);
   }
 }

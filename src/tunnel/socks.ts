@@ -139,17 +139,8 @@ export class SocksServer extends LocalListener {
     }
     const done = joinStreams(socket, stream);
     socket.write(encodeReply(SocksReply.SUCCEEDED, verdict.bound));
-    this.report({ event: 'open', conn, target });
     socket.pipe(stream);
     stream.pipe(socket);
-    const err = await done;
-    this.report({
-      event: 'close',
-      conn,
-      target,
-      bytesUp: stream.bytesSent,
-      bytesDown: stream.bytesReceived,
-      error: err ? err.message : null,
-    });
+    await this.reportCarried(conn, target, stream, done);
   }
 }

@@ -10,7 +10,7 @@ declare module 'sodium-native' {
     crypto_sign_detached(sig: Buffer, msg: Buffer, sk: Buffer): void;
     crypto_sign_verify_detached(sig: Buffer, msg: Buffer, pk: Buffer): boolean;
     randombytes_buf(buf: Buffer): void;
-    [name: string]: any;
+    [name: string]: unknown;
   };
   export default sodium;
 }

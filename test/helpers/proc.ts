@@ -89,3 +89,36 @@ export async function run(
   clearTimeout(timer);
   return { code, stdout, stderr };
 }
+
+/**
+ * Resolves once `text()` (what the test has collected from the child so far) satisfies `pred`, checked on every chunk
+ * the child writes to stdout or stderr — no polling; rejects when the child exits first or after `ms`.
+ */
+export function waitForOutput(
+  child: ChildProcess,
+  text: () => string,
+  pred: (t: string) => boolean,
+  what: string,
+  ms = 20_000,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => done(new Error(`timed out waiting for ${what}: ${text()}`)), ms);
+    // Listeners added after the test's collectors, so text() already holds the chunk.
+    const check = () => {
+      if (pred(text())) done();
+    };
+    const onExit = (code: number | null) => done(new Error(`exited with ${code} while waiting for ${what}: ${text()}`));
+    const done = (err?: Error) => {
+      clearTimeout(timer);
+      child.stdout?.off('data', check);
+      child.stderr?.off('data', check);
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve();
+    };
+    child.stdout?.on('data', check);
+    child.stderr?.on('data', check);
+    child.once('exit', onExit);
+    check();
+  });
+}

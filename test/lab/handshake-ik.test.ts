@@ -14,7 +14,7 @@ const PEER = new URL('../../bench/setup-peer.ts', import.meta.url).pathname;
 const SERVE = new URL('./fixtures/serve-node.ts', import.meta.url).pathname;
 const PORT = 3478;
 
-type Json = Record<string, any>;
+type Json = Record<string, unknown>;
 
 describe('Noise IK in the checks, in the NAT lab', { skip }, () => {
   let lab: Lab;

@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
-import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
+import { cliEvent, tokenBothWays } from './fixtures/cli-event.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const FIXTURE = new URL('./fixtures/hardnat-rv-peer.ts', import.meta.url).pathname;
@@ -160,10 +160,10 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     const l = lab.node('b', CLI, ['listen', '--name', name, ...flags]);
     let c: ReturnType<typeof lab.node> | null = null;
     try {
-      await cliPhase(l, 'listening');
+      await cliEvent(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, ...flags]);
       await tokenBothWays(c, l);
-      const path = await cliPhase(c, 'path');
+      const path = await cliEvent(c, 'path');
       assert.deepEqual([path.kind, path.traversal], ['relay', 'relay'], c.stderr);
     } finally {
       await Promise.all([c?.close(), l.close()]);

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason } from '../../src/lab/index.js';
-import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
+import { cliEvent, tokenBothWays } from './fixtures/cli-event.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const FIXTURE = new URL('./fixtures/hardnat-rv-peer.ts', import.meta.url).pathname;
@@ -94,14 +94,14 @@ describe('hard NATs through the rendezvous in the NAT lab (hardNat option)', { s
     ]);
     let c: ReturnType<typeof lab.node> | null = null;
     try {
-      await cliPhase(l, 'listening');
+      await cliEvent(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, '--rendezvous', rv, '--hard-nat', '--transport', 'udp', '--json']);
       await tokenBothWays(c, l);
-      const punch = await cliPhase(c, 'technique-note');
+      const punch = await cliEvent(c, 'technique-note');
       assert.equal((punch.detail as Msg).strategy, 'birthday-spray', c.stderr);
-      const lpunch = await cliPhase(l, 'technique-note');
+      const lpunch = await cliEvent(l, 'technique-note');
       assert.equal((lpunch.detail as Msg).strategy, 'birthday-sockets', l.stderr);
-      assert.equal((await cliPhase(c, 'path')).traversal, 'birthday', c.stderr);
+      assert.equal((await cliEvent(c, 'path')).traversal, 'birthday', c.stderr);
     } finally {
       await Promise.all([c?.close(), l.close()]);
     }

@@ -13,7 +13,7 @@ if (skip) console.log(`# lab tests skipped: ${skip}`);
 const SERVE = fileURLToPath(new URL('./fixtures/serve-node.ts', import.meta.url));
 const PEER = fileURLToPath(new URL('./fixtures/rendezvous-session-peer.ts', import.meta.url));
 const PORT = 3478;
-type Json = Record<string, any>;
+type Json = Record<string, unknown>;
 
 describe('default serve relays for peers behind UDP-blocking NATs', { skip }, () => {
   let lab: Lab;

@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Lab, labUnavailableReason, type LabProcess } from '../../src/lab/index.js';
 import { Miniupnpd } from './fixtures/miniupnpd.js';
+import { cliEvent } from './fixtures/cli-event.js';
 
 const skip =
   labUnavailableReason() ??
@@ -112,16 +113,7 @@ describe('port mapping in listen() / connect() with miniupnpd on the lab router'
     const rv = `${lab.addr('server')}:${RV_PORT}`;
     const cli = lab.node('a', CLI, ['listen', '--rendezvous', rv, '--name', 'cli', '--port-mapping', '--json']);
     procs.push(cli);
-    const line = async (phase: string): Promise<Json> => {
-      const deadline = Date.now() + 15_000;
-      while (Date.now() < deadline) {
-        const found = cli.stderr.split('\n').find((l) => l.includes(`"phase":"${phase}"`));
-        if (found) return JSON.parse(found) as Json;
-        if (!cli.running) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      throw new Error(`no ${phase} line from the CLI: ${cli.stderr}`);
-    };
+    const line = (event: string): Promise<Json> => cliEvent(cli, event, 15_000);
     const mapped = await line('port-mapping');
     assert.equal(mapped.ok, true, JSON.stringify(mapped));
     const gathering = await line('gathering');

@@ -10,6 +10,7 @@ if (skip) console.log(`# lab tests skipped: ${skip}`);
 const FIXTURE = new URL('./fixtures/rendezvous-node.ts', import.meta.url).pathname;
 const PORT = 3478;
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON lines of the peer fixtures, read field by field in assertions
 type Json = Record<string, any>;
 
 describe('rendezvous through NATs', { skip }, () => {

@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
 import { intactBothWays, tcpSessionTrial, type SessionTrial } from './fixtures/tcp-session-trial.js';
-import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
+import { cliEvent, tokenBothWays } from './fixtures/cli-event.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 /** `natpunch serve --spoof` (STUNT #1 spoofing rendezvous) and a plain `natpunch serve` beside it. */
@@ -126,10 +126,10 @@ describe('STUNT #1 and NATBlaster inside connect({ transport: "tcp" }) in the NA
     const l = lab.node('b', CLI, ['listen', '--name', name, ...flags]);
     let c: LabProcess | null = null;
     try {
-      await cliPhase(l, 'listening');
+      await cliEvent(l, 'listening');
       c = lab.node('a', CLI, ['connect', name, ...flags]);
       await tokenBothWays(c, l);
-      const path = await cliPhase(c, 'path');
+      const path = await cliEvent(c, 'path');
       assert.equal(path.technique, 'natblaster', c.stderr);
       assert.match(String(path.reason), /--tcp-seq natblaster/);
       log.push(`CLI --tcp-seq natblaster: ${String(path.technique)} via ${String(path.type)}`);

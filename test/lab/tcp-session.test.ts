@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { Lab, labUnavailableReason, type LabProcess, type NatOptions, type NatType } from '../../src/lab/index.js';
 import { addonStatus } from '../../src/net/native.js';
 import { tcpSessionTrial, type SessionTrial } from './fixtures/tcp-session-trial.js';
-import { cliPhase, tokenBothWays } from './fixtures/cli-phase.js';
+import { cliEvent, tokenBothWays } from './fixtures/cli-event.js';
 
 const FIXTURE = new URL('./fixtures/tcp-session-peer.ts', import.meta.url).pathname;
 const CLI = new URL('../../bin/natpunch.js', import.meta.url).pathname;
@@ -146,12 +146,12 @@ describe('sessions over TCP hole punching through the rendezvous in the NAT lab'
       const flags = ['--rendezvous', `${lab.addr('server')}:${RV_PORT}`, '--transport', 'tcp', '--json'];
       const l = lab.node('a', CLI, ['listen', '--name', name, ...flags]);
       procs.push(l);
-      await cliPhase(l, 'listening');
+      await cliEvent(l, 'listening');
       const c = lab.node('b', CLI, ['connect', name, ...flags]);
       procs.push(c);
       try {
         await tokenBothWays(c, l);
-        const path = await cliPhase(c, 'path');
+        const path = await cliEvent(c, 'path');
         assert.equal(path.type, 'tcp-predicted', c.stderr);
         assert.equal(path.technique, 'p2pnat');
       } finally {

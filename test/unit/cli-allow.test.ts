@@ -10,7 +10,7 @@ import { startServer } from '../../src/server/serve.js';
 import { generateKeyPair, keyToId } from '../../src/session/identity.js';
 import { exposeAllow } from '../../src/cli/commands/expose.js';
 import { isNatpunchError } from '../../src/util/errors.js';
-import { NATPUNCH, stop } from '../helpers/proc.js';
+import { NATPUNCH, stop, waitForOutput } from '../helpers/proc.js';
 
 const run = (args: string[], env: NodeJS.ProcessEnv = process.env) =>
   spawnSync(process.execPath, [NATPUNCH, ...args], { encoding: 'utf8', timeout: 20_000, env });
@@ -68,17 +68,15 @@ async function listenStderr(args: string[], port: number): Promise<string> {
     { stdio: ['pipe', 'pipe', 'pipe'] },
   );
   let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   try {
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`listen did not start: ${err}`)), 20_000);
-      child.stderr!.on('data', (d: Buffer) => {
-        err += d.toString();
-        if (err.includes('listening as')) {
-          clearTimeout(timer);
-          resolve(); // the warning, when any, is printed before this line
-        }
-      });
-    });
+    // The warning, when any, is printed before this line.
+    await waitForOutput(
+      child,
+      () => err,
+      (t) => t.includes('listening as'),
+      'listen to start',
+    );
     return err;
   } finally {
     await stop(child);

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { startServer } from '../../src/server/serve.js';
 import { generateKeyPair, keyToId, saveKeyPair } from '../../src/session/identity.js';
-import { NATPUNCH, stop } from '../helpers/proc.js';
+import { NATPUNCH, stop, waitForOutput } from '../helpers/proc.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -20,35 +20,6 @@ function collect(child: ChildProcess) {
   child.stdout!.on('data', (d: Buffer) => out.push(d));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   return { stdout: () => Buffer.concat(out), stderr: () => err };
-}
-
-/** Resolves when `text()` satisfies `pred`, checked on each chunk the child writes (no polling), bounded by `ms`. */
-function waitFor(
-  child: ChildProcess,
-  text: () => string,
-  pred: (t: string) => boolean,
-  what: string,
-  ms = 20_000,
-): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error(`timed out waiting for ${what}`)), ms);
-    const check = () => {
-      if (pred(text())) done();
-    };
-    const onExit = (code: number | null) => done(new Error(`exited with ${code} while waiting for ${what}: ${text()}`));
-    const done = (err?: Error) => {
-      clearTimeout(timer);
-      child.stdout!.off('data', check);
-      child.stderr!.off('data', check);
-      child.off('exit', onExit);
-      if (err) reject(err);
-      else resolve();
-    };
-    child.stdout!.on('data', check);
-    child.stderr!.on('data', check);
-    child.once('exit', onExit);
-    check();
-  });
 }
 
 test('natpunch listen / connect pipe stdin and stdout both ways through the rendezvous', async () => {
@@ -82,7 +53,7 @@ test('natpunch listen / connect pipe stdin and stdout both ways through the rend
     );
     children.push(l);
     const lo = collect(l);
-    await waitFor(l, lo.stderr, (t) => t.includes('registered:'), 'the listener to register');
+    await waitForOutput(l, lo.stderr, (t) => t.includes('registered:'), 'the listener to register');
     l.stdin!.end(toBob);
 
     const c = spawn(

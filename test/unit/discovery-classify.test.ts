@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { analyseAllocation } from '../../src/discovery/allocation.js';
-import { classicName, classifyFiltering, classifyMapping } from '../../src/discovery/classify.js';
+import {
+  classicName,
+  classifyFiltering,
+  classifyMapping,
+  type FilteringBehaviour,
+  type MappingBehaviour,
+} from '../../src/discovery/classify.js';
 
 const e = (port: number, address = '203.0.113.5') => ({ address, port });
 
@@ -20,7 +26,7 @@ test('filtering: RFC 5780 §4.4 outcomes', () => {
 });
 
 test('classic RFC 3489 names follow mapping and filtering', () => {
-  const name = (mapping: any, filtering: any, behindNat = true, udpBlocked = false) =>
+  const name = (mapping: MappingBehaviour, filtering: FilteringBehaviour, behindNat = true, udpBlocked = false) =>
     classicName({ udpBlocked, behindNat, mapping, filtering });
   assert.equal(name('endpoint-independent', 'endpoint-independent'), 'full-cone');
   assert.equal(name('endpoint-independent', 'address-dependent'), 'restricted-cone');

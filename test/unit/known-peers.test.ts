@@ -15,7 +15,7 @@ import { generateKeyPair, keyToId, type KeyPair } from '../../src/session/identi
 import type { Session } from '../../src/session/session.js';
 import { isNatpunchError, type NatpunchError } from '../../src/util/errors.js';
 import { startServer } from './rendezvous-harness.js';
-import { NATPUNCH } from '../helpers/proc.js';
+import { NATPUNCH, waitForOutput } from '../helpers/proc.js';
 
 const LOOPBACK = { address: '127.0.0.1' };
 
@@ -312,8 +312,12 @@ test(
       children.push(l);
       let lerr = '';
       l.stderr!.on('data', (d: Buffer) => (lerr += d.toString()));
-      for (let i = 0; i < 400 && !lerr.includes('registered:'); i++) await new Promise((r) => setTimeout(r, 25));
-      assert.ok(lerr.includes('registered:'), lerr);
+      await waitForOutput(
+        l,
+        () => lerr,
+        (t) => t.includes('registered:'),
+        'the listener to register',
+      );
       l.stdin!.end('from alice\n');
 
       const someone = keyToId(generateKeyPair().publicKey);

@@ -1,15 +1,16 @@
 import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
-import { action, intOption, parseHostPort } from '../util.js';
+import { action, parseHostPort } from '../util.js';
 import { connect, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { runConnectIcmp } from '../icmp.js';
 import { DEFAULT_ICMP_PROBE_ADDRESS, DEFAULT_ICMP_PUNCH_PORT } from '../../traversal/icmp.js';
 import { isPeerId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
-import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
+import { parseTcpSequence, parseTransport } from '../transport-flag.js';
+import { addNetcatFlags, addRendezvousFlag, num } from '../session-flags.js';
 import { keyFromOptions, pipeStdio, progressPrinter } from '../netcat.js';
 import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
-import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_HELP, pinOptions } from '../known-peers.js';
+import { KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP, PEER_KEY_FLAG, PEER_KEY_HELP, pinOptions } from '../known-peers.js';
 
 interface ConnectOpts extends TechniqueFlags {
   rendezvous?: string;
@@ -32,54 +33,34 @@ interface ConnectOpts extends TechniqueFlags {
 }
 
 export function register(program: Command): void {
-  addTechniqueFlags(
-    program
-      .command('connect')
-      .description(
-        'connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout',
-      )
-      .argument(
-        '[peer]',
-        "the peer's registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server's (as --peer-key)",
-      )
-      .option(
-        '--rendezvous <host[:port],...>',
-        `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`,
-      )
-      .option(
-        '--icmp <server-public-ip>',
-        'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)',
-      )
-      .option('--peer-key <hex>', PEER_KEY_HELP)
-      .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
-      .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
-      .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
-      .option(
-        '--icmp-source <ip>',
-        "--icmp: outer source address of the forged ICMP (e.g. our NAT's public address); default: the kernel's",
-      )
-      .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-      .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
-      .option('--timeout <ms>', 'give up connecting after this long', (v) => Number(v), 30_000)
-      .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-      .option(
-        '--transport <udp|tcp|auto>',
-        'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works',
-        'auto',
-      )
-      .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-      .option(
-        '--idle-timeout <ms>',
-        'end the session after this long without data either way (default: wait for the peer to end its side)',
-        intOption('--idle-timeout', 1, 86_400_000),
-      )
-      .option(
-        '--no-report',
-        'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt',
-      )
-      .option('--json', 'events as JSON lines on stderr (stdout carries the data)'),
-    'connect',
-  ).action(
+  const cmd = program
+    .command('connect')
+    .description(
+      'connect to a peer by name or key and pipe stdin/stdout over one stream (netcat style); exits once stdin has ended and the peer has ended its side (nc -N), or after --idle-timeout',
+    )
+    .argument(
+      '[peer]',
+      "the peer's registered name (e.g. alice) or its key (64 hex characters); with --icmp, a key here is the server's (as --peer-key)",
+    );
+  addRendezvousFlag(cmd, false)
+    .option(
+      '--icmp <server-public-ip>',
+      'no rendezvous: ICMP hole punching to a `listen --icmp` server behind this public address (root / CAP_NET_RAW)',
+    )
+    .option(PEER_KEY_FLAG, PEER_KEY_HELP)
+    .option(KNOWN_PEERS_FLAG, KNOWN_PEERS_HELP)
+    .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, num)
+    .option('--icmp-probe-address <ip>', `--icmp: the server's probe address (default ${DEFAULT_ICMP_PROBE_ADDRESS})`)
+    .option(
+      '--icmp-source <ip>',
+      "--icmp: outer source address of the forged ICMP (e.g. our NAT's public address); default: the kernel's",
+    )
+    .option('--timeout <ms>', 'give up connecting after this long', num, 30_000);
+  addNetcatFlags(
+    cmd,
+    'end the session after this long without data either way (default: wait for the peer to end its side)',
+  );
+  addTechniqueFlags(cmd, 'connect').action(
     action(async (peer: string | undefined, opts: ConnectOpts) => {
       if (opts.icmp !== undefined && !opts.rendezvous)
         return runConnectIcmp(opts.icmp, {
@@ -94,7 +75,7 @@ export function register(program: Command): void {
       const transport = parseTransport(opts.transport);
       const tcpSequence = parseTcpSequence(opts.tcpSeq);
       const print = progressPrinter(opts.json);
-      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const keyPair = await keyFromOptions(opts.key, print);
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
       // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
@@ -104,7 +85,7 @@ export function register(program: Command): void {
       try {
         const session = await connect({
           keyPair,
-          ...pinOptions(peer, opts),
+          ...pinOptions(peer, opts, print),
           rendezvous: server,
           bind: { address: bind.host, port: bind.port },
           onProgress: print,

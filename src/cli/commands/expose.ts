@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { parseRendezvousList } from '../../rendezvous/client.js';
 import { action, parseHostPort } from '../util.js';
 import { DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
+import { addRendezvousFlag, addStatusFlags, KEY_FLAG, KEY_HELP, num } from '../session-flags.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
 import { NatpunchError } from '../../util/errors.js';
 import { expose } from '../../tunnel/index.js';
@@ -9,7 +10,7 @@ import { DestinationPolicy } from '../../tunnel/policy.js';
 import type { ExposeTarget } from '../../tunnel/exit.js';
 import type { Session } from '../../session/session.js';
 import { keyFromOptions } from '../netcat.js';
-import { emitter, every, resolveAllow, untilSignal, DEFAULT_STATUS_INTERVAL_S } from '../tunnel-output.js';
+import { emitter, every, resolveAllow, untilSignal } from '../tunnel-output.js';
 
 interface ExposeOpts {
   name?: string;
@@ -69,7 +70,7 @@ export async function exposeAllow(opts: {
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('expose')
     .description(
       'serve tunnels: peers that connect (see `forward`, `socks`) reach the given PORT or HOST:PORT through this machine',
@@ -78,12 +79,8 @@ export function register(program: Command): void {
       '[targets...]',
       'what `forward` may reach: PORT (on localhost) or HOST:PORT, one per port; put them before the options',
     )
-    .requiredOption(
-      '--rendezvous <host[:port],...>',
-      `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering`,
-    )
     .option('--name <name>', 'name to register on the rendezvous (e.g. homebox)')
-    .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
+    .option(KEY_FLAG, KEY_HELP)
     .option(
       '--allow <key...>',
       'a peer that may connect (64-hex key; repeatable); one of --allow, --allow-file, --allow-any is required',
@@ -101,85 +98,69 @@ export function register(program: Command): void {
       'where `socks` clients may go: CIDR:PORTS or HOST:PORTS (e.g. 10.0.0.0/24:80,443, db.lan:5432, 0.0.0.0/0:*); default: nowhere',
     )
     .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
-    .option('--keepalive <ms>', 'session keepalive interval in ms', (v) => Number(v))
-    .option(
-      '--status-interval <s>',
-      'print a status line every this many seconds (0: never)',
-      (v) => Number(v),
-      DEFAULT_STATUS_INTERVAL_S,
-    )
-    .option('--json', 'events as JSON lines on stdout')
-    .action(
-      action(async (targetArgs: string[], opts: ExposeOpts) => {
-        const emit = emitter(opts.json);
-        const targets = targetArgs.map(parseTarget);
-        const destinations = DestinationPolicy.parse(opts.allowDest ?? []);
-        if (targets.length === 0 && destinations.empty) {
-          throw new NatpunchError(
-            'BAD_ARGUMENT',
-            'nothing to expose: give a PORT or HOST:PORT, and/or --allow-dest rules for SOCKS clients',
-          );
-        }
-        const allow = await exposeAllow(opts);
-        const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
-        const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
-        const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
-        const handle = await expose({
-          keyPair,
-          rendezvous: server,
-          ...(opts.name ? { name: opts.name } : {}),
-          allow: allow ?? (() => true),
-          bind: { address: bind.host, port: bind.port },
-          onProgress: (p) => emit(p as unknown as Record<string, unknown>),
-          ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
-          exit: { targets, destinations },
-        });
-        handle.exit.on('event', (e) => emit(e as unknown as Record<string, unknown>));
-        handle.listener.on('connection-error', (err: Error, peer: string) =>
-          emit({ event: 'session-failed', peer, error: err.message, code: (err as NatpunchError).code ?? null }),
+    .option('--keepalive <ms>', 'session keepalive interval in ms', num);
+  addStatusFlags(addRendezvousFlag(cmd, true)).action(
+    action(async (targetArgs: string[], opts: ExposeOpts) => {
+      const emit = emitter(opts.json);
+      const targets = targetArgs.map(parseTarget);
+      const destinations = DestinationPolicy.parse(opts.allowDest ?? []);
+      if (targets.length === 0 && destinations.empty) {
+        throw new NatpunchError(
+          'BAD_ARGUMENT',
+          'nothing to expose: give a PORT or HOST:PORT, and/or --allow-dest rules for SOCKS clients',
         );
-        handle.listener.on('session', (s: Session) => {
-          const peer = keyToId(s.remotePublicKey);
-          const p = s.path;
-          emit({ event: 'session', peer, path: p.kind, remote: p.remote, rttMs: p.rttMs });
-          s.on('path', (np: Session['path']) =>
-            emit({ event: 'path', peer, path: np.kind, remote: np.remote, rttMs: np.rttMs }),
-          );
-          s.once('close', (err: Error | null) =>
-            emit({ event: 'session-closed', peer, error: err ? err.message : null }),
-          );
-        });
-        const id = keyToId(keyPair.publicKey);
-        if (opts.json) {
-          emit({
-            event: 'exposing',
-            publicKey: id,
-            name: opts.name ?? null,
-            targets,
-            allowDest: destinations.rules.map((r) => r.text),
-            allow: allow ?? null,
-          });
-        } else {
-          const what = [
-            ...targets.map((t) => `${t.host}:${t.port}`),
-            ...(destinations.empty ? [] : [`SOCKS exits to ${destinations.rules.map((r) => r.text).join(' ')}`]),
-          ];
-          process.stderr.write(`exposing ${what.join(', ')} as ${opts.name ? `${opts.name} ` : ''}${id}\n`);
-          process.stderr.write(allow ? `allowed peers: ${allow.length}\n` : 'any key may connect (--allow-any)\n');
-        }
-        const stopStatus = every(opts.statusInterval, () => {
-          const sessions = [...handle.listener.sessions].map((s) => ({
-            peer: keyToId(s.remotePublicKey),
-            path: s.path.kind,
-            remote: s.path.remote,
-            rttMs: s.path.rttMs,
-          }));
-          emit({ event: 'status', sessions, ...handle.exit.stats() });
-        });
-        await untilSignal(async () => {
-          stopStatus();
-          await handle.close();
-        });
-      }),
-    );
+      }
+      const allow = await exposeAllow(opts);
+      const keyPair = await keyFromOptions(opts.key, emit);
+      const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
+      const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
+      const handle = await expose({
+        keyPair,
+        rendezvous: server,
+        ...(opts.name ? { name: opts.name } : {}),
+        allow: allow ?? (() => true),
+        bind: { address: bind.host, port: bind.port },
+        onProgress: (p) => emit(p as unknown as Record<string, unknown>),
+        ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
+        exit: { targets, destinations },
+      });
+      handle.exit.on('event', (e) => emit(e as unknown as Record<string, unknown>));
+      handle.listener.on('connection-error', (err: Error, peer: string) =>
+        emit({ event: 'session-failed', peer, error: err.message, code: (err as NatpunchError).code ?? null }),
+      );
+      handle.listener.on('session', (s: Session) => {
+        const peer = keyToId(s.remotePublicKey);
+        const p = s.path;
+        emit({ event: 'session', peer, path: p.kind, remote: p.remote, rttMs: p.rttMs });
+        s.on('path', (np: Session['path']) =>
+          emit({ event: 'path', peer, path: np.kind, remote: np.remote, rttMs: np.rttMs }),
+        );
+        s.once('close', (err: Error | null) =>
+          emit({ event: 'session-closed', peer, error: err ? err.message : null }),
+        );
+      });
+      const id = keyToId(keyPair.publicKey);
+      emit({
+        event: 'exposing',
+        publicKey: id,
+        name: opts.name ?? null,
+        targets,
+        allowDest: destinations.rules.map((r) => r.text),
+        allow: allow ?? null,
+      });
+      const stopStatus = every(opts.statusInterval, () => {
+        const sessions = [...handle.listener.sessions].map((s) => ({
+          peer: keyToId(s.remotePublicKey),
+          path: s.path.kind,
+          remote: s.path.remote,
+          rttMs: s.path.rttMs,
+        }));
+        emit({ event: 'status', sessions, ...handle.exit.stats() });
+      });
+      await untilSignal(async () => {
+        stopStatus();
+        await handle.close();
+      });
+    }),
+  );
 }

@@ -21,12 +21,13 @@ export function register(program: Command): void {
           else process.stdout.write(`wrote ${opts.out}\npublic key: ${id}\n`);
           return;
         }
-        // No file: the key file itself goes to stdout (`natpunch keygen > key.json`); the id to stderr.
-        // The key file itself (what `keygen --out` writes), not an event.
+        // No file: the key file itself is the data on stdout (`natpunch keygen > key.json`), so the id goes to
+        // stderr, as the `key` event with --json (src/cli/event-stream.ts).
         process.stdout.write(
           `${JSON.stringify({ publicKey: id, secretKey: kp.secretKey.toString('hex') }, null, 2)}\n`,
         );
-        if (!opts.json) process.stderr.write(`public key: ${id}\n`);
+        if (opts.json) printEvent('key', { publicKey: id, file: null }, true);
+        else process.stderr.write(`public key: ${id}\n`);
       }),
     );
 }

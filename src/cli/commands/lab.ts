@@ -11,6 +11,7 @@ import {
 } from '../../lab/index.js';
 import { NatpunchError } from '../../util/errors.js';
 import { action, printEvent, progress } from '../util.js';
+import { genericLine } from '../events.js';
 
 function requireLab(): void {
   const reason = labUnavailableReason();
@@ -106,7 +107,7 @@ export function register(program: Command): void {
     .option('--double-nat', 'also start cgn (carrier-grade NAT, 100.64.0.0/10) with natC and host c behind it')
     .option(
       '--topology <file>',
-      'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see README)',
+      'a JSON topology instead of the default ({"routers": {...}, "hosts": {...}}, see docs/lab.md)',
     )
     .option('--json', 'print the lab as JSON')
     .action(
@@ -249,7 +250,7 @@ export function register(program: Command): void {
             forwardIcmpErrors: opts.icmpErrors,
             ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
           });
-          progress(false, `${router}: ${JSON.stringify(nat)}`);
+          progress(false, genericLine({ time: '', event: router, ...nat }));
         },
       ),
     );

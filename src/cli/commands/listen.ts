@@ -1,11 +1,11 @@
 import { parseRendezvousList } from '../../rendezvous/client.js';
 import type { Command } from 'commander';
 import { on, once } from 'node:events';
-import { action, intOption, parseHostPort } from '../util.js';
+import { action, parseHostPort } from '../util.js';
 import { listen, DEFAULT_RENDEZVOUS_PORT } from '../../natpunch.js';
 import { isPeerId, keyToId } from '../../session/identity.js';
 import { isNatpunchError, NatpunchError } from '../../util/errors.js';
-import { parseTcpSequence, parseTransport, TCP_SEQ_FLAG, TCP_SEQ_HELP } from '../transport-flag.js';
+import { parseTcpSequence, parseTransport } from '../transport-flag.js';
 import type { Session } from '../../session/session.js';
 import type { MuxStream } from '../../session/mux.js';
 import { runListenIcmp } from '../icmp.js';
@@ -15,6 +15,7 @@ import {
   DEFAULT_ICMP_PUNCH_PORT,
   MIN_ICMP_INTERVAL_MS,
 } from '../../traversal/icmp.js';
+import { addNetcatFlags, addRendezvousFlag, num } from '../session-flags.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from '../netcat.js';
 import { addTechniqueFlags, techniqueOptions, type TechniqueFlags } from '../technique-flags.js';
 
@@ -40,58 +41,35 @@ interface ListenOpts extends TechniqueFlags {
 }
 
 export function register(program: Command): void {
-  addTechniqueFlags(
-    program
-      .command('listen')
-      .description(
-        'wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open',
-      )
-      .option(
-        '--rendezvous <host[:port],...>',
-        `rendezvous server (default port ${DEFAULT_RENDEZVOUS_PORT}); several, comma-separated, are tried in order when one stops answering; required unless --icmp`,
-      )
-      .option(
-        '--icmp',
-        'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`',
-      )
-      .option(
-        '--icmp-probe-address <ip>',
-        `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`,
-      )
-      .option(
-        '--icmp-interval <ms>',
-        `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`,
-        (v) => Number(v),
-      )
-      .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, (v) => Number(v))
-      .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
-      .option('--key <file>', 'key file (default: NATPUNCH_KEY, else a temporary key)')
-      .option(
-        '--allow <key...>',
-        'peer keys (64 hex characters) that may connect; without it (or --allow-any) any key may, with a warning',
-      )
-      .option('--allow-any', 'let any key connect, on purpose (no warning)')
-      .option('--bind <addr[:port]>', 'local UDP address to bind', '0.0.0.0')
-      .option('--keepalive <ms>', 'keepalive interval in ms', (v) => Number(v))
-      .option(
-        '--transport <udp|tcp|auto>',
-        'udp, tcp (TCP hole punching; needs the native addon) or auto: both, keeping UDP when it works',
-        'auto',
-      )
-      .option(TCP_SEQ_FLAG, TCP_SEQ_HELP, 'auto')
-      .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit')
-      .option(
-        '--idle-timeout <ms>',
-        'end a session after this long without data either way',
-        intOption('--idle-timeout', 1, 86_400_000),
-      )
-      .option(
-        '--no-report',
-        'send the rendezvous no outcome report (NAT types, techniques, timings; never payload) after an attempt',
-      )
-      .option('--json', 'events as JSON lines on stderr (stdout carries the data)'),
-    'listen',
-  ).action(
+  const cmd = program
+    .command('listen')
+    .description(
+      'wait for a peer to connect and pipe stdin/stdout over the stream it opens (netcat style); serves one session and exits unless --keep-open',
+    );
+  addRendezvousFlag(cmd, false)
+    .option(
+      '--icmp',
+      'no rendezvous: ICMP hole punching (needs root / CAP_NET_RAW); clients run `connect --icmp OUR_PUBLIC_IP`',
+    )
+    .option(
+      '--icmp-probe-address <ip>',
+      `--icmp: unreachable address the echo requests go to (default ${DEFAULT_ICMP_PROBE_ADDRESS})`,
+    )
+    .option(
+      '--icmp-interval <ms>',
+      `--icmp: echo request interval (default ${DEFAULT_ICMP_INTERVAL_MS}, at least ${MIN_ICMP_INTERVAL_MS})`,
+      num,
+    )
+    .option('--port <port>', `--icmp: the agreed UDP port (default ${DEFAULT_ICMP_PUNCH_PORT})`, num)
+    .option('--name <name>', 'name to register on the rendezvous (e.g. alice)')
+    .option(
+      '--allow <key...>',
+      'peer keys (64 hex characters) that may connect; without it (or --allow-any) any key may, with a warning',
+    )
+    .option('--allow-any', 'let any key connect, on purpose (no warning)')
+    .option('--keep-open', 'after a session ends, wait for the next one (nc -k); default: serve one session and exit');
+  addNetcatFlags(cmd, 'end a session after this long without data either way');
+  addTechniqueFlags(cmd, 'listen').action(
     action(async (opts: ListenOpts) => {
       if (opts.icmp) return runListenIcmp(opts);
       if (!opts.rendezvous)
@@ -110,7 +88,7 @@ export function register(program: Command): void {
         const warning = 'any key may connect: restrict with --allow KEY, or pass --allow-any to mean it';
         print({ event: 'warning', message: warning });
       }
-      const keyPair = await keyFromOptions(opts.key, Boolean(opts.json));
+      const keyPair = await keyFromOptions(opts.key, print);
       const bind = parseHostPort(opts.bind ?? '0.0.0.0', 0);
       // One or several servers ("a,b"): the client moves to the next when one stops answering.
       const server = parseRendezvousList(opts.rendezvous, DEFAULT_RENDEZVOUS_PORT);
