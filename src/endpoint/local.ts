@@ -235,8 +235,11 @@ export class LocalState {
    */
   #gatherBehind(server: { host: string; port: number } | null, o: GatherOptions): void {
     this.#gathering = true;
+    // Its progress stops with the Endpoint: a connect() that already failed (e.g. PEER_KEY_CHANGED) or whose session
+    // closed says nothing after its last word.
+    const quietAfterClose: GatherOptions = { ...o, progress: (p) => void (this.#closed || o.progress(p)) };
     const started = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
-      this.#closed ? null : this.#gatherAll(server, o),
+      this.#closed ? null : this.#gatherAll(server, quietAfterClose),
     );
     const quiet = (err: unknown) => {
       if (!this.#closed) this.#log.info({ err: (err as Error).message }, 'gathering behind the CONNECT failed');
