@@ -5,9 +5,11 @@
 // read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
 // drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
-import { existsSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, ROOT, RUNS, stopPid, waitFor } from './lib/harness.js';
+import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, stopPid, waitFor } from './lib/harness.js';
+import { ensureBuilt } from './lib/build.js';
 import { machine, median, processCpuSeconds, writeResults } from './lib/report.js';
 
 const PORT = 3478;
@@ -18,10 +20,37 @@ const CONNECT_SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const CONNECT_RATE = Number(process.env.BENCH_RDV_CONNECT_RATE ?? 8000);
 /** The server's replay window (DEFAULT_REPLAY_WINDOW_MS) plus a margin: after it, only registrations remain. */
 const SETTLE_MS = Number(process.env.BENCH_RDV_SETTLE_MS ?? 35_000);
+/** Runs (each ~80-100 s: 100k registrations, the replay window, the introductions): 3 keep the default under 5 min. */
+const RUNS = Number(process.env.BENCH_RDV_RUNS ?? process.env.BENCH_RUNS ?? 3);
+/**
+ * Profiling aids (off by default): extra node flags for the server (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`), and
+ * BENCH_RDV_HEAPSNAPSHOT=1 writes a heap snapshot of the server (SIGUSR2) once the last milestone's peers are in.
+ */
+const SERVER_NODE_ARGS = (process.env.BENCH_RDV_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT === '1';
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Asks the server for a heap snapshot (node writes Heap.*.heapsnapshot into tmpdir()) and waits until it is written. */
+async function heapSnapshot(pid: number): Promise<void> {
+  const before = new Set(readdirSync(tmpdir()));
+  process.kill(pid, 'SIGUSR2');
+  await waitFor(
+    async () => {
+      const f = readdirSync(tmpdir()).find((n) => n.endsWith('.heapsnapshot') && !before.has(n));
+      if (!f) return false;
+      const size = statSync(join(tmpdir(), f)).size;
+      await new Promise((r) => setTimeout(r, 1000));
+      const done = size > 0 && statSync(join(tmpdir(), f)).size === size;
+      if (done) console.error(`heap snapshot: ${join(tmpdir(), f)}`);
+      return done;
+    },
+    'heap snapshot',
+    300_000,
+  );
 }
 
 interface Run {
@@ -39,13 +68,27 @@ interface Run {
   errors: Record<string, number>;
   /** The server's own rendezvous counters, from its "serve: stopped" log line. */
   serverStats?: Record<string, number>;
+  /** Everything the load process reported (skipped CONNECTs, acks, refreshes, signing time). */
+  load: Record<string, unknown>;
 }
 
 async function oneRun(run: number): Promise<Run> {
   const ns = new Netns('rdv');
   const server = ns.spawn(
     process.execPath,
-    [NATPUNCH_BIN, 'serve', '--port', String(PORT), '--address', '127.0.0.1', '--workers', '1', '--json'],
+    [
+      ...SERVER_NODE_ARGS,
+      ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
+      NATPUNCH_BIN,
+      'serve',
+      '--port',
+      String(PORT),
+      '--address',
+      '127.0.0.1',
+      '--workers',
+      '1',
+      '--json',
+    ],
     CORES.server1,
   );
   let serverOut = '';
@@ -87,11 +130,15 @@ async function oneRun(run: number): Promise<Run> {
           if (m) {
             rss[m[1]!] = rssMiB(server.pid!);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
+              if (HEAP_SNAPSHOT) await heapSnapshot(server.pid!);
               await new Promise((r) => setTimeout(r, SETTLE_MS));
               settled = rssMiB(server.pid!);
-              cpuAtConnects = processCpuSeconds(server.pid!);
-              connectsStartedAt = performance.now();
             }
+            load.stdin!.write('\n');
+          } else if (line === 'CONNECTS') {
+            // The load has signed its CONNECTs and stopped refreshing: the introduction phase starts now.
+            cpuAtConnects = processCpuSeconds(server.pid!);
+            connectsStartedAt = performance.now();
             load.stdin!.write('\n');
           } else if (line.startsWith('{')) resolve(line);
         }
@@ -129,6 +176,7 @@ async function oneRun(run: number): Promise<Run> {
       serverCpuUsPerIntroduction: result.introductions > 0 ? (serverCpu * 1e6) / result.introductions : NaN,
       loadCpuShareDuringConnects: result.loadCpuShareDuringConnects,
       errors: result.errors,
+      load: result as unknown as Record<string, unknown>,
     };
   } finally {
     await stopPid(load);
@@ -138,6 +186,7 @@ async function oneRun(run: number): Promise<Run> {
 }
 
 async function main(): Promise<void> {
+  const serverFrom = ensureBuilt();
   const start = machine();
   const runs: Run[] = [];
   for (let i = 0; i < RUNS; i++) {
@@ -163,9 +212,7 @@ async function main(): Promise<void> {
     title: 'Rendezvous server: RSS per registered peer and introductions/s (separate signed load, rate limits on)',
     start,
     config: {
-      serverFrom: existsSync(join(ROOT, 'dist', 'cli', 'main.js'))
-        ? 'dist (npm run build)'
-        : 'src through tsx (adds ~40 MiB of RSS; run npm run build first)',
+      serverFrom,
       peers: PEERS,
       addresses: ADDRESSES,
       connectSeconds: CONNECT_SECONDS,
@@ -199,6 +246,11 @@ async function main(): Promise<void> {
         runs.map((r) => f(r.serverCpuUsPerIntroduction)).join(', '),
       ],
       [
+        'server CPU share during introductions',
+        `${f(median(runs.map((r) => r.serverCpuShareDuringConnects)) * 100, 0)}%`,
+        runs.map((r) => `${f(r.serverCpuShareDuringConnects * 100, 0)}%`).join(', '),
+      ],
+      [
         'load process CPU share during connects',
         `${f(summary.loadMaxCpuShare * 100, 0)}% (max)`,
         runs.map((r) => `${f(r.loadCpuShareDuringConnects * 100, 0)}%`).join(', '),
@@ -206,7 +258,8 @@ async function main(): Promise<void> {
     ],
     notes: [
       `${PEERS} peers registered from ${ADDRESSES} source addresses (127.1.x.y) at ≤ 15 requests/s per address (the server limits at 20); REGISTER and CONNECT carry real Ed25519 signatures.`,
-      `Introductions: signed CONNECTs offered at ${CONNECT_RATE}/s for ${CONNECT_SECONDS} s; one introduction = one CONNECT_NOTIFY received by the initiator (errors are counted apart, in the JSON).`,
+      `Introductions: signed CONNECTs (signed before the phase, padded as natpunch's client pads them) offered at ${CONNECT_RATE}/s for ${CONNECT_SECONDS} s; one introduction = one CONNECT_NOTIFY received by the initiator (errors are counted apart, in the JSON). Responders acknowledge their notifications. Refreshes run during the registration and memory phases and stop for the introduction phase, so its server CPU is the introductions'.`,
+      "Server CPU µs per introduction = the server process's CPU time (/proc/PID/stat) in the introduction phase / introductions: the figure to compare across machines and runs; introductions/s is a capacity only when the server's CPU share is near 100% and the load's is not.",
       "If the load process's CPU share is near 100% the offered rate was not reached; the server's CPU share says whether the server was saturated.",
     ],
   });

@@ -11,6 +11,7 @@ import type { PeerPins } from './identity/known-peers.js';
 import type { Session } from './session/session.js';
 import { createEndpoint, Endpoint, type EndpointConnectOptions, type EndpointOptions } from './endpoint/endpoint.js';
 import { rendezvousServer } from './endpoint/local.js';
+import { connectWithoutRendezvous } from './traversal/no-rendezvous.js';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   type ConnectOptions,
@@ -48,7 +49,8 @@ export { TCP_GRACE_MS as AUTO_UDP_GRACE_MS, RELAY_HOLD_MS as DEFAULT_RELAY_HOLD_
  */
 export async function connect(options: ConnectOptions): Promise<Session> {
   const logger = options.logger ?? silentLogger;
-  if (options.icmp && !options.peer && !options.rendezvous) return connectViaIcmp(options, logger);
+  const offline = !options.peer && !options.rendezvous ? await withoutRendezvous(options, logger) : null;
+  if (offline) return offline;
   if (!options.peer && (options.to === undefined || !options.rendezvous)) {
     throw new NatpunchError('BAD_ARGUMENT', 'connect needs `to` and `rendezvous`, or `peer` (direct mode), or `icmp`');
   }
@@ -66,10 +68,10 @@ export async function connect(options: ConnectOptions): Promise<Session> {
     return session;
   } catch (err) {
     await ep?.close();
-    if (options.icmp && !options.peer && !introduced && !options.signal?.aborted) {
-      logger.info({ err: (err as Error).message }, 'rendezvous unreachable; trying ICMP hole punching');
-      return connectViaIcmp(options, logger);
-    }
+    // No introduction came: the planner decides what still runs without a rendezvous (ICMP, when allowed).
+    const offline =
+      !options.peer && !introduced && !options.signal?.aborted ? await withoutRendezvous(options, logger) : null;
+    if (offline) return offline;
     throw timeoutOr(err, signal, timeoutMs);
   } finally {
     dispose();
@@ -128,25 +130,19 @@ async function icmpPeerKey(to: PeerSpec, pins: PeerPins | undefined): Promise<Bu
   );
 }
 
-/** The `icmp` technique of connect(): ICMP hole punching to the server's public address (no rendezvous). */
-async function connectViaIcmp(options: ConnectOptions, logger: Logger): Promise<Session> {
-  const icmp = options.icmp!;
+/** connect() with no introduction: the planner's plan for that case (traversal/no-rendezvous.ts); null: none. */
+async function withoutRendezvous(options: ConnectOptions, logger: Logger): Promise<Session | null> {
+  const icmp = options.icmp;
+  // Unless the caller allows ICMP, nothing runs without a rendezvous: no key check, no module loaded.
+  if (!icmp) return null;
   const peerKey = options.to === undefined ? null : await icmpPeerKey(options.to, options.knownPeers);
-  const { connectIcmp } = await import('./traversal/icmp.js');
-  return connectIcmp({
+  return connectWithoutRendezvous({
     keyPair: options.keyPair,
-    server: icmp.server,
-    ...(peerKey ? { peerKey } : {}),
-    ...(icmp.port !== undefined ? { port: icmp.port } : {}),
-    ...(icmp.probeAddress !== undefined ? { probeAddress: icmp.probeAddress } : {}),
-    ...(icmp.source !== undefined ? { source: icmp.source } : {}),
-    ...(icmp.timeoutMs !== undefined ? { timeoutMs: icmp.timeoutMs } : {}),
+    icmp: { ...icmp, peerKey, ...(options.bind?.address ? { bindAddress: options.bind.address } : {}) },
     ...(options.keepAliveMs !== undefined ? { keepAliveMs: options.keepAliveMs } : {}),
     ...(options.idleTimeoutMs !== undefined ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     logger,
-    onProgress: (p) => {
-      if (p.phase === 'path' || p.phase === 'connected') options.onProgress?.(p as Progress);
-    },
+    ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
 }

@@ -52,8 +52,11 @@ const SCOPED_USERNAME = /^(\d{1,12}):([0-9a-f]{64})$/;
 
 interface KeyState {
   observed: Endpoint[];
-  /** Introduced key hex → expiry (ms). */
-  introduced: Map<string, number>;
+  /**
+   * Introduced key hex → expiry (ms). Made on the first introduction: most registered keys are never introduced, and
+   * an empty Map costs ~290 bytes (18 MiB of a 100k-peer rendezvous' heap before it was made lazily).
+   */
+  introduced: Map<string, number> | undefined;
 }
 
 export interface PeerRelayOptions {
@@ -140,7 +143,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
 
   introduced(key: string, other: string): boolean {
     const state = this.#keys.get(key);
-    const exp = state?.introduced.get(other);
+    const exp = state?.introduced?.get(other);
     const now = this.#now();
     if (exp === undefined || exp <= now) return false;
     this.#use(state!, other, now);
@@ -152,7 +155,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (!state) return false;
     const now = this.#now();
     const address = normalizeIp(ip);
-    for (const [other, exp] of state.introduced) {
+    for (const [other, exp] of state.introduced ?? []) {
       if (exp <= now) continue;
       if (this.#keys.get(other)?.observed.some((e) => e.address === address)) return this.#use(state, other, now);
     }
@@ -164,7 +167,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (!state) return false;
     const now = this.#now();
     const address = normalizeIp(ip);
-    for (const [other, exp] of state.introduced) {
+    for (const [other, exp] of state.introduced ?? []) {
       if (exp <= now) continue;
       if (this.#keys.get(other)?.observed.some((e) => e.address === address && e.port === port))
         return this.#use(state, other, now);
@@ -174,7 +177,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
 
   hasIntroductions(key: string): boolean {
     const now = this.#now();
-    for (const exp of this.#keys.get(key)?.introduced.values() ?? []) if (exp > now) return true;
+    for (const exp of this.#keys.get(key)?.introduced?.values() ?? []) if (exp > now) return true;
     return false;
   }
 
@@ -196,7 +199,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     let s = this.#keys.get(keyHex);
     if (s) this.#keys.delete(keyHex);
     else {
-      s = { observed: [], introduced: new Map() };
+      s = { observed: [], introduced: undefined };
       if (this.#keys.size >= this.#maxKeys) this.#keys.delete(this.#keys.keys().next().value!);
     }
     this.#keys.set(keyHex, s);
@@ -208,7 +211,10 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     const address = normalizeIp(e.address);
     const i = s.observed.findIndex((o) => o.transport === e.transport && o.address === address && o.port === e.port);
     if (i >= 0) s.observed.splice(i, 1);
-    s.observed.push({ transport: e.transport, address, port: e.port });
+    const seen = { transport: e.transport, address, port: e.port };
+    // An exact-size array for the usual single address (push onto [] reserves room for 17).
+    if (s.observed.length === 0) s.observed = [seen];
+    else s.observed.push(seen);
     if (s.observed.length > MAX_OBSERVED_PER_KEY) s.observed.shift();
   }
 
@@ -219,14 +225,15 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   #use(state: KeyState, other: string, now: number): true {
     const until = now + this.ttlSeconds * 1000;
     // Only write when it moved noticeably (this runs per datagram on restricted permissions).
-    if ((state.introduced.get(other) ?? 0) < until - 1000) state.introduced.set(other, until);
+    const introduced = (state.introduced ??= new Map());
+    if ((introduced.get(other) ?? 0) < until - 1000) introduced.set(other, until);
     return true;
   }
 
   #link(from: string, to: string, expires: number): void {
-    const s = this.#state(from);
-    s.introduced.delete(to);
-    s.introduced.set(to, expires);
-    if (s.introduced.size > MAX_INTRODUCTIONS_PER_KEY) s.introduced.delete(s.introduced.keys().next().value!);
+    const introduced = (this.#state(from).introduced ??= new Map());
+    introduced.delete(to);
+    introduced.set(to, expires);
+    if (introduced.size > MAX_INTRODUCTIONS_PER_KEY) introduced.delete(introduced.keys().next().value!);
   }
 }

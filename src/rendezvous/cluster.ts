@@ -35,3 +35,23 @@ export interface ClusterBus {
   isAlive(node: string): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/**
+ * Where the two outcome reports of one connection meet when its peers report to different nodes (each reports to
+ * the node it registered with), so the cluster counts every connection once, labelled with both sides' own NAT
+ * types — as one node does when both reports reach it (src/server/metrics.ts). Reports travel as their wire bytes
+ * (signed REPORT, wire/rendezvous.ts), decoded and so validated again where they are counted.
+ */
+export interface ReportMeeting {
+  /**
+   * Offers the first report of a connection seen on this node. 'partner': the other side's report was parked by
+   * another node and is now taken (count the merged outcome here); 'parked': ours waits for the other side;
+   * 'counted': another node already counted this connection.
+   */
+  meet(
+    connectionId: string,
+    report: Buffer,
+  ): Promise<{ kind: 'partner'; report: Buffer } | { kind: 'parked' } | { kind: 'counted' }>;
+  /** No partner came in time: takes ours back. True: it was still parked (count it alone); false: taken elsewhere. */
+  reclaim(connectionId: string): Promise<boolean>;
+}

@@ -144,22 +144,19 @@ export function unpackRecord(b: Buffer): PackableRecord {
   return r;
 }
 
-/** What a registry reads from a packed record without unpacking it (expiry sweeps, name checks). */
-interface PackedEntry {
-  /** The packed bytes as a one-byte string: V8 stores it inline (16-byte header), a Buffer costs ~100 bytes more. */
-  packed: string;
-  expiresAt: number;
-  name: string | undefined;
-  /** Records that do not fit the layout (never from the wire codec) are kept as they are. */
-  plain?: PackableRecord;
-}
+/** Offsets in the packed layout. */
+const EXPIRES_AT = 32 + 8;
+const FLAGS = 32 + 28;
 
 /**
- * A Map from key id to record that stores records packed (packRecord) and unpacks them on `get`. `summaries()`
- * iterates expiry and name without unpacking, for sweeps over every registration.
+ * A Map from key id to record that stores each record as ONE flat one-byte string (packRecord's bytes; V8 keeps it
+ * as a 16-byte header plus the bytes, no object around it) and unpacks it on `get`. Expiry and name are read from
+ * the string itself for sweeps over every registration. Records that do not fit the layout (never from the wire
+ * codec) are kept as they are.
  */
 export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
-  readonly #entries = new Map<string, PackedEntry>();
+  readonly #entries = new Map<string, string | R>();
+  readonly #scratch = Buffer.allocUnsafe(8);
 
   get size(): number {
     return this.#entries.size;
@@ -167,36 +164,51 @@ export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
 
   get(id: string): R | undefined {
     const e = this.#entries.get(id);
-    if (!e) return undefined;
-    return (e.plain ?? unpackRecord(Buffer.from(e.packed, 'latin1'))) as R;
+    if (e === undefined) return undefined;
+    return typeof e === 'string' ? (unpackRecord(Buffer.from(e, 'latin1')) as R) : e;
   }
 
   /** Expiry and name of `id` without unpacking. */
   summary(id: string): { expiresAt: number; name: string | undefined } | undefined {
-    return this.#entries.get(id);
+    const e = this.#entries.get(id);
+    if (e === undefined) return undefined;
+    if (typeof e !== 'string') return { expiresAt: e.expiresAt, name: e.name };
+    return { expiresAt: this.#expiresAt(e), name: packedName(e) };
   }
 
   set(id: string, r: R): void {
     const packed = packRecord(r);
-    this.#entries.set(
-      id,
-      packed
-        ? { packed: packed.toString('latin1'), expiresAt: r.expiresAt, name: r.name }
-        : { packed: '', expiresAt: r.expiresAt, name: r.name, plain: r },
-    );
+    this.#entries.set(id, packed ? packed.toString('latin1') : r);
   }
 
   delete(id: string): boolean {
     return this.#entries.delete(id);
   }
 
-  /** [id, expiresAt, name] for every record, without unpacking. */
-  *summaries(): IterableIterator<[string, number, string | undefined]> {
-    for (const [id, e] of this.#entries) yield [id, e.expiresAt, e.name];
+  /** [id, expiresAt] for every record, without unpacking. */
+  *summaries(): IterableIterator<[string, number]> {
+    for (const [id, e] of this.#entries) yield [id, typeof e === 'string' ? this.#expiresAt(e) : e.expiresAt];
   }
 
   /** Every record, unpacked one at a time. */
   *values(): IterableIterator<R> {
-    for (const e of this.#entries.values()) yield (e.plain ?? unpackRecord(Buffer.from(e.packed, 'latin1'))) as R;
+    for (const e of this.#entries.values())
+      yield typeof e === 'string' ? (unpackRecord(Buffer.from(e, 'latin1')) as R) : e;
   }
+
+  #expiresAt(e: string): number {
+    this.#scratch.write(e.slice(EXPIRES_AT, EXPIRES_AT + 8), 0, 'latin1');
+    return this.#scratch.readDoubleBE(0);
+  }
+}
+
+/** The name in a packed record (as a string of its bytes), walking past the addresses. */
+function packedName(e: string): string | undefined {
+  if ((e.charCodeAt(FLAGS) & HAS_NAME) === 0) return undefined;
+  let o = FLAGS + 1;
+  o += 4 + e.charCodeAt(o + 1); // reflexive
+  const count = e.charCodeAt(o++);
+  for (let i = 0; i < count; i++) o += 1 + 4 + e.charCodeAt(o + 2) + 4;
+  const len = e.charCodeAt(o);
+  return Buffer.from(e.slice(o + 1, o + 1 + len), 'latin1').toString('utf8');
 }

@@ -9,6 +9,8 @@
  *   nat:<key hex>     STRING  the peer's self-reported NAT type (outcome reports), expiring with the hold
  *   inbox:<node>      STREAM  pushes for peers held by <node>, read by that node alone (exactly once, in order)
  *   node:<node>       STRING  heartbeat, expiring after 3 beats
+ *   report:<conn id>  STRING  an outcome report parked until the other side's arrives at another node (short TTL)
+ *   counted:<conn id> STRING  marker: this connection's outcome was counted (a late report is not counted again)
  *
  * Multi-key updates run as Lua scripts (EVALSHA; Redis runs a script atomically, so a name is claimed by one key
  * even when two nodes race). Scripts touch keys they compute from the prefix: a single Redis (or a Sentinel-managed
@@ -23,7 +25,7 @@ import { hostname } from 'node:os';
 import { createClient } from 'redis';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import type { ClusterBus, ClusterPush } from './cluster.js';
+import type { ClusterBus, ClusterPush, ReportMeeting } from './cluster.js';
 import {
   DEFAULT_LIST_LIMIT,
   DEFAULT_MAX_PEERS,
@@ -142,6 +144,34 @@ if #gone > 0 then redis.call('ZREM', zkey, unpack(gone)) end
 return gone
 `;
 
+/** How long a parked report, and the marker of a counted connection, stay (ample for REPORT_MERGE_WAIT_MS). */
+export const REPORT_MEETING_TTL_MS = 60_000;
+
+/** ReportMeeting.meet: take the partner's parked report, or park ours, in one atomic step. */
+const MEET_SCRIPT = `
+local prefix, id, mine, ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key, counted = prefix .. 'report:' .. id, prefix .. 'counted:' .. id
+if redis.call('EXISTS', counted) == 1 then return {'counted'} end
+local other = redis.call('GET', key)
+if other then
+  redis.call('DEL', key)
+  redis.call('SET', counted, '1', 'PX', ttl)
+  return {'partner', other}
+end
+redis.call('SET', key, mine, 'PX', ttl)
+return {'parked'}
+`;
+
+/** ReportMeeting.reclaim: our parked report back (and the connection marked counted), if no one took it. */
+const RECLAIM_SCRIPT = `
+local prefix, id, ttl = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('DEL', prefix .. 'report:' .. id) == 1 then
+  redis.call('SET', prefix .. 'counted:' .. id, '1', 'PX', ttl)
+  return 1
+end
+return 0
+`;
+
 /** JSON in Redis; "name" is spelled out because the Lua scripts read it. */
 interface StoredRecord {
   k: string;
@@ -212,6 +242,7 @@ export interface RedisBackendOptions extends RegistryOptions {
 export class RedisBackend {
   readonly registry: RedisRegistry;
   readonly cluster: RedisCluster;
+  readonly reports: ReportMeeting;
   readonly nodeId: string;
   readonly prefix: string;
   roundTrips = 0;
@@ -227,6 +258,7 @@ export class RedisBackend {
     this.#reader = reader;
     this.registry = new RedisRegistry(this, options);
     this.cluster = new RedisCluster(this, reader);
+    this.reports = redisReportMeeting(this);
   }
 
   /** Connects (bounded by connectTimeoutMs; fails with a one-line error naming the URL without its password). */
@@ -584,6 +616,22 @@ export class RedisCluster implements ClusterBus {
       }
     }
   }
+}
+
+/** Outcome reports of one connection meeting across nodes (cluster.ts ReportMeeting), base64 in Redis. */
+function redisReportMeeting(b: RedisBackend): ReportMeeting {
+  const ttl = String(REPORT_MEETING_TTL_MS);
+  return {
+    async meet(connectionId, report) {
+      const r = await b.script(MEET_SCRIPT, [b.prefix, connectionId, report.toString('base64'), ttl]);
+      const [kind, other] = Array.isArray(r) ? r : [];
+      if (kind === 'partner' && typeof other === 'string') return { kind, report: Buffer.from(other, 'base64') };
+      return kind === 'counted' ? { kind } : { kind: 'parked' };
+    },
+    async reclaim(connectionId) {
+      return (await b.script(RECLAIM_SCRIPT, [b.prefix, connectionId, ttl])) === 1;
+    },
+  };
 }
 
 export function redactUrl(url: string): string {

@@ -92,9 +92,12 @@ export function matchesQuery(r: PeerRecord, query: string | undefined): boolean 
 export class MemoryRegistry implements Registry {
   readonly maxPeers: number;
   readonly nameHoldMs: number;
-  /** Records packed into one Buffer each (record.ts): a quarter of the heap of plain objects. */
+  /**
+   * Records packed into one flat string each (record.ts), keyed by the public key's 32 bytes as a one-byte string
+   * (48 bytes on the heap; its hex form takes 80).
+   */
   #byKey = new PackedRecordMap<PeerRecord>();
-  /** name → the key (hex) it belongs to and until when (a live holder's until is its expiry + the hold). */
+  /** name → the key (32 bytes as a one-byte string) it belongs to and until when (a live holder's until is its expiry + the hold). */
   #names = new Map<string, { id: string; until: number }>();
   #maxReservations: number;
 
@@ -105,7 +108,7 @@ export class MemoryRegistry implements Registry {
   }
 
   async get(publicKey: Buffer, now: number): Promise<PeerRecord | undefined> {
-    const r = this.#byKey.get(publicKey.toString('hex'));
+    const r = this.#byKey.get(publicKey.toString('latin1'));
     return r && r.expiresAt > now ? r : undefined;
   }
 
@@ -116,7 +119,7 @@ export class MemoryRegistry implements Registry {
   }
 
   async put(record: PeerRecord, now: number): Promise<PutResult> {
-    const id = record.publicKey.toString('hex');
+    const id = record.publicKey.toString('latin1');
     if (record.name !== undefined) {
       const held = this.#names.get(record.name);
       if (held && held.id !== id && held.until > now) return 'name-taken';
@@ -139,7 +142,7 @@ export class MemoryRegistry implements Registry {
   }
 
   async delete(publicKey: Buffer, now = Date.now()): Promise<boolean> {
-    const id = publicKey.toString('hex');
+    const id = publicKey.toString('latin1');
     const r = this.#byKey.get(id);
     if (!r) return false;
     this.#byKey.delete(id);
@@ -152,7 +155,7 @@ export class MemoryRegistry implements Registry {
     for (const [id, expiresAt] of this.#byKey.summaries()) {
       if (expiresAt <= now) {
         this.#byKey.delete(id);
-        gone.push(Buffer.from(id, 'hex'));
+        gone.push(Buffer.from(id, 'latin1'));
       }
     }
     for (const [name, n] of this.#names) if (n.until <= now) this.#names.delete(name);
@@ -171,14 +174,14 @@ export class MemoryRegistry implements Registry {
     if (!n || n.until <= now) return undefined;
     const r = this.#byKey.get(n.id);
     return {
-      publicKey: Buffer.from(n.id, 'hex'),
+      publicKey: Buffer.from(n.id, 'latin1'),
       until: n.until,
       live: Boolean(r && r.expiresAt > now && r.name === name),
     };
   }
 
   async release(name: string, publicKey: Buffer, now: number): Promise<boolean> {
-    const id = publicKey.toString('hex');
+    const id = publicKey.toString('latin1');
     const n = this.#names.get(name);
     if (!n || n.id !== id || n.until <= now) return false;
     this.#names.delete(name);
@@ -201,7 +204,7 @@ export class MemoryRegistry implements Registry {
   }
 
   async noteNatType(publicKey: Buffer, natType: string): Promise<void> {
-    const id = publicKey.toString('hex');
+    const id = publicKey.toString('latin1');
     const r = this.#byKey.get(id);
     if (r) this.#byKey.set(id, { ...r, natType });
   }

@@ -57,6 +57,13 @@ export class ReplayCache<E> {
     return true;
   }
 
+  /** Replaces the entry of a key already remembered (its expiry stays); false when it is not. */
+  replace(key: string, entry: E): boolean {
+    if (!this.#entries.has(key)) return false;
+    this.#entries.set(key, entry);
+    return true;
+  }
+
   /** Forgets every entry whose expiry has passed by `now`. */
   sweep(now: number): void {
     const current = Math.floor(now / this.#bucketMs);

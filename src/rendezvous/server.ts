@@ -1,5 +1,4 @@
 import type { Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
 import { RequestIds } from './ids.js';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { FirstByte } from '../net/demux.js';
@@ -40,6 +39,17 @@ import {
 import type { ClusterBus, ClusterPush } from './cluster.js';
 import { MemoryRegistry, DEFAULT_MAX_PEERS, DEFAULT_NAME_HOLD_MS, type PeerRecord, type Registry } from './registry.js';
 import { ReplayCache, DEFAULT_MAX_REPLAY_ENTRIES } from './replay.js';
+import {
+  keyId,
+  nonceEntryAnswer,
+  nonceEntrySignatureIs,
+  nonceEntrySource,
+  packNonceEntry,
+  Scratch,
+  sourceId,
+  withNonceAnswer,
+} from './compact.js';
+import { formatAddress } from '../wire/ip.js';
 
 /**
  * Defaults. Registrations double as NAT keepalives towards the server (so it can push CONNECT_NOTIFY), so the refresh
@@ -248,15 +258,17 @@ type Channel =
       port: number;
       observed: Endpoint;
       ip: string;
+      /** sourceId() of (transport, address, port): equal for equal sources, compact enough to keep. */
+      source: string;
       budget?: { left: number };
     }
-  | { kind: 'tcp'; socket: Socket; observed: Endpoint; ip: string };
+  | { kind: 'tcp'; socket: Socket; observed: Endpoint; ip: string; source: string };
 
 /** A channel to keep (for pushes later): without the per-request answer budget. */
 function kept(ch: Channel): Channel {
   if (ch.kind !== 'udp' || !ch.budget) return ch;
-  const { budget: _budget, ...rest } = ch;
-  return rest;
+  const { transport, address, port, observed, ip, source } = ch;
+  return { kind: 'udp', transport, address, port, observed, ip, source };
 }
 
 interface ChannelEntry {
@@ -268,10 +280,16 @@ interface ChannelEntry {
   expiresAt: number;
 }
 
-interface NonceEntry {
-  source: string;
-  signature: Buffer;
-  response?: Buffer;
+/**
+ * A registered peer's UDP channel entry as one flat string (compact.ts explains why): transport index u8,
+ * registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown), sourceId.
+ * TCP channels (a socket object each, at most maxTcpConnections) stay ChannelEntry objects.
+ */
+const NO_RTT = 0xffff;
+const PACKED_HEAD = 11;
+
+function packedExpiresAt(e: string): number {
+  return (e.charCodeAt(5) * 0x1000000 + ((e.charCodeAt(6) << 16) | (e.charCodeAt(7) << 8) | e.charCodeAt(8))) * 1000;
 }
 
 interface Bucket {
@@ -311,7 +329,7 @@ function unmapV4(address: string): string {
 }
 
 function channelSource(ch: Channel): string {
-  return `${ch.observed.transport}:${ch.observed.address}:${ch.observed.port}`;
+  return ch.source;
 }
 
 function srflxCandidate(e: Endpoint): Candidate {
@@ -368,8 +386,13 @@ export class RendezvousServer {
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
-  #channels = new Map<string, ChannelEntry>();
-  #nonces: ReplayCache<NonceEntry>;
+  /** keyId → the peer's channel: packed (UDP) or a ChannelEntry (TCP). Read with #entry, written with #setEntry. */
+  #channels = new Map<string, string | ChannelEntry>();
+  /** Attached transports; a packed channel names its transport by index here. */
+  #transports: Array<DatagramTransport | undefined> = [];
+  #scratch = new Scratch();
+  /** nonce (latin1) → packNonceEntry(source, signature, answer). */
+  #nonces: ReplayCache<string>;
   #cluster: ClusterBus | undefined;
   #offCluster: (() => void) | undefined;
   #reserved: Map<string, string>;
@@ -382,12 +405,13 @@ export class RendezvousServer {
   #buckets = new Map<string, Bucket>();
   #pending = new Map<string, PendingNotify>();
   readonly #ids = new RequestIds();
+  /** PING request id (as int32, a small integer for V8) → who was pinged. */
   #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
   /**
    * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
    * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). Bounded by maxPeers.
    */
-  #verified = new Map<string, number>();
+  #verified = new Map<string, number>(); // sourceId → verified until (whole seconds since the epoch)
   #sweep: NodeJS.Timeout;
   #closed = false;
   #stats: Omit<RendezvousStats, 'peers' | 'pendingNotifies' | 'tcpOpen'> = {
@@ -488,6 +512,9 @@ export class RendezvousServer {
 
   /** Starts answering rendezvous datagrams arriving on `transport`. Returns a function that detaches again. */
   attach(transport: DatagramTransport): () => void {
+    let index = this.#transports.indexOf(undefined);
+    if (index < 0) index = this.#transports.push(transport) - 1;
+    else this.#transports[index] = transport;
     const off = transport.onMessage((msg: Buffer, rinfo: RemoteInfo) => {
       if (msg.length === 0 || msg[0] !== FirstByte.RENDEZVOUS) return; // STUN, TURN, probes: not ours
       const observed: Endpoint = { transport: 'udp', address: unmapV4(rinfo.address), port: rinfo.port };
@@ -498,11 +525,13 @@ export class RendezvousServer {
         port: rinfo.port,
         observed,
         ip: observed.address,
+        source: sourceId(this.#scratch, 'udp', rinfo.address, rinfo.port),
         budget: { left: msg.length },
       });
     });
     const detach = () => {
       off();
+      if (this.#transports[index] === transport) this.#transports[index] = undefined;
       this.#detach.delete(detach);
     };
     this.#detach.add(detach);
@@ -525,7 +554,13 @@ export class RendezvousServer {
       address: unmapV4(socket.remoteAddress),
       port: socket.remotePort ?? 0,
     };
-    const channel: Channel = { kind: 'tcp', socket, observed, ip: observed.address };
+    const channel: Channel = {
+      kind: 'tcp',
+      socket,
+      observed,
+      ip: observed.address,
+      source: sourceId(this.#scratch, 'tcp', observed.address, observed.port),
+    };
     this.#tcp.set(socket, new Set());
     const decoder = new TcpFrameDecoder();
     socket.setNoDelay(true);
@@ -533,7 +568,8 @@ export class RendezvousServer {
     socket.on('error', () => {});
     socket.on('close', () => {
       for (const id of this.#tcp.get(socket) ?? []) {
-        if (this.#channels.get(id)?.channel === channel) this.#channels.delete(id);
+        const e = this.#channels.get(id);
+        if (typeof e === 'object' && e.channel === channel) this.#channels.delete(id);
       }
       this.#tcp.delete(socket);
     });
@@ -563,7 +599,7 @@ export class RendezvousServer {
       const gone = await this.registry.expire(now);
       for (const key of gone) {
         this.#stats.expired++;
-        this.#unbind(hex(key));
+        this.#unbind(keyId(key));
         this.#emit({ type: 'unregister', publicKey: key, reason: 'expired' });
       }
     } catch (err) {
@@ -575,10 +611,12 @@ export class RendezvousServer {
       if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
     }
     for (const [id, p] of this.#pings) if (p.expiresAt <= now) this.#pings.delete(id);
-    for (const [src, until] of this.#verified) if (until <= now) this.#verified.delete(src);
+    for (const [src, until] of this.#verified) if (until * 1000 <= now) this.#verified.delete(src);
     for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
     for (const [k, c] of this.#connections) if (c.expiresAt <= now) this.#connections.delete(k);
-    for (const [id, e] of this.#channels) if (e.expiresAt <= now) this.#unbind(id);
+    for (const [id, e] of this.#channels) {
+      if ((typeof e === 'string' ? packedExpiresAt(e) : e.expiresAt) <= now) this.#unbind(id);
+    }
     const minute = Math.floor(now / 60_000);
     for (const [k, c] of this.#reportCounts) if (c.minute !== minute) this.#reportCounts.delete(k);
   }
@@ -644,14 +682,15 @@ export class RendezvousServer {
         this.#stats.pings++;
         return this.#reply(channel, { type: 'pong', requestId: msg.requestId, echo: msg.time, time: this.#now() });
       case 'pong': {
-        const p = this.#pings.get(msg.requestId);
+        const p = this.#pings.get(msg.requestId | 0);
         if (!p || p.source !== channelSource(channel)) return;
-        this.#pings.delete(msg.requestId);
+        this.#pings.delete(msg.requestId | 0);
         this.#markVerified(p.source);
-        const entry = this.#channels.get(p.id);
+        const entry = this.#entry(p.id);
         const rtt = this.#now() - msg.echo;
         if (entry && rtt >= 0 && rtt < 60_000) {
           entry.rttMs = rtt;
+          this.#setEntry(p.id, entry);
           this.#stats.rttSamples++;
         }
         return;
@@ -744,18 +783,19 @@ export class RendezvousServer {
    */
   #admit(msg: SignedMessage, channel: Channel): boolean {
     const now = this.#now();
-    const nonce = hex(msg.nonce);
+    const nonce = msg.nonce.toString('latin1');
     const seen = this.#nonces.get(nonce);
-    if (seen && msg.signature && seen.signature.equals(msg.signature)) {
-      if (seen.source === channelSource(channel)) {
-        if (seen.response) {
+    if (seen !== undefined && msg.signature && nonceEntrySignatureIs(seen, msg.signature)) {
+      if (nonceEntrySource(seen) === channelSource(channel)) {
+        const answer = nonceEntryAnswer(seen);
+        if (answer) {
           this.#stats.retransmitsAnswered++;
-          this.#send(channel, seen.response);
+          this.#send(channel, answer);
         }
         return false;
       }
     }
-    if (!verifyRendezvous(msg)) {
+    if (!verifyRendezvous(msg, this.#scratch.buf)) {
       this.#stats.badSignature++;
       this.#error(channel, msg, 'BAD_SIGNATURE', 'signature does not verify for the key in the message', 0, false);
       return false;
@@ -772,7 +812,7 @@ export class RendezvousServer {
       );
       return false;
     }
-    if (seen) {
+    if (seen !== undefined) {
       this.#stats.replays++;
       this.#error(channel, msg, 'REPLAY', 'this signed message was already used', 0, false);
       return false;
@@ -781,9 +821,7 @@ export class RendezvousServer {
     // the message rather than forget one that could still be replayed.
     if (this.#nonces.full) this.#nonces.sweep(now);
     const expiresAt = msg.timestamp + this.#windowMs + 1000;
-    if (
-      !this.#nonces.add(nonce, { source: channelSource(channel), signature: Buffer.from(msg.signature!) }, expiresAt)
-    ) {
+    if (!this.#nonces.add(nonce, packNonceEntry(this.#scratch, channelSource(channel), msg.signature!), expiresAt)) {
       this.#stats.serverFull++;
       this.#error(
         channel,
@@ -799,8 +837,9 @@ export class RendezvousServer {
   }
 
   #remember(msg: SignedMessage, response: Buffer): void {
-    const e = this.#nonces.get(hex(msg.nonce));
-    if (e) e.response = response;
+    const nonce = msg.nonce.toString('latin1');
+    const e = this.#nonces.get(nonce);
+    if (e !== undefined) this.#nonces.replace(nonce, withNonceAnswer(this.#scratch, e, response));
   }
 
   async #register(msg: RegisterMessage, channel: Channel): Promise<void> {
@@ -861,7 +900,8 @@ export class RendezvousServer {
     }
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
-    this.#bind(hex(msg.publicKey), channel, msg.requestId, now);
+    const id = keyId(msg.publicKey); // one string for the channel map and the ping record
+    this.#bind(id, channel, msg.requestId, now);
     this.#emit({
       type: 'register',
       publicKey: msg.publicKey,
@@ -883,13 +923,19 @@ export class RendezvousServer {
     // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
     const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
     if (c) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...c });
-    this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
+    // Guarded: the hex keys cost more than the rest of the log call when debug is off (the usual case).
+    if (this.#log.isLevelEnabled('debug'))
+      this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
     // Measure the RTT to the peer (the answer comes back as PONG) to schedule simultaneous starts later.
     if (this.#pings.size < this.#maxPeers) {
       // Random, not from #ids: answering it proves the peer receives at this address (anti-amplification), so it
       // must not be guessable.
-      const requestId = randomBytes(4).readUInt32BE(0);
-      this.#pings.set(requestId, { id: hex(msg.publicKey), source: channelSource(channel), expiresAt: now + 10_000 });
+      const requestId = this.#ids.next();
+      this.#pings.set(requestId | 0, {
+        id,
+        source: channelSource(channel),
+        expiresAt: now + 10_000,
+      });
       // Padded to PONG's size so the peer's answer is no larger than our question (it proves the address too).
       this.#send(channel, encodeRendezvous({ type: 'ping', requestId, time: now }, undefined, { padTo: PONG_BYTES }));
     }
@@ -940,14 +986,14 @@ export class RendezvousServer {
       if (oldest === undefined) break;
       this.#verified.delete(oldest);
     }
-    this.#verified.set(source, this.#now() + this.#ttlMs);
+    this.#verified.set(source, Math.ceil((this.#now() + this.#ttlMs) / 1000));
   }
 
   /** TCP's handshake proves the address; over UDP, an answered PING or acknowledged push does. */
   #isVerified(channel: Channel): boolean {
     if (channel.kind === 'tcp') return true;
     const until = this.#verified.get(channelSource(channel));
-    return until !== undefined && until > this.#now();
+    return until !== undefined && until * 1000 > this.#now();
   }
 
   async #connect(msg: ConnectMessage, channel: Channel): Promise<void> {
@@ -962,7 +1008,7 @@ export class RendezvousServer {
       target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId
         ? target.node
         : undefined;
-    const local = target && !remoteNode ? this.#channels.get(hex(target.publicKey)) : undefined;
+    const local = target && !remoteNode ? this.#entry(keyId(target.publicKey)) : undefined;
     const remoteAlive = remoteNode !== undefined && (await this.#cluster!.isAlive(remoteNode));
     const delivery: { ip: string; rttMs?: number } | undefined = local
       ? { ip: local.channel.ip, ...(local.rttMs !== undefined ? { rttMs: local.rttMs } : {}) }
@@ -1001,7 +1047,7 @@ export class RendezvousServer {
     }
 
     // Start times: each side learns of the connection half its RTT after the server sends.
-    const rttI = msg.rttMs || initiator?.rttMs || this.#channels.get(hex(msg.publicKey))?.rttMs || 0;
+    const rttI = msg.rttMs || initiator?.rttMs || this.#entry(keyId(msg.publicKey))?.rttMs || 0;
     const rttR = delivery.rttMs || target.rttMs || 0;
     let delayI = 0;
     let delayR = Math.max(0, (rttI - rttR) / 2);
@@ -1080,15 +1126,16 @@ export class RendezvousServer {
       this.#connections.delete(oldest);
     }
     this.#connections.set(cid, {
-      initiator: hex(msg.publicKey),
-      responder: hex(target.publicKey),
+      initiator: keyId(msg.publicKey),
+      responder: keyId(target.publicKey),
       initiatorChannel: kept(channel),
       expiresAt: now + CONNECTION_RECORD_TTL_MS,
     });
-    this.#log.debug(
-      { from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR },
-      'rendezvous connect',
-    );
+    if (this.#log.isLevelEnabled('debug'))
+      this.#log.debug(
+        { from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR },
+        'rendezvous connect',
+      );
   }
 
   /**
@@ -1155,22 +1202,18 @@ export class RendezvousServer {
     // Only between the two keys a CONNECT introduced, for that connection. The initiator need not be registered
     // (connect() only asks): it is reached where its CONNECT came from.
     const conn = this.#connections.get(hex(msg.connectionId));
-    const from = hex(msg.publicKey);
-    const to = hex(msg.peerKey);
+    const from = keyId(msg.publicKey);
+    const to = keyId(msg.peerKey);
     const party =
       conn &&
       conn.expiresAt > now &&
       ((conn.initiator === from && conn.responder === to) || (conn.initiator === to && conn.responder === from));
-    const delivery = party
-      ? to === conn.initiator
-        ? { channel: conn.initiatorChannel }
-        : this.#channels.get(to)
-      : undefined;
+    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : this.#entry(to)) : undefined;
     if (!delivery) {
       this.#stats.notFound++;
       this.#stats.seqRefused++;
       const why = party
-        ? `no peer registered as key ${to.slice(0, 16)}…`
+        ? `no peer registered as key ${hex(msg.peerKey).slice(0, 16)}…`
         : 'no connection with this id between these two keys (a SEQ_OFFER follows a CONNECT)';
       return this.#error(channel, msg, 'NOT_FOUND', why);
     }
@@ -1247,7 +1290,7 @@ export class RendezvousServer {
       this.#stats.unregistrations++;
       this.#emit({ type: 'unregister', publicKey: msg.publicKey, reason: 'unregister' });
     }
-    this.#unbind(hex(msg.publicKey));
+    this.#unbind(keyId(msg.publicKey));
   }
 
   /**
@@ -1296,7 +1339,7 @@ export class RendezvousServer {
 
   /** A push another node handed us for a peer whose channel is here (cluster.ts). */
   #deliverRemote(push: ClusterPush): void {
-    const entry = this.#channels.get(push.to);
+    const entry = this.#entry(keyId(Buffer.from(push.to, 'hex')));
     if (!entry || this.#closed) return;
     // Every push to a peer passes the node that holds it, so this one bucket bounds what all nodes together push
     // to its address (no shared rate-limit state needed for it).
@@ -1327,7 +1370,9 @@ export class RendezvousServer {
    */
   async drain(options: { retryAfterMs?: number; signal?: AbortSignal } = {}): Promise<number> {
     this.#draining = true;
-    const targets = [...this.#channels.values()].filter((e) => e.registerRequestId !== undefined);
+    const targets = [...this.#channels.keys()]
+      .map((id) => this.#entry(id))
+      .filter((e): e is ChannelEntry => e?.registerRequestId !== undefined);
     const send = () => {
       for (const e of targets) {
         this.#send(
@@ -1375,20 +1420,60 @@ export class RendezvousServer {
   }
 
   #bind(id: string, channel: Channel, registerRequestId: number, now: number): void {
-    const prev = this.#channels.get(id);
+    const prev = this.#entry(id);
     if (prev?.channel.kind === 'tcp' && prev.channel !== channel) this.#tcp.get(prev.channel.socket)?.delete(id);
     const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
     const entry: ChannelEntry = { channel: kept(channel), registerRequestId, expiresAt: now + this.#ttlMs };
     if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
-    this.#channels.set(id, entry);
+    this.#setEntry(id, entry);
     if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
   }
 
   #unbind(id: string): void {
     const prev = this.#channels.get(id);
-    if (!prev) return;
-    if (prev.channel.kind === 'tcp') this.#tcp.get(prev.channel.socket)?.delete(id);
+    if (prev === undefined) return;
+    if (typeof prev === 'object' && prev.channel.kind === 'tcp') this.#tcp.get(prev.channel.socket)?.delete(id);
     this.#channels.delete(id);
+  }
+
+  /** The channel entry of key `id` (a fresh object for a packed one: write changes back with #setEntry). */
+  #entry(id: string): ChannelEntry | undefined {
+    const e = this.#channels.get(id);
+    if (e === undefined || typeof e === 'object') return e;
+    const transport = this.#transports[e.charCodeAt(0)];
+    if (!transport) return undefined;
+    const source = e.slice(PACKED_HEAD);
+    const len = source.charCodeAt(1);
+    const text = (source.charCodeAt(0) & 0x80) !== 0;
+    const raw = Buffer.from(source.slice(2, 2 + len), 'latin1');
+    const address = text ? raw.toString('utf8') : formatAddress(raw);
+    const port = (source.charCodeAt(2 + len) << 8) | source.charCodeAt(3 + len);
+    const ip = unmapV4(address);
+    const rtt = (e.charCodeAt(9) << 8) | e.charCodeAt(10);
+    const entry: ChannelEntry = {
+      channel: { kind: 'udp', transport, address, port, observed: { transport: 'udp', address: ip, port }, ip, source },
+      registerRequestId:
+        ((e.charCodeAt(1) << 24) | (e.charCodeAt(2) << 16) | (e.charCodeAt(3) << 8) | e.charCodeAt(4)) >>> 0,
+      expiresAt: packedExpiresAt(e),
+    };
+    if (rtt !== NO_RTT) entry.rttMs = rtt;
+    return entry;
+  }
+
+  #setEntry(id: string, entry: ChannelEntry): void {
+    const ch = entry.channel;
+    const index = ch.kind === 'udp' ? this.#transports.indexOf(ch.transport) : -1;
+    if (ch.kind !== 'udp' || index < 0 || index > 0xff || entry.registerRequestId === undefined) {
+      this.#channels.set(id, entry);
+      return;
+    }
+    const b = this.#scratch.buf;
+    b[0] = index;
+    b.writeUInt32BE(entry.registerRequestId >>> 0, 1);
+    b.writeUInt32BE(Math.min(0xffffffff, Math.ceil(entry.expiresAt / 1000)), 5);
+    b.writeUInt16BE(entry.rttMs === undefined ? NO_RTT : Math.min(NO_RTT - 1, Math.round(entry.rttMs)), 9);
+    const n = PACKED_HEAD + b.write(ch.source, PACKED_HEAD, 'latin1');
+    this.#channels.set(id, b.toString('latin1', 0, n));
   }
 
   #errorBytes(requestId: number, inResponseTo: number, code: ErrorCodeName, message: string, retryAfterMs = 0): Buffer {

@@ -10,7 +10,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry as PromRegis
 import type { RendezvousEvent, RendezvousObserver, RendezvousServer } from '../rendezvous/server.js';
 import type { StunCounterSource } from './stun-counters.js';
 import type { TurnStats } from '../relay/server.js';
-import { hex, type ReportMessage } from '../wire/rendezvous.js';
+import { decodeRendezvous, hex, type ReportMessage } from '../wire/rendezvous.js';
+import type { ReportMeeting } from '../rendezvous/cluster.js';
 import { natPair } from './activity.js';
 
 /** What the metrics read at scrape time; each is optional (a service that is off has no metrics). */
@@ -21,6 +22,8 @@ export interface MetricSources {
   turn?: { readonly stats: TurnStats };
   /** Redis connection state, with --redis. */
   redis?: { readonly healthy: boolean };
+  /** With several nodes: where a connection's two reports meet when they reach different nodes (Redis). */
+  reports?: ReportMeeting;
 }
 
 /** Time-to-connect buckets (seconds): a LAN connects in milliseconds, a relayed fallback in up to ~30 s. */
@@ -40,7 +43,8 @@ export class ServeMetrics implements RendezvousObserver {
   readonly registry = new PromRegistry();
   #sources: MetricSources;
   #seen = new Set<string>();
-  #waiting = new Map<string, { report: ReportMessage; at: number }>();
+  /** First reports waiting for their partner; `parked`: also offered to the other nodes (sources.reports). */
+  #waiting = new Map<string, { report: ReportMessage; at: number; parked?: boolean }>();
   #flushTimer: NodeJS.Timeout;
   #lookups: Counter<'result'>;
   #introductions: Counter<'result'>;
@@ -341,6 +345,8 @@ export class ServeMetrics implements RendezvousObserver {
         if (first) {
           this.#waiting.delete(id);
           this.#count(id, first.report, r);
+          // Both reports came here: take back the copy offered to the other nodes (and mark the connection counted).
+          if (this.#sources.reports) void this.#sources.reports.reclaim(id).catch(() => {});
           return;
         }
         this.#waiting.set(id, { report: r, at: Date.now() });
@@ -349,6 +355,7 @@ export class ServeMetrics implements RendezvousObserver {
           this.#waiting.delete(oldId);
           this.#count(oldId, oldest.report);
         }
+        this.#meet(id, r);
         return;
       }
       default:
@@ -358,8 +365,7 @@ export class ServeMetrics implements RendezvousObserver {
 
   /** Counts one connection from its first report, completed by the other side's when it came. */
   #count(id: string, r: ReportMessage, other?: ReportMessage): void {
-    this.#seen.add(id);
-    if (this.#seen.size > SEEN_CONNECTIONS) this.#seen.delete(this.#seen.values().next().value!);
+    this.#markSeen(id);
     const nats = { initiator: 'unknown', responder: 'unknown' };
     for (const x of other ? [other, r] : [r]) {
       // Each side's own NAT type wins over what the other side guessed.
@@ -374,12 +380,51 @@ export class ServeMetrics implements RendezvousObserver {
       this.#ttc.observe({ nat_pair: pair, path: r.path }, r.timeToConnectMs / 1000);
   }
 
+  /**
+   * Several nodes: the peers of a connection report to the nodes they registered with, often two different ones.
+   * The first report is offered to the others (sources.reports): whichever node holds the second one counts the
+   * merged outcome, once for the cluster. Redis unavailable: counted here alone at flush, as on a single node.
+   */
+  #meet(id: string, r: ReportMessage): void {
+    const meeting = this.#sources.reports;
+    if (!meeting || !r.signedPart || !r.signature) return;
+    meeting.meet(id, Buffer.concat([r.signedPart, r.signature])).then(
+      (m) => {
+        const w = this.#waiting.get(id);
+        if (!w || w.report !== r) return; // merged here or flushed meanwhile
+        if (m.kind === 'parked') {
+          w.parked = true;
+          return;
+        }
+        this.#waiting.delete(id);
+        if (m.kind === 'counted') return this.#markSeen(id);
+        this.#count(id, r, decodeReport(m.report));
+      },
+      () => {},
+    );
+  }
+
+  #markSeen(id: string): void {
+    this.#seen.add(id);
+    if (this.#seen.size > SEEN_CONNECTIONS) this.#seen.delete(this.#seen.values().next().value!);
+  }
+
   /** Counts first reports that waited since before `cutoff` without their partner. */
   #flush(cutoff: number): void {
     for (const [id, w] of this.#waiting) {
       if (w.at > cutoff) break; // insertion order is arrival order
       this.#waiting.delete(id);
-      this.#count(id, w.report);
+      const meeting = this.#sources.reports;
+      if (!w.parked || !meeting) {
+        this.#count(id, w.report);
+        continue;
+      }
+      // Still parked: no node took it, so it is counted here alone; taken: the node holding the partner counted it.
+      this.#markSeen(id);
+      meeting.reclaim(id).then(
+        (mine) => mine && this.#count(id, w.report),
+        () => this.#count(id, w.report),
+      );
     }
   }
 
@@ -419,4 +464,14 @@ function methodLabel(name: string): string {
     .replace(/([a-z])([A-Z])/g, '$1_$2')
     .replace(/[^A-Za-z0-9_]/g, '_')
     .toLowerCase();
+}
+
+/** A report another node parked (its wire bytes), decoded — and so validated — again; undefined when it is not one. */
+function decodeReport(bytes: Buffer): ReportMessage | undefined {
+  try {
+    const m = decodeRendezvous(bytes);
+    return m.type === 'report' ? m : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -64,7 +64,7 @@ export class ServeOperations {
     this.#log = log;
     this.nodeId = nodeId;
     this.redis = redis;
-    if (redis) this.metrics.setSources({ redis });
+    if (redis) this.metrics.setSources({ redis, reports: redis.reports });
   }
 
   /** Connects to Redis when configured (bounded; a one-line error when it cannot). */

@@ -301,6 +301,16 @@ export const SERVE_OPTIONS = [
     validate: (v) => (/^rediss?:\/\//.test(v) ? undefined : `not a redis:// or rediss:// URL: ${v}`),
     help: 'keep registrations and name reservations in Redis (redis://HOST:PORT) and hand introductions between nodes through it, so several nodes serve one set of peers',
   }),
+  str('relay-secret', {
+    group: 'cluster',
+    arg: 'secret',
+    secret: true,
+    validate: (v) =>
+      v.length >= 16
+        ? undefined
+        : 'at least 16 characters are needed (a random string, e.g. from openssl rand -base64 32)',
+    help: "HMAC secret of the peer relay's scoped credentials (default: random per process); the same on every node makes a peer's relay credentials valid on every node and across restarts",
+  }),
   str('node-id', {
     group: 'cluster',
     arg: 'id',

@@ -147,6 +147,7 @@ export interface TcpSessionOptions {
 function sinkFor(holder: { noise: NoiseStream }) {
   return {
     writeFrame: (f: Buffer) => holder.noise.write(f),
+    allocFrame: (n: number) => holder.noise.alloc(n),
     waitDrain: () =>
       new Promise<void>((res) => {
         const n = holder.noise;
@@ -191,6 +192,11 @@ interface NoiseStream extends NodeJS.EventEmitter {
   destroyed: boolean;
   destroying: boolean;
   write(b: Buffer): boolean;
+  /**
+   * secret-stream's zero-copy write: a buffer of `n` bytes inside the buffer it will encrypt in place. Writing it
+   * (next) skips secret-stream's copy of the message into its ciphertext buffer.
+   */
+  alloc(n: number): Buffer;
   end(): void;
   destroy(err?: Error): void;
   trySend(b: Uint8Array): void;

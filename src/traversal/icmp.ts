@@ -507,6 +507,23 @@ export interface IcmpConnectOptions {
 
 /** Connects to a server behind a NAT through ICMP hole punching and resolves with the authenticated session. */
 export async function connectIcmp(options: IcmpConnectOptions): Promise<Session> {
+  const port = options.port ?? DEFAULT_ICMP_PUNCH_PORT;
+  const endpoint = await UdxEndpoint.bind({ address: options.bindAddress ?? '0.0.0.0', port });
+  try {
+    // The session owns the socket from here (ownsEndpoint): closing it releases the port.
+    return await icmpSessionOn(endpoint, options);
+  } catch (err) {
+    await endpoint.close().catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * ICMP hole punching from a socket the caller bound on the agreed port (connectIcmp(), or the planner's 'icmp'
+ * technique, icmp-technique.ts): forged Time Exceeded knocks, UDP checks to the server's NAT, then the Noise session.
+ * On success the session owns `endpoint`; on failure the caller still does.
+ */
+export async function icmpSessionOn(endpoint: UdxEndpoint, options: IcmpConnectOptions): Promise<Session> {
   const logger = options.logger ?? silentLogger;
   const port = options.port ?? DEFAULT_ICMP_PUNCH_PORT;
   const timeoutMs = options.timeoutMs ?? DEFAULT_ICMP_CONNECT_TIMEOUT_MS;
@@ -516,7 +533,6 @@ export async function connectIcmp(options: IcmpConnectOptions): Promise<Session>
     ...(options.source !== undefined ? { source: options.source } : {}),
   });
   const { signal, dispose } = timeoutSignal(timeoutMs, options.signal);
-  let endpoint: UdxEndpoint | null = null;
   let timer: NodeJS.Timeout | null = null;
   let checks: ConnectivityChecks | null = null;
   const interval = clampInterval(options.knockIntervalMs, DEFAULT_ICMP_KNOCK_INTERVAL_MS);
@@ -526,7 +542,6 @@ export async function connectIcmp(options: IcmpConnectOptions): Promise<Session>
     timer = null;
   };
   try {
-    endpoint = await UdxEndpoint.bind({ address: options.bindAddress ?? '0.0.0.0', port });
     options.onProgress?.({ phase: 'icmp-knocking', server: options.server, port });
     const knock = () => {
       if (knocker.sent >= maxKnocks) return stopKnocking();
@@ -593,7 +608,6 @@ export async function connectIcmp(options: IcmpConnectOptions): Promise<Session>
     return session;
   } catch (err) {
     checks?.close();
-    if (endpoint) await endpoint.close().catch(() => {});
     throw err;
   } finally {
     stopKnocking();

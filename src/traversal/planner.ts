@@ -21,8 +21,12 @@
  *   tcp                      when both sides offer TCP candidates, in parallel (after prediction when that runs:
  *                            its SYNs would take predicted ports); a UDP path found within TCP_GRACE_MS of TCP's is
  *                            preferred (it can migrate, no head-of-line blocking)
+ *   no rendezvous answered   no introduction, so no candidates and nothing above can run: 'icmp' (pwnat: forged ICMP
+ *                            Time Exceeded to the peer's public address, icmp-technique.ts) when the caller allows it
+ *                            (gave that address and can open raw sockets); otherwise nothing
  *
- * The techniques themselves live one per file (udp-checks.ts, hard-punch.ts, relay-technique.ts, tcp-technique.ts, icmp.ts).
+ * The techniques themselves live one per file (udp-checks.ts, hard-punch.ts, relay-technique.ts, tcp-technique.ts,
+ * icmp-technique.ts).
  */
 import type { Applicability, NatView, TechniqueName } from './technique.js';
 import { tcpApplies } from './tcp-technique.js';
@@ -79,6 +83,10 @@ export interface PlanSwitches {
   relay: boolean;
   /** 'udp' leaves TCP out; 'tcp' runs TCP only. */
   transport: 'udp' | 'tcp' | 'auto';
+  /** The caller allows ICMP hole punching (it named the peer's public address; it needs raw sockets). Default false. */
+  icmp?: boolean;
+  /** The rendezvous answered (an introduction is in hand). Default true; false: only 'icmp' can run. */
+  rendezvous?: boolean;
 }
 
 export const ALL_ON: PlanSwitches = { hardNat: true, budget: false, relay: true, transport: 'auto' };
@@ -140,7 +148,12 @@ export function applies(
     case 'udp-checks':
       return true;
     case 'icmp':
-      return { skip: 'only when the rendezvous cannot be reached (connect --icmp)' };
+      if (sw.rendezvous !== false) return { skip: 'only when the rendezvous cannot be reached' };
+      return sw.icmp
+        ? true
+        : {
+            skip: "not allowed: give the peer's public address (connect --icmp ADDRESS; needs root / CAP_NET_RAW)",
+          };
   }
 }
 
@@ -158,6 +171,17 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
   const tcpOnly = sw.transport === 'tcp';
   let direct = false;
   let hard = false;
+
+  if (sw.rendezvous === false) {
+    // No introduction: no candidates, no NAT views, nothing to check or relay. Only ICMP needs none of it.
+    const icmp = applies('icmp', local, remote, sw);
+    if (icmp === true)
+      add('icmp', 0, "the rendezvous cannot be reached: ICMP hole punching to the peer's public address (pwnat)");
+    else skip('icmp', icmp.skip);
+    skip('udp-checks', 'the rendezvous cannot be reached: no introduction, no candidates');
+    skip('relay', 'the rendezvous cannot be reached: no relay credentials');
+    return { steps, skipped };
+  }
 
   if (!tcpOnly) {
     if (sameNat(local, remote)) {
@@ -240,6 +264,8 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
   } else if (relay !== true) {
     skip('relay', relay.skip);
   }
+  // Allowed but not needed: the failure message says why ICMP did not run.
+  if (sw.icmp) skip('icmp', 'only when the rendezvous cannot be reached');
   return { steps, skipped };
 }
 

@@ -36,7 +36,18 @@ export function relayTechnique(
       }
       const local = ctx.local.candidates.filter((c) => c.transport === 'udp' && c.type !== 'predicted');
       if (usable && !local.some((c) => c.type === 'relay')) local.push(usable.candidate());
-      return checkedSession({ technique: 'relay', ctx, endpoint: ctx.endpoint, local, remote, tuning, signal });
+      // Every pair here runs through a relay (ours via its proxies, or the peer's relayed address), even when the
+      // checks learn the peer peer-reflexively: the session's path is 'relay'.
+      return checkedSession({
+        technique: 'relay',
+        ctx,
+        endpoint: ctx.endpoint,
+        local,
+        remote,
+        tuning,
+        signal,
+        viaRelay: true,
+      });
     },
   };
 }

@@ -41,14 +41,24 @@ export function techniqueConnectionId(connectionId: Uint8Array, technique: Techn
   return createHash('sha256').update(connectionId).update(`natpunch technique ${technique}`).digest().subarray(0, 16);
 }
 
-export function pathKindOf(r: CheckResult): SessionPath['kind'] {
-  // Through a relay when either end of the nominated pair is a relayed address.
-  if (r.remoteCandidate.type === 'relay' || r.localCandidate?.type === 'relay') return 'relay';
+/**
+ * Direct, LAN or relayed. Through a relay when either end of the nominated pair is a relayed address — or when the
+ * checks ran over relayed pairs only (`viaRelay`, the relay technique): there the peer is often learned
+ * peer-reflexively (RFC 8445 §7.3.1.3), from one of our relay's loopback proxies or from a relayed address it did
+ * not advertise, and we may not yet know how it saw us (no localCandidate). A prflx candidate names how the address
+ * was learned, not the path: such a pair still runs through the relay.
+ */
+export function pathKindOf(r: CheckResult, viaRelay = false): SessionPath['kind'] {
+  if (viaRelay || r.remoteCandidate.type === 'relay' || r.localCandidate?.type === 'relay') return 'relay';
   return r.kind;
 }
 
-export function pathOf(r: CheckResult): Partial<SessionPath> {
-  return { kind: pathKindOf(r), candidatePair: { local: r.localCandidate, remote: r.remoteCandidate }, rttMs: r.rttMs };
+export function pathOf(r: CheckResult, viaRelay = false): Partial<SessionPath> {
+  return {
+    kind: pathKindOf(r, viaRelay),
+    candidatePair: { local: r.localCandidate, remote: r.remoteCandidate },
+    rttMs: r.rttMs,
+  };
 }
 
 /** Why the session runs over UDP when TCP was raced too (session.path.transportReason). */
@@ -70,6 +80,8 @@ export interface CheckedSessionOptions {
   signal: AbortSignal;
   /** Resources the session needs (released once when it closes, or by the race if it lost). */
   release?: () => void;
+  /** Every pair checked goes through a relay (the relay technique): the path is relayed whatever the pair's types. */
+  viaRelay?: boolean;
   /**
    * Run Noise IK inside the checks (docs/handshake.md; XX after them stays the fallback). Only the one technique of
    * a plan that starts at once uses it: an IK handshake completes inside the checks, before the race's claim, so
@@ -151,7 +163,7 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       const r = await checks.run();
       if (!(await ctx.claim())) throw new NatpunchError('ABORTED', 'another technique won');
       try {
-        const path = { ...pathOf(r), ...reasonOf(ctx, tuning) };
+        const path = { ...pathOf(r, o.viaRelay), ...reasonOf(ctx, tuning) };
         // IK completed inside the checks: the session is up already; else (an older or declining peer) XX now.
         const ik = initiatorIkState
           ? initiatorIkSession(initiatorIkState, {
@@ -191,7 +203,7 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
     });
     const checksDone = checks.run().then(
       (r) => {
-        const s = listenerIk?.session({ ...common, path: { ...pathOf(r), ...reasonOf(ctx, tuning) } });
+        const s = listenerIk?.session({ ...common, path: { ...pathOf(r, o.viaRelay), ...reasonOf(ctx, tuning) } });
         return s ?? new Promise<never>(() => {}); // XX: the session comes from Session.establish below
       },
       (err: unknown) => {
@@ -207,7 +219,12 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
       remoteStreamId: ids.initiator,
       ...(ctx.allow !== undefined ? { allow: ctx.allow } : {}),
       handshakeTimeoutMs: (tuning.checkTimeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS) + DEFAULT_HANDSHAKE_TIMEOUT_MS,
-      path: () => (result ? { ...pathOf(result), ...reasonOf(ctx, tuning) } : {}),
+      path: () =>
+        result
+          ? { ...pathOf(result, o.viaRelay), ...reasonOf(ctx, tuning) }
+          : o.viaRelay
+            ? { kind: 'relay' as const }
+            : {},
       signal: AbortSignal.any([o.signal, xx.signal]),
     });
     const won = await Promise.race([session, checksDone, ...(listenerIk ? [listenerIk.refused] : [])]);

@@ -1175,10 +1175,21 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
   return msg;
 }
 
-/** Checks a decoded signed message's Ed25519 signature against the public key it names. */
-export function verifyRendezvous(msg: SignedMessage): boolean {
+/**
+ * Checks a decoded signed message's Ed25519 signature against the public key it names. A server passes a scratch
+ * buffer of its own to assemble context + signed part in (no allocation per message); without one, or when it is
+ * too small, a fresh buffer is used.
+ */
+export function verifyRendezvous(msg: SignedMessage, scratch?: Buffer): boolean {
   if (!msg.signature || !msg.signedPart) return false;
-  return verify(msg.signature, Buffer.concat([SIGNATURE_CONTEXT, msg.signedPart]), msg.publicKey);
+  const n = SIGNATURE_CONTEXT.length + msg.signedPart.length;
+  let signed: Buffer;
+  if (scratch && scratch.length >= n) {
+    SIGNATURE_CONTEXT.copy(scratch, 0);
+    scratch.set(msg.signedPart, SIGNATURE_CONTEXT.length);
+    signed = scratch.subarray(0, n);
+  } else signed = Buffer.concat([SIGNATURE_CONTEXT, msg.signedPart]);
+  return verify(msg.signature, signed, msg.publicKey);
 }
 
 export function isSignedMessage(msg: RendezvousMessage): msg is SignedMessage {

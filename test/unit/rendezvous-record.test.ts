@@ -48,5 +48,15 @@ test('records the layout cannot hold are kept as they are', () => {
   const m = new PackedRecordMap();
   m.set('x', odd);
   assert.deepEqual(m.get('x'), odd);
-  assert.deepEqual([...m.summaries()], [['x', odd.expiresAt, undefined]]);
+  assert.deepEqual([...m.summaries()], [['x', odd.expiresAt]]);
+});
+
+test('expiry and name are read from a packed record without unpacking it', () => {
+  const m = new PackedRecordMap();
+  const named = { ...base(), name: 'alice.example', natType: 'symmetric', node: 'n1' };
+  m.set('k', named);
+  assert.deepEqual(m.summary('k'), { expiresAt: named.expiresAt, name: 'alice.example' });
+  assert.deepEqual([...m.summaries()], [['k', named.expiresAt]]);
+  m.set('k', base());
+  assert.deepEqual(m.summary('k'), { expiresAt: base().expiresAt, name: undefined });
 });

@@ -118,6 +118,14 @@ export function register(program: Command): void {
         print({ event: 'connection-failed', peer, error: err.message, code: isNatpunchError(err) ? err.code : null });
       });
       // Sessions queue up while one is being served (`on` buffers them); the listener's close ends the loop.
+      // A queued session's first stream can open before the loop reaches it (e.g. while the previous session is
+      // still saying goodbye): take it when the session arrives, or it is missed and the peer waits forever.
+      const firstStream = new WeakMap<Session, Promise<unknown[]>>();
+      listener.on('session', (s: Session) => {
+        const first = once(s, 'stream');
+        first.catch(() => {});
+        firstStream.set(s, first);
+      });
       const stopped = new AbortController();
       listener.once('close', () => stopped.abort());
       try {
@@ -128,7 +136,9 @@ export function register(program: Command): void {
         // One session, one stream: like `nc -l`; with --keep-open the next session after it (`nc -k`).
         const pipe = opts.idleTimeout ? { idleTimeoutMs: opts.idleTimeout } : {};
         for await (const [session] of on(listener, 'session', { signal: stopped.signal }) as AsyncIterable<[Session]>) {
-          const [stream] = (await Promise.race([once(session, 'stream'), closed])) as [MuxStream];
+          const [stream] = (await Promise.race([firstStream.get(session) ?? once(session, 'stream'), closed])) as [
+            MuxStream,
+          ];
           if ((await pipeStdio(stream, session, pipe)) === 'idle')
             print({ event: 'idle-timeout', ms: opts.idleTimeout });
           await session.close();

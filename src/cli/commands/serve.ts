@@ -317,7 +317,9 @@ function relayOptions(opts: ServeSettings): RelayServiceOptions {
   const ownAddresses = (opts.address ?? []).filter((a) => a !== '0.0.0.0' && a !== '::');
   const rate = opts.credentialRate !== undefined ? { credentialRatePerMinute: opts.credentialRate } : {};
   return {
-    peerRelay: opts.relay ? rate : false,
+    // A configured secret: credentials one node issues are accepted by every node holding the same secret (and by
+    // this one after a restart); without it each process draws its own.
+    peerRelay: opts.relay ? { ...rate, ...(opts.relaySecret ? { secret: opts.relaySecret } : {}) } : false,
     turn: { ...turn, ...(ownAddresses.length ? { ownAddresses } : {}) },
     ...(allow.length
       ? {
