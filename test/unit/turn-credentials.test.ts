@@ -111,7 +111,7 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
   }
 });
 
-test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the relay candidate reaches the peer", async () => {
+test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the listener's relay candidate reaches the connector", async () => {
   const { connect, listen } = await import('../../src/natpunch.js');
   const handle = await startServer({
     port: 0,
@@ -126,6 +126,9 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   const rendezvous = `127.0.0.1:${port}`;
   const ka = generateKeyPair();
   const kb = generateKeyPair();
+  // A cold connect() sends its CONNECT before it has a relay (issue 17: nothing delays the introduction; a pair that
+  // needs the connector's relay is introduced again once it is there, test/unit/cold-connect.test.ts). The
+  // listener registered with its relay, so the offer the connector gets carries it.
   const offers: Array<Array<{ type: string; address: string }>> = [];
   const listener = await listen({
     keyPair: kb,
@@ -134,9 +137,6 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
     name: 'bob',
     allow: [ka.publicKey],
     relay: 'auto',
-    onProgress: (p) => {
-      if (p.phase === 'offer') offers.push(p.candidates);
-    },
   });
   let session: Awaited<ReturnType<typeof connect>> | null = null;
   try {
@@ -149,11 +149,14 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
       to: 'bob',
       relay: 'auto',
       timeoutMs: 15_000,
+      onProgress: (p) => {
+        if (p.phase === 'offer') offers.push(p.candidates);
+      },
     });
     await accepted;
     assert.ok(
       offers[0]?.some((c) => c.type === 'relay' && c.address === '127.0.0.1'),
-      "the offer carried the connector's relayed address",
+      "the offer carried the listener's relayed address",
     );
   } finally {
     await session?.close().catch(() => {});
