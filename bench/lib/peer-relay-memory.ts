@@ -1,7 +1,8 @@
 /**
  * Heap bytes per key of the peer relay's state (issue 20: the rendezvous' 100k-peer memory budget). In-process,
- * no sockets: a PeerRelay issues credentials to N random keys, then the live heap is compared with the empty one
- * after forced collections. Heap bytes do not depend on machine load, so this number is quotable on a busy host.
+ * no sockets: a PeerRelay issues credentials to N random keys; the live heap with it is compared, after forced
+ * collections, with the live heap once it is dropped (comparing with the heap before it was made is off by the
+ * megabytes of code and feedback the run itself compiles or flushes). Heap bytes do not depend on machine load, so this number is quotable on a busy host.
  *
  *   node --expose-gc --import tsx bench/lib/peer-relay-memory.ts [keys=100000] [--introduce]
  *
@@ -35,11 +36,10 @@ function endpointOf(i: number, sources: number): Endpoint {
 }
 
 function run(keys: number, sources: number, ratePerMinute: number | undefined, introduce: boolean) {
-  // Key material made before the first measurement: it is the caller's (the registry's), not the relay's.
+  // Key material made outside the relay: it is the caller's (the registry's), not the relay's.
   const material = Array.from({ length: keys }, () => randomBytes(32));
   const seen = material.map((_, i) => endpointOf(i, sources));
-  const before = settle();
-  const pr = new PeerRelay({
+  let pr: PeerRelay | null = new PeerRelay({
     port: 3478,
     maxKeys: keys + 1,
     secret: 'bench',
@@ -49,21 +49,24 @@ function run(keys: number, sources: number, ratePerMinute: number | undefined, i
   let issued = 0;
   for (let i = 0; i < keys; i++) if (pr.issue(material[i]!, seen[i]!, false, now + i)) issued++;
   if (introduce) {
-    for (let i = 0; i + 1 < keys; i += 2)
+    for (let i = 0; i + 1 < keys; i += 2) {
       pr.introduce(material[i]!, [seen[i]!], material[i + 1]!, [seen[i + 1]!], now + keys);
+    }
   }
-  const after = settle();
-  const perKey = (after - before) / pr.size;
-  // Keep the relay and its inputs alive through the measurement.
-  if (pr.size < 0 || material.length < 0) console.log('unreachable');
+  const held = pr.size;
+  // What the relay retains: the live heap with it, less the live heap once it is dropped (the inputs stay alive).
+  const withRelay = settle();
+  pr = null;
+  const without = settle();
+  if (material.length + seen.length < 0) console.log('unreachable');
   return {
     keys,
     sources,
     ratePerMinute: ratePerMinute ?? 'default',
     introduce,
-    held: pr.size,
+    held,
     issued,
-    perKey: Math.round(perKey),
+    perKey: Math.round((withRelay - without) / held),
   };
 }
 
