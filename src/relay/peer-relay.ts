@@ -56,7 +56,8 @@ const KEY_HEX = /^[0-9a-f]{64}$/;
  *   [0..5]   when credentials were last issued to the key: ms, 48-bit big-endian (meaningless until an endpoint
  *            carries ISSUED)
  *   then up to MAX_OBSERVED_PER_KEY endpoint records, least recently observed first:
- *            flags   TCP (else UDP) | ISSUED (the last credentials went to this endpoint)
+ *            flags   TCP (else UDP) | ISSUED (the last credentials went to this endpoint) | ISSUED_MAPPED (and it
+ *                    was spelled IPv4-mapped, ::ffff:a.b.c.d: a refresh in the other spelling gets new ones, as before)
  *            address 4 then 4 bytes (IPv4), 6 then 16 bytes (IPv6), or 0, a length byte and the text (an address
  *                    with a zone or that does not parse, compared as text like before)
  *            port    16-bit big-endian
@@ -66,6 +67,7 @@ const AT_CHARS = 6;
 const NEVER_ISSUED = '\0'.repeat(AT_CHARS);
 const TCP = 1;
 const ISSUED = 2;
+const ISSUED_MAPPED = 4;
 const FAMILY_TEXT = 0;
 const FAMILY_V4 = 4;
 const FAMILY_V6 = 6;
@@ -89,6 +91,11 @@ function packAddress(address: string): string {
   // Socket addresses are far shorter than 255 bytes; the cut only keeps the length byte honest.
   const text = Buffer.from(address, 'utf8').subarray(0, 255).toString('latin1');
   return String.fromCharCode(FAMILY_TEXT, text.length) + text;
+}
+
+/** ISSUED_MAPPED when `address` is spelled as normalizeIp rewrites it, else 0. */
+function mappedFlag(address: string): number {
+  return normalizeIp(address) === address ? 0 : ISSUED_MAPPED;
 }
 
 function packPort(port: number): string {
@@ -176,7 +183,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (!this.#due(k, observed, refresh, now)) return null;
     if (!this.#limiter.allow(sourceKey(observed.address), now)) return null;
     if (!known) this.#observe(k, observed);
-    this.#issued(k, now);
+    this.#issued(k, observed, now);
     const username = `${Math.floor(now / 1000) + this.ttlSeconds}:${Buffer.from(key).toString('hex')}`;
     return {
       username,
@@ -298,7 +305,7 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
       const f = packed.charCodeAt(off);
       // Seen again: moved to the newest place, keeping whether the last credentials went to it.
       if ((f & TCP) === tcp && end - off - 1 === endpoint.length && packed.startsWith(endpoint, off + 1)) {
-        flags |= f & ISSUED;
+        flags |= f & (ISSUED | ISSUED_MAPPED);
       } else records.push(packed.slice(off, end));
     }
     records.push(String.fromCharCode(flags) + endpoint);
@@ -323,13 +330,14 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
       const f = packed.charCodeAt(off);
       if ((f & ISSUED) === 0) continue;
       if ((f & TCP) !== tcp || end - off - 1 !== endpoint.length || !packed.startsWith(endpoint, off + 1)) return true;
+      if ((f & ISSUED_MAPPED) !== mappedFlag(observed.address)) return true;
       return now - unpackAt(packed) >= this.ttlSeconds * 1000 * REISSUE_FRACTION;
     }
     return true;
   }
 
-  /** Credentials were issued to `key` now, to the endpoint observed last (issue() has just observed it). */
-  #issued(key: string, now: number): void {
+  /** Credentials were issued to `key` now, to `observed`: the endpoint observed last (issue() has just observed it). */
+  #issued(key: string, observed: Endpoint, now: number): void {
     const state = this.#keys.get(key);
     if (state === undefined) return;
     const packed = packedOf(state);
@@ -338,10 +346,11 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     for (let off = AT_CHARS, end = 0; off < packed.length; off = end) {
       end = recordEnd(packed, off);
       last = off;
-      parts.push(String.fromCharCode(packed.charCodeAt(off) & ~ISSUED) + packed.slice(off + 1, end));
+      parts.push(String.fromCharCode(packed.charCodeAt(off) & ~(ISSUED | ISSUED_MAPPED)) + packed.slice(off + 1, end));
     }
     if (last >= packed.length) return;
-    parts[parts.length - 1] = String.fromCharCode(packed.charCodeAt(last) | ISSUED) + packed.slice(last + 1);
+    const flags = (packed.charCodeAt(last) & ~ISSUED_MAPPED) | ISSUED | mappedFlag(observed.address);
+    parts[parts.length - 1] = String.fromCharCode(flags) + packed.slice(last + 1);
     this.#store(key, state, parts.join(''));
   }
 
