@@ -156,6 +156,9 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   /** The TURN side asks in hex, often for the same allocation's key: its last conversion is kept. */
   #lastHex = '';
   #lastKey = '';
+  /** Likewise the last peer address asked about, packed (a restricted permission asks per datagram). */
+  #lastIp = '';
+  #lastPackedIp = '';
 
   constructor(options: PeerRelayOptions) {
     this.port = options.port;
@@ -223,11 +226,11 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   }
 
   allowsAddress(key: string, ip: string): boolean {
-    return this.#allows(key, packAddress(normalizeIp(ip)));
+    return this.#allows(key, this.#packIp(ip));
   }
 
   allowsEndpoint(key: string, ip: string, port: number): boolean {
-    return this.#allows(key, packAddress(normalizeIp(ip)) + packPort(port));
+    return this.#allows(key, this.#packIp(ip) + packPort(port));
   }
 
   hasIntroductions(key: string): boolean {
@@ -256,6 +259,14 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
       this.#lastHex = hex;
     }
     return this.#lastKey;
+  }
+
+  #packIp(ip: string): string {
+    if (ip !== this.#lastIp || this.#lastPackedIp === '') {
+      this.#lastPackedIp = packAddress(normalizeIp(ip));
+      this.#lastIp = ip;
+    }
+    return this.#lastPackedIp;
   }
 
   #introductions(keyHex: string): Introduced | undefined {
