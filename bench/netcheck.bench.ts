@@ -58,7 +58,8 @@ try {
     );
     const cliMs = Math.round(performance.now() - t0);
     if (cli.code !== 0) throw new Error(`CLI failed: ${cli.stderr}`);
-    const cliNetcheckMs = (JSON.parse(cli.stdout) as NatReport).durationMs;
+    // The report is the last event line (probe events come before it).
+    const cliNetcheckMs = (JSON.parse(cli.stdout.trim().split('\n').at(-1)!) as NatReport).durationMs;
     rows.push({
       profile: type,
       verdict: reports[0]!.verdict,

@@ -73,7 +73,12 @@ async function npConnect(m: { trial: string; server: string; name: string; hardN
       timeoutMs: TIMEOUT_MS,
       earlyData: Buffer.from('1'),
       ...(m.hardNat ? { hardNat: true } : {}),
-      onProgress: (p: Progress) => void (phases[p.phase] ??= Date.now() - startedAt),
+      onProgress: (p: Progress) => {
+        phases[p.phase] ??= Date.now() - startedAt;
+        // A cold connect introduced a second time (docs/connecting.md): the later offer starts the checks that won.
+        if (p.phase === 'offer') phases.lastOffer = Date.now() - startedAt;
+        if (process.env.SETUP_EVENTS) console.error(Date.now() - startedAt, JSON.stringify(p).slice(0, 300));
+      },
     });
     const connectedAt = Date.now();
     // Early data rode on the first check; after an XX fallback the byte goes on a stream, as an application would.

@@ -1,13 +1,14 @@
 // STUN Binding: `natpunch serve` against coturn's turnserver (--stun-only), interleaved in one invocation
 // (coturn, natpunch, coturn, natpunch, ... BENCH_RUNS each), each run in its own network namespace, the server pinned
-// to its cores with taskset, the load from a C generator (bench/loadgen/stun-load.c: sendmmsg/recvmmsg, paced, its
-// own CPU reported) on another core. Two configurations: the server on one core (natpunch --workers 1, coturn
+// to its cores with taskset, the load from a C generator (bench/loadgen/stun-load.c: sendmmsg/recvmmsg, closed loop
+// with a window of requests in flight, its own CPU reported) on another core. Two configurations: the server on one core (natpunch --workers 1, coturn
 // --relay-threads 1) and on two (--workers 2, --relay-threads 2).
 //
 // Per run: responses/s, loss (1 - valid responses / requests), server CPU µs per response (/proc/PID/stat), the
 // generator's CPU share. Per configuration: medians, and natpunch/coturn as the median and min–max of the pairwise
-// ratios of run i. The offered rate (BENCH_STUN_PPS) should exceed what either server answers, so responses/s is the
-// capacity. Writes bench/results/stun.{json,md}.
+// ratios of run i. The window (BENCH_STUN_WINDOW requests unanswered at most) keeps either server saturated, so
+// responses/s is its capacity, while the generator sends only what gets answered (plus what is lost) and so stays
+// well below its core; BENCH_STUN_PPS caps the rate for a fixed-rate run. Writes bench/results/stun.{json,md}.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,7 +26,10 @@ import {
 } from './lib/harness.js';
 import { machine, median, processCpuSeconds, ratios, writeResults } from './lib/report.js';
 
-const PPS = Number(process.env.BENCH_STUN_PPS ?? 300_000);
+/** Send-rate cap (0: none; the window alone keeps the server saturated). */
+const PPS = Number(process.env.BENCH_STUN_PPS ?? 0);
+/** Requests in flight at most: enough to keep either server busy for several milliseconds. */
+const WINDOW = Number(process.env.BENCH_STUN_WINDOW ?? 1024);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
 const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
 const SOCKETS = Number(process.env.BENCH_STUN_SOCKETS ?? 16);
@@ -84,12 +88,20 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
     await waitFor(probe, `${server} in ${ns.name}`);
     // Warm-up (JIT, caches, socket buffers) at the same rate, not counted.
     await runToEnd(
-      ns.spawn(loadgen, ['127.0.0.1', String(PORT), String(WARMUP_SECONDS), String(PPS), String(SOCKETS)], CORES.load),
+      ns.spawn(
+        loadgen,
+        ['127.0.0.1', String(PORT), String(WARMUP_SECONDS), String(PPS), String(SOCKETS), String(WINDOW)],
+        CORES.load,
+      ),
       (WARMUP_SECONDS + 30) * 1000,
     );
     const cpu0 = processCpuSeconds(child.pid!);
     const r = await runToEnd(
-      ns.spawn(loadgen, ['127.0.0.1', String(PORT), String(SECONDS), String(PPS), String(SOCKETS)], CORES.load),
+      ns.spawn(
+        loadgen,
+        ['127.0.0.1', String(PORT), String(SECONDS), String(PPS), String(SOCKETS), String(WINDOW)],
+        CORES.load,
+      ),
       (SECONDS + 30) * 1000,
     );
     const cpu = processCpuSeconds(child.pid!) - cpu0;
@@ -97,10 +109,11 @@ async function oneRun(loadgen: string, server: Run['server'], cores: string, run
       sent: number;
       valid: number;
       seconds: number;
+      elapsed: number;
       cpu_user: number;
       cpu_sys: number;
     };
-    const loadgenCpuShare = (out.cpu_user + out.cpu_sys) / (out.seconds + 0.2);
+    const loadgenCpuShare = (out.cpu_user + out.cpu_sys) / out.elapsed;
     const ran =
       server === 'natpunch'
         ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as {
@@ -177,7 +190,8 @@ async function main(): Promise<void> {
     title: 'STUN Binding: natpunch serve vs coturn (interleaved, private netns, pinned)',
     start,
     config: {
-      offeredPps: PPS,
+      maxPps: PPS,
+      window: WINDOW,
       seconds: SECONDS,
       sockets: SOCKETS,
       runs: RUNS,
@@ -211,7 +225,7 @@ async function main(): Promise<void> {
       ]),
     ],
     notes: [
-      `Offered ${PPS} Binding requests/s for ${SECONDS} s from ${SOCKETS} source ports; ${RUNS} runs per server per configuration, interleaved.`,
+      `Closed loop: at most ${WINDOW} Binding requests unanswered (one unanswered after 50 ms counts as lost), ${PPS > 0 ? `at most ${PPS}/s` : 'no rate cap'}, for ${SECONDS} s from ${SOCKETS} source ports; ${RUNS} runs per server per configuration, interleaved.`,
       'µs/resp: server CPU (user+system, all threads, /proc/PID/stat) divided by valid responses.',
       `A run whose generator used more than ${LOADGEN_MAX_CPU * 100}% of its core is marked loadgenSaturated in the JSON and is not a capacity figure.`,
       'With 2 cores in total, the two-core configuration shares a core with the generator; use a machine with 3+ cores (BENCH_SERVER_CORES_2, BENCH_LOAD_CORE).',

@@ -1,25 +1,51 @@
-// TURN relay: `natpunch serve --turn` against coturn's turnserver with coturn's own load tools, interleaved in one
-// invocation (coturn, natpunch, ... BENCH_RUNS each), each run in a private network namespace, the server pinned to
-// its cores. Load: turnutils_uclient (UDP allocations, channels, no RTCP, -z 0: back to back) echoing off
-// turnutils_peer, both pinned to the load core. Configurations: server on 1 and 2 cores × 1 and 10 clients × 100 and
-// 1000-byte messages.
+// TURN relay: `natpunch serve --turn` against coturn's turnserver, interleaved in one invocation (coturn, natpunch,
+// ... BENCH_RUNS each), each run in a private network namespace, the server pinned to its cores. Load: a C tool
+// (bench/loadgen/turn-load.c) that allocates and binds a channel once per client, then sends ChannelData over each
+// client's socket and echoes it back from its own peer socket, batched (sendmmsg/recvmmsg), closed loop (a window of
+// messages in flight), pinned to the load core. Configurations: server on 1 (and 2) cores × 1 and 10 clients × 100
+// and 1000-byte messages.
 //
-// Per run: relayed packets/s (client→peer plus peer→client datagrams the server forwarded, over uclient's own
-// transmit time, not its set-up and waits), loss (uclient's lost packets / sent), server CPU µs per relayed packet
-// (/proc/PID/stat), and the load tools' CPU (uclient via its parent shell's cutime/cstime, the peer from /proc).
-// Writes bench/results/turn.{json,md}.
+// Why not coturn's turnutils_uclient: it reports its transmit time in whole seconds (a 1.4 s run and a 1.9 s run both
+// print 1), sends back to back with no window (so what it measures at 10 clients is mostly overflow of socket
+// buffers, whose loss then depends on buffer sizes rather than on relay speed), and spends a syscall per datagram,
+// so at the servers' rates it is close to its own core's limit. turn-load counts every relayed datagram both ways
+// over its exact elapsed time and reports its own CPU.
+//
+// Per run: relayed packets/s (client→peer datagrams the peer received plus peer→client datagrams back at the
+// clients, over the measured seconds), loss (messages sent whose echo did not come back within 100 ms), server CPU µs
+// per relayed packet (/proc/PID/stat), and the tool's CPU share of its core. Writes bench/results/turn.{json,md}.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CORES, coreCount, coturnArgs, Netns, NATPUNCH_BIN, RUNS, runToEnd, stopPid, waitFor } from './lib/harness.js';
+import {
+  buildLoadgen,
+  CORES,
+  coreCount,
+  coturnArgs,
+  Netns,
+  NATPUNCH_BIN,
+  RUNS,
+  runToEnd,
+  stopPid,
+  waitFor,
+} from './lib/harness.js';
 import { machine, median, processCpuSeconds, ratios, writeResults } from './lib/report.js';
 
 const PORT = 3478;
-const PEER_PORT = 3480;
-const MESSAGES = Number(process.env.BENCH_TURN_MESSAGES ?? 5000);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const WARMUP_SECONDS = Number(process.env.BENCH_WARMUP_SECONDS ?? 1);
 const CLIENT_COUNTS = (process.env.BENCH_TURN_CLIENTS ?? '1,10').split(',').map(Number);
 const SIZES = (process.env.BENCH_TURN_SIZES ?? '100,1000').split(',').map(Number);
-const CORE_SETS = (process.env.BENCH_TURN_CORES ?? `${CORES.server1};${CORES.server2}`).split(';');
+/** One core by default (the acceptance configuration); add `;0-1` for two on a machine with a third core for load. */
+const CORE_SETS = (process.env.BENCH_TURN_CORES ?? CORES.server1).split(';');
+/**
+ * Messages in flight at most, over all clients. Enough to keep either server busy between the tool's 200 µs read
+ * rounds, few enough that queueing (window / rate: ~5 ms at 50k round trips/s) stays far below the 100 ms after which
+ * an echo counts as lost.
+ */
+const WINDOW = Number(process.env.BENCH_TURN_WINDOW ?? 256);
+/** Clients' total send-rate cap (0: none, the window alone saturates the server). */
+const PPS = Number(process.env.BENCH_TURN_PPS ?? 0);
 const LOAD_MAX_CPU = 0.8;
 
 interface Run {
@@ -32,30 +58,32 @@ interface Run {
   size: number;
   run: number;
   sent: number;
-  received: number;
+  /** Relayed client→peer (what the peer received). */
+  toPeer: number;
+  /** Relayed peer→client (echoes back at the clients). */
+  toClient: number;
   lost: number;
   loss: number;
-  transmitSeconds: number;
+  seconds: number;
   relayedPerSecond: number;
   serverCpuUsPerPacket: number;
-  uclientCpuShare: number;
-  peerCpuShare: number;
+  loadCpuShare: number;
+  loadSaturated: boolean;
 }
 
-function parseUclient(out: string): { sent: number; received: number; lost: number; seconds: number } {
-  const totals = [...out.matchAll(/tot_send_msgs=(\d+), tot_recv_msgs=(\d+)/g)].pop();
-  const lost = /Total lost packets (\d+)/.exec(out);
-  const time = /Total transmit time is (\d+)/.exec(out);
-  if (!totals) throw new Error(`uclient produced no totals:\n${out.slice(-1500)}`);
-  return {
-    sent: Number(totals[1]),
-    received: Number(totals[2]),
-    lost: Number(lost?.[1] ?? 0),
-    seconds: Math.max(1, Number(time?.[1] ?? 0)),
-  };
+interface LoadOut {
+  sent: number;
+  peer_received: number;
+  received: number;
+  lost: number;
+  seconds: number;
+  elapsed: number;
+  cpu_user: number;
+  cpu_sys: number;
 }
 
 async function oneRun(
+  tool: string,
   server: Run['server'],
   cores: string,
   clients: number,
@@ -103,70 +131,43 @@ async function oneRun(
           coturnArgs(PORT, { threads: workers, logDir, user: 'bench:bench', relayPorts: [50000, 59999] }),
           cores,
         );
-  const peer = ns.spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(PEER_PORT)], CORES.load);
   // What natpunch says it runs (implementation, workers), from its --json "listening" line.
   let listening = '';
   child.stdout!.on('data', (d: Buffer) => (listening += d.toString()));
-  try {
-    const probe = async () => {
-      const r = await runToEnd(
-        ns.spawn('turnutils_uclient', [
-          '-u',
-          'bench',
-          '-w',
-          'bench',
-          '-p',
+  const load = (seconds: number, n: number, pin?: string) =>
+    runToEnd(
+      ns.spawn(
+        tool,
+        [
+          '127.0.0.1',
           String(PORT),
-          '-e',
+          'bench',
+          'bench',
           '127.0.0.1',
-          '-r',
-          String(PEER_PORT),
-          '-n',
-          '1',
-          '-c',
-          '127.0.0.1',
-        ]),
-        10_000,
-      );
-      return /tot_recv_msgs=1\b/.test(r.stdout + r.stderr);
-    };
-    await waitFor(probe, `${server} in ${ns.name}`);
+          String(seconds),
+          String(n),
+          String(size),
+          String(WINDOW),
+          String(PPS),
+        ],
+        pin,
+      ),
+      (seconds + 30) * 1000,
+    );
+  try {
+    await waitFor(async () => {
+      const r = await load(0.05, 1);
+      return r.code === 0 && (JSON.parse(r.stdout) as LoadOut).received > 0;
+    }, `${server} in ${ns.name}`);
+    // Warm-up (JIT, caches, socket buffers), not counted.
+    await load(WARMUP_SECONDS, clients, CORES.load);
     const cpu0 = processCpuSeconds(child.pid!);
-    const peer0 = processCpuSeconds(peer.pid!);
-    const t0 = performance.now();
-    const args = [
-      '-u',
-      'bench',
-      '-w',
-      'bench',
-      '-p',
-      String(PORT),
-      '-e',
-      '127.0.0.1',
-      '-r',
-      String(PEER_PORT),
-      '-m',
-      String(clients),
-      '-n',
-      String(MESSAGES),
-      '-l',
-      String(size),
-      '-z',
-      '0',
-      '-c',
-      '127.0.0.1',
-    ];
-    // The shell reports the CPU of the uclient it waited for (cutime + cstime, fields 16 and 17 of /proc/self/stat).
-    const script = `taskset -c ${CORES.load} turnutils_uclient ${args.join(' ')}; echo; echo CHILDSTAT $(cat /proc/$$/stat)`;
-    const r = await runToEnd(ns.spawn('sh', ['-c', script]), 300_000);
-    const wall = (performance.now() - t0) / 1000;
+    const r = await load(SECONDS, clients, CORES.load);
     const cpu = processCpuSeconds(child.pid!) - cpu0;
-    const peerCpu = processCpuSeconds(peer.pid!) - peer0;
-    const out = r.stdout + r.stderr;
-    const u = parseUclient(out);
-    const stat = /CHILDSTAT .*\) (.*)$/m.exec(out)?.[1]?.split(' ') ?? [];
-    const uclientCpu = (Number(stat[13] ?? 0) + Number(stat[14] ?? 0)) / 100;
-    const relayed = u.sent + u.received;
+    if (r.code !== 0) throw new Error(`turn-load failed against ${server}: ${r.stderr.trim()}`);
+    const out = JSON.parse(r.stdout) as LoadOut;
+    const relayed = out.peer_received + out.received;
+    const loadCpuShare = (out.cpu_user + out.cpu_sys) / out.elapsed;
     const ran =
       server === 'natpunch'
         ? (JSON.parse(listening.split('\n').find((l) => l.startsWith('{')) ?? '{}') as {
@@ -183,18 +184,18 @@ async function oneRun(
       clients,
       size,
       run,
-      sent: u.sent,
-      received: u.received,
-      lost: u.lost,
-      loss: u.sent > 0 ? u.lost / u.sent : 1,
-      transmitSeconds: u.seconds,
-      relayedPerSecond: Math.round(relayed / u.seconds),
+      sent: out.sent,
+      toPeer: out.peer_received,
+      toClient: out.received,
+      lost: out.lost,
+      loss: out.sent > 0 ? out.lost / out.sent : 1,
+      seconds: out.seconds,
+      relayedPerSecond: Math.round(relayed / out.seconds),
       serverCpuUsPerPacket: relayed > 0 ? (cpu * 1e6) / relayed : NaN,
-      uclientCpuShare: uclientCpu / wall,
-      peerCpuShare: peerCpu / wall,
+      loadCpuShare,
+      loadSaturated: loadCpuShare > LOAD_MAX_CPU,
     };
   } finally {
-    await stopPid(peer);
     await stopPid(child);
     ns.close();
     rmSync(logDir, { recursive: true, force: true });
@@ -203,6 +204,7 @@ async function oneRun(
 
 async function main(): Promise<void> {
   const start = machine();
+  const tool = buildLoadgen('turn-load', ['-lcrypto']);
   const dir = mkdtempSync(join(tmpdir(), 'natpunch-bench-turn-'));
   const users = join(dir, 'users');
   writeFileSync(users, 'bench:bench\n');
@@ -214,7 +216,11 @@ async function main(): Promise<void> {
     for (const c of configs) {
       for (let i = 0; i < RUNS; i++) {
         for (const server of ['coturn', 'natpunch'] as const) {
-          const r = await oneRun(server, c.cores, c.clients, c.size, i, users);
+          // A set-up that fails under a loaded machine (an answer lost past the tool's retries) is run again once.
+          const r = await oneRun(tool, server, c.cores, c.clients, c.size, i, users).catch((err: Error) => {
+            console.error(`retrying ${server} run ${i}: ${err.message}`);
+            return oneRun(tool, server, c.cores, c.clients, c.size, i, users);
+          });
           runs.push(r);
           console.log(JSON.stringify(r));
         }
@@ -240,15 +246,22 @@ async function main(): Promise<void> {
         np.map((r) => r.relayedPerSecond),
         ct.map((r) => r.relayedPerSecond),
       ),
-      loadMaxCpuShare: Math.max(...[...ct, ...np].map((r) => r.uclientCpuShare + r.peerCpuShare)),
+      cpuRatio: ratios(
+        np.map((r) => r.serverCpuUsPerPacket),
+        ct.map((r) => r.serverCpuUsPerPacket),
+      ),
+      loadMaxCpuShare: Math.max(...[...ct, ...np].map((r) => r.loadCpuShare)),
     };
   });
   const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '—');
   writeResults('turn', {
-    title: 'TURN relay: natpunch serve --turn vs coturn (turnutils_uclient/peer, interleaved, private netns, pinned)',
+    title: 'TURN relay: natpunch serve --turn vs coturn (turn-load, interleaved, private netns, pinned)',
     start,
     config: {
-      messagesPerClient: MESSAGES,
+      seconds: SECONDS,
+      window: WINDOW,
+      maxPps: PPS,
+      loadgen: 'bench/loadgen/turn-load.c',
       runs: RUNS,
       cores: CORES,
       coreSets: CORE_SETS,
@@ -268,7 +281,8 @@ async function main(): Promise<void> {
         'natpunch loss',
         'coturn µs/pkt',
         'natpunch µs/pkt',
-        'load tools CPU',
+        'CPU ratio (natpunch/coturn)',
+        'load tool CPU',
       ],
       ...summary.map((s) => [
         s.cores,
@@ -280,13 +294,15 @@ async function main(): Promise<void> {
         `${f(s.natpunch.loss * 100)}%`,
         f(s.coturn.cpuUsPerPacket),
         f(s.natpunch.cpuUsPerPacket),
+        `${f(s.cpuRatio.median, 2)}`,
         `${f(s.loadMaxCpuShare * 100, 0)}%`,
       ]),
     ],
     notes: [
-      `turnutils_uclient -m CLIENTS -n ${MESSAGES} -l BYTES -z 0 -c (UDP, channels, back to back), echoed by turnutils_peer; ${RUNS} runs per server per configuration, interleaved.`,
-      'relayed/s counts both directions over uclient\'s "Total transmit time" (whole seconds, as uclient prints it).',
-      `Load tools CPU: uclient + peer as a share of one core (both on core ${CORES.load}); above ${LOAD_MAX_CPU * 100}% the tools, not the server, may be the limit.`,
+      `turn-load: per client one allocation and one channel, then ChannelData of BYTES echoed by its own peer socket; at most ${WINDOW} messages in flight over all clients (unanswered after 100 ms: lost), ${PPS > 0 ? `at most ${PPS}/s` : 'no rate cap'}; ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up; ${RUNS} runs per server per configuration, interleaved.`,
+      'relayed/s: client→peer datagrams the peer received plus peer→client datagrams the clients received, over the measured seconds. Loss: messages whose echo did not return.',
+      'µs/pkt: server CPU (user+system, all threads, /proc/PID/stat) per relayed datagram; cpu ratio is natpunch/coturn (median of pairwise ratios).',
+      `Load tool CPU: the highest share of its core (${CORES.load}) in any run; above ${LOAD_MAX_CPU * 100}% the tool, not the server, may be the limit (loadSaturated in the JSON).`,
     ],
   });
 }

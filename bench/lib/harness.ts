@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 export const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const ROOT = join(BENCH_DIR, '..');
-export const NATPUNCH_BIN = join(ROOT, 'bin', 'natpunch.js');
+/** The natpunch under test; BENCH_NATPUNCH_BIN points at another checkout's bin/natpunch.js to compare two builds. */
+export const NATPUNCH_BIN = process.env.BENCH_NATPUNCH_BIN ?? join(ROOT, 'bin', 'natpunch.js');
 
 /** Cores: the server's (one-core and two-core configurations) and the load generator's, overridable per machine. */
 export const CORES = {
@@ -21,12 +22,15 @@ export const CORES = {
 };
 export const RUNS = Number(process.env.BENCH_RUNS ?? 5);
 
-/** Compiles bench/loadgen/<name>.c once per invocation into a temporary directory; returns the binary's path. */
-export function buildLoadgen(name: string): string {
+/**
+ * Compiles bench/loadgen/<name>.c once per invocation into a temporary directory; returns the binary's path. `libs`
+ * are linker flags (turn-load needs -lcrypto: MD5 and HMAC-SHA1 from OpenSSL, package libssl-dev).
+ */
+export function buildLoadgen(name: string, libs: string[] = []): string {
   const outDir = join(tmpdir(), `natpunch-bench-${process.pid}`);
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, name);
-  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, join(BENCH_DIR, 'loadgen', `${name}.c`)], {
+  const r = spawnSync('gcc', ['-O2', '-Wall', '-o', out, join(BENCH_DIR, 'loadgen', `${name}.c`), ...libs], {
     encoding: 'utf8',
   });
   if (r.status !== 0) throw new Error(`gcc failed for ${name}.c: ${r.stderr}`);

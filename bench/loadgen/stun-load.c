@@ -1,25 +1,28 @@
 /*
- * STUN Binding load generator for natpunch's benchmarks (bench/stun.bench.ts). Single thread, non-blocking UDP with
- * sendmmsg/recvmmsg so that it is never the bottleneck: it reports its own CPU time and the harness refuses results
- * where it used more than 80% of a core.
+ * STUN Binding load generator for natpunch's benchmarks (bench/stun.bench.ts). One thread, non-blocking UDP,
+ * sendmmsg/recvmmsg in batches of up to 256 over prebuilt requests, reads in rounds, so that it stays cheaper
+ * than the server it measures: it reports its own CPU time and the harness flags runs where it used more than 80% of
+ * its core.
  *
- *   stun-load <server-ip> <port> <seconds> <offered-pps> <sockets> [source-ip]
+ *   stun-load <server-ip> <port> <seconds> <max-pps> <sockets> [window] [source-ip]
+ *
+ * Closed loop: at most <window> requests are unanswered at any time (spread over <sockets> source ports, so
+ * SO_REUSEPORT servers spread them over workers). A request unanswered after 50 ms counts as lost and frees its slot.
+ * So the server is kept saturated while the generator sends only what the server can take, instead of paying to send
+ * datagrams the server's socket buffer will drop (an open-loop generator far above capacity spends most of its CPU
+ * on those). <max-pps> caps the send rate (0: no cap); with a small cap and a large window it is an open-loop,
+ * fixed-rate generator.
  *
  * Sends RFC 8489 section 6 Binding requests (20-byte header, 96-bit transaction id: a random per-run prefix and a
- * counter) carrying a 32-byte SOFTWARE attribute (section 14.14; 56 bytes in all), as natpunch's own STUN clients do:
- * a request with room for its answer, which natpunch's server answers without its amplification budget (issue 18;
- * a bare 20-byte request gets the RFC-required minimum only within a per-source budget) and coturn answers alike.
- * At the offered rate, paced in 1 ms slices, spread over <sockets> source ports (so SO_REUSEPORT
- * servers spread them over workers), and counts Binding success responses (0x0101) whose transaction id it sent.
- * Prints one JSON line: sent, received, valid, seconds, cpu_user, cpu_sys.
+ * 64-bit counter) carrying a 32-byte SOFTWARE attribute (section 14.14; 56 bytes in all), as natpunch's own STUN
+ * clients do: a request with room for its answer, which natpunch's server answers without its amplification budget
+ * (a bare 20-byte request gets the RFC-required minimum only within a per-source budget) and coturn answers alike.
+ * Counts Binding success responses (0x0101) to a request it sent and has not yet counted.
+ * Prints one JSON line: sent, received, valid, lost, seconds (asked), elapsed (with the drain), cpu_user, cpu_sys.
  */
 #define _GNU_SOURCE
-/* Header (20) + SOFTWARE attribute header (4) + 32 bytes of value. */
-#define REQUEST_BYTES 56
 #include <arpa/inet.h>
-#include <errno.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,18 +32,32 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH 64
+/* Header (20) + SOFTWARE attribute header (4) + 32 bytes of value. */
+#define REQUEST_BYTES 56
+#define BATCH 256
 #define MAX_SOCKETS 256
+/* Request slots by counter: larger than the window and than what 50 ms at any rate this machine reaches leaves open. */
+#define RING (1u << 20)
+#define LOST_AFTER_NS 50000000ull
+/* Between two rounds of reads: at 200k answers/s, ~40 answers per round; the window keeps the server busy meanwhile. */
+#define POLL_NS 200000
 
-static double now_s(void) {
+static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+/* Send time per request slot (0: answered or expired). */
+static uint64_t sent_at[RING];
+static uint8_t out[BATCH][REQUEST_BYTES];
+static uint8_t in[BATCH][256];
+static struct mmsghdr smsg[BATCH], rmsg[BATCH];
+static struct iovec siov[BATCH], riov[BATCH];
 
 int main(int argc, char** argv) {
   if (argc < 6) {
-    fprintf(stderr, "usage: %s server-ip port seconds offered-pps sockets [source-ip]\n", argv[0]);
+    fprintf(stderr, "usage: %s server-ip port seconds max-pps sockets [window] [source-ip]\n", argv[0]);
     return 2;
   }
   const char* server = argv[1];
@@ -48,8 +65,11 @@ int main(int argc, char** argv) {
   double seconds = atof(argv[3]);
   double pps = atof(argv[4]);
   int nsock = atoi(argv[5]);
-  const char* source = argc > 6 ? argv[6] : "0.0.0.0";
+  long window = argc > 6 ? atol(argv[6]) : 4096;
+  const char* source = argc > 7 ? argv[7] : "0.0.0.0";
   if (nsock < 1 || nsock > MAX_SOCKETS) nsock = 1;
+  if (window < 1) window = 1;
+  if (window > (long)(RING / 2)) window = RING / 2;
 
   struct sockaddr_in dst = {0};
   dst.sin_family = AF_INET;
@@ -76,103 +96,103 @@ int main(int argc, char** argv) {
   if (!ur || fread(&prefix, 4, 1, ur) != 1) prefix = (uint32_t)getpid();
   if (ur) fclose(ur);
 
-  static uint8_t out[BATCH][REQUEST_BYTES];
-  static uint8_t in[BATCH][128];
-  struct mmsghdr smsg[BATCH], rmsg[BATCH];
-  struct iovec siov[BATCH], riov[BATCH];
-  uint64_t counter = 0, sent = 0, received = 0, valid = 0;
+  /* Requests are built once; only the counter half of the transaction id changes per send. */
+  for (int i = 0; i < BATCH; i++) {
+    uint8_t* m = out[i];
+    m[0] = 0x00; m[1] = 0x01; m[2] = 0; m[3] = 36;      /* Binding request, attributes: 36 bytes (RFC 8489 s5) */
+    m[4] = 0x21; m[5] = 0x12; m[6] = 0xa4; m[7] = 0x42; /* magic cookie (RFC 8489 section 5) */
+    memcpy(m + 8, &prefix, 4);
+    m[20] = 0x80; m[21] = 0x22; m[22] = 0; m[23] = 32;  /* SOFTWARE, 32 bytes (RFC 8489 section 14.14) */
+    memset(m + 24, 'x', 32);
+    siov[i].iov_base = m;
+    siov[i].iov_len = REQUEST_BYTES;
+    smsg[i].msg_hdr.msg_name = &dst;
+    smsg[i].msg_hdr.msg_namelen = sizeof(dst);
+    smsg[i].msg_hdr.msg_iov = &siov[i];
+    smsg[i].msg_hdr.msg_iovlen = 1;
+    riov[i].iov_base = in[i];
+    riov[i].iov_len = sizeof(in[i]);
+    rmsg[i].msg_hdr.msg_iov = &riov[i];
+    rmsg[i].msg_hdr.msg_iovlen = 1;
+  }
 
-  double start = now_s();
-  double end = start + seconds;
+  uint64_t counter = 0, oldest = 0, sent = 0, received = 0, valid = 0, lost = 0;
+  long open = 0; /* requests sent, not answered, not expired */
+  uint64_t start = now_ns();
+  uint64_t end = start + (uint64_t)(seconds * 1e9);
   double credit = 0;
-  double last = start;
+  uint64_t last = start;
   int turn = 0;
+  int sending = 1;
+  uint64_t drain_end = 0;
   for (;;) {
-    double t = now_s();
-    if (t >= end) break;
-    credit += (t - last) * pps;
-    last = t;
-    if (credit > pps * 0.01) credit = pps * 0.01; /* never burst more than 10 ms of load after a stall */
-    while (credit >= 1) {
-      int n = credit >= BATCH ? BATCH : (int)credit;
-      for (int i = 0; i < n; i++) {
-        uint8_t* m = out[i];
-        m[0] = 0x00; m[1] = 0x01; m[2] = 0; m[3] = 36;              /* Binding request, attributes: 36 bytes */
-        m[4] = 0x21; m[5] = 0x12; m[6] = 0xa4; m[7] = 0x42;         /* magic cookie (RFC 8489 section 5) */
-        memcpy(m + 8, &prefix, 4);
-        uint64_t c = counter++;
-        memcpy(m + 12, &c, 8);
-        m[20] = 0x80; m[21] = 0x22; m[22] = 0; m[23] = 32;          /* SOFTWARE, 32 bytes (RFC 8489 section 14.14) */
-        memset(m + 24, 'x', 32);
-        siov[i].iov_base = m;
-        siov[i].iov_len = REQUEST_BYTES;
-        memset(&smsg[i], 0, sizeof(smsg[i]));
-        smsg[i].msg_hdr.msg_name = &dst;
-        smsg[i].msg_hdr.msg_namelen = sizeof(dst);
-        smsg[i].msg_hdr.msg_iov = &siov[i];
-        smsg[i].msg_hdr.msg_iovlen = 1;
-      }
-      int fd = fds[turn++ % nsock];
-      int k = sendmmsg(fd, smsg, n, 0);
-      if (k <= 0) break; /* our own socket buffer is full: the pacing catches up */
-      sent += k;
-      credit -= k;
+    uint64_t t = now_ns();
+    if (sending && t >= end) {
+      sending = 0;
+      drain_end = t + 200000000ull; /* collect answers still in flight for up to 200 ms */
     }
+    if (!sending && (t >= drain_end || open == 0)) break;
+    /* Expire the oldest requests that went unanswered for LOST_AFTER_NS. */
+    while (oldest < counter) {
+      uint64_t s = sent_at[oldest & (RING - 1)];
+      if (s != 0) {
+        if (t - s < LOST_AFTER_NS && counter - oldest < RING) break;
+        sent_at[oldest & (RING - 1)] = 0;
+        lost++;
+        open--;
+      }
+      oldest++;
+    }
+    if (sending) {
+      long allowed = window - open;
+      if (pps > 0) {
+        credit += (double)(t - last) * pps / 1e9;
+        if (credit > pps * 0.01) credit = pps * 0.01; /* never burst more than 10 ms of load after a stall */
+        if ((double)allowed > credit) allowed = (long)credit;
+      }
+      last = t;
+      while (allowed > 0) {
+        int n = allowed >= BATCH ? BATCH : (int)allowed;
+        for (int i = 0; i < n; i++) memcpy(out[i] + 12, &(uint64_t){counter + (uint64_t)i}, 8);
+        int k = sendmmsg(fds[turn++ % nsock], smsg, (unsigned)n, 0);
+        if (k <= 0) break; /* our own socket buffer is full: wait for answers */
+        for (int i = 0; i < k; i++) sent_at[(counter + (uint64_t)i) & (RING - 1)] = t;
+        counter += (uint64_t)k;
+        sent += (uint64_t)k;
+        open += k;
+        allowed -= k;
+        if (pps > 0) credit -= k;
+      }
+    }
+    /* Sleep a little, then read every socket: answers are taken in batches however the server sends them (waking on
+     * each datagram would cost the generator a syscall pair per answer against a server that sends one at a time). */
+    struct timespec nap = {0, POLL_NS};
+    nanosleep(&nap, NULL);
     for (int s = 0; s < nsock; s++) {
       for (;;) {
-        for (int i = 0; i < BATCH; i++) {
-          riov[i].iov_base = in[i];
-          riov[i].iov_len = sizeof(in[i]);
-          memset(&rmsg[i], 0, sizeof(rmsg[i]));
-          rmsg[i].msg_hdr.msg_iov = &riov[i];
-          rmsg[i].msg_hdr.msg_iovlen = 1;
-        }
         int k = recvmmsg(fds[s], rmsg, BATCH, MSG_DONTWAIT, NULL);
         if (k <= 0) break;
-        received += k;
+        received += (uint64_t)k;
         for (int i = 0; i < k; i++) {
-          uint8_t* m = in[i];
-          if (rmsg[i].msg_len >= 20 && m[0] == 0x01 && m[1] == 0x01 && memcmp(m + 8, &prefix, 4) == 0) valid++;
+          const uint8_t* m = in[i];
+          if (rmsg[i].msg_len < 20 || m[0] != 0x01 || m[1] != 0x01 || memcmp(m + 8, &prefix, 4) != 0) continue;
+          uint64_t c;
+          memcpy(&c, m + 12, 8);
+          if (c < oldest || c >= counter || sent_at[c & (RING - 1)] == 0) continue;
+          sent_at[c & (RING - 1)] = 0;
+          valid++;
+          open--;
         }
         if (k < BATCH) break;
       }
     }
-    /* Sleep until the next batch is due or an answer arrives: the generator's CPU then follows its work. */
-    double wait = (BATCH - credit) / pps;
-    if (wait > 0.001) wait = 0.001;
-    if (wait > 0) {
-      struct pollfd pfd[MAX_SOCKETS];
-      for (int s = 0; s < nsock; s++) {
-        pfd[s].fd = fds[s];
-        pfd[s].events = POLLIN;
-      }
-      struct timespec ts = {0, (long)(wait * 1e9)};
-      ppoll(pfd, nsock, &ts, NULL);
-    }
   }
-  /* Collect answers still in flight for up to 200 ms. */
-  double drain_end = now_s() + 0.2;
-  while (now_s() < drain_end) {
-    for (int s = 0; s < nsock; s++) {
-      for (int i = 0; i < BATCH; i++) {
-        riov[i].iov_base = in[i];
-        riov[i].iov_len = sizeof(in[i]);
-        memset(&rmsg[i], 0, sizeof(rmsg[i]));
-        rmsg[i].msg_hdr.msg_iov = &riov[i];
-        rmsg[i].msg_hdr.msg_iovlen = 1;
-      }
-      int k = recvmmsg(fds[s], rmsg, BATCH, MSG_DONTWAIT, NULL);
-      if (k <= 0) continue;
-      received += k;
-      for (int i = 0; i < k; i++)
-        if (rmsg[i].msg_len >= 20 && in[i][0] == 0x01 && in[i][1] == 0x01 && memcmp(in[i] + 8, &prefix, 4) == 0) valid++;
-    }
-    usleep(1000);
-  }
+  lost += (uint64_t)open;
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  printf("{\"sent\":%llu,\"received\":%llu,\"valid\":%llu,\"seconds\":%.3f,\"cpu_user\":%.3f,\"cpu_sys\":%.3f}\n",
-         (unsigned long long)sent, (unsigned long long)received, (unsigned long long)valid, seconds,
-         ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
+  printf("{\"sent\":%llu,\"received\":%llu,\"valid\":%llu,\"lost\":%llu,\"seconds\":%.3f,\"elapsed\":%.3f,"
+         "\"cpu_user\":%.3f,\"cpu_sys\":%.3f}\n",
+         (unsigned long long)sent, (unsigned long long)received, (unsigned long long)valid, (unsigned long long)lost,
+         seconds, (double)(now_ns() - start) / 1e9, ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6);
   return 0;
 }

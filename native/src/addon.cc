@@ -556,11 +556,31 @@ Napi::Value SteerBindingsOnly(const Napi::CallbackInfo& info) {
 // queue(data, address, port) copies a datagram into the send arena; flush() sends the queue with sendmmsg. The queue
 // is also flushed after every onBatch call (replies to a batch leave together) and when it is full. A datagram the
 // kernel refuses (EAGAIN: send buffer full; EMSGSIZE; unreachable) is dropped, as UDP would, and counted.
+// Optional 5th and 6th arguments: the slab and send-arena sizes (default 1 MiB each). TURN relay sockets, one per
+// allocation, pass small ones so thousands of allocations do not hold megabytes each.
 constexpr int kMetaStride = 8;
 constexpr size_t kMaxDatagram = 65536;
 constexpr size_t kSlabBytes = 1 << 20;
 constexpr size_t kSendArenaBytes = 1 << 20;
 constexpr int kReadRounds = 4;
+
+// The receive scratch (one 64 KiB slot per datagram of a batch) is used only inside one synchronous read round and
+// copied out before JavaScript runs, so every BatchUdp of a thread shares one; a worker thread gets its own.
+struct ReadScratch {
+  uint8_t* data = nullptr;
+  int slots = 0;
+  ~ReadScratch() { free(data); }
+  uint8_t* Get(int batch) {
+    if (batch > slots) {
+      uint8_t* grown = static_cast<uint8_t*>(realloc(data, static_cast<size_t>(batch) * kMaxDatagram));
+      if (grown == nullptr) return nullptr;
+      data = grown;
+      slots = batch;
+    }
+    return data;
+  }
+};
+thread_local ReadScratch tScratch;
 
 class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
  public:
@@ -582,24 +602,23 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     if (batch < 1 || batch > 1024) throw Napi::RangeError::New(env, "batchSize must be 1..1024");
     Napi::Uint32Array meta = info[1].As<Napi::Uint32Array>();
     if (meta.ElementLength() < static_cast<size_t>(batch * kMetaStride)) throw Napi::RangeError::New(env, "meta is too short for batchSize");
+    slabBytes_ = info.Length() > 4 && info[4].IsNumber() ? static_cast<size_t>(ArgInt(info, 4, "slabBytes")) : kSlabBytes;
+    arenaBytes_ = info.Length() > 5 && info[5].IsNumber() ? static_cast<size_t>(ArgInt(info, 5, "arenaBytes")) : kSendArenaBytes;
+    if (slabBytes_ < 2048 || slabBytes_ > (64u << 20)) throw Napi::RangeError::New(env, "slabBytes must be 2 KiB..64 MiB");
+    if (arenaBytes_ < kMaxDatagram || arenaBytes_ > (64u << 20)) throw Napi::RangeError::New(env, "arenaBytes must be 64 KiB..64 MiB");
     batch_ = batch;
     meta_ = meta.Data();
     metaRef_ = Napi::Persistent(meta);
     callback_ = Napi::Persistent(info[2].As<Napi::Function>());
     context_ = new Napi::AsyncContext(env, "natpunch:BatchUdp");
-    scratch_ = static_cast<uint8_t*>(malloc(static_cast<size_t>(batch) * kMaxDatagram));
-    sendArena_ = static_cast<uint8_t*>(malloc(kSendArenaBytes));
-    if (scratch_ == nullptr || sendArena_ == nullptr) throw Napi::Error::New(env, "out of memory");
+    sendArena_ = static_cast<uint8_t*>(malloc(arenaBytes_));
+    if (sendArena_ == nullptr || tScratch.Get(batch) == nullptr) throw Napi::Error::New(env, "out of memory");
     rmsgs_.resize(batch);
     riov_.resize(batch);
     raddr_.resize(batch);
     smsgs_.resize(batch);
     siov_.resize(batch);
     saddr_.resize(batch);
-    for (int i = 0; i < batch; i++) {
-      riov_[i].iov_base = scratch_ + static_cast<size_t>(i) * kMaxDatagram;
-      riov_[i].iov_len = kMaxDatagram;
-    }
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop");
     handle_ = new uv_poll_t;
@@ -615,7 +634,6 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
 
   ~BatchUdp() override {
     CloseHandle();
-    free(scratch_);
     free(sendArena_);
     delete context_;
   }
@@ -631,7 +649,12 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
 
   void ReadRounds(Napi::Env env) {
     for (int round = 0; round < kReadRounds && handle_ != nullptr; round++) {
+      // Fetched per round: JavaScript called in the previous round may have created a BatchUdp with a larger batch.
+      uint8_t* scratch = tScratch.Get(batch_);
+      if (scratch == nullptr) return;
       for (int i = 0; i < batch_; i++) {
+        riov_[i].iov_base = scratch + static_cast<size_t>(i) * kMaxDatagram;
+        riov_[i].iov_len = kMaxDatagram;
         memset(&rmsgs_[i], 0, sizeof(rmsgs_[i]));
         rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
         rmsgs_[i].msg_hdr.msg_iovlen = 1;
@@ -650,7 +673,7 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       size_t total = 0;
       for (int i = 0; i < n; i++) total += rmsgs_[i].msg_len;
       if (slab_.IsEmpty() || slabUsed_ + total > slabSize_) {
-        slabSize_ = total > kSlabBytes ? total : kSlabBytes;
+        slabSize_ = total > slabBytes_ ? total : slabBytes_;
         Napi::Buffer<uint8_t> fresh = Napi::Buffer<uint8_t>::New(env, slabSize_);
         slabData_ = fresh.Data();
         slab_ = Napi::Persistent(fresh);
@@ -739,7 +762,7 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     if (napi_get_value_string_latin1(env, info[1], host, sizeof(host), &hostLen) != napi_ok) return Napi::Boolean::New(env, false);
     int port = info[2].As<Napi::Number>().Int32Value();
     if (port <= 0 || port > 65535) return Napi::Boolean::New(env, false);
-    if (queued_ == batch_ || arenaUsed_ + len > kSendArenaBytes) FlushQueue();
+    if (queued_ == batch_ || arenaUsed_ + len > arenaBytes_) FlushQueue();
     sockaddr_storage& ss = saddr_[queued_];
     memset(&ss, 0, sizeof(ss));
     socklen_t slen;
@@ -855,7 +878,8 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
   Napi::AsyncContext* context_ = nullptr;
   uv_poll_t* handle_ = nullptr;
   napi_env env_ = nullptr;
-  uint8_t* scratch_ = nullptr;
+  size_t slabBytes_ = kSlabBytes;
+  size_t arenaBytes_ = kSendArenaBytes;
   std::vector<mmsghdr> rmsgs_;
   std::vector<iovec> riov_;
   std::vector<sockaddr_storage> raddr_;

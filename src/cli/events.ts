@@ -59,6 +59,12 @@ export function genericLine(e: CliEvent): string {
 
 type Format = (e: CliEvent & Record<string, any>) => string | null; // eslint-disable-line @typescript-eslint/no-explicit-any
 
+/** A port mapping (map's events) in one phrase. */
+function mappingText(m: Parameters<Format>[0]): string {
+  const lease = m.lifetime === 0 ? 'permanent lease, renewed by natpunch' : `lifetime ${m.lifetime} s`;
+  return `${m.transport} ${m.externalAddress}:${m.externalPort} → ${m.internalAddress}:${m.internalPort} via ${m.protocol} (${lease})`;
+}
+
 /** Human lines per event name; null hides an event in human mode (it still goes to --json). */
 const FORMATS: Record<string, Format> = {
   gathering: (e) => `gathering: local socket ${ep(e.local)}`,
@@ -131,6 +137,17 @@ const FORMATS: Record<string, Format> = {
   forwarding: (e) => `forwarding ${ep(e.listen)} → ${e.peer}:${e.remotePort}`,
   'socks-listening': (e) =>
     `SOCKS5 on ${ep(e.listen)}${e.auth ? ' (username/password required)' : ''}, exiting via ${e.via}`,
+  // map: a port mapping's life (stun's `mapped` result has no externalAddress and is not printed by this printer).
+  mapping: (e) => `natpunch: mapping ${e.transport} port ${e.port} on ${e.gateway}…`,
+  mapped: (e) =>
+    e.externalAddress === undefined ? genericLine(e) : `natpunch: mapped ${mappingText(e)}; renewing until Ctrl-C`,
+  renewed: (e) => `natpunch: renewed ${mappingText(e)}`,
+  changed: (e) => `natpunch: mapping changed: ${mappingText(e)}`,
+  restart: (e) => `natpunch: gateway restarted (${e.protocol}); mapping again`,
+  lost: (e) => `natpunch: mapping expired (${e.error}); still retrying`,
+  deleting: () => 'natpunch: deleting the mapping…',
+  deleted: () => 'natpunch: mapping deleted',
+  probe: (e) => `netcheck: ${e.probe} ${e.state === 'start' ? '…' : 'done'}${e.detail ? ` (${e.detail})` : ''}`,
   'icmp-listening': (e) => `icmp: echo requests to ${e.probeAddress} every ${e.intervalMs} ms; UDP port ${e.port}`,
   'icmp-knock': (e) => `icmp: Time Exceeded quoting our echo request from ${e.from}; punching UDP to it`,
   'icmp-knocking': (e) => `icmp: sending forged Time Exceeded to ${e.server}; UDP port ${e.port}`,

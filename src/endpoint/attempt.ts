@@ -5,7 +5,7 @@
  * per introduction it accepts; everything the attempt opens is released by the race or by the session's close.
  */
 import { advertFromCandidates } from '../traversal/hardwire.js';
-import { advice, plan as makePlan, type PlanSwitches } from '../traversal/planner.js';
+import { advice, plan as makePlan, type Plan, type PlanSwitches } from '../traversal/planner.js';
 import { race } from '../traversal/race.js';
 import { hardPunchTechnique } from '../traversal/hard-punch.js';
 import { relayTechnique } from '../traversal/relay-technique.js';
@@ -13,11 +13,12 @@ import { tcpTechnique } from '../traversal/tcp-technique.js';
 import { udpChecksTechnique, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
 import type { NatView, Technique, TechniqueName } from '../traversal/technique.js';
+import { UdxEndpoint } from '../net/udx.js';
 import type { SeqChannel } from '../traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from '../wire/seq-offer.js';
 import { keyToId, type KeyPair } from '../session/identity.js';
 import { isAllowed, type Allow, type Session } from '../session/session.js';
-import { NatpunchError } from '../util/errors.js';
+import { NatpunchError, isNatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ResolvedTechniques } from './defaults.js';
 import type { LocalState } from './local.js';
@@ -52,6 +53,15 @@ export interface AttemptInput {
   /** The rendezvous' scheduled start (TCP simultaneous open only; UDP punches on introduction). */
   startAt?: number;
   local: LocalState;
+  /** Our side as the introduction showed it to the peer, when that is less than we know by now (a CONNECT sent
+   *  before our NAT was measured: both sides must plan from the same two views). Default: local.natView(). */
+  localView?: NatView;
+  /**
+   * Hard punch from a fresh socket, not the Endpoint's: set when an earlier attempt already sent checks to this peer
+   * from the Endpoint's socket, so a sequential NAT holds a mapping toward the peer's address for it, out of the
+   * predicted window, which a new socket's first flow takes (see onOwnSocket).
+   */
+  punchOnOwnSocket?: boolean;
   keyPair: KeyPair;
   allow?: Allow;
   techniques: ResolvedTechniques;
@@ -124,9 +134,12 @@ function progress(a: AttemptInput, p: Progress): void {
   a.progress(p);
 }
 
-export async function runAttempt(a: AttemptInput): Promise<Session> {
+/** What both sides plan for `localView` ↔ the peer's candidates (the first step of runAttempt). */
+export function planFor(
+  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques'>,
+  localView: NatView = a.local.natView(),
+): { plan: Plan; sw: PlanSwitches; remoteNat: NatView; advert: ReturnType<typeof advertFromCandidates>['advert'] } {
   const { advert, rest } = advertFromCandidates(a.remote);
-  const localNat = a.local.natView();
   const remoteNat = peerView(rest, advert);
   const sw: PlanSwitches = {
     hardNat: a.techniques.hardNat !== null && a.local.hard !== null,
@@ -134,7 +147,60 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
     relay: a.techniques.relay !== null,
     transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
   };
-  const p = makePlan(localNat, remoteNat, sw);
+  return { plan: makePlan(localView, remoteNat, sw), sw, remoteNat, advert };
+}
+
+/** The hard punches: each needs the peer to know our advert (prediction window, or that we are a cone). */
+const NEEDS_OUR_ADVERT: readonly TechniqueName[] = ['predict', 'birthday', 'double-random'];
+
+/**
+ * A connector introduced before its NAT was measured (`early`: the plan from the view it sent) must be introduced
+ * again when the plan from what it knows now (`full`) has a hard punch the first lacks, or starts the relay at once
+ * where the first holds it back (no direct path), or, once the first attempt failed, when the plans differ at all
+ * (e.g. TCP or a relay came in since).
+ */
+export function needsNewIntroduction(early: Plan, full: Plan, firstFailed: boolean): boolean {
+  const names = (p: Plan) => new Set(p.steps.map((s) => s.technique));
+  const e = names(early);
+  const f = names(full);
+  if (NEEDS_OUR_ADVERT.some((t) => f.has(t) && !e.has(t))) return true;
+  // Nothing direct can work (e.g. random ↔ sequential): the relay at once instead of after the checks' hold-back.
+  const relayHold = (p: Plan) => p.steps.find((s) => s.technique === 'relay')?.holdMs;
+  if (relayHold(full) === 0 && (relayHold(early) ?? 0) > 0) return true;
+  return firstFailed && (e.size !== f.size || [...f].some((t) => !e.has(t)));
+}
+
+/**
+ * A technique run on a socket of its own (bound like the Endpoint's), closed when it fails or, once it won, with
+ * its session. For the hard punch after a first attempt: a sequential NAT keeps the mapping that attempt's checks
+ * made from the Endpoint's socket toward the peer, so a probe from that socket would leave from that old port, not
+ * from the window we advertised; a fresh socket's first flow takes the window's first port.
+ */
+function onOwnSocket(t: Technique): Technique {
+  return {
+    name: t.name,
+    applies: t.applies,
+    async run(ctx, signal) {
+      const bound = ctx.endpoint.address().address;
+      const socket = await UdxEndpoint.bind(bound === '0.0.0.0' || bound === '::' ? {} : { address: bound });
+      const close = () => void socket.close().catch(() => {});
+      try {
+        const r = await t.run({ ...ctx, endpoint: socket }, signal);
+        if (r.session.closed) close();
+        else r.session.once('close', close);
+        return r;
+      } catch (err) {
+        close();
+        throw err;
+      }
+    },
+  };
+}
+
+export async function runAttempt(a: AttemptInput): Promise<Session> {
+  const { advert, rest } = advertFromCandidates(a.remote);
+  const localNat = a.localView ?? a.local.natView();
+  const { plan: p, sw, remoteNat } = planFor(a, localNat);
   if (a.relayHoldMs !== undefined)
     for (const s of p.steps) if (s.technique === 'relay' && s.holdMs > 0) s.holdMs = a.relayHoldMs;
   // Techniques that spend many packets (hard punch) or a relay's resources go only to peers `allow` admits; the
@@ -147,10 +213,16 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       throw new NatpunchError('NOT_ALLOWED', `peer ${keyToId(a.peerKey)} is not allowed`);
   }
   const techniques = new Map<TechniqueName, Technique>();
-  const tuning: SessionTuning =
-    a.local.tcpUnavailable && a.techniques.transport !== 'udp'
-      ? { ...a.tuning, transportReason: a.local.tcpUnavailable }
-      : a.tuning;
+  // Only a sequential NAT hands a fresh socket the window's next port (a cone's advert is the Endpoint's port).
+  const ownSocket = a.punchOnOwnSocket === true && a.local.hard?.advert.kind === 'sequential';
+  const transportReason =
+    a.techniques.transport === 'udp'
+      ? null
+      : (a.local.tcpUnavailable ??
+        (remoteNat.tcp && !localNat.tcp && a.localView
+          ? 'TCP not raced: a cold connect introduces itself before its TCP port is gathered, and UDP found the path'
+          : null));
+  const tuning: SessionTuning = transportReason ? { ...a.tuning, transportReason } : a.tuning;
   for (const s of p.steps) {
     switch (s.technique) {
       case 'udp-checks':
@@ -160,18 +232,19 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       case 'predict':
       case 'birthday':
       case 'double-random':
-        techniques.set(
-          s.technique,
-          hardPunchTechnique(
+        {
+          const hard = hardPunchTechnique(
             s.technique,
             {
               local: a.local.hard!.advert,
               peer: advert!,
               ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}),
             },
-            tuning,
-          ),
-        );
+            // A session on its own socket cannot be recovered through the Endpoint's (see onOwnSocket).
+            ownSocket ? { ...tuning, recover: undefined } : tuning,
+          );
+          techniques.set(s.technique, ownSocket ? onOwnSocket(hard) : hard);
+        }
         break;
       case 'relay':
         techniques.set(
@@ -253,7 +326,8 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       advice: advice(localNat, remoteNat, p, sw),
     });
   } catch (err) {
-    report({ error: err });
+    // An attempt its caller dropped (e.g. introduced again) did not fail: nothing to report.
+    if (!isNatpunchError(a.signal.reason, 'ABORTED')) report({ error: err });
     throw err;
   }
   const session = won.session;

@@ -16,6 +16,7 @@ import { ConnectivityChecks, deriveCheckKey } from '../traversal/checks.js';
 import { advertFromCandidates } from '../traversal/hardwire.js';
 import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
+import type { NatView } from '../traversal/technique.js';
 import { keyToId } from '../session/identity.js';
 import { IkReplayCache } from '../session/handshake-ik.js';
 import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
@@ -23,11 +24,11 @@ import type { PeerPins } from '../identity/known-peers.js';
 import { DEFAULT_KEEPALIVE_MS, type Session } from '../session/session.js';
 import type { UdxEndpoint } from '../net/udx.js';
 import { NatpunchError, isNatpunchError } from '../util/errors.js';
-import { timeoutSignal } from '../util/abort.js';
+import { sleep, timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { resolveTechniques, type ResolvedTechniques } from './defaults.js';
 import { LocalState, rendezvousServer } from './local.js';
-import { runAttempt } from './attempt.js';
+import { needsNewIntroduction, planFor, runAttempt } from './attempt.js';
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   MAX_CONCURRENT_ATTEMPTS,
@@ -49,6 +50,59 @@ export interface EndpointOptions extends ListenOptions {
 /** After a relayed session moved to a direct path, its relay allocation is released once idle this long (the
  *  upgrade's last relayed packets drain first). */
 export const RELAY_RELEASE_IDLE_MS = 5_000;
+/**
+ * A cold connect's first attempt, planned before our NAT was measured, runs at least this long before a second
+ * introduction may replace it: where its checks get through at all they win within a check round trip and a
+ * retransmission (checks.ts DEFAULT_INITIAL_RTO_MS), and dropping it after the listener accepted its first flight
+ * would leave the listener an unconfirmed session (docs/handshake.md).
+ */
+export const FIRST_ATTEMPT_GRACE_MS = 300;
+
+/** How long a NAT is assumed to keep a UDP mapping nobody uses (RFC 4787 §4.3 REQ-5: at least 2 minutes). */
+const NAT_MAPPING_MEMORY_MS = 120_000;
+
+/** Notes `key` as seen now in a bounded map (the oldest entry goes first). */
+function remember(map: Map<string, number>, key: string): void {
+  map.delete(key);
+  map.set(key, Date.now());
+  if (map.size > MAX_REMEMBERED_PEERS) map.delete(map.keys().next().value!);
+}
+
+/** Added to a sequential listener's two round trips to the server before a second introduction (its refresh). */
+const LISTENER_REFRESH_MARGIN_MS = 50;
+
+/** What a cold connect's attempts differ in (Endpoint#behindGathering). */
+interface EarlyAttemptOptions {
+  /** Our side as the CONNECT showed it (the first attempt); default: what we know now. */
+  localView?: NatView;
+  signal?: AbortSignal;
+  punchOnOwnSocket?: boolean;
+}
+
+/** A promise's outcome as a value (so racing it never leaves a rejection unhandled). */
+function settle<T>(p: Promise<T>): Promise<{ session: T } | { error: unknown }> {
+  return p.then(
+    (session) => ({ session }),
+    (error: unknown) => ({ error }),
+  );
+}
+
+/** The peer answered and refused, or proved another key: a second introduction would hear the same. */
+function refused(r: { session: unknown } | { error: unknown } | null): r is { error: unknown } {
+  return (
+    r !== null &&
+    'error' in r &&
+    (isNatpunchError(r.error, 'NOT_ALLOWED') || isNatpunchError(r.error, 'HANDSHAKE_FAILED'))
+  );
+}
+
+function unsettle<T>(r: { session: T } | { error: unknown }): T {
+  if ('session' in r) return r.session;
+  throw r.error;
+}
+
+/** How many peers' latest session times an Endpoint remembers (oldest forgotten first). */
+const MAX_REMEMBERED_PEERS = 1_024;
 
 export interface EndpointConnectOptions {
   signal?: AbortSignal;
@@ -102,6 +156,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly #attempts = new Set<AbortController>();
   /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
   readonly #ikReplay: IkReplayCache;
+  /** When each peer's latest incoming session came (bounded): an attempt of that peer's that fails after it was
+   *  superseded (see acceptOffer), not an error. */
+  readonly #lastSessionAt = new Map<string, number>();
+  /** When we last checked toward each peer while it had not measured its NAT (bounded), from our socket: see
+   *  acceptOffer's hard punch on its own socket. */
+  readonly #checkedUnmeasuredAt = new Map<string, number>();
   #closed = false;
   #onOffer = (offer: ConnectOfferLike) => void this.acceptOffer(offer);
 
@@ -248,35 +308,63 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             'BAD_ARGUMENT',
             'this endpoint has no rendezvous: give the peer candidates (direct mode)',
           );
-        await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-        const offer = await rv.requestConnect(target.lookup, { candidates: this.#local.candidates(), signal });
-        // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one asked
-        // for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a wrong one.
-        pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
-        progress({
-          phase: 'offer',
-          peer: keyToId(offer.peerKey),
-          ...(offer.peerName ? { peerName: offer.peerName } : {}),
-          candidates: offer.candidates,
-          role: 'initiator',
-          ...(offer.mode ? { mode: offer.mode } : {}),
-        });
-        session = await runAttempt({
-          role: 'initiator',
-          connectionId: offer.connectionId,
-          peerKey: offer.peerKey,
-          remote: offer.candidates,
-          ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
-          local: this.#local,
-          keyPair: this.#options.keyPair,
-          ...(this.#options.natType ? { natType: this.#options.natType } : {}),
-          techniques: this.#techniques,
-          tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
-          ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
-          logger: this.#logger,
-          progress,
-          signal,
-        });
+        // A cold one-shot connect sends its CONNECT before anything else is gathered (the rendezvous sees our
+        // reflexive address from the datagram itself); a running Endpoint's candidates are warm already.
+        const early = this.#local.gathering;
+        if (!early) await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+        const sentView = this.#local.natView();
+        const introduce = async (known?: Buffer): Promise<ConnectOfferLike> => {
+          const offer = await rv.requestConnect(known ?? target.lookup, {
+            candidates: this.#local.candidates(),
+            signal,
+          });
+          // Identity before any byte goes to the introduced peer (no probe, no handshake): its key must be the one
+          // asked for, or the one the name is pinned to. A lying rendezvous then gives a failed connection, never a
+          // wrong one. Introduced again, it must be the key we already checked.
+          if (known && !offer.peerKey.equals(known))
+            throw new NatpunchError('PEER_KEY_MISMATCH', 'introduced again, the rendezvous named another key');
+          if (!known) pin = await verifyPeer(target, offer.peerKey, options.knownPeers ?? this.#options.knownPeers);
+          progress({
+            phase: 'offer',
+            peer: keyToId(offer.peerKey),
+            ...(offer.peerName ? { peerName: offer.peerName } : {}),
+            candidates: offer.candidates,
+            role: 'initiator',
+            ...(offer.mode ? { mode: offer.mode } : {}),
+          });
+          return offer;
+        };
+        const attempt = (offer: ConnectOfferLike, o: EarlyAttemptOptions = {}) =>
+          runAttempt({
+            role: 'initiator',
+            connectionId: offer.connectionId,
+            peerKey: offer.peerKey,
+            remote: offer.candidates,
+            ...(offer.startAt !== undefined ? { startAt: offer.startAt } : {}),
+            local: this.#local,
+            ...(o.localView ? { localView: o.localView } : {}),
+            ...(o.punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
+            keyPair: this.#options.keyPair,
+            ...(this.#options.natType ? { natType: this.#options.natType } : {}),
+            techniques: this.#techniques,
+            tuning: { ...this.#tuning(), ...ik, recover: this.#recover(rv, offer.peerKey) },
+            ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
+            logger: this.#logger,
+            progress,
+            signal: o.signal ?? signal,
+          });
+        const sentAt = Date.now();
+        const offer = await introduce();
+        session = early
+          ? await this.#behindGathering(
+              offer,
+              sentView,
+              Date.now() - sentAt,
+              attempt,
+              () => introduce(offer.peerKey),
+              signal,
+            )
+          : await attempt(offer);
       }
       if (this.#closed) {
         await session.close();
@@ -300,6 +388,92 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       dispose();
       this.#refreshAfterAttempt();
     }
+  }
+
+  /**
+   * A cold connect (issue 17): the CONNECT left before our NAT was measured, so the peer planned with our NAT as
+   * 'unknown'; the first attempt plans from the same view (`sentView`) and starts the moment the offer is in. When
+   * the measurement, once in, calls for a technique that attempt lacks (a hard punch: the peer must know our
+   * advert) and it has not won by then, it is dropped and we are introduced again with everything gathered.
+   *
+   * Dropping an attempt whose Noise IK message 1 the listener already accepted would leave the listener a session
+   * nobody confirms (docs/handshake.md), so: facing a symmetric listener (its advert says so: a hard punch is likely
+   * and plain checks from an unmeasured side rarely meet it), nothing is sent before the measurement decides; facing
+   * a cone, the first attempt gets FIRST_ATTEMPT_GRACE before it may be dropped (where its checks get through at all,
+   * it wins within that). A CONNECT that had to go over TCP (our UDP is blocked) waits for the relay and is repeated.
+   */
+  async #behindGathering(
+    first: ConnectOfferLike,
+    sentView: NatView,
+    introductionMs: number,
+    attempt: (offer: ConnectOfferLike, o?: EarlyAttemptOptions) => Promise<Session>,
+    again: () => Promise<ConnectOfferLike>,
+    signal: AbortSignal,
+  ): Promise<Session> {
+    const planInput = { remote: first.candidates, local: this.#local, techniques: this.#techniques };
+    const viaTcp = first.via === 'tcp';
+    const peerKind = planFor(planInput, sentView).remoteNat.kind;
+    const waitFirst = viaTcp || peerKind === 'sequential' || peerKind === 'random';
+    const drop = new AbortController();
+    const startedAt = Date.now();
+    let firstStartedAt = startedAt;
+    const startFirst = () => {
+      firstStartedAt = Date.now();
+      return settle(attempt(first, { localView: sentView, signal: AbortSignal.any([signal, drop.signal]) }));
+    };
+    let outcome = waitFirst ? null : startFirst();
+    const sentPlan = () => planFor(planInput, sentView).plan;
+    const fullPlan = () => planFor(planInput, this.#local.natView()).plan;
+    // Checkpoint 1: the NAT measurement.
+    const measured = this.#local.whenMeasured(signal).then(() => null);
+    const early = outcome ? await Promise.race([outcome, measured]) : null;
+    if (early && 'session' in early) return early.session;
+    if (refused(early)) throw early.error;
+    await (viaTcp ? this.#local.whenGathered(signal) : measured);
+    if (signal.aborted) {
+      if (!outcome) throw signal.reason;
+      return unsettle(await outcome);
+    }
+    // Nothing at all can work for the pair as measured (e.g. random ↔ random without relay): say so at once, with
+    // our NAT as measured, sending nothing.
+    if (!outcome && fullPlan().steps.length === 0) return attempt(first);
+    if (!needsNewIntroduction(sentPlan(), fullPlan(), early !== null || viaTcp)) {
+      outcome ??= startFirst();
+      // Checkpoint 2: everything gathered (TCP port, our relay): a way the first attempt lacks, while it has not won
+      // (e.g. UDP between the peers dropped, TCP open).
+      const done = await Promise.race([outcome, this.#local.whenGathered(signal).then(() => null)]);
+      if (done && 'session' in done) return done.session;
+      if (signal.aborted || refused(done) || !needsNewIntroduction(sentPlan(), fullPlan(), true))
+        return unsettle(done ?? (await outcome));
+    }
+    if (outcome) {
+      const grace = FIRST_ATTEMPT_GRACE_MS - (Date.now() - firstStartedAt);
+      const won =
+        grace > 0
+          ? await Promise.race([
+              outcome,
+              sleep(grace, signal).then(
+                () => null,
+                () => null,
+              ),
+            ])
+          : null;
+      if (won && 'session' in won) return won.session;
+      drop.abort(new NatpunchError('ABORTED', 'introduced again, with our NAT measured'));
+      // One owner: a session the dropped attempt still completes is closed here, never handed out.
+      void outcome.then((r) => ('session' in r ? r.session.close().catch(() => {}) : undefined));
+    }
+    // A sequential NAT's window must start after TCP's allocations (one counter): wait for those, then observe.
+    const sequential = this.#local.hard?.advert.kind === 'sequential';
+    if (viaTcp || sequential) await this.#local.whenGathered(signal);
+    // A sequential listener republishes its window once its checks toward us took ports of it (acceptOffer): about
+    // two of its round trips to the server after it was introduced, when we were (we estimate its RTT by ours).
+    if (peerKind === 'sequential') {
+      const wait = startedAt + 2 * introductionMs + LISTENER_REFRESH_MARGIN_MS - Date.now();
+      if (wait > 0) await sleep(wait, signal);
+    }
+    await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+    return attempt(await again(), { punchOnOwnSocket: outcome !== null && sequential });
   }
 
   /** Re-establishes a UDP path through the rendezvous when the session's dies (NAT rebinding): a fresh introduction
@@ -341,7 +515,20 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       );
       return null;
     }
-    const progress = (p: Progress) => this.#progress(p);
+    // A connector that sent no advert may not have measured its NAT yet (a cold connect) and come back with one for
+    // a hard punch: the checks we send it now take ports of our predicted window, so a sequential NAT publishes a
+    // fresh window as soon as they are out (the second introduction then carries it).
+    const unmeasured = advertFromCandidates(offer.candidates).advert === null;
+    // Those checks left a mapping toward the peer on a sequential NAT, out of the window we publish: when the peer
+    // comes back with its advert, our hard punch runs from a fresh socket, whose first flow takes the window's start.
+    const checkedAt = this.#checkedUnmeasuredAt.get(peer);
+    const punchOnOwnSocket = !unmeasured && checkedAt !== undefined && Date.now() - checkedAt < NAT_MAPPING_MEMORY_MS;
+    if (unmeasured) remember(this.#checkedUnmeasuredAt, peer);
+    const progress = (p: Progress) => {
+      this.#progress(p);
+      if (unmeasured && p.phase === 'technique-start' && p.technique === 'udp-checks')
+        setImmediate(() => this.#refreshAfterAttempt());
+    };
     progress({
       phase: 'offer',
       peer,
@@ -353,6 +540,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const ac = new AbortController();
     this.#attempts.add(ac);
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
+    const attemptStart = Date.now();
     try {
       const session = await runAttempt({
         role: 'responder',
@@ -366,6 +554,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         ...(this.#options.allow !== undefined ? { allow: this.#options.allow } : {}),
         techniques: this.#techniques,
         tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
+        ...(punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
         logger: this.#logger,
         progress,
@@ -377,19 +566,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       }
       this.#incoming.add(session);
       session.once('close', () => this.#incoming.delete(session));
+      remember(this.#lastSessionAt, peer);
       progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
       this.emit('session', session);
       return session;
     } catch (err) {
-      // A peer that re-punched to resume an existing session never starts a handshake: not worth an error.
+      // A peer that re-punched to resume an existing session never starts a handshake: not worth an error. Nor is
+      // an attempt the peer dropped because it had itself introduced again (a cold connect whose NAT measurement
+      // came in after its first CONNECT) and that newer attempt already gave a session.
       const resumed =
         [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) &&
         isNatpunchError(err, 'HANDSHAKE_FAILED');
+      const superseded = (this.#lastSessionAt.get(peer) ?? 0) >= attemptStart;
       this.#logger.info(
         { peer, err: (err as Error).message },
-        resumed ? 'resume punch finished' : 'incoming connection failed',
+        resumed ? 'resume punch finished' : superseded ? 'superseded attempt ended' : 'incoming connection failed',
       );
-      if (!resumed && !this.#closed) this.emit('connection-error', err as Error, peer);
+      if (!resumed && !superseded && !this.#closed) this.emit('connection-error', err as Error, peer);
       return null;
     } finally {
       dispose();
@@ -421,6 +614,13 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
     register: options.register !== false && options.rendezvous !== undefined,
     waitForMapping: options.accept !== false && options.portMapping !== undefined && options.portMapping !== false,
     accepting: options.accept !== false,
+    // A one-shot connector through a rendezvous sends its CONNECT first and gathers behind it (issue 17); an
+    // explicit relay or TCP-only transport is needed before anything can work, so those gather first.
+    background:
+      options.accept === false &&
+      options.rendezvous !== undefined &&
+      techniques.transport !== 'tcp' &&
+      (techniques.relay === null || techniques.relay === 'auto'),
     logger,
     // Before the Endpoint exists only the caller's callback hears progress.
     progress: (p) => (holder.ep ? holder.ep.emit('progress', p) : undefined, options.onProgress?.(p)),

@@ -47,6 +47,20 @@ const AUTO_RELAY_MIN_WAIT_MS = 150;
  *  retransmissions (the lab's 5 %-per-link loss made a 2.5 s bound fail often). */
 const DEFAULT_MEASURE_BOUND_MS = 5_000;
 
+/** `p`, or earlier when `signal` fires (never rejects). */
+function untilAborted(p: Promise<void>, signal?: AbortSignal): Promise<void> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    signal.addEventListener('abort', done, { once: true });
+    void p.then(done, done);
+  });
+}
+
 /** Every server of a rendezvous spec ("a,b" or a list: failover order); null for a factory or none. */
 export function rendezvousList(spec: CommonOptions['rendezvous']): Array<{ host: string; port: number }> | null {
   if (!spec || typeof spec === 'function') return null;
@@ -124,6 +138,13 @@ export interface GatherOptions extends CommonOptions {
    * finishes in the background (the planner holds the relay back anyway) unless UDP is blocked, when it is the way.
    */
   accepting: boolean;
+  /**
+   * A one-shot connector's CONNECT goes first (issue 17): gather() resolves once the socket is bound and the
+   * rendezvous client exists, and everything else (registration for relay credentials, NAT measurement, TCP, relay,
+   * port mapping) runs behind it; whenMeasured() / whenGathered() say when it is in. Failures there are logged,
+   * never fatal: the introduction does not depend on them.
+   */
+  background?: boolean;
   signal?: AbortSignal;
   logger: Logger;
   progress: (p: Progress) => void;
@@ -152,6 +173,10 @@ export class LocalState {
   #relayPending: Promise<void> | null = null;
   #mapper: PortMapper | null = null;
   #reflexive: { address: string; port: number } | null = null;
+  /** Background gathering (GatherOptions.background): the NAT measurement alone, and everything. */
+  #measured: Promise<void> = Promise.resolve();
+  #gathered: Promise<void> = Promise.resolve();
+  #gathering = false;
   #closed = false;
   #log: Logger;
 
@@ -171,7 +196,8 @@ export class LocalState {
     this.#log = log;
   }
 
-  /** Binds (unless given a socket), then gathers everything in parallel, each part bounded. */
+  /** Binds (unless given a socket), then gathers everything in parallel, each part bounded (in the background when
+   *  `o.background`: then this resolves as soon as the socket and the rendezvous client are there). */
   static async gather(o: GatherOptions): Promise<LocalState> {
     const ownsSocket = !o.endpoint;
     const socket = o.endpoint ?? (await UdxEndpoint.bind(o.bind ?? {}));
@@ -193,66 +219,132 @@ export class LocalState {
           })
         : null;
       state = self.state = new LocalState(socket, ownsSocket, host, rv, o.techniques.transport, o.logger);
-      const st = state;
-      const t = o.techniques;
-      const registered =
-        rv && o.register
-          ? rv.register(o.signal).then((r) => {
-              st.#reflexive = { address: r.reflexive.address, port: r.reflexive.port };
-              return r;
-            })
-          : null;
-      // Everything below runs side by side; only the registration failing is fatal (a listener must be reachable).
-      const jobs: Array<Promise<unknown>> = [];
-      if (registered) jobs.push(registered);
+      if (o.background) state.#gatherBehind(server, o);
+      else await state.#gatherAll(server, o).done;
+      return state;
+    } catch (err) {
+      if (state) await state.close();
+      else if (ownsSocket) await socket.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * Background gathering: starts once the current turn's work is done (the caller's CONNECT leaves first: the
+   * rendezvous sees our reflexive address from that datagram itself), never fails the Endpoint.
+   */
+  #gatherBehind(server: { host: string; port: number } | null, o: GatherOptions): void {
+    this.#gathering = true;
+    // Its progress stops with the Endpoint: a connect() that already failed (e.g. PEER_KEY_CHANGED) or whose session
+    // closed says nothing after its last word.
+    const quietAfterClose: GatherOptions = { ...o, progress: (p) => void (this.#closed || o.progress(p)) };
+    const started = new Promise<void>((resolve) => setImmediate(resolve)).then(() =>
+      this.#closed ? null : this.#gatherAll(server, quietAfterClose),
+    );
+    const quiet = (err: unknown) => {
+      if (!this.#closed) this.#log.info({ err: (err as Error).message }, 'gathering behind the CONNECT failed');
+    };
+    this.#measured = started.then((g) => g?.measured).catch(() => {});
+    this.#gathered = started
+      .then((g) => g?.done)
+      .catch(quiet)
+      .finally(() => (this.#gathering = false));
+  }
+
+  /**
+   * Everything in parallel, each part bounded; `done` rejects when a part the caller cannot go without fails (the
+   * registration of an Endpoint that accepts, an explicit relay). `measured`: the NAT measurement alone.
+   */
+  #gatherAll(
+    server: { host: string; port: number } | null,
+    o: GatherOptions,
+  ): { measured: Promise<void>; done: Promise<void> } {
+    const rv = this.rendezvous;
+    const t = o.techniques;
+    const registered =
+      rv && o.register
+        ? rv.register(o.signal).then((r) => {
+            this.#reflexive = { address: r.reflexive.address, port: r.reflexive.port };
+            return r;
+          })
+        : null;
+    // Everything below runs side by side; only the registration failing is fatal (a listener must be reachable).
+    const jobs: Array<Promise<unknown>> = [];
+    if (registered) jobs.push(registered);
+    const measure = t.hardNat && (server || t.hardNat.stun) ? t.hardNat : null;
+    let tcpJob: Promise<void>;
+    let measured: Promise<void> = Promise.resolve();
+    if (o.background) {
+      // Behind a CONNECT the measurement goes first: it decides whether the introduction must be repeated with a
+      // hard-NAT advert (Endpoint.connect). TCP follows it, never beside it (one counter, see below); a sequential
+      // NAT's window is measured again after TCP, right before it is offered (refreshPrediction()).
+      measured = measure ? this.#gatherHard(measure, server, o, o.hardNat === undefined) : measured;
+      tcpJob = t.transport !== 'udp' ? measured.then(() => this.#gatherTcp(t.transport, server, o)) : measured;
+      jobs.push(tcpJob);
+    } else {
       // TCP first, then the NAT measurement: a sequential NAT may count TCP and UDP mappings with one counter, so
       // the predicted window must be measured after the TCP mapping exists, never beside it.
-      const tcpJob = t.transport !== 'udp' ? st.#gatherTcp(t.transport, server, o) : Promise.resolve();
+      tcpJob = t.transport !== 'udp' ? this.#gatherTcp(t.transport, server, o) : Promise.resolve();
       jobs.push(tcpJob);
-      if (t.hardNat && (server || t.hardNat.stun)) {
-        const hard = t.hardNat;
-        jobs.push(tcpJob.catch(() => {}).then(() => st.#gatherHard(hard, server, o, o.hardNat === undefined)));
+      if (measure) {
+        measured = tcpJob.catch(() => {}).then(() => this.#gatherHard(measure, server, o, o.hardNat === undefined));
+        jobs.push(measured);
       }
-      if (t.relay) {
-        const relayJob = st.#openRelay(t.relay, rv, registered, o);
-        relayJob.catch(() => {}); // observed below or by the jobs; never an unhandled rejection
-        st.#relayPending = relayJob
-          .then(
-            () => {},
-            () => {},
-          )
-          .finally(() => (st.#relayPending = null));
-        // An explicit relay is waited for (failing to open it is an error the caller should see).
-        if (o.accepting || !registered || t.relay !== 'auto') jobs.push(relayJob);
-        else jobs.push(registered.then((r) => ((r as { via?: string }).via === 'tcp' ? relayJob : undefined)));
-        if (t.relay === 'auto' && rv instanceof RendezvousClient)
-          rv.on('turn-credentials', (c: TurnCredentials) => st.#followRelay(c, rv));
-      }
-      // Port mapping never delays a connection; a listener that asked for it explicitly waits for it (bounded) so
-      // its first registration already offers the mapped candidate.
-      if (t.portMapping) {
-        const mapped = st.#mapInBackground(t.portMapping, o);
-        if (o.waitForMapping) jobs.push(mapped);
-      }
+    }
+    if (t.relay) {
+      const relayJob = this.#openRelay(t.relay, rv, registered, o);
+      relayJob.catch(() => {}); // observed below or by the jobs; never an unhandled rejection
+      this.#relayPending = relayJob
+        .then(
+          () => {},
+          () => {},
+        )
+        .finally(() => (this.#relayPending = null));
+      // An explicit relay is waited for (failing to open it is an error the caller should see). Behind a CONNECT
+      // 'everything gathered' includes it: a sequential NAT's window is observed after its flow exists.
+      if (o.accepting || o.background || !registered || t.relay !== 'auto') jobs.push(relayJob);
+      else jobs.push(registered.then((r) => ((r as { via?: string }).via === 'tcp' ? relayJob : undefined)));
+      // A node that took over after a failover issues credentials for its own relay: follow them there.
+      if (t.relay === 'auto' && rv instanceof RendezvousClient)
+        rv.on('turn-credentials', (c: TurnCredentials) => this.#followRelay(c, rv));
+    }
+    // Port mapping never delays a connection; a listener that asked for it explicitly waits for it (bounded) so
+    // its first registration already offers the mapped candidate.
+    if (t.portMapping) {
+      const mapped = this.#mapInBackground(t.portMapping, o);
+      if (o.waitForMapping) jobs.push(mapped);
+    }
+    const done = (async () => {
       const results = await Promise.allSettled(jobs);
       const fatal = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (fatal) throw fatal.reason;
       // Transport tcp: the UDP measurement took fresh ports after TCP's window was measured (many sequential NATs
       // count both with one counter), so measure TCP again: the window we offer must start after our latest
       // allocation (tcp-predict.ts). With UDP on, the UDP window stays the latest: its hard punch runs first.
-      if (st.#tcp && st.#hard && t.transport === 'tcp' && !st.#closed)
-        st.#tcpPredicted = await st.#tcp.predict(o.signal ? { signal: o.signal } : {});
+      if (this.#tcp && this.#hard && t.transport === 'tcp' && !this.#closed)
+        this.#tcpPredicted = await this.#tcp.predict(o.signal ? { signal: o.signal } : {});
       if (registered) {
         // Publish what gathering found (adverts, TCP, relay) with the registration the server introduces us by.
-        if (o.accepting && (st.#hard || st.#tcp || st.#relay)) await rv!.register(o.signal);
-        o.progress({ phase: 'registered', reflexive: st.#reflexive! });
+        if (o.accepting && (this.#hard || this.#tcp || this.#relay)) await rv!.register(o.signal);
+        o.progress({ phase: 'registered', reflexive: this.#reflexive! });
       }
-      return st;
-    } catch (err) {
-      if (state) await state.close();
-      else if (ownsSocket) await socket.close().catch(() => {});
-      throw err;
-    }
+    })();
+    return { measured: measured.catch(() => {}), done };
+  }
+
+  /** Background gathering still under way (GatherOptions.background). */
+  get gathering(): boolean {
+    return this.#gathering;
+  }
+
+  /** Resolves once the NAT measurement is in (or failed), or when `signal` fires. */
+  whenMeasured(signal?: AbortSignal): Promise<void> {
+    return untilAborted(this.#measured, signal);
+  }
+
+  /** Resolves once everything gathered in the background is in (or failed), or when `signal` fires. */
+  whenGathered(signal?: AbortSignal): Promise<void> {
+    return untilAborted(this.#gathered, signal);
   }
 
   async #gatherTcp(
@@ -300,7 +392,10 @@ export class LocalState {
         byDefault && opts.measureTimeoutMs === undefined
           ? { ...opts, measureTimeoutMs: DEFAULT_MEASURE_BOUND_MS }
           : opts;
-      const g = await gatherHardNat(this.socket, bounded, server, o.signal);
+      // Behind a CONNECT (to the rendezvous' host and port, the first STUN server) the mapping exists already; it
+      // left before this started when no name had to be resolved first (gather(): the next turn of the event loop).
+      const mapped = o.background === true && server !== null && isIP(server.host) !== 0;
+      const g = await gatherHardNat(this.socket, bounded, server, o.signal, mapped);
       const marker = g.candidates[0]!;
       this.#hard = { ...g, opts, srflx: { address: marker.address, port: marker.port } };
       o.logger.info({ kind: g.advert.kind, delta: g.advert.delta, ports: g.advert.ports.length }, 'hard NAT advert');

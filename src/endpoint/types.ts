@@ -63,6 +63,8 @@ export interface ConnectOfferLike {
   candidates: Candidate[];
   /** Local clock time at which to start probing (both sides start together). */
   startAt?: number;
+  /** How the rendezvous exchange went: 'tcp' when UDP to the server got no answer (our UDP may be blocked). */
+  via?: 'udp' | 'tcp';
 }
 
 export type RendezvousFactory = (init: {

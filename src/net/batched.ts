@@ -37,6 +37,13 @@ export interface BatchedBindOptions {
   ipv6Only?: boolean;
   /** SO_REUSEPORT: several workers bind the same port and the kernel spreads clients by 4-tuple hash. */
   reusePort?: boolean;
+  /**
+   * Memory per socket, for sockets that come by the thousand (a TURN server's relay sockets, one per allocation):
+   * datagrams per batch (default BATCH_SIZE), the receive slab and the send arena in bytes (default 1 MiB each).
+   */
+  batchSize?: number;
+  slabBytes?: number;
+  arenaBytes?: number;
   addon?: NativeAddon;
 }
 
@@ -75,6 +82,8 @@ interface BatchAddon {
     meta: Uint32Array,
     onBatch: (slab: Buffer, count: number) => void,
     batchSize: number,
+    slabBytes?: number,
+    arenaBytes?: number,
   ) => BatchUdpNative;
 }
 
@@ -98,7 +107,7 @@ export class BatchedUdpSocket implements DatagramTransport {
   readonly buffers: SocketBufferSizes;
   readonly #addon: BatchAddon;
   readonly #native: BatchUdpNative;
-  readonly #meta = new Uint32Array(BATCH_SIZE * META_STRIDE);
+  readonly #meta: Uint32Array;
   readonly #listeners: DatagramListener[] = [];
   readonly #v4Text = new Map<number, string>();
   readonly #v6Bytes = new Uint8Array(16);
@@ -113,12 +122,22 @@ export class BatchedUdpSocket implements DatagramTransport {
     fd: number,
     buffers: SocketBufferSizes,
     local: { address: string; port: number; family: string },
+    options: BatchedBindOptions,
   ) {
     this.#addon = addon;
     this.fd = fd;
     this.buffers = buffers;
     this.#local = local;
-    this.#native = new addon.BatchUdp(fd, this.#meta, (slab, count) => this.#onBatch(slab, count), BATCH_SIZE);
+    const batch = options.batchSize ?? BATCH_SIZE;
+    this.#meta = new Uint32Array(batch * META_STRIDE);
+    this.#native = new addon.BatchUdp(
+      fd,
+      this.#meta,
+      (slab, count) => this.#onBatch(slab, count),
+      batch,
+      options.slabBytes,
+      options.arenaBytes,
+    );
     this.#native.start();
   }
 
@@ -135,11 +154,17 @@ export class BatchedUdpSocket implements DatagramTransport {
         ? native.setSocketBuffers(fd, options.bufferBytes, options.bufferBytes)
         : native.setSocketBuffers(fd, 0, 0);
       const local = native.getSockName(fd);
-      return new BatchedUdpSocket(native, fd, buffers, {
-        address: local.address,
-        port: local.port,
-        family: local.family,
-      });
+      return new BatchedUdpSocket(
+        native,
+        fd,
+        buffers,
+        {
+          address: local.address,
+          port: local.port,
+          family: local.family,
+        },
+        options,
+      );
     } catch (err) {
       native.close(fd);
       throw err;

@@ -325,7 +325,7 @@ export class TurnClient {
     const m = parseStun(msg);
     if (!m) return;
     if (m.cls === Cls.Success || m.cls === Cls.Error) {
-      this.#transactions.resolve(m.tid.toString('hex'), m);
+      this.#transactions.resolve(m.transactionKey, m);
       return;
     }
     if (m.cls !== Cls.Indication) return;

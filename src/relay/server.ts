@@ -41,6 +41,7 @@ import {
 } from './message.js';
 import { DefaultPeerPolicy, type PeerPolicy, type RelayScope } from './policy.js';
 import { LocalReservations, type RelayReservations } from './reservations.js';
+import { bindRelaySocket, relayBatchingUnavailable, type RelaySocket } from './relay-socket.js';
 
 // Defaults, each from the RFC section that sets or suggests it.
 /** RFC 8656 §3.2 / §7.2: default allocation lifetime 10 minutes. */
@@ -220,7 +221,10 @@ interface PeerConnection {
 class Allocation {
   readonly permissions = new Map<string, Permission>();
   readonly channels = new Map<number, Channel>();
-  readonly sockets: dgram.Socket[] = [];
+  readonly sockets: RelaySocket[] = [];
+  /** The IPv4 and IPv6 relay sockets among `sockets` (RFC 8656 §7.2: at most one relayed address per family). */
+  socket4: RelaySocket | undefined;
+  socket6: RelaySocket | undefined;
   tcpServer: net.Server | null = null;
   readonly tcpConns = new Map<number, PeerConnection>();
   relayed: Peer[] = [];
@@ -242,11 +246,9 @@ class Allocation {
     readonly onRemove: () => void,
   ) {}
 
-  socketFor(address: string): dgram.Socket | undefined {
-    const v6 = address.includes(':');
-    for (let i = 0; i < this.sockets.length; i++)
-      if (this.relayed[i]!.address.includes(':') === v6) return this.sockets[i];
-    return undefined;
+  /** The relay socket of the peer's family (one string scan per relayed packet, no loop over the sockets). */
+  socketFor(address: string): RelaySocket | undefined {
+    return address.includes(':') ? this.socket6 : this.socket4;
   }
 
   hasFamily(address: string): boolean {
@@ -328,6 +330,8 @@ export class TurnServer {
   readonly #tidPrefix = randomBytes(8);
   #closed = false;
   readonly #maxChannelByte: number;
+  /** Relay sockets read and write in batches (native addon); decided once, at construction. */
+  readonly #batchedRelay = relayBatchingUnavailable() === undefined;
 
   constructor(options: TurnServerOptions) {
     if (!options?.credentials && !options?.scope)
@@ -666,7 +670,7 @@ export class TurnServer {
 
   #bindingResponse(m: StunMsg, client: { address: string; port: number }): Buffer {
     // RFC 8489 §7.3.1: a Binding success response carries XOR-MAPPED-ADDRESS.
-    return new StunBuilder(Method.Binding, Cls.Success, m.tid)
+    return new StunBuilder(Method.Binding, Cls.Success, m.transactionId)
       .xorAddress(A.XOR_MAPPED_ADDRESS, { address: normalizeIp(client.address), port: client.port })
       .finish({ fingerprint: true });
   }
@@ -690,7 +694,7 @@ export class TurnServer {
     const fingerprint = findAttr(m, A.FINGERPRINT) !== undefined;
     // RFC 8489 §7.3.1: unknown comprehension-required attributes → 420 (after auth would leak less, but the RFC
     // orders this check first and the response is small).
-    const unknown = m.attrs.filter((a) => a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type)).map((a) => a.type);
+    const unknown = m.attributes.filter((a) => a.type < 0x8000 && !KNOWN_REQUIRED.has(a.type)).map((a) => a.type);
     if (unknown.length) {
       if (!this.#limiter.allow(client.address, Date.now())) return;
       const u = Buffer.alloc(unknown.length * 2);
@@ -698,7 +702,7 @@ export class TurnServer {
       this.#sendUnverified(
         client,
         m,
-        new StunBuilder(m.method, Cls.Error, m.tid)
+        new StunBuilder(m.method, Cls.Error, m.transactionId)
           .error(420, 'Unknown Attribute')
           .add(A.UNKNOWN_ATTRIBUTES, u)
           .finish({ fingerprint }),
@@ -707,7 +711,7 @@ export class TurnServer {
     }
     // Allocate retransmission (RFC 8656 §7.2): same 5-tuple and transaction id → the same success response.
     const existing = current();
-    if (m.method === Method.Allocate && existing?.lastTid?.equals(m.tid) && existing.lastResponse) {
+    if (m.method === Method.Allocate && existing?.lastTid?.equals(m.transactionId) && existing.lastResponse) {
       client.send(existing.lastResponse);
       return;
     }
@@ -719,7 +723,7 @@ export class TurnServer {
         { client: `${client.address}:${client.port}`, method: m.method, code, reason },
         'turn request refused',
       );
-      reply(new StunBuilder(m.method, Cls.Error, m.tid).error(code, reason));
+      reply(new StunBuilder(m.method, Cls.Error, m.transactionId).error(code, reason));
     };
 
     if (m.method === Method.Allocate) {
@@ -765,7 +769,7 @@ export class TurnServer {
    * request goes out only within the amplification budget (see AMPLIFIED_BURST); over TCP/TLS always.
    */
   #sendUnverified(client: ClientEndpoint, request: StunMsg, answer: Buffer): void {
-    if (client.kind === 'udp' && answer.length > request.buf.length) {
+    if (client.kind === 'udp' && answer.length > request.raw.length) {
       const now = Date.now();
       if (!this.#amplified.allow(sourceKey(client.address), now) || !this.#amplifiedTotal.take(1, now)) {
         this.stats.amplificationDropped++;
@@ -794,7 +798,7 @@ export class TurnServer {
         return null;
       }
       // No SOFTWARE here: the challenge goes to unauthenticated senders and is kept small (anti-amplification).
-      const b = new StunBuilder(m.method, Cls.Error, m.tid)
+      const b = new StunBuilder(m.method, Cls.Error, m.transactionId)
         .error(code, reason)
         .text(A.REALM, this.realm)
         .text(A.NONCE, this.#nonces.issue(client.address))
@@ -810,7 +814,7 @@ export class TurnServer {
         this.#sendUnverified(
           client,
           m,
-          new StunBuilder(m.method, Cls.Error, m.tid).error(400, reason).finish({ fingerprint }),
+          new StunBuilder(m.method, Cls.Error, m.transactionId).error(400, reason).finish({ fingerprint }),
         );
       return null;
     };
@@ -950,7 +954,7 @@ export class TurnServer {
       if (transport === 'tcp') this.#tcpAllocsCount(1);
       this.stats.allocations++;
       this.stats.allocationsTotal++;
-      const b = new StunBuilder(Method.Allocate, Cls.Success, m.tid);
+      const b = new StunBuilder(Method.Allocate, Cls.Success, m.transactionId);
       for (const r of alloc.relayed) b.xorAddress(A.XOR_RELAYED_ADDRESS, this.#advertised(r));
       if (addressError) {
         // RFC 8656 §18.12: ADDRESS-ERROR-CODE for the family we could not allocate.
@@ -966,7 +970,7 @@ export class TurnServer {
       if (reservationToken) b.add(A.RESERVATION_TOKEN, reservationToken);
       b.xorAddress(A.XOR_MAPPED_ADDRESS, { address: client.address, port: client.port });
       const res = this.#sign(b, auth);
-      alloc.lastTid = Buffer.from(m.tid);
+      alloc.lastTid = Buffer.from(m.transactionId);
       alloc.lastResponse = res;
       client.send(res);
       this.#log.info(
@@ -989,9 +993,8 @@ export class TurnServer {
       return;
     }
     if (token) {
-      const type = families[0] === 'IPv6' ? 'udp6' : 'udp4';
       this.#reservations
-        .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(type, address, port))
+        .take(token.toString('hex'), Date.now(), (address, port) => this.#bindUdp(address, port))
         .then(
           (socket) => {
             if (!socket) return undo(508, 'Insufficient Capacity');
@@ -1013,27 +1016,8 @@ export class TurnServer {
     this.stats.tcpAllocations += delta;
   }
 
-  async #bindUdp(type: 'udp4' | 'udp6', address: string, port: number): Promise<dgram.Socket | null> {
-    // Peers are always IP literals: skip dgram's per-send dns.lookup (and its nextTick) with an identity lookup.
-    const s = dgram.createSocket({ type, reuseAddr: false, lookup: literalLookup });
-    return new Promise((resolve) => {
-      s.once('error', () => {
-        s.close();
-        resolve(null);
-      });
-      s.bind(port, address, () => {
-        s.removeAllListeners('error');
-        s.on('error', noop);
-        try {
-          // Bursts from many peers should queue in the kernel, not drop, while the event loop is busy.
-          s.setRecvBufferSize(RELAY_SOCKET_BUFFER_BYTES);
-          s.setSendBufferSize(RELAY_SOCKET_BUFFER_BYTES);
-        } catch {
-          // capped by net.core.rmem_max / wmem_max: not fatal
-        }
-        resolve(s);
-      });
-    });
+  #bindUdp(address: string, port: number): Promise<RelaySocket | null> {
+    return bindRelaySocket(address, port, { batched: this.#batchedRelay, bufferBytes: RELAY_SOCKET_BUFFER_BYTES });
   }
 
   #randomPort(even: boolean): number {
@@ -1053,11 +1037,10 @@ export class TurnServer {
     let token: Buffer | undefined;
     for (const fam of families) {
       const address = fam === 'IPv4' ? this.relayAddress : this.relayAddress6!;
-      const type = fam === 'IPv4' ? 'udp4' : 'udp6';
-      let sock: dgram.Socket | null = null;
+      let sock: RelaySocket | null = null;
       for (let attempt = 0; attempt < 64 && !sock; attempt++) {
         const port = this.#randomPort(even);
-        sock = await this.#bindUdp(type, address, port);
+        sock = await this.#bindUdp(address, port);
         if (
           sock &&
           reserve &&
@@ -1071,7 +1054,7 @@ export class TurnServer {
         if (sock && reserve && fam === families[0]) {
           // RFC 8656 §7.2 step 5: R bit → also hold port+1 and hand out a RESERVATION-TOKEN for it.
           const next =
-            port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(type, address, port + 1) : null;
+            port + 1 <= (this.#opts.maxPort ?? DEFAULT_MAX_PORT) ? await this.#bindUdp(address, port + 1) : null;
           if (!next) {
             sock.close();
             sock = null;
@@ -1092,11 +1075,13 @@ export class TurnServer {
     return token;
   }
 
-  #adoptRelaySocket(alloc: Allocation, sock: dgram.Socket): void {
+  #adoptRelaySocket(alloc: Allocation, sock: RelaySocket): void {
     const a = sock.address();
     alloc.sockets.push(sock);
     alloc.relayed.push({ address: a.address, port: a.port });
-    sock.on('message', (msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
+    if (a.address.includes(':')) alloc.socket6 ??= sock;
+    else alloc.socket4 ??= sock;
+    sock.onMessage((msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
   }
 
   async #openTcpRelay(alloc: Allocation): Promise<void> {
@@ -1128,7 +1113,7 @@ export class TurnServer {
     } else {
       alloc.expires = Date.now() + lifetime * 1000;
     }
-    reply(new StunBuilder(Method.Refresh, Cls.Success, m.tid).u32(A.LIFETIME, lifetime));
+    reply(new StunBuilder(Method.Refresh, Cls.Success, m.transactionId).u32(A.LIFETIME, lifetime));
   }
 
   #isRelayIp(address: string): boolean {
@@ -1232,7 +1217,7 @@ export class TurnServer {
     }
     const now = Date.now();
     for (const p of peers) this.#permission(alloc, p!.address, now, restricts.get(p!.address) ?? null);
-    reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.tid));
+    reply(new StunBuilder(Method.CreatePermission, Cls.Success, m.transactionId));
   }
 
   #channelBind(
@@ -1280,7 +1265,7 @@ export class TurnServer {
       (perm.channels ??= new Map()).set(peer.port, ch);
       this.stats.channels++;
     }
-    reply(new StunBuilder(Method.ChannelBind, Cls.Success, m.tid));
+    reply(new StunBuilder(Method.ChannelBind, Cls.Success, m.transactionId));
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -1328,14 +1313,13 @@ export class TurnServer {
     }
     const sock = alloc.socketFor(address);
     if (!sock) return;
-    // No callback: the socket's 'error' handler absorbs failures, and Node skips the send-completion wrap.
     sock.send(data, port, address);
     this.stats.packetsToPeer++;
     this.stats.bytesToPeer += data.length;
   }
 
   /** RFC 8656 §11.5/§12.7: a datagram from a peer → ChannelData if a channel is bound, else a Data indication. */
-  #peerToClient(alloc: Allocation, msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  #peerToClient(alloc: Allocation, msg: Buffer, rinfo: RemoteInfo): void {
     const now = Date.now();
     const perm = alloc.permissions.get(rinfo.address);
     if (!perm || perm.expires < now) {
@@ -1442,7 +1426,7 @@ export class TurnServer {
       const conn = this.#trackPeerConn(alloc, socket, peer);
       const id = Buffer.alloc(4);
       id.writeUInt32BE(conn.id, 0);
-      reply(new StunBuilder(Method.Connect, Cls.Success, m.tid).add(A.CONNECTION_ID, id));
+      reply(new StunBuilder(Method.Connect, Cls.Success, m.transactionId).add(A.CONNECTION_ID, id));
     });
   }
 
@@ -1471,7 +1455,7 @@ export class TurnServer {
    */
   #onConnectionBind(socket: net.Socket, client: ClientEndpoint, m: StunMsg): (() => void) | null {
     if (this.#tcpAllocs.has(socket)) {
-      client.send(new StunBuilder(m.method, Cls.Error, m.tid).error(400, 'Bad Request').finish());
+      client.send(new StunBuilder(m.method, Cls.Error, m.transactionId).error(400, 'Bad Request').finish());
       return null;
     }
     const auth = this.#authenticate(client, m, findAttr(m, A.FINGERPRINT) !== undefined);
@@ -1479,13 +1463,13 @@ export class TurnServer {
     const idv = attrValue(m, A.CONNECTION_ID);
     const entry = idv && idv.length === 4 ? this.#connIds.get(idv.readUInt32BE(0)) : undefined;
     if (!entry || entry.conn.bound || entry.alloc.username !== auth.username) {
-      client.send(this.#sign(new StunBuilder(m.method, Cls.Error, m.tid).error(400, 'Bad Request'), auth));
+      client.send(this.#sign(new StunBuilder(m.method, Cls.Error, m.transactionId).error(400, 'Bad Request'), auth));
       return null;
     }
     const { conn } = entry;
     conn.bound = true;
     if (conn.timer) clearTimeout(conn.timer);
-    socket.write(this.#sign(new StunBuilder(Method.ConnectionBind, Cls.Success, m.tid), auth));
+    socket.write(this.#sign(new StunBuilder(Method.ConnectionBind, Cls.Success, m.transactionId), auth));
     return () => {
       // From here on both connections are a plain byte pipe (RFC 6062 §5.4).
       this.#tcpClients.delete(socket);
@@ -1567,21 +1551,6 @@ function noop(): void {}
 /** Key of a live relayed transport address in TurnServer's #live map. */
 function liveKey(proto: 'udp' | 'tcp', address: string, port: number): string {
   return `${proto === 'udp' ? 'u' : 't'}${address.includes(':') ? '6' : '4'}:${port}`;
-}
-
-/** dgram `lookup` for addresses that are already IP literals (the relay never sends to names). */
-function literalLookup(
-  address: string,
-  family: unknown,
-  callback: (err: Error | null, address: string, family: number) => void,
-): void {
-  const fam =
-    typeof family === 'number'
-      ? family
-      : typeof family === 'object' && family && 'family' in family
-        ? Number((family as { family: unknown }).family)
-        : 0;
-  callback(null, address, fam || (address.includes(':') ? 6 : 4));
 }
 
 export { normalizeIp };

@@ -5,9 +5,9 @@
  * the reserved port is held by a plain fd recorded in a SharedArrayBuffer table every worker sees; whichever worker
  * redeems the token closes that fd and binds its own relay socket to the port at once.
  */
-import type dgram from 'node:dgram';
 import { loadAddon, type NativeAddon } from '../net/native.js';
-import type { RelayReservations } from '../relay/reservations.js';
+import type { HeldSocket, RelayReservations } from '../relay/reservations.js';
+import type { RelaySocket } from '../relay/relay-socket.js';
 import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from '../wire/ip.js';
 
 /** Reservations held at once across all workers; more are refused (the Allocate then gets 508). */
@@ -27,7 +27,7 @@ interface FdAddon {
   udpSocket(family: 4 | 6, ipv6Only: boolean, reusePort: boolean): number;
 }
 
-export class SharedReservations implements RelayReservations {
+export class SharedReservations<S extends HeldSocket = RelaySocket> implements RelayReservations<S> {
   readonly #slots: Int32Array;
   readonly #expires: Float64Array;
   readonly #owner: number;
@@ -47,11 +47,11 @@ export class SharedReservations implements RelayReservations {
     return n;
   }
 
-  hold(token: string, socket: dgram.Socket, expires: number): boolean {
+  hold(token: string, socket: S, expires: number): boolean {
     const { address, port, family } = socket.address();
     const v6 = family === 'IPv6';
     const bytes = v6 ? parseIPv6(address) : parseIPv4(address);
-    // Swap Node's socket for a bare fd on the same port (node:dgram closes its fd synchronously in close()).
+    // Swap the relay socket for a bare fd on the same port (both kinds close their fd synchronously in close()).
     socket.close();
     if (!bytes) return false;
     let fd: number;
@@ -90,8 +90,8 @@ export class SharedReservations implements RelayReservations {
   async take(
     token: string,
     now: number,
-    rebind: (address: string, port: number) => Promise<dgram.Socket | null>,
-  ): Promise<dgram.Socket | null> {
+    rebind: (address: string, port: number) => Promise<S | null>,
+  ): Promise<S | null> {
     if (!/^[0-9a-f]{16}$/.test(token)) return null;
     const hi = parseInt(token.slice(0, 8), 16) | 0;
     const lo = parseInt(token.slice(8, 16), 16) | 0;

@@ -140,6 +140,7 @@ export async function gatherHardNat(
   opts: HardNatOptions,
   rendezvous: { host: string; port: number } | null,
   signal?: AbortSignal,
+  mappedToFirst = false,
 ): Promise<{ advert: HardNatAdvert; candidates: Candidate[] }> {
   const { signal: s, dispose } = timeoutSignal(opts.measureTimeoutMs ?? DEFAULT_HARDNAT_MEASURE_TIMEOUT_MS, signal);
   try {
@@ -147,6 +148,8 @@ export async function gatherHardNat(
     const { measurement, ...advert } = await advertiseHardNat(endpoint, await servers(opts, rendezvous), {
       signal: s,
       ...(bind && bind !== '0.0.0.0' && bind !== '::' ? { bindAddress: bind } : {}),
+      // The rendezvous is the first STUN server by default: a request to it already made the mapping.
+      ...(mappedToFirst && !opts.stun ? { mappedToFirst: true } : {}),
     });
     return { advert, candidates: advertToCandidates(advert, measurement.first) };
   } finally {

@@ -93,6 +93,15 @@ export async function observeMapping(
   }
 }
 
+export interface MeasureOptions {
+  signal?: AbortSignal;
+  samples?: number;
+  bindAddress?: string;
+  /** `endpoint` has sent to servers[0] already (e.g. a rendezvous request to the same host and port), so its NAT
+   *  mapping toward it exists: the two first observations may run in parallel. */
+  mappedToFirst?: boolean;
+}
+
 export interface NatMeasurement {
   kind: HardNatKind;
   delta: number | null;
@@ -111,11 +120,14 @@ export interface NatMeasurement {
 export async function measureNat(
   endpoint: UdxEndpoint,
   servers: [StunServerAddress, StunServerAddress],
-  options: { signal?: AbortSignal; samples?: number; bindAddress?: string } = {},
+  options: MeasureOptions = {},
 ): Promise<NatMeasurement> {
   const opts = options.signal ? { signal: options.signal } : {};
-  const first = await observeMapping(endpoint, servers[0], opts);
-  const second = await observeMapping(endpoint, servers[1], opts);
+  // With a mapping toward servers[0] already there, the first observation allocates nothing and both can go at once
+  // (one round trip, not two); else the first must create its mapping before the second's, which starts the series.
+  const [first, second] = options.mappedToFirst
+    ? await Promise.all([observeMapping(endpoint, servers[0], opts), observeMapping(endpoint, servers[1], opts)])
+    : [await observeMapping(endpoint, servers[0], opts), await observeMapping(endpoint, servers[1], opts)];
   if (first.port === second.port && first.address === second.address) {
     return { kind: 'cone', delta: null, allocation: { pattern: 'unknown', samples: [] }, last: second, first };
   }
@@ -162,7 +174,7 @@ export interface HardNatAdvert {
 export async function advertiseHardNat(
   endpoint: UdxEndpoint,
   servers: [StunServerAddress, StunServerAddress],
-  options: { signal?: AbortSignal; window?: number; bindAddress?: string; measurement?: NatMeasurement } = {},
+  options: MeasureOptions & { window?: number; measurement?: NatMeasurement } = {},
 ): Promise<HardNatAdvert & { measurement: NatMeasurement }> {
   const m = options.measurement ?? (await measureNat(endpoint, servers, options));
   if (m.kind === 'cone' || m.kind === 'unknown')

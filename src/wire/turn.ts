@@ -1,8 +1,9 @@
 /**
  * TURN's methods and attributes (RFC 8656 §17, §18; RFC 6062 §6) registered on the open STUN registry, so the
  * general codec (decodeStun / encodeStun / decodeAll) and the STUN server know them without the core changing.
- * The TURN server's hot path uses src/relay/message.ts; this table is for everything else (logging, tools, and
- * telling `serve`'s STUN server which methods belong to TURN on a shared socket).
+ * The TURN server and client name their attributes through src/relay/message.ts, which takes the numbers from here;
+ * the registry serves logging, tools, and telling `serve`'s STUN server which methods belong to TURN on a shared
+ * socket.
  */
 import {
   bytesCodec,

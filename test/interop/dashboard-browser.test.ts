@@ -1,8 +1,9 @@
 // The operator dashboard in a real browser: headless Debian chromium driven by playwright-core loads the page from
 // `natpunch serve --admin`, sees a peer appear after it registers (live, over SSE, no reload), finds it with the
 // search box, and sees the success-matrix cell for the two peers' NAT pair change after they connect through the
-// server (loopback). A screenshot goes to bench/results/dashboard.png.
+// server (loopback). A screenshot goes to test/output/dashboard.png.
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +28,9 @@ const skip = !existsSync(CHROMIUM)
   : !playwright
     ? 'playwright-core is not installed'
     : false;
-const SCREENSHOT_DIR = new URL('../../bench/results/', import.meta.url).pathname;
+// Screenshots go to test/output/ (git-ignored), so a test run never rewrites a committed file;
+// NATPUNCH_SCREENSHOT_DIR=bench/results refreshes the committed examples.
+const SCREENSHOT_DIR = process.env.NATPUNCH_SCREENSHOT_DIR ?? fileURLToPath(new URL('../output/', import.meta.url));
 
 test(
   'dashboard: a peer appears after it registers, search finds it, a matrix cell changes after a connection',

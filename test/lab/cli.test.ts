@@ -52,8 +52,11 @@ describe('natpunch lab CLI', { skip }, () => {
 
     const nat = await cli(['lab', 'nat', 'natA', 'udp-blocked', '--stealth']);
     assert.equal(nat.code, 0, nat.stderr);
-    const link = await cli(['lab', 'link', 'a', '--loss', '3']);
+    assert.match(nat.stderr, /^natA: type udp-blocked, .*stealth true/, 'a readable line, not raw JSON');
+    const link = await cli(['lab', 'link', 'a', '--loss', '3', '--json']);
     assert.equal(link.code, 0, link.stderr);
+    const linkEvent = JSON.parse(link.stdout) as { event: string; link: string; lossPct: number };
+    assert.deepEqual([linkEvent.event, linkEvent.link, linkEvent.lossPct], ['link', 'a', 3]);
 
     const status = await cli(['lab', 'status', '--json']);
     assert.equal(status.code, 0, status.stderr);
@@ -76,8 +79,9 @@ describe('natpunch lab CLI', { skip }, () => {
       ['udp-blocked', true],
     );
 
-    const down = await cli(['lab', 'down']);
+    const down = await cli(['lab', 'down', '--json']);
     assert.equal(down.code, 0, down.stderr);
+    assert.deepEqual((JSON.parse(down.stdout) as { event: string; labs: string[] }).labs, [lab.id]);
     assert.ok(!execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).includes(`np${lab.id}-`));
     const none = await cli(['lab', 'status']);
     assert.equal(none.code, 1);

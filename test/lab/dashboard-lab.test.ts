@@ -3,7 +3,7 @@
  * namespace, headless chromium (playwright-core) started inside that namespace through `ip netns exec`, peers behind
  * natA (port-restricted cone) and natB (full cone). The browser sees the listener appear in the peer list after it
  * registers, and the full-cone/port-restricted-cone cell of the success matrix appear after the connection (both
- * sides' outcome reports). Screenshot: bench/results/dashboard-lab.png.
+ * sides' outcome reports). Screenshot: test/output/dashboard-lab.png.
  */
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +16,9 @@ import { metricValue, parsePrometheus } from '../helpers/prom.js';
 
 const CLI = fileURLToPath(new URL('../../bin/natpunch.js', import.meta.url));
 const PEER = fileURLToPath(new URL('./fixtures/rendezvous-session-peer.ts', import.meta.url));
-const SCREENSHOT_DIR = fileURLToPath(new URL('../../bench/results/', import.meta.url));
+// Screenshots go to test/output/ (git-ignored), so a test run never rewrites a committed file;
+// NATPUNCH_SCREENSHOT_DIR=bench/results refreshes the committed examples.
+const SCREENSHOT_DIR = process.env.NATPUNCH_SCREENSHOT_DIR ?? fileURLToPath(new URL('../output/', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
 const RV_PORT = 3478;
 const ADMIN = '127.0.0.1:9478';

@@ -103,7 +103,7 @@ function eventOn(
   });
 }
 
-test('one-shot commands: keygen, stun, netcheck, map, trust, forget, turn credentials, serve --print-config, lab status', async (t) => {
+test('keygen, stun, netcheck, map, trust, forget, turn, serve, lab status', async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'natpunch-json-'));
   const serve = start(['serve', '--port', '0', '--address', '127.0.0.1', '--json']);
   const silent = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
@@ -138,12 +138,19 @@ test('one-shot commands: keygen, stun, netcheck, map, trust, forget, turn creden
     await t.test('netcheck: the report; a silent server adds an error event and exit 1', async () => {
       let r = await run(['netcheck', '--server', server, '--no-port-mapping', '--json']);
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(names(events(r.stdout, 'netcheck')), ['report']);
+      const checked = names(events(r.stdout, 'netcheck'));
+      assert.ok(checked.includes('probe'), `${checked}`);
+      assert.deepEqual(
+        checked.filter((e) => e !== 'probe'),
+        ['report'],
+      );
       const quiet = `127.0.0.1:${silent.address().port}`;
       r = await run(['netcheck', '--server', quiet, '--no-port-mapping', '--no-tcp', '--timeout', '1500', '--json']);
       assert.equal(r.code, 1);
       assert.deepEqual(
-        events(r.stdout, 'netcheck silent').map((e) => [e.event, e.code]),
+        events(r.stdout, 'netcheck silent')
+          .filter((e) => e.event !== 'probe')
+          .map((e) => [e.event, e.code]),
         [
           ['report', undefined],
           ['error', 'STUN_TIMEOUT'],
@@ -171,10 +178,24 @@ test('one-shot commands: keygen, stun, netcheck, map, trust, forget, turn creden
       assert.deepEqual(names(events(r.stdout, 'forget')), ['forgotten']);
     });
 
-    await t.test('turn credentials, serve --print-config, lab status', async () => {
+    await t.test('turn serve, turn credentials, serve --print-config, lab status', async () => {
       let r = await run(['turn', 'credentials', '--auth-secret', 's3cret', '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(names(events(r.stdout, 'turn credentials')), ['credentials']);
+      const turn = start([
+        'turn',
+        'serve',
+        '--port',
+        '0',
+        '--address',
+        '127.0.0.1',
+        '--auth-secret',
+        's3cret',
+        '--json',
+      ]);
+      await eventOn(turn, 'stdout', 'listening');
+      await stop(turn.child);
+      assert.deepEqual(names(events(turn.out.stdout, 'turn serve')), ['listening']);
       r = await run(['serve', '--print-config', '--json']);
       assert.equal(r.code, 0, r.stderr);
       assert.deepEqual(names(events(r.stdout, 'serve --print-config')), ['config']);

@@ -22,6 +22,9 @@ const NOT_NATPUNCH = new Set([
   '--no-name', // the placeholder in docs/operator.md's table of option spellings
   '--env-file', // docker run, on a continuation line
   '--expose-gc', // node, in docs/performance.md
+  '--max-semi-space-size', // node (NODE_OPTIONS), in docs/performance.md
+  '--cpu-prof', // node's profiler flags, in docs/performance.md
+  '--cpu-prof-dir',
   '--target', // the fuzz harness script, in docs/security.md
 ]);
 

@@ -145,3 +145,62 @@ test('a closed socket drops sends silently and frees its port', { skip }, async 
   const again = BatchedUdpSocket.bind('127.0.0.1', port);
   again.close();
 });
+
+test(
+  'sockets sized for relaying (small batch, slab and send arena, one shared receive scratch) keep every datagram intact both ways',
+  { skip },
+  async () => {
+    // Two small sockets and one default one in the same thread share the receive scratch; 1000-byte datagrams fill
+    // a 4 KiB slab every few datagrams and a 64 KiB send arena every 65, so both roll over many times.
+    const small = { batchSize: 4, slabBytes: 4096, arenaBytes: 65536 };
+    const a = BatchedUdpSocket.bind('127.0.0.1', 0, small);
+    const b = BatchedUdpSocket.bind('127.0.0.1', 0, small);
+    const big = BatchedUdpSocket.bind('127.0.0.1', 0, { bufferBytes: 4 * 1024 * 1024 });
+    const N = 600;
+    const atB: Buffer[] = [];
+    const atBig: Buffer[] = [];
+    const doneB = new Promise<void>((resolve) =>
+      b.onMessage((msg, rinfo) => {
+        atB.push(msg);
+        // Echo through the other small socket's queue, as a relay forwards a peer's datagram.
+        a.send(msg, big.address().port, '127.0.0.1');
+        assert.equal(rinfo.port, a.address().port);
+        if (atB.length === N) resolve();
+      }),
+    );
+    const doneBig = new Promise<void>((resolve) =>
+      big.onMessage((msg) => {
+        atBig.push(msg);
+        if (atBig.length === N) resolve();
+      }),
+    );
+    try {
+      for (let i = 0; i < N; i++) {
+        const d = Buffer.alloc(1000, i & 0xff);
+        d.writeUInt32BE(i, 0);
+        a.send(d, b.address().port, '127.0.0.1');
+        if (i % 16 === 15) await new Promise((r) => setImmediate(r));
+      }
+      await Promise.all([doneB, doneBig]);
+      for (const got of [atB, atBig]) {
+        got.forEach((d, i) => {
+          assert.equal(d.readUInt32BE(0), i, 'order');
+          assert.equal(d.length, 1000, 'length');
+          assert.ok(
+            d.subarray(4).every((x) => x === (i & 0xff)),
+            `datagram ${i} intact`,
+          );
+        });
+      }
+    } finally {
+      a.close();
+      b.close();
+      big.close();
+    }
+  },
+);
+
+test('a batched socket refuses slab and arena sizes outside their bounds', { skip }, () => {
+  assert.throws(() => BatchedUdpSocket.bind('127.0.0.1', 0, { slabBytes: 100 }), /slabBytes/);
+  assert.throws(() => BatchedUdpSocket.bind('127.0.0.1', 0, { arenaBytes: 1024 }), /arenaBytes/);
+});

@@ -57,7 +57,7 @@ test('every unauthenticated TURN request over UDP: answered with ≤ 1× its siz
     sock.on('message', (m) => {
       const msg = parseStun(m);
       if (!msg) return;
-      const tid = msg.tid.toString('hex');
+      const tid = msg.transactionKey;
       answers.set(tid, m.length);
       if (waiting?.tid === tid) waiting.resolve();
     });
@@ -110,7 +110,7 @@ test('Send indications and ChannelData from a stranger get no answer at all', as
   const ptid = randomBytes(12);
   sock.on('message', (m) => {
     heard.push(m);
-    if (parseStun(m)?.tid.equals(ptid)) last?.();
+    if (parseStun(m)?.transactionKey === ptid.toString('hex')) last?.();
   });
   sock.send(
     new StunBuilder(Method.Send, Cls.Indication, randomBytes(12)).add(A.DATA, Buffer.from('x')).finish(),

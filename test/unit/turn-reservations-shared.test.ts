@@ -26,8 +26,8 @@ test(
   { skip },
   async () => {
     const table = createReservationTable();
-    const a = new SharedReservations(table, 1);
-    const b = new SharedReservations(table, 2);
+    const a = new SharedReservations<dgram.Socket>(table, 1);
+    const b = new SharedReservations<dgram.Socket>(table, 2);
     const sock = (await bound())!;
     const port = sock.address().port;
     assert.equal(a.hold('00112233aabbccdd', sock, Date.now() + 30_000), true);

@@ -25,6 +25,32 @@ function natType(value: string): NatType {
   return value as NatType;
 }
 
+/** A link's conditions as flags (`lab up` for natA/natB's uplinks, `lab link` for one link). */
+interface LinkShapeFlags {
+  delay?: number;
+  jitter?: number;
+  loss?: number;
+  rate?: number;
+}
+
+function addLinkShapeFlags(cmd: Command, where: string): Command {
+  return cmd
+    .option('--delay <ms>', `one-way delay ${where}, each direction`, number('--delay', 0, 60000))
+    .option('--jitter <ms>', `jitter ± ms ${where}`, number('--jitter', 0, 60000))
+    .option('--loss <pct>', `random loss ${where}, each direction`, number('--loss', 0, 100))
+    .option('--rate <mbit>', `bandwidth limit ${where} (0: none)`, number('--rate', 0, 100000));
+}
+
+/** The flags given, as the lab's link shape (absent flags keep the link's current or default value). */
+function linkShape(o: LinkShapeFlags) {
+  return {
+    ...(o.delay !== undefined ? { delayMs: o.delay } : {}),
+    ...(o.jitter !== undefined ? { jitterMs: o.jitter } : {}),
+    ...(o.loss !== undefined ? { lossPct: o.loss } : {}),
+    ...(o.rate !== undefined ? { rateMbit: o.rate } : {}),
+  };
+}
+
 function number(name: string, min: number, max: number) {
   return (value: string): number => {
     const n = Number(value);
@@ -95,15 +121,16 @@ export function register(program: Command): void {
       'a NAT lab of real Linux NATs in network namespaces (root): run your own programs across any NAT pair',
     );
 
-  lab
-    .command('up')
-    .description('start a lab: server, natA (a, a2), natB (b); hosts are reached with `natpunch lab exec HOST -- CMD`')
-    .option('--a <type>', `NAT type of natA (${NAT_TYPES.join(', ')})`, natType)
-    .option('--b <type>', 'NAT type of natB', natType)
-    .option('--delay <ms>', "one-way delay on each router's internet link, each direction", number('--delay', 0, 60000))
-    .option('--jitter <ms>', 'jitter ± ms on the same links', number('--jitter', 0, 60000))
-    .option('--loss <pct>', 'random loss on the same links, each direction', number('--loss', 0, 100))
-    .option('--rate <mbit>', 'bandwidth limit on the same links', number('--rate', 0, 100000))
+  addLinkShapeFlags(
+    lab
+      .command('up')
+      .description(
+        'start a lab: server, natA (a, a2), natB (b); hosts are reached with `natpunch lab exec HOST -- CMD`',
+      )
+      .option('--a <type>', `NAT type of natA (${NAT_TYPES.join(', ')})`, natType)
+      .option('--b <type>', 'NAT type of natB', natType),
+    "on natA's and natB's internet links",
+  )
     .option('--double-nat', 'also start cgn (carrier-grade NAT, 100.64.0.0/10) with natC and host c behind it')
     .option(
       '--topology <file>',
@@ -159,12 +186,7 @@ export function register(program: Command): void {
               `lab ${running[running.length - 1]!.id} is already up; run \`natpunch lab down\` first`,
             );
           }
-          const shape = {
-            ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
-            ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
-            ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
-            ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
-          };
+          const shape = linkShape(opts);
           const links = Object.keys(shape).length ? { natA: shape, natB: shape } : undefined;
           const l = await Lab.up({
             detached: true,
@@ -226,6 +248,7 @@ export function register(program: Command): void {
     .option('--no-icmp-errors', 'do not forward ICMP errors to LAN hosts')
     .option('--mapping-timeout <s>', 'UDP mapping lifetime in seconds', number('--mapping-timeout', 1, 86400))
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
+    .option('--json', 'the NAT now in force as a JSON line')
     .action(
       action(
         async (
@@ -237,6 +260,7 @@ export function register(program: Command): void {
             portPreservation: boolean;
             icmpErrors: boolean;
             mappingTimeout?: number;
+            json?: boolean;
             lab?: string;
           },
         ) => {
@@ -250,37 +274,34 @@ export function register(program: Command): void {
             forwardIcmpErrors: opts.icmpErrors,
             ...(opts.mappingTimeout !== undefined ? { mappingTimeoutSec: opts.mappingTimeout } : {}),
           });
-          progress(false, genericLine({ time: '', event: router, ...nat }));
+          if (opts.json) printEvent('nat', { router, ...nat });
+          else progress(false, genericLine({ time: '', event: router, ...nat }));
         },
       ),
     );
 
-  lab
-    .command('link')
-    .description("change a link's conditions while the lab runs (links are named after their lower node: a, natA, ...)")
-    .argument('<link>', 'natA, natB, server, a, a2, b (cgn, natC, c with --double-nat)')
-    .option('--delay <ms>', 'one-way delay, each direction', number('--delay', 0, 60000))
-    .option('--jitter <ms>', 'jitter ± ms', number('--jitter', 0, 60000))
-    .option('--loss <pct>', 'random loss, each direction', number('--loss', 0, 100))
-    .option('--rate <mbit>', 'bandwidth limit, 0 = none', number('--rate', 0, 100000))
+  addLinkShapeFlags(
+    lab
+      .command('link')
+      .description(
+        "change a link's conditions while the lab runs (links are named after their lower node: a, natA, ...)",
+      )
+      .argument('<link>', 'natA, natB, server, a, a2, b (cgn, natC, c with --double-nat)'),
+    'on this link',
+  )
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
+    .option('--json', 'the link conditions now in force as a JSON line')
     .action(
-      action(
-        async (link: string, opts: { delay?: number; jitter?: number; loss?: number; rate?: number; lab?: string }) => {
-          requireLab();
-          const l = currentLab(opts.lab);
-          const shape = await l.setLink(link, {
-            ...(opts.delay !== undefined ? { delayMs: opts.delay } : {}),
-            ...(opts.jitter !== undefined ? { jitterMs: opts.jitter } : {}),
-            ...(opts.loss !== undefined ? { lossPct: opts.loss } : {}),
-            ...(opts.rate !== undefined ? { rateMbit: opts.rate } : {}),
-          });
-          progress(
-            false,
-            `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`,
-          );
-        },
-      ),
+      action(async (link: string, opts: LinkShapeFlags & { lab?: string; json?: boolean }) => {
+        requireLab();
+        const l = currentLab(opts.lab);
+        const shape = await l.setLink(link, linkShape(opts));
+        if (opts.json) return printEvent('link', { link, ...shape });
+        progress(
+          false,
+          `link ${link}: delay ${shape.delayMs} ms ±${shape.jitterMs}, loss ${shape.lossPct}%, rate ${shape.rateMbit || '∞'} Mbit/s`,
+        );
+      }),
     );
 
   lab
@@ -317,17 +338,20 @@ export function register(program: Command): void {
     .description('stop the lab started with `natpunch lab up`; --all also removes leftovers of crashed runs')
     .option('--lab <id>', 'lab id (default: the lab started with `natpunch lab up`)')
     .option('--all', 'remove every CLI lab and every lab whose owning process has died')
+    .option('--json', 'the labs removed as a JSON line')
     .action(
-      action(async (opts: { lab?: string; all?: boolean }) => {
+      action(async (opts: { lab?: string; all?: boolean; json?: boolean }) => {
         requireLab();
         if (opts.all) {
           const removed = await Lab.cleanupAll();
-          progress(false, removed.length ? `removed lab(s): ${removed.join(', ')}` : 'nothing to remove');
+          if (opts.json) printEvent('down', { labs: removed });
+          else progress(false, removed.length ? `removed lab(s): ${removed.join(', ')}` : 'nothing to remove');
           return;
         }
         const l = currentLab(opts.lab);
         await l.down();
-        progress(false, `lab ${l.id} is down`);
+        if (opts.json) printEvent('down', { labs: [l.id] });
+        else progress(false, `lab ${l.id} is down`);
       }),
     );
 }

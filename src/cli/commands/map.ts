@@ -3,7 +3,8 @@ import { PortMapper } from '../../portmap/mapper.js';
 import type { PortMapping } from '../../portmap/common.js';
 import { NatpunchError } from '../../util/errors.js';
 import { createLogger } from '../../util/log.js';
-import { action, intOption, printEvent, progress } from '../util.js';
+import { action, intOption } from '../util.js';
+import { createPrinter } from '../events.js';
 
 interface MapOptions {
   udp?: boolean;
@@ -14,18 +15,8 @@ interface MapOptions {
   json?: boolean;
 }
 
-function describe(m: PortMapping): string {
-  const lease = m.lifetime === 0 ? 'permanent lease, renewed by natpunch' : `lifetime ${m.lifetime} s`;
-  return `${m.transport} ${m.externalAddress}:${m.externalPort} → ${m.internalAddress}:${m.internalPort} via ${m.protocol} (${lease})`;
-}
-
 function asJson(m: PortMapping) {
   return { ...m, expiresAt: Number.isFinite(m.expiresAt) ? new Date(m.expiresAt).toISOString() : null };
-}
-
-/** --json output is one JSON object per line (the command runs until Ctrl-C and reports renewals as they happen). */
-function emit(event: string, fields: Record<string, unknown>): void {
-  printEvent(event, fields);
 }
 
 export function register(program: Command): void {
@@ -40,7 +31,7 @@ export function register(program: Command): void {
     .option('--lifetime <S>', 'requested lease in seconds', intOption('--lifetime', 1, 604800), 7200)
     .addOption(new Option('--protocol <P>', 'use only this protocol').choices(['pcp', 'natpmp', 'upnp']))
     .option('--gateway <IP>', 'gateway address (default: the default route’s gateway)')
-    .option('--json', 'print the mapping and later events (renewed, restart, deleted) as JSON lines')
+    .option('--json', 'the mapping and later events (renewed, restart, deleted) as JSON lines on stdout')
     .action(
       action(async (port: number, opts: MapOptions, cmd: Command) => {
         if (opts.udp && opts.tcp) throw new NatpunchError('BAD_ARGUMENT', 'choose one of --udp and --tcp');
@@ -51,16 +42,14 @@ export function register(program: Command): void {
           listenAnnounce: true,
           logger: debug ? createLogger('debug') : undefined,
         });
+        const print = createPrinter({ json: Boolean(opts.json) });
         const stop = new AbortController();
         const onSignal = () => stop.abort();
         process.once('SIGINT', onSignal);
         process.once('SIGTERM', onSignal);
         let closed = false;
         try {
-          progress(
-            opts.json,
-            `natpunch: mapping ${opts.tcp ? 'tcp' : 'udp'} port ${port} on ${await mapper.gateway()}…`,
-          );
+          print({ event: 'mapping', transport: opts.tcp ? 'tcp' : 'udp', port, gateway: await mapper.gateway() });
           const m = await mapper.map(
             {
               internalPort: port,
@@ -70,28 +59,16 @@ export function register(program: Command): void {
             },
             stop.signal,
           );
-          if (opts.json) emit('mapped', asJson(m));
-          else process.stdout.write(`${m.externalAddress}:${m.externalPort}\n`);
-          progress(opts.json, `natpunch: mapped ${describe(m)}; renewing until Ctrl-C`);
-          mapper.on('renewed', (r: PortMapping) =>
-            opts.json ? emit('renewed', asJson(r)) : progress(false, `natpunch: renewed ${describe(r)}`),
-          );
-          mapper.on('changed', (r: PortMapping) =>
-            opts.json ? emit('changed', asJson(r)) : progress(false, `natpunch: mapping changed: ${describe(r)}`),
-          );
-          mapper.on('restart', (p: string) =>
-            opts.json
-              ? emit('restart', { protocol: p })
-              : progress(false, `natpunch: gateway restarted (${p}); mapping again`),
-          );
-          mapper.on('lost', (r: PortMapping, err: Error) =>
-            opts.json
-              ? emit('lost', { ...asJson(r), error: err.message })
-              : progress(false, `natpunch: mapping expired (${err.message}); still retrying`),
-          );
+          // The result a script reads: the external address on stdout (with --json, the mapped event).
+          if (!opts.json) process.stdout.write(`${m.externalAddress}:${m.externalPort}\n`);
+          print({ event: 'mapped', ...asJson(m) });
+          mapper.on('renewed', (r: PortMapping) => print({ event: 'renewed', ...asJson(r) }));
+          mapper.on('changed', (r: PortMapping) => print({ event: 'changed', ...asJson(r) }));
+          mapper.on('restart', (p: string) => print({ event: 'restart', protocol: p }));
+          mapper.on('lost', (r: PortMapping, err: Error) => print({ event: 'lost', ...asJson(r), error: err.message }));
           if (!stop.signal.aborted)
             await new Promise((resolve) => stop.signal.addEventListener('abort', resolve, { once: true }));
-          progress(opts.json, 'natpunch: deleting the mapping…');
+          print({ event: 'deleting', ...asJson(m) });
           const result = await mapper.close();
           closed = true;
           if (result.failed.length > 0) {
@@ -101,8 +78,7 @@ export function register(program: Command): void {
               `could not delete ${f.mapping.transport} ${f.mapping.externalAddress}:${f.mapping.externalPort} on the gateway (${f.error.message}); it expires by itself${f.mapping.lifetime ? ` within ${f.mapping.lifetime} s` : ' only when the gateway restarts'}`,
             );
           }
-          if (opts.json) emit('deleted', asJson(m));
-          else progress(false, 'natpunch: mapping deleted');
+          print({ event: 'deleted', ...asJson(m) });
         } finally {
           if (!closed) await mapper.close();
           process.off('SIGINT', onSignal);

@@ -8,7 +8,8 @@ import {
 import type { Endpoint } from '../../discovery/classify.js';
 import { createLogger } from '../../util/log.js';
 import { NatpunchError } from '../../util/errors.js';
-import { action, intOption, printEvent, progress } from '../util.js';
+import { action, intOption } from '../util.js';
+import { createPrinter } from '../events.js';
 
 interface Opts {
   server: string[];
@@ -42,11 +43,11 @@ export function register(program: Command): void {
     )
     .option('--no-port-mapping', 'do not probe the gateway for NAT-PMP/PCP/UPnP')
     .option('--no-tcp', 'do not probe STUN over TCP')
-    .option('-q, --quiet', 'no progress on stderr')
+    .option('-q, --quiet', 'no progress lines on stderr (--json output is unaffected)')
     .action(
       action(async (opts: Opts, cmd: Command) => {
         const debug = Boolean(cmd.optsWithGlobals().debug);
-        const seen = new Set<string>();
+        const print = createPrinter({ json: Boolean(opts.json), quiet: Boolean(opts.quiet) });
         const ac = new AbortController();
         const onSignal = () => ac.abort(new Error('interrupted'));
         process.once('SIGINT', onSignal);
@@ -61,17 +62,10 @@ export function register(program: Command): void {
             tcp: opts.tcp,
             signal: ac.signal,
             ...(debug ? { logger: createLogger('debug') } : {}),
-            onProgress: (e: NetcheckProgress) => {
-              const key = `${e.probe}:${e.state}:${e.detail ?? ''}`;
-              if (seen.has(key)) return;
-              seen.add(key);
-              progress(
-                opts.quiet,
-                `netcheck: ${e.probe} ${e.state === 'start' ? '…' : 'done'}${e.detail ? ` (${e.detail})` : ''}`,
-              );
-            },
+            // Each probe's start and end once, as `probe` events (human: `netcheck: udp …`).
+            onProgress: (e: NetcheckProgress) => print({ event: 'probe', ...e }),
           });
-          if (opts.json) printEvent('report', { ...report });
+          if (opts.json) print({ event: 'report', ...report });
           else process.stdout.write(formatReport(report));
           // A server that never answered is a failed check, not a report of a blocked network: exit 1.
           if (!report.servers.some((s) => s.reachable)) {

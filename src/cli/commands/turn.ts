@@ -30,15 +30,18 @@ export function register(program: Command): void {
       .command('serve')
       .description('run only a TURN server (`natpunch serve --turn` runs it beside STUN and rendezvous)')
       .option('--port <port>', 'UDP and TCP port', intOption('--port', 0, 65535), 3478)
-      .option('--address <ip>', 'listening address', '0.0.0.0'),
+      .option('--address <ip>', 'listening address', '0.0.0.0')
+      .option('--json', 'the listening event as a JSON line on stdout'),
   ).action(
-    action(async (opts: TurnFlags & { port: number; address: string }, cmd: Command) => {
+    action(async (opts: TurnFlags & { port: number; address: string; json?: boolean }, cmd: Command) => {
       const logger = createLogger(cmd.optsWithGlobals().debug ? 'debug' : 'info');
       const server = turnServerFromFlags(opts, logger);
       const where = await server.listen({ port: opts.port, address: opts.address });
-      process.stderr.write(
-        `natpunch turn: listening on ${where.address}:${where.port} (udp+tcp), relaying from ${server.relayAddress}, realm "${server.realm}"\n`,
-      );
+      if (opts.json) printEvent('listening', { ...where, relayAddress: server.relayAddress, realm: server.realm });
+      else
+        process.stderr.write(
+          `natpunch turn: listening on ${where.address}:${where.port} (udp+tcp), relaying from ${server.relayAddress}, realm "${server.realm}"\n`,
+        );
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGINT', stop);

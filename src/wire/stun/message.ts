@@ -43,13 +43,35 @@ export function transactionKey(tid: Uint8Array): string {
   return Buffer.from(tid.buffer, tid.byteOffset, tid.byteLength).toString('hex');
 }
 
+/**
+ * A decoded attribute. Its value view is made on first use: a server that looks at two of a request's attributes
+ * does not pay for a view of every one (on a Node Buffer each view is an object of its own).
+ */
+class DecodedAttribute implements RawAttribute {
+  readonly type: number;
+  readonly offset: number;
+  readonly #raw: Uint8Array;
+  readonly #length: number;
+  #value: Uint8Array | undefined;
+
+  constructor(raw: Uint8Array, type: number, offset: number, length: number) {
+    this.#raw = raw;
+    this.type = type;
+    this.offset = offset;
+    this.#length = length;
+  }
+
+  get value(): Uint8Array {
+    return (this.#value ??= this.#raw.subarray(this.offset + 4, this.offset + 4 + this.#length));
+  }
+}
+
 export class StunMessage implements AttributeContext {
   readonly cls: StunClass;
   readonly method: number;
   /** Bytes 4..7. Equal to MAGIC_COOKIE unless this is an RFC 3489 (classic STUN) message. */
   readonly cookie: number;
-  /** The 96-bit transaction id (bytes 8..19): a view into `raw`. */
-  readonly transactionId: Uint8Array;
+  #transactionId: Uint8Array | undefined;
   /** Attributes that count, in order. Those after MESSAGE-INTEGRITY (except -SHA256/FINGERPRINT) are left out (§14.5). */
   readonly attributes: readonly RawAttribute[];
   /** How many attributes were ignored because they followed MESSAGE-INTEGRITY(-SHA256) or FINGERPRINT. */
@@ -69,9 +91,13 @@ export class StunMessage implements AttributeContext {
     this.cls = cls;
     this.method = method;
     this.cookie = cookie;
-    this.transactionId = raw.subarray(8, 20);
     this.attributes = attributes;
     this.ignoredAttributes = ignored;
+  }
+
+  /** The 96-bit transaction id (bytes 8..19): a view into `raw`, made on first use. */
+  get transactionId(): Uint8Array {
+    return (this.#transactionId ??= this.raw.subarray(8, 20));
   }
 
   /** RFC 3489 message: no magic cookie, the whole 128 bits after the length are its transaction id. */
@@ -145,39 +171,62 @@ export interface DecodeOptions {
  * bounds-checked but their values are decoded lazily by `get()`.
  */
 export function decodeStun(buf: Uint8Array, options: DecodeOptions = {}): StunMessage {
-  if (buf.length < HEADER_LENGTH) throw decodeError(`STUN message shorter than ${HEADER_LENGTH} bytes`);
-  if ((buf[0]! & 0xc0) !== 0) throw decodeError('not a STUN message (top two bits set)');
+  const r = decodeOrReason(buf, options);
+  if (typeof r === 'string') throw decodeError(r);
+  return r;
+}
+
+/**
+ * decodeStun for servers' receive paths: null instead of an exception for what is not a well-formed STUN message
+ * (RFC 8489 §6.3: such datagrams are dropped silently), so junk costs no Error object. `maxAttributes` bounds the
+ * walk (a server's answer to a datagram should not grow with the attributes a stranger packs into it).
+ */
+export function tryDecodeStun(
+  buf: Uint8Array,
+  options: DecodeOptions & { maxAttributes?: number } = {},
+): StunMessage | null {
+  const r = decodeOrReason(buf, options);
+  if (typeof r === 'string') return null;
+  if (options.maxAttributes !== undefined && r.attributes.length > options.maxAttributes) return null;
+  return r;
+}
+
+/** The one decoder: a message, or why the bytes are not one. */
+function decodeOrReason(buf: Uint8Array, options: DecodeOptions): StunMessage | string {
+  if (buf.length < HEADER_LENGTH) return `STUN message shorter than ${HEADER_LENGTH} bytes`;
+  if ((buf[0]! & 0xc0) !== 0) return 'not a STUN message (top two bits set)';
   const type = (buf[0]! << 8) | buf[1]!;
   const length = (buf[2]! << 8) | buf[3]!;
-  if (length % 4 !== 0) throw decodeError('STUN message length is not a multiple of 4');
-  if (length + HEADER_LENGTH !== buf.length) {
-    throw decodeError(`STUN length field says ${length + HEADER_LENGTH} bytes, got ${buf.length}`);
-  }
+  if (length % 4 !== 0) return 'STUN message length is not a multiple of 4';
+  if (length + HEADER_LENGTH !== buf.length)
+    return `STUN length field says ${length + HEADER_LENGTH} bytes, got ${buf.length}`;
   const cookie = ((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0;
-  if (cookie !== MAGIC_COOKIE && !options.allowLegacy) throw decodeError('STUN magic cookie missing');
-  const { cls, method } = decodeMessageType(type);
+  if (cookie !== MAGIC_COOKIE && !options.allowLegacy) return 'STUN magic cookie missing';
+  const cls = (((type >> 4) & 1) | ((type >> 7) & 2)) as StunClass; // as decodeMessageType, without its object
+  const method = (type & 0x000f) | ((type >> 1) & 0x0070) | ((type >> 2) & 0x0f80);
 
   const attributes: RawAttribute[] = [];
   let ignored = 0;
   // §14.5/§14.6/§14.7: after MESSAGE-INTEGRITY only MESSAGE-INTEGRITY-SHA256 and FINGERPRINT count; after
-  // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; FINGERPRINT is last.
+  // MESSAGE-INTEGRITY-SHA256 only FINGERPRINT; FINGERPRINT is last. Anything after them is not authenticated and is
+  // ignored (an attacker could append an XOR-PEER-ADDRESS to a signed TURN request).
   let stage = 0; // 0: open, 1: after MI, 2: after MI-SHA256, 3: after FINGERPRINT
   let o = HEADER_LENGTH;
   while (o < buf.length) {
-    if (o + 4 > buf.length) throw decodeError('truncated attribute header');
+    if (o + 4 > buf.length) return 'truncated attribute header';
     const atype = (buf[o]! << 8) | buf[o + 1]!;
     const alen = (buf[o + 2]! << 8) | buf[o + 3]!;
     const end = o + 4 + alen;
-    if (end > buf.length) throw decodeError(`attribute 0x${atype.toString(16)} overruns the message`);
+    if (end > buf.length) return `attribute 0x${atype.toString(16)} overruns the message`;
     const padded = o + 4 + ((alen + 3) & ~3);
-    if (padded > buf.length) throw decodeError('attribute padding overruns the message');
+    if (padded > buf.length) return 'attribute padding overruns the message';
     let keep: boolean;
     if (stage === 0) keep = true;
     else if (stage === 1) keep = atype === Attr.MESSAGE_INTEGRITY_SHA256 || atype === Attr.FINGERPRINT;
     else if (stage === 2) keep = atype === Attr.FINGERPRINT;
     else keep = false;
     if (keep) {
-      attributes.push({ type: atype, value: buf.subarray(o + 4, end), offset: o });
+      attributes.push(new DecodedAttribute(buf, atype, o, alen));
       if (atype === Attr.MESSAGE_INTEGRITY && stage < 1) stage = 1;
       else if (atype === Attr.MESSAGE_INTEGRITY_SHA256 && stage < 2) stage = 2;
       else if (atype === Attr.FINGERPRINT) stage = 3;
@@ -193,7 +242,8 @@ export function decodeStun(buf: Uint8Array, options: DecodeOptions = {}): StunMe
 // Encoding
 
 export type AttributeInit =
-  { readonly type: number; readonly value: Uint8Array } | { readonly def: AttributeDef<any>; readonly value: unknown };
+  | { readonly type: number; readonly value: Uint8Array }
+  | { readonly def: AttributeDef<unknown>; readonly value: unknown };
 
 /** A typed attribute for `encodeStun`. */
 export function attr<T>(def: AttributeDef<T>, value: T): AttributeInit {
@@ -265,22 +315,29 @@ export function encodeStun(init: StunMessageInit, options: EncodeOptions = {}): 
     out.fill(pad, o + 4 + value.length, o + 4 + padded);
     o += 4 + padded;
   }
-  if (options.integrity) {
-    out.writeUInt16BE(Attr.MESSAGE_INTEGRITY, miAt);
-    out.writeUInt16BE(20, miAt + 2);
-    hmacInto('sha1', options.integrity, out, miAt, miAt + 24 - HEADER_LENGTH, out, miAt + 4, 20);
-  }
-  if (options.integritySha256) {
-    out.writeUInt16BE(Attr.MESSAGE_INTEGRITY_SHA256, mi256At);
-    out.writeUInt16BE(32, mi256At + 2);
-    hmacInto('sha256', options.integritySha256, out, mi256At, mi256At + 36 - HEADER_LENGTH, out, mi256At + 4, 32);
-  }
+  // The message is ours, so each MAC and the fingerprint are computed over one contiguous range with the length
+  // field set as §14.5-§14.7 ask (as if the attribute were the last), then the final length is written back.
+  if (options.integrity) signInPlace(out, 'sha1', options.integrity, miAt);
+  if (options.integritySha256) signInPlace(out, 'sha256', options.integritySha256, mi256At);
+  out.writeUInt16BE(size - HEADER_LENGTH, 2);
   if (options.fingerprint) {
     out.writeUInt16BE(Attr.FINGERPRINT, fpAt);
     out.writeUInt16BE(4, fpAt + 2);
-    out.writeUInt32BE(fingerprintOf(out, fpAt, size - HEADER_LENGTH), fpAt + 4);
+    out.writeUInt32BE((crc32(out.subarray(0, fpAt)) ^ FINGERPRINT_XOR) >>> 0, fpAt + 4);
   }
   return out;
+}
+
+/** §14.5/§14.6: writes MESSAGE-INTEGRITY(-SHA256) at `at`, its HMAC over out[0..at) with the length ending after it. */
+function signInPlace(out: Buffer, alg: 'sha1' | 'sha256', key: Uint8Array, at: number): void {
+  const macLength = alg === 'sha1' ? 20 : 32;
+  out.writeUInt16BE(alg === 'sha1' ? Attr.MESSAGE_INTEGRITY : Attr.MESSAGE_INTEGRITY_SHA256, at);
+  out.writeUInt16BE(macLength, at + 2);
+  out.writeUInt16BE(at + 4 + macLength - HEADER_LENGTH, 2);
+  createHmac(alg, key)
+    .update(out.subarray(0, at))
+    .digest()
+    .copy(out, at + 4);
 }
 
 /**
@@ -294,24 +351,10 @@ function hmacOver(
   upto: number,
   adjustedLength: number,
 ): Buffer {
-  const h = createHmac(alg, key);
-  h.update(msg.subarray(0, 2));
-  h.update(Uint8Array.of(adjustedLength >> 8, adjustedLength & 0xff));
-  h.update(msg.subarray(4, upto));
-  return h.digest();
-}
-
-function hmacInto(
-  alg: 'sha1' | 'sha256',
-  key: Uint8Array,
-  msg: Uint8Array,
-  upto: number,
-  adjustedLength: number,
-  out: Buffer,
-  at: number,
-  n: number,
-): void {
-  hmacOver(alg, key, msg, upto, adjustedLength).copy(out, at, 0, n);
+  // A copy of the 20-byte header with the adjusted length, then the rest as it is: two updates, no copy of the body.
+  const header = Buffer.from(msg.subarray(0, HEADER_LENGTH));
+  header.writeUInt16BE(adjustedLength, 2);
+  return createHmac(alg, key).update(header).update(msg.subarray(HEADER_LENGTH, upto)).digest();
 }
 
 /** §14.7: CRC-32 of the message up to FINGERPRINT (length field covering it), XOR 0x5354554e. */

@@ -69,29 +69,49 @@ function addressBytes(a: TransportAddress): Uint8Array {
 /** RFC 8489 §14.2: port XOR the cookie's top 16 bits; address XOR cookie (IPv4) or cookie || transaction id (IPv6). */
 export const xorAddressCodec: AttributeCodec<TransportAddress> = {
   decode(v, ctx) {
-    if (v.length < 4) throw decodeError('XOR address attribute too short');
-    const family = v[1];
-    const port = ((v[2]! << 8) | v[3]!) ^ (MAGIC_COOKIE >>> 16);
-    const n = family === FAMILY_IPV4 ? 4 : family === FAMILY_IPV6 ? 16 : 0;
-    if (n === 0 || v.length !== 4 + n)
-      throw decodeError(`XOR address attribute has family ${family} and length ${v.length}`);
-    const addr = new Uint8Array(n);
-    xorInto(addr, v.subarray(4), ctx.transactionId);
-    return n === 4
-      ? { family: 'IPv4', address: formatIPv4(addr), port }
-      : { family: 'IPv6', address: formatIPv6(addr), port };
+    const a = readXorAddress(v, ctx.transactionId);
+    if (!a) throw decodeError(`XOR address attribute has family ${v[1]} and length ${v.length}`);
+    return a;
   },
   encode(a, ctx) {
     const bytes = addressBytes(a);
     const out = new Uint8Array(4 + bytes.length);
-    out[1] = bytes.length === 4 ? FAMILY_IPV4 : FAMILY_IPV6;
-    const port = a.port ^ (MAGIC_COOKIE >>> 16);
-    out[2] = port >> 8;
-    out[3] = port & 0xff;
-    xorInto(out.subarray(4), bytes, ctx.transactionId);
+    writeXorAddress(out, 0, bytes, a.port, ctx.transactionId);
     return out;
   },
 };
+
+/** RFC 8489 §14.2: an XOR address value, or null when its family or length is wrong. No exceptions. */
+export function readXorAddress(v: Uint8Array, tid: Uint8Array): TransportAddress | null {
+  if (v.length < 4) return null;
+  const family = v[1];
+  const n = family === FAMILY_IPV4 ? 4 : family === FAMILY_IPV6 ? 16 : 0;
+  if (n === 0 || v.length !== 4 + n) return null;
+  const port = ((v[2]! << 8) | v[3]!) ^ (MAGIC_COOKIE >>> 16);
+  if (n === 4) {
+    // IPv4, the common case: no intermediate bytes.
+    const a = (((v[4]! << 24) | (v[5]! << 16) | (v[6]! << 8) | v[7]!) ^ MAGIC_COOKIE) >>> 0;
+    return { family: 'IPv4', address: `${a >>> 24}.${(a >>> 16) & 0xff}.${(a >>> 8) & 0xff}.${a & 0xff}`, port };
+  }
+  const addr = new Uint8Array(16);
+  xorInto(addr, v.subarray(4), tid);
+  return { family: 'IPv6', address: formatIPv6(addr), port };
+}
+
+/**
+ * RFC 8489 §14.2: writes the XOR address value of `ip` (4 or 16 bytes) and `port` at `out[off..]`, in place (a
+ * relay's Data indication is built in one buffer). Returns the bytes written: 8 or 20.
+ */
+export function writeXorAddress(out: Uint8Array, off: number, ip: Uint8Array, port: number, tid: Uint8Array): number {
+  out[off] = 0;
+  out[off + 1] = ip.length === 4 ? FAMILY_IPV4 : FAMILY_IPV6;
+  const x = port ^ (MAGIC_COOKIE >>> 16);
+  out[off + 2] = x >> 8;
+  out[off + 3] = x & 0xff;
+  for (let i = 0; i < ip.length; i++)
+    out[off + 4 + i] = ip[i]! ^ (i < 4 ? (MAGIC_COOKIE >>> (24 - i * 8)) & 0xff : tid[i - 4]!);
+  return 4 + ip.length;
+}
 
 function xorInto(out: Uint8Array, src: Uint8Array, tid: Uint8Array): void {
   for (let i = 0; i < out.length; i++) {
@@ -336,7 +356,7 @@ export const Padding = defineAttribute(Attr.PADDING, 'PADDING', bytesCodec());
 export const SourceAddress = defineAttribute(Attr.SOURCE_ADDRESS, 'SOURCE-ADDRESS', addressCodec);
 export const ChangedAddress = defineAttribute(Attr.CHANGED_ADDRESS, 'CHANGED-ADDRESS', addressCodec);
 
-const CORE_ATTRIBUTES: ReadonlyArray<AttributeDef<any>> = [
+const CORE_ATTRIBUTES: ReadonlyArray<AttributeDef<unknown>> = [
   MappedAddress,
   XorMappedAddress,
   Username,
@@ -363,7 +383,7 @@ const CORE_ATTRIBUTES: ReadonlyArray<AttributeDef<any>> = [
 ];
 
 export class StunRegistry {
-  #attributes = new Map<number, AttributeDef<any>>();
+  #attributes = new Map<number, AttributeDef<unknown>>();
   #methods = new Map<number, string>();
   #frozen = false;
 
@@ -374,7 +394,7 @@ export class StunRegistry {
     return def;
   }
 
-  register(def: AttributeDef<any>): this {
+  register(def: AttributeDef<unknown>): this {
     if (this.#frozen)
       throw new NatpunchError('BAD_ARGUMENT', 'this STUN registry is frozen; use extend() to add attributes');
     this.#attributes.set(def.type, def);
@@ -391,7 +411,7 @@ export class StunRegistry {
     return this;
   }
 
-  attribute(type: number): AttributeDef<any> | undefined {
+  attribute(type: number): AttributeDef<unknown> | undefined {
     return this.#attributes.get(type);
   }
 

@@ -1,0 +1,77 @@
+// A cold connect() (issue 17): the CONNECT is the first datagram it sends. Registration (relay credentials) and the
+// NAT measurement's STUN Bindings go out behind it, on the same socket, through serve's real rendezvous on loopback.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer } from '../../src/server/serve.js';
+import { connect, listen } from '../../src/natpunch.js';
+import { UdxEndpoint } from '../../src/net/udx.js';
+import { generateKeyPair } from '../../src/session/identity.js';
+import { MessageType } from '../../src/wire/rendezvous.js';
+import { needsNewIntroduction } from '../../src/endpoint/attempt.js';
+import type { Plan, PlanStep } from '../../src/traversal/planner.js';
+
+const LOOP = { address: '127.0.0.1' };
+
+/** What a datagram is, by its first bytes: a rendezvous message type (RFC 7983-style first byte 0xF0), or STUN. */
+function kindOf(buf: Uint8Array): string {
+  if (buf[0] === 0xf0) {
+    const name = Object.entries(MessageType).find(([, v]) => v === buf[2])?.[0];
+    return `rendezvous ${name ?? buf[2]}`;
+  }
+  if (buf[0]! < 4 && buf.length >= 20) return 'stun'; // RFC 8489 §5: the two top bits are zero
+  return 'other';
+}
+
+test('a cold connect() sends its CONNECT first; registration and STUN follow on the same socket', async () => {
+  const h = await startServer({ port: 0, addresses: ['127.0.0.1'] });
+  const rendezvous = `127.0.0.1:${h.udp[0]!.port}`;
+  const listener = await listen({ keyPair: generateKeyPair(), name: 'cold-bob', rendezvous, bind: LOOP });
+  const socket = await UdxEndpoint.bind(LOOP);
+  const sent: string[] = [];
+  const send = socket.send.bind(socket);
+  socket.send = (msg, port, address, ttl) => {
+    sent.push(kindOf(msg));
+    send(msg, port, address, ttl);
+  };
+  try {
+    const session = await connect({
+      keyPair: generateKeyPair(),
+      rendezvous,
+      to: 'cold-bob',
+      endpoint: socket,
+      transport: 'udp',
+      timeoutMs: 10_000,
+    });
+    await session.close();
+    assert.equal(sent[0], 'rendezvous CONNECT', `first datagram: ${sent.join(', ')}`);
+    // Relay 'auto' registers for credentials, and the default NAT measurement asks STUN: both after the CONNECT.
+    assert.ok(sent.indexOf('rendezvous REGISTER') > 0, `a registration behind it: ${sent.join(', ')}`);
+    assert.ok(sent.indexOf('stun') > 0, `STUN behind it: ${sent.join(', ')}`);
+  } finally {
+    await listener.close();
+    await socket.close();
+    await h.close();
+  }
+});
+
+const step = (technique: PlanStep['technique']): PlanStep => ({
+  technique,
+  holdMs: 0,
+  preference: 0,
+  graceMs: 0,
+  why: '',
+});
+const plan = (...t: Array<PlanStep['technique']>): Plan => ({ steps: t.map(step), skipped: [] });
+
+test('introduced again only for a hard punch the first plan lacks, or for any change once the first attempt failed', () => {
+  assert.equal(needsNewIntroduction(plan('udp-checks'), plan('udp-checks'), false), false);
+  assert.equal(needsNewIntroduction(plan('udp-checks', 'relay'), plan('udp-checks', 'birthday', 'relay'), false), true);
+  assert.equal(needsNewIntroduction(plan('udp-checks'), plan('predict'), false), true);
+  assert.equal(needsNewIntroduction(plan('udp-checks'), plan('udp-checks', 'tcp'), false), false, 'TCP alone: no');
+  assert.equal(needsNewIntroduction(plan('udp-checks'), plan('udp-checks', 'tcp'), true), true);
+  assert.equal(needsNewIntroduction(plan(), plan('relay'), true), true);
+  const relayAt = (holdMs: number): Plan => ({ steps: [{ ...step('relay'), holdMs }], skipped: [] });
+  const checksThenRelay: Plan = { steps: [step('udp-checks'), { ...step('relay'), holdMs: 1500 }], skipped: [] };
+  assert.equal(needsNewIntroduction(checksThenRelay, relayAt(0), false), true, 'no direct path: relay at once');
+  assert.equal(needsNewIntroduction(relayAt(0), relayAt(0), false), false);
+});
