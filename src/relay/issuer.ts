@@ -9,7 +9,7 @@
  *    keys the operator allows (`--turn-allow`), never to any self-made key (issue 18 hole 4).
  * FirstIssuer tries several in order (an allowed key gets the unscoped ones, everyone else scoped ones).
  */
-import { makeSharedSecretCredentials, SourceRateLimiter } from './auth.js';
+import { makeSharedSecretCredentials } from './auth.js';
 import { sourceKey } from './ip.js';
 import type { Endpoint } from '../wire/rendezvous.js';
 
@@ -64,9 +64,67 @@ export class IssueMemory {
   }
 }
 
+/**
+ * A token bucket per source (IPv4 address / IPv6 /64) kept as one number: the time its bucket is full again (the
+ * generic cell rate algorithm's form of a token bucket). It decides exactly like SourceRateLimiter (relay/auth.ts)
+ * — bucket full at first sight, refilled at `perSecond`, at most `burst`, idle sources swept when `maxSources` are
+ * held and new ones then sharing one overflow bucket at 4× — in a Map entry and a number instead of a TokenBucket
+ * object (~100 B less per source; a rendezvous sees one source per peer).
+ */
+export class CredentialLimiter {
+  /** Source → when its bucket is full again (ms, relative to #epoch so that it usually stays a small integer). */
+  readonly #full = new Map<string, number>();
+  readonly #epoch: number;
+  readonly #interval: number;
+  /** How far past now the full time may be for one more token: the burst less the token being taken. */
+  readonly #slack: number;
+  #overflowFull = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    readonly perSecond: number,
+    readonly burst: number,
+    readonly maxSources = 65536,
+    now = Date.now(),
+  ) {
+    this.#epoch = now;
+    this.#interval = 1000 / perSecond;
+    this.#slack = (burst - 1) * this.#interval;
+  }
+
+  allow(source: string, now: number): boolean {
+    const t = now - this.#epoch;
+    let full = this.#full.get(source);
+    if (full === undefined) {
+      if (this.#full.size >= this.maxSources) this.sweep(now);
+      if (this.#full.size >= this.maxSources) {
+        // Shared by new sources while the table is full: 4× the rate and burst of one.
+        const base = Math.max(this.#overflowFull, t);
+        if (base - t > (this.burst * 4 - 1) * (this.#interval / 4)) return false;
+        this.#overflowFull = base + this.#interval / 4;
+        return true;
+      }
+      full = t;
+    }
+    const base = Math.max(full, t);
+    if (base - t > this.#slack) return false;
+    this.#full.set(source, base + this.#interval);
+    return true;
+  }
+
+  /** Drops sources whose buckets have refilled completely (they have been quiet for burst / rate). */
+  sweep(now: number): void {
+    const t = now - this.#epoch;
+    for (const [source, full] of this.#full) if (full <= t) this.#full.delete(source);
+  }
+
+  get size(): number {
+    return this.#full.size;
+  }
+}
+
 /** A per-source credential budget (token bucket per IPv4 address / IPv6 /64, bounded memory). */
-export function credentialLimiter(perMinute: number): SourceRateLimiter {
-  return new SourceRateLimiter(perMinute / 60, Math.max(1, perMinute));
+export function credentialLimiter(perMinute: number): CredentialLimiter {
+  return new CredentialLimiter(perMinute / 60, Math.max(1, perMinute));
 }
 
 export interface SharedSecretIssuerOptions {
@@ -90,7 +148,7 @@ export class SharedSecretIssuer implements RelayCredentialIssuer {
   readonly #port: number;
   readonly #allow: Set<string> | 'any';
   readonly #ttl: number;
-  readonly #limiter: SourceRateLimiter;
+  readonly #limiter: CredentialLimiter;
   readonly #memory = new IssueMemory(65_536);
 
   constructor(options: SharedSecretIssuerOptions) {

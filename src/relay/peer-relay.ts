@@ -21,21 +21,16 @@
  * MAX_INTRODUCTIONS_PER_KEY introductions per key, each introduction expiring with the credentials' lifetime.
  */
 import { randomBytes } from 'node:crypto';
-import {
-  longTermKey,
-  sharedSecretPassword,
-  type CredentialStore,
-  type PasswordAlgorithmId,
-  type SourceRateLimiter,
-} from './auth.js';
+import { longTermKey, sharedSecretPassword, type CredentialStore, type PasswordAlgorithmId } from './auth.js';
 import {
   credentialLimiter,
   DEFAULT_CREDENTIAL_RATE_PER_MINUTE,
-  IssueMemory,
+  REISSUE_FRACTION,
+  type CredentialLimiter,
   type IssuedCredentials,
   type RelayCredentialIssuer,
 } from './issuer.js';
-import { normalizeIp, sourceKey } from './ip.js';
+import { normalizeIp, parseIp, sourceKey } from './ip.js';
 import type { RelayScope } from './policy.js';
 import type { Endpoint } from '../wire/rendezvous.js';
 
@@ -49,14 +44,89 @@ export const MAX_OBSERVED_PER_KEY = 4;
 export const MAX_INTRODUCTIONS_PER_KEY = 64;
 
 const SCOPED_USERNAME = /^(\d{1,12}):([0-9a-f]{64})$/;
+const KEY_HEX = /^[0-9a-f]{64}$/;
 
-interface KeyState {
-  observed: Endpoint[];
-  /**
-   * Introduced key hex → expiry (ms). Made on the first introduction: most registered keys are never introduced, and
-   * an empty Map costs ~290 bytes (18 MiB of a 100k-peer rendezvous' heap before it was made lazily).
-   */
-  introduced: Map<string, number> | undefined;
+/*
+ * Per-key state, packed (issue 20: ~440 B per key as objects, Endpoint arrays, hex keys and a second Map for the
+ * issue memory; a rendezvous with 100k peers holds one per peer). #keys maps the key's 32 bytes as a one-byte
+ * (latin1) string — 48 B where the hex spelling takes 80 — to its packed state: a latin1 string, or for a key
+ * that was ever introduced, an Introduced holding that string and the introductions.
+ *
+ * The packed string, one byte per character:
+ *   [0..5]   when credentials were last issued to the key: ms, 48-bit big-endian (meaningless until an endpoint
+ *            carries ISSUED)
+ *   then up to MAX_OBSERVED_PER_KEY endpoint records, least recently observed first:
+ *            flags   TCP (else UDP) | ISSUED (the last credentials went to this endpoint) | ISSUED_MAPPED (and it
+ *                    was spelled IPv4-mapped, ::ffff:a.b.c.d: a refresh in the other spelling gets new ones, as before)
+ *            address 4 then 4 bytes (IPv4), 6 then 16 bytes (IPv6), or 0, a length byte and the text (an address
+ *                    with a zone or that does not parse, compared as text like before)
+ *            port    16-bit big-endian
+ * Strings are immutable: an update stores a new one. Updates happen per REGISTER or CONNECT, never per datagram.
+ */
+const AT_CHARS = 6;
+const NEVER_ISSUED = '\0'.repeat(AT_CHARS);
+const TCP = 1;
+const ISSUED = 2;
+const ISSUED_MAPPED = 4;
+const FAMILY_TEXT = 0;
+const FAMILY_V4 = 4;
+const FAMILY_V6 = 6;
+
+interface Introduced {
+  packed: string;
+  /** Introduced key (latin1) → expiry (ms). Only keys that were introduced have one (most never are). */
+  readonly introduced: Map<string, number>;
+}
+
+type KeyState = string | Introduced;
+
+function packedOf(state: KeyState): string {
+  return typeof state === 'string' ? state : state.packed;
+}
+
+/** The address part of an endpoint record for normalized address text (family, bytes). */
+function packAddress(address: string): string {
+  const bytes = address.includes('%') ? null : parseIp(address);
+  if (bytes) return String.fromCharCode(bytes.length === 4 ? FAMILY_V4 : FAMILY_V6, ...bytes);
+  // Socket addresses are far shorter than 255 bytes; the cut only keeps the length byte honest.
+  const text = Buffer.from(address, 'utf8').subarray(0, 255).toString('latin1');
+  return String.fromCharCode(FAMILY_TEXT, text.length) + text;
+}
+
+/** ISSUED_MAPPED when `address` is spelled as normalizeIp rewrites it, else 0. */
+function mappedFlag(address: string): number {
+  return normalizeIp(address) === address ? 0 : ISSUED_MAPPED;
+}
+
+function packPort(port: number): string {
+  return String.fromCharCode((port >> 8) & 0xff, port & 0xff);
+}
+
+/** Where the endpoint record starting at `off` ends. */
+function recordEnd(packed: string, off: number): number {
+  const family = packed.charCodeAt(off + 1);
+  const n = family === FAMILY_V4 ? 4 : family === FAMILY_V6 ? 16 : 1 + packed.charCodeAt(off + 2);
+  return off + 2 + n + 2;
+}
+
+/** Whether an endpoint record's address (and port, when `addressPort` includes it) starts with `addressPort`. */
+function hasEndpoint(packed: string, addressPort: string): boolean {
+  for (let off = AT_CHARS; off < packed.length; off = recordEnd(packed, off)) {
+    if (packed.startsWith(addressPort, off + 1)) return true;
+  }
+  return false;
+}
+
+function packAt(ms: number): string {
+  const v = Math.min(Math.max(0, Math.floor(ms)), 2 ** 48 - 1);
+  const hi = Math.floor(v / 2 ** 24);
+  const lo = v % 2 ** 24;
+  return String.fromCharCode(hi >> 16, (hi >> 8) & 0xff, hi & 0xff, lo >> 16, (lo >> 8) & 0xff, lo & 0xff);
+}
+
+function unpackAt(packed: string): number {
+  const c = (i: number) => packed.charCodeAt(i);
+  return ((c(0) << 16) | (c(1) << 8) | c(2)) * 2 ** 24 + ((c(3) << 16) | (c(4) << 8) | c(5));
 }
 
 export interface PeerRelayOptions {
@@ -78,11 +148,17 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   readonly ttlSeconds: number;
   readonly credentials: CredentialStore;
   readonly #secret: string;
+  /** Key (32 bytes as latin1) → packed state (above); Map order is recency: the first key is evicted first. */
   readonly #keys = new Map<string, KeyState>();
   readonly #maxKeys: number;
-  readonly #limiter: SourceRateLimiter;
-  readonly #memory: IssueMemory;
+  readonly #limiter: CredentialLimiter;
   readonly #now: () => number;
+  /** The TURN side asks in hex, often for the same allocation's key: its last conversion is kept. */
+  #lastHex = '';
+  #lastKey = '';
+  /** Likewise the last peer address asked about, packed (a restricted permission asks per datagram). */
+  #lastIp = '';
+  #lastPackedIp = '';
 
   constructor(options: PeerRelayOptions) {
     this.port = options.port;
@@ -90,7 +166,6 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     this.#secret = options.secret ?? randomBytes(32).toString('base64');
     this.#maxKeys = options.maxKeys ?? DEFAULT_PEER_RELAY_MAX_KEYS;
     this.#limiter = credentialLimiter(options.credentialRatePerMinute ?? DEFAULT_CREDENTIAL_RATE_PER_MINUTE);
-    this.#memory = new IssueMemory(this.#maxKeys);
     this.#now = options.now ?? Date.now;
     this.credentials = { key: (username, realm, algorithm) => this.#key(username, realm, algorithm) };
   }
@@ -103,16 +178,16 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   }
 
   issue(key: Uint8Array, observed: Endpoint, refresh: boolean, now: number): IssuedCredentials | null {
-    const keyHex = Buffer.from(key).toString('hex');
+    const k = latin1(key);
     // Only keys that hold credentials (or were introduced) take scope state: a flood of fresh keys past the
     // per-source credential rate cannot push active keys out of the bounded table.
-    const known = this.#keys.has(keyHex);
-    if (known) this.#observe(keyHex, observed);
-    if (!this.#memory.due(keyHex, observed, refresh, this.ttlSeconds, now)) return null;
+    const known = this.#keys.has(k);
+    if (known) this.#observe(k, observed);
+    if (!this.#due(k, observed, refresh, now)) return null;
     if (!this.#limiter.allow(sourceKey(observed.address), now)) return null;
-    if (!known) this.#observe(keyHex, observed);
-    this.#memory.record(keyHex, observed, now);
-    const username = `${Math.floor(now / 1000) + this.ttlSeconds}:${keyHex}`;
+    if (!known) this.#observe(k, observed);
+    this.#issued(k, observed, now);
+    const username = `${Math.floor(now / 1000) + this.ttlSeconds}:${Buffer.from(key).toString('hex')}`;
     return {
       username,
       password: sharedSecretPassword(this.#secret, username),
@@ -123,18 +198,18 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   }
 
   introduce(a: Uint8Array, aSeen: readonly Endpoint[], b: Uint8Array, bSeen: readonly Endpoint[], now: number): void {
-    const ah = Buffer.from(a).toString('hex');
-    const bh = Buffer.from(b).toString('hex');
-    if (ah === bh) return;
-    for (const e of aSeen) this.#observe(ah, e);
-    for (const e of bSeen) this.#observe(bh, e);
+    const ak = latin1(a);
+    const bk = latin1(b);
+    if (ak === bk) return;
+    for (const e of aSeen) this.#observe(ak, e);
+    for (const e of bSeen) this.#observe(bk, e);
     const expires = now + this.ttlSeconds * 1000;
-    this.#link(ah, bh, expires);
-    this.#link(bh, ah, expires);
+    this.#link(ak, bk, expires);
+    this.#link(bk, ak, expires);
   }
 
   // ---------------------------------------------------------------------------------------------------------------
-  // RelayScope (the TURN side)
+  // RelayScope (the TURN side: keys in hex, as keyOf gives them)
 
   keyOf(username: string): string | null {
     const m = SCOPED_USERNAME.exec(username);
@@ -142,42 +217,25 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
   }
 
   introduced(key: string, other: string): boolean {
-    const state = this.#keys.get(key);
-    const exp = state?.introduced?.get(other);
+    const state = this.#introductions(key);
+    const o = this.#fromHex(other);
+    const exp = state?.introduced.get(o);
     const now = this.#now();
     if (exp === undefined || exp <= now) return false;
-    this.#use(state!, other, now);
-    return true;
+    return this.#use(state!, o, now);
   }
 
   allowsAddress(key: string, ip: string): boolean {
-    const state = this.#keys.get(key);
-    if (!state) return false;
-    const now = this.#now();
-    const address = normalizeIp(ip);
-    for (const [other, exp] of state.introduced ?? []) {
-      if (exp <= now) continue;
-      if (this.#keys.get(other)?.observed.some((e) => e.address === address)) return this.#use(state, other, now);
-    }
-    return false;
+    return this.#allows(key, this.#packIp(ip));
   }
 
   allowsEndpoint(key: string, ip: string, port: number): boolean {
-    const state = this.#keys.get(key);
-    if (!state) return false;
-    const now = this.#now();
-    const address = normalizeIp(ip);
-    for (const [other, exp] of state.introduced ?? []) {
-      if (exp <= now) continue;
-      if (this.#keys.get(other)?.observed.some((e) => e.address === address && e.port === port))
-        return this.#use(state, other, now);
-    }
-    return false;
+    return this.#allows(key, this.#packIp(ip) + packPort(port));
   }
 
   hasIntroductions(key: string): boolean {
     const now = this.#now();
-    for (const exp of this.#keys.get(key)?.introduced?.values() ?? []) if (exp > now) return true;
+    for (const exp of this.#introductions(key)?.introduced.values() ?? []) if (exp > now) return true;
     return false;
   }
 
@@ -194,46 +252,144 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     return longTermKey(username, realm, sharedSecretPassword(this.#secret, username), algorithm);
   }
 
-  /** The state of `keyHex`, made most recently used; a new key evicts the least recently used one when full. */
-  #state(keyHex: string): KeyState {
-    let s = this.#keys.get(keyHex);
-    if (s) this.#keys.delete(keyHex);
+  /** The latin1 key for a hex one; '' (no key's) for anything but 64 lower-case hex digits. */
+  #fromHex(hex: string): string {
+    if (hex !== this.#lastHex) {
+      this.#lastKey = KEY_HEX.test(hex) ? Buffer.from(hex, 'hex').toString('latin1') : '';
+      this.#lastHex = hex;
+    }
+    return this.#lastKey;
+  }
+
+  #packIp(ip: string): string {
+    if (ip !== this.#lastIp || this.#lastPackedIp === '') {
+      this.#lastPackedIp = packAddress(normalizeIp(ip));
+      this.#lastIp = ip;
+    }
+    return this.#lastPackedIp;
+  }
+
+  #introductions(keyHex: string): Introduced | undefined {
+    const state = this.#keys.get(this.#fromHex(keyHex));
+    return state === undefined || typeof state === 'string' ? undefined : state;
+  }
+
+  /** A live introduction of `keyHex` to a key observed at `addressPort` (a packed address, maybe with its port). */
+  #allows(keyHex: string, addressPort: string): boolean {
+    const state = this.#introductions(keyHex);
+    if (!state) return false;
+    const now = this.#now();
+    for (const [other, exp] of state.introduced) {
+      if (exp <= now) continue;
+      const seen = this.#keys.get(other);
+      if (seen !== undefined && hasEndpoint(packedOf(seen), addressPort)) return this.#use(state, other, now);
+    }
+    return false;
+  }
+
+  /** The state of `key`, made most recently used; a new key evicts the least recently used one when full. */
+  #state(key: string): KeyState {
+    let s = this.#keys.get(key);
+    if (s !== undefined) this.#keys.delete(key);
     else {
-      s = { observed: [], introduced: undefined };
+      s = NEVER_ISSUED;
       if (this.#keys.size >= this.#maxKeys) this.#keys.delete(this.#keys.keys().next().value!);
     }
-    this.#keys.set(keyHex, s);
+    this.#keys.set(key, s);
     return s;
   }
 
-  #observe(keyHex: string, e: Endpoint): void {
-    const s = this.#state(keyHex);
-    const address = normalizeIp(e.address);
-    const i = s.observed.findIndex((o) => o.transport === e.transport && o.address === address && o.port === e.port);
-    if (i >= 0) s.observed.splice(i, 1);
-    const seen = { transport: e.transport, address, port: e.port };
-    // An exact-size array for the usual single address (push onto [] reserves room for 17).
-    if (s.observed.length === 0) s.observed = [seen];
-    else s.observed.push(seen);
-    if (s.observed.length > MAX_OBSERVED_PER_KEY) s.observed.shift();
+  #store(key: string, state: KeyState, packed: string): void {
+    if (typeof state === 'string') this.#keys.set(key, packed);
+    else state.packed = packed;
+  }
+
+  #observe(key: string, e: Endpoint): void {
+    const state = this.#state(key);
+    const packed = packedOf(state);
+    const tcp = e.transport === 'tcp' ? TCP : 0;
+    const endpoint = packAddress(normalizeIp(e.address)) + packPort(e.port);
+    let flags = tcp;
+    const records: string[] = [];
+    for (let off = AT_CHARS, end = 0; off < packed.length; off = end) {
+      end = recordEnd(packed, off);
+      const f = packed.charCodeAt(off);
+      // Seen again: moved to the newest place, keeping whether the last credentials went to it.
+      if ((f & TCP) === tcp && end - off - 1 === endpoint.length && packed.startsWith(endpoint, off + 1)) {
+        flags |= f & (ISSUED | ISSUED_MAPPED);
+      } else records.push(packed.slice(off, end));
+    }
+    records.push(String.fromCharCode(flags) + endpoint);
+    if (records.length > MAX_OBSERVED_PER_KEY) records.shift();
+    records.unshift(packed.slice(0, AT_CHARS));
+    // join makes one flat string (a + b would keep a rope of the parts alive in the table).
+    this.#store(key, state, records.join(''));
+  }
+
+  /**
+   * Whether new credentials are due for `key` seen at `observed`: always on a first registration or from another
+   * endpoint; on a refresh from the same one, once REISSUE_FRACTION of their lifetime has passed.
+   */
+  #due(key: string, observed: Endpoint, refresh: boolean, now: number): boolean {
+    const state = this.#keys.get(key);
+    if (!refresh || state === undefined) return true;
+    const packed = packedOf(state);
+    const tcp = observed.transport === 'tcp' ? TCP : 0;
+    const endpoint = packAddress(normalizeIp(observed.address)) + packPort(observed.port);
+    for (let off = AT_CHARS, end = 0; off < packed.length; off = end) {
+      end = recordEnd(packed, off);
+      const f = packed.charCodeAt(off);
+      if ((f & ISSUED) === 0) continue;
+      if ((f & TCP) !== tcp || end - off - 1 !== endpoint.length || !packed.startsWith(endpoint, off + 1)) return true;
+      if ((f & ISSUED_MAPPED) !== mappedFlag(observed.address)) return true;
+      return now - unpackAt(packed) >= this.ttlSeconds * 1000 * REISSUE_FRACTION;
+    }
+    return true;
+  }
+
+  /** Credentials were issued to `key` now, to `observed`: the endpoint observed last (issue() has just observed it). */
+  #issued(key: string, observed: Endpoint, now: number): void {
+    const state = this.#keys.get(key);
+    if (state === undefined) return;
+    const packed = packedOf(state);
+    const parts = [packAt(now)];
+    let last = AT_CHARS;
+    for (let off = AT_CHARS, end = 0; off < packed.length; off = end) {
+      end = recordEnd(packed, off);
+      last = off;
+      parts.push(String.fromCharCode(packed.charCodeAt(off) & ~(ISSUED | ISSUED_MAPPED)) + packed.slice(off + 1, end));
+    }
+    if (last >= packed.length) return;
+    const flags = (packed.charCodeAt(last) & ~ISSUED_MAPPED) | ISSUED | mappedFlag(observed.address);
+    parts[parts.length - 1] = String.fromCharCode(flags) + packed.slice(last + 1);
+    this.#store(key, state, parts.join(''));
   }
 
   /**
    * An introduction in use stays: each permission, channel or restricted datagram that relies on it pushes its
    * expiry to a full lifetime from now (so a relayed session outlives the lifetime; an unused one lapses).
    */
-  #use(state: KeyState, other: string, now: number): true {
+  #use(state: Introduced, other: string, now: number): true {
     const until = now + this.ttlSeconds * 1000;
     // Only write when it moved noticeably (this runs per datagram on restricted permissions).
-    const introduced = (state.introduced ??= new Map());
-    if ((introduced.get(other) ?? 0) < until - 1000) introduced.set(other, until);
+    if ((state.introduced.get(other) ?? 0) < until - 1000) state.introduced.set(other, until);
     return true;
   }
 
   #link(from: string, to: string, expires: number): void {
-    const introduced = (this.#state(from).introduced ??= new Map());
+    let state = this.#state(from);
+    if (typeof state === 'string') {
+      state = { packed: state, introduced: new Map() };
+      this.#keys.set(from, state);
+    }
+    const introduced = state.introduced;
     introduced.delete(to);
     introduced.set(to, expires);
     if (introduced.size > MAX_INTRODUCTIONS_PER_KEY) introduced.delete(introduced.keys().next().value!);
   }
+}
+
+/** A key's bytes as a one-byte string (the table's key). */
+function latin1(key: Uint8Array): string {
+  return Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('latin1');
 }
