@@ -325,8 +325,15 @@ async function main() {
         nodeRssBytesPer100k: Math.round((rssOf(r1.pid) - rssNode0) * scale),
         redisUsedMemoryBytesPer100k: Math.round(((await redisMemory(redis.url)) - used0) * scale),
         redisRssBytesPer100k: Math.round((rssOf(redis.pid()) - rssRedis0) * scale),
+        // The difference above is at the mercy of the node's GC between the two samples (it can come out negative
+        // when a collection ran in between); the node's RSS itself, holding every registration of the run, is the
+        // number to compare with the in-memory node.
+        nodeRssBytesAtEnd: rssOf(r1.pid),
       },
-      memoryMode: { nodeRssBytesPer100k: Math.round((rssOf(memNode.pid) - rssMem0) * scale) },
+      memoryMode: {
+        nodeRssBytesPer100k: Math.round((rssOf(memNode.pid) - rssMem0) * scale),
+        nodeRssBytesAtEnd: rssOf(memNode.pid),
+      },
     };
     const cpu = process.cpuUsage(cpu0);
     const out = {
@@ -369,7 +376,7 @@ async function main() {
       '',
       `Redis round trips per introduction (all commands in the window, incl. background heartbeats): ${out.redisRoundTripsPerIntroduction}`,
       '',
-      `Memory per 100k registered peers (measured with ${PEERS}, scaled linearly): Redis mode node RSS ${(memory.redisMode.nodeRssBytesPer100k / 1e6).toFixed(1)} MB, Redis used_memory ${(memory.redisMode.redisUsedMemoryBytesPer100k / 1e6).toFixed(1)} MB, Redis RSS ${(memory.redisMode.redisRssBytesPer100k / 1e6).toFixed(1)} MB; memory mode node RSS ${(memory.memoryMode.nodeRssBytesPer100k / 1e6).toFixed(1)} MB.`,
+      `Memory per 100k registered peers (measured with ${PEERS}, scaled linearly): Redis mode node RSS ${(memory.redisMode.nodeRssBytesPer100k / 1e6).toFixed(1)} MB, Redis used_memory ${(memory.redisMode.redisUsedMemoryBytesPer100k / 1e6).toFixed(1)} MB, Redis RSS ${(memory.redisMode.redisRssBytesPer100k / 1e6).toFixed(1)} MB; memory mode node RSS ${(memory.memoryMode.nodeRssBytesPer100k / 1e6).toFixed(1)} MB (node RSS deltas are GC-noisy). Node RSS at the end, holding every registration of the run: Redis mode ${(memory.redisMode.nodeRssBytesAtEnd / 1e6).toFixed(1)} MB, memory mode ${(memory.memoryMode.nodeRssBytesAtEnd / 1e6).toFixed(1)} MB.`,
       '',
       out.note,
       '',
