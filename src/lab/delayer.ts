@@ -160,8 +160,11 @@ int main(int argc, char **argv) {
     now = now_ns();
     for (struct nlmsghdr *nh = (struct nlmsghdr *)buf; NLMSG_OK(nh, (size_t)n); nh = NLMSG_NEXT(nh, n)) {
       if (nh->nlmsg_type == NLMSG_ERROR) {
+        /* An error here answers a verdict: the packet it named is gone (e.g. ENOENT after a conntrack flush while
+           it waited, as lab.setNat does). Exiting would leave the queue unbound, and --queue-bypass would then let
+           every later packet through undelayed: note it and go on. */
         struct nlmsgerr *e = (struct nlmsgerr *)NLMSG_DATA(nh);
-        if (e->error) { fprintf(stderr, "delayer: netlink error %d\n", e->error); return 1; }
+        if (e->error) fprintf(stderr, "delayer: netlink error %d (ignored)\n", e->error);
         continue;
       }
       if (nh->nlmsg_type != ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET)) continue;
