@@ -19,6 +19,19 @@ const skip = batchedUnavailableReason();
 /** Source ports to try: with 2 workers the chance that all land on one is 2^-(n-1). */
 const CLIENTS = 24;
 
+/** Both threads log their STUN counters when they stop; both must have answered some of the CLIENTS bindings. */
+function bothThreadsAnswered(stderr: string): void {
+  const answered = stderr
+    .split('\n')
+    .filter((l) => l.includes('"serve: stopped"'))
+    .map((l) => (JSON.parse(l) as { counters: { responses: number } }).counters.responses);
+  assert.equal(answered.length, 2, stderr);
+  assert.ok(
+    answered.every((n) => n > 0),
+    `responses per thread: ${answered.join(', ')}`,
+  );
+}
+
 test(
   'serve --workers 2: STUN from many source ports is answered by both workers; every rendezvous registration reaches the one registry',
   { skip },
@@ -52,16 +65,7 @@ test(
       const exit = await stop(child, 'SIGTERM');
       assert.equal(exit.code, 0);
     }
-    // Both threads log their STUN counters when they stop; both must have answered some of the CLIENTS bindings.
-    const counters = stderr
-      .split('\n')
-      .filter((l) => l.includes('"serve: stopped"'))
-      .map((l) => (JSON.parse(l) as { counters: { responses: number } }).counters.responses);
-    assert.equal(counters.length, 2, stderr);
-    assert.ok(
-      counters.every((n) => n > 0),
-      `responses per worker: ${counters.join(', ')}`,
-    );
+    bothThreadsAnswered(stderr);
   },
 );
 
@@ -122,15 +126,7 @@ test(
       const exit = await stop(child, 'SIGTERM');
       assert.equal(exit.code, 0);
     }
-    const answered = stderr
-      .split('\n')
-      .filter((l) => l.includes('"serve: stopped"'))
-      .map((l) => (JSON.parse(l) as { counters: { responses: number } }).counters.responses);
-    assert.equal(answered.length, 2, stderr);
-    assert.ok(
-      answered.every((n) => n > 0),
-      `responses per thread: ${answered.join(', ')}`,
-    );
+    bothThreadsAnswered(stderr);
   },
 );
 
