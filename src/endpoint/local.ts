@@ -558,12 +558,8 @@ export class LocalState {
   /** The relay allocation once it is there (waits for one still under way, bounded by the caller's signal). */
   async relayReady(signal?: AbortSignal): Promise<RelayPath | null> {
     const pending = this.#relayPending;
-    if (pending) {
-      await Promise.race([
-        pending,
-        new Promise<void>((resolve) => signal?.addEventListener('abort', () => resolve(), { once: true })),
-      ]);
-    }
+    // untilAborted removes its abort listener when the allocation settles first: one signal serves many calls.
+    if (pending) await untilAborted(pending, signal);
     return this.relay;
   }
 
