@@ -87,8 +87,14 @@ interface BatchAddon {
   ) => BatchUdpNative;
 }
 
-/** Why batched I/O is off, or undefined when it can be used. */
-export function batchedUnavailableReason(addon?: NativeAddon): string | undefined {
+/**
+ * Why batched I/O is off, or undefined when it can be used; with `steerBindings`, also when the addon cannot steer
+ * only Binding requests over a SO_REUSEPORT group (serve --workers with the peer relay).
+ */
+export function batchedUnavailableReason(
+  addon?: NativeAddon,
+  needs: { steerBindings?: boolean } = {},
+): string | undefined {
   if (process.env.NATPUNCH_BATCHED_IO === '0') return 'batched I/O is disabled by NATPUNCH_BATCHED_IO=0';
   let a: unknown = addon;
   if (!a) {
@@ -98,6 +104,8 @@ export function batchedUnavailableReason(addon?: NativeAddon): string | undefine
   }
   if (typeof (a as Partial<BatchAddon>).BatchUdp !== 'function')
     return 'the native addon predates batched I/O; rebuild it (`npm run build:native`)';
+  if (needs.steerBindings && typeof (a as Partial<BatchAddon>).steerBindingsOnly !== 'function')
+    return 'the native addon predates steering for the peer relay; rebuild it (`npm run build:native`)';
   return undefined;
 }
 

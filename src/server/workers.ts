@@ -15,7 +15,6 @@
 import os from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BatchedUdpSocket, batchedUnavailableReason } from '../net/batched.js';
-import { addonStatus } from '../net/native.js';
 import { NatpunchError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ServeSocket } from './serve.js';
@@ -45,16 +44,8 @@ export function effectiveWorkerCount(
   if (config.altAddress) return { count: 1, reason: 'RFC 5780 mode (--alt-address) runs in one thread' };
   if (config.udp && config.udp !== 'auto' && config.udp !== 'batched')
     return { count: 1, reason: `--udp ${config.udp} has no SO_REUSEPORT; use batched or auto` };
-  const why = batchedUnavailableReason();
+  const why = batchedUnavailableReason(undefined, { steerBindings: config.turnInMain });
   if (why) return { count: 1, reason: why };
-  const status = addonStatus();
-  const canSteerBindings =
-    status.available && typeof (status.addon as { steerBindingsOnly?: unknown }).steerBindingsOnly === 'function';
-  if (config.turnInMain && !canSteerBindings)
-    return {
-      count: 1,
-      reason: 'the native addon predates steering for the peer relay; rebuild it (`npm run build:native`)',
-    };
   return { count: requested };
 }
 
