@@ -16,7 +16,7 @@ import { ConnectivityChecks, deriveCheckKey } from '../traversal/checks.js';
 import { advertFromCandidates } from '../traversal/hardwire.js';
 import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
-import type { NatView } from '../traversal/technique.js';
+import type { NatView, TechniqueName } from '../traversal/technique.js';
 import { keyToId } from '../session/identity.js';
 import { IkReplayCache } from '../session/handshake-ik.js';
 import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
@@ -67,6 +67,9 @@ function remember(map: Map<string, number>, key: string): void {
   map.set(key, Date.now());
   if (map.size > MAX_REMEMBERED_PEERS) map.delete(map.keys().next().value!);
 }
+
+/** Techniques a first attempt is never dropped from while they run (see #behindGathering's checkpoint 2). */
+const HARD_PUNCHES: readonly TechniqueName[] = ['predict', 'birthday', 'double-random'];
 
 /** Added to a sequential listener's two round trips to the server before a second introduction (its refresh). */
 const LISTENER_REFRESH_MARGIN_MS = 50;
@@ -417,11 +420,14 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const drop = new AbortController();
     const startedAt = Date.now();
     let firstStartedAt = startedAt;
-    const startFirst = () => {
+    /** Our side as the first attempt plans it: as the CONNECT showed it, or as measured when it waited for that. */
+    let firstView = sentView;
+    const startFirst = (view: NatView) => {
       firstStartedAt = Date.now();
-      return settle(attempt(first, { localView: sentView, signal: AbortSignal.any([signal, drop.signal]) }));
+      firstView = view;
+      return settle(attempt(first, { localView: view, signal: AbortSignal.any([signal, drop.signal]) }));
     };
-    let outcome = waitFirst ? null : startFirst();
+    let outcome = waitFirst ? null : startFirst(sentView);
     const sentPlan = () => planFor(planInput, sentView).plan;
     const fullPlan = () => planFor(planInput, this.#local.natView()).plan;
     // Checkpoint 1: the NAT measurement.
@@ -438,12 +444,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     // our NAT as measured, sending nothing.
     if (!outcome && fullPlan().steps.length === 0) return attempt(first);
     if (!needsNewIntroduction(sentPlan(), fullPlan(), early !== null || viaTcp)) {
-      outcome ??= startFirst();
+      // The peer's plan (from the view the CONNECT gave it) has everything ours needs: no second introduction. A
+      // first attempt that waited for the measurement plans from it (e.g. a cone facing a random listener: the
+      // birthday, planner.ts birthdayWithUnmeasured; the listener aims at the address the CONNECT came from).
+      outcome ??= startFirst(this.#local.natView());
+      const firstPlan = planFor(planInput, firstView).plan;
       // Checkpoint 2: everything gathered (TCP port, our relay): a way the first attempt lacks, while it has not won
-      // (e.g. UDP between the peers dropped, TCP open).
-      const done = await Promise.race([outcome, this.#local.whenGathered(signal).then(() => null)]);
+      // (e.g. UDP between the peers dropped, TCP open). A hard punch under way is not dropped for it (its sockets
+      // and probes would be spent for nothing): only when it fails does a second introduction bring the rest.
+      let done = await Promise.race([outcome, this.#local.whenGathered(signal).then(() => null)]);
+      if (done === null && !signal.aborted && firstPlan.steps.some((s) => HARD_PUNCHES.includes(s.technique)))
+        done = await outcome;
       if (done && 'session' in done) return done.session;
-      if (signal.aborted || refused(done) || !needsNewIntroduction(sentPlan(), fullPlan(), true))
+      if (signal.aborted || refused(done) || !needsNewIntroduction(firstPlan, fullPlan(), true))
         return unsettle(done ?? (await outcome));
     }
     if (outcome) {

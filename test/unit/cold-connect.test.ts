@@ -7,7 +7,7 @@ import { connect, listen } from '../../src/natpunch.js';
 import { UdxEndpoint } from '../../src/net/udx.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { MessageType } from '../../src/wire/rendezvous.js';
-import { needsNewIntroduction } from '../../src/endpoint/attempt.js';
+import { ikTechnique, needsNewIntroduction } from '../../src/endpoint/attempt.js';
 import type { Plan, PlanStep } from '../../src/traversal/planner.js';
 
 const LOOP = { address: '127.0.0.1' };
@@ -74,4 +74,14 @@ test('introduced again only for a hard punch the first plan lacks, or for any ch
   const checksThenRelay: Plan = { steps: [step('udp-checks'), { ...step('relay'), holdMs: 1500 }], skipped: [] };
   assert.equal(needsNewIntroduction(checksThenRelay, relayAt(0), false), true, 'no direct path: relay at once');
   assert.equal(needsNewIntroduction(relayAt(0), relayAt(0), false), false);
+});
+
+test('the initiator carries Noise IK on one technique: the birthday when it starts at once, else the one at 0', () => {
+  const at = (technique: PlanStep['technique'], holdMs: number): PlanStep => ({ ...step(technique), holdMs });
+  const p = (...steps: PlanStep[]): Plan => ({ steps, skipped: [] });
+  assert.equal(ikTechnique(p(at('udp-checks', 0), at('birthday', 0), at('relay', 4000))), 'birthday');
+  assert.equal(ikTechnique(p(at('udp-checks', 0), at('birthday', 300))), 'udp-checks');
+  assert.equal(ikTechnique(p(at('predict', 0), at('tcp', 2500))), 'predict');
+  assert.equal(ikTechnique(p(at('mapped', 0))), 'mapped');
+  assert.equal(ikTechnique(p(at('relay', 0))), null);
 });

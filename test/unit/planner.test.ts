@@ -49,13 +49,27 @@ test('sequential with a cone or sequential: prediction replaces the checks; TCP 
   assert.deepEqual(steps(view('sequential'), view('sequential')), ['predict@0', `relay@${RELAY_HOLD_HARD_MS}`]);
 });
 
-test('random with a cone: checks first, birthday after its hold-back', () => {
+test('random with a cone: the checks and the birthday side by side (most cones filter by address and port)', () => {
+  assert.equal(BIRTHDAY_HOLD_MS, 0);
   assert.deepEqual(steps(view('random'), view('cone')), [
     'udp-checks@0',
     `birthday@${BIRTHDAY_HOLD_MS}`,
     'tcp@0',
     `relay@${RELAY_HOLD_HARD_MS}`,
   ]);
+});
+
+test('random with an unmeasured side (a cold connector): the birthday aims at its reflexive address, both ways', () => {
+  const expected = ['udp-checks@0', `birthday@${BIRTHDAY_HOLD_MS}`, `relay@${RELAY_HOLD_HARD_MS}`];
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false })), expected);
+  assert.deepEqual(steps(view('unknown', { tcp: false }), view('random')), expected, 'the same plan on both sides');
+  // Not without UDP on both sides, not with the hard punch off, and never for two unmeasured sides.
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false, udp: false })), ['udp-checks@0', 'relay@0']);
+  assert.ok(
+    !steps(view('random'), view('unknown'), { ...ALL_ON, hardNat: false }).some((s) => s.startsWith('birthday')),
+  );
+  assert.ok(!steps(view('unknown'), view('unknown')).some((s) => s.startsWith('birthday')));
+  assert.ok(!steps(view('unknown'), view('cone')).some((s) => s.startsWith('birthday')));
 });
 
 test('random with random or sequential: the relay at once; a budget makes double-random a direct technique', () => {
