@@ -137,7 +137,7 @@ function progress(a: AttemptInput, p: Progress): void {
 
 /** What both sides plan for `localView` ↔ the peer's candidates (the first step of runAttempt). */
 export function planFor(
-  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques'>,
+  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques' | 'role'>,
   localView: NatView = a.local.natView(),
 ): { plan: Plan; sw: PlanSwitches; remoteNat: NatView; advert: ReturnType<typeof advertFromCandidates>['advert'] } {
   const { advert, rest } = advertFromCandidates(a.remote);
@@ -147,6 +147,7 @@ export function planFor(
     budget: Boolean(a.techniques.hardNat?.budget),
     relay: a.techniques.relay !== null,
     transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
+    initiator: a.role === 'initiator' ? 'local' : 'remote',
   };
   return { plan: makePlan(localView, remoteNat, sw), sw, remoteNat, advert };
 }

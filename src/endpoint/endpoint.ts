@@ -68,6 +68,24 @@ function remember(map: Map<string, number>, key: string): void {
   if (map.size > MAX_REMEMBERED_PEERS) map.delete(map.keys().next().value!);
 }
 
+/** The public address an introduction shows for the peer (its server-reflexive UDP candidate, or its advert's). */
+function reflexiveAddress(candidates: readonly Candidate[]): string | null {
+  const { advert, rest } = advertFromCandidates(candidates);
+  return rest.find((c) => c.type === 'srflx' && c.transport === 'udp')?.address ?? advert?.address ?? null;
+}
+
+/** A cold connect's introductions after the first, at most (the first attempt's plus these, bounded by timeoutMs). */
+export const MAX_REINTRODUCTIONS = 3;
+/** Wait before introducing again after a failed attempt, doubled each time (RFC 8489 §6.2.1 style backoff). */
+const REINTRODUCTION_BACKOFF_MS = 250;
+
+/** An attempt that failed for want of packets (punch, handshake timeout), not because the peer said no or proved
+ *  another key: worth another introduction. */
+function transient(err: unknown): boolean {
+  if (isNatpunchError(err, 'PUNCH_FAILED')) return true;
+  return isNatpunchError(err, 'HANDSHAKE_FAILED') && !/proved/.test(err.message);
+}
+
 /** Techniques a first attempt is never dropped from while they run (see #behindGathering's checkpoint 2). */
 const HARD_PUNCHES: readonly TechniqueName[] = ['predict', 'birthday', 'double-random'];
 
@@ -157,6 +175,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly #incoming = new Set<Session>();
   readonly #outgoing = new Set<Session>();
   readonly #attempts = new Set<AbortController>();
+  /** Incoming attempts whose connector had not measured its NAT (a cold connect's first introduction), by peer: a
+   *  later introduction of that peer with its NAT measured supersedes them (see acceptOffer). */
+  readonly #unmeasuredAttempts = new Map<
+    string,
+    Set<{ ac: AbortController; address: string | null; superseded: boolean }>
+  >();
   /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
   readonly #ikReplay: IkReplayCache;
   /** When each peer's latest incoming session came (bounded): an attempt of that peer's that fails after it was
@@ -413,7 +437,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     again: () => Promise<ConnectOfferLike>,
     signal: AbortSignal,
   ): Promise<Session> {
-    const planInput = { remote: first.candidates, local: this.#local, techniques: this.#techniques };
+    const planInput = {
+      remote: first.candidates,
+      local: this.#local,
+      techniques: this.#techniques,
+      role: 'initiator' as const,
+    };
     const viaTcp = first.via === 'tcp';
     const peerKind = planFor(planInput, sentView).remoteNat.kind;
     const waitFirst = viaTcp || peerKind === 'sequential' || peerKind === 'random';
@@ -485,8 +514,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const wait = startedAt + 2 * introductionMs + LISTENER_REFRESH_MARGIN_MS - Date.now();
       if (wait > 0) await sleep(wait, signal);
     }
-    await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-    return attempt(await again(), { punchOnOwnSocket: outcome !== null && sequential });
+    // The second introduction, retried like a lost request (RFC 8489 §6.2.1: a bounded count, doubling waits): the
+    // CONNECT and its offer are retransmitted by the rendezvous client and server, but the attempt they start can
+    // still die of loss (a relay handshake that ran out of time, a punch whose probes were lost) with most of the
+    // connect's time left; one more introduction then starts everything afresh.
+    for (let n = 0; ; n++) {
+      await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+      const r = await settle(attempt(await again(), { punchOnOwnSocket: (outcome !== null || n > 0) && sequential }));
+      if ('session' in r) return r.session;
+      if (n + 1 >= MAX_REINTRODUCTIONS || signal.aborted || !transient(r.error)) throw r.error;
+      this.#logger.info({ err: (r.error as Error).message, again: n + 1 }, 'introduced again after a failed attempt');
+      await sleep(REINTRODUCTION_BACKOFF_MS * 2 ** n, signal);
+    }
   }
 
   /** Re-establishes a UDP path through the rendezvous when the session's dies (NAT rebinding): a fresh introduction
@@ -552,6 +591,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     });
     const ac = new AbortController();
     this.#attempts.add(ac);
+    // A cold connector introduced again with its NAT measured dropped its first attempt before it asked
+    // (#behindGathering), so ours for that introduction is superseded: stopped now, or its techniques would keep
+    // running beside the new attempt's — its relay step (held back 4 s) would take the relay's route to the peer
+    // from under the new attempt's relay handshake, its birthday would hold 256 sockets for nothing.
+    const address = reflexiveAddress(offer.candidates);
+    if (!unmeasured) this.#supersede(peer, address);
+    const mine = { ac, address, superseded: false };
+    if (unmeasured) {
+      const set = this.#unmeasuredAttempts.get(peer) ?? new Set();
+      set.add(mine);
+      this.#unmeasuredAttempts.set(peer, set);
+    }
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     const attemptStart = Date.now();
     try {
@@ -590,7 +641,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const resumed =
         [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) &&
         isNatpunchError(err, 'HANDSHAKE_FAILED');
-      const superseded = (this.#lastSessionAt.get(peer) ?? 0) >= attemptStart;
+      const superseded = (this.#lastSessionAt.get(peer) ?? 0) >= attemptStart || mine.superseded;
       this.#logger.info(
         { peer, err: (err as Error).message },
         resumed ? 'resume punch finished' : superseded ? 'superseded attempt ended' : 'incoming connection failed',
@@ -600,8 +651,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     } finally {
       dispose();
       this.#attempts.delete(ac);
+      const set = this.#unmeasuredAttempts.get(peer);
+      if (set?.delete(mine) && set.size === 0) this.#unmeasuredAttempts.delete(peer);
       this.#refreshAfterAttempt();
     }
+  }
+
+  /** Stops the attempts of `peer` from an unmeasured introduction from the same public address (acceptOffer). */
+  #supersede(peer: string, address: string | null): void {
+    const set = this.#unmeasuredAttempts.get(peer);
+    if (!set) return;
+    for (const a of set) {
+      if (a.address !== address) continue;
+      a.superseded = true;
+      a.ac.abort(new NatpunchError('ABORTED', 'the peer was introduced again, with its NAT measured'));
+      set.delete(a);
+    }
+    if (set.size === 0) this.#unmeasuredAttempts.delete(peer);
   }
 
   /** Closes every session, the registration, the mapping, the relay allocation and the socket (if it owns it). */

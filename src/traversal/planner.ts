@@ -96,6 +96,11 @@ export interface PlanSwitches {
   icmp?: boolean;
   /** The rendezvous answered (an introduction is in hand). Default true; false: only 'icmp' can run. */
   rendezvous?: boolean;
+  /**
+   * Which side asked for the introduction (the connector). An unmeasured connector is usually a cold one still
+   * measuring (see birthdayWithUnmeasured); an unmeasured listener never measured. Default: not known.
+   */
+  initiator?: 'local' | 'remote';
 }
 
 export const ALL_ON: PlanSwitches = { hardNat: true, budget: false, relay: true, transport: 'auto' };
@@ -148,7 +153,7 @@ export function applies(
     case 'birthday':
     case 'double-random': {
       if (!sw.hardNat) return { skip: 'turned off (--no-hard-nat)' };
-      if (technique === 'birthday' && birthdayWithUnmeasured(local, remote)) return true;
+      if (technique === 'birthday' && birthdayWithUnmeasured(local, remote, sw)) return true;
       if (local.kind === 'unknown' || remote.kind === 'unknown')
         return { skip: `${local.kind === 'unknown' ? 'our' : "the peer's"} NAT was not measured` };
       const t = hardTechnique(local.kind, remote.kind, sw.budget);
@@ -168,15 +173,17 @@ export function applies(
 }
 
 /**
- * random ↔ a side that has not measured its NAT (a cold connector is introduced before its measurement is in): the
- * birthday runs as if that side were a cone at its server-reflexive address. The random side opens its sockets
- * toward that address; the unmeasured side sprays once its measurement says cone (or never measured). So the pair
- * most NATs make with a random one needs no second introduction (src/endpoint/endpoint.ts). Both sides need UDP.
+ * A random listener ↔ a connector that had not measured its NAT when it asked (a cold connector is introduced before
+ * its measurement is in): the birthday runs as if the connector were a cone at its server-reflexive address. The
+ * listener opens its sockets toward that address; the connector sprays once its measurement says cone. So the pair
+ * most NATs make with a random one needs no second introduction (src/endpoint/endpoint.ts). Not the other way
+ * round: an unmeasured listener never measured, and would not take part. Both sides need UDP.
  */
-export function birthdayWithUnmeasured(local: NatView, remote: NatView): boolean {
+export function birthdayWithUnmeasured(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON): boolean {
   if (!local.udp || !remote.udp) return false;
   return (
-    (local.kind === 'random' && remote.kind === 'unknown') || (local.kind === 'unknown' && remote.kind === 'random')
+    (local.kind === 'random' && remote.kind === 'unknown' && sw.initiator === 'remote') ||
+    (local.kind === 'unknown' && remote.kind === 'random' && sw.initiator === 'local')
   );
 }
 

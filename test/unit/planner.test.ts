@@ -59,17 +59,24 @@ test('random with a cone: the checks and the birthday side by side (most cones f
   ]);
 });
 
-test('random with an unmeasured side (a cold connector): the birthday aims at its reflexive address, both ways', () => {
+test('a random listener with an unmeasured connector (a cold one): the birthday aims at its reflexive address', () => {
   const expected = ['udp-checks@0', `birthday@${BIRTHDAY_HOLD_MS}`, `relay@${RELAY_HOLD_HARD_MS}`];
-  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false })), expected);
-  assert.deepEqual(steps(view('unknown', { tcp: false }), view('random')), expected, 'the same plan on both sides');
+  const listener = { ...ALL_ON, initiator: 'remote' as const };
+  const connector = { ...ALL_ON, initiator: 'local' as const };
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false }), listener), expected);
+  assert.deepEqual(steps(view('unknown', { tcp: false }), view('random'), connector), expected, 'the same plan');
+  // An unmeasured listener never measured (it would not spray): a random connector does not count on it.
+  const plain = ['udp-checks@0', `relay@${RELAY_HOLD_MS}`];
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false }), connector), plain);
+  assert.deepEqual(steps(view('unknown', { tcp: false }), view('random'), listener), plain, 'the same plan');
   // Not without UDP on both sides, not with the hard punch off, and never for two unmeasured sides.
-  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false, udp: false })), ['udp-checks@0', 'relay@0']);
-  assert.ok(
-    !steps(view('random'), view('unknown'), { ...ALL_ON, hardNat: false }).some((s) => s.startsWith('birthday')),
-  );
-  assert.ok(!steps(view('unknown'), view('unknown')).some((s) => s.startsWith('birthday')));
-  assert.ok(!steps(view('unknown'), view('cone')).some((s) => s.startsWith('birthday')));
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false, udp: false }), listener), [
+    'udp-checks@0',
+    'relay@0',
+  ]);
+  assert.ok(!steps(view('random'), view('unknown'), { ...listener, hardNat: false }).some((s) => s.startsWith('bi')));
+  assert.ok(!steps(view('unknown'), view('unknown'), listener).some((s) => s.startsWith('birthday')));
+  assert.ok(!steps(view('unknown'), view('cone'), connector).some((s) => s.startsWith('birthday')));
 });
 
 test('random with random or sequential: the relay at once; a budget makes double-random a direct technique', () => {
