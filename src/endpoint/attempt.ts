@@ -73,6 +73,8 @@ export interface AttemptInput {
   logger: Logger;
   progress: (p: Progress) => void;
   signal: AbortSignal;
+  /** A technique found a working path and runs its handshake (race.ts onClaim). */
+  onClaim?: () => void;
 }
 
 /** The rendezvous as the channel of STUNT #1 / NATBlaster offers for one connection (null: it cannot carry them). */
@@ -365,6 +367,7 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       },
       signal: a.signal,
       advice: advice(localNat, remoteNat, p, sw),
+      ...(a.onClaim ? { onClaim: a.onClaim } : {}),
     });
   } catch (err) {
     // An attempt its caller dropped (e.g. introduced again) did not fail: nothing to report.

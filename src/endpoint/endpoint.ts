@@ -98,6 +98,7 @@ interface EarlyAttemptOptions {
   localView?: NatView;
   signal?: AbortSignal;
   punchOnOwnSocket?: boolean;
+  onClaim?: () => void;
 }
 
 /** A promise's outcome as a value (so racing it never leaves a rejection unhandled). */
@@ -371,6 +372,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             local: this.#local,
             ...(o.localView ? { localView: o.localView } : {}),
             ...(o.punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
+            ...(o.onClaim ? { onClaim: o.onClaim } : {}),
             keyPair: this.#options.keyPair,
             ...(this.#options.natType ? { natType: this.#options.natType } : {}),
             techniques: this.#techniques,
@@ -451,10 +453,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     let firstStartedAt = startedAt;
     /** Our side as the first attempt plans it: as the CONNECT showed it, or as measured when it waited for that. */
     let firstView = sentView;
+    /** The first attempt found a path and runs its handshake: the listener may already hold its session. */
+    let firstClaimed = false;
     const startFirst = (view: NatView) => {
       firstStartedAt = Date.now();
       firstView = view;
-      return settle(attempt(first, { localView: view, signal: AbortSignal.any([signal, drop.signal]) }));
+      return settle(
+        attempt(first, {
+          localView: view,
+          signal: AbortSignal.any([signal, drop.signal]),
+          onClaim: () => (firstClaimed = true),
+        }),
+      );
     };
     let outcome = waitFirst ? null : startFirst(sentView);
     const sentPlan = () => planFor(planInput, sentView).plan;
@@ -501,6 +511,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             ])
           : null;
       if (won && 'session' in won) return won.session;
+      // A first attempt whose technique already found a path and runs its handshake is not dropped: the listener
+      // may already hold the session (XX completes there one message before here), and dropping it would leave the
+      // listener a session nobody uses while we build another. It ends on its own, either way, within its bounds.
+      const settled = firstClaimed && !won ? await outcome : won;
+      if (settled && 'session' in settled) return settled.session;
+      if (refused(settled)) throw settled.error;
       drop.abort(new NatpunchError('ABORTED', 'introduced again, with our NAT measured'));
       // One owner: a session the dropped attempt still completes is closed here, never handed out.
       void outcome.then((r) => ('session' in r ? r.session.close().catch(() => {}) : undefined));
