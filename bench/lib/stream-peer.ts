@@ -128,9 +128,12 @@ if (kind === 'tcp') {
     const server = net.createServer((s) => receive(s, exit));
     server.listen(PORT, HOST, () => emit('ready'));
   } else {
+    const t0 = performance.now();
     const s = net.connect(PORT, HOST);
     s.setNoDelay(true);
     await new Promise((r) => s.once('connect', r));
+    // The three-way handshake's round trip: shows the lab link's delay held for this run.
+    emit('path', { kind: 'tcp', connectMs: performance.now() - t0 });
     await send(s);
   }
 } else if (kind === 'secretstream') {
