@@ -14,6 +14,7 @@ import type { LabProcess } from '../src/lab/proc.js';
 import { BENCH_DIR, NATPUNCH_BIN } from './lib/harness.js';
 import { ensureBuilt } from './lib/build.js';
 import { machine, median, ratios, writeResults } from './lib/report.js';
+import { socketBufferCaps } from './lib/socket-caps.js';
 
 const skip = labUnavailableReason();
 if (skip) {
@@ -26,13 +27,14 @@ const RTT_MS = Number(process.env.BENCH_LINK_RTT_MS ?? 40);
 const BYTES = Number(process.env.BENCH_STREAM_LAB_BYTES ?? 64 * 1024 * 1024);
 const RUNS = Number(process.env.BENCH_STREAM_LAB_RUNS ?? process.env.BENCH_RUNS ?? 5);
 const RDV_PORT = 3478;
-const ALL_KINDS = ['tcp', 'secretstream', 'natpunch'] as const;
+/** secretstream-buf: secret-stream with natpunch's socket buffers (see bench/stream.bench.ts). */
+const ALL_KINDS = ['tcp', 'secretstream', 'secretstream-buf', 'natpunch'] as const;
 type Kind = (typeof ALL_KINDS)[number];
 const KINDS: readonly Kind[] = process.env.BENCH_STREAM_LAB_KINDS
   ? (process.env.BENCH_STREAM_LAB_KINDS.split(',') as Kind[])
   : ALL_KINDS;
 /** One port per stack, so nothing of one run (a TIME_WAIT, a NAT mapping) can touch the next stack's run. */
-const PORT: Record<Kind, number> = { tcp: 4001, secretstream: 4002, natpunch: 4003 };
+const PORT: Record<Kind, number> = { tcp: 4001, secretstream: 4002, 'secretstream-buf': 4004, natpunch: 4003 };
 /** A transfer at a tenth of the link rate still finishes within this. */
 const TRANSFER_TIMEOUT_MS = Math.max(60_000, ((BYTES * 8) / (MBIT * 1e6)) * 10 * 1000);
 
@@ -94,7 +96,7 @@ try {
                 .next((m) => m.event === 'sender-udx', { timeoutMs: 10_000 })
                 .catch(() => null)) as Msg | null);
         const path =
-          kind === 'secretstream'
+          kind === 'secretstream' || kind === 'secretstream-buf'
             ? null
             : ((await send.next((m) => m.event === 'path', { timeoutMs: 1_000 }).catch(() => null)) as Msg | null);
         return {
@@ -131,6 +133,7 @@ try {
     mbitPerSecond: Object.fromEntries(KINDS.map((k) => [k, median(of(k))])),
     natpunchVsTcp: ratios(of('natpunch'), of('tcp')),
     natpunchVsSecretstream: ratios(of('natpunch'), of('secretstream')),
+    natpunchVsSecretstreamBuf: ratios(of('natpunch'), of('secretstream-buf')),
     secretstreamVsTcp: ratios(of('secretstream'), of('tcp')),
     /** The link as each run saw it: TCP's connect time (one RTT), UDX's smoothed RTT and MTU, retransmits. */
     tcpConnectMs: runs.filter((r) => r.kind === 'tcp').map((r) => r.connectMs),
@@ -153,7 +156,7 @@ try {
   writeResults('stream-lab', {
     title: `Stream throughput over the NAT lab's ${MBIT} Mbit/s, ${RTT_MS} ms RTT link: natpunch vs TCP vs secret-stream over UDX (interleaved)`,
     start: t0,
-    config: { bytes: BYTES, runs: RUNS, mbit: MBIT, rttMs: RTT_MS, kinds: KINDS },
+    config: { bytes: BYTES, runs: RUNS, mbit: MBIT, rttMs: RTT_MS, kinds: KINDS, socketBufferCaps: socketBufferCaps() },
     summary,
     runs,
     table: [
@@ -168,6 +171,7 @@ try {
       ]),
       ratioRow('natpunch / tcp', summary.natpunchVsTcp),
       ratioRow('natpunch / secretstream', summary.natpunchVsSecretstream),
+      ratioRow('natpunch / secretstream-buf', summary.natpunchVsSecretstreamBuf),
       ratioRow('secretstream / tcp', summary.secretstreamVsTcp),
     ],
     notes: [

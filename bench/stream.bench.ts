@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, stopPid, waitFor } from './lib/harness.js';
 import { ensureBuilt } from './lib/build.js';
 import { machine, median, ratios, writeResults } from './lib/report.js';
+import { socketBufferCaps } from './lib/socket-caps.js';
+import { SOCKET_BUFFER_BYTES } from '../src/net/udx.js';
 
 /**
  * 256 MiB per transfer (2–3 s on loopback) and 9 interleaved runs: with 128 MiB and 5 runs the pairwise ratios
@@ -18,9 +20,13 @@ const BYTES = Number(process.env.BENCH_STREAM_BYTES ?? 256 * 1024 * 1024);
 const RUNS = Number(process.env.BENCH_STREAM_RUNS ?? process.env.BENCH_RUNS ?? 9);
 const PORT = 4000;
 const RDV_PORT = 3478;
-const ALL_KINDS = ['tcp', 'secretstream', 'natpunch'] as const;
+/**
+ * secretstream: hyperdht's stack as hyperdht configures it (the kernel's default socket buffers); secretstream-buf:
+ * the same with natpunch's 4 MiB socket buffers, so the table shows what of natpunch's lead is its buffers.
+ */
+const ALL_KINDS = ['tcp', 'secretstream', 'secretstream-buf', 'natpunch'] as const;
 type Kind = (typeof ALL_KINDS)[number];
-/** BENCH_STREAM_KINDS=natpunch,secretstream runs a subset (profiling); the default is all three, interleaved. */
+/** BENCH_STREAM_KINDS=natpunch,secretstream runs a subset (profiling); the default is all four, interleaved. */
 const KINDS: readonly Kind[] = process.env.BENCH_STREAM_KINDS
   ? (process.env.BENCH_STREAM_KINDS.split(',') as Kind[])
   : ALL_KINDS;
@@ -134,6 +140,7 @@ async function main(): Promise<void> {
     receiverCpuSecondsPerGiB: Object.fromEntries(KINDS.map((k) => [k, cpuPerGiB(k, 'receiverCpuSeconds')])),
     senderCpuSecondsPerGiB: Object.fromEntries(KINDS.map((k) => [k, cpuPerGiB(k, 'senderCpuSeconds')])),
     natpunchVsSecretstream: ratios(of('natpunch'), of('secretstream')),
+    natpunchVsSecretstreamBuf: ratios(of('natpunch'), of('secretstream-buf')),
     natpunchVsTcp: ratios(of('natpunch'), of('tcp')),
     /** Retransmitted UDX packets per run (loss in the receiver's socket buffer): what makes single runs jump. */
     senderRetransmits: Object.fromEntries(
@@ -144,10 +151,17 @@ async function main(): Promise<void> {
     ),
   };
   const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+  const ratioRow = (name: string, r: ReturnType<typeof ratios>) => [
+    name,
+    `${f(r.median)} (${f(r.min)}–${f(r.max)})`,
+    r.pairs.map((x) => f(x)).join(', '),
+    '',
+    '',
+  ];
   writeResults('stream', {
     title: 'Stream throughput on loopback, two processes: natpunch vs secret-stream over UDX vs TCP (interleaved)',
     start,
-    config: { bytes: BYTES, runs: RUNS, cores: CORES },
+    config: { bytes: BYTES, runs: RUNS, cores: CORES, kinds: KINDS, socketBufferCaps: socketBufferCaps() },
     summary,
     runs,
     table: [
@@ -161,24 +175,14 @@ async function main(): Promise<void> {
         `${f(summary.receiverCpuSecondsPerGiB[k]!)} / ${f(summary.senderCpuSecondsPerGiB[k]!)}`,
         (summary.senderRetransmits[k] ?? []).map((x) => (x === null ? '—' : String(x))).join(', '),
       ]),
-      [
-        'natpunch / secretstream',
-        `${f(summary.natpunchVsSecretstream.median)} (${f(summary.natpunchVsSecretstream.min)}–${f(summary.natpunchVsSecretstream.max)})`,
-        summary.natpunchVsSecretstream.pairs.map((x) => f(x)).join(', '),
-        '',
-        '',
-      ],
-      [
-        'natpunch / tcp',
-        `${f(summary.natpunchVsTcp.median)} (${f(summary.natpunchVsTcp.min)}–${f(summary.natpunchVsTcp.max)})`,
-        summary.natpunchVsTcp.pairs.map((x) => f(x)).join(', '),
-        '',
-        '',
-      ],
+      ratioRow('natpunch / secretstream', summary.natpunchVsSecretstream),
+      ratioRow('natpunch / secretstream-buf', summary.natpunchVsSecretstreamBuf),
+      ratioRow('natpunch / tcp', summary.natpunchVsTcp),
     ],
     notes: [
       `${BYTES / 1024 / 1024} MiB per run in 64 KiB writes; Mbit/s from the receiver's first to last byte; receiver on core ${CORES.server1}, sender on core ${CORES.load}.`,
       'Ratios are pairwise (run i of each stack), median and min–max.',
+      `secretstream runs with the kernel's default socket buffers (as hyperdht leaves them); secretstream-buf with natpunch's (${SOCKET_BUFFER_BYTES / 1024 / 1024} MiB requested, capped by net.core.rmem_max/wmem_max): natpunch / secretstream-buf is the comparison of the stacks alone.`,
       "CPU per GiB: the receiver's process CPU from its first to last byte; the sender's from its first write until its last write was accepted (what it still retransmits after that is not counted). Both include every thread of the process (garbage collection helpers too).",
     ],
   });

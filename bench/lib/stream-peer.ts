@@ -1,10 +1,12 @@
 // One end of a bulk transfer for bench/stream.bench.ts (loopback) and bench/stream-lab.bench.ts (NAT lab), in its own
 // process:
 //
-//   stream-peer recv|send tcp|secretstream|natpunch <port> <bytes> <rendezvous-port> [<host> [<rendezvous-host>]]
+//   stream-peer recv|send tcp|secretstream|secretstream-buf|natpunch <port> <bytes> <rendezvous-port> [<host> [<rendezvous-host>]]
 //
 // tcp: a plain TCP connection. secretstream: hyperdht's stack, @hyperswarm/secret-stream over a udx-native stream
-// (the same libraries natpunch's session uses underneath). natpunch: natpunch.listen()/connect() through a rendezvous
+// (the same libraries natpunch's session uses underneath), with the kernel's default socket buffers as hyperdht
+// leaves them; secretstream-buf: the same with natpunch's socket buffers (SOCKET_BUFFER_BYTES), to tell what of a
+// difference is the buffers and what the stacks. natpunch: natpunch.listen()/connect() through a rendezvous
 // at <rendezvous-host>:<rendezvous-port>, one MuxStream. <host> is the receiver's address (default 127.0.0.1): the
 // receiver binds it, the sender connects to it. Output is JSON lines: the receiver prints {"event":"ready"} when it
 // can be connected to, then {"event":"result"} (bytes, seconds from first to last byte, Mbit/s, its CPU seconds, the
@@ -15,6 +17,7 @@ import { createRequire } from 'node:module';
 import { connect, listen } from '../../src/natpunch.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import type { MuxStream } from '../../src/session/mux.js';
+import { SOCKET_BUFFER_BYTES } from '../../src/net/udx.js';
 
 const require = createRequire(import.meta.url);
 
@@ -136,13 +139,19 @@ if (kind === 'tcp') {
     emit('path', { kind: 'tcp', connectMs: performance.now() - t0 });
     await send(s);
   }
-} else if (kind === 'secretstream') {
+} else if (kind === 'secretstream' || kind === 'secretstream-buf') {
   const UDX = require('udx-native');
   const SecretStream = require('@hyperswarm/secret-stream');
   const udx = new UDX();
   const socket = udx.createSocket();
+  const buffers = () => {
+    if (kind !== 'secretstream-buf') return;
+    socket.setRecvBufferSize(SOCKET_BUFFER_BYTES);
+    socket.setSendBufferSize(SOCKET_BUFFER_BYTES);
+  };
   if (role === 'recv') {
     socket.bind(PORT, HOST);
+    buffers();
     // Connects itself to whoever sends the first packet for stream id 1 (as hyperdht's holepuncher does).
     const raw = udx.createStream(1, {
       firewall: (sock: unknown, port: number, host: string) => {
@@ -157,6 +166,7 @@ if (kind === 'tcp') {
     emit('ready');
   } else {
     socket.bind(0, HOST === '127.0.0.1' ? HOST : '0.0.0.0');
+    buffers();
     const raw = udx.createStream(2);
     raw.connect(socket, 1, PORT, HOST);
     const ss = new SecretStream(true, raw, { keyPair: { publicKey: SENDER.publicKey, secretKey: SENDER.secretKey } });
