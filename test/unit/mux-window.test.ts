@@ -130,3 +130,62 @@ test("the session's window growth is bounded across streams, and a BLOCKED ahead
   assert.ok(streams[2]!.receiveWindow < MAX_STREAM_WINDOW, 'the last stream found the budget spent');
   mux.closeAll();
 });
+
+test('a path change after the window grew: the frames lost with the old path are resent, nothing is lost or doubled', async () => {
+  const window = 64 * 1024;
+  // One link whose frames in flight die with it (generation), down while the "new path" is being set up.
+  let gen = 0;
+  let up = true;
+  const sinkTo = (peer: () => Mux): FrameSink => ({
+    writeFrame: (f) => {
+      if (!up) return true; // written to a transport that is already dead
+      const copy = Buffer.from(f);
+      const sentOn = gen;
+      setTimeout(() => {
+        if (sentOn === gen) peer().onFrame(copy);
+      }, 5);
+      return true;
+    },
+    waitDrain: async () => {},
+    closed: false,
+  });
+  const a: Mux = new Mux(
+    sinkTo(() => b),
+    { isInitiator: true, window },
+  );
+  const b: Mux = new Mux(
+    sinkTo(() => a),
+    { isInitiator: false, window },
+  );
+  const incoming = once(b, 'stream') as Promise<[MuxStream]>;
+  const s = a.openStream();
+  const data = randomBytes(8 * 1024 * 1024);
+  s.end(data);
+  const [r] = await incoming;
+  const chunks: Buffer[] = [];
+  let got = 0;
+  r.on('data', (d: Buffer) => {
+    chunks.push(d);
+    got += d.length;
+  });
+  // Let the window grow past its start, then lose the path with data and grants in flight both ways.
+  while (r.receiveWindow < 4 * window) await new Promise((res) => setTimeout(res, 1));
+  // ... at a moment when DATA is on the wire (sent, not yet arrived): it dies with the path.
+  while (s.bytesSent <= r.bytesReceived + window) await new Promise((res) => setImmediate(res));
+  assert.ok(got < data.length, 'the path changes mid-transfer');
+  gen++;
+  up = false;
+  await new Promise((res) => setTimeout(res, 20)); // writers keep writing into the dead transport
+  up = true;
+  // The new transport: each side's RESUME first, as Session#completeSwap writes it.
+  const resumeA = a.beginResume();
+  const resumeB = b.beginResume();
+  sinkTo(() => b).writeFrame(resumeA);
+  sinkTo(() => a).writeFrame(resumeB);
+  await once(r, 'end');
+  const all = Buffer.concat(chunks);
+  assert.equal(all.length, data.length);
+  assert.equal(sha(all), sha(data));
+  a.closeAll();
+  b.closeAll();
+});
