@@ -117,17 +117,29 @@ test(
     const warnings: Error[] = [];
     const onWarning = (w: Error) => warnings.push(w);
     process.on('warning', onWarning);
+    const closers: Array<() => void> = [];
     const ac = new AbortController();
     let most = 0;
     const sample = setInterval(() => (most = Math.max(most, getEventListeners(ac.signal, 'abort').length)), 5);
     try {
-      // 24 candidates that answer every SYN with RST: each retries on its own loop (what a predicted window makes).
-      const candidates = Array.from({ length: 24 }, () => ({ address: LO, port: freePort() }));
+      // 24 candidates that answer every SYN with RST (bound, never listening, held for the whole test so no punch
+      // can take one of their ports and connect to itself): each retries on its own loop, as a predicted window does.
+      const native = loadAddon();
+      const held = Array.from({ length: 24 }, () => bindReusePort(LO, 0, native));
+      closers.push(() => held.forEach((fd) => native.close(fd)));
+      const candidates = held.map((fd) => ({ address: LO, port: native.getSockName(fd).port }));
+      const taken = new Set(candidates.map((c) => c.port));
+      const localPort = () => {
+        for (;;) {
+          const p = freePort();
+          if (!taken.has(p)) return p;
+        }
+      };
       for (let i = 0; i < 12; i++) {
         await assert.rejects(
           tcpPunch({
             localAddress: LO,
-            localPort: freePort(),
+            localPort: localPort(),
             candidates,
             role: 'controlling',
             timeoutMs: 150,
@@ -147,6 +159,7 @@ test(
     } finally {
       clearInterval(sample);
       process.off('warning', onWarning);
+      for (const close of closers) close();
     }
   },
 );
