@@ -608,9 +608,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     const ac = new AbortController();
     this.#attempts.add(ac);
     // A cold connector introduced again with its NAT measured dropped its first attempt before it asked
-    // (#behindGathering), so ours for that introduction is superseded: stopped now, or its techniques would keep
-    // running beside the new attempt's — its relay step (held back 4 s) would take the relay's route to the peer
-    // from under the new attempt's relay handshake, its birthday would hold 256 sockets for nothing.
+    // (#behindGathering), so ours for that introduction is superseded: stopped now. Left running, its techniques
+    // spend sockets and packets on an introduction nobody answers (the birthday's 256 sockets for 8 s) and run
+    // beside the new attempt's (under loss its relay step, held back 4 s, started in the middle of the new one).
     const address = reflexiveAddress(offer.candidates);
     if (!unmeasured) this.#supersede(peer, address);
     const mine = { ac, address, superseded: false };
