@@ -48,6 +48,13 @@ export const DEFAULT_INITIAL_RTO_MS = 250;
 export const DEFAULT_MAX_RTO_MS = 2_000;
 export const DEFAULT_MAX_TRANSMISSIONS = 4;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+/**
+ * When this many UDP transmissions of a request went unanswered (0 and 0.25 s: the next one leaves at 0.75 s), the
+ * same bytes also go over TCP, and whichever transport answers first wins: where UDP is blocked the answer comes
+ * after ~0.75 s and one TCP round trip instead of after the whole UDP schedule (3.75 s), in the spirit of Happy
+ * Eyeballs (RFC 8305 §5). The server sees one message twice, as it sees a UDP retransmission.
+ */
+export const TCP_HEDGE_AFTER_TRANSMISSIONS = 2;
 /** While registered over TCP, the first re-registration (which tries UDP first) comes this soon, then backs off. */
 export const TCP_REPROBE_INITIAL_MS = 1_000;
 /** Transmissions of a registration over UDP while on TCP, to notice UDP working again. */
@@ -185,7 +192,8 @@ export interface RendezvousClientEvents {
 
 interface Pending {
   via: 'udp' | 'tcp';
-  resolve: (msg: RendezvousMessage) => void;
+  /** `via`: the transport the answer came over (a UDP request hedged over TCP may be answered on either). */
+  resolve: (msg: RendezvousMessage, via: 'udp' | 'tcp') => void;
   reject: (err: unknown) => void;
 }
 
@@ -883,7 +891,17 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       await this.#resolveServer(t.signal);
       if (this.#mode === 'udp' || !this.#tcpFallback) {
         try {
-          return await this.#udpExchange(build, t.signal, this.#maxTx);
+          const res = await this.#udpExchange(
+            build,
+            t.signal,
+            this.#maxTx,
+            this.#tcpFallback ? TCP_HEDGE_AFTER_TRANSMISSIONS : Infinity,
+          );
+          if (res.via === 'tcp') {
+            if (this.#mode !== 'tcp') this.#log.info({ server: this.#server }, 'rendezvous: using TCP');
+            this.#mode = 'tcp';
+          }
+          return res;
         } catch (err) {
           if (!this.#tcpFallback || !isNatpunchError(err, 'TIMEOUT') || t.signal.aborted) throw err;
           this.#log.info({ server: this.#server }, 'rendezvous: no answer over UDP, trying TCP');
@@ -910,19 +928,43 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     }
   }
 
-  /** One request over UDP, retransmitted by the shared engine (src/stun/transaction.ts) on this client's timing. */
+  /**
+   * One request over UDP, retransmitted by the shared engine (src/stun/transaction.ts) on this client's timing; after
+   * `hedgeAfter` unanswered transmissions the same bytes also go over TCP (TCP_HEDGE_AFTER_TRANSMISSIONS), and the
+   * answer may come back over either.
+   */
   async #udpExchange(
     build: (requestId: number) => Buffer,
     signal: AbortSignal,
     maxTx: number,
-  ): Promise<{ msg: RendezvousMessage; via: 'udp'; rttMs?: number }> {
+    hedgeAfter = Infinity,
+  ): Promise<{ msg: RendezvousMessage; via: 'udp' | 'tcp'; rttMs?: number }> {
     const requestId = this.#newRequestId();
     const bytes = build(requestId);
     const ip = this.#serverIp!;
+    let answeredVia: 'udp' | 'tcp' = 'udp';
+    let hedged = false;
+    let sent = 0;
+    const send = () => {
+      this.#transport.send(bytes, this.#server.port, ip);
+      if (++sent <= hedgeAfter || hedged) return;
+      hedged = true;
+      this.#log.info({ server: this.#server }, 'rendezvous: no answer over UDP yet, trying TCP beside it');
+      // A TCP that cannot connect changes nothing: UDP goes on, and the caller falls back as before.
+      this.#tcpSocket(signal).then(
+        (socket) => {
+          if (!socket.destroyed && this.#pending.has(requestId)) socket.write(frameTcp(bytes));
+        },
+        () => {},
+      );
+    };
     // #pending routes the answer (#onMessage) and close() to the engine's transaction.
     this.#pending.set(requestId, {
       via: 'udp',
-      resolve: (msg) => this.#udpTransactions.resolve(requestId, msg),
+      resolve: (msg, via) => {
+        answeredVia = via;
+        this.#udpTransactions.resolve(requestId, msg);
+      },
       reject: (err) =>
         this.#udpTransactions.reject(
           requestId,
@@ -930,7 +972,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         ),
     });
     try {
-      const r = await this.#udpTransactions.run(requestId, () => this.#transport.send(bytes, this.#server.port, ip), {
+      const r = await this.#udpTransactions.run(requestId, send, {
         timing: { rtoMs: this.#rto, rc: maxTx, maxRtoMs: DEFAULT_MAX_RTO_MS },
         signal,
         timeoutError: (sent) =>
@@ -942,7 +984,10 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       // Karn (RFC 6298 §3): only an answer to a request sent once is an RTT sample.
       const rttMs = r.transmissions === 1 ? Math.round(r.rttMs) : undefined;
       if (rttMs !== undefined) this.#rtt = rttMs;
-      return rttMs === undefined ? { msg: r.answer, via: 'udp' } : { msg: r.answer, via: 'udp', rttMs };
+      // UDP answered after all, but a hedged connection stays open: the server may have taken the TCP copy last and
+      // push over it (it drops a peer's TCP channel when that connection closes); the next registration over UDP
+      // moves the server back to UDP, and close() ends the connection.
+      return rttMs === undefined ? { msg: r.answer, via: answeredVia } : { msg: r.answer, via: answeredVia, rttMs };
     } finally {
       this.#pending.delete(requestId);
     }
@@ -1145,7 +1190,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       msg.type === 'seq-offer-result' ||
       msg.type === 'ack'
     ) {
-      p.resolve(msg);
+      p.resolve(msg, via);
     }
   }
 

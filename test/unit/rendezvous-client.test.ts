@@ -96,6 +96,36 @@ test('UDP blocked: the client falls back to TCP, registers, and receives and sen
   }
 });
 
+test('UDP silent: TCP starts beside it after two unanswered transmissions, not after the whole UDP schedule', async () => {
+  const srv = await startServer();
+  const bag = new Bag();
+  // A UDP port that swallows requests and counts them (UDP blocked on the way back, as behind a UDP-blocking NAT).
+  const sink = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  let udpRequests = 0;
+  sink.onMessage(() => udpRequests++);
+  try {
+    const blocked = await bag.client(
+      { port: sink.address().port, tcpPort: srv.tcpPort },
+      // Sends at 0, 50, 150, 350, 750, 1550 ms, ... : the whole schedule would take seconds.
+      { name: 'walled', initialRtoMs: 50, maxTransmissions: 8 },
+    );
+    const reg = await blocked.register();
+    assert.equal(reg.via, 'tcp');
+    assert.equal(blocked.via, 'tcp');
+    assert.equal(srv.server.stats().tcpAccepted, 1);
+    // The hedge leaves with the third transmission; its answer comes long before the eighth.
+    assert.ok(udpRequests >= 3 && udpRequests < 8, `UDP requests before the TCP answer: ${udpRequests}`);
+    // Over TCP from now on: the next request goes there at once.
+    const before = udpRequests;
+    await blocked.lookup('walled');
+    assert.equal(udpRequests, before);
+  } finally {
+    sink.close();
+    await bag.close();
+    await srv.close();
+  }
+});
+
 test('when the TCP connection drops, a TCP client reconnects and re-registers by itself', async () => {
   const srv = await startServer({ refreshIntervalMs: 60_000 });
   const bag = new Bag();
