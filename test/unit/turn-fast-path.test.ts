@@ -1,0 +1,137 @@
+// The addon's TURN relay fast path (native/src/addon.cc, "TURN relay fast path"): once a channel is bound on
+// `natpunch serve`'s batched socket, its ChannelData and the peer's answers are forwarded without JavaScript. These
+// tests check, on real sockets, that what the fast path does is what RFC 8656 says the server does: data both ways,
+// byte-exact and in order, counted in the stats; a peer without a channel still gets Data indications; nothing is
+// relayed once the allocation is gone. The same tests pass without the addon (NATPUNCH_BATCHED_IO=0), where
+// JavaScript relays every packet.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { startServer } from '../../src/server/serve.js';
+import { BatchedUdpSocket } from '../../src/net/batched.js';
+import { NodeDatagramTransport } from '../../src/net/datagram.js';
+import { TurnClient } from '../../src/relay/client.js';
+import { UsersFileStore } from '../../src/relay/auth.js';
+
+async function udpSocket(): Promise<dgram.Socket> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  return s;
+}
+
+/** Resolves once `check()` holds (polled once per loop turn), or rejects after `ms`. */
+async function until(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+test('bound channel relayed both ways byte-exact and in order, counted; other peers get Data indications; nothing after the allocation is gone', async () => {
+  const handle = await startServer({
+    port: 0,
+    addresses: ['127.0.0.1'],
+    rendezvous: false,
+    relay: {
+      peerRelay: false,
+      turn: {
+        credentials: new UsersFileStore('alice:pw\n'),
+        relayAddress: '127.0.0.1',
+        allowPeers: ['127.0.0.0/8'],
+      },
+    },
+  });
+  const port = handle.udp[0]!.port;
+  const turn = handle.relay!.turn;
+  const transport = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const peer = await udpSocket();
+  const other = await udpSocket();
+  const client = new TurnClient({
+    server: { address: '127.0.0.1', port },
+    username: 'alice',
+    password: 'pw',
+    transport,
+  });
+  try {
+    const alloc = await client.allocate();
+    const relayed = alloc.relayed[0]!;
+    const peerAddr = { address: '127.0.0.1', port: peer.address().port };
+    const channel = await client.bindChannel(peerAddr);
+    await client.createPermission([{ address: '127.0.0.1', port: other.address().port }]);
+
+    const atPeer: Buffer[] = [];
+    peer.on('message', (m, r) => {
+      atPeer.push(m);
+      peer.send(m, r.port, r.address); // echo to the relayed address
+    });
+    const atClient: Array<{ data: Buffer; port: number }> = [];
+    client.onData((data, from) => atClient.push({ data, port: from.port }));
+
+    const sock = handle.sockets[0];
+    const jsBefore = sock instanceof BatchedUdpSocket ? sock.stats().received : 0;
+    const N = 300;
+    const payload = (i: number) => Buffer.concat([Buffer.from(`msg ${i} `), Buffer.alloc(i % 7 === 0 ? 1200 : 40, i)]);
+    for (let i = 0; i < N; i++) {
+      client.send(payload(i), peerAddr);
+      if (i % 50 === 49) await until(() => atClient.length >= i + 1, `echo ${i}`);
+    }
+    await until(() => atClient.length >= N, 'all echoes');
+    assert.equal(atPeer.length, N);
+    for (let i = 0; i < N; i++) {
+      assert.deepEqual(atPeer[i], payload(i), `client → peer datagram ${i}`);
+      assert.deepEqual(atClient[i]!.data, payload(i), `peer → client datagram ${i}`);
+      assert.equal(atClient[i]!.port, peerAddr.port);
+    }
+    const bytes = Array.from({ length: N }, (_, i) => payload(i).length).reduce((a, b) => a + b, 0);
+    const stats = turn.stats;
+    assert.equal(stats.packetsToPeer, N);
+    assert.equal(stats.packetsToClient, N);
+    assert.equal(stats.bytesToPeer, bytes);
+    assert.equal(stats.bytesToClient, bytes);
+    if (sock instanceof BatchedUdpSocket && sock.canRoute) {
+      // The fast path forwarded them: JavaScript saw (almost) none of the ChannelData (the few it may see are
+      // datagrams that arrived in one batch behind a request).
+      assert.ok(sock.stats().received - jsBefore < N / 10, `JavaScript saw ${sock.stats().received - jsBefore}`);
+    }
+
+    // A peer with a permission but no channel: a Data indication (RFC 8656 §11.5), from JavaScript.
+    const before = atClient.length;
+    other.send(Buffer.from('from the other peer'), relayed.port, relayed.address);
+    await until(() => atClient.length > before, 'the Data indication');
+    assert.equal(atClient.at(-1)!.data.toString(), 'from the other peer');
+    assert.equal(atClient.at(-1)!.port, other.address().port);
+
+    // The allocation is deleted (Refresh with LIFETIME 0): nothing is relayed either way any more.
+    await client.close();
+    const seenAtClient = atClient.length;
+    const seenAtPeer = atPeer.length;
+    const got: Buffer[] = [];
+    transport.onMessage((m) => got.push(m));
+    peer.send(Buffer.from('after close'), relayed.port, relayed.address);
+    // ChannelData on the channel the allocation had (RFC 8656 §12.4 header: channel, length).
+    const data = Buffer.from('after close');
+    const header = Buffer.alloc(4);
+    header.writeUInt16BE(channel, 0);
+    header.writeUInt16BE(data.length, 2);
+    transport.send(Buffer.concat([header, data]), port, '127.0.0.1');
+    // A Binding request sent behind them: once it is answered, the server has handled both datagrams.
+    const binding = Buffer.from([0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, ...Buffer.alloc(12, 7)]);
+    transport.send(binding, port, '127.0.0.1');
+    await until(() => got.some((m) => m[0] === 0x01 && m[1] === 0x01), 'the Binding response');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(atClient.length, seenAtClient);
+    assert.equal(atPeer.length, seenAtPeer, 'nothing relayed to the peer after the allocation was deleted');
+    assert.deepEqual(
+      got.filter((m) => !(m[0] === 0x01 && m[1] === 0x01)),
+      [],
+      'nothing relayed to the client after the allocation was deleted',
+    );
+  } finally {
+    await client.close();
+    transport.close();
+    peer.close();
+    other.close();
+    await handle.close();
+  }
+});
