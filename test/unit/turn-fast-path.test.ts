@@ -95,6 +95,26 @@ test('bound channel relayed both ways byte-exact and in order, counted; other pe
       assert.ok(sock.stats().received - jsBefore < N / 10, `JavaScript saw ${sock.stats().received - jsBefore}`);
     }
 
+    // RFC 8656 §12.5 on a bound channel: bytes past Length are padding (not relayed); a Length past the end of the
+    // datagram drops it.
+    const raw = (length: number, body: Buffer) => {
+      const h = Buffer.alloc(4);
+      h.writeUInt16BE(channel, 0);
+      h.writeUInt16BE(length, 2);
+      return Buffer.concat([h, body]);
+    };
+    const peerCount = atPeer.length;
+    transport.send(raw(5, Buffer.from('hello...')), port, '127.0.0.1');
+    transport.send(raw(50, Buffer.from('too short')), port, '127.0.0.1');
+    transport.send(raw(3, Buffer.from('end')), port, '127.0.0.1');
+    await until(() => atPeer.length >= peerCount + 2, 'the padded and the last ChannelData');
+    await until(() => atClient.length >= N + 2, 'their echoes');
+    assert.deepEqual(
+      atPeer.slice(peerCount).map((b) => b.toString()),
+      ['hello', 'end'],
+    );
+    atClient.splice(N);
+
     // A peer with a permission but no channel: a Data indication (RFC 8656 §11.5), from JavaScript.
     const before = atClient.length;
     other.send(Buffer.from('from the other peer'), relayed.port, relayed.address);
