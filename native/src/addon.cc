@@ -817,14 +817,18 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       // Fetched per round: JavaScript called in the previous round may have created a BatchUdp with a larger batch.
       uint8_t* scratch = tScratch.Get(batch_);
       if (scratch == nullptr) return;
-      for (int i = 0; i < batch_; i++) {
-        riov_[i].iov_base = scratch + static_cast<size_t>(i) * kMaxDatagram;
-        riov_[i].iov_len = kMaxDatagram;
-        memset(&rmsgs_[i], 0, sizeof(rmsgs_[i]));
-        rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
-        rmsgs_[i].msg_hdr.msg_iovlen = 1;
-        rmsgs_[i].msg_hdr.msg_name = &raddr_[i];
-        rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      if (scratch != readScratch_) {
+        // Headers point into the scratch: set once, and again only when it moved.
+        readScratch_ = scratch;
+        for (int i = 0; i < batch_; i++) {
+          riov_[i].iov_base = scratch + static_cast<size_t>(i) * kMaxDatagram;
+          riov_[i].iov_len = kMaxDatagram;
+          memset(&rmsgs_[i], 0, sizeof(rmsgs_[i]));
+          rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
+          rmsgs_[i].msg_hdr.msg_iovlen = 1;
+          rmsgs_[i].msg_hdr.msg_name = &raddr_[i];
+          rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+        }
       }
       int n;
       do {
@@ -893,7 +897,9 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
         slabUsed_ += len;
         kept++;
       }
-      received_ += static_cast<uint64_t>(kept);
+      // recvmmsg shortened the address lengths of the datagrams it returned: restore them for the next round.
+      for (int i = 0; i < n; i++) rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      received_ += static_cast<uint64_t>(n);
       batches_++;
       if (kept > 0) {
         Napi::Value slab = slab_.Value();
@@ -920,6 +926,7 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     Route& r = it->second;
     if (!r.target->Enqueue(r.dst, r.dstLen, d + 4, dataLen, nullptr, 0)) return false;
     routedPackets_++;
+    routedTotal_++;
     routedBytes_ += dataLen;
     return true;
   }
@@ -937,6 +944,7 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
                        static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
     if (!r.target->Enqueue(r.dst, r.dstLen, head, 4, d, len)) return false;
     routedPackets_++;
+    routedTotal_++;
     routedBytes_ += len;
     return true;
   }
@@ -1111,6 +1119,7 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     o.Set("sendCalls", static_cast<double>(sendCalls_));
     o.Set("sendDropped", static_cast<double>(dropped_));
     o.Set("recvErrors", static_cast<double>(recvErrors_));
+    o.Set("routed", static_cast<double>(routedTotal_));
     return o;
   }
 
@@ -1201,7 +1210,8 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
   bool flushScheduled_ = false;
   std::unordered_map<RouteKey, Route, RouteKeyHash> channelRoutes_;
   std::unordered_map<RouteKey, Route, RouteKeyHash> peerRoutes_;
-  uint64_t routedPackets_ = 0, routedBytes_ = 0;
+  uint64_t routedPackets_ = 0, routedBytes_ = 0, routedTotal_ = 0;
+  uint8_t* readScratch_ = nullptr;  // the scratch the receive headers point into
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

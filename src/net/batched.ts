@@ -97,6 +97,8 @@ export interface BatchedStats {
   /** Datagrams the kernel refused (full send buffer, no route, too large): dropped, as UDP does. */
   sendDropped: number;
   recvErrors: number;
+  /** Of `received`, the datagrams the TURN relay fast path forwarded without calling JavaScript. */
+  routed: number;
 }
 
 interface BatchAddon {
