@@ -762,8 +762,8 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     uv_idle_init(loop, idle_);
     check_->data = this;
     idle_->data = this;
-    uv_unref(reinterpret_cast<uv_handle_t*>(check_));
-    uv_unref(reinterpret_cast<uv_handle_t*>(idle_));
+    // Both stay referenced: they are active only while a flush is pending, and that flush must run even when the
+    // socket itself is unref()ed and nothing else keeps the loop alive (as a setImmediate would).
     env_ = env;
     tLive.insert(this);
   }
