@@ -199,6 +199,8 @@ interface Channel {
   perm: Permission;
   /** Whether the addon's fast path forwards this channel (rules on the client's socket and the relay socket). */
   routed: boolean;
+  /** Relay to relay: the #live key of the allocation the peer is, whose removal takes the rules away. */
+  routedTo?: string;
 }
 
 /** Which ports of a permitted IP may be reached; null: any. Evaluated per packet (allocations come and go). */
@@ -290,6 +292,8 @@ export class TurnServer {
   readonly realm: string;
   /** Sockets with fast-path rules, whose forwarded counts `stats` folds in. */
   readonly #routedSockets = new Set<BatchedUdpSocket>();
+  /** Relay-to-relay channels the fast path forwards, by the #live key of the allocation they reach. */
+  readonly #routedToRelay = new Map<string, Map<Channel, Allocation>>();
   /** Batched relay sockets of live allocations (what they forward natively goes peer → client). */
   readonly #relaySockets = new Set<RelaySocket>();
   readonly #counters: TurnStats = {
@@ -1219,11 +1223,21 @@ export class TurnServer {
     const via = alloc.client.route;
     const relay = alloc.socketFor(ch.peer.address);
     const ttl = Math.min(ch.expires, ch.perm.expires) - Date.now();
+    // Relay to relay for unscoped credentials (two clients of this server relaying to each other, as two browsers
+    // forced to relay do): the permission's filter admits exactly this server's live allocations (#access), so the
+    // rules hold while the peer's allocation lives, and #removeAllocation takes them away with it. Other filters
+    // (peer-relay scopes) depend on more than that and stay per packet.
+    let routedTo: string | undefined;
+    if (ch.perm.restrict) {
+      const { address, port } = ch.peer;
+      if (alloc.scope === null && this.#isRelayIp(address) && ch.perm.restrict(port))
+        routedTo = liveKey('udp', address === this.externalAddress ? this.relayAddress : address, port);
+    }
     if (
       !via ||
       alloc.closed ||
       alloc.bucket ||
-      ch.perm.restrict ||
+      (ch.perm.restrict && !routedTo) ||
       ttl <= 0 ||
       !(relay instanceof BatchedUdpSocket) ||
       !relay.canRoute ||
@@ -1244,9 +1258,25 @@ export class TurnServer {
     ch.routed = true;
     this.#routedSockets.add(via.socket);
     this.#routedSockets.add(relay);
+    if (routedTo !== ch.routedTo) this.#dropDependency(ch);
+    if (routedTo) {
+      ch.routedTo = routedTo;
+      let deps = this.#routedToRelay.get(routedTo);
+      if (!deps) this.#routedToRelay.set(routedTo, (deps = new Map()));
+      deps.set(ch, alloc);
+    }
+  }
+
+  #dropDependency(ch: Channel): void {
+    if (!ch.routedTo) return;
+    const deps = this.#routedToRelay.get(ch.routedTo);
+    deps?.delete(ch);
+    if (deps?.size === 0) this.#routedToRelay.delete(ch.routedTo);
+    ch.routedTo = undefined;
   }
 
   #unroute(alloc: Allocation, ch: Channel): void {
+    this.#dropDependency(ch);
     if (!ch.routed) return;
     ch.routed = false;
     const via = alloc.client.route;
@@ -1590,6 +1620,9 @@ export class TurnServer {
     for (const r of alloc.relayed) {
       const k = liveKey(alloc.transport, r.address, r.port);
       if (this.#live.get(k) === alloc) this.#live.delete(k);
+      // Other allocations' fast-path rules towards this one (relay to relay) end with it.
+      const deps = this.#routedToRelay.get(k);
+      if (deps) for (const [ch, from] of [...deps]) this.#unroute(from, ch);
     }
     alloc.onRemove();
     if (alloc.transport === 'tcp' || alloc.client.kind === 'tcp') {

@@ -156,3 +156,81 @@ test('bound channel relayed both ways byte-exact and in order, counted; other pe
     await handle.close();
   }
 });
+
+test('relay to relay between two allocations is forwarded both ways, and ends with the peer allocation: its freed port is not reachable', async () => {
+  // No allowPeers: loopback peers are denied, so 127.0.0.1 is reachable only as this server's live allocations.
+  const handle = await startServer({
+    port: 0,
+    addresses: ['127.0.0.1'],
+    rendezvous: false,
+    relay: {
+      peerRelay: false,
+      turn: { credentials: new UsersFileStore('alice:pw\nbob:pw\n'), relayAddress: '127.0.0.1' },
+    },
+  });
+  const port = handle.udp[0]!.port;
+  const server = { address: '127.0.0.1', port };
+  const ta = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const tb = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const a = new TurnClient({ server, username: 'alice', password: 'pw', transport: ta });
+  const b = new TurnClient({ server, username: 'bob', password: 'pw', transport: tb });
+  let squatter: dgram.Socket | undefined;
+  try {
+    const ra = (await a.allocate()).relayed[0]!;
+    const rb = (await b.allocate()).relayed[0]!;
+    const channel = await a.bindChannel(rb);
+    await b.bindChannel(ra);
+    const atB: Buffer[] = [];
+    const atA: Buffer[] = [];
+    b.onData((data, from) => {
+      assert.equal(from.port, ra.port);
+      atB.push(data);
+      b.send(data, ra);
+    });
+    a.onData((data, from) => {
+      assert.equal(from.port, rb.port);
+      atA.push(data);
+    });
+    const sock = handle.sockets[0];
+    const routedBefore = sock instanceof BatchedUdpSocket ? sock.stats().routed : 0;
+    const N = 100;
+    for (let i = 0; i < N; i++) {
+      a.send(Buffer.from(`relay to relay ${i}`), rb);
+      if (i % 25 === 24) await until(() => atA.length >= i + 1, `echo ${i}`);
+    }
+    await until(() => atA.length >= N, 'all echoes');
+    assert.deepEqual(
+      atA.map((d) => d.toString()),
+      Array.from({ length: N }, (_, i) => `relay to relay ${i}`),
+    );
+    if (sock instanceof BatchedUdpSocket && sock.canRoute) {
+      const routed = sock.stats().routed - routedBefore;
+      assert.ok(routed >= 2 * N - N / 5, `the fast path forwarded ${routed} of ${2 * N}`);
+    }
+
+    // Bob's allocation goes; something else takes its port. Alice's channel must not reach it.
+    await b.close();
+    squatter = dgram.createSocket('udp4');
+    await new Promise<void>((r) => squatter!.bind(rb.port, '127.0.0.1', r));
+    const reached: Buffer[] = [];
+    squatter.on('message', (m) => reached.push(m));
+    const data = Buffer.from('to whoever has the port now');
+    const header = Buffer.alloc(4);
+    header.writeUInt16BE(channel, 0);
+    header.writeUInt16BE(data.length, 2);
+    ta.send(Buffer.concat([header, data]), port, '127.0.0.1');
+    const got: Buffer[] = [];
+    ta.onMessage((m) => got.push(m));
+    ta.send(Buffer.from([0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, ...Buffer.alloc(12, 9)]), port, '127.0.0.1');
+    await until(() => got.some((m) => m[0] === 0x01 && m[1] === 0x01), 'the Binding response');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(reached.length, 0, "nothing reached the freed relay port's new owner");
+  } finally {
+    squatter?.close();
+    await a.close();
+    await b.close();
+    ta.close();
+    tb.close();
+    await handle.close();
+  }
+});
