@@ -116,6 +116,31 @@ test('bound channel relayed both ways byte-exact and in order, counted; other pe
     );
     atClient.splice(N);
 
+    // Random ChannelData-like datagrams from the client (bound channel or not, Length in or past the datagram): the
+    // peer gets exactly the well-formed ones on the bound channel, in order, each with its data.
+    const rnd = (n: number) => Math.floor(Math.random() * n);
+    const expected: string[] = [];
+    const from = atPeer.length;
+    for (let i = 0; i < 400; i++) {
+      const body = Buffer.from(`r${i}:`.padEnd(4 + rnd(60), '#'));
+      const number = rnd(4) === 0 ? 0x4000 + rnd(0x1000) : channel;
+      const length = rnd(3) === 0 ? body.length + 1 + rnd(20) : rnd(body.length + 1);
+      const h = Buffer.alloc(4);
+      h.writeUInt16BE(number, 0);
+      h.writeUInt16BE(length, 2);
+      transport.send(Buffer.concat([h, body]), port, '127.0.0.1');
+      if (number === channel && length <= body.length && length > 0) expected.push(body.subarray(0, length).toString());
+      if (number === channel && length === 0) expected.push('');
+      if (i % 100 === 99) await until(() => atPeer.length - from >= expected.length, `random batch ${i}`);
+    }
+    await until(() => atPeer.length - from >= expected.length, 'the well-formed random datagrams');
+    await until(() => atClient.length >= N + expected.length, 'their echoes');
+    assert.deepEqual(
+      atPeer.slice(from).map((b) => b.toString()),
+      expected,
+    );
+    atClient.splice(N);
+
     // A peer with a permission but no channel: a Data indication (RFC 8656 §11.5), from JavaScript.
     const before = atClient.length;
     other.send(Buffer.from('from the other peer'), relayed.port, relayed.address);
