@@ -649,8 +649,9 @@ bool KeyFromSockaddr(const sockaddr_storage& ss, uint16_t channel, RouteKey* k) 
   return false;
 }
 
-// A numeric address for a socket of `family` (AF_INET or AF_INET6): IPv4 on an IPv6 socket becomes IPv4-mapped.
-// Returns 0 when `host` is not a numeric address of a family the socket can reach.
+// A numeric address for a socket of `family` (AF_INET or AF_INET6). A dual-stack IPv6 socket reaches IPv4 peers
+// through IPv4-mapped addresses (RFC 4291 section 2.5.5.2). Returns 0 when `host` is not a numeric address of a
+// family the socket can reach.
 socklen_t SockaddrFor(int family, const char* hostIn, int port, sockaddr_storage* out) {
   memset(out, 0, sizeof(*out));
   if (port <= 0 || port > 65535) return 0;
@@ -801,8 +802,6 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     return true;
   }
 
-  int family() const { return family_; }
-
  private:
   static void OnPoll(uv_poll_t* h, int status, int events) {
     auto* self = static_cast<BatchUdp*>(h->data);
@@ -854,9 +853,11 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
         } else if (clientSide && inOrder) {
           bool channelData = len >= 4 && d[0] >= 0x40 && d[0] <= 0x7f;
           if (channelData) routed = RouteChannelDatagram(raddr_[i], d, len, now);
-          // A request (or anything else) goes to JavaScript and may change the rules (a Refresh deleting the
-          // allocation, a ChannelBind): the rest of this batch follows it there, in order.
-          else inOrder = false;
+          // A TURN request or indication (STUN's first bytes 0..3, RFC 7983; anything but a Binding request, type
+          // 0x0001) goes to JavaScript and may change the rules (a Refresh deleting the allocation, a ChannelBind):
+          // the rest of this batch follows it there, in order. Binding requests and other protocols' datagrams
+          // (the rendezvous' 0xF0) change no TURN state.
+          else if (len < 2 || (d[0] <= 3 && !(d[0] == 0 && d[1] == 1))) inOrder = false;
         }
         if (routed) {
           rmsgs_[i].msg_len = kRouted;

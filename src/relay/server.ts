@@ -455,6 +455,7 @@ export class TurnServer {
       const byAddr = this.#udp.get(transport);
       if (byAddr) for (const ports of byAddr.values()) for (const a of ports.values()) this.#removeAllocation(a);
       this.#udp.delete(transport);
+      if (transport instanceof BatchedUdpSocket && this.#routedSockets.delete(transport)) this.#foldRouted(transport);
     };
     this.#detach.push(detach);
     return detach;
@@ -1215,9 +1216,10 @@ export class TurnServer {
 
   /**
    * Installs (or renews) the addon's forwarding rules for a channel, both ways, when both sockets are batched and
-   * nothing needs a per-packet decision: no bandwidth cap (TokenBucket) and a permission for the whole IP (a
-   * PortFilter is evaluated per packet because allocations come and go). The rules expire with the channel or the
-   * permission, whichever is first; JavaScript still sees every datagram no rule matches and checks it fully.
+   * nothing needs a per-packet decision: no bandwidth cap (TokenBucket), and a permission for the whole IP or one
+   * that reaches exactly this server's live allocations (relay to relay, below); other PortFilters are evaluated per
+   * packet. The rules expire with the channel or the permission, whichever is first; JavaScript still sees every
+   * datagram no rule matches and checks it fully.
    */
   #route(alloc: Allocation, ch: Channel): void {
     const via = alloc.client.route;

@@ -141,6 +141,27 @@ test('bound channel relayed both ways byte-exact and in order, counted; other pe
     );
     atClient.splice(N);
 
+    // Binding requests (RFC 8489) in the same batch change no TURN state: the ChannelData behind them stays on the
+    // fast path.
+    if (sock instanceof BatchedUdpSocket && sock.canRoute) {
+      const routed0 = sock.stats().routed;
+      const peer0 = atPeer.length;
+      const stun = await udpSocket();
+      for (let i = 0; i < 50; i++) {
+        // With a 100-byte SOFTWARE attribute (RFC 8489 §14.14): larger than its answer, so no amplification budget.
+        const software = [0x80, 0x22, 0, 100, ...Buffer.alloc(100, 0x61)];
+        const request = [0, 1, 0, 104, 0x21, 0x12, 0xa4, 0x42, ...Buffer.alloc(11, 3), i, ...software];
+        stun.send(Buffer.from(request), port, '127.0.0.1');
+        client.send(Buffer.from(`behind a Binding ${i}`), peerAddr);
+      }
+      await until(() => atPeer.length >= peer0 + 50, 'the ChannelData sent between Binding requests');
+      await until(() => atClient.length >= N + 50, 'their echoes');
+      const routed = sock.stats().routed - routed0;
+      stun.close();
+      assert.ok(routed >= 45, `the fast path forwarded ${routed} of 50`);
+      atClient.splice(N);
+    }
+
     // A peer with a permission but no channel: a Data indication (RFC 8656 §11.5), from JavaScript.
     const before = atClient.length;
     other.send(Buffer.from('from the other peer'), relayed.port, relayed.address);
