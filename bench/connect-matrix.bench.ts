@@ -7,7 +7,9 @@
 // includes the CLI's own start-up, so compare pairs with each other, not with the set-up bench.
 //   NATPUNCH_BENCH_TRIALS (default 5) trials per pair and variant; NATPUNCH_MATRIX_PAIRS=fc-prc,... only those pairs;
 //   NATPUNCH_MATRIX_CONCURRENCY (default 3) pairs at once inside a round (their routers always differ);
-//   NATPUNCH_BENCH_LOSS=0 skips the loss variant.
+//   NATPUNCH_BENCH_LOSS=0 skips the loss variant, NATPUNCH_BENCH_CLEAN=0 the clean one; NATPUNCH_MATRIX_DUMP=DIR
+//   keeps both sides' whole stderr of every failed trial there. Node process warnings either
+//   side printed (a MaxListenersExceededWarning is a leak even when the trial passed) are counted per pair.
 // Writes bench/results/connect-matrix.{json,md} with os.loadavg() before and after: numbers from a loaded machine
 // are not quotable.
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -34,6 +36,7 @@ const TRIALS = Number(process.env.NATPUNCH_BENCH_TRIALS ?? 5);
 const ONLY = process.env.NATPUNCH_MATRIX_PAIRS?.split(',').filter(Boolean);
 const CONCURRENCY = Number(process.env.NATPUNCH_MATRIX_CONCURRENCY ?? 3);
 const WITH_LOSS = process.env.NATPUNCH_BENCH_LOSS !== '0';
+const WITH_CLEAN = process.env.NATPUNCH_BENCH_CLEAN !== '0';
 
 const pct = (xs: number[], p: number) => {
   if (!xs.length) return null;
@@ -62,6 +65,8 @@ interface Row {
   medianMs: number | null;
   p90Ms: number | null;
   errors: string[];
+  /** Trials in which either side printed a Node process warning, by warning name. */
+  warnings: Record<string, number>;
 }
 
 function summarise(variant: string, results: TrialResult[]): Row[] {
@@ -90,6 +95,9 @@ function summarise(variant: string, results: TrialResult[]): Row[] {
         90,
       ),
       errors: rs.filter((r) => !r.ok).map((r) => (r.error ?? '').slice(0, 300)),
+      warnings: rs
+        .flatMap((r) => r.warnings ?? [])
+        .reduce<Record<string, number>>((n, w) => ({ ...n, [w]: (n[w] ?? 0) + 1 }), {}),
     };
   });
 }
@@ -102,7 +110,7 @@ const rows: Row[] = [];
 try {
   await startServe(lab);
   const variants: Array<{ name: string; lossPct: number }> = [
-    { name: 'clean', lossPct: 0 },
+    ...(WITH_CLEAN ? [{ name: 'clean', lossPct: 0 }] : []),
     ...(WITH_LOSS ? [{ name: 'loss-5pct', lossPct: 5 }] : []),
   ];
   const links = Object.keys(lab.topology.nodes ?? {}).filter((n) => n !== 'internet');
@@ -114,7 +122,7 @@ try {
       ...(ONLY ? { only: ONLY } : {}),
       onResult: (r) =>
         console.log(
-          `${v.name} ${pairName(r.pair)}: ${r.ok ? `${r.kind} ${r.transport} ${r.traversal} ${r.connectMs} ms` : `FAILED ${r.error?.slice(0, 160)}`}`,
+          `${v.name} ${pairName(r.pair)}: ${r.ok ? `${r.kind} ${r.transport} ${r.traversal} ${r.connectMs} ms` : `FAILED ${r.error?.slice(0, 160)}`}${r.warnings ? ` [${r.warnings.join(', ')}]` : ''}`,
         ),
     });
     rows.push(...summarise(v.name, results));
@@ -147,11 +155,11 @@ const md = [
     `${meta.quotable ? '' : ' — **loaded machine: times are not quotable**'}.`,
   'Time: from starting `natpunch connect` (CLI start-up included) to a line echoed both ways.',
   '',
-  '| variant | pair (connector-listener) | ok | direct | relay | expected | technique | transport | median ms | p90 ms |',
-  '|---|---|---|---|---|---|---|---|---|---|',
+  '| variant | pair (connector-listener) | ok | direct | relay | expected | technique | transport | median ms | p90 ms | warnings |',
+  '|---|---|---|---|---|---|---|---|---|---|---|',
   ...rows.map(
     (r) =>
-      `| ${r.variant} | ${r.pair} | ${r.ok}/${r.trials} | ${r.direct} | ${r.relay} | ${r.expected} | ${r.techniques} | ${r.transports} | ${r.medianMs ?? '–'} | ${r.p90Ms ?? '–'} |`,
+      `| ${r.variant} | ${r.pair} | ${r.ok}/${r.trials} | ${r.direct} | ${r.relay} | ${r.expected} | ${r.techniques} | ${r.transports} | ${r.medianMs ?? '–'} | ${r.p90Ms ?? '–'} | ${mode(Object.entries(r.warnings).flatMap(([w, n]) => Array<string>(n).fill(w))) || '–'} |`,
   ),
   '',
   'Pair names: fc full-cone, rc restricted-cone, prc port-restricted-cone, seq symmetric-sequential, rnd symmetric-random, blk udp-blocked.',

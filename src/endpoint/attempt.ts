@@ -13,6 +13,7 @@ import { tcpTechnique } from '../traversal/tcp-technique.js';
 import { udpChecksTechnique, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
 import type { NatView, Technique, TechniqueName } from '../traversal/technique.js';
+import type { HardNatAdvert } from '../traversal/predict.js';
 import { UdxEndpoint } from '../net/udx.js';
 import type { SeqChannel } from '../traversal/tcp-seqpunch.js';
 import { decodeSeqOffer, encodeSeqOffer } from '../wire/seq-offer.js';
@@ -72,6 +73,8 @@ export interface AttemptInput {
   logger: Logger;
   progress: (p: Progress) => void;
   signal: AbortSignal;
+  /** A technique found a working path and runs its handshake (race.ts onClaim). */
+  onClaim?: () => void;
 }
 
 /** The rendezvous as the channel of STUNT #1 / NATBlaster offers for one connection (null: it cannot carry them). */
@@ -136,7 +139,7 @@ function progress(a: AttemptInput, p: Progress): void {
 
 /** What both sides plan for `localView` ↔ the peer's candidates (the first step of runAttempt). */
 export function planFor(
-  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques'>,
+  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques' | 'role'>,
   localView: NatView = a.local.natView(),
 ): { plan: Plan; sw: PlanSwitches; remoteNat: NatView; advert: ReturnType<typeof advertFromCandidates>['advert'] } {
   const { advert, rest } = advertFromCandidates(a.remote);
@@ -146,6 +149,7 @@ export function planFor(
     budget: Boolean(a.techniques.hardNat?.budget),
     relay: a.techniques.relay !== null,
     transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
+    initiator: a.role === 'initiator' ? 'local' : 'remote',
   };
   return { plan: makePlan(localView, remoteNat, sw), sw, remoteNat, advert };
 }
@@ -197,6 +201,41 @@ function onOwnSocket(t: Technique): Technique {
   };
 }
 
+/**
+ * The adverts a hard punch aims with. A side that has not measured its NAT (planner.ts birthdayWithUnmeasured: a cold
+ * connector facing a random NAT) counts as a cone at its server-reflexive address, as the peer's plan assumes.
+ */
+function punchAdverts(
+  a: AttemptInput,
+  advert: HardNatAdvert | null,
+  rest: readonly Candidate[],
+  localNat: NatView,
+): { local: HardNatAdvert; peer: HardNatAdvert } | null {
+  const srflx = rest.find((c) => c.type === 'srflx' && c.transport === 'udp');
+  const peer = advert ?? (srflx ? unmeasured(srflx.address, srflx.port) : null);
+  const local =
+    a.local.hard?.advert ??
+    (localNat.publicAddress !== null ? unmeasured(localNat.publicAddress, a.local.reflexive?.port ?? 0) : null);
+  return peer && local ? { local, peer } : null;
+}
+
+function unmeasured(address: string, port: number): HardNatAdvert {
+  return { kind: 'unknown', delta: null, address, ports: port > 0 ? [port] : [] };
+}
+
+/**
+ * The one technique whose checks carry the initiator's Noise IK message 1 (docs/handshake.md): the listener commits
+ * to a session on message 1, so two techniques carrying it could leave the sides with different sessions. It is
+ * the technique expected to win: the birthday where it starts at once (random ↔ cone: most cones filter by address
+ * and port, where the plain checks never meet), else the plan's technique that starts at once (plain checks,
+ * mapped, prediction). A listener answers IK on any technique: it follows the initiator.
+ */
+export function ikTechnique(p: Plan): TechniqueName | null {
+  const atOnce = p.steps.filter((s) => s.holdMs === 0).map((s) => s.technique);
+  if (atOnce.includes('birthday')) return 'birthday';
+  return atOnce.find((t) => t === 'udp-checks' || t === 'mapped' || t === 'predict') ?? null;
+}
+
 export async function runAttempt(a: AttemptInput): Promise<Session> {
   const { advert, rest } = advertFromCandidates(a.remote);
   const localNat = a.localView ?? a.local.natView();
@@ -223,25 +262,29 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
           ? 'TCP not raced: a cold connect introduces itself before its TCP port is gathered, and UDP found the path'
           : null));
   const tuning: SessionTuning = transportReason ? { ...a.tuning, transportReason } : a.tuning;
+  const withIk = a.role === 'initiator' ? ikTechnique(p) : null;
+  const ik = (t: TechniqueName) => a.role === 'responder' || t === withIk;
   for (const s of p.steps) {
     switch (s.technique) {
       case 'udp-checks':
       case 'mapped':
-        techniques.set(s.technique, udpChecksTechnique(s.technique, tuning));
+        techniques.set(s.technique, udpChecksTechnique(s.technique, tuning, ik(s.technique)));
         break;
       case 'predict':
       case 'birthday':
       case 'double-random':
         {
+          const adverts = punchAdverts(a, advert, rest, localNat);
+          if (!adverts) break; // no address to aim at: the race reports the missing module
           const hard = hardPunchTechnique(
             s.technique,
             {
-              local: a.local.hard!.advert,
-              peer: advert!,
+              ...adverts,
               ...(a.techniques.hardNat?.budget ? { budget: a.techniques.hardNat.budget } : {}),
             },
             // A session on its own socket cannot be recovered through the Endpoint's (see onOwnSocket).
             ownSocket ? { ...tuning, recover: undefined } : tuning,
+            ik(s.technique),
           );
           techniques.set(s.technique, ownSocket ? onOwnSocket(hard) : hard);
         }
@@ -324,6 +367,7 @@ export async function runAttempt(a: AttemptInput): Promise<Session> {
       },
       signal: a.signal,
       advice: advice(localNat, remoteNat, p, sw),
+      ...(a.onClaim ? { onClaim: a.onClaim } : {}),
     });
   } catch (err) {
     // An attempt its caller dropped (e.g. introduced again) did not fail: nothing to report.

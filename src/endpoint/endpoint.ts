@@ -16,7 +16,7 @@ import { ConnectivityChecks, deriveCheckKey } from '../traversal/checks.js';
 import { advertFromCandidates } from '../traversal/hardwire.js';
 import { pathOf, type SessionTuning } from '../traversal/udp-checks.js';
 import type { Candidate } from '../traversal/candidate.js';
-import type { NatView } from '../traversal/technique.js';
+import type { NatView, TechniqueName } from '../traversal/technique.js';
 import { keyToId } from '../session/identity.js';
 import { IkReplayCache } from '../session/handshake-ik.js';
 import { peerTarget, verifyPeer, type PeerSpec } from '../identity/verify.js';
@@ -68,6 +68,27 @@ function remember(map: Map<string, number>, key: string): void {
   if (map.size > MAX_REMEMBERED_PEERS) map.delete(map.keys().next().value!);
 }
 
+/** The public address an introduction shows for the peer (its server-reflexive UDP candidate, or its advert's). */
+function reflexiveAddress(candidates: readonly Candidate[]): string | null {
+  const { advert, rest } = advertFromCandidates(candidates);
+  return rest.find((c) => c.type === 'srflx' && c.transport === 'udp')?.address ?? advert?.address ?? null;
+}
+
+/** A cold connect's introductions after the first, at most (the first attempt's plus these, bounded by timeoutMs). */
+export const MAX_REINTRODUCTIONS = 3;
+/** Wait before introducing again after a failed attempt, doubled each time (RFC 8489 §6.2.1 style backoff). */
+const REINTRODUCTION_BACKOFF_MS = 250;
+
+/** An attempt that failed for want of packets (punch, handshake timeout), not because the peer said no or proved
+ *  another key: worth another introduction. */
+function transient(err: unknown): boolean {
+  if (isNatpunchError(err, 'PUNCH_FAILED')) return true;
+  return isNatpunchError(err, 'HANDSHAKE_FAILED') && !/proved/.test(err.message);
+}
+
+/** Techniques a first attempt is never dropped from while they run (see #behindGathering's checkpoint 2). */
+const HARD_PUNCHES: readonly TechniqueName[] = ['predict', 'birthday', 'double-random'];
+
 /** Added to a sequential listener's two round trips to the server before a second introduction (its refresh). */
 const LISTENER_REFRESH_MARGIN_MS = 50;
 
@@ -77,6 +98,7 @@ interface EarlyAttemptOptions {
   localView?: NatView;
   signal?: AbortSignal;
   punchOnOwnSocket?: boolean;
+  onClaim?: () => void;
 }
 
 /** A promise's outcome as a value (so racing it never leaves a rejection unhandled). */
@@ -154,6 +176,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
   readonly #incoming = new Set<Session>();
   readonly #outgoing = new Set<Session>();
   readonly #attempts = new Set<AbortController>();
+  /** Incoming attempts whose connector had not measured its NAT (a cold connect's first introduction), by peer: a
+   *  later introduction of that peer with its NAT measured supersedes them (see acceptOffer). */
+  readonly #unmeasuredAttempts = new Map<
+    string,
+    Set<{ ac: AbortController; address: string | null; superseded: boolean }>
+  >();
   /** Remembers Noise IK first messages so a replayed one opens no second session (docs/handshake.md). */
   readonly #ikReplay: IkReplayCache;
   /** When each peer's latest incoming session came (bounded): an attempt of that peer's that fails after it was
@@ -344,6 +372,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             local: this.#local,
             ...(o.localView ? { localView: o.localView } : {}),
             ...(o.punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
+            ...(o.onClaim ? { onClaim: o.onClaim } : {}),
             keyPair: this.#options.keyPair,
             ...(this.#options.natType ? { natType: this.#options.natType } : {}),
             techniques: this.#techniques,
@@ -410,18 +439,34 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     again: () => Promise<ConnectOfferLike>,
     signal: AbortSignal,
   ): Promise<Session> {
-    const planInput = { remote: first.candidates, local: this.#local, techniques: this.#techniques };
+    const planInput = {
+      remote: first.candidates,
+      local: this.#local,
+      techniques: this.#techniques,
+      role: 'initiator' as const,
+    };
     const viaTcp = first.via === 'tcp';
     const peerKind = planFor(planInput, sentView).remoteNat.kind;
     const waitFirst = viaTcp || peerKind === 'sequential' || peerKind === 'random';
     const drop = new AbortController();
     const startedAt = Date.now();
     let firstStartedAt = startedAt;
-    const startFirst = () => {
+    /** Our side as the first attempt plans it: as the CONNECT showed it, or as measured when it waited for that. */
+    let firstView = sentView;
+    /** The first attempt found a path and runs its handshake: the listener may already hold its session. */
+    let firstClaimed = false;
+    const startFirst = (view: NatView) => {
       firstStartedAt = Date.now();
-      return settle(attempt(first, { localView: sentView, signal: AbortSignal.any([signal, drop.signal]) }));
+      firstView = view;
+      return settle(
+        attempt(first, {
+          localView: view,
+          signal: AbortSignal.any([signal, drop.signal]),
+          onClaim: () => (firstClaimed = true),
+        }),
+      );
     };
-    let outcome = waitFirst ? null : startFirst();
+    let outcome = waitFirst ? null : startFirst(sentView);
     const sentPlan = () => planFor(planInput, sentView).plan;
     const fullPlan = () => planFor(planInput, this.#local.natView()).plan;
     // Checkpoint 1: the NAT measurement.
@@ -438,12 +483,19 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     // our NAT as measured, sending nothing.
     if (!outcome && fullPlan().steps.length === 0) return attempt(first);
     if (!needsNewIntroduction(sentPlan(), fullPlan(), early !== null || viaTcp)) {
-      outcome ??= startFirst();
+      // The peer's plan (from the view the CONNECT gave it) has everything ours needs: no second introduction. A
+      // first attempt that waited for the measurement plans from it (e.g. a cone facing a random listener: the
+      // birthday, planner.ts birthdayWithUnmeasured; the listener aims at the address the CONNECT came from).
+      outcome ??= startFirst(this.#local.natView());
+      const firstPlan = planFor(planInput, firstView).plan;
       // Checkpoint 2: everything gathered (TCP port, our relay): a way the first attempt lacks, while it has not won
-      // (e.g. UDP between the peers dropped, TCP open).
-      const done = await Promise.race([outcome, this.#local.whenGathered(signal).then(() => null)]);
+      // (e.g. UDP between the peers dropped, TCP open). A hard punch under way is not dropped for it (its sockets
+      // and probes would be spent for nothing): only when it fails does a second introduction bring the rest.
+      let done = await Promise.race([outcome, this.#local.whenGathered(signal).then(() => null)]);
+      if (done === null && !signal.aborted && firstPlan.steps.some((s) => HARD_PUNCHES.includes(s.technique)))
+        done = await outcome;
       if (done && 'session' in done) return done.session;
-      if (signal.aborted || refused(done) || !needsNewIntroduction(sentPlan(), fullPlan(), true))
+      if (signal.aborted || refused(done) || !needsNewIntroduction(firstPlan, fullPlan(), true))
         return unsettle(done ?? (await outcome));
     }
     if (outcome) {
@@ -459,6 +511,12 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
             ])
           : null;
       if (won && 'session' in won) return won.session;
+      // A first attempt whose technique already found a path and runs its handshake is not dropped: the listener
+      // may already hold the session (XX completes there one message before here), and dropping it would leave the
+      // listener a session nobody uses while we build another. It ends on its own, either way, within its bounds.
+      const settled = firstClaimed && !won ? await outcome : won;
+      if (settled && 'session' in settled) return settled.session;
+      if (refused(settled)) throw settled.error;
       drop.abort(new NatpunchError('ABORTED', 'introduced again, with our NAT measured'));
       // One owner: a session the dropped attempt still completes is closed here, never handed out.
       void outcome.then((r) => ('session' in r ? r.session.close().catch(() => {}) : undefined));
@@ -472,8 +530,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const wait = startedAt + 2 * introductionMs + LISTENER_REFRESH_MARGIN_MS - Date.now();
       if (wait > 0) await sleep(wait, signal);
     }
-    await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
-    return attempt(await again(), { punchOnOwnSocket: outcome !== null && sequential });
+    // The second introduction, retried like a lost request (RFC 8489 §6.2.1: a bounded count, doubling waits): the
+    // CONNECT and its offer are retransmitted by the rendezvous client and server, but the attempt they start can
+    // still die of loss (a relay handshake that ran out of time, a punch whose probes were lost) with most of the
+    // connect's time left; one more introduction then starts everything afresh.
+    for (let n = 0; ; n++) {
+      await this.#local.refreshPrediction(rendezvousServer(this.#options.rendezvous), signal);
+      const r = await settle(attempt(await again(), { punchOnOwnSocket: (outcome !== null || n > 0) && sequential }));
+      if ('session' in r) return r.session;
+      if (n + 1 >= MAX_REINTRODUCTIONS || signal.aborted || !transient(r.error)) throw r.error;
+      this.#logger.info({ err: (r.error as Error).message, again: n + 1 }, 'introduced again after a failed attempt');
+      await sleep(REINTRODUCTION_BACKOFF_MS * 2 ** n, signal);
+    }
   }
 
   /** Re-establishes a UDP path through the rendezvous when the session's dies (NAT rebinding): a fresh introduction
@@ -539,6 +607,18 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     });
     const ac = new AbortController();
     this.#attempts.add(ac);
+    // A cold connector introduced again with its NAT measured dropped its first attempt before it asked
+    // (#behindGathering), so ours for that introduction is superseded: stopped now. Left running, its techniques
+    // spend sockets and packets on an introduction nobody answers (the birthday's 256 sockets for 8 s) and run
+    // beside the new attempt's (under loss its relay step, held back 4 s, started in the middle of the new one).
+    const address = reflexiveAddress(offer.candidates);
+    if (!unmeasured) this.#supersede(peer, address);
+    const mine = { ac, address, superseded: false };
+    if (unmeasured) {
+      const set = this.#unmeasuredAttempts.get(peer) ?? new Set();
+      set.add(mine);
+      this.#unmeasuredAttempts.set(peer, set);
+    }
     const { signal, dispose } = timeoutSignal(DEFAULT_CONNECT_TIMEOUT_MS, ac.signal);
     const attemptStart = Date.now();
     try {
@@ -577,7 +657,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       const resumed =
         [...this.#incoming].some((s) => s.remotePublicKey.equals(offer.peerKey)) &&
         isNatpunchError(err, 'HANDSHAKE_FAILED');
-      const superseded = (this.#lastSessionAt.get(peer) ?? 0) >= attemptStart;
+      const superseded = (this.#lastSessionAt.get(peer) ?? 0) >= attemptStart || mine.superseded;
       this.#logger.info(
         { peer, err: (err as Error).message },
         resumed ? 'resume punch finished' : superseded ? 'superseded attempt ended' : 'incoming connection failed',
@@ -587,8 +667,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     } finally {
       dispose();
       this.#attempts.delete(ac);
+      const set = this.#unmeasuredAttempts.get(peer);
+      if (set?.delete(mine) && set.size === 0) this.#unmeasuredAttempts.delete(peer);
       this.#refreshAfterAttempt();
     }
+  }
+
+  /** Stops the attempts of `peer` from an unmeasured introduction from the same public address (acceptOffer). */
+  #supersede(peer: string, address: string | null): void {
+    const set = this.#unmeasuredAttempts.get(peer);
+    if (!set) return;
+    for (const a of set) {
+      if (a.address !== address) continue;
+      a.superseded = true;
+      a.ac.abort(new NatpunchError('ABORTED', 'the peer was introduced again, with its NAT measured'));
+      set.delete(a);
+    }
+    if (set.size === 0) this.#unmeasuredAttempts.delete(peer);
   }
 
   /** Closes every session, the registration, the mapping, the relay allocation and the socket (if it owns it). */

@@ -28,6 +28,7 @@ export async function hardPunchSession(
   tuning: SessionTuning,
   ctx: TechniqueContext,
   signal: AbortSignal,
+  ik = name === 'predict',
 ): Promise<{ path: PathResult; punch: HardPunchResult }> {
   const id = techniqueConnectionId(ctx.connectionId, name);
   let punch: HardPunch;
@@ -84,8 +85,9 @@ export async function hardPunchSession(
     remote,
     tuning,
     signal,
-    // Prediction runs alone at the start of its plan: IK in its checks. Birthday races the plain checks: XX.
-    ik: name === 'predict',
+    // Noise IK in these checks when this is the attempt's IK technique (src/endpoint/attempt.ts ikTechnique: one
+    // per attempt on the initiator; a listener answers IK wherever it comes), else XX after them.
+    ik,
     release: () => {
       punch.close();
       void won?.close().catch(() => {});
@@ -107,10 +109,11 @@ export function hardPunchTechnique(
   name: 'predict' | 'birthday' | 'double-random',
   setup: HardPunchSetup,
   tuning: SessionTuning,
+  ik = name === 'predict',
 ): Technique {
   return {
     name,
     applies: () => true,
-    run: async (ctx, signal) => (await hardPunchSession(name, setup, tuning, ctx, signal)).path,
+    run: async (ctx, signal) => (await hardPunchSession(name, setup, tuning, ctx, signal, ik)).path,
   };
 }

@@ -13,8 +13,12 @@
  *   cone ↔ cone              'udp-checks' only (ICE-style checks, RFC 8445 §7)
  *   sequential ↔ cone|seq.   'predict' (hard punch aiming at the predicted window) replaces the checks: checks to
  *                            other candidates would take the ports the window predicts
- *   random ↔ cone            'udp-checks' (enough when the cone filters by address only) and, BIRTHDAY_HOLD_MS
- *                            later, 'birthday' (256 sockets × 1750 probes, P(hit) 0.999, birthday.ts)
+ *   random ↔ cone            'udp-checks' (enough when the cone filters by address only) and, beside them,
+ *                            'birthday' (256 sockets × 1750 probes, P(hit) 0.999, birthday.ts): most cones filter by
+ *                            address and port, where the checks never meet. An unmeasured side (a cold connector
+ *                            introduced before its measurement) counts as a cone at its server-reflexive address.
+ *                            The initiator carries Noise IK in the birthday's checks, not the plain ones (IK rides
+ *                            on one technique only, docs/handshake.md)
  *   random ↔ random|seq.     no direct path without an opt-in probe budget ('double-random'); the relay carries it
  *   relay                    whenever either side offers a relayed candidate: at once when no direct technique
  *                            applies or a side's UDP is blocked, else after the direct techniques had their time
@@ -43,9 +47,14 @@ const PREFERENCE: Record<TechniqueName, number> = {
   icmp: 3,
 };
 
-/** random ↔ cone: the plain checks get this head start before 256 sockets and 1750 probes start (a cone that
- *  filters by address only answers them within one round trip; a lab link is 10–40 ms, the Internet ≤ 300 ms). */
-export const BIRTHDAY_HOLD_MS = 300;
+/**
+ * random ↔ cone: the birthday's head-start for the plain checks. None: the checks meet only a cone that filters by
+ * address alone (or not at all), and most cones filter by address and port (RFC 4787 §5: a conntrack-based NAT lets
+ * in only the 5-tuple it sent to), so holding the birthday back costs the common pair its hold-back and buys little.
+ * What starting at once costs when the checks would have won: 256 sockets on the random side whose first packets
+ * die after two hops (birthday.ts DEFAULT_OPEN_TTL) and the probes the cone sprayed for about two round trips.
+ */
+export const BIRTHDAY_HOLD_MS = 0;
 /** The relay's head start for the direct techniques when only the checks run: a pair that works answers within a
  *  couple of round trips; checks retransmit (RFC 8445 §14.3), so a lost packet costs ≤ 0.4 s (checks.ts). */
 export const RELAY_HOLD_MS = 1_500;
@@ -87,6 +96,11 @@ export interface PlanSwitches {
   icmp?: boolean;
   /** The rendezvous answered (an introduction is in hand). Default true; false: only 'icmp' can run. */
   rendezvous?: boolean;
+  /**
+   * Which side asked for the introduction (the connector). An unmeasured connector is usually a cold one still
+   * measuring (see birthdayWithUnmeasured); an unmeasured listener never measured. Default: not known.
+   */
+  initiator?: 'local' | 'remote';
 }
 
 export const ALL_ON: PlanSwitches = { hardNat: true, budget: false, relay: true, transport: 'auto' };
@@ -139,6 +153,7 @@ export function applies(
     case 'birthday':
     case 'double-random': {
       if (!sw.hardNat) return { skip: 'turned off (--no-hard-nat)' };
+      if (technique === 'birthday' && birthdayWithUnmeasured(local, remote, sw)) return true;
       if (local.kind === 'unknown' || remote.kind === 'unknown')
         return { skip: `${local.kind === 'unknown' ? 'our' : "the peer's"} NAT was not measured` };
       const t = hardTechnique(local.kind, remote.kind, sw.budget);
@@ -155,6 +170,21 @@ export function applies(
             skip: "not allowed: give the peer's public address (connect --icmp ADDRESS; needs root / CAP_NET_RAW)",
           };
   }
+}
+
+/**
+ * A random listener ↔ a connector that had not measured its NAT when it asked (a cold connector is introduced before
+ * its measurement is in): the birthday runs as if the connector were a cone at its server-reflexive address. The
+ * listener opens its sockets toward that address; the connector sprays once its measurement says cone. So the pair
+ * most NATs make with a random one needs no second introduction (src/endpoint/endpoint.ts). Not the other way
+ * round: an unmeasured listener never measured, and would not take part. Both sides need UDP.
+ */
+export function birthdayWithUnmeasured(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON): boolean {
+  if (!local.udp || !remote.udp) return false;
+  return (
+    (local.kind === 'random' && remote.kind === 'unknown' && sw.initiator === 'remote') ||
+    (local.kind === 'unknown' && remote.kind === 'random' && sw.initiator === 'local')
+  );
 }
 
 function sameNat(local: NatView, remote: NatView): boolean {
@@ -192,8 +222,8 @@ export function plan(local: NatView, remote: NatView, sw: PlanSwitches = ALL_ON)
       add('mapped', 0, `${local.mapped ? 'our' : "the peer's"} gateway mapped a port: reachable like a full cone`);
       direct = true;
     } else {
-      const h = applies(hardTechnique(local.kind, remote.kind, sw.budget) as TechniqueName, local, remote, sw);
       const t = hardTechnique(local.kind, remote.kind, sw.budget);
+      const h = applies(typeof t === 'string' ? t : 'predict', local, remote, sw);
       if (typeof t === 'string' && h === true) {
         hard = true;
         direct = true;

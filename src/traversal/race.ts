@@ -27,6 +27,9 @@ export interface RaceOptions {
   signal: AbortSignal;
   /** Sentences for the failure message (planner.ts advice()). */
   advice?: string[];
+  /** Called once when a step claims the race (its path works; its handshake runs now): the attempt is past the
+   *  point where dropping it is free (the peer may hold a session from it). */
+  onClaim?: (technique: TechniqueName) => void;
 }
 
 function describe(v: NatView): string {
@@ -107,6 +110,7 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       const better = [...running].some((s) => s !== step && s.preference < step.preference);
       if (!st.claimedBy && (!better || Date.now() >= deadline)) {
         st.claimedBy = step;
+        o.onClaim?.(step.technique);
         return true;
       }
       let timer: NodeJS.Timeout | undefined;

@@ -27,7 +27,7 @@
 import { isIP } from 'node:net';
 import type net from 'node:net';
 import { NatpunchError } from '../util/errors.js';
-import { sleep, timeoutSignal } from '../util/abort.js';
+import { timeoutSignal } from '../util/abort.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { loadAddon, type NativeAddon } from '../net/native.js';
 import { listenReusePort, startConnect, type PendingConnect } from '../net/tcp.js';
@@ -153,6 +153,21 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
   const waiting = new Set<net.Socket>(); // connections not (yet) nominated
   const connectedKeys = new Set<string>();
   const lastError = new Map<string, string>();
+  /** Pauses between SYNs, ended by finish(): every candidate runs its own loop, and one abort listener per loop on
+   *  the caller's signal would fan out past Node's 10 (MaxListenersExceededWarning) with a predicted window. */
+  const pauses = new Set<() => void>();
+  const pause = (ms: number) =>
+    new Promise<boolean>((resolve) => {
+      if (settled) return resolve(false);
+      const end = (ok: boolean) => {
+        clearTimeout(timer);
+        pauses.delete(stop);
+        resolve(ok);
+      };
+      const stop = () => end(false);
+      const timer = setTimeout(() => end(!settled), ms);
+      pauses.add(stop);
+    });
 
   return await new Promise<TcpPunchResult>((resolve, reject) => {
     const finish = (result: TcpPunchResult | NatpunchError) => {
@@ -161,6 +176,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       listener?.off('connection', onAccept);
       for (const p of pending) p.cancel();
       pending.clear();
+      for (const stop of [...pauses]) stop();
       for (const s of waiting)
         if (!(result instanceof NatpunchError) && s === result.socket) continue;
         else s.destroy();
@@ -264,7 +280,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
           ttl,
           ttlAfterSyn: ttl === undefined ? undefined : defaultTtl,
           timeoutMs: lifetimeMs,
-          signal,
+          // No signal per SYN: the punch's one abort listener ends them all (finish() cancels what is pending).
           addon,
         });
       } catch (err) {
@@ -290,13 +306,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
       // Guarded STUNT #2 renews its SYN before the first retransmission (see icmpGuarded); attempts then are cheap.
       const guarded = stunt && options.icmpGuarded === true;
       const lifetimeMs = guarded ? TCP_PUNCH_DEFAULTS.guardedStuntLifetimeMs : attemptTimeoutMs;
-      if (options.connectDelayMs) {
-        try {
-          await sleep(options.connectDelayMs, signal);
-        } catch {
-          return;
-        }
-      }
+      if (options.connectDelayMs && !(await pause(options.connectDelayMs))) return;
       for (let n = 0; n < (guarded ? Math.ceil(timeoutMs / lifetimeMs) : maxAttempts) && !settled; n++) {
         if (connectedKeys.has(k)) return; // an accepted connection already holds this 4-tuple
         const socket = await attempt(candidate, stunt ? options.lowTtl : undefined, lifetimeMs);
@@ -306,11 +316,7 @@ export async function tcpPunch(options: TcpPunchOptions): Promise<TcpPunchResult
         }
         if (settled) return;
         if (guarded && lastError.get(k) === 'TIMEOUT') continue; // our SYN_SENT socket lapsed unanswered: renew at once
-        try {
-          await sleep(stunt ? TCP_PUNCH_DEFAULTS.stuntRefreshMs : retryDelayMs, signal);
-        } catch {
-          return;
-        }
+        if (!(await pause(stunt ? TCP_PUNCH_DEFAULTS.stuntRefreshMs : retryDelayMs))) return;
       }
     };
 

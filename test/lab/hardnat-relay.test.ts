@@ -100,7 +100,9 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
     // No direct technique applies (random ↔ random, no budget): the plan starts the relay at once, no hard punch.
     // The connector, cold, was introduced before it measured its NAT; facing a random listener it sends nothing
     // until the measurement is in, then is introduced again with its advert (docs/connecting.md). The listener
-    // plans each introduction: the first (connector not measured) races the plain checks, the last the relay alone.
+    // plans each introduction: the first (connector not measured, perhaps a cone) races the plain checks and the
+    // birthday toward the connector's reflexive address, and is stopped when the connector comes back measured;
+    // the last runs the relay alone.
     for (const [side, ps] of [
       ['connector', cp],
       ['listener', lp],
@@ -117,12 +119,16 @@ describe('hard punch → TURN relay fallback in the NAT lab (hardNat + relay aut
           (p) =>
             p.phase === 'technique-start' &&
             p.technique !== 'relay' &&
-            (side === 'connector' || p.technique !== 'udp-checks'),
+            (side === 'connector' || (p.technique !== 'udp-checks' && p.technique !== 'birthday')),
         ).length,
         0,
         `${side}: ${why}`,
       );
     }
+    // The listener's attempt for the unmeasured introduction did not win: it was stopped (superseded).
+    for (const t of ['udp-checks', 'birthday'])
+      for (const end of lp.filter((p) => p.phase === 'technique-end' && p.technique === t))
+        assert.equal(end.ok, false, `listener ${t}: ${why}`);
     assert.equal((cr.path as { kind: string }).kind, 'relay', why);
     assert.equal(lr!.gotHash, cr.sentHash, 'listener got what the connector sent');
     assert.equal(cr.gotHash, lr!.sentHash, 'connector got what the listener sent');

@@ -7,8 +7,11 @@ import { connect, listen } from '../../src/natpunch.js';
 import { UdxEndpoint } from '../../src/net/udx.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { MessageType } from '../../src/wire/rendezvous.js';
-import { needsNewIntroduction } from '../../src/endpoint/attempt.js';
+import { ikTechnique, needsNewIntroduction } from '../../src/endpoint/attempt.js';
 import type { Plan, PlanStep } from '../../src/traversal/planner.js';
+import { candidatePriority } from '../../src/traversal/candidate.js';
+import { advertToCandidates } from '../../src/traversal/hardwire.js';
+import { randomBytes } from 'node:crypto';
 
 const LOOP = { address: '127.0.0.1' };
 
@@ -74,4 +77,53 @@ test('introduced again only for a hard punch the first plan lacks, or for any ch
   const checksThenRelay: Plan = { steps: [step('udp-checks'), { ...step('relay'), holdMs: 1500 }], skipped: [] };
   assert.equal(needsNewIntroduction(checksThenRelay, relayAt(0), false), true, 'no direct path: relay at once');
   assert.equal(needsNewIntroduction(relayAt(0), relayAt(0), false), false);
+});
+
+test('the initiator carries Noise IK on one technique: the birthday when it starts at once, else the one at 0', () => {
+  const at = (technique: PlanStep['technique'], holdMs: number): PlanStep => ({ ...step(technique), holdMs });
+  const p = (...steps: PlanStep[]): Plan => ({ steps, skipped: [] });
+  assert.equal(ikTechnique(p(at('udp-checks', 0), at('birthday', 0), at('relay', 4000))), 'birthday');
+  assert.equal(ikTechnique(p(at('udp-checks', 0), at('birthday', 300))), 'udp-checks');
+  assert.equal(ikTechnique(p(at('predict', 0), at('tcp', 2500))), 'predict');
+  assert.equal(ikTechnique(p(at('mapped', 0))), 'mapped');
+  assert.equal(ikTechnique(p(at('relay', 0))), null);
+});
+
+test("a connector introduced again with its NAT measured stops the listener's attempt for its unmeasured introduction", async () => {
+  const connector = generateKeyPair();
+  // Nothing answers at the connector's address: each attempt's checks would run until their timeout.
+  const silent = await UdxEndpoint.bind(LOOP);
+  const at = { address: '127.0.0.1', port: silent.address().port };
+  const listener = await listen({ keyPair: generateKeyPair(), bind: LOOP, checkTimeoutMs: 3_000 });
+  const errors: string[] = [];
+  listener.on('connection-error', (err: Error) => errors.push(err.message));
+  try {
+    const srflx = { type: 'srflx' as const, transport: 'udp' as const, ...at, priority: candidatePriority('srflx') };
+    const order: string[] = [];
+    // A cold connector's first CONNECT: no advert (not measured yet).
+    const first = listener
+      .acceptOffer({
+        connectionId: randomBytes(16),
+        role: 'responder',
+        peerKey: connector.publicKey,
+        candidates: [srflx],
+      })
+      .then((s) => order.push(`first ${s === null ? 'ended' : 'won'}`));
+    // Its second, from the same address, with the advert its measurement produced.
+    const advert = advertToCandidates({ kind: 'cone', delta: null, address: at.address, ports: [at.port] }, at);
+    const second = listener
+      .acceptOffer({
+        connectionId: randomBytes(16),
+        role: 'responder',
+        peerKey: connector.publicKey,
+        candidates: advert,
+      })
+      .then((s) => order.push(`second ${s === null ? 'ended' : 'won'}`));
+    await Promise.all([first, second]);
+    assert.deepEqual(order, ['first ended', 'second ended'], 'the first stopped at once, the second ran its course');
+    assert.equal(errors.length, 1, `only the second attempt is reported: ${errors.join(' | ')}`);
+  } finally {
+    await listener.close();
+    await silent.close();
+  }
 });

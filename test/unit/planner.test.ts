@@ -49,13 +49,34 @@ test('sequential with a cone or sequential: prediction replaces the checks; TCP 
   assert.deepEqual(steps(view('sequential'), view('sequential')), ['predict@0', `relay@${RELAY_HOLD_HARD_MS}`]);
 });
 
-test('random with a cone: checks first, birthday after its hold-back', () => {
+test('random with a cone: the checks and the birthday side by side (most cones filter by address and port)', () => {
+  assert.equal(BIRTHDAY_HOLD_MS, 0);
   assert.deepEqual(steps(view('random'), view('cone')), [
     'udp-checks@0',
     `birthday@${BIRTHDAY_HOLD_MS}`,
     'tcp@0',
     `relay@${RELAY_HOLD_HARD_MS}`,
   ]);
+});
+
+test('a random listener with an unmeasured connector (a cold one): the birthday aims at its reflexive address', () => {
+  const expected = ['udp-checks@0', `birthday@${BIRTHDAY_HOLD_MS}`, `relay@${RELAY_HOLD_HARD_MS}`];
+  const listener = { ...ALL_ON, initiator: 'remote' as const };
+  const connector = { ...ALL_ON, initiator: 'local' as const };
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false }), listener), expected);
+  assert.deepEqual(steps(view('unknown', { tcp: false }), view('random'), connector), expected, 'the same plan');
+  // An unmeasured listener never measured (it would not spray): a random connector does not count on it.
+  const plain = ['udp-checks@0', `relay@${RELAY_HOLD_MS}`];
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false }), connector), plain);
+  assert.deepEqual(steps(view('unknown', { tcp: false }), view('random'), listener), plain, 'the same plan');
+  // Not without UDP on both sides, not with the hard punch off, and never for two unmeasured sides.
+  assert.deepEqual(steps(view('random'), view('unknown', { tcp: false, udp: false }), listener), [
+    'udp-checks@0',
+    'relay@0',
+  ]);
+  assert.ok(!steps(view('random'), view('unknown'), { ...listener, hardNat: false }).some((s) => s.startsWith('bi')));
+  assert.ok(!steps(view('unknown'), view('unknown'), listener).some((s) => s.startsWith('birthday')));
+  assert.ok(!steps(view('unknown'), view('cone'), connector).some((s) => s.startsWith('birthday')));
 });
 
 test('random with random or sequential: the relay at once; a budget makes double-random a direct technique', () => {

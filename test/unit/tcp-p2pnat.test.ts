@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { once } from 'node:events';
+import { getEventListeners, once } from 'node:events';
 import { addonStatus, loadAddon } from '../../src/net/native.js';
 import { bindReusePort, connectFrom } from '../../src/net/tcp.js';
 import { tcpPunch } from '../../src/traversal/tcp-p2pnat.js';
@@ -109,6 +109,60 @@ test('punching stops with ABORTED when its signal fires', { skip }, async () => 
   setTimeout(() => ac.abort(), 100);
   await assert.rejects(p, (e: unknown) => isNatpunchError(e, 'ABORTED'));
 });
+
+test(
+  'many candidates and many punches on one long-lived signal: its abort listeners stay bounded, no process warning',
+  { skip },
+  async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    const closers: Array<() => void> = [];
+    const ac = new AbortController();
+    let most = 0;
+    const sample = setInterval(() => (most = Math.max(most, getEventListeners(ac.signal, 'abort').length)), 5);
+    try {
+      // 24 candidates that answer every SYN with RST (bound, never listening, held for the whole test so no punch
+      // can take one of their ports and connect to itself): each retries on its own loop, as a predicted window does.
+      const native = loadAddon();
+      const held = Array.from({ length: 24 }, () => bindReusePort(LO, 0, native));
+      closers.push(() => held.forEach((fd) => native.close(fd)));
+      const candidates = held.map((fd) => ({ address: LO, port: native.getSockName(fd).port }));
+      const taken = new Set(candidates.map((c) => c.port));
+      const localPort = () => {
+        for (;;) {
+          const p = freePort();
+          if (!taken.has(p)) return p;
+        }
+      };
+      for (let i = 0; i < 12; i++) {
+        await assert.rejects(
+          tcpPunch({
+            localAddress: LO,
+            localPort: localPort(),
+            candidates,
+            role: 'controlling',
+            timeoutMs: 150,
+            retryDelayMs: 10,
+            signal: ac.signal,
+          }),
+          (e: unknown) => isNatpunchError(e, 'PUNCH_FAILED'),
+        );
+        assert.equal(getEventListeners(ac.signal, 'abort').length, 0, `punch ${i} left a listener on the signal`);
+      }
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      assert.ok(most <= 2, `at most 2 abort listeners at once on the caller's signal, saw ${most}`);
+      assert.deepEqual(
+        warnings.map((w) => w.name),
+        [],
+      );
+    } finally {
+      clearInterval(sample);
+      process.off('warning', onWarning);
+      for (const close of closers) close();
+    }
+  },
+);
 
 test('inbound connections from addresses that are not candidates are dropped', { skip }, async () => {
   const mine = freePort();
