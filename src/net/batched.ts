@@ -2,7 +2,9 @@
  * A server UDP socket that reads and writes datagrams in batches (recvmmsg/sendmmsg through the native addon's
  * BatchUdp, native/src/addon.cc). One wake-up of the event loop reads up to BATCH_SIZE datagrams with one syscall and
  * calls JavaScript once; the replies the listeners send while handling that batch leave together in one sendmmsg.
- * Sends made outside a batch (timers, relay traffic from other sockets) are queued and flushed once per loop turn.
+ * Sends made outside a batch (timers, relay traffic from other sockets) are queued and flushed once per loop turn
+ * (by the addon, after the poll phase). TURN can hand the addon forwarding rules for bound channels (routeChannel,
+ * routePeer): matching datagrams are relayed natively and never reach the listeners.
  *
  * It is a DatagramTransport, so the STUN, rendezvous and TURN servers use it unchanged. Each datagram handed to a
  * listener is its own region of a slab that is never rewritten, so a listener may keep the Buffer (as with
