@@ -2,8 +2,8 @@
 // ... BENCH_RUNS each), each run in a private network namespace, the server pinned to its cores. Load: a C tool
 // (bench/loadgen/turn-load.c) that allocates and binds a channel once per client, then sends ChannelData over each
 // client's socket and echoes it back from its own peer socket, batched (sendmmsg/recvmmsg), closed loop (a window of
-// messages in flight), pinned to the load core. Configurations: server on 1 (and 2) cores × 1 and 10 clients × 100
-// and 1000-byte messages.
+// messages in flight), pinned to the load core, its sends with UDP GSO (see GSO below). Configurations: server on 1
+// (and 2) cores × 1 and 10 clients × 100 and 1000-byte messages.
 //
 // Why not coturn's turnutils_uclient: it reports its transmit time in whole seconds (a 1.4 s run and a 1.9 s run both
 // print 1), sends back to back with no window (so what it measures at 10 clients is mostly overflow of socket
@@ -47,6 +47,13 @@ const WINDOW = Number(process.env.BENCH_TURN_WINDOW ?? 256);
 /** Clients' total send-rate cap (0: none, the window alone saturates the server). */
 const PPS = Number(process.env.BENCH_TURN_PPS ?? 0);
 const LOAD_MAX_CPU = 0.8;
+/**
+ * UDP GSO for the tool's own sends (default on): a client's burst and the peer's echoes to one relayed address leave
+ * in one sendmsg with UDP_SEGMENT; the kernel splits them on delivery, so the servers receive the same separate
+ * datagrams. It halves the tool's CPU per packet (most of which is the kernel's per-datagram send path), so the tool
+ * stays clear of its core's limit. BENCH_TURN_GSO=0 sends one datagram at a time (sendmmsg) as before.
+ */
+const GSO = process.env.BENCH_TURN_GSO !== '0';
 
 interface Run {
   server: 'coturn' | 'natpunch';
@@ -69,6 +76,8 @@ interface Run {
   serverCpuUsPerPacket: number;
   loadCpuShare: number;
   loadSaturated: boolean;
+  /** The load tool's sends used UDP GSO in this run. */
+  loadGso: boolean;
 }
 
 interface LoadOut {
@@ -80,6 +89,8 @@ interface LoadOut {
   elapsed: number;
   cpu_user: number;
   cpu_sys: number;
+  /** Whether the tool sent with UDP GSO (it falls back to sendmmsg where the kernel refuses). */
+  gso?: number;
 }
 
 async function oneRun(
@@ -149,6 +160,7 @@ async function oneRun(
           String(size),
           String(WINDOW),
           String(PPS),
+          GSO ? '1' : '0',
         ],
         pin,
       ),
@@ -194,6 +206,7 @@ async function oneRun(
       serverCpuUsPerPacket: relayed > 0 ? (cpu * 1e6) / relayed : NaN,
       loadCpuShare,
       loadSaturated: loadCpuShare > LOAD_MAX_CPU,
+      loadGso: out.gso === 1,
     };
   } finally {
     await stopPid(child);
@@ -261,6 +274,7 @@ async function main(): Promise<void> {
       seconds: SECONDS,
       window: WINDOW,
       maxPps: PPS,
+      loadGso: GSO,
       loadgen: 'bench/loadgen/turn-load.c',
       runs: RUNS,
       cores: CORES,
@@ -300,6 +314,9 @@ async function main(): Promise<void> {
     ],
     notes: [
       `turn-load: per client one allocation and one channel, then ChannelData of BYTES echoed by its own peer socket; at most ${WINDOW} messages in flight over all clients (unanswered after 100 ms: lost), ${PPS > 0 ? `at most ${PPS}/s` : 'no rate cap'}; ${SECONDS} s after ${WARMUP_SECONDS} s of warm-up; ${RUNS} runs per server per configuration, interleaved.`,
+      GSO
+        ? "The tool's own sends use UDP GSO (UDP_SEGMENT; the kernel splits them before delivery, so both servers receive separate datagrams as from any client); BENCH_TURN_GSO=0 sends one datagram at a time."
+        : 'The tool sends one datagram at a time (sendmmsg; BENCH_TURN_GSO=0).',
       'relayed/s: client→peer datagrams the peer received plus peer→client datagrams the clients received, over the measured seconds. Loss: messages whose echo did not return.',
       'µs/pkt: server CPU (user+system, all threads, /proc/PID/stat) per relayed datagram; cpu ratio is natpunch/coturn (median of pairwise ratios).',
       `Load tool CPU: the highest share of its core (${CORES.load}) in any run; above ${LOAD_MAX_CPU * 100}% the tool, not the server, may be the limit (loadSaturated in the JSON).`,

@@ -37,6 +37,9 @@
 
 #include <string>
 #include <vector>
+#include <unordered_map>
+#include <unordered_set>
+#include <stdio.h>
 
 namespace {
 
@@ -563,6 +566,8 @@ constexpr size_t kMaxDatagram = 65536;
 constexpr size_t kSlabBytes = 1 << 20;
 constexpr size_t kSendArenaBytes = 1 << 20;
 constexpr int kReadRounds = 4;
+// msg_len of a datagram the relay fast path forwarded (never a real length: datagrams are at most 64 KiB).
+constexpr unsigned kRouted = 0xffffffffu;
 
 // The receive scratch (one 64 KiB slot per datagram of a batch) is used only inside one synchronous read round and
 // copied out before JavaScript runs, so every BatchUdp of a thread shares one; a worker thread gets its own.
@@ -582,6 +587,121 @@ struct ReadScratch {
 };
 thread_local ReadScratch tScratch;
 
+// TURN relay fast path (RFC 8656 section 12). Once TurnServer has bound a channel and checked its permission, the
+// two forwarding rules it applies to every packet of that channel are fixed until the binding or permission changes:
+//   * ChannelData from client C with channel N on the server socket  ->  its data, sent from the allocation's relay
+//     socket to the channel's peer P (section 12.6);
+//   * a datagram from P on that relay socket  ->  ChannelData N + the datagram, sent from the server socket to C
+//     (section 12.7).
+// TurnServer installs each rule here (routeChannel / routePeer) with the time left until the channel or the
+// permission expires, whichever is first, and removes it when either goes away; it leaves out allocations with a
+// bandwidth cap or a port-restricted permission, which need their per-packet checks. A datagram that matches a live
+// rule is forwarded without calling JavaScript; everything else (requests, unknown channels, expired rules) is
+// handed to JavaScript exactly as before, which applies the full checks.
+
+// One side of a 5-tuple, canonical: IPv4-mapped IPv6 addresses are stored as IPv4 (RFC 4291 section 2.5.5.2).
+struct RouteKey {
+  uint8_t addr[16];
+  uint16_t port;
+  uint16_t channel;  // 0 for peer rules
+  uint8_t family;    // 4 or 6
+
+  bool operator==(const RouteKey& o) const {
+    return family == o.family && port == o.port && channel == o.channel &&
+           memcmp(addr, o.addr, family == 4 ? 4 : 16) == 0;
+  }
+};
+
+struct RouteKeyHash {
+  size_t operator()(const RouteKey& k) const {
+    // FNV-1a over the significant bytes.
+    uint64_t h = 1469598103934665603ull;
+    int n = k.family == 4 ? 4 : 16;
+    for (int i = 0; i < n; i++) h = (h ^ k.addr[i]) * 1099511628211ull;
+    h = (h ^ k.port) * 1099511628211ull;
+    h = (h ^ k.channel) * 1099511628211ull;
+    return static_cast<size_t>(h ^ (h >> 29));
+  }
+};
+
+bool KeyFromSockaddr(const sockaddr_storage& ss, uint16_t channel, RouteKey* k) {
+  memset(k, 0, sizeof(*k));
+  k->channel = channel;
+  if (ss.ss_family == AF_INET) {
+    auto* v4 = reinterpret_cast<const sockaddr_in*>(&ss);
+    k->family = 4;
+    memcpy(k->addr, &v4->sin_addr, 4);
+    k->port = ntohs(v4->sin_port);
+    return true;
+  }
+  if (ss.ss_family == AF_INET6) {
+    auto* v6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+    k->port = ntohs(v6->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+      k->family = 4;
+      memcpy(k->addr, &v6->sin6_addr.s6_addr[12], 4);
+    } else {
+      k->family = 6;
+      memcpy(k->addr, &v6->sin6_addr, 16);
+    }
+    return true;
+  }
+  return false;
+}
+
+// A numeric address for a socket of `family` (AF_INET or AF_INET6). A dual-stack IPv6 socket reaches IPv4 peers
+// through IPv4-mapped addresses (RFC 4291 section 2.5.5.2). Returns 0 when `host` is not a numeric address of a
+// family the socket can reach.
+socklen_t SockaddrFor(int family, const char* hostIn, int port, sockaddr_storage* out) {
+  memset(out, 0, sizeof(*out));
+  if (port <= 0 || port > 65535) return 0;
+  char host[INET6_ADDRSTRLEN + 32];
+  snprintf(host, sizeof(host), "%s", hostIn);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(out);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(out);
+  if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    if (family != AF_INET6) return sizeof(sockaddr_in);
+    in_addr a = v4->sin_addr;
+    memset(out, 0, sizeof(*out));
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    v6->sin6_addr.s6_addr[10] = 0xff;
+    v6->sin6_addr.s6_addr[11] = 0xff;
+    memcpy(&v6->sin6_addr.s6_addr[12], &a, 4);
+    return sizeof(sockaddr_in6);
+  }
+  if (family != AF_INET6) return 0;
+  char* pct = strchr(host, '%');
+  uint32_t scope = 0;
+  if (pct != nullptr) {
+    *pct = '\0';
+    scope = if_nametoindex(pct + 1);
+  }
+  if (inet_pton(AF_INET6, host, &v6->sin6_addr) != 1) return 0;
+  v6->sin6_family = AF_INET6;
+  v6->sin6_port = htons(static_cast<uint16_t>(port));
+  v6->sin6_scope_id = scope;
+  return sizeof(sockaddr_in6);
+}
+
+uint64_t NowMs() { return uv_hrtime() / 1000000u; }
+
+class BatchUdp;
+// Live BatchUdp objects of this thread, to check an object handed in as a rule's target.
+thread_local std::unordered_set<BatchUdp*> tLive;
+
+// Where a routed datagram goes: the socket that sends it, the destination, and (peer rules) the channel header.
+struct Route {
+  BatchUdp* target = nullptr;
+  Napi::ObjectReference targetRef;  // keeps `target` alive while the rule exists
+  sockaddr_storage dst;
+  socklen_t dstLen = 0;
+  uint16_t channel = 0;  // peer rules: the ChannelData channel number towards the client
+  uint64_t deadlineMs = 0;
+};
+
 class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -589,7 +709,12 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
                        {InstanceMethod("start", &BatchUdp::Start), InstanceMethod("stop", &BatchUdp::Stop),
                         InstanceMethod("close", &BatchUdp::Close), InstanceMethod("queue", &BatchUdp::Queue),
                         InstanceMethod("flush", &BatchUdp::Flush), InstanceMethod("stats", &BatchUdp::Stats),
-                        InstanceMethod("ref", &BatchUdp::Ref), InstanceMethod("unref", &BatchUdp::Unref)});
+                        InstanceMethod("ref", &BatchUdp::Ref), InstanceMethod("unref", &BatchUdp::Unref),
+                        InstanceMethod("routeChannel", &BatchUdp::RouteChannel),
+                        InstanceMethod("unrouteChannel", &BatchUdp::UnrouteChannel),
+                        InstanceMethod("routePeer", &BatchUdp::RoutePeer),
+                        InstanceMethod("unroutePeer", &BatchUdp::UnroutePeer),
+                        InstanceMethod("takeRouted", &BatchUdp::TakeRouted)});
   }
 
   explicit BatchUdp(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BatchUdp>(info) {
@@ -629,13 +754,52 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       ThrowErrno(env, -rc, "uv_poll_init");
     }
     handle_->data = this;
+    // The deferred flush (ScheduleFlush): a check handle flushes after the poll phase, so what several sockets' read
+    // rounds queue here in one loop turn leaves in one sendmmsg; the idle handle only keeps the next poll from
+    // blocking when the flush was scheduled too late in a turn for this turn's check phase.
+    check_ = new uv_check_t;
+    idle_ = new uv_idle_t;
+    uv_check_init(loop, check_);
+    uv_idle_init(loop, idle_);
+    check_->data = this;
+    idle_->data = this;
+    // Both stay referenced: they are active only while a flush is pending, and that flush must run even when the
+    // socket itself is unref()ed and nothing else keeps the loop alive (as a setImmediate would).
     env_ = env;
+    tLive.insert(this);
   }
 
   ~BatchUdp() override {
+    tLive.erase(this);
     CloseHandle();
     free(sendArena_);
     delete context_;
+  }
+
+  // Queues one datagram (a followed by b) to dst; false when this socket is closed. Flushes a full queue first and
+  // schedules a flush for the end of the loop turn.
+  bool Enqueue(const sockaddr_storage& dst, socklen_t dstLen, const uint8_t* a, size_t alen, const uint8_t* b,
+               size_t blen) {
+    if (fd_ < 0) return false;
+    size_t len = alen + blen;
+    if (len > kMaxDatagram) return false;
+    if (queued_ == batch_ || arenaUsed_ + len > arenaBytes_) FlushQueue();
+    memcpy(&saddr_[queued_], &dst, dstLen);
+    uint8_t* at = sendArena_ + arenaUsed_;
+    memcpy(at, a, alen);
+    if (blen) memcpy(at + alen, b, blen);
+    siov_[queued_].iov_base = at;
+    siov_[queued_].iov_len = len;
+    arenaUsed_ += len;
+    mmsghdr& m = smsgs_[queued_];
+    memset(&m, 0, sizeof(m));
+    m.msg_hdr.msg_name = &saddr_[queued_];
+    m.msg_hdr.msg_namelen = dstLen;
+    m.msg_hdr.msg_iov = &siov_[queued_];
+    m.msg_hdr.msg_iovlen = 1;
+    queued_++;
+    ScheduleFlush();
+    return true;
   }
 
  private:
@@ -652,14 +816,18 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       // Fetched per round: JavaScript called in the previous round may have created a BatchUdp with a larger batch.
       uint8_t* scratch = tScratch.Get(batch_);
       if (scratch == nullptr) return;
-      for (int i = 0; i < batch_; i++) {
-        riov_[i].iov_base = scratch + static_cast<size_t>(i) * kMaxDatagram;
-        riov_[i].iov_len = kMaxDatagram;
-        memset(&rmsgs_[i], 0, sizeof(rmsgs_[i]));
-        rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
-        rmsgs_[i].msg_hdr.msg_iovlen = 1;
-        rmsgs_[i].msg_hdr.msg_name = &raddr_[i];
-        rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      if (scratch != readScratch_) {
+        // Headers point into the scratch: set once, and again only when it moved.
+        readScratch_ = scratch;
+        for (int i = 0; i < batch_; i++) {
+          riov_[i].iov_base = scratch + static_cast<size_t>(i) * kMaxDatagram;
+          riov_[i].iov_len = kMaxDatagram;
+          memset(&rmsgs_[i], 0, sizeof(rmsgs_[i]));
+          rmsgs_[i].msg_hdr.msg_iov = &riov_[i];
+          rmsgs_[i].msg_hdr.msg_iovlen = 1;
+          rmsgs_[i].msg_hdr.msg_name = &raddr_[i];
+          rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+        }
       }
       int n;
       do {
@@ -670,9 +838,34 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
         if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) recvErrors_++;
         return;
       }
+      // The relay fast path first (see Route): routed datagrams never reach the slab or JavaScript.
+      const bool peerSide = !peerRoutes_.empty();
+      const bool clientSide = !peerSide && !channelRoutes_.empty();
+      const uint64_t now = peerSide || clientSide ? NowMs() : 0;
+      bool inOrder = true;
       size_t total = 0;
-      for (int i = 0; i < n; i++) total += rmsgs_[i].msg_len;
-      if (slab_.IsEmpty() || slabUsed_ + total > slabSize_) {
+      for (int i = 0; i < n; i++) {
+        size_t len = rmsgs_[i].msg_len;
+        const uint8_t* d = static_cast<const uint8_t*>(riov_[i].iov_base);
+        bool routed = false;
+        if (peerSide) {
+          routed = RoutePeerDatagram(raddr_[i], d, len, now);
+        } else if (clientSide && inOrder) {
+          bool channelData = len >= 4 && d[0] >= 0x40 && d[0] <= 0x7f;
+          if (channelData) routed = RouteChannelDatagram(raddr_[i], d, len, now);
+          // A TURN request or indication (STUN's first bytes 0..3, RFC 7983; anything but a Binding request, type
+          // 0x0001) goes to JavaScript and may change the rules (a Refresh deleting the allocation, a ChannelBind):
+          // the rest of this batch follows it there, in order. Binding requests and other protocols' datagrams
+          // (the rendezvous' 0xF0) change no TURN state.
+          else if (len < 2 || (d[0] <= 3 && !(d[0] == 0 && d[1] == 1))) inOrder = false;
+        }
+        if (routed) {
+          rmsgs_[i].msg_len = kRouted;
+        } else {
+          total += len;
+        }
+      }
+      if (total > 0 && (slab_.IsEmpty() || slabUsed_ + total > slabSize_)) {
         slabSize_ = total > slabBytes_ ? total : slabBytes_;
         Napi::Buffer<uint8_t> fresh = Napi::Buffer<uint8_t>::New(env, slabSize_);
         slabData_ = fresh.Data();
@@ -681,6 +874,7 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       }
       int kept = 0;
       for (int i = 0; i < n; i++) {
+        if (rmsgs_[i].msg_len == kRouted) continue;
         const sockaddr_storage& ss = raddr_[i];
         uint32_t* m = meta_ + kept * kMetaStride;
         if (ss.ss_family == AF_INET) {
@@ -704,7 +898,9 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
         slabUsed_ += len;
         kept++;
       }
-      received_ += static_cast<uint64_t>(kept);
+      // recvmmsg shortened the address lengths of the datagrams it returned: restore them for the next round.
+      for (int i = 0; i < n; i++) rmsgs_[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage);
+      received_ += static_cast<uint64_t>(n);
       batches_++;
       if (kept > 0) {
         Napi::Value slab = slab_.Value();
@@ -717,6 +913,57 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       FlushQueue();
       if (n < batch_) return;
     }
+  }
+
+  // ChannelData (RFC 8656 section 12.4) from a client with a live rule: its data goes to the peer from the relay
+  // socket. A Length beyond the datagram (section 12.5) is left to JavaScript, which drops it and counts.
+  bool RouteChannelDatagram(const sockaddr_storage& from, const uint8_t* d, size_t len, uint64_t now) {
+    size_t dataLen = (static_cast<size_t>(d[2]) << 8) | d[3];
+    if (dataLen > len - 4) return false;
+    RouteKey key;
+    if (!KeyFromSockaddr(from, static_cast<uint16_t>((d[0] << 8) | d[1]), &key)) return false;
+    auto it = channelRoutes_.find(key);
+    if (it == channelRoutes_.end() || now > it->second.deadlineMs) return false;
+    Route& r = it->second;
+    if (!r.target->Enqueue(r.dst, r.dstLen, d + 4, dataLen, nullptr, 0)) return false;
+    routedPackets_++;
+    routedTotal_++;
+    routedBytes_ += dataLen;
+    return true;
+  }
+
+  // A datagram from a peer with a live rule: ChannelData to the client from the server socket (section 12.7; over
+  // UDP without padding, section 12.5).
+  bool RoutePeerDatagram(const sockaddr_storage& from, const uint8_t* d, size_t len, uint64_t now) {
+    if (len > 0xffff) return false;
+    RouteKey key;
+    if (!KeyFromSockaddr(from, 0, &key)) return false;
+    auto it = peerRoutes_.find(key);
+    if (it == peerRoutes_.end() || now > it->second.deadlineMs) return false;
+    Route& r = it->second;
+    uint8_t head[4] = {static_cast<uint8_t>(r.channel >> 8), static_cast<uint8_t>(r.channel),
+                       static_cast<uint8_t>(len >> 8), static_cast<uint8_t>(len)};
+    if (!r.target->Enqueue(r.dst, r.dstLen, head, 4, d, len)) return false;
+    routedPackets_++;
+    routedTotal_++;
+    routedBytes_ += len;
+    return true;
+  }
+
+  void ScheduleFlush() {
+    if (flushScheduled_ || check_ == nullptr) return;
+    flushScheduled_ = true;
+    uv_check_start(check_, OnCheck);
+    uv_idle_start(idle_, [](uv_idle_t*) {});
+  }
+
+  static void OnCheck(uv_check_t* h) {
+    auto* self = static_cast<BatchUdp*>(h->data);
+    if (self == nullptr) return;
+    self->flushScheduled_ = false;
+    uv_check_stop(self->check_);
+    uv_idle_stop(self->idle_);
+    self->FlushQueue();
   }
 
   int FlushQueue() {
@@ -762,53 +1009,103 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     if (napi_get_value_string_latin1(env, info[1], host, sizeof(host), &hostLen) != napi_ok) return Napi::Boolean::New(env, false);
     int port = info[2].As<Napi::Number>().Int32Value();
     if (port <= 0 || port > 65535) return Napi::Boolean::New(env, false);
-    if (queued_ == batch_ || arenaUsed_ + len > arenaBytes_) FlushQueue();
-    sockaddr_storage& ss = saddr_[queued_];
-    memset(&ss, 0, sizeof(ss));
-    socklen_t slen;
-    auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-      v4->sin_family = AF_INET;
-      v4->sin_port = htons(static_cast<uint16_t>(port));
-      slen = sizeof(sockaddr_in);
-      if (family_ == AF_INET6) {
-        // A dual-stack IPv6 socket reaches IPv4 peers through IPv4-mapped addresses (RFC 4291 section 2.5.5.2).
-        in_addr a = v4->sin_addr;
-        memset(&ss, 0, sizeof(ss));
-        v6->sin6_family = AF_INET6;
-        v6->sin6_port = htons(static_cast<uint16_t>(port));
-        v6->sin6_addr.s6_addr[10] = 0xff;
-        v6->sin6_addr.s6_addr[11] = 0xff;
-        memcpy(&v6->sin6_addr.s6_addr[12], &a, 4);
-        slen = sizeof(sockaddr_in6);
-      }
-    } else {
-      char* pct = strchr(host, '%');
-      uint32_t scope = 0;
-      if (pct != nullptr) {
-        *pct = '\0';
-        scope = if_nametoindex(pct + 1);
-      }
-      if (inet_pton(AF_INET6, host, &v6->sin6_addr) != 1) return Napi::Boolean::New(env, false);
-      v6->sin6_family = AF_INET6;
-      v6->sin6_port = htons(static_cast<uint16_t>(port));
-      v6->sin6_scope_id = scope;
-      slen = sizeof(sockaddr_in6);
-    }
-    memcpy(sendArena_ + arenaUsed_, data.Data(), headLen);
-    if (hasTail) memcpy(sendArena_ + arenaUsed_ + headLen, tail.Data(), len - headLen);
-    siov_[queued_].iov_base = sendArena_ + arenaUsed_;
-    siov_[queued_].iov_len = len;
-    arenaUsed_ += len;
-    mmsghdr& m = smsgs_[queued_];
-    memset(&m, 0, sizeof(m));
-    m.msg_hdr.msg_name = &ss;
-    m.msg_hdr.msg_namelen = slen;
-    m.msg_hdr.msg_iov = &siov_[queued_];
-    m.msg_hdr.msg_iovlen = 1;
-    queued_++;
+    sockaddr_storage ss;
+    socklen_t slen = SockaddrFor(family_, host, port, &ss);
+    if (slen == 0) return Napi::Boolean::New(env, false);
+    const uint8_t* t = hasTail ? tail.Data() : nullptr;
+    return Napi::Boolean::New(env, Enqueue(ss, slen, data.Data(), headLen, t, len - headLen));
+  }
+
+  // --- Relay fast path rules (see Route). Addresses are numeric strings as JavaScript has them.
+
+  static BatchUdp* Other(const Napi::CallbackInfo& info, size_t i) {
+    if (info.Length() <= i || !info[i].IsObject()) throw Napi::TypeError::New(info.Env(), "expected a BatchUdp");
+    Napi::Object o = info[i].As<Napi::Object>();
+    void* raw = nullptr;
+    if (napi_unwrap(info.Env(), o, &raw) != napi_ok || tLive.count(static_cast<BatchUdp*>(raw)) == 0)
+      throw Napi::TypeError::New(info.Env(), "expected a BatchUdp");
+    return static_cast<BatchUdp*>(raw);
+  }
+
+  static bool KeyFromText(const Napi::CallbackInfo& info, size_t i, uint16_t channel, RouteKey* key) {
+    std::string host = ArgString(info, i, "address");
+    sockaddr_storage ss;
+    if (SockaddrFor(AF_INET6, host.c_str(), ArgInt(info, i + 1, "port"), &ss) == 0) return false;
+    return KeyFromSockaddr(ss, channel, key);
+  }
+
+  // Fills a rule's target and destination; false when the address is not numeric or the target is closed.
+  static bool FillRoute(const Napi::CallbackInfo& info, size_t targetArg, size_t dstArg, Route* r) {
+    BatchUdp* target = Other(info, targetArg);
+    if (target->fd_ < 0) return false;
+    std::string host = ArgString(info, dstArg, "address");
+    r->dstLen = SockaddrFor(target->family_, host.c_str(), ArgInt(info, dstArg + 1, "port"), &r->dst);
+    if (r->dstLen == 0) return false;
+    r->target = target;
+    r->targetRef = Napi::Persistent(info[targetArg].As<Napi::Object>());
+    return true;
+  }
+
+  static uint64_t DeadlineArg(const Napi::CallbackInfo& info, size_t i) {
+    if (info.Length() <= i || !info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), "ttlMs must be a number");
+    double ttl = info[i].As<Napi::Number>().DoubleValue();
+    return NowMs() + static_cast<uint64_t>(ttl > 0 ? ttl : 0);
+  }
+
+  // routeChannel(clientAddress, clientPort, channel, relay: BatchUdp, peerAddress, peerPort, ttlMs) -> boolean.
+  // On the client-facing socket: ChannelData `channel` from the client goes to the peer through `relay`.
+  Napi::Value RouteChannel(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int channel = ArgInt(info, 2, "channel");
+    RouteKey key;
+    if (channel < 0x4000 || channel > 0x7fff || !KeyFromText(info, 0, static_cast<uint16_t>(channel), &key))
+      return Napi::Boolean::New(env, false);
+    Route r;
+    if (fd_ < 0 || !FillRoute(info, 3, 4, &r)) return Napi::Boolean::New(env, false);
+    r.deadlineMs = DeadlineArg(info, 6);
+    channelRoutes_[key] = std::move(r);
     return Napi::Boolean::New(env, true);
+  }
+
+  // unrouteChannel(clientAddress, clientPort, channel)
+  Napi::Value UnrouteChannel(const Napi::CallbackInfo& info) {
+    RouteKey key;
+    int channel = ArgInt(info, 2, "channel");
+    if (KeyFromText(info, 0, static_cast<uint16_t>(channel), &key)) channelRoutes_.erase(key);
+    return info.Env().Undefined();
+  }
+
+  // routePeer(peerAddress, peerPort, server: BatchUdp, clientAddress, clientPort, channel, ttlMs) -> boolean.
+  // On a relay socket: datagrams from the peer go to the client through `server` as ChannelData `channel`.
+  Napi::Value RoutePeer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int channel = ArgInt(info, 5, "channel");
+    RouteKey key;
+    if (channel < 0x4000 || channel > 0x7fff || !KeyFromText(info, 0, 0, &key)) return Napi::Boolean::New(env, false);
+    Route r;
+    if (fd_ < 0 || !FillRoute(info, 2, 3, &r)) return Napi::Boolean::New(env, false);
+    r.channel = static_cast<uint16_t>(channel);
+    r.deadlineMs = DeadlineArg(info, 6);
+    peerRoutes_[key] = std::move(r);
+    return Napi::Boolean::New(env, true);
+  }
+
+  // unroutePeer(peerAddress, peerPort)
+  Napi::Value UnroutePeer(const Napi::CallbackInfo& info) {
+    RouteKey key;
+    if (KeyFromText(info, 0, 0, &key)) peerRoutes_.erase(key);
+    return info.Env().Undefined();
+  }
+
+  // takeRouted() -> [datagrams, bytes] forwarded by the fast path since the last call (bytes: the relayed data).
+  Napi::Value TakeRouted(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env, 2);
+    a.Set(0u, static_cast<double>(routedPackets_));
+    a.Set(1u, static_cast<double>(routedBytes_));
+    routedPackets_ = 0;
+    routedBytes_ = 0;
+    return a;
   }
 
   // flush() -> datagrams dropped by this flush.
@@ -823,10 +1120,22 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
     o.Set("sendCalls", static_cast<double>(sendCalls_));
     o.Set("sendDropped", static_cast<double>(dropped_));
     o.Set("recvErrors", static_cast<double>(recvErrors_));
+    o.Set("routed", static_cast<double>(routedTotal_));
     return o;
   }
 
   void CloseHandle() {
+    if (check_ != nullptr) {
+      uv_check_stop(check_);
+      uv_idle_stop(idle_);
+      check_->data = nullptr;
+      idle_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(check_), [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+      uv_close(reinterpret_cast<uv_handle_t*>(idle_), [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+      check_ = nullptr;
+      idle_ = nullptr;
+      flushScheduled_ = false;
+    }
     if (handle_ == nullptr) return;
     uv_poll_stop(handle_);
     handle_->data = nullptr;
@@ -855,6 +1164,9 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
       CloseHandle();
       close(fd_);
       fd_ = -1;
+      // Rules hold references to other sockets; a closed socket forwards nothing.
+      channelRoutes_.clear();
+      peerRoutes_.clear();
     }
     return info.Env().Undefined();
   }
@@ -894,6 +1206,13 @@ class BatchUdp : public Napi::ObjectWrap<BatchUdp> {
   std::vector<iovec> siov_;
   std::vector<sockaddr_storage> saddr_;
   uint64_t received_ = 0, batches_ = 0, sent_ = 0, sendCalls_ = 0, dropped_ = 0, recvErrors_ = 0;
+  uv_check_t* check_ = nullptr;
+  uv_idle_t* idle_ = nullptr;
+  bool flushScheduled_ = false;
+  std::unordered_map<RouteKey, Route, RouteKeyHash> channelRoutes_;
+  std::unordered_map<RouteKey, Route, RouteKeyHash> peerRoutes_;
+  uint64_t routedPackets_ = 0, routedBytes_ = 0, routedTotal_ = 0;
+  uint8_t* readScratch_ = nullptr;  // the scratch the receive headers point into
 };
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {

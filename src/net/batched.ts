@@ -2,7 +2,9 @@
  * A server UDP socket that reads and writes datagrams in batches (recvmmsg/sendmmsg through the native addon's
  * BatchUdp, native/src/addon.cc). One wake-up of the event loop reads up to BATCH_SIZE datagrams with one syscall and
  * calls JavaScript once; the replies the listeners send while handling that batch leave together in one sendmmsg.
- * Sends made outside a batch (timers, relay traffic from other sockets) are queued and flushed once per loop turn.
+ * Sends made outside a batch (timers, relay traffic from other sockets) are queued and flushed once per loop turn
+ * (by the addon, after the poll phase). TURN can hand the addon forwarding rules for bound channels (routeChannel,
+ * routePeer): matching datagrams are relayed natively and never reach the listeners.
  *
  * It is a DatagramTransport, so the STUN, rendezvous and TURN servers use it unchanged. Each datagram handed to a
  * listener is its own region of a slab that is never rewritten, so a listener may keep the Buffer (as with
@@ -57,6 +59,34 @@ interface BatchUdpNative {
   stats(): BatchedStats;
   ref(): void;
   unref(): void;
+  /** The TURN relay fast path (absent from addon builds before it; see routeChannel below). */
+  routeChannel?(
+    clientAddress: string,
+    clientPort: number,
+    channel: number,
+    relay: BatchUdpNative,
+    peerAddress: string,
+    peerPort: number,
+    ttlMs: number,
+  ): boolean;
+  unrouteChannel?(clientAddress: string, clientPort: number, channel: number): void;
+  routePeer?(
+    peerAddress: string,
+    peerPort: number,
+    server: BatchUdpNative,
+    clientAddress: string,
+    clientPort: number,
+    channel: number,
+    ttlMs: number,
+  ): boolean;
+  unroutePeer?(peerAddress: string, peerPort: number): void;
+  takeRouted?(): [number, number];
+}
+
+/** Datagrams and payload bytes the relay fast path forwarded (BatchedUdpSocket.takeRouted). */
+export interface RoutedCounts {
+  packets: number;
+  bytes: number;
 }
 
 export interface BatchedStats {
@@ -69,6 +99,8 @@ export interface BatchedStats {
   /** Datagrams the kernel refused (full send buffer, no route, too large): dropped, as UDP does. */
   sendDropped: number;
   recvErrors: number;
+  /** Of `received`, the datagrams the TURN relay fast path forwarded without calling JavaScript. */
+  routed: number;
 }
 
 interface BatchAddon {
@@ -122,6 +154,8 @@ export class BatchedUdpSocket implements DatagramTransport {
   readonly #v6View = new DataView(this.#v6Bytes.buffer);
   #inBatch = false;
   #flushScheduled = false;
+  /** The addon flushes queued datagrams at the end of the loop turn itself (builds with the relay fast path). */
+  readonly #nativeFlush: boolean;
   #closed = false;
   #local: { address: string; port: number; family: string };
 
@@ -147,6 +181,7 @@ export class BatchedUdpSocket implements DatagramTransport {
       options.arenaBytes,
     );
     this.#native.start();
+    this.#nativeFlush = typeof this.#native.routeChannel === 'function';
   }
 
   /** Binds address:port. Throws errors with node-style `code` (EADDRINUSE, EADDRNOTAVAIL, EACCES) like dgram. */
@@ -255,7 +290,7 @@ export class BatchedUdpSocket implements DatagramTransport {
 
   /** Outside a batch, queued datagrams leave together once per event-loop turn. */
   #scheduleFlush(): void {
-    if (this.#inBatch || this.#flushScheduled) return;
+    if (this.#nativeFlush || this.#inBatch || this.#flushScheduled) return;
     this.#flushScheduled = true;
     setImmediate(() => {
       this.#flushScheduled = false;
@@ -268,6 +303,77 @@ export class BatchedUdpSocket implements DatagramTransport {
     if (this.#closed) return;
     this.#native.queue(head, address, port, tail);
     this.#scheduleFlush();
+  }
+
+  /**
+   * Whether this socket can take part in the TURN relay fast path: the addon forwards a bound channel's datagrams
+   * itself, both ways, without calling JavaScript (native/src/addon.cc, "TURN relay fast path").
+   */
+  get canRoute(): boolean {
+    return this.#nativeFlush && !this.#closed;
+  }
+
+  /**
+   * On the client-facing socket: ChannelData `channel` (RFC 8656 §12.4) from client:clientPort is forwarded, as its
+   * data, to peer:peerPort from `relay` for the next `ttlMs` (then it is handed to listeners again). Replaces an
+   * earlier rule for the same client and channel. False when the rule could not be installed (closed socket,
+   * an address that is not numeric or not of the relay socket's family).
+   */
+  routeChannel(
+    client: { address: string; port: number },
+    channel: number,
+    relay: BatchedUdpSocket,
+    peer: { address: string; port: number },
+    ttlMs: number,
+  ): boolean {
+    if (!this.canRoute || !relay.canRoute) return false;
+    return this.#native.routeChannel!(
+      client.address,
+      client.port,
+      channel,
+      relay.#native,
+      peer.address,
+      peer.port,
+      ttlMs,
+    );
+  }
+
+  unrouteChannel(client: { address: string; port: number }, channel: number): void {
+    if (this.canRoute) this.#native.unrouteChannel!(client.address, client.port, channel);
+  }
+
+  /**
+   * On a relay socket: datagrams from peer:peerPort are forwarded to client:clientPort from `server` as ChannelData
+   * `channel` (RFC 8656 §12.7) for the next `ttlMs`. Replaces an earlier rule for the same peer.
+   */
+  routePeer(
+    peer: { address: string; port: number },
+    server: BatchedUdpSocket,
+    client: { address: string; port: number },
+    channel: number,
+    ttlMs: number,
+  ): boolean {
+    if (!this.canRoute || !server.canRoute) return false;
+    return this.#native.routePeer!(
+      peer.address,
+      peer.port,
+      server.#native,
+      client.address,
+      client.port,
+      channel,
+      ttlMs,
+    );
+  }
+
+  unroutePeer(peer: { address: string; port: number }): void {
+    if (this.canRoute) this.#native.unroutePeer!(peer.address, peer.port);
+  }
+
+  /** What the fast path forwarded from this socket's datagrams since the last call (then zero again). */
+  takeRouted(): RoutedCounts {
+    if (!this.#nativeFlush) return { packets: 0, bytes: 0 };
+    const [packets, bytes] = this.#native.takeRouted!();
+    return { packets, bytes };
   }
 
   onMessage(listener: DatagramListener): () => void {

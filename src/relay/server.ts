@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { networkInterfaces } from 'node:os';
 import type { DatagramTransport, RemoteInfo } from '../net/datagram.js';
 import { NodeDatagramTransport } from '../net/datagram.js';
+import { BatchedUdpSocket } from '../net/batched.js';
 import { NatpunchError } from '../util/errors.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { CHANNEL_DATA_HEADER, CHANNEL_MIN, TurnStreamFramer } from '../wire/channel-data.js';
@@ -184,6 +185,11 @@ interface ClientEndpoint {
   send(buf: Buffer): void;
   /** ChannelData to the client without building it in one buffer when the transport allows. */
   sendChannelData(channel: number, data: Buffer): void;
+  /**
+   * A batched UDP transport that can forward bound channels itself (the addon's relay fast path), with the client's
+   * address as that socket reports it. Absent for TCP clients and other transports.
+   */
+  readonly route?: { socket: BatchedUdpSocket; address: string; port: number };
 }
 
 interface Channel {
@@ -191,6 +197,10 @@ interface Channel {
   peer: Peer;
   expires: number;
   perm: Permission;
+  /** Whether the addon's fast path forwards this channel (rules on the client's socket and the relay socket). */
+  routed: boolean;
+  /** Relay to relay: the #live key of the allocation the peer is, whose removal takes the rules away. */
+  routedTo?: string;
 }
 
 /** Which ports of a permitted IP may be reached; null: any. Evaluated per packet (allocations come and go). */
@@ -280,7 +290,13 @@ interface PartsSender {
 
 export class TurnServer {
   readonly realm: string;
-  readonly stats: TurnStats = {
+  /** Sockets with fast-path rules, whose forwarded counts `stats` folds in. */
+  readonly #routedSockets = new Set<BatchedUdpSocket>();
+  /** Relay-to-relay channels the fast path forwards, by the #live key of the allocation they reach. */
+  readonly #routedToRelay = new Map<string, Map<Channel, Allocation>>();
+  /** Batched relay sockets of live allocations (what they forward natively goes peer → client). */
+  readonly #relaySockets = new Set<RelaySocket>();
+  readonly #counters: TurnStats = {
     allocations: 0,
     allocationsTotal: 0,
     tcpAllocations: 0,
@@ -404,7 +420,7 @@ export class TurnServer {
       // RFC 8656 §12.5 (UDP): header only; Length beyond the datagram → drop; extra bytes are padding.
       const alloc = this.#udp.get(transport)?.get(rinfo.address)?.get(rinfo.port);
       if (!alloc) {
-        this.stats.droppedNoChannel++;
+        this.#counters.droppedNoChannel++;
         return true;
       }
       const length = (msg[2]! << 8) | msg[3]!;
@@ -439,6 +455,7 @@ export class TurnServer {
       const byAddr = this.#udp.get(transport);
       if (byAddr) for (const ports of byAddr.values()) for (const a of ports.values()) this.#removeAllocation(a);
       this.#udp.delete(transport);
+      if (transport instanceof BatchedUdpSocket && this.#routedSockets.delete(transport)) this.#foldRouted(transport);
     };
     this.#detach.push(detach);
     return detach;
@@ -491,7 +508,7 @@ export class TurnServer {
           const alloc = this.#tcpAllocs.get(socket);
           if (!alloc) {
             // ChannelData before any allocation: not a TURN client (RFC 8656 §12.6 drops it; on a stream we close).
-            this.stats.droppedNoChannel++;
+            this.#counters.droppedNoChannel++;
             raw = true;
             socket.destroy();
             return;
@@ -508,7 +525,7 @@ export class TurnServer {
           return;
         }
         if (m.method === Method.Binding && m.cls === Cls.Request) {
-          this.stats.tcpBindings++;
+          this.#counters.tcpBindings++;
           client.send(this.#bindingResponse(m, client));
           return;
         }
@@ -630,6 +647,9 @@ export class TurnServer {
       kind: 'udp',
       address: normalizeIp(address),
       port,
+      ...(transport instanceof BatchedUdpSocket && transport.canRoute
+        ? { route: { socket: transport, address, port } }
+        : {}),
       send: (buf) => transport.send(buf, port, address),
       sendChannelData: raw
         ? (channel, data) => {
@@ -681,7 +701,7 @@ export class TurnServer {
     current: () => Allocation | undefined,
     setAlloc: (a: Allocation | null) => void,
   ): void {
-    this.stats.requests++;
+    this.#counters.requests++;
     if (m.cls === Cls.Indication) {
       if (m.method === Method.Send) {
         const alloc = current();
@@ -772,7 +792,7 @@ export class TurnServer {
     if (client.kind === 'udp' && answer.length > request.raw.length) {
       const now = Date.now();
       if (!this.#amplified.allow(sourceKey(client.address), now) || !this.#amplifiedTotal.take(1, now)) {
-        this.stats.amplificationDropped++;
+        this.#counters.amplificationDropped++;
         return;
       }
     }
@@ -794,7 +814,7 @@ export class TurnServer {
     // address answered us before; otherwise the answer is bounded by #sendUnverified.
     const challenge = (code: 401 | 438, reason: string, verified = false) => {
       if (!this.#limiter.allow(client.address, now)) {
-        this.stats.rateLimited++;
+        this.#counters.rateLimited++;
         return null;
       }
       // No SOFTWARE here: the challenge goes to unauthenticated senders and is kept small (anti-amplification).
@@ -827,7 +847,7 @@ export class TurnServer {
     const nonceState = this.#nonces.check(nonce, client.address);
     if (nonceState === 'stale') return challenge(438, 'Stale Nonce', true);
     if (nonceState === 'invalid' || realm !== this.realm) {
-      this.stats.authFailures++;
+      this.#counters.authFailures++;
       return challenge(401, 'Unauthorized');
     }
     // RFC 8489 §9.2.4 (bid-down protection): PASSWORD-ALGORITHMS must echo ours; PASSWORD-ALGORITHM picks one.
@@ -857,7 +877,7 @@ export class TurnServer {
     ) {
       return { username, scope: existing.scope, key: existing.key, integrity: kind, fingerprint };
     }
-    this.stats.authFailures++;
+    this.#counters.authFailures++;
     return challenge(401, 'Unauthorized');
   }
 
@@ -952,8 +972,8 @@ export class TurnServer {
       setAlloc(alloc);
       for (const r of alloc.relayed) this.#live.set(liveKey(transport, r.address, r.port), alloc);
       if (transport === 'tcp') this.#tcpAllocsCount(1);
-      this.stats.allocations++;
-      this.stats.allocationsTotal++;
+      this.#counters.allocations++;
+      this.#counters.allocationsTotal++;
       const b = new StunBuilder(Method.Allocate, Cls.Success, m.transactionId);
       for (const r of alloc.relayed) b.xorAddress(A.XOR_RELAYED_ADDRESS, this.#advertised(r));
       if (addressError) {
@@ -1013,7 +1033,7 @@ export class TurnServer {
   }
 
   #tcpAllocsCount(delta: number): void {
-    this.stats.tcpAllocations += delta;
+    this.#counters.tcpAllocations += delta;
   }
 
   #bindUdp(address: string, port: number): Promise<RelaySocket | null> {
@@ -1081,6 +1101,7 @@ export class TurnServer {
     alloc.relayed.push({ address: a.address, port: a.port });
     if (a.address.includes(':')) alloc.socket6 ??= sock;
     else alloc.socket4 ??= sock;
+    if (sock instanceof BatchedUdpSocket) this.#relaySockets.add(sock);
     sock.onMessage((msg, rinfo) => this.#peerToClient(alloc, msg, rinfo));
   }
 
@@ -1146,7 +1167,7 @@ export class TurnServer {
     const decision = this.#policy.check(ip);
     if (decision === 'invalid') return 400;
     const refuse = (why: string) => {
-      this.stats.deniedPeers++;
+      this.#counters.deniedPeers++;
       this.#log.warn({ user: alloc.username, peer: ip, decision: why }, 'turn peer refused by policy');
       return 403;
     };
@@ -1184,11 +1205,105 @@ export class TurnServer {
     if (!p) {
       p = { expires: 0, channels: null, restrict };
       alloc.permissions.set(ip, p);
-      this.stats.permissions++;
+      this.#counters.permissions++;
     }
     p.restrict = restrict;
     p.expires = now + PERMISSION_LIFETIME_S * 1000;
+    // The fast path's rules last until the channel or the permission expires: they follow the new lifetime.
+    if (p.channels) for (const ch of p.channels.values()) this.#route(alloc, ch);
     return p;
+  }
+
+  /**
+   * Installs (or renews) the addon's forwarding rules for a channel, both ways, when both sockets are batched and
+   * nothing needs a per-packet decision: no bandwidth cap (TokenBucket), and a permission for the whole IP or one
+   * that reaches exactly this server's live allocations (relay to relay, below); other PortFilters are evaluated per
+   * packet. The rules expire with the channel or the permission, whichever is first; JavaScript still sees every
+   * datagram no rule matches and checks it fully.
+   */
+  #route(alloc: Allocation, ch: Channel): void {
+    const via = alloc.client.route;
+    const relay = alloc.socketFor(ch.peer.address);
+    const ttl = Math.min(ch.expires, ch.perm.expires) - Date.now();
+    // Relay to relay for unscoped credentials (two clients of this server relaying to each other, as two browsers
+    // forced to relay do): the permission's filter admits exactly this server's live allocations (#access), so the
+    // rules hold while the peer's allocation lives, and #removeAllocation takes them away with it. Other filters
+    // (peer-relay scopes) depend on more than that and stay per packet.
+    let routedTo: string | undefined;
+    if (ch.perm.restrict) {
+      const { address, port } = ch.peer;
+      if (alloc.scope === null && this.#isRelayIp(address) && ch.perm.restrict(port))
+        routedTo = liveKey('udp', address === this.externalAddress ? this.relayAddress : address, port);
+    }
+    if (
+      !via ||
+      alloc.closed ||
+      alloc.bucket ||
+      (ch.perm.restrict && !routedTo) ||
+      ttl <= 0 ||
+      !(relay instanceof BatchedUdpSocket) ||
+      !relay.canRoute ||
+      !via.socket.canRoute
+    ) {
+      this.#unroute(alloc, ch);
+      return;
+    }
+    const client = { address: via.address, port: via.port };
+    const ok =
+      via.socket.routeChannel(client, ch.number, relay, ch.peer, ttl) &&
+      relay.routePeer(ch.peer, via.socket, client, ch.number, ttl);
+    if (!ok) {
+      ch.routed = true; // whichever half went in comes out again
+      this.#unroute(alloc, ch);
+      return;
+    }
+    ch.routed = true;
+    this.#routedSockets.add(via.socket);
+    this.#routedSockets.add(relay);
+    if (routedTo !== ch.routedTo) this.#dropDependency(ch);
+    if (routedTo) {
+      ch.routedTo = routedTo;
+      let deps = this.#routedToRelay.get(routedTo);
+      if (!deps) this.#routedToRelay.set(routedTo, (deps = new Map()));
+      deps.set(ch, alloc);
+    }
+  }
+
+  #dropDependency(ch: Channel): void {
+    if (!ch.routedTo) return;
+    const deps = this.#routedToRelay.get(ch.routedTo);
+    deps?.delete(ch);
+    if (deps?.size === 0) this.#routedToRelay.delete(ch.routedTo);
+    ch.routedTo = undefined;
+  }
+
+  #unroute(alloc: Allocation, ch: Channel): void {
+    this.#dropDependency(ch);
+    if (!ch.routed) return;
+    ch.routed = false;
+    const via = alloc.client.route;
+    via?.socket.unrouteChannel({ address: via.address, port: via.port }, ch.number);
+    const relay = alloc.socketFor(ch.peer.address);
+    if (relay instanceof BatchedUdpSocket) relay.unroutePeer(ch.peer);
+  }
+
+  /** Counters, including what the addon's fast path forwarded without JavaScript. */
+  get stats(): TurnStats {
+    for (const s of this.#routedSockets) this.#foldRouted(s);
+    return this.#counters;
+  }
+
+  /** Adds what `socket` forwarded natively: client-facing sockets carry client → peer, relay sockets the reverse. */
+  #foldRouted(socket: BatchedUdpSocket): void {
+    const { packets, bytes } = socket.takeRouted();
+    if (packets === 0) return;
+    if (this.#relaySockets.has(socket)) {
+      this.#counters.packetsToClient += packets;
+      this.#counters.bytesToClient += bytes;
+    } else {
+      this.#counters.packetsToPeer += packets;
+      this.#counters.bytesToPeer += bytes;
+    }
   }
 
   #createPermission(
@@ -1239,7 +1354,7 @@ export class TurnServer {
     if (typeof access === 'number' || !peer) return fail(400, 'Bad Request');
     // A channel names one port: a restricted IP must allow exactly that one (RFC 8656 §11.2 → 403).
     if (access.restrict && !access.restrict(peer.port)) {
-      this.stats.deniedPeers++;
+      this.#counters.deniedPeers++;
       return fail(403, 'Forbidden');
     }
     const now = Date.now();
@@ -1260,11 +1375,13 @@ export class TurnServer {
         peer: { address: peer.address, port: peer.port },
         expires: now + CHANNEL_LIFETIME_S * 1000,
         perm,
+        routed: false,
       };
       alloc.channels.set(number, ch);
       (perm.channels ??= new Map()).set(peer.port, ch);
-      this.stats.channels++;
+      this.#counters.channels++;
     }
+    this.#route(alloc, bound ?? alloc.channels.get(number)!);
     reply(new StunBuilder(Method.ChannelBind, Cls.Success, m.transactionId));
   }
 
@@ -1281,11 +1398,11 @@ export class TurnServer {
     const now = Date.now();
     const perm = alloc.permissions.get(peer.address);
     if (!perm || perm.expires < now) {
-      this.stats.droppedNoPermission++;
+      this.#counters.droppedNoPermission++;
       return;
     }
     if (perm.restrict && !perm.restrict(peer.port)) {
-      this.stats.deniedPeers++;
+      this.#counters.deniedPeers++;
       return;
     }
     this.#toPeer(alloc, peer.address, peer.port, data, now);
@@ -1295,12 +1412,12 @@ export class TurnServer {
   #channelToPeer(alloc: Allocation, number: number, data: Buffer): void {
     const ch = alloc.channels.get(number);
     if (!ch) {
-      this.stats.droppedNoChannel++;
+      this.#counters.droppedNoChannel++;
       return;
     }
     const now = Date.now();
     if (ch.expires < now || ch.perm.expires < now || (ch.perm.restrict && !ch.perm.restrict(ch.peer.port))) {
-      this.stats.droppedNoPermission++;
+      this.#counters.droppedNoPermission++;
       return;
     }
     this.#toPeer(alloc, ch.peer.address, ch.peer.port, data, now);
@@ -1308,14 +1425,14 @@ export class TurnServer {
 
   #toPeer(alloc: Allocation, address: string, port: number, data: Buffer, now: number): void {
     if (alloc.bucket && !alloc.bucket.take(data.length, now)) {
-      this.stats.droppedBandwidth++;
+      this.#counters.droppedBandwidth++;
       return;
     }
     const sock = alloc.socketFor(address);
     if (!sock) return;
     sock.send(data, port, address);
-    this.stats.packetsToPeer++;
-    this.stats.bytesToPeer += data.length;
+    this.#counters.packetsToPeer++;
+    this.#counters.bytesToPeer += data.length;
   }
 
   /** RFC 8656 §11.5/§12.7: a datagram from a peer → ChannelData if a channel is bound, else a Data indication. */
@@ -1323,15 +1440,15 @@ export class TurnServer {
     const now = Date.now();
     const perm = alloc.permissions.get(rinfo.address);
     if (!perm || perm.expires < now) {
-      this.stats.droppedNoPermission++;
+      this.#counters.droppedNoPermission++;
       return;
     }
     if (alloc.bucket && !alloc.bucket.take(msg.length, now)) {
-      this.stats.droppedBandwidth++;
+      this.#counters.droppedBandwidth++;
       return;
     }
     if (perm.restrict && !perm.restrict(rinfo.port)) {
-      this.stats.droppedNoPermission++;
+      this.#counters.droppedNoPermission++;
       return;
     }
     const ch = perm.channels?.get(rinfo.port);
@@ -1342,8 +1459,8 @@ export class TurnServer {
       if (!ind) return;
       alloc.client.send(ind);
     }
-    this.stats.packetsToClient++;
-    this.stats.bytesToClient += msg.length;
+    this.#counters.packetsToClient++;
+    this.#counters.bytesToClient += msg.length;
   }
 
   #nextTid(): Buffer {
@@ -1390,7 +1507,7 @@ export class TurnServer {
     if (peers.length !== 1 || !peer) return fail(400, 'Bad Request');
     const access = this.#access(alloc, peer);
     if (access === 403 || (typeof access !== 'number' && access.restrict && !access.restrict(peer.port))) {
-      if (access !== 403) this.stats.deniedPeers++;
+      if (access !== 403) this.#counters.deniedPeers++;
       return fail(403, 'Forbidden');
     }
     if (access === 443) return fail(443, 'Peer Address Family Mismatch');
@@ -1435,7 +1552,7 @@ export class TurnServer {
     const address = normalizeIp(socket.remoteAddress ?? '');
     const perm = alloc.permissions.get(address);
     if (!perm || perm.expires < Date.now() || alloc.closed) {
-      this.stats.droppedNoPermission++;
+      this.#counters.droppedNoPermission++;
       socket.destroy();
       return;
     }
@@ -1488,18 +1605,26 @@ export class TurnServer {
   #removeAllocation(alloc: Allocation): void {
     if (alloc.closed) return;
     alloc.closed = true;
-    for (const s of alloc.sockets) s.close();
+    for (const ch of alloc.channels.values()) this.#unroute(alloc, ch);
+    for (const s of alloc.sockets) {
+      if (s instanceof BatchedUdpSocket && this.#routedSockets.delete(s)) this.#foldRouted(s);
+      this.#relaySockets.delete(s);
+      s.close();
+    }
     if (alloc.tcpServer) {
       alloc.tcpServer.close();
-      this.stats.tcpAllocations--;
+      this.#counters.tcpAllocations--;
     }
     for (const c of alloc.tcpConns.values()) c.socket.destroy();
-    this.stats.permissions -= alloc.permissions.size;
-    this.stats.channels -= alloc.channels.size;
-    this.stats.allocations--;
+    this.#counters.permissions -= alloc.permissions.size;
+    this.#counters.channels -= alloc.channels.size;
+    this.#counters.allocations--;
     for (const r of alloc.relayed) {
       const k = liveKey(alloc.transport, r.address, r.port);
       if (this.#live.get(k) === alloc) this.#live.delete(k);
+      // Other allocations' fast-path rules towards this one (relay to relay) end with it.
+      const deps = this.#routedToRelay.get(k);
+      if (deps) for (const [ch, from] of [...deps]) this.#unroute(from, ch);
     }
     alloc.onRemove();
     if (alloc.transport === 'tcp' || alloc.client.kind === 'tcp') {
@@ -1526,15 +1651,16 @@ export class TurnServer {
       }
       for (const [n, ch] of a.channels) {
         if (ch.expires < now) {
+          this.#unroute(a, ch);
           a.channels.delete(n);
           ch.perm.channels?.delete(ch.peer.port);
-          this.stats.channels--;
+          this.#counters.channels--;
         }
       }
       for (const [ip, p] of a.permissions) {
         if (p.expires < now && (!p.channels || p.channels.size === 0)) {
           a.permissions.delete(ip);
-          this.stats.permissions--;
+          this.#counters.permissions--;
         }
       }
     }
