@@ -24,10 +24,11 @@ const SETTLE_MS = Number(process.env.BENCH_RDV_SETTLE_MS ?? 35_000);
 const RUNS = Number(process.env.BENCH_RDV_RUNS ?? process.env.BENCH_RUNS ?? 3);
 /**
  * Profiling aids (off by default): extra node flags for the server (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`), and
- * BENCH_RDV_HEAPSNAPSHOT=1 writes a heap snapshot of the server (SIGUSR2) once the last milestone's peers are in.
+ * BENCH_RDV_HEAPSNAPSHOT=1 writes a heap snapshot of the server (SIGUSR2) once the last milestone's peers are in,
+ * BENCH_RDV_HEAPSNAPSHOT=after once the introductions have ended.
  */
 const SERVER_NODE_ARGS = (process.env.BENCH_RDV_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT === '1';
+const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT ?? '';
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -57,6 +58,8 @@ interface Run {
   run: number;
   rssMiB: Record<string, number>;
   rssSettledMiB: number;
+  /** RSS when the introduction phase has ended (its replay-cache entries and connection records still held). */
+  rssAfterIntroductionsMiB: number;
   registered: number;
   registerSeconds: number;
   introductionsPerSecond: number;
@@ -78,7 +81,7 @@ async function oneRun(run: number): Promise<Run> {
     process.execPath,
     [
       ...SERVER_NODE_ARGS,
-      ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
+      ...(HEAP_SNAPSHOT !== '' ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
       NATPUNCH_BIN,
       'serve',
       '--port',
@@ -116,6 +119,9 @@ async function oneRun(run: number): Promise<Run> {
     const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
     let out = '';
     let settled = NaN;
+    let afterIntroductions = NaN;
+    let cpuAtEnd = 0;
+    let wallAtEnd = 0;
     let cpuAtConnects = 0;
     let connectsStartedAt = 0;
     const done = new Promise<string>((resolve, reject) => {
@@ -130,7 +136,7 @@ async function oneRun(run: number): Promise<Run> {
           if (m) {
             rss[m[1]!] = rssMiB(server.pid!);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
-              if (HEAP_SNAPSHOT) await heapSnapshot(server.pid!);
+              if (HEAP_SNAPSHOT === '1') await heapSnapshot(server.pid!);
               await new Promise((r) => setTimeout(r, SETTLE_MS));
               settled = rssMiB(server.pid!);
             }
@@ -140,7 +146,13 @@ async function oneRun(run: number): Promise<Run> {
             cpuAtConnects = processCpuSeconds(server.pid!);
             connectsStartedAt = performance.now();
             load.stdin!.write('\n');
-          } else if (line.startsWith('{')) resolve(line);
+          } else if (line.startsWith('{')) {
+            afterIntroductions = rssMiB(server.pid!);
+            cpuAtEnd = processCpuSeconds(server.pid!);
+            wallAtEnd = performance.now();
+            if (HEAP_SNAPSHOT === 'after') await heapSnapshot(server.pid!);
+            resolve(line);
+          }
         }
       });
       load.once('exit', (code) => reject(new Error(`load process exited with ${code}`)));
@@ -155,8 +167,8 @@ async function oneRun(run: number): Promise<Run> {
       loadCpuShareDuringConnects: number;
       errors: Record<string, number>;
     };
-    const serverCpu = processCpuSeconds(server.pid!) - cpuAtConnects;
-    const wall = (performance.now() - connectsStartedAt) / 1000;
+    const serverCpu = cpuAtEnd - cpuAtConnects;
+    const wall = (wallAtEnd - connectsStartedAt) / 1000;
     await stopPid(server);
     const stopped = serverLog.split('\n').find((l) => l.includes('"serve: stopped"'));
     const serverStats = stopped
@@ -167,6 +179,7 @@ async function oneRun(run: number): Promise<Run> {
       run,
       rssMiB: rss,
       rssSettledMiB: settled,
+      rssAfterIntroductionsMiB: afterIntroductions,
       registered: result.registered,
       registerSeconds: result.registerSeconds,
       introductionsPerSecond: Math.round(result.introductionsPerSecond),
@@ -200,6 +213,7 @@ async function main(): Promise<void> {
       ['idle', ...MILESTONES.map(String)].map((k) => [k, median(runs.map((r) => r.rssMiB[k]!))]),
     ),
     rssSettledMiB: median(runs.map((r) => r.rssSettledMiB)),
+    rssAfterIntroductionsMiB: median(runs.map((r) => r.rssAfterIntroductionsMiB)),
     introductionsPerSecond: median(runs.map((r) => r.introductionsPerSecond)),
     introductionsMinMax: [
       Math.min(...runs.map((r) => r.introductionsPerSecond)),
@@ -234,6 +248,11 @@ async function main(): Promise<void> {
         `RSS at ${PEERS} peers after the replay window (MiB)`,
         f(summary.rssSettledMiB),
         runs.map((r) => f(r.rssSettledMiB)).join(', '),
+      ],
+      [
+        `RSS at ${PEERS} peers after the introductions (MiB)`,
+        f(summary.rssAfterIntroductionsMiB),
+        runs.map((r) => f(r.rssAfterIntroductionsMiB)).join(', '),
       ],
       [
         'introductions/s',
