@@ -120,6 +120,8 @@ async function oneRun(run: number): Promise<Run> {
     let out = '';
     let settled = NaN;
     let afterIntroductions = NaN;
+    /** The load's result line has arrived (it exits then, maybe while a heap snapshot is still being written). */
+    let finished = false;
     let cpuAtEnd = 0;
     let wallAtEnd = 0;
     let cpuAtConnects = 0;
@@ -147,6 +149,7 @@ async function oneRun(run: number): Promise<Run> {
             connectsStartedAt = performance.now();
             load.stdin!.write('\n');
           } else if (line.startsWith('{')) {
+            finished = true;
             afterIntroductions = rssMiB(server.pid!);
             cpuAtEnd = processCpuSeconds(server.pid!);
             wallAtEnd = performance.now();
@@ -155,7 +158,9 @@ async function oneRun(run: number): Promise<Run> {
           }
         }
       });
-      load.once('exit', (code) => reject(new Error(`load process exited with ${code}`)));
+      load.once('exit', (code) => {
+        if (!finished) reject(new Error(`load process exited with ${code}`));
+      });
     });
     const result = JSON.parse(await done) as {
       registered: number;

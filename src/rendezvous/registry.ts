@@ -44,6 +44,12 @@ export interface NameReservation {
  * `put` must claim the name atomically (SET NX semantics across nodes). `expire` returns the keys it removed.
  */
 export interface Registry {
+  /**
+   * True when a record stays until it expires or is deleted through this process (an in-process registry), so the
+   * server may let a record's lastTimestamp stand in for its REGISTER's replay-cache entry. A shared store can lose
+   * records behind the server's back (a restarted Redis), so it leaves this unset and the entries are kept.
+   */
+  readonly recordsGuardReplays?: boolean;
   get(publicKey: Buffer, now: number): Promise<PeerRecord | undefined>;
   getByName(name: string, now: number): Promise<PeerRecord | undefined>;
   put(record: PeerRecord, now: number): Promise<PutResult>;
@@ -90,6 +96,7 @@ export function matchesQuery(r: PeerRecord, query: string | undefined): boolean 
 
 /** The default registry: maps in this process, bounded by `maxPeers` (and reservations by DEFAULT_MAX_RESERVATIONS). */
 export class MemoryRegistry implements Registry {
+  readonly recordsGuardReplays = true;
   readonly maxPeers: number;
   readonly nameHoldMs: number;
   /**
