@@ -5,7 +5,7 @@
 // read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
 // drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, stopPid, waitFor } from './lib/harness.js';
@@ -29,6 +29,8 @@ const RUNS = Number(process.env.BENCH_RDV_RUNS ?? process.env.BENCH_RUNS ?? 3);
  */
 const SERVER_NODE_ARGS = (process.env.BENCH_RDV_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT ?? '';
+/** BENCH_RDV_SERVER_OUT=FILE: the server's stdout (e.g. --trace-gc lines) is also written there. */
+const SERVER_OUT = process.env.BENCH_RDV_SERVER_OUT;
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -97,6 +99,7 @@ async function oneRun(run: number): Promise<Run> {
   let serverOut = '';
   let serverLog = '';
   server.stdout!.on('data', (d: Buffer) => (serverOut += d.toString()));
+  if (SERVER_OUT) server.stdout!.pipe(createWriteStream(SERVER_OUT));
   server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
   const load = ns.spawn(
     process.execPath,
