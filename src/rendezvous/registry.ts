@@ -52,7 +52,11 @@ export interface Registry {
   readonly recordsGuardReplays?: boolean;
   get(publicKey: Buffer, now: number): Promise<PeerRecord | undefined>;
   getByName(name: string, now: number): Promise<PeerRecord | undefined>;
-  put(record: PeerRecord, now: number): Promise<PutResult>;
+  /**
+   * `keyId`, when given, is the record's key as a one-byte string (compact.ts keyId()): an in-process registry may
+   * keep that very string as its table key, so the server's own per-key table and the registry share one copy.
+   */
+  put(record: PeerRecord, now: number, keyId?: string): Promise<PutResult>;
   /** Withdraws a registration; its name stays reserved for the key (nameHoldMs). */
   delete(publicKey: Buffer, now?: number): Promise<boolean>;
   /** Removes records with expiresAt <= now; returns their keys. Their names stay reserved. */
@@ -125,8 +129,8 @@ export class MemoryRegistry implements Registry {
     return r && r.expiresAt > now && r.name === name ? r : undefined;
   }
 
-  async put(record: PeerRecord, now: number): Promise<PutResult> {
-    const id = record.publicKey.toString('latin1');
+  async put(record: PeerRecord, now: number, keyId?: string): Promise<PutResult> {
+    const id = keyId ?? record.publicKey.toString('latin1');
     if (record.name !== undefined) {
       const held = this.#names.get(record.name);
       if (held && held.id !== id && held.until > now) return 'name-taken';

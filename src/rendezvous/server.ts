@@ -926,7 +926,7 @@ export class RendezvousServer {
     const rtt = msg.rttMs || existing?.rttMs;
     if (rtt) record.rttMs = rtt;
     if (this.#cluster) record.node = this.#cluster.nodeId;
-    const result = await this.registry.put(record, now);
+    const result = await this.registry.put(record, now, id);
     if (result === 'name-taken') {
       this.#stats.nameTaken++;
       const held = await this.registry.reservation(msg.name!, now);
