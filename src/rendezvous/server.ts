@@ -281,15 +281,18 @@ interface ChannelEntry {
   registerRequestId?: number;
   /** Forgotten after this (the registry's expiry sweep runs on one node; every node drops its own channels). */
   expiresAt: number;
+  /** Whole seconds since the epoch until which the channel's source counts as proven (#markVerified); 0: never. */
+  verifiedUntil?: number;
 }
 
 /**
  * A registered peer's UDP channel entry as one flat string (compact.ts explains why): transport index u8,
- * registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown), sourceId.
- * TCP channels (a socket object each, at most maxTcpConnections) stay ChannelEntry objects.
+ * registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown), verifiedUntil
+ * in whole seconds u32, sourceId. TCP channels (a socket object each, at most maxTcpConnections) stay ChannelEntry
+ * objects.
  */
 const NO_RTT = 0xffff;
-const PACKED_HEAD = 11;
+const PACKED_HEAD = 15;
 
 function packedExpiresAt(e: string): number {
   return (e.charCodeAt(5) * 0x1000000 + ((e.charCodeAt(6) << 16) | (e.charCodeAt(7) << 8) | e.charCodeAt(8))) * 1000;
@@ -308,6 +311,14 @@ interface PendingNotify {
   timer: NodeJS.Timeout;
   /** 'notify': a CONNECT_NOTIFY (counted in notify*); 'seq': a forwarded SEQ_OFFER. */
   kind: 'notify' | 'seq';
+  /** The registered peer it goes to, when it goes to a registered channel (its acknowledgement proves the source). */
+  id?: string;
+}
+
+/** The registered peer a push goes to: its key id and channel entry (where the source's proof is kept). */
+interface PushPeer {
+  id: string;
+  entry: ChannelEntry;
 }
 
 /** The first SEQ_OFFER of a connection, waiting for the other peer's. */
@@ -424,7 +435,9 @@ export class RendezvousServer {
   #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
   /**
    * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
-   * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). Bounded by maxPeers.
+   * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). A registered peer's proof
+   * is kept in its channel entry (verifiedUntil); this map holds the others' (an initiator that only asks), bounded
+   * by maxPeers.
    */
   #verified = new Map<string, number>(); // sourceId → verified until (whole seconds since the epoch)
   #sweep: NodeJS.Timeout;
@@ -704,14 +717,17 @@ export class RendezvousServer {
         const p = this.#pings.get(msg.requestId | 0);
         if (!p || p.source !== channelSource(channel)) return;
         this.#pings.delete(msg.requestId | 0);
-        this.#markVerified(p.source);
         const entry = this.#entry(p.id);
         const rtt = this.#now() - msg.echo;
-        if (entry && rtt >= 0 && rtt < 60_000) {
-          entry.rttMs = rtt;
+        if (entry && entry.channel.source === p.source) {
+          // One write for both: the proof of the source and the RTT.
+          entry.verifiedUntil = this.#verifiedUntil();
+          if (rtt >= 0 && rtt < 60_000) {
+            entry.rttMs = rtt;
+            this.#stats.rttSamples++;
+          }
           this.#setEntry(p.id, entry);
-          this.#stats.rttSamples++;
-        }
+        } else this.#markVerified(p.source);
         return;
       }
       case 'notify-ack': {
@@ -721,7 +737,7 @@ export class RendezvousServer {
           if (p && channelSource(p.channel) === channelSource(channel)) {
             clearTimeout(p.timer);
             this.#pending.delete(key);
-            this.#markVerified(channelSource(channel));
+            this.#markVerified(channelSource(channel), p.id);
             if (p.kind === 'notify') this.#stats.notifyAcked++;
           }
         }
@@ -1052,20 +1068,34 @@ export class RendezvousServer {
     this.#error(channel, msg, 'TOO_SMALL', `pad the request to ${size} bytes (answers are never larger than requests)`);
   }
 
-  #markVerified(source: string): void {
+  #verifiedUntil(): number {
+    return Math.ceil((this.#now() + this.#ttlMs) / 1000);
+  }
+
+  /** `source` proved itself: in the channel entry of `id` when that is where it registered, else in #verified. */
+  #markVerified(source: string, id?: string): void {
+    const entry = id === undefined ? undefined : this.#entry(id);
+    if (entry && entry.channel.source === source) {
+      entry.verifiedUntil = this.#verifiedUntil();
+      this.#setEntry(id!, entry);
+      return;
+    }
     this.#verified.delete(source);
     while (this.#verified.size >= this.#maxPeers) {
       const oldest = this.#verified.keys().next().value;
       if (oldest === undefined) break;
       this.#verified.delete(oldest);
     }
-    this.#verified.set(source, Math.ceil((this.#now() + this.#ttlMs) / 1000));
+    this.#verified.set(source, this.#verifiedUntil());
   }
 
   /** TCP's handshake proves the address; over UDP, an answered PING or acknowledged push does. */
-  #isVerified(channel: Channel): boolean {
+  #isVerified(channel: Channel, peer?: PushPeer): boolean {
     if (channel.kind === 'tcp') return true;
-    const until = this.#verified.get(channelSource(channel));
+    const until =
+      peer && peer.entry.channel.source === channel.source
+        ? peer.entry.verifiedUntil
+        : this.#verified.get(channelSource(channel));
     return until !== undefined && until * 1000 > this.#now();
   }
 
@@ -1083,7 +1113,8 @@ export class RendezvousServer {
       target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId
         ? target.node
         : undefined;
-    const local = target && !remoteNode ? this.#entry(keyId(target.publicKey)) : undefined;
+    const targetId = target && !remoteNode ? keyId(target.publicKey) : undefined;
+    const local = targetId !== undefined ? this.#entry(targetId) : undefined;
     const remoteAlive = remoteNode !== undefined && (await this.#cluster!.isAlive(remoteNode));
     const delivery: { ip: string; rttMs?: number } | undefined = local
       ? { ip: local.channel.ip, ...(local.rttMs !== undefined ? { rttMs: local.rttMs } : {}) }
@@ -1110,7 +1141,10 @@ export class RendezvousServer {
     if (!this.#fits(channel, reply.length)) return this.#tooSmall(channel, msg, MAX_CONNECT_NOTIFY_BYTES);
     this.#stats.notifySent++;
     if (local) {
-      this.#push(hex(msg.connectionId), encodeRendezvous(plan.notify), local.channel, 'notify', requestBytes);
+      this.#push(hex(msg.connectionId), encodeRendezvous(plan.notify), local.channel, 'notify', requestBytes, {
+        id: targetId!,
+        entry: local,
+      });
     } else {
       // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
       this.#stats.remoteIntroductions++;
@@ -1265,10 +1299,17 @@ export class RendezvousServer {
    * answered our PING or acknowledged a push: #isVerified) gets retransmissions; any other gets at most
    * `requestBytes` bytes in all (the pusher's request size: ≤ 1x), i.e. usually one transmission.
    */
-  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind'], requestBytes: number): void {
+  #push(
+    pendingKey: string,
+    bytes: Buffer,
+    channel: Channel,
+    kind: PendingNotify['kind'],
+    requestBytes: number,
+    peer?: PushPeer,
+  ): void {
     const old = this.#pending.get(pendingKey);
     if (old) clearTimeout(old.timer);
-    const limit = this.#isVerified(channel)
+    const limit = this.#isVerified(channel, peer)
       ? this.#notifyMax
       : Math.min(this.#notifyMax, Math.floor(requestBytes / bytes.length));
     if (limit < this.#notifyMax) this.#stats.pushesWithheld += this.#notifyMax - limit;
@@ -1282,6 +1323,7 @@ export class RendezvousServer {
       transmissions: 0,
       timer: undefined as unknown as NodeJS.Timeout,
       kind,
+      ...(peer ? { id: peer.id } : {}),
     };
     this.#pending.set(pendingKey, pending);
     const transmit = () => {
@@ -1326,7 +1368,8 @@ export class RendezvousServer {
       conn &&
       conn.expiresAt > now &&
       ((conn.initiator === from && conn.responder === to) || (conn.initiator === to && conn.responder === from));
-    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : this.#entry(to)) : undefined;
+    const entry = party && to !== conn.initiator ? this.#entry(to) : undefined;
+    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : entry) : undefined;
     if (!delivery) {
       this.#stats.notFound++;
       this.#stats.seqRefused++;
@@ -1348,7 +1391,14 @@ export class RendezvousServer {
     }
     const cid = hex(msg.connectionId);
     this.#stats.seqForwarded++;
-    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq', original.length);
+    this.#push(
+      `seq/${cid}/${msg.requestId}`,
+      original,
+      delivery.channel,
+      'seq',
+      original.length,
+      entry ? { id: to, entry } : undefined,
+    );
 
     // Spoofed packets only go to hosts that asked, from sources that also asked (as src/server/spoof.ts): the
     // offer's public address must be the address this request came from.
@@ -1470,7 +1520,8 @@ export class RendezvousServer {
 
   /** A push another node handed us for a peer whose channel is here (cluster.ts). */
   #deliverRemote(push: ClusterPush): void {
-    const entry = this.#entry(keyId(Buffer.from(push.to, 'hex')));
+    const id = keyId(Buffer.from(push.to, 'hex'));
+    const entry = this.#entry(id);
     if (!entry || this.#closed) return;
     // Every push to a peer passes the node that holds it, so this one bucket bounds what all nodes together push
     // to its address (no shared rate-limit state needed for it).
@@ -1479,7 +1530,7 @@ export class RendezvousServer {
       return;
     }
     this.#stats.remoteDelivered++;
-    this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+    this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes, { id, entry });
     // Peer-relay mode: the introduction was made on another node; our relay learns it here, where the responder is.
     // The initiator's node says where it saw the initiator (never the notify's candidates: a peer lists any address
     // it likes as its own srflx).
@@ -1556,6 +1607,7 @@ export class RendezvousServer {
     const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
     const entry: ChannelEntry = { channel: kept(channel), registerRequestId, expiresAt: now + this.#ttlMs };
     if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
+    if (sameSource && prev.verifiedUntil) entry.verifiedUntil = prev.verifiedUntil;
     this.#setEntry(id, entry);
     if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
   }
@@ -1581,6 +1633,8 @@ export class RendezvousServer {
     const port = (source.charCodeAt(2 + len) << 8) | source.charCodeAt(3 + len);
     const ip = unmapV4(address);
     const rtt = (e.charCodeAt(9) << 8) | e.charCodeAt(10);
+    const verifiedUntil =
+      e.charCodeAt(11) * 0x1000000 + ((e.charCodeAt(12) << 16) | (e.charCodeAt(13) << 8) | e.charCodeAt(14));
     const entry: ChannelEntry = {
       channel: { kind: 'udp', transport, address, port, observed: { transport: 'udp', address: ip, port }, ip, source },
       registerRequestId:
@@ -1588,6 +1642,7 @@ export class RendezvousServer {
       expiresAt: packedExpiresAt(e),
     };
     if (rtt !== NO_RTT) entry.rttMs = rtt;
+    if (verifiedUntil !== 0) entry.verifiedUntil = verifiedUntil;
     return entry;
   }
 
@@ -1603,6 +1658,7 @@ export class RendezvousServer {
     b.writeUInt32BE(entry.registerRequestId >>> 0, 1);
     b.writeUInt32BE(Math.min(0xffffffff, Math.ceil(entry.expiresAt / 1000)), 5);
     b.writeUInt16BE(entry.rttMs === undefined ? NO_RTT : Math.min(NO_RTT - 1, Math.round(entry.rttMs)), 9);
+    b.writeUInt32BE(Math.min(0xffffffff, entry.verifiedUntil ?? 0), 11);
     const n = PACKED_HEAD + b.write(ch.source, PACKED_HEAD, 'latin1');
     this.#channels.set(id, b.toString('latin1', 0, n));
   }
