@@ -2,8 +2,9 @@
 // (rendezvous on, its default per-address rate limits on, --workers 1: one core) runs pinned in a private network
 // namespace; a separate load process (bench/lib/rendezvous-load.ts) on another core registers peers with real
 // Ed25519 signatures from many source addresses, pausing at 10k and 100k registered peers while the server's RSS is
-// read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
-// drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
+// read from /proc/PID/status (VmRSS; after 100k every second for the replay window while the peers refresh, median
+// and max), then sends signed CONNECTs at a fixed offered rate, counts the initiators' CONNECT_NOTIFYs, and reads the
+// RSS once more when they end (the replay cache then holds every CONNECT of the last window).
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
 import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -60,6 +61,8 @@ interface Run {
   run: number;
   rssMiB: Record<string, number>;
   rssSettledMiB: number;
+  /** RSS sampled every second from the last milestone to the end of the replay window (peers refreshing). */
+  rssSteadyMiB: { median: number; max: number; samples: number };
   /** RSS when the introduction phase has ended (its replay-cache entries and connection records still held). */
   rssAfterIntroductionsMiB: number;
   registered: number;
@@ -122,6 +125,7 @@ async function oneRun(run: number): Promise<Run> {
     const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
     let out = '';
     let settled = NaN;
+    const steady: number[] = [];
     let afterIntroductions = NaN;
     /** The load's result line has arrived (it exits then, maybe while a heap snapshot is still being written). */
     let finished = false;
@@ -142,8 +146,14 @@ async function oneRun(run: number): Promise<Run> {
             rss[m[1]!] = rssMiB(server.pid!);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
               if (HEAP_SNAPSHOT === '1') await heapSnapshot(server.pid!);
-              await new Promise((r) => setTimeout(r, SETTLE_MS));
-              settled = rssMiB(server.pid!);
+              // RSS moves with the collector (a sample in a registration burst can sit anywhere on the old
+              // generation's sawtooth): sampled every second while the peers refresh, median and max reported.
+              const end = performance.now() + SETTLE_MS;
+              while (performance.now() < end) {
+                await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, end - performance.now()))));
+                steady.push(rssMiB(server.pid!));
+              }
+              settled = steady[steady.length - 1]!;
             }
             load.stdin!.write('\n');
           } else if (line === 'CONNECTS') {
@@ -187,6 +197,7 @@ async function oneRun(run: number): Promise<Run> {
       run,
       rssMiB: rss,
       rssSettledMiB: settled,
+      rssSteadyMiB: { median: median(steady), max: Math.max(...steady), samples: steady.length },
       rssAfterIntroductionsMiB: afterIntroductions,
       registered: result.registered,
       registerSeconds: result.registerSeconds,
@@ -221,6 +232,8 @@ async function main(): Promise<void> {
       ['idle', ...MILESTONES.map(String)].map((k) => [k, median(runs.map((r) => r.rssMiB[k]!))]),
     ),
     rssSettledMiB: median(runs.map((r) => r.rssSettledMiB)),
+    rssSteadyMedianMiB: median(runs.map((r) => r.rssSteadyMiB.median)),
+    rssSteadyMaxMiB: Math.max(...runs.map((r) => r.rssSteadyMiB.max)),
     rssAfterIntroductionsMiB: median(runs.map((r) => r.rssAfterIntroductionsMiB)),
     introductionsPerSecond: median(runs.map((r) => r.introductionsPerSecond)),
     introductionsMinMax: [
@@ -252,6 +265,16 @@ async function main(): Promise<void> {
         f(summary.rssMiB[k]!),
         runs.map((r) => f(r.rssMiB[k]!)).join(', '),
       ]),
+      [
+        `RSS with ${PEERS} peers refreshing, sampled each second for ${SETTLE_MS / 1000} s: median (MiB)`,
+        f(summary.rssSteadyMedianMiB),
+        runs.map((r) => f(r.rssSteadyMiB.median)).join(', '),
+      ],
+      [
+        `… and max (MiB)`,
+        `${f(summary.rssSteadyMaxMiB)} (max)`,
+        runs.map((r) => f(r.rssSteadyMiB.max)).join(', '),
+      ],
       [
         `RSS at ${PEERS} peers after the replay window (MiB)`,
         f(summary.rssSettledMiB),
