@@ -270,11 +270,7 @@ async function main(): Promise<void> {
         f(summary.rssSteadyMedianMiB),
         runs.map((r) => f(r.rssSteadyMiB.median)).join(', '),
       ],
-      [
-        `… and max (MiB)`,
-        `${f(summary.rssSteadyMaxMiB)} (max)`,
-        runs.map((r) => f(r.rssSteadyMiB.max)).join(', '),
-      ],
+      [`… and max (MiB)`, `${f(summary.rssSteadyMaxMiB)} (max)`, runs.map((r) => f(r.rssSteadyMiB.max)).join(', ')],
       [
         `RSS at ${PEERS} peers after the replay window (MiB)`,
         f(summary.rssSettledMiB),

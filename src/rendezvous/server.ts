@@ -857,7 +857,13 @@ export class RendezvousServer {
     // Remembered until its timestamp leaves the window (then the window check refuses it). A full cache refuses
     // the message rather than forget one that could still be replayed.
     if (this.#nonces.full) this.#nonces.sweep(now);
-    if (!this.#nonces.add(nonce, packNonceEntry(this.#scratch, channelSource(channel), msg.signature!), this.#nonceExpiry(msg))) {
+    if (
+      !this.#nonces.add(
+        nonce,
+        packNonceEntry(this.#scratch, channelSource(channel), msg.signature!),
+        this.#nonceExpiry(msg),
+      )
+    ) {
       this.#stats.serverFull++;
       this.#error(
         channel,

@@ -195,7 +195,10 @@ test('a registration keeps no replay entry: its record answers a retransmission 
     direct.replies = [];
     direct.deliver(second, 1000);
     await settle();
-    assert.deepEqual(direct.replies.filter((b) => decodeRendezvous(b).type === 'registered'), [answer]);
+    assert.deepEqual(
+      direct.replies.filter((b) => decodeRendezvous(b).type === 'registered'),
+      [answer],
+    );
     assert.equal(server.stats().retransmitsAnswered, 1);
     // From elsewhere: a replay.
     direct.replies = [];
