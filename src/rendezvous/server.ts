@@ -294,6 +294,13 @@ interface ChannelEntry {
 const NO_RTT = 0xffff;
 const PACKED_HEAD = 15;
 
+function packedVerifiedUntil(e: string): number {
+  return e.charCodeAt(11) * 0x1000000 + ((e.charCodeAt(12) << 16) | (e.charCodeAt(13) << 8) | e.charCodeAt(14));
+}
+
+/** A proof is rewritten only when it would move by more than this (seconds): most acks then leave the entry as is. */
+const VERIFIED_REWRITE_S = 10;
+
 function packedExpiresAt(e: string): number {
   return (e.charCodeAt(5) * 0x1000000 + ((e.charCodeAt(6) << 16) | (e.charCodeAt(7) << 8) | e.charCodeAt(8))) * 1000;
 }
@@ -1080,9 +1087,19 @@ export class RendezvousServer {
 
   /** `source` proved itself: in the channel entry of `id` when that is where it registered, else in #verified. */
   #markVerified(source: string, id?: string): void {
-    const entry = id === undefined ? undefined : this.#entry(id);
+    const until = this.#verifiedUntil();
+    const packed = id === undefined ? undefined : this.#channels.get(id);
+    // Read in place first: a peer acknowledges every push, and most acks find a proof that is still fresh.
+    if (
+      typeof packed === 'string' &&
+      packed.length === PACKED_HEAD + source.length &&
+      packed.startsWith(source, PACKED_HEAD) &&
+      packedVerifiedUntil(packed) + VERIFIED_REWRITE_S >= until
+    )
+      return;
+    const entry = packed === undefined ? undefined : this.#entry(id!);
     if (entry && entry.channel.source === source) {
-      entry.verifiedUntil = this.#verifiedUntil();
+      entry.verifiedUntil = until;
       this.#setEntry(id!, entry);
       return;
     }
@@ -1639,8 +1656,7 @@ export class RendezvousServer {
     const port = (source.charCodeAt(2 + len) << 8) | source.charCodeAt(3 + len);
     const ip = unmapV4(address);
     const rtt = (e.charCodeAt(9) << 8) | e.charCodeAt(10);
-    const verifiedUntil =
-      e.charCodeAt(11) * 0x1000000 + ((e.charCodeAt(12) << 16) | (e.charCodeAt(13) << 8) | e.charCodeAt(14));
+    const verifiedUntil = packedVerifiedUntil(e);
     const entry: ChannelEntry = {
       channel: { kind: 'udp', transport, address, port, observed: { transport: 'udp', address: ip, port }, ip, source },
       registerRequestId:
