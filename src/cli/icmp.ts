@@ -8,7 +8,9 @@ import { idToKey, isPeerId, keyToId } from '../session/identity.js';
 import type { Session } from '../session/session.js';
 import type { MuxStream } from '../session/mux.js';
 import { isNatpunchError, NatpunchError } from '../util/errors.js';
-import { connectIcmp, listenIcmp, DEFAULT_ICMP_PUNCH_PORT } from '../traversal/icmp.js';
+import { listenIcmp, DEFAULT_ICMP_PUNCH_PORT } from '../traversal/icmp.js';
+import { connectWithoutRendezvous } from '../traversal/no-rendezvous.js';
+import { silentLogger } from '../util/log.js';
 import { parseHostPort } from './util.js';
 import { keyFromOptions, parseAllow, pipeStdio, progressPrinter } from './netcat.js';
 
@@ -111,19 +113,26 @@ export async function runConnectIcmp(server: string, opts: IcmpConnectCliOptions
   const stop = () => ac.abort();
   process.once('SIGINT', stop);
   try {
-    const session = await connectIcmp({
+    // The same planner path as connect() whose rendezvous never answered (no-rendezvous.ts): technique-start/-end,
+    // one 'path' event and an error that says what was tried.
+    const session = await connectWithoutRendezvous({
       keyPair,
-      server,
-      port: port(opts),
+      logger: silentLogger,
       onProgress: print,
       signal: ac.signal,
-      ...bindAddress(opts.bind),
-      ...(opts.peerKey ? { peerKey: idToKey(opts.peerKey) } : {}),
-      ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
-      ...(opts.icmpSource ? { source: opts.icmpSource } : {}),
-      ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+      icmp: {
+        server,
+        peerKey: opts.peerKey ? idToKey(opts.peerKey) : null,
+        port: port(opts),
+        ...(opts.bind ? { bindAddress: parseHostPort(opts.bind, 0).host } : {}),
+        ...(opts.icmpProbeAddress ? { probeAddress: opts.icmpProbeAddress } : {}),
+        ...(opts.icmpSource ? { source: opts.icmpSource } : {}),
+        ...(opts.timeout ? { timeoutMs: opts.timeout } : {}),
+      },
       ...(opts.keepalive ? { keepAliveMs: opts.keepalive } : {}),
     });
+    // Never null here: ICMP is allowed, so the plan has its one step.
+    if (!session) throw new NatpunchError('PUNCH_FAILED', 'the planner offered no ICMP attempt');
     if (!opts.peerKey) print({ event: 'unverified-key', key: keyToId(session.remotePublicKey) });
     const stream = session.openStream();
     try {

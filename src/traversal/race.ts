@@ -77,6 +77,9 @@ export async function race(o: RaceOptions): Promise<PathResult> {
   /** An authenticated refusal (the handshake reached the peer and it said no, or proved another key) says more than
    *  any punch failure: it is rethrown as is when nothing won. */
   let decisive: NatpunchError | null = null;
+  // This host cannot run a technique at all (no raw socket, no addon). When that is why every started step failed,
+  // that one line is what the user must act on, not a "no path" summary.
+  const localFaults: NatpunchError[] = [];
   const controllers = o.plan.steps.map(() => new AbortController());
   const running = new Set<PlanStep>(o.plan.steps);
   const st = { winner: null as PathResult | null, claimedBy: null as PlanStep | null };
@@ -148,6 +151,8 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       } catch (err) {
         out.ms = Date.now() - started;
         if (isNatpunchError(err) && (err.code === 'HANDSHAKE_FAILED' || err.code === 'NOT_ALLOWED')) decisive ??= err;
+        if (isNatpunchError(err) && (err.code === 'NOT_ROOT' || err.code === 'ADDON_UNAVAILABLE'))
+          localFaults.push(err);
         out.error =
           isNatpunchError(err, 'ABORTED') && st.winner
             ? `stopped: ${(st.winner as PathResult).technique} won`
@@ -197,6 +202,8 @@ export async function race(o: RaceOptions): Promise<PathResult> {
       throw new NatpunchError('ABORTED', 'connection attempt aborted', { cause: reason });
     }
     if (decisive) throw decisive;
+    if (localFaults.length > 0 && localFaults.length === outcomes.filter((x) => x.started).length)
+      throw localFaults[0]!;
     throw raceFailure(o, outcomes);
   } finally {
     o.signal.removeEventListener('abort', onAbort);

@@ -279,6 +279,9 @@ describe('ICMP hole punching in the NAT lab', { skip }, () => {
       assert.deepEqual(conn.lines, ['from the server'], conn.stderr);
       assert.deepEqual(listen.lines, ['from the client'], listen.stderr);
       assert.match(conn.stderr, /connected: authenticated session/);
+      // Planned like every other attempt (no-rendezvous.ts): the race's technique events and one chosen path.
+      assert.match(conn.stderr, /icmp/);
+      assert.match(conn.stderr, /path chosen: direct/, conn.stderr);
     } finally {
       if (conn) await stop(conn);
       await stop(listen);
