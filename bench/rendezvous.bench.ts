@@ -61,6 +61,8 @@ interface Run {
   run: number;
   rssMiB: Record<string, number>;
   rssSettledMiB: number;
+  /** Server CPU seconds from start to the last milestone (registrations, their PINGs, early refreshes). */
+  serverCpuSecondsToLastMilestone: number;
   /** RSS sampled every second from the last milestone to the end of the replay window (peers refreshing). */
   rssSteadyMiB: { median: number; max: number; samples: number };
   /** RSS when the introduction phase has ended (its replay-cache entries and connection records still held). */
@@ -123,6 +125,8 @@ async function oneRun(run: number): Promise<Run> {
   try {
     await waitFor(async () => serverOut.includes('"listening"'), 'natpunch serve');
     const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
+    const cpuAtStart = processCpuSeconds(server.pid!);
+    let cpuAtLastMilestone = NaN;
     let out = '';
     let settled = NaN;
     const steady: number[] = [];
@@ -145,6 +149,7 @@ async function oneRun(run: number): Promise<Run> {
           if (m) {
             rss[m[1]!] = rssMiB(server.pid!);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
+              cpuAtLastMilestone = processCpuSeconds(server.pid!);
               if (HEAP_SNAPSHOT === '1') await heapSnapshot(server.pid!);
               // RSS moves with the collector (a sample in a registration burst can sit anywhere on the old
               // generation's sawtooth): sampled every second while the peers refresh, median and max reported.
@@ -197,6 +202,7 @@ async function oneRun(run: number): Promise<Run> {
       run,
       rssMiB: rss,
       rssSettledMiB: settled,
+      serverCpuSecondsToLastMilestone: cpuAtLastMilestone - cpuAtStart,
       rssSteadyMiB: { median: median(steady), max: Math.max(...steady), samples: steady.length },
       rssAfterIntroductionsMiB: afterIntroductions,
       registered: result.registered,
