@@ -2,10 +2,11 @@
 // (rendezvous on, its default per-address rate limits on, --workers 1: one core) runs pinned in a private network
 // namespace; a separate load process (bench/lib/rendezvous-load.ts) on another core registers peers with real
 // Ed25519 signatures from many source addresses, pausing at 10k and 100k registered peers while the server's RSS is
-// read from /proc/PID/status (VmRSS, also again after the replay window, when the per-message replay cache has
-// drained), then sends signed CONNECTs at a fixed offered rate and counts the initiators' CONNECT_NOTIFYs.
+// read from /proc/PID/status (VmRSS; after 100k every second for the replay window while the peers refresh, median
+// and max), then sends signed CONNECTs at a fixed offered rate, counts the initiators' CONNECT_NOTIFYs, and reads the
+// RSS once more when they end (the replay cache then holds every CONNECT of the last window).
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, stopPid, waitFor } from './lib/harness.js';
@@ -24,10 +25,13 @@ const SETTLE_MS = Number(process.env.BENCH_RDV_SETTLE_MS ?? 35_000);
 const RUNS = Number(process.env.BENCH_RDV_RUNS ?? process.env.BENCH_RUNS ?? 3);
 /**
  * Profiling aids (off by default): extra node flags for the server (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`), and
- * BENCH_RDV_HEAPSNAPSHOT=1 writes a heap snapshot of the server (SIGUSR2) once the last milestone's peers are in.
+ * BENCH_RDV_HEAPSNAPSHOT=1 writes a heap snapshot of the server (SIGUSR2) once the last milestone's peers are in,
+ * BENCH_RDV_HEAPSNAPSHOT=after once the introductions have ended.
  */
 const SERVER_NODE_ARGS = (process.env.BENCH_RDV_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
-const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT === '1';
+const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT ?? '';
+/** BENCH_RDV_SERVER_OUT=FILE: the server's stdout (e.g. --trace-gc lines) is also written there. */
+const SERVER_OUT = process.env.BENCH_RDV_SERVER_OUT;
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -57,6 +61,12 @@ interface Run {
   run: number;
   rssMiB: Record<string, number>;
   rssSettledMiB: number;
+  /** Server CPU seconds from start to the last milestone (registrations, their PINGs, early refreshes). */
+  serverCpuSecondsToLastMilestone: number;
+  /** RSS sampled every second from the last milestone to the end of the replay window (peers refreshing). */
+  rssSteadyMiB: { median: number; max: number; samples: number };
+  /** RSS when the introduction phase has ended (its replay-cache entries and connection records still held). */
+  rssAfterIntroductionsMiB: number;
   registered: number;
   registerSeconds: number;
   introductionsPerSecond: number;
@@ -78,7 +88,7 @@ async function oneRun(run: number): Promise<Run> {
     process.execPath,
     [
       ...SERVER_NODE_ARGS,
-      ...(HEAP_SNAPSHOT ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
+      ...(HEAP_SNAPSHOT !== '' ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
       NATPUNCH_BIN,
       'serve',
       '--port',
@@ -94,6 +104,7 @@ async function oneRun(run: number): Promise<Run> {
   let serverOut = '';
   let serverLog = '';
   server.stdout!.on('data', (d: Buffer) => (serverOut += d.toString()));
+  if (SERVER_OUT) server.stdout!.pipe(createWriteStream(SERVER_OUT));
   server.stderr!.on('data', (d: Buffer) => (serverLog += d.toString()));
   const load = ns.spawn(
     process.execPath,
@@ -114,8 +125,16 @@ async function oneRun(run: number): Promise<Run> {
   try {
     await waitFor(async () => serverOut.includes('"listening"'), 'natpunch serve');
     const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
+    const cpuAtStart = processCpuSeconds(server.pid!);
+    let cpuAtLastMilestone = NaN;
     let out = '';
     let settled = NaN;
+    const steady: number[] = [];
+    let afterIntroductions = NaN;
+    /** The load's result line has arrived (it exits then, maybe while a heap snapshot is still being written). */
+    let finished = false;
+    let cpuAtEnd = 0;
+    let wallAtEnd = 0;
     let cpuAtConnects = 0;
     let connectsStartedAt = 0;
     const done = new Promise<string>((resolve, reject) => {
@@ -130,9 +149,16 @@ async function oneRun(run: number): Promise<Run> {
           if (m) {
             rss[m[1]!] = rssMiB(server.pid!);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
-              if (HEAP_SNAPSHOT) await heapSnapshot(server.pid!);
-              await new Promise((r) => setTimeout(r, SETTLE_MS));
-              settled = rssMiB(server.pid!);
+              cpuAtLastMilestone = processCpuSeconds(server.pid!);
+              if (HEAP_SNAPSHOT === '1') await heapSnapshot(server.pid!);
+              // RSS moves with the collector (a sample in a registration burst can sit anywhere on the old
+              // generation's sawtooth): sampled every second while the peers refresh, median and max reported.
+              const end = performance.now() + SETTLE_MS;
+              while (performance.now() < end) {
+                await new Promise((r) => setTimeout(r, Math.min(1000, Math.max(0, end - performance.now()))));
+                steady.push(rssMiB(server.pid!));
+              }
+              settled = steady[steady.length - 1]!;
             }
             load.stdin!.write('\n');
           } else if (line === 'CONNECTS') {
@@ -140,10 +166,19 @@ async function oneRun(run: number): Promise<Run> {
             cpuAtConnects = processCpuSeconds(server.pid!);
             connectsStartedAt = performance.now();
             load.stdin!.write('\n');
-          } else if (line.startsWith('{')) resolve(line);
+          } else if (line.startsWith('{')) {
+            finished = true;
+            afterIntroductions = rssMiB(server.pid!);
+            cpuAtEnd = processCpuSeconds(server.pid!);
+            wallAtEnd = performance.now();
+            if (HEAP_SNAPSHOT === 'after') await heapSnapshot(server.pid!);
+            resolve(line);
+          }
         }
       });
-      load.once('exit', (code) => reject(new Error(`load process exited with ${code}`)));
+      load.once('exit', (code) => {
+        if (!finished) reject(new Error(`load process exited with ${code}`));
+      });
     });
     const result = JSON.parse(await done) as {
       registered: number;
@@ -155,8 +190,8 @@ async function oneRun(run: number): Promise<Run> {
       loadCpuShareDuringConnects: number;
       errors: Record<string, number>;
     };
-    const serverCpu = processCpuSeconds(server.pid!) - cpuAtConnects;
-    const wall = (performance.now() - connectsStartedAt) / 1000;
+    const serverCpu = cpuAtEnd - cpuAtConnects;
+    const wall = (wallAtEnd - connectsStartedAt) / 1000;
     await stopPid(server);
     const stopped = serverLog.split('\n').find((l) => l.includes('"serve: stopped"'));
     const serverStats = stopped
@@ -167,6 +202,9 @@ async function oneRun(run: number): Promise<Run> {
       run,
       rssMiB: rss,
       rssSettledMiB: settled,
+      serverCpuSecondsToLastMilestone: cpuAtLastMilestone - cpuAtStart,
+      rssSteadyMiB: { median: median(steady), max: Math.max(...steady), samples: steady.length },
+      rssAfterIntroductionsMiB: afterIntroductions,
       registered: result.registered,
       registerSeconds: result.registerSeconds,
       introductionsPerSecond: Math.round(result.introductionsPerSecond),
@@ -200,6 +238,9 @@ async function main(): Promise<void> {
       ['idle', ...MILESTONES.map(String)].map((k) => [k, median(runs.map((r) => r.rssMiB[k]!))]),
     ),
     rssSettledMiB: median(runs.map((r) => r.rssSettledMiB)),
+    rssSteadyMedianMiB: median(runs.map((r) => r.rssSteadyMiB.median)),
+    rssSteadyMaxMiB: Math.max(...runs.map((r) => r.rssSteadyMiB.max)),
+    rssAfterIntroductionsMiB: median(runs.map((r) => r.rssAfterIntroductionsMiB)),
     introductionsPerSecond: median(runs.map((r) => r.introductionsPerSecond)),
     introductionsMinMax: [
       Math.min(...runs.map((r) => r.introductionsPerSecond)),
@@ -231,9 +272,20 @@ async function main(): Promise<void> {
         runs.map((r) => f(r.rssMiB[k]!)).join(', '),
       ]),
       [
+        `RSS with ${PEERS} peers refreshing, sampled each second for ${SETTLE_MS / 1000} s: median (MiB)`,
+        f(summary.rssSteadyMedianMiB),
+        runs.map((r) => f(r.rssSteadyMiB.median)).join(', '),
+      ],
+      [`… and max (MiB)`, `${f(summary.rssSteadyMaxMiB)} (max)`, runs.map((r) => f(r.rssSteadyMiB.max)).join(', ')],
+      [
         `RSS at ${PEERS} peers after the replay window (MiB)`,
         f(summary.rssSettledMiB),
         runs.map((r) => f(r.rssSettledMiB)).join(', '),
+      ],
+      [
+        `RSS at ${PEERS} peers after the introductions (MiB)`,
+        f(summary.rssAfterIntroductionsMiB),
+        runs.map((r) => f(r.rssAfterIntroductionsMiB)).join(', '),
       ],
       [
         'introductions/s',

@@ -50,7 +50,9 @@ const KEY_HEX = /^[0-9a-f]{64}$/;
  * Per-key state, packed (issue 20: ~440 B per key as objects, Endpoint arrays, hex keys and a second Map for the
  * issue memory; a rendezvous with 100k peers holds one per peer). #keys maps the key's 32 bytes as a one-byte
  * (latin1) string — 48 B where the hex spelling takes 80 — to its packed state: a latin1 string, or for a key
- * that was ever introduced, an Introduced holding that string and the introductions.
+ * that was ever introduced, an Introduced holding that string and the introductions, also one string: per
+ * introduction the other key's 32 bytes and its expiry (ms, 48-bit big-endian), oldest first (a Map per key cost
+ * ~250 B for the one or two introductions a key usually has).
  *
  * The packed string, one byte per character:
  *   [0..5]   when credentials were last issued to the key: ms, 48-bit big-endian (meaningless until an endpoint
@@ -74,8 +76,35 @@ const FAMILY_V6 = 6;
 
 interface Introduced {
   packed: string;
-  /** Introduced key (latin1) → expiry (ms). Only keys that were introduced have one (most never are). */
-  readonly introduced: Map<string, number>;
+  /** [introduced key (32, latin1)][expiry (AT_CHARS)] per introduction, oldest first. */
+  introduced: string;
+}
+
+const KEY_CHARS = 32;
+const INTRODUCTION_CHARS = KEY_CHARS + AT_CHARS;
+
+/** Where `other`'s record starts in an introductions string, or -1. */
+function introductionOf(introduced: string, other: string): number {
+  if (other.length !== KEY_CHARS) return -1;
+  for (let o = 0; o < introduced.length; o += INTRODUCTION_CHARS) if (introduced.startsWith(other, o)) return o;
+  return -1;
+}
+
+function introductionExpiry(introduced: string, o: number): number {
+  return unpackAt(introduced.slice(o + KEY_CHARS, o + INTRODUCTION_CHARS));
+}
+
+/**
+ * `introduced` without the record at `o` (if any) and with `other` (expiring at `until`) appended, keeping the newest
+ * `max`: one flat string (a join of several parts copies; a slice kept in the table would hold its whole parent).
+ */
+function withIntroduction(introduced: string, o: number, other: string, until: number, max: number): string {
+  const parts = o < 0 ? [introduced] : [introduced.slice(0, o), introduced.slice(o + INTRODUCTION_CHARS)];
+  parts.push(other, packAt(until));
+  let all = parts.join('');
+  if (all.length > max * INTRODUCTION_CHARS)
+    all = Buffer.from(all.slice(all.length - max * INTRODUCTION_CHARS), 'latin1').toString('latin1');
+  return all;
 }
 
 type KeyState = string | Introduced;
@@ -218,11 +247,12 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
 
   introduced(key: string, other: string): boolean {
     const state = this.#introductions(key);
+    if (!state) return false;
     const o = this.#fromHex(other);
-    const exp = state?.introduced.get(o);
+    const at = introductionOf(state.introduced, o);
     const now = this.#now();
-    if (exp === undefined || exp <= now) return false;
-    return this.#use(state!, o, now);
+    if (at < 0 || introductionExpiry(state.introduced, at) <= now) return false;
+    return this.#use(state, at, now);
   }
 
   allowsAddress(key: string, ip: string): boolean {
@@ -235,7 +265,9 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
 
   hasIntroductions(key: string): boolean {
     const now = this.#now();
-    for (const exp of this.#introductions(key)?.introduced.values() ?? []) if (exp > now) return true;
+    const introduced = this.#introductions(key)?.introduced ?? '';
+    for (let o = 0; o < introduced.length; o += INTRODUCTION_CHARS)
+      if (introductionExpiry(introduced, o) > now) return true;
     return false;
   }
 
@@ -279,10 +311,11 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     const state = this.#introductions(keyHex);
     if (!state) return false;
     const now = this.#now();
-    for (const [other, exp] of state.introduced) {
-      if (exp <= now) continue;
-      const seen = this.#keys.get(other);
-      if (seen !== undefined && hasEndpoint(packedOf(seen), addressPort)) return this.#use(state, other, now);
+    const introduced = state.introduced;
+    for (let o = 0; o < introduced.length; o += INTRODUCTION_CHARS) {
+      if (introductionExpiry(introduced, o) <= now) continue;
+      const seen = this.#keys.get(introduced.slice(o, o + KEY_CHARS));
+      if (seen !== undefined && hasEndpoint(packedOf(seen), addressPort)) return this.#use(state, o, now);
     }
     return false;
   }
@@ -369,23 +402,25 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
    * An introduction in use stays: each permission, channel or restricted datagram that relies on it pushes its
    * expiry to a full lifetime from now (so a relayed session outlives the lifetime; an unused one lapses).
    */
-  #use(state: Introduced, other: string, now: number): true {
+  #use(state: Introduced, at: number, now: number): true {
     const until = now + this.ttlSeconds * 1000;
-    // Only write when it moved noticeably (this runs per datagram on restricted permissions).
-    if ((state.introduced.get(other) ?? 0) < until - 1000) state.introduced.set(other, until);
+    // Only write when it moved noticeably (this runs per datagram on restricted permissions). It keeps its place:
+    // the order is when introduced, which decides what goes first when a key has too many.
+    if (introductionExpiry(state.introduced, at) < until - 1000) {
+      const s = state.introduced;
+      state.introduced = [s.slice(0, at + KEY_CHARS), packAt(until), s.slice(at + INTRODUCTION_CHARS)].join('');
+    }
     return true;
   }
 
   #link(from: string, to: string, expires: number): void {
     let state = this.#state(from);
     if (typeof state === 'string') {
-      state = { packed: state, introduced: new Map() };
+      state = { packed: state, introduced: '' };
       this.#keys.set(from, state);
     }
-    const introduced = state.introduced;
-    introduced.delete(to);
-    introduced.set(to, expires);
-    if (introduced.size > MAX_INTRODUCTIONS_PER_KEY) introduced.delete(introduced.keys().next().value!);
+    const at = introductionOf(state.introduced, to);
+    state.introduced = withIntroduction(state.introduced, at, to, expires, MAX_INTRODUCTIONS_PER_KEY);
   }
 }
 

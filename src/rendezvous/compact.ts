@@ -80,21 +80,33 @@ export function sourceId(scratch: Scratch, transport: 'udp' | 'tcp', address: st
  */
 export const SIGNATURE_PREFIX_BYTES = 16;
 
+/** What a replay-cache entry says about the answer to a retransmission (the byte after the signature prefix). */
+export const NonceAnswer = {
+  /** The message is still being handled: a retransmission is dropped (its answer is on the way). */
+  PENDING: 0,
+  /** The answer follows: a retransmission gets these bytes again. */
+  STORED: 1,
+  /**
+   * A CONNECT that introduced: its answer is rebuilt from the message and the target's record when a retransmission
+   * comes, instead of keeping ~100 bytes per introduction for the whole replay window.
+   */
+  REBUILD: 2,
+} as const;
+export type NonceAnswer = (typeof NonceAnswer)[keyof typeof NonceAnswer];
+
 /**
- * A replay-cache entry: who sent the signed message (sourceId), the start of its signature, and the answer it got
- * (empty until the handler has one). One flat string: [source length u8][source][signature prefix (16)][answer].
+ * A replay-cache entry: who sent the signed message (sourceId), the start of its signature, and what a
+ * retransmission gets. One flat string: [source length u8][source][signature prefix (16)][NonceAnswer u8][answer].
  */
-export function packNonceEntry(scratch: Scratch, source: string, signature: Uint8Array, answer?: Uint8Array): string {
+export function packNonceEntry(scratch: Scratch, source: string, signature: Uint8Array): string {
   const b = scratch.buf;
-  const n = 1 + source.length + SIGNATURE_PREFIX_BYTES + (answer?.length ?? 0);
-  if (answer && n > b.length) return packNonceEntry(scratch, source, signature); // too large to keep: none cached
+  const n = 1 + source.length + SIGNATURE_PREFIX_BYTES + 1;
   b[0] = source.length;
   b.write(source, 1, 'latin1');
-  let o = 1 + source.length;
+  const o = 1 + source.length;
   b.fill(0, o, o + SIGNATURE_PREFIX_BYTES); // (the codec's signatures are always 64 bytes)
   b.set(signature.subarray(0, SIGNATURE_PREFIX_BYTES), o);
-  o += SIGNATURE_PREFIX_BYTES;
-  if (answer) b.set(answer, o);
+  b[o + SIGNATURE_PREFIX_BYTES] = NonceAnswer.PENDING;
   return b.toString('latin1', 0, n);
 }
 
@@ -110,18 +122,34 @@ export function nonceEntrySignatureIs(e: string, signature: Uint8Array): boolean
   return true;
 }
 
-/** The cached answer, if the handler stored one. */
-export function nonceEntryAnswer(e: string): Buffer | undefined {
-  const o = 1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES;
-  return e.length > o ? Buffer.from(e.slice(o), 'latin1') : undefined;
+/** What a retransmission of the entry's message gets. */
+export function nonceEntryKind(e: string): NonceAnswer {
+  return e.charCodeAt(1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES) as NonceAnswer;
 }
 
-/** The same entry with `answer` stored. */
+/** The stored answer (NonceAnswer.STORED), if any. */
+export function nonceEntryAnswer(e: string): Buffer | undefined {
+  const o = 1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES;
+  return e.charCodeAt(o) === NonceAnswer.STORED ? Buffer.from(e.slice(o + 1), 'latin1') : undefined;
+}
+
+/** The same entry with `answer` stored (left PENDING when it is too large to keep). */
 export function withNonceAnswer(scratch: Scratch, e: string, answer: Uint8Array): string {
   const o = 1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES;
   const b = scratch.buf;
-  if (o + answer.length > b.length) return e;
+  if (o + 1 + answer.length > b.length) return e;
   b.write(e.slice(0, o), 0, 'latin1');
-  b.set(answer, o);
-  return b.toString('latin1', 0, o + answer.length);
+  b[o] = NonceAnswer.STORED;
+  b.set(answer, o + 1);
+  return b.toString('latin1', 0, o + 1 + answer.length);
+}
+
+/** The same entry marked NonceAnswer.REBUILD (no answer kept). */
+export function withNonceRebuild(scratch: Scratch, e: string): string {
+  const o = 1 + e.charCodeAt(0) + SIGNATURE_PREFIX_BYTES;
+  const b = scratch.buf;
+  b.write(e.slice(0, o), 0, 'latin1');
+  b[o] = NonceAnswer.REBUILD;
+  // Through the buffer: concatenating would keep a rope of both parts alive in the cache.
+  return b.toString('latin1', 0, o + 1);
 }

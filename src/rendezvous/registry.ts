@@ -44,9 +44,19 @@ export interface NameReservation {
  * `put` must claim the name atomically (SET NX semantics across nodes). `expire` returns the keys it removed.
  */
 export interface Registry {
+  /**
+   * True when a record stays until it expires or is deleted through this process (an in-process registry), so the
+   * server may let a record's lastTimestamp stand in for its REGISTER's replay-cache entry. A shared store can lose
+   * records behind the server's back (a restarted Redis), so it leaves this unset and the entries are kept.
+   */
+  readonly recordsGuardReplays?: boolean;
   get(publicKey: Buffer, now: number): Promise<PeerRecord | undefined>;
   getByName(name: string, now: number): Promise<PeerRecord | undefined>;
-  put(record: PeerRecord, now: number): Promise<PutResult>;
+  /**
+   * `keyId`, when given, is the record's key as a one-byte string (compact.ts keyId()): an in-process registry may
+   * keep that very string as its table key, so the server's own per-key table and the registry share one copy.
+   */
+  put(record: PeerRecord, now: number, keyId?: string): Promise<PutResult>;
   /** Withdraws a registration; its name stays reserved for the key (nameHoldMs). */
   delete(publicKey: Buffer, now?: number): Promise<boolean>;
   /** Removes records with expiresAt <= now; returns their keys. Their names stay reserved. */
@@ -90,6 +100,7 @@ export function matchesQuery(r: PeerRecord, query: string | undefined): boolean 
 
 /** The default registry: maps in this process, bounded by `maxPeers` (and reservations by DEFAULT_MAX_RESERVATIONS). */
 export class MemoryRegistry implements Registry {
+  readonly recordsGuardReplays = true;
   readonly maxPeers: number;
   readonly nameHoldMs: number;
   /**
@@ -118,8 +129,8 @@ export class MemoryRegistry implements Registry {
     return r && r.expiresAt > now && r.name === name ? r : undefined;
   }
 
-  async put(record: PeerRecord, now: number): Promise<PutResult> {
-    const id = record.publicKey.toString('latin1');
+  async put(record: PeerRecord, now: number, keyId?: string): Promise<PutResult> {
+    const id = keyId ?? record.publicKey.toString('latin1');
     if (record.name !== undefined) {
       const held = this.#names.get(record.name);
       if (held && held.id !== id && held.until > now) return 'name-taken';

@@ -64,6 +64,22 @@ export class ReplayCache<E> {
     return true;
   }
 
+  /**
+   * Forgets `key` now (something else guards it from here on). `expiresAt` must be what it was added with: its
+   * bucket is searched from the end, where an entry added moments ago sits, so this costs what was added since.
+   */
+  delete(key: string, expiresAt: number): boolean {
+    if (!this.#entries.delete(key)) return false;
+    const b = Math.floor(expiresAt / this.#bucketMs) + 1;
+    const list = this.#buckets.get(b);
+    const i = list ? list.lastIndexOf(key) : -1;
+    if (i >= 0) {
+      list!.splice(i, 1);
+      if (list!.length === 0) this.#buckets.delete(b);
+    }
+    return true;
+  }
+
   /** Forgets every entry whose expiry has passed by `now`. */
   sweep(now: number): void {
     const current = Math.floor(now / this.#bucketMs);

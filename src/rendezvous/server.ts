@@ -42,12 +42,15 @@ import { ReplayCache, DEFAULT_MAX_REPLAY_ENTRIES } from './replay.js';
 import {
   keyId,
   nonceEntryAnswer,
+  nonceEntryKind,
   nonceEntrySignatureIs,
   nonceEntrySource,
+  NonceAnswer,
   packNonceEntry,
   Scratch,
   sourceId,
   withNonceAnswer,
+  withNonceRebuild,
 } from './compact.js';
 import { formatAddress } from '../wire/ip.js';
 
@@ -278,15 +281,25 @@ interface ChannelEntry {
   registerRequestId?: number;
   /** Forgotten after this (the registry's expiry sweep runs on one node; every node drops its own channels). */
   expiresAt: number;
+  /** Whole seconds since the epoch until which the channel's source counts as proven (#markVerified); 0: never. */
+  verifiedUntil?: number;
 }
 
 /**
  * A registered peer's UDP channel entry as one flat string (compact.ts explains why): transport index u8,
- * registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown), sourceId.
- * TCP channels (a socket object each, at most maxTcpConnections) stay ChannelEntry objects.
+ * registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown), verifiedUntil
+ * in whole seconds u32, sourceId. TCP channels (a socket object each, at most maxTcpConnections) stay ChannelEntry
+ * objects.
  */
 const NO_RTT = 0xffff;
-const PACKED_HEAD = 11;
+const PACKED_HEAD = 15;
+
+function packedVerifiedUntil(e: string): number {
+  return e.charCodeAt(11) * 0x1000000 + ((e.charCodeAt(12) << 16) | (e.charCodeAt(13) << 8) | e.charCodeAt(14));
+}
+
+/** A proof is rewritten only when it would move by more than this (seconds): most acks then leave the entry as is. */
+const VERIFIED_REWRITE_S = 10;
 
 function packedExpiresAt(e: string): number {
   return (e.charCodeAt(5) * 0x1000000 + ((e.charCodeAt(6) << 16) | (e.charCodeAt(7) << 8) | e.charCodeAt(8))) * 1000;
@@ -305,6 +318,14 @@ interface PendingNotify {
   timer: NodeJS.Timeout;
   /** 'notify': a CONNECT_NOTIFY (counted in notify*); 'seq': a forwarded SEQ_OFFER. */
   kind: 'notify' | 'seq';
+  /** The registered peer it goes to, when it goes to a registered channel (its acknowledgement proves the source). */
+  id?: string;
+}
+
+/** The registered peer a push goes to: its key id and channel entry (where the source's proof is kept). */
+interface PushPeer {
+  id: string;
+  entry: ChannelEntry;
 }
 
 /** The first SEQ_OFFER of a connection, waiting for the other peer's. */
@@ -393,6 +414,18 @@ export class RendezvousServer {
   #scratch = new Scratch();
   /** nonce (latin1) → packNonceEntry(source, signature, answer). */
   #nonces: ReplayCache<string>;
+  /**
+   * Whether a registration's record stands in for its REGISTER's replay-cache entry (#register): the registry keeps
+   * a record until it expires or this server deletes it (Registry.recordsGuardReplays), and a registration outlives
+   * twice the replay window, so no REGISTER older than the record's newest can be inside the window once the
+   * record expires. Then the cache holds no entry per registered peer.
+   */
+  #recordGuards: boolean;
+  /**
+   * With #recordGuards: keyId → the timestamp of the UNREGISTER that withdrew the key, until that timestamp leaves
+   * the window; REGISTERs of the key at or before it are refused (their replay entries are gone).
+   */
+  #withdrawn: ReplayCache<number>;
   #cluster: ClusterBus | undefined;
   #offCluster: (() => void) | undefined;
   #reserved: Map<string, string>;
@@ -409,7 +442,9 @@ export class RendezvousServer {
   #pings = new Map<number, { id: string; source: string; expiresAt: number }>();
   /**
    * Sources (transport:address:port) that proved they receive what we send there: they answered our PING (its
-   * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). Bounded by maxPeers.
+   * random request id) or acknowledged a push. Only these get pushes retransmitted (#push). A registered peer's proof
+   * is kept in its channel entry (verifiedUntil); this map holds the others' (an initiator that only asks), bounded
+   * by maxPeers.
    */
   #verified = new Map<string, number>(); // sourceId → verified until (whole seconds since the epoch)
   #sweep: NodeJS.Timeout;
@@ -478,6 +513,8 @@ export class RendezvousServer {
     this.#rate = options.rateLimit ?? { perSecond: DEFAULT_RATE_PER_SECOND, burst: DEFAULT_RATE_BURST };
     this.#maxRateSources = options.maxRateSources ?? DEFAULT_MAX_RATE_SOURCES;
     this.#nonces = new ReplayCache({ maxEntries: options.maxNonces ?? DEFAULT_MAX_NONCES });
+    this.#withdrawn = new ReplayCache({ maxEntries: options.maxNonces ?? DEFAULT_MAX_NONCES });
+    this.#recordGuards = this.registry.recordsGuardReplays === true && this.#ttlMs > 2 * this.#windowMs;
     this.#maxPending = options.maxPendingNotifies ?? DEFAULT_MAX_PENDING_NOTIFIES;
     this.#maxTcp = options.maxTcpConnections ?? DEFAULT_MAX_TCP_CONNECTIONS;
     this.#tcpIdleMs = options.tcpIdleTimeoutMs ?? this.#ttlMs;
@@ -607,6 +644,7 @@ export class RendezvousServer {
       this.#log.warn({ err }, 'rendezvous registry expire failed');
     }
     this.#nonces.sweep(now);
+    this.#withdrawn.sweep(now);
     for (const [ip, b] of this.#buckets) {
       if (now - b.last > (this.#rate.burst / this.#rate.perSecond) * 1000) this.#buckets.delete(ip);
     }
@@ -633,6 +671,7 @@ export class RendezvousServer {
     this.#pending.clear();
     this.#channels.clear();
     this.#nonces.clear();
+    this.#withdrawn.clear();
     this.#buckets.clear();
     this.#pings.clear();
     this.#verified.clear();
@@ -685,14 +724,17 @@ export class RendezvousServer {
         const p = this.#pings.get(msg.requestId | 0);
         if (!p || p.source !== channelSource(channel)) return;
         this.#pings.delete(msg.requestId | 0);
-        this.#markVerified(p.source);
         const entry = this.#entry(p.id);
         const rtt = this.#now() - msg.echo;
-        if (entry && rtt >= 0 && rtt < 60_000) {
-          entry.rttMs = rtt;
+        if (entry && entry.channel.source === p.source) {
+          // One write for both: the proof of the source and the RTT.
+          entry.verifiedUntil = this.#verifiedUntil();
+          if (rtt >= 0 && rtt < 60_000) {
+            entry.rttMs = rtt;
+            this.#stats.rttSamples++;
+          }
           this.#setEntry(p.id, entry);
-          this.#stats.rttSamples++;
-        }
+        } else this.#markVerified(p.source);
         return;
       }
       case 'notify-ack': {
@@ -702,7 +744,7 @@ export class RendezvousServer {
           if (p && channelSource(p.channel) === channelSource(channel)) {
             clearTimeout(p.timer);
             this.#pending.delete(key);
-            this.#markVerified(channelSource(channel));
+            this.#markVerified(channelSource(channel), p.id);
             if (p.kind === 'notify') this.#stats.notifyAcked++;
           }
         }
@@ -779,26 +821,28 @@ export class RendezvousServer {
   /**
    * Replay protection for signed messages: the signature must verify, the timestamp must be inside the window, and a
    * nonce may be used once. A retransmission (same signature from the same source) gets the cached answer again;
-   * the same message from elsewhere is a replay. Returns true when the caller should go on.
+   * the same message from elsewhere is a replay. 'new': the caller handles the message; 'rebuild': a retransmission
+   * whose answer the caller makes again (NonceAnswer.REBUILD); 'done': nothing more to do.
    */
-  #admit(msg: SignedMessage, channel: Channel): boolean {
+  #admit(msg: SignedMessage, channel: Channel): 'new' | 'rebuild' | 'done' {
     const now = this.#now();
     const nonce = msg.nonce.toString('latin1');
     const seen = this.#nonces.get(nonce);
     if (seen !== undefined && msg.signature && nonceEntrySignatureIs(seen, msg.signature)) {
       if (nonceEntrySource(seen) === channelSource(channel)) {
+        if (nonceEntryKind(seen) === NonceAnswer.REBUILD) return 'rebuild';
         const answer = nonceEntryAnswer(seen);
         if (answer) {
           this.#stats.retransmitsAnswered++;
           this.#send(channel, answer);
         }
-        return false;
+        return 'done';
       }
     }
     if (!verifyRendezvous(msg, this.#scratch.buf)) {
       this.#stats.badSignature++;
       this.#error(channel, msg, 'BAD_SIGNATURE', 'signature does not verify for the key in the message', 0, false);
-      return false;
+      return 'done';
     }
     if (Math.abs(now - msg.timestamp) > this.#windowMs) {
       this.#stats.stale++;
@@ -810,18 +854,23 @@ export class RendezvousServer {
         0,
         false,
       );
-      return false;
+      return 'done';
     }
     if (seen !== undefined) {
       this.#stats.replays++;
       this.#error(channel, msg, 'REPLAY', 'this signed message was already used', 0, false);
-      return false;
+      return 'done';
     }
     // Remembered until its timestamp leaves the window (then the window check refuses it). A full cache refuses
     // the message rather than forget one that could still be replayed.
     if (this.#nonces.full) this.#nonces.sweep(now);
-    const expiresAt = msg.timestamp + this.#windowMs + 1000;
-    if (!this.#nonces.add(nonce, packNonceEntry(this.#scratch, channelSource(channel), msg.signature!), expiresAt)) {
+    if (
+      !this.#nonces.add(
+        nonce,
+        packNonceEntry(this.#scratch, channelSource(channel), msg.signature!),
+        this.#nonceExpiry(msg),
+      )
+    ) {
       this.#stats.serverFull++;
       this.#error(
         channel,
@@ -831,9 +880,14 @@ export class RendezvousServer {
         Math.max(1000, this.#nonces.msUntilRoom(now)),
         false,
       );
-      return false;
+      return 'done';
     }
-    return true;
+    return 'new';
+  }
+
+  /** When a signed message's replay entry may go: its timestamp has then left the window (+ 1 s of margin). */
+  #nonceExpiry(msg: SignedMessage): number {
+    return msg.timestamp + this.#windowMs + 1000;
   }
 
   #remember(msg: SignedMessage, response: Buffer): void {
@@ -842,8 +896,20 @@ export class RendezvousServer {
     if (e !== undefined) this.#nonces.replace(nonce, withNonceAnswer(this.#scratch, e, response));
   }
 
+  /** A retransmission of `msg` gets its answer rebuilt (#connectAgain), none is kept. */
+  #rememberRebuild(msg: SignedMessage): void {
+    const nonce = msg.nonce.toString('latin1');
+    const e = this.#nonces.get(nonce);
+    if (e !== undefined) this.#nonces.replace(nonce, withNonceRebuild(this.#scratch, e));
+  }
+
+  /** Drops `msg`'s replay entry: the key's registration record guards it from now on (#recordGuards). */
+  #forgetNonce(msg: SignedMessage): void {
+    this.#nonces.delete(msg.nonce.toString('latin1'), this.#nonceExpiry(msg));
+  }
+
   async #register(msg: RegisterMessage, channel: Channel): Promise<void> {
-    if (!this.#admit(msg, channel)) return;
+    if (this.#admit(msg, channel) !== 'new') return;
     const now = this.#now();
     if (this.#draining) {
       // Going away: the peer should register elsewhere (it was or will be told with MOVE).
@@ -860,12 +926,19 @@ export class RendezvousServer {
         `name "${msg.name}" is assigned to another key by the operator of this server`,
       );
     }
+    const id = keyId(msg.publicKey); // one string for the channel map and the ping record
     const existing = await this.registry.get(msg.publicKey, now);
-    // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its nonce has
-    // left the bounded replay cache.
-    if (existing && msg.timestamp <= existing.lastTimestamp) {
+    // Timestamps only move forward per key, so an older REGISTER can never be replayed, even after its replay entry
+    // is gone (#recordGuards drops it once the record holds its timestamp).
+    if (existing && msg.timestamp < existing.lastTimestamp) {
       this.#stats.stale++;
       return this.#error(channel, msg, 'STALE', 'a newer registration for this key exists');
+    }
+    if (existing && msg.timestamp === existing.lastTimestamp) return this.#registerAgain(msg, channel, id, existing);
+    const withdrawn = existing ? undefined : this.#withdrawn.get(id);
+    if (withdrawn !== undefined && msg.timestamp <= withdrawn) {
+      this.#stats.stale++;
+      return this.#error(channel, msg, 'STALE', 'the key unregistered after this registration was signed');
     }
     const reflexive = channel.observed;
     const reachable = msg.reachable || msg.candidates.some((c) => c.type === 'host' && sameEndpoint(c, reflexive));
@@ -882,7 +955,7 @@ export class RendezvousServer {
     const rtt = msg.rttMs || existing?.rttMs;
     if (rtt) record.rttMs = rtt;
     if (this.#cluster) record.node = this.#cluster.nodeId;
-    const result = await this.registry.put(record, now);
+    const result = await this.registry.put(record, now, id);
     if (result === 'name-taken') {
       this.#stats.nameTaken++;
       const held = await this.registry.reservation(msg.name!, now);
@@ -900,7 +973,6 @@ export class RendezvousServer {
     }
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
-    const id = keyId(msg.publicKey); // one string for the channel map and the ping record
     this.#bind(id, channel, msg.requestId, now);
     this.#emit({
       type: 'register',
@@ -918,7 +990,10 @@ export class RendezvousServer {
       serverTime: now,
       reachable,
     });
-    this.#remember(msg, reply);
+    // The record now holds this REGISTER's timestamp: older and equal ones are refused or answered (#registerAgain)
+    // from it, so its replay entry is not kept (with #recordGuards; otherwise it keeps the answer as for any message).
+    if (this.#recordGuards) this.#forgetNonce(msg);
+    else this.#remember(msg, reply);
     this.#send(channel, reply);
     // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
     const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
@@ -939,6 +1014,33 @@ export class RendezvousServer {
       // Padded to PONG's size so the peer's answer is no larger than our question (it proves the address too).
       this.#send(channel, encodeRendezvous({ type: 'ping', requestId, time: now }, undefined, { padTo: PONG_BYTES }));
     }
+  }
+
+  /**
+   * A REGISTER with the live registration's own timestamp: a retransmission when it comes from where the
+   * registration was made (answered with the REGISTERED it got, rebuilt from the record), else a replay. Reached when
+   * its replay entry is gone (#recordGuards) or, with a shared registry, on a node that did not see the original.
+   */
+  #registerAgain(msg: RegisterMessage, channel: Channel, id: string, existing: PeerRecord): void {
+    const bound = this.#entry(id);
+    if (!bound || channelSource(bound.channel) !== channelSource(channel)) {
+      this.#stats.replays++;
+      return this.#error(channel, msg, 'REPLAY', 'this signed message was already used');
+    }
+    if (this.#recordGuards) this.#forgetNonce(msg); // #admit made it again
+    this.#stats.retransmitsAnswered++;
+    this.#send(
+      channel,
+      encodeRendezvous({
+        type: 'registered',
+        requestId: msg.requestId,
+        reflexive: existing.reflexive,
+        refreshMs: this.#refreshMs,
+        ttlMs: this.#ttlMs,
+        serverTime: existing.expiresAt - this.#ttlMs,
+        reachable: existing.reachable,
+      }),
+    );
   }
 
   async #resolve(target: Target, now: number): Promise<PeerRecord | undefined> {
@@ -979,27 +1081,53 @@ export class RendezvousServer {
     this.#error(channel, msg, 'TOO_SMALL', `pad the request to ${size} bytes (answers are never larger than requests)`);
   }
 
-  #markVerified(source: string): void {
+  #verifiedUntil(): number {
+    return Math.ceil((this.#now() + this.#ttlMs) / 1000);
+  }
+
+  /** `source` proved itself: in the channel entry of `id` when that is where it registered, else in #verified. */
+  #markVerified(source: string, id?: string): void {
+    const until = this.#verifiedUntil();
+    const packed = id === undefined ? undefined : this.#channels.get(id);
+    // Read in place first: a peer acknowledges every push, and most acks find a proof that is still fresh.
+    if (
+      typeof packed === 'string' &&
+      packed.length === PACKED_HEAD + source.length &&
+      packed.startsWith(source, PACKED_HEAD) &&
+      packedVerifiedUntil(packed) + VERIFIED_REWRITE_S >= until
+    )
+      return;
+    const entry = packed === undefined ? undefined : this.#entry(id!);
+    if (entry && entry.channel.source === source) {
+      entry.verifiedUntil = until;
+      this.#setEntry(id!, entry);
+      return;
+    }
     this.#verified.delete(source);
     while (this.#verified.size >= this.#maxPeers) {
       const oldest = this.#verified.keys().next().value;
       if (oldest === undefined) break;
       this.#verified.delete(oldest);
     }
-    this.#verified.set(source, Math.ceil((this.#now() + this.#ttlMs) / 1000));
+    this.#verified.set(source, this.#verifiedUntil());
   }
 
   /** TCP's handshake proves the address; over UDP, an answered PING or acknowledged push does. */
-  #isVerified(channel: Channel): boolean {
+  #isVerified(channel: Channel, peer?: PushPeer): boolean {
     if (channel.kind === 'tcp') return true;
-    const until = this.#verified.get(channelSource(channel));
+    const until =
+      peer && peer.entry.channel.source === channel.source
+        ? peer.entry.verifiedUntil
+        : this.#verified.get(channelSource(channel));
     return until !== undefined && until * 1000 > this.#now();
   }
 
   async #connect(msg: ConnectMessage, channel: Channel): Promise<void> {
     // What the initiator sent (the signed part plus the signature): pushes on its behalf are bounded by it.
     const requestBytes = msg.signedPart!.length + msg.signature!.length;
-    if (!this.#admit(msg, channel)) return;
+    const admitted = this.#admit(msg, channel);
+    if (admitted === 'rebuild') return this.#connectAgain(msg, channel);
+    if (admitted !== 'new') return;
     this.#stats.connects++;
     const now = this.#now();
     const target = await this.#resolve(msg.target, now);
@@ -1008,7 +1136,8 @@ export class RendezvousServer {
       target && this.#cluster && target.node !== undefined && target.node !== this.#cluster.nodeId
         ? target.node
         : undefined;
-    const local = target && !remoteNode ? this.#entry(keyId(target.publicKey)) : undefined;
+    const targetId = target && !remoteNode ? keyId(target.publicKey) : undefined;
+    const local = targetId !== undefined ? this.#entry(targetId) : undefined;
     const remoteAlive = remoteNode !== undefined && (await this.#cluster!.isAlive(remoteNode));
     const delivery: { ip: string; rttMs?: number } | undefined = local
       ? { ip: local.channel.ip, ...(local.rttMs !== undefined ? { rttMs: local.rttMs } : {}) }
@@ -1028,77 +1157,27 @@ export class RendezvousServer {
       return this.#error(channel, msg, 'SERVER_FULL', 'too many connections being set up; retry shortly', 1000);
     }
     const initiator = await this.registry.get(msg.publicKey, now);
-    const observed: Endpoint[] = [channel.observed];
-    if (initiator && initiator.reflexive.transport === 'udp' && channel.observed.transport !== 'udp')
-      observed.push(initiator.reflexive);
-    const initiatorCandidates = withReflexive(msg.candidates, observed);
-    const initiatorReachable =
-      msg.reachable || msg.candidates.some((c) => c.type === 'host' && sameEndpoint(c, channel.observed));
-
-    // Connection reversal (RFC 5128 §2.3): whoever cannot be reached connects to the one who can.
-    let initiatorMode: ConnectMode = 'punch';
-    let responderMode: ConnectMode = 'punch';
-    if (target.reachable) {
-      initiatorMode = 'connect';
-      responderMode = 'await';
-    } else if (initiatorReachable) {
-      initiatorMode = 'await';
-      responderMode = 'connect';
-    }
-
-    // Start times: each side learns of the connection half its RTT after the server sends.
-    const rttI = msg.rttMs || initiator?.rttMs || this.#entry(keyId(msg.publicKey))?.rttMs || 0;
-    const rttR = delivery.rttMs || target.rttMs || 0;
-    let delayI = 0;
-    let delayR = Math.max(0, (rttI - rttR) / 2);
-    if (this.#schedule === 'sync') {
-      const oneWay = Math.max(rttI, rttR) / 2;
-      delayI = oneWay - rttI / 2;
-      delayR = oneWay - rttR / 2;
-    }
-
-    const notify: EncodableMessage = {
-      type: 'connect-notify',
-      requestId: this.#ids.next(),
-      connectionId: msg.connectionId,
-      role: 'responder',
-      mode: responderMode,
-      peerKey: msg.publicKey,
-      startDelayMs: Math.min(0xffff, Math.round(delayR)),
-      serverTime: now,
-      candidates: initiatorCandidates,
-    };
-    if (initiator?.name !== undefined) notify.peerName = initiator.name;
-
-    const answer: EncodableMessage = {
-      type: 'connect-notify',
-      requestId: msg.requestId,
-      connectionId: msg.connectionId,
-      role: 'initiator',
-      mode: initiatorMode,
-      peerKey: target.publicKey,
-      startDelayMs: Math.min(0xffff, Math.round(delayI)),
-      serverTime: now,
-      candidates: withReflexive(target.candidates, [target.reflexive]),
-    };
-    if (target.name !== undefined) answer.peerName = target.name;
-    const reply = encodeRendezvous(answer);
+    const plan = this.#plan(msg, channel, target, initiator, delivery.rttMs, now);
+    const reply = encodeRendezvous(plan.answer);
     // Anti-amplification: neither side hears of the connection unless the initiator's answer fits its request
     // (clients pad CONNECT to MAX_CONNECT_NOTIFY_BYTES); the push to the responder is bounded by #push.
     if (!this.#fits(channel, reply.length)) return this.#tooSmall(channel, msg, MAX_CONNECT_NOTIFY_BYTES);
     this.#stats.notifySent++;
     if (local) {
-      this.#push(hex(msg.connectionId), encodeRendezvous(notify), local.channel, 'notify', requestBytes);
+      this.#push(hex(msg.connectionId), encodeRendezvous(plan.notify), local.channel, 'notify', requestBytes, {
+        id: targetId!,
+        entry: local,
+      });
     } else {
       // The node holding the responder pushes it (and sees its NOTIFY_ACKs); exactly once, in order (cluster.ts).
       this.#stats.remoteIntroductions++;
       await this.#cluster!.send(remoteNode!, {
         to: hex(target.publicKey),
         pendingKey: hex(msg.connectionId),
-        bytes: encodeRendezvous(notify),
+        bytes: encodeRendezvous(plan.notify),
         kind: 'notify',
         requestBytes,
-        introduced: { key: hex(msg.publicKey), seen: observed },
+        introduced: { key: hex(msg.publicKey), seen: plan.observed },
       });
     }
     this.#emit({
@@ -1108,12 +1187,13 @@ export class RendezvousServer {
       to: target.publicKey,
       remote: !local,
     });
-    this.#remember(msg, reply);
+    // A retransmission gets this answer rebuilt (#connectAgain) rather than kept for the replay window.
+    this.#rememberRebuild(msg);
     this.#send(channel, reply);
     // Peer-relay mode: each side's relay allocation may now reach the other (at the addresses seen here).
     this.#issuer?.introduce(
       msg.publicKey,
-      observed,
+      plan.observed,
       target.publicKey,
       [target.reflexive, ...(local ? [local.channel.observed] : [])],
       now,
@@ -1133,9 +1213,104 @@ export class RendezvousServer {
     });
     if (this.#log.isLevelEnabled('debug'))
       this.#log.debug(
-        { from: hex(msg.publicKey), to: hex(target.publicKey), initiatorMode, responderMode, delayR },
+        {
+          from: hex(msg.publicKey),
+          to: hex(target.publicKey),
+          initiatorMode: plan.answer.mode,
+          responderMode: plan.notify.mode,
+          delayR: plan.notify.startDelayMs,
+        },
         'rendezvous connect',
       );
+  }
+
+  /**
+   * A retransmitted CONNECT that introduced (its answer got lost): the initiator's CONNECT_NOTIFY again, made from the
+   * message and the target's record as they are now (same connection, roles and candidates unless the target
+   * re-registered meanwhile; the server time is now's). The responder is not notified again: that push retransmits
+   * on its own until acknowledged.
+   */
+  async #connectAgain(msg: ConnectMessage, channel: Channel): Promise<void> {
+    const now = this.#now();
+    const target = await this.#resolve(msg.target, now);
+    if (!target) {
+      this.#stats.notFound++;
+      return this.#error(channel, msg, 'NOT_FOUND', `no peer registered as ${describe(msg.target)}`, 0, false);
+    }
+    const here = !this.#cluster || target.node === undefined || target.node === this.#cluster.nodeId;
+    const local = here ? this.#entry(keyId(target.publicKey)) : undefined;
+    const initiator = await this.registry.get(msg.publicKey, now);
+    const reply = encodeRendezvous(this.#plan(msg, channel, target, initiator, local?.rttMs, now).answer);
+    if (!this.#fits(channel, reply.length)) return;
+    this.#stats.retransmitsAnswered++;
+    this.#send(channel, reply);
+  }
+
+  /**
+   * The two CONNECT_NOTIFYs of an introduction: connection reversal (RFC 5128 §2.3: whoever cannot be reached
+   * connects to the one who can) and start times from the RTTs (each side learns of the connection half its RTT
+   * after the server sends).
+   */
+  #plan(
+    msg: ConnectMessage,
+    channel: Channel,
+    target: PeerRecord,
+    initiator: PeerRecord | undefined,
+    targetRttMs: number | undefined,
+    now: number,
+  ): {
+    answer: EncodableMessage & { type: 'connect-notify' };
+    notify: EncodableMessage & { type: 'connect-notify' };
+    observed: Endpoint[];
+  } {
+    const observed: Endpoint[] = [channel.observed];
+    if (initiator && initiator.reflexive.transport === 'udp' && channel.observed.transport !== 'udp')
+      observed.push(initiator.reflexive);
+    const initiatorReachable =
+      msg.reachable || msg.candidates.some((c) => c.type === 'host' && sameEndpoint(c, channel.observed));
+    let initiatorMode: ConnectMode = 'punch';
+    let responderMode: ConnectMode = 'punch';
+    if (target.reachable) {
+      initiatorMode = 'connect';
+      responderMode = 'await';
+    } else if (initiatorReachable) {
+      initiatorMode = 'await';
+      responderMode = 'connect';
+    }
+    const rttI = msg.rttMs || initiator?.rttMs || this.#entry(keyId(msg.publicKey))?.rttMs || 0;
+    const rttR = targetRttMs || target.rttMs || 0;
+    let delayI = 0;
+    let delayR = Math.max(0, (rttI - rttR) / 2);
+    if (this.#schedule === 'sync') {
+      const oneWay = Math.max(rttI, rttR) / 2;
+      delayI = oneWay - rttI / 2;
+      delayR = oneWay - rttR / 2;
+    }
+    const notify: EncodableMessage & { type: 'connect-notify' } = {
+      type: 'connect-notify',
+      requestId: this.#ids.next(),
+      connectionId: msg.connectionId,
+      role: 'responder',
+      mode: responderMode,
+      peerKey: msg.publicKey,
+      startDelayMs: Math.min(0xffff, Math.round(delayR)),
+      serverTime: now,
+      candidates: withReflexive(msg.candidates, observed),
+    };
+    if (initiator?.name !== undefined) notify.peerName = initiator.name;
+    const answer: EncodableMessage & { type: 'connect-notify' } = {
+      type: 'connect-notify',
+      requestId: msg.requestId,
+      connectionId: msg.connectionId,
+      role: 'initiator',
+      mode: initiatorMode,
+      peerKey: target.publicKey,
+      startDelayMs: Math.min(0xffff, Math.round(delayI)),
+      serverTime: now,
+      candidates: withReflexive(target.candidates, [target.reflexive]),
+    };
+    if (target.name !== undefined) answer.peerName = target.name;
+    return { answer, notify, observed };
   }
 
   /**
@@ -1147,10 +1322,17 @@ export class RendezvousServer {
    * answered our PING or acknowledged a push: #isVerified) gets retransmissions; any other gets at most
    * `requestBytes` bytes in all (the pusher's request size: ≤ 1x), i.e. usually one transmission.
    */
-  #push(pendingKey: string, bytes: Buffer, channel: Channel, kind: PendingNotify['kind'], requestBytes: number): void {
+  #push(
+    pendingKey: string,
+    bytes: Buffer,
+    channel: Channel,
+    kind: PendingNotify['kind'],
+    requestBytes: number,
+    peer?: PushPeer,
+  ): void {
     const old = this.#pending.get(pendingKey);
     if (old) clearTimeout(old.timer);
-    const limit = this.#isVerified(channel)
+    const limit = this.#isVerified(channel, peer)
       ? this.#notifyMax
       : Math.min(this.#notifyMax, Math.floor(requestBytes / bytes.length));
     if (limit < this.#notifyMax) this.#stats.pushesWithheld += this.#notifyMax - limit;
@@ -1164,6 +1346,7 @@ export class RendezvousServer {
       transmissions: 0,
       timer: undefined as unknown as NodeJS.Timeout,
       kind,
+      ...(peer ? { id: peer.id } : {}),
     };
     this.#pending.set(pendingKey, pending);
     const transmit = () => {
@@ -1196,7 +1379,7 @@ export class RendezvousServer {
     // The original message is the signed part plus the signature (the decoder refuses trailing bytes); copy it
     // before the first await, the input buffer is not ours to keep.
     const original = Buffer.concat([msg.signedPart!, msg.signature!]);
-    if (!this.#admit(msg, channel)) return;
+    if (this.#admit(msg, channel) !== 'new') return;
     this.#stats.seqOffers++;
     const now = this.#now();
     // Only between the two keys a CONNECT introduced, for that connection. The initiator need not be registered
@@ -1208,7 +1391,8 @@ export class RendezvousServer {
       conn &&
       conn.expiresAt > now &&
       ((conn.initiator === from && conn.responder === to) || (conn.initiator === to && conn.responder === from));
-    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : this.#entry(to)) : undefined;
+    const entry = party && to !== conn.initiator ? this.#entry(to) : undefined;
+    const delivery = party ? (to === conn.initiator ? { channel: conn.initiatorChannel } : entry) : undefined;
     if (!delivery) {
       this.#stats.notFound++;
       this.#stats.seqRefused++;
@@ -1230,7 +1414,14 @@ export class RendezvousServer {
     }
     const cid = hex(msg.connectionId);
     this.#stats.seqForwarded++;
-    this.#push(`seq/${cid}/${msg.requestId}`, original, delivery.channel, 'seq', original.length);
+    this.#push(
+      `seq/${cid}/${msg.requestId}`,
+      original,
+      delivery.channel,
+      'seq',
+      original.length,
+      entry ? { id: to, entry } : undefined,
+    );
 
     // Spoofed packets only go to hosts that asked, from sources that also asked (as src/server/spoof.ts): the
     // offer's public address must be the address this request came from.
@@ -1278,7 +1469,7 @@ export class RendezvousServer {
   }
 
   async #unregister(msg: UnregisterMessage, channel: Channel): Promise<void> {
-    if (!this.#admit(msg, channel)) return;
+    if (this.#admit(msg, channel) !== 'new') return;
     const existing = await this.registry.get(msg.publicKey, this.#now());
     if (!existing) return;
     if (msg.timestamp <= existing.lastTimestamp) {
@@ -1286,11 +1477,24 @@ export class RendezvousServer {
       this.#stats.stale++;
       return;
     }
+    const id = keyId(msg.publicKey);
+    if (this.#recordGuards) {
+      // The record goes, and with it what refuses the key's older REGISTERs (their replay entries are gone): a
+      // marker does that until this withdrawal leaves the window. No room for it: the key stays registered (fail
+      // closed, as the replay cache does).
+      if (this.#withdrawn.full) this.#withdrawn.sweep(this.#now());
+      const before = this.#withdrawn.get(id);
+      if (before !== undefined) this.#withdrawn.delete(id, before + this.#windowMs + 1000);
+      if (!this.#withdrawn.add(id, msg.timestamp, this.#nonceExpiry(msg))) {
+        this.#stats.serverFull++;
+        return;
+      }
+    }
     if (await this.registry.delete(msg.publicKey, this.#now())) {
       this.#stats.unregistrations++;
       this.#emit({ type: 'unregister', publicKey: msg.publicKey, reason: 'unregister' });
     }
-    this.#unbind(keyId(msg.publicKey));
+    this.#unbind(id);
   }
 
   /**
@@ -1298,7 +1502,7 @@ export class RendezvousServer {
    * replay-checked like every signed request; answered with ACK (1 released, 0 the key held no such name).
    */
   async #releaseName(msg: ReleaseNameMessage, channel: Channel): Promise<void> {
-    if (!this.#admit(msg, channel)) return;
+    if (this.#admit(msg, channel) !== 'new') return;
     const released = await this.registry.release(msg.name, msg.publicKey, this.#now());
     if (released) this.#stats.namesReleased++;
     const reply = encodeRendezvous({ type: 'ack', requestId: msg.requestId, status: released ? 1 : 0 });
@@ -1311,7 +1515,7 @@ export class RendezvousServer {
    * reportsPerMinute times per key; the 8-byte ACK is never larger than the report. Reports only feed metrics.
    */
   async #report(msg: ReportMessage, channel: Channel): Promise<void> {
-    if (!this.#admit(msg, channel)) return;
+    if (this.#admit(msg, channel) !== 'new') return;
     const id = hex(msg.publicKey);
     const minute = Math.floor(this.#now() / 60_000);
     let count = this.#reportCounts.get(id);
@@ -1339,7 +1543,8 @@ export class RendezvousServer {
 
   /** A push another node handed us for a peer whose channel is here (cluster.ts). */
   #deliverRemote(push: ClusterPush): void {
-    const entry = this.#entry(keyId(Buffer.from(push.to, 'hex')));
+    const id = keyId(Buffer.from(push.to, 'hex'));
+    const entry = this.#entry(id);
     if (!entry || this.#closed) return;
     // Every push to a peer passes the node that holds it, so this one bucket bounds what all nodes together push
     // to its address (no shared rate-limit state needed for it).
@@ -1348,7 +1553,7 @@ export class RendezvousServer {
       return;
     }
     this.#stats.remoteDelivered++;
-    this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes);
+    this.#push(push.pendingKey, push.bytes, entry.channel, push.kind, push.requestBytes, { id, entry });
     // Peer-relay mode: the introduction was made on another node; our relay learns it here, where the responder is.
     // The initiator's node says where it saw the initiator (never the notify's candidates: a peer lists any address
     // it likes as its own srflx).
@@ -1425,6 +1630,7 @@ export class RendezvousServer {
     const sameSource = prev && channelSource(prev.channel) === channelSource(channel);
     const entry: ChannelEntry = { channel: kept(channel), registerRequestId, expiresAt: now + this.#ttlMs };
     if (sameSource && prev.rttMs !== undefined) entry.rttMs = prev.rttMs;
+    if (sameSource && prev.verifiedUntil) entry.verifiedUntil = prev.verifiedUntil;
     this.#setEntry(id, entry);
     if (channel.kind === 'tcp') this.#tcp.get(channel.socket)?.add(id);
   }
@@ -1450,6 +1656,7 @@ export class RendezvousServer {
     const port = (source.charCodeAt(2 + len) << 8) | source.charCodeAt(3 + len);
     const ip = unmapV4(address);
     const rtt = (e.charCodeAt(9) << 8) | e.charCodeAt(10);
+    const verifiedUntil = packedVerifiedUntil(e);
     const entry: ChannelEntry = {
       channel: { kind: 'udp', transport, address, port, observed: { transport: 'udp', address: ip, port }, ip, source },
       registerRequestId:
@@ -1457,6 +1664,7 @@ export class RendezvousServer {
       expiresAt: packedExpiresAt(e),
     };
     if (rtt !== NO_RTT) entry.rttMs = rtt;
+    if (verifiedUntil !== 0) entry.verifiedUntil = verifiedUntil;
     return entry;
   }
 
@@ -1472,6 +1680,7 @@ export class RendezvousServer {
     b.writeUInt32BE(entry.registerRequestId >>> 0, 1);
     b.writeUInt32BE(Math.min(0xffffffff, Math.ceil(entry.expiresAt / 1000)), 5);
     b.writeUInt16BE(entry.rttMs === undefined ? NO_RTT : Math.min(NO_RTT - 1, Math.round(entry.rttMs)), 9);
+    b.writeUInt32BE(Math.min(0xffffffff, entry.verifiedUntil ?? 0), 11);
     const n = PACKED_HEAD + b.write(ch.source, PACKED_HEAD, 'latin1');
     this.#channels.set(id, b.toString('latin1', 0, n));
   }

@@ -634,7 +634,7 @@ test("attachRendezvous shares a host's UDP socket and TCP port with another prot
   }
 });
 
-test('an old registration replayed inside the window is refused (REPLAY); an older withdrawal is ignored (timestamps only move forward)', async () => {
+test('an old registration replayed inside the window is refused (STALE: the live record is newer); an older withdrawal is ignored (timestamps only move forward)', async () => {
   const srv = await startServer();
   const bag = new Bag();
   try {
@@ -668,8 +668,11 @@ test('an old registration replayed inside the window is refused (REPLAY); an old
     );
     assert.equal((await exchange(owner, srv.port, first, 1)).type, 'registered');
     assert.equal((await exchange(owner, srv.port, second, 2)).type, 'registered');
+    // Its replay entry is gone (the record holds the newer timestamp instead): refused as older than the record.
     const replay = (await exchange(attacker, srv.port, first, 1)) as ErrorMessage;
-    assert.equal(replay.code, 'REPLAY');
+    assert.equal(replay.code, 'STALE');
+    // The live registration's own REGISTER from elsewhere: a replay.
+    assert.equal(((await exchange(attacker, srv.port, second, 2)) as ErrorMessage).code, 'REPLAY');
     // A replayed withdrawal from before the live registration is ignored too.
     const bye = encodeRendezvous(
       { type: 'unregister', requestId: 3, publicKey: peer.publicKey, timestamp: t },
