@@ -23,6 +23,7 @@ const NOT_NATPUNCH = new Set([
   '--env-file', // docker run, on a continuation line
   '--expose-gc', // node, in docs/performance.md
   '--max-semi-space-size', // node (NODE_OPTIONS), in docs/performance.md
+  '--max-old-space-size',
   '--cpu-prof', // node's profiler flags, in docs/performance.md
   '--cpu-prof-dir',
   '--target', // the fuzz harness script, in docs/security.md
