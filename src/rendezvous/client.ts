@@ -52,7 +52,8 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
  * When this many UDP transmissions of a request went unanswered (0 and 0.25 s: the next one leaves at 0.75 s), the
  * same bytes also go over TCP, and whichever transport answers first wins: where UDP is blocked the answer comes
  * after ~0.75 s and one TCP round trip instead of after the whole UDP schedule (3.75 s), in the spirit of Happy
- * Eyeballs (RFC 8305 §5). The server sees one message twice, as it sees a UDP retransmission.
+ * Eyeballs (RFC 8305 §5). The TCP copy is built afresh (a new timestamp and signature, the same request id): the
+ * server may have received the UDP one, and takes the same signed bytes from another source as a replay.
  */
 export const TCP_HEDGE_AFTER_TRANSMISSIONS = 2;
 /** While registered over TCP, the first re-registration (which tries UDP first) comes this soon, then backs off. */
@@ -953,7 +954,9 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       // A TCP that cannot connect changes nothing: UDP goes on, and the caller falls back as before.
       this.#tcpSocket(signal).then(
         (socket) => {
-          if (!socket.destroyed && this.#pending.has(requestId)) socket.write(frameTcp(bytes));
+          // Built again (same request id, a fresh timestamp and signature): the server takes the same signed bytes
+          // from another source as a replay (REPLAY), and it may have seen the UDP copy.
+          if (!socket.destroyed && this.#pending.has(requestId)) socket.write(frameTcp(build(requestId)));
         },
         () => {},
       );

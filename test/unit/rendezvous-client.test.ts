@@ -126,6 +126,35 @@ test('UDP silent: TCP starts beside it after two unanswered transmissions, not a
   }
 });
 
+test('UDP answers lost: the TCP hedge is a fresh signed request, registered, not refused as a replay of the UDP copy', async () => {
+  const srv = await startServer();
+  const bag = new Bag();
+  // Passes requests to the server over UDP and drops every answer: the server has the UDP copy when TCP starts.
+  const oneWay = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const toServer = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  let forwarded = 0;
+  oneWay.onMessage((msg) => {
+    forwarded++;
+    toServer.send(msg, srv.port, '127.0.0.1');
+  });
+  try {
+    const client = await bag.client(
+      { port: oneWay.address().port, tcpPort: srv.tcpPort },
+      { name: 'lossy', initialRtoMs: 50, maxTransmissions: 8 },
+    );
+    const reg = await client.register();
+    assert.equal(reg.via, 'tcp');
+    assert.ok(forwarded >= 1, 'the server saw the UDP copy first');
+    assert.equal(srv.server.stats().replays, 0);
+    assert.equal((await client.lookup('lossy')).name, 'lossy');
+  } finally {
+    oneWay.close();
+    toServer.close();
+    await bag.close();
+    await srv.close();
+  }
+});
+
 test('when the TCP connection drops, a TCP client reconnects and re-registers by itself', async () => {
   const srv = await startServer({ refreshIntervalMs: 60_000 });
   const bag = new Bag();
