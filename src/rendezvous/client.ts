@@ -49,11 +49,13 @@ export const DEFAULT_MAX_RTO_MS = 2_000;
 export const DEFAULT_MAX_TRANSMISSIONS = 4;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
 /**
- * When this many UDP transmissions of a request went unanswered (0 and 0.25 s: the next one leaves at 0.75 s), the
- * same bytes also go over TCP, and whichever transport answers first wins: where UDP is blocked the answer comes
- * after ~0.75 s and one TCP round trip instead of after the whole UDP schedule (3.75 s), in the spirit of Happy
- * Eyeballs (RFC 8305 §5). The TCP copy is built afresh (a new timestamp and signature, the same request id): the
- * server may have received the UDP one, and takes the same signed bytes from another source as a replay.
+ * Until the server has answered over UDP once, a request whose first this-many UDP transmissions went unanswered
+ * (0 and 0.25 s: the next one leaves at 0.75 s) also goes over TCP, and whichever transport answers first wins:
+ * where UDP is blocked the answer comes after ~0.75 s and one TCP round trip instead of after the whole UDP schedule
+ * (3.75 s), in the spirit of Happy Eyeballs (RFC 8305 §5). Once UDP has worked, a silent request is loss, not a
+ * block, and waits for its UDP schedule as before: a second copy over TCP could introduce a peer twice. The TCP copy
+ * is built afresh (a new timestamp and signature, the same request id): the server may have received the UDP one,
+ * and takes the same signed bytes from another source as a replay.
  */
 export const TCP_HEDGE_AFTER_TRANSMISSIONS = 2;
 /** While registered over TCP, the first re-registration (which tries UDP first) comes this soon, then backs off. */
@@ -354,6 +356,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   /** Server clock minus local clock, learned when the server called a timestamp stale. */
   #clockOffset = 0;
   #tcpReprobeMs = TCP_REPROBE_INITIAL_MS;
+  /** The current server has answered over UDP at least once (TCP_HEDGE_AFTER_TRANSMISSIONS). */
+  #heardOverUdp = false;
   #lastTimestamp = 0;
 
   constructor(options: RendezvousClientOptions) {
@@ -866,6 +870,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#server = this.#servers[this.#serverIndex]!;
     this.#serverIp = undefined;
     this.#serverSources.clear();
+    this.#heardOverUdp = false;
     this.#mode = 'udp';
     this.#tcpReprobeMs = TCP_REPROBE_INITIAL_MS;
     const tcp = this.#tcp;
@@ -896,7 +901,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             build,
             t.signal,
             this.#maxTx,
-            this.#tcpFallback ? TCP_HEDGE_AFTER_TRANSMISSIONS : Infinity,
+            this.#tcpFallback && !this.#heardOverUdp ? TCP_HEDGE_AFTER_TRANSMISSIONS : Infinity,
           );
           if (res.via === 'tcp') {
             if (this.#mode !== 'tcp') this.#log.info({ server: this.#server }, 'rendezvous: using TCP');
@@ -931,8 +936,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
 
   /**
    * One request over UDP, retransmitted by the shared engine (src/stun/transaction.ts) on this client's timing; after
-   * `hedgeAfter` unanswered transmissions the same bytes also go over TCP (TCP_HEDGE_AFTER_TRANSMISSIONS), and the
-   * answer may come back over either.
+   * `hedgeAfter` unanswered transmissions the request, built afresh, also goes over TCP (TCP_HEDGE_AFTER_TRANSMISSIONS),
+   * and the answer may come back over either.
    */
   async #udpExchange(
     build: (requestId: number) => Buffer,
@@ -1125,6 +1130,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       if (!isAnswer || this.#pending.get(decoded.requestId)?.via !== 'udp') return;
       if (this.#serverSources.size < MAX_SERVER_SOURCES) this.#serverSources.add(from);
     }
+    this.#heardOverUdp = true;
     this.#onMessage(decoded, 'udp');
   }
 

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { NodeDatagramTransport } from '../../src/net/datagram.js';
+import { decodeRendezvous } from '../../src/wire/rendezvous.js';
 import { isNatpunchError } from '../../src/util/errors.js';
 import type { ConnectOffer } from '../../src/rendezvous/client.js';
 import { Bag, once, startServer, waitFor, type TestServer } from './rendezvous-harness.js';
@@ -150,6 +151,42 @@ test('UDP answers lost: the TCP hedge is a fresh signed request, registered, not
   } finally {
     oneWay.close();
     toServer.close();
+    await bag.close();
+    await srv.close();
+  }
+});
+
+test('once UDP has answered, a silent request is loss: it waits for its UDP schedule before TCP (no hedge)', async () => {
+  const srv = await startServer();
+  const bag = new Bag();
+  // A UDP path through this test: answers pass until dropAnswers is set.
+  const front = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const back = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  let client: { port: number; address: string } | undefined;
+  let dropAnswers = false;
+  let lookups = 0;
+  front.onMessage((msg, rinfo) => {
+    if (decodeRendezvous(msg).type === 'lookup') lookups++;
+    client = { port: rinfo.port, address: rinfo.address };
+    back.send(msg, srv.port, '127.0.0.1');
+  });
+  back.onMessage((msg) => {
+    if (!dropAnswers && client) front.send(msg, client.port, client.address);
+  });
+  try {
+    const c = await bag.client(
+      { port: front.address().port, tcpPort: srv.tcpPort },
+      { name: 'lossy', initialRtoMs: 30, maxTransmissions: 4 },
+    );
+    assert.equal((await c.register()).via, 'udp');
+    dropAnswers = true;
+    const found = await c.lookup('lossy');
+    assert.equal(found.name, 'lossy');
+    // All four UDP transmissions went out before the TCP fallback answered (a hedge would have answered after 3).
+    assert.equal(lookups, 4);
+  } finally {
+    front.close();
+    back.close();
     await bag.close();
     await srv.close();
   }
