@@ -44,6 +44,14 @@ export const BIRTHDAY_PORT_SPACE = 65536 - 1024;
 export const DEFAULT_BIRTHDAY_SOCKETS = 256;
 /** p: probes the easy side sprays; with k = 256: P(hit) = 1 − (1 − 256/64512)^1750 = 0.99904. */
 export const DEFAULT_BIRTHDAY_PROBES = 1750;
+/**
+ * Rounds of p probes the cone side sprays while nothing answered: P(hit) above holds when the random side's k
+ * mappings exist for the whole spray. When that side is late (a busy host binds its sockets slowly, or its
+ * introduction came later), the first round's early probes meet fewer mappings; a second round of p fresh ports
+ * (within DEFAULT_MAX_MAPPINGS, and the relay's 4 s hold-back) makes up for it. A hit stops the spray, so a punch that
+ * works costs no more.
+ */
+export const BIRTHDAY_SPRAY_ROUNDS = 2;
 /** Spray rate (probes per second): 1750 probes in 1.75 s, well inside a 5 s budget; paced in 10 ms slices. */
 export const DEFAULT_PROBE_RATE = 1000;
 /** Ceiling on any spray rate (probes per second). */
@@ -264,7 +272,7 @@ export class HardPunch {
           break;
         case 'birthday-spray':
           this.#listen(o.endpoint);
-          this.#spray([o.endpoint], o.probes ?? DEFAULT_BIRTHDAY_PROBES, take);
+          this.#spray([o.endpoint], (o.probes ?? DEFAULT_BIRTHDAY_PROBES) * BIRTHDAY_SPRAY_ROUNDS, take);
           break;
         case 'birthday-sockets':
           await this.#openSockets(o.sockets ?? DEFAULT_BIRTHDAY_SOCKETS, take, true);
