@@ -10,6 +10,7 @@ import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { RendezvousClient, type TurnCredentials } from '../../src/rendezvous/client.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { decodeRendezvous, encodeRendezvous } from '../../src/wire/rendezvous.js';
+import type { Candidate } from '../../src/traversal/candidate.js';
 
 const SECRET = 'test-shared-secret';
 
@@ -177,7 +178,7 @@ test('codec: REGISTER wantCredentials and REGISTERED credentialsFollow are flag 
     nonce: Buffer.alloc(16, 1),
     reachable: true,
     rttMs: 0,
-    candidates: [],
+    candidates: [] as Candidate[],
     wantCredentials: true,
   } as const;
   const back = decodeRendezvous(encodeRendezvous(reg, kp.secretKey));
