@@ -103,8 +103,19 @@ export async function race(o: RaceOptions): Promise<PathResult> {
     abortAll(new NatpunchError('ABORTED', 'connection attempt aborted', { cause: o.signal.reason }));
   o.signal.addEventListener('abort', onAbort, { once: true });
 
-  const claimFor = (step: PlanStep, signal: AbortSignal) => async (): Promise<boolean> => {
+  const claimFor = (step: PlanStep, signal: AbortSignal) => async (decided = false): Promise<boolean> => {
     const deadline = Date.now() + step.graceMs;
+    if (decided && !st.winner && !signal.aborted) {
+      const holder = st.claimedBy;
+      st.claimedBy = step;
+      if (holder && holder !== step)
+        controllers[o.plan.steps.indexOf(holder)]!.abort(
+          new NatpunchError('ABORTED', `the peer chose the path ${step.technique} found (Noise IK)`),
+        );
+      o.onClaim?.(step.technique);
+      notify();
+      return true;
+    }
     for (;;) {
       if (st.winner || signal.aborted) return false;
       const better = [...running].some((s) => s !== step && s.preference < step.preference);
