@@ -112,8 +112,8 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
   }
 });
 
-test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the listener's relay candidate reaches the connector", async () => {
-  const { connect, listen } = await import('../../src/natpunch.js');
+/** serve's rendezvous + STUN with a TURN server attached that hands out shared-secret credentials to every key. */
+async function rendezvousWithTurn(): Promise<{ port: number; turn: TurnServer; close: () => Promise<void> }> {
   const handle = await startServer({
     port: 0,
     addresses: ['127.0.0.1'],
@@ -124,6 +124,20 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;
   handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
+  return {
+    port,
+    turn,
+    close: async () => {
+      detach();
+      turn.close();
+      await handle.close();
+    },
+  };
+}
+
+test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the listener's relay candidate reaches the connector", async () => {
+  const { connect, listen } = await import('../../src/natpunch.js');
+  const { port, turn, close: closeServer } = await rendezvousWithTurn();
   const rendezvous = `127.0.0.1:${port}`;
   const ka = generateKeyPair();
   const kb = generateKeyPair();
@@ -162,9 +176,7 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   } finally {
     await session?.close().catch(() => {});
     await listener.close();
-    detach();
-    turn.close();
-    await handle.close();
+    await closeServer();
   }
 });
 
@@ -203,16 +215,7 @@ test('codec: REGISTER wantCredentials and REGISTERED credentialsFollow are flag 
 });
 
 test('lost relay credentials: REGISTERED says they follow, the client asks again (REGISTER wantCredentials) and gets them', async () => {
-  const handle = await startServer({
-    port: 0,
-    addresses: ['127.0.0.1'],
-    stun: { registry: turnRegistry },
-    relay: false,
-  });
-  const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1' });
-  const detach = attachTurn(handle, turn);
-  const port = handle.udp[0]!.port;
-  handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
+  const { port, close: closeServer } = await rendezvousWithTurn();
   // A UDP path through the test that loses the first two TURN_CREDENTIALS on their way to the client.
   const front = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const back = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
@@ -262,23 +265,12 @@ test('lost relay credentials: REGISTERED says they follow, the client asks again
     t.close();
     front.close();
     back.close();
-    detach();
-    turn.close();
-    await handle.close();
+    await closeServer();
   }
 });
 
 test('credentials that arrive: no second REGISTER; a refresh with fresh credentials announces none', async () => {
-  const handle = await startServer({
-    port: 0,
-    addresses: ['127.0.0.1'],
-    stun: { registry: turnRegistry },
-    relay: false,
-  });
-  const turn = new TurnServer({ credentials: new SharedSecretStore([SECRET]), relayAddress: '127.0.0.1' });
-  const detach = attachTurn(handle, turn);
-  const port = handle.udp[0]!.port;
-  handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
+  const { port, close: closeServer } = await rendezvousWithTurn();
   const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
   const c = new RendezvousClient({
     transport: t,
@@ -300,8 +292,6 @@ test('credentials that arrive: no second REGISTER; a refresh with fresh credenti
   } finally {
     c.close();
     t.close();
-    detach();
-    turn.close();
-    await handle.close();
+    await closeServer();
   }
 });
