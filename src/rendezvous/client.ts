@@ -830,7 +830,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
       this.#credentialAsks++;
       this.#log.debug({ asks: this.#credentialAsks }, 'rendezvous: announced relay credentials missing; asking again');
       this.register(this.#closer.signal).catch((err: unknown) => {
-        if (!this.#closed) this.#log.debug({ err: (err as Error).message }, 'rendezvous: asking for credentials failed');
+        if (!this.#closed)
+          this.#log.debug({ err: (err as Error).message }, 'rendezvous: asking for credentials failed');
       });
     }, wait);
     this.#credentialTimer.unref();

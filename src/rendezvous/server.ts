@@ -983,7 +983,12 @@ export class RendezvousServer {
     });
     // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent, relay/issuer.ts,
     // or when the peer says the announced ones never arrived).
-    const credentials = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined && !msg.wantCredentials, now);
+    const credentials = this.#issuer?.issue(
+      msg.publicKey,
+      reflexive,
+      existing !== undefined && !msg.wantCredentials,
+      now,
+    );
     const reply = encodeRendezvous({
       type: 'registered',
       requestId: msg.requestId,

@@ -281,7 +281,9 @@ export class Session extends EventEmitter {
     this.confirmed.catch(() => {}); // observed by whoever waits for it
     if (!(ik && !options.isInitiator)) this.#confirmed();
     this.once('close', (err: Error | null) => {
-      this.#confirm?.reject(err ?? new NatpunchError('SESSION_CLOSED', 'the session closed before the peer confirmed it'));
+      this.#confirm?.reject(
+        err ?? new NatpunchError('SESSION_CLOSED', 'the session closed before the peer confirmed it'),
+      );
       this.#confirm = null;
     });
     this.handshakePattern = ik ? 'IK' : 'XX';

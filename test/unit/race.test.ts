@@ -33,7 +33,7 @@ const ctx = {
   progress: () => {},
 } as unknown as Omit<TechniqueContext, 'claim' | 'unclaim'>;
 
-test("a step whose Noise IK message 2 came back takes the claim from a step still in its XX handshake (the peer chose its path)", async () => {
+test('a step whose Noise IK message 2 came back takes the claim from a step still in its XX handshake (the peer chose its path)', async () => {
   const events: string[] = [];
   let xxAborted: unknown = null;
   // Plain checks: found a path first, claimed, and its XX handshake never completes (the responder moved on).
