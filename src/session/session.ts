@@ -249,6 +249,8 @@ export class Session extends EventEmitter {
   #offProbe: () => void;
   #closing: Promise<void> | null = null;
   #confirm: { resolve: () => void; reject: (err: Error) => void } | null = null;
+  /** Frames that arrived with and right after the confirming one, dispatched on the next turn (see #confirmed). */
+  #heldFrames: Buffer[] | null = null;
   /**
    * Resolves once the peer has proved it holds this session's keys: at once for an XX session and for the IK
    * initiator (message 2 proved the responder); for the IK responder on the initiator's first encrypted frame. Rejects
@@ -356,7 +358,7 @@ export class Session extends EventEmitter {
       clearTimeout(timer);
       noise.off('data', confirmed);
       noise.off('message', confirmed);
-      if (!this.#closed) this.#confirmed();
+      if (!this.#closed) this.#confirmed(true);
     };
     const timer = setTimeout(() => {
       confirmed();
@@ -374,11 +376,23 @@ export class Session extends EventEmitter {
     this.once('close', confirmed);
   }
 
-  #confirmed(): void {
+  #confirmed(byFrame = false): void {
     if (this.#isConfirmed) return;
     this.#isConfirmed = true;
+    const awaited = byFrame && !this.#closed;
     this.#confirm?.resolve();
     this.#confirm = null;
+    if (awaited) {
+      // Confirmed by a frame (the IK responder): whoever awaits `confirmed` (e.g. `await listener.acceptOffer()`)
+      // gets to attach its 'stream' handler before that frame and those right behind it (the connector's first
+      // OPEN) are dispatched: they wait for the next turn of the event loop, after the promise continuations.
+      this.#heldFrames = [];
+      setImmediate(() => {
+        const held = this.#heldFrames ?? [];
+        this.#heldFrames = null;
+        for (const f of held) if (!this.#closed) this.#mux.onFrame(f);
+      });
+    }
     this.emit('confirmed');
   }
 
@@ -388,7 +402,8 @@ export class Session extends EventEmitter {
     noise.on('data', (frame: Buffer) => {
       if (!current()) return;
       this.#lastReceived = Date.now();
-      this.#mux.onFrame(frame);
+      if (this.#heldFrames) this.#heldFrames.push(frame);
+      else this.#mux.onFrame(frame);
     });
     noise.on('message', (buf: Buffer) => {
       if (!current()) return;

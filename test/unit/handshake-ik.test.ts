@@ -684,3 +684,42 @@ test("the IK responder's session: 'confirmed' fires before the confirming frame'
     await t.close();
   }
 });
+
+test('`await listener.acceptOffer()` then a stream handler: the stream the connector opened right away is not missed', async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const listener = await listen({ keyPair: kb, bind: LOOPBACK, allow: [ka.publicKey] });
+  try {
+    for (let i = 0; i < 5; i++) {
+      const connectionId = randomBytes(16);
+      const port = listener.endpoint.address().port;
+      const accepted = listener.acceptOffer({
+        connectionId,
+        role: 'responder',
+        peerKey: ka.publicKey,
+        candidates: [host(port)],
+      });
+      const sa = await connect({
+        keyPair: ka,
+        bind: LOOPBACK,
+        connectionId,
+        peer: { publicKey: kb.publicKey, candidates: [host(port)] },
+        timeoutMs: 5000,
+      });
+      // The stream goes out right behind the connector's first frame (its PING), in the same turn.
+      const st = sa.openStream();
+      st.end(Buffer.from(`hello ${i}`));
+      const sb = await accepted;
+      assert.ok(sb);
+      assert.equal(sb.handshakePattern, 'IK');
+      const got = await new Promise<Buffer>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('the stream never reached the listener')), 3000);
+        sb.once('stream', (s: MuxStream) => void readAll(s).then((b) => (clearTimeout(timer), resolve(b))));
+      });
+      assert.equal(got.toString(), `hello ${i}`);
+      await sa.close();
+    }
+  } finally {
+    await listener.close();
+  }
+});
