@@ -60,3 +60,15 @@ test('expiry and name are read from a packed record without unpacking it', () =>
   m.set('k', base());
   assert.deepEqual(m.summary('k'), { expiresAt: base().expiresAt, name: undefined });
 });
+
+test('a record stored under its own key does not repeat the key, and comes back with it', () => {
+  const r = { ...base(), name: 'bob' };
+  const id = r.publicKey.toString('latin1');
+  const m = new PackedRecordMap();
+  m.set(id, r);
+  assert.deepEqual(m.get(id), r);
+  assert.deepEqual([...m.values()], [r]);
+  assert.deepEqual(m.summary(id), { expiresAt: r.expiresAt, name: 'bob' });
+  assert.equal(packRecord(r, true)!.length, packRecord(r)!.length - 32);
+  assert.deepEqual(unpackRecord(packRecord(r, true)!, id), r);
+});
