@@ -974,13 +974,15 @@ export class RendezvousServer {
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
     this.#bind(id, channel, msg.requestId, now);
-    this.#emit({
-      type: 'register',
-      publicKey: msg.publicKey,
-      ...(msg.name !== undefined ? { name: msg.name } : {}),
-      reflexive,
-      refresh: Boolean(existing),
-    });
+    // (Events are built only for an observer: serve has one only with its admin endpoint.)
+    if (this.#observer)
+      this.#emit({
+        type: 'register',
+        publicKey: msg.publicKey,
+        ...(msg.name !== undefined ? { name: msg.name } : {}),
+        reflexive,
+        refresh: Boolean(existing),
+      });
     const reply = encodeRendezvous({
       type: 'registered',
       requestId: msg.requestId,
@@ -1180,13 +1182,14 @@ export class RendezvousServer {
         introduced: { key: hex(msg.publicKey), seen: plan.observed },
       });
     }
-    this.#emit({
-      type: 'introduction',
-      connectionId: msg.connectionId,
-      from: msg.publicKey,
-      to: target.publicKey,
-      remote: !local,
-    });
+    if (this.#observer)
+      this.#emit({
+        type: 'introduction',
+        connectionId: msg.connectionId,
+        from: msg.publicKey,
+        to: target.publicKey,
+        remote: !local,
+      });
     // A retransmission gets this answer rebuilt (#connectAgain) rather than kept for the replay window.
     this.#rememberRebuild(msg);
     this.#send(channel, reply);
