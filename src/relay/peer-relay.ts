@@ -362,7 +362,10 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (records.length > MAX_OBSERVED_PER_KEY) records.shift();
     records.unshift(packed.slice(0, AT_CHARS));
     // join makes one flat string (a + b would keep a rope of the parts alive in the table).
-    this.#store(key, state, records.join(''));
+    const next = records.join('');
+    // A refresh from the endpoint seen last changes nothing: the stored string stays (storing the equal new one
+    // would promote it and leave the old one as old-generation garbage, per refresh of every registered peer).
+    if (next !== packed) this.#store(key, state, next);
   }
 
   /**
