@@ -159,15 +159,89 @@ export function unpackRecord(b: Buffer, id?: string): PackableRecord {
 const EXPIRES_AT = 8;
 const FLAGS = 28;
 
+/** Bytes per slab chunk. A packed record is at most a few KiB (255 candidates, three 255-byte strings). */
+const CHUNK_BYTES = 1 << 20;
+/** Each record in a slab is preceded by its length (u16). */
+const LENGTH_BYTES = 2;
+
 /**
- * A Map from key id to record that stores each record as ONE flat one-byte string (packRecord's bytes; V8 keeps it
- * as a 16-byte header plus the bytes, no object around it) and unpacks it on `get`. Expiry and name are read from
- * the string itself for sweeps over every registration. Records that do not fit the layout (never from the wire
- * codec) are kept as they are.
+ * Packed records in 1 MiB Buffer chunks, each addressed by one number (chunk × CHUNK_BYTES + offset), so a record
+ * costs its bytes and no object: a refresh that packs to the same length (the usual one: same candidates, same
+ * name; new times) is written over the old bytes, where a string per record made every refresh promote a new
+ * string and leave the old one as old-generation garbage until the next full collection. A freed region is reused
+ * by the next record of exactly its length (records of one shape have one length). The chunks stay allocated: what
+ * the store holds is bounded by the most records it ever held at once (the registry's maxPeers) times their size.
+ */
+class RecordSlab {
+  readonly #chunks: Buffer[] = [];
+  /** Bytes handed out in the last chunk (CHUNK_BYTES before the first: none to hand out). */
+  #used = CHUNK_BYTES;
+  /** Length → freed regions of that length. */
+  readonly #free = new Map<number, number[]>();
+
+  /** Stores `bytes` (a packRecord result); returns its address. */
+  store(bytes: Uint8Array): number {
+    const n = bytes.length;
+    let at = this.#free.get(n)?.pop();
+    if (at === undefined) {
+      if (this.#used + LENGTH_BYTES + n > CHUNK_BYTES) {
+        this.#chunks.push(Buffer.allocUnsafeSlow(CHUNK_BYTES));
+        this.#used = 0;
+      }
+      at = (this.#chunks.length - 1) * CHUNK_BYTES + this.#used;
+      this.#used += LENGTH_BYTES + n;
+    }
+    const chunk = this.#chunks[Math.floor(at / CHUNK_BYTES)]!;
+    const o = at % CHUNK_BYTES;
+    chunk.writeUInt16BE(n, o);
+    chunk.set(bytes, o + LENGTH_BYTES);
+    return at;
+  }
+
+  /** Stores `bytes` in place of the record at `at` (over it when the length is the same); returns the new address. */
+  replace(at: number, bytes: Uint8Array): number {
+    if (this.#length(at) === bytes.length) {
+      const chunk = this.#chunks[Math.floor(at / CHUNK_BYTES)]!;
+      chunk.set(bytes, (at % CHUNK_BYTES) + LENGTH_BYTES);
+      return at;
+    }
+    this.release(at);
+    return this.store(bytes);
+  }
+
+  release(at: number): void {
+    const n = this.#length(at);
+    const list = this.#free.get(n);
+    if (list) list.push(at);
+    else this.#free.set(n, [at]);
+  }
+
+  /** The record's bytes (a view: read it before the next store). */
+  view(at: number): Buffer {
+    const chunk = this.#chunks[Math.floor(at / CHUNK_BYTES)]!;
+    const o = (at % CHUNK_BYTES) + LENGTH_BYTES;
+    return chunk.subarray(o, o + chunk.readUInt16BE(o - LENGTH_BYTES));
+  }
+
+  /** The f64 at `offset` in the record, without a view. */
+  readDouble(at: number, offset: number): number {
+    return this.#chunks[Math.floor(at / CHUNK_BYTES)]!.readDoubleBE((at % CHUNK_BYTES) + LENGTH_BYTES + offset);
+  }
+
+  #length(at: number): number {
+    return this.#chunks[Math.floor(at / CHUNK_BYTES)]!.readUInt16BE(at % CHUNK_BYTES);
+  }
+}
+
+/**
+ * A Map from key id to record that stores each record as packRecord's bytes in a RecordSlab (above) and unpacks it
+ * on `get`. Expiry and name are read from the bytes for sweeps over every registration. Records that do not fit the
+ * layout (never from the wire codec) are kept as they are.
  */
 export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
-  readonly #entries = new Map<string, string | R>();
-  readonly #scratch = Buffer.allocUnsafe(8);
+  /** id → the record's address in #slab, or the record itself when it does not pack. */
+  readonly #entries = new Map<string, number | R>();
+  readonly #slab = new RecordSlab();
 
   get size(): number {
     return this.#entries.size;
@@ -176,40 +250,45 @@ export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
   get(id: string): R | undefined {
     const e = this.#entries.get(id);
     if (e === undefined) return undefined;
-    return typeof e === 'string' ? (unpackRecord(Buffer.from(e, 'latin1'), id) as R) : e;
+    return typeof e === 'number' ? (unpackRecord(this.#slab.view(e), id) as R) : e;
   }
 
   /** Expiry and name of `id` without unpacking. */
   summary(id: string): { expiresAt: number; name: string | undefined } | undefined {
     const e = this.#entries.get(id);
     if (e === undefined) return undefined;
-    if (typeof e !== 'string') return { expiresAt: e.expiresAt, name: e.name };
-    return { expiresAt: this.#expiresAt(e), name: packedName(e) };
+    if (typeof e !== 'number') return { expiresAt: e.expiresAt, name: e.name };
+    return { expiresAt: this.#slab.readDouble(e, EXPIRES_AT), name: packedName(this.#slab.view(e)) };
   }
 
   set(id: string, r: R): void {
     const packed = packRecord(r, isKeyId(id, r.publicKey));
-    this.#entries.set(id, packed ? packed.toString('latin1') : r);
+    const e = this.#entries.get(id);
+    if (packed === undefined) {
+      if (typeof e === 'number') this.#slab.release(e);
+      this.#entries.set(id, r);
+    } else if (typeof e === 'number') {
+      const at = this.#slab.replace(e, packed);
+      if (at !== e) this.#entries.set(id, at);
+    } else this.#entries.set(id, this.#slab.store(packed));
   }
 
   delete(id: string): boolean {
+    const e = this.#entries.get(id);
+    if (e === undefined) return false;
+    if (typeof e === 'number') this.#slab.release(e);
     return this.#entries.delete(id);
   }
 
   /** [id, expiresAt] for every record, without unpacking. */
   *summaries(): IterableIterator<[string, number]> {
-    for (const [id, e] of this.#entries) yield [id, typeof e === 'string' ? this.#expiresAt(e) : e.expiresAt];
+    for (const [id, e] of this.#entries)
+      yield [id, typeof e === 'number' ? this.#slab.readDouble(e, EXPIRES_AT) : e.expiresAt];
   }
 
   /** Every record, unpacked one at a time. */
   *values(): IterableIterator<R> {
-    for (const [id, e] of this.#entries)
-      yield typeof e === 'string' ? (unpackRecord(Buffer.from(e, 'latin1'), id) as R) : e;
-  }
-
-  #expiresAt(e: string): number {
-    this.#scratch.write(e.slice(EXPIRES_AT, EXPIRES_AT + 8), 0, 'latin1');
-    return this.#scratch.readDoubleBE(0);
+    for (const [id, e] of this.#entries) yield typeof e === 'number' ? (unpackRecord(this.#slab.view(e), id) as R) : e;
   }
 }
 
@@ -220,13 +299,13 @@ function isKeyId(id: string, key: Buffer): boolean {
   return true;
 }
 
-/** The name in a packed record (as a string of its bytes), walking past the addresses. */
-function packedName(e: string): string | undefined {
-  if ((e.charCodeAt(FLAGS) & HAS_NAME) === 0) return undefined;
+/** The name in a packed record, walking past the addresses. */
+function packedName(b: Buffer): string | undefined {
+  if ((b[FLAGS]! & HAS_NAME) === 0) return undefined;
   let o = FLAGS + 1;
-  o += 4 + e.charCodeAt(o + 1); // reflexive
-  const count = e.charCodeAt(o++);
-  for (let i = 0; i < count; i++) o += 1 + 4 + e.charCodeAt(o + 2) + 4;
-  const len = e.charCodeAt(o);
-  return Buffer.from(e.slice(o + 1, o + 1 + len), 'latin1').toString('utf8');
+  o += 4 + b[o + 1]!; // reflexive
+  const count = b[o++]!;
+  for (let i = 0; i < count; i++) o += 1 + 4 + b[o + 2]! + 4;
+  const len = b[o]!;
+  return b.toString('utf8', o + 1, o + 1 + len);
 }
