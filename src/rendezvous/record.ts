@@ -14,6 +14,7 @@
 import type { Candidate, CandidateType } from '../traversal/candidate.js';
 import { formatAddress, parseIPv4, parseIPv6 } from '../wire/ip.js';
 import type { Endpoint } from '../wire/rendezvous.js';
+import { ByteSlab } from './slab.js';
 
 /** The shape of a registry record (PeerRecord in registry.ts, which imports this module). */
 export interface PackableRecord {
@@ -159,89 +160,16 @@ export function unpackRecord(b: Buffer, id?: string): PackableRecord {
 const EXPIRES_AT = 8;
 const FLAGS = 28;
 
-/** Bytes per slab chunk. A packed record is at most a few KiB (255 candidates, three 255-byte strings). */
-const CHUNK_BYTES = 1 << 20;
-/** Each record in a slab is preceded by its length (u16). */
-const LENGTH_BYTES = 2;
-
 /**
- * Packed records in 1 MiB Buffer chunks, each addressed by one number (chunk × CHUNK_BYTES + offset), so a record
- * costs its bytes and no object: a refresh that packs to the same length (the usual one: same candidates, same
- * name; new times) is written over the old bytes, where a string per record made every refresh promote a new
- * string and leave the old one as old-generation garbage until the next full collection. A freed region is reused
- * by the next record of exactly its length (records of one shape have one length). The chunks stay allocated: what
- * the store holds is bounded by the most records it ever held at once (the registry's maxPeers) times their size.
- */
-class RecordSlab {
-  readonly #chunks: Buffer[] = [];
-  /** Bytes handed out in the last chunk (CHUNK_BYTES before the first: none to hand out). */
-  #used = CHUNK_BYTES;
-  /** Length → freed regions of that length. */
-  readonly #free = new Map<number, number[]>();
-
-  /** Stores `bytes` (a packRecord result); returns its address. */
-  store(bytes: Uint8Array): number {
-    const n = bytes.length;
-    let at = this.#free.get(n)?.pop();
-    if (at === undefined) {
-      if (this.#used + LENGTH_BYTES + n > CHUNK_BYTES) {
-        this.#chunks.push(Buffer.allocUnsafeSlow(CHUNK_BYTES));
-        this.#used = 0;
-      }
-      at = (this.#chunks.length - 1) * CHUNK_BYTES + this.#used;
-      this.#used += LENGTH_BYTES + n;
-    }
-    const chunk = this.#chunks[Math.floor(at / CHUNK_BYTES)]!;
-    const o = at % CHUNK_BYTES;
-    chunk.writeUInt16BE(n, o);
-    chunk.set(bytes, o + LENGTH_BYTES);
-    return at;
-  }
-
-  /** Stores `bytes` in place of the record at `at` (over it when the length is the same); returns the new address. */
-  replace(at: number, bytes: Uint8Array): number {
-    if (this.#length(at) === bytes.length) {
-      const chunk = this.#chunks[Math.floor(at / CHUNK_BYTES)]!;
-      chunk.set(bytes, (at % CHUNK_BYTES) + LENGTH_BYTES);
-      return at;
-    }
-    this.release(at);
-    return this.store(bytes);
-  }
-
-  release(at: number): void {
-    const n = this.#length(at);
-    const list = this.#free.get(n);
-    if (list) list.push(at);
-    else this.#free.set(n, [at]);
-  }
-
-  /** The record's bytes (a view: read it before the next store). */
-  view(at: number): Buffer {
-    const chunk = this.#chunks[Math.floor(at / CHUNK_BYTES)]!;
-    const o = (at % CHUNK_BYTES) + LENGTH_BYTES;
-    return chunk.subarray(o, o + chunk.readUInt16BE(o - LENGTH_BYTES));
-  }
-
-  /** The f64 at `offset` in the record, without a view. */
-  readDouble(at: number, offset: number): number {
-    return this.#chunks[Math.floor(at / CHUNK_BYTES)]!.readDoubleBE((at % CHUNK_BYTES) + LENGTH_BYTES + offset);
-  }
-
-  #length(at: number): number {
-    return this.#chunks[Math.floor(at / CHUNK_BYTES)]!.readUInt16BE(at % CHUNK_BYTES);
-  }
-}
-
-/**
- * A Map from key id to record that stores each record as packRecord's bytes in a RecordSlab (above) and unpacks it
+ * A Map from key id to record that stores each record as packRecord's bytes in a ByteSlab (slab.ts: a refresh that packs to the same
+ * length is written over the old bytes) and unpacks it
  * on `get`. Expiry and name are read from the bytes for sweeps over every registration. Records that do not fit the
  * layout (never from the wire codec) are kept as they are.
  */
 export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
   /** id → the record's address in #slab, or the record itself when it does not pack. */
   readonly #entries = new Map<string, number | R>();
-  readonly #slab = new RecordSlab();
+  readonly #slab = new ByteSlab();
 
   get size(): number {
     return this.#entries.size;
