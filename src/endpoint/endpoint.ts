@@ -640,16 +640,23 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         progress,
         signal,
       });
-      if (this.#closed) {
-        await session.close();
-        return null;
-      }
-      this.#incoming.add(session);
-      session.once('close', () => this.#incoming.delete(session));
-      remember(this.#lastSessionAt, peer);
-      progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
-      this.emit('session', session);
-      return session;
+      const surface = (): Session | null => {
+        if (this.#closed) {
+          void session.close().catch(() => {});
+          return null;
+        }
+        this.#incoming.add(session);
+        session.once('close', () => this.#incoming.delete(session));
+        remember(this.#lastSessionAt, peer);
+        progress({ phase: 'connected', peer, rttMs: session.path.rttMs });
+        this.emit('session', session);
+        return session;
+      };
+      // An IK session exists from the connector's message 1 on; it is the connector's only once its first encrypted
+      // frame shows it got message 2. Until then it is not surfaced: under loss a message 2 that never arrived left
+      // the connector to be introduced again while this side served a session nobody would use (the matrix's
+      // seq-rc under 5% loss). A newer introduction of the same peer (#supersede) or the handshake timeout ends it.
+      return session.isConfirmed ? surface() : await untilConfirmed(session, signal, surface);
     } catch (err) {
       // A peer that re-punched to resume an existing session never starts a handshake: not worth an error. Nor is
       // an attempt the peer dropped because it had itself introduced again (a cold connect whose NAT measurement
@@ -727,4 +734,25 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
     throw new NatpunchError('ABORTED', 'aborted', { cause: options.signal.reason });
   }
   return ep;
+}
+
+/**
+ * Surfaces `session` from its synchronous 'confirmed' event (so the caller's 'stream' handlers are in place before the
+ * confirming frame is dispatched); rejects when it ends unconfirmed. An abort (superseded, timed out) closes it.
+ */
+function untilConfirmed<T>(session: Session, signal: AbortSignal, surface: () => T): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => void session.close().catch(() => {});
+    signal.addEventListener('abort', onAbort, { once: true });
+    const done = () => signal.removeEventListener('abort', onAbort);
+    session.once('confirmed', () => {
+      done();
+      resolve(surface());
+    });
+    session.confirmed.catch((err: unknown) => {
+      done();
+      reject(err as Error);
+    });
+    if (signal.aborted) onAbort();
+  });
 }

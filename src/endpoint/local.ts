@@ -41,6 +41,9 @@ const PORT_MAPPING_SSDP_MS = 1_200;
 export const AUTO_RELAY_WAIT_MS = 1_000;
 /** ... at least this, and twice the measured RTT to the server (the two datagrams may be reordered or paced). */
 const AUTO_RELAY_MIN_WAIT_MS = 150;
+/** ... and while the server announced them (REGISTERED credentialsFollow) and the client is asking again for ones that
+ *  were lost (rendezvous/client.ts CREDENTIAL_WAIT_MS: three asks within ~2 s plus round trips). */
+const AUTO_RELAY_PENDING_WAIT_MS = 3_000;
 /** Default NAT measurement bound when hardNat was not asked for explicitly. A server without STUN on port + 1 costs
  *  only one observation's timeout (predict.ts OBSERVE_TIMEOUT_MS, 1.5 s: the measurement then fails and the planner
  *  treats our NAT as unknown); the bound matters on lossy links, where the measurement's ~7 transactions need
@@ -418,7 +421,9 @@ export class LocalState {
       } else if (spec === 'auto') {
         if (!(rv instanceof RendezvousClient)) return;
         await (registered ?? rv.register(o.signal));
-        const wait = Math.min(AUTO_RELAY_WAIT_MS, Math.max(AUTO_RELAY_MIN_WAIT_MS, 2 * (rv.rttMs ?? 0)));
+        const wait = rv.credentialsPending
+          ? AUTO_RELAY_PENDING_WAIT_MS
+          : Math.min(AUTO_RELAY_WAIT_MS, Math.max(AUTO_RELAY_MIN_WAIT_MS, 2 * (rv.rttMs ?? 0)));
         if (!rv.turnCredentials) {
           await new Promise<void>((resolve) => {
             const done = () => {

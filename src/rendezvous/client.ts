@@ -64,6 +64,14 @@ export const TCP_REPROBE_INITIAL_MS = 1_000;
 export const UDP_REPROBE_TRANSMISSIONS = 2;
 /** After a failed refresh, try again this soon (bounded by the refresh interval). */
 export const REFRESH_RETRY_MS = 2_000;
+/**
+ * A REGISTERED that announced relay credentials (credentialsFollow) with none arriving this long after it (at least;
+ * twice the RTT when that is longer): register again asking for them (REGISTER wantCredentials), at most
+ * CREDENTIAL_ASKS times per registration, the wait doubling. Both datagrams leave the server back to back, so a
+ * missing one was lost, not late.
+ */
+export const CREDENTIAL_WAIT_MS = 250;
+export const CREDENTIAL_ASKS = 3;
 /** Other addresses of a multihomed server that answered us. */
 const MAX_SERVER_SOURCES = 8;
 /** How many recent connection ids are remembered to drop retransmitted notifications. */
@@ -343,6 +351,12 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
   #registered: RegisterResult | undefined;
   #turnCredentials: TurnCredentials | undefined;
   #refreshTimer: NodeJS.Timeout | undefined;
+  /** The server announced relay credentials that have not arrived (see CREDENTIAL_WAIT_MS). */
+  #credentialsPending = false;
+  #credentialAsks = 0;
+  #credentialTimer: NodeJS.Timeout | undefined;
+  /** The request id the latest credentials came with (they may overtake their REGISTERED). */
+  #credentialsRequestId: number | undefined;
   #seen = new Map<string, true>();
   #seqOffers = new Map<string, { event: SeqOfferEvent; expiresAt: number }>();
   #seqWaiters = new Set<{
@@ -396,6 +410,12 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     return c && c.expiresAt > Date.now() ? { ...c } : undefined;
   }
 
+  /** The server said relay credentials follow the latest registration and they have not arrived yet (the client is
+   *  asking again, see CREDENTIAL_WAIT_MS): a caller that wants a relay waits for 'turn-credentials'. */
+  get credentialsPending(): boolean {
+    return this.#credentialsPending && !this.#closed;
+  }
+
   /** 'udp' normally; 'tcp' after UDP got no answer and TCP did. */
   get via(): 'udp' | 'tcp' {
     return this.#mode;
@@ -432,6 +452,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
             reachable,
             rttMs: Math.min(0xffff, Math.round(this.#rtt ?? 0)),
             candidates,
+            ...(this.#credentialsPending ? { wantCredentials: true } : {}),
           },
           this.keyPair.secretKey,
           // Anti-amplification: the server answers with at most as many bytes as a request has (REGISTERED, TURN
@@ -455,6 +476,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     };
     if (rttMs !== undefined) result.rttMs = rttMs;
     this.#registered = result;
+    if (msg.credentialsFollow && msg.requestId !== this.#credentialsRequestId) this.#expectCredentials();
     this.#log.debug({ reflexive: msg.reflexive, via }, 'rendezvous registered');
     let next = Math.max(50, Math.min(msg.refreshMs, msg.ttlMs * 0.75));
     if (via === 'tcp') {
@@ -711,6 +733,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#closed = true;
     this.#closer.abort(new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed'));
     clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#credentialTimer);
     const err = new NatpunchError('SOCKET_CLOSED', 'rendezvous client closed');
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
@@ -793,6 +816,31 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     };
     if (msg.peerName !== undefined) offer.peerName = msg.peerName;
     return offer;
+  }
+
+  /** REGISTERED said credentials follow: unless they are here by then, register again asking for them. */
+  #expectCredentials(): void {
+    if (this.#closed) return;
+    this.#credentialsPending = true;
+    clearTimeout(this.#credentialTimer);
+    if (this.#credentialAsks >= CREDENTIAL_ASKS) return; // the next refresh asks again (wantCredentials)
+    const wait = Math.max(CREDENTIAL_WAIT_MS, 2 * (this.#rtt ?? 0)) * 2 ** this.#credentialAsks;
+    this.#credentialTimer = setTimeout(() => {
+      if (!this.#credentialsPending || this.#closed || this.#registering) return;
+      this.#credentialAsks++;
+      this.#log.debug({ asks: this.#credentialAsks }, 'rendezvous: announced relay credentials missing; asking again');
+      this.register(this.#closer.signal).catch((err: unknown) => {
+        if (!this.#closed)
+          this.#log.debug({ err: (err as Error).message }, 'rendezvous: asking for credentials failed');
+      });
+    }, wait);
+    this.#credentialTimer.unref();
+  }
+
+  #credentialsDone(): void {
+    this.#credentialsPending = false;
+    this.#credentialAsks = 0;
+    clearTimeout(this.#credentialTimer);
   }
 
   #scheduleRefresh(ms: number): void {
@@ -880,6 +928,7 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
     this.#registerRequestId = undefined;
     // TURN credentials are for the old server's host.
     this.#turnCredentials = undefined;
+    this.#credentialsDone();
     this.emit('server-changed', { host: this.#server.host, port: this.#server.port }, reason);
     if (this.#registered && this.#autoRefresh && !this.#registering) this.#scheduleRefresh(0);
   }
@@ -1185,6 +1234,8 @@ export class RendezvousClient extends EventEmitter<RendezvousClientEvents> {
         password: msg.password,
         expiresAt: Date.now() + msg.ttlSeconds * 1000,
       };
+      this.#credentialsRequestId = msg.requestId;
+      this.#credentialsDone();
       this.emit('turn-credentials', { ...this.#turnCredentials });
       return;
     }

@@ -993,6 +993,14 @@ export class RendezvousServer {
         reflexive,
         refresh: Boolean(existing),
       });
+    // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent, relay/issuer.ts,
+    // or when the peer says the announced ones never arrived).
+    const credentials = this.#issuer?.issue(
+      msg.publicKey,
+      reflexive,
+      existing !== undefined && !msg.wantCredentials,
+      now,
+    );
     const reply = encodeRendezvous({
       type: 'registered',
       requestId: msg.requestId,
@@ -1001,15 +1009,14 @@ export class RendezvousServer {
       ttlMs: this.#ttlMs,
       serverTime: now,
       reachable,
+      ...(credentials ? { credentialsFollow: true } : {}),
     });
     // The record now holds this REGISTER's timestamp: older and equal ones are refused or answered (#registerAgain)
     // from it, so its replay entry is not kept (with #recordGuards; otherwise it keeps the answer as for any message).
     if (this.#recordGuards) this.#forgetNonce(msg);
     else this.#remember(msg, reply);
     this.#send(channel, reply);
-    // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent: relay/issuer.ts).
-    const c = this.#issuer?.issue(msg.publicKey, reflexive, existing !== undefined, now);
-    if (c) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...c });
+    if (credentials) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...credentials });
     // Guarded: the hex keys cost more than the rest of the log call when debug is off (the usual case).
     if (this.#log.isLevelEnabled('debug'))
       this.#log.debug({ key: hex(msg.publicKey), name: msg.name, reflexive }, 'rendezvous register');
@@ -1041,6 +1048,9 @@ export class RendezvousServer {
     }
     if (this.#recordGuards) this.#forgetNonce(msg); // #admit made it again
     this.#stats.retransmitsAnswered++;
+    // The first answer was lost, and relay credentials that followed it most likely too: issue them again (the
+    // issuer's rate limit bounds how often; they are stateless, the earlier ones stay valid).
+    const credentials = this.#issuer?.issue(msg.publicKey, existing.reflexive, false, this.#now());
     this.#send(
       channel,
       encodeRendezvous({
@@ -1051,8 +1061,10 @@ export class RendezvousServer {
         ttlMs: this.#ttlMs,
         serverTime: existing.expiresAt - this.#ttlMs,
         reachable: existing.reachable,
+        ...(credentials ? { credentialsFollow: true } : {}),
       }),
     );
+    if (credentials) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...credentials });
   }
 
   async #resolve(target: Target, now: number): Promise<PeerRecord | undefined> {

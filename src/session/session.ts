@@ -248,6 +248,22 @@ export class Session extends EventEmitter {
   #pathSeqIn = -1;
   #offProbe: () => void;
   #closing: Promise<void> | null = null;
+  #confirm: { resolve: () => void; reject: (err: Error) => void } | null = null;
+  /**
+   * Resolves once the peer has proved it holds this session's keys: at once for an XX session and for the IK
+   * initiator (message 2 proved the responder); for the IK responder on the initiator's first encrypted frame. Rejects
+   * when the session ends before that. A listener surfaces a session only then (src/endpoint/endpoint.ts): an IK
+   * message 1 whose message 2 was lost leaves a session the connector never uses (docs/handshake.md). The
+   * 'confirmed' event fires at the same moment, synchronously, before the frame that confirmed it is handled: a
+   * listener that attaches its 'stream' handler there misses no stream the connector opened in that frame.
+   */
+  readonly confirmed: Promise<void>;
+  #isConfirmed = false;
+
+  /** See `confirmed`. */
+  get isConfirmed(): boolean {
+    return this.#isConfirmed;
+  }
 
   get #noise(): NoiseStream {
     return this.#holder.noise;
@@ -261,6 +277,15 @@ export class Session extends EventEmitter {
     ik?: { earlyData: Buffer | null; earlyDataAccepted: boolean },
   ) {
     super();
+    this.confirmed = new Promise<void>((resolve, reject) => (this.#confirm = { resolve, reject }));
+    this.confirmed.catch(() => {}); // observed by whoever waits for it
+    if (!(ik && !options.isInitiator)) this.#confirmed();
+    this.once('close', (err: Error | null) => {
+      this.#confirm?.reject(
+        err ?? new NatpunchError('SESSION_CLOSED', 'the session closed before the peer confirmed it'),
+      );
+      this.#confirm = null;
+    });
     this.handshakePattern = ik ? 'IK' : 'XX';
     this.earlyData = ik?.earlyData ?? null;
     this.earlyDataAccepted = ik?.earlyDataAccepted ?? false;
@@ -331,6 +356,7 @@ export class Session extends EventEmitter {
       clearTimeout(timer);
       noise.off('data', confirmed);
       noise.off('message', confirmed);
+      if (!this.#closed) this.#confirmed();
     };
     const timer = setTimeout(() => {
       confirmed();
@@ -342,9 +368,18 @@ export class Session extends EventEmitter {
       );
     }, timeoutMs);
     timer.unref();
-    noise.on('data', confirmed);
-    noise.on('message', confirmed);
+    // Ahead of the session's own handlers (#attach): the confirmation is out before the frame is dispatched.
+    noise.prependListener('data', confirmed);
+    noise.prependListener('message', confirmed);
     this.once('close', confirmed);
+  }
+
+  #confirmed(): void {
+    if (this.#isConfirmed) return;
+    this.#isConfirmed = true;
+    this.#confirm?.resolve();
+    this.#confirm = null;
+    this.emit('confirmed');
   }
 
   /** Listens to one encrypted transport; events from a transport that was swapped out are ignored. */

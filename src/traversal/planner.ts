@@ -48,13 +48,15 @@ const PREFERENCE: Record<TechniqueName, number> = {
 };
 
 /**
- * random ↔ cone: the birthday's head-start for the plain checks. The checks meet only a cone that filters by address
- * alone (or not at all), but there they win within a round trip or two, and a birthday started beside them can win
- * too: in the lab's matrix, full-cone ↔ random with no hold-back failed 2 of 5 clean trials (the two sides kept
- * sessions on different mappings of the random NAT). So the birthday waits 300 ms, which a port-restricted cone (the
- * common case, RFC 4787 §5) pays before its spray starts.
+ * random ↔ cone: the birthday's head-start for the plain checks: none. Both start at once, the initiator's Noise IK
+ * rides on the birthday's checks (src/endpoint/attempt.ts ikTechnique), and where the plain checks also meet (a cone
+ * that filters by address alone) the two sides still end on one path: the listener's race ends with the first
+ * session it completes, and when that is the birthday's IK session, its message 2 makes the connector take the claim
+ * from a plain-checks XX handshake in progress (race.ts claim(decided)). Before that preemption both sides could keep
+ * different sessions (full-cone ↔ random failed 2 of 5 clean lab trials), and the birthday was held back 300 ms,
+ * which a port-restricted cone, where only the birthday meets (the common case, RFC 4787 §5), paid on every connect.
  */
-export const BIRTHDAY_HOLD_MS = 300;
+export const BIRTHDAY_HOLD_MS = 0;
 /** The relay's head start for the direct techniques when only the checks run: a pair that works answers within a
  *  couple of round trips; checks retransmit (RFC 8445 §14.3), so a lost packet costs ≤ 0.4 s (checks.ts). */
 export const RELAY_HOLD_MS = 1_500;

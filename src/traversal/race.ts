@@ -103,25 +103,38 @@ export async function race(o: RaceOptions): Promise<PathResult> {
     abortAll(new NatpunchError('ABORTED', 'connection attempt aborted', { cause: o.signal.reason }));
   o.signal.addEventListener('abort', onAbort, { once: true });
 
-  const claimFor = (step: PlanStep, signal: AbortSignal) => async (): Promise<boolean> => {
-    const deadline = Date.now() + step.graceMs;
-    for (;;) {
-      if (st.winner || signal.aborted) return false;
-      const better = [...running].some((s) => s !== step && s.preference < step.preference);
-      if (!st.claimedBy && (!better || Date.now() >= deadline)) {
+  const claimFor =
+    (step: PlanStep, signal: AbortSignal) =>
+    async (decided = false): Promise<boolean> => {
+      const deadline = Date.now() + step.graceMs;
+      if (decided && !st.winner && !signal.aborted) {
+        const holder = st.claimedBy;
         st.claimedBy = step;
+        if (holder && holder !== step)
+          controllers[o.plan.steps.indexOf(holder)]!.abort(
+            new NatpunchError('ABORTED', `the peer chose the path ${step.technique} found (Noise IK)`),
+          );
         o.onClaim?.(step.technique);
+        notify();
         return true;
       }
-      let timer: NodeJS.Timeout | undefined;
-      const left = deadline - Date.now();
-      await Promise.race([
-        changed,
-        ...(left > 0 && !st.claimedBy ? [new Promise<void>((r) => (timer = setTimeout(r, left)))] : []),
-      ]);
-      clearTimeout(timer);
-    }
-  };
+      for (;;) {
+        if (st.winner || signal.aborted) return false;
+        const better = [...running].some((s) => s !== step && s.preference < step.preference);
+        if (!st.claimedBy && (!better || Date.now() >= deadline)) {
+          st.claimedBy = step;
+          o.onClaim?.(step.technique);
+          return true;
+        }
+        let timer: NodeJS.Timeout | undefined;
+        const left = deadline - Date.now();
+        await Promise.race([
+          changed,
+          ...(left > 0 && !st.claimedBy ? [new Promise<void>((r) => (timer = setTimeout(r, left)))] : []),
+        ]);
+        clearTimeout(timer);
+      }
+    };
 
   const runStep = async (step: PlanStep, i: number): Promise<PathResult | null> => {
     const signal = AbortSignal.any([controllers[i]!.signal, o.signal]);

@@ -106,8 +106,11 @@ export interface TechniqueContext {
    * Initiator: call with the path found, before starting the Noise handshake on it; false means another technique
    * won (give up and release). Only one technique at a time holds the claim, so the responder sees one handshake.
    * A lower-preference technique waits here (its grace time) for a better one still running.
+   * `decided`: the responder already chose this path (its Noise IK message 2 came back on it, docs/handshake.md), so
+   * the claim is taken at once, from a holder still in its XX handshake too (that handshake would meet a responder
+   * that has moved on: its race ended with the IK session).
    */
-  claim(): Promise<boolean>;
+  claim(decided?: boolean): Promise<boolean>;
   /** The claim's holder failed after claiming (e.g. the handshake): lets the next technique claim. */
   unclaim(): void;
 }

@@ -161,7 +161,9 @@ export async function checkedSession(o: CheckedSessionOptions): Promise<PathResu
   try {
     if (ctx.role === 'initiator') {
       const r = await checks.run();
-      if (!(await ctx.claim())) throw new NatpunchError('ABORTED', 'another technique won');
+      // Message 2 came back: the responder committed to this pair (docs/handshake.md, "Path choice with IK").
+      const decided = initiatorIkState?.state.state === 'complete';
+      if (!(await ctx.claim(decided))) throw new NatpunchError('ABORTED', 'another technique won');
       try {
         const path = { ...pathOf(r, o.viaRelay), ...reasonOf(ctx, tuning) };
         // IK completed inside the checks: the session is up already; else (an older or declining peer) XX now.

@@ -163,6 +163,12 @@ export interface RegisterMessage extends Header, SignedFields {
   /** The peer's own measurement of its RTT to the server in ms, 0 when unknown. */
   rttMs: number;
   candidates: Candidate[];
+  /**
+   * Flag 0x02: the server announced relay credentials (REGISTERED's `credentialsFollow`) but none arrived: issue them
+   * again, even on a refresh. Datagrams get lost; without this a lost TURN_CREDENTIALS left a peer without a relay
+   * until its credentials were half spent (hours).
+   */
+  wantCredentials?: boolean;
 }
 
 export interface RegisteredMessage extends Header {
@@ -173,6 +179,8 @@ export interface RegisteredMessage extends Header {
   serverTime: number;
   /** The server's judgement: flag set, or the reflexive address equals a host candidate. */
   reachable: boolean;
+  /** Flag 0x02: a TURN_CREDENTIALS with this request id follows; a peer that does not get it asks again. */
+  credentialsFollow?: boolean;
 }
 
 export interface TurnCredentialsMessage extends Header {
@@ -760,7 +768,7 @@ export function encodeRendezvous(
   };
   switch (msg.type) {
     case 'register':
-      w.u8(msg.reachable ? 1 : 0);
+      w.u8((msg.reachable ? 1 : 0) | (msg.wantCredentials ? 2 : 0));
       w.bytes(msg.publicKey, PUBLIC_KEY_BYTES, 'public key');
       writeName(w, msg.name);
       signedFields(msg);
@@ -772,7 +780,7 @@ export function encodeRendezvous(
       w.u32(checkU(msg.refreshMs, 0xffffffff, 'refresh interval'));
       w.u32(checkU(msg.ttlMs, 0xffffffff, 'ttl'));
       w.u64(msg.serverTime);
-      w.u8(msg.reachable ? 1 : 0);
+      w.u8((msg.reachable ? 1 : 0) | (msg.credentialsFollow ? 2 : 0));
       break;
     case 'turn-credentials':
       if (
@@ -941,7 +949,7 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
   let msg: RendezvousMessage;
   switch (type) {
     case MessageType.REGISTER: {
-      const flags = readFlags(r, 1);
+      const flags = readFlags(r, 3);
       const publicKey = Buffer.from(r.bytes(PUBLIC_KEY_BYTES, 'public key'));
       const name = readName(r);
       const timestamp = r.u64('timestamp');
@@ -951,6 +959,7 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const tail = signedTail({ timestamp, nonce });
       msg = { type: 'register', requestId, reachable: (flags & 1) !== 0, publicKey, rttMs, candidates, ...tail };
       if (name !== undefined) msg.name = name;
+      if (flags & 2) msg.wantCredentials = true;
       break;
     }
     case MessageType.REGISTERED: {
@@ -958,8 +967,9 @@ export function decodeRendezvous(input: Uint8Array): RendezvousMessage {
       const refreshMs = r.u32('refresh interval');
       const ttlMs = r.u32('ttl');
       const serverTime = r.u64('server time');
-      const flags = readFlags(r, 1);
+      const flags = readFlags(r, 3);
       msg = { type: 'registered', requestId, reflexive, refreshMs, ttlMs, serverTime, reachable: (flags & 1) !== 0 };
+      if (flags & 2) msg.credentialsFollow = true;
       break;
     }
     case MessageType.TURN_CREDENTIALS: {

@@ -605,3 +605,82 @@ test('an older connector (checks without a handshake, then XX) still gets a sess
     await ep.close();
   }
 });
+
+test('a listener surfaces an IK session only once the connector confirmed it: a lost message 2 leaves no session', async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const listener = await listen({ keyPair: kb, bind: LOOPBACK, allow: [ka.publicKey] });
+  const listenerPort = listener.endpoint.address().port;
+  // A path that loses every check response carrying message 2 (and nothing else).
+  const s = await udpSocket();
+  let connector: { address: string; port: number } | null = null;
+  let dropped = 0;
+  s.on('message', (msg, rinfo) => {
+    if (rinfo.port === listenerPort) {
+      const p = probeInfo(msg);
+      if (p?.kind === 2 && p.payloadType === IkPayload.IK2) {
+        dropped++;
+        return;
+      }
+      if (connector) s.send(msg, connector.port, connector.address);
+      return;
+    }
+    connector = { address: rinfo.address, port: rinfo.port };
+    s.send(msg, listenerPort, '127.0.0.1');
+  });
+  const surfaced: Session[] = [];
+  listener.on('session', (x: Session) => surfaced.push(x));
+  try {
+    const connectionId = randomBytes(16);
+    const accepted = listener.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [host(s.address().port)],
+    });
+    await assert.rejects(
+      connect({
+        keyPair: ka,
+        bind: LOOPBACK,
+        connectionId,
+        peer: { publicKey: kb.publicKey, candidates: [host(s.address().port)] },
+        timeoutMs: 2000,
+      }),
+    );
+    assert.ok(dropped > 0, 'message 1 was accepted and answered');
+    assert.equal(surfaced.length, 0, 'no session the connector never confirmed');
+    await listener.close();
+    assert.equal(await accepted, null);
+  } finally {
+    await listener.close();
+    s.close();
+  }
+});
+
+test("the IK responder's session: 'confirmed' fires before the confirming frame's stream is dispatched", async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const listener = await listen({ keyPair: kb, bind: LOOPBACK, allow: [ka.publicKey] });
+  const t = await tap(listener.endpoint.address().port);
+  try {
+    const order: string[] = [];
+    listener.on('session', (sb: Session) => {
+      order.push(`session confirmed=${sb.isConfirmed}`);
+      sb.on('stream', (st: MuxStream) => {
+        order.push('stream');
+        st.pipe(st);
+      });
+    });
+    const { session: sa, accepted: sb } = await connectThroughTap(listener, ka, kb.publicKey, t.port);
+    assert.equal(sb?.handshakePattern, 'IK');
+    const st = sa.openStream();
+    const echoed = readAll(st);
+    st.end(Buffer.from('first'));
+    assert.equal((await echoed).toString(), 'first');
+    assert.deepEqual(order, ['session confirmed=true', 'stream']);
+    await sa.close();
+  } finally {
+    await listener.close();
+    await t.close();
+  }
+});

@@ -10,6 +10,7 @@ import { NodeDatagramTransport } from '../../src/net/datagram.js';
 import { RendezvousClient, type TurnCredentials } from '../../src/rendezvous/client.js';
 import { generateKeyPair } from '../../src/session/identity.js';
 import { decodeRendezvous, encodeRendezvous } from '../../src/wire/rendezvous.js';
+import type { Candidate } from '../../src/traversal/candidate.js';
 
 const SECRET = 'test-shared-secret';
 
@@ -111,8 +112,8 @@ test('serve with TURN + shared secret: a registered peer gets credentials that a
   }
 });
 
-test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the listener's relay candidate reaches the connector", async () => {
-  const { connect, listen } = await import('../../src/natpunch.js');
+/** serve's rendezvous + STUN with a TURN server attached that hands out shared-secret credentials to every key. */
+async function rendezvousWithTurn(): Promise<{ port: number; turn: TurnServer; close: () => Promise<void> }> {
   const handle = await startServer({
     port: 0,
     addresses: ['127.0.0.1'],
@@ -123,6 +124,20 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   const detach = attachTurn(handle, turn);
   const port = handle.udp[0]!.port;
   handle.rendezvous!.setTurnCredentials({ secret: SECRET, port, allow: 'any' });
+  return {
+    port,
+    turn,
+    close: async () => {
+      detach();
+      turn.close();
+      await handle.close();
+    },
+  };
+}
+
+test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credentials: the listener's relay candidate reaches the connector", async () => {
+  const { connect, listen } = await import('../../src/natpunch.js');
+  const { port, turn, close: closeServer } = await rendezvousWithTurn();
   const rendezvous = `127.0.0.1:${port}`;
   const ka = generateKeyPair();
   const kb = generateKeyPair();
@@ -161,8 +176,122 @@ test("relay: 'auto' on connect() and listen() uses the rendezvous' TURN credenti
   } finally {
     await session?.close().catch(() => {});
     await listener.close();
-    detach();
-    turn.close();
-    await handle.close();
+    await closeServer();
+  }
+});
+
+test('codec: REGISTER wantCredentials and REGISTERED credentialsFollow are flag 0x02; other flags still refused', () => {
+  const kp = generateKeyPair();
+  const reg = {
+    type: 'register',
+    requestId: 3,
+    publicKey: Buffer.from(kp.publicKey),
+    timestamp: 1,
+    nonce: Buffer.alloc(16, 1),
+    reachable: true,
+    rttMs: 0,
+    candidates: [] as Candidate[],
+    wantCredentials: true,
+  } as const;
+  const back = decodeRendezvous(encodeRendezvous(reg, kp.secretKey));
+  assert.equal(back.type === 'register' && back.wantCredentials, true);
+  assert.equal(back.type === 'register' && back.reachable, true);
+  const plain = decodeRendezvous(encodeRendezvous({ ...reg, wantCredentials: false }, kp.secretKey));
+  assert.equal(plain.type === 'register' && plain.wantCredentials, undefined);
+  const registered = {
+    type: 'registered',
+    requestId: 9,
+    reflexive: { transport: 'udp', address: '127.0.0.1', port: 5 },
+    refreshMs: 1,
+    ttlMs: 2,
+    serverTime: 3,
+    reachable: false,
+    credentialsFollow: true,
+  } as const;
+  assert.deepEqual(decodeRendezvous(encodeRendezvous(registered)), registered);
+  const bytes = Buffer.from(encodeRendezvous(registered));
+  bytes[bytes.length - 1] = 0x04; // flags are the last byte of REGISTERED
+  assert.throws(() => decodeRendezvous(bytes), { code: 'RENDEZVOUS_DECODE' });
+});
+
+test('lost relay credentials: REGISTERED says they follow, the client asks again (REGISTER wantCredentials) and gets them', async () => {
+  const { port, close: closeServer } = await rendezvousWithTurn();
+  // A UDP path through the test that loses the first two TURN_CREDENTIALS on their way to the client.
+  const front = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const back = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  let client: { port: number; address: string } | undefined;
+  const registers: boolean[] = [];
+  const follows: boolean[] = [];
+  let lost = 0;
+  front.onMessage((msg, rinfo) => {
+    const m = decodeRendezvous(msg);
+    if (m.type === 'register') registers.push(m.wantCredentials === true);
+    client = { port: rinfo.port, address: rinfo.address };
+    back.send(msg, port, '127.0.0.1');
+  });
+  back.onMessage((msg) => {
+    const m = decodeRendezvous(msg);
+    if (m.type === 'registered') follows.push(m.credentialsFollow === true);
+    if (m.type === 'turn-credentials' && lost < 2) {
+      lost++;
+      return;
+    }
+    if (client) front.send(msg, client.port, client.address);
+  });
+  const c = new RendezvousClient({
+    transport: t,
+    server: { host: '127.0.0.1', port: front.address().port },
+    keyPair: generateKeyPair(),
+    tcpFallback: false,
+    autoRefresh: false,
+  });
+  try {
+    const arrived = new Promise<TurnCredentials>((resolve) => c.once('turn-credentials', resolve));
+    await c.register();
+    assert.equal(c.credentialsPending, true, 'announced, not here yet');
+    const creds = await Promise.race([
+      arrived,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the lost credentials never came')), 5000)),
+    ]);
+    assert.equal(creds.port, port);
+    assert.equal(c.credentialsPending, false);
+    assert.equal(lost, 2);
+    // The first REGISTER did not ask; the two after each loss did; every REGISTERED announced credentials.
+    assert.deepEqual(registers, [false, true, true]);
+    assert.deepEqual(follows, [true, true, true]);
+  } finally {
+    c.close();
+    t.close();
+    front.close();
+    back.close();
+    await closeServer();
+  }
+});
+
+test('credentials that arrive: no second REGISTER; a refresh with fresh credentials announces none', async () => {
+  const { port, close: closeServer } = await rendezvousWithTurn();
+  const t = await NodeDatagramTransport.bind({ address: '127.0.0.1' });
+  const c = new RendezvousClient({
+    transport: t,
+    server: { host: '127.0.0.1', port },
+    keyPair: generateKeyPair(),
+    tcpFallback: false,
+    autoRefresh: false,
+  });
+  let registrations = 0;
+  c.on('registered', () => registrations++);
+  try {
+    await c.register();
+    assert.ok(await waitCreds(c));
+    assert.equal(c.credentialsPending, false);
+    await c.register(); // a refresh: the credentials are fresh, none follow, none are missed
+    assert.equal(c.credentialsPending, false);
+    await new Promise((r) => setTimeout(r, 600)); // longer than the client's first ask would wait
+    assert.equal(registrations, 2, 'no REGISTER asked for credentials again');
+  } finally {
+    c.close();
+    t.close();
+    await closeServer();
   }
 });
