@@ -6,7 +6,7 @@
 // and max), then sends signed CONNECTs at a fixed offered rate, counts the initiators' CONNECT_NOTIFYs, and reads the
 // RSS once more when they end (the replay cache then holds every CONNECT of the last window).
 // BENCH_RUNS runs. Writes bench/results/rendezvous.{json,md}.
-import { createWriteStream, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createWriteStream, existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BENCH_DIR, CORES, Netns, NATPUNCH_BIN, stopPid, waitFor } from './lib/harness.js';
@@ -32,6 +32,21 @@ const SERVER_NODE_ARGS = (process.env.BENCH_RDV_SERVER_NODE_ARGS ?? '').split(' 
 const HEAP_SNAPSHOT = process.env.BENCH_RDV_HEAPSNAPSHOT ?? '';
 /** BENCH_RDV_SERVER_OUT=FILE: the server's stdout (e.g. --trace-gc lines) is also written there. */
 const SERVER_OUT = process.env.BENCH_RDV_SERVER_OUT;
+/**
+ * BENCH_RDV_MEMTRACE=1: where the server's RSS goes at each milestone and at the end of the introductions (RSS by
+ * mapping, V8's heap spaces used/committed, external memory), from bench/lib/memory-trace.mjs loaded into the
+ * server (it only reads /proc/self/smaps and V8's statistics once a second); in the JSON as `memory`.
+ */
+const MEMTRACE = process.env.BENCH_RDV_MEMTRACE === '1';
+
+/** The trace's latest line (memory-trace.mjs), or undefined. */
+function memorySample(file: string): Record<string, unknown> | undefined {
+  if (!existsSync(file)) return undefined;
+  const lines = readFileSync(file, 'utf8').trim().split('\n');
+  return lines.length && lines[lines.length - 1]
+    ? (JSON.parse(lines[lines.length - 1]!) as Record<string, unknown>)
+    : undefined;
+}
 
 function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -76,6 +91,8 @@ interface Run {
   serverCpuUsPerIntroduction: number;
   loadCpuShareDuringConnects: number;
   errors: Record<string, number>;
+  /** With BENCH_RDV_MEMTRACE=1: the server's memory split at each milestone and after the introductions. */
+  memory?: Record<string, Record<string, unknown> | undefined>;
   /** The server's own rendezvous counters, from its "serve: stopped" log line. */
   serverStats?: Record<string, number>;
   /** Everything the load process reported (skipped CONNECTs, acks, refreshes, signing time). */
@@ -84,10 +101,15 @@ interface Run {
 
 async function oneRun(run: number): Promise<Run> {
   const ns = new Netns('rdv');
+  const traceFile = join(tmpdir(), `natpunch-rdv-memtrace-${process.pid}-${run}.jsonl`);
+  rmSync(traceFile, { force: true });
+  const memory: Record<string, Record<string, unknown> | undefined> = {};
+  if (MEMTRACE) process.env.NATPUNCH_MEMTRACE_FILE = traceFile;
   const server = ns.spawn(
     process.execPath,
     [
       ...SERVER_NODE_ARGS,
+      ...(MEMTRACE ? ['--import', join(BENCH_DIR, 'lib', 'memory-trace.mjs')] : []),
       ...(HEAP_SNAPSHOT !== '' ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${tmpdir()}`] : []),
       NATPUNCH_BIN,
       'serve',
@@ -125,6 +147,10 @@ async function oneRun(run: number): Promise<Run> {
   try {
     await waitFor(async () => serverOut.includes('"listening"'), 'natpunch serve');
     const rss: Record<string, number> = { idle: rssMiB(server.pid!) };
+    if (MEMTRACE) {
+      await waitFor(async () => existsSync(traceFile), 'memory trace', 5000);
+      memory.idle = memorySample(traceFile);
+    }
     const cpuAtStart = processCpuSeconds(server.pid!);
     let cpuAtLastMilestone = NaN;
     let out = '';
@@ -148,6 +174,7 @@ async function oneRun(run: number): Promise<Run> {
           const m = /^MILESTONE (\d+)/.exec(line);
           if (m) {
             rss[m[1]!] = rssMiB(server.pid!);
+            if (MEMTRACE) memory[m[1]!] = memorySample(traceFile);
             if (Number(m[1]) === MILESTONES[MILESTONES.length - 1]) {
               cpuAtLastMilestone = processCpuSeconds(server.pid!);
               if (HEAP_SNAPSHOT === '1') await heapSnapshot(server.pid!);
@@ -169,6 +196,7 @@ async function oneRun(run: number): Promise<Run> {
           } else if (line.startsWith('{')) {
             finished = true;
             afterIntroductions = rssMiB(server.pid!);
+            if (MEMTRACE) memory.afterIntroductions = memorySample(traceFile);
             cpuAtEnd = processCpuSeconds(server.pid!);
             wallAtEnd = performance.now();
             if (HEAP_SNAPSHOT === 'after') await heapSnapshot(server.pid!);
@@ -198,6 +226,7 @@ async function oneRun(run: number): Promise<Run> {
       ? (JSON.parse(stopped) as { rendezvous?: Record<string, number> }).rendezvous
       : undefined;
     return {
+      ...(MEMTRACE ? { memory } : {}),
       ...(serverStats ? { serverStats } : {}),
       run,
       rssMiB: rss,
@@ -220,7 +249,33 @@ async function oneRun(run: number): Promise<Run> {
     await stopPid(load);
     await stopPid(server);
     ns.close();
+    rmSync(traceFile, { force: true });
   }
+}
+
+type MemorySample = {
+  byMapping: Record<string, number>;
+  heapSpaces: Record<string, { used: number; committed: number }>;
+  external: number;
+};
+
+/** With BENCH_RDV_MEMTRACE=1: the RSS at the last milestone split by where it goes, per run. */
+function memoryRows(runs: Run[], at: string): string[][] {
+  const samples = runs.map((r) => r.memory?.[at] as MemorySample | undefined);
+  if (!samples.some(Boolean)) return [];
+  const row = (label: string, pick: (m: MemorySample) => number | undefined): string[] => {
+    const values = samples.map((m) => (m ? pick(m) : undefined) ?? NaN);
+    return [`${label} at ${at} peers (MiB)`, median(values).toFixed(1), values.map((v) => v.toFixed(1)).join(', ')];
+  };
+  return [
+    row("… the node binary's pages", (m) => m.byMapping.node),
+    row('… glibc malloc heap', (m) => m.byMapping.mallocHeap),
+    row('… V8 young generation committed', (m) => m.heapSpaces.new?.committed),
+    row('… V8 old space used', (m) => m.heapSpaces.old?.used),
+    row('… V8 old space committed', (m) => m.heapSpaces.old?.committed),
+    row('… V8 large objects (hash tables) committed', (m) => m.heapSpaces.large_object?.committed),
+    row('… external (ArrayBuffers etc.)', (m) => m.external),
+  ];
 }
 
 async function main(): Promise<void> {
@@ -307,6 +362,7 @@ async function main(): Promise<void> {
         `${f(summary.loadMaxCpuShare * 100, 0)}% (max)`,
         runs.map((r) => `${f(r.loadCpuShareDuringConnects * 100, 0)}%`).join(', '),
       ],
+      ...memoryRows(runs, String(MILESTONES[MILESTONES.length - 1])),
     ],
     notes: [
       `${PEERS} peers registered from ${ADDRESSES} source addresses (127.1.x.y) at ≤ 15 requests/s per address (the server limits at 20); REGISTER and CONNECT carry real Ed25519 signatures.`,

@@ -21,6 +21,15 @@ import { addonStatus, type NativeAddon } from './native.js';
  * fixed cost (~1-2 µs) stops mattering.
  */
 export const BATCH_SIZE = 64;
+/**
+ * The receive slab a server socket's datagrams are copied into (the addon's own default is 1 MiB). A slab stays
+ * referenced until it is full, so on a socket that is busy but not flooded (a rendezvous with its peers refreshing)
+ * it outlives a few young-generation scavenges and is promoted: its memory is then freed only by the next full
+ * collection, and a 1 MiB slab at a time piled up as external memory and glibc heap (issue 20: the rendezvous' RSS
+ * at 100k peers; bench/rendezvous.bench.ts with BENCH_RDV_MEMTRACE=1 shows the split). 128 KiB holds a full batch of
+ * MTU-sized datagrams (BATCH_SIZE × 1,500 B) and any single one (the addon grows a slab to fit a batch).
+ */
+export const DEFAULT_SLAB_BYTES = 128 * 1024;
 /** u32 values per datagram in the metadata array the addon fills (offset, length, port, family, 4 address words). */
 const META_STRIDE = 8;
 /** IPv4 text cache bound: formatted addresses are reused while a client keeps sending; cleared when it is full. */
@@ -41,7 +50,8 @@ export interface BatchedBindOptions {
   reusePort?: boolean;
   /**
    * Memory per socket, for sockets that come by the thousand (a TURN server's relay sockets, one per allocation):
-   * datagrams per batch (default BATCH_SIZE), the receive slab and the send arena in bytes (default 1 MiB each).
+   * datagrams per batch (default BATCH_SIZE), the receive slab (default DEFAULT_SLAB_BYTES) and the send arena in
+   * bytes (default 1 MiB).
    */
   batchSize?: number;
   slabBytes?: number;
@@ -177,7 +187,7 @@ export class BatchedUdpSocket implements DatagramTransport {
       this.#meta,
       (slab, count) => this.#onBatch(slab, count),
       batch,
-      options.slabBytes,
+      options.slabBytes ?? DEFAULT_SLAB_BYTES,
       options.arenaBytes,
     );
     this.#native.start();

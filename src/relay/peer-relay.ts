@@ -36,8 +36,14 @@ import type { Endpoint } from '../wire/rendezvous.js';
 
 /** Scoped credentials live 10 minutes (RFC 8656 §3.2's default allocation lifetime); refreshes renew them. */
 export const DEFAULT_PEER_RELAY_TTL_S = 600;
-/** Keys remembered (the rendezvous' own default registry size). */
-export const DEFAULT_PEER_RELAY_MAX_KEYS = 65_536;
+/**
+ * Keys remembered: above the rendezvous' default registry size (DEFAULT_MAX_PEERS, 100,000), with room for keys
+ * whose registration lapsed while their credentials and introductions still count (up to ttlSeconds). Below it (it
+ * was 65,536), a full registry evicted a third of its peers' relay state every refresh round: their introductions
+ * and observed addresses were forgotten (relayed sessions lost their permissions) and their credentials reissued.
+ * Each remembered key costs ~120 B (its 32-byte key as a string, its packed state, its table slot).
+ */
+export const DEFAULT_PEER_RELAY_MAX_KEYS = 131_072;
 /** Observed addresses kept per key (UDP and TCP registrations, a NAT rebinding). */
 export const MAX_OBSERVED_PER_KEY = 4;
 /** Introductions kept per key; the oldest is forgotten first. */
@@ -356,7 +362,10 @@ export class PeerRelay implements RelayCredentialIssuer, RelayScope {
     if (records.length > MAX_OBSERVED_PER_KEY) records.shift();
     records.unshift(packed.slice(0, AT_CHARS));
     // join makes one flat string (a + b would keep a rope of the parts alive in the table).
-    this.#store(key, state, records.join(''));
+    const next = records.join('');
+    // A refresh from the endpoint seen last changes nothing: the stored string stays (storing the equal new one
+    // would promote it and leave the old one as old-generation garbage, per refresh of every registered peer).
+    if (next !== packed) this.#store(key, state, next);
   }
 
   /**

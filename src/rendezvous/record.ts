@@ -4,14 +4,17 @@
  * The packed form also owns its bytes: a record built from a decoded REGISTER holds views into the received
  * datagram, and keeping those views would keep whole receive buffers alive for the registration's lifetime.
  *
- * Layout (big-endian): key[32] registeredAt f64 expiresAt f64 lastTimestamp f64 rttMs u32 flags u8
- * reflexive(endpoint) candidateCount u8 candidates(type u8, endpoint, priority u32)* [name][natType][node]
+ * Layout (big-endian): registeredAt f64 expiresAt f64 lastTimestamp f64 rttMs u32 flags u8
+ * reflexive(endpoint) candidateCount u8 candidates(type u8, endpoint, priority u32)* [name][natType][node][key[32]]
  * endpoint = transport u8 (0 udp, 1 tcp), family u8 (4|16 = address length), address, port u16;
- * the optional strings are u8 length + UTF-8, present when their flag bit is set.
+ * the optional strings are u8 length + UTF-8, present when their flag bit is set. The key is left out when the
+ * record is stored under it (PackedRecordMap keyed by the key's bytes as a one-byte string, as the registry does):
+ * the table's key already holds those 32 bytes, and a second copy in every record was ~3 MiB at 100k peers.
  */
 import type { Candidate, CandidateType } from '../traversal/candidate.js';
 import { formatAddress, parseIPv4, parseIPv6 } from '../wire/ip.js';
 import type { Endpoint } from '../wire/rendezvous.js';
+import { ByteSlab } from './slab.js';
 
 /** The shape of a registry record (PeerRecord in registry.ts, which imports this module). */
 export interface PackableRecord {
@@ -34,6 +37,8 @@ const HAS_NAME = 2;
 const HAS_NAT = 4;
 const HAS_NODE = 8;
 const HAS_RTT = 16;
+/** The key's 32 bytes close the record (it is not stored under them). */
+const HAS_KEY = 32;
 /** Strings longer than this are not packed (names are at most 63 bytes on the wire; NAT types and node ids short). */
 const MAX_STRING = 255;
 
@@ -45,17 +50,19 @@ function endpointSize(e: { address: string }): number {
   return 4 + (addressBytes(e.address)?.length ?? 0);
 }
 
-/** Packs `r`; undefined when something in it does not fit the layout (the caller keeps the object then). */
-export function packRecord(r: PackableRecord): Buffer | undefined {
+/**
+ * Packs `r`; undefined when something in it does not fit the layout (the caller keeps the object then). With
+ * `keyIsId` the key is left out: whoever stores the bytes keys them by it and gives it back to unpackRecord.
+ */
+export function packRecord(r: PackableRecord, keyIsId = false): Buffer | undefined {
   const strings = [r.name, r.natType, r.node].map((s) => (s === undefined ? undefined : Buffer.from(s, 'utf8')));
   if (strings.some((s) => s && s.length > MAX_STRING) || r.candidates.length > 255 || r.publicKey.length !== 32)
     return undefined;
-  let size = 32 + 24 + 4 + 1 + endpointSize(r.reflexive) + 1;
+  let size = (keyIsId ? 0 : 32) + 24 + 4 + 1 + endpointSize(r.reflexive) + 1;
   for (const c of r.candidates) size += 1 + endpointSize(c) + 4;
   for (const s of strings) if (s) size += 1 + s.length;
   const b = Buffer.allocUnsafe(size);
-  b.set(r.publicKey, 0);
-  let o = 32;
+  let o = 0;
   o = b.writeDoubleBE(r.registeredAt, o);
   o = b.writeDoubleBE(r.expiresAt, o);
   o = b.writeDoubleBE(r.lastTimestamp, o);
@@ -65,7 +72,8 @@ export function packRecord(r: PackableRecord): Buffer | undefined {
     (r.name !== undefined ? HAS_NAME : 0) |
     (r.natType !== undefined ? HAS_NAT : 0) |
     (r.node !== undefined ? HAS_NODE : 0) |
-    (r.rttMs !== undefined ? HAS_RTT : 0);
+    (r.rttMs !== undefined ? HAS_RTT : 0) |
+    (keyIsId ? 0 : HAS_KEY);
   o = b.writeUInt8(flags, o);
   const endpoint = (e: { transport: 'udp' | 'tcp'; address: string; port: number }): boolean => {
     const a = addressBytes(e.address);
@@ -92,13 +100,16 @@ export function packRecord(r: PackableRecord): Buffer | undefined {
     b.set(s, o);
     o += s.length;
   }
+  if (!keyIsId) b.set(r.publicKey, o);
   return b;
 }
 
-/** The record `packRecord` packed, as fresh objects. */
-export function unpackRecord(b: Buffer): PackableRecord {
-  let o = 32;
-  const publicKey = Buffer.from(b.subarray(0, 32));
+/**
+ * The record `packRecord` packed, as fresh objects. `id`: the key's bytes as a one-byte string, for a record packed
+ * without its key.
+ */
+export function unpackRecord(b: Buffer, id?: string): PackableRecord {
+  let o = 0;
   const registeredAt = b.readDoubleBE(o);
   const expiresAt = b.readDoubleBE(o + 8);
   const lastTimestamp = b.readDoubleBE(o + 16);
@@ -128,6 +139,7 @@ export function unpackRecord(b: Buffer): PackableRecord {
     o += 1 + len;
     return s;
   };
+  const publicKey = flags & HAS_KEY ? Buffer.from(b.subarray(b.length - 32)) : Buffer.from(id ?? '', 'latin1');
   const r: PackableRecord = {
     publicKey,
     candidates,
@@ -145,18 +157,19 @@ export function unpackRecord(b: Buffer): PackableRecord {
 }
 
 /** Offsets in the packed layout. */
-const EXPIRES_AT = 32 + 8;
-const FLAGS = 32 + 28;
+const EXPIRES_AT = 8;
+const FLAGS = 28;
 
 /**
- * A Map from key id to record that stores each record as ONE flat one-byte string (packRecord's bytes; V8 keeps it
- * as a 16-byte header plus the bytes, no object around it) and unpacks it on `get`. Expiry and name are read from
- * the string itself for sweeps over every registration. Records that do not fit the layout (never from the wire
- * codec) are kept as they are.
+ * A Map from key id to record that stores each record as packRecord's bytes in a ByteSlab (slab.ts: a refresh that packs to the same
+ * length is written over the old bytes) and unpacks it
+ * on `get`. Expiry and name are read from the bytes for sweeps over every registration. Records that do not fit the
+ * layout (never from the wire codec) are kept as they are.
  */
 export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
-  readonly #entries = new Map<string, string | R>();
-  readonly #scratch = Buffer.allocUnsafe(8);
+  /** id → the record's address in #slab, or the record itself when it does not pack. */
+  readonly #entries = new Map<string, number | R>();
+  readonly #slab = new ByteSlab();
 
   get size(): number {
     return this.#entries.size;
@@ -165,50 +178,62 @@ export class PackedRecordMap<R extends PackableRecord = PackableRecord> {
   get(id: string): R | undefined {
     const e = this.#entries.get(id);
     if (e === undefined) return undefined;
-    return typeof e === 'string' ? (unpackRecord(Buffer.from(e, 'latin1')) as R) : e;
+    return typeof e === 'number' ? (unpackRecord(this.#slab.view(e), id) as R) : e;
   }
 
   /** Expiry and name of `id` without unpacking. */
   summary(id: string): { expiresAt: number; name: string | undefined } | undefined {
     const e = this.#entries.get(id);
     if (e === undefined) return undefined;
-    if (typeof e !== 'string') return { expiresAt: e.expiresAt, name: e.name };
-    return { expiresAt: this.#expiresAt(e), name: packedName(e) };
+    if (typeof e !== 'number') return { expiresAt: e.expiresAt, name: e.name };
+    return { expiresAt: this.#slab.readDouble(e, EXPIRES_AT), name: packedName(this.#slab.view(e)) };
   }
 
   set(id: string, r: R): void {
-    const packed = packRecord(r);
-    this.#entries.set(id, packed ? packed.toString('latin1') : r);
+    const packed = packRecord(r, isKeyId(id, r.publicKey));
+    const e = this.#entries.get(id);
+    if (packed === undefined) {
+      if (typeof e === 'number') this.#slab.release(e);
+      this.#entries.set(id, r);
+    } else if (typeof e === 'number') {
+      const at = this.#slab.replace(e, packed);
+      if (at !== e) this.#entries.set(id, at);
+    } else this.#entries.set(id, this.#slab.store(packed));
   }
 
   delete(id: string): boolean {
+    const e = this.#entries.get(id);
+    if (e === undefined) return false;
+    if (typeof e === 'number') this.#slab.release(e);
     return this.#entries.delete(id);
   }
 
   /** [id, expiresAt] for every record, without unpacking. */
   *summaries(): IterableIterator<[string, number]> {
-    for (const [id, e] of this.#entries) yield [id, typeof e === 'string' ? this.#expiresAt(e) : e.expiresAt];
+    for (const [id, e] of this.#entries)
+      yield [id, typeof e === 'number' ? this.#slab.readDouble(e, EXPIRES_AT) : e.expiresAt];
   }
 
   /** Every record, unpacked one at a time. */
   *values(): IterableIterator<R> {
-    for (const e of this.#entries.values())
-      yield typeof e === 'string' ? (unpackRecord(Buffer.from(e, 'latin1')) as R) : e;
-  }
-
-  #expiresAt(e: string): number {
-    this.#scratch.write(e.slice(EXPIRES_AT, EXPIRES_AT + 8), 0, 'latin1');
-    return this.#scratch.readDoubleBE(0);
+    for (const [id, e] of this.#entries) yield typeof e === 'number' ? (unpackRecord(this.#slab.view(e), id) as R) : e;
   }
 }
 
-/** The name in a packed record (as a string of its bytes), walking past the addresses. */
-function packedName(e: string): string | undefined {
-  if ((e.charCodeAt(FLAGS) & HAS_NAME) === 0) return undefined;
+/** Whether `id` is `key`'s 32 bytes as a one-byte string (then a record stored under it need not repeat them). */
+function isKeyId(id: string, key: Buffer): boolean {
+  if (id.length !== 32 || key.length !== 32) return false;
+  for (let i = 0; i < 32; i++) if (id.charCodeAt(i) !== key[i]) return false;
+  return true;
+}
+
+/** The name in a packed record, walking past the addresses. */
+function packedName(b: Buffer): string | undefined {
+  if ((b[FLAGS]! & HAS_NAME) === 0) return undefined;
   let o = FLAGS + 1;
-  o += 4 + e.charCodeAt(o + 1); // reflexive
-  const count = e.charCodeAt(o++);
-  for (let i = 0; i < count; i++) o += 1 + 4 + e.charCodeAt(o + 2) + 4;
-  const len = e.charCodeAt(o);
-  return Buffer.from(e.slice(o + 1, o + 1 + len), 'latin1').toString('utf8');
+  o += 4 + b[o + 1]!; // reflexive
+  const count = b[o++]!;
+  for (let i = 0; i < count; i++) o += 1 + 4 + b[o + 2]! + 4;
+  const len = b[o]!;
+  return b.toString('utf8', o + 1, o + 1 + len);
 }

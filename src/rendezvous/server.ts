@@ -39,6 +39,7 @@ import {
 import type { ClusterBus, ClusterPush } from './cluster.js';
 import { MemoryRegistry, DEFAULT_MAX_PEERS, DEFAULT_NAME_HOLD_MS, type PeerRecord, type Registry } from './registry.js';
 import { ReplayCache, DEFAULT_MAX_REPLAY_ENTRIES } from './replay.js';
+import { ByteSlab } from './slab.js';
 import {
   keyId,
   nonceEntryAnswer,
@@ -286,23 +287,25 @@ interface ChannelEntry {
 }
 
 /**
- * A registered peer's UDP channel entry as one flat string (compact.ts explains why): transport index u8,
- * registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown), verifiedUntil
- * in whole seconds u32, sourceId. TCP channels (a socket object each, at most maxTcpConnections) stay ChannelEntry
- * objects.
+ * A registered peer's UDP channel entry as bytes in a ByteSlab (slab.ts: no object per peer, and the rewrites of
+ * every refresh and PONG go over the old bytes instead of leaving a string as old-generation garbage): transport
+ * index u8, registerRequestId u32, expiresAt in whole seconds u32 (rounded up), rtt ms u16 (0xffff: unknown),
+ * verifiedUntil in whole seconds u32, sourceId. TCP channels (a socket object each, at most maxTcpConnections) stay
+ * ChannelEntry objects.
  */
 const NO_RTT = 0xffff;
 const PACKED_HEAD = 15;
-
-function packedVerifiedUntil(e: string): number {
-  return e.charCodeAt(11) * 0x1000000 + ((e.charCodeAt(12) << 16) | (e.charCodeAt(13) << 8) | e.charCodeAt(14));
-}
+const PACKED_EXPIRES_AT = 5;
+const PACKED_VERIFIED_UNTIL = 11;
 
 /** A proof is rewritten only when it would move by more than this (seconds): most acks then leave the entry as is. */
 const VERIFIED_REWRITE_S = 10;
 
-function packedExpiresAt(e: string): number {
-  return (e.charCodeAt(5) * 0x1000000 + ((e.charCodeAt(6) << 16) | (e.charCodeAt(7) << 8) | e.charCodeAt(8))) * 1000;
+/** Whether `b` holds the one-byte string `s` at `offset`, to its end. */
+function bytesEndWith(b: Buffer, offset: number, s: string): boolean {
+  if (b.length !== offset + s.length) return false;
+  for (let i = 0; i < s.length; i++) if (b[offset + i] !== s.charCodeAt(i)) return false;
+  return true;
 }
 
 interface Bucket {
@@ -407,8 +410,12 @@ export class RendezvousServer {
 
   #detach = new Set<() => void>();
   #tcp = new Map<Socket, Set<string>>();
-  /** keyId → the peer's channel: packed (UDP) or a ChannelEntry (TCP). Read with #entry, written with #setEntry. */
-  #channels = new Map<string, string | ChannelEntry>();
+  /**
+   * keyId → the peer's channel: its address in #channelBytes (UDP) or a ChannelEntry (TCP). Read with #entry,
+   * written with #setEntry, removed with #unbind.
+   */
+  #channels = new Map<string, number | ChannelEntry>();
+  #channelBytes = new ByteSlab();
   /** Attached transports; a packed channel names its transport by index here. */
   #transports: Array<DatagramTransport | undefined> = [];
   #scratch = new Scratch();
@@ -653,7 +660,9 @@ export class RendezvousServer {
     for (const [k, o] of this.#seqOffers) if (o.expiresAt <= now) this.#seqOffers.delete(k);
     for (const [k, c] of this.#connections) if (c.expiresAt <= now) this.#connections.delete(k);
     for (const [id, e] of this.#channels) {
-      if ((typeof e === 'string' ? packedExpiresAt(e) : e.expiresAt) <= now) this.#unbind(id);
+      const expiresAt =
+        typeof e === 'number' ? this.#channelBytes.readUInt32(e, PACKED_EXPIRES_AT) * 1000 : e.expiresAt;
+      if (expiresAt <= now) this.#unbind(id);
     }
     const minute = Math.floor(now / 60_000);
     for (const [k, c] of this.#reportCounts) if (c.minute !== minute) this.#reportCounts.delete(k);
@@ -670,6 +679,7 @@ export class RendezvousServer {
     for (const p of this.#pending.values()) clearTimeout(p.timer);
     this.#pending.clear();
     this.#channels.clear();
+    this.#channelBytes = new ByteSlab();
     this.#nonces.clear();
     this.#withdrawn.clear();
     this.#buckets.clear();
@@ -974,13 +984,15 @@ export class RendezvousServer {
     if (existing) this.#stats.refreshes++;
     else this.#stats.registrations++;
     this.#bind(id, channel, msg.requestId, now);
-    this.#emit({
-      type: 'register',
-      publicKey: msg.publicKey,
-      ...(msg.name !== undefined ? { name: msg.name } : {}),
-      reflexive,
-      refresh: Boolean(existing),
-    });
+    // (Events are built only for an observer: serve has one only with its admin endpoint.)
+    if (this.#observer)
+      this.#emit({
+        type: 'register',
+        publicKey: msg.publicKey,
+        ...(msg.name !== undefined ? { name: msg.name } : {}),
+        reflexive,
+        refresh: Boolean(existing),
+      });
     // Relay credentials follow REGISTERED (a refresh gets new ones only when the old are half spent, relay/issuer.ts,
     // or when the peer says the announced ones never arrived).
     const credentials = this.#issuer?.issue(
@@ -1103,10 +1115,9 @@ export class RendezvousServer {
     const packed = id === undefined ? undefined : this.#channels.get(id);
     // Read in place first: a peer acknowledges every push, and most acks find a proof that is still fresh.
     if (
-      typeof packed === 'string' &&
-      packed.length === PACKED_HEAD + source.length &&
-      packed.startsWith(source, PACKED_HEAD) &&
-      packedVerifiedUntil(packed) + VERIFIED_REWRITE_S >= until
+      typeof packed === 'number' &&
+      this.#channelBytes.readUInt32(packed, PACKED_VERIFIED_UNTIL) + VERIFIED_REWRITE_S >= until &&
+      bytesEndWith(this.#channelBytes.view(packed), PACKED_HEAD, source)
     )
       return;
     const entry = packed === undefined ? undefined : this.#entry(id!);
@@ -1192,13 +1203,14 @@ export class RendezvousServer {
         introduced: { key: hex(msg.publicKey), seen: plan.observed },
       });
     }
-    this.#emit({
-      type: 'introduction',
-      connectionId: msg.connectionId,
-      from: msg.publicKey,
-      to: target.publicKey,
-      remote: !local,
-    });
+    if (this.#observer)
+      this.#emit({
+        type: 'introduction',
+        connectionId: msg.connectionId,
+        from: msg.publicKey,
+        to: target.publicKey,
+        remote: !local,
+      });
     // A retransmission gets this answer rebuilt (#connectAgain) rather than kept for the replay window.
     this.#rememberRebuild(msg);
     this.#send(channel, reply);
@@ -1650,30 +1662,31 @@ export class RendezvousServer {
   #unbind(id: string): void {
     const prev = this.#channels.get(id);
     if (prev === undefined) return;
-    if (typeof prev === 'object' && prev.channel.kind === 'tcp') this.#tcp.get(prev.channel.socket)?.delete(id);
+    if (typeof prev === 'number') this.#channelBytes.release(prev);
+    else if (prev.channel.kind === 'tcp') this.#tcp.get(prev.channel.socket)?.delete(id);
     this.#channels.delete(id);
   }
 
   /** The channel entry of key `id` (a fresh object for a packed one: write changes back with #setEntry). */
   #entry(id: string): ChannelEntry | undefined {
-    const e = this.#channels.get(id);
-    if (e === undefined || typeof e === 'object') return e;
-    const transport = this.#transports[e.charCodeAt(0)];
+    const at = this.#channels.get(id);
+    if (at === undefined || typeof at === 'object') return at;
+    const e = this.#channelBytes.view(at);
+    const transport = this.#transports[e[0]!];
     if (!transport) return undefined;
-    const source = e.slice(PACKED_HEAD);
-    const len = source.charCodeAt(1);
-    const text = (source.charCodeAt(0) & 0x80) !== 0;
-    const raw = Buffer.from(source.slice(2, 2 + len), 'latin1');
+    const source = e.toString('latin1', PACKED_HEAD);
+    const len = e[PACKED_HEAD + 1]!;
+    const text = (e[PACKED_HEAD]! & 0x80) !== 0;
+    const raw = e.subarray(PACKED_HEAD + 2, PACKED_HEAD + 2 + len);
     const address = text ? raw.toString('utf8') : formatAddress(raw);
-    const port = (source.charCodeAt(2 + len) << 8) | source.charCodeAt(3 + len);
+    const port = e.readUInt16BE(PACKED_HEAD + 2 + len);
     const ip = unmapV4(address);
-    const rtt = (e.charCodeAt(9) << 8) | e.charCodeAt(10);
-    const verifiedUntil = packedVerifiedUntil(e);
+    const rtt = e.readUInt16BE(9);
+    const verifiedUntil = e.readUInt32BE(PACKED_VERIFIED_UNTIL);
     const entry: ChannelEntry = {
       channel: { kind: 'udp', transport, address, port, observed: { transport: 'udp', address: ip, port }, ip, source },
-      registerRequestId:
-        ((e.charCodeAt(1) << 24) | (e.charCodeAt(2) << 16) | (e.charCodeAt(3) << 8) | e.charCodeAt(4)) >>> 0,
-      expiresAt: packedExpiresAt(e),
+      registerRequestId: e.readUInt32BE(1),
+      expiresAt: e.readUInt32BE(PACKED_EXPIRES_AT) * 1000,
     };
     if (rtt !== NO_RTT) entry.rttMs = rtt;
     if (verifiedUntil !== 0) entry.verifiedUntil = verifiedUntil;
@@ -1683,7 +1696,9 @@ export class RendezvousServer {
   #setEntry(id: string, entry: ChannelEntry): void {
     const ch = entry.channel;
     const index = ch.kind === 'udp' ? this.#transports.indexOf(ch.transport) : -1;
+    const prev = this.#channels.get(id);
     if (ch.kind !== 'udp' || index < 0 || index > 0xff || entry.registerRequestId === undefined) {
+      if (typeof prev === 'number') this.#channelBytes.release(prev);
       this.#channels.set(id, entry);
       return;
     }
@@ -1694,7 +1709,10 @@ export class RendezvousServer {
     b.writeUInt16BE(entry.rttMs === undefined ? NO_RTT : Math.min(NO_RTT - 1, Math.round(entry.rttMs)), 9);
     b.writeUInt32BE(Math.min(0xffffffff, entry.verifiedUntil ?? 0), 11);
     const n = PACKED_HEAD + b.write(ch.source, PACKED_HEAD, 'latin1');
-    this.#channels.set(id, b.toString('latin1', 0, n));
+    if (typeof prev === 'number') {
+      const at = this.#channelBytes.replace(prev, b.subarray(0, n));
+      if (at !== prev) this.#channels.set(id, at);
+    } else this.#channels.set(id, this.#channelBytes.store(b.subarray(0, n)));
   }
 
   #errorBytes(requestId: number, inResponseTo: number, code: ErrorCodeName, message: string, retryAfterMs = 0): Buffer {

@@ -16,9 +16,9 @@ import {
 } from '../rendezvous/server.js';
 import type { TurnStats } from '../relay/server.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { Activity } from './activity.js';
-import { startAdmin, type AdminHandle, type HealthReport } from './admin.js';
-import { ServeMetrics } from './metrics.js';
+import type { Activity } from './activity.js';
+import type { AdminHandle, HealthReport } from './admin.js';
+import type { ServeMetrics } from './metrics.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_NAME_HOLD_MS } from './options.js';
 import type { ServerHandle } from './serve.js';
 import type { StunCounterSource } from './stun-counters.js';
@@ -46,8 +46,13 @@ export interface TurnLike {
 }
 
 export class ServeOperations {
-  readonly metrics = new ServeMetrics();
-  readonly activity = new Activity();
+  /**
+   * Metrics and dashboard state exist only with the admin endpoint (--admin), the one place they can be read:
+   * without it they cost every serve prom-client and its default collectors, up to 10,000 remembered
+   * introductions and a call per rendezvous event, for nobody (issue 20). Loaded in prepare().
+   */
+  readonly metrics: ServeMetrics | undefined;
+  readonly activity: Activity | undefined;
   readonly nodeId: string;
   readonly redis: RedisBackend | undefined;
   #settings: OperationsSettings;
@@ -59,12 +64,20 @@ export class ServeOperations {
   #draining = false;
   #closed = false;
 
-  private constructor(settings: OperationsSettings, log: Logger, nodeId: string, redis: RedisBackend | undefined) {
+  private constructor(
+    settings: OperationsSettings,
+    log: Logger,
+    nodeId: string,
+    redis: RedisBackend | undefined,
+    observed: { metrics: ServeMetrics; activity: Activity } | undefined,
+  ) {
     this.#settings = settings;
     this.#log = log;
     this.nodeId = nodeId;
     this.redis = redis;
-    if (redis) this.metrics.setSources({ redis, reports: redis.reports });
+    this.metrics = observed?.metrics;
+    this.activity = observed?.activity;
+    if (redis) this.metrics?.setSources({ redis, reports: redis.reports });
   }
 
   /** Connects to Redis when configured (bounded; a one-line error when it cannot). */
@@ -78,7 +91,12 @@ export class ServeOperations {
           logger,
         })
       : undefined;
-    return new ServeOperations(settings, logger, nodeId, redis);
+    let observed: { metrics: ServeMetrics; activity: Activity } | undefined;
+    if (settings.admin) {
+      const [{ ServeMetrics }, { Activity }] = await Promise.all([import('./metrics.js'), import('./activity.js')]);
+      observed = { metrics: new ServeMetrics(), activity: new Activity() };
+    }
+    return new ServeOperations(settings, logger, nodeId, redis, observed);
   }
 
   /** What the rendezvous server needs from operations: registry/cluster, name policy, reports, observer. */
@@ -94,17 +112,18 @@ export class ServeOperations {
     | 'ttlMs'
     | 'rateLimit'
   > {
-    const observers: RendezvousObserver[] = [this.metrics, this.activity];
-    const observer: RendezvousObserver = {
-      onEvent: (e: RendezvousEvent) => {
-        for (const o of observers) o.onEvent(e);
-      },
-    };
     const out: ReturnType<ServeOperations['rendezvousOptions']> = {
       nameHoldMs: this.#settings.nameHold ?? DEFAULT_NAME_HOLD_MS,
       reports: this.#settings.reports ?? true,
-      observer,
     };
+    if (this.metrics && this.activity) {
+      const observers: RendezvousObserver[] = [this.metrics, this.activity];
+      out.observer = {
+        onEvent: (e: RendezvousEvent) => {
+          for (const o of observers) o.onEvent(e);
+        },
+      };
+    }
     if (this.#settings.reserveName) out.reservedNames = this.#settings.reserveName;
     if (this.#settings.registrationRefresh !== undefined) out.refreshIntervalMs = this.#settings.registrationRefresh;
     if (this.#settings.registrationTtl !== undefined) out.ttlMs = this.#settings.registrationTtl;
@@ -126,12 +145,13 @@ export class ServeOperations {
     this.#handle = handle;
     this.#turn = turn;
     this.#stun = stun ?? handle.stun;
-    this.metrics.setSources({
+    this.metrics?.setSources({
       stun: this.#stun,
       ...(handle.rendezvous ? { rendezvous: handle.rendezvous } : {}),
       ...(turn ? { turn } : {}),
     });
-    if (this.#settings.admin) {
+    if (this.#settings.admin && this.metrics && this.activity) {
+      const { startAdmin } = await import('./admin.js');
       this.#admin = await startAdmin(
         {
           listen: this.#settings.admin,
@@ -214,7 +234,7 @@ export class ServeOperations {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.metrics.close();
+    this.metrics?.close();
     await this.#admin?.close();
     await this.redis?.close();
   }

@@ -57,3 +57,39 @@ test('connect and stun leave the lab, the UPnP XML parser, the TURN server and t
     assert.ok(!packages.includes('fast-xml-parser'), `${args.join(' ')} loads fast-xml-parser`);
   }
 });
+
+test('serve without --admin leaves the metrics, the dashboard state and prom-client out', async () => {
+  const { spawn } = await import('node:child_process');
+  const child = spawn(
+    process.execPath,
+    ['--import', TRACE, BIN, 'serve', '--address', '127.0.0.1', '--port', '0', '--json'],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('"listening"')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`serve exited (${code}): ${err}`)));
+    });
+  } finally {
+    child.kill('SIGKILL');
+    await exited;
+  }
+  const urls = err.split('\n').filter((l) => l.startsWith('LOADED '));
+  assert.ok(
+    urls.some((u) => /rendezvous\/server\.(ts|js)/.test(u)),
+    'the rendezvous server was loaded',
+  );
+  const unwanted = urls.filter((u) =>
+    /server\/(metrics|admin|dashboard|activity)\.(ts|js)|node_modules\/prom-client\//.test(u),
+  );
+  assert.deepEqual(unwanted, []);
+});

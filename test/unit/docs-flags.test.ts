@@ -24,6 +24,7 @@ const NOT_NATPUNCH = new Set([
   '--expose-gc', // node, in docs/performance.md
   '--max-semi-space-size', // node (NODE_OPTIONS), in docs/performance.md
   '--max-old-space-size',
+  '--semi-space-growth-factor', // V8's, tried and rejected in docs/performance.md
   '--cpu-prof', // node's profiler flags, in docs/performance.md
   '--cpu-prof-dir',
   '--target', // the fuzz harness script, in docs/security.md

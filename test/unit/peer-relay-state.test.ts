@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { MAX_INTRODUCTIONS_PER_KEY, MAX_OBSERVED_PER_KEY, PeerRelay } from '../../src/relay/peer-relay.js';
+import {
+  DEFAULT_PEER_RELAY_MAX_KEYS,
+  MAX_INTRODUCTIONS_PER_KEY,
+  MAX_OBSERVED_PER_KEY,
+  PeerRelay,
+} from '../../src/relay/peer-relay.js';
+import { DEFAULT_MAX_PEERS } from '../../src/rendezvous/registry.js';
 import { CredentialLimiter } from '../../src/relay/issuer.js';
 import { SourceRateLimiter } from '../../src/relay/auth.js';
 import type { Endpoint } from '../../src/wire/rendezvous.js';
@@ -140,4 +146,18 @@ test('CredentialLimiter decides like SourceRateLimiter (token buckets, sweep, ov
       assert.equal(a.size, b.size);
     }
   }
+});
+
+test('by default every peer of a full registry keeps its relay state (no eviction below DEFAULT_MAX_PEERS keys)', () => {
+  assert.ok(DEFAULT_PEER_RELAY_MAX_KEYS >= DEFAULT_MAX_PEERS);
+  const pr = new PeerRelay({ port: 3478, now: () => T0 });
+  const { a, ah, bh } = pair(pr, [udp('198.51.100.1', 1)], [udp('198.51.100.2', 2)]);
+  pr.issue(a, udp('198.51.100.1', 1), false, T0);
+  // The rest of a full registry, 30 keys per source address (the default credential rate).
+  for (let i = 0; pr.size < DEFAULT_MAX_PEERS; i++) {
+    const address = `10.${(i >> 16) & 0xff}.${(i >> 8) & 0xff}.${i & 0xff}`;
+    for (let j = 0; j < 30; j++) pr.issue(randomBytes(32), udp(address, 1000 + j), false, T0);
+  }
+  assert.ok(pr.introduced(ah, bh), "the first peer's introduction is still known");
+  assert.ok(pr.allowsAddress(ah, '198.51.100.2'), "and so are its introduced peer's addresses");
 });

@@ -13,9 +13,8 @@ import {
 import { PooledStunCounters } from '../../server/stun-counters.js';
 import type { ServeWorkerData } from '../serve-worker.js';
 import { createReservationTable, SharedReservations } from '../../server/reservations.js';
-import { SpoofService } from '../../server/spoof.js';
+import type { SpoofService } from '../../server/spoof.js';
 import { ServeOperations } from '../../server/operations.js';
-import { SynAckSpoofer } from '../../traversal/tcp-stunt1.js';
 import { NatpunchError } from '../../util/errors.js';
 import {
   readConfigFile,
@@ -90,10 +89,21 @@ export function register(program: Command): void {
       }
       // One raw socket serves both the --spoof-port service and the rendezvous (SEQ_OFFER pairs); the service
       // closes it when it stops (or fails to start).
-      const spoofer = opts.spoof ? SynAckSpoofer.open() : undefined;
-      const spoof = spoofer
-        ? await SpoofService.start({ port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2), logger, spoofer })
-        : undefined;
+      // (Loaded only then: the raw-socket and TCP-sequence modules are not part of a plain serve.)
+      let spoof: SpoofService | undefined;
+      let spoofer: import('../../traversal/tcp-stunt1.js').SynAckSpoofer | undefined;
+      if (opts.spoof) {
+        const [{ SynAckSpoofer }, { SpoofService }] = await Promise.all([
+          import('../../traversal/tcp-stunt1.js'),
+          import('../../server/spoof.js'),
+        ]);
+        spoofer = SynAckSpoofer.open();
+        spoof = await SpoofService.start({
+          port: opts.spoofPort ?? (opts.port === 0 ? 0 : opts.port + 2),
+          logger,
+          spoofer,
+        });
+      }
       // The peer relay's scopes come from the rendezvous' introductions (main thread): with it on, TURN stays in the
       // main thread and the workers answer STUN Binding requests only.
       const turnInMain = Boolean(relay?.peerRelay);
