@@ -656,7 +656,9 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
       // frame shows it got message 2. Until then it is not surfaced: under loss a message 2 that never arrived left
       // the connector to be introduced again while this side served a session nobody would use (the matrix's
       // seq-rc under 5% loss). A newer introduction of the same peer (#supersede) or the handshake timeout ends it.
-      return session.isConfirmed ? surface() : await untilConfirmed(session, signal, surface);
+      // Except when message 1 carried early data: the connector asked for 0-RTT delivery (TLS 1.3 style, with its
+      // caveats, docs/handshake.md), so the session and its early data are surfaced at once, one trip sooner.
+      return session.isConfirmed || session.earlyData ? surface() : await untilConfirmed(session, signal, surface);
     } catch (err) {
       // A peer that re-punched to resume an existing session never starts a handshake: not worth an error. Nor is
       // an attempt the peer dropped because it had itself introduced again (a cold connect whose NAT measurement

@@ -723,3 +723,52 @@ test('`await listener.acceptOffer()` then a stream handler: the stream the conne
     await listener.close();
   }
 });
+
+test('early data asks for 0-RTT: that session is surfaced on message 1, before the connector confirmed it', async () => {
+  const ka = generateKeyPair();
+  const kb = generateKeyPair();
+  const listener = await listen({ keyPair: kb, bind: LOOPBACK, allow: [ka.publicKey] });
+  const listenerPort = listener.endpoint.address().port;
+  // Loses every check response carrying message 2: the connector never confirms.
+  const s = await udpSocket();
+  let connector: { address: string; port: number } | null = null;
+  s.on('message', (msg, rinfo) => {
+    if (rinfo.port === listenerPort) {
+      const p = probeInfo(msg);
+      if (!(p?.kind === 2 && p.payloadType === IkPayload.IK2) && connector)
+        s.send(msg, connector.port, connector.address);
+      return;
+    }
+    connector = { address: rinfo.address, port: rinfo.port };
+    s.send(msg, listenerPort, '127.0.0.1');
+  });
+  try {
+    const connectionId = randomBytes(16);
+    const surfaced = new Promise<Session>((resolve) => listener.once('session', resolve));
+    void listener.acceptOffer({
+      connectionId,
+      role: 'responder',
+      peerKey: ka.publicKey,
+      candidates: [host(s.address().port)],
+    });
+    const early = Buffer.from('0-RTT');
+    const failed = connect({
+      keyPair: ka,
+      bind: LOOPBACK,
+      connectionId,
+      peer: { publicKey: kb.publicKey, candidates: [host(s.address().port)] },
+      earlyData: early,
+      timeoutMs: 1500,
+    }).then(
+      () => false,
+      () => true,
+    );
+    const sb = await surfaced;
+    assert.ok(sb.earlyData?.equals(early));
+    assert.equal(sb.isConfirmed, false);
+    assert.equal(await failed, true);
+  } finally {
+    await listener.close();
+    s.close();
+  }
+});
