@@ -65,6 +65,24 @@ async function tap(listenerPort: number) {
   return { port: s.address().port, fromConnector, close: () => new Promise<void>((r) => s.close(() => r())) };
 }
 
+/** A UDP path in front of the listener that loses every check response carrying IK message 2, and nothing else. */
+async function losesMessage2(listenerPort: number): Promise<{ s: dgram.Socket; dropped: () => number }> {
+  const s = await udpSocket();
+  let connector: { address: string; port: number } | null = null;
+  let dropped = 0;
+  s.on('message', (msg, rinfo) => {
+    if (rinfo.port === listenerPort) {
+      const p = probeInfo(msg);
+      if (p?.kind === 2 && p.payloadType === IkPayload.IK2) dropped++;
+      else if (connector) s.send(msg, connector.port, connector.address);
+      return;
+    }
+    connector = { address: rinfo.address, port: rinfo.port };
+    s.send(msg, listenerPort, '127.0.0.1');
+  });
+  return { s, dropped: () => dropped };
+}
+
 /** Direct mode through the tap: the test plays the rendezvous for both sides. */
 async function connectThroughTap(
   listener: Listener,
@@ -610,24 +628,7 @@ test('a listener surfaces an IK session only once the connector confirmed it: a 
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const listener = await listen({ keyPair: kb, bind: LOOPBACK, allow: [ka.publicKey] });
-  const listenerPort = listener.endpoint.address().port;
-  // A path that loses every check response carrying message 2 (and nothing else).
-  const s = await udpSocket();
-  let connector: { address: string; port: number } | null = null;
-  let dropped = 0;
-  s.on('message', (msg, rinfo) => {
-    if (rinfo.port === listenerPort) {
-      const p = probeInfo(msg);
-      if (p?.kind === 2 && p.payloadType === IkPayload.IK2) {
-        dropped++;
-        return;
-      }
-      if (connector) s.send(msg, connector.port, connector.address);
-      return;
-    }
-    connector = { address: rinfo.address, port: rinfo.port };
-    s.send(msg, listenerPort, '127.0.0.1');
-  });
+  const { s, dropped } = await losesMessage2(listener.endpoint.address().port);
   const surfaced: Session[] = [];
   listener.on('session', (x: Session) => surfaced.push(x));
   try {
@@ -647,7 +648,7 @@ test('a listener surfaces an IK session only once the connector confirmed it: a 
         timeoutMs: 2000,
       }),
     );
-    assert.ok(dropped > 0, 'message 1 was accepted and answered');
+    assert.ok(dropped() > 0, 'message 1 was accepted and answered');
     assert.equal(surfaced.length, 0, 'no session the connector never confirmed');
     await listener.close();
     assert.equal(await accepted, null);
@@ -728,20 +729,8 @@ test('early data asks for 0-RTT: that session is surfaced on message 1, before t
   const ka = generateKeyPair();
   const kb = generateKeyPair();
   const listener = await listen({ keyPair: kb, bind: LOOPBACK, allow: [ka.publicKey] });
-  const listenerPort = listener.endpoint.address().port;
   // Loses every check response carrying message 2: the connector never confirms.
-  const s = await udpSocket();
-  let connector: { address: string; port: number } | null = null;
-  s.on('message', (msg, rinfo) => {
-    if (rinfo.port === listenerPort) {
-      const p = probeInfo(msg);
-      if (!(p?.kind === 2 && p.payloadType === IkPayload.IK2) && connector)
-        s.send(msg, connector.port, connector.address);
-      return;
-    }
-    connector = { address: rinfo.address, port: rinfo.port };
-    s.send(msg, listenerPort, '127.0.0.1');
-  });
+  const { s } = await losesMessage2(listener.endpoint.address().port);
   try {
     const connectionId = randomBytes(16);
     const surfaced = new Promise<Session>((resolve) => listener.once('session', resolve));
