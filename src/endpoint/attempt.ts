@@ -63,6 +63,13 @@ export interface AttemptInput {
    * predicted window, which a new socket's first flow takes (see onOwnSocket).
    */
   punchOnOwnSocket?: boolean;
+  /**
+   * Responder: the connector was introduced unmeasured before, moments ago, and is again: a cold connector is
+   * introduced again only once its NAT measurement is in, so this one has none (it failed, e.g. under loss) and will
+   * not spray. The plan then does not count on it (planner.ts birthdayWithUnmeasured), as the connector's own plan
+   * does not: both sides plan alike (the relay's checks need both at the same time).
+   */
+  peerMeasuredNothing?: boolean;
   keyPair: KeyPair;
   allow?: Allow;
   techniques: ResolvedTechniques;
@@ -139,7 +146,7 @@ function progress(a: AttemptInput, p: Progress): void {
 
 /** What both sides plan for `localView` ↔ the peer's candidates (the first step of runAttempt). */
 export function planFor(
-  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques' | 'role'>,
+  a: Pick<AttemptInput, 'remote' | 'local' | 'techniques' | 'role' | 'peerMeasuredNothing'>,
   localView: NatView = a.local.natView(),
 ): { plan: Plan; sw: PlanSwitches; remoteNat: NatView; advert: ReturnType<typeof advertFromCandidates>['advert'] } {
   const { advert, rest } = advertFromCandidates(a.remote);
@@ -149,7 +156,11 @@ export function planFor(
     budget: Boolean(a.techniques.hardNat?.budget),
     relay: a.techniques.relay !== null,
     transport: a.local.tcp ? a.techniques.transport : a.techniques.transport === 'tcp' ? 'tcp' : 'udp',
-    initiator: a.role === 'initiator' ? 'local' : 'remote',
+    ...(a.role === 'initiator'
+      ? { initiator: 'local' as const }
+      : a.peerMeasuredNothing
+        ? {}
+        : { initiator: 'remote' as const }),
   };
   return { plan: makePlan(localView, remoteNat, sw), sw, remoteNat, advert };
 }

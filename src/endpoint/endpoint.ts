@@ -60,6 +60,11 @@ export const FIRST_ATTEMPT_GRACE_MS = 300;
 
 /** How long a NAT is assumed to keep a UDP mapping nobody uses (RFC 4787 §4.3 REQ-5: at least 2 minutes). */
 const NAT_MAPPING_MEMORY_MS = 120_000;
+/**
+ * A connector introduced unmeasured twice within this time has finished measuring without a result (a cold connect
+ * is introduced again only once its measurement is in, which takes a few seconds at most even under loss).
+ */
+export const UNMEASURED_AGAIN_MS = 10_000;
 
 /** Notes `key` as seen now in a bounded map (the oldest entry goes first). */
 function remember(map: Map<string, number>, key: string): void {
@@ -591,6 +596,8 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
     // comes back with its advert, our hard punch runs from a fresh socket, whose first flow takes the window's start.
     const checkedAt = this.#checkedUnmeasuredAt.get(peer);
     const punchOnOwnSocket = !unmeasured && checkedAt !== undefined && Date.now() - checkedAt < NAT_MAPPING_MEMORY_MS;
+    // Unmeasured again, moments after an unmeasured introduction: its measurement is in and gave nothing.
+    const peerMeasuredNothing = unmeasured && checkedAt !== undefined && Date.now() - checkedAt < UNMEASURED_AGAIN_MS;
     if (unmeasured) remember(this.#checkedUnmeasuredAt, peer);
     const progress = (p: Progress) => {
       this.#progress(p);
@@ -635,6 +642,7 @@ export class Endpoint extends EventEmitter<EndpointEvents> {
         techniques: this.#techniques,
         tuning: { ...this.#tuning(), ik: { replay: this.#ikReplay } },
         ...(punchOnOwnSocket ? { punchOnOwnSocket: true } : {}),
+        ...(peerMeasuredNothing ? { peerMeasuredNothing: true } : {}),
         ...(this.#options.relayHoldMs !== undefined ? { relayHoldMs: this.#options.relayHoldMs } : {}),
         logger: this.#logger,
         progress,

@@ -136,3 +136,15 @@ test('nothing works for random ↔ random without a relay: the advice names the 
   assert.match(tips, /drop --no-relay/);
   assert.match(tips, /--budget/);
 });
+
+test('a connector whose NAT measurement gave nothing (introduced unmeasured again): both sides plan alike, relay at 1.5 s', () => {
+  // The connector cannot spray without a measurement (its hard-NAT switch is off); the listener, told the connector
+  // measured nothing (src/endpoint/endpoint.ts peerMeasuredNothing: no `initiator`), does not count on it either.
+  const connector = steps(view('unknown'), view('random'), { ...ALL_ON, hardNat: false, initiator: 'local' });
+  const listener = steps(view('random'), view('unknown'), { ...ALL_ON });
+  assert.deepEqual(connector, ['udp-checks@0', 'tcp@0', `relay@${RELAY_HOLD_MS}`]);
+  assert.deepEqual(listener, connector);
+  // Before (the listener still counting on a spray), the listener held the relay back 4 s.
+  const before = steps(view('random'), view('unknown'), { ...ALL_ON, initiator: 'remote' });
+  assert.deepEqual(before, ['udp-checks@0', 'birthday@0', 'tcp@0', `relay@${RELAY_HOLD_HARD_MS}`]);
+});
