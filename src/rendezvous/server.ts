@@ -1001,16 +1001,7 @@ export class RendezvousServer {
       existing !== undefined && !msg.wantCredentials,
       now,
     );
-    const reply = encodeRendezvous({
-      type: 'registered',
-      requestId: msg.requestId,
-      reflexive,
-      refreshMs: this.#refreshMs,
-      ttlMs: this.#ttlMs,
-      serverTime: now,
-      reachable,
-      ...(credentials ? { credentialsFollow: true } : {}),
-    });
+    const reply = this.#registered(msg, reflexive, now, reachable, Boolean(credentials));
     // The record now holds this REGISTER's timestamp: older and equal ones are refused or answered (#registerAgain)
     // from it, so its replay entry is not kept (with #recordGuards; otherwise it keeps the answer as for any message).
     if (this.#recordGuards) this.#forgetNonce(msg);
@@ -1051,20 +1042,32 @@ export class RendezvousServer {
     // The first answer was lost, and relay credentials that followed it most likely too: issue them again (the
     // issuer's rate limit bounds how often; they are stateless, the earlier ones stay valid).
     const credentials = this.#issuer?.issue(msg.publicKey, existing.reflexive, false, this.#now());
+    const serverTime = existing.expiresAt - this.#ttlMs;
     this.#send(
       channel,
-      encodeRendezvous({
-        type: 'registered',
-        requestId: msg.requestId,
-        reflexive: existing.reflexive,
-        refreshMs: this.#refreshMs,
-        ttlMs: this.#ttlMs,
-        serverTime: existing.expiresAt - this.#ttlMs,
-        reachable: existing.reachable,
-        ...(credentials ? { credentialsFollow: true } : {}),
-      }),
+      this.#registered(msg, existing.reflexive, serverTime, existing.reachable, Boolean(credentials)),
     );
     if (credentials) this.#reply(channel, { type: 'turn-credentials', requestId: msg.requestId, ...credentials });
+  }
+
+  /** REGISTERED answering `msg`; it says so when relay credentials follow (TURN_CREDENTIALS, same request id). */
+  #registered(
+    msg: RegisterMessage,
+    reflexive: Endpoint,
+    serverTime: number,
+    reachable: boolean,
+    credentialsFollow: boolean,
+  ): Buffer {
+    return encodeRendezvous({
+      type: 'registered',
+      requestId: msg.requestId,
+      reflexive,
+      refreshMs: this.#refreshMs,
+      ttlMs: this.#ttlMs,
+      serverTime,
+      reachable,
+      ...(credentialsFollow ? { credentialsFollow } : {}),
+    });
   }
 
   async #resolve(target: Target, now: number): Promise<PeerRecord | undefined> {
